@@ -1,0 +1,92 @@
+"""The contract between the renderer (which writes pods) and the trainer (which runs in them).
+
+Both sides import these names, so a path or variable renamed on one side cannot
+silently break the other.  The trainer imports only ``kubetune.api``; this is
+why the contract lives here and not in ``render``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+# Mount points inside the training containers.
+CONFIG_DIR: Final = "/etc/kubetune"
+"""The job's ConfigMap, read-only."""
+DATASETS_DIR: Final = "/data/datasets"
+MODELS_DIR: Final = "/data/models"
+OUTPUTS_DIR: Final = "/data/outputs"
+SHM_DIR: Final = "/dev/shm"
+SCRATCH_DIR: Final = "/tmp/kubetune"
+"""Writable scratch (emptyDir): the root filesystem is read-only."""
+
+# Files in CONFIG_DIR (keys of the ConfigMap).
+SPEC_FILE: Final = "finetunejob.json"
+"""The validated FineTuneJob (apiVersion, kind, name, namespace, spec) as JSON."""
+TRAIN_ARGS_FILE: Final = "train.yaml"
+"""LLaMA-Factory training arguments; paths in it use the mount points above."""
+EXPORT_ARGS_FILE: Final = "export.yaml"
+"""LLaMA-Factory export (merge) arguments, when export is enabled."""
+DEEPSPEED_FILE: Final = "ds_config.json"
+ACCELERATE_FILE: Final = "accelerate.yaml"
+DATASET_INFO_FILE: Final = "dataset_info.json"
+"""LLaMA-Factory dataset registry; the trainer copies it next to the converted data."""
+
+# Under the job's output folder.
+RUN_RECORD_FILE: Final = "kubetune-run.json"
+MERGED_SUBDIR: Final = "merged"
+DATA_SUBDIR: Final = "data"
+"""Converted datasets, written once per job by rank 0."""
+
+# Environment the renderer sets on every training container.
+ENV_CONFIG_DIR: Final = "KUBETUNE_CONFIG_DIR"
+ENV_JOB: Final = "KUBETUNE_JOB"
+ENV_NAMESPACE: Final = "KUBETUNE_NAMESPACE"
+ENV_OUTPUT_DIR: Final = "KUBETUNE_OUTPUT_DIR"
+ENV_DATASETS_DIR: Final = "KUBETUNE_DATASETS_DIR"
+ENV_MODELS_DIR: Final = "KUBETUNE_MODELS_DIR"
+ENV_NPROC_PER_NODE: Final = "NPROC_PER_NODE"
+ENV_HF_TOKEN: Final = "HF_TOKEN"
+
+# Trainer exit codes; the renderer maps them onto the Kubeflow restart policy
+# (ExitCode: 1-127 permanent, 128-255 retryable, per the training-operator).
+EXIT_OK: Final = 0
+EXIT_CONFIG: Final = 2
+"""Bad configuration: permanent, do not restart."""
+EXIT_DATA: Final = 3
+"""Bad or missing data: permanent."""
+EXIT_TRAINING: Final = 4
+"""Training crashed for a reason a restart will not fix (e.g. CUDA OOM)."""
+EXIT_RETRYABLE: Final = 130
+"""Rendezvous/NCCL failure, preemption, lost node: restart and resume from the newest checkpoint."""
+
+# Labels and annotations.
+GROUP: Final = "kubetune.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "FineTuneJob"
+PLURAL: Final = "finetunejobs"
+LABEL_JOB: Final = "kubetune.io/finetunejob"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+KUEUE_QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the job's folders are, inside a pod (the defaults) or on a laptop.
+
+    The renderer writes these paths into train.yaml and the environment; the
+    trainer reads them back from the environment.  ``kubetune run --local``
+    passes a Layout of local folders so the very same renderer output runs on
+    the user's machine.
+    """
+
+    config_dir: str = CONFIG_DIR
+    datasets_dir: str = DATASETS_DIR
+    models_dir: str = MODELS_DIR
+    outputs_dir: str = OUTPUTS_DIR
+    scratch_dir: str = SCRATCH_DIR
+
+    def job_output_dir(self, namespace: str, name: str) -> str:
+        """The job's own folder on the outputs volume: <outputs>/<namespace>/<name>."""
+        return f"{self.outputs_dir}/{namespace}/{name}"

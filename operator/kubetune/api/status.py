@@ -1,0 +1,119 @@
+"""The FineTuneJob status: what the operator reports back.
+
+Follows the Kubernetes API conventions: a coarse ``phase`` for humans and
+printer columns, ``conditions`` (type/status/reason/message/observedGeneration/
+lastTransitionTime) for machines, and ``observedGeneration`` so a client can
+tell whether the status already reflects its last spec change.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .base import ApiModel
+
+Phase = Literal["Pending", "Running", "Exporting", "Succeeded", "Failed", "Suspended"]
+TERMINAL_PHASES: tuple[Phase, ...] = ("Succeeded", "Failed")
+
+ConditionType = Literal["Validated", "Created", "Running", "Exporting", "Succeeded", "Failed", "Suspended"]
+
+
+class Condition(ApiModel):
+    """A metav1.Condition."""
+
+    model_config = ApiModel.model_config | {"strict": False}
+
+    type: Annotated[str, Field(max_length=316)]
+    """Condition type, e.g. Validated, Running, Succeeded."""
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
+    reason: Annotated[str, Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    """CamelCase machine-readable cause, e.g. InvalidSpec, JobRunning, PodsPending."""
+    message: Annotated[str, Field(max_length=32768)] = ""
+    """Human-readable detail: what happened and what to do."""
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """metadata.generation the condition was computed from."""
+    last_transition_time: str
+    """When the status last changed (RFC 3339)."""
+
+
+class Progress(ApiModel):
+    """Live training progress, published by the trainer from LLaMA-Factory's trainer_log.jsonl."""
+
+    model_config = ApiModel.model_config | {"strict": False}
+
+    step: Annotated[int, Field(ge=0)] = 0
+    """Optimizer steps done."""
+    total_steps: Annotated[int, Field(ge=0)] = 0
+    """Optimizer steps planned (stays the same across resumes)."""
+    percent: Annotated[float, Field(ge=0, le=100)] = 0.0
+    """step / totalSteps in percent."""
+    epoch: Annotated[float, Field(ge=0)] | None = None
+    """Fractional epoch reached."""
+    loss: float | None = None
+    """Training loss at the last logged step."""
+    learning_rate: float | None = None
+    """Learning rate at the last logged step."""
+    eta_seconds: Annotated[int, Field(ge=0)] | None = None
+    """Estimated seconds to the end of training."""
+    summary: Annotated[str, Field(max_length=64)] = ""
+    """Short form for `kubectl get`, e.g. `120/1000 (12%)`."""
+    updated_at: str | None = None
+    """When the trainer last reported (RFC 3339)."""
+
+
+class ChildRef(ApiModel):
+    """The Kubeflow job running the training."""
+
+    model_config = ApiModel.model_config | {"strict": False}
+
+    api_version: str
+    """e.g. kubeflow.org/v1."""
+    kind: str
+    """PyTorchJob or MPIJob."""
+    name: str
+    """Name in the FineTuneJob's namespace."""
+
+
+class OutputLocation(ApiModel):
+    """Where the results are."""
+
+    model_config = ApiModel.model_config | {"strict": False}
+
+    claim_name: str
+    """PersistentVolumeClaim holding the outputs."""
+    path: str
+    """Folder inside the claim: checkpoints, adapter, trainer_log.jsonl, kubetune-run.json."""
+    merged_path: str | None = None
+    """Folder of the merged model, when export is enabled."""
+
+
+class FineTuneJobStatus(ApiModel):
+    """Observed state of a FineTuneJob. Written only by the operator."""
+
+    model_config = ApiModel.model_config | {"strict": False}
+
+    phase: Phase | None = None
+    """Pending, Running, Exporting, Succeeded, Failed or Suspended."""
+    conditions: Annotated[list[Condition], Field(max_length=32)] | None = None
+    """Detailed state; see Condition."""
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """metadata.generation last acted on by the operator."""
+    gpus: Annotated[int, Field(ge=0)] | None = None
+    """Total GPUs requested (nodes x gpusPerNode); shown by `kubectl get`."""
+    progress: Progress | None = None
+    """Live training progress."""
+    start_time: str | None = None
+    """When training pods first ran (RFC 3339)."""
+    completion_time: str | None = None
+    """When the job reached Succeeded or Failed (RFC 3339)."""
+    job: ChildRef | None = None
+    """The child Kubeflow job."""
+    config_map: str | None = None
+    """Name of the ConfigMap with train.yaml, ds_config.json and dataset_info.json."""
+    output: OutputLocation | None = None
+    """Where to find the results."""
+    message: Annotated[str, Field(max_length=32768)] | None = None
+    """Latest human-readable summary (same as the most relevant condition's message)."""

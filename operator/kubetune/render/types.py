@@ -1,0 +1,66 @@
+"""Typed inputs and outputs of the renderer.
+
+The renderer is a pure function ``render(job, options) -> Rendered``: no I/O,
+no cluster, no clock.  The operator applies ``Rendered.objects``; ``kubetune
+render`` prints them; ``kubetune run --local`` writes ``Rendered.files`` to a
+folder and hands it to the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetune.api import FineTuneJob
+from kubetune.api.contract import Layout
+from kubetune.api.spec import Backend
+
+DEFAULT_TRAINER_IMAGE = "ghcr.io/kubetune/trainer:0.1.0"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Cluster-level defaults the operator (Helm values) or the CLI supplies."""
+
+    image: str = DEFAULT_TRAINER_IMAGE
+    """Trainer image used when spec.image is unset."""
+    backend: Backend | None = None
+    """Override spec.distributed.backend (``kubetune render --backend``)."""
+    layout: Layout = field(default_factory=Layout)
+    """Folders inside the pods (or local folders for run --local)."""
+    default_namespace: str = "default"
+    """Namespace for objects whose metadata has none."""
+    default_queue: str | None = None
+    """Kueue LocalQueue used when spec.scheduling.queueName is unset."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a FineTuneJob is invalid, pointing at the field and the fix."""
+
+    path: str
+    """Field path, e.g. ``spec.training.learningRate``."""
+    message: str
+    """What is wrong and how to fix it."""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Everything one FineTuneJob renders to."""
+
+    job: FineTuneJob
+    train_args: dict[str, Any]
+    """LLaMA-Factory training arguments (the content of train.yaml)."""
+    files: dict[str, str]
+    """ConfigMap data: file name (see kubetune.api.contract) -> text."""
+    config_map: dict[str, Any]
+    workload: dict[str, Any]
+    """The Kubeflow PyTorchJob or MPIJob."""
+
+    @property
+    def objects(self) -> list[dict[str, Any]]:
+        """Children in apply order: the ConfigMap first, so pods never start without it."""
+        return [self.config_map, self.workload]
