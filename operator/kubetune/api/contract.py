@@ -90,3 +90,16 @@ class Layout:
     def job_output_dir(self, namespace: str, name: str) -> str:
         """The job's own folder on the outputs volume: <outputs>/<namespace>/<name>."""
         return f"{self.outputs_dir}/{namespace}/{name}"
+
+
+# Progress transport: the trainer (rank 0 only) prints one line per update to
+# stdout, `PROGRESS_PREFIX` followed by a JSON object whose keys are those of
+# kubetune.api.Progress (camelCase: step, totalSteps, percent, epoch, loss,
+# learningRate, etaSeconds, updatedAt). The operator reads the newest such line
+# from the rank-0 pod's log (pods/log), so training pods need no Kubernetes
+# credentials at all and can never change another job.
+PROGRESS_PREFIX: Final = "kubetune.progress "
+# Stage markers, one line each at the start and end of every trainer stage:
+# `STAGE_PREFIX {"stage": "data", "event": "start"|"end"|"failed", ...}`. The
+# operator uses the export stage's start to report phase Exporting.
+STAGE_PREFIX: Final = "kubetune.stage "
