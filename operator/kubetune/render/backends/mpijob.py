@@ -1,0 +1,86 @@
+"""mpi-operator MPIJob (kubeflow.org/v2beta1): mpirun launches one DeepSpeed process per GPU.
+
+The launcher pod has no GPU; it runs ``mpirun`` (an argv list, nothing from
+the spec on it) which ssh-es into the Worker pods, where sshd runs.  Processes
+started by sshd do not inherit the worker container's environment, so the
+launcher forwards kubetune's variables with ``-x`` and the user's
+``spec.env`` names through ``OMPI_MCA_mca_base_env_list`` (an environment
+value, so no spec string reaches a command line).
+
+Image contract (images/trainer): user ``kubetune`` (uid 1000) with home
+``/home/kubetune``, where mpi-operator mounts the ssh keys
+(``sshAuthMountPath``) and where ``.sshd_config`` runs sshd unprivileged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Final
+
+from ..plan import Plan
+from ..podspec import TRAINER_COMMAND, container_security_context, user_env_names
+from ..templating import render_manifest
+from .base import WorkloadBackend
+from .common import child_labels, run_policy
+
+HOME: Final = "/home/kubetune"
+SSH_AUTH_MOUNT_PATH: Final = f"{HOME}/.ssh"
+SSHD_COMMAND: Final = ["/usr/sbin/sshd", "-De", "-f", f"{HOME}/.sshd_config"]
+HOSTFILE: Final = "/etc/mpi/hostfile"
+ALWAYS_FORWARDED: Final = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH")
+LAUNCHER_RESOURCES: Final = {"requests": {"cpu": "500m", "memory": "512Mi"}}
+"""mpirun only: the launcher never trains, so it asks for little and gets no GPU."""
+
+
+class MPIJobBackend:
+    name: ClassVar[str] = "mpijob"
+    api_version: ClassVar[str] = "kubeflow.org/v2beta1"
+    kind: ClassVar[str] = "MPIJob"
+
+    def build(self, plan: Plan) -> dict[str, Any]:
+        user_names = set(user_env_names(plan))
+        own_names = [e["name"] for e in plan.env if e["name"] not in user_names]
+        launcher_env = list(plan.env)
+        if user_names:
+            launcher_env.append(
+                {"name": "OMPI_MCA_mca_base_env_list", "value": ";".join(sorted(user_names))}
+            )
+        scratch = [v for v in plan.volumes if v["name"] == "scratch"]
+        scratch_mounts = [m for m in plan.volume_mounts if m["name"] == "scratch"]
+        return render_manifest(
+            "mpijob.yaml.j2",
+            plan=plan,
+            labels=child_labels(plan),
+            slots_per_worker=plan.procs_per_node,
+            ssh_auth_mount_path=SSH_AUTH_MOUNT_PATH,
+            run_policy=run_policy(plan, min_available=plan.nodes + 1),
+            launcher_command=mpirun_argv(plan, own_names),
+            launcher_env=launcher_env,
+            launcher_resources=LAUNCHER_RESOURCES,
+            launcher_volumes=scratch,
+            launcher_mounts=scratch_mounts,
+            worker_command=list(SSHD_COMMAND),
+            worker_security_context=container_security_context(read_only_root=False),
+            image_pull_policy=plan.job.spec.image_pull_policy,
+        )
+
+
+def mpirun_argv(plan: Plan, forwarded: list[str]) -> list[str]:
+    """``mpirun -np nodes*gpus --hostfile ... -x VAR ... python -m kubetune.trainer``."""
+    argv = [
+        "mpirun",
+        "-np",
+        str(plan.nodes * plan.procs_per_node),
+        "--hostfile",
+        HOSTFILE,
+        "--bind-to",
+        "none",
+        "--map-by",
+        "slot",
+    ]
+    for name in (*ALWAYS_FORWARDED, *forwarded):
+        argv += ["-x", name]
+    return argv + list(TRAINER_COMMAND)
+
+
+_CONFORMS: WorkloadBackend = MPIJobBackend()
+"""Static check (mypy) that the class implements the backend Protocol."""

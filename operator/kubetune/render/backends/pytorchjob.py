@@ -1,0 +1,43 @@
+"""Kubeflow PyTorchJob (kubeflow.org/v1): torchrun, DeepSpeed or Accelerate inside each pod.
+
+The training operator injects MASTER_ADDR/MASTER_PORT/WORLD_SIZE/RANK and
+PET_* into every pod; the trainer maps them onto LLaMA-Factory's launcher
+variables (NNODES, NODE_RANK, ...).  The master pod is rank 0, whose log the
+operator reads for progress.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ..plan import Plan
+from ..podspec import TRAINER_COMMAND
+from ..templating import render_manifest
+from .base import WorkloadBackend
+from .common import child_labels, run_policy
+
+
+class PyTorchJobBackend:
+    name: ClassVar[str] = "pytorchjob"
+    api_version: ClassVar[str] = "kubeflow.org/v1"
+    kind: ClassVar[str] = "PyTorchJob"
+
+    def build(self, plan: Plan) -> dict[str, Any]:
+        roles = [("Master", 1)]
+        if plan.nodes > 1:
+            roles.append(("Worker", plan.nodes - 1))
+        return render_manifest(
+            "pytorchjob.yaml.j2",
+            plan=plan,
+            labels=child_labels(plan),
+            roles=roles,
+            nproc_per_node=str(plan.procs_per_node),
+            run_policy=run_policy(plan, min_available=plan.nodes),
+            command=list(TRAINER_COMMAND),
+            master_port=plan.job.spec.distributed.master_port,
+            image_pull_policy=plan.job.spec.image_pull_policy,
+        )
+
+
+_CONFORMS: WorkloadBackend = PyTorchJobBackend()
+"""Static check (mypy) that the class implements the backend Protocol."""

@@ -1,0 +1,242 @@
+"""``validate_object(obj) -> (job | None, problems)``: every reason a FineTuneJob is invalid.
+
+Two layers.  (1) The pydantic models (the same rules the CRD's schema and CEL
+enforce) - their errors are turned into Kubernetes-style paths such as
+``spec.datasets[0].path`` and messages that say how to fix them.  (2) Checks
+the CRD cannot express because they need LLaMA-Factory's own knowledge:
+``spec.extraArgs`` against the pinned argument catalog, ``spec.model.template``
+against its template list, and name lengths of the children.
+
+Never raises: whatever was parsed from a file, the answer is a list of Problems.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from kubetune.api import FineTuneJob
+from kubetune.api.contract import API_VERSION, KIND
+
+from .catalog import catalog
+from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
+from .types import Problem
+
+MAX_NAME_LENGTH = 52
+"""metadata.name limit: the Kubeflow operators add up to ~10 characters
+(``-launcher``, ``-worker-123``) to pod and service names, which must stay DNS labels (63)."""
+
+
+def validate_object(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
+    """Validate one parsed document. Returns the job only when there are no problems."""
+    try:
+        return _validate(obj)
+    except Exception as exc:  # noqa: BLE001 - the contract is "never raise"
+        return None, [Problem("", f"could not validate this object ({type(exc).__name__}: {exc}); please report it")]
+
+
+def _validate(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
+    if not isinstance(obj, dict):
+        return None, [Problem("", f"expected a FineTuneJob mapping (apiVersion, kind, metadata, spec), got {_type_name(obj)}")]
+    problems: list[Problem] = []
+    if obj.get("apiVersion") != API_VERSION:
+        problems.append(Problem("apiVersion", f"must be {API_VERSION} (got {obj.get('apiVersion')!r})"))
+    if obj.get("kind") != KIND:
+        problems.append(Problem("kind", f"must be {KIND} (got {obj.get('kind')!r})"))
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    try:
+        job = FineTuneJob.from_api(body)
+    except ValidationError as err:
+        problems.extend(_from_pydantic(err))
+        return None, _dedupe(problems)
+    problems.extend(semantic_problems(job))
+    return (None if problems else job), _dedupe(problems)
+
+
+def semantic_problems(job: FineTuneJob) -> list[Problem]:
+    """Checks beyond the schema; run on an already-parsed job."""
+    problems: list[Problem] = []
+    if len(job.name) > MAX_NAME_LENGTH:
+        problems.append(
+            Problem(
+                "metadata.name",
+                f"is {len(job.name)} characters; at most {MAX_NAME_LENGTH} fit, because pod and service names "
+                "of the Kubeflow job append a suffix to it and must stay within 63: choose a shorter name",
+            )
+        )
+    problems.extend(_template_problems(job.spec.model.template))
+    problems.extend(_extra_args_problems(job.spec.extra_args or {}))
+    return problems
+
+
+def _template_problems(template: str) -> list[Problem]:
+    known = catalog().templates
+    if template in known:
+        return []
+    close = difflib.get_close_matches(template, known, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return [
+        Problem(
+            "spec.model.template",
+            f"{template!r} is not a LLaMA-Factory {catalog().version} template; {hint}"
+            f"pick the one matching the model family (e.g. qwen, llama3, mistral, default)",
+        )
+    ]
+
+
+def _extra_args_problems(extra: dict[str, Any]) -> list[Problem]:
+    cat = catalog()
+    problems: list[Problem] = []
+    for key, value in sorted(extra.items()):
+        path = f"spec.extraArgs.{key}"
+        if key in SPEC_CONTROLLED:
+            problems.append(Problem(path, f"is set by the spec: use {SPEC_CONTROLLED[key]} instead and remove it from extraArgs"))
+            continue
+        info = cat.args.get(key)
+        if info is None:
+            close = difflib.get_close_matches(key, list(cat.args), n=3, cutoff=0.75)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            problems.append(
+                Problem(path, f"is not an argument of LLaMA-Factory {cat.version} (its parser would refuse it){hint}")
+            )
+            continue
+        if key in OVERRIDABLE and info.accepts(value):
+            continue
+        if not info.accepts(value):
+            problems.append(Problem(path, f"LLaMA-Factory expects {info.describe()} here, got {value!r}"))
+    return problems
+
+
+# --- pydantic errors -> Problems -------------------------------------------------------
+
+
+def _from_pydantic(err: ValidationError) -> list[Problem]:
+    problems: list[Problem] = []
+    for e in err.errors(include_url=False):
+        loc = tuple(e["loc"])
+        # Tagged unions and constrained-type wrappers add non-field segments; keep field names/indexes.
+        path = _path(loc)
+        if e["type"] == "kubetune_rule":
+            for rule in (e.get("ctx") or {}).get("rules", []):
+                problems.append(Problem(_join(path, rule.get("fieldPath", "")), str(rule["message"])))
+            continue
+        problems.append(Problem(path, _message(e, loc)))
+    return problems
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and part.startswith(("function-", "json-or-python", "lax-or-strict")):
+            continue
+        elif isinstance(part, str) and part in _UNION_MEMBERS:
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_UNION_MEMBERS = {"bool", "int", "float", "str", "constrained-str", "list[...]", "dict[str,...]", "none"}
+
+
+def _join(base: str, field_path: str) -> str:
+    if not field_path:
+        return base
+    return base + field_path if field_path.startswith((".", "[")) else f"{base}.{field_path}"
+
+
+def _message(e: Any, loc: tuple[Any, ...]) -> str:
+    kind = e["type"]
+    msg = str(e["msg"])
+    ctx = e.get("ctx") or {}
+    got = e.get("input")
+    if kind == "missing":
+        return "is required: add it"
+    if kind == "extra_forbidden":
+        close = _close_field(loc)
+        hint = f" (did you mean {close}?)" if close else ""
+        return f"is not a field of FineTuneJob{hint}: remove it or fix the spelling"
+    if kind == "literal_error":
+        return f"{got!r} is not allowed; use {ctx.get('expected', 'one of the documented values')}"
+    if kind == "string_pattern_mismatch":
+        return f"{got!r} does not match {ctx.get('pattern')}: {_pattern_hint(loc)}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be an integer, got {_show(got)}"
+    if kind in ("float_type", "float_parsing"):
+        return f"must be a number (e.g. 1.0e-4, unquoted), got {_show(got)}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"must be true or false (unquoted), got {_show(got)}"
+    if kind in ("string_type",):
+        return f"must be a string (quote it), got {_show(got)}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"must be a mapping of fields, got {_show(got)}"
+    if kind == "list_type":
+        return f"must be a list, got {_show(got)}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than", "too_short", "too_long",
+                "string_too_long", "string_too_short"):
+        return f"{msg[0].lower()}{msg[1:]} (got {_show(got)})"
+    return msg
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _type_name(value: object) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number", type(None): "an empty document"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _pattern_hint(loc: tuple[Any, ...]) -> str:
+    name = str(loc[-1]) if loc else ""
+    if name in ("name", "namespace", "claimName") or "Name" in name:
+        return "use lower-case letters, digits and '-' (a DNS name)"
+    if name in ("path", "subPath"):
+        return "use a relative path of letters, digits and . _ - / (no spaces, quotes or shell characters)"
+    return "see `kubectl explain finetunejob.spec` for the allowed form"
+
+
+def _close_field(loc: tuple[Any, ...]) -> str | None:
+    """The known field closest to an unknown one, found by walking the models along loc."""
+    model: type[BaseModel] | None = FineTuneJob
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part or n == part), None)
+        if field is None:
+            return None
+        model = _model_of(field.annotation)
+    if model is None or not loc:
+        return None
+    names = [f.alias or n for n, f in model.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[str, str]] = set()
+    out: list[Problem] = []
+    for p in problems:
+        if (p.path, p.message) not in seen:
+            seen.add((p.path, p.message))
+            out.append(p)
+    return out

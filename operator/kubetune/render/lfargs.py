@@ -1,0 +1,193 @@
+"""FineTuneJob -> LLaMA-Factory training arguments (the content of train.yaml).
+
+Why one table of spec-controlled keys: ``spec.extraArgs`` may add any
+argument of the pinned LLaMA-Factory, but never one the spec already sets -
+two sources for one value is how configs silently diverge.  The same table
+tells the user which spec field to use instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from kubetune.api import FineTuneJob, FreezeSpec, LoraSpec
+from kubetune.api.contract import DATA_SUBDIR, DEEPSPEED_FILE, Layout
+from kubetune.api.spec import Launcher
+
+SPEC_CONTROLLED: Final[dict[str, str]] = {
+    "stage": "spec.training.stage",
+    "do_train": "spec (kubetune always trains)",
+    "model_name_or_path": "spec.model.name or spec.model.path",
+    "model_revision": "spec.model.revision",
+    "trust_remote_code": "spec.model.trustRemoteCode",
+    "template": "spec.model.template",
+    "dataset": "spec.datasets[].name",
+    "dataset_dir": "spec.datasets (kubetune writes dataset_info.json itself)",
+    "max_samples": "spec.training.maxSamples",
+    "finetuning_type": "spec.method",
+    "lora_rank": "spec.lora.rank",
+    "lora_alpha": "spec.lora.alpha",
+    "lora_dropout": "spec.lora.dropout",
+    "lora_target": "spec.lora.targetModules",
+    "freeze_trainable_layers": "spec.freeze.trainableLayers",
+    "freeze_trainable_modules": "spec.freeze.trainableModules",
+    "quantization_bit": "spec.quantization.bits",
+    "quantization_type": "spec.quantization.type",
+    "double_quantization": "spec.quantization.doubleQuant",
+    "quantization_method": "spec.quantization (kubetune quantizes with bitsandbytes)",
+    "output_dir": "spec.storage.outputs (outputs go to <outputs>/<namespace>/<name>)",
+    "overwrite_output_dir": "spec.storage.outputs (a restarted job resumes from its checkpoints; use a new job name for a fresh run)",
+    "resume_from_checkpoint": "spec.runPolicy (the trainer resumes from the newest checkpoint itself)",
+    "per_device_train_batch_size": "spec.training.perDeviceBatchSize",
+    "gradient_accumulation_steps": "spec.training.gradientAccumulationSteps",
+    "lr_scheduler_type": "spec.training.scheduler",
+    "warmup_ratio": "spec.training.warmupRatio",
+    "warmup_steps": "spec.training.warmupSteps",
+    "logging_steps": "spec.training.loggingSteps",
+    "save_steps": "spec.training.saveSteps",
+    "save_total_limit": "spec.training.saveTotalLimit",
+    "learning_rate": "spec.training.learningRate",
+    "num_train_epochs": "spec.training.epochs",
+    "max_steps": "spec.training.maxSteps",
+    "cutoff_len": "spec.training.cutoffLength",
+    "bf16": "spec.training.precision",
+    "fp16": "spec.training.precision",
+    "pure_bf16": "spec.training.precision",
+    "disable_gradient_checkpointing": "spec.training.gradientCheckpointing",
+    "seed": "spec.training.seed",
+    "weight_decay": "spec.training.weightDecay",
+    "max_grad_norm": "spec.training.maxGradNorm",
+    "val_size": "spec.training.valSize",
+    "eval_strategy": "spec.training.evalSteps",
+    "eval_steps": "spec.training.evalSteps",
+    "flash_attn": "spec.training.attention",
+    "preprocessing_num_workers": "spec.training.preprocessingWorkers",
+    "deepspeed": "spec.distributed.zeroStage",
+    "fsdp": "spec.distributed.fsdp",
+    "fsdp_config": "spec.distributed.fsdp",
+    "local_rank": "spec.resources (ranks come from the launcher)",
+    "hub_token": "spec.hfTokenSecretRef (never put a token in the spec)",
+    "export_dir": "spec.export",
+    "export_size": "spec.export.shardSizeGB",
+    "adapter_name_or_path": "spec.model (kubetune trains a fresh adapter per job)",
+}
+"""LLaMA-Factory key -> the FineTuneJob field that controls it."""
+
+OVERRIDABLE: Final = frozenset({"overwrite_cache", "plot_loss", "report_to"})
+"""kubetune's own choices that spec.extraArgs may override (no spec field controls them)."""
+
+
+def model_location(job: FineTuneJob, layout: Layout) -> str:
+    """A Hub id, or the model's folder on the models volume."""
+    model = job.spec.model
+    return model.name if model.name is not None else f"{layout.models_dir}/{model.path}"
+
+
+def effective_launcher(job: FineTuneJob, backend: str) -> Launcher:
+    """spec.distributed.launcher, or its default for the backend actually used
+    (``kubetune render --backend`` may differ from spec.distributed.backend)."""
+    d = job.spec.distributed
+    if d.launcher is not None:
+        return d.launcher
+    return "deepspeed" if backend == "mpijob" or d.zero_stage > 0 else "torchrun"
+
+
+def uses_deepspeed_config(job: FineTuneJob, launcher: Launcher) -> bool:
+    """Whether LLaMA-Factory gets ``deepspeed: ds_config.json``.
+
+    The DeepSpeed launcher always does; Accelerate does when ZeRO shards
+    (its own config then points at the same file).
+    """
+    return launcher == "deepspeed" or (launcher == "accelerate" and job.spec.distributed.zero_stage > 0)
+
+
+def train_args(job: FineTuneJob, layout: Layout, output_dir: str, launcher: Launcher) -> dict[str, Any]:
+    """The LLaMA-Factory arguments, in a stable, readable order; extraArgs last."""
+    spec = job.spec
+    t = spec.training
+    args: dict[str, Any] = {
+        "stage": t.stage,
+        "do_train": True,
+        "model_name_or_path": model_location(job, layout),
+    }
+    if spec.model.revision is not None:
+        args["model_revision"] = spec.model.revision
+    if spec.model.trust_remote_code:
+        args["trust_remote_code"] = True
+    args["template"] = spec.model.template
+    args["dataset"] = ",".join(d.name for d in spec.datasets)
+    args["dataset_dir"] = f"{output_dir}/{DATA_SUBDIR}"
+    if t.max_samples is not None:
+        args["max_samples"] = t.max_samples
+    args["cutoff_len"] = t.cutoff_length
+    args["overwrite_cache"] = True
+    if t.preprocessing_workers is not None:
+        args["preprocessing_num_workers"] = t.preprocessing_workers
+
+    args.update(_method_args(job))
+
+    args["output_dir"] = output_dir
+    args["per_device_train_batch_size"] = t.per_device_batch_size
+    args["gradient_accumulation_steps"] = t.gradient_accumulation_steps
+    args["learning_rate"] = t.learning_rate
+    if t.max_steps is not None:
+        args["max_steps"] = t.max_steps
+    else:
+        args["num_train_epochs"] = t.epochs
+    args["lr_scheduler_type"] = t.scheduler
+    if t.warmup_steps is not None:
+        args["warmup_steps"] = t.warmup_steps
+    else:
+        args["warmup_ratio"] = t.warmup_ratio
+    args["weight_decay"] = t.weight_decay
+    args["max_grad_norm"] = t.max_grad_norm
+    args["seed"] = t.seed
+    args["logging_steps"] = t.logging_steps
+    args["save_steps"] = t.save_steps
+    if t.save_total_limit is not None:
+        args["save_total_limit"] = t.save_total_limit
+    if t.precision == "bf16":
+        args["bf16"] = True
+    elif t.precision == "fp16":
+        args["fp16"] = True
+    if not t.gradient_checkpointing:
+        args["disable_gradient_checkpointing"] = True
+    args["flash_attn"] = t.attention
+    if t.val_size is not None:
+        args["val_size"] = t.val_size
+        args["eval_strategy"] = "steps"
+        args["eval_steps"] = t.eval_steps if t.eval_steps is not None else t.save_steps
+        args["per_device_eval_batch_size"] = t.per_device_batch_size
+    if uses_deepspeed_config(job, launcher):
+        args["deepspeed"] = f"{layout.config_dir}/{DEEPSPEED_FILE}"
+    args["plot_loss"] = True
+    args["report_to"] = "none"
+    for key, value in sorted((spec.extra_args or {}).items()):
+        args[key] = value
+    return args
+
+
+def _method_args(job: FineTuneJob) -> dict[str, Any]:
+    spec = job.spec
+    if spec.method == "full":
+        return {"finetuning_type": "full"}
+    if spec.method == "freeze":
+        freeze = spec.freeze or FreezeSpec()
+        return {
+            "finetuning_type": "freeze",
+            "freeze_trainable_layers": freeze.trainable_layers,
+            "freeze_trainable_modules": ",".join(freeze.trainable_modules),
+        }
+    lora = spec.lora or LoraSpec()
+    out: dict[str, Any] = {"finetuning_type": "lora", "lora_rank": lora.rank}
+    if lora.alpha is not None:
+        out["lora_alpha"] = lora.alpha
+    out["lora_dropout"] = lora.dropout
+    out["lora_target"] = ",".join(lora.target_modules)
+    if spec.method == "qlora" and spec.quantization is not None:
+        q = spec.quantization
+        out["quantization_bit"] = q.bits
+        if q.bits == 4:
+            out["quantization_type"] = q.type
+            out["double_quantization"] = q.double_quant
+    return out

@@ -1,0 +1,123 @@
+"""``render(job, options) -> Rendered``: named phases on one typed :class:`Plan`.
+
+Order matters and is written down once here:
+
+1. ``resolve``    - names, namespace, output folder, backend, launcher, image, queue, labels
+2. ``training``   - train.yaml and the other ConfigMap files
+3. ``scheduling`` - pod-level placement shared by every replica
+4. ``pod_spec``   - env, volumes, resources, security contexts
+5. ``build``      - the ConfigMap and the backend's Kubeflow job
+
+Pure: no I/O, no clock, no randomness; the same job renders byte-identical output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubetune.api import FineTuneJob
+from kubetune.api.contract import (
+    ACCELERATE_FILE,
+    API_VERSION,
+    DATASET_INFO_FILE,
+    DEEPSPEED_FILE,
+    EXPORT_ARGS_FILE,
+    KIND,
+    LABEL_JOB,
+    LABEL_MANAGED_BY,
+    SPEC_FILE,
+    TRAIN_ARGS_FILE,
+)
+
+from . import configs
+from .backends import get_backend
+from .lfargs import effective_launcher, train_args, uses_deepspeed_config
+from .plan import Plan
+from .podspec import build_pod_spec, schedule
+from .templating import render_manifest
+from .types import Rendered, RenderOptions
+
+CONFIG_MAP_SUFFIX = "-config"
+
+
+def resolve(job: FineTuneJob, options: RenderOptions) -> Plan:
+    namespace = job.metadata.namespace or options.default_namespace
+    backend = options.backend or job.spec.distributed.backend
+    d = job.spec.distributed
+    if backend == "mpijob" and d.launcher not in (None, "deepspeed"):
+        raise ValueError(
+            f"backend mpijob runs DeepSpeed under mpirun, but spec.distributed.launcher is {d.launcher}: "
+            "use backend pytorchjob, or launcher deepspeed"
+        )
+    launcher = effective_launcher(job, backend)
+    queue = job.spec.scheduling.queue_name if job.spec.scheduling and job.spec.scheduling.queue_name else None
+    labels = {
+        "app.kubernetes.io/name": "kubetune",
+        LABEL_MANAGED_BY: "kubetune",
+        LABEL_JOB: job.name,
+    }
+    owners: list[dict[str, Any]] = []
+    if job.metadata.uid:
+        owners.append(
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": job.name,
+                "uid": job.metadata.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        )
+    return Plan(
+        job=job,
+        options=options,
+        name=job.name,
+        namespace=namespace,
+        output_dir=options.layout.job_output_dir(namespace, job.name),
+        backend=backend,
+        launcher=launcher,
+        image=job.spec.image or options.image,
+        queue=queue or options.default_queue,
+        labels=labels,
+        owner_references=owners,
+        config_map_name=job.name + CONFIG_MAP_SUFFIX,
+    )
+
+
+def training(plan: Plan) -> None:
+    job, layout = plan.job, plan.options.layout
+    plan.train_args = train_args(job, layout, plan.output_dir, plan.launcher)
+    files = {
+        SPEC_FILE: configs.dump_json(configs.spec_document(job, plan.namespace)),
+        TRAIN_ARGS_FILE: configs.dump_yaml(plan.train_args),
+        DATASET_INFO_FILE: configs.dump_json(configs.dataset_info(job, layout)),
+    }
+    if uses_deepspeed_config(job, plan.launcher):
+        files[DEEPSPEED_FILE] = configs.dump_json(configs.deepspeed_config(job))
+    if plan.launcher == "accelerate":
+        files[ACCELERATE_FILE] = configs.dump_yaml(configs.accelerate_config(job, layout))
+    if job.spec.export.enabled:
+        files[EXPORT_ARGS_FILE] = configs.dump_yaml(configs.export_args(job, layout, plan.output_dir))
+    plan.files = dict(sorted(files.items()))
+
+
+def build(plan: Plan) -> Rendered:
+    config_map = render_manifest("configmap.yaml.j2", plan=plan)
+    workload = get_backend(plan.backend).build(plan)
+    return Rendered(
+        job=plan.job,
+        train_args=plan.train_args,
+        files=plan.files,
+        config_map=config_map,
+        workload=workload,
+    )
+
+
+def render(job: FineTuneJob, options: RenderOptions | None = None) -> Rendered:
+    """Everything one valid FineTuneJob becomes. Raises ValueError only for an
+    option that contradicts the spec (``--backend mpijob`` with launcher torchrun)."""
+    plan = resolve(job, options or RenderOptions())
+    training(plan)
+    schedule(plan)
+    build_pod_spec(plan)
+    return build(plan)

@@ -1,0 +1,68 @@
+"""The typed intermediate every render phase reads and fills in.
+
+Why an intermediate: phases (defaults -> training files -> scheduling -> pod
+spec -> backend build) each own one concern and only touch their fields, so a
+new backend (Trainer v2 TrainJob next) reuses everything up to the build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetune.api import FineTuneJob
+from kubetune.api.spec import Backend, Launcher
+
+from .types import RenderOptions
+
+
+@dataclass
+class Plan:
+    job: FineTuneJob
+    options: RenderOptions
+    name: str
+    namespace: str
+    output_dir: str
+    backend: Backend
+    launcher: Launcher
+    image: str
+    queue: str | None
+    labels: dict[str, str]
+    owner_references: list[dict[str, Any]]
+    config_map_name: str
+
+    # filled by phase "training"
+    train_args: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    # filled by phase "scheduling": pod-level fields shared by every replica
+    pod_fields: dict[str, Any] = field(default_factory=dict)
+
+    # filled by phase "pod spec"
+    env: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    volume_mounts: list[dict[str, Any]] = field(default_factory=list)
+    resources: dict[str, Any] = field(default_factory=dict)
+    pod_security_context: dict[str, Any] = field(default_factory=dict)
+    container_security_context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.job.spec.resources.gpus_per_node
+
+    @property
+    def nodes(self) -> int:
+        return self.job.spec.resources.nodes
+
+    @property
+    def procs_per_node(self) -> int:
+        """Training processes per pod: one per GPU, one on CPU."""
+        return max(self.gpus_per_node, 1)
+
+    @property
+    def suspend(self) -> bool | None:
+        """runPolicy.suspend, or None when Kueue owns it (a queue is named)."""
+        return None if self.queue else self.job.spec.suspend
+
+    def pod_metadata(self) -> dict[str, Any]:
+        return {"labels": dict(self.labels)}

@@ -1,0 +1,180 @@
+"""Phases "scheduling" and "pod spec": what every training pod of the job shares.
+
+Security: pods get the restricted Pod Security profile and no service account
+token.  They need no API access: progress goes to stdout
+(contract.PROGRESS_PREFIX) and the operator reads it from the pod log.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from kubetune.api import VolumeSpec
+from kubetune.api.contract import (
+    ENV_CONFIG_DIR,
+    ENV_DATASETS_DIR,
+    ENV_HF_TOKEN,
+    ENV_JOB,
+    ENV_MODELS_DIR,
+    ENV_NAMESPACE,
+    ENV_NPROC_PER_NODE,
+    ENV_OUTPUT_DIR,
+)
+
+from .plan import Plan
+
+RUN_AS_USER: Final = 1000
+HF_HOME_SUBDIR: Final = "huggingface"
+"""HF_HOME lives on the models volume, so a model is downloaded once per claim, not per run."""
+
+TRAINER_COMMAND: Final = ["python", "-m", "kubetune.trainer"]
+
+
+def schedule(plan: Plan) -> None:
+    """nodeSelector, tolerations, affinity, priority, pull secrets, service account."""
+    spec = plan.job.spec
+    pod: dict[str, Any] = {}
+    s = spec.scheduling
+    if s is not None:
+        if s.node_selector:
+            pod["nodeSelector"] = dict(sorted(s.node_selector.items()))
+        if s.tolerations:
+            pod["tolerations"] = [t.to_api() for t in s.tolerations]
+        if s.affinity:
+            pod["affinity"] = s.affinity
+        if s.priority_class_name:
+            pod["priorityClassName"] = s.priority_class_name
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": p.name} for p in spec.image_pull_secrets]
+    if spec.service_account_name:
+        pod["serviceAccountName"] = spec.service_account_name
+    pod["automountServiceAccountToken"] = False
+    plan.pod_fields = pod
+
+
+def _env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def environment(plan: Plan) -> list[dict[str, Any]]:
+    layout = plan.options.layout
+    spec = plan.job.spec
+    env = [
+        _env(ENV_CONFIG_DIR, layout.config_dir),
+        _env(ENV_JOB, plan.name),
+        _env(ENV_NAMESPACE, plan.namespace),
+        _env(ENV_OUTPUT_DIR, plan.output_dir),
+        _env(ENV_DATASETS_DIR, layout.datasets_dir),
+        _env(ENV_MODELS_DIR, layout.models_dir),
+        _env(ENV_NPROC_PER_NODE, str(plan.procs_per_node)),
+        _env("HF_HOME", f"{layout.models_dir}/{HF_HOME_SUBDIR}"),
+        # The root filesystem is read-only: every cache and temp file goes to scratch.
+        _env("HOME", layout.scratch_dir),
+        _env("TMPDIR", layout.scratch_dir),
+        _env("TRITON_CACHE_DIR", f"{layout.scratch_dir}/triton"),
+        _env("TORCH_EXTENSIONS_DIR", f"{layout.scratch_dir}/torch_extensions"),
+        _env("MPLCONFIGDIR", f"{layout.scratch_dir}/matplotlib"),
+        _env("PYTHONUNBUFFERED", "1"),
+    ]
+    if spec.hf_token_secret_ref is not None:
+        ref = spec.hf_token_secret_ref
+        env.append({"name": ENV_HF_TOKEN, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    for var in spec.env or ():
+        env.append(var.to_api())
+    return env
+
+
+def user_env_names(plan: Plan) -> list[str]:
+    return [v.name for v in plan.job.spec.env or ()]
+
+
+def _claim(name: str, volume: VolumeSpec | None) -> dict[str, Any]:
+    if volume is None:
+        return {"name": name, "emptyDir": {}}
+    return {"name": name, "persistentVolumeClaim": {"claimName": volume.claim_name, "readOnly": volume.read_only}}
+
+
+def _mount(name: str, path: str, volume: VolumeSpec | None, *, read_only: bool = False) -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": name, "mountPath": path}
+    if volume is not None and volume.sub_path:
+        mount["subPath"] = volume.sub_path
+    if read_only or (volume is not None and volume.read_only):
+        mount["readOnly"] = True
+    return mount
+
+
+def volumes(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(pod volumes, container mounts): config, datasets, models, outputs, /dev/shm, scratch."""
+    storage = plan.job.spec.storage
+    layout = plan.options.layout
+    vols = [
+        {"name": "config", "configMap": {"name": plan.config_map_name}},
+        _claim("datasets", storage.datasets),
+        _claim("models", storage.models),
+        _claim("outputs", storage.outputs),
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": plan.job.spec.resources.shared_memory_size}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    mounts = [
+        _mount("config", layout.config_dir, None, read_only=True),
+        _mount("datasets", layout.datasets_dir, storage.datasets),
+        _mount("models", layout.models_dir, storage.models),
+        _mount("outputs", layout.outputs_dir, storage.outputs),
+        _mount("dshm", "/dev/shm", None),
+        _mount("scratch", layout.scratch_dir, None),
+    ]
+    return vols, mounts
+
+
+def resources(plan: Plan, *, gpus: bool = True) -> dict[str, Any]:
+    """Requests = limits (Guaranteed-style) for what the spec sets; GPUs as limits."""
+    r = plan.job.spec.resources
+    limits: dict[str, Any] = {}
+    if r.cpu is not None:
+        limits["cpu"] = r.cpu
+    if r.memory is not None:
+        limits["memory"] = r.memory
+    if gpus and r.gpus_per_node > 0:
+        limits[r.gpu_resource_name] = r.gpus_per_node
+    out: dict[str, Any] = {}
+    if limits:
+        out["limits"] = limits
+        requests = {k: v for k, v in limits.items() if k in ("cpu", "memory")}
+        if requests:
+            out["requests"] = requests
+    return out
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context(*, read_only_root: bool = True) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def build_pod_spec(plan: Plan) -> None:
+    plan.env = environment(plan)
+    plan.volumes, plan.volume_mounts = volumes(plan)
+    plan.resources = resources(plan)
+    plan.pod_security_context = pod_security_context()
+    plan.container_security_context = container_security_context()
+
+
+def image_fields(plan: Plan) -> dict[str, Any]:
+    fields: dict[str, Any] = {"image": plan.image}
+    if plan.job.spec.image_pull_policy is not None:
+        fields["imagePullPolicy"] = plan.job.spec.image_pull_policy
+    return fields
