@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from .base import ApiModel, DNS1123Label
-from .contract import API_VERSION, KIND
+from .base import ApiModel, DNS1123Label, Rule, RuledModel
 from .spec import FineTuneJobSpec
 from .status import FineTuneJobStatus
 
@@ -28,12 +28,39 @@ class ObjectMeta(ApiModel):
     resource_version: str | None = None
 
 
-class FineTuneJob(ApiModel):
+MAX_NAME_LENGTH: Annotated[int, "child names append up to 10 characters"] = 52
+"""Longest FineTuneJob name: child objects and pod host names (``<name>-worker-12``)
+append to it and must stay DNS labels (<= 63 characters)."""
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+_FREE_FORM = {("metadata",), ("spec", "scheduling", "affinity"), ("spec", "extraArgs")}
+"""Subtrees the API server keeps verbatim (no schema), nulls included."""
+
+
+def _prune_nulls(value: Any, path: tuple[str, ...] = ()) -> Any:
+    """Drop ``null`` fields the way the API server does before validating a custom resource.
+
+    The API server prunes a null in a non-nullable field (then applies the
+    field's default), so ``method: null`` means "the default method" to
+    ``kubectl apply`` and must mean the same here.  Free-form subtrees
+    (``spec.scheduling.affinity``) are kept verbatim, as the server keeps them.
+    """
+    if path in _FREE_FORM:
+        return value
+    if isinstance(value, dict):
+        return {k: _prune_nulls(v, (*path, k)) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_prune_nulls(v, (*path, "[]")) for v in value]
+    return value
+
+
+class FineTuneJob(RuledModel):
     """FineTuneJob fine-tunes an LLM with LLaMA-Factory on Kubernetes (full, freeze, LoRA or QLoRA), through a Kubeflow PyTorchJob or MPIJob."""
 
-    api_version: Literal["kubetune.io/v1alpha1"] = API_VERSION
+    api_version: Literal["kubetune.io/v1alpha1"] = "kubetune.io/v1alpha1"
     """kubetune.io/v1alpha1."""
-    kind: Literal["FineTuneJob"] = KIND
+    kind: Literal["FineTuneJob"] = "FineTuneJob"
     """FineTuneJob."""
     metadata: ObjectMeta
     """Standard object metadata."""
@@ -52,8 +79,18 @@ class FineTuneJob(ApiModel):
 
     @classmethod
     def from_api(cls, obj: dict[str, Any]) -> FineTuneJob:
-        """Validate an object as read from the API server or a manifest."""
-        return cls.model_validate(obj, by_alias=True)
+        """Validate an object as read from the API server or a manifest.
 
+        Like the API server: camelCase names only (``gpus_per_node`` is an
+        unknown field there, so it is one here), and null fields are unset.
+        """
+        return cls.model_validate(_prune_nulls(obj), by_alias=True, by_name=False)
 
-MAX_NAME_LENGTH: Annotated[int, "child names append up to 10 characters"] = 52
+    rules = (
+        Rule(
+            name="name-fits-children",
+            cel=f"size(self.metadata.name) <= {MAX_NAME_LENGTH} && self.metadata.name.matches('{_DNS_LABEL}')",
+            message=f"metadata.name must be a DNS label of at most {MAX_NAME_LENGTH} characters (lower-case letters, digits, '-'): child jobs, pods and host names append up to 10 characters to it",
+            check=lambda j: len(j.metadata.name) <= MAX_NAME_LENGTH and re.match(_DNS_LABEL, j.metadata.name) is not None,
+        ),
+    )

@@ -663,7 +663,9 @@ class FineTuneJobSpec(RuledModel):
     """Restart and lifetime limits."""
     suspend: bool = False
     """Suspend the training (pods are deleted, outputs and checkpoints stay); set back to false to resume from the newest checkpoint."""
-    extra_args: dict[Annotated[str, Field(max_length=128, pattern=r"^[a-z][a-z0-9_]*$")], ExtraArgValue] | None = None
+    extra_args: Annotated[
+        dict[Annotated[str, Field(max_length=128, pattern=r"^[a-z][a-z0-9_]*$")], ExtraArgValue], Field(max_length=64)
+    ] | None = None
     """Additional LLaMA-Factory arguments (snake_case keys, scalar values), e.g. `neftune_noise_alpha: 5`. Checked against the pinned LLaMA-Factory's argument list; keys that the spec already controls are refused."""
 
     rules = (

@@ -1,0 +1,244 @@
+"""What the Kubernetes API server would say about a FineTuneJob, from the CRD alone.
+
+There is no cluster in CI, so this reproduces the API server's steps for a
+custom resource, in its order, using only the generated CRD:
+
+1. strict field validation (kubectl's default ``--validate=strict``): a field
+   the schema does not declare is an error, except under
+   ``x-kubernetes-preserve-unknown-fields``;
+2. nulls in non-nullable fields are pruned (then defaulted like absent ones);
+3. structural defaulting, top-down, recursing into defaulted values;
+4. OpenAPI (draft 4) validation, with Go/RE2 regular-expression semantics;
+5. every ``x-kubernetes-validations`` rule, evaluated with cel-python at its
+   node with ``self`` bound there (only when the schema checks passed, as the
+   values CEL sees are typed by the schema).  Transition rules (``oldSelf``)
+   run only in :func:`transition_errors`.
+
+It deliberately imports nothing from ``kubetune.api`` except the CRD, so the
+agreement tests compare two independent verdicts.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import celpy
+import jsonschema
+from celpy import celtypes
+
+Schema = dict[str, Any]
+PRESERVE = "x-kubernetes-preserve-unknown-fields"
+RULES = "x-kubernetes-validations"
+
+
+def re2(pattern: str) -> str:
+    """Translate a Go/RE2 pattern to Python: ``$`` outside a class means end of text (``\\Z``).
+
+    Python's ``$`` also matches before a trailing newline, so ``"qwen\\n"``
+    would pass ``^[a-z]+$`` in Python but not in the API server.
+    """
+    out, in_class, escaped = [], False, False
+    for ch in pattern:
+        if escaped:
+            out.append(ch)
+            escaped = False
+        elif ch == "\\":
+            out.append(ch)
+            escaped = True
+        elif ch == "[":
+            in_class = True
+            out.append(ch)
+        elif ch == "]":
+            in_class = False
+            out.append(ch)
+        elif ch == "$" and not in_class:
+            out.append(r"\Z")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Schema) -> Iterator[jsonschema.ValidationError]:
+    if isinstance(instance, str) and not re.search(re2(pattern), instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _pattern})
+
+
+# --- steps 1-3 ------------------------------------------------------------------
+
+
+def unknown_fields(value: Any, schema: Schema, path: str = "") -> list[str]:
+    """Paths of fields the schema does not declare (strict field validation)."""
+    if schema.get(PRESERVE) or path == ".metadata":
+        return []
+    found: list[str] = []
+    if isinstance(value, dict) and schema.get("type") == "object":
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, sub in value.items():
+            if key in props:
+                found += unknown_fields(sub, props[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                found += unknown_fields(sub, extra, f"{path}.{key}")
+            else:
+                found.append(f"{path}.{key}")
+    elif isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            found += unknown_fields(item, schema["items"], f"{path}[{i}]")
+    return found
+
+
+def prune_nulls(value: Any, schema: Schema) -> None:
+    """Drop nulls of non-nullable fields in place (the server's PruneNonNullableNullsWithoutDefaults + defaulting)."""
+    if schema.get(PRESERVE):
+        return
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key in list(value):
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is None:
+                continue
+            if value[key] is None and not sub.get("nullable") and not sub.get(PRESERVE):
+                del value[key]
+            else:
+                prune_nulls(value[key], sub)
+    elif isinstance(value, list) and "items" in schema:
+        for item in value:
+            prune_nulls(item, schema["items"])
+
+
+def apply_defaults(value: Any, schema: Schema) -> None:
+    """Structural defaulting in place: absent fields take their default, then defaults recurse into them."""
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for key, sub in props.items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            if key in props:
+                apply_defaults(item, props[key])
+            elif isinstance(extra, dict):
+                apply_defaults(item, extra)
+    elif isinstance(value, list) and "items" in schema:
+        for item in value:
+            apply_defaults(item, schema["items"])
+
+
+def schema_errors(value: Any, schema: Schema) -> list[str]:
+    validator = _Validator(schema)
+    return [f".{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(value)]
+
+
+# --- step 5: CEL ------------------------------------------------------------------
+
+_ENV = celpy.Environment()
+
+
+def _matches(text: celtypes.StringType, pattern: celtypes.StringType) -> celtypes.BoolType:
+    """CEL ``matches`` with RE2 semantics (partial match, ``$`` = end of text)."""
+    return celtypes.BoolType(re.search(re2(str(pattern)), str(text)) is not None)
+
+
+def is_transition(rule: str) -> bool:
+    return re.search(r"\boldSelf\b", rule) is not None
+
+
+def compile_rule(rule: str) -> Any:
+    return _ENV.program(_ENV.compile(rule), functions={"matches": _matches})
+
+
+def to_cel(value: Any, schema: Schema) -> Any:
+    """A JSON value as the API server hands it to CEL: typed by the schema (a ``number`` is a double)."""
+    kind = schema.get("type")
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return celtypes.MapType(
+            {
+                celtypes.StringType(k): to_cel(v, props.get(k, extra if isinstance(extra, dict) else {}))
+                for k, v in value.items()
+            }
+        )
+    if isinstance(value, list):
+        return celtypes.ListType([to_cel(v, schema.get("items", {})) for v in value])
+    if kind == "number" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return celtypes.DoubleType(float(value))
+    return celpy.json_to_cel(value)
+
+
+def _holds(rule: str, activation: dict[str, Any]) -> bool:
+    try:
+        result = compile_rule(rule).evaluate(activation)
+    except celpy.CELEvalError:
+        return False  # an evaluation error rejects the object, as in the API server
+    return isinstance(result, celtypes.BoolType) and bool(result)
+
+
+def _nodes(value: Any, schema: Schema, path: str = "") -> Iterator[tuple[str, Any, Schema]]:
+    """Every (path, value, schema) pair, top-down, skipping unknown and preserved subtrees."""
+    yield path, value, schema
+    if schema.get(PRESERVE) and "properties" not in schema:
+        return
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                yield from _nodes(item, sub, f"{path}.{key}")
+    elif isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            yield from _nodes(item, schema["items"], f"{path}[{i}]")
+
+
+def cel_errors(value: Any, schema: Schema) -> list[str]:
+    errors = []
+    for path, node, sub in _nodes(value, schema):
+        for entry in sub.get(RULES, []):
+            if not is_transition(entry["rule"]) and not _holds(entry["rule"], {"self": to_cel(node, sub)}):
+                errors.append(f"{path}{entry.get('fieldPath', '')}: {entry['message']}")
+    return errors
+
+
+def admitted(obj: dict[str, Any], schema: Schema) -> tuple[dict[str, Any], list[str]]:
+    """The object as stored (pruned and defaulted) and the API server's errors for a create."""
+    stored = copy.deepcopy(obj)
+    errors = [f"{p}: unknown field" for p in unknown_fields(stored, schema)]
+    prune_nulls(stored, schema)
+    apply_defaults(stored, schema)
+    structural = schema_errors(stored, schema)
+    errors += structural
+    if not structural:
+        errors += cel_errors(stored, schema)
+    return stored, errors
+
+
+def transition_errors(new: dict[str, Any], old: dict[str, Any], schema: Schema) -> list[str]:
+    """Transition-rule errors of an update from ``old`` to ``new`` (both already admitted).
+
+    A transition rule runs where the node exists in both objects; this walks
+    ``new`` and finds the same path in ``old`` (objects only, which is all the
+    FineTuneJob's transition rules need).
+    """
+    errors = []
+    for path, node, sub in _nodes(new, schema):
+        rules = [r for r in sub.get(RULES, []) if is_transition(r["rule"])]
+        if not rules:
+            continue
+        old_node: Any = old
+        for key in filter(None, path.split(".")):
+            old_node = old_node.get(key) if isinstance(old_node, dict) else None
+        if old_node is None:
+            continue
+        for entry in rules:
+            activation = {"self": to_cel(node, sub), "oldSelf": to_cel(old_node, sub)}
+            if not _holds(entry["rule"], activation):
+                errors.append(f"{path}{entry.get('fieldPath', '')}: {entry['message']}")
+    return errors

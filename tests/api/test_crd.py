@@ -1,0 +1,249 @@
+"""The generated CRD: committed, structural, documented, and acceptable to the API server."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kt_apiserver import PRESERVE, RULES, apply_defaults, compile_rule, schema_errors
+from kubetune.api import IMMUTABLE_FIELDS, FineTuneJobSpec
+from kubetune.api.crd import crd, crd_yaml, openapi_schema
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "crds" / "kubetune.io_finetunejobs.yaml"
+REGENERATE = ".venv/bin/python -m kubetune crd > crds/kubetune.io_finetunejobs.yaml"
+
+SCHEMA = openapi_schema()
+
+
+def walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema node with a readable path (``.spec.datasets[*].name``)."""
+    yield path, node
+    for name, sub in node.get("properties", {}).items():
+        yield from walk(sub, f"{path}.{name}")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from walk(node["additionalProperties"], f"{path}[key]")
+    if "items" in node:
+        yield from walk(node["items"], f"{path}[*]")
+
+
+def properties() -> Iterator[tuple[str, dict[str, Any]]]:
+    for path, node in walk(SCHEMA):
+        for name, sub in node.get("properties", {}).items():
+            yield f"{path}.{name}", sub
+
+
+def test_committed_crd_is_current() -> None:
+    assert CRD_FILE.exists(), f"crds/ has no CRD; generate it with: {REGENERATE}"
+    assert CRD_FILE.read_text() == crd_yaml(), (
+        f"{CRD_FILE.relative_to(REPO)} is stale: the API models changed. Regenerate it with: {REGENERATE}"
+    )
+
+
+def test_committed_crd_says_it_is_generated() -> None:
+    head = crd_yaml().splitlines()[:2]
+    assert "kubetune crd" in head[0] and "Do not edit" in head[0]
+    assert REGENERATE in head[1]
+
+
+def test_crd_yaml_round_trips_to_crd() -> None:
+    assert yaml.safe_load(crd_yaml()) == crd()
+
+
+def test_names_scope_and_version() -> None:
+    spec = crd()["spec"]
+    assert crd()["metadata"]["name"] == "finetunejobs.kubetune.io"
+    assert spec["group"] == "kubetune.io"
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"] == {
+        "kind": "FineTuneJob",
+        "listKind": "FineTuneJobList",
+        "plural": "finetunejobs",
+        "singular": "finetunejob",
+        "shortNames": ["ftj"],
+        "categories": ["kubetune", "ml"],
+    }
+    [version] = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
+
+
+def test_printer_columns_of_kubectl_get() -> None:
+    [version] = crd()["spec"]["versions"]
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    default = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
+    assert default == ["Phase", "Method", "GPUs", "Progress", "Loss", "Age"]
+    assert (columns["Phase"]["jsonPath"], columns["Phase"]["type"]) == (".status.phase", "string")
+    assert (columns["Method"]["jsonPath"], columns["Method"]["type"]) == (".spec.method", "string")
+    assert (columns["GPUs"]["jsonPath"], columns["GPUs"]["type"]) == (".status.gpus", "integer")
+    assert columns["Progress"]["jsonPath"] == ".status.progress.summary"
+    assert (columns["Loss"]["jsonPath"], columns["Loss"]["type"]) == (".status.progress.loss", "number")
+    assert (columns["Age"]["jsonPath"], columns["Age"]["type"]) == (".metadata.creationTimestamp", "date")
+    assert columns["Backend"]["priority"] == 1 and columns["Job"]["priority"] == 1
+
+
+@pytest.mark.parametrize("column", crd()["spec"]["versions"][0]["additionalPrinterColumns"], ids=lambda c: c["name"])
+def test_printer_column_points_at_a_schema_field_of_its_type(column: dict[str, Any]) -> None:
+    if column["jsonPath"].startswith(".metadata."):
+        return
+    node = SCHEMA
+    for key in column["jsonPath"].lstrip(".").split("."):
+        node = node["properties"][key]
+    expected = {"string": "string", "integer": "integer", "number": "number"}[column["type"]]
+    assert node["type"] == expected
+
+
+# --- structural schema ----------------------------------------------------------------
+
+
+def test_no_references_titles_or_json_schema_2020_leftovers() -> None:
+    for path, node in walk(SCHEMA):
+        leftovers = {"$ref", "$defs", "title", "const", "propertyNames", "patternProperties"} & set(node)
+        assert not leftovers, f"{path}: {leftovers}"
+        assert node.get("additionalProperties") is not False, f"{path}: additionalProperties false is not structural"
+        assert not isinstance(node.get("exclusiveMinimum"), (int, float)) or isinstance(node["exclusiveMinimum"], bool)
+
+
+def test_every_node_is_typed_or_explicitly_preserved() -> None:
+    for path, node in walk(SCHEMA):
+        assert node.get("type") or node.get(PRESERVE), f"{path} has no type"
+        for combinator in ("anyOf", "oneOf", "allOf", "not"):
+            assert combinator not in node, f"{path} uses {combinator}"
+
+
+def test_unknown_fields_are_preserved_only_where_free_form() -> None:
+    preserved = sorted(path for path, node in walk(SCHEMA) if node.get(PRESERVE))
+    assert preserved == [".spec.extraArgs[key]", ".spec.scheduling.affinity"]
+
+
+def test_metadata_is_left_to_the_api_server() -> None:
+    assert SCHEMA["properties"]["metadata"] == {"type": "object"}
+    assert SCHEMA["properties"]["apiVersion"]["type"] == SCHEMA["properties"]["kind"]["type"] == "string"
+
+
+def test_every_property_has_a_description_for_kubectl_explain() -> None:
+    missing = [path for path, sub in properties() if path != ".metadata" and not sub.get("description", "").strip()]
+    assert missing == []
+
+
+def test_status_is_schema_d() -> None:
+    status = SCHEMA["properties"]["status"]
+    assert status["type"] == "object"
+    assert status["properties"]["phase"]["enum"] == ["Pending", "Running", "Exporting", "Succeeded", "Failed", "Suspended"]
+    assert status["properties"]["progress"]["properties"]["loss"]["type"] == "number"
+
+
+def test_enums_and_bounds_survive() -> None:
+    spec = SCHEMA["properties"]["spec"]["properties"]
+    assert spec["method"]["enum"] == ["full", "freeze", "lora", "qlora"]
+    assert spec["method"]["default"] == "lora"
+    assert spec["quantization"]["properties"]["bits"] == {
+        "description": spec["quantization"]["properties"]["bits"]["description"],
+        "type": "integer",
+        "enum": [4, 8],
+    }
+    lr = spec["training"]["properties"]["learningRate"]
+    assert (lr["minimum"], lr["exclusiveMinimum"], lr["maximum"]) == (0, True, 1)
+    assert spec["datasets"]["minItems"] == 1 and spec["datasets"]["maxItems"] == 32
+
+
+@pytest.mark.parametrize("path,node", [(p, n) for p, n in walk(SCHEMA) if "default" in n], ids=lambda x: x if isinstance(x, str) else "")
+def test_default_is_valid_against_its_own_schema(path: str, node: dict[str, Any]) -> None:
+    value = copy.deepcopy(node["default"])
+    apply_defaults(value, node)
+    assert schema_errors(value, node) == []
+
+
+def test_defaulting_an_empty_object_gives_the_models_defaults() -> None:
+    """`resources: {}` etc. are written as `default: {}` and filled by nested defaults."""
+    spec = SCHEMA["properties"]["spec"]["properties"]
+    compacted = 0
+    for name, field in FineTuneJobSpec.model_fields.items():
+        alias = field.alias or name
+        if spec[alias].get("default") == {}:
+            value: dict[str, Any] = {}
+            apply_defaults(value, spec[alias])
+            assert value == field.default.to_api(), alias
+            compacted += 1
+    assert compacted >= 4
+
+
+def all_patterns() -> Iterator[tuple[str, str]]:
+    for path, node in walk(SCHEMA):
+        if "pattern" in node:
+            yield path, node["pattern"]
+        for entry in node.get(RULES, []):
+            for found in re.findall(r"matches\('((?:[^'\\]|\\.)*)'\)", entry["rule"]):
+                yield f"{path} (CEL)", found
+
+
+def test_there_are_patterns_to_check() -> None:
+    assert len(list(all_patterns())) > 20
+
+
+@pytest.mark.parametrize("path,pattern", list(all_patterns()), ids=lambda x: x)
+def test_pattern_is_re2_compatible(path: str, pattern: str) -> None:
+    re.compile(pattern)
+    for construct in ("(?=", "(?!", "(?<=", "(?<!", "\\1", "(?P="):
+        assert construct not in pattern, f"{path}: {construct} is not RE2"
+
+
+# --- CEL ------------------------------------------------------------------------------
+
+
+def all_rules() -> list[tuple[str, dict[str, str]]]:
+    return [(path or ".", entry) for path, node in walk(SCHEMA) for entry in node.get(RULES, [])]
+
+
+@pytest.mark.parametrize("path,entry", all_rules(), ids=lambda x: x if isinstance(x, str) else x["rule"][:60])
+def test_cel_rule_compiles_and_is_well_formed(path: str, entry: dict[str, str]) -> None:
+    compile_rule(entry["rule"])
+    assert entry["message"] and "\n" not in entry["message"]
+    assert entry.get("reason", "FieldValueInvalid") in {
+        "FieldValueInvalid",
+        "FieldValueForbidden",
+        "FieldValueRequired",
+        "FieldValueDuplicate",
+    }
+    if "fieldPath" in entry:
+        node = SCHEMA if path == "." else dict(walk(SCHEMA))[path]
+        for key in entry["fieldPath"].lstrip(".").split("."):
+            node = node["properties"][key]  # fieldPath must name an existing field
+
+
+def test_rules_land_on_the_node_of_their_model() -> None:
+    by_path = {path or ".": [e["rule"] for e in node.get(RULES, [])] for path, node in walk(SCHEMA)}
+    assert "has(self.name) != has(self.path)" in by_path[".spec.model"]
+    assert "has(self.secretKeyRef) != has(self.configMapKeyRef)" in by_path[".spec.env[*].valueFrom"]
+    assert any("self.offload" in r for r in by_path[".spec.distributed"])
+    assert any("exists_one" in r for r in by_path[".spec"])
+    assert any("self.metadata.name" in r for r in by_path["."])
+
+
+def test_immutable_fields_have_transition_rules() -> None:
+    spec_rules = [e for e in SCHEMA["properties"]["spec"][RULES] if "oldSelf" in e["rule"]]
+    assert sorted(e["fieldPath"].lstrip(".") for e in spec_rules) == sorted(IMMUTABLE_FIELDS)
+    assert all(e["reason"] == "FieldValueForbidden" for e in spec_rules)
+
+
+def test_cel_cost_is_bounded_by_schema_limits() -> None:
+    """The API server estimates a rule's worst-case cost from maxItems/maxLength/maxProperties;
+    every list, map and string a rule iterates or matches must therefore be bounded."""
+    spec = SCHEMA["properties"]["spec"]["properties"]
+    for path, node in walk(SCHEMA):
+        rules = " ".join(e["rule"] for e in node.get(RULES, []))
+        if node.get("type") == "array" and rules:
+            assert "maxItems" in node, path
+        for name, sub in node.get("properties", {}).items():
+            iterated = re.search(rf"self\.{name}\.(all|exists|exists_one|map|filter)\(", rules)
+            if iterated and sub.get("type") == "array":
+                assert "maxItems" in sub, f"{path}.{name}"
+            if iterated and sub.get("type") == "object":
+                assert "maxProperties" in sub, f"{path}.{name}"
+    assert SCHEMA["properties"]["spec"]["properties"]["extraArgs"]["maxProperties"] == 64
