@@ -1,0 +1,92 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "kubetune.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's base name: the release name, plus "-kubetune" unless it already says so. */}}
+{{- define "kubetune.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels on every object; `kubetune.labels` adds the operator's component label. */}}
+{{- define "kubetune.commonLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "kubetune.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: kubetune
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selects the operator pod (Deployment selector, Service, ServiceMonitor). */}}
+{{- define "kubetune.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubetune.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "kubetune.labels" -}}
+{{ include "kubetune.commonLabels" . }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "kubetune.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "kubetune.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kubetune.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "kubetune.trainerImage" -}}
+{{- printf "%s:%s" .Values.trainer.image.repository (default .Chart.AppVersion .Values.trainer.image.tag) -}}
+{{- end -}}
+
+{{/*
+RBAC rules for namespaced resources: exactly the API calls the operator makes
+(tests/controller/expected_api_calls.json; tests/chart/test_rbac.py compares the two).
+Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
+*/}}
+{{- define "kubetune.rules.namespaced" -}}
+# Watch FineTuneJobs and record progress, annotations and finalizers on them.
+- apiGroups: [kubetune.io]
+  resources: [finetunejobs]
+  verbs: [get, list, watch, patch]
+# Report phase, conditions and progress.
+- apiGroups: [kubetune.io]
+  resources: [finetunejobs/status]
+  verbs: [patch]
+# The job's rendered train.yaml / ds_config.json / dataset_info.json.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, patch]
+# The Kubeflow PyTorchJob (kubeflow.org/v1) or MPIJob (kubeflow.org/v2beta1) that trains.
+- apiGroups: [kubeflow.org]
+  resources: [pytorchjobs, mpijobs]
+  verbs: [get, list, watch, create, patch, delete]
+# Training pods: phase (scheduling problems, OOMKilled, exit codes) ...
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+# ... and the rank-0 pod's log, where the trainer prints progress lines.
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+# kopf posts Kubernetes Events about FineTuneJobs.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end -}}
+
+{{/* RBAC rules for cluster-scoped resources (needed in both modes). */}}
+{{- define "kubetune.rules.cluster" -}}
+{{- end -}}
