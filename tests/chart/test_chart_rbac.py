@@ -1,0 +1,127 @@
+"""The chart grants exactly the API calls the operator makes: no more, no less.
+
+tests/controller/expected_api_calls.json is the record of every call the operator makes in
+its integration tests (group, version, resource, verb, namespaced, subresource). A verb the
+operator needs but the chart does not grant fails here instead of as a 403 in a cluster; a verb
+the chart grants but the operator never uses fails here as excess privilege.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from chartlib import NAMESPACE, ROOT, find, needs_helm, template
+
+pytestmark = needs_helm
+
+EXPECTED = ROOT / "tests" / "controller" / "expected_api_calls.json"
+WATCHED = ["ml-team-a", "ml-team-b"]  # ci/namespaced-values.yaml
+Grant = tuple[str, str, str]  # apiGroup, resource[/subresource], verb
+
+# Resources that exist outside namespaces. Anything else the operator touches is namespaced and
+# must be granted per namespace in namespaced mode.
+CLUSTER_SCOPED = {
+    ("", "namespaces"),
+    ("", "nodes"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("kopf.dev", "clusterkopfpeerings"),
+    ("scheduling.k8s.io", "priorityclasses"),
+    ("storage.k8s.io", "storageclasses"),
+    ("kueue.x-k8s.io", "clusterqueues"),
+    ("kueue.x-k8s.io", "resourceflavors"),
+}
+READ = {"get", "list", "watch"}
+
+
+def expected_calls() -> list[dict[str, Any]]:
+    if not EXPECTED.is_file():
+        pytest.skip(f"{EXPECTED.relative_to(ROOT)} is not recorded yet (written by the operator's integration tests)")
+    calls = json.loads(EXPECTED.read_text(encoding="utf-8"))
+    assert isinstance(calls, list) and calls, "expected_api_calls.json must be a non-empty list"
+    return calls
+
+
+def needed(calls: list[dict[str, Any]]) -> tuple[set[Grant], set[Grant]]:
+    """(grants on namespaced resources, grants on cluster-scoped resources)."""
+    namespaced: set[Grant] = set()
+    cluster: set[Grant] = set()
+    for c in calls:
+        resource = c["resource"] + (f"/{c['subresource']}" if c.get("subresource") else "")
+        grant = (c["group"], resource, c["verb"])
+        (cluster if (c["group"], c["resource"]) in CLUSTER_SCOPED else namespaced).add(grant)
+    return namespaced, cluster
+
+
+def expand(rules: list[dict[str, Any]]) -> set[Grant]:
+    out: set[Grant] = set()
+    for rule in rules:
+        assert "nonResourceURLs" not in rule and "resourceNames" not in rule, rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    out.add((group, resource, verb))
+    return out
+
+
+def bound_roles(objects: list[dict[str, Any]], sa: str) -> dict[str | None, set[Grant]]:
+    """Grants of the operator's ServiceAccount, keyed by namespace (None: cluster-wide)."""
+    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objects if o["kind"] in {"ClusterRole", "Role"}}
+    grants: dict[str | None, set[Grant]] = defaultdict(set)
+    for binding in find(objects, "ClusterRoleBinding") + find(objects, "RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+        ns = binding["metadata"].get("namespace")
+        ref = binding["roleRef"]
+        role = roles.get((ref["kind"], ns if ref["kind"] == "Role" else None, ref["name"]))
+        assert role is not None, f"{binding['kind']} {binding['metadata']['name']} points at a missing {ref['kind']} {ref['name']}"
+        grants[ns] |= expand(role["rules"])
+    return grants
+
+
+def describe(grants: set[Grant]) -> str:
+    return ", ".join(f"{v} {g or 'core'}/{r}" for g, r, v in sorted(grants))
+
+
+def test_cluster_wide_mode_grants_exactly_what_the_operator_uses(default_objects: list[dict[str, Any]]) -> None:
+    namespaced, cluster = needed(expected_calls())
+    grants = bound_roles(default_objects, "kt-kubetune")
+    assert set(grants) == {None}, "cluster-wide mode binds one ClusterRole and no Roles"
+    want = namespaced | cluster
+    assert not want - grants[None], f"the operator needs, the chart does not grant: {describe(want - grants[None])}"
+    assert not grants[None] - want, f"the chart grants, the operator never uses: {describe(grants[None] - want)}"
+
+
+def test_namespaced_mode_grants_exactly_what_the_operator_uses_in_each_namespace(ci_objects: list[dict[str, Any]]) -> None:
+    namespaced, cluster = needed(expected_calls())
+    grants = bound_roles(ci_objects, "kt-kubetune")
+    assert set(grants) == set(WATCHED) | ({None} if cluster else set())
+    for ns in WATCHED:
+        assert not namespaced - grants[ns], f"{ns}: missing {describe(namespaced - grants[ns])}"
+        assert not grants[ns] - namespaced, f"{ns}: excess {describe(grants[ns] - namespaced)}"
+    # Nothing namespaced is granted cluster-wide in namespaced mode.
+    assert grants.get(None, set()) == cluster
+
+
+@pytest.mark.parametrize("fixture", ["default_objects", "ci_objects"])
+def test_no_wildcards_no_escalation_no_cluster_wide_secret_read(fixture: str, request: pytest.FixtureRequest) -> None:
+    objects = request.getfixturevalue(fixture)
+    roles = find(objects, "ClusterRole") + find(objects, "Role")
+    assert roles
+    for role in roles:
+        for g, r, v in expand(role["rules"]):
+            assert "*" not in (g, r, v), f"{role['kind']} {role['metadata']['name']} uses a wildcard"
+            assert v not in {"escalate", "bind", "impersonate"}, f"{role['kind']} grants {v}"
+            assert not (g == "" and r == "secrets" and role["kind"] == "ClusterRole" and v in READ), (
+                f"ClusterRole {role['metadata']['name']} can read every Secret in the cluster"
+            )
+            assert not (g == "" and r == "pods" and v in {"create", "update", "patch"}), (
+                "the operator never writes pods directly: the Kubeflow operators do"
+            )
+
+
+def test_rbac_can_be_left_to_the_platform_team() -> None:
+    objects = template("--set", "rbac.create=false")
+    assert not {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} & {o["kind"] for o in objects}
