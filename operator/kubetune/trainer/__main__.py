@@ -1,0 +1,5 @@
+import sys
+
+from kubetune.trainer.main import main
+
+sys.exit(main())

@@ -1,0 +1,235 @@
+"""The data stage: fetch, check and materialise every dataset, once per job.
+
+* ``path`` datasets are read in place on the datasets volume (dataset_info.json
+  already holds their absolute path) and only checked.
+* ``hub`` datasets (``datasets.load_dataset``, token from ``HF_TOKEN``) and
+  ``url`` datasets (plain HTTP(S)) are written as JSONL into the job's data
+  folder (train.yaml's ``dataset_dir``) under the file name dataset_info.json
+  gives them.
+* every record is checked (:mod:`.records`); a bad record fails the job with
+  the dataset, record index and field named, and nothing half-written stays.
+* dataset_info.json is copied into the data folder, where LLaMA-Factory looks.
+
+Only global rank 0 does this.  It then writes a ready marker holding a digest
+of the job's data description; the other processes wait for a marker with
+that digest (a marker left by an earlier, different job of the same name does
+not count), or for a failure marker, whose message they repeat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from kubetune.api import DatasetSpec, contract
+
+from .config import JobConfig
+from .errors import DataError, Retryable, TrainerError
+from .fsutil import atomic_writer, wait_for, write_text_atomic
+from .records import RecordChecker, RecordProblem
+
+READY_MARKER = ".kubetune-data-ready"
+FAILED_MARKER = ".kubetune-data-failed"
+MAX_REPORTED = 10
+"""Problems listed in one failure message; the count of the rest is given."""
+URL_TIMEOUT = 60.0
+ENV_WAIT_TIMEOUT = "KUBETUNE_DATA_TIMEOUT"
+
+
+def digest(cfg: JobConfig) -> str:
+    """Identifies what the data stage produces for this job."""
+    blob = json.dumps(
+        {"info": cfg.dataset_info, "datasets": [d.to_api() for d in cfg.job.spec.datasets]}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- reading records ---------------------------------------------------------------
+
+
+def _json_records(path: Path) -> Iterator[Any]:
+    """Records of a JSON array file or a JSON-lines file (LLaMA-Factory accepts both)."""
+    with open(path, encoding="utf-8") as fh:
+        head = ""
+        while True:
+            ch = fh.read(1)
+            if not ch or not ch.isspace():
+                head = ch
+                break
+        fh.seek(0)
+        if head == "[":
+            try:
+                data = json.load(fh)
+            except ValueError as exc:
+                raise DataError(f"{path}: not valid JSON: {exc}") from None
+            yield from data
+            return
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise DataError(f"{path}: line {lineno} is not valid JSON: {exc}") from None
+
+
+def _table_records(path: Path) -> Iterator[Any]:
+    """Records of parquet/csv/arrow files, through the datasets library LLaMA-Factory uses."""
+    import datasets  # noqa: PLC0415 - heavy, only for these formats
+
+    builder = {".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}[path.suffix]
+    yield from datasets.load_dataset(builder, data_files=str(path), split="train")
+
+
+_READERS = {".json": _json_records, ".jsonl": _json_records, ".parquet": _table_records, ".csv": _table_records, ".arrow": _table_records}
+
+
+def local_files(path: Path) -> list[Path]:
+    """The data files of a path dataset (a file, or every supported file in a folder)."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _READERS)
+        if files:
+            return files
+        raise DataError(f"{path}: folder holds no .json/.jsonl/.parquet/.csv/.arrow files")
+    raise DataError(f"{path}: no such file or folder on the datasets volume")
+
+
+def _records_of(files: Iterable[Path]) -> Iterator[Any]:
+    for f in files:
+        reader = _READERS.get(f.suffix)
+        if reader is None:
+            raise DataError(f"{f}: unsupported file type {f.suffix!r} (use .json, .jsonl, .parquet, .csv or .arrow)")
+        yield from reader(f)
+
+
+def _url_records(url: str, scratch: Path) -> Iterator[Any]:
+    """Download to a scratch file first (so a dropped connection never looks like short data)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    suffix = ".jsonl" if url.split("?")[0].endswith(".jsonl") else ".json"
+    target = scratch / f".download{suffix}"
+    try:
+        with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as resp, open(target, "wb") as out:  # noqa: S310 - http(s) only (API pattern)
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500 or exc.code == 429:
+            raise Retryable(f"{url}: server answered {exc.code}; try again later") from None
+        raise DataError(f"{url}: server answered {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise Retryable(f"{url}: download failed: {exc}") from None
+    try:
+        yield from _json_records(target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+
+
+def _hub_records(spec: DatasetSpec, env: Mapping[str, str]) -> Iterator[Any]:
+    import datasets  # noqa: PLC0415 - heavy, only for hub datasets
+
+    try:
+        ds = datasets.load_dataset(
+            spec.hub,
+            name=spec.subset,
+            split=spec.split,
+            revision=spec.revision,
+            token=env.get(contract.ENV_HF_TOKEN) or None,
+        )
+    except (ConnectionError, TimeoutError) as exc:
+        raise Retryable(f"dataset {spec.name!r}: Hub unreachable: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the Hub client has no common error base
+        if "connect" in str(exc).lower() or "timed out" in str(exc).lower():
+            raise Retryable(f"dataset {spec.name!r}: Hub unreachable: {exc}") from None
+        raise DataError(f"dataset {spec.name!r}: cannot load {spec.hub!r} from the Hub: {exc}") from None
+    yield from ds
+
+
+# --- checking and writing -------------------------------------------------------------
+
+
+def check_records(checker: RecordChecker, records: Iterable[Any], sink: Any | None = None) -> int:
+    """Check every record (writing good ones to ``sink`` as JSONL); raise DataError listing problems."""
+    problems: list[RecordProblem] = []
+    count = 0
+    for index, record in enumerate(records):
+        count += 1
+        found = checker.check(index, record)
+        problems.extend(found)
+        if sink is not None and not problems:
+            sink.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    if problems:
+        shown = "\n  ".join(str(p) for p in problems[:MAX_REPORTED])
+        more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+        raise DataError(f"dataset {checker.dataset!r} has {len(problems)} invalid record field(s):\n  {shown}{more}")
+    if count == 0:
+        raise DataError(f"dataset {checker.dataset!r} has no records")
+    return count
+
+
+def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
+    """Rank 0's work: returns the record count per dataset."""
+    data_dir = cfg.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for marker in (READY_MARKER, FAILED_MARKER):
+        with contextlib.suppress(FileNotFoundError):
+            (data_dir / marker).unlink()
+    stage = str(cfg.train_args.get("stage", cfg.job.spec.training.stage))
+    specs = {d.name: d for d in cfg.job.spec.datasets}
+    counts: dict[str, int] = {}
+    try:
+        for name, entry in cfg.dataset_info.items():
+            checker = RecordChecker(name, entry, stage=stage)
+            file_name = entry.get("file_name")
+            if not isinstance(file_name, str) or not file_name:
+                raise DataError(f"{contract.DATASET_INFO_FILE}: dataset {name!r} has no file_name")
+            spec = specs.get(name)
+            if os.path.isabs(file_name):
+                counts[name] = check_records(checker, _records_of(local_files(Path(file_name))))
+                continue
+            if spec is None or (spec.hub is None and spec.url is None):
+                raise DataError(f"dataset {name!r}: {file_name} is relative but the job gives no hub or url to fetch it from")
+            records = _hub_records(spec, env) if spec.hub else _url_records(str(spec.url), data_dir / f".{name}.download")
+            with atomic_writer(data_dir / file_name) as sink:
+                counts[name] = check_records(checker, records, sink)
+        write_text_atomic(data_dir / contract.DATASET_INFO_FILE, json.dumps(cfg.dataset_info, indent=2) + "\n")
+    except TrainerError as exc:
+        write_text_atomic(data_dir / FAILED_MARKER, json.dumps({"digest": digest(cfg), "exitCode": exc.exit_code, "message": str(exc)}))
+        raise
+    write_text_atomic(data_dir / READY_MARKER, json.dumps({"digest": digest(cfg), "records": counts}))
+    return counts
+
+
+def _marker(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def wait_ready(cfg: JobConfig, env: Mapping[str, str]) -> None:
+    """The other processes: wait for rank 0's marker for this very job."""
+    want = digest(cfg)
+    ready = cfg.data_dir / READY_MARKER
+    failed = cfg.data_dir / FAILED_MARKER
+
+    def is_ready() -> bool:
+        marker = _marker(ready)
+        if marker is not None and marker.get("digest") == want:
+            return True
+        bad = _marker(failed)
+        if bad is not None and bad.get("digest") == want:
+            err = DataError(f"rank 0 failed to prepare the data: {bad.get('message')}")
+            err.exit_code = int(bad.get("exitCode", err.exit_code))
+            raise err
+        return False
+
+    wait_for("rank 0 to prepare the datasets", is_ready, timeout=float(env.get(ENV_WAIT_TIMEOUT, "3600")))

@@ -1,0 +1,35 @@
+"""Failures that carry their exit code, so every stage decides once how bad a failure is."""
+
+from __future__ import annotations
+
+from kubetune.api import contract
+
+
+class TrainerError(Exception):
+    """A stage failed; ``exit_code`` is what the pod exits with (see :mod:`kubetune.trainer`)."""
+
+    exit_code: int = contract.EXIT_TRAINING
+
+
+class ConfigError(TrainerError):
+    """The mounted configuration or the environment is wrong: a restart cannot help."""
+
+    exit_code = contract.EXIT_CONFIG
+
+
+class DataError(TrainerError):
+    """A dataset is missing, unreachable for good, or has a malformed record."""
+
+    exit_code = contract.EXIT_DATA
+
+
+class TrainingFailed(TrainerError):
+    """Training crashed in a way that will crash again (OOM, a bug)."""
+
+    exit_code = contract.EXIT_TRAINING
+
+
+class Retryable(TrainerError):
+    """Preemption, a lost peer, a rendezvous/NCCL failure: restart and resume."""
+
+    exit_code = contract.EXIT_RETRYABLE

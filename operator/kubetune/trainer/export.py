@@ -1,0 +1,57 @@
+"""The export stage: merge the LoRA adapter into the base model (global rank 0 only).
+
+``llamafactory-cli export`` writes into a hidden sibling folder, which is
+renamed to ``<output>/merged`` only when the export succeeded: a pod killed
+mid-export leaves no half-written model where users and the operator look.
+An older ``merged`` folder is renamed aside, never deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubetune.api import contract
+
+from .config import JobConfig
+from .errors import ConfigError
+from .launch import Child
+from .train import _child_env, write_args
+
+_DIST_ENV = ("FORCE_TORCHRUN", "RANK", "WORLD_SIZE", "LOCAL_RANK", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def export_args(cfg: JobConfig) -> dict[str, Any]:
+    path = cfg.file(contract.EXPORT_ARGS_FILE)
+    if path is None:
+        raise ConfigError(f"export is enabled but {contract.EXPORT_ARGS_FILE} is missing from the ConfigMap")
+    args = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(args, dict) or not args.get("export_dir"):
+        raise ConfigError(f"{contract.EXPORT_ARGS_FILE}: expected LLaMA-Factory export arguments with export_dir")
+    return args
+
+
+def run(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, Any]:
+    args = export_args(cfg)
+    final = Path(str(args["export_dir"]))
+    partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    args["export_dir"] = str(partial)
+    args_file = write_args(args, env)
+    child_env = {k: v for k, v in env.items() if k not in _DIST_ENV}
+    try:
+        Child([sys.executable, "-m", "llamafactory.cli", "export", str(args_file)], _child_env(child_env)).run()
+        if final.exists():
+            final.rename(final.with_name(f".{final.name}.old-{int(time.time())}"))
+        partial.rename(final)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(args_file.parent, ignore_errors=True)
+    return {"mergedDir": str(final)}

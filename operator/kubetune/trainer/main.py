@@ -1,0 +1,103 @@
+"""``python -m kubetune.trainer``: run the stages in order and exit with the right code.
+
+Roles: global rank 0 prepares the data, publishes progress, exports and
+writes the run record; every process trains.  See :mod:`kubetune.trainer` for
+the exit codes the operator's restart policy relies on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kubetune.api import contract
+
+from . import config, data, distenv, export, model, record, train
+from .errors import ConfigError, TrainerError
+from .progress import ProgressSink, StdoutProgressSink
+from .stages import stage
+
+
+def _hostfile(env: Mapping[str, str]) -> str | None:
+    if "OMPI_COMM_WORLD_RANK" not in env:
+        return None
+    try:
+        return Path(env.get(distenv.ENV_MPI_HOSTFILE, distenv.MPI_HOSTFILE)).read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def already_trained(cfg: config.JobConfig) -> bool:
+    """A restart after training finished (e.g. the export was interrupted): do not train again."""
+    previous = record.read(cfg.output_dir)
+    return bool(previous and previous.get("trainingCompleted") and previous.get("spec") == cfg.job.spec.to_api())
+
+
+def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
+    """All stages; returns the exit code.  ``sink`` overrides the stdout progress lines."""
+    started = record.now()
+    facts: dict[str, Any] = {"stages": {}}
+    cfg: config.JobConfig | None = None
+    dist: distenv.Distribution | None = None
+    code, message = contract.EXIT_OK, "trained"
+    try:
+        cfg = config.load(env)
+        dist = distenv.distribution_from_env(
+            env, hostfile_text=_hostfile(env), default_port=cfg.job.spec.distributed.master_port
+        )
+        role = {"rank0": dist.is_global_zero, "nodeRank": dist.node_rank, "nnodes": dist.nnodes, "kind": dist.kind}
+        with stage("data", **role) as out:
+            if dist.is_global_zero:
+                moved = train.quarantine_incomplete(cfg.output_dir, cfg.train_args)
+                out["records"] = data.prepare(cfg, env)
+                if moved:
+                    out["incompleteCheckpoints"] = [str(m) for m in moved]
+            else:
+                data.wait_ready(cfg, env)
+            facts["stages"]["data"] = dict(out)
+        with stage("model") as out:
+            out["model"] = model.prepare(cfg, env, local_zero=dist.is_local_zero)
+            facts["stages"]["model"] = dict(out)
+        train_env = dict(env) if model.local_model_dir(cfg) is not None else model.offline_env(env)
+        with stage("train", processes=dist.world_size) as out:
+            if already_trained(cfg):
+                out["skipped"] = "training already completed in an earlier run of this job"
+            else:
+                rank0_sink = (sink or StdoutProgressSink()) if dist.is_global_zero else None
+                out.update(train.run(cfg, dist, train_env, rank0_sink))
+            facts["trainingCompleted"] = True
+            facts["stages"]["train"] = dict(out)
+        if cfg.job.spec.export.enabled and dist.is_global_zero:
+            with stage("export") as out:
+                out.update(export.run(cfg, env))
+                facts["stages"]["export"] = dict(out)
+    except TrainerError as exc:
+        code, message = exc.exit_code, str(exc)
+    except Exception as exc:  # noqa: BLE001 - an unexpected bug is a permanent training failure
+        code, message = contract.EXIT_TRAINING, f"{type(exc).__name__}: {exc}"
+    if cfg is not None and dist is not None and dist.is_global_zero:
+        try:
+            with stage("record") as out:
+                out["path"] = str(
+                    record.write(cfg, image=env.get("KUBETUNE_IMAGE"), started_at=started, exit_code=code, message=message, facts=facts)
+                )
+        except (OSError, TrainerError) as exc:
+            print(f"kubetune trainer: could not write the run record: {exc}", file=sys.stderr)
+    if code != contract.EXIT_OK:
+        print(f"kubetune trainer: failed (exit {code}): {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv:
+        print("usage: python -m kubetune.trainer  (driven by $KUBETUNE_CONFIG_DIR and the environment)", file=sys.stderr)
+        return contract.EXIT_CONFIG
+    return run(dict(os.environ))
+
+
+__all__ = ["ConfigError", "main", "run"]

@@ -1,0 +1,100 @@
+"""The model stage: make sure the base model is on disk before any training process starts.
+
+* ``spec.model.path``: a folder on the models volume; it must hold a
+  ``config.json`` (a missing model is a configuration error, not worth a retry).
+* ``spec.model.name``: a Hub id, downloaded with ``huggingface_hub`` into the
+  HF cache (``HF_HOME``, on the models volume) so later jobs reuse it.
+
+The first process of each node downloads and the others on that node wait for
+its marker.  Not global rank 0 alone: without a ReadWriteMany models volume
+every node has its own cache (an emptyDir), and a node whose cache stays empty
+would wait forever.  With a shared cache the Hub client's file locks make
+concurrent downloads safe, and a complete cache is only a metadata check.
+Once the model is cached, training runs with ``HF_HUB_OFFLINE=1``: N ranks
+must not each ask the Hub again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+from kubetune.api import contract
+
+from .config import JobConfig
+from .errors import ConfigError, Retryable
+from .fsutil import wait_for, write_text_atomic
+
+ENV_WAIT_TIMEOUT = "KUBETUNE_MODEL_TIMEOUT"
+
+
+def hf_home(cfg: JobConfig, env: Mapping[str, str]) -> Path:
+    return Path(env.get("HF_HOME") or cfg.models_dir / ".cache" / "huggingface")
+
+
+def _marker(cfg: JobConfig, env: Mapping[str, str]) -> Path:
+    model = cfg.job.spec.model
+    key = hashlib.sha256(f"{model.name}@{model.revision or 'main'}".encode()).hexdigest()[:16]
+    return hf_home(cfg, env) / f".kubetune-model-{key}.ready"
+
+
+def local_model_dir(cfg: JobConfig) -> Path | None:
+    """The model's folder when it is (or names) a local folder; None for a Hub id."""
+    spec = cfg.job.spec.model
+    if spec.path is not None:
+        return cfg.models_dir / spec.path
+    name = str(cfg.train_args.get("model_name_or_path", ""))
+    return Path(name) if name.startswith("/") else None
+
+
+def download(cfg: JobConfig, env: Mapping[str, str]) -> str:
+    """Fetch a Hub model into the cache; returns its snapshot folder."""
+    from huggingface_hub import snapshot_download  # noqa: PLC0415 - train extra only
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError  # noqa: PLC0415
+
+    spec = cfg.job.spec.model
+    assert spec.name is not None
+    offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    try:
+        return str(
+            snapshot_download(
+                repo_id=spec.name,
+                revision=spec.revision,
+                cache_dir=str(hf_home(cfg, env) / "hub"),
+                token=env.get(contract.ENV_HF_TOKEN) or None,
+                local_files_only=offline,
+            )
+        )
+    except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as exc:
+        raise ConfigError(f"spec.model.name {spec.name!r}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - network errors have no common base in the Hub client
+        if offline:
+            raise ConfigError(f"spec.model.name {spec.name!r} is not in the model cache and HF_HUB_OFFLINE is set") from None
+        raise Retryable(f"spec.model.name {spec.name!r}: download failed: {exc}") from None
+
+
+def prepare(cfg: JobConfig, env: Mapping[str, str], *, local_zero: bool) -> str:
+    """Returns where the model is (a folder, or the Hub id now in the cache)."""
+    folder = local_model_dir(cfg)
+    if folder is not None:
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"model folder {folder} has no config.json (spec.model.path is relative to the models volume)")
+        return str(folder)
+    marker = _marker(cfg, env)
+    if local_zero:
+        where = download(cfg, env)
+        write_text_atomic(marker, where + "\n")
+        return where
+    wait_for("the first process on this node to download the model", marker.is_file, timeout=float(env.get(ENV_WAIT_TIMEOUT, "7200")))
+    return marker.read_text(encoding="utf-8").strip()
+
+
+def offline_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The training environment once the model is cached: no Hub traffic from N ranks."""
+    out = dict(env)
+    out["HF_HUB_OFFLINE"] = "1"
+    out.setdefault("HF_DATASETS_OFFLINE", "1")
+    return out
+
+

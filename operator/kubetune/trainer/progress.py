@@ -1,0 +1,187 @@
+"""Training progress: LLaMA-Factory's ``trainer_log.jsonl`` in, ``kubetune.progress`` lines out.
+
+LLaMA-Factory appends one JSON object per logging step to
+``<output_dir>/trainer_log.jsonl`` (``current_steps``, ``total_steps``,
+``loss``, ``lr``, ``epoch``, ``percentage``, ``remaining_time``).  A
+:class:`LogFollower` thread tails that file while training runs and hands each
+update to a :class:`ProgressSink`.  The real sink prints
+``contract.PROGRESS_PREFIX`` + JSON on rank 0: that stdout line is the whole
+transport to the operator (it reads the pod log), so training pods need no
+Kubernetes credentials.  ``kubetune run --local`` feeds the same lines to a
+progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from kubetune.api import Progress, contract
+
+from . import console
+
+TRAINER_LOG = "trainer_log.jsonl"
+
+_TIMEDELTA = re.compile(r"^(?:(?P<days>\d+) days?, )?(?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d)(?:\.\d+)?$")
+
+
+class ProgressSink(Protocol):
+    """Where progress updates go (stdout on rank 0, a progress bar, a list in tests)."""
+
+    def publish(self, progress: Progress) -> None: ...
+
+
+class StdoutProgressSink:
+    """Prints ``kubetune.progress {json}``: the line the operator reads from the pod log."""
+
+    def __init__(self, write: Callable[[str], object] | None = None) -> None:
+        self._write = write or console.write_line
+
+    def publish(self, progress: Progress) -> None:
+        self._write(contract.PROGRESS_PREFIX + json.dumps(progress.to_api(), separators=(",", ":")))
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds in ``str(timedelta)`` form (``0:01:05``, ``1 day, 2:00:00``); None if unreadable."""
+    match = _TIMEDELTA.match(text.strip())
+    if not match:
+        return None
+    days = int(match["days"] or 0)
+    return days * 86400 + int(match["h"]) * 3600 + int(match["m"]) * 60 + int(match["s"])
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = None, now: str | None = None) -> Progress | None:
+    """One trainer_log.jsonl record as a Progress; None for records without a step count."""
+    step = record.get("current_steps")
+    total = record.get("total_steps")
+    if not isinstance(step, int) or not isinstance(total, int) or total <= 0:
+        return None
+    step = min(max(step, 0), total)
+    percent = round(100.0 * step / total, 2)
+    if eta_seconds is None and isinstance(record.get("remaining_time"), str):
+        eta_seconds = parse_duration(record["remaining_time"])
+    loss = record.get("loss")
+    lr = record.get("lr")
+    epoch = record.get("epoch")
+    return Progress(
+        step=step,
+        total_steps=total,
+        percent=percent,
+        epoch=float(epoch) if isinstance(epoch, (int, float)) and epoch >= 0 else None,
+        loss=float(loss) if isinstance(loss, (int, float)) else None,
+        learning_rate=float(lr) if isinstance(lr, (int, float)) else None,
+        eta_seconds=max(eta_seconds, 0) if eta_seconds is not None else None,
+        summary=f"{step}/{total} ({int(percent)}%)",
+        updated_at=now or _now(),
+    )
+
+
+class ProgressTracker:
+    """Turns a stream of log records into Progress updates.
+
+    The ETA is our own: steps per second measured since this process first saw
+    a step.  LLaMA-Factory's ``remaining_time`` divides by the time since *its*
+    start, which after a resume counts the steps of the previous run as free
+    and promises far too early an end; it is used only until two steps are seen.
+    The last record of a run carries no loss; the last known loss is kept.
+    """
+
+    def __init__(self, sink: ProgressSink, clock: Callable[[], float] = time.monotonic) -> None:
+        self._sink = sink
+        self._clock = clock
+        self._first: tuple[int, float] | None = None
+        self._loss: float | None = None
+        self._lr: float | None = None
+        self.last: Progress | None = None
+
+    def feed(self, record: dict[str, Any]) -> Progress | None:
+        step = record.get("current_steps")
+        total = record.get("total_steps")
+        if not isinstance(step, int) or not isinstance(total, int):
+            return None
+        now = self._clock()
+        eta: int | None = None
+        if self._first is None:
+            self._first = (step, now)
+        elif step > self._first[0]:
+            rate = (step - self._first[0]) / max(now - self._first[1], 1e-9)
+            eta = int(round((total - step) / rate))
+        progress = progress_from_record(record, eta_seconds=eta)
+        if progress is None:
+            return None
+        if progress.loss is None and self._loss is not None:
+            progress = progress.model_copy(update={"loss": self._loss})
+        if progress.learning_rate is None and self._lr is not None:
+            progress = progress.model_copy(update={"learning_rate": self._lr})
+        self._loss, self._lr = progress.loss, progress.learning_rate
+        if self.last is not None and progress.step == self.last.step and progress.loss == self.last.loss:
+            return None
+        self.last = progress
+        self._sink.publish(progress)
+        return progress
+
+
+class LogFollower:
+    """Tails ``trainer_log.jsonl`` in a background thread while training runs.
+
+    Only complete lines are read (a half-written last line waits for the next
+    poll); a file that shrinks (LLaMA-Factory deletes it when it starts over)
+    is read again from the top.
+    """
+
+    def __init__(self, path: Path, tracker: ProgressTracker, interval: float = 1.0) -> None:
+        self.path = path
+        self.tracker = tracker
+        self.interval = interval
+        self._offset = 0
+        self._buffer = b""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kubetune-progress", daemon=True)
+
+    def start(self) -> LogFollower:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop and read whatever the training wrote last."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.poll()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.poll()
+
+    def poll(self) -> None:
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            return
+        if size < self._offset:
+            self._offset, self._buffer = 0, b""
+        if size == self._offset:
+            return
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            chunk = fh.read(size - self._offset)
+        self._offset += len(chunk)
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                self.tracker.feed(record)

@@ -1,0 +1,145 @@
+"""Record validation against LLaMA-Factory's Alpaca and ShareGPT layouts.
+
+LLaMA-Factory silently drops records it cannot convert ("Dropped invalid
+example") and then may train on a fraction of the data, or fail much later
+with "Cannot find valid samples".  We check every record before the job
+spends GPU time, against the same column and tag mapping LLaMA-Factory will
+use (the dataset_info.json entry), and name the dataset, the record index and
+the field of each problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ALPACA_DEFAULTS = {"prompt": "instruction", "query": "input", "response": "output"}
+SHAREGPT_DEFAULT_MESSAGES = "conversations"
+TAG_DEFAULTS = {
+    "role_tag": "from",
+    "content_tag": "value",
+    "user_tag": "human",
+    "assistant_tag": "gpt",
+    "observation_tag": "observation",
+    "function_tag": "function_call",
+    "system_tag": "system",
+}
+
+
+@dataclass(frozen=True)
+class RecordProblem:
+    dataset: str
+    index: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"dataset {self.dataset!r}, record {self.index}, field {self.field!r}: {self.message}"
+
+
+class RecordChecker:
+    """Checks records of one dataset, as described by its dataset_info.json entry."""
+
+    def __init__(self, dataset: str, entry: Mapping[str, Any], *, stage: str = "sft") -> None:
+        self.dataset = dataset
+        self.formatting = str(entry.get("formatting", "alpaca"))
+        self.stage = stage
+        columns = dict(entry.get("columns") or {})
+        tags = dict(entry.get("tags") or {})
+        if self.formatting == "sharegpt":
+            self.columns = {"messages": SHAREGPT_DEFAULT_MESSAGES, **columns}
+        else:
+            self.columns = {**ALPACA_DEFAULTS, **columns}
+            if stage == "pt":
+                # Pre-training reads only the text column (LLaMA-Factory's `prompt`).
+                self.columns = {"prompt": self.columns["prompt"]}
+        self.tags = {**TAG_DEFAULTS, **tags}
+
+    def check(self, index: int, record: Any) -> list[RecordProblem]:
+        """Every problem of one record (empty when LLaMA-Factory will use it as intended)."""
+        if not isinstance(record, dict):
+            return [self._problem(index, "<record>", f"expected a JSON object, got {type(record).__name__}")]
+        if self.formatting == "sharegpt":
+            return self._check_sharegpt(index, record)
+        return self._check_alpaca(index, record)
+
+    def _problem(self, index: int, field: str, message: str) -> RecordProblem:
+        return RecordProblem(self.dataset, index, field, message)
+
+    def _check_alpaca(self, index: int, record: dict[str, Any]) -> list[RecordProblem]:
+        out: list[RecordProblem] = []
+        for role, required in (("prompt", True), ("response", self.stage != "pt"), ("query", False), ("system", False)):
+            key = self.columns.get(role)
+            if key is None:
+                continue
+            if key not in record or record[key] is None:
+                if required:
+                    out.append(self._problem(index, key, f"missing (the {role} column; present keys: {sorted(record)})"))
+                continue
+            if not isinstance(record[key], str):
+                out.append(self._problem(index, key, f"expected a string, got {type(record[key]).__name__}"))
+        prompt_key = self.columns.get("prompt")
+        if prompt_key and isinstance(record.get(prompt_key), str) and not record[prompt_key].strip():
+            query_key = self.columns.get("query")
+            if not (query_key and isinstance(record.get(query_key), str) and record[query_key].strip()):
+                out.append(self._problem(index, prompt_key, "empty (the prompt and the query are both empty)"))
+        history_key = self.columns.get("history")
+        if history_key and record.get(history_key) is not None:
+            history = record[history_key]
+            if not isinstance(history, list):
+                out.append(self._problem(index, history_key, "expected a list of [instruction, answer] pairs"))
+            else:
+                for i, pair in enumerate(history):
+                    if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                        out.append(self._problem(index, f"{history_key}[{i}]", "expected [instruction, answer] (two strings)"))
+        return out
+
+    def _check_sharegpt(self, index: int, record: dict[str, Any]) -> list[RecordProblem]:
+        key = self.columns["messages"]
+        if key not in record:
+            return [self._problem(index, key, f"missing (the messages column; present keys: {sorted(record)})")]
+        turns = record[key]
+        if not isinstance(turns, list) or not turns:
+            return [self._problem(index, key, "expected a non-empty list of turns")]
+        t = self.tags
+        role_tag, content_tag = t["role_tag"], t["content_tag"]
+        known = {t["user_tag"], t["assistant_tag"], t["observation_tag"], t["function_tag"], t["system_tag"]}
+        out: list[RecordProblem] = []
+        roles: list[str] = []
+        for i, turn in enumerate(turns):
+            where = f"{key}[{i}]"
+            if not isinstance(turn, dict):
+                out.append(self._problem(index, where, "expected an object with role and content"))
+                continue
+            role = turn.get(role_tag)
+            if role is None:
+                out.append(self._problem(index, f"{where}.{role_tag}", "missing role"))
+                continue
+            if role not in known:
+                out.append(
+                    self._problem(index, f"{where}.{role_tag}", f"unknown role {role!r} (expected one of {', '.join(sorted(known))})")
+                )
+                continue
+            if not isinstance(turn.get(content_tag), str):
+                out.append(self._problem(index, f"{where}.{content_tag}", "missing or not a string"))
+            roles.append(role)
+        if out:
+            return out
+        start = 1 if roles and roles[0] == t["system_tag"] else 0
+        body = roles[start:]
+        prompt_side = (t["user_tag"], t["observation_tag"])
+        answer_side = (t["assistant_tag"], t["function_tag"])
+        for i, role in enumerate(body):
+            expected = prompt_side if i % 2 == 0 else answer_side
+            if role not in expected:
+                return [
+                    self._problem(
+                        index,
+                        f"{key}[{i + start}].{role_tag}",
+                        f"turns must alternate {'/'.join(prompt_side)} then {'/'.join(answer_side)}; got {role!r} here",
+                    )
+                ]
+        if not body or len(body) % 2:
+            return [self._problem(index, key, "needs at least one prompt/answer pair and must end with an answer")]
+        return out

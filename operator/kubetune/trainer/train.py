@@ -1,0 +1,165 @@
+"""The train stage: pick the launch shape, resume from the newest complete checkpoint, train.
+
+Shapes (see :mod:`.distenv` for the environment mapping):
+
+* single node or PyTorchJob, launcher torchrun/deepspeed:
+  ``llamafactory-cli train <train.yaml>`` with ``NNODES``/``NODE_RANK``/
+  ``NPROC_PER_NODE``/``MASTER_ADDR``/``MASTER_PORT`` and ``FORCE_TORCHRUN``
+  when distributed or DeepSpeed (LLaMA-Factory then starts torchrun itself).
+* launcher accelerate: ``accelerate launch --config_file accelerate.yaml
+  --machine_rank ... -m kubetune.trainer.worker <train.yaml>``.
+* MPIJob: mpirun already started one trainer per GPU, so this process takes
+  ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` from ``OMPI_*`` and trains in-process.
+
+The arguments LLaMA-Factory gets are the ConfigMap's train.yaml plus, after a
+restart, ``resume_from_checkpoint``: the ConfigMap is read-only, so the
+effective file is written to scratch space; the total step count does not
+change because nothing else does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from kubetune.api import contract
+
+from . import checkpoints, distenv
+from .config import JobConfig
+from .errors import Retryable, TrainerError
+from .launch import Child, classify
+from .progress import TRAINER_LOG, LogFollower, ProgressSink, ProgressTracker
+
+
+def scratch_dir(env: Mapping[str, str]) -> Path:
+    """A writable folder: TMPDIR, else the pod's scratch emptyDir (the root filesystem is read-only)."""
+    for candidate in (env.get("TMPDIR"), contract.SCRATCH_DIR):
+        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK):
+            return Path(candidate)
+    return Path(tempfile.gettempdir())
+
+
+def needs_optimizer(train_args: Mapping[str, Any]) -> bool:
+    return not bool(train_args.get("save_only_model", False))
+
+
+def quarantine_incomplete(output_dir: Path, train_args: Mapping[str, Any]) -> list[Path]:
+    """Move checkpoints a kill left half-written out of LLaMA-Factory's sight (global rank 0 only).
+
+    They are renamed, not deleted: kubetune never deletes from the outputs volume.
+    """
+    moved: list[Path] = []
+    if not output_dir.is_dir():
+        return moved
+    for folder in sorted(output_dir.glob("checkpoint-*")):
+        if folder.is_dir() and not checkpoints.is_complete(folder, needs_optimizer=needs_optimizer(train_args)):
+            target = folder.with_name(f".incomplete-{folder.name}-{int(time.time())}")
+            folder.rename(target)
+            moved.append(target)
+    return moved
+
+
+def effective_args(cfg: JobConfig) -> tuple[dict[str, Any], Path | None]:
+    """train.yaml plus the checkpoint to resume from, if a complete one exists."""
+    args = dict(cfg.train_args)
+    resume = checkpoints.newest_complete(cfg.output_dir, needs_optimizer=needs_optimizer(args))
+    if resume is not None:
+        args["resume_from_checkpoint"] = str(resume)
+    return args, resume
+
+
+def write_args(args: Mapping[str, Any], env: Mapping[str, str]) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="kubetune-", dir=scratch_dir(env)))
+    path = folder / contract.TRAIN_ARGS_FILE
+    path.write_text(yaml.safe_dump(dict(args), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The interpreter's own bin folder first: torchrun/accelerate must be this Python's."""
+    out = dict(env)
+    bindir = os.path.dirname(sys.executable)
+    out["PATH"] = bindir + os.pathsep + out.get("PATH", os.defpath)
+    out.setdefault("PYTHONUNBUFFERED", "1")
+    return out
+
+
+def command(cfg: JobConfig, dist: distenv.Distribution, args_file: Path, env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of the training child (torchrun and accelerate shapes)."""
+    launcher = cfg.job.spec.distributed.effective_launcher
+    accelerate = cfg.file(contract.ACCELERATE_FILE)
+    if launcher == "accelerate" and accelerate is not None:
+        argv = distenv.accelerate_argv(str(accelerate), dist, [str(args_file)])
+        child = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+        return argv, _child_env(child)
+    force = bool(cfg.train_args.get("deepspeed"))
+    child = distenv.launcher_env(env, dist, force_torchrun=force)
+    return [sys.executable, "-m", "llamafactory.cli", "train", str(args_file)], _child_env(child)
+
+
+class _Sigterm(BaseException):
+    """Raised inside an in-process (MPI) training when the pod is told to stop."""
+
+
+def _raise_sigterm(signum: int, _frame: FrameType | None) -> None:
+    raise _Sigterm()
+
+
+def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
+    """MPIJob: this very process is one rank; train here with torch.distributed's env set."""
+    os.environ.clear()
+    os.environ.update(env)
+    previous = signal.signal(signal.SIGTERM, _raise_sigterm)
+    try:
+        from .worker import run  # noqa: PLC0415
+
+        run(args)
+    except _Sigterm:
+        raise Retryable("received SIGTERM (preemption or deletion): a restart resumes from the newest checkpoint") from None
+    except TrainerError:
+        raise
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise classify(int(exc.code) if isinstance(exc.code, int) else 1, str(exc)) from None
+    except BaseException as exc:  # noqa: BLE001 - every crash must map to an exit code
+        raise classify(1, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink: ProgressSink | None) -> dict[str, Any]:
+    """Train to the end; returns facts for the stage line and the run record."""
+    args, resume = effective_args(cfg)
+    follower = None
+    if sink is not None:
+        follower = LogFollower(cfg.output_dir / TRAINER_LOG, ProgressTracker(sink)).start()
+    try:
+        if dist.kind == "mpijob":
+            run_in_process(args, distenv.mpi_process_env(env, dist))
+        else:
+            args_file = write_args(args, env)
+            try:
+                argv, child_env = command(cfg, dist, args_file, env)
+                Child(argv, child_env).run()
+            finally:
+                shutil.rmtree(args_file.parent, ignore_errors=True)
+    finally:
+        if follower is not None:
+            follower.stop()
+    last = follower.tracker.last if follower is not None else None
+    return {
+        "resumedFrom": str(resume) if resume else None,
+        "launcher": "mpirun" if dist.kind == "mpijob" else cfg.job.spec.distributed.effective_launcher,
+        "processes": dist.world_size,
+        "progress": last.to_api() if last is not None else None,
+    }
