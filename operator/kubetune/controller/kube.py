@@ -1,0 +1,245 @@
+"""A small async Kubernetes client for the few calls the operator makes itself.
+
+Why not the ``kubernetes`` package's client: it is synchronous, so every call
+would hold one of kopf's executor threads; with a thousand jobs polled every
+15 s that pool becomes the bottleneck.  kopf already ships aiohttp, and the
+operator needs only six calls (server-side apply, get, list by label, a status
+merge patch, pod log tail, create Event).  The ``kubernetes`` package is still
+used, lazily, to *read* KUBECONFIG / in-cluster credentials, so exec plugins and
+every kubeconfig form work exactly as with kubectl; kopf logs in with the same
+credentials (see ``main``), so both halves talk to the same server as the same
+identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+FIELD_MANAGER = "kubetune"
+"""The one field manager of every server-side apply the operator sends."""
+
+SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+SA_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the API server is and how to authenticate."""
+
+    server: str
+    token: str | None = None
+    token_file: str | None = None
+    """Re-read periodically: in-cluster (bound) tokens rotate."""
+    ca_path: str | None = None
+    cert_path: str | None = None
+    key_path: str | None = None
+    insecure: bool = False
+    default_namespace: str | None = None
+
+
+def load_connection(kubeconfig: str | None = None) -> Connection:
+    """In-cluster credentials when running in a pod (and no KUBECONFIG), else the kubeconfig."""
+    path = kubeconfig or os.environ.get("KUBECONFIG", "")
+    if not path and os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(SA_TOKEN):
+        host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        host = f"[{host}]" if ":" in host else host
+        namespace = open(SA_NAMESPACE, encoding="utf-8").read().strip() if os.path.exists(SA_NAMESPACE) else None
+        return Connection(server=f"https://{host}:{port}", token_file=SA_TOKEN, ca_path=SA_CA, default_namespace=namespace)
+    from kubernetes import client, config  # lazy: reads files and env, heavy import
+
+    cfg = client.Configuration()
+    first = path.split(os.pathsep)[0] if path else os.path.expanduser("~/.kube/config")
+    config.load_kube_config(config_file=first, client_configuration=cfg)
+    auth = (cfg.api_key or {}).get("authorization", "")
+    token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else None
+    return Connection(
+        server=cfg.host,
+        token=token,
+        ca_path=cfg.ssl_ca_cert,
+        cert_path=cfg.cert_file,
+        key_path=cfg.key_file,
+        insecure=not cfg.verify_ssl,
+    )
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying as is: throttling, server trouble, optimistic-lock conflicts, timeouts."""
+        return self.status in (409, 429) or self.status >= 500 or self.status == 0
+
+
+def path(api_version: str, plural: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+    """REST path of a collection, an object or a subresource."""
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    if namespace:
+        base += f"/namespaces/{quote(namespace)}"
+    base += f"/{plural}"
+    if name:
+        base += f"/{quote(name)}"
+    if sub:
+        base += f"/{sub}"
+    return base
+
+
+@dataclass
+class Kube:
+    """The operator's own API calls. One aiohttp session, created in the operator's loop."""
+
+    connection: Connection
+    on_request: Callable[[str, str, int], None] = lambda verb, resource, status: None
+    """Metrics hook: (RBAC verb, resource path tail, HTTP status)."""
+    timeout_s: float = 30.0
+    _session: aiohttp.ClientSession | None = field(default=None, init=False)
+    _token: tuple[str | None, float] = field(default=(None, 0.0), init=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _bearer(self) -> str | None:
+        if self.connection.token_file:
+            token, read_at = self._token
+            if token is None or time.monotonic() - read_at > 60:
+                token = open(self.connection.token_file, encoding="utf-8").read().strip()
+                self._token = (token, time.monotonic())
+            return token
+        return self.connection.token
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            ssl: Any = None
+            if self.connection.insecure:
+                ssl = False
+            elif self.connection.ca_path or self.connection.cert_path:
+                import ssl as ssl_module
+
+                ctx = ssl_module.create_default_context(cafile=self.connection.ca_path)
+                if self.connection.cert_path:
+                    ctx.load_cert_chain(self.connection.cert_path, self.connection.key_path)
+                ssl = ctx
+            self._session = aiohttp.ClientSession(
+                base_url=self.connection.server.rstrip("/") + "/",
+                connector=aiohttp.TCPConnector(ssl=ssl, limit=64),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            )
+        return self._session
+
+    async def request(
+        self,
+        verb: str,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        text: bool = False,
+    ) -> Any:
+        headers = {"Accept": "text/plain" if text else "application/json"}
+        token = self._bearer()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body)
+        resource = url.split("/namespaces/", 1)[-1].split("/", 1)[-1] if "/namespaces/" in url else url
+        try:
+            async with self._get_session().request(method, url.lstrip("/"), params=params, data=data, headers=headers) as resp:
+                self.on_request(verb, resource, resp.status)
+                if resp.status >= 400:
+                    raise await _api_error(resp)
+                return await resp.text() if text else await resp.json(content_type=None)
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            self.on_request(verb, resource, 0)
+            raise ApiError(0, "ConnectionError", repr(exc)) from exc
+
+    # --- the operator's calls --------------------------------------------------------
+
+    async def apply(self, api_version: str, plural: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply (create or adopt-and-update) with the kubetune field manager."""
+        meta = obj["metadata"]
+        result: dict[str, Any] = await self.request(
+            "patch",
+            "PATCH",
+            path(api_version, plural, meta.get("namespace"), meta["name"]),
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            body=obj,
+            content_type="application/apply-patch+yaml",
+        )
+        return result
+
+    async def get(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            result: dict[str, Any] = await self.request("get", "GET", path(api_version, plural, namespace, name))
+            return result
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(self, api_version: str, plural: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        result = await self.request(
+            "list", "GET", path(api_version, plural, namespace), params={"labelSelector": label_selector}
+        )
+        return list(result.get("items") or [])
+
+    async def patch_status(self, api_version: str, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of /status. Put metadata.resourceVersion in ``patch`` for optimistic locking."""
+        result: dict[str, Any] = await self.request(
+            "patch",
+            "PATCH",
+            path(api_version, plural, namespace, name, "status"),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+        return result
+
+    async def pod_log(self, namespace: str, pod: str, container: str | None, tail_lines: int, limit_bytes: int) -> str:
+        params = {"tailLines": str(tail_lines), "limitBytes": str(limit_bytes)}
+        if container:
+            params["container"] = container
+        result: str = await self.request("get", "GET", path("v1", "pods", namespace, pod, "log"), params=params, text=True)
+        return result
+
+    async def create(self, api_version: str, plural: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "create", "POST", path(api_version, plural, obj["metadata"].get("namespace")), body=obj
+        )
+        return result
+
+
+async def _api_error(resp: aiohttp.ClientResponse) -> ApiError:
+    try:
+        status_obj = await resp.json(content_type=None)
+    except (ValueError, aiohttp.ContentTypeError):
+        status_obj = {"message": (await resp.text())[:500]}
+    retry_after = resp.headers.get("Retry-After")
+    return ApiError(
+        resp.status,
+        str(status_obj.get("reason") or resp.reason or "Error"),
+        str(status_obj.get("message") or ""),
+        float(retry_after) if retry_after and retry_after.isdigit() else None,
+    )

@@ -1,0 +1,144 @@
+"""Fixtures: the emulated cluster on loopback, and the real operator in its own thread and loop.
+
+kopf pitfalls handled here (see environment-facts.md): ``kopf.operator()``
+runs in a separate thread with its own event loop (inside the test's loop it
+cancels tasks created after it); readiness is "a watch is open", not kopf's
+``ready_flag``; the operator gets explicit credentials, never ``$KUBECONFIG``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import kmock
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from emulator import Cluster  # noqa: E402
+
+from kubetune.api import load_documents  # noqa: E402
+from kubetune.controller.kube import Connection  # noqa: E402
+from kubetune.controller.main import serve  # noqa: E402
+from kubetune.controller.runtime import OperatorConfig, Runtime  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+FTJ = ("kubetune.io/v1alpha1", "finetunejobs")
+PTJ = ("kubeflow.org/v1", "pytorchjobs")
+MPI = ("kubeflow.org/v2beta1", "mpijobs")
+CM = ("v1", "configmaps")
+PODS = ("v1", "pods")
+EVENTS = ("v1", "events")
+
+
+def declare_resources(cluster: Cluster) -> None:
+    cluster.declare("kubetune.io/v1alpha1", "finetunejobs", "FineTuneJob")
+    cluster.declare("kubeflow.org/v1", "pytorchjobs", "PyTorchJob")
+    cluster.declare("kubeflow.org/v2beta1", "mpijobs", "MPIJob")
+    cluster.declare("v1", "configmaps", "ConfigMap", has_status=False)
+    cluster.declare("v1", "pods", "Pod")
+    cluster.declare("v1", "events", "Event", has_status=False)
+    # Present in every real cluster; kopf's discovery waits for them even with scanning disabled.
+    cluster.declare("v1", "namespaces", "Namespace", namespaced=False)
+    cluster.declare("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
+
+
+def example_job(name: str = "qwen-lora", namespace: str = "team-a", **spec_changes: Any) -> dict[str, Any]:
+    """The LoRA example from examples/, renamed; small spec changes by keyword."""
+    doc = next(load_documents((ROOT / "examples/finetune-lora.yaml").read_text(encoding="utf-8")))
+    doc = copy.deepcopy(doc)
+    doc["metadata"] = {"name": name, "namespace": namespace}
+    doc["spec"].update(spec_changes)
+    return doc
+
+
+class OperatorThread:
+    """The real operator (``kubetune.controller.main.serve``) in a thread with its own loop."""
+
+    def __init__(self, config: OperatorConfig) -> None:
+        self.config = config
+        self.stop_flag = threading.Event()
+        self.runtime: Runtime | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name="kubetune-operator", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            self.runtime = asyncio.run(serve(self.config, stop_flag=self.stop_flag))
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def start(self) -> OperatorThread:
+        self.thread.start()
+        return self
+
+    async def stop(self) -> None:
+        self.stop_flag.set()
+        deadline = time.monotonic() + 20
+        while self.thread.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not self.thread.is_alive(), "the operator did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll until ``check()`` is truthy; convergence deadline, not a performance assertion."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (KeyError, TypeError, IndexError, AssertionError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    handler = Cluster()
+    declare_resources(handler)
+    async with handler, kmock.Server(handler):
+        yield handler
+
+
+@pytest.fixture
+def config(cluster: Cluster) -> OperatorConfig:
+    return OperatorConfig(
+        connection=Connection(server=str(cluster.url).rstrip("/"), token="test-token"),
+        metrics_port=None,
+        health_port=None,
+        sync_interval_s=0.2,
+        retry_delay_s=0.2,
+        peering=None,
+    )
+
+
+@pytest.fixture
+async def operator(cluster: Cluster, config: OperatorConfig) -> AsyncIterator[Callable[..., Any]]:
+    """Start operators on demand (``await operator()``); every one still running is stopped at teardown."""
+    started: list[OperatorThread] = []
+
+    async def start(cfg: OperatorConfig | None = None) -> OperatorThread:
+        op = OperatorThread(cfg or config).start()
+        started.append(op)
+        await eventually(lambda: cluster.open_watches > 0 or op.error, what="the operator's watch")
+        if op.error:
+            raise op.error
+        return op
+
+    yield start
+    for op in started:
+        if op.thread.is_alive():
+            await op.stop()

@@ -1,0 +1,582 @@
+"""A realistic Kubernetes API layer on top of kmock, for the operator's integration tests.
+
+kmock 0.8 gives an HTTP server on loopback, request parsing, request recording
+and API discovery.  Its stateful emulator is too naive for an operator test
+(see /work/shared/notes/environment-facts.md): no uid/resourceVersion/
+generation, 200 on create, no status subresource, watches that replay stale
+ADDED events, no selectors, no server-side apply, 500 for a failed JSON-patch
+``test``.  An operator "passing" against that proves little, so this module
+keeps kmock's server and discovery (``KubernetesScaffold``) and answers every
+resource request from its own store with the API server's semantics:
+
+* uid, resourceVersion (one global counter), generation (bumped on spec
+  changes only), creationTimestamp, namespace taken from the URL, 201 on create;
+* 409 AlreadyExists on a duplicate create, 409 Conflict on a stale
+  ``metadata.resourceVersion`` in a patch, 404 NotFound, 422 on a failed
+  JSON-patch ``test``;
+* a real ``/status`` subresource: writes to the main resource ignore status,
+  writes to ``/status`` change nothing else;
+* merge patch, JSON patch, strategic merge (treated as merge: the operator sends
+  none) and server-side apply (create-or-merge, manager recorded; field
+  ownership and conflicts are *not* modelled);
+* finalizers and deletionTimestamp; no garbage collection (like kmock);
+* list with labelSelector/fieldSelector and a list resourceVersion; watch from
+  a resourceVersion replays only newer events (410 Gone below the compaction
+  point), without one it starts with ADDED for current objects;
+* ``pods/log`` with ``tailLines`` from lines the test appends;
+* fault injection (status code for the next N matching calls), dropping every
+  open watch, and a record of every call as an RBAC tuple.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+
+Obj = dict[str, Any]
+ResKey = tuple[str, str, str]  # group, version, plural
+ObjKey = tuple[ResKey, str | None, str]  # resource, namespace, name
+
+
+@dataclass(frozen=True, order=True)
+class ApiCall:
+    """One request as RBAC sees it."""
+
+    group: str
+    version: str
+    resource: str
+    verb: str
+    namespaced: bool
+    subresource: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "version": self.version,
+            "resource": self.resource,
+            "verb": self.verb,
+            "namespaced": self.namespaced,
+            "subresource": self.subresource,
+        }
+
+
+@dataclass(frozen=True)
+class Kind:
+    kind: str
+    namespaced: bool = True
+    has_status: bool = True
+
+
+@dataclass
+class Fault:
+    """Answer the next ``times`` matching calls with ``status`` instead of serving them."""
+
+    verb: str
+    resource: str
+    status: int
+    times: int = 1
+    subresource: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    rv: int
+    res: ResKey
+    type: str
+    obj: Obj
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value)
+    return result
+
+
+def _pointer(path: str) -> list[str]:
+    return [p.replace("~1", "/").replace("~0", "~") for p in path.lstrip("/").split("/")] if path else []
+
+
+def _json_patch(doc: Obj, ops: list[Obj]) -> Obj:
+    """RFC 6902 JSON patch; a failed ``test`` raises 422 like the API server."""
+    doc = copy.deepcopy(doc)
+
+    def parent(path: str) -> tuple[Any, str]:
+        parts = _pointer(path)
+        node: Any = doc
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        return node, parts[-1]
+
+    def get(path: str) -> Any:
+        node: Any = doc
+        for part in _pointer(path):
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        return node
+
+    for op in ops:
+        kind, path = op["op"], op["path"]
+        try:
+            if kind == "test":
+                if get(path) != op.get("value"):
+                    raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: test failed at {path}")
+                continue
+            if kind in ("remove", "replace", "move"):
+                source = op["from"] if kind == "move" else path
+                node, key = parent(source)
+                value = node.pop(int(key)) if isinstance(node, list) else node.pop(key)
+                if kind == "replace":
+                    op = {**op, "op": "add"}
+                elif kind == "move":
+                    op = {"op": "add", "path": path, "value": value}
+                else:
+                    continue
+            if op["op"] in ("add", "copy"):
+                value = copy.deepcopy(get(op["from"])) if op["op"] == "copy" else copy.deepcopy(op["value"])
+                node, key = parent(path)
+                if isinstance(node, list):
+                    node.insert(len(node) if key == "-" else int(key), value)
+                else:
+                    node[key] = value
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise ApiError(422, "Invalid", f"json patch {kind} {path}: {exc!r}") from exc
+    return doc
+
+
+_SELECTOR = re.compile(r"^\s*(!?)([\w./-]+)\s*(?:(==|=|!=)\s*([\w./-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+
+
+def _split_selector(text: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [p for p in [*parts, current] if p.strip()]
+
+
+def label_match(selector: str | None, labels: dict[str, str]) -> bool:
+    """Equality- and set-based label selectors."""
+    if not selector:
+        return True
+    for term in _split_selector(selector):
+        m = _SELECTOR.match(term)
+        if not m:
+            raise ApiError(400, "BadRequest", f"unable to parse requirement: {term!r}")
+        neg, key, op, value, setop, values = m.groups()
+        if setop:
+            options = {v.strip() for v in values.split(",")}
+            ok = (labels.get(key) in options) if setop == "in" else (labels.get(key) not in options)
+        elif op in ("=", "=="):
+            ok = labels.get(key) == value
+        elif op == "!=":
+            ok = labels.get(key) != value
+        else:
+            ok = (key in labels) != bool(neg)
+        if not ok:
+            return False
+    return True
+
+
+def field_match(selector: str | None, obj: Obj) -> bool:
+    if not selector:
+        return True
+    for term in selector.split(","):
+        key, _, value = term.partition("=")
+        negate = key.endswith("!")
+        key = key.rstrip("!=")
+        node: Any = obj
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if (str(node) == value.lstrip("=")) == negate:
+            return False
+    return True
+
+
+_VERB_BY_METHOD = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+
+
+@attrs.define(kw_only=True)
+class Cluster(kmock.KubernetesScaffold):
+    """kmock's server and discovery + a store with the API server's semantics (see module doc)."""
+
+    kinds: dict[ResKey, Kind] = attrs.field(factory=dict)
+    store: dict[ObjKey, Obj] = attrs.field(factory=dict)
+    history: list[WatchEvent] = attrs.field(factory=list)
+    compacted_rv: int = 0
+    calls: list[ApiCall] = attrs.field(factory=list)
+    call_log: list[tuple[str, str, int]] = attrs.field(factory=list)
+    faults: list[Fault] = attrs.field(factory=list)
+    logs: dict[tuple[str, str], list[str]] = attrs.field(factory=dict)
+    rv: int = 100
+    _changed: asyncio.Condition | None = attrs.field(default=None)
+    _drops: int = 0
+    open_watches: int = 0
+
+    # --- setup ---------------------------------------------------------------
+
+    def declare(self, api_version: str, plural: str, kind: str, *, namespaced: bool = True, has_status: bool = True) -> None:
+        group, _, version = api_version.rpartition("/")
+        self.kinds[(group, version, plural)] = Kind(kind, namespaced, has_status)
+        verbs = {"get", "list", "watch", "create", "update", "patch", "delete"}
+        self.resources[f"{api_version}/{plural}" if group else f"v1/{plural}"] = kmock.ResourceInfo(
+            kind=kind,
+            namespaced=namespaced,
+            verbs=verbs,
+            subresources={"status"} if has_status else set(),
+        )
+
+    # --- direct access for tests (plays other controllers) ----------------------
+
+    def read(self, api_version: str, plural: str, namespace: str | None, name: str) -> Obj | None:
+        group, _, version = api_version.rpartition("/")
+        obj = self.store.get(((group, version, plural), namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def objects(self, api_version: str, plural: str, namespace: str | None = None) -> list[Obj]:
+        group, _, version = api_version.rpartition("/")
+        return [
+            copy.deepcopy(o)
+            for (res, ns, _), o in sorted(self.store.items(), key=lambda kv: str(kv[0]))
+            if res == (group, version, plural) and (namespace is None or ns == namespace)
+        ]
+
+    async def put_object(self, api_version: str, plural: str, obj: Obj) -> Obj:
+        """Create an object as another client would (a user's kubectl apply, the Kubeflow controller)."""
+        group, _, version = api_version.rpartition("/")
+        res = (group, version, plural)
+        ns = obj.get("metadata", {}).get("namespace") if self.kinds[res].namespaced else None
+        return await self._create(res, ns, copy.deepcopy(obj), keep_status=True)
+
+    async def mutate(self, api_version: str, plural: str, namespace: str | None, name: str, fn: Callable[[Obj], None]) -> Obj:
+        """Change a stored object in place (e.g. a child's status), as its controller would."""
+        group, _, version = api_version.rpartition("/")
+        key = ((group, version, plural), namespace, name)
+        async with self._cond():
+            old = self.store[key]
+            new = copy.deepcopy(old)
+            fn(new)
+            if {k: v for k, v in new.items() if k not in ("metadata", "status")} != {
+                k: v for k, v in old.items() if k not in ("metadata", "status")
+            }:
+                new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+            return self._commit(key, new, "MODIFIED")
+
+    async def remove(self, api_version: str, plural: str, namespace: str | None, name: str) -> None:
+        group, _, version = api_version.rpartition("/")
+        await self._delete(((group, version, plural), namespace, name))
+
+    def append_log(self, namespace: str, pod: str, *lines: str) -> None:
+        self.logs.setdefault((namespace, pod), []).extend(lines)
+
+    def inject(self, verb: str, resource: str, status: int, times: int = 1, *, subresource: str | None = None, name: str | None = None) -> Fault:
+        fault = Fault(verb, resource, status, times, subresource, name)
+        self.faults.append(fault)
+        return fault
+
+    async def drop_watches(self, *, compact: bool = False) -> None:
+        """End every open watch stream (as an API server restart would); optionally expire history."""
+        async with self._cond():
+            self._drops += 1
+            if compact:
+                self.compacted_rv = self.rv
+            self._changed_cond().notify_all()
+
+    def api_calls(self) -> set[ApiCall]:
+        return set(self.calls)
+
+    # --- the request path ----------------------------------------------------
+
+    def _changed_cond(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    def _cond(self) -> asyncio.Condition:
+        return self._changed_cond()
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:  # type: ignore[override]
+        res = request.resource
+        if res is None or res.plural is None:
+            return await super()._handle(request)
+        raw = request._raw_request
+        assert raw is not None
+        key: ResKey = (res.group or "", res.version or "", res.plural)
+        if key not in self.kinds:
+            return self._error(ApiError(404, "NotFound", f"the server could not find the requested resource ({res.plural})"))
+        kind = self.kinds[key]
+        params = dict(request.params)
+        method = raw.method.upper()
+        watching = params.get("watch") in ("true", "1")
+        if method == "GET":
+            verb = "watch" if watching else ("get" if request.name else "list")
+        elif method == "DELETE" and not request.name:
+            verb = "deletecollection"
+        else:
+            verb = _VERB_BY_METHOD.get(method, method.lower())
+        self.calls.append(ApiCall(key[0], key[1], key[2], verb, request.namespace is not None, request.subresource))
+        try:
+            self._check_faults(verb, key[2], request.subresource, request.name)
+            ns = request.namespace if kind.namespaced else None
+            if verb == "watch":
+                return await self._watch(raw, key, ns, params)
+            if verb == "list":
+                result, status = self._list(key, ns, params), 200
+            elif verb == "get" and request.subresource == "log":
+                return self._log(ns, request.name or "", params)
+            elif verb == "get":
+                result, status = self._fetch((key, ns, request.name or "")), 200
+            elif verb == "create":
+                body = request.data if isinstance(request.data, dict) else {}
+                result, status = await self._create(key, ns, body, keep_status=False), 201
+            elif verb == "patch":
+                result, status = await self._patch(
+                    (key, ns, request.name or ""), raw.content_type, request.data, request.subresource, params
+                )
+            elif verb == "update":
+                result, status = await self._update((key, ns, request.name or ""), request.data, request.subresource), 200
+            elif verb == "delete":
+                result, status = await self._delete((key, ns, request.name or "")), 200
+            else:
+                raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
+        except ApiError as exc:
+            self.call_log.append((verb, key[2], exc.code))
+            return self._error(exc)
+        self.call_log.append((verb, key[2], status))
+        return aiohttp.web.json_response(result, status=status)
+
+    def _check_faults(self, verb: str, plural: str, subresource: str | None, name: str | None) -> None:
+        for fault in self.faults:
+            if (
+                fault.times > 0
+                and fault.verb == verb
+                and fault.resource == plural
+                and fault.subresource == subresource
+                and (fault.name is None or fault.name == name)
+            ):
+                fault.times -= 1
+                reason = {409: "AlreadyExists", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+                raise ApiError(fault.status, reason.get(fault.status, "Injected"), f"injected failure {fault.status}")
+
+    @staticmethod
+    def _error(exc: ApiError) -> aiohttp.web.Response:
+        headers = {"Retry-After": "1"} if exc.code == 429 else None
+        body = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure", "code": exc.code, "reason": exc.reason, "message": exc.message}
+        return aiohttp.web.json_response(body, status=exc.code, headers=headers)
+
+    # --- store operations ----------------------------------------------------
+
+    def _commit(self, key: ObjKey, obj: Obj, event: str) -> Obj:
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        if event == "DELETED":
+            self.store.pop(key, None)
+        else:
+            self.store[key] = obj
+        self.history.append(WatchEvent(self.rv, key[0], event, copy.deepcopy(obj)))
+        self._changed_cond().notify_all()
+        return copy.deepcopy(obj)
+
+    def _fetch(self, key: ObjKey) -> Obj:
+        obj = self.store.get(key)
+        if obj is None:
+            raise ApiError(404, "NotFound", f'{key[0][2]} "{key[2]}" not found')
+        return copy.deepcopy(obj)
+
+    def _list(self, res: ResKey, ns: str | None, params: dict[str, str]) -> Obj:
+        items = [
+            copy.deepcopy(o)
+            for (r, n, _), o in sorted(self.store.items(), key=lambda kv: str(kv[0]))
+            if r == res
+            and (ns is None or n == ns)
+            and label_match(params.get("labelSelector"), o["metadata"].get("labels") or {})
+            and field_match(params.get("fieldSelector"), o)
+        ]
+        kind = self.kinds[res].kind
+        return {"apiVersion": f"{res[0]}/{res[1]}".lstrip("/"), "kind": f"{kind}List", "metadata": {"resourceVersion": str(self.rv)}, "items": items}
+
+    async def _create(self, res: ResKey, ns: str | None, body: Obj, *, keep_status: bool) -> Obj:
+        meta = body.setdefault("metadata", {})
+        name = meta.get("name")
+        if not name:
+            raise ApiError(422, "Invalid", "metadata.name: Required value (generateName is not emulated)")
+        if ns is not None and meta.get("namespace") not in (None, ns):
+            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
+        key = (res, ns, name)
+        async with self._cond():
+            if key in self.store:
+                raise ApiError(409, "AlreadyExists", f'{res[2]} "{name}" already exists')
+            if ns is not None:
+                meta["namespace"] = ns
+            meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=_now())
+            meta.pop("resourceVersion", None)
+            if self.kinds[res].has_status and not keep_status:
+                body.pop("status", None)
+            return self._commit(key, body, "ADDED")
+
+    async def _patch(self, key: ObjKey, content_type: str, patch: Any, subresource: str | None, params: dict[str, str]) -> tuple[Obj, int]:
+        if content_type == "application/apply-patch+yaml":
+            if not params.get("fieldManager"):
+                raise ApiError(400, "BadRequest", "fieldManager is required for apply requests")
+            if key not in self.store and subresource is None:
+                body = copy.deepcopy(patch)
+                body.setdefault("metadata", {})["managedFields"] = [{"manager": params["fieldManager"], "operation": "Apply"}]
+                return await self._create(key[0], key[1], body, keep_status=False), 201
+            apply = lambda old: _merge(old, patch)  # noqa: E731
+        elif content_type == "application/json-patch+json":
+            apply = lambda old: _json_patch(old, patch)  # noqa: E731
+        elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+            apply = lambda old: _merge(old, patch)  # noqa: E731
+        else:
+            raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
+        return await self._write(key, apply, subresource, (patch or {}).get("metadata", {}).get("resourceVersion") if isinstance(patch, dict) else None), 200
+
+    async def _update(self, key: ObjKey, body: Any, subresource: str | None) -> Obj:
+        rv = (body or {}).get("metadata", {}).get("resourceVersion")
+        return await self._write(key, lambda old: copy.deepcopy(body), subresource, rv)
+
+    async def _write(self, key: ObjKey, apply: Callable[[Obj], Obj], subresource: str | None, precondition_rv: str | None) -> Obj:
+        async with self._cond():
+            old = self.store.get(key)
+            if old is None:
+                raise ApiError(404, "NotFound", f'{key[0][2]} "{key[2]}" not found')
+            if precondition_rv is not None and precondition_rv != old["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {key[0][2]} "{key[2]}": the object has been modified; please apply your changes to the latest version and try again')
+            changed = apply(old)
+            new = copy.deepcopy(old)
+            if subresource == "status":
+                new["status"] = changed.get("status")
+                if new["status"] is None:
+                    new.pop("status")
+            elif subresource is None:
+                status = old.get("status")
+                new = changed
+                frozen = {k: old["metadata"].get(k) for k in ("name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp")}
+                new.setdefault("metadata", {}).update({k: v for k, v in frozen.items() if v is not None})
+                if self.kinds[key[0]].has_status:
+                    new.pop("status", None)
+                    if status is not None:
+                        new["status"] = status
+                body_keys = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status", "apiVersion", "kind")}  # noqa: E731
+                if body_keys(new) != body_keys(old):
+                    new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+            else:
+                raise ApiError(404, "NotFound", f"no subresource {subresource}")
+            new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            if new == old:
+                return copy.deepcopy(old)  # a no-op write does not bump the resourceVersion
+            meta = new["metadata"]
+            if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+                self._commit(key, new, "DELETED")
+                return copy.deepcopy(new)
+            return self._commit(key, new, "MODIFIED")
+
+    async def _delete(self, key: ObjKey) -> Obj:
+        async with self._cond():
+            obj = self.store.get(key)
+            if obj is None:
+                raise ApiError(404, "NotFound", f'{key[0][2]} "{key[2]}" not found')
+            if obj["metadata"].get("finalizers"):
+                if obj["metadata"].get("deletionTimestamp"):
+                    return copy.deepcopy(obj)
+                new = copy.deepcopy(obj)
+                new["metadata"]["deletionTimestamp"] = _now()
+                return self._commit(key, new, "MODIFIED")
+            return self._commit(key, copy.deepcopy(obj), "DELETED")
+
+    # --- pods/log and watch ------------------------------------------------------
+
+    def _log(self, ns: str | None, pod: str, params: dict[str, str]) -> aiohttp.web.Response:
+        if ((("", "v1", "pods"), ns, pod)) not in self.store:
+            raise ApiError(404, "NotFound", f'pods "{pod}" not found')
+        lines = self.logs.get((ns or "", pod), [])
+        tail = params.get("tailLines")
+        if tail is not None:
+            lines = lines[-int(tail):] if int(tail) else []
+        self.call_log.append(("get", "pods/log", 200))
+        return aiohttp.web.Response(text="".join(line + "\n" for line in lines), content_type="text/plain")
+
+    async def _watch(self, raw: Any, res: ResKey, ns: str | None, params: dict[str, str]) -> aiohttp.web.StreamResponse:
+        response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        await response.prepare(raw)
+        drops = self._drops
+        selector = params.get("labelSelector")
+
+        def wanted(obj: Obj) -> bool:
+            meta = obj.get("metadata", {})
+            return (ns is None or meta.get("namespace") == ns) and label_match(selector, meta.get("labels") or {})
+
+        async def send(event: str, obj: Obj) -> None:
+            await response.write(json.dumps({"type": event, "object": obj}).encode() + b"\n")
+
+        since = params.get("resourceVersion")
+        self.open_watches += 1
+        try:
+            if since and since != "0":
+                position = int(since)
+                if position < self.compacted_rv:
+                    gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired", "message": f"too old resource version: {position} ({self.compacted_rv})"}
+                    await send("ERROR", gone)
+                    return response
+            else:
+                position = self.rv
+                for (r, _, _), obj in sorted(self.store.items(), key=lambda kv: str(kv[0])):
+                    if r == res and wanted(obj):
+                        await send("ADDED", copy.deepcopy(obj))
+            deadline = asyncio.get_running_loop().time() + float(params.get("timeoutSeconds") or 3600)
+            while True:
+                async with self._cond():
+                    pending = [e for e in self.history if e.rv > position]
+                    if not pending:
+                        if self._drops != drops:
+                            return response
+                        timeout = deadline - asyncio.get_running_loop().time()
+                        if timeout <= 0:
+                            return response
+                        try:
+                            await asyncio.wait_for(self._changed_cond().wait(), timeout=min(timeout, 1.0))
+                        except TimeoutError:
+                            pass
+                        continue
+                for event in pending:
+                    position = event.rv
+                    if event.res == res and wanted(event.obj):
+                        await send(event.type, event.obj)
+                if self._drops != drops:
+                    return response
+        except (ConnectionResetError, asyncio.CancelledError):
+            return response
+        finally:
+            self.open_watches -= 1
