@@ -1,0 +1,156 @@
+"""Shared helpers for the renderer tests: example discovery, a fluent job builder, schemas."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubetune.api import FineTuneJob, load_documents
+from kubetune.render import render, validate_object
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+SHARED = REPO.parent / "shared"
+UPSTREAM_CRDS = SHARED / "upstream-crds"
+
+
+def example_files() -> list[Path]:
+    """Every FineTuneJob example (examples/argocd holds Argo CD manifests, not jobs)."""
+    return sorted(p for p in EXAMPLES.rglob("*.yaml") if "argocd" not in p.relative_to(EXAMPLES).parts)
+
+
+def example_id(path: Path) -> str:
+    return str(path.relative_to(EXAMPLES))
+
+
+def golden_path(path: Path) -> Path:
+    return GOLDEN / path.relative_to(EXAMPLES)
+
+
+def load_example(path: Path) -> FineTuneJob:
+    docs = [d for d in load_documents(path.read_text(encoding="utf-8")) if isinstance(d, dict) and d.get("kind") == "FineTuneJob"]
+    assert len(docs) == 1, f"{path}: expected one FineTuneJob"
+    job, problems = validate_object(docs[0])
+    assert job is not None and not problems, f"{path}: {problems}"
+    return job
+
+
+class _ReadableDumper(yaml.SafeDumper):
+    """Multi-line strings (the ConfigMap's files) as literal blocks, so golden diffs read like the files."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ReadableDumper.add_representer(str, _str)
+
+
+def golden_text(path: Path) -> str:
+    """What update_golden.py writes for one example: its rendered objects as YAML."""
+    objects = render(load_example(path)).objects
+    text = yaml.dump_all(objects, Dumper=_ReadableDumper, sort_keys=False, explicit_start=True, allow_unicode=True, width=120)
+    assert list(yaml.safe_load_all(text)) == objects  # the golden file is exactly the objects
+    return str(text)
+
+
+BASE_SPEC: dict[str, Any] = {
+    "apiVersion": "kubetune.io/v1alpha1",
+    "kind": "FineTuneJob",
+    "metadata": {"name": "demo", "namespace": "team-a"},
+    "spec": {
+        "model": {"name": "Qwen/Qwen1.5-1.8B", "template": "qwen"},
+        "datasets": [{"name": "chats", "path": "chats.jsonl"}],
+        "storage": {"outputs": {"claimName": "outputs"}},
+    },
+}
+
+
+class JobBuilder:
+    """Fluent FineTuneJob documents for table-driven tests: ``JobBuilder().set("spec.method", "full").build()``."""
+
+    def __init__(self, base: dict[str, Any] | None = None) -> None:
+        self.doc = copy.deepcopy(base or BASE_SPEC)
+
+    def set(self, dotted: str, value: Any) -> JobBuilder:
+        node = self.doc
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = copy.deepcopy(value)
+        return self
+
+    def unset(self, dotted: str) -> JobBuilder:
+        node = self.doc
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node.pop(last, None)
+        return self
+
+    def doc_copy(self) -> dict[str, Any]:
+        return copy.deepcopy(self.doc)
+
+    def build(self) -> FineTuneJob:
+        job, problems = validate_object(self.doc_copy())
+        assert job is not None, problems
+        return job
+
+
+@functools.cache
+def crd_schema(relative: str, version: str) -> dict[str, Any]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd = yaml.load((UPSTREAM_CRDS / relative).read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
+    for v in crd["spec"]["versions"]:
+        if v["name"] == version:
+            return dict(v["schema"]["openAPIV3Schema"])
+    raise KeyError(f"{relative} has no version {version}")
+
+
+WORKLOAD_CRDS = {
+    ("kubeflow.org/v1", "PyTorchJob"): ("training-operator/kubeflow.org_pytorchjobs.yaml", "v1"),
+    ("kubeflow.org/v2beta1", "MPIJob"): ("mpi-operator/kubeflow.org_mpijobs.yaml", "v2beta1"),
+}
+
+
+def schema_errors(obj: dict[str, Any]) -> list[str]:
+    """jsonschema errors of a rendered Kubeflow job against the upstream CRD's openAPIV3Schema."""
+    validator = _validator(obj["apiVersion"], obj["kind"])
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+
+
+@functools.cache
+def _validator(api_version: str, kind: str) -> Any:
+    import jsonschema
+
+    relative, version = WORKLOAD_CRDS[(api_version, kind)]
+    return jsonschema.Draft7Validator(_strict(crd_schema(relative, version)))
+
+
+def _strict(schema: Any) -> Any:
+    """The API server prunes unknown fields silently; in tests an unknown field is a bug, so
+    forbid additional properties wherever the schema lists properties (and does not preserve unknowns)."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items() if not k.startswith("x-kubernetes")}
+        if "properties" in schema and "additionalProperties" not in schema and not schema.get(
+            "x-kubernetes-preserve-unknown-fields"
+        ):
+            out["additionalProperties"] = False
+        if schema.get("x-kubernetes-int-or-string"):
+            out.pop("type", None)
+            out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def pod_templates(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    specs = workload["spec"].get("pytorchReplicaSpecs") or workload["spec"].get("mpiReplicaSpecs")
+    return {role: spec["template"] for role, spec in specs.items()}

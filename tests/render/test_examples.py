@@ -1,0 +1,75 @@
+"""Every example renders to its committed golden manifests, and every rendered object is one
+the API server (core objects) and the Kubeflow operators (their CRD schemas) accept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubetune.render import render
+from renderlib import (
+    UPSTREAM_CRDS,
+    example_files,
+    example_id,
+    golden_path,
+    golden_text,
+    load_example,
+    pod_templates,
+    schema_errors,
+)
+
+EXAMPLES = example_files()
+
+
+def test_examples_exist() -> None:
+    names = {example_id(p) for p in EXAMPLES}
+    assert {
+        "finetune-full.yaml",
+        "finetune-lora.yaml",
+        "finetune-qlora.yaml",
+        "finetune-multinode-mpijob.yaml",
+        "seed/full-single-gpu.yaml",
+        "seed/full-deepspeed.yaml",
+        "seed/full-accelerate.yaml",
+        "seed/lora-deepspeed.yaml",
+        "seed/qlora-deepspeed.yaml",
+    } <= names
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
+def test_golden(example: Path) -> None:
+    golden = golden_path(example)
+    assert golden.exists(), f"no golden file for {example_id(example)}: run .venv/bin/python tests/render/update_golden.py"
+    assert golden_text(example) == golden.read_text(encoding="utf-8"), (
+        f"{example_id(example)} renders differently from {golden.name}; if intended, "
+        "run .venv/bin/python tests/render/update_golden.py and review the diff"
+    )
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
+def test_render_is_deterministic(example: Path) -> None:
+    job = load_example(example)
+    assert render(job).objects == render(job).objects
+    assert yaml.safe_dump_all(render(job).objects) == yaml.safe_dump_all(render(job).objects)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
+def test_core_objects_pass_kubernetes_schema(example: Path) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    rendered = render(load_example(example))
+    version = kubernetes_validate.latest_version()
+    kubernetes_validate.validate(rendered.config_map, version, strict=True)
+    # Each replica's pod template, checked as a core Pod with the strict (no unknown fields) schema.
+    for role, template in pod_templates(rendered.workload).items():
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"x-{role.lower()}", **template["metadata"]}, "spec": template["spec"]}
+        kubernetes_validate.validate(pod, version, strict=True)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
+def test_workload_passes_upstream_crd_schema(example: Path) -> None:
+    if not UPSTREAM_CRDS.is_dir():
+        pytest.skip(f"upstream CRDs not found at {UPSTREAM_CRDS} (CI has ../shared next to the clone)")
+    rendered = render(load_example(example))
+    assert schema_errors(rendered.workload) == []

@@ -1,0 +1,35 @@
+"""Regenerate tests/render/golden/ from examples/ (one YAML file of rendered objects per example).
+
+Usage: ``.venv/bin/python tests/render/update_golden.py``; review the diff before committing:
+a golden change is a change to what users get in their cluster.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from renderlib import GOLDEN, example_files, golden_path, golden_text  # noqa: E402
+
+
+def main() -> int:
+    wanted = set()
+    for example in example_files():
+        target = golden_path(example)
+        wanted.add(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = golden_text(example)
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+            print(f"updated {target.relative_to(GOLDEN.parent.parent.parent)}")
+    for stale in GOLDEN.rglob("*.yaml"):
+        if stale not in wanted:
+            stale.unlink()
+            print(f"removed {stale}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
