@@ -137,7 +137,7 @@ def train_args(job: FineTuneJob, layout: Layout, output_dir: str, launcher: Laun
     args["lr_scheduler_type"] = t.scheduler
     if t.warmup_steps is not None:
         args["warmup_steps"] = t.warmup_steps
-    else:
+    elif t.warmup_ratio > 0:  # 0 is transformers' default; the key itself is deprecated there
         args["warmup_ratio"] = t.warmup_ratio
     args["weight_decay"] = t.weight_decay
     args["max_grad_norm"] = t.max_grad_norm
