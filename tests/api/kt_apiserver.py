@@ -21,6 +21,7 @@ agreement tests compare two independent verdicts.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -132,8 +133,13 @@ def apply_defaults(value: Any, schema: Schema) -> None:
 
 
 def schema_errors(value: Any, schema: Schema) -> list[str]:
-    validator = _Validator(schema)
-    return [f".{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(value)]
+    """OpenAPI errors as "path: message"; a missing required field is reported at its own path."""
+    errors = []
+    for e in _Validator(schema).iter_errors(value):
+        path = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in e.absolute_path)
+        missing = re.match(r"'([^']+)' is a required property", e.message) if e.validator == "required" else None
+        errors.append(f"{path}.{missing[1]}: {e.message}" if missing else f"{path}: {e.message}")
+    return errors
 
 
 # --- step 5: CEL ------------------------------------------------------------------
@@ -150,6 +156,7 @@ def is_transition(rule: str) -> bool:
     return re.search(r"\boldSelf\b", rule) is not None
 
 
+@functools.lru_cache(maxsize=None)
 def compile_rule(rule: str) -> Any:
     return _ENV.program(_ENV.compile(rule), functions={"matches": _matches})
 
@@ -201,8 +208,10 @@ def _nodes(value: Any, schema: Schema, path: str = "") -> Iterator[tuple[str, An
 def cel_errors(value: Any, schema: Schema) -> list[str]:
     errors = []
     for path, node, sub in _nodes(value, schema):
-        for entry in sub.get(RULES, []):
-            if not is_transition(entry["rule"]) and not _holds(entry["rule"], {"self": to_cel(node, sub)}):
+        rules = [r for r in sub.get(RULES, []) if not is_transition(r["rule"])]
+        activation = {"self": to_cel(node, sub)} if rules else {}
+        for entry in rules:
+            if not _holds(entry["rule"], activation):
                 errors.append(f"{path}{entry.get('fieldPath', '')}: {entry['message']}")
     return errors
 
@@ -237,8 +246,8 @@ def transition_errors(new: dict[str, Any], old: dict[str, Any], schema: Schema) 
             old_node = old_node.get(key) if isinstance(old_node, dict) else None
         if old_node is None:
             continue
+        activation = {"self": to_cel(node, sub), "oldSelf": to_cel(old_node, sub)}
         for entry in rules:
-            activation = {"self": to_cel(node, sub), "oldSelf": to_cel(old_node, sub)}
             if not _holds(entry["rule"], activation):
                 errors.append(f"{path}{entry.get('fieldPath', '')}: {entry['message']}")
     return errors

@@ -1,0 +1,251 @@
+"""FineTuneJobs that must be accepted or rejected, shared by the agreement tests.
+
+Each entry is built from :func:`base` by a patch of dotted paths
+(``"spec.resources.gpusPerNode": -1``; ``DELETE`` removes a key; a number is a
+list index).  An invalid entry names the field a user should be pointed at.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+DELETE = object()
+
+
+def base() -> dict[str, Any]:
+    """The smallest useful FineTuneJob: LoRA on a Hub model with a Hub dataset."""
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "qwen-lora", "namespace": "ml"},
+        "spec": {
+            "model": {"name": "Qwen/Qwen1.5-1.8B", "template": "qwen"},
+            "datasets": [{"name": "deita", "hub": "hkust-nlp/deita-10k-v0"}],
+            "storage": {"outputs": {"claimName": "outputs"}},
+        },
+    }
+
+
+def patched(obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    obj = copy.deepcopy(obj)
+    for dotted, value in patch.items():
+        keys: list[Any] = [int(k) if k.isdigit() else k for k in dotted.split(".")]
+        node: Any = obj
+        for key in keys[:-1]:
+            if isinstance(node, dict):
+                node = node.setdefault(key, {})
+            else:
+                node = node[key]
+        if value is DELETE:
+            del node[keys[-1]]
+        elif isinstance(node, list) and keys[-1] == len(node):
+            node.append(copy.deepcopy(value))
+        else:
+            node[keys[-1]] = copy.deepcopy(value)
+    return obj
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    patch: dict[str, Any]
+    field: str = ""
+    """For an invalid case: camelCase path fragment the rejection must name."""
+
+    @property
+    def obj(self) -> dict[str, Any]:
+        return patched(base(), self.patch)
+
+
+_Q4 = {"bits": 4}
+_DS = {"launcher": "deepspeed", "zeroStage": 2}
+
+VALID = [
+    Case("minimal-lora", {}),
+    Case("qlora-4bit-zero2", {"spec.method": "qlora", "spec.quantization": _Q4, "spec.distributed": _DS}),
+    Case(
+        "qlora-8bit-zero2",
+        {"spec.method": "qlora", "spec.quantization": {"bits": 8, "doubleQuant": False}, "spec.distributed": _DS},
+    ),
+    Case(
+        "full-zero3-offload-all-16-gpus",
+        {
+            "spec.method": "full",
+            "spec.resources": {"nodes": 2, "gpusPerNode": 8, "memory": "512Gi", "cpu": "64"},
+            "spec.distributed": {"zeroStage": 3, "offload": "all"},
+            "spec.training.learningRate": 1e-5,
+        },
+    ),
+    Case("freeze", {"spec.method": "freeze", "spec.freeze": {"trainableLayers": -4, "trainableModules": ["mlp"]}}),
+    Case("cpu-fp32", {"spec.resources.gpusPerNode": 0, "spec.training.precision": "fp32"}),
+    Case("mpijob-deepspeed", {"spec.distributed": {"backend": "mpijob", "launcher": "deepspeed", "zeroStage": 2}}),
+    Case("accelerate-fsdp", {"spec.method": "full", "spec.distributed": {"launcher": "accelerate", "fsdp": True}}),
+    Case(
+        "local-model-and-data",
+        {
+            "spec.model": {"path": "models/qwen-1.8b", "template": "qwen"},
+            "spec.datasets": [
+                {"name": "mine", "path": "sets/2024/chat.jsonl", "tags": {"roleTag": "from", "contentTag": "value"}},
+                {"name": "web", "url": "https://example.com/data/train.jsonl", "maxSamples": 1000},
+            ],
+            "spec.storage": {
+                "datasets": {"claimName": "data", "readOnly": True},
+                "models": {"claimName": "models", "subPath": "hf"},
+                "outputs": {"claimName": "outputs"},
+            },
+        },
+    ),
+    Case(
+        "pretraining-on-alpaca-text",
+        {
+            "spec.training.stage": "pt",
+            "spec.datasets.0": {"name": "wiki", "hub": "wikitext", "subset": "wikitext-2-raw-v1", "format": "alpaca", "columns": {"prompt": "text"}},
+        },
+    ),
+    Case(
+        "env-secrets-image",
+        {
+            "spec.env": [
+                {"name": "WANDB_PROJECT", "value": "ft"},
+                {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "key"}}},
+                {"name": "EXTRA", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "extra"}}},
+            ],
+            "spec.hfTokenSecretRef": {"name": "hf-token"},
+            "spec.image": "registry.example.com/kubetune/trainer:0.1.0@sha256:abc123",
+            "spec.imagePullPolicy": "IfNotPresent",
+            "spec.imagePullSecrets": [{"name": "regcred"}],
+            "spec.serviceAccountName": "trainer",
+        },
+    ),
+    Case(
+        "scheduling-suspended",
+        {
+            "spec.scheduling": {
+                "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+                "priorityClassName": "batch-high",
+                "queueName": "team-a",
+            },
+            "spec.suspend": True,
+            "spec.runPolicy": {"backoffLimit": 0, "activeDeadlineSeconds": 86400, "ttlSecondsAfterFinished": 3600},
+        },
+    ),
+    Case("extra-args-mixed-scalars", {"spec.extraArgs": {"neftune_noise_alpha": 5, "use_dora": True, "loraplus_lr_ratio": 16.0, "optim": "adamw_torch"}}),
+    Case("integer-learning-rate", {"spec.training.learningRate": 1}),
+    Case("nulls-mean-unset", {"spec.method": None, "spec.lora": None, "spec.training": {"maxSteps": None, "epochs": 1}}),
+    Case("name-of-52-characters", {"metadata.name": "a" * 52}),
+    Case(
+        "hyperparameters-and-eval",
+        {
+            "spec.training": {
+                "epochs": 0.5,
+                "maxSteps": 1000,
+                "perDeviceBatchSize": 4,
+                "gradientAccumulationSteps": 2,
+                "scheduler": "cosine_with_min_lr",
+                "warmupRatio": 0.03,
+                "cutoffLength": 4096,
+                "valSize": 0.05,
+                "evalSteps": 100,
+                "attention": "fa2",
+            },
+            "spec.lora": {"rank": 16, "alpha": 32, "dropout": 0.05, "targetModules": ["q_proj", "v_proj"]},
+            "spec.export": {"enabled": True, "shardSizeGB": 2},
+        },
+    ),
+    Case("with-status", {"status": {"phase": "Running", "gpus": 8, "progress": {"step": 12, "totalSteps": 100, "loss": 1.25, "summary": "12/100 (12%)"}}}),
+]
+
+INVALID = [
+    Case("method-enum", {"spec.method": "superlora"}, "spec.method"),
+    Case("backend-enum", {"spec.distributed.backend": "slurm"}, "spec.distributed.backend"),
+    Case("precision-enum", {"spec.training.precision": "fp8"}, "spec.training.precision"),
+    Case("scheduler-enum", {"spec.training.scheduler": "exponential"}, "spec.training.scheduler"),
+    Case("quantization-3-bits", {"spec.method": "qlora", "spec.quantization": {"bits": 3}}, "spec.quantization.bits"),
+    Case("quantization-bits-as-string", {"spec.method": "qlora", "spec.quantization": {"bits": "4"}}, "spec.quantization.bits"),
+    Case("qlora-without-quantization", {"spec.method": "qlora"}, "spec.quantization"),
+    Case("quantization-with-lora", {"spec.quantization": _Q4}, "spec.quantization"),
+    Case(
+        "8bit-with-zero3",
+        {"spec.method": "qlora", "spec.quantization": {"bits": 8}, "spec.distributed": {"launcher": "deepspeed", "zeroStage": 3}},
+        "spec.quantization.bits",
+    ),
+    Case("negative-learning-rate", {"spec.training.learningRate": -1e-5}, "spec.training.learningRate"),
+    Case("string-learning-rate", {"spec.training.learningRate": "1e-5"}, "spec.training.learningRate"),
+    Case("zero-epochs", {"spec.training.epochs": 0}, "spec.training.epochs"),
+    Case("zero-nodes", {"spec.resources.nodes": 0}, "spec.resources.nodes"),
+    Case("negative-gpus-per-node", {"spec.resources.gpusPerNode": -1}, "spec.resources.gpusPerNode"),
+    Case("fractional-gpus-per-node", {"spec.resources.gpusPerNode": 2.5}, "spec.resources.gpusPerNode"),
+    Case("unknown-field", {"spec.trainng": {"epochs": 1}}, "spec.trainng"),
+    Case("snake-case-field", {"spec.resources.gpus_per_node": 2}, "spec.resources.gpus_per_node"),
+    Case("lora-block-with-full", {"spec.method": "full", "spec.lora": {"rank": 8}}, "spec.lora"),
+    Case("freeze-block-with-lora", {"spec.freeze": {"trainableLayers": 2}}, "spec.freeze"),
+    Case("fp16-on-cpu", {"spec.resources.gpusPerNode": 0, "spec.training.precision": "fp16"}, "spec.training.precision"),
+    Case("zero-on-cpu", {"spec.resources.gpusPerNode": 0, "spec.training.precision": "fp32", "spec.distributed.zeroStage": 2}, "spec.distributed.zeroStage"),
+    Case("mpijob-with-torchrun", {"spec.distributed": {"backend": "mpijob", "launcher": "torchrun"}}, "spec.distributed.launcher"),
+    Case("torchrun-with-zero", {"spec.distributed": {"launcher": "torchrun", "zeroStage": 2}}, "spec.distributed.zeroStage"),
+    Case("offload-all-with-stage-2", {"spec.distributed": {"zeroStage": 2, "offload": "all"}}, "spec.distributed.offload"),
+    Case("offload-optimizer-with-stage-1", {"spec.distributed": {"zeroStage": 1, "offload": "optimizer"}}, "spec.distributed.offload"),
+    Case("fsdp-with-torchrun", {"spec.method": "full", "spec.distributed": {"launcher": "torchrun", "fsdp": True}}, "spec.distributed.fsdp"),
+    Case(
+        "duplicate-dataset-names",
+        {"spec.datasets": [{"name": "d", "hub": "a/b"}, {"name": "d", "hub": "c/d"}]},
+        "spec.datasets",
+    ),
+    Case("no-datasets", {"spec.datasets": []}, "spec.datasets"),
+    Case("dataset-hub-and-path", {"spec.datasets.0.path": "local.jsonl"}, "spec.datasets"),
+    Case("dataset-without-source", {"spec.datasets.0.hub": DELETE}, "spec.datasets"),
+    Case("dataset-path-escapes-volume", {"spec.datasets.0": {"name": "d", "path": "sets/../../etc/passwd"}}, "spec.datasets[].path"),
+    Case("dataset-path-command-substitution", {"spec.datasets.0": {"name": "d", "path": "$(curl evil)"}}, "spec.datasets.0.path"),
+    Case("dataset-url-command-substitution", {"spec.datasets.0": {"name": "d", "url": "https://x.io/$(id).json"}}, "spec.datasets.0.url"),
+    Case("dataset-name-too-long", {"spec.datasets.0.name": "d" * 129}, "spec.datasets.0.name"),
+    Case("alpaca-with-tags", {"spec.datasets.0.format": "alpaca", "spec.datasets.0.tags": {"roleTag": "from"}}, "spec.datasets[].tags"),
+    Case(
+        "alpaca-with-sharegpt-columns",
+        {"spec.datasets.0.format": "alpaca", "spec.datasets.0.columns": {"messages": "turns"}},
+        "spec.datasets[].columns",
+    ),
+    Case("sharegpt-with-alpaca-columns", {"spec.datasets.0.columns": {"prompt": "q"}}, "spec.datasets[].columns"),
+    Case(
+        "dataset-revision-with-path",
+        {"spec.datasets.0": {"name": "d", "path": "a.jsonl", "revision": "main"}},
+        "spec.datasets[].revision",
+    ),
+    Case("pretraining-on-sharegpt", {"spec.training.stage": "pt"}, "spec.datasets"),
+    Case("reserved-env-name", {"spec.env": [{"name": "MASTER_ADDR", "value": "evil"}]}, "spec.env[].name"),
+    Case("reserved-env-prefix", {"spec.env": [{"name": "PET_NNODES", "value": "9"}]}, "spec.env[].name"),
+    Case(
+        "env-value-and-value-from",
+        {"spec.env": [{"name": "TOKEN", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s"}}}]},
+        "spec.env[]",
+    ),
+    Case(
+        "env-value-from-two-sources",
+        {"spec.env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "s"}, "configMapKeyRef": {"name": "c", "key": "k"}}}]},
+        "spec.env[].valueFrom",
+    ),
+    Case("duplicate-env", {"spec.env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "spec.env"),
+    Case("yaml-injection-in-template", {"spec.model.template": "qwen\nmalicious: true"}, "spec.model.template"),
+    Case("trailing-newline-in-template", {"spec.model.template": "qwen\n"}, "spec.model.template"),
+    Case("shell-injection-in-image", {"spec.image": "x; rm -rf /"}, "spec.image"),
+    Case("model-hub-id-traversal", {"spec.model.name": "../../etc"}, "spec.model.name"),
+    Case("model-path-escapes-volume", {"spec.model": {"path": "../other-team/model", "template": "qwen"}}, "spec.model.path"),
+    Case("model-name-and-path", {"spec.model.path": "models/x"}, "spec.model"),
+    Case("model-revision-with-path", {"spec.model": {"path": "models/x", "template": "qwen", "revision": "main"}}, "spec.model.revision"),
+    Case("model-without-template", {"spec.model.template": DELETE}, "spec.model.template"),
+    Case("missing-storage", {"spec.storage": DELETE}, "spec.storage"),
+    Case("eval-steps-without-val-size", {"spec.training.evalSteps": 100}, "spec.training.evalSteps"),
+    Case("export-with-full", {"spec.method": "full", "spec.export.enabled": True}, "spec.export.enabled"),
+    Case("lora-dropout-one", {"spec.lora": {"dropout": 1.0}}, "spec.lora.dropout"),
+    Case("toleration-operator-enum", {"spec.scheduling.tolerations": [{"key": "k", "operator": "Maybe"}]}, "spec.scheduling.tolerations.0.operator"),
+    Case("node-selector-key-too-long", {"spec.scheduling.nodeSelector": {"k" * 400: "v"}}, "spec.scheduling.nodeSelector"),
+    Case("suspend-as-string", {"spec.suspend": "yes"}, "spec.suspend"),
+    Case("secret-name-not-dns", {"spec.hfTokenSecretRef": {"name": "Bad_Name"}}, "spec.hfTokenSecretRef.name"),
+    Case("name-too-long", {"metadata.name": "a" * 53}, "metadata.name"),
+    Case("name-not-a-dns-label", {"metadata.name": "Qwen.LoRA"}, "metadata.name"),
+    Case("spec-is-null", {"spec": None}, "spec"),
+    Case("claim-name-null", {"spec.storage.outputs.claimName": None}, "spec.storage.outputs.claimName"),
+]
