@@ -13,6 +13,7 @@ Never raises: whatever was parsed from a file, the answer is a list of Problems.
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from typing import Any
 
@@ -20,14 +21,13 @@ from pydantic import BaseModel, ValidationError
 
 from kubetune.api import FineTuneJob
 from kubetune.api.contract import API_VERSION, KIND
+from kubetune.api.resource import MAX_NAME_LENGTH
 
 from .catalog import catalog
 from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
 from .types import Problem
 
-MAX_NAME_LENGTH = 52
-"""metadata.name limit: the Kubeflow operators add up to ~10 characters
-(``-launcher``, ``-worker-123``) to pod and service names, which must stay DNS labels (63)."""
+_FIELD_AT_START = re.compile(r"^((?:metadata|spec)(?:\.[A-Za-z]+|\[\])*)[ :]")
 
 
 def validate_object(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
@@ -51,6 +51,7 @@ def _validate(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
         job = FineTuneJob.from_api(body)
     except ValidationError as err:
         problems.extend(_from_pydantic(err))
+        problems.extend(_raw_semantic_problems(body))
         return None, _dedupe(problems)
     problems.extend(semantic_problems(job))
     return (None if problems else job), _dedupe(problems)
@@ -69,6 +70,22 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
         )
     problems.extend(_template_problems(job.spec.model.template))
     problems.extend(_extra_args_problems(job.spec.extra_args or {}))
+    return problems
+
+
+def _raw_semantic_problems(body: dict[str, Any]) -> list[Problem]:
+    """The catalog checks on a document the models refused, so one run reports every problem."""
+    spec = body.get("spec")
+    if not isinstance(spec, dict):
+        return []
+    problems: list[Problem] = []
+    model = spec.get("model")
+    if isinstance(model, dict) and isinstance(model.get("template"), str):
+        problems.extend(_template_problems(model["template"]))
+    extra = spec.get("extraArgs")
+    if isinstance(extra, dict):
+        scalars = {k: v for k, v in extra.items() if isinstance(k, str) and isinstance(v, (bool, int, float, str))}
+        problems.extend(_extra_args_problems(scalars))
     return problems
 
 
@@ -115,13 +132,24 @@ def _extra_args_problems(extra: dict[str, Any]) -> list[Problem]:
 
 def _from_pydantic(err: ValidationError) -> list[Problem]:
     problems: list[Problem] = []
+    union_paths: set[str] = set()
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
-        # Tagged unions and constrained-type wrappers add non-field segments; keep field names/indexes.
+        # Unions and constrained-type wrappers add non-field segments; keep field names/indexes.
         path = _path(loc)
         if e["type"] == "kubetune_rule":
             for rule in (e.get("ctx") or {}).get("rules", []):
-                problems.append(Problem(_join(path, rule.get("fieldPath", "")), str(rule["message"])))
+                message = str(rule["message"])
+                rule_path = _join(path, str(rule.get("fieldPath", "")))
+                if not rule_path and (m := _FIELD_AT_START.match(message)):
+                    rule_path = m.group(1)
+                problems.append(Problem(rule_path, message))
+            continue
+        if loc and loc[-1] in _UNION_MEMBERS:
+            # One value failed every member of a scalar union (extraArgs values): one problem, not four.
+            if path not in union_paths:
+                union_paths.add(path)
+                problems.append(Problem(path, f"must be a single value (true/false, a number or a string), got {_show(e.get('input'))}"))
             continue
         problems.append(Problem(path, _message(e, loc)))
     return problems
@@ -147,6 +175,8 @@ _UNION_MEMBERS = {"bool", "int", "float", "str", "constrained-str", "list[...]",
 def _join(base: str, field_path: str) -> str:
     if not field_path:
         return base
+    if not base:
+        return field_path.lstrip(".")
     return base + field_path if field_path.startswith((".", "[")) else f"{base}.{field_path}"
 
 

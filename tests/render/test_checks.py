@@ -1,0 +1,125 @@
+"""validate_object: every problem, at its Kubernetes field path, with a fix; never an exception."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kubetune.render import validate_object
+from renderlib import BASE_SPEC, JobBuilder
+
+# (id, builder, expected path, words the message must contain)
+CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [
+    ("string-learning-rate", JobBuilder().set("spec.training.learningRate", "abc"), "spec.training.learningRate", ("number",)),
+    ("unknown-method", JobBuilder().set("spec.method", "lorax"), "spec.method", ("'full'", "'freeze'", "'lora'", "'qlora'")),
+    ("quoted-integer", JobBuilder().set("spec.resources", {"gpusPerNode": "2"}), "spec.resources.gpusPerNode", ("integer",)),
+    ("quoted-bool", JobBuilder().set("spec.suspend", "yes"), "spec.suspend", ("true or false",)),
+    ("missing-spec", JobBuilder().unset("spec"), "spec", ("required",)),
+    ("misspelt-field", JobBuilder().set("spec.trainng", {}), "spec.trainng", ("did you mean training",)),
+    ("bad-name", JobBuilder().set("metadata", {"name": "Bad_Name"}), "metadata.name", ("lower-case",)),
+    ("long-name", JobBuilder().set("metadata.name", "a" * 60), "metadata.name", ("52",)),
+    ("qlora-without-bits", JobBuilder().set("spec.method", "qlora"), "spec.quantization", ("bits",)),
+    ("model-two-sources", JobBuilder().set("spec.model.path", "local/qwen"), "spec.model", ("exactly one",)),
+    (
+        "dataset-rule-field-path",
+        JobBuilder().set("spec.datasets", [{"name": "a", "hub": "o/a"}, {"name": "b", "path": "x", "revision": "v1"}]),
+        "spec.datasets[1].revision",
+        ("needs hub",),
+    ),
+    ("dataset-path-escape", JobBuilder().set("spec.datasets", [{"name": "a", "path": "x/../../etc"}]), "spec.datasets[0].path", ("..",)),
+    ("dataset-path-shell", JobBuilder().set("spec.datasets", [{"name": "a", "path": "x; rm -rf /"}]), "spec.datasets[0].path", ("relative path",)),
+    ("reserved-env", JobBuilder().set("spec.env", [{"name": "HF_TOKEN", "value": "x"}]), "spec.env[0].name", ("hfTokenSecretRef",)),
+    ("template-typo", JobBuilder().set("spec.model.template", "qwn"), "spec.model.template", ("did you mean", "'qwen'")),
+    ("template-unknown", JobBuilder().set("spec.model.template", "zzzzzz"), "spec.model.template", ("LLaMA-Factory", "template")),
+    ("extra-controlled", JobBuilder().set("spec.extraArgs", {"learning_rate": 0.1}), "spec.extraArgs.learning_rate", ("spec.training.learningRate",)),
+    ("extra-controlled-deepspeed", JobBuilder().set("spec.extraArgs", {"deepspeed": "x.json"}), "spec.extraArgs.deepspeed", ("spec.distributed.zeroStage",)),
+    ("extra-token", JobBuilder().set("spec.extraArgs", {"hub_token": "hf_x"}), "spec.extraArgs.hub_token", ("hfTokenSecretRef",)),
+    ("extra-unknown", JobBuilder().set("spec.extraArgs", {"lora_rankk": 4}), "spec.extraArgs.lora_rankk", ("not an argument", "lora_rank")),
+    ("extra-wrong-type", JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": "loud"}), "spec.extraArgs.neftune_noise_alpha", ("number",)),
+    ("extra-int-for-bool", JobBuilder().set("spec.extraArgs", {"train_on_prompt": 1}), "spec.extraArgs.train_on_prompt", ("true or false",)),
+    ("extra-bad-choice", JobBuilder().set("spec.extraArgs", {"report_to": 7}), "spec.extraArgs.report_to", ("string",)),
+    ("extra-not-scalar", JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": [1]}), "spec.extraArgs.neftune_noise_alpha", ("single value",)),
+]
+
+
+@pytest.mark.parametrize(("builder", "path", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_problem_points_at_field_and_fix(builder: JobBuilder, path: str, words: tuple[str, ...]) -> None:
+    job, problems = validate_object(builder.doc_copy())
+    assert job is None
+    matching = [p for p in problems if p.path == path]
+    assert matching, f"no problem at {path}: {problems}"
+    text = " ".join(p.message for p in matching)
+    for word in words:
+        assert word in text, f"{path}: {word!r} missing from {text!r}"
+
+
+def test_every_problem_is_reported_in_one_run() -> None:
+    doc = (
+        JobBuilder()
+        .set("spec.training.learningRate", "fast")
+        .set("spec.model.template", "qwn")
+        .set("spec.extraArgs", {"learning_rate": 1.0, "lora_rankk": 2})
+        .set("spec.datasets", [{"name": "a", "path": "ok.jsonl", "revision": "v1"}])
+        .doc_copy()
+    )
+    _, problems = validate_object(doc)
+    paths = {p.path for p in problems}
+    assert {
+        "spec.training.learningRate",
+        "spec.model.template",
+        "spec.extraArgs.learning_rate",
+        "spec.extraArgs.lora_rankk",
+        "spec.datasets[0].revision",
+    } <= paths
+
+
+def test_two_broken_rules_are_two_problems() -> None:
+    doc = JobBuilder().set("spec.method", "full").set("spec.lora", {"rank": 4}).set("spec.quantization", {"bits": 4}).doc_copy()
+    _, problems = validate_object(doc)
+    assert {"spec.lora", "spec.quantization"} <= {p.path for p in problems}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"report_to": "wandb"}, {"neftune_noise_alpha": 5}, {"neftune_noise_alpha": 5.0}, {"plot_loss": False}, {"use_fast_tokenizer": True}],
+    ids=lambda e: next(iter(e)),
+)
+def test_valid_extra_args_pass(extra: dict[str, Any]) -> None:
+    job, problems = validate_object(JobBuilder().set("spec.extraArgs", extra).doc_copy())
+    assert problems == [] and job is not None
+
+
+@pytest.mark.parametrize("value", [None, [], "FineTuneJob", 5, 1.5, True, {"kind": "FineTuneJob"}, {"spec": []}, {"metadata": "x", "spec": {"model": 3}}])
+def test_malformed_documents_give_problems_not_exceptions(value: Any) -> None:
+    job, problems = validate_object(value)
+    assert job is None and problems
+    assert all(isinstance(p.message, str) and p.message for p in problems)
+
+
+def test_wrong_api_version_and_kind() -> None:
+    doc = JobBuilder().set("apiVersion", "kubetune.io/v1").set("kind", "Job").doc_copy()
+    _, problems = validate_object(doc)
+    assert {"apiVersion", "kind"} <= {p.path for p in problems}
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+_paths = st.sampled_from(
+    ["spec", "spec.model", "spec.model.template", "spec.datasets", "spec.method", "spec.training", "spec.training.epochs",
+     "spec.resources", "spec.distributed", "spec.extraArgs", "spec.env", "spec.scheduling", "spec.storage", "metadata", "metadata.name"]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=_paths, value=_json)
+def test_never_raises_on_any_mutation(path: str, value: Any) -> None:
+    job, problems = validate_object(JobBuilder(BASE_SPEC).set(path, value).doc_copy())
+    assert (job is None) == bool(problems)
+    for p in problems:
+        assert p.message and "could not validate" not in p.message, p
