@@ -152,3 +152,22 @@ def test_existing_service_account() -> None:
 def test_release_name_prefix() -> None:
     deploy = one(template(), "Deployment")
     assert deploy["metadata"]["name"] == f"{RELEASE}-kubetune"
+
+
+@pytest.mark.parametrize(("fixture", "kind"), [("default_objects", "ClusterKopfPeering"), ("ci_objects", "KopfPeering")])
+def test_peering_object_is_the_one_the_operator_uses(
+    fixture: str, kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kopf with a peering name requires that peering: a different name would leave it unannounced."""
+    from kubetune.cli import build_parser
+    from kubetune.controller import main
+
+    objects = request.getfixturevalue(fixture)
+    monkeypatch.setattr(main, "load_connection", lambda: None)  # no cluster credentials needed here
+    config = main.config_from_args(build_parser().parse_args(container(objects)["args"]))
+    peerings = find(objects, kind)
+    assert peerings and {p["metadata"]["name"] for p in peerings} == {config.peering}
+    if kind == "KopfPeering":
+        assert sorted(p["metadata"]["namespace"] for p in peerings) == sorted(config.namespaces)
+    else:
+        assert config.namespaces == ()

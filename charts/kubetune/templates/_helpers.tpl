@@ -85,8 +85,20 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- if .Values.watchNamespaces }}
+# kopf peering, per namespace: watch the KopfPeering and announce this operator in it.
+- apiGroups: [kopf.dev]
+  resources: [kopfpeerings]
+  verbs: [list, watch, patch]
+{{- end }}
 {{- end -}}
 
-{{/* RBAC rules for cluster-scoped resources (needed in both modes). */}}
+{{/* RBAC rules for cluster-scoped resources. */}}
 {{- define "kubetune.rules.cluster" -}}
+{{- if not .Values.watchNamespaces }}
+# kopf peering, cluster-wide: watch the ClusterKopfPeering and announce this operator in it.
+- apiGroups: [kopf.dev]
+  resources: [clusterkopfpeerings]
+  verbs: [list, watch, patch]
+{{- end }}
 {{- end -}}
