@@ -1,0 +1,408 @@
+"""``kubetune run --local``, ``kubetune chat`` and ``kubetune demo``: the cluster path, on this machine.
+
+``run --local`` validates and renders the FineTuneJob with a :class:`Layout`
+of local folders, writes ``Rendered.files`` where a pod would mount the
+ConfigMap, and starts ``python -m kubetune.trainer`` with the environment the
+rendered pod would get.  The trainer cannot tell the difference, so a job that
+trains here trains the same way in the cluster.  The trainer's progress lines
+(the operator's transport) drive a progress bar here.
+
+Nothing heavy is imported at module level: ``kubetune render`` must not pay
+for torch.  ``chat`` imports LLaMA-Factory inside the function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from kubetune.api import FineTuneJob, contract, load_documents
+from kubetune.render import RenderOptions, Rendered, render, validate_object
+
+LOCAL_STATE = ".kubetune"
+"""Folder under --output holding each job's rendered config and scratch space."""
+
+
+@dataclass
+class RunResult:
+    """What a local run produced, read back from the run record."""
+
+    exit_code: int
+    output_dir: Path
+    seconds: float
+    record: dict[str, Any] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+    log_file: Path | None = None
+
+
+# --- loading and rendering ---------------------------------------------------------------
+
+
+def load_job(path: str) -> tuple[FineTuneJob | None, list[str]]:
+    """The single FineTuneJob in a file, or the problems that stop it."""
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    docs = [d for d in load_documents(text) if isinstance(d, dict) and d.get("kind") == contract.KIND]
+    if len(docs) != 1:
+        return None, [f"{path}: expected exactly one FineTuneJob, found {len(docs)}"]
+    job, problems = validate_object(docs[0])
+    if job is None or problems:
+        return None, [f"{path}: {p}" for p in problems]
+    if job.spec.resources.nodes > 1:
+        return None, [f"{path}: spec.resources.nodes: run --local trains on this one machine; set nodes: 1 (or apply it to a cluster)"]
+    return job, []
+
+
+def local_layout(job: FineTuneJob, output: Path, datasets: Path, models: Path) -> contract.Layout:
+    state = output / LOCAL_STATE / f"{job.namespace}-{job.name}"
+    return contract.Layout(
+        config_dir=str(state / "config"),
+        datasets_dir=str(datasets),
+        models_dir=str(models),
+        outputs_dir=str(output),
+        scratch_dir=str(state / "scratch"),
+    )
+
+
+def _containers(obj: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(obj, dict):
+        for c in obj.get("containers", []) if isinstance(obj.get("containers"), list) else []:
+            if isinstance(c, dict):
+                yield c
+        for v in obj.values():
+            yield from _containers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _containers(v)
+
+
+def pod_env(rendered: Rendered) -> dict[str, str]:
+    """The plain-value environment of the rendered training container.
+
+    Secret references (HF_TOKEN) are left out: locally they come from the
+    user's own environment.  HOME stays the user's.
+    """
+    for container in _containers(rendered.workload):
+        env = {e["name"]: str(e["value"]) for e in container.get("env", []) if isinstance(e, dict) and "value" in e}
+        if contract.ENV_CONFIG_DIR in env:
+            env.pop("HOME", None)
+            return env
+    raise RuntimeError("the rendered workload has no training container (renderer bug)")
+
+
+def write_config(rendered: Rendered, layout: contract.Layout) -> Path:
+    """Write Rendered.files where the ConfigMap would be mounted (replacing an older render)."""
+    config_dir = Path(layout.config_dir)
+    shutil.rmtree(config_dir, ignore_errors=True)
+    config_dir.mkdir(parents=True)
+    for name, text in rendered.files.items():
+        (config_dir / name).write_text(text, encoding="utf-8")
+    for sub in ("", "triton", "torch_extensions", "matplotlib"):
+        (Path(layout.scratch_dir) / sub).mkdir(parents=True, exist_ok=True)
+    return config_dir
+
+
+# --- running the trainer -------------------------------------------------------------------
+
+
+class _Display:
+    """Turns the trainer's stdout protocol into a progress bar (or plain lines when not a terminal)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.losses: list[float] = []
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._last_plain = 0.0
+
+    def stage(self, event: dict[str, Any]) -> None:
+        name, what = event.get("stage"), event.get("event")
+        if what == "start" and name == "train" and self.console.is_terminal:
+            self._bar = Progress(
+                TextColumn("[bold]training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self._task = self._bar.add_task("train", total=None, loss="-")
+            self._bar.start()
+        elif what in ("end", "failed") and name == "train":
+            self.close()
+        if what == "start":
+            self.console.print(f"[dim]stage[/dim] {name} ...")
+        elif what == "end":
+            self.console.print(f"[dim]stage[/dim] {name} [green]done[/green] in {event.get('seconds', 0):.1f} s")
+        elif what == "failed":
+            self.console.print(f"[dim]stage[/dim] {name} [red]failed[/red]: {event.get('message', '')}")
+
+    def progress(self, update: dict[str, Any]) -> None:
+        loss = update.get("loss")
+        step, total = int(update.get("step", 0)), int(update.get("totalSteps", 0))
+        if isinstance(loss, (int, float)) and (not self.losses or step > len(self.losses)):
+            self.losses.append(float(loss))
+        shown = f"{loss:.4f}" if isinstance(loss, (int, float)) else "-"
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step, total=total or None, loss=shown)
+            return
+        now = time.monotonic()
+        if now - self._last_plain >= 2.0 or step == total:
+            self._last_plain = now
+            eta = update.get("etaSeconds")
+            self.console.print(f"  step {step}/{total}  loss {shown}" + (f"  eta {eta}s" if eta is not None else ""))
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def run_trainer(env: Mapping[str, str], log_file: Path, console: Console, *, verbose: bool = False) -> tuple[int, list[float], list[str]]:
+    """Start ``python -m kubetune.trainer``; returns (exit code, losses, last log lines)."""
+    display = _Display(console)
+    tail: deque[str] = deque(maxlen=40)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(  # noqa: S603 - argv list
+            [sys.executable, "-m", "kubetune.trainer"],
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+        )
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                text = line.rstrip("\n")
+                if text.startswith(contract.PROGRESS_PREFIX):
+                    display.progress(json.loads(text[len(contract.PROGRESS_PREFIX) :]))
+                elif text.startswith(contract.STAGE_PREFIX):
+                    display.stage(json.loads(text[len(contract.STAGE_PREFIX) :]))
+                elif text.strip():
+                    tail.append(text)
+                    if verbose:
+                        console.print(text, markup=False, highlight=False)
+            code = proc.wait()
+        except KeyboardInterrupt:
+            # The trainer got the same SIGINT and stops its workers; wait for it.
+            code = proc.wait()
+        finally:
+            display.close()
+    return code, display.losses, list(tail)
+
+
+def run_local(
+    job: FineTuneJob,
+    *,
+    output: Path,
+    datasets: Path,
+    models: Path,
+    console: Console,
+    verbose: bool = False,
+    extra_env: Mapping[str, str] | None = None,
+) -> RunResult:
+    """Render ``job`` for local folders and train it with the real trainer entrypoint."""
+    output, datasets, models = output.resolve(), datasets.resolve(), models.resolve()
+    layout = local_layout(job, output, datasets, models)
+    rendered = render(job, RenderOptions(layout=layout))
+    write_config(rendered, layout)
+    env = dict(os.environ)
+    env.update(pod_env(rendered))
+    env.update(extra_env or {})
+    job_dir = Path(layout.job_output_dir(job.namespace, job.name))
+    log_file = Path(layout.scratch_dir).parent / "trainer.log"
+    started = time.monotonic()
+    code, losses, tail = run_trainer(env, log_file, console, verbose=verbose)
+    result = RunResult(code, job_dir, time.monotonic() - started, losses=losses, log_file=log_file)
+    try:
+        result.record = json.loads((job_dir / contract.RUN_RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    if code != contract.EXIT_OK and not verbose:
+        console.print("[red]training failed[/red]; last lines of the trainer's output:", markup=True)
+        for line in tail[-15:]:
+            console.print("  " + line, markup=False, highlight=False)
+    return result
+
+
+def print_outputs(result: RunResult, console: Console) -> None:
+    outputs = result.record.get("outputs", {}) if isinstance(result.record, dict) else {}
+    lines = [f"output folder: {result.output_dir}"]
+    labels = {"adapter": "LoRA adapter", "model": "model weights", "merged": "merged model", "lossPlot": "loss plot"}
+    lines += [f"  {label}: {outputs[key]}" for key, label in labels.items() if key in outputs]
+    if result.losses:
+        lines.append(f"  loss: {result.losses[0]:.4f} -> {result.losses[-1]:.4f} over {len(result.losses)} logged steps")
+    lines.append(f"  trainer log: {result.log_file}")
+    for line in lines:  # plain prints: paths must stay copy-pastable, never wrapped
+        print(line, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    console = Console()
+    if not args.local:
+        console.print("kubetune run: only --local is supported; apply the FineTuneJob to a cluster with kubectl apply -f FILE")
+        return 2
+    job, problems = load_job(args.file)
+    if job is None:
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 1
+    result = run_local(
+        job,
+        output=Path(args.output),
+        datasets=Path(args.datasets),
+        models=Path(args.models),
+        console=console,
+        verbose=args.verbose,
+    )
+    print_outputs(result, console)
+    if result.exit_code == contract.EXIT_RETRYABLE:
+        console.print("interrupted: run the same command again to resume from the newest checkpoint")
+    return result.exit_code
+
+
+# --- chat -----------------------------------------------------------------------------------
+
+
+def load_chat_model(model_dir: str, template: str, adapter: str | None = None, max_new_tokens: int = 64) -> Any:
+    """LLaMA-Factory's ChatModel on the Hugging Face backend (imported lazily: torch)."""
+    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
+    from llamafactory.chat import ChatModel  # noqa: PLC0415
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    args: dict[str, Any] = {
+        "model_name_or_path": model_dir,
+        "template": template,
+        "infer_backend": "huggingface",
+        "max_new_tokens": max_new_tokens,
+        "do_sample": False,
+    }
+    if adapter:
+        args.update(adapter_name_or_path=adapter, finetuning_type="lora")
+    return ChatModel(args)
+
+
+def chat_once(chat_model: Any, messages: list[dict[str, str]]) -> str:
+    responses = chat_model.chat(messages)
+    return str(responses[0].response_text) if responses else ""
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    chat_model = load_chat_model(args.model_dir, args.template, args.adapter, args.max_new_tokens)
+    if args.message is not None:
+        print(chat_once(chat_model, [{"role": "user", "content": args.message}]))
+        return 0
+    history: list[dict[str, str]] = []
+    print("type a message; 'clear' forgets the conversation, 'exit' quits")
+    while True:
+        try:
+            text = input("user> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if text == "exit":
+            return 0
+        if text == "clear":
+            history.clear()
+            continue
+        if not text:
+            continue
+        history.append({"role": "user", "content": text})
+        answer = chat_once(chat_model, history)
+        history.append({"role": "assistant", "content": answer})
+        print(f"assistant> {answer}")
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+
+def demo_job(assets: Any, steps: int) -> dict[str, Any]:
+    """The demo's FineTuneJob: LoRA on the tiny model, fp32 on CPU, export enabled."""
+    from kubetune.trainer import tiny  # noqa: PLC0415 - tiny imports no heavy module at import
+
+    return tiny.tiny_job("kubetune-demo", assets, method="lora", max_steps=steps, learning_rate=3e-2, export=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kubetune.trainer import tiny  # noqa: PLC0415
+
+    console = Console()
+    work = Path(args.work).resolve()
+    started = time.monotonic()
+    console.print(f"[bold]kubetune demo[/bold] in {work} (no cluster, no Hub: a tiny random Qwen2 model on CPU)")
+    assets = tiny.build_assets(work / "assets")
+    assets_seconds = time.monotonic() - started
+    manifest = demo_job(assets, args.steps)
+    job_file = work / "finetunejob.yaml"
+    job_file.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+    console.print(f"FineTuneJob: {job_file}  (the same file runs with `kubetune run --local {job_file}`)")
+    output = work / "outputs"
+    shutil.rmtree(output, ignore_errors=True)
+    job, problems = load_job(str(job_file))
+    if job is None:
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 1
+    result = run_local(job, output=output, datasets=assets.datasets_dir, models=assets.models_dir, console=console, verbose=args.verbose)
+    print_outputs(result, console)
+    if result.exit_code != contract.EXIT_OK:
+        return result.exit_code
+    merged = result.output_dir / contract.MERGED_SUBDIR
+    chat_started = time.monotonic()
+    question = tiny.QA_PAIRS[0][0]
+    answer = chat_once(load_chat_model(str(merged), tiny.TEMPLATE), [{"role": "user", "content": question}])
+    chat_seconds = time.monotonic() - chat_started
+    console.print(f"chat with the merged model:\n  user> {question}\n  assistant> {answer}", markup=False, highlight=False)
+    console.print(
+        f"figures: assets {assets_seconds:.1f} s, train+export {result.seconds:.1f} s, chat {chat_seconds:.1f} s, "
+        f"total {time.monotonic() - started:.1f} s"
+    )
+    return 0
+
+
+# --- wiring -----------------------------------------------------------------------------------
+
+
+def add_commands(sub: Any) -> None:
+    """Register run/chat/demo on the ``kubetune`` parser (called by kubetune.cli)."""
+    p = sub.add_parser("run", help="train a FineTuneJob on this machine (--local)")
+    p.add_argument("file", metavar="FILE", help="FineTuneJob manifest ('-' reads stdin)")
+    p.add_argument("--local", action="store_true", help="train here instead of on a cluster (required)")
+    p.add_argument("--output", default="outputs", help="outputs folder (like spec.storage.outputs); default ./outputs")
+    p.add_argument("--datasets", default=".", help="folder spec.datasets[].path is relative to; default .")
+    p.add_argument("--models", default=".", help="folder spec.model.path is relative to, and the Hub cache; default .")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the trainer's full output")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("chat", help="talk to a model (optionally with a LoRA adapter), as in the tutorial's demo step")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--adapter", help="LoRA adapter folder (a job's output folder)")
+    p.add_argument("--template", required=True, help="LLaMA-Factory chat template, e.g. qwen")
+    p.add_argument("--message", help="send one message, print the answer and exit")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("demo", help="fine-tune a tiny local model end to end: LoRA, merge, one chat turn")
+    p.add_argument("--work", default=".kubetune-demo", help="work folder; default ./.kubetune-demo")
+    p.add_argument("--steps", type=int, default=40, help="training steps; default 40")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the trainer's full output")
+    p.set_defaults(func=cmd_demo)
