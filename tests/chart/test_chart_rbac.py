@@ -52,15 +52,46 @@ def expected_calls() -> list[dict[str, Any]]:
     return calls
 
 
+# Objects the operator patches but never creates: users create FineTuneJobs, the chart creates
+# the peering objects.
+PATCHED_NOT_CREATED = {("kubetune.io", "finetunejobs"), ("kopf.dev", "clusterkopfpeerings"), ("kopf.dev", "kopfpeerings")}
+
+
+def admission_only_grants() -> set[Grant]:
+    """Permissions checked by admission, not by an API call the operator makes.
+
+    A child whose ownerReference sets blockOwnerDeletion=true may only be written by someone who
+    can `update` the owner's `finalizers` subresource when the OwnerReferencesPermissionEnforcement
+    admission plugin is on (OpenShift enables it). The renderer's real output decides.
+    """
+    from kubetune.api import load_documents
+    from kubetune.render import render, validate_object
+
+    doc = next(load_documents((ROOT / "examples" / "argocd" / "jobs" / "lora-qwen.yaml").read_text(encoding="utf-8")))
+    doc["metadata"]["uid"] = "0f6a1c2e-0000-4000-8000-000000000000"
+    job, problems = validate_object(doc)
+    assert job is not None and not problems, problems
+    refs = [r for o in render(job).objects for r in o["metadata"].get("ownerReferences", [])]
+    if any(r.get("blockOwnerDeletion") for r in refs):
+        return {("kubetune.io", "finetunejobs/finalizers", "update")}
+    return set()
+
+
 def needed(calls: list[dict[str, Any]]) -> tuple[set[Grant], set[Grant]]:
     """(grants on namespaced resources, grants on cluster-scoped resources)."""
     namespaced: set[Grant] = set()
     cluster: set[Grant] = set()
     for c in calls:
         resource = c["resource"] + (f"/{c['subresource']}" if c.get("subresource") else "")
-        grant = (c["group"], resource, c["verb"])
-        (cluster if (c["group"], c["resource"]) in CLUSTER_SCOPED else namespaced).add(grant)
-    return namespaced, cluster
+        grants = {(c["group"], resource, c["verb"])}
+        # The operator writes its children (ConfigMap, PyTorchJob/MPIJob) with server-side apply,
+        # an HTTP PATCH that the API server authorizes as `create` when the object does not exist
+        # yet (kubernetes.io/docs/reference/using-api/api-concepts/#patch-and-apply); the
+        # emulator records it as `patch` only.
+        if c["verb"] == "patch" and not c.get("subresource") and (c["group"], c["resource"]) not in PATCHED_NOT_CREATED:
+            grants.add((c["group"], resource, "create"))
+        (cluster if (c["group"], c["resource"]) in CLUSTER_SCOPED else namespaced).update(grants)
+    return namespaced | admission_only_grants(), cluster
 
 
 def expand(rules: list[dict[str, Any]]) -> set[Grant]:

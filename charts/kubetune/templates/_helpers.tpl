@@ -57,31 +57,41 @@ RBAC rules for namespaced resources: exactly the API calls the operator makes
 Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 */}}
 {{- define "kubetune.rules.namespaced" -}}
-# Watch FineTuneJobs and record progress, annotations and finalizers on them.
+# kopf lists and watches FineTuneJobs, and patches them for its own bookkeeping
+# (kubetune.io/ annotations, the kubetune.io/finalizer finalizer).
 - apiGroups: [kubetune.io]
   resources: [finetunejobs]
-  verbs: [get, list, watch, patch]
-# Report phase, conditions and progress.
+  verbs: [list, watch, patch]
+# Phase, conditions and progress.
 - apiGroups: [kubetune.io]
   resources: [finetunejobs/status]
   verbs: [patch]
-# The job's rendered train.yaml / ds_config.json / dataset_info.json.
+# Children, written with server-side apply (a PATCH, authorized as create when the object is
+# new) and read back: the ConfigMap (train.yaml, ds_config.json, dataset_info.json) and the
+# Kubeflow PyTorchJob (kubeflow.org/v1) or MPIJob (kubeflow.org/v2beta1). Deleting a FineTuneJob
+# deletes them through ownerReferences (the garbage collector), not the operator.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, watch, create, patch]
-# The Kubeflow PyTorchJob (kubeflow.org/v1) or MPIJob (kubeflow.org/v2beta1) that trains.
+  verbs: [get, create, patch]
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs, mpijobs]
-  verbs: [get, list, watch, create, patch, delete]
-# Training pods: phase (scheduling problems, OOMKilled, exit codes) ...
+  verbs: [get, create, patch]
+# Not an API call: the children's ownerReferences set blockOwnerDeletion, which clusters with the
+# OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) allow only to clients
+# that can update the owner's finalizers.
+- apiGroups: [kubetune.io]
+  resources: [finetunejobs/finalizers]
+  verbs: [update]
+# Training pods, listed by job label: why a job is pending or failed (Unschedulable, OOMKilled,
+# ImagePullBackOff) ...
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list]
 # ... and the rank-0 pod's log, where the trainer prints progress lines.
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
-# kopf posts Kubernetes Events about FineTuneJobs.
+# Events on FineTuneJobs (phase transitions, kopf handler failures).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
