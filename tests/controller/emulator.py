@@ -244,6 +244,8 @@ class Cluster(kmock.KubernetesScaffold):
     _changed: asyncio.Condition | None = attrs.field(default=None)
     _drops: int = 0
     open_watches: int = 0
+    expired_watches: int = 0
+    """Watches answered 410 Gone (resumed from a compacted resourceVersion)."""
 
     # --- setup ---------------------------------------------------------------
 
@@ -310,7 +312,8 @@ class Cluster(kmock.KubernetesScaffold):
         """End every open watch stream (as an API server restart would); optionally expire history."""
         async with self._cond():
             self._drops += 1
-            if compact:
+            if compact:  # as if unrelated writes happened and etcd compacted past them
+                self.rv += 1
                 self.compacted_rv = self.rv
             self._changed_cond().notify_all()
 
@@ -549,6 +552,7 @@ class Cluster(kmock.KubernetesScaffold):
                 if position < self.compacted_rv:
                     gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired", "message": f"too old resource version: {position} ({self.compacted_rv})"}
                     await send("ERROR", gone)
+                    self.expired_watches += 1
                     return response
             else:
                 position = self.rv
