@@ -4,7 +4,8 @@
 -- Argo CD sets the global `obj` to the live object and expects a table {status, message}.
 -- Phase and conditions come from the kubetune operator (kubetune.api.FineTuneJobStatus):
 --   no status yet / older generation  -> Progressing (the operator has not acted on this spec)
---   Validated=False                   -> Degraded    (the spec is invalid; the message says why)
+--   Validated=False                   -> Degraded    (invalid spec, or a change to an immutable
+--                                                    field; the message names the field)
 --   Pending, Running, Exporting       -> Progressing (with step/total, loss and ETA when known)
 --   Succeeded                         -> Healthy     (with where the outputs are)
 --   Failed                            -> Degraded
@@ -111,7 +112,12 @@ end
 local validated = findCondition(status, "Validated")
 if validated ~= nil and validated.status == "False" then
   hs.status = "Degraded"
-  hs.message = join("Invalid spec", validated.message)
+  if validated.reason == "ImmutableFieldChanged" then
+    -- the job goes on with the spec it started with; git no longer describes it
+    hs.message = join("Spec change rejected, the job keeps its original spec", validated.message)
+  else
+    hs.message = join("Invalid spec", validated.message)
+  end
   return hs
 end
 
