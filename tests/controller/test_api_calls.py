@@ -1,0 +1,78 @@
+"""The exact set of API calls the operator makes, as RBAC sees them.
+
+``expected_api_calls.json`` is the contract with the Helm chart: its RBAC test
+reads the file to prove the ClusterRole grants exactly these (group, resource,
+subresource, verb) tuples.  This test drives one operator, deployed as the
+chart deploys it (all namespaces, peering on), through every path (create,
+progress, suspend, a rejected immutable change, success, failure, an invalid
+job, an MPIJob) and fails when the recorded set differs from the file.
+Regenerate after an intended change with::
+
+    KUBETUNE_UPDATE_API_CALLS=1 .venv/bin/python -m pytest tests/controller/test_api_calls.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from conftest import FTJ, MPI, PTJ, example_job, eventually
+from emulator import Cluster
+from kubeflow import progress_line, set_condition, stage_line, start_pod
+
+from kubetune.controller.runtime import OperatorConfig
+
+EXPECTED = Path(__file__).with_name("expected_api_calls.json")
+NS = "team-a"
+
+
+def phase(cluster: Cluster, name: str) -> str | None:
+    return ((cluster.read(*FTJ, NS, name) or {}).get("status") or {}).get("phase")
+
+
+async def drive_every_path(cluster: Cluster) -> None:
+    await cluster.put_object(*FTJ, example_job("lora"))
+    await eventually(lambda: phase(cluster, "lora") == "Pending", what="lora Pending")
+    await set_condition(cluster, "PyTorchJob", NS, "lora", "Running")
+    pod = await start_pod(cluster, "PyTorchJob", NS, "lora")
+    cluster.append_log(NS, pod, progress_line(5, 10, 1.0), stage_line("export", "start"))
+    await eventually(lambda: phase(cluster, "lora") == "Exporting", what="lora Exporting")
+    await cluster.mutate(*FTJ, NS, "lora", lambda o: o["spec"].update(suspend=True))
+    await cluster.mutate(*FTJ, NS, "lora", lambda o: o["spec"]["training"].update(epochs=9))
+    await eventually(lambda: (cluster.read(*FTJ, NS, "lora") or {})["status"].get("observedGeneration") == 3, what="updates handled")
+    await set_condition(cluster, "PyTorchJob", NS, "lora", "Succeeded")
+    await eventually(lambda: phase(cluster, "lora") == "Succeeded", what="lora Succeeded")
+
+    spec = example_job("mpi")["spec"]
+    await cluster.put_object(*FTJ, example_job("mpi", distributed={**spec["distributed"], "backend": "mpijob"}))
+    await eventually(lambda: cluster.read(*MPI, NS, "mpi") and phase(cluster, "mpi") == "Pending", what="mpi Pending")
+    await set_condition(cluster, "MPIJob", NS, "mpi", "Failed")
+    await eventually(lambda: phase(cluster, "mpi") == "Failed", what="mpi Failed")
+
+    await cluster.put_object(*FTJ, example_job("invalid", method="qlora"))
+    await eventually(lambda: phase(cluster, "invalid") == "Failed", what="invalid Failed")
+    assert cluster.read(*PTJ, NS, "invalid") is None
+
+
+async def test_recorded_api_calls_match_the_committed_set(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:
+    cluster.declare("kopf.dev/v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False, has_status=False)
+    await cluster.put_object("kopf.dev/v1", "clusterkopfpeerings", {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "kubetune"}})
+    await operator(dataclasses.replace(config, peering="kubetune"))
+    await drive_every_path(cluster)
+
+    recorded = sorted((c.as_json() for c in cluster.api_calls()), key=lambda c: json.dumps(c, sort_keys=True))
+    if os.environ.get("KUBETUNE_UPDATE_API_CALLS"):
+        EXPECTED.write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
+    expected = json.loads(EXPECTED.read_text(encoding="utf-8"))
+    assert recorded == expected, "the operator's API calls changed: update RBAC (charts/) and regenerate the file"
+
+
+def test_committed_set_is_sorted_and_uses_rbac_verbs() -> None:
+    calls = json.loads(EXPECTED.read_text(encoding="utf-8"))
+    assert calls == sorted(calls, key=lambda c: json.dumps(c, sort_keys=True))
+    assert {c["verb"] for c in calls} <= {"get", "list", "watch", "create", "update", "patch", "delete"}
+    assert not any(c["verb"] == "delete" for c in calls), "the operator never deletes: children go by ownerReference"
+    assert not any(c["resource"] == "finetunejobs" and c["verb"] in ("update", "create") for c in calls)
