@@ -60,8 +60,10 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
     cfg = client.Configuration()
     first = path.split(os.pathsep)[0] if path else os.path.expanduser("~/.kube/config")
     config.load_kube_config(config_file=first, client_configuration=cfg)
-    auth = (cfg.api_key or {}).get("authorization", "")
-    token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else None
+    # The client keeps the token under "authorization" or "BearerToken" depending on its version.
+    auth = next((v for v in (cfg.api_key or {}).values() if str(v).lower().startswith("bearer ")), "")
+    token = auth.split(" ", 1)[1] if auth else None
+    _, context = config.list_kube_config_contexts(config_file=first)
     return Connection(
         server=cfg.host,
         token=token,
@@ -69,6 +71,7 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
         cert_path=cfg.cert_file,
         key_path=cfg.key_file,
         insecure=not cfg.verify_ssl,
+        default_namespace=(context or {}).get("context", {}).get("namespace"),
     )
 
 

@@ -1,0 +1,97 @@
+"""The operator as a process: flags, credentials, namespaces, /healthz, /metrics."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import socket
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FTJ, PTJ, example_job, eventually
+from emulator import Cluster
+
+from kubetune.controller.kube import load_connection
+from kubetune.controller.main import config_from_args
+from kubetune.controller.runtime import OperatorConfig
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "https://k8s.example:6443", insecure-skip-tls-verify: true}
+users:
+- name: u
+  user: {token: secret-token}
+contexts:
+- name: ctx
+  context: {cluster: c, user: u, namespace: team-a}
+current-context: ctx
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fetch(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
+        return resp.status, resp.read().decode()
+
+
+def test_kubeconfig_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "config"
+    path.write_text(KUBECONFIG, encoding="utf-8")
+    monkeypatch.setenv("KUBECONFIG", f"{path}:/nonexistent/second")
+    conn = load_connection()
+    assert conn.server == "https://k8s.example:6443"
+    assert conn.token == "secret-token"
+    assert conn.insecure
+    assert conn.default_namespace == "team-a"
+
+
+def test_flags_select_namespaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "config"
+    path.write_text(KUBECONFIG, encoding="utf-8")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    base = dict(metrics_port=9000, health_port=9001, trainer_image="registry/trainer:1", default_queue="q")
+    some = config_from_args(argparse.Namespace(namespace=["a", "b"], all_namespaces=False, **base))
+    assert some.namespaces == ("a", "b")
+    assert some.render_options.image == "registry/trainer:1" and some.render_options.default_queue == "q"
+    assert some.peering == "kubetune" and some.metrics_port == 9000
+    assert config_from_args(argparse.Namespace(namespace=["a"], all_namespaces=True, **base)).namespaces == ()
+
+
+async def test_health_and_metrics_endpoints(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:
+    metrics_port, health_port = free_port(), free_port()
+    await operator(dataclasses.replace(config, metrics_port=metrics_port, health_port=health_port))
+    await cluster.put_object(*FTJ, example_job())
+    await cluster.put_object(*FTJ, example_job("bad", method="qlora"))
+    await eventually(lambda: cluster.read(*PTJ, "team-a", "qwen-lora"), what="the PyTorchJob")
+
+    code, _ = await eventually(lambda: fetch(f"http://127.0.0.1:{health_port}/healthz"), what="/healthz")
+    assert code == 200
+
+    def scrape() -> str:
+        text = fetch(f"http://127.0.0.1:{metrics_port}/metrics")[1]
+        done = 'kubetune_finetunejobs{phase="Failed"} 1.0' in text and 'kubetune_finetunejobs{phase="Pending"} 1.0' in text
+        return text if done else ""
+
+    text = await eventually(scrape, what="metrics")
+    assert 'kubetune_reconcile_seconds_count{handler="start"}' in text
+    assert 'kubetune_api_requests_total{code="201",verb="patch"}' in text
+    assert 'kubetune_reconcile_errors_total{handler="start",kind="Rejected"} 1.0' in text
+
+
+async def test_namespaced_operator_ignores_other_namespaces(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:
+    await operator(dataclasses.replace(config, namespaces=("team-a",)))
+    await cluster.put_object(*FTJ, example_job("other", namespace="team-b"))
+    await cluster.put_object(*FTJ, example_job("mine", namespace="team-a"))
+    await eventually(lambda: cluster.read(*PTJ, "team-a", "mine"), what="the watched namespace is served")
+    assert cluster.read(*PTJ, "team-b", "other") is None
+    assert not (cluster.read(*FTJ, "team-b", "other") or {}).get("status")
