@@ -31,6 +31,7 @@ resource request from its own store with the API server's semantics:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
 import datetime
 import json
@@ -235,6 +236,7 @@ class Cluster(kmock.KubernetesScaffold):
     kinds: dict[ResKey, Kind] = attrs.field(factory=dict)
     store: dict[ObjKey, Obj] = attrs.field(factory=dict)
     history: list[WatchEvent] = attrs.field(factory=list)
+    _history_rvs: list[int] = attrs.field(factory=list)
     compacted_rv: int = 0
     calls: list[ApiCall] = attrs.field(factory=list)
     call_log: list[tuple[str, str, int]] = attrs.field(factory=list)
@@ -409,6 +411,7 @@ class Cluster(kmock.KubernetesScaffold):
         else:
             self.store[key] = obj
         self.history.append(WatchEvent(self.rv, key[0], event, copy.deepcopy(obj)))
+        self._history_rvs.append(self.rv)
         self._changed_cond().notify_all()
         return copy.deepcopy(obj)
 
@@ -562,7 +565,7 @@ class Cluster(kmock.KubernetesScaffold):
             deadline = asyncio.get_running_loop().time() + float(params.get("timeoutSeconds") or 3600)
             while True:
                 async with self._cond():
-                    pending = [e for e in self.history if e.rv > position]
+                    pending = self.history[bisect.bisect_right(self._history_rvs, position) :]
                     if not pending:
                         if self._drops != drops:
                             return response
