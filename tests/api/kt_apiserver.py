@@ -161,17 +161,24 @@ def compile_rule(rule: str) -> Any:
     return _ENV.program(_ENV.compile(rule), functions={"matches": _matches})
 
 
+def cel_visible(schema: Schema) -> bool:
+    """Whether CEL can see a field at all: the API server declares no CEL type for
+    untyped preserve-unknown data, nor for a map of such values."""
+    if not schema.get("type"):
+        return False
+    extra = schema.get("additionalProperties")
+    return not isinstance(extra, dict) or cel_visible(extra)
+
+
 def to_cel(value: Any, schema: Schema) -> Any:
     """A JSON value as the API server hands it to CEL: typed by the schema (a ``number`` is a double)."""
     kind = schema.get("type")
     if isinstance(value, dict):
         props = schema.get("properties", {})
         extra = schema.get("additionalProperties")
+        fields = {k: props.get(k, extra if isinstance(extra, dict) else {}) for k in value}
         return celtypes.MapType(
-            {
-                celtypes.StringType(k): to_cel(v, props.get(k, extra if isinstance(extra, dict) else {}))
-                for k, v in value.items()
-            }
+            {celtypes.StringType(k): to_cel(value[k], sub) for k, sub in fields.items() if cel_visible(sub)}
         )
     if isinstance(value, list):
         return celtypes.ListType([to_cel(v, schema.get("items", {})) for v in value])
@@ -205,9 +212,17 @@ def _nodes(value: Any, schema: Schema, path: str = "") -> Iterator[tuple[str, An
             yield from _nodes(item, schema["items"], f"{path}[{i}]")
 
 
+def with_object_meta(schema: Schema) -> Schema:
+    """The root as CEL sees it: apiVersion, kind, metadata.name and metadata.generateName are
+    always declared (the API server's WithTypeAndObjectMeta), whatever the schema says."""
+    string = {"type": "string"}
+    meta = {"type": "object", "properties": {"name": string, "generateName": string}}
+    return {**schema, "properties": {**schema.get("properties", {}), "metadata": meta}}
+
+
 def cel_errors(value: Any, schema: Schema) -> list[str]:
     errors = []
-    for path, node, sub in _nodes(value, schema):
+    for path, node, sub in _nodes(value, with_object_meta(schema)):
         rules = [r for r in sub.get(RULES, []) if not is_transition(r["rule"])]
         activation = {"self": to_cel(node, sub)} if rules else {}
         for entry in rules:
@@ -237,7 +252,7 @@ def transition_errors(new: dict[str, Any], old: dict[str, Any], schema: Schema) 
     FineTuneJob's transition rules need).
     """
     errors = []
-    for path, node, sub in _nodes(new, schema):
+    for path, node, sub in _nodes(new, with_object_meta(schema)):
         rules = [r for r in sub.get(RULES, []) if is_transition(r["rule"])]
         if not rules:
             continue

@@ -11,6 +11,10 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
+from kubetune.api import FineTuneJob
+
 DELETE = object()
 
 
@@ -26,6 +30,19 @@ def base() -> dict[str, Any]:
             "storage": {"outputs": {"claimName": "outputs"}},
         },
     }
+
+
+def pydantic_verdict(obj: dict[str, Any]) -> tuple[FineTuneJob | None, list[str]]:
+    """The parsed job, or the rejection as "loc: message" lines (rule field paths included)."""
+    try:
+        return FineTuneJob.from_api(obj), []
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            lines.append(f"{'.'.join(map(str, err['loc']))}: {err['msg']}")
+            for rule in (err.get("ctx") or {}).get("rules", []):
+                lines.append(f"{'.'.join(map(str, err['loc']))}{rule['fieldPath']}: {rule['message']}")
+        return None, lines
 
 
 def patched(obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

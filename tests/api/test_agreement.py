@@ -10,27 +10,12 @@ import re
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
-
-from kt_corpus import INVALID, VALID, Case, base
+from kt_corpus import INVALID, VALID, Case, base, pydantic_verdict
 from kt_apiserver import admitted
 from kubetune.api import FineTuneJob
 from kubetune.api.crd import openapi_schema
 
 SCHEMA = openapi_schema()
-
-
-def pydantic_verdict(obj: dict[str, Any]) -> tuple[FineTuneJob | None, list[str]]:
-    """The parsed job, or the rejection as "loc: message" lines (rule field paths included)."""
-    try:
-        return FineTuneJob.from_api(obj), []
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            lines.append(f"{'.'.join(map(str, err['loc']))}: {err['msg']}")
-            for rule in (err.get("ctx") or {}).get("rules", []):
-                lines.append(f"{'.'.join(map(str, err['loc']))}{rule['fieldPath']}: {rule['message']}")
-        return None, lines
 
 
 def test_corpus_is_big_enough() -> None:

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from kt_apiserver import PRESERVE, RULES, apply_defaults, compile_rule, schema_errors
-from kubetune.api import IMMUTABLE_FIELDS, FineTuneJobSpec
+from kt_apiserver import PRESERVE, RULES, apply_defaults, cel_visible, compile_rule, schema_errors, with_object_meta
+from kubetune.api import IMMUTABLE_FIELDS, FineTuneJob, FineTuneJobSpec, RuledModel
+from kubetune.api import spec as spec_module
 from kubetune.api.crd import crd, crd_yaml, openapi_schema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -228,8 +229,42 @@ def test_rules_land_on_the_node_of_their_model() -> None:
 
 def test_immutable_fields_have_transition_rules() -> None:
     spec_rules = [e for e in SCHEMA["properties"]["spec"][RULES] if "oldSelf" in e["rule"]]
-    assert sorted(e["fieldPath"].lstrip(".") for e in spec_rules) == sorted(IMMUTABLE_FIELDS)
+    assert sorted(e["fieldPath"].lstrip(".") for e in spec_rules) == sorted(set(IMMUTABLE_FIELDS) - {"extraArgs"})
     assert all(e["reason"] == "FieldValueForbidden" for e in spec_rules)
+
+
+def python_only_rules() -> list[str]:
+    models = [FineTuneJob, FineTuneJobSpec, *(m for m in vars(spec_module).values() if isinstance(m, type) and issubclass(m, RuledModel))]
+    return sorted({r.name for m in models for r in m.rules if not r.in_crd})
+
+
+def test_only_extra_args_immutability_is_left_out_of_the_crd() -> None:
+    """CEL cannot read spec.extraArgs (preserve-unknown values), so the API server cannot
+    compare it; the operator's broken_transition_rules still refuses the change."""
+    assert python_only_rules() == ["immutable-extraArgs"]
+
+
+_CEL_METHODS = {"all", "exists", "exists_one", "map", "filter", "matches", "startsWith", "endsWith", "contains", "size"}
+
+
+def field_chains(rule: str) -> Iterator[list[str]]:
+    for match in re.finditer(r"\b(?:self|oldSelf)((?:\.\w+)+)", rule):
+        yield match.group(1).lstrip(".").split(".")
+
+
+@pytest.mark.parametrize("path,entry", all_rules(), ids=lambda x: x if isinstance(x, str) else x["rule"][:60])
+def test_cel_rule_names_only_fields_cel_can_see(path: str, entry: dict[str, str]) -> None:
+    """The API server refuses a CRD whose rule names a field without a CEL type (untyped
+    preserve-unknown data, or a map of it); cel-python would not notice, so check here."""
+    start = with_object_meta(SCHEMA) if path == "." else dict(walk(SCHEMA))[path]
+    for chain in field_chains(entry["rule"]):
+        node = start
+        for name in chain:
+            if name in _CEL_METHODS and name not in node.get("properties", {}):
+                break
+            assert name in node.get("properties", {}), f"{path}: {'.'.join(chain)} is not a declared field"
+            node = node["properties"][name]
+            assert cel_visible(node), f"{path}: CEL cannot see {'.'.join(chain)}"
 
 
 def test_cel_cost_is_bounded_by_schema_limits() -> None:
@@ -238,8 +273,10 @@ def test_cel_cost_is_bounded_by_schema_limits() -> None:
     spec = SCHEMA["properties"]["spec"]["properties"]
     for path, node in walk(SCHEMA):
         rules = " ".join(e["rule"] for e in node.get(RULES, []))
-        if node.get("type") == "array" and rules:
-            assert "maxItems" in node, path
+        if re.search(r"\bself\.(all|exists|exists_one|map|filter)\(", rules):
+            assert "maxItems" in node or "maxProperties" in node, path
+        for name in re.findall(r"\bself\.(\w+)\.matches\(", rules):
+            assert "maxLength" in node["properties"][name], f"{path}.{name}"
         for name, sub in node.get("properties", {}).items():
             iterated = re.search(rf"self\.{name}\.(all|exists|exists_one|map|filter)\(", rules)
             if iterated and sub.get("type") == "array":

@@ -123,6 +123,11 @@ class Rule:
     transition: bool = False
     """A transition rule (uses ``oldSelf``): ``check`` then takes ``(new, old)``
     and the model validator skips it; :func:`broken_transition_rules` runs it."""
+    in_crd: bool = True
+    """False when the API server cannot evaluate ``cel``: CEL has no access to
+    data under ``x-kubernetes-preserve-unknown-fields`` (e.g. spec.extraArgs),
+    and a rule that names such a field would make the CRD itself invalid.  The
+    rule is then enforced by the Python check only (validate, render, operator)."""
 
     def to_cel(self) -> dict[str, str]:
         return cel(self.cel, self.message, field_path=self.field_path, reason=self.reason)
@@ -154,7 +159,9 @@ class RuledModel(ApiModel):
         schema: dict[str, Any] = handler(core_schema)
         if cls.rules:
             target = handler.resolve_ref_schema(schema)
-            target["x-kubernetes-validations"] = [r.to_cel() for r in cls.rules]
+            emitted = [r.to_cel() for r in cls.rules if r.in_crd]
+            if emitted:
+                target["x-kubernetes-validations"] = emitted
         return schema
 
 

@@ -158,7 +158,7 @@ class DatasetSpec(RuledModel):
     path: RelativePath | None = None
     """JSON/JSONL file or folder on the datasets volume (spec.storage.datasets), relative to its subPath."""
 
-    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s'\"`$\\]+$")] | None = None
+    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f'\"`$\\]+$")] | None = None
     """HTTP(S) address of a JSON/JSONL file, downloaded once per job by the trainer."""
 
     split: Identifier = "train"
@@ -556,7 +556,9 @@ class Toleration(ApiModel):
 class SchedulingSpec(ApiModel):
     """Placement and queueing of the training pods."""
 
-    node_selector: dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]] | None = None
+    node_selector: Annotated[
+        dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]], Field(max_length=64)
+    ] | None = None
     """Node labels the pods must match, e.g. a GPU product label."""
     tolerations: Annotated[list[Toleration], Field(max_length=32)] | None = None
     """Tolerations for tainted (GPU) nodes."""
@@ -757,6 +759,8 @@ class FineTuneJobSpec(RuledModel):
             reason="FieldValueForbidden",
             transition=True,
             check=lambda new, old, f=field: _field_value(new, f) == _field_value(old, f),
+            # extraArgs values are preserve-unknown in the CRD (mixed scalars), which CEL cannot read.
+            in_crd=field != "extraArgs",
         )
         for field in IMMUTABLE_FIELDS
     )
