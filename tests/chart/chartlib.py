@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -64,3 +65,28 @@ def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _cached(values: Path | None) -> tuple[dict[str, Any], ...]:
+    return tuple(template(values=values))
+
+
+def _rendered(values: Path | None) -> list[dict[str, Any]]:
+    if not helm_available():
+        pytest.skip(f"{HELM.relative_to(ROOT)} missing: run `bash .ci/install-tools` (CI always does)")
+    return list(_cached(values))
+
+
+# Fixtures live here, not in a conftest.py: tests/controller imports its own `conftest` module by
+# name, and a second conftest.py under tests/ would shadow it in a whole-suite run.
+@pytest.fixture
+def default_objects() -> list[dict[str, Any]]:
+    """The chart rendered with its default values."""
+    return _rendered(None)
+
+
+@pytest.fixture
+def ci_objects() -> list[dict[str, Any]]:
+    """The chart rendered with ci/namespaced-values.yaml (namespaced mode, ServiceMonitor, queue)."""
+    return _rendered(CI_VALUES)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kubetune.api import load_documents
 
-from chartlib import CHART_CRD, GENERATED_CRD, ROOT, find, needs_helm, one, template
+from chartlib import CHART_CRD, GENERATED_CRD, ROOT, ci_objects, default_objects, find, needs_helm, one, template  # noqa: F401 (fixtures)
 
 needs_generated = pytest.mark.skipif(
     not GENERATED_CRD.is_file(), reason=f"{GENERATED_CRD.relative_to(ROOT)} is not generated yet (`kubetune crd`)"

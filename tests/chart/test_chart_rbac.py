@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from chartlib import NAMESPACE, ROOT, find, needs_helm, template
+from chartlib import NAMESPACE, ROOT, ci_objects, default_objects, find, needs_helm, template  # noqa: F401 (fixtures)
 
 pytestmark = needs_helm
 
