@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,7 +33,7 @@ from kubetune.api import DatasetSpec, contract
 
 from .config import JobConfig
 from .errors import DataError, Retryable, TrainerError
-from .fsutil import atomic_writer, wait_for, write_text_atomic
+from .fsutil import wait_for, write_text_atomic
 from .records import RecordChecker, RecordProblem
 
 READY_MARKER = ".kubetune-data-ready"
@@ -116,20 +117,19 @@ def _url_records(url: str, scratch: Path) -> Iterator[Any]:
     suffix = ".jsonl" if url.split("?")[0].endswith(".jsonl") else ".json"
     target = scratch / f".download{suffix}"
     try:
-        with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as resp, open(target, "wb") as out:  # noqa: S310 - http(s) only (API pattern)
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-    except urllib.error.HTTPError as exc:
-        if exc.code >= 500 or exc.code == 429:
-            raise Retryable(f"{url}: server answered {exc.code}; try again later") from None
-        raise DataError(f"{url}: server answered {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        raise Retryable(f"{url}: download failed: {exc}") from None
-    try:
+        try:
+            with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as resp, open(target, "wb") as out:  # noqa: S310 - http(s) only (API pattern)
+                while chunk := resp.read(1 << 20):
+                    out.write(chunk)
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500 or exc.code == 429:
+                raise Retryable(f"{url}: server answered {exc.code}; try again later") from None
+            raise DataError(f"{url}: server answered {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise Retryable(f"{url}: download failed: {exc}") from None
         yield from _json_records(target)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _hub_records(spec: DatasetSpec, env: Mapping[str, str]) -> Iterator[Any]:
@@ -184,6 +184,7 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
     stage = str(cfg.train_args.get("stage", cfg.job.spec.training.stage))
     specs = {d.name: d for d in cfg.job.spec.datasets}
     counts: dict[str, int] = {}
+    staged: list[tuple[Path, Path]] = []
     try:
         for name, entry in cfg.dataset_info.items():
             checker = RecordChecker(name, entry, stage=stage)
@@ -197,12 +198,24 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
             if spec is None or (spec.hub is None and spec.url is None):
                 raise DataError(f"dataset {name!r}: {file_name} is relative but the job gives no hub or url to fetch it from")
             records = _hub_records(spec, env) if spec.hub else _url_records(str(spec.url), data_dir / f".{name}.download")
-            with atomic_writer(data_dir / file_name) as sink:
+            final = data_dir / file_name
+            tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+            staged.append((tmp, final))
+            with open(tmp, "w", encoding="utf-8") as sink:
                 counts[name] = check_records(checker, records, sink)
+                sink.flush()
+                os.fsync(sink.fileno())
+        # Every dataset is valid: only now do the materialised files appear, all together.
+        for tmp, final in staged:
+            os.replace(tmp, final)
         write_text_atomic(data_dir / contract.DATASET_INFO_FILE, json.dumps(cfg.dataset_info, indent=2) + "\n")
     except TrainerError as exc:
         write_text_atomic(data_dir / FAILED_MARKER, json.dumps({"digest": digest(cfg), "exitCode": exc.exit_code, "message": str(exc)}))
         raise
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
     write_text_atomic(data_dir / READY_MARKER, json.dumps({"digest": digest(cfg), "records": counts}))
     return counts
 

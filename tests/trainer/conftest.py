@@ -1,0 +1,21 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+# Helpers sit next to the tests (tests/ is not a package).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from trainerlib import TinyAssets, build_shared_assets  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> TinyAssets:
+    """The tiny random model and dataset, built once per test session (~10 s)."""
+    return build_shared_assets(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def torch_extensions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One DeepSpeed op cache for the session: the first DeepSpeed test pays the compile."""
+    return tmp_path_factory.mktemp("torch_extensions")
