@@ -1,0 +1,43 @@
+"""`helm package` ships what an install needs, and the install notes tell the user what they got."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+from chartlib import CHART, CI_VALUES, NAMESPACE, needs_helm, run_helm
+
+pytestmark = needs_helm
+
+
+def test_package_contains_the_crds_and_not_the_ci_values(tmp_path: Path) -> None:
+    proc = run_helm("package", str(CHART), "--destination", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    [archive] = tmp_path.glob("kubetune-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert "kubetune/files/crds/kubetune.io_finetunejobs.yaml" in names
+    assert {"kubetune/crds/kopf.dev_clusterkopfpeerings.yaml", "kubetune/crds/kopf.dev_kopfpeerings.yaml"} <= names
+    assert "kubetune/values.schema.json" in names
+    assert not any(n.startswith("kubetune/ci/") for n in names)
+
+
+def notes(*args: str) -> str:
+    proc = run_helm("install", "kt", str(CHART), "--dry-run=client", "--namespace", NAMESPACE, *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_default() -> None:
+    text = notes()
+    assert "watches FineTuneJobs in every namespace" in text
+    assert "helm test kt -n kubetune-system" in text
+    assert "did NOT install the CRD" not in text
+
+
+def test_notes_namespaced_without_crd() -> None:
+    text = notes("--values", str(CI_VALUES), "--set", "crds.enabled=false")
+    assert "watches only: ml-team-a, ml-team-b" in text
+    assert "did NOT install the CRD" in text
+    assert "LocalQueue named gpu-queue" in text
+    assert ":9090/metrics (scraped by the ServiceMonitor kt-kubetune)" in text
