@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--health-port", type=int, default=8081)
     p.add_argument("--trainer-image", default=None, help="default trainer image (Helm value trainer.image)")
     p.add_argument("--default-queue", default=None, help="Kueue LocalQueue for jobs that name none")
+    p.add_argument("--peering", default="kubetune", help="kopf peering name; '' runs standalone (one replica only)")
+    p.add_argument("--priority", type=int, default=0, help="peering priority: the highest-priority operator runs, others pause")
+    p.add_argument("--sync-interval", type=float, default=15.0, help="seconds between status/progress reads of each started job")
     p.set_defaults(func=_cmd_operator)
     return parser
 
