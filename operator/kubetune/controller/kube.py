@@ -59,11 +59,11 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
 
     cfg = client.Configuration()
     first = path.split(os.pathsep)[0] if path else os.path.expanduser("~/.kube/config")
-    config.load_kube_config(config_file=first, client_configuration=cfg)
+    config.load_kube_config(config_file=first, client_configuration=cfg)  # type: ignore[no-untyped-call]
     # The client keeps the token under "authorization" or "BearerToken" depending on its version.
     auth = next((v for v in (cfg.api_key or {}).values() if str(v).lower().startswith("bearer ")), "")
     token = auth.split(" ", 1)[1] if auth else None
-    _, context = config.list_kube_config_contexts(config_file=first)
+    _, context = config.list_kube_config_contexts(config_file=first)  # type: ignore[no-untyped-call]
     return Connection(
         server=cfg.host,
         token=token,

@@ -53,7 +53,7 @@ class Metrics:
         self.up = Gauge("kubetune_operator_up", "1 while the operator serves", registry=r)
 
     def watch_phases(self, phases: Callable[[], dict[str, int]]) -> None:
-        self.registry.register(_PhaseCollector(phases))  # type: ignore[arg-type]
+        self.registry.register(_PhaseCollector(phases))
 
     def on_request(self, verb: str, _resource: str, status: int) -> None:
         self.api_requests.labels(verb, str(status)).inc()
