@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,12 @@ def test_committed_crd_is_current() -> None:
     assert CRD_FILE.read_text() == crd_yaml(), (
         f"{CRD_FILE.relative_to(REPO)} is stale: the API models changed. Regenerate it with: {REGENERATE}"
     )
+
+
+def test_regenerate_command_writes_the_committed_file() -> None:
+    """The command the staleness message tells people to run really produces the file."""
+    out = subprocess.run([sys.executable, "-m", "kubetune", "crd"], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout == crd_yaml()
 
 
 def test_committed_crd_says_it_is_generated() -> None:
@@ -284,3 +292,12 @@ def test_cel_cost_is_bounded_by_schema_limits() -> None:
             if iterated and sub.get("type") == "object":
                 assert "maxProperties" in sub, f"{path}.{name}"
     assert SCHEMA["properties"]["spec"]["properties"]["extraArgs"]["maxProperties"] == 64
+
+
+@pytest.mark.parametrize("version", ["1.31", "latest"])
+def test_crd_is_a_valid_apiextensions_v1_object(version: str) -> None:
+    """Every key is one the API server knows (strict: a typo such as `exclusiveMinmum` fails)."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import latest_version
+
+    kubernetes_validate.validate(crd(), latest_version() if version == "latest" else version, strict=True)
