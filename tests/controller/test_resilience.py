@@ -105,3 +105,19 @@ async def test_injected_api_failures_and_dropped_watches_converge(cluster: Clust
     assert cluster.expired_watches >= 1
     assert sum(1 for c in cluster.calls if c.resource == "finetunejobs" and c.verb == "list") >= 2
 
+
+
+async def test_immutable_change_while_the_operator_was_down_is_still_rejected(cluster: Cluster, operator: Any) -> None:
+    first = await operator()
+    await cluster.put_object(*FTJ, example_job())
+    await eventually(lambda: status(cluster).get("phase") == "Pending", what="Pending")
+    cm_before = cluster.read(*CM, NS, "qwen-lora-config")
+    await first.stop()
+
+    await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"]["resources"].update(nodes=4))
+    await operator()
+    await eventually(lambda: status(cluster).get("observedGeneration") == 2, what="generation 2 handled")
+    validated = next(c for c in status(cluster)["conditions"] if c["type"] == "Validated")
+    assert validated["reason"] == "ImmutableFieldChanged" and "spec.resources" in validated["message"]
+    assert cluster.read(*CM, NS, "qwen-lora-config") == cm_before
+    assert status(cluster)["gpus"] == 8

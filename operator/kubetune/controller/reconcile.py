@@ -67,6 +67,10 @@ async def start(rt: Runtime, obj: Mapping[str, Any]) -> Status:
     status: Mapping[str, Any] = obj.get("status") or {}
     if status.get("phase") in TERMINAL_PHASES and started(status):
         return {}  # a finished job is never run again, even if its children were cleaned up
+    if started(status):
+        # Resumed after an operator restart: the spec may have changed while nobody watched,
+        # so take the path that checks immutable fields against the running children.
+        return await spec_changed(rt, obj)
     job, problems = validate_object(strip_status(obj))
     if job is None or problems:
         raise Rejected(await _reject(rt, obj, status, problems), _problems_text(problems))

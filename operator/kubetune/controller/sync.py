@@ -73,19 +73,20 @@ class StatusSync:
     async def tick(self) -> None:
         due = [obj for obj in list(self.jobs.values()) if _due(obj)]
         limit = asyncio.Semaphore(self.rt.config.sync_concurrency)
+        await asyncio.gather(*(self._guarded(obj, limit) for obj in due))
 
-        async def one(obj: dict[str, Any]) -> None:
-            async with limit:
+    async def _guarded(self, obj: dict[str, Any], limit: asyncio.Semaphore) -> None:
+        """Sync one job; errors end here (kopf re-raises failed tasks of its loop at shutdown)."""
+        name = f"{obj['metadata'].get('namespace')}/{obj['metadata'].get('name')}"
+        async with limit:
+            try:
                 with self.rt.metrics.timed("sync"):
                     await self.sync(obj)
-
-        results = await asyncio.gather(*(one(o) for o in due), return_exceptions=True)
-        for obj, result in zip(due, results):
-            if isinstance(result, ApiError):
-                if result.status != 409:
-                    log.warning("status sync of %s/%s: %s", obj["metadata"].get("namespace"), obj["metadata"].get("name"), result)
-            elif isinstance(result, BaseException):
-                log.error("status sync of %s failed", obj["metadata"].get("name"), exc_info=result)
+            except ApiError as exc:
+                if exc.status != 409:  # 409: a handler wrote first; the next interval sees its result
+                    log.warning("status sync of %s: %s", name, exc)
+            except Exception:
+                log.exception("status sync of %s failed", name)
 
     async def sync(self, obj: Mapping[str, Any]) -> None:
         kube, config = self.rt.kube, self.rt.config
