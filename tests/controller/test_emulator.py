@@ -1,0 +1,118 @@
+"""The emulated API server keeps the API server's promises the operator relies on.
+
+If the emulator were wrong, the operator tests would prove nothing; these pin
+down, over real HTTP, the behaviours kmock alone lacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from emulator import Cluster
+
+BASE = "/apis/kubeflow.org/v1/namespaces/ns/pytorchjobs"
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+async def call(cluster: Cluster, method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    data = json.dumps(body) if body is not None else None
+    async with cluster.request(method, url, data=data, headers=headers or {"Content-Type": "application/json"}) as resp:
+        text = await resp.text()
+        return resp.status, json.loads(text) if text.startswith("{") else text
+
+
+def job(name: str = "j", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": name, "labels": {"app": name}}, "spec": spec}
+
+
+async def test_create_sets_server_fields_and_duplicates_conflict(cluster: Cluster) -> None:
+    code, obj = await call(cluster, "POST", BASE, job(a=1))
+    assert code == 201
+    meta = obj["metadata"]
+    assert meta["namespace"] == "ns" and meta["uid"] and meta["generation"] == 1 and meta["creationTimestamp"]
+    assert int(meta["resourceVersion"]) > 0
+    code, err = await call(cluster, "POST", BASE, job(a=2))
+    assert code == 409 and err["reason"] == "AlreadyExists"
+
+
+async def test_status_is_a_subresource_and_generation_tracks_spec_only(cluster: Cluster) -> None:
+    await call(cluster, "POST", BASE, job(a=1))
+    code, obj = await call(cluster, "PATCH", f"{BASE}/j", {"status": {"x": 1}, "metadata": {"labels": {"l": "v"}}}, MERGE)
+    assert code == 200 and "status" not in obj and obj["metadata"]["generation"] == 1
+    code, obj = await call(cluster, "PATCH", f"{BASE}/j/status", {"status": {"x": 1}, "spec": {"a": 9}}, MERGE)
+    assert obj["status"] == {"x": 1} and obj["spec"] == {"a": 1} and obj["metadata"]["generation"] == 1
+    _, obj = await call(cluster, "PATCH", f"{BASE}/j", {"spec": {"a": 2}}, MERGE)
+    assert obj["metadata"]["generation"] == 2
+
+
+async def test_optimistic_locking_and_json_patch_test_failure(cluster: Cluster) -> None:
+    _, obj = await call(cluster, "POST", BASE, job(a=1))
+    stale = obj["metadata"]["resourceVersion"]
+    await call(cluster, "PATCH", f"{BASE}/j", {"spec": {"a": 2}}, MERGE)
+    code, err = await call(cluster, "PATCH", f"{BASE}/j", {"metadata": {"resourceVersion": stale}, "spec": {"a": 3}}, MERGE)
+    assert code == 409 and err["reason"] == "Conflict"
+    ops = [{"op": "test", "path": "/spec/a", "value": 1}, {"op": "replace", "path": "/spec/a", "value": 5}]
+    code, err = await call(cluster, "PATCH", f"{BASE}/j", ops, {"Content-Type": "application/json-patch+json"})
+    assert code == 422
+
+
+async def test_server_side_apply_creates_then_merges(cluster: Cluster) -> None:
+    apply = {"Content-Type": "application/apply-patch+yaml"}
+    code, obj = await call(cluster, "PATCH", f"{BASE}/j?fieldManager=kubetune&force=true", job(a=1), apply)
+    assert code == 201 and obj["metadata"]["managedFields"][0]["manager"] == "kubetune"
+    code, obj = await call(cluster, "PATCH", f"{BASE}/j?fieldManager=kubetune&force=true", job(a=1, b=2), apply)
+    assert code == 200 and obj["spec"] == {"a": 1, "b": 2}
+    code, _ = await call(cluster, "PATCH", f"{BASE}/j", job(), apply)
+    assert code == 400, "apply needs a field manager"
+
+
+async def test_list_filters_by_label_selector(cluster: Cluster) -> None:
+    for name in ("a", "b"):
+        await call(cluster, "POST", BASE, job(name))
+    _, listing = await call(cluster, "GET", f"{BASE}?labelSelector=app%3Db")
+    assert [o["metadata"]["name"] for o in listing["items"]] == ["b"]
+    _, listing = await call(cluster, "GET", f"{BASE}?labelSelector=app%20in%20(a,b),app!%3Da")
+    assert [o["metadata"]["name"] for o in listing["items"]] == ["b"]
+
+
+async def test_watch_from_a_resource_version_sends_only_newer_events(cluster: Cluster) -> None:
+    await call(cluster, "POST", BASE, job("old"))
+    _, listing = await call(cluster, "GET", BASE)
+    since = listing["metadata"]["resourceVersion"]
+    await call(cluster, "POST", BASE, job("new"))
+    async with cluster.get(f"{BASE}?watch=true&resourceVersion={since}&timeoutSeconds=1") as resp:
+        lines = [json.loads(line) for line in (await resp.read()).splitlines() if line]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in lines] == [("ADDED", "new")]
+
+
+async def test_dropped_watch_ends_the_stream_and_expired_version_gets_410(cluster: Cluster) -> None:
+    async def watch(url: str) -> list[dict[str, Any]]:
+        async with cluster.get(url) as resp:
+            return [json.loads(line) for line in (await resp.read()).splitlines() if line]
+
+    task = asyncio.create_task(watch(f"{BASE}?watch=true&resourceVersion=1"))
+    await asyncio.sleep(0.2)
+    await cluster.drop_watches(compact=True)
+    assert await asyncio.wait_for(task, 5) == []
+    events = await watch(f"{BASE}?watch=true&resourceVersion=1")
+    assert events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410
+
+
+async def test_pod_log_tail(cluster: Cluster) -> None:
+    await cluster.put_object("v1", "pods", {"metadata": {"name": "p", "namespace": "ns"}})
+    cluster.append_log("ns", "p", "one", "two", "three")
+    code, text = await call(cluster, "GET", "/api/v1/namespaces/ns/pods/p/log?tailLines=2")
+    assert code == 200 and text == "two\nthree\n"
+    code, _ = await call(cluster, "GET", "/api/v1/namespaces/ns/pods/missing/log")
+    assert code == 404
+
+
+async def test_injected_fault_answers_instead_of_serving(cluster: Cluster) -> None:
+    cluster.inject("create", "pytorchjobs", 500, times=1)
+    code, _ = await call(cluster, "POST", BASE, job())
+    assert code == 500 and cluster.read("kubeflow.org/v1", "pytorchjobs", "ns", "j") is None
+    code, _ = await call(cluster, "POST", BASE, job())
+    assert code == 201
+
