@@ -116,3 +116,16 @@ def test_follower_thread_publishes_while_the_file_grows(tmp_path: Path) -> None:
     finally:
         follower.stop()
     assert [u.step for u in sink.updates] == [10, 20, 40]
+
+
+def test_a_resumed_run_does_not_republish_the_previous_attempts_lines(tmp_path: Path) -> None:
+    path = tmp_path / "trainer_log.jsonl"
+    path.write_text(json.dumps(LOG[0]) + "\n")  # written before the pod was preempted
+    sink = ListSink()
+    follower = LogFollower(path, ProgressTracker(sink), interval=0.05).start()
+    try:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(LOG[1]) + "\n")
+    finally:
+        follower.stop()
+    assert [u.step for u in sink.updates] == [20]

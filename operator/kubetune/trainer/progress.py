@@ -137,7 +137,9 @@ class LogFollower:
 
     Only complete lines are read (a half-written last line waits for the next
     poll); a file that shrinks (LLaMA-Factory deletes it when it starts over)
-    is read again from the top.
+    is read again from the top.  Lines already there when following starts
+    belong to an earlier attempt (a resumed run appends to the same file) and
+    are skipped: they were published back then.
     """
 
     def __init__(self, path: Path, tracker: ProgressTracker, interval: float = 1.0) -> None:
@@ -150,6 +152,10 @@ class LogFollower:
         self._thread = threading.Thread(target=self._run, name="kubetune-progress", daemon=True)
 
     def start(self) -> LogFollower:
+        try:
+            self._offset = os.path.getsize(self.path)
+        except OSError:
+            self._offset = 0
         self._thread.start()
         return self
 

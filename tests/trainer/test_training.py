@@ -1,0 +1,226 @@
+"""Real fine-tuning through ``python -m kubetune.trainer`` on CPU with the tiny model.
+
+Each test renders a FineTuneJob exactly as the operator would (for folders in
+the test's tmp dir), starts the trainer with the environment a pod would get,
+and checks what a user would: files, losses, progress lines, exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubetune.api import contract
+from kubetune.trainer import checkpoints
+from kubetune.trainer.tiny import tiny_job
+from trainerlib import Pod, TinyAssets, losses, make_pod, progress_lines, run_trainer, stage_lines
+
+pytestmark = [pytest.mark.slow, pytest.mark.train]
+
+
+def _assert_succeeded(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stages = [(s["stage"], s["event"]) for s in stage_lines(result.stdout)]
+    assert ("train", "end") in stages and ("record", "end") in stages, stages
+    assert not [s for s in stage_lines(result.stdout) if s["event"] == "failed"]
+
+
+def test_full_fine_tune_learns_and_reports_progress(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+    pod = make_pod(tmp_path, tiny_job("full-ft", tiny_assets, method="full", max_steps=30, learning_rate=5e-3), tiny_assets)
+    result = run_trainer(pod.env)
+    _assert_succeeded(result)
+    # The loss clearly falls (a random model on a small repeated dataset).
+    curve = losses(pod.output_dir)
+    assert len(curve) == 30
+    assert sum(curve[-5:]) / 5 < 0.6 * curve[0], curve
+    assert (pod.output_dir / "model.safetensors").is_file()
+    assert (pod.output_dir / "training_loss.png").is_file()
+    # Progress lines: the operator's transport, in camelCase, ending at 100 %.
+    updates = progress_lines(result.stdout)
+    assert {u["totalSteps"] for u in updates} == {30}
+    assert updates[-1]["step"] == 30 and updates[-1]["percent"] == 100.0 and updates[-1]["loss"] is not None
+    assert [u["step"] for u in updates] == sorted(u["step"] for u in updates)
+    # The run record says what ran, on what.
+    record = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
+    assert record["outcome"] == "Succeeded" and record["exitCode"] == 0
+    assert record["spec"]["method"] == "full" and record["trainArgs"]["max_steps"] == 30
+    assert record["packages"]["llamafactory"] == "0.9.5"
+    assert record["metrics"]["epoch"] > 0 and record["startedAt"] <= record["finishedAt"]
+
+
+def test_lora_then_export_merges_a_model_that_loads_and_generates(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+    pod = make_pod(tmp_path, tiny_job("lora-ft", tiny_assets, method="lora", max_steps=8, export=True), tiny_assets)
+    result = run_trainer(pod.env)
+    _assert_succeeded(result)
+    assert ("export", "end") in [(s["stage"], s["event"]) for s in stage_lines(result.stdout)]
+    adapter = json.loads((pod.output_dir / "adapter_config.json").read_text())
+    assert adapter["peft_type"] == "LORA" and adapter["r"] == 8
+    assert (pod.output_dir / "adapter_model.safetensors").is_file()
+    merged = pod.output_dir / contract.MERGED_SUBDIR
+    assert not list(pod.output_dir.glob(".merged.partial-*"))
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(merged))
+    model = AutoModelForCausalLM.from_pretrained(str(merged))
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_assets.models_dir / tiny_assets.model_path))
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Say hello."}], tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt, return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=8, do_sample=False, min_new_tokens=8)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 8
+    with torch.no_grad():
+        # The adapter is really in the weights: the merged model is not the base model.
+        assert not torch.allclose(model(**ids).logits, base(**ids).logits)
+    record = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
+    assert record["outputs"]["merged"] == str(merged) and "adapter" in record["outputs"]
+
+
+def test_qlora_quantizes_the_base_to_4_bit(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+    pod = make_pod(tmp_path, tiny_job("qlora-ft", tiny_assets, method="qlora", max_steps=5), tiny_assets)
+    result = run_trainer(pod.env)
+    _assert_succeeded(result)
+    assert "Quantizing model to 4 bit with bitsandbytes" in result.stdout + result.stderr
+    assert (pod.output_dir / "adapter_model.safetensors").is_file()
+    assert len(losses(pod.output_dir)) == 5
+
+    # The same rendered arguments, loaded the way LLaMA-Factory's trainer loads them:
+    # the linear layers of the base really are bitsandbytes 4-bit layers.
+    import yaml
+    from bitsandbytes.nn import Linear4bit
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_model, load_tokenizer
+
+    args: dict[str, Any] = yaml.safe_load((pod.config_dir / contract.TRAIN_ARGS_FILE).read_text())
+    assert args["quantization_bit"] == 4
+    args["output_dir"] = str(tmp_path / "probe")
+    model_args, _, training_args, finetuning_args, _ = get_train_args(args)
+    model = load_model(load_tokenizer(model_args)["tokenizer"], model_args, finetuning_args, is_trainable=True)
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert any(isinstance(m, Linear4bit) for m in model.modules()), kinds
+
+
+def _wait_for_checkpoint(output_dir: Path, proc: subprocess.Popen[str], timeout: float = 240) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = checkpoints.newest_complete(output_dir)
+        if found is not None:
+            return found
+        assert proc.poll() is None, "training ended before writing a checkpoint"
+        time.sleep(0.1)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_preempted_run_resumes_from_the_newest_complete_checkpoint(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+    total = 60
+    pod = make_pod(tmp_path, tiny_job("resume-ft", tiny_assets, method="lora", max_steps=total, save_steps=4), tiny_assets)
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "kubetune.trainer"], env=pod.env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = _wait_for_checkpoint(pod.output_dir, proc)
+        proc.send_signal(signal.SIGTERM)  # what the kubelet sends on preemption
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    first_out = (tmp_path / "first.log").read_text()
+    assert code == contract.EXIT_RETRYABLE, first_out[-3000:]
+    saved = checkpoints.newest_complete(pod.output_dir)
+    assert saved is not None and int(saved.name.split("-")[1]) < total
+    # A checkpoint cut off by SIGKILL mid-save: no trainer state.  It must not be used.
+    torn = pod.output_dir / f"checkpoint-{total - 1}"
+    torn.mkdir()
+    (torn / "adapter_model.safetensors").write_bytes(b"partial")
+
+    result = run_trainer(pod.env)
+    _assert_succeeded(result)
+    train_end = next(s for s in stage_lines(result.stdout) if s["stage"] == "train" and s["event"] == "end")
+    assert train_end["resumedFrom"] == str(saved)
+    resumed_at = int(saved.name.split("-")[1])
+    updates = progress_lines(result.stdout)
+    assert updates[0]["step"] > resumed_at  # no step was trained twice
+    assert {u["totalSteps"] for u in updates} == {total}  # the plan did not change
+    state = json.loads((pod.output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == total
+    assert (pod.output_dir / "adapter_model.safetensors").is_file()
+    assert not torn.exists() and list(pod.output_dir.glob(f".incomplete-checkpoint-{total - 1}-*"))
+    assert int(first.name.split("-")[1]) >= 4
+
+
+def _distributed_manifest(name: str, assets: TinyAssets, **distributed: Any) -> dict[str, Any]:
+    manifest = tiny_job(name, assets, method="lora", max_steps=4)
+    # zeroStage > 0 is only valid with GPUs in the spec; the CPU run below still
+    # uses exactly the rendered files and the environment the controller sets.
+    manifest["spec"]["resources"] = {"nodes": 2, "gpusPerNode": 1}
+    manifest["spec"]["distributed"] = {"zeroStage": 2, **distributed}
+    return manifest
+
+
+def _run_ranks(envs: list[dict[str, str]], tmp_path: Path, timeout: float = 420) -> list[tuple[int, str]]:
+    logs = [open(tmp_path / f"rank{i}.log", "w") for i in range(len(envs))]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "kubetune.trainer"], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        for env, log in zip(envs, logs)
+    ]
+    try:
+        codes = [p.wait(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for log in logs:
+            log.close()
+    return [(c, (tmp_path / f"rank{i}.log").read_text()) for i, c in enumerate(codes)]
+
+
+def test_deepspeed_zero2_across_two_pytorchjob_pods(tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path) -> None:
+    from trainerlib import free_port
+
+    pod = make_pod(tmp_path, _distributed_manifest("ds-ptj", tiny_assets), tiny_assets, extensions=torch_extensions)
+    assert json.loads(pod.files[contract.DEEPSPEED_FILE])["zero_optimization"]["stage"] == 2
+    port = str(free_port())
+    # Exactly what the Kubeflow training-operator sets on Master-0 and Worker-0 of a 2-replica PyTorchJob.
+    envs = [
+        {**pod.env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank), "PET_NNODES": "2", "PET_NODE_RANK": str(rank), "PET_NPROC_PER_NODE": "1", "NPROC_PER_NODE": "1"}
+        for rank in (0, 1)
+    ]
+    (code0, out0), (code1, out1) = _run_ranks(envs, tmp_path)
+    assert code0 == 0 and code1 == 0, out0[-3000:] + "\n-----\n" + out1[-3000:]
+    assert "world size: 2" in out0 and "DeepSpeed" in out0 + out1
+    assert "Process rank: 1" in out1  # the second pod really was the second rank
+    assert progress_lines(out0) and not progress_lines(out1)  # only rank 0 publishes
+    assert progress_lines(out0)[-1]["step"] == 4
+    assert (pod.output_dir / "adapter_model.safetensors").is_file()
+    stages1 = stage_lines(out1)
+    assert {"stage": "record", "event": "start"} not in stages1  # rank 0 alone writes the record
+
+
+def test_deepspeed_zero2_across_two_mpi_processes(tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path) -> None:
+    from trainerlib import free_port
+
+    port = free_port()
+    pod = make_pod(
+        tmp_path, _distributed_manifest("ds-mpi", tiny_assets, backend="mpijob", masterPort=port), tiny_assets, extensions=torch_extensions
+    )
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("127.0.0.1 slots=1\nlocalhost slots=1\n")
+    # What mpirun sets per process (one per GPU); MASTER_ADDR comes from the hostfile, the port from the spec.
+    envs = [
+        {**pod.env, "OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "1", "KUBETUNE_MPI_HOSTFILE": str(hostfile)}
+        for rank in (0, 1)
+    ]
+    (code0, out0), (code1, out1) = _run_ranks(envs, tmp_path)
+    assert code0 == 0 and code1 == 0, out0[-3000:] + "\n-----\n" + out1[-3000:]
+    assert "world size: 2" in out0 + out1
+    assert "torchrun" not in out0 + out1  # mpirun already started the processes
+    assert progress_lines(out0) and not progress_lines(out1)
+    assert json.loads(next(l for l in out0.splitlines() if l.startswith(contract.STAGE_PREFIX + '{"stage": "train", "event": "end"'))[len(contract.STAGE_PREFIX):])["launcher"] == "mpirun"
+    assert (pod.output_dir / "adapter_model.safetensors").is_file()
