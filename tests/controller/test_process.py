@@ -95,3 +95,16 @@ async def test_namespaced_operator_ignores_other_namespaces(cluster: Cluster, op
     await eventually(lambda: cluster.read(*PTJ, "team-a", "mine"), what="the watched namespace is served")
     assert cluster.read(*PTJ, "team-b", "other") is None
     assert not (cluster.read(*FTJ, "team-b", "other") or {}).get("status")
+
+
+def test_cli_flags_reach_the_operator_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubetune.cli import build_parser
+
+    path = tmp_path / "config"
+    path.write_text(KUBECONFIG, encoding="utf-8")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    args = build_parser().parse_args(["operator", "-n", "a", "--namespace", "b", "--sync-interval", "5", "--peering", "", "--priority", "7"])
+    config = config_from_args(args)
+    assert config.namespaces == ("a", "b")
+    assert config.sync_interval_s == 5.0 and config.peering is None and config.priority == 7
+    assert config_from_args(build_parser().parse_args(["operator"])).namespaces == ()

@@ -41,6 +41,7 @@ def set_condition(
 ) -> list[dict[str, Any]]:
     """Conditions with ``type_`` set; lastTransitionTime kept unless the status flips."""
     wanted = "True" if status else "False"
+    message = message[:4096]  # child and pod messages can be long; keep status objects small
     out: list[dict[str, Any]] = []
     found = False
     for cond in conditions or ():

@@ -108,7 +108,8 @@ class StatusSync:
         obs = observe(child, pods, exporting)
         if child is None:
             obs = Observation("Failed", "JobDeleted", f"the {ref['kind']} {ref['name']} was deleted; create a new FineTuneJob to train again")
-        new = desired_status(status, obs, reading, meta.get("generation"), now_rfc3339())
+        # Conditions carry the generation the handlers last acted on, not one they have not seen yet.
+        new = desired_status(status, obs, reading, status.get("observedGeneration"), now_rfc3339())
         if not new:
             return
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": new}
