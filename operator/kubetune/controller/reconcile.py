@@ -43,6 +43,12 @@ def _problems_text(problems: list[Problem]) -> str:
     return "; ".join(str(p) for p in problems)
 
 
+def _matching(status: Mapping[str, Any], message: str) -> Mapping[str, Any] | None:
+    """The Validated condition if it already reports exactly ``message`` as False."""
+    cond = get_condition(status.get("conditions"), "Validated")
+    return cond if cond is not None and cond.get("status") == "False" and cond.get("message") == message else None
+
+
 def started(status: Mapping[str, Any]) -> bool:
     """Children were created for this job at some point."""
     return bool(status.get("job"))
@@ -52,12 +58,11 @@ async def _reject(rt: Runtime, obj: Mapping[str, Any], status: Mapping[str, Any]
     """Invalid spec: phase Failed (if never started), Validated=False naming the fields, a Warning Event."""
     gen, now = _generation(obj), now_rfc3339()
     message = _problems_text(problems)
-    previous = get_condition(status.get("conditions"), "Validated")
     conditions = set_condition(status.get("conditions"), "Validated", False, "InvalidSpec", message, gen, now)
     out: Status = {"observedGeneration": gen, "conditions": conditions, "message": message}
     if not started(status):
         out.update(phase="Failed", completionTime=status.get("completionTime") or now)
-    if not previous or previous.get("message") != message or previous.get("status") != "False":
+    if _matching(status, message) is None:  # once per distinct problem, not per retry or restart
         await rt.post_event(obj, "Warning", "InvalidSpec", message)
     return out
 
@@ -94,9 +99,8 @@ async def start(rt: Runtime, obj: Mapping[str, Any]) -> Status:
         "output": output_location(job),
         "gpus": gpus(job),
     }
-    if not status.get("phase") or not started(status):
-        out.update(phase="Pending", message=f"created {kinds}; waiting for the training pods")
-        await rt.post_event(obj, "Normal", "Created", f"created {kinds}")
+    out.update(phase="Pending", message=f"created {kinds}; waiting for the training pods")
+    await rt.post_event(obj, "Normal", "Created", f"created {kinds}")
     return out
 
 
@@ -130,7 +134,8 @@ async def spec_changed(rt: Runtime, obj: Mapping[str, Any]) -> Status:
         now = now_rfc3339()
         if broken:
             message = " | ".join(rule.message for rule in broken) + "; the running job keeps its original settings"
-            await rt.post_event(obj, "Warning", "ImmutableFieldChanged", message)
+            if _matching(status, message) is None:
+                await rt.post_event(obj, "Warning", "ImmutableFieldChanged", message)  # once, not per restart
             conditions = set_condition(status.get("conditions"), "Validated", False, "ImmutableFieldChanged", message, gen, now)
             return {"observedGeneration": gen, "conditions": conditions, "message": message}
         await apply_children(rt.kube, rendered)
