@@ -422,14 +422,15 @@ class Cluster(kmock.KubernetesScaffold):
         return copy.deepcopy(obj)
 
     def _list(self, res: ResKey, ns: str | None, params: dict[str, str]) -> Obj:
-        items = [
-            copy.deepcopy(o)
-            for (r, n, _), o in sorted(self.store.items(), key=lambda kv: str(kv[0]))
+        matches = [
+            (n or "", name, o)
+            for (r, n, name), o in self.store.items()
             if r == res
             and (ns is None or n == ns)
             and label_match(params.get("labelSelector"), o["metadata"].get("labels") or {})
             and field_match(params.get("fieldSelector"), o)
         ]
+        items = [copy.deepcopy(o) for _, _, o in sorted(matches, key=lambda m: (m[0], m[1]))]
         kind = self.kinds[res].kind
         return {"apiVersion": f"{res[0]}/{res[1]}".lstrip("/"), "kind": f"{kind}List", "metadata": {"resourceVersion": str(self.rv)}, "items": items}
 
