@@ -108,3 +108,12 @@ def test_cli_flags_reach_the_operator_config(tmp_path: Path, monkeypatch: pytest
     assert config.namespaces == ("a", "b")
     assert config.sync_interval_s == 5.0 and config.peering is None and config.priority == 7
     assert config_from_args(build_parser().parse_args(["operator"])).namespaces == ()
+
+
+def test_the_operator_never_imports_the_ml_stack() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, kubetune.controller.main; print(sorted(m for m in ('torch', 'transformers', 'llamafactory') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
