@@ -235,6 +235,11 @@ async def test_kueue_owns_suspend_of_a_queued_job(cluster: Cluster, operator: An
     await eventually(lambda: "X" in str(cluster.read(*PTJ, NS, "qwen-lora")["spec"]), what="env applied")
     assert cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is True
 
+    # While Kueue holds the job, the user sees a queued (Pending) job, not a suspended one.
+    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Suspended", "JobSuspended")
+    waiting = await eventually(lambda: condition(cluster, "Running").get("reason") == "WaitingForQueue" and condition(cluster, "Running"), what="queued")
+    assert "gpu-queue" in waiting["message"] and status(cluster)["phase"] == "Pending"
+
 
 async def test_mpijob_backend_creates_an_owned_mpijob_and_reads_the_launcher(cluster: Cluster, operator: Any) -> None:
     await operator()

@@ -101,3 +101,10 @@ def test_progress_keys_the_trainer_stopped_sending_are_cleared() -> None:
     reading = read_log('kubetune.progress {"step": 10, "totalSteps": 10}')
     change = desired_status(before, obs, reading, 1, "T2")
     assert change["progress"]["loss"] is None and change["progress"]["step"] == 10
+
+
+def test_a_job_kueue_has_not_admitted_is_pending_not_suspended() -> None:
+    queued = {**job(("Created", "True"), ("Suspended", "True")), "metadata": {"labels": {"kueue.x-k8s.io/queue-name": "gpus"}}}
+    waiting = observe(queued, [], False, suspend_requested=False)
+    assert (waiting.phase, waiting.reason) == ("Pending", "WaitingForQueue") and "gpus" in waiting.message
+    assert observe(queued, [], False, suspend_requested=True).phase == "Suspended"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubetune.api import Phase
+from kubetune.api.contract import KUEUE_QUEUE_LABEL
 
 RANK0_REPLICA_TYPES = ("master", "launcher")
 """Kubeflow replica types whose pod prints rank 0's stdout (PyTorchJob Master, MPIJob Launcher)."""
@@ -119,7 +120,9 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
-def observe(child: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], exporting: bool) -> Observation:
+def observe(
+    child: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], exporting: bool, suspend_requested: bool = False
+) -> Observation:
     """The FineTuneJob phase implied by the Kubeflow job's conditions and its pods.
 
     Kubeflow v1 jobs (PyTorchJob) and MPIJob v2beta1 share condition types:
@@ -138,6 +141,10 @@ def observe(child: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], 
             return Observation("Failed", problem[0], f"{message}; {problem[1]}")
         return Observation("Failed", str(cond.get("reason") or "JobFailed"), message)
     if cond := _true(conditions, "Suspended"):
+        queue = ((child.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+        if queue and not suspend_requested:
+            # Kueue keeps queued jobs suspended until it admits them: for the user that is "waiting".
+            return Observation("Pending", "WaitingForQueue", f"queued in Kueue LocalQueue {queue}; waiting for admission (quota)")
         return Observation("Suspended", "JobSuspended", str(cond.get("message") or "the job is suspended"))
     if _true(conditions, "Restarting"):
         detail = f": {problem[1]}" if problem else ""

@@ -105,7 +105,7 @@ class StatusSync:
                 )
                 reading = read_log(text)
         exporting = reading.exporting if reading else status.get("phase") == "Exporting"
-        obs = observe(child, pods, exporting)
+        obs = observe(child, pods, exporting, suspend_requested=bool((obj.get("spec") or {}).get("suspend")))
         if child is None:
             obs = Observation("Failed", "JobDeleted", f"the {ref['kind']} {ref['name']} was deleted; create a new FineTuneJob to train again")
         # Conditions carry the generation the handlers last acted on, not one they have not seen yet.
