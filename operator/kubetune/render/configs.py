@@ -23,7 +23,9 @@ def dump_json(data: Any) -> str:
 
 
 def dump_yaml(data: Any) -> str:
-    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False))
+    # allow_unicode=False: PyYAML's emitter writes some characters raw (NEL in
+    # single quotes) that its own reader then folds; escaped ASCII always round-trips.
+    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=False, default_flow_style=False))
 
 
 # --- DeepSpeed --------------------------------------------------------------------
