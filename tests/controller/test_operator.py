@@ -278,3 +278,33 @@ async def test_delete_is_not_blocked_and_children_are_left_to_the_garbage_collec
     await eventually(lambda: phase_is(cluster, "Pending"), what="the recreated job")
     assert cluster.read(*PTJ, NS, "qwen-lora")["metadata"]["ownerReferences"][0]["uid"] == again["metadata"]["uid"]
     assert not any(c.verb == "delete" for c in cluster.calls[calls_before:]), "the operator deletes nothing itself"
+
+
+async def test_progress_follows_a_replaced_rank0_pod_and_steady_jobs_list_no_pods(cluster: Cluster, operator: Any) -> None:
+    await operator()
+    await cluster.put_object(*FTJ, example_job())
+    await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
+    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
+    pod = await start_pod(cluster, "PyTorchJob", NS, "qwen-lora")
+    cluster.append_log(NS, pod, progress_line(10, 100, 2.0))
+    await eventually(lambda: status(cluster).get("progress", {}).get("step") == 10, what="step 10")
+
+    lists = sum(1 for c in cluster.calls if c.resource == "pods" and c.verb == "list")
+    logs_before = sum(1 for c in cluster.calls if c.subresource == "log")
+    await eventually(lambda: sum(1 for c in cluster.calls if c.subresource == "log") >= logs_before + 3, what="three more log reads")
+    assert sum(1 for c in cluster.calls if c.resource == "pods" and c.verb == "list") == lists, "a steady running job needs no pod LIST"
+
+    # The kubelet replaces the Master pod (node lost): progress continues from the new pod's log.
+    await cluster.remove("v1", "pods", NS, pod)
+    new_pod = "qwen-lora-master-0-b"
+    await cluster.put_object(
+        "v1",
+        "pods",
+        {
+            "metadata": {"name": new_pod, "namespace": NS, "labels": {"training.kubeflow.org/job-name": "qwen-lora", "training.kubeflow.org/replica-type": "master"}},
+            "spec": {"containers": [{"name": "pytorch"}]},
+            "status": {"phase": "Running"},
+        },
+    )
+    cluster.append_log(NS, new_pod, progress_line(40, 100, 1.5))
+    await eventually(lambda: status(cluster).get("progress", {}).get("step") == 40, what="progress from the new pod")

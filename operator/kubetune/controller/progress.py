@@ -16,10 +16,11 @@ TrainJob status):
   between pods and operator, the status schema stays validated in one place).
 
 Cost: while a job is Running the operator makes one ``GET pods/log?tailLines=N``
-on the rank-0 pod per interval (default 15 s) plus one ``LIST pods`` by label
-(which it needs anyway to explain Pending/ImagePullBackOff/OOMKilled): two
-cheap reads per running job per interval, independent of how often the trainer
-logs.  Latency is one interval.  The limit is visibility: a progress line older
+on the rank-0 pod per interval (default 15 s), next to the ``GET`` of the child
+job it needs anyway: two cheap reads per running job per interval, however
+often the trainer logs.  (A ``LIST pods`` by label finds rank 0 once, and again
+only when the job is not Running, to explain Pending/ImagePullBackOff/OOMKilled,
+or when the pod was replaced.)  1000 running jobs at 15 s: ~133 reads/s.  Latency is one interval.  The limit is visibility: a progress line older
 than the last ``tailLines`` lines is not seen, so the trainer prints one line
 per logging step (small) and the operator keeps the last known progress when a
 tail holds none.

@@ -93,6 +93,15 @@ def _true(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, A
     return cond if cond is not None and cond.get("status") == "True" else None
 
 
+def child_state(child: Mapping[str, Any]) -> str | None:
+    """The child's current state: its most significant True condition type."""
+    conditions = (child.get("status") or {}).get("conditions") or []
+    for type_ in ("Succeeded", "Failed", "Suspended", "Restarting", "Running", "Created"):
+        if _true(conditions, type_):
+            return type_
+    return None
+
+
 def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     """The most useful reason a training pod is stuck or died: (Reason, message) or None."""
     for pod in pods:

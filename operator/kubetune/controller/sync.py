@@ -5,9 +5,9 @@ that has a timer or daemon, so a stopped operator would block ``kubectl delete
 ftj``; this operator adds no finalizer at all (children go by ownerReference,
 outputs on PVCs are never touched).  The loop reads the FineTuneJobs from the
 operator's own watch (kopf's ``on.event`` feeds ``observe``), so it costs no
-LIST; per started, unfinished job and interval it makes one GET of the child,
-one LIST of its pods by label and, once rank 0 runs, one GET of its log tail
-(see ``progress``).  It writes status with a merge patch that carries the
+LIST; per started, unfinished job and interval it makes one GET of the child
+and, once rank 0 runs, one GET of its log tail (see ``progress``); pods are
+LISTed by label only while the job is not Running or rank 0 is not yet known.  It writes status with a merge patch that carries the
 object's resourceVersion: if a handler wrote in between, the API answers 409
 and the loop simply retries next interval instead of overwriting newer data.
 """
@@ -26,7 +26,7 @@ from .children import plural_of
 from .kube import ApiError
 from .progress import LogReading, read_log
 from .runtime import Runtime
-from .status import LABEL_JOB_NAME, Observation, now_rfc3339, observe, phase_conditions, rank0_pod
+from .status import LABEL_JOB_NAME, Observation, child_state, now_rfc3339, observe, phase_conditions, rank0_pod
 
 log = logging.getLogger("kubetune.operator.sync")
 
@@ -38,6 +38,8 @@ class StatusSync:
         self.rt = rt
         self.jobs: dict[Key, dict[str, Any]] = {}
         self.wakeup = asyncio.Event()
+        self.rank0: dict[Key, tuple[str, str | None]] = {}
+        """Rank-0 pod and container per running job, so a steady job needs no LIST."""
 
     # --- fed by kopf's watch -----------------------------------------------------
 
@@ -46,6 +48,7 @@ class StatusSync:
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if event_type == "DELETED":
             self.jobs.pop(key, None)
+            self.rank0.pop(key, None)
         else:
             self.jobs[key] = dict(obj)
 
@@ -96,14 +99,7 @@ class StatusSync:
         pods: list[dict[str, Any]] = []
         reading: LogReading | None = None
         if child is not None:
-            pods = await kube.list("v1", "pods", namespace, f"{LABEL_JOB_NAME}={ref['name']}")
-            rank0 = rank0_pod(pods)
-            if rank0 is not None and (rank0.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed"):
-                containers = (rank0.get("spec") or {}).get("containers") or [{}]
-                text = await kube.pod_log(
-                    namespace, rank0["metadata"]["name"], containers[0].get("name"), config.log_tail_lines, config.log_limit_bytes
-                )
-                reading = read_log(text)
+            pods, reading = await self._pods_and_log((namespace, meta["name"]), namespace, ref["name"], child)
         exporting = reading.exporting if reading else status.get("phase") == "Exporting"
         obs = observe(child, pods, exporting, suspend_requested=bool((obj.get("spec") or {}).get("suspend")))
         if child is None:
@@ -118,6 +114,38 @@ class StatusSync:
         if new.get("phase") and new["phase"] != status.get("phase"):
             kind = "Warning" if new["phase"] == "Failed" else "Normal"
             await self.rt.post_event(result, kind, new["phase"], obs.message)
+
+
+    async def _pods_and_log(
+        self, key: Key, namespace: str, job: str, child: Mapping[str, Any]
+    ) -> tuple[list[dict[str, Any]], LogReading | None]:
+        """The job's pods (when worth listing) and what rank 0's log tail says.
+
+        While the child is Running and rank 0's pod is known, the LIST is skipped:
+        a steady running job costs two reads per interval (child + log).  Any other
+        state, or a rank-0 pod that vanished (restart), lists the pods again.
+        """
+        config = self.rt.config
+        pods: list[dict[str, Any]] = []
+        known = self.rank0.get(key)
+        if known is None or child_state(child) != "Running":
+            pods = await self.rt.kube.list("v1", "pods", namespace, f"{LABEL_JOB_NAME}={job}")
+            rank0 = rank0_pod(pods)
+            known = None
+            if rank0 is not None and (rank0.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed"):
+                containers = (rank0.get("spec") or {}).get("containers") or [{}]
+                known = (rank0["metadata"]["name"], containers[0].get("name"))
+                self.rank0[key] = known
+        if known is None:
+            return pods, None
+        try:
+            text = await self.rt.kube.pod_log(namespace, known[0], known[1], config.log_tail_lines, config.log_limit_bytes)
+        except ApiError as exc:
+            if exc.status in (400, 404):  # pod replaced or not started yet: look again next interval
+                self.rank0.pop(key, None)
+                return pods, None
+            raise
+        return pods, read_log(text)
 
 
 def _due(obj: Mapping[str, Any]) -> bool:
