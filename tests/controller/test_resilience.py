@@ -121,3 +121,22 @@ async def test_immutable_change_while_the_operator_was_down_is_still_rejected(cl
     assert validated["reason"] == "ImmutableFieldChanged" and "spec.resources" in validated["message"]
     assert cluster.read(*CM, NS, "qwen-lora-config") == cm_before
     assert status(cluster)["gpus"] == 8
+
+
+async def test_missing_kubeflow_crd_is_reported_and_the_job_starts_once_installed(cluster: Cluster, operator: Any, config: Any) -> None:
+    import dataclasses
+
+    pytorchjobs = cluster.kinds.pop(("kubeflow.org", "v1", "pytorchjobs"))
+    await operator(dataclasses.replace(config, retry_delay_s=0.1))
+    await cluster.put_object(*FTJ, example_job())
+    created = await eventually(
+        lambda: next((c for c in status(cluster).get("conditions") or [] if c["type"] == "Created"), None), what="Created condition"
+    )
+    assert created["status"] == "False" and created["reason"] == "KindNotInstalled"
+    assert "Kubeflow training-operator" in created["message"] and status(cluster)["phase"] == "Pending"
+
+    cluster.kinds[("kubeflow.org", "v1", "pytorchjobs")] = pytorchjobs  # the admin installs Kubeflow
+    await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), timeout=20, what="the PyTorchJob once Kubeflow is installed")
+    await eventually(lambda: status(cluster).get("job"), what="status.job")
+    kinds = sum(1 for e in cluster.objects(*EVENTS, NS) if e["reason"] == "KindNotInstalled")
+    assert kinds == 1, "one Warning, not one per retry"

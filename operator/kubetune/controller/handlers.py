@@ -56,8 +56,8 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime, sync: StatusSync) -> 
         with rt.metrics.timed("start"):
             try:
                 _to_status(patch, await reconcile.start(rt, _raw(body)))
-            except reconcile.Rejected as exc:
-                _to_status(patch, exc.status)  # kopf applies the patch, then stops retrying
+            except (reconcile.Rejected, reconcile.Deferred) as exc:
+                _to_status(patch, exc.status)  # kopf applies the patch, then stops (Rejected) or retries (Deferred)
                 raise
         sync.wakeup.set()
 
@@ -66,7 +66,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime, sync: StatusSync) -> 
         with rt.metrics.timed("update"):
             try:
                 _to_status(patch, await reconcile.spec_changed(rt, _raw(body)))
-            except reconcile.Rejected as exc:
+            except (reconcile.Rejected, reconcile.Deferred) as exc:
                 _to_status(patch, exc.status)
                 raise
         sync.wakeup.set()

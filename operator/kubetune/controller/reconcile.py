@@ -84,7 +84,9 @@ async def start(rt: Runtime, obj: Mapping[str, Any]) -> Status:
         try:
             await apply_children(rt.kube, rendered)
         except ApiError as exc:
-            if exc.transient or exc.status in (401, 403, 404):
+            if exc.status == 404:
+                await _kind_missing(rt, obj, status, rendered.workload, exc)
+            if exc.transient or exc.status in (401, 403):
                 raise
             return await _child_rejected(rt, obj, status, exc)
     gen, now = _generation(obj), now_rfc3339()
@@ -102,6 +104,21 @@ async def start(rt: Runtime, obj: Mapping[str, Any]) -> Status:
     out.update(phase="Pending", message=f"created {kinds}; waiting for the training pods")
     await rt.post_event(obj, "Normal", "Created", f"created {kinds}")
     return out
+
+
+async def _kind_missing(rt: Runtime, obj: Mapping[str, Any], status: Mapping[str, Any], workload: Mapping[str, Any], exc: ApiError) -> None:
+    """The cluster does not serve the child's kind (Kubeflow not installed): say so, retry later."""
+    gen, now = _generation(obj), now_rfc3339()
+    kind, api_version = workload["kind"], workload["apiVersion"]
+    operator_name = "mpi-operator (MPIJob v2beta1)" if kind == "MPIJob" else "Kubeflow training-operator (PyTorchJob v1)"
+    message = f"the cluster does not serve {kind} {api_version}: install the {operator_name}; retrying ({exc.message})"
+    conditions = set_condition(status.get("conditions"), "Created", False, "KindNotInstalled", message, gen, now)
+    previous = get_condition(status.get("conditions"), "Created")
+    if previous is None or previous.get("reason") != "KindNotInstalled":  # one Event, not one per retry
+        await rt.post_event(obj, "Warning", "KindNotInstalled", message)
+    out: Status = {"observedGeneration": gen, "conditions": conditions, "phase": "Pending", "message": message}
+    rt.metrics.api_retries.labels("404").inc()
+    raise Deferred(out, message, delay=6 * rt.config.retry_delay_s)
 
 
 async def _child_rejected(rt: Runtime, obj: Mapping[str, Any], status: Mapping[str, Any], exc: ApiError) -> Status:
@@ -153,3 +170,11 @@ class Rejected(kopf.PermanentError):
         super().__init__(message)
         self.status = status
 
+
+
+class Deferred(kopf.TemporaryError):
+    """Retry later; the status to report meanwhile travels with the error."""
+
+    def __init__(self, status: Status, message: str, delay: float) -> None:
+        super().__init__(message, delay=delay)
+        self.status = status
