@@ -70,7 +70,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     options = RenderOptions(backend=args.backend, **({"image": args.image} if args.image else {}))
     objects: list[dict[str, Any]] = []
     for job in jobs:
-        objects.extend(render(job, options).objects)
+        try:
+            objects.extend(render(job, options).objects)
+        except ValueError as exc:  # an option that contradicts the spec, e.g. --backend mpijob with launcher torchrun
+            print(f"kubetune render: {job.name}: {exc}", file=sys.stderr)
+            return 1
     sys.stdout.write(_dump(objects, args.output))
     return 0
 

@@ -1,0 +1,184 @@
+"""``kubetune render`` and ``kubetune validate`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubetune.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+LORA = EXAMPLES / "finetune-lora.yaml"
+FULL = EXAMPLES / "finetune-full.yaml"
+
+BAD = """\
+apiVersion: kubetune.io/v1alpha1
+kind: FineTuneJob
+metadata:
+  name: broken
+spec:
+  model:
+    name: Qwen/Qwen1.5-1.8B
+    template: qwn
+  datasets:
+    - name: d
+      path: data.jsonl
+      revision: v1
+  method: qlora
+  training:
+    learningRate: fast
+  storage:
+    outputs:
+      claimName: out
+  extraArgs:
+    learning_rate: 0.1
+"""
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_render_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "render", str(LORA))
+    assert code == 0
+    objects = list(yaml.safe_load_all(out))
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [("ConfigMap", "qwen-lora-config"), ("PyTorchJob", "qwen-lora")]
+
+
+def test_render_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "render", "-o", "json", str(LORA))
+    assert code == 0
+    objects = json.loads(out)
+    assert [o["kind"] for o in objects] == ["ConfigMap", "PyTorchJob"]
+
+
+def test_render_backend_override_and_image(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "render", "--backend", "mpijob", "--image", "registry.local/t:1", str(LORA))
+    assert code == 0
+    workload = list(yaml.safe_load_all(out))[1]
+    assert workload["kind"] == "MPIJob"
+    launcher = workload["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
+    assert launcher["image"] == "registry.local/t:1"
+
+
+def test_render_backend_override_that_contradicts_spec(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    doc = yaml.safe_load(LORA.read_text())
+    doc["spec"]["distributed"]["launcher"] = "accelerate"
+    path = tmp_path / "acc.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    code, out, err = run(capsys, "render", "--backend", "mpijob", str(path))
+    assert code == 1 and out == ""
+    assert "launcher" in err
+
+
+def test_render_multiple_files(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "render", str(LORA), str(FULL))
+    assert code == 0
+    names = [o["metadata"]["name"] for o in yaml.safe_load_all(out)]
+    assert names == ["qwen-lora-config", "qwen-lora", "qwen-full-config", "qwen-full"]
+
+
+def test_render_refuses_invalid_job(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    code, out, err = run(capsys, "render", str(bad))
+    assert code == 1 and out == ""
+    assert "spec.training.learningRate" in err
+
+
+def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "validate", "--skip-llamafactory", str(LORA), str(FULL))
+    assert code == 0
+    assert "qwen-lora is valid" in out and "qwen-full is valid" in out
+
+
+def test_validate_prints_every_problem_with_its_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD)
+    code, _, err = run(capsys, "validate", "--skip-llamafactory", str(bad))
+    assert code == 1
+    for path in (
+        "spec.training.learningRate",
+        "spec.model.template",
+        "spec.datasets[0].revision",
+        "spec.extraArgs.learning_rate",
+    ):
+        assert f"{bad}: {path}: " in err, f"{path} missing from:\n{err}"
+    assert "did you mean 'qwen'" in err
+    assert "spec.training.learningRate instead" in err
+
+
+def test_validate_bad_yaml(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spec: [unclosed\n  - x: {")
+    code, _, err = run(capsys, "validate", str(bad))
+    assert code == 1 and "not valid YAML" in err
+
+
+def test_validate_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "validate", str(tmp_path / "nope.yaml"))
+    assert code == 1 and "no such file" in err
+
+
+def test_validate_file_without_jobs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    other = tmp_path / "cm.yaml"
+    other.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    code, _, err = run(capsys, "validate", str(other))
+    assert code == 1 and "no FineTuneJob" in err
+
+
+def test_validate_multi_document_labels_each_document(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    both = tmp_path / "both.yaml"
+    both.write_text(LORA.read_text() + "\n---\n" + BAD)
+    code, out, err = run(capsys, "validate", "--skip-llamafactory", str(both))
+    assert code == 1
+    assert f"{both}: FineTuneJob qwen-lora is valid" in out
+    assert f"{both}#1: spec.model.template" in err
+
+
+def test_cli_import_stays_light() -> None:
+    """`kubetune render` must start fast and work without the ML stack or a cluster client."""
+    heavy = ["torch", "transformers", "llamafactory", "kopf", "kubernetes"]
+    code = f"import sys, kubetune.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_cli_render_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys; from kubetune.cli import main; "
+        f"rc = main(['render', {str(LORA)!r}]); "
+        "print('HEAVY', [m for m in ('torch', 'transformers', 'llamafactory', 'kopf', 'kubernetes') if m in sys.modules], file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stderr
+
+
+@pytest.mark.train
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("llamafactory"), reason="needs the train extra (llamafactory)")
+def test_validate_runs_llamafactorys_own_rules(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A rule only LLaMA-Factory knows (predict_with_generate is SFT-only) is caught before submission."""
+    doc = yaml.safe_load(LORA.read_text())
+    doc["spec"]["training"]["stage"] = "pt"
+    doc["spec"]["datasets"] = [{"name": "text", "path": "corpus.jsonl", "format": "alpaca", "columns": {"prompt": "text"}}]
+    doc["spec"]["extraArgs"] = {"predict_with_generate": True}
+    path = tmp_path / "pt.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert run(capsys, "validate", "--skip-llamafactory", str(path))[0] == 0, "kubetune's own checks accept it"
+    code, _, err = run(capsys, "validate", str(path))
+    assert code == 1
+    assert "LLaMA-Factory rejects" in err and "predict_with_generate" in err
+    assert run(capsys, "validate", str(LORA))[0] == 0
