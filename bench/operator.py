@@ -12,6 +12,8 @@ N FineTuneJobs in one burst and reports:
 * then every child is marked Running with a rank-0 pod and one progress line,
   and it reports the seconds and requests per job until every status shows
   the progress (one status-sync round: GET child, LIST pods, GET log, PATCH status);
+* then one more progress line per job, and the requests per job of that steady
+  round (rank 0 known: GET child, GET log, PATCH status);
 * the operator's peak RSS (VmHWM).
 
 The emulator answers from memory on loopback, so the numbers are the
@@ -129,6 +131,16 @@ async def run(n: int, sync_interval: float, timeout: float) -> dict[str, float]:
 
             t_progress = await wait_for(all_progress, timeout + sync_interval)
             sync_calls = cluster.calls[before:]
+
+            before = len(cluster.calls)
+            for name in names:  # one more log line each: a steady round (rank 0 known, no LIST)
+                cluster.append_log("bench", f"{name}-master-0", progress_line(2, 10, 1.5))
+
+            def all_step2() -> bool:
+                return all(((cluster.store[k].get("status") or {}).get("progress") or {}).get("step") == 2 for k in ftjs)
+
+            t_steady = await wait_for(all_step2, timeout + sync_interval)
+            steady_calls = cluster.calls[before:]
             rss = peak_rss_mib(proc.pid)
         finally:
             proc.send_signal(signal.SIGINT)
@@ -144,6 +156,8 @@ async def run(n: int, sync_interval: float, timeout: float) -> dict[str, float]:
     print(f"API requests (create)    {len(create_calls):8d}     ({len(create_calls) / n:.2f}/job)  {breakdown(create_calls)}")
     print(f"progress everywhere in   {t_progress:8.2f} s   (sync interval {sync_interval} s)")
     print(f"API requests (1st sync)  {len(sync_calls):8d}     ({len(sync_calls) / n:.2f}/job)  {breakdown(sync_calls)}")
+    print(f"steady round in          {t_steady:8.2f} s")
+    print(f"API requests (steady)    {len(steady_calls):8d}     ({len(steady_calls) / n:.2f}/job)  {breakdown(steady_calls)}")
     print(f"operator peak RSS        {rss:8.1f} MiB ({rss / n * 1024:.1f} KiB/job)")
     return {"n": n, "children_s": t_children, "status_s": t_status, "requests_per_job": len(create_calls) / n, "rss_mib": rss}
 
