@@ -22,10 +22,13 @@ def dump_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+_Dumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump_yaml(data: Any) -> str:
     # allow_unicode=False: PyYAML's emitter writes some characters raw (NEL in
     # single quotes) that its own reader then folds; escaped ASCII always round-trips.
-    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=False, default_flow_style=False))
+    return str(yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=False, default_flow_style=False))
 
 
 # --- DeepSpeed --------------------------------------------------------------------

@@ -102,7 +102,7 @@ def training(plan: Plan) -> None:
 
 
 def build(plan: Plan) -> Rendered:
-    config_map = render_manifest("configmap.yaml.j2", plan=plan)
+    config_map = render_manifest("configmap.json.j2", plan=plan)
     workload = get_backend(plan.backend).build(plan)
     return Rendered(
         job=plan.job,

@@ -47,7 +47,7 @@ class MPIJobBackend:
         scratch = [v for v in plan.volumes if v["name"] == "scratch"]
         scratch_mounts = [m for m in plan.volume_mounts if m["name"] == "scratch"]
         return render_manifest(
-            "mpijob.yaml.j2",
+            "mpijob.json.j2",
             plan=plan,
             labels=child_labels(plan),
             slots_per_worker=plan.procs_per_node,

@@ -27,7 +27,7 @@ class PyTorchJobBackend:
         if plan.nodes > 1:
             roles.append(("Worker", plan.nodes - 1))
         return render_manifest(
-            "pytorchjob.yaml.j2",
+            "pytorchjob.json.j2",
             plan=plan,
             labels=child_labels(plan),
             roles=roles,
