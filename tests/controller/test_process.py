@@ -117,3 +117,38 @@ def test_the_operator_never_imports_the_ml_stack() -> None:
     code = "import sys, kubetune.controller.main; print(sorted(m for m in ('torch', 'transformers', 'llamafactory') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+async def test_kubetune_operator_command_runs_against_kubeconfig(cluster: Cluster, tmp_path: Path) -> None:
+    """`kubetune operator` as a user starts it: a process, credentials from $KUBECONFIG, clean exit on SIGINT."""
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    config = tmp_path / "config"
+    config.write_text(
+        KUBECONFIG.replace('"https://k8s.example:6443", insecure-skip-tls-verify: true', f'"{str(cluster.url).rstrip("/")}"'),
+        encoding="utf-8",
+    )
+    cmd = [sys.executable, "-m", "kubetune", "operator", "--peering", "", "--sync-interval", "0.5",
+           "--metrics-port", str(free_port()), "--health-port", str(free_port())]  # fmt: skip
+    proc = subprocess.Popen(cmd, env={**os.environ, "KUBECONFIG": str(config)}, stderr=subprocess.PIPE, text=True)
+    try:
+        await eventually(lambda: cluster.open_watches > 0 or proc.poll() is not None, timeout=60, what="the operator's watch")
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        await cluster.put_object(*FTJ, example_job())
+        await eventually(lambda: cluster.read(*PTJ, "team-a", "qwen-lora"), timeout=30, what="the PyTorchJob")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        for _ in range(200):
+            if proc.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            proc.kill()
+    assert proc.returncode == 0
+    assert proc.stderr is not None
+    first_line = proc.stderr.readline()
+    assert first_line.startswith("{") and '"message"' in first_line, "logs are JSON lines"
