@@ -140,3 +140,30 @@ async def test_missing_kubeflow_crd_is_reported_and_the_job_starts_once_installe
     await eventually(lambda: status(cluster).get("job"), what="status.job")
     kinds = sum(1 for e in cluster.objects(*EVENTS, NS) if e["reason"] == "KindNotInstalled")
     assert kinds == 1, "one Warning, not one per retry"
+
+
+async def test_status_loop_pauses_while_a_higher_priority_peer_runs(cluster: Cluster, operator: Any, config: Any) -> None:
+    import asyncio
+    import dataclasses
+    import datetime
+
+    cluster.declare("kopf.dev/v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False, has_status=False)
+    await cluster.put_object("kopf.dev/v1", "clusterkopfpeerings", {"metadata": {"name": "kubetune"}})
+    await operator(dataclasses.replace(config, peering="kubetune"))
+    await cluster.put_object(*FTJ, example_job())
+    await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
+    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
+    pod = await start_pod(cluster, "PyTorchJob", NS, "qwen-lora")
+    cluster.append_log(NS, pod, progress_line(10, 100, 2.0))
+    await eventually(lambda: status(cluster).get("progress", {}).get("step") == 10, what="step 10")
+
+    now = datetime.datetime.now(datetime.UTC).isoformat()
+    laptop = {"priority": 100, "lifetime": 60, "lastseen": now}
+    await cluster.mutate("kopf.dev/v1", "clusterkopfpeerings", None, "kubetune", lambda o: o.setdefault("status", {}).update(laptop=laptop))
+    await asyncio.sleep(0.5)  # let both kopf and the loop see the peer
+    cluster.append_log(NS, pod, progress_line(20, 100, 1.8))
+    await asyncio.sleep(1.5)  # several sync intervals (0.2 s)
+    assert status(cluster)["progress"]["step"] == 10, "a paused operator must not write status"
+
+    await cluster.mutate("kopf.dev/v1", "clusterkopfpeerings", None, "kubetune", lambda o: o["status"].pop("laptop"))
+    await eventually(lambda: status(cluster).get("progress", {}).get("step") == 20, what="resumed after the peer left")

@@ -108,3 +108,21 @@ def test_a_job_kueue_has_not_admitted_is_pending_not_suspended() -> None:
     waiting = observe(queued, [], False, suspend_requested=False)
     assert (waiting.phase, waiting.reason) == ("Pending", "WaitingForQueue") and "gpus" in waiting.message
     assert observe(queued, [], False, suspend_requested=True).phase == "Suspended"
+
+
+def test_peering_pauses_for_live_peers_of_higher_or_equal_priority() -> None:
+    import datetime
+
+    from kubetune.controller.peering import blocking_peers
+
+    now = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
+    fresh, stale = "2026-11-28T11:59:50+00:00", "2026-11-28T11:00:00+00:00"
+    peers = {
+        "me": {"priority": 0, "lifetime": 60, "lastseen": fresh},
+        "laptop": {"priority": 100, "lifetime": 60, "lastseen": fresh},
+        "crashed": {"priority": 100, "lifetime": 60, "lastseen": stale},
+        "twin": {"priority": 0, "lifetime": 60, "lastseen": fresh},
+        "lower": {"priority": -5, "lifetime": 60, "lastseen": fresh},
+    }
+    assert sorted(blocking_peers(peers, "me", 0, now)) == ["laptop", "twin"]
+    assert blocking_peers(peers, "laptop", 100, now) == []

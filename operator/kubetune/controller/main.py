@@ -8,7 +8,8 @@ election: every operator announces itself with a priority and the ones with a
 lower priority pause their handlers.  It makes an accidental second operator
 (say, ``kubetune operator --priority 100`` on a laptop against the cluster,
 for debugging) take over safely instead of racing the in-cluster one.
-``--peering ''`` runs standalone.
+``--peering ''`` runs standalone.  The status loop (not a kopf handler) applies
+kopf's pause rule itself from the same peering object (see ``peering``).
 
 The process serves: kopf's liveness endpoint on ``--health-port``
 (``/healthz``), Prometheus metrics on ``--metrics-port`` (``/metrics``: jobs
@@ -80,6 +81,7 @@ async def serve(
             standalone=config.peering is None,
             peering_name=config.peering,
             priority=config.priority,
+            identity=rt.identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
             liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
             stop_flag=stop_flag,
             ready_flag=ready_flag,

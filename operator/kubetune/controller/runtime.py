@@ -16,6 +16,7 @@ from kubetune.render import RenderOptions
 
 from .kube import ApiError, Connection, Kube
 from .metrics import Metrics
+from .peering import own_identity
 from .status import now_rfc3339
 
 log = logging.getLogger("kubetune.operator")
@@ -48,6 +49,8 @@ class Runtime:
     config: OperatorConfig
     kube: Kube
     metrics: Metrics
+    identity: str = field(default_factory=own_identity)
+    """Peer id shared by kopf and the status loop."""
 
     async def post_event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """A Kubernetes Event on the FineTuneJob; a failure to post is logged, never raised."""

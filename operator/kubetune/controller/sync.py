@@ -24,6 +24,7 @@ from kubetune.api.contract import API_VERSION, PLURAL
 
 from .children import plural_of
 from .kube import ApiError
+from .peering import paused
 from .progress import LogReading, read_log
 from .runtime import Runtime
 from .status import LABEL_JOB_NAME, Observation, child_state, now_rfc3339, observe, phase_conditions, rank0_pod
@@ -62,9 +63,11 @@ class StatusSync:
     # --- the loop ------------------------------------------------------------------
 
     async def run(self) -> None:
+        config = self.rt.config
         while True:
             try:
-                await self.tick()
+                if not await paused(self.rt.kube, config.peering, config.namespaces, self.rt.identity, config.priority):
+                    await self.tick()
             except Exception:  # the loop must outlive any single bad object
                 log.exception("status sync tick failed")
             try:
