@@ -268,3 +268,20 @@ def test_image_option_and_layout() -> None:
     assert _main_container(pod_templates(rendered.workload)["Master"])["image"] == "my/image:2"
     assert rendered.train_args["output_dir"] == "/o/team-a/demo"
     assert rendered.train_args["dataset_dir"] == "/o/team-a/demo/data"
+
+
+def test_mpijob_rendezvous_is_the_first_worker() -> None:
+    job = JobBuilder().set("spec.distributed", {"backend": "mpijob", "masterPort": 29500}).build()
+    launcher = _main_container(render(job).workload["spec"]["mpiReplicaSpecs"]["Launcher"]["template"])
+    env = _env(launcher)
+    assert env["MASTER_ADDR"] == "demo-worker-0.demo.team-a.svc" and env["MASTER_PORT"] == "29500"
+    argv = launcher["command"]
+    assert {"MASTER_ADDR", "MASTER_PORT"} <= {argv[i + 1] for i, a in enumerate(argv) if a == "-x"}
+
+
+def test_spec_file_names_the_backend_actually_rendered() -> None:
+    import json
+
+    rendered = render(JobBuilder().build(), RenderOptions(backend="mpijob"))
+    spec = json.loads(rendered.files["finetunejob.json"])["spec"]
+    assert spec["distributed"]["backend"] == "mpijob"

@@ -190,12 +190,16 @@ def export_args(job: FineTuneJob, layout: Layout, output_dir: str) -> dict[str, 
     return args
 
 
-def spec_document(job: FineTuneJob, namespace: str) -> dict[str, Any]:
+def spec_document(job: FineTuneJob, namespace: str, backend: str) -> dict[str, Any]:
     """finetunejob.json: what the trainer reads for everything train.yaml cannot say
-    (dataset sources, export, resources)."""
+    (dataset sources, export, resources).  ``distributed.backend`` is the one actually
+    rendered (``kubetune render --backend`` may override the spec), so the trainer and
+    the pods it runs in agree on the launcher."""
+    spec = job.spec.to_api()
+    spec["distributed"]["backend"] = backend
     return {
         "apiVersion": job.api_version,
         "kind": job.kind,
         "metadata": {"name": job.name, "namespace": namespace},
-        "spec": job.spec.to_api(),
+        "spec": spec,
     }

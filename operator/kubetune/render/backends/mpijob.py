@@ -39,7 +39,14 @@ class MPIJobBackend:
     def build(self, plan: Plan) -> dict[str, Any]:
         user_names = set(user_env_names(plan))
         own_names = [e["name"] for e in plan.env if e["name"] not in user_names]
-        launcher_env = list(plan.env)
+        # Rendezvous for torch.distributed/DeepSpeed in the mpirun-started processes: the first
+        # worker, by the stable name mpi-operator gives it (<job>-worker-0 under the job's headless Service).
+        rendezvous = [
+            {"name": "MASTER_ADDR", "value": f"{plan.name}-worker-0.{plan.name}.{plan.namespace}.svc"},
+            {"name": "MASTER_PORT", "value": str(plan.job.spec.distributed.master_port)},
+        ]
+        own_names += [e["name"] for e in rendezvous]
+        launcher_env = list(plan.env) + rendezvous
         if user_names:
             launcher_env.append(
                 {"name": "OMPI_MCA_mca_base_env_list", "value": ";".join(sorted(user_names))}
