@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -17,5 +18,8 @@ def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> TinyAssets:
 
 @pytest.fixture(scope="session")
 def torch_extensions(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One DeepSpeed op cache for the session: the first DeepSpeed test pays the compile."""
-    return tmp_path_factory.mktemp("torch_extensions")
+    """One DeepSpeed op cache for the session: the first DeepSpeed test pays the compile
+    (DeepSpeed's CPU shared-memory op, 1-3 min). KUBETUNE_TEST_TORCH_EXTENSIONS reuses a
+    cache across sessions while developing."""
+    reuse = os.environ.get("KUBETUNE_TEST_TORCH_EXTENSIONS")
+    return Path(reuse) if reuse else tmp_path_factory.mktemp("torch_extensions")
