@@ -96,19 +96,21 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
   resources: [events]
   verbs: [create]
 {{- if .Values.watchNamespaces }}
-# kopf peering, per namespace: watch the KopfPeering and announce this operator in it.
+# kopf peering, per namespace: watch the KopfPeering and announce this operator in it
+# (get: the status loop reads it to pause together with kopf's handlers).
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 {{- end }}
 {{- end -}}
 
 {{/* RBAC rules for cluster-scoped resources. */}}
 {{- define "kubetune.rules.cluster" -}}
 {{- if not .Values.watchNamespaces }}
-# kopf peering, cluster-wide: watch the ClusterKopfPeering and announce this operator in it.
+# kopf peering, cluster-wide: watch the ClusterKopfPeering and announce this operator in it
+# (get: the status loop reads it to pause together with kopf's handlers).
 - apiGroups: [kopf.dev]
   resources: [clusterkopfpeerings]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 {{- end }}
 {{- end -}}
