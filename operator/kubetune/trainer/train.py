@@ -145,7 +145,7 @@ def run(cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink
         follower = LogFollower(cfg.output_dir / TRAINER_LOG, ProgressTracker(sink)).start()
     try:
         if dist.kind == "mpijob":
-            run_in_process(args, distenv.mpi_process_env(env, dist))
+            run_in_process(args, _child_env(distenv.mpi_process_env(env, dist)))
         else:
             args_file = write_args(args, env)
             try:
