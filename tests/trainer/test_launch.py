@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 from kubetune.api import contract
 from kubetune.trainer.errors import Retryable, TrainerError
 from kubetune.trainer.launch import Child, classify
+from trainerlib import TinyAssets
 
 CASES = {
     "CUDA OOM is permanent": (1, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", contract.EXIT_TRAINING),
@@ -84,3 +86,21 @@ def test_signal_handlers_are_restored_after_the_child_ends() -> None:
     before = signal.getsignal(signal.SIGTERM)
     Child([sys.executable, "-c", "pass"], dict(os.environ)).run()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_while_waiting_for_rank_0_exits_retryable(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+    from kubetune.trainer.tiny import tiny_job
+    from trainerlib import make_pod, stage_lines
+
+    pod = make_pod(tmp_path, tiny_job("waiting", tiny_assets), tiny_assets)
+    env = {**pod.env, "MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": "2", "RANK": "1"}  # a worker pod whose master never comes
+    proc = subprocess.Popen([sys.executable, "-m", "kubetune.trainer"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # the data stage has started: the worker now waits for rank 0
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    out = first + out
+    assert proc.returncode == contract.EXIT_RETRYABLE, err
+    assert [(s["stage"], s["event"]) for s in stage_lines(out)] == [("data", "start"), ("data", "failed")]
+    assert not (pod.output_dir / contract.RUN_RECORD_FILE).exists()  # only rank 0 records

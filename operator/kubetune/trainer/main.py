@@ -8,15 +8,17 @@ the exit codes the operator's restart policy relies on.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from kubetune.api import contract
 
 from . import config, data, distenv, export, model, record, train
-from .errors import ConfigError, TrainerError
+from .errors import ConfigError, Retryable, TrainerError
 from .progress import ProgressSink, StdoutProgressSink
 from .stages import stage
 
@@ -91,12 +93,19 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
     return code
 
 
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM outside the training child (while fetching data, waiting for rank 0,
+    exporting): stop with the retryable code, like a preempted training."""
+    raise Retryable(f"received signal {signum} (preemption or deletion)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv:
         print("usage: python -m kubetune.trainer  (driven by $KUBETUNE_CONFIG_DIR and the environment)", file=sys.stderr)
         return contract.EXIT_CONFIG
+    signal.signal(signal.SIGTERM, _stop)
     return run(dict(os.environ))
 
 
