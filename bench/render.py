@@ -9,10 +9,16 @@ reconcile), and ``kubetune --help`` / ``kubetune render`` starting in under
 
 from __future__ import annotations
 
+import sys
+
+# This folder holds bench/operator.py, which would shadow the standard library's
+# `operator` module for every import below: drop the script's folder from the path.
+if sys.path and sys.path[0].rstrip("/").endswith("bench"):
+    del sys.path[0]
+
 import argparse
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
