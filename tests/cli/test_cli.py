@@ -88,6 +88,14 @@ def test_render_multiple_files(capsys: pytest.CaptureFixture[str]) -> None:
     assert names == ["qwen-lora-config", "qwen-lora", "qwen-full-config", "qwen-full"]
 
 
+def test_render_from_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(LORA.read_text()))
+    code, out, _ = run(capsys, "render", "-o", "json", "-")
+    assert code == 0 and [o["kind"] for o in json.loads(out)] == ["ConfigMap", "PyTorchJob"]
+
+
 def test_render_refuses_invalid_job(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD)
