@@ -123,3 +123,19 @@ def test_never_raises_on_any_mutation(path: str, value: Any) -> None:
     assert (job is None) == bool(problems)
     for p in problems:
         assert p.message and "could not validate" not in p.message, p
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected_path", "hint"),
+    [
+        ("spec.extraArgs", {"Bad-Key": 1}, "spec.extraArgs.Bad-Key", "snake_case"),
+        ("spec.model", {"name": "a b", "template": "qwen"}, "spec.model.name", "Hub id"),
+        ("spec.storage", {"outputs": {"claimName": "A_b"}}, "spec.storage.outputs.claimName", "Kubernetes name"),
+        ("spec.datasets", [{"name": "x", "url": "ftp://x"}], "spec.datasets[0].url", "http(s)"),
+    ],
+    ids=["extra-key", "hub-id", "claim-name", "url"],
+)
+def test_pattern_errors_explain_the_expected_form(path: str, value: Any, expected_path: str, hint: str) -> None:
+    _, problems = validate_object(JobBuilder().set(path, value).doc_copy())
+    assert [p.path for p in problems] == [expected_path]
+    assert hint in problems[0].message

@@ -27,6 +27,7 @@ from .catalog import catalog
 from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
 from .types import Problem
 
+_ARG_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _FIELD_AT_START = re.compile(r"^((?:metadata|spec)(?:\.[A-Za-z]+|\[\])*)[ :]")
 
 
@@ -84,7 +85,11 @@ def _raw_semantic_problems(body: dict[str, Any]) -> list[Problem]:
         problems.extend(_template_problems(model["template"]))
     extra = spec.get("extraArgs")
     if isinstance(extra, dict):
-        scalars = {k: v for k, v in extra.items() if isinstance(k, str) and isinstance(v, (bool, int, float, str))}
+        scalars = {
+            k: v
+            for k, v in extra.items()
+            if isinstance(k, str) and _ARG_NAME.match(k) and isinstance(v, (bool, int, float, str))
+        }
         problems.extend(_extra_args_problems(scalars))
     return problems
 
@@ -158,6 +163,10 @@ def _from_pydantic(err: ValidationError) -> list[Problem]:
 def _path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # the error is about a mapping key; the path already ends with it
+            continue
+        if isinstance(part, str) and len(part) > 48:
+            part = part[:45] + "..."
         if isinstance(part, int):
             out += f"[{part}]"
         elif isinstance(part, str) and part.startswith(("function-", "json-or-python", "lax-or-strict")):
@@ -183,6 +192,8 @@ def _join(base: str, field_path: str) -> str:
 def _message(e: Any, loc: tuple[Any, ...]) -> str:
     kind = e["type"]
     msg = str(e["msg"])
+    if loc and loc[-1] == "[key]":
+        return "the key " + _message({**e, "loc": loc[:-1]}, loc[:-1])
     ctx = e.get("ctx") or {}
     got = e.get("input")
     if kind == "missing":
@@ -194,7 +205,7 @@ def _message(e: Any, loc: tuple[Any, ...]) -> str:
     if kind == "literal_error":
         return f"{got!r} is not allowed; use {ctx.get('expected', 'one of the documented values')}"
     if kind == "string_pattern_mismatch":
-        return f"{got!r} does not match {ctx.get('pattern')}: {_pattern_hint(loc)}"
+        return f"{_show(got)} does not match {ctx.get('pattern')}: {_pattern_hint(ctx.get('pattern'))}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"must be an integer, got {_show(got)}"
     if kind in ("float_type", "float_parsing"):
@@ -224,12 +235,20 @@ def _type_name(value: object) -> str:
     )
 
 
-def _pattern_hint(loc: tuple[Any, ...]) -> str:
-    name = str(loc[-1]) if loc else ""
-    if name in ("name", "namespace", "claimName") or "Name" in name:
-        return "use lower-case letters, digits and '-' (a DNS name)"
-    if name in ("path", "subPath"):
-        return "use a relative path of letters, digits and . _ - / (no spaces, quotes or shell characters)"
+_PATTERN_HINTS = (
+    ("[-a-z0-9]", "use lower-case letters, digits and '-' (a Kubernetes name)"),
+    ("@+=/-", "use a relative path of letters, digits and . _ - / (no spaces, quotes or shell characters)"),
+    ("(/[A-Za-z0-9]", "use a Hugging Face Hub id such as Qwen/Qwen1.5-1.8B"),
+    ("^[a-z][a-z0-9_]*$", "use a snake_case LLaMA-Factory argument name, e.g. neftune_noise_alpha"),
+    ("^https?://", "use an http(s) address without spaces, quotes, $ or backslashes"),
+)
+
+
+def _pattern_hint(pattern: object) -> str:
+    text = str(pattern)
+    for marker, hint in _PATTERN_HINTS:
+        if marker in text:
+            return hint
     return "see `kubectl explain finetunejob.spec` for the allowed form"
 
 
