@@ -143,9 +143,12 @@ _TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observatio
 
 
 def dataset_entry(dataset: DatasetSpec, layout: Layout) -> dict[str, Any]:
-    """One dataset_info.json entry (the contract with the trainer, see the module docstring of
-    kubetune.trainer): ``path`` datasets are read in place from the datasets volume;
-    ``hub``/``url`` datasets are materialised by the trainer as ``<name>.jsonl`` in dataset_dir."""
+    """One dataset_info.json entry - the contract with the trainer (kubetune.trainer.data):
+    ``path`` datasets have an absolute file_name and are read in place from the datasets
+    volume (no copy of big data); ``hub``/``url`` datasets have the relative file_name
+    ``<name>.jsonl``, which the trainer materialises in dataset_dir once per job from the
+    source named in finetunejob.json.  Only LLaMA-Factory's own keys appear here: its
+    loader may reject unknown ones."""
     entry: dict[str, Any] = {
         "file_name": f"{layout.datasets_dir}/{dataset.path}" if dataset.path is not None else f"{dataset.name}.jsonl",
         "formatting": dataset.format,

@@ -41,6 +41,7 @@ CONFIG_MAP_SUFFIX = "-config"
 
 
 def resolve(job: FineTuneJob, options: RenderOptions) -> Plan:
+    """Phase 1: every default and option settled once, so later phases never re-decide them."""
     namespace = job.metadata.namespace or options.default_namespace
     backend = options.backend or job.spec.distributed.backend
     d = job.spec.distributed
@@ -85,6 +86,7 @@ def resolve(job: FineTuneJob, options: RenderOptions) -> Plan:
 
 
 def training(plan: Plan) -> None:
+    """Phase 2: what LLaMA-Factory and the trainer read - the ConfigMap's files."""
     job, layout = plan.job, plan.options.layout
     plan.train_args = train_args(job, layout, plan.output_dir, plan.launcher)
     files = {
@@ -102,6 +104,7 @@ def training(plan: Plan) -> None:
 
 
 def build(plan: Plan) -> Rendered:
+    """Phase 5: the ConfigMap, then the backend's job; both from JSON templates."""
     config_map = render_manifest("configmap.json.j2", plan=plan)
     workload = get_backend(plan.backend).build(plan)
     return Rendered(

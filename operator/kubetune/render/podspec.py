@@ -31,7 +31,7 @@ TRAINER_COMMAND: Final = ["python", "-m", "kubetune.trainer"]
 
 
 def schedule(plan: Plan) -> None:
-    """nodeSelector, tolerations, affinity, priority, pull secrets, service account."""
+    """Phase 3: nodeSelector, tolerations, affinity, priority, pull secrets, service account."""
     spec = plan.job.spec
     pod: dict[str, Any] = {}
     s = spec.scheduling
@@ -166,6 +166,7 @@ def container_security_context(*, read_only_root: bool = True) -> dict[str, Any]
 
 
 def build_pod_spec(plan: Plan) -> None:
+    """Phase 4: environment, volumes, resources and security contexts of the training containers."""
     plan.env = environment(plan)
     plan.volumes, plan.volume_mounts = volumes(plan)
     plan.resources = resources(plan)
