@@ -212,7 +212,11 @@ def test_deepspeed_zero2_across_two_mpi_processes(tmp_path: Path, tiny_assets: T
     )
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("127.0.0.1 slots=1\nlocalhost slots=1\n")
-    # What mpirun sets per process (one per GPU); MASTER_ADDR comes from the hostfile, the port from the spec.
+    # The renderer names worker-0 by its cluster DNS name, which cannot resolve here: without it the
+    # trainer takes the rendezvous host from the hostfile's first line (the same pod in a cluster).
+    assert pod.env.pop("MASTER_ADDR") == "ds-mpi-worker-0.ds-mpi.default.svc"
+    assert pod.env["MASTER_PORT"] == str(port)
+    # What mpirun sets per process (one per GPU).
     envs = [
         {**pod.env, "OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "1", "KUBETUNE_MPI_HOSTFILE": str(hostfile)}
         for rank in (0, 1)
