@@ -41,6 +41,12 @@ CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [
     ("extra-wrong-type", JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": "loud"}), "spec.extraArgs.neftune_noise_alpha", ("number",)),
     ("extra-int-for-bool", JobBuilder().set("spec.extraArgs", {"train_on_prompt": 1}), "spec.extraArgs.train_on_prompt", ("true or false",)),
     ("extra-bad-choice", JobBuilder().set("spec.extraArgs", {"report_to": 7}), "spec.extraArgs.report_to", ("string",)),
+    (
+        "fsdp-on-cpu",
+        JobBuilder().set("spec.distributed", {"launcher": "accelerate", "fsdp": True}).set("spec.resources", {"gpusPerNode": 0}).set("spec.training", {"precision": "fp32"}),
+        "spec.distributed.fsdp",
+        ("gpusPerNode",),
+    ),
     ("extra-not-scalar", JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": [1]}), "spec.extraArgs.neftune_noise_alpha", ("single value",)),
 ]
 

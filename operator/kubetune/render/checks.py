@@ -69,6 +69,13 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
                 "of the Kubeflow job append a suffix to it and must stay within 63: choose a shorter name",
             )
         )
+    if job.spec.distributed.fsdp and job.spec.resources.gpus_per_node == 0:
+        problems.append(
+            Problem(
+                "spec.distributed.fsdp",
+                "FSDP shards across GPUs and needs spec.resources.gpusPerNode >= 1; set fsdp: false for CPU training",
+            )
+        )
     problems.extend(_template_problems(job.spec.model.template))
     problems.extend(_extra_args_problems(job.spec.extra_args or {}))
     return problems
