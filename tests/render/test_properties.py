@@ -103,3 +103,19 @@ def test_template_syntax_in_values_is_not_evaluated() -> None:
     job = JobBuilder().set("spec.env", [{"name": "T", "value": "{{ plan.name }}{% if true %}x{% endif %}"}]).build()
     env = pod_templates(render(job).workload)["Master"]["spec"]["containers"][0]["env"]
     assert {"name": "T", "value": "{{ plan.name }}{% if true %}x{% endif %}"} in env
+
+
+def test_free_form_affinity_passes_through_unchanged() -> None:
+    """spec.scheduling.affinity is kept verbatim (as the API server keeps it), hostile strings included."""
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": 'pool"}, "x": {', "operator": "In", "values": ["a\n- b", "{{ plan.name }}", "$(id)"]}]}
+                ]
+            }
+        }
+    }
+    job = JobBuilder().set("spec.scheduling", {"affinity": affinity}).set("spec.resources", {"nodes": 2}).build()
+    for template in pod_templates(render(job).workload).values():
+        assert template["spec"]["affinity"] == affinity
