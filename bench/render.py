@@ -11,11 +11,6 @@ from __future__ import annotations
 
 import sys
 
-# This folder holds bench/operator.py, which would shadow the standard library's
-# `operator` module for every import below: drop the script's folder from the path.
-if sys.path and sys.path[0].rstrip("/").endswith("bench"):
-    del sys.path[0]
-
 import argparse
 import statistics
 import subprocess
