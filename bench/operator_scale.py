@@ -1,6 +1,6 @@
 """Operator scale benchmark (not a test): N FineTuneJobs created at once against the emulated API.
 
-    .venv/bin/python bench/operator.py --jobs 100 1000
+    .venv/bin/python bench/operator_scale.py --jobs 100 1000
 
 For each N it starts the real operator as a separate process (``run_operator``
 with a kubeconfig that points at the emulator, so its RSS is its own), creates
