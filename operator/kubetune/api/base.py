@@ -29,6 +29,9 @@ class ApiModel(BaseModel):
         frozen=True,
         use_attribute_docstrings=True,
         validate_default=True,
+        # Build validators on first use, not at import: `kubetune --help` and the
+        # operator's start-up should not pay for every model up front.
+        defer_build=True,
     )
 
     def to_api(self) -> dict[str, Any]:
