@@ -82,7 +82,7 @@ def _json_records(path: Path) -> Iterator[Any]:
 
 def _table_records(path: Path) -> Iterator[Any]:
     """Records of parquet/csv/arrow files, through the datasets library LLaMA-Factory uses."""
-    import datasets  # noqa: PLC0415 - heavy, only for these formats
+    import datasets  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415 - heavy, only for these formats
 
     builder = {".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}[path.suffix]
     yield from datasets.load_dataset(builder, data_files=str(path), split="train")
@@ -133,7 +133,7 @@ def _url_records(url: str, scratch: Path) -> Iterator[Any]:
 
 
 def _hub_records(spec: DatasetSpec, env: Mapping[str, str]) -> Iterator[Any]:
-    import datasets  # noqa: PLC0415 - heavy, only for hub datasets
+    import datasets  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415 - heavy, only for hub datasets
 
     try:
         ds = datasets.load_dataset(

@@ -23,7 +23,7 @@ from kubetune.api import contract
 from .config import JobConfig
 from .errors import ConfigError
 from .launch import Child
-from .train import _child_env, write_args
+from .train import child_env, write_args
 
 _DIST_ENV = ("FORCE_TORCHRUN", "RANK", "WORLD_SIZE", "LOCAL_RANK", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -45,9 +45,9 @@ def run(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, Any]:
     shutil.rmtree(partial, ignore_errors=True)
     args["export_dir"] = str(partial)
     args_file = write_args(args, env)
-    child_env = {k: v for k, v in env.items() if k not in _DIST_ENV}
+    plain = {k: v for k, v in env.items() if k not in _DIST_ENV}
     try:
-        Child([sys.executable, "-m", "llamafactory.cli", "export", str(args_file)], _child_env(child_env)).run()
+        Child([sys.executable, "-m", "llamafactory.cli", "export", str(args_file)], child_env(plain)).run()
         if final.exists():
             final.rename(final.with_name(f".{final.name}.old-{int(time.time())}"))
         partial.rename(final)

@@ -107,7 +107,8 @@ class Child:
             signal.signal(s, self._forward)
         try:
             assert self._proc.stdout is not None
-            for chunk in iter(lambda: self._proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            fd = self._proc.stdout.fileno()
+            for chunk in iter(lambda: os.read(fd, 65536), b""):
                 console.write_raw(chunk)
                 self.tail = (self.tail + chunk)[-TAIL_BYTES:]
             code = self._proc.wait()

@@ -85,7 +85,7 @@ def write_args(args: Mapping[str, Any], env: Mapping[str, str]) -> Path:
     return path
 
 
-def _child_env(env: Mapping[str, str]) -> dict[str, str]:
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
     """The interpreter's own bin folder first: torchrun/accelerate must be this Python's."""
     out = dict(env)
     bindir = os.path.dirname(sys.executable)
@@ -101,10 +101,10 @@ def command(cfg: JobConfig, dist: distenv.Distribution, args_file: Path, env: Ma
     if launcher == "accelerate" and accelerate is not None:
         argv = distenv.accelerate_argv(str(accelerate), dist, [str(args_file)])
         child = {k: v for k, v in env.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-        return argv, _child_env(child)
+        return argv, child_env(child)
     force = bool(cfg.train_args.get("deepspeed"))
     child = distenv.launcher_env(env, dist, force_torchrun=force)
-    return [sys.executable, "-m", "llamafactory.cli", "train", str(args_file)], _child_env(child)
+    return [sys.executable, "-m", "llamafactory.cli", "train", str(args_file)], child_env(child)
 
 
 class _Sigterm(BaseException):
@@ -145,12 +145,12 @@ def run(cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink
         follower = LogFollower(cfg.output_dir / TRAINER_LOG, ProgressTracker(sink)).start()
     try:
         if dist.kind == "mpijob":
-            run_in_process(args, _child_env(distenv.mpi_process_env(env, dist)))
+            run_in_process(args, child_env(distenv.mpi_process_env(env, dist)))
         else:
             args_file = write_args(args, env)
             try:
-                argv, child_env = command(cfg, dist, args_file, env)
-                Child(argv, child_env).run()
+                argv, argv_env = command(cfg, dist, args_file, env)
+                Child(argv, argv_env).run()
             finally:
                 shutil.rmtree(args_file.parent, ignore_errors=True)
     finally:
