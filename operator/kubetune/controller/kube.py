@@ -55,15 +55,20 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
         host = f"[{host}]" if ":" in host else host
         namespace = open(SA_NAMESPACE, encoding="utf-8").read().strip() if os.path.exists(SA_NAMESPACE) else None
         return Connection(server=f"https://{host}:{port}", token_file=SA_TOKEN, ca_path=SA_CA, default_namespace=namespace)
-    from kubernetes import client, config  # lazy: reads files and env, heavy import
+    from kubernetes import client
+    from kubernetes import config as _config  # lazy: reads files and env, heavy import
+
+    # Typed as Any: whether these functions carry annotations differs between
+    # kubernetes client releases, and strict mypy must pass with any of them.
+    config: Any = _config
 
     cfg = client.Configuration()
     first = path.split(os.pathsep)[0] if path else os.path.expanduser("~/.kube/config")
-    config.load_kube_config(config_file=first, client_configuration=cfg)  # type: ignore[no-untyped-call]
+    config.load_kube_config(config_file=first, client_configuration=cfg)
     # The client keeps the token under "authorization" or "BearerToken" depending on its version.
     auth = next((v for v in (cfg.api_key or {}).values() if str(v).lower().startswith("bearer ")), "")
     token = auth.split(" ", 1)[1] if auth else None
-    _, context = config.list_kube_config_contexts(config_file=first)  # type: ignore[no-untyped-call]
+    _, context = config.list_kube_config_contexts(config_file=first)
     return Connection(
         server=cfg.host,
         token=token,
