@@ -43,35 +43,19 @@ def set_condition(
     """Conditions with ``type_`` set; lastTransitionTime kept unless the status flips."""
     wanted = "True" if status else "False"
     message = message[:4096]  # child and pod messages can be long; keep status objects small
-    out: list[dict[str, Any]] = []
-    found = False
-    for cond in conditions or ():
-        if cond.get("type") != type_:
-            out.append(dict(cond))
-            continue
-        found = True
-        flipped = cond.get("status") != wanted
-        out.append(
-            {
-                "type": type_,
-                "status": wanted,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": generation,
-                "lastTransitionTime": now if flipped else cond.get("lastTransitionTime", now),
-            }
-        )
-    if not found:
-        out.append(
-            {
-                "type": type_,
-                "status": wanted,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": generation,
-                "lastTransitionTime": now,
-            }
-        )
+    previous = next((c for c in conditions or () if c.get("type") == type_), None)
+    kept_time = previous.get("lastTransitionTime", now) if previous and previous.get("status") == wanted else now
+    updated = {
+        "type": type_,
+        "status": wanted,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": kept_time,
+    }
+    out = [updated if c is previous else dict(c) for c in conditions or ()]
+    if previous is None:
+        out.append(updated)
     return [{k: v for k, v in c.items() if v is not None} for c in out]
 
 
