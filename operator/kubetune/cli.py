@@ -8,7 +8,6 @@ kopf or torch), and print.  Exit codes: 0 ok, 1 invalid input, 2 usage error.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,9 +53,9 @@ def _print_problems(problems: Sequence[tuple[str, Problem]]) -> None:
 
 
 def _dump(objects: list[dict[str, Any]], output: str) -> str:
-    if output == "json":
-        return json.dumps(objects if len(objects) != 1 else objects[0], indent=2) + "\n"
-    return yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True)
+    from kubetune.render.output import to_json, to_yaml
+
+    return to_json(objects) if output == "json" else to_yaml(objects)
 
 
 def cmd_render(args: argparse.Namespace) -> int:

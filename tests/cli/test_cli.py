@@ -55,6 +55,15 @@ def test_render_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [("ConfigMap", "qwen-lora-config"), ("PyTorchJob", "qwen-lora")]
 
 
+def test_render_prints_the_golden_manifests_with_files_as_literal_blocks(capsys: pytest.CaptureFixture[str]) -> None:
+    """What a GitOps user commits from `kubetune render` is exactly what the golden tests pin,
+    and the ConfigMap's files read as files (literal blocks), not escaped one-liners."""
+    code, out, _ = run(capsys, "render", str(LORA))
+    assert code == 0
+    assert out == (REPO / "tests/render/golden/finetune-lora.yaml").read_text(encoding="utf-8")
+    assert "  train.yaml: |\n    stage: sft\n" in out
+
+
 def test_render_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "render", "-o", "json", str(LORA))
     assert code == 0

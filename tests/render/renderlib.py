@@ -11,6 +11,7 @@ import yaml
 
 from kubetune.api import FineTuneJob, load_documents
 from kubetune.render import render, validate_object
+from kubetune.render.output import to_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -40,22 +41,10 @@ def load_example(path: Path) -> FineTuneJob:
     return job
 
 
-class _ReadableDumper(yaml.SafeDumper):
-    """Multi-line strings (the ConfigMap's files) as literal blocks, so golden diffs read like the files."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_ReadableDumper.add_representer(str, _str)
-
-
 def golden_text(path: Path) -> str:
     """What update_golden.py writes for one example: its rendered objects as YAML."""
     objects = render(load_example(path)).objects
-    text = yaml.dump_all(objects, Dumper=_ReadableDumper, sort_keys=False, explicit_start=True, allow_unicode=True, width=120)
+    text = to_yaml(objects)
     assert list(yaml.safe_load_all(text)) == objects  # the golden file is exactly the objects
     return str(text)
 
