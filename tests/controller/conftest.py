@@ -23,6 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from emulator import Cluster  # noqa: E402
+from kubeflow import set_condition, start_pod  # noqa: E402
 
 from kubetune.api import load_documents  # noqa: E402
 from kubetune.controller.kube import Connection  # noqa: E402
@@ -103,6 +104,14 @@ async def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str 
                 return last
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+async def training_started(cluster: Cluster, namespace: str, name: str = "qwen-lora") -> str:
+    """Play Kubeflow up to a running PyTorchJob: wait for the child, mark it Running, start its
+    rank-0 pod. Returns the pod's name (where tests append the trainer's log lines)."""
+    await eventually(lambda: cluster.read(*PTJ, namespace, name), what="the PyTorchJob")
+    await set_condition(cluster, "PyTorchJob", namespace, name, "Running")
+    return await start_pod(cluster, "PyTorchJob", namespace, name)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import CM, EVENTS, FTJ, MPI, PTJ, example_job, eventually
+from conftest import CM, EVENTS, FTJ, MPI, PTJ, example_job, eventually, training_started
 from emulator import Cluster
 from kubeflow import progress_line, set_condition, stage_line, start_pod
 
@@ -102,9 +102,7 @@ async def test_full_lifecycle_running_progress_exporting_succeeded(cluster: Clus
 async def test_condition_transition_time_changes_only_when_status_flips(cluster: Cluster, operator: Any) -> None:
     await operator()
     await cluster.put_object(*FTJ, example_job())
-    await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
-    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
-    pod = await start_pod(cluster, "PyTorchJob", NS, "qwen-lora")
+    pod = await training_started(cluster, NS)
     await eventually(lambda: phase_is(cluster, "Running"), what="phase Running")
     first = condition(cluster, "Running")["lastTransitionTime"]
     validated = condition(cluster, "Validated")["lastTransitionTime"]
@@ -283,9 +281,7 @@ async def test_delete_is_not_blocked_and_children_are_left_to_the_garbage_collec
 async def test_progress_follows_a_replaced_rank0_pod_and_steady_jobs_list_no_pods(cluster: Cluster, operator: Any) -> None:
     await operator()
     await cluster.put_object(*FTJ, example_job())
-    await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
-    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
-    pod = await start_pod(cluster, "PyTorchJob", NS, "qwen-lora")
+    pod = await training_started(cluster, NS)
     cluster.append_log(NS, pod, progress_line(10, 100, 2.0))
     await eventually(lambda: status(cluster).get("progress", {}).get("step") == 10, what="step 10")
 

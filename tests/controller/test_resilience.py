@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import CM, EVENTS, FTJ, PTJ, example_job, eventually
+from conftest import CM, EVENTS, FTJ, PTJ, example_job, eventually, training_started
 from emulator import Cluster
 from kubeflow import progress_line, set_condition, start_pod
 
@@ -151,9 +151,7 @@ async def test_status_loop_pauses_while_a_higher_priority_peer_runs(cluster: Clu
     await cluster.put_object("kopf.dev/v1", "clusterkopfpeerings", {"metadata": {"name": "kubetune"}})
     await operator(dataclasses.replace(config, peering="kubetune"))
     await cluster.put_object(*FTJ, example_job())
-    await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
-    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
-    pod = await start_pod(cluster, "PyTorchJob", NS, "qwen-lora")
+    pod = await training_started(cluster, NS)
     cluster.append_log(NS, pod, progress_line(10, 100, 2.0))
     await eventually(lambda: status(cluster).get("progress", {}).get("step") == 10, what="step 10")
 
