@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -91,6 +92,11 @@ def parse_train_args(args: Mapping[str, Any], dataset_info: str | None = None) -
         workdir = Path(tmp)
         checked = neutral_copy(args, workdir)
         _write_datasets(checked, workdir / "data", dataset_info)
+        # The parser logs advice (INFO/WARNING) for a real run; a validation
+        # answer is only the errors, so hold LLaMA-Factory's logger at ERROR.
+        lf_logger = logging.getLogger("llamafactory")
+        level = lf_logger.level
+        lf_logger.setLevel(logging.ERROR)
         try:
             with _quiet_env():
                 get_train_args(checked)
@@ -98,4 +104,6 @@ def parse_train_args(args: Mapping[str, Any], dataset_info: str | None = None) -
             return [f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__]
         except SystemExit as exc:  # argparse-style exits from HfArgumentParser
             return [f"the parser exited ({exc.code})"]
+        finally:
+            lf_logger.setLevel(level)
     return []
