@@ -199,3 +199,22 @@ def test_validate_runs_llamafactorys_own_rules(capsys: pytest.CaptureFixture[str
     assert code == 1
     assert "LLaMA-Factory rejects" in err and "predict_with_generate" in err
     assert run(capsys, "validate", str(LORA))[0] == 0
+
+
+@pytest.mark.train
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("llamafactory"), reason="needs the train extra (llamafactory)")
+def test_validate_with_llamafactory_prints_only_the_verdict() -> None:
+    """LLaMA-Factory's parser logs run advice ("We recommend enable upcast_layernorm ...") for a
+    QLoRA job; a validation answer must not drown in it."""
+    qlora = EXAMPLES / "seed" / "qlora-deepspeed.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubetune", "validate", str(qlora)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"{qlora}: FineTuneJob seed-qlora-deepspeed is valid"], proc.stdout
+    assert "recommend" not in proc.stderr, proc.stderr
