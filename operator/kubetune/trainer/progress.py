@@ -19,13 +19,13 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 from kubetune.api import Progress, contract
 
 from . import console
+from .record import now as utc_now
 
 TRAINER_LOG = "trainer_log.jsonl"
 
@@ -57,10 +57,6 @@ def parse_duration(text: str) -> int | None:
     return days * 86400 + int(match["h"]) * 3600 + int(match["m"]) * 60 + int(match["s"])
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
 def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = None, now: str | None = None) -> Progress | None:
     """One trainer_log.jsonl record as a Progress; None for records without a step count."""
     step = record.get("current_steps")
@@ -83,7 +79,7 @@ def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = No
         learning_rate=float(lr) if isinstance(lr, (int, float)) else None,
         eta_seconds=max(eta_seconds, 0) if eta_seconds is not None else None,
         summary=f"{step}/{total} ({int(percent)}%)",
-        updated_at=now or _now(),
+        updated_at=now or utc_now(),
     )
 
 
