@@ -345,9 +345,13 @@ class DistributedSpec(RuledModel):
     @property
     def effective_launcher(self) -> Launcher:
         """The launcher actually used once the unset default is resolved."""
+        return self.launcher_for(self.backend)
+
+    def launcher_for(self, backend: Backend) -> Launcher:
+        """The launcher on ``backend``, which may differ from spec.backend (``kubetune render --backend``)."""
         if self.launcher is not None:
             return self.launcher
-        if self.zero_stage > 0 or self.backend == "mpijob":
+        if self.zero_stage > 0 or backend == "mpijob":
             return "deepspeed"
         return "torchrun"
 

@@ -83,15 +83,6 @@ def model_location(job: FineTuneJob, layout: Layout) -> str:
     return model.name if model.name is not None else f"{layout.models_dir}/{model.path}"
 
 
-def effective_launcher(job: FineTuneJob, backend: str) -> Launcher:
-    """spec.distributed.launcher, or its default for the backend actually used
-    (``kubetune render --backend`` may differ from spec.distributed.backend)."""
-    d = job.spec.distributed
-    if d.launcher is not None:
-        return d.launcher
-    return "deepspeed" if backend == "mpijob" or d.zero_stage > 0 else "torchrun"
-
-
 def uses_deepspeed_config(job: FineTuneJob, launcher: Launcher) -> bool:
     """Whether LLaMA-Factory gets ``deepspeed: ds_config.json``.
 

@@ -31,7 +31,7 @@ from kubetune.api.contract import (
 
 from . import configs
 from .backends import get_backend
-from .lfargs import effective_launcher, train_args, uses_deepspeed_config
+from .lfargs import train_args, uses_deepspeed_config
 from .plan import Plan
 from .podspec import build_pod_spec, schedule
 from .templating import render_manifest
@@ -50,7 +50,7 @@ def resolve(job: FineTuneJob, options: RenderOptions) -> Plan:
             f"backend mpijob runs DeepSpeed under mpirun, but spec.distributed.launcher is {d.launcher}: "
             "use backend pytorchjob, or launcher deepspeed"
         )
-    launcher = effective_launcher(job, backend)
+    launcher = d.launcher_for(backend)
     queue = job.spec.scheduling.queue_name if job.spec.scheduling and job.spec.scheduling.queue_name else None
     labels = {
         "app.kubernetes.io/name": "kubetune",
