@@ -23,8 +23,8 @@ from typing import Any
 
 import kopf
 
-from kubetune.api import TERMINAL_PHASES, broken_transition_rules
-from kubetune.render import Problem, render, validate_object
+from kubetune.api import TERMINAL_PHASES, FineTuneJob, broken_transition_rules
+from kubetune.render import Problem, Rendered, render, validate_object
 
 from .children import applied_spec, apply_children, child_ref, gpus, output_location, strip_status
 from .kube import ApiError
@@ -67,6 +67,14 @@ async def _reject(rt: Runtime, obj: Mapping[str, Any], status: Mapping[str, Any]
     return out
 
 
+async def _validate_and_render(rt: Runtime, obj: Mapping[str, Any], status: Mapping[str, Any]) -> tuple[FineTuneJob, Rendered]:
+    """The same checks as ``kubetune validate``; an invalid spec is rejected (Failed, Event, no children)."""
+    job, problems = validate_object(strip_status(obj))
+    if job is None or problems:
+        raise Rejected(await _reject(rt, obj, status, problems), _problems_text(problems))
+    return job, render(job, rt.config.render_options)
+
+
 async def start(rt: Runtime, obj: Mapping[str, Any]) -> Status:
     """Validate, render, apply the children (create or adopt), report Pending with the child refs."""
     status: Mapping[str, Any] = obj.get("status") or {}
@@ -76,10 +84,7 @@ async def start(rt: Runtime, obj: Mapping[str, Any]) -> Status:
         # Resumed after an operator restart: the spec may have changed while nobody watched,
         # so take the path that checks immutable fields against the running children.
         return await spec_changed(rt, obj)
-    job, problems = validate_object(strip_status(obj))
-    if job is None or problems:
-        raise Rejected(await _reject(rt, obj, status, problems), _problems_text(problems))
-    rendered = render(job, rt.config.render_options)
+    job, rendered = await _validate_and_render(rt, obj, status)
     with rt.retrying("start"):
         try:
             await apply_children(rt.kube, rendered)
@@ -141,10 +146,7 @@ async def spec_changed(rt: Runtime, obj: Mapping[str, Any]) -> Status:
     gen = _generation(obj)
     if status.get("phase") in TERMINAL_PHASES:
         return {"observedGeneration": gen}
-    job, problems = validate_object(strip_status(obj))
-    if job is None or problems:
-        raise Rejected(await _reject(rt, obj, status, problems), _problems_text(problems))
-    rendered = render(job, rt.config.render_options)
+    job, rendered = await _validate_and_render(rt, obj, status)
     with rt.retrying("update"):
         running_spec = await applied_spec(rt.kube, rendered)
         broken = broken_transition_rules(job.spec, running_spec) if running_spec is not None else []
