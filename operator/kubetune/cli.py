@@ -2,7 +2,10 @@
 
 Sub-commands stay thin: they parse arguments, call the pure renderer (or the
 trainer / operator, imported lazily so ``kubetune render`` never pays for
-kopf or torch), and print.  Exit codes: 0 ok, 1 invalid input, 2 usage error.
+kopf or torch), and print.  Exit codes: 0 ok, 1 invalid input (one line per
+problem, naming the file and the field), 2 usage error or an unexpected
+failure (one line; ``--debug`` shows the traceback).  Every line quoting user
+input is escaped (:mod:`kubetune.api.text`), so a manifest cannot forge output.
 """
 
 from __future__ import annotations
@@ -10,23 +13,37 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kubetune import __version__
-from kubetune.api import FineTuneJob, load_documents
+from kubetune.api import FineTuneJob
+from kubetune.api.safeyaml import InputError, read_documents
+from kubetune.api.text import escape, line
 from kubetune.render import Problem, RenderOptions, render, validate_object
 
 
+class _Unreadable(Exception):
+    """Files that could not be read: (file, error) pairs, already reported."""
+
+
 def _read_objects(paths: Sequence[str]) -> list[tuple[str, Any]]:
-    """(source label, document) for every document of every file ('-' is stdin)."""
+    """(source label, document) for every document of every file ('-' is stdin).
+
+    Every unreadable file is reported (one line each) before raising, so one
+    run names every broken file."""
     out: list[tuple[str, Any]] = []
+    failed = False
     for p in paths:
-        text = sys.stdin.read() if p == "-" else Path(p).read_text(encoding="utf-8")
-        for i, doc in enumerate(load_documents(text)):
+        try:
+            docs = read_documents(p)
+        except InputError as exc:
+            print(line(f"{p}: {exc}"), file=sys.stderr)
+            failed = True
+            continue
+        for i, doc in enumerate(docs):
             out.append((f"{p}#{i}" if i else p, doc))
+    if failed:
+        raise _Unreadable()
     return out
 
 
@@ -49,7 +66,7 @@ def _load_valid_jobs(paths: Sequence[str]) -> tuple[list[FineTuneJob], list[tupl
 
 def _print_problems(problems: Sequence[tuple[str, Problem]]) -> None:
     for source, problem in problems:
-        print(f"{source}: {problem}", file=sys.stderr)
+        print(line(f"{source}: {problem}"), file=sys.stderr)
 
 
 def _dump(objects: list[dict[str, Any]], output: str) -> str:
@@ -72,7 +89,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         try:
             objects.extend(render(job, options).objects)
         except ValueError as exc:  # an option that contradicts the spec, e.g. --backend mpijob with launcher torchrun
-            print(f"kubetune render: {job.name}: {exc}", file=sys.stderr)
+            print(line(f"kubetune render: {job.name}: {exc}"), file=sys.stderr)
             return 1
     sys.stdout.write(_dump(objects, args.output))
     return 0
@@ -92,7 +109,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed += 1
             _print_problems([(source, p) for p in problems])
         else:
-            print(f"{source}: FineTuneJob {job.name if job else '?'} is valid")
+            print(line(f"{source}: FineTuneJob {job.name if job else '?'} is valid"))
     return 1 if failed else 0
 
 
@@ -118,6 +135,7 @@ def cmd_crd(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubetune", description="Fine-tune LLMs on Kubernetes with LLaMA-Factory.")
     parser.add_argument("--version", action="version", version=f"kubetune {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an unexpected failure")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("render", help="print the Kubernetes objects a FineTuneJob becomes (for GitOps)")
@@ -154,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, default=0, help="peering priority: the highest-priority operator runs, others pause")
     p.add_argument("--sync-interval", type=float, default=15.0, help="seconds between status/progress reads of each started job")
     p.set_defaults(func=_cmd_operator)
+    for command in sub.choices.values():
+        # `kubetune validate --debug f.yaml` works too; SUPPRESS keeps the root's value otherwise.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -163,16 +184,31 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     return run_operator(args)
 
 
+EXIT_INTERNAL = 2
+"""An unexpected failure (a bug): one line, traceback only with --debug."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except FileNotFoundError as exc:
-        print(f"kubetune: {exc.filename}: no such file", file=sys.stderr)
+    except _Unreadable:
         return 1
-    except yaml.YAMLError as exc:
-        print(f"kubetune: not valid YAML: {exc}", file=sys.stderr)
+    except InputError as exc:
+        print(line(f"kubetune: {exc}"), file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("kubetune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one catch-all: a message, never a traceback
+        if getattr(args, "debug", False):
+            raise
+        what = escape(f"{type(exc).__name__}: {exc}")
+        print(
+            line(f"kubetune: unexpected error ({what}); rerun with --debug for the traceback and please report it"),
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

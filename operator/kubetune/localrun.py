@@ -32,7 +32,9 @@ if TYPE_CHECKING:  # rich costs ~0.25 s to import: only the commands that draw l
     from rich.console import Console
     from rich.progress import Progress
 
-from kubetune.api import FineTuneJob, contract, load_documents
+from kubetune.api import FineTuneJob, contract
+from kubetune.api.safeyaml import InputError, read_documents
+from kubetune.api.text import line
 from kubetune.render import RenderOptions, Rendered, render, validate_object
 
 LOCAL_STATE = ".kubetune"
@@ -56,13 +58,16 @@ class RunResult:
 
 def load_job(path: str) -> tuple[FineTuneJob | None, list[str]]:
     """The single FineTuneJob in a file, or the problems that stop it."""
-    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    docs = [d for d in load_documents(text) if isinstance(d, dict) and d.get("kind") == contract.KIND]
+    try:
+        all_docs = read_documents(path)
+    except InputError as exc:
+        return None, [line(f"{path}: {exc}")]
+    docs = [d for d in all_docs if isinstance(d, dict) and d.get("kind") == contract.KIND]
     if len(docs) != 1:
         return None, [f"{path}: expected exactly one FineTuneJob, found {len(docs)}"]
     job, problems = validate_object(docs[0])
     if job is None or problems:
-        return None, [f"{path}: {p}" for p in problems]
+        return None, [line(f"{path}: {p}") for p in problems]
     if job.spec.resources.nodes > 1:
         return None, [f"{path}: spec.resources.nodes: run --local trains on this one machine; set nodes: 1 (or apply it to a cluster)"]
     return job, []

@@ -142,7 +142,13 @@ VALID = [
             "spec.scheduling": {
                 "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [{"matchExpressions": [{"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]}]}]
+                        }
+                    }
+                },
                 "priorityClassName": "batch-high",
                 "queueName": "team-a",
             },
@@ -153,7 +159,7 @@ VALID = [
     Case("extra-args-mixed-scalars", {"spec.extraArgs": {"neftune_noise_alpha": 5, "use_dora": True, "loraplus_lr_ratio": 16.0, "optim": "adamw_torch"}}),
     Case("integer-learning-rate", {"spec.training.learningRate": 1}),
     Case("nulls-mean-unset", {"spec.method": None, "spec.lora": None, "spec.training": {"maxSteps": None, "epochs": 1}}),
-    Case("name-of-52-characters", {"metadata.name": "a" * 52}),
+    Case("name-of-51-characters", {"metadata.name": "a" * 51}),
     Case(
         "hyperparameters-and-eval",
         {
@@ -261,8 +267,70 @@ INVALID = [
     Case("node-selector-key-too-long", {"spec.scheduling.nodeSelector": {"k" * 400: "v"}}, "spec.scheduling.nodeSelector"),
     Case("suspend-as-string", {"spec.suspend": "yes"}, "spec.suspend"),
     Case("secret-name-not-dns", {"spec.hfTokenSecretRef": {"name": "Bad_Name"}}, "spec.hfTokenSecretRef.name"),
-    Case("name-too-long", {"metadata.name": "a" * 53}, "metadata.name"),
+    Case("name-too-long", {"metadata.name": "a" * 52}, "metadata.name"),
     Case("name-not-a-dns-label", {"metadata.name": "Qwen.LoRA"}, "metadata.name"),
     Case("spec-is-null", {"spec": None}, "spec"),
     Case("claim-name-null", {"spec.storage.outputs.claimName": None}, "spec.storage.outputs.claimName"),
+    # Hostile and careless input (issue 12): what the API server's core/v1 validation refuses in a pod.
+    Case("subpath-escapes-claim", {"spec.storage.outputs.subPath": "../../x"}, "spec.storage.outputs.subPath"),
+    Case("datasets-subpath-escapes", {"spec.storage.datasets": {"claimName": "d", "subPath": "a/../../b"}}, "spec.storage.datasets.subPath"),
+    Case("models-subpath-escapes", {"spec.storage.models": {"claimName": "m", "subPath": ".."}}, "spec.storage.models.subPath"),
+    Case("gpu-resource-memory", {"spec.resources.gpuResourceName": "memory"}, "spec.resources.gpuResourceName"),
+    Case("gpu-resource-without-domain", {"spec.resources.gpuResourceName": "gpu"}, "spec.resources.gpuResourceName"),
+    Case("quantity-two-dots", {"spec.resources.memory": "1.2.3"}, "spec.resources.memory"),
+    Case("quantity-negative", {"spec.resources.sharedMemorySize": "-5Gi"}, "spec.resources.sharedMemorySize"),
+    Case("quantity-dots", {"spec.resources.cpu": "..."}, "spec.resources.cpu"),
+    Case("toleration-exists-with-value", {"spec.scheduling.tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}, "spec.scheduling.tolerations.0.value"),
+    Case("toleration-seconds-without-noexecute", {"spec.scheduling.tolerations": [{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}]}, "spec.scheduling.tolerations.0.effect"),
+    Case("toleration-empty-key-equal", {"spec.scheduling.tolerations": [{"key": "", "operator": "Equal", "value": "v"}]}, "spec.scheduling.tolerations.0.operator"),
+    Case("toleration-bad-key", {"spec.scheduling.tolerations": [{"key": "a b", "operator": "Exists"}]}, "spec.scheduling.tolerations.0.key"),
+    Case("toleration-seconds-overflow", {"spec.scheduling.tolerations": [{"key": "k", "effect": "NoExecute", "tolerationSeconds": 2**63}]}, "spec.scheduling.tolerations.0.tolerationSeconds"),
+    Case("node-selector-bad-key", {"spec.scheduling.nodeSelector": {"a b": "v"}}, "spec.scheduling.nodeSelector"),
+    Case("node-selector-bad-value", {"spec.scheduling.nodeSelector": {"k": "-v"}}, "spec.scheduling.nodeSelector.k"),
+    Case("ttl-overflows-int32", {"spec.runPolicy.ttlSecondsAfterFinished": 2**31}, "spec.runPolicy.ttlSecondsAfterFinished"),
+    Case("max-steps-overflows-int32", {"spec.training.maxSteps": 2**40}, "spec.training.maxSteps"),
+    Case("env-value-nul", {"spec.env": [{"name": "A", "value": "a\x00b"}]}, "spec.env.0.value"),
+    Case("env-reserved-home", {"spec.env": [{"name": "HOME", "value": "/root"}]}, "spec.env.0.name"),
+    Case("env-reserved-pythonunbuffered", {"spec.env": [{"name": "PYTHONUNBUFFERED", "value": "0"}]}, "spec.env.0.name"),
+    Case("affinity-unknown-field", {"spec.scheduling.affinity": {"nodeAfinity": {}}}, "spec.scheduling.affinity.nodeAfinity"),
+    Case(
+        "affinity-in-without-values",
+        {"spec.scheduling.affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "k", "operator": "In"}]}]}}}},
+        "spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms.0.matchExpressions.0.values",
+    ),
+    Case(
+        "affinity-gt-not-integer",
+        {"spec.scheduling.affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "k", "operator": "Gt", "values": ["x"]}]}]}}}},
+        "spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms.0.matchExpressions.0.values",
+    ),
+    Case(
+        "affinity-no-terms",
+        {"spec.scheduling.affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}},
+        "spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms",
+    ),
+    Case(
+        "affinity-weight-zero",
+        {"spec.scheduling.affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 0, "preference": {}}]}}},
+        "spec.scheduling.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution.0.weight",
+    ),
+    Case(
+        "pod-affinity-exists-with-values",
+        {"spec.scheduling.affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "zone", "labelSelector": {"matchExpressions": [{"key": "app", "operator": "Exists", "values": ["x"]}]}}]}}},
+        "spec.scheduling.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution.0.labelSelector.matchExpressions.0.values",
+    ),
+    Case(
+        "pod-affinity-bad-label-key",
+        {"spec.scheduling.affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "zone", "labelSelector": {"matchLabels": {"-bad": "x"}}}]}}},
+        "spec.scheduling.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution.0.labelSelector.matchLabels",
+    ),
+    Case(
+        "pod-affinity-bad-namespace-selector-key",
+        {"spec.scheduling.affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "zone", "namespaceSelector": {"matchLabels": {"a b": "x"}}}]}}},
+        "spec.scheduling.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution.0.namespaceSelector.matchLabels",
+    ),
+    Case(
+        "pod-affinity-without-topology-key",
+        {"spec.scheduling.affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {}}]}}},
+        "spec.scheduling.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution.0.topologyKey",
+    ),
 ]

@@ -81,7 +81,7 @@ DOMAINS: dict[str, st.SearchStrategy[Any]] = {
     ),
     "spec.extraArgs": st.dictionaries(st.from_regex(r"\A[a-z][a-z0-9_]{0,8}\Z"), st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5)), max_size=3),
     "spec.unknownField": st.just(1),
-    "metadata.name": st.one_of(st.text(alphabet="ab-.A", max_size=60), st.just("x" * 52), st.just("x" * 53)),
+    "metadata.name": st.one_of(st.text(alphabet="ab-.A", max_size=60), st.just("x" * 51), st.just("x" * 52)),
 }
 
 

@@ -20,7 +20,7 @@ CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [
     ("missing-spec", JobBuilder().unset("spec"), "spec", ("required",)),
     ("misspelt-field", JobBuilder().set("spec.trainng", {}), "spec.trainng", ("did you mean training",)),
     ("bad-name", JobBuilder().set("metadata", {"name": "Bad_Name"}), "metadata.name", ("lower-case",)),
-    ("long-name", JobBuilder().set("metadata.name", "a" * 60), "metadata.name", ("52",)),
+    ("long-name", JobBuilder().set("metadata.name", "a" * 60), "metadata.name", ("51",)),
     ("qlora-without-bits", JobBuilder().set("spec.method", "qlora"), "spec.quantization", ("bits",)),
     ("model-two-sources", JobBuilder().set("spec.model.path", "local/qwen"), "spec.model", ("exactly one",)),
     (

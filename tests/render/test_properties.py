@@ -105,16 +105,30 @@ def test_template_syntax_in_values_is_not_evaluated() -> None:
     assert {"name": "T", "value": "{{ plan.name }}{% if true %}x{% endif %}"} in env
 
 
-def test_free_form_affinity_passes_through_unchanged() -> None:
-    """spec.scheduling.affinity is kept verbatim (as the API server keeps it), hostile strings included."""
+def test_typed_affinity_passes_through_unchanged() -> None:
+    """spec.scheduling.affinity is a core/v1 Affinity: a valid one reaches every pod exactly as written."""
     affinity = {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": 'pool"}, "x": {', "operator": "In", "values": ["a\n- b", "{{ plan.name }}", "$(id)"]}]}
+                    {"matchExpressions": [{"key": "example.com/pool", "operator": "In", "values": ["a-1", "b_2.c"]}]}
                 ]
-            }
-        }
+            },
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "preference": {"matchExpressions": [{"key": "gpu-mem", "operator": "Gt", "values": ["40"]}]}}
+            ],
+        },
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 10,
+                    "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": {"app": "other"}},
+                        "topologyKey": "kubernetes.io/hostname",
+                    },
+                }
+            ]
+        },
     }
     job = JobBuilder().set("spec.scheduling", {"affinity": affinity}).set("spec.resources", {"nodes": 2}).build()
     for template in pod_templates(render(job).workload).values():

@@ -3,6 +3,7 @@
 The CRD in ``crds/`` is generated from these models (``kubetune crd``).
 """
 
+from .k8s import Affinity, Toleration
 from .base import ApiModel, Rule, RuledModel, broken_transition_rules
 from .loading import load_documents
 from .resource import FineTuneJob, ObjectMeta
@@ -26,7 +27,6 @@ from .spec import (
     SecretKeyRef,
     ShareGPTTags,
     StorageSpec,
-    Toleration,
     TrainingSpec,
     VolumeSpec,
 )
@@ -36,6 +36,7 @@ __all__ = [
     "IMMUTABLE_FIELDS",
     "RESERVED_ENV",
     "TERMINAL_PHASES",
+    "Affinity",
     "ApiModel",
     "ChildRef",
     "Condition",

@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from .contract import GROUP, KIND, PLURAL, VERSION
+from .k8s import QUALIFIED_NAME_PATTERN
 from .resource import FineTuneJob
 
 Schema = dict[str, Any]
@@ -129,11 +130,17 @@ def _key_rule(names: Schema, where: str) -> dict[str, str]:
         words.append(f"at most {names['maxLength']} characters")
     if "pattern" in names:
         checks.append(f"k.matches({json.dumps(names['pattern'])})")
-        words.append(f"match {names['pattern']}")
+        words.append(_PATTERN_WORDS.get(names["pattern"], f"match {names['pattern']}"))
     return {
+        # The API server prefixes the message with the map's path itself.
         "rule": f"self.all(k, {' && '.join(checks)})",
-        "message": f"{where.lstrip('.')}: keys must be {' and '.join(words)}",
+        "message": f"keys must be {' and '.join(words)}",
     }
+
+
+_PATTERN_WORDS = {
+    QUALIFIED_NAME_PATTERN: "qualified names (an optional DNS prefix and '/', then 1-63 letters, digits, '-', '_', '.'; e.g. example.com/pool)",
+}
 
 
 def _convert(raw: Schema, defs: dict[str, Schema], where: str) -> Schema:
@@ -175,8 +182,11 @@ def _convert(raw: Schema, defs: dict[str, Schema], where: str) -> Schema:
                 rules.append(_key_rule(node["propertyNames"], where))
         elif "patternProperties" in node and len(node["patternProperties"]) == 1:
             # A map with a key pattern (pydantic's way to write dict[Pattern, V]).
-            value = _convert(next(iter(node["patternProperties"].values())), defs, f"{where}[*]")
+            ((key_pattern, raw_value),) = node["patternProperties"].items()
+            value = _convert(raw_value, defs, f"{where}[*]")
             out["additionalProperties"] = value
+            if not value.get(_PRESERVE):
+                rules.append(_key_rule({**node.get("propertyNames", {}), "pattern": key_pattern}, where))
         elif not props:
             out[_PRESERVE] = True
     elif node.get("type") == "array" and "items" in node:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field
 
 from .base import ApiModel, DNS1123Label, Rule, RuledModel
-from .spec import FineTuneJobSpec
+from .spec import MAX_NODES, FineTuneJobSpec
 from .status import FineTuneJobStatus
 
 
@@ -28,13 +28,16 @@ class ObjectMeta(ApiModel):
     resource_version: str | None = None
 
 
-MAX_NAME_LENGTH: Annotated[int, "child names append up to 10 characters"] = 52
-"""Longest FineTuneJob name: child objects and pod host names (``<name>-worker-12``)
-append to it and must stay DNS labels (<= 63 characters)."""
+LONGEST_POD_SUFFIX: Final = f"-worker-{MAX_NODES - 1}"
+"""The longest suffix Kubeflow appends for a pod and its host name: the last worker of the
+largest job (PyTorchJob ``<name>-worker-<i>``, MPIJob ``<name>-worker-<i>``)."""
+MAX_NAME_LENGTH: Final = 63 - len(LONGEST_POD_SUFFIX)
+"""Longest FineTuneJob name (51): every child object, pod and host name derived from it
+stays a DNS label (<= 63 characters) for any allowed number of nodes."""
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
-_FREE_FORM = {("metadata",), ("spec", "scheduling", "affinity"), ("spec", "extraArgs")}
+_FREE_FORM = {("metadata",), ("spec", "extraArgs")}
 """Subtrees the API server keeps verbatim (no schema), nulls included."""
 
 

@@ -9,7 +9,7 @@ are emitted both as CEL and as Python checks (see :class:`~kubetune.api.base.Rul
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
 
@@ -20,11 +20,17 @@ from .base import (
     HubId,
     Identifier,
     NonEmptyStr,
-    Quantity,
     RelativePath,
     Rule,
     RuledModel,
 )
+from .k8s import INT32_MAX, INT64_MAX, Affinity, ExtendedResourceName, LabelValue, PositiveQuantity, QualifiedName, Toleration
+
+MAX_NODES: Final = 1024
+"""Most pods (nodes) one job may have; also bounds the pod name suffix (resource.MAX_NAME_LENGTH)."""
+
+Steps = Annotated[int, Field(ge=1, le=INT32_MAX, json_schema_extra={"format": "int32"})]
+Count64 = Annotated[int, Field(ge=1, le=INT64_MAX, json_schema_extra={"format": "int64"})]
 
 Method = Literal["full", "freeze", "lora", "qlora"]
 Backend = Literal["pytorchjob", "mpijob"]
@@ -179,7 +185,7 @@ class DatasetSpec(RuledModel):
     tags: ShareGPTTags | None = None
     """Turn labels for ShareGPT records, e.g. from/value/human/gpt as in the deita-10k data."""
 
-    max_samples: Annotated[int, Field(ge=1)] | None = None
+    max_samples: Count64 | None = None
     """Use at most this many records of this dataset (LLaMA-Factory's per-dataset `num_samples`)."""
 
     rules = (
@@ -274,17 +280,17 @@ class QuantizationSpec(ApiModel):
 class ResourcesSpec(ApiModel):
     """How much hardware the job gets: nodes x GPUs, plus CPU, memory and shared memory per node."""
 
-    nodes: Annotated[int, Field(ge=1, le=1024)] = 1
+    nodes: Annotated[int, Field(ge=1, le=MAX_NODES)] = 1
     """Number of pods (one per node). PyTorchJob: 1 Master + nodes-1 Workers; MPIJob: nodes Workers."""
     gpus_per_node: Annotated[int, Field(ge=0, le=16)] = 1
     """GPUs requested by each pod; also the number of training processes per pod. 0 trains on CPU (fp32 only)."""
-    gpu_resource_name: Annotated[str, Field(max_length=253, pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")] = "nvidia.com/gpu"
-    """Extended resource name of the GPU, e.g. `nvidia.com/gpu`, `amd.com/gpu`, or a MIG profile."""
-    cpu: Quantity | None = None
-    """CPU request and limit per pod, e.g. `16`. Unset: no CPU limit."""
-    memory: Quantity | None = None
-    """Memory request and limit per pod, e.g. `128Gi`. Unset: no memory limit."""
-    shared_memory_size: Quantity = "16Gi"
+    gpu_resource_name: ExtendedResourceName = "nvidia.com/gpu"
+    """Extended resource name of the GPU, with its domain: e.g. `nvidia.com/gpu`, `amd.com/gpu`, or a MIG profile such as `nvidia.com/mig-1g.10gb`. Never cpu, memory or ephemeral-storage."""
+    cpu: PositiveQuantity | None = None
+    """CPU request and limit per pod, a Kubernetes quantity, e.g. `16` or `15500m`. Unset: no CPU limit."""
+    memory: PositiveQuantity | None = None
+    """Memory request and limit per pod, a Kubernetes quantity, e.g. `128Gi`. Unset: no memory limit."""
+    shared_memory_size: PositiveQuantity = "16Gi"
     """Size of the in-memory /dev/shm (dataloader workers and NCCL need more than the container default 64Mi)."""
 
 
@@ -366,7 +372,7 @@ class TrainingSpec(RuledModel):
     """Training stage (`stage`): `sft` supervised fine-tuning on conversations, `pt` continued pre-training on raw text."""
     epochs: Annotated[float, Field(gt=0, le=1000)] = 3.0
     """Passes over the data (`num_train_epochs`); ignored when maxSteps is set."""
-    max_steps: Annotated[int, Field(ge=1)] | None = None
+    max_steps: Steps | None = None
     """Stop after this many optimizer steps (`max_steps`); overrides epochs."""
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 5.0e-5
     """Peak learning rate (`learning_rate`). Full fine-tuning wants ~1e-5, LoRA ~1e-4."""
@@ -378,17 +384,17 @@ class TrainingSpec(RuledModel):
     """Learning-rate schedule (`lr_scheduler_type`)."""
     warmup_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
     """Fraction of steps spent warming up (`warmup_ratio`)."""
-    warmup_steps: Annotated[int, Field(ge=0)] | None = None
+    warmup_steps: Annotated[int, Field(ge=0, le=INT32_MAX, json_schema_extra={"format": "int32"})] | None = None
     """Warm-up steps (`warmup_steps`); overrides warmupRatio."""
     cutoff_length: Annotated[int, Field(ge=8, le=1048576)] = 2048
     """Maximum tokens per example after tokenisation (`cutoff_len`)."""
     precision: Precision = "bf16"
     """Mixed precision: `bf16` (A100/H100 and newer), `fp16` (V100 and older), `fp32` (CPU)."""
-    logging_steps: Annotated[int, Field(ge=1)] = 10
+    logging_steps: Steps = 10
     """Log loss and learning rate every N steps (`logging_steps`); also the progress update rate."""
-    save_steps: Annotated[int, Field(ge=1)] = 500
+    save_steps: Steps = 500
     """Checkpoint every N steps (`save_steps`); a restarted job resumes from the newest checkpoint."""
-    save_total_limit: Annotated[int, Field(ge=1)] | None = None
+    save_total_limit: Steps | None = None
     """Keep only the newest N checkpoints (`save_total_limit`)."""
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass to save memory (inverse of LLaMA-Factory's `disable_gradient_checkpointing`)."""
@@ -398,11 +404,11 @@ class TrainingSpec(RuledModel):
     """AdamW weight decay (`weight_decay`)."""
     max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
     """Gradient clipping norm (`max_grad_norm`)."""
-    max_samples: Annotated[int, Field(ge=1)] | None = None
+    max_samples: Count64 | None = None
     """Use at most this many examples from each dataset (`max_samples`), e.g. for a smoke run."""
     val_size: Annotated[float, Field(gt=0, lt=1)] | None = None
     """Hold out this fraction of the data for evaluation (`val_size`); evaluated every evalSteps."""
-    eval_steps: Annotated[int, Field(ge=1)] | None = None
+    eval_steps: Steps | None = None
     """Evaluate every N steps (`eval_steps`); needs valSize."""
     attention: AttentionImpl = "auto"
     """Attention kernel (`flash_attn`): `auto` picks FlashAttention-2 when installed, else SDPA."""
@@ -423,7 +429,7 @@ class TrainingSpec(RuledModel):
 # --- storage, export, environment, scheduling ------------------------------------
 
 
-class VolumeSpec(ApiModel):
+class VolumeSpec(RuledModel):
     """A PersistentVolumeClaim and an optional sub-path inside it."""
 
     claim_name: DNS1123Subdomain
@@ -432,6 +438,16 @@ class VolumeSpec(ApiModel):
     """Folder inside the claim to mount instead of its root."""
     read_only: bool = False
     """Mount read-only (datasets and shared model stores)."""
+
+    rules = (
+        Rule(
+            name="subpath-inside-volume",
+            cel="!has(self.subPath) || " + _NO_DOTDOT.replace("self", "self.subPath"),
+            message="subPath must stay inside the claim: remove '..' segments",
+            field_path=".subPath",
+            check=lambda v: _no_dotdot(v.sub_path),
+        ),
+    )
 
 
 class StorageSpec(ApiModel):
@@ -509,8 +525,17 @@ RESERVED_ENV = (
     "KUBETUNE_OUTPUT_DIR",
     "KUBETUNE_DATASETS_DIR",
     "KUBETUNE_MODELS_DIR",
+    # The root filesystem is read-only: caches and temp files are pointed at scratch.
+    "HOME",
+    "TMPDIR",
+    "TRITON_CACHE_DIR",
+    "TORCH_EXTENSIONS_DIR",
+    "MPLCONFIGDIR",
+    "PYTHONUNBUFFERED",
 )
-"""Variables the renderer sets itself; a user value would silently break distribution."""
+"""Variables the renderer sets itself; a user value would be a duplicate entry that silently
+breaks distribution or the read-only root filesystem.  tests/render/test_hostile_render.py
+renders every backend and launcher and fails when a container gets a name missing here."""
 
 _RESERVED_CEL = "[" + ", ".join(f"'{n}'" for n in RESERVED_ENV) + "]"
 
@@ -520,7 +545,7 @@ class EnvVar(RuledModel):
 
     name: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
     """Variable name."""
-    value: Annotated[str, Field(max_length=4096)] | None = None
+    value: Annotated[str, Field(max_length=4096, pattern=r"^[^\x00]*$")] | None = None
     """Literal value (never put secrets here: use valueFrom.secretKeyRef)."""
     value_from: EnvSource | None = None
     """Take the value from a Secret or ConfigMap key."""
@@ -542,32 +567,15 @@ class EnvVar(RuledModel):
     )
 
 
-class Toleration(ApiModel):
-    """A pod toleration (core/v1 Toleration), e.g. for tainted GPU nodes."""
-
-    key: Annotated[str, Field(max_length=317)] | None = None
-    """Taint key to tolerate; empty with operator Exists tolerates everything."""
-    operator: Literal["Exists", "Equal"] | None = None
-    """`Equal` (default) or `Exists`."""
-    value: Annotated[str, Field(max_length=63)] | None = None
-    """Taint value for operator Equal."""
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    """Taint effect to tolerate; empty means all."""
-    toleration_seconds: int | None = None
-    """For NoExecute: how long the pod stays bound after the taint appears."""
-
-
 class SchedulingSpec(ApiModel):
     """Placement and queueing of the training pods."""
 
-    node_selector: Annotated[
-        dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]], Field(max_length=64)
-    ] | None = None
-    """Node labels the pods must match, e.g. a GPU product label."""
+    node_selector: Annotated[dict[QualifiedName, LabelValue], Field(max_length=64)] | None = None
+    """Node labels the pods must match (label keys and values), e.g. `nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3`."""
     tolerations: Annotated[list[Toleration], Field(max_length=32)] | None = None
     """Tolerations for tainted (GPU) nodes."""
-    affinity: dict[str, Any] | None = None
-    """core/v1 Affinity, passed through to every pod unchanged."""
+    affinity: Affinity | None = None
+    """core/v1 Affinity (nodeAffinity, podAffinity, podAntiAffinity), checked like the API server checks a pod's and copied into every pod."""
     priority_class_name: DNS1123Subdomain | None = None
     """PriorityClass of the pods (and of the Kubeflow job for gang scheduling)."""
     queue_name: DNS1123Label | None = None
@@ -579,9 +587,9 @@ class RunPolicySpec(ApiModel):
 
     backoff_limit: Annotated[int, Field(ge=0, le=100)] = 3
     """Pod restarts on retryable failures (preemption, NCCL errors) before the job fails; training resumes from the newest checkpoint."""
-    active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
+    active_deadline_seconds: Count64 | None = None
     """Fail the job after this many seconds of running."""
-    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=INT32_MAX, json_schema_extra={"format": "int32"})] | None = None
     """Delete the finished Kubeflow job (not the FineTuneJob, not the outputs) after this many seconds."""
 
 

@@ -22,6 +22,8 @@ from pydantic import BaseModel, ValidationError
 from kubetune.api import FineTuneJob
 from kubetune.api.contract import API_VERSION, KIND
 from kubetune.api.resource import MAX_NAME_LENGTH
+from kubetune.api.safeyaml import InputError, normalize
+from kubetune.api.text import clip, show
 
 from .catalog import catalog
 from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
@@ -36,17 +38,23 @@ def validate_object(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
     try:
         return _validate(obj)
     except Exception as exc:  # noqa: BLE001 - the contract is "never raise"
-        return None, [Problem("", f"could not validate this object ({type(exc).__name__}: {exc}); please report it")]
+        return None, [Problem("", f"could not validate this object ({type(exc).__name__}: {clip(str(exc))}); please report it")]
 
 
 def _validate(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
     if not isinstance(obj, dict):
         return None, [Problem("", f"expected a FineTuneJob mapping (apiVersion, kind, metadata, spec), got {_type_name(obj)}")]
+    try:
+        # Depth, size, NaN, NUL, int64, key types: the same bounds as the manifest
+        # loader, for objects that come from the API server (the operator) as JSON.
+        obj = dict(normalize(obj))
+    except InputError as exc:
+        return None, [Problem(exc.field, exc.message)]
     problems: list[Problem] = []
     if obj.get("apiVersion") != API_VERSION:
-        problems.append(Problem("apiVersion", f"must be {API_VERSION} (got {obj.get('apiVersion')!r})"))
+        problems.append(Problem("apiVersion", f"must be {API_VERSION} (got {show(obj.get('apiVersion'))})"))
     if obj.get("kind") != KIND:
-        problems.append(Problem("kind", f"must be {KIND} (got {obj.get('kind')!r})"))
+        problems.append(Problem("kind", f"must be {KIND} (got {show(obj.get('kind'))})"))
     body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
     try:
         job = FineTuneJob.from_api(body)
@@ -110,7 +118,7 @@ def _template_problems(template: str) -> list[Problem]:
     return [
         Problem(
             "spec.model.template",
-            f"{template!r} is not a LLaMA-Factory {catalog().version} template; {hint}"
+            f"{show(template)} is not a LLaMA-Factory {catalog().version} template; {hint}"
             f"pick the one matching the model family (e.g. qwen, llama3, mistral, default)",
         )
     ]
@@ -120,7 +128,7 @@ def _extra_args_problems(extra: dict[str, Any]) -> list[Problem]:
     cat = catalog()
     problems: list[Problem] = []
     for key, value in sorted(extra.items()):
-        path = f"spec.extraArgs.{key}"
+        path = f"spec.extraArgs.{clip(key, 60)}"
         if key in SPEC_CONTROLLED:
             problems.append(Problem(path, f"is set by the spec: use {SPEC_CONTROLLED[key]} instead and remove it from extraArgs"))
             continue
@@ -135,7 +143,7 @@ def _extra_args_problems(extra: dict[str, Any]) -> list[Problem]:
         if key in OVERRIDABLE and info.accepts(value):
             continue
         if not info.accepts(value):
-            problems.append(Problem(path, f"LLaMA-Factory expects {info.describe()} here, got {value!r}"))
+            problems.append(Problem(path, f"LLaMA-Factory expects {info.describe()} here, got {show(value)}"))
     return problems
 
 
@@ -173,7 +181,7 @@ def _path(loc: tuple[Any, ...]) -> str:
         if part == "[key]":  # the error is about a mapping key; the path already ends with it
             continue
         if isinstance(part, str) and len(part) > 48:
-            part = part[:45] + "..."
+            part = clip(part, 45)
         if isinstance(part, int):
             out += f"[{part}]"
         elif isinstance(part, str) and part.startswith(("function-", "json-or-python", "lax-or-strict")):
@@ -210,7 +218,7 @@ def _message(e: Any, loc: tuple[Any, ...]) -> str:
         hint = f" (did you mean {close}?)" if close else ""
         return f"is not a field of FineTuneJob{hint}: remove it or fix the spelling"
     if kind == "literal_error":
-        return f"{got!r} is not allowed; use {ctx.get('expected', 'one of the documented values')}"
+        return f"{show(got)} is not allowed; use {ctx.get('expected', 'one of the documented values')}"
     if kind == "string_pattern_mismatch":
         return f"{_show(got)} does not match {ctx.get('pattern')}: {_pattern_hint(ctx.get('pattern'))}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
@@ -232,8 +240,7 @@ def _message(e: Any, loc: tuple[Any, ...]) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return show(value)
 
 
 def _type_name(value: object) -> str:

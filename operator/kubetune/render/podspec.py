@@ -41,7 +41,7 @@ def schedule(plan: Plan) -> None:
         if s.tolerations:
             pod["tolerations"] = [t.to_api() for t in s.tolerations]
         if s.affinity:
-            pod["affinity"] = s.affinity
+            pod["affinity"] = s.affinity.to_api()
         if s.priority_class_name:
             pod["priorityClassName"] = s.priority_class_name
     if spec.image_pull_secrets:

@@ -14,6 +14,7 @@ from typing import Any
 from kubetune.api import FineTuneJob
 from kubetune.api.contract import Layout
 from kubetune.api.spec import Backend
+from kubetune.api.text import line
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/kubetune/trainer:0.1.0"
 
@@ -44,7 +45,8 @@ class Problem:
     """What is wrong and how to fix it."""
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+        # Escaped and bounded: a path may hold a user's key (ESC, newlines, 100 KB).
+        return line(f"{self.path}: {self.message}" if self.path else self.message)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from kubetune.api import FineTuneJob, contract
+from kubetune.api.safeyaml import InputError, decode, load_documents, normalize
 
 from .errors import ConfigError
 
@@ -46,10 +46,12 @@ class JobConfig:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return normalize(json.loads(decode(path.read_bytes())))
     except FileNotFoundError:
         raise ConfigError(f"{path}: missing from the job's ConfigMap") from None
-    except ValueError as exc:
+    except InputError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except (ValueError, RecursionError) as exc:
         raise ConfigError(f"{path}: not valid JSON: {exc}") from None
 
 
@@ -65,11 +67,12 @@ def load(env: Mapping[str, str]) -> JobConfig:
         raise ConfigError(f"{contract.SPEC_FILE} is not a valid FineTuneJob: {exc}") from None
     train_path = config_dir / contract.TRAIN_ARGS_FILE
     try:
-        train_args = yaml.safe_load(train_path.read_text(encoding="utf-8"))
+        docs = list(load_documents(decode(train_path.read_bytes())))
     except FileNotFoundError:
         raise ConfigError(f"{train_path}: missing from the job's ConfigMap") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{train_path}: not valid YAML: {exc}") from None
+    except InputError as exc:
+        raise ConfigError(f"{train_path}: {exc}") from None
+    train_args = docs[0] if len(docs) == 1 else None
     if not isinstance(train_args, dict) or "output_dir" not in train_args:
         raise ConfigError(f"{train_path}: expected a mapping of LLaMA-Factory arguments with output_dir")
     info = _read_json(config_dir / contract.DATASET_INFO_FILE)
