@@ -51,6 +51,7 @@ MAX_NODES: Final = 200_000
 """Most scalars + collections in one document, aliases expanded."""
 MAX_ALIAS_NODES: Final = 10_000
 """Most nodes that aliases may add to a whole stream by expansion."""
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 
@@ -258,8 +259,11 @@ def _scalar_check(value: Any, path: str) -> bool:
         raise InputError(f"{value!r} is not a number JSON (and so Kubernetes) can carry: write a finite number", path)
     if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
         raise InputError(f"a number of {len(str(value))} digits is outside the 64-bit integer range Kubernetes stores", path)
-    if isinstance(value, str) and "\x00" in value:
-        raise InputError("contains a NUL character (\\x00), which no file, environment or label can hold: remove it", path)
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InputError("contains a NUL character (\\x00), which no file, environment or label can hold: remove it", path)
+        if _SURROGATE.search(value):
+            raise InputError("contains an unpaired UTF-16 surrogate (e.g. \\ud800), which is not text in UTF-8: remove it", path)
     return True
 
 

@@ -27,6 +27,8 @@ from kubetune.api.text import clip, show
 
 from .catalog import catalog
 from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
+from .limits import size_problems
+from .pipeline import render
 from .types import Problem
 
 _ARG_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -63,6 +65,9 @@ def _validate(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
         problems.extend(_raw_semantic_problems(body))
         return None, _dedupe(problems)
     problems.extend(semantic_problems(job))
+    if not problems:
+        # Valid on paper; now the objects it becomes must fit what Kubernetes stores.
+        problems.extend(size_problems(render(job)))
     return (None if problems else job), _dedupe(problems)
 
 
@@ -138,6 +143,15 @@ def _extra_args_problems(extra: dict[str, Any]) -> list[Problem]:
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
             problems.append(
                 Problem(path, f"is not an argument of LLaMA-Factory {cat.version} (its parser would refuse it){hint}")
+            )
+            continue
+        if isinstance(value, str) and "${" in value:
+            problems.append(
+                Problem(
+                    path,
+                    "contains '${', which OmegaConf (LLaMA-Factory's train.yaml reader) takes for an interpolation "
+                    "and refuses or replaces: remove the '$' or the braces",
+                )
             )
             continue
         if key in OVERRIDABLE and info.accepts(value):

@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
-
 from kubetune.api import DatasetSpec, FineTuneJob
 from kubetune.api.contract import DEEPSPEED_FILE, MERGED_SUBDIR, Layout
+from kubetune.api.yamldump import dump
 
 from .lfargs import model_location
 
@@ -22,13 +21,11 @@ def dump_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-_Dumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
 def dump_yaml(data: Any) -> str:
     # allow_unicode=False: PyYAML's emitter writes some characters raw (NEL in
     # single quotes) that its own reader then folds; escaped ASCII always round-trips.
-    return str(yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=False, default_flow_style=False))
+    # Type-ambiguous strings are quoted for OmegaConf (LLaMA-Factory's reader) and go-yaml.
+    return dump(data)
 
 
 # --- DeepSpeed --------------------------------------------------------------------

@@ -3,7 +3,9 @@
 Why a custom dumper: the ConfigMap carries whole files (train.yaml, ds_config.json,
 ...). Dumped as quoted one-line strings they are unreadable in a pull request;
 as literal blocks (``|``) they read like the files themselves, and review diffs
-stay line by line.  The golden files in tests/ use this same function, so what a
+stay line by line.  Strings that a YAML 1.1 reader (go-yaml v2 in kubectl
+and Argo CD) would take for a number, boolean or null - a job named ``1e5``,
+``y`` or ``on`` - are quoted (:mod:`kubetune.api.yamldump`).  The golden files in tests/ use this same function, so what a
 user commits is exactly what the tests pin.
 """
 
@@ -14,23 +16,13 @@ from typing import Any
 
 import yaml
 
-
-class _ReadableDumper(yaml.SafeDumper):
-    """SafeDumper that writes multi-line strings as literal blocks."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_ReadableDumper.add_representer(str, _represent_str)
+from kubetune.api.yamldump import ReadableDumper
 
 
 def to_yaml(objects: list[dict[str, Any]]) -> str:
     """A multi-document YAML stream, one ``---`` document per object."""
     text: str = yaml.dump_all(
-        objects, Dumper=_ReadableDumper, sort_keys=False, explicit_start=True, allow_unicode=True, width=120
+        objects, Dumper=ReadableDumper, sort_keys=False, explicit_start=True, allow_unicode=True, width=120
     )
     return text
 

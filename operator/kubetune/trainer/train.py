@@ -30,9 +30,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import yaml
 
-from kubetune.api import contract
+
+from kubetune.api import contract, yamldump
 
 from . import checkpoints, distenv
 from .config import JobConfig
@@ -81,7 +81,8 @@ def effective_args(cfg: JobConfig) -> tuple[dict[str, Any], Path | None]:
 def write_args(args: Mapping[str, Any], env: Mapping[str, str]) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="kubetune-", dir=scratch_dir(env)))
     path = folder / contract.TRAIN_ARGS_FILE
-    path.write_text(yaml.safe_dump(dict(args), sort_keys=False), encoding="utf-8")
+    # Quoted so OmegaConf (LLaMA-Factory's reader) gets exactly these values back.
+    path.write_text(yamldump.dump(dict(args)), encoding="utf-8")
     return path
 
 
