@@ -188,3 +188,60 @@ def test_url_failures_are_permanent_or_retryable(tmp_path: Path, tiny_assets: Ti
     finally:
         server.shutdown()
     assert not (pod.output_dir / contract.DATA_SUBDIR / "chats.jsonl").exists()
+
+
+# --- hostile and careless data (issue 12) ------------------------------------------------------
+
+_DEEP = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+
+HOSTILE = {
+    "role-is-a-list": ("chats", [{"messages": [{"role": ["user"], "content": "a"}, {"role": "assistant", "content": "b"}]}], "record 0, field 'messages[0].role': expected a string role, got list"),
+    "role-is-a-dict": ("chats", [{"messages": [{"role": {"x": 1}, "content": "a"}, {"role": "assistant", "content": "b"}]}], "expected a string role, got dict"),
+    "deeply-nested-record": ("chats", _DEEP, "line 1 is not valid JSON: nested too deeply"),
+    "not-utf8": ("chats", b"\xff\xfe{}\n", "not UTF-8 text"),
+    "single-object-file": ("qa", '{\n  "question": "q",\n  "answer": "a"\n}\n', "expected a JSON array of records or JSON lines"),
+    "deeply-nested-array-file": ("qa", "[" * 100_000 + "]" * 100_000, "not valid JSON: nested too deeply"),
+}
+
+
+@pytest.mark.parametrize(("which", "content", "message"), HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_data_is_a_data_error_naming_dataset_and_source_and_releases_other_ranks(
+    tmp_path: Path, tiny_assets: TinyAssets, web: tuple[str, Path], which: str, content: Any, message: str
+) -> None:
+    """Every bad file or record ends as a DataError (exit 3) naming the dataset - a URL dataset by
+    its URL, not the scratch file - and the failure marker stops the other ranks at once."""
+    pod = _setup(tmp_path, tiny_assets, web, QA, CHATS)
+    base_url, www = web
+    target = www / "chats.jsonl" if which == "chats" else tmp_path / "datasets" / "custom" / "qa.json"
+    if isinstance(content, bytes):
+        target.write_bytes(content)
+    elif isinstance(content, str):
+        target.write_text(content)
+    else:
+        target.write_text("".join(json.dumps(c) + "\n" for c in content))
+    cfg = config.load(pod.env)
+    with pytest.raises(DataError) as err:
+        data.prepare(cfg, pod.env)
+    text = str(err.value)
+    assert err.value.exit_code == contract.EXIT_DATA
+    assert message in text, text
+    assert text.startswith(f"dataset {which!r}"), text
+    if which == "chats" and "record" not in text:
+        assert f"{base_url}/chats.jsonl" in text and ".download" not in text, text
+    with pytest.raises(DataError, match="rank 0 failed to prepare the data") as waited:
+        data.wait_ready(cfg, {**pod.env, data.ENV_WAIT_TIMEOUT: "5"})
+    assert waited.value.exit_code == contract.EXIT_DATA
+
+
+def test_an_unforeseen_failure_still_writes_the_failure_marker(tmp_path: Path, tiny_assets: TinyAssets, web: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    pod = _setup(tmp_path, tiny_assets, web, QA, CHATS)
+    cfg = config.load(pod.env)
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(data, "local_files", broken)
+    with pytest.raises(DataError, match=r"dataset 'qa' \(/.*custom/qa.json\): cannot be read: OSError"):
+        data.prepare(cfg, pod.env)
+    with pytest.raises(DataError, match="rank 0 failed"):
+        data.wait_ready(cfg, {**pod.env, data.ENV_WAIT_TIMEOUT: "5"})

@@ -55,29 +55,61 @@ def digest(cfg: JobConfig) -> str:
 # --- reading records ---------------------------------------------------------------
 
 
-def _json_records(path: Path) -> Iterator[Any]:
-    """Records of a JSON array file or a JSON-lines file (LLaMA-Factory accepts both)."""
-    with open(path, encoding="utf-8") as fh:
-        head = ""
-        while True:
-            ch = fh.read(1)
-            if not ch or not ch.isspace():
-                head = ch
-                break
-        fh.seek(0)
-        if head == "[":
-            try:
-                data = json.load(fh)
-            except ValueError as exc:
-                raise DataError(f"{path}: not valid JSON: {exc}") from None
-            yield from data
-            return
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
+def _json_records(path: Path, label: str | None = None) -> Iterator[Any]:
+    """Records of a JSON array file or a JSON-lines file (LLaMA-Factory accepts both).
+
+    ``label`` names the source in errors (a dataset's URL rather than the scratch file it
+    was downloaded to).  Bytes that are not UTF-8 and nesting too deep for the JSON
+    parser are DataErrors naming the line, not crashes."""
+    where = label or str(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = ""
+            while True:
+                ch = fh.read(1)
+                if not ch or not ch.isspace():
+                    head = ch
+                    break
+            fh.seek(0)
+            if head == "[":
                 try:
-                    yield json.loads(line)
-                except ValueError as exc:
-                    raise DataError(f"{path}: line {lineno} is not valid JSON: {exc}") from None
+                    data = json.load(fh)
+                except (ValueError, RecursionError) as exc:
+                    raise DataError(f"{where}: not valid JSON: {_brief(exc)}") from None
+                if not isinstance(data, list):
+                    raise DataError(f"{where}: expected a JSON array of records or JSON lines")
+                yield from data
+                return
+            if head == "{" and not _looks_like_lines(path):
+                raise DataError(f"{where}: expected a JSON array of records or JSON lines (one object per line), got one JSON object")
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except (ValueError, RecursionError) as exc:
+                        raise DataError(f"{where}: line {lineno} is not valid JSON: {_brief(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} cannot be decoded): save it as UTF-8") from None
+
+
+def _looks_like_lines(path: Path) -> bool:
+    """A file starting with '{' is JSON lines when its first line is a whole JSON value."""
+    with open(path, "rb") as fh:
+        first = fh.readline(1 << 20)
+    try:
+        json.loads(first)
+    except RecursionError:
+        return True  # one whole (if absurdly deep) value on the line: reported with its line number
+    except ValueError:
+        return False
+    return True
+
+
+def _brief(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    text = str(exc)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _table_records(path: Path) -> Iterator[Any]:
@@ -127,7 +159,7 @@ def _url_records(url: str, scratch: Path) -> Iterator[Any]:
             raise DataError(f"{url}: server answered {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             raise Retryable(f"{url}: download failed: {exc}") from None
-        yield from _json_records(target)
+        yield from _json_records(target, label=url)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -161,10 +193,18 @@ def check_records(checker: RecordChecker, records: Iterable[Any], sink: Any | No
     count = 0
     for index, record in enumerate(records):
         count += 1
-        found = checker.check(index, record)
+        try:
+            found = checker.check(index, record)
+        except (RecursionError, TypeError, ValueError) as exc:  # a shape the checks did not foresee
+            found = [RecordProblem(checker.dataset, index, "<record>", f"cannot be read ({type(exc).__name__}: {_brief(exc)})")]
         problems.extend(found)
         if sink is not None and not problems:
-            sink.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            try:
+                line = json.dumps(record, ensure_ascii=False, default=str)
+            except (RecursionError, ValueError) as exc:
+                problems.append(RecordProblem(checker.dataset, index, "<record>", f"cannot be written as JSON ({_brief(exc)})"))
+                continue
+            sink.write(line + "\n")
     if problems:
         shown = "\n  ".join(str(p) for p in problems[:MAX_REPORTED])
         more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
@@ -185,6 +225,7 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
     specs = {d.name: d for d in cfg.job.spec.datasets}
     counts: dict[str, int] = {}
     staged: list[tuple[Path, Path]] = []
+    name = "?"
     try:
         for name, entry in cfg.dataset_info.items():
             checker = RecordChecker(name, entry, stage=stage)
@@ -209,15 +250,38 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
         for tmp, final in staged:
             os.replace(tmp, final)
         write_text_atomic(data_dir / contract.DATASET_INFO_FILE, json.dumps(cfg.dataset_info, indent=2) + "\n")
+    except DataError as exc:
+        named = exc if str(exc).startswith("dataset ") else DataError(f"dataset {name!r}: {exc}")
+        _fail(cfg, named)
+        raise named from None
     except TrainerError as exc:
-        write_text_atomic(data_dir / FAILED_MARKER, json.dumps({"digest": digest(cfg), "exitCode": exc.exit_code, "message": str(exc)}))
+        _fail(cfg, exc)
         raise
+    except Exception as exc:  # noqa: BLE001 - any data failure must release the other ranks at once
+        source = _source(specs.get(name), cfg.dataset_info.get(name, {}))
+        error = DataError(f"dataset {name!r} ({source}): cannot be read: {type(exc).__name__}: {_brief(exc)}")
+        _fail(cfg, error)
+        raise error from exc
     finally:
         for tmp, _ in staged:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
     write_text_atomic(data_dir / READY_MARKER, json.dumps({"digest": digest(cfg), "records": counts}))
     return counts
+
+
+def _fail(cfg: JobConfig, exc: TrainerError) -> None:
+    """The failure marker: the other ranks stop waiting and repeat this message."""
+    write_text_atomic(cfg.data_dir / FAILED_MARKER, json.dumps({"digest": digest(cfg), "exitCode": exc.exit_code, "message": str(exc)}))
+
+
+def _source(spec: DatasetSpec | None, entry: Mapping[str, Any]) -> str:
+    """How a user knows the dataset: its URL, Hub id or file."""
+    if spec is not None and spec.url is not None:
+        return str(spec.url)
+    if spec is not None and spec.hub is not None:
+        return f"hub {spec.hub}"
+    return str(entry.get("file_name", "?"))
 
 
 def _marker(path: Path) -> dict[str, Any] | None:

@@ -116,6 +116,9 @@ class RecordChecker:
             if role is None:
                 out.append(self._problem(index, f"{where}.{role_tag}", "missing role"))
                 continue
+            if not isinstance(role, str):
+                out.append(self._problem(index, f"{where}.{role_tag}", f"expected a string role, got {type(role).__name__}"))
+                continue
             if role not in known:
                 out.append(
                     self._problem(index, f"{where}.{role_tag}", f"unknown role {role!r} (expected one of {', '.join(sorted(known))})")
