@@ -280,6 +280,7 @@ INVALID = [
     Case("quantity-two-dots", {"spec.resources.memory": "1.2.3"}, "spec.resources.memory"),
     Case("quantity-negative", {"spec.resources.sharedMemorySize": "-5Gi"}, "spec.resources.sharedMemorySize"),
     Case("quantity-dots", {"spec.resources.cpu": "..."}, "spec.resources.cpu"),
+    Case("quantity-zero", {"spec.resources.memory": "0"}, "spec.resources.memory"),
     Case("toleration-exists-with-value", {"spec.scheduling.tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}, "spec.scheduling.tolerations.0.value"),
     Case("toleration-seconds-without-noexecute", {"spec.scheduling.tolerations": [{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}]}, "spec.scheduling.tolerations.0.effect"),
     Case("toleration-empty-key-equal", {"spec.scheduling.tolerations": [{"key": "", "operator": "Equal", "value": "v"}]}, "spec.scheduling.tolerations.0.operator"),

@@ -86,8 +86,10 @@ def _set(doc: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
     for part in path[:-1]:
         if isinstance(node, dict):
             node = node.setdefault(part, {})
-        else:
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]
+        else:
+            return  # a scalar or null on the way: nothing to patch
     if isinstance(node, dict) or (isinstance(node, list) and isinstance(path[-1], int) and path[-1] < len(node)):
         node[path[-1]] = value
 

@@ -29,7 +29,6 @@ and :func:`extended_resource_problems`.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
@@ -134,47 +133,12 @@ QUANTITY_PATTERN: Final = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 """resource.Quantity's grammar, as controller-gen writes it into CRDs."""
-NONNEGATIVE_QUANTITY_PATTERN: Final = (
-    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+POSITIVE_QUANTITY_PATTERN: Final = (
+    r"^\+?(([0-9]*[1-9][0-9]*(\.[0-9]*)?)|([0-9]*\.[0-9]*[1-9][0-9]*))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
-_QUANTITY = re.compile(QUANTITY_PATTERN)
-_SUFFIX: dict[str, int | Decimal] = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1,
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-}  # fmt: skip
-
-
-def quantity_value(text: str) -> Decimal:
-    """The value of a quantity in base units (bytes, cores); ValueError when it is not one."""
-    m = _QUANTITY.fullmatch(text)
-    if m is None:
-        raise ValueError(f"'{text[:64]}' is not a Kubernetes quantity (e.g. 16, 500m, 128Gi, 1.5e9)")
-    number_end = m.end(2)
-    number, suffix = text[:number_end], text[number_end:]
-    try:
-        if suffix[:1] in ("e", "E"):
-            exponent = int(Decimal(suffix[1:]))
-            if abs(exponent) > 40:
-                raise ValueError(f"'{text[:64]}': exponent {exponent} is out of range")
-            return Decimal(number) * (Decimal(10) ** exponent)
-        return Decimal(number) * Decimal(_SUFFIX[suffix])
-    except (InvalidOperation, KeyError):
-        raise ValueError(f"'{text[:64]}' is not a Kubernetes quantity (e.g. 16, 500m, 128Gi)") from None
-
-
-def _positive_quantity(text: str) -> str:
-    value = quantity_value(text)
-    if value <= 0:
-        raise ValueError(f"'{text}' must be greater than zero")
-    if value > INT64_MAX:
-        raise ValueError(f"'{text}' is larger than Kubernetes can count (2^63-1)")
-    return text
-
-
-PositiveQuantity = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=NONNEGATIVE_QUANTITY_PATTERN), AfterValidator(_positive_quantity)
-]
+"""The same grammar with a non-zero number and no '-': what a limit or a size must be."""
+PositiveQuantity = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=POSITIVE_QUANTITY_PATTERN)]
 """A resource quantity greater than zero, e.g. ``16``, ``500m``, ``128Gi``."""
 
 # --- node affinity -----------------------------------------------------------------------

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 import yaml
 
-from .text import clip, escape
+from .text import clip, escape, join
 
 MAX_BYTES: Final = 3 * 1024 * 1024
 """Largest manifest read: the kube-apiserver's request body limit (3 MiB)."""
@@ -132,13 +132,11 @@ def _path(stack: list[_Frame], extra: str | None = None) -> str:
         if frame.is_map:
             if frame.key is None or frame.want_key:
                 continue
-            part = clip(frame.key, 60)
-            out += f".{part}" if out else part
+            out = join(out, frame.key)
         else:
             out += f"[{frame.index}]"
     if extra is not None:
-        part = clip(extra, 60)
-        out += f".{part}" if out else part
+        out = join(out, extra)
     return out
 
 
@@ -267,11 +265,6 @@ def _scalar_check(value: Any, path: str) -> bool:
     return True
 
 
-def _join(path: str, key: str) -> str:
-    part = clip(key, 60)
-    return f"{path}.{part}" if path else part
-
-
 def normalize(value: Any, path: str = "", *, depth: int = 0, budget: list[int] | None = None) -> Any:
     """A JSON-shaped copy of ``value``: str keys, finite numbers, int64, no NUL; bounded depth and size.
 
@@ -290,7 +283,7 @@ def normalize(value: Any, path: str = "", *, depth: int = 0, budget: list[int] |
         out: dict[str, Any] = {}
         for k, v in value.items():
             key = _key(k, path)
-            where = _join(path, key)
+            where = join(path, key)
             if key in out:
                 raise InputError("is given twice in the same mapping (once as a string, once as another type)", where)
             _scalar_check(key, where)

@@ -67,3 +67,22 @@ def line(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """One printable line: escaped (so no newline survives) and bounded."""
     return clip(text, limit)
 
+
+
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,59}")
+
+
+def segment(key: str) -> str:
+    """A mapping key as one segment of a field path: ``name``, or ``["odd key"]`` (escaped,
+    bounded) when it is empty, long or holds characters that would blur the path."""
+    if _PLAIN_SEGMENT.fullmatch(key):
+        return key
+    return '["' + clip(key, 60).replace('"', '\\"') + '"]'
+
+
+def join(path: str, key: str) -> str:
+    """``path`` extended by the mapping key ``key``."""
+    part = segment(key)
+    if part.startswith("["):
+        return path + part
+    return f"{path}.{part}" if path else part

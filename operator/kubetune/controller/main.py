@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
 import logging
 from typing import Any
 
@@ -36,13 +38,34 @@ from .runtime import OperatorConfig, Runtime
 from .sync import StatusSync
 
 
+MAX_DIFFBASE_BYTES = 128 * 1024
+"""Largest spec copy kopf may keep in an annotation: all annotations of an object share
+256 KiB (apimachinery ValidateAnnotations, TotalAnnotationSizeLimitB), and kubectl's
+last-applied-configuration holds another copy."""
+
+
+class BoundedDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's annotation diff-base, with an oversized spec kept as its digest.
+
+    Such a spec is refused by validation anyway (kubetune.render.checks.MAX_SPEC_BYTES),
+    but copying it into an annotation would make kopf's status patch fail (413/422): the
+    job would never show why, and kopf would retry forever.  The digest still changes when
+    the spec does, so an edit is noticed (and re-validated) as usual."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        encoded = json.dumps(essence, separators=(",", ":"), sort_keys=True)
+        if len(encoded) > MAX_DIFFBASE_BYTES:
+            spec = json.dumps(essence.get("spec"), separators=(",", ":"), sort_keys=True)
+            essence = {**essence, "spec": {"sha256": hashlib.sha256(spec.encode("utf-8", "surrogatepass")).hexdigest()}}
+        return essence
+
+
 def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     # kopf's own bookkeeping goes into kubetune.io/ annotations (never spec, never a finalizer).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubetune.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="kubetune.io", key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = BoundedDiffBaseStorage(prefix="kubetune.io", key="last-handled-configuration")
     settings.persistence.finalizer = "kubetune.io/finalizer"
     # Only failures become Events from kopf; the operator posts its own Events for transitions.
     settings.posting.level = logging.WARNING

@@ -13,6 +13,7 @@ Never raises: whatever was parsed from a file, the answer is a list of Problems.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import typing
 from typing import Any
@@ -23,7 +24,7 @@ from kubetune.api import FineTuneJob
 from kubetune.api.contract import API_VERSION, KIND
 from kubetune.api.resource import MAX_NAME_LENGTH
 from kubetune.api.safeyaml import InputError, normalize
-from kubetune.api.text import clip, show
+from kubetune.api.text import clip, join, show
 
 from .catalog import catalog
 from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
@@ -31,6 +32,8 @@ from .limits import size_problems
 from .pipeline import render
 from .types import Problem
 
+MAX_SPEC_BYTES = 128 * 1024
+"""Largest spec (as compact JSON): see the message where it is checked."""
 _ARG_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _FIELD_AT_START = re.compile(r"^((?:metadata|spec)(?:\.[A-Za-z]+|\[\])*)[ :]")
 
@@ -53,6 +56,16 @@ def _validate(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
     except InputError as exc:
         return None, [Problem(exc.field, exc.message)]
     problems: list[Problem] = []
+    spec_bytes = len(json.dumps(obj.get("spec"), separators=(",", ":"), ensure_ascii=False).encode())
+    if spec_bytes > MAX_SPEC_BYTES:
+        problems.append(
+            Problem(
+                "spec",
+                f"is {spec_bytes} bytes as JSON; at most {MAX_SPEC_BYTES} fit, because kubectl's last-applied "
+                "annotation and the operator's record of the handled spec each copy it, and an object's annotations "
+                "share 256 KiB: shorten spec.env, spec.extraArgs or spec.scheduling",
+            )
+        )
     if obj.get("apiVersion") != API_VERSION:
         problems.append(Problem("apiVersion", f"must be {API_VERSION} (got {show(obj.get('apiVersion'))})"))
     if obj.get("kind") != KIND:
@@ -133,7 +146,7 @@ def _extra_args_problems(extra: dict[str, Any]) -> list[Problem]:
     cat = catalog()
     problems: list[Problem] = []
     for key, value in sorted(extra.items()):
-        path = f"spec.extraArgs.{clip(key, 60)}"
+        path = join("spec.extraArgs", key)
         if key in SPEC_CONTROLLED:
             problems.append(Problem(path, f"is set by the spec: use {SPEC_CONTROLLED[key]} instead and remove it from extraArgs"))
             continue
@@ -194,8 +207,6 @@ def _path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if part == "[key]":  # the error is about a mapping key; the path already ends with it
             continue
-        if isinstance(part, str) and len(part) > 48:
-            part = clip(part, 45)
         if isinstance(part, int):
             out += f"[{part}]"
         elif isinstance(part, str) and part.startswith(("function-", "json-or-python", "lax-or-strict")):
@@ -203,7 +214,7 @@ def _path(loc: tuple[Any, ...]) -> str:
         elif isinstance(part, str) and part in _UNION_MEMBERS:
             continue
         else:
-            out += f".{part}" if out else str(part)
+            out = join(out, str(part))
     return out
 
 
@@ -309,6 +320,11 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+MAX_PROBLEMS = 20
+"""Problems reported for one object; the rest are counted (a status condition, an Event and a
+terminal all stay readable when a generated manifest is wrong in a thousand places)."""
+
+
 def _dedupe(problems: list[Problem]) -> list[Problem]:
     seen: set[tuple[str, str]] = set()
     out: list[Problem] = []
@@ -316,4 +332,7 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
         if (p.path, p.message) not in seen:
             seen.add((p.path, p.message))
             out.append(p)
+    if len(out) > MAX_PROBLEMS:
+        rest = len(out) - MAX_PROBLEMS
+        out = [*out[:MAX_PROBLEMS], Problem(out[MAX_PROBLEMS].path, f"... and {rest} more problem(s) like the ones above")]
     return out
