@@ -22,6 +22,10 @@ from kubetune.api.text import escape, line
 from kubetune.render import Problem, RenderOptions, render, validate_object
 
 
+MAX_JOBS_PER_FILE = 100
+"""FineTuneJobs read from one file: keeps any single input within seconds (each renders in ms)."""
+
+
 class _Unreadable(Exception):
     """Files that could not be read: (file, error) pairs, already reported."""
 
@@ -38,6 +42,11 @@ def _read_objects(paths: Sequence[str]) -> list[tuple[str, Any]]:
             docs = read_documents(p)
         except InputError as exc:
             print(line(f"{p}: {exc}"), file=sys.stderr)
+            failed = True
+            continue
+        jobs = sum(1 for d in docs if _is_finetunejob(d))
+        if jobs > MAX_JOBS_PER_FILE:
+            print(line(f"{p}: holds {jobs} FineTuneJobs; at most {MAX_JOBS_PER_FILE} are read from one file: split it"), file=sys.stderr)
             failed = True
             continue
         for i, doc in enumerate(docs):

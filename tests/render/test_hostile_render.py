@@ -15,7 +15,7 @@ from kubetune.api import RESERVED_ENV
 from kubetune.api.resource import MAX_NAME_LENGTH
 from kubetune.api.safeyaml import load_documents
 from kubetune.api.spec import MAX_NODES
-from kubetune.render import RenderOptions, render, validate_object
+from kubetune.render import RenderOptions, checks, render, validate_object
 from kubetune.render.output import to_yaml
 
 from renderlib import JobBuilder, pod_templates
@@ -192,9 +192,14 @@ def test_longest_name_and_most_nodes_give_names_of_at_most_63(backend: str) -> N
     assert too_long is None and problems[0].path == "metadata.name"
 
 
-def test_objects_larger_than_kubernetes_stores_are_refused() -> None:
-    """64 env values of 4 KiB that JSON escapes sixfold make a ConfigMap over 1 MiB."""
+def test_objects_larger_than_kubernetes_stores_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """64 env values of 4 KiB that JSON escapes sixfold: the spec itself is over its 128 KiB limit,
+    and (with that limit lifted) the ConfigMap it renders is over the 1 MiB Kubernetes stores."""
     doc = JobBuilder().set("spec.env", [{"name": f"V{i}", "value": "\x01" * 4096} for i in range(64)]).doc_copy()
+    job, problems = validate_object(doc)
+    assert job is None and [p.path for p in problems] == ["spec"] and "131072" in problems[0].message
+    monkeypatch.setattr(checks, "MAX_SPEC_BYTES", 10 * 1024 * 1024)
     job, problems = validate_object(doc)
     assert job is None
     assert any("ConfigMap" in p.message and "1048576" in p.message for p in problems), problems
+    assert any("PyTorchJob" in p.message and "1572864" in p.message for p in problems), problems

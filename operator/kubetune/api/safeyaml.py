@@ -238,7 +238,18 @@ def _scan(text: str) -> None:
         raise InputError(_one_line(exc), _path(stack)) from None
 
 
-def _key(value: Any, path: str) -> str:
+Trail = tuple[str | int, ...]
+"""A field path as parts; made into text (:func:`field_path`) only for an error."""
+
+
+def field_path(trail: Trail) -> str:
+    out = ""
+    for part in trail:
+        out = f"{out}[{part}]" if isinstance(part, int) else join(out, part)
+    return out
+
+
+def _key(value: Any, trail: Trail) -> str:
     """A mapping key as sigs.k8s.io/yaml turns it into a JSON key."""
     if isinstance(value, str):
         return value
@@ -247,25 +258,25 @@ def _key(value: Any, path: str) -> str:
     if value is None:
         return "null"
     if isinstance(value, (int, float)):
-        _scalar_check(value, path)
+        _scalar_check(value, trail)
         return str(value)
-    raise InputError("mapping keys must be plain strings", path)
+    raise InputError("mapping keys must be plain strings", field_path(trail))
 
 
-def _scalar_check(value: Any, path: str) -> bool:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InputError(f"{value!r} is not a number JSON (and so Kubernetes) can carry: write a finite number", path)
-    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
-        raise InputError(f"a number of {len(str(value))} digits is outside the 64-bit integer range Kubernetes stores", path)
+def _scalar_check(value: Any, trail: Trail) -> None:
     if isinstance(value, str):
         if "\x00" in value:
-            raise InputError("contains a NUL character (\\x00), which no file, environment or label can hold: remove it", path)
+            raise InputError("contains a NUL character (\\x00), which no file, environment or label can hold: remove it", field_path(trail))
         if _SURROGATE.search(value):
-            raise InputError("contains an unpaired UTF-16 surrogate (e.g. \\ud800), which is not text in UTF-8: remove it", path)
-    return True
+            raise InputError("contains an unpaired UTF-16 surrogate (e.g. \\ud800), which is not text in UTF-8: remove it", field_path(trail))
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InputError(f"{value!r} is not a number JSON (and so Kubernetes) can carry: write a finite number", field_path(trail))
+    elif isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        raise InputError(f"a number of {len(str(value))} digits is outside the 64-bit integer range Kubernetes stores", field_path(trail))
 
 
-def normalize(value: Any, path: str = "", *, depth: int = 0, budget: list[int] | None = None) -> Any:
+def normalize(value: Any, trail: Trail = (), *, budget: list[int] | None = None) -> Any:
     """A JSON-shaped copy of ``value``: str keys, finite numbers, int64, no NUL; bounded depth and size.
 
     Used on everything a FineTuneJob is built from - YAML from the CLI, JSON
@@ -276,25 +287,24 @@ def normalize(value: Any, path: str = "", *, depth: int = 0, budget: list[int] |
         budget = [MAX_NODES]
     budget[0] -= 1
     if budget[0] < 0:
-        raise InputError(f"the object has more than {MAX_NODES} values", path)
-    if depth > MAX_DEPTH:
-        raise InputError(f"nesting deeper than {MAX_DEPTH} levels; no FineTuneJob field is that deep", path)
+        raise InputError(f"the object has more than {MAX_NODES} values", field_path(trail))
+    if len(trail) > MAX_DEPTH:
+        raise InputError(f"nesting deeper than {MAX_DEPTH} levels; no FineTuneJob field is that deep", field_path(trail))
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            key = _key(k, path)
-            where = join(path, key)
+            key = _key(k, trail)
             if key in out:
-                raise InputError("is given twice in the same mapping (once as a string, once as another type)", where)
-            _scalar_check(key, where)
-            out[key] = normalize(v, where, depth=depth + 1, budget=budget)
+                raise InputError("is given twice in the same mapping (once as a string, once as another type)", field_path((*trail, key)))
+            _scalar_check(key, (*trail, key))
+            out[key] = v if v is None or type(v) is bool else normalize(v, (*trail, key), budget=budget)
         return out
     if isinstance(value, (list, tuple)):
-        return [normalize(v, f"{path}[{i}]", depth=depth + 1, budget=budget) for i, v in enumerate(value)]
+        return [normalize(v, (*trail, i), budget=budget) for i, v in enumerate(value)]
     if value is None or isinstance(value, (str, bool, int, float)):
-        _scalar_check(value, path)
+        _scalar_check(value, trail)
         return value
-    raise InputError(f"a {clip(type(value).__name__, 40)} value cannot appear in a manifest (only JSON values)", path)
+    raise InputError(f"a {clip(type(value).__name__, 40)} value cannot appear in a manifest (only JSON values)", field_path(trail))
 
 
 def load_documents(text: str) -> Iterator[Any]:

@@ -32,12 +32,15 @@ _NUMBER: Final = re.compile(
     r"[-+]?(?:0b[01]+|0o?[0-7]+|0x[0-9a-f]+|[0-9]+|(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:e[-+]?[0-9]+)?|\.(?:inf|nan))",
     re.IGNORECASE,
 )
+_NUMBER_START: Final = frozenset("0123456789+-.")
 _SEXAGESIMAL: Final = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
 _TIMESTAMP: Final = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}")
 
 
 def ambiguous(value: str) -> bool:
     """True when some YAML reader (1.1, 1.2, go-yaml v2, OmegaConf) would not read ``value`` as a string."""
+    if value[:1] not in _NUMBER_START and value.strip().lower() not in _WORDS:
+        return False  # fast path: numbers, dates and sexagesimals start with a digit, sign or dot
     if value.strip().lower() in _WORDS:
         return True
     bare = value.replace("_", "")
@@ -72,7 +75,7 @@ class QuotingDumper(_Base):  # type: ignore[misc]
 QuotingDumper.add_representer(str, _represent_str)
 
 
-class ReadableDumper(yaml.SafeDumper):
+class ReadableDumper(_Base):  # type: ignore[misc]
     """QuotingDumper that also writes multi-line strings as literal blocks (``|``), for review diffs."""
 
     literal_blocks = True

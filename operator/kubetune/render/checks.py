@@ -34,6 +34,9 @@ from .types import Problem
 
 MAX_SPEC_BYTES = 128 * 1024
 """Largest spec (as compact JSON): see the message where it is checked."""
+RENDER_CHECK_BYTES = 16 * 1024
+"""Specs above this size are rendered by validation to check the objects' sizes (render/limits.py);
+below it the objects stay far under every limit (each copy of the spec is at most ~3x its JSON)."""
 _ARG_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _FIELD_AT_START = re.compile(r"^((?:metadata|spec)(?:\.[A-Za-z]+|\[\])*)[ :]")
 
@@ -78,8 +81,9 @@ def _validate(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
         problems.extend(_raw_semantic_problems(body))
         return None, _dedupe(problems)
     problems.extend(semantic_problems(job))
-    if not problems:
-        # Valid on paper; now the objects it becomes must fit what Kubernetes stores.
+    if not problems and spec_bytes > RENDER_CHECK_BYTES:
+        # Valid on paper; now the objects it becomes must fit what Kubernetes stores.  (A spec
+        # of a few KiB renders to objects of a few tens of KiB: only larger ones are rendered here.)
         problems.extend(size_problems(render(job)))
     return (None if problems else job), _dedupe(problems)
 
