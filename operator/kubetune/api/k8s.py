@@ -36,11 +36,13 @@ from pydantic import AfterValidator, Field, StringConstraints
 from .base import ApiModel, Rule, RuledModel
 
 INT32_MAX: Final = 2**31 - 1
-INT64_MAX: Final = 2**63 - 1
-INT64_MIN: Final = -(2**63)
+SAFE_INT_MAX: Final = 2**53 - 1
+"""Largest int64 a manifest can carry exactly through every tool on its way: Helm, kubectl's
+YAML-to-JSON and JSON clients hold untyped numbers as float64 (2**63 - 1 comes back as 2**63).
+Also what a CRD's ``maximum`` (a float64 in JSONSchemaProps) can state exactly."""
 
 Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX, json_schema_extra={"format": "int32"})]
-Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX, json_schema_extra={"format": "int64"})]
+Int64 = Annotated[int, Field(ge=-SAFE_INT_MAX, le=SAFE_INT_MAX, json_schema_extra={"format": "int64"})]
 
 # --- names -----------------------------------------------------------------------------
 

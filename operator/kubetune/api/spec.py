@@ -24,13 +24,13 @@ from .base import (
     Rule,
     RuledModel,
 )
-from .k8s import INT32_MAX, INT64_MAX, Affinity, ExtendedResourceName, LabelValue, PositiveQuantity, QualifiedName, Toleration
+from .k8s import INT32_MAX, SAFE_INT_MAX, Affinity, ExtendedResourceName, LabelValue, PositiveQuantity, QualifiedName, Toleration
 
 MAX_NODES: Final = 1024
 """Most pods (nodes) one job may have; also bounds the pod name suffix (resource.MAX_NAME_LENGTH)."""
 
 Steps = Annotated[int, Field(ge=1, le=INT32_MAX, json_schema_extra={"format": "int32"})]
-Count64 = Annotated[int, Field(ge=1, le=INT64_MAX, json_schema_extra={"format": "int64"})]
+Count64 = Annotated[int, Field(ge=1, le=SAFE_INT_MAX, json_schema_extra={"format": "int64"})]
 
 Method = Literal["full", "freeze", "lora", "qlora"]
 Backend = Literal["pytorchjob", "mpijob"]
