@@ -231,12 +231,11 @@ def _has_rules(schema: Schema) -> bool:
 
 
 def _compact_default(default: dict[str, Any], schema: Schema) -> dict[str, Any]:
-    full = _without_nulls(default)
-    expanded = _defaulted({}, schema)
-    if expanded != full:
+    full: dict[str, Any] = _without_nulls(default)
+    if _defaulted({}, schema) != full:
         return full
     # A rule sees the default as written (see the module docstring): spell it out.
-    return expanded if _has_rules(schema) else {}
+    return full if _has_rules(schema) else {}
 
 
 def openapi_schema() -> Schema:
