@@ -25,7 +25,13 @@ resource request from its own store with the API server's semantics:
   point), without one it starts with ADDED for current objects;
 * ``pods/log`` with ``tailLines`` from lines the test appends;
 * fault injection (status code for the next N matching calls), dropping every
-  open watch, and a record of every call as an RBAC tuple.
+  open watch, and a record of every call as an RBAC tuple;
+* bearer-token authentication when ``authenticate`` is set: a request without a
+  token the authenticator accepts (unknown or expired) is answered 401
+  Unauthorized with a Status, before anything else, discovery included, as
+  k8s.io/apiserver pkg/endpoints/filters/authentication.go does.  A watch that
+  is already open stays open when its token expires (the real server checks
+  credentials once per request).
 """
 
 from __future__ import annotations
@@ -226,6 +232,42 @@ def field_match(selector: str | None, obj: Obj) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class AuthAttempt:
+    method: str
+    path: str
+    watch: bool
+    token: str | None
+    accepted: bool
+
+
+class Tokens:
+    """A token authenticator: static tokens, plus tokens an issuer (the tests' exec plugin) logs
+    as JSON lines ``{"token": ..., "expires": <epoch seconds>}`` in ``issued`` (an OIDC issuer
+    or a token webhook in a real cluster).  Unknown and expired tokens are refused."""
+
+    def __init__(self, static: tuple[str, ...] = (), issued: str | None = None) -> None:
+        self.static = set(static)
+        self.issued = issued
+
+    def __call__(self, token: str | None) -> bool:
+        if token is None:
+            return False
+        if token in self.static:
+            return True
+        if self.issued is None:
+            return False
+        try:
+            lines = open(self.issued, encoding="utf-8").read().splitlines()
+        except FileNotFoundError:
+            return False
+        for line in lines:
+            entry = json.loads(line)
+            if entry["token"] == token:
+                return bool(entry["expires"] > datetime.datetime.now(datetime.UTC).timestamp())
+        return False
+
+
 _VERB_BY_METHOD = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
 
 
@@ -248,6 +290,9 @@ class Cluster(kmock.KubernetesScaffold):
     open_watches: int = 0
     expired_watches: int = 0
     """Watches answered 410 Gone (resumed from a compacted resourceVersion)."""
+    authenticate: Callable[[str | None], bool] | None = None
+    """Bearer-token check (None: no authentication, every request is allowed)."""
+    auth_log: list[AuthAttempt] = attrs.field(factory=list)
 
     # --- setup ---------------------------------------------------------------
 
@@ -333,6 +378,15 @@ class Cluster(kmock.KubernetesScaffold):
         return self._changed_cond()
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:  # type: ignore[override]
+        if self.authenticate is not None and request._raw_request is not None:
+            raw_req = request._raw_request
+            header = raw_req.headers.get("Authorization", "")
+            token = header[len("Bearer ") :] if header.startswith("Bearer ") else None
+            accepted = self.authenticate(token)
+            watch = raw_req.query.get("watch") in ("true", "1")
+            self.auth_log.append(AuthAttempt(raw_req.method, raw_req.path, watch, token, accepted))
+            if not accepted:
+                return self._error(ApiError(401, "Unauthorized", "Unauthorized"))
         res = request.resource
         if res is None or res.plural is None:
             return await super()._handle(request)
