@@ -36,18 +36,22 @@ files followed (k8s.io/apiextensions-apiserver unless noted):
    (10,000,000) and the sum over the CRD within ``StaticEstimatedCRDCostLimit``
    (100,000,000).
 
-How the cost estimate differs from upstream (by design conservative):
-cel-python gives a parse tree, not cel-go's checked AST, so this walks the
-parse tree and applies cel-go's cost formulas for the constructs it knows:
+How the cost estimate differs from upstream: cel-python gives a parse tree,
+not cel-go's checked AST, so this walks the parse tree and applies cel-go's
+cost formulas (``functionCost``, ``costComprehension``, ``costSelect``,
+``sizeEstimator.EstimateSize``) for the constructs it knows, and gets the
+same MaxCost as upstream on the cases of upstream's ``TestCostEstimation``
+(compilation_test.go) that use them (tests/api/test_crd_creation.py):
 literals, identifiers, field selection, ``has()``, ``!``, ``&&``/``||``,
 ``?:``, comparisons and ``==``/``!=`` (size-based, factor 0.1), ``in`` (list
 size), ``+`` (numbers 1; strings by result size), ``size()``, ``startsWith``/
 ``endsWith``/``contains``/``matches`` (cel-go's string and regex factors) and
 the ``all``/``exists``/``exists_one`` macros (their expansion into
-comprehensions, counted as cel-go counts them).  Any other construct (other
-functions, ``map``/``filter``, indexing, map literals, messageExpression) is
-reported as "not emulated" and the CRD is refused here, so an estimate is
-never silently low.  Sizes follow ``SchemaDeclType``: ``maxLength`` x 4, the
+comprehensions, counted as cel-go counts them).  Types are inferred only as
+far as these need (e.g. ``<`` on two non-strings costs 1, as cel-go's int and
+double overloads do).  Any other construct (other functions, ``map``/
+``filter``, indexing, map literals, messageExpression) is reported as "not
+emulated" and the CRD is refused here, so an estimate is never silently low.  Sizes follow ``SchemaDeclType``: ``maxLength`` x 4, the
 longest enum value, else the 3 MiB request limit; lists and maps use
 ``maxItems``/``maxProperties``, else 3 MiB divided by the element's minimum
 serialized size.
@@ -615,6 +619,14 @@ class RuleCost:
 
 
 _ENV = celpy.Environment()
+
+
+def rule_cost(schema: Schema, rule: str, *, root: bool = False) -> int:
+    """cel-go's MaxCost of one rule on ``schema`` (one evaluation, before cardinality)."""
+    decl = decl_of(schema, root=root)
+    if decl is None:
+        raise CompileError("CEL has no type for this node")
+    return _Coster(decl).visit(_ENV.compile(rule)).cost
 
 
 def compile_and_cost(schema: Schema) -> tuple[list[str], list[RuleCost]]:

@@ -259,3 +259,58 @@ def test_field_paths_of_the_crd_resolve() -> None:
     paths = [e["fieldPath"] for _, n in _walk(schema_of(doc)) for e in n.get("x-kubernetes-validations", []) if "fieldPath" in e]
     assert ".quantization.bits" in paths and len(paths) > 20
     assert creation_errors(doc) == []
+
+
+# --- the cost estimate agrees with upstream's own expectations ------------------------------------
+
+_NUM, _STR, _BOOL = {"type": "number"}, {"type": "string"}, {"type": "boolean"}
+
+
+def _array(items: dict[str, Any], n: int | None) -> dict[str, Any]:
+    return {"type": "array", "items": items, **({"maxItems": n} if n is not None else {})}
+
+
+def _map(value: dict[str, Any], n: int | None) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": value, **({"maxProperties": n} if n is not None else {})}
+
+
+def _string(n: int | None) -> dict[str, Any]:
+    return {"type": "string", **({"maxLength": n} if n is not None else {})}
+
+
+_OBJECT_ITEM = {"type": "object", "required": ["required"], "properties": {"required": _STR, "optional": _STR}}
+
+# (schema for a limit n or None, rule, cost without limits, limit, cost with it): cases of
+# TestCostEstimation in k8s.io/apiextensions-apiserver pkg/apiserver/schema/cel/compilation_test.go,
+# with the MaxCost figures upstream asserts.
+UPSTREAM_COSTS = [
+    (lambda n: _array(_NUM, n), "self.all(x, true)", 4718591, 10, 32),
+    (lambda n: _array(_STR, n), "self.all(x, true)", 3145727, 20, 62),
+    (lambda n: _array(_BOOL, n), "self.all(x, true)", 1887437, 5, 17),
+    (lambda n: _array(_array(_NUM, None), n), "self.all(x, true)", 3145727, 100, 302),
+    (lambda n: _array(_OBJECT_ITEM, n), "self.all(x, true)", 555128, 50, 152),
+    (lambda n: _map(_NUM, n), "self.all(x, true)", 1348169, 10, 32),
+    (lambda n: _map(_STR, n), "self.all(x, true)", 1179647, 3, 11),
+    (lambda n: _map(_BOOL, n), "self.all(x, true)", 943718, 100, 302),
+    (_string, "self.contains('test')", 314574, 10, 5),
+    (_string, "self.startsWith('test')", 2, 15, 2),
+    (_string, "self.endsWith('test')", 2, 30, 2),
+    (_string, 'size(self + "hello") > size("hello")', 314578, 4, 7),
+    (lambda n: _array(_NUM, n), "self.all(x, self.all(y, true))", None, 10, 352),
+    (lambda n: _array(_NUM, n), "self.all(x, self.all(y, self.all(z, true)))", None, 10, 3552),
+    (_string, 'self.matches("x")', 314574, 50, 22),
+    (_string, '"".matches("(((((((((())))))))))[0-9]")', 7, 10, 7),
+    (_string, 'self.matches("")', 1, 100, 1),
+    (_string, 'self == "x"', 2, 0, 1),
+]
+
+
+@pytest.mark.parametrize("make,rule,unbounded,limit,bounded", UPSTREAM_COSTS, ids=[f"{i}:{c[1]}" for i, c in enumerate(UPSTREAM_COSTS)])
+def test_cost_estimate_matches_upstream_figures(make: Any, rule: str, unbounded: int | None, limit: int, bounded: int) -> None:
+    from kt_crd import rule_cost
+
+    if unbounded is None:
+        assert rule_cost(make(None), rule) > PER_RULE_LIMIT
+    else:
+        assert rule_cost(make(None), rule) == unbounded
+    assert rule_cost(make(limit), rule) == bounded
