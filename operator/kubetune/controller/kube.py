@@ -196,6 +196,8 @@ class Kube:
         caller already replaced them.  Reloading runs in a thread (an exec plugin
         is a process) and one at a time.
         """
+        if rejected is None and not self.connection.stale():
+            return self.connection  # the common case: no lock, no I/O
         if self._refreshing is None:
             self._refreshing = asyncio.Lock()
         async with self._refreshing:
@@ -206,7 +208,10 @@ class Kube:
                 return current
             if current.token_file:
                 self._token = (None, 0.0)  # re-read now: kubelet may have rotated it
-            fresh = await asyncio.to_thread(current.refreshed)
+            try:
+                fresh = await asyncio.to_thread(current.refreshed)
+            except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retry later
+                raise ApiError(0, "CredentialsError", f"reloading credentials failed: {exc!r}") from exc
             self.refreshes += 1
             if (fresh.cert_path, fresh.key_path, fresh.ca_path) != (current.cert_path, current.key_path, current.ca_path):
                 await self.close()  # the TLS context holds the client certificate: a new session picks up the new one
