@@ -24,6 +24,8 @@ resource request from its own store with the API server's semantics:
   a resourceVersion replays only newer events (410 Gone below the compaction
   point), without one it starts with ADDED for current objects;
 * ``pods/log`` with ``tailLines`` from lines the test appends;
+* a CustomResourceDefinition is created or updated only if it passes
+  apiextensions' creation-time checks (``_admit``, tests/api/kt_crd.py);
 * fault injection (status code for the next N matching calls), dropping every
   open watch, and a record of every call as an RBAC tuple;
 * bearer-token authentication when ``authenticate`` is set: a request without a
@@ -230,6 +232,30 @@ def field_match(selector: str | None, obj: Obj) -> bool:
         if (str(node) == value.lstrip("=")) == negate:
             return False
     return True
+
+
+CRDS: ResKey = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+
+
+def _admit(res: ResKey, obj: Obj) -> None:
+    """Server-side validation the emulator reproduces: a CustomResourceDefinition gets apiextensions'
+    creation-time checks (tests/api/kt_crd.py: structural schema, pruned and valid defaults, CEL
+    rules on every default, compilation, cost budgets), on create and on update alike (the real
+    server relaxes some of them on update for problems the stored CRD already had; not emulated)."""
+    if res != CRDS:
+        return
+    import sys
+    from pathlib import Path
+
+    api_tests = str(Path(__file__).resolve().parents[1] / "api")
+    if api_tests not in sys.path:
+        sys.path.append(api_tests)
+    from kt_crd import creation_errors
+
+    errors = creation_errors(obj)
+    if errors:
+        name = obj.get("metadata", {}).get("name", "")
+        raise ApiError(422, "Invalid", f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: ' + "; ".join(errors))
 
 
 @dataclass(frozen=True)
@@ -496,6 +522,7 @@ class Cluster(kmock.KubernetesScaffold):
         if ns is not None and meta.get("namespace") not in (None, ns):
             raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
         key = (res, ns, name)
+        _admit(res, body)
         async with self._cond():
             if key in self.store:
                 raise ApiError(409, "AlreadyExists", f'{res[2]} "{name}" already exists')
@@ -556,6 +583,8 @@ class Cluster(kmock.KubernetesScaffold):
             else:
                 raise ApiError(404, "NotFound", f"no subresource {subresource}")
             new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            if subresource is None:
+                _admit(key[0], new)
             if new == old:
                 return copy.deepcopy(old)  # a no-op write does not bump the resourceVersion
             meta = new["metadata"]
