@@ -76,7 +76,9 @@ from typing import Any
 import celpy
 from lark import Token, Tree
 
-from kt_apiserver import PRESERVE, RULES, _holds, _nodes, is_transition, schema_errors, to_cel
+from celpy import celtypes
+
+from kt_apiserver import PRESERVE, RULES, _nodes, compile_rule, is_transition, schema_errors, to_cel
 
 Schema = dict[str, Any]
 
@@ -261,18 +263,34 @@ def _pruned(value: Any, schema: Schema) -> Any:
 
 
 def _cel_on_value(value: Any, schema: Schema, at: str) -> list[str]:
-    """Every rule of ``schema`` and of the nodes inside ``value``, with oldSelf = self (cel/validation.go)."""
+    """Every rule of ``schema`` and of the nodes inside ``value``, with oldSelf = self (cel/validation.go).
+
+    Messages follow the API server's: ``<path>.default: Invalid value: "object": <rule message>``,
+    and for a rule that fails to evaluate ``no such key: offload evaluating rule: <rule message>``.
+    """
     errors = []
+    kind = {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), "number")
     for path, node, sub in _nodes(value, schema):
         for entry in sub.get(RULES, []):
             activation = {"self": to_cel(node, sub)}
             if is_transition(entry["rule"]):
                 activation["oldSelf"] = activation["self"]
-            if not _holds(entry["rule"], activation):
-                errors.append(
-                    f"{at}.default: Invalid value: {type(value).__name__}: {path or '<default>'}:"
-                    f" {entry['message']} (rule {entry['rule']!r})"
-                )
+            detail = entry["message"]
+            try:
+                result = compile_rule(entry["rule"]).evaluate(activation)
+                holds = isinstance(result, celtypes.BoolType) and bool(result)
+            except celpy.CELEvalError as exc:
+                text = str(exc.args[0]) if exc.args else str(exc)
+                found = re.match(r"no such member in mapping: '([^']*)'", text)
+                # cel-python folds the first error of `a || b` into an overload error; name the
+                # first field the rule reads (outside has()) that the value lacks, as cel-go does.
+                absent = [f for f in re.findall(r"(?<!has\()\bself\.(\w+)", entry["rule"]) if isinstance(node, dict) and f not in node]
+                key = found[1] if found else (absent[0] if absent else None)
+                cause = f"no such key: {key}" if key else text
+                detail, holds = f"{cause} evaluating rule: {entry['message']}", False
+            if not holds:
+                where = f" (at {path.lstrip('.')} inside the default)" if path else ""
+                errors.append(f'{at}.default: Invalid value: "{kind}": {detail}{where}')
     return errors
 
 
@@ -707,8 +725,11 @@ def creation_errors(crd: dict[str, Any]) -> list[str]:
     errors: list[str] = []
     if crd.get("apiVersion") != "apiextensions.k8s.io/v1" or crd.get("kind") != "CustomResourceDefinition":
         return ["not an apiextensions.k8s.io/v1 CustomResourceDefinition"]
-    for i, version in enumerate(crd["spec"]["versions"]):
-        prefix = f"spec.versions[{i}].schema."
+    versions = crd["spec"]["versions"]
+    for i, version in enumerate(versions):
+        # The internal API hoists a schema shared by every version to spec.validation, so that
+        # is where the real server's messages point for a one-version CRD.
+        prefix = "spec.validation." if len(versions) == 1 else f"spec.versions[{i}].schema."
         schema = version.get("schema", {}).get("openAPIV3Schema")
         if schema is None:
             errors.append(f"spec.versions[{i}].schema.openAPIV3Schema: Required value: schemas are required")
