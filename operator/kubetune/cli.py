@@ -86,26 +86,40 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for source, doc in docs:
         job, problems = validate_object(doc)
+        parser_note = "LLaMA-Factory's parser skipped (--skip-llamafactory)"
         if job is not None and not problems and not args.skip_llamafactory:
-            problems = _llamafactory_problems(job)
+            problems, parser_note = _llamafactory_problems(job)
         if problems:
             failed += 1
             _print_problems([(source, p) for p in problems])
+            if job is None or not any(p.message.startswith(LF_REJECTS) for p in problems):
+                print(f"{source}: LLaMA-Factory's parser did not run: fix the problems above first", file=sys.stderr)
         else:
-            print(f"{source}: FineTuneJob {job.name if job else '?'} is valid")
+            print(f"{source}: FineTuneJob {job.name if job else '?'} is valid; {parser_note}")
     return 1 if failed else 0
 
 
-def _llamafactory_problems(job: FineTuneJob) -> list[Problem]:
-    """Run the rendered arguments through LLaMA-Factory's own parser when it is installed."""
+LF_REJECTS = "LLaMA-Factory rejects the rendered arguments"
+
+
+def _llamafactory_problems(job: FineTuneJob) -> tuple[list[Problem], str]:
+    """Run the rendered arguments through LLaMA-Factory's own parser when it is installed;
+    the problems, and a note saying whether the parser ran (and which version) or why not."""
     try:
         from kubetune.trainer.lfcheck import llamafactory_available, parse_train_args
-    except ImportError:  # pragma: no cover - trainer package always ships
-        return []
+    except ImportError as exc:  # pragma: no cover - trainer package always ships
+        return [], f"LLaMA-Factory's parser did not run: {exc}"
     if not llamafactory_available():
-        return []
+        return [], "LLaMA-Factory's parser did not run: llamafactory is not installed here (pip install 'kubetune[train]' to run it too)"
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        name = f"LLaMA-Factory {version('llamafactory')}"
+    except PackageNotFoundError:  # pragma: no cover - importable but not installed as a distribution
+        name = "LLaMA-Factory"
     rendered = render(job)
-    return [Problem("spec", f"LLaMA-Factory rejects the rendered arguments: {err}") for err in parse_train_args(rendered.train_args)]
+    problems = [Problem("spec", f"{LF_REJECTS}: {err}") for err in parse_train_args(rendered.train_args)]
+    return problems, f"{name}'s parser accepted its arguments"
 
 
 def cmd_crd(args: argparse.Namespace) -> int:

@@ -117,6 +117,16 @@ def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "validate", "--skip-llamafactory", str(LORA), str(FULL))
     assert code == 0
     assert "qwen-lora is valid" in out and "qwen-full is valid" in out
+    assert out.count("LLaMA-Factory's parser skipped (--skip-llamafactory)") == 2
+
+
+def test_validate_says_whether_llamafactorys_parser_ran(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import kubetune.trainer.lfcheck as lfcheck
+
+    monkeypatch.setattr(lfcheck, "llamafactory_available", lambda: False)
+    code, out, _ = run(capsys, "validate", str(LORA))
+    assert code == 0
+    assert "qwen-lora is valid; LLaMA-Factory's parser did not run: llamafactory is not installed here" in out
 
 
 def test_validate_prints_every_problem_with_its_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -216,5 +226,7 @@ def test_validate_with_llamafactory_prints_only_the_verdict() -> None:
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [f"{qlora}: FineTuneJob seed-qlora-deepspeed is valid"], proc.stdout
+    [line] = proc.stdout.splitlines()
+    assert line.startswith(f"{qlora}: FineTuneJob seed-qlora-deepspeed is valid; LLaMA-Factory "), line
+    assert line.endswith("'s parser accepted its arguments"), line
     assert "recommend" not in proc.stderr, proc.stderr
