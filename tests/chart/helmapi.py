@@ -330,6 +330,10 @@ class ServedCluster:
     def read(self, api_version: str, plural: str, namespace: str | None, name: str) -> Obj | None:
         return self.cluster.read(api_version, plural, namespace, name)
 
+    def call(self, coro: Any, timeout: float = 10) -> Any:
+        """Run a coroutine of the cluster (e.g. ``mutate``, as a kubelet would) on its loop."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
     def objects(self, api_version: str, plural: str, namespace: str | None = None) -> list[Obj]:
         return self.cluster.objects(api_version, plural, namespace)
 

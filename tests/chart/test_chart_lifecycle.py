@@ -10,6 +10,8 @@ exercise helm's real checks. The commands are the ones docs/install.md gives.
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -139,3 +141,35 @@ def test_a_templated_crd_kept_on_uninstall_blocks_the_next_install(served: Serve
     # ... and our chart installs over that leftover CRD without a flag.
     helm(served, "install", "kubetune", str(CHART), "-n", "kubetune-system")
     shutil.rmtree(chart)
+
+
+def _kubelet(served: ServedCluster, namespace: str, pod: str, phase: str, stop: threading.Event) -> None:
+    """Play the kubelet for the helm test Pod: once it exists, log a line and end it in ``phase``."""
+    while not stop.is_set():
+        if served.read("v1", "pods", namespace, pod) is not None:
+            served.cluster.append_log(namespace, pod, f"http://kubetune.{namespace}.svc:8081/healthz never answered 200")
+
+            def finish(obj: dict[str, Any]) -> None:
+                obj["status"] = {"phase": phase}
+
+            served.call(served.cluster.mutate("v1", "pods", namespace, pod, finish))
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("phase", ["Failed", "Succeeded"])
+def test_helm_test_pod_is_deleted_whatever_its_result(served: ServedCluster, phase: str) -> None:
+    helm(served, "install", "kubetune", str(CHART), "-n", "kubetune-system", "--create-namespace")
+    pod = "kubetune-test-health"
+    stop = threading.Event()
+    kubelet = threading.Thread(target=_kubelet, args=(served, "kubetune-system", pod, phase, stop), daemon=True)
+    kubelet.start()
+    try:
+        proc = helm(served, "test", "kubetune", "-n", "kubetune-system", "--logs", "--timeout", "60s", ok=False)
+    finally:
+        stop.set()
+        kubelet.join(5)
+    assert (proc.returncode == 0) == (phase == "Succeeded"), proc.stderr
+    if phase == "Failed":
+        assert "never answered 200" in proc.stdout + proc.stderr  # --logs printed the log before the delete
+    assert served.read("v1", "pods", "kubetune-system", pod) is None, "the test Pod outlived `helm test`"
