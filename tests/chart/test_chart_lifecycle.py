@@ -173,3 +173,30 @@ def test_helm_test_pod_is_deleted_whatever_its_result(served: ServedCluster, pha
     if phase == "Failed":
         assert "never answered 200" in proc.stdout + proc.stderr  # --logs printed the log before the delete
     assert served.read("v1", "pods", "kubetune-system", pod) is None, "the test Pod outlived `helm test`"
+
+
+BEFORE_CRDS_FOLDER = "9aa7848"  # the last commit whose chart had the FineTuneJob CRD as a template
+
+
+def test_upgrade_from_the_chart_with_a_templated_crd(served: ServedCluster, tmp_path: Path) -> None:
+    """A cluster installed with the earlier chart (CRD as a template, kept on uninstall) upgrades
+    to this one without losing the CRD or its jobs, and can then be reinstalled under any name."""
+    old = tmp_path / "old"
+    old.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", BEFORE_CRDS_FOLDER, "charts/kubetune"], capture_output=True, check=False, timeout=60
+    )
+    if archive.returncode != 0:
+        pytest.skip(f"commit {BEFORE_CRDS_FOLDER} is not in this clone: {archive.stderr.decode()[:200]}")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True, timeout=60)
+    helm(served, "install", "kubetune", str(old / "charts" / "kubetune"), "-n", "kubetune-system", "--create-namespace")
+    owner = (crd(served) or {})["metadata"]["annotations"]
+    assert owner["meta.helm.sh/release-name"] == "kubetune" and owner["helm.sh/resource-policy"] == "keep"
+    apply_job(served, "team-a")
+
+    helm(served, "upgrade", "kubetune", str(CHART), "-n", "kubetune-system")
+    assert crd(served) is not None, "the upgrade deleted the CRD (and every FineTuneJob)"
+    assert served.objects("kubetune.io/v1alpha1", "finetunejobs", "team-a")
+    helm(served, "uninstall", "kubetune", "-n", "kubetune-system")
+    helm(served, "install", "ml-ops", str(CHART), "-n", "platform", "--create-namespace")
+    assert deployments(served, "platform") == ["ml-ops-kubetune"]
