@@ -145,6 +145,57 @@ def _children(node: Schema, path: str) -> list[tuple[Schema, str, str]]:
     return out
 
 
+# apiextensions-apiserver pkg/apiserver/schema/validation.go (validateValueValidation,
+# validateNestedValueValidation, validateStructuralCompleteness): inside allOf/anyOf/oneOf/not a
+# structural schema may only carry value validations: no type, description, default, nullable,
+# additionalProperties or x-kubernetes-* extensions, and every property or items it names must
+# also be specified outside the value validation.  The validation of objects against these
+# combinators is not emulated (jsonschema checks them where objects are validated).
+_VV_FORBIDDEN = ("type", "description", "default", "nullable", "additionalProperties", "title")
+
+
+_INT_OR_STRING_ANY_OF = [{"type": "integer"}, {"type": "string"}]
+
+
+def _skip_int_or_string(node: Schema, combinator: str) -> Any:
+    """validation.go isIntOrStringAnyOfPattern / isIntOrStringAllOfPattern: with
+    x-kubernetes-int-or-string, ``anyOf: [{type: integer}, {type: string}]`` (alone, or as the
+    first element of ``allOf``) is the one place a type may stand inside a value validation."""
+    value = node[combinator]
+    if not node.get(_INT_OR_STRING):
+        return value
+    if combinator == "anyOf" and value == _INT_OR_STRING_ANY_OF:
+        return []
+    if combinator == "allOf" and isinstance(value, list) and value and value[0] == {"anyOf": _INT_OR_STRING_ANY_OF}:
+        return value[1:]
+    return value
+
+
+def _value_validation_errors(vv: Any, path: str, outer: Schema) -> list[str]:
+    errors: list[str] = []
+    for i, sub in enumerate(vv if isinstance(vv, list) else [vv]):
+        at = f"{path}[{i}]" if isinstance(vv, list) else path
+        if not isinstance(sub, dict):
+            errors.append(f"{at}: Invalid value: must be a schema object")
+            continue
+        errors += [f"{at}.{k}: Forbidden: must be empty to be structural" for k in _VV_FORBIDDEN if k in sub]
+        errors += [f"{at}.{k}: Forbidden: must be false to be structural" for k in sub if k.startswith("x-kubernetes-")]
+        for name, prop in (sub.get("properties") or {}).items():
+            if name not in (outer.get("properties") or {}):
+                errors.append(f"{at}.properties[{name}]: Required value: because it is defined in {path}")
+            else:
+                errors += _value_validation_errors(prop, f"{at}.properties[{name}]", outer["properties"][name])
+        if isinstance(sub.get("items"), dict):
+            if not isinstance(outer.get("items"), dict):
+                errors.append(f"{at}.items: Required value: because it is defined in {path}")
+            else:
+                errors += _value_validation_errors(sub["items"], f"{at}.items", outer["items"])
+        for combinator in ("allOf", "anyOf", "oneOf", "not"):
+            if combinator in sub:
+                errors += _value_validation_errors(sub[combinator], f"{at}.{combinator}", outer)
+    return errors
+
+
 def structural_errors(node: Schema, path: str = "openAPIV3Schema", level: str = "root") -> list[str]:
     errors = [f"{path}.{k}: unknown field" for k in node if k not in _KNOWN_KEYS]
     errors += [f"{path}.{k}: Forbidden: {msg}" for k, msg in _FORBIDDEN.items() if k in node]
@@ -161,7 +212,7 @@ def structural_errors(node: Schema, path: str = "openAPIV3Schema", level: str = 
         errors.append(f"{path}.{PRESERVE}: Invalid value: must be true or undefined")
     for combinator in ("allOf", "anyOf", "oneOf", "not"):
         if combinator in node:
-            errors.append(f"{path}.{combinator}: not emulated by tests/api/kt_crd.py (value-validation rules)")
+            errors += _value_validation_errors(_skip_int_or_string(node, combinator), f"{path}.{combinator}", node)
     if node.get("type") == "array" and "items" not in node:
         errors.append(f"{path}.items: Required value: must be specified")
     if not node.get("type") and not node.get(PRESERVE) and not node.get(_INT_OR_STRING):

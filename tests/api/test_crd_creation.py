@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
+import kt_crd
 from kt_crd import PER_CRD_LIMIT, PER_RULE_LIMIT, CrdRefused, compile_and_cost, creation_errors, install
 from kubetune.api.crd import crd
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = {
     "crds/": REPO / "crds" / "kubetune.io_finetunejobs.yaml",
-    "chart copy": REPO / "charts" / "kubetune" / "files" / "crds" / "kubetune.io_finetunejobs.yaml",
+    "chart copy": REPO / "charts" / "kubetune" / "crds" / "kubetune.io_finetunejobs.yaml",
 }
 
 
@@ -318,3 +319,16 @@ def test_cost_estimate_matches_upstream_figures(make: Any, rule: str, unbounded:
     else:
         assert rule_cost(make(None), rule) == unbounded
     assert rule_cost(make(limit), rule) == bounded
+
+
+def test_value_validations_follow_the_structural_rules() -> None:
+    """allOf/anyOf/oneOf/not may carry only value validations (apiextensions validation.go):
+    the int-or-string anyOf pattern passes, a type or default inside anyOf does not."""
+    int_or_string = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": "^[0-9]+$"}
+    ok = {"type": "object", "properties": {"q": int_or_string, "s": {"type": "string", "anyOf": [{"maxLength": 3}, {"pattern": "^a"}]}}}
+    assert kt_crd.structural_errors(ok) == []
+    bad = {"type": "object", "properties": {"s": {"type": "string", "anyOf": [{"type": "string", "default": "x"}], "not": {"properties": {"z": {}}}}}}
+    errors = kt_crd.structural_errors(bad)
+    assert any("anyOf[0].type: Forbidden" in e for e in errors), errors
+    assert any("anyOf[0].default: Forbidden" in e for e in errors), errors
+    assert any("not.properties[z]: Required value" in e for e in errors), errors

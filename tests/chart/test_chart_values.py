@@ -23,6 +23,8 @@ from chartlib import CHART, load_yaml, needs_helm, template_error
         (["--set", "metrics.port=70000"], "at '/metrics/port'"),
         (["--set", "securityContext.runAsNonRoot=false"], "at '/securityContext/runAsNonRoot'"),
         (["--set", "service.type=ExternalName"], "at '/service/type'"),
+        (["--set", "registry=https://Registry.example.com"], "at '/registry'"),
+        (["--set", "crds.enabled=false"], "crds.enabled and crds.keep were removed"),
         (["--set", "health.port=8080"], "metrics.port and health.port must differ"),
         (["--set", "serviceAccount.create=false"], "serviceAccount.name is required when serviceAccount.create is false"),
     ],

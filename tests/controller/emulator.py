@@ -646,6 +646,13 @@ class Cluster(kmock.KubernetesScaffold):
                 for (r, _, _), obj in sorted(self.store.items(), key=lambda kv: str(kv[0])):
                     if r == res and wanted(obj):
                         await send("ADDED", copy.deepcopy(obj))
+                if params.get("sendInitialEvents") == "true":
+                    # Streaming list (client-go's WatchList, used by helm 4's status watcher): the
+                    # initial ADDED events end with a BOOKMARK annotated k8s.io/initial-events-end,
+                    # as k8s.io/apiserver/pkg/storage/cacher/cache_watcher.go sends it.
+                    api_version = f"{res[0]}/{res[1]}" if res[0] else res[1]
+                    end = {"k8s.io/initial-events-end": "true"}
+                    await send("BOOKMARK", {"kind": self.kinds[res].kind, "apiVersion": api_version, "metadata": {"resourceVersion": str(position), "annotations": end}})
             deadline = asyncio.get_running_loop().time() + float(params.get("timeoutSeconds") or 3600)
             while True:
                 async with self._cond():

@@ -21,8 +21,10 @@ UPSTREAM_CRDS = SHARED / "upstream-crds"
 
 
 def example_files() -> list[Path]:
-    """Every FineTuneJob example (examples/argocd holds Argo CD manifests, not jobs)."""
-    return sorted(p for p in EXAMPLES.rglob("*.yaml") if "argocd" not in p.relative_to(EXAMPLES).parts)
+    """Every FineTuneJob example (examples/argocd holds Argo CD manifests and
+    examples/prerequisites the objects the jobs need, not jobs)."""
+    skip = {"argocd", "prerequisites"}
+    return sorted(p for p in EXAMPLES.rglob("*.yaml") if not skip & set(p.relative_to(EXAMPLES).parts))
 
 
 def example_id(path: Path) -> str:

@@ -43,12 +43,20 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
+{{/* An image reference: <registry>/<repository>:<tag>, or <repository>:<tag> when registry is empty. */}}
+{{- define "kubetune.imageRef" -}}
+{{- $root := index . 0 -}}{{- $image := index . 1 -}}
+{{- $repo := $image.repository -}}
+{{- with $root.Values.registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" .) $image.repository }}{{ end -}}
+{{- printf "%s:%s" $repo (default $root.Chart.AppVersion $image.tag) -}}
+{{- end -}}
+
 {{- define "kubetune.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- include "kubetune.imageRef" (list . .Values.image) -}}
 {{- end -}}
 
 {{- define "kubetune.trainerImage" -}}
-{{- printf "%s:%s" .Values.trainer.image.repository (default .Chart.AppVersion .Values.trainer.image.tag) -}}
+{{- include "kubetune.imageRef" (list . .Values.trainer.image) -}}
 {{- end -}}
 
 {{/*
