@@ -248,6 +248,8 @@ class Cluster(kmock.KubernetesScaffold):
     open_watches: int = 0
     expired_watches: int = 0
     """Watches answered 410 Gone (resumed from a compacted resourceVersion)."""
+    virtual: dict[ResKey, Callable[[kmock.Request, str], Any]] = attrs.field(factory=dict)
+    """Resources with no storage, served by a plug-in (emulator_auth: TokenReview): (request, verb) -> response."""
 
     # --- setup ---------------------------------------------------------------
 
@@ -339,9 +341,8 @@ class Cluster(kmock.KubernetesScaffold):
         raw = request._raw_request
         assert raw is not None
         key: ResKey = (res.group or "", res.version or "", res.plural)
-        if key not in self.kinds:
+        if key not in self.kinds and key not in self.virtual:
             return self._error(ApiError(404, "NotFound", f"the server could not find the requested resource ({res.plural})"))
-        kind = self.kinds[key]
         params = dict(request.params)
         method = raw.method.upper()
         watching = params.get("watch") in ("true", "1")
@@ -352,6 +353,11 @@ class Cluster(kmock.KubernetesScaffold):
         else:
             verb = _VERB_BY_METHOD.get(method, method.lower())
         self.calls.append(ApiCall(key[0], key[1], key[2], verb, request.namespace is not None, request.subresource))
+        if key in self.virtual:
+            response: aiohttp.web.StreamResponse = await self.virtual[key](request, verb)
+            self.call_log.append((verb, key[2], response.status))
+            return response
+        kind = self.kinds[key]
         try:
             self._check_faults(verb, key[2], request.subresource, request.name)
             ns = request.namespace if kind.namespaced else None
