@@ -24,6 +24,8 @@ from chartlib import CHART, load_yaml, needs_helm, template_error
         (["--set", "securityContext.runAsNonRoot=false"], "at '/securityContext/runAsNonRoot'"),
         (["--set", "service.type=ExternalName"], "at '/service/type'"),
         (["--set", "health.port=8080"], "metrics.port and health.port must differ"),
+        (["--set", "progress.port=8081"], "progress.port must differ from metrics.port and health.port"),
+        (["--set", "progress.push=yes"], "at '/progress/push'"),
         (["--set", "serviceAccount.create=false"], "serviceAccount.name is required when serviceAccount.create is false"),
     ],
     ids=lambda v: v if isinstance(v, str) and "=" not in v else None,

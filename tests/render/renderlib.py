@@ -41,7 +41,7 @@ def load_example(path: Path) -> FineTuneJob:
     return job
 
 
-OPERATOR_OPTIONS = RenderOptions(progress_url="http://kt-kubetune-progress.kubetune-system.svc:8082/v1/progress")
+OPERATOR_OPTIONS = RenderOptions(progress_url="http://kt-kubetune.kubetune-system.svc:8082/v1/progress")
 """What the chart's operator renders with (--progress-url): pods get the push transport's token."""
 OPERATOR_EXAMPLES = ("finetune-lora.yaml", "finetune-multinode-mpijob.yaml")
 """Examples also kept as golden files rendered with OPERATOR_OPTIONS, under golden/operator/."""
