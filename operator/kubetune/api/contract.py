@@ -96,8 +96,9 @@ class Layout:
 # stdout, `PROGRESS_PREFIX` followed by a JSON object whose keys are those of
 # kubetune.api.Progress (camelCase: step, totalSteps, percent, epoch, loss,
 # learningRate, etaSeconds, updatedAt). The operator reads the newest such line
-# from the rank-0 pod's log (pods/log), so training pods need no Kubernetes
-# credentials at all and can never change another job.
+# from the rank-0 pod's log (pods/log), or receives it pushed (see the push
+# transport below); either way training pods hold no credential the API server
+# accepts and can never change another job.
 PROGRESS_PREFIX: Final = "kubetune.progress "
 # Stage markers, one line each at the start and end of every trainer stage:
 # `STAGE_PREFIX {"stage": "data", "event": "start"|"end"|"failed", ...}`. The
