@@ -116,9 +116,12 @@ class Reporter:
                 stopping = self._stopping
             last_post = time.monotonic()
             ok = self._post(lines)
-            backoff = 0.0 if ok else min(MAX_BACKOFF_S, max(self.min_interval_s, backoff * 2))
             if stopping:
                 return
+            backoff = 0.0 if ok else min(MAX_BACKOFF_S, max(self.min_interval_s, backoff * 2))
+            if not ok:
+                with self._cond:
+                    self._dirty = True  # not delivered: send the (then newest) state again after the backoff
 
     def _has_state(self) -> bool:
         return self._progress is not None or self._stage is not None
