@@ -246,3 +246,29 @@ def test_an_unreachable_intake_never_blocks_or_crashes_the_trainer(tmp_path: Pat
     assert not reporter._thread.is_alive()
     assert reporter.sent == 0 and 1 <= reporter.failed < 2000
     assert len(messages) == 1 and "could not push progress" in messages[0]  # logged once per outage
+
+
+def test_operator_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart's flags reach the intake and the renderer; a bad URL stops the start with a message."""
+    import argparse
+
+    from kubetune.cli import build_parser
+    from kubetune.controller.main import config_from_args, run_operator
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://k:6443'}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    url = "http://kt-kubetune.kubetune-system.svc:8082/v1/progress"
+    args = build_parser().parse_args(["operator", "--progress-port=8082", f"--progress-url={url}"])
+    config = config_from_args(args)
+    assert config.progress_port == 8082 and config.render_options.progress_url == url and config.progress_tls is None
+    off = config_from_args(build_parser().parse_args(["operator"]))
+    assert off.progress_port is None and off.render_options.progress_url is None
+    bad: argparse.Namespace = build_parser().parse_args(["operator", "--progress-url=kt-kubetune:8082"])
+    with pytest.raises(ValueError, match="--progress-url must be an http"):
+        config_from_args(bad)
+    assert run_operator(bad) == 2

@@ -31,7 +31,8 @@ namespace is already trusted with that job (they can read its outputs volume and
 as it), which is the same trust boundary as the log transport.  Use TLS (or a mesh with
 mTLS) where the pod network itself is not trusted.
 
-Cost: a TokenReview is cached by the token's SHA-256 until the token expires (at most
+Cost: tokens that cannot pass (not a JWT, another audience, expired by their own claims)
+are refused without asking the API server; a TokenReview is cached by the token's SHA-256 until the token expires (at most
 ``review_cache_s``) and the pod check by pod uid, so a steady job costs one TokenReview per
 token rotation (the kubelet rewrites the file at 80% of 600 s: one every ~8 minutes) and one
 pod LIST per pod.  Failed reviews are cached briefly, TokenReviews share a global budget,
@@ -113,6 +114,7 @@ class IntakeSettings:
     max_body_bytes: int = 16 * 1024
     """A report is a few hundred bytes; anything over this is answered 413 unread."""
     max_lines: int = 16
+    read_timeout_s: float = 10.0
     pod_rate_per_s: float = 0.5
     """Sustained reports per pod (the trainer sends at most one per 5 s)."""
     pod_burst: int = 10
@@ -168,9 +170,10 @@ def _bounded_put(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int)
         cache.popitem(last=False)
 
 
-def token_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a JWT, read without verifying it: only used after a TokenReview
-    accepted the token (the signature covers ``exp``), to know how long to trust the answer."""
+def unverified_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a JWT, NOT verified.  Used only to skip a TokenReview for a token that
+    could never pass one (not a JWT, another audience, expired), and, after a TokenReview
+    accepted the token (its signature covers ``exp``), to know how long to trust the answer."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -178,8 +181,26 @@ def token_expiry(token: str) -> float | None:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, TypeError):
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return claims if isinstance(claims, dict) else None
+
+
+def token_expiry(token: str) -> float | None:
+    exp = (unverified_claims(token) or {}).get("exp")
     return float(exp) if isinstance(exp, (int, float)) else None
+
+
+def _hopeless(token: str, now: float) -> str | None:
+    """Why a token cannot pass the TokenReview, judged from its unverified claims; None: ask."""
+    claims = unverified_claims(token)
+    if claims is None:
+        return "not a ServiceAccount token (JWT)"
+    aud = claims.get("aud")
+    if PROGRESS_AUDIENCE not in ([aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []):
+        return "the token is not for the audience kubetune"
+    exp = claims.get("exp")
+    if isinstance(exp, (int, float)) and exp <= now:
+        return "the token has expired"
+    return None
 
 
 class TokenVerifier:
@@ -205,6 +226,8 @@ class TokenVerifier:
             return cached[0]
         if digest in self._inflight:  # the same token twice at once: one review
             return await asyncio.shield(self._inflight[digest])
+        if (why := _hopeless(token, now)) is not None:
+            raise Refused(401, why)  # no API request for what the API server would refuse anyway
         wait = self._budget.take(now)
         if wait:
             raise Refused(429, "too many new tokens to review; retry later", retry_after=wait)
@@ -413,7 +436,10 @@ class IntakeServer:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Refused(401, "a Bearer token (the projected kubetune token) is required")
-        raw = await request.content.read(limit + 1)
+        try:
+            raw = await asyncio.wait_for(request.content.read(limit + 1), timeout=self.settings.read_timeout_s)
+        except TimeoutError as exc:
+            raise Refused(408, "the body did not arrive in time") from exc
         if len(raw) > limit:
             raise Refused(413, f"a report is at most {limit} bytes")
         identity = await self.verifier.verify(token.strip())
