@@ -69,3 +69,14 @@ def test_the_url_is_data_never_structure() -> None:
     container = pod_templates(rendered.workload)["Master"]["spec"]["containers"][0]
     assert {"name": contract.ENV_PROGRESS_URL, "value": url} in container["env"]
     assert "injected" not in container
+
+
+@pytest.mark.parametrize("name", [contract.ENV_PROGRESS_URL, contract.ENV_PROGRESS_TOKEN_FILE])
+def test_a_job_cannot_redirect_its_progress_token(name: str) -> None:
+    """spec.env may not override where rank 0 sends its token, or which file it reads."""
+    from kubetune.render import validate_object
+    from renderlib import JobBuilder
+
+    job, problems = validate_object(JobBuilder().set("spec.env", [{"name": name, "value": "http://elsewhere"}]).doc_copy())
+    assert job is None
+    assert [p.path for p in problems] == ["spec.env[0].name"]
