@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import collections
 import dataclasses
-import socket
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from conftest import FTJ, OperatorThread, declare_resources, example_job  # noqa
 from emulator import Cluster  # noqa: E402
 from emulator_auth import TokenAuthority  # noqa: E402
 from kubeflow import progress_line, set_condition, start_pod  # noqa: E402
+from pushlib import free_port  # noqa: E402
 
 from kubetune.api import contract  # noqa: E402
 from kubetune.controller.kube import Connection  # noqa: E402
@@ -44,12 +44,6 @@ from kubetune.trainer.push import Reporter  # noqa: E402
 
 NS = "bench"
 ROTATION_S = 0.8 * contract.PROGRESS_TOKEN_EXPIRATION_S
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_for(check: Any, timeout: float = 120.0) -> None:

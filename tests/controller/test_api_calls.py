@@ -23,7 +23,7 @@ from conftest import FTJ, MPI, PTJ, example_job, eventually
 from emulator import Cluster
 from emulator_auth import TokenAuthority
 from kubeflow import progress_line, set_condition, stage_line, start_pod
-from test_progress_push import free_port, post
+from pushlib import free_port, post
 
 from kubetune.api import contract
 from kubetune.controller.runtime import OperatorConfig

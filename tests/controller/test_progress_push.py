@@ -12,19 +12,18 @@ import base64
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from conftest import FTJ, PTJ, ROOT, example_job, eventually, training_started
 from emulator import Cluster
 from emulator_auth import API_AUDIENCES, TokenAuthority
 from kubeflow import progress_line, stage_line
+from pushlib import free_port, post
 
 from kubetune.api import contract
 from kubetune.controller.runtime import OperatorConfig
@@ -32,12 +31,6 @@ from kubetune.render import RenderOptions
 from kubetune.trainer.push import Reporter
 
 NS = "team-a"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -65,16 +58,6 @@ def progress_of(cluster: Cluster, name: str) -> dict[str, Any]:
 
 def report(name: str, *lines: str, namespace: str = NS) -> dict[str, Any]:
     return {"namespace": namespace, "name": name, "lines": list(lines)}
-
-
-async def post(url: str, token: str | None, body: Any, *, raw: bytes | None = None) -> int:
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    async with aiohttp.ClientSession() as session:
-        data = raw if raw is not None else json.dumps(body).encode()
-        async with session.post(url, data=data, headers=headers) as resp:
-            return resp.status
 
 
 async def running_job(cluster: Cluster, name: str) -> str:
