@@ -255,3 +255,71 @@ def test_operator_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ValueError, match="--progress-url must be an http"):
         config_from_args(bad)
     assert run_operator(bad) == 2
+
+
+def self_signed(tmp_path: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 (what a cluster CA would sign for the Service name)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubetune-intake")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+async def test_the_intake_over_tls(
+    cluster: Cluster, authority: TokenAuthority, operator: Any, push_config: OperatorConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--progress-tls-cert/--progress-tls-key; the trainer verifies the server against SSL_CERT_FILE."""
+    cert, key = self_signed(tmp_path)
+    url = url_of(push_config).replace("http://", "https://")
+    await operator(dataclasses.replace(push_config, progress_tls=(cert, key), render_options=RenderOptions(progress_url=url)))
+    pod = await running_job(cluster, "qwen-lora")
+    token_file = tmp_path / "token"
+    token_file.write_text(authority.issue(NS, pod), encoding="utf-8")
+
+    untrusted: list[str] = []
+    reporter = Reporter(url, str(token_file), NS, "qwen-lora", min_interval_s=0.05, log=untrusted.append).start()
+    reporter.offer(progress_line(2, 10, 2.0))
+    await eventually(lambda: reporter.failed >= 1, what="a refused handshake")
+    reporter.close()
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted[0] and progress_of(cluster, "qwen-lora") == {}
+
+    monkeypatch.setenv("SSL_CERT_FILE", cert)  # e.g. a CA bundle mounted into the pod
+    reporter = Reporter(url, str(token_file), NS, "qwen-lora", min_interval_s=0.05).start()
+    reporter.offer(progress_line(3, 10, 1.0))
+    await eventually(lambda: progress_of(cluster, "qwen-lora").get("step") == 3, what="progress over TLS")
+    reporter.close()
+
+
+async def test_a_namespaced_operator_refuses_reports_from_other_namespaces(
+    cluster: Cluster, authority: TokenAuthority, operator: Any, push_config: OperatorConfig
+) -> None:
+    await operator(dataclasses.replace(push_config, namespaces=(NS,)))
+    labels = {contract.LABEL_JOB: "other"}
+    await cluster.put_object("v1", "pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "other-master-0", "namespace": "team-b", "labels": labels}})
+    token = authority.issue("team-b", "other-master-0")
+    mark = len(cluster.call_log)
+    assert await post(url_of(push_config), token, report("other", progress_line(1, 10, 1.0), namespace="team-b")) == 403
+    assert [c[1] for c in cluster.call_log[mark:]] == ["tokenreviews"]  # no pod LIST where it has no RBAC

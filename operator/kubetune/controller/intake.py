@@ -380,7 +380,10 @@ class IntakeServer:
         ssl_context: ssl.SSLContext | None = None,
         on_result: Callable[[int], None] = lambda code: None,
         clock: Callable[[], float] = time.time,
+        namespaces: tuple[str, ...] = (),
     ) -> None:
+        self.namespaces = namespaces
+        """Accept reports only for jobs in these namespaces (the watched ones); empty: any."""
         self.board = board
         self.verifier = verifier
         self.pods = pods
@@ -449,6 +452,8 @@ class IntakeServer:
         namespace, name, reading = parse_report(raw, self.settings.max_lines)
         if namespace != identity.namespace:
             raise Refused(403, f"the token's pod is in namespace {identity.namespace}, not {namespace}")
+        if self.namespaces and namespace not in self.namespaces:
+            raise Refused(403, f"this operator does not watch namespace {namespace}")
         if not await self.pods.belongs(namespace, name, identity):
             raise Refused(403, f"pod {identity.pod_name} is not a pod of FineTuneJob {namespace}/{name}")
         return namespace, name, reading
@@ -477,6 +482,7 @@ def intake_for(
     tls: tuple[str, str] | None = None,
     on_result: Callable[[int], None] = lambda code: None,
     settings: IntakeSettings | None = None,
+    namespaces: tuple[str, ...] = (),
 ) -> IntakeServer:
     settings = settings or IntakeSettings()
     return IntakeServer(
@@ -488,5 +494,6 @@ def intake_for(
         settings=settings,
         ssl_context=tls_context(*tls) if tls else None,
         on_result=on_result,
+        namespaces=namespaces,
     )
 

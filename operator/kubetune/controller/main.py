@@ -78,7 +78,7 @@ async def serve(
     if config.progress_port is not None:
         intake = intake_for(
             rt.kube, rt.board, host=config.progress_host, port=config.progress_port, tls=config.progress_tls,
-            on_result=lambda code: metrics.progress_reports.labels(str(code)).inc(),
+            on_result=lambda code: metrics.progress_reports.labels(str(code)).inc(), namespaces=config.namespaces,
         )
         await intake.start()
     loop_task = asyncio.create_task(sync.run(), name="kubetune-status-sync")
