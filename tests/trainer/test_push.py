@@ -134,3 +134,28 @@ def test_refusals_are_logged_once_and_training_goes_on(intake: Intake, tmp_path:
     reporter.close()
     assert len(messages) == 2, messages
     assert "could not push progress" in messages[0] and "again" in messages[1]
+
+
+@pytest.mark.slow
+@pytest.mark.train
+def test_a_real_training_run_pushes_what_it_prints(intake: Intake, tmp_path: Path, tiny_assets: Any) -> None:
+    """``python -m kubetune.trainer`` (LLaMA-Factory, tiny model, CPU) with the variables the
+    operator renders: rank 0 pushes its progress and stages, and the last report is the end state."""
+    from kubetune.trainer.tiny import tiny_job
+    from trainerlib import make_pod, progress_lines, run_trainer
+
+    pod = make_pod(tmp_path, tiny_job("pushed", tiny_assets, method="full", max_steps=5), tiny_assets)
+    token = tmp_path / "token"
+    token.write_text("projected-token", encoding="utf-8")
+    env = {**pod.env, contract.ENV_PROGRESS_URL: intake.url, contract.ENV_PROGRESS_TOKEN_FILE: str(token)}
+    result = run_trainer(env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "could not push" not in result.stderr
+    assert intake.posts and {auth for auth, _ in intake.posts} == {"Bearer projected-token"}
+    assert {(b["namespace"], b["name"]) for _, b in intake.posts} == {(pod.job.namespace, "pushed")}
+    last = intake.posts[-1][1]["lines"]
+    printed = progress_lines(result.stdout)[-1]
+    assert json.loads(last[0][len(contract.PROGRESS_PREFIX) :]) == printed and printed["step"] == 5
+    assert json.loads(last[1][len(contract.STAGE_PREFIX) :])["stage"] == "record"
+    stages = [json.loads(line[len(contract.STAGE_PREFIX) :]) for _, b in intake.posts for line in b["lines"] if line.startswith(contract.STAGE_PREFIX)]
+    assert {"stage": "train", "event": "start"}.items() <= next(s for s in stages if s["stage"] == "train").items()
