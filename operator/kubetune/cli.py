@@ -205,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peering", default="kubetune", help="kopf peering name; '' runs standalone (one replica only)")
     p.add_argument("--priority", type=int, default=0, help="peering priority: the highest-priority operator runs, others pause")
     p.add_argument("--sync-interval", type=float, default=15.0, help="seconds between status/progress reads of each started job")
+    p.add_argument("--progress-port", type=int, default=0, help="serve the progress intake (trainers push progress) on this port; 0: off")
+    p.add_argument(
+        "--progress-url", default="", help="URL the training pods post progress to (the intake's Service); empty: pods only log"
+    )
+    p.add_argument("--progress-tls-cert", default=None, help="serve the intake over TLS with this certificate file")
+    p.add_argument("--progress-tls-key", default=None, help="private key of --progress-tls-cert")
     p.set_defaults(func=_cmd_operator)
     return parser
 

@@ -26,6 +26,8 @@ from chartlib import CHART, load_yaml, needs_helm, template_error
         (["--set", "registry=https://Registry.example.com"], "at '/registry'"),
         (["--set", "crds.enabled=false"], "crds.enabled and crds.keep were removed"),
         (["--set", "health.port=8080"], "metrics.port and health.port must differ"),
+        (["--set", "progress.port=8081"], "progress.port must differ from metrics.port and health.port"),
+        (["--set", "progress.push=yes"], "at '/progress/push'"),
         (["--set", "serviceAccount.create=false"], "serviceAccount.name is required when serviceAccount.create is false"),
     ],
     ids=lambda v: v if isinstance(v, str) and "=" not in v else None,

@@ -319,6 +319,8 @@ class Cluster(kmock.KubernetesScaffold):
     authenticate: Callable[[str | None], bool] | None = None
     """Bearer-token check (None: no authentication, every request is allowed)."""
     auth_log: list[AuthAttempt] = attrs.field(factory=list)
+    virtual: dict[ResKey, Callable[[kmock.Request, str], Any]] = attrs.field(factory=dict)
+    """Resources with no storage, served by a plug-in (emulator_auth: TokenReview): (request, verb) -> response."""
 
     # --- setup ---------------------------------------------------------------
 
@@ -419,9 +421,8 @@ class Cluster(kmock.KubernetesScaffold):
         raw = request._raw_request
         assert raw is not None
         key: ResKey = (res.group or "", res.version or "", res.plural)
-        if key not in self.kinds:
+        if key not in self.kinds and key not in self.virtual:
             return self._error(ApiError(404, "NotFound", f"the server could not find the requested resource ({res.plural})"))
-        kind = self.kinds[key]
         params = dict(request.params)
         method = raw.method.upper()
         watching = params.get("watch") in ("true", "1")
@@ -432,6 +433,11 @@ class Cluster(kmock.KubernetesScaffold):
         else:
             verb = _VERB_BY_METHOD.get(method, method.lower())
         self.calls.append(ApiCall(key[0], key[1], key[2], verb, request.namespace is not None, request.subresource))
+        if key in self.virtual:
+            response: aiohttp.web.StreamResponse = await self.virtual[key](request, verb)
+            self.call_log.append((verb, key[2], response.status))
+            return response
+        kind = self.kinds[key]
         try:
             self._check_faults(verb, key[2], request.subresource, request.name)
             ns = request.namespace if kind.namespaced else None

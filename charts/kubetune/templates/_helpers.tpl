@@ -91,7 +91,7 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
   resources: [finetunejobs/finalizers]
   verbs: [update]
 # Training pods, listed by job label: why a job is pending or failed (Unschedulable, OOMKilled,
-# ImagePullBackOff) ...
+# ImagePullBackOff), and whether a pod that pushes progress belongs to the job it reports for ...
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
@@ -114,6 +114,13 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 
 {{/* RBAC rules for cluster-scoped resources. */}}
 {{- define "kubetune.rules.cluster" -}}
+{{- if .Values.progress.push }}
+# The progress intake asks the API server whether a trainer's token (audience kubetune, bound
+# to its pod) is valid: TokenReview, a create-only, cluster-scoped review (nothing is stored).
+- apiGroups: [authentication.k8s.io]
+  resources: [tokenreviews]
+  verbs: [create]
+{{- end }}
 {{- if not .Values.watchNamespaces }}
 # kopf peering, cluster-wide: watch the ClusterKopfPeering and announce this operator in it
 # (get: the status loop reads it to pause together with kopf's handlers).

@@ -509,6 +509,8 @@ RESERVED_ENV = (
     "KUBETUNE_OUTPUT_DIR",
     "KUBETUNE_DATASETS_DIR",
     "KUBETUNE_MODELS_DIR",
+    "KUBETUNE_PROGRESS_URL",
+    "KUBETUNE_PROGRESS_TOKEN_FILE",
 )
 """Variables the renderer sets itself; a user value would silently break distribution."""
 
