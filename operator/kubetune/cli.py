@@ -84,6 +84,29 @@ def _dump(objects: list[dict[str, Any]], output: str) -> str:
     return to_json(objects) if output == "json" else to_yaml(objects)
 
 
+def _kubeconfig_namespace() -> str:
+    """The namespace of the current kubectl context, as kubectl picks it: $KUBECONFIG (a list of
+    files; the first current-context set wins, contexts come from any file) or ~/.kube/config;
+    "default" when none is set or nothing can be read. Read only, no cluster contact."""
+    import os
+
+    raw = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    current, contexts = "", {}
+    for name in (p for p in raw.split(os.pathsep) if p):
+        try:
+            docs = read_documents(name)  # bounded like a manifest: a kubeconfig is YAML from anywhere too
+        except InputError:
+            continue
+        doc = docs[0] if docs else {}
+        if not isinstance(doc, dict):
+            continue
+        current = current or str(doc.get("current-context") or "")
+        for ctx in doc.get("contexts") or []:
+            if isinstance(ctx, dict) and isinstance(ctx.get("context"), dict):
+                contexts.setdefault(str(ctx.get("name")), ctx["context"])
+    return str(contexts.get(current, {}).get("namespace") or "default")
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     jobs, problems = _load_valid_jobs(args.files)
     if problems:
@@ -92,7 +115,20 @@ def cmd_render(args: argparse.Namespace) -> int:
     if not jobs:
         print("kubetune render: no FineTuneJob found in the input", file=sys.stderr)
         return 1
-    options = RenderOptions(backend=args.backend, **({"image": args.image} if args.image else {}))
+    for job in jobs:  # kubectl's rule for `apply -n NS -f FILE`
+        if args.namespace and job.metadata.namespace and job.metadata.namespace != args.namespace:
+            print(
+                line(
+                    f'kubetune render: {job.name}: the namespace from the object "{job.metadata.namespace}" does not match '
+                    f'-n "{args.namespace}": drop metadata.namespace or -n'
+                ),
+                file=sys.stderr,
+            )
+            return 1
+    namespace = args.namespace or _kubeconfig_namespace()
+    options = RenderOptions(
+        backend=args.backend, default_namespace=namespace, **({"image": args.image} if args.image else {})
+    )
     objects: list[dict[str, Any]] = []
     for job in jobs:
         try:
@@ -112,26 +148,40 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for source, doc in docs:
         job, problems = validate_object(doc)
+        parser_note = "LLaMA-Factory's parser skipped (--skip-llamafactory)"
         if job is not None and not problems and not args.skip_llamafactory:
-            problems = _llamafactory_problems(job)
+            problems, parser_note = _llamafactory_problems(job)
         if problems:
             failed += 1
             _print_problems([(source, p) for p in problems])
+            if job is None or not any(p.message.startswith(LF_REJECTS) for p in problems):
+                print(line(f"{source}: LLaMA-Factory's parser did not run: fix the problems above first"), file=sys.stderr)
         else:
-            print(line(f"{source}: FineTuneJob {job.name if job else '?'} is valid"))
+            print(line(f"{source}: FineTuneJob {job.name if job else '?'} is valid; {parser_note}"))
     return 1 if failed else 0
 
 
-def _llamafactory_problems(job: FineTuneJob) -> list[Problem]:
-    """Run the rendered arguments through LLaMA-Factory's own parser when it is installed."""
+LF_REJECTS = "LLaMA-Factory rejects the rendered arguments"
+
+
+def _llamafactory_problems(job: FineTuneJob) -> tuple[list[Problem], str]:
+    """Run the rendered arguments through LLaMA-Factory's own parser when it is installed;
+    the problems, and a note saying whether the parser ran (and which version) or why not."""
     try:
         from kubetune.trainer.lfcheck import llamafactory_available, parse_train_args
-    except ImportError:  # pragma: no cover - trainer package always ships
-        return []
+    except ImportError as exc:  # pragma: no cover - trainer package always ships
+        return [], f"LLaMA-Factory's parser did not run: {exc}"
     if not llamafactory_available():
-        return []
+        return [], "LLaMA-Factory's parser did not run: llamafactory is not installed here (pip install 'kubetune[train]' to run it too)"
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        name = f"LLaMA-Factory {version('llamafactory')}"
+    except PackageNotFoundError:  # pragma: no cover - importable but not installed as a distribution
+        name = "LLaMA-Factory"
     rendered = render(job)
-    return [Problem("spec", f"LLaMA-Factory rejects the rendered arguments: {err}") for err in parse_train_args(rendered.train_args)]
+    problems = [Problem("spec", f"{LF_REJECTS}: {err}") for err in parse_train_args(rendered.train_args)]
+    return problems, f"{name}'s parser accepted its arguments"
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
@@ -152,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     p.add_argument("--backend", choices=["pytorchjob", "mpijob"], help="override spec.distributed.backend")
     p.add_argument("--image", help="trainer image when spec.image is unset")
+    p.add_argument(
+        "-n",
+        "--namespace",
+        help="namespace for jobs without metadata.namespace (default: the current kubectl context's, else 'default')",
+    )
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("validate", help="check FineTuneJobs; print every problem with its field and fix")
@@ -180,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peering", default="kubetune", help="kopf peering name; '' runs standalone (one replica only)")
     p.add_argument("--priority", type=int, default=0, help="peering priority: the highest-priority operator runs, others pause")
     p.add_argument("--sync-interval", type=float, default=15.0, help="seconds between status/progress reads of each started job")
+    p.add_argument("--progress-port", type=int, default=0, help="serve the progress intake (trainers push progress) on this port; 0: off")
+    p.add_argument(
+        "--progress-url", default="", help="URL the training pods post progress to (the intake's Service); empty: pods only log"
+    )
+    p.add_argument("--progress-tls-cert", default=None, help="serve the intake over TLS with this certificate file")
+    p.add_argument("--progress-tls-key", default=None, help="private key of --progress-tls-cert")
     p.set_defaults(func=_cmd_operator)
     for command in sub.choices.values():
         # `kubetune validate --debug f.yaml` works too; SUPPRESS keeps the root's value otherwise.

@@ -15,7 +15,9 @@ custom resource, in its order, using only the generated CRD:
    run only in :func:`transition_errors`.
 
 It deliberately imports nothing from ``kubetune.api`` except the CRD, so the
-agreement tests compare two independent verdicts.
+agreement tests compare two independent verdicts.  The tests take the schema
+from ``kt_crd.install(crd())``, which first makes the checks the API server
+makes when the CRD itself is created (a refused CRD serves no objects at all).
 """
 
 from __future__ import annotations

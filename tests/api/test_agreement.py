@@ -13,9 +13,11 @@ import pytest
 from kt_corpus import INVALID, VALID, Case, base, pydantic_verdict
 from kt_apiserver import admitted
 from kubetune.api import FineTuneJob
-from kubetune.api.crd import openapi_schema
+from kt_crd import install
+from kubetune.api.crd import crd
 
-SCHEMA = openapi_schema()
+# The schema as served once the CRD is created: a CRD the API server refuses fails here.
+SCHEMA = install(crd())
 
 
 def test_corpus_is_big_enough() -> None:

@@ -169,18 +169,27 @@ def test_default_is_valid_against_its_own_schema(path: str, node: dict[str, Any]
     assert schema_errors(value, node) == []
 
 
-def test_defaulting_an_empty_object_gives_the_models_defaults() -> None:
-    """`resources: {}` etc. are written as `default: {}` and filled by nested defaults."""
+def test_object_defaults_give_the_models_defaults() -> None:
+    """`resources: {}` etc. are written as `default: {}` and filled by nested defaults; a node with
+    CEL rules gets its default written complete (rules see the default as written). Either way
+    defaulting an absent field gives the model's default object."""
     spec = SCHEMA["properties"]["spec"]["properties"]
-    compacted = 0
+    compacted = complete = 0
     for name, field in FineTuneJobSpec.model_fields.items():
         alias = field.alias or name
-        if spec[alias].get("default") == {}:
+        if isinstance(spec[alias].get("default"), dict):
             value: dict[str, Any] = {}
             apply_defaults(value, spec[alias])
             assert value == field.default.to_api(), alias
-            compacted += 1
-    assert compacted >= 4
+            written: dict[str, Any] = copy.deepcopy(spec[alias]["default"])
+            apply_defaults(written, spec[alias])
+            assert written == field.default.to_api(), alias
+            if spec[alias]["default"] == {}:
+                compacted += 1
+            else:
+                assert RULES in spec[alias], f"{alias}: a complete default only where rules read it"
+                complete += 1
+    assert compacted >= 3 and complete >= 2
 
 
 def all_patterns() -> Iterator[tuple[str, str]]:

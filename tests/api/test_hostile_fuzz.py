@@ -44,7 +44,8 @@ WORST: dict[str, Any] = {"seconds": 0.0, "bytes": 0, "inputs": 0, "valid": 0, "t
 # or is a file-level problem that has no field (encoding, YAML syntax with its line, size).
 _SEG = r'(?:[A-Za-z0-9_][A-Za-z0-9_./-]*|\["(?:[^"\\]|\\.)*"\])'
 _FIELD = re.compile(rf"^{_SEG}(?:\.{_SEG}|\[\d+\]|{_SEG})*: ")
-_FILE_LEVEL = ("not valid YAML at line", "not UTF-8", "is UTF-16", "is UTF-32", "larger than", "no FineTuneJob found")
+_FILE_LEVEL = ("not valid YAML at line", "not UTF-8", "is UTF-16", "is UTF-32", "larger than", "no FineTuneJob found",
+               "LLaMA-Factory's parser did not run")  # the last: validate's note after the problems
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -127,7 +128,7 @@ def test_hostile_manifest_is_valid_and_renders_or_is_refused_in_one_line_with_a_
     if code == 0:
         WORST["valid"] += 1
         assert rcode == 0, f"validate accepted, render refused: {rerr}"
-        assert out.count("\n") == out.count(" is valid\n")
+        assert out.count("\n") == len(re.findall(r": FineTuneJob [a-z0-9-]+ is valid\b", out)), out
         _check_rendered(rout)
     else:
         assert rcode == 1 and rout == ""

@@ -11,9 +11,11 @@ import pytest
 from kt_apiserver import admitted, transition_errors
 from kt_corpus import VALID, base, patched
 from kubetune.api import IMMUTABLE_FIELDS, FineTuneJob, FineTuneJobSpec, broken_transition_rules
-from kubetune.api.crd import openapi_schema
+from kt_crd import install
+from kubetune.api.crd import crd
 
-SCHEMA = openapi_schema()
+# The schema as served once the CRD is created: a CRD the API server refuses fails here.
+SCHEMA = install(crd())
 
 PYDANTIC_ONLY = {(r.field_path or "").lstrip(".") for r in FineTuneJobSpec.rules if r.transition and not r.in_crd}
 """Immutable fields whose change only the operator refuses (CEL cannot read them): extraArgs."""

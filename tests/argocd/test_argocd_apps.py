@@ -62,7 +62,8 @@ def test_operator_app_values_pass_the_chart_schema(tmp_path: Path) -> None:
     vf = tmp_path / "values.yaml"
     vf.write_text(yaml.safe_dump(values), encoding="utf-8")
     proc = subprocess.run(
-        [str(HELM), "template", "kubetune", str(ROOT / "charts" / "kubetune"), "-n", "kubetune-system", "-f", str(vf)],
+        # Argo CD renders Helm charts with --include-crds (unless the Application sets skipCrds).
+        [str(HELM), "template", "kubetune", str(ROOT / "charts" / "kubetune"), "-n", "kubetune-system", "-f", str(vf), "--include-crds"],
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode == 0, proc.stderr

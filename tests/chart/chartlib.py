@@ -17,7 +17,7 @@ CHART = ROOT / "charts" / "kubetune"
 HELM = ROOT / ".tools" / "bin" / "helm"
 CI_VALUES = CHART / "ci" / "namespaced-values.yaml"
 GENERATED_CRD = ROOT / "crds" / "kubetune.io_finetunejobs.yaml"
-CHART_CRD = CHART / "files" / "crds" / "kubetune.io_finetunejobs.yaml"
+CHART_CRD = CHART / "crds" / "kubetune.io_finetunejobs.yaml"
 RELEASE = "kt"
 NAMESPACE = "kubetune-system"
 

@@ -53,7 +53,6 @@ def test_default_objects_pass_kubernetes_schema(default_objects: list[dict[str, 
     assert sorted(set(kinds)) == sorted(
         {
             "ServiceAccount",
-            "CustomResourceDefinition",
             "ClusterRole",
             "ClusterRoleBinding",
             "Service",

@@ -106,7 +106,7 @@ def test_service_selects_the_operator_pod(default_objects: list[dict[str, Any]])
     assert svc["spec"]["selector"].items() <= pod_labels.items()
     assert deploy["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
     c_ports = {p["name"] for p in container(default_objects)["ports"]}
-    assert {p["targetPort"] for p in svc["spec"]["ports"]} == c_ports == {"metrics", "health"}
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} == c_ports == {"metrics", "health", "progress"}
 
 
 def test_service_monitor_scrapes_the_metrics_port(ci_objects: list[dict[str, Any]]) -> None:
@@ -171,3 +171,22 @@ def test_peering_object_is_the_one_the_operator_uses(
         assert sorted(p["metadata"]["namespace"] for p in peerings) == sorted(config.namespaces)
     else:
         assert config.namespaces == ()
+
+
+def test_the_progress_intake_is_served_and_named_to_the_pods(default_objects: list[dict[str, Any]]) -> None:
+    """--progress-url points at the progress Service, which reaches the --progress-port container port."""
+    c = container(default_objects)
+    assert flag_values(c["args"], "--progress-port") == ["8082"]
+    [url] = flag_values(c["args"], "--progress-url")
+    service = one(default_objects, "Service")
+    port = next(p for p in service["spec"]["ports"] if p["name"] == "progress")
+    assert url == f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port['port']}/v1/progress"
+    assert {"name": "progress", "containerPort": 8082, "protocol": "TCP"} in c["ports"] and port["targetPort"] == "progress"
+    assert service["spec"]["selector"] == one(default_objects, "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def test_the_push_transport_can_be_turned_off() -> None:
+    objects = template("--set", "progress.push=false")
+    assert not [a for a in container(objects)["args"] if a.startswith("--progress")]
+    assert {p["name"] for p in one(objects, "Service")["spec"]["ports"]} == {"metrics", "health"}
+    assert {p["name"] for p in container(objects)["ports"]} == {"metrics", "health"}

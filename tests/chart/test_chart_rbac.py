@@ -27,6 +27,7 @@ Grant = tuple[str, str, str]  # apiGroup, resource[/subresource], verb
 CLUSTER_SCOPED = {
     ("", "namespaces"),
     ("", "nodes"),
+    ("authentication.k8s.io", "tokenreviews"),
     ("apiextensions.k8s.io", "customresourcedefinitions"),
     ("kopf.dev", "clusterkopfpeerings"),
     ("scheduling.k8s.io", "priorityclasses"),
@@ -167,3 +168,13 @@ def test_no_wildcards_no_escalation_no_cluster_wide_secret_read(fixture: str, re
 def test_rbac_can_be_left_to_the_platform_team() -> None:
     objects = template("--set", "rbac.create=false")
     assert not {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} & {o["kind"] for o in objects}
+
+
+def test_without_the_push_transport_there_is_no_tokenreviews_grant(default_objects: list[dict[str, Any]]) -> None:
+    """progress.push=false: the operator makes no TokenReview, so the chart grants none."""
+    review = ("authentication.k8s.io", "tokenreviews", "create")
+    assert review in bound_roles(default_objects, "kt-kubetune")[None]
+    for extra in ([], ["--values", str(ROOT / "charts" / "kubetune" / "ci" / "namespaced-values.yaml")]):
+        objects = template("--set", "progress.push=false", *extra)
+        grants = set().union(*bound_roles(objects, "kt-kubetune").values())
+        assert review not in grants

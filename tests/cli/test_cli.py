@@ -117,6 +117,16 @@ def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "validate", "--skip-llamafactory", str(LORA), str(FULL))
     assert code == 0
     assert "qwen-lora is valid" in out and "qwen-full is valid" in out
+    assert out.count("LLaMA-Factory's parser skipped (--skip-llamafactory)") == 2
+
+
+def test_validate_says_whether_llamafactorys_parser_ran(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import kubetune.trainer.lfcheck as lfcheck
+
+    monkeypatch.setattr(lfcheck, "llamafactory_available", lambda: False)
+    code, out, _ = run(capsys, "validate", str(LORA))
+    assert code == 0
+    assert "qwen-lora is valid; LLaMA-Factory's parser did not run: llamafactory is not installed here" in out
 
 
 def test_validate_prints_every_problem_with_its_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -216,5 +226,39 @@ def test_validate_with_llamafactory_prints_only_the_verdict() -> None:
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [f"{qlora}: FineTuneJob seed-qlora-deepspeed is valid"], proc.stdout
+    [line] = proc.stdout.splitlines()
+    assert line.startswith(f"{qlora}: FineTuneJob seed-qlora-deepspeed is valid; LLaMA-Factory "), line
+    assert line.endswith("'s parser accepted its arguments"), line
     assert "recommend" not in proc.stderr, proc.stderr
+
+
+def _namespaces(out: str) -> set[str]:
+    return {o["metadata"]["namespace"] for o in json.loads(out)}
+
+
+def test_render_namespace_flag_and_kubectl_context(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Examples carry no namespace: like `kubectl apply`, render uses -n, else the current context's."""
+    code, out, _ = run(capsys, "render", "-o", "json", "-n", "team-a", str(LORA))
+    assert code == 0 and _namespaces(out) == {"team-a"}
+    spec = next(o for o in json.loads(out) if o["kind"] == "ConfigMap")
+    assert "/team-a/qwen-lora" in json.dumps(spec)  # outputs go to <claim>/<namespace>/<name>
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.write_text("apiVersion: v1\nkind: Config\ncurrent-context: ml\n")
+    second.write_text("contexts: [{name: ml, context: {cluster: c, user: u, namespace: ml-team-b}}]\ncurrent-context: other\n")
+    monkeypatch.setenv("KUBECONFIG", f"{first}:{second}")
+    code, out, _ = run(capsys, "render", "-o", "json", str(LORA))
+    assert code == 0 and _namespaces(out) == {"ml-team-b"}
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    code, out, _ = run(capsys, "render", "-o", "json", str(LORA))
+    assert code == 0 and _namespaces(out) == {"default"}
+
+
+def test_render_refuses_a_namespace_that_contradicts_n(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    doc = yaml.safe_load(LORA.read_text())
+    doc["metadata"]["namespace"] = "prod"
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    code, out, err = run(capsys, "render", "-n", "team-a", str(path))
+    assert code == 1 and out == ""
+    assert 'namespace from the object "prod" does not match -n "team-a"' in err
+    assert run(capsys, "render", "-n", "prod", str(path))[0] == 0

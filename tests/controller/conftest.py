@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from emulator import Cluster  # noqa: E402
+from emulator import Cluster, Tokens  # noqa: E402
 from kubeflow import set_condition, start_pod  # noqa: E402
 
 from kubetune.api import load_documents  # noqa: E402
@@ -117,6 +117,8 @@ async def training_started(cluster: Cluster, namespace: str, name: str = "qwen-l
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
     handler = Cluster()
+    # Like a real server, only known tokens get in: the fixture's config and test_process's kubeconfig.
+    handler.authenticate = Tokens(static=("test-token", "secret-token"))
     declare_resources(handler)
     async with handler, kmock.Server(handler):
         yield handler

@@ -24,8 +24,16 @@ resource request from its own store with the API server's semantics:
   a resourceVersion replays only newer events (410 Gone below the compaction
   point), without one it starts with ADDED for current objects;
 * ``pods/log`` with ``tailLines`` from lines the test appends;
+* a CustomResourceDefinition is created or updated only if it passes
+  apiextensions' creation-time checks (``_admit``, tests/api/kt_crd.py);
 * fault injection (status code for the next N matching calls), dropping every
-  open watch, and a record of every call as an RBAC tuple.
+  open watch, and a record of every call as an RBAC tuple;
+* bearer-token authentication when ``authenticate`` is set: a request without a
+  token the authenticator accepts (unknown or expired) is answered 401
+  Unauthorized with a Status, before anything else, discovery included, as
+  k8s.io/apiserver pkg/endpoints/filters/authentication.go does.  A watch that
+  is already open stays open when its token expires (the real server checks
+  credentials once per request).
 """
 
 from __future__ import annotations
@@ -226,6 +234,66 @@ def field_match(selector: str | None, obj: Obj) -> bool:
     return True
 
 
+CRDS: ResKey = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+
+
+def _admit(res: ResKey, obj: Obj) -> None:
+    """Server-side validation the emulator reproduces: a CustomResourceDefinition gets apiextensions'
+    creation-time checks (tests/api/kt_crd.py: structural schema, pruned and valid defaults, CEL
+    rules on every default, compilation, cost budgets), on create and on update alike (the real
+    server relaxes some of them on update for problems the stored CRD already had; not emulated)."""
+    if res != CRDS:
+        return
+    import sys
+    from pathlib import Path
+
+    api_tests = str(Path(__file__).resolve().parents[1] / "api")
+    if api_tests not in sys.path:
+        sys.path.append(api_tests)
+    from kt_crd import creation_errors
+
+    errors = creation_errors(obj)
+    if errors:
+        name = obj.get("metadata", {}).get("name", "")
+        raise ApiError(422, "Invalid", f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: ' + "; ".join(errors))
+
+
+@dataclass(frozen=True)
+class AuthAttempt:
+    method: str
+    path: str
+    watch: bool
+    token: str | None
+    accepted: bool
+
+
+class Tokens:
+    """A token authenticator: static tokens, plus tokens an issuer (the tests' exec plugin) logs
+    as JSON lines ``{"token": ..., "expires": <epoch seconds>}`` in ``issued`` (an OIDC issuer
+    or a token webhook in a real cluster).  Unknown and expired tokens are refused."""
+
+    def __init__(self, static: tuple[str, ...] = (), issued: str | None = None) -> None:
+        self.static = set(static)
+        self.issued = issued
+
+    def __call__(self, token: str | None) -> bool:
+        if token is None:
+            return False
+        if token in self.static:
+            return True
+        if self.issued is None:
+            return False
+        try:
+            lines = open(self.issued, encoding="utf-8").read().splitlines()
+        except FileNotFoundError:
+            return False
+        for line in lines:
+            entry = json.loads(line)
+            if entry["token"] == token:
+                return bool(entry["expires"] > datetime.datetime.now(datetime.UTC).timestamp())
+        return False
+
+
 _VERB_BY_METHOD = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
 
 
@@ -248,6 +316,11 @@ class Cluster(kmock.KubernetesScaffold):
     open_watches: int = 0
     expired_watches: int = 0
     """Watches answered 410 Gone (resumed from a compacted resourceVersion)."""
+    authenticate: Callable[[str | None], bool] | None = None
+    """Bearer-token check (None: no authentication, every request is allowed)."""
+    auth_log: list[AuthAttempt] = attrs.field(factory=list)
+    virtual: dict[ResKey, Callable[[kmock.Request, str], Any]] = attrs.field(factory=dict)
+    """Resources with no storage, served by a plug-in (emulator_auth: TokenReview): (request, verb) -> response."""
 
     # --- setup ---------------------------------------------------------------
 
@@ -333,15 +406,23 @@ class Cluster(kmock.KubernetesScaffold):
         return self._changed_cond()
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:  # type: ignore[override]
+        if self.authenticate is not None and request._raw_request is not None:
+            raw_req = request._raw_request
+            header = raw_req.headers.get("Authorization", "")
+            token = header[len("Bearer ") :] if header.startswith("Bearer ") else None
+            accepted = self.authenticate(token)
+            watch = raw_req.query.get("watch") in ("true", "1")
+            self.auth_log.append(AuthAttempt(raw_req.method, raw_req.path, watch, token, accepted))
+            if not accepted:
+                return self._error(ApiError(401, "Unauthorized", "Unauthorized"))
         res = request.resource
         if res is None or res.plural is None:
             return await super()._handle(request)
         raw = request._raw_request
         assert raw is not None
         key: ResKey = (res.group or "", res.version or "", res.plural)
-        if key not in self.kinds:
+        if key not in self.kinds and key not in self.virtual:
             return self._error(ApiError(404, "NotFound", f"the server could not find the requested resource ({res.plural})"))
-        kind = self.kinds[key]
         params = dict(request.params)
         method = raw.method.upper()
         watching = params.get("watch") in ("true", "1")
@@ -352,6 +433,11 @@ class Cluster(kmock.KubernetesScaffold):
         else:
             verb = _VERB_BY_METHOD.get(method, method.lower())
         self.calls.append(ApiCall(key[0], key[1], key[2], verb, request.namespace is not None, request.subresource))
+        if key in self.virtual:
+            response: aiohttp.web.StreamResponse = await self.virtual[key](request, verb)
+            self.call_log.append((verb, key[2], response.status))
+            return response
+        kind = self.kinds[key]
         try:
             self._check_faults(verb, key[2], request.subresource, request.name)
             ns = request.namespace if kind.namespaced else None
@@ -442,6 +528,7 @@ class Cluster(kmock.KubernetesScaffold):
         if ns is not None and meta.get("namespace") not in (None, ns):
             raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
         key = (res, ns, name)
+        _admit(res, body)
         async with self._cond():
             if key in self.store:
                 raise ApiError(409, "AlreadyExists", f'{res[2]} "{name}" already exists')
@@ -502,6 +589,8 @@ class Cluster(kmock.KubernetesScaffold):
             else:
                 raise ApiError(404, "NotFound", f"no subresource {subresource}")
             new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            if subresource is None:
+                _admit(key[0], new)
             if new == old:
                 return copy.deepcopy(old)  # a no-op write does not bump the resourceVersion
             meta = new["metadata"]
@@ -563,6 +652,13 @@ class Cluster(kmock.KubernetesScaffold):
                 for (r, _, _), obj in sorted(self.store.items(), key=lambda kv: str(kv[0])):
                     if r == res and wanted(obj):
                         await send("ADDED", copy.deepcopy(obj))
+                if params.get("sendInitialEvents") == "true":
+                    # Streaming list (client-go's WatchList, used by helm 4's status watcher): the
+                    # initial ADDED events end with a BOOKMARK annotated k8s.io/initial-events-end,
+                    # as k8s.io/apiserver/pkg/storage/cacher/cache_watcher.go sends it.
+                    api_version = f"{res[0]}/{res[1]}" if res[0] else res[1]
+                    end = {"k8s.io/initial-events-end": "true"}
+                    await send("BOOKMARK", {"kind": self.kinds[res].kind, "apiVersion": api_version, "metadata": {"resourceVersion": str(position), "annotations": end}})
             deadline = asyncio.get_running_loop().time() + float(params.get("timeoutSeconds") or 3600)
             while True:
                 async with self._cond():

@@ -44,6 +44,10 @@ async def start_pod(cluster: Cluster, kind: str, namespace: str, job: str, phase
     """The rank-0 pod (Master / Launcher) of ``job`` in ``phase``, with extra pod status fields."""
     replica, container = RANK0[kind]
     name = pod_name(kind, job)
+    # The controllers copy the replica's pod template labels onto the pod, then add their own.
+    child = cluster.read(*KINDS[kind], namespace, job) or {}
+    specs = (child.get("spec") or {}).get("pytorchReplicaSpecs") or (child.get("spec") or {}).get("mpiReplicaSpecs") or {}
+    template_labels = ((specs.get(replica.capitalize()) or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -51,6 +55,7 @@ async def start_pod(cluster: Cluster, kind: str, namespace: str, job: str, phase
             "name": name,
             "namespace": namespace,
             "labels": {
+                **template_labels,
                 "training.kubeflow.org/job-name": job,
                 "training.kubeflow.org/replica-type": replica,
                 "training.kubeflow.org/replica-index": "0",

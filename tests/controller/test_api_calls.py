@@ -5,7 +5,7 @@ reads the file to prove the ClusterRole grants exactly these (group, resource,
 subresource, verb) tuples.  This test drives one operator, deployed as the
 chart deploys it (all namespaces, peering on), through every path (create,
 progress, suspend, a rejected immutable change, success, failure, an invalid
-job, an MPIJob) and fails when the recorded set differs from the file.
+job, an MPIJob, a pushed progress report) and fails when the recorded set differs from the file.
 Regenerate after an intended change with::
 
     KUBETUNE_UPDATE_API_CALLS=1 .venv/bin/python -m pytest tests/controller/test_api_calls.py
@@ -21,9 +21,13 @@ from typing import Any
 
 from conftest import FTJ, MPI, PTJ, example_job, eventually
 from emulator import Cluster
+from emulator_auth import TokenAuthority
 from kubeflow import progress_line, set_condition, stage_line, start_pod
+from pushlib import free_port, post
 
+from kubetune.api import contract
 from kubetune.controller.runtime import OperatorConfig
+from kubetune.render import RenderOptions
 
 EXPECTED = Path(__file__).with_name("expected_api_calls.json")
 NS = "team-a"
@@ -33,13 +37,18 @@ def phase(cluster: Cluster, name: str) -> str | None:
     return ((cluster.read(*FTJ, NS, name) or {}).get("status") or {}).get("phase")
 
 
-async def drive_every_path(cluster: Cluster) -> None:
+async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> None:
     await cluster.put_object(*FTJ, example_job("lora"))
     await eventually(lambda: phase(cluster, "lora") == "Pending", what="lora Pending")
     await set_condition(cluster, "PyTorchJob", NS, "lora", "Running")
     pod = await start_pod(cluster, "PyTorchJob", NS, "lora")
     cluster.append_log(NS, pod, progress_line(5, 10, 1.0), stage_line("export", "start"))
     await eventually(lambda: phase(cluster, "lora") == "Exporting", what="lora Exporting")
+    if intake_url:  # then rank 0 pushes a report (TokenReview + the pod check)
+        token = TokenAuthority(cluster).issue(NS, pod)
+        lines = [progress_line(6, 10, 0.9), stage_line("export", "start")]
+        assert await post(intake_url, token, {"namespace": NS, "name": "lora", "lines": lines}) == 204
+        await eventually(lambda: (cluster.read(*FTJ, NS, "lora") or {})["status"]["progress"]["step"] == 6, what="pushed step 6")
     await cluster.mutate(*FTJ, NS, "lora", lambda o: o["spec"].update(suspend=True))
     await cluster.mutate(*FTJ, NS, "lora", lambda o: o["spec"]["training"].update(epochs=9))
     await eventually(lambda: (cluster.read(*FTJ, NS, "lora") or {})["status"].get("observedGeneration") == 3, what="updates handled")
@@ -60,8 +69,11 @@ async def drive_every_path(cluster: Cluster) -> None:
 async def test_recorded_api_calls_match_the_committed_set(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:
     cluster.declare("kopf.dev/v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False, has_status=False)
     await cluster.put_object("kopf.dev/v1", "clusterkopfpeerings", {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "kubetune"}})
-    await operator(dataclasses.replace(config, peering="kubetune"))
-    await drive_every_path(cluster)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}{contract.PROGRESS_PATH}"
+    options = RenderOptions(progress_url=url)
+    await operator(dataclasses.replace(config, peering="kubetune", progress_port=port, progress_host="127.0.0.1", render_options=options))
+    await drive_every_path(cluster, url)
 
     recorded = sorted((c.as_json() for c in cluster.api_calls()), key=lambda c: json.dumps(c, sort_keys=True))
     if os.environ.get("KUBETUNE_UPDATE_API_CALLS"):

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from typing import Any
 
-from emulator import Cluster
+import pytest
+
+from emulator import Cluster, Tokens
 
 BASE = "/apis/kubeflow.org/v1/namespaces/ns/pytorchjobs"
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -25,6 +28,29 @@ async def call(cluster: Cluster, method: str, url: str, body: Any = None, header
 
 def job(name: str = "j", **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": name, "labels": {"app": name}}, "spec": spec}
+
+
+@pytest.fixture(autouse=True)
+def anonymous(cluster: Cluster) -> Iterator[Cluster]:
+    """These tests speak raw HTTP without credentials; authentication has its own test below."""
+    checker, cluster.authenticate = cluster.authenticate, None
+    yield cluster
+    cluster.authenticate = checker
+
+
+async def test_unknown_missing_or_expired_tokens_get_401(cluster: Cluster, tmp_path: Any) -> None:
+    cluster.authenticate = Tokens(static=("test-token",))
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic dGVzdA=="}):
+        async with cluster.request("GET", BASE, headers=headers) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["reason"] == "Unauthorized"
+    issued = tmp_path / "issued.jsonl"
+    issued.write_text('{"token": "old", "expires": 1}\n{"token": "new", "expires": 4102444800}\n', encoding="utf-8")
+    cluster.authenticate = Tokens(issued=str(issued))
+    assert (await call(cluster, "GET", BASE, headers={"Authorization": "Bearer test-token"}))[0] == 401
+    assert (await call(cluster, "GET", BASE, headers={"Authorization": "Bearer old"}))[0] == 401
+    assert (await call(cluster, "GET", BASE, headers={"Authorization": "Bearer new"}))[0] == 200
+    assert [(a.token, a.accepted) for a in cluster.auth_log][-2:] == [("old", False), ("new", True)]
 
 
 async def test_create_sets_server_fields_and_duplicates_conflict(cluster: Cluster) -> None:

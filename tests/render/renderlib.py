@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from kubetune.api import FineTuneJob, load_documents
-from kubetune.render import render, validate_object
+from kubetune.render import RenderOptions, render, validate_object
 from kubetune.render.output import to_yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,8 +21,10 @@ UPSTREAM_CRDS = SHARED / "upstream-crds"
 
 
 def example_files() -> list[Path]:
-    """Every FineTuneJob example (examples/argocd holds Argo CD manifests, not jobs)."""
-    return sorted(p for p in EXAMPLES.rglob("*.yaml") if "argocd" not in p.relative_to(EXAMPLES).parts)
+    """Every FineTuneJob example (examples/argocd holds Argo CD manifests and
+    examples/prerequisites the objects the jobs need, not jobs)."""
+    skip = {"argocd", "prerequisites"}
+    return sorted(p for p in EXAMPLES.rglob("*.yaml") if not skip & set(p.relative_to(EXAMPLES).parts))
 
 
 def example_id(path: Path) -> str:
@@ -41,9 +43,19 @@ def load_example(path: Path) -> FineTuneJob:
     return job
 
 
-def golden_text(path: Path) -> str:
+OPERATOR_OPTIONS = RenderOptions(progress_url="http://kt-kubetune.kubetune-system.svc:8082/v1/progress")
+"""What the chart's operator renders with (--progress-url): pods get the push transport's token."""
+OPERATOR_EXAMPLES = ("finetune-lora.yaml", "finetune-multinode-mpijob.yaml")
+"""Examples also kept as golden files rendered with OPERATOR_OPTIONS, under golden/operator/."""
+
+
+def operator_golden_path(path: Path) -> Path:
+    return GOLDEN / "operator" / path.relative_to(EXAMPLES)
+
+
+def golden_text(path: Path, options: RenderOptions | None = None) -> str:
     """What update_golden.py writes for one example: its rendered objects as YAML."""
-    objects = render(load_example(path)).objects
+    objects = render(load_example(path), options).objects
     text = to_yaml(objects)
     assert list(yaml.safe_load_all(text)) == objects  # the golden file is exactly the objects
     return str(text)

@@ -4,18 +4,23 @@ the API server (core objects) and the Kubeflow operators (their CRD schemas) acc
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from kubetune.render import render
 from renderlib import (
+    EXAMPLES as EXAMPLES_DIR,
+    OPERATOR_EXAMPLES,
+    OPERATOR_OPTIONS,
     UPSTREAM_CRDS,
     example_files,
     example_id,
     golden_path,
     golden_text,
     load_example,
+    operator_golden_path,
     pod_templates,
     schema_errors,
 )
@@ -48,6 +53,18 @@ def test_golden(example: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("name", OPERATOR_EXAMPLES)
+def test_operator_golden(name: str) -> None:
+    """As the chart's operator renders them (with the progress intake URL)."""
+    example = EXAMPLES_DIR / name
+    golden = operator_golden_path(example)
+    assert golden.exists(), f"no golden file for operator/{name}: run .venv/bin/python tests/render/update_golden.py"
+    assert golden_text(example, OPERATOR_OPTIONS) == golden.read_text(encoding="utf-8"), (
+        f"{name} renders differently from operator/{golden.name}; if intended, "
+        "run .venv/bin/python tests/render/update_golden.py and review the diff"
+    )
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
 def test_render_is_deterministic(example: Path) -> None:
     job = load_example(example)
@@ -58,7 +75,17 @@ def test_render_is_deterministic(example: Path) -> None:
 @pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
 def test_core_objects_pass_kubernetes_schema(example: Path) -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    rendered = render(load_example(example))
+    check_core_objects(kubernetes_validate, render(load_example(example)))
+
+
+@pytest.mark.parametrize("name", OPERATOR_EXAMPLES)
+def test_operator_rendered_core_objects_pass_kubernetes_schema(name: str) -> None:
+    """The projected token volume and its mount are valid Pod fields (strict schema)."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    check_core_objects(kubernetes_validate, render(load_example(EXAMPLES_DIR / name), OPERATOR_OPTIONS))
+
+
+def check_core_objects(kubernetes_validate: Any, rendered: Any) -> None:
     version = kubernetes_validate.latest_version()
     kubernetes_validate.validate(rendered.config_map, version, strict=True)
     # Each replica's pod template, checked as a core Pod with the strict (no unknown fields) schema.

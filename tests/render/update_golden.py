@@ -11,16 +11,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from renderlib import GOLDEN, example_files, golden_path, golden_text  # noqa: E402
+from renderlib import (  # noqa: E402
+    EXAMPLES,
+    GOLDEN,
+    OPERATOR_EXAMPLES,
+    OPERATOR_OPTIONS,
+    example_files,
+    golden_path,
+    golden_text,
+    operator_golden_path,
+)
 
 
 def main() -> int:
     wanted = set()
-    for example in example_files():
-        target = golden_path(example)
+    plain = [(example, golden_path(example), None) for example in example_files()]
+    operator = [(EXAMPLES / name, operator_golden_path(EXAMPLES / name), OPERATOR_OPTIONS) for name in OPERATOR_EXAMPLES]
+    for example, target, options in plain + operator:
         wanted.add(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        text = golden_text(example)
+        text = golden_text(example, options)
         if not target.exists() or target.read_text(encoding="utf-8") != text:
             target.write_text(text, encoding="utf-8")
             print(f"updated {target.relative_to(GOLDEN.parent.parent.parent)}")

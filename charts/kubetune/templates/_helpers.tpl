@@ -43,12 +43,20 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
+{{/* An image reference: <registry>/<repository>:<tag>, or <repository>:<tag> when registry is empty. */}}
+{{- define "kubetune.imageRef" -}}
+{{- $root := index . 0 -}}{{- $image := index . 1 -}}
+{{- $repo := $image.repository -}}
+{{- with $root.Values.registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" .) $image.repository }}{{ end -}}
+{{- printf "%s:%s" $repo (default $root.Chart.AppVersion $image.tag) -}}
+{{- end -}}
+
 {{- define "kubetune.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- include "kubetune.imageRef" (list . .Values.image) -}}
 {{- end -}}
 
 {{- define "kubetune.trainerImage" -}}
-{{- printf "%s:%s" .Values.trainer.image.repository (default .Chart.AppVersion .Values.trainer.image.tag) -}}
+{{- include "kubetune.imageRef" (list . .Values.trainer.image) -}}
 {{- end -}}
 
 {{/*
@@ -83,7 +91,7 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
   resources: [finetunejobs/finalizers]
   verbs: [update]
 # Training pods, listed by job label: why a job is pending or failed (Unschedulable, OOMKilled,
-# ImagePullBackOff) ...
+# ImagePullBackOff), and whether a pod that pushes progress belongs to the job it reports for ...
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
@@ -106,6 +114,13 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 
 {{/* RBAC rules for cluster-scoped resources. */}}
 {{- define "kubetune.rules.cluster" -}}
+{{- if .Values.progress.push }}
+# The progress intake asks the API server whether a trainer's token (audience kubetune, bound
+# to its pod) is valid: TokenReview, a create-only, cluster-scoped review (nothing is stored).
+- apiGroups: [authentication.k8s.io]
+  resources: [tokenreviews]
+  verbs: [create]
+{{- end }}
 {{- if not .Values.watchNamespaces }}
 # kopf peering, cluster-wide: watch the ClusterKopfPeering and announce this operator in it
 # (get: the status loop reads it to pause together with kopf's handlers).

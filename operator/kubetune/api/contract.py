@@ -96,10 +96,27 @@ class Layout:
 # stdout, `PROGRESS_PREFIX` followed by a JSON object whose keys are those of
 # kubetune.api.Progress (camelCase: step, totalSteps, percent, epoch, loss,
 # learningRate, etaSeconds, updatedAt). The operator reads the newest such line
-# from the rank-0 pod's log (pods/log), so training pods need no Kubernetes
-# credentials at all and can never change another job.
+# from the rank-0 pod's log (pods/log), or receives it pushed (see the push
+# transport below); either way training pods hold no credential the API server
+# accepts and can never change another job.
 PROGRESS_PREFIX: Final = "kubetune.progress "
 # Stage markers, one line each at the start and end of every trainer stage:
 # `STAGE_PREFIX {"stage": "data", "event": "start"|"end"|"failed", ...}`. The
 # operator uses the export stage's start to report phase Exporting.
 STAGE_PREFIX: Final = "kubetune.stage "
+
+# Push transport (optional; KEP-2779 style): when the operator renders pods with a progress URL,
+# rank 0 also POSTs its protocol lines there, authenticated by a projected ServiceAccount token
+# whose only audience is PROGRESS_AUDIENCE (the API server refuses such a token). The operator
+# verifies it with a TokenReview and checks the token's bound pod belongs to the job it reports
+# for. Without a URL (kubetune render, run --local) nothing is mounted and the log stays the
+# only transport.
+ENV_PROGRESS_URL: Final = "KUBETUNE_PROGRESS_URL"
+ENV_PROGRESS_TOKEN_FILE: Final = "KUBETUNE_PROGRESS_TOKEN_FILE"
+PROGRESS_AUDIENCE: Final = "kubetune"
+PROGRESS_TOKEN_DIR: Final = "/var/run/secrets/kubetune"
+PROGRESS_TOKEN_FILE: Final = f"{PROGRESS_TOKEN_DIR}/token"
+PROGRESS_TOKEN_EXPIRATION_S: Final = 600
+"""The shortest lifetime the API server allows; the kubelet rotates the file at 80% of it."""
+PROGRESS_PATH: Final = "/v1/progress"
+"""Path of the operator's intake; body: {"namespace", "name", "lines": [protocol lines]}."""

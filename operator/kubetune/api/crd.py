@@ -23,7 +23,14 @@ OpenAPI v3 (draft-4 flavoured) schema.  :func:`openapi_schema` bridges the two:
   "boolean or number or string";
 * a model default such as ``ResourcesSpec()`` is written as ``{}`` when the
   API server's recursive defaulting of ``{}`` produces the same object, so a
-  default is stated once, at the field that owns it.
+  default is stated once, at the field that owns it -- except on a node that
+  carries (or contains) ``x-kubernetes-validations`` rules.  There the default
+  is written complete (what defaulting ``{}`` would give): when a CRD is
+  created, the API server runs each rule on the ``default`` of its node *as
+  written*, without applying the nested defaults first
+  (k8s.io/apiextensions-apiserver pkg/apiserver/schema/defaulting/validation.go),
+  so ``default: {}`` would make ``self.offload`` a "no such key" error and the
+  whole CRD would be refused.  Objects are defaulted the same either way.
 
 Keys are written in a fixed order so a regenerated file diffs meaningfully.
 """
@@ -222,9 +229,23 @@ def _defaulted(value: Any, schema: Schema) -> Any:
     return value
 
 
+def _has_rules(schema: Schema) -> bool:
+    """Whether ``schema`` or any node below it carries CEL rules."""
+    if schema.get(_RULES):
+        return True
+    below = [*schema.get("properties", {}).values()]
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            below.append(schema[key])
+    return any(_has_rules(sub) for sub in below)
+
+
 def _compact_default(default: dict[str, Any], schema: Schema) -> dict[str, Any]:
-    full = _without_nulls(default)
-    return {} if _defaulted({}, schema) == full else full
+    full: dict[str, Any] = _without_nulls(default)
+    if _defaulted({}, schema) != full:
+        return full
+    # A rule sees the default as written (see the module docstring): spell it out.
+    return full if _has_rules(schema) else {}
 
 
 def openapi_schema() -> Schema:

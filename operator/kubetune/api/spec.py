@@ -525,6 +525,8 @@ RESERVED_ENV = (
     "KUBETUNE_OUTPUT_DIR",
     "KUBETUNE_DATASETS_DIR",
     "KUBETUNE_MODELS_DIR",
+    "KUBETUNE_PROGRESS_URL",
+    "KUBETUNE_PROGRESS_TOKEN_FILE",
     # The root filesystem is read-only: caches and temp files are pointed at scratch.
     "HOME",
     "TMPDIR",

@@ -11,6 +11,7 @@ ownerReferences.  Outputs live on PVCs the user owns and are never deleted.
 from __future__ import annotations
 
 import copy
+import datetime
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,10 +36,18 @@ def _to_status(patch: kopf.Patch, status: Mapping[str, Any]) -> None:
 def register(registry: kopf.OperatorRegistry, rt: Runtime, sync: StatusSync) -> None:
     """Attach every handler of the operator to ``registry``."""
 
+    last_login: list[str | None] = [None]
+
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        c = rt.config.connection
-        token = open(c.token_file, encoding="utf-8").read().strip() if c.token_file else c.token
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        # kopf calls this at start and again whenever its own requests (watches included) get a
+        # 401 or the credentials pass their expiration: never hand back the token it just used.
+        c = await rt.kube.fresh_connection()
+        token = rt.kube.bearer()
+        if last_login[0] is not None and token == last_login[0] and c.refreshable:
+            c = await rt.kube.fresh_connection(rejected=token or "")
+            token = rt.kube.bearer()
+        last_login[0] = token
         return kopf.ConnectionInfo(
             server=c.server,
             ca_path=c.ca_path,
@@ -48,6 +57,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime, sync: StatusSync) -> 
             certificate_path=c.cert_path,
             private_key_path=c.key_path,
             default_namespace=c.default_namespace,
+            expiration=datetime.datetime.fromtimestamp(c.expires_at, datetime.UTC) if c.expires_at else None,
         )
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)

@@ -8,7 +8,10 @@ merge patch, pod log tail, create Event).  The ``kubernetes`` package is still
 used, lazily, to *read* KUBECONFIG / in-cluster credentials, so exec plugins and
 every kubeconfig form work exactly as with kubectl; kopf logs in with the same
 credentials (see ``main``), so both halves talk to the same server as the same
-identity.
+identity.  Credentials that expire (exec plugins, rotated ServiceAccount tokens)
+are reloaded shortly before they expire and after a 401, here and in kopf's
+login handler (``handlers.login``), which kopf calls again when its own
+requests get a 401.
 """
 
 from __future__ import annotations
@@ -34,21 +37,63 @@ SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 @dataclass(frozen=True)
 class Connection:
-    """Where the API server is and how to authenticate."""
+    """Where the API server is and how to authenticate.
+
+    Credentials that expire are reloaded (see :meth:`refreshed`): a connection
+    loaded from a kubeconfig remembers the file, so an exec plugin (EKS, GKE,
+    OIDC helpers) runs again and ``tokenFile`` is read again; in-cluster, the
+    ServiceAccount token file, which kubelet rotates, is re-read.
+    """
 
     server: str
     token: str | None = None
     token_file: str | None = None
-    """Re-read periodically: in-cluster (bound) tokens rotate."""
+    """Re-read periodically and on a 401: in-cluster (bound) tokens rotate."""
     ca_path: str | None = None
     cert_path: str | None = None
     key_path: str | None = None
     insecure: bool = False
     default_namespace: str | None = None
+    kubeconfig: str | None = None
+    """The kubeconfig file these credentials came from, reloaded to refresh them."""
+    expires_at: float | None = None
+    """When the credentials expire (epoch seconds; an exec plugin's ``status.expirationTimestamp``)."""
+    loaded_at: float = 0.0
+    """When they were loaded (epoch seconds): refresh a fifth of their lifetime early, at most 60 s."""
+
+    def stale(self, now: float | None = None) -> bool:
+        """Whether the credentials expire soon enough to reload them before the next call."""
+        if self.expires_at is None:
+            return False
+        now = time.time() if now is None else now
+        early = min(REFRESH_EARLY_S, max(self.expires_at - self.loaded_at, 0.0) / 5)
+        return now >= self.expires_at - early
+
+    def refreshed(self) -> Connection:
+        """The same connection with credentials loaded again (blocking: may run an exec plugin)."""
+        if self.kubeconfig:
+            return load_connection(self.kubeconfig)
+        return self  # a static token or client certificate; a token file is re-read by Kube itself
+
+    @property
+    def refreshable(self) -> bool:
+        """Whether reloading can give other credentials (a kubeconfig or a token file to read again)."""
+        return bool(self.kubeconfig or self.token_file)
+
+
+REFRESH_EARLY_S = 60.0
+"""At most this long before expiry, credentials are reloaded (client-go's exec authenticator
+reloads only once expired; a margin keeps requests from failing on clock skew)."""
 
 
 def load_connection(kubeconfig: str | None = None) -> Connection:
-    """In-cluster credentials when running in a pod (and no KUBECONFIG), else the kubeconfig."""
+    """In-cluster credentials when running in a pod (and no KUBECONFIG), else the kubeconfig.
+
+    The kubeconfig is read with the ``kubernetes`` package's loader, so every
+    form kubectl knows works: token, tokenFile, client certificates, and exec
+    plugins (ExecCredential client.authentication.k8s.io/v1 and v1beta1, with
+    ``status.expirationTimestamp``, a token or a client certificate and key).
+    """
     path = kubeconfig or os.environ.get("KUBECONFIG", "")
     if not path and os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(SA_TOKEN):
         host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
@@ -56,19 +101,22 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
         namespace = open(SA_NAMESPACE, encoding="utf-8").read().strip() if os.path.exists(SA_NAMESPACE) else None
         return Connection(server=f"https://{host}:{port}", token_file=SA_TOKEN, ca_path=SA_CA, default_namespace=namespace)
     from kubernetes import client
-    from kubernetes import config as _config  # lazy: reads files and env, heavy import
+    from kubernetes.config import kube_config as _kube_config  # lazy: reads files and env, heavy import
 
     # Typed as Any: whether these functions carry annotations differs between
     # kubernetes client releases, and strict mypy must pass with any of them.
-    config: Any = _config
+    kube_config: Any = _kube_config
 
     cfg = client.Configuration()
     first = path.split(os.pathsep)[0] if path else os.path.expanduser("~/.kube/config")
-    config.load_kube_config(config_file=first, client_configuration=cfg)
+    loaded_at = time.time()
+    loader = kube_config._get_kube_config_loader(filename=first)
+    loader.load_and_set(cfg)
+    expiry = getattr(loader, "expiry", None)  # set by exec plugins (and the gcp/oidc providers)
     # The client keeps the token under "authorization" or "BearerToken" depending on its version.
     auth = next((v for v in (cfg.api_key or {}).values() if str(v).lower().startswith("bearer ")), "")
     token = auth.split(" ", 1)[1] if auth else None
-    _, context = config.list_kube_config_contexts(config_file=first)
+    _, context = kube_config.list_kube_config_contexts(config_file=first)
     return Connection(
         server=cfg.host,
         token=token,
@@ -77,6 +125,9 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
         key_path=cfg.key_file,
         insecure=not cfg.verify_ssl,
         default_namespace=(context or {}).get("context", {}).get("namespace"),
+        kubeconfig=first,
+        expires_at=expiry.timestamp() if expiry is not None else None,
+        loaded_at=loaded_at,
     )
 
 
@@ -119,13 +170,16 @@ class Kube:
     timeout_s: float = 30.0
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
     _token: tuple[str | None, float] = field(default=(None, 0.0), init=False)
+    _refreshing: asyncio.Lock | None = field(default=None, init=False)
+    refreshes: int = field(default=0, init=False)
+    """How many times credentials were reloaded (exec plugin run again, token file re-read)."""
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
 
-    def _bearer(self) -> str | None:
+    def bearer(self) -> str | None:
         if self.connection.token_file:
             token, read_at = self._token
             if token is None or time.monotonic() - read_at > 60:
@@ -133,6 +187,36 @@ class Kube:
                 self._token = (token, time.monotonic())
             return token
         return self.connection.token
+
+    async def fresh_connection(self, *, rejected: str | None = None) -> Connection:
+        """The connection with credentials that are not about to expire.
+
+        ``rejected``: the bearer token (or "" for a client certificate) the API
+        server just answered 401 to; the credentials are reloaded unless another
+        caller already replaced them.  Reloading runs in a thread (an exec plugin
+        is a process) and one at a time.
+        """
+        if rejected is None and not self.connection.stale():
+            return self.connection  # the common case: no lock, no I/O
+        if self._refreshing is None:
+            self._refreshing = asyncio.Lock()
+        async with self._refreshing:
+            current = self.connection
+            if rejected is not None and (self.bearer() or "") != rejected:
+                return current  # someone else refreshed while this request was in flight
+            if rejected is None and not current.stale():
+                return current
+            if current.token_file:
+                self._token = (None, 0.0)  # re-read now: kubelet may have rotated it
+            try:
+                fresh = await asyncio.to_thread(current.refreshed)
+            except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retry later
+                raise ApiError(0, "CredentialsError", f"reloading credentials failed: {exc!r}") from exc
+            self.refreshes += 1
+            if (fresh.cert_path, fresh.key_path, fresh.ca_path) != (current.cert_path, current.key_path, current.ca_path):
+                await self.close()  # the TLS context holds the client certificate: a new session picks up the new one
+            self.connection = fresh
+            return fresh
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -164,24 +248,32 @@ class Kube:
         content_type: str = "application/json",
         text: bool = False,
     ) -> Any:
-        headers = {"Accept": "text/plain" if text else "application/json"}
-        token = self._bearer()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        data = None
-        if body is not None:
-            headers["Content-Type"] = content_type
-            data = json.dumps(body)
+        await self.fresh_connection()
+        data = None if body is None else json.dumps(body)
         resource = url.split("/namespaces/", 1)[-1].split("/", 1)[-1] if "/namespaces/" in url else url
-        try:
-            async with self._get_session().request(method, url.lstrip("/"), params=params, data=data, headers=headers) as resp:
-                self.on_request(verb, resource, resp.status)
-                if resp.status >= 400:
-                    raise await _api_error(resp)
-                return await resp.text() if text else await resp.json(content_type=None)
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-            self.on_request(verb, resource, 0)
-            raise ApiError(0, "ConnectionError", repr(exc)) from exc
+        for attempt in (1, 2):
+            headers = {"Accept": "text/plain" if text else "application/json"}
+            token = self.bearer()
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            if data is not None:
+                headers["Content-Type"] = content_type
+            try:
+                async with self._get_session().request(method, url.lstrip("/"), params=params, data=data, headers=headers) as resp:
+                    self.on_request(verb, resource, resp.status)
+                    if resp.status == 401 and attempt == 1 and self.connection.refreshable:
+                        # Expired or revoked: reload credentials once and resend (client-go does the same
+                        # for exec plugins: k8s.io/client-go/plugin/pkg/client/auth/exec, on a 401).
+                        await resp.read()
+                    elif resp.status >= 400:
+                        raise await _api_error(resp)
+                    else:
+                        return await resp.text() if text else await resp.json(content_type=None)
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                self.on_request(verb, resource, 0)
+                raise ApiError(0, "ConnectionError", repr(exc)) from exc
+            await self.fresh_connection(rejected=token or "")
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # --- the operator's calls --------------------------------------------------------
 

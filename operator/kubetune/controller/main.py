@@ -14,7 +14,9 @@ kopf's pause rule itself from the same peering object (see ``peering``).
 The process serves: kopf's liveness endpoint on ``--health-port``
 (``/healthz``), Prometheus metrics on ``--metrics-port`` (``/metrics``: jobs
 by phase, reconcile latency, errors, API requests and retries), and JSON logs
-on stderr.  Credentials: ``$KUBECONFIG`` (first file), else the in-cluster
+on stderr; with ``--progress-port`` also the progress intake (``intake``: trainers
+POST their progress, verified by TokenReview; ``--progress-url`` tells the pods
+where).  Credentials: ``$KUBECONFIG`` (first file), else the in-cluster
 ServiceAccount, else ``~/.kube/config``.
 """
 
@@ -32,6 +34,7 @@ import kopf
 from kubetune.render import RenderOptions
 
 from .handlers import register
+from .intake import intake_for
 from .kube import Kube, load_connection
 from .metrics import Metrics
 from .runtime import OperatorConfig, Runtime
@@ -94,6 +97,13 @@ async def serve(
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)
     metrics.up.set(1)
+    intake = None
+    if config.progress_port is not None:
+        intake = intake_for(
+            rt.kube, rt.board, host=config.progress_host, port=config.progress_port, tls=config.progress_tls,
+            on_result=lambda code: metrics.progress_reports.labels(str(code)).inc(), namespaces=config.namespaces,
+        )
+        await intake.start()
     loop_task = asyncio.create_task(sync.run(), name="kubetune-status-sync")
     try:
         await kopf.operator(
@@ -113,6 +123,8 @@ async def serve(
         metrics.up.set(0)
         loop_task.cancel()
         await asyncio.gather(loop_task, return_exceptions=True)
+        if intake is not None:
+            await intake.stop()
         await rt.kube.close()
     return rt
 
@@ -122,7 +134,13 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     options = RenderOptions(
         **({"image": args.trainer_image} if getattr(args, "trainer_image", None) else {}),
         default_queue=getattr(args, "default_queue", None),
+        progress_url=getattr(args, "progress_url", None) or None,
     )
+    if options.progress_url and not options.progress_url.startswith(("http://", "https://")):
+        raise ValueError(f"--progress-url must be an http:// or https:// URL, not {options.progress_url!r}")
+    tls = (args.progress_tls_cert, args.progress_tls_key) if getattr(args, "progress_tls_cert", None) else None
+    if tls and not tls[1]:
+        raise ValueError("--progress-tls-cert needs --progress-tls-key")
     peering = getattr(args, "peering", "kubetune")
     return OperatorConfig(
         connection=load_connection(),
@@ -133,6 +151,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         sync_interval_s=float(getattr(args, "sync_interval", 15.0)),
         peering=peering or None,
         priority=int(getattr(args, "priority", 0)),
+        progress_port=getattr(args, "progress_port", None) or None,
+        progress_tls=tls,
     )
 
 
@@ -141,6 +161,9 @@ def run_operator(args: argparse.Namespace) -> int:
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=bool(getattr(args, "verbose", False)))
     try:
         config = config_from_args(args)
+    except ValueError as exc:
+        logging.getLogger("kubetune.operator").error("%s", exc)
+        return 2
     except Exception as exc:  # no kubeconfig, unreadable token: say so, do not trace back
         logging.getLogger("kubetune.operator").error("cannot load Kubernetes credentials: %s", exc)
         return 1

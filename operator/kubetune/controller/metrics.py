@@ -50,6 +50,9 @@ class Metrics:
             "kubetune_api_retries_total", "Handler runs deferred (TemporaryError) because of an API error", ["reason"], registry=r
         )
         self.events = Counter("kubetune_events_total", "Kubernetes Events posted", ["reason"], registry=r)
+        self.progress_reports = Counter(
+            "kubetune_progress_reports_total", "Progress reports pushed by trainers, by HTTP answer", ["code"], registry=r
+        )
         self.up = Gauge("kubetune_operator_up", "1 while the operator serves", registry=r)
 
     def watch_phases(self, phases: Callable[[], dict[str, int]]) -> None:

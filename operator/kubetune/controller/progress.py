@@ -1,29 +1,35 @@
-"""Live progress: parse the trainer's ``kubetune.progress`` / ``kubetune.stage`` lines from rank 0's log.
+"""Live progress: parse the trainer's ``kubetune.progress`` / ``kubetune.stage`` lines.
 
-Why pull from the log instead of having pods push to the API (the design of
-Kubeflow Trainer v2's KEP-2779, where a sidecar or the trainer itself patches
-TrainJob status):
+The same lines reach the operator two ways, and both are parsed here (``read_log``):
 
-* Training pods get **no Kubernetes credentials at all**.  A push design needs a
-  ServiceAccount token in every training pod with ``patch`` on the job's status;
-  RBAC cannot narrow that to "only your own object" without a per-job Role, so
-  any user code, dataset loader or compromised dependency inside the pod could
-  rewrite the status of every other job in the namespace (or, with a cluster
-  role, the cluster).  With the log transport the pod only writes to stdout.
-* Nothing new to deploy: no sidecar, no webhook, no per-job RBAC objects; the
-  same lines show up in ``kubectl logs`` and in ``kubetune run --local``.
-* The operator stays the only writer of ``status`` (one owner, no races
-  between pods and operator, the status schema stays validated in one place).
+* **Pushed** (preferred, ``intake``): rank 0 POSTs them to the operator's intake, the design
+  of Kubeflow Trainer's KEP-2779.  The old argument against pushing was that a pod would need
+  a Kubernetes token allowed to patch job status, which RBAC cannot narrow to one object, so
+  any code in any training pod could rewrite every job's status.  That argument no longer
+  holds, because the push carries no such token:
 
-Cost: while a job is Running the operator makes one ``GET pods/log?tailLines=N``
-on the rank-0 pod per interval (default 15 s), next to the ``GET`` of the child
-job it needs anyway: two cheap reads per running job per interval, however
-often the trainer logs.  (A ``LIST pods`` by label finds rank 0 once, and again
-only when the job is not Running, to explain Pending/ImagePullBackOff/OOMKilled,
-or when the pod was replaced.)  1000 running jobs at 15 s: ~133 reads/s.  Latency is one interval.  The limit is visibility: a progress line older
-than the last ``tailLines`` lines is not seen, so the trainer prints one line
-per logging step (small) and the operator keeps the last known progress when a
-tail holds none.
+  - the pod's only token is a projected ServiceAccount token whose only audience is
+    ``kubetune``; the API server authenticates a ServiceAccount token only for its own
+    audiences, so this token grants nothing there (``automountServiceAccountToken`` stays
+    false; the pods still have no Kubernetes credentials);
+  - the token is short-lived (600 s, rotated by the kubelet) and bound to its pod: the
+    operator verifies it with a TokenReview (``spec.audiences: [kubetune]``, and it checks
+    ``status.audiences``) and accepts a report only for the FineTuneJob whose
+    ``kubetune.io/finetunejob`` label that very pod (name and uid from the review) carries, in
+    the pod's namespace.  A compromised pod can misreport only its own job's progress, which
+    it could already do by printing lines to its log;
+  - the operator stays the only writer of ``status``: reports are parsed and validated here
+    exactly like log lines, and they can change only ``progress`` and Running <-> Exporting;
+    terminal phases come from the Kubeflow job.
+
+  A steady job then costs no log reads: one TokenReview per token rotation (cached by token
+  hash until expiry) and one pod LIST per pod.
+
+* **From the log** (fallback): when no fresh report exists (older operator, pods that cannot
+  reach the operator, push turned off with ``progress.push=false``), the status loop makes one
+  ``GET pods/log?tailLines=N`` on the rank-0 pod per interval.  A progress line older than the
+  last ``tailLines`` lines is not seen there, so the trainer prints one line per logging step
+  and the operator keeps the last known progress when a tail holds none.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import kopf
 from kubetune.api.contract import API_VERSION, KIND
 from kubetune.render import RenderOptions
 
+from .intake import ProgressBoard
 from .kube import ApiError, Connection, Kube
 from .metrics import Metrics
 from .peering import own_identity
@@ -42,6 +43,14 @@ class OperatorConfig:
     peering: str | None = "kubetune"
     """kopf peering name; None runs standalone (no KopfPeering object needed)."""
     priority: int = 0
+    progress_port: int | None = None
+    """Port of the progress intake (``intake``); None: no intake, the log tail only.
+    The pods learn the URL from ``render_options.progress_url``."""
+    progress_host: str = "0.0.0.0"
+    progress_tls: tuple[str, str] | None = None
+    """(certificate, key) files: serve the intake over TLS."""
+    progress_fresh_s: float = 150.0
+    """A pushed report younger than this replaces the log read (the trainer re-sends every 60 s)."""
 
 
 @dataclass
@@ -51,6 +60,8 @@ class Runtime:
     metrics: Metrics
     identity: str = field(default_factory=own_identity)
     """Peer id shared by kopf and the status loop."""
+    board: ProgressBoard = field(default_factory=ProgressBoard)
+    """Reports pushed by the trainers (filled by the intake, read by the status loop)."""
 
     async def post_event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """A Kubernetes Event on the FineTuneJob; a failure to post is logged, never raised."""

@@ -7,7 +7,9 @@ outputs on PVCs are never touched).  The loop reads the FineTuneJobs from the
 operator's own watch (kopf's ``on.event`` feeds ``observe``), so it costs no
 LIST; per started, unfinished job and interval it makes one GET of the child
 and, once rank 0 runs, one GET of its log tail (see ``progress``); pods are
-LISTed by label only while the job is not Running or rank 0 is not yet known.  It writes status with a merge patch that carries the
+LISTed by label only while the job is not Running or rank 0 is not yet known.
+When rank 0 pushes its progress to the intake (``intake.ProgressBoard``), a fresh
+report replaces the log read, and a Running job costs the one GET of the child.  It writes status with a merge patch that carries the
 object's resourceVersion: if a handler wrote in between, the API answers 409
 and the loop simply retries next interval instead of overwriting newer data.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +53,7 @@ class StatusSync:
         if event_type == "DELETED":
             self.jobs.pop(key, None)
             self.rank0.pop(key, None)
+            self.rt.board.forget(*key)
         else:
             self.jobs[key] = dict(obj)
 
@@ -129,6 +133,9 @@ class StatusSync:
         state, or a rank-0 pod that vanished (restart), lists the pods again.
         """
         config = self.rt.config
+        pushed = self._pushed(key)
+        if pushed is not None and child_state(child) == "Running":
+            return [], pushed  # rank 0 pushes (intake): no LIST, no log read
         pods: list[dict[str, Any]] = []
         known = self.rank0.get(key)
         if known is None or child_state(child) != "Running":
@@ -139,6 +146,8 @@ class StatusSync:
                 containers = (rank0.get("spec") or {}).get("containers") or [{}]
                 known = (rank0["metadata"]["name"], containers[0].get("name"))
                 self.rank0[key] = known
+        if pushed is not None:
+            return pods, pushed
         if known is None:
             return pods, None
         try:
@@ -149,6 +158,13 @@ class StatusSync:
                 return pods, None
             raise
         return pods, read_log(text)
+
+    def _pushed(self, key: Key) -> LogReading | None:
+        """The trainer's pushed report, when one came recently enough to trust it over the log."""
+        latest = self.rt.board.latest(*key)
+        if latest is None or time.time() - latest[1] > self.rt.config.progress_fresh_s:
+            return None
+        return latest[0]
 
 
 def _due(obj: Mapping[str, Any]) -> bool:

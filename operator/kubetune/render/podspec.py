@@ -1,8 +1,13 @@
 """Phases "scheduling" and "pod spec": what every training pod of the job shares.
 
 Security: pods get the restricted Pod Security profile and no service account
-token.  They need no API access: progress goes to stdout
-(contract.PROGRESS_PREFIX) and the operator reads it from the pod log.
+token the API server accepts (``automountServiceAccountToken: false``).  Progress
+goes to stdout (contract.PROGRESS_PREFIX), which the operator can read from the
+pod log; when the operator names a progress intake (``RenderOptions.progress_url``)
+the pods also get a projected token whose only audience is ``kubetune``, short-lived
+and bound to the pod, that rank 0 presents to the operator (see
+``kubetune.controller.intake``).  The API server refuses that token: its audience
+is not one of the server's.
 """
 
 from __future__ import annotations
@@ -19,6 +24,12 @@ from kubetune.api.contract import (
     ENV_NAMESPACE,
     ENV_NPROC_PER_NODE,
     ENV_OUTPUT_DIR,
+    ENV_PROGRESS_TOKEN_FILE,
+    ENV_PROGRESS_URL,
+    PROGRESS_AUDIENCE,
+    PROGRESS_TOKEN_DIR,
+    PROGRESS_TOKEN_EXPIRATION_S,
+    PROGRESS_TOKEN_FILE,
 )
 
 from .plan import Plan
@@ -76,6 +87,8 @@ def environment(plan: Plan) -> list[dict[str, Any]]:
         _env("MPLCONFIGDIR", f"{layout.scratch_dir}/matplotlib"),
         _env("PYTHONUNBUFFERED", "1"),
     ]
+    if plan.options.progress_url:
+        env += [_env(ENV_PROGRESS_URL, plan.options.progress_url), _env(ENV_PROGRESS_TOKEN_FILE, PROGRESS_TOKEN_FILE)]
     if spec.hf_token_secret_ref is not None:
         ref = spec.hf_token_secret_ref
         env.append({"name": ENV_HF_TOKEN, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
@@ -123,7 +136,25 @@ def volumes(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         _mount("dshm", "/dev/shm", None),
         _mount("scratch", layout.scratch_dir, None),
     ]
+    if plan.options.progress_url:
+        vols.append(progress_token_volume())
+        mounts.append(_mount(PROGRESS_TOKEN_VOLUME, PROGRESS_TOKEN_DIR, None, read_only=True))
     return vols, mounts
+
+
+PROGRESS_TOKEN_VOLUME: Final = "kubetune-progress-token"
+
+
+def progress_token_volume() -> dict[str, Any]:
+    """A projected ServiceAccount token for the operator's intake only.
+
+    Audience ``kubetune``: the API server authenticates only tokens whose audience is
+    one of its own (``--api-audiences``), so this token opens nothing there.  The
+    kubelet requests it bound to the pod (a TokenReview reports the pod's name and
+    uid) and rewrites the file at 80% of ``expirationSeconds`` (600, the minimum).
+    """
+    token = {"audience": PROGRESS_AUDIENCE, "expirationSeconds": PROGRESS_TOKEN_EXPIRATION_S, "path": "token"}
+    return {"name": PROGRESS_TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": token}]}}
 
 
 def resources(plan: Plan, *, gpus: bool = True) -> dict[str, Any]:

@@ -33,6 +33,13 @@ class RenderOptions:
     """Namespace for objects whose metadata has none."""
     default_queue: str | None = None
     """Kueue LocalQueue used when spec.scheduling.queueName is unset."""
+    progress_url: str | None = None
+    """The operator's progress intake (``http://<service>.<namespace>.svc:<port>/v1/progress``).
+
+    When set, training pods get a projected ServiceAccount token for the audience
+    ``kubetune`` (never one the API server accepts) and rank 0 posts its progress
+    there; when unset (``kubetune render``, ``run --local``) nothing is added and the
+    pod log is the only transport."""
 
 
 @dataclass(frozen=True)

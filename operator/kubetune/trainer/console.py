@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 
 _lock = threading.Lock()
 _at_line_start = True
+_tap: Callable[[str], None] | None = None
+
+
+def set_tap(tap: Callable[[str], None] | None) -> None:
+    """Also hand every whole line to ``tap`` (rank 0's progress push, see ``push``); None: stop."""
+    global _tap
+    _tap = tap
 
 
 def write_raw(data: bytes) -> None:
@@ -36,3 +44,9 @@ def write_line(text: str) -> None:
         sys.stdout.write(prefix + text.rstrip("\n") + "\n")
         sys.stdout.flush()
         _at_line_start = True
+    tap = _tap
+    if tap is not None:
+        try:
+            tap(text.rstrip("\n"))
+        except Exception:  # noqa: BLE001 - the push is best effort; stdout already has the line
+            pass

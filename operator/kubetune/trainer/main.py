@@ -17,7 +17,7 @@ from typing import Any
 
 from kubetune.api import contract
 
-from . import config, data, distenv, export, model, record, train
+from . import config, console, data, distenv, export, model, push, record, train
 from .errors import ConfigError, Retryable, TrainerError
 from .progress import ProgressSink, StdoutProgressSink
 from .stages import stage
@@ -45,12 +45,15 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
     cfg: config.JobConfig | None = None
     dist: distenv.Distribution | None = None
     code, message = contract.EXIT_OK, "trained"
+    reporter: push.Reporter | None = None
     try:
         cfg = config.load(env)
         dist = distenv.distribution_from_env(
             env, hostfile_text=_hostfile(env), default_port=cfg.job.spec.distributed.master_port
         )
         role = {"rank0": dist.is_global_zero, "nodeRank": dist.node_rank, "nnodes": dist.nnodes, "kind": dist.kind}
+        if dist.is_global_zero and (reporter := push.from_env(env)) is not None:
+            console.set_tap(reporter.offer)  # progress and stage lines also go to the operator's intake
         with stage("data", **role) as out:
             if dist.is_global_zero:
                 moved = train.quarantine_incomplete(cfg.output_dir, cfg.train_args)
@@ -88,6 +91,9 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
                 )
         except (OSError, TrainerError) as exc:
             print(f"kubetune trainer: could not write the run record: {exc}", file=sys.stderr)
+    if reporter is not None:
+        reporter.close(timeout=push.TIMEOUT_S + 1)  # the final state, bounded; never holds up the exit longer
+        console.set_tap(None)
     if code != contract.EXIT_OK:
         print(f"kubetune trainer: failed (exit {code}): {message}", file=sys.stderr, flush=True)
     return code

@@ -5,10 +5,10 @@ LLaMA-Factory appends one JSON object per logging step to
 ``loss``, ``lr``, ``epoch``, ``percentage``, ``remaining_time``).  A
 :class:`LogFollower` thread tails that file while training runs and hands each
 update to a :class:`ProgressSink`.  The real sink prints
-``contract.PROGRESS_PREFIX`` + JSON on rank 0: that stdout line is the whole
-transport to the operator (it reads the pod log), so training pods need no
-Kubernetes credentials.  ``kubetune run --local`` feeds the same lines to a
-progress bar.
+``contract.PROGRESS_PREFIX`` + JSON on rank 0: the operator reads that stdout
+line from the pod log, and when the pod was rendered with an intake URL
+``push`` also POSTs it to the operator (with a token the API server refuses).
+``kubetune run --local`` feeds the same lines to a progress bar.
 """
 
 from __future__ import annotations

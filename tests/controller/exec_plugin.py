@@ -1,0 +1,39 @@
+"""A kubeconfig exec credential plugin for the tests, like aws-iam-authenticator or gke-gcloud-auth-plugin.
+
+Each run prints an ExecCredential (the apiVersion kubectl asked for in
+KUBERNETES_EXEC_INFO: client.authentication.k8s.io/v1 or v1beta1) with a new
+token that expires KT_TOKEN_TTL seconds from now, and logs the token with its
+expiry in KT_ISSUED (JSON lines) so the emulated API server's authenticator
+(emulator.Tokens) knows it.  With KT_CLIENT_CERT set it returns a client
+certificate and key instead of a token.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import uuid
+
+
+def main() -> int:
+    info = json.loads(os.environ.get("KUBERNETES_EXEC_INFO", "{}"))
+    api_version = info.get("apiVersion", "client.authentication.k8s.io/v1")
+    ttl = float(os.environ.get("KT_TOKEN_TTL", "3"))
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=ttl)
+    status: dict[str, str] = {"expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if os.environ.get("KT_CLIENT_CERT"):
+        status["clientCertificateData"] = os.environ["KT_CLIENT_CERT"]
+        status["clientKeyData"] = os.environ["KT_CLIENT_KEY"]
+    else:
+        token = f"kt-{uuid.uuid4().hex}"
+        status["token"] = token
+        with open(os.environ["KT_ISSUED"], "a", encoding="utf-8") as log:
+            log.write(json.dumps({"token": token, "expires": expires.timestamp()}) + "\n")
+    json.dump({"apiVersion": api_version, "kind": "ExecCredential", "status": status}, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

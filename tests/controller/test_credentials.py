@@ -1,0 +1,168 @@
+"""Credentials that expire are reloaded: exec plugins (EKS, GKE, OIDC helpers) and rotated token files.
+
+A real exec plugin (tests/controller/exec_plugin.py, run by the ``kubernetes``
+package's kubeconfig loader exactly as kubectl would run aws-iam-authenticator)
+hands out a new short-lived token on every run; the emulated API server accepts
+only tokens that the plugin issued and that have not expired, and answers 401
+otherwise, like a real server with an OIDC issuer or a token webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FTJ, PTJ, example_job, eventually
+from emulator import Cluster, Tokens
+
+from kubetune.controller.kube import Connection, Kube, load_connection
+from kubetune.controller.runtime import OperatorConfig
+
+PLUGIN = Path(__file__).with_name("exec_plugin.py")
+NS = "team-a"
+
+
+def write_kubeconfig(tmp_path: Path, server: str, ttl: float, api_version: str = "client.authentication.k8s.io/v1") -> tuple[Path, Path]:
+    issued = tmp_path / "issued.jsonl"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kt", "cluster": {"server": server}}],
+        "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "plugin", "namespace": NS}}],
+        "current-context": "kt",
+        "users": [
+            {
+                "name": "plugin",
+                "user": {
+                    "exec": {
+                        "apiVersion": api_version,
+                        "command": sys.executable,
+                        "args": [str(PLUGIN)],
+                        "env": [{"name": "KT_ISSUED", "value": str(issued)}, {"name": "KT_TOKEN_TTL", "value": str(ttl)}],
+                        "interactiveMode": "Never",
+                    }
+                },
+            }
+        ],
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path, issued
+
+
+def issued_tokens(issued: Path) -> list[str]:
+    return [json.loads(line)["token"] for line in issued.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("api_version", ["client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"])
+def test_exec_plugin_credentials_carry_their_expiry_and_reload(tmp_path: Path, api_version: str) -> None:
+    path, issued = write_kubeconfig(tmp_path, "http://127.0.0.1:1", ttl=600, api_version=api_version)
+    conn = load_connection(str(path))
+    assert conn.token == issued_tokens(issued)[0]
+    assert conn.kubeconfig == str(path) and conn.default_namespace == NS
+    assert conn.expires_at is not None and 590 < conn.expires_at - time.time() <= 600
+    assert not conn.stale()
+    assert conn.stale(now=conn.expires_at - 1)  # reloaded ahead of expiry, not after a failure
+    again = conn.refreshed()
+    assert again.token == issued_tokens(issued)[1] != conn.token
+
+
+def test_exec_plugin_client_certificate_is_loaded(tmp_path: Path) -> None:
+    path, _ = write_kubeconfig(tmp_path, "https://127.0.0.1:1", ttl=600)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    pem_cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    pem_key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+    doc["users"][0]["user"]["exec"]["env"] += [{"name": "KT_CLIENT_CERT", "value": pem_cert}, {"name": "KT_CLIENT_KEY", "value": pem_key}]
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    conn = load_connection(str(path))
+    assert conn.token is None and conn.cert_path and conn.key_path
+    assert Path(conn.cert_path).read_text(encoding="utf-8") == pem_cert
+    assert Path(conn.key_path).read_text(encoding="utf-8") == pem_key
+    assert conn.expires_at is not None
+
+
+async def test_client_reloads_before_expiry_and_after_a_401(cluster: Cluster, tmp_path: Path) -> None:
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=2)
+    cluster.authenticate = Tokens(issued=str(issued))
+    kube = Kube(await asyncio.to_thread(load_connection, str(path)))
+    try:
+        assert await kube.list("v1", "configmaps", NS, "a=b") == []
+        await asyncio.sleep(2.2)  # the first token has expired by now
+        before, refreshes = len(issued_tokens(issued)), kube.refreshes
+        results = await asyncio.gather(*(kube.list("v1", "configmaps", NS, "a=b") for _ in range(20)))
+        assert results == [[]] * 20
+        assert len(issued_tokens(issued)) == before + 1, "20 concurrent calls ran the plugin once"
+        assert kube.refreshes == refreshes + 1
+        assert all(a.accepted for a in cluster.auth_log), "reloaded ahead of expiry: no request was refused"
+
+        issued.write_text("", encoding="utf-8")  # the issuer revokes every token it gave out
+        assert await kube.list("v1", "configmaps", NS, "a=b") == []
+        refused = [i for i, a in enumerate(cluster.auth_log) if not a.accepted]
+        assert refused, "the revoked token was sent and refused"
+        assert cluster.auth_log[refused[-1] + 1].accepted
+        assert cluster.auth_log[refused[-1] + 1].token != cluster.auth_log[refused[-1]].token
+    finally:
+        await kube.close()
+
+
+async def test_rotated_token_file_is_read_again_after_a_401(cluster: Cluster, tmp_path: Path) -> None:
+    """In a pod, kubelet rotates the projected ServiceAccount token in place."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first\n", encoding="utf-8")
+    cluster.authenticate = Tokens(static=("first",))
+    kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token_file=str(token_file)))
+    try:
+        assert await kube.list("v1", "configmaps", NS, "a=b") == []
+        token_file.write_text("second\n", encoding="utf-8")  # rotated; the old one is no longer valid
+        cluster.authenticate = Tokens(static=("second",))
+        assert await kube.list("v1", "configmaps", NS, "a=b") == []
+        assert [(a.token, a.accepted) for a in cluster.auth_log] == [("first", True), ("first", False), ("second", True)]
+    finally:
+        await kube.close()
+
+
+async def test_static_token_refused_is_an_error_without_a_retry(cluster: Cluster) -> None:
+    kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token="wrong"))
+    try:
+        with pytest.raises(Exception, match="401 Unauthorized"):
+            await kube.list("v1", "configmaps", NS, "a=b")
+        assert len(cluster.auth_log) == 1
+    finally:
+        await kube.close()
+
+
+async def test_operator_keeps_working_across_token_rotations(
+    cluster: Cluster, operator: Any, config: OperatorConfig, tmp_path: Path
+) -> None:
+    """Jobs are reconciled and get status across several expiries; kopf's own watch re-logs in."""
+    ttl = 2.0
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl)
+    cluster.authenticate = Tokens(issued=str(issued))
+    connection = await asyncio.to_thread(load_connection, str(path))
+    await operator(OperatorConfig(**{**config.__dict__, "connection": connection}))
+
+    rotations = 3
+    for i in range(rotations + 1):
+        name = f"job-{i}"
+        await cluster.put_object(*FTJ, example_job(name=name, namespace=NS))
+        await eventually(lambda: cluster.read(*PTJ, NS, name), what=f"the PyTorchJob of {name}")
+        await eventually(
+            lambda: ((cluster.read(*FTJ, NS, name) or {}).get("status") or {}).get("phase") == "Pending",
+            what=f"the status of {name}",
+        )
+        if i < rotations:
+            await asyncio.sleep(ttl + 0.3)  # every token issued so far has expired
+            await cluster.drop_watches()  # kopf must open its watch again, with a fresh token
+
+    watches = [a for a in cluster.auth_log if a.watch]
+    accepted_watch_tokens = {a.token for a in watches if a.accepted}
+    assert len(accepted_watch_tokens) >= rotations, "kopf's watch reconnected with a new token after each expiry"
+    assert len(set(issued_tokens(issued))) >= rotations + 1
+    # After the last expiry, the operator still writes to the API server with a valid token.
+    last = cluster.auth_log[-1]
+    assert last.accepted
