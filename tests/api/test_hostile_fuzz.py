@@ -58,7 +58,8 @@ def _report(pytestconfig: pytest.Config) -> Iterator[None]:
     )
     if reporter is not None:
         reporter.write_line(line)
-    print(line)
+    else:
+        print(line)
 
 
 def _measured(argv: list[str]) -> tuple[int, str, str]:
