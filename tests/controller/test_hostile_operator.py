@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import sys
+from pathlib import Path
 from typing import Any
 
 from conftest import CM, FTJ, PTJ, example_job, eventually
@@ -79,3 +81,55 @@ async def test_hostile_jobs_are_rejected_with_a_field_and_the_operator_keeps_ser
     assert changed == []
     assert [p["metadata"]["name"] for p in cluster.objects(*PTJ)] == ["good"]
     assert [c["metadata"]["name"] for c in cluster.objects(*CM)] == ["good-config"]
+
+
+def _fuzz_corpus(count: int) -> list[dict[str, Any]]:
+    """The fuzz test's inputs (derandomized) that a YAML reader turns into an object: what kubectl
+    would send.  Each gets its own name in the test namespace."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+    from hypothesis import HealthCheck, given, settings
+    from kt_hostile import hostile_manifest
+
+    from kubetune.api.safeyaml import InputError, decode, load_documents
+
+    found: list[dict[str, Any]] = []
+
+    @settings(max_examples=count * 3, database=None, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(case=hostile_manifest())
+    def collect(case: tuple[str, bytes]) -> None:
+        try:
+            docs = list(load_documents(decode(case[1])))
+        except InputError:
+            return
+        if len(found) < count and docs and isinstance(docs[0], dict):
+            found.append(docs[0])
+
+    collect()
+    out = []
+    for i, doc in enumerate(found):
+        doc = copy.deepcopy(doc)
+        doc["apiVersion"], doc["kind"] = "kubetune.io/v1alpha1", "FineTuneJob"
+        doc["metadata"] = {"name": f"fuzz-{i}", "namespace": NS}
+        out.append(doc)
+    return out
+
+
+async def test_the_fuzz_corpus_through_the_operator_ends_failed_or_pending_and_others_are_served(cluster: Cluster, operator: Any) -> None:
+    corpus = _fuzz_corpus(16)
+    assert len(corpus) >= 8
+    await operator()
+    for doc in corpus:
+        await cluster.put_object(*FTJ, doc)
+    await cluster.put_object(*FTJ, example_job("good"))
+    await eventually(lambda: _status(cluster, "good").get("phase") == "Pending", timeout=60, what="the good job is served")
+    for doc in corpus:
+        name = doc["metadata"]["name"]
+        await eventually(lambda n=name: _status(cluster, n).get("phase") in ("Failed", "Pending"), timeout=60, what=f"{name} handled")
+        validated = next(c for c in _status(cluster, name)["conditions"] if c["type"] == "Validated")
+        if _status(cluster, name)["phase"] == "Failed":
+            assert validated["status"] == "False" and validated["message"], (name, validated)
+            assert "\n" not in validated["message"] and "\x1b" not in validated["message"]
+        else:
+            assert validated["status"] == "True"
+    phases = [_status(cluster, d["metadata"]["name"])["phase"] for d in corpus]
+    print(f"fuzz corpus through the operator: {len(corpus)} jobs, {phases.count('Failed')} Failed, {phases.count('Pending')} Pending")
