@@ -261,6 +261,8 @@ def feasibility(job: FineTuneJob, gpu_memory: int | None, *, arch: Architecture 
     """The Feasible verdict of a job on GPUs of ``gpu_memory`` bytes (None: unknown)."""
     if job.spec.resources.gpus_per_node == 0:
         return Verdict("True", "CPUTraining", "trains on CPU; no GPU memory to check")
+    if gpu_memory is not None and gpu_memory <= 0:
+        return Verdict("Unknown", "GPUMemoryInvalid", f"spec.resources.gpuMemory must be a positive quantity such as 80Gi (got {gpu_memory} bytes)")
     if gpu_memory is None:
         return Verdict("Unknown", "GPUMemoryUnknown", "GPU memory unknown: set spec.resources.gpuMemory (e.g. 80Gi) or a nodeSelector on nvidia.com/gpu.product listed in the operator's gpuMemoryByProduct")
     try:
