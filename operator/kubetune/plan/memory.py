@@ -244,7 +244,8 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
             opt, onote = 0, "offloaded to CPU"
         else:
             opt, onote = 16 * T // N, f"fp32 master + fp32 grads + AdamW moments, sharded over {N}"
-    terms.append(Term("weights", int(frozen + tw), f"{note}; {T / 1e6:.1f}M trainable, {tnote}"))
+    frozen_note = f"{note}; " if F else ""
+    terms.append(Term("weights", int(frozen + tw), f"{frozen_note}{T / 1e6:.1f}M trainable, {tnote}"))
     terms.append(Term("gradients", int(grads), gnote))
     terms.append(Term("optimizer states", int(opt), onote))
     if z == 3:
