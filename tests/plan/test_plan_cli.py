@@ -199,3 +199,21 @@ def test_product_table_from_environment() -> None:
     assert product_table_from_env({}) == {}
     with pytest.raises(ValueError):
         product_table_from_env({"KUBETUNE_GPU_MEMORY_BY_PRODUCT": '{"NVIDIA-L40S": "lots"}'})
+
+
+def test_autotune_choice_is_rendered_and_recorded_in_the_run_record() -> None:
+    """The operator renders the adjusted job with the record; the trainer still reads finetunejob.json."""
+    from kubetune.api.contract import SPEC_FILE, TRAIN_ARGS_FILE
+    from kubetune.render import RenderOptions, render
+    from kubetune.render.configs import AUTO_TUNE_ANNOTATION
+
+    result = autotune(FineTuneJob.model_validate(big_lora(autoTune=True)), 40 * GiB)
+    rendered = render(result.job, RenderOptions(auto_tune=result.record()))
+    train = yaml.safe_load(rendered.files[TRAIN_ARGS_FILE])
+    assert train["per_device_train_batch_size"] == result.chosen["perDeviceBatchSize"] < 16
+    record = json.loads(rendered.files[SPEC_FILE])
+    assert json.loads(record["metadata"]["annotations"][AUTO_TUNE_ANNOTATION]) == result.record()
+    again = FineTuneJob.from_api(record)  # what the trainer does with it (kubetune.trainer.config.load)
+    assert again.spec.training.per_device_batch_size == result.chosen["perDeviceBatchSize"]
+    plain = json.loads(render(result.job).files[SPEC_FILE])
+    assert "annotations" not in plain["metadata"]

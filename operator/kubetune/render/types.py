@@ -32,6 +32,10 @@ class RenderOptions:
     """Namespace for objects whose metadata has none."""
     default_queue: str | None = None
     """Kueue LocalQueue used when spec.scheduling.queueName is unset."""
+    auto_tune: dict[str, Any] | None = None
+    """What spec.autoTune chose and why (``kubetune.plan.AutoTuneResult.record()``); recorded in the
+    run record (finetunejob.json) as the annotation ``kubetune.io/auto-tune``. Render the adjusted job
+    (``AutoTuneResult.job``) so train.yaml carries the chosen settings."""
 
 
 @dataclass(frozen=True)
