@@ -217,3 +217,13 @@ def test_autotune_choice_is_rendered_and_recorded_in_the_run_record() -> None:
     assert again.spec.training.per_device_batch_size == result.chosen["perDeviceBatchSize"]
     plain = json.loads(render(result.job).files[SPEC_FILE])
     assert "annotations" not in plain["metadata"]
+
+
+def test_autotune_record_is_a_valid_status() -> None:
+    """The record validates as status.autoTune, so the operator can patch it as is."""
+    from kubetune.api import FineTuneJobStatus
+
+    result = autotune(FineTuneJob.model_validate(big_lora(autoTune=True)), 40 * GiB)
+    status = FineTuneJobStatus.model_validate({"autoTune": result.record()})
+    assert status.auto_tune is not None and status.auto_tune.changed
+    assert status.auto_tune.settings is not None and status.auto_tune.settings.per_device_batch_size == result.chosen["perDeviceBatchSize"]
