@@ -5,7 +5,7 @@ hook; we sum the bytes of their storages, each storage once (views share one),
 leaving out the parameters themselves.  The planner must predict that figure
 for the ways LLaMA-Factory runs a model: fp32 on CPU, pure 16-bit (DeepSpeed),
 fp32 master weights under bf16 autocast (ZeRO 0 full fine-tuning) and a bf16
-base with fp32 LoRA adapters, each with and without (reentrant) gradient
+base with fp32 LoRA adapters or fp32 freeze-tuned layers, each with and without (reentrant) gradient
 checkpointing, as LLaMA-Factory enables it.
 """
 
@@ -27,7 +27,7 @@ TINY = {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 160, "num
 BATCH, SEQ = 2, 48
 
 
-def saved_bytes(config: dict[str, Any], *, dtype: str, autocast: bool, lora: tuple[str, ...] | None, gc: bool) -> int:
+def saved_bytes(config: dict[str, Any], *, dtype: str, autocast: bool, lora: tuple[str, ...] | None, gc: bool, freeze: int | None = None) -> int:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -40,6 +40,13 @@ def saved_bytes(config: dict[str, Any], *, dtype: str, autocast: bool, lora: tup
         model = get_peft_model(model, LoraConfig(r=8, target_modules=list(lora), lora_dropout=0.0))
         for p in model.parameters():  # LLaMA-Factory keeps trainable weights in fp32
             if p.requires_grad:
+                p.data = p.data.float()
+    if freeze is not None:  # LLaMA-Factory's freeze tuning: the last (or first) layers train, in fp32
+        model.requires_grad_(False)
+        n = config["num_hidden_layers"]
+        for i in range(n - freeze, n) if freeze > 0 else range(-freeze):
+            for p in model.model.layers[i].parameters():
+                p.requires_grad_(True)
                 p.data = p.data.float()
     model.train()
     if gc:
@@ -60,7 +67,7 @@ def saved_bytes(config: dict[str, Any], *, dtype: str, autocast: bool, lora: tup
     return sum(n for ptr, n in storages.items() if ptr not in params)
 
 
-CASES = {
+CASES: dict[str, tuple[str, bool, tuple[str, ...] | None, Setup]] = {
     # name: (model dtype, autocast, LoRA targets, planner setup)
     "full-fp32": ("float32", False, None, Setup(method="full", precision="fp32")),
     "full-bf16-deepspeed": ("bfloat16", False, None, Setup(method="full", precision="bf16", zero_stage=2, world_size=2)),
@@ -68,6 +75,8 @@ CASES = {
     "lora-qv": ("bfloat16", True, ("q_proj", "v_proj"), Setup(method="lora", lora_targets=("q_proj", "v_proj"))),
     "lora-all": ("bfloat16", True, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), Setup(method="lora", lora_targets=("all",))),
     "lora-o-down": ("bfloat16", True, ("o_proj", "down_proj"), Setup(method="lora", lora_targets=("o_proj", "down_proj"))),
+    "freeze-last-2": ("bfloat16", True, None, Setup(method="freeze", freeze_layers=2)),
+    "freeze-first-1": ("bfloat16", True, None, Setup(method="freeze", freeze_layers=-1)),
 }
 
 
@@ -76,7 +85,7 @@ CASES = {
 def test_saved_activations_match_autograd(case: str, gc: bool) -> None:
     dtype, autocast, lora, setup = CASES[case]
     setup = setup.with_(micro_batch=BATCH, seq_len=SEQ, gradient_checkpointing=gc, packing="packing")
-    measured = saved_bytes(TINY, dtype=dtype, autocast=autocast, lora=lora, gc=gc)
+    measured = saved_bytes(TINY, dtype=dtype, autocast=autocast, lora=lora, gc=gc, freeze=setup.freeze_layers if setup.method == "freeze" else None)
     predicted = activations(from_config(TINY, "tiny", "test"), setup).saved
     assert predicted == pytest.approx(measured, rel=0.01), f"{case}: planner {predicted} B, autograd saved {measured} B"
 

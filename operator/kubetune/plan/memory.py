@@ -290,7 +290,8 @@ def _layer_saved(arch: Architecture, s: Setup, layer: _Layer, in_grad: bool, kv_
     h, I, e = arch.hidden, arch.intermediate, s.elem
     shapes = arch.linear_shapes()
     autocast = s.autocast_master and bool(layer.trainable)
-    r = 4 if autocast else e  # residual stream dtype
+    # residual stream dtype: fp32 only when the fp32 embedding feeds it (full fine-tuning under autocast)
+    r = 4 if autocast and s.method == "full" else e
     lora_copy = e == 2 and not s.deepspeed  # fp32 adapters: PEFT casts the input to fp32, autocast back to 16 bit
     tr, lora = layer.trainable, set(layer.lora)
     norm_w = "norm" in tr
@@ -305,7 +306,7 @@ def _layer_saved(arch: Architecture, s: Setup, layer: _Layer, in_grad: bool, kv_
             n += r * h  # normalised value, saved by weight * x
         trained = [c for c in consumers if c in tr]
         if trained:
-            n += (len(trained) if r != e else 1) * e * h  # autocast casts the input once per linear
+            n += (len(trained) if autocast else 1) * e * h  # an fp32 norm output is cast once per linear
         adapters = [c for c in consumers if c in lora]
         if adapters:
             n += len(adapters) * e * h if lora_copy else (0 if trained else e * h)
