@@ -227,3 +227,14 @@ def test_autotune_record_is_a_valid_status() -> None:
     status = FineTuneJobStatus.model_validate({"autoTune": result.record()})
     assert status.auto_tune is not None and status.auto_tune.changed
     assert status.auto_tune.settings is not None and status.auto_tune.settings.per_device_batch_size == result.chosen["perDeviceBatchSize"]
+
+
+def test_liger_is_suggested_when_it_is_the_cheapest_fix_and_the_field_exists() -> None:
+    from kubetune.plan.feasibility import verdict_for
+
+    arch = resolve("Qwen/Qwen1.5-1.8B")
+    s = Setup(method="qlora", quant_bits=4, micro_batch=8, seq_len=2048, zero_stage=2, world_size=8)
+    with_liger = verdict_for(arch, s, find_gpu("L4").memory_bytes, liger_available=True)
+    assert with_liger.suggestion is not None and with_liger.suggestion.steps[0].startswith("training.ligerKernel: true")
+    without = verdict_for(arch, s, find_gpu("L4").memory_bytes)
+    assert without.suggestion is not None and not any("liger" in step for step in without.suggestion.steps)

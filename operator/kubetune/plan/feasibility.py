@@ -152,6 +152,9 @@ def _describe(base: Setup, new: Setup) -> tuple[tuple[str, ...], int]:
     if new.gradient_checkpointing and not base.gradient_checkpointing:
         steps.append("training.gradientCheckpointing: true")
         cost += 5
+    if new.liger and not base.liger:
+        steps.append("training.ligerKernel: true (fused linear cross-entropy: the logits are never materialised)")
+        cost += 1
     if new.method != base.method:
         if new.method == "qlora":
             steps.append("method: qlora with quantization.bits: 4 (changes numerics)")
@@ -167,6 +170,7 @@ def _candidates(base: Setup, *, knobs: tuple[str, ...]) -> list[Setup]:
     offloads: tuple[str, ...] = ("none", "optimizer", "all") if "offload" in knobs else (base.offload,)
     batches = [b for b in range(base.micro_batch, 0, -1) if base.micro_batch % b == 0 and (b == base.micro_batch or (base.micro_batch // b) & (base.micro_batch // b - 1) == 0)] if "batch" in knobs else [base.micro_batch]
     gcs = (base.gradient_checkpointing, True) if "gc" in knobs else (base.gradient_checkpointing,)
+    ligers = (base.liger, True) if "liger" in knobs else (base.liger,)
     methods = [base.method]
     if "method" in knobs:
         if base.method == "lora":
@@ -174,7 +178,7 @@ def _candidates(base: Setup, *, knobs: tuple[str, ...]) -> list[Setup]:
         elif base.method == "full":
             methods += ["lora", "qlora"]
     out: list[Setup] = []
-    for z, off, b, gc, m in itertools.product(stages, offloads, batches, set(gcs), methods):
+    for z, off, b, gc, m, lg in itertools.product(stages, offloads, batches, set(gcs), methods, set(ligers)):
         if off == "optimizer" and z < 2 or off == "all" and z != 3:
             continue
         if off != base.offload and off != "none" and base.world_size == 1 and z == 0:
@@ -191,6 +195,7 @@ def _candidates(base: Setup, *, knobs: tuple[str, ...]) -> list[Setup]:
                 gradient_checkpointing=gc,
                 method=m,
                 quant_bits=quant,
+                liger=lg,
             )
         )
     return out
@@ -244,12 +249,13 @@ def _g(n: int) -> str:
     return f"{n / GiB:.1f} GiB"
 
 
-def verdict_for(arch: Architecture, setup: Setup, gpu_memory: int) -> Verdict:
+def verdict_for(arch: Architecture, setup: Setup, gpu_memory: int, *, liger_available: bool = False) -> Verdict:
     est = estimate(arch, setup)
     margin = gpu_memory - est.total
     if margin >= 0:
         return Verdict("True", "Fits", f"predicted peak {_g(est.total)} per GPU of {_g(gpu_memory)} ({_g(margin)} to spare)", est, gpu_memory)
-    change = cheapest_fit(arch, setup, gpu_memory)
+    knobs = ("zero", "offload", "batch", "gc", "method") + (("liger",) if liger_available else ())
+    change = cheapest_fit(arch, setup, gpu_memory, knobs=knobs)
     fix = f"; to fit: {change.describe()} (predicted {_g(change.estimate.total)})" if change else "; no single change found that fits: use a GPU with more memory or more GPUs with zeroStage 3"
     biggest = sorted(est.terms, key=lambda t: -t.bytes)[:3]
     parts = ", ".join(f"{t.name} {_g(t.bytes)}" for t in biggest)
@@ -267,7 +273,9 @@ def feasibility(job: FineTuneJob, gpu_memory: int | None, *, arch: Architecture 
         return Verdict("Unknown", "GPUMemoryUnknown", "GPU memory unknown: set spec.resources.gpuMemory (e.g. 80Gi) or a nodeSelector on nvidia.com/gpu.product listed in the operator's gpuMemoryByProduct")
     try:
         a = arch or job_architecture(job, models_dirs=models_dirs)
-        return verdict_for(a, setup_from_job(job), gpu_memory)
+        # training.ligerKernel is suggested only once the API has it (another change adds the field)
+        liger = "liger_kernel" in type(job.spec.training).model_fields
+        return verdict_for(a, setup_from_job(job), gpu_memory, liger_available=liger)
     except (UnknownModelError, ValueError) as exc:
         return Verdict("Unknown", "UnknownArchitecture", str(exc), gpu_memory=gpu_memory)
 
