@@ -9,6 +9,8 @@ process (median of 3), and the in-process time of validate + estimate + verdict
 
 from __future__ import annotations
 
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -28,11 +30,13 @@ def main() -> None:
 
     imports = time.perf_counter() - t0
     base = statistics.median(_run([sys.executable, "-c", "pass"]) for _ in range(3))
-    print(f"python startup {base:.3f} s; importing kubetune.api + render + plan in-process {imports:.3f} s")
-    print(f"{'example':45s} {'cold CLI s':>10s} {'in-process ms':>14s}  verdict")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; python startup {base:.3f} s; importing kubetune.api + render + plan in-process {imports:.3f} s")
+    print(f"{'example':45s} {'cold CLI s':>10s} {'CPU s':>6s} {'in-process ms':>14s}  verdict")
     gpu = find_gpu("H100").memory_bytes
     for path in EXAMPLES:
+        CPU.clear()
         cold = statistics.median(_run([*KUBETUNE, "plan", str(path), "--gpu", "H100"]) for _ in range(3))
+        cpu = statistics.median(CPU)
         doc = next(iter(load_documents(path.read_text())))
         times = []
         for _ in range(20):
@@ -41,12 +45,19 @@ def main() -> None:
             assert job is not None
             verdict = feasibility(job, gpu)
             times.append(time.perf_counter() - t)
-        print(f"{str(path.relative_to(REPO)):45s} {cold:10.3f} {1000 * statistics.median(times):14.2f}  {verdict.status} {verdict.estimate.total / 2**30 if verdict.estimate else 0:.1f} GiB")
+        print(f"{str(path.relative_to(REPO)):45s} {cold:10.3f} {cpu:6.3f} {1000 * statistics.median(times):14.2f}  {verdict.status} {verdict.estimate.total / 2**30 if verdict.estimate else 0:.1f} GiB")
+
+
+CPU: list[float] = []
 
 
 def _run(cmd: list[str]) -> float:
+    """Wall seconds of one fresh process; its CPU seconds (user + sys) go to CPU, which a loaded machine inflates less."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return time.perf_counter() - t
 
 
