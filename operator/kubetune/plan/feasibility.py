@@ -1,24 +1,32 @@
 """Feasibility and auto-tuning of a FineTuneJob: pure functions for the operator and the CLI.
 
-How the operator's decide step uses them (the controller wires this in):
+How the operator's decide step calls them (before any child exists; the controller wires this):
 
-1. ``memory = gpu_memory_for(job, product_table)`` with ``product_table`` from
-   :func:`product_table_from_env` (the Helm value ``gpuMemoryByProduct``, passed
-   to the operator as the ``KUBETUNE_GPU_MEMORY_BY_PRODUCT`` environment variable).
-   ``None`` means unknown: set condition ``Feasible`` = ``Unknown``,
-   reason ``GPUMemoryUnknown`` and go on creating children.
-2. If ``job.spec.auto_tune``: ``result = autotune(job, memory)``; when
-   ``result.changed``, continue with ``result.job`` (the adjusted spec) for
-   rendering, record ``result.record()`` in status (``status.autoTune``) and in
-   the run record (``render.RenderOptions`` gets it; see :func:`result.record`).
-3. ``verdict = feasibility(job_or_adjusted, memory)``; set the condition
-   ``verdict.condition()`` -> dict(type="Feasible", status, reason, message).
-   When ``verdict.status == "False"`` create no children and emit a Warning
-   event with the same reason and message; the job stays Pending until the spec
-   changes (it is immutable, so: until it is recreated).
+1. ``table = product_table_from_env()`` once at start-up (the Helm value ``gpuMemoryByProduct``,
+   passed as the ``KUBETUNE_GPU_MEMORY_BY_PRODUCT`` environment variable; a broken table raises
+   ValueError naming the entry: fail start-up).
+   Per job: ``memory = gpu_memory_for(job, table)`` (spec.resources.gpuMemory, else the table
+   entry for spec.scheduling.nodeSelector's ``nvidia.com/gpu.product``, else None).
+2. If ``job.spec.auto_tune``: ``result = autotune(job, memory)``. Render ``result.job`` (the
+   adjusted spec; ``result.job is job`` when nothing changed) with
+   ``dataclasses.replace(options, auto_tune=result.record())`` so the run record
+   (finetunejob.json, annotation ``kubetune.io/auto-tune``) says what was chosen and why, and
+   patch ``status.autoTune = result.record()`` (it validates as ``AutoTuneStatus``).
+   Then use ``verdict = result.verdict``; otherwise ``verdict = feasibility(job, memory)``.
+3. Set the condition ``verdict.condition()`` = {type: "Feasible", status, reason, message}
+   (add observedGeneration and lastTransitionTime as for every condition):
+   - status "True", reason ``Fits`` (or ``CPUTraining``): create the children as usual;
+   - status "False", reason ``InsufficientGPUMemory``, message with the predicted peak, the GPU
+     memory, the three biggest terms and the cheapest change that fits: create NO children,
+     emit a Warning event with the same reason and message, keep phase Pending and
+     ``status.message`` = the message. The spec is immutable, so the user recreates the job (or
+     sets autoTune); no requeue is needed;
+   - status "Unknown" (``GPUMemoryUnknown``, ``UnknownArchitecture``, ``GPUMemoryInvalid``):
+     create the children; the message says how to enable the check.
 
-Nothing here does I/O except :func:`resolve` reading a config.json when the
-caller passes ``models_dirs``; the operator passes none (catalogue only).
+Nothing here does I/O except :func:`resolve` reading a config.json when the caller passes
+``models_dirs``; the operator passes none (catalogue only), so unknown private models are
+``Unknown``, never refused.
 """
 
 from __future__ import annotations
