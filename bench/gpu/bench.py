@@ -180,15 +180,22 @@ def build_model(arch: dict[str, Any], cfg: Config, device: str) -> Any:
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
     config = Qwen2Config(**arch, attn_implementation="sdpa", use_cache=False)
     torch.manual_seed(0)
-    with torch.device(device):
-        model = Qwen2ForCausalLM(config)
+    build_dtype = torch.float32 if cfg.method == "full" else dtype
+    build_device = "cpu" if cfg.method == "qlora" else device  # quantise from CPU: no full bf16 copy on the GPU
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(build_dtype)
+    try:
+        with torch.device(build_device):
+            model = Qwen2ForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
     if cfg.method == "full":
         model.float()  # LLaMA-Factory keeps trainable weights in fp32 (autocast computes in 16 bit)
     else:
         model.to(dtype)
         model.requires_grad_(False)
         if cfg.method == "qlora":
-            model = quantize_4bit(model, dtype, device)
+            model = quantize_4bit(model, dtype, device).to(device)
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules=cfg.lora_targets, lora_dropout=0.0))
@@ -245,6 +252,8 @@ def run_training(arch: dict[str, Any], cfg: Config, data: list[dict[str, Any]], 
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     model = build_model(arch, cfg, device)
+    if cuda:  # the peak of training, with the weights resident; not the transient of building them
+        torch.cuda.reset_peak_memory_stats()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, fused=cfg.fused_adamw and cuda)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=cfg.precision == "fp16")
@@ -299,6 +308,14 @@ def run_training(arch: dict[str, Any], cfg: Config, data: list[dict[str, Any]], 
     return result
 
 
+def predicted_total(arch: dict[str, Any], cfg: Config, seq: int) -> int:
+    sys.path.insert(0, str(REPO / "operator"))
+    from kubetune.plan import Setup, estimate, from_config
+
+    setup = Setup(method=cfg.method, precision=cfg.precision, micro_batch=cfg.micro_batch, seq_len=seq, gradient_checkpointing=cfg.gradient_checkpointing, lora_targets=tuple(cfg.lora_targets), lora_rank=cfg.lora_rank, quant_bits=4 if cfg.method == "qlora" else None, packing="packing" if cfg.packing else "none")
+    return estimate(from_config({"model_type": "qwen2", **arch}, "bench", "bench"), setup).total
+
+
 def run_planner_case(arch: dict[str, Any], method: str, gc_on: bool, micro_batch: int, seq: int, device: str) -> dict[str, Any]:
     """Two optimizer steps on full rows (micro_batch x seq, no padding); measured peak vs the planner."""
     import torch
@@ -316,6 +333,8 @@ def run_planner_case(arch: dict[str, Any], method: str, gc_on: bool, micro_batch
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         model = build_model(arch, cfg, device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-5)
         g = torch.Generator().manual_seed(0)
@@ -392,15 +411,21 @@ def main(argv: list[str] | None = None) -> int:
             if tiny:  # the same code paths, a fraction of the work
                 cfg.micro_batch, cfg.grad_accum = min(cfg.micro_batch, 2), min(cfg.grad_accum, 2)
             if time.perf_counter() - started > args.budget_s:
-                report["skipped"].append(cfg.name)
+                report["skipped"].append(f"{cfg.name} (time budget)")
+                continue
+            predicted = predicted_total(arch, cfg, cutoff)
+            if device.startswith("cuda") and predicted > torch.cuda.get_device_properties(device).total_memory:
+                report["skipped"].append(f"{cfg.name} (planner: {predicted / 2**30:.1f} GiB does not fit)")
                 continue
             data = batches(examples, cfg.micro_batch, cutoff, cfg.packing, seed=1)
-            report["throughput"].append(run_training(arch, cfg, data, steps, warmup, device, args.peak_tflops))
+            row = run_training(arch, cfg, data, steps, warmup, device, args.peak_tflops)
+            row["predicted_total_gib"] = round(predicted / 2**30, 2)
+            report["throughput"].append(row)
     if args.only in (None, "planner"):
         for method in ("full", "lora", "qlora"):
             for gc_on in (True, False):
                 if time.perf_counter() - started > args.budget_s:
-                    report["skipped"].append(f"{method}-{gc_on}")
+                    report["skipped"].append(f"{method}-{'gc' if gc_on else 'nogc'} (time budget)")
                     continue
                 mb = 1 if method == "full" else 4
                 report["planner"].append(run_planner_case(arch, method, gc_on, mb if not tiny else 2, cutoff, device))
@@ -423,7 +448,7 @@ def format_table(r: dict[str, Any]) -> str:
         err = f"{100 * p['allocated_error']:+.1f}%" if "allocated_error" in p else "-"
         lines.append(f"{p['case']:16s} {p['predicted_allocated_gib']:10.2f} {ma if ma is not None else '-':>10} {err:>7s} {p['predicted_total_gib']:10.2f} {p.get('measured_reserved_gib') or '-':>10}" + (f"  {p['error']}" if "error" in p else ""))
     if r["skipped"]:
-        lines.append(f"skipped (time budget): {', '.join(r['skipped'])}")
+        lines.append(f"skipped: {', '.join(r['skipped'])}")
     lines.append(f"total {r['seconds']} s")
     return "\n".join(lines)
 
