@@ -238,3 +238,23 @@ def test_liger_is_suggested_when_it_is_the_cheapest_fix_and_the_field_exists() -
     assert with_liger.suggestion is not None and with_liger.suggestion.steps[0].startswith("training.ligerKernel: true")
     without = verdict_for(arch, s, find_gpu("L4").memory_bytes)
     assert without.suggestion is not None and not any("liger" in step for step in without.suggestion.steps)
+
+
+def test_fsdp_shards_like_zero3_and_is_never_told_to_use_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = yaml.safe_load((REPO / "examples/seed/full-accelerate.yaml").read_text())
+    doc["spec"]["distributed"].update(fsdp=True, launcher="accelerate")
+    job = FineTuneJob.model_validate(doc)
+    s = setup_from_job(job)
+    arch = resolve("Qwen/Qwen1.5-1.8B")
+    assert estimate(arch, s).model_states < estimate(arch, s.with_(fsdp=False)).model_states / 4
+    v = feasibility(job, 12 * GiB)
+    assert v.status == "False" and v.suggestion is not None
+    assert not any("zeroStage" in step or "offload" in step for step in v.suggestion.steps)
+
+
+def test_list_models_and_gpus(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "plan", "--list-models", "--list-gpus")
+    assert code == 0 and "Qwen/Qwen2.5-7B" in out and "meta-llama/Llama-3.1-8B" in out
+    assert "H200" in out and "NVIDIA-H100-80GB-HBM3" in out
+    code, _, err = run(capsys, "plan")
+    assert code == 2 and "give a FineTuneJob file" in err

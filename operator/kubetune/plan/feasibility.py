@@ -94,6 +94,7 @@ def setup_from_job(job: FineTuneJob) -> Setup:
         packing=_packing(t),
         liger=_liger(t),
         attention=t.attention,
+        fsdp=d.fsdp,
     )
 
 
@@ -174,8 +175,9 @@ def _describe(base: Setup, new: Setup) -> tuple[tuple[str, ...], int]:
 
 
 def _candidates(base: Setup, *, knobs: tuple[str, ...]) -> list[Setup]:
-    stages = range(base.zero_stage, 4) if "zero" in knobs and base.world_size > 1 else [base.zero_stage]
-    offloads: tuple[str, ...] = ("none", "optimizer", "all") if "offload" in knobs else (base.offload,)
+    sharding = not base.fsdp  # FSDP jobs keep FSDP: zeroStage/offload would contradict it
+    stages = range(base.zero_stage, 4) if "zero" in knobs and base.world_size > 1 and sharding else [base.zero_stage]
+    offloads: tuple[str, ...] = ("none", "optimizer", "all") if "offload" in knobs and sharding else (base.offload,)
     batches = [b for b in range(base.micro_batch, 0, -1) if base.micro_batch % b == 0 and (b == base.micro_batch or (base.micro_batch // b) & (base.micro_batch // b - 1) == 0)] if "batch" in knobs else [base.micro_batch]
     gcs = (base.gradient_checkpointing, True) if "gc" in knobs else (base.gradient_checkpointing,)
     ligers = (base.liger, True) if "liger" in knobs else (base.liger,)

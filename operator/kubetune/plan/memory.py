@@ -52,6 +52,8 @@ class Setup:
     packing: Packing = "none"
     liger: bool = False
     attention: str = "auto"
+    fsdp: bool = False
+    """PyTorch FSDP (accelerate, full shard): estimated like ZeRO-3, computing in 16 bit without autocast."""
 
     @property
     def tokens(self) -> int:
@@ -59,7 +61,8 @@ class Setup:
 
     @property
     def deepspeed(self) -> bool:
-        return self.zero_stage >= 1
+        """Sharded training that keeps a 16-bit module and the fp32 master copy in the optimizer."""
+        return self.zero_stage >= 1 or self.fsdp
 
     @property
     def elem(self) -> int:
@@ -209,7 +212,7 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
     F = P - T
     N = s.world_size
     e = s.elem
-    z = s.zero_stage
+    z = 3 if s.fsdp else s.zero_stage
     terms: list[Term] = []
 
     # Frozen weights: loaded in the compute dtype (or quantised) and never touched by the optimizer.
