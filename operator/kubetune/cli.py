@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from kubetune import __version__
@@ -151,6 +152,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         parser_note = "LLaMA-Factory's parser skipped (--skip-llamafactory)"
         if job is not None and not problems and not args.skip_llamafactory:
             problems, parser_note = _llamafactory_problems(job)
+        if job is not None and not problems:
+            problems, fit_note = _feasibility_problems(job, args)
+            if fit_note:
+                parser_note += f"; {fit_note}"
         if problems:
             failed += 1
             _print_problems([(source, p) for p in problems])
@@ -162,6 +167,38 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 LF_REJECTS = "LLaMA-Factory rejects the rendered arguments"
+
+
+def _gpu_memory_arg(args: argparse.Namespace) -> int | None:
+    """Bytes of one GPU from --gpu NAME or --gpu-memory GiB (None when neither is given)."""
+    from kubetune.plan import find_gpu
+
+    if getattr(args, "gpu", None):
+        return find_gpu(args.gpu).memory_bytes
+    if getattr(args, "gpu_memory", None) is not None:
+        return int(args.gpu_memory * 1024**3)
+    return None
+
+
+def _job_gpu_memory(job: FineTuneJob, args: argparse.Namespace) -> int | None:
+    from kubetune.plan import product_memory_table
+    from kubetune.plan.feasibility import gpu_memory_for
+
+    given = _gpu_memory_arg(args)
+    return given if given is not None else gpu_memory_for(job, product_memory_table())
+
+
+def _feasibility_problems(job: FineTuneJob, args: argparse.Namespace) -> tuple[list[Problem], str | None]:
+    """The operator's Feasible verdict, when the GPU memory is known (spec, node label, --gpu/--gpu-memory):
+    the problem when it will not fit, else a note for the job's one "is valid" line when it does."""
+    from kubetune.plan import feasibility
+
+    verdict = feasibility(job, _job_gpu_memory(job, args))
+    if verdict.status == "False":
+        return [Problem("spec.resources", f"will not fit: {verdict.message}")], None
+    if verdict.status == "True" and verdict.estimate is not None:
+        return [], f"fits: {verdict.message}"
+    return [], None
 
 
 def _llamafactory_problems(job: FineTuneJob) -> tuple[list[Problem], str]:
@@ -182,6 +219,60 @@ def _llamafactory_problems(job: FineTuneJob) -> tuple[list[Problem], str]:
     rendered = render(job)
     problems = [Problem("spec", f"{LF_REJECTS}: {err}") for err in parse_train_args(rendered.train_args)]
     return problems, f"{name}'s parser accepted its arguments"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Predict peak GPU memory per process, term by term, with a verdict and the cheapest fix."""
+    import json
+    import os
+
+    from kubetune import plan
+    from kubetune.plan import report
+    from kubetune.plan.arch import catalogue
+    from kubetune.plan.feasibility import job_architecture
+
+    if args.list_models or args.list_gpus:
+        if args.list_models:
+            print("\n".join(sorted(catalogue())))
+        if args.list_gpus:
+            print("\n".join(f"{g.name:10s} {g.memory_mib / 1024:6.1f} GiB  {', '.join(g.products)}" for g in plan.GPUS))
+        return 0
+    if not args.files:
+        print("kubetune plan: give a FineTuneJob file (or --list-models / --list-gpus)", file=sys.stderr)
+        return 2
+    jobs, problems = _load_valid_jobs(args.files)
+    if problems:
+        _print_problems(problems)
+        return 1
+    if not jobs:
+        print("kubetune plan: no FineTuneJob found in the input", file=sys.stderr)
+        return 1
+    dirs = [Path(d) for d in args.models_dir]
+    dirs += [Path(p) for p in (os.environ.get("HF_HOME"), os.path.expanduser("~/.cache/huggingface")) if p and Path(p).is_dir()]
+    status, out = 0, []
+    for job in jobs:
+        try:
+            arch = job_architecture(job, config_file=args.model_config, models_dirs=dirs)
+            memory = _job_gpu_memory(job, args)
+        except (plan.UnknownModelError, KeyError, ValueError) as exc:
+            print(f"kubetune plan: {job.name}: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+            return 1
+        setup = plan.setup_from_job(job)
+        verdict = plan.feasibility(job, memory, arch=arch) if memory is not None else plan.Verdict("Unknown", "GPUMemoryUnknown", "", plan.estimate(arch, setup))
+        if args.output == "json":
+            out.append({"name": job.name, **report.verdict_json(verdict)})
+        else:
+            print(f"# {job.name}")
+            sys.stdout.write(report.render_verdict(verdict))
+            if memory is None and verdict.estimate is not None:
+                total = verdict.estimate.total
+                fits = [g.name for g in plan.GPUS if g.memory_bytes >= total]
+                print(f"fits one GPU of: {', '.join(fits) or 'none listed'} (give --gpu NAME or --gpu-memory GiB for a verdict)")
+        if verdict.status == "False":
+            status = 1
+    if args.output == "json":
+        print(json.dumps(out, indent=2))
+    return status
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
@@ -216,7 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not run LLaMA-Factory's own argument parser even when it is installed",
     )
+    _gpu_args(p)
     p.set_defaults(func=cmd_validate)
+
+    # kubetune plan (issue 14): GPU memory planner
+    p = sub.add_parser("plan", help="predict peak GPU memory per process, say whether it fits and the cheapest fix")
+    p.add_argument("files", nargs="*", metavar="FILE")
+    _gpu_args(p)
+    p.add_argument("--model-config", metavar="PATH", help="the model's config.json (or its folder) when it is not catalogued")
+    p.add_argument("--models-dir", action="append", default=[], metavar="DIR", help="folder holding spec.model.path models or a Hugging Face cache (repeatable; HF_HOME is searched too)")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("--list-models", action="store_true", help="print the catalogued architectures")
+    p.add_argument("--list-gpus", action="store_true", help="print the GPUs --gpu knows")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("crd", help="print the FineTuneJob CustomResourceDefinition")
     p.set_defaults(func=cmd_crd)
@@ -246,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
         # `kubetune validate --debug f.yaml` works too; SUPPRESS keeps the root's value otherwise.
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _gpu_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--gpu", metavar="NAME", help="GPU model, e.g. H100, H200, A100-40GB, L40S (kubetune plan --list-gpus)")
+    g.add_argument("--gpu-memory", type=float, metavar="GiB", help="memory of one GPU in GiB")
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:

@@ -292,6 +292,8 @@ class ResourcesSpec(ApiModel):
     """Memory request and limit per pod, a Kubernetes quantity, e.g. `128Gi`. Unset: no memory limit."""
     shared_memory_size: PositiveQuantity = "16Gi"
     """Size of the in-memory /dev/shm (dataloader workers and NCCL need more than the container default 64Mi)."""
+    gpu_memory: PositiveQuantity | None = None
+    """Memory of one GPU, e.g. `80Gi` (H100) or `141Gi` (H200). When known (here, or from the operator's table for the nodeSelector's nvidia.com/gpu.product), kubetune predicts the peak memory per GPU before creating pods and refuses a job that cannot fit (condition Feasible=False with the numbers and the cheapest fix); `kubetune plan` prints the breakdown."""
 
 
 class DistributedSpec(RuledModel):
@@ -677,6 +679,8 @@ class FineTuneJobSpec(RuledModel):
     """Node selection, tolerations, priority and Kueue queue."""
     run_policy: RunPolicySpec = RunPolicySpec()
     """Restart and lifetime limits."""
+    auto_tune: bool = False
+    """Let kubetune choose distributed.zeroStage, distributed.offload and the micro-batch (keeping the global batch) so the job fits the GPU memory (resources.gpuMemory or the operator's GPU table); the choice and why are recorded in status and in the run record. Off: the spec is used as written."""
     suspend: bool = False
     """Suspend the training (pods are deleted, outputs and checkpoints stay); set back to false to resume from the newest checkpoint."""
     extra_args: Annotated[

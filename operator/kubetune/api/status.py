@@ -17,7 +17,7 @@ from .base import ApiModel
 Phase = Literal["Pending", "Running", "Exporting", "Succeeded", "Failed", "Suspended"]
 TERMINAL_PHASES: tuple[Phase, ...] = ("Succeeded", "Failed")
 
-ConditionType = Literal["Validated", "Created", "Running", "Exporting", "Succeeded", "Failed", "Suspended"]
+ConditionType = Literal["Validated", "Feasible", "Created", "Running", "Exporting", "Succeeded", "Failed", "Suspended"]
 
 
 class Condition(ApiModel):
@@ -90,6 +90,34 @@ class OutputLocation(ApiModel):
     """Folder of the merged model, when export is enabled."""
 
 
+class AutoTuneSettings(ApiModel):
+    """The settings spec.autoTune chose."""
+
+    model_config = ApiModel.model_config | {"strict": False}
+
+    zero_stage: Annotated[int, Field(ge=0, le=3)]
+    """distributed.zeroStage used."""
+    offload: Literal["none", "optimizer", "all"]
+    """distributed.offload used."""
+    per_device_batch_size: Annotated[int, Field(ge=1)]
+    """training.perDeviceBatchSize used."""
+    gradient_accumulation_steps: Annotated[int, Field(ge=1)]
+    """training.gradientAccumulationSteps used (the global batch is kept)."""
+
+
+class AutoTuneStatus(ApiModel):
+    """What spec.autoTune chose and why (kubetune.plan.autotune)."""
+
+    model_config = ApiModel.model_config | {"strict": False}
+
+    changed: bool = False
+    """Whether any setting differs from the spec as written."""
+    settings: AutoTuneSettings | None = None
+    """The chosen zeroStage, offload, perDeviceBatchSize and gradientAccumulationSteps."""
+    reasons: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(max_length=8)] | None = None
+    """Why: the predicted peak memory per GPU before and after."""
+
+
 class FineTuneJobStatus(ApiModel):
     """Observed state of a FineTuneJob. Written only by the operator."""
 
@@ -115,5 +143,7 @@ class FineTuneJobStatus(ApiModel):
     """Name of the ConfigMap with train.yaml, ds_config.json and dataset_info.json."""
     output: OutputLocation | None = None
     """Where to find the results."""
+    auto_tune: AutoTuneStatus | None = None
+    """With spec.autoTune: the ZeRO stage, offload and micro-batch kubetune chose, and why."""
     message: Annotated[str, Field(max_length=32768)] | None = None
     """Latest human-readable summary (same as the most relevant condition's message)."""

@@ -190,16 +190,22 @@ def export_args(job: FineTuneJob, layout: Layout, output_dir: str) -> dict[str, 
     return args
 
 
-def spec_document(job: FineTuneJob, namespace: str, backend: str) -> dict[str, Any]:
+AUTO_TUNE_ANNOTATION = "kubetune.io/auto-tune"
+
+
+def spec_document(job: FineTuneJob, namespace: str, backend: str, auto_tune: dict[str, Any] | None = None) -> dict[str, Any]:
     """finetunejob.json: what the trainer reads for everything train.yaml cannot say
     (dataset sources, export, resources).  ``distributed.backend`` is the one actually
     rendered (``kubetune render --backend`` may override the spec), so the trainer and
     the pods it runs in agree on the launcher."""
     spec = job.spec.to_api()
     spec["distributed"]["backend"] = backend
+    metadata: dict[str, Any] = {"name": job.name, "namespace": namespace}
+    if auto_tune is not None:  # what spec.autoTune chose and why (kubetune.plan.autotune)
+        metadata["annotations"] = {AUTO_TUNE_ANNOTATION: json.dumps(auto_tune, sort_keys=True)}
     return {
         "apiVersion": job.api_version,
         "kind": job.kind,
-        "metadata": {"name": job.name, "namespace": namespace},
+        "metadata": metadata,
         "spec": spec,
     }

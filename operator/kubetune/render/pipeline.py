@@ -90,7 +90,7 @@ def training(plan: Plan) -> None:
     job, layout = plan.job, plan.options.layout
     plan.train_args = train_args(job, layout, plan.output_dir, plan.launcher)
     files = {
-        SPEC_FILE: configs.dump_json(configs.spec_document(job, plan.namespace, plan.backend)),
+        SPEC_FILE: configs.dump_json(configs.spec_document(job, plan.namespace, plan.backend, plan.options.auto_tune)),
         TRAIN_ARGS_FILE: configs.dump_yaml(plan.train_args),
         DATASET_INFO_FILE: configs.dump_json(configs.dataset_info(job, layout)),
     }

@@ -40,6 +40,10 @@ class RenderOptions:
     ``kubetune`` (never one the API server accepts) and rank 0 posts its progress
     there; when unset (``kubetune render``, ``run --local``) nothing is added and the
     pod log is the only transport."""
+    auto_tune: dict[str, Any] | None = None
+    """What spec.autoTune chose and why (``kubetune.plan.AutoTuneResult.record()``); recorded in the
+    run record (finetunejob.json) as the annotation ``kubetune.io/auto-tune``. Render the adjusted job
+    (``AutoTuneResult.job``) so train.yaml carries the chosen settings."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,423 @@
+"""Peak GPU memory of one training process, term by term.
+
+Pure arithmetic on an :class:`~kubetune.plan.arch.Architecture` and a :class:`Setup`.
+The model follows what LLaMA-Factory 0.9.5 + transformers + DeepSpeed really
+allocate (each rule names its source), and is checked two ways in CI:
+
+* model states (weights, gradients, optimizer) against DeepSpeed's own
+  ``estimate_zero2/3_model_states_mem_needs`` (tests/plan/test_deepspeed_agreement.py);
+* the activations saved for backward against the bytes autograd really saves on
+  tiny Qwen2 models (tests/plan/test_activations.py, saved-tensor hooks).
+
+What only a GPU can check (allocator overhead, kernel workspaces, the CUDA
+context) is estimated and measured by bench/gpu/bench.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from .arch import ATTENTION_MODULES, FUSED, MLP_MODULES, Architecture
+from .gpus import GiB, MiB
+
+Method = Literal["full", "freeze", "lora", "qlora"]
+Packing = Literal["none", "packing", "neat"]
+
+CUDA_CONTEXT = 512 * MiB
+"""CUDA context + cuBLAS/NCCL handles of one process on a Hopper GPU (outside torch's allocator)."""
+NCCL_BUFFERS = 640 * MiB
+"""NCCL communicator buffers and DeepSpeed/DDP communication buckets when more than one process trains."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything about a run that changes per-GPU memory."""
+
+    method: Method = "lora"
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    micro_batch: int = 1
+    seq_len: int = 2048
+    grad_accum: int = 1
+    gradient_checkpointing: bool = True
+    zero_stage: int = 0
+    offload: Literal["none", "optimizer", "all"] = "none"
+    world_size: int = 1
+    lora_rank: int = 8
+    lora_targets: tuple[str, ...] = ("all",)
+    freeze_layers: int = 2
+    freeze_modules: tuple[str, ...] = ("all",)
+    quant_bits: int | None = None
+    double_quant: bool = True
+    packing: Packing = "none"
+    liger: bool = False
+    attention: str = "auto"
+    fsdp: bool = False
+    """PyTorch FSDP (accelerate, full shard): estimated like ZeRO-3, computing in 16 bit without autocast."""
+
+    @property
+    def tokens(self) -> int:
+        return self.micro_batch * self.seq_len
+
+    @property
+    def deepspeed(self) -> bool:
+        """Sharded training that keeps a 16-bit module and the fp32 master copy in the optimizer."""
+        return self.zero_stage >= 1 or self.fsdp
+
+    @property
+    def elem(self) -> int:
+        """Bytes of a compute-dtype element."""
+        return 4 if self.precision == "fp32" else 2
+
+    @property
+    def autocast_master(self) -> bool:
+        """Trainable weights kept in fp32 and cast to 16 bit by autocast.
+
+        LLaMA-Factory upcasts trainable parameters to fp32 unless pure_bf16
+        (model/adapter.py, ``cast_trainable_params_to_fp32``); DeepSpeed then
+        turns the module back into 16 bit for ZeRO >= 1 and keeps the fp32
+        master copy in the optimizer instead.
+        """
+        return self.elem == 2 and not self.deepspeed
+
+    def with_(self, **changes: object) -> Setup:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Term:
+    name: str
+    bytes: int
+    note: str = ""
+    static: bool = True
+
+
+@dataclass(frozen=True)
+class Estimate:
+    arch: Architecture
+    setup: Setup
+    terms: tuple[Term, ...]
+    params: int
+    trainable: int
+
+    @property
+    def total(self) -> int:
+        return sum(t.bytes for t in self.terms)
+
+    def term(self, name: str) -> int:
+        return sum(t.bytes for t in self.terms if t.name == name)
+
+    @property
+    def model_states(self) -> int:
+        """Weights + gradients + optimizer states: what DeepSpeed's estimators cover."""
+        return sum(self.term(n) for n in ("weights", "gradients", "optimizer states", "ZeRO-3 gathered layer"))
+
+    @property
+    def allocated(self) -> int:
+        """What torch.cuda.max_memory_allocated should read: everything inside torch's allocator."""
+        return sum(t.bytes for t in self.terms if t.name not in ("CUDA context", "allocator overhead", "communication buffers"))
+
+
+# --- which parameters train ------------------------------------------------------
+
+
+def _lora_modules(arch: Architecture, targets: tuple[str, ...]) -> tuple[str, ...]:
+    names = ATTENTION_MODULES + MLP_MODULES
+    if "all" in targets:
+        return names
+    out: list[str] = []
+    for t in targets:
+        out.extend(FUSED.get(t, (t,)))
+    unknown = [t for t in out if t not in names]
+    if unknown:
+        raise ValueError(f"spec.lora.targetModules: {', '.join(unknown)} are not linear layers of {arch.name} ({', '.join(names)}, or all)")
+    return tuple(n for n in names if n in out)
+
+
+def _freeze_layer_ids(arch: Architecture, k: int) -> range:
+    k = max(-arch.layers, min(arch.layers, k))
+    return range(arch.layers - k, arch.layers) if k > 0 else range(0, -k)
+
+
+def _freeze_modules(modules: tuple[str, ...]) -> tuple[str, ...]:
+    if "all" in modules:
+        return ATTENTION_MODULES + MLP_MODULES + ("norm",)
+    out: list[str] = []
+    for m in modules:
+        if m in ("mlp", "feed_forward"):
+            out.extend(MLP_MODULES)
+        elif m in ("self_attn", "attention", "attn"):
+            out.extend(ATTENTION_MODULES)
+        elif "norm" in m:
+            out.append("norm")
+        else:
+            out.extend(FUSED.get(m, (m,)))
+    return tuple(out)
+
+
+@dataclass
+class _Layer:
+    trainable: set[str] = field(default_factory=set)
+    """Base linears (and 'norm') whose weights train in this layer."""
+    lora: tuple[str, ...] = ()
+
+
+def _layers(arch: Architecture, s: Setup) -> list[_Layer]:
+    if s.method == "full":
+        return [_Layer(set(ATTENTION_MODULES + MLP_MODULES + ("norm",))) for _ in range(arch.layers)]
+    if s.method == "freeze":
+        ids = set(_freeze_layer_ids(arch, s.freeze_layers))
+        mods = set(_freeze_modules(s.freeze_modules))
+        return [_Layer(mods if i in ids else set()) for i in range(arch.layers)]
+    lora = _lora_modules(arch, s.lora_targets)
+    return [_Layer(set(), lora) for _ in range(arch.layers)]
+
+
+def trainable_params(arch: Architecture, s: Setup) -> int:
+    shapes = arch.linear_shapes()
+    if s.method == "full":
+        return arch.total_params()
+    n = 0
+    for layer in _layers(arch, s):
+        for name in layer.trainable:
+            if name == "norm":
+                n += arch.norms_per_layer * arch.hidden
+            else:
+                a, b = shapes[name]
+                n += a * b + (b if arch.qkv_bias and name in ("q_proj", "k_proj", "v_proj") else 0)
+        n += sum(s.lora_rank * (shapes[m][0] + shapes[m][1]) for m in layer.lora)
+    return n
+
+
+# --- model states ----------------------------------------------------------------
+
+
+def _quantized_bytes_per_param(bits: int, double_quant: bool, in_features: int) -> float:
+    """bitsandbytes storage per weight of a Linear4bit / Linear8bitLt.
+
+    4-bit: two weights per byte plus one absmax per block of 64 weights, an fp32
+    (4 bytes) or, with double quantisation, a uint8 with one fp32 per 256 blocks
+    (bitsandbytes/functional.py ``quantize_4bit``, blocksize 64; ``nested`` state).
+    8-bit: one byte per weight plus one fp32 scale per output row (``SCB``).
+    """
+    if bits == 4:
+        absmax = (1 + 4 / 256) / 64 if double_quant else 4 / 64
+        return 0.5 + absmax
+    return 1 + 4 / in_features
+
+
+def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
+    P = arch.total_params()
+    T = trainable_params(arch, s)
+    F = P - T
+    N = s.world_size
+    e = s.elem
+    z = 3 if s.fsdp else s.zero_stage
+    terms: list[Term] = []
+
+    # Frozen weights: loaded in the compute dtype (or quantised) and never touched by the optimizer.
+    frozen = float(F * e)
+    note = f"{F / 1e9:.2f}B frozen in {s.precision}"
+    if s.method == "qlora" and s.quant_bits:
+        linear = arch.layers * sum(a * b for a, b in arch.linear_shapes().values())
+        per = _quantized_bytes_per_param(s.quant_bits, s.double_quant, arch.hidden)
+        frozen = linear * per + (F - linear) * e
+        note = f"{linear / 1e9:.2f}B linear weights at {s.quant_bits}-bit ({per:.3f} B/param) + embeddings/norms in {s.precision}"
+    if z == 3:
+        frozen = 0 if s.offload == "all" else frozen / N
+        note += f", ZeRO-3 sharded over {N}" + (" and offloaded" if s.offload == "all" else "")
+
+    # Trainable weights, gradients, optimizer (AdamW: two fp32 moments).
+    if not s.deepspeed:
+        tw, grads, opt = 4 * T if e == 2 else e * T, 4 * T, 8 * T
+        tnote, gnote, onote = "fp32 (LLaMA-Factory upcasts trainable weights)", "fp32", "AdamW moments, fp32"
+        if N > 1:
+            grads += 4 * T
+            gnote += " + DDP bucket copy"
+    else:
+        tw = e * T if z < 3 else (0 if s.offload == "all" else e * T // N)
+        tnote = f"{e * 8}-bit module copy" + (", sharded" if z == 3 else "")
+        if z == 1:
+            grads, gnote = e * T, "16-bit, full (ZeRO-1 shards optimizer only)"
+        elif z == 2:
+            grads, gnote = (0, "offloaded to CPU") if s.offload != "none" else (e * T // N, f"16-bit, sharded over {N}")
+        else:
+            grads, gnote = 0, "inside the gathered-layer buffer"
+        if s.offload != "none":
+            opt, onote = 0, "offloaded to CPU"
+        else:
+            opt, onote = 16 * T // N, f"fp32 master + fp32 grads + AdamW moments, sharded over {N}"
+    frozen_note = f"{note}; " if F else ""
+    terms.append(Term("weights", int(frozen + tw), f"{frozen_note}{T / 1e6:.1f}M trainable, {tnote}"))
+    terms.append(Term("gradients", int(grads), gnote))
+    terms.append(Term("optimizer states", int(opt), onote))
+    if z == 3:
+        # deepspeed/runtime/zero/stage3.py estimate_zero3_model_states_mem_needs: 4 bytes x the largest layer.
+        terms.append(Term("ZeRO-3 gathered layer", 4 * arch.largest_module_params(), "largest parameter gathered at once (param + grad, 16-bit)"))
+    return terms
+
+
+# --- activations -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Bytes autograd keeps for backward at the end of the forward pass, and the transients around it."""
+
+    layers: int
+    """Saved by the decoder layers (or only their inputs, with gradient checkpointing)."""
+    other: int
+    """Rotary tables, final norm, lm_head input, labels."""
+    weight_casts: int
+    """16-bit copies of fp32 trainable weights that autocast caches for backward."""
+    logits_saved: int
+    """fp32 log-softmax of the logits, saved by the loss."""
+    recompute: int
+    """With gradient checkpointing: one layer's activations recomputed during backward."""
+    mask: int
+    """A materialised attention mask, shared by all layers."""
+
+    @property
+    def saved(self) -> int:
+        return self.layers + self.other + self.weight_casts + self.logits_saved + self.mask
+
+
+def _layer_saved(arch: Architecture, s: Setup, layer: _Layer, in_grad: bool, kv_repeated: bool) -> tuple[int, int, bool]:
+    """(bytes per token, bytes of weight casts, output requires grad) of one decoder layer.
+
+    Follows transformers' Qwen2/Llama decoder layer op by op: what each autograd
+    node saves (RMSNorm: the fp32 input and rsqrt, plus the normalised value when
+    the norm weight trains; a linear: its input only when its weight trains;
+    SDPA: q, k, v, output and the fp32 log-sum-exp; SwiGLU: gate, act, up).
+    """
+    h, I, e = arch.hidden, arch.intermediate, s.elem
+    shapes = arch.linear_shapes()
+    autocast = s.autocast_master and bool(layer.trainable)
+    # residual stream dtype: fp32 only when the fp32 embedding feeds it (full fine-tuning under autocast)
+    r = 4 if autocast and s.method == "full" else e
+    lora_copy = e == 2 and not s.deepspeed  # fp32 adapters: PEFT casts the input to fp32, autocast back to 16 bit
+    tr, lora = layer.trainable, set(layer.lora)
+    norm_w = "norm" in tr
+    b = 0
+    casts = 0
+
+    def norm(x_grad: bool, consumers: tuple[str, ...]) -> tuple[int, bool]:
+        n = 0
+        if x_grad:
+            n += 4 * h + 4  # fp32 copy saved by pow/mul, rsqrt
+        if norm_w:
+            n += r * h  # normalised value, saved by weight * x
+        trained = [c for c in consumers if c in tr]
+        if trained:
+            n += (len(trained) if autocast else 1) * e * h  # an fp32 norm output is cast once per linear
+        adapters = [c for c in consumers if c in lora]
+        if adapters:
+            n += len(adapters) * e * h if lora_copy else (0 if trained else e * h)
+        return n, x_grad or norm_w
+
+    n1, out_grad = norm(in_grad, ("q_proj", "k_proj", "v_proj"))
+    b += n1
+    qkv_grad = out_grad or any(m in tr or m in lora for m in ("q_proj", "k_proj", "v_proj"))
+    if qkv_grad:
+        kv = arch.q_dim if kv_repeated else arch.kv_dim
+        b += e * (2 * arch.q_dim + 2 * kv) + 4 * arch.heads  # q, k, v, out, log-sum-exp (fp32)
+    if "o_proj" in lora and lora_copy:
+        b += e * arch.q_dim
+    x2_grad = in_grad or qkv_grad or "o_proj" in tr or "o_proj" in lora
+    n2, mlp_in_grad = norm(x2_grad, ("gate_proj", "up_proj"))
+    b += n2
+    if mlp_in_grad or any(m in tr or m in lora for m in ("gate_proj", "up_proj")):
+        b += 3 * e * I  # gate (for the activation), activation, up
+    if "down_proj" in tr or "down_proj" in lora:
+        b += e * I  # product, input of down_proj (an fp32 copy for an fp32 adapter is not saved: autocast recasts)
+    for m in lora:
+        b += e * s.lora_rank  # lora_A output, saved by lora_B
+        if lora_copy:
+            casts += 2 * s.lora_rank * sum(shapes[m])
+    if autocast:
+        casts += 2 * sum(shapes[m][0] * shapes[m][1] for m in tr if m != "norm")
+    return b, casts, True
+
+
+def activations(arch: Architecture, s: Setup) -> Activations:
+    t = s.tokens
+    e = s.elem
+    layers = _layers(arch, s)
+    embed_trains = s.method == "full"
+    mask_present = s.packing == "neat" and s.attention != "fa2"
+    kv_repeated = mask_present or (s.packing == "none" and s.micro_batch > 1 and s.attention != "fa2")
+    # LLaMA-Factory calls enable_input_require_grads() with gradient checkpointing.
+    grad = embed_trains or s.gradient_checkpointing
+    per_layer: list[int] = []
+    casts = 0
+    for layer in layers:
+        n, c, out = _layer_saved(arch, s, layer, grad, kv_repeated)
+        grad = grad or bool(layer.trainable or layer.lora)
+        per_layer.append(n * t)
+        casts += c
+    r_final = 4 if s.autocast_master and embed_trains else e
+    head_casts = 0
+    lm_trains = s.method == "full"
+    other = (4 * arch.hidden + 4) * t  # final norm: fp32 input, rsqrt
+    if s.method == "full":
+        other += r_final * arch.hidden * t + e * arch.hidden * t  # normalised value, lm_head input
+        if s.autocast_master:
+            head_casts = 2 * arch.vocab * arch.hidden  # lm_head weight cast (outside any checkpointed layer)
+    other += 8 * t + 4  # labels (int64) and the loss's total weight
+    if embed_trains:
+        other += 8 * t  # input ids, saved by the embedding
+    if s.gradient_checkpointing:
+        layer_bytes = sum(r_final * arch.hidden * t for _ in layers)  # each layer's input, kept by checkpoint()
+        recompute = max(per_layer)
+    else:
+        layer_bytes = sum(per_layer)
+        recompute = 0
+        rope_rows = s.micro_batch if s.packing == "neat" else 1  # neat packing passes per-row position ids
+        other += 2 * rope_rows * s.seq_len * arch.head_dim * r_final  # cos and sin
+    logits = 0 if s.liger else 4 * t * arch.vocab
+    mask = s.micro_batch * s.seq_len * s.seq_len * e if mask_present else 0
+    del lm_trains
+    layer_casts = casts if not s.gradient_checkpointing else 0  # recast inside each recomputed layer
+    return Activations(layer_bytes, other, layer_casts + head_casts, logits, recompute, mask)
+
+
+def estimate(arch: Architecture, s: Setup) -> Estimate:
+    terms = model_state_terms(arch, s)
+    act = activations(arch, s)
+    t = s.tokens
+    ckpt = "gradient checkpointing: layer inputs only" if s.gradient_checkpointing else "every layer's saved tensors"
+    terms.append(
+        Term(
+            "activations",
+            act.layers + act.other + act.weight_casts + act.mask + act.recompute,
+            f"{s.micro_batch} x {s.seq_len} tokens, {ckpt}" + (", + one layer recomputed" if act.recompute else ""),
+            static=False,
+        )
+    )
+    if s.liger:
+        terms.append(Term("logits", 8 * t * arch.hidden, "Liger fused linear cross-entropy: chunked, never materialised", static=False))
+    else:
+        # bf16 logits are freed after the loss; at the start of backward the fp32 log-softmax (saved),
+        # the gradient of the loss and the gradient of log-softmax's input are alive at once.
+        terms.append(Term("logits", 12 * t * arch.vocab, f"{t} tokens x {arch.vocab} vocabulary, fp32 loss + its gradients", static=False))
+    workspace = s.elem * t * (2 * arch.hidden + 3 * arch.intermediate)
+    if s.method == "qlora":
+        a, b = max(arch.linear_shapes().values(), key=lambda x: x[0] * x[1])
+        workspace += 2 * a * b
+    terms.append(Term("backward workspace", workspace, "gradients of one layer's activations in flight" + (", one dequantised weight" if s.method == "qlora" else ""), static=False))
+    if not s.deepspeed:
+        T = trainable_params(arch, s)
+        step = 4 * T  # foreach AdamW: a temporary per parameter group (sqrt of the second moment)
+        dynamic = sum(x.bytes for x in terms if not x.static)
+        if step > dynamic:
+            terms.append(Term("optimizer step temporaries", step - dynamic, "foreach AdamW temporaries exceed the freed activations", static=False))
+    if s.world_size > 1:
+        terms.append(Term("communication buffers", NCCL_BUFFERS, "NCCL + gradient buckets"))
+    dyn = sum(x.bytes for x in terms if not x.static)
+    terms.append(Term("allocator overhead", int(0.08 * dyn) + 256 * MiB, "caching-allocator fragmentation (~8% of transient tensors + 256 MiB)"))
+    terms.append(Term("CUDA context", CUDA_CONTEXT, "driver context, cuBLAS workspace"))
+    return Estimate(arch, s, tuple(terms), arch.total_params(), trainable_params(arch, s))
+
+
+def gib(n: float) -> str:
+    return f"{n / GiB:.2f} GiB"
