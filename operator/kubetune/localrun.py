@@ -383,14 +383,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_outputs(result, console)
     if result.exit_code != contract.EXIT_OK:
         return result.exit_code
-    merged = result.output_dir / contract.MERGED_SUBDIR
+    from kubetune import localserve  # noqa: PLC0415 - the served model answers through the official openai client
+
     chat_started = time.monotonic()
+    target = localserve.resolve_target(str(result.output_dir))  # the merged model the job exported
+    server = localserve.Server(localserve.build_app(localserve.load_chat_model(target, 64), target.name), port=0)
+    server.start_background()
     question = tiny.QA_PAIRS[0][0]
-    answer = chat_once(load_chat_model(str(merged), tiny.TEMPLATE), [{"role": "user", "content": question}])
+    try:
+        answer = localserve.ask(server.base_url, target.name, question)
+    finally:
+        server.stop()
     chat_seconds = time.monotonic() - chat_started
-    console.print(f"chat with the merged model:\n  user> {question}\n  assistant> {answer}", markup=False, highlight=False)
+    print(f"served {target.model} at {server.base_url} (OpenAI API; `kubetune serve --local {result.output_dir}` keeps it up)")
+    print(f"  user> {question}\n  assistant (through the openai client)> {answer}", flush=True)
     console.print(
-        f"figures: assets {assets_seconds:.1f} s, train+export {result.seconds:.1f} s, chat {chat_seconds:.1f} s, "
+        f"figures: assets {assets_seconds:.1f} s, train+export {result.seconds:.1f} s, serve+ask {chat_seconds:.1f} s, "
         f"total {time.monotonic() - started:.1f} s"
     )
     return 0
@@ -418,7 +426,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("demo", help="fine-tune a tiny local model end to end: LoRA, merge, one chat turn")
+    p = sub.add_parser("demo", help="fine-tune a tiny local model end to end: LoRA, merge, serve it, ask it one question")
     p.add_argument("--work", default=".kubetune-demo", help="work folder; default ./.kubetune-demo")
     p.add_argument("--steps", type=int, default=40, help="training steps; default 40")
     p.add_argument("-v", "--verbose", action="store_true", help="show the trainer's full output")
