@@ -221,6 +221,7 @@ def run_local(
     console: Console,
     verbose: bool = False,
     extra_env: Mapping[str, str] | None = None,
+    metrics_port: int | None = None,
 ) -> RunResult:
     """Render ``job`` for local folders and train it with the real trainer entrypoint."""
     output, datasets, models = output.resolve(), datasets.resolve(), models.resolve()
@@ -229,6 +230,9 @@ def run_local(
     write_config(rendered, layout)
     env = dict(os.environ)
     env.update(pod_env(rendered))
+    env.pop(contract.ENV_METRICS_PORT, None)  # a pod's metrics port: here only with --metrics-port, on loopback
+    if metrics_port is not None:
+        env.update({contract.ENV_METRICS_PORT: str(metrics_port), "KUBETUNE_METRICS_ADDR": "127.0.0.1"})
     env.update(extra_env or {})
     job_dir = Path(layout.job_output_dir(job.namespace, job.name))
     log_file = Path(layout.scratch_dir).parent / "trainer.log"
@@ -277,6 +281,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         models=Path(args.models),
         console=console,
         verbose=args.verbose,
+        metrics_port=args.metrics_port,
     )
     print_outputs(result, console)
     if result.exit_code == contract.EXIT_RETRYABLE:
@@ -416,6 +421,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--datasets", default=".", help="folder spec.datasets[].path is relative to; default .")
     p.add_argument("--models", default=".", help="folder spec.model.path is relative to, and the Hub cache; default .")
     p.add_argument("-v", "--verbose", action="store_true", help="show the trainer's full output")
+    p.add_argument("--metrics-port", type=int, help="serve the trainer's Prometheus metrics on 127.0.0.1:PORT/metrics while it trains")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("chat", help="talk to a model (optionally with a LoRA adapter), as in the tutorial's demo step")
