@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     localserve.add_commands(sub)
 
+    from kubetune import terminal
+
+    terminal.add_commands(sub)
+
     p = sub.add_parser("operator", help="run the operator (uses KUBECONFIG or the in-cluster config)")
     p.add_argument("--namespace", "-n", action="append", default=[], help="watch only these namespaces (repeatable)")
     p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default without -n)")

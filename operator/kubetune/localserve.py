@@ -24,7 +24,6 @@ load only when a server starts.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -276,6 +275,7 @@ class Server:
 
     def serve(self, on_ready: Callable[[], None] | None = None) -> None:
         """Block until stopped; Ctrl-C (SIGINT) or SIGTERM stops it gracefully (uvicorn re-raises SIGINT after)."""
+        import asyncio  # noqa: PLC0415 - keeps `kubetune --help` light
 
         async def main() -> None:
             task = asyncio.ensure_future(self.server.serve(sockets=[self.sock]))
