@@ -295,6 +295,23 @@ async def test_logs_picks_rank_0s_pod_and_rank_n(cluster: Cluster, tmp_path: Pat
     assert code == 0 and out == "node 1 line\n"
 
 
+async def test_logs_follow_streams_until_the_pod_ends(cluster: Cluster, tmp_path: Path) -> None:
+    config = kubeconfig(cluster, tmp_path / "kubeconfig")
+    await add_job(cluster, "fol", phase="Running", job={"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "fol"})
+    pod = await start_pod(cluster, "PyTorchJob", "team-a", "fol")
+    cluster.append_log("team-a", pod, "before")
+    proc = await asyncio.create_subprocess_exec(*KUBETUNE, "logs", "fol", "-f", env=_env(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"before\n"
+    cluster.append_log("team-a", pod, "while following")
+    assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"while following\n"
+    assert proc.returncode is None  # still following
+    cluster.append_log("team-a", pod, "last words")
+    await start_pod(cluster, "PyTorchJob", "team-a", "fol", phase="Succeeded")
+    rest, _ = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 0 and rest == b"last words\n"
+
+
 def test_rank_to_pod_mapping() -> None:
     assert pod_for_rank("PyTorchJob", None) == ("master", 0, "pytorch")
     assert pod_for_rank("PyTorchJob", 2) == ("worker", 1, "pytorch")
