@@ -6,6 +6,7 @@ The CRD in ``crds/`` is generated from these models (``kubetune crd``).
 from .base import ApiModel, Rule, RuledModel, broken_transition_rules
 from .loading import load_documents
 from .resource import FineTuneJob, ObjectMeta
+from .serve import KaitoSpec, KServeSpec, ServeSpec
 from .spec import (
     IMMUTABLE_FIELDS,
     RESERVED_ENV,
@@ -48,6 +49,8 @@ __all__ = [
     "FineTuneJob",
     "FineTuneJobSpec",
     "FineTuneJobStatus",
+    "KServeSpec",
+    "KaitoSpec",
     "FreezeSpec",
     "LoraSpec",
     "ModelSpec",
@@ -57,6 +60,7 @@ __all__ = [
     "Progress",
     "QuantizationSpec",
     "ResourcesSpec",
+    "ServeSpec",
     "Rule",
     "RuledModel",
     "RunPolicySpec",

@@ -25,6 +25,8 @@ from .base import (
     Rule,
     RuledModel,
 )
+from .serve import SPEC_RULES as SERVE_RULES
+from .serve import ServeSpec
 
 Method = Literal["full", "freeze", "lora", "qlora"]
 Backend = Literal["pytorchjob", "mpijob"]
@@ -673,6 +675,8 @@ class FineTuneJobSpec(RuledModel):
         dict[Annotated[str, Field(max_length=128, pattern=r"^[a-z][a-z0-9_]*$")], ExtraArgValue], Field(max_length=64)
     ] | None = None
     """Additional LLaMA-Factory arguments (snake_case keys, scalar values), e.g. `neftune_noise_alpha: 5`. Checked against the pinned LLaMA-Factory's argument list; keys that the spec already controls are refused."""
+    serve: ServeSpec | None = None
+    """Serve the trained model through an OpenAI-compatible API after the job Succeeded (vLLM, KServe or KAITO); unset: no serving."""
 
     rules = (
         Rule(
@@ -754,7 +758,7 @@ class FineTuneJobSpec(RuledModel):
             field_path=".datasets",
             check=lambda s: s.training.stage != "pt" or all(d.format == "alpaca" for d in s.datasets),
         ),
-    ) + tuple(
+    ) + SERVE_RULES + tuple(
         Rule(
             name=f"immutable-{field}",
             cel=_immutable_rule(field),
