@@ -185,6 +185,8 @@ class ModelGate:
         if not isinstance(request, dict):
             return 400, openai_error("the request body must be a JSON object")
         model = request.get("model")
+        if not isinstance(model, str) or not model:
+            return 400, openai_error(f"you must provide a model parameter (this server serves `{self.model_name}`)", param="model")
         if model != self.model_name:
             return 404, openai_error(
                 f"The model `{model}` does not exist. This server serves `{self.model_name}` (see /v1/models).",

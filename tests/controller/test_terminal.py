@@ -212,6 +212,35 @@ async def _watch_in_pty(cluster: Cluster, config: Path, name: str, columns: int,
     return code, screen
 
 
+async def _run_in_pty(args: list[str], config: Path, columns: int) -> tuple[int, pyte.Screen]:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = _env(config) | {"COLUMNS": str(columns), "TERM": "xterm"}
+    proc = await asyncio.create_subprocess_exec(*KUBETUNE, *args, env=env, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks: list[bytes] = []
+    reader = asyncio.get_running_loop().run_in_executor(None, _drain, master, chunks)
+    code = await asyncio.wait_for(proc.wait(), 60)
+    await asyncio.wait_for(reader, 10)
+    screen = pyte.Screen(columns, 24)
+    pyte.ByteStream(screen).feed(b"".join(chunks))
+    return code, screen
+
+
+@pytest.mark.parametrize("columns", [120, 40], ids=["wide", "narrow"])
+async def test_get_table_in_a_terminal(cluster: Cluster, tmp_path: Path, columns: int) -> None:
+    config = kubeconfig(cluster, tmp_path / "kubeconfig")
+    await add_job(cluster, "alpha", phase="Running", progress=progress(45, 100, 1.2345))
+    await add_job(cluster, "gamma", namespace="team-b", phase="Pending")
+    code, screen = await _run_in_pty(["get", "-A"], config, columns)
+    assert code == 0
+    rows = _rows(screen)
+    # One screen row per table row: long rows are cut at the edge like kubectl's, never wrapped.
+    assert len(rows) == 3 and rows[0].startswith("NAMESPACE") and rows[1].startswith("team-a") and rows[2].startswith("team-b")
+    if columns >= 100:
+        assert bar(45, 10) + "  45% 45/100" in rows[1] and "1.2345" in rows[1]
+
+
 def _drain(fd: int, chunks: list[bytes]) -> None:
     while True:
         try:

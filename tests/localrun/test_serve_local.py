@@ -166,6 +166,16 @@ def test_serve_without_local_is_a_usage_error(tmp_path: Path) -> None:
     assert done.returncode == 2 and "spec.serve" in done.stderr
 
 
+def test_model_gate_refusals() -> None:
+    gate = ModelGate(None, "m")  # type: ignore[arg-type]
+    assert gate.refusal(b"{") == (400, {"error": {"message": "the request body is not valid JSON", "type": "invalid_request_error", "param": None, "code": None}})
+    status, body = gate.refusal(b'{"messages": [{"role": "user", "content": "x"}]}')  # type: ignore[misc]
+    assert status == 400 and body["error"]["param"] == "model" and "`m`" in body["error"]["message"]
+    status, body = gate.refusal(b'{"model": "other", "messages": []}')  # type: ignore[misc]
+    assert status == 404 and body["error"]["code"] == "model_not_found"
+    assert gate.refusal(b'{"model": "m", "messages": [{"role": "user", "content": "x"}]}') is None
+
+
 def test_model_gate_passes_the_body_through_unchanged() -> None:
     import asyncio
 
