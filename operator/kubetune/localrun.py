@@ -14,6 +14,7 @@ for torch.  ``chat`` imports LLaMA-Factory inside the function.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -401,7 +402,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         server.stop()
     chat_seconds = time.monotonic() - chat_started
     print(f"served {target.model} at {server.base_url} (OpenAI API; `kubetune serve --local {result.output_dir}` keeps it up)")
-    print(f"  user> {question}\n  assistant (through the openai client)> {answer}", flush=True)
+    via = "through the openai client" if importlib.util.find_spec("openai") else "plain HTTP; pip install openai for the official client"
+    print(f"  user> {question}\n  assistant ({via})> {answer}", flush=True)
     console.print(
         f"figures: assets {assets_seconds:.1f} s, train+export {result.seconds:.1f} s, serve+ask {chat_seconds:.1f} s, "
         f"total {time.monotonic() - started:.1f} s"

@@ -304,9 +304,19 @@ class Server:
 
 
 def ask(base_url: str, model: str, question: str, max_tokens: int = 32) -> str:
-    """One chat turn through the official ``openai`` client (as a user's program would)."""
-    from openai import OpenAI  # noqa: PLC0415
+    """One chat turn through the official ``openai`` client (as a user's program would).
 
+    Without the client installed (it comes with the test extra), the same request goes as plain HTTP.
+    """
+    try:
+        from openai import OpenAI  # noqa: PLC0415
+    except ImportError:
+        import urllib.request  # noqa: PLC0415
+
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens}).encode()
+        request = urllib.request.Request(f"{base_url}/chat/completions", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as resp:  # noqa: S310 - our own loopback server
+            return str(json.loads(resp.read())["choices"][0]["message"]["content"] or "")
     client = OpenAI(base_url=base_url, api_key=os.environ.get("API_KEY") or "none", max_retries=0, timeout=120)
     reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], max_tokens=max_tokens)
     return reply.choices[0].message.content or ""

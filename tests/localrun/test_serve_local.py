@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +121,18 @@ def test_bad_requests_get_openai_error_json(served: Served) -> None:
     with pytest.raises(openai.BadRequestError) as schema:
         client.chat.completions.create(model="served-lora", messages=[{"role": "wizard", "content": "hi"}])  # type: ignore[list-item]
     assert "messages" in schema.value.body["message"]
+
+
+@pytest.mark.slow
+@pytest.mark.train
+def test_ask_works_without_the_openai_package(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubetune.localserve import ask
+
+    monkeypatch.setitem(sys.modules, "openai", None)  # import openai now raises ImportError
+    assert isinstance(ask(served.base_url, "served-lora", "Say hello.", max_tokens=4), str)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        ask(served.base_url, "other", "Say hello.")
+    assert refused.value.code == 404
 
 
 @pytest.mark.slow
