@@ -87,6 +87,18 @@ class Client:
         return None
 
     def open(self, path: str, params: dict[str, str] | None = None, timeout: float | None = 30) -> Any:
+        """GET; expiring credentials (exec plugins, rotated tokens) are reloaded before they expire and after a 401."""
+        if getattr(self.conn, "stale", None) is not None and self.conn.stale():
+            self.conn = self.conn.refreshed()
+        try:
+            return self._open(path, params, timeout)
+        except ApiError as exc:
+            if exc.status != 401 or not getattr(self.conn, "refreshable", False):
+                raise
+            self.conn = self.conn.refreshed()
+            return self._open(path, params, timeout)
+
+    def _open(self, path: str, params: dict[str, str] | None, timeout: float | None) -> Any:
         url = self.server + path + ("?" + urllib.parse.urlencode(params) if params else "")
         request = urllib.request.Request(url, headers={"Accept": "application/json, */*"})
         token = self._token()

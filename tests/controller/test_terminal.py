@@ -19,10 +19,10 @@ import pyte
 import pytest
 
 from conftest import EVENTS, FTJ, PODS, eventually, example_job
-from emulator import Cluster
+from emulator import Cluster, Tokens
 from kubeflow import start_pod
 
-from kubetune.terminal import bar, pod_for_rank, sparkline, status_line
+from kubetune.terminal import Client, bar, jobs_path, pod_for_rank, sparkline, status_line
 
 KUBETUNE = [sys.executable, "-m", "kubetune"]
 
@@ -122,6 +122,24 @@ async def test_a_wrong_token_is_refused_with_the_servers_message(cluster: Cluste
     config = kubeconfig(cluster, tmp_path / "kubeconfig", token="stolen")
     code, _, err = await run_cli(["get"], config)
     assert code == 2 and "Unauthorized" in err
+
+
+async def test_client_reloads_exec_plugin_credentials_before_expiry_and_after_a_401(cluster: Cluster, tmp_path: Path) -> None:
+    """A `watch` runs for hours; EKS/GKE exec-plugin tokens last minutes (tests/controller/exec_plugin.py)."""
+    from test_credentials import issued_tokens, write_kubeconfig
+
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=2)
+    cluster.authenticate = Tokens(issued=str(issued))
+    await add_job(cluster, "alpha", phase="Running")
+    client = await asyncio.to_thread(Client.from_kubeconfig, str(path))
+    path_ = jobs_path("team-a", "alpha")
+    assert (await asyncio.to_thread(client.get, path_))["metadata"]["name"] == "alpha"
+    await asyncio.sleep(2.2)  # expired: reloaded ahead of the call, nothing refused
+    assert (await asyncio.to_thread(client.get, path_))["metadata"]["name"] == "alpha"
+    assert len(issued_tokens(issued)) == 2 and all(a.accepted for a in cluster.auth_log)
+    issued.write_text("", encoding="utf-8")  # the issuer revokes every token
+    assert (await asyncio.to_thread(client.get, path_))["metadata"]["name"] == "alpha"
+    assert [a.accepted for a in cluster.auth_log][-2:] == [False, True]
 
 
 # --- watch ----------------------------------------------------------------------------------------
