@@ -422,21 +422,29 @@ def pod_for_rank(kind: str, rank: int | None) -> tuple[str, int, str]:
     return ("master", 0, "pytorch") if rank == 0 else ("worker", rank - 1, "pytorch")
 
 
+def find_pod(client: Client, ns: str, job: dict[str, Any], rank: int | None) -> tuple[str | None, str, str]:
+    """(pod name or None, container, what was looked for) of the pod holding ``rank``'s output."""
+    child = (job.get("status") or {}).get("job") or {}
+    name = str(child.get("name") or job["metadata"]["name"])
+    kind = str(child.get("kind") or ((job.get("spec") or {}).get("distributed") or {}).get("backend") or "PyTorchJob")
+    kind = {"pytorchjob": "PyTorchJob", "mpijob": "MPIJob"}.get(kind.lower(), kind)
+    replica, index, container = pod_for_rank(kind, rank)
+    selector = f"{JOB_NAME_LABEL}={name},{REPLICA_TYPE_LABEL}={replica},{REPLICA_INDEX_LABEL}={index}"
+    pods = client.get(f"/api/v1/namespaces/{ns}/pods", {"labelSelector": selector}).get("items") or []
+    newest = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))[-1:] or [None]
+    return (newest[0]["metadata"]["name"] if newest[0] else None), container, f"{replica} pod (index {index}) of {kind} {ns}/{name}"
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     try:
         client = _client(args)
         ns = args.namespace or client.default_namespace
         job = client.get(jobs_path(ns, args.name))
-        child = (job.get("status") or {}).get("job") or {}
-        kind = str(child.get("kind") or ((job.get("spec") or {}).get("distributed") or {}).get("backend") or "PyTorchJob")
-        kind = {"pytorchjob": "PyTorchJob", "mpijob": "MPIJob"}.get(kind.lower(), kind)
-        replica, index, container = pod_for_rank(kind, args.rank)
-        selector = f"{JOB_NAME_LABEL}={child.get('name') or args.name},{REPLICA_TYPE_LABEL}={replica},{REPLICA_INDEX_LABEL}={index}"
-        pods = client.get(f"/api/v1/namespaces/{ns}/pods", {"labelSelector": selector}).get("items") or []
-        if not pods:
-            print(f"kubetune logs: no {replica} pod (index {index}) of {kind} {ns}/{args.name} yet (phase {(job.get('status') or {}).get('phase') or 'Pending'})", file=sys.stderr)
+        pod_name, container, what = find_pod(client, ns, job, args.rank)
+        if pod_name is None:
+            print(f"kubetune logs: no {what} yet (phase {(job.get('status') or {}).get('phase') or 'Pending'})", file=sys.stderr)
             return 1
-        pod = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))[-1]
+        pod = {"metadata": {"name": pod_name}}
         params = {"container": container}
         if args.follow:
             params["follow"] = "true"
@@ -470,8 +478,24 @@ def read_losses(source: str, client_args: argparse.Namespace) -> tuple[list[tupl
     client = _client(client_args)
     ns = client_args.namespace or client.default_namespace
     job = client.get(jobs_path(ns, source))
+    # Every logged step is a progress line in rank 0's log while its pod exists.
+    pod_name, container, _ = find_pod(client, ns, job, None)
+    if pod_name is not None:
+        with client.open(f"/api/v1/namespaces/{ns}/pods/{pod_name}/log", {"container": container}, timeout=120) as resp:
+            text = resp.read().decode("utf-8", "replace")
+        by_step: dict[int, float] = {}
+        for line in text.splitlines():
+            if line.startswith(contract.PROGRESS_PREFIX):
+                try:
+                    update = json.loads(line[len(contract.PROGRESS_PREFIX) :])
+                except ValueError:
+                    continue
+                if isinstance(update, dict) and isinstance(update.get("loss"), (int, float)) and isinstance(update.get("step"), int):
+                    by_step[update["step"]] = float(update["loss"])
+        if by_step:
+            return sorted(by_step.items()), f"pod {ns}/{pod_name} log"
+    # The FineTuneJob's status keeps only the latest point; the whole history is also trainer_log.jsonl on the outputs volume.
     p = _progress(job)
-    # The FineTuneJob's status keeps only the latest point; the history is the trainer log on the outputs volume.
     points = [(int(p["step"]), float(p["loss"]))] if isinstance(p.get("loss"), (int, float)) and "step" in p else []
     return points, f"FineTuneJob {ns}/{source} status"
 
@@ -501,9 +525,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
-    print(f"{out}  ({len(points)} points from {where}; loss {losses[0]:.4f} -> {losses[-1]:.4f})")
+    print(f"{out}  ({len(points)} point{'s' if len(points) != 1 else ''} from {where}; loss {losses[0]:.4f} -> {losses[-1]:.4f})")
     if len(points) == 1:
-        print("only the latest point is in the job's status; give the job's outputs folder for the whole curve", file=sys.stderr)
+        print("only the latest point is known (the training pod is gone); give the job's outputs folder for the whole curve", file=sys.stderr)
     return 0
 
 
@@ -534,8 +558,8 @@ def add_commands(sub: Any) -> None:
     common(p)
     p.set_defaults(func=cmd_logs)
 
-    p = sub.add_parser("plot", help="plot the training loss as a PNG, from a job's outputs folder (or the job's status)")
-    p.add_argument("source", metavar="OUTPUT_DIR|NAME", help="a job's output folder (trainer_log.jsonl) or a FineTuneJob name")
+    p = sub.add_parser("plot", help="plot the training loss as a PNG, from a job's outputs folder or from the cluster")
+    p.add_argument("source", metavar="OUTPUT_DIR|NAME", help="a job's output folder (trainer_log.jsonl), or a FineTuneJob name (rank 0's progress lines while its pod exists, else the latest point in status)")
     p.add_argument("-o", "--output", help="PNG file (default: <name>-loss.png)")
     common(p)
     p.set_defaults(func=cmd_plot)

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import EVENTS, FTJ, PODS, eventually, example_job
 from emulator import Cluster, Tokens
-from kubeflow import start_pod
+from kubeflow import progress_line, start_pod
 
 from kubetune.terminal import Client, bar, jobs_path, pod_for_rank, sparkline, status_line
 
@@ -381,9 +381,15 @@ async def test_plot_from_an_outputs_folder_and_from_status(cluster: Cluster, tmp
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert "20 points" in out and "2.9000 -> 1.0000" in out
 
-    await add_job(cluster, "live", phase="Running", progress=progress(7, 40, 2.25))
+    # From the cluster: rank 0's progress lines while its pod exists, else the one point in status.
+    await add_job(cluster, "live", phase="Running", progress=progress(7, 40, 2.25), job={"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "live"})
     code, out, err = await run_cli(["plot", "live", "-o", str(tmp_path / "live.png")], config)
-    assert code == 0 and "1 points from FineTuneJob team-a/live status" in out and "outputs folder" in err
+    assert code == 0 and "1 point from FineTuneJob team-a/live status" in out and "outputs folder" in err
+    pod = await start_pod(cluster, "PyTorchJob", "team-a", "live")
+    cluster.append_log("team-a", pod, "starting", *(progress_line(s, 40, 3.0 - s / 10) for s in range(1, 8)), progress_line(7, 40, 2.3), "noise")
+    code, out, err = await run_cli(["plot", "live", "-o", str(tmp_path / "live.png")], config)
+    assert code == 0, err
+    assert f"7 points from pod team-a/{pod} log; loss 2.9000 -> 2.3000" in out
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "trainer_log.jsonl").write_text("")
     code, _, err = await run_cli(["plot", str(tmp_path / "empty")], config)
