@@ -337,7 +337,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     what = f"{target.model} + adapter {target.adapter}" if target.adapter else target.model
     print(f"loading {what} (template {target.template}) ...", flush=True)
     try:
-        server = Server(build_app(load_chat_model(target, args.max_new_tokens), target.name), port=args.port)
+        chat_model = load_chat_model(target, args.max_new_tokens)
+    except (OSError, ValueError) as exc:  # a missing folder, not a model, a template LLaMA-Factory does not know
+        print(f"kubetune serve: cannot load {what}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        server = Server(build_app(chat_model, target.name), port=args.port)
     except OSError as exc:
         print(f"kubetune serve: cannot listen on 127.0.0.1:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1

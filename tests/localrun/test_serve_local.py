@@ -174,6 +174,14 @@ def test_resolve_says_what_is_missing(tmp_path: Path) -> None:
         resolve_target(str(tmp_path / "nope"))
 
 
+@pytest.mark.train
+def test_a_folder_that_is_no_model_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path / "env")
+    done = subprocess.run(KUBETUNE + ["serve", "--local", "--model", str(tmp_path), "--template", "qwen", "--port", "0"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and f"kubetune serve: cannot load {tmp_path}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_serve_without_local_is_a_usage_error(tmp_path: Path) -> None:
     done = subprocess.run(KUBETUNE + ["serve", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "spec.serve" in done.stderr
