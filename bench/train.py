@@ -31,6 +31,7 @@ def _env(root: Path, rendered_env: dict[str, str]) -> dict[str, str]:
     env.update(rendered_env)
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(root / "hf"), TMPDIR=str(root / "tmp"), MPLCONFIGDIR=str(root / "mpl"), TORCH_EXTENSIONS_DIR=str(root / "ext"))
     env.pop("HOME", None)
+    env.pop("KUBETUNE_METRICS_PORT", None)  # a pod's port on every address: not on this machine
     return env
 
 

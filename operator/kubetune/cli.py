@@ -328,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     localrun.add_commands(sub)
 
+    from kubetune import localserve
+
+    localserve.add_commands(sub)
+
+    from kubetune import terminal
+
+    terminal.add_commands(sub)
+
     p = sub.add_parser("operator", help="run the operator (uses KUBECONFIG or the in-cluster config)")
     p.add_argument("--namespace", "-n", action="append", default=[], help="watch only these namespaces (repeatable)")
     p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default without -n)")

@@ -14,6 +14,7 @@ for torch.  ``chat`` imports LLaMA-Factory inside the function.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -197,9 +198,9 @@ def run_trainer(env: Mapping[str, str], log_file: Path, console: Console, *, ver
         )
         assert proc.stdout is not None
         try:
-            for line in proc.stdout:
-                log.write(line)
-                text = line.rstrip("\n")
+            for raw in proc.stdout:
+                log.write(raw)
+                text = raw.rstrip("\n")
                 if text.startswith(contract.PROGRESS_PREFIX):
                     display.progress(json.loads(text[len(contract.PROGRESS_PREFIX) :]))
                 elif text.startswith(contract.STAGE_PREFIX):
@@ -226,6 +227,7 @@ def run_local(
     console: Console,
     verbose: bool = False,
     extra_env: Mapping[str, str] | None = None,
+    metrics_port: int | None = None,
 ) -> RunResult:
     """Render ``job`` for local folders and train it with the real trainer entrypoint."""
     output, datasets, models = output.resolve(), datasets.resolve(), models.resolve()
@@ -234,6 +236,9 @@ def run_local(
     write_config(rendered, layout)
     env = dict(os.environ)
     env.update(pod_env(rendered))
+    env.pop(contract.ENV_METRICS_PORT, None)  # a pod's metrics port: here only with --metrics-port, on loopback
+    if metrics_port is not None:
+        env.update({contract.ENV_METRICS_PORT: str(metrics_port), "KUBETUNE_METRICS_ADDR": "127.0.0.1"})
     env.update(extra_env or {})
     job_dir = Path(layout.job_output_dir(job.namespace, job.name))
     log_file = Path(layout.scratch_dir).parent / "trainer.log"
@@ -246,8 +251,8 @@ def run_local(
         pass
     if code != contract.EXIT_OK and not verbose:
         console.print("[red]training failed[/red]; last lines of the trainer's output:", markup=True)
-        for line in tail[-15:]:
-            console.print("  " + line, markup=False, highlight=False)
+        for tail_line in tail[-15:]:
+            console.print("  " + tail_line, markup=False, highlight=False)
     return result
 
 
@@ -259,8 +264,8 @@ def print_outputs(result: RunResult, console: Console) -> None:
     if result.losses:
         lines.append(f"  loss: {result.losses[0]:.4f} -> {result.losses[-1]:.4f} over {len(result.losses)} logged steps")
     lines.append(f"  trainer log: {result.log_file}")
-    for line in lines:  # plain prints: paths must stay copy-pastable, never wrapped
-        print(line, flush=True)
+    for out in lines:  # plain prints: paths must stay copy-pastable, never wrapped
+        print(out, flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -282,6 +287,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         models=Path(args.models),
         console=console,
         verbose=args.verbose,
+        metrics_port=args.metrics_port,
     )
     print_outputs(result, console)
     if result.exit_code == contract.EXIT_RETRYABLE:
@@ -388,14 +394,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_outputs(result, console)
     if result.exit_code != contract.EXIT_OK:
         return result.exit_code
-    merged = result.output_dir / contract.MERGED_SUBDIR
+    from kubetune import localserve  # noqa: PLC0415 - the served model answers through the official openai client
+
     chat_started = time.monotonic()
+    target = localserve.resolve_target(str(result.output_dir))  # the merged model the job exported
+    server = localserve.Server(localserve.build_app(localserve.load_chat_model(target, 64), target.name), port=0)
+    server.start_background()
     question = tiny.QA_PAIRS[0][0]
-    answer = chat_once(load_chat_model(str(merged), tiny.TEMPLATE), [{"role": "user", "content": question}])
+    try:
+        answer = localserve.ask(server.base_url, target.name, question)
+    finally:
+        server.stop()
     chat_seconds = time.monotonic() - chat_started
-    console.print(f"chat with the merged model:\n  user> {question}\n  assistant> {answer}", markup=False, highlight=False)
+    print(f"served {target.model} at {server.base_url} (OpenAI API; `kubetune serve --local {result.output_dir}` keeps it up)")
+    via = "through the openai client" if importlib.util.find_spec("openai") else "plain HTTP; pip install openai for the official client"
+    print(f"  user> {question}\n  assistant ({via})> {answer}", flush=True)
     console.print(
-        f"figures: assets {assets_seconds:.1f} s, train+export {result.seconds:.1f} s, chat {chat_seconds:.1f} s, "
+        f"figures: assets {assets_seconds:.1f} s, train+export {result.seconds:.1f} s, serve+ask {chat_seconds:.1f} s, "
         f"total {time.monotonic() - started:.1f} s"
     )
     return 0
@@ -413,6 +428,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--datasets", default=".", help="folder spec.datasets[].path is relative to; default .")
     p.add_argument("--models", default=".", help="folder spec.model.path is relative to, and the Hub cache; default .")
     p.add_argument("-v", "--verbose", action="store_true", help="show the trainer's full output")
+    p.add_argument("--metrics-port", type=int, help="serve the trainer's Prometheus metrics on 127.0.0.1:PORT/metrics while it trains")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("chat", help="talk to a model (optionally with a LoRA adapter), as in the tutorial's demo step")
@@ -423,7 +439,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("demo", help="fine-tune a tiny local model end to end: LoRA, merge, one chat turn")
+    p = sub.add_parser("demo", help="fine-tune a tiny local model end to end: LoRA, merge, serve it, ask it one question")
     p.add_argument("--work", default=".kubetune-demo", help="work folder; default ./.kubetune-demo")
     p.add_argument("--steps", type=int, default=40, help="training steps; default 40")
     p.add_argument("-v", "--verbose", action="store_true", help="show the trainer's full output")

@@ -446,6 +446,8 @@ class Cluster(kmock.KubernetesScaffold):
             if verb == "list":
                 result, status = self._list(key, ns, params), 200
             elif verb == "get" and request.subresource == "log":
+                if params.get("follow") in ("true", "1"):
+                    return await self._follow_log(raw, ns, request.name or "", params)
                 return self._log(ns, request.name or "", params)
             elif verb == "get":
                 result, status = self._fetch((key, ns, request.name or "")), 200
@@ -623,6 +625,34 @@ class Cluster(kmock.KubernetesScaffold):
             lines = lines[-int(tail):] if int(tail) else []
         self.call_log.append(("get", "pods/log", 200))
         return aiohttp.web.Response(text="".join(line + "\n" for line in lines), content_type="text/plain")
+
+    async def _follow_log(self, raw: Any, ns: str | None, pod: str, params: dict[str, str]) -> aiohttp.web.StreamResponse:
+        """``follow=true``: the lines so far (after ``tailLines``), then new ones as they are appended, until the
+        pod stops running (kubelet's follow ends when the container exits: pkg/kubelet/kuberuntime/logs/logs.go)."""
+        key = (("", "v1", "pods"), ns, pod)
+        if key not in self.store:
+            raise ApiError(404, "NotFound", f'pods "{pod}" not found')
+        self.call_log.append(("get", "pods/log", 200))
+        response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        await response.prepare(raw)
+        lines = self.logs.get((ns or "", pod), [])
+        tail = params.get("tailLines")
+        sent = max(len(lines) - int(tail), 0) if tail is not None else 0
+        try:
+            while True:
+                lines = self.logs.get((ns or "", pod), [])
+                if len(lines) > sent:
+                    await response.write("".join(line + "\n" for line in lines[sent:]).encode())
+                    sent = len(lines)
+                obj = self.store.get(key)
+                if obj is None or (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                    lines = self.logs.get((ns or "", pod), [])
+                    if len(lines) > sent:
+                        await response.write("".join(line + "\n" for line in lines[sent:]).encode())
+                    return response
+                await asyncio.sleep(0.05)
+        except (ConnectionResetError, asyncio.CancelledError):
+            return response
 
     async def _watch(self, raw: Any, res: ResKey, ns: str | None, params: dict[str, str]) -> aiohttp.web.StreamResponse:
         response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})

@@ -80,7 +80,8 @@ def make_pod(root: Path, manifest: dict[str, Any], assets: TinyAssets, *, extens
     env = isolated_env(root / "env", extensions)
     # The renderer's own variables (config dir, output dir, volumes, NPROC_PER_NODE).
     for key, value in _rendered_env(rendered.workload).items():
-        if key not in ("HOME", "TMPDIR", "TORCH_EXTENSIONS_DIR", "MPLCONFIGDIR", "TRITON_CACHE_DIR", "HF_HOME"):
+        # KUBETUNE_METRICS_PORT: a pod port on every address; tests that want metrics set it on loopback themselves.
+        if key not in ("HOME", "TMPDIR", "TORCH_EXTENSIONS_DIR", "MPLCONFIGDIR", "TRITON_CACHE_DIR", "HF_HOME", contract.ENV_METRICS_PORT):
             env[key] = value
     return Pod(job, root / "config", Path(layout.job_output_dir(job.namespace, job.name)), env, dict(rendered.files))
 

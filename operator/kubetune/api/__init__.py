@@ -7,6 +7,7 @@ from .k8s import Affinity, Toleration
 from .base import ApiModel, Rule, RuledModel, broken_transition_rules
 from .loading import load_documents
 from .resource import FineTuneJob, ObjectMeta
+from .serve import KaitoSpec, KServeSpec, ServeSpec
 from .spec import (
     IMMUTABLE_FIELDS,
     RESERVED_ENV,
@@ -49,6 +50,8 @@ __all__ = [
     "FineTuneJob",
     "FineTuneJobSpec",
     "FineTuneJobStatus",
+    "KServeSpec",
+    "KaitoSpec",
     "FreezeSpec",
     "LoraSpec",
     "ModelSpec",
@@ -58,6 +61,7 @@ __all__ = [
     "Progress",
     "QuantizationSpec",
     "ResourcesSpec",
+    "ServeSpec",
     "Rule",
     "RuledModel",
     "RunPolicySpec",

@@ -87,15 +87,6 @@ HubId = Annotated[
 ]
 """A Hugging Face Hub repository id, ``owner/name``."""
 
-Quantity = Annotated[
-    str,
-    StringConstraints(
-        max_length=64,
-        pattern=r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$",
-    ),
-]
-"""A Kubernetes resource quantity such as ``16Gi`` or ``500m``."""
-
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
 """A plain identifier: dataset names, templates, module names, column names."""
 

@@ -47,6 +47,9 @@ ENV_DATASETS_DIR: Final = "KUBETUNE_DATASETS_DIR"
 ENV_MODELS_DIR: Final = "KUBETUNE_MODELS_DIR"
 ENV_NPROC_PER_NODE: Final = "NPROC_PER_NODE"
 ENV_HF_TOKEN: Final = "HF_TOKEN"
+ENV_METRICS_PORT: Final = "KUBETUNE_METRICS_PORT"
+"""Global rank 0 serves Prometheus metrics on this port (kubetune.trainer.metrics); the container port is named `metrics`."""
+METRICS_PORT: Final = 9464
 
 # Trainer exit codes; the renderer maps them onto the Kubeflow restart policy
 # (ExitCode: 1-127 permanent, 128-255 retryable, per the training-operator).

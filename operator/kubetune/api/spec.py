@@ -25,6 +25,8 @@ from .base import (
     RuledModel,
 )
 from .k8s import INT32_MAX, SAFE_INT_MAX, Affinity, ExtendedResourceName, LabelValue, PositiveQuantity, QualifiedName, Toleration
+from .serve import SPEC_RULES as SERVE_RULES
+from .serve import ServeSpec
 
 MAX_NODES: Final = 1024
 """Most pods (nodes) one job may have; also bounds the pod name suffix (resource.MAX_NAME_LENGTH)."""
@@ -529,6 +531,7 @@ RESERVED_ENV = (
     "KUBETUNE_MODELS_DIR",
     "KUBETUNE_PROGRESS_URL",
     "KUBETUNE_PROGRESS_TOKEN_FILE",
+    "KUBETUNE_METRICS_PORT",
     # The root filesystem is read-only: caches and temp files are pointed at scratch.
     "HOME",
     "TMPDIR",
@@ -687,6 +690,8 @@ class FineTuneJobSpec(RuledModel):
         dict[Annotated[str, Field(max_length=128, pattern=r"^[a-z][a-z0-9_]*$")], ExtraArgValue], Field(max_length=64)
     ] | None = None
     """Additional LLaMA-Factory arguments (snake_case keys, scalar values), e.g. `neftune_noise_alpha: 5`. Checked against the pinned LLaMA-Factory's argument list; keys that the spec already controls are refused."""
+    serve: ServeSpec | None = None
+    """Serve the trained model through an OpenAI-compatible API after the job Succeeded (vLLM, KServe or KAITO); unset: no serving."""
 
     rules = (
         Rule(
@@ -768,7 +773,7 @@ class FineTuneJobSpec(RuledModel):
             field_path=".datasets",
             check=lambda s: s.training.stage != "pt" or all(d.format == "alpaca" for d in s.datasets),
         ),
-    ) + tuple(
+    ) + SERVE_RULES + tuple(
         Rule(
             name=f"immutable-{field}",
             cel=_immutable_rule(field),

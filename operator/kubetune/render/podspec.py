@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from kubetune.api import VolumeSpec
+from kubetune.api import contract
 from kubetune.api.contract import (
     ENV_CONFIG_DIR,
     ENV_DATASETS_DIR,
@@ -78,6 +79,7 @@ def environment(plan: Plan) -> list[dict[str, Any]]:
         _env(ENV_DATASETS_DIR, layout.datasets_dir),
         _env(ENV_MODELS_DIR, layout.models_dir),
         _env(ENV_NPROC_PER_NODE, str(plan.procs_per_node)),
+        _env(contract.ENV_METRICS_PORT, str(contract.METRICS_PORT)),
         _env("HF_HOME", f"{layout.models_dir}/{HF_HOME_SUBDIR}"),
         # The root filesystem is read-only: every cache and temp file goes to scratch.
         _env("HOME", layout.scratch_dir),

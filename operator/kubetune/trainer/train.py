@@ -34,11 +34,11 @@ from typing import Any
 
 from kubetune.api import contract, yamldump
 
-from . import checkpoints, distenv
+from . import checkpoints, distenv, metrics
 from .config import JobConfig
 from .errors import Retryable, TrainerError
 from .launch import Child, classify
-from .progress import TRAINER_LOG, LogFollower, ProgressSink, ProgressTracker
+from .progress import TRAINER_LOG, LogFollower, ProgressSink
 
 
 def scratch_dir(env: Mapping[str, str]) -> Path:
@@ -141,9 +141,12 @@ def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
 def run(cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink: ProgressSink | None) -> dict[str, Any]:
     """Train to the end; returns facts for the stage line and the run record."""
     args, resume = effective_args(cfg)
+    args.update(metrics.train_args(env))  # tokens/s and peak memory for the metrics (rank 0 serves them)
+    env = metrics.child_env(env)
     follower = None
     if sink is not None:
-        follower = LogFollower(cfg.output_dir / TRAINER_LOG, ProgressTracker(sink)).start()
+        tracker = metrics.tracker(sink, env, job=cfg.job.name, namespace=cfg.job.namespace, train_args=args, world_size=dist.world_size)
+        follower = LogFollower(cfg.output_dir / TRAINER_LOG, tracker).start()
     try:
         if dist.kind == "mpijob":
             run_in_process(args, child_env(distenv.mpi_process_env(env, dist)))

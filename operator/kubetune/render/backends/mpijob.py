@@ -17,6 +17,8 @@ from __future__ import annotations
 from typing import Any, ClassVar, Final
 
 from ..plan import Plan
+from kubetune.api.contract import METRICS_PORT
+
 from ..podspec import TRAINER_COMMAND, container_security_context, user_env_names
 from ..templating import render_manifest
 from .base import WorkloadBackend
@@ -66,6 +68,7 @@ class MPIJobBackend:
             launcher_volumes=scratch,
             launcher_mounts=scratch_mounts,
             worker_command=list(SSHD_COMMAND),
+            metrics_port=METRICS_PORT,
             worker_security_context=container_security_context(read_only_root=False),
             image_pull_policy=plan.job.spec.image_pull_policy,
         )

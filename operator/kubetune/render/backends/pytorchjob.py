@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ..plan import Plan
+from kubetune.api.contract import METRICS_PORT
+
 from ..podspec import TRAINER_COMMAND
 from ..templating import render_manifest
 from .base import WorkloadBackend
@@ -35,6 +37,7 @@ class PyTorchJobBackend:
             run_policy=run_policy(plan, min_available=plan.nodes),
             command=list(TRAINER_COMMAND),
             master_port=plan.job.spec.distributed.master_port,
+            metrics_port=METRICS_PORT,
             image_pull_policy=plan.job.spec.image_pull_policy,
         )
 

@@ -1,0 +1,124 @@
+"""``spec.serve``: serve the trained model through an OpenAI-compatible API after the job Succeeded.
+
+The operator creates the serving objects (rendered by
+:func:`kubetune.render.serving.render_serving`) once the FineTuneJob has
+Succeeded; they are owned by the FineTuneJob, so deleting the job deletes them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .base import ApiModel, DNS1123Label, Rule, RuledModel
+from .k8s import PositiveQuantity
+
+Engine = Literal["vllm", "kserve", "kaito"]
+ServeWhen = Literal["succeeded", "evaluationImproves"]
+
+
+class KServeSpec(ApiModel):
+    """KServe settings (engine kserve)."""
+
+    kind: Literal["InferenceService", "LLMInferenceService"] | None = None
+    """Which KServe resource to create. Unset: an LLMInferenceService (spec.model.lora.adapters) for a LoRA adapter that was not merged, an InferenceService (Hugging Face runtime) for a full or merged model."""
+
+
+class KaitoSpec(ApiModel):
+    """KAITO settings (engine kaito): the adapter is handed to a Workspace's inference.adapters."""
+
+    preset: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9.-]*$")]
+    """KAITO preset of the base model the adapter was trained on, e.g. `qwen2.5-7b-instruct` (Workspace inference.preset.name)."""
+    instance_type: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
+    """GPU node SKU for KAITO's node auto-provisioning (Workspace resource.instanceType); leave unset for your own GPU nodes."""
+    node_labels: Annotated[dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]], Field(max_length=16)] = {"apps": "kubetune"}
+    """Labels of the GPU nodes the Workspace may use (resource.labelSelector.matchLabels; KAITO requires a selector)."""
+
+
+class ServeSpec(RuledModel):
+    """Serve the result through an OpenAI-compatible API once the job has Succeeded (the serving objects are owned by the FineTuneJob)."""
+
+    engine: Engine = "vllm"
+    """`vllm`: a Deployment + Service running vLLM's OpenAI server; `kserve`: a KServe InferenceService or LLMInferenceService; `kaito`: a KAITO Workspace with the adapter in inference.adapters."""
+    when: ServeWhen = "succeeded"
+    """`succeeded`: serve as soon as the job Succeeded. `evaluationImproves` (serve only if the post-training evaluation beats the base model) is reserved and not accepted yet."""
+    image: Annotated[str, Field(max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")] | None = None
+    """Serving image (engine vllm). Unset: the vLLM OpenAI server image kubetune is tested against."""
+    gpus: Annotated[int, Field(ge=0, le=16)] = 1
+    """GPUs per replica (same resource name as spec.resources.gpuResourceName); more than one shards the model with tensor parallelism."""
+    replicas: Annotated[int, Field(ge=1, le=64)] = 1
+    """Serving replicas."""
+    served_model_name: DNS1123Label | None = None
+    """The name clients send as `model`. Unset: the FineTuneJob's name."""
+    max_model_len: Annotated[int, Field(ge=16, le=10485760)] | None = None
+    """Context length the server allows (vLLM --max-model-len). Unset: the model's own."""
+    cpu: PositiveQuantity | None = None
+    """CPU request per replica."""
+    memory: PositiveQuantity | None = None
+    """Memory request (and limit) per replica."""
+    kserve: KServeSpec | None = None
+    """Settings for engine kserve."""
+    kaito: KaitoSpec | None = None
+    """Settings for engine kaito (required with it)."""
+
+    rules = (
+        Rule(
+            name="serve-when-evaluation-not-yet",
+            cel="self.when == 'succeeded'",
+            message="spec.serve.when: evaluationImproves needs the post-training evaluation, which this kubetune version does not run yet; use when: succeeded",
+            field_path=".when",
+            check=lambda s: s.when == "succeeded",
+        ),
+        Rule(
+            name="serve-kaito-needs-preset",
+            cel="self.engine != 'kaito' || has(self.kaito)",
+            message="spec.serve.engine kaito needs spec.serve.kaito.preset: the KAITO preset name of the base model (e.g. qwen2.5-7b-instruct)",
+            field_path=".kaito",
+            check=lambda s: s.engine != "kaito" or s.kaito is not None,
+        ),
+        Rule(
+            name="serve-engine-settings-match",
+            cel="(self.engine == 'kserve' || !has(self.kserve)) && (self.engine == 'kaito' || !has(self.kaito))",
+            message="spec.serve.kserve / spec.serve.kaito only apply to engine kserve / kaito: remove them or change spec.serve.engine",
+            field_path=".engine",
+            check=lambda s: (s.engine == "kserve" or s.kserve is None) and (s.engine == "kaito" or s.kaito is None),
+        ),
+        Rule(
+            name="serve-image-only-vllm",
+            cel="self.engine == 'vllm' || !has(self.image)",
+            message="spec.serve.image applies to engine vllm; KServe and KAITO choose their runtime images themselves",
+            field_path=".image",
+            check=lambda s: s.engine == "vllm" or s.image is None,
+        ),
+    )
+
+
+SPEC_RULES = (
+    Rule(
+        name="serve-kaito-serves-adapters",
+        cel="!has(self.serve) || self.serve.engine != 'kaito' || (self.method in ['lora', 'qlora'] && !self.export.enabled)",
+        message="spec.serve.engine kaito serves a LoRA adapter on a KAITO preset: it needs method lora or qlora with export.enabled false; use engine vllm or kserve for a full or merged model",
+        field_path=".serve.engine",
+        check=lambda s: s.serve is None or s.serve.engine != "kaito" or (s.method in ("lora", "qlora") and not s.export.enabled),
+    ),
+    Rule(
+        name="serve-inferenceservice-one-model",
+        cel="!has(self.serve) || !has(self.serve.kserve) || !has(self.serve.kserve.kind) || self.serve.kserve.kind != 'InferenceService' || self.method in ['full', 'freeze'] || self.export.enabled",
+        message="spec.serve.kserve.kind InferenceService serves one model: set spec.export.enabled to merge the LoRA adapter, or use kind LLMInferenceService (base + adapter)",
+        field_path=".serve.kserve.kind",
+        check=lambda s: s.serve is None
+        or s.serve.kserve is None
+        or s.serve.kserve.kind != "InferenceService"
+        or s.method in ("full", "freeze")
+        or s.export.enabled,
+    ),
+    Rule(
+        name="serve-base-on-a-volume",
+        cel="!has(self.serve) || !has(self.model.path) || has(self.storage.models)",
+        message="spec.serve with spec.model.path reads the base model from the models volume: set spec.storage.models (the volume the path is on)",
+        field_path=".storage.models",
+        check=lambda s: s.serve is None or s.model.path is None or s.storage.models is not None,
+    ),
+)
+"""Rules across spec.serve and the rest of the spec (added to FineTuneJobSpec.rules)."""

@@ -1,0 +1,565 @@
+"""Following FineTuneJobs from the terminal: ``kubetune get``, ``watch``, ``logs`` and ``plot``.
+
+They talk to the cluster through the user's kubeconfig (every form kubectl
+reads, exec plugins included, via ``kubetune.controller.kube.load_connection``)
+with a small synchronous client on the standard library: no aiohttp session,
+no ``kubernetes`` API classes.  Everything is imported inside the commands, so
+``kubetune --help`` pays nothing for them.
+
+Screens: ``get`` prints a kubectl-style table whose lines are cut to the
+terminal's width (kubectl does not wrap either); ``watch`` prints phase
+changes and Events as lines and redraws one status line (bar, step, loss
+sparkline, ETA) with carriage return + erase-line, shortened to fit the width
+so it never wraps (a wrapped line is what garbles a redraw).  Without a
+terminal, ``watch`` prints a plain progress line when the step changes.
+
+Exit codes: ``watch`` 0 when the job Succeeded, 1 when it Failed or was
+deleted, 2 on usage errors or when the API cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import ssl
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any, TextIO
+
+from kubetune.api import contract
+
+FTJ_PATH = f"/apis/{contract.API_VERSION}"
+SPARK = "▁▂▃▄▅▆▇█"
+TERMINAL_PHASES = {"Succeeded": 0, "Failed": 1}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{message} ({status})")
+        self.status = status
+        self.message = message
+
+
+class Client:
+    """GET-only client: JSON, watch streams and pod logs, with the kubeconfig's credentials."""
+
+    def __init__(self, connection: Any) -> None:
+        self.conn = connection
+        self.server = str(connection.server).rstrip("/")
+        self.context: ssl.SSLContext | None = None
+        if self.server.startswith("https"):
+            ctx = ssl.create_default_context(cafile=connection.ca_path) if connection.ca_path else ssl.create_default_context()
+            if connection.cert_path:
+                ctx.load_cert_chain(connection.cert_path, connection.key_path)
+            if connection.insecure:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            self.context = ctx
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: str | None = None) -> Client:
+        from kubetune.controller.kube import load_connection  # noqa: PLC0415 - only commands that talk to a cluster pay for it
+
+        return cls(load_connection(kubeconfig))
+
+    @property
+    def default_namespace(self) -> str:
+        return str(self.conn.default_namespace or "default")
+
+    def _token(self) -> str | None:
+        if self.conn.token:
+            return str(self.conn.token)
+        if self.conn.token_file:
+            try:
+                return Path(self.conn.token_file).read_text(encoding="utf-8").strip()
+            except OSError:
+                return None
+        return None
+
+    def open(self, path: str, params: dict[str, str] | None = None, timeout: float | None = 30) -> Any:
+        """GET; expiring credentials (exec plugins, rotated tokens) are reloaded before they expire and after a 401."""
+        if getattr(self.conn, "stale", None) is not None and self.conn.stale():
+            self.conn = self.conn.refreshed()
+        try:
+            return self._open(path, params, timeout)
+        except ApiError as exc:
+            if exc.status != 401 or not getattr(self.conn, "refreshable", False):
+                raise
+            self.conn = self.conn.refreshed()
+            return self._open(path, params, timeout)
+
+    def _open(self, path: str, params: dict[str, str] | None, timeout: float | None) -> Any:
+        url = self.server + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        request = urllib.request.Request(url, headers={"Accept": "application/json, */*"})
+        token = self._token()
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            return urllib.request.urlopen(request, timeout=timeout, context=self.context)  # noqa: S310 - the kubeconfig's server
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode("utf-8", "replace")
+            try:
+                message = json.loads(body).get("message") or body
+            except ValueError:
+                message = body or exc.reason
+            raise ApiError(exc.code, str(message)) from None
+        except urllib.error.URLError as exc:
+            raise ApiError(0, f"cannot reach the API server {self.server}: {exc.reason}") from None
+
+    def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        with self.open(path, params) as resp:
+            value = json.loads(resp.read())
+        return value if isinstance(value, dict) else {}
+
+    def watch(self, path: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
+        with self.open(path, {**params, "watch": "true", "allowWatchBookmarks": "true"}, timeout=None) as resp:
+            for line in resp:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def jobs_path(namespace: str | None, name: str | None = None) -> str:
+    base = f"{FTJ_PATH}/namespaces/{namespace}/{contract.PLURAL}" if namespace else f"{FTJ_PATH}/{contract.PLURAL}"
+    return f"{base}/{name}" if name else base
+
+
+# --- pure formatting ------------------------------------------------------------------------------
+
+
+def bar(percent: float, width: int) -> str:
+    """A progress bar of ``width`` cells (eighths of a cell resolution)."""
+    width = max(width, 1)
+    eighths = int(round(max(0.0, min(percent, 100.0)) / 100 * width * 8))
+    full, part = divmod(eighths, 8)
+    cells = "█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")
+    return cells + "·" * (width - len(cells))
+
+
+def sparkline(values: Sequence[float], width: int) -> str:
+    values = list(values)[-width:]
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    span = hi - lo or 1.0
+    return "".join(SPARK[min(int((v - lo) / span * (len(SPARK) - 1) + 0.5), len(SPARK) - 1)] for v in values)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(max(seconds, 0))
+    if s >= 86400:
+        return f"{s // 86400}d{s % 86400 // 3600}h"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60}s"
+    return f"{s}s"
+
+
+def age(timestamp: str | None, now: datetime | None = None) -> str:
+    if not timestamp:
+        return "<unknown>"
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return "<unknown>"
+    return duration(((now or datetime.now(timezone.utc)) - then).total_seconds())
+
+
+def _progress(job: dict[str, Any]) -> dict[str, Any]:
+    progress = (job.get("status") or {}).get("progress")
+    return progress if isinstance(progress, dict) else {}
+
+
+def job_rows(jobs: Sequence[dict[str, Any]], all_namespaces: bool, now: datetime | None = None) -> list[list[str]]:
+    """``kubetune get`` rows (header first): kubectl get ftj's columns with a progress bar."""
+    header = ["NAMESPACE"] * all_namespaces + ["NAME", "PHASE", "METHOD", "PROGRESS", "LOSS", "ETA", "AGE"]
+    rows = [header]
+    for job in jobs:
+        meta, spec, status = job.get("metadata") or {}, job.get("spec") or {}, job.get("status") or {}
+        p = _progress(job)
+        percent = float(p.get("percent") or 0.0)
+        progress = f"{bar(percent, 10)} {int(percent):>3}%" + (f" {p.get('step', 0)}/{p.get('totalSteps', 0)}" if p.get("totalSteps") else "")
+        loss = p.get("loss")
+        running = status.get("phase") in ("Running", None, "Pending")
+        row = [meta.get("namespace", "")] * all_namespaces + [
+            str(meta.get("name", "")),
+            str(status.get("phase") or "Pending"),
+            str(spec.get("method", "")),
+            progress if p else "-",
+            f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
+            duration(p.get("etaSeconds")) if running and p.get("etaSeconds") is not None else "-",
+            age(meta.get("creationTimestamp"), now),
+        ]
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: Sequence[Sequence[str]], width: int | None) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["   ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    if width:
+        lines = [line[:width] for line in lines]
+    return "\n".join(lines) + "\n"
+
+
+def status_line(job: dict[str, Any], losses: Sequence[float], width: int) -> str:
+    """One line that fits ``width`` columns: the least useful parts go first when it is narrow."""
+    p = _progress(job)
+    phase = str((job.get("status") or {}).get("phase") or "Pending")
+    percent = float(p.get("percent") or 0.0)
+    steps = f"{p.get('step', 0)}/{p.get('totalSteps', 0)}" if p.get("totalSteps") else ""
+    loss = p.get("loss")
+    parts = {
+        "phase": phase,
+        "pct": f"{percent:5.1f}%",
+        "steps": steps,
+        "loss": f"loss {loss:.4f}" if isinstance(loss, (int, float)) else "",
+        "spark": sparkline(losses, 16) if len(losses) > 1 else "",
+        "eta": f"eta {duration(p.get('etaSeconds'))}" if p.get("etaSeconds") is not None and phase == "Running" else "",
+    }
+    order = ["phase", "pct", "steps", "loss", "spark", "eta"]
+    for drop in ([], ["spark"], ["spark", "eta"], ["spark", "eta", "steps"], ["spark", "eta", "steps", "loss"]):
+        text = " ".join(parts[k] for k in order if parts[k] and k not in drop)
+        room = width - 1 - len(text) - 1  # never write the last column: some terminals wrap there
+        if room >= 8 or drop == ["spark", "eta", "steps", "loss"]:
+            bar_width = min(max(room, 0), 30)
+            line = (bar(percent, bar_width) + " " + text) if bar_width >= 4 else text
+            return line[: max(width - 1, 1)]
+    return ""  # pragma: no cover
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def _terminal_width(stream: TextIO) -> int | None:
+    if not stream.isatty():
+        return None
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client.from_kubeconfig(getattr(args, "kubeconfig", None))
+
+
+def _fail(command: str, exc: Exception) -> int:
+    print(f"kubetune {command}: {exc}", file=sys.stderr)
+    return 1 if isinstance(exc, ApiError) and exc.status == 404 else 2
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    try:
+        client = _client(args)
+        ns = None if args.all_namespaces else (args.namespace or client.default_namespace)
+        if args.name:
+            jobs = [client.get(jobs_path(ns, args.name))]
+        else:
+            jobs = sorted(client.get(jobs_path(ns)).get("items") or [], key=lambda j: (j["metadata"].get("namespace", ""), j["metadata"]["name"]))
+    except ApiError as exc:
+        return _fail("get", exc)
+    if not jobs:
+        print(f"No FineTuneJobs found in {'any namespace' if ns is None else ns + ' namespace'}.", file=sys.stderr)
+        return 0
+    sys.stdout.write(format_table(job_rows(jobs, ns is None), _terminal_width(sys.stdout)))
+    return 0
+
+
+class _Screen:
+    """Lines scroll above; one status line is redrawn in place on a terminal."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self._status = ""
+        self._plain_step: Any = None
+
+    def line(self, text: str) -> None:
+        if self.tty:
+            width = shutil.get_terminal_size((80, 24)).columns
+            self.out.write("\r\x1b[2K" + text[: max(width - 1, 1)] + "\n" + self._status)
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def status(self, job: dict[str, Any], losses: Sequence[float]) -> None:
+        if self.tty:
+            self._status = status_line(job, losses, shutil.get_terminal_size((80, 24)).columns)
+            self.out.write("\r\x1b[2K" + self._status)
+        else:
+            p = _progress(job)
+            if p and p.get("step") != self._plain_step:
+                self._plain_step = p.get("step")
+                loss = p.get("loss")
+                text = f"progress {p.get('step', 0)}/{p.get('totalSteps', 0)} ({float(p.get('percent') or 0):.0f}%)"
+                text += f" loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
+                text += f" eta {duration(p.get('etaSeconds'))}" if p.get("etaSeconds") is not None else ""
+                self.out.write(text + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.tty and self._status:
+            self.out.write("\n")
+            self.out.flush()
+
+
+def _event_key(event: dict[str, Any]) -> tuple[str, Any]:
+    return (str((event.get("metadata") or {}).get("uid") or (event.get("metadata") or {}).get("name")), event.get("count"))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Follow one job until it Succeeds (exit 0) or Fails (exit 1)."""
+    try:
+        client = _client(args)
+        ns = args.namespace or client.default_namespace
+        job = client.get(jobs_path(ns, args.name))
+    except ApiError as exc:
+        return _fail("watch", exc)
+    screen = _Screen(sys.stdout)
+    updates: Queue[tuple[str, Any]] = Queue()
+    stop = threading.Event()
+
+    def follow(resource_version: str) -> None:
+        params = {"fieldSelector": f"metadata.name={args.name}", "timeoutSeconds": "300"}
+        while not stop.is_set():
+            try:
+                for event in client.watch(jobs_path(ns), {**params, "resourceVersion": resource_version}):
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        resource_version = ""  # 410 Expired: start over from a fresh list
+                        break
+                    resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
+                    if event.get("type") != "BOOKMARK" and (obj.get("metadata") or {}).get("name") == args.name:
+                        updates.put((str(event.get("type")), obj))
+                    if stop.is_set():
+                        return
+            except (ApiError, OSError, ValueError) as exc:
+                updates.put(("LOST", str(exc)))
+                if stop.wait(2.0):
+                    return
+
+    losses: list[float] = []
+    seen_events: set[tuple[str, Any]] = set()
+    phase: str | None = None
+    last_step: Any = None
+    threading.Thread(target=follow, args=(str(job["metadata"].get("resourceVersion", "")),), daemon=True).start()
+    events_path = f"/api/v1/namespaces/{ns}/events"
+    event_selector = {"fieldSelector": f"involvedObject.kind={contract.KIND},involvedObject.name={args.name}"}
+    next_events = 0.0
+    try:
+        while True:
+            status = job.get("status") or {}
+            if status.get("phase") != phase:
+                phase = status.get("phase")
+                detail = status.get("message") or ""
+                screen.line(f"{time.strftime('%H:%M:%S')} phase {phase or 'Pending'}" + (f": {detail}" if detail else ""))
+            loss = _progress(job).get("loss")
+            step = _progress(job).get("step")
+            if isinstance(loss, (int, float)) and step != last_step:
+                losses.append(float(loss))
+                last_step = step
+            if time.monotonic() >= next_events:
+                next_events = time.monotonic() + args.events_interval
+                try:
+                    items = client.get(events_path, event_selector).get("items") or []
+                except ApiError:
+                    items = []
+                for event in sorted(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")):
+                    key = _event_key(event)
+                    if key not in seen_events:
+                        seen_events.add(key)
+                        kind = "Warning" if event.get("type") == "Warning" else "Normal"
+                        screen.line(f"{time.strftime('%H:%M:%S')} {kind} {event.get('reason', '')}: {event.get('message', '')}")
+            screen.status(job, losses)
+            if phase in TERMINAL_PHASES:
+                screen.close()
+                return TERMINAL_PHASES[phase]
+            try:
+                kind, obj = updates.get(timeout=0.5)
+            except Empty:
+                continue
+            if kind == "DELETED":
+                screen.line(f"FineTuneJob {ns}/{args.name} was deleted")
+                screen.close()
+                return 1
+            if kind == "LOST":
+                continue
+            job = obj
+    except KeyboardInterrupt:
+        screen.close()
+        return 130
+    finally:
+        stop.set()
+
+
+# Kubeflow labels on the pods the training operators create (training-operator v1 and
+# mpi-operator v2beta1 both use them, lower-case replica types since training-operator v1.7).
+JOB_NAME_LABEL = "training.kubeflow.org/job-name"
+REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
+REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
+
+
+def pod_for_rank(kind: str, rank: int | None) -> tuple[str, int, str]:
+    """(replica type, replica index, container) of the pod whose log a rank's output is in.
+
+    PyTorchJob: node rank 0 is the Master, node rank N the Worker N-1 (container ``pytorch``).
+    MPIJob: mpirun on the Launcher forwards every rank's output, so without --rank it is the
+    Launcher; --rank N is Worker N (container ``worker``).
+    """
+    if kind == "MPIJob":
+        return ("launcher", 0, "launcher") if rank is None else ("worker", rank, "worker")
+    rank = rank or 0
+    return ("master", 0, "pytorch") if rank == 0 else ("worker", rank - 1, "pytorch")
+
+
+def find_pod(client: Client, ns: str, job: dict[str, Any], rank: int | None) -> tuple[str | None, str, str]:
+    """(pod name or None, container, what was looked for) of the pod holding ``rank``'s output."""
+    child = (job.get("status") or {}).get("job") or {}
+    name = str(child.get("name") or job["metadata"]["name"])
+    kind = str(child.get("kind") or ((job.get("spec") or {}).get("distributed") or {}).get("backend") or "PyTorchJob")
+    kind = {"pytorchjob": "PyTorchJob", "mpijob": "MPIJob"}.get(kind.lower(), kind)
+    replica, index, container = pod_for_rank(kind, rank)
+    selector = f"{JOB_NAME_LABEL}={name},{REPLICA_TYPE_LABEL}={replica},{REPLICA_INDEX_LABEL}={index}"
+    pods = client.get(f"/api/v1/namespaces/{ns}/pods", {"labelSelector": selector}).get("items") or []
+    newest = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))[-1:] or [None]
+    return (newest[0]["metadata"]["name"] if newest[0] else None), container, f"{replica} pod (index {index}) of {kind} {ns}/{name}"
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    try:
+        client = _client(args)
+        ns = args.namespace or client.default_namespace
+        job = client.get(jobs_path(ns, args.name))
+        pod_name, container, what = find_pod(client, ns, job, args.rank)
+        if pod_name is None:
+            print(f"kubetune logs: no {what} yet (phase {(job.get('status') or {}).get('phase') or 'Pending'})", file=sys.stderr)
+            return 1
+        pod = {"metadata": {"name": pod_name}}
+        params = {"container": container}
+        if args.follow:
+            params["follow"] = "true"
+        if args.tail is not None:
+            params["tailLines"] = str(args.tail)
+        with client.open(f"/api/v1/namespaces/{ns}/pods/{pod['metadata']['name']}/log", params, timeout=None if args.follow else 60) as resp:
+            for chunk in iter(lambda: resp.read1(65536), b""):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+    except ApiError as exc:
+        return _fail("logs", exc)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def read_losses(source: str, client_args: argparse.Namespace) -> tuple[list[tuple[int, float]], str]:
+    """(step, loss) pairs and where they came from: a local output folder's trainer_log.jsonl, else the cluster."""
+    path = Path(source)
+    log = path / "trainer_log.jsonl" if path.is_dir() else path
+    if log.is_file():
+        points = []
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("loss"), (int, float)) and isinstance(record.get("current_steps"), int):
+                points.append((record["current_steps"], float(record["loss"])))
+        return points, str(log)
+    client = _client(client_args)
+    ns = client_args.namespace or client.default_namespace
+    job = client.get(jobs_path(ns, source))
+    # Every logged step is a progress line in rank 0's log while its pod exists.
+    pod_name, container, _ = find_pod(client, ns, job, None)
+    if pod_name is not None:
+        with client.open(f"/api/v1/namespaces/{ns}/pods/{pod_name}/log", {"container": container}, timeout=120) as resp:
+            text = resp.read().decode("utf-8", "replace")
+        by_step: dict[int, float] = {}
+        for line in text.splitlines():
+            if line.startswith(contract.PROGRESS_PREFIX):
+                try:
+                    update = json.loads(line[len(contract.PROGRESS_PREFIX) :])
+                except ValueError:
+                    continue
+                if isinstance(update, dict) and isinstance(update.get("loss"), (int, float)) and isinstance(update.get("step"), int):
+                    by_step[update["step"]] = float(update["loss"])
+        if by_step:
+            return sorted(by_step.items()), f"pod {ns}/{pod_name} log"
+    # The FineTuneJob's status keeps only the latest point; the whole history is also trainer_log.jsonl on the outputs volume.
+    p = _progress(job)
+    points = [(int(p["step"]), float(p["loss"]))] if isinstance(p.get("loss"), (int, float)) and "step" in p else []
+    return points, f"FineTuneJob {ns}/{source} status"
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    try:
+        points, where = read_losses(args.source, args)
+    except ApiError as exc:
+        return _fail("plot", exc)
+    if not points:
+        print(f"kubetune plot: no loss values in {args.source} (a finished job's outputs folder has trainer_log.jsonl)", file=sys.stderr)
+        return 1
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib  # noqa: PLC0415 - heavy, and only this command needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    steps, losses = zip(*points)
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    ax.plot(steps, losses, marker="." if len(points) < 50 else None, linewidth=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"{Path(args.source).name if Path(args.source).exists() else args.source}: training loss")
+    ax.grid(True, alpha=0.3)
+    out = Path(args.output or f"{Path(args.source).name or 'loss'}-loss.png")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    print(f"{out}  ({len(points)} point{'s' if len(points) != 1 else ''} from {where}; loss {losses[0]:.4f} -> {losses[-1]:.4f})")
+    if len(points) == 1:
+        print("only the latest point is known (the training pod is gone); give the job's outputs folder for the whole curve", file=sys.stderr)
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Register get/watch/logs/plot on the ``kubetune`` parser (called by kubetune.cli)."""
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's, else default)")
+        p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+
+    p = sub.add_parser("get", help="list FineTuneJobs with their progress (like kubectl get ftj)")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    common(p)
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("watch", help="follow a FineTuneJob: progress bar, loss, ETA, phases, Events; exit 0 Succeeded, 1 Failed")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--events-interval", type=float, default=5.0, help=argparse.SUPPRESS)
+    common(p)
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("logs", help="print the training log of a FineTuneJob (rank 0's pod unless --rank)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-f", "--follow", action="store_true", help="stream the log until the pod ends")
+    p.add_argument("--rank", type=int, help="node rank (PyTorchJob: 0 Master, N Worker N-1; MPIJob: Worker N; default: the pod with rank 0's output)")
+    p.add_argument("--tail", type=int, help="only the last N lines")
+    common(p)
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("plot", help="plot the training loss as a PNG, from a job's outputs folder or from the cluster")
+    p.add_argument("source", metavar="OUTPUT_DIR|NAME", help="a job's output folder (trainer_log.jsonl), or a FineTuneJob name (rank 0's progress lines while its pod exists, else the latest point in status)")
+    p.add_argument("-o", "--output", help="PNG file (default: <name>-loss.png)")
+    common(p)
+    p.set_defaults(func=cmd_plot)
