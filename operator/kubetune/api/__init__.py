@@ -6,8 +6,10 @@ The CRD in ``crds/`` is generated from these models (``kubetune crd``).
 from .base import ApiModel, Rule, RuledModel, broken_transition_rules
 from .loading import load_documents
 from .resource import FineTuneJob, ObjectMeta
+from .posttrain import KtoSpec, PpoSpec, PreferenceSpec, RewardModelSpec
 from .spec import (
     IMMUTABLE_FIELDS,
+    EvaluationSpec,
     RESERVED_ENV,
     DatasetColumns,
     DatasetSpec,
@@ -30,7 +32,17 @@ from .spec import (
     TrainingSpec,
     VolumeSpec,
 )
-from .status import TERMINAL_PHASES, ChildRef, Condition, FineTuneJobStatus, OutputLocation, Phase, Progress
+from .status import (
+    TERMINAL_PHASES,
+    ChildRef,
+    Condition,
+    EvaluationMetrics,
+    EvaluationStatus,
+    FineTuneJobStatus,
+    OutputLocation,
+    Phase,
+    Progress,
+)
 
 __all__ = [
     "IMMUTABLE_FIELDS",
@@ -44,19 +56,26 @@ __all__ = [
     "DistributedSpec",
     "EnvSource",
     "EnvVar",
+    "EvaluationMetrics",
+    "EvaluationSpec",
+    "EvaluationStatus",
     "ExportSpec",
     "FineTuneJob",
     "FineTuneJobSpec",
     "FineTuneJobStatus",
     "FreezeSpec",
+    "KtoSpec",
     "LoraSpec",
     "ModelSpec",
     "ObjectMeta",
     "OutputLocation",
     "Phase",
+    "PpoSpec",
+    "PreferenceSpec",
     "Progress",
     "QuantizationSpec",
     "ResourcesSpec",
+    "RewardModelSpec",
     "Rule",
     "RuledModel",
     "RunPolicySpec",
