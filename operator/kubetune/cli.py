@@ -102,8 +102,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     )
     objects: list[dict[str, Any]] = []
     for job in jobs:
+        from kubetune.render.chain import Failed, with_sources
+
+        job_options = with_sources(job, jobs, options)  # spec.model.fromJob: the source job in the same input
+        if isinstance(job_options, Failed):
+            print(f"kubetune render: {job.name}: {job_options.message}", file=sys.stderr)
+            return 1
         try:
-            objects.extend(render(job, options).objects)
+            objects.extend(render(job, job_options).objects)
         except ValueError as exc:  # an option that contradicts the spec, e.g. --backend mpijob with launcher torchrun
             print(f"kubetune render: {job.name}: {exc}", file=sys.stderr)
             return 1
@@ -121,7 +127,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         job, problems = validate_object(doc)
         parser_note = "LLaMA-Factory's parser skipped (--skip-llamafactory)"
         if job is not None and not problems and not args.skip_llamafactory:
-            problems, parser_note = _llamafactory_problems(job)
+            problems, parser_note = _llamafactory_problems(job, [j for _, d in docs if (j := validate_object(d)[0]) is not None])
         if problems:
             failed += 1
             _print_problems([(source, p) for p in problems])
@@ -135,7 +141,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 LF_REJECTS = "LLaMA-Factory rejects the rendered arguments"
 
 
-def _llamafactory_problems(job: FineTuneJob) -> tuple[list[Problem], str]:
+def _llamafactory_problems(job: FineTuneJob, together: list[FineTuneJob] | None = None) -> tuple[list[Problem], str]:
     """Run the rendered arguments through LLaMA-Factory's own parser when it is installed;
     the problems, and a note saying whether the parser ran (and which version) or why not."""
     try:
@@ -150,7 +156,12 @@ def _llamafactory_problems(job: FineTuneJob) -> tuple[list[Problem], str]:
         name = f"LLaMA-Factory {version('llamafactory')}"
     except PackageNotFoundError:  # pragma: no cover - importable but not installed as a distribution
         name = "LLaMA-Factory"
-    rendered = render(job)
+    from kubetune.render.chain import Failed, with_sources
+
+    options = with_sources(job, together or [job], RenderOptions())
+    if isinstance(options, Failed):
+        return [], f"LLaMA-Factory's parser did not run: {options.message}"
+    rendered = render(job, options)
     problems = [Problem("spec", f"{LF_REJECTS}: {err}") for err in parse_train_args(rendered.train_args)]
     return problems, f"{name}'s parser accepted its arguments"
 

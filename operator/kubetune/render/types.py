@@ -15,6 +15,8 @@ from kubetune.api import FineTuneJob
 from kubetune.api.contract import Layout
 from kubetune.api.spec import Backend
 
+from .chain import ModelSource
+
 DEFAULT_TRAINER_IMAGE = "ghcr.io/kubetune/trainer:0.1.0"
 
 
@@ -39,6 +41,10 @@ class RenderOptions:
     ``kubetune`` (never one the API server accepts) and rank 0 posts its progress
     there; when unset (``kubetune render``, ``run --local``) nothing is added and the
     pod log is the only transport."""
+    model_source: ModelSource | None = None
+    """The resolved spec.model.fromJob (:func:`kubetune.render.chain.resolve_from_job`); required when it is set."""
+    reward_source: ModelSource | None = None
+    """The resolved spec.training.ppo.rewardModel.fromJob; required when it is set."""
 
 
 @dataclass(frozen=True)
