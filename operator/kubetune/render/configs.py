@@ -163,6 +163,12 @@ def dataset_entry(dataset: DatasetSpec, layout: Layout) -> dict[str, Any]:
     if dataset.columns is not None:
         cols.update({k: getattr(dataset.columns, k) for k in _COLUMN_KEYS if getattr(dataset.columns, k) is not None})
     if cols:
+        # LLaMA-Factory's DatasetAttr.join sets *every* column from "columns", unset ones to None,
+        # so its defaults vanish once the key exists: name the required column explicitly.
+        if dataset.format == "sharegpt":
+            cols.setdefault("messages", "conversations")
+        else:
+            cols.setdefault("prompt", "instruction")
         entry["columns"] = dict(sorted(cols.items()))
     if dataset.tags is not None:
         tags = {k: getattr(dataset.tags, k) for k in _TAG_KEYS if getattr(dataset.tags, k) is not None}
