@@ -31,7 +31,7 @@ from typing import Any
 from kubetune.api import EvaluationStatus, contract
 
 from .config import JobConfig
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .fsutil import write_text_atomic
 from .launch import Child
 from .train import child_env, scratch_dir
@@ -128,6 +128,11 @@ def run(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, Any] | None:
     if p is None:
         return None
     runs: list[dict[str, Any]] = p["runs"]
+    from .data import eval_data_problem  # noqa: PLC0415 - data imports nothing heavy; kept local to avoid a cycle
+
+    problem = eval_data_problem(cfg)
+    if problem is not None:
+        raise DataError(f"the held-out data is unusable: {problem}")
     folder = Path(tempfile.mkdtemp(prefix="kubetune-eval-", dir=scratch_dir(env)))
     files: list[str] = []
     try:

@@ -17,7 +17,7 @@ from typing import Any
 
 from kubetune.api import contract
 
-from . import config, console, data, distenv, evaluate, export, model, push, record, train
+from . import config, console, data, distenv, evaluate, export, model, push, record, stagecheck, train
 from .errors import ConfigError, Retryable, TrainerError
 from .progress import ProgressSink, StdoutProgressSink
 from .stages import stage
@@ -54,6 +54,7 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
         role = {"rank0": dist.is_global_zero, "nodeRank": dist.node_rank, "nnodes": dist.nnodes, "kind": dist.kind}
         if dist.is_global_zero and (reporter := push.from_env(env)) is not None:
             console.set_tap(reporter.offer)  # progress and stage lines also go to the operator's intake
+        stagecheck.check(cfg)  # a stage the installed stack cannot run fails before data, model and GPU time
         with stage("data", **role) as out:
             if dist.is_global_zero:
                 moved = train.quarantine_incomplete(cfg.output_dir, cfg.train_args)
