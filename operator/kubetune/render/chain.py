@@ -109,6 +109,7 @@ def resolve_from_job(
     reference: Literal["model", "rewardModel"] = "model",
     layout: Layout | None = None,
     assume_succeeded: bool = False,
+    default_namespace: str = "default",
 ) -> Resolution:
     """Decide what a ``fromJob`` reference of ``job`` means now.
 
@@ -118,6 +119,7 @@ def resolve_from_job(
     ``spec.training.ppo.rewardModel.fromJob``.  ``assume_succeeded`` treats a
     source without status as Succeeded (``kubetune render`` of a recipe file,
     where both jobs are only manifests; ``run --local`` after the first ran).
+    ``default_namespace``: the namespace of a job whose metadata names none.
 
     How the operator's decide step uses it, before rendering anything:
 
@@ -135,7 +137,7 @@ def resolve_from_job(
     ``Waiting``.
     """
     layout = layout or Layout()
-    namespace = job.metadata.namespace or "default"
+    namespace = job.metadata.namespace or default_namespace
     if reference == "model":
         name = job.spec.model.from_job
         field = "spec.model.fromJob"
@@ -191,14 +193,21 @@ def resolve_from_job(
     return resolved
 
 
-def source_from_documents(job: FineTuneJob, documents: list[FineTuneJob], layout: Layout, *, reference: Literal["model", "rewardModel"] = "model") -> Resolution:
+def source_from_documents(
+    job: FineTuneJob,
+    documents: list[FineTuneJob],
+    layout: Layout,
+    *,
+    reference: Literal["model", "rewardModel"] = "model",
+    default_namespace: str = "default",
+) -> Resolution:
     """Resolve against jobs given together (one recipe file): the source is assumed to succeed."""
     name = job.spec.model.from_job if reference == "model" else (job.spec.training.ppo.reward_model.from_job if job.spec.training.ppo else None)
-    namespace = job.metadata.namespace or "default"
+    namespace = job.metadata.namespace or default_namespace
     for other in documents:
-        if other.name == name and (other.metadata.namespace or "default") == namespace:
-            return resolve_from_job(job, other.to_api(), reference=reference, layout=layout, assume_succeeded=True)
-    return resolve_from_job(job, None, reference=reference, layout=layout)
+        if other.name == name and (other.metadata.namespace or default_namespace) == namespace:
+            return resolve_from_job(job, other.to_api(), reference=reference, layout=layout, assume_succeeded=True, default_namespace=default_namespace)
+    return resolve_from_job(job, None, reference=reference, layout=layout, default_namespace=default_namespace)
 
 
 def reward_args(source: ModelSource) -> dict[str, Any]:
@@ -229,13 +238,13 @@ def with_sources(job: FineTuneJob, documents: list[FineTuneJob], options: Any) -
     layout = options.layout
     changes: dict[str, ModelSource] = {}
     if job.spec.model.from_job is not None:
-        got = source_from_documents(job, documents, layout)
+        got = source_from_documents(job, documents, layout, default_namespace=options.default_namespace)
         if not isinstance(got, ModelSource):
             return got if isinstance(got, Failed) else Failed(got.reason, got.message)
         changes["model_source"] = got
     ppo = job.spec.training.ppo
     if ppo is not None and ppo.reward_model.from_job is not None:
-        got = source_from_documents(job, documents, layout, reference="rewardModel")
+        got = source_from_documents(job, documents, layout, reference="rewardModel", default_namespace=options.default_namespace)
         if not isinstance(got, ModelSource):
             return got if isinstance(got, Failed) else Failed(got.reason, got.message)
         changes["reward_source"] = got
