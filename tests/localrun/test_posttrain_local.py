@@ -154,3 +154,19 @@ def test_a_corrupted_held_out_set_fails_the_evaluation_but_keeps_the_model(tmp_p
     assert "dataset 'heldout', record 0, field 'conversations[1].from'" in evaluation["message"]
     assert json.loads((job_dir / contract.EVAL_RESULTS_FILE).read_text()) == evaluation
     assert "evaluation failed (the trained model is kept)" in result.stdout
+
+
+def test_chat_takes_the_cli_demo_sampling_settings(tmp_path: Path, assets: TinyAssets) -> None:
+    env = isolated_env(tmp_path / "env")
+    model = str(assets.models_dir / assets.model_path)
+    base = [*KUBETUNE, "chat", model, "--template", "qwen", "--message", "Say hello."]
+    started = time.monotonic()
+    sampled = subprocess.run(
+        [*base, "--temperature", "0.8", "--top-p", "0.9", "--max-new-tokens", "6", "--system", "You are terse."],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    print(f"chat with sampling settings: {time.monotonic() - started:.1f} s")
+    assert sampled.returncode == 0, sampled.stderr[-3000:]
+    for bad, flag in ((["--top-p", "0"], "--top-p"), (["--temperature", "-1"], "--temperature"), (["--max-new-tokens", "0"], "--max-new-tokens")):
+        refused = subprocess.run([*base, *bad], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and flag in refused.stderr, refused.stderr

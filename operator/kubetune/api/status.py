@@ -130,6 +130,28 @@ class EvaluationStatus(ApiModel):
     """The results file beside the outputs (kubetune-eval.json)."""
 
 
+EVALUATE_STAGE = "evaluate"
+
+
+def evaluation_from_stage(event: dict[str, object]) -> EvaluationStatus | None:
+    """status.evaluation from one trainer stage line (``kubetune.stage {...}``), or None.
+
+    The trainer's evaluate stage ends with ``{"stage": "evaluate", "event": "end",
+    "evaluation": {...}}`` whether the evaluation succeeded or failed (a failed
+    evaluation is never a failed stage: the job keeps its phase); the operator
+    copies the object into status.evaluation and, when ``state`` is Failed, sets a
+    condition ``EvaluationFailed`` with ``message``."""
+    if event.get("stage") != EVALUATE_STAGE or event.get("event") != "end":
+        return None
+    raw = event.get("evaluation")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return EvaluationStatus.model_validate(raw)
+    except ValueError:
+        return None
+
+
 class FineTuneJobStatus(ApiModel):
     """Observed state of a FineTuneJob. Written only by the operator."""
 
