@@ -170,3 +170,22 @@ def test_chat_takes_the_cli_demo_sampling_settings(tmp_path: Path, assets: TinyA
     for bad, flag in ((["--top-p", "0"], "--top-p"), (["--temperature", "-1"], "--temperature"), (["--max-new-tokens", "0"], "--max-new-tokens")):
         refused = subprocess.run([*base, *bad], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert refused.returncode == 2 and flag in refused.stderr, refused.stderr
+
+
+def test_ppo_is_refused_before_any_work_with_the_reason(tmp_path: Path, assets: TinyAssets) -> None:
+    """LLaMA-Factory 0.9.5's PPO trainer requires trl 0.8.6-0.9.6 while the package requires
+    trl>=0.18: with the pinned stack it cannot run, so the trainer says so before loading anything."""
+    rm = _job("rm-for-ppo", assets, "rm", {"name": "pairs", "path": "pairs.jsonl", "ranking": True})
+    ppo = tiny_job("ppo", assets, method="lora", max_steps=2)
+    ppo["spec"]["training"].update(stage="ppo", ppo={"rewardModel": {"fromJob": "rm-for-ppo"}, "maxNewTokens": 8})
+    # The reward job is not run: a record stands in for its success (run --local reads earlier runs' records).
+    record_dir = tmp_path / "out" / "default" / "rm-for-ppo"
+    record_dir.mkdir(parents=True)
+    (record_dir / contract.RUN_RECORD_FILE).write_text(json.dumps({"spec": rm["spec"], "outcome": "Succeeded", "message": "trained"}))
+    result, seconds = _run(tmp_path, assets, [ppo])
+    print(f"PPO refusal: {seconds:.1f} s")
+    assert result.returncode == contract.EXIT_CONFIG, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "trl 0.8.6-0.9.6" in result.stdout + result.stderr
+    train_yaml = yaml.safe_load((tmp_path / "out" / ".kubetune" / "default-ppo" / "config" / "train.yaml").read_text())
+    assert train_yaml["reward_model"] == str(record_dir) and train_yaml["reward_model_type"] == "lora"
+    assert not (tmp_path / "out" / "default" / "ppo" / "trainer_log.jsonl").exists()
