@@ -88,10 +88,6 @@ SPEC_CONTROLLED: Final[dict[str, str]] = {
     "ppo_target": "spec.training.ppo.targetKl",
     "ppo_whiten_rewards": "spec.training.ppo.whitenRewards",
     "max_new_tokens": "spec.training.ppo.maxNewTokens",
-    "eval_dataset": "spec.evaluation.datasets",
-    "do_eval": "spec.evaluation",
-    "do_predict": "spec.evaluation.generation",
-    "predict_with_generate": "spec.evaluation.generation",
 }
 """LLaMA-Factory key -> the FineTuneJob field that controls it."""
 
