@@ -168,3 +168,21 @@ def test_recipe_renders_both_jobs_the_second_on_the_first_jobs_merged_model() ->
     objs = list(yaml.safe_load_all(out.stdout))
     trains = [yaml.safe_load(o["data"]["train.yaml"]) for o in objs if o and o["kind"] == "ConfigMap"]
     assert trains[1]["model_name_or_path"] == "/data/outputs/ml/qwen-sft/merged"
+
+
+def test_preference_losses_compare_with_the_starting_model() -> None:
+    # Evaluated alone, LLaMA-Factory would compare the model with itself (loss ln 2): name the reference.
+    dpo = _job(method="lora", training={"stage": "dpo"}, datasets=[{"name": "p", "hub": "o/p", "ranking": True}], evaluation={"valSize": 0.1, "baseModel": True})
+    rendered = render(dpo)
+    assert "ref_model" not in rendered.train_args  # training: LLaMA-Factory's own default (adapter disabled) is the base
+    runs = json.loads(rendered.files[contract.EVAL_ARGS_FILE])["runs"]
+    assert [r["model"] for r in runs] == ["trained"]  # the base against itself says nothing
+    assert runs[0]["args"]["ref_model"] == "Qwen/Qwen1.5-1.8B" and runs[0]["args"]["adapter_name_or_path"] == rendered.train_args["output_dir"]
+    orpo = _job(training={"stage": "dpo", "preference": {"loss": "orpo"}}, datasets=[{"name": "p", "hub": "o/p", "ranking": True}], evaluation={"valSize": 0.1})
+    assert "ref_model" not in json.loads(render(orpo).files[contract.EVAL_ARGS_FILE])["runs"][0]["args"]
+    # On top of a job's adapter, the reference is base + that adapter, not the bare base.
+    child = _job(name="dpo", **CHILD)
+    source = resolve_from_job(child, _source())
+    assert isinstance(source, ModelSource)
+    args = render(child, RenderOptions(model_source=source)).train_args
+    assert (args["ref_model"], args["ref_model_adapters"], args["adapter_name_or_path"]) == ("Qwen/Qwen1.5-1.8B", "/data/outputs/ml/sft", "/data/outputs/ml/sft")

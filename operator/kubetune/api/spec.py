@@ -267,7 +267,7 @@ class EvaluationSpec(RuledModel):
     max_new_tokens: Annotated[int, Field(ge=1, le=65536)] = 128
     """Longest generated answer in generation mode (`max_new_tokens`)."""
     base_model: bool = False
-    """Evaluate the base model the same way, so status shows the difference."""
+    """Evaluate the base model the same way, so status shows the difference (not for dpo/kto with a reference model: there the starting model's loss is fixed by definition)."""
 
     rules = (
         Rule(

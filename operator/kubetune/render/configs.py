@@ -16,7 +16,7 @@ from kubetune.api import DatasetSpec, FineTuneJob
 from kubetune.api.contract import DATA_SUBDIR, DEEPSPEED_FILE, EVAL_SUBDIR, MERGED_SUBDIR, Layout
 
 from .chain import ModelSource
-from .lfargs import model_args, stage_args
+from .lfargs import model_args, reference_args, stage_args, uses_reference_model
 
 
 def dump_json(data: Any) -> str:
@@ -245,7 +245,8 @@ def evaluation_config(job: FineTuneJob, layout: Layout, output_dir: str, source:
     train.yaml, so LLaMA-Factory's split (``train_test_split(seed=...)``) gives the
     very records training never saw.  Named datasets: ``eval_dataset``.
     ``mode: eval`` scores the loss (perplexity = exp(loss) for pt/sft);
-    ``mode: predict`` generates greedily and scores BLEU-4/ROUGE (stage sft)."""
+    ``mode: predict`` generates greedily and scores BLEU-4/ROUGE (stage sft).
+    DPO/KTO are scored against the job's starting model as reference (``ref_model``)."""
     ev = job.spec.evaluation
     if ev is None:
         return None
@@ -275,8 +276,10 @@ def evaluation_config(job: FineTuneJob, layout: Layout, output_dir: str, source:
     elif t.precision == "fp16":
         common["fp16"] = True
     common.update(stage_args(job, layout, None) if t.stage != "ppo" else {})
+    common.update(reference_args(job, layout, source, evaluating=True))
     models: list[tuple[str, dict[str, Any]]] = [("trained", _trained_model_args(job, layout, output_dir, source))]
-    if ev.base_model:
+    # Against its own reference the starting model's DPO/KTO loss is ln 2 / 0.5 by definition: no base run.
+    if ev.base_model and not uses_reference_model(job):
         base = model_args(job, layout, source)
         base["finetuning_type"] = "lora" if "adapter_name_or_path" in base else "full"
         models.append(("base", base))

@@ -88,6 +88,8 @@ SPEC_CONTROLLED: Final[dict[str, str]] = {
     "ppo_target": "spec.training.ppo.targetKl",
     "ppo_whiten_rewards": "spec.training.ppo.whitenRewards",
     "max_new_tokens": "spec.training.ppo.maxNewTokens",
+    "ref_model": "spec.model (the reference is the job's starting model)",
+    "ref_model_adapters": "spec.model.fromJob",
 }
 """LLaMA-Factory key -> the FineTuneJob field that controls it."""
 
@@ -159,6 +161,7 @@ def train_args(
 
     args.update(_method_args(job))
     args.update(stage_args(job, layout, reward))
+    args.update(reference_args(job, layout, source))
 
     args["output_dir"] = output_dir
     args["per_device_train_batch_size"] = t.per_device_batch_size
@@ -203,6 +206,30 @@ def train_args(
     for key, value in sorted((spec.extra_args or {}).items()):
         args[key] = value
     return args
+
+
+def uses_reference_model(job: FineTuneJob) -> bool:
+    """DPO (except the reference-free orpo/simpo losses) and KTO compare against a reference model."""
+    t = job.spec.training
+    loss = t.preference.loss if t.preference is not None else "sigmoid"
+    return t.stage == "kto" or (t.stage == "dpo" and loss not in ("orpo", "simpo"))
+
+
+def reference_args(job: FineTuneJob, layout: Layout, source: ModelSource | None, *, evaluating: bool = False) -> dict[str, Any]:
+    """``ref_model`` (+ ``ref_model_adapters``): the model the preference loss compares with.
+
+    Training: LLaMA-Factory's default is right (the starting model: a LoRA policy with its
+    adapter disabled, or a frozen copy), except on top of a fromJob adapter, where
+    "adapter disabled" would be the bare base: the reference is then base + that adapter.
+    Evaluating (``do_train: false``) LLaMA-Factory would compare the model with itself
+    (loss ln 2 always), so the starting model is named explicitly."""
+    if not uses_reference_model(job):
+        return {}
+    if job.spec.model.from_job is not None and source is not None and source.adapter is not None:
+        return {"ref_model": source.model, "ref_model_adapters": source.adapter}
+    if evaluating:
+        return {"ref_model": model_location(job, layout, source)}
+    return {}
 
 
 def stage_args(job: FineTuneJob, layout: Layout, reward: ModelSource | None = None) -> dict[str, Any]:
