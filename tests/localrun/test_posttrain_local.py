@@ -72,8 +72,9 @@ def test_dpo_orpo_kto_and_reward_modelling_train_through_run_local(tmp_path: Pat
         _job("kto", assets, "kto", {"name": "kto", "path": "kto.jsonl", "columns": {"ktoTag": "label"}}, kto={"desirableWeight": 1.0, "undesirableWeight": 1.0}),
         _job("rm", assets, "rm", pairs),
     ]
+    docs[0]["spec"]["evaluation"] = {"valSize": 0.25}
     result, seconds = _run(tmp_path, assets, docs)
-    print(f"4 post-training jobs through run --local: {seconds:.1f} s")
+    print(f"4 post-training jobs (+ DPO evaluation) through run --local: {seconds:.1f} s")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
     out = tmp_path / "out" / "default"
     for name in ("dpo", "orpo", "kto", "rm"):
@@ -93,6 +94,10 @@ def test_dpo_orpo_kto_and_reward_modelling_train_through_run_local(tmp_path: Pat
     dpo = _losses(out / "dpo")
     assert abs(dpo[0] - math.log(2)) < 1e-3, dpo
     assert sum(dpo[-3:]) / 3 < dpo[0] - 0.02, dpo
+    # Evaluated against its starting model (not against itself, which is ln 2 by definition).
+    evaluation = _record(out / "dpo")["evaluation"]
+    assert evaluation["state"] == "Succeeded" and "perplexity" not in evaluation["trained"]
+    assert math.isfinite(evaluation["trained"]["evalLoss"]) and abs(evaluation["trained"]["evalLoss"] - math.log(2)) > 1e-4, evaluation
     # ORPO has no reference model: its loss (NLL + odds ratio) falls from the start.
     orpo = _losses(out / "orpo")
     assert orpo[-1] < orpo[0], orpo
