@@ -132,8 +132,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     )
     objects: list[dict[str, Any]] = []
     for job in jobs:
+        from kubetune.render.chain import Failed, with_sources
+
+        job_options = with_sources(job, jobs, options)  # spec.model.fromJob: the source job in the same input
+        if isinstance(job_options, Failed):
+            print(f"kubetune render: {job.name}: {job_options.message}", file=sys.stderr)
+            return 1
         try:
-            objects.extend(render(job, options).objects)
+            objects.extend(render(job, job_options).objects)
         except ValueError as exc:  # an option that contradicts the spec, e.g. --backend mpijob with launcher torchrun
             print(line(f"kubetune render: {job.name}: {exc}"), file=sys.stderr)
             return 1
@@ -147,11 +153,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print("kubetune validate: no FineTuneJob found in the input", file=sys.stderr)
         return 1
     failed = 0
-    for source, doc in docs:
-        job, problems = validate_object(doc)
+    checked = [(source, *validate_object(doc)) for source, doc in docs]
+    together = [job for _, job, _ in checked if job is not None]  # fromJob resolves within the input
+    for source, job, problems in checked:
         parser_note = "LLaMA-Factory's parser skipped (--skip-llamafactory)"
         if job is not None and not problems and not args.skip_llamafactory:
-            problems, parser_note = _llamafactory_problems(job)
+            problems, parser_note = _llamafactory_problems(job, together)
         if job is not None and not problems:
             problems, fit_note = _feasibility_problems(job, args)
             if fit_note:
@@ -201,7 +208,7 @@ def _feasibility_problems(job: FineTuneJob, args: argparse.Namespace) -> tuple[l
     return [], None
 
 
-def _llamafactory_problems(job: FineTuneJob) -> tuple[list[Problem], str]:
+def _llamafactory_problems(job: FineTuneJob, together: list[FineTuneJob] | None = None) -> tuple[list[Problem], str]:
     """Run the rendered arguments through LLaMA-Factory's own parser when it is installed;
     the problems, and a note saying whether the parser ran (and which version) or why not."""
     try:
@@ -216,7 +223,12 @@ def _llamafactory_problems(job: FineTuneJob) -> tuple[list[Problem], str]:
         name = f"LLaMA-Factory {version('llamafactory')}"
     except PackageNotFoundError:  # pragma: no cover - importable but not installed as a distribution
         name = "LLaMA-Factory"
-    rendered = render(job)
+    from kubetune.render.chain import Failed, with_sources
+
+    options = with_sources(job, together or [job], RenderOptions())
+    if isinstance(options, Failed):
+        return [], f"LLaMA-Factory's parser did not run: {options.message}"
+    rendered = render(job, options)
     problems = [Problem("spec", f"{LF_REJECTS}: {err}") for err in parse_train_args(rendered.train_args)]
     return problems, f"{name}'s parser accepted its arguments"
 

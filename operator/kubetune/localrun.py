@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -59,19 +59,99 @@ class RunResult:
 
 def load_job(path: str) -> tuple[FineTuneJob | None, list[str]]:
     """The single FineTuneJob in a file, or the problems that stop it."""
+    jobs, problems = load_jobs(path)
+    if problems:
+        return None, problems
+    if len(jobs) != 1:
+        return None, [f"{path}: expected exactly one FineTuneJob, found {len(jobs)}"]
+    return jobs[0], []
+
+
+def load_jobs(path: str) -> tuple[list[FineTuneJob], list[str]]:
+    """Every FineTuneJob in a file (a recipe may hold several), or the problems that stop them."""
     try:
         all_docs = read_documents(path)
     except InputError as exc:
-        return None, [line(f"{path}: {exc}")]
+        return [], [line(f"{path}: {exc}")]
     docs = [d for d in all_docs if isinstance(d, dict) and d.get("kind") == contract.KIND]
-    if len(docs) != 1:
-        return None, [f"{path}: expected exactly one FineTuneJob, found {len(docs)}"]
-    job, problems = validate_object(docs[0])
-    if job is None or problems:
-        return None, [line(f"{path}: {p}") for p in problems]
-    if job.spec.resources.nodes > 1:
-        return None, [f"{path}: spec.resources.nodes: run --local trains on this one machine; set nodes: 1 (or apply it to a cluster)"]
-    return job, []
+    if not docs:
+        return [], [f"{path}: expected a FineTuneJob, found none"]
+    jobs: list[FineTuneJob] = []
+    problems: list[str] = []
+    for i, doc in enumerate(docs):
+        where = f"{path}#{i}" if i else path
+        job, found = validate_object(doc)
+        if job is None or found:
+            problems += [line(f"{where}: {p}") for p in found]
+            continue
+        if job.spec.resources.nodes > 1:
+            problems.append(f"{where}: spec.resources.nodes: run --local trains on this one machine; set nodes: 1 (or apply it to a cluster)")
+        jobs.append(job)
+    return jobs, problems
+
+
+def _references(job: FineTuneJob) -> list[tuple[Literal["model", "rewardModel"], str]]:
+    refs: list[tuple[Literal["model", "rewardModel"], str]] = []
+    if job.spec.model.from_job is not None:
+        refs.append(("model", job.spec.model.from_job))
+    ppo = job.spec.training.ppo
+    if ppo is not None and ppo.reward_model.from_job is not None:
+        refs.append(("rewardModel", ppo.reward_model.from_job))
+    return refs
+
+
+def run_order(jobs: list[FineTuneJob]) -> list[FineTuneJob]:
+    """Jobs in an order where each runs after the jobs of the same file it builds on (file order otherwise)."""
+    by_name = {j.name: j for j in jobs}
+    done: list[FineTuneJob] = []
+    seen: set[str] = set()
+
+    def visit(job: FineTuneJob, stack: tuple[str, ...]) -> None:
+        if job.name in seen or job.name in stack:
+            return  # a cycle: resolve_from_job reports the missing source
+        for _, name in _references(job):
+            if name in by_name:
+                visit(by_name[name], (*stack, job.name))
+        seen.add(job.name)
+        done.append(job)
+
+    for job in jobs:
+        visit(job, ())
+    return done
+
+
+def _source_object(name: str, namespace: str, jobs: Mapping[str, FineTuneJob], outcomes: Mapping[str, str], output: Path) -> dict[str, Any] | None:
+    """The referenced job as the operator would see it: from this run, else from an earlier
+    local run's record under --output (its spec and outcome), else None (does not exist)."""
+    if name in jobs:
+        obj = jobs[name].to_api()
+        obj["status"] = {"phase": outcomes[name]} if name in outcomes else {}
+        return obj
+    try:
+        rec = json.loads((output / namespace / name / contract.RUN_RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return {
+        "apiVersion": contract.API_VERSION,
+        "kind": contract.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": rec.get("spec"),
+        "status": {"phase": rec.get("outcome"), "message": rec.get("message")},
+    }
+
+
+def resolve_local(job: FineTuneJob, jobs: Mapping[str, FineTuneJob], outcomes: Mapping[str, str], output: Path, layout: contract.Layout) -> tuple[dict[str, Any], str | None]:
+    """RenderOptions changes (model_source/reward_source) for job's fromJob references, or a problem."""
+    from kubetune.render.chain import ModelSource, resolve_from_job  # noqa: PLC0415
+
+    changes: dict[str, Any] = {}
+    for ref, name in _references(job):
+        obj = _source_object(name, job.namespace, jobs, outcomes, output)
+        got = resolve_from_job(job, obj, reference=ref, layout=layout)
+        if not isinstance(got, ModelSource):
+            return {}, f"{job.name}: {got.reason}: {got.message}"
+        changes["model_source" if ref == "model" else "reward_source"] = got
+    return changes, None
 
 
 def local_layout(job: FineTuneJob, output: Path, datasets: Path, models: Path) -> contract.Layout:
@@ -228,11 +308,13 @@ def run_local(
     verbose: bool = False,
     extra_env: Mapping[str, str] | None = None,
     metrics_port: int | None = None,
+    sources: Mapping[str, Any] | None = None,
 ) -> RunResult:
-    """Render ``job`` for local folders and train it with the real trainer entrypoint."""
+    """Render ``job`` for local folders and train it with the real trainer entrypoint.
+    ``sources``: resolved fromJob references (:func:`resolve_local`)."""
     output, datasets, models = output.resolve(), datasets.resolve(), models.resolve()
     layout = local_layout(job, output, datasets, models)
-    rendered = render(job, RenderOptions(layout=layout))
+    rendered = render(job, RenderOptions(layout=layout, **dict(sources or {})))
     write_config(rendered, layout)
     env = dict(os.environ)
     env.update(pod_env(rendered))
@@ -263,6 +345,12 @@ def print_outputs(result: RunResult, console: Console) -> None:
     lines += [f"  {label}: {outputs[key]}" for key, label in labels.items() if key in outputs]
     if result.losses:
         lines.append(f"  loss: {result.losses[0]:.4f} -> {result.losses[-1]:.4f} over {len(result.losses)} logged steps")
+    evaluation = result.record.get("evaluation") if isinstance(result.record, dict) else None
+    if isinstance(evaluation, dict):
+        if evaluation.get("state") == "Succeeded":
+            lines.append(f"  evaluation: {evaluation.get('summary', '')}  ({evaluation.get('path')})")
+        else:
+            lines.append(f"  evaluation failed (the trained model is kept): {evaluation.get('message', '')}")
     lines.append(f"  trainer log: {result.log_file}")
     for out in lines:  # plain prints: paths must stay copy-pastable, never wrapped
         print(out, flush=True)
@@ -275,30 +363,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.local:
         console.print("kubetune run: only --local is supported; apply the FineTuneJob to a cluster with kubectl apply -f FILE")
         return 2
-    job, problems = load_job(args.file)
-    if job is None:
+    jobs, problems = load_jobs(args.file)
+    if problems:
         for p in problems:
             print(p, file=sys.stderr)
         return 1
-    result = run_local(
-        job,
-        output=Path(args.output),
-        datasets=Path(args.datasets),
-        models=Path(args.models),
-        console=console,
-        verbose=args.verbose,
-        metrics_port=args.metrics_port,
-    )
-    print_outputs(result, console)
-    if result.exit_code == contract.EXIT_RETRYABLE:
-        console.print("interrupted: run the same command again to resume from the newest checkpoint")
-    return result.exit_code
+    output = Path(args.output).resolve()
+    by_name = {j.name: j for j in jobs}
+    outcomes: dict[str, str] = {}
+    code = contract.EXIT_OK
+    for job in run_order(jobs):
+        if len(jobs) > 1:
+            console.print(f"[bold]FineTuneJob {job.name}[/bold]")
+        layout = local_layout(job, output, Path(args.datasets).resolve(), Path(args.models).resolve())
+        sources, problem = resolve_local(job, by_name, outcomes, output, layout)
+        if problem is not None:
+            print(f"{args.file}: {problem}", file=sys.stderr)
+            return 1
+        result = run_local(
+            job,
+            output=output,
+            datasets=Path(args.datasets),
+            models=Path(args.models),
+            console=console,
+            verbose=args.verbose,
+            sources=sources,
+            metrics_port=args.metrics_port,
+        )
+        print_outputs(result, console)
+        outcomes[job.name] = "Succeeded" if result.exit_code == contract.EXIT_OK else "Failed"
+        if result.exit_code == contract.EXIT_RETRYABLE:
+            console.print("interrupted: run the same command again to resume from the newest checkpoint")
+        if result.exit_code != contract.EXIT_OK:
+            code = result.exit_code
+            break  # the jobs after it may build on it; run them once it succeeds
+    return code
 
 
 # --- chat -----------------------------------------------------------------------------------
 
 
-def load_chat_model(model_dir: str, template: str, adapter: str | None = None, max_new_tokens: int = 64) -> Any:
+def load_chat_model(
+    model_dir: str,
+    template: str,
+    adapter: str | None = None,
+    max_new_tokens: int = 64,
+    *,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+) -> Any:
     """LLaMA-Factory's ChatModel on the Hugging Face backend (imported lazily: torch)."""
     os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
     from llamafactory.chat import ChatModel  # noqa: PLC0415
@@ -311,22 +424,33 @@ def load_chat_model(model_dir: str, template: str, adapter: str | None = None, m
         "template": template,
         "infer_backend": "huggingface",
         "max_new_tokens": max_new_tokens,
-        "do_sample": False,
+        # The tutorial's cli_demo settings; temperature 0 means greedy decoding.
+        "do_sample": temperature > 0,
+        "temperature": temperature if temperature > 0 else 1.0,
+        "top_p": top_p,
     }
     if adapter:
         args.update(adapter_name_or_path=adapter, finetuning_type="lora")
     return ChatModel(args)
 
 
-def chat_once(chat_model: Any, messages: list[dict[str, str]]) -> str:
-    responses = chat_model.chat(messages)
+def chat_once(chat_model: Any, messages: list[dict[str, str]], system: str | None = None) -> str:
+    responses = chat_model.chat(messages, system=system)
     return str(responses[0].response_text) if responses else ""
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    chat_model = load_chat_model(args.model_dir, args.template, args.adapter, args.max_new_tokens)
+    for flag, value, ok in (
+        ("--temperature", args.temperature, args.temperature >= 0),
+        ("--top-p", args.top_p, 0 < args.top_p <= 1),
+        ("--max-new-tokens", args.max_new_tokens, args.max_new_tokens >= 1),
+    ):
+        if not ok:
+            print(f"kubetune chat: {flag} {value} is out of range (temperature >= 0, 0 < top-p <= 1, max-new-tokens >= 1)", file=sys.stderr)
+            return 2
+    chat_model = load_chat_model(args.model_dir, args.template, args.adapter, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
     if args.message is not None:
-        print(chat_once(chat_model, [{"role": "user", "content": args.message}]))
+        print(chat_once(chat_model, [{"role": "user", "content": args.message}], args.system))
         return 0
     history: list[dict[str, str]] = []
     print("type a message; 'clear' forgets the conversation, 'exit' quits")
@@ -344,7 +468,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if not text:
             continue
         history.append({"role": "user", "content": text})
-        answer = chat_once(chat_model, history)
+        answer = chat_once(chat_model, history, args.system)
         history.append({"role": "assistant", "content": answer})
         print(f"assistant> {answer}")
 
@@ -436,7 +560,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--adapter", help="LoRA adapter folder (a job's output folder)")
     p.add_argument("--template", required=True, help="LLaMA-Factory chat template, e.g. qwen")
     p.add_argument("--message", help="send one message, print the answer and exit")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens; default 64")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 (default) decodes greedily")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: keep the smallest token set with this probability mass; default 1.0")
+    p.add_argument("--system", default=None, help="system prompt for the conversation (the template's default when unset)")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("demo", help="fine-tune a tiny local model end to end: LoRA, merge, serve it, ask it one question")

@@ -31,9 +31,12 @@ HOSTILE = st.sampled_from(
         "1e5",
     ]
 )
-# NUL (no environment or file can hold it) and OmegaConf's "${" are refused by validation
-# (tests/render/test_hostile_render.py); every other text must survive.
-FREE_TEXT = HOSTILE | st.text(st.characters(blacklist_characters="\x00"), max_size=40).filter(lambda s: "${" not in s)
+# NUL (no environment or file can hold it), lone UTF-16 surrogates (not text in UTF-8) and
+# OmegaConf's "${" are refused by validation (tests/render/test_hostile_render.py); every other
+# text must survive.
+FREE_TEXT = HOSTILE | st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40).filter(
+    lambda s: "${" not in s
+)
 
 _ident = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)
 _hub = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,8}/[A-Za-z][A-Za-z0-9._-]{0,12}", fullmatch=True)

@@ -8,8 +8,10 @@ from .base import ApiModel, Rule, RuledModel, broken_transition_rules
 from .loading import load_documents
 from .resource import FineTuneJob, ObjectMeta
 from .serve import KaitoSpec, KServeSpec, ServeSpec
+from .posttrain import KtoSpec, PpoSpec, PreferenceSpec, RewardModelSpec
 from .spec import (
     IMMUTABLE_FIELDS,
+    EvaluationSpec,
     RESERVED_ENV,
     DatasetColumns,
     DatasetSpec,
@@ -31,7 +33,17 @@ from .spec import (
     TrainingSpec,
     VolumeSpec,
 )
-from .status import TERMINAL_PHASES, ChildRef, Condition, FineTuneJobStatus, OutputLocation, Phase, Progress
+from .status import (
+    TERMINAL_PHASES,
+    ChildRef,
+    Condition,
+    EvaluationMetrics,
+    EvaluationStatus,
+    FineTuneJobStatus,
+    OutputLocation,
+    Phase,
+    Progress,
+)
 
 __all__ = [
     "IMMUTABLE_FIELDS",
@@ -46,6 +58,9 @@ __all__ = [
     "DistributedSpec",
     "EnvSource",
     "EnvVar",
+    "EvaluationMetrics",
+    "EvaluationSpec",
+    "EvaluationStatus",
     "ExportSpec",
     "FineTuneJob",
     "FineTuneJobSpec",
@@ -53,15 +68,19 @@ __all__ = [
     "KServeSpec",
     "KaitoSpec",
     "FreezeSpec",
+    "KtoSpec",
     "LoraSpec",
     "ModelSpec",
     "ObjectMeta",
     "OutputLocation",
     "Phase",
+    "PpoSpec",
+    "PreferenceSpec",
     "Progress",
     "QuantizationSpec",
     "ResourcesSpec",
     "ServeSpec",
+    "RewardModelSpec",
     "Rule",
     "RuledModel",
     "RunPolicySpec",

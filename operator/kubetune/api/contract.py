@@ -31,9 +31,16 @@ DEEPSPEED_FILE: Final = "ds_config.json"
 ACCELERATE_FILE: Final = "accelerate.yaml"
 DATASET_INFO_FILE: Final = "dataset_info.json"
 """LLaMA-Factory dataset registry; the trainer copies it next to the converted data."""
+EVAL_ARGS_FILE: Final = "evaluate.json"
+"""spec.evaluation: the LLaMA-Factory runs of the evaluate stage, ``{"runs": [{"model": "trained"|"base",
+"mode": "eval"|"predict", "args": {...}}], "perplexity": bool}``."""
 
 # Under the job's output folder.
 RUN_RECORD_FILE: Final = "kubetune-run.json"
+EVAL_RESULTS_FILE: Final = "kubetune-eval.json"
+"""The evaluate stage's results (kubetune.api.EvaluationStatus as JSON), beside the outputs."""
+EVAL_SUBDIR: Final = "eval"
+"""LLaMA-Factory's own eval/predict outputs (eval_results.json, generated_predictions.jsonl)."""
 MERGED_SUBDIR: Final = "merged"
 DATA_SUBDIR: Final = "data"
 """Converted datasets, written once per job by rank 0."""

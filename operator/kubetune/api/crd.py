@@ -69,6 +69,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name", "priority": 1, "description": "Base model (Hub id)."},
     {"name": "ETA", "type": "integer", "jsonPath": ".status.progress.etaSeconds", "priority": 1, "description": "Estimated seconds left."},
     {"name": "Job", "type": "string", "jsonPath": ".status.job.name", "priority": 1, "description": "The child Kubeflow job."},
+    {"name": "Eval", "type": "string", "jsonPath": ".status.evaluation.summary", "priority": 1, "description": "Evaluation result (spec.evaluation)."},
 ]
 
 _KEY_ORDER = (

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any, Final, Literal
 
-from pydantic import Field
 
 from .base import ApiModel, DNS1123Label, Rule, RuledModel
 from .spec import MAX_NODES, FineTuneJobSpec

@@ -19,12 +19,12 @@ from .base import (
     DNS1123Subdomain,
     HubId,
     Identifier,
-    NonEmptyStr,
     RelativePath,
     Rule,
     RuledModel,
 )
 from .k8s import INT32_MAX, SAFE_INT_MAX, Affinity, ExtendedResourceName, LabelValue, PositiveQuantity, QualifiedName, Toleration
+from .posttrain import KtoSpec, PpoSpec, PreferenceSpec
 from .serve import SPEC_RULES as SERVE_RULES
 from .serve import ServeSpec
 
@@ -38,7 +38,9 @@ Method = Literal["full", "freeze", "lora", "qlora"]
 Backend = Literal["pytorchjob", "mpijob"]
 Launcher = Literal["torchrun", "deepspeed", "accelerate"]
 Precision = Literal["bf16", "fp16", "fp32"]
-Stage = Literal["sft", "pt"]
+Stage = Literal["pt", "sft", "rm", "ppo", "dpo", "kto"]
+RANKING_STAGES = ("rm", "dpo")
+"""Stages that train on preference pairs (ranking datasets); ORPO and SimPO are dpo losses."""
 Scheduler = Literal[
     "linear",
     "cosine",
@@ -67,10 +69,13 @@ class ModelSpec(RuledModel):
     """The base model to fine-tune: a Hub repository or a folder on the models volume."""
 
     name: HubId | None = None
-    """Hugging Face Hub id, e.g. `Qwen/Qwen1.5-1.8B`. Downloaded once into the model cache (spec.storage.models). Exactly one of name or path."""
+    """Hugging Face Hub id, e.g. `Qwen/Qwen1.5-1.8B`. Downloaded once into the model cache (spec.storage.models). Exactly one of name, path or fromJob."""
 
     path: RelativePath | None = None
-    """Folder of a model already on the models volume (spec.storage.models), relative to its subPath. Exactly one of name or path."""
+    """Folder of a model already on the models volume (spec.storage.models), relative to its subPath. Exactly one of name, path or fromJob."""
+
+    from_job: DNS1123Subdomain | None = None
+    """Train on top of another FineTuneJob's output in the same namespace (same outputs claim): its merged model when it exported one, else its base model plus its LoRA adapter. The job waits (phase Pending, reason WaitingForJob) until that job has Succeeded."""
 
     revision: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9_.\-/]+$")] | None = None
     """Hub revision (branch, tag or commit) to pin; only with name. LLaMA-Factory's `model_revision`."""
@@ -84,9 +89,9 @@ class ModelSpec(RuledModel):
     rules = (
         Rule(
             name="model-one-source",
-            cel="has(self.name) != has(self.path)",
-            message="spec.model: set exactly one of name (a Hub id such as Qwen/Qwen1.5-1.8B) or path (a folder on the models volume)",
-            check=lambda m: (m.name is None) != (m.path is None),
+            cel="(has(self.name) ? 1 : 0) + (has(self.path) ? 1 : 0) + (has(self.fromJob) ? 1 : 0) == 1",
+            message="spec.model: set exactly one of name (a Hub id such as Qwen/Qwen1.5-1.8B), path (a folder on the models volume) or fromJob (another FineTuneJob's output)",
+            check=lambda m: sum(x is not None for x in (m.name, m.path, m.from_job)) == 1,
         ),
         Rule(
             name="model-revision-needs-hub",
@@ -129,6 +134,12 @@ class DatasetColumns(ApiModel):
     """Alpaca: the answer column (LLaMA-Factory default `output`)."""
     history: Identifier | None = None
     """Alpaca: earlier turns as [instruction, answer] pairs."""
+    chosen: Identifier | None = None
+    """Ranking datasets: the preferred answer (Alpaca: a string; ShareGPT: one turn object). Default `chosen` when ranking."""
+    rejected: Identifier | None = None
+    """Ranking datasets: the dispreferred answer (Alpaca: a string; ShareGPT: one turn object). Default `rejected` when ranking."""
+    kto_tag: Identifier | None = None
+    """Stage kto: the boolean label column, true for a desirable answer (LLaMA-Factory's `kto_tag`). Required for stage kto."""
 
 
 class ShareGPTTags(ApiModel):
@@ -190,6 +201,9 @@ class DatasetSpec(RuledModel):
     max_samples: Count64 | None = None
     """Use at most this many records of this dataset (LLaMA-Factory's per-dataset `num_samples`)."""
 
+    ranking: bool = False
+    """Preference pairs (LLaMA-Factory's `ranking`): each record has a prompt plus a chosen and a rejected answer (columns.chosen / columns.rejected). For stages rm and dpo (including the orpo and simpo losses)."""
+
     rules = (
         Rule(
             name="dataset-one-source",
@@ -235,6 +249,39 @@ class DatasetSpec(RuledModel):
             check=lambda d: d.format != "sharegpt"
             or d.columns is None
             or all(getattr(d.columns, c) is None for c in _ALPACA_ONLY),
+        ),
+        Rule(
+            name="chosen-rejected-need-ranking",
+            cel="self.ranking || !has(self.columns) || (!has(self.columns.chosen) && !has(self.columns.rejected))",
+            message="spec.datasets[].columns.chosen/rejected name preference pairs: set ranking: true (stages rm, dpo) or remove them",
+            field_path=".columns",
+            check=lambda d: d.ranking or d.columns is None or (d.columns.chosen is None and d.columns.rejected is None),
+        ),
+    )
+
+
+class EvaluationSpec(RuledModel):
+    """Evaluate the trained model after training (and export): eval loss, perplexity, optionally BLEU-4/ROUGE."""
+
+    val_size: Annotated[float, Field(gt=0, lt=1)] | None = None
+    """Hold out this fraction of the training data (never trained on; LLaMA-Factory's `val_size`, same seed). Exactly one of valSize or datasets."""
+    datasets: Annotated[list[DatasetSpec], Field(min_length=1, max_length=16)] | None = None
+    """Held-out datasets, described like spec.datasets[] (LLaMA-Factory's `eval_dataset`); names unique across both lists."""
+    max_samples: Annotated[int, Field(ge=1)] | None = None
+    """Evaluate on at most this many records per dataset."""
+    generation: bool = False
+    """Also generate answers and score them against the references with BLEU-4 and ROUGE-1/2/L (LLaMA-Factory's predict mode; stage sft only)."""
+    max_new_tokens: Annotated[int, Field(ge=1, le=65536)] = 128
+    """Longest generated answer in generation mode (`max_new_tokens`)."""
+    base_model: bool = False
+    """Evaluate the base model the same way, so status shows the difference (not for dpo/kto with a reference model: there the starting model's loss is fixed by definition)."""
+
+    rules = (
+        Rule(
+            name="evaluation-one-source",
+            cel="has(self.valSize) != has(self.datasets)",
+            message="spec.evaluation: set exactly one of valSize (a held-out fraction of the training data) or datasets (held-out datasets)",
+            check=lambda e: (e.val_size is None) != (e.datasets is None),
         ),
     )
 
@@ -418,6 +465,12 @@ class TrainingSpec(RuledModel):
     """Attention kernel (`flash_attn`): `auto` picks FlashAttention-2 when installed, else SDPA."""
     preprocessing_workers: Annotated[int, Field(ge=1, le=256)] | None = None
     """Processes for tokenising the dataset (`preprocessing_num_workers`)."""
+    preference: PreferenceSpec | None = None
+    """Stages dpo and kto: beta, loss (sigmoid/hinge/ipo/kto_pair/orpo/simpo), SFT mix-in, SimPO gamma (LLaMA-Factory defaults when unset)."""
+    kto: KtoSpec | None = None
+    """Stage kto: weights of desirable and undesirable examples."""
+    ppo: PpoSpec | None = None
+    """Stage ppo (required there): the reward model and PPO settings."""
 
     rules = (
         Rule(
@@ -426,6 +479,41 @@ class TrainingSpec(RuledModel):
             message="spec.training.evalSteps needs spec.training.valSize (the fraction of data held out for evaluation)",
             field_path=".evalSteps",
             check=lambda t: t.eval_steps is None or t.val_size is not None,
+        ),
+        Rule(
+            name="preference-needs-dpo-or-kto",
+            cel="!has(self.preference) || self.stage in ['dpo', 'kto']",
+            message="spec.training.preference applies to stages dpo and kto; set stage: dpo (or kto) or remove preference",
+            field_path=".preference",
+            check=lambda t: t.preference is None or t.stage in ("dpo", "kto"),
+        ),
+        Rule(
+            name="preference-loss-is-dpo",
+            cel="self.stage != 'kto' || !has(self.preference) || self.preference.loss == 'sigmoid'",
+            message="spec.training.preference.loss selects a DPO-family loss and applies to stage dpo only; KTO has its own loss: remove loss",
+            field_path=".preference.loss",
+            check=lambda t: t.stage != "kto" or t.preference is None or t.preference.loss == "sigmoid",
+        ),
+        Rule(
+            name="kto-settings-need-kto",
+            cel="!has(self.kto) || self.stage == 'kto'",
+            message="spec.training.kto applies to stage kto; set stage: kto or remove kto",
+            field_path=".kto",
+            check=lambda t: t.kto is None or t.stage == "kto",
+        ),
+        Rule(
+            name="ppo-needs-reward-model",
+            cel="self.stage != 'ppo' || has(self.ppo)",
+            message="spec.training.stage ppo needs spec.training.ppo.rewardModel (a reward model or a FineTuneJob of stage rm)",
+            field_path=".ppo",
+            check=lambda t: t.stage != "ppo" or t.ppo is not None,
+        ),
+        Rule(
+            name="ppo-settings-need-ppo",
+            cel="!has(self.ppo) || self.stage == 'ppo'",
+            message="spec.training.ppo applies to stage ppo; set stage: ppo or remove ppo",
+            field_path=".ppo",
+            check=lambda t: t.ppo is None or t.stage == "ppo",
         ),
     )
 
@@ -628,7 +716,7 @@ IMMUTABLE_FIELDS = (
 )
 """Fields that cannot change once the object exists: a running training cannot
 take new hyperparameters, data or hardware without restarting from scratch,
-which is a new FineTuneJob.  `suspend`, `scheduling`, `export`, `env`, `image`
+which is a new FineTuneJob.  `suspend`, `scheduling`, `export`, `evaluation`, `env`, `image`
 and `runPolicy` may change (they take effect on the next (re)start of pods)."""
 
 
@@ -666,6 +754,8 @@ class FineTuneJobSpec(RuledModel):
     """Volumes for datasets, model cache and outputs."""
     export: ExportSpec = ExportSpec()
     """Merge the LoRA adapter into the base model after training."""
+    evaluation: EvaluationSpec | None = None
+    """Evaluate the trained model after training and export; results go to status.evaluation, kubetune-eval.json and the run record."""
     env: Annotated[list[EnvVar], Field(max_length=64)] | None = None
     """Extra environment for the training containers (e.g. WANDB_PROJECT); secrets via valueFrom.secretKeyRef only."""
     hf_token_secret_ref: SecretKeyRef | None = None
@@ -772,6 +862,82 @@ class FineTuneJobSpec(RuledModel):
             message="spec.training.stage pt trains on raw text: give each dataset format: alpaca with columns.prompt naming the text column",
             field_path=".datasets",
             check=lambda s: s.training.stage != "pt" or all(d.format == "alpaca" for d in s.datasets),
+        ),
+        Rule(
+            name="ranking-stage-needs-ranking-data",
+            cel="!(self.training.stage in ['rm', 'dpo']) || self.datasets.all(d, d.ranking)",
+            message="spec.training.stage rm/dpo trains on preference pairs: set ranking: true on every dataset (columns.chosen/rejected name the answers)",
+            field_path=".datasets",
+            check=lambda s: s.training.stage not in RANKING_STAGES or all(d.ranking for d in s.datasets),
+        ),
+        Rule(
+            name="ranking-data-needs-ranking-stage",
+            cel="self.training.stage in ['rm', 'dpo'] || self.datasets.all(d, !d.ranking)",
+            message="spec.datasets[].ranking: preference pairs are only for stages rm and dpo (losses sigmoid/orpo/simpo/...); set stage: dpo or rm, or remove ranking",
+            field_path=".datasets",
+            check=lambda s: s.training.stage in RANKING_STAGES or not any(d.ranking for d in s.datasets),
+        ),
+        Rule(
+            name="kto-needs-label-column",
+            cel="self.training.stage != 'kto' || self.datasets.all(d, has(d.columns) && has(d.columns.ktoTag))",
+            message="spec.training.stage kto needs the boolean label column of every dataset: set columns.ktoTag (e.g. label)",
+            field_path=".datasets",
+            check=lambda s: s.training.stage != "kto" or all(d.columns is not None and d.columns.kto_tag is not None for d in s.datasets),
+        ),
+        Rule(
+            name="kto-label-needs-kto",
+            cel="self.training.stage == 'kto' || self.datasets.all(d, !has(d.columns) || !has(d.columns.ktoTag))",
+            message="spec.datasets[].columns.ktoTag is the KTO label and applies to stage kto only; set stage: kto or remove ktoTag",
+            field_path=".datasets",
+            check=lambda s: s.training.stage == "kto" or all(d.columns is None or d.columns.kto_tag is None for d in s.datasets),
+        ),
+        Rule(
+            name="evaluation-not-for-ppo",
+            cel="!has(self.evaluation) || self.training.stage != 'ppo'",
+            message="spec.evaluation: LLaMA-Factory cannot evaluate in stage ppo; evaluate the PPO model in a later job (spec.model.fromJob) with stage sft",
+            field_path=".evaluation",
+            check=lambda s: s.evaluation is None or s.training.stage != "ppo",
+        ),
+        Rule(
+            name="evaluation-generation-needs-sft",
+            cel="!has(self.evaluation) || !self.evaluation.generation || self.training.stage == 'sft'",
+            message="spec.evaluation.generation (BLEU/ROUGE through predict mode) needs stage sft (LLaMA-Factory refuses predict_with_generate otherwise)",
+            field_path=".evaluation.generation",
+            check=lambda s: s.evaluation is None or not s.evaluation.generation or s.training.stage == "sft",
+        ),
+        Rule(
+            name="evaluation-split-not-twice",
+            cel="!has(self.evaluation) || !has(self.evaluation.valSize) || !has(self.training.valSize)",
+            message="spec.evaluation.valSize and spec.training.valSize both hold data out: keep one (evaluation.valSize also holds it out of training)",
+            field_path=".evaluation.valSize",
+            check=lambda s: s.evaluation is None or s.evaluation.val_size is None or s.training.val_size is None,
+        ),
+        Rule(
+            name="evaluation-dataset-names-unique",
+            cel="!has(self.evaluation) || !has(self.evaluation.datasets) || self.evaluation.datasets.all(e, !self.datasets.exists(d, d.name == e.name) && self.evaluation.datasets.exists_one(f, f.name == e.name))",
+            message="spec.evaluation.datasets[].name must differ from every other dataset name (training and evaluation): rename it",
+            field_path=".evaluation.datasets",
+            check=lambda s: s.evaluation is None
+            or s.evaluation.datasets is None
+            or len({d.name for d in s.datasets} | {e.name for e in s.evaluation.datasets}) == len(s.datasets) + len(s.evaluation.datasets),
+        ),
+        Rule(
+            name="evaluation-datasets-match-stage",
+            cel="!has(self.evaluation) || !has(self.evaluation.datasets) || self.evaluation.datasets.all(e, e.ranking == (self.training.stage in ['rm', 'dpo']))",
+            message="spec.evaluation.datasets[].ranking must match the stage: preference pairs (ranking: true) for rm/dpo, none otherwise",
+            field_path=".evaluation.datasets",
+            check=lambda s: s.evaluation is None
+            or s.evaluation.datasets is None
+            or all(e.ranking == (s.training.stage in RANKING_STAGES) for e in s.evaluation.datasets),
+        ),
+        Rule(
+            name="from-job-not-self",
+            cel="!has(self.model.fromJob) || !has(self.training.ppo) || !has(self.training.ppo.rewardModel.fromJob) || self.training.ppo.rewardModel.fromJob != self.model.fromJob",
+            message="spec.training.ppo.rewardModel.fromJob must name a reward-modelling job, not the policy's own spec.model.fromJob",
+            field_path=".training.ppo.rewardModel.fromJob",
+            check=lambda s: s.model.from_job is None
+            or s.training.ppo is None
+            or s.training.ppo.reward_model.from_job != s.model.from_job,
         ),
     ) + SERVE_RULES + tuple(
         Rule(

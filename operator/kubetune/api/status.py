@@ -118,6 +118,68 @@ class AutoTuneStatus(ApiModel):
     """Why: the predicted peak memory per GPU before and after."""
 
 
+class EvaluationMetrics(ApiModel):
+    """Metrics of one evaluated model (LLaMA-Factory's eval_results.json / predict_results.json)."""
+
+    model_config = ApiModel.model_config | {"strict": False}
+
+    eval_loss: float | None = None
+    """Mean loss on the held-out data."""
+    perplexity: float | None = None
+    """exp(evalLoss); stages pt and sft."""
+    bleu4: float | None = None
+    """BLEU-4 of generated answers against the references (0-100), generation mode."""
+    rouge1: float | None = None
+    """ROUGE-1 F (0-100), generation mode."""
+    rouge2: float | None = None
+    """ROUGE-2 F (0-100), generation mode."""
+    rouge_l: float | None = None
+    """ROUGE-L F (0-100), generation mode."""
+    samples: Annotated[int, Field(ge=0)] | None = None
+    """Held-out records evaluated."""
+
+
+class EvaluationStatus(ApiModel):
+    """Outcome of spec.evaluation, written by the trainer after training and export."""
+
+    model_config = ApiModel.model_config | {"strict": False}
+
+    state: Literal["Succeeded", "Failed"]
+    """Whether the evaluation ran; a failed evaluation keeps the trained model and the job's phase."""
+    trained: EvaluationMetrics | None = None
+    """Metrics of the trained model."""
+    base: EvaluationMetrics | None = None
+    """The same metrics of the base model (spec.evaluation.baseModel)."""
+    summary: Annotated[str, Field(max_length=128)] = ""
+    """Short form for `kubectl get -o wide`, e.g. `ppl 12.1 (base 40.3)`."""
+    message: Annotated[str, Field(max_length=32768)] = ""
+    """Why the evaluation failed, when it did."""
+    path: str | None = None
+    """The results file beside the outputs (kubetune-eval.json)."""
+
+
+EVALUATE_STAGE = "evaluate"
+
+
+def evaluation_from_stage(event: dict[str, object]) -> EvaluationStatus | None:
+    """status.evaluation from one trainer stage line (``kubetune.stage {...}``), or None.
+
+    The trainer's evaluate stage ends with ``{"stage": "evaluate", "event": "end",
+    "evaluation": {...}}`` whether the evaluation succeeded or failed (a failed
+    evaluation is never a failed stage: the job keeps its phase); the operator
+    copies the object into status.evaluation and, when ``state`` is Failed, sets a
+    condition ``EvaluationFailed`` with ``message``."""
+    if event.get("stage") != EVALUATE_STAGE or event.get("event") != "end":
+        return None
+    raw = event.get("evaluation")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return EvaluationStatus.model_validate(raw)
+    except ValueError:
+        return None
+
+
 class FineTuneJobStatus(ApiModel):
     """Observed state of a FineTuneJob. Written only by the operator."""
 
@@ -147,3 +209,5 @@ class FineTuneJobStatus(ApiModel):
     """With spec.autoTune: the ZeRO stage, offload and micro-batch kubetune chose, and why."""
     message: Annotated[str, Field(max_length=32768)] | None = None
     """Latest human-readable summary (same as the most relevant condition's message)."""
+    evaluation: EvaluationStatus | None = None
+    """Results of spec.evaluation (mirrored from the trainer's evaluate stage)."""

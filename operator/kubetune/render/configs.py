@@ -11,10 +11,11 @@ import json
 from typing import Any
 
 from kubetune.api import DatasetSpec, FineTuneJob
-from kubetune.api.contract import DEEPSPEED_FILE, MERGED_SUBDIR, Layout
+from kubetune.api.contract import DATA_SUBDIR, DEEPSPEED_FILE, EVAL_SUBDIR, MERGED_SUBDIR, Layout
 from kubetune.api.yamldump import dump
 
-from .lfargs import model_location
+from .chain import ModelSource
+from .lfargs import model_args, reference_args, stage_args, uses_reference_model
 
 
 def dump_json(data: Any) -> str:
@@ -135,7 +136,7 @@ def accelerate_config(job: FineTuneJob, layout: Layout) -> dict[str, Any]:
 
 # --- datasets ---------------------------------------------------------------------
 
-_COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools")
+_COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools", "chosen", "rejected", "kto_tag")
 _TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag")
 
 
@@ -150,10 +151,22 @@ def dataset_entry(dataset: DatasetSpec, layout: Layout) -> dict[str, Any]:
         "file_name": f"{layout.datasets_dir}/{dataset.path}" if dataset.path is not None else f"{dataset.name}.jsonl",
         "formatting": dataset.format,
     }
+    if dataset.ranking:
+        entry["ranking"] = True
+    cols: dict[str, str] = {}
+    if dataset.ranking:
+        # LLaMA-Factory has no default names for the pair; ours are those of its own demo data.
+        cols.update(chosen="chosen", rejected="rejected")
     if dataset.columns is not None:
-        cols = {k: getattr(dataset.columns, k) for k in _COLUMN_KEYS if getattr(dataset.columns, k) is not None}
-        if cols:
-            entry["columns"] = cols
+        cols.update({k: getattr(dataset.columns, k) for k in _COLUMN_KEYS if getattr(dataset.columns, k) is not None})
+    if cols:
+        # LLaMA-Factory's DatasetAttr.join sets *every* column from "columns", unset ones to None,
+        # so its defaults vanish once the key exists: name the required column explicitly.
+        if dataset.format == "sharegpt":
+            cols.setdefault("messages", "conversations")
+        else:
+            cols.setdefault("prompt", "instruction")
+        entry["columns"] = dict(sorted(cols.items()))
     if dataset.tags is not None:
         tags = {k: getattr(dataset.tags, k) for k in _TAG_KEYS if getattr(dataset.tags, k) is not None}
         if tags:
@@ -164,21 +177,21 @@ def dataset_entry(dataset: DatasetSpec, layout: Layout) -> dict[str, Any]:
 
 
 def dataset_info(job: FineTuneJob, layout: Layout) -> dict[str, Any]:
-    return {d.name: dataset_entry(d, layout) for d in job.spec.datasets}
+    """Training datasets, then spec.evaluation.datasets (names are unique across both)."""
+    held_out = job.spec.evaluation.datasets if job.spec.evaluation and job.spec.evaluation.datasets else []
+    return {d.name: dataset_entry(d, layout) for d in [*job.spec.datasets, *held_out]}
 
 
 # --- export and the spec itself -----------------------------------------------------
 
 
-def export_args(job: FineTuneJob, layout: Layout, output_dir: str) -> dict[str, Any]:
+def export_args(job: FineTuneJob, layout: Layout, output_dir: str, source: ModelSource | None = None) -> dict[str, Any]:
     """The tutorial's merge step: base model + this job's adapter -> <output>/merged.
-    No quantization: a merged model must be saved in full precision."""
+    No quantization: a merged model must be saved in full precision.  On top of a
+    fromJob source with an adapter, LLaMA-Factory continued that adapter, so the
+    job's own adapter is the only one to merge."""
     spec = job.spec
-    args: dict[str, Any] = {"model_name_or_path": model_location(job, layout)}
-    if spec.model.revision is not None:
-        args["model_revision"] = spec.model.revision
-    if spec.model.trust_remote_code:
-        args["trust_remote_code"] = True
+    args = {k: v for k, v in model_args(job, layout, source).items() if k != "adapter_name_or_path"}
     args.update(
         adapter_name_or_path=output_dir,
         template=spec.model.template,
@@ -209,3 +222,87 @@ def spec_document(job: FineTuneJob, namespace: str, backend: str, auto_tune: dic
         "metadata": metadata,
         "spec": spec,
     }
+
+
+# --- evaluation ---------------------------------------------------------------------
+
+
+def _trained_model_args(job: FineTuneJob, layout: Layout, output_dir: str, source: ModelSource | None) -> dict[str, Any]:
+    """How LLaMA-Factory loads what this job produced."""
+    spec = job.spec
+    if spec.export.enabled:
+        return {"model_name_or_path": f"{output_dir}/{MERGED_SUBDIR}", "finetuning_type": "full"}
+    if spec.method in ("full", "freeze"):
+        return {"model_name_or_path": output_dir, "finetuning_type": "full"}
+    args = {k: v for k, v in model_args(job, layout, source).items() if k != "adapter_name_or_path"}
+    args.update(adapter_name_or_path=output_dir, finetuning_type="lora")
+    if spec.method == "qlora" and spec.quantization is not None:
+        args["quantization_bit"] = spec.quantization.bits
+    return args
+
+
+def evaluation_config(job: FineTuneJob, layout: Layout, output_dir: str, source: ModelSource | None = None) -> dict[str, Any] | None:
+    """evaluate.json: the LLaMA-Factory runs of the trainer's evaluate stage (None without spec.evaluation).
+
+    Held-out split (valSize): the same datasets, val_size, seed and max_samples as
+    train.yaml, so LLaMA-Factory's split (``train_test_split(seed=...)``) gives the
+    very records training never saw.  Named datasets: ``eval_dataset``.
+    ``mode: eval`` scores the loss (perplexity = exp(loss) for pt/sft);
+    ``mode: predict`` generates greedily and scores BLEU-4/ROUGE (stage sft).
+    DPO/KTO are scored against the job's starting model as reference (``ref_model``)."""
+    ev = job.spec.evaluation
+    if ev is None:
+        return None
+    t = job.spec.training
+    common: dict[str, Any] = {"stage": t.stage, "do_train": False, "template": job.spec.model.template}
+    common["dataset_dir"] = f"{output_dir}/{DATA_SUBDIR}"
+    if ev.val_size is not None:
+        common["dataset"] = ",".join(d.name for d in job.spec.datasets)
+        common["val_size"] = ev.val_size
+        if t.max_samples is not None:
+            common["max_samples"] = t.max_samples
+    else:
+        assert ev.datasets is not None
+        common["eval_dataset"] = ",".join(d.name for d in ev.datasets)
+        if ev.max_samples is not None:
+            common["max_samples"] = ev.max_samples
+    common.update(
+        cutoff_len=t.cutoff_length,
+        overwrite_cache=True,
+        seed=t.seed,
+        per_device_eval_batch_size=t.per_device_batch_size,
+        flash_attn=t.attention,
+        report_to="none",
+    )
+    if t.precision == "bf16":
+        common["bf16"] = True
+    elif t.precision == "fp16":
+        common["fp16"] = True
+    common.update(stage_args(job, layout, None) if t.stage != "ppo" else {})
+    common.update(reference_args(job, layout, source, evaluating=True))
+    models: list[tuple[str, dict[str, Any]]] = [("trained", _trained_model_args(job, layout, output_dir, source))]
+    # Against its own reference the starting model's DPO/KTO loss is ln 2 / 0.5 by definition: no base run.
+    if ev.base_model and not uses_reference_model(job):
+        base = model_args(job, layout, source)
+        base["finetuning_type"] = "lora" if "adapter_name_or_path" in base else "full"
+        models.append(("base", base))
+    runs: list[dict[str, Any]] = []
+    for label, margs in models:
+        runs.append({"model": label, "mode": "eval", "args": {**margs, **common, "do_eval": True, "output_dir": f"{output_dir}/{EVAL_SUBDIR}/{label}"}})
+        if ev.generation:
+            runs.append(
+                {
+                    "model": label,
+                    "mode": "predict",
+                    "args": {
+                        **margs,
+                        **common,
+                        "do_predict": True,
+                        "predict_with_generate": True,
+                        "do_sample": False,
+                        "max_new_tokens": ev.max_new_tokens,
+                        "output_dir": f"{output_dir}/{EVAL_SUBDIR}/{label}-predict",
+                    },
+                }
+            )
+    return {"runs": runs, "perplexity": t.stage in ("pt", "sft")}

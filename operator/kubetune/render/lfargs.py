@@ -14,10 +14,12 @@ from kubetune.api import FineTuneJob, FreezeSpec, LoraSpec
 from kubetune.api.contract import DATA_SUBDIR, DEEPSPEED_FILE, Layout
 from kubetune.api.spec import Launcher
 
+from .chain import ModelSource, reward_args
+
 SPEC_CONTROLLED: Final[dict[str, str]] = {
     "stage": "spec.training.stage",
     "do_train": "spec (kubetune always trains)",
-    "model_name_or_path": "spec.model.name or spec.model.path",
+    "model_name_or_path": "spec.model.name, spec.model.path or spec.model.fromJob",
     "model_revision": "spec.model.revision",
     "trust_remote_code": "spec.model.trustRemoteCode",
     "template": "spec.model.template",
@@ -69,7 +71,25 @@ SPEC_CONTROLLED: Final[dict[str, str]] = {
     "hub_token": "spec.hfTokenSecretRef (never put a token in the spec)",
     "export_dir": "spec.export",
     "export_size": "spec.export.shardSizeGB",
-    "adapter_name_or_path": "spec.model (kubetune trains a fresh adapter per job)",
+    "adapter_name_or_path": "spec.model (kubetune trains a fresh adapter per job; spec.model.fromJob continues another job's)",
+    "pref_beta": "spec.training.preference.beta",
+    "pref_loss": "spec.training.preference.loss",
+    "pref_ftx": "spec.training.preference.ftx",
+    "simpo_gamma": "spec.training.preference.simpoGamma",
+    "dpo_label_smoothing": "spec.training.preference.labelSmoothing",
+    "kto_chosen_weight": "spec.training.kto.desirableWeight",
+    "kto_rejected_weight": "spec.training.kto.undesirableWeight",
+    "reward_model": "spec.training.ppo.rewardModel",
+    "reward_model_type": "spec.training.ppo.rewardModel",
+    "reward_model_adapters": "spec.training.ppo.rewardModel",
+    "ppo_buffer_size": "spec.training.ppo.bufferSize",
+    "ppo_epochs": "spec.training.ppo.epochs",
+    "ppo_score_norm": "spec.training.ppo.scoreNorm",
+    "ppo_target": "spec.training.ppo.targetKl",
+    "ppo_whiten_rewards": "spec.training.ppo.whitenRewards",
+    "max_new_tokens": "spec.training.ppo.maxNewTokens",
+    "ref_model": "spec.model (the reference is the job's starting model)",
+    "ref_model_adapters": "spec.model.fromJob",
 }
 """LLaMA-Factory key -> the FineTuneJob field that controls it."""
 
@@ -77,10 +97,31 @@ OVERRIDABLE: Final = frozenset({"overwrite_cache", "plot_loss", "report_to"})
 """kubetune's own choices that spec.extraArgs may override (no spec field controls them)."""
 
 
-def model_location(job: FineTuneJob, layout: Layout) -> str:
-    """A Hub id, or the model's folder on the models volume."""
+def model_location(job: FineTuneJob, layout: Layout, source: ModelSource | None = None) -> str:
+    """A Hub id, the model's folder on the models volume, or (spec.model.fromJob) the resolved source's model."""
     model = job.spec.model
+    if model.from_job is not None:
+        if source is None:
+            raise ValueError(
+                f"spec.model.fromJob {model.from_job}: the source job is not resolved; render it together with "
+                f"FineTuneJob {model.from_job} (one file), or let the operator resolve it"
+            )
+        return source.model
     return model.name if model.name is not None else f"{layout.models_dir}/{model.path}"
+
+
+def model_args(job: FineTuneJob, layout: Layout, source: ModelSource | None = None) -> dict[str, Any]:
+    """model_name_or_path (+ revision, trust_remote_code, the source's adapter) in a stable order."""
+    model = job.spec.model
+    args: dict[str, Any] = {"model_name_or_path": model_location(job, layout, source)}
+    revision = source.revision if model.from_job is not None and source is not None else model.revision
+    if revision is not None:
+        args["model_revision"] = revision
+    if model.trust_remote_code or (source is not None and model.from_job is not None and source.trust_remote_code):
+        args["trust_remote_code"] = True
+    if model.from_job is not None and source is not None and source.adapter is not None:
+        args["adapter_name_or_path"] = source.adapter
+    return args
 
 
 def uses_deepspeed_config(job: FineTuneJob, launcher: Launcher) -> bool:
@@ -92,19 +133,22 @@ def uses_deepspeed_config(job: FineTuneJob, launcher: Launcher) -> bool:
     return launcher == "deepspeed" or (launcher == "accelerate" and job.spec.distributed.zero_stage > 0)
 
 
-def train_args(job: FineTuneJob, layout: Layout, output_dir: str, launcher: Launcher) -> dict[str, Any]:
-    """The LLaMA-Factory arguments, in a stable, readable order; extraArgs last."""
+def train_args(
+    job: FineTuneJob,
+    layout: Layout,
+    output_dir: str,
+    launcher: Launcher,
+    source: ModelSource | None = None,
+    reward: ModelSource | None = None,
+) -> dict[str, Any]:
+    """The LLaMA-Factory arguments, in a stable, readable order; extraArgs last.
+
+    ``source`` / ``reward``: the resolved spec.model.fromJob and
+    spec.training.ppo.rewardModel.fromJob (:mod:`kubetune.render.chain`)."""
     spec = job.spec
     t = spec.training
-    args: dict[str, Any] = {
-        "stage": t.stage,
-        "do_train": True,
-        "model_name_or_path": model_location(job, layout),
-    }
-    if spec.model.revision is not None:
-        args["model_revision"] = spec.model.revision
-    if spec.model.trust_remote_code:
-        args["trust_remote_code"] = True
+    args: dict[str, Any] = {"stage": t.stage, "do_train": True}
+    args.update(model_args(job, layout, source))
     args["template"] = spec.model.template
     args["dataset"] = ",".join(d.name for d in spec.datasets)
     args["dataset_dir"] = f"{output_dir}/{DATA_SUBDIR}"
@@ -116,6 +160,8 @@ def train_args(job: FineTuneJob, layout: Layout, output_dir: str, launcher: Laun
         args["preprocessing_num_workers"] = t.preprocessing_workers
 
     args.update(_method_args(job))
+    args.update(stage_args(job, layout, reward))
+    args.update(reference_args(job, layout, source))
 
     args["output_dir"] = output_dir
     args["per_device_train_batch_size"] = t.per_device_batch_size
@@ -144,6 +190,10 @@ def train_args(job: FineTuneJob, layout: Layout, output_dir: str, launcher: Laun
     if not t.gradient_checkpointing:
         args["disable_gradient_checkpointing"] = True
     args["flash_attn"] = t.attention
+    ev = spec.evaluation
+    if ev is not None and ev.val_size is not None:
+        # Held out of training; the evaluate stage splits the same way (same seed) and scores it.
+        args["val_size"] = ev.val_size
     if t.val_size is not None:
         args["val_size"] = t.val_size
         args["eval_strategy"] = "steps"
@@ -156,6 +206,70 @@ def train_args(job: FineTuneJob, layout: Layout, output_dir: str, launcher: Laun
     for key, value in sorted((spec.extra_args or {}).items()):
         args[key] = value
     return args
+
+
+def uses_reference_model(job: FineTuneJob) -> bool:
+    """DPO (except the reference-free orpo/simpo losses) and KTO compare against a reference model."""
+    t = job.spec.training
+    loss = t.preference.loss if t.preference is not None else "sigmoid"
+    return t.stage == "kto" or (t.stage == "dpo" and loss not in ("orpo", "simpo"))
+
+
+def reference_args(job: FineTuneJob, layout: Layout, source: ModelSource | None, *, evaluating: bool = False) -> dict[str, Any]:
+    """``ref_model`` (+ ``ref_model_adapters``): the model the preference loss compares with.
+
+    Training: LLaMA-Factory's default is right (the starting model: a LoRA policy with its
+    adapter disabled, or a frozen copy), except on top of a fromJob adapter, where
+    "adapter disabled" would be the bare base: the reference is then base + that adapter.
+    Evaluating (``do_train: false``) LLaMA-Factory would compare the model with itself
+    (loss ln 2 always), so the starting model is named explicitly."""
+    if not uses_reference_model(job):
+        return {}
+    if job.spec.model.from_job is not None and source is not None and source.adapter is not None:
+        return {"ref_model": source.model, "ref_model_adapters": source.adapter}
+    if evaluating:
+        return {"ref_model": model_location(job, layout, source)}
+    return {}
+
+
+def stage_args(job: FineTuneJob, layout: Layout, reward: ModelSource | None = None) -> dict[str, Any]:
+    """The post-training stage's own arguments (LLaMA-Factory 0.9.5 ``RLHFArguments``)."""
+    t = job.spec.training
+    out: dict[str, Any] = {}
+    if t.preference is not None:
+        p = t.preference
+        out["pref_beta"] = p.beta
+        if t.stage == "dpo":
+            out["pref_loss"] = p.loss
+        out["pref_ftx"] = p.ftx
+        if p.simpo_gamma is not None:
+            out["simpo_gamma"] = p.simpo_gamma
+        if p.label_smoothing is not None:
+            out["dpo_label_smoothing"] = p.label_smoothing
+    if t.kto is not None:
+        out["kto_chosen_weight"] = t.kto.desirable_weight
+        out["kto_rejected_weight"] = t.kto.undesirable_weight
+    if t.ppo is not None:
+        ppo = t.ppo
+        rm = ppo.reward_model
+        if rm.from_job is not None:
+            if reward is None:
+                raise ValueError(
+                    f"spec.training.ppo.rewardModel.fromJob {rm.from_job}: the reward job is not resolved; render it together "
+                    f"with FineTuneJob {rm.from_job} (one file), or let the operator resolve it"
+                )
+            out.update(reward_args(reward))
+        else:
+            out["reward_model"] = rm.name if rm.name is not None else f"{layout.models_dir}/{rm.path}"
+            out["reward_model_type"] = "full"
+        out["ppo_buffer_size"] = ppo.buffer_size
+        out["ppo_epochs"] = ppo.epochs
+        out["ppo_score_norm"] = ppo.score_norm
+        out["ppo_target"] = ppo.target_kl
+        out["ppo_whiten_rewards"] = ppo.whiten_rewards
+        if ppo.max_new_tokens is not None:
+            out["max_new_tokens"] = ppo.max_new_tokens
+    return out
 
 
 def _method_args(job: FineTuneJob) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from kubetune.api.contract import (
     API_VERSION,
     DATASET_INFO_FILE,
     DEEPSPEED_FILE,
+    EVAL_ARGS_FILE,
     EXPORT_ARGS_FILE,
     KIND,
     LABEL_JOB,
@@ -88,7 +89,8 @@ def resolve(job: FineTuneJob, options: RenderOptions) -> Plan:
 def training(plan: Plan) -> None:
     """Phase 2: what LLaMA-Factory and the trainer read - the ConfigMap's files."""
     job, layout = plan.job, plan.options.layout
-    plan.train_args = train_args(job, layout, plan.output_dir, plan.launcher)
+    opts = plan.options
+    plan.train_args = train_args(job, layout, plan.output_dir, plan.launcher, opts.model_source, opts.reward_source)
     files = {
         SPEC_FILE: configs.dump_json(configs.spec_document(job, plan.namespace, plan.backend, plan.options.auto_tune)),
         TRAIN_ARGS_FILE: configs.dump_yaml(plan.train_args),
@@ -99,7 +101,10 @@ def training(plan: Plan) -> None:
     if plan.launcher == "accelerate":
         files[ACCELERATE_FILE] = configs.dump_yaml(configs.accelerate_config(job, layout))
     if job.spec.export.enabled:
-        files[EXPORT_ARGS_FILE] = configs.dump_yaml(configs.export_args(job, layout, plan.output_dir))
+        files[EXPORT_ARGS_FILE] = configs.dump_yaml(configs.export_args(job, layout, plan.output_dir, opts.model_source))
+    evaluation = configs.evaluation_config(job, layout, plan.output_dir, opts.model_source)
+    if evaluation is not None:
+        files[EVAL_ARGS_FILE] = configs.dump_json(evaluation)
     plan.files = dict(sorted(files.items()))
 
 

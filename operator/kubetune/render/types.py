@@ -16,6 +16,8 @@ from kubetune.api.contract import Layout
 from kubetune.api.spec import Backend
 from kubetune.api.text import line
 
+from .chain import ModelSource
+
 DEFAULT_TRAINER_IMAGE = "ghcr.io/kubetune/trainer:0.1.0"
 
 
@@ -44,6 +46,10 @@ class RenderOptions:
     """What spec.autoTune chose and why (``kubetune.plan.AutoTuneResult.record()``); recorded in the
     run record (finetunejob.json) as the annotation ``kubetune.io/auto-tune``. Render the adjusted job
     (``AutoTuneResult.job``) so train.yaml carries the chosen settings."""
+    model_source: ModelSource | None = None
+    """The resolved spec.model.fromJob (:func:`kubetune.render.chain.resolve_from_job`); required when it is set."""
+    reward_source: ModelSource | None = None
+    """The resolved spec.training.ppo.rewardModel.fromJob; required when it is set."""
 
 
 @dataclass(frozen=True)

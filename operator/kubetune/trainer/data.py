@@ -38,6 +38,8 @@ from .records import RecordChecker, RecordProblem
 
 READY_MARKER = ".kubetune-data-ready"
 FAILED_MARKER = ".kubetune-data-failed"
+EVAL_FAILED_MARKER = ".kubetune-eval-data-failed"
+"""Problems of spec.evaluation.datasets: they fail the evaluation, never the training."""
 MAX_REPORTED = 10
 """Problems listed in one failure message; the count of the rest is given."""
 URL_TIMEOUT = 60.0
@@ -221,8 +223,14 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
     for marker in (READY_MARKER, FAILED_MARKER):
         with contextlib.suppress(FileNotFoundError):
             (data_dir / marker).unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (data_dir / EVAL_FAILED_MARKER).unlink()
     stage = str(cfg.train_args.get("stage", cfg.job.spec.training.stage))
-    specs = {d.name: d for d in cfg.job.spec.datasets}
+    evaluation = cfg.job.spec.evaluation
+    held_out = list(evaluation.datasets) if evaluation is not None and evaluation.datasets else []
+    specs = {d.name: d for d in [*cfg.job.spec.datasets, *held_out]}
+    eval_names = {d.name for d in held_out}
+    eval_problems: list[str] = []
     counts: dict[str, int] = {}
     staged: list[tuple[Path, Path]] = []
     name = "?"
@@ -233,6 +241,12 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
             if not isinstance(file_name, str) or not file_name:
                 raise DataError(f"{contract.DATASET_INFO_FILE}: dataset {name!r} has no file_name")
             spec = specs.get(name)
+            if name in eval_names:
+                try:
+                    counts[name] = _prepare_one(checker, name, file_name, spec, data_dir, env, staged)
+                except DataError as exc:  # the evaluation fails later, with this reason; training goes on
+                    eval_problems.append(str(exc))
+                continue
             if os.path.isabs(file_name):
                 counts[name] = check_records(checker, _records_of(local_files(Path(file_name))))
                 continue
@@ -248,7 +262,10 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
                 os.fsync(sink.fileno())
         # Every dataset is valid: only now do the materialised files appear, all together.
         for tmp, final in staged:
-            os.replace(tmp, final)
+            if tmp.exists():
+                os.replace(tmp, final)
+        if eval_problems:
+            write_text_atomic(data_dir / EVAL_FAILED_MARKER, "\n".join(eval_problems) + "\n")
         write_text_atomic(data_dir / contract.DATASET_INFO_FILE, json.dumps(cfg.dataset_info, indent=2) + "\n")
     except DataError as exc:
         named = exc if str(exc).startswith("dataset ") else DataError(f"dataset {name!r}: {exc}")
@@ -282,6 +299,38 @@ def _source(spec: DatasetSpec | None, entry: Mapping[str, Any]) -> str:
     if spec is not None and spec.hub is not None:
         return f"hub {spec.hub}"
     return str(entry.get("file_name", "?"))
+
+
+def _prepare_one(
+    checker: RecordChecker, name: str, file_name: str, spec: DatasetSpec | None, data_dir: Path, env: Mapping[str, str], staged: list[tuple[Path, Path]]
+) -> int:
+    """Check (and for hub/url, materialise) one held-out dataset; a bad one leaves no file behind."""
+    if os.path.isabs(file_name):
+        return check_records(checker, _records_of(local_files(Path(file_name))))
+    if spec is None or (spec.hub is None and spec.url is None):
+        raise DataError(f"dataset {name!r}: {file_name} is relative but the job gives no hub or url to fetch it from")
+    records = _hub_records(spec, env) if spec.hub else _url_records(str(spec.url), data_dir / f".{name}.download")
+    final = data_dir / file_name
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as sink:
+            count = check_records(checker, records, sink)
+            sink.flush()
+            os.fsync(sink.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    staged.append((tmp, final))
+    return count
+
+
+def eval_data_problem(cfg: JobConfig) -> str | None:
+    """Why the held-out datasets cannot be used (found by the data stage), or None."""
+    try:
+        return (cfg.data_dir / EVAL_FAILED_MARKER).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def _marker(path: Path) -> dict[str, Any] | None:

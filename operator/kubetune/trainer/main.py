@@ -17,7 +17,7 @@ from typing import Any
 
 from kubetune.api import contract
 
-from . import config, console, data, distenv, export, model, push, record, train
+from . import config, console, data, distenv, evaluate, export, model, push, record, stagecheck, train
 from .errors import ConfigError, Retryable, TrainerError
 from .progress import ProgressSink, StdoutProgressSink
 from .stages import stage
@@ -54,6 +54,7 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
         role = {"rank0": dist.is_global_zero, "nodeRank": dist.node_rank, "nnodes": dist.nnodes, "kind": dist.kind}
         if dist.is_global_zero and (reporter := push.from_env(env)) is not None:
             console.set_tap(reporter.offer)  # progress and stage lines also go to the operator's intake
+        stagecheck.check(cfg)  # a stage the installed stack cannot run fails before data, model and GPU time
         with stage("data", **role) as out:
             if dist.is_global_zero:
                 moved = train.quarantine_incomplete(cfg.output_dir, cfg.train_args)
@@ -79,6 +80,19 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
             with stage("export") as out:
                 out.update(export.run(cfg, env))
                 facts["stages"]["export"] = dict(out)
+        if dist.is_global_zero and cfg.file(contract.EVAL_ARGS_FILE) is not None:
+            # After training and export; a failure here keeps the trained model and exit 0.
+            with stage("evaluate") as out:
+                try:
+                    result = evaluate.run(cfg, env)
+                except Retryable:
+                    raise  # preempted: the restart skips training and export, and evaluates again
+                except Exception as exc:  # noqa: BLE001 - any evaluation failure is reported, never fatal
+                    reason = str(exc) if isinstance(exc, TrainerError) else f"{type(exc).__name__}: {exc}"
+                    result = evaluate.failed(cfg, reason)
+                out["evaluation"] = result
+                facts["evaluation"] = result
+                facts["stages"]["evaluate"] = dict(out)
     except TrainerError as exc:
         code, message = exc.exit_code, str(exc)
     except Exception as exc:  # noqa: BLE001 - an unexpected bug is a permanent training failure

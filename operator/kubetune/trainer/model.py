@@ -35,6 +35,8 @@ def hf_home(cfg: JobConfig, env: Mapping[str, str]) -> Path:
 
 def _marker(cfg: JobConfig, env: Mapping[str, str]) -> Path:
     model = cfg.job.spec.model
+    if model.name is None:  # fromJob with a Hub base model (see download)
+        model = model.model_copy(update={"name": str(cfg.train_args.get("model_name_or_path")), "revision": cfg.train_args.get("model_revision")})
     key = hashlib.sha256(f"{model.name}@{model.revision or 'main'}".encode()).hexdigest()[:16]
     return hf_home(cfg, env) / f".kubetune-model-{key}.ready"
 
@@ -54,6 +56,9 @@ def download(cfg: JobConfig, env: Mapping[str, str]) -> str:
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError  # noqa: PLC0415
 
     spec = cfg.job.spec.model
+    if spec.name is None:
+        # spec.model.fromJob on a job that left an adapter: its base model's Hub id is in train.yaml.
+        spec = spec.model_copy(update={"name": str(cfg.train_args["model_name_or_path"]), "revision": cfg.train_args.get("model_revision")})
     assert spec.name is not None
     offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:

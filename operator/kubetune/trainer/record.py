@@ -79,6 +79,7 @@ def write(cfg: JobConfig, *, image: str | None, started_at: str, exit_code: int,
         "trainingCompleted": bool(facts.get("trainingCompleted")),
         "stages": facts.get("stages", {}),
         "metrics": _json_file(cfg.output_dir / "all_results.json"),
+        "evaluation": facts.get("evaluation"),
         "outputs": outputs(cfg.output_dir),
     }
     cfg.output_dir.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,12 @@ class RecordChecker:
         self.dataset = dataset
         self.formatting = str(entry.get("formatting", "alpaca"))
         self.stage = stage
+        self.ranking = bool(entry.get("ranking", False))
         columns = dict(entry.get("columns") or {})
+        # Post-training columns are checked on their own (not part of the prompt/answer layout).
+        self.chosen = columns.pop("chosen", "chosen") if self.ranking else None
+        self.rejected = columns.pop("rejected", "rejected") if self.ranking else None
+        self.kto_tag = columns.pop("kto_tag", None)
         tags = dict(entry.get("tags") or {})
         if self.formatting == "sharegpt":
             self.columns = {"messages": SHAREGPT_DEFAULT_MESSAGES, **columns}
@@ -60,16 +65,47 @@ class RecordChecker:
         """Every problem of one record (empty when LLaMA-Factory will use it as intended)."""
         if not isinstance(record, dict):
             return [self._problem(index, "<record>", f"expected a JSON object, got {type(record).__name__}")]
-        if self.formatting == "sharegpt":
-            return self._check_sharegpt(index, record)
-        return self._check_alpaca(index, record)
+        out = self._check_sharegpt(index, record) if self.formatting == "sharegpt" else self._check_alpaca(index, record)
+        if self.kto_tag is not None:
+            label = record.get(self.kto_tag)
+            if not isinstance(label, bool):
+                # LLaMA-Factory would silently train such a record as plain SFT data.
+                got = "missing" if self.kto_tag not in record else f"got {type(label).__name__} {label!r}"
+                out.append(self._problem(index, self.kto_tag, f"the KTO label must be true (desirable) or false (undesirable); {got}"))
+        return out
+
+    def _check_pair(self, index: int, record: dict[str, Any]) -> list[RecordProblem]:
+        """The chosen and rejected answers of a ranking record."""
+        out: list[RecordProblem] = []
+        for key in (self.chosen, self.rejected):
+            assert key is not None
+            value = record.get(key)
+            if value is None:
+                out.append(self._problem(index, key, f"missing (ranking datasets need a chosen and a rejected answer; present keys: {sorted(record)})"))
+            elif self.formatting == "alpaca":
+                if not isinstance(value, str):
+                    out.append(self._problem(index, key, f"expected a string answer, got {type(value).__name__}"))
+                elif not value.strip():
+                    out.append(self._problem(index, key, "empty answer"))
+            else:
+                t = self.tags
+                answer_side = (t["assistant_tag"], t["function_tag"])
+                if not isinstance(value, dict):
+                    out.append(self._problem(index, key, f"expected one turn object ({t['role_tag']}/{t['content_tag']}), got {type(value).__name__}"))
+                    continue
+                if value.get(t["role_tag"]) not in answer_side:
+                    out.append(self._problem(index, f"{key}.{t['role_tag']}", f"expected an answer role ({'/'.join(answer_side)}), got {value.get(t['role_tag'])!r}"))
+                if not isinstance(value.get(t["content_tag"]), str):
+                    out.append(self._problem(index, f"{key}.{t['content_tag']}", "missing or not a string"))
+        return out
 
     def _problem(self, index: int, field: str, message: str) -> RecordProblem:
         return RecordProblem(self.dataset, index, field, message)
 
     def _check_alpaca(self, index: int, record: dict[str, Any]) -> list[RecordProblem]:
         out: list[RecordProblem] = []
-        for role, required in (("prompt", True), ("response", self.stage != "pt"), ("query", False), ("system", False)):
+        needs_response = self.stage != "pt" and not self.ranking
+        for role, required in (("prompt", True), ("response", needs_response), ("query", False), ("system", False)):
             key = self.columns.get(role)
             if key is None:
                 continue
@@ -93,6 +129,8 @@ class RecordChecker:
                 for i, pair in enumerate(history):
                     if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
                         out.append(self._problem(index, f"{history_key}[{i}]", "expected [instruction, answer] (two strings)"))
+        if self.ranking:
+            out.extend(self._check_pair(index, record))
         return out
 
     def _check_sharegpt(self, index: int, record: dict[str, Any]) -> list[RecordProblem]:
@@ -143,6 +181,11 @@ class RecordChecker:
                         f"turns must alternate {'/'.join(prompt_side)} then {'/'.join(answer_side)}; got {role!r} here",
                     )
                 ]
+        if self.ranking:
+            # LLaMA-Factory's ranking layout: the turns end with the prompt; the answers are chosen/rejected.
+            if not body or len(body) % 2 == 0:
+                return [self._problem(index, key, f"a ranking record's turns must end with the prompt ({'/'.join(prompt_side)}); the answers go in {self.chosen!r} and {self.rejected!r}")]
+            return self._check_pair(index, record)
         if not body or len(body) % 2:
             return [self._problem(index, key, "needs at least one prompt/answer pair and must end with an answer")]
         return out

@@ -57,6 +57,42 @@ def sharegpt_records(n: int = 48, *, system: bool = True) -> list[dict[str, Any]
     return out
 
 
+def _rejected(i: int) -> str:
+    """A wrong answer for question i: another question's answer."""
+    return QA_PAIRS[(i + 5) % len(QA_PAIRS)][1]
+
+
+def preference_records(n: int = 48, *, fmt: str = "sharegpt") -> list[dict[str, Any]]:
+    """``n`` ranking records (LLaMA-Factory's layout): a prompt, a ``chosen`` and a ``rejected`` answer.
+
+    ShareGPT: ``conversations`` ends with the question and the answers are turn objects;
+    Alpaca: ``instruction`` plus answer strings."""
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        q, a = QA_PAIRS[i % len(QA_PAIRS)]
+        if fmt == "alpaca":
+            out.append({"instruction": q, "input": "", "chosen": a, "rejected": _rejected(i)})
+        else:
+            out.append(
+                {
+                    "conversations": [{"from": "human", "value": q}],
+                    "chosen": {"from": "gpt", "value": a},
+                    "rejected": {"from": "gpt", "value": _rejected(i)},
+                }
+            )
+    return out
+
+
+def kto_records(n: int = 48) -> list[dict[str, Any]]:
+    """``n`` ShareGPT conversations with a boolean ``label``: true for the right answer, false for a wrong one."""
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        q, a = QA_PAIRS[i % len(QA_PAIRS)]
+        good = i % 2 == 0
+        out.append({"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a if good else _rejected(i)}], "label": good})
+    return out
+
+
 def alpaca_records(n: int = 48) -> list[dict[str, Any]]:
     """``n`` Alpaca records (instruction/input/output)."""
     return [

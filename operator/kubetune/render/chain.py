@@ -1,0 +1,251 @@
+"""Jobs that build on jobs: ``spec.model.fromJob`` and ``spec.training.ppo.rewardModel.fromJob``.
+
+Pure functions, no I/O.  :func:`resolve_from_job` is the whole decision the
+operator (decide step), ``kubetune run --local`` and ``kubetune render`` make
+about a referenced FineTuneJob; :func:`model_source_of` says what a job
+leaves behind on its outputs volume once it has Succeeded:
+
+* a merged model (``<outputs>/<ns>/<name>/merged``) when it exported one;
+* for methods full/freeze, the job's output folder itself (a complete model);
+* otherwise its base model plus its LoRA adapter (the output folder).
+
+The referencing job mounts *its own* outputs claim, so the source must write to
+the same claim and subPath; the path is then the same in both pods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kubetune.api import FineTuneJob
+from kubetune.api.contract import MERGED_SUBDIR, Layout
+
+WAITING_REASON = "WaitingForJob"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What LLaMA-Factory loads for a job built on another job."""
+
+    job: str
+    """Name of the source FineTuneJob."""
+    model: str
+    """``model_name_or_path``: a Hub id or an absolute folder (in the pod's layout)."""
+    adapter: str | None = None
+    """``adapter_name_or_path``: the source's LoRA adapter folder, when it did not export a merged model."""
+    revision: str | None = None
+    trust_remote_code: bool = False
+    kind: Literal["merged", "full", "adapter"] = "full"
+    """merged model, complete model (methods full/freeze) or base + adapter."""
+    stage: str = "sft"
+    """The source job's training stage (a reward model for PPO must come from stage rm)."""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The source exists but has not Succeeded yet: keep the job Pending (reason ``WaitingForJob``)."""
+
+    message: str
+    reason: str = WAITING_REASON
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The reference can never work: fail the job with this reason and message."""
+
+    reason: str
+    message: str
+
+
+Resolution = ModelSource | Waiting | Failed
+
+
+def model_source_of(source: FineTuneJob, namespace: str, layout: Layout) -> ModelSource | Failed:
+    """What ``source`` leaves on the outputs volume when it succeeds (from its spec alone)."""
+    spec = source.spec
+    out = layout.job_output_dir(namespace, source.name)
+    stage = spec.training.stage
+    if spec.export.enabled and spec.method in ("lora", "qlora") and stage != "rm":
+        # An exported reward model would lose its value head (export keeps only the causal LM).
+        return ModelSource(source.name, f"{out}/{MERGED_SUBDIR}", kind="merged", stage=stage, trust_remote_code=spec.model.trust_remote_code)
+    if spec.method in ("full", "freeze"):
+        return ModelSource(source.name, out, kind="full", stage=stage, trust_remote_code=spec.model.trust_remote_code)
+    model = spec.model
+    if model.from_job is not None:
+        return Failed(
+            "SourceNeedsExport",
+            f"FineTuneJob {source.name} trains a LoRA adapter on top of FineTuneJob {model.from_job}; "
+            f"set spec.export.enabled: true on {source.name} so the next job can load its merged model",
+        )
+    base = model.name if model.name is not None else f"{layout.models_dir}/{model.path}"
+    return ModelSource(
+        source.name,
+        base,
+        adapter=out,
+        revision=model.revision,
+        trust_remote_code=model.trust_remote_code,
+        kind="adapter",
+        stage=stage,
+    )
+
+
+def _phase(obj: dict[str, Any]) -> str | None:
+    status = obj.get("status")
+    return status.get("phase") if isinstance(status, dict) else None
+
+
+def _condition_message(obj: dict[str, Any]) -> str:
+    status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+    assert isinstance(status, dict)
+    msg = status.get("message")
+    return str(msg) if msg else "no message"
+
+
+def resolve_from_job(
+    job: FineTuneJob,
+    source_obj: dict[str, Any] | None,
+    *,
+    reference: Literal["model", "rewardModel"] = "model",
+    layout: Layout | None = None,
+    assume_succeeded: bool = False,
+    default_namespace: str = "default",
+) -> Resolution:
+    """Decide what a ``fromJob`` reference of ``job`` means now.
+
+    ``source_obj`` is the referenced FineTuneJob as read from the API server
+    (``metadata``, ``spec``, ``status``), or ``None`` when it does not exist in
+    ``job``'s namespace.  ``reference`` picks ``spec.model.fromJob`` or
+    ``spec.training.ppo.rewardModel.fromJob``.  ``assume_succeeded`` treats a
+    source without status as Succeeded (``kubetune render`` of a recipe file,
+    where both jobs are only manifests; ``run --local`` after the first ran).
+    ``default_namespace``: the namespace of a job whose metadata names none.
+
+    How the operator's decide step uses it, before rendering anything:
+
+    * ``Waiting`` -> create no children; set phase ``Pending``, condition
+      ``Created=False`` with ``reason=Waiting.reason`` (``WaitingForJob``) and
+      ``message=Waiting.message``; re-check when the source changes (watch
+      FineTuneJobs in the namespace, or requeue after a delay).
+    * ``Failed`` -> phase ``Failed``, condition ``Failed=True`` with
+      ``reason=Failed.reason`` and ``message=Failed.message``; terminal (the
+      spec is immutable, a new job is needed).
+    * ``ModelSource`` -> render with ``RenderOptions(model_source=...)`` (or
+      ``reward_source=`` for the reward model) and proceed as for any job.
+
+    Call it for both references when both are set; a ``Failed`` wins over a
+    ``Waiting``.
+    """
+    layout = layout or Layout()
+    namespace = job.metadata.namespace or default_namespace
+    if reference == "model":
+        name = job.spec.model.from_job
+        field = "spec.model.fromJob"
+    else:
+        ppo = job.spec.training.ppo
+        name = ppo.reward_model.from_job if ppo is not None else None
+        field = "spec.training.ppo.rewardModel.fromJob"
+    if name is None:
+        return Failed("InvalidSpec", f"{field} is not set (caller bug)")
+    if name == job.name:
+        return Failed("InvalidFromJob", f"{field}: a FineTuneJob cannot build on itself")
+    if source_obj is None:
+        return Failed("FromJobNotFound", f"{field}: FineTuneJob {name} does not exist in namespace {namespace}; create it first (one kubectl apply of both works)")
+    phase = _phase(source_obj)
+    if phase == "Failed":
+        return Failed("FromJobFailed", f"{field}: FineTuneJob {name} failed ({_condition_message(source_obj)}); fix and re-run it, then re-create this job")
+    if phase != "Succeeded" and not assume_succeeded:
+        return Waiting(f"waiting for FineTuneJob {name} to succeed (now {phase or 'not started'}); this job starts when it has")
+    try:
+        source = FineTuneJob.from_api({**source_obj, "status": None} if "status" in source_obj else source_obj)
+    except Exception as exc:  # noqa: BLE001 - pydantic's error names the field; the source's own problem
+        return Failed("FromJobInvalid", f"{field}: FineTuneJob {name} is not a valid FineTuneJob: {exc}")
+    src_out, own_out = source.spec.storage.outputs, job.spec.storage.outputs
+    if (src_out.claim_name, src_out.sub_path) != (own_out.claim_name, own_out.sub_path):
+        return Failed(
+            "FromJobOtherVolume",
+            f"{field}: FineTuneJob {name} writes to outputs claim {src_out.claim_name!r}"
+            f"{' subPath ' + repr(src_out.sub_path) if src_out.sub_path else ''}; this job must use the same spec.storage.outputs to read it",
+        )
+    resolved = model_source_of(source, namespace, layout)
+    if isinstance(resolved, Failed):
+        return resolved
+    if reference == "rewardModel":
+        if resolved.stage != "rm":
+            return Failed("FromJobNotRewardModel", f"{field}: FineTuneJob {name} has stage {resolved.stage}; a PPO reward model comes from a job with stage rm")
+        if resolved.kind == "adapter" and job.spec.method not in ("lora", "qlora"):
+            return Failed(
+                "FromJobAdapterMismatch",
+                f"{field}: FineTuneJob {name} left a LoRA reward adapter, which LLaMA-Factory loads onto the policy only for method lora; use method lora or a full reward model",
+            )
+        return resolved
+    if resolved.kind == "adapter" and job.spec.method not in ("lora", "qlora"):
+        return Failed(
+            "FromJobAdapterMismatch",
+            f"{field}: FineTuneJob {name} left a LoRA adapter without a merged model; method {job.spec.method} cannot load adapters. "
+            f"Set spec.export.enabled: true on {name}, or use method lora/qlora here",
+        )
+    if resolved.kind == "adapter" and source.spec.method == "qlora" and job.spec.method != "qlora":
+        return Failed(
+            "FromJobAdapterMismatch",
+            f"{field}: FineTuneJob {name} trained its adapter on a quantized base (qlora); continue with method qlora, or export it first",
+        )
+    return resolved
+
+
+def source_from_documents(
+    job: FineTuneJob,
+    documents: list[FineTuneJob],
+    layout: Layout,
+    *,
+    reference: Literal["model", "rewardModel"] = "model",
+    default_namespace: str = "default",
+) -> Resolution:
+    """Resolve against jobs given together (one recipe file): the source is assumed to succeed."""
+    name = job.spec.model.from_job if reference == "model" else (job.spec.training.ppo.reward_model.from_job if job.spec.training.ppo else None)
+    namespace = job.metadata.namespace or default_namespace
+    for other in documents:
+        if other.name == name and (other.metadata.namespace or default_namespace) == namespace:
+            return resolve_from_job(job, other.to_api(), reference=reference, layout=layout, assume_succeeded=True, default_namespace=default_namespace)
+    return resolve_from_job(job, None, reference=reference, layout=layout, default_namespace=default_namespace)
+
+
+def reward_args(source: ModelSource) -> dict[str, Any]:
+    """LLaMA-Factory's reward model arguments for a resolved reward job."""
+    if source.kind == "adapter":
+        return {"reward_model": source.adapter, "reward_model_type": "lora"}
+    return {"reward_model": source.model, "reward_model_type": "full"}
+
+
+__all__ = [
+    "WAITING_REASON",
+    "Failed",
+    "ModelSource",
+    "Resolution",
+    "Waiting",
+    "model_source_of",
+    "resolve_from_job",
+    "reward_args",
+    "source_from_documents",
+]
+
+
+def with_sources(job: FineTuneJob, documents: list[FineTuneJob], options: Any) -> Any:
+    """``options`` (a RenderOptions) with job's fromJob references resolved against
+    ``documents`` (jobs applied together); a :class:`Failed` when one cannot be."""
+    import dataclasses  # noqa: PLC0415
+
+    layout = options.layout
+    changes: dict[str, ModelSource] = {}
+    if job.spec.model.from_job is not None:
+        got = source_from_documents(job, documents, layout, default_namespace=options.default_namespace)
+        if not isinstance(got, ModelSource):
+            return got if isinstance(got, Failed) else Failed(got.reason, got.message)
+        changes["model_source"] = got
+    ppo = job.spec.training.ppo
+    if ppo is not None and ppo.reward_model.from_job is not None:
+        got = source_from_documents(job, documents, layout, reference="rewardModel", default_namespace=options.default_namespace)
+        if not isinstance(got, ModelSource):
+            return got if isinstance(got, Failed) else Failed(got.reason, got.message)
+        changes["reward_source"] = got
+    return dataclasses.replace(options, **changes) if changes else options
