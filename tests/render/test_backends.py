@@ -73,8 +73,9 @@ def test_mpijob_launcher_and_workers(nodes: int, gpus: int, np: str) -> None:
     launcher = _main_container(specs["Launcher"]["template"])
     worker = _main_container(specs["Worker"]["template"])
     argv = launcher["command"]
-    assert argv[:3] == ["mpirun", "-np", np]
-    assert argv[argv.index("--hostfile") + 1] == "/etc/mpi/hostfile"
+    assert argv[:6] == ["python", "-m", "kubetune.trainer.mpilaunch", "mpirun", "-np", np]
+    # The hostfile is mpi-operator's (OMPI_MCA_orte_default_hostfile); the wrapper names it.
+    assert "--hostfile" not in argv
     assert argv[-3:] == ["python", "-m", "kubetune.trainer"]
     forwarded = {argv[i + 1] for i, a in enumerate(argv) if a == "-x"}
     assert {"KUBETUNE_CONFIG_DIR", "KUBETUNE_OUTPUT_DIR", "NPROC_PER_NODE", "HF_HOME"} <= forwarded
@@ -176,7 +177,7 @@ def test_owner_references(uid: str | None) -> None:
 def test_names_labels_namespace() -> None:
     rendered = render(JobBuilder().build())
     cm, w = rendered.config_map, rendered.workload
-    assert cm["metadata"]["name"] == "demo-config" and w["metadata"]["name"] == "demo"
+    assert cm["metadata"]["name"] == "demo-kubetune" and w["metadata"]["name"] == "demo"
     assert cm["metadata"]["namespace"] == w["metadata"]["namespace"] == "team-a"
     for labels in (cm["metadata"]["labels"], w["metadata"]["labels"], pod_templates(w)["Master"]["metadata"]["labels"]):
         assert labels["app.kubernetes.io/name"] == "kubetune"
@@ -206,7 +207,7 @@ def test_volumes_and_mounts() -> None:
     template = pod_templates(render(job).workload)["Master"]
     volumes = {v["name"]: v for v in template["spec"]["volumes"]}
     mounts = {m["name"]: m for m in _main_container(template)["volumeMounts"]}
-    assert volumes["config"] == {"name": "config", "configMap": {"name": "demo-config"}}
+    assert volumes["config"] == {"name": "config", "configMap": {"name": "demo-kubetune"}}
     assert mounts["config"] == {"name": "config", "mountPath": "/etc/kubetune", "readOnly": True}
     assert volumes["outputs"]["persistentVolumeClaim"]["claimName"] == "out"
     assert mounts["outputs"] == {"name": "outputs", "mountPath": "/data/outputs", "subPath": "runs"}
@@ -270,13 +271,30 @@ def test_image_option_and_layout() -> None:
     assert rendered.train_args["dataset_dir"] == "/o/team-a/demo/data"
 
 
-def test_mpijob_rendezvous_is_the_first_worker() -> None:
+def test_mpijob_rendezvous_comes_from_the_hostfile_not_a_guessed_service_name() -> None:
     job = JobBuilder().set("spec.distributed", {"backend": "mpijob", "masterPort": 29500}).build()
-    launcher = _main_container(render(job).workload["spec"]["mpiReplicaSpecs"]["Launcher"]["template"])
+    rendered = render(job)
+    launcher = _main_container(rendered.workload["spec"]["mpiReplicaSpecs"]["Launcher"]["template"])
     env = _env(launcher)
-    assert env["MASTER_ADDR"] == "demo-worker-0.demo.team-a.svc" and env["MASTER_PORT"] == "29500"
+    # Service naming differs between mpi-operator releases; mpilaunch reads the hostfile it wrote.
+    assert "MASTER_ADDR" not in env and env["MASTER_PORT"] == "29500"
     argv = launcher["command"]
-    assert {"MASTER_ADDR", "MASTER_PORT"} <= {argv[i + 1] for i, a in enumerate(argv) if a == "-x"}
+    assert "MASTER_PORT" in {argv[i + 1] for i, a in enumerate(argv) if a == "-x"}
+
+
+# mpi-operator v2beta1 children (pkg/controller/mpi_job_controller.go: configSuffix, launcherSuffix,
+# sshAuthSecretSuffix, workerSuffix, newJobService) and the Trainer v2 MPI plugin's
+# (pkg/constants: MPIHostfileConfigMapSuffix "-mpi-hostfile", MPISSHAuthSecretSuffix "-mpi-ssh-auth").
+UPSTREAM_CHILD_SUFFIXES = ["", "-config", "-launcher", "-worker", "-ssh", "-mpi-hostfile", "-mpi-ssh-auth"]
+
+
+@pytest.mark.parametrize("backend", ["pytorchjob", "mpijob"])
+def test_our_configmap_name_cannot_collide_with_what_mpi_operator_or_trainer_creates(backend: str) -> None:
+    rendered = render(JobBuilder().build(), RenderOptions(backend=backend))
+    name = rendered.workload["metadata"]["name"]
+    cm = rendered.config_map["metadata"]["name"]
+    assert cm not in {name + s for s in UPSTREAM_CHILD_SUFFIXES}
+    assert not cm.startswith(name + "-worker-") and not cm.startswith(name + "-launcher")
 
 
 def test_spec_file_names_the_backend_actually_rendered() -> None:

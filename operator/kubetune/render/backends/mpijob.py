@@ -9,7 +9,18 @@ value, so no spec string reaches a command line).
 
 Image contract (images/trainer): user ``kubetune`` (uid 1000) with home
 ``/home/kubetune``, where mpi-operator mounts the ssh keys
-(``sshAuthMountPath``) and where ``.sshd_config`` runs sshd unprivileged.
+(``sshAuthMountPath``, keys only); sshd runs unprivileged from
+``/etc/ssh/kubetune_sshd_config`` and the ssh client settings (port 2222, no
+host-key prompts) are in ``/etc/ssh/ssh_config.d/kubetune.conf``, where that
+mount cannot hide them.
+
+Names: mpi-operator v2beta1 creates ``<job>-config`` (hostfile),
+``<job>-launcher``, ``<job>-ssh`` and a headless Service ``<job>``
+(pkg/controller/mpi_job_controller.go); kubetune's ConfigMap is
+``<job>-kubetune`` so it can never be mistaken for one of them.
+``MASTER_ADDR`` is not rendered: the launcher command
+(:mod:`kubetune.trainer.mpilaunch`) takes it from the hostfile mpi-operator
+wrote, whatever Service naming the installed release uses.
 """
 
 from __future__ import annotations
@@ -24,8 +35,9 @@ from .common import child_labels, run_policy
 
 HOME: Final = "/home/kubetune"
 SSH_AUTH_MOUNT_PATH: Final = f"{HOME}/.ssh"
-SSHD_COMMAND: Final = ["/usr/sbin/sshd", "-De", "-f", f"{HOME}/.sshd_config"]
-HOSTFILE: Final = "/etc/mpi/hostfile"
+SSHD_CONFIG: Final = "/etc/ssh/kubetune_sshd_config"
+SSHD_COMMAND: Final = ["/usr/sbin/sshd", "-De", "-f", SSHD_CONFIG]
+LAUNCH_WRAPPER: Final = ["python", "-m", "kubetune.trainer.mpilaunch"]
 ALWAYS_FORWARDED: Final = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH")
 LAUNCHER_RESOURCES: Final = {"requests": {"cpu": "500m", "memory": "512Mi"}}
 """mpirun only: the launcher never trains, so it asks for little and gets no GPU."""
@@ -39,12 +51,8 @@ class MPIJobBackend:
     def build(self, plan: Plan) -> dict[str, Any]:
         user_names = set(user_env_names(plan))
         own_names = [e["name"] for e in plan.env if e["name"] not in user_names]
-        # Rendezvous for torch.distributed/DeepSpeed in the mpirun-started processes: the first
-        # worker, by the stable name mpi-operator gives it (<job>-worker-0 under the job's headless Service).
-        rendezvous = [
-            {"name": "MASTER_ADDR", "value": f"{plan.name}-worker-0.{plan.name}.{plan.namespace}.svc"},
-            {"name": "MASTER_PORT", "value": str(plan.job.spec.distributed.master_port)},
-        ]
+        # MASTER_ADDR comes from the hostfile at launch (kubetune.trainer.mpilaunch); the port is ours.
+        rendezvous = [{"name": "MASTER_PORT", "value": str(plan.job.spec.distributed.master_port)}]
         own_names += [e["name"] for e in rendezvous]
         launcher_env = list(plan.env) + rendezvous
         if user_names:
@@ -72,13 +80,14 @@ class MPIJobBackend:
 
 
 def mpirun_argv(plan: Plan, forwarded: list[str]) -> list[str]:
-    """``mpirun -np nodes*gpus --hostfile ... -x VAR ... python -m kubetune.trainer``."""
+    """``python -m kubetune.trainer.mpilaunch mpirun -np nodes*gpus -x VAR ... python -m kubetune.trainer``.
+
+    The wrapper adds ``--hostfile`` and ``-x MASTER_ADDR`` from mpi-operator's hostfile."""
     argv = [
+        *LAUNCH_WRAPPER,
         "mpirun",
         "-np",
         str(plan.nodes * plan.procs_per_node),
-        "--hostfile",
-        HOSTFILE,
         "--bind-to",
         "none",
         "--map-by",
