@@ -201,3 +201,26 @@ def test_deepspeed_zero2_across_two_pytorchjob_pods(tmp_path: Path, tiny_assets:
     assert (pod.output_dir / "adapter_model.safetensors").is_file()
     stages1 = stage_lines(out1)
     assert {"stage": "record", "event": "start"} not in stages1  # rank 0 alone writes the record
+
+
+def test_accelerate_deepspeed_across_two_machines(tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path) -> None:
+    """Two pods, each its own real ``accelerate launch --machine_rank N`` with the rendered accelerate.yaml."""
+    import yaml
+
+    from trainerlib import free_port
+
+    pod = make_pod(tmp_path, _distributed_manifest("acc-2n", tiny_assets, launcher="accelerate"), tiny_assets, extensions=torch_extensions)
+    acc = yaml.safe_load(pod.files[contract.ACCELERATE_FILE])
+    assert acc["distributed_type"] == "DEEPSPEED" and acc["num_machines"] == 2
+    assert acc["deepspeed_config"]["deepspeed_multinode_launcher"] == "standard"  # not pdsh
+    port = str(free_port())
+    envs = [
+        {**pod.env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank), "PET_NNODES": "2", "PET_NODE_RANK": str(rank), "NPROC_PER_NODE": "1"}
+        for rank in (0, 1)
+    ]
+    (code0, out0), (code1, out1) = _run_ranks(envs, tmp_path)
+    assert code0 == 0 and code1 == 0, out0[-3000:] + "\n-----\n" + out1[-3000:]
+    assert "pdsh" not in out0 + out1
+    assert "world size: 2" in out0 + out1
+    assert progress_lines(out0)[-1]["step"] == 4 and not progress_lines(out1)
+    assert (pod.output_dir / "adapter_model.safetensors").is_file()
