@@ -8,6 +8,7 @@ and checks what a user would: files, losses, progress lines, exit codes.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -224,3 +225,18 @@ def test_accelerate_deepspeed_across_two_machines(tmp_path: Path, tiny_assets: T
     assert "world size: 2" in out0 + out1
     assert progress_lines(out0)[-1]["step"] == 4 and not progress_lines(out1)
     assert (pod.output_dir / "adapter_model.safetensors").is_file()
+
+
+def test_max_samples_means_at_most_and_the_run_record_says_how_many(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+    # 48 records on disk; LLaMA-Factory's num_samples would draw 1000 with replacement.
+    manifest = tiny_job("capped", tiny_assets, method="full", max_steps=2)
+    manifest["spec"]["datasets"][0]["maxSamples"] = 1000
+    pod = make_pod(tmp_path, manifest, tiny_assets)
+    assert json.loads(pod.files[contract.DATASET_INFO_FILE])["tiny_chat"]["num_samples"] == 1000
+    result = run_trainer(pod.env)
+    _assert_succeeded(result)
+    out = result.stdout + result.stderr
+    assert re.search(r"Num examples = 48\b", out), out[-3000:]
+    record = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
+    assert record["stages"]["data"]["records"] == {"tiny_chat": 48}
+    assert record["stages"]["data"]["samples"] == {"tiny_chat": 48}

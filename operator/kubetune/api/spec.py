@@ -180,7 +180,7 @@ class DatasetSpec(RuledModel):
     """Turn labels for ShareGPT records, e.g. from/value/human/gpt as in the deita-10k data."""
 
     max_samples: Annotated[int, Field(ge=1)] | None = None
-    """Use at most this many records of this dataset (LLaMA-Factory's per-dataset `num_samples`)."""
+    """Use at most this many records of this dataset: a random subset when it has more, every record once when it has fewer (LLaMA-Factory's `num_samples`, which the trainer caps at the record count because LLaMA-Factory would otherwise repeat records to reach it)."""
 
     rules = (
         Rule(

@@ -208,7 +208,7 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
         # Every dataset is valid: only now do the materialised files appear, all together.
         for tmp, final in staged:
             os.replace(tmp, final)
-        write_text_atomic(data_dir / contract.DATASET_INFO_FILE, json.dumps(cfg.dataset_info, indent=2) + "\n")
+        write_text_atomic(data_dir / contract.DATASET_INFO_FILE, json.dumps(capped_info(cfg.dataset_info, counts), indent=2) + "\n")
     except TrainerError as exc:
         write_text_atomic(data_dir / FAILED_MARKER, json.dumps({"digest": digest(cfg), "exitCode": exc.exit_code, "message": str(exc)}))
         raise
@@ -218,6 +218,40 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
                 tmp.unlink()
     write_text_atomic(data_dir / READY_MARKER, json.dumps({"digest": digest(cfg), "records": counts}))
     return counts
+
+
+def capped_info(info: Mapping[str, Mapping[str, Any]], counts: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+    """dataset_info.json as LLaMA-Factory must see it: ``num_samples`` never above the record count.
+
+    LLaMA-Factory's loader treats ``num_samples`` as a target and, when a dataset
+    is smaller, draws the missing records again with replacement
+    (llamafactory/data/loader.py ``_load_single_dataset``).  spec.datasets[].maxSamples
+    means "at most", so a cap at or above the count is dropped: every record, once.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in info.items():
+        entry = dict(entry)
+        want = entry.get("num_samples")
+        if isinstance(want, int) and name in counts and want >= counts[name]:
+            del entry["num_samples"]
+        out[name] = entry
+    return out
+
+
+def samples_used(cfg: JobConfig, counts: Mapping[str, int]) -> dict[str, int]:
+    """Records of each dataset the training sees: the count, capped by datasets[].maxSamples
+    and by training.maxSamples (LLaMA-Factory's ``max_samples``, applied per dataset)."""
+    overall = cfg.train_args.get("max_samples")
+    used: dict[str, int] = {}
+    for name, count in counts.items():
+        n = count
+        per = cfg.dataset_info.get(name, {}).get("num_samples")
+        if isinstance(per, int):
+            n = min(n, per)
+        if isinstance(overall, int):
+            n = min(n, overall)
+        used[name] = n
+    return used
 
 
 def _marker(path: Path) -> dict[str, Any] | None:

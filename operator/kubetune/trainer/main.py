@@ -55,6 +55,7 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
             if dist.is_global_zero:
                 moved = train.quarantine_incomplete(cfg.output_dir, cfg.train_args)
                 out["records"] = data.prepare(cfg, env)
+                out["samples"] = data.samples_used(cfg, out["records"])
                 if moved:
                     out["incompleteCheckpoints"] = [str(m) for m in moved]
             else:
