@@ -97,6 +97,17 @@ VALID = [
     ),
     Case("freeze", {"spec.method": "freeze", "spec.freeze": {"trainableLayers": -4, "trainableModules": ["mlp"]}}),
     Case("cpu-fp32", {"spec.resources.gpusPerNode": 0, "spec.training.precision": "fp32"}),
+    Case(
+        "tracking-all-three",
+        {
+            "spec.tracking": {
+                "mlflow": {"trackingUri": "http://mlflow.mlflow.svc:5000", "usernameSecretRef": {"name": "mlflow", "key": "user"}, "passwordSecretRef": {"name": "mlflow", "key": "password"}},
+                "wandb": {"project": "p", "apiKeySecretRef": {"name": "wandb", "key": "api-key"}},
+            }
+        },
+    ),
+    Case("tracking-tensorboard-off", {"spec.tracking": {"tensorboard": {"enabled": False}}}),
+    Case("wandb-env-without-wandb-tracking", {"spec.env": [{"name": "WANDB_MODE", "value": "offline"}]}),
     Case("mpijob-deepspeed", {"spec.distributed": {"backend": "mpijob", "launcher": "deepspeed", "zeroStage": 2}}),
     Case("accelerate-fsdp", {"spec.method": "full", "spec.distributed": {"launcher": "accelerate", "fsdp": True}}),
     Case(
@@ -265,4 +276,17 @@ INVALID = [
     Case("name-not-a-dns-label", {"metadata.name": "Qwen.LoRA"}, "metadata.name"),
     Case("spec-is-null", {"spec": None}, "spec"),
     Case("claim-name-null", {"spec.storage.outputs.claimName": None}, "spec.storage.outputs.claimName"),
+    Case("mlflow-user-without-password", {"spec.tracking.mlflow": {"trackingUri": "http://m:5000", "usernameSecretRef": {"name": "m"}}}, "spec.tracking.mlflow.passwordSecretRef"),
+    Case(
+        "mlflow-token-and-basic-auth",
+        {"spec.tracking.mlflow": {"trackingUri": "http://m:5000", "tokenSecretRef": {"name": "m"}, "usernameSecretRef": {"name": "m"}, "passwordSecretRef": {"name": "m"}}},
+        "spec.tracking.mlflow.tokenSecretRef",
+    ),
+    Case("mlflow-uri-not-http", {"spec.tracking.mlflow": {"trackingUri": "file:///tmp/x"}}, "spec.tracking.mlflow.trackingUri"),
+    Case("wandb-without-api-key", {"spec.tracking.wandb": {"project": "p"}}, "spec.tracking.wandb.apiKeySecretRef"),
+    Case(
+        "wandb-env-beside-wandb-tracking",
+        {"spec.tracking.wandb": {"project": "p", "apiKeySecretRef": {"name": "w"}}, "spec.env": [{"name": "WANDB_API_KEY", "value": "k"}]},
+        "spec.env",
+    ),
 ]

@@ -303,3 +303,35 @@ def test_spec_file_names_the_backend_actually_rendered() -> None:
     rendered = render(JobBuilder().build(), RenderOptions(backend="mpijob"))
     spec = json.loads(rendered.files["finetunejob.json"])["spec"]
     assert spec["distributed"]["backend"] == "mpijob"
+
+
+def test_tracking_sets_report_to_and_passes_secrets_only_by_reference() -> None:
+    job = (
+        JobBuilder()
+        .set("metadata.uid", "1234-abcd")
+        .set(
+            "spec.tracking",
+            {
+                "tensorboard": {"enabled": False},
+                "mlflow": {"trackingUri": "http://mlflow.mlflow.svc:5000", "tokenSecretRef": {"name": "mlflow", "key": "token"}},
+                "wandb": {"project": "llm", "entity": "team", "apiKeySecretRef": {"name": "wandb", "key": "api-key"}},
+            },
+        )
+        .build()
+    )
+    rendered = render(job)
+    assert rendered.train_args["report_to"] == ["mlflow", "wandb"] and "logging_dir" not in rendered.train_args
+    container = _main_container(pod_templates(rendered.workload)["Master"])
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.mlflow.svc:5000"
+    assert env["MLFLOW_EXPERIMENT_NAME"]["value"] == "team-a"  # the namespace by default
+    assert env["MLFLOW_TRACKING_TOKEN"] == {"name": "MLFLOW_TRACKING_TOKEN", "valueFrom": {"secretKeyRef": {"name": "mlflow", "key": "token"}}}
+    assert env["WANDB_API_KEY"] == {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}}}
+    assert env["WANDB_PROJECT"]["value"] == "llm" and env["WANDB_ENTITY"]["value"] == "team"
+    assert env["WANDB_RUN_ID"]["value"] == "1234-abcd"  # a restarted pod continues the same W&B run
+
+
+def test_tensorboard_is_on_by_default_with_event_files_on_the_outputs_volume() -> None:
+    args = render(JobBuilder().build()).train_args
+    assert args["report_to"] == ["tensorboard"]
+    assert args["logging_dir"] == args["output_dir"] + "/runs"

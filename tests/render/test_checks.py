@@ -40,7 +40,8 @@ CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [
     ("extra-unknown", JobBuilder().set("spec.extraArgs", {"lora_rankk": 4}), "spec.extraArgs.lora_rankk", ("not an argument", "lora_rank")),
     ("extra-wrong-type", JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": "loud"}), "spec.extraArgs.neftune_noise_alpha", ("number",)),
     ("extra-int-for-bool", JobBuilder().set("spec.extraArgs", {"train_on_prompt": 1}), "spec.extraArgs.train_on_prompt", ("true or false",)),
-    ("extra-bad-choice", JobBuilder().set("spec.extraArgs", {"report_to": 7}), "spec.extraArgs.report_to", ("string",)),
+    ("extra-bad-type", JobBuilder().set("spec.extraArgs", {"run_name": 7}), "spec.extraArgs.run_name", ("string",)),
+    ("extra-report-to-is-tracking", JobBuilder().set("spec.extraArgs", {"report_to": "wandb"}), "spec.extraArgs.report_to", ("spec.tracking",)),
     (
         "fsdp-on-cpu",
         JobBuilder().set("spec.distributed", {"launcher": "accelerate", "fsdp": True}).set("spec.resources", {"gpusPerNode": 0}).set("spec.training", {"precision": "fp32"}),
@@ -90,7 +91,7 @@ def test_two_broken_rules_are_two_problems() -> None:
 
 @pytest.mark.parametrize(
     "extra",
-    [{"report_to": "wandb"}, {"neftune_noise_alpha": 5}, {"neftune_noise_alpha": 5.0}, {"plot_loss": False}, {"use_fast_tokenizer": True}],
+    [{"run_name": "exp-1"}, {"neftune_noise_alpha": 5}, {"neftune_noise_alpha": 5.0}, {"plot_loss": False}, {"use_fast_tokenizer": True}],
     ids=lambda e: next(iter(e)),
 )
 def test_valid_extra_args_pass(extra: dict[str, Any]) -> None:

@@ -55,7 +55,7 @@ def test_method_arguments(spec: dict[str, Any], expected: dict[str, Any], absent
 
 
 TRAINING: list[tuple[str, dict[str, Any], dict[str, Any], tuple[str, ...]]] = [
-    ("defaults", {}, {"stage": "sft", "do_train": True, "bf16": True, "num_train_epochs": 3.0, "plot_loss": True, "report_to": "none"}, ("fp16", "max_steps", "warmup_ratio")),
+    ("defaults", {}, {"stage": "sft", "do_train": True, "bf16": True, "num_train_epochs": 3.0, "plot_loss": True, "report_to": ["tensorboard"]}, ("fp16", "max_steps", "warmup_ratio")),
     ("fp16", {"precision": "fp16"}, {"fp16": True}, ("bf16",)),
     ("fp32-cpu", {"precision": "fp32"}, {}, ("bf16", "fp16")),
     ("max-steps", {"maxSteps": 100}, {"max_steps": 100}, ("num_train_epochs",)),
@@ -108,8 +108,8 @@ def test_datasets_are_comma_joined_in_order() -> None:
 
 
 def test_extra_args_merge_last_and_may_override_kubetune_choices() -> None:
-    args = render(JobBuilder().set("spec.extraArgs", {"report_to": "wandb", "neftune_noise_alpha": 5, "plot_loss": False}).build()).train_args
-    assert args["report_to"] == "wandb" and args["neftune_noise_alpha"] == 5 and args["plot_loss"] is False
+    args = render(JobBuilder().set("spec.extraArgs", {"run_name": "exp-1", "neftune_noise_alpha": 5, "plot_loss": False}).build()).train_args
+    assert args["run_name"] == "exp-1" and args["neftune_noise_alpha"] == 5 and args["plot_loss"] is False
 
 
 # --- DeepSpeed / Accelerate ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .spec import (
     FineTuneJobSpec,
     FreezeSpec,
     LoraSpec,
+    MLflowSpec,
     ModelSpec,
     QuantizationSpec,
     ResourcesSpec,
@@ -26,9 +27,12 @@ from .spec import (
     SecretKeyRef,
     ShareGPTTags,
     StorageSpec,
+    TensorBoardSpec,
+    TrackingSpec,
     Toleration,
     TrainingSpec,
     VolumeSpec,
+    WandbSpec,
 )
 from .status import TERMINAL_PHASES, ChildRef, Condition, FineTuneJobStatus, OutputLocation, Phase, Progress
 
@@ -50,6 +54,7 @@ __all__ = [
     "FineTuneJobStatus",
     "FreezeSpec",
     "LoraSpec",
+    "MLflowSpec",
     "ModelSpec",
     "ObjectMeta",
     "OutputLocation",
@@ -64,9 +69,12 @@ __all__ = [
     "SecretKeyRef",
     "ShareGPTTags",
     "StorageSpec",
+    "TensorBoardSpec",
     "Toleration",
+    "TrackingSpec",
     "TrainingSpec",
     "VolumeSpec",
+    "WandbSpec",
     "broken_transition_rules",
     "load_documents",
 ]

@@ -35,6 +35,8 @@ DATASET_INFO_FILE: Final = "dataset_info.json"
 # Under the job's output folder.
 RUN_RECORD_FILE: Final = "kubetune-run.json"
 MERGED_SUBDIR: Final = "merged"
+TENSORBOARD_SUBDIR: Final = "runs"
+"""TensorBoard event files (spec.tracking.tensorboard)."""
 DATA_SUBDIR: Final = "data"
 """Converted datasets, written once per job by rank 0."""
 

@@ -490,6 +490,84 @@ class EnvSource(RuledModel):
     )
 
 
+HttpUrl = Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f'\"`$\\]+$")]
+"""An http(s) address; no whitespace, quotes or shell metacharacters."""
+
+
+class TensorBoardSpec(ApiModel):
+    """TensorBoard event files written next to the checkpoints."""
+
+    enabled: bool = True
+    """Write TensorBoard event files to <outputs>/<namespace>/<name>/runs (point `tensorboard --logdir` at the outputs volume). On by default: it costs a few KB per logging step and needs no server."""
+
+
+class MLflowSpec(RuledModel):
+    """Log metrics and parameters to an MLflow tracking server (transformers' MLflowCallback)."""
+
+    tracking_uri: HttpUrl
+    """MLflow tracking server address, e.g. `http://mlflow.mlflow.svc:5000` (`MLFLOW_TRACKING_URI`)."""
+    experiment: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.\-/ ]+$")] | None = None
+    """Experiment name (`MLFLOW_EXPERIMENT_NAME`). Unset: the job's namespace."""
+    username_secret_ref: SecretKeyRef | None = None
+    """Secret key holding the basic-auth user name (`MLFLOW_TRACKING_USERNAME`); needs passwordSecretRef."""
+    password_secret_ref: SecretKeyRef | None = None
+    """Secret key holding the basic-auth password (`MLFLOW_TRACKING_PASSWORD`); needs usernameSecretRef."""
+    token_secret_ref: SecretKeyRef | None = None
+    """Secret key holding a bearer token (`MLFLOW_TRACKING_TOKEN`), instead of user name and password."""
+
+    rules = (
+        Rule(
+            name="mlflow-basic-auth-pair",
+            cel="has(self.usernameSecretRef) == has(self.passwordSecretRef)",
+            message="spec.tracking.mlflow: set both usernameSecretRef and passwordSecretRef (basic auth), or neither",
+            field_path=".passwordSecretRef",
+            check=lambda m: (m.username_secret_ref is None) == (m.password_secret_ref is None),
+        ),
+        Rule(
+            name="mlflow-one-auth",
+            cel="!has(self.tokenSecretRef) || !has(self.usernameSecretRef)",
+            message="spec.tracking.mlflow: use either tokenSecretRef or usernameSecretRef/passwordSecretRef, not both",
+            field_path=".tokenSecretRef",
+            check=lambda m: m.token_secret_ref is None or m.username_secret_ref is None,
+        ),
+    )
+
+
+class WandbSpec(ApiModel):
+    """Log to Weights & Biases (transformers' WandbCallback)."""
+
+    project: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")]
+    """W&B project (`WANDB_PROJECT`)."""
+    entity: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")] | None = None
+    """W&B team or user (`WANDB_ENTITY`). Unset: the API key's default entity."""
+    api_key_secret_ref: SecretKeyRef
+    """Secret key holding the W&B API key (`WANDB_API_KEY`); never inline."""
+    base_url: HttpUrl | None = None
+    """Self-hosted W&B server (`WANDB_BASE_URL`). Unset: the W&B cloud."""
+
+
+class TrackingSpec(ApiModel):
+    """Experiment tracking: where loss, learning rate and evaluation metrics go besides the FineTuneJob status. Sets LLaMA-Factory's `report_to`."""
+
+    tensorboard: TensorBoardSpec = TensorBoardSpec()
+    """TensorBoard event files on the outputs volume (on by default)."""
+    mlflow: MLflowSpec | None = None
+    """An MLflow tracking server."""
+    wandb: WandbSpec | None = None
+    """Weights & Biases."""
+
+    def report_to(self) -> list[str]:
+        """transformers' `report_to` integrations, in a stable order."""
+        out = []
+        if self.tensorboard.enabled:
+            out.append("tensorboard")
+        if self.mlflow is not None:
+            out.append("mlflow")
+        if self.wandb is not None:
+            out.append("wandb")
+        return out
+
+
 RESERVED_ENV = (
     "MASTER_ADDR",
     "MASTER_PORT",
@@ -651,8 +729,10 @@ class FineTuneJobSpec(RuledModel):
     """Volumes for datasets, model cache and outputs."""
     export: ExportSpec = ExportSpec()
     """Merge the LoRA adapter into the base model after training."""
+    tracking: TrackingSpec = TrackingSpec()
+    """Experiment tracking: TensorBoard (default), MLflow, Weights & Biases."""
     env: Annotated[list[EnvVar], Field(max_length=64)] | None = None
-    """Extra environment for the training containers (e.g. WANDB_PROJECT); secrets via valueFrom.secretKeyRef only."""
+    """Extra environment for the training containers (e.g. NCCL_DEBUG); secrets via valueFrom.secretKeyRef only. Tracking settings go in spec.tracking."""
     hf_token_secret_ref: SecretKeyRef | None = None
     """Secret key holding a Hugging Face token for gated/private models and datasets; exposed to the trainer as HF_TOKEN."""
     image: Annotated[str, Field(max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")] | None = None
@@ -746,6 +826,17 @@ class FineTuneJobSpec(RuledModel):
             message="spec.env[].name must be unique: remove the duplicate variable",
             field_path=".env",
             check=lambda s: s.env is None or len({e.name for e in s.env}) == len(s.env),
+        ),
+        Rule(
+            name="tracking-env-from-tracking",
+            cel="!has(self.env) || !has(self.tracking) || ((!has(self.tracking.mlflow) || !self.env.exists(e, e.name.startsWith('MLFLOW_'))) && (!has(self.tracking.wandb) || !self.env.exists(e, e.name.startsWith('WANDB_'))))",
+            message="spec.env: MLFLOW_*/WANDB_* variables are set from spec.tracking.mlflow/wandb; remove them from spec.env (secrets go in the tracking secretKeyRefs)",
+            field_path=".env",
+            check=lambda s: s.env is None
+            or (
+                (s.tracking.mlflow is None or not any(e.name.startswith("MLFLOW_") for e in s.env))
+                and (s.tracking.wandb is None or not any(e.name.startswith("WANDB_") for e in s.env))
+            ),
         ),
         Rule(
             name="pt-uses-text-column",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from kubetune.api import FineTuneJob, FreezeSpec, LoraSpec
-from kubetune.api.contract import DATA_SUBDIR, DEEPSPEED_FILE, Layout
+from kubetune.api.contract import DATA_SUBDIR, DEEPSPEED_FILE, TENSORBOARD_SUBDIR, Layout
 from kubetune.api.spec import Launcher
 
 SPEC_CONTROLLED: Final[dict[str, str]] = {
@@ -70,10 +70,12 @@ SPEC_CONTROLLED: Final[dict[str, str]] = {
     "export_dir": "spec.export",
     "export_size": "spec.export.shardSizeGB",
     "adapter_name_or_path": "spec.model (kubetune trains a fresh adapter per job)",
+    "report_to": "spec.tracking (tensorboard, mlflow, wandb)",
+    "logging_dir": "spec.tracking.tensorboard (event files go to <outputs>/runs)",
 }
 """LLaMA-Factory key -> the FineTuneJob field that controls it."""
 
-OVERRIDABLE: Final = frozenset({"overwrite_cache", "plot_loss", "report_to"})
+OVERRIDABLE: Final = frozenset({"overwrite_cache", "plot_loss", "run_name"})
 """kubetune's own choices that spec.extraArgs may override (no spec field controls them)."""
 
 
@@ -152,7 +154,12 @@ def train_args(job: FineTuneJob, layout: Layout, output_dir: str, launcher: Laun
     if uses_deepspeed_config(job, launcher):
         args["deepspeed"] = f"{layout.config_dir}/{DEEPSPEED_FILE}"
     args["plot_loss"] = True
-    args["report_to"] = "none"
+    report_to = spec.tracking.report_to()
+    args["report_to"] = report_to or "none"
+    if spec.tracking.tensorboard.enabled:
+        args["logging_dir"] = f"{output_dir}/{TENSORBOARD_SUBDIR}"
+    if report_to:
+        args["run_name"] = job.name
     for key, value in sorted((spec.extra_args or {}).items()):
         args[key] = value
     return args

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from kubetune.api import VolumeSpec
+from kubetune.api import SecretKeyRef, VolumeSpec
 from kubetune.api.contract import (
     ENV_CONFIG_DIR,
     ENV_DATASETS_DIR,
@@ -79,8 +79,43 @@ def environment(plan: Plan) -> list[dict[str, Any]]:
     if spec.hf_token_secret_ref is not None:
         ref = spec.hf_token_secret_ref
         env.append({"name": ENV_HF_TOKEN, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    env.extend(tracking_env(plan))
     for var in spec.env or ():
         env.append(var.to_api())
+    return env
+
+
+def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def tracking_env(plan: Plan) -> list[dict[str, Any]]:
+    """spec.tracking as the environment transformers' MLflow and W&B callbacks read; secrets by reference."""
+    tracking = plan.job.spec.tracking
+    env: list[dict[str, Any]] = []
+    if tracking.mlflow is not None:
+        m = tracking.mlflow
+        env.append(_env("MLFLOW_TRACKING_URI", m.tracking_uri))
+        env.append(_env("MLFLOW_EXPERIMENT_NAME", m.experiment or plan.namespace))
+        if m.username_secret_ref is not None and m.password_secret_ref is not None:
+            env.append(_secret_env("MLFLOW_TRACKING_USERNAME", m.username_secret_ref))
+            env.append(_secret_env("MLFLOW_TRACKING_PASSWORD", m.password_secret_ref))
+        if m.token_secret_ref is not None:
+            env.append(_secret_env("MLFLOW_TRACKING_TOKEN", m.token_secret_ref))
+    if tracking.wandb is not None:
+        w = tracking.wandb
+        env.append(_env("WANDB_PROJECT", w.project))
+        if w.entity is not None:
+            env.append(_env("WANDB_ENTITY", w.entity))
+        if w.base_url is not None:
+            env.append(_env("WANDB_BASE_URL", w.base_url))
+        env.append(_secret_env("WANDB_API_KEY", w.api_key_secret_ref))
+        # The root filesystem is read-only; W&B's run files go to scratch.
+        env.append(_env("WANDB_DIR", plan.options.layout.scratch_dir))
+        if plan.job.metadata.uid:
+            # A restarted pod continues the same W&B run instead of starting a new one.
+            env.append(_env("WANDB_RUN_ID", plan.job.metadata.uid))
+            env.append(_env("WANDB_RESUME", "allow"))
     return env
 
 
