@@ -106,6 +106,15 @@ VALID = [
             }
         },
     ),
+    Case(
+        "rdma-multinode",
+        {
+            "spec.resources": {"nodes": 4, "gpusPerNode": 8, "extra": {"rdma/ib": 1}},
+            "spec.scheduling": {"podAnnotations": {"k8s.v1.cni.cncf.io/networks": "ib-net"}},
+            "spec.training": {"ligerKernel": True, "packing": "neat", "saveSteps": 200, "saveTotalLimit": 5},
+            "spec.runPolicy": {"terminationGracePeriodSeconds": 900},
+        },
+    ),
     Case("tracking-tensorboard-off", {"spec.tracking": {"tensorboard": {"enabled": False}}}),
     Case("wandb-env-without-wandb-tracking", {"spec.env": [{"name": "WANDB_MODE", "value": "offline"}]}),
     Case("mpijob-deepspeed", {"spec.distributed": {"backend": "mpijob", "launcher": "deepspeed", "zeroStage": 2}}),
@@ -283,6 +292,10 @@ INVALID = [
         "spec.tracking.mlflow.tokenSecretRef",
     ),
     Case("mlflow-uri-not-http", {"spec.tracking.mlflow": {"trackingUri": "file:///tmp/x"}}, "spec.tracking.mlflow.trackingUri"),
+    Case("extra-resource-repeats-gpu", {"spec.resources": {"gpusPerNode": 8, "extra": {"nvidia.com/gpu": 8}}}, "spec.resources.extra"),
+    Case("extra-resource-unprefixed", {"spec.resources": {"extra": {"ib": 1}}}, "spec.resources.extra"),
+    Case("packing-enum", {"spec.training.packing": "tight"}, "spec.training.packing"),
+    Case("grace-too-short", {"spec.runPolicy": {"terminationGracePeriodSeconds": 5}}, "spec.runPolicy.terminationGracePeriodSeconds"),
     Case("wandb-without-api-key", {"spec.tracking.wandb": {"project": "p"}}, "spec.tracking.wandb.apiKeySecretRef"),
     Case(
         "wandb-env-beside-wandb-tracking",

@@ -335,3 +335,39 @@ def test_tensorboard_is_on_by_default_with_event_files_on_the_outputs_volume() -
     args = render(JobBuilder().build()).train_args
     assert args["report_to"] == ["tensorboard"]
     assert args["logging_dir"] == args["output_dir"] + "/runs"
+
+
+@pytest.mark.parametrize("backend", ["pytorchjob", "mpijob"])
+def test_rdma_devices_annotations_and_ipc_lock_only_with_rdma(backend: str) -> None:
+    plain = render(JobBuilder().set("spec.resources", {"nodes": 2, "gpusPerNode": 8}).build(), RenderOptions(backend=backend))
+    for role, template in pod_templates(plain.workload).items():
+        c = _main_container(template)
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}, role
+        assert template["spec"]["terminationGracePeriodSeconds"] == 300
+        assert "annotations" not in template["metadata"]
+    job = (
+        JobBuilder()
+        .set("spec.resources", {"nodes": 2, "gpusPerNode": 8, "extra": {"rdma/ib": 1}})
+        .set("spec.scheduling", {"podAnnotations": {"k8s.v1.cni.cncf.io/networks": "ib-net"}})
+        .set("spec.runPolicy", {"terminationGracePeriodSeconds": 900})
+        .build()
+    )
+    rendered = render(job, RenderOptions(backend=backend))
+    for role, template in pod_templates(rendered.workload).items():
+        c = _main_container(template)
+        assert template["metadata"]["annotations"] == {"k8s.v1.cni.cncf.io/networks": "ib-net"}, role
+        assert template["spec"]["terminationGracePeriodSeconds"] == 900
+        if role == "Launcher":  # mpirun only: no devices, no extra capability
+            assert "rdma/ib" not in str(c["resources"]) and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            continue
+        assert c["resources"]["limits"]["rdma/ib"] == 1 and c["resources"]["limits"]["nvidia.com/gpu"] == 8
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+        assert _env(c)["KUBETUNE_STOP_GRACE_SECONDS"] == "885"
+
+
+def test_liger_kernel_and_packing_map_onto_llamafactory() -> None:
+    args = render(JobBuilder().set("spec.training", {"ligerKernel": True, "packing": "neat"}).build()).train_args
+    assert args["enable_liger_kernel"] is True and args["packing"] is True and args["neat_packing"] is True
+    plain = render(JobBuilder().build()).train_args
+    assert "enable_liger_kernel" not in plain and "packing" not in plain and "neat_packing" not in plain
+    assert render(JobBuilder().set("spec.training", {"packing": "packing"}).build()).train_args["packing"] is True

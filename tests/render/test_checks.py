@@ -49,7 +49,21 @@ CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [
         ("gpusPerNode",),
     ),
     ("extra-not-scalar", JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": [1]}), "spec.extraArgs.neftune_noise_alpha", ("single value",)),
+    # Settings whose package the default trainer image lacks: refused before any GPU time is spent.
+    ("fa2-not-in-image", JobBuilder().set("spec.training.attention", "fa2"), "spec.training.attention", ("flash-attn", "spec.image")),
+    ("fa3-not-in-image", JobBuilder().set("spec.training.attention", "fa3"), "spec.training.attention", ("flash-attn-3", "spec.image")),
+    ("unsloth-not-in-image", JobBuilder().set("spec.extraArgs", {"use_unsloth": True}), "spec.extraArgs.use_unsloth", ("unsloth", "spec.image")),
+    ("fp8-not-in-image", JobBuilder().set("spec.extraArgs", {"fp8": True}), "spec.extraArgs.fp8", ("torchao",)),
+    ("liger-is-a-field", JobBuilder().set("spec.extraArgs", {"enable_liger_kernel": True}), "spec.extraArgs.enable_liger_kernel", ("spec.training.ligerKernel",)),
+    ("extra-resource-is-the-gpu", JobBuilder().set("spec.resources", {"gpusPerNode": 8, "extra": {"nvidia.com/gpu": 8}}), "spec.resources.extra", ("gpusPerNode",)),
 ]
+
+
+def test_a_custom_image_may_bring_flash_attention_and_the_default_image_has_liger() -> None:
+    custom = JobBuilder().set("spec.training.attention", "fa2").set("spec.image", "registry.example/trainer-fa2:1").doc_copy()
+    assert validate_object(custom)[1] == []
+    assert validate_object(JobBuilder().set("spec.training.ligerKernel", True).doc_copy())[1] == []
+    assert validate_object(JobBuilder().set("spec.extraArgs", {"use_unsloth": False}).doc_copy())[1] == []
 
 
 @pytest.mark.parametrize(("builder", "path", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

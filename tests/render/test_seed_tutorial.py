@@ -28,7 +28,6 @@ _COMMON: dict[str, Any] = {
     "overwrite_cache": True,
     "lr_scheduler_type": "cosine",
     "logging_steps": 10,
-    "save_steps": 1000,
     "num_train_epochs": 5.0,
     "plot_loss": True,
     "fp16": True,
@@ -66,6 +65,8 @@ PATH_KEYS = {"dataset_dir", "output_dir", "deepspeed", "logging_dir"}
 DELIBERATE: dict[str, tuple[Any, str]] = {
     "report_to": (["tensorboard"], "spec.tracking: TensorBoard event files on the outputs volume by default"),
     "run_name": (None, "the job's name, so a tracking UI shows it; checked separately"),
+    "save_steps": (0.1, "the tutorial's --save_steps 1000 exceeds its ~390-step run: no checkpoint would ever be written"),
+    "save_total_limit": (3, "checkpoints (14-16 bytes per parameter) would otherwise fill the outputs volume"),
 }
 """Defaults kubetune renders on purpose where the tutorial (a single laptop-sized run) relied on
 LLaMA-Factory's: each changes how the run is observed or survives at cluster scale, never the

@@ -108,34 +108,51 @@ def test_qlora_quantizes_the_base_to_4_bit(tmp_path: Path, tiny_assets: TinyAsse
     assert any(isinstance(m, Linear4bit) for m in model.modules()), kinds
 
 
-def _wait_for_checkpoint(output_dir: Path, proc: subprocess.Popen[str], timeout: float = 240) -> Path:
+def _wait_for_step(log: Path, proc: subprocess.Popen[str], step: int, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = checkpoints.newest_complete(output_dir)
-        if found is not None:
-            return found
-        assert proc.poll() is None, "training ended before writing a checkpoint"
-        time.sleep(0.1)
-    raise AssertionError("no checkpoint appeared")
+        updates = progress_lines(log.read_text())
+        if updates and updates[-1]["step"] >= step:
+            return
+        assert proc.poll() is None, "training ended early: " + log.read_text()[-3000:]
+        time.sleep(0.05)
+    raise AssertionError(f"step {step} never came")
 
 
-def test_preempted_run_resumes_from_the_newest_complete_checkpoint(tmp_path: Path, tiny_assets: TinyAssets) -> None:
-    total = 60
-    pod = make_pod(tmp_path, tiny_job("resume-ft", tiny_assets, method="lora", max_steps=total, save_steps=4), tiny_assets)
-    log = open(tmp_path / "first.log", "w")
+def test_sigterm_writes_a_checkpoint_and_the_restart_resumes_only_the_same_configuration(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+    total = 150
+    # No periodic checkpoint before the end: the only one can come from the SIGTERM.
+    manifest = tiny_job("resume-ft", tiny_assets, method="lora", max_steps=total, save_steps=1000)
+    pod = make_pod(tmp_path, manifest, tiny_assets)
+    first_log = tmp_path / "first.log"
+    log = open(first_log, "w")
     proc = subprocess.Popen([sys.executable, "-m", "kubetune.trainer"], env=pod.env, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
-        first = _wait_for_checkpoint(pod.output_dir, proc)
-        proc.send_signal(signal.SIGTERM)  # what the kubelet sends on preemption
+        _wait_for_step(first_log, proc, 3)
+        proc.send_signal(signal.SIGTERM)  # what the kubelet sends on preemption or drain
         code = proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
         log.close()
-    first_out = (tmp_path / "first.log").read_text()
+    first_out = first_log.read_text()
     assert code == contract.EXIT_RETRYABLE, first_out[-3000:]
     saved = checkpoints.newest_complete(pod.output_dir)
-    assert saved is not None and int(saved.name.split("-")[1]) < total
+    assert saved is not None, first_out[-3000:]
+    stopped_at = int(saved.name.split("-")[1])
+    assert 3 <= stopped_at < total
+    assert not (pod.output_dir / "adapter_model.safetensors").exists()  # no "final" model from a stopped run
+    record = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
+    assert record["outcome"] == "Failed" and record["exitCode"] == contract.EXIT_RETRYABLE and record["configHash"]
+
+    # The same name re-created with another learning rate: refuse, and say what differs.
+    changed = tiny_job("resume-ft", tiny_assets, method="lora", max_steps=total, save_steps=1000, learning_rate=1e-3)
+    other = make_pod(tmp_path / "changed", changed, tiny_assets)
+    refused = run_trainer({**other.env, contract.ENV_OUTPUT_DIR: str(pod.output_dir)})
+    assert refused.returncode == contract.EXIT_CONFIG, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "learning_rate: 0.005 -> 0.001" in refused.stderr and "another training configuration" in refused.stderr
+    assert checkpoints.newest_complete(pod.output_dir) == saved  # untouched
+
     # A checkpoint cut off by SIGKILL mid-save: no trainer state.  It must not be used.
     torn = pod.output_dir / f"checkpoint-{total - 1}"
     torn.mkdir()
@@ -145,15 +162,13 @@ def test_preempted_run_resumes_from_the_newest_complete_checkpoint(tmp_path: Pat
     _assert_succeeded(result)
     train_end = next(s for s in stage_lines(result.stdout) if s["stage"] == "train" and s["event"] == "end")
     assert train_end["resumedFrom"] == str(saved)
-    resumed_at = int(saved.name.split("-")[1])
     updates = progress_lines(result.stdout)
-    assert updates[0]["step"] > resumed_at  # no step was trained twice
+    assert updates[0]["step"] > stopped_at  # no step was trained twice
     assert {u["totalSteps"] for u in updates} == {total}  # the plan did not change
     state = json.loads((pod.output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == total
     assert (pod.output_dir / "adapter_model.safetensors").is_file()
     assert not torn.exists() and list(pod.output_dir.glob(f".incomplete-checkpoint-{total - 1}-*"))
-    assert int(first.name.split("-")[1]) >= 4
 
 
 def _distributed_manifest(name: str, assets: TinyAssets, **distributed: Any) -> dict[str, Any]:

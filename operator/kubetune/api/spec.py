@@ -9,6 +9,7 @@ are emitted both as CEL and as Python checks (see :class:`~kubetune.api.base.Rul
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -43,7 +44,8 @@ Scheduler = Literal[
     "warmup_stable_decay",
 ]
 Offload = Literal["none", "optimizer", "all"]
-AttentionImpl = Literal["auto", "disabled", "sdpa", "fa2"]
+AttentionImpl = Literal["auto", "disabled", "sdpa", "fa2", "fa3"]
+Packing = Literal["none", "packing", "neat"]
 
 _NO_DOTDOT = "!self.matches('(^|/)[.][.](/|$)')"
 
@@ -271,7 +273,14 @@ class QuantizationSpec(ApiModel):
 # --- resources and distribution -------------------------------------------------
 
 
-class ResourcesSpec(ApiModel):
+_RESOURCE_NAME = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)[a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?$"
+ResourceName = Annotated[str, Field(max_length=253, pattern=_RESOURCE_NAME)]
+"""A domain-prefixed (extended) resource name such as `rdma/ib` or `nvidia.com/mlnxnics`."""
+
+RDMA_PREFIX = "rdma/"
+
+
+class ResourcesSpec(RuledModel):
     """How much hardware the job gets: nodes x GPUs, plus CPU, memory and shared memory per node."""
 
     nodes: Annotated[int, Field(ge=1, le=1024)] = 1
@@ -286,6 +295,31 @@ class ResourcesSpec(ApiModel):
     """Memory request and limit per pod, e.g. `128Gi`. Unset: no memory limit."""
     shared_memory_size: Quantity = "16Gi"
     """Size of the in-memory /dev/shm (dataloader workers and NCCL need more than the container default 64Mi)."""
+    extra: Annotated[dict[ResourceName, Annotated[int, Field(ge=1, le=1000)]], Field(max_length=16)] | None = None
+    """Other extended resources per training pod, e.g. `rdma/ib: 1` (RDMA device plugin) or a secondary network's device. A key starting with `rdma/` marks the job as RDMA: the training containers then get the IPC_LOCK capability that RDMA memory registration needs (see docs/networking.md)."""
+
+    rules = (
+        Rule(
+            name="extra-resource-names",
+            # The CRD cannot constrain map keys with a pattern; CEL can.
+            cel=f"!has(self.extra) || self.extra.all(k, size(k) <= 253 && k.matches('{_RESOURCE_NAME}'))",
+            message="spec.resources.extra keys must be domain-prefixed extended resource names such as rdma/ib or nvidia.com/mlnxnics",
+            field_path=".extra",
+            check=lambda r: r.extra is None or all(len(k) <= 253 and re.match(_RESOURCE_NAME, k) for k in r.extra),
+        ),
+        Rule(
+            name="extra-not-the-gpu",
+            cel="!has(self.extra) || !has(self.gpuResourceName) || !(self.gpuResourceName in self.extra)",
+            message="spec.resources.extra must not repeat the GPU resource: set GPUs with spec.resources.gpusPerNode (and gpuResourceName)",
+            field_path=".extra",
+            check=lambda r: r.extra is None or r.gpu_resource_name not in r.extra,
+        ),
+    )
+
+    @property
+    def rdma(self) -> bool:
+        """RDMA devices requested (spec.resources.extra has an `rdma/...` resource)."""
+        return any(k.startswith(RDMA_PREFIX) for k in (self.extra or {}))
 
 
 class DistributedSpec(RuledModel):
@@ -386,10 +420,10 @@ class TrainingSpec(RuledModel):
     """Mixed precision: `bf16` (A100/H100 and newer), `fp16` (V100 and older), `fp32` (CPU)."""
     logging_steps: Annotated[int, Field(ge=1)] = 10
     """Log loss and learning rate every N steps (`logging_steps`); also the progress update rate."""
-    save_steps: Annotated[int, Field(ge=1)] = 500
-    """Checkpoint every N steps (`save_steps`); a restarted job resumes from the newest checkpoint."""
-    save_total_limit: Annotated[int, Field(ge=1)] | None = None
-    """Keep only the newest N checkpoints (`save_total_limit`)."""
+    save_steps: Annotated[int, Field(ge=1)] | None = None
+    """Checkpoint every N optimizer steps (`save_steps`); a restarted job resumes from the newest checkpoint. Unset: every 10% of the run (transformers' fractional `save_steps: 0.1`), so a run of any length writes checkpoints. A SIGTERM (preemption, drain) also writes one (see runPolicy.terminationGracePeriodSeconds)."""
+    save_total_limit: Annotated[int, Field(ge=1)] = 3
+    """Keep only the newest N checkpoints (`save_total_limit`). A full fine-tune checkpoint with optimizer state takes about 14-16 bytes per parameter; unbounded, checkpoints fill the outputs volume and the job fails for good."""
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass to save memory (inverse of LLaMA-Factory's `disable_gradient_checkpointing`)."""
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 42
@@ -405,7 +439,11 @@ class TrainingSpec(RuledModel):
     eval_steps: Annotated[int, Field(ge=1)] | None = None
     """Evaluate every N steps (`eval_steps`); needs valSize."""
     attention: AttentionImpl = "auto"
-    """Attention kernel (`flash_attn`): `auto` picks FlashAttention-2 when installed, else SDPA."""
+    """Attention kernel (`flash_attn`): `auto` and `sdpa` use PyTorch SDPA (FlashAttention kernels inside PyTorch on Ampere and newer), `disabled` eager attention, `fa2`/`fa3` the flash-attn packages, which the default trainer image does not ship: they are refused unless spec.image names an image that has them (checked again by the trainer before any GPU time is spent; no silent fallback)."""
+    liger_kernel: bool = False
+    """Liger Kernel's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) for supported model families: less memory, higher throughput (`enable_liger_kernel`). In the default trainer image."""
+    packing: Packing = "none"
+    """Pack several examples into one cutoffLength sequence: `none`, `packing` (plain concatenation; attention crosses example boundaries) or `neat` (no cross-example attention; LLaMA-Factory's `neat_packing`). Fewer padding tokens, faster epochs on short examples."""
     preprocessing_workers: Annotated[int, Field(ge=1, le=256)] | None = None
     """Processes for tokenising the dataset (`preprocessing_num_workers`)."""
 
@@ -587,6 +625,7 @@ RESERVED_ENV = (
     "KUBETUNE_OUTPUT_DIR",
     "KUBETUNE_DATASETS_DIR",
     "KUBETUNE_MODELS_DIR",
+    "KUBETUNE_STOP_GRACE_SECONDS",
 )
 """Variables the renderer sets itself; a user value would silently break distribution."""
 
@@ -650,6 +689,11 @@ class SchedulingSpec(ApiModel):
     """PriorityClass of the pods (and of the Kubeflow job for gang scheduling)."""
     queue_name: DNS1123Label | None = None
     """Kueue LocalQueue: sets the `kueue.x-k8s.io/queue-name` label on the child job and lets Kueue admit (and suspend) it."""
+    pod_annotations: Annotated[
+        dict[Annotated[str, Field(max_length=317, pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")], Annotated[str, Field(max_length=4096)]],
+        Field(max_length=32),
+    ] | None = None
+    """Annotations on every training pod, e.g. `k8s.v1.cni.cncf.io/networks: rdma-net` to attach Multus secondary (RDMA/InfiniBand) networks."""
 
 
 class RunPolicySpec(ApiModel):
@@ -661,6 +705,8 @@ class RunPolicySpec(ApiModel):
     """Fail the job after this many seconds of running."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
     """Delete the finished Kubeflow job (not the FineTuneJob, not the outputs) after this many seconds."""
+    termination_grace_period_seconds: Annotated[int, Field(ge=30, le=86400)] = 300
+    """The training pods' terminationGracePeriodSeconds. On SIGTERM (preemption, node drain, suspend) the trainer finishes the current step and writes a checkpoint within this time, so a restart loses no progress; raise it for models whose checkpoint takes longer to write. Spot/preemptible nodes may give less notice than this."""
 
 
 class ImagePullSecret(ApiModel):

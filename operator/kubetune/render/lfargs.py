@@ -61,6 +61,9 @@ SPEC_CONTROLLED: Final[dict[str, str]] = {
     "eval_strategy": "spec.training.evalSteps",
     "eval_steps": "spec.training.evalSteps",
     "flash_attn": "spec.training.attention",
+    "enable_liger_kernel": "spec.training.ligerKernel",
+    "packing": "spec.training.packing",
+    "neat_packing": "spec.training.packing",
     "preprocessing_num_workers": "spec.training.preprocessingWorkers",
     "deepspeed": "spec.distributed.zeroStage",
     "fsdp": "spec.distributed.fsdp",
@@ -83,6 +86,16 @@ def model_location(job: FineTuneJob, layout: Layout) -> str:
     """A Hub id, or the model's folder on the models volume."""
     model = job.spec.model
     return model.name if model.name is not None else f"{layout.models_dir}/{model.path}"
+
+
+DEFAULT_SAVE_FRACTION: Final = 0.1
+"""spec.training.saveSteps unset: checkpoint every 10% of the run. transformers reads a
+save_steps below 1 as a fraction of the total steps, which only the trainer knows."""
+
+
+def save_interval(job: FineTuneJob) -> int | float:
+    steps = job.spec.training.save_steps
+    return steps if steps is not None else DEFAULT_SAVE_FRACTION
 
 
 def uses_deepspeed_config(job: FineTuneJob, launcher: Launcher) -> bool:
@@ -136,9 +149,8 @@ def train_args(job: FineTuneJob, layout: Layout, output_dir: str, launcher: Laun
     args["max_grad_norm"] = t.max_grad_norm
     args["seed"] = t.seed
     args["logging_steps"] = t.logging_steps
-    args["save_steps"] = t.save_steps
-    if t.save_total_limit is not None:
-        args["save_total_limit"] = t.save_total_limit
+    args["save_steps"] = save_interval(job)
+    args["save_total_limit"] = t.save_total_limit
     if t.precision == "bf16":
         args["bf16"] = True
     elif t.precision == "fp16":
@@ -146,10 +158,16 @@ def train_args(job: FineTuneJob, layout: Layout, output_dir: str, launcher: Laun
     if not t.gradient_checkpointing:
         args["disable_gradient_checkpointing"] = True
     args["flash_attn"] = t.attention
+    if t.liger_kernel:
+        args["enable_liger_kernel"] = True
+    if t.packing != "none":
+        args["packing"] = True
+        if t.packing == "neat":
+            args["neat_packing"] = True
     if t.val_size is not None:
         args["val_size"] = t.val_size
         args["eval_strategy"] = "steps"
-        args["eval_steps"] = t.eval_steps if t.eval_steps is not None else t.save_steps
+        args["eval_steps"] = t.eval_steps if t.eval_steps is not None else save_interval(job)
         args["per_device_eval_batch_size"] = t.per_device_batch_size
     if uses_deepspeed_config(job, launcher):
         args["deepspeed"] = f"{layout.config_dir}/{DEEPSPEED_FILE}"

@@ -19,6 +19,8 @@ from kubetune.api.contract import (
     ENV_NAMESPACE,
     ENV_NPROC_PER_NODE,
     ENV_OUTPUT_DIR,
+    ENV_STOP_GRACE,
+    STOP_GRACE_MARGIN_SECONDS,
 )
 
 from .plan import Plan
@@ -49,6 +51,8 @@ def schedule(plan: Plan) -> None:
     if spec.service_account_name:
         pod["serviceAccountName"] = spec.service_account_name
     pod["automountServiceAccountToken"] = False
+    # Time for the trainer to finish the step and write a checkpoint after a SIGTERM.
+    pod["terminationGracePeriodSeconds"] = spec.run_policy.termination_grace_period_seconds
     plan.pod_fields = pod
 
 
@@ -67,6 +71,7 @@ def environment(plan: Plan) -> list[dict[str, Any]]:
         _env(ENV_DATASETS_DIR, layout.datasets_dir),
         _env(ENV_MODELS_DIR, layout.models_dir),
         _env(ENV_NPROC_PER_NODE, str(plan.procs_per_node)),
+        _env(ENV_STOP_GRACE, str(spec.run_policy.termination_grace_period_seconds - STOP_GRACE_MARGIN_SECONDS)),
         _env("HF_HOME", f"{layout.models_dir}/{HF_HOME_SUBDIR}"),
         # The root filesystem is read-only: every cache and temp file goes to scratch.
         _env("HOME", layout.scratch_dir),
@@ -162,7 +167,7 @@ def volumes(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def resources(plan: Plan, *, gpus: bool = True) -> dict[str, Any]:
-    """Requests = limits (Guaranteed-style) for what the spec sets; GPUs as limits."""
+    """Requests = limits (Guaranteed-style) for what the spec sets; GPUs and extra devices as limits."""
     r = plan.job.spec.resources
     limits: dict[str, Any] = {}
     if r.cpu is not None:
@@ -171,6 +176,9 @@ def resources(plan: Plan, *, gpus: bool = True) -> dict[str, Any]:
         limits["memory"] = r.memory
     if gpus and r.gpus_per_node > 0:
         limits[r.gpu_resource_name] = r.gpus_per_node
+    if gpus:
+        for name, count in sorted((r.extra or {}).items()):
+            limits[name] = count
     out: dict[str, Any] = {}
     if limits:
         out["limits"] = limits
@@ -190,10 +198,15 @@ def pod_security_context() -> dict[str, Any]:
     }
 
 
-def container_security_context(*, read_only_root: bool = True) -> dict[str, Any]:
+def container_security_context(*, read_only_root: bool = True, ipc_lock: bool = False) -> dict[str, Any]:
+    """Restricted profile; with RDMA, IPC_LOCK is added back (verbs pin memory for the NIC),
+    which the namespace's Pod Security level must allow (docs/networking.md)."""
+    capabilities: dict[str, Any] = {"drop": ["ALL"]}
+    if ipc_lock:
+        capabilities["add"] = ["IPC_LOCK"]
     return {
         "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
+        "capabilities": capabilities,
         "readOnlyRootFilesystem": read_only_root,
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
@@ -206,7 +219,7 @@ def build_pod_spec(plan: Plan) -> None:
     plan.volumes, plan.volume_mounts = volumes(plan)
     plan.resources = resources(plan)
     plan.pod_security_context = pod_security_context()
-    plan.container_security_context = container_security_context()
+    plan.container_security_context = container_security_context(ipc_lock=plan.job.spec.resources.rdma)
 
 
 def image_fields(plan: Plan) -> dict[str, Any]:

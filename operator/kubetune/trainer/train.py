@@ -2,10 +2,12 @@
 
 Shapes (see :mod:`.distenv` for the environment mapping):
 
-* single node or PyTorchJob, launcher torchrun/deepspeed:
-  ``llamafactory-cli train <train.yaml>`` with ``NNODES``/``NODE_RANK``/
-  ``NPROC_PER_NODE``/``MASTER_ADDR``/``MASTER_PORT`` and ``FORCE_TORCHRUN``
-  when distributed or DeepSpeed (LLaMA-Factory then starts torchrun itself).
+* single node or PyTorchJob, launcher torchrun/deepspeed: what
+  ``llamafactory-cli train`` does (llamafactory/launcher.py), with our worker
+  module in place of its launcher file: ``torchrun --nnodes --node_rank
+  --nproc_per_node --master_addr --master_port -m kubetune.trainer.worker
+  <train.yaml>`` when distributed or DeepSpeed (``FORCE_TORCHRUN`` set, which
+  LLaMA-Factory's parser checks), else the worker alone.
 * launcher accelerate: ``accelerate launch --config_file accelerate.yaml
   --machine_rank ... -m kubetune.trainer.worker <train.yaml>``.
 * MPIJob: mpirun already started one trainer per GPU, so this process takes
@@ -27,7 +29,6 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import yaml
@@ -37,7 +38,7 @@ from kubetune.api import contract
 from . import checkpoints, distenv
 from .config import JobConfig
 from .errors import Retryable, TrainerError
-from .launch import Child, classify
+from .launch import TERM_GRACE_SECONDS, Child, classify
 from .progress import TRAINER_LOG, LogFollower, ProgressSink, ProgressTracker
 
 
@@ -104,28 +105,37 @@ def command(cfg: JobConfig, dist: distenv.Distribution, args_file: Path, env: Ma
         return argv, child_env(child)
     force = bool(cfg.train_args.get("deepspeed"))
     child = distenv.launcher_env(env, dist, force_torchrun=force)
-    return [sys.executable, "-m", "llamafactory.cli", "train", str(args_file)], child_env(child)
-
-
-class _Sigterm(BaseException):
-    """Raised inside an in-process (MPI) training when the pod is told to stop."""
-
-
-def _raise_sigterm(signum: int, _frame: FrameType | None) -> None:
-    raise _Sigterm()
+    worker = ["-m", "kubetune.trainer.worker", str(args_file)]
+    if child.get("FORCE_TORCHRUN") != "1":
+        return [sys.executable, *worker], child_env(child)
+    # llamafactory/launcher.py's own defaults for distributed runs (OPTIM_TORCH).
+    child.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    child.setdefault("TORCH_NCCL_AVOID_RECORD_STREAMS", "1")
+    argv = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes", child["NNODES"],
+        "--node_rank", child["NODE_RANK"],
+        "--nproc_per_node", child["NPROC_PER_NODE"],
+        "--master_addr", child["MASTER_ADDR"],
+        "--master_port", child["MASTER_PORT"],
+        *worker,
+    ]
+    return argv, child_env(child)
 
 
 def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
-    """MPIJob: this very process is one rank; train here with torch.distributed's env set."""
+    """MPIJob: this very process is one rank; train here with torch.distributed's env set.
+
+    A SIGTERM asks for a checkpoint at the end of the current step (see :mod:`.worker`)."""
     os.environ.clear()
     os.environ.update(env)
-    previous = signal.signal(signal.SIGTERM, _raise_sigterm)
-    try:
-        from .worker import run  # noqa: PLC0415
+    from . import worker  # noqa: PLC0415
 
-        run(args)
-    except _Sigterm:
-        raise Retryable("received SIGTERM (preemption or deletion): a restart resumes from the newest checkpoint") from None
+    previous = signal.signal(signal.SIGTERM, worker._on_signal)
+    try:
+        worker.run(args)
+    except worker.StopRequested as stop:
+        raise Retryable(f"received SIGTERM (preemption or deletion): {stop}; a restart resumes from it") from None
     except TrainerError:
         raise
     except SystemExit as exc:
@@ -135,6 +145,14 @@ def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
         raise classify(1, f"{type(exc).__name__}: {exc}") from exc
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def stop_grace(env: Mapping[str, str]) -> float:
+    """Seconds to wait for the stop checkpoint after a SIGTERM (rendered from terminationGracePeriodSeconds)."""
+    try:
+        return max(5.0, float(env.get(contract.ENV_STOP_GRACE, "")))
+    except ValueError:
+        return TERM_GRACE_SECONDS
 
 
 def run(cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink: ProgressSink | None) -> dict[str, Any]:
@@ -150,7 +168,7 @@ def run(cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink
             args_file = write_args(args, env)
             try:
                 argv, argv_env = command(cfg, dist, args_file, env)
-                Child(argv, argv_env).run()
+                Child(argv, argv_env, stop_file=args_file.parent / "stop", stop_grace=stop_grace(env)).run()
             finally:
                 shutil.rmtree(args_file.parent, ignore_errors=True)
     finally:

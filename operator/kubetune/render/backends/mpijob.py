@@ -71,10 +71,11 @@ class MPIJobBackend:
             launcher_command=mpirun_argv(plan, own_names),
             launcher_env=launcher_env,
             launcher_resources=LAUNCHER_RESOURCES,
+            launcher_security_context=container_security_context(),
             launcher_volumes=scratch,
             launcher_mounts=scratch_mounts,
             worker_command=list(SSHD_COMMAND),
-            worker_security_context=container_security_context(read_only_root=False),
+            worker_security_context=container_security_context(read_only_root=False, ipc_lock=plan.job.spec.resources.rdma),
             image_pull_policy=plan.job.spec.image_pull_policy,
         )
 
