@@ -216,3 +216,21 @@ def test_spec_file_round_trips_to_the_same_job() -> None:
     assert doc["metadata"] == {"name": "demo", "namespace": "team-a"}
     again = FineTuneJob.from_api(doc)
     assert again.spec == job.spec
+
+
+@pytest.mark.parametrize(
+    ("resources", "preprocessing", "dataloader"),
+    [
+        ({"cpu": "32", "gpusPerNode": 8}, 32, 3),
+        ({"cpu": "96", "gpusPerNode": 8}, 64, 4),
+        ({"cpu": "2", "gpusPerNode": 8}, 2, None),
+        ({"cpu": "500m", "gpusPerNode": 1}, None, None),
+        ({"gpusPerNode": 8}, None, None),
+    ],
+    ids=["32-cores", "96-cores-capped", "too-few-for-loader-workers", "half-a-core", "no-cpu-request"],
+)
+def test_worker_counts_follow_the_cpu_request(resources: dict[str, object], preprocessing: int | None, dataloader: int | None) -> None:
+    args = render(JobBuilder().set("spec.resources", resources).build()).train_args
+    assert args.get("preprocessing_num_workers") == preprocessing
+    assert args.get("dataloader_num_workers") == dataloader
+    assert args["ddp_timeout"] == 10800

@@ -67,6 +67,7 @@ DELIBERATE: dict[str, tuple[Any, str]] = {
     "run_name": (None, "the job's name, so a tracking UI shows it; checked separately"),
     "save_steps": (0.1, "the tutorial's --save_steps 1000 exceeds its ~390-step run: no checkpoint would ever be written"),
     "save_total_limit": (3, "checkpoints (14-16 bytes per parameter) would otherwise fill the outputs volume"),
+    "ddp_timeout": (10800, "the first run tokenises inside a barrier; 30 min is too short for large datasets"),
 }
 """Defaults kubetune renders on purpose where the tutorial (a single laptop-sized run) relied on
 LLaMA-Factory's: each changes how the run is observed or survives at cluster scale, never the

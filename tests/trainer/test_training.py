@@ -162,6 +162,11 @@ def test_sigterm_writes_a_checkpoint_and_the_restart_resumes_only_the_same_confi
     _assert_succeeded(result)
     train_end = next(s for s in stage_lines(result.stdout) if s["stage"] == "train" and s["event"] == "end")
     assert train_end["resumedFrom"] == str(saved)
+    # The restart neither re-checks the data nor re-tokenises it: both were kept on the outputs volume.
+    data_end = next(s for s in stage_lines(result.stdout) if s["stage"] == "data" and s["event"] == "end")
+    assert "skipped" in data_end and data_end["records"] == {"tiny_chat": 48}
+    assert train_end["tokenizedPath"].startswith(str(pod.output_dir / "data" / "tokenized-"))
+    assert "Loaded tokenized dataset from" in result.stdout + result.stderr
     updates = progress_lines(result.stdout)
     assert updates[0]["step"] > stopped_at  # no step was trained twice
     assert {u["totalSteps"] for u in updates} == {total}  # the plan did not change

@@ -74,11 +74,28 @@ SPEC_CONTROLLED: Final[dict[str, str]] = {
     "export_size": "spec.export.shardSizeGB",
     "adapter_name_or_path": "spec.model (kubetune trains a fresh adapter per job)",
     "report_to": "spec.tracking (tensorboard, mlflow, wandb)",
+    "tokenized_path": "spec.datasets (the trainer caches the tokenised data itself under <outputs>/data/tokenized-*)",
     "logging_dir": "spec.tracking.tensorboard (event files go to <outputs>/runs)",
 }
 """LLaMA-Factory key -> the FineTuneJob field that controls it."""
 
-OVERRIDABLE: Final = frozenset({"overwrite_cache", "plot_loss", "run_name"})
+OVERRIDABLE: Final = frozenset({"overwrite_cache", "plot_loss", "run_name", "ddp_timeout", "dataloader_num_workers"})
+
+DDP_TIMEOUT_SECONDS: Final = 10800
+"""torch.distributed's collective timeout (transformers' ``ddp_timeout``, default 1800 s): the
+first run tokenises inside a barrier (LLaMA-Factory's main_process_first), which takes longer
+than 30 min for millions of records; 3 h still turns a real hang into a retryable failure."""
+
+
+def cpu_cores(quantity: str | None) -> int | None:
+    """Whole cores of a CPU quantity (``16``, ``2.5``, ``500m``), at least 1; None when unset."""
+    if quantity is None:
+        return None
+    try:
+        cores = float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    except ValueError:
+        return None
+    return max(1, int(cores))
 """kubetune's own choices that spec.extraArgs may override (no spec field controls them)."""
 
 
@@ -127,8 +144,12 @@ def train_args(job: FineTuneJob, layout: Layout, output_dir: str, launcher: Laun
         args["max_samples"] = t.max_samples
     args["cutoff_len"] = t.cutoff_length
     args["overwrite_cache"] = True
+    cores = cpu_cores(spec.resources.cpu)
     if t.preprocessing_workers is not None:
         args["preprocessing_num_workers"] = t.preprocessing_workers
+    elif cores is not None and cores > 1:
+        # Tokenisation runs once per job (then cached): use the pod's CPUs, not one process.
+        args["preprocessing_num_workers"] = min(cores, 64)
 
     args.update(_method_args(job))
 
@@ -149,6 +170,13 @@ def train_args(job: FineTuneJob, layout: Layout, output_dir: str, launcher: Laun
     args["max_grad_norm"] = t.max_grad_norm
     args["seed"] = t.seed
     args["logging_steps"] = t.logging_steps
+    args["ddp_timeout"] = DDP_TIMEOUT_SECONDS
+    if cores is not None:
+        # Per training process; one core each stays with the training loop itself.
+        procs = max(spec.resources.gpus_per_node, 1)
+        workers = min(4, cores // procs - 1)
+        if workers > 0:
+            args["dataloader_num_workers"] = workers
     args["save_steps"] = save_interval(job)
     args["save_total_limit"] = t.save_total_limit
     if t.precision == "bf16":

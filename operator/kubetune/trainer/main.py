@@ -75,7 +75,12 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
                 except TrainerError as exc:
                     _tell_other_ranks(cfg, exc)
                     raise
-                out["records"] = data.prepare(cfg, env)
+                previous = data.reusable(cfg)
+                if previous is not None:
+                    out["records"] = previous
+                    out["skipped"] = "the data folder already holds this spec's datasets (unchanged files)"
+                else:
+                    out["records"] = data.prepare(cfg, env)
                 out["samples"] = data.samples_used(cfg, out["records"])
                 if moved:
                     out["incompleteCheckpoints"] = [str(m) for m in moved]

@@ -21,6 +21,8 @@ change because nothing else does.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -62,6 +64,12 @@ def quarantine_incomplete(output_dir: Path, train_args: Mapping[str, Any]) -> li
     moved: list[Path] = []
     if not output_dir.is_dir():
         return moved
+    data_dir = Path(str(train_args.get("dataset_dir") or output_dir / contract.DATA_SUBDIR))
+    for folder in sorted(data_dir.glob("tokenized-*")) if data_dir.is_dir() else []:
+        if folder.is_dir() and not tokenized_complete(folder):
+            target = folder.with_name(f".incomplete-{folder.name}-{int(time.time())}")
+            folder.rename(target)
+            moved.append(target)
     for folder in sorted(output_dir.glob("checkpoint-*")):
         if folder.is_dir() and not checkpoints.is_complete(folder, needs_optimizer=needs_optimizer(train_args)):
             target = folder.with_name(f".incomplete-{folder.name}-{int(time.time())}")
@@ -70,12 +78,50 @@ def quarantine_incomplete(output_dir: Path, train_args: Mapping[str, Any]) -> li
     return moved
 
 
+NOT_DATA = frozenset(
+    {
+        "output_dir", "logging_dir", "logging_steps", "report_to", "run_name", "plot_loss", "save_steps",
+        "save_total_limit", "learning_rate", "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_ratio",
+        "warmup_steps", "weight_decay", "max_grad_norm", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "per_device_eval_batch_size", "eval_strategy", "eval_steps", "finetuning_type", "lora_rank", "lora_alpha",
+        "lora_dropout", "lora_target", "freeze_trainable_layers", "freeze_trainable_modules", "quantization_bit",
+        "quantization_type", "double_quantization", "deepspeed", "bf16", "fp16", "ddp_timeout", "dataloader_num_workers",
+        "preprocessing_num_workers", "overwrite_cache", "disable_gradient_checkpointing", "flash_attn",
+        "enable_liger_kernel", "resume_from_checkpoint", "tokenized_path",
+    }
+)
+"""Arguments that do not change the tokenised dataset; every other one (template, cutoff_len,
+stage, packing, max_samples, val_size, seed, the tokenizer's model...) keys the cache."""
+
+
+def tokenized_path(cfg: JobConfig) -> Path:
+    """Where LLaMA-Factory saves (first run) and loads (restarts) the tokenised dataset: on the
+    outputs volume, keyed by everything that changes it, so a restart skips tokenisation and a
+    changed spec or edited data file never reads a stale cache."""
+    from . import data  # noqa: PLC0415
+
+    conf = {k: v for k, v in sorted(cfg.train_args.items()) if k not in NOT_DATA}
+    blob = json.dumps({"args": conf, "data": data.digest(cfg), "files": data.file_stamps(cfg)}, sort_keys=True, default=str)
+    return cfg.data_dir / f"tokenized-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def tokenized_complete(folder: Path) -> bool:
+    """datasets' DatasetDict.save_to_disk writes dataset_dict.json first and each split's state.json last."""
+    try:
+        splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(splits) and all((folder / str(s) / "state.json").is_file() for s in splits)
+
+
 def effective_args(cfg: JobConfig) -> tuple[dict[str, Any], Path | None]:
-    """train.yaml plus the checkpoint to resume from, if a complete one exists."""
+    """train.yaml plus the checkpoint to resume from, if a complete one exists, and the tokenised-data cache."""
     args = dict(cfg.train_args)
     resume = checkpoints.newest_complete(cfg.output_dir, needs_optimizer=needs_optimizer(args))
     if resume is not None:
         args["resume_from_checkpoint"] = str(resume)
+    if not args.get("streaming") and "tokenized_path" not in args:
+        args["tokenized_path"] = str(tokenized_path(cfg))
     return args, resume
 
 
@@ -177,6 +223,7 @@ def run(cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink
     last = follower.tracker.last if follower is not None else None
     return {
         "resumedFrom": str(resume) if resume else None,
+        "tokenizedPath": args.get("tokenized_path"),
         "launcher": "mpirun" if dist.kind == "mpijob" else cfg.job.spec.distributed.effective_launcher,
         "processes": dist.world_size,
         "progress": last.to_api() if last is not None else None,
