@@ -278,6 +278,8 @@ def test_mpijob_rendezvous_comes_from_the_hostfile_not_a_guessed_service_name() 
     env = _env(launcher)
     # Service naming differs between mpi-operator releases; mpilaunch reads the hostfile it wrote.
     assert "MASTER_ADDR" not in env and env["MASTER_PORT"] == "29500"
+    # mpirun's SIGKILL after SIGTERM waits for the ranks' stop checkpoint (grace 300 s less the margin).
+    assert env["OMPI_MCA_odls_base_sigkill_timeout"] == "285"
     argv = launcher["command"]
     assert "MASTER_PORT" in {argv[i + 1] for i, a in enumerate(argv) if a == "-x"}
 

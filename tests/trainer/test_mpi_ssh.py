@@ -31,15 +31,18 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kubetune.api import contract
+from kubetune.trainer import checkpoints
 from kubetune.trainer.tiny import TinyAssets, tiny_job
 from trainerlib import free_port, isolated_env, make_pod, progress_lines
 
@@ -48,6 +51,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.train]
 REPO = Path(__file__).resolve().parents[2]
 SSH_DIR = REPO / "images" / "trainer" / "ssh"
 USER = "kubetune-mpitest"
+TOTAL_STEPS = 40
 IMAGE_HOME = "/home/kubetune"
 
 
@@ -182,7 +186,7 @@ def test_tiny_training_runs_through_the_rendered_mpirun_over_ssh(
     shutil.copytree(tiny_assets.root, work / "assets", ignore=shutil.ignore_patterns("env"))
     assets = TinyAssets(work / "assets", work / "assets" / "models", work / "assets" / "datasets", tiny_assets.model_path, tiny_assets.dataset_path)
     master_port = free_port()
-    manifest = tiny_job("mpi-ssh", assets, max_steps=3)
+    manifest = tiny_job("mpi-ssh", assets, max_steps=TOTAL_STEPS, save_steps=1000)
     manifest["spec"]["resources"] = {"nodes": 2, "gpusPerNode": 1}  # zeroStage > 0 needs GPUs in the spec
     manifest["spec"]["distributed"] = {"backend": "mpijob", "zeroStage": 2, "masterPort": master_port}
     pod_root = work / "pod"
@@ -216,16 +220,40 @@ def test_tiny_training_runs_through_the_rendered_mpirun_over_ssh(
     env.pop("MASTER_ADDR", None)
     (pod_root / "scratch").mkdir(exist_ok=True)
     subprocess.run(["chown", f"{user.pw_uid}:{user.pw_gid}", str(pod_root / "scratch")], check=True)
+    # First run: the launcher pod is told to stop (SIGTERM to mpirun, its PID 1) during training.
+    first_log = work / "first.log"
+    with open(first_log, "w") as log:
+        proc = subprocess.Popen([*_as_user(user, work), *argv], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 400
+            while not [u for u in progress_lines(first_log.read_text()) if u["step"] >= 2]:
+                assert proc.poll() is None and time.monotonic() < deadline, first_log.read_text()[-5000:]
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    first = first_log.read_text()
+    assert code != 0, first[-3000:]
+    saved = checkpoints.newest_complete(pod.output_dir)
+    assert saved is not None, first[-5000:]  # every rank wrote its part of the stop checkpoint
+    stopped_at = int(saved.name.split("-")[1])
+    assert 2 <= stopped_at < TOTAL_STEPS
+
+    # Second run: the restarted launcher resumes from it and finishes.
     result = subprocess.run([*_as_user(user, work), *argv], env=env, cwd=work, capture_output=True, text=True, timeout=600)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:] + "\nsshd:\n" + sshd_log.read_text()[-2000:]
     assert "rank 0 on 127.0.0.1 (2 hosts)" in out  # MASTER_ADDR from the hostfile
     # Both ranks came in through sshd with the Secret's key, as the image user.
     accepted = re.findall(rf"Accepted publickey for {USER} from 127\.0\.0\.1", sshd_log.read_text())
-    assert len(accepted) >= 2, sshd_log.read_text()
+    assert len(accepted) >= 4, sshd_log.read_text()
     assert "world size: 2" in out
-    assert progress_lines(out)[-1]["step"] == 3
+    updates = progress_lines(out)
+    assert updates[0]["step"] > stopped_at and updates[-1]["step"] == TOTAL_STEPS
     assert (pod.output_dir / "adapter_model.safetensors").is_file()
     record = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
     assert record["outcome"] == "Succeeded" and record["stages"]["train"]["launcher"] == "mpirun"
     assert record["stages"]["train"]["processes"] == 2
+    assert record["stages"]["train"]["resumedFrom"] == str(saved)

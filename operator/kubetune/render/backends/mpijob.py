@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Final
 
+from kubetune.api.contract import STOP_GRACE_MARGIN_SECONDS
+
 from ..plan import Plan
 from ..podspec import TRAINER_COMMAND, container_security_context, user_env_names
 from ..templating import render_manifest
@@ -54,7 +56,13 @@ class MPIJobBackend:
         # MASTER_ADDR comes from the hostfile at launch (kubetune.trainer.mpilaunch); the port is ours.
         rendezvous = [{"name": "MASTER_PORT", "value": str(plan.job.spec.distributed.master_port)}]
         own_names += [e["name"] for e in rendezvous]
-        launcher_env = list(plan.env) + rendezvous
+        grace = plan.job.spec.run_policy.termination_grace_period_seconds - STOP_GRACE_MARGIN_SECONDS
+        launcher_env = list(plan.env) + rendezvous + [
+            # mpirun, told to stop (SIGTERM to the launcher pod), sends SIGTERM to every rank and
+            # SIGKILL only this much later (Open MPI's default is 1 s): time for the ranks to write
+            # their stop checkpoint together (kubetune.trainer.worker).
+            {"name": "OMPI_MCA_odls_base_sigkill_timeout", "value": str(grace)},
+        ]
         if user_names:
             launcher_env.append(
                 {"name": "OMPI_MCA_mca_base_env_list", "value": ";".join(sorted(user_names))}
