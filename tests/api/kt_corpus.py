@@ -97,6 +97,26 @@ VALID = [
     ),
     Case("freeze", {"spec.method": "freeze", "spec.freeze": {"trainableLayers": -4, "trainableModules": ["mlp"]}}),
     Case("cpu-fp32", {"spec.resources.gpusPerNode": 0, "spec.training.precision": "fp32"}),
+    Case(
+        "tracking-all-three",
+        {
+            "spec.tracking": {
+                "mlflow": {"trackingUri": "http://mlflow.mlflow.svc:5000", "usernameSecretRef": {"name": "mlflow", "key": "user"}, "passwordSecretRef": {"name": "mlflow", "key": "password"}},
+                "wandb": {"project": "p", "apiKeySecretRef": {"name": "wandb", "key": "api-key"}},
+            }
+        },
+    ),
+    Case(
+        "rdma-multinode",
+        {
+            "spec.resources": {"nodes": 4, "gpusPerNode": 8, "extra": {"rdma/ib": 1}},
+            "spec.scheduling": {"podAnnotations": {"k8s.v1.cni.cncf.io/networks": "ib-net"}},
+            "spec.training": {"ligerKernel": True, "packing": "neat", "saveSteps": 200, "saveTotalLimit": 5},
+            "spec.runPolicy": {"terminationGracePeriodSeconds": 900},
+        },
+    ),
+    Case("tracking-tensorboard-off", {"spec.tracking": {"tensorboard": {"enabled": False}}}),
+    Case("wandb-env-without-wandb-tracking", {"spec.env": [{"name": "WANDB_MODE", "value": "offline"}]}),
     Case("mpijob-deepspeed", {"spec.distributed": {"backend": "mpijob", "launcher": "deepspeed", "zeroStage": 2}}),
     Case("accelerate-fsdp", {"spec.method": "full", "spec.distributed": {"launcher": "accelerate", "fsdp": True}}),
     Case(
@@ -448,4 +468,22 @@ INVALID = [
     Case("serve-zero-replicas", {"spec.serve": {"replicas": 0}}, "spec.serve.replicas"),
     Case("serve-engine-unknown", {"spec.serve": {"engine": "triton"}}, "spec.serve.engine"),
     Case("serve-kaito-node-label-key-too-long", {"spec.serve": {"engine": "kaito", "kaito": {"preset": "p", "nodeLabels": {"k" * 400: "v"}}}}, "spec.serve.kaito.nodeLabels"),
+    Case("mlflow-user-without-password", {"spec.tracking.mlflow": {"trackingUri": "http://m:5000", "usernameSecretRef": {"name": "m"}}}, "spec.tracking.mlflow.passwordSecretRef"),
+    Case(
+        "mlflow-token-and-basic-auth",
+        {"spec.tracking.mlflow": {"trackingUri": "http://m:5000", "tokenSecretRef": {"name": "m"}, "usernameSecretRef": {"name": "m"}, "passwordSecretRef": {"name": "m"}}},
+        "spec.tracking.mlflow.tokenSecretRef",
+    ),
+    Case("mlflow-uri-not-http", {"spec.tracking.mlflow": {"trackingUri": "file:///tmp/x"}}, "spec.tracking.mlflow.trackingUri"),
+    Case("extra-resource-repeats-gpu", {"spec.resources": {"gpusPerNode": 8, "extra": {"nvidia.com/gpu": 8}}}, "spec.resources.extra"),
+    Case("extra-resource-unprefixed", {"spec.resources": {"extra": {"ib": 1}}}, "spec.resources.extra"),
+    Case("pod-annotation-bad-key", {"spec.scheduling.podAnnotations": {"a b/c": "v"}}, "spec.scheduling.podAnnotations"),
+    Case("packing-enum", {"spec.training.packing": "tight"}, "spec.training.packing"),
+    Case("grace-too-short", {"spec.runPolicy": {"terminationGracePeriodSeconds": 5}}, "spec.runPolicy.terminationGracePeriodSeconds"),
+    Case("wandb-without-api-key", {"spec.tracking.wandb": {"project": "p"}}, "spec.tracking.wandb.apiKeySecretRef"),
+    Case(
+        "wandb-env-beside-wandb-tracking",
+        {"spec.tracking.wandb": {"project": "p", "apiKeySecretRef": {"name": "w"}}, "spec.env": [{"name": "WANDB_API_KEY", "value": "k"}]},
+        "spec.env",
+    ),
 ]

@@ -187,9 +187,10 @@ def test_object_defaults_give_the_models_defaults() -> None:
             if spec[alias]["default"] == {}:
                 compacted += 1
             else:
-                assert RULES in spec[alias], f"{alias}: a complete default only where rules read it"
+                # Rules on the node, or on a node below it, see the default as written.
+                assert any(RULES in node for _, node in walk(spec[alias])), f"{alias}: a complete default only where rules read it"
                 complete += 1
-    assert compacted >= 3 and complete >= 2
+    assert compacted >= 2 and complete >= 3  # both forms stay exercised
 
 
 def all_patterns() -> Iterator[tuple[str, str]]:

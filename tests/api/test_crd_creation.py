@@ -99,7 +99,7 @@ def test_defaults_under_rules_are_written_complete() -> None:
     """The generator's fix: a node with rules gets its whole default, so a rule sees every field."""
     distributed = spec_props(crd())["distributed"]
     assert set(distributed["default"]) == {"backend", "zeroStage", "offload", "fsdp", "masterPort"}
-    assert spec_props(crd())["resources"]["default"] == {}  # no rules there: still stated once
+    assert spec_props(crd())["export"]["default"] == {}  # no rules there: still stated once
 
 
 # --- each emulated check refuses what it should --------------------------------------------

@@ -52,7 +52,7 @@ def test_render_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "render", str(LORA))
     assert code == 0
     objects = list(yaml.safe_load_all(out))
-    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [("ConfigMap", "qwen-lora-config"), ("PyTorchJob", "qwen-lora")]
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [("ConfigMap", "qwen-lora-kubetune"), ("PyTorchJob", "qwen-lora")]
 
 
 def test_render_prints_the_golden_manifests_with_files_as_literal_blocks(capsys: pytest.CaptureFixture[str]) -> None:
@@ -94,7 +94,7 @@ def test_render_multiple_files(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "render", str(LORA), str(FULL))
     assert code == 0
     names = [o["metadata"]["name"] for o in yaml.safe_load_all(out)]
-    assert names == ["qwen-lora-config", "qwen-lora", "qwen-full-config", "qwen-full"]
+    assert names == ["qwen-lora-kubetune", "qwen-lora", "qwen-full-kubetune", "qwen-full"]
 
 
 def test_render_from_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

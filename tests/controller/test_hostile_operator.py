@@ -80,7 +80,7 @@ async def test_hostile_jobs_are_rejected_with_a_field_and_the_operator_keeps_ser
     changed = [n for n in HOSTILE if cluster.read(*FTJ, NS, n)["metadata"]["resourceVersion"] != versions[n]]
     assert changed == []
     assert [p["metadata"]["name"] for p in cluster.objects(*PTJ)] == ["good"]
-    assert [c["metadata"]["name"] for c in cluster.objects(*CM)] == ["good-config"]
+    assert [c["metadata"]["name"] for c in cluster.objects(*CM)] == ["good-kubetune"]
 
 
 def _fuzz_corpus(count: int) -> list[dict[str, Any]]:

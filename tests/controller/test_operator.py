@@ -41,7 +41,7 @@ async def test_create_makes_configmap_and_pytorchjob_owned_by_the_finetunejob(cl
 
     owner = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "name": "qwen-lora", "uid": ftj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
     ptj = cluster.read(*PTJ, NS, "qwen-lora")
-    cm = cluster.read(*CM, NS, "qwen-lora-config")
+    cm = cluster.read(*CM, NS, "qwen-lora-kubetune")
     assert ptj is not None and cm is not None
     assert ptj["metadata"]["ownerReferences"] == [owner]
     assert cm["metadata"]["ownerReferences"] == [owner]
@@ -51,13 +51,13 @@ async def test_create_makes_configmap_and_pytorchjob_owned_by_the_finetunejob(cl
     st = status(cluster)
     FineTuneJobStatus.model_validate(st)  # the status matches the published schema
     assert st["job"] == {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "qwen-lora"}
-    assert st["configMap"] == "qwen-lora-config"
+    assert st["configMap"] == "qwen-lora-kubetune"
     assert st["gpus"] == 8
     assert st["output"] == {"claimName": "finetune-outputs", "path": "team-a/qwen-lora", "mergedPath": "team-a/qwen-lora/merged"}
     assert st["observedGeneration"] == 1
     assert condition(cluster, "Validated")["status"] == "True"
     assert condition(cluster, "Created")["status"] == "True"
-    assert ("Normal", "Created", "created ConfigMap qwen-lora-config and PyTorchJob qwen-lora") in events(cluster)
+    assert ("Normal", "Created", "created ConfigMap qwen-lora-kubetune and PyTorchJob qwen-lora") in events(cluster)
 
     stored = cluster.read(*FTJ, NS, "qwen-lora")
     assert stored is not None
@@ -182,7 +182,7 @@ async def test_immutable_change_is_rejected_and_children_keep_their_settings(clu
     await operator()
     await cluster.put_object(*FTJ, example_job())
     await eventually(lambda: phase_is(cluster, "Pending"), what="phase Pending")
-    cm_before = cluster.read(*CM, NS, "qwen-lora-config")
+    cm_before = cluster.read(*CM, NS, "qwen-lora-kubetune")
     ptj_before = cluster.read(*PTJ, NS, "qwen-lora")
 
     def more_epochs(obj: dict[str, Any]) -> None:
@@ -193,13 +193,13 @@ async def test_immutable_change_is_rejected_and_children_keep_their_settings(clu
     assert rejected["status"] == "False" and "spec.training cannot change" in rejected["message"]
     assert rejected["observedGeneration"] == 2 and status(cluster)["observedGeneration"] == 2
     assert any(r == "ImmutableFieldChanged" for _, r, _ in events(cluster))
-    assert cluster.read(*CM, NS, "qwen-lora-config") == cm_before
+    assert cluster.read(*CM, NS, "qwen-lora-kubetune") == cm_before
     assert cluster.read(*PTJ, NS, "qwen-lora") == ptj_before
 
     # A later mutable change (suspend) still must not smuggle the rejected hyperparameters in.
     await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].update(suspend=True))
     await eventually(lambda: status(cluster).get("observedGeneration") == 3, what="generation 3 observed")
-    assert cluster.read(*CM, NS, "qwen-lora-config") == cm_before
+    assert cluster.read(*CM, NS, "qwen-lora-kubetune") == cm_before
 
 
 async def test_suspend_toggles_the_child_run_policy(cluster: Cluster, operator: Any) -> None:
@@ -263,7 +263,7 @@ async def test_delete_is_not_blocked_and_children_are_left_to_the_garbage_collec
     await eventually(lambda: phase_is(cluster, "Pending"), what="phase Pending")
     await cluster.remove(*FTJ, NS, "qwen-lora")
     assert cluster.read(*FTJ, NS, "qwen-lora") is None, "deletion must not wait for the operator"
-    for child in (cluster.read(*PTJ, NS, "qwen-lora"), cluster.read(*CM, NS, "qwen-lora-config")):
+    for child in (cluster.read(*PTJ, NS, "qwen-lora"), cluster.read(*CM, NS, "qwen-lora-kubetune")):
         assert child is not None
         refs = child["metadata"]["ownerReferences"]
         assert [(r["uid"], r["controller"], r["blockOwnerDeletion"]) for r in refs] == [(ftj["metadata"]["uid"], True, True)]
@@ -271,7 +271,7 @@ async def test_delete_is_not_blocked_and_children_are_left_to_the_garbage_collec
     # The operator keeps serving, and a new job with the same name gets fresh, correctly owned children.
     calls_before = len(cluster.calls)
     await cluster.remove(*PTJ, NS, "qwen-lora")
-    await cluster.remove(*CM, NS, "qwen-lora-config")  # what the garbage collector would do
+    await cluster.remove(*CM, NS, "qwen-lora-kubetune")  # what the garbage collector would do
     again = await cluster.put_object(*FTJ, example_job())
     await eventually(lambda: phase_is(cluster, "Pending"), what="the recreated job")
     assert cluster.read(*PTJ, NS, "qwen-lora")["metadata"]["ownerReferences"][0]["uid"] == again["metadata"]["uid"]

@@ -26,7 +26,7 @@ def created_events(cluster: Cluster, name: str = "qwen-lora") -> int:
 def assert_one_owned_child_each(cluster: Cluster, uid: str) -> None:
     ptjs, cms = cluster.objects(*PTJ), cluster.objects(*CM)
     assert [p["metadata"]["name"] for p in ptjs] == ["qwen-lora"]
-    assert [c["metadata"]["name"] for c in cms] == ["qwen-lora-config"]
+    assert [c["metadata"]["name"] for c in cms] == ["qwen-lora-kubetune"]
     for child in (*ptjs, *cms):
         assert [r["uid"] for r in child["metadata"]["ownerReferences"]] == [uid]
 
@@ -35,7 +35,7 @@ async def test_restart_between_configmap_and_workload_leaves_no_duplicate_or_orp
     fault = cluster.inject("patch", "pytorchjobs", 500, times=10_000)
     first = await operator()
     ftj = await cluster.put_object(*FTJ, example_job())
-    await eventually(lambda: cluster.read(*CM, NS, "qwen-lora-config") and failed_calls(cluster, "patch", "pytorchjobs") >= 2, what="a half-done reconcile")
+    await eventually(lambda: cluster.read(*CM, NS, "qwen-lora-kubetune") and failed_calls(cluster, "patch", "pytorchjobs") >= 2, what="a half-done reconcile")
     assert cluster.read(*PTJ, NS, "qwen-lora") is None
     await first.stop()
 
@@ -111,7 +111,7 @@ async def test_immutable_change_while_the_operator_was_down_is_still_rejected(cl
     first = await operator()
     await cluster.put_object(*FTJ, example_job())
     await eventually(lambda: status(cluster).get("phase") == "Pending", what="Pending")
-    cm_before = cluster.read(*CM, NS, "qwen-lora-config")
+    cm_before = cluster.read(*CM, NS, "qwen-lora-kubetune")
     await first.stop()
 
     await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"]["resources"].update(nodes=4))
@@ -119,7 +119,7 @@ async def test_immutable_change_while_the_operator_was_down_is_still_rejected(cl
     await eventually(lambda: status(cluster).get("observedGeneration") == 2, what="generation 2 handled")
     validated = next(c for c in status(cluster)["conditions"] if c["type"] == "Validated")
     assert validated["reason"] == "ImmutableFieldChanged" and "spec.resources" in validated["message"]
-    assert cluster.read(*CM, NS, "qwen-lora-config") == cm_before
+    assert cluster.read(*CM, NS, "qwen-lora-kubetune") == cm_before
     assert status(cluster)["gpus"] == 8
 
 

@@ -57,10 +57,16 @@ def test_plan_does_not_fit_then_the_suggested_change_fits(capsys: pytest.Capture
     code, out, _ = run(capsys, "plan", write(tmp_path, doc), "--gpu", "A100-40GB")
     assert code == 1
     assert "verdict: DOES NOT FIT in 40.0 GiB" in out
-    assert "cheapest change that fits: training.perDeviceBatchSize: 4, gradientAccumulationSteps: 4 (same global batch)" in out
+    # With training.ligerKernel available, the fused loss (no logits) is the cheapest fix.
+    assert "cheapest change that fits: training.ligerKernel: true" in out
     fixed = copy.deepcopy(doc)
-    fixed["spec"]["training"].update(perDeviceBatchSize=4, gradientAccumulationSteps=4)
+    fixed["spec"]["training"].update(ligerKernel=True)
     code, out, _ = run(capsys, "plan", write(tmp_path, fixed, "fixed.yaml"), "--gpu", "A100-40GB")
+    assert code == 0 and "verdict: FITS" in out
+    # The other kind of fix, a smaller micro-batch keeping the global batch, fits as well.
+    smaller = copy.deepcopy(doc)
+    smaller["spec"]["training"].update(perDeviceBatchSize=4, gradientAccumulationSteps=4)
+    code, out, _ = run(capsys, "plan", write(tmp_path, smaller, "smaller.yaml"), "--gpu", "A100-40GB")
     assert code == 0 and "verdict: FITS" in out
 
 

@@ -73,8 +73,9 @@ def test_mpijob_launcher_and_workers(nodes: int, gpus: int, np: str) -> None:
     launcher = _main_container(specs["Launcher"]["template"])
     worker = _main_container(specs["Worker"]["template"])
     argv = launcher["command"]
-    assert argv[:3] == ["mpirun", "-np", np]
-    assert argv[argv.index("--hostfile") + 1] == "/etc/mpi/hostfile"
+    assert argv[:6] == ["python", "-m", "kubetune.trainer.mpilaunch", "mpirun", "-np", np]
+    # The hostfile is mpi-operator's (OMPI_MCA_orte_default_hostfile); the wrapper names it.
+    assert "--hostfile" not in argv
     assert argv[-3:] == ["python", "-m", "kubetune.trainer"]
     forwarded = {argv[i + 1] for i, a in enumerate(argv) if a == "-x"}
     assert {"KUBETUNE_CONFIG_DIR", "KUBETUNE_OUTPUT_DIR", "NPROC_PER_NODE", "HF_HOME"} <= forwarded
@@ -176,7 +177,7 @@ def test_owner_references(uid: str | None) -> None:
 def test_names_labels_namespace() -> None:
     rendered = render(JobBuilder().build())
     cm, w = rendered.config_map, rendered.workload
-    assert cm["metadata"]["name"] == "demo-config" and w["metadata"]["name"] == "demo"
+    assert cm["metadata"]["name"] == "demo-kubetune" and w["metadata"]["name"] == "demo"
     assert cm["metadata"]["namespace"] == w["metadata"]["namespace"] == "team-a"
     for labels in (cm["metadata"]["labels"], w["metadata"]["labels"], pod_templates(w)["Master"]["metadata"]["labels"]):
         assert labels["app.kubernetes.io/name"] == "kubetune"
@@ -206,7 +207,7 @@ def test_volumes_and_mounts() -> None:
     template = pod_templates(render(job).workload)["Master"]
     volumes = {v["name"]: v for v in template["spec"]["volumes"]}
     mounts = {m["name"]: m for m in _main_container(template)["volumeMounts"]}
-    assert volumes["config"] == {"name": "config", "configMap": {"name": "demo-config"}}
+    assert volumes["config"] == {"name": "config", "configMap": {"name": "demo-kubetune"}}
     assert mounts["config"] == {"name": "config", "mountPath": "/etc/kubetune", "readOnly": True}
     assert volumes["outputs"]["persistentVolumeClaim"]["claimName"] == "out"
     assert mounts["outputs"] == {"name": "outputs", "mountPath": "/data/outputs", "subPath": "runs"}
@@ -270,13 +271,32 @@ def test_image_option_and_layout() -> None:
     assert rendered.train_args["dataset_dir"] == "/o/team-a/demo/data"
 
 
-def test_mpijob_rendezvous_is_the_first_worker() -> None:
+def test_mpijob_rendezvous_comes_from_the_hostfile_not_a_guessed_service_name() -> None:
     job = JobBuilder().set("spec.distributed", {"backend": "mpijob", "masterPort": 29500}).build()
-    launcher = _main_container(render(job).workload["spec"]["mpiReplicaSpecs"]["Launcher"]["template"])
+    rendered = render(job)
+    launcher = _main_container(rendered.workload["spec"]["mpiReplicaSpecs"]["Launcher"]["template"])
     env = _env(launcher)
-    assert env["MASTER_ADDR"] == "demo-worker-0.demo.team-a.svc" and env["MASTER_PORT"] == "29500"
+    # Service naming differs between mpi-operator releases; mpilaunch reads the hostfile it wrote.
+    assert "MASTER_ADDR" not in env and env["MASTER_PORT"] == "29500"
+    # mpirun's SIGKILL after SIGTERM waits for the ranks' stop checkpoint (grace 300 s less the margin).
+    assert env["OMPI_MCA_odls_base_sigkill_timeout"] == "285"
     argv = launcher["command"]
-    assert {"MASTER_ADDR", "MASTER_PORT"} <= {argv[i + 1] for i, a in enumerate(argv) if a == "-x"}
+    assert "MASTER_PORT" in {argv[i + 1] for i, a in enumerate(argv) if a == "-x"}
+
+
+# mpi-operator v2beta1 children (pkg/controller/mpi_job_controller.go: configSuffix, launcherSuffix,
+# sshAuthSecretSuffix, workerSuffix, newJobService) and the Trainer v2 MPI plugin's
+# (pkg/constants: MPIHostfileConfigMapSuffix "-mpi-hostfile", MPISSHAuthSecretSuffix "-mpi-ssh-auth").
+UPSTREAM_CHILD_SUFFIXES = ["", "-config", "-launcher", "-worker", "-ssh", "-mpi-hostfile", "-mpi-ssh-auth"]
+
+
+@pytest.mark.parametrize("backend", ["pytorchjob", "mpijob"])
+def test_our_configmap_name_cannot_collide_with_what_mpi_operator_or_trainer_creates(backend: str) -> None:
+    rendered = render(JobBuilder().build(), RenderOptions(backend=backend))
+    name = rendered.workload["metadata"]["name"]
+    cm = rendered.config_map["metadata"]["name"]
+    assert cm not in {name + s for s in UPSTREAM_CHILD_SUFFIXES}
+    assert not cm.startswith(name + "-worker-") and not cm.startswith(name + "-launcher")
 
 
 def test_spec_file_names_the_backend_actually_rendered() -> None:
@@ -285,3 +305,71 @@ def test_spec_file_names_the_backend_actually_rendered() -> None:
     rendered = render(JobBuilder().build(), RenderOptions(backend="mpijob"))
     spec = json.loads(rendered.files["finetunejob.json"])["spec"]
     assert spec["distributed"]["backend"] == "mpijob"
+
+
+def test_tracking_sets_report_to_and_passes_secrets_only_by_reference() -> None:
+    job = (
+        JobBuilder()
+        .set("metadata.uid", "1234-abcd")
+        .set(
+            "spec.tracking",
+            {
+                "tensorboard": {"enabled": False},
+                "mlflow": {"trackingUri": "http://mlflow.mlflow.svc:5000", "tokenSecretRef": {"name": "mlflow", "key": "token"}},
+                "wandb": {"project": "llm", "entity": "team", "apiKeySecretRef": {"name": "wandb", "key": "api-key"}},
+            },
+        )
+        .build()
+    )
+    rendered = render(job)
+    assert rendered.train_args["report_to"] == ["mlflow", "wandb"] and "logging_dir" not in rendered.train_args
+    container = _main_container(pod_templates(rendered.workload)["Master"])
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.mlflow.svc:5000"
+    assert env["MLFLOW_EXPERIMENT_NAME"]["value"] == "team-a"  # the namespace by default
+    assert env["MLFLOW_TRACKING_TOKEN"] == {"name": "MLFLOW_TRACKING_TOKEN", "valueFrom": {"secretKeyRef": {"name": "mlflow", "key": "token"}}}
+    assert env["WANDB_API_KEY"] == {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}}}
+    assert env["WANDB_PROJECT"]["value"] == "llm" and env["WANDB_ENTITY"]["value"] == "team"
+    assert env["WANDB_RUN_ID"]["value"] == "1234-abcd"  # a restarted pod continues the same W&B run
+
+
+def test_tensorboard_is_on_by_default_with_event_files_on_the_outputs_volume() -> None:
+    args = render(JobBuilder().build()).train_args
+    assert args["report_to"] == ["tensorboard"]
+    assert args["logging_dir"] == args["output_dir"] + "/runs"
+
+
+@pytest.mark.parametrize("backend", ["pytorchjob", "mpijob"])
+def test_rdma_devices_annotations_and_ipc_lock_only_with_rdma(backend: str) -> None:
+    plain = render(JobBuilder().set("spec.resources", {"nodes": 2, "gpusPerNode": 8}).build(), RenderOptions(backend=backend))
+    for role, template in pod_templates(plain.workload).items():
+        c = _main_container(template)
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}, role
+        assert template["spec"]["terminationGracePeriodSeconds"] == 300
+        assert "annotations" not in template["metadata"]
+    job = (
+        JobBuilder()
+        .set("spec.resources", {"nodes": 2, "gpusPerNode": 8, "extra": {"rdma/ib": 1}})
+        .set("spec.scheduling", {"podAnnotations": {"k8s.v1.cni.cncf.io/networks": "ib-net"}})
+        .set("spec.runPolicy", {"terminationGracePeriodSeconds": 900})
+        .build()
+    )
+    rendered = render(job, RenderOptions(backend=backend))
+    for role, template in pod_templates(rendered.workload).items():
+        c = _main_container(template)
+        assert template["metadata"]["annotations"] == {"k8s.v1.cni.cncf.io/networks": "ib-net"}, role
+        assert template["spec"]["terminationGracePeriodSeconds"] == 900
+        if role == "Launcher":  # mpirun only: no devices, no extra capability
+            assert "rdma/ib" not in str(c["resources"]) and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            continue
+        assert c["resources"]["limits"]["rdma/ib"] == 1 and c["resources"]["limits"]["nvidia.com/gpu"] == 8
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+        assert _env(c)["KUBETUNE_STOP_GRACE_SECONDS"] == "885"
+
+
+def test_liger_kernel_and_packing_map_onto_llamafactory() -> None:
+    args = render(JobBuilder().set("spec.training", {"ligerKernel": True, "packing": "neat"}).build()).train_args
+    assert args["enable_liger_kernel"] is True and args["packing"] is True and args["neat_packing"] is True
+    plain = render(JobBuilder().build()).train_args
+    assert "enable_liger_kernel" not in plain and "packing" not in plain and "neat_packing" not in plain
+    assert render(JobBuilder().set("spec.training", {"packing": "packing"}).build()).train_args["packing"] is True

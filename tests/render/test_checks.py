@@ -40,7 +40,8 @@ CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [
     ("extra-unknown", JobBuilder().set("spec.extraArgs", {"lora_rankk": 4}), "spec.extraArgs.lora_rankk", ("not an argument", "lora_rank")),
     ("extra-wrong-type", JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": "loud"}), "spec.extraArgs.neftune_noise_alpha", ("number",)),
     ("extra-int-for-bool", JobBuilder().set("spec.extraArgs", {"train_on_prompt": 1}), "spec.extraArgs.train_on_prompt", ("true or false",)),
-    ("extra-bad-choice", JobBuilder().set("spec.extraArgs", {"report_to": 7}), "spec.extraArgs.report_to", ("string",)),
+    ("extra-bad-type", JobBuilder().set("spec.extraArgs", {"run_name": 7}), "spec.extraArgs.run_name", ("string",)),
+    ("extra-report-to-is-tracking", JobBuilder().set("spec.extraArgs", {"report_to": "wandb"}), "spec.extraArgs.report_to", ("spec.tracking",)),
     (
         "fsdp-on-cpu",
         JobBuilder().set("spec.distributed", {"launcher": "accelerate", "fsdp": True}).set("spec.resources", {"gpusPerNode": 0}).set("spec.training", {"precision": "fp32"}),
@@ -48,7 +49,21 @@ CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [
         ("gpusPerNode",),
     ),
     ("extra-not-scalar", JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": [1]}), "spec.extraArgs.neftune_noise_alpha", ("single value",)),
+    # Settings whose package the default trainer image lacks: refused before any GPU time is spent.
+    ("fa2-not-in-image", JobBuilder().set("spec.training.attention", "fa2"), "spec.training.attention", ("flash-attn", "spec.image")),
+    ("fa3-not-in-image", JobBuilder().set("spec.training.attention", "fa3"), "spec.training.attention", ("flash-attn-3", "spec.image")),
+    ("unsloth-not-in-image", JobBuilder().set("spec.extraArgs", {"use_unsloth": True}), "spec.extraArgs.use_unsloth", ("unsloth", "spec.image")),
+    ("fp8-not-in-image", JobBuilder().set("spec.extraArgs", {"fp8": True}), "spec.extraArgs.fp8", ("torchao",)),
+    ("liger-is-a-field", JobBuilder().set("spec.extraArgs", {"enable_liger_kernel": True}), "spec.extraArgs.enable_liger_kernel", ("spec.training.ligerKernel",)),
+    ("extra-resource-is-the-gpu", JobBuilder().set("spec.resources", {"gpusPerNode": 8, "extra": {"nvidia.com/gpu": 8}}), "spec.resources.extra", ("gpusPerNode",)),
 ]
+
+
+def test_a_custom_image_may_bring_flash_attention_and_the_default_image_has_liger() -> None:
+    custom = JobBuilder().set("spec.training.attention", "fa2").set("spec.image", "registry.example/trainer-fa2:1").doc_copy()
+    assert validate_object(custom)[1] == []
+    assert validate_object(JobBuilder().set("spec.training.ligerKernel", True).doc_copy())[1] == []
+    assert validate_object(JobBuilder().set("spec.extraArgs", {"use_unsloth": False}).doc_copy())[1] == []
 
 
 @pytest.mark.parametrize(("builder", "path", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -90,7 +105,7 @@ def test_two_broken_rules_are_two_problems() -> None:
 
 @pytest.mark.parametrize(
     "extra",
-    [{"report_to": "wandb"}, {"neftune_noise_alpha": 5}, {"neftune_noise_alpha": 5.0}, {"plot_loss": False}, {"use_fast_tokenizer": True}],
+    [{"run_name": "exp-1"}, {"neftune_noise_alpha": 5}, {"neftune_noise_alpha": 5.0}, {"plot_loss": False}, {"use_fast_tokenizer": True}],
     ids=lambda e: next(iter(e)),
 )
 def test_valid_extra_args_pass(extra: dict[str, Any]) -> None:

@@ -55,7 +55,7 @@ def test_method_arguments(spec: dict[str, Any], expected: dict[str, Any], absent
 
 
 TRAINING: list[tuple[str, dict[str, Any], dict[str, Any], tuple[str, ...]]] = [
-    ("defaults", {}, {"stage": "sft", "do_train": True, "bf16": True, "num_train_epochs": 3.0, "plot_loss": True, "report_to": "none"}, ("fp16", "max_steps", "warmup_ratio")),
+    ("defaults", {}, {"stage": "sft", "do_train": True, "bf16": True, "num_train_epochs": 3.0, "plot_loss": True, "report_to": ["tensorboard"]}, ("fp16", "max_steps", "warmup_ratio")),
     ("fp16", {"precision": "fp16"}, {"fp16": True}, ("bf16",)),
     ("fp32-cpu", {"precision": "fp32"}, {}, ("bf16", "fp16")),
     ("max-steps", {"maxSteps": 100}, {"max_steps": 100}, ("num_train_epochs",)),
@@ -108,8 +108,8 @@ def test_datasets_are_comma_joined_in_order() -> None:
 
 
 def test_extra_args_merge_last_and_may_override_kubetune_choices() -> None:
-    args = render(JobBuilder().set("spec.extraArgs", {"report_to": "wandb", "neftune_noise_alpha": 5, "plot_loss": False}).build()).train_args
-    assert args["report_to"] == "wandb" and args["neftune_noise_alpha"] == 5 and args["plot_loss"] is False
+    args = render(JobBuilder().set("spec.extraArgs", {"run_name": "exp-1", "neftune_noise_alpha": 5, "plot_loss": False}).build()).train_args
+    assert args["run_name"] == "exp-1" and args["neftune_noise_alpha"] == 5 and args["plot_loss"] is False
 
 
 # --- DeepSpeed / Accelerate ---------------------------------------------------------------------
@@ -216,3 +216,21 @@ def test_spec_file_round_trips_to_the_same_job() -> None:
     assert doc["metadata"] == {"name": "demo", "namespace": "team-a"}
     again = FineTuneJob.from_api(doc)
     assert again.spec == job.spec
+
+
+@pytest.mark.parametrize(
+    ("resources", "preprocessing", "dataloader"),
+    [
+        ({"cpu": "32", "gpusPerNode": 8}, 32, 3),
+        ({"cpu": "96", "gpusPerNode": 8}, 64, 4),
+        ({"cpu": "2", "gpusPerNode": 8}, 2, None),
+        ({"cpu": "500m", "gpusPerNode": 1}, None, None),
+        ({"gpusPerNode": 8}, None, None),
+    ],
+    ids=["32-cores", "96-cores-capped", "too-few-for-loader-workers", "half-a-core", "no-cpu-request"],
+)
+def test_worker_counts_follow_the_cpu_request(resources: dict[str, object], preprocessing: int | None, dataloader: int | None) -> None:
+    args = render(JobBuilder().set("spec.resources", resources).build()).train_args
+    assert args.get("preprocessing_num_workers") == preprocessing
+    assert args.get("dataloader_num_workers") == dataloader
+    assert args["ddp_timeout"] == 10800

@@ -28,7 +28,6 @@ _COMMON: dict[str, Any] = {
     "overwrite_cache": True,
     "lr_scheduler_type": "cosine",
     "logging_steps": 10,
-    "save_steps": 1000,
     "num_train_epochs": 5.0,
     "plot_loss": True,
     "fp16": True,
@@ -60,8 +59,19 @@ TUTORIAL: dict[str, tuple[dict[str, Any], int, int, str]] = {
     ),
 }
 
-PATH_KEYS = {"dataset_dir", "output_dir", "deepspeed"}
+PATH_KEYS = {"dataset_dir", "output_dir", "deepspeed", "logging_dir"}
 """Where things live: volumes in a pod instead of the tutorial's ./LLaMA-Factory/data and ./output."""
+
+DELIBERATE: dict[str, tuple[Any, str]] = {
+    "report_to": (["tensorboard"], "spec.tracking: TensorBoard event files on the outputs volume by default"),
+    "run_name": (None, "the job's name, so a tracking UI shows it; checked separately"),
+    "save_steps": (0.1, "the tutorial's --save_steps 1000 exceeds its ~390-step run: no checkpoint would ever be written"),
+    "save_total_limit": (3, "checkpoints (14-16 bytes per parameter) would otherwise fill the outputs volume"),
+    "ddp_timeout": (10800, "the first run tokenises inside a barrier; 30 min is too short for large datasets"),
+}
+"""Defaults kubetune renders on purpose where the tutorial (a single laptop-sized run) relied on
+LLaMA-Factory's: each changes how the run is observed or survives at cluster scale, never the
+model it trains."""
 
 
 def _launcher(rendered_files: dict[str, str], train_args: dict[str, Any]) -> str:
@@ -85,8 +95,13 @@ def test_seed_example_matches_tutorial_command(name: str) -> None:
             assert args[key] == value, f"{name}: --{key} is {value!r} in the tutorial, rendered {args[key]!r}"
         else:
             assert defaults[key].default == value, f"{name}: --{key} {value!r} is neither rendered nor LLaMA-Factory's default"
+    assert args["run_name"] == rendered.job.name
+    for key, (value, _why) in DELIBERATE.items():
+        if value is None:
+            continue
+        assert args.get(key) == value, f"{name}: {key} should be kubetune's {value!r}, rendered {args.get(key)!r}"
     for key, value in args.items():
-        if key in command or key in PATH_KEYS:
+        if key in command or key in PATH_KEYS or key in DELIBERATE:
             continue
         assert defaults[key].default == value, (
             f"{name}: kubetune renders {key}={value!r}, which the tutorial leaves at LLaMA-Factory's default {defaults[key].default!r}"

@@ -71,3 +71,63 @@ def test_operator_image_is_slim_non_root_and_has_no_ml_stack() -> None:
     installs = " ".join(seg for i in instructions for seg in i.split("&&") if "pip install" in seg)
     for heavy in ("torch", "train]", "llamafactory", "deepspeed"):
         assert heavy not in installs
+
+
+TRAINING_STACK = (
+    "torch", "llamafactory", "transformers", "peft", "accelerate", "datasets", "trl", "tokenizers", "huggingface_hub",
+    "safetensors", "deepspeed", "bitsandbytes", "tensorboard", "mlflow-skinny", "wandb", "liger-kernel",
+)
+# LLaMA-Factory 0.9.5 ranges that are not in its package metadata: requirements/deepspeed.txt and
+# requirements/liger-kernel.txt of the v0.9.5 tag.
+LLAMAFACTORY_EXTRAS = {"deepspeed": ">=0.10.0,<=0.18.4", "liger-kernel": ">=0.6.3"}
+
+
+def _gpu_only() -> set[str]:
+    lines = (ROOT / "images" / "trainer" / "pins.txt").read_text().splitlines()
+    return {l.split("==")[0].strip().lower() for l in lines if "gpu-only" in l and "==" in l and not l.startswith("#")}
+
+
+def test_every_training_stack_package_is_pinned_inside_llamafactorys_supported_range() -> None:
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {canonicalize_name(k): v for k, v in _pins().items()}
+    missing = [p for p in TRAINING_STACK if canonicalize_name(p) not in pins]
+    assert not missing, f"not pinned in images/trainer/pins.txt: {missing}"
+    ranges = {canonicalize_name(k): v for k, v in LLAMAFACTORY_EXTRAS.items()}
+    for line in metadata.requires("llamafactory") or []:
+        req = Requirement(line)
+        if req.marker is None and str(req.specifier):
+            ranges[canonicalize_name(req.name)] = str(req.specifier)
+    checked = 0
+    for name, spec in ranges.items():
+        if name in pins:
+            from packaging.specifiers import SpecifierSet
+
+            assert SpecifierSet(spec).contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside LLaMA-Factory 0.9.5's {spec}"
+            checked += 1
+    assert checked >= 8
+
+
+def test_the_cpu_install_uses_the_image_pins_and_got_them() -> None:
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    install = (ROOT / ".ci" / "install").read_text()
+    assert "PINS=images/trainer/pins.txt" in install
+    pip_lines = [l for l in install.splitlines() if "pip install" in l and not l.lstrip().startswith("#") and "--upgrade pip" not in l]
+    assert pip_lines and all('-c "$CONSTRAINTS"' in l for l in pip_lines), pip_lines
+    # The venv these tests run in was made by .ci/install: it must hold exactly the pinned versions.
+    gpu_only = {canonicalize_name(n) for n in _gpu_only()}
+    wrong = []
+    for name, version in _pins().items():
+        if canonicalize_name(name) in gpu_only:
+            continue
+        installed = Version(metadata.version(name))
+        if Version(installed.base_version) != Version(version) and installed != Version(version):
+            wrong.append(f"{name}: pinned {version}, installed {installed}")
+    assert not wrong, wrong

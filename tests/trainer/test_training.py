@@ -8,6 +8,7 @@ and checks what a user would: files, losses, progress lines, exit codes.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -107,34 +108,51 @@ def test_qlora_quantizes_the_base_to_4_bit(tmp_path: Path, tiny_assets: TinyAsse
     assert any(isinstance(m, Linear4bit) for m in model.modules()), kinds
 
 
-def _wait_for_checkpoint(output_dir: Path, proc: subprocess.Popen[str], timeout: float = 240) -> Path:
+def _wait_for_step(log: Path, proc: subprocess.Popen[str], step: int, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = checkpoints.newest_complete(output_dir)
-        if found is not None:
-            return found
-        assert proc.poll() is None, "training ended before writing a checkpoint"
-        time.sleep(0.1)
-    raise AssertionError("no checkpoint appeared")
+        updates = progress_lines(log.read_text())
+        if updates and updates[-1]["step"] >= step:
+            return
+        assert proc.poll() is None, "training ended early: " + log.read_text()[-3000:]
+        time.sleep(0.05)
+    raise AssertionError(f"step {step} never came")
 
 
-def test_preempted_run_resumes_from_the_newest_complete_checkpoint(tmp_path: Path, tiny_assets: TinyAssets) -> None:
-    total = 60
-    pod = make_pod(tmp_path, tiny_job("resume-ft", tiny_assets, method="lora", max_steps=total, save_steps=4), tiny_assets)
-    log = open(tmp_path / "first.log", "w")
+def test_sigterm_writes_a_checkpoint_and_the_restart_resumes_only_the_same_configuration(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+    total = 150
+    # No periodic checkpoint before the end: the only one can come from the SIGTERM.
+    manifest = tiny_job("resume-ft", tiny_assets, method="lora", max_steps=total, save_steps=1000)
+    pod = make_pod(tmp_path, manifest, tiny_assets)
+    first_log = tmp_path / "first.log"
+    log = open(first_log, "w")
     proc = subprocess.Popen([sys.executable, "-m", "kubetune.trainer"], env=pod.env, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
-        first = _wait_for_checkpoint(pod.output_dir, proc)
-        proc.send_signal(signal.SIGTERM)  # what the kubelet sends on preemption
+        _wait_for_step(first_log, proc, 3)
+        proc.send_signal(signal.SIGTERM)  # what the kubelet sends on preemption or drain
         code = proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
         log.close()
-    first_out = (tmp_path / "first.log").read_text()
+    first_out = first_log.read_text()
     assert code == contract.EXIT_RETRYABLE, first_out[-3000:]
     saved = checkpoints.newest_complete(pod.output_dir)
-    assert saved is not None and int(saved.name.split("-")[1]) < total
+    assert saved is not None, first_out[-3000:]
+    stopped_at = int(saved.name.split("-")[1])
+    assert 3 <= stopped_at < total
+    assert not (pod.output_dir / "adapter_model.safetensors").exists()  # no "final" model from a stopped run
+    record = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
+    assert record["outcome"] == "Failed" and record["exitCode"] == contract.EXIT_RETRYABLE and record["configHash"]
+
+    # The same name re-created with another learning rate: refuse, and say what differs.
+    changed = tiny_job("resume-ft", tiny_assets, method="lora", max_steps=total, save_steps=1000, learning_rate=1e-3)
+    other = make_pod(tmp_path / "changed", changed, tiny_assets)
+    refused = run_trainer({**other.env, contract.ENV_OUTPUT_DIR: str(pod.output_dir)})
+    assert refused.returncode == contract.EXIT_CONFIG, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "learning_rate: 0.005 -> 0.001" in refused.stderr and "another training configuration" in refused.stderr
+    assert checkpoints.newest_complete(pod.output_dir) == saved  # untouched
+
     # A checkpoint cut off by SIGKILL mid-save: no trainer state.  It must not be used.
     torn = pod.output_dir / f"checkpoint-{total - 1}"
     torn.mkdir()
@@ -144,15 +162,18 @@ def test_preempted_run_resumes_from_the_newest_complete_checkpoint(tmp_path: Pat
     _assert_succeeded(result)
     train_end = next(s for s in stage_lines(result.stdout) if s["stage"] == "train" and s["event"] == "end")
     assert train_end["resumedFrom"] == str(saved)
-    resumed_at = int(saved.name.split("-")[1])
+    # The restart neither re-checks the data nor re-tokenises it: both were kept on the outputs volume.
+    data_end = next(s for s in stage_lines(result.stdout) if s["stage"] == "data" and s["event"] == "end")
+    assert "skipped" in data_end and data_end["records"] == {"tiny_chat": 48}
+    assert train_end["tokenizedPath"].startswith(str(pod.output_dir / "data" / "tokenized-"))
+    assert "Loaded tokenized dataset from" in result.stdout + result.stderr
     updates = progress_lines(result.stdout)
-    assert updates[0]["step"] > resumed_at  # no step was trained twice
+    assert updates[0]["step"] > stopped_at  # no step was trained twice
     assert {u["totalSteps"] for u in updates} == {total}  # the plan did not change
     state = json.loads((pod.output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == total
     assert (pod.output_dir / "adapter_model.safetensors").is_file()
     assert not torn.exists() and list(pod.output_dir.glob(f".incomplete-checkpoint-{total - 1}-*"))
-    assert int(first.name.split("-")[1]) >= 4
 
 
 def _distributed_manifest(name: str, assets: TinyAssets, **distributed: Any) -> dict[str, Any]:
@@ -203,28 +224,39 @@ def test_deepspeed_zero2_across_two_pytorchjob_pods(tmp_path: Path, tiny_assets:
     assert {"stage": "record", "event": "start"} not in stages1  # rank 0 alone writes the record
 
 
-def test_deepspeed_zero2_across_two_mpi_processes(tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path) -> None:
+def test_accelerate_deepspeed_across_two_machines(tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path) -> None:
+    """Two pods, each its own real ``accelerate launch --machine_rank N`` with the rendered accelerate.yaml."""
+    import yaml
+
     from trainerlib import free_port
 
-    port = free_port()
-    pod = make_pod(
-        tmp_path, _distributed_manifest("ds-mpi", tiny_assets, backend="mpijob", masterPort=port), tiny_assets, extensions=torch_extensions
-    )
-    hostfile = tmp_path / "hostfile"
-    hostfile.write_text("127.0.0.1 slots=1\nlocalhost slots=1\n")
-    # The renderer names worker-0 by its cluster DNS name, which cannot resolve here: without it the
-    # trainer takes the rendezvous host from the hostfile's first line (the same pod in a cluster).
-    assert pod.env.pop("MASTER_ADDR") == "ds-mpi-worker-0.ds-mpi.default.svc"
-    assert pod.env["MASTER_PORT"] == str(port)
-    # What mpirun sets per process (one per GPU).
+    pod = make_pod(tmp_path, _distributed_manifest("acc-2n", tiny_assets, launcher="accelerate"), tiny_assets, extensions=torch_extensions)
+    acc = yaml.safe_load(pod.files[contract.ACCELERATE_FILE])
+    assert acc["distributed_type"] == "DEEPSPEED" and acc["num_machines"] == 2
+    assert acc["deepspeed_config"]["deepspeed_multinode_launcher"] == "standard"  # not pdsh
+    port = str(free_port())
     envs = [
-        {**pod.env, "OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "1", "KUBETUNE_MPI_HOSTFILE": str(hostfile)}
+        {**pod.env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank), "PET_NNODES": "2", "PET_NODE_RANK": str(rank), "NPROC_PER_NODE": "1"}
         for rank in (0, 1)
     ]
     (code0, out0), (code1, out1) = _run_ranks(envs, tmp_path)
     assert code0 == 0 and code1 == 0, out0[-3000:] + "\n-----\n" + out1[-3000:]
+    assert "pdsh" not in out0 + out1
     assert "world size: 2" in out0 + out1
-    assert "torchrun" not in out0 + out1  # mpirun already started the processes
-    assert progress_lines(out0) and not progress_lines(out1)
-    assert json.loads(next(l for l in out0.splitlines() if l.startswith(contract.STAGE_PREFIX + '{"stage": "train", "event": "end"'))[len(contract.STAGE_PREFIX):])["launcher"] == "mpirun"
+    assert progress_lines(out0)[-1]["step"] == 4 and not progress_lines(out1)
     assert (pod.output_dir / "adapter_model.safetensors").is_file()
+
+
+def test_max_samples_means_at_most_and_the_run_record_says_how_many(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+    # 48 records on disk; LLaMA-Factory's num_samples would draw 1000 with replacement.
+    manifest = tiny_job("capped", tiny_assets, method="full", max_steps=2)
+    manifest["spec"]["datasets"][0]["maxSamples"] = 1000
+    pod = make_pod(tmp_path, manifest, tiny_assets)
+    assert json.loads(pod.files[contract.DATASET_INFO_FILE])["tiny_chat"]["num_samples"] == 1000
+    result = run_trainer(pod.env)
+    _assert_succeeded(result)
+    out = result.stdout + result.stderr
+    assert re.search(r"Num examples = 48\b", out), out[-3000:]
+    record = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
+    assert record["stages"]["data"]["records"] == {"tiny_chat": 48}
+    assert record["stages"]["data"]["samples"] == {"tiny_chat": 48}

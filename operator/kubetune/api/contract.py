@@ -42,6 +42,8 @@ EVAL_RESULTS_FILE: Final = "kubetune-eval.json"
 EVAL_SUBDIR: Final = "eval"
 """LLaMA-Factory's own eval/predict outputs (eval_results.json, generated_predictions.jsonl)."""
 MERGED_SUBDIR: Final = "merged"
+TENSORBOARD_SUBDIR: Final = "runs"
+"""TensorBoard event files (spec.tracking.tensorboard)."""
 DATA_SUBDIR: Final = "data"
 """Converted datasets, written once per job by rank 0."""
 
@@ -57,6 +59,10 @@ ENV_HF_TOKEN: Final = "HF_TOKEN"
 ENV_METRICS_PORT: Final = "KUBETUNE_METRICS_PORT"
 """Global rank 0 serves Prometheus metrics on this port (kubetune.trainer.metrics); the container port is named `metrics`."""
 METRICS_PORT: Final = 9464
+ENV_STOP_GRACE: Final = "KUBETUNE_STOP_GRACE_SECONDS"
+"""Seconds the trainer gives its training processes, after a SIGTERM, to save a checkpoint
+and stop before it kills them: the pod's grace period less a margin for the run record."""
+STOP_GRACE_MARGIN_SECONDS: Final = 15
 
 # Trainer exit codes; the renderer maps them onto the Kubeflow restart policy
 # (ExitCode: 1-127 permanent, 128-255 retryable, per the training-operator).
@@ -69,6 +75,33 @@ EXIT_TRAINING: Final = 4
 """Training crashed for a reason a restart will not fix (e.g. CUDA OOM)."""
 EXIT_RETRYABLE: Final = 130
 """Rendezvous/NCCL failure, preemption, lost node: restart and resume from the newest checkpoint."""
+
+# What the default trainer image (images/trainer) can run.  The renderer's
+# validation refuses settings that need anything else unless spec.image names
+# another image; the trainer checks the running image itself before any stage.
+IMAGE_PACKAGES: Final = frozenset(
+    {"llamafactory", "deepspeed", "bitsandbytes", "liger-kernel", "tensorboard", "mlflow-skinny", "wandb"}
+)
+"""Optional packages of the default trainer image (each pinned in images/trainer/pins.txt)."""
+ARG_PACKAGES: Final[dict[str, tuple[str, str]]] = {
+    "use_unsloth": ("unsloth", "unsloth"),
+    "fp8": ("torchao", "torchao"),
+    "use_galore": ("galore_torch", "galore-torch"),
+    "use_apollo": ("apollo_torch", "apollo-torch"),
+    "use_badam": ("badam", "badam"),
+    "use_adam_mini": ("adam_mini", "adam-mini"),
+    "use_swanlab": ("swanlab", "swanlab"),
+    "use_mod": ("MoD", "mixture-of-depth"),
+    "use_kt": ("ktransformers", "ktransformers"),
+    "use_ray": ("ray", "ray"),
+    "enable_liger_kernel": ("liger_kernel", "liger-kernel"),
+}
+"""LLaMA-Factory arguments that need an optional package when true: argument -> (module, pip package)."""
+ATTENTION_PACKAGES: Final[dict[str, tuple[str, str]]] = {
+    "fa2": ("flash_attn", "flash-attn"),
+    "fa3": ("flash_attn_interface", "flash-attn-3"),
+}
+"""spec.training.attention values that need a package: value -> (module, pip package)."""
 
 # Labels and annotations.
 GROUP: Final = "kubetune.io"

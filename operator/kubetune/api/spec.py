@@ -9,6 +9,7 @@ are emitted both as CEL and as Python checks (see :class:`~kubetune.api.base.Rul
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
@@ -53,7 +54,8 @@ Scheduler = Literal[
     "warmup_stable_decay",
 ]
 Offload = Literal["none", "optimizer", "all"]
-AttentionImpl = Literal["auto", "disabled", "sdpa", "fa2"]
+AttentionImpl = Literal["auto", "disabled", "sdpa", "fa2", "fa3"]
+Packing = Literal["none", "packing", "neat"]
 
 _NO_DOTDOT = "!self.matches('(^|/)[.][.](/|$)')"
 
@@ -199,7 +201,7 @@ class DatasetSpec(RuledModel):
     """Turn labels for ShareGPT records, e.g. from/value/human/gpt as in the deita-10k data."""
 
     max_samples: Count64 | None = None
-    """Use at most this many records of this dataset (LLaMA-Factory's per-dataset `num_samples`)."""
+    """Use at most this many records of this dataset: a random subset when it has more, every record once when it has fewer (LLaMA-Factory's `num_samples`, which the trainer caps at the record count because LLaMA-Factory would otherwise repeat records to reach it)."""
 
     ranking: bool = False
     """Preference pairs (LLaMA-Factory's `ranking`): each record has a prompt plus a chosen and a rejected answer (columns.chosen / columns.rejected). For stages rm and dpo (including the orpo and simpo losses)."""
@@ -326,7 +328,14 @@ class QuantizationSpec(ApiModel):
 # --- resources and distribution -------------------------------------------------
 
 
-class ResourcesSpec(ApiModel):
+_RESOURCE_NAME = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)[a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?$"
+ResourceName = Annotated[str, Field(max_length=253, pattern=_RESOURCE_NAME)]
+"""A domain-prefixed (extended) resource name such as `rdma/ib` or `nvidia.com/mlnxnics`."""
+
+RDMA_PREFIX = "rdma/"
+
+
+class ResourcesSpec(RuledModel):
     """How much hardware the job gets: nodes x GPUs, plus CPU, memory and shared memory per node."""
 
     nodes: Annotated[int, Field(ge=1, le=MAX_NODES)] = 1
@@ -343,6 +352,31 @@ class ResourcesSpec(ApiModel):
     """Size of the in-memory /dev/shm (dataloader workers and NCCL need more than the container default 64Mi)."""
     gpu_memory: PositiveQuantity | None = None
     """Memory of one GPU, e.g. `80Gi` (H100) or `141Gi` (H200). When known (here, or from the operator's table for the nodeSelector's nvidia.com/gpu.product), kubetune predicts the peak memory per GPU before creating pods and refuses a job that cannot fit (condition Feasible=False with the numbers and the cheapest fix); `kubetune plan` prints the breakdown."""
+    extra: Annotated[dict[ResourceName, Annotated[int, Field(ge=1, le=1000)]], Field(max_length=16)] | None = None
+    """Other extended resources per training pod, e.g. `rdma/ib: 1` (RDMA device plugin) or a secondary network's device. A key starting with `rdma/` marks the job as RDMA: the training containers then get the IPC_LOCK capability that RDMA memory registration needs (see docs/networking.md)."""
+
+    rules = (
+        Rule(
+            name="extra-resource-names",
+            # The CRD cannot constrain map keys with a pattern; CEL can.
+            cel=f"!has(self.extra) || self.extra.all(k, size(k) <= 253 && k.matches('{_RESOURCE_NAME}'))",
+            message="spec.resources.extra keys must be domain-prefixed extended resource names such as rdma/ib or nvidia.com/mlnxnics",
+            field_path=".extra",
+            check=lambda r: r.extra is None or all(len(k) <= 253 and re.match(_RESOURCE_NAME, k) for k in r.extra),
+        ),
+        Rule(
+            name="extra-not-the-gpu",
+            cel="!has(self.extra) || !has(self.gpuResourceName) || !(self.gpuResourceName in self.extra)",
+            message="spec.resources.extra must not repeat the GPU resource: set GPUs with spec.resources.gpusPerNode (and gpuResourceName)",
+            field_path=".extra",
+            check=lambda r: r.extra is None or r.gpu_resource_name not in r.extra,
+        ),
+    )
+
+    @property
+    def rdma(self) -> bool:
+        """RDMA devices requested (spec.resources.extra has an `rdma/...` resource)."""
+        return any(k.startswith(RDMA_PREFIX) for k in (self.extra or {}))
 
 
 class DistributedSpec(RuledModel):
@@ -443,10 +477,10 @@ class TrainingSpec(RuledModel):
     """Mixed precision: `bf16` (A100/H100 and newer), `fp16` (V100 and older), `fp32` (CPU)."""
     logging_steps: Steps = 10
     """Log loss and learning rate every N steps (`logging_steps`); also the progress update rate."""
-    save_steps: Steps = 500
-    """Checkpoint every N steps (`save_steps`); a restarted job resumes from the newest checkpoint."""
-    save_total_limit: Steps | None = None
-    """Keep only the newest N checkpoints (`save_total_limit`)."""
+    save_steps: Steps | None = None
+    """Checkpoint every N optimizer steps (`save_steps`); a restarted job resumes from the newest checkpoint. Unset: every 10% of the run (transformers' fractional `save_steps: 0.1`), so a run of any length writes checkpoints. A SIGTERM (preemption, drain) also writes one (see runPolicy.terminationGracePeriodSeconds)."""
+    save_total_limit: Steps = 3
+    """Keep only the newest N checkpoints (`save_total_limit`). A full fine-tune checkpoint with optimizer state takes about 14-16 bytes per parameter; unbounded, checkpoints fill the outputs volume and the job fails for good."""
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass to save memory (inverse of LLaMA-Factory's `disable_gradient_checkpointing`)."""
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 42
@@ -462,7 +496,11 @@ class TrainingSpec(RuledModel):
     eval_steps: Steps | None = None
     """Evaluate every N steps (`eval_steps`); needs valSize."""
     attention: AttentionImpl = "auto"
-    """Attention kernel (`flash_attn`): `auto` picks FlashAttention-2 when installed, else SDPA."""
+    """Attention kernel (`flash_attn`): `auto` and `sdpa` use PyTorch SDPA (FlashAttention kernels inside PyTorch on Ampere and newer), `disabled` eager attention, `fa2`/`fa3` the flash-attn packages, which the default trainer image does not ship: they are refused unless spec.image names an image that has them (checked again by the trainer before any GPU time is spent; no silent fallback)."""
+    liger_kernel: bool = False
+    """Liger Kernel's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) for supported model families: less memory, higher throughput (`enable_liger_kernel`). In the default trainer image."""
+    packing: Packing = "none"
+    """Pack several examples into one cutoffLength sequence: `none`, `packing` (plain concatenation; attention crosses example boundaries) or `neat` (no cross-example attention; LLaMA-Factory's `neat_packing`). Fewer padding tokens, faster epochs on short examples."""
     preprocessing_workers: Annotated[int, Field(ge=1, le=256)] | None = None
     """Processes for tokenising the dataset (`preprocessing_num_workers`)."""
     preference: PreferenceSpec | None = None
@@ -598,6 +636,84 @@ class EnvSource(RuledModel):
     )
 
 
+HttpUrl = Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f'\"`$\\]+$")]
+"""An http(s) address; no whitespace, quotes or shell metacharacters."""
+
+
+class TensorBoardSpec(ApiModel):
+    """TensorBoard event files written next to the checkpoints."""
+
+    enabled: bool = True
+    """Write TensorBoard event files to <outputs>/<namespace>/<name>/runs (point `tensorboard --logdir` at the outputs volume). On by default: it costs a few KB per logging step and needs no server."""
+
+
+class MLflowSpec(RuledModel):
+    """Log metrics and parameters to an MLflow tracking server (transformers' MLflowCallback)."""
+
+    tracking_uri: HttpUrl
+    """MLflow tracking server address, e.g. `http://mlflow.mlflow.svc:5000` (`MLFLOW_TRACKING_URI`)."""
+    experiment: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.\-/ ]+$")] | None = None
+    """Experiment name (`MLFLOW_EXPERIMENT_NAME`). Unset: the job's namespace."""
+    username_secret_ref: SecretKeyRef | None = None
+    """Secret key holding the basic-auth user name (`MLFLOW_TRACKING_USERNAME`); needs passwordSecretRef."""
+    password_secret_ref: SecretKeyRef | None = None
+    """Secret key holding the basic-auth password (`MLFLOW_TRACKING_PASSWORD`); needs usernameSecretRef."""
+    token_secret_ref: SecretKeyRef | None = None
+    """Secret key holding a bearer token (`MLFLOW_TRACKING_TOKEN`), instead of user name and password."""
+
+    rules = (
+        Rule(
+            name="mlflow-basic-auth-pair",
+            cel="has(self.usernameSecretRef) == has(self.passwordSecretRef)",
+            message="spec.tracking.mlflow: set both usernameSecretRef and passwordSecretRef (basic auth), or neither",
+            field_path=".passwordSecretRef",
+            check=lambda m: (m.username_secret_ref is None) == (m.password_secret_ref is None),
+        ),
+        Rule(
+            name="mlflow-one-auth",
+            cel="!has(self.tokenSecretRef) || !has(self.usernameSecretRef)",
+            message="spec.tracking.mlflow: use either tokenSecretRef or usernameSecretRef/passwordSecretRef, not both",
+            field_path=".tokenSecretRef",
+            check=lambda m: m.token_secret_ref is None or m.username_secret_ref is None,
+        ),
+    )
+
+
+class WandbSpec(ApiModel):
+    """Log to Weights & Biases (transformers' WandbCallback)."""
+
+    project: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")]
+    """W&B project (`WANDB_PROJECT`)."""
+    entity: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")] | None = None
+    """W&B team or user (`WANDB_ENTITY`). Unset: the API key's default entity."""
+    api_key_secret_ref: SecretKeyRef
+    """Secret key holding the W&B API key (`WANDB_API_KEY`); never inline."""
+    base_url: HttpUrl | None = None
+    """Self-hosted W&B server (`WANDB_BASE_URL`). Unset: the W&B cloud."""
+
+
+class TrackingSpec(ApiModel):
+    """Experiment tracking: where loss, learning rate and evaluation metrics go besides the FineTuneJob status. Sets LLaMA-Factory's `report_to`."""
+
+    tensorboard: TensorBoardSpec = TensorBoardSpec()
+    """TensorBoard event files on the outputs volume (on by default)."""
+    mlflow: MLflowSpec | None = None
+    """An MLflow tracking server."""
+    wandb: WandbSpec | None = None
+    """Weights & Biases."""
+
+    def report_to(self) -> list[str]:
+        """transformers' `report_to` integrations, in a stable order."""
+        out = []
+        if self.tensorboard.enabled:
+            out.append("tensorboard")
+        if self.mlflow is not None:
+            out.append("mlflow")
+        if self.wandb is not None:
+            out.append("wandb")
+        return out
+
+
 RESERVED_ENV = (
     "MASTER_ADDR",
     "MASTER_PORT",
@@ -620,6 +736,7 @@ RESERVED_ENV = (
     "KUBETUNE_PROGRESS_URL",
     "KUBETUNE_PROGRESS_TOKEN_FILE",
     "KUBETUNE_METRICS_PORT",
+    "KUBETUNE_STOP_GRACE_SECONDS",
     # The root filesystem is read-only: caches and temp files are pointed at scratch.
     "HOME",
     "TMPDIR",
@@ -675,6 +792,11 @@ class SchedulingSpec(ApiModel):
     """PriorityClass of the pods (and of the Kubeflow job for gang scheduling)."""
     queue_name: DNS1123Label | None = None
     """Kueue LocalQueue: sets the `kueue.x-k8s.io/queue-name` label on the child job and lets Kueue admit (and suspend) it."""
+    pod_annotations: Annotated[
+        dict[QualifiedName, Annotated[str, Field(max_length=4096)]],
+        Field(max_length=32),
+    ] | None = None
+    """Annotations on every training pod, e.g. `k8s.v1.cni.cncf.io/networks: rdma-net` to attach Multus secondary (RDMA/InfiniBand) networks."""
 
 
 class RunPolicySpec(ApiModel):
@@ -686,6 +808,8 @@ class RunPolicySpec(ApiModel):
     """Fail the job after this many seconds of running."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=INT32_MAX, json_schema_extra={"format": "int32"})] | None = None
     """Delete the finished Kubeflow job (not the FineTuneJob, not the outputs) after this many seconds."""
+    termination_grace_period_seconds: Annotated[int, Field(ge=30, le=86400)] = 300
+    """The training pods' terminationGracePeriodSeconds. On SIGTERM (preemption, node drain, suspend) the trainer finishes the current step and writes a checkpoint within this time, so a restart loses no progress; raise it for models whose checkpoint takes longer to write. Spot/preemptible nodes may give less notice than this."""
 
 
 class ImagePullSecret(ApiModel):
@@ -756,8 +880,10 @@ class FineTuneJobSpec(RuledModel):
     """Merge the LoRA adapter into the base model after training."""
     evaluation: EvaluationSpec | None = None
     """Evaluate the trained model after training and export; results go to status.evaluation, kubetune-eval.json and the run record."""
+    tracking: TrackingSpec = TrackingSpec()
+    """Experiment tracking: TensorBoard (default), MLflow, Weights & Biases."""
     env: Annotated[list[EnvVar], Field(max_length=64)] | None = None
-    """Extra environment for the training containers (e.g. WANDB_PROJECT); secrets via valueFrom.secretKeyRef only."""
+    """Extra environment for the training containers (e.g. NCCL_DEBUG); secrets via valueFrom.secretKeyRef only. Tracking settings go in spec.tracking."""
     hf_token_secret_ref: SecretKeyRef | None = None
     """Secret key holding a Hugging Face token for gated/private models and datasets; exposed to the trainer as HF_TOKEN."""
     image: Annotated[str, Field(max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")] | None = None
@@ -855,6 +981,17 @@ class FineTuneJobSpec(RuledModel):
             message="spec.env[].name must be unique: remove the duplicate variable",
             field_path=".env",
             check=lambda s: s.env is None or len({e.name for e in s.env}) == len(s.env),
+        ),
+        Rule(
+            name="tracking-env-from-tracking",
+            cel="!has(self.env) || !has(self.tracking) || ((!has(self.tracking.mlflow) || !self.env.exists(e, e.name.startsWith('MLFLOW_'))) && (!has(self.tracking.wandb) || !self.env.exists(e, e.name.startsWith('WANDB_'))))",
+            message="spec.env: MLFLOW_*/WANDB_* variables are set from spec.tracking.mlflow/wandb; remove them from spec.env (secrets go in the tracking secretKeyRefs)",
+            field_path=".env",
+            check=lambda s: s.env is None
+            or (
+                (s.tracking.mlflow is None or not any(e.name.startswith("MLFLOW_") for e in s.env))
+                and (s.tracking.wandb is None or not any(e.name.startswith("WANDB_") for e in s.env))
+            ),
         ),
         Rule(
             name="pt-uses-text-column",

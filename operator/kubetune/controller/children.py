@@ -2,7 +2,7 @@
 
 Create-or-adopt is one server-side apply per child (field manager
 ``kubetune``, ``force=true``): the names are deterministic (``<name>`` and
-``<name>-config``), so re-running any handler, after any crash, converges on
+``<name>-kubetune``), so re-running any handler, after any crash, converges on
 the same two objects and never duplicates one; an object that already exists
 (created before a crash, or by ``kubetune render | kubectl apply``) is adopted,
 because the rendered ownerReference makes it ours.  Only the fields kubetune

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kubetune.api import FineTuneJob
-from kubetune.api.contract import API_VERSION, KIND
+from kubetune.api.contract import API_VERSION, ARG_PACKAGES, ATTENTION_PACKAGES, IMAGE_PACKAGES, KIND
 from kubetune.api.resource import MAX_NAME_LENGTH
 from kubetune.api.safeyaml import InputError, normalize
 from kubetune.api.text import clip, join, show
@@ -108,6 +108,39 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
         )
     problems.extend(_template_problems(job.spec.model.template))
     problems.extend(_extra_args_problems(job.spec.extra_args or {}))
+    problems.extend(image_problems(job))
+    return problems
+
+
+def image_problems(job: FineTuneJob) -> list[Problem]:
+    """Settings whose package the default trainer image lacks (they would fail, or silently fall
+    back, after the data and model stages already used GPU time).  With spec.image set the
+    user vouches for the image; the trainer checks it again before any stage."""
+    if job.spec.image is not None:
+        return []
+    problems: list[Problem] = []
+    attention = job.spec.training.attention
+    if attention in ATTENTION_PACKAGES:
+        _, package = ATTENTION_PACKAGES[attention]
+        problems.append(
+            Problem(
+                "spec.training.attention",
+                f"{attention} needs the {package} package, which the default trainer image does not ship "
+                "(its auto/sdpa attention already runs FlashAttention kernels inside PyTorch): use attention: auto, "
+                "or build an image with it and set spec.image",
+            )
+        )
+    for key, value in sorted((job.spec.extra_args or {}).items()):
+        if key in ARG_PACKAGES and value not in (False, 0, "false", "False", ""):
+            _, package = ARG_PACKAGES[key]
+            if package not in IMAGE_PACKAGES:
+                problems.append(
+                    Problem(
+                        f"spec.extraArgs.{key}",
+                        f"needs the {package} package, which the default trainer image does not ship: remove it, or "
+                        "build an image with it (FROM the kubetune trainer image) and set spec.image",
+                    )
+                )
     return problems
 
 

@@ -103,6 +103,11 @@ def accelerate_config(job: FineTuneJob, layout: Layout) -> dict[str, Any]:
             "deepspeed_config_file": f"{layout.config_dir}/{DEEPSPEED_FILE}",
             "zero3_init_flag": d.zero_stage == 3,
         }
+        if nodes > 1:
+            # Every pod runs its own `accelerate launch --machine_rank N` (torchrun underneath).
+            # Without this, accelerate's multi-node DeepSpeed default is pdsh over a hostfile,
+            # and the pods have neither (accelerate/commands/launch.py, deepspeed_launcher).
+            cfg["deepspeed_config"]["deepspeed_multinode_launcher"] = "standard"
     elif d.fsdp:
         cfg["distributed_type"] = "FSDP"
         cfg["fsdp_config"] = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from kubetune.api import FineTuneJob, FreezeSpec, LoraSpec
-from kubetune.api.contract import DATA_SUBDIR, DEEPSPEED_FILE, Layout
+from kubetune.api.contract import DATA_SUBDIR, DEEPSPEED_FILE, TENSORBOARD_SUBDIR, Layout
 from kubetune.api.spec import Launcher
 
 from .chain import ModelSource, reward_args
@@ -63,6 +63,9 @@ SPEC_CONTROLLED: Final[dict[str, str]] = {
     "eval_strategy": "spec.training.evalSteps",
     "eval_steps": "spec.training.evalSteps",
     "flash_attn": "spec.training.attention",
+    "enable_liger_kernel": "spec.training.ligerKernel",
+    "packing": "spec.training.packing",
+    "neat_packing": "spec.training.packing",
     "preprocessing_num_workers": "spec.training.preprocessingWorkers",
     "deepspeed": "spec.distributed.zeroStage",
     "fsdp": "spec.distributed.fsdp",
@@ -90,10 +93,29 @@ SPEC_CONTROLLED: Final[dict[str, str]] = {
     "max_new_tokens": "spec.training.ppo.maxNewTokens",
     "ref_model": "spec.model (the reference is the job's starting model)",
     "ref_model_adapters": "spec.model.fromJob",
+    "report_to": "spec.tracking (tensorboard, mlflow, wandb)",
+    "tokenized_path": "spec.datasets (the trainer caches the tokenised data itself under <outputs>/data/tokenized-*)",
+    "logging_dir": "spec.tracking.tensorboard (event files go to <outputs>/runs)",
 }
 """LLaMA-Factory key -> the FineTuneJob field that controls it."""
 
-OVERRIDABLE: Final = frozenset({"overwrite_cache", "plot_loss", "report_to"})
+OVERRIDABLE: Final = frozenset({"overwrite_cache", "plot_loss", "run_name", "ddp_timeout", "dataloader_num_workers"})
+
+DDP_TIMEOUT_SECONDS: Final = 10800
+"""torch.distributed's collective timeout (transformers' ``ddp_timeout``, default 1800 s): the
+first run tokenises inside a barrier (LLaMA-Factory's main_process_first), which takes longer
+than 30 min for millions of records; 3 h still turns a real hang into a retryable failure."""
+
+
+def cpu_cores(quantity: str | None) -> int | None:
+    """Whole cores of a CPU quantity (``16``, ``2.5``, ``500m``), at least 1; None when unset."""
+    if quantity is None:
+        return None
+    try:
+        cores = float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    except ValueError:
+        return None
+    return max(1, int(cores))
 """kubetune's own choices that spec.extraArgs may override (no spec field controls them)."""
 
 
@@ -122,6 +144,16 @@ def model_args(job: FineTuneJob, layout: Layout, source: ModelSource | None = No
     if model.from_job is not None and source is not None and source.adapter is not None:
         args["adapter_name_or_path"] = source.adapter
     return args
+
+
+DEFAULT_SAVE_FRACTION: Final = 0.1
+"""spec.training.saveSteps unset: checkpoint every 10% of the run. transformers reads a
+save_steps below 1 as a fraction of the total steps, which only the trainer knows."""
+
+
+def save_interval(job: FineTuneJob) -> int | float:
+    steps = job.spec.training.save_steps
+    return steps if steps is not None else DEFAULT_SAVE_FRACTION
 
 
 def uses_deepspeed_config(job: FineTuneJob, launcher: Launcher) -> bool:
@@ -156,8 +188,12 @@ def train_args(
         args["max_samples"] = t.max_samples
     args["cutoff_len"] = t.cutoff_length
     args["overwrite_cache"] = True
+    cores = cpu_cores(spec.resources.cpu)
     if t.preprocessing_workers is not None:
         args["preprocessing_num_workers"] = t.preprocessing_workers
+    elif cores is not None and cores > 1:
+        # Tokenisation runs once per job (then cached): use the pod's CPUs, not one process.
+        args["preprocessing_num_workers"] = min(cores, 64)
 
     args.update(_method_args(job))
     args.update(stage_args(job, layout, reward))
@@ -180,9 +216,15 @@ def train_args(
     args["max_grad_norm"] = t.max_grad_norm
     args["seed"] = t.seed
     args["logging_steps"] = t.logging_steps
-    args["save_steps"] = t.save_steps
-    if t.save_total_limit is not None:
-        args["save_total_limit"] = t.save_total_limit
+    args["ddp_timeout"] = DDP_TIMEOUT_SECONDS
+    if cores is not None:
+        # Per training process; one core each stays with the training loop itself.
+        procs = max(spec.resources.gpus_per_node, 1)
+        workers = min(4, cores // procs - 1)
+        if workers > 0:
+            args["dataloader_num_workers"] = workers
+    args["save_steps"] = save_interval(job)
+    args["save_total_limit"] = t.save_total_limit
     if t.precision == "bf16":
         args["bf16"] = True
     elif t.precision == "fp16":
@@ -194,15 +236,26 @@ def train_args(
     if ev is not None and ev.val_size is not None:
         # Held out of training; the evaluate stage splits the same way (same seed) and scores it.
         args["val_size"] = ev.val_size
+    if t.liger_kernel:
+        args["enable_liger_kernel"] = True
+    if t.packing != "none":
+        args["packing"] = True
+        if t.packing == "neat":
+            args["neat_packing"] = True
     if t.val_size is not None:
         args["val_size"] = t.val_size
         args["eval_strategy"] = "steps"
-        args["eval_steps"] = t.eval_steps if t.eval_steps is not None else t.save_steps
+        args["eval_steps"] = t.eval_steps if t.eval_steps is not None else save_interval(job)
         args["per_device_eval_batch_size"] = t.per_device_batch_size
     if uses_deepspeed_config(job, launcher):
         args["deepspeed"] = f"{layout.config_dir}/{DEEPSPEED_FILE}"
     args["plot_loss"] = True
-    args["report_to"] = "none"
+    report_to = spec.tracking.report_to()
+    args["report_to"] = report_to or "none"
+    if spec.tracking.tensorboard.enabled:
+        args["logging_dir"] = f"{output_dir}/{TENSORBOARD_SUBDIR}"
+    if report_to:
+        args["run_name"] = job.name
     for key, value in sorted((spec.extra_args or {}).items()):
         args[key] = value
     return args

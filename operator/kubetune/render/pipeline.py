@@ -38,7 +38,9 @@ from .podspec import build_pod_spec, schedule
 from .templating import render_manifest
 from .types import Rendered, RenderOptions
 
-CONFIG_MAP_SUFFIX = "-config"
+CONFIG_MAP_SUFFIX = "-kubetune"
+"""Not ``-config``: mpi-operator v2beta1 creates ``<mpijob>-config`` for its hostfile and
+refuses to run when an object of that name exists that it does not own."""
 
 
 def resolve(job: FineTuneJob, options: RenderOptions) -> Plan:

@@ -65,4 +65,8 @@ class Plan:
         return None if self.queue else self.job.spec.suspend
 
     def pod_metadata(self) -> dict[str, Any]:
-        return {"labels": dict(self.labels)}
+        meta: dict[str, Any] = {"labels": dict(self.labels)}
+        s = self.job.spec.scheduling
+        if s is not None and s.pod_annotations:
+            meta["annotations"] = dict(sorted(s.pod_annotations.items()))
+        return meta

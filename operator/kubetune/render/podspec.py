@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from kubetune.api import VolumeSpec
+from kubetune.api import SecretKeyRef, VolumeSpec
 from kubetune.api import contract
 from kubetune.api.contract import (
     ENV_CONFIG_DIR,
@@ -31,6 +31,8 @@ from kubetune.api.contract import (
     PROGRESS_TOKEN_DIR,
     PROGRESS_TOKEN_EXPIRATION_S,
     PROGRESS_TOKEN_FILE,
+    ENV_STOP_GRACE,
+    STOP_GRACE_MARGIN_SECONDS,
 )
 
 from .plan import Plan
@@ -61,6 +63,8 @@ def schedule(plan: Plan) -> None:
     if spec.service_account_name:
         pod["serviceAccountName"] = spec.service_account_name
     pod["automountServiceAccountToken"] = False
+    # Time for the trainer to finish the step and write a checkpoint after a SIGTERM.
+    pod["terminationGracePeriodSeconds"] = spec.run_policy.termination_grace_period_seconds
     plan.pod_fields = pod
 
 
@@ -80,6 +84,7 @@ def environment(plan: Plan) -> list[dict[str, Any]]:
         _env(ENV_MODELS_DIR, layout.models_dir),
         _env(ENV_NPROC_PER_NODE, str(plan.procs_per_node)),
         _env(contract.ENV_METRICS_PORT, str(contract.METRICS_PORT)),
+        _env(ENV_STOP_GRACE, str(spec.run_policy.termination_grace_period_seconds - STOP_GRACE_MARGIN_SECONDS)),
         _env("HF_HOME", f"{layout.models_dir}/{HF_HOME_SUBDIR}"),
         # The root filesystem is read-only: every cache and temp file goes to scratch.
         _env("HOME", layout.scratch_dir),
@@ -94,8 +99,43 @@ def environment(plan: Plan) -> list[dict[str, Any]]:
     if spec.hf_token_secret_ref is not None:
         ref = spec.hf_token_secret_ref
         env.append({"name": ENV_HF_TOKEN, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    env.extend(tracking_env(plan))
     for var in spec.env or ():
         env.append(var.to_api())
+    return env
+
+
+def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def tracking_env(plan: Plan) -> list[dict[str, Any]]:
+    """spec.tracking as the environment transformers' MLflow and W&B callbacks read; secrets by reference."""
+    tracking = plan.job.spec.tracking
+    env: list[dict[str, Any]] = []
+    if tracking.mlflow is not None:
+        m = tracking.mlflow
+        env.append(_env("MLFLOW_TRACKING_URI", m.tracking_uri))
+        env.append(_env("MLFLOW_EXPERIMENT_NAME", m.experiment or plan.namespace))
+        if m.username_secret_ref is not None and m.password_secret_ref is not None:
+            env.append(_secret_env("MLFLOW_TRACKING_USERNAME", m.username_secret_ref))
+            env.append(_secret_env("MLFLOW_TRACKING_PASSWORD", m.password_secret_ref))
+        if m.token_secret_ref is not None:
+            env.append(_secret_env("MLFLOW_TRACKING_TOKEN", m.token_secret_ref))
+    if tracking.wandb is not None:
+        w = tracking.wandb
+        env.append(_env("WANDB_PROJECT", w.project))
+        if w.entity is not None:
+            env.append(_env("WANDB_ENTITY", w.entity))
+        if w.base_url is not None:
+            env.append(_env("WANDB_BASE_URL", w.base_url))
+        env.append(_secret_env("WANDB_API_KEY", w.api_key_secret_ref))
+        # The root filesystem is read-only; W&B's run files go to scratch.
+        env.append(_env("WANDB_DIR", plan.options.layout.scratch_dir))
+        if plan.job.metadata.uid:
+            # A restarted pod continues the same W&B run instead of starting a new one.
+            env.append(_env("WANDB_RUN_ID", plan.job.metadata.uid))
+            env.append(_env("WANDB_RESUME", "allow"))
     return env
 
 
@@ -160,7 +200,7 @@ def progress_token_volume() -> dict[str, Any]:
 
 
 def resources(plan: Plan, *, gpus: bool = True) -> dict[str, Any]:
-    """Requests = limits (Guaranteed-style) for what the spec sets; GPUs as limits."""
+    """Requests = limits (Guaranteed-style) for what the spec sets; GPUs and extra devices as limits."""
     r = plan.job.spec.resources
     limits: dict[str, Any] = {}
     if r.cpu is not None:
@@ -169,6 +209,9 @@ def resources(plan: Plan, *, gpus: bool = True) -> dict[str, Any]:
         limits["memory"] = r.memory
     if gpus and r.gpus_per_node > 0:
         limits[r.gpu_resource_name] = r.gpus_per_node
+    if gpus:
+        for name, count in sorted((r.extra or {}).items()):
+            limits[name] = count
     out: dict[str, Any] = {}
     if limits:
         out["limits"] = limits
@@ -188,10 +231,15 @@ def pod_security_context() -> dict[str, Any]:
     }
 
 
-def container_security_context(*, read_only_root: bool = True) -> dict[str, Any]:
+def container_security_context(*, read_only_root: bool = True, ipc_lock: bool = False) -> dict[str, Any]:
+    """Restricted profile; with RDMA, IPC_LOCK is added back (verbs pin memory for the NIC),
+    which the namespace's Pod Security level must allow (docs/networking.md)."""
+    capabilities: dict[str, Any] = {"drop": ["ALL"]}
+    if ipc_lock:
+        capabilities["add"] = ["IPC_LOCK"]
     return {
         "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
+        "capabilities": capabilities,
         "readOnlyRootFilesystem": read_only_root,
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
@@ -204,7 +252,7 @@ def build_pod_spec(plan: Plan) -> None:
     plan.volumes, plan.volume_mounts = volumes(plan)
     plan.resources = resources(plan)
     plan.pod_security_context = pod_security_context()
-    plan.container_security_context = container_security_context()
+    plan.container_security_context = container_security_context(ipc_lock=plan.job.spec.resources.rdma)
 
 
 def image_fields(plan: Plan) -> dict[str, Any]:

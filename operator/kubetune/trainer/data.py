@@ -266,7 +266,7 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
                 os.replace(tmp, final)
         if eval_problems:
             write_text_atomic(data_dir / EVAL_FAILED_MARKER, "\n".join(eval_problems) + "\n")
-        write_text_atomic(data_dir / contract.DATASET_INFO_FILE, json.dumps(cfg.dataset_info, indent=2) + "\n")
+        write_text_atomic(data_dir / contract.DATASET_INFO_FILE, json.dumps(capped_info(cfg.dataset_info, counts), indent=2) + "\n")
     except DataError as exc:
         named = exc if str(exc).startswith("dataset ") else DataError(f"dataset {name!r}: {exc}")
         _fail(cfg, named)
@@ -283,7 +283,7 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
         for tmp, _ in staged:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-    write_text_atomic(data_dir / READY_MARKER, json.dumps({"digest": digest(cfg), "records": counts}))
+    write_text_atomic(data_dir / READY_MARKER, json.dumps({"digest": digest(cfg), "records": counts, "stamps": file_stamps(cfg)}))
     return counts
 
 
@@ -331,6 +331,75 @@ def eval_data_problem(cfg: JobConfig) -> str | None:
         return (cfg.data_dir / EVAL_FAILED_MARKER).read_text(encoding="utf-8").strip() or None
     except OSError:
         return None
+
+
+def file_stamps(cfg: JobConfig) -> list[list[Any]]:
+    """(path, size, mtime) of every local data file: an edited file invalidates what was derived from it."""
+    stamps: list[list[Any]] = []
+    for entry in cfg.dataset_info.values():
+        name = entry.get("file_name")
+        if isinstance(name, str) and os.path.isabs(name):
+            try:
+                files = local_files(Path(name))
+            except DataError:
+                continue
+            for f in files:
+                st = f.stat()
+                stamps.append([str(f), st.st_size, st.st_mtime_ns])
+    return stamps
+
+
+def reusable(cfg: JobConfig) -> dict[str, int] | None:
+    """The record counts of an earlier data stage of this very job, when its output still matches
+    the spec (same digest, local files unchanged, materialised files present): a restart then skips
+    re-reading and re-checking every record."""
+    marker = _marker(cfg.data_dir / READY_MARKER)
+    if marker is None or marker.get("digest") != digest(cfg) or marker.get("stamps") != file_stamps(cfg):
+        return None
+    counts = marker.get("records")
+    if not isinstance(counts, dict) or set(counts) != set(cfg.dataset_info):
+        return None
+    for entry in cfg.dataset_info.values():
+        name = entry.get("file_name")
+        if isinstance(name, str) and not os.path.isabs(name) and not (cfg.data_dir / name).is_file():
+            return None
+    if not (cfg.data_dir / contract.DATASET_INFO_FILE).is_file():
+        return None
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+def capped_info(info: Mapping[str, Mapping[str, Any]], counts: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+    """dataset_info.json as LLaMA-Factory must see it: ``num_samples`` never above the record count.
+
+    LLaMA-Factory's loader treats ``num_samples`` as a target and, when a dataset
+    is smaller, draws the missing records again with replacement
+    (llamafactory/data/loader.py ``_load_single_dataset``).  spec.datasets[].maxSamples
+    means "at most", so a cap at or above the count is dropped: every record, once.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in info.items():
+        entry = dict(entry)
+        want = entry.get("num_samples")
+        if isinstance(want, int) and name in counts and want >= counts[name]:
+            del entry["num_samples"]
+        out[name] = entry
+    return out
+
+
+def samples_used(cfg: JobConfig, counts: Mapping[str, int]) -> dict[str, int]:
+    """Records of each dataset the training sees: the count, capped by datasets[].maxSamples
+    and by training.maxSamples (LLaMA-Factory's ``max_samples``, applied per dataset)."""
+    overall = cfg.train_args.get("max_samples")
+    used: dict[str, int] = {}
+    for name, count in counts.items():
+        n = count
+        per = cfg.dataset_info.get(name, {}).get("num_samples")
+        if isinstance(per, int):
+            n = min(n, per)
+        if isinstance(overall, int):
+            n = min(n, overall)
+        used[name] = n
+    return used
 
 
 def _marker(path: Path) -> dict[str, Any] | None:

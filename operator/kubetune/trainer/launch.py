@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import FrameType
 
 from . import console
@@ -25,6 +26,8 @@ from .errors import ConfigError, DataError, Retryable, TrainerError, TrainingFai
 
 TAIL_BYTES = 64 * 1024
 TERM_GRACE_SECONDS = 30.0
+"""Default wait for the stop checkpoint (the pod's grace period is rendered into the environment)."""
+KILL_AFTER_TERM_SECONDS = 10.0
 
 # Order matters: the first match decides.  A crash that is certain to repeat
 # wins over network noise printed while the other ranks go down.
@@ -58,35 +61,67 @@ def classify(returncode: int, output_tail: str) -> TrainerError:
 
 
 class Child:
-    """One training child in its own session, with SIGTERM forwarding."""
+    """One training child in its own session; a SIGTERM becomes a checkpoint, then a stop.
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+    On SIGTERM the child is not signalled at once: the stop file appears, every
+    training process saves a checkpoint at the end of its current step and exits
+    (kubetune.trainer.worker).  Only a child still running ``stop_grace``
+    seconds later gets SIGTERM, and SIGKILL after that.
+    """
+
+    def __init__(
+        self, argv: Sequence[str], env: Mapping[str, str], *, stop_file: Path | None = None, stop_grace: float = TERM_GRACE_SECONDS
+    ) -> None:
         self.argv = list(argv)
         self.env = dict(env)
+        self.stop_file = stop_file
+        self.stop_grace = stop_grace
+        if stop_file is not None:
+            from .worker import ENV_STOP_FILE  # noqa: PLC0415 - light module, no heavy imports at top
+
+            self.env[ENV_STOP_FILE] = str(stop_file)
         self.terminated = False
         self.tail = b""
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _forward(self, signum: int, _frame: FrameType | None) -> None:
+        if self.terminated:
+            return
         self.terminated = True
         proc = self._proc
-        if proc is not None and proc.poll() is None:
+        if proc is None or proc.poll() is not None:
+            return
+        grace = self.stop_grace
+        if self.stop_file is not None:
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            threading.Thread(target=self._kill_after_grace, daemon=True).start()
+                self.stop_file.write_text("stop\n", encoding="utf-8")
+            except OSError:
+                grace = 0.0
+        else:
+            grace = 0.0
+        threading.Thread(target=self._stop, args=(grace,), daemon=True).start()
 
-    def _kill_after_grace(self) -> None:
+    def _wait(self, seconds: float) -> bool:
         proc = self._proc
-        deadline = time.monotonic() + TERM_GRACE_SECONDS
+        deadline = time.monotonic() + seconds
         while proc is not None and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
+        return proc is None or proc.poll() is not None
+
+    def _signal(self, sig: int) -> None:
+        proc = self._proc
         if proc is not None and proc.poll() is None:
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, sig)
             except ProcessLookupError:
                 pass
+
+    def _stop(self, grace: float) -> None:
+        if self._wait(grace):
+            return
+        self._signal(signal.SIGTERM)
+        if not self._wait(KILL_AFTER_TERM_SECONDS):
+            self._signal(signal.SIGKILL)
 
     def run(self) -> None:
         """Run to the end; raise the classified TrainerError unless it exits 0."""

@@ -7,6 +7,7 @@ the exit codes the operator's restart policy relies on.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -17,7 +18,8 @@ from typing import Any
 
 from kubetune.api import contract
 
-from . import config, console, data, distenv, evaluate, export, model, push, record, stagecheck, train
+from . import config, console, data, distenv, evaluate, export, features, fingerprint, model, push, record, stagecheck, train
+from .fsutil import write_text_atomic
 from .errors import ConfigError, Retryable, TrainerError
 from .progress import ProgressSink, StdoutProgressSink
 from .stages import stage
@@ -38,6 +40,17 @@ def already_trained(cfg: config.JobConfig) -> bool:
     return bool(previous and previous.get("trainingCompleted") and previous.get("spec") == cfg.job.spec.to_api())
 
 
+def _tell_other_ranks(cfg: config.JobConfig, exc: TrainerError) -> None:
+    """The other ranks wait for the data stage; a failure marker makes them stop with the same error."""
+    try:
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(
+            cfg.data_dir / data.FAILED_MARKER, json.dumps({"digest": data.digest(cfg), "exitCode": exc.exit_code, "message": str(exc)})
+        )
+    except OSError:
+        pass
+
+
 def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
     """All stages; returns the exit code.  ``sink`` overrides the stdout progress lines."""
     started = record.now()
@@ -48,6 +61,8 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
     reporter: push.Reporter | None = None
     try:
         cfg = config.load(env)
+        features.check(cfg.train_args)
+        facts["attention"] = features.attention_used(cfg.train_args)
         dist = distenv.distribution_from_env(
             env, hostfile_text=_hostfile(env), default_port=cfg.job.spec.distributed.master_port
         )
@@ -58,7 +73,19 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
         with stage("data", **role) as out:
             if dist.is_global_zero:
                 moved = train.quarantine_incomplete(cfg.output_dir, cfg.train_args)
-                out["records"] = data.prepare(cfg, env)
+                conf = fingerprint.effective_config(cfg.train_args, data_digest=data.digest(cfg), world_size=dist.world_size)
+                try:
+                    facts["configHash"] = fingerprint.check_and_record(cfg.output_dir, conf)
+                except TrainerError as exc:
+                    _tell_other_ranks(cfg, exc)
+                    raise
+                previous = data.reusable(cfg)
+                if previous is not None:
+                    out["records"] = previous
+                    out["skipped"] = "the data folder already holds this spec's datasets (unchanged files)"
+                else:
+                    out["records"] = data.prepare(cfg, env)
+                out["samples"] = data.samples_used(cfg, out["records"])
                 if moved:
                     out["incompleteCheckpoints"] = [str(m) for m in moved]
             else:

@@ -17,7 +17,7 @@ must not each ask the Hub again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from kubetune.api import contract
@@ -50,9 +50,26 @@ def local_model_dir(cfg: JobConfig) -> Path | None:
     return Path(name) if name.startswith("/") else None
 
 
+SKIP_ALWAYS = ("original/*", "*.gguf", "*.onnx", "onnx/*", "*.h5", "*.msgpack", "*.ot", "*.tflite", "coreml/*", "*.mlmodel")
+"""Never needed to train with transformers: Meta's original checkpoints (Llama's original/*.pth),
+and other frameworks' or runtimes' copies of the weights."""
+DUPLICATE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+"""PyTorch-pickle copies of the weights: skipped when the repository has safetensors, which
+transformers prefers anyway (many repositories ship both, doubling the download)."""
+
+
+def ignore_patterns(files: Iterable[str]) -> list[str]:
+    """What ``snapshot_download`` should skip for a repository holding ``files``."""
+    names = list(files)
+    patterns = list(SKIP_ALWAYS)
+    if any(n.endswith(".safetensors") and not n.startswith("original/") for n in names):
+        patterns += DUPLICATE_WEIGHTS
+    return patterns
+
+
 def download(cfg: JobConfig, env: Mapping[str, str]) -> str:
-    """Fetch a Hub model into the cache; returns its snapshot folder."""
-    from huggingface_hub import snapshot_download  # noqa: PLC0415 - train extra only
+    """Fetch a Hub model into the cache (only what training needs); returns its snapshot folder."""
+    from huggingface_hub import HfApi, snapshot_download  # noqa: PLC0415 - train extra only
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError  # noqa: PLC0415
 
     spec = cfg.job.spec.model
@@ -61,14 +78,17 @@ def download(cfg: JobConfig, env: Mapping[str, str]) -> str:
         spec = spec.model_copy(update={"name": str(cfg.train_args["model_name_or_path"]), "revision": cfg.train_args.get("model_revision")})
     assert spec.name is not None
     offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    token = env.get(contract.ENV_HF_TOKEN) or None
     try:
+        files = [] if offline else HfApi(token=token).list_repo_files(spec.name, revision=spec.revision)
         return str(
             snapshot_download(
                 repo_id=spec.name,
                 revision=spec.revision,
                 cache_dir=str(hf_home(cfg, env) / "hub"),
-                token=env.get(contract.ENV_HF_TOKEN) or None,
+                token=token,
                 local_files_only=offline,
+                ignore_patterns=ignore_patterns(files),
             )
         )
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as exc:

@@ -2,10 +2,12 @@
 
 Shapes (see :mod:`.distenv` for the environment mapping):
 
-* single node or PyTorchJob, launcher torchrun/deepspeed:
-  ``llamafactory-cli train <train.yaml>`` with ``NNODES``/``NODE_RANK``/
-  ``NPROC_PER_NODE``/``MASTER_ADDR``/``MASTER_PORT`` and ``FORCE_TORCHRUN``
-  when distributed or DeepSpeed (LLaMA-Factory then starts torchrun itself).
+* single node or PyTorchJob, launcher torchrun/deepspeed: what
+  ``llamafactory-cli train`` does (llamafactory/launcher.py), with our worker
+  module in place of its launcher file: ``torchrun --nnodes --node_rank
+  --nproc_per_node --master_addr --master_port -m kubetune.trainer.worker
+  <train.yaml>`` when distributed or DeepSpeed (``FORCE_TORCHRUN`` set, which
+  LLaMA-Factory's parser checks), else the worker alone.
 * launcher accelerate: ``accelerate launch --config_file accelerate.yaml
   --machine_rank ... -m kubetune.trainer.worker <train.yaml>``.
 * MPIJob: mpirun already started one trainer per GPU, so this process takes
@@ -19,6 +21,8 @@ change because nothing else does.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -27,7 +31,6 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 
@@ -37,7 +40,7 @@ from kubetune.api import contract, yamldump
 from . import checkpoints, distenv, metrics
 from .config import JobConfig
 from .errors import Retryable, TrainerError
-from .launch import Child, classify
+from .launch import TERM_GRACE_SECONDS, Child, classify
 from .progress import TRAINER_LOG, LogFollower, ProgressSink
 
 
@@ -61,6 +64,12 @@ def quarantine_incomplete(output_dir: Path, train_args: Mapping[str, Any]) -> li
     moved: list[Path] = []
     if not output_dir.is_dir():
         return moved
+    data_dir = Path(str(train_args.get("dataset_dir") or output_dir / contract.DATA_SUBDIR))
+    for folder in sorted(data_dir.glob("tokenized-*")) if data_dir.is_dir() else []:
+        if folder.is_dir() and not tokenized_complete(folder):
+            target = folder.with_name(f".incomplete-{folder.name}-{int(time.time())}")
+            folder.rename(target)
+            moved.append(target)
     for folder in sorted(output_dir.glob("checkpoint-*")):
         if folder.is_dir() and not checkpoints.is_complete(folder, needs_optimizer=needs_optimizer(train_args)):
             target = folder.with_name(f".incomplete-{folder.name}-{int(time.time())}")
@@ -69,12 +78,50 @@ def quarantine_incomplete(output_dir: Path, train_args: Mapping[str, Any]) -> li
     return moved
 
 
+NOT_DATA = frozenset(
+    {
+        "output_dir", "logging_dir", "logging_steps", "report_to", "run_name", "plot_loss", "save_steps",
+        "save_total_limit", "learning_rate", "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_ratio",
+        "warmup_steps", "weight_decay", "max_grad_norm", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "per_device_eval_batch_size", "eval_strategy", "eval_steps", "finetuning_type", "lora_rank", "lora_alpha",
+        "lora_dropout", "lora_target", "freeze_trainable_layers", "freeze_trainable_modules", "quantization_bit",
+        "quantization_type", "double_quantization", "deepspeed", "bf16", "fp16", "ddp_timeout", "dataloader_num_workers",
+        "preprocessing_num_workers", "overwrite_cache", "disable_gradient_checkpointing", "flash_attn",
+        "enable_liger_kernel", "resume_from_checkpoint", "tokenized_path",
+    }
+)
+"""Arguments that do not change the tokenised dataset; every other one (template, cutoff_len,
+stage, packing, max_samples, val_size, seed, the tokenizer's model...) keys the cache."""
+
+
+def tokenized_path(cfg: JobConfig) -> Path:
+    """Where LLaMA-Factory saves (first run) and loads (restarts) the tokenised dataset: on the
+    outputs volume, keyed by everything that changes it, so a restart skips tokenisation and a
+    changed spec or edited data file never reads a stale cache."""
+    from . import data  # noqa: PLC0415
+
+    conf = {k: v for k, v in sorted(cfg.train_args.items()) if k not in NOT_DATA}
+    blob = json.dumps({"args": conf, "data": data.digest(cfg), "files": data.file_stamps(cfg)}, sort_keys=True, default=str)
+    return cfg.data_dir / f"tokenized-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def tokenized_complete(folder: Path) -> bool:
+    """datasets' DatasetDict.save_to_disk writes dataset_dict.json first and each split's state.json last."""
+    try:
+        splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(splits) and all((folder / str(s) / "state.json").is_file() for s in splits)
+
+
 def effective_args(cfg: JobConfig) -> tuple[dict[str, Any], Path | None]:
-    """train.yaml plus the checkpoint to resume from, if a complete one exists."""
+    """train.yaml plus the checkpoint to resume from, if a complete one exists, and the tokenised-data cache."""
     args = dict(cfg.train_args)
     resume = checkpoints.newest_complete(cfg.output_dir, needs_optimizer=needs_optimizer(args))
     if resume is not None:
         args["resume_from_checkpoint"] = str(resume)
+    if not args.get("streaming") and "tokenized_path" not in args:
+        args["tokenized_path"] = str(tokenized_path(cfg))
     return args, resume
 
 
@@ -105,28 +152,37 @@ def command(cfg: JobConfig, dist: distenv.Distribution, args_file: Path, env: Ma
         return argv, child_env(child)
     force = bool(cfg.train_args.get("deepspeed"))
     child = distenv.launcher_env(env, dist, force_torchrun=force)
-    return [sys.executable, "-m", "llamafactory.cli", "train", str(args_file)], child_env(child)
-
-
-class _Sigterm(BaseException):
-    """Raised inside an in-process (MPI) training when the pod is told to stop."""
-
-
-def _raise_sigterm(signum: int, _frame: FrameType | None) -> None:
-    raise _Sigterm()
+    worker = ["-m", "kubetune.trainer.worker", str(args_file)]
+    if child.get("FORCE_TORCHRUN") != "1":
+        return [sys.executable, *worker], child_env(child)
+    # llamafactory/launcher.py's own defaults for distributed runs (OPTIM_TORCH).
+    child.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    child.setdefault("TORCH_NCCL_AVOID_RECORD_STREAMS", "1")
+    argv = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes", child["NNODES"],
+        "--node_rank", child["NODE_RANK"],
+        "--nproc_per_node", child["NPROC_PER_NODE"],
+        "--master_addr", child["MASTER_ADDR"],
+        "--master_port", child["MASTER_PORT"],
+        *worker,
+    ]
+    return argv, child_env(child)
 
 
 def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
-    """MPIJob: this very process is one rank; train here with torch.distributed's env set."""
+    """MPIJob: this very process is one rank; train here with torch.distributed's env set.
+
+    A SIGTERM asks for a checkpoint at the end of the current step (see :mod:`.worker`)."""
     os.environ.clear()
     os.environ.update(env)
-    previous = signal.signal(signal.SIGTERM, _raise_sigterm)
-    try:
-        from .worker import run  # noqa: PLC0415
+    from . import worker  # noqa: PLC0415
 
-        run(args)
-    except _Sigterm:
-        raise Retryable("received SIGTERM (preemption or deletion): a restart resumes from the newest checkpoint") from None
+    previous = signal.signal(signal.SIGTERM, worker._on_signal)
+    try:
+        worker.run(args)
+    except worker.StopRequested as stop:
+        raise Retryable(f"received SIGTERM (preemption or deletion): {stop}; a restart resumes from it") from None
     except TrainerError:
         raise
     except SystemExit as exc:
@@ -136,6 +192,14 @@ def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
         raise classify(1, f"{type(exc).__name__}: {exc}") from exc
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def stop_grace(env: Mapping[str, str]) -> float:
+    """Seconds to wait for the stop checkpoint after a SIGTERM (rendered from terminationGracePeriodSeconds)."""
+    try:
+        return max(5.0, float(env.get(contract.ENV_STOP_GRACE, "")))
+    except ValueError:
+        return TERM_GRACE_SECONDS
 
 
 def run(cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink: ProgressSink | None) -> dict[str, Any]:
@@ -154,7 +218,7 @@ def run(cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink
             args_file = write_args(args, env)
             try:
                 argv, argv_env = command(cfg, dist, args_file, env)
-                Child(argv, argv_env).run()
+                Child(argv, argv_env, stop_file=args_file.parent / "stop", stop_grace=stop_grace(env)).run()
             finally:
                 shutil.rmtree(args_file.parent, ignore_errors=True)
     finally:
@@ -163,6 +227,7 @@ def run(cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink
     last = follower.tracker.last if follower is not None else None
     return {
         "resumedFrom": str(resume) if resume else None,
+        "tokenizedPath": args.get("tokenized_path"),
         "launcher": "mpirun" if dist.kind == "mpijob" else cfg.job.spec.distributed.effective_launcher,
         "processes": dist.world_size,
         "progress": last.to_api() if last is not None else None,

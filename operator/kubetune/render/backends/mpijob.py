@@ -9,12 +9,25 @@ value, so no spec string reaches a command line).
 
 Image contract (images/trainer): user ``kubetune`` (uid 1000) with home
 ``/home/kubetune``, where mpi-operator mounts the ssh keys
-(``sshAuthMountPath``) and where ``.sshd_config`` runs sshd unprivileged.
+(``sshAuthMountPath``, keys only); sshd runs unprivileged from
+``/etc/ssh/kubetune_sshd_config`` and the ssh client settings (port 2222, no
+host-key prompts) are in ``/etc/ssh/ssh_config.d/kubetune.conf``, where that
+mount cannot hide them.
+
+Names: mpi-operator v2beta1 creates ``<job>-config`` (hostfile),
+``<job>-launcher``, ``<job>-ssh`` and a headless Service ``<job>``
+(pkg/controller/mpi_job_controller.go); kubetune's ConfigMap is
+``<job>-kubetune`` so it can never be mistaken for one of them.
+``MASTER_ADDR`` is not rendered: the launcher command
+(:mod:`kubetune.trainer.mpilaunch`) takes it from the hostfile mpi-operator
+wrote, whatever Service naming the installed release uses.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Final
+
+from kubetune.api.contract import STOP_GRACE_MARGIN_SECONDS
 
 from ..plan import Plan
 from kubetune.api.contract import METRICS_PORT
@@ -26,8 +39,9 @@ from .common import child_labels, run_policy
 
 HOME: Final = "/home/kubetune"
 SSH_AUTH_MOUNT_PATH: Final = f"{HOME}/.ssh"
-SSHD_COMMAND: Final = ["/usr/sbin/sshd", "-De", "-f", f"{HOME}/.sshd_config"]
-HOSTFILE: Final = "/etc/mpi/hostfile"
+SSHD_CONFIG: Final = "/etc/ssh/kubetune_sshd_config"
+SSHD_COMMAND: Final = ["/usr/sbin/sshd", "-De", "-f", SSHD_CONFIG]
+LAUNCH_WRAPPER: Final = ["python", "-m", "kubetune.trainer.mpilaunch"]
 ALWAYS_FORWARDED: Final = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH")
 LAUNCHER_RESOURCES: Final = {"requests": {"cpu": "500m", "memory": "512Mi"}}
 """mpirun only: the launcher never trains, so it asks for little and gets no GPU."""
@@ -41,14 +55,16 @@ class MPIJobBackend:
     def build(self, plan: Plan) -> dict[str, Any]:
         user_names = set(user_env_names(plan))
         own_names = [e["name"] for e in plan.env if e["name"] not in user_names]
-        # Rendezvous for torch.distributed/DeepSpeed in the mpirun-started processes: the first
-        # worker, by the stable name mpi-operator gives it (<job>-worker-0 under the job's headless Service).
-        rendezvous = [
-            {"name": "MASTER_ADDR", "value": f"{plan.name}-worker-0.{plan.name}.{plan.namespace}.svc"},
-            {"name": "MASTER_PORT", "value": str(plan.job.spec.distributed.master_port)},
-        ]
+        # MASTER_ADDR comes from the hostfile at launch (kubetune.trainer.mpilaunch); the port is ours.
+        rendezvous = [{"name": "MASTER_PORT", "value": str(plan.job.spec.distributed.master_port)}]
         own_names += [e["name"] for e in rendezvous]
-        launcher_env = list(plan.env) + rendezvous
+        grace = plan.job.spec.run_policy.termination_grace_period_seconds - STOP_GRACE_MARGIN_SECONDS
+        launcher_env = list(plan.env) + rendezvous + [
+            # mpirun, told to stop (SIGTERM to the launcher pod), sends SIGTERM to every rank and
+            # SIGKILL only this much later (Open MPI's default is 1 s): time for the ranks to write
+            # their stop checkpoint together (kubetune.trainer.worker).
+            {"name": "OMPI_MCA_odls_base_sigkill_timeout", "value": str(grace)},
+        ]
         if user_names:
             launcher_env.append(
                 {"name": "OMPI_MCA_mca_base_env_list", "value": ";".join(sorted(user_names))}
@@ -65,23 +81,25 @@ class MPIJobBackend:
             launcher_command=mpirun_argv(plan, own_names),
             launcher_env=launcher_env,
             launcher_resources=LAUNCHER_RESOURCES,
+            launcher_security_context=container_security_context(),
             launcher_volumes=scratch,
             launcher_mounts=scratch_mounts,
             worker_command=list(SSHD_COMMAND),
             metrics_port=METRICS_PORT,
-            worker_security_context=container_security_context(read_only_root=False),
+            worker_security_context=container_security_context(read_only_root=False, ipc_lock=plan.job.spec.resources.rdma),
             image_pull_policy=plan.job.spec.image_pull_policy,
         )
 
 
 def mpirun_argv(plan: Plan, forwarded: list[str]) -> list[str]:
-    """``mpirun -np nodes*gpus --hostfile ... -x VAR ... python -m kubetune.trainer``."""
+    """``python -m kubetune.trainer.mpilaunch mpirun -np nodes*gpus -x VAR ... python -m kubetune.trainer``.
+
+    The wrapper adds ``--hostfile`` and ``-x MASTER_ADDR`` from mpi-operator's hostfile."""
     argv = [
+        *LAUNCH_WRAPPER,
         "mpirun",
         "-np",
         str(plan.nodes * plan.procs_per_node),
-        "--hostfile",
-        HOSTFILE,
         "--bind-to",
         "none",
         "--map-by",
