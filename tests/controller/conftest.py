@@ -46,6 +46,8 @@ def declare_resources(cluster: Cluster) -> None:
     cluster.declare("v1", "configmaps", "ConfigMap", has_status=False)
     cluster.declare("v1", "pods", "Pod")
     cluster.declare("v1", "events", "Event", has_status=False)
+    cluster.declare("v1", "persistentvolumeclaims", "PersistentVolumeClaim")
+    cluster.declare("kueue.x-k8s.io/v1beta1", "localqueues", "LocalQueue")
     # Present in every real cluster; kopf's discovery waits for them even with scanning disabled.
     cluster.declare("v1", "namespaces", "Namespace", namespaced=False)
     cluster.declare("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
@@ -130,6 +132,8 @@ def config(cluster: Cluster) -> OperatorConfig:
         health_port=None,
         sync_interval_s=0.2,
         retry_delay_s=0.2,
+        peering_check_s=0.2,
+        prereq_recheck_s=0.2,
         peering=None,
     )
 
@@ -142,7 +146,7 @@ async def operator(cluster: Cluster, config: OperatorConfig) -> AsyncIterator[Ca
     async def start(cfg: OperatorConfig | None = None) -> OperatorThread:
         op = OperatorThread(cfg or config).start()
         started.append(op)
-        await eventually(lambda: cluster.open_watches > 0 or op.error, what="the operator's watch")
+        await eventually(lambda: all(cluster.watching.get(r) for r in ("finetunejobs", "pods")) or op.error, what="the operator's watches")
         if op.error:
             raise op.error
         return op

@@ -30,7 +30,7 @@ from .spec import (
     TrainingSpec,
     VolumeSpec,
 )
-from .status import TERMINAL_PHASES, ChildRef, Condition, FineTuneJobStatus, OutputLocation, Phase, Progress
+from .status import TERMINAL_PHASES, ChildRef, Condition, FineTuneJobStatus, OutputLocation, Phase, Progress, Retries
 
 __all__ = [
     "IMMUTABLE_FIELDS",
@@ -55,6 +55,7 @@ __all__ = [
     "OutputLocation",
     "Phase",
     "Progress",
+    "Retries",
     "QuantizationSpec",
     "ResourcesSpec",
     "Rule",
