@@ -39,6 +39,8 @@ PHASE_CONDITIONS = ("Running", "Exporting", "Succeeded", "Failed", "Suspended")
 STICKY_PENDING = ("Unschedulable", "VolumeNotReady", "SecretMissing", "CreateContainerConfigError", "ImagePullBackOff", "ErrImagePull", "InvalidImageName")
 """Pending reasons that stay until a pod shows their cause changed."""
 MAX_COUNTED = 64
+FAILURE_SETTLE_S = 3.0
+"""How long a Failed child waits for the pod that explains it before the status is final."""
 
 
 @dataclass(frozen=True)
@@ -187,9 +189,7 @@ def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tupl
     if problem is not None:
         return problem[0], problem[1], None
     missing = [p for p in snap.prerequisites if p.found is False]
-    if missing:
-        cond = get_condition(draft.status.get("conditions"), "PrerequisitesReady")
-        return "PrerequisiteMissing", str((cond or {}).get("message") or ""), None
+    requeue: float | None = None
     previous = draft.previous("Running")
     if not snap.pods and previous is not None and previous.get("status") == "False" and previous.get("reason") in STICKY_PENDING:
         return str(previous["reason"]), str(previous.get("message") or ""), None  # no pod shows the cause changed
@@ -203,8 +203,13 @@ def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tupl
                     f"no controller has acted on {kind} {child['metadata'].get('name')} for {int(now - created)} s: "
                     f"is the {CONTROLLERS.get(kind, 'Kubeflow controller')} running?")
                 return "ControllerNotRunning", message, None
-            return "PodsPending", "waiting for the training pods to start", due - now
-    return "PodsPending", "waiting for the training pods to start", None
+            if not missing:
+                return "PodsPending", "waiting for the training pods to start", due - now
+            requeue = due - now
+    if missing:
+        cond = get_condition(draft.status.get("conditions"), "PrerequisitesReady")
+        return "PrerequisiteMissing", str((cond or {}).get("message") or ""), requeue
+    return "PodsPending", "waiting for the training pods to start", requeue
 
 
 def _follow(draft: _Draft, rendered: Rendered, now: float) -> Decision:
@@ -226,6 +231,7 @@ def _follow(draft: _Draft, rendered: Rendered, now: float) -> Decision:
                 verb = "Suspending" if snap.job.spec.suspend else "Resuming"
                 draft.events.append(EventSpec("Normal", verb, f"{verb.lower()} {rendered.workload['kind']} {rendered.workload['metadata']['name']}"))
     status["observedGeneration"] = snap.generation
+    _prerequisites(draft)  # observe checks them only while the job is Pending
 
     phase, reason, message, requeue = _phase(draft, rendered, now)
     if reason == "BackoffLimitExceeded":
@@ -239,8 +245,6 @@ def _follow(draft: _Draft, rendered: Rendered, now: float) -> Decision:
         status.setdefault("startTime", draft.now)
     if phase in TERMINAL_PHASES:
         status.setdefault("completionTime", draft.now)
-    if phase == "Pending":
-        _prerequisites(draft)
     if phase != old_phase:
         draft.events.append(EventSpec("Warning" if phase == "Failed" else "Normal", phase, message))
     elif phase == "Pending" and reason != "PodsPending":
@@ -291,6 +295,12 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
     if cond := true_condition(child, "Succeeded"):
         return "Succeeded", "JobSucceeded", str(cond.get("message") or "training finished"), None
     if cond := true_condition(child, "Failed"):
+        # The child's and the pods' watches are separate streams: give the pod that explains the
+        # failure (exit code, OOMKilled) a moment to arrive before the final, frozen status.
+        since = parse_time(cond.get("lastTransitionTime") or cond.get("lastUpdateTime"))
+        if not _pod_evidence(snap) and since is not None and now - since < FAILURE_SETTLE_S:
+            old = snap.status
+            return str(old.get("phase") or "Pending"), _current_reason(draft), str(old.get("message") or ""), since + FAILURE_SETTLE_S - now
         text = str(cond.get("message") or f"the {kind} failed")
         problem = pod_problem(snap.pods)
         if problem is not None and problem[0] == "OOMKilled":
@@ -324,6 +334,23 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
         return "Running", "JobRunning", str(cond.get("message") or "training pods are running"), None
     reason, message, requeue = _pending(draft, child, now)
     return "Pending", reason, message, requeue
+
+
+def _pod_evidence(snap: Snapshot) -> bool:
+    if snap.terminations:
+        return True
+    for pod in snap.pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated"):
+                return True
+    return False
+
+
+def _current_reason(draft: _Draft) -> str:
+    phase = str(draft.snap.status.get("phase") or "Pending")
+    cond = draft.previous("Running" if phase in ("Pending", "Running", "Exporting") else phase)
+    reason = str((cond or {}).get("reason") or "PodsPending")
+    return reason if reason in REASONS else "PodsPending"
 
 
 def _phase_conditions(draft: _Draft, phase: str, reason: str, message: str) -> None:
