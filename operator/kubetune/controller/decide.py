@@ -157,8 +157,8 @@ def _start(draft: _Draft, rendered: Rendered, now: float) -> Decision:
     )
     _prerequisites(draft)
     reason, message = _pending(draft, None, now)[:2]
-    draft.cond("Running", False, reason, message if reason != "PodsPending" else f"{created}; waiting for the training pods")
-    status["message"] = message if reason != "PodsPending" else f"{created}; waiting for the training pods"
+    draft.cond("Running", False, reason, message)
+    status["message"] = message
     draft.events.append(EventSpec("Normal", "Created", created))
     return draft.decision(tuple(rendered.objects))
 
@@ -185,6 +185,8 @@ def _prerequisites(draft: _Draft) -> None:
 def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tuple[str, str, float | None]:
     """Why a started job is still Pending: the most specific reason, and when to look again."""
     snap = draft.snap
+    ref = draft.status.get("job") or {}
+    waiting = f"created ConfigMap {draft.status.get('configMap')} and {ref.get('kind')} {ref.get('name')}; waiting for the training pods to start"
     problem = pod_problem(snap.pods)
     if problem is not None:
         return problem[0], problem[1], None
@@ -200,16 +202,16 @@ def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tupl
             if now >= due:
                 kind = str(child.get("kind") or snap.child_kind)
                 message = with_hint("ControllerNotRunning",
-                    f"no controller has acted on {kind} {child['metadata'].get('name')} for {int(now - created)} s: "
+                    f"no controller has acted on {kind} {child['metadata'].get('name')} within {int(snap.controller_grace_s)} s of its creation: "
                     f"is the {CONTROLLERS.get(kind, 'Kubeflow controller')} running?")
                 return "ControllerNotRunning", message, None
             if not missing:
-                return "PodsPending", "waiting for the training pods to start", due - now
+                return "PodsPending", waiting, due - now
             requeue = due - now
     if missing:
         cond = get_condition(draft.status.get("conditions"), "PrerequisitesReady")
         return "PrerequisiteMissing", str((cond or {}).get("message") or ""), requeue
-    return "PodsPending", "waiting for the training pods to start", requeue
+    return "PodsPending", waiting, requeue
 
 
 def _follow(draft: _Draft, rendered: Rendered, now: float) -> Decision:
@@ -327,7 +329,7 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
         return "Suspended", "JobSuspended", with_hint("JobSuspended", "the job is suspended"), None
     if true_condition(child, "Restarting"):
         detail = f" ({last})" if last else ""
-        return "Running", "Restarting", f"pods are restarting{detail}, retry {count} of {limit}; training resumes from the newest checkpoint", None
+        return "Running", "Restarting", with_hint("Restarting", f"pods are restarting{detail}, retry {count} of {limit}; training resumes from the newest checkpoint"), None
     if cond := true_condition(child, "Running"):
         if snap.progress is not None and snap.progress.exporting:
             return "Exporting", "Exporting", "training finished; merging the adapter into the base model", None
