@@ -93,7 +93,7 @@ async def test_full_lifecycle_running_progress_exporting_succeeded(cluster: Clus
     st = status(cluster)
     FineTuneJobStatus.model_validate(st)
     assert st["completionTime"]
-    assert condition(cluster, "Succeeded")["status"] == "True"
+    assert condition(cluster, "Succeeded")["status"] == "True" and condition(cluster, "Succeeded")["reason"] == "JobSucceeded"
     assert condition(cluster, "Running")["status"] == "False"
     await eventually(lambda: len(events(cluster)) == 4, what="4 events")
     assert [reason for _, reason, _ in events(cluster)] == ["Created", "Running", "Exporting", "Succeeded"]
@@ -212,6 +212,7 @@ async def test_suspend_toggles_the_child_run_policy(cluster: Cluster, operator: 
     await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is True, what="child suspended")
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Suspended")
     await eventually(lambda: phase_is(cluster, "Suspended"), what="phase Suspended")
+    assert condition(cluster, "Suspended")["reason"] == "JobSuspended" and "spec.suspend: false" in condition(cluster, "Suspended")["message"]
     assert ("Normal", "Suspending", "suspending PyTorchJob qwen-lora") in events(cluster)
 
     await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].update(suspend=False))

@@ -157,7 +157,8 @@ async def test_missing_secret_and_missing_pvc_get_their_own_reasons(cluster: Clu
     await claims(cluster)
     await cluster.put_object(*FTJ, example_job())
     await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
-    await eventually(lambda: condition(cluster, "PrerequisitesReady").get("status") == "True", what="PVC found")
+    found = await eventually(lambda: condition(cluster, "PrerequisitesReady").get("status") == "True" and condition(cluster, "PrerequisitesReady"), what="PVC found")
+    assert found["reason"] == "PrerequisitesFound" and "PersistentVolumeClaim finetune-outputs" in found["message"]
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Created")
     # The kubelet's message for an env var whose Secret does not exist (kubelet_pods.go).
     waiting = {"containerStatuses": [{"name": "pytorch", "state": {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "hf-token" not found'}}}]}
@@ -224,3 +225,31 @@ async def test_repeated_identical_events_are_counted_not_duplicated(cluster: Clu
     assert sum(1 for e in events(cluster) if e["reason"] == "Suspending") == 1
     suspending = next(e for e in events(cluster) if e["reason"] == "Suspending")
     assert suspending["lastTimestamp"] >= suspending["firstTimestamp"]
+
+
+async def test_every_pod_reason_and_the_remaining_child_reasons(cluster: Cluster, operator: Any) -> None:
+    """The rest of the documented reasons, end to end (docs/status.md's table)."""
+    await operator()
+    await claims(cluster)
+    await cluster.put_object(*FTJ, example_job())
+    await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
+    assert condition(cluster, "Validated")["reason"] == "Valid" and condition(cluster, "Created")["reason"] == "ChildrenCreated"
+    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Created")
+    for reason, message in [
+        ("ErrImagePull", "manifest unknown"),
+        ("InvalidImageName", 'couldn\'t parse image reference "x::y"'),
+        ("CreateContainerConfigError", 'configmap "extra-env" not found'),
+        ("ImagePullBackOff", 'Back-off pulling image "x"'),
+    ]:
+        state = {"containerStatuses": [{"name": "pytorch", "state": {"waiting": {"reason": reason, "message": message}}}]}
+        await start_pod(cluster, "PyTorchJob", NS, "qwen-lora", phase="Pending", **state)
+        cond = await eventually(lambda r=reason: reason_is(cluster, r), what=reason)
+        assert message in cond["message"] and REASONS[reason].hint in cond["message"]
+    await cluster.remove(*PTJ, NS, "qwen-lora")  # someone deletes the child
+    await eventually(lambda: condition(cluster, "Failed").get("reason") == "JobDeleted", what="JobDeleted")
+    assert status(cluster)["phase"] == "Failed"
+
+    cluster.inject("patch", "pytorchjobs", 422, times=1)  # an admission webhook refuses the child
+    await cluster.put_object(*FTJ, example_job("refused"))
+    rejected = await eventually(lambda: condition(cluster, "Created", "refused").get("reason") == "ChildRejected" and condition(cluster, "Created", "refused"), what="ChildRejected")
+    assert rejected["status"] == "False" and "422" in rejected["message"] and status(cluster, "refused")["phase"] == "Failed"
