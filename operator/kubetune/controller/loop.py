@@ -204,7 +204,6 @@ class Controller:
         else:
             delay = min(config.retry_delay_s * 2 ** (n - 1), 300.0)
             log.exception("reconcile of %s/%s failed; retrying in %.1f s", key[0], key[1], delay, exc_info=exc)
-        self.rt.metrics.errors.labels("reconcile", type(exc).__name__).inc()
         self.queue.add_after(key, delay)
 
     async def reconcile(self, key: Key) -> None:
