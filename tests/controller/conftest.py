@@ -66,7 +66,11 @@ class OperatorThread:
     """The real operator (``kubetune.controller.main.serve``) in a thread with its own loop."""
 
     def __init__(self, config: OperatorConfig) -> None:
+        from kubetune.controller.intake import ProgressBoard
+
         self.config = config
+        self.board = ProgressBoard()
+        """Where this operator's pushed progress reports land (tests record into it)."""
         self.stop_flag = threading.Event()
         self.runtime: Runtime | None = None
         self.error: BaseException | None = None
@@ -74,7 +78,7 @@ class OperatorThread:
 
     def _main(self) -> None:
         try:
-            self.runtime = asyncio.run(serve(self.config, stop_flag=self.stop_flag))
+            self.runtime = asyncio.run(serve(self.config, stop_flag=self.stop_flag, board=self.board))
         except BaseException as exc:  # surfaced by stop()
             self.error = exc
 

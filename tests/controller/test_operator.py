@@ -57,7 +57,7 @@ async def test_create_makes_configmap_and_pytorchjob_owned_by_the_finetunejob(cl
     assert st["observedGeneration"] == 1
     assert condition(cluster, "Validated")["status"] == "True"
     assert condition(cluster, "Created")["status"] == "True"
-    assert ("Normal", "Created", "created ConfigMap qwen-lora-config and PyTorchJob qwen-lora") in events(cluster)
+    await eventually(lambda: ("Normal", "Created", "created ConfigMap qwen-lora-config and PyTorchJob qwen-lora") in events(cluster), what="the Created Event")
 
     stored = cluster.read(*FTJ, NS, "qwen-lora")
     assert stored is not None
@@ -192,7 +192,8 @@ async def test_immutable_change_is_rejected_and_children_keep_their_settings(clu
     rejected = await eventually(lambda: condition(cluster, "Validated").get("reason") == "ImmutableFieldChanged" and condition(cluster, "Validated"), what="rejection")
     assert rejected["status"] == "False" and "spec.training cannot change" in rejected["message"]
     assert rejected["observedGeneration"] == 2 and status(cluster)["observedGeneration"] == 2
-    assert any(r == "ImmutableFieldChanged" for _, r, _ in events(cluster))
+    # Events follow the status patch that announces them (the executor's order).
+    await eventually(lambda: any(r == "ImmutableFieldChanged" for _, r, _ in events(cluster)), what="the ImmutableFieldChanged Event")
     assert cluster.read(*CM, NS, "qwen-lora-config") == cm_before
     assert cluster.read(*PTJ, NS, "qwen-lora") == ptj_before
 

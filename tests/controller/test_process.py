@@ -194,3 +194,17 @@ async def test_two_operators_of_the_same_priority_say_why_they_pause(cluster: Cl
         lambda: [r.getMessage() for r in caplog.records if "same peering priority 0" in r.getMessage()], timeout=20, what="the pause explained"
     )
     assert any("--priority 1" in m for m in said) and any(r.levelname == "ERROR" for r in caplog.records if "same peering" in r.getMessage())
+
+
+async def test_a_namespaced_copy_refuses_to_race_a_clusterwide_operator(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:
+    import datetime
+
+    from kubetune.controller.main import Refused
+
+    cluster.declare("kopf.dev/v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False, has_status=False)
+    alive = {"priority": 0, "lifetime": 60, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
+    await cluster.put_object("kopf.dev/v1", "clusterkopfpeerings", {"metadata": {"name": "kubetune"}, "status": {"kubetune-incluster": alive}})
+    with pytest.raises(Refused, match=r"kubetune-incluster.*kubetune operator -A --priority 100"):
+        await operator(dataclasses.replace(config, peering="kubetune", namespaces=("team-a",)))
+    await cluster.put_object(*FTJ, example_job())
+    assert not (cluster.read(*FTJ, "team-a", "qwen-lora") or {}).get("status")

@@ -152,6 +152,9 @@ class Executor:
                 informer.put(result)
         if decision.children:
             self.memory.apply_failures.pop(key, None)
+            for event in decision.events:
+                if event.with_children:
+                    await self.recorder.record(snap.obj, event)
         patch = merge_diff(snap.status, decision.status)
         stored: Mapping[str, Any] = snap.obj
         if patch:
@@ -166,5 +169,6 @@ class Executor:
                 raise
             self.caches.store_job(stored)
         for event in decision.events:
-            await self.recorder.record(stored, event)
+            if not event.with_children:
+                await self.recorder.record(stored, event)
         return decision.requeue_after

@@ -48,6 +48,9 @@ class EventSpec:
     type: str
     reason: str
     message: str
+    with_children: bool = False
+    """Announces the children's apply: posted once that succeeded, even if the status patch then
+    has to be decided again (the action happened); other Events wait for their status."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,8 @@ def _start(draft: _Draft, rendered: Rendered, now: float) -> Decision:
     draft.cond("Running", False, reason, message)
     status["message"] = message
     draft.events.append(EventSpec("Normal", "Created", created))
-    return draft.decision(tuple(rendered.objects))
+    requeue = _sooner(None, snap.next_prereq_check, now)
+    return draft.decision(tuple(rendered.objects), max(0.0, requeue) if requeue is not None else None)
 
 
 def _folder(rendered: Rendered) -> str:
@@ -231,7 +235,7 @@ def _follow(draft: _Draft, rendered: Rendered, now: float) -> Decision:
                 children = tuple(rendered.objects)
             if snap.applied_spec is not None and snap.applied_spec.suspend != snap.job.spec.suspend:
                 verb = "Suspending" if snap.job.spec.suspend else "Resuming"
-                draft.events.append(EventSpec("Normal", verb, f"{verb.lower()} {rendered.workload['kind']} {rendered.workload['metadata']['name']}"))
+                draft.events.append(EventSpec("Normal", verb, f"{verb.lower()} {rendered.workload['kind']} {rendered.workload['metadata']['name']}", with_children=True))
     status["observedGeneration"] = snap.generation
     _prerequisites(draft)  # observe checks them only while the job is Pending
 
@@ -255,9 +259,17 @@ def _follow(draft: _Draft, rendered: Rendered, now: float) -> Decision:
             draft.events.append(EventSpec("Warning", reason, message))
     if snap.progress is not None and snap.progress.progress is not None:
         status["progress"] = dict(snap.progress.progress)
-    if snap.next_log_read is not None and phase not in TERMINAL_PHASES:
-        requeue = min(requeue, snap.next_log_read - now) if requeue is not None else snap.next_log_read - now
+    if phase not in TERMINAL_PHASES:
+        requeue = _sooner(requeue, snap.next_log_read, now)
+    if phase == "Pending":
+        requeue = _sooner(requeue, snap.next_prereq_check, now)
     return draft.decision(children, max(0.0, requeue) if requeue is not None else None)
+
+
+def _sooner(requeue: float | None, at: float | None, now: float) -> float | None:
+    if at is None:
+        return requeue
+    return min(requeue, at - now) if requeue is not None else at - now
 
 
 def _retries(draft: _Draft) -> tuple[int, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -105,12 +106,18 @@ class Controller:
         self.resumed = asyncio.Event()
         self.resumed.set()
         self.ready = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.get_ident()
         if rt.board is not None:
             rt.board.on_update = self.enqueue
 
     # --- triggers --------------------------------------------------------------------
 
     def enqueue(self, namespace: str, name: str) -> None:
+        """Ask for a reconcile of a job (safe to call from another thread, e.g. an HTTP intake)."""
+        if self._loop is not None and threading.get_ident() != self._thread:
+            self._loop.call_soon_threadsafe(self.enqueue, namespace, name)
+            return
         if (namespace, name) in self.caches.jobs:
             self.queue.add((namespace, name))
 
@@ -136,6 +143,7 @@ class Controller:
     # --- the loop -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
         tasks = [asyncio.create_task(self.caches.run(), name="kubetune-informers")]
         if self.peering is not None:
             tasks.append(asyncio.create_task(self._watch_peering(), name="kubetune-peering"))

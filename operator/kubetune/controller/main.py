@@ -36,7 +36,7 @@ from .intake import ProgressBoard
 from .kube import SA_TOKEN, Kube, load_connection
 from .loop import Controller
 from .metrics import Metrics
-from .peering import missing_peering
+from .peering import live_clusterwide_peers, missing_peering
 from .runtime import OperatorConfig, Runtime
 
 log = logging.getLogger("kubetune.operator")
@@ -44,6 +44,10 @@ log = logging.getLogger("kubetune.operator")
 
 class PortBusy(Exception):
     """A port the operator must serve on is taken."""
+
+
+class Refused(Exception):
+    """Starting would make two operators act on the same jobs."""
 
 
 def _check_port(port: int | None, what: str) -> None:
@@ -102,13 +106,16 @@ async def serve(
     *,
     stop_flag: Any = None,
     ready_flag: Any = None,
+    board: ProgressBoard | None = None,
 ) -> Runtime:
-    """Run one operator until ``stop_flag`` (or a signal); returns its runtime for inspection."""
+    """Run one operator until ``stop_flag`` (or a signal); returns its runtime for inspection.
+
+    ``board``: where pushed progress reports land (a new one when not given)."""
     _check_port(config.metrics_port, "metrics")
     _check_port(config.health_port, "health")
     quiet_kopf()
     metrics = Metrics()
-    rt = Runtime(config, Kube(config.connection, on_request=metrics.on_request), metrics, board=ProgressBoard())
+    rt = Runtime(config, Kube(config.connection, on_request=metrics.on_request), metrics, board=board if board is not None else ProgressBoard())
     scope = "all namespaces" if not config.namespaces else "namespace(s) " + ", ".join(config.namespaces)
     peering = config.peering
     try:
@@ -119,6 +126,16 @@ async def serve(
     if peering is None:
         log.info("watching %s; running standalone (--peering '')", scope)
     elif why is not None:
+        if config.namespaces:
+            # A namespaced copy cannot pause a cluster-wide one (they peer on different objects):
+            # never race it silently.
+            others = await live_clusterwide_peers(rt.kube, config.peering or "")
+            if others:
+                await rt.kube.close()
+                raise Refused(
+                    f"an operator watching all namespaces runs ({', '.join(others)} on ClusterKopfPeering {config.peering!r}); "
+                    f"this copy for {scope} would race it: run `kubetune operator -A --priority 100` to take over instead, or stop it"
+                )
         log.info("watching %s; running standalone, without peering: %s", scope, why)
         peering = None
     else:
@@ -195,7 +212,7 @@ def run_operator(args: argparse.Namespace) -> int:
         return 1
     try:
         asyncio.run(serve(config))
-    except PortBusy as exc:
+    except (PortBusy, Refused) as exc:
         logging.getLogger("kubetune.operator").error("%s", exc)
         return 1
     except KeyboardInterrupt:

@@ -99,3 +99,13 @@ async def missing_peering(kube: Kube, name: str, namespaces: tuple[str, ...]) ->
                 return f"not allowed to read {kind} {name!r}{where} ({exc.reason})"
             raise
     return None
+
+
+async def live_clusterwide_peers(kube: Kube, name: str) -> list[str]:
+    """Live operators announced in the ClusterKopfPeering ``name`` (an in-cluster, all-namespaces operator)."""
+    try:
+        obj = await kube.request("get", "GET", path(PEERING_API, "clusterkopfpeerings", None, name))
+    except ApiError:
+        return []
+    now = datetime.datetime.now(datetime.UTC)
+    return blocking_peers(obj.get("status") or {}, "", -(10**9), now)

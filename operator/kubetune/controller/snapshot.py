@@ -93,6 +93,8 @@ class Snapshot:
     controller_grace_s: float = 120.0
     next_log_read: float | None = None
     """When observe will read the log tail again (the decision's requeue hint)."""
+    next_prereq_check: float | None = None
+    """When a missing prerequisite will be checked again."""
 
 
 @dataclass
@@ -174,12 +176,19 @@ async def observe(
         applied = await _applied_spec(kube, namespace, str(status.get("configMap") or f"{name}-config"))
 
     prereqs: tuple[Prerequisite, ...] = ()
+    next_check: float | None = None
     if job is not None and not problems and status.get("phase") in (None, "Pending"):
         prereqs = await _prerequisites(key, job, settings, memory, kube, gen_int, now)
+        remembered = memory.prereqs.get(key)
+        if remembered is not None and any(p.found is False for p in prereqs):
+            next_check = remembered[1] + remembered[2]
 
     reading, read_at, error, next_read = await _progress(key, child, pods, memory, kube, settings, board, now)
     terminations = tuple((caches.terminations.get((namespace, str(ref.get("name") or name))) or {}).values())
     failure = memory.apply_failures.get(key)
+    if failure is not None and failure.status == 404:
+        # "Kind not served" is reported once per failed attempt; the next reconcile tries again.
+        memory.apply_failures.pop(key, None)
     return Snapshot(
         namespace=namespace,
         name=name,
@@ -204,6 +213,7 @@ async def observe(
         first_seen=first_seen,
         controller_grace_s=settings.controller_grace_s,
         next_log_read=next_read,
+        next_prereq_check=next_check,
     )
 
 
