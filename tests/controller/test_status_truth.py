@@ -232,7 +232,7 @@ async def test_every_pod_reason_and_the_remaining_child_reasons(cluster: Cluster
     await claims(cluster)
     await cluster.put_object(*FTJ, example_job())
     await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
-    assert condition(cluster, "Validated")["reason"] == "Valid" and condition(cluster, "Created")["reason"] == "ChildrenCreated"
+    await eventually(lambda: condition(cluster, "Validated")["reason"] == "Valid" and condition(cluster, "Created")["reason"] == "ChildrenCreated", what="Valid, ChildrenCreated")
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Created")
     for reason, message in [
         ("ErrImagePull", "manifest unknown"),
