@@ -227,3 +227,12 @@ def test_a_pushed_progress_report_reaches_status() -> None:
     reading = LogReading({"step": 3, "totalSteps": 30, "percent": 10.0, "summary": "3/30 (10%)"}, False, None)
     d = decide(snap(child=child("Running"), progress=reading, progress_at=NOW - 1), NOW)
     assert d.status["progress"]["summary"] == "3/30 (10%)"
+
+
+def test_a_fixed_spec_starts_a_job_that_failed_validation() -> None:
+    failed = decide(snap(status={}, spec={"method": "qlora"}), NOW).status
+    assert failed["phase"] == "Failed" and failed["completionTime"]
+    started = decide(snap(status=failed, generation=2), NOW + 10)
+    assert started.status["phase"] == "Pending" and "completionTime" not in started.status
+    assert len(started.children) == 2 and cond(started, "Validated")["status"] == "True"
+    assert merge_diff(failed, started.status)["completionTime"] is None

@@ -72,6 +72,8 @@ class EventRecorder:
         namespace, name, uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
         message = spec.message[:1024]
         similar = (namespace, uid, spec.type, spec.reason)
+        if len(self._similar) > self.cache_size:  # forget windows that ended
+            self._similar = {k: v for k, v in self._similar.items() if now - v[0] <= self.interval_s}
         first, messages = self._similar.get(similar, (now, set()))
         if now - first > self.interval_s:
             first, messages = now, set()

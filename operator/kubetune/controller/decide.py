@@ -147,6 +147,7 @@ def _start(draft: _Draft, rendered: Rendered, now: float) -> Decision:
         return draft.decision()
     created = f"created {_kinds_text(rendered)}"
     draft.cond("Created", True, "ChildrenCreated", created)
+    status.pop("completionTime", None)  # a fixed spec of a job that failed validation starts now
     job = rendered.job
     output = {"claimName": job.spec.storage.outputs.claim_name, "path": _folder(rendered)}
     if job.spec.export.enabled:
