@@ -132,6 +132,7 @@ class CountingProxy:
         self.upstream = upstream  # kubetune.controller.kube.Kube
         self.counts: collections.Counter[str] = collections.Counter()
         self.total = 0
+        self.dropped = 0
         self.runner: aiohttp.web.AppRunner | None = None
         self.url = ""
 
@@ -156,13 +157,17 @@ class CountingProxy:
         body = await request.read()
         session = self.upstream._get_session()
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None if watch else 60)
-        async with session.request(request.method, request.path_qs.lstrip("/"), data=body or None, headers=headers, timeout=timeout) as resp:
-            out = aiohttp.web.StreamResponse(status=resp.status, headers={"Content-Type": resp.headers.get("Content-Type", "application/json")})
-            await out.prepare(request)
-            async for chunk in resp.content.iter_any():
-                await out.write(chunk)
-            await out.write_eof()
-            return out
+        out = aiohttp.web.StreamResponse()
+        try:
+            async with session.request(request.method, request.path_qs.lstrip("/"), data=body or None, headers=headers, timeout=timeout) as resp:
+                out = aiohttp.web.StreamResponse(status=resp.status, headers={"Content-Type": resp.headers.get("Content-Type", "application/json")})
+                await out.prepare(request)
+                async for chunk in resp.content.iter_any():
+                    await out.write(chunk)
+                await out.write_eof()
+        except (aiohttp.ClientConnectionError, ConnectionResetError):
+            self.dropped += 1  # the operator gave up on the request (its own timeout) or the server went away
+        return out
 
     async def start(self) -> None:
         app = aiohttp.web.Application(client_max_size=64 * 1024 * 1024)
@@ -258,7 +263,16 @@ async def run_one(which: str, args: argparse.Namespace) -> dict[str, float]:
             print(f"all reconciled (children + phase) {t_reconciled:8.1f} s")
             print(f"operator CPU so far                {cpu:8.1f} s")
             print(f"API requests per job               {requests / n:8.2f}   {dict(proxy.counts.most_common(8))}")
+            if proxy.dropped:
+                print(f"requests the operator abandoned    {proxy.dropped:8d}   (client timeouts: the server side is the bottleneck)")
 
+            if cluster is not None:
+                # As the training-operator would: every child gets its Created condition (pods pending).
+                # Without it kubetune rightly reports ControllerNotRunning after 2 minutes.
+                from kubeflow import set_condition as kubeflow_condition
+
+                for name in names:
+                    await kubeflow_condition(cluster, "PyTorchJob", namespace, name, "Created")
             await asyncio.sleep(5)  # let follow-up events settle
             before = proxy.mark()
             await asyncio.sleep(args.window)
