@@ -33,7 +33,8 @@ class OperatorConfig:
     """First re-check of a missing PVC/LocalQueue (doubling up to 5 min)."""
     peering_check_s: float = 10.0
     """How often the workers re-read the peering object to pause together with kopf."""
-    sync_concurrency: int = 16
+    sync_concurrency: int = 64
+    """Workers reconciling different jobs at once (each makes its few calls one after another)."""
     log_tail_lines: int = 300
     log_limit_bytes: int = 256 * 1024
     retry_delay_s: float = 10.0

@@ -10,6 +10,7 @@ not writes happen here; ``decide`` makes none.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -23,7 +24,7 @@ from kubetune.api.contract import SPEC_FILE
 from kubetune.render import Problem, RenderOptions, validate_object
 
 from .cache import Caches, Termination
-from .kube import ApiError, Kube
+from .kube import ApiError, Kube, path
 from .progress import LogReading, read_log
 from .status import child_state, rank0_pod
 
@@ -245,29 +246,33 @@ async def _prerequisites(
         if gen == generation and (all_found or now - checked_at < backoff):
             return items
     namespace = key[0]
-    found: list[Prerequisite] = []
-    for claim in claim_names(job):
+
+    async def claim(name: str) -> Prerequisite:
         try:
-            pvc = await kube.get("v1", "persistentvolumeclaims", namespace, claim)
+            pvc = await kube.get("v1", "persistentvolumeclaims", namespace, name)
         except ApiError as exc:
-            found.append(Prerequisite("PersistentVolumeClaim", claim, None, str(exc)))
-            continue
+            return Prerequisite("PersistentVolumeClaim", name, None, str(exc))
         if pvc is None:
-            found.append(Prerequisite("PersistentVolumeClaim", claim, False, "not found"))
-        else:
-            # Pending is normal for WaitForFirstConsumer claims (bound when the pod is scheduled);
-            # an Immediate claim that never binds shows on the pod (VolumeNotReady).  Lost is not usable.
-            phase = (pvc.get("status") or {}).get("phase")
-            found.append(Prerequisite("PersistentVolumeClaim", claim, phase != "Lost", "phase Lost" if phase == "Lost" else ""))
-    queue = queue_name(job, settings.render_options)
-    if queue:
+            return Prerequisite("PersistentVolumeClaim", name, False, "not found")
+        # Pending is normal for WaitForFirstConsumer claims (bound when the pod is scheduled);
+        # an Immediate claim that never binds shows on the pod (VolumeNotReady).  Lost is not usable.
+        phase = (pvc.get("status") or {}).get("phase")
+        return Prerequisite("PersistentVolumeClaim", name, phase != "Lost", "phase Lost" if phase == "Lost" else "")
+
+    async def local_queue(name: str) -> Prerequisite:
         try:
-            lq = await kube.get(LOCALQUEUE_API, "localqueues", namespace, queue)
-            found.append(Prerequisite("LocalQueue", queue, lq is not None, "" if lq is not None else "not found"))
+            await kube.request("get", "GET", path(LOCALQUEUE_API, "localqueues", namespace, name))
         except ApiError as exc:
-            missing_kind = exc.status == 404
-            found.append(Prerequisite("LocalQueue", queue, False if missing_kind else None,
-                                      "Kueue is not installed (the cluster does not serve kueue.x-k8s.io LocalQueue)" if missing_kind else str(exc)))
+            if exc.status != 404:
+                return Prerequisite("LocalQueue", name, None, str(exc))
+            if "could not find the requested resource" in exc.message:  # no such resource type
+                return Prerequisite("LocalQueue", name, False, "Kueue is not installed (the cluster does not serve kueue.x-k8s.io LocalQueue)")
+            return Prerequisite("LocalQueue", name, False, "not found")
+        return Prerequisite("LocalQueue", name, True)
+
+    queue = queue_name(job, settings.render_options)
+    checks = [claim(name) for name in claim_names(job)] + ([local_queue(queue)] if queue else [])
+    found = list(await asyncio.gather(*checks))  # at once: the reconcile waits for the slowest only
     items = tuple(found)
     previous_backoff = remembered[2] if remembered is not None and remembered[3] == generation else 0.0
     backoff = min(settings.prereq_recheck_max_s, max(settings.prereq_recheck_s, previous_backoff * 2))
