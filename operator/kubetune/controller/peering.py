@@ -1,13 +1,13 @@
-"""Keep the status loop as quiet as kopf's handlers when peering pauses this operator.
+"""Peering: who else runs, so the workers pause exactly when kopf pauses its watch.
 
-kopf pauses its own handlers when a live peer with a higher (or the same)
-priority announces itself in the peering object, but the status loop is ours,
-so it must make the same decision: it reads the peering object (one GET per
-interval per peering object, whatever the number of jobs) and applies kopf's
-rule to the peers kopf records in its ``status`` (``{identity: {priority,
-lifetime, lastseen}}``).  A peering object that cannot be read leaves the loop
-running: peering protects against a second operator, and an RBAC or CRD
-problem must not silently stop status updates.
+kopf pauses its own handlers when a live peer with a higher (or the same) priority announces
+itself in the peering object; the controller's workers are ours, so they make the same decision:
+they read the peering object (one GET per ``peering_check_s``, whatever the number of jobs) and
+apply kopf's rule to the peers kopf records in its ``status`` (``{identity: {priority, lifetime,
+lastseen}}``).  A peering object that cannot be read leaves the workers running: peering protects
+against a second operator, and an RBAC or CRD problem must not silently stop status updates.
+At start, ``missing_peering`` tells whether the peering object exists at all (else the operator
+runs standalone and says so), and ``live_clusterwide_peers`` whether a cluster-wide operator runs.
 """
 
 from __future__ import annotations
