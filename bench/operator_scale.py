@@ -1,54 +1,59 @@
-"""Operator scale benchmark (not a test): N FineTuneJobs created at once against the emulated API.
+"""Operator scale benchmark (not a test): kubetune against a trivial kopf operator, N FineTuneJobs at once.
 
-    .venv/bin/python bench/operator_scale.py --jobs 100 1000
+    .venv/bin/python bench/operator_scale.py --jobs 200                      # against the emulator
+    KUBECONFIG=~/.kube/config .venv/bin/python bench/operator_scale.py --server kubeconfig --jobs 1000
 
-For each N it starts the real operator as a separate process (``run_operator``
-with a kubeconfig that points at the emulator, so its RSS is its own), creates
-N FineTuneJobs in one burst and reports:
+Each operator under test runs as its own process (so CPU and RSS are its own) and talks to the API
+server through a counting proxy on loopback (so every request it makes is counted, whatever the
+server).  ``--server emulator`` (default) starts the emulated API server of the controller tests;
+``--server kubeconfig`` uses the server, credentials and namespace ``--namespace`` of $KUBECONFIG
+(the FineTuneJob CRD and the Kubeflow PyTorchJob CRD must be installed; the jobs are deleted at
+the end).  For each operator, in one run:
 
-* seconds until every ConfigMap and PyTorchJob exists, and until every
-  FineTuneJob has ``status.phase`` and ``status.job``;
-* the API requests the operator made for that, in total and per job;
-* then every child is marked Running with a rank-0 pod and one progress line,
-  and it reports the seconds and requests per job until every status shows
-  the progress (one status-sync round: GET child, LIST pods, GET log, PATCH status);
-* then one more progress line per job, and the requests per job of that steady
-  round (rank 0 known: GET child, GET log, PATCH status);
-* the operator's peak RSS (VmHWM).
+* seconds until every FineTuneJob has its ConfigMap, its PyTorchJob and ``status.phase``;
+* the operator's CPU seconds and peak RSS (VmHWM);
+* API requests per job for that;
+* steady load with all N jobs Pending (nothing changes): requests/s over ``--window`` seconds;
+* (kubetune, emulator only) steady load with all N jobs Running, with one new progress line per
+  job: requests per job per minute, and seconds until every new progress line is in status.
 
-The emulator answers from memory on loopback, so the numbers are the
-operator's own cost (CPU, requests), not an API server's latency.
+The trivial operator is what issue 8 compares against: a kopf ``on.create`` handler that renders
+the same two children (``kubetune.render``), applies them with the same client, and sets
+``status.phase`` with kopf's own patch; nothing else (no status following, no progress).
+Ratios kubetune/trivial are printed at the end.
 """
 
 from __future__ import annotations
 
 import sys
 
-# This file shares its name with the stdlib module ``operator``: keep its folder off the import path.
+# This file once shared its name with the stdlib module ``operator``: keep its folder off the import path.
 if sys.path and sys.path[0].rstrip("/").endswith("bench"):
     del sys.path[0]
 
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import subprocess
 import tempfile
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+import aiohttp
+import aiohttp.web
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "controller"))
 
-import kmock  # noqa: E402
-from conftest import FTJ, declare_resources, example_job  # noqa: E402
-from emulator import Cluster  # noqa: E402
-from kubeflow import progress_line, set_condition, start_pod  # noqa: E402
+from conftest import declare_resources, example_job  # noqa: E402
 
-OPERATOR = textwrap.dedent(
+KUBETUNE = textwrap.dedent(
     """
     import argparse, sys
     from kubetune.controller.main import run_operator
@@ -58,90 +63,250 @@ OPERATOR = textwrap.dedent(
     """
 )
 
+TRIVIAL = textwrap.dedent(
+    """
+    import asyncio, logging, sys
+    import kopf
+    from kubetune.api import FineTuneJob
+    from kubetune.controller.kube import Kube, load_connection
+    from kubetune.render import render
 
-def kubeconfig(url: str) -> str:
+    conn = load_connection()
+    clients = {}
+
+    @kopf.on.login()
+    def login(**_):
+        return kopf.ConnectionInfo(server=conn.server, scheme="Bearer" if conn.token else None, token=conn.token,
+                                   insecure=conn.insecure, ca_path=conn.ca_path)
+
+    @kopf.on.create("kubetune.io", "v1alpha1", "finetunejobs")
+    async def create(body, patch, **_):
+        kube = clients.setdefault("kube", Kube(conn))
+        rendered = render(FineTuneJob.from_api(dict(body)))
+        await kube.apply("v1", "configmaps", rendered.config_map)
+        await kube.apply("kubeflow.org/v1", "pytorchjobs", rendered.workload)
+        patch.status["phase"] = "Pending"
+
+    @kopf.on.startup()
+    def configure(settings, **_):
+        settings.posting.level = logging.WARNING
+        settings.scanning.disabled = True
+
+    kopf.configure(log_format=kopf.LogFormat.JSON)
+    kopf.run(clusterwide=True, standalone=True)
+    """
+)
+
+FTJ = ("kubetune.io/v1alpha1", "finetunejobs")
+
+
+def kubeconfig(url: str, namespace: str) -> str:
     return textwrap.dedent(
         f"""
         apiVersion: v1
         kind: Config
         clusters: [{{name: bench, cluster: {{server: "{url}"}}}}]
         users: [{{name: bench, user: {{token: bench}}}}]
-        contexts: [{{name: bench, context: {{cluster: bench, user: bench}}}}]
+        contexts: [{{name: bench, context: {{cluster: bench, user: bench, namespace: {namespace}}}}}]
         current-context: bench
         """
     )
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(CPU seconds, peak RSS MiB) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = next(int(line.split()[1]) / 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    return cpu, rss
 
 
-async def wait_for(check: Any, timeout: float) -> float:
+class CountingProxy:
+    """A loopback HTTP proxy in front of the API server that counts the operator's requests.
+
+    Upstream requests carry the benchmark's own credentials (token or client certificate from the
+    kubeconfig), so the operator under test connects to plain http://127.0.0.1 without any.
+    """
+
+    def __init__(self, upstream: Any) -> None:
+        self.upstream = upstream  # kubetune.controller.kube.Kube
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.total = 0
+        self.dropped = 0
+        self.runner: aiohttp.web.AppRunner | None = None
+        self.url = ""
+
+    def mark(self) -> int:
+        return self.total
+
+    async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        self.total += 1
+        watch = request.query.get("watch") in ("true", "1")
+        verb = "watch" if watch else request.method
+        parts = request.path.strip("/").split("/")
+        if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
+            parts = parts[parts.index("namespaces") + 2 :]
+            resource = parts[0] + ("/" + parts[2] if len(parts) > 2 else "")
+        else:
+            resource = parts[-1] if len(parts) % 2 == 1 or parts[0] == "api" else parts[-2]
+        self.counts[f"{verb} {resource}"] += 1
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("accept", "content-type")}
+        token = self.upstream._bearer()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        body = await request.read()
+        session = self.upstream._get_session()
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None if watch else 60)
+        out = aiohttp.web.StreamResponse()
+        try:
+            async with session.request(request.method, request.path_qs.lstrip("/"), data=body or None, headers=headers, timeout=timeout) as resp:
+                out = aiohttp.web.StreamResponse(status=resp.status, headers={"Content-Type": resp.headers.get("Content-Type", "application/json")})
+                await out.prepare(request)
+                async for chunk in resp.content.iter_any():
+                    await out.write(chunk)
+                await out.write_eof()
+        except (aiohttp.ClientConnectionError, ConnectionResetError):
+            self.dropped += 1  # the operator gave up on the request (its own timeout) or the server went away
+        return out
+
+    async def start(self) -> None:
+        app = aiohttp.web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.runner = aiohttp.web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = aiohttp.web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def api_server(kind: str) -> AsyncIterator[tuple[Any, Any]]:
+    """(upstream Kube client, emulator Cluster or None)."""
+    from kubetune.controller.kube import Connection, Kube, load_connection
+
+    if kind == "emulator":
+        import kmock
+        from emulator import Cluster
+
+        cluster = Cluster()
+        declare_resources(cluster)
+        async with cluster, kmock.Server(cluster):
+            kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token="bench"))
+            try:
+                yield kube, cluster
+            finally:
+                await kube.close()
+    else:
+        kube = Kube(load_connection(), timeout_s=120)
+        try:
+            yield kube, None
+        finally:
+            await kube.close()
+
+
+async def wait_for(check: Any, timeout: float, every: float = 0.5) -> float:
     start = time.perf_counter()
-    while not check():
+    while not await check():
         if time.perf_counter() - start > timeout:
             raise TimeoutError("benchmark did not converge")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(every)
     return time.perf_counter() - start
 
 
-def breakdown(calls: list[Any]) -> str:
-    counts = collections.Counter(f"{c.verb} {c.resource}{'/' + c.subresource if c.subresource else ''}" for c in calls)
-    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+async def run_one(which: str, args: argparse.Namespace) -> dict[str, float]:
+    from kubetune.controller.kube import ApiError
 
-
-async def run(n: int, sync_interval: float, timeout: float) -> dict[str, float]:
-    cluster = Cluster()
-    declare_resources(cluster)
-    async with cluster, kmock.Server(cluster):
+    namespace, n = args.namespace, args.jobs
+    names = [f"bench-{i:05d}" for i in range(n)]
+    async with api_server(args.server) as (kube, cluster):
+        proxy = CountingProxy(kube)
+        await proxy.start()
         with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False) as f:
-            f.write(kubeconfig(str(cluster.url).rstrip("/")))
-        env = {**os.environ, "KUBECONFIG": f.name}
-        proc = subprocess.Popen([sys.executable, "-c", OPERATOR, str(sync_interval)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            f.write(kubeconfig(proxy.url, namespace))
+        script = KUBETUNE if which == "kubetune" else TRIVIAL
+        proc = subprocess.Popen([sys.executable, "-c", script, str(args.log_interval)], env={**os.environ, "KUBECONFIG": f.name},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        result: dict[str, float] = {}
         try:
-            await wait_for(lambda: cluster.open_watches > 0, 60)
-            names = [f"job-{i:05d}" for i in range(n)]
-            before = len(cluster.calls)
+            await asyncio.sleep(3)  # start-up (imports, LIST, WATCH)
+            before = proxy.mark()
             start = time.perf_counter()
-            for name in names:
-                await cluster.put_object(*FTJ, example_job(name, namespace="bench"))
-            ptj_res, cm_res = ("kubeflow.org", "v1", "pytorchjobs"), ("", "v1", "configmaps")
-            t_children = await wait_for(lambda: sum(1 for r, _, _ in cluster.store if r in (ptj_res, cm_res)) == 2 * n, timeout)
-            ftjs = [(("kubetune.io", "v1alpha1", "finetunejobs"), "bench", x) for x in names]
+            if cluster is not None:
+                for claim in ("model-cache", "finetune-outputs"):  # the example's prerequisites exist
+                    await cluster.put_object("v1", "persistentvolumeclaims", {"metadata": {"name": claim, "namespace": namespace}, "status": {"phase": "Bound"}})
+                for name in names:
+                    await cluster.put_object(*FTJ, example_job(name, namespace=namespace))
+            else:
+                for name in names:
+                    await kube.create(*FTJ, example_job(name, namespace=namespace))
 
-            def all_status() -> bool:  # reads the store directly: the benchmark must not compete for CPU
-                return all((cluster.store[k].get("status") or {}).get("job") for k in ftjs)
+            async def reconciled() -> bool:
+                if cluster is not None:  # read the store directly: the benchmark must not compete for CPU
+                    ftjs = cluster.objects(*FTJ, namespace)
+                    ptjs = len(cluster.objects("kubeflow.org/v1", "pytorchjobs", namespace))
+                else:
+                    ftjs, _ = await kube.list_page(*FTJ, namespace)
+                    ptjs = len((await kube.list_page("kubeflow.org/v1", "pytorchjobs", namespace))[0])
+                return ptjs >= n and sum(1 for o in ftjs if (o.get("status") or {}).get("phase")) >= n
 
-            await wait_for(all_status, timeout)
-            t_status = time.perf_counter() - start
-            create_calls = cluster.calls[before:]
+            await wait_for(reconciled, args.timeout)
+            t_reconciled = time.perf_counter() - start
+            cpu, rss = proc_stats(proc.pid)
+            requests = proxy.mark() - before
+            result.update(reconciled_s=t_reconciled, cpu_s=cpu, rss_mib=rss, requests_per_job=requests / n)
+            print(f"\n== {which}: {n} FineTuneJobs ({args.server}) ==")
+            print(f"all reconciled (children + phase) {t_reconciled:8.1f} s")
+            print(f"operator CPU so far                {cpu:8.1f} s")
+            print(f"API requests per job               {requests / n:8.2f}   {dict(proxy.counts.most_common(8))}")
+            if proxy.dropped:
+                print(f"requests the operator abandoned    {proxy.dropped:8d}   (client timeouts: the server side is the bottleneck)")
 
-            before = len(cluster.calls)
-            for name in names:
-                await set_condition(cluster, "PyTorchJob", "bench", name, "Running")
-                pod = await start_pod(cluster, "PyTorchJob", "bench", name)
-                cluster.append_log("bench", pod, progress_line(1, 10, 2.0))
-            start = time.perf_counter()
+            if cluster is not None:
+                # As the training-operator would: every child gets its Created condition (pods pending).
+                # Without it kubetune rightly reports ControllerNotRunning after 2 minutes.
+                from kubeflow import set_condition as kubeflow_condition
 
-            def all_progress() -> bool:
-                return all((cluster.store[k].get("status") or {}).get("progress") for k in ftjs)
+                for name in names:
+                    await kubeflow_condition(cluster, "PyTorchJob", namespace, name, "Created")
+            await asyncio.sleep(5)  # let follow-up events settle
+            before = proxy.mark()
+            await asyncio.sleep(args.window)
+            steady = (proxy.mark() - before) / args.window
+            result["steady_pending_rps"] = steady
+            print(f"steady load, {n} Pending jobs       {steady:8.2f} req/s over {args.window:.0f} s")
 
-            t_progress = await wait_for(all_progress, timeout + sync_interval)
-            sync_calls = cluster.calls[before:]
+            if which == "kubetune" and cluster is not None:
+                from kubeflow import progress_line, set_condition, start_pod
 
-            before = len(cluster.calls)
-            for name in names:  # one more log line each: a steady round (rank 0 known, no LIST)
-                cluster.append_log("bench", f"{name}-master-0", progress_line(2, 10, 1.5))
+                for name in names:
+                    await set_condition(cluster, "PyTorchJob", namespace, name, "Running")
+                    pod = await start_pod(cluster, "PyTorchJob", namespace, name)
+                    cluster.append_log(namespace, pod, progress_line(1, 10, 2.0))
 
-            def all_step2() -> bool:
-                return all(((cluster.store[k].get("status") or {}).get("progress") or {}).get("step") == 2 for k in ftjs)
+                async def progressed(step: int) -> bool:
+                    return all(((o.get("status") or {}).get("progress") or {}).get("step") == step for o in cluster.objects(*FTJ, namespace))
 
-            t_steady = await wait_for(all_step2, timeout + sync_interval)
-            steady_calls = cluster.calls[before:]
-            rss = peak_rss_mib(proc.pid)
+                t_first = await wait_for(lambda: progressed(1), args.timeout + args.log_interval)
+                await asyncio.sleep(5)
+                before, t0 = proxy.mark(), time.perf_counter()
+                for name in names:
+                    cluster.append_log(namespace, f"{name}-master-0", progress_line(2, 10, 1.5))
+                t_progress = await wait_for(lambda: progressed(2), args.timeout + args.log_interval)
+                rest = max(0.0, args.log_interval - (time.perf_counter() - t0))
+                await asyncio.sleep(rest)  # a whole log interval: the steady cost of a running job
+                per_minute = (proxy.mark() - before) / n / ((time.perf_counter() - t0) / 60)
+                result.update(progress_s=t_progress, running_req_per_job_min=per_minute)
+                print(f"first progress everywhere in       {t_first:8.1f} s (log interval {args.log_interval} s)")
+                print(f"new progress line -> status in     {t_progress:8.1f} s (all {n} jobs)")
+                print(f"steady load, {n} Running jobs       {per_minute:8.2f} requests per job per minute (one new progress line each)")
+            cpu, rss = proc_stats(proc.pid)
+            result.update(cpu_total_s=cpu, rss_mib=rss)
+            print(f"operator CPU total                 {cpu:8.1f} s; peak RSS {rss:.0f} MiB")
         finally:
             proc.send_signal(signal.SIGINT)
             try:
@@ -149,27 +314,32 @@ async def run(n: int, sync_interval: float, timeout: float) -> dict[str, float]:
             except subprocess.TimeoutExpired:
                 proc.kill()
             os.unlink(f.name)
-
-    print(f"\n== {n} FineTuneJobs ==")
-    print(f"children exist after     {t_children:8.2f} s   ({t_children / n * 1000:.1f} ms/job)")
-    print(f"every status set after   {t_status:8.2f} s   ({t_status / n * 1000:.1f} ms/job)")
-    print(f"API requests (create)    {len(create_calls):8d}     ({len(create_calls) / n:.2f}/job)  {breakdown(create_calls)}")
-    print(f"progress everywhere in   {t_progress:8.2f} s   (sync interval {sync_interval} s)")
-    print(f"API requests (1st sync)  {len(sync_calls):8d}     ({len(sync_calls) / n:.2f}/job)  {breakdown(sync_calls)}")
-    print(f"steady round in          {t_steady:8.2f} s")
-    print(f"API requests (steady)    {len(steady_calls):8d}     ({len(steady_calls) / n:.2f}/job)  {breakdown(steady_calls)}")
-    print(f"operator peak RSS        {rss:8.1f} MiB ({rss / n * 1024:.1f} KiB/job)")
-    return {"n": n, "children_s": t_children, "status_s": t_status, "requests_per_job": len(create_calls) / n, "rss_mib": rss}
+            await proxy.stop()
+            if cluster is None:
+                for name in names:
+                    with contextlib.suppress(ApiError):
+                        await kube.request("delete", "DELETE", f"/apis/kubetune.io/v1alpha1/namespaces/{namespace}/finetunejobs/{name}")
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--sync-interval", type=float, default=2.0, help="status sync interval of the operator under test")
-    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--server", choices=("emulator", "kubeconfig"), default="emulator")
+    parser.add_argument("--namespace", default="bench")
+    parser.add_argument("--operators", nargs="+", choices=("trivial", "kubetune"), default=["trivial", "kubetune"])
+    parser.add_argument("--window", type=float, default=30.0, help="seconds of steady load measured")
+    parser.add_argument("--log-interval", type=float, default=60.0, help="kubetune's --sync-interval (rank-0 log reads)")
+    parser.add_argument("--timeout", type=float, default=900.0)
     args = parser.parse_args()
-    for n in args.jobs:
-        asyncio.run(run(n, args.sync_interval, args.timeout))
+    results = {which: asyncio.run(run_one(which, args)) for which in args.operators}
+    if len(results) == 2:
+        t, k = results["trivial"], results["kubetune"]
+        print("\n== kubetune / trivial ==")
+        for key, label in [("reconciled_s", "reconcile time"), ("rss_mib", "peak RSS"), ("cpu_s", "CPU to reconcile"),
+                           ("requests_per_job", "API requests per job")]:
+            print(f"{label:24s} {k[key] / t[key]:6.2f}x   ({k[key]:.2f} vs {t[key]:.2f})")
+        print(f"{'steady pending load':24s} {k['steady_pending_rps']:.2f} vs {t['steady_pending_rps']:.2f} req/s")
 
 
 if __name__ == "__main__":

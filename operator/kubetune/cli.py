@@ -350,14 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("operator", help="run the operator (uses KUBECONFIG or the in-cluster config)")
     p.add_argument("--namespace", "-n", action="append", default=[], help="watch only these namespaces (repeatable)")
-    p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default without -n)")
+    p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default inside a cluster; outside one, without -n, only the kubeconfig context's namespace is watched)")
     p.add_argument("--metrics-port", type=int, default=8080)
     p.add_argument("--health-port", type=int, default=8081)
     p.add_argument("--trainer-image", default=None, help="default trainer image (Helm value trainer.image)")
     p.add_argument("--default-queue", default=None, help="Kueue LocalQueue for jobs that name none")
     p.add_argument("--peering", default="kubetune", help="kopf peering name; '' runs standalone (one replica only)")
     p.add_argument("--priority", type=int, default=0, help="peering priority: the highest-priority operator runs, others pause")
-    p.add_argument("--sync-interval", type=float, default=15.0, help="seconds between status/progress reads of each started job")
+    p.add_argument("--sync-interval", type=float, default=60.0, help="seconds between rank-0 log reads of a running job that does not push its progress (status follows the children through watches)")
     p.add_argument("--progress-port", type=int, default=0, help="serve the progress intake (trainers push progress) on this port; 0: off")
     p.add_argument(
         "--progress-url", default="", help="URL the training pods post progress to (the intake's Service); empty: pods only log"

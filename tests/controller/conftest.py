@@ -46,6 +46,8 @@ def declare_resources(cluster: Cluster) -> None:
     cluster.declare("v1", "configmaps", "ConfigMap", has_status=False)
     cluster.declare("v1", "pods", "Pod")
     cluster.declare("v1", "events", "Event", has_status=False)
+    cluster.declare("v1", "persistentvolumeclaims", "PersistentVolumeClaim")
+    cluster.declare("kueue.x-k8s.io/v1beta1", "localqueues", "LocalQueue")
     # Present in every real cluster; kopf's discovery waits for them even with scanning disabled.
     cluster.declare("v1", "namespaces", "Namespace", namespaced=False)
     cluster.declare("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
@@ -64,7 +66,11 @@ class OperatorThread:
     """The real operator (``kubetune.controller.main.serve``) in a thread with its own loop."""
 
     def __init__(self, config: OperatorConfig) -> None:
+        from kubetune.controller.intake import ProgressBoard
+
         self.config = config
+        self.board = ProgressBoard()
+        """Where this operator's pushed progress reports land (tests record into it)."""
         self.stop_flag = threading.Event()
         self.runtime: Runtime | None = None
         self.error: BaseException | None = None
@@ -72,7 +78,7 @@ class OperatorThread:
 
     def _main(self) -> None:
         try:
-            self.runtime = asyncio.run(serve(self.config, stop_flag=self.stop_flag))
+            self.runtime = asyncio.run(serve(self.config, stop_flag=self.stop_flag, board=self.board))
         except BaseException as exc:  # surfaced by stop()
             self.error = exc
 
@@ -132,6 +138,8 @@ def config(cluster: Cluster) -> OperatorConfig:
         health_port=None,
         sync_interval_s=0.2,
         retry_delay_s=0.2,
+        peering_check_s=0.2,
+        prereq_recheck_s=0.2,
         peering=None,
     )
 
@@ -144,7 +152,7 @@ async def operator(cluster: Cluster, config: OperatorConfig) -> AsyncIterator[Ca
     async def start(cfg: OperatorConfig | None = None) -> OperatorThread:
         op = OperatorThread(cfg or config).start()
         started.append(op)
-        await eventually(lambda: cluster.open_watches > 0 or op.error, what="the operator's watch")
+        await eventually(lambda: all(cluster.watching.get(r) for r in ("finetunejobs", "pods")) or op.error, what="the operator's watches")
         if op.error:
             raise op.error
         return op

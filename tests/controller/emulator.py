@@ -314,6 +314,10 @@ class Cluster(kmock.KubernetesScaffold):
     _changed: asyncio.Condition | None = attrs.field(default=None)
     _drops: int = 0
     open_watches: int = 0
+    watching: dict[str, int] = attrs.field(factory=dict)
+    """Open watches per resource plural."""
+    log_errors: dict[tuple[str, str], tuple[int, str, str]] = attrs.field(factory=dict)
+    """pods/log answers an error Status for these (namespace, pod): (code, reason, message)."""
     expired_watches: int = 0
     """Watches answered 410 Gone (resumed from a compacted resourceVersion)."""
     authenticate: Callable[[str | None], bool] | None = None
@@ -448,7 +452,7 @@ class Cluster(kmock.KubernetesScaffold):
             elif verb == "get" and request.subresource == "log":
                 if params.get("follow") in ("true", "1"):
                     return await self._follow_log(raw, ns, request.name or "", params)
-                return self._log(ns, request.name or "", params)
+                return self._log(ns, request.name or "", params, raw.headers.get("Accept", ""))
             elif verb == "get":
                 result, status = self._fetch((key, ns, request.name or "")), 200
             elif verb == "create":
@@ -616,9 +620,19 @@ class Cluster(kmock.KubernetesScaffold):
 
     # --- pods/log and watch ------------------------------------------------------
 
-    def _log(self, ns: str | None, pod: str, params: dict[str, str]) -> aiohttp.web.Response:
+    def _log(self, ns: str | None, pod: str, params: dict[str, str], accept: str) -> aiohttp.web.Response:
+        error: ApiError | None = None
         if ((("", "v1", "pods"), ns, pod)) not in self.store:
-            raise ApiError(404, "NotFound", f'pods "{pod}" not found')
+            error = ApiError(404, "NotFound", f'pods "{pod}" not found')
+        elif (ns or "", pod) in self.log_errors:
+            error = ApiError(*self.log_errors[(ns or "", pod)])
+        if error is not None:
+            # The API server answers errors as a Status object; a client that accepts only
+            # text/plain gets 406 instead (apiserver content negotiation,
+            # k8s.io/apiserver/pkg/endpoints/handlers/negotiation), seen on a real v1.36 server.
+            if not any(t in accept for t in ("application/json", "*/*", "application/*")):
+                raise ApiError(406, "NotAcceptable", "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf")
+            raise error
         lines = self.logs.get((ns or "", pod), [])
         tail = params.get("tailLines")
         if tail is not None:
@@ -669,6 +683,7 @@ class Cluster(kmock.KubernetesScaffold):
 
         since = params.get("resourceVersion")
         self.open_watches += 1
+        self.watching[res[2]] = self.watching.get(res[2], 0) + 1
         try:
             if since and since != "0":
                 position = int(since)
@@ -714,3 +729,4 @@ class Cluster(kmock.KubernetesScaffold):
             return response
         finally:
             self.open_watches -= 1
+            self.watching[res[2]] -= 1

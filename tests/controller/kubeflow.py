@@ -9,6 +9,7 @@ pods labelled ``training.kubeflow.org/job-name`` and
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
@@ -34,7 +35,9 @@ async def set_condition(cluster: Cluster, kind: str, namespace: str, name: str, 
             for c in conditions:
                 if c["type"] in ("Running", "Restarting"):
                     c["status"] = "False"
-        conditions.append({"type": type_, "status": "True", "reason": reason or f"Job{type_}", "message": message or f"job is {type_.lower()}"})
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        conditions.append({"type": type_, "status": "True", "reason": reason or f"Job{type_}", "message": message or f"job is {type_.lower()}",
+                           "lastUpdateTime": now, "lastTransitionTime": now})
         obj["status"]["conditions"] = conditions
 
     await cluster.mutate(*KINDS[kind], namespace, name, change)
@@ -77,3 +80,65 @@ def progress_line(step: int, total: int, loss: float) -> str:
 
 def stage_line(stage: str, event: str) -> str:
     return STAGE_PREFIX + json.dumps({"stage": stage, "event": event})
+
+
+def retryable_exit_code(code: int) -> bool:
+    """training-operator pkg/util/train/train_util.go ``IsRetryableExitCode``: ``exitCode >= 128``."""
+    return code >= 128
+
+
+async def pod_exits(cluster: Cluster, kind: str, namespace: str, job: str, exit_code: int, reason: str = "Error") -> str:
+    """The rank-0 pod's container exits with ``exit_code`` under ``restartPolicy: ExitCode``, and the
+    training-operator reacts as upstream does (kubeflow/training-operator v1.8,
+    pkg/controller.v1/common/pod.go ``ReconcilePods`` and job.go):
+
+    * the pod turns Failed with the container's terminated state (the kubelet);
+    * a retryable code (>= 128): the operator deletes the pod and sets the job's
+      ``Restarting`` condition True ("<kind> <job> is restarting because 1 Master replica(s)
+      failed", reason ``<Kind>Restarting``); the next reconcile creates the pod again under the
+      same name with a new uid, Pending, and the job is Running again once it runs.
+      job.go ``PastBackoffLimit`` only counts OnFailure/Always replicas, so ExitCode restarts never
+      fail the job by themselves;
+    * a permanent code (1-127): the pod stays Failed and the job gets ``Failed`` True
+      ("<kind> <job> is failed because 1 Master replica(s) failed", reason ``<Kind>Failed``).
+
+    Returns the name of the (recreated) pod.
+    """
+    replica, container = RANK0[kind]
+    name = pod_name(kind, job)
+    terminated = {"exitCode": exit_code, "reason": reason, "startedAt": "2026-11-28T12:00:00Z", "finishedAt": "2026-11-28T12:05:00Z"}
+
+    def failed(pod: dict[str, Any]) -> None:
+        pod["status"] = {"phase": "Failed", "containerStatuses": [{"name": container, "state": {"terminated": terminated}, "restartCount": 0}]}
+
+    await cluster.mutate("v1", "pods", namespace, name, failed)
+    role = "Master" if kind == "PyTorchJob" else "Launcher"
+    if not retryable_exit_code(exit_code):
+        await set_condition(cluster, kind, namespace, job, "Failed", f"{kind}Failed", f"{kind} {job} is failed because 1 {role} replica(s) failed.")
+        return name
+    await cluster.remove("v1", "pods", namespace, name)
+    await set_condition(cluster, kind, namespace, job, "Restarting", f"{kind}Restarting", f"{kind} {job} is restarting because 1 {role} replica(s) failed.")
+
+    def not_running(obj: dict[str, Any]) -> None:
+        for c in obj["status"]["conditions"]:
+            if c["type"] == "Running":
+                c["status"] = "False"
+
+    await cluster.mutate(*KINDS[kind], namespace, job, not_running)
+    return await start_pod(cluster, kind, namespace, job, phase="Pending")
+
+
+async def pod_runs_again(cluster: Cluster, kind: str, namespace: str, job: str) -> str:
+    """The recreated pod runs: the training-operator flips Restarting to False and Running to True."""
+    name = await start_pod(cluster, kind, namespace, job)
+
+    def running(obj: dict[str, Any]) -> None:
+        conditions = obj["status"]["conditions"]
+        for c in conditions:
+            if c["type"] == "Restarting":
+                c["status"] = "False"
+        conditions[:] = [c for c in conditions if c["type"] != "Running"]
+        conditions.append({"type": "Running", "status": "True", "reason": f"{kind}Running", "message": f"{kind} {job} is running."})
+
+    await cluster.mutate(*KINDS[kind], namespace, job, running)
+    return name

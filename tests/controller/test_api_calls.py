@@ -22,7 +22,7 @@ from typing import Any
 from conftest import FTJ, MPI, PTJ, example_job, eventually
 from emulator import Cluster
 from emulator_auth import TokenAuthority
-from kubeflow import progress_line, set_condition, stage_line, start_pod
+from kubeflow import pod_exits, progress_line, set_condition, stage_line, start_pod
 from pushlib import free_port, post
 
 from kubetune.api import contract
@@ -64,6 +64,23 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
     await cluster.put_object(*FTJ, example_job("invalid", method="qlora"))
     await eventually(lambda: phase(cluster, "invalid") == "Failed", what="invalid Failed")
     assert cluster.read(*PTJ, NS, "invalid") is None
+
+    # A queued job (the LocalQueue is a prerequisite), suspended and resumed twice: the second
+    # identical Event is counted on the first one (a PATCH of the Event).
+    await cluster.put_object(*FTJ, example_job("queued", scheduling={"queueName": "gpu-queue"}))
+    await eventually(lambda: phase(cluster, "queued") == "Pending", what="queued Pending")
+    for suspend in (True, False, True):
+        await cluster.mutate(*FTJ, NS, "queued", lambda o, s=suspend: o["spec"].update(suspend=s))
+        await eventually(lambda: (cluster.read(*FTJ, NS, "queued") or {})["status"].get("observedGeneration") == (cluster.read(*FTJ, NS, "queued") or {})["metadata"]["generation"], what="observed")
+    await eventually(lambda: any(e.get("count") == 2 for e in cluster.objects("v1", "events", NS)), what="a counted Event")
+
+    # Retryable exits past the backoff limit: the child is suspended by a server-side apply.
+    await cluster.put_object(*FTJ, example_job("retries", runPolicy={"backoffLimit": 0}))
+    await eventually(lambda: cluster.read(*PTJ, NS, "retries"), what="retries PyTorchJob")
+    await set_condition(cluster, "PyTorchJob", NS, "retries", "Running")
+    await start_pod(cluster, "PyTorchJob", NS, "retries")
+    await pod_exits(cluster, "PyTorchJob", NS, "retries", 130)
+    await eventually(lambda: phase(cluster, "retries") == "Failed", what="retries Failed")
 
 
 async def test_recorded_api_calls_match_the_committed_set(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:

@@ -57,7 +57,7 @@ async def test_create_makes_configmap_and_pytorchjob_owned_by_the_finetunejob(cl
     assert st["observedGeneration"] == 1
     assert condition(cluster, "Validated")["status"] == "True"
     assert condition(cluster, "Created")["status"] == "True"
-    assert ("Normal", "Created", "created ConfigMap qwen-lora-kubetune and PyTorchJob qwen-lora") in events(cluster)
+    await eventually(lambda: ("Normal", "Created", "created ConfigMap qwen-lora-kubetune and PyTorchJob qwen-lora") in events(cluster), what="the Created Event")
 
     stored = cluster.read(*FTJ, NS, "qwen-lora")
     assert stored is not None
@@ -93,7 +93,7 @@ async def test_full_lifecycle_running_progress_exporting_succeeded(cluster: Clus
     st = status(cluster)
     FineTuneJobStatus.model_validate(st)
     assert st["completionTime"]
-    assert condition(cluster, "Succeeded")["status"] == "True"
+    assert condition(cluster, "Succeeded")["status"] == "True" and condition(cluster, "Succeeded")["reason"] == "JobSucceeded"
     assert condition(cluster, "Running")["status"] == "False"
     await eventually(lambda: len(events(cluster)) == 4, what="4 events")
     assert [reason for _, reason, _ in events(cluster)] == ["Created", "Running", "Exporting", "Succeeded"]
@@ -192,7 +192,8 @@ async def test_immutable_change_is_rejected_and_children_keep_their_settings(clu
     rejected = await eventually(lambda: condition(cluster, "Validated").get("reason") == "ImmutableFieldChanged" and condition(cluster, "Validated"), what="rejection")
     assert rejected["status"] == "False" and "spec.training cannot change" in rejected["message"]
     assert rejected["observedGeneration"] == 2 and status(cluster)["observedGeneration"] == 2
-    assert any(r == "ImmutableFieldChanged" for _, r, _ in events(cluster))
+    # Events follow the status patch that announces them (the executor's order).
+    await eventually(lambda: any(r == "ImmutableFieldChanged" for _, r, _ in events(cluster)), what="the ImmutableFieldChanged Event")
     assert cluster.read(*CM, NS, "qwen-lora-kubetune") == cm_before
     assert cluster.read(*PTJ, NS, "qwen-lora") == ptj_before
 
@@ -212,6 +213,7 @@ async def test_suspend_toggles_the_child_run_policy(cluster: Cluster, operator: 
     await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is True, what="child suspended")
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Suspended")
     await eventually(lambda: phase_is(cluster, "Suspended"), what="phase Suspended")
+    assert condition(cluster, "Suspended")["reason"] == "JobSuspended" and "spec.suspend: false" in condition(cluster, "Suspended")["message"]
     assert ("Normal", "Suspending", "suspending PyTorchJob qwen-lora") in events(cluster)
 
     await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].update(suspend=False))

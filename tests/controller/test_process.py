@@ -70,6 +70,7 @@ def test_flags_select_namespaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 async def test_health_and_metrics_endpoints(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:
     metrics_port, health_port = free_port(), free_port()
     await operator(dataclasses.replace(config, metrics_port=metrics_port, health_port=health_port))
+    cluster.inject("patch", "configmaps", 500, times=1)  # one failed reconcile, retried
     await cluster.put_object(*FTJ, example_job())
     await cluster.put_object(*FTJ, example_job("bad", method="qlora"))
     await eventually(lambda: cluster.read(*PTJ, "team-a", "qwen-lora"), what="the PyTorchJob")
@@ -83,9 +84,10 @@ async def test_health_and_metrics_endpoints(cluster: Cluster, operator: Any, con
         return text if done else ""
 
     text = await eventually(scrape, what="metrics")
-    assert 'kubetune_reconcile_seconds_count{handler="start"}' in text
+    assert 'kubetune_reconcile_seconds_count{handler="reconcile"}' in text
     assert 'kubetune_api_requests_total{code="201",verb="patch"}' in text
-    assert 'kubetune_reconcile_errors_total{handler="start",kind="Rejected"} 1.0' in text
+    assert 'kubetune_reconcile_errors_total{handler="reconcile",kind="ApiError"} 1.0' in text
+    assert 'kubetune_api_retries_total{reason="500"} 1.0' in text
 
 
 async def test_namespaced_operator_ignores_other_namespaces(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:
@@ -107,7 +109,9 @@ def test_cli_flags_reach_the_operator_config(tmp_path: Path, monkeypatch: pytest
     config = config_from_args(args)
     assert config.namespaces == ("a", "b")
     assert config.sync_interval_s == 5.0 and config.peering is None and config.priority == 7
-    assert config_from_args(build_parser().parse_args(["operator"])).namespaces == ()
+    # Outside a cluster the default is the kubeconfig context's namespace (as kubectl), -A is every one.
+    assert config_from_args(build_parser().parse_args(["operator"])).namespaces == ("team-a",)
+    assert config_from_args(build_parser().parse_args(["operator", "-A"])).namespaces == ()
 
 
 def test_the_operator_never_imports_the_ml_stack() -> None:
@@ -132,7 +136,8 @@ async def test_kubetune_operator_command_runs_against_kubeconfig(cluster: Cluste
         KUBECONFIG.replace('"https://k8s.example:6443", insecure-skip-tls-verify: true', f'"{str(cluster.url).rstrip("/")}"'),
         encoding="utf-8",
     )
-    cmd = [sys.executable, "-m", "kubetune", "operator", "--peering", "", "--sync-interval", "0.5",
+    # As the README shows it: no --peering flag, and no peering object in the cluster.
+    cmd = [sys.executable, "-m", "kubetune", "operator", "--sync-interval", "0.5",
            "--metrics-port", str(free_port()), "--health-port", str(free_port())]  # fmt: skip
     proc = subprocess.Popen(cmd, env={**os.environ, "KUBECONFIG": str(config)}, stderr=subprocess.PIPE, text=True)
     try:
@@ -150,5 +155,56 @@ async def test_kubetune_operator_command_runs_against_kubeconfig(cluster: Cluste
             proc.kill()
     assert proc.returncode == 0
     assert proc.stderr is not None
-    first_line = proc.stderr.readline()
-    assert first_line.startswith("{") and '"message"' in first_line, "logs are JSON lines"
+    lines = proc.stderr.read().splitlines()
+    assert lines[0].startswith("{") and '"message"' in lines[0], "logs are JSON lines"
+    scope = [line for line in lines if "standalone" in line]
+    assert len(scope) == 1, lines
+    assert "watching namespace(s) team-a" in scope[0] and "no ClusterKopfPeering" not in scope[0]
+    assert "no KopfPeering 'kubetune' in namespace team-a" in scope[0]
+    assert not any("Handler 'index' succeeded" in line for line in lines), "per-event lines are debug only"
+
+
+async def test_a_busy_port_is_one_error_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "config"
+    config.write_text(KUBECONFIG, encoding="utf-8")
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))  # noqa: S104 - the address the operator binds
+        busy.listen()
+        port = busy.getsockname()[1]
+        cmd = [sys.executable, "-m", "kubetune", "operator", "--metrics-port", str(port), "--health-port", str(free_port())]
+        proc = subprocess.run(cmd, env={**__import__("os").environ, "KUBECONFIG": str(config)}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"metrics port {port} is already in use" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+async def test_two_operators_of_the_same_priority_say_why_they_pause(cluster: Cluster, operator: Any, config: OperatorConfig, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="kubetune.operator")
+    cluster.declare("kopf.dev/v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False, has_status=False)
+    await cluster.put_object("kopf.dev/v1", "clusterkopfpeerings", {"metadata": {"name": "kubetune"}})
+    await operator(dataclasses.replace(config, peering="kubetune"))
+    await operator(dataclasses.replace(config, peering="kubetune"))
+    said = await eventually(
+        lambda: [r.getMessage() for r in caplog.records if "same peering priority 0" in r.getMessage()], timeout=20, what="the pause explained"
+    )
+    assert any("--priority 1" in m for m in said) and any(r.levelname == "ERROR" for r in caplog.records if "same peering" in r.getMessage())
+
+
+async def test_a_namespaced_copy_refuses_to_race_a_clusterwide_operator(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:
+    import datetime
+
+    from kubetune.controller.main import Refused
+
+    cluster.declare("kopf.dev/v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False, has_status=False)
+    alive = {"priority": 0, "lifetime": 60, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
+    await cluster.put_object("kopf.dev/v1", "clusterkopfpeerings", {"metadata": {"name": "kubetune"}, "status": {"kubetune-incluster": alive}})
+    with pytest.raises(Refused, match=r"kubetune-incluster.*kubetune operator -A --priority 100"):
+        await operator(dataclasses.replace(config, peering="kubetune", namespaces=("team-a",)))
+    await cluster.put_object(*FTJ, example_job())
+    assert not (cluster.read(*FTJ, "team-a", "qwen-lora") or {}).get("status")

@@ -83,8 +83,8 @@ async def test_injected_api_failures_and_dropped_watches_converge(cluster: Clust
     cluster.inject("patch", "configmaps", 429, times=2)
     cluster.inject("patch", "pytorchjobs", 409, times=1)
     cluster.inject("patch", "pytorchjobs", 500, times=1)
-    cluster.inject("get", "pytorchjobs", 500, times=2)
-    cluster.inject("list", "pods", 503, times=2)
+    cluster.inject("list", "pytorchjobs", 500, times=2)  # the child informer's LIST (status follows a watch, no GETs)
+    cluster.inject("list", "pods", 503, times=2)  # the pod informer's LIST
     cluster.inject("create", "events", 500, times=1)
     await operator()
     await cluster.drop_watches()  # an API server restart right after start

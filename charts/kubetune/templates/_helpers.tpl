@@ -65,47 +65,55 @@ RBAC rules for namespaced resources: exactly the API calls the operator makes
 Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 */}}
 {{- define "kubetune.rules.namespaced" -}}
-# kopf lists and watches FineTuneJobs, and patches them for its own bookkeeping
-# (kubetune.io/ annotations, the kubetune.io/finalizer finalizer).
+# kopf lists and watches FineTuneJobs (an event handler only: it writes nothing to them).
 - apiGroups: [kubetune.io]
   resources: [finetunejobs]
-  verbs: [list, watch, patch]
-# Phase, conditions and progress.
+  verbs: [list, watch]
+# Phase, conditions, progress and retries: one merge patch with a resourceVersion precondition.
 - apiGroups: [kubetune.io]
   resources: [finetunejobs/status]
   verbs: [patch]
 # Children, written with server-side apply (a PATCH, authorized as create when the object is
-# new) and read back: the ConfigMap (train.yaml, ds_config.json, dataset_info.json) and the
-# Kubeflow PyTorchJob (kubeflow.org/v1) or MPIJob (kubeflow.org/v2beta1). Deleting a FineTuneJob
-# deletes them through ownerReferences (the garbage collector), not the operator.
+# new): the ConfigMap (train.yaml, ds_config.json, dataset_info.json; read back to compare a spec
+# edit with the spec the pods run) and the Kubeflow PyTorchJob (kubeflow.org/v1) or MPIJob
+# (kubeflow.org/v2beta1), whose status the operator follows through a watch. Deleting a
+# FineTuneJob deletes them through ownerReferences (the garbage collector), not the operator.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create, patch]
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs, mpijobs]
-  verbs: [get, create, patch]
+  verbs: [list, watch, create, patch]
 # Not an API call: the children's ownerReferences set blockOwnerDeletion, which clusters with the
 # OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) allow only to clients
 # that can update the owner's finalizers.
 - apiGroups: [kubetune.io]
   resources: [finetunejobs/finalizers]
   verbs: [update]
-# Training pods, listed by job label: why a job is pending or failed (Unschedulable, OOMKilled,
-# ImagePullBackOff), and whether a pod that pushes progress belongs to the job it reports for ...
+# Training pods (label training.kubeflow.org/job-name), watched: why a job is pending or failed
+# (Unschedulable, OOMKilled, ImagePullBackOff, a missing Secret or PVC) and retryable exits ...
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 # ... and the rank-0 pod's log, where the trainer prints progress lines.
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
-# Events on FineTuneJobs (phase transitions, kopf handler failures).
+# Prerequisites checked before the children are created: the PVCs and the Kueue LocalQueue the
+# spec names (only whether they exist; Secrets are not read: a missing one shows on the pod).
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get]
+- apiGroups: [kueue.x-k8s.io]
+  resources: [localqueues]
+  verbs: [get]
+# Events on FineTuneJobs; a repeated identical Event is counted (patched), not posted again.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, patch]
 {{- if .Values.watchNamespaces }}
 # kopf peering, per namespace: watch the KopfPeering and announce this operator in it
-# (get: the status loop reads it to pause together with kopf's handlers).
+# (get: the operator checks it exists at start, and its workers read it to pause together with kopf).
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
   verbs: [get, list, watch, patch]
@@ -123,7 +131,7 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 {{- end }}
 {{- if not .Values.watchNamespaces }}
 # kopf peering, cluster-wide: watch the ClusterKopfPeering and announce this operator in it
-# (get: the status loop reads it to pause together with kopf's handlers).
+# (get: the operator checks it exists at start, and its workers read it to pause together with kopf).
 - apiGroups: [kopf.dev]
   resources: [clusterkopfpeerings]
   verbs: [get, list, watch, patch]

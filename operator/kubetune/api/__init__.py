@@ -47,6 +47,7 @@ from .status import (
     OutputLocation,
     Phase,
     Progress,
+    Retries,
 )
 
 __all__ = [
@@ -82,6 +83,7 @@ __all__ = [
     "PpoSpec",
     "PreferenceSpec",
     "Progress",
+    "Retries",
     "QuantizationSpec",
     "ResourcesSpec",
     "ServeSpec",

@@ -17,7 +17,7 @@ from .base import ApiModel
 Phase = Literal["Pending", "Running", "Exporting", "Succeeded", "Failed", "Suspended"]
 TERMINAL_PHASES: tuple[Phase, ...] = ("Succeeded", "Failed")
 
-ConditionType = Literal["Validated", "Feasible", "Created", "Running", "Exporting", "Succeeded", "Failed", "Suspended"]
+ConditionType = Literal["Validated", "Feasible", "Created", "PrerequisitesReady", "Running", "Exporting", "Succeeded", "Failed", "Suspended"]
 
 
 class Condition(ApiModel):
@@ -180,6 +180,26 @@ def evaluation_from_stage(event: dict[str, object]) -> EvaluationStatus | None:
         return None
 
 
+class Retries(ApiModel):
+    """Training pods that exited with a retryable code (>= 128) and were recreated by Kubeflow.
+
+    Counted by the operator (the training-operator does not count ``restartPolicy: ExitCode``
+    replicas against ``runPolicy.backoffLimit``); kept here so the count survives operator
+    restarts and pod replacement.
+    """
+
+    model_config = ApiModel.model_config | {"strict": False}
+
+    count: Annotated[int, Field(ge=0)] = 0
+    """Retryable pod failures so far; more than spec.runPolicy.backoffLimit fails the job."""
+    last_exit_code: int | None = None
+    """Exit code of the newest counted failure."""
+    last_pod: Annotated[str, Field(max_length=253)] | None = None
+    """Pod of the newest counted failure."""
+    counted_pods: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=128)] | None = None
+    """UIDs of the pods already counted (so a failure is never counted twice)."""
+
+
 class FineTuneJobStatus(ApiModel):
     """Observed state of a FineTuneJob. Written only by the operator."""
 
@@ -207,6 +227,8 @@ class FineTuneJobStatus(ApiModel):
     """Where to find the results."""
     auto_tune: AutoTuneStatus | None = None
     """With spec.autoTune: the ZeRO stage, offload and micro-batch kubetune chose, and why."""
+    retries: Retries | None = None
+    """Retryable training pod failures, against spec.runPolicy.backoffLimit."""
     message: Annotated[str, Field(max_length=32768)] | None = None
     """Latest human-readable summary (same as the most relevant condition's message)."""
     evaluation: EvaluationStatus | None = None

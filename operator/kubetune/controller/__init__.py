@@ -1,12 +1,17 @@
 """The kubetune operator: FineTuneJob -> ConfigMap + Kubeflow PyTorchJob/MPIJob, and status back.
 
-Modules, from the outside in: ``main`` (process: flags, JSON logs, metrics,
-health, kopf and peering), ``handlers`` (thin kopf handlers), ``reconcile``
-(start a job, react to spec edits), ``sync`` (the status loop that mirrors the
-child job and reads progress; ``peering`` pauses it like kopf pauses its
-handlers), ``status`` and ``progress`` (pure rules the tests pin down),
-``children`` (server-side apply of the rendered children), ``runtime``
-(settings, Events, retry policy), ``metrics`` and ``kube`` (a small async
-client).  Every API call goes through ``kube`` or kopf;
-``tests/controller/expected_api_calls.json`` lists them all.
+One path per reconcile, observe -> decide -> act:
+
+* ``snapshot.observe`` builds one immutable ``Snapshot`` of a FineTuneJob from the watch caches
+  (``cache``: children and training pods; the FineTuneJob from kopf's watch), the last progress
+  report (``intake`` push board, else a rank-0 log tail at a low rate, ``progress``), and the
+  prerequisites' presence;
+* ``decide.decide`` (pure) turns it into a ``Decision``: desired children (``render()``), the
+  complete desired status, Events, and when to look again; reasons and hints come from ``reasons``;
+* ``act.Executor`` applies it: server-side apply of the children, one status patch with a
+  resourceVersion precondition, Events deduplicated and aggregated.
+
+``loop`` holds the work queue and the workers; ``handlers`` (kopf) and the informers only enqueue
+keys.  ``main`` is the process (flags, logs, metrics, health, peering).  Every API call goes through
+``kube`` or kopf; ``tests/controller/expected_api_calls.json`` lists them all.
 """

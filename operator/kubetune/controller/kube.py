@@ -20,7 +20,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +29,9 @@ import aiohttp
 
 FIELD_MANAGER = "kubetune"
 """The one field manager of every server-side apply the operator sends."""
+
+Items = list[dict[str, Any]]
+"""A LIST's items (an alias: inside ``Kube`` the name ``list`` is its method)."""
 
 SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 SA_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
@@ -252,7 +255,10 @@ class Kube:
         data = None if body is None else json.dumps(body)
         resource = url.split("/namespaces/", 1)[-1].split("/", 1)[-1] if "/namespaces/" in url else url
         for attempt in (1, 2):
-            headers = {"Accept": "text/plain" if text else "application/json"}
+            # Logs: a JSON-accepting header, as kubectl sends. With "text/plain" alone the API server
+            # answers 406 NotAcceptable whenever it has to return an error Status instead of log text
+            # (e.g. the pod's node is gone), hiding the real 404.
+            headers = {"Accept": "application/json, */*" if text else "application/json"}
             token = self.bearer()
             if token:
                 headers["Authorization"] = f"Bearer {token}"
@@ -323,6 +329,56 @@ class Kube:
             params["container"] = container
         result: str = await self.request("get", "GET", path("v1", "pods", namespace, pod, "log"), params=params, text=True)
         return result
+
+    async def list_page(
+        self, api_version: str, plural: str, namespace: str | None, label_selector: str | None = None
+    ) -> tuple[Items, str]:
+        """A LIST (all namespaces when ``namespace`` is None): the items and the list's resourceVersion."""
+        params = {"labelSelector": label_selector} if label_selector else None
+        result = await self.request("list", "GET", path(api_version, plural, namespace), params=params)
+        return list(result.get("items") or []), str((result.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def watch(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        resource_version: str,
+        label_selector: str | None = None,
+        timeout_s: int = 300,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of one WATCH from ``resource_version`` (bookmarks on), until the server ends it."""
+        params = {"watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_s)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        await self.fresh_connection()  # expired credentials are reloaded first, as for every request
+        headers = {"Accept": "application/json"}
+        token = self.bearer()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        url = path(api_version, plural, namespace)
+        resource = url.rsplit("/", 1)[-1]
+        try:
+            async with self._get_session().get(
+                url.lstrip("/"), params=params, headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_s + 30)
+            ) as resp:
+                self.on_request("watch", resource, resp.status)
+                if resp.status == 401 and self.connection.refreshable:
+                    # Revoked before its expiry: reload now; the caller's retry watches with the new one.
+                    error = await _api_error(resp)
+                    await self.fresh_connection(rejected=token or "")
+                    raise error
+                if resp.status >= 400:
+                    raise await _api_error(resp)
+                buffer = b""
+                async for chunk in resp.content.iter_any():  # no line-length limit (objects can be large)
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield json.loads(line)
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            raise ApiError(0, "ConnectionError", repr(exc)) from exc
 
     async def create(self, api_version: str, plural: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self.request(

@@ -1,22 +1,23 @@
 """``kubetune operator``: run the operator process.
 
-Deployment shape (the Helm chart): one Deployment, ``replicas: 1``,
-``strategy: Recreate``, so an upgrade never runs two operators at once.  kopf
-*peering* (``--peering kubetune``, a ClusterKopfPeering for ``--all-namespaces``
-or a KopfPeering per namespace, both CRDs shipped by the chart) is not leader
-election: every operator announces itself with a priority and the ones with a
-lower priority pause their handlers.  It makes an accidental second operator
-(say, ``kubetune operator --priority 100`` on a laptop against the cluster,
-for debugging) take over safely instead of racing the in-cluster one.
-``--peering ''`` runs standalone.  The status loop (not a kopf handler) applies
-kopf's pause rule itself from the same peering object (see ``peering``).
+Deployment shape (the Helm chart): one Deployment, ``replicas: 1``, ``strategy: Recreate``, so
+an upgrade never runs two operators at once.  kopf *peering* (``--peering kubetune``, a
+ClusterKopfPeering for ``--all-namespaces`` or a KopfPeering per namespace, both created by the
+chart) is not leader election: every operator announces itself with a priority and the ones with
+a lower or equal priority pause.  Started where the peering object (or its CRD) does not exist,
+the operator runs standalone and says so in one log line; ``--peering ''`` always runs
+standalone.  ``kubetune operator -A --priority 100`` on a laptop takes over from the in-cluster
+one while it runs (the in-cluster one pauses and says so).
 
-The process serves: kopf's liveness endpoint on ``--health-port``
-(``/healthz``), Prometheus metrics on ``--metrics-port`` (``/metrics``: jobs
-by phase, reconcile latency, errors, API requests and retries), and JSON logs
-on stderr; with ``--progress-port`` also the progress intake (``intake``: trainers
-POST their progress, verified by TokenReview; ``--progress-url`` tells the pods
-where).  Credentials: ``$KUBECONFIG`` (first file), else the in-cluster
+Namespaces: ``-n NS`` (repeatable) watches those; ``-A`` watches all.  With neither, a copy
+running inside a cluster watches all namespaces, and a copy running outside (a laptop) watches
+only the kubeconfig context's namespace, as kubectl does.  The scope is logged at start.
+
+The process serves kopf's liveness endpoint on ``--health-port`` (``/healthz``), Prometheus
+metrics on ``--metrics-port`` (``/metrics``), and JSON logs on stderr; with ``--progress-port`` also the
+progress intake (``intake``: trainers POST their progress, verified by TokenReview; ``--progress-url``
+tells the pods where).  A port already in use is
+one error line and exit code 1.  Credentials: ``$KUBECONFIG`` (first file), else the in-cluster
 ServiceAccount, else ``~/.kube/config``.
 """
 
@@ -27,6 +28,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import socket
 from typing import Any
 
 import kopf
@@ -34,11 +36,54 @@ import kopf
 from kubetune.render import RenderOptions
 
 from .handlers import register
-from .intake import intake_for
-from .kube import Kube, load_connection
+from .intake import ProgressBoard, intake_for
+from .kube import SA_TOKEN, Kube, load_connection
+from .loop import Controller
 from .metrics import Metrics
+from .peering import live_clusterwide_peers, missing_peering
 from .runtime import OperatorConfig, Runtime
-from .sync import StatusSync
+
+log = logging.getLogger("kubetune.operator")
+
+
+class PortBusy(Exception):
+    """A port the operator must serve on is taken."""
+
+
+class Refused(Exception):
+    """Starting would make two operators act on the same jobs."""
+
+
+def _check_port(port: int | None, what: str) -> None:
+    if port is None:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))  # noqa: S104 - the same address the server binds
+        except OSError as exc:
+            raise PortBusy(f"{what} port {port} is already in use ({exc.strerror}): stop what uses it, or pass --{what}-port") from exc
+
+
+class _QuietHandlerSuccess(logging.Filter):
+    """kopf logs "Handler 'index' succeeded." at info for every event of every job: debug only."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        if text.startswith("Handler '") and text.endswith(" succeeded."):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self.verbose
+        return True
+
+
+def quiet_kopf(verbose: bool = False) -> None:
+    logger = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, _QuietHandlerSuccess) for f in logger.filters):
+        logger.addFilter(_QuietHandlerSuccess(verbose))
 
 
 MAX_DIFFBASE_BYTES = 128 * 1024
@@ -86,33 +131,71 @@ async def serve(
     *,
     stop_flag: Any = None,
     ready_flag: Any = None,
+    board: ProgressBoard | None = None,
 ) -> Runtime:
-    """Run one operator until ``stop_flag`` (or a signal); returns its runtime for inspection."""
+    """Run one operator until ``stop_flag`` (or a signal); returns its runtime for inspection.
+
+    ``board``: where pushed progress reports land (a new one when not given)."""
+    _check_port(config.metrics_port, "metrics")
+    _check_port(config.health_port, "health")
+    quiet_kopf()
     metrics = Metrics()
-    rt = Runtime(config, Kube(config.connection, on_request=metrics.on_request), metrics)
-    sync = StatusSync(rt)
-    metrics.watch_phases(sync.phases)
+    board = board if board is not None else ProgressBoard()
+    rt = Runtime(config, Kube(config.connection, on_request=metrics.on_request), metrics, board=board)
+    scope = "all namespaces" if not config.namespaces else "namespace(s) " + ", ".join(config.namespaces)
+    peering = config.peering
+    try:
+        why = await missing_peering(rt.kube, peering, config.namespaces) if peering is not None else None
+    except Exception as exc:  # noqa: BLE001 - the server is unreachable: kopf will say so and retry
+        why = None
+        log.debug("could not check the peering object: %s", exc)
+    if peering is None:
+        log.info("watching %s; running standalone (--peering '')", scope)
+    elif why is not None:
+        if config.namespaces:
+            # A namespaced copy cannot pause a cluster-wide one (they peer on different objects):
+            # never race it silently.
+            others = await live_clusterwide_peers(rt.kube, config.peering or "")
+            if others:
+                await rt.kube.close()
+                raise Refused(
+                    f"an operator watching all namespaces runs ({', '.join(others)} on ClusterKopfPeering {config.peering!r}); "
+                    f"this copy for {scope} would race it: run `kubetune operator -A --priority 100` to take over instead, or stop it"
+                )
+        log.info("watching %s; running standalone, without peering: %s", scope, why)
+        peering = None
+    else:
+        log.info("watching %s; peering %r with priority %d", scope, peering, config.priority)
+    controller = Controller(rt, peering=peering)
+    metrics.watch_phases(controller.phases)
     registry = kopf.OperatorRegistry()
-    register(registry, rt, sync)
+    register(registry, rt, controller)
     if config.metrics_port is not None:
-        metrics.serve(config.metrics_port)
+        try:
+            metrics.serve(config.metrics_port)
+        except OSError as exc:
+            raise PortBusy(f"metrics port {config.metrics_port} is already in use ({exc.strerror}): stop what uses it, or pass --metrics-port") from exc
     metrics.up.set(1)
     intake = None
     if config.progress_port is not None:
         intake = intake_for(
-            rt.kube, rt.board, host=config.progress_host, port=config.progress_port, tls=config.progress_tls,
+            rt.kube, board, host=config.progress_host, port=config.progress_port, tls=config.progress_tls,
             on_result=lambda code: metrics.progress_reports.labels(str(code)).inc(), namespaces=config.namespaces,
         )
-        await intake.start()
-    loop_task = asyncio.create_task(sync.run(), name="kubetune-status-sync")
+        try:
+            await intake.start()
+        except OSError as exc:
+            await rt.kube.close()
+            raise PortBusy(f"progress port {config.progress_port} is already in use ({exc.strerror}): stop what uses it, or pass --progress-port") from exc
+    loop_task = asyncio.create_task(controller.run(), name="kubetune-controller")
     try:
         await kopf.operator(
             registry=registry,
             settings=settings_for(config),
             clusterwide=not config.namespaces,
             namespaces=config.namespaces,
-            standalone=config.peering is None,
-            peering_name=config.peering,
+            standalone=peering is None,
+            peering_name=peering,
             priority=config.priority,
             identity=rt.identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
             liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
@@ -129,8 +212,16 @@ async def serve(
     return rt
 
 
+def in_cluster(connection: Any) -> bool:
+    return getattr(connection, "token_file", None) == SA_TOKEN
+
+
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    connection = load_connection()
     namespaces: tuple[str, ...] = () if getattr(args, "all_namespaces", False) else tuple(args.namespace or ())
+    if not namespaces and not getattr(args, "all_namespaces", False) and not in_cluster(connection):
+        # Outside a cluster (a laptop) the default is the kubeconfig context's namespace, as for kubectl.
+        namespaces = (getattr(connection, "default_namespace", None) or "default",)
     options = RenderOptions(
         **({"image": args.trainer_image} if getattr(args, "trainer_image", None) else {}),
         default_queue=getattr(args, "default_queue", None),
@@ -143,12 +234,12 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         raise ValueError("--progress-tls-cert needs --progress-tls-key")
     peering = getattr(args, "peering", "kubetune")
     return OperatorConfig(
-        connection=load_connection(),
+        connection=connection,
         namespaces=namespaces,
         render_options=options,
         metrics_port=getattr(args, "metrics_port", 8080),
         health_port=getattr(args, "health_port", 8081),
-        sync_interval_s=float(getattr(args, "sync_interval", 15.0)),
+        sync_interval_s=float(getattr(args, "sync_interval", 60.0)),
         peering=peering or None,
         priority=int(getattr(args, "priority", 0)),
         progress_port=getattr(args, "progress_port", None) or None,
@@ -158,7 +249,9 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
 
 def run_operator(args: argparse.Namespace) -> int:
     """Entry point of ``kubetune operator``; returns the process exit code."""
-    kopf.configure(log_format=kopf.LogFormat.JSON, verbose=bool(getattr(args, "verbose", False)))
+    verbose = bool(getattr(args, "verbose", False))
+    kopf.configure(log_format=kopf.LogFormat.JSON, verbose=verbose)
+    quiet_kopf(verbose)
     try:
         config = config_from_args(args)
     except ValueError as exc:
@@ -169,6 +262,9 @@ def run_operator(args: argparse.Namespace) -> int:
         return 1
     try:
         asyncio.run(serve(config))
+    except (PortBusy, Refused) as exc:
+        logging.getLogger("kubetune.operator").error("%s", exc)
+        return 1
     except KeyboardInterrupt:
         return 0
     return 0

@@ -40,14 +40,14 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.reconcile_seconds = Histogram(
-            "kubetune_reconcile_seconds", "Time spent in one handler or status sync", ["handler"], registry=r
+            "kubetune_reconcile_seconds", "Time spent in one reconcile (observe, decide, act)", ["handler"], registry=r
         )
-        self.errors = Counter("kubetune_reconcile_errors_total", "Handler failures by kind", ["handler", "kind"], registry=r)
+        self.errors = Counter("kubetune_reconcile_errors_total", "Failed reconciles by exception kind (retried with backoff)", ["handler", "kind"], registry=r)
         self.api_requests = Counter(
             "kubetune_api_requests_total", "API requests made by kubetune itself", ["verb", "code"], registry=r
         )
         self.api_retries = Counter(
-            "kubetune_api_retries_total", "Handler runs deferred (TemporaryError) because of an API error", ["reason"], registry=r
+            "kubetune_api_retries_total", "Reconciles retried because of an API error, by HTTP status", ["reason"], registry=r
         )
         self.events = Counter("kubetune_events_total", "Kubernetes Events posted", ["reason"], registry=r)
         self.progress_reports = Counter(

@@ -1,13 +1,13 @@
-"""Keep the status loop as quiet as kopf's handlers when peering pauses this operator.
+"""Peering: who else runs, so the workers pause exactly when kopf pauses its watch.
 
-kopf pauses its own handlers when a live peer with a higher (or the same)
-priority announces itself in the peering object, but the status loop is ours,
-so it must make the same decision: it reads the peering object (one GET per
-interval per peering object, whatever the number of jobs) and applies kopf's
-rule to the peers kopf records in its ``status`` (``{identity: {priority,
-lifetime, lastseen}}``).  A peering object that cannot be read leaves the loop
-running: peering protects against a second operator, and an RBAC or CRD
-problem must not silently stop status updates.
+kopf pauses its own handlers when a live peer with a higher (or the same) priority announces
+itself in the peering object; the controller's workers are ours, so they make the same decision:
+they read the peering object (one GET per ``peering_check_s``, whatever the number of jobs) and
+apply kopf's rule to the peers kopf records in its ``status`` (``{identity: {priority, lifetime,
+lastseen}}``).  A peering object that cannot be read leaves the workers running: peering protects
+against a second operator, and an RBAC or CRD problem must not silently stop status updates.
+At start, ``missing_peering`` tells whether the peering object exists at all (else the operator
+runs standalone and says so), and ``live_clusterwide_peers`` whether a cluster-wide operator runs.
 """
 
 from __future__ import annotations
@@ -54,18 +54,58 @@ def blocking_peers(status: Mapping[str, Any], identity: str, priority: int, now:
     return blockers
 
 
-async def paused(kube: Kube, name: str | None, namespaces: tuple[str, ...], identity: str, priority: int) -> bool:
-    """Whether kopf's peering rule pauses this operator now."""
+async def pause_state(kube: Kube, name: str | None, namespaces: tuple[str, ...], identity: str, priority: int) -> dict[str, int]:
+    """The live peers that pause this operator now (kopf's rule), with their priorities."""
     if name is None:
-        return False
+        return {}
     now = datetime.datetime.now(datetime.UTC)
-    targets = [("clusterkopfpeerings", None)] if not namespaces else [("kopfpeerings", ns) for ns in namespaces]
-    for plural, namespace in targets:
+    blockers: dict[str, int] = {}
+    for plural, namespace in _targets(namespaces):
         try:
             obj = await kube.request("get", "GET", path(PEERING_API, plural, namespace, name))
         except ApiError as exc:
-            log.debug("peering object %s unreadable (%s): status loop stays active", name, exc)
+            log.debug("peering object %s unreadable (%s): the workers stay active", name, exc)
             continue
-        if blocking_peers(obj.get("status") or {}, identity, priority, now):
-            return True
-    return False
+        status = obj.get("status") or {}
+        for peer in blocking_peers(status, identity, priority, now):
+            blockers[peer] = int(status[peer].get("priority", 0))
+    return blockers
+
+
+async def paused(kube: Kube, name: str | None, namespaces: tuple[str, ...], identity: str, priority: int) -> bool:
+    """Whether kopf's peering rule pauses this operator now."""
+    return bool(await pause_state(kube, name, namespaces, identity, priority))
+
+
+def _targets(namespaces: tuple[str, ...]) -> list[tuple[str, str | None]]:
+    return [("clusterkopfpeerings", None)] if not namespaces else [("kopfpeerings", ns) for ns in namespaces]
+
+
+async def missing_peering(kube: Kube, name: str, namespaces: tuple[str, ...]) -> str | None:
+    """Why peering ``name`` cannot be used (no CRD, no object in a namespace), or None when it can.
+
+    kopf with a peering name but no peering object (or CRD) stays paused without a word; the
+    operator checks first and runs standalone instead, saying so.
+    """
+    for plural, namespace in _targets(namespaces):
+        kind = "ClusterKopfPeering" if namespace is None else "KopfPeering"
+        where = "" if namespace is None else f" in namespace {namespace}"
+        try:
+            await kube.request("get", "GET", path(PEERING_API, plural, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return f"no {kind} {name!r}{where} (the Helm chart creates it; its CRD comes with kopf)"
+            if exc.status == 403:
+                return f"not allowed to read {kind} {name!r}{where} ({exc.reason})"
+            raise
+    return None
+
+
+async def live_clusterwide_peers(kube: Kube, name: str) -> list[str]:
+    """Live operators announced in the ClusterKopfPeering ``name`` (an in-cluster, all-namespaces operator)."""
+    try:
+        obj = await kube.request("get", "GET", path(PEERING_API, "clusterkopfpeerings", None, name))
+    except ApiError:
+        return []
+    now = datetime.datetime.now(datetime.UTC)
+    return blocking_peers(obj.get("status") or {}, "", -(10**9), now)

@@ -1,0 +1,176 @@
+"""Act: the one executor of a ``Decision`` — children, then status, then Events.
+
+1. Server-side apply of each child (field manager ``kubetune``, ``force=true``), the ConfigMap
+   first.  A permanent refusal (4xx other than 401/403/404-on-a-served-kind...) is remembered for
+   this generation and the key is reconciled again at once, so ``decide`` reports it; transient
+   errors go back to the work queue's backoff.
+2. One merge patch of ``/status`` carrying ``metadata.resourceVersion``: if anyone wrote the
+   FineTuneJob since the snapshot, the API server answers 409 and the key is reconciled again
+   from the newer object instead of overwriting it.  Nothing is sent when nothing changed.
+3. Events, only once the status that announces them is stored, through ``EventRecorder``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetune.api.contract import API_VERSION, KIND, PLURAL
+
+from .cache import Caches
+from .decide import Decision, EventSpec
+from .kube import ApiError, Kube
+from .metrics import Metrics
+from .snapshot import ApplyFailure, Memory, Snapshot
+from .status import merge_diff, now_rfc3339
+
+log = logging.getLogger("kubetune.operator.act")
+
+PLURALS = {
+    ("v1", "ConfigMap"): "configmaps",
+    ("kubeflow.org/v1", "PyTorchJob"): "pytorchjobs",
+    ("kubeflow.org/v2beta1", "MPIJob"): "mpijobs",
+}
+
+
+def plural_of(api_version: str, kind: str) -> str:
+    try:
+        return PLURALS[(api_version, kind)]
+    except KeyError:
+        raise ValueError(f"kubetune does not manage {kind} {api_version}") from None
+
+
+@dataclass
+class EventRecorder:
+    """Events on FineTuneJobs, deduplicated and aggregated like client-go's event correlator
+    (k8s.io/client-go/tools/record/events_cache.go):
+
+    * an identical Event (same object, type, reason, message) seen again is not posted twice:
+      the existing Event is patched with ``count + 1`` and a new ``lastTimestamp`` (EventLogger);
+    * more than ``max_similar`` Events of one object, type and reason with different messages
+      within ``interval_s`` become one Event whose message starts with
+      ``(combined from similar events): `` and is counted from then on (EventAggregator).
+    """
+
+    kube: Kube
+    metrics: Metrics
+    component: str = "kubetune-operator"
+    max_similar: int = 10
+    interval_s: float = 600.0
+    cache_size: int = 4096
+    _seen: collections.OrderedDict[tuple[str, ...], tuple[str, int, str]] = field(default_factory=collections.OrderedDict)
+    _similar: dict[tuple[str, ...], tuple[float, set[str]]] = field(default_factory=dict)
+
+    async def record(self, obj: Mapping[str, Any], spec: EventSpec, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        meta = obj.get("metadata") or {}
+        namespace, name, uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
+        message = spec.message[:1024]
+        similar = (namespace, uid, spec.type, spec.reason)
+        if len(self._similar) > self.cache_size:  # forget windows that ended
+            self._similar = {k: v for k, v in self._similar.items() if now - v[0] <= self.interval_s}
+        first, messages = self._similar.get(similar, (now, set()))
+        if now - first > self.interval_s:
+            first, messages = now, set()
+        messages.add(message)
+        self._similar[similar] = (first, messages)
+        key: tuple[str, ...] = (*similar, message)
+        if len(messages) > self.max_similar:
+            message = f"(combined from similar events): {message}"[:1024]
+            key = (*similar, "(combined)")
+        ts = now_rfc3339(now)
+        try:
+            previous = self._seen.get(key)
+            if previous is not None:
+                event_name, count, _ = previous
+                try:
+                    await self.kube.request(
+                        "patch", "PATCH", f"/api/v1/namespaces/{namespace}/events/{event_name}",
+                        body={"count": count + 1, "lastTimestamp": ts, "message": message},
+                        content_type="application/merge-patch+json",
+                    )
+                    self._remember(key, (event_name, count + 1, ts))
+                    self.metrics.events.labels(spec.reason).inc()
+                    return
+                except ApiError as exc:
+                    if exc.status != 404:  # 404: the Event expired (1 h TTL): post a new one
+                        raise
+            event_name = f"{name}.{uuid.uuid4().hex[:16]}"
+            await self.kube.create("v1", "events", {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": event_name, "namespace": namespace},
+                "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": name, "namespace": namespace, "uid": uid},
+                "type": spec.type,
+                "reason": spec.reason,
+                "message": message,
+                "source": {"component": self.component},
+                "reportingComponent": "kubetune.io/operator",
+                "reportingInstance": self.component,
+                "firstTimestamp": ts,
+                "lastTimestamp": ts,
+                "count": 1,
+            })
+            self._remember(key, (event_name, 1, ts))
+            self.metrics.events.labels(spec.reason).inc()
+        except ApiError as exc:  # an Event is never worth failing a reconcile for
+            log.warning("could not post Event %s on %s/%s: %s", spec.reason, namespace, name, exc)
+
+    def _remember(self, key: tuple[str, ...], value: tuple[str, int, str]) -> None:
+        self._seen[key] = value
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.cache_size:
+            self._seen.popitem(last=False)
+
+
+@dataclass
+class Executor:
+    kube: Kube
+    caches: Caches
+    memory: Memory
+    recorder: EventRecorder
+    conflict_retry_s: float = 0.5
+
+    async def act(self, snap: Snapshot, decision: Decision) -> float | None:
+        """Apply ``decision``; returns when to reconcile the key again (None: only on a change).
+        Transient API errors are raised for the work queue's backoff."""
+        key = (snap.namespace, snap.name)
+        for obj in decision.children:
+            api_version, kind = obj["apiVersion"], obj["kind"]
+            try:
+                result = await self.kube.apply(api_version, plural_of(api_version, kind), obj)
+            except ApiError as exc:
+                if exc.transient or exc.status in (401, 403):
+                    raise
+                self.memory.apply_failures[key] = ApplyFailure(snap.generation, exc.status, exc.reason, exc.message)
+                return 0.0 if exc.status != 404 else None
+            informer = self.caches.children.get(plural_of(api_version, kind))
+            if informer is not None and result:
+                informer.put(result)
+        if decision.children:
+            self.memory.apply_failures.pop(key, None)
+            for event in decision.events:
+                if event.with_children:
+                    await self.recorder.record(snap.obj, event)
+        patch = merge_diff(snap.status, decision.status)
+        stored: Mapping[str, Any] = snap.obj
+        if patch:
+            body = {"metadata": {"resourceVersion": snap.resource_version}, "status": patch}
+            try:
+                stored = await self.kube.patch_status(API_VERSION, PLURAL, snap.namespace, snap.name, body)
+            except ApiError as exc:
+                if exc.status == 409:  # someone wrote first: decide again from the newer object
+                    return self.conflict_retry_s
+                if exc.status == 404:  # deleted meanwhile
+                    return None
+                raise
+            self.caches.store_job(stored)
+        for event in decision.events:
+            if not event.with_children:
+                await self.recorder.record(stored, event)
+        return decision.requeue_after

@@ -1,0 +1,258 @@
+"""Watch caches (informers): the children and the training pods, kept current by LIST + WATCH.
+
+Each ``Informer`` lists its resource once, then watches from the list's resourceVersion and
+keeps a local copy of every object; a watch that ends is resumed from the last seen
+resourceVersion (bookmarks keep it fresh), and a 410 Gone relists, as client-go's reflector
+does (k8s.io/client-go/tools/cache/reflector.go).  A resource the cluster does not serve (404 on
+the LIST: Kubeflow's CRD is not installed) marks the informer ``served = False`` and is tried
+again every ``recheck_s``; when it appears, every job waiting for it is reconciled.
+
+Nothing here decides anything: each event only asks for a reconcile of the FineTuneJob the
+object belongs to (``on_change``).  A job whose children and pods do not change costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .kube import ApiError, Kube
+from .status import LABEL_JOB_NAME
+
+log = logging.getLogger("kubetune.operator.cache")
+
+ObjKey = tuple[str, str]  # namespace, name
+
+
+def _key(obj: Mapping[str, Any]) -> ObjKey:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator reads of a pod (status, names, labels): a pod cache stays small."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    return {
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "creationTimestamp", "resourceVersion", "deletionTimestamp") if k in meta},
+        "spec": {"containers": [{"name": c.get("name")} for c in spec.get("containers") or []], **({"nodeName": spec["nodeName"]} if "nodeName" in spec else {})},
+        "status": dict(pod.get("status") or {}),
+    }
+
+
+@dataclass(frozen=True)
+class Termination:
+    """A training pod seen terminated (phase Failed) with an exit code: evidence for retry counting."""
+
+    pod: str
+    uid: str
+    exit_code: int
+    reason: str
+
+
+@dataclass
+class Informer:
+    kube: Kube
+    api_version: str
+    plural: str
+    namespaces: tuple[str, ...]
+    """Empty: one cluster-wide LIST/WATCH; else one per namespace."""
+    on_event: Callable[[str, dict[str, Any]], None]
+    label_selector: str | None = None
+    transform: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
+    recheck_s: float = 60.0
+    objects: dict[ObjKey, dict[str, Any]] = field(default_factory=dict)
+    served: bool | None = None
+    """None until the first LIST answers; False while the cluster does not serve the resource."""
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+    on_served: Callable[[], None] | None = None
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((namespace, name))
+
+    def put(self, obj: Mapping[str, Any]) -> None:
+        """Write-through after our own write (server-side apply), so the next snapshot sees it."""
+        key = _key(obj)
+        old = self.objects.get(key)
+        if old is None or _rv(obj) >= _rv(old):
+            self.objects[key] = self.transform(obj)
+
+    async def run(self) -> None:
+        scopes: tuple[str | None, ...] = self.namespaces or (None,)
+        await asyncio.gather(*(self._run_scope(ns) for ns in scopes))
+
+    async def _run_scope(self, namespace: str | None) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                items, rv = await self.kube.list_page(self.api_version, self.plural, namespace, self.label_selector)
+            except ApiError as exc:
+                if exc.status == 404:  # the CRD is not installed (yet)
+                    if self.served is not False:
+                        log.info("the cluster does not serve %s %s: rechecking every %.0f s", self.plural, self.api_version, self.recheck_s)
+                    self.served = False
+                    self.synced.set()
+                    await asyncio.sleep(self.recheck_s)
+                else:
+                    log.warning("LIST %s failed: %s", self.plural, exc)
+                    await asyncio.sleep(min(backoff, 30.0))
+                    backoff *= 2
+                continue
+            was_missing = self.served is False
+            self.served = True
+            self._replace(namespace, items)
+            self.synced.set()
+            if was_missing and self.on_served is not None:
+                self.on_served()
+            backoff = 1.0
+            await self._watch_from(namespace, rv)
+
+    def _replace(self, namespace: str | None, items: list[dict[str, Any]]) -> None:
+        """A relist: objects that vanished while we did not watch are DELETED, the rest ADDED/MODIFIED."""
+        fresh = {_key(o): self.transform(o) for o in items}
+        for key, old in list(self.objects.items()):
+            if (namespace is None or key[0] == namespace) and key not in fresh:
+                del self.objects[key]
+                self.on_event("DELETED", old)
+        for key, obj in fresh.items():
+            before = self.objects.get(key)
+            self.objects[key] = obj
+            if before is None or before != obj:
+                self.on_event("ADDED" if before is None else "MODIFIED", obj)
+
+    async def _watch_from(self, namespace: str | None, rv: str) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                async for event in self.kube.watch(
+                    self.api_version, self.plural, namespace, rv, self.label_selector, timeout_s=random.randint(300, 600)
+                ):
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:  # history compacted: relist
+                            return
+                        raise ApiError(int(obj.get("code") or 500), str(obj.get("reason")), str(obj.get("message")))
+                    rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                    if kind == "BOOKMARK":
+                        continue
+                    key = _key(obj)
+                    if kind == "DELETED":
+                        self.objects.pop(key, None)
+                        self.on_event("DELETED", self.transform(obj))
+                    else:
+                        self.objects[key] = self.transform(obj)
+                        self.on_event(str(kind), self.objects[key])
+                backoff = 1.0
+            except ApiError as exc:
+                if exc.status == 410:
+                    return
+                if exc.status == 404:
+                    self.served = False
+                    return
+                log.debug("WATCH %s ended: %s; resuming from %s", self.plural, exc, rv)
+                await asyncio.sleep(min(backoff, 30.0))
+                backoff *= 2
+
+
+def _rv(obj: Mapping[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+@dataclass
+class Caches:
+    """Every informer the controller reads, and the per-job evidence collected from their events."""
+
+    kube: Kube
+    namespaces: tuple[str, ...]
+    enqueue: Callable[[str, str], None]
+    recheck_s: float = 60.0
+    jobs: dict[ObjKey, dict[str, Any]] = field(default_factory=dict)
+    """FineTuneJobs, fed by kopf's watch (``handlers.index``)."""
+    terminations: dict[ObjKey, dict[str, Termination]] = field(default_factory=dict)
+    """Per job (namespace, child name): terminated training pods seen in the pod stream, by uid."""
+    children: dict[str, Informer] = field(default_factory=dict)
+    pods: Informer | None = None
+    pod_index: dict[ObjKey, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """Training pods by (namespace, job-name label), kept from the pod informer's events."""
+
+    def __post_init__(self) -> None:
+        for api_version, plural in (("kubeflow.org/v1", "pytorchjobs"), ("kubeflow.org/v2beta1", "mpijobs")):
+            self.children[plural] = Informer(
+                self.kube, api_version, plural, self.namespaces, self._child_event, recheck_s=self.recheck_s, on_served=self._enqueue_all
+            )
+        # Only Kubeflow training pods (they carry the job-name label), trimmed to what we read.
+        self.pods = Informer(self.kube, "v1", "pods", self.namespaces, self._pod_event, label_selector=LABEL_JOB_NAME, transform=trim_pod)
+
+    def informers(self) -> list[Informer]:
+        assert self.pods is not None
+        return [*self.children.values(), self.pods]
+
+    async def run(self) -> None:
+        await asyncio.gather(*(i.run() for i in self.informers()))
+
+    async def wait_synced(self) -> None:
+        await asyncio.gather(*(i.synced.wait() for i in self.informers()))
+
+    def store_job(self, obj: Mapping[str, Any]) -> bool:
+        """Keep the newest copy of a FineTuneJob (kopf's watch, or our own status patch's answer)."""
+        key = _key(obj)
+        old = self.jobs.get(key)
+        if old is not None and _rv(obj) < _rv(old):
+            return False
+        self.jobs[key] = dict(obj)
+        return True
+
+    def drop_job(self, namespace: str, name: str) -> None:
+        self.jobs.pop((namespace, name), None)
+        self.terminations.pop((namespace, name), None)
+
+    def _enqueue_all(self) -> None:
+        for namespace, name in list(self.jobs):
+            self.enqueue(namespace, name)
+
+    def _owner(self, obj: Mapping[str, Any]) -> str | None:
+        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+            if ref.get("kind") == "FineTuneJob" and ref.get("controller"):
+                return str(ref.get("name"))
+        return None
+
+    def _child_event(self, _type: str, obj: dict[str, Any]) -> None:
+        owner = self._owner(obj)
+        if owner is not None:
+            self.enqueue(str(obj["metadata"].get("namespace")), owner)
+
+    def _pod_event(self, _type: str, pod: dict[str, Any]) -> None:
+        meta = pod.get("metadata") or {}
+        namespace = str(meta.get("namespace"))
+        job = str((meta.get("labels") or {}).get(LABEL_JOB_NAME) or "")
+        pods = self.pod_index.setdefault((namespace, job), {})
+        if _type == "DELETED":
+            pods.pop(str(meta.get("name")), None)
+            if not pods:
+                del self.pod_index[(namespace, job)]
+        else:
+            pods[str(meta.get("name"))] = pod
+        if (namespace, job) not in self.jobs:  # a Kubeflow job that is not ours (children share the FineTuneJob's name)
+            return
+        status = pod.get("status") or {}
+        if status.get("phase") == "Failed":
+            for cs in status.get("containerStatuses") or []:
+                terminated = (cs.get("state") or {}).get("terminated")
+                if terminated and terminated.get("exitCode") is not None:
+                    uid = str(meta.get("uid"))
+                    self.terminations.setdefault((namespace, job), {})[uid] = Termination(
+                        str(meta.get("name")), uid, int(terminated["exitCode"]), str(terminated.get("reason") or "")
+                    )
+                    break
+        self.enqueue(namespace, job)
+
+    def pods_of(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        return list((self.pod_index.get((namespace, job)) or {}).values())
+

@@ -1,0 +1,380 @@
+"""Decide: a pure function from one ``Snapshot`` (and the clock) to one ``Decision``.
+
+The decision holds the desired children (from ``render()``), the complete desired status
+(phase, conditions, message, progress, retries, child refs), the Events to emit and when to
+look again.  Every status field and every Event the operator writes is computed here; the
+rules for which reason wins and how long a reason stays live here and nowhere else:
+
+1. A finished job (Succeeded/Failed after its children were created) never changes again.
+2. An invalid spec: ``Validated=False/InvalidSpec``; phase Failed if nothing was created yet.
+3. Not started: the child's kind must be served (``KindNotInstalled``, retried) and the API server
+   must accept the children (``ChildRejected``, permanent); prerequisites are checked and reported
+   (``PrerequisitesReady``) but never required: a user may create them later.
+4. Started: a spec change (generation) is checked against the spec the children run
+   (``ImmutableFieldChanged``) and re-applied otherwise; the phase follows the child:
+   terminal conditions win, then the retry bound (``BackoffLimitExceeded``, which also suspends the
+   child), Kueue/user suspension, Restarting, Running/Exporting, and Pending with the most specific
+   reason.  A Pending reason from a pod problem (Unschedulable, VolumeNotReady, SecretMissing,
+   image errors) stays until a pod shows that its cause changed: no pod at all (pods being
+   recreated) is not evidence, so the reason is kept.
+5. Progress comes from the last report; a failed log read changes nothing else.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetune.api import TERMINAL_PHASES, broken_transition_rules
+from kubetune.api.contract import KUEUE_QUEUE_LABEL
+from kubetune.render import Rendered, render
+
+from .reasons import CONTROLLERS, REASONS, retryable_exit_code, with_hint
+from .snapshot import Snapshot
+from .status import get_condition, now_rfc3339, parse_time, pod_problem, set_condition, true_condition
+
+PHASE_CONDITIONS = ("Running", "Exporting", "Succeeded", "Failed", "Suspended")
+STICKY_PENDING = ("Unschedulable", "VolumeNotReady", "SecretMissing", "CreateContainerConfigError", "ImagePullBackOff", "ErrImagePull", "InvalidImageName")
+"""Pending reasons that stay until a pod shows their cause changed."""
+MAX_COUNTED = 64
+FAILURE_SETTLE_S = 3.0
+"""How long a Failed child waits for the pod that explains it before the status is final."""
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    reason: str
+    message: str
+    with_children: bool = False
+    """Announces the children's apply: posted once that succeeded, even if the status patch then
+    has to be decided again (the action happened); other Events wait for their status."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: dict[str, Any]
+    """The complete desired status."""
+    children: tuple[dict[str, Any], ...] = ()
+    """Objects to server-side apply, in order."""
+    events: tuple[EventSpec, ...] = ()
+    requeue_after: float | None = None
+
+
+@dataclass
+class _Draft:
+    """The status being decided, starting from the current one."""
+
+    snap: Snapshot
+    now: str
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[EventSpec] = field(default_factory=list)
+
+    def cond(self, type_: str, holds: bool, reason: str, message: str) -> None:
+        assert reason in REASONS or type_ in PHASE_CONDITIONS, reason
+        self.status["conditions"] = set_condition(self.status.get("conditions"), type_, holds, reason, message, self.snap.generation, self.now)
+
+    def previous(self, type_: str) -> Mapping[str, Any] | None:
+        return get_condition(self.snap.status.get("conditions"), type_)
+
+    def event_once(self, type_: str, kind: str, reason: str, message: str) -> None:
+        """An Event for a condition's new reason/message, not one per reconcile or restart."""
+        before = self.previous(type_)
+        if before is None or before.get("reason") != reason or before.get("message") != message:
+            self.events.append(EventSpec(kind, reason, message))
+
+    def decision(self, children: tuple[dict[str, Any], ...] = (), requeue: float | None = None) -> Decision:
+        return Decision(self.status, children, tuple(self.events), requeue)
+
+
+def decide(snap: Snapshot, now: float) -> Decision:
+    draft = _Draft(snap, now_rfc3339(now), copy.deepcopy(dict(snap.status)))
+    status = draft.status
+    started = bool(status.get("job"))
+    if started and status.get("phase") in TERMINAL_PHASES:
+        status["observedGeneration"] = snap.generation
+        return draft.decision()
+
+    rendered: Rendered | None = None
+    message = "; ".join(str(p) for p in snap.problems)
+    if snap.job is not None and not snap.problems:
+        try:
+            rendered = render(snap.job, snap.render_options)
+        except ValueError as exc:
+            message = str(exc)
+    if rendered is None:
+        return _invalid(draft, message or "the spec is invalid", started)
+    if not started:
+        return _start(draft, rendered, now)
+    return _follow(draft, rendered, now)
+
+
+def _invalid(draft: _Draft, problems: str, started: bool) -> Decision:
+    message = with_hint("InvalidSpec", problems)
+    draft.event_once("Validated", "Warning", "InvalidSpec", message)
+    draft.cond("Validated", False, "InvalidSpec", message)
+    draft.status["observedGeneration"] = draft.snap.generation
+    if not started:
+        draft.status.update(phase="Failed", message=message)
+        draft.status.setdefault("completionTime", draft.now)
+    return draft.decision()
+
+
+def _kinds_text(rendered: Rendered) -> str:
+    return f"ConfigMap {rendered.config_map['metadata']['name']} and {rendered.workload['kind']} {rendered.workload['metadata']['name']}"
+
+
+def _start(draft: _Draft, rendered: Rendered, now: float) -> Decision:
+    snap, status = draft.snap, draft.status
+    kind, api_version = rendered.workload["kind"], rendered.workload["apiVersion"]
+    status["observedGeneration"] = snap.generation
+    draft.cond("Validated", True, "Valid", "the spec is valid")
+    failure = snap.apply_failure
+    if snap.child_kind_served is False or (failure is not None and failure.status == 404):
+        message = with_hint("KindNotInstalled", f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS[kind]}; retrying")
+        draft.event_once("Created", "Warning", "KindNotInstalled", message)
+        draft.cond("Created", False, "KindNotInstalled", message)
+        status.update(phase="Pending", message=message)
+        return draft.decision(requeue=None if snap.child_kind_served is False else 60.0)
+    if failure is not None:
+        message = with_hint("ChildRejected", f"the API server rejected a child object: {failure.message} ({failure.status} {failure.reason})")
+        draft.event_once("Created", "Warning", "ChildRejected", message)
+        draft.cond("Created", False, "ChildRejected", message)
+        status.update(phase="Failed", message=message)
+        status.setdefault("completionTime", draft.now)
+        return draft.decision()
+    created = f"created {_kinds_text(rendered)}"
+    draft.cond("Created", True, "ChildrenCreated", created)
+    status.pop("completionTime", None)  # a fixed spec of a job that failed validation starts now
+    job = rendered.job
+    output = {"claimName": job.spec.storage.outputs.claim_name, "path": _folder(rendered)}
+    if job.spec.export.enabled:
+        output["mergedPath"] = f"{output['path']}/merged"
+    status.update(
+        job={"apiVersion": api_version, "kind": kind, "name": rendered.workload["metadata"]["name"]},
+        configMap=rendered.config_map["metadata"]["name"],
+        output=output,
+        gpus=job.spec.resources.nodes * job.spec.resources.gpus_per_node,
+        phase="Pending",
+    )
+    _prerequisites(draft)
+    reason, message = _pending(draft, None, now)[:2]
+    draft.cond("Running", False, reason, message)
+    status["message"] = message
+    draft.events.append(EventSpec("Normal", "Created", created))
+    requeue = _sooner(None, snap.next_prereq_check, now)
+    return draft.decision(tuple(rendered.objects), max(0.0, requeue) if requeue is not None else None)
+
+
+def _folder(rendered: Rendered) -> str:
+    job = rendered.job
+    folder = f"{job.namespace}/{job.name}"
+    sub = job.spec.storage.outputs.sub_path
+    return f"{sub.rstrip('/')}/{folder}" if sub else folder
+
+
+def _prerequisites(draft: _Draft) -> None:
+    prereqs = [p for p in draft.snap.prerequisites if p.found is not None]
+    if not prereqs:
+        return
+    missing = [p for p in prereqs if p.found is False]
+    if missing:
+        text = "; ".join(f"{p.kind} {p.name} in namespace {draft.snap.namespace}: {p.detail}" for p in missing)
+        draft.cond("PrerequisitesReady", False, "PrerequisiteMissing", with_hint("PrerequisiteMissing", text))
+    else:
+        draft.cond("PrerequisitesReady", True, "PrerequisitesFound", "found " + ", ".join(f"{p.kind} {p.name}" for p in prereqs))
+
+
+def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tuple[str, str, float | None]:
+    """Why a started job is still Pending: the most specific reason, and when to look again."""
+    snap = draft.snap
+    ref = draft.status.get("job") or {}
+    waiting = f"created ConfigMap {draft.status.get('configMap')} and {ref.get('kind')} {ref.get('name')}; waiting for the training pods to start"
+    problem = pod_problem(snap.pods)
+    if problem is not None:
+        return problem[0], problem[1], None
+    missing = [p for p in snap.prerequisites if p.found is False]
+    requeue: float | None = None
+    previous = draft.previous("Running")
+    if not snap.pods and previous is not None and previous.get("status") == "False" and previous.get("reason") in STICKY_PENDING:
+        return str(previous["reason"]), str(previous.get("message") or ""), None  # no pod shows the cause changed
+    if child is not None and not ((child.get("status") or {}).get("conditions")) and not snap.pods:
+        created = parse_time((child.get("metadata") or {}).get("creationTimestamp"))
+        if created is not None:
+            due = created + snap.controller_grace_s
+            if now >= due:
+                kind = str(child.get("kind") or snap.child_kind)
+                message = with_hint("ControllerNotRunning",
+                    f"no controller has acted on {kind} {child['metadata'].get('name')} within {int(snap.controller_grace_s)} s of its creation: "
+                    f"is the {CONTROLLERS.get(kind, 'Kubeflow controller')} running?")
+                return "ControllerNotRunning", message, None
+            if not missing:
+                return "PodsPending", waiting, due - now
+            requeue = due - now
+    if missing:
+        cond = get_condition(draft.status.get("conditions"), "PrerequisitesReady")
+        return "PrerequisiteMissing", str((cond or {}).get("message") or ""), requeue
+    return "PodsPending", waiting, requeue
+
+
+def _follow(draft: _Draft, rendered: Rendered, now: float) -> Decision:
+    snap, status = draft.snap, draft.status
+    assert snap.job is not None
+    children: tuple[dict[str, Any], ...] = ()
+    generation_changed = snap.generation != status.get("observedGeneration")
+    if generation_changed or snap.first_seen:
+        broken = broken_transition_rules(snap.job.spec, snap.applied_spec) if snap.applied_spec is not None else []
+        if broken:
+            message = with_hint("ImmutableFieldChanged", " | ".join(r.message for r in broken) + "; the running job keeps its original settings")
+            draft.event_once("Validated", "Warning", "ImmutableFieldChanged", message)
+            draft.cond("Validated", False, "ImmutableFieldChanged", message)
+        else:
+            draft.cond("Validated", True, "Valid", "the spec is valid")
+            if snap.child is not None:  # never recreate a child someone deleted
+                children = tuple(rendered.objects)
+            if snap.applied_spec is not None and snap.applied_spec.suspend != snap.job.spec.suspend:
+                verb = "Suspending" if snap.job.spec.suspend else "Resuming"
+                draft.events.append(EventSpec("Normal", verb, f"{verb.lower()} {rendered.workload['kind']} {rendered.workload['metadata']['name']}", with_children=True))
+    status["observedGeneration"] = snap.generation
+    _prerequisites(draft)  # observe checks them only while the job is Pending
+
+    phase, reason, message, requeue = _phase(draft, rendered, now)
+    if reason == "BackoffLimitExceeded":
+        stopped = copy.deepcopy(rendered.workload)
+        stopped["spec"].setdefault("runPolicy", {})["suspend"] = True
+        children = (stopped,)
+    old_phase = snap.status.get("phase")
+    _phase_conditions(draft, phase, reason, message)
+    status.update(phase=phase, message=message)
+    if phase in ("Running", "Exporting"):
+        status.setdefault("startTime", draft.now)
+    if phase in TERMINAL_PHASES:
+        status.setdefault("completionTime", draft.now)
+    if phase != old_phase:
+        draft.events.append(EventSpec("Warning" if phase == "Failed" else "Normal", phase, message))
+    elif phase == "Pending" and reason != "PodsPending":
+        before = draft.previous("Running")
+        if before is None or before.get("reason") != reason:
+            draft.events.append(EventSpec("Warning", reason, message))
+    if snap.progress is not None and snap.progress.progress is not None:
+        status["progress"] = dict(snap.progress.progress)
+    if phase not in TERMINAL_PHASES:
+        requeue = _sooner(requeue, snap.next_log_read, now)
+    if phase == "Pending":
+        requeue = _sooner(requeue, snap.next_prereq_check, now)
+    return draft.decision(children, max(0.0, requeue) if requeue is not None else None)
+
+
+def _sooner(requeue: float | None, at: float | None, now: float) -> float | None:
+    if at is None:
+        return requeue
+    return min(requeue, at - now) if requeue is not None else at - now
+
+
+def _retries(draft: _Draft) -> tuple[int, str]:
+    """Count retryable pod failures not counted yet; returns (count, description of the newest)."""
+    snap, status = draft.snap, draft.status
+    retries = dict(status.get("retries") or {})
+    counted = list(retries.get("countedPods") or [])
+    limit = snap.job.spec.run_policy.backoff_limit if snap.job else 0
+    for t in sorted(snap.terminations, key=lambda t: t.uid):
+        if t.uid in counted or not retryable_exit_code(t.exit_code):
+            continue
+        counted.append(t.uid)
+        retries["count"] = int(retries.get("count") or 0) + 1
+        retries.update(lastExitCode=t.exit_code, lastPod=t.pod)
+        draft.events.append(EventSpec("Warning", "Restarting",
+            f"pod {t.pod} exited with code {t.exit_code}{' (' + t.reason + ')' if t.reason else ''}, which Kubeflow retries; "
+            f"retry {retries['count']} of {limit} (spec.runPolicy.backoffLimit)"))
+    if counted:
+        retries["countedPods"] = counted[-MAX_COUNTED:]
+        status["retries"] = retries
+    last = f"last: pod {retries.get('lastPod')} exited with code {retries.get('lastExitCode')}" if retries.get("lastPod") else ""
+    return int(retries.get("count") or 0), last
+
+
+def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str, float | None]:
+    snap = draft.snap
+    assert snap.job is not None
+    child = snap.child
+    kind, name = rendered.workload["kind"], rendered.workload["metadata"]["name"]
+    if child is None:
+        if snap.child_kind_served is False:
+            message = with_hint("KindNotInstalled", f"the cluster no longer serves {kind}: install the {CONTROLLERS[kind]}")
+            return "Pending", "KindNotInstalled", message, None
+        return "Failed", "JobDeleted", with_hint("JobDeleted", f"the {kind} {name} was deleted"), None
+    count, last = _retries(draft)
+    limit = snap.job.spec.run_policy.backoff_limit
+    if cond := true_condition(child, "Succeeded"):
+        return "Succeeded", "JobSucceeded", str(cond.get("message") or "training finished"), None
+    if cond := true_condition(child, "Failed"):
+        # The child's and the pods' watches are separate streams: give the pod that explains the
+        # failure (exit code, OOMKilled) a moment to arrive before the final, frozen status.
+        since = parse_time(cond.get("lastTransitionTime") or cond.get("lastUpdateTime"))
+        if not _pod_evidence(snap) and since is not None and now - since < FAILURE_SETTLE_S:
+            old = snap.status
+            return str(old.get("phase") or "Pending"), _current_reason(draft), str(old.get("message") or ""), since + FAILURE_SETTLE_S - now
+        text = str(cond.get("message") or f"the {kind} failed")
+        problem = pod_problem(snap.pods)
+        if problem is not None and problem[0] == "OOMKilled":
+            return "Failed", "OOMKilled", f"{text}; {problem[1]}", None
+        permanent = [t for t in snap.terminations if not retryable_exit_code(t.exit_code)]
+        if permanent:
+            t = permanent[-1]
+            text += f"; pod {t.pod} exited with code {t.exit_code} (1-127: permanent, not retried)"
+        return "Failed", "JobFailed", with_hint("JobFailed", text), None
+    if count > limit:
+        message = with_hint("BackoffLimitExceeded",
+            f"{count} training pod failures with retryable exit codes ({last}), more than spec.runPolicy.backoffLimit={limit}; "
+            f"the {kind} {name} was suspended to free its GPUs")
+        return "Failed", "BackoffLimitExceeded", message, None
+    if true_condition(child, "Suspended"):
+        queue = ((child.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+        if queue and not snap.job.spec.suspend:
+            # Kueue keeps queued jobs suspended until it admits them: for the user that is "waiting".
+            missing = [p for p in snap.prerequisites if p.kind == "LocalQueue" and p.found is False]
+            text = f"queued in Kueue LocalQueue {queue}; waiting for admission"
+            if missing:
+                text += f" (LocalQueue {queue}: {missing[0].detail})"
+            return "Pending", "WaitingForQueue", with_hint("WaitingForQueue", text), None
+        return "Suspended", "JobSuspended", with_hint("JobSuspended", "the job is suspended"), None
+    if true_condition(child, "Restarting"):
+        detail = f" ({last})" if last else ""
+        return "Running", "Restarting", with_hint("Restarting", f"pods are restarting{detail}, retry {count} of {limit}; training resumes from the newest checkpoint"), None
+    if cond := true_condition(child, "Running"):
+        if snap.progress is not None and snap.progress.exporting:
+            return "Exporting", "Exporting", "training finished; merging the adapter into the base model", None
+        return "Running", "JobRunning", str(cond.get("message") or "training pods are running"), None
+    reason, message, requeue = _pending(draft, child, now)
+    return "Pending", reason, message, requeue
+
+
+def _pod_evidence(snap: Snapshot) -> bool:
+    if snap.terminations:
+        return True
+    for pod in snap.pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated"):
+                return True
+    return False
+
+
+def _current_reason(draft: _Draft) -> str:
+    phase = str(draft.snap.status.get("phase") or "Pending")
+    cond = draft.previous("Running" if phase in ("Pending", "Running", "Exporting") else phase)
+    reason = str((cond or {}).get("reason") or "PodsPending")
+    return reason if reason in REASONS else "PodsPending"
+
+
+def _phase_conditions(draft: _Draft, phase: str, reason: str, message: str) -> None:
+    """Running/Exporting/Succeeded/Failed/Suspended: the active one True with the phase's reason;
+    the others that ever appeared False with the same reason; Running=False explains Pending."""
+    for type_ in PHASE_CONDITIONS:
+        active = phase == type_ or (type_ == "Running" and phase == "Exporting")
+        present = get_condition(draft.status.get("conditions"), type_) is not None
+        if active:
+            draft.cond(type_, True, "JobRunning" if (type_ == "Running" and phase == "Exporting") else reason, message)
+        elif present or (type_ == "Running" and phase == "Pending"):
+            draft.cond(type_, False, reason, message)

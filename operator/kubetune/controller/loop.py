@@ -1,0 +1,228 @@
+"""The controller: a work queue of FineTuneJob keys and the workers that reconcile them.
+
+Triggers only enqueue a key: kopf's watch of FineTuneJobs (``handlers``), the informers of the
+children and training pods (``cache``), a progress report pushed by a trainer (``intake``), and
+the requeue hint of the last decision.  A worker takes a key and runs observe -> decide -> act
+once.  The queue follows client-go's workqueue: a key is queued at most once, never processed
+by two workers at a time, and queued again if it changed while it was processed; failures are
+retried with per-key exponential backoff.
+
+Peering: kopf pauses its own watch when a peer with a higher or equal priority runs; the workers
+follow the same rule (``peering.paused``, one GET of the peering object per ``peering_check_s``)
+and say loudly when two operators of the same priority pause each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .act import EventRecorder, Executor
+from .cache import Caches
+from .decide import decide
+from .kube import ApiError
+from .peering import pause_state
+from .runtime import Runtime
+from .snapshot import Key, Memory, ObserveSettings, observe
+
+log = logging.getLogger("kubetune.operator")
+
+
+class WorkQueue:
+    def __init__(self) -> None:
+        self._queue: collections.deque[Key] = collections.deque()
+        self._dirty: set[Key] = set()
+        self._processing: set[Key] = set()
+        self._ready = asyncio.Event()
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+
+    def add(self, key: Key) -> None:
+        if key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key not in self._processing:
+            self._queue.append(key)
+            self._ready.set()
+
+    def add_after(self, key: Key, delay: float) -> None:
+        if delay <= 0:
+            self.add(key)
+            return
+        loop = asyncio.get_running_loop()
+        timer = self._timers.get(key)
+        when = loop.time() + delay
+        if timer is not None and not timer.cancelled() and timer.when() <= when:
+            return  # an earlier wake-up is already planned
+        if timer is not None:
+            timer.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    async def get(self) -> Key:
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        key = self._queue.popleft()
+        self._dirty.discard(key)
+        self._processing.add(key)
+        return key
+
+    def done(self, key: Key) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._queue.append(key)
+            self._ready.set()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+
+class Controller:
+    def __init__(self, rt: Runtime, *, peering: str | None) -> None:
+        self.rt = rt
+        config = rt.config
+        self.peering = peering
+        self.queue = WorkQueue()
+        self.caches = Caches(rt.kube, config.namespaces, self.enqueue, recheck_s=6 * config.retry_delay_s)
+        self.memory = Memory()
+        self.settings = ObserveSettings(
+            render_options=config.render_options,
+            log_interval_s=config.sync_interval_s,
+            log_tail_lines=config.log_tail_lines,
+            log_limit_bytes=config.log_limit_bytes,
+            controller_grace_s=config.controller_grace_s,
+            prereq_recheck_s=config.prereq_recheck_s,
+            push_fresh_s=config.progress_fresh_s,
+        )
+        self.executor = Executor(rt.kube, self.caches, self.memory, EventRecorder(rt.kube, rt.metrics), conflict_retry_s=min(1.0, config.retry_delay_s))
+        self.failures: dict[Key, int] = {}
+        self.resumed = asyncio.Event()
+        self.resumed.set()
+        self.ready = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.get_ident()
+        if rt.board is not None:
+            rt.board.on_update = self.enqueue
+
+    # --- triggers --------------------------------------------------------------------
+
+    def enqueue(self, namespace: str, name: str) -> None:
+        """Ask for a reconcile of a job (safe to call from another thread, e.g. an HTTP intake)."""
+        if self._loop is not None and threading.get_ident() != self._thread:
+            self._loop.call_soon_threadsafe(self.enqueue, namespace, name)
+            return
+        if (namespace, name) in self.caches.jobs:
+            self.queue.add((namespace, name))
+
+    def job_event(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
+        """kopf's watch of FineTuneJobs (``handlers.index``): keep the newest copy, enqueue its key."""
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        if event_type == "DELETED":
+            self.caches.drop_job(namespace, name)
+            self.memory.forget((namespace, name))
+            self.failures.pop((namespace, name), None)
+            return
+        if self.caches.store_job(obj):
+            self.queue.add((namespace, name))
+
+    def phases(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for obj in list(self.caches.jobs.values()):
+            phase = str((obj.get("status") or {}).get("phase") or "Unknown")
+            counts[phase] = counts.get(phase, 0) + 1
+        return counts
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
+        tasks = [asyncio.create_task(self.caches.run(), name="kubetune-informers")]
+        if self.peering is not None:
+            tasks.append(asyncio.create_task(self._watch_peering(), name="kubetune-peering"))
+        try:
+            await self.caches.wait_synced()
+            self.ready.set()
+            log.debug("watch caches synced; %d FineTuneJobs known", len(self.caches.jobs))
+            workers = [asyncio.create_task(self._worker(), name=f"kubetune-worker-{i}") for i in range(self.rt.config.sync_concurrency)]
+            tasks.extend(workers)
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch_peering(self) -> None:
+        config = self.rt.config
+        last_blockers: tuple[str, ...] | None = None
+        while True:
+            state = await pause_state(self.rt.kube, self.peering, config.namespaces, self.rt.identity, config.priority)
+            blockers = tuple(sorted(state))
+            if blockers != last_blockers:
+                if blockers:
+                    twins = [p for p, prio in state.items() if prio == config.priority]
+                    if twins:
+                        log.error(
+                            "paused: operator %s runs with the same peering priority %d on peering %r, and kopf pauses both; "
+                            "stop one of them, or restart this one with --priority %d to take over",
+                            ", ".join(twins), config.priority, self.peering, config.priority + 1,
+                        )
+                    else:
+                        log.warning("paused: operator %s with a higher peering priority runs on peering %r; this one resumes when it stops",
+                                    ", ".join(blockers), self.peering)
+                    self.resumed.clear()
+                elif last_blockers:
+                    log.info("resumed: no live peer with a higher or equal priority on peering %r", self.peering)
+                    self.resumed.set()
+                    for key in list(self.caches.jobs):
+                        self.queue.add(key)
+                last_blockers = blockers
+            await asyncio.sleep(config.peering_check_s)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self.resumed.wait()
+                await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a worker outlives any single bad object
+                self._retry(key, exc)
+            else:
+                self.failures.pop(key, None)
+            finally:
+                self.queue.done(key)
+
+    def _retry(self, key: Key, exc: Exception) -> None:
+        n = self.failures.get(key, 0) + 1
+        self.failures[key] = n
+        config = self.rt.config
+        if isinstance(exc, ApiError):
+            delay = exc.retry_after or min(config.retry_delay_s * 2 ** (n - 1), 300.0)
+            self.rt.metrics.api_retries.labels(str(exc.status)).inc()
+            log.warning("reconcile of %s/%s: %s; retrying in %.1f s", key[0], key[1], exc, delay)
+        else:
+            delay = min(config.retry_delay_s * 2 ** (n - 1), 300.0)
+            log.exception("reconcile of %s/%s failed; retrying in %.1f s", key[0], key[1], delay, exc_info=exc)
+        self.queue.add_after(key, delay)
+
+    async def reconcile(self, key: Key) -> None:
+        """observe -> decide -> act, once."""
+        obj = self.caches.jobs.get(key)
+        if obj is None:
+            return
+        with self.rt.metrics.timed("reconcile"):
+            snap = await observe(key, obj, self.caches, self.memory, self.rt.kube, self.settings, self.rt.board)
+            decision = decide(snap, time.time())
+            requeue = await self.executor.act(snap, decision)
+        if requeue is not None:
+            self.queue.add_after(key, requeue)

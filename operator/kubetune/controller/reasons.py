@@ -1,0 +1,138 @@
+"""Every status reason the operator reports, with its phase, condition and hint: one table.
+
+``decide`` takes its reasons and hints from here and nowhere else; ``docs/status.md``
+quotes this table (``tests/controller/test_docs_reasons.py`` fails when the two differ), and
+``tests/controller/test_decide.py`` has one row per entry.  A hint says where to look or
+what to change; it is appended to the specific message (``<what happened>: <hint>``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kubetune.api import Phase
+
+
+@dataclass(frozen=True)
+class Reason:
+    name: str
+    condition: str
+    """The condition that carries it (``status`` True or False as ``holds``)."""
+    holds: bool
+    phase: Phase | None
+    """The phase it comes with (None: any phase; the condition alone reports it)."""
+    meaning: str
+    hint: str
+
+
+REASONS: dict[str, Reason] = {
+    r.name: r
+    for r in (
+        # --- Validated --------------------------------------------------------------------
+        Reason("Valid", "Validated", True, None, "the spec passed the same checks as `kubetune validate`", ""),
+        Reason("InvalidSpec", "Validated", False, "Failed",
+               "the spec is invalid; no children were created",
+               "fix the fields named in the message; the job starts once the spec is valid"),
+        Reason("ImmutableFieldChanged", "Validated", False, None,
+               "a field that cannot change after start was edited; the running job keeps its original settings",
+               "revert the edit, or create a new FineTuneJob with the new settings"),
+        # --- Created ----------------------------------------------------------------------
+        Reason("ChildrenCreated", "Created", True, None, "the ConfigMap and the Kubeflow job exist", ""),
+        Reason("KindNotInstalled", "Created", False, "Pending",
+               "the cluster does not serve the child's kind; retried until it does",
+               "install the Kubeflow controller named in the message (its CRDs and its Deployment)"),
+        Reason("ChildRejected", "Created", False, "Failed",
+               "the API server or an admission webhook refused a rendered child",
+               "read the refusal in the message: usually a policy (PodSecurity, Kyverno/Gatekeeper) or a quota"),
+        # --- PrerequisitesReady -------------------------------------------------------------
+        Reason("PrerequisitesFound", "PrerequisitesReady", True, None, "every PVC and Kueue LocalQueue the spec names exists", ""),
+        Reason("PrerequisiteMissing", "PrerequisitesReady", False, None,
+               "a PVC or Kueue LocalQueue the spec names does not exist (or a PVC is not bound); pods wait for it",
+               "create it in the job's namespace (see the example's companion prerequisites file); nothing else to do"),
+        # --- Running=False while Pending ---------------------------------------------------
+        Reason("PodsPending", "Running", False, "Pending", "the child exists; its pods have not started yet", ""),
+        Reason("Unschedulable", "Running", False, "Pending",
+               "the scheduler cannot place a training pod",
+               "no node has the requested GPUs/CPU/memory free: check spec.resources (gpuResourceName), "
+               "spec.scheduling (nodeSelector, tolerations) and `kubectl describe node`"),
+        Reason("VolumeNotReady", "Running", False, "Pending",
+               "a training pod waits for a PersistentVolumeClaim that is missing or unbound",
+               "create the PVC named in the message, or check its StorageClass/provisioner "
+               "(`kubectl describe pvc`); multi-node jobs need ReadWriteMany"),
+        Reason("SecretMissing", "Running", False, "Pending",
+               "a Secret (or a key in it) that the pods reference does not exist",
+               "create the Secret named in the message in the job's namespace "
+               "(spec.hfTokenSecretRef, spec.env[].valueFrom.secretKeyRef)"),
+        Reason("CreateContainerConfigError", "Running", False, "Pending",
+               "the kubelet cannot build a training container's configuration",
+               "check the ConfigMaps and Secrets that spec.env[].valueFrom references"),
+        Reason("ImagePullBackOff", "Running", False, "Pending",
+               "the training image cannot be pulled",
+               "check spec.image (or the chart's trainer.image) and spec.imagePullSecrets"),
+        Reason("ErrImagePull", "Running", False, "Pending",
+               "the training image cannot be pulled",
+               "check spec.image (or the chart's trainer.image) and spec.imagePullSecrets"),
+        Reason("InvalidImageName", "Running", False, "Pending",
+               "the training image reference is malformed",
+               "check spec.image (or the chart's trainer.image)"),
+        Reason("WaitingForQueue", "Running", False, "Pending",
+               "Kueue holds the job (suspended) until it admits it",
+               "`kubectl get workloads -n NAMESPACE` shows why (quota, ClusterQueue, ResourceFlavor); "
+               "the LocalQueue must exist and Kueue's integration for the job's kind must be on"),
+        Reason("ControllerNotRunning", "Running", False, "Pending",
+               "no Kubeflow controller has acted on the child job within the grace period",
+               "check that the controller named in the message runs (its Deployment and its logs)"),
+        # --- Running / Exporting --------------------------------------------------------------
+        Reason("JobRunning", "Running", True, "Running", "training pods are running", ""),
+        Reason("Restarting", "Running", True, "Running",
+               "a training pod exited with a retryable code; Kubeflow recreates it and training resumes from the newest checkpoint",
+               "spec.runPolicy.backoffLimit bounds the retries; `kubectl logs` of the previous pod shows why it exited"),
+        Reason("Exporting", "Exporting", True, "Exporting", "training finished; the adapter is being merged into the base model", ""),
+        # --- terminal ---------------------------------------------------------------------------
+        Reason("JobSucceeded", "Succeeded", True, "Succeeded", "training (and export) finished", ""),
+        Reason("JobFailed", "Failed", True, "Failed",
+               "the Kubeflow job failed (a training pod exited with a permanent code)",
+               "`kubectl logs` of the failed pod; exit codes 1-127 (bad config, bad data, GPU OOM) are not retried"),
+        Reason("OOMKilled", "Failed", True, "Failed",
+               "a training container ran out of host memory",
+               "raise spec.resources.memory, lower per-device batch size or cutoff length, or offload with ZeRO"),
+        Reason("BackoffLimitExceeded", "Failed", True, "Failed",
+               "training pods failed with retryable codes more often than spec.runPolicy.backoffLimit allows; the child job was suspended",
+               "fix the cause named in the message (NCCL, rendezvous, host OOM), then create a new FineTuneJob"),
+        Reason("JobDeleted", "Failed", True, "Failed",
+               "the child job was deleted while the FineTuneJob ran",
+               "create a new FineTuneJob to train again"),
+        # --- Suspended ------------------------------------------------------------------------------
+        Reason("JobSuspended", "Suspended", True, "Suspended", "spec.suspend is true; pods are deleted, outputs and checkpoints kept",
+               "set spec.suspend: false to resume from the newest checkpoint"),
+    )
+}
+
+
+def with_hint(reason: str, message: str) -> str:
+    """``message`` followed by the reason's hint (when it has one)."""
+    hint = REASONS[reason].hint
+    return f"{message}: {hint}" if hint else message
+
+
+CONTROLLERS = {
+    "PyTorchJob": "Kubeflow training-operator (PyTorchJob kubeflow.org/v1)",
+    "MPIJob": "mpi-operator (MPIJob kubeflow.org/v2beta1)",
+}
+"""Who acts on each child kind: named by KindNotInstalled and ControllerNotRunning."""
+
+
+def retryable_exit_code(code: int) -> bool:
+    """The training-operator's rule for ``restartPolicy: ExitCode`` (pkg/util/train/train_util.go,
+    ``IsRetryableExitCode``: ``exitCode >= 128``): signals (137 host OOM kill, 143 SIGTERM) and the
+    trainer's 130 (NCCL/rendezvous) are retried; 1-127 are permanent."""
+    return code >= 128
+
+
+def table_markdown() -> str:
+    """The reasons table as docs/status.md quotes it (generated; do not edit by hand)."""
+    rows = ["| Reason | Condition | Phase | Meaning | What to do |", "| --- | --- | --- | --- | --- |"]
+    for r in REASONS.values():
+        cond = f"{r.condition}={'True' if r.holds else 'False'}"
+        rows.append(f"| `{r.name}` | {cond} | {r.phase or 'any'} | {r.meaning} | {r.hint or '-'} |")
+    return "\n".join(rows)

@@ -1,0 +1,328 @@
+"""Observe: one typed, immutable snapshot of everything one FineTuneJob's decision depends on.
+
+Built from the watch caches (the FineTuneJob from kopf's watch, the child and the training pods
+from ``cache``), the last progress report (the push ``ProgressBoard`` when the trainer posts, else
+a rank-0 log tail read at a low rate), the prerequisites' presence (PVCs, the Kueue LocalQueue;
+GETs remembered, and repeated with backoff only while one is missing), and what the executor
+learnt last time (a child the API server refused).  The only API calls of a reconcile that are
+not writes happen here; ``decide`` makes none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kubetune.api import FineTuneJob, FineTuneJobSpec
+from kubetune.api.contract import SPEC_FILE
+from kubetune.render import Problem, RenderOptions, validate_object
+from kubetune.render.pipeline import CONFIG_MAP_SUFFIX
+
+from .cache import Caches, Termination
+from .kube import ApiError, Kube, path
+from .progress import LogReading, read_log
+from .status import child_state, rank0_pod
+
+log = logging.getLogger("kubetune.operator.observe")
+
+Key = tuple[str, str]
+
+CHILD_KINDS = {"pytorchjob": ("kubeflow.org/v1", "PyTorchJob", "pytorchjobs"), "mpijob": ("kubeflow.org/v2beta1", "MPIJob", "mpijobs")}
+LOCALQUEUE_API = "kueue.x-k8s.io/v1beta1"
+
+
+class Board(Protocol):
+    """The push progress transport (``intake.ProgressBoard``): the trainer's newest report."""
+
+    def latest(self, namespace: str, name: str) -> tuple[LogReading, float] | None: ...
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    kind: str
+    """PersistentVolumeClaim or LocalQueue."""
+    name: str
+    found: bool | None
+    """None: could not be checked (no permission, server error)."""
+    detail: str = ""
+    """Why it is not usable, when found is False (not found, not bound, Kueue not installed)."""
+
+
+@dataclass(frozen=True)
+class ApplyFailure:
+    """A permanent refusal of a child by the API server, remembered for the generation it hit."""
+
+    generation: int | None
+    status: int
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything ``decide`` reads. Frozen; the mappings are private deep copies."""
+
+    namespace: str
+    name: str
+    obj: Mapping[str, Any]
+    generation: int | None
+    resource_version: str
+    status: Mapping[str, Any]
+    job: FineTuneJob | None
+    problems: tuple[Problem, ...]
+    render_options: RenderOptions
+    child_kind: str
+    """PyTorchJob or MPIJob, from the spec's backend."""
+    child: Mapping[str, Any] | None
+    child_kind_served: bool | None
+    pods: tuple[Mapping[str, Any], ...] = ()
+    applied_spec: FineTuneJobSpec | None = None
+    """The spec the running children were rendered from (the ConfigMap), read only when needed."""
+    progress: LogReading | None = None
+    progress_at: float | None = None
+    progress_error: str | None = None
+    prerequisites: tuple[Prerequisite, ...] = ()
+    terminations: tuple[Termination, ...] = ()
+    apply_failure: ApplyFailure | None = None
+    first_seen: bool = False
+    """First reconcile of this job in this process (re-apply children, as a resume)."""
+    controller_grace_s: float = 120.0
+    next_log_read: float | None = None
+    """When observe will read the log tail again (the decision's requeue hint)."""
+    next_prereq_check: float | None = None
+    """When a missing prerequisite will be checked again."""
+
+
+@dataclass
+class Memory:
+    """What the controller remembers between reconciles (never the source of a status field by itself)."""
+
+    seen: set[Key] = field(default_factory=set)
+    logs: dict[Key, tuple[LogReading | None, float, str | None]] = field(default_factory=dict)
+    """Last log tail reading, when it was read, and the last error."""
+    prereqs: dict[Key, tuple[tuple[Prerequisite, ...], float, float, int | None]] = field(default_factory=dict)
+    """Last prerequisites, when checked, the backoff to the next check, the generation checked."""
+    apply_failures: dict[Key, ApplyFailure] = field(default_factory=dict)
+
+    def forget(self, key: Key) -> None:
+        self.seen.discard(key)
+        self.logs.pop(key, None)
+        self.prereqs.pop(key, None)
+        self.apply_failures.pop(key, None)
+
+
+@dataclass(frozen=True)
+class ObserveSettings:
+    render_options: RenderOptions
+    log_interval_s: float = 60.0
+    log_tail_lines: int = 300
+    log_limit_bytes: int = 256 * 1024
+    controller_grace_s: float = 120.0
+    prereq_recheck_s: float = 30.0
+    prereq_recheck_max_s: float = 300.0
+    push_fresh_s: float = 150.0
+    """A pushed report younger than this stands in for the log tail (the trainer heartbeats every 60 s)."""
+
+
+def _strip_status(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != "status"}
+
+
+def claim_names(job: FineTuneJob) -> list[str]:
+    storage = job.spec.storage
+    names = [v.claim_name for v in (storage.outputs, storage.datasets, storage.models) if v is not None]
+    return list(dict.fromkeys(names))
+
+
+def queue_name(job: FineTuneJob, options: RenderOptions) -> str | None:
+    scheduling = job.spec.scheduling
+    return (scheduling.queue_name if scheduling else None) or options.default_queue
+
+
+async def observe(
+    key: Key,
+    obj: Mapping[str, Any],
+    caches: Caches,
+    memory: Memory,
+    kube: Kube,
+    settings: ObserveSettings,
+    board: Board | None,
+    now: float | None = None,
+) -> Snapshot:
+    now = time.time() if now is None else now
+    namespace, name = key
+    obj = copy.deepcopy(dict(obj))
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    job, problems = validate_object(_strip_status(obj))
+    generation = meta.get("generation")
+    backend = job.spec.distributed.backend if job is not None else "pytorchjob"
+    api_version, kind, plural = CHILD_KINDS.get(str(backend), CHILD_KINDS["pytorchjob"])
+    ref = status.get("job") or {}
+    if ref.get("kind") in ("PyTorchJob", "MPIJob"):
+        kind = str(ref["kind"])
+        plural = "pytorchjobs" if kind == "PyTorchJob" else "mpijobs"
+    informer = caches.children[plural]
+    child = informer.get(namespace, str(ref.get("name") or name))
+    pods = caches.pods_of(namespace, str(ref.get("name") or name))
+    first_seen = key not in memory.seen
+    memory.seen.add(key)
+    started = bool(ref)
+    gen_int = int(generation) if generation is not None else None
+
+    applied: FineTuneJobSpec | None = None
+    if started and job is not None and (first_seen or gen_int != status.get("observedGeneration")):
+        applied = await _applied_spec(kube, namespace, str(status.get("configMap") or name + CONFIG_MAP_SUFFIX))
+
+    prereqs: tuple[Prerequisite, ...] = ()
+    next_check: float | None = None
+    if job is not None and not problems and status.get("phase") in (None, "Pending"):
+        prereqs = await _prerequisites(key, job, settings, memory, kube, gen_int, now)
+        remembered = memory.prereqs.get(key)
+        if remembered is not None and any(p.found is False for p in prereqs):
+            next_check = remembered[1] + remembered[2]
+
+    reading, read_at, error, next_read = await _progress(key, child, pods, memory, kube, settings, board, now)
+    terminations = tuple((caches.terminations.get((namespace, str(ref.get("name") or name))) or {}).values())
+    failure = memory.apply_failures.get(key)
+    if failure is not None and failure.status == 404:
+        # "Kind not served" is reported once per failed attempt; the next reconcile tries again.
+        memory.apply_failures.pop(key, None)
+    return Snapshot(
+        namespace=namespace,
+        name=name,
+        obj=obj,
+        generation=gen_int,
+        resource_version=str(meta.get("resourceVersion") or ""),
+        status=status,
+        job=job,
+        problems=tuple(problems),
+        render_options=settings.render_options,
+        child_kind=kind,
+        child=copy.deepcopy(child) if child is not None else None,
+        child_kind_served=informer.served,
+        pods=tuple(copy.deepcopy(pods)),
+        applied_spec=applied,
+        progress=reading,
+        progress_at=read_at,
+        progress_error=error,
+        prerequisites=prereqs,
+        terminations=terminations,
+        apply_failure=failure if failure is not None and failure.generation == gen_int else None,
+        first_seen=first_seen,
+        controller_grace_s=settings.controller_grace_s,
+        next_log_read=next_read,
+        next_prereq_check=next_check,
+    )
+
+
+async def _applied_spec(kube: Kube, namespace: str, config_map: str) -> FineTuneJobSpec | None:
+    """The spec the running children were rendered from (the ConfigMap's finetunejob.json).
+
+    Immutable-field checks compare against this, not a last-handled copy: after a rejected
+    change the FineTuneJob holds the rejected spec, the ConfigMap still holds the running one.
+    """
+    cm = await kube.get("v1", "configmaps", namespace, config_map)
+    text = ((cm or {}).get("data") or {}).get(SPEC_FILE)
+    if not text:
+        return None
+    try:
+        return FineTuneJob.from_api(json.loads(text)).spec
+    except ValueError:
+        return None
+
+
+async def _prerequisites(
+    key: Key, job: FineTuneJob, settings: ObserveSettings, memory: Memory, kube: Kube, generation: int | None, now: float
+) -> tuple[Prerequisite, ...]:
+    """PVCs and the LocalQueue the spec names. Checked before the children exist; a found one is
+    not checked again, a missing one again after 30 s, 60 s, ... up to 5 min (or a spec change)."""
+    remembered = memory.prereqs.get(key)
+    if remembered is not None:
+        items, checked_at, backoff, gen = remembered
+        all_found = all(p.found is not False for p in items)
+        if gen == generation and (all_found or now - checked_at < backoff):
+            return items
+    namespace = key[0]
+
+    async def claim(name: str) -> Prerequisite:
+        try:
+            pvc = await kube.get("v1", "persistentvolumeclaims", namespace, name)
+        except ApiError as exc:
+            return Prerequisite("PersistentVolumeClaim", name, None, str(exc))
+        if pvc is None:
+            return Prerequisite("PersistentVolumeClaim", name, False, "not found")
+        # Pending is normal for WaitForFirstConsumer claims (bound when the pod is scheduled);
+        # an Immediate claim that never binds shows on the pod (VolumeNotReady).  Lost is not usable.
+        phase = (pvc.get("status") or {}).get("phase")
+        return Prerequisite("PersistentVolumeClaim", name, phase != "Lost", "phase Lost" if phase == "Lost" else "")
+
+    async def local_queue(name: str) -> Prerequisite:
+        try:
+            await kube.request("get", "GET", path(LOCALQUEUE_API, "localqueues", namespace, name))
+        except ApiError as exc:
+            if exc.status != 404:
+                return Prerequisite("LocalQueue", name, None, str(exc))
+            if "could not find the requested resource" in exc.message:  # no such resource type
+                return Prerequisite("LocalQueue", name, False, "Kueue is not installed (the cluster does not serve kueue.x-k8s.io LocalQueue)")
+            return Prerequisite("LocalQueue", name, False, "not found")
+        return Prerequisite("LocalQueue", name, True)
+
+    queue = queue_name(job, settings.render_options)
+    checks = [claim(name) for name in claim_names(job)] + ([local_queue(queue)] if queue else [])
+    found = list(await asyncio.gather(*checks))  # at once: the reconcile waits for the slowest only
+    items = tuple(found)
+    previous_backoff = remembered[2] if remembered is not None and remembered[3] == generation else 0.0
+    backoff = min(settings.prereq_recheck_max_s, max(settings.prereq_recheck_s, previous_backoff * 2))
+    memory.prereqs[key] = (items, now, backoff, generation)
+    return items
+
+
+async def _progress(
+    key: Key,
+    child: Mapping[str, Any] | None,
+    pods: list[dict[str, Any]],
+    memory: Memory,
+    kube: Kube,
+    settings: ObserveSettings,
+    board: Board | None,
+    now: float,
+) -> tuple[LogReading | None, float | None, str | None, float | None]:
+    """The newest progress: a pushed report, else the rank-0 log tail (read at most once per
+    ``log_interval_s``).  A failed log read only leaves progress as it was."""
+    pushed = board.latest(*key) if board is not None else None
+    remembered = memory.logs.get(key)
+    reading, read_at, error = remembered if remembered is not None else (None, None, None)
+    if pushed is not None and (read_at is None or pushed[1] >= read_at):
+        reading, read_at = pushed
+        if now - pushed[1] < settings.push_fresh_s:  # the trainer pushes: no log reads needed
+            # Look again when it goes stale: if the pushes stopped, the log tail takes over.
+            return reading, read_at, None, pushed[1] + settings.push_fresh_s
+    if child is None or child_state(child) not in ("Running", "Restarting", "Succeeded", "Failed"):
+        return reading, read_at, error, None
+    rank0 = rank0_pod(pods)
+    if rank0 is None or (rank0.get("status") or {}).get("phase") not in ("Running", "Succeeded", "Failed"):
+        return reading, read_at, error, None
+    last = remembered[1] if remembered is not None else None
+    if last is not None and now - last < settings.log_interval_s:
+        return reading, read_at, error, last + settings.log_interval_s
+    containers = (rank0.get("spec") or {}).get("containers") or [{}]
+    try:
+        text = await kube.pod_log(
+            key[0], rank0["metadata"]["name"], containers[0].get("name"), settings.log_tail_lines, settings.log_limit_bytes
+        )
+    except ApiError as exc:
+        if error is None:
+            log.warning("cannot read the log of %s/%s (progress only; the phase is unaffected): %s", key[0], rank0["metadata"]["name"], exc)
+        memory.logs[key] = (reading, now, str(exc))
+        return reading, read_at, str(exc), now + settings.log_interval_s
+    fresh = read_log(text)
+    if fresh.progress is None and reading is not None:  # keep the last known progress when the tail holds none
+        fresh = LogReading(reading.progress, fresh.exporting, fresh.stage_failed)
+    memory.logs[key] = (fresh, now, None)
+    return fresh, now, None, now + settings.log_interval_s

@@ -1,0 +1,238 @@
+"""``decide``: snapshot in, decision out. One row per documented reason (``reasons.REASONS``)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import example_job
+
+from kubetune.api import Condition, FineTuneJob, FineTuneJobStatus
+from kubetune.controller.cache import Termination
+from kubetune.controller.decide import Decision, decide
+from kubetune.controller.progress import LogReading, read_log
+from kubetune.controller.reasons import REASONS
+from kubetune.controller.snapshot import ApplyFailure, Prerequisite, Snapshot
+from kubetune.controller.status import merge_diff
+from kubetune.render import RenderOptions, validate_object
+
+NOW = 1_800_000_000.0
+NS, NAME = "team-a", "qwen-lora"
+REF = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": NAME}
+STARTED = {
+    "phase": "Pending",
+    "observedGeneration": 1,
+    "job": REF,
+    "configMap": f"{NAME}-kubetune",
+    "conditions": [
+        {"type": "Validated", "status": "True", "reason": "Valid", "message": "the spec is valid", "observedGeneration": 1, "lastTransitionTime": "T0"},
+        {"type": "Created", "status": "True", "reason": "ChildrenCreated", "message": "created", "observedGeneration": 1, "lastTransitionTime": "T0"},
+    ],
+}
+
+
+def child(*conditions: str, labels: dict[str, str] | None = None, created: float = NOW - 10) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": NAME, "namespace": NS, "labels": labels or {},
+                     "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))},
+        "spec": {"runPolicy": {}},
+        "status": {"conditions": [{"type": c, "status": "True", "reason": f"PyTorchJob{c}", "message": f"PyTorchJob {NAME} is {c.lower()}."} for c in conditions]},
+    }
+
+
+def pod(phase: str = "Pending", **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"{NAME}-master-0", "namespace": NS, "uid": "u1",
+                     "labels": {"training.kubeflow.org/job-name": NAME, "training.kubeflow.org/replica-type": "master"}},
+        "spec": {"containers": [{"name": "pytorch"}]},
+        "status": {"phase": phase, **status},
+    }
+
+
+def waiting(reason: str, message: str) -> dict[str, Any]:
+    return pod(containerStatuses=[{"name": "pytorch", "state": {"waiting": {"reason": reason, "message": message}}}])
+
+
+def unschedulable(message: str) -> dict[str, Any]:
+    return pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}])
+
+
+def snap(*, spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None, generation: int = 1, **fields: Any) -> Snapshot:
+    obj = example_job(NAME, NS, **(spec or {}))
+    obj["metadata"].update(generation=generation, resourceVersion="7", uid="uid-1")
+    obj["status"] = copy.deepcopy(status if status is not None else STARTED)
+    job, problems = validate_object({k: v for k, v in obj.items() if k != "status"})
+    base: dict[str, Any] = dict(
+        namespace=NS, name=NAME, obj=obj, generation=generation, resource_version="7", status=obj["status"],
+        job=job, problems=tuple(problems), render_options=RenderOptions(), child_kind="PyTorchJob",
+        child=None, child_kind_served=True,
+    )
+    base.update(fields)
+    return Snapshot(**base)
+
+
+def applied(**changes: Any) -> Any:
+    doc = example_job(NAME, NS)
+    doc["spec"].update(changes)
+    return FineTuneJob.from_api(doc).spec
+
+
+def terminations(*codes: int) -> tuple[Termination, ...]:
+    return tuple(Termination(f"{NAME}-master-0", f"uid-{i}", code, "Error") for i, code in enumerate(codes))
+
+
+def cond(decision: Decision, type_: str) -> dict[str, Any]:
+    return next((c for c in decision.status.get("conditions") or [] if c["type"] == type_), {})
+
+
+# reason -> (snapshot, expected phase, condition type, condition status, extra check)
+ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[Decision], Any] | None]] = {
+    "Valid": (lambda: snap(status={}), "Pending", "Validated", "True", lambda d: len(d.children) == 2),
+    "InvalidSpec": (lambda: snap(status={}, spec={"method": "qlora"}), "Failed", "Validated", "False",
+                    lambda d: not d.children and "spec.quantization" in d.status["message"]),
+    "ImmutableFieldChanged": (lambda: snap(generation=2, child=child("Running"), applied_spec=applied(training={**example_job()["spec"]["training"], "epochs": 9})),
+                              None, "Validated", "False", lambda d: not d.children and "spec.training" in cond(d, "Validated")["message"]),
+    "ChildrenCreated": (lambda: snap(status={}), "Pending", "Created", "True",
+                        lambda d: d.status["job"] == REF and [e.reason for e in d.events] == ["Created"]),
+    "KindNotInstalled": (lambda: snap(status={}, child_kind_served=False), "Pending", "Created", "False",
+                         lambda d: not d.children and "Kubeflow training-operator" in d.status["message"]),
+    "ChildRejected": (lambda: snap(status={}, apply_failure=ApplyFailure(1, 422, "Invalid", "denied by policy")), "Failed", "Created", "False",
+                      lambda d: "denied by policy" in d.status["message"]),
+    "PrerequisitesFound": (lambda: snap(status={}, prerequisites=(Prerequisite("PersistentVolumeClaim", "finetune-outputs", True),)),
+                           "Pending", "PrerequisitesReady", "True", None),
+    "PrerequisiteMissing": (lambda: snap(status={}, prerequisites=(Prerequisite("PersistentVolumeClaim", "finetune-outputs", False, "not found"),)),
+                            "Pending", "PrerequisitesReady", "False",
+                            lambda d: len(d.children) == 2 and cond(d, "Running")["reason"] == "PrerequisiteMissing"
+                            and "PersistentVolumeClaim finetune-outputs in namespace team-a: not found" in d.status["message"]),
+    "PodsPending": (lambda: snap(child=child("Created")), "Pending", "Running", "False", None),
+    "Unschedulable": (lambda: snap(child=child("Created"), pods=(unschedulable("0/4 nodes are available: 4 Insufficient nvidia.com/gpu."),)),
+                      "Pending", "Running", "False", lambda d: "Insufficient nvidia.com/gpu" in d.status["message"]),
+    "VolumeNotReady": (lambda: snap(child=child("Created"), pods=(unschedulable("0/1 nodes are available: 1 pod has unbound immediate PersistentVolumeClaims."),)),
+                       "Pending", "Running", "False", lambda d: "GPUs" not in d.status["message"]),
+    "SecretMissing": (lambda: snap(child=child("Created"), pods=(waiting("CreateContainerConfigError", 'secret "hf-token" not found'),)),
+                      "Pending", "Running", "False", lambda d: "Secret hf-token does not exist" in d.status["message"] and "spec.image" not in d.status["message"]),
+    "CreateContainerConfigError": (lambda: snap(child=child("Created"), pods=(waiting("CreateContainerConfigError", 'configmap "extra" not found'),)),
+                                   "Pending", "Running", "False", None),
+    "ImagePullBackOff": (lambda: snap(child=child("Created"), pods=(waiting("ImagePullBackOff", 'Back-off pulling image "x:bad"'),)), "Pending", "Running", "False", None),
+    "ErrImagePull": (lambda: snap(child=child("Created"), pods=(waiting("ErrImagePull", "manifest unknown"),)), "Pending", "Running", "False", None),
+    "InvalidImageName": (lambda: snap(child=child("Created"), pods=(waiting("InvalidImageName", "bad ref"),)), "Pending", "Running", "False", None),
+    "WaitingForQueue": (lambda: snap(child=child("Created", "Suspended", labels={"kueue.x-k8s.io/queue-name": "gpus"})), "Pending", "Running", "False",
+                        lambda d: "LocalQueue gpus" in d.status["message"]),
+    "ControllerNotRunning": (lambda: snap(child={**child(), "status": {}} | {"metadata": child(created=NOW - 300)["metadata"]}), "Pending", "Running", "False",
+                             lambda d: "Kubeflow training-operator" in d.status["message"]),
+    "JobRunning": (lambda: snap(child=child("Created", "Running")), "Running", "Running", "True", lambda d: d.status["startTime"]),
+    "Restarting": (lambda: snap(child=child("Restarting"), terminations=terminations(130)), "Running", "Running", "True",
+                   lambda d: d.status["retries"]["count"] == 1 and [e.reason for e in d.events] == ["Restarting", "Running"]),
+    "Exporting": (lambda: snap(child=child("Running"), progress=read_log('kubetune.stage {"stage": "export", "event": "start"}')),
+                  "Exporting", "Exporting", "True", lambda d: cond(d, "Running")["status"] == "True"),
+    "JobSucceeded": (lambda: snap(child=child("Succeeded")), "Succeeded", "Succeeded", "True", lambda d: d.status["completionTime"]),
+    "JobFailed": (lambda: snap(child=child("Failed"), terminations=terminations(1)), "Failed", "Failed", "True",
+                  lambda d: "exited with code 1 (1-127: permanent, not retried)" in d.status["message"]),
+    "OOMKilled": (lambda: snap(child=child("Failed"), pods=(pod("Failed", containerStatuses=[{"name": "pytorch", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]),)),
+                  "Failed", "Failed", "True", None),
+    "BackoffLimitExceeded": (lambda: snap(spec={"runPolicy": {"backoffLimit": 2}}, child=child("Restarting"), terminations=terminations(130, 137, 130)),
+                             "Failed", "Failed", "True",
+                             lambda d: [c["spec"]["runPolicy"]["suspend"] for c in d.children] == [True] and d.status["retries"]["count"] == 3),
+    "JobDeleted": (lambda: snap(child=None), "Failed", "Failed", "True", None),
+    "JobSuspended": (lambda: snap(spec={"suspend": True}, child=child("Suspended")), "Suspended", "Suspended", "True", None),
+}
+
+
+def test_every_documented_reason_has_a_row() -> None:
+    assert sorted(ROWS) == sorted(REASONS)
+
+
+@pytest.mark.parametrize("reason", list(ROWS))
+def test_decide(reason: str) -> None:
+    make, phase, type_, holds, check = ROWS[reason]
+    snapshot = make()
+    decision = decide(snapshot, NOW)
+    c = cond(decision, type_)
+    assert (c.get("reason"), c.get("status")) == (reason, holds), decision.status
+    documented = REASONS[reason]
+    assert (documented.condition, "True" if documented.holds else "False") == (type_, holds)
+    if phase is not None:
+        assert decision.status["phase"] == phase
+        assert documented.phase in (None, phase)
+    if documented.hint and reason not in ("PrerequisitesFound",):
+        assert documented.hint in c["message"], "the message carries the reason's hint"
+    if check is not None:
+        assert check(decision), decision
+    FineTuneJobStatus.model_validate(decision.status)
+    for condition in decision.status.get("conditions") or []:
+        Condition.model_validate(condition)
+    json.dumps(decision.status)  # plain JSON: what the executor sends
+
+
+def test_a_decision_applied_twice_changes_nothing() -> None:
+    """Once the status is stored, the same observation produces no patch and no Event."""
+    for make, *_ in ROWS.values():
+        first = make()
+        once = decide(first, NOW)
+        observed = first.child
+        if once.children and not first.status.get("job"):  # the executor created the child
+            observed = {**once.children[-1], "status": {}}
+            observed["metadata"] = {**observed["metadata"], "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW))}
+        again = decide(dataclasses.replace(first, status=once.status, first_seen=False, child=observed), NOW + 60)
+        assert merge_diff(once.status, again.status) == {}, once.status
+        assert not again.events, again.events
+
+
+def test_unschedulable_is_kept_while_no_pod_shows_otherwise() -> None:
+    first = decide(snap(child=child("Created"), pods=(unschedulable("0/4 nodes: Insufficient nvidia.com/gpu"),)), NOW)
+    # The pod is being recreated: nothing shows that the cause changed.
+    kept = decide(snap(child=child("Created"), pods=(), status=first.status), NOW + 15)
+    assert cond(kept, "Running")["reason"] == "Unschedulable" and kept.status["phase"] == "Pending"
+    # A scheduled pod shows it did.
+    scheduled = decide(snap(child=child("Created"), pods=(pod(conditions=[{"type": "PodScheduled", "status": "True"}]),), status=first.status), NOW + 30)
+    assert cond(scheduled, "Running")["reason"] == "PodsPending"
+
+
+def test_a_failed_log_read_never_blocks_the_phase() -> None:
+    progress = read_log('kubetune.progress {"step": 10, "totalSteps": 100}')
+    d = decide(snap(child=child("Failed"), progress=progress, progress_error="406 NotAcceptable", terminations=terminations(1)), NOW)
+    assert d.status["phase"] == "Failed" and d.status["progress"]["step"] == 10
+
+
+def test_progress_keys_the_trainer_stopped_sending_are_cleared() -> None:
+    before = {**STARTED, "phase": "Running", "progress": {"step": 9, "totalSteps": 10, "loss": 1.0, "summary": "9/10 (90%)"}}
+    d = decide(snap(status=before, child=child("Running"), progress=read_log('kubetune.progress {"step": 10, "totalSteps": 10}')), NOW)
+    patch = merge_diff(before, d.status)
+    assert patch["progress"]["loss"] is None and patch["progress"]["step"] == 10
+
+
+def test_finished_jobs_never_change() -> None:
+    done = {**STARTED, "phase": "Succeeded"}
+    d = decide(snap(status=done, generation=3, child=None), NOW)
+    assert merge_diff(done, d.status) == {"observedGeneration": 3} and not d.children and not d.events
+
+
+def test_a_failed_child_waits_briefly_for_the_pod_that_explains_it() -> None:
+    failing = child("Failed")
+    failing["status"]["conditions"][0]["lastTransitionTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW - 1))
+    d = decide(snap(child=failing), NOW)
+    assert d.status["phase"] == "Pending" and d.requeue_after is not None and 0 < d.requeue_after <= 3
+    later = decide(snap(child=failing), NOW + 5)
+    assert later.status["phase"] == "Failed"
+
+
+def test_a_pushed_progress_report_reaches_status() -> None:
+    reading = LogReading({"step": 3, "totalSteps": 30, "percent": 10.0, "summary": "3/30 (10%)"}, False, None)
+    d = decide(snap(child=child("Running"), progress=reading, progress_at=NOW - 1), NOW)
+    assert d.status["progress"]["summary"] == "3/30 (10%)"
+
+
+def test_a_fixed_spec_starts_a_job_that_failed_validation() -> None:
+    failed = decide(snap(status={}, spec={"method": "qlora"}), NOW).status
+    assert failed["phase"] == "Failed" and failed["completionTime"]
+    started = decide(snap(status=failed, generation=2), NOW + 10)
+    assert started.status["phase"] == "Pending" and "completionTime" not in started.status
+    assert len(started.children) == 2 and cond(started, "Validated")["status"] == "True"
+    assert merge_diff(failed, started.status)["completionTime"] is None

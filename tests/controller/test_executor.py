@@ -1,0 +1,74 @@
+"""The executor, once, against the emulated API server: children, then one status patch with a
+resourceVersion precondition, then Events (an identical one counted, not posted again)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from conftest import CM, EVENTS, FTJ, PTJ, example_job
+from emulator import Cluster
+
+from kubetune.controller.act import EventRecorder, Executor
+from kubetune.controller.cache import Caches
+from kubetune.controller.decide import EventSpec, decide
+from kubetune.controller.kube import Connection, Kube
+from kubetune.controller.metrics import Metrics
+from kubetune.controller.snapshot import Memory, ObserveSettings, observe
+from kubetune.render import RenderOptions
+
+NS = "team-a"
+
+
+async def test_executor_applies_a_decision_and_never_overwrites_a_newer_object(cluster: Cluster) -> None:
+    kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token="test-token"))
+    try:
+        caches = Caches(kube, (), lambda ns, name: None)
+        memory = Memory()
+        executor = Executor(kube, caches, memory, EventRecorder(kube, Metrics()))
+        ftj = await cluster.put_object(*FTJ, example_job())
+        caches.store_job(ftj)
+        snap = await observe((NS, "qwen-lora"), ftj, caches, memory, kube, ObserveSettings(RenderOptions()), None)
+        decision = decide(snap, time.time())
+        requeue = await executor.act(snap, decision)
+
+        assert cluster.read(*CM, NS, "qwen-lora-kubetune") is not None and cluster.read(*PTJ, NS, "qwen-lora") is not None
+        stored: dict[str, Any] = cluster.read(*FTJ, NS, "qwen-lora") or {}
+        assert stored["status"]["phase"] == "Pending" and stored["status"]["job"]["kind"] == "PyTorchJob"
+        assert caches.jobs[(NS, "qwen-lora")]["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"], "write-through"
+        assert caches.children["pytorchjobs"].get(NS, "qwen-lora") is not None, "the applied child is in the cache at once"
+        assert [e["reason"] for e in cluster.objects(*EVENTS, NS)] == ["Created"]
+        assert requeue is None or requeue >= 0
+        status_patches = [c for c in cluster.calls if c.resource == "finetunejobs" and c.subresource == "status"]
+        assert len(status_patches) == 1
+
+        # Someone else writes the FineTuneJob: a decision made from the older copy is refused (409)
+        # and the key is reconciled again instead of overwriting the newer object.
+        await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["metadata"].setdefault("labels", {}).update(team="a"))
+        stale = dataclasses.replace(snap, status=stored["status"], resource_version=stored["metadata"]["resourceVersion"])
+        changed = dataclasses.replace(decision, status={**decision.status, "message": "from a stale snapshot"}, children=(), events=())
+        assert await executor.act(stale, changed) == executor.conflict_retry_s
+        assert (cluster.read(*FTJ, NS, "qwen-lora") or {})["status"]["message"] != "from a stale snapshot"
+
+        # Nothing to change: no request at all.
+        calls = len(cluster.calls)
+        fresh = cluster.read(*FTJ, NS, "qwen-lora") or {}
+        same = dataclasses.replace(snap, status=fresh["status"], resource_version=fresh["metadata"]["resourceVersion"], obj=fresh)
+        await executor.act(same, dataclasses.replace(decision, status=fresh["status"], children=(), events=()))
+        assert len(cluster.calls) == calls
+
+        # An identical Event again is counted on the first one (client-go's EventLogger).
+        spec = EventSpec("Warning", "Unschedulable", "pod x cannot be scheduled")
+        await executor.recorder.record(fresh, spec)
+        await executor.recorder.record(fresh, spec)
+        unschedulable = [e for e in cluster.objects(*EVENTS, NS) if e["reason"] == "Unschedulable"]
+        assert len(unschedulable) == 1 and unschedulable[0]["count"] == 2
+        # More than 10 different messages of one reason in 10 minutes are combined (EventAggregator).
+        for i in range(12):
+            await executor.recorder.record(fresh, EventSpec("Warning", "Restarting", f"retry {i}"))
+        restarting = [e for e in cluster.objects(*EVENTS, NS) if e["reason"] == "Restarting"]
+        combined = [e for e in restarting if e["message"].startswith("(combined from similar events): ")]
+        assert len(restarting) == 11 and len(combined) == 1 and combined[0]["count"] == 2
+    finally:
+        await kube.close()
