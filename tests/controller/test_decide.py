@@ -92,6 +92,10 @@ def cond(decision: Decision, type_: str) -> dict[str, Any]:
     return next((c for c in decision.status.get("conditions") or [] if c["type"] == type_), {})
 
 
+RES_8GI = {**example_job()["spec"]["resources"], "gpuMemory": "8Gi"}
+RES_80GI = {**example_job()["spec"]["resources"], "gpuMemory": "80Gi"}
+
+
 # reason -> (snapshot, expected phase, condition type, condition status, extra check)
 ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[Decision], Any] | None]] = {
     "Valid": (lambda: snap(status={}), "Pending", "Validated", "True", lambda d: len(d.children) == 2),
@@ -99,6 +103,11 @@ ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[De
                     lambda d: not d.children and "spec.quantization" in d.status["message"]),
     "ImmutableFieldChanged": (lambda: snap(generation=2, child=child("Running"), applied_spec=applied(training={**example_job()["spec"]["training"], "epochs": 9})),
                               None, "Validated", "False", lambda d: not d.children and "spec.training" in cond(d, "Validated")["message"]),
+    "Fits": (lambda: snap(status={}, spec={"resources": RES_80GI}), "Pending", "Feasible", "True",
+             lambda d: len(d.children) == 2 and "80.0 GiB" in cond(d, "Feasible")["message"]),
+    "InsufficientGPUMemory": (lambda: snap(status={}, spec={"resources": RES_8GI}), "Pending", "Feasible", "False",
+                              lambda d: not d.children and "job" not in d.status and "exceeds 8.0 GiB" in d.status["message"]
+                              and "to fit:" in d.status["message"] and [e.reason for e in d.events] == ["InsufficientGPUMemory"]),
     "ChildrenCreated": (lambda: snap(status={}), "Pending", "Created", "True",
                         lambda d: d.status["job"] == REF and [e.reason for e in d.events] == ["Created"]),
     "KindNotInstalled": (lambda: snap(status={}, child_kind_served=False), "Pending", "Created", "False",
@@ -236,3 +245,25 @@ def test_a_fixed_spec_starts_a_job_that_failed_validation() -> None:
     assert started.status["phase"] == "Pending" and "completionTime" not in started.status
     assert len(started.children) == 2 and cond(started, "Validated")["status"] == "True"
     assert merge_diff(failed, started.status)["completionTime"] is None
+
+
+def test_auto_tune_renders_the_adjusted_job_and_records_it() -> None:
+    """spec.autoTune on a job that does not fit 8 GiB: ZeRO/micro-batch chosen, recorded in status and the run record."""
+    decision = decide(snap(status={}, spec={"resources": RES_8GI, "autoTune": True}), NOW)
+    assert cond(decision, "Feasible")["status"] == "True" and len(decision.children) == 2
+    settings = decision.status["autoTune"]["settings"]
+    assert decision.status["autoTune"]["changed"] and settings["zeroStage"] == 3
+    config_map = json.dumps(decision.children[0])
+    assert "kubetune.io/auto-tune" in config_map and '\\"zeroStage\\": 3' in config_map
+    FineTuneJobStatus.model_validate(decision.status)
+    # once started, the same adjusted children are re-rendered (no Feasible re-check)
+    started = {**decision.status, "conditions": decision.status["conditions"]}
+    again = decide(snap(status=started, spec={"resources": RES_8GI, "autoTune": True}, child=child("Running"), first_seen=True), NOW)
+    assert again.children and json.dumps(again.children[0]) == config_map
+
+
+def test_gpu_memory_from_the_product_table() -> None:
+    spec = {"scheduling": {"nodeSelector": {"nvidia.com/gpu.product": "Tiny-GPU"}}}
+    decision = decide(snap(status={}, spec=spec, gpu_memory_by_product={"Tiny-GPU": "8Gi"}), NOW)
+    assert cond(decision, "Feasible")["reason"] == "InsufficientGPUMemory" and not decision.children
+    assert not cond(decide(snap(status={}, spec=spec), NOW), "Feasible"), "unknown memory: no verdict, children created"

@@ -23,13 +23,15 @@ rules for which reason wins and how long a reason stays live here and nowhere el
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetune.api import TERMINAL_PHASES, broken_transition_rules
+from kubetune.api import TERMINAL_PHASES, FineTuneJob, broken_transition_rules
 from kubetune.api.contract import KUEUE_QUEUE_LABEL
-from kubetune.render import Rendered, render
+from kubetune.plan.feasibility import Verdict, autotune, feasibility, gpu_memory_for
+from kubetune.render import Rendered, RenderOptions, render
 
 from .reasons import CONTROLLERS, REASONS, retryable_exit_code, with_hint
 from .snapshot import Snapshot
@@ -98,17 +100,34 @@ def decide(snap: Snapshot, now: float) -> Decision:
         return draft.decision()
 
     rendered: Rendered | None = None
+    verdict: Verdict | None = None
     message = "; ".join(str(p) for p in snap.problems)
     if snap.job is not None and not snap.problems:
         try:
-            rendered = render(snap.job, snap.render_options)
+            job, options, verdict = _plan(draft, snap.job, started)
+            rendered = render(job, options)
         except ValueError as exc:
             message = str(exc)
     if rendered is None:
         return _invalid(draft, message or "the spec is invalid", started)
     if not started:
-        return _start(draft, rendered, now)
+        return _start(draft, rendered, now, verdict)
     return _follow(draft, rendered, now)
+
+
+def _plan(draft: _Draft, job: FineTuneJob, started: bool) -> tuple[FineTuneJob, RenderOptions, Verdict | None]:
+    """The job to render (spec.autoTune's adjusted one) and, before the start, the Feasible verdict.
+
+    autoTune is pure and deterministic, so a started job re-renders the same children."""
+    options = draft.snap.render_options
+    memory = gpu_memory_for(job, draft.snap.gpu_memory_by_product)
+    if job.spec.auto_tune:
+        result = autotune(job, memory)
+        record = result.record()
+        options = dataclasses.replace(options, auto_tune=record)
+        draft.status["autoTune"] = {k: v for k, v in record.items() if v not in ({}, None)}
+        return result.job, options, result.verdict if not started else None
+    return job, options, feasibility(job, memory) if not started else None
 
 
 def _invalid(draft: _Draft, problems: str, started: bool) -> Decision:
@@ -126,11 +145,20 @@ def _kinds_text(rendered: Rendered) -> str:
     return f"ConfigMap {rendered.config_map['metadata']['name']} and {rendered.workload['kind']} {rendered.workload['metadata']['name']}"
 
 
-def _start(draft: _Draft, rendered: Rendered, now: float) -> Decision:
+def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | None) -> Decision:
     snap, status = draft.snap, draft.status
     kind, api_version = rendered.workload["kind"], rendered.workload["apiVersion"]
     status["observedGeneration"] = snap.generation
     draft.cond("Validated", True, "Valid", "the spec is valid")
+    # Feasible: only a definite verdict is reported (Unknown/CPUTraining verdicts set no condition yet).
+    if verdict is not None and verdict.status == "False" and verdict.reason == "InsufficientGPUMemory":
+        message = with_hint("InsufficientGPUMemory", verdict.message)
+        draft.event_once("Feasible", "Warning", "InsufficientGPUMemory", message)
+        draft.cond("Feasible", False, "InsufficientGPUMemory", message)
+        status.update(phase="Pending", message=message)
+        return draft.decision()  # the spec is immutable: nothing to look at again
+    if verdict is not None and verdict.status == "True" and verdict.reason == "Fits":
+        draft.cond("Feasible", True, "Fits", verdict.message)
     failure = snap.apply_failure
     if snap.child_kind_served is False or (failure is not None and failure.status == 404):
         message = with_hint("KindNotInstalled", f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS[kind]}; retrying")

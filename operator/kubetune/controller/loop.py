@@ -101,6 +101,7 @@ class Controller:
             controller_grace_s=config.controller_grace_s,
             prereq_recheck_s=config.prereq_recheck_s,
             push_fresh_s=config.progress_fresh_s,
+            gpu_memory_by_product=config.gpu_memory_by_product,
         )
         self.executor = Executor(rt.kube, self.caches, self.memory, EventRecorder(rt.kube, rt.metrics), conflict_retry_s=min(1.0, config.retry_delay_s))
         self.failures: dict[Key, int] = {}

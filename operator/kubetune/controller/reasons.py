@@ -44,6 +44,13 @@ REASONS: dict[str, Reason] = {
         Reason("ChildRejected", "Created", False, "Failed",
                "the API server or an admission webhook refused a rendered child",
                "read the refusal in the message: usually a policy (PodSecurity, Kyverno/Gatekeeper) or a quota"),
+        # --- Feasible (kubetune.plan.feasibility; needs spec.resources.gpuMemory or gpuMemoryByProduct) ---
+        Reason("Fits", "Feasible", True, None,
+               "the predicted peak memory per GPU fits the GPU memory (spec.resources.gpuMemory or the chart's gpuMemoryByProduct)", ""),
+        Reason("InsufficientGPUMemory", "Feasible", False, "Pending",
+               "the predicted peak memory per GPU exceeds the GPU memory; no children were created",
+               "create the job again with the change the message suggests, or set spec.autoTune: true to let kubetune choose "
+               "ZeRO stage, offload and micro-batch"),
         # --- PrerequisitesReady -------------------------------------------------------------
         Reason("PrerequisitesFound", "PrerequisitesReady", True, None, "every PVC and Kueue LocalQueue the spec names exists", ""),
         Reason("PrerequisiteMissing", "PrerequisitesReady", False, None,

@@ -97,6 +97,8 @@ class Snapshot:
     """When observe will read the log tail again (the decision's requeue hint)."""
     next_prereq_check: float | None = None
     """When a missing prerequisite will be checked again."""
+    gpu_memory_by_product: Mapping[str, str] = field(default_factory=dict)
+    """The Helm value gpuMemoryByProduct (nvidia.com/gpu.product -> quantity), for the Feasible check."""
 
 
 @dataclass
@@ -128,6 +130,7 @@ class ObserveSettings:
     prereq_recheck_max_s: float = 300.0
     push_fresh_s: float = 150.0
     """A pushed report younger than this stands in for the log tail (the trainer heartbeats every 60 s)."""
+    gpu_memory_by_product: Mapping[str, str] = field(default_factory=dict)
 
 
 def _strip_status(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -218,6 +221,7 @@ async def observe(
         controller_grace_s=settings.controller_grace_s,
         next_log_read=next_read,
         next_prereq_check=next_check,
+        gpu_memory_by_product=settings.gpu_memory_by_product,
     )
 
 
