@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -176,6 +177,29 @@ async def test_invalid_job_fails_validation_without_children_and_operator_keeps_
     await eventually(lambda: cluster.read(*PTJ, NS, "broken"), what="children after the fix")
     await eventually(lambda: condition(cluster, "Validated", "broken").get("status") == "True", what="Validated=True")
     assert status(cluster, "broken")["phase"] == "Pending"
+
+
+async def test_a_job_that_cannot_fit_gets_feasible_false_and_no_children_and_autotune_makes_it_fit(cluster: Cluster, operator: Any, config: Any) -> None:
+    # GPU memory from the chart's gpuMemoryByProduct table (KUBETUNE_GPU_MEMORY_BY_PRODUCT) and the nodeSelector
+    await operator(dataclasses.replace(config, gpu_memory_by_product={"NVIDIA-Tiny-8GB": "8Gi"}))
+    on_tiny = {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-Tiny-8GB"}}
+    await cluster.put_object(*FTJ, example_job("too-big", scheduling=on_tiny))
+    await eventually(lambda: condition(cluster, "Feasible", "too-big").get("reason") == "InsufficientGPUMemory", what="Feasible=False")
+    feasible = condition(cluster, "Feasible", "too-big")
+    assert feasible["status"] == "False" and "exceeds 8.0 GiB" in feasible["message"] and "to fit:" in feasible["message"]
+    assert phase_is(cluster, "Pending", "too-big") and status(cluster, "too-big")["message"] == feasible["message"]
+    assert any(t == "Warning" and r == "InsufficientGPUMemory" for t, r, _ in events(cluster, "too-big"))
+    FineTuneJobStatus.model_validate(status(cluster, "too-big"))
+
+    await cluster.put_object(*FTJ, example_job("tuned", scheduling=on_tiny, autoTune=True))
+    await eventually(lambda: cluster.read(*PTJ, NS, "tuned"), what="children of the auto-tuned job")
+    feasible = condition(cluster, "Feasible", "tuned")
+    assert (feasible["status"], feasible["reason"]) == ("True", "Fits")
+    auto = status(cluster, "tuned")["autoTune"]
+    assert auto["changed"] and auto["settings"]["zeroStage"] == 3
+    cm = cluster.read(*CM, NS, "tuned-kubetune")
+    assert cm is not None and '"zeroStage": 3' in cm["data"]["finetunejob.json"], "the run record says what autoTune chose"
+    assert cluster.read(*PTJ, NS, "too-big") is None and cluster.read(*CM, NS, "too-big-kubetune") is None
 
 
 async def test_immutable_change_is_rejected_and_children_keep_their_settings(cluster: Cluster, operator: Any) -> None:
