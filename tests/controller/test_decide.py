@@ -96,6 +96,16 @@ RES_8GI = {**example_job()["spec"]["resources"], "gpuMemory": "8Gi"}
 RES_80GI = {**example_job()["spec"]["resources"], "gpuMemory": "80Gi"}
 
 
+FROM_BASE = {"fromJob": "base-sft", "template": "qwen"}
+
+
+def source(phase: str | None, name: str = "base-sft", **spec: Any) -> dict[str, Any]:
+    obj = example_job(name, NS, **spec)
+    if phase is not None:
+        obj["status"] = {"phase": phase, "message": "exit code 1" if phase == "Failed" else "", "conditions": [{"type": phase, "status": "True", "reason": "JobFailed", "message": "exit code 1"}] if phase == "Failed" else []}
+    return obj
+
+
 # reason -> (snapshot, expected phase, condition type, condition status, extra check)
 ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[Decision], Any] | None]] = {
     "Valid": (lambda: snap(status={}), "Pending", "Validated", "True", lambda d: len(d.children) == 2),
@@ -108,6 +118,15 @@ ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[De
     "InsufficientGPUMemory": (lambda: snap(status={}, spec={"resources": RES_8GI}), "Pending", "Feasible", "False",
                               lambda d: not d.children and "job" not in d.status and "exceeds 8.0 GiB" in d.status["message"]
                               and "to fit:" in d.status["message"] and [e.reason for e in d.events] == ["InsufficientGPUMemory"]),
+    "WaitingForJob": (lambda: snap(status={}, spec={"model": FROM_BASE}, sources={"base-sft": source("Running")}), "Pending", "Created", "False",
+                      lambda d: not d.children and "job" not in d.status and "base-sft" in d.status["message"] and "Running" in d.status["message"]),
+    "FromJobNotFound": (lambda: snap(status={}, spec={"model": FROM_BASE}, sources={"base-sft": None}), "Failed", "Failed", "True",
+                        lambda d: not d.children and "base-sft does not exist" in d.status["message"]),
+    "FromJobFailed": (lambda: snap(status={}, spec={"model": FROM_BASE}, sources={"base-sft": source("Failed")}), "Failed", "Failed", "True",
+                      lambda d: not d.children and "exit code 1" in d.status["message"]),
+    "FromJobUnusable": (lambda: snap(status={}, spec={"model": FROM_BASE},
+                                     sources={"base-sft": source("Succeeded", storage={"outputs": {"claimName": "elsewhere"}})}),
+                        "Failed", "Failed", "True", lambda d: not d.children and "'elsewhere'" in d.status["message"]),
     "ChildrenCreated": (lambda: snap(status={}), "Pending", "Created", "True",
                         lambda d: d.status["job"] == REF and [e.reason for e in d.events] == ["Created"]),
     "KindNotInstalled": (lambda: snap(status={}, child_kind_served=False), "Pending", "Created", "False",
@@ -267,3 +286,14 @@ def test_gpu_memory_from_the_product_table() -> None:
     decision = decide(snap(status={}, spec=spec, gpu_memory_by_product={"Tiny-GPU": "8Gi"}), NOW)
     assert cond(decision, "Feasible")["reason"] == "InsufficientGPUMemory" and not decision.children
     assert not cond(decide(snap(status={}, spec=spec), NOW), "Feasible"), "unknown memory: no verdict, children created"
+
+
+def test_a_job_built_on_a_succeeded_job_loads_its_merged_model() -> None:
+    decision = decide(snap(status={}, spec={"model": FROM_BASE}, sources={"base-sft": source("Succeeded")}), NOW)
+    assert len(decision.children) == 2 and decision.status["phase"] == "Pending"
+    train_yaml = decision.children[0]["data"]["train.yaml"]
+    assert "team-a/base-sft/merged" in train_yaml, train_yaml
+    # once started, the source's later deletion does not stop following the running child (no re-apply)
+    started = dict(decision.status)
+    again = decide(snap(status=started, spec={"model": FROM_BASE}, sources={"base-sft": None}, child=child("Running"), first_seen=True), NOW)
+    assert again.status["phase"] == "Running" and not again.children

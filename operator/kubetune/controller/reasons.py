@@ -51,6 +51,9 @@ REASONS: dict[str, Reason] = {
                "the predicted peak memory per GPU exceeds the GPU memory; no children were created",
                "create the job again with the change the message suggests, or set spec.autoTune: true to let kubetune choose "
                "ZeRO stage, offload and micro-batch"),
+        Reason("WaitingForJob", "Created", False, "Pending",
+               "the job builds on another FineTuneJob (spec.model.fromJob or spec.training.ppo.rewardModel.fromJob) that has not Succeeded yet; no children were created",
+               "nothing to do: the job starts when the FineTuneJob named in the message has Succeeded"),
         # --- PrerequisitesReady -------------------------------------------------------------
         Reason("PrerequisitesFound", "PrerequisitesReady", True, None, "every PVC and Kueue LocalQueue the spec names exists", ""),
         Reason("PrerequisiteMissing", "PrerequisitesReady", False, None,
@@ -109,6 +112,16 @@ REASONS: dict[str, Reason] = {
         Reason("JobDeleted", "Failed", True, "Failed",
                "the child job was deleted while the FineTuneJob ran",
                "create a new FineTuneJob to train again"),
+        Reason("FromJobNotFound", "Failed", True, "Failed",
+               "the FineTuneJob named by fromJob does not exist in the job's namespace; no children were created",
+               "create the source job, then create this job again (one kubectl apply of both works)"),
+        Reason("FromJobFailed", "Failed", True, "Failed",
+               "the FineTuneJob named by fromJob failed; no children were created",
+               "fix and re-run the source job, then create this job again"),
+        Reason("FromJobUnusable", "Failed", True, "Failed",
+               "the FineTuneJob named by fromJob cannot be built on (itself, another outputs volume, a LoRA adapter the method "
+               "cannot load, a reward model not from stage rm); no children were created",
+               "make the change the message names, then create this job again"),
         # --- Suspended ------------------------------------------------------------------------------
         Reason("JobSuspended", "Suspended", True, "Suspended", "spec.suspend is true; pods are deleted, outputs and checkpoints kept",
                "set spec.suspend: false to resume from the newest checkpoint"),

@@ -99,6 +99,9 @@ class Snapshot:
     """When a missing prerequisite will be checked again."""
     gpu_memory_by_product: Mapping[str, str] = field(default_factory=dict)
     """The Helm value gpuMemoryByProduct (nvidia.com/gpu.product -> quantity), for the Feasible check."""
+    sources: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    """FineTuneJobs this one builds on (spec.model.fromJob, spec.training.ppo.rewardModel.fromJob),
+    by name, as the watch last saw them (None: not in the namespace)."""
 
 
 @dataclass
@@ -135,6 +138,15 @@ class ObserveSettings:
 
 def _strip_status(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k != "status"}
+
+
+def from_jobs(job: FineTuneJob) -> list[str]:
+    """Names of the FineTuneJobs ``job`` builds on."""
+    names = [job.spec.model.from_job]
+    ppo = job.spec.training.ppo
+    if ppo is not None and ppo.reward_model is not None:
+        names.append(ppo.reward_model.from_job)
+    return sorted({n for n in names if n})
 
 
 def claim_names(job: FineTuneJob) -> list[str]:
@@ -222,6 +234,7 @@ async def observe(
         next_log_read=next_read,
         next_prereq_check=next_check,
         gpu_memory_by_product=settings.gpu_memory_by_product,
+        sources={n: copy.deepcopy(caches.jobs.get((namespace, n))) for n in from_jobs(job)} if job is not None else {},
     )
 
 
