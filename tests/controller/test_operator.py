@@ -202,6 +202,39 @@ async def test_a_job_that_cannot_fit_gets_feasible_false_and_no_children_and_aut
     assert cluster.read(*PTJ, NS, "too-big") is None and cluster.read(*CM, NS, "too-big-kubetune") is None
 
 
+async def test_a_job_built_on_another_waits_until_it_succeeded_then_starts(cluster: Cluster, operator: Any) -> None:
+    await operator()
+    from_base = {"fromJob": "base-sft", "template": "qwen"}
+    # applied together (kubectl apply of a recipe): the second one arrives first here
+    await cluster.put_object(*FTJ, example_job("then-sft", model=from_base))
+    await cluster.put_object(*FTJ, example_job("base-sft"))
+    await eventually(lambda: condition(cluster, "Created", "then-sft").get("reason") == "WaitingForJob", what="WaitingForJob")
+    assert phase_is(cluster, "Pending", "then-sft") and "base-sft" in status(cluster, "then-sft")["message"]
+    await eventually(lambda: cluster.read(*PTJ, NS, "base-sft"), what="the source's PyTorchJob")
+    assert cluster.read(*PTJ, NS, "then-sft") is None and cluster.read(*CM, NS, "then-sft-kubetune") is None
+
+    await set_condition(cluster, "PyTorchJob", NS, "base-sft", "Running")
+    await eventually(lambda: phase_is(cluster, "Running", "base-sft"), what="source Running")
+    assert cluster.read(*PTJ, NS, "then-sft") is None, "a Running source is not enough"
+    await set_condition(cluster, "PyTorchJob", NS, "base-sft", "Succeeded")
+    await eventually(lambda: cluster.read(*PTJ, NS, "then-sft"), what="children once the source Succeeded")
+    cm = cluster.read(*CM, NS, "then-sft-kubetune")
+    assert cm is not None and "team-a/base-sft/merged" in cm["data"]["train.yaml"], "it loads the source's merged model"
+    assert condition(cluster, "Created", "then-sft")["reason"] == "ChildrenCreated"
+    FineTuneJobStatus.model_validate(status(cluster, "then-sft"))
+
+    # references that can never work fail at once, with no children
+    await cluster.put_object(*FTJ, example_job("orphan", model={"fromJob": "nowhere", "template": "qwen"}))
+    await cluster.put_object(*FTJ, example_job("self-ref", model={"fromJob": "self-ref", "template": "qwen"}))
+    await cluster.put_object(*FTJ, example_job("bad-base"))
+    await cluster.put_object(*FTJ, example_job("on-bad", model={"fromJob": "bad-base", "template": "qwen"}))
+    await eventually(lambda: cluster.read(*PTJ, NS, "bad-base"), what="bad-base's PyTorchJob")
+    await set_condition(cluster, "PyTorchJob", NS, "bad-base", "Failed")
+    for name, reason in (("orphan", "FromJobNotFound"), ("self-ref", "FromJobUnusable"), ("on-bad", "FromJobFailed")):
+        await eventually(lambda n=name, r=reason: condition(cluster, "Failed", n).get("reason") == r, what=f"{name}: {reason}")
+        assert phase_is(cluster, "Failed", name) and cluster.read(*PTJ, NS, name) is None
+
+
 async def test_immutable_change_is_rejected_and_children_keep_their_settings(cluster: Cluster, operator: Any) -> None:
     await operator()
     await cluster.put_object(*FTJ, example_job())
