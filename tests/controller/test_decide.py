@@ -96,6 +96,7 @@ RES_8GI = {**example_job()["spec"]["resources"], "gpuMemory": "8Gi"}
 RES_80GI = {**example_job()["spec"]["resources"], "gpuMemory": "80Gi"}
 
 
+EVAL_FAILED = 'kubetune.stage {"stage": "evaluate", "event": "end", "evaluation": {"state": "Failed", "message": "no eval split"}}'
 FROM_BASE = {"fromJob": "base-sft", "template": "qwen"}
 
 
@@ -127,6 +128,8 @@ ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[De
     "FromJobUnusable": (lambda: snap(status={}, spec={"model": FROM_BASE},
                                      sources={"base-sft": source("Succeeded", storage={"outputs": {"claimName": "elsewhere"}})}),
                         "Failed", "Failed", "True", lambda d: not d.children and "'elsewhere'" in d.status["message"]),
+    "EvaluationFailed": (lambda: snap(child=child("Running"), progress=read_log(EVAL_FAILED)), "Running", "EvaluationFailed", "True",
+                         lambda d: d.status["evaluation"]["state"] == "Failed" and "no eval split" in cond(d, "EvaluationFailed")["message"]),
     "ChildrenCreated": (lambda: snap(status={}), "Pending", "Created", "True",
                         lambda d: d.status["job"] == REF and [e.reason for e in d.events] == ["Created"]),
     "KindNotInstalled": (lambda: snap(status={}, child_kind_served=False), "Pending", "Created", "False",
@@ -297,3 +300,10 @@ def test_a_job_built_on_a_succeeded_job_loads_its_merged_model() -> None:
     started = dict(decision.status)
     again = decide(snap(status=started, spec={"model": FROM_BASE}, sources={"base-sft": None}, child=child("Running"), first_seen=True), NOW)
     assert again.status["phase"] == "Running" and not again.children
+
+
+def test_a_succeeded_evaluation_is_mirrored_without_a_condition() -> None:
+    line = EVAL_FAILED.replace('"Failed", "message": "no eval split"', '"Succeeded", "summary": "ppl 12.1 (base 40.3)"')
+    decision = decide(snap(child=child("Running"), progress=read_log("noise\n" + line)), NOW)
+    assert decision.status["evaluation"]["summary"] == "ppl 12.1 (base 40.3)" and decision.status["phase"] == "Running"
+    assert not cond(decision, "EvaluationFailed")

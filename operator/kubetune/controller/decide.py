@@ -351,11 +351,22 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, *, reapply: bool = Tr
             draft.events.append(EventSpec("Warning", reason, message))
     if snap.progress is not None and snap.progress.progress is not None:
         status["progress"] = dict(snap.progress.progress)
+    if snap.progress is not None and snap.progress.evaluation is not None:
+        _evaluation(draft, snap.progress.evaluation)
     if phase not in TERMINAL_PHASES:
         requeue = _sooner(requeue, snap.next_log_read, now)
     if phase == "Pending":
         requeue = _sooner(requeue, snap.next_prereq_check, now)
     return draft.decision(children, max(0.0, requeue) if requeue is not None else None)
+
+
+def _evaluation(draft: _Draft, evaluation: Mapping[str, Any]) -> None:
+    """status.evaluation mirrors the trainer's evaluate stage; a failed evaluation is a condition, never a phase."""
+    draft.status["evaluation"] = copy.deepcopy(dict(evaluation))
+    if evaluation.get("state") == "Failed":
+        message = with_hint("EvaluationFailed", f"the evaluation failed: {evaluation.get('message') or 'no message'}")
+        draft.event_once("EvaluationFailed", "Warning", "EvaluationFailed", message)
+        draft.cond("EvaluationFailed", True, "EvaluationFailed", message)
 
 
 def _sooner(requeue: float | None, at: float | None, now: float) -> float | None:

@@ -122,6 +122,10 @@ REASONS: dict[str, Reason] = {
                "the FineTuneJob named by fromJob cannot be built on (itself, another outputs volume, a LoRA adapter the method "
                "cannot load, a reward model not from stage rm); no children were created",
                "make the change the message names, then create this job again"),
+        # --- EvaluationFailed (spec.evaluation; the phase is unchanged) ---------------------
+        Reason("EvaluationFailed", "EvaluationFailed", True, None,
+               "spec.evaluation ran after training and failed; the trained model and the phase are kept (status.evaluation.message says why)",
+               "read status.evaluation.message and the rank-0 log; the outputs are usable"),
         # --- Suspended ------------------------------------------------------------------------------
         Reason("JobSuspended", "Suspended", True, "Suspended", "spec.suspend is true; pods are deleted, outputs and checkpoints kept",
                "set spec.suspend: false to resume from the newest checkpoint"),

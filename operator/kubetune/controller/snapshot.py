@@ -339,7 +339,7 @@ async def _progress(
         memory.logs[key] = (reading, now, str(exc))
         return reading, read_at, str(exc), now + settings.log_interval_s
     fresh = read_log(text)
-    if fresh.progress is None and reading is not None:  # keep the last known progress when the tail holds none
-        fresh = LogReading(reading.progress, fresh.exporting, fresh.stage_failed)
+    if reading is not None and (fresh.progress is None or fresh.evaluation is None):  # keep what the tail no longer holds
+        fresh = LogReading(fresh.progress or reading.progress, fresh.exporting, fresh.stage_failed, fresh.evaluation or reading.evaluation)
     memory.logs[key] = (fresh, now, None)
     return fresh, now, None, now + settings.log_interval_s
