@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from emulator import Cluster
 from kubeflow import progress_line, set_condition, stage_line, start_pod
 
 from kubetune.api import FineTuneJobStatus
+from kubetune.api.contract import STAGE_PREFIX
 
 NS = "team-a"
 
@@ -233,6 +235,25 @@ async def test_a_job_built_on_another_waits_until_it_succeeded_then_starts(clust
     for name, reason in (("orphan", "FromJobNotFound"), ("self-ref", "FromJobUnusable"), ("on-bad", "FromJobFailed")):
         await eventually(lambda n=name, r=reason: condition(cluster, "Failed", n).get("reason") == r, what=f"{name}: {reason}")
         assert phase_is(cluster, "Failed", name) and cluster.read(*PTJ, NS, name) is None
+
+
+async def test_a_failed_evaluation_is_reported_without_changing_the_phase(cluster: Cluster, operator: Any) -> None:
+    await operator()
+    await cluster.put_object(*FTJ, example_job())
+    await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
+    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
+    pod = await start_pod(cluster, "PyTorchJob", NS, "qwen-lora")
+    await eventually(lambda: phase_is(cluster, "Running"), what="phase Running")
+    evaluation = {"state": "Failed", "message": "the evaluation split is empty"}
+    cluster.append_log(NS, pod, progress_line(30, 30, 0.9), stage_line("train", "end"),
+                       STAGE_PREFIX + json.dumps({"stage": "evaluate", "event": "end", "evaluation": evaluation}))
+    await eventually(lambda: condition(cluster, "EvaluationFailed").get("reason") == "EvaluationFailed", what="EvaluationFailed")
+    assert "the evaluation split is empty" in condition(cluster, "EvaluationFailed")["message"]
+    assert status(cluster)["evaluation"]["state"] == "Failed" and phase_is(cluster, "Running")
+    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Succeeded")
+    await eventually(lambda: phase_is(cluster, "Succeeded"), what="Succeeded: the model is kept")
+    assert status(cluster)["evaluation"]["state"] == "Failed"
+    FineTuneJobStatus.model_validate(status(cluster))
 
 
 async def test_immutable_change_is_rejected_and_children_keep_their_settings(cluster: Cluster, operator: Any) -> None:
