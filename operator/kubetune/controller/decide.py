@@ -36,7 +36,14 @@ from kubetune.render.chain import Failed, ModelSource, Waiting, resolve_from_job
 
 from .reasons import CONTROLLERS, REASONS, retryable_exit_code, with_hint
 from .snapshot import Snapshot
-from .status import get_condition, now_rfc3339, parse_time, pod_problem, set_condition, true_condition
+from .status import (
+    get_condition,
+    now_rfc3339,
+    parse_time,
+    pod_problem,
+    set_condition,
+    true_condition,
+)
 
 PHASE_CONDITIONS = ("Running", "Exporting", "Succeeded", "Failed", "Suspended")
 STICKY_PENDING = ("Unschedulable", "VolumeNotReady", "SecretMissing", "CreateContainerConfigError", "ImagePullBackOff", "ErrImagePull", "InvalidImageName")
