@@ -92,6 +92,21 @@ def cond(decision: Decision, type_: str) -> dict[str, Any]:
     return next((c for c in decision.status.get("conditions") or [] if c["type"] == type_), {})
 
 
+RES_8GI = {**example_job()["spec"]["resources"], "gpuMemory": "8Gi"}
+RES_80GI = {**example_job()["spec"]["resources"], "gpuMemory": "80Gi"}
+
+
+EVAL_FAILED = 'kubetune.stage {"stage": "evaluate", "event": "end", "evaluation": {"state": "Failed", "message": "no eval split"}}'
+FROM_BASE = {"fromJob": "base-sft", "template": "qwen"}
+
+
+def source(phase: str | None, name: str = "base-sft", **spec: Any) -> dict[str, Any]:
+    obj = example_job(name, NS, **spec)
+    if phase is not None:
+        obj["status"] = {"phase": phase, "message": "exit code 1" if phase == "Failed" else "", "conditions": [{"type": phase, "status": "True", "reason": "JobFailed", "message": "exit code 1"}] if phase == "Failed" else []}
+    return obj
+
+
 # reason -> (snapshot, expected phase, condition type, condition status, extra check)
 ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[Decision], Any] | None]] = {
     "Valid": (lambda: snap(status={}), "Pending", "Validated", "True", lambda d: len(d.children) == 2),
@@ -99,6 +114,22 @@ ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[De
                     lambda d: not d.children and "spec.quantization" in d.status["message"]),
     "ImmutableFieldChanged": (lambda: snap(generation=2, child=child("Running"), applied_spec=applied(training={**example_job()["spec"]["training"], "epochs": 9})),
                               None, "Validated", "False", lambda d: not d.children and "spec.training" in cond(d, "Validated")["message"]),
+    "Fits": (lambda: snap(status={}, spec={"resources": RES_80GI}), "Pending", "Feasible", "True",
+             lambda d: len(d.children) == 2 and "80.0 GiB" in cond(d, "Feasible")["message"]),
+    "InsufficientGPUMemory": (lambda: snap(status={}, spec={"resources": RES_8GI}), "Pending", "Feasible", "False",
+                              lambda d: not d.children and "job" not in d.status and "exceeds 8.0 GiB" in d.status["message"]
+                              and "to fit:" in d.status["message"] and [e.reason for e in d.events] == ["InsufficientGPUMemory"]),
+    "WaitingForJob": (lambda: snap(status={}, spec={"model": FROM_BASE}, sources={"base-sft": source("Running")}), "Pending", "Created", "False",
+                      lambda d: not d.children and "job" not in d.status and "base-sft" in d.status["message"] and "Running" in d.status["message"]),
+    "FromJobNotFound": (lambda: snap(status={}, spec={"model": FROM_BASE}, sources={"base-sft": None}), "Failed", "Failed", "True",
+                        lambda d: not d.children and "base-sft does not exist" in d.status["message"]),
+    "FromJobFailed": (lambda: snap(status={}, spec={"model": FROM_BASE}, sources={"base-sft": source("Failed")}), "Failed", "Failed", "True",
+                      lambda d: not d.children and "exit code 1" in d.status["message"]),
+    "FromJobUnusable": (lambda: snap(status={}, spec={"model": FROM_BASE},
+                                     sources={"base-sft": source("Succeeded", storage={"outputs": {"claimName": "elsewhere"}})}),
+                        "Failed", "Failed", "True", lambda d: not d.children and "'elsewhere'" in d.status["message"]),
+    "EvaluationFailed": (lambda: snap(child=child("Running"), progress=read_log(EVAL_FAILED)), "Running", "EvaluationFailed", "True",
+                         lambda d: d.status["evaluation"]["state"] == "Failed" and "no eval split" in cond(d, "EvaluationFailed")["message"]),
     "ChildrenCreated": (lambda: snap(status={}), "Pending", "Created", "True",
                         lambda d: d.status["job"] == REF and [e.reason for e in d.events] == ["Created"]),
     "KindNotInstalled": (lambda: snap(status={}, child_kind_served=False), "Pending", "Created", "False",
@@ -236,3 +267,43 @@ def test_a_fixed_spec_starts_a_job_that_failed_validation() -> None:
     assert started.status["phase"] == "Pending" and "completionTime" not in started.status
     assert len(started.children) == 2 and cond(started, "Validated")["status"] == "True"
     assert merge_diff(failed, started.status)["completionTime"] is None
+
+
+def test_auto_tune_renders_the_adjusted_job_and_records_it() -> None:
+    """spec.autoTune on a job that does not fit 8 GiB: ZeRO/micro-batch chosen, recorded in status and the run record."""
+    decision = decide(snap(status={}, spec={"resources": RES_8GI, "autoTune": True}), NOW)
+    assert cond(decision, "Feasible")["status"] == "True" and len(decision.children) == 2
+    settings = decision.status["autoTune"]["settings"]
+    assert decision.status["autoTune"]["changed"] and settings["zeroStage"] == 3
+    config_map = json.dumps(decision.children[0])
+    assert "kubetune.io/auto-tune" in config_map and '\\"zeroStage\\": 3' in config_map
+    FineTuneJobStatus.model_validate(decision.status)
+    # once started, the same adjusted children are re-rendered (no Feasible re-check)
+    started = {**decision.status, "conditions": decision.status["conditions"]}
+    again = decide(snap(status=started, spec={"resources": RES_8GI, "autoTune": True}, child=child("Running"), first_seen=True), NOW)
+    assert again.children and json.dumps(again.children[0]) == config_map
+
+
+def test_gpu_memory_from_the_product_table() -> None:
+    spec = {"scheduling": {"nodeSelector": {"nvidia.com/gpu.product": "Tiny-GPU"}}}
+    decision = decide(snap(status={}, spec=spec, gpu_memory_by_product={"Tiny-GPU": "8Gi"}), NOW)
+    assert cond(decision, "Feasible")["reason"] == "InsufficientGPUMemory" and not decision.children
+    assert not cond(decide(snap(status={}, spec=spec), NOW), "Feasible"), "unknown memory: no verdict, children created"
+
+
+def test_a_job_built_on_a_succeeded_job_loads_its_merged_model() -> None:
+    decision = decide(snap(status={}, spec={"model": FROM_BASE}, sources={"base-sft": source("Succeeded")}), NOW)
+    assert len(decision.children) == 2 and decision.status["phase"] == "Pending"
+    train_yaml = decision.children[0]["data"]["train.yaml"]
+    assert "team-a/base-sft/merged" in train_yaml, train_yaml
+    # once started, the source's later deletion does not stop following the running child (no re-apply)
+    started = dict(decision.status)
+    again = decide(snap(status=started, spec={"model": FROM_BASE}, sources={"base-sft": None}, child=child("Running"), first_seen=True), NOW)
+    assert again.status["phase"] == "Running" and not again.children
+
+
+def test_a_succeeded_evaluation_is_mirrored_without_a_condition() -> None:
+    line = EVAL_FAILED.replace('"Failed", "message": "no eval split"', '"Succeeded", "summary": "ppl 12.1 (base 40.3)"')
+    decision = decide(snap(child=child("Running"), progress=read_log("noise\n" + line)), NOW)
+    assert decision.status["evaluation"]["summary"] == "ppl 12.1 (base 40.3)" and decision.status["phase"] == "Running"
+    assert not cond(decision, "EvaluationFailed")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ from emulator import Cluster
 from kubeflow import progress_line, set_condition, stage_line, start_pod
 
 from kubetune.api import FineTuneJobStatus
+from kubetune.api.contract import STAGE_PREFIX
 
 NS = "team-a"
 
@@ -176,6 +179,81 @@ async def test_invalid_job_fails_validation_without_children_and_operator_keeps_
     await eventually(lambda: cluster.read(*PTJ, NS, "broken"), what="children after the fix")
     await eventually(lambda: condition(cluster, "Validated", "broken").get("status") == "True", what="Validated=True")
     assert status(cluster, "broken")["phase"] == "Pending"
+
+
+async def test_a_job_that_cannot_fit_gets_feasible_false_and_no_children_and_autotune_makes_it_fit(cluster: Cluster, operator: Any, config: Any) -> None:
+    # GPU memory from the chart's gpuMemoryByProduct table (KUBETUNE_GPU_MEMORY_BY_PRODUCT) and the nodeSelector
+    await operator(dataclasses.replace(config, gpu_memory_by_product={"NVIDIA-Tiny-8GB": "8Gi"}))
+    on_tiny = {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-Tiny-8GB"}}
+    await cluster.put_object(*FTJ, example_job("too-big", scheduling=on_tiny))
+    await eventually(lambda: condition(cluster, "Feasible", "too-big").get("reason") == "InsufficientGPUMemory", what="Feasible=False")
+    feasible = condition(cluster, "Feasible", "too-big")
+    assert feasible["status"] == "False" and "exceeds 8.0 GiB" in feasible["message"] and "to fit:" in feasible["message"]
+    assert phase_is(cluster, "Pending", "too-big") and status(cluster, "too-big")["message"] == feasible["message"]
+    assert any(t == "Warning" and r == "InsufficientGPUMemory" for t, r, _ in events(cluster, "too-big"))
+    FineTuneJobStatus.model_validate(status(cluster, "too-big"))
+
+    await cluster.put_object(*FTJ, example_job("tuned", scheduling=on_tiny, autoTune=True))
+    await eventually(lambda: cluster.read(*PTJ, NS, "tuned"), what="children of the auto-tuned job")
+    feasible = condition(cluster, "Feasible", "tuned")
+    assert (feasible["status"], feasible["reason"]) == ("True", "Fits")
+    auto = status(cluster, "tuned")["autoTune"]
+    assert auto["changed"] and auto["settings"]["zeroStage"] == 3
+    cm = cluster.read(*CM, NS, "tuned-kubetune")
+    assert cm is not None and '"zeroStage": 3' in cm["data"]["finetunejob.json"], "the run record says what autoTune chose"
+    assert cluster.read(*PTJ, NS, "too-big") is None and cluster.read(*CM, NS, "too-big-kubetune") is None
+
+
+async def test_a_job_built_on_another_waits_until_it_succeeded_then_starts(cluster: Cluster, operator: Any) -> None:
+    await operator()
+    from_base = {"fromJob": "base-sft", "template": "qwen"}
+    # applied together (kubectl apply of a recipe): the second one arrives first here
+    await cluster.put_object(*FTJ, example_job("then-sft", model=from_base))
+    await cluster.put_object(*FTJ, example_job("base-sft"))
+    await eventually(lambda: condition(cluster, "Created", "then-sft").get("reason") == "WaitingForJob", what="WaitingForJob")
+    assert phase_is(cluster, "Pending", "then-sft") and "base-sft" in status(cluster, "then-sft")["message"]
+    await eventually(lambda: cluster.read(*PTJ, NS, "base-sft"), what="the source's PyTorchJob")
+    assert cluster.read(*PTJ, NS, "then-sft") is None and cluster.read(*CM, NS, "then-sft-kubetune") is None
+
+    await set_condition(cluster, "PyTorchJob", NS, "base-sft", "Running")
+    await eventually(lambda: phase_is(cluster, "Running", "base-sft"), what="source Running")
+    assert cluster.read(*PTJ, NS, "then-sft") is None, "a Running source is not enough"
+    await set_condition(cluster, "PyTorchJob", NS, "base-sft", "Succeeded")
+    await eventually(lambda: cluster.read(*PTJ, NS, "then-sft"), what="children once the source Succeeded")
+    cm = cluster.read(*CM, NS, "then-sft-kubetune")
+    assert cm is not None and "team-a/base-sft/merged" in cm["data"]["train.yaml"], "it loads the source's merged model"
+    assert condition(cluster, "Created", "then-sft")["reason"] == "ChildrenCreated"
+    FineTuneJobStatus.model_validate(status(cluster, "then-sft"))
+
+    # references that can never work fail at once, with no children
+    await cluster.put_object(*FTJ, example_job("orphan", model={"fromJob": "nowhere", "template": "qwen"}))
+    await cluster.put_object(*FTJ, example_job("self-ref", model={"fromJob": "self-ref", "template": "qwen"}))
+    await cluster.put_object(*FTJ, example_job("bad-base"))
+    await cluster.put_object(*FTJ, example_job("on-bad", model={"fromJob": "bad-base", "template": "qwen"}))
+    await eventually(lambda: cluster.read(*PTJ, NS, "bad-base"), what="bad-base's PyTorchJob")
+    await set_condition(cluster, "PyTorchJob", NS, "bad-base", "Failed")
+    for name, reason in (("orphan", "FromJobNotFound"), ("self-ref", "FromJobUnusable"), ("on-bad", "FromJobFailed")):
+        await eventually(lambda n=name, r=reason: condition(cluster, "Failed", n).get("reason") == r, what=f"{name}: {reason}")
+        assert phase_is(cluster, "Failed", name) and cluster.read(*PTJ, NS, name) is None
+
+
+async def test_a_failed_evaluation_is_reported_without_changing_the_phase(cluster: Cluster, operator: Any) -> None:
+    await operator()
+    await cluster.put_object(*FTJ, example_job())
+    await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
+    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
+    pod = await start_pod(cluster, "PyTorchJob", NS, "qwen-lora")
+    await eventually(lambda: phase_is(cluster, "Running"), what="phase Running")
+    evaluation = {"state": "Failed", "message": "the evaluation split is empty"}
+    cluster.append_log(NS, pod, progress_line(30, 30, 0.9), stage_line("train", "end"),
+                       STAGE_PREFIX + json.dumps({"stage": "evaluate", "event": "end", "evaluation": evaluation}))
+    await eventually(lambda: condition(cluster, "EvaluationFailed").get("reason") == "EvaluationFailed", what="EvaluationFailed")
+    assert "the evaluation split is empty" in condition(cluster, "EvaluationFailed")["message"]
+    assert status(cluster)["evaluation"]["state"] == "Failed" and phase_is(cluster, "Running")
+    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Succeeded")
+    await eventually(lambda: phase_is(cluster, "Succeeded"), what="Succeeded: the model is kept")
+    assert status(cluster)["evaluation"]["state"] == "Failed"
+    FineTuneJobStatus.model_validate(status(cluster))
 
 
 async def test_immutable_change_is_rejected_and_children_keep_their_settings(cluster: Cluster, operator: Any) -> None:

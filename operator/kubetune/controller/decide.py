@@ -23,17 +23,27 @@ rules for which reason wins and how long a reason stays live here and nowhere el
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetune.api import TERMINAL_PHASES, broken_transition_rules
+from kubetune.api import TERMINAL_PHASES, FineTuneJob, broken_transition_rules
 from kubetune.api.contract import KUEUE_QUEUE_LABEL
-from kubetune.render import Rendered, render
+from kubetune.plan.feasibility import Verdict, autotune, feasibility, gpu_memory_for
+from kubetune.render import Rendered, RenderOptions, render
+from kubetune.render.chain import Failed, ModelSource, Waiting, resolve_from_job
 
 from .reasons import CONTROLLERS, REASONS, retryable_exit_code, with_hint
 from .snapshot import Snapshot
-from .status import get_condition, now_rfc3339, parse_time, pod_problem, set_condition, true_condition
+from .status import (
+    get_condition,
+    now_rfc3339,
+    parse_time,
+    pod_problem,
+    set_condition,
+    true_condition,
+)
 
 PHASE_CONDITIONS = ("Running", "Exporting", "Succeeded", "Failed", "Suspended")
 STICKY_PENDING = ("Unschedulable", "VolumeNotReady", "SecretMissing", "CreateContainerConfigError", "ImagePullBackOff", "ErrImagePull", "InvalidImageName")
@@ -98,17 +108,96 @@ def decide(snap: Snapshot, now: float) -> Decision:
         return draft.decision()
 
     rendered: Rendered | None = None
+    verdict: Verdict | None = None
+    reapply = True
     message = "; ".join(str(p) for p in snap.problems)
     if snap.job is not None and not snap.problems:
         try:
-            rendered = render(snap.job, snap.render_options)
+            chained = _from_jobs(snap, started)
+            if isinstance(chained, (Waiting, Failed)):
+                return _blocked(draft, chained)
+            options, reapply = chained
+            job, options, verdict = _plan(draft, snap.job, started, options)
+            rendered = render(job, options)
         except ValueError as exc:
             message = str(exc)
     if rendered is None:
         return _invalid(draft, message or "the spec is invalid", started)
     if not started:
-        return _start(draft, rendered, now)
-    return _follow(draft, rendered, now)
+        return _start(draft, rendered, now, verdict)
+    return _follow(draft, rendered, now, reapply=reapply)
+
+
+FROM_JOB_REASONS = ("FromJobNotFound", "FromJobFailed")
+"""resolve_from_job's Failed reasons reported as they are; every other one (self-reference, other
+outputs volume, a LoRA source without export, ...) as ``FromJobUnusable`` with the resolver's message."""
+
+
+def _from_jobs(snap: Snapshot, started: bool) -> tuple[RenderOptions, bool] | Waiting | Failed:
+    """spec.model.fromJob / spec.training.ppo.rewardModel.fromJob resolved against the sources the
+    watch saw: the options to render with and whether the children may be re-applied, or why the
+    job cannot start (a Failed wins over a Waiting).  Once started, only the source's spec matters:
+    when it can no longer be resolved (deleted), the running children are followed, not re-applied."""
+    assert snap.job is not None
+    job, options = snap.job, snap.render_options
+    refs: list[tuple[str, str]] = []
+    if job.spec.model.from_job:
+        refs.append(("model", job.spec.model.from_job))
+    ppo = job.spec.training.ppo
+    if ppo is not None and ppo.reward_model is not None and ppo.reward_model.from_job:
+        refs.append(("rewardModel", ppo.reward_model.from_job))
+    waiting: Waiting | None = None
+    reapply = True
+    for reference, name in refs:
+        source = snap.sources.get(name)
+        got = resolve_from_job(job, dict(source) if source is not None else None, reference="model" if reference == "model" else "rewardModel",
+                               layout=options.layout, assume_succeeded=started, default_namespace=snap.namespace)
+        if started and not isinstance(got, ModelSource):
+            got, reapply = ModelSource(name, f"<unresolved FineTuneJob {name}>"), False
+        if isinstance(got, Failed):
+            return got
+        if isinstance(got, Waiting):
+            waiting = waiting or got
+            continue
+        if reference == "model":
+            options = dataclasses.replace(options, model_source=got)
+        else:
+            options = dataclasses.replace(options, reward_source=got)
+    return waiting if waiting is not None else (options, reapply)
+
+
+def _blocked(draft: _Draft, why: Waiting | Failed) -> Decision:
+    """A job that cannot start yet (WaitingForJob) or ever (its fromJob cannot work): no children."""
+    status = draft.status
+    status["observedGeneration"] = draft.snap.generation
+    draft.cond("Validated", True, "Valid", "the spec is valid")
+    if isinstance(why, Waiting):
+        message = with_hint("WaitingForJob", why.message)
+        draft.event_once("Created", "Normal", "WaitingForJob", message)
+        draft.cond("Created", False, "WaitingForJob", message)
+        status.update(phase="Pending", message=message)
+        return draft.decision()  # the source's watch events re-enqueue this job
+    reason = why.reason if why.reason in FROM_JOB_REASONS else "FromJobUnusable"
+    message = with_hint(reason, why.message)
+    draft.event_once("Failed", "Warning", reason, message)
+    draft.cond("Failed", True, reason, message)
+    status.update(phase="Failed", message=message)
+    status.setdefault("completionTime", draft.now)
+    return draft.decision()
+
+
+def _plan(draft: _Draft, job: FineTuneJob, started: bool, options: RenderOptions) -> tuple[FineTuneJob, RenderOptions, Verdict | None]:
+    """The job to render (spec.autoTune's adjusted one) and, before the start, the Feasible verdict.
+
+    autoTune is pure and deterministic, so a started job re-renders the same children."""
+    memory = gpu_memory_for(job, draft.snap.gpu_memory_by_product)
+    if job.spec.auto_tune:
+        result = autotune(job, memory)
+        record = result.record()
+        options = dataclasses.replace(options, auto_tune=record)
+        draft.status["autoTune"] = {k: v for k, v in record.items() if v not in ({}, None)}
+        return result.job, options, result.verdict if not started else None
+    return job, options, feasibility(job, memory) if not started else None
 
 
 def _invalid(draft: _Draft, problems: str, started: bool) -> Decision:
@@ -126,11 +215,20 @@ def _kinds_text(rendered: Rendered) -> str:
     return f"ConfigMap {rendered.config_map['metadata']['name']} and {rendered.workload['kind']} {rendered.workload['metadata']['name']}"
 
 
-def _start(draft: _Draft, rendered: Rendered, now: float) -> Decision:
+def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | None) -> Decision:
     snap, status = draft.snap, draft.status
     kind, api_version = rendered.workload["kind"], rendered.workload["apiVersion"]
     status["observedGeneration"] = snap.generation
     draft.cond("Validated", True, "Valid", "the spec is valid")
+    # Feasible: only a definite verdict is reported (Unknown/CPUTraining verdicts set no condition yet).
+    if verdict is not None and verdict.status == "False" and verdict.reason == "InsufficientGPUMemory":
+        message = with_hint("InsufficientGPUMemory", verdict.message)
+        draft.event_once("Feasible", "Warning", "InsufficientGPUMemory", message)
+        draft.cond("Feasible", False, "InsufficientGPUMemory", message)
+        status.update(phase="Pending", message=message)
+        return draft.decision()  # the spec is immutable: nothing to look at again
+    if verdict is not None and verdict.status == "True" and verdict.reason == "Fits":
+        draft.cond("Feasible", True, "Fits", verdict.message)
     failure = snap.apply_failure
     if snap.child_kind_served is False or (failure is not None and failure.status == 404):
         message = with_hint("KindNotInstalled", f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS[kind]}; retrying")
@@ -219,7 +317,7 @@ def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tupl
     return "PodsPending", waiting, requeue
 
 
-def _follow(draft: _Draft, rendered: Rendered, now: float) -> Decision:
+def _follow(draft: _Draft, rendered: Rendered, now: float, *, reapply: bool = True) -> Decision:
     snap, status = draft.snap, draft.status
     assert snap.job is not None
     children: tuple[dict[str, Any], ...] = ()
@@ -232,7 +330,7 @@ def _follow(draft: _Draft, rendered: Rendered, now: float) -> Decision:
             draft.cond("Validated", False, "ImmutableFieldChanged", message)
         else:
             draft.cond("Validated", True, "Valid", "the spec is valid")
-            if snap.child is not None:  # never recreate a child someone deleted
+            if snap.child is not None and reapply:  # never recreate a child someone deleted
                 children = tuple(rendered.objects)
             if snap.applied_spec is not None and snap.applied_spec.suspend != snap.job.spec.suspend:
                 verb = "Suspending" if snap.job.spec.suspend else "Resuming"
@@ -260,11 +358,22 @@ def _follow(draft: _Draft, rendered: Rendered, now: float) -> Decision:
             draft.events.append(EventSpec("Warning", reason, message))
     if snap.progress is not None and snap.progress.progress is not None:
         status["progress"] = dict(snap.progress.progress)
+    if snap.progress is not None and snap.progress.evaluation is not None:
+        _evaluation(draft, snap.progress.evaluation)
     if phase not in TERMINAL_PHASES:
         requeue = _sooner(requeue, snap.next_log_read, now)
     if phase == "Pending":
         requeue = _sooner(requeue, snap.next_prereq_check, now)
     return draft.decision(children, max(0.0, requeue) if requeue is not None else None)
+
+
+def _evaluation(draft: _Draft, evaluation: Mapping[str, Any]) -> None:
+    """status.evaluation mirrors the trainer's evaluate stage; a failed evaluation is a condition, never a phase."""
+    draft.status["evaluation"] = copy.deepcopy(dict(evaluation))
+    if evaluation.get("state") == "Failed":
+        message = with_hint("EvaluationFailed", f"the evaluation failed: {evaluation.get('message') or 'no message'}")
+        draft.event_once("EvaluationFailed", "Warning", "EvaluationFailed", message)
+        draft.cond("EvaluationFailed", True, "EvaluationFailed", message)
 
 
 def _sooner(requeue: float | None, at: float | None, now: float) -> float | None:

@@ -101,6 +101,7 @@ class Controller:
             controller_grace_s=config.controller_grace_s,
             prereq_recheck_s=config.prereq_recheck_s,
             push_fresh_s=config.progress_fresh_s,
+            gpu_memory_by_product=config.gpu_memory_by_product,
         )
         self.executor = Executor(rt.kube, self.caches, self.memory, EventRecorder(rt.kube, rt.metrics), conflict_retry_s=min(1.0, config.retry_delay_s))
         self.failures: dict[Key, int] = {}
@@ -130,9 +131,22 @@ class Controller:
             self.caches.drop_job(namespace, name)
             self.memory.forget((namespace, name))
             self.failures.pop((namespace, name), None)
+            self._enqueue_dependents(namespace, name)
             return
         if self.caches.store_job(obj):
             self.queue.add((namespace, name))
+            self._enqueue_dependents(namespace, name)
+
+    def _enqueue_dependents(self, namespace: str, name: str) -> None:
+        """Jobs not started yet that build on ``name`` (fromJob): its phase decides whether they start."""
+        for (ns, other), obj in list(self.caches.jobs.items()):
+            if ns != namespace or (obj.get("status") or {}).get("job"):
+                continue
+            spec = obj.get("spec") or {}
+            ppo = (spec.get("training") or {}).get("ppo") or {}
+            refs = ((spec.get("model") or {}).get("fromJob"), (ppo.get("rewardModel") or {}).get("fromJob"))
+            if name in refs:
+                self.queue.add((ns, other))
 
     def phases(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubetune.api import Progress
+from kubetune.api.status import evaluation_from_stage
 from kubetune.api.contract import PROGRESS_PREFIX, STAGE_PREFIX
 
 _PROGRESS_FIELDS = {f.alias or n for n, f in Progress.model_fields.items()} | set(Progress.model_fields)
@@ -54,6 +55,8 @@ class LogReading:
     """An export stage started and has not ended."""
     stage_failed: str | None
     """Name of a stage that reported ``failed``, if the newest stage event is a failure."""
+    evaluation: dict[str, Any] | None = None
+    """status.evaluation from the last evaluate stage end line (``api.status.evaluation_from_stage``)."""
 
 
 def _payload(line: str, prefix: str) -> dict[str, Any] | None:
@@ -93,6 +96,7 @@ def read_log(text: str) -> LogReading:
     progress: dict[str, Any] | None = None
     exporting = False
     failed: str | None = None
+    evaluation: dict[str, Any] | None = None
     for line in text.splitlines():
         if (data := _payload(line, PROGRESS_PREFIX)) is not None:
             progress = parse_progress(data) or progress
@@ -101,4 +105,6 @@ def read_log(text: str) -> LogReading:
             failed = str(stage) if event == "failed" else None
             if stage == "export":
                 exporting = event == "start"
-    return LogReading(progress, exporting, failed)
+            if (result := evaluation_from_stage(data)) is not None:
+                evaluation = result.to_api()
+    return LogReading(progress, exporting, failed, evaluation)

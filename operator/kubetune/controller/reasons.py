@@ -44,6 +44,16 @@ REASONS: dict[str, Reason] = {
         Reason("ChildRejected", "Created", False, "Failed",
                "the API server or an admission webhook refused a rendered child",
                "read the refusal in the message: usually a policy (PodSecurity, Kyverno/Gatekeeper) or a quota"),
+        # --- Feasible (kubetune.plan.feasibility; needs spec.resources.gpuMemory or gpuMemoryByProduct) ---
+        Reason("Fits", "Feasible", True, None,
+               "the predicted peak memory per GPU fits the GPU memory (spec.resources.gpuMemory or the chart's gpuMemoryByProduct)", ""),
+        Reason("InsufficientGPUMemory", "Feasible", False, "Pending",
+               "the predicted peak memory per GPU exceeds the GPU memory; no children were created",
+               "create the job again with the change the message suggests, or set spec.autoTune: true to let kubetune choose "
+               "ZeRO stage, offload and micro-batch"),
+        Reason("WaitingForJob", "Created", False, "Pending",
+               "the job builds on another FineTuneJob (spec.model.fromJob or spec.training.ppo.rewardModel.fromJob) that has not Succeeded yet; no children were created",
+               "nothing to do: the job starts when the FineTuneJob named in the message has Succeeded"),
         # --- PrerequisitesReady -------------------------------------------------------------
         Reason("PrerequisitesFound", "PrerequisitesReady", True, None, "every PVC and Kueue LocalQueue the spec names exists", ""),
         Reason("PrerequisiteMissing", "PrerequisitesReady", False, None,
@@ -102,6 +112,20 @@ REASONS: dict[str, Reason] = {
         Reason("JobDeleted", "Failed", True, "Failed",
                "the child job was deleted while the FineTuneJob ran",
                "create a new FineTuneJob to train again"),
+        Reason("FromJobNotFound", "Failed", True, "Failed",
+               "the FineTuneJob named by fromJob does not exist in the job's namespace; no children were created",
+               "create the source job, then create this job again (one kubectl apply of both works)"),
+        Reason("FromJobFailed", "Failed", True, "Failed",
+               "the FineTuneJob named by fromJob failed; no children were created",
+               "fix and re-run the source job, then create this job again"),
+        Reason("FromJobUnusable", "Failed", True, "Failed",
+               "the FineTuneJob named by fromJob cannot be built on (itself, another outputs volume, a LoRA adapter the method "
+               "cannot load, a reward model not from stage rm); no children were created",
+               "make the change the message names, then create this job again"),
+        # --- EvaluationFailed (spec.evaluation; the phase is unchanged) ---------------------
+        Reason("EvaluationFailed", "EvaluationFailed", True, None,
+               "spec.evaluation ran after training and failed; the trained model and the phase are kept (status.evaluation.message says why)",
+               "read status.evaluation.message and the rank-0 log; the outputs are usable"),
         # --- Suspended ------------------------------------------------------------------------------
         Reason("JobSuspended", "Suspended", True, "Suspended", "spec.suspend is true; pods are deleted, outputs and checkpoints kept",
                "set spec.suspend: false to resume from the newest checkpoint"),

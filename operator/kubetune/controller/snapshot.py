@@ -97,6 +97,11 @@ class Snapshot:
     """When observe will read the log tail again (the decision's requeue hint)."""
     next_prereq_check: float | None = None
     """When a missing prerequisite will be checked again."""
+    gpu_memory_by_product: Mapping[str, str] = field(default_factory=dict)
+    """The Helm value gpuMemoryByProduct (nvidia.com/gpu.product -> quantity), for the Feasible check."""
+    sources: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    """FineTuneJobs this one builds on (spec.model.fromJob, spec.training.ppo.rewardModel.fromJob),
+    by name, as the watch last saw them (None: not in the namespace)."""
 
 
 @dataclass
@@ -128,10 +133,20 @@ class ObserveSettings:
     prereq_recheck_max_s: float = 300.0
     push_fresh_s: float = 150.0
     """A pushed report younger than this stands in for the log tail (the trainer heartbeats every 60 s)."""
+    gpu_memory_by_product: Mapping[str, str] = field(default_factory=dict)
 
 
 def _strip_status(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k != "status"}
+
+
+def from_jobs(job: FineTuneJob) -> list[str]:
+    """Names of the FineTuneJobs ``job`` builds on."""
+    names = [job.spec.model.from_job]
+    ppo = job.spec.training.ppo
+    if ppo is not None and ppo.reward_model is not None:
+        names.append(ppo.reward_model.from_job)
+    return sorted({n for n in names if n})
 
 
 def claim_names(job: FineTuneJob) -> list[str]:
@@ -218,6 +233,8 @@ async def observe(
         controller_grace_s=settings.controller_grace_s,
         next_log_read=next_read,
         next_prereq_check=next_check,
+        gpu_memory_by_product=settings.gpu_memory_by_product,
+        sources={n: copy.deepcopy(caches.jobs.get((namespace, n))) for n in from_jobs(job)} if job is not None else {},
     )
 
 
@@ -322,7 +339,7 @@ async def _progress(
         memory.logs[key] = (reading, now, str(exc))
         return reading, read_at, str(exc), now + settings.log_interval_s
     fresh = read_log(text)
-    if fresh.progress is None and reading is not None:  # keep the last known progress when the tail holds none
-        fresh = LogReading(reading.progress, fresh.exporting, fresh.stage_failed)
+    if reading is not None and (fresh.progress is None or fresh.evaluation is None):  # keep what the tail no longer holds
+        fresh = LogReading(fresh.progress or reading.progress, fresh.exporting, fresh.stage_failed, fresh.evaluation or reading.evaluation)
     memory.logs[key] = (fresh, now, None)
     return fresh, now, None, now + settings.log_interval_s
