@@ -223,14 +223,15 @@ def test_tiny_training_runs_through_the_rendered_mpirun_over_ssh(
     env.pop("MASTER_ADDR", None)
     (pod_root / "scratch").mkdir(exist_ok=True)
     subprocess.run(["chown", f"{user.pw_uid}:{user.pw_gid}", str(pod_root / "scratch")], check=True)
+    # Two ranks write one log: a multi-byte character can be split between their writes (errors="replace").
     # First run: the launcher pod is told to stop (SIGTERM to mpirun, its PID 1) during training.
     first_log = work / "first.log"
     with open(first_log, "w") as log:
         proc = subprocess.Popen([*_as_user(user, work), *argv], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
             deadline = time.monotonic() + 400
-            while not [u for u in progress_lines(first_log.read_text()) if u["step"] >= 2]:
-                assert proc.poll() is None and time.monotonic() < deadline, first_log.read_text()[-5000:]
+            while not [u for u in progress_lines(first_log.read_text(errors="replace")) if u["step"] >= 2]:
+                assert proc.poll() is None and time.monotonic() < deadline, first_log.read_text(errors="replace")[-5000:]
                 time.sleep(0.1)
             proc.send_signal(signal.SIGTERM)
             try:
@@ -240,8 +241,8 @@ def test_tiny_training_runs_through_the_rendered_mpirun_over_ssh(
         finally:
             if proc.poll() is None:
                 proc.kill()
-    assert code is not None, "mpirun did not stop after SIGTERM:\n" + first_log.read_text()[-6000:]
-    first = first_log.read_text()
+    assert code is not None, "mpirun did not stop after SIGTERM:\n" + first_log.read_text(errors="replace")[-6000:]
+    first = first_log.read_text(errors="replace")
     assert code != 0, first[-3000:]
     saved = checkpoints.newest_complete(pod.output_dir)
     assert saved is not None, first[-5000:]  # every rank wrote its part of the stop checkpoint
@@ -249,7 +250,8 @@ def test_tiny_training_runs_through_the_rendered_mpirun_over_ssh(
     assert 2 <= stopped_at < TOTAL_STEPS
 
     # Second run: the restarted launcher resumes from it and finishes.
-    result = subprocess.run([*_as_user(user, work), *argv], env=env, cwd=work, capture_output=True, text=True, timeout=600)
+    # Two ranks write one stream: a multi-byte character can be split between their writes.
+    result = subprocess.run([*_as_user(user, work), *argv], env=env, cwd=work, capture_output=True, text=True, errors="replace", timeout=600)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:] + "\nsshd:\n" + sshd_log.read_text()[-2000:]
     assert "rank 0 on 127.0.0.1 (2 hosts)" in out  # MASTER_ADDR from the hostfile
