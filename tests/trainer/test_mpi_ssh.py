@@ -51,7 +51,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.train]
 REPO = Path(__file__).resolve().parents[2]
 SSH_DIR = REPO / "images" / "trainer" / "ssh"
 USER = "kubetune-mpitest"
-TOTAL_STEPS = 40
+TOTAL_STEPS = 200  # long enough that the SIGTERM after step 2 lands mid-run on an idle machine (40 was not)
 IMAGE_HOME = "/home/kubetune"
 
 
