@@ -2,7 +2,8 @@
 
 What a cluster does, reproduced with the real programs:
 
-* every Worker pod runs Debian's ``sshd`` as the image user (not root) with the
+* every Worker pod runs the rendered worker command (kubetune's PID 1 wrapper
+  with Debian's ``sshd`` as its child) as the image user (not root) with the
   image's own ``images/trainer/ssh/sshd_config`` (port 2222, replaced here by a
   free port, listening on 127.0.0.1 only);
 * mpi-operator v2beta1 mounts its ``<job>-ssh`` Secret at ``sshAuthMountPath``
@@ -20,6 +21,10 @@ Two "hosts" in the hostfile, ``127.0.0.1`` and ``127.1`` (the same address in
 the short inet_aton form), with ``if_base_do_not_resolve`` so Open MPI treats
 them as two remote nodes and reaches both through ssh, as the launcher pod does.
 
+Deletion mid-training (suspend, preemption): the kubelet sends SIGTERM to the
+launcher's and the worker's PID 1 at the same moment; the ranks must write one
+stop checkpoint together, and the restarted job must resume from it.
+
 Needs root (to create the unprivileged test user and give the key files the
 kubelet's ownership), ``sshd`` and ``mpirun``: ``.ci/install-tools`` installs them.
 """
@@ -31,15 +36,20 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from kubetune.api import contract
+from kubetune.render.backends.mpijob import SSHD_CONFIG
+from kubetune.trainer import checkpoints
 from kubetune.trainer.tiny import TinyAssets, tiny_job
 from trainerlib import free_port, make_pod, progress_lines
 
@@ -125,9 +135,32 @@ def _as_user(user: pwd.struct_passwd, work: Path) -> list[str]:
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", *setpriv]
 
 
+@dataclass
+class Cluster:
+    user: pwd.struct_passwd
+    work: Path
+    sshd_config: Path
+    sshd_log: Path
+    procs: list[subprocess.Popen[str]]
+
+    def start_worker(self, command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+        """The worker pod's container: its rendered command, sshd pointed at this test's config."""
+        argv = [str(self.sshd_config) if a == SSHD_CONFIG else a for a in command]
+        proc = subprocess.Popen(
+            [*_as_user(self.user, self.work), *argv], stdout=open(self.sshd_log, "a"), stderr=subprocess.STDOUT, env=env, text=True
+        )
+        self.procs.append(proc)
+        deadline = time.monotonic() + 30
+        while self.sshd_log.read_text().count("Server listening") < len(self.procs) and proc.poll() is None:
+            assert time.monotonic() < deadline, self.sshd_log.read_text()
+            time.sleep(0.1)
+        assert proc.poll() is None, self.sshd_log.read_text()
+        return proc
+
+
 @pytest.fixture
-def mpi_cluster() -> Iterator[tuple[pwd.struct_passwd, Path, int, Path]]:
-    """(user, workspace, ssh port, sshd log): one non-root sshd serving both loopback "hosts"."""
+def mpi_cluster() -> Iterator[Cluster]:
+    """One unprivileged "worker" serving both loopback hosts, started by the test from the rendered command."""
     reason = _missing()
     if reason:
         pytest.skip(reason)
@@ -145,20 +178,16 @@ def mpi_cluster() -> Iterator[tuple[pwd.struct_passwd, Path, int, Path]]:
     (work / "sshd_config").write_text(_image_file("sshd_config", home, port) + "ListenAddress 127.0.0.1\n")
     (work / "ssh_config").write_text(_image_file("kubetune.conf", home, port))
     log = work / "sshd.log"
-    sshd = subprocess.Popen(
-        [*_as_user(user, work), "/usr/sbin/sshd", "-D", "-e", "-f", str(work / "sshd_config")],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, env={"PATH": "/usr/sbin:/usr/bin:/bin"},
-    )
+    log.write_text("")
+    cluster = Cluster(user, work, work / "sshd_config", log, [])
     try:
-        for _ in range(100):
-            if "Server listening" in log.read_text() or sshd.poll() is not None:
-                break
-            subprocess.run(["sleep", "0.1"])
-        assert sshd.poll() is None, log.read_text()
-        yield user, work, port, log
+        yield cluster
     finally:
-        sshd.terminate()
-        sshd.wait(timeout=10)
+        for proc in cluster.procs:
+            if proc.poll() is None:
+                proc.kill()  # the unprivileged sshd child then loses nothing but the test's port
+                proc.wait(timeout=10)
+        subprocess.run(["pkill", "-KILL", "-u", USER], check=False)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -175,10 +204,13 @@ def test_the_image_ssh_settings_survive_the_secret_mount() -> None:
     assert "Port 2222" in (SSH_DIR / "sshd_config").read_text()
 
 
-def test_tiny_training_runs_through_the_rendered_mpirun_over_ssh(
-    mpi_cluster: tuple[pwd.struct_passwd, Path, int, Path], tiny_assets: TinyAssets
-) -> None:
-    user, work, _port, sshd_log = mpi_cluster
+def _worker_container(workload: dict) -> dict:
+    return workload["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
+
+
+def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster: Cluster, tiny_assets: TinyAssets) -> None:
+    cluster = mpi_cluster
+    user, work = cluster.user, cluster.work
     # The tiny assets live in root's private pytest folder: the unprivileged user gets a copy.
     shutil.copytree(tiny_assets.root, work / "assets", ignore=shutil.ignore_patterns("env"))
     assets = TinyAssets(work / "assets", work / "assets" / "models", work / "assets" / "datasets", tiny_assets.model_path, tiny_assets.dataset_path)
@@ -186,9 +218,7 @@ def test_tiny_training_runs_through_the_rendered_mpirun_over_ssh(
     manifest = tiny_job("mpi-ssh", assets, max_steps=TOTAL_STEPS, save_steps=1000)
     manifest["spec"]["resources"] = {"nodes": 2, "gpusPerNode": 1}  # zeroStage > 0 needs GPUs in the spec
     manifest["spec"]["distributed"] = {"backend": "mpijob", "zeroStage": 2, "masterPort": master_port}
-    # Open MPI's orted waits the whole odls_base_sigkill_timeout (grace - 15 s) after its SIGTERM
-    # before it reports the ranks gone, even when they exited at once: keep it short here.
-    manifest["spec"]["runPolicy"] = {"terminationGracePeriodSeconds": 45}
+    manifest["spec"]["runPolicy"] = {"terminationGracePeriodSeconds": 75}  # a 60 s stop grace
     pod_root = work / "pod"
     pod = make_pod(pod_root, manifest, assets, extensions=work / "torch_extensions")
     # The worker processes write their outputs and caches as the image user.
@@ -198,9 +228,14 @@ def test_tiny_training_runs_through_the_rendered_mpirun_over_ssh(
     from kubetune.render import render  # noqa: PLC0415
 
     assert pod.files  # rendered
-    rendered_launcher = _launcher_container(render(pod.job).workload)
-    argv = list(rendered_launcher["command"])
+    workload = render(pod.job).workload
+    argv = list(_launcher_container(workload)["command"])
     assert argv[:4] == ["python", "-m", "kubetune.trainer.mpilaunch", "mpirun"]
+    worker = _worker_container(workload)
+    assert worker["command"][:3] == ["python", "-m", "kubetune.trainer.mpiworker"] and SSHD_CONFIG in worker["command"]
+    tools_path = f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/bin"
+    worker_env = {e["name"]: e["value"] for e in worker["env"] if "value" in e and e["name"] == contract.ENV_STOP_GRACE}
+    worker_env["PATH"] = tools_path
     hostfile = work / "hostfile"
     # As mpi-operator writes it (newConfigMap), with the two loopback "hosts".
     hostfile.write_text("127.0.0.1 slots=1\n127.1 slots=1\n")
@@ -208,7 +243,7 @@ def test_tiny_training_runs_through_the_rendered_mpirun_over_ssh(
     env = {
         **pod.env,
         "HOME": str(pod_root / "scratch"),
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "PATH": tools_path,
         # mpi-operator's launcher environment (ompiEnvVars, launcherEnvVars).
         "OMPI_MCA_orte_keep_fqdn_hostnames": "true",
         "OMPI_MCA_orte_default_hostfile": str(hostfile),
@@ -217,24 +252,60 @@ def test_tiny_training_runs_through_the_rendered_mpirun_over_ssh(
         # Loopback only: make Open MPI treat 127.0.0.1 and 127.1 as remote nodes.
         "OMPI_MCA_if_base_do_not_resolve": "1",
     }
+    env.update({e["name"]: e["value"] for e in _launcher_container(workload)["env"] if e["name"].startswith("OMPI_MCA_odls")})
     env.pop("MASTER_ADDR", None)
     (pod_root / "scratch").mkdir(exist_ok=True)
     subprocess.run(["chown", f"{user.pw_uid}:{user.pw_gid}", str(pod_root / "scratch")], check=True)
-    # The SIGTERM-to-mpirun stop checkpoint is not asserted here: in one CI run the ranks kept
-    # training after mpirun's SIGTERM until Open MPI killed them, leaving no checkpoint (a known
-    # gap, see the closing note of issue 9). This run checks the launch path end to end.
-    # Two ranks write one stream: a multi-byte character can be split between their writes.
+
+    # First run: the job is deleted (or suspended) mid-training: SIGTERM to both pods' PID 1 at once.
+    worker_proc = cluster.start_worker(worker["command"], worker_env)
+    first_log = work / "first.log"
+    with open(first_log, "w") as log:
+        # Two ranks write one log: a multi-byte character can be split between their writes (errors="replace").
+        proc = subprocess.Popen([*_as_user(user, work), *argv], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 400
+            while not [u for u in progress_lines(first_log.read_text(errors="replace")) if u["step"] >= 2]:
+                assert proc.poll() is None and time.monotonic() < deadline, first_log.read_text(errors="replace")[-5000:]
+                time.sleep(0.1)
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            worker_proc.send_signal(signal.SIGTERM)
+            try:
+                code: int | None = proc.wait(timeout=150)
+            except subprocess.TimeoutExpired:
+                code = None
+            stopped_after = time.monotonic() - signalled
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    first = first_log.read_text(errors="replace")
+    assert code is not None, "mpirun did not stop after SIGTERM:\n" + first[-6000:]
+    assert code == contract.EXIT_RETRYABLE, first[-3000:]  # a restart is due, not a failure
+    assert worker_proc.wait(timeout=60) == 0  # sshd was kept up for the sessions, then stopped
+    saved = checkpoints.newest_complete(pod.output_dir)
+    assert saved is not None, first[-5000:]  # every rank wrote its part of the stop checkpoint
+    stopped_at = int(saved.name.split("-")[1])
+    assert 2 <= stopped_at < TOTAL_STEPS, first[-3000:]
+    worker_log = cluster.sshd_log.read_text()
+    # One sshd serves both loopback "hosts" here, so both ranks are its own.
+    assert "asking 2 rank(s) here for a stop checkpoint" in worker_log, worker_log[-3000:]
+    print(f"stop checkpoint-{stopped_at} written {stopped_after:.1f} s after SIGTERM")
+
+    # Second run: the restarted pods resume from it and finish.
+    cluster.start_worker(worker["command"], worker_env)
     result = subprocess.run([*_as_user(user, work), *argv], env=env, cwd=work, capture_output=True, text=True, errors="replace", timeout=600)
     out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-5000:] + "\nsshd:\n" + sshd_log.read_text()[-2000:]
+    assert result.returncode == 0, out[-5000:] + "\nworker:\n" + cluster.sshd_log.read_text()[-2000:]
     assert "rank 0 on 127.0.0.1 (2 hosts)" in out  # MASTER_ADDR from the hostfile
-    # Both ranks came in through sshd with the Secret's key, as the image user.
-    accepted = re.findall(rf"Accepted publickey for {USER} from 127\.0\.0\.1", sshd_log.read_text())
-    assert len(accepted) >= 2, sshd_log.read_text()
+    # Both ranks came in through sshd with the Secret's key, as the image user, in both runs.
+    accepted = re.findall(rf"Accepted publickey for {USER} from 127\.0\.0\.1", cluster.sshd_log.read_text())
+    assert len(accepted) >= 4, cluster.sshd_log.read_text()
     assert "world size: 2" in out
     updates = progress_lines(out)
-    assert updates[-1]["step"] == TOTAL_STEPS
+    assert updates[0]["step"] > stopped_at and updates[-1]["step"] == TOTAL_STEPS
     assert (pod.output_dir / "adapter_model.safetensors").is_file()
     record = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
     assert record["outcome"] == "Succeeded" and record["stages"]["train"]["launcher"] == "mpirun"
     assert record["stages"]["train"]["processes"] == 2
+    assert record["stages"]["train"]["resumedFrom"] == str(saved)

@@ -141,8 +141,8 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
 
 
 def _stop(signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM outside the training child (while fetching data, waiting for rank 0,
-    exporting): stop with the retryable code, like a preempted training."""
+    """SIGTERM (or an MPI rank's SIGUSR1) outside the training (while fetching data, waiting
+    for rank 0, exporting): stop with the retryable code, like a preempted training."""
     raise Retryable(f"received signal {signum} (preemption or deletion)")
 
 
@@ -153,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m kubetune.trainer  (driven by $KUBETUNE_CONFIG_DIR and the environment)", file=sys.stderr)
         return contract.EXIT_CONFIG
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGUSR1, _stop)  # an MPI rank's stop request (kubetune.trainer.mpilaunch)
     return run(dict(os.environ))
 
 

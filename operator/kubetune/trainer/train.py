@@ -173,12 +173,14 @@ def command(cfg: JobConfig, dist: distenv.Distribution, args_file: Path, env: Ma
 def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
     """MPIJob: this very process is one rank; train here with torch.distributed's env set.
 
-    A SIGTERM asks for a checkpoint at the end of the current step (see :mod:`.worker`)."""
+    A SIGTERM or SIGUSR1 asks for a checkpoint at the end of the current step (see :mod:`.worker`)."""
     os.environ.clear()
     os.environ.update(env)
     from . import worker  # noqa: PLC0415
 
-    previous = signal.signal(signal.SIGTERM, worker._on_signal)
+    # SIGUSR1: the stop request mpirun forwards from the launcher, or the worker pod's PID 1 sends
+    # (kubetune.trainer.mpilaunch, kubetune.trainer.mpiworker); SIGTERM: Open MPI's own kill.
+    previous = {s: signal.signal(s, worker._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
     try:
         worker.run(args)
     except worker.StopRequested as stop:
@@ -191,7 +193,8 @@ def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
     except BaseException as exc:  # noqa: BLE001 - every crash must map to an exit code
         raise classify(1, f"{type(exc).__name__}: {exc}") from exc
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def stop_grace(env: Mapping[str, str]) -> float:

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Final
 
-from kubetune.api.contract import STOP_GRACE_MARGIN_SECONDS
-
 from ..plan import Plan
 from kubetune.api.contract import METRICS_PORT
 
@@ -41,8 +39,12 @@ HOME: Final = "/home/kubetune"
 SSH_AUTH_MOUNT_PATH: Final = f"{HOME}/.ssh"
 SSHD_CONFIG: Final = "/etc/ssh/kubetune_sshd_config"
 SSHD_COMMAND: Final = ["/usr/sbin/sshd", "-De", "-f", SSHD_CONFIG]
+WORKER_COMMAND: Final = ["python", "-m", "kubetune.trainer.mpiworker", *SSHD_COMMAND]
+"""sshd under a PID 1 that keeps it up, on SIGTERM, until the ranks' stop checkpoint is written."""
 LAUNCH_WRAPPER: Final = ["python", "-m", "kubetune.trainer.mpilaunch"]
 ALWAYS_FORWARDED: Final = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH")
+OPEN_MPI_KILL_STEP_SECONDS: Final = 5
+"""Open MPI's ``odls_base_sigkill_timeout``: its wait before SIGTERM, and again before SIGKILL."""
 LAUNCHER_RESOURCES: Final = {"requests": {"cpu": "500m", "memory": "512Mi"}}
 """mpirun only: the launcher never trains, so it asks for little and gets no GPU."""
 
@@ -58,12 +60,12 @@ class MPIJobBackend:
         # MASTER_ADDR comes from the hostfile at launch (kubetune.trainer.mpilaunch); the port is ours.
         rendezvous = [{"name": "MASTER_PORT", "value": str(plan.job.spec.distributed.master_port)}]
         own_names += [e["name"] for e in rendezvous]
-        grace = plan.job.spec.run_policy.termination_grace_period_seconds - STOP_GRACE_MARGIN_SECONDS
         launcher_env = list(plan.env) + rendezvous + [
-            # mpirun, told to stop (SIGTERM to the launcher pod), sends SIGTERM to every rank and
-            # SIGKILL only this much later (Open MPI's default is 1 s): time for the ranks to write
-            # their stop checkpoint together (kubetune.trainer.worker).
-            {"name": "OMPI_MCA_odls_base_sigkill_timeout", "value": str(grace)},
+            # mpirun, given SIGTERM, waits this long before SIGTERM to the ranks and again before
+            # SIGKILL (Open MPI's default is 1 s).  The stop request itself reaches the ranks at once
+            # as SIGUSR1 (kubetune.trainer.mpilaunch); this only bounds Open MPI's own kill, e.g.
+            # after one rank exited: time for the others to finish writing the same checkpoint.
+            {"name": "OMPI_MCA_odls_base_sigkill_timeout", "value": str(OPEN_MPI_KILL_STEP_SECONDS)},
         ]
         if user_names:
             launcher_env.append(
@@ -84,7 +86,7 @@ class MPIJobBackend:
             launcher_security_context=container_security_context(),
             launcher_volumes=scratch,
             launcher_mounts=scratch_mounts,
-            worker_command=list(SSHD_COMMAND),
+            worker_command=list(WORKER_COMMAND),
             metrics_port=METRICS_PORT,
             worker_security_context=container_security_context(read_only_root=False, ipc_lock=plan.job.spec.resources.rdma),
             image_pull_policy=plan.job.spec.image_pull_policy,
