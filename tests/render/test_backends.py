@@ -81,7 +81,8 @@ def test_mpijob_launcher_and_workers(nodes: int, gpus: int, np: str) -> None:
     assert {"KUBETUNE_CONFIG_DIR", "KUBETUNE_OUTPUT_DIR", "NPROC_PER_NODE", "HF_HOME"} <= forwarded
     assert "nvidia.com/gpu" not in str(launcher["resources"]), "the launcher only runs mpirun: no GPU"
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == gpus
-    assert worker["command"][0].endswith("sshd")
+    # sshd under kubetune's PID 1, which keeps it up on SIGTERM until the ranks' stop checkpoint is saved.
+    assert worker["command"][:3] == ["python", "-m", "kubetune.trainer.mpiworker"] and worker["command"][3].endswith("sshd")
     # DeepSpeed is implied by the MPIJob backend.
     assert rendered.train_args["deepspeed"] == f"{CONFIG_DIR}/ds_config.json"
     assert "ds_config.json" in rendered.files
@@ -278,8 +279,10 @@ def test_mpijob_rendezvous_comes_from_the_hostfile_not_a_guessed_service_name() 
     env = _env(launcher)
     # Service naming differs between mpi-operator releases; mpilaunch reads the hostfile it wrote.
     assert "MASTER_ADDR" not in env and env["MASTER_PORT"] == "29500"
-    # mpirun's SIGKILL after SIGTERM waits for the ranks' stop checkpoint (grace 300 s less the margin).
-    assert env["OMPI_MCA_odls_base_sigkill_timeout"] == "285"
+    # The stop request reaches the ranks as SIGUSR1 at once (mpilaunch); Open MPI's own kill steps stay
+    # short, so a launcher whose ranks have exited does not linger (its default, 1 s, is too short
+    # for ranks still writing the checkpoint another rank has finished).
+    assert env["OMPI_MCA_odls_base_sigkill_timeout"] == "5"
     argv = launcher["command"]
     assert "MASTER_PORT" in {argv[i + 1] for i, a in enumerate(argv) if a == "-x"}
 
