@@ -111,10 +111,10 @@ def test_qlora_quantizes_the_base_to_4_bit(tmp_path: Path, tiny_assets: TinyAsse
 def _wait_for_step(log: Path, proc: subprocess.Popen[str], step: int, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        updates = progress_lines(log.read_text())
+        updates = progress_lines(log.read_text(errors="replace"))
         if updates and updates[-1]["step"] >= step:
             return
-        assert proc.poll() is None, "training ended early: " + log.read_text()[-3000:]
+        assert proc.poll() is None, "training ended early: " + log.read_text(errors="replace")[-3000:]
         time.sleep(0.05)
     raise AssertionError(f"step {step} never came")
 
@@ -135,7 +135,7 @@ def test_sigterm_writes_a_checkpoint_and_the_restart_resumes_only_the_same_confi
         if proc.poll() is None:
             proc.kill()
         log.close()
-    first_out = first_log.read_text()
+    first_out = first_log.read_text(errors="replace")
     assert code == contract.EXIT_RETRYABLE, first_out[-3000:]
     saved = checkpoints.newest_complete(pod.output_dir)
     assert saved is not None, first_out[-3000:]
@@ -199,7 +199,7 @@ def _run_ranks(envs: list[dict[str, str]], tmp_path: Path, timeout: float = 420)
                 p.kill()
         for log in logs:
             log.close()
-    return [(c, (tmp_path / f"rank{i}.log").read_text()) for i, c in enumerate(codes)]
+    return [(c, (tmp_path / f"rank{i}.log").read_text(errors="replace")) for i, c in enumerate(codes)]
 
 
 def test_deepspeed_zero2_across_two_pytorchjob_pods(tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path) -> None:

@@ -106,7 +106,7 @@ def _rendered_env(obj: Any) -> dict[str, str]:
 
 def run_trainer(env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kubetune.trainer"], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "kubetune.trainer"], env=env, capture_output=True, text=True, errors="replace", timeout=timeout
     )
 
 
