@@ -24,27 +24,24 @@ Engines:
   ``spec.serve.kaito.preset`` with the adapter in ``inference.adapters``
   (``volumeSource``: the outputs PVC, read-only).
 
-How the controller's *decide* step calls this (the lead wires it)::
-
-    from kubetune.render.serving import render_serving
-
-    if job.spec.serve is not None and phase == "Succeeded":
-        serving = render_serving(job, options)   # the same RenderOptions as render()
-        # act: server-side apply every object of serving.objects (each carries the
-        # FineTuneJob as controller ownerReference when job.metadata.uid is set)
-        # status: serving.url (None for kserve/kaito: copy the child's status.url
-        # once it is Ready), serving.served_model, serving.engine
+How the operator uses this (``kubetune.controller.decide``, ``_serve``): once
+the FineTuneJob has Succeeded (and, with ``when: evaluationImproves``, once
+:func:`evaluation_verdict` says the trained model beats the base), it
+server-side applies every object of ``render_serving(job, options).objects``
+(each carries the FineTuneJob as controller ownerReference when
+``job.metadata.uid`` is set), watches them, and reports
+:func:`observed_state` in ``status.serving`` and the ``Serving`` condition.
+``kubetune render`` prints the same objects after the training objects.
 
 ``render_serving`` raises ``ValueError`` only when ``spec.serve`` is unset;
 every other problem is refused earlier by the CRD's rules and
-``validate_object``.  ``job.spec.serve.when == 'evaluationImproves'`` is
-refused by the API today (see :mod:`kubetune.api.serve`), so decide only
-checks for Succeeded.
+``validate_object``.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -330,6 +327,77 @@ def render_kaito(job: FineTuneJob, namespace: str, served: str, source: _Source)
             }
         ]
     return [{"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": _metadata(job, job.name, namespace), "resource": resource, "inference": inference}]
+
+
+SERVICE_PORTS: Final = {"vllm": VLLM_PORT, "kaito": 80}
+
+
+def evaluation_verdict(evaluation: Mapping[str, Any] | None) -> tuple[bool | None, str]:
+    """Whether ``status.evaluation`` shows the trained model beating the base model.
+
+    ``(None, why)``: no result yet; ``(False, why)``: it does not (or cannot be told);
+    ``(True, why)``: it does.  The rule: a lower eval loss than the base (LLaMA-Factory's
+    ``eval_loss`` on the same held-out data), and in generation mode also a ROUGE-L no lower
+    than the base's; without eval losses (generation only), a higher ROUGE-L, else BLEU-4.
+    """
+    if not evaluation:
+        return None, "no evaluation result yet"
+    if evaluation.get("state") != "Succeeded":
+        return False, f"the evaluation failed: {evaluation.get('message') or 'no message'}"
+    trained, base = evaluation.get("trained") or {}, evaluation.get("base")
+    if not base:
+        return False, "the base model was not evaluated (spec.evaluation.baseModel), so nothing shows an improvement"
+    facts: list[str] = []
+    improved: bool | None = None
+    if isinstance(trained.get("evalLoss"), (int, float)) and isinstance(base.get("evalLoss"), (int, float)):
+        improved = trained["evalLoss"] < base["evalLoss"]
+        facts.append(f"eval loss {trained['evalLoss']:.4g} {'<' if improved else '>='} base {base['evalLoss']:.4g}")
+    for key, name in (("rougeL", "ROUGE-L"), ("bleu4", "BLEU-4")):
+        t, b = trained.get(key), base.get(key)
+        if not isinstance(t, (int, float)) or not isinstance(b, (int, float)):
+            continue
+        better = t >= b if improved is not None else t > b
+        facts.append(f"{name} {t:.4g} {'>=' if t >= b else '<'} base {b:.4g}")
+        improved = better if improved is None else (improved and better)
+        break  # one generation metric decides: ROUGE-L when present
+    if improved is None:
+        return False, "the evaluation has no metric measured on both the trained and the base model"
+    return improved, "; ".join(facts)
+
+
+def _true(conditions: Any, type_: str) -> bool:
+    return any(isinstance(c, Mapping) and c.get("type") == type_ and c.get("status") == "True" for c in conditions or [])
+
+
+def observed_state(engine: str, obj: Mapping[str, Any] | None) -> tuple[bool, str | None, str]:
+    """What a watched serving object says: (ready, URL it reports, a short description).
+
+    * Deployment (vllm): ready when at least one replica of its current generation is ready
+      (``status.observedGeneration``, ``readyReplicas``; apps/v1 DeploymentStatus);
+    * InferenceService / LLMInferenceService (kserve): the ``Ready`` condition and
+      ``status.url`` (KServe's knative-style status); the OpenAI routes are under
+      ``/openai/v1`` (Hugging Face runtime) or ``/v1`` (LLMInferenceService);
+    * Workspace (kaito): the ``InferenceReady`` condition (pkg/utils/consts in KAITO);
+      KAITO serves the Workspace through a Service of the same name on port 80.
+    """
+    if obj is None:
+        return False, None, "not created yet"
+    status = obj.get("status") or {}
+    meta = obj.get("metadata") or {}
+    kind = obj.get("kind")
+    if kind == "Deployment":
+        current = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+        ready = int(status.get("readyReplicas") or 0)
+        wanted = int((obj.get("spec") or {}).get("replicas") or 1)
+        return current and ready >= 1, None, f"{ready}/{wanted} replicas ready"
+    if engine == "kserve":
+        url = status.get("url")
+        suffix = "/openai/v1" if kind == "InferenceService" else "/v1"
+        ready = _true(status.get("conditions"), "Ready")
+        return ready, (f"{str(url).rstrip('/')}{suffix}" if url else None), "Ready" if ready else "not Ready yet"
+    ready = _true(status.get("conditions"), "InferenceReady")
+    name, namespace = meta.get("name"), meta.get("namespace")
+    return ready, f"http://{name}.{namespace}.svc:{SERVICE_PORTS['kaito']}/v1", "InferenceReady" if ready else "inference not ready yet"
 
 
 def render_serving(job: FineTuneJob, options: RenderOptions | None = None) -> Serving:
