@@ -419,3 +419,16 @@ def render_serving(job: FineTuneJob, options: RenderOptions | None = None) -> Se
         objects = render_kaito(job, namespace, served, source)
         notes.append(f"KAITO mounts the outputs volume for adapter {served}; the adapter files are under {_in_volume(job.spec.storage.outputs, f'{namespace}/{job.name}')} in it")
     return Serving(serve.engine, objects, served, url, source.model_uri, source.adapter_uri, notes)
+
+
+def manifests(job: FineTuneJob, options: RenderOptions | None = None) -> list[dict[str, Any]]:
+    """What ``kubetune render`` prints for one job: the training objects, then (with spec.serve)
+    the serving objects.  Applied together (GitOps without the operator), the serving pods start
+    before the model exists and restart until training has written it; with the operator, apply
+    the FineTuneJob instead and it creates them once the job has Succeeded."""
+    from .pipeline import render  # noqa: PLC0415 - pipeline is the heavier module; serving stays importable alone
+
+    objects = list(render(job, options).objects)
+    if job.spec.serve is not None:
+        objects += render_serving(job, options).objects
+    return objects
