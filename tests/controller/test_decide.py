@@ -133,6 +133,18 @@ def serving_snap(observed: dict[str, Any] | None = None, **fields: Any) -> Snaps
     return snap(spec=fields.pop("spec", SERVE), status=fields.pop("status", SUCCEEDED), child=child("Succeeded"), **fields)
 
 
+KAITO = {"serve": {"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct"}}, "export": {"enabled": False}}
+
+
+def copy_job(condition: str | None) -> dict[str, Any]:
+    conditions = [{"type": condition, "status": "True"}] if condition else []
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"{NAME}-adapter-copy", "namespace": NS}, "status": {"conditions": conditions}}
+
+
+def kaito_snap(job: dict[str, Any] | None, workspace: dict[str, Any] | None = None, **fields: Any) -> Snapshot:
+    return serving_snap(spec=KAITO, serving={"Job": job, "Workspace": workspace}, serving_served={"Job": True, "Workspace": True}, **fields)
+
+
 def kinds(decision: Decision) -> list[str]:
     return [c["kind"] for c in decision.children]
 
@@ -216,6 +228,8 @@ ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[De
                                 and "KServe" in cond(d, "Serving")["message"] and "serving" not in d.status),
     "ServingRejected": (lambda: serving_snap(apply_failure=ApplyFailure(1, 403, "Forbidden", "exceeded quota: gpu")), "Succeeded", "Serving", "False",
                         lambda d: not d.children and "exceeded quota: gpu" in cond(d, "Serving")["message"]),
+    "AdapterCopyFailed": (lambda: kaito_snap(copy_job("Failed")), "Succeeded", "Serving", "False",
+                          lambda d: not d.children and "qwen-lora-adapter-copy failed" in cond(d, "Serving")["message"]),
     "WaitingForEvaluation": (lambda: serving_snap(spec=EVAL_SPEC), "Succeeded", "Serving", "False", lambda d: not d.children and "serving" not in d.status),
     "EvaluationNotImproved": (lambda: serving_snap(spec=EVAL_SPEC, status=evaluated({"evalLoss": 2.5}, {"evalLoss": 2.1})), "Succeeded", "Serving", "False",
                               lambda d: not d.children and "eval loss 2.5 >= base 2.1" in cond(d, "Serving")["message"]
@@ -418,3 +432,20 @@ def test_kserve_and_kaito_report_the_url_of_their_objects() -> None:
     assert observed_state("kaito", workspace)[:2] == (False, f"http://{NAME}.{NS}.svc:80/v1")
     stale = deployment(1, generation=2, observed=1)
     assert observed_state("vllm", stale)[0] is False, "a ready replica of the previous generation is not the new spec serving"
+
+
+def test_kaito_copies_the_adapter_to_its_own_volume_before_the_workspace() -> None:
+    first = decide(kaito_snap(None), NOW)
+    assert kinds(first) == ["PersistentVolumeClaim", "Job"] and cond(first, "Serving")["reason"] == "ServingStarting"
+    assert "copying the adapter" in cond(first, "Serving")["message"]
+    copying = decide(kaito_snap(copy_job(None), status=first.status, first_seen=False), NOW + 1)
+    assert not copying.children, "a running copy is left alone"
+    copied = decide(kaito_snap(copy_job("Complete"), status=copying.status, first_seen=False), NOW + 2)
+    assert kinds(copied) == ["PersistentVolumeClaim", "Job", "Workspace"]
+    workspace = copied.children[-1]
+    (adapter,) = workspace["inference"]["adapters"]
+    assert adapter == {"source": {"name": NAME, "volumeSource": {"persistentVolumeClaim": {"claimName": f"{NAME}-adapter", "readOnly": True}}}}
+    ready = {**workspace, "status": {"conditions": [{"type": "InferenceReady", "status": "True"}]}}
+    served = decide(kaito_snap(copy_job("Complete"), ready, status=copied.status, first_seen=False), NOW + 3)
+    assert not served.children and cond(served, "Serving")["reason"] == "ServingReady"
+    assert served.status["serving"]["url"] == f"http://{NAME}.{NS}.svc:80/v1"

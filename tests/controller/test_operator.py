@@ -525,3 +525,41 @@ async def test_evaluation_improves_serves_only_a_better_model(cluster: Cluster, 
     await eventually(lambda: cluster.read(*DEPLOY, NS, "better-serve"), what="the better model's Deployment")
     assert status(cluster, "better")["evaluation"]["base"] == {"evalLoss": 2.1}
     assert cluster.read(*DEPLOY, NS, "worse-serve") is None
+
+
+WORKSPACES = ("kaito.sh/v1beta1", "workspaces")
+JOBS = ("batch/v1", "jobs")
+KAITO = {"serve": {"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct"}}, "export": {"enabled": False}}
+
+
+def job_condition(type_: str) -> Any:
+    return lambda o: o.update(status={"conditions": [{"type": type_, "status": "True", "reason": type_}]})
+
+
+async def test_kaito_gets_the_adapter_copied_to_its_own_claim_then_a_workspace(cluster: Cluster, operator: Any) -> None:
+    cluster.declare("kaito.sh/v1beta1", "workspaces", "Workspace")  # KAITO is installed
+    await operator()
+    await cluster.put_object(*FTJ, example_job(**KAITO))
+    await cluster.put_object(*FTJ, example_job("broken-copy", **KAITO))
+    await succeed(cluster, "qwen-lora")
+    await succeed(cluster, "broken-copy")
+
+    copy = await eventually(lambda: cluster.read(*JOBS, NS, "qwen-lora-adapter-copy"), what="the adapter copy Job")
+    pvc = cluster.read("v1", "persistentvolumeclaims", NS, "qwen-lora-adapter")
+    assert pvc is not None and pvc["metadata"]["ownerReferences"][0]["kind"] == "FineTuneJob"
+    assert copy["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": "finetune-outputs", "readOnly": True}
+    await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingStarting", what="ServingStarting")
+    assert "copying the adapter" in condition(cluster, "Serving")["message"]
+    assert cluster.read(*WORKSPACES, NS, "qwen-lora") is None, "no Workspace before the adapter is on its claim"
+
+    await cluster.mutate(*JOBS, NS, "qwen-lora-adapter-copy", job_condition("Complete"))  # the Job controller: copied
+    ws = await eventually(lambda: cluster.read(*WORKSPACES, NS, "qwen-lora"), what="the Workspace")
+    assert ws["inference"]["adapters"] == [{"source": {"name": "qwen-lora", "volumeSource": {"persistentVolumeClaim": {"claimName": "qwen-lora-adapter", "readOnly": True}}}}]
+    await cluster.mutate(*WORKSPACES, NS, "qwen-lora", job_condition("InferenceReady"))  # KAITO: inference ready
+    await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingReady", what="ServingReady")
+    assert serving(cluster)["url"] == "http://qwen-lora.team-a.svc:80/v1"
+
+    await eventually(lambda: cluster.read(*JOBS, NS, "broken-copy-adapter-copy"), what="the second copy Job")
+    await cluster.mutate(*JOBS, NS, "broken-copy-adapter-copy", job_condition("Failed"))
+    await eventually(lambda: condition(cluster, "Serving", "broken-copy").get("reason") == "AdapterCopyFailed", what="AdapterCopyFailed")
+    assert cluster.read(*WORKSPACES, NS, "broken-copy") is None

@@ -101,6 +101,11 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 - apiGroups: [kaito.sh]
   resources: [workspaces]
   verbs: [list, watch, create, patch]
+# engine kaito: the adapter is copied (a Job, watched until it completes) to a claim of its own
+# whose root KAITO mounts as the adapter folder.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, watch, create, patch]
 # Not an API call: the children's ownerReferences set blockOwnerDeletion, which clusters with the
 # OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) allow only to clients
 # that can update the owner's finalizers.
@@ -118,9 +123,10 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
   verbs: [get]
 # Prerequisites checked before the children are created: the PVCs and the Kueue LocalQueue the
 # spec names (only whether they exist; Secrets are not read: a missing one shows on the pod).
+# create/patch: spec.serve engine kaito's adapter claim (server-side apply, owned by the job).
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
-  verbs: [get]
+  verbs: [get, create, patch]
 - apiGroups: [kueue.x-k8s.io]
   resources: [localqueues]
   verbs: [get]

@@ -34,6 +34,10 @@ class KaitoSpec(ApiModel):
     """GPU node SKU for KAITO's node auto-provisioning (Workspace resource.instanceType); leave unset for your own GPU nodes."""
     node_labels: Annotated[dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]], Field(max_length=16)] = {"apps": "kubetune"}
     """Labels of the GPU nodes the Workspace may use (resource.labelSelector.matchLabels; KAITO requires a selector)."""
+    adapter_volume_size: PositiveQuantity = "2Gi"
+    """Size of the PersistentVolumeClaim the adapter is copied to before the Workspace starts (KAITO mounts an adapter volume's root as the adapter folder, so the adapter cannot stay in the outputs volume's job folder)."""
+    adapter_storage_class_name: Annotated[str, Field(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")] | None = None
+    """StorageClass of that claim. Unset: the cluster's default StorageClass."""
 
 
 class ServeSpec(RuledModel):

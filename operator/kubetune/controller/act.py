@@ -41,6 +41,8 @@ PLURALS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservices",
     ("serving.kserve.io/v1alpha1", "LLMInferenceService"): "llminferenceservices",
     ("kaito.sh/v1beta1", "Workspace"): "workspaces",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("batch/v1", "Job"): "jobs",
 }
 
 

@@ -33,9 +33,11 @@ SERVING_KINDS: dict[str, tuple[str, str]] = {
     "InferenceService": ("serving.kserve.io/v1beta1", "inferenceservices"),
     "LLMInferenceService": ("serving.kserve.io/v1alpha1", "llminferenceservices"),
     "Workspace": ("kaito.sh/v1beta1", "workspaces"),
+    "Job": ("batch/v1", "jobs"),
 }
 """spec.serve's objects the operator watches (readiness, URL, deletion); kind -> (apiVersion, plural).
-The vLLM Service is written with its Deployment and not watched."""
+The vLLM Service and the KAITO adapter's PersistentVolumeClaim are written, not watched; the Job
+that copies the adapter is watched (the Workspace is created once it completed)."""
 SERVING_SELECTOR = "app.kubernetes.io/component=serving,app.kubernetes.io/managed-by=kubetune"
 """Only serving objects kubetune rendered (kubetune.render.serving labels them so)."""
 

@@ -422,30 +422,53 @@ def _serve(draft: _Draft, now: float) -> Decision:
         draft.cond("Serving", False, "ServingRejected", message)
         return draft.decision()
     before = draft.previous("Serving")
-    observed = snap.serving.get(kind)
-    apply = (snap.first_seen or observed is None or before is None or before.get("reason") not in SERVING_REASONS
-             or before.get("observedGeneration") != snap.generation)
-    ready, url, state = observed_state(serving.engine, observed)
-    names = " and ".join(f"{o['kind']} {o['metadata']['name']}" for o in serving.objects)
+    needed = (snap.first_seen or before is None or before.get("reason") not in SERVING_REASONS
+              or before.get("observedGeneration") != snap.generation)
+    everything = [*serving.prepare, *serving.objects]
     status["serving"] = {
         "engine": serving.engine,
         "servedModel": serving.served_model,
         "model": serving.model_uri,
-        "ready": ready,
-        "objects": [{"apiVersion": o["apiVersion"], "kind": o["kind"], "name": o["metadata"]["name"]} for o in serving.objects],
-        **({"url": serving.url or url} if serving.url or url else {}),
+        "ready": False,
+        "objects": [{"apiVersion": o["apiVersion"], "kind": o["kind"], "name": o["metadata"]["name"]} for o in everything],
+        **({"url": serving.url} if serving.url else {}),
         **({"adapter": serving.adapter_uri} if serving.adapter_uri else {}),
     }
+    if serving.prepare:  # engine kaito: the adapter is copied to its own volume first
+        copy_job = serving.prepare[-1]
+        observed_copy = snap.serving.get(copy_job["kind"])
+        conditions = (observed_copy or {}).get("status", {}).get("conditions")
+        job_name = f"Job {copy_job['metadata']['name']}"
+        if observed_copy is not None and any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions or []):
+            message = with_hint("AdapterCopyFailed", f"{job_name} failed to copy the adapter from {serving.adapter_uri}")
+            draft.event_once("Serving", "Warning", "AdapterCopyFailed", message)
+            draft.cond("Serving", False, "AdapterCopyFailed", message)
+            return draft.decision()
+        if observed_copy is None or not any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions or []):
+            apply = needed or observed_copy is None
+            message = with_hint("ServingStarting", f"copying the adapter to {serving.prepare[0]['kind']} {serving.prepare[0]['metadata']['name']} ({job_name}); the {kind} follows")
+            if before is None or before.get("reason") != "ServingStarting":
+                draft.events.append(EventSpec("Normal", "ServingStarting", message, with_children=apply))
+            draft.cond("Serving", False, "ServingStarting", message)
+            return draft.decision(tuple(serving.prepare) if apply else ())
+    observed = snap.serving.get(kind)
+    apply = needed or observed is None
+    ready, url, state = observed_state(serving.engine, observed)
+    url = serving.url or url
+    names = " and ".join(f"{o['kind']} {o['metadata']['name']}" for o in serving.objects)
+    status["serving"]["ready"] = ready
+    if url:
+        status["serving"]["url"] = url
     if ready:
         reason, holds = "ServingReady", True
-        message = f"serving {serving.served_model} at {serving.url or url} ({names}: {state})"
+        message = f"serving {serving.served_model} at {url} ({names}: {state})"
     else:
         reason, holds = "ServingStarting", False
         message = with_hint("ServingStarting", f"created {names}; waiting for them to become ready ({state})")
     if before is None or before.get("reason") != reason:
         draft.events.append(EventSpec("Normal", reason, message, with_children=apply and not ready))
     draft.cond("Serving", holds, reason, message)
-    return draft.decision(tuple(serving.objects) if apply else ())
+    return draft.decision(tuple(everything) if apply else ())
 
 
 def _sooner(requeue: float | None, at: float | None, now: float) -> float | None:

@@ -254,7 +254,7 @@ def _serving(job: FineTuneJob | None, namespace: str, status: Mapping[str, Any],
         return {}
     observed: dict[str, Mapping[str, Any] | None] = {}
     served: dict[str, bool | None] = {}
-    for obj in rendered.objects:
+    for obj in rendered.prepare + rendered.objects:
         kind = obj["kind"]
         if kind not in SERVING_KINDS:
             continue

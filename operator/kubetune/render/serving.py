@@ -22,7 +22,8 @@ Engines:
   object's ``status.url``.
 * ``kaito``: a Workspace (``kaito.sh/v1beta1``) on the KAITO preset named in
   ``spec.serve.kaito.preset`` with the adapter in ``inference.adapters``
-  (``volumeSource``: the outputs PVC, read-only).
+  (``volumeSource``: a PVC of its own, read-only, filled first by a copy Job:
+  see :func:`render_adapter_copy`; no ``strength``, which KAITO's vLLM runtime refuses).
 
 How the operator uses this (``kubetune.controller.decide``, ``_serve``): once
 the FineTuneJob has Succeeded (and, with ``when: evaluationImproves``, once
@@ -78,6 +79,9 @@ class Serving:
     adapter_uri: str | None = None
     """The LoRA adapter served on top of the base, if any."""
     notes: list[str] = field(default_factory=list)
+    prepare: list[dict[str, Any]] = field(default_factory=list)
+    """Objects to create first, ending with a batch/v1 Job that must succeed before ``objects`` are
+    created (engine kaito: the adapter's own PersistentVolumeClaim and the Job that copies the adapter into it)."""
 
 
 @dataclass(frozen=True)
@@ -311,21 +315,78 @@ def render_kserve(job: FineTuneJob, namespace: str, served: str, source: _Source
     return [llmisvc]
 
 
-def render_kaito(job: FineTuneJob, namespace: str, served: str, source: _Source) -> list[dict[str, Any]]:
+ADAPTER_SUFFIX: Final = "-adapter"
+ADAPTER_COPY_SUFFIX: Final = "-adapter-copy"
+ADAPTER_FILES: Final = ("adapter_config.json", "adapter_model.safetensors")
+"""What PEFT saves for a LoRA adapter (LLaMA-Factory saves safetensors) and what KAITO's vLLM loads."""
+
+
+def render_adapter_copy(job: FineTuneJob, namespace: str, options: RenderOptions) -> list[dict[str, Any]]:
+    """The adapter's own PersistentVolumeClaim and a Job that copies the adapter files into its root.
+
+    Why: KAITO v0.12 mounts an adapter's ``volumeSource`` whole at ``/mnt/adapter/<name>``
+    (pkg/workspace/inference/preset_inferences.go, ``SetAdapterPuller``: no subPath) and its vLLM
+    launcher serves every folder of /mnt/adapter as one adapter
+    (presets/workspace/inference/vllm/inference_api.py, ``load_lora_adapters``), so the adapter
+    must be at the root of a volume; in the outputs volume it is in ``<namespace>/<job>/``.
+    The copy runs the trainer image with a fixed command: the job's folder reaches it only as
+    the outputs mount's subPath, never on a command line."""
     serve = job.spec.serve
     assert serve is not None and serve.kaito is not None
     outputs = job.spec.storage.outputs
+    claim = child_name(job.name, ADAPTER_SUFFIX)
+    pvc_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": serve.kaito.adapter_volume_size}}}
+    if serve.kaito.adapter_storage_class_name:
+        pvc_spec["storageClassName"] = serve.kaito.adapter_storage_class_name
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _metadata(job, claim, namespace), "spec": pvc_spec}
+    source = _in_volume(outputs, f"{namespace}/{job.name}")
+    container: dict[str, Any] = {
+        "name": "copy",
+        "image": job.spec.image or options.image,
+        "command": ["cp", "-v", *(f"/source/{f}" for f in ADAPTER_FILES), "/adapter/"],
+        "securityContext": container_security_context(),
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "volumeMounts": [
+            {"name": "outputs", "mountPath": "/source", "readOnly": True, "subPath": source},
+            {"name": "adapter", "mountPath": "/adapter"},
+        ],
+    }
+    if job.spec.image_pull_policy:
+        container["imagePullPolicy"] = job.spec.image_pull_policy
+    pod: dict[str, Any] = {
+        "restartPolicy": "OnFailure",
+        "securityContext": pod_security_context(),
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "volumes": [
+            {"name": "outputs", "persistentVolumeClaim": {"claimName": outputs.claim_name, "readOnly": True}},
+            {"name": "adapter", "persistentVolumeClaim": {"claimName": claim}},
+        ],
+    }
+    if job.spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": p.name} for p in job.spec.image_pull_secrets]
+    copy_job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(job, child_name(job.name, ADAPTER_COPY_SUFFIX), namespace),
+        "spec": {"backoffLimit": 3, "template": {"metadata": {"labels": _labels(job)}, "spec": pod}},
+    }
+    return [pvc, copy_job]
+
+
+def render_kaito(job: FineTuneJob, namespace: str, served: str, source: _Source) -> list[dict[str, Any]]:
+    serve = job.spec.serve
+    assert serve is not None and serve.kaito is not None
     resource: dict[str, Any] = {"labelSelector": {"matchLabels": dict(serve.kaito.node_labels)}}
     if serve.kaito.instance_type:
         resource["instanceType"] = serve.kaito.instance_type
     inference: dict[str, Any] = {"preset": {"name": serve.kaito.preset}}
     if source.adapter_uri:
-        inference["adapters"] = [
-            {
-                "source": {"name": served, "volumeSource": {"persistentVolumeClaim": {"claimName": outputs.claim_name, "readOnly": True}}},
-                "strength": "1.0",
-            }
-        ]
+        # No `strength`: KAITO's default vLLM runtime refuses Workspaces that set it
+        # (pkg/model/interface.go, PresetParam.Validate: "vLLM does not support adapter strength").
+        # The adapter is served under the folder's name, source.name (load_lora_adapters).
+        claim = child_name(job.name, ADAPTER_SUFFIX)
+        inference["adapters"] = [{"source": {"name": served, "volumeSource": {"persistentVolumeClaim": {"claimName": claim, "readOnly": True}}}}]
     return [{"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": _metadata(job, job.name, namespace), "resource": resource, "inference": inference}]
 
 
@@ -411,14 +472,17 @@ def render_serving(job: FineTuneJob, options: RenderOptions | None = None) -> Se
     source = _source(job, namespace)
     notes: list[str] = []
     url: str | None = None
+    prepare: list[dict[str, Any]] = []
     if serve.engine == "vllm":
         objects, url = render_vllm(job, namespace, served, source)
     elif serve.engine == "kserve":
         objects = render_kserve(job, namespace, served, source)
     else:
         objects = render_kaito(job, namespace, served, source)
-        notes.append(f"KAITO mounts the outputs volume for adapter {served}; the adapter files are under {_in_volume(job.spec.storage.outputs, f'{namespace}/{job.name}')} in it")
-    return Serving(serve.engine, objects, served, url, source.model_uri, source.adapter_uri, notes)
+        prepare = render_adapter_copy(job, namespace, options)
+        notes.append(f"the adapter ({', '.join(ADAPTER_FILES)} from {source.adapter_uri}) is copied to PersistentVolumeClaim "
+                     f"{prepare[0]['metadata']['name']} before the Workspace is created")
+    return Serving(serve.engine, objects, served, url, source.model_uri, source.adapter_uri, notes, prepare)
 
 
 def manifests(job: FineTuneJob, options: RenderOptions | None = None) -> list[dict[str, Any]]:
@@ -430,5 +494,6 @@ def manifests(job: FineTuneJob, options: RenderOptions | None = None) -> list[di
 
     objects = list(render(job, options).objects)
     if job.spec.serve is not None:
-        objects += render_serving(job, options).objects
+        serving = render_serving(job, options)
+        objects += serving.prepare + serving.objects
     return objects
