@@ -563,3 +563,7 @@ async def test_kaito_gets_the_adapter_copied_to_its_own_claim_then_a_workspace(c
     await cluster.mutate(*JOBS, NS, "broken-copy-adapter-copy", job_condition("Failed"))
     await eventually(lambda: condition(cluster, "Serving", "broken-copy").get("reason") == "AdapterCopyFailed", what="AdapterCopyFailed")
     assert cluster.read(*WORKSPACES, NS, "broken-copy") is None
+    # The user deletes the failed Job (the reason's hint): the adapter is copied again.
+    await cluster.remove(*JOBS, NS, "broken-copy-adapter-copy")
+    await eventually(lambda: condition(cluster, "Serving", "broken-copy").get("reason") == "ServingStarting", what="copying again")
+    assert cluster.read(*JOBS, NS, "broken-copy-adapter-copy") is not None

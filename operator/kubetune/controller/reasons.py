@@ -140,7 +140,8 @@ REASONS: dict[str, Reason] = {
                "read the refusal in the message (a quota, PodSecurity, a webhook), fix it, then edit spec.serve to try again"),
         Reason("AdapterCopyFailed", "Serving", False, "Succeeded",
                "engine kaito: the Job that copies the adapter to its own volume failed; no Workspace was created",
-               "`kubectl logs job/<job>-adapter-copy`: the adapter files (adapter_config.json, adapter_model.safetensors) must be in the job's outputs folder"),
+               "`kubectl logs job/<job>-adapter-copy` says why (the adapter files adapter_config.json and adapter_model.safetensors must be in the "
+               "job's outputs folder); `kubectl delete job <job>-adapter-copy` copies again"),
         Reason("WaitingForEvaluation", "Serving", False, "Succeeded",
                "spec.serve.when is evaluationImproves and the evaluation result has not been read yet",
                "nothing to do while the rank-0 pod's log is readable; the result is also in kubetune-eval.json on the outputs volume"),
