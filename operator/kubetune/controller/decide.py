@@ -407,7 +407,12 @@ def _serve(draft: _Draft, now: float) -> Decision:
             draft.event_once("Serving", "Warning", "EvaluationNotImproved", message)
             draft.cond("Serving", False, "EvaluationNotImproved", message)
             return draft.decision()
-    serving = render_serving(snap.job, snap.render_options)
+    try:
+        serving = render_serving(snap.job, snap.render_options)
+    except ValueError as exc:  # refused by the API's rules first; never a crash loop if one slips through
+        message = with_hint("ServingRejected", f"spec.serve cannot be rendered: {exc}")
+        draft.cond("Serving", False, "ServingRejected", message)
+        return draft.decision()
     main = serving.objects[0]
     kind, api_version = main["kind"], main["apiVersion"]
     failure = snap.apply_failure
