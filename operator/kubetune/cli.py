@@ -139,7 +139,12 @@ def cmd_render(args: argparse.Namespace) -> int:
             print(f"kubetune render: {job.name}: {job_options.message}", file=sys.stderr)
             return 1
         try:
-            objects.extend(render(job, job_options).objects)
+            if args.no_serve:
+                objects.extend(render(job, job_options).objects)
+            else:
+                from kubetune.render.serving import manifests
+
+                objects.extend(manifests(job, job_options))  # spec.serve: the serving objects after the training ones
         except ValueError as exc:  # an option that contradicts the spec, e.g. --backend mpijob with launcher torchrun
             print(line(f"kubetune render: {job.name}: {exc}"), file=sys.stderr)
             return 1
@@ -309,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
         "-n",
         "--namespace",
         help="namespace for jobs without metadata.namespace (default: the current kubectl context's, else 'default')",
+    )
+    p.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="leave out spec.serve's serving objects (by default printed after each job's training objects)",
     )
     p.set_defaults(func=cmd_render)
 

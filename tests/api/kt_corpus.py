@@ -203,6 +203,7 @@ VALID = [
     Case("serve-vllm-defaults", {"spec.serve": {}}),
     Case("serve-kserve-llm-adapter", {"spec.serve": {"engine": "kserve", "gpus": 2, "replicas": 2, "servedModelName": "support-bot", "maxModelLen": 4096}}),
     Case("serve-kaito-adapter", {"spec.serve": {"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct", "instanceType": "Standard_NC24ads_A100_v4"}}}),
+    Case("serve-when-evaluation-improves", {"spec.evaluation": {"valSize": 0.1, "baseModel": True}, "spec.serve": {"when": "evaluationImproves"}}),
     Case("serve-merged-inferenceservice", {"spec.export.enabled": True, "spec.serve": {"engine": "kserve", "kserve": {"kind": "InferenceService"}}}),
     Case(
         "dpo-sharegpt-ranking",
@@ -458,7 +459,8 @@ INVALID = [
         "spec.scheduling.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution.0.topologyKey",
     ),
     # spec.serve (issue 13)
-    Case("serve-when-evaluation", {"spec.serve": {"when": "evaluationImproves"}}, "spec.serve.when"),
+    Case("serve-when-evaluation-without-evaluation", {"spec.serve": {"when": "evaluationImproves"}}, "spec.serve.when"),
+    Case("serve-when-evaluation-without-base", {"spec.evaluation": {"valSize": 0.1}, "spec.serve": {"when": "evaluationImproves"}}, "spec.serve.when"),
     Case("serve-kaito-without-preset", {"spec.serve": {"engine": "kaito"}}, "spec.serve.kaito"),
     Case("serve-kaito-settings-on-vllm", {"spec.serve": {"kaito": {"preset": "qwen2.5-7b-instruct"}}}, "spec.serve.engine"),
     Case("serve-image-on-kserve", {"spec.serve": {"engine": "kserve", "image": "vllm/vllm-openai:v0.11.0"}}, "spec.serve.image"),

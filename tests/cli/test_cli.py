@@ -94,7 +94,24 @@ def test_render_multiple_files(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "render", str(LORA), str(FULL))
     assert code == 0
     names = [o["metadata"]["name"] for o in yaml.safe_load_all(out)]
-    assert names == ["qwen-lora-kubetune", "qwen-lora", "qwen-full-kubetune", "qwen-full"]
+    assert names == ["qwen-lora-kubetune", "qwen-lora", "qwen-full-kubetune", "qwen-full", "qwen-full-serve", "qwen-full-serve"]
+
+
+def test_render_prints_spec_serve_objects_after_the_training_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    """GitOps users get the serving objects too, as valid multi-document YAML (and can leave them out)."""
+    code, out, _ = run(capsys, "render", "-n", "ml", str(FULL))
+    assert code == 0
+    objects = list(yaml.safe_load_all(out))
+    assert [o["kind"] for o in objects] == ["ConfigMap", "PyTorchJob", "Deployment", "Service"]
+    deployment, service = objects[2:]
+    assert deployment["metadata"]["namespace"] == service["metadata"]["namespace"] == "ml"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:2] == ["--model", "/outputs/ml/qwen-full"] and "--max-model-len" in container["args"]
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for obj in (deployment, service):
+        kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+    code, out, _ = run(capsys, "render", "--no-serve", str(FULL))
+    assert code == 0 and [o["kind"] for o in yaml.safe_load_all(out)] == ["ConfigMap", "PyTorchJob"]
 
 
 def test_render_from_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,8 @@ resource request from its own store with the API server's semantics:
 * merge patch, JSON patch, strategic merge (treated as merge: the operator sends
   none) and server-side apply (create-or-merge, manager recorded; field
   ownership and conflicts are *not* modelled);
-* finalizers and deletionTimestamp; no garbage collection (like kmock);
+* finalizers and deletionTimestamp; garbage collection only when ``garbage_collect`` is set
+  (background propagation: see ``_collect_garbage``);
 * list with labelSelector/fieldSelector and a list resourceVersion; watch from
   a resourceVersion replays only newer events (410 Gone below the compaction
   point), without one it starts with ADDED for current objects;
@@ -323,6 +324,8 @@ class Cluster(kmock.KubernetesScaffold):
     authenticate: Callable[[str | None], bool] | None = None
     """Bearer-token check (None: no authentication, every request is allowed)."""
     auth_log: list[AuthAttempt] = attrs.field(factory=list)
+    garbage_collect: bool = False
+    """Delete dependents whose owners are all gone, as kube-controller-manager's garbage collector does."""
     virtual: dict[ResKey, Callable[[kmock.Request, str], Any]] = attrs.field(factory=dict)
     """Resources with no storage, served by a plug-in (emulator_auth: TokenReview): (request, verb) -> response."""
 
@@ -507,6 +510,31 @@ class Cluster(kmock.KubernetesScaffold):
         self._changed_cond().notify_all()
         return copy.deepcopy(obj)
 
+    def _collect_garbage(self) -> None:
+        """Background cascading deletion (the default of ``kubectl delete``), following
+        kube-controller-manager's pkg/controller/garbagecollector/garbagecollector.go
+        (``attemptToDeleteItem``): a dependent none of whose ownerReferences names a live
+        object (same uid, in the dependent's namespace or cluster-scoped) is deleted; one with a
+        live owner left is kept.  The real collector is asynchronous and reaches dependents of
+        dependents in later passes; here it runs to a fixed point at once.  Finalizers on a
+        dependent are honoured (deletionTimestamp set, object kept)."""
+        while True:
+            live = {o["metadata"].get("uid") for o in self.store.values()}
+            doomed = [
+                (key, obj) for key, obj in self.store.items()
+                if (refs := obj["metadata"].get("ownerReferences")) and not any(r.get("uid") in live for r in refs)
+                and not obj["metadata"].get("deletionTimestamp")
+            ]
+            if not doomed:
+                return
+            for key, obj in doomed:
+                if obj["metadata"].get("finalizers"):
+                    new = copy.deepcopy(obj)
+                    new["metadata"]["deletionTimestamp"] = _now()
+                    self._commit(key, new, "MODIFIED")
+                else:
+                    self._commit(key, copy.deepcopy(obj), "DELETED")
+
     def _fetch(self, key: ObjKey) -> Obj:
         obj = self.store.get(key)
         if obj is None:
@@ -602,6 +630,8 @@ class Cluster(kmock.KubernetesScaffold):
             meta = new["metadata"]
             if meta.get("deletionTimestamp") and not meta.get("finalizers"):
                 self._commit(key, new, "DELETED")
+                if self.garbage_collect:
+                    self._collect_garbage()
                 return copy.deepcopy(new)
             return self._commit(key, new, "MODIFIED")
 
@@ -616,7 +646,10 @@ class Cluster(kmock.KubernetesScaffold):
                 new = copy.deepcopy(obj)
                 new["metadata"]["deletionTimestamp"] = _now()
                 return self._commit(key, new, "MODIFIED")
-            return self._commit(key, copy.deepcopy(obj), "DELETED")
+            deleted = self._commit(key, copy.deepcopy(obj), "DELETED")
+            if self.garbage_collect:
+                self._collect_garbage()
+            return deleted
 
     # --- pods/log and watch ------------------------------------------------------
 

@@ -37,8 +37,15 @@ def phase(cluster: Cluster, name: str) -> str | None:
     return ((cluster.read(*FTJ, NS, name) or {}).get("status") or {}).get("phase")
 
 
+SERVE_ENGINES = {
+    "isvc": ({"engine": "kserve"}, True, ("serving.kserve.io/v1beta1", "inferenceservices")),
+    "llmisvc": ({"engine": "kserve"}, False, ("serving.kserve.io/v1alpha1", "llminferenceservices")),
+    "kaito": ({"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct"}}, False, ("kaito.sh/v1beta1", "workspaces")),
+}
+
+
 async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> None:
-    await cluster.put_object(*FTJ, example_job("lora"))
+    await cluster.put_object(*FTJ, example_job("lora", serve={}))
     await eventually(lambda: phase(cluster, "lora") == "Pending", what="lora Pending")
     await set_condition(cluster, "PyTorchJob", NS, "lora", "Running")
     pod = await start_pod(cluster, "PyTorchJob", NS, "lora")
@@ -54,6 +61,17 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
     await eventually(lambda: (cluster.read(*FTJ, NS, "lora") or {})["status"].get("observedGeneration") == 3, what="updates handled")
     await set_condition(cluster, "PyTorchJob", NS, "lora", "Succeeded")
     await eventually(lambda: phase(cluster, "lora") == "Succeeded", what="lora Succeeded")
+    await eventually(lambda: cluster.read("apps/v1", "deployments", NS, "lora-serve") and cluster.read("v1", "services", NS, "lora-serve"), what="lora served")
+
+    # spec.serve's other engines (their kinds are declared by the caller: KServe and KAITO installed).
+    for name, (serve, export, resource) in SERVE_ENGINES.items():
+        await cluster.put_object(*FTJ, example_job(name, serve=serve, export={"enabled": export}))
+        await eventually(lambda n=name: cluster.read(*PTJ, NS, n), what=f"{name} PyTorchJob")
+        await set_condition(cluster, "PyTorchJob", NS, name, "Succeeded")
+        if name == "kaito":  # the adapter is copied to its own claim first (a Job the Job controller completes)
+            await eventually(lambda: cluster.read("batch/v1", "jobs", NS, "kaito-adapter-copy"), what="the adapter copy Job")
+            await cluster.mutate("batch/v1", "jobs", NS, "kaito-adapter-copy", lambda o: o.update(status={"conditions": [{"type": "Complete", "status": "True"}]}))
+        await eventually(lambda n=name, r=resource: cluster.read(*r, NS, n), what=f"{name} served")
 
     spec = example_job("mpi")["spec"]
     await cluster.put_object(*FTJ, example_job("mpi", distributed={**spec["distributed"], "backend": "mpijob"}))
@@ -85,6 +103,8 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
 
 async def test_recorded_api_calls_match_the_committed_set(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:
     cluster.declare("kopf.dev/v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False, has_status=False)
+    for _, _, (api_version, plural) in SERVE_ENGINES.values():
+        cluster.declare(api_version, plural, {"inferenceservices": "InferenceService", "llminferenceservices": "LLMInferenceService", "workspaces": "Workspace"}[plural])
     await cluster.put_object("kopf.dev/v1", "clusterkopfpeerings", {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "kubetune"}})
     port = free_port()
     url = f"http://127.0.0.1:{port}{contract.PROGRESS_PATH}"

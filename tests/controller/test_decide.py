@@ -107,6 +107,48 @@ def source(phase: str | None, name: str = "base-sft", **spec: Any) -> dict[str, 
     return obj
 
 
+SUCCEEDED = {**STARTED, "phase": "Succeeded", "completionTime": "T1"}
+SERVE = {"serve": {}}
+EVAL_SPEC = {"evaluation": {"valSize": 0.1, "baseModel": True}, "serve": {"when": "evaluationImproves"}}
+DEPLOYMENT = f"{NAME}-serve"
+STARTING = {**SUCCEEDED, "conditions": [*SUCCEEDED["conditions"], {"type": "Serving", "status": "False", "reason": "ServingStarting", "message": "created",
+                                                                    "observedGeneration": 1, "lastTransitionTime": "T1"}]}
+
+
+def evaluated(trained: dict[str, float], base: dict[str, float] | None) -> dict[str, Any]:
+    evaluation: dict[str, Any] = {"state": "Succeeded", "trained": trained, "summary": "x"}
+    if base is not None:
+        evaluation["base"] = base
+    return {**SUCCEEDED, "evaluation": evaluation}
+
+
+def deployment(ready: int, generation: int = 1, observed: int = 1) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": DEPLOYMENT, "namespace": NS, "generation": generation},
+            "spec": {"replicas": 1}, "status": {"observedGeneration": observed, "readyReplicas": ready}}
+
+
+def serving_snap(observed: dict[str, Any] | None = None, **fields: Any) -> Snapshot:
+    fields.setdefault("serving", {"Deployment": observed})
+    fields.setdefault("serving_served", {"Deployment": True})
+    return snap(spec=fields.pop("spec", SERVE), status=fields.pop("status", SUCCEEDED), child=child("Succeeded"), **fields)
+
+
+KAITO = {"serve": {"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct"}}, "export": {"enabled": False}}
+
+
+def copy_job(condition: str | None) -> dict[str, Any]:
+    conditions = [{"type": condition, "status": "True"}] if condition else []
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"{NAME}-adapter-copy", "namespace": NS}, "status": {"conditions": conditions}}
+
+
+def kaito_snap(job: dict[str, Any] | None, workspace: dict[str, Any] | None = None, **fields: Any) -> Snapshot:
+    return serving_snap(spec=KAITO, serving={"Job": job, "Workspace": workspace}, serving_served={"Job": True, "Workspace": True}, **fields)
+
+
+def kinds(decision: Decision) -> list[str]:
+    return [c["kind"] for c in decision.children]
+
+
 # reason -> (snapshot, expected phase, condition type, condition status, extra check)
 ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[Decision], Any] | None]] = {
     "Valid": (lambda: snap(status={}), "Pending", "Validated", "True", lambda d: len(d.children) == 2),
@@ -173,6 +215,25 @@ ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[De
                              lambda d: [c["spec"]["runPolicy"]["suspend"] for c in d.children] == [True] and d.status["retries"]["count"] == 3),
     "JobDeleted": (lambda: snap(child=None), "Failed", "Failed", "True", None),
     "JobSuspended": (lambda: snap(spec={"suspend": True}, child=child("Suspended")), "Suspended", "Suspended", "True", None),
+    "ServingStarting": (lambda: serving_snap(), "Succeeded", "Serving", "False",
+                        lambda d: kinds(d) == ["Deployment", "Service"] and d.status["serving"]["url"] == f"http://{DEPLOYMENT}.{NS}.svc:8000/v1"
+                        and d.status["serving"]["servedModel"] == NAME and not d.status["serving"]["ready"]
+                        and all(c["metadata"]["ownerReferences"][0]["uid"] == "uid-1" for c in d.children)),
+    "ServingReady": (lambda: serving_snap(deployment(1), status=STARTING), "Succeeded", "Serving", "True",
+                     lambda d: not d.children and d.status["serving"]["ready"] and "1/1 replicas ready" in cond(d, "Serving")["message"]),
+    "ServingKindNotInstalled": (lambda: serving_snap(spec={"serve": {"engine": "kserve"}}, serving={"InferenceService": None},
+                                                     serving_served={"InferenceService": False}),
+                                "Succeeded", "Serving", "False",
+                                lambda d: not d.children and "InferenceService serving.kserve.io/v1beta1" in cond(d, "Serving")["message"]
+                                and "KServe" in cond(d, "Serving")["message"] and "serving" not in d.status),
+    "ServingRejected": (lambda: serving_snap(apply_failure=ApplyFailure(1, 403, "Forbidden", "exceeded quota: gpu")), "Succeeded", "Serving", "False",
+                        lambda d: not d.children and "exceeded quota: gpu" in cond(d, "Serving")["message"]),
+    "AdapterCopyFailed": (lambda: kaito_snap(copy_job("Failed")), "Succeeded", "Serving", "False",
+                          lambda d: not d.children and "qwen-lora-adapter-copy failed" in cond(d, "Serving")["message"]),
+    "WaitingForEvaluation": (lambda: serving_snap(spec=EVAL_SPEC), "Succeeded", "Serving", "False", lambda d: not d.children and "serving" not in d.status),
+    "EvaluationNotImproved": (lambda: serving_snap(spec=EVAL_SPEC, status=evaluated({"evalLoss": 2.5}, {"evalLoss": 2.1})), "Succeeded", "Serving", "False",
+                              lambda d: not d.children and "eval loss 2.5 >= base 2.1" in cond(d, "Serving")["message"]
+                              and [e.reason for e in d.events] == ["EvaluationNotImproved"]),
 }
 
 
@@ -307,3 +368,84 @@ def test_a_succeeded_evaluation_is_mirrored_without_a_condition() -> None:
     decision = decide(snap(child=child("Running"), progress=read_log("noise\n" + line)), NOW)
     assert decision.status["evaluation"]["summary"] == "ppl 12.1 (base 40.3)" and decision.status["phase"] == "Running"
     assert not cond(decision, "EvaluationFailed")
+
+
+def test_serving_is_applied_once_then_only_on_a_spec_change_or_a_deleted_object() -> None:
+    first = decide(serving_snap(), NOW)
+    assert kinds(first) == ["Deployment", "Service"]
+    steady = decide(serving_snap(deployment(0), status=first.status, first_seen=False), NOW + 1)
+    assert not steady.children and cond(steady, "Serving")["reason"] == "ServingStarting"
+    deleted = decide(serving_snap(None, status=first.status, first_seen=False), NOW + 2)
+    assert kinds(deleted) == ["Deployment", "Service"], "a deleted serving Deployment is created again"
+    edited = decide(serving_snap(deployment(1), status=first.status, first_seen=False, generation=2, spec={"serve": {"replicas": 2}}), NOW + 3)
+    assert kinds(edited) == ["Deployment", "Service"] and edited.children[0]["spec"]["replicas"] == 2
+
+
+@pytest.mark.parametrize("phase", ["Running", "Failed"])
+def test_no_serving_objects_before_success(phase: str) -> None:
+    status = {**STARTED, "phase": phase}
+    d = decide(snap(spec=SERVE, status=status, child=child("Running" if phase == "Running" else "Failed"), terminations=terminations(1)), NOW)
+    assert not any(c["kind"] in ("Deployment", "Service") for c in d.children) and "serving" not in d.status and not cond(d, "Serving")
+
+
+def test_the_reconcile_that_sees_success_asks_for_the_next_one_to_serve() -> None:
+    d = decide(snap(spec=SERVE, child=child("Succeeded")), NOW)
+    assert d.status["phase"] == "Succeeded" and d.requeue_after == 0.0 and not d.children
+
+
+def test_a_better_evaluation_serves_and_an_evaluation_read_after_success_counts() -> None:
+    better = decide(serving_snap(spec=EVAL_SPEC, status=evaluated({"evalLoss": 1.2}, {"evalLoss": 2.1})), NOW)
+    assert kinds(better) == ["Deployment", "Service"] and "serving" in better.status
+    line = 'kubetune.stage {"stage": "evaluate", "event": "end", "evaluation": {"state": "Succeeded", "trained": {"evalLoss": 1.0}, "base": {"evalLoss": 3.0}}}'
+    late = decide(serving_snap(spec=EVAL_SPEC, progress=read_log(line)), NOW)
+    assert kinds(late) == ["Deployment", "Service"] and late.status["evaluation"]["base"] == {"evalLoss": 3.0}
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "improved", "words"),
+    [
+        (None, None, "no evaluation result yet"),
+        ({"state": "Failed", "message": "no eval split"}, False, "no eval split"),
+        ({"state": "Succeeded", "trained": {"evalLoss": 1.0}}, False, "baseModel"),
+        ({"state": "Succeeded", "trained": {"evalLoss": 1.0}, "base": {"evalLoss": 1.0}}, False, "eval loss 1 >= base 1"),
+        ({"state": "Succeeded", "trained": {"evalLoss": 0.9, "rougeL": 20.0}, "base": {"evalLoss": 1.0, "rougeL": 25.0}}, False, "ROUGE-L 20 < base 25"),
+        ({"state": "Succeeded", "trained": {"evalLoss": 0.9, "rougeL": 30.0}, "base": {"evalLoss": 1.0, "rougeL": 25.0}}, True, "ROUGE-L 30 >= base 25"),
+        ({"state": "Succeeded", "trained": {"bleu4": 12.0}, "base": {"bleu4": 10.0}}, True, "BLEU-4 12 >= base 10"),
+        ({"state": "Succeeded", "trained": {"perplexity": 3.0}, "base": {"bleu4": 10.0}}, False, "no metric measured on both"),
+    ],
+    ids=["none", "failed", "no-base", "equal-loss", "loss-better-rouge-worse", "both-better", "bleu-only", "nothing-shared"],
+)
+def test_evaluation_verdict(evaluation: dict[str, Any] | None, improved: bool | None, words: str) -> None:
+    from kubetune.render.serving import evaluation_verdict
+
+    got, why = evaluation_verdict(evaluation)
+    assert got is improved and words in why, why
+
+
+def test_kserve_and_kaito_report_the_url_of_their_objects() -> None:
+    from kubetune.render.serving import observed_state
+
+    isvc = {"kind": "LLMInferenceService", "metadata": {"name": NAME, "namespace": NS},
+            "status": {"url": "http://qwen-lora.team-a.example.com", "conditions": [{"type": "Ready", "status": "True"}]}}
+    assert observed_state("kserve", isvc) == (True, "http://qwen-lora.team-a.example.com/v1", "Ready")
+    workspace = {"kind": "Workspace", "metadata": {"name": NAME, "namespace": NS}, "status": {"conditions": [{"type": "InferenceReady", "status": "False"}]}}
+    assert observed_state("kaito", workspace)[:2] == (False, f"http://{NAME}.{NS}.svc:80/v1")
+    stale = deployment(1, generation=2, observed=1)
+    assert observed_state("vllm", stale)[0] is False, "a ready replica of the previous generation is not the new spec serving"
+
+
+def test_kaito_copies_the_adapter_to_its_own_volume_before_the_workspace() -> None:
+    first = decide(kaito_snap(None), NOW)
+    assert kinds(first) == ["PersistentVolumeClaim", "Job"] and cond(first, "Serving")["reason"] == "ServingStarting"
+    assert "copying the adapter" in cond(first, "Serving")["message"]
+    copying = decide(kaito_snap(copy_job(None), status=first.status, first_seen=False), NOW + 1)
+    assert not copying.children, "a running copy is left alone"
+    copied = decide(kaito_snap(copy_job("Complete"), status=copying.status, first_seen=False), NOW + 2)
+    assert kinds(copied) == ["PersistentVolumeClaim", "Job", "Workspace"]
+    workspace = copied.children[-1]
+    (adapter,) = workspace["inference"]["adapters"]
+    assert adapter == {"source": {"name": NAME, "volumeSource": {"persistentVolumeClaim": {"claimName": f"{NAME}-adapter", "readOnly": True}}}}
+    ready = {**workspace, "status": {"conditions": [{"type": "InferenceReady", "status": "True"}]}}
+    served = decide(kaito_snap(copy_job("Complete"), ready, status=copied.status, first_seen=False), NOW + 3)
+    assert not served.children and cond(served, "Serving")["reason"] == "ServingReady"
+    assert served.status["serving"]["url"] == f"http://{NAME}.{NS}.svc:80/v1"

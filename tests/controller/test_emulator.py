@@ -142,3 +142,31 @@ async def test_injected_fault_answers_instead_of_serving(cluster: Cluster) -> No
     code, _ = await call(cluster, "POST", BASE, job())
     assert code == 201
 
+
+
+async def test_garbage_collection_deletes_dependents_whose_owners_are_all_gone(cluster: Cluster) -> None:
+    """kube-controller-manager's background cascading deletion (opt-in: ``garbage_collect``)."""
+    cluster.garbage_collect = True
+    owner = (await call(cluster, "POST", BASE, job("owner")))[1]
+    other = (await call(cluster, "POST", BASE, job("other")))[1]
+
+    def ref(o: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": o["metadata"]["name"], "uid": o["metadata"]["uid"], "controller": False}
+
+    def owned(name: str, *owners: dict[str, Any], finalizers: list[str] | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name, "ownerReferences": [ref(o) for o in owners]}
+        if finalizers:
+            meta["finalizers"] = finalizers
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
+
+    cms = "/api/v1/namespaces/ns/configmaps"
+    child = (await call(cluster, "POST", cms, owned("child", owner)))[1]
+    await call(cluster, "POST", cms, owned("grandchild", child))
+    await call(cluster, "POST", cms, owned("shared", owner, other))
+    await call(cluster, "POST", cms, owned("held", owner, finalizers=["example.com/hold"]))
+    assert (await call(cluster, "DELETE", f"{BASE}/owner"))[0] == 200
+    assert (await call(cluster, "GET", f"{cms}/child"))[0] == 404
+    assert (await call(cluster, "GET", f"{cms}/grandchild"))[0] == 404, "dependents of dependents go too"
+    assert (await call(cluster, "GET", f"{cms}/shared"))[0] == 200, "a dependent with a live owner left is kept"
+    held = (await call(cluster, "GET", f"{cms}/held"))[1]
+    assert held["metadata"]["deletionTimestamp"], "a finalizer holds the dependent in deletion"

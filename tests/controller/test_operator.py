@@ -167,7 +167,8 @@ async def test_invalid_job_fails_validation_without_children_and_operator_keeps_
     validated = condition(cluster, "Validated", "broken")
     assert validated["status"] == "False" and validated["reason"] == "InvalidSpec"
     assert "spec.quantization" in validated["message"]
-    assert any(t == "Warning" and r == "InvalidSpec" and "spec.quantization" in m for t, r, m in events(cluster, "broken"))
+    # The Event is posted once the status that announces it is stored: after the phase, not with it.
+    await eventually(lambda: any(t == "Warning" and r == "InvalidSpec" and "spec.quantization" in m for t, r, m in events(cluster, "broken")), what="the InvalidSpec Event")
     assert cluster.objects(*PTJ) == [] and cluster.objects(*CM) == []
 
     await cluster.put_object(*FTJ, example_job("good"))
@@ -190,12 +191,13 @@ async def test_a_job_that_cannot_fit_gets_feasible_false_and_no_children_and_aut
     feasible = condition(cluster, "Feasible", "too-big")
     assert feasible["status"] == "False" and "exceeds 8.0 GiB" in feasible["message"] and "to fit:" in feasible["message"]
     assert phase_is(cluster, "Pending", "too-big") and status(cluster, "too-big")["message"] == feasible["message"]
-    assert any(t == "Warning" and r == "InsufficientGPUMemory" for t, r, _ in events(cluster, "too-big"))
+    await eventually(lambda: any(t == "Warning" and r == "InsufficientGPUMemory" for t, r, _ in events(cluster, "too-big")), what="the Event")
     FineTuneJobStatus.model_validate(status(cluster, "too-big"))
 
     await cluster.put_object(*FTJ, example_job("tuned", scheduling=on_tiny, autoTune=True))
     await eventually(lambda: cluster.read(*PTJ, NS, "tuned"), what="children of the auto-tuned job")
-    feasible = condition(cluster, "Feasible", "tuned")
+    # The children are applied before the status patch that reports them.
+    feasible = await eventually(lambda: condition(cluster, "Feasible", "tuned"), what="the Feasible condition of the auto-tuned job")
     assert (feasible["status"], feasible["reason"]) == ("True", "Fits")
     auto = status(cluster, "tuned")["autoTune"]
     assert auto["changed"] and auto["settings"]["zeroStage"] == 3
@@ -384,3 +386,184 @@ async def test_progress_follows_a_replaced_rank0_pod_and_steady_jobs_list_no_pod
     )
     cluster.append_log(NS, new_pod, progress_line(40, 100, 1.5))
     await eventually(lambda: status(cluster).get("progress", {}).get("step") == 40, what="progress from the new pod")
+
+
+# --- spec.serve (issue 13): serving objects once the job has Succeeded --------------------------
+
+DEPLOY = ("apps/v1", "deployments")
+SVC = ("v1", "services")
+LLMISVC = ("serving.kserve.io/v1alpha1", "llminferenceservices")
+ISVC = ("serving.kserve.io/v1beta1", "inferenceservices")
+
+
+def serving(cluster: Cluster, name: str = "qwen-lora") -> dict[str, Any]:
+    return status(cluster, name).get("serving") or {}
+
+
+async def succeed(cluster: Cluster, name: str, *log_lines: str) -> None:
+    """Play Kubeflow through a whole run: Running with a rank-0 pod (its log gets ``log_lines``), then Succeeded."""
+    await eventually(lambda: cluster.read(*PTJ, NS, name), what=f"the PyTorchJob {name}")
+    await set_condition(cluster, "PyTorchJob", NS, name, "Running")
+    pod = await start_pod(cluster, "PyTorchJob", NS, name)
+    if log_lines:
+        cluster.append_log(NS, pod, *log_lines)
+    await set_condition(cluster, "PyTorchJob", NS, name, "Succeeded")
+
+
+async def test_a_succeeded_job_with_serve_gets_an_owned_deployment_service_and_url(cluster: Cluster, operator: Any) -> None:
+    cluster.garbage_collect = True
+    await operator()
+    ftj = await cluster.put_object(*FTJ, example_job(serve={"gpus": 2}))
+    await eventually(lambda: phase_is(cluster, "Pending"), what="phase Pending")
+    assert cluster.read(*DEPLOY, NS, "qwen-lora-serve") is None, "nothing is served before the job Succeeded"
+    await succeed(cluster, "qwen-lora")
+    await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingStarting", what="Serving=False ServingStarting")
+
+    owner = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "name": "qwen-lora", "uid": ftj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    deployment, service = cluster.read(*DEPLOY, NS, "qwen-lora-serve"), cluster.read(*SVC, NS, "qwen-lora-serve")
+    assert deployment is not None and service is not None
+    assert deployment["metadata"]["ownerReferences"] == [owner] and service["metadata"]["ownerReferences"] == [owner]
+    assert deployment["metadata"]["managedFields"][0]["manager"] == "kubetune"
+    pod = deployment["spec"]["template"]["spec"]
+    assert {v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"] for v in pod["volumes"] if "persistentVolumeClaim" in v} == {
+        "finetune-outputs": True, "model-cache": True}
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--model") + 1] == "/outputs/team-a/qwen-lora/merged" and args[args.index("--tensor-parallel-size") + 1] == "2"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    st = status(cluster)
+    FineTuneJobStatus.model_validate(st)
+    assert st["phase"] == "Succeeded"
+    assert st["serving"]["url"] == "http://qwen-lora-serve.team-a.svc:8000/v1" and st["serving"]["servedModel"] == "qwen-lora"
+    assert st["serving"]["objects"] == [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "qwen-lora-serve"}, {"apiVersion": "v1", "kind": "Service", "name": "qwen-lora-serve"}]
+
+    # The Deployment controller reports a ready replica: Serving=True.
+    await cluster.mutate(*DEPLOY, NS, "qwen-lora-serve", lambda o: o.update(status={"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}))
+    await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingReady", what="Serving=True ServingReady")
+    assert condition(cluster, "Serving")["status"] == "True" and serving(cluster)["ready"] is True
+    await eventually(lambda: ("Normal", "ServingReady") in [(t, r) for t, r, _ in events(cluster)], what="the ServingReady Event")
+
+    # spec.serve may change after success: the Deployment follows.
+    await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"]["serve"].update(replicas=3))
+    await eventually(lambda: (cluster.read(*DEPLOY, NS, "qwen-lora-serve") or {})["spec"]["replicas"] == 3, what="3 replicas")
+    await eventually(lambda: condition(cluster, "Serving").get("observedGeneration") == 2, what="Serving at generation 2")
+
+    # Someone deletes the Deployment: it is created again.
+    await cluster.remove(*DEPLOY, NS, "qwen-lora-serve")
+    await eventually(lambda: cluster.read(*DEPLOY, NS, "qwen-lora-serve"), what="the Deployment recreated")
+
+    # Deleting the FineTuneJob garbage-collects everything it owns (emulated kube-controller-manager GC).
+    calls_before = len(cluster.calls)
+    await cluster.remove(*FTJ, NS, "qwen-lora")
+    for res, name in ((DEPLOY, "qwen-lora-serve"), (SVC, "qwen-lora-serve"), (PTJ, "qwen-lora"), (CM, "qwen-lora-kubetune")):
+        assert cluster.read(*res, NS, name) is None, f"{res} {name} left behind"
+    assert not any(c.verb == "delete" for c in cluster.calls[calls_before:]), "the operator deletes nothing itself"
+
+
+async def test_running_and_failed_jobs_get_no_serving_objects(cluster: Cluster, operator: Any) -> None:
+    await operator()
+    for name in ("running", "failed", "done"):
+        await cluster.put_object(*FTJ, example_job(name, serve={}))
+        await eventually(lambda n=name: cluster.read(*PTJ, NS, n), what=f"the PyTorchJob {name}")
+    await set_condition(cluster, "PyTorchJob", NS, "running", "Running")
+    await set_condition(cluster, "PyTorchJob", NS, "failed", "Failed")
+    await eventually(lambda: phase_is(cluster, "Running", "running") and phase_is(cluster, "Failed", "failed"), timeout=20, what="Running and Failed")
+    await succeed(cluster, "done")
+    await eventually(lambda: cluster.read(*DEPLOY, NS, "done-serve"), what="the succeeded job's Deployment")
+    assert [d["metadata"]["name"] for d in cluster.objects(*DEPLOY, NS)] == ["done-serve"]
+    assert [s["metadata"]["name"] for s in cluster.objects(*SVC, NS)] == ["done-serve"]
+    assert not serving(cluster, "running") and not serving(cluster, "failed")
+
+
+async def test_kserve_not_installed_is_a_condition_then_served_when_it_appears(cluster: Cluster, operator: Any) -> None:
+    await operator()
+    await cluster.put_object(*FTJ, example_job(serve={"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}}, export={"enabled": False}))
+    await succeed(cluster, "qwen-lora")
+    await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingKindNotInstalled", what="ServingKindNotInstalled")
+    message = condition(cluster, "Serving")["message"]
+    assert "LLMInferenceService serving.kserve.io/v1alpha1" in message and "install" in message
+    assert phase_is(cluster, "Succeeded"), "a missing serving engine never changes the training's phase"
+
+    cluster.declare("serving.kserve.io/v1alpha1", "llminferenceservices", "LLMInferenceService")  # KServe is installed
+    llm = await eventually(lambda: cluster.read(*LLMISVC, NS, "qwen-lora"), timeout=20, what="the LLMInferenceService")
+    assert llm["spec"]["model"]["lora"]["adapters"] == [{"name": "qwen-lora", "uri": "pvc://finetune-outputs/team-a/qwen-lora"}]
+    await cluster.mutate(*LLMISVC, NS, "qwen-lora", lambda o: o.update(status={"url": "http://qwen-lora.team-a.example.com", "conditions": [{"type": "Ready", "status": "True"}]}))
+    await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingReady", what="ServingReady")
+    assert serving(cluster)["url"] == "http://qwen-lora.team-a.example.com/v1" and serving(cluster)["adapter"] == "pvc://finetune-outputs/team-a/qwen-lora"
+
+
+async def test_a_refused_serving_object_is_a_condition(cluster: Cluster, operator: Any) -> None:
+    await operator()
+    cluster.inject("patch", "deployments", 422, times=1)
+    await cluster.put_object(*FTJ, example_job(serve={}))
+    await succeed(cluster, "qwen-lora")
+    await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingRejected", what="ServingRejected")
+    assert "injected failure 422" in condition(cluster, "Serving")["message"] and phase_is(cluster, "Succeeded")
+    assert cluster.read(*DEPLOY, NS, "qwen-lora-serve") is None
+
+
+EVALUATE = {"evaluation": {"valSize": 0.1, "baseModel": True}, "serve": {"when": "evaluationImproves"}}
+
+
+def evaluate_line(trained_loss: float, base_loss: float) -> str:
+    evaluation = {"state": "Succeeded", "trained": {"evalLoss": trained_loss}, "base": {"evalLoss": base_loss}, "summary": f"loss {trained_loss}"}
+    return STAGE_PREFIX + json.dumps({"stage": "evaluate", "event": "end", "evaluation": evaluation})
+
+
+async def test_evaluation_improves_serves_only_a_better_model(cluster: Cluster, operator: Any) -> None:
+    await operator()
+    await cluster.put_object(*FTJ, example_job("worse", **EVALUATE))
+    await cluster.put_object(*FTJ, example_job("better", **EVALUATE))
+    await succeed(cluster, "worse", progress_line(10, 10, 1.0), evaluate_line(2.5, 2.1))
+    await eventually(lambda: condition(cluster, "Serving", "worse").get("reason") == "EvaluationNotImproved", what="EvaluationNotImproved")
+    assert "eval loss 2.5 >= base 2.1" in condition(cluster, "Serving", "worse")["message"]
+
+    # No evaluation line yet when the job Succeeded: the operator waits for it, then serves.
+    await succeed(cluster, "better", progress_line(10, 10, 1.0))
+    await eventually(lambda: condition(cluster, "Serving", "better").get("reason") == "WaitingForEvaluation", what="WaitingForEvaluation")
+    assert cluster.read(*DEPLOY, NS, "better-serve") is None
+    cluster.append_log(NS, "better-master-0", evaluate_line(1.2, 2.1))
+    await eventually(lambda: cluster.read(*DEPLOY, NS, "better-serve"), what="the better model's Deployment")
+    assert status(cluster, "better")["evaluation"]["base"] == {"evalLoss": 2.1}
+    assert cluster.read(*DEPLOY, NS, "worse-serve") is None
+
+
+WORKSPACES = ("kaito.sh/v1beta1", "workspaces")
+JOBS = ("batch/v1", "jobs")
+KAITO = {"serve": {"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct"}}, "export": {"enabled": False}}
+
+
+def job_condition(type_: str) -> Any:
+    return lambda o: o.update(status={"conditions": [{"type": type_, "status": "True", "reason": type_}]})
+
+
+async def test_kaito_gets_the_adapter_copied_to_its_own_claim_then_a_workspace(cluster: Cluster, operator: Any) -> None:
+    cluster.declare("kaito.sh/v1beta1", "workspaces", "Workspace")  # KAITO is installed
+    await operator()
+    await cluster.put_object(*FTJ, example_job(**KAITO))
+    await cluster.put_object(*FTJ, example_job("broken-copy", **KAITO))
+    await succeed(cluster, "qwen-lora")
+    await succeed(cluster, "broken-copy")
+
+    copy = await eventually(lambda: cluster.read(*JOBS, NS, "qwen-lora-adapter-copy"), what="the adapter copy Job")
+    pvc = cluster.read("v1", "persistentvolumeclaims", NS, "qwen-lora-adapter")
+    assert pvc is not None and pvc["metadata"]["ownerReferences"][0]["kind"] == "FineTuneJob"
+    assert copy["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": "finetune-outputs", "readOnly": True}
+    await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingStarting", what="ServingStarting")
+    assert "copying the adapter" in condition(cluster, "Serving")["message"]
+    assert cluster.read(*WORKSPACES, NS, "qwen-lora") is None, "no Workspace before the adapter is on its claim"
+
+    await cluster.mutate(*JOBS, NS, "qwen-lora-adapter-copy", job_condition("Complete"))  # the Job controller: copied
+    ws = await eventually(lambda: cluster.read(*WORKSPACES, NS, "qwen-lora"), what="the Workspace")
+    assert ws["inference"]["adapters"] == [{"source": {"name": "qwen-lora", "volumeSource": {"persistentVolumeClaim": {"claimName": "qwen-lora-adapter", "readOnly": True}}}}]
+    await cluster.mutate(*WORKSPACES, NS, "qwen-lora", job_condition("InferenceReady"))  # KAITO: inference ready
+    await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingReady", what="ServingReady")
+    assert serving(cluster)["url"] == "http://qwen-lora.team-a.svc:80/v1"
+
+    await eventually(lambda: cluster.read(*JOBS, NS, "broken-copy-adapter-copy"), what="the second copy Job")
+    await cluster.mutate(*JOBS, NS, "broken-copy-adapter-copy", job_condition("Failed"))
+    await eventually(lambda: condition(cluster, "Serving", "broken-copy").get("reason") == "AdapterCopyFailed", what="AdapterCopyFailed")
+    assert cluster.read(*WORKSPACES, NS, "broken-copy") is None
+    # The user deletes the failed Job (the reason's hint): the adapter is copied again.
+    await cluster.remove(*JOBS, NS, "broken-copy-adapter-copy")
+    await eventually(lambda: condition(cluster, "Serving", "broken-copy").get("reason") == "ServingStarting", what="copying again")
+    assert cluster.read(*JOBS, NS, "broken-copy-adapter-copy") is not None

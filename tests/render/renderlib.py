@@ -12,6 +12,7 @@ import yaml
 from kubetune.api import FineTuneJob, load_documents
 from kubetune.render import RenderOptions, render, validate_object
 from kubetune.render.output import to_yaml
+from kubetune.render.serving import manifests
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -55,7 +56,10 @@ def operator_golden_path(path: Path) -> Path:
 
 def golden_text(path: Path, options: RenderOptions | None = None) -> str:
     """What update_golden.py writes for one example: its rendered objects as YAML."""
-    objects = render(load_example(path), options).objects
+    job = load_example(path)
+    # As `kubetune render` prints it (spec.serve's objects after the training ones); the operator's
+    # goldens hold only what it creates at start (it creates the serving objects after success).
+    objects = render(job, options).objects if options is not None else manifests(job)
     text = to_yaml(objects)
     assert list(yaml.safe_load_all(text)) == objects  # the golden file is exactly the objects
     return str(text)

@@ -64,7 +64,7 @@ def test_every_serving_object_passes_its_schema_and_is_owned_by_the_job(name: st
     built = CASES[name].build()
     serving = render_serving(built)
     assert serving.objects
-    for obj in serving.objects:
+    for obj in serving.prepare + serving.objects:
         check_schema(obj)
         assert obj["metadata"]["namespace"] == built.namespace
         assert obj["metadata"]["ownerReferences"] == [
@@ -142,12 +142,41 @@ def test_kserve_picks_the_resource_by_what_is_served() -> None:
 
 
 def test_kaito_hands_the_adapter_to_the_workspace() -> None:
-    serving = render_serving(CASES["kaito-adapter"].build())
+    """KAITO v0.12 mounts an adapter volume's root at /mnt/adapter/<source.name> and serves each folder
+    there as an adapter (SetAdapterPuller, load_lora_adapters): the adapter is copied to the root of
+    its own claim first, and no `strength` is set (its vLLM runtime refuses it)."""
+    built = CASES["kaito-adapter"].build()
+    serving = render_serving(built)
     (ws,) = serving.objects
+    pvc, copy = serving.prepare
     assert ws["inference"]["preset"] == {"name": "qwen2.5-7b-instruct"}
     (adapter,) = ws["inference"]["adapters"]
-    assert adapter["source"]["volumeSource"] == {"persistentVolumeClaim": {"claimName": "outputs", "readOnly": True}}
+    assert adapter == {"source": {"name": built.name, "volumeSource": {"persistentVolumeClaim": {"claimName": pvc["metadata"]["name"], "readOnly": True}}}}
     assert ws["resource"]["instanceType"] == "Standard_NC24ads_A100_v4" and ws["resource"]["labelSelector"]["matchLabels"]
+    assert pvc["kind"] == "PersistentVolumeClaim" and pvc["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    pod = copy["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["cp", "-v", "/source/adapter_config.json", "/source/adapter_model.safetensors", "/adapter/"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["outputs"] == {"name": "outputs", "mountPath": "/source", "readOnly": True, "subPath": f"{built.namespace}/{built.name}"}
+    claims = {v["name"]: v["persistentVolumeClaim"] for v in pod["volumes"]}
+    assert claims == {"outputs": {"claimName": "outputs", "readOnly": True}, "adapter": {"claimName": pvc["metadata"]["name"]}}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_kaito_copy_really_copies_the_adapter_files(tmp_path: Any) -> None:
+    """The copy Job's command, run as is on a job folder laid out like the trainer's LoRA output."""
+    import subprocess
+
+    (container,) = render_serving(CASES["kaito-adapter"].build()).prepare[1]["spec"]["template"]["spec"]["containers"]
+    source, target = tmp_path / "source", tmp_path / "adapter"
+    (source / "checkpoint-10").mkdir(parents=True)
+    target.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "trainer_log.jsonl", "checkpoint-10/optimizer.pt"):
+        (source / name).write_text(name)
+    command = [part.replace("/source/", f"{source}/").replace("/adapter/", f"{target}/") for part in container["command"]]
+    subprocess.run(command, check=True, capture_output=True)
+    assert sorted(p.name for p in target.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
 
 
 def test_long_job_names_give_valid_service_names() -> None:

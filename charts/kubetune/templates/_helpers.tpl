@@ -84,6 +84,28 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs, mpijobs]
   verbs: [list, watch, create, patch]
+# spec.serve, only after a job Succeeded: the serving objects, written with server-side apply and
+# owned by the FineTuneJob (the garbage collector deletes them with it). The Deployment (engine
+# vllm) and the KServe/KAITO objects are watched (label app.kubernetes.io/component=serving) for
+# readiness, their URL and deletion; the vLLM Service is only written. KServe's and KAITO's kinds
+# are granted even where they are not installed (RBAC on a missing resource grants nothing).
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [list, watch, create, patch]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [create, patch]
+- apiGroups: [serving.kserve.io]
+  resources: [inferenceservices, llminferenceservices]
+  verbs: [list, watch, create, patch]
+- apiGroups: [kaito.sh]
+  resources: [workspaces]
+  verbs: [list, watch, create, patch]
+# engine kaito: the adapter is copied (a Job, watched until it completes) to a claim of its own
+# whose root KAITO mounts as the adapter folder.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, watch, create, patch]
 # Not an API call: the children's ownerReferences set blockOwnerDeletion, which clusters with the
 # OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) allow only to clients
 # that can update the owner's finalizers.
@@ -101,9 +123,10 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
   verbs: [get]
 # Prerequisites checked before the children are created: the PVCs and the Kueue LocalQueue the
 # spec names (only whether they exist; Secrets are not read: a missing one shows on the pod).
+# create/patch: spec.serve engine kaito's adapter claim (server-side apply, owned by the job).
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
-  verbs: [get]
+  verbs: [get, create, patch]
 - apiGroups: [kueue.x-k8s.io]
   resources: [localqueues]
   verbs: [get]

@@ -7,7 +7,10 @@
 --   Validated=False                   -> Degraded    (invalid spec, or a change to an immutable
 --                                                    field; the message names the field)
 --   Pending, Running, Exporting       -> Progressing (with step/total, loss and ETA when known)
---   Succeeded                         -> Healthy     (with where the outputs are)
+--   Succeeded                         -> Healthy     (with where the outputs are); with spec.serve, by
+--                                                    the Serving condition: ServingReady or
+--                                                    EvaluationNotImproved Healthy, ServingStarting or
+--                                                    WaitingForEvaluation Progressing, else Degraded
 --   Failed                            -> Degraded
 --   Suspended                         -> Suspended   (spec.suspend, or Kueue holding the job)
 
@@ -78,7 +81,9 @@ end
 
 local function join(prefix, ...)
   local parts = {}
-  for _, v in ipairs({...}) do
+  -- select("#") rather than ipairs: a nil part (no progress yet) must not hide the parts after it.
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
     if nonEmpty(v) then
       table.insert(parts, v)
     end
@@ -141,6 +146,22 @@ elseif phase == "Succeeded" then
     end
   end
   hs.message = join("Succeeded", progressText(status.progress), where)
+  -- spec.serve: the Serving condition decides once it exists.
+  local serving = findCondition(status, "Serving")
+  if serving ~= nil then
+    local text = serving.message
+    if not nonEmpty(text) then
+      text = serving.reason
+    end
+    if serving.status == "True" or serving.reason == "EvaluationNotImproved" then
+      hs.status = "Healthy"  -- serving, or not serving by the user's own rule (evaluationImproves)
+    elseif serving.reason == "ServingStarting" or serving.reason == "WaitingForEvaluation" then
+      hs.status = "Progressing"
+    else
+      hs.status = "Degraded"  -- KServe/KAITO not installed, a refused object, a failed adapter copy
+    end
+    hs.message = hs.message .. "; serving: " .. (text or "")
+  end
 elseif phase == "Failed" then
   hs.status = "Degraded"
   hs.message = join("Failed", explanation(status, "Failed"))

@@ -48,6 +48,8 @@ from .status import (
     Phase,
     Progress,
     Retries,
+    ServingObjectRef,
+    ServingStatus,
 )
 
 __all__ = [
@@ -87,6 +89,8 @@ __all__ = [
     "QuantizationSpec",
     "ResourcesSpec",
     "ServeSpec",
+    "ServingObjectRef",
+    "ServingStatus",
     "RewardModelSpec",
     "Rule",
     "RuledModel",

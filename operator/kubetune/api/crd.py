@@ -70,6 +70,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "ETA", "type": "integer", "jsonPath": ".status.progress.etaSeconds", "priority": 1, "description": "Estimated seconds left."},
     {"name": "Job", "type": "string", "jsonPath": ".status.job.name", "priority": 1, "description": "The child Kubeflow job."},
     {"name": "Eval", "type": "string", "jsonPath": ".status.evaluation.summary", "priority": 1, "description": "Evaluation result (spec.evaluation)."},
+    {"name": "URL", "type": "string", "jsonPath": ".status.serving.url", "priority": 1, "description": "OpenAI base URL of the served model (spec.serve)."},
+    {"name": "Served", "type": "string", "jsonPath": ".status.serving.servedModel", "priority": 1, "description": "Model name clients send (spec.serve)."},
 ]
 
 _KEY_ORDER = (

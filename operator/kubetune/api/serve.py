@@ -34,6 +34,10 @@ class KaitoSpec(ApiModel):
     """GPU node SKU for KAITO's node auto-provisioning (Workspace resource.instanceType); leave unset for your own GPU nodes."""
     node_labels: Annotated[dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]], Field(max_length=16)] = {"apps": "kubetune"}
     """Labels of the GPU nodes the Workspace may use (resource.labelSelector.matchLabels; KAITO requires a selector)."""
+    adapter_volume_size: PositiveQuantity = "2Gi"
+    """Size of the PersistentVolumeClaim the adapter is copied to before the Workspace starts (KAITO mounts an adapter volume's root as the adapter folder, so the adapter cannot stay in the outputs volume's job folder)."""
+    adapter_storage_class_name: Annotated[str, Field(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")] | None = None
+    """StorageClass of that claim. Unset: the cluster's default StorageClass."""
 
 
 class ServeSpec(RuledModel):
@@ -42,7 +46,7 @@ class ServeSpec(RuledModel):
     engine: Engine = "vllm"
     """`vllm`: a Deployment + Service running vLLM's OpenAI server; `kserve`: a KServe InferenceService or LLMInferenceService; `kaito`: a KAITO Workspace with the adapter in inference.adapters."""
     when: ServeWhen = "succeeded"
-    """`succeeded`: serve as soon as the job Succeeded. `evaluationImproves` (serve only if the post-training evaluation beats the base model) is reserved and not accepted yet."""
+    """`succeeded`: serve as soon as the job Succeeded. `evaluationImproves`: serve only if the post-training evaluation (spec.evaluation with baseModel: true) shows the trained model beating the base model: a lower eval loss, and in generation mode also a ROUGE-L no lower than the base's; otherwise the Serving condition says why nothing is served."""
     image: Annotated[str, Field(max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")] | None = None
     """Serving image (engine vllm). Unset: the vLLM OpenAI server image kubetune is tested against."""
     gpus: Annotated[int, Field(ge=0, le=16)] = 1
@@ -63,13 +67,6 @@ class ServeSpec(RuledModel):
     """Settings for engine kaito (required with it)."""
 
     rules = (
-        Rule(
-            name="serve-when-evaluation-not-yet",
-            cel="self.when == 'succeeded'",
-            message="spec.serve.when: evaluationImproves needs the post-training evaluation, which this kubetune version does not run yet; use when: succeeded",
-            field_path=".when",
-            check=lambda s: s.when == "succeeded",
-        ),
         Rule(
             name="serve-kaito-needs-preset",
             cel="self.engine != 'kaito' || has(self.kaito)",
@@ -95,6 +92,13 @@ class ServeSpec(RuledModel):
 
 
 SPEC_RULES = (
+    Rule(
+        name="serve-when-evaluation-needs-base",
+        cel="!has(self.serve) || self.serve.when != 'evaluationImproves' || (has(self.evaluation) && self.evaluation.baseModel)",
+        message="spec.serve.when: evaluationImproves compares the trained model with the base model: set spec.evaluation (valSize or datasets) with baseModel: true, or use when: succeeded",
+        field_path=".serve.when",
+        check=lambda s: s.serve is None or s.serve.when != "evaluationImproves" or (s.evaluation is not None and s.evaluation.base_model),
+    ),
     Rule(
         name="serve-kaito-serves-adapters",
         cel="!has(self.serve) || self.serve.engine != 'kaito' || (self.method in ['lora', 'qlora'] && !self.export.enabled)",

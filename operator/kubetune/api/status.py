@@ -17,7 +17,7 @@ from .base import ApiModel
 Phase = Literal["Pending", "Running", "Exporting", "Succeeded", "Failed", "Suspended"]
 TERMINAL_PHASES: tuple[Phase, ...] = ("Succeeded", "Failed")
 
-ConditionType = Literal["Validated", "Feasible", "Created", "PrerequisitesReady", "Running", "Exporting", "Succeeded", "Failed", "Suspended"]
+ConditionType = Literal["Validated", "Feasible", "Created", "PrerequisitesReady", "Running", "Exporting", "Succeeded", "Failed", "Suspended", "Serving"]
 
 
 class Condition(ApiModel):
@@ -180,6 +180,40 @@ def evaluation_from_stage(event: dict[str, object]) -> EvaluationStatus | None:
         return None
 
 
+class ServingObjectRef(ApiModel):
+    """One serving object the operator created (owned by the FineTuneJob)."""
+
+    model_config = ApiModel.model_config | {"strict": False}
+
+    api_version: str
+    """e.g. apps/v1, serving.kserve.io/v1beta1, kaito.sh/v1beta1."""
+    kind: str
+    """Deployment, Service, InferenceService, LLMInferenceService or Workspace."""
+    name: str
+    """Name in the FineTuneJob's namespace."""
+
+
+class ServingStatus(ApiModel):
+    """Where spec.serve serves the trained model (set once the serving objects exist)."""
+
+    model_config = ApiModel.model_config | {"strict": False}
+
+    engine: Literal["vllm", "kserve", "kaito"]
+    """spec.serve.engine."""
+    url: str | None = None
+    """OpenAI base URL inside the cluster (vllm: the Service's; kserve: the object's status.url; kaito: the Workspace's Service), once known."""
+    served_model: Annotated[str, Field(max_length=253)]
+    """The name clients send as `model`."""
+    model: str | None = None
+    """What is served: the merged or fully trained model, or the base the adapter runs on (pvc:// or hf:// URI)."""
+    adapter: str | None = None
+    """The LoRA adapter served on top of the base (pvc:// URI), when not merged."""
+    ready: bool = False
+    """Whether the serving objects report ready (Deployment replicas ready, KServe/KAITO Ready condition)."""
+    objects: Annotated[list[ServingObjectRef], Field(max_length=8)] | None = None
+    """The objects created for it."""
+
+
 class Retries(ApiModel):
     """Training pods that exited with a retryable code (>= 128) and were recreated by Kubeflow.
 
@@ -233,3 +267,5 @@ class FineTuneJobStatus(ApiModel):
     """Latest human-readable summary (same as the most relevant condition's message)."""
     evaluation: EvaluationStatus | None = None
     """Results of spec.evaluation (mirrored from the trainer's evaluate stage)."""
+    serving: ServingStatus | None = None
+    """Where spec.serve serves the trained model (the Serving condition says whether it is ready, or why nothing is served)."""

@@ -35,6 +35,14 @@ PLURALS = {
     ("v1", "ConfigMap"): "configmaps",
     ("kubeflow.org/v1", "PyTorchJob"): "pytorchjobs",
     ("kubeflow.org/v2beta1", "MPIJob"): "mpijobs",
+    # spec.serve (kubetune.render.serving), after the job Succeeded
+    ("apps/v1", "Deployment"): "deployments",
+    ("v1", "Service"): "services",
+    ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservices",
+    ("serving.kserve.io/v1alpha1", "LLMInferenceService"): "llminferenceservices",
+    ("kaito.sh/v1beta1", "Workspace"): "workspaces",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("batch/v1", "Job"): "jobs",
 }
 
 
@@ -149,7 +157,8 @@ class Executor:
                     raise
                 self.memory.apply_failures[key] = ApplyFailure(snap.generation, exc.status, exc.reason, exc.message)
                 return 0.0 if exc.status != 404 else None
-            informer = self.caches.children.get(plural_of(api_version, kind))
+            plural = plural_of(api_version, kind)
+            informer = self.caches.children.get(plural) or self.caches.serving.get(plural)
             if informer is not None and result:
                 informer.put(result)
         if decision.children:

@@ -28,6 +28,33 @@ log = logging.getLogger("kubetune.operator.cache")
 ObjKey = tuple[str, str]  # namespace, name
 
 
+SERVING_KINDS: dict[str, tuple[str, str]] = {
+    "Deployment": ("apps/v1", "deployments"),
+    "InferenceService": ("serving.kserve.io/v1beta1", "inferenceservices"),
+    "LLMInferenceService": ("serving.kserve.io/v1alpha1", "llminferenceservices"),
+    "Workspace": ("kaito.sh/v1beta1", "workspaces"),
+    "Job": ("batch/v1", "jobs"),
+}
+"""spec.serve's objects the operator watches (readiness, URL, deletion); kind -> (apiVersion, plural).
+The vLLM Service and the KAITO adapter's PersistentVolumeClaim are written, not watched; the Job
+that copies the adapter is watched (the Workspace is created once it completed)."""
+SERVING_SELECTOR = "app.kubernetes.io/component=serving,app.kubernetes.io/managed-by=kubetune"
+"""Only serving objects kubetune rendered (kubetune.render.serving labels them so)."""
+
+
+def trim_serving(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator reads of a serving object: identity, generation, replicas and status."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "generation", "resourceVersion", "ownerReferences") if k in meta},
+        **({"spec": {"replicas": spec["replicas"]}} if "replicas" in spec else {}),
+        "status": dict(obj.get("status") or {}),
+    }
+
+
 def _key(obj: Mapping[str, Any]) -> ObjKey:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
@@ -181,6 +208,9 @@ class Caches:
     pods: Informer | None = None
     pod_index: dict[ObjKey, dict[str, dict[str, Any]]] = field(default_factory=dict)
     """Training pods by (namespace, job-name label), kept from the pod informer's events."""
+    serving: dict[str, Informer] = field(default_factory=dict)
+    """spec.serve's objects by plural (SERVING_KINDS); a kind the cluster does not serve (KServe or
+    KAITO not installed) is rechecked like a child's, and every job is reconciled when it appears."""
 
     def __post_init__(self) -> None:
         for api_version, plural in (("kubeflow.org/v1", "pytorchjobs"), ("kubeflow.org/v2beta1", "mpijobs")):
@@ -189,10 +219,15 @@ class Caches:
             )
         # Only Kubeflow training pods (they carry the job-name label), trimmed to what we read.
         self.pods = Informer(self.kube, "v1", "pods", self.namespaces, self._pod_event, label_selector=LABEL_JOB_NAME, transform=trim_pod)
+        for api_version, plural in SERVING_KINDS.values():
+            self.serving[plural] = Informer(
+                self.kube, api_version, plural, self.namespaces, self._child_event, label_selector=SERVING_SELECTOR,
+                transform=trim_serving, recheck_s=self.recheck_s, on_served=self._enqueue_all,
+            )
 
     def informers(self) -> list[Informer]:
         assert self.pods is not None
-        return [*self.children.values(), self.pods]
+        return [*self.children.values(), self.pods, *self.serving.values()]
 
     async def run(self) -> None:
         await asyncio.gather(*(i.run() for i in self.informers()))

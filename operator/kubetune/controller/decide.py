@@ -33,6 +33,7 @@ from kubetune.api.contract import KUEUE_QUEUE_LABEL
 from kubetune.plan.feasibility import Verdict, autotune, feasibility, gpu_memory_for
 from kubetune.render import Rendered, RenderOptions, render
 from kubetune.render.chain import Failed, ModelSource, Waiting, resolve_from_job
+from kubetune.render.serving import evaluation_verdict, observed_state, render_serving
 
 from .reasons import CONTROLLERS, REASONS, retryable_exit_code, with_hint
 from .snapshot import Snapshot
@@ -105,6 +106,8 @@ def decide(snap: Snapshot, now: float) -> Decision:
     started = bool(status.get("job"))
     if started and status.get("phase") in TERMINAL_PHASES:
         status["observedGeneration"] = snap.generation
+        if status.get("phase") == "Succeeded" and snap.job is not None and snap.job.spec.serve is not None and not snap.problems:
+            return _serve(draft, now)  # spec.serve: the one thing that follows a finished job
         return draft.decision()
 
     rendered: Rendered | None = None
@@ -125,7 +128,10 @@ def decide(snap: Snapshot, now: float) -> Decision:
         return _invalid(draft, message or "the spec is invalid", started)
     if not started:
         return _start(draft, rendered, now, verdict)
-    return _follow(draft, rendered, now, reapply=reapply)
+    decision = _follow(draft, rendered, now, reapply=reapply)
+    if decision.status.get("phase") == "Succeeded" and rendered.job.spec.serve is not None:
+        return dataclasses.replace(decision, requeue_after=0.0)  # serve next (the terminal branch)
+    return decision
 
 
 FROM_JOB_REASONS = ("FromJobNotFound", "FromJobFailed")
@@ -374,6 +380,100 @@ def _evaluation(draft: _Draft, evaluation: Mapping[str, Any]) -> None:
         message = with_hint("EvaluationFailed", f"the evaluation failed: {evaluation.get('message') or 'no message'}")
         draft.event_once("EvaluationFailed", "Warning", "EvaluationFailed", message)
         draft.cond("EvaluationFailed", True, "EvaluationFailed", message)
+
+
+SERVING_REASONS = ("ServingStarting", "ServingReady")
+"""Serving reasons that mean the objects were applied for the condition's observedGeneration."""
+
+
+def _serve(draft: _Draft, now: float) -> Decision:
+    """spec.serve once the job has Succeeded: the serving objects (server-side applied when new, when
+    the spec changed, when one was deleted, or on the operator's first look), ``status.serving`` and
+    the ``Serving`` condition.  With ``when: evaluationImproves`` nothing is created unless
+    ``status.evaluation`` shows the trained model beating the base model."""
+    snap, status = draft.snap, draft.status
+    assert snap.job is not None and snap.job.spec.serve is not None
+    serve = snap.job.spec.serve
+    if serve.when == "evaluationImproves":
+        if "evaluation" not in status and snap.progress is not None and snap.progress.evaluation is not None:
+            status["evaluation"] = copy.deepcopy(dict(snap.progress.evaluation))  # read after the phase became final
+        improved, why = evaluation_verdict(status.get("evaluation"))
+        if improved is None:
+            draft.cond("Serving", False, "WaitingForEvaluation", with_hint("WaitingForEvaluation", f"spec.serve.when is evaluationImproves: {why}"))
+            requeue = _sooner(None, snap.next_log_read, now)
+            return draft.decision(requeue=max(0.0, requeue) if requeue is not None else None)
+        if not improved:
+            message = with_hint("EvaluationNotImproved", f"nothing is served: {why}")
+            draft.event_once("Serving", "Warning", "EvaluationNotImproved", message)
+            draft.cond("Serving", False, "EvaluationNotImproved", message)
+            return draft.decision()
+    try:
+        serving = render_serving(snap.job, snap.render_options)
+    except ValueError as exc:  # refused by the API's rules first; never a crash loop if one slips through
+        message = with_hint("ServingRejected", f"spec.serve cannot be rendered: {exc}")
+        draft.cond("Serving", False, "ServingRejected", message)
+        return draft.decision()
+    main = serving.objects[0]
+    kind, api_version = main["kind"], main["apiVersion"]
+    failure = snap.apply_failure
+    if snap.serving_served.get(kind) is False or (failure is not None and failure.status == 404):
+        message = with_hint("ServingKindNotInstalled", f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS.get(kind, kind)}; retried when it appears")
+        draft.event_once("Serving", "Warning", "ServingKindNotInstalled", message)
+        draft.cond("Serving", False, "ServingKindNotInstalled", message)
+        return draft.decision(requeue=None if snap.serving_served.get(kind) is False else 60.0)
+    if failure is not None:
+        message = with_hint("ServingRejected", f"the API server rejected a serving object: {failure.message} ({failure.status} {failure.reason})")
+        draft.event_once("Serving", "Warning", "ServingRejected", message)
+        draft.cond("Serving", False, "ServingRejected", message)
+        return draft.decision()
+    before = draft.previous("Serving")
+    needed = (snap.first_seen or before is None or before.get("reason") not in SERVING_REASONS
+              or before.get("observedGeneration") != snap.generation)
+    everything = [*serving.prepare, *serving.objects]
+    status["serving"] = {
+        "engine": serving.engine,
+        "servedModel": serving.served_model,
+        "model": serving.model_uri,
+        "ready": False,
+        "objects": [{"apiVersion": o["apiVersion"], "kind": o["kind"], "name": o["metadata"]["name"]} for o in everything],
+        **({"url": serving.url} if serving.url else {}),
+        **({"adapter": serving.adapter_uri} if serving.adapter_uri else {}),
+    }
+    if serving.prepare:  # engine kaito: the adapter is copied to its own volume first
+        copy_job = serving.prepare[-1]
+        observed_copy = snap.serving.get(copy_job["kind"])
+        conditions = (observed_copy or {}).get("status", {}).get("conditions")
+        job_name = f"Job {copy_job['metadata']['name']}"
+        if observed_copy is not None and any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions or []):
+            message = with_hint("AdapterCopyFailed", f"{job_name} failed to copy the adapter from {serving.adapter_uri}")
+            draft.event_once("Serving", "Warning", "AdapterCopyFailed", message)
+            draft.cond("Serving", False, "AdapterCopyFailed", message)
+            return draft.decision()
+        if observed_copy is None or not any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions or []):
+            apply = needed or observed_copy is None
+            message = with_hint("ServingStarting", f"copying the adapter to {serving.prepare[0]['kind']} {serving.prepare[0]['metadata']['name']} ({job_name}); the {kind} follows")
+            if before is None or before.get("reason") != "ServingStarting":
+                draft.events.append(EventSpec("Normal", "ServingStarting", message, with_children=apply))
+            draft.cond("Serving", False, "ServingStarting", message)
+            return draft.decision(tuple(serving.prepare) if apply else ())
+    observed = snap.serving.get(kind)
+    apply = needed or observed is None
+    ready, url, state = observed_state(serving.engine, observed)
+    url = serving.url or url
+    names = " and ".join(f"{o['kind']} {o['metadata']['name']}" for o in serving.objects)
+    status["serving"]["ready"] = ready
+    if url:
+        status["serving"]["url"] = url
+    if ready:
+        reason, holds = "ServingReady", True
+        message = f"serving {serving.served_model} at {url} ({names}: {state})"
+    else:
+        reason, holds = "ServingStarting", False
+        message = with_hint("ServingStarting", f"created {names}; waiting for them to become ready ({state})")
+    if before is None or before.get("reason") != reason:
+        draft.events.append(EventSpec("Normal", reason, message, with_children=apply and not ready))
+    draft.cond("Serving", holds, reason, message)
+    return draft.decision(tuple(everything) if apply else ())
 
 
 def _sooner(requeue: float | None, at: float | None, now: float) -> float | None:

@@ -126,6 +126,28 @@ REASONS: dict[str, Reason] = {
         Reason("EvaluationFailed", "EvaluationFailed", True, None,
                "spec.evaluation ran after training and failed; the trained model and the phase are kept (status.evaluation.message says why)",
                "read status.evaluation.message and the rank-0 log; the outputs are usable"),
+        # --- Serving (spec.serve; only after Succeeded; the phase stays Succeeded) ------------
+        Reason("ServingReady", "Serving", True, "Succeeded",
+               "the serving objects report ready; status.serving.url and servedModel say where and what to ask", ""),
+        Reason("ServingStarting", "Serving", False, "Succeeded",
+               "the serving objects exist (owned by the FineTuneJob) and are not ready yet: image pull, weights loading",
+               "`kubectl describe` the objects named in status.serving.objects; loading a large model takes minutes"),
+        Reason("ServingKindNotInstalled", "Serving", False, "Succeeded",
+               "spec.serve.engine needs a kind the cluster does not serve (KServe or KAITO is not installed); retried when it appears",
+               "install the component named in the message, or set spec.serve.engine: vllm (a plain Deployment)"),
+        Reason("ServingRejected", "Serving", False, "Succeeded",
+               "the API server or an admission webhook refused a serving object",
+               "read the refusal in the message (a quota, PodSecurity, a webhook), fix it, then edit spec.serve to try again"),
+        Reason("AdapterCopyFailed", "Serving", False, "Succeeded",
+               "engine kaito: the Job that copies the adapter to its own volume failed; no Workspace was created",
+               "`kubectl logs job/<job>-adapter-copy` says why (the adapter files adapter_config.json and adapter_model.safetensors must be in the "
+               "job's outputs folder); `kubectl delete job <job>-adapter-copy` copies again"),
+        Reason("WaitingForEvaluation", "Serving", False, "Succeeded",
+               "spec.serve.when is evaluationImproves and the evaluation result has not been read yet",
+               "nothing to do while the rank-0 pod's log is readable; the result is also in kubetune-eval.json on the outputs volume"),
+        Reason("EvaluationNotImproved", "Serving", False, "Succeeded",
+               "spec.serve.when is evaluationImproves and the evaluation did not show the trained model beating the base model; nothing is served",
+               "compare status.evaluation.trained with status.evaluation.base; set spec.serve.when: succeeded to serve it anyway"),
         # --- Suspended ------------------------------------------------------------------------------
         Reason("JobSuspended", "Suspended", True, "Suspended", "spec.suspend is true; pods are deleted, outputs and checkpoints kept",
                "set spec.suspend: false to resume from the newest checkpoint"),
@@ -142,6 +164,9 @@ def with_hint(reason: str, message: str) -> str:
 CONTROLLERS = {
     "PyTorchJob": "Kubeflow training-operator (PyTorchJob kubeflow.org/v1)",
     "MPIJob": "mpi-operator (MPIJob kubeflow.org/v2beta1)",
+    "InferenceService": "KServe (InferenceService serving.kserve.io/v1beta1; https://kserve.github.io/website/ install guide)",
+    "LLMInferenceService": "KServe with its LLM controller (LLMInferenceService serving.kserve.io/v1alpha1, KServe v0.16 or later)",
+    "Workspace": "KAITO workspace controller (Workspace kaito.sh/v1beta1; helm chart kaito-project/kaito workspace)",
 }
 """Who acts on each child kind: named by KindNotInstalled and ControllerNotRunning."""
 

@@ -23,8 +23,9 @@ from kubetune.api import FineTuneJob, FineTuneJobSpec
 from kubetune.api.contract import SPEC_FILE
 from kubetune.render import Problem, RenderOptions, validate_object
 from kubetune.render.pipeline import CONFIG_MAP_SUFFIX
+from kubetune.render.serving import render_serving
 
-from .cache import Caches, Termination
+from .cache import SERVING_KINDS, Caches, Termination
 from .kube import ApiError, Kube, path
 from .progress import LogReading, read_log
 from .status import child_state, rank0_pod
@@ -102,6 +103,10 @@ class Snapshot:
     sources: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     """FineTuneJobs this one builds on (spec.model.fromJob, spec.training.ppo.rewardModel.fromJob),
     by name, as the watch last saw them (None: not in the namespace)."""
+    serving: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    """spec.serve's watched objects of a Succeeded job, by kind (None: not in the cache)."""
+    serving_served: Mapping[str, bool | None] = field(default_factory=dict)
+    """Whether the cluster serves each of those kinds (False: KServe/KAITO not installed)."""
 
 
 @dataclass
@@ -235,7 +240,29 @@ async def observe(
         next_prereq_check=next_check,
         gpu_memory_by_product=settings.gpu_memory_by_product,
         sources={n: copy.deepcopy(caches.jobs.get((namespace, n))) for n in from_jobs(job)} if job is not None else {},
+        **_serving(job, namespace, status, caches, settings.render_options),
     )
+
+
+def _serving(job: FineTuneJob | None, namespace: str, status: Mapping[str, Any], caches: Caches, options: RenderOptions) -> dict[str, Any]:
+    """spec.serve's watched objects (from the serving informers) once the job has Succeeded."""
+    if job is None or job.spec.serve is None or status.get("phase") != "Succeeded":
+        return {}
+    try:
+        rendered = render_serving(job, options)
+    except ValueError:
+        return {}
+    observed: dict[str, Mapping[str, Any] | None] = {}
+    served: dict[str, bool | None] = {}
+    for obj in rendered.prepare + rendered.objects:
+        kind = obj["kind"]
+        if kind not in SERVING_KINDS:
+            continue
+        informer = caches.serving[SERVING_KINDS[kind][1]]
+        found = informer.get(namespace, obj["metadata"]["name"])
+        observed[kind] = copy.deepcopy(found) if found is not None else None
+        served[kind] = informer.served
+    return {"serving": observed, "serving_served": served}
 
 
 async def _applied_spec(kube: Kube, namespace: str, config_map: str) -> FineTuneJobSpec | None:

@@ -22,29 +22,27 @@ Engines:
   object's ``status.url``.
 * ``kaito``: a Workspace (``kaito.sh/v1beta1``) on the KAITO preset named in
   ``spec.serve.kaito.preset`` with the adapter in ``inference.adapters``
-  (``volumeSource``: the outputs PVC, read-only).
+  (``volumeSource``: a PVC of its own, read-only, filled first by a copy Job:
+  see :func:`render_adapter_copy`; no ``strength``, which KAITO's vLLM runtime refuses).
 
-How the controller's *decide* step calls this (the lead wires it)::
-
-    from kubetune.render.serving import render_serving
-
-    if job.spec.serve is not None and phase == "Succeeded":
-        serving = render_serving(job, options)   # the same RenderOptions as render()
-        # act: server-side apply every object of serving.objects (each carries the
-        # FineTuneJob as controller ownerReference when job.metadata.uid is set)
-        # status: serving.url (None for kserve/kaito: copy the child's status.url
-        # once it is Ready), serving.served_model, serving.engine
+How the operator uses this (``kubetune.controller.decide``, ``_serve``): once
+the FineTuneJob has Succeeded (and, with ``when: evaluationImproves``, once
+:func:`evaluation_verdict` says the trained model beats the base), it
+server-side applies every object of ``render_serving(job, options).objects``
+(each carries the FineTuneJob as controller ownerReference when
+``job.metadata.uid`` is set), watches them, and reports
+:func:`observed_state` in ``status.serving`` and the ``Serving`` condition.
+``kubetune render`` prints the same objects after the training objects.
 
 ``render_serving`` raises ``ValueError`` only when ``spec.serve`` is unset;
 every other problem is refused earlier by the CRD's rules and
-``validate_object``.  ``job.spec.serve.when == 'evaluationImproves'`` is
-refused by the API today (see :mod:`kubetune.api.serve`), so decide only
-checks for Succeeded.
+``validate_object``.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -81,6 +79,9 @@ class Serving:
     adapter_uri: str | None = None
     """The LoRA adapter served on top of the base, if any."""
     notes: list[str] = field(default_factory=list)
+    prepare: list[dict[str, Any]] = field(default_factory=list)
+    """Objects to create first, ending with a batch/v1 Job that must succeed before ``objects`` are
+    created (engine kaito: the adapter's own PersistentVolumeClaim and the Job that copies the adapter into it)."""
 
 
 @dataclass(frozen=True)
@@ -314,22 +315,150 @@ def render_kserve(job: FineTuneJob, namespace: str, served: str, source: _Source
     return [llmisvc]
 
 
-def render_kaito(job: FineTuneJob, namespace: str, served: str, source: _Source) -> list[dict[str, Any]]:
+ADAPTER_SUFFIX: Final = "-adapter"
+ADAPTER_COPY_SUFFIX: Final = "-adapter-copy"
+ADAPTER_FILES: Final = ("adapter_config.json", "adapter_model.safetensors")
+"""What PEFT saves for a LoRA adapter (LLaMA-Factory saves safetensors) and what KAITO's vLLM loads."""
+
+
+def render_adapter_copy(job: FineTuneJob, namespace: str, options: RenderOptions) -> list[dict[str, Any]]:
+    """The adapter's own PersistentVolumeClaim and a Job that copies the adapter files into its root.
+
+    Why: KAITO v0.12 mounts an adapter's ``volumeSource`` whole at ``/mnt/adapter/<name>``
+    (pkg/workspace/inference/preset_inferences.go, ``SetAdapterPuller``: no subPath) and its vLLM
+    launcher serves every folder of /mnt/adapter as one adapter
+    (presets/workspace/inference/vllm/inference_api.py, ``load_lora_adapters``), so the adapter
+    must be at the root of a volume; in the outputs volume it is in ``<namespace>/<job>/``.
+    The copy runs the trainer image with a fixed command: the job's folder reaches it only as
+    the outputs mount's subPath, never on a command line."""
     serve = job.spec.serve
     assert serve is not None and serve.kaito is not None
     outputs = job.spec.storage.outputs
+    claim = child_name(job.name, ADAPTER_SUFFIX)
+    pvc_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": serve.kaito.adapter_volume_size}}}
+    if serve.kaito.adapter_storage_class_name:
+        pvc_spec["storageClassName"] = serve.kaito.adapter_storage_class_name
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _metadata(job, claim, namespace), "spec": pvc_spec}
+    source = _in_volume(outputs, f"{namespace}/{job.name}")
+    container: dict[str, Any] = {
+        "name": "copy",
+        "image": job.spec.image or options.image,
+        "command": ["cp", "-v", *(f"/source/{f}" for f in ADAPTER_FILES), "/adapter/"],
+        "securityContext": container_security_context(),
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "volumeMounts": [
+            {"name": "outputs", "mountPath": "/source", "readOnly": True, "subPath": source},
+            {"name": "adapter", "mountPath": "/adapter"},
+        ],
+    }
+    if job.spec.image_pull_policy:
+        container["imagePullPolicy"] = job.spec.image_pull_policy
+    pod: dict[str, Any] = {
+        "restartPolicy": "OnFailure",
+        "securityContext": pod_security_context(),
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "volumes": [
+            {"name": "outputs", "persistentVolumeClaim": {"claimName": outputs.claim_name, "readOnly": True}},
+            {"name": "adapter", "persistentVolumeClaim": {"claimName": claim}},
+        ],
+    }
+    if job.spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": p.name} for p in job.spec.image_pull_secrets]
+    copy_job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(job, child_name(job.name, ADAPTER_COPY_SUFFIX), namespace),
+        "spec": {"backoffLimit": 3, "template": {"metadata": {"labels": _labels(job)}, "spec": pod}},
+    }
+    return [pvc, copy_job]
+
+
+def render_kaito(job: FineTuneJob, namespace: str, served: str, source: _Source) -> list[dict[str, Any]]:
+    serve = job.spec.serve
+    assert serve is not None and serve.kaito is not None
     resource: dict[str, Any] = {"labelSelector": {"matchLabels": dict(serve.kaito.node_labels)}}
     if serve.kaito.instance_type:
         resource["instanceType"] = serve.kaito.instance_type
     inference: dict[str, Any] = {"preset": {"name": serve.kaito.preset}}
     if source.adapter_uri:
-        inference["adapters"] = [
-            {
-                "source": {"name": served, "volumeSource": {"persistentVolumeClaim": {"claimName": outputs.claim_name, "readOnly": True}}},
-                "strength": "1.0",
-            }
-        ]
+        # No `strength`: KAITO's default vLLM runtime refuses Workspaces that set it
+        # (pkg/model/interface.go, PresetParam.Validate: "vLLM does not support adapter strength").
+        # The adapter is served under the folder's name, source.name (load_lora_adapters).
+        claim = child_name(job.name, ADAPTER_SUFFIX)
+        inference["adapters"] = [{"source": {"name": served, "volumeSource": {"persistentVolumeClaim": {"claimName": claim, "readOnly": True}}}}]
     return [{"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": _metadata(job, job.name, namespace), "resource": resource, "inference": inference}]
+
+
+SERVICE_PORTS: Final = {"vllm": VLLM_PORT, "kaito": 80}
+
+
+def evaluation_verdict(evaluation: Mapping[str, Any] | None) -> tuple[bool | None, str]:
+    """Whether ``status.evaluation`` shows the trained model beating the base model.
+
+    ``(None, why)``: no result yet; ``(False, why)``: it does not (or cannot be told);
+    ``(True, why)``: it does.  The rule: a lower eval loss than the base (LLaMA-Factory's
+    ``eval_loss`` on the same held-out data), and in generation mode also a ROUGE-L no lower
+    than the base's; without eval losses (generation only), a higher ROUGE-L, else BLEU-4.
+    """
+    if not evaluation:
+        return None, "no evaluation result yet"
+    if evaluation.get("state") != "Succeeded":
+        return False, f"the evaluation failed: {evaluation.get('message') or 'no message'}"
+    trained, base = evaluation.get("trained") or {}, evaluation.get("base")
+    if not base:
+        return False, "the base model was not evaluated (spec.evaluation.baseModel), so nothing shows an improvement"
+    facts: list[str] = []
+    improved: bool | None = None
+    if isinstance(trained.get("evalLoss"), (int, float)) and isinstance(base.get("evalLoss"), (int, float)):
+        improved = trained["evalLoss"] < base["evalLoss"]
+        facts.append(f"eval loss {trained['evalLoss']:.4g} {'<' if improved else '>='} base {base['evalLoss']:.4g}")
+    for key, name in (("rougeL", "ROUGE-L"), ("bleu4", "BLEU-4")):
+        t, b = trained.get(key), base.get(key)
+        if not isinstance(t, (int, float)) or not isinstance(b, (int, float)):
+            continue
+        better = t >= b if improved is not None else t > b
+        facts.append(f"{name} {t:.4g} {'>=' if t >= b else '<'} base {b:.4g}")
+        improved = better if improved is None else (improved and better)
+        break  # one generation metric decides: ROUGE-L when present
+    if improved is None:
+        return False, "the evaluation has no metric measured on both the trained and the base model"
+    return improved, "; ".join(facts)
+
+
+def _true(conditions: Any, type_: str) -> bool:
+    return any(isinstance(c, Mapping) and c.get("type") == type_ and c.get("status") == "True" for c in conditions or [])
+
+
+def observed_state(engine: str, obj: Mapping[str, Any] | None) -> tuple[bool, str | None, str]:
+    """What a watched serving object says: (ready, URL it reports, a short description).
+
+    * Deployment (vllm): ready when at least one replica of its current generation is ready
+      (``status.observedGeneration``, ``readyReplicas``; apps/v1 DeploymentStatus);
+    * InferenceService / LLMInferenceService (kserve): the ``Ready`` condition and
+      ``status.url`` (KServe's knative-style status); the OpenAI routes are under
+      ``/openai/v1`` (Hugging Face runtime) or ``/v1`` (LLMInferenceService);
+    * Workspace (kaito): the ``InferenceReady`` condition (pkg/utils/consts in KAITO);
+      KAITO serves the Workspace through a Service of the same name on port 80.
+    """
+    if obj is None:
+        return False, None, "not created yet"
+    status = obj.get("status") or {}
+    meta = obj.get("metadata") or {}
+    kind = obj.get("kind")
+    if kind == "Deployment":
+        current = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+        ready = int(status.get("readyReplicas") or 0)
+        wanted = int((obj.get("spec") or {}).get("replicas") or 1)
+        return current and ready >= 1, None, f"{ready}/{wanted} replicas ready"
+    if engine == "kserve":
+        url = status.get("url")
+        suffix = "/openai/v1" if kind == "InferenceService" else "/v1"
+        ready = _true(status.get("conditions"), "Ready")
+        return ready, (f"{str(url).rstrip('/')}{suffix}" if url else None), "Ready" if ready else "not Ready yet"
+    ready = _true(status.get("conditions"), "InferenceReady")
+    name, namespace = meta.get("name"), meta.get("namespace")
+    return ready, f"http://{name}.{namespace}.svc:{SERVICE_PORTS['kaito']}/v1", "InferenceReady" if ready else "inference not ready yet"
 
 
 def render_serving(job: FineTuneJob, options: RenderOptions | None = None) -> Serving:
@@ -343,11 +472,28 @@ def render_serving(job: FineTuneJob, options: RenderOptions | None = None) -> Se
     source = _source(job, namespace)
     notes: list[str] = []
     url: str | None = None
+    prepare: list[dict[str, Any]] = []
     if serve.engine == "vllm":
         objects, url = render_vllm(job, namespace, served, source)
     elif serve.engine == "kserve":
         objects = render_kserve(job, namespace, served, source)
     else:
         objects = render_kaito(job, namespace, served, source)
-        notes.append(f"KAITO mounts the outputs volume for adapter {served}; the adapter files are under {_in_volume(job.spec.storage.outputs, f'{namespace}/{job.name}')} in it")
-    return Serving(serve.engine, objects, served, url, source.model_uri, source.adapter_uri, notes)
+        prepare = render_adapter_copy(job, namespace, options)
+        notes.append(f"the adapter ({', '.join(ADAPTER_FILES)} from {source.adapter_uri}) is copied to PersistentVolumeClaim "
+                     f"{prepare[0]['metadata']['name']} before the Workspace is created")
+    return Serving(serve.engine, objects, served, url, source.model_uri, source.adapter_uri, notes, prepare)
+
+
+def manifests(job: FineTuneJob, options: RenderOptions | None = None) -> list[dict[str, Any]]:
+    """What ``kubetune render`` prints for one job: the training objects, then (with spec.serve)
+    the serving objects.  Applied together (GitOps without the operator), the serving pods start
+    before the model exists and restart until training has written it; with the operator, apply
+    the FineTuneJob instead and it creates them once the job has Succeeded."""
+    from .pipeline import render  # noqa: PLC0415 - pipeline is the heavier module; serving stays importable alone
+
+    objects = list(render(job, options).objects)
+    if job.spec.serve is not None:
+        serving = render_serving(job, options)
+        objects += serving.prepare + serving.objects
+    return objects
