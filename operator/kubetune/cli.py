@@ -264,7 +264,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     status, out = 0, []
     for job in jobs:
         try:
-            arch = job_architecture(job, config_file=args.model_config, models_dirs=dirs)
+            arch = job_architecture(job, config_file=args.model_config, models_dirs=dirs, together=jobs)
             memory = _job_gpu_memory(job, args)
         except (plan.UnknownModelError, KeyError, ValueError) as exc:
             print(f"kubetune plan: {job.name}: {exc.args[0] if exc.args else exc}", file=sys.stderr)

@@ -16,7 +16,7 @@ from kubetune.plan import Setup, autotune, estimate, feasibility, find_gpu, pars
 from kubetune.plan.feasibility import gpu_memory_for, product_table_from_env, setup_from_job
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml")) + sorted((REPO / "examples" / "seed").glob("*.yaml"))
+EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml") if "kind: FineTuneJob" in p.read_text())
 GiB = 2**30
 
 
@@ -50,6 +50,18 @@ def test_plan_every_example_prints_terms_and_a_verdict(capsys: pytest.CaptureFix
     assert "verdict: FITS in 140.4 GiB" in out
     total = float(out.split("total per GPU")[1].split()[0])
     assert 2 < total < 140  # a 1.8B model on one GPU: gigabytes, not bytes or terabytes
+
+
+def test_plan_follows_from_job_to_the_source_jobs_architecture(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    recipe = REPO / "examples/recipes/sft-then-dpo.yaml"
+    code, out, err = run(capsys, "plan", str(recipe), "--gpu", "H100")
+    assert code == 0, err
+    dpo = out.split("# qwen-dpo")[1]
+    assert "model Qwen/Qwen1.5-1.8B (1.84B params" in dpo  # qwen-sft's base model: its merged output has that architecture
+    sft, dpo_doc = list(yaml.safe_load_all(recipe.read_text()))
+    code, out, err = run(capsys, "plan", write(tmp_path, dpo_doc), "--gpu", "H100")
+    assert code == 1 and out == ""
+    assert "qwen-dpo: spec.model.fromJob 'qwen-sft'" in err and "give the source FineTuneJob in the same input" in err
 
 
 def test_plan_does_not_fit_then_the_suggested_change_fits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

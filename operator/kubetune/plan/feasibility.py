@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -98,8 +98,28 @@ def setup_from_job(job: FineTuneJob) -> Setup:
     )
 
 
-def job_architecture(job: FineTuneJob, *, config_file: str | Path | None = None, models_dirs: list[Path] | None = None) -> Architecture:
-    return resolve(job.spec.model.name, job.spec.model.path, config_file=config_file, models_dirs=models_dirs)
+def job_architecture(
+    job: FineTuneJob,
+    *,
+    config_file: str | Path | None = None,
+    models_dirs: list[Path] | None = None,
+    together: Sequence[FineTuneJob] = (),
+) -> Architecture:
+    """The architecture of spec.model.  A spec.model.fromJob trains on the source job's output,
+    which has the source's architecture: followed through ``together`` (jobs given in the same
+    input, same namespace), as ``kubetune render`` resolves it."""
+    model, seen = job.spec.model, {job.name}
+    while model.from_job is not None and config_file is None:
+        namespace = job.metadata.namespace
+        source = next((j for j in together if j.name == model.from_job and j.metadata.namespace == namespace), None)
+        if source is None or source.name in seen:
+            raise UnknownModelError(
+                f"spec.model.fromJob {model.from_job!r}: the planner takes the architecture from the source job; "
+                "give the source FineTuneJob in the same input, or its model's config.json (kubetune plan --model-config PATH)"
+            )
+        seen.add(source.name)
+        model = source.spec.model
+    return resolve(model.name, model.path, config_file=config_file, models_dirs=models_dirs)
 
 
 def gpu_memory_for(job: FineTuneJob, product_table: Mapping[str, str] | None = None) -> int | None:
