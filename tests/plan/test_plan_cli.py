@@ -61,7 +61,7 @@ def test_plan_follows_from_job_to_the_source_jobs_architecture(capsys: pytest.Ca
     sft, dpo_doc = list(yaml.safe_load_all(recipe.read_text()))
     code, out, err = run(capsys, "plan", write(tmp_path, dpo_doc), "--gpu", "H100")
     assert code == 1 and out == ""
-    assert "qwen-dpo: spec.model.fromJob 'qwen-sft'" in err and "give the source FineTuneJob in the same input" in err
+    assert "qwen-dpo: spec.model.fromJob 'qwen-sft'" in err and "which is not in the same input (kubetune plan: give both files" in err
 
 
 def test_plan_does_not_fit_then_the_suggested_change_fits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -215,8 +215,10 @@ def test_bad_quantity_and_gpu_names() -> None:
 def test_product_table_from_environment() -> None:
     assert product_table_from_env({"KUBETUNE_GPU_MEMORY_BY_PRODUCT": '{"NVIDIA-L40S": "46068Mi"}'}) == {"NVIDIA-L40S": "46068Mi"}
     assert product_table_from_env({}) == {}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="NVIDIA-L40S: 'lots' is not a Kubernetes quantity"):
         product_table_from_env({"KUBETUNE_GPU_MEMORY_BY_PRODUCT": '{"NVIDIA-L40S": "lots"}'})
+    with pytest.raises(ValueError, match="NVIDIA-L40S: '0Gi' must be a positive quantity"):
+        product_table_from_env({"KUBETUNE_GPU_MEMORY_BY_PRODUCT": '{"NVIDIA-L40S": "0Gi"}'})
 
 
 def test_autotune_choice_is_rendered_and_recorded_in_the_run_record() -> None:
