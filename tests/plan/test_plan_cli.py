@@ -64,6 +64,23 @@ def test_plan_follows_from_job_to_the_source_jobs_architecture(capsys: pytest.Ca
     assert "qwen-dpo: spec.model.fromJob 'qwen-sft'" in err and "which is not in the same input (kubetune plan: give both files" in err
 
 
+def test_optimizer_choice_is_planned(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Fused AdamW (transformers' default in the trainer image) has no step temporaries; foreach AdamW can;
+    8-bit AdamW given through extraArgs.optim keeps a quarter of the moments."""
+    doc = yaml.safe_load((REPO / "examples/seed/full-single-gpu.yaml").read_text())
+    code, out, _ = run(capsys, "plan", write(tmp_path, doc), "--gpu", "H200")
+    assert code == 0 and "optimizer adamw_torch_fused" in out
+    default = estimate(resolve("Qwen/Qwen1.5-1.8B"), Setup(method="full", micro_batch=1, seq_len=256))
+    foreach = estimate(resolve("Qwen/Qwen1.5-1.8B"), Setup(method="full", micro_batch=1, seq_len=256, optimizer="adamw_torch"))
+    assert "optimizer step temporaries" not in [t.name for t in default.terms]
+    assert foreach.term("optimizer step temporaries") > 0 and foreach.total > default.total
+    doc["spec"]["extraArgs"] = {"optim": "adamw_8bit"}
+    job = FineTuneJob.model_validate(doc)
+    eight = estimate(resolve("Qwen/Qwen1.5-1.8B"), setup_from_job(job))
+    assert setup_from_job(job).optimizer == "adamw_8bit"
+    assert eight.term("optimizer states") * 4 == default.term("optimizer states")
+
+
 def test_plan_does_not_fit_then_the_suggested_change_fits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     doc = big_lora()
     code, out, _ = run(capsys, "plan", write(tmp_path, doc), "--gpu", "A100-40GB")

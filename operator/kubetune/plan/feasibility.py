@@ -96,7 +96,19 @@ def setup_from_job(job: FineTuneJob) -> Setup:
         liger=_liger(t),
         attention=t.attention,
         fsdp=d.fsdp,
+        optimizer=_optimizer(job),
     )
+
+
+DEFAULT_OPTIMIZER = "adamw_torch_fused"
+"""transformers' default ``optim`` in the trainer image (transformers 5.6 with torch >= 2.8)."""
+
+
+def _optimizer(job: FineTuneJob) -> str:
+    """spec.training.optimizer, else spec.extraArgs.optim, else transformers' default."""
+    chosen = getattr(job.spec.training, "optimizer", None)
+    extra = (job.spec.extra_args or {}).get("optim")
+    return str(chosen or extra or DEFAULT_OPTIMIZER)
 
 
 def job_architecture(

@@ -54,6 +54,14 @@ class Setup:
     attention: str = "auto"
     fsdp: bool = False
     """PyTorch FSDP (accelerate, full shard): estimated like ZeRO-3, computing in 16 bit without autocast."""
+    optimizer: str = "adamw_torch_fused"
+    """transformers' ``optim``: AdamW fused (the default with torch >= 2.8) or foreach (``adamw_torch``, a
+    temporary per parameter during the step); bitsandbytes' 8-bit AdamW variants keep 2-byte moments."""
+
+    @property
+    def moment_bytes(self) -> int:
+        """Bytes of AdamW's two moments per trainable parameter."""
+        return 2 if "8bit" in self.optimizer else 8
 
     @property
     def tokens(self) -> int:
@@ -229,8 +237,8 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
 
     # Trainable weights, gradients, optimizer (AdamW: two fp32 moments).
     if not s.deepspeed:
-        tw, grads, opt = 4 * T if e == 2 else e * T, 4 * T, 8 * T
-        tnote, gnote, onote = "fp32 (LLaMA-Factory upcasts trainable weights)", "fp32", "AdamW moments, fp32"
+        tw, grads, opt = 4 * T if e == 2 else e * T, 4 * T, s.moment_bytes * T
+        tnote, gnote, onote = "fp32 (LLaMA-Factory upcasts trainable weights)", "fp32", "AdamW moments, " + ("8-bit" if s.moment_bytes == 2 else "fp32")
         if N > 1:
             grads += 4 * T
             gnote += " + DDP bucket copy"
@@ -246,7 +254,8 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
         if s.offload != "none":
             opt, onote = 0, "offloaded to CPU"
         else:
-            opt, onote = 16 * T // N, f"fp32 master + fp32 grads + AdamW moments, sharded over {N}"
+            opt = (8 + s.moment_bytes) * T // N
+            onote = f"fp32 master + fp32 grads + {'8-bit ' if s.moment_bytes == 2 else ''}AdamW moments, sharded over {N}"
     frozen_note = f"{note}; " if F else ""
     terms.append(Term("weights", int(frozen + tw), f"{frozen_note}{T / 1e6:.1f}M trainable, {tnote}"))
     terms.append(Term("gradients", int(grads), gnote))
@@ -288,7 +297,8 @@ def _layer_saved(arch: Architecture, s: Setup, layer: _Layer, in_grad: bool, kv_
     Follows transformers' Qwen2/Llama decoder layer op by op: what each autograd
     node saves (RMSNorm: the fp32 input and rsqrt, plus the normalised value when
     the norm weight trains; a linear: its input only when its weight trains;
-    SDPA: q, k, v, output and the fp32 log-sum-exp; SwiGLU: gate, act, up).
+    SDPA: q, k, v, output and the fp32 log-sum-exp; eager attention (``attention: disabled``)
+    also the seq_len x seq_len probabilities per head; SwiGLU: gate, act, up).
     """
     h, I, e = arch.hidden, arch.intermediate, s.elem
     shapes = arch.linear_shapes()
@@ -318,7 +328,19 @@ def _layer_saved(arch: Architecture, s: Setup, layer: _Layer, in_grad: bool, kv_
     n1, out_grad = norm(in_grad, ("q_proj", "k_proj", "v_proj"))
     b += n1
     qkv_grad = out_grad or any(m in tr or m in lora for m in ("q_proj", "k_proj", "v_proj"))
-    if qkv_grad:
+    if qkv_grad and s.attention == "disabled":
+        # eager attention (transformers' eager_attention_forward): q @ k^T saves each side for the
+        # other's gradient; softmax saves its fp32 output, probs @ v saves the 16-bit probabilities
+        # (for v's gradient) and the repeated v (for the probabilities'); one row of seq_len per head
+        # and token.  The output is saved only by a trained o_proj.
+        grads = {m: out_grad or m in tr or m in lora for m in ("q_proj", "k_proj", "v_proj")}
+        scores_grad = grads["q_proj"] or grads["k_proj"]
+        rows = arch.heads * s.seq_len
+        b += e * arch.q_dim * (grads["k_proj"] + grads["q_proj"] + scores_grad + ("o_proj" in tr))
+        b += 4 * rows if scores_grad else 0
+        if grads["v_proj"]:
+            b += e * rows if (e != 4 or not scores_grad) else 0  # in fp32 the copy is softmax's own output
+    elif qkv_grad:
         kv = arch.q_dim if kv_repeated else arch.kv_dim
         b += e * (2 * arch.q_dim + 2 * kv) + 4 * arch.heads  # q, k, v, out, log-sum-exp (fp32)
     if "o_proj" in lora and lora_copy:
@@ -405,9 +427,9 @@ def estimate(arch: Architecture, s: Setup) -> Estimate:
         a, b = max(arch.linear_shapes().values(), key=lambda x: x[0] * x[1])
         workspace += 2 * a * b
     terms.append(Term("backward workspace", workspace, "gradients of one layer's activations in flight" + (", one dequantised weight" if s.method == "qlora" else ""), static=False))
-    if not s.deepspeed:
+    if not s.deepspeed and s.optimizer == "adamw_torch":
         T = trainable_params(arch, s)
-        step = 4 * T  # foreach AdamW: a temporary per parameter group (sqrt of the second moment)
+        step = 4 * T  # foreach AdamW: a temporary per parameter group (sqrt of the second moment); fused AdamW has none
         dynamic = sum(x.bytes for x in terms if not x.static)
         if step > dynamic:
             terms.append(Term("optimizer step temporaries", step - dynamic, "foreach AdamW temporaries exceed the freed activations", static=False))
