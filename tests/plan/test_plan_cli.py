@@ -81,6 +81,25 @@ def test_optimizer_choice_is_planned(capsys: pytest.CaptureFixture[str], tmp_pat
     assert eight.term("optimizer states") * 4 == default.term("optimizer states")
 
 
+def test_preference_stages_double_the_rows_and_full_dpo_loads_a_reference_model() -> None:
+    """LLaMA-Factory concatenates chosen and rejected (dpo, rm) and loads a frozen reference copy for
+    full/freeze DPO and KTO (LoRA disables the adapter instead; orpo/simpo need none)."""
+    doc = yaml.safe_load((REPO / "examples/finetune-full.yaml").read_text())
+    sft = setup_from_job(FineTuneJob.model_validate(doc))
+    doc["spec"]["training"].update(stage="dpo")
+    for dataset in doc["spec"]["datasets"]:
+        dataset.update(ranking=True, format="sharegpt", columns={"messages": "conversations", "chosen": "chosen", "rejected": "rejected"})
+    dpo = setup_from_job(FineTuneJob.model_validate(doc))
+    assert (sft.rows, dpo.rows) == (sft.micro_batch, 2 * sft.micro_batch) and dpo.tokens == 2 * sft.tokens
+    arch = resolve("Qwen/Qwen1.5-1.8B")
+    ref = estimate(arch, dpo).term("reference model")
+    assert ref == 2 * arch.total_params() // (dpo.world_size if dpo.zero_stage == 3 else 1) and ref > 0
+    assert estimate(arch, dpo).term("activations") > estimate(arch, sft).term("activations")
+    doc["spec"]["training"]["preference"] = {"loss": "simpo"}
+    assert not setup_from_job(FineTuneJob.model_validate(doc)).reference_model
+    assert estimate(arch, dpo.with_(reference_model=False)).total < estimate(arch, dpo).total
+
+
 def test_plan_does_not_fit_then_the_suggested_change_fits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     doc = big_lora()
     code, out, _ = run(capsys, "plan", write(tmp_path, doc), "--gpu", "A100-40GB")

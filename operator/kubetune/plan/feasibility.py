@@ -97,7 +97,15 @@ def setup_from_job(job: FineTuneJob) -> Setup:
         attention=t.attention,
         fsdp=d.fsdp,
         optimizer=_optimizer(job),
+        rows_per_example=2 if t.stage in ("dpo", "rm") else 1,
+        reference_model=s.method in ("full", "freeze") and _uses_reference_model(t),
     )
+
+
+def _uses_reference_model(training: Any) -> bool:
+    """DPO (except the reference-free orpo/simpo losses) and KTO (LLaMA-Factory's use_ref_model)."""
+    loss = training.preference.loss if training.preference is not None else "sigmoid"
+    return bool(training.stage == "kto" or (training.stage == "dpo" and loss not in ("orpo", "simpo")))
 
 
 DEFAULT_OPTIMIZER = "adamw_torch_fused"
@@ -269,6 +277,7 @@ def _candidates(base: Setup, *, knobs: tuple[str, ...]) -> list[Setup]:
                 method=m,
                 quant_bits=quant,
                 liger=lg,
+                reference_model=base.reference_model and m in ("full", "freeze"),  # LoRA disables the adapter instead
             )
         )
     return out

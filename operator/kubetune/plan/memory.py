@@ -58,6 +58,18 @@ class Setup:
     """transformers' ``optim``: AdamW fused (the default with torch >= 2.8) or foreach (``adamw_torch``, a
     temporary per parameter during the step); bitsandbytes' 8-bit AdamW variants keep 2-byte moments."""
 
+    rows_per_example: int = 1
+    """Sequences per example in one forward: 2 for stages dpo and rm (chosen and rejected are
+    concatenated into one batch of 2 x micro-batch rows), else 1."""
+    reference_model: bool = False
+    """A frozen copy of the model for DPO/KTO's reference log-probabilities: LLaMA-Factory loads one
+    for full and freeze tuning (LoRA disables the adapter instead); ZeRO-3 shards it."""
+
+    @property
+    def rows(self) -> int:
+        """Sequences per forward pass per GPU."""
+        return self.micro_batch * self.rows_per_example
+
     @property
     def moment_bytes(self) -> int:
         """Bytes of AdamW's two moments per trainable parameter."""
@@ -65,7 +77,7 @@ class Setup:
 
     @property
     def tokens(self) -> int:
-        return self.micro_batch * self.seq_len
+        return self.rows * self.seq_len
 
     @property
     def deepspeed(self) -> bool:
@@ -260,6 +272,8 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
     terms.append(Term("weights", int(frozen + tw), f"{frozen_note}{T / 1e6:.1f}M trainable, {tnote}"))
     terms.append(Term("gradients", int(grads), gnote))
     terms.append(Term("optimizer states", int(opt), onote))
+    if s.reference_model:
+        terms.append(Term("reference model", e * P // (N if z == 3 else 1), f"frozen {e * 8}-bit copy for the reference log-probabilities" + (f", ZeRO-3 sharded over {N}" if z == 3 else "")))
     if z == 3:
         # deepspeed/runtime/zero/stage3.py estimate_zero3_model_states_mem_needs: 4 bytes x the largest layer.
         terms.append(Term("ZeRO-3 gathered layer", 4 * arch.largest_module_params(), "largest parameter gathered at once (param + grad, 16-bit)"))
@@ -367,7 +381,7 @@ def activations(arch: Architecture, s: Setup) -> Activations:
     layers = _layers(arch, s)
     embed_trains = s.method == "full"
     mask_present = s.packing == "neat" and s.attention != "fa2"
-    kv_repeated = mask_present or (s.packing == "none" and s.micro_batch > 1 and s.attention != "fa2")
+    kv_repeated = mask_present or (s.packing == "none" and s.rows > 1 and s.attention != "fa2")
     # LLaMA-Factory calls enable_input_require_grads() with gradient checkpointing.
     grad = embed_trains or s.gradient_checkpointing
     per_layer: list[int] = []
@@ -394,10 +408,10 @@ def activations(arch: Architecture, s: Setup) -> Activations:
     else:
         layer_bytes = sum(per_layer)
         recompute = 0
-        rope_rows = s.micro_batch if s.packing == "neat" else 1  # neat packing passes per-row position ids
+        rope_rows = s.rows if s.packing == "neat" else 1  # neat packing passes per-row position ids
         other += 2 * rope_rows * s.seq_len * arch.head_dim * r_final  # cos and sin
     logits = 0 if s.liger else 4 * t * arch.vocab
-    mask = s.micro_batch * s.seq_len * s.seq_len * e if mask_present else 0
+    mask = s.rows * s.seq_len * s.seq_len * e if mask_present else 0
     del lm_trains
     layer_casts = casts if not s.gradient_checkpointing else 0  # recast inside each recomputed layer
     return Activations(layer_bytes, other, layer_casts + head_casts, logits, recompute, mask)
@@ -412,7 +426,7 @@ def estimate(arch: Architecture, s: Setup) -> Estimate:
         Term(
             "activations",
             act.layers + act.other + act.weight_casts + act.mask + act.recompute,
-            f"{s.micro_batch} x {s.seq_len} tokens, {ckpt}" + (", + one layer recomputed" if act.recompute else ""),
+            f"{s.rows} x {s.seq_len} tokens, {ckpt}" + (", + one layer recomputed" if act.recompute else ""),
             static=False,
         )
     )
