@@ -81,8 +81,9 @@ def throughput_configs(tiny: bool) -> list[Config]:
     return [
         Config("tutorial-full", "full", "fp16", 1, 16, True, lr=1e-5, note="seed full-single-gpu: batch 1 x 16, fp16"),
         Config("tutorial-lora", "lora", "fp16", 8, 2, True, ["q_proj", "v_proj"], lr=1e-4, note="seed lora-deepspeed per GPU: batch 8 x 2, q_proj/v_proj, fp16"),
-        Config("kubetune-full", "full", "bf16", 1, 8, True, lr=1e-5, note="defaults: batch 1 x 8, bf16, checkpointing, sdpa, no packing"),
-        Config("kubetune-lora", "lora", "bf16", 1, 8, True, lr=1e-4, note="defaults: batch 1 x 8, all linears r8, bf16, checkpointing"),
+        # kubetune renders no `optim`: transformers 5.6 with torch >= 2.8 (the trainer image) then uses fused AdamW.
+        Config("kubetune-full", "full", "bf16", 1, 8, True, fused_adamw=True, lr=1e-5, note="defaults: batch 1 x 8, bf16, checkpointing, sdpa, no packing, fused AdamW (transformers' default)"),
+        Config("kubetune-lora", "lora", "bf16", 1, 8, True, fused_adamw=True, lr=1e-4, note="defaults: batch 1 x 8, all linears r8, bf16, checkpointing, fused AdamW"),
         Config("candidate-full", "full", "bf16", 4, 2, False, packing=True, fused_adamw=True, lr=1e-5, note="packing, no checkpointing, fused AdamW"),
         Config("candidate-lora", "lora", "bf16", 4, 2, False, packing=True, fused_adamw=True, lr=1e-4, note="packing, no checkpointing, fused AdamW"),
     ]
@@ -312,7 +313,7 @@ def predicted_total(arch: dict[str, Any], cfg: Config, seq: int) -> int:
     sys.path.insert(0, str(REPO / "operator"))
     from kubetune.plan import Setup, estimate, from_config
 
-    setup = Setup(method=cfg.method, precision=cfg.precision, micro_batch=cfg.micro_batch, seq_len=seq, gradient_checkpointing=cfg.gradient_checkpointing, lora_targets=tuple(cfg.lora_targets), lora_rank=cfg.lora_rank, quant_bits=4 if cfg.method == "qlora" else None, packing="packing" if cfg.packing else "none")
+    setup = Setup(method=cfg.method, precision=cfg.precision, micro_batch=cfg.micro_batch, seq_len=seq, gradient_checkpointing=cfg.gradient_checkpointing, lora_targets=tuple(cfg.lora_targets), lora_rank=cfg.lora_rank, quant_bits=4 if cfg.method == "qlora" else None, packing="packing" if cfg.packing else "none", optimizer="adamw_torch_fused" if cfg.fused_adamw else "adamw_torch")
     return estimate(from_config({"model_type": "qwen2", **arch}, "bench", "bench"), setup).total
 
 
@@ -324,7 +325,7 @@ def run_planner_case(arch: dict[str, Any], method: str, gc_on: bool, micro_batch
     from kubetune.plan import Setup, estimate, from_config
 
     cfg = Config(f"{method}-{'gc' if gc_on else 'nogc'}", method, "bf16", micro_batch, 1, gc_on)
-    setup = Setup(method=method, precision="bf16", micro_batch=micro_batch, seq_len=seq, gradient_checkpointing=gc_on, quant_bits=4 if method == "qlora" else None, packing="packing", lora_targets=("all",))
+    setup = Setup(method=method, precision="bf16", micro_batch=micro_batch, seq_len=seq, gradient_checkpointing=gc_on, quant_bits=4 if method == "qlora" else None, packing="packing", lora_targets=("all",), optimizer="adamw_torch")  # torch.optim.AdamW below: foreach on CUDA
     est = estimate(from_config({"model_type": "qwen2", **arch}, "Qwen2.5-1.5B (random init)", "bench"), setup)
     row: dict[str, Any] = {"case": cfg.name, "method": method, "gradient_checkpointing": gc_on, "micro_batch": micro_batch, "seq_len": seq, "predicted_allocated_gib": round(est.allocated / 2**30, 2), "predicted_total_gib": round(est.total / 2**30, 2), "terms": {t.name: round(t.bytes / 2**30, 3) for t in est.terms}}
     cuda = device.startswith("cuda")

@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from kubetune import __version__
 from kubetune.api import FineTuneJob
@@ -27,7 +27,11 @@ MAX_JOBS_PER_FILE = 100
 """FineTuneJobs read from one file: keeps any single input within seconds (each renders in ms)."""
 
 
-class _Unreadable(Exception):
+class _Reported(Exception):
+    """The input was refused and every reason is already printed (one line each): exit 1."""
+
+
+class _Unreadable(_Reported):
     """Files that could not be read: (file, error) pairs, already reported."""
 
 
@@ -79,6 +83,24 @@ def _print_problems(problems: Sequence[tuple[str, Problem]]) -> None:
         print(line(f"{source}: {problem}"), file=sys.stderr)
 
 
+def _valid_jobs(paths: Sequence[str], command: str) -> list[FineTuneJob]:
+    """Every FineTuneJob of the input, all valid; otherwise print every problem (or that the input
+    holds none) and raise :class:`_Reported`.  `render`, `plan` and the like refuse the whole input
+    on one invalid job: nothing is printed for the valid ones."""
+    jobs, problems = _load_valid_jobs(paths)
+    if problems:
+        _print_problems(problems)
+        raise _Reported()
+    if not jobs:
+        _no_job_found(command)
+    return jobs
+
+
+def _no_job_found(command: str) -> NoReturn:
+    print(f"kubetune {command}: no FineTuneJob found in the input", file=sys.stderr)
+    raise _Reported()
+
+
 def _dump(objects: list[dict[str, Any]], output: str) -> str:
     from kubetune.render.output import to_json, to_yaml
 
@@ -109,13 +131,7 @@ def _kubeconfig_namespace() -> str:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    jobs, problems = _load_valid_jobs(args.files)
-    if problems:
-        _print_problems(problems)
-        return 1
-    if not jobs:
-        print("kubetune render: no FineTuneJob found in the input", file=sys.stderr)
-        return 1
+    jobs = _valid_jobs(args.files, "render")
     for job in jobs:  # kubectl's rule for `apply -n NS -f FILE`
         if args.namespace and job.metadata.namespace and job.metadata.namespace != args.namespace:
             print(
@@ -155,8 +171,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     docs = [(s, d) for s, d in _read_objects(args.files) if _is_finetunejob(d)]
     if not docs:
-        print("kubetune validate: no FineTuneJob found in the input", file=sys.stderr)
-        return 1
+        _no_job_found("validate")
     failed = 0
     checked = [(source, *validate_object(doc)) for source, doc in docs]
     together = [job for _, job, _ in checked if job is not None]  # fromJob resolves within the input
@@ -257,19 +272,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if not args.files:
         print("kubetune plan: give a FineTuneJob file (or --list-models / --list-gpus)", file=sys.stderr)
         return 2
-    jobs, problems = _load_valid_jobs(args.files)
-    if problems:
-        _print_problems(problems)
-        return 1
-    if not jobs:
-        print("kubetune plan: no FineTuneJob found in the input", file=sys.stderr)
-        return 1
+    jobs = _valid_jobs(args.files, "plan")
     dirs = [Path(d) for d in args.models_dir]
     dirs += [Path(p) for p in (os.environ.get("HF_HOME"), os.path.expanduser("~/.cache/huggingface")) if p and Path(p).is_dir()]
     status, out = 0, []
     for job in jobs:
         try:
-            arch = job_architecture(job, config_file=args.model_config, models_dirs=dirs)
+            arch = job_architecture(job, config_file=args.model_config, models_dirs=dirs, together=jobs)
             memory = _job_gpu_memory(job, args)
         except (plan.UnknownModelError, KeyError, ValueError) as exc:
             print(f"kubetune plan: {job.name}: {exc.args[0] if exc.args else exc}", file=sys.stderr)
@@ -401,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except _Unreadable:
+    except _Reported:
         return 1
     except InputError as exc:
         print(line(f"kubetune: {exc}"), file=sys.stderr)

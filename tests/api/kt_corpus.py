@@ -111,7 +111,7 @@ VALID = [
         {
             "spec.resources": {"nodes": 4, "gpusPerNode": 8, "extra": {"rdma/ib": 1}},
             "spec.scheduling": {"podAnnotations": {"k8s.v1.cni.cncf.io/networks": "ib-net"}},
-            "spec.training": {"ligerKernel": True, "packing": "neat", "saveSteps": 200, "saveTotalLimit": 5},
+            "spec.training": {"ligerKernel": True, "packing": "neat", "optimizer": "adamw_torch", "saveSteps": 200, "saveTotalLimit": 5},
             "spec.runPolicy": {"terminationGracePeriodSeconds": 900},
         },
     ),

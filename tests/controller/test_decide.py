@@ -161,6 +161,13 @@ ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[De
     "InsufficientGPUMemory": (lambda: snap(status={}, spec={"resources": RES_8GI}), "Pending", "Feasible", "False",
                               lambda d: not d.children and "job" not in d.status and "exceeds 8.0 GiB" in d.status["message"]
                               and "to fit:" in d.status["message"] and [e.reason for e in d.events] == ["InsufficientGPUMemory"]),
+    "GPUMemoryUnknown": (lambda: snap(status={}), "Pending", "Feasible", "Unknown",
+                         lambda d: len(d.children) == 2 and d.status["job"] == REF
+                         and "spec.resources.gpuMemory is not set and spec.scheduling.nodeSelector names no nvidia.com/gpu.product" in cond(d, "Feasible")["message"]
+                         and "predicted peak" in cond(d, "Feasible")["message"] and [e.reason for e in d.events] == ["Created"]),
+    "UnknownArchitecture": (lambda: snap(status={}, spec={"resources": RES_80GI, "model": {"name": "acme/private-7b", "template": "qwen"}}),
+                            "Pending", "Feasible", "Unknown",
+                            lambda d: len(d.children) == 2 and "spec.model.name 'acme/private-7b'" in cond(d, "Feasible")["message"]),
     "WaitingForJob": (lambda: snap(status={}, spec={"model": FROM_BASE}, sources={"base-sft": source("Running")}), "Pending", "Created", "False",
                       lambda d: not d.children and "job" not in d.status and "base-sft" in d.status["message"] and "Running" in d.status["message"]),
     "FromJobNotFound": (lambda: snap(status={}, spec={"model": FROM_BASE}, sources={"base-sft": None}), "Failed", "Failed", "True",
@@ -249,7 +256,7 @@ def test_decide(reason: str) -> None:
     c = cond(decision, type_)
     assert (c.get("reason"), c.get("status")) == (reason, holds), decision.status
     documented = REASONS[reason]
-    assert (documented.condition, "True" if documented.holds else "False") == (type_, holds)
+    assert (documented.condition, "Unknown" if documented.holds is None else "True" if documented.holds else "False") == (type_, holds)
     if phase is not None:
         assert decision.status["phase"] == phase
         assert documented.phase in (None, phase)
@@ -349,7 +356,33 @@ def test_gpu_memory_from_the_product_table() -> None:
     spec = {"scheduling": {"nodeSelector": {"nvidia.com/gpu.product": "Tiny-GPU"}}}
     decision = decide(snap(status={}, spec=spec, gpu_memory_by_product={"Tiny-GPU": "8Gi"}), NOW)
     assert cond(decision, "Feasible")["reason"] == "InsufficientGPUMemory" and not decision.children
-    assert not cond(decide(snap(status={}, spec=spec), NOW), "Feasible"), "unknown memory: no verdict, children created"
+    # The product is selected but the operator's table does not list it: Unknown, saying so, and the job starts.
+    unknown = decide(snap(status={}, spec=spec, gpu_memory_by_product={"NVIDIA-H100-80GB-HBM3": "80Gi"}), NOW)
+    feasible = cond(unknown, "Feasible")
+    assert (feasible["status"], feasible["reason"]) == ("Unknown", "GPUMemoryUnknown") and len(unknown.children) == 2
+    assert "nvidia.com/gpu.product='Tiny-GPU' is not in the operator's gpuMemoryByProduct table (it lists NVIDIA-H100-80GB-HBM3)" in feasible["message"]
+    assert "gpuMemoryByProduct value" in feasible["message"]  # the hint: how to supply it
+    no_table = cond(decide(snap(status={}, spec=spec), NOW), "Feasible")["message"]
+    assert "the operator has no gpuMemoryByProduct table to look up nvidia.com/gpu.product='Tiny-GPU'" in no_table
+
+
+def test_a_cpu_job_gets_no_feasible_condition() -> None:
+    cpu = {**example_job()["spec"]["resources"], "gpusPerNode": 0}
+    training = {**example_job()["spec"]["training"], "precision": "fp32"}
+    decision = decide(snap(status={}, spec={"resources": cpu, "distributed": {"zeroStage": 0}, "training": training}), NOW)
+    assert len(decision.children) == 2 and not cond(decision, "Feasible"), decision.status
+
+
+def test_feasibility_of_a_job_built_on_another_uses_the_source_architecture() -> None:
+    """fromJob trains on the source's merged model, so the source's (catalogued) base model is planned."""
+    decision = decide(snap(status={}, spec={"model": FROM_BASE, "resources": RES_80GI}, sources={"base-sft": source("Succeeded")}), NOW)
+    feasible = cond(decision, "Feasible")
+    assert (feasible["status"], feasible["reason"]) == ("True", "Fits") and len(decision.children) == 2
+    private = source("Succeeded", model={"name": "acme/private-7b", "template": "qwen"})
+    decision = decide(snap(status={}, spec={"model": FROM_BASE, "resources": RES_80GI}, sources={"base-sft": private}), NOW)
+    feasible = cond(decision, "Feasible")
+    assert (feasible["status"], feasible["reason"]) == ("Unknown", "UnknownArchitecture") and len(decision.children) == 2
+    assert "spec.model.name 'acme/private-7b'" in feasible["message"]
 
 
 def test_a_job_built_on_a_succeeded_job_loads_its_merged_model() -> None:

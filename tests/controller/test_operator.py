@@ -206,6 +206,25 @@ async def test_a_job_that_cannot_fit_gets_feasible_false_and_no_children_and_aut
     assert cluster.read(*PTJ, NS, "too-big") is None and cluster.read(*CM, NS, "too-big-kubetune") is None
 
 
+async def test_an_unknown_verdict_says_what_is_missing_and_never_blocks(cluster: Cluster, operator: Any) -> None:
+    await operator()
+    await cluster.put_object(*FTJ, example_job("no-gpu-memory"))  # no spec.resources.gpuMemory, no product table
+    private = {"name": "acme/private-7b", "template": "qwen"}
+    resources = {**example_job()["spec"]["resources"], "gpuMemory": "80Gi"}
+    await cluster.put_object(*FTJ, example_job("private-model", model=private, resources=resources))
+    for name in ("no-gpu-memory", "private-model"):
+        await eventually(lambda name=name: cluster.read(*PTJ, NS, name), what=f"children of {name} despite the unknown verdict")
+    feasible = condition(cluster, "Feasible", "no-gpu-memory")
+    assert (feasible["status"], feasible["reason"]) == ("Unknown", "GPUMemoryUnknown")
+    assert "spec.resources.gpuMemory is not set" in feasible["message"] and "gpuMemoryByProduct" in feasible["message"]
+    feasible = condition(cluster, "Feasible", "private-model")
+    assert (feasible["status"], feasible["reason"]) == ("Unknown", "UnknownArchitecture")
+    assert "acme/private-7b" in feasible["message"] and "--model-config" in feasible["message"]
+    for name in ("no-gpu-memory", "private-model"):
+        assert phase_is(cluster, "Pending", name) and not any(t == "Warning" for t, _, _ in events(cluster, name))
+        FineTuneJobStatus.model_validate(status(cluster, name))
+
+
 async def test_a_job_built_on_another_waits_until_it_succeeded_then_starts(cluster: Cluster, operator: Any) -> None:
     await operator()
     from_base = {"fromJob": "base-sft", "template": "qwen"}

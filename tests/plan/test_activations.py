@@ -27,12 +27,12 @@ TINY = {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 160, "num
 BATCH, SEQ = 2, 48
 
 
-def saved_bytes(config: dict[str, Any], *, dtype: str, autocast: bool, lora: tuple[str, ...] | None, gc: bool, freeze: int | None = None) -> int:
+def saved_bytes(config: dict[str, Any], *, dtype: str, autocast: bool, lora: tuple[str, ...] | None, gc: bool, freeze: int | None = None, attn: str = "sdpa") -> int:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    cfg = Qwen2Config(**{k: v for k, v in config.items() if k != "model_type"}, max_position_embeddings=1024, attn_implementation="sdpa")
+    cfg = Qwen2Config(**{k: v for k, v in config.items() if k != "model_type"}, max_position_embeddings=1024, attn_implementation=attn)
     model: Any = Qwen2ForCausalLM(cfg).to(getattr(torch, dtype))
     if lora:
         from peft import LoraConfig, get_peft_model
@@ -77,6 +77,11 @@ CASES: dict[str, tuple[str, bool, tuple[str, ...] | None, Setup]] = {
     "lora-o-down": ("bfloat16", True, ("o_proj", "down_proj"), Setup(method="lora", lora_targets=("o_proj", "down_proj"))),
     "freeze-last-2": ("bfloat16", True, None, Setup(method="freeze", freeze_layers=2)),
     "freeze-first-1": ("bfloat16", True, None, Setup(method="freeze", freeze_layers=-1)),
+    # spec.training.attention: disabled (eager attention keeps the attention probabilities)
+    "full-bf16-eager": ("bfloat16", False, None, Setup(method="full", precision="bf16", zero_stage=2, world_size=2, attention="disabled")),
+    "full-fp32-eager": ("float32", False, None, Setup(method="full", precision="fp32", attention="disabled")),
+    "lora-qv-eager": ("bfloat16", True, ("q_proj", "v_proj"), Setup(method="lora", lora_targets=("q_proj", "v_proj"), attention="disabled")),
+    "lora-all-eager": ("bfloat16", True, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), Setup(method="lora", lora_targets=("all",), attention="disabled")),
 }
 
 
@@ -85,7 +90,8 @@ CASES: dict[str, tuple[str, bool, tuple[str, ...] | None, Setup]] = {
 def test_saved_activations_match_autograd(case: str, gc: bool) -> None:
     dtype, autocast, lora, setup = CASES[case]
     setup = setup.with_(micro_batch=BATCH, seq_len=SEQ, gradient_checkpointing=gc, packing="packing")
-    measured = saved_bytes(TINY, dtype=dtype, autocast=autocast, lora=lora, gc=gc, freeze=setup.freeze_layers if setup.method == "freeze" else None)
+    measured = saved_bytes(TINY, dtype=dtype, autocast=autocast, lora=lora, gc=gc, freeze=setup.freeze_layers if setup.method == "freeze" else None,
+                           attn="eager" if setup.attention == "disabled" else "sdpa")
     predicted = activations(from_config(TINY, "tiny", "test"), setup).saved
     assert predicted == pytest.approx(measured, rel=0.01), f"{case}: planner {predicted} B, autograd saved {measured} B"
 

@@ -16,7 +16,7 @@ from kubetune.plan import Setup, autotune, estimate, feasibility, find_gpu, pars
 from kubetune.plan.feasibility import gpu_memory_for, product_table_from_env, setup_from_job
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml")) + sorted((REPO / "examples" / "seed").glob("*.yaml"))
+EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml") if "kind: FineTuneJob" in p.read_text())
 GiB = 2**30
 
 
@@ -50,6 +50,54 @@ def test_plan_every_example_prints_terms_and_a_verdict(capsys: pytest.CaptureFix
     assert "verdict: FITS in 140.4 GiB" in out
     total = float(out.split("total per GPU")[1].split()[0])
     assert 2 < total < 140  # a 1.8B model on one GPU: gigabytes, not bytes or terabytes
+
+
+def test_plan_follows_from_job_to_the_source_jobs_architecture(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    recipe = REPO / "examples/recipes/sft-then-dpo.yaml"
+    code, out, err = run(capsys, "plan", str(recipe), "--gpu", "H100")
+    assert code == 0, err
+    dpo = out.split("# qwen-dpo")[1]
+    assert "model Qwen/Qwen1.5-1.8B (1.84B params" in dpo  # qwen-sft's base model: its merged output has that architecture
+    sft, dpo_doc = list(yaml.safe_load_all(recipe.read_text()))
+    code, out, err = run(capsys, "plan", write(tmp_path, dpo_doc), "--gpu", "H100")
+    assert code == 1 and out == ""
+    assert "qwen-dpo: spec.model.fromJob 'qwen-sft'" in err and "which is not in the same input (kubetune plan: give both files" in err
+
+
+def test_optimizer_choice_is_planned(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Fused AdamW (transformers' default in the trainer image) has no step temporaries; foreach AdamW can;
+    8-bit AdamW given through extraArgs.optim keeps a quarter of the moments."""
+    doc = yaml.safe_load((REPO / "examples/seed/full-single-gpu.yaml").read_text())
+    code, out, _ = run(capsys, "plan", write(tmp_path, doc), "--gpu", "H200")
+    assert code == 0 and "optimizer adamw_torch_fused" in out
+    default = estimate(resolve("Qwen/Qwen1.5-1.8B"), Setup(method="full", micro_batch=1, seq_len=256))
+    foreach = estimate(resolve("Qwen/Qwen1.5-1.8B"), Setup(method="full", micro_batch=1, seq_len=256, optimizer="adamw_torch"))
+    assert "optimizer step temporaries" not in [t.name for t in default.terms]
+    assert foreach.term("optimizer step temporaries") > 0 and foreach.total > default.total
+    doc["spec"]["extraArgs"] = {"optim": "adamw_8bit"}
+    job = FineTuneJob.model_validate(doc)
+    eight = estimate(resolve("Qwen/Qwen1.5-1.8B"), setup_from_job(job))
+    assert setup_from_job(job).optimizer == "adamw_8bit"
+    assert eight.term("optimizer states") * 4 == default.term("optimizer states")
+
+
+def test_preference_stages_double_the_rows_and_full_dpo_loads_a_reference_model() -> None:
+    """LLaMA-Factory concatenates chosen and rejected (dpo, rm) and loads a frozen reference copy for
+    full/freeze DPO and KTO (LoRA disables the adapter instead; orpo/simpo need none)."""
+    doc = yaml.safe_load((REPO / "examples/finetune-full.yaml").read_text())
+    sft = setup_from_job(FineTuneJob.model_validate(doc))
+    doc["spec"]["training"].update(stage="dpo")
+    for dataset in doc["spec"]["datasets"]:
+        dataset.update(ranking=True, format="sharegpt", columns={"messages": "conversations", "chosen": "chosen", "rejected": "rejected"})
+    dpo = setup_from_job(FineTuneJob.model_validate(doc))
+    assert (sft.rows, dpo.rows) == (sft.micro_batch, 2 * sft.micro_batch) and dpo.tokens == 2 * sft.tokens
+    arch = resolve("Qwen/Qwen1.5-1.8B")
+    ref = estimate(arch, dpo).term("reference model")
+    assert ref == 2 * arch.total_params() // (dpo.world_size if dpo.zero_stage == 3 else 1) and ref > 0
+    assert estimate(arch, dpo).term("activations") > estimate(arch, sft).term("activations")
+    doc["spec"]["training"]["preference"] = {"loss": "simpo"}
+    assert not setup_from_job(FineTuneJob.model_validate(doc)).reference_model
+    assert estimate(arch, dpo.with_(reference_model=False)).total < estimate(arch, dpo).total
 
 
 def test_plan_does_not_fit_then_the_suggested_change_fits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -203,8 +251,10 @@ def test_bad_quantity_and_gpu_names() -> None:
 def test_product_table_from_environment() -> None:
     assert product_table_from_env({"KUBETUNE_GPU_MEMORY_BY_PRODUCT": '{"NVIDIA-L40S": "46068Mi"}'}) == {"NVIDIA-L40S": "46068Mi"}
     assert product_table_from_env({}) == {}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="NVIDIA-L40S: 'lots' is not a Kubernetes quantity"):
         product_table_from_env({"KUBETUNE_GPU_MEMORY_BY_PRODUCT": '{"NVIDIA-L40S": "lots"}'})
+    with pytest.raises(ValueError, match="NVIDIA-L40S: '0Gi' must be a positive quantity"):
+        product_table_from_env({"KUBETUNE_GPU_MEMORY_BY_PRODUCT": '{"NVIDIA-L40S": "0Gi"}'})
 
 
 def test_autotune_choice_is_rendered_and_recorded_in_the_run_record() -> None:

@@ -121,6 +121,8 @@ def finetune_jobs(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         t["maxSteps"] = draw(st.integers(1, 10000))
     if draw(st.booleans()):
+        t["optimizer"] = draw(st.sampled_from(["adamw_torch_fused", "adamw_torch"]))
+    if draw(st.booleans()):
         t["warmupRatio"] = draw(st.floats(0, 0.5))
     if draw(st.booleans()):
         t["valSize"] = draw(st.floats(0.01, 0.5))

@@ -376,3 +376,8 @@ def test_liger_kernel_and_packing_map_onto_llamafactory() -> None:
     plain = render(JobBuilder().build()).train_args
     assert "enable_liger_kernel" not in plain and "packing" not in plain and "neat_packing" not in plain
     assert render(JobBuilder().set("spec.training", {"packing": "packing"}).build()).train_args["packing"] is True
+
+
+def test_optimizer_maps_onto_optim_and_unset_leaves_transformers_default() -> None:
+    assert render(JobBuilder().set("spec.training.optimizer", "adamw_torch").build()).train_args["optim"] == "adamw_torch"
+    assert "optim" not in render(JobBuilder().build()).train_args  # defaults unchanged until a GPU run measures them

@@ -54,6 +54,7 @@ CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [
     ("fa3-not-in-image", JobBuilder().set("spec.training.attention", "fa3"), "spec.training.attention", ("flash-attn-3", "spec.image")),
     ("unsloth-not-in-image", JobBuilder().set("spec.extraArgs", {"use_unsloth": True}), "spec.extraArgs.use_unsloth", ("unsloth", "spec.image")),
     ("fp8-not-in-image", JobBuilder().set("spec.extraArgs", {"fp8": True}), "spec.extraArgs.fp8", ("torchao",)),
+    ("optimizer-twice", JobBuilder().set("spec.training.optimizer", "adamw_torch").set("spec.extraArgs", {"optim": "adamw_8bit"}), "spec.extraArgs.optim", ("spec.training.optimizer",)),
     ("liger-is-a-field", JobBuilder().set("spec.extraArgs", {"enable_liger_kernel": True}), "spec.extraArgs.enable_liger_kernel", ("spec.training.ligerKernel",)),
     ("extra-resource-is-the-gpu", JobBuilder().set("spec.resources", {"gpusPerNode": 8, "extra": {"nvidia.com/gpu": 8}}), "spec.resources.extra", ("gpusPerNode",)),
 ]

@@ -34,7 +34,9 @@ def _assert_succeeded(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def test_full_fine_tune_learns_and_reports_progress(tmp_path: Path, tiny_assets: TinyAssets) -> None:
-    pod = make_pod(tmp_path, tiny_job("full-ft", tiny_assets, method="full", max_steps=30, learning_rate=5e-3), tiny_assets)
+    job = tiny_job("full-ft", tiny_assets, method="full", max_steps=30, learning_rate=5e-3)
+    job["spec"]["training"]["optimizer"] = "adamw_torch"  # spec.training.optimizer reaches transformers as optim
+    pod = make_pod(tmp_path, job, tiny_assets)
     result = run_trainer(pod.env)
     _assert_succeeded(result)
     # The loss clearly falls (a random model on a small repeated dataset).
@@ -51,7 +53,7 @@ def test_full_fine_tune_learns_and_reports_progress(tmp_path: Path, tiny_assets:
     # The run record says what ran, on what.
     record = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
     assert record["outcome"] == "Succeeded" and record["exitCode"] == 0
-    assert record["spec"]["method"] == "full" and record["trainArgs"]["max_steps"] == 30
+    assert record["spec"]["method"] == "full" and record["trainArgs"]["max_steps"] == 30 and record["trainArgs"]["optim"] == "adamw_torch"
     assert record["packages"]["llamafactory"] == "0.9.5"
     assert record["metrics"]["epoch"] > 0 and record["startedAt"] <= record["finishedAt"]
 

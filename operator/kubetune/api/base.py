@@ -5,7 +5,8 @@ wire while staying snake_case in Python, (2) reject unknown fields (a typo in a
 FineTuneJob must fail loudly, not be dropped), (3) be strict about types the way
 the API server is (``"5"`` is not an integer), and (4) take its ``kubectl
 explain`` text from the attribute docstrings, so documentation lives next to
-the field it documents.
+the field it documents (read only when the CRD schema is written:
+:mod:`kubetune.api.fielddocs`, so importing the models stays cheap).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class ApiModel(BaseModel):
         extra="forbid",
         strict=True,
         frozen=True,
-        use_attribute_docstrings=True,
+        use_attribute_docstrings=False,  # read when a schema is written: api/fielddocs.py
         validate_default=True,
         # Build validators on first use, not at import: `kubetune --help` and the
         # operator's start-up should not pay for every model up front.

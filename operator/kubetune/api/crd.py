@@ -44,6 +44,7 @@ from typing import Any
 import yaml
 
 from .contract import GROUP, KIND, PLURAL, VERSION
+from .fielddocs import DocumentedJsonSchema
 from .k8s import QUALIFIED_NAME_PATTERN
 from .resource import FineTuneJob
 
@@ -253,7 +254,7 @@ def _compact_default(default: dict[str, Any], schema: Schema) -> dict[str, Any]:
 
 def openapi_schema() -> Schema:
     """The FineTuneJob's structural ``openAPIV3Schema``."""
-    raw = FineTuneJob.model_json_schema(by_alias=True)
+    raw = FineTuneJob.model_json_schema(by_alias=True, schema_generator=DocumentedJsonSchema)
     defs = raw.pop("$defs", {})
     root = _convert(raw, defs, "")
     props = root["properties"]

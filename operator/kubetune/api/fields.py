@@ -42,6 +42,7 @@ Scheduler = Literal[
 Offload = Literal["none", "optimizer", "all"]
 AttentionImpl = Literal["auto", "disabled", "sdpa", "fa2", "fa3"]
 Packing = Literal["none", "packing", "neat"]
+Optimizer = Literal["adamw_torch_fused", "adamw_torch"]
 
 _NO_DOTDOT = "!self.matches('(^|/)[.][.](/|$)')"
 

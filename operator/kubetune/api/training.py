@@ -17,6 +17,7 @@ from .base import (
 from .fields import (
     AttentionImpl,
     Count64,
+    Optimizer,
     Packing,
     Precision,
     Scheduler,
@@ -80,6 +81,8 @@ class TrainingSpec(RuledModel):
     """Liger Kernel's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) for supported model families: less memory, higher throughput (`enable_liger_kernel`). In the default trainer image."""
     packing: Packing = "none"
     """Pack several examples into one cutoffLength sequence: `none`, `packing` (plain concatenation; attention crosses example boundaries) or `neat` (no cross-example attention; LLaMA-Factory's `neat_packing`). Fewer padding tokens, faster epochs on short examples."""
+    optimizer: Optimizer | None = None
+    """Optimizer (`optim`): `adamw_torch_fused` (fused AdamW: one kernel per step, no per-parameter temporaries) or `adamw_torch` (foreach AdamW: a temporary the size of the trainable parameters during the step). Unset: transformers' default, which is `adamw_torch_fused` in the default trainer image (transformers 5.6 with torch 2.13). Other optimizers (e.g. `adamw_8bit`) can be given as spec.extraArgs.optim; `kubetune plan` accounts for those it knows."""
     preprocessing_workers: Annotated[int, Field(ge=1, le=256)] | None = None
     """Processes for tokenising the dataset (`preprocessing_num_workers`)."""
     preference: PreferenceSpec | None = None

@@ -83,7 +83,8 @@ class _Draft:
     status: dict[str, Any] = field(default_factory=dict)
     events: list[EventSpec] = field(default_factory=list)
 
-    def cond(self, type_: str, holds: bool, reason: str, message: str) -> None:
+    def cond(self, type_: str, holds: bool | None, reason: str, message: str) -> None:
+        """Set a condition; ``holds`` None is status Unknown."""
         assert reason in REASONS or type_ in PHASE_CONDITIONS, reason
         self.status["conditions"] = set_condition(self.status.get("conditions"), type_, holds, reason, message, self.snap.generation, self.now)
 
@@ -196,14 +197,16 @@ def _plan(draft: _Draft, job: FineTuneJob, started: bool, options: RenderOptions
     """The job to render (spec.autoTune's adjusted one) and, before the start, the Feasible verdict.
 
     autoTune is pure and deterministic, so a started job re-renders the same children."""
-    memory = gpu_memory_for(job, draft.snap.gpu_memory_by_product)
+    table = draft.snap.gpu_memory_by_product
+    memory = gpu_memory_for(job, table)
+    sources = [s for s in draft.snap.sources.values() if s is not None]  # spec.model.fromJob: the source's architecture
     if job.spec.auto_tune:
-        result = autotune(job, memory)
+        result = autotune(job, memory, product_table=table, together=sources)
         record = result.record()
         options = dataclasses.replace(options, auto_tune=record)
         draft.status["autoTune"] = {k: v for k, v in record.items() if v not in ({}, None)}
         return result.job, options, result.verdict if not started else None
-    return job, options, feasibility(job, memory) if not started else None
+    return job, options, feasibility(job, memory, product_table=table, together=sources) if not started else None
 
 
 def _invalid(draft: _Draft, problems: str, started: bool) -> Decision:
@@ -226,7 +229,7 @@ def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | Non
     kind, api_version = rendered.workload["kind"], rendered.workload["apiVersion"]
     status["observedGeneration"] = snap.generation
     draft.cond("Validated", True, "Valid", "the spec is valid")
-    # Feasible: only a definite verdict is reported (Unknown/CPUTraining verdicts set no condition yet).
+    # Feasible: a CPU job (CPUTraining) gets no condition; Unknown says what is missing and never blocks.
     if verdict is not None and verdict.status == "False" and verdict.reason == "InsufficientGPUMemory":
         message = with_hint("InsufficientGPUMemory", verdict.message)
         draft.event_once("Feasible", "Warning", "InsufficientGPUMemory", message)
@@ -235,6 +238,8 @@ def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | Non
         return draft.decision()  # the spec is immutable: nothing to look at again
     if verdict is not None and verdict.status == "True" and verdict.reason == "Fits":
         draft.cond("Feasible", True, "Fits", verdict.message)
+    if verdict is not None and verdict.status == "Unknown":
+        draft.cond("Feasible", None, verdict.reason, with_hint(verdict.reason, verdict.message))
     failure = snap.apply_failure
     if snap.child_kind_served is False or (failure is not None and failure.status == 404):
         message = with_hint("KindNotInstalled", f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS[kind]}; retrying")

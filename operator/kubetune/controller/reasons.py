@@ -18,7 +18,8 @@ class Reason:
     name: str
     condition: str
     """The condition that carries it (``status`` True or False as ``holds``)."""
-    holds: bool
+    holds: bool | None
+    """None: the condition's status is Unknown."""
     phase: Phase | None
     """The phase it comes with (None: any phase; the condition alone reports it)."""
     meaning: str
@@ -51,6 +52,17 @@ REASONS: dict[str, Reason] = {
                "the predicted peak memory per GPU exceeds the GPU memory; no children were created",
                "create the job again with the change the message suggests, or set spec.autoTune: true to let kubetune choose "
                "ZeRO stage, offload and micro-batch"),
+        Reason("GPUMemoryUnknown", "Feasible", None, None,
+               "the memory of one GPU is not known, so the predicted peak was not checked; the children are created anyway "
+               "(the message names what is missing and the prediction when the model is known)",
+               "set spec.resources.gpuMemory (e.g. 80Gi), or select the GPU with spec.scheduling.nodeSelector "
+               "nvidia.com/gpu.product and list that product in the chart's gpuMemoryByProduct value"),
+        Reason("UnknownArchitecture", "Feasible", None, None,
+               "the model's architecture is not in kubetune's catalogue, so the predicted peak was not checked; "
+               "the children are created anyway",
+               "the operator reads no model files: check the job before applying it with `kubetune plan FILE --gpu-memory GiB "
+               "--model-config config.json` (the model's config.json, e.g. from its folder on the models volume), "
+               "or use a catalogued model (`kubetune plan --list-models`)"),
         Reason("WaitingForJob", "Created", False, "Pending",
                "the job builds on another FineTuneJob (spec.model.fromJob or spec.training.ppo.rewardModel.fromJob) that has not Succeeded yet; no children were created",
                "nothing to do: the job starts when the FineTuneJob named in the message has Succeeded"),
@@ -182,6 +194,6 @@ def table_markdown() -> str:
     """The reasons table as docs/status.md quotes it (generated; do not edit by hand)."""
     rows = ["| Reason | Condition | Phase | Meaning | What to do |", "| --- | --- | --- | --- | --- |"]
     for r in REASONS.values():
-        cond = f"{r.condition}={'True' if r.holds else 'False'}"
+        cond = f"{r.condition}={'Unknown' if r.holds is None else 'True' if r.holds else 'False'}"
         rows.append(f"| `{r.name}` | {cond} | {r.phase or 'any'} | {r.meaning} | {r.hint or '-'} |")
     return "\n".join(rows)

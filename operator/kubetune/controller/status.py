@@ -47,14 +47,14 @@ def parse_time(value: object) -> float | None:
 def set_condition(
     conditions: Sequence[Mapping[str, Any]] | None,
     type_: str,
-    status: bool,
+    status: bool | None,
     reason: str,
     message: str,
     generation: int | None,
     now: str,
 ) -> list[dict[str, Any]]:
-    """Conditions with ``type_`` set; lastTransitionTime kept unless the status flips."""
-    wanted = "True" if status else "False"
+    """Conditions with ``type_`` set (``status`` None: Unknown); lastTransitionTime kept unless the status flips."""
+    wanted = "Unknown" if status is None else "True" if status else "False"
     message = message[:4096]  # child and pod messages can be long; keep status objects small
     previous = next((c for c in conditions or () if c.get("type") == type_), None)
     kept_time = previous.get("lastTransitionTime", now) if previous and previous.get("status") == wanted else now

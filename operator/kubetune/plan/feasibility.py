@@ -21,8 +21,9 @@ How the operator's decide step calls them (before any child exists; the controll
      emit a Warning event with the same reason and message, keep phase Pending and
      ``status.message`` = the message. The spec is immutable, so the user recreates the job (or
      sets autoTune); no requeue is needed;
-   - status "Unknown" (``GPUMemoryUnknown``, ``UnknownArchitecture``, ``GPUMemoryInvalid``):
-     create the children; the message says how to enable the check.
+   - status "Unknown" (``GPUMemoryUnknown``, ``UnknownArchitecture``): set the condition with the
+     message (what is missing) and the reason's hint (how to supply it), and create the children:
+     an unknown verdict never blocks a job.
 
 Nothing here does I/O except :func:`resolve` reading a config.json when the caller passes
 ``models_dirs``; the operator passes none (catalogue only), so unknown private models are
@@ -34,7 +35,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -95,11 +96,63 @@ def setup_from_job(job: FineTuneJob) -> Setup:
         liger=_liger(t),
         attention=t.attention,
         fsdp=d.fsdp,
+        optimizer=_optimizer(job),
+        rows_per_example=2 if t.stage in ("dpo", "rm") else 1,
+        reference_model=s.method in ("full", "freeze") and _uses_reference_model(t),
     )
 
 
-def job_architecture(job: FineTuneJob, *, config_file: str | Path | None = None, models_dirs: list[Path] | None = None) -> Architecture:
-    return resolve(job.spec.model.name, job.spec.model.path, config_file=config_file, models_dirs=models_dirs)
+def _uses_reference_model(training: Any) -> bool:
+    """DPO (except the reference-free orpo/simpo losses) and KTO (LLaMA-Factory's use_ref_model)."""
+    loss = training.preference.loss if training.preference is not None else "sigmoid"
+    return bool(training.stage == "kto" or (training.stage == "dpo" and loss not in ("orpo", "simpo")))
+
+
+DEFAULT_OPTIMIZER = "adamw_torch_fused"
+"""transformers' default ``optim`` in the trainer image (transformers 5.6 with torch >= 2.8)."""
+
+
+def _optimizer(job: FineTuneJob) -> str:
+    """spec.training.optimizer, else spec.extraArgs.optim, else transformers' default."""
+    chosen = getattr(job.spec.training, "optimizer", None)
+    extra = (job.spec.extra_args or {}).get("optim")
+    return str(chosen or extra or DEFAULT_OPTIMIZER)
+
+
+def job_architecture(
+    job: FineTuneJob,
+    *,
+    config_file: str | Path | None = None,
+    models_dirs: list[Path] | None = None,
+    together: Sequence[FineTuneJob | Mapping[str, Any]] = (),
+) -> Architecture:
+    """The architecture of spec.model.  A spec.model.fromJob trains on the source job's output,
+    which has the source's architecture: followed through ``together`` (the jobs given in the same
+    input, as ``kubetune render`` resolves them, or the source objects the operator's watch holds;
+    the same namespace only)."""
+    name, path, from_job = job.spec.model.name, job.spec.model.path, job.spec.model.from_job
+    seen = {job.name}
+    while from_job is not None and config_file is None:
+        source = next((_model_of(j) for j in together if _model_of(j)[0] == from_job and _model_of(j)[1] == job.metadata.namespace), None)
+        if source is None or from_job in seen:
+            raise UnknownModelError(
+                f"spec.model.fromJob {from_job!r}: the planner takes the architecture from the source FineTuneJob, "
+                "which is not in the same input (kubetune plan: give both files; or give the model's config.json: --model-config PATH)"
+            )
+        seen.add(from_job)
+        name, path, from_job = source[2:]
+    return resolve(name, path, config_file=config_file, models_dirs=models_dirs)
+
+
+def _model_of(job: FineTuneJob | Mapping[str, Any]) -> tuple[str, str | None, str | None, str | None, str | None]:
+    """(name, namespace, model name, model path, model fromJob) of a job or of its raw object."""
+    if isinstance(job, FineTuneJob):
+        m = job.spec.model
+        return job.name, job.metadata.namespace, m.name, m.path, m.from_job
+    meta, spec = job.get("metadata") or {}, job.get("spec") or {}
+    model = spec.get("model") if isinstance(spec, Mapping) else None
+    model = model if isinstance(model, Mapping) else {}
+    return str(meta.get("name")), meta.get("namespace"), model.get("name"), model.get("path"), model.get("fromJob")
 
 
 def gpu_memory_for(job: FineTuneJob, product_table: Mapping[str, str] | None = None) -> int | None:
@@ -125,8 +178,26 @@ def product_table_from_env(environ: Mapping[str, str] | None = None) -> dict[str
         raise ValueError(f"{PRODUCT_TABLE_ENV} must be a JSON object of product -> quantity")
     table = {str(k): str(v) for k, v in data.items()}
     for k, v in table.items():
-        parse_quantity(v)  # refuse a broken table at start-up, naming the entry
+        try:
+            size = parse_quantity(v)  # refuse a broken table at start-up, naming the entry
+        except ValueError as exc:
+            raise ValueError(f"{PRODUCT_TABLE_ENV}: {k}: {exc}") from None
+        if size <= 0:
+            raise ValueError(f"{PRODUCT_TABLE_ENV}: {k}: {v!r} must be a positive quantity such as 80Gi")
     return table
+
+
+def why_gpu_memory_unknown(job: FineTuneJob, product_table: Mapping[str, str] | None = None) -> str:
+    """What is missing when :func:`gpu_memory_for` returns None, naming the job's own values."""
+    selector = (job.spec.scheduling.node_selector if job.spec.scheduling else None) or {}
+    product = selector.get(GPU_PRODUCT_LABEL)
+    if product is None:
+        where = f"spec.scheduling.nodeSelector names no {GPU_PRODUCT_LABEL}"
+    elif not product_table:
+        where = f"the operator has no gpuMemoryByProduct table to look up {GPU_PRODUCT_LABEL}={product!r} in"
+    else:
+        where = f"{GPU_PRODUCT_LABEL}={product!r} is not in the operator's gpuMemoryByProduct table (it lists {', '.join(sorted(product_table)[:5])}{', ...' if len(product_table) > 5 else ''})"
+    return f"GPU memory per GPU unknown: spec.resources.gpuMemory is not set and {where}"
 
 
 # --- changes that make a job fit --------------------------------------------------------
@@ -206,6 +277,7 @@ def _candidates(base: Setup, *, knobs: tuple[str, ...]) -> list[Setup]:
                 method=m,
                 quant_bits=quant,
                 liger=lg,
+                reference_model=base.reference_model and m in ("full", "freeze"),  # LoRA disables the adapter instead
             )
         )
     return out
@@ -273,21 +345,39 @@ def verdict_for(arch: Architecture, setup: Setup, gpu_memory: int, *, liger_avai
     return Verdict("False", "InsufficientGPUMemory", msg, est, gpu_memory, change)
 
 
-def feasibility(job: FineTuneJob, gpu_memory: int | None, *, arch: Architecture | None = None, models_dirs: list[Path] | None = None) -> Verdict:
-    """The Feasible verdict of a job on GPUs of ``gpu_memory`` bytes (None: unknown)."""
+def feasibility(
+    job: FineTuneJob,
+    gpu_memory: int | None,
+    *,
+    arch: Architecture | None = None,
+    models_dirs: list[Path] | None = None,
+    product_table: Mapping[str, str] | None = None,
+    together: Sequence[FineTuneJob | Mapping[str, Any]] = (),
+) -> Verdict:
+    """The Feasible verdict of a job on GPUs of ``gpu_memory`` bytes (None: unknown).
+
+    Unknown (GPUMemoryUnknown, UnknownArchitecture) says what is missing; the operator then
+    creates the children anyway.  ``product_table`` only words the GPUMemoryUnknown message;
+    ``together`` resolves spec.model.fromJob (see :func:`job_architecture`)."""
     if job.spec.resources.gpus_per_node == 0:
         return Verdict("True", "CPUTraining", "trains on CPU; no GPU memory to check")
-    if gpu_memory is not None and gpu_memory <= 0:
-        return Verdict("Unknown", "GPUMemoryInvalid", f"spec.resources.gpuMemory must be a positive quantity such as 80Gi (got {gpu_memory} bytes)")
-    if gpu_memory is None:
-        return Verdict("Unknown", "GPUMemoryUnknown", "GPU memory unknown: set spec.resources.gpuMemory (e.g. 80Gi) or a nodeSelector on nvidia.com/gpu.product listed in the operator's gpuMemoryByProduct")
     try:
-        a = arch or job_architecture(job, models_dirs=models_dirs)
-        # training.ligerKernel is suggested only once the API has it (another change adds the field)
-        liger = "liger_kernel" in type(job.spec.training).model_fields
-        return verdict_for(a, setup_from_job(job), gpu_memory, liger_available=liger)
+        a = arch or job_architecture(job, models_dirs=models_dirs, together=together)
     except (UnknownModelError, ValueError) as exc:
-        return Verdict("Unknown", "UnknownArchitecture", str(exc), gpu_memory=gpu_memory)
+        a, unknown_arch = None, str(exc)
+    if gpu_memory is None or gpu_memory <= 0:
+        message = why_gpu_memory_unknown(job, product_table) if gpu_memory is None else f"GPU memory {gpu_memory} bytes is not a positive size"
+        if a is None:
+            message += "; the model's architecture is unknown too"
+        est = estimate(a, setup_from_job(job)) if a is not None else None
+        if est is not None:
+            message += f" (predicted peak {_g(est.total)} per GPU)"
+        return Verdict("Unknown", "GPUMemoryUnknown", message, est)
+    if a is None:
+        return Verdict("Unknown", "UnknownArchitecture", f"the model's architecture is unknown: {unknown_arch}", gpu_memory=gpu_memory)
+    # training.ligerKernel is suggested only once the API has it (another change adds the field)
+    liger = "liger_kernel" in type(job.spec.training).model_fields
+    return verdict_for(a, setup_from_job(job), gpu_memory, liger_available=liger)
 
 
 @dataclass(frozen=True)
@@ -304,13 +394,20 @@ class AutoTuneResult:
         return {"changed": self.changed, "settings": self.chosen, "reasons": list(self.reasons)}
 
 
-def autotune(job: FineTuneJob, gpu_memory: int | None, *, arch: Architecture | None = None) -> AutoTuneResult:
+def autotune(
+    job: FineTuneJob,
+    gpu_memory: int | None,
+    *,
+    arch: Architecture | None = None,
+    product_table: Mapping[str, str] | None = None,
+    together: Sequence[FineTuneJob | Mapping[str, Any]] = (),
+) -> AutoTuneResult:
     """Choose ZeRO stage, offload and micro-batch (keeping the global batch) so the job fits.
 
     Only those three change: method, precision and gradient checkpointing are the
     user's call (the verdict suggests them when nothing else fits).
     """
-    first = feasibility(job, gpu_memory, arch=arch)
+    first = feasibility(job, gpu_memory, arch=arch, product_table=product_table, together=together)
     if first.status != "False" or first.estimate is None or gpu_memory is None:
         return AutoTuneResult(job, False, (f"kept as written: {first.message}",), first)
     a = first.estimate.arch

@@ -54,10 +54,30 @@ class Setup:
     attention: str = "auto"
     fsdp: bool = False
     """PyTorch FSDP (accelerate, full shard): estimated like ZeRO-3, computing in 16 bit without autocast."""
+    optimizer: str = "adamw_torch_fused"
+    """transformers' ``optim``: AdamW fused (the default with torch >= 2.8) or foreach (``adamw_torch``, a
+    temporary per parameter during the step); bitsandbytes' 8-bit AdamW variants keep 2-byte moments."""
+
+    rows_per_example: int = 1
+    """Sequences per example in one forward: 2 for stages dpo and rm (chosen and rejected are
+    concatenated into one batch of 2 x micro-batch rows), else 1."""
+    reference_model: bool = False
+    """A frozen copy of the model for DPO/KTO's reference log-probabilities: LLaMA-Factory loads one
+    for full and freeze tuning (LoRA disables the adapter instead); ZeRO-3 shards it."""
+
+    @property
+    def rows(self) -> int:
+        """Sequences per forward pass per GPU."""
+        return self.micro_batch * self.rows_per_example
+
+    @property
+    def moment_bytes(self) -> int:
+        """Bytes of AdamW's two moments per trainable parameter."""
+        return 2 if "8bit" in self.optimizer else 8
 
     @property
     def tokens(self) -> int:
-        return self.micro_batch * self.seq_len
+        return self.rows * self.seq_len
 
     @property
     def deepspeed(self) -> bool:
@@ -229,8 +249,8 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
 
     # Trainable weights, gradients, optimizer (AdamW: two fp32 moments).
     if not s.deepspeed:
-        tw, grads, opt = 4 * T if e == 2 else e * T, 4 * T, 8 * T
-        tnote, gnote, onote = "fp32 (LLaMA-Factory upcasts trainable weights)", "fp32", "AdamW moments, fp32"
+        tw, grads, opt = 4 * T if e == 2 else e * T, 4 * T, s.moment_bytes * T
+        tnote, gnote, onote = "fp32 (LLaMA-Factory upcasts trainable weights)", "fp32", "AdamW moments, " + ("8-bit" if s.moment_bytes == 2 else "fp32")
         if N > 1:
             grads += 4 * T
             gnote += " + DDP bucket copy"
@@ -246,11 +266,14 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
         if s.offload != "none":
             opt, onote = 0, "offloaded to CPU"
         else:
-            opt, onote = 16 * T // N, f"fp32 master + fp32 grads + AdamW moments, sharded over {N}"
+            opt = (8 + s.moment_bytes) * T // N
+            onote = f"fp32 master + fp32 grads + {'8-bit ' if s.moment_bytes == 2 else ''}AdamW moments, sharded over {N}"
     frozen_note = f"{note}; " if F else ""
     terms.append(Term("weights", int(frozen + tw), f"{frozen_note}{T / 1e6:.1f}M trainable, {tnote}"))
     terms.append(Term("gradients", int(grads), gnote))
     terms.append(Term("optimizer states", int(opt), onote))
+    if s.reference_model:
+        terms.append(Term("reference model", e * P // (N if z == 3 else 1), f"frozen {e * 8}-bit copy for the reference log-probabilities" + (f", ZeRO-3 sharded over {N}" if z == 3 else "")))
     if z == 3:
         # deepspeed/runtime/zero/stage3.py estimate_zero3_model_states_mem_needs: 4 bytes x the largest layer.
         terms.append(Term("ZeRO-3 gathered layer", 4 * arch.largest_module_params(), "largest parameter gathered at once (param + grad, 16-bit)"))
@@ -288,7 +311,8 @@ def _layer_saved(arch: Architecture, s: Setup, layer: _Layer, in_grad: bool, kv_
     Follows transformers' Qwen2/Llama decoder layer op by op: what each autograd
     node saves (RMSNorm: the fp32 input and rsqrt, plus the normalised value when
     the norm weight trains; a linear: its input only when its weight trains;
-    SDPA: q, k, v, output and the fp32 log-sum-exp; SwiGLU: gate, act, up).
+    SDPA: q, k, v, output and the fp32 log-sum-exp; eager attention (``attention: disabled``)
+    also the seq_len x seq_len probabilities per head; SwiGLU: gate, act, up).
     """
     h, I, e = arch.hidden, arch.intermediate, s.elem
     shapes = arch.linear_shapes()
@@ -318,7 +342,19 @@ def _layer_saved(arch: Architecture, s: Setup, layer: _Layer, in_grad: bool, kv_
     n1, out_grad = norm(in_grad, ("q_proj", "k_proj", "v_proj"))
     b += n1
     qkv_grad = out_grad or any(m in tr or m in lora for m in ("q_proj", "k_proj", "v_proj"))
-    if qkv_grad:
+    if qkv_grad and s.attention == "disabled":
+        # eager attention (transformers' eager_attention_forward): q @ k^T saves each side for the
+        # other's gradient; softmax saves its fp32 output, probs @ v saves the 16-bit probabilities
+        # (for v's gradient) and the repeated v (for the probabilities'); one row of seq_len per head
+        # and token.  The output is saved only by a trained o_proj.
+        grads = {m: out_grad or m in tr or m in lora for m in ("q_proj", "k_proj", "v_proj")}
+        scores_grad = grads["q_proj"] or grads["k_proj"]
+        rows = arch.heads * s.seq_len
+        b += e * arch.q_dim * (grads["k_proj"] + grads["q_proj"] + scores_grad + ("o_proj" in tr))
+        b += 4 * rows if scores_grad else 0
+        if grads["v_proj"]:
+            b += e * rows if (e != 4 or not scores_grad) else 0  # in fp32 the copy is softmax's own output
+    elif qkv_grad:
         kv = arch.q_dim if kv_repeated else arch.kv_dim
         b += e * (2 * arch.q_dim + 2 * kv) + 4 * arch.heads  # q, k, v, out, log-sum-exp (fp32)
     if "o_proj" in lora and lora_copy:
@@ -345,7 +381,7 @@ def activations(arch: Architecture, s: Setup) -> Activations:
     layers = _layers(arch, s)
     embed_trains = s.method == "full"
     mask_present = s.packing == "neat" and s.attention != "fa2"
-    kv_repeated = mask_present or (s.packing == "none" and s.micro_batch > 1 and s.attention != "fa2")
+    kv_repeated = mask_present or (s.packing == "none" and s.rows > 1 and s.attention != "fa2")
     # LLaMA-Factory calls enable_input_require_grads() with gradient checkpointing.
     grad = embed_trains or s.gradient_checkpointing
     per_layer: list[int] = []
@@ -372,10 +408,10 @@ def activations(arch: Architecture, s: Setup) -> Activations:
     else:
         layer_bytes = sum(per_layer)
         recompute = 0
-        rope_rows = s.micro_batch if s.packing == "neat" else 1  # neat packing passes per-row position ids
+        rope_rows = s.rows if s.packing == "neat" else 1  # neat packing passes per-row position ids
         other += 2 * rope_rows * s.seq_len * arch.head_dim * r_final  # cos and sin
     logits = 0 if s.liger else 4 * t * arch.vocab
-    mask = s.micro_batch * s.seq_len * s.seq_len * e if mask_present else 0
+    mask = s.rows * s.seq_len * s.seq_len * e if mask_present else 0
     del lm_trains
     layer_casts = casts if not s.gradient_checkpointing else 0  # recast inside each recomputed layer
     return Activations(layer_bytes, other, layer_casts + head_casts, logits, recompute, mask)
@@ -390,7 +426,7 @@ def estimate(arch: Architecture, s: Setup) -> Estimate:
         Term(
             "activations",
             act.layers + act.other + act.weight_casts + act.mask + act.recompute,
-            f"{s.micro_batch} x {s.seq_len} tokens, {ckpt}" + (", + one layer recomputed" if act.recompute else ""),
+            f"{s.rows} x {s.seq_len} tokens, {ckpt}" + (", + one layer recomputed" if act.recompute else ""),
             static=False,
         )
     )
@@ -405,9 +441,9 @@ def estimate(arch: Architecture, s: Setup) -> Estimate:
         a, b = max(arch.linear_shapes().values(), key=lambda x: x[0] * x[1])
         workspace += 2 * a * b
     terms.append(Term("backward workspace", workspace, "gradients of one layer's activations in flight" + (", one dequantised weight" if s.method == "qlora" else ""), static=False))
-    if not s.deepspeed:
+    if not s.deepspeed and s.optimizer == "adamw_torch":
         T = trainable_params(arch, s)
-        step = 4 * T  # foreach AdamW: a temporary per parameter group (sqrt of the second moment)
+        step = 4 * T  # foreach AdamW: a temporary per parameter group (sqrt of the second moment); fused AdamW has none
         dynamic = sum(x.bytes for x in terms if not x.static)
         if step > dynamic:
             terms.append(Term("optimizer step temporaries", step - dynamic, "foreach AdamW temporaries exceed the freed activations", static=False))

@@ -108,6 +108,8 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
         )
     problems.extend(_template_problems(job.spec.model.template))
     problems.extend(_extra_args_problems(job.spec.extra_args or {}))
+    if job.spec.training.optimizer is not None and "optim" in (job.spec.extra_args or {}):
+        problems.append(Problem("spec.extraArgs.optim", "conflicts with spec.training.optimizer: set the optimizer in one place (remove one of them)"))
     problems.extend(image_problems(job))
     return problems
 

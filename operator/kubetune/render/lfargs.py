@@ -238,6 +238,8 @@ def train_args(
         args["val_size"] = ev.val_size
     if t.liger_kernel:
         args["enable_liger_kernel"] = True
+    if t.optimizer is not None:
+        args["optim"] = t.optimizer
     if t.packing != "none":
         args["packing"] = True
         if t.packing == "neat":
