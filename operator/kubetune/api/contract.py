@@ -17,6 +17,7 @@ DATASETS_DIR: Final = "/data/datasets"
 MODELS_DIR: Final = "/data/models"
 OUTPUTS_DIR: Final = "/data/outputs"
 SHM_DIR: Final = "/dev/shm"
+"""In-memory emptyDir (spec.resources.sharedMemorySize) for dataloader workers and NCCL."""
 SCRATCH_DIR: Final = "/tmp/kubetune"
 """Writable scratch (emptyDir): the root filesystem is read-only."""
 

@@ -53,8 +53,6 @@ class LogReading:
     """The newest progress, in status (camelCase) form with ``summary``; None if the tail holds none."""
     exporting: bool
     """An export stage started and has not ended."""
-    stage_failed: str | None
-    """Name of a stage that reported ``failed``, if the newest stage event is a failure."""
     evaluation: dict[str, Any] | None = None
     """status.evaluation from the last evaluate stage end line (``api.status.evaluation_from_stage``)."""
 
@@ -95,16 +93,14 @@ def read_log(text: str) -> LogReading:
     """The newest progress line and the export stage state in a log tail."""
     progress: dict[str, Any] | None = None
     exporting = False
-    failed: str | None = None
     evaluation: dict[str, Any] | None = None
     for line in text.splitlines():
         if (data := _payload(line, PROGRESS_PREFIX)) is not None:
             progress = parse_progress(data) or progress
         elif (data := _payload(line, STAGE_PREFIX)) is not None:
             stage, event = data.get("stage"), data.get("event")
-            failed = str(stage) if event == "failed" else None
             if stage == "export":
                 exporting = event == "start"
             if (result := evaluation_from_stage(data)) is not None:
                 evaluation = result.to_api()
-    return LogReading(progress, exporting, failed, evaluation)
+    return LogReading(progress, exporting, evaluation)

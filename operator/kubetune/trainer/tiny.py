@@ -93,14 +93,6 @@ def kto_records(n: int = 48) -> list[dict[str, Any]]:
     return out
 
 
-def alpaca_records(n: int = 48) -> list[dict[str, Any]]:
-    """``n`` Alpaca records (instruction/input/output)."""
-    return [
-        {"instruction": QA_PAIRS[i % len(QA_PAIRS)][0], "input": "", "output": QA_PAIRS[i % len(QA_PAIRS)][1]}
-        for i in range(n)
-    ]
-
-
 def _corpus() -> list[str]:
     texts = [t for pair in QA_PAIRS for t in pair]
     texts += ["system", "user", "assistant", "You are a helpful assistant.", "human", "gpt"]
