@@ -124,7 +124,7 @@ def product_table_from_env(environ: Mapping[str, str] | None = None) -> dict[str
     if not isinstance(data, dict):
         raise ValueError(f"{PRODUCT_TABLE_ENV} must be a JSON object of product -> quantity")
     table = {str(k): str(v) for k, v in data.items()}
-    for k, v in table.items():
+    for v in table.values():
         parse_quantity(v)  # refuse a broken table at start-up, naming the entry
     return table
 
