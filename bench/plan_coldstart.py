@@ -134,7 +134,7 @@ def main() -> None:
                     f"{cpu_med:8.3f} {min(cpus):8.3f}  {sorted(set(codes))!s:4s}  {verdict}"
                 )
     load_after = os.getloadavg()
-    print(f"\nworst median CPU per example: " + ", ".join(f"{case} {s:.3f} s" for case, s in worst.items()))
+    print("\nworst median CPU per example: " + ", ".join(f"{case} {s:.3f} s" for case, s in worst.items()))
     print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     print("\nwhere a cold process spends its time (bytecode cached, examples/finetune-lora.yaml):")
     for name, seconds in in_process_breakdown():

@@ -114,7 +114,8 @@ def _kubeconfig_namespace() -> str:
     import os
 
     raw = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    current, contexts = "", {}
+    current = ""
+    contexts: dict[str, dict[str, Any]] = {}
     for name in (p for p in raw.split(os.pathsep) if p):
         try:
             docs = read_documents(name)  # bounded like a manifest: a kubeconfig is YAML from anywhere too

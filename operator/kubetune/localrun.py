@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # rich costs ~0.25 s to import: only the commands that draw l
     from rich.progress import Progress
 
 from kubetune.api import FineTuneJob, contract
+from kubetune.api.progressline import parse_line
 from kubetune.api.safeyaml import InputError, read_documents
 from kubetune.api.text import line
 from kubetune.render import RenderOptions, Rendered, render, validate_object
@@ -281,10 +282,11 @@ def run_trainer(env: Mapping[str, str], log_file: Path, console: Console, *, ver
             for raw in proc.stdout:
                 log.write(raw)
                 text = raw.rstrip("\n")
-                if text.startswith(contract.PROGRESS_PREFIX):
-                    display.progress(json.loads(text[len(contract.PROGRESS_PREFIX) :]))
-                elif text.startswith(contract.STAGE_PREFIX):
-                    display.stage(json.loads(text[len(contract.STAGE_PREFIX) :]))
+                parsed = parse_line(text)
+                if parsed is not None and parsed.kind == "progress":
+                    display.progress(parsed.data)
+                elif parsed is not None:
+                    display.stage(parsed.data)
                 elif text.strip():
                     tail.append(text)
                     if verbose:
@@ -417,8 +419,8 @@ def load_chat_model(
     from llamafactory.chat import ChatModel  # noqa: PLC0415
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     args: dict[str, Any] = {
         "model_name_or_path": model_dir,
         "template": template,

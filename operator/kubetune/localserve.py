@@ -249,8 +249,8 @@ def load_chat_model(target: ServeTarget, max_new_tokens: int) -> Any:
     from llamafactory.chat import ChatModel  # noqa: PLC0415
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     return ChatModel(target.chat_args(max_new_tokens))
 
 

@@ -33,6 +33,7 @@ from queue import Empty, Queue
 from typing import TYPE_CHECKING, Any, TextIO
 
 from kubetune.api import contract
+from kubetune.api.progressline import parse_line
 
 if TYPE_CHECKING:
     import ssl
@@ -490,12 +491,10 @@ def read_losses(source: str, client_args: argparse.Namespace) -> tuple[list[tupl
             text = resp.read().decode("utf-8", "replace")
         by_step: dict[int, float] = {}
         for line in text.splitlines():
-            if line.startswith(contract.PROGRESS_PREFIX):
-                try:
-                    update = json.loads(line[len(contract.PROGRESS_PREFIX) :])
-                except ValueError:
-                    continue
-                if isinstance(update, dict) and isinstance(update.get("loss"), (int, float)) and isinstance(update.get("step"), int):
+            parsed = parse_line(line)
+            if parsed is not None and parsed.kind == "progress":
+                update = parsed.data
+                if isinstance(update.get("loss"), (int, float)) and isinstance(update.get("step"), int):
                     by_step[update["step"]] = float(update["loss"])
         if by_step:
             return sorted(by_step.items()), f"pod {ns}/{pod_name} log"

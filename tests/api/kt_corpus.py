@@ -479,6 +479,8 @@ INVALID = [
     Case("mlflow-uri-not-http", {"spec.tracking.mlflow": {"trackingUri": "file:///tmp/x"}}, "spec.tracking.mlflow.trackingUri"),
     Case("extra-resource-repeats-gpu", {"spec.resources": {"gpusPerNode": 8, "extra": {"nvidia.com/gpu": 8}}}, "spec.resources.extra"),
     Case("extra-resource-unprefixed", {"spec.resources": {"extra": {"ib": 1}}}, "spec.resources.extra"),
+    # IsQualifiedName: each label of the domain prefix is at most 63 characters (the map key shares gpuResourceName's type)
+    Case("extra-resource-domain-label-too-long", {"spec.resources": {"extra": {"a" * 64 + ".example.com/ib": 1}}}, "spec.resources.extra"),
     Case("pod-annotation-bad-key", {"spec.scheduling.podAnnotations": {"a b/c": "v"}}, "spec.scheduling.podAnnotations"),
     Case("packing-enum", {"spec.training.packing": "tight"}, "spec.training.packing"),
     Case("grace-too-short", {"spec.runPolicy": {"terminationGracePeriodSeconds": 5}}, "spec.runPolicy.terminationGracePeriodSeconds"),

@@ -96,7 +96,7 @@ def jobs(draw: st.DrawFn) -> dict[str, Any]:
         return patched(start, patch)
     except (KeyError, IndexError, TypeError):
         assume(False)  # the patch addresses a field the start job does not have
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable") from None
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -166,7 +166,7 @@ def one_field_changed(draw: st.DrawFn) -> dict[str, Any]:
         return patched(start, {path: value})
     except (KeyError, IndexError, TypeError):
         assume(False)
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable") from None
 
 
 def test_every_scalar_field_can_be_generated() -> None:

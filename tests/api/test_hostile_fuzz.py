@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -26,12 +25,9 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from kt_hostile import hostile_manifest
+from renderlib import UPSTREAM_CRDS, pod_templates, schema_errors
 
 from kubetune.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "render"))
-from renderlib import UPSTREAM_CRDS, pod_templates, schema_errors  # noqa: E402
 
 MAX_SECONDS = 2.0
 MAX_BYTES = 300 * 1024 * 1024

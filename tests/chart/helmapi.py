@@ -29,7 +29,6 @@ import asyncio
 import base64
 import json
 import re
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,9 +40,7 @@ import attrs
 import kmock
 from multidict import CIMultiDict
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "controller"))
-
-from emulator import ApiError, Cluster, Obj, ResKey  # noqa: E402
+from emulator import ApiError, Cluster, Obj, ResKey
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 _NAMESPACE_URL = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?/?$")

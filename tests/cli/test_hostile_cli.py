@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kt_hostile import alias_bomb
 
 from kubetune.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 LORA = REPO / "examples" / "finetune-lora.yaml"
-sys.path.insert(0, str(REPO / "tests" / "api"))
-from kt_hostile import alias_bomb  # noqa: E402
 
 MEMORY_CAP = 1 << 30
 """Address-space cap of the child (1 GiB): a blow-up fails fast instead of eating the machine."""

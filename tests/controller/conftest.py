@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,15 +19,13 @@ from typing import Any
 import kmock
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from emulator import Cluster, Tokens
+from kubeflow import set_condition, start_pod
 
-from emulator import Cluster, Tokens  # noqa: E402
-from kubeflow import set_condition, start_pod  # noqa: E402
-
-from kubetune.api import load_documents  # noqa: E402
-from kubetune.controller.kube import Connection  # noqa: E402
-from kubetune.controller.main import serve  # noqa: E402
-from kubetune.controller.runtime import OperatorConfig, Runtime  # noqa: E402
+from kubetune.api import load_documents
+from kubetune.controller.kube import Connection
+from kubetune.controller.main import serve
+from kubetune.controller.runtime import OperatorConfig, Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 FTJ = ("kubetune.io/v1alpha1", "finetunejobs")

@@ -47,7 +47,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp.web
@@ -245,13 +245,7 @@ def _admit(res: ResKey, obj: Obj) -> None:
     server relaxes some of them on update for problems the stored CRD already had; not emulated)."""
     if res != CRDS:
         return
-    import sys
-    from pathlib import Path
-
-    api_tests = str(Path(__file__).resolve().parents[1] / "api")
-    if api_tests not in sys.path:
-        sys.path.append(api_tests)
-    from kt_crd import creation_errors
+    from kt_crd import creation_errors  # tests/api, on pytest's pythonpath
 
     errors = creation_errors(obj)
     if errors:

@@ -323,7 +323,7 @@ def test_a_failed_child_waits_briefly_for_the_pod_that_explains_it() -> None:
 
 
 def test_a_pushed_progress_report_reaches_status() -> None:
-    reading = LogReading({"step": 3, "totalSteps": 30, "percent": 10.0, "summary": "3/30 (10%)"}, False, None)
+    reading = LogReading({"step": 3, "totalSteps": 30, "percent": 10.0, "summary": "3/30 (10%)"}, False)
     d = decide(snap(child=child("Running"), progress=reading, progress_at=NOW - 1), NOW)
     assert d.status["progress"]["summary"] == "3/30 (10%)"
 

@@ -15,7 +15,7 @@ START, END = "<!-- reasons-table:", "<!-- end reasons-table -->"
 def test_status_doc_quotes_the_reasons_table() -> None:
     text = (ROOT / "docs" / "status.md").read_text(encoding="utf-8")
     start = text.index("\n", text.index(START)) + 1
-    assert text[start : text.index(END)].strip() == table_markdown(), "regenerate the table in docs/status.md from reasons.table_markdown()"
+    assert text[start : text.index(END)].strip() == table_markdown(), "the table in docs/status.md is stale: run bash .ci/regen"
 
 
 def test_every_reason_docs_name_is_one_the_operator_reports() -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import sys
-from pathlib import Path
 from typing import Any
 
 from conftest import CM, FTJ, PTJ, example_job, eventually
@@ -86,7 +84,6 @@ async def test_hostile_jobs_are_rejected_with_a_field_and_the_operator_keeps_ser
 def _fuzz_corpus(count: int) -> list[dict[str, Any]]:
     """The fuzz test's inputs (derandomized) that a YAML reader turns into an object: what kubectl
     would send.  Each gets its own name in the test namespace."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
     from hypothesis import HealthCheck, given, settings
     from kt_hostile import hostile_manifest
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from kubeflow import progress_line, stage_line
 
 from kubetune.api import Condition

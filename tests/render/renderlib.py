@@ -24,7 +24,7 @@ UPSTREAM_CRDS = SHARED / "upstream-crds"
 def example_files() -> list[Path]:
     """Every FineTuneJob example (examples/argocd holds Argo CD manifests and
     examples/prerequisites the objects the jobs need, not jobs)."""
-    skip = {"argocd", "prerequisites", "recipes"}  # recipes: several jobs per file (tests/render/test_recipes.py)
+    skip = {"argocd", "prerequisites", "recipes"}  # recipes: several jobs per file (tests/render/test_posttrain_render.py)
     return sorted(p for p in EXAMPLES.rglob("*.yaml") if not skip & set(p.relative_to(EXAMPLES).parts))
 
 

@@ -7,11 +7,8 @@ a golden change is a change to what users get in their cluster.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from renderlib import (  # noqa: E402
+from renderlib import (  # run as a script, so its own folder is first on sys.path
     EXAMPLES,
     GOLDEN,
     OPERATOR_EXAMPLES,

@@ -4,7 +4,7 @@ Why a committed catalog: the renderer and ``kubetune validate`` must check
 ``spec.extraArgs`` and ``spec.model.template`` without importing LLaMA-Factory
 (which pulls in torch).  The catalog is read from the very dataclasses
 ``llamafactory.hparams.get_train_args`` parses, so it cannot drift from the
-pinned version; ``tests/render/test_catalog.py`` fails when it is stale.
+pinned version; ``tests/render/test_llamafactory.py`` (test_catalog_is_current) fails when it is stale.
 
 Usage: ``.venv/bin/python tests/render/update_llamafactory_catalog.py [--check]``
 """

@@ -1,13 +1,9 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-# Helpers sit next to the tests (tests/ is not a package).
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from trainerlib import TinyAssets, build_shared_assets  # noqa: E402
+from trainerlib import TinyAssets, build_shared_assets
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import pytest
 from kubetune.api import contract
 from kubetune.trainer import checkpoints
 from kubetune.trainer.tiny import tiny_job
-from trainerlib import Pod, TinyAssets, losses, make_pod, progress_lines, run_trainer, stage_lines
+from trainerlib import TinyAssets, losses, make_pod, progress_lines, run_trainer, stage_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 

@@ -61,7 +61,7 @@ app.kubernetes.io/component: operator
 
 {{/*
 RBAC rules for namespaced resources: exactly the API calls the operator makes
-(tests/controller/expected_api_calls.json; tests/chart/test_rbac.py compares the two).
+(tests/controller/expected_api_calls.json; tests/chart/test_chart_rbac.py compares the two).
 Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 */}}
 {{- define "kubetune.rules.namespaced" -}}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic.alias_generators import to_camel
 
@@ -90,8 +90,6 @@ HubId = Annotated[
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
 """A plain identifier: dataset names, templates, module names, column names."""
-
-NonEmptyStr = Annotated[str, Field(min_length=1, max_length=1024)]
 
 
 # --- cross-field rules, written once for both the API server and Python -------

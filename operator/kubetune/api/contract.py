@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from .progressline import PROGRESS_PREFIX as PROGRESS_PREFIX
+from .progressline import STAGE_PREFIX as STAGE_PREFIX
+
 # Mount points inside the training containers.
 CONFIG_DIR: Final = "/etc/kubetune"
 """The job's ConfigMap, read-only."""
@@ -17,6 +20,7 @@ DATASETS_DIR: Final = "/data/datasets"
 MODELS_DIR: Final = "/data/models"
 OUTPUTS_DIR: Final = "/data/outputs"
 SHM_DIR: Final = "/dev/shm"
+"""In-memory emptyDir (spec.resources.sharedMemorySize) for dataloader workers and NCCL."""
 SCRATCH_DIR: Final = "/tmp/kubetune"
 """Writable scratch (emptyDir): the root filesystem is read-only."""
 
@@ -135,18 +139,11 @@ class Layout:
         return f"{self.outputs_dir}/{namespace}/{name}"
 
 
-# Progress transport: the trainer (rank 0 only) prints one line per update to
-# stdout, `PROGRESS_PREFIX` followed by a JSON object whose keys are those of
-# kubetune.api.Progress (camelCase: step, totalSteps, percent, epoch, loss,
-# learningRate, etaSeconds, updatedAt). The operator reads the newest such line
-# from the rank-0 pod's log (pods/log), or receives it pushed (see the push
-# transport below); either way training pods hold no credential the API server
-# accepts and can never change another job.
-PROGRESS_PREFIX: Final = "kubetune.progress "
-# Stage markers, one line each at the start and end of every trainer stage:
-# `STAGE_PREFIX {"stage": "data", "event": "start"|"end"|"failed", ...}`. The
-# operator uses the export stage's start to report phase Exporting.
-STAGE_PREFIX: Final = "kubetune.stage "
+# Progress transport: the trainer (rank 0 only) prints `kubetune.progress {json}` and
+# `kubetune.stage {json}` lines on stdout; the operator reads them from the rank-0 pod's log
+# (pods/log) or receives them pushed (see the push transport below).  The format, its writers and
+# its reader live in kubetune.api.progressline; PROGRESS_PREFIX and STAGE_PREFIX are re-exported
+# here (imported at the top).
 
 # Push transport (optional; KEP-2779 style): when the operator renders pods with a progress URL,
 # rank 0 also POSTs its protocol lines there, authenticated by a projected ServiceAccount token

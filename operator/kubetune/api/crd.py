@@ -45,7 +45,7 @@ import yaml
 
 from .contract import GROUP, KIND, PLURAL, VERSION
 from .fielddocs import DocumentedJsonSchema
-from .k8s import QUALIFIED_NAME_PATTERN
+from .k8s import EXTENDED_RESOURCE_PATTERN, QUALIFIED_NAME_PATTERN
 from .resource import FineTuneJob
 
 Schema = dict[str, Any]
@@ -151,6 +151,7 @@ def _key_rule(names: Schema, where: str) -> dict[str, str]:
 
 _PATTERN_WORDS = {
     QUALIFIED_NAME_PATTERN: "qualified names (an optional DNS prefix and '/', then 1-63 letters, digits, '-', '_', '.'; e.g. example.com/pool)",
+    EXTENDED_RESOURCE_PATTERN: "extended resource names (a DNS domain and '/', then 1-63 letters, digits, '-', '_', '.'; e.g. rdma/ib or nvidia.com/mlnxnics)",
 }
 
 

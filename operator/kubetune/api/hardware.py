@@ -6,7 +6,6 @@ becomes the field's description in the CRD (``kubectl explain``).
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import Field
@@ -29,10 +28,6 @@ from .k8s import (
 # --- resources and distribution -------------------------------------------------
 
 
-_RESOURCE_NAME = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)[a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?$"
-ResourceName = Annotated[str, Field(max_length=253, pattern=_RESOURCE_NAME)]
-"""A domain-prefixed (extended) resource name such as `rdma/ib` or `nvidia.com/mlnxnics`."""
-
 RDMA_PREFIX = "rdma/"
 
 
@@ -53,18 +48,10 @@ class ResourcesSpec(RuledModel):
     """Size of the in-memory /dev/shm (dataloader workers and NCCL need more than the container default 64Mi)."""
     gpu_memory: PositiveQuantity | None = None
     """Memory of one GPU, e.g. `80Gi` (H100) or `141Gi` (H200). When known (here, or from the operator's table for the nodeSelector's nvidia.com/gpu.product), kubetune predicts the peak memory per GPU before creating pods and refuses a job that cannot fit (condition Feasible=False with the numbers and the cheapest fix); `kubetune plan` prints the breakdown."""
-    extra: Annotated[dict[ResourceName, Annotated[int, Field(ge=1, le=1000)]], Field(max_length=16)] | None = None
+    extra: Annotated[dict[ExtendedResourceName, Annotated[int, Field(ge=1, le=1000)]], Field(max_length=16)] | None = None
     """Other extended resources per training pod, e.g. `rdma/ib: 1` (RDMA device plugin) or a secondary network's device. A key starting with `rdma/` marks the job as RDMA: the training containers then get the IPC_LOCK capability that RDMA memory registration needs (see docs/networking.md)."""
 
     rules = (
-        Rule(
-            name="extra-resource-names",
-            # The CRD cannot constrain map keys with a pattern; CEL can.
-            cel=f"!has(self.extra) || self.extra.all(k, size(k) <= 253 && k.matches('{_RESOURCE_NAME}'))",
-            message="spec.resources.extra keys must be domain-prefixed extended resource names such as rdma/ib or nvidia.com/mlnxnics",
-            field_path=".extra",
-            check=lambda r: r.extra is None or all(len(k) <= 253 and re.match(_RESOURCE_NAME, k) for k in r.extra),
-        ),
         Rule(
             name="extra-not-the-gpu",
             cel="!has(self.extra) || !has(self.gpuResourceName) || !(self.gpuResourceName in self.extra)",

@@ -124,7 +124,8 @@ EXTENDED_RESOURCE_PATTERN: Final = rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*/{_QNAME_NAM
 
 ExtendedResourceName = Annotated[
     str,
-    StringConstraints(min_length=3, max_length=317, pattern=EXTENDED_RESOURCE_PATTERN),
+    # no min_length: the pattern needs at least "a/b", and a too-short name then gets the pattern's hint
+    StringConstraints(max_length=317, pattern=EXTENDED_RESOURCE_PATTERN),
     AfterValidator(_extended),
 ]
 """A container extended resource name such as ``nvidia.com/gpu`` (IsExtendedResourceName)."""

@@ -50,7 +50,6 @@ from .fields import (
 from .hardware import (
     RDMA_PREFIX,
     DistributedSpec,
-    ResourceName,
     ResourcesSpec,
 )
 from .method import (
@@ -388,7 +387,6 @@ __all__ = [
     "RANKING_STAGES",
     "RDMA_PREFIX",
     "RESERVED_ENV",
-    "ResourceName",
     "ResourcesSpec",
     "RunPolicySpec",
     "Scheduler",

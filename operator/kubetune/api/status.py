@@ -17,8 +17,6 @@ from .base import ApiModel
 Phase = Literal["Pending", "Running", "Exporting", "Succeeded", "Failed", "Suspended"]
 TERMINAL_PHASES: tuple[Phase, ...] = ("Succeeded", "Failed")
 
-ConditionType = Literal["Validated", "Feasible", "Created", "PrerequisitesReady", "Running", "Exporting", "Succeeded", "Failed", "Suspended", "Serving"]
-
 
 class Condition(ApiModel):
     """A metav1.Condition."""

@@ -58,7 +58,8 @@ from typing import Any
 
 import aiohttp.web
 
-from kubetune.api.contract import LABEL_JOB, PROGRESS_AUDIENCE, PROGRESS_PATH, PROGRESS_PREFIX, STAGE_PREFIX
+from kubetune.api.contract import LABEL_JOB, PROGRESS_AUDIENCE, PROGRESS_PATH
+from kubetune.api.progressline import STAGE_EVENTS, parse_line
 
 from .kube import ApiError, Kube, path
 from .progress import LogReading, parse_progress, read_log
@@ -351,18 +352,12 @@ def parse_report(raw: bytes, max_lines: int) -> tuple[str, str, LogReading]:
 
 
 def _valid_line(line: str) -> bool:
-    for prefix in (PROGRESS_PREFIX, STAGE_PREFIX):
-        if line.startswith(prefix):
-            try:
-                data = json.loads(line[len(prefix) :])
-            except ValueError:
-                return False
-            if not isinstance(data, dict):
-                return False
-            if prefix == PROGRESS_PREFIX:
-                return parse_progress(data) is not None
-            return isinstance(data.get("stage"), str) and data.get("event") in ("start", "end", "failed")
-    return False
+    parsed = parse_line(line)
+    if parsed is None:
+        return False
+    if parsed.kind == "progress":
+        return parse_progress(parsed.data) is not None
+    return isinstance(parsed.data.get("stage"), str) and parsed.data.get("event") in STAGE_EVENTS
 
 
 class IntakeServer:

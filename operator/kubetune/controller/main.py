@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import json
 import logging
 import socket
 from typing import Any
@@ -87,34 +85,12 @@ def quiet_kopf(verbose: bool = False) -> None:
         logger.addFilter(_QuietHandlerSuccess(verbose))
 
 
-MAX_DIFFBASE_BYTES = 128 * 1024
-"""Largest spec copy kopf may keep in an annotation: all annotations of an object share
-256 KiB (apimachinery ValidateAnnotations, TotalAnnotationSizeLimitB), and kubectl's
-last-applied-configuration holds another copy."""
-
-
-class BoundedDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's annotation diff-base, with an oversized spec kept as its digest.
-
-    Such a spec is refused by validation anyway (kubetune.render.checks.MAX_SPEC_BYTES),
-    but copying it into an annotation would make kopf's status patch fail (413/422): the
-    job would never show why, and kopf would retry forever.  The digest still changes when
-    the spec does, so an edit is noticed (and re-validated) as usual."""
-
-    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
-        essence = super().build(body=body, extra_fields=extra_fields)
-        encoded = json.dumps(essence, separators=(",", ":"), sort_keys=True)
-        if len(encoded) > MAX_DIFFBASE_BYTES:
-            spec = json.dumps(essence.get("spec"), separators=(",", ":"), sort_keys=True)
-            essence = {**essence, "spec": {"sha256": hashlib.sha256(spec.encode("utf-8", "surrogatepass")).hexdigest()}}
-        return essence
-
-
 def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
-    # kopf's own bookkeeping goes into kubetune.io/ annotations (never spec, never a finalizer).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubetune.io")
-    settings.persistence.diffbase_storage = BoundedDiffBaseStorage(prefix="kubetune.io", key="last-handled-configuration")
+    # Only an on.event handler is registered (handlers.py), so kopf stores no handler progress and
+    # no diff-base (those serve on.create/update/resume) and never adds a finalizer.  kopf still
+    # removes this finalizer name from a job whenever no handler needs one: it must be ours, never
+    # kopf's default, which another kopf operator could own.
     settings.persistence.finalizer = "kubetune.io/finalizer"
     # Only failures become Events from kopf; the operator posts its own Events for transitions.
     settings.posting.level = logging.WARNING

@@ -34,13 +34,12 @@ The same lines reach the operator two ways, and both are parsed here (``read_log
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from kubetune.api import Progress
 from kubetune.api.status import evaluation_from_stage
-from kubetune.api.contract import PROGRESS_PREFIX, STAGE_PREFIX
+from kubetune.api.progressline import parse_line
 
 _PROGRESS_FIELDS = {f.alias or n for n, f in Progress.model_fields.items()} | set(Progress.model_fields)
 
@@ -53,21 +52,8 @@ class LogReading:
     """The newest progress, in status (camelCase) form with ``summary``; None if the tail holds none."""
     exporting: bool
     """An export stage started and has not ended."""
-    stage_failed: str | None
-    """Name of a stage that reported ``failed``, if the newest stage event is a failure."""
     evaluation: dict[str, Any] | None = None
     """status.evaluation from the last evaluate stage end line (``api.status.evaluation_from_stage``)."""
-
-
-def _payload(line: str, prefix: str) -> dict[str, Any] | None:
-    at = line.find(prefix)
-    if at < 0:
-        return None
-    try:
-        data = json.loads(line[at + len(prefix) :])
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def summary(step: int, total: int) -> str:
@@ -95,16 +81,17 @@ def read_log(text: str) -> LogReading:
     """The newest progress line and the export stage state in a log tail."""
     progress: dict[str, Any] | None = None
     exporting = False
-    failed: str | None = None
     evaluation: dict[str, Any] | None = None
     for line in text.splitlines():
-        if (data := _payload(line, PROGRESS_PREFIX)) is not None:
+        if (parsed := parse_line(line, anywhere=True)) is None:
+            continue
+        data = parsed.data
+        if parsed.kind == "progress":
             progress = parse_progress(data) or progress
-        elif (data := _payload(line, STAGE_PREFIX)) is not None:
+        else:
             stage, event = data.get("stage"), data.get("event")
-            failed = str(stage) if event == "failed" else None
             if stage == "export":
                 exporting = event == "start"
             if (result := evaluation_from_stage(data)) is not None:
                 evaluation = result.to_api()
-    return LogReading(progress, exporting, failed, evaluation)
+    return LogReading(progress, exporting, evaluation)

@@ -367,6 +367,6 @@ async def _progress(
         return reading, read_at, str(exc), now + settings.log_interval_s
     fresh = read_log(text)
     if reading is not None and (fresh.progress is None or fresh.evaluation is None):  # keep what the tail no longer holds
-        fresh = LogReading(fresh.progress or reading.progress, fresh.exporting, fresh.stage_failed, fresh.evaluation or reading.evaluation)
+        fresh = LogReading(fresh.progress or reading.progress, fresh.exporting, fresh.evaluation or reading.evaluation)
     memory.logs[key] = (fresh, now, None)
     return fresh, now, None, now + settings.log_interval_s

@@ -4,8 +4,9 @@ Two layers.  (1) The pydantic models (the same rules the CRD's schema and CEL
 enforce) - their errors are turned into Kubernetes-style paths such as
 ``spec.datasets[0].path`` and messages that say how to fix them.  (2) Checks
 the CRD cannot express because they need LLaMA-Factory's own knowledge:
-``spec.extraArgs`` against the pinned argument catalog, ``spec.model.template``
-against its template list, and name lengths of the children.
+``spec.extraArgs`` against the pinned argument catalog and ``spec.model.template``
+against its template list.  (The length of metadata.name, which the children's names
+extend, is a CRD rule: api/resource.py, name-fits-children.)
 
 Never raises: whatever was parsed from a file, the answer is a list of Problems.
 """
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from kubetune.api import FineTuneJob
 from kubetune.api.contract import API_VERSION, ARG_PACKAGES, ATTENTION_PACKAGES, IMAGE_PACKAGES, KIND
-from kubetune.api.resource import MAX_NAME_LENGTH
+from kubetune.api.k8s import EXTENDED_RESOURCE_PATTERN
 from kubetune.api.safeyaml import InputError, normalize
 from kubetune.api.text import clip, join, show
 
@@ -91,14 +92,6 @@ def _validate(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
 def semantic_problems(job: FineTuneJob) -> list[Problem]:
     """Checks beyond the schema; run on an already-parsed job."""
     problems: list[Problem] = []
-    if len(job.name) > MAX_NAME_LENGTH:
-        problems.append(
-            Problem(
-                "metadata.name",
-                f"is {len(job.name)} characters; at most {MAX_NAME_LENGTH} fit, because pod and service names "
-                "of the Kubeflow job append a suffix to it and must stay within 63: choose a shorter name",
-            )
-        )
     if job.spec.distributed.fsdp and job.spec.resources.gpus_per_node == 0:
         problems.append(
             Problem(
@@ -297,6 +290,8 @@ def _message(e: Any, loc: tuple[Any, ...]) -> str:
         return f"must be a mapping of fields, got {_show(got)}"
     if kind == "list_type":
         return f"must be a list, got {_show(got)}"
+    if kind == "value_error":  # an AfterValidator's own message, e.g. api/k8s.extended_resource_problems
+        return msg.removeprefix("Value error, ")
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than", "too_short", "too_long",
                 "string_too_long", "string_too_short"):
         return f"{msg[0].lower()}{msg[1:]} (got {_show(got)})"
@@ -314,6 +309,7 @@ def _type_name(value: object) -> str:
 
 
 _PATTERN_HINTS = (
+    (EXTENDED_RESOURCE_PATTERN, "use an extended resource name with its domain, e.g. nvidia.com/gpu or rdma/ib"),
     ("[-a-z0-9]", "use lower-case letters, digits and '-' (a Kubernetes name)"),
     ("@+=/-", "use a relative path of letters, digits and . _ - / (no spaces, quotes or shell characters)"),
     ("(/[A-Za-z0-9]", "use a Hugging Face Hub id such as Qwen/Qwen1.5-1.8B"),

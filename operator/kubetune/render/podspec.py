@@ -175,7 +175,7 @@ def volumes(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         _mount("datasets", layout.datasets_dir, storage.datasets),
         _mount("models", layout.models_dir, storage.models),
         _mount("outputs", layout.outputs_dir, storage.outputs),
-        _mount("dshm", "/dev/shm", None),
+        _mount("dshm", contract.SHM_DIR, None),
         _mount("scratch", layout.scratch_dir, None),
     ]
     if plan.options.progress_url:
@@ -253,10 +253,3 @@ def build_pod_spec(plan: Plan) -> None:
     plan.resources = resources(plan)
     plan.pod_security_context = pod_security_context()
     plan.container_security_context = container_security_context(ipc_lock=plan.job.spec.resources.rdma)
-
-
-def image_fields(plan: Plan) -> dict[str, Any]:
-    fields: dict[str, Any] = {"image": plan.image}
-    if plan.job.spec.image_pull_policy is not None:
-        fields["imagePullPolicy"] = plan.job.spec.image_pull_policy
-    return fields

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from kubetune.api import FineTuneJob, VolumeSpec
-from kubetune.api.contract import API_VERSION, KIND, LABEL_JOB, LABEL_MANAGED_BY, MERGED_SUBDIR
+from kubetune.api.contract import API_VERSION, KIND, LABEL_JOB, LABEL_MANAGED_BY, MERGED_SUBDIR, SHM_DIR
 
 from .podspec import HF_HOME_SUBDIR, container_security_context, pod_security_context
 from .types import RenderOptions
@@ -227,7 +227,7 @@ def render_vllm(job: FineTuneJob, namespace: str, served: str, source: _Source) 
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
     ]
     volumes += [{"name": "cache", "emptyDir": {}}, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
-    mounts += [{"name": "cache", "mountPath": CACHE_MOUNT}, {"name": "dshm", "mountPath": "/dev/shm"}]
+    mounts += [{"name": "cache", "mountPath": CACHE_MOUNT}, {"name": "dshm", "mountPath": SHM_DIR}]
     probe = {"httpGet": {"path": "/health", "port": "http"}}
     container: dict[str, Any] = {
         "name": "vllm",

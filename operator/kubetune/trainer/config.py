@@ -7,7 +7,6 @@ command line, so a pod cannot drift from what the operator rendered.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +88,3 @@ def load(env: Mapping[str, str]) -> JobConfig:
         datasets_dir=Path(env.get(contract.ENV_DATASETS_DIR) or contract.DATASETS_DIR),
         models_dir=Path(env.get(contract.ENV_MODELS_DIR) or contract.MODELS_DIR),
     )
-
-
-def environ() -> dict[str, str]:
-    """A copy of the process environment (stages take mappings so tests can pass their own)."""
-    return dict(os.environ)

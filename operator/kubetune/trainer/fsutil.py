@@ -44,10 +44,9 @@ def wait_for(
     ready: Callable[[], bool],
     *,
     timeout: float,
-    failed: Callable[[], str | None] = lambda: None,
     interval: float = 1.0,
 ) -> None:
-    """Poll until ``ready()``; raise ``failed()``'s message as-is, or Retryable on timeout.
+    """Poll until ``ready()``; raise Retryable on timeout.
 
     Used by the processes that are not rank 0: a peer that never finishes is
     most likely gone (preempted), and a restart of the whole job is the cure.

@@ -5,7 +5,7 @@ LLaMA-Factory appends one JSON object per logging step to
 ``loss``, ``lr``, ``epoch``, ``percentage``, ``remaining_time``).  A
 :class:`LogFollower` thread tails that file while training runs and hands each
 update to a :class:`ProgressSink`.  The real sink prints
-``contract.PROGRESS_PREFIX`` + JSON on rank 0: the operator reads that stdout
+``kubetune.progress {json}`` (``api.progressline``) on rank 0: the operator reads that stdout
 line from the pod log, and when the pod was rendered with an intake URL
 ``push`` also POSTs it to the operator (with a token the API server refuses).
 ``kubetune run --local`` feeds the same lines to a progress bar.
@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from kubetune.api import Progress, contract
+from kubetune.api import Progress
+from kubetune.api.progressline import progress_line
 
 from . import console
 from .record import now as utc_now
@@ -45,7 +46,7 @@ class StdoutProgressSink:
         self._write = write or console.write_line
 
     def publish(self, progress: Progress) -> None:
-        self._write(contract.PROGRESS_PREFIX + json.dumps(progress.to_api(), separators=(",", ":")))
+        self._write(progress_line(progress.to_api()))
 
 
 def parse_duration(text: str) -> int | None:

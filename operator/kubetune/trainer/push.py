@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 
 from kubetune.api import contract
+from kubetune.api.progressline import line_kind
 
 HEARTBEAT_S = 60.0
 """Re-send the current state this often even without news, so the operator keeps trusting it."""
@@ -69,11 +70,8 @@ class Reporter:
 
     def offer(self, line: str) -> None:
         """Any stdout line; protocol lines become the state to send next.  Never blocks on I/O."""
-        if line.startswith(contract.PROGRESS_PREFIX):
-            kind = "progress"
-        elif line.startswith(contract.STAGE_PREFIX):
-            kind = "stage"
-        else:
+        kind = line_kind(line)
+        if kind is None:
             return
         with self._cond:
             if kind == "progress":

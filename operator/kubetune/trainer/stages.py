@@ -6,13 +6,12 @@ FineTuneJob to phase Exporting); people read them to see where time went.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from kubetune.api import contract
+from kubetune.api.progressline import stage_line
 
 from . import console
 from .errors import TrainerError
@@ -20,8 +19,7 @@ from .errors import TrainerError
 
 def emit(stage: str, event: str, **fields: Any) -> None:
     """Print one stage line; flushed at once because the pod log is the transport."""
-    line = json.dumps({"stage": stage, "event": event, **fields}, sort_keys=False, default=str)
-    console.write_line(contract.STAGE_PREFIX + line)
+    console.write_line(stage_line(stage, event, **fields))
 
 
 @contextmanager

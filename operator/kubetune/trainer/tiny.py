@@ -93,14 +93,6 @@ def kto_records(n: int = 48) -> list[dict[str, Any]]:
     return out
 
 
-def alpaca_records(n: int = 48) -> list[dict[str, Any]]:
-    """``n`` Alpaca records (instruction/input/output)."""
-    return [
-        {"instruction": QA_PAIRS[i % len(QA_PAIRS)][0], "input": "", "output": QA_PAIRS[i % len(QA_PAIRS)][1]}
-        for i in range(n)
-    ]
-
-
 def _corpus() -> list[str]:
     texts = [t for pair in QA_PAIRS for t in pair]
     texts += ["system", "user", "assistant", "You are a helpful assistant.", "human", "gpt"]
@@ -109,7 +101,7 @@ def _corpus() -> list[str]:
 
 def build_tokenizer(out_dir: Path, vocab_size: int = 512) -> Any:
     """A byte-level BPE with ChatML special tokens, saved as a fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # type: ignore[import-untyped]  # noqa: PLC0415
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
     from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
 
     core = Tokenizer(models.BPE())
@@ -122,7 +114,7 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 512) -> Any:
         show_progress=False,
     )
     core.train_from_iterator(_corpus(), trainer=trainer)
-    tok = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+    tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
@@ -155,8 +147,8 @@ def build_model(out_dir: Path, *, seed: int = 0) -> Path:
         pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
         bos_token_id=None,
     )
-    model = Qwen2ForCausalLM(config)  # type: ignore[no-untyped-call]
-    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
         eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id, max_new_tokens=32
     )
     model.save_pretrained(str(out_dir))
