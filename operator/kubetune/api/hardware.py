@@ -139,7 +139,7 @@ class DistributedSpec(RuledModel):
         """The launcher actually used once the unset default is resolved."""
         return self.launcher_for(self.backend)
 
-    def launcher_for(self, backend: Backend) -> Launcher:
+    def launcher_for(self, backend: str) -> Launcher:
         """The launcher on ``backend``, which may differ from spec.backend (``kubetune render --backend``)."""
         if self.launcher is not None:
             return self.launcher

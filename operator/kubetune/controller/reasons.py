@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kubetune.api import Phase
+from kubetune.render.backends import BACKENDS
 
 
 @dataclass(frozen=True)
@@ -139,10 +140,7 @@ def with_hint(reason: str, message: str) -> str:
     return f"{message}: {hint}" if hint else message
 
 
-CONTROLLERS = {
-    "PyTorchJob": "Kubeflow training-operator (PyTorchJob kubeflow.org/v1)",
-    "MPIJob": "mpi-operator (MPIJob kubeflow.org/v2beta1)",
-}
+CONTROLLERS = {b.kind: b.controller for b in BACKENDS.values()}
 """Who acts on each child kind: named by KindNotInstalled and ControllerNotRunning."""
 
 
