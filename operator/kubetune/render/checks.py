@@ -26,6 +26,7 @@ from kubetune.api.resource import MAX_NAME_LENGTH
 from kubetune.api.safeyaml import InputError, normalize
 from kubetune.api.text import clip, join, show
 
+from .backends import BACKENDS
 from .catalog import catalog
 from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
 from .limits import size_problems
@@ -109,6 +110,8 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
     problems.extend(_template_problems(job.spec.model.template))
     problems.extend(_extra_args_problems(job.spec.extra_args or {}))
     problems.extend(image_problems(job))
+    if job.spec.distributed.backend in BACKENDS:  # auto: the operator checks the backend it chooses
+        problems.extend(BACKENDS[job.spec.distributed.backend].check(job))
     return problems
 
 

@@ -108,12 +108,6 @@ class TrainJobBackend:
                 "a TrainJob cannot set the container's imagePullPolicy (Trainer v2.3's trainer and runtimePatches have no such field): "
                 "remove it (the runtime uses IfNotPresent), or set backend: pytorchjob",
             ))
-        if job.spec.distributed.launcher == "accelerate":
-            problems.append(Problem(
-                "spec.distributed.launcher",
-                "backend trainjob runs kubetune's torch runtime (torchrun/DeepSpeed): use launcher torchrun or deepspeed, "
-                "or backend pytorchjob for accelerate",
-            ))
         return problems
 
     def status(self, child: Mapping[str, Any]) -> ChildStatus:
