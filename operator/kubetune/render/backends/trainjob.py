@@ -25,8 +25,10 @@ Completed/Failed copied over; pkg/runtime/framework/plugins/jobset/jobset.go ``S
 ready Job.
 
 Kueue: a named queue becomes the ``kueue.x-k8s.io/queue-name`` label and ``spec.suspend`` is left
-to Kueue (its TrainJob webhook suspends the job at creation and admission resumes it; a value of
-ours, re-applied, would fight it), as for the v1 kinds.
+to Kueue, as for the v1 kinds: Kueue's TrainJob webhook suspends a queued TrainJob at creation and
+appends its own runtimePatches entry (manager ``kueue.x-k8s.io/manager``), and admission unsuspends
+it (kubernetes-sigs/kueue pkg/controller/jobs/trainjob/trainjob_webhook.go ``Default``,
+trainjob_controller.go ``RunWithPodSetsInfo``); a value of ours, re-applied, would fight it.
 """
 
 from __future__ import annotations
