@@ -15,7 +15,7 @@ import pytest
 
 from kubetune.api.contract import KUEUE_QUEUE_LABEL, LABEL_JOB
 from kubetune.render import RenderOptions, render, validate_object
-from kubetune.render.backends.trainjob import JOB_INDEX_LABEL, JOBSET_NAME_LABEL, REPLICATED_JOB_LABEL, RUNTIME_NAME
+from kubetune.render.backends.trainjob import COMPLETION_INDEX_LABEL, JOB_INDEX_LABEL, JOBSET_NAME_LABEL, REPLICATED_JOB_LABEL, RUNTIME_NAME
 from renderlib import (
     TRAINJOB_OPTIONS,
     UPSTREAM_CRDS,
@@ -141,17 +141,18 @@ def test_fields_a_trainjob_cannot_carry_are_refused_naming_the_field(field: str,
     assert render(JobBuilder().set(field, value).build()).workload["kind"] == "PyTorchJob"
 
 
-def test_rank0_pod_is_node_job_0_by_jobset_labels() -> None:
+def test_rank0_pod_is_completion_index_0_of_the_node_job() -> None:
     from kubetune.render.backends import BACKENDS
 
     b = BACKENDS["trainjob"]
 
     def pod(name: str, index: str, created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
-        labels = {JOBSET_NAME_LABEL: "ft", REPLICATED_JOB_LABEL: "node", JOB_INDEX_LABEL: index}
+        labels = {JOBSET_NAME_LABEL: "ft", REPLICATED_JOB_LABEL: "node", JOB_INDEX_LABEL: "0", COMPLETION_INDEX_LABEL: index}
         return {"metadata": {"name": name, "labels": labels, "creationTimestamp": created}}
 
     pods = [pod("ft-node-1-0", "1"), pod("ft-node-0-0-old", "0"), pod("ft-node-0-0-new", "0", "2026-01-02T00:00:00Z")]
     assert b.rank0_pod(pods)["metadata"]["name"] == "ft-node-0-0-new"  # type: ignore[index]
     assert b.rank0_pod([pod("ft-node-1-0", "1")]) is None
     ref = b.pod_for_rank("ft", 2)
-    assert dict(ref.labels) == {JOBSET_NAME_LABEL: "ft", REPLICATED_JOB_LABEL: "node", JOB_INDEX_LABEL: "2"} and ref.container == "node"
+    assert dict(ref.labels) == {JOBSET_NAME_LABEL: "ft", REPLICATED_JOB_LABEL: "node", JOB_INDEX_LABEL: "0", COMPLETION_INDEX_LABEL: "2"}
+    assert ref.container == "node"

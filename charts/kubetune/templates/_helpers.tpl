@@ -84,6 +84,12 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs, mpijobs]
   verbs: [list, watch, create, patch]
+# Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org/v1alpha1): backend trainjob (and auto).
+# Each backend's rules are in its module (operator/kubetune/render/backends/*.py, rbac());
+# tests/chart/test_chart_backend_rbac.py checks this chart grants every one of them.
+- apiGroups: [trainer.kubeflow.org]
+  resources: [trainjobs]
+  verbs: [list, watch, create, patch]
 # Not an API call: the children's ownerReferences set blockOwnerDeletion, which clusters with the
 # OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) allow only to clients
 # that can update the owner's finalizers.

@@ -6,8 +6,10 @@ Trainer's torch ML policy.  Trainer's controller turns TrainJob + runtime into a
 controller creates one Job per node; their pods carry JobSet's labels
 (``jobset.sigs.k8s.io/jobset-name`` = the TrainJob's name, ``jobset.sigs.k8s.io/replicatedjob-name``,
 ``jobset.sigs.k8s.io/job-index``; kubernetes-sigs/jobset api/jobset/v1alpha2/jobset_types.go).
-Rank 0 is node 0: replicated job ``node``, job index 0 (the Trainer torch plugin points
-``PET_MASTER_ADDR`` at ``<name>-node-0-0.<name>``; pkg/runtime/framework/plugins/torch/torch.go).
+The replicated job ``node`` has one Job (replicas 1) of ``numNodes`` indexed pods; node rank N is
+the pod with completion index N (``batch.kubernetes.io/job-completion-index``, which is also where the
+torch plugin takes ``PET_NODE_RANK`` from and why ``PET_MASTER_ADDR`` is ``<name>-node-0-0.<name>``;
+pkg/runtime/framework/plugins/torch/torch.go, pkg/runtime/framework/plugins/jobset/builder.go).
 
 What goes where is fixed by the v2.3 API (pkg/apis/trainer/v1alpha1/trainjob_types.go):
 
@@ -57,6 +59,8 @@ NODE: Final = "node"
 JOBSET_NAME_LABEL: Final = "jobset.sigs.k8s.io/jobset-name"
 REPLICATED_JOB_LABEL: Final = "jobset.sigs.k8s.io/replicatedjob-name"
 JOB_INDEX_LABEL: Final = "jobset.sigs.k8s.io/job-index"
+COMPLETION_INDEX_LABEL: Final = "batch.kubernetes.io/job-completion-index"
+"""The indexed Job's pod label (Kubernetes >= 1.28): the node rank."""
 
 _PATCHABLE_POD_FIELDS: Final = (
     "nodeSelector",
@@ -128,23 +132,19 @@ class TrainJobBackend:
         return ChildStatus(None, acted=False)
 
     def rank0_pod(self, pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-        return newest_matching(pods, {REPLICATED_JOB_LABEL: NODE, JOB_INDEX_LABEL: "0"})
+        return newest_matching(pods, {REPLICATED_JOB_LABEL: NODE, JOB_INDEX_LABEL: "0", COMPLETION_INDEX_LABEL: "0"})
 
     def pod_for_rank(self, job_name: str, rank: int | None) -> PodRef:
-        """Node rank N is Job N of the replicated job ``node`` (one pod per Job)."""
+        """Node rank N is the pod with completion index N of Job 0 of the replicated job ``node``."""
         index = rank or 0
         return PodRef(
-            {JOBSET_NAME_LABEL: job_name, REPLICATED_JOB_LABEL: NODE, JOB_INDEX_LABEL: str(index)},
+            {JOBSET_NAME_LABEL: job_name, REPLICATED_JOB_LABEL: NODE, JOB_INDEX_LABEL: "0", COMPLETION_INDEX_LABEL: str(index)},
             NODE,
-            f"node pod (job index {index}) of TrainJob",
+            f"node pod (completion index {index}) of TrainJob",
         )
 
     def rbac(self) -> tuple[RbacRule, ...]:
-        return (
-            RbacRule("trainer.kubeflow.org", (self.plural,), ("list", "watch", "create", "patch")),
-            # backend auto: is kubetune's runtime installed? (controller/discovery.py)
-            RbacRule("trainer.kubeflow.org", ("clustertrainingruntimes",), ("get",), cluster=True),
-        )
+        return (RbacRule("trainer.kubeflow.org", (self.plural,), ("list", "watch", "create", "patch")),)
 
     def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
         stopped = copy.deepcopy(dict(workload))
