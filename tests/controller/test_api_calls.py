@@ -96,7 +96,9 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
 async def test_recorded_api_calls_match_the_committed_set(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:
     cluster.declare("kopf.dev/v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False, has_status=False)
     await cluster.put_object("kopf.dev/v1", "clusterkopfpeerings", {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "kubetune"}})
-    install_trainer(cluster)
+    # Trainer v2 without kubetune's runtime: backend auto (the default) asks for the runtime and
+    # keeps the v1 scenarios on PyTorchJob; the "tj" job asks for a TrainJob by name.
+    install_trainer(cluster, runtime=False)
     port = free_port()
     url = f"http://127.0.0.1:{port}{contract.PROGRESS_PATH}"
     options = RenderOptions(progress_url=url)

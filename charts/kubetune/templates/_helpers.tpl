@@ -128,6 +128,11 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 
 {{/* RBAC rules for cluster-scoped resources. */}}
 {{- define "kubetune.rules.cluster" -}}
+# backend auto: whether kubetune's Kubeflow Trainer v2 runtime exists (one named object, read only).
+- apiGroups: [trainer.kubeflow.org]
+  resources: [clustertrainingruntimes]
+  resourceNames: [kubetune-llamafactory]
+  verbs: [get]
 {{- if .Values.progress.push }}
 # The progress intake asks the API server whether a trainer's token (audience kubetune, bound
 # to its pod) is valid: TokenReview, a create-only, cluster-scoped review (nothing is stored).

@@ -83,7 +83,7 @@ class ResourcesSpec(RuledModel):
 class DistributedSpec(RuledModel):
     """How training processes are launched and how state is sharded."""
 
-    backend: Backend = "pytorchjob"
+    backend: Backend = "auto"
     """Kubeflow job kind: `pytorchjob` (kubeflow.org/v1, torchrun), `mpijob` (kubeflow.org/v2beta1, mpirun + DeepSpeed), `trainjob` (Kubeflow Trainer v2 TrainJob trainer.kubeflow.org/v1alpha1 on kubetune's ClusterTrainingRuntime; launchers torchrun or deepspeed) or `auto` (the operator picks trainjob when the cluster serves TrainJob and has kubetune's runtime, else pytorchjob; `kubetune render` picks pytorchjob)."""
     launcher: Launcher | None = None
     """Process launcher: `torchrun` (DDP), `deepspeed` (DeepSpeed engine via LLaMA-Factory's `deepspeed` config) or `accelerate` (accelerate launch with a generated config). Unset: deepspeed when zeroStage > 0 or backend is mpijob, else torchrun."""

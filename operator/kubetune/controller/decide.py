@@ -250,8 +250,9 @@ def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | Non
     output = {"claimName": job.spec.storage.outputs.claim_name, "path": _folder(rendered)}
     if job.spec.export.enabled:
         output["mergedPath"] = f"{output['path']}/merged"
+    _backend_choice(draft)
     status.update(
-        job={"apiVersion": api_version, "kind": kind, "name": rendered.workload["metadata"]["name"]},
+        job={"apiVersion": api_version, "kind": kind, "name": rendered.workload["metadata"]["name"], **_selection(draft)},
         configMap=rendered.config_map["metadata"]["name"],
         output=output,
         gpus=job.spec.resources.nodes * job.spec.resources.gpus_per_node,
@@ -264,6 +265,19 @@ def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | Non
     draft.events.append(EventSpec("Normal", "Created", created))
     requeue = _sooner(None, snap.next_prereq_check, now)
     return draft.decision(tuple(rendered.objects), max(0.0, requeue) if requeue is not None else None)
+
+
+def _selection(draft: _Draft) -> dict[str, str]:
+    """status.job.selection: why backend auto chose this kind (absent when the spec named it)."""
+    choice = draft.snap.backend_choice
+    return {"selection": choice.why} if choice is not None else {}
+
+
+def _backend_choice(draft: _Draft) -> None:
+    """backend auto: the kind discovery chose, announced once with the children."""
+    choice = draft.snap.backend_choice
+    if choice is not None:
+        draft.events.append(EventSpec("Normal", "BackendSelected", f"backend auto: {choice.why}", with_children=True))
 
 
 def _folder(rendered: Rendered) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ from kubetune.render.backends import ChildStatus, WorkloadBackend, backend_for_k
 from kubetune.render.pipeline import CONFIG_MAP_SUFFIX
 
 from .cache import Caches, Termination
+from .discovery import Choice, Discovery, wants_auto
 from .kube import ApiError, Kube, path
 from .progress import LogReading, read_log
 
@@ -101,6 +103,9 @@ class Snapshot:
     sources: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     """FineTuneJobs this one builds on (spec.model.fromJob, spec.training.ppo.rewardModel.fromJob),
     by name, as the watch last saw them (None: not in the namespace)."""
+    backend_choice: Choice | None = None
+    """With spec.distributed.backend auto and no child yet: what API discovery chose, and why
+    (render_options.backend carries it)."""
 
     @property
     def child_status(self) -> ChildStatus:
@@ -176,6 +181,7 @@ async def observe(
     settings: ObserveSettings,
     board: Board | None,
     now: float | None = None,
+    discovery: Discovery | None = None,
 ) -> Snapshot:
     now = time.time() if now is None else now
     namespace, name = key
@@ -184,7 +190,16 @@ async def observe(
     job, problems = validate_object(_strip_status(obj))
     generation = meta.get("generation")
     ref = status.get("job") or {}
-    backend = child_backend(job, ref, settings.render_options)
+    options, choice = settings.render_options, None
+    if wants_auto(job) and options.backend is None:
+        assert job is not None
+        created = backend_for_kind(str(ref.get("kind") or ""))
+        if created is not None:  # chosen before: the child's kind stays
+            options = dataclasses.replace(options, backend=created.name)  # type: ignore[arg-type]
+        elif discovery is not None:
+            choice = await discovery.choose(job, now)
+            options = dataclasses.replace(options, backend=choice.backend)  # type: ignore[arg-type]
+    backend = child_backend(job, ref, options)
     kind = backend.kind
     informer = caches.children[backend.plural]
     child = informer.get(namespace, str(ref.get("name") or name))
@@ -197,6 +212,9 @@ async def observe(
     applied: FineTuneJobSpec | None = None
     if started and job is not None and (first_seen or gen_int != status.get("observedGeneration")):
         applied = await _applied_spec(kube, namespace, str(status.get("configMap") or name + CONFIG_MAP_SUFFIX))
+        if applied is not None and wants_auto(job) and applied.distributed.backend == options.backend:
+            # The ConfigMap records the kind auto chose; the spec still says auto: no change.
+            applied = applied.model_copy(update={"distributed": applied.distributed.model_copy(update={"backend": "auto"})})
 
     prereqs: tuple[Prerequisite, ...] = ()
     next_check: float | None = None
@@ -221,7 +239,7 @@ async def observe(
         status=status,
         job=job,
         problems=tuple(problems),
-        render_options=settings.render_options,
+        render_options=options,
         child_kind=kind,
         child=copy.deepcopy(child) if child is not None else None,
         child_kind_served=informer.served,
@@ -239,6 +257,7 @@ async def observe(
         next_prereq_check=next_check,
         gpu_memory_by_product=settings.gpu_memory_by_product,
         sources={n: copy.deepcopy(caches.jobs.get((namespace, n))) for n in from_jobs(job)} if job is not None else {},
+        backend_choice=choice,
     )
 
 

@@ -144,7 +144,11 @@ class TrainJobBackend:
         )
 
     def rbac(self) -> tuple[RbacRule, ...]:
-        return (RbacRule("trainer.kubeflow.org", (self.plural,), ("list", "watch", "create", "patch")),)
+        return (
+            RbacRule("trainer.kubeflow.org", (self.plural,), ("list", "watch", "create", "patch")),
+            # backend auto: does kubetune's runtime exist? (controller/discovery.py)
+            RbacRule("trainer.kubeflow.org", ("clustertrainingruntimes",), ("get",), cluster=True),
+        )
 
     def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
         stopped = copy.deepcopy(dict(workload))
