@@ -64,7 +64,14 @@ def test_runtime_is_what_kubetunes_trainjobs_reference_and_patch() -> None:
     (rjob,) = rt["spec"]["template"]["spec"]["replicatedJobs"]
     assert rjob["name"] == NODE
     assert rjob["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
-    pod = rjob["template"]["spec"]["template"]["spec"]
+    job = rjob["template"]["spec"]
+    # The trainer's exit-code contract (as PyTorchJob's restartPolicy ExitCode): 1-127 fail the Job at once.
+    (rule,) = job["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["operator"] == "NotIn"
+    assert rule["onExitCodes"]["values"] == list(range(128, 256)) and rule["onExitCodes"]["containerName"] == NODE
+    assert job["backoffLimit"] >= 100, "the FineTuneJob's backoffLimit (at most 100) decides, not the Job's"
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
     (container,) = pod["containers"]
     assert container["name"] == NODE
     assert {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"} in container["ports"]
