@@ -97,3 +97,13 @@ async def test_editing_an_auto_job_is_not_a_backend_change(cluster: Cluster, ope
     await eventually(lambda: (cluster.read(*PTJ, NS, "e") or {})["spec"]["runPolicy"].get("suspend") is True, what="the child suspended")
     reasons = {e["reason"] for e in cluster.objects(*EVENTS, NS) if e["involvedObject"]["name"] == "e"}
     assert "Suspending" in reasons and "ImmutableFieldChanged" not in reasons
+
+
+async def test_no_permission_to_read_the_runtime_falls_back_to_pytorchjob_saying_so(cluster: Cluster, operator: Any) -> None:
+    install_trainer(cluster)
+    cluster.inject("get", "clustertrainingruntimes", 403, times=1000)  # RBAC left to a platform team without that grant
+    await operator()
+    await cluster.put_object(*FTJ, auto_job("f"))
+    await eventually(lambda: cluster.read(*PTJ, NS, "f"), what="a PyTorchJob")
+    sel = await eventually(lambda: job_ref(cluster, "f").get("selection"), what="selection")
+    assert "may not read ClusterTrainingRuntime" in sel

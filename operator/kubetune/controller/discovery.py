@@ -39,7 +39,7 @@ class Discovery:
     ttl_s: float = 300.0
     missing_ttl_s: float = 30.0
     _kinds: dict[str, tuple[frozenset[str], float]] = field(default_factory=dict)
-    _runtime: tuple[bool, float] | None = None
+    _runtime: tuple[bool | None, float] | None = None
 
     def invalidate(self) -> None:
         """Forget every answer (a child kind just appeared)."""
@@ -62,12 +62,19 @@ class Discovery:
         self._kinds[api_version] = (kinds, now)
         return kinds
 
-    async def runtime_present(self, now: float | None = None) -> bool:
-        """Whether kubetune's ClusterTrainingRuntime exists (the chart's trainingRuntimes.enabled)."""
+    async def runtime_present(self, now: float | None = None) -> bool | None:
+        """Whether kubetune's ClusterTrainingRuntime exists (the chart's trainingRuntimes.enabled);
+        None when the operator may not read it (403: RBAC left to the platform team without that grant)."""
         now = time.time() if now is None else now
         if self._runtime is not None and now - self._runtime[1] < (self.ttl_s if self._runtime[0] else self.missing_ttl_s):
             return self._runtime[0]
-        found = await self.kube.get(TrainJobBackend.api_version, RUNTIMES_PLURAL, "", RUNTIME_NAME) is not None
+        found: bool | None
+        try:
+            found = await self.kube.get(TrainJobBackend.api_version, RUNTIMES_PLURAL, "", RUNTIME_NAME) is not None
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            found = None
         self._runtime = (found, now)
         return found
 
@@ -76,7 +83,14 @@ class Discovery:
         tj = BACKENDS[TrainJobBackend.name]
         if tj.kind not in await self.served_kinds(tj.api_version, now):
             return Choice(OFFLINE_DEFAULT, f"the cluster does not serve {tj.kind} {tj.api_version} (Kubeflow Trainer v2 is not installed): using PyTorchJob")
-        if not await self.runtime_present(now):
+        present = await self.runtime_present(now)
+        if present is None:
+            return Choice(
+                OFFLINE_DEFAULT,
+                f"the cluster serves {tj.kind} {tj.api_version} but the operator may not read ClusterTrainingRuntime {RUNTIME_NAME} "
+                "(grant get on trainer.kubeflow.org clustertrainingruntimes, as the chart does): using PyTorchJob",
+            )
+        if not present:
             return Choice(
                 OFFLINE_DEFAULT,
                 f"the cluster serves {tj.kind} {tj.api_version} but has no ClusterTrainingRuntime {RUNTIME_NAME} "
