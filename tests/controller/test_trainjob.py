@@ -142,3 +142,25 @@ async def test_the_emulated_trainer_is_strict_where_the_real_one_is(cluster: Clu
         await cluster._write(
             (("trainer.kubeflow.org", "v1alpha1", "trainjobs"), NS, "qwen-lora"), lambda old: {**old, "spec": changed["spec"]}, None, None
         )
+
+
+async def test_kubetune_logs_finds_node_pods_of_a_trainjob_by_jobset_labels(cluster: Cluster, tmp_path: Any) -> None:
+    from test_terminal import add_job, kubeconfig, run_cli
+
+    from kubetune.render import RenderOptions, render, validate_object
+
+    install_trainer(cluster)
+    job, _ = validate_object(example_job("qwen", resources={"nodes": 2, "gpusPerNode": 1}, **{k: v for k, v in trainjob_spec().items() if k != "resources"}))
+    assert job is not None
+    await cluster.put_object(*TJ, render(job, RenderOptions(backend="trainjob")).workload)
+    config = kubeconfig(cluster, tmp_path / "kubeconfig")
+    await add_job(cluster, "qwen", phase="Running", job={"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "name": "qwen"})
+    code, _, err = await run_cli(["logs", "qwen"], config)
+    assert code == 1 and "no node pod (completion index 0) of TrainJob team-a/qwen" in err
+    await trainer_reconciles(cluster, NS, "qwen")
+    cluster.append_log(NS, pod_name("qwen", 0), "rank 0 line")
+    cluster.append_log(NS, pod_name("qwen", 1), "node 1 line")
+    code, out, err = await run_cli(["logs", "qwen"], config)
+    assert code == 0 and out == "rank 0 line\n", err
+    code, out, err = await run_cli(["logs", "qwen", "--rank", "1"], config)
+    assert code == 0 and out == "node 1 line\n", err
