@@ -13,9 +13,7 @@ import sys
 from typing import Any
 
 import pytest
-
 from chartlib import ROOT, find, needs_helm, one, template, template_error
-
 from kubetune.api.contract import METRICS_PORT
 from kubetune.render import RenderOptions, render
 from kubetune.render.backends.trainjob import NODE, RUNTIME_NAME

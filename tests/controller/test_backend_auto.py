@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import EVENTS, FTJ, PTJ, example_job, eventually
+from conftest import EVENTS, FTJ, PTJ, eventually, example_job
 from emulator import Cluster
 from trainer_v2 import TJ, install_trainer
 

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import CM, FTJ, PTJ, example_job, eventually
+from conftest import CM, FTJ, PTJ, eventually, example_job
 from emulator import Cluster
 from kubeflow import progress_line
-from trainer_v2 import TJ, install_trainer, kueue_admits, pod_name, trainer_reconciles, trainjob_finishes
-
 from kubetune.api import FineTuneJobStatus
+from trainer_v2 import (
+    TJ,
+    install_trainer,
+    kueue_admits,
+    pod_name,
+    trainer_reconciles,
+    trainjob_finishes,
+)
 
 NS = "team-a"
 
@@ -121,7 +127,6 @@ async def test_the_emulated_trainer_is_strict_where_the_real_one_is(cluster: Clu
 
     import pytest
     from emulator import ApiError
-
     from kubetune.render import RenderOptions, render, validate_object
 
     install_trainer(cluster)
@@ -145,9 +150,8 @@ async def test_the_emulated_trainer_is_strict_where_the_real_one_is(cluster: Clu
 
 
 async def test_kubetune_logs_finds_node_pods_of_a_trainjob_by_jobset_labels(cluster: Cluster, tmp_path: Any) -> None:
-    from test_terminal import add_job, kubeconfig, run_cli
-
     from kubetune.render import RenderOptions, render, validate_object
+    from test_terminal import add_job, kubeconfig, run_cli
 
     install_trainer(cluster)
     job, _ = validate_object(example_job("qwen", resources={"nodes": 2, "gpusPerNode": 1}, **{k: v for k, v in trainjob_spec().items() if k != "resources"}))

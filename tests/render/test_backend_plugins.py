@@ -7,9 +7,14 @@ import typing
 from typing import Any
 
 import pytest
-
 from kubetune.api.fields import Backend
-from kubetune.render.backends import AUTO, BACKENDS, ChildStatus, backend_for_kind, get_backend
+from kubetune.render.backends import (
+    AUTO,
+    BACKENDS,
+    ChildStatus,
+    backend_for_kind,
+    get_backend,
+)
 
 
 def test_the_api_enum_is_the_registry_plus_auto() -> None:

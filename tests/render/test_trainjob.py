@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from kubetune.api.contract import KUEUE_QUEUE_LABEL, LABEL_JOB
 from kubetune.render import RenderOptions, render, validate_object
-from kubetune.render.backends.trainjob import COMPLETION_INDEX_LABEL, JOB_INDEX_LABEL, JOBSET_NAME_LABEL, REPLICATED_JOB_LABEL, RUNTIME_NAME
+from kubetune.render.backends.trainjob import (
+    COMPLETION_INDEX_LABEL,
+    JOB_INDEX_LABEL,
+    JOBSET_NAME_LABEL,
+    REPLICATED_JOB_LABEL,
+    RUNTIME_NAME,
+)
 from renderlib import (
     TRAINJOB_OPTIONS,
     UPSTREAM_CRDS,

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from kubetune.trainer.tiny import tiny_job
 from trainerlib import TinyAssets, free_port, make_pod, progress_lines, run_trainer
 
@@ -39,7 +38,7 @@ class StatusServer(http.server.ThreadingHTTPServer):
 class Handler(http.server.BaseHTTPRequestHandler):
     server: StatusServer
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.received.append((self.path, self.headers.get("Authorization", ""), body))
         self.send_response(200)

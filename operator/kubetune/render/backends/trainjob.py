@@ -43,7 +43,14 @@ from ..plan import Plan
 from ..podspec import TRAINER_COMMAND
 from ..templating import render_manifest
 from ..types import Problem
-from .base import ChildStatus, PodRef, RbacRule, WorkloadBackend, condition, newest_matching
+from .base import (
+    ChildStatus,
+    PodRef,
+    RbacRule,
+    WorkloadBackend,
+    condition,
+    newest_matching,
+)
 from .common import child_labels
 
 if TYPE_CHECKING:
