@@ -168,3 +168,24 @@ async def test_kubetune_logs_finds_node_pods_of_a_trainjob_by_jobset_labels(clus
     assert code == 0 and out == "rank 0 line\n", err
     code, out, err = await run_cli(["logs", "qwen", "--rank", "1"], config)
     assert code == 0 and out == "node 1 line\n", err
+
+
+async def test_a_trainjob_pod_that_cannot_be_scheduled_explains_the_pending_job(cluster: Cluster, operator: Any) -> None:
+    install_trainer(cluster)
+    await operator()
+    await cluster.put_object(*FTJ, example_job(**trainjob_spec()))
+    await eventually(lambda: cluster.read(*TJ, NS, "qwen-lora"), what="the TrainJob")
+    await trainer_reconciles(cluster, NS, "qwen-lora")
+
+    def unschedulable(pod: dict[str, Any]) -> None:
+        pod["status"] = {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}]}
+
+    def not_ready(obj: dict[str, Any]) -> None:
+        # The Job is active (its pod is pending) but not ready: JobSet's counts (jobset_types.go ReplicatedJobStatus).
+        obj["status"]["jobsStatus"] = [{"name": "node", "ready": 0, "succeeded": 0, "failed": 0, "active": 1, "suspended": 0}]
+
+    await cluster.mutate(*TJ, NS, "qwen-lora", not_ready)
+    await cluster.mutate("v1", "pods", NS, pod_name("qwen-lora", 0), unschedulable)
+    await eventually(lambda: condition(cluster, "Running").get("reason") == "Unschedulable", what="Unschedulable from the JobSet pod")
+    assert "Insufficient nvidia.com/gpu" in status(cluster)["message"] and status(cluster)["phase"] == "Pending"

@@ -78,9 +78,9 @@ def jobs(active: int = 0, ready: int = 0, succeeded: int = 0, failed: int = 0, s
 TRAINJOB = [
     ("no-status", {}, None, "Pending", False),
     ("jobset-created", {"jobsStatus": jobs()}, "Created", "Pending", True),
-    ("active", {"jobsStatus": jobs(active=2)}, "Running", "Running", True),
-    ("ready", {"jobsStatus": jobs(ready=1)}, "Running", "Running", True),
-    ("resumed", {"conditions": [cond("Suspended", "False")], "jobsStatus": jobs(active=1)}, "Running", "Running", True),
+    ("active-pods-pending", {"jobsStatus": jobs(active=1)}, "Created", "Pending", True),
+    ("ready", {"jobsStatus": jobs(active=1, ready=1)}, "Running", "Running", True),
+    ("resumed", {"conditions": [cond("Suspended", "False")], "jobsStatus": jobs(active=1, ready=1)}, "Running", "Running", True),
     ("suspended", {"conditions": [cond("Suspended", message="TrainJob is suspended")], "jobsStatus": jobs(suspended=1)}, "Suspended", "Suspended", True),
     ("complete", {"conditions": [cond("Complete", message="jobset completed successfully")], "jobsStatus": jobs(succeeded=2)}, "Succeeded", "Succeeded", True),
     ("failed", {"conditions": [cond("Failed", message="jobset failed")], "jobsStatus": jobs(failed=1)}, "Failed", "Failed", True),

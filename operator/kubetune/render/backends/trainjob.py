@@ -23,8 +23,8 @@ What goes where is fixed by the v2.3 API (pkg/apis/trainer/v1alpha1/trainjob_typ
 
 Status: Trainer v2 reports conditions ``Suspended``, ``Complete`` and ``Failed`` (JobSet's
 Completed/Failed copied over; pkg/runtime/framework/plugins/jobset/jobset.go ``Status``) and
-``jobsStatus`` per replicated job; there is no Running condition, so "running" is an active or
-ready Job.
+``jobsStatus`` per replicated job; there is no Running condition, so "running" is a ready Job
+(all its pods ready; an "active" Job may still have pending pods).
 
 Kueue: a named queue becomes the ``kueue.x-k8s.io/queue-name`` label and ``spec.suspend`` is left
 to Kueue, as for the v1 kinds: Kueue's TrainJob webhook suspends a queued TrainJob at creation and
@@ -124,15 +124,17 @@ class TrainJobBackend:
         return problems
 
     def status(self, child: Mapping[str, Any]) -> ChildStatus:
-        """Complete > Failed > Suspended (conditions), then Running when a Job of the JobSet is
-        active or ready (``status.jobsStatus``), else Created once Trainer wrote any status."""
+        """Complete > Failed > Suspended (conditions), then Running when a Job of the JobSet has all
+        its pods ready (``status.jobsStatus[].ready``), else Created once Trainer wrote any status."""
         status = child.get("status") or {}
         for type_, state in (("Complete", "Succeeded"), ("Failed", "Failed"), ("Suspended", "Suspended")):
             cond = condition(child, type_)
             if cond is not None:
                 return ChildStatus(state, str(cond.get("message") or ""), str(cond.get("lastTransitionTime") or "") or None)  # type: ignore[arg-type]
         jobs = status.get("jobsStatus") or []
-        if any(int(j.get("active") or 0) + int(j.get("ready") or 0) > 0 for j in jobs):
+        # JobSet's counts are of Jobs: "active" has a pod running *or pending*; "ready" has all its
+        # pods ready or done (api/jobset/v1alpha2/jobset_types.go ReplicatedJobStatus).
+        if any(int(j.get("ready") or 0) > 0 for j in jobs):
             return ChildStatus("Running", "training pods are running")
         if jobs or status.get("conditions"):
             return ChildStatus("Created")
