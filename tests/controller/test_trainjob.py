@@ -143,6 +143,12 @@ async def test_the_emulated_trainer_is_strict_where_the_real_one_is(cluster: Clu
     await cluster.put_object(*TJ, good)
     changed = copy.deepcopy(good)
     changed["spec"]["trainer"]["numNodes"] = 3
+    running_patch = copy.deepcopy(good)
+    running_patch["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["nodeSelector"] = {"a": "b"}
+    with pytest.raises(ApiError, match="RuntimePatches can only be modified when the TrainJob is suspended"):
+        await cluster._write(
+            (("trainer.kubeflow.org", "v1alpha1", "trainjobs"), NS, "qwen-lora"), lambda old: {**old, "spec": running_patch["spec"]}, None, None
+        )
     with pytest.raises(ApiError, match="spec.trainer: Invalid value: field is immutable"):
         await cluster._write(
             (("trainer.kubeflow.org", "v1alpha1", "trainjobs"), NS, "qwen-lora"), lambda old: {**old, "spec": changed["spec"]}, None, None

@@ -24,14 +24,16 @@ Followed upstream files (read, not copied):
 
 Strict where the real server is: a TrainJob is checked against the upstream v2.3 CRD schema with
 unknown fields refused (server-side apply refuses fields the schema does not declare), PET_* names
-in spec.trainer.env are refused (Trainer's validating webhook), and the immutable fields stay
-immutable.  The controller steps are driven by the tests (like kubeflow.py), not by a loop.
+in spec.trainer.env are refused (Trainer's validating webhook), runtimePatches need a domain-prefixed
+manager and change only while the TrainJob is suspended before or after the update
+(pkg/runtime/framework/plugins/jobset/jobset.go), and the immutable fields stay immutable.  The controller steps are driven by the tests (like kubeflow.py), not by a loop.
 """
 
 from __future__ import annotations
 
 import datetime
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,7 +75,15 @@ def _trainjob_admission(new: Obj, old: Obj | None) -> None:
     reserved = sorted({e.get("name") for e in ((new.get("spec") or {}).get("trainer") or {}).get("env") or []} & RESERVED_ENV)
     if reserved:
         raise ApiError(422, "Invalid", f"admission webhook refused: spec.trainer.env must not set {', '.join(reserved)} (reserved by the torch plugin)")
+    for patch in (new.get("spec") or {}).get("runtimePatches") or []:
+        # pkg/runtime/framework/plugins/jobset/jobset.go Validate: a domain-prefixed manager.
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[^/].*", str(patch.get("manager", ""))):
+            raise ApiError(422, "Invalid", f"spec.runtimePatches.manager: Invalid value: {patch.get('manager')!r}: must be a domain-prefixed path")
     if old is not None:
+        # ... checkRuntimePatchesImmutability: runtimePatches change only while suspended before or after.
+        suspended = lambda o: (o.get("spec") or {}).get("suspend") is True  # noqa: E731
+        if (old.get("spec") or {}).get("runtimePatches") != (new.get("spec") or {}).get("runtimePatches") and not (suspended(old) or suspended(new)):
+            raise ApiError(422, "Invalid", "spec.runtimePatches: Forbidden: RuntimePatches can only be modified when the TrainJob is suspended before or after the update")
         for field in IMMUTABLE:
             if (old.get("spec") or {}).get(field) != (new.get("spec") or {}).get(field):
                 raise ApiError(422, "Invalid", f'TrainJob.trainer.kubeflow.org "{new["metadata"].get("name")}" is invalid: spec.{field}: Invalid value: field is immutable')
