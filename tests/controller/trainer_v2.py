@@ -81,7 +81,7 @@ def _trainjob_admission(new: Obj, old: Obj | None) -> None:
             raise ApiError(422, "Invalid", f"spec.runtimePatches.manager: Invalid value: {patch.get('manager')!r}: must be a domain-prefixed path")
     if old is not None:
         # ... checkRuntimePatchesImmutability: runtimePatches change only while suspended before or after.
-        suspended = lambda o: (o.get("spec") or {}).get("suspend") is True  # noqa: E731
+        suspended = lambda o: (o.get("spec") or {}).get("suspend") is True
         if (old.get("spec") or {}).get("runtimePatches") != (new.get("spec") or {}).get("runtimePatches") and not (suspended(old) or suspended(new)):
             raise ApiError(422, "Invalid", "spec.runtimePatches: Forbidden: RuntimePatches can only be modified when the TrainJob is suspended before or after the update")
         for field in IMMUTABLE:
