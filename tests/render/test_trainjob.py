@@ -161,3 +161,27 @@ def test_rank0_pod_is_completion_index_0_of_the_node_job() -> None:
     ref = b.pod_for_rank("ft", 2)
     assert dict(ref.labels) == {JOBSET_NAME_LABEL: "ft", REPLICATED_JOB_LABEL: "node", JOB_INDEX_LABEL: "0", COMPLETION_INDEX_LABEL: "2"}
     assert ref.container == "node"
+
+
+def test_the_plain_trainjob_in_the_docs_passes_the_upstream_schema_and_fits_our_runtime() -> None:
+    """docs/trainjob.md shows a TrainJob written by hand against kubetune-llamafactory: it must be valid."""
+    import re
+
+    import yaml
+    from renderlib import REPO
+
+    if not UPSTREAM_CRDS.is_dir():
+        pytest.skip(f"upstream CRDs not found at {UPSTREAM_CRDS}")
+    text = (REPO / "docs" / "trainjob.md").read_text(encoding="utf-8")
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL) if "kind: TrainJob" in b]
+    assert len(blocks) == 1
+    doc = blocks[0]
+    assert schema_errors(doc) == []
+    assert doc["spec"]["runtimeRef"]["name"] == RUNTIME_NAME
+    (patch,) = doc["spec"]["runtimePatches"]
+    (rjob,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    pod = rjob["template"]["spec"]["template"]["spec"]
+    assert rjob["name"] == "node" and [c["name"] for c in pod["containers"]] == ["node"]
+    assert not any("env" in c for c in pod["containers"]), "Trainer refuses env patches on container node"
+    assert {m["name"] for m in pod["containers"][0]["volumeMounts"]} == {v["name"] for v in pod["volumes"]}
+    assert not {e["name"] for e in doc["spec"]["trainer"]["env"]} & RESERVED
