@@ -21,6 +21,7 @@ from kubetune.api import FineTuneJob
 from kubetune.api.safeyaml import InputError, read_documents
 from kubetune.api.text import escape, line
 from kubetune.render import Problem, RenderOptions, render, validate_object
+from kubetune.render.backends import AUTO, BACKENDS, OFFLINE_DEFAULT
 
 
 MAX_JOBS_PER_FILE = 100
@@ -318,7 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="print the Kubernetes objects a FineTuneJob becomes (for GitOps)")
     p.add_argument("files", nargs="+", metavar="FILE", help="FineTuneJob manifests ('-' reads stdin)")
     p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
-    p.add_argument("--backend", choices=["pytorchjob", "mpijob"], help="override spec.distributed.backend")
+    p.add_argument(
+        "--backend",
+        choices=[*BACKENDS, AUTO],
+        help=f"override spec.distributed.backend ({AUTO}: {OFFLINE_DEFAULT} without a cluster)",
+    )
     p.add_argument("--image", help="trainer image when spec.image is unset")
     p.add_argument(
         "-n",

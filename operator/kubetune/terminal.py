@@ -408,37 +408,36 @@ def cmd_watch(args: argparse.Namespace) -> int:
         stop.set()
 
 
-# Kubeflow labels on the pods the training operators create (training-operator v1 and
-# mpi-operator v2beta1 both use them, lower-case replica types since training-operator v1.7).
-JOB_NAME_LABEL = "training.kubeflow.org/job-name"
-REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
-REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
-
-
 def pod_for_rank(kind: str, rank: int | None) -> tuple[str, int, str]:
-    """(replica type, replica index, container) of the pod whose log a rank's output is in.
+    """(replica type, replica index, container) of a Kubeflow v1 job's pod whose log holds a rank's
+    output (kept for scripts; ``find_pod`` asks the child's backend, which knows every kind)."""
+    from kubetune.render.backends import backend_for_kind
+    from kubetune.render.backends.common import KUBEFLOW_REPLICA_INDEX_LABEL, KUBEFLOW_REPLICA_TYPE_LABEL
 
-    PyTorchJob: node rank 0 is the Master, node rank N the Worker N-1 (container ``pytorch``).
-    MPIJob: mpirun on the Launcher forwards every rank's output, so without --rank it is the
-    Launcher; --rank N is Worker N (container ``worker``).
-    """
-    if kind == "MPIJob":
-        return ("launcher", 0, "launcher") if rank is None else ("worker", rank, "worker")
-    rank = rank or 0
-    return ("master", 0, "pytorch") if rank == 0 else ("worker", rank - 1, "pytorch")
+    backend = backend_for_kind(kind) or backend_for_kind("PyTorchJob")
+    assert backend is not None
+    ref = backend.pod_for_rank("", rank)
+    return str(ref.labels[KUBEFLOW_REPLICA_TYPE_LABEL]), int(ref.labels[KUBEFLOW_REPLICA_INDEX_LABEL]), ref.container
 
 
 def find_pod(client: Client, ns: str, job: dict[str, Any], rank: int | None) -> tuple[str | None, str, str]:
-    """(pod name or None, container, what was looked for) of the pod holding ``rank``'s output."""
+    """(pod name or None, container, what was looked for) of the pod holding ``rank``'s output.
+
+    The child's backend (render/backends) says which labels that pod carries: PyTorchJob Master /
+    Worker N-1, MPIJob Launcher / Worker N, TrainJob node job N."""
+    from kubetune.render.backends import BACKENDS, backend_for_kind, get_backend
+
     child = (job.get("status") or {}).get("job") or {}
     name = str(child.get("name") or job["metadata"]["name"])
-    kind = str(child.get("kind") or ((job.get("spec") or {}).get("distributed") or {}).get("backend") or "PyTorchJob")
-    kind = {"pytorchjob": "PyTorchJob", "mpijob": "MPIJob"}.get(kind.lower(), kind)
-    replica, index, container = pod_for_rank(kind, rank)
-    selector = f"{JOB_NAME_LABEL}={name},{REPLICA_TYPE_LABEL}={replica},{REPLICA_INDEX_LABEL}={index}"
+    backend = backend_for_kind(str(child.get("kind") or ""))
+    if backend is None:
+        wanted = str(((job.get("spec") or {}).get("distributed") or {}).get("backend") or "auto").lower()
+        backend = get_backend(wanted) if wanted in BACKENDS or wanted == "auto" else get_backend("pytorchjob")
+    ref = backend.pod_for_rank(name, rank)
+    selector = ",".join(f"{k}={v}" for k, v in ref.labels.items())
     pods = client.get(f"/api/v1/namespaces/{ns}/pods", {"labelSelector": selector}).get("items") or []
     newest = sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""))[-1:] or [None]
-    return (newest[0]["metadata"]["name"] if newest[0] else None), container, f"{replica} pod (index {index}) of {kind} {ns}/{name}"
+    return (newest[0]["metadata"]["name"] if newest[0] else None), ref.container, f"{ref.description} {ns}/{name}"
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ CLUSTER_SCOPED = {
     ("storage.k8s.io", "storageclasses"),
     ("kueue.x-k8s.io", "clusterqueues"),
     ("kueue.x-k8s.io", "resourceflavors"),
+    ("trainer.kubeflow.org", "clustertrainingruntimes"),
 }
 READ = {"get", "list", "watch"}
 
@@ -99,7 +100,10 @@ def needed(calls: list[dict[str, Any]]) -> tuple[set[Grant], set[Grant]]:
 def expand(rules: list[dict[str, Any]]) -> set[Grant]:
     out: set[Grant] = set()
     for rule in rules:
-        assert "nonResourceURLs" not in rule and "resourceNames" not in rule, rule
+        assert "nonResourceURLs" not in rule, rule
+        # resourceNames narrows a rule to named objects (the operator GETs only kubetune's runtime);
+        # only get is meaningful with it (list/watch/create ignore names).
+        assert "resourceNames" not in rule or set(rule["verbs"]) == {"get"}, rule
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:

@@ -322,6 +322,10 @@ class Cluster(kmock.KubernetesScaffold):
     """Delete dependents whose owners are all gone, as kube-controller-manager's garbage collector does."""
     virtual: dict[ResKey, Callable[[kmock.Request, str], Any]] = attrs.field(factory=dict)
     """Resources with no storage, served by a plug-in (emulator_auth: TokenReview): (request, verb) -> response."""
+    admission: dict[ResKey, list[Callable[[Obj, Obj | None], None]]] = attrs.field(factory=dict)
+    """Admission plug-ins per resource (trainer_v2: schema, CEL immutability, Kueue's webhook), called
+    as (new object, old object or None on create) on every create and main-resource write; they may
+    mutate the new object (a mutating webhook) or raise ApiError (a refusal)."""
 
     # --- setup ---------------------------------------------------------------
 
@@ -557,6 +561,8 @@ class Cluster(kmock.KubernetesScaffold):
             raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
         key = (res, ns, name)
         _admit(res, body)
+        for plugin in self.admission.get(res, ()):
+            plugin(body, None)
         async with self._cond():
             if key in self.store:
                 raise ApiError(409, "AlreadyExists", f'{res[2]} "{name}" already exists')
@@ -619,6 +625,8 @@ class Cluster(kmock.KubernetesScaffold):
             new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
             if subresource is None:
                 _admit(key[0], new)
+                for plugin in self.admission.get(key[0], ()):
+                    plugin(new, old)
             if new == old:
                 return copy.deepcopy(old)  # a no-op write does not bump the resourceVersion
             meta = new["metadata"]

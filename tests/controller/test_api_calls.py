@@ -5,7 +5,7 @@ reads the file to prove the ClusterRole grants exactly these (group, resource,
 subresource, verb) tuples.  This test drives one operator, deployed as the
 chart deploys it (all namespaces, peering on), through every path (create,
 progress, suspend, a rejected immutable change, success, failure, an invalid
-job, an MPIJob, a pushed progress report) and fails when the recorded set differs from the file.
+job, an MPIJob, a TrainJob, a pushed progress report) and fails when the recorded set differs from the file.
 Regenerate after an intended change with::
 
     KUBETUNE_UPDATE_API_CALLS=1 .venv/bin/python -m pytest tests/controller/test_api_calls.py
@@ -24,6 +24,7 @@ from emulator import Cluster
 from emulator_auth import TokenAuthority
 from kubeflow import pod_exits, progress_line, set_condition, stage_line, start_pod
 from pushlib import free_port, post
+from trainer_v2 import TJ, install_trainer, trainer_reconciles, trainjob_finishes
 
 from kubetune.api import contract
 from kubetune.controller.runtime import OperatorConfig
@@ -92,6 +93,15 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
         await eventually(lambda: (cluster.read(*FTJ, NS, "queued") or {})["status"].get("observedGeneration") == (cluster.read(*FTJ, NS, "queued") or {})["metadata"]["generation"], what="observed")
     await eventually(lambda: any(e.get("count") == 2 for e in cluster.objects("v1", "events", NS)), what="a counted Event")
 
+    # A TrainJob (Trainer v2): created by server-side apply, followed to Succeeded.
+    tj_spec = example_job("tj")["spec"]
+    await cluster.put_object(*FTJ, example_job("tj", distributed={**tj_spec["distributed"], "backend": "trainjob"}))
+    await eventually(lambda: cluster.read(*TJ, NS, "tj") and phase(cluster, "tj") == "Pending", what="tj Pending")
+    await trainer_reconciles(cluster, NS, "tj")
+    await eventually(lambda: phase(cluster, "tj") == "Running", what="tj Running")
+    await trainjob_finishes(cluster, NS, "tj")
+    await eventually(lambda: phase(cluster, "tj") == "Succeeded", what="tj Succeeded")
+
     # Retryable exits past the backoff limit: the child is suspended by a server-side apply.
     await cluster.put_object(*FTJ, example_job("retries", runPolicy={"backoffLimit": 0}))
     await eventually(lambda: cluster.read(*PTJ, NS, "retries"), what="retries PyTorchJob")
@@ -106,6 +116,9 @@ async def test_recorded_api_calls_match_the_committed_set(cluster: Cluster, oper
     for _, _, (api_version, plural) in SERVE_ENGINES.values():
         cluster.declare(api_version, plural, {"inferenceservices": "InferenceService", "llminferenceservices": "LLMInferenceService", "workspaces": "Workspace"}[plural])
     await cluster.put_object("kopf.dev/v1", "clusterkopfpeerings", {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "kubetune"}})
+    # Trainer v2 without kubetune's runtime: backend auto (the default) asks for the runtime and
+    # keeps the v1 scenarios on PyTorchJob; the "tj" job asks for a TrainJob by name.
+    install_trainer(cluster, runtime=False)
     port = free_port()
     url = f"http://127.0.0.1:{port}{contract.PROGRESS_PATH}"
     options = RenderOptions(progress_url=url)

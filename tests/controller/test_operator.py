@@ -53,7 +53,9 @@ async def test_create_makes_configmap_and_pytorchjob_owned_by_the_finetunejob(cl
 
     st = status(cluster)
     FineTuneJobStatus.model_validate(st)  # the status matches the published schema
-    assert st["job"] == {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "qwen-lora"}
+    # backend auto (the default) on a cluster without Trainer v2: a PyTorchJob, and why (status.job.selection).
+    assert st["job"] == {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "qwen-lora", "selection": st["job"]["selection"]}
+    assert "does not serve TrainJob" in st["job"]["selection"]
     assert st["configMap"] == "qwen-lora-kubetune"
     assert st["gpus"] == 8
     assert st["output"] == {"claimName": "finetune-outputs", "path": "team-a/qwen-lora", "mergedPath": "team-a/qwen-lora/merged"}
@@ -98,8 +100,9 @@ async def test_full_lifecycle_running_progress_exporting_succeeded(cluster: Clus
     assert st["completionTime"]
     assert condition(cluster, "Succeeded")["status"] == "True" and condition(cluster, "Succeeded")["reason"] == "JobSucceeded"
     assert condition(cluster, "Running")["status"] == "False"
-    await eventually(lambda: len(events(cluster)) == 4, what="4 events")
-    assert [reason for _, reason, _ in events(cluster)] == ["Created", "Running", "Exporting", "Succeeded"]
+    await eventually(lambda: len(events(cluster)) == 5, what="5 events")
+    # BackendSelected: backend auto (the default) says which kind it chose and why, with the children.
+    assert [reason for _, reason, _ in events(cluster)] == ["BackendSelected", "Created", "Running", "Exporting", "Succeeded"]
 
 
 async def test_condition_transition_time_changes_only_when_status_flips(cluster: Cluster, operator: Any) -> None:

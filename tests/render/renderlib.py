@@ -54,12 +54,26 @@ def operator_golden_path(path: Path) -> Path:
     return GOLDEN / "operator" / path.relative_to(EXAMPLES)
 
 
+TRAINJOB_OPTIONS = RenderOptions(backend="trainjob")
+"""Every example is also kept rendered as a Trainer v2 TrainJob, under golden/trainjob/."""
+
+
+def trainjob_golden_path(path: Path) -> Path:
+    return GOLDEN / "trainjob" / path.relative_to(EXAMPLES)
+
+
 def golden_text(path: Path, options: RenderOptions | None = None) -> str:
-    """What update_golden.py writes for one example: its rendered objects as YAML."""
+    """What update_golden.py writes for one example: its rendered objects as YAML (or, when the
+    backend option refuses the job, the refusal as a YAML comment: what ``kubetune render`` prints)."""
     job = load_example(path)
     # As `kubetune render` prints it (spec.serve's objects after the training ones); the operator's
     # goldens hold only what it creates at start (it creates the serving objects after success).
-    objects = render(job, options).objects if options is not None else manifests(job)
+    try:
+        objects = render(job, options).objects if options is not None else manifests(job)
+    except ValueError as exc:
+        if options is None or options.backend is None:
+            raise
+        return f"# kubetune render --backend {options.backend} refuses this job: {exc}\n"
     text = to_yaml(objects)
     assert list(yaml.safe_load_all(text)) == objects  # the golden file is exactly the objects
     return str(text)
@@ -121,6 +135,8 @@ def crd_schema(relative: str, version: str) -> dict[str, Any]:
 WORKLOAD_CRDS = {
     ("kubeflow.org/v1", "PyTorchJob"): ("training-operator/kubeflow.org_pytorchjobs.yaml", "v1"),
     ("kubeflow.org/v2beta1", "MPIJob"): ("mpi-operator/kubeflow.org_mpijobs.yaml", "v2beta1"),
+    ("trainer.kubeflow.org/v1alpha1", "TrainJob"): ("trainer/trainer.kubeflow.org_trainjobs.yaml", "v1alpha1"),
+    ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime"): ("trainer/trainer.kubeflow.org_clustertrainingruntimes.yaml", "v1alpha1"),
 }
 
 

@@ -114,9 +114,10 @@ def test_backend_option_that_contradicts_the_launcher_is_refused() -> None:
 
 
 def test_registry() -> None:
-    assert set(BACKENDS) == {"pytorchjob", "mpijob"}
-    with pytest.raises(ValueError, match="known: mpijob, pytorchjob"):
-        get_backend("trainjob")
+    assert set(BACKENDS) == {"pytorchjob", "mpijob", "trainjob"}
+    with pytest.raises(ValueError, match="known: mpijob, pytorchjob, trainjob"):
+        get_backend("jaxjob")
+    assert get_backend("auto").name == "pytorchjob", "auto renders as pytorchjob without a cluster"
 
 
 # --- suspend, Kueue, run policy, ownership -------------------------------------------------

@@ -13,10 +13,12 @@ from renderlib import (  # run as a script, so its own folder is first on sys.pa
     GOLDEN,
     OPERATOR_EXAMPLES,
     OPERATOR_OPTIONS,
+    TRAINJOB_OPTIONS,
     example_files,
     golden_path,
     golden_text,
     operator_golden_path,
+    trainjob_golden_path,
 )
 
 
@@ -24,7 +26,8 @@ def main() -> int:
     wanted = set()
     plain = [(example, golden_path(example), None) for example in example_files()]
     operator = [(EXAMPLES / name, operator_golden_path(EXAMPLES / name), OPERATOR_OPTIONS) for name in OPERATOR_EXAMPLES]
-    for example, target, options in plain + operator:
+    trainjob = [(example, trainjob_golden_path(example), TRAINJOB_OPTIONS) for example in example_files()]
+    for example, target, options in plain + operator + trainjob:
         wanted.add(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         text = golden_text(example, options)

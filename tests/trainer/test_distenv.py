@@ -47,6 +47,12 @@ CASES = {
         dict(kind="pytorchjob", nnodes=3, node_rank=2, nproc_per_node=8),
         False,
     ),
+    "TrainJob node 1 of 2 (Trainer v2 torch plugin: only PET_*, torch.go EnforceMLPolicy)": (
+        {"PET_NNODES": "2", "PET_NPROC_PER_NODE": "4", "PET_NODE_RANK": "1", "PET_MASTER_ADDR": "ft-node-0-0.ft", "PET_MASTER_PORT": "29500"},
+        None,
+        dict(kind="pytorchjob", nnodes=2, node_rank=1, nproc_per_node=4, master_addr="ft-node-0-0.ft", master_port=29500),
+        False,
+    ),
     "elastic PET_NNODES min:max": (
         {"MASTER_ADDR": "m", "PET_NNODES": "1:4", "PET_NODE_RANK": "1"},
         None,

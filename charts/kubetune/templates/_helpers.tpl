@@ -106,6 +106,12 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch, create, patch]
+# Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org/v1alpha1): backend trainjob (and auto).
+# Each backend's rules are in its module (operator/kubetune/render/backends/*.py, rbac());
+# tests/chart/test_chart_backend_rbac.py checks this chart grants every one of them.
+- apiGroups: [trainer.kubeflow.org]
+  resources: [trainjobs]
+  verbs: [list, watch, create, patch]
 # Not an API call: the children's ownerReferences set blockOwnerDeletion, which clusters with the
 # OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) allow only to clients
 # that can update the owner's finalizers.
@@ -145,6 +151,11 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 
 {{/* RBAC rules for cluster-scoped resources. */}}
 {{- define "kubetune.rules.cluster" -}}
+# backend auto: whether kubetune's Kubeflow Trainer v2 runtime exists (one named object, read only).
+- apiGroups: [trainer.kubeflow.org]
+  resources: [clustertrainingruntimes]
+  resourceNames: [kubetune-llamafactory]
+  verbs: [get]
 {{- if .Values.progress.push }}
 # The progress intake asks the API server whether a trainer's token (audience kubetune, bound
 # to its pod) is valid: TokenReview, a create-only, cluster-scoped review (nothing is stored).

@@ -70,8 +70,8 @@ class ResourcesSpec(RuledModel):
 class DistributedSpec(RuledModel):
     """How training processes are launched and how state is sharded."""
 
-    backend: Backend = "pytorchjob"
-    """Kubeflow job kind: `pytorchjob` (kubeflow.org/v1, torchrun) or `mpijob` (kubeflow.org/v2beta1, mpirun + DeepSpeed)."""
+    backend: Backend = "auto"
+    """Kubeflow job kind: `pytorchjob` (kubeflow.org/v1, torchrun), `mpijob` (kubeflow.org/v2beta1, mpirun + DeepSpeed), `trainjob` (Kubeflow Trainer v2 TrainJob trainer.kubeflow.org/v1alpha1 on kubetune's ClusterTrainingRuntime; launchers torchrun or deepspeed) or `auto` (the operator picks trainjob when the cluster serves TrainJob and has kubetune's runtime, else pytorchjob; `kubetune render` picks pytorchjob)."""
     launcher: Launcher | None = None
     """Process launcher: `torchrun` (DDP), `deepspeed` (DeepSpeed engine via LLaMA-Factory's `deepspeed` config) or `accelerate` (accelerate launch with a generated config). Unset: deepspeed when zeroStage > 0 or backend is mpijob, else torchrun."""
     zero_stage: Annotated[int, Field(ge=0, le=3)] = 0
@@ -126,7 +126,7 @@ class DistributedSpec(RuledModel):
         """The launcher actually used once the unset default is resolved."""
         return self.launcher_for(self.backend)
 
-    def launcher_for(self, backend: Backend) -> Launcher:
+    def launcher_for(self, backend: str) -> Launcher:
         """The launcher on ``backend``, which may differ from spec.backend (``kubetune render --backend``)."""
         if self.launcher is not None:
             return self.launcher

@@ -70,9 +70,11 @@ class ChildRef(ApiModel):
     api_version: str
     """e.g. kubeflow.org/v1."""
     kind: str
-    """PyTorchJob or MPIJob."""
+    """PyTorchJob, MPIJob or TrainJob."""
     name: str
     """Name in the FineTuneJob's namespace."""
+    selection: Annotated[str, Field(max_length=1024)] | None = None
+    """With spec.distributed.backend auto: why the operator chose this kind (what API discovery found)."""
 
 
 class OutputLocation(ApiModel):

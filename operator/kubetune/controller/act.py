@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubetune.api.contract import API_VERSION, KIND, PLURAL
+from kubetune.render.backends import BACKENDS
 
 from .cache import Caches
 from .decide import Decision, EventSpec
@@ -33,8 +34,7 @@ log = logging.getLogger("kubetune.operator.act")
 
 PLURALS = {
     ("v1", "ConfigMap"): "configmaps",
-    ("kubeflow.org/v1", "PyTorchJob"): "pytorchjobs",
-    ("kubeflow.org/v2beta1", "MPIJob"): "mpijobs",
+    **{(b.api_version, b.kind): b.plural for b in BACKENDS.values()},  # the children kinds (render/backends)
     # spec.serve (kubetune.render.serving), after the job Succeeded
     ("apps/v1", "Deployment"): "deployments",
     ("v1", "Service"): "services",

@@ -20,6 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubetune.api.contract import LABEL_MANAGED_BY
+from kubetune.render.backends import BACKENDS
+
 from .kube import ApiError, Kube
 from .status import LABEL_JOB_NAME
 
@@ -212,13 +215,23 @@ class Caches:
     """spec.serve's objects by plural (SERVING_KINDS); a kind the cluster does not serve (KServe or
     KAITO not installed) is rechecked like a child's, and every job is reconciled when it appears."""
 
+    other_pods: dict[str, Informer] = field(default_factory=dict)
+    """Pods of backends whose pods carry another job-name label (TrainJob: JobSet's), by that label."""
+
     def __post_init__(self) -> None:
-        for api_version, plural in (("kubeflow.org/v1", "pytorchjobs"), ("kubeflow.org/v2beta1", "mpijobs")):
-            self.children[plural] = Informer(
-                self.kube, api_version, plural, self.namespaces, self._child_event, recheck_s=self.recheck_s, on_served=self._enqueue_all
+        for backend in BACKENDS.values():  # one informer per child kind (render/backends registry)
+            self.children[backend.plural] = Informer(
+                self.kube, backend.api_version, backend.plural, self.namespaces, self._child_event, recheck_s=self.recheck_s, on_served=self._enqueue_all
             )
         # Only Kubeflow training pods (they carry the job-name label), trimmed to what we read.
         self.pods = Informer(self.kube, "v1", "pods", self.namespaces, self._pod_event, label_selector=LABEL_JOB_NAME, transform=trim_pod)
+        for label in dict.fromkeys(b.pod_job_label for b in BACKENDS.values()):
+            if label != LABEL_JOB_NAME:  # e.g. every JobSet's pods: only ours (our labels are on the pod template)
+                self.other_pods[label] = Informer(
+                    self.kube, "v1", "pods", self.namespaces, self._pod_event_for(label),
+                    label_selector=f"{label},{LABEL_MANAGED_BY}=kubetune", transform=trim_pod,
+                )
+
         for api_version, plural in SERVING_KINDS.values():
             self.serving[plural] = Informer(
                 self.kube, api_version, plural, self.namespaces, self._child_event, label_selector=SERVING_SELECTOR,
@@ -227,7 +240,7 @@ class Caches:
 
     def informers(self) -> list[Informer]:
         assert self.pods is not None
-        return [*self.children.values(), self.pods, *self.serving.values()]
+        return [*self.children.values(), self.pods, *self.other_pods.values(), *self.serving.values()]
 
     async def run(self) -> None:
         await asyncio.gather(*(i.run() for i in self.informers()))
@@ -263,10 +276,13 @@ class Caches:
         if owner is not None:
             self.enqueue(str(obj["metadata"].get("namespace")), owner)
 
-    def _pod_event(self, _type: str, pod: dict[str, Any]) -> None:
+    def _pod_event_for(self, label: str) -> Callable[[str, dict[str, Any]], None]:
+        return lambda type_, pod: self._pod_event(type_, pod, label)
+
+    def _pod_event(self, _type: str, pod: dict[str, Any], label: str = LABEL_JOB_NAME) -> None:
         meta = pod.get("metadata") or {}
         namespace = str(meta.get("namespace"))
-        job = str((meta.get("labels") or {}).get(LABEL_JOB_NAME) or "")
+        job = str((meta.get("labels") or {}).get(label) or "")
         pods = self.pod_index.setdefault((namespace, job), {})
         if _type == "DELETED":
             pods.pop(str(meta.get("name")), None)
@@ -288,6 +304,7 @@ class Caches:
                     break
         self.enqueue(namespace, job)
 
-    def pods_of(self, namespace: str, job: str) -> list[dict[str, Any]]:
-        return list((self.pod_index.get((namespace, job)) or {}).values())
+    def pods_of(self, namespace: str, job: str, label: str = LABEL_JOB_NAME) -> list[dict[str, Any]]:
+        """Training pods of child ``job`` whose job-name label is ``label`` (the backend's ``pod_job_label``)."""
+        return [p for p in (self.pod_index.get((namespace, job)) or {}).values() if ((p.get("metadata") or {}).get("labels") or {}).get(label) == job]
 

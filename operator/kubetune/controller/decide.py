@@ -32,6 +32,7 @@ from kubetune.api import TERMINAL_PHASES, FineTuneJob, broken_transition_rules
 from kubetune.api.contract import KUEUE_QUEUE_LABEL
 from kubetune.plan.feasibility import Verdict, autotune, feasibility, gpu_memory_for
 from kubetune.render import Rendered, RenderOptions, render
+from kubetune.render.backends import backend_for_kind
 from kubetune.render.chain import Failed, ModelSource, Waiting, resolve_from_job
 from kubetune.render.serving import evaluation_verdict, observed_state, render_serving
 
@@ -43,7 +44,6 @@ from .status import (
     parse_time,
     pod_problem,
     set_condition,
-    true_condition,
 )
 
 PHASE_CONDITIONS = ("Running", "Exporting", "Succeeded", "Failed", "Suspended")
@@ -261,8 +261,9 @@ def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | Non
     output = {"claimName": job.spec.storage.outputs.claim_name, "path": _folder(rendered)}
     if job.spec.export.enabled:
         output["mergedPath"] = f"{output['path']}/merged"
+    _backend_choice(draft)
     status.update(
-        job={"apiVersion": api_version, "kind": kind, "name": rendered.workload["metadata"]["name"]},
+        job={"apiVersion": api_version, "kind": kind, "name": rendered.workload["metadata"]["name"], **_selection(draft)},
         configMap=rendered.config_map["metadata"]["name"],
         output=output,
         gpus=job.spec.resources.nodes * job.spec.resources.gpus_per_node,
@@ -275,6 +276,19 @@ def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | Non
     draft.events.append(EventSpec("Normal", "Created", created))
     requeue = _sooner(None, snap.next_prereq_check, now)
     return draft.decision(tuple(rendered.objects), max(0.0, requeue) if requeue is not None else None)
+
+
+def _selection(draft: _Draft) -> dict[str, str]:
+    """status.job.selection: why backend auto chose this kind (absent when the spec named it)."""
+    choice = draft.snap.backend_choice
+    return {"selection": choice.why} if choice is not None else {}
+
+
+def _backend_choice(draft: _Draft) -> None:
+    """backend auto: the kind discovery chose, announced once with the children."""
+    choice = draft.snap.backend_choice
+    if choice is not None:
+        draft.events.append(EventSpec("Normal", "BackendSelected", f"backend auto: {choice.why}", with_children=True))
 
 
 def _folder(rendered: Rendered) -> str:
@@ -309,7 +323,7 @@ def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tupl
     previous = draft.previous("Running")
     if not snap.pods and previous is not None and previous.get("status") == "False" and previous.get("reason") in STICKY_PENDING:
         return str(previous["reason"]), str(previous.get("message") or ""), None  # no pod shows the cause changed
-    if child is not None and not ((child.get("status") or {}).get("conditions")) and not snap.pods:
+    if child is not None and not snap.child_status.acted and not snap.pods:
         created = parse_time((child.get("metadata") or {}).get("creationTimestamp"))
         if created is not None:
             due = created + snap.controller_grace_s
@@ -351,9 +365,9 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, *, reapply: bool = Tr
 
     phase, reason, message, requeue = _phase(draft, rendered, now)
     if reason == "BackoffLimitExceeded":
-        stopped = copy.deepcopy(rendered.workload)
-        stopped["spec"].setdefault("runPolicy", {})["suspend"] = True
-        children = (stopped,)
+        backend = backend_for_kind(rendered.workload["kind"])
+        assert backend is not None  # rendered by a registered backend
+        children = (backend.suspended(rendered.workload),)
     old_phase = snap.status.get("phase")
     _phase_conditions(draft, phase, reason, message)
     status.update(phase=phase, message=message)
@@ -521,16 +535,17 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
         return "Failed", "JobDeleted", with_hint("JobDeleted", f"the {kind} {name} was deleted"), None
     count, last = _retries(draft)
     limit = snap.job.spec.run_policy.backoff_limit
-    if cond := true_condition(child, "Succeeded"):
-        return "Succeeded", "JobSucceeded", str(cond.get("message") or "training finished"), None
-    if cond := true_condition(child, "Failed"):
+    state = snap.child_status  # the backend's reading of the child's status (render/backends)
+    if state.state == "Succeeded":
+        return "Succeeded", "JobSucceeded", state.message or "training finished", None
+    if state.state == "Failed":
         # The child's and the pods' watches are separate streams: give the pod that explains the
         # failure (exit code, OOMKilled) a moment to arrive before the final, frozen status.
-        since = parse_time(cond.get("lastTransitionTime") or cond.get("lastUpdateTime"))
+        since = parse_time(state.since)
         if not _pod_evidence(snap) and since is not None and now - since < FAILURE_SETTLE_S:
             old = snap.status
             return str(old.get("phase") or "Pending"), _current_reason(draft), str(old.get("message") or ""), since + FAILURE_SETTLE_S - now
-        text = str(cond.get("message") or f"the {kind} failed")
+        text = state.message or f"the {kind} failed"
         problem = pod_problem(snap.pods)
         if problem is not None and problem[0] == "OOMKilled":
             return "Failed", "OOMKilled", f"{text}; {problem[1]}", None
@@ -544,7 +559,7 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
             f"{count} training pod failures with retryable exit codes ({last}), more than spec.runPolicy.backoffLimit={limit}; "
             f"the {kind} {name} was suspended to free its GPUs")
         return "Failed", "BackoffLimitExceeded", message, None
-    if true_condition(child, "Suspended"):
+    if state.state == "Suspended":
         queue = ((child.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
         if queue and not snap.job.spec.suspend:
             # Kueue keeps queued jobs suspended until it admits them: for the user that is "waiting".
@@ -554,13 +569,13 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
                 text += f" (LocalQueue {queue}: {missing[0].detail})"
             return "Pending", "WaitingForQueue", with_hint("WaitingForQueue", text), None
         return "Suspended", "JobSuspended", with_hint("JobSuspended", "the job is suspended"), None
-    if true_condition(child, "Restarting"):
+    if state.state == "Restarting":
         detail = f" ({last})" if last else ""
         return "Running", "Restarting", with_hint("Restarting", f"pods are restarting{detail}, retry {count} of {limit}; training resumes from the newest checkpoint"), None
-    if cond := true_condition(child, "Running"):
+    if state.state == "Running":
         if snap.progress is not None and snap.progress.exporting:
             return "Exporting", "Exporting", "training finished; merging the adapter into the base model", None
-        return "Running", "JobRunning", str(cond.get("message") or "training pods are running"), None
+        return "Running", "JobRunning", state.message or "training pods are running", None
     reason, message, requeue = _pending(draft, child, now)
     return "Pending", reason, message, requeue
 

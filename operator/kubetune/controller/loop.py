@@ -25,6 +25,7 @@ from typing import Any
 from .act import EventRecorder, Executor
 from .cache import Caches
 from .decide import decide
+from .discovery import Discovery
 from .kube import ApiError
 from .peering import pause_state
 from .runtime import Runtime
@@ -92,6 +93,9 @@ class Controller:
         self.peering = peering
         self.queue = WorkQueue()
         self.caches = Caches(rt.kube, config.namespaces, self.enqueue, recheck_s=6 * config.retry_delay_s)
+        self.discovery = Discovery(rt.kube, missing_ttl_s=6 * config.retry_delay_s)
+        for informer in self.caches.children.values():  # a kind appeared: discovery answers are stale
+            informer.on_served = self._kind_appeared
         self.memory = Memory()
         self.settings = ObserveSettings(
             render_options=config.render_options,
@@ -114,6 +118,11 @@ class Controller:
             rt.board.on_update = self.enqueue
 
     # --- triggers --------------------------------------------------------------------
+
+    def _kind_appeared(self) -> None:
+        self.discovery.invalidate()
+        for namespace, name in list(self.caches.jobs):
+            self.enqueue(namespace, name)
 
     def enqueue(self, namespace: str, name: str) -> None:
         """Ask for a reconcile of a job (safe to call from another thread, e.g. an HTTP intake)."""
@@ -235,7 +244,7 @@ class Controller:
         if obj is None:
             return
         with self.rt.metrics.timed("reconcile"):
-            snap = await observe(key, obj, self.caches, self.memory, self.rt.kube, self.settings, self.rt.board)
+            snap = await observe(key, obj, self.caches, self.memory, self.rt.kube, self.settings, self.rt.board, discovery=self.discovery)
             decision = decide(snap, time.time())
             requeue = await self.executor.act(snap, decision)
         if requeue is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kubetune.api import Phase
+from kubetune.render.backends import BACKENDS
 
 
 @dataclass(frozen=True)
@@ -174,8 +175,7 @@ def with_hint(reason: str, message: str) -> str:
 
 
 CONTROLLERS = {
-    "PyTorchJob": "Kubeflow training-operator (PyTorchJob kubeflow.org/v1)",
-    "MPIJob": "mpi-operator (MPIJob kubeflow.org/v2beta1)",
+    **{b.kind: b.controller for b in BACKENDS.values()},
     "InferenceService": "KServe (InferenceService serving.kserve.io/v1beta1; https://kserve.github.io/website/ install guide)",
     "LLMInferenceService": "KServe with its LLM controller (LLMInferenceService serving.kserve.io/v1alpha1, KServe v0.16 or later)",
     "Workspace": "KAITO workspace controller (Workspace kaito.sh/v1beta1; helm chart kaito-project/kaito workspace)",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import json
 import logging
 import time
@@ -22,19 +23,19 @@ from typing import Any, Protocol
 from kubetune.api import FineTuneJob, FineTuneJobSpec
 from kubetune.api.contract import SPEC_FILE
 from kubetune.render import Problem, RenderOptions, validate_object
+from kubetune.render.backends import ChildStatus, WorkloadBackend, backend_for_kind, get_backend
 from kubetune.render.pipeline import CONFIG_MAP_SUFFIX
 from kubetune.render.serving import render_serving
 
 from .cache import SERVING_KINDS, Caches, Termination
+from .discovery import Choice, Discovery, wants_auto
 from .kube import ApiError, Kube, path
 from .progress import LogReading, read_log
-from .status import child_state, rank0_pod
 
 log = logging.getLogger("kubetune.operator.observe")
 
 Key = tuple[str, str]
 
-CHILD_KINDS = {"pytorchjob": ("kubeflow.org/v1", "PyTorchJob", "pytorchjobs"), "mpijob": ("kubeflow.org/v2beta1", "MPIJob", "mpijobs")}
 LOCALQUEUE_API = "kueue.x-k8s.io/v1beta1"
 
 
@@ -79,7 +80,7 @@ class Snapshot:
     problems: tuple[Problem, ...]
     render_options: RenderOptions
     child_kind: str
-    """PyTorchJob or MPIJob, from the spec's backend."""
+    """The child's kind (status.job.kind once created, else the spec's backend's)."""
     child: Mapping[str, Any] | None
     child_kind_served: bool | None
     pods: tuple[Mapping[str, Any], ...] = ()
@@ -107,6 +108,17 @@ class Snapshot:
     """spec.serve's watched objects of a Succeeded job, by kind (None: not in the cache)."""
     serving_served: Mapping[str, bool | None] = field(default_factory=dict)
     """Whether the cluster serves each of those kinds (False: KServe/KAITO not installed)."""
+    backend_choice: Choice | None = None
+    """With spec.distributed.backend auto and no child yet: what API discovery chose, and why
+    (render_options.backend carries it)."""
+
+    @property
+    def child_status(self) -> ChildStatus:
+        """What the child's status says, read by its kind's backend (render/backends)."""
+        if self.child is None:
+            return ChildStatus(None, acted=False)
+        backend = backend_for_kind(str(self.child.get("kind") or self.child_kind)) or get_backend("pytorchjob")
+        return backend.status(self.child)
 
 
 @dataclass
@@ -174,6 +186,7 @@ async def observe(
     settings: ObserveSettings,
     board: Board | None,
     now: float | None = None,
+    discovery: Discovery | None = None,
 ) -> Snapshot:
     now = time.time() if now is None else now
     namespace, name = key
@@ -181,15 +194,21 @@ async def observe(
     meta, status = obj.get("metadata") or {}, obj.get("status") or {}
     job, problems = validate_object(_strip_status(obj))
     generation = meta.get("generation")
-    backend = job.spec.distributed.backend if job is not None else "pytorchjob"
-    api_version, kind, plural = CHILD_KINDS.get(str(backend), CHILD_KINDS["pytorchjob"])
     ref = status.get("job") or {}
-    if ref.get("kind") in ("PyTorchJob", "MPIJob"):
-        kind = str(ref["kind"])
-        plural = "pytorchjobs" if kind == "PyTorchJob" else "mpijobs"
-    informer = caches.children[plural]
+    options, choice = settings.render_options, None
+    if wants_auto(job) and options.backend is None:
+        assert job is not None
+        created = backend_for_kind(str(ref.get("kind") or ""))
+        if created is not None:  # chosen before: the child's kind stays
+            options = dataclasses.replace(options, backend=created.name)  # type: ignore[arg-type]
+        elif discovery is not None:
+            choice = await discovery.choose(job, now)
+            options = dataclasses.replace(options, backend=choice.backend)  # type: ignore[arg-type]
+    backend = child_backend(job, ref, options)
+    kind = backend.kind
+    informer = caches.children[backend.plural]
     child = informer.get(namespace, str(ref.get("name") or name))
-    pods = caches.pods_of(namespace, str(ref.get("name") or name))
+    pods = caches.pods_of(namespace, str(ref.get("name") or name), backend.pod_job_label)
     first_seen = key not in memory.seen
     memory.seen.add(key)
     started = bool(ref)
@@ -198,6 +217,9 @@ async def observe(
     applied: FineTuneJobSpec | None = None
     if started and job is not None and (first_seen or gen_int != status.get("observedGeneration")):
         applied = await _applied_spec(kube, namespace, str(status.get("configMap") or name + CONFIG_MAP_SUFFIX))
+        if applied is not None and wants_auto(job) and applied.distributed.backend == options.backend:
+            # The ConfigMap records the kind auto chose; the spec still says auto: no change.
+            applied = applied.model_copy(update={"distributed": applied.distributed.model_copy(update={"backend": "auto"})})
 
     prereqs: tuple[Prerequisite, ...] = ()
     next_check: float | None = None
@@ -207,7 +229,7 @@ async def observe(
         if remembered is not None and any(p.found is False for p in prereqs):
             next_check = remembered[1] + remembered[2]
 
-    reading, read_at, error, next_read = await _progress(key, child, pods, memory, kube, settings, board, now)
+    reading, read_at, error, next_read = await _progress(key, backend, child, pods, memory, kube, settings, board, now)
     terminations = tuple((caches.terminations.get((namespace, str(ref.get("name") or name))) or {}).values())
     failure = memory.apply_failures.get(key)
     if failure is not None and failure.status == 404:
@@ -222,7 +244,7 @@ async def observe(
         status=status,
         job=job,
         problems=tuple(problems),
-        render_options=settings.render_options,
+        render_options=options,
         child_kind=kind,
         child=copy.deepcopy(child) if child is not None else None,
         child_kind_served=informer.served,
@@ -240,6 +262,7 @@ async def observe(
         next_prereq_check=next_check,
         gpu_memory_by_product=settings.gpu_memory_by_product,
         sources={n: copy.deepcopy(caches.jobs.get((namespace, n))) for n in from_jobs(job)} if job is not None else {},
+        backend_choice=choice,
         **_serving(job, namespace, status, caches, settings.render_options),
     )
 
@@ -263,6 +286,14 @@ def _serving(job: FineTuneJob | None, namespace: str, status: Mapping[str, Any],
         observed[kind] = copy.deepcopy(found) if found is not None else None
         served[kind] = informer.served
     return {"serving": observed, "serving_served": served}
+
+
+def child_backend(job: FineTuneJob | None, ref: Mapping[str, Any], options: RenderOptions) -> WorkloadBackend:
+    """The backend of the child: the kind already created (status.job), else what the spec asks for."""
+    created = backend_for_kind(str(ref.get("kind") or ""))
+    if created is not None:
+        return created
+    return get_backend(str(options.backend or (job.spec.distributed.backend if job is not None else "pytorchjob")))
 
 
 async def _applied_spec(kube: Kube, namespace: str, config_map: str) -> FineTuneJobSpec | None:
@@ -329,6 +360,7 @@ async def _prerequisites(
 
 async def _progress(
     key: Key,
+    backend: WorkloadBackend,
     child: Mapping[str, Any] | None,
     pods: list[dict[str, Any]],
     memory: Memory,
@@ -347,9 +379,9 @@ async def _progress(
         if now - pushed[1] < settings.push_fresh_s:  # the trainer pushes: no log reads needed
             # Look again when it goes stale: if the pushes stopped, the log tail takes over.
             return reading, read_at, None, pushed[1] + settings.push_fresh_s
-    if child is None or child_state(child) not in ("Running", "Restarting", "Succeeded", "Failed"):
+    if child is None or backend.status(child).state not in ("Running", "Restarting", "Succeeded", "Failed"):
         return reading, read_at, error, None
-    rank0 = rank0_pod(pods)
+    rank0 = backend.rank0_pod(pods)
     if rank0 is None or (rank0.get("status") or {}).get("phase") not in ("Running", "Succeeded", "Failed"):
         return reading, read_at, error, None
     last = remembered[1] if remembered is not None else None

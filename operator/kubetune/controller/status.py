@@ -13,12 +13,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from kubetune.render.backends import BACKENDS
+from kubetune.render.backends.common import KUBEFLOW_JOB_NAME_LABEL
+
 from .reasons import with_hint
 
-RANK0_REPLICA_TYPES = ("master", "launcher")
-"""Kubeflow replica types whose pod prints rank 0's stdout (PyTorchJob Master, MPIJob Launcher)."""
-LABEL_JOB_NAME = "training.kubeflow.org/job-name"
-LABEL_REPLICA_TYPE = "training.kubeflow.org/replica-type"
+LABEL_JOB_NAME = KUBEFLOW_JOB_NAME_LABEL
+"""The label the Kubeflow v1 controllers put on pods (the pod informer's selector)."""
 
 _IMAGE_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName")
 # The kubelet's messages (pkg/kubelet/kubelet_pods.go, makeEnvironmentVariables):
@@ -81,18 +82,6 @@ def true_condition(child: Mapping[str, Any] | None, type_: str) -> Mapping[str, 
     return cond if cond is not None and cond.get("status") == "True" else None
 
 
-def child_state(child: Mapping[str, Any]) -> str | None:
-    """The child's current state: its most significant True condition type.
-
-    Kubeflow v1 jobs (training-operator, PyTorchJob) and MPIJob v2beta1 (mpi-operator) share
-    the condition types Created, Running, Restarting, Succeeded, Failed, Suspended.
-    """
-    for type_ in ("Succeeded", "Failed", "Suspended", "Restarting", "Running", "Created"):
-        if true_condition(child, type_):
-            return type_
-    return None
-
-
 def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     """The most useful reason a training pod is stuck or died: (Reason, message with hint) or None."""
     found: list[tuple[int, str, str]] = []
@@ -127,14 +116,13 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
 
 
 def rank0_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The PyTorchJob Master / MPIJob Launcher pod (rank 0's stdout), newest first."""
-    candidates = [
-        p
-        for p in pods
-        if str((p.get("metadata", {}).get("labels") or {}).get(LABEL_REPLICA_TYPE, "")).lower() in RANK0_REPLICA_TYPES
-    ]
-    candidates.sort(key=lambda p: str(p.get("metadata", {}).get("creationTimestamp", "")), reverse=True)
-    return candidates[0] if candidates else None
+    """The pod whose log holds rank 0's output, as any backend finds it (PyTorchJob Master, MPIJob
+    Launcher, TrainJob node 0); the controller asks the child's own backend."""
+    for backend in BACKENDS.values():
+        found = backend.rank0_pod(pods)
+        if found is not None:
+            return found
+    return None
 
 
 def merge_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

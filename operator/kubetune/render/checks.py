@@ -27,6 +27,7 @@ from kubetune.api.k8s import EXTENDED_RESOURCE_PATTERN
 from kubetune.api.safeyaml import InputError, normalize
 from kubetune.api.text import clip, join, show
 
+from .backends import BACKENDS
 from .catalog import catalog
 from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
 from .limits import size_problems
@@ -104,6 +105,8 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
     if job.spec.training.optimizer is not None and "optim" in (job.spec.extra_args or {}):
         problems.append(Problem("spec.extraArgs.optim", "conflicts with spec.training.optimizer: set the optimizer in one place (remove one of them)"))
     problems.extend(image_problems(job))
+    if job.spec.distributed.backend in BACKENDS:  # auto: the operator checks the backend it chooses
+        problems.extend(BACKENDS[job.spec.distributed.backend].check(job))
     return problems
 
 

@@ -46,14 +46,13 @@ refuses to run when an object of that name exists that it does not own."""
 def resolve(job: FineTuneJob, options: RenderOptions) -> Plan:
     """Phase 1: every default and option settled once, so later phases never re-decide them."""
     namespace = job.metadata.namespace or options.default_namespace
-    backend = options.backend or job.spec.distributed.backend
+    chosen = options.backend or job.spec.distributed.backend
+    backend = get_backend(chosen)  # auto renders as pytorchjob here; the operator passes its choice in options
+    problems = backend.check(job)
+    if problems:
+        raise ValueError("; ".join(p.message for p in problems))
     d = job.spec.distributed
-    if backend == "mpijob" and d.launcher not in (None, "deepspeed"):
-        raise ValueError(
-            f"backend mpijob runs DeepSpeed under mpirun, but spec.distributed.launcher is {d.launcher}: "
-            "use backend pytorchjob, or launcher deepspeed"
-        )
-    launcher = d.launcher_for(backend)
+    launcher = d.launcher_for(backend.name)
     queue = job.spec.scheduling.queue_name if job.spec.scheduling and job.spec.scheduling.queue_name else None
     labels = {
         "app.kubernetes.io/name": "kubetune",
@@ -78,7 +77,7 @@ def resolve(job: FineTuneJob, options: RenderOptions) -> Plan:
         name=job.name,
         namespace=namespace,
         output_dir=options.layout.job_output_dir(namespace, job.name),
-        backend=backend,
+        backend=backend.name,
         launcher=launcher,
         image=job.spec.image or options.image,
         queue=queue or options.default_queue,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubetune.api import FineTuneJob
-from kubetune.api.spec import Backend, Launcher
+from kubetune.api.spec import Launcher
 
 from .types import RenderOptions
 
@@ -23,7 +23,8 @@ class Plan:
     name: str
     namespace: str
     output_dir: str
-    backend: Backend
+    backend: str
+    """The backend actually rendered (a key of render.backends.BACKENDS; never auto)."""
     launcher: Launcher
     image: str
     queue: str | None

@@ -7,7 +7,14 @@ Three shapes exist, and the mapping is ours to do (LLaMA-Factory only reads
 * **single node** (``kubetune run --local``, or a 1-replica job): nothing set.
 * **PyTorchJob** (one pod per node, torchrun inside): ``MASTER_ADDR``,
   ``MASTER_PORT``, ``WORLD_SIZE`` (= nodes), ``RANK`` (= node rank), and the
-  ``PET_*`` names (Trainer v2 sets only those, so they win).
+  ``PET_*`` names (they win).
+* **TrainJob** (Trainer v2 torch plugin, pkg/runtime/framework/plugins/torch/torch.go): only
+  ``PET_NNODES``, ``PET_NPROC_PER_NODE``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR`` and
+  ``PET_MASTER_PORT``: the same torchrun shape (kind ``pytorchjob`` below).
+
+The mapping is keyed by what the controller put into the environment, not by the backend's name:
+the trainer image depends on the API only (import-linter), so it cannot read the render registry,
+and a new backend whose controller sets one of these shapes needs nothing here.
 * **MPIJob** (mpirun starts one process per GPU on every worker): per-process
   ``OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK,LOCAL_SIZE}`` and ``/etc/mpi/hostfile``,
   whose first host is where rank 0 runs, so it is the rendezvous address.
@@ -105,7 +112,8 @@ def distribution_from_env(
     this stays pure); it is only needed for MPIJob.
     """
     nproc = _int(env, "NPROC_PER_NODE") or _int(env, "PET_NPROC_PER_NODE") or 1
-    port = _int(env, "MASTER_PORT", default_port) or default_port
+    # Trainer v2 (TrainJob, torch plugin) sets only PET_MASTER_ADDR/PET_MASTER_PORT; PyTorchJob both.
+    port = _int(env, "MASTER_PORT") or _int(env, "PET_MASTER_PORT") or default_port
     if "OMPI_COMM_WORLD_RANK" in env:
         rank = _int(env, "OMPI_COMM_WORLD_RANK", 0) or 0
         size = _int(env, "OMPI_COMM_WORLD_SIZE", 1) or 1
@@ -143,7 +151,7 @@ def distribution_from_env(
         nnodes=nnodes,
         node_rank=node_rank,
         nproc_per_node=nproc,
-        master_addr=env.get("MASTER_ADDR") or "127.0.0.1",
+        master_addr=env.get("MASTER_ADDR") or env.get("PET_MASTER_ADDR") or "127.0.0.1",
         master_port=port,
     )
 

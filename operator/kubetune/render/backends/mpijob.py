@@ -25,15 +25,20 @@ wrote, whatever Service naming the installed release uses.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from ..plan import Plan
 from kubetune.api.contract import METRICS_PORT
 
+from ..plan import Plan
 from ..podspec import TRAINER_COMMAND, container_security_context, user_env_names
 from ..templating import render_manifest
-from .base import WorkloadBackend
-from .common import child_labels, run_policy
+from ..types import Problem
+from .base import ChildStatus, PodRef, RbacRule, WorkloadBackend, newest_matching
+from .common import KUBEFLOW_JOB_NAME_LABEL, KUBEFLOW_REPLICA_TYPE_LABEL, child_labels, kubeflow_pod_ref, kubeflow_v1_status, run_policy, suspended_v1
+
+if TYPE_CHECKING:
+    from kubetune.api import FineTuneJob
 
 HOME: Final = "/home/kubetune"
 SSH_AUTH_MOUNT_PATH: Final = f"{HOME}/.ssh"
@@ -53,6 +58,9 @@ class MPIJobBackend:
     name: ClassVar[str] = "mpijob"
     api_version: ClassVar[str] = "kubeflow.org/v2beta1"
     kind: ClassVar[str] = "MPIJob"
+    plural: ClassVar[str] = "mpijobs"
+    controller: ClassVar[str] = "mpi-operator (MPIJob kubeflow.org/v2beta1)"
+    pod_job_label: ClassVar[str] = KUBEFLOW_JOB_NAME_LABEL
 
     def build(self, plan: Plan) -> dict[str, Any]:
         user_names = set(user_env_names(plan))
@@ -91,6 +99,35 @@ class MPIJobBackend:
             worker_security_context=container_security_context(read_only_root=False, ipc_lock=plan.job.spec.resources.rdma),
             image_pull_policy=plan.job.spec.image_pull_policy,
         )
+
+    def check(self, job: FineTuneJob) -> list[Problem]:
+        launcher = job.spec.distributed.launcher
+        if launcher not in (None, "deepspeed"):
+            return [Problem(
+                "spec.distributed.launcher",
+                f"backend mpijob runs DeepSpeed under mpirun, but spec.distributed.launcher is {launcher}: "
+                "use backend pytorchjob, or launcher deepspeed",
+            )]
+        return []
+
+    def status(self, child: Mapping[str, Any]) -> ChildStatus:
+        return kubeflow_v1_status(child)
+
+    def rank0_pod(self, pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+        """The Launcher: mpirun forwards every rank's output there."""
+        return newest_matching(pods, {KUBEFLOW_REPLICA_TYPE_LABEL: "launcher"})
+
+    def pod_for_rank(self, job_name: str, rank: int | None) -> PodRef:
+        """Without a rank, the Launcher (mpirun forwards every rank's output); --rank N is Worker N."""
+        if rank is None:
+            return kubeflow_pod_ref(job_name, "launcher", 0, "launcher", self.kind)
+        return kubeflow_pod_ref(job_name, "worker", rank, "worker", self.kind)
+
+    def rbac(self) -> tuple[RbacRule, ...]:
+        return (RbacRule("kubeflow.org", (self.plural,), ("list", "watch", "create", "patch")),)
+
+    def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
+        return suspended_v1(workload)
 
 
 def mpirun_argv(plan: Plan, forwarded: list[str]) -> list[str]:

@@ -8,21 +8,30 @@ operator reads for progress.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..plan import Plan
 from kubetune.api.contract import METRICS_PORT
 
+from ..plan import Plan
 from ..podspec import TRAINER_COMMAND
 from ..templating import render_manifest
-from .base import WorkloadBackend
-from .common import child_labels, run_policy
+from .base import ChildStatus, PodRef, RbacRule, WorkloadBackend, newest_matching
+from .common import KUBEFLOW_JOB_NAME_LABEL, KUBEFLOW_REPLICA_TYPE_LABEL, child_labels, kubeflow_pod_ref, kubeflow_v1_status, run_policy, suspended_v1
+
+if TYPE_CHECKING:
+    from kubetune.api import FineTuneJob
+
+    from ..types import Problem
 
 
 class PyTorchJobBackend:
     name: ClassVar[str] = "pytorchjob"
     api_version: ClassVar[str] = "kubeflow.org/v1"
     kind: ClassVar[str] = "PyTorchJob"
+    plural: ClassVar[str] = "pytorchjobs"
+    controller: ClassVar[str] = "Kubeflow training-operator (PyTorchJob kubeflow.org/v1)"
+    pod_job_label: ClassVar[str] = KUBEFLOW_JOB_NAME_LABEL
 
     def build(self, plan: Plan) -> dict[str, Any]:
         roles = [("Master", 1)]
@@ -40,6 +49,29 @@ class PyTorchJobBackend:
             metrics_port=METRICS_PORT,
             image_pull_policy=plan.job.spec.image_pull_policy,
         )
+
+    def check(self, job: FineTuneJob) -> list[Problem]:
+        return []
+
+    def status(self, child: Mapping[str, Any]) -> ChildStatus:
+        return kubeflow_v1_status(child)
+
+    def rank0_pod(self, pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+        """The Master (node rank 0; torchrun's rank 0 prints there)."""
+        return newest_matching(pods, {KUBEFLOW_REPLICA_TYPE_LABEL: "master"})
+
+    def pod_for_rank(self, job_name: str, rank: int | None) -> PodRef:
+        """Node rank 0 is the Master, node rank N the Worker N-1 (container ``pytorch``)."""
+        rank = rank or 0
+        if rank == 0:
+            return kubeflow_pod_ref(job_name, "master", 0, "pytorch", self.kind)
+        return kubeflow_pod_ref(job_name, "worker", rank - 1, "pytorch", self.kind)
+
+    def rbac(self) -> tuple[RbacRule, ...]:
+        return (RbacRule("kubeflow.org", (self.plural,), ("list", "watch", "create", "patch")),)
+
+    def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
+        return suspended_v1(workload)
 
 
 _CONFORMS: WorkloadBackend = PyTorchJobBackend()
