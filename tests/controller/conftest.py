@@ -159,6 +159,14 @@ async def operator(cluster: Cluster, config: OperatorConfig) -> AsyncIterator[Ca
         return op
 
     yield start
+    # Stop every one, even when stopping another failed: an operator left running keeps its watches
+    # open, and the emulator's server would then wait for them at its own teardown (a hang, not a failure).
+    errors: list[BaseException] = []
     for op in started:
         if op.thread.is_alive():
-            await op.stop()
+            try:
+                await op.stop()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others stopped
+                errors.append(exc)
+    if errors:
+        raise errors[0]

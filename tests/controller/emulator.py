@@ -700,7 +700,7 @@ class Cluster(kmock.KubernetesScaffold):
                         await response.write("".join(line + "\n" for line in lines[sent:]).encode())
                     return response
                 await asyncio.sleep(0.05)
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the client went away
             return response
 
     async def _watch(self, raw: Any, res: ResKey, ns: str | None, params: dict[str, str]) -> aiohttp.web.StreamResponse:
@@ -749,8 +749,12 @@ class Cluster(kmock.KubernetesScaffold):
                         timeout = deadline - asyncio.get_running_loop().time()
                         if timeout <= 0:
                             return response
+                        # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+                        # lands as the condition is notified (bpo-42130, fixed in 3.12); this loop then watched on for an
+                        # hour and the test loop's teardown (_cancel_all_tasks) hung on it.
                         try:
-                            await asyncio.wait_for(self._changed_cond().wait(), timeout=min(timeout, 1.0))
+                            async with asyncio.timeout(min(timeout, 1.0)):
+                                await self._changed_cond().wait()
                         except TimeoutError:
                             pass
                         continue
@@ -760,8 +764,11 @@ class Cluster(kmock.KubernetesScaffold):
                         await send(event.type, event.obj)
                 if self._drops != drops:
                     return response
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the client went away
             return response
+        # A cancelled handler stays cancelled (no `except CancelledError: return`): swallowing it kept
+        # aiohttp's connection task in its keep-alive loop on a socket a stopped operator left open,
+        # and the test loop's teardown (asyncio.runners._cancel_all_tasks) then waited for it forever.
         finally:
             self.open_watches -= 1
             self.watching[res[2]] -= 1

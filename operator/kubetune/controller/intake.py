@@ -435,7 +435,10 @@ class IntakeServer:
         if scheme.lower() != "bearer" or not token.strip():
             raise Refused(401, "a Bearer token (the projected kubetune token) is required")
         try:
-            raw = await asyncio.wait_for(request.content.read(limit + 1), timeout=self.settings.read_timeout_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can lose a cancellation that
+            # arrives as the read completes (bpo-42130, fixed in 3.12), and a shutdown would then wait on this request.
+            async with asyncio.timeout(self.settings.read_timeout_s):
+                raw = await request.content.read(limit + 1)
         except TimeoutError as exc:
             raise Refused(408, "the body did not arrive in time") from exc
         if len(raw) > limit:
