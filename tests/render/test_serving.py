@@ -48,6 +48,12 @@ def job(serve: dict[str, Any] | None = None, **changes: Any) -> JobBuilder:
     return b
 
 
+SCHEDULING = {
+    "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}]}}},
+}
+
 CASES = {
     "vllm-adapter-hub-base": job(),
     "vllm-merged": job(spec__export={"enabled": True}),
@@ -56,6 +62,7 @@ CASES = {
     "kserve-merged": job({"engine": "kserve"}, spec__export={"enabled": True}),
     "kserve-adapter": job({"engine": "kserve", "servedModelName": "support-bot"}),
     "kaito-adapter": job({"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct", "instanceType": "Standard_NC24ads_A100_v4"}}),
+    "vllm-scheduled": job(spec__scheduling=SCHEDULING),
 }
 
 
@@ -188,3 +195,18 @@ def test_long_job_names_give_valid_service_names() -> None:
 def test_render_serving_without_serve_is_an_error() -> None:
     with pytest.raises(ValueError, match="spec.serve"):
         render_serving(JobBuilder().build())
+
+
+def test_the_serving_pods_are_placed_like_the_training_pods() -> None:
+    """spec.scheduling reaches the vLLM pods as plain API objects (found by the hostile-input fuzz:
+    an affinity used to be passed on as a model object that no YAML or JSON writer could print)."""
+    import json
+
+    from kubetune.render import render
+
+    built = job(spec__scheduling=SCHEDULING).build()
+    pod = _deployment(render_serving(built))["spec"]["template"]["spec"]
+    training = render(built).workload["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    for field in ("nodeSelector", "tolerations", "affinity"):
+        assert pod[field] == training[field] == SCHEDULING[field]
+    json.dumps(pod)

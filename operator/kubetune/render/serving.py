@@ -253,7 +253,7 @@ def render_vllm(job: FineTuneJob, namespace: str, served: str, source: _Source) 
         if scheduling.tolerations:
             pod["tolerations"] = [t.to_api() for t in scheduling.tolerations]
         if scheduling.affinity:
-            pod["affinity"] = scheduling.affinity
+            pod["affinity"] = scheduling.affinity.to_api()
         if scheduling.priority_class_name:
             pod["priorityClassName"] = scheduling.priority_class_name
     selector = {LABEL_JOB: job.name, "app.kubernetes.io/component": COMPONENT}
