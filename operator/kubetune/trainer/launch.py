@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
+from kubetune.api import contract
+
 from . import console
 from .errors import ConfigError, DataError, Retryable, TrainerError, TrainingFailed
 
@@ -59,6 +61,14 @@ def classify(returncode: int, output_tail: str) -> TrainerError:
     last = [ln for ln in output_tail.splitlines() if ln.strip()][-1:] or [""]
     return TrainingFailed(f"training exited with {returncode}: {last[0].strip()[:500]}")
 
+
+
+def stop_grace(env: Mapping[str, str]) -> float:
+    """Seconds to wait for the stop checkpoint after a SIGTERM (rendered from terminationGracePeriodSeconds)."""
+    try:
+        return max(5.0, float(env.get(contract.ENV_STOP_GRACE, "")))
+    except ValueError:
+        return TERM_GRACE_SECONDS
 
 class Child:
     """One training child in its own session; a SIGTERM becomes a checkpoint, then a stop.

@@ -43,7 +43,8 @@ from types import FrameType
 from kubetune.api import contract
 
 from .distenv import MPI_HOSTFILE, read_hostfile
-from .mpiworker import STOP_SIGNAL, stop_grace
+from .launch import stop_grace
+from .mpiworker import STOP_SIGNAL
 
 ENV_OMPI_HOSTFILE = "OMPI_MCA_orte_default_hostfile"
 

@@ -36,10 +36,11 @@ from types import FrameType
 
 from kubetune.api import contract
 
+from .launch import stop_grace
+
 RANK_MODULE = "kubetune.trainer"
 STOP_SIGNAL = signal.SIGUSR1
 """What the ranks take as a stop request; Open MPI's mpirun forwards it to every rank."""
-DEFAULT_GRACE_SECONDS = 15.0
 POLL_SECONDS = 0.5
 
 
@@ -83,13 +84,6 @@ def is_rank(argv: Sequence[str]) -> bool:
 
 def ranks_under(root: int, processes: Mapping[int, tuple[int, list[str]]]) -> list[int]:
     return sorted(pid for pid in descendants(root, processes) if is_rank(processes[pid][1]))
-
-
-def stop_grace(env: Mapping[str, str]) -> float:
-    try:
-        return max(1.0, float(env.get(contract.ENV_STOP_GRACE, "")))
-    except ValueError:
-        return DEFAULT_GRACE_SECONDS
 
 
 def _signal_all(pids: Iterable[int], sig: int) -> None:

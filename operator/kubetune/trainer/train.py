@@ -40,7 +40,7 @@ from kubetune.api import contract, yamldump
 from . import checkpoints, distenv, metrics
 from .config import JobConfig
 from .errors import Retryable, TrainerError
-from .launch import TERM_GRACE_SECONDS, Child, classify
+from .launch import Child, classify, stop_grace
 from .progress import TRAINER_LOG, LogFollower, ProgressSink
 
 
@@ -195,14 +195,6 @@ def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def stop_grace(env: Mapping[str, str]) -> float:
-    """Seconds to wait for the stop checkpoint after a SIGTERM (rendered from terminationGracePeriodSeconds)."""
-    try:
-        return max(5.0, float(env.get(contract.ENV_STOP_GRACE, "")))
-    except ValueError:
-        return TERM_GRACE_SECONDS
 
 
 def run(cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink: ProgressSink | None) -> dict[str, Any]:
