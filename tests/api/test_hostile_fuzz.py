@@ -25,7 +25,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from kt_hostile import hostile_manifest
-from renderlib import UPSTREAM_CRDS, pod_templates, schema_errors
+from kt_upstream import require_upstream_crds
+from renderlib import pod_templates, schema_errors
 
 from kubetune.cli import main
 
@@ -33,6 +34,10 @@ MAX_SECONDS = 2.0
 MAX_BYTES = 300 * 1024 * 1024
 EXAMPLES = 120
 """Hypothesis examples: about 20-40 s on a CI core."""
+
+RENDERED_WORKLOADS: list[dict[str, Any]] = []
+"""Every Kubeflow job the fuzz rendered from an accepted input; the test after it checks them against the
+upstream CRDs (a separate test, so that the fuzz runs without them and the upstream check skips visibly)."""
 
 WORST: dict[str, Any] = {"seconds": 0.0, "bytes": 0, "inputs": 0, "valid": 0, "tricks": {}}
 
@@ -104,8 +109,7 @@ def _check_rendered(out: str) -> None:
         for role, template in pod_templates(obj).items():
             pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"x-{role.lower()}", **template["metadata"]}, "spec": template["spec"]}
             kubernetes_validate.validate(pod, version, strict=True)
-        if UPSTREAM_CRDS.is_dir():
-            assert schema_errors(obj) == []
+        RENDERED_WORKLOADS.append(obj)  # checked against the upstream CRDs by the test after the fuzz
 
 
 @given(case=hostile_manifest())
@@ -132,3 +136,12 @@ def test_hostile_manifest_is_valid_and_renders_or_is_refused_in_one_line_with_a_
     else:
         assert rcode == 1 and rout == ""
         _check_error_lines(rerr, path)
+
+
+def test_what_the_fuzz_rendered_passes_the_upstream_crds() -> None:
+    """The Kubeflow jobs rendered from every input the fuzz above accepted, against the upstream CRDs
+    (strict: an unknown field is an error). Runs after the fuzz, in the same session."""
+    require_upstream_crds()
+    assert RENDERED_WORKLOADS, "no rendered job to check: run this file whole (the fuzz test above fills the list)"
+    for obj in RENDERED_WORKLOADS:
+        assert schema_errors(obj) == [], f"{obj['kind']} {obj['metadata']['name']}"

@@ -21,6 +21,7 @@ import yaml
 
 from chartlib import CHART, GENERATED_CRD, HELM, ROOT, needs_helm
 from helmapi import ServedCluster, served_cluster
+from kt_upstream import require_upstream_crds
 
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
 FTJ_CRD = "finetunejobs.kubetune.io"
@@ -107,20 +108,24 @@ def test_install_after_kubectl_applied_the_crds(served: ServedCluster) -> None:
     assert crd(served) is not None
     helm(served, "install", "kubetune", str(CHART), "-n", "kubetune-system", "--create-namespace")
     assert deployments(served, "kubetune-system") == ["kubetune"]
-    # the QLoRA example's Kueue queue: with Kueue's own CRDs (upstream v0.19) installed
-    kueue = ROOT.parent / "shared" / "upstream-crds" / "kueue"
-    if kueue.is_dir():
-        for kind in ("resourceflavors", "clusterqueues", "localqueues"):
-            kubectl(served, "apply", "--server-side", "-f", str(kueue / f"kueue.x-k8s.io_{kind}.yaml"))
-        apply_job(served, "team-b", "finetune-qlora")
-        assert [q["metadata"]["name"] for q in served.objects("kueue.x-k8s.io/v1beta2", "localqueues", "team-b")] == ["gpu-queue"]
-        assert served.objects("kueue.x-k8s.io/v1beta2", "clusterqueues")
     apply_job(served, "team-c", "finetune-multinode-mpijob")
     assert served.read("scheduling.k8s.io/v1", "priorityclasses", None, "training-high")
     # and with --skip-crds (CRDs managed elsewhere), under yet another name
     helm(served, "uninstall", "kubetune", "-n", "kubetune-system")
     helm(served, "install", "kt2", str(CHART), "-n", "other", "--skip-crds")
     assert deployments(served, "other") == ["kt2-kubetune"]
+
+
+def test_the_qlora_examples_kueue_queue_applies_over_kueues_own_crds(served: ServedCluster) -> None:
+    """The QLoRA example's prerequisites (a Kueue LocalQueue/ClusterQueue/ResourceFlavor) with Kueue's
+    own CRDs (upstream v0.19, from the upstream CRD folder) installed beside the chart."""
+    kueue = require_upstream_crds("kueue")
+    helm(served, "install", "kubetune", str(CHART), "-n", "kubetune-system", "--create-namespace")
+    for kind in ("resourceflavors", "clusterqueues", "localqueues"):
+        kubectl(served, "apply", "--server-side", "-f", str(kueue / f"kueue.x-k8s.io_{kind}.yaml"))
+    apply_job(served, "team-b", "finetune-qlora")
+    assert [q["metadata"]["name"] for q in served.objects("kueue.x-k8s.io/v1beta2", "localqueues", "team-b")] == ["gpu-queue"]
+    assert served.objects("kueue.x-k8s.io/v1beta2", "clusterqueues")
 
 
 def test_a_templated_crd_kept_on_uninstall_blocks_the_next_install(served: ServedCluster, tmp_path: Path) -> None:

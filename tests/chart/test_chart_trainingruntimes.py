@@ -12,7 +12,7 @@ import importlib.util
 import sys
 from typing import Any
 
-import pytest
+from kt_upstream import require_upstream_crds
 from chartlib import ROOT, find, needs_helm, one, template, template_error
 from kubetune.api.contract import METRICS_PORT
 from kubetune.render import RenderOptions, render
@@ -21,7 +21,6 @@ from kubetune.render.backends.trainjob import NODE, RUNTIME_NAME
 pytestmark = needs_helm
 
 API = "trainer.kubeflow.org/v1alpha1/ClusterTrainingRuntime"
-UPSTREAM = ROOT.parent / "shared" / "upstream-crds" / "trainer" / "trainer.kubeflow.org_clustertrainingruntimes.yaml"
 
 
 def _renderlib() -> Any:
@@ -50,8 +49,7 @@ def test_refused_before_the_trainer_crds_exist() -> None:
 
 
 def test_runtime_passes_the_upstream_v2_3_schema() -> None:
-    if not UPSTREAM.is_file():
-        pytest.skip(f"upstream CRDs not found at {UPSTREAM}")
+    require_upstream_crds("trainer/trainer.kubeflow.org_clustertrainingruntimes.yaml")
     assert _renderlib().schema_errors(runtime()) == []
 
 

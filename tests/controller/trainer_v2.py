@@ -32,13 +32,11 @@ manager and change only while the TrainJob is suspended before or after the upda
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import re
-import sys
-from pathlib import Path
 from typing import Any
 
 from emulator import ApiError, Cluster, Obj
+from kt_upstream import require_upstream_crds
 
 TJ = ("trainer.kubeflow.org/v1alpha1", "trainjobs")
 CTR = ("trainer.kubeflow.org/v1alpha1", "clustertrainingruntimes")
@@ -46,7 +44,6 @@ RESERVED_ENV = {"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER
 IMMUTABLE = ("runtimeRef", "initializer", "trainer", "activeDeadlineSeconds", "managedBy")
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_MANAGER = "kueue.x-k8s.io/manager"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _now() -> str:
@@ -54,22 +51,23 @@ def _now() -> str:
 
 
 def _schema_errors(obj: Obj) -> list[str]:
-    """The strict upstream-schema validator of tests/render/renderlib.py, loaded by path."""
-    module = sys.modules.get("renderlib")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("renderlib", ROOT / "tests" / "render" / "renderlib.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["renderlib"] = module
-        spec.loader.exec_module(module)
-    errors: list[str] = module.schema_errors(obj)
-    return errors
+    """The strict upstream-schema validator of tests/render/renderlib.py (needs the upstream CRDs:
+    install_trainer checks that they are there before the emulator calls this)."""
+    from renderlib import schema_errors
+
+    return schema_errors(obj)
 
 
-def _trainjob_admission(new: Obj, old: Obj | None) -> None:
+def _trainjob_admission_without_schema(new: Obj, old: Obj | None) -> None:
+    """Trainer's admission without the upstream schema check (only where the CRDs are absent and
+    the caller asked for it: see install_trainer)."""
+    _trainjob_admission(new, old, schema=False)
+
+
+def _trainjob_admission(new: Obj, old: Obj | None, *, schema: bool = True) -> None:
     body = {k: v for k, v in new.items() if k != "status"}
     body["metadata"] = {k: v for k, v in (new.get("metadata") or {}).items() if k in ("name", "namespace", "labels", "annotations", "ownerReferences")}
-    errors = _schema_errors(body)
+    errors = _schema_errors(body) if schema else []
     if errors:
         raise ApiError(422, "Invalid", f'TrainJob.trainer.kubeflow.org "{new["metadata"].get("name")}" is invalid: ' + "; ".join(errors[:5]))
     reserved = sorted({e.get("name") for e in ((new.get("spec") or {}).get("trainer") or {}).get("env") or []} & RESERVED_ENV)
@@ -99,12 +97,23 @@ def _kueue_webhook(new: Obj, old: Obj | None) -> None:
     spec["runtimePatches"] = [*patches, {"manager": KUEUE_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {}}}}]
 
 
-def install_trainer(cluster: Cluster, *, runtime: bool = True, kueue: bool = False) -> None:
-    """Trainer v2.3's CRDs (served kinds + admission), optionally kubetune's runtime and Kueue's webhook."""
+def install_trainer(cluster: Cluster, *, runtime: bool = True, kueue: bool = False, schema: bool = True) -> None:
+    """Trainer v2.3's CRDs (served kinds + admission), optionally kubetune's runtime and Kueue's webhook.
+
+    The admission checks every TrainJob against the upstream v2.3 CRD schema, which needs the upstream
+    CRDs (tests/support/kt_upstream.py): where they are absent the calling test is skipped, with the
+    message saying how to get them. ``schema=False`` plays Trainer without that one check, for the
+    single caller whose result cannot depend on it (test_api_calls.py records which API calls are
+    made; a TrainJob the schema refuses would fail that test where the CRDs are, i.e. in CI)."""
+    admission = _trainjob_admission
+    if schema:
+        require_upstream_crds("trainer/trainer.kubeflow.org_trainjobs.yaml")
+    else:
+        admission = _trainjob_admission_without_schema
     cluster.declare(*TJ, "TrainJob")
     cluster.declare(*CTR, "ClusterTrainingRuntime", namespaced=False)
     key = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
-    cluster.admission[key] = [_trainjob_admission] + ([_kueue_webhook] if kueue else [])
+    cluster.admission[key] = [admission] + ([_kueue_webhook] if kueue else [])
     if runtime:
         cluster.store[(("trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes"), None, "kubetune-llamafactory")] = {
             "apiVersion": "trainer.kubeflow.org/v1alpha1",

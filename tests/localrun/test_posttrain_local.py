@@ -18,15 +18,15 @@ import yaml
 
 from kubetune.api import EvaluationStatus, contract
 from kubetune.trainer.tiny import TinyAssets, kto_records, preference_records, tiny_job, write_jsonl
-from trainerlib import build_shared_assets, isolated_env
+from trainerlib import isolated_env
 
 KUBETUNE = [sys.executable, "-m", "kubetune"]
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> TinyAssets:
-    a = build_shared_assets(tmp_path_factory.mktemp("tiny"))
+def assets(tiny_assets: TinyAssets) -> TinyAssets:
+    a = tiny_assets  # the session's (tests/conftest.py); these dataset files are this module's own
     write_jsonl(a.datasets_dir / "pairs.jsonl", preference_records(8))
     write_jsonl(a.datasets_dir / "pairs-alpaca.jsonl", preference_records(8, fmt="alpaca"))
     write_jsonl(a.datasets_dir / "kto.jsonl", kto_records(8))

@@ -11,14 +11,14 @@ import pytest
 import yaml
 
 from kubetune.trainer.tiny import TinyAssets, tiny_job
-from trainerlib import build_shared_assets, isolated_env
+from trainerlib import isolated_env
 
 KUBETUNE = [sys.executable, "-m", "kubetune"]
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> TinyAssets:
-    return build_shared_assets(tmp_path_factory.mktemp("tiny"))
+def assets(tiny_assets: TinyAssets) -> TinyAssets:
+    return tiny_assets  # the session's (tests/conftest.py)
 
 
 def _cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:

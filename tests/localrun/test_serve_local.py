@@ -18,7 +18,7 @@ import yaml
 
 from kubetune.localserve import ModelGate, resolve_target
 from kubetune.trainer.tiny import TinyAssets, tiny_job
-from trainerlib import build_shared_assets, free_port, isolated_env
+from trainerlib import free_port, isolated_env
 
 openai = pytest.importorskip("openai")
 
@@ -26,10 +26,10 @@ KUBETUNE = [sys.executable, "-m", "kubetune"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TinyAssets, dict[str, str]]:
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets) -> tuple[Path, TinyAssets, dict[str, str]]:
     """A LoRA job trained with ``run --local`` (5 steps, no export): served as base + adapter."""
     root = tmp_path_factory.mktemp("serve")
-    assets = build_shared_assets(root / "tiny")
+    assets = tiny_assets
     env = isolated_env(root / "env")
     job_file = root / "job.yaml"
     job_file.write_text(yaml.safe_dump(tiny_job("served-lora", assets, method="lora", max_steps=5)))

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubetune.api import Progress
 from kubetune.trainer import metrics
-from kubetune.trainer.tiny import tiny_job
-from trainerlib import build_shared_assets, free_port, isolated_env
+from kubetune.trainer.tiny import TinyAssets, tiny_job
+from trainerlib import free_port, isolated_env
 
 
 def _samples(text: str) -> dict[str, tuple[dict[str, str], float]]:
@@ -29,8 +29,8 @@ def _samples(text: str) -> dict[str, tuple[dict[str, str], float]]:
 
 @pytest.mark.slow
 @pytest.mark.train
-def test_metrics_are_scraped_during_run_local(tmp_path: Path) -> None:
-    assets = build_shared_assets(tmp_path / "tiny")
+def test_metrics_are_scraped_during_run_local(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+    assets = tiny_assets
     job = tiny_job("metered", assets, method="full", max_steps=60)
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
     port = free_port()

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from kubetune.api import load_documents
-from renderlib import EXAMPLES, UPSTREAM_CRDS, _strict, crd_schema, example_files, example_id
+from kt_upstream import require_upstream_crds
+from renderlib import EXAMPLES, _strict, crd_schema, example_files, example_id
 
 PREREQS = EXAMPLES / "prerequisites"
 KUEUE_CRDS = {
@@ -89,8 +90,7 @@ def test_prerequisites_are_valid_and_namespace_free(path: Path) -> None:
         if d["kind"] == "Secret":  # placeholders only: never a real credential in the repository
             assert all(v.startswith("REPLACE-WITH-") for v in d.get("stringData", {}).values()) and "data" not in d
         if d["kind"] in KUEUE_CRDS:
-            if not UPSTREAM_CRDS.is_dir():
-                pytest.skip(f"upstream CRDs not found at {UPSTREAM_CRDS}")
+            require_upstream_crds()
             group_version = d["apiVersion"].split("/")[1]
             schema = _strict(crd_schema(KUEUE_CRDS[d["kind"]], group_version))
             errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(d)]

@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from kubetune.render import render
+from kt_upstream import require_upstream_crds
 from renderlib import (
     EXAMPLES as EXAMPLES_DIR,
     OPERATOR_EXAMPLES,
     OPERATOR_OPTIONS,
-    UPSTREAM_CRDS,
     example_files,
     example_id,
     golden_path,
@@ -96,7 +96,6 @@ def check_core_objects(kubernetes_validate: Any, rendered: Any) -> None:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
 def test_workload_passes_upstream_crd_schema(example: Path) -> None:
-    if not UPSTREAM_CRDS.is_dir():
-        pytest.skip(f"upstream CRDs not found at {UPSTREAM_CRDS} (CI has ../shared next to the clone)")
+    require_upstream_crds()
     rendered = render(load_example(example))
     assert schema_errors(rendered.workload) == []

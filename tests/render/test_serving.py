@@ -9,7 +9,8 @@ from typing import Any
 
 import jsonschema
 import pytest
-from renderlib import UPSTREAM_CRDS, JobBuilder, _strict, crd_schema
+from kt_upstream import require_upstream_crds
+from renderlib import JobBuilder, _strict, crd_schema
 
 from kubetune.api import contract
 from kubetune.render.serving import VLLM_PORT, child_name, render_serving
@@ -32,8 +33,7 @@ def _validator(api_version: str, kind: str) -> Any:
 def check_schema(obj: dict[str, Any]) -> None:
     key = (obj["apiVersion"], obj["kind"])
     if key in SERVING_CRDS:
-        if not UPSTREAM_CRDS.is_dir():
-            pytest.skip(f"upstream CRDs not found at {UPSTREAM_CRDS}")
+        require_upstream_crds()
         errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in _validator(*key).iter_errors(obj)]
         assert errors == [], f"{obj['kind']} does not match the upstream CRD"
     else:

@@ -21,9 +21,9 @@ from kubetune.render.backends.trainjob import (
     REPLICATED_JOB_LABEL,
     RUNTIME_NAME,
 )
+from kt_upstream import require_upstream_crds
 from renderlib import (
     TRAINJOB_OPTIONS,
-    UPSTREAM_CRDS,
     JobBuilder,
     example_files,
     example_id,
@@ -61,8 +61,7 @@ def test_trainjob_golden(example: Path) -> None:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
 def test_every_rendered_trainjob_passes_the_upstream_v2_3_schema(example: Path) -> None:
-    if not UPSTREAM_CRDS.is_dir():
-        pytest.skip(f"upstream CRDs not found at {UPSTREAM_CRDS}")
+    require_upstream_crds()
     job = load_example(example)
     try:
         w = trainjob(job)
@@ -170,8 +169,7 @@ def test_the_plain_trainjob_in_the_docs_passes_the_upstream_schema_and_fits_our_
     import yaml
     from renderlib import REPO
 
-    if not UPSTREAM_CRDS.is_dir():
-        pytest.skip(f"upstream CRDs not found at {UPSTREAM_CRDS}")
+    require_upstream_crds()
     text = (REPO / "docs" / "trainjob.md").read_text(encoding="utf-8")
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL) if "kind: TrainJob" in b]
     assert len(blocks) == 1

@@ -1,0 +1,82 @@
+"""Session-wide test rules (every test directory).
+
+* ``gpu`` tests run only where a CUDA device is (``nvidia-smi -L`` lists one); elsewhere they skip.
+* Under ``CI=true`` a skipped test fails the run: CI installs every tool (``.ci/install-tools``) and
+  has the upstream CRDs (``../shared``), so a skip there means a check silently did not run. The one
+  allowed skip is a ``gpu`` test on a machine without a GPU.
+* ``tiny_assets``: the tiny random Qwen2 model, tokenizer and dataset, built once per session for
+  every directory (tests/trainer, tests/localrun), in a child process (~10 s).
+* ``torch_extensions``: DeepSpeed's compiled CPU ops (1-3 min to build), kept in ``.cache/`` of the
+  repository (gitignored) across tests and runs; ``KUBETUNE_TEST_TORCH_EXTENSIONS`` points elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def has_gpu() -> bool:
+    """A CUDA device is visible (without importing torch into the test process)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        done = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and "GPU" in done.stdout
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if has_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (gpu marker); none on this machine")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        allowed = item.get_closest_marker("gpu") is not None and not has_gpu()
+        if not allowed:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            report.outcome = "failed"
+            report.longrepr = f"skipped under CI=true (a check that did not run fails CI): {reason}"
+    return report
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny random model and dataset (kubetune.trainer.tiny.TinyAssets), built once per session.
+    Tests may add dataset files of their own names; none changes the model."""
+    from trainerlib import build_shared_assets
+
+    return build_shared_assets(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def torch_extensions() -> Path:
+    """One DeepSpeed op cache, kept across sessions: the first DeepSpeed test of a fresh clone pays
+    the compile, later runs reuse it (torch.utils.cpp_extension rebuilds when the sources or flags
+    change, so a stale cache is not a risk)."""
+    reuse = os.environ.get("KUBETUNE_TEST_TORCH_EXTENSIONS")
+    path = Path(reuse) if reuse else REPO / ".cache" / "torch_extensions"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
