@@ -395,6 +395,10 @@ INVALID = [
     Case("name-not-a-dns-label", {"metadata.name": "Qwen.LoRA"}, "metadata.name"),
     Case("spec-is-null", {"spec": None}, "spec"),
     Case("claim-name-null", {"spec.storage.outputs.claimName": None}, "spec.storage.outputs.claimName"),
+    # Strict field validation refuses an unknown field whatever its value, null included (kube-apiserver
+    # v1.36, issue 22); a null in a known field is pruned instead (nulls-mean-unset above).
+    Case("unknown-field-null", {"spec.model.bogus": None}, "spec.model.bogus"),
+    Case("unknown-spec-field-null", {"spec.nonsense": None}, "spec.nonsense"),
     # Hostile and careless input (issue 12): what the API server's core/v1 validation refuses in a pod.
     Case("subpath-escapes-claim", {"spec.storage.outputs.subPath": "../../x"}, "spec.storage.outputs.subPath"),
     Case("datasets-subpath-escapes", {"spec.storage.datasets": {"claimName": "d", "subPath": "a/../../b"}}, "spec.storage.datasets.subPath"),

@@ -66,6 +66,15 @@ VALID_PATCHES: list[tuple[tuple[str, ...], Any]] = [
     (("spec", "runPolicy", "ttlSecondsAfterFinished"), 2**31 - 1),
 ]
 
+# Values that make a document invalid only in the context of the model (what a careless user writes):
+# validate, render and the operator must refuse them as a field problem, never crash (issue 22: a
+# target module the model lacks made `kubetune validate` exit 2 from the memory planner).
+REFUSED_PATCHES: list[tuple[tuple[str, ...], Any]] = [
+    (("spec", "lora", "targetModules"), ["q_proj", "wq"]),
+    (("spec", "lora", "targetModules"), ["c_attn"]),
+    (("spec", "lora", "targetModules"), ["all", "nonexistent"]),
+]
+
 
 def _leaves(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Every path into the document (mapping keys and list indexes), the root excluded."""
@@ -120,9 +129,9 @@ def mutated_doc(draw: st.DrawFn) -> dict[str, Any]:
     doc = copy.deepcopy(draw(st.sampled_from(example_docs())))
     for _ in range(draw(st.integers(0, 4))):
         paths = _leaves(doc)
-        op = draw(st.sampled_from(["replace", "replace", "delete", "add", "valid", "valid"]))
-        if op == "valid":
-            path, value = draw(st.sampled_from(VALID_PATCHES))
+        op = draw(st.sampled_from(["replace", "replace", "delete", "add", "valid", "valid", "refused"]))
+        if op in ("valid", "refused"):
+            path, value = draw(st.sampled_from(VALID_PATCHES if op == "valid" else REFUSED_PATCHES))
             _set(doc, path, copy.deepcopy(value))
         elif op == "add":
             parents = [()] + [p for p in paths if isinstance(_get(doc, p), dict)]

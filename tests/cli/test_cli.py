@@ -279,3 +279,19 @@ def test_render_refuses_a_namespace_that_contradicts_n(capsys: pytest.CaptureFix
     assert code == 1 and out == ""
     assert 'namespace from the object "prod" does not match -n "team-a"' in err
     assert run(capsys, "render", "-n", "prod", str(path))[0] == 0
+
+
+@pytest.mark.parametrize("command", ["validate", "render"])
+def test_a_lora_target_the_model_lacks_is_a_field_problem_in_validate_and_render(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 22: `kubetune validate` exited 2 ("unexpected error (ValueError ...)", from the memory
+    planner) while `kubetune render` accepted the same file; both now refuse it at the field."""
+    doc = yaml.safe_load(LORA.read_text(encoding="utf-8"))
+    doc["spec"].setdefault("lora", {})["targetModules"] = ["q_proj", "wq"]
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    argv = [command, "--skip-llamafactory", str(path)] if command == "validate" else [command, str(path)]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == "" if command == "render" else "is valid" not in out
+    assert f"{path}: spec.lora.targetModules: wq is not a linear layer of " in err and "q_proj, k_proj" in err
+    assert "unexpected error" not in err

@@ -38,6 +38,13 @@ CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [
     ("extra-controlled-deepspeed", JobBuilder().set("spec.extraArgs", {"deepspeed": "x.json"}), "spec.extraArgs.deepspeed", ("spec.distributed.zeroStage",)),
     ("extra-token", JobBuilder().set("spec.extraArgs", {"hub_token": "hf_x"}), "spec.extraArgs.hub_token", ("hfTokenSecretRef",)),
     ("extra-unknown", JobBuilder().set("spec.extraArgs", {"lora_rankk": 4}), "spec.extraArgs.lora_rankk", ("not an argument", "lora_rank")),
+    (
+        "lora-target-the-model-lacks",  # issue 22: validate crashed in the memory planner, render accepted it
+        JobBuilder().set("spec.method", "lora").set("spec.lora", {"targetModules": ["q_proj", "wq"]}),
+        "spec.lora.targetModules",
+        ("wq is not a linear layer of Qwen/Qwen1.5-1.8B", "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"),
+    ),
+    ("unknown-field-null", JobBuilder().set("spec.model.bogus", None), "spec.model.bogus", ("not a field",)),
     ("extra-wrong-type", JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": "loud"}), "spec.extraArgs.neftune_noise_alpha", ("number",)),
     ("extra-int-for-bool", JobBuilder().set("spec.extraArgs", {"train_on_prompt": 1}), "spec.extraArgs.train_on_prompt", ("true or false",)),
     ("extra-bad-type", JobBuilder().set("spec.extraArgs", {"run_name": 7}), "spec.extraArgs.run_name", ("string",)),

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+import typing
 from typing import Any, Final, Literal
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 
 from .base import ApiModel, DNS1123Label, Rule, RuledModel
@@ -40,21 +44,52 @@ _FREE_FORM = {("metadata",), ("spec", "extraArgs")}
 """Subtrees the API server keeps verbatim (no schema), nulls included."""
 
 
-def _prune_nulls(value: Any, path: tuple[str, ...] = ()) -> Any:
+def _prune_nulls(value: Any, path: tuple[str, ...] = (), model: type[BaseModel] | None = None) -> Any:
     """Drop ``null`` fields the way the API server does before validating a custom resource.
 
     The API server prunes a null in a non-nullable field (then applies the
     field's default), so ``method: null`` means "the default method" to
     ``kubectl apply`` and must mean the same here.  Free-form subtrees
     (``spec.scheduling.affinity``) are kept verbatim, as the server keeps them.
+    An *unknown* key stays even when its value is null, so that it is refused as
+    unknown: the API server's strict field validation (kubectl's default) refuses
+    an unknown field whatever its value (seen on kube-apiserver v1.36, issue 22:
+    ``spec.model.bogus: null`` was refused there and passed ``kubetune validate``).
+    ``model``: the pydantic model of ``value`` where known (None: every null is pruned).
     """
     if path in _FREE_FORM:
         return value
     if isinstance(value, dict):
-        return {k: _prune_nulls(v, (*path, k)) for k, v in value.items() if v is not None}
+        fields = _fields_by_name(model) if model is not None and model.model_config.get("extra") == "forbid" else None
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            field = fields.get(k) if fields is not None and isinstance(k, str) else None
+            if v is None and (fields is None or field is not None):
+                continue
+            out[k] = _prune_nulls(v, (*path, k), _model_in(field.annotation) if field is not None else None)
+        return out
     if isinstance(value, list):
-        return [_prune_nulls(v, (*path, "[]")) for v in value]
+        return [_prune_nulls(v, (*path, "[]"), model) for v in value]
     return value
+
+
+def _fields_by_name(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    """A model's fields by their API (camelCase) name."""
+    return {(f.alias or n): f for n, f in model.model_fields.items()}
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds: X, X | None, list[X] (a map ``dict[str, X]`` is not followed:
+    its keys are the user's, so its nulls are pruned as before)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is dict or origin is typing.Literal:
+        return None
+    if origin is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0])
+    found = [m for a in typing.get_args(annotation) if (m := _model_in(a)) is not None]
+    return found[0] if len(found) == 1 else None
 
 
 class FineTuneJob(RuledModel):
@@ -86,7 +121,7 @@ class FineTuneJob(RuledModel):
         Like the API server: camelCase names only (``gpus_per_node`` is an
         unknown field there, so it is one here), and null fields are unset.
         """
-        return cls.model_validate(_prune_nulls(obj), by_alias=True, by_name=False)
+        return cls.model_validate(_prune_nulls(obj, model=cls), by_alias=True, by_name=False)
 
     rules = (
         Rule(

@@ -141,16 +141,28 @@ class Estimate:
 # --- which parameters train ------------------------------------------------------
 
 
+LORA_TARGETS = ATTENTION_MODULES + MLP_MODULES
+"""The linear layers the planner's architectures have (spec.lora.targetModules may also name ``all``
+and the fused names of FUSED)."""
+
+
+def unknown_lora_targets(targets: tuple[str, ...] | list[str]) -> list[str]:
+    """The names in spec.lora.targetModules that are not linear layers of the planner's architectures."""
+    if "all" in targets:
+        return []
+    return [t for t in targets if t not in FUSED and t not in LORA_TARGETS]
+
+
 def _lora_modules(arch: Architecture, targets: tuple[str, ...]) -> tuple[str, ...]:
-    names = ATTENTION_MODULES + MLP_MODULES
+    names = LORA_TARGETS
     if "all" in targets:
         return names
+    unknown = unknown_lora_targets(targets)
+    if unknown:  # refused before: render/checks.py (validate, render, the operator)
+        raise ValueError(f"spec.lora.targetModules: {', '.join(unknown)} are not linear layers of {arch.name} ({', '.join(names)}, or all)")
     out: list[str] = []
     for t in targets:
         out.extend(FUSED.get(t, (t,)))
-    unknown = [t for t in out if t not in names]
-    if unknown:
-        raise ValueError(f"spec.lora.targetModules: {', '.join(unknown)} are not linear layers of {arch.name} ({', '.join(names)}, or all)")
     return tuple(n for n in names if n in out)
 
 

@@ -27,6 +27,8 @@ from kubetune.api.k8s import EXTENDED_RESOURCE_PATTERN
 from kubetune.api.safeyaml import InputError, normalize
 from kubetune.api.text import clip, join, show
 
+from ..plan.arch import UnknownModelError, resolve
+from ..plan.memory import LORA_TARGETS, unknown_lora_targets
 from .backends import BACKENDS
 from .catalog import catalog
 from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
@@ -105,9 +107,29 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
     if job.spec.training.optimizer is not None and "optim" in (job.spec.extra_args or {}):
         problems.append(Problem("spec.extraArgs.optim", "conflicts with spec.training.optimizer: set the optimizer in one place (remove one of them)"))
     problems.extend(image_problems(job))
+    problems.extend(lora_target_problems(job))
     if job.spec.distributed.backend in BACKENDS:  # auto: the operator checks the backend it chooses
         problems.extend(BACKENDS[job.spec.distributed.backend].check(job))
     return problems
+
+
+def lora_target_problems(job: FineTuneJob) -> list[Problem]:
+    """spec.lora.targetModules naming a module the model lacks, for models whose architecture the
+    planner knows by name (its catalogue; no I/O). PEFT would stop the job at model load
+    ("Target modules ... not found in the base model"), after the data stage; the planner could not
+    estimate its memory either. Unknown models are not checked here."""
+    lora, model = job.spec.lora, job.spec.model
+    if job.spec.method not in ("lora", "qlora") or lora is None or model.from_job is not None or model.name is None:
+        return []
+    try:
+        arch = resolve(model.name)
+    except UnknownModelError:
+        return []
+    unknown = unknown_lora_targets(lora.target_modules)
+    if not unknown:
+        return []
+    names, verb = ", ".join(unknown), "is not a linear layer" if len(unknown) == 1 else "are not linear layers"
+    return [Problem("spec.lora.targetModules", f"{names} {verb} of {arch.name}, which has {', '.join(LORA_TARGETS)}: name some of those, or all")]
 
 
 def image_problems(job: FineTuneJob) -> list[Problem]:
