@@ -246,7 +246,8 @@ async def test_a_job_built_on_another_waits_until_it_succeeded_then_starts(clust
     await eventually(lambda: cluster.read(*PTJ, NS, "then-sft"), what="children once the source Succeeded")
     cm = cluster.read(*CM, NS, "then-sft-kubetune")
     assert cm is not None and "team-a/base-sft/merged" in cm["data"]["train.yaml"], "it loads the source's merged model"
-    assert condition(cluster, "Created", "then-sft")["reason"] == "ChildrenCreated"
+    # the children first, then the status that says so (two writes): wait for the second too
+    await eventually(lambda: condition(cluster, "Created", "then-sft").get("reason") == "ChildrenCreated", what="Created ChildrenCreated")
     FineTuneJobStatus.model_validate(status(cluster, "then-sft"))
 
     # references that can never work fail at once, with no children
@@ -490,7 +491,7 @@ async def test_running_and_failed_jobs_get_no_serving_objects(cluster: Cluster, 
     await set_condition(cluster, "PyTorchJob", NS, "failed", "Failed")
     await eventually(lambda: phase_is(cluster, "Running", "running") and phase_is(cluster, "Failed", "failed"), timeout=20, what="Running and Failed")
     await succeed(cluster, "done")
-    await eventually(lambda: cluster.read(*DEPLOY, NS, "done-serve"), what="the succeeded job's Deployment")
+    await eventually(lambda: cluster.read(*DEPLOY, NS, "done-serve") and cluster.read(*SVC, NS, "done-serve"), what="the succeeded job's Deployment and Service")
     assert [d["metadata"]["name"] for d in cluster.objects(*DEPLOY, NS)] == ["done-serve"]
     assert [s["metadata"]["name"] for s in cluster.objects(*SVC, NS)] == ["done-serve"]
     assert not serving(cluster, "running") and not serving(cluster, "failed")
@@ -545,7 +546,7 @@ async def test_evaluation_improves_serves_only_a_better_model(cluster: Cluster, 
     assert cluster.read(*DEPLOY, NS, "better-serve") is None
     cluster.append_log(NS, "better-master-0", evaluate_line(1.2, 2.1))
     await eventually(lambda: cluster.read(*DEPLOY, NS, "better-serve"), what="the better model's Deployment")
-    assert status(cluster, "better")["evaluation"]["base"] == {"evalLoss": 2.1}
+    await eventually(lambda: status(cluster, "better")["evaluation"]["base"] == {"evalLoss": 2.1}, what="the evaluation in the status")
     assert cluster.read(*DEPLOY, NS, "worse-serve") is None
 
 
