@@ -41,7 +41,13 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: the train marker must be there by then
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A test that builds the tiny model needs the train extra: it must say so, or `-m "not train"`
+    # (.ci/test --quick, a machine without torch) errors on it instead of leaving it out.
+    unmarked = [item.nodeid for item in items if "tiny_assets" in getattr(item, "fixturenames", ()) and item.get_closest_marker("train") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests use tiny_assets (torch) without the train marker: " + ", ".join(unmarked))
     if has_gpu():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (gpu marker); none on this machine")

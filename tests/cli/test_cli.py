@@ -231,6 +231,7 @@ def test_validate_runs_llamafactorys_own_rules(capsys: pytest.CaptureFixture[str
 @pytest.mark.train
 @pytest.mark.slow
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("llamafactory"), reason="needs the train extra (llamafactory)")
+@pytest.mark.timeout(300)  # imports LLaMA-Factory in a subprocess (its own bound: 300 s)
 def test_validate_with_llamafactory_prints_only_the_verdict() -> None:
     """LLaMA-Factory's parser logs run advice ("We recommend enable upcast_layernorm ...") for a
     QLoRA job; a validation answer must not drown in it."""

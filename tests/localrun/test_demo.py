@@ -15,6 +15,7 @@ from trainerlib import isolated_env
 
 @pytest.mark.slow
 @pytest.mark.train
+@pytest.mark.timeout(300)  # trains, merges and serves in subprocesses (about 1 min on 2 idle cores)
 def test_demo_trains_merges_serves_and_answers_through_openai(tmp_path: Path) -> None:
     pytest.importorskip("openai")
     done = subprocess.run(

@@ -64,6 +64,7 @@ def _record(job_dir: Path) -> dict[str, Any]:
     return dict(json.loads((job_dir / contract.RUN_RECORD_FILE).read_text()))
 
 
+@pytest.mark.timeout(600)  # five real trainings in one `run --local`
 def test_dpo_orpo_kto_and_reward_modelling_train_through_run_local(tmp_path: Path, assets: TinyAssets) -> None:
     pairs = {"name": "pairs", "path": "pairs.jsonl", "ranking": True}
     docs = [
@@ -109,6 +110,7 @@ def test_dpo_orpo_kto_and_reward_modelling_train_through_run_local(tmp_path: Pat
     assert (out / "rm" / "value_head.safetensors").is_file() or (out / "rm" / "value_head.bin").is_file()
 
 
+@pytest.mark.timeout(300)  # two trainings and an evaluation
 def test_sft_then_dpo_recipe_runs_in_order_and_evaluates(tmp_path: Path, assets: TinyAssets) -> None:
     sft = tiny_job("tiny-sft", assets, method="lora", max_steps=8, learning_rate=1e-2, export=True)
     sft["spec"]["evaluation"] = {"valSize": 0.25, "generation": True, "maxNewTokens": 8, "baseModel": True}

@@ -75,6 +75,7 @@ def _client(served: Served) -> openai.OpenAI:
 
 @pytest.mark.slow
 @pytest.mark.train
+@pytest.mark.timeout(480)  # its module fixtures train (300 s bound) and start the server (180 s bound) first
 def test_the_job_output_is_served_as_base_plus_adapter_under_the_job_name(served: Served, trained: tuple[Path, TinyAssets, dict[str, str]]) -> None:
     job_dir, assets, _ = trained
     assert f"{assets.models_dir / assets.model_path} + adapter {job_dir}" in served.lines[0]

@@ -29,6 +29,7 @@ def _samples(text: str) -> dict[str, tuple[dict[str, str], float]]:
 
 @pytest.mark.slow
 @pytest.mark.train
+@pytest.mark.timeout(300)  # 60 training steps scraped while they run (its own deadline: 240 s)
 def test_metrics_are_scraped_during_run_local(tmp_path: Path, tiny_assets: TinyAssets) -> None:
     assets = tiny_assets
     job = tiny_job("metered", assets, method="full", max_steps=60)

@@ -20,11 +20,23 @@ pytestmark = [
 ]
 
 
+@pytest.mark.timeout(600)  # six tiny trainings and nine planner cases (its own bound: 600 s)
 def test_bench_runs_on_cpu_and_reports_sane_numbers(tmp_path: Path) -> None:
+    check_bench(tmp_path, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(600)  # the tiny configuration on a GPU, with CUDA start-up and kernel warm-up
+def test_bench_runs_on_the_gpu_and_reports_sane_numbers(tmp_path: Path) -> None:
+    """The same tiny bench where it is meant to run (skipped without a CUDA device; CI=true allows that skip only)."""
+    check_bench(tmp_path, "cuda")
+
+
+def check_bench(tmp_path: Path, device: str) -> None:
     out = tmp_path / "bench.json"
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench/gpu/bench.py"), "--tiny", "--device", "cpu", "--out", str(out)],
+        [sys.executable, str(REPO / "bench/gpu/bench.py"), "--tiny", "--device", device, "--out", str(out)],
         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

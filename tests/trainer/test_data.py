@@ -18,6 +18,8 @@ from kubetune.trainer import config, data
 from kubetune.trainer.errors import DataError, Retryable
 from trainerlib import Pod, TinyAssets, make_pod, run_trainer, stage_lines
 
+pytestmark = pytest.mark.train  # every test prepares data with the tiny model's tokenizer (tiny_assets)
+
 QA = [
     {"question": "What is LoRA?", "answer": "Low-rank adapters.", "sys": "Be brief."},
     {"question": "What is QLoRA?", "answer": "LoRA on a 4-bit base."},

@@ -8,6 +8,7 @@ from kubetune.trainer import features
 from kubetune.trainer.errors import ConfigError
 
 
+@pytest.mark.train  # imports torch
 def test_flash_attention_without_flash_attn_is_refused_not_silently_replaced() -> None:
     pytest.importorskip("torch")
     if features._has("flash_attn"):

@@ -88,6 +88,7 @@ def test_signal_handlers_are_restored_after_the_child_ends() -> None:
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.train
 def test_sigterm_while_waiting_for_rank_0_exits_retryable(tmp_path: Path, tiny_assets: TinyAssets) -> None:
     from kubetune.trainer.tiny import tiny_job
     from trainerlib import make_pod, stage_lines

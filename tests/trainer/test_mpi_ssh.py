@@ -208,6 +208,7 @@ def _worker_container(workload: dict) -> dict:
     return workload["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
 
 
+@pytest.mark.timeout(600)  # two mpirun trainings over ssh, the first killed mid-way (its own deadline: 400 s)
 def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster: Cluster, tiny_assets: TinyAssets) -> None:
     cluster = mpi_cluster
     user, work = cluster.user, cluster.work

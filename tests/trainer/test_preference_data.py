@@ -16,6 +16,8 @@ from kubetune.trainer.errors import DataError
 from kubetune.trainer.tiny import kto_records, preference_records, write_jsonl
 from trainerlib import TinyAssets, make_pod
 
+pytestmark = pytest.mark.train  # the tiny model's tokenizer prepares the records (tiny_assets)
+
 
 def _job(stage: str, dataset: dict[str, Any]) -> dict[str, Any]:
     return {

@@ -57,6 +57,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+@pytest.mark.timeout(300)  # a real mlflow server start (its own deadline: 180 s) and a training
 def test_tensorboard_by_default_and_mlflow_records_the_runs_metrics(tmp_path: Path, tiny_assets: TinyAssets, mlflow_server: str) -> None:
     from mlflow.tracking import MlflowClient  # noqa: PLC0415 - test extra
 

@@ -204,6 +204,7 @@ def _run_ranks(envs: list[dict[str, str]], tmp_path: Path, timeout: float = 420)
     return [(c, (tmp_path / f"rank{i}.log").read_text(errors="replace")) for i, c in enumerate(codes)]
 
 
+@pytest.mark.timeout(300)  # a fresh clone compiles DeepSpeed's CPU ops first (50-75 s, then cached in .cache/), then 2 processes train
 def test_deepspeed_zero2_across_two_pytorchjob_pods(tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path) -> None:
     from trainerlib import free_port
 
@@ -226,6 +227,7 @@ def test_deepspeed_zero2_across_two_pytorchjob_pods(tmp_path: Path, tiny_assets:
     assert {"stage": "record", "event": "start"} not in stages1  # rank 0 alone writes the record
 
 
+@pytest.mark.timeout(300)  # as above: the DeepSpeed op compile when the cache is cold, then 2 processes train
 def test_accelerate_deepspeed_across_two_machines(tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path) -> None:
     """Two pods, each its own real ``accelerate launch --machine_rank N`` with the rendered accelerate.yaml."""
     import yaml
