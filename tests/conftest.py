@@ -4,6 +4,7 @@
 * Under ``CI=true`` a skipped test fails the run: CI installs every tool (``.ci/install-tools``) and
   has the upstream CRDs (``../shared``), so a skip there means a check silently did not run. The one
   allowed skip is a ``gpu`` test on a machine without a GPU.
+* Every pytest-timeout limit is multiplied by ``KUBETUNE_TEST_TIME_FACTOR`` (tests/support/kt_time.py).
 * ``tiny_assets``: the tiny random Qwen2 model, tokenizer and dataset, built once per session for
   every directory (tests/trainer, tests/localrun), in a child process (~10 s).
 * ``torch_extensions``: DeepSpeed's compiled CPU ops (1-3 min to build), kept in ``.cache/`` of the
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import time_factor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,12 +50,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     unmarked = [item.nodeid for item in items if "tiny_assets" in getattr(item, "fixturenames", ()) and item.get_closest_marker("train") is None]
     if unmarked:
         raise pytest.UsageError("these tests use tiny_assets (torch) without the train marker: " + ", ".join(unmarked))
+    _scale_timeouts(config, items)
     if has_gpu():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (gpu marker); none on this machine")
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
+
+
+def _scale_timeouts(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every pytest-timeout limit (the 120 s default of pyproject, or a test's own marker) times
+    KUBETUNE_TEST_TIME_FACTOR (tests/support/kt_time.py)."""
+    factor = time_factor()
+    if factor == 1:
+        return
+    default = getattr(config, "_env_timeout", None) or float(config.getini("timeout") or 0)
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        base = (marker.args[0] if marker.args else marker.kwargs.get("timeout")) if marker is not None else default
+        if base:
+            item.add_marker(pytest.mark.timeout(float(base) * factor), append=False)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -20,6 +20,7 @@ import kmock
 import pytest
 
 from emulator import Cluster, Tokens
+from kt_time import scaled
 from kubeflow import set_condition, start_pod
 
 from kubetune.api import load_documents
@@ -89,7 +90,7 @@ class OperatorThread:
 
     async def stop(self) -> None:
         self.stop_flag.set()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + scaled(20)
         while self.thread.is_alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert not self.thread.is_alive(), "the operator did not stop"
@@ -98,7 +99,9 @@ class OperatorThread:
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll until ``check()`` is truthy; convergence deadline, not a performance assertion."""
+    """Poll until ``check()`` is truthy; convergence deadline, not a performance assertion
+    (``timeout`` on an idle CI machine, scaled by KUBETUNE_TEST_TIME_FACTOR: tests/support/kt_time.py)."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

@@ -7,11 +7,14 @@ import json
 import signal
 import socket
 import subprocess
+import io
+import urllib.request
 import sys
 import time
 import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -19,6 +22,7 @@ import yaml
 from kubetune.localserve import ModelGate, resolve_target
 from kubetune.trainer.tiny import TinyAssets, tiny_job
 from trainerlib import free_port, isolated_env
+from kt_time import scaled
 
 openai = pytest.importorskip("openai")
 
@@ -57,7 +61,7 @@ def served(trained: tuple[Path, TinyAssets, dict[str, str]]) -> Iterator[Served]
     )
     assert proc.stdout is not None
     lines: list[str] = []
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + scaled(180)
     for line in proc.stdout:
         lines.append(line)
         if line.startswith("serving model") or time.monotonic() > deadline:
@@ -88,17 +92,20 @@ def test_the_job_output_is_served_as_base_plus_adapter_under_the_job_name(served
 @pytest.mark.train
 def test_openai_client_chat_and_streamed_chat(served: Served) -> None:
     client = _client(served)
-    reply = client.chat.completions.create(model="served-lora", messages=[{"role": "user", "content": "Say hello."}], max_tokens=6)
+    # temperature 0: greedy decoding (llamafactory/chat/hf_engine.py:160-165 @0.9.5: no temperature
+    # -> do_sample False), so the streamed answer must be the same text as the plain one.
+    question = [{"role": "user", "content": "Say hello."}]
+    reply = client.chat.completions.create(model="served-lora", messages=question, max_tokens=6, temperature=0)
     assert reply.object == "chat.completion" and reply.model == "served-lora"
-    assert reply.choices[0].message.role == "assistant" and isinstance(reply.choices[0].message.content, str)
+    assert reply.choices[0].message.role == "assistant" and reply.choices[0].message.content is not None
     assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 6 and reply.usage.prompt_tokens > 0
 
-    stream = client.chat.completions.create(model="served-lora", messages=[{"role": "user", "content": "Say hello."}], max_tokens=6, stream=True)
+    stream = client.chat.completions.create(model="served-lora", messages=question, max_tokens=6, stream=True, temperature=0)
     chunks = list(stream)
     assert len(chunks) >= 2 and all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert isinstance(text, str)
+    assert text == reply.choices[0].message.content, "the stream carries the same greedy answer"
 
 
 @pytest.mark.slow
@@ -130,7 +137,20 @@ def test_ask_works_without_the_openai_package(served: Served, monkeypatch: pytes
     from kubetune.localserve import ask
 
     monkeypatch.setitem(sys.modules, "openai", None)  # import openai now raises ImportError
-    assert isinstance(ask(served.base_url, "served-lora", "Say hello.", max_tokens=4), str)
+    sent: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    urlopen = urllib.request.urlopen
+
+    def recording(request: urllib.request.Request, timeout: float | None = None) -> io.BytesIO:
+        with urlopen(request, timeout=timeout) as resp:  # noqa: S310 - the test's own loopback server
+            body = resp.read()
+        sent.append((request.full_url, json.loads(request.data or b"{}"), json.loads(body)))
+        return io.BytesIO(body)
+
+    monkeypatch.setattr(urllib.request, "urlopen", recording)
+    answer = ask(served.base_url, "served-lora", "Say hello.", max_tokens=4)
+    [(url, request, response)] = sent  # one plain HTTP request, no client
+    assert url == f"{served.base_url}/chat/completions" and request["model"] == "served-lora" and request["max_tokens"] == 4
+    assert answer == (response["choices"][0]["message"]["content"] or "") and response["usage"]["completion_tokens"] <= 4
     with pytest.raises(urllib.error.HTTPError) as refused:
         ask(served.base_url, "other", "Say hello.")
     assert refused.value.code == 404

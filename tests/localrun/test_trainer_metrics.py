@@ -17,6 +17,7 @@ from kubetune.api import Progress
 from kubetune.trainer import metrics
 from kubetune.trainer.tiny import TinyAssets, tiny_job
 from trainerlib import free_port, isolated_env
+from kt_time import scaled
 
 
 def _samples(text: str) -> dict[str, tuple[dict[str, str], float]]:
@@ -40,7 +41,7 @@ def test_metrics_are_scraped_during_run_local(tmp_path: Path, tiny_assets: TinyA
     argv += ["--datasets", str(assets.datasets_dir), "--models", str(assets.models_dir)]
     proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: dict[str, tuple[dict[str, str], float]] = {}
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + scaled(240)
     try:
         while proc.poll() is None and time.monotonic() < deadline:
             try:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import json
 from pathlib import Path
+
+import pytest
 
 from kubetune.render import render
 from kubetune.trainer import lfcheck
@@ -29,5 +33,11 @@ def test_rendered_dataset_info_is_used_with_local_stand_ins(tmp_path: Path) -> N
     assert info["b"]["formatting"] == "sharegpt", "the rendered entry is kept, only file_name points at a stand-in"
 
 
-def test_available_is_a_plain_answer() -> None:
-    assert isinstance(lfcheck.llamafactory_available(), bool)
+def test_available_is_false_where_llamafactory_cannot_be_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "llamafactory", None)  # as if the train extra were not installed
+    assert lfcheck.llamafactory_available() is False
+
+
+@pytest.mark.train
+def test_available_is_true_with_the_train_extra() -> None:
+    assert lfcheck.llamafactory_available() is True

@@ -52,6 +52,7 @@ from kubetune.render.backends.mpijob import SSHD_CONFIG
 from kubetune.trainer import checkpoints
 from kubetune.trainer.tiny import TinyAssets, tiny_job
 from trainerlib import free_port, make_pod, progress_lines
+from kt_time import scaled
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 
@@ -150,7 +151,7 @@ class Cluster:
             [*_as_user(self.user, self.work), *argv], stdout=open(self.sshd_log, "a"), stderr=subprocess.STDOUT, env=env, text=True
         )
         self.procs.append(proc)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while self.sshd_log.read_text().count("Server listening") < len(self.procs) and proc.poll() is None:
             assert time.monotonic() < deadline, self.sshd_log.read_text()
             time.sleep(0.1)
@@ -265,7 +266,7 @@ def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster
         # Two ranks write one log: a multi-byte character can be split between their writes (errors="replace").
         proc = subprocess.Popen([*_as_user(user, work), *argv], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
-            deadline = time.monotonic() + 400
+            deadline = time.monotonic() + scaled(400)
             while not [u for u in progress_lines(first_log.read_text(errors="replace")) if u["step"] >= 2]:
                 assert proc.poll() is None and time.monotonic() < deadline, first_log.read_text(errors="replace")[-5000:]
                 time.sleep(0.1)

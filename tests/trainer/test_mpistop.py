@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kt_time import scaled
 
 from kubetune.api import contract
 from kubetune.trainer.mpiworker import descendants, is_rank, read_processes, ranks_under
@@ -52,7 +53,7 @@ SSHD = textwrap.dedent(
 
 
 def _wait_for(path: Path, text: str | None = None, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
         if path.exists() and (text is None or text in path.read_text()):
             return path.read_text()

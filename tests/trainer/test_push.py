@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 
 from kubetune.api import contract
 from kubetune.trainer import console, push
@@ -51,7 +52,7 @@ def intake() -> Iterator[Intake]:
 
 
 def until(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
         if value := check():
             return value

@@ -17,6 +17,7 @@ import pytest
 from kubetune.api import contract
 from kubetune.trainer.tiny import TinyAssets, tiny_job
 from trainerlib import free_port, make_pod, run_trainer, stage_lines
+from kt_time import scaled
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 
@@ -37,7 +38,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + scaled(180)
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:

@@ -22,6 +22,7 @@ from kubetune.api import contract
 from kubetune.trainer import checkpoints
 from kubetune.trainer.tiny import tiny_job
 from trainerlib import TinyAssets, losses, make_pod, progress_lines, run_trainer, stage_lines
+from kt_time import scaled
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 
@@ -111,7 +112,7 @@ def test_qlora_quantizes_the_base_to_4_bit(tmp_path: Path, tiny_assets: TinyAsse
 
 
 def _wait_for_step(log: Path, proc: subprocess.Popen[str], step: int, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
         updates = progress_lines(log.read_text(errors="replace"))
         if updates and updates[-1]["step"] >= step:

@@ -1,0 +1,31 @@
+"""Convergence deadlines that scale with the machine.
+
+A test waits for something to converge (an operator to react, a server to start, a training to
+report) up to a deadline; the deadline is generous on an idle 2-core machine, never a performance
+assertion. On a slower or busier machine, set ``KUBETUNE_TEST_TIME_FACTOR`` (default 1; e.g. 3 when
+another CPU-heavy job shares the cores): every deadline written with :func:`scaled`, every
+``eventually`` of the controller tests, and every pytest-timeout limit (tests/conftest.py) is
+multiplied by it. docs/CONTRIBUTING.md says the same.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV = "KUBETUNE_TEST_TIME_FACTOR"
+
+
+def time_factor() -> float:
+    raw = os.environ.get(ENV, "1")
+    try:
+        factor = float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV}={raw!r}: give a number >= 1 (e.g. 3 on a busy machine)") from None
+    if not factor >= 1:
+        raise ValueError(f"{ENV}={raw!r}: give a number >= 1 (deadlines only grow)")
+    return factor
+
+
+def scaled(seconds: float) -> float:
+    """A convergence deadline of ``seconds`` on an idle CI machine, scaled by KUBETUNE_TEST_TIME_FACTOR."""
+    return seconds * time_factor()
