@@ -13,7 +13,6 @@ from kubetune.api import FineTuneJob, load_documents
 from kubetune.render import RenderOptions, render, validate_object
 from kubetune.render.output import to_yaml
 from kubetune.render.serving import manifests
-from kt_upstream import require_upstream_crds
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -125,6 +124,8 @@ class JobBuilder:
 def crd_schema(relative: str, version: str) -> dict[str, Any]:
     """The openAPIV3Schema of one version of an upstream CRD (kt_upstream.py finds the folder;
     the calling test is skipped, with a message saying how to get them, where they are absent)."""
+    from kt_upstream import require_upstream_crds  # here, not at the top: update_golden.py imports this module outside pytest
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load(require_upstream_crds(relative).read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
     for v in crd["spec"]["versions"]:
