@@ -317,3 +317,18 @@ def test_list_models_and_gpus(capsys: pytest.CaptureFixture[str]) -> None:
     assert "H200" in out and "NVIDIA-H100-80GB-HBM3" in out
     code, _, err = run(capsys, "plan")
     assert code == 2 and "give a FineTuneJob file" in err
+
+
+def test_memory_planning_doc_shows_what_kubetune_plan_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/memory-planning.md's console example (issue 27 item 9: it showed a stale cheapest change):
+    every line it shows, besides the elisions, is a line `kubetune plan` prints today."""
+    doc = (REPO / "docs/memory-planning.md").read_text()
+    block = doc.split("```console\n", 1)[1].split("```", 1)[0].splitlines()
+    command = block[0].removeprefix("$ kubetune ").split()
+    code, out, _ = run(capsys, *command)
+    assert code == 1
+    shown = [line for line in block[1:] if line.strip() != "..."]
+    assert len(shown) >= 4 and any(line.startswith("cheapest change that fits:") for line in shown)
+    printed = out.splitlines()
+    for line in shown:
+        assert line in printed, f"docs/memory-planning.md shows {line!r}, kubetune plan prints:\n{out}"
