@@ -6,7 +6,7 @@ from typing import Any
 
 from .feasibility import Verdict, cheapest_fit
 from .gpus import GiB
-from .memory import Estimate
+from .memory import Estimate, Phase
 
 
 def _gib(n: int) -> str:
@@ -27,7 +27,7 @@ def table(est: Estimate) -> str:
     width = max(len(t.name) for t in est.terms)
     rows = [f"  {'term'.ljust(width)}  {'GiB':>8}  {'when':8}  note"]
     rows += [f"  {t.name.ljust(width)}  {_gib(t.bytes)}  {t.phase:8}  {t.note}" for t in est.terms]
-    other = "step" if est.peak_phase == "backward" else "backward"
+    other: Phase = "step" if est.peak_phase == "backward" else "backward"
     rows.append(
         f"  {'total per GPU'.ljust(width)}  {_gib(est.total)}  always + {est.peak_phase} "
         f"({est.phase_bytes(est.peak_phase) / GiB:.2f} GiB; the {other} terms, {est.phase_bytes(other) / GiB:.2f} GiB, are never alive with them)"
