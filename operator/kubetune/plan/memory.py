@@ -314,7 +314,10 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
         elif z == 2:
             grads, gnote = (0, "offloaded to CPU") if s.offload != "none" else (e * T // N, f"16-bit, sharded over {N}")
         else:
-            grads, gnote = 0, "inside the gathered-layer buffer"
+            # ZeRO-3's grad_partitions_flat_buffer: T / N elements in the model's dtype, allocated at init on
+            # the GPU unless the optimizer is offloaded (deepspeed/runtime/zero/stage3.py:306, 620-622
+            # @v0.18.4); the gathered full-size gradients are the "ZeRO-3 gathered layer" term.
+            grads, gnote = (0, "offloaded to CPU") if s.offload != "none" else (e * T // N, f"16-bit partition, sharded over {N}")
         if s.offload != "none":
             opt, onote = 0, "offloaded to CPU"
         else:
