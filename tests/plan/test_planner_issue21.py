@@ -322,3 +322,17 @@ def test_the_rendered_reference_model_is_quantized_as_the_planner_counts_it() ->
     args = render(dpo, RenderOptions(model_source=resolved)).train_args
     assert "ref_model_adapters" in args  # the reference is a second, separately loaded model
     assert args.get("ref_model_quantization_bit") == setup_from_job(dpo, source_adapter=True).reference_quant_bits == 4
+
+
+def test_every_term_the_planner_prints_is_explained_in_the_docs() -> None:
+    """docs/memory-planning.md's table names every term ``kubetune plan`` can print (its first column)."""
+    doc = (REPO / "docs/memory-planning.md").read_text()
+    documented = {name.strip() for line in doc.splitlines() if line.startswith("| ") and not line.startswith("| term") for name in line.split("|")[1].split(",")}
+    arch = resolve("Qwen/Qwen2.5-1.5B")
+    setups = [
+        Setup(method="full", world_size=2, micro_batch=1, seq_len=512, optimizer="adamw_torch"),
+        Setup(method="full", zero_stage=2, world_size=2, micro_batch=1, seq_len=512, stage="dpo", rows_per_example=2, reference_forward=True, reference_model=True),
+        Setup(method="full", zero_stage=3, world_size=2, micro_batch=1, seq_len=512),
+    ]
+    printed = {t.name for s in setups for t in estimate(arch, s).terms}
+    assert printed - documented == set()
