@@ -16,7 +16,9 @@ realistic length spread, tokenised by a tiny BPE tokenizer trained on it here.
     MFU against --peak-tflops (790 bf16 dense by default), peak memory, loss.
 (b) planner: kubetune.plan's predicted peak vs torch.cuda.max_memory_allocated
     and max_memory_reserved, for full / LoRA / QLoRA at ZeRO 0, with and
-    without gradient checkpointing.
+    without gradient checkpointing, and a LoRA DPO step as LLaMA-Factory runs it
+    (policy fp32 logits held through the reference forward); plus the device's
+    total memory as torch reports it against kubetune.plan's GPU table.
 Prints one table and writes everything as JSON.
 """
 
@@ -317,17 +319,43 @@ def predicted_total(arch: dict[str, Any], cfg: Config, seq: int) -> int:
     return estimate(from_config({"model_type": "qwen2", **arch}, "bench", "bench"), setup).total
 
 
-def run_planner_case(arch: dict[str, Any], method: str, gc_on: bool, micro_batch: int, seq: int, device: str) -> dict[str, Any]:
-    """Two optimizer steps on full rows (micro_batch x seq, no padding); measured peak vs the planner."""
+def dpo_loss(model: Any, ids: Any) -> Any:
+    """One sigmoid-DPO loss as LLaMA-Factory 0.9.5 computes it for a LoRA policy (train/dpo/trainer.py
+    concatenated_forward:230, get_batch_loss_metrics:286-293, compute_reference_log_probs:262-270;
+    train/trainer_utils.py get_batch_logps:608-612): ``ids`` holds the chosen rows then the rejected
+    rows; the policy's fp32 logits stay referenced through the reference forward (adapter disabled)."""
+    import torch
+    import torch.nn.functional as F
+
+    def logps(m: Any) -> tuple[Any, Any]:
+        logits = m(input_ids=ids, use_cache=False).logits.to(torch.float32)
+        labels = ids[:, 1:].clone()
+        per_token = torch.gather(logits[:, :-1, :].log_softmax(-1), dim=2, index=labels.unsqueeze(2)).squeeze(2)
+        return logits, per_token.sum(-1)
+
+    policy_logits, policy = logps(model)
+    with torch.no_grad(), model.disable_adapter():
+        _, reference = logps(model)
+    half = ids.shape[0] // 2
+    ratio = (policy[:half] - reference[:half]) - (policy[half:] - reference[half:])
+    loss = -F.logsigmoid(0.1 * ratio).mean()
+    del policy_logits  # LLaMA-Factory reads it for the metrics after the reference forward
+    return loss
+
+
+def run_planner_case(arch: dict[str, Any], method: str, gc_on: bool, micro_batch: int, seq: int, device: str, *, dpo: bool = False) -> dict[str, Any]:
+    """Two optimizer steps on full rows (micro_batch x seq, no padding); measured peak vs the planner.
+    ``dpo``: micro_batch chosen + micro_batch rejected rows through :func:`dpo_loss`."""
     import torch
 
     sys.path.insert(0, str(REPO / "operator"))
     from kubetune.plan import Setup, estimate, from_config
 
-    cfg = Config(f"{method}-{'gc' if gc_on else 'nogc'}", method, "bf16", micro_batch, 1, gc_on)
-    setup = Setup(method=method, precision="bf16", micro_batch=micro_batch, seq_len=seq, gradient_checkpointing=gc_on, quant_bits=4 if method == "qlora" else None, packing="packing", lora_targets=("all",), optimizer="adamw_torch")  # torch.optim.AdamW below: foreach on CUDA
+    cfg = Config(f"{'dpo-' if dpo else ''}{method}-{'gc' if gc_on else 'nogc'}", method, "bf16", micro_batch, 1, gc_on)
+    setup = Setup(method=method, precision="bf16", micro_batch=micro_batch, seq_len=seq, gradient_checkpointing=gc_on, quant_bits=4 if method == "qlora" else None, packing="packing", lora_targets=("all",), optimizer="adamw_torch",  # torch.optim.AdamW below: foreach on CUDA
+                  stage="dpo" if dpo else "sft", rows_per_example=2 if dpo else 1, reference_forward=dpo)
     est = estimate(from_config({"model_type": "qwen2", **arch}, "Qwen2.5-1.5B (random init)", "bench"), setup)
-    row: dict[str, Any] = {"case": cfg.name, "method": method, "gradient_checkpointing": gc_on, "micro_batch": micro_batch, "seq_len": seq, "predicted_allocated_gib": round(est.allocated / 2**30, 2), "predicted_total_gib": round(est.total / 2**30, 2), "terms": {t.name: round(t.bytes / 2**30, 3) for t in est.terms}}
+    row: dict[str, Any] = {"case": cfg.name, "method": method, "stage": setup.stage, "peak_phase": est.peak_phase, "gradient_checkpointing": gc_on, "micro_batch": micro_batch, "seq_len": seq, "predicted_allocated_gib": round(est.allocated / 2**30, 2), "predicted_total_gib": round(est.total / 2**30, 2), "terms": {t.name: round(t.bytes / 2**30, 3) for t in est.terms}}
     cuda = device.startswith("cuda")
     try:
         if cuda:
@@ -339,10 +367,10 @@ def run_planner_case(arch: dict[str, Any], method: str, gc_on: bool, micro_batch
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-5)
         g = torch.Generator().manual_seed(0)
-        ids = torch.randint(0, arch["vocab_size"], (micro_batch, seq), generator=g).to(device)
+        ids = torch.randint(0, arch["vocab_size"], (setup.rows, seq), generator=g).to(device)
         for _ in range(2):
             with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
-                loss = model(input_ids=ids, labels=ids).loss
+                loss = dpo_loss(model, ids) if dpo else model(input_ids=ids, labels=ids).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -394,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("no CUDA device: run with --device cpu --tiny for the CI configuration")
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "device_total_mib": torch.cuda.get_device_properties(device).total_memory // 2**20 if device.startswith("cuda") else None,
+        "planner_table_mib": planner_table_mib(torch.cuda.get_device_name()) if device.startswith("cuda") else None,
         "torch": torch.__version__,
         "model": "tiny qwen2" if tiny else "Qwen2.5-1.5B architecture, random init",
         "cutoff": cutoff,
@@ -430,6 +460,11 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 mb = 1 if method == "full" else 4
                 report["planner"].append(run_planner_case(arch, method, gc_on, mb if not tiny else 2, cutoff, device))
+        # issue 21: a LoRA DPO step (the planner counts 16 B per token x vocabulary of logits there)
+        if time.perf_counter() - started > args.budget_s:
+            report["skipped"].append("dpo-lora-gc (time budget)")
+        else:
+            report["planner"].append(run_planner_case(arch, "lora", True, 1, cutoff, device, dpo=True))
     report["seconds"] = round(time.perf_counter() - started, 1)
     args.out.write_text(json.dumps(report, indent=2))
     print(format_table(report))
@@ -437,8 +472,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def planner_table_mib(device_name: str) -> int | None:
+    """kubetune.plan's usable-memory figure for this GPU (plan/gpus.py), to compare with torch's total_memory."""
+    sys.path.insert(0, str(REPO / "operator"))
+    from kubetune.plan import find_gpu
+
+    for key in (device_name, device_name.replace(" ", "-"), device_name.replace("NVIDIA ", "")):
+        try:
+            return find_gpu(key).memory_mib
+        except KeyError:
+            continue
+    return None
+
+
 def format_table(r: dict[str, Any]) -> str:
     lines = [f"kubetune GPU bench on {r['device']} (torch {r['torch']}), {r['model']}, cutoff {r['cutoff']}, {r['steps']} steps; data median {r['data']['median_tokens']} / p90 {r['data']['p90_tokens']} tokens"]
+    if r.get("device_total_mib") is not None:
+        lines.append(f"torch total_memory {r['device_total_mib']} MiB; kubetune.plan's table {r.get('planner_table_mib')} MiB")
     lines.append(f"{'config':16s} {'tok/s':>10s} {'MFU':>6s} {'peak GiB':>9s} {'loss0':>7s} {'loss':>7s}  note")
     for t in r["throughput"]:
         peak = f"{t['peak_allocated_gib']:.2f}" if t["peak_allocated_gib"] is not None else "-"

@@ -285,8 +285,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         except (plan.UnknownModelError, KeyError, ValueError) as exc:
             print(f"kubetune plan: {job.name}: {exc.args[0] if exc.args else exc}", file=sys.stderr)
             return 1
-        setup = plan.setup_from_job(job)
-        verdict = plan.feasibility(job, memory, arch=arch) if memory is not None else plan.Verdict("Unknown", "GPUMemoryUnknown", "", plan.estimate(arch, setup))
+        setup = plan.setup_from_job(job, source_adapter=plan.source_leaves_adapter(job, jobs))
+        verdict = plan.feasibility(job, memory, arch=arch, together=jobs) if memory is not None else plan.Verdict("Unknown", "GPUMemoryUnknown", "", plan.estimate(arch, setup))
         if args.output == "json":
             out.append({"name": job.name, **report.verdict_json(verdict)})
         else:

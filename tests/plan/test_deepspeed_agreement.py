@@ -71,6 +71,10 @@ def test_model_states_agree_with_deepspeed(ds, model: str, nodes: int, gpus: int
         (3, "optimizer"): z3["offload_param=none,offload_optimizer=cpu,zero_init=1"],
         (3, "all"): z3["offload_param=cpu,offload_optimizer=cpu,zero_init=1"],
     }
+    # DeepSpeed's ZeRO-3 estimator counts 18 B / N (stage3.py:3194-3225 @v0.18.4) while the optimizer
+    # also allocates the 16-bit gradient partition on the GPU when the optimizer stays there
+    # (grad_partitions_flat_buffer, stage3.py:306, 620-622): 2 B / N more.
+    expected[(3, "none")] += 2 * P / (nodes * gpus)
     for (stage, offload), ds_bytes in expected.items():
         ours = estimate(arch, base.with_(zero_stage=stage, offload=offload)).model_states
         assert ours == pytest.approx(ds_bytes, rel=0.05, abs=0.006 * GB), f"ZeRO-{stage} offload {offload}: planner {ours / GB:.2f} GB, DeepSpeed {ds_bytes / GB:.2f} GB"

@@ -52,7 +52,8 @@ def check_bench(tmp_path: Path, device: str) -> None:
     by = {t["name"]: t for t in report["throughput"]}
     assert by["candidate-full"]["non_padding_tokens"] > by["kubetune-full"]["non_padding_tokens"]
     cases = {p["case"]: p for p in report["planner"]}
-    assert set(cases) == {f"{m}-{g}" for m in ("full", "lora", "qlora") for g in ("gc", "nogc")}
+    assert set(cases) == {f"{m}-{g}" for m in ("full", "lora", "qlora") for g in ("gc", "nogc")} | {"dpo-lora-gc"}
+    assert cases["dpo-lora-gc"]["stage"] == "dpo" and "loss" in cases["dpo-lora-gc"]  # the DPO step really ran
     for case, p in cases.items():
         assert "error" not in p, (case, p["error"])
         assert p["predicted_total_gib"] > p["predicted_allocated_gib"] > 0

@@ -7,7 +7,7 @@ imported (import-linter enforces it) so the CLI and operator stay light.
 """
 
 from .arch import Architecture, UnknownModelError, from_config, resolve
-from .feasibility import AutoTuneResult, Verdict, autotune, feasibility, setup_from_job
+from .feasibility import AutoTuneResult, Verdict, autotune, feasibility, setup_from_job, source_leaves_adapter
 from .gpus import GPUS, Gpu, find_gpu, product_memory_table
 from .memory import Estimate, Setup, Term, activations, estimate, model_state_terms, trainable_params
 from .quantity import parse_quantity
@@ -33,5 +33,6 @@ __all__ = [
     "product_memory_table",
     "resolve",
     "setup_from_job",
+    "source_leaves_adapter",
     "trainable_params",
 ]

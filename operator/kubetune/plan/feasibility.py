@@ -71,7 +71,10 @@ def _liger(training: Any) -> bool:
     return bool(value) and value not in ("off", "disabled", "none")
 
 
-def setup_from_job(job: FineTuneJob) -> Setup:
+def setup_from_job(job: FineTuneJob, *, source_adapter: bool | None = None) -> Setup:
+    """The planner's Setup of a job.  ``source_adapter``: whether spec.model.fromJob's source leaves a
+    LoRA adapter (see :func:`source_leaves_adapter`); None (unknown) counts it as one, the pessimistic
+    side, since kubetune then names base + adapter as ``ref_model``."""
     s = job.spec
     t, d, r = s.training, s.distributed, s.resources
     lora = s.lora
@@ -98,8 +101,44 @@ def setup_from_job(job: FineTuneJob) -> Setup:
         fsdp=d.fsdp,
         optimizer=_optimizer(job),
         rows_per_example=2 if t.stage in ("dpo", "rm") else 1,
-        reference_model=s.method in ("full", "freeze") and _uses_reference_model(t),
+        reference_model=_loads_reference_model(job, source_adapter),
+        reference_quant_bits=s.quantization.bits if s.quantization and _loads_reference_model(job, source_adapter) else None,
+        stage=t.stage,
+        reference_forward=_uses_reference_model(t),
     )
+
+
+def _loads_reference_model(job: FineTuneJob, source_adapter: bool | None) -> bool:
+    """A separate reference model in GPU memory (llamafactory/train/trainer_utils.py:116-148 @v0.9.5):
+    a copy for full/freeze; for LoRA/QLoRA only when ``ref_model`` is set, which kubetune does on a
+    fromJob adapter (render/lfargs.py reference_args). Assumption, stated for the planner: with a
+    quantized policy the renderer also sets ``ref_model_quantization_bit`` to the policy's bits, so
+    that reference is counted quantized (:attr:`Setup.reference_quant_bits`)."""
+    if not _uses_reference_model(job.spec.training):
+        return False
+    if job.spec.method in ("full", "freeze"):
+        return True
+    return job.spec.model.from_job is not None and source_adapter is not False
+
+
+def source_leaves_adapter(job: FineTuneJob, together: Sequence[FineTuneJob | Mapping[str, Any]] = ()) -> bool | None:
+    """Whether spec.model.fromJob's source leaves base + LoRA adapter rather than a complete model: a
+    lora/qlora source without export (or an rm source, which is never exported), as render/chain.py
+    ``model_source_of`` decides. None when the source is not among ``together``."""
+    name = job.spec.model.from_job
+    if name is None:
+        return False
+    for j in together:
+        spec = j.spec.model_dump(by_alias=True) if isinstance(j, FineTuneJob) else (j.get("spec") or {})
+        meta_name, namespace = _model_of(j)[:2]
+        if meta_name != name or namespace != job.metadata.namespace or not isinstance(spec, Mapping):
+            continue
+        export = spec.get("export") or {}
+        training = spec.get("training") or {}
+        exported = bool(export.get("enabled")) if isinstance(export, Mapping) else False
+        stage = training.get("stage", "sft") if isinstance(training, Mapping) else "sft"
+        return spec.get("method") in ("lora", "qlora") and (not exported or stage == "rm")
+    return None
 
 
 def _uses_reference_model(training: Any) -> bool:
@@ -233,7 +272,7 @@ def _describe(base: Setup, new: Setup) -> tuple[tuple[str, ...], int]:
         steps.append("training.gradientCheckpointing: true")
         cost += 5
     if new.liger and not base.liger:
-        steps.append("training.ligerKernel: true (fused linear cross-entropy: the logits are never materialised)")
+        steps.append("training.ligerKernel: true (fused linear cross-entropy: the logits are never materialised; stages pt and sft only)")
         cost += 1
     if new.method != base.method:
         if new.method == "qlora":
@@ -251,7 +290,9 @@ def _candidates(base: Setup, *, knobs: tuple[str, ...]) -> list[Setup]:
     offloads: tuple[str, ...] = ("none", "optimizer", "all") if "offload" in knobs and sharding else (base.offload,)
     batches = [b for b in range(base.micro_batch, 0, -1) if base.micro_batch % b == 0 and (b == base.micro_batch or (base.micro_batch // b) & (base.micro_batch // b - 1) == 0)] if "batch" in knobs else [base.micro_batch]
     gcs = (base.gradient_checkpointing, True) if "gc" in knobs else (base.gradient_checkpointing,)
-    ligers = (base.liger, True) if "liger" in knobs else (base.liger,)
+    # Liger's fused cross-entropy removes the logits only for stages pt and sft (Setup.fused_ce):
+    # never suggest it for dpo, kto or rm.
+    ligers = (base.liger, True) if "liger" in knobs and base.stage in ("pt", "sft") else (base.liger,)
     methods = [base.method]
     if "method" in knobs:
         if base.method == "lora":
@@ -267,6 +308,9 @@ def _candidates(base: Setup, *, knobs: tuple[str, ...]) -> list[Setup]:
         quant = base.quant_bits if m == base.method else (4 if m == "qlora" else None)
         if quant == 8 and z == 3:
             continue
+        # full/freeze -> LoRA: the adapter is disabled for the reference instead of a copy; a LoRA
+        # policy that loads a reference (fromJob adapter) keeps it, quantized like a qlora policy.
+        ref = base.reference_model and (m == base.method or m in ("full", "freeze") or base.method in ("lora", "qlora"))
         out.append(
             base.with_(
                 zero_stage=z,
@@ -277,7 +321,8 @@ def _candidates(base: Setup, *, knobs: tuple[str, ...]) -> list[Setup]:
                 method=m,
                 quant_bits=quant,
                 liger=lg,
-                reference_model=base.reference_model and m in ("full", "freeze"),  # LoRA disables the adapter instead
+                reference_model=ref,
+                reference_quant_bits=quant if ref and m == "qlora" else None,
             )
         )
     return out
@@ -369,7 +414,7 @@ def feasibility(
         message = why_gpu_memory_unknown(job, product_table) if gpu_memory is None else f"GPU memory {gpu_memory} bytes is not a positive size"
         if a is None:
             message += "; the model's architecture is unknown too"
-        est = estimate(a, setup_from_job(job)) if a is not None else None
+        est = estimate(a, setup_from_job(job, source_adapter=source_leaves_adapter(job, together))) if a is not None else None
         if est is not None:
             message += f" (predicted peak {_g(est.total)} per GPU)"
         return Verdict("Unknown", "GPUMemoryUnknown", message, est)
@@ -377,7 +422,7 @@ def feasibility(
         return Verdict("Unknown", "UnknownArchitecture", f"the model's architecture is unknown: {unknown_arch}", gpu_memory=gpu_memory)
     # training.ligerKernel is suggested only once the API has it (another change adds the field)
     liger = "liger_kernel" in type(job.spec.training).model_fields
-    return verdict_for(a, setup_from_job(job), gpu_memory, liger_available=liger)
+    return verdict_for(a, setup_from_job(job, source_adapter=source_leaves_adapter(job, together)), gpu_memory, liger_available=liger)
 
 
 @dataclass(frozen=True)

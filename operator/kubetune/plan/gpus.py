@@ -1,8 +1,19 @@
-"""GPUs the planner knows: usable memory as the driver reports it, and the node label value.
+"""GPUs the planner knows: the memory torch can use, and the node label value.
 
-Memory is what ``nvidia-smi --query-gpu=memory.total`` prints (MiB), which is a
-little under the marketing figure. The product strings are the values of the
-``nvidia.com/gpu.product`` node label set by NVIDIA GPU Feature Discovery.
+``memory_mib`` is what torch reports as the device's total capacity (``torch.cuda.
+get_device_properties(i).total_memory``, printed in every CUDA OOM message as "GPU 0 has a total
+capacity of X GiB"): the memory the driver hands to CUDA. It is below the marketing size and below
+``nvidia-smi --query-gpu=memory.total`` (driver- and ECC-reserved memory). The CUDA context is then
+allocated inside it (the planner's own "CUDA context" term).
+
+Source of each figure, beside it: "oom:" a public OOM message naming that GPU (owner/repo#issue,
+the lowest value seen where several differ, since the planner must not promise memory that is not
+there); "derived:" no public torch figure was found, so nvidia-smi's memory.total less 2% (the cited
+parts read 0.7-1.6% under it). Measure yours with ``python -c "import torch;
+print(torch.cuda.get_device_properties(0).total_memory // 2**20)"`` and set
+``spec.resources.gpuMemory`` or the chart's ``gpuMemoryByProduct``.
+The product strings are the values of the ``nvidia.com/gpu.product`` node label set by NVIDIA GPU
+Feature Discovery.
 """
 
 from __future__ import annotations
@@ -26,24 +37,42 @@ class Gpu:
 
 
 GPUS: tuple[Gpu, ...] = (
-    Gpu("H200", 143771, ("NVIDIA-H200", "NVIDIA-H200-141GB-HBM3e")),
-    Gpu("H100-80GB", 81559, ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-SXM5-80GB", "NVIDIA-H100-PCIe")),
-    Gpu("H100-NVL", 95830, ("NVIDIA-H100-NVL",)),
-    Gpu("GH200", 97871, ("NVIDIA-GH200-480GB",)),
-    Gpu("B200", 183359, ("NVIDIA-B200",)),
-    Gpu("A100-80GB", 81920, ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe")),
-    Gpu("A100-40GB", 40960, ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB")),
-    Gpu("L40S", 46068, ("NVIDIA-L40S",)),
-    Gpu("L40", 46068, ("NVIDIA-L40",)),
-    Gpu("A6000", 49140, ("NVIDIA-RTX-A6000",)),
-    Gpu("A10G", 23028, ("NVIDIA-A10G",)),
-    Gpu("A10", 23028, ("NVIDIA-A10",)),
-    Gpu("L4", 23034, ("NVIDIA-L4",)),
-    Gpu("RTX-4090", 24564, ("NVIDIA-GeForce-RTX-4090",)),
-    Gpu("RTX-3090", 24576, ("NVIDIA-GeForce-RTX-3090",)),
-    Gpu("V100-32GB", 32768, ("Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-32GB"), bf16=False),
-    Gpu("V100-16GB", 16384, ("Tesla-V100-SXM2-16GB", "Tesla-V100-PCIE-16GB"), bf16=False),
-    Gpu("T4", 15360, ("Tesla-T4",), bf16=False),
+    # derived: nvidia-smi 143771 MiB less 2%
+    Gpu("H200", 140895, ("NVIDIA-H200", "NVIDIA-H200-141GB-HBM3e")),
+    # oom: 79.11 GiB, vllm-project/vllm#27508 (H100)
+    Gpu("H100-80GB", 81008, ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-SXM5-80GB", "NVIDIA-H100-PCIe")),
+    # derived: nvidia-smi 95830 MiB less 2%
+    Gpu("H100-NVL", 93913, ("NVIDIA-H100-NVL",)),
+    # derived: nvidia-smi 97871 MiB less 2%
+    Gpu("GH200", 95913, ("NVIDIA-GH200-480GB",)),
+    # derived: nvidia-smi 183359 MiB less 2%
+    Gpu("B200", 179691, ("NVIDIA-B200",)),
+    # oom: 79.25 GiB, levihsu/OOTDiffusion#235 (A100 80GB); 79.35 GiB in OSU-NLP-Group/TableLlama#10
+    Gpu("A100-80GB", 81152, ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe")),
+    # oom: 39.50 GiB, TianheWu/CoSeR#10 (A100 40GB)
+    Gpu("A100-40GB", 40448, ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB")),
+    # the L40 figure (same nvidia-smi memory.total, 46068 MiB): QwenLM/Qwen3-VL#2097
+    Gpu("L40S", 45465, ("NVIDIA-L40S",)),
+    # oom: 44.40 GiB, QwenLM/Qwen3-VL#2097 (L40)
+    Gpu("L40", 45465, ("NVIDIA-L40",)),
+    # derived: nvidia-smi 49140 MiB less 2%
+    Gpu("A6000", 48157, ("NVIDIA-RTX-A6000",)),
+    # derived: nvidia-smi 23028 MiB less 2%
+    Gpu("A10G", 22567, ("NVIDIA-A10G",)),
+    # derived: nvidia-smi 23028 MiB less 2%
+    Gpu("A10", 22567, ("NVIDIA-A10",)),
+    # derived: nvidia-smi 23034 MiB less 2%
+    Gpu("L4", 22573, ("NVIDIA-L4",)),
+    # oom: 23.61 GiB, pinokiofactory/flux-webui#11 (RTX 4090); 23.64 GiB in TMElyralab/MuseTalk#76
+    Gpu("RTX-4090", 24176, ("NVIDIA-GeForce-RTX-4090",)),
+    # derived: nvidia-smi 24576 MiB less 2%
+    Gpu("RTX-3090", 24084, ("NVIDIA-GeForce-RTX-3090",)),
+    # oom: 31.74 GiB, haotian-liu/LLaVA#812 (V100 32GB)
+    Gpu("V100-32GB", 32501, ("Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-32GB"), bf16=False),
+    # derived: nvidia-smi 16384 MiB less 2%
+    Gpu("V100-16GB", 16056, ("Tesla-V100-SXM2-16GB", "Tesla-V100-PCIE-16GB"), bf16=False),
+    # derived: nvidia-smi 15360 MiB less 2%
+    Gpu("T4", 15052, ("Tesla-T4",), bf16=False),
 )
 
 

@@ -27,7 +27,8 @@ Packing = Literal["none", "packing", "neat"]
 CUDA_CONTEXT = 512 * MiB
 """CUDA context + cuBLAS/NCCL handles of one process on a Hopper GPU (outside torch's allocator)."""
 NCCL_BUFFERS = 640 * MiB
-"""NCCL communicator buffers and DeepSpeed/DDP communication buckets when more than one process trains."""
+"""NCCL communicator buffers when more than one process trains (DeepSpeed's reduce bucket and DDP's
+gradient buckets are their own terms)."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,20 @@ class Setup:
     """Sequences per example in one forward: 2 for stages dpo and rm (chosen and rejected are
     concatenated into one batch of 2 x micro-batch rows), else 1."""
     reference_model: bool = False
-    """A frozen copy of the model for DPO/KTO's reference log-probabilities: LLaMA-Factory loads one
-    for full and freeze tuning (LoRA disables the adapter instead); ZeRO-3 shards it."""
+    """A separate frozen model for DPO/KTO's reference log-probabilities: LLaMA-Factory loads a copy
+    for full and freeze tuning, and the ``ref_model`` kubetune names for a LoRA/QLoRA policy on a
+    fromJob adapter (base + that adapter); a LoRA policy otherwise disables its adapter instead
+    (llamafactory/train/trainer_utils.py:116-148 ``create_ref_model`` @v0.9.5). ZeRO-3 shards it."""
+    reference_quant_bits: int | None = None
+    """bitsandbytes bits of that reference model (``ref_model_quantization_bit``,
+    trainer_utils.py:128 @v0.9.5). Assumption (kubetune's renderer): it is set to the policy's
+    ``quantization_bit`` whenever the policy is quantized and a reference model is loaded."""
+    stage: str = "sft"
+    """LLaMA-Factory's ``stage``: decides whether Liger's fused cross-entropy applies and how long the
+    fp32 logits live (see :func:`logits_bytes_per_token_vocab`)."""
+    reference_forward: bool = False
+    """Each step runs a reference forward for the preference loss (dpo except orpo/simpo, kto), on the
+    reference model or on the policy with its adapter disabled (dpo/trainer.py:254-274 @v0.9.5)."""
 
     @property
     def rows(self) -> int:
@@ -78,6 +91,15 @@ class Setup:
     @property
     def tokens(self) -> int:
         return self.rows * self.seq_len
+
+    @property
+    def fused_ce(self) -> bool:
+        """Liger's fused linear cross-entropy really replaces the logits: only for stages pt and sft.
+        LLaMA-Factory passes ``require_logits=(stage not in ["pt", "sft"])``
+        (llamafactory/model/loader.py:142 @v0.9.5) and then applies Liger with
+        ``fused_linear_cross_entropy=False`` (model/model_utils/liger_kernel.py:94-96 @v0.9.5):
+        dpo, kto and rm materialise the full logits with or without Liger."""
+        return self.liger and self.stage in ("pt", "sft")
 
     @property
     def deepspeed(self) -> bool:
@@ -104,12 +126,19 @@ class Setup:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+Phase = Literal["always", "backward", "step"]
+
+
 @dataclass(frozen=True)
 class Term:
+    """One allocation.  ``phase`` says when it is alive: ``always``; ``backward`` (forward and backward
+    of a micro-batch: activations, logits, buckets); ``step`` (only around ``optimizer.step()``).
+    The two transient phases never coexist, so the peak is always + the larger of the two."""
+
     name: str
     bytes: int
     note: str = ""
-    static: bool = True
+    phase: Phase = "always"
 
 
 @dataclass(frozen=True)
@@ -120,9 +149,19 @@ class Estimate:
     params: int
     trainable: int
 
+    def phase_bytes(self, phase: Phase, *, allocator_only: bool = False) -> int:
+        skip = _OUTSIDE_ALLOCATOR if allocator_only else ()
+        return sum(t.bytes for t in self.terms if t.phase == phase and t.name not in skip)
+
+    @property
+    def peak_phase(self) -> Phase:
+        """The transient phase that sets the peak: ``backward`` or ``step``."""
+        return "step" if self.phase_bytes("step") > self.phase_bytes("backward") else "backward"
+
     @property
     def total(self) -> int:
-        return sum(t.bytes for t in self.terms)
+        """Peak bytes per GPU: what is always there + the larger transient phase."""
+        return self.phase_bytes("always") + max(self.phase_bytes("backward"), self.phase_bytes("step"))
 
     def term(self, name: str) -> int:
         return sum(t.bytes for t in self.terms if t.name == name)
@@ -130,12 +169,15 @@ class Estimate:
     @property
     def model_states(self) -> int:
         """Weights + gradients + optimizer states: what DeepSpeed's estimators cover."""
-        return sum(self.term(n) for n in ("weights", "gradients", "optimizer states", "ZeRO-3 gathered layer"))
+        return sum(self.term(n) for n in ("weights", "gradients", "DDP gradient buckets", "optimizer states", "fp32 gradients at the step", "ZeRO-3 gathered layer"))
 
     @property
     def allocated(self) -> int:
         """What torch.cuda.max_memory_allocated should read: everything inside torch's allocator."""
-        return sum(t.bytes for t in self.terms if t.name not in ("CUDA context", "allocator overhead", "communication buffers"))
+        return self.phase_bytes("always", allocator_only=True) + max(self.phase_bytes("backward", allocator_only=True), self.phase_bytes("step", allocator_only=True))
+
+
+_OUTSIDE_ALLOCATOR = ("CUDA context", "allocator overhead", "communication buffers")
 
 
 # --- which parameters train ------------------------------------------------------
@@ -260,35 +302,64 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
         note += f", ZeRO-3 sharded over {N}" + (" and offloaded" if s.offload == "all" else "")
 
     # Trainable weights, gradients, optimizer (AdamW: two fp32 moments).
+    # When gradients exist: torch creates them during backward and the Trainer frees them right after
+    # each optimizer step (``model.zero_grad()``, transformers/trainer.py:1774 @v5.6.0;
+    # ``set_to_none=True`` is the default, torch/nn/modules/module.py:2948 @2.13). With one micro-batch
+    # per step they are therefore never alive with the logits at the start of backward: they belong to
+    # the step phase. With gradient accumulation the earlier micro-batches' gradients stay through the
+    # next forward and backward: then they are always there.
+    grads_phase: Phase = "step" if s.grad_accum <= 1 else "always"
+    extra: list[Term] = []
     if not s.deepspeed:
         tw, grads, opt = 4 * T if e == 2 else e * T, 4 * T, s.moment_bytes * T
         tnote, gnote, onote = "fp32 (LLaMA-Factory upcasts trainable weights)", "fp32", "AdamW moments, " + ("8-bit" if s.moment_bytes == 2 else "fp32")
+        gnote += ", freed after each step" if grads_phase == "step" else f", kept across {s.grad_accum} accumulated micro-batches"
         if N > 1:
-            grads += 4 * T
-            gnote += " + DDP bucket copy"
+            # DDP's flat gradient buckets live as long as the DDP module (not read: torch's C++ Reducer).
+            extra.append(Term("DDP gradient buckets", 4 * T, "DDP's flat copy of the fp32 gradients"))
     else:
         tw = e * T if z < 3 else (0 if s.offload == "all" else e * T // N)
         tnote = f"{e * 8}-bit module copy" + (", sharded" if z == 3 else "")
+        grads_phase = "always"  # ZeRO's 16-bit gradient partitions are filled during backward and kept to the step
         if z == 1:
             grads, gnote = e * T, "16-bit, full (ZeRO-1 shards optimizer only)"
         elif z == 2:
             grads, gnote = (0, "offloaded to CPU") if s.offload != "none" else (e * T // N, f"16-bit, sharded over {N}")
         else:
-            grads, gnote = 0, "inside the gathered-layer buffer"
+            # ZeRO-3's grad_partitions_flat_buffer: T / N elements in the model's dtype, allocated at init on
+            # the GPU unless the optimizer is offloaded (deepspeed/runtime/zero/stage3.py:306, 620-622
+            # @v0.18.4); the gathered full-size gradients are the "ZeRO-3 gathered layer" term.
+            grads, gnote = (0, "offloaded to CPU") if s.offload != "none" else (e * T // N, f"16-bit partition, sharded over {N}")
         if s.offload != "none":
             opt, onote = 0, "offloaded to CPU"
         else:
-            opt = (8 + s.moment_bytes) * T // N
-            onote = f"fp32 master + fp32 grads + {'8-bit ' if s.moment_bytes == 2 else ''}AdamW moments, sharded over {N}"
+            opt = (4 + s.moment_bytes) * T // N
+            onote = f"fp32 master + {'8-bit ' if s.moment_bytes == 2 else ''}AdamW moments, sharded over {N}"
+            # The fp32 gradient partition exists only inside the step: ZeRO-1/2 builds it from the 16-bit
+            # partition and drops it after the update (deepspeed/runtime/zero/stage_1_and_2.py:2099-2119
+            # @v0.18.4); ZeRO-3 per sub-group (stage3.py:1977-1987 _prepare_fp32_grad_for_sub_group,
+            # 2027-2031 _release_sub_group @v0.18.4). DeepSpeed's estimators count it (the "4_grads_32bit"
+            # of stage_1_and_2.py:2832), so it stays in model_states.
+            extra.append(Term("fp32 gradients at the step", 4 * T // N, f"fp32 gradient partition, sharded over {N}, only during optimizer.step()", phase="step"))
     frozen_note = f"{note}; " if F else ""
     terms.append(Term("weights", int(frozen + tw), f"{frozen_note}{T / 1e6:.1f}M trainable, {tnote}"))
-    terms.append(Term("gradients", int(grads), gnote))
+    terms.append(Term("gradients", int(grads), gnote, phase=grads_phase))
+    terms += [t for t in extra if t.phase == "always"]
     terms.append(Term("optimizer states", int(opt), onote))
+    terms += [t for t in extra if t.phase != "always"]
     if s.reference_model:
-        terms.append(Term("reference model", e * P // (N if z == 3 else 1), f"frozen {e * 8}-bit copy for the reference log-probabilities" + (f", ZeRO-3 sharded over {N}" if z == 3 else "")))
+        if s.reference_quant_bits:
+            linear = arch.layers * sum(a * b for a, b in arch.linear_shapes().values())
+            per = _quantized_bytes_per_param(s.reference_quant_bits, s.double_quant, arch.hidden)
+            ref = int(linear * per + (P - linear) * e)
+            rnote = f"frozen copy for the reference log-probabilities, linear weights at {s.reference_quant_bits}-bit (ref_model_quantization_bit)"
+        else:
+            ref = e * P
+            rnote = f"frozen {e * 8}-bit copy for the reference log-probabilities"
+        terms.append(Term("reference model", ref // (N if z == 3 else 1), rnote + (f", ZeRO-3 sharded over {N}" if z == 3 else "")))
     if z == 3:
         # deepspeed/runtime/zero/stage3.py estimate_zero3_model_states_mem_needs: 4 bytes x the largest layer.
-        terms.append(Term("ZeRO-3 gathered layer", 4 * arch.largest_module_params(), "largest parameter gathered at once (param + grad, 16-bit)"))
+        terms.append(Term("ZeRO-3 gathered layer", 4 * arch.largest_module_params(), "largest parameter gathered at once (param + grad, 16-bit)", phase="backward"))
     return terms
 
 
@@ -422,11 +493,46 @@ def activations(arch: Architecture, s: Setup) -> Activations:
         recompute = 0
         rope_rows = s.rows if s.packing == "neat" else 1  # neat packing passes per-row position ids
         other += 2 * rope_rows * s.seq_len * arch.head_dim * r_final  # cos and sin
-    logits = 0 if s.liger else 4 * t * arch.vocab
+    logits = 0 if s.fused_ce else 4 * t * arch.vocab
     mask = s.rows * s.seq_len * s.seq_len * e if mask_present else 0
     del lm_trains
     layer_casts = casts if not s.gradient_checkpointing else 0  # recast inside each recomputed layer
     return Activations(layer_bytes, other, layer_casts + head_casts, logits, recompute, mask)
+
+
+ZERO_REDUCE_BUCKET_ELEMENTS = 500_000_000
+"""``reduce_bucket_size`` kubetune renders for ZeRO-1/2 (render/configs.py ``_BUCKET``), DeepSpeed's
+default too (deepspeed/runtime/zero/config.py:112 @v0.18.4)."""
+
+
+def logits_bytes_per_token_vocab(s: Setup) -> int:
+    """Peak bytes per token x vocabulary entry that the loss keeps (the ``logits`` term).
+
+    Causal LM loss (pt, sft, rm): the 16-bit logits are freed after the loss; at the start of backward
+    the fp32 log-softmax (saved), the gradient of the loss and the gradient of log-softmax's input
+    are alive at once: 4 + 4 + 4 = 12.
+
+    dpo with a reference (LLaMA-Factory's ``CustomDPOTrainer`` overrides TRL's concatenated forward,
+    so TRL's own code path does not run): the policy's logits are cast to fp32 and kept
+    (dpo/trainer.py:230 @v0.9.5) by ``get_batch_loss_metrics`` as ``chosen_logits``/``rejected_logits``
+    views until the metrics at lines 311-312, i.e. through the reference forward at line 293 (4);
+    ``get_batch_logps`` saves their fp32 log-softmax for backward (trainer_utils.py:612 @v0.9.5) (4).
+    The reference forward then builds its own fp32 logits (4) and their log-softmax (4, under
+    no_grad): 16. Backward afterwards needs 12 (above), so the peak is 16.
+    orpo/simpo (no reference forward): 12.
+
+    kto (kto/trainer.py @v0.9.5): the policy keeps its log-softmax (4) and the boolean-indexed
+    chosen/rejected copies of its fp32 logits (lines 194-196, 4 together); the reference pass runs
+    ``concatenated_forward`` under no_grad, whose target logits (4) stay alive through its KL
+    forward (lines 187-189: fp32 logits 4 + log-softmax 4): 8 + 12 = 20.
+    """
+    if s.fused_ce:
+        return 0
+    if s.reference_forward and s.stage == "dpo":
+        return 16
+    if s.reference_forward and s.stage == "kto":
+        return 20
+    return 12
 
 
 def estimate(arch: Architecture, s: Setup) -> Estimate:
@@ -439,30 +545,39 @@ def estimate(arch: Architecture, s: Setup) -> Estimate:
             "activations",
             act.layers + act.other + act.weight_casts + act.mask + act.recompute,
             f"{s.rows} x {s.seq_len} tokens, {ckpt}" + (", + one layer recomputed" if act.recompute else ""),
-            static=False,
+            phase="backward",
         )
     )
-    if s.liger:
-        terms.append(Term("logits", 8 * t * arch.hidden, "Liger fused linear cross-entropy: chunked, never materialised", static=False))
+    per = logits_bytes_per_token_vocab(s)
+    if s.fused_ce:
+        terms.append(Term("logits", 8 * t * arch.hidden, "Liger fused linear cross-entropy: chunked, never materialised", phase="backward"))
     else:
-        # bf16 logits are freed after the loss; at the start of backward the fp32 log-softmax (saved),
-        # the gradient of the loss and the gradient of log-softmax's input are alive at once.
-        terms.append(Term("logits", 12 * t * arch.vocab, f"{t} tokens x {arch.vocab} vocabulary, fp32 loss + its gradients", static=False))
+        why = {12: "fp32 loss + its gradients", 16: "policy fp32 logits + log-softmax alive through the reference forward (DPO)", 20: "policy log-softmax + logits copies alive through the reference and KL forwards (KTO)"}[per]
+        if s.liger:
+            why += f"; Liger's fused cross-entropy is off for stage {s.stage}"
+        terms.append(Term("logits", per * t * arch.vocab, f"{t} tokens x {arch.vocab} vocabulary x {per} B: {why}", phase="backward"))
     workspace = s.elem * t * (2 * arch.hidden + 3 * arch.intermediate)
     if s.method == "qlora":
         a, b = max(arch.linear_shapes().values(), key=lambda x: x[0] * x[1])
         workspace += 2 * a * b
-    terms.append(Term("backward workspace", workspace, "gradients of one layer's activations in flight" + (", one dequantised weight" if s.method == "qlora" else ""), static=False))
+    terms.append(Term("backward workspace", workspace, "gradients of one layer's activations in flight" + (", one dequantised weight" if s.method == "qlora" else ""), phase="backward"))
+    z = 3 if s.fsdp else s.zero_stage
+    if z in (1, 2):
+        # ZeRO-1/2 with contiguous_gradients (as rendered) allocate the reduce bucket in the dtype of
+        # the 16-bit parameters (stage_1_and_2.py:334 self.dtype) when the first gradient hook fires
+        # (process_gradients -> setup_buckets, lines 1547-1548, 2230-2251 @v0.18.4) and release it at the
+        # end of backward (_release_ipg_buffers, lines 755-761, 883): one buffer of
+        # reduce_bucket_size elements per communication dtype, two with overlap_comm (rendered false).
+        bucket = ZERO_REDUCE_BUCKET_ELEMENTS * s.elem
+        terms.append(Term("ZeRO reduce bucket", bucket, f"{ZERO_REDUCE_BUCKET_ELEMENTS:.0e} elements x {s.elem} B (reduce_bucket_size), during backward", phase="backward"))
     if not s.deepspeed and s.optimizer == "adamw_torch":
         T = trainable_params(arch, s)
-        step = 4 * T  # foreach AdamW: a temporary per parameter group (sqrt of the second moment); fused AdamW has none
-        dynamic = sum(x.bytes for x in terms if not x.static)
-        if step > dynamic:
-            terms.append(Term("optimizer step temporaries", step - dynamic, "foreach AdamW temporaries exceed the freed activations", static=False))
+        # foreach AdamW: a temporary per parameter group (sqrt of the second moment); fused AdamW has none
+        terms.append(Term("optimizer step temporaries", 4 * T, "foreach AdamW temporaries (the step only)", phase="step"))
     if s.world_size > 1:
-        terms.append(Term("communication buffers", NCCL_BUFFERS, "NCCL + gradient buckets"))
-    dyn = sum(x.bytes for x in terms if not x.static)
-    terms.append(Term("allocator overhead", int(0.08 * dyn) + 256 * MiB, "caching-allocator fragmentation (~8% of transient tensors + 256 MiB)"))
+        terms.append(Term("communication buffers", NCCL_BUFFERS, "NCCL communicators"))
+    dyn = max(sum(x.bytes for x in terms if x.phase == p) for p in ("backward", "step"))
+    terms.append(Term("allocator overhead", int(0.08 * dyn) + 256 * MiB, "caching-allocator fragmentation (~8% of the larger transient phase + 256 MiB)"))
     terms.append(Term("CUDA context", CUDA_CONTEXT, "driver context, cuBLAS workspace"))
     return Estimate(arch, s, tuple(terms), arch.total_params(), trainable_params(arch, s))
 

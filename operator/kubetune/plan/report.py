@@ -6,7 +6,7 @@ from typing import Any
 
 from .feasibility import Verdict, cheapest_fit
 from .gpus import GiB
-from .memory import Estimate
+from .memory import Estimate, Phase
 
 
 def _gib(n: int) -> str:
@@ -25,9 +25,13 @@ def table(est: Estimate) -> str:
         f"attention {s.attention}; optimizer {s.optimizer}\n"
     )
     width = max(len(t.name) for t in est.terms)
-    rows = [f"  {'term'.ljust(width)}  {'GiB':>8}  note"]
-    rows += [f"  {t.name.ljust(width)}  {_gib(t.bytes)}  {t.note}" for t in est.terms]
-    rows.append(f"  {'total per GPU'.ljust(width)}  {_gib(est.total)}")
+    rows = [f"  {'term'.ljust(width)}  {'GiB':>8}  {'when':8}  note"]
+    rows += [f"  {t.name.ljust(width)}  {_gib(t.bytes)}  {t.phase:8}  {t.note}" for t in est.terms]
+    other: Phase = "step" if est.peak_phase == "backward" else "backward"
+    rows.append(
+        f"  {'total per GPU'.ljust(width)}  {_gib(est.total)}  always + {est.peak_phase} "
+        f"({est.phase_bytes(est.peak_phase) / GiB:.2f} GiB; the {other} terms, {est.phase_bytes(other) / GiB:.2f} GiB, are never alive with them)"
+    )
     return head + "\n".join(rows) + "\n"
 
 
@@ -57,7 +61,8 @@ def verdict_json(v: Verdict) -> dict[str, Any]:
         "message": v.message,
         "gpuMemoryBytes": v.gpu_memory,
         "totalBytes": est.total if est else None,
-        "terms": [{"name": t.name, "bytes": t.bytes, "note": t.note} for t in est.terms] if est else [],
+        "peakPhase": est.peak_phase if est else None,
+        "terms": [{"name": t.name, "bytes": t.bytes, "phase": t.phase, "note": t.note} for t in est.terms] if est else [],
         "suggestion": {"changes": list(v.suggestion.steps), "totalBytes": v.suggestion.estimate.total} if v.suggestion else None,
     }
 
