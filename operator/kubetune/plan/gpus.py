@@ -19,6 +19,10 @@ class Gpu:
     memory_mib: int
     products: tuple[str, ...]
     bf16: bool = True
+    # kubetune's trainer image runs on it (CUDA 13.0 code for sm_80/8.x, sm_90, sm_100 + PTX, on an
+    # x86-64 host: images/trainer/Dockerfile). False: the planner knows it, the chart's default
+    # gpuMemoryByProduct table leaves it out (it needs a spec.image built for it).
+    in_image: bool = True
 
     @property
     def memory_bytes(self) -> int:
@@ -29,7 +33,7 @@ GPUS: tuple[Gpu, ...] = (
     Gpu("H200", 143771, ("NVIDIA-H200", "NVIDIA-H200-141GB-HBM3e")),
     Gpu("H100-80GB", 81559, ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-SXM5-80GB", "NVIDIA-H100-PCIe")),
     Gpu("H100-NVL", 95830, ("NVIDIA-H100-NVL",)),
-    Gpu("GH200", 97871, ("NVIDIA-GH200-480GB",)),
+    Gpu("GH200", 97871, ("NVIDIA-GH200-480GB",), in_image=False),  # arm64 host; the image is amd64
     Gpu("B200", 183359, ("NVIDIA-B200",)),
     Gpu("A100-80GB", 81920, ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe")),
     Gpu("A100-40GB", 40960, ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB")),
@@ -41,9 +45,9 @@ GPUS: tuple[Gpu, ...] = (
     Gpu("L4", 23034, ("NVIDIA-L4",)),
     Gpu("RTX-4090", 24564, ("NVIDIA-GeForce-RTX-4090",)),
     Gpu("RTX-3090", 24576, ("NVIDIA-GeForce-RTX-3090",)),
-    Gpu("V100-32GB", 32768, ("Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-32GB"), bf16=False),
-    Gpu("V100-16GB", 16384, ("Tesla-V100-SXM2-16GB", "Tesla-V100-PCIE-16GB"), bf16=False),
-    Gpu("T4", 15360, ("Tesla-T4",), bf16=False),
+    Gpu("V100-32GB", 32768, ("Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-32GB"), bf16=False, in_image=False),  # Volta: CUDA 13 dropped it
+    Gpu("V100-16GB", 16384, ("Tesla-V100-SXM2-16GB", "Tesla-V100-PCIE-16GB"), bf16=False, in_image=False),
+    Gpu("T4", 15360, ("Tesla-T4",), bf16=False, in_image=False),  # Turing sm_75: no code built for it
 )
 
 
@@ -60,8 +64,9 @@ def find_gpu(name: str) -> Gpu:
 
 
 def product_memory_table() -> dict[str, str]:
-    """nvidia.com/gpu.product value -> memory as a Kubernetes quantity (the Helm default table)."""
-    return {p: f"{g.memory_mib}Mi" for g in GPUS for p in g.products}
+    """nvidia.com/gpu.product value -> memory as a Kubernetes quantity (the Helm default table):
+    the GPUs kubetune's trainer image runs on."""
+    return {p: f"{g.memory_mib}Mi" for g in GPUS if g.in_image for p in g.products}
 
 
 def _norm(s: str) -> str:
