@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default inside a cluster; outside one, without -n, only the kubeconfig context's namespace is watched)")
     p.add_argument("--metrics-port", type=int, default=8080)
     p.add_argument("--health-port", type=int, default=8081)
-    p.add_argument("--trainer-image", default=None, help="default trainer image (Helm value trainer.image)")
+    p.add_argument("--trainer-image", default=None, help="default trainer image (Helm value trainer.image; kubetune's is CUDA 13.0 and needs NVIDIA driver R580+ on GPU nodes)")
     p.add_argument("--default-queue", default=None, help="Kueue LocalQueue for jobs that name none")
     p.add_argument("--peering", default="kubetune", help="kopf peering name; '' runs standalone (one replica only)")
     p.add_argument("--priority", type=int, default=0, help="peering priority: the highest-priority operator runs, others pause")
