@@ -106,8 +106,8 @@ def test_base_images_are_pinned_by_digest_with_the_dockerfiles_tags() -> None:
             entries[name] = ref
             assert not digest or re.fullmatch(r"sha256:[0-9a-f]{64}", digest[0]), line
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", TRAINER, re.M))
-    assert f"FROM nvidia/cuda:${{CUDA_VERSION}}-devel-${{UBUNTU}}@${{CUDA_DEVEL_DIGEST}} AS build" in TRAINER
-    assert f"FROM nvidia/cuda:${{CUDA_VERSION}}-base-${{UBUNTU}}@${{CUDA_BASE_DIGEST}}" in TRAINER
+    assert "FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU}@${CUDA_DEVEL_DIGEST} AS build" in TRAINER
+    assert "FROM nvidia/cuda:${CUDA_VERSION}-base-${UBUNTU}@${CUDA_BASE_DIGEST}" in TRAINER
     assert entries["CUDA_DEVEL_DIGEST"] == f"nvidia/cuda:{args['CUDA_VERSION']}-devel-{args['UBUNTU']}"
     assert entries["CUDA_BASE_DIGEST"] == f"nvidia/cuda:{args['CUDA_VERSION']}-base-{args['UBUNTU']}"
     [operator_from] = [i for i in _instructions(OPERATOR) if i.startswith("FROM ")]
