@@ -103,6 +103,23 @@ def test_nvme_offload_and_deepspeed_optimizer_blocks_need_their_ops() -> None:
     assert opcheck.needed_ops(forced_off) == {}
 
 
+@pytest.mark.parametrize(("optim", "op"), [
+    # transformers trainer_optimizer.py:251-285 (5.6.0): every lion_* name is bitsandbytes' Lion, with
+    # optim_bits 8 for *_8bit; accelerate utils/deepspeed.py:84-95 (1.11.0) swaps in DeepSpeedCPULion
+    # only for a 32-bit Lion, and DeepSpeedCPUAdam (the default, :43) for every other optimizer.
+    ("lion_32bit", "cpu_lion"), ("paged_lion_32bit", "cpu_lion"),
+    ("lion_8bit", "cpu_adam"), ("paged_lion_8bit", "cpu_adam"),
+    ("adagrad", "cpu_adagrad"), ("adamw_8bit", "cpu_adam"), ("adamw_torch", "cpu_adam"),
+])
+def test_the_cpu_optimizer_offload_swaps_in_is_the_one_accelerate_picks(optim: str, op: str) -> None:
+    assert set(opcheck.needed_ops(_ds("optimizer"), optim=optim)) == {op}
+    if op == "cpu_adam":  # prebuilt in the image: an 8-bit Lion job is not refused for a cpu_lion it never loads
+        opcheck.check(IMAGE, _ds("optimizer"), gpus=8, optim=optim)
+    else:
+        with pytest.raises(ConfigError, match=f"{op} op is not prebuilt"):
+            opcheck.check(IMAGE, _ds("optimizer"), gpus=8, optim=optim)
+
+
 def test_cpu_adam_for_x86_64_v3_is_refused_on_a_cpu_without_avx2() -> None:
     old_cpu = opcheck.Facts(**{**IMAGE.__dict__, "cpu_flags": frozenset({"sse4_2", "avx", "popcnt"})})
     with pytest.raises(ConfigError) as err:
