@@ -19,7 +19,7 @@ DeepSpeed and only then die in ``torch.utils.cpp_extension``. Contracts relied o
 * Which op a job needs: ZeRO-Offload of the optimizer (``offload_optimizer.device`` not ``none``)
   with no ``optimizer`` block in the DeepSpeed config makes accelerate replace the HF optimizer by
   ``DeepSpeedCPUAdam`` (accelerate/accelerator.py:2276-2285, utils/deepspeed.py:29-97 @v1.11.0;
-  ``DeepSpeedCPUAdagrad``/``DeepSpeedCPULion`` for adagrad/lion); an ``optimizer`` block of type
+  ``DeepSpeedCPUAdagrad``/``DeepSpeedCPULion`` for torch's Adagrad / a 32-bit bitsandbytes Lion); an ``optimizer`` block of type
   Adam/AdamW uses ``FusedAdam`` on the GPU (runtime/engine.py:1569 @v0.18.4) or ``DeepSpeedCPUAdam``
   with offload; NVMe offload needs ``async_io``.
 * CPU Adam is compiled for ``KUBETUNE_CPU_ADAM_MARCH`` (x86-64-v3 in the image): on a CPU without
@@ -74,6 +74,22 @@ class Facts:
     driver: str | None = None  # /proc/driver/nvidia/version's first line, when present
 
 
+def _cpu_optimizer_op(optim: str) -> str:
+    """The DeepSpeed CPU optimizer accelerate swaps in for the HF ``optim`` under ZeRO-Offload.
+
+    accelerate utils/deepspeed.py:43-95 @v1.11.0: DeepSpeedCPUAdagrad for ``torch.optim.Adagrad``
+    (HF ``adagrad``), DeepSpeedCPULion for a bitsandbytes ``Lion`` with ``optim_bits == 32``, else
+    DeepSpeedCPUAdam. transformers trainer_optimizer.py:251-285 @v5.6.0 builds every ``*lion*``
+    name as bitsandbytes' ``Lion`` with ``optim_bits = 8 if "8bit" in name else 32``, so
+    ``lion_8bit``/``paged_lion_8bit`` run cpu_adam, not cpu_lion."""
+    name = optim.lower()
+    if name == "adagrad":
+        return "cpu_adagrad"
+    if "lion" in name and "8bit" not in name:
+        return "cpu_lion"
+    return "cpu_adam"
+
+
 def needed_ops(ds_config: Mapping[str, Any], optim: str = "") -> dict[str, str]:
     """DeepSpeed ops the job will load, each with the reason (see the module docstring)."""
     zero = ds_config.get("zero_optimization") or {}
@@ -83,7 +99,7 @@ def needed_ops(ds_config: Mapping[str, Any], optim: str = "") -> dict[str, str]:
     block = ds_config.get("optimizer")
     if offload != "none":
         if block is None and ds_config.get("zero_force_ds_cpu_optimizer", True) is not False:
-            name = "cpu_adagrad" if "adagrad" in optim.lower() else "cpu_lion" if "lion" in optim.lower() else "cpu_adam"
+            name = _cpu_optimizer_op(optim)
             ops[name] = f"ZeRO-Offload (offload_optimizer {offload}) runs the optimizer step on the CPU with DeepSpeed's {name}"
         elif isinstance(block, Mapping) and str(block.get("type", "")).lower() in ("adam", "adamw"):
             ops["cpu_adam"] = "ZeRO-Offload with a DeepSpeed Adam optimizer block runs DeepSpeedCPUAdam"
