@@ -314,3 +314,17 @@ def test_list_models_and_gpus(capsys: pytest.CaptureFixture[str]) -> None:
     assert "H200" in out and "NVIDIA-H100-80GB-HBM3" in out
     code, _, err = run(capsys, "plan")
     assert code == 2 and "give a FineTuneJob file" in err
+
+
+@pytest.mark.parametrize(("product", "verdict"), [
+    ("Tesla-V100-SXM2-32GB", "verdict: DOES NOT FIT in 32.0 GiB"), ("Tesla-T4", "verdict: DOES NOT FIT in 15.0 GiB"),
+    ("NVIDIA-GH200-480GB", "verdict: FITS in 95.6 GiB"),
+])
+def test_cli_still_knows_the_memory_of_gpus_the_chart_table_leaves_out(capsys: pytest.CaptureFixture[str], tmp_path: Path, product: str, verdict: str) -> None:
+    # The chart's default gpuMemoryByProduct lists only what kubetune's trainer image runs on, but a job
+    # with its own spec.image may target a V100/T4/GH200 node: `kubetune plan` still reads its memory
+    # from the node selector's product and gives a verdict.
+    doc = big_lora(image="registry.example.com/ml/trainer-cu126:1")
+    doc["spec"]["scheduling"] = {"nodeSelector": {"nvidia.com/gpu.product": product}}
+    _, out, _ = run(capsys, "plan", write(tmp_path, doc))
+    assert verdict in out
