@@ -214,7 +214,9 @@ def _job_gpu_memory(job: FineTuneJob, args: argparse.Namespace) -> int | None:
     from kubetune.plan.feasibility import gpu_memory_for
 
     given = _gpu_memory_arg(args)
-    return given if given is not None else gpu_memory_for(job, product_memory_table())
+    # Every GPU kubetune knows, V100/T4/GH200 included: the chart's table leaves those out only
+    # because kubetune's own image does not run there; a job with its own spec.image may.
+    return given if given is not None else gpu_memory_for(job, product_memory_table(in_image_only=False))
 
 
 def _feasibility_problems(job: FineTuneJob, args: argparse.Namespace) -> tuple[list[Problem], str | None]:
