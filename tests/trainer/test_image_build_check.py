@@ -111,3 +111,27 @@ def test_the_lock_parser_reads_every_entry_with_its_hashes() -> None:
     entries = [l for l in text.splitlines() if l and not l[0].isspace() and not l.startswith("#")]
     assert len(lock) == len(entries) and lock["torch"][0] == "2.13.0" and len(lock["torch"][1]) >= 1
     assert text.count("--hash=sha256:") == sum(len(h) for _, h in lock.values())
+
+
+def test_the_wheel_check_covers_exactly_what_the_trainer_dockerfile_installs_with_only_binary(tmp_path: Path) -> None:
+    # The Dockerfile's own awk filter, run on the real lock, against check_stack's: the packages CI checks
+    # for wheels (cp312, manylinux_2_28_x86_64) are the ones `pip install --only-binary=:all:` gets.
+    dockerfile = (ROOT / "images" / "trainer" / "Dockerfile").read_text()
+    awk = next(line for line in dockerfile.splitlines() if "/tmp/wheels.lock" in line and "awk" in line)
+    program = awk.split("awk '", 1)[1].split("'", 1)[0]
+    text = (ROOT / "images" / "trainer" / "requirements.lock").read_text()
+    dockers = subprocess.run(["awk", program], input=text, capture_output=True, text=True, check=True).stdout
+    ours = check_stack.wheels_only(text, check_stack.TRAINER_SDISTS)
+    assert check_stack.locked(ours) == check_stack.locked(dockers)
+    assert "deepspeed" not in check_stack.locked(ours) and "torch" in check_stack.locked(ours)
+
+
+def test_a_locked_package_with_no_wheel_is_named() -> None:
+    # uv 0.13's words when `--only-binary :all:` meets an sdist-only package (jieba 0.42.1 on PyPI).
+    stderr = ("error: No solution found when resolving dependencies\n"
+              "  cause: Because jieba==0.42.1 has no usable wheels and you require jieba==0.42.1, we can conclude "
+              "that your requirements are unsatisfiable.\n")
+    assert check_stack.wheel_problem("images/x.lock", "cp312 on x86_64-manylinux_2_28", 1, stderr) == (
+        "images/x.lock: PyPI has no wheel of jieba==0.42.1 for cp312 on x86_64-manylinux_2_28, "
+        "but the Dockerfile installs it with --only-binary=:all: (build it from its sdist there, or lock another version)")
+    assert check_stack.wheel_problem("images/x.lock", "cp312 on x86_64-manylinux_2_28", 0, "") is None
