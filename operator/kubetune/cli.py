@@ -214,7 +214,9 @@ def _job_gpu_memory(job: FineTuneJob, args: argparse.Namespace) -> int | None:
     from kubetune.plan.feasibility import gpu_memory_for
 
     given = _gpu_memory_arg(args)
-    return given if given is not None else gpu_memory_for(job, product_memory_table())
+    # Every GPU kubetune knows, V100/T4/GH200 included: the chart's table leaves those out only
+    # because kubetune's own image does not run there; a job with its own spec.image may.
+    return given if given is not None else gpu_memory_for(job, product_memory_table(in_image_only=False))
 
 
 def _feasibility_problems(job: FineTuneJob, args: argparse.Namespace) -> tuple[list[Problem], str | None]:
@@ -378,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default inside a cluster; outside one, without -n, only the kubeconfig context's namespace is watched)")
     p.add_argument("--metrics-port", type=int, default=8080)
     p.add_argument("--health-port", type=int, default=8081)
-    p.add_argument("--trainer-image", default=None, help="default trainer image (Helm value trainer.image)")
+    p.add_argument("--trainer-image", default=None, help="default trainer image (Helm value trainer.image; kubetune's is CUDA 13.0 and needs NVIDIA driver R580+ on GPU nodes)")
     p.add_argument("--default-queue", default=None, help="Kueue LocalQueue for jobs that name none")
     p.add_argument("--peering", default="kubetune", help="kopf peering name; '' runs standalone (one replica only)")
     p.add_argument("--priority", type=int, default=0, help="peering priority: the highest-priority operator runs, others pause")

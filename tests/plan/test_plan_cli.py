@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from kubetune.plan import GPUS
 import yaml
 
 from kubetune.api import FineTuneJob
@@ -332,3 +334,17 @@ def test_memory_planning_doc_shows_what_kubetune_plan_prints(capsys: pytest.Capt
     printed = out.splitlines()
     for line in shown:
         assert line in printed, f"docs/memory-planning.md shows {line!r}, kubetune plan prints:\n{out}"
+
+
+@pytest.mark.parametrize(("product", "verdict"), [
+    ("Tesla-V100-SXM2-32GB", "DOES NOT FIT"), ("Tesla-T4", "DOES NOT FIT"), ("NVIDIA-GH200-480GB", "FITS"),
+])
+def test_cli_still_knows_the_memory_of_gpus_the_chart_table_leaves_out(capsys: pytest.CaptureFixture[str], tmp_path: Path, product: str, verdict: str) -> None:
+    # The chart's default gpuMemoryByProduct lists only what kubetune's trainer image runs on, but a job
+    # with its own spec.image may target a V100/T4/GH200 node: `kubetune plan` still reads its memory
+    # from the node selector's product and gives a verdict.
+    doc = big_lora(image="registry.example.com/ml/trainer-cu126:1")
+    doc["spec"]["scheduling"] = {"nodeSelector": {"nvidia.com/gpu.product": product}}
+    _, out, _ = run(capsys, "plan", write(tmp_path, doc))
+    gpu = next(g for g in GPUS if product in g.products)
+    assert f"verdict: {verdict} in {gpu.memory_mib / 1024:.1f} GiB" in out

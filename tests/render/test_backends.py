@@ -271,6 +271,10 @@ def test_image_option_and_layout() -> None:
     assert _main_container(pod_templates(rendered.workload)["Master"])["image"] == "my/image:2"
     assert rendered.train_args["output_dir"] == "/o/team-a/demo"
     assert rendered.train_args["dataset_dir"] == "/o/team-a/demo/data"
+    env = _env(_main_container(pod_templates(rendered.workload)["Master"]))
+    # JIT-built ops survive a restart: on the job's outputs folder, not the per-pod scratch emptyDir.
+    assert env["TORCH_EXTENSIONS_DIR"] == "/o/team-a/demo/.torch_extensions"
+    assert env["TRITON_CACHE_DIR"] == "/s/triton"
 
 
 def test_mpijob_rendezvous_comes_from_the_hostfile_not_a_guessed_service_name() -> None:
@@ -344,7 +348,7 @@ def test_tensorboard_is_on_by_default_with_event_files_on_the_outputs_volume() -
 
 
 @pytest.mark.parametrize("backend", ["pytorchjob", "mpijob"])
-def test_rdma_devices_annotations_and_ipc_lock_only_with_rdma(backend: str) -> None:
+def test_rdma_devices_and_annotations_reach_the_pods_which_stay_restricted(backend: str) -> None:
     plain = render(JobBuilder().set("spec.resources", {"nodes": 2, "gpusPerNode": 8}).build(), RenderOptions(backend=backend))
     for role, template in pod_templates(plain.workload).items():
         c = _main_container(template)
@@ -363,11 +367,13 @@ def test_rdma_devices_annotations_and_ipc_lock_only_with_rdma(backend: str) -> N
         c = _main_container(template)
         assert template["metadata"]["annotations"] == {"k8s.v1.cni.cncf.io/networks": "ib-net"}, role
         assert template["spec"]["terminationGracePeriodSeconds"] == 900
-        if role == "Launcher":  # mpirun only: no devices, no extra capability
-            assert "rdma/ib" not in str(c["resources"]) and c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        # No IPC_LOCK: added to a uid-1000 container it never reaches the effective set
+        # (kubernetes/kubernetes#56374); RDMA jobs stay in the restricted profile.
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}, role
+        if role == "Launcher":  # mpirun only: no devices
+            assert "rdma/ib" not in str(c["resources"])
             continue
         assert c["resources"]["limits"]["rdma/ib"] == 1 and c["resources"]["limits"]["nvidia.com/gpu"] == 8
-        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
         assert _env(c)["KUBETUNE_STOP_GRACE_SECONDS"] == "885"
 
 

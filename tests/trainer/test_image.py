@@ -39,6 +39,21 @@ def test_pins_agree_with_the_train_extra() -> None:
         assert name in pins
 
 
+def _lock(path: str) -> dict[str, tuple[str, set[str]]]:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "images"))
+    try:
+        from check_stack import locked
+    finally:
+        sys.path.pop(0)
+    return locked((ROOT / "images" / path).read_text())
+
+
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def test_trainer_dockerfile_uses_exactly_the_pinned_versions() -> None:
     pins = _pins()
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", TRAINER, re.M))
@@ -48,9 +63,76 @@ def test_trainer_dockerfile_uses_exactly_the_pinned_versions() -> None:
     for name, version in pins.items():
         for found in re.findall(rf"{re.escape(name)}==([0-9][^\s\"']*)", TRAINER, re.I):
             assert found == version, f"{name}=={found} in the Dockerfile, pins.txt says {version}"
-    assert "COPY images/trainer/pins.txt /tmp/pins.txt" in TRAINER
-    installs = [i for i in _instructions(TRAINER) if "pip install" in i]
-    assert installs and all("-c /tmp/pins.txt" in i for i in installs), installs
+    # The lock the image installs holds every pin at its version (images/lock.sh constrains by pins.txt).
+    lock = _lock("trainer/requirements.lock")
+    wrong = {n: (v, lock.get(_canon(n), ("missing",))[0]) for n, v in pins.items() if lock.get(_canon(n), ("",))[0] != v}
+    assert not wrong, f"pins.txt vs requirements.lock: {wrong} (run images/lock.sh)"
+
+
+def _pip_installs(dockerfile: str) -> list[str]:
+    return [seg.strip() for i in _instructions(dockerfile) for seg in i.split("&&") if "pip install" in seg]
+
+
+def test_every_pip_install_is_hash_checked_from_one_index() -> None:
+    for dockerfile in (TRAINER, OPERATOR):
+        installs = _pip_installs(dockerfile)
+        assert installs
+        for cmd in installs:
+            assert "--extra-index-url" not in cmd and "--find-links" not in cmd, cmd
+            if cmd.endswith(" /src"):  # kubetune itself, from the build context, nothing fetched
+                assert "--no-index" in cmd and "--no-deps" in cmd, cmd
+            else:
+                assert "--require-hashes" in cmd and "--no-deps" in cmd, cmd
+                assert cmd.count("--index-url") == 1 and "--index-url https://pypi.org/simple" in cmd, cmd
+                assert re.search(r"-r /tmp/\S+\.lock\b", cmd), cmd
+    for path in ("trainer/requirements.lock", "operator/requirements.lock", "sbom-tool.lock"):
+        lock = _lock(path)
+        assert lock and all(hashes for _, hashes in lock.values()), f"{path}: an entry without hashes"
+
+
+def test_every_locked_trainer_package_is_installed_by_exactly_one_step() -> None:
+    """The wheel step skips the sdists, the sdist steps take exactly them: nothing is installed twice or never."""
+    lock = set(_lock("trainer/requirements.lock"))
+    skipped = set(re.findall(r"skip=\(\$0 ~ /\^\(([^)]*)\)==/\)", TRAINER)[0].split("|"))
+    kept = set(re.findall(r"keep=\(\$0 ~ /\^([a-z0-9-]+)==/\)", TRAINER))
+    assert skipped == kept == {"deepspeed", "jieba"} and kept <= lock
+
+
+def test_base_images_are_pinned_by_digest_with_the_dockerfiles_tags() -> None:
+    entries = {}
+    for line in (ROOT / "images" / "base-images.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, ref, *digest = line.split()
+            entries[name] = ref
+            assert not digest or re.fullmatch(r"sha256:[0-9a-f]{64}", digest[0]), line
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", TRAINER, re.M))
+    assert "FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU}@${CUDA_DEVEL_DIGEST} AS build" in TRAINER
+    assert "FROM nvidia/cuda:${CUDA_VERSION}-base-${UBUNTU}@${CUDA_BASE_DIGEST}" in TRAINER
+    assert entries["CUDA_DEVEL_DIGEST"] == f"nvidia/cuda:{args['CUDA_VERSION']}-devel-{args['UBUNTU']}"
+    assert entries["CUDA_BASE_DIGEST"] == f"nvidia/cuda:{args['CUDA_VERSION']}-base-{args['UBUNTU']}"
+    [operator_from] = [i for i in _instructions(OPERATOR) if i.startswith("FROM ")]
+    assert operator_from == f"FROM {entries['PYTHON_DIGEST']}@${{PYTHON_DIGEST}}"
+    for dockerfile in (TRAINER, OPERATOR):  # a digest ARG has no default: unset, the FROM is invalid
+        for name in re.findall(r"@\$\{(\w+)\}", dockerfile):
+            assert re.search(rf"^ARG {name}$", dockerfile, re.M), name
+
+
+def test_the_cuda_line_agrees_across_base_image_torch_and_the_deepspeed_build() -> None:
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", TRAINER, re.M))
+    assert args["CUDA_VERSION"].startswith(args["TORCH_CUDA"] + ".")
+    lock = _lock("trainer/requirements.lock")
+    assert lock["cuda-toolkit"][0].startswith(args["TORCH_CUDA"] + ".")
+    cu = {m for n in lock for m in re.findall(r"-cu(\d+)$", n)}
+    assert cu == {args["TORCH_CUDA"].split(".")[0]}, cu
+    from kubetune.trainer import opcheck
+
+    assert opcheck.CUDA_LINE == args["TORCH_CUDA"]
+    assert args["DS_CUDA_ARCHS"].strip('"') == "8.0;9.0;10.0+PTX"
+    build = " ".join(i for i in _instructions(TRAINER) if "deepspeed.lock" in i)
+    for env in ("DS_ACCELERATOR=cuda", 'TORCH_CUDA_ARCH_LIST="${DS_CUDA_ARCHS}"', "DS_BUILD_FUSED_ADAM=1", "DS_BUILD_CPU_ADAM=1",
+                "CXX=/usr/local/bin/baseline-cxx", "--no-build-isolation"):
+        assert env in build, env
+    assert "verify_build.py --torch \"${TORCH_VERSION}\" --torch-cuda \"${TORCH_CUDA}\"" in TRAINER
 
 
 def test_trainer_image_contract() -> None:
@@ -59,18 +141,32 @@ def test_trainer_image_contract() -> None:
     assert "USER 1000:1000" in instructions
     assert any(i.startswith("FROM nvidia/cuda:") for i in instructions)
     assert "openssh-server" in TRAINER and "openmpi-bin" in TRAINER  # MPIJob workers and launcher
-    assert '"/src[train]"' in TRAINER  # our package with the train extra
-    assert "flash-attn" not in " ".join(i for i in instructions if "pip install" in i)  # SDPA, see the header
+    # our package with the train extra: the extra's requirements are in the lock, the package from the context
+    lock = _lock("trainer/requirements.lock")
+    train = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
+    for requirement in train:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0)  # type: ignore[union-attr]
+        assert _canon(name) in lock, name
+    assert any(c.endswith(" /src") for c in _pip_installs(TRAINER))
+    assert "flash-attn" not in " ".join(_pip_installs(TRAINER)) and "flash-attn" not in lock  # SDPA, see the header
+    assert "cyclonedx-py environment" in TRAINER and "cyclonedx-py environment" in OPERATOR  # SBOM at build time
 
 
 def test_operator_image_is_slim_non_root_and_has_no_ml_stack() -> None:
     instructions = _instructions(OPERATOR)
     assert instructions[-1] == 'ENTRYPOINT ["kubetune", "operator"]'
-    assert "USER 1000:1000" in instructions
-    assert '"/src[operator]"' in OPERATOR
-    installs = " ".join(seg for i in instructions for seg in i.split("&&") if "pip install" in seg)
-    for heavy in ("torch", "train]", "llamafactory", "deepspeed"):
-        assert heavy not in installs
+    # The image's user is the one the chart runs the operator as.
+    import yaml
+
+    values = yaml.safe_load((ROOT / "charts" / "kubetune" / "values.yaml").read_text())
+    uid, gid = values["podSecurityContext"]["runAsUser"], values["podSecurityContext"]["runAsGroup"]
+    assert f"USER {uid}:{gid}" in instructions
+    assert f"useradd --uid {uid} --gid {gid}" in OPERATOR
+    lock = _lock("operator/requirements.lock")
+    for needed in ("kopf", "kubernetes", "prometheus-client", "pydantic"):
+        assert needed in lock, needed
+    for heavy in ("torch", "llamafactory", "deepspeed", "transformers"):
+        assert heavy not in lock
 
 
 TRAINING_STACK = (

@@ -30,6 +30,10 @@ class Gpu:
     memory_mib: int
     products: tuple[str, ...]
     bf16: bool = True
+    # kubetune's trainer image runs on it (CUDA 13.0 code for sm_80/8.x, sm_90, sm_100 + PTX, on an
+    # x86-64 host: images/trainer/Dockerfile). False: the planner knows it, the chart's default
+    # gpuMemoryByProduct table leaves it out (it needs a spec.image built for it).
+    in_image: bool = True
 
     @property
     def memory_bytes(self) -> int:
@@ -44,7 +48,7 @@ GPUS: tuple[Gpu, ...] = (
     # derived: nvidia-smi 95830 MiB less 2%
     Gpu("H100-NVL", 93913, ("NVIDIA-H100-NVL",)),
     # derived: nvidia-smi 97871 MiB less 2%
-    Gpu("GH200", 95913, ("NVIDIA-GH200-480GB",)),
+    Gpu("GH200", 95913, ("NVIDIA-GH200-480GB",), in_image=False),  # arm64 host; the image is amd64
     # derived: nvidia-smi 183359 MiB less 2%
     Gpu("B200", 179691, ("NVIDIA-B200",)),
     # oom: 79.25 GiB, levihsu/OOTDiffusion#235 (A100 80GB); 79.35 GiB in OSU-NLP-Group/TableLlama#10
@@ -68,11 +72,11 @@ GPUS: tuple[Gpu, ...] = (
     # derived: nvidia-smi 24576 MiB less 2%
     Gpu("RTX-3090", 24084, ("NVIDIA-GeForce-RTX-3090",)),
     # oom: 31.74 GiB, haotian-liu/LLaVA#812 (V100 32GB)
-    Gpu("V100-32GB", 32501, ("Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-32GB"), bf16=False),
+    Gpu("V100-32GB", 32501, ("Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-32GB"), bf16=False, in_image=False),  # Volta: CUDA 13 dropped it
     # derived: nvidia-smi 16384 MiB less 2%
-    Gpu("V100-16GB", 16056, ("Tesla-V100-SXM2-16GB", "Tesla-V100-PCIE-16GB"), bf16=False),
+    Gpu("V100-16GB", 16056, ("Tesla-V100-SXM2-16GB", "Tesla-V100-PCIE-16GB"), bf16=False, in_image=False),
     # derived: nvidia-smi 15360 MiB less 2%
-    Gpu("T4", 15052, ("Tesla-T4",), bf16=False),
+    Gpu("T4", 15052, ("Tesla-T4",), bf16=False, in_image=False),  # Turing sm_75: no code built for it
 )
 
 
@@ -88,9 +92,11 @@ def find_gpu(name: str) -> Gpu:
     raise KeyError(f"unknown GPU {name!r}; known: {', '.join(g.name for g in GPUS)} (or give --gpu-memory GiB)")
 
 
-def product_memory_table() -> dict[str, str]:
-    """nvidia.com/gpu.product value -> memory as a Kubernetes quantity (the Helm default table)."""
-    return {p: f"{g.memory_mib}Mi" for g in GPUS for p in g.products}
+def product_memory_table(*, in_image_only: bool = True) -> dict[str, str]:
+    """nvidia.com/gpu.product value -> memory as a Kubernetes quantity. By default the Helm
+    default table: the GPUs kubetune's trainer image runs on. ``in_image_only=False``: every GPU
+    kubetune knows (the CLI's prediction, for jobs that bring a spec.image built for the others)."""
+    return {p: f"{g.memory_mib}Mi" for g in GPUS if g.in_image or not in_image_only for p in g.products}
 
 
 def _norm(s: str) -> str:

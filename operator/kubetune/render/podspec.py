@@ -90,7 +90,10 @@ def environment(plan: Plan) -> list[dict[str, Any]]:
         _env("HOME", layout.scratch_dir),
         _env("TMPDIR", layout.scratch_dir),
         _env("TRITON_CACHE_DIR", f"{layout.scratch_dir}/triton"),
-        _env("TORCH_EXTENSIONS_DIR", f"{layout.scratch_dir}/torch_extensions"),
+        # On the job's outputs volume, not the per-pod scratch emptyDir: an op DeepSpeed must
+        # JIT-compile (a derived image with a compiler; kubetune's image prebuilds its ops, see
+        # kubetune.trainer.opcheck) is compiled once per job, not again after every restart.
+        _env("TORCH_EXTENSIONS_DIR", f"{plan.output_dir}/.torch_extensions"),
         _env("MPLCONFIGDIR", f"{layout.scratch_dir}/matplotlib"),
         _env("PYTHONUNBUFFERED", "1"),
     ]
@@ -231,15 +234,19 @@ def pod_security_context() -> dict[str, Any]:
     }
 
 
-def container_security_context(*, read_only_root: bool = True, ipc_lock: bool = False) -> dict[str, Any]:
-    """Restricted profile; with RDMA, IPC_LOCK is added back (verbs pin memory for the NIC),
-    which the namespace's Pod Security level must allow (docs/networking.md)."""
-    capabilities: dict[str, Any] = {"drop": ["ALL"]}
-    if ipc_lock:
-        capabilities["add"] = ["IPC_LOCK"]
+def container_security_context(*, read_only_root: bool = True) -> dict[str, Any]:
+    """The restricted profile, RDMA jobs included: no capability is added back.
+
+    IPC_LOCK used to be added for RDMA (verbs pin the buffers they register), but the training
+    containers run as uid 1000, and a capability in ``capabilities.add`` reaches only the bounding
+    and inheritable sets of a non-root process, never its permitted/effective sets (the container
+    runtime clears them on the switch to a non-root user; kubernetes/kubernetes#56374 shows
+    ``CapPrm: 0 / CapEff: 0`` with the capability only in CapBnd/CapInh). So it granted nothing and
+    only pushed RDMA jobs out of the restricted Pod Security level. What verbs need is the memlock
+    limit (RLIMIT_MEMLOCK), which the node's container runtime sets (docs/networking.md)."""
     return {
         "allowPrivilegeEscalation": False,
-        "capabilities": capabilities,
+        "capabilities": {"drop": ["ALL"]},
         "readOnlyRootFilesystem": read_only_root,
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
@@ -252,4 +259,4 @@ def build_pod_spec(plan: Plan) -> None:
     plan.volumes, plan.volume_mounts = volumes(plan)
     plan.resources = resources(plan)
     plan.pod_security_context = pod_security_context()
-    plan.container_security_context = container_security_context(ipc_lock=plan.job.spec.resources.rdma)
+    plan.container_security_context = container_security_context()

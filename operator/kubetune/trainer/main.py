@@ -18,7 +18,7 @@ from typing import Any
 
 from kubetune.api import contract
 
-from . import config, console, data, distenv, evaluate, export, features, fingerprint, model, push, record, stagecheck, train
+from . import config, console, data, distenv, evaluate, export, features, fingerprint, model, opcheck, push, record, stagecheck, train
 from .fsutil import write_text_atomic
 from .errors import ConfigError, Retryable, TrainerError
 from .progress import ProgressSink, StdoutProgressSink
@@ -70,6 +70,7 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
         if dist.is_global_zero and (reporter := push.from_env(env)) is not None:
             console.set_tap(reporter.offer)  # progress and stage lines also go to the operator's intake
         stagecheck.check(cfg)  # a stage the installed stack cannot run fails before data, model and GPU time
+        opcheck.run(cfg, env)  # DeepSpeed ops that are neither prebuilt nor compilable, no usable GPU: fail now
         with stage("data", **role) as out:
             if dist.is_global_zero:
                 moved = train.quarantine_incomplete(cfg.output_dir, cfg.train_args)

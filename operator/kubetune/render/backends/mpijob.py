@@ -96,7 +96,7 @@ class MPIJobBackend:
             launcher_mounts=scratch_mounts,
             worker_command=list(WORKER_COMMAND),
             metrics_port=METRICS_PORT,
-            worker_security_context=container_security_context(read_only_root=False, ipc_lock=plan.job.spec.resources.rdma),
+            worker_security_context=container_security_context(read_only_root=False),
             image_pull_policy=plan.job.spec.image_pull_policy,
         )
 
