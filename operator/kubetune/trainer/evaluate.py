@@ -122,6 +122,23 @@ def failed(cfg: JobConfig, message: str) -> dict[str, Any]:
     return _write(cfg, {"state": "Failed", "message": message[-4000:], "summary": "failed"})
 
 
+def eval_env(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, str]:
+    """The evaluation child's environment: one process, not distributed, on one GPU.
+
+    Without the distributed variables but with every GPU of the pod visible, transformers
+    counts ``n_gpu = torch.cuda.device_count()`` and reports ParallelMode.NOT_DISTRIBUTED
+    for n_gpu > 1 (transformers/training_args.py:1902 and 1950-1951 @5.6.0), which
+    LLaMA-Factory refuses: "Please launch distributed training with `llamafactory-cli` or
+    `torchrun`." (src/llamafactory/hparams/parser.py:350-351 @v0.9.5).  So the child sees
+    only the first GPU of the pod (the first of CUDA_VISIBLE_DEVICES when it is set).
+    A model that fits only sharded cannot be evaluated this way (docs/evaluation.md)."""
+    plain = {k: v for k, v in env.items() if k not in _DIST_ENV}
+    if cfg.job.spec.resources.gpus_per_node > 1:
+        visible = [d.strip() for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        plain["CUDA_VISIBLE_DEVICES"] = visible[0] if visible else "0"
+    return child_env(plain)
+
+
 def run(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, Any] | None:
     """Run every evaluation; returns the EvaluationStatus (camelCase) written to kubetune-eval.json."""
     p = plan(cfg)
@@ -142,8 +159,7 @@ def run(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, Any] | None:
             f = folder / f"run-{i}.json"
             f.write_text(json.dumps(run_["args"]), encoding="utf-8")
             files.append(str(f))
-        plain = {k: v for k, v in env.items() if k not in _DIST_ENV}
-        Child([sys.executable, "-m", "kubetune.trainer.evaluate", *files], child_env(plain)).run()
+        Child([sys.executable, "-m", "kubetune.trainer.evaluate", *files], eval_env(cfg, env)).run()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     metrics = collect(runs, bool(p.get("perplexity")))

@@ -27,6 +27,30 @@ TAG_DEFAULTS = {
 }
 
 
+_COLUMNS = ("prompt", "query", "response", "history", "messages", "system", "tools", "chosen", "rejected", "kto_tag")
+
+
+def lf_columns(entry: Mapping[str, Any]) -> dict[str, str | None]:
+    """The columns LLaMA-Factory reads for a dataset_info.json entry.
+
+    DatasetAttr.join (src/llamafactory/data/parser.py:72-84 @v0.9.5): when the entry has
+    "columns", *every* column is taken from it with default None (the class defaults
+    ``instruction``/``input``/``output``/``conversations`` then vanish); without it the
+    class defaults hold (parser.py:47-56: chosen/rejected/kto_tag default None)."""
+    if "columns" in entry:
+        given = entry.get("columns") or {}
+        return {k: given.get(k) for k in _COLUMNS}
+    return {**dict.fromkeys(_COLUMNS), **ALPACA_DEFAULTS, "messages": SHAREGPT_DEFAULT_MESSAGES}
+
+
+def lf_tags(entry: Mapping[str, Any]) -> dict[str, str | None]:
+    """The ShareGPT tags LLaMA-Factory reads: like lf_columns (parser.py:86-89 @v0.9.5)."""
+    if "tags" in entry:
+        given = entry.get("tags") or {}
+        return {k: given.get(k) for k in TAG_DEFAULTS}
+    return dict(TAG_DEFAULTS)
+
+
 @dataclass(frozen=True)
 class RecordProblem:
     dataset: str
@@ -46,20 +70,20 @@ class RecordChecker:
         self.formatting = str(entry.get("formatting", "alpaca"))
         self.stage = stage
         self.ranking = bool(entry.get("ranking", False))
-        columns = dict(entry.get("columns") or {})
+        columns = lf_columns(entry)
         # Post-training columns are checked on their own (not part of the prompt/answer layout).
-        self.chosen = columns.pop("chosen", "chosen") if self.ranking else None
-        self.rejected = columns.pop("rejected", "rejected") if self.ranking else None
+        self.chosen = columns.pop("chosen") if self.ranking else None
+        self.rejected = columns.pop("rejected") if self.ranking else None
         self.kto_tag = columns.pop("kto_tag", None)
-        tags = dict(entry.get("tags") or {})
         if self.formatting == "sharegpt":
-            self.columns = {"messages": SHAREGPT_DEFAULT_MESSAGES, **columns}
+            self.columns = {k: v for k, v in columns.items() if k in ("messages", "system", "tools")}
         else:
-            self.columns = {**ALPACA_DEFAULTS, **columns}
+            self.columns = {k: v for k, v in columns.items() if k in ("prompt", "query", "response", "history", "system")}
             if stage == "pt":
                 # Pre-training reads only the text column (LLaMA-Factory's `prompt`).
-                self.columns = {"prompt": self.columns["prompt"]}
-        self.tags = {**TAG_DEFAULTS, **tags}
+                self.columns = {"prompt": self.columns.get("prompt")}
+        # A tag LLaMA-Factory reads as None matches no turn: "" does the same here.
+        self.tags: dict[str, str] = {k: v if v is not None else "" for k, v in lf_tags(entry).items()}
 
     def check(self, index: int, record: Any) -> list[RecordProblem]:
         """Every problem of one record (empty when LLaMA-Factory will use it as intended)."""
@@ -77,8 +101,10 @@ class RecordChecker:
     def _check_pair(self, index: int, record: dict[str, Any]) -> list[RecordProblem]:
         """The chosen and rejected answers of a ranking record."""
         out: list[RecordProblem] = []
-        for key in (self.chosen, self.rejected):
-            assert key is not None
+        for role, key in (("chosen", self.chosen), ("rejected", self.rejected)):
+            if key is None:
+                out.append(self._problem(index, f"columns.{role}", f"dataset_info.json names no {role} column for this ranking dataset"))
+                continue
             value = record.get(key)
             if value is None:
                 out.append(self._problem(index, key, f"missing (ranking datasets need a chosen and a rejected answer; present keys: {sorted(record)})"))
@@ -108,6 +134,9 @@ class RecordChecker:
         for role, required in (("prompt", True), ("response", needs_response), ("query", False), ("system", False)):
             key = self.columns.get(role)
             if key is None:
+                if required:
+                    # LLaMA-Factory would read this column as None (see lf_columns) and drop the record.
+                    out.append(self._problem(index, f"columns.{role}", f"dataset_info.json names no {role} column for this dataset"))
                 continue
             if key not in record or record[key] is None:
                 if required:
@@ -134,7 +163,9 @@ class RecordChecker:
         return out
 
     def _check_sharegpt(self, index: int, record: dict[str, Any]) -> list[RecordProblem]:
-        key = self.columns["messages"]
+        key = self.columns.get("messages")
+        if key is None:
+            return [self._problem(index, "columns.messages", "dataset_info.json names no messages column for this dataset")]
         if key not in record:
             return [self._problem(index, key, f"missing (the messages column; present keys: {sorted(record)})")]
         turns = record[key]
