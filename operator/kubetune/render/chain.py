@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kubetune.api import FineTuneJob
+from kubetune.api import FineTuneJob, LoraSpec
 from kubetune.api.contract import MERGED_SUBDIR, Layout
 
 WAITING_REASON = "WaitingForJob"
@@ -66,8 +66,8 @@ def model_source_of(source: FineTuneJob, namespace: str, layout: Layout) -> Mode
     spec = source.spec
     out = layout.job_output_dir(namespace, source.name)
     stage = spec.training.stage
-    if spec.export.enabled and spec.method in ("lora", "qlora") and stage != "rm":
-        # An exported reward model would lose its value head (export keeps only the causal LM).
+    if spec.export.enabled and spec.method in ("lora", "qlora"):
+        # A reward model's export carries its value head (configs.export_args passes stage rm).
         return ModelSource(source.name, f"{out}/{MERGED_SUBDIR}", kind="merged", stage=stage, trust_remote_code=spec.model.trust_remote_code)
     if spec.method in ("full", "freeze"):
         return ModelSource(source.name, out, kind="full", stage=stage, trust_remote_code=spec.model.trust_remote_code)
@@ -178,6 +178,20 @@ def resolve_from_job(
                 "FromJobAdapterMismatch",
                 f"{field}: FineTuneJob {name} left a LoRA reward adapter, which LLaMA-Factory loads onto the policy only for method lora; use method lora or a full reward model",
             )
+        if resolved.kind == "adapter" and job.spec.model.from_job is None:
+            # A LoRA reward adapter is loaded onto the policy's own base model
+            # (create_reward_model: model.pretrained_model.load_adapter(reward_model, "reward"),
+            # src/llamafactory/train/trainer_utils.py:159-160 @v0.9.5): it must have been trained on it.
+            policy = job.spec.model
+            policy_base = policy.name if policy.name is not None else f"{layout.models_dir}/{policy.path}"
+            if (resolved.model, resolved.revision) != (policy_base, policy.revision):
+                return Failed(
+                    "FromJobAdapterMismatch",
+                    f"{field}: FineTuneJob {name}'s LoRA reward adapter was trained on {resolved.model}"
+                    f"{'@' + resolved.revision if resolved.revision else ''}, but this policy's base is {policy_base}"
+                    f"{'@' + policy.revision if policy.revision else ''}; LLaMA-Factory loads the adapter onto the policy's base: "
+                    f"train the reward model on the same base, or export it (spec.export.enabled) and use it as a full reward model",
+                )
         return resolved
     if resolved.kind == "adapter" and job.spec.method not in ("lora", "qlora"):
         return Failed(
@@ -190,7 +204,22 @@ def resolve_from_job(
             "FromJobAdapterMismatch",
             f"{field}: FineTuneJob {name} trained its adapter on a quantized base (qlora); continue with method qlora, or export it first",
         )
+    if resolved.kind == "adapter" and job.spec.lora is not None and job.spec.lora != (source.spec.lora or LoraSpec()):
+        # LLaMA-Factory resumes the saved adapter (PeftModel.from_pretrained with its own
+        # adapter_config.json: src/llamafactory/model/adapter.py:175-200 @v0.9.5) and never reads
+        # lora_rank/alpha/dropout/target: different settings here would be silently ignored.
+        return Failed(
+            "FromJobAdapterMismatch",
+            f"spec.lora: FineTuneJob {name}'s adapter is continued with its own LoRA settings "
+            f"({_lora_text(source.spec.lora or LoraSpec())}); remove spec.lora or set the same values, "
+            f"or set spec.export.enabled: true on {name} to start a new adapter on its merged model",
+        )
     return resolved
+
+
+def _lora_text(lora: LoraSpec) -> str:
+    alpha = lora.alpha if lora.alpha is not None else 2 * lora.rank
+    return f"rank {lora.rank}, alpha {alpha}, dropout {lora.dropout}, targetModules {','.join(lora.target_modules)}"
 
 
 def source_from_documents(
