@@ -321,3 +321,16 @@ def test_ppo_kl_reference_and_reward_adapter_base() -> None:
     assert isinstance(got, Failed) and got.reason == "FromJobAdapterMismatch" and "meta-llama/Llama-3.1-8B" in got.message
     same_base = _source("rm", training={"stage": "rm"}, datasets=PAIRS)
     assert isinstance(resolve_from_job(policy, same_base, reference="rewardModel"), ModelSource)
+
+
+def test_reward_adapter_base_is_checked_against_a_from_job_policy() -> None:
+    # The policy continues the SFT job's adapter on Qwen: a LoRA reward adapter trained on Qwen fits,
+    # one trained on another base is refused (jobs given together, as in one kubectl apply).
+    sft = _job(name="sft")
+    rm_other = _job(name="rm", model={"name": "meta-llama/Llama-3.1-8B", "template": "llama3"}, training={"stage": "rm"}, datasets=PAIRS)
+    rm_same = _job(name="rm", training={"stage": "rm"}, datasets=PAIRS)
+    ppo = _job(name="ppo", model={"fromJob": "sft", "template": "qwen"}, training={"stage": "ppo", "ppo": {"rewardModel": {"fromJob": "rm"}}})
+    got = with_sources(ppo, [sft, rm_other, ppo], RenderOptions(layout=Layout()))
+    assert isinstance(got, Failed) and got.reason == "FromJobAdapterMismatch" and "Llama-3.1-8B" in got.message
+    ok = with_sources(ppo, [sft, rm_same, ppo], RenderOptions(layout=Layout()))
+    assert isinstance(ok, RenderOptions) and ok.reward_source is not None and ok.reward_source.kind == "adapter"

@@ -178,20 +178,12 @@ def resolve_from_job(
                 "FromJobAdapterMismatch",
                 f"{field}: FineTuneJob {name} left a LoRA reward adapter, which LLaMA-Factory loads onto the policy only for method lora; use method lora or a full reward model",
             )
-        if resolved.kind == "adapter" and job.spec.model.from_job is None:
-            # A LoRA reward adapter is loaded onto the policy's own base model
-            # (create_reward_model: model.pretrained_model.load_adapter(reward_model, "reward"),
-            # src/llamafactory/train/trainer_utils.py:159-160 @v0.9.5): it must have been trained on it.
+        if job.spec.model.from_job is None:
             policy = job.spec.model
-            policy_base = policy.name if policy.name is not None else f"{layout.models_dir}/{policy.path}"
-            if (resolved.model, resolved.revision) != (policy_base, policy.revision):
-                return Failed(
-                    "FromJobAdapterMismatch",
-                    f"{field}: FineTuneJob {name}'s LoRA reward adapter was trained on {resolved.model}"
-                    f"{'@' + resolved.revision if resolved.revision else ''}, but this policy's base is {policy_base}"
-                    f"{'@' + policy.revision if policy.revision else ''}; LLaMA-Factory loads the adapter onto the policy's base: "
-                    f"train the reward model on the same base, or export it (spec.export.enabled) and use it as a full reward model",
-                )
+            base = policy.name if policy.name is not None else f"{layout.models_dir}/{policy.path}"
+            problem = reward_base_problem(job, ModelSource(job.name, base, revision=policy.revision), resolved)
+            if problem is not None:
+                return problem
         return resolved
     if resolved.kind == "adapter" and job.spec.method not in ("lora", "qlora"):
         return Failed(
@@ -220,6 +212,27 @@ def resolve_from_job(
 def _lora_text(lora: LoraSpec) -> str:
     alpha = lora.alpha if lora.alpha is not None else 2 * lora.rank
     return f"rank {lora.rank}, alpha {alpha}, dropout {lora.dropout}, targetModules {','.join(lora.target_modules)}"
+
+
+def reward_base_problem(job: FineTuneJob, policy: ModelSource, reward: ModelSource) -> Failed | None:
+    """A LoRA reward adapter is loaded onto the policy's own base model
+    (create_reward_model: ``model.pretrained_model.load_adapter(reward_model, "reward")``,
+    src/llamafactory/train/trainer_utils.py:159-160 @v0.9.5): it must have been trained on
+    that very model. ``policy``: what the policy loads as model_name_or_path (the job's own
+    base, or its resolved spec.model.fromJob)."""
+    if reward.kind != "adapter":
+        return None
+    if (reward.model, reward.revision) == (policy.model, policy.revision):
+        return None
+    ppo = job.spec.training.ppo
+    name = ppo.reward_model.from_job if ppo is not None else reward.job
+    return Failed(
+        "FromJobAdapterMismatch",
+        f"spec.training.ppo.rewardModel.fromJob: FineTuneJob {name}'s LoRA reward adapter was trained on {reward.model}"
+        f"{'@' + reward.revision if reward.revision else ''}, but this policy's base model is {policy.model}"
+        f"{'@' + policy.revision if policy.revision else ''}; LLaMA-Factory loads the adapter onto the policy's base: "
+        f"train the reward model on the same base, or export it (spec.export.enabled on {name}) to use it as a full reward model",
+    )
 
 
 def source_from_documents(
@@ -255,6 +268,7 @@ __all__ = [
     "model_source_of",
     "resolve_from_job",
     "reward_args",
+    "reward_base_problem",
     "source_from_documents",
 ]
 
@@ -277,4 +291,8 @@ def with_sources(job: FineTuneJob, documents: list[FineTuneJob], options: Any) -
         if not isinstance(got, ModelSource):
             return got if isinstance(got, Failed) else Failed(got.reason, got.message)
         changes["reward_source"] = got
+    if "model_source" in changes and "reward_source" in changes:
+        problem = reward_base_problem(job, changes["model_source"], changes["reward_source"])
+        if problem is not None:
+            return problem
     return dataclasses.replace(options, **changes) if changes else options
