@@ -112,3 +112,31 @@ def test_records_are_checked_against_the_mapping_llamafactory_reads() -> None:
     pairs = {"file_name": "p.jsonl", "formatting": "alpaca", "ranking": True, "columns": {"prompt": "instruction"}}
     fields = [p.field for p in RecordChecker("p", pairs, stage="dpo").check(0, {"instruction": "q", "chosen": "a", "rejected": "b"})]
     assert fields == ["columns.chosen", "columns.rejected"]
+
+
+def test_a_named_optional_column_no_record_has_is_left_out_of_what_llamafactory_reads() -> None:
+    from kubetune.trainer.data import capped_info  # noqa: PLC0415
+
+    # kubetune names LLaMA-Factory's defaults (query `input`); a dataset without that column at
+    # all would raise KeyError in its converter, so the trainer leaves it out - nothing is lost.
+    entry = {"file_name": "a.jsonl", "formatting": "alpaca", "columns": {"prompt": "question", "query": "input", "response": "output", "system": "sys"}}
+    checker = RecordChecker("a", entry)
+    assert checker.check(0, {"question": "q", "output": "a"}) == []
+    assert checker.check(1, {"question": "q", "output": "a", "sys": "be brief"}) == []
+    assert checker.unused_columns() == ["query"]
+    info = capped_info({"a": entry}, {"a": 2}, {"a": checker.unused_columns()})
+    assert info["a"]["columns"] == {"prompt": "question", "response": "output", "system": "sys"}
+    # A required column is never dropped: each record without it is reported instead.
+    sft = RecordChecker("a", entry)
+    assert [p.field for p in sft.check(0, {"question": "q"})] == ["output"] and sft.unused_columns() == ["query", "system"]
+    # Ranking data has no response column: LLaMA-Factory reads it only for non-pair records.
+    pairs = RecordChecker("p", {**entry, "ranking": True, "columns": {**entry["columns"], "chosen": "chosen", "rejected": "rejected"}}, stage="dpo")
+    assert pairs.check(0, {"question": "q", "chosen": "a", "rejected": "b"}) == []
+    assert set(pairs.unused_columns()) == {"query", "response", "system"}
+
+
+def test_pretraining_text_needs_no_other_column() -> None:
+    entry = {"file_name": "t.jsonl", "formatting": "alpaca", "columns": {"prompt": "text", "query": "input", "response": "output"}}
+    checker = RecordChecker("t", entry, stage="pt")
+    assert checker.check(0, {"text": "plain text"}) == []
+    assert checker.unused_columns() == ["query", "response"]

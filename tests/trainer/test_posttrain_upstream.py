@@ -20,7 +20,9 @@ from kubetune.render import RenderOptions, render
 from kubetune.render.chain import ModelSource
 from kubetune.render.checks import IGNORED_PREFERENCE_LOSSES
 from kubetune.trainer.tiny import QA_PAIRS, preference_records, tiny_job, write_jsonl
-from trainerlib import TinyAssets, isolated_env
+from kubetune.trainer import config
+from kubetune.trainer import data as data_stage
+from trainerlib import TinyAssets, isolated_env, make_pod
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
 
@@ -66,8 +68,10 @@ def probe(tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets) -> 
     write_jsonl(data / "pairs.jsonl", pairs)
     # Renamed prompt column, plus an input the DPO prompt must keep.
     write_jsonl(data / "pairs-q.jsonl", [{"question": r["instruction"], "input": f"CONTEXT{i}", "chosen": r["chosen"], "rejected": r["rejected"]} for i, r in enumerate(pairs)])
-    write_jsonl(data / "sft-q.jsonl", [{"question": q, "input": "", "output": a} for q, a in (QA_PAIRS * 2)[:N]])
-    write_jsonl(data / "kto-q.jsonl", [{"question": q, "input": "", "output": a, "label": i % 2 == 0} for i, (q, a) in enumerate((QA_PAIRS * 2)[:N])])
+    # No `input` column at all: the trainer leaves the named default out of what LLaMA-Factory reads.
+    write_jsonl(data / "sft-q.jsonl", [{"question": q, "output": a} for q, a in (QA_PAIRS * 2)[:N]])
+    write_jsonl(data / "kto-q.jsonl", [{"question": q, "output": a, "label": i % 2 == 0} for i, (q, a) in enumerate((QA_PAIRS * 2)[:N])])
+    write_jsonl(data / "text.jsonl", [{"text": f"{q} {a}"} for q, a in (QA_PAIRS * 2)[:N]])
     ranking = [{"name": "pairs", "path": "pairs.jsonl", "format": "alpaca", "ranking": True}]
     renamed = {"prompt": "question"}
 
@@ -79,9 +83,12 @@ def probe(tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets) -> 
         ("sft", "sft", "sft", {"name": "sftq", "path": "sft-q.jsonl", "format": "alpaca", "columns": renamed}),
         ("dpo", "dpo", "rm", {"name": "pairsq", "path": "pairs-q.jsonl", "format": "alpaca", "ranking": True, "columns": renamed}),
         ("kto", "kto", "kto", {"name": "ktoq", "path": "kto-q.jsonl", "format": "alpaca", "columns": {**renamed, "ktoTag": "label"}}),
+        ("pt", "pt", "pt", {"name": "text", "path": "text.jsonl", "format": "alpaca", "columns": {"prompt": "text"}}),
     ):
-        args, _ = _render(root, assets, _manifest(f"load-{name}", assets, {"stage": stage, "cutoffLength": 256}, [dataset]))
-        tasks.append({"kind": "dataset", "stage": lf_stage, "args": args})
+        # As in the pod: the trainer's data stage checks the records and writes the dataset_info.json LLaMA-Factory reads.
+        pod = make_pod(root / f"load-{name}", _manifest(f"load-{name}", assets, {"stage": stage, "cutoffLength": 16 if stage == "pt" else 256}, [dataset]), assets)
+        data_stage.prepare(config.load(pod.env), pod.env)
+        tasks.append({"kind": "dataset", "stage": lf_stage, "args": yaml.safe_load(pod.files[contract.TRAIN_ARGS_FILE])})
     rm_args, rm_files = _render(root, assets, _manifest("rm", assets, {"stage": "rm"}, ranking, export={"enabled": True}))
     tasks.append({"kind": "train", "args": rm_args})
     tasks.append({"kind": "export", "args": yaml.safe_load(rm_files[contract.EXPORT_ARGS_FILE])})
@@ -98,8 +105,8 @@ def probe(tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets) -> 
                           env=env, capture_output=True, text=True, errors="replace", timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((root / "results.json").read_text())
-    return {"dpo": dict(zip(LOSSES, results[:4])), "sft": results[4], "dpo_data": results[5], "kto": results[6],
-            "rm": results[7], "export": results[8], "ref": results[9]}
+    return {"dpo": dict(zip(LOSSES, results[:4])), "sft": results[4], "dpo_data": results[5], "kto": results[6], "pt": results[7],
+            "rm": results[8], "export": results[9], "ref": results[10]}
 
 
 def test_only_sigmoid_dpo_runs_whatever_the_loss_and_kubetune_refuses_the_others(probe: dict[str, Any]) -> None:
@@ -117,10 +124,12 @@ def test_only_sigmoid_dpo_runs_whatever_the_loss_and_kubetune_refuses_the_others
 
 
 def test_llamafactory_keeps_every_record_of_a_renamed_alpaca_column(probe: dict[str, Any]) -> None:
-    for stage in ("sft", "dpo_data", "kto"):
+    for stage in ("sft", "dpo_data", "kto", "pt"):
         result = probe[stage]
         assert "error" not in result, (stage, result)
-        assert result["rows"] == N, stage  # LLaMA-Factory drops what it cannot convert
+        if stage != "pt":  # pt packs the text into cutoffLength blocks
+            assert result["rows"] == N, stage  # LLaMA-Factory drops what it cannot convert
+    assert probe["pt"]["rows"] >= 1
     assert "CONTEXT0" in probe["dpo_data"]["first"]  # DPO keeps the input column
 
 

@@ -79,9 +79,11 @@ class RecordChecker:
             self.columns = {k: v for k, v in columns.items() if k in ("messages", "system", "tools")}
         else:
             self.columns = {k: v for k, v in columns.items() if k in ("prompt", "query", "response", "history", "system")}
-            if stage == "pt":
-                # Pre-training reads only the text column (LLaMA-Factory's `prompt`).
-                self.columns = {"prompt": self.columns.get("prompt")}
+        self._named = dict(self.columns)  # what LLaMA-Factory's converter reads (unused_columns)
+        if self.formatting != "sharegpt" and stage == "pt":
+            # Pre-training reads only the text column (LLaMA-Factory's `prompt`).
+            self.columns = {"prompt": self.columns.get("prompt")}
+        self._seen: set[str] = set()
         # A tag LLaMA-Factory reads as None matches no turn: "" does the same here.
         self.tags: dict[str, str] = {k: v if v is not None else "" for k, v in lf_tags(entry).items()}
 
@@ -89,6 +91,7 @@ class RecordChecker:
         """Every problem of one record (empty when LLaMA-Factory will use it as intended)."""
         if not isinstance(record, dict):
             return [self._problem(index, "<record>", f"expected a JSON object, got {type(record).__name__}")]
+        self._seen.update(record)
         out = self._check_sharegpt(index, record) if self.formatting == "sharegpt" else self._check_alpaca(index, record)
         if self.kto_tag is not None:
             label = record.get(self.kto_tag)
@@ -97,6 +100,23 @@ class RecordChecker:
                 got = "missing" if self.kto_tag not in record else f"got {type(label).__name__} {label!r}"
                 out.append(self._problem(index, self.kto_tag, f"the KTO label must be true (desirable) or false (undesirable); {got}"))
         return out
+
+    def unused_columns(self) -> list[str]:
+        """Optional columns (LLaMA-Factory's names, e.g. ``query``) that the mapping names but no
+        record has; call after every record was checked.
+
+        LLaMA-Factory's converters index each named column of every example
+        (``example[self.dataset_attr.query]``, src/llamafactory/data/converter.py:88-129 @v0.9.5).
+        The datasets library gives a key missing from some JSON records the value None, but a
+        key missing from all of them is no column at all: KeyError once training has started.
+        kubetune always names the defaults (query `input`, response `output`), so the trainer
+        leaves such a column out of the dataset_info.json LLaMA-Factory reads: nothing is lost,
+        no record had it. Required columns (prompt, the answer, chosen/rejected, the KTO label)
+        are reported per record instead."""
+        required = {"prompt", "messages"}
+        if self.stage != "pt" and not self.ranking:
+            required.add("response")
+        return [role for role, key in self._named.items() if key is not None and role not in required and key not in self._seen]
 
     def _check_pair(self, index: int, record: dict[str, Any]) -> list[RecordProblem]:
         """The chosen and rejected answers of a ranking record."""
