@@ -5,6 +5,7 @@ mapping LLaMA-Factory reads."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,28 @@ def test_evaluation_in_a_multi_gpu_pod_sees_one_gpu(tmp_path: Path, monkeypatch:
     assert argv[1:3] == ["-m", "kubetune.trainer.evaluate"]
     assert env["CUDA_VISIBLE_DEVICES"] == expected
     assert not {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "FORCE_TORCHRUN"} & set(env)
+
+
+def test_evaluation_child_of_an_mpi_rank_is_one_plain_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # MPIJob: mpirun starts one trainer per GPU (-np 32) with OMPI_COMM_WORLD_*; accelerate's
+    # PartialState (which transformers' TrainingArguments builds) reads OMPI_COMM_WORLD_SIZE > 1
+    # without LOCAL_RANK as MULTI_CPU (accelerate/state.py:788-795 @v1.11.0) and then refuses a multinode
+    # launch without MASTER_ADDR or waits for 31 absent ranks. The child must look like one process.
+    from accelerate.state import PartialState  # noqa: PLC0415 - heavy, only here
+    from accelerate.utils import DistributedType  # noqa: PLC0415
+
+    cfg = _config(tmp_path, _job(resources={"gpusPerNode": 8}, training={"precision": "bf16"}, evaluation={"valSize": 0.1}))
+    rank0 = {"PATH": "/usr/bin", "MASTER_ADDR": "j-worker-0", "OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "32",
+             "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "8", "OMPI_MCA_orte_default_hostfile": "/etc/mpi/hostfile",
+             "PMI_RANK": "0", "PMI_SIZE": "32", "LOCAL_WORLD_SIZE": "8"}
+    child = evaluate.eval_env(cfg, rank0)
+    for key in list(os.environ):
+        monkeypatch.delenv(key)
+    for key, value in child.items():
+        monkeypatch.setenv(key, value)
+    _, distributed_type = PartialState._prepare_backend(object.__new__(PartialState), cpu=False)
+    assert distributed_type == DistributedType.NO  # one process (MULTI_CPU before)
+    assert child["CUDA_VISIBLE_DEVICES"] == "0"
 
 
 def test_single_gpu_and_cpu_pods_keep_their_devices(tmp_path: Path) -> None:

@@ -36,7 +36,13 @@ from .fsutil import write_text_atomic
 from .launch import Child
 from .train import child_env, scratch_dir
 
-_DIST_ENV = ("FORCE_TORCHRUN", "RANK", "WORLD_SIZE", "LOCAL_RANK", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+_DIST_ENV = ("FORCE_TORCHRUN", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+# An MPIJob rank's launcher variables: accelerate's PartialState (built by transformers'
+# TrainingArguments) counts ``PMI_SIZE``/``OMPI_COMM_WORLD_SIZE``/``MV2_COMM_WORLD_SIZE`` > 1 as
+# a MULTI_CPU launch even on a GPU (accelerate/state.py:788-795 @v1.11.0, images/trainer/pins.txt) and
+# then refuses it without MASTER_ADDR or waits for the other ranks (state.py:239-253).
+_MPI_ENV = ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS")
+_MPI_ENV_PREFIXES = ("OMPI_COMM_WORLD_", "MV2_COMM_WORLD_")
 _PREDICT_KEYS = {"predict_bleu-4": "bleu4", "predict_rouge-1": "rouge1", "predict_rouge-2": "rouge2", "predict_rouge-l": "rougeL"}
 
 
@@ -130,9 +136,10 @@ def eval_env(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, str]:
     for n_gpu > 1 (transformers/training_args.py:1902 and 1950-1951 @5.6.0), which
     LLaMA-Factory refuses: "Please launch distributed training with `llamafactory-cli` or
     `torchrun`." (src/llamafactory/hparams/parser.py:350-351 @v0.9.5).  So the child sees
-    only the first GPU of the pod (the first of CUDA_VISIBLE_DEVICES when it is set).
+    only the first GPU of the pod (the first of CUDA_VISIBLE_DEVICES when it is set: an index or
+    a GPU-/MIG- UUID, both valid CUDA_VISIBLE_DEVICES entries), and no MPI rank variables.
     A model that fits only sharded cannot be evaluated this way (docs/evaluation.md)."""
-    plain = {k: v for k, v in env.items() if k not in _DIST_ENV}
+    plain = {k: v for k, v in env.items() if k not in _DIST_ENV and k not in _MPI_ENV and not k.startswith(_MPI_ENV_PREFIXES)}
     if cfg.job.spec.resources.gpus_per_node > 1:
         visible = [d.strip() for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         plain["CUDA_VISIBLE_DEVICES"] = visible[0] if visible else "0"
