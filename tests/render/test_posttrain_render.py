@@ -284,6 +284,13 @@ def test_a_source_adapter_is_continued_with_its_own_lora_settings() -> None:
     differs = resolve_from_job(_job(name="dpo", **CHILD, lora={"rank": 64}), source)
     assert isinstance(differs, Failed) and differs.reason == "FromJobAdapterMismatch"
     assert differs.message.startswith("spec.lora:") and "rank 16, alpha 32" in differs.message and "export.enabled" in differs.message
+    # The same adapter written another way is no difference: LLaMA-Factory's lora_alpha defaults to
+    # 2 x rank (hparams/finetuning_args.py:568 @v0.9.5) and PEFT's target_modules is a set.
+    assert isinstance(resolve_from_job(_job(name="dpo", **CHILD, lora={"rank": 16}), source), ModelSource)
+    assert isinstance(resolve_from_job(_job(name="dpo", **CHILD, lora={"rank": 8, "alpha": 16}), _source()), ModelSource)
+    targets = _source(lora={"targetModules": ["q_proj", "v_proj"]})
+    assert isinstance(resolve_from_job(_job(name="dpo", **CHILD, lora={"targetModules": ["v_proj", "q_proj"]}), targets), ModelSource)
+    assert isinstance(resolve_from_job(_job(name="dpo", **CHILD, lora={"alpha": 8}), _source()), Failed)
     # On a merged model the job starts its own adapter: its settings apply.
     assert isinstance(resolve_from_job(_job(name="dpo", **CHILD, lora={"rank": 64}), _source(lora={"rank": 16}, export={"enabled": True})), ModelSource)
 

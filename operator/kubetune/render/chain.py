@@ -196,7 +196,7 @@ def resolve_from_job(
             "FromJobAdapterMismatch",
             f"{field}: FineTuneJob {name} trained its adapter on a quantized base (qlora); continue with method qlora, or export it first",
         )
-    if resolved.kind == "adapter" and job.spec.lora is not None and job.spec.lora != (source.spec.lora or LoraSpec()):
+    if resolved.kind == "adapter" and job.spec.lora is not None and _lora_effective(job.spec.lora) != _lora_effective(source.spec.lora or LoraSpec()):
         # LLaMA-Factory resumes the saved adapter (PeftModel.from_pretrained with its own
         # adapter_config.json: src/llamafactory/model/adapter.py:175-200 @v0.9.5) and never reads
         # lora_rank/alpha/dropout/target: different settings here would be silently ignored.
@@ -207,6 +207,13 @@ def resolve_from_job(
             f"or set spec.export.enabled: true on {name} to start a new adapter on its merged model",
         )
     return resolved
+
+
+def _lora_effective(lora: LoraSpec) -> tuple[int, int, float, frozenset[str]]:
+    """The adapter a LoraSpec trains: lora_alpha unset is 2 x rank (hparams/finetuning_args.py:568
+    @v0.9.5) and PEFT keeps target_modules as a set (the order is no difference). ``all`` and an
+    explicit list of every linear module do compare different: only the model knows the expansion."""
+    return (lora.rank, lora.alpha if lora.alpha is not None else 2 * lora.rank, lora.dropout, frozenset(lora.target_modules))
 
 
 def _lora_text(lora: LoraSpec) -> str:
