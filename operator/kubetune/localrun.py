@@ -143,7 +143,7 @@ def _source_object(name: str, namespace: str, jobs: Mapping[str, FineTuneJob], o
 
 def resolve_local(job: FineTuneJob, jobs: Mapping[str, FineTuneJob], outcomes: Mapping[str, str], output: Path, layout: contract.Layout) -> tuple[dict[str, Any], str | None]:
     """RenderOptions changes (model_source/reward_source) for job's fromJob references, or a problem."""
-    from kubetune.render.chain import ModelSource, resolve_from_job  # noqa: PLC0415
+    from kubetune.render.chain import ModelSource, resolve_from_job, reward_base_problem  # noqa: PLC0415
 
     changes: dict[str, Any] = {}
     for ref, name in _references(job):
@@ -152,6 +152,10 @@ def resolve_local(job: FineTuneJob, jobs: Mapping[str, FineTuneJob], outcomes: M
         if not isinstance(got, ModelSource):
             return {}, f"{job.name}: {got.reason}: {got.message}"
         changes["model_source" if ref == "model" else "reward_source"] = got
+    if "model_source" in changes and "reward_source" in changes:
+        problem = reward_base_problem(job, changes["model_source"], changes["reward_source"])
+        if problem is not None:
+            return {}, f"{job.name}: {problem.reason}: {problem.message}"
     return changes, None
 
 

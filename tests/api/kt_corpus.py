@@ -237,7 +237,8 @@ VALID = [
     ),
     Case("ppo-with-hub-reward-model", {"spec.training.stage": "ppo", "spec.training.ppo": {"rewardModel": {"name": "org/rm-7b"}}}),
     Case("model-from-job", {"spec.model": {"fromJob": "qwen-sft", "template": "qwen"}, "spec.training.stage": "dpo", "spec.datasets": [{"name": "p", "hub": "o/p", "ranking": True}]}),
-    Case("evaluation-held-out-with-generation", {"spec.evaluation": {"valSize": 0.1, "generation": True, "maxSamples": 50, "baseModel": True}}),
+    Case("evaluation-held-out-with-generation", {"spec.evaluation": {"valSize": 0.1, "generation": True, "maxNewTokens": 256, "baseModel": True}}),
+    Case("evaluation-named-datasets-capped", {"spec.evaluation": {"datasets": [{"name": "heldout", "hub": "o/test"}], "maxSamples": 50}}),
     Case("evaluation-named-datasets", {"spec.evaluation": {"datasets": [{"name": "heldout", "hub": "o/test", "split": "test"}]}}),
     Case(
         "with-evaluation-status",
@@ -293,6 +294,12 @@ INVALID = [
     Case("model-from-job-not-a-name", {"spec.model": {"fromJob": "Qwen SFT", "template": "qwen"}}, "spec.model.fromJob"),
     Case("evaluation-without-source", {"spec.evaluation": {"generation": True}}, "spec.evaluation"),
     Case("evaluation-two-sources", {"spec.evaluation": {"valSize": 0.1, "datasets": [{"name": "t", "hub": "o/t"}]}}, "spec.evaluation"),
+    Case("evaluation-max-samples-with-val-size", {"spec.evaluation": {"valSize": 0.1, "maxSamples": 50}}, "spec.evaluation.maxSamples"),
+    Case(
+        "kto-evaluation-without-label",
+        {"spec.training.stage": "kto", "spec.datasets": [{"name": "k", "hub": "o/k", "columns": {"ktoTag": "label"}}], "spec.evaluation": {"datasets": [{"name": "e", "hub": "o/e"}]}},
+        "spec.evaluation.datasets",
+    ),
     Case("evaluation-with-ppo", {"spec.training.stage": "ppo", "spec.training.ppo": {"rewardModel": {"name": "o/rm"}}, "spec.evaluation": {"valSize": 0.1}}, "spec.evaluation"),
     Case(
         "generation-with-dpo",

@@ -482,3 +482,17 @@ def test_kaito_copies_the_adapter_to_its_own_volume_before_the_workspace() -> No
     served = decide(kaito_snap(copy_job("Complete"), ready, status=copied.status, first_seen=False), NOW + 3)
     assert not served.children and cond(served, "Serving")["reason"] == "ServingReady"
     assert served.status["serving"]["url"] == f"http://{NAME}.{NS}.svc:80/v1"
+
+
+def test_a_lora_reward_adapter_of_another_base_fails_a_ppo_job_on_a_from_job_policy() -> None:
+    # Issue 21 item 9: LLaMA-Factory loads the reward adapter onto the policy's base model.
+    pairs = [{"name": "pairs", "hub": "o/pairs", "ranking": True}]
+    ppo = {"model": FROM_BASE, "training": {"stage": "ppo", "ppo": {"rewardModel": {"fromJob": "rm"}}}}
+    adapter_only = {"export": {"enabled": False}}
+    other = source("Succeeded", name="rm", model={"name": "meta-llama/Llama-3.1-8B", "template": "llama3"}, training={"stage": "rm"}, datasets=pairs, **adapter_only)
+    decision = decide(snap(status={}, spec=ppo, sources={"base-sft": source("Succeeded"), "rm": other}), NOW)
+    assert decision.status["phase"] == "Failed" and not decision.children
+    assert "Llama-3.1-8B" in decision.status["message"] and "policy's base" in decision.status["message"]
+    same = source("Succeeded", name="rm", training={"stage": "rm"}, datasets=pairs, **adapter_only)
+    policy = source("Succeeded", **adapter_only)  # the policy continues base-sft's adapter on the same base
+    assert decide(snap(status={}, spec=ppo, sources={"base-sft": policy, "rm": same}), NOW).status["phase"] != "Failed"

@@ -174,13 +174,17 @@ def test_dataset_info_contract() -> None:
         ],
     )
     info = json.loads(_files(b)["dataset_info.json"])
+    # Every column and tag is written: LLaMA-Factory's DatasetAttr.join reads an unnamed one as None.
+    all_tags = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
     assert info == {
-        "local": {"file_name": "/data/datasets/dir/chats.jsonl", "formatting": "sharegpt", "num_samples": 10},
+        "local": {"file_name": "/data/datasets/dir/chats.jsonl", "formatting": "sharegpt", "num_samples": 10,
+                  "columns": {"messages": "conversations"}, "tags": all_tags},
         "hubset": {
             "file_name": "hubset.jsonl",
             "formatting": "sharegpt",
             "columns": {"messages": "conversations", "system": "sys"},
-            "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
+            "tags": all_tags,
         },
         "web": {
             "file_name": "web.jsonl",

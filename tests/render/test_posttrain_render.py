@@ -64,7 +64,26 @@ def test_ranking_and_kto_datasets_render_their_columns() -> None:
     assert info["p"]["columns"] == {"chosen": "better", "messages": "conversations", "rejected": "rejected"}
     kto = _job(training={"stage": "kto"}, datasets=[{"name": "k", "hub": "o/k", "format": "alpaca", "columns": {"ktoTag": "label"}}])
     info = json.loads(render(kto).files[contract.DATASET_INFO_FILE])
-    assert "ranking" not in info["k"] and info["k"]["columns"] == {"kto_tag": "label", "prompt": "instruction"}
+    # Complete: LLaMA-Factory reads every unnamed column as None once "columns" exists (DatasetAttr.join).
+    assert "ranking" not in info["k"] and info["k"]["columns"] == {"kto_tag": "label", "prompt": "instruction", "query": "input", "response": "output"}
+
+
+def test_column_and_tag_overrides_keep_every_other_default() -> None:
+    # One Alpaca column renamed: the others must still be named, or LLaMA-Factory drops
+    # every SFT example (no response) and every DPO input (no query).
+    sft = _job(datasets=[{"name": "a", "hub": "o/a", "format": "alpaca", "columns": {"prompt": "question"}}])
+    info = json.loads(render(sft).files[contract.DATASET_INFO_FILE])
+    assert info["a"]["columns"] == {"prompt": "question", "query": "input", "response": "output"}
+    dpo = _job(training={"stage": "dpo"}, datasets=[{"name": "p", "hub": "o/p", "format": "alpaca", "ranking": True, "columns": {"response": "x"}}])
+    cols = json.loads(render(dpo).files[contract.DATASET_INFO_FILE])["p"]["columns"]
+    assert cols == {"chosen": "chosen", "prompt": "instruction", "query": "input", "rejected": "rejected", "response": "x"}
+    sharegpt = _job(datasets=[{"name": "s", "hub": "o/s", "tags": {"userTag": "user"}, "columns": {"system": "sys"}}])
+    entry = json.loads(render(sharegpt).files[contract.DATASET_INFO_FILE])["s"]
+    assert entry["columns"] == {"messages": "conversations", "system": "sys"}
+    assert entry["tags"] == {
+        "role_tag": "from", "content_tag": "value", "user_tag": "user", "assistant_tag": "gpt",
+        "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system",
+    }
 
 
 def test_evaluation_holds_out_the_same_split_it_scores() -> None:
@@ -186,3 +205,139 @@ def test_preference_losses_compare_with_the_starting_model() -> None:
     assert isinstance(source, ModelSource)
     args = render(child, RenderOptions(model_source=source)).train_args
     assert (args["ref_model"], args["ref_model_adapters"], args["adapter_name_or_path"]) == ("Qwen/Qwen1.5-1.8B", "/data/outputs/ml/sft", "/data/outputs/ml/sft")
+
+
+# --- issue 21: what trained or scored something else than the spec said ----------------------
+
+PAIRS = [{"name": "p", "hub": "o/p", "ranking": True}]
+
+
+def _problems(**spec: Any) -> list[tuple[str, str]]:
+    obj = _job().to_api()
+    obj["spec"].update(spec)
+    job, problems = validate_object(obj)
+    return [(p.path, p.message) for p in problems]
+
+
+@pytest.mark.parametrize("loss", ["hinge", "ipo", "kto_pair"])
+def test_losses_that_train_as_sigmoid_with_the_image_trl_are_refused(loss: str) -> None:
+    problems = _problems(training={"stage": "dpo", "preference": {"loss": loss}}, datasets=PAIRS)
+    assert [p for p, _ in problems] == ["spec.training.preference.loss"]
+    assert "sigmoid" in problems[0][1] and "spec.image" in problems[0][1]
+    # An image of the user's own may carry an older TRL: the trainer checks it there (stagecheck).
+    assert _problems(training={"stage": "dpo", "preference": {"loss": loss}}, datasets=PAIRS, image="registry.example/trainer:old-trl") == []
+    for ok in ("sigmoid", "orpo", "simpo"):
+        assert _problems(training={"stage": "dpo", "preference": {"loss": ok}}, datasets=PAIRS) == []
+
+
+def test_packing_the_stage_would_refuse_or_ignore_is_refused() -> None:
+    neat = _problems(training={"stage": "dpo", "packing": "neat"}, datasets=PAIRS)
+    assert [p for p, _ in neat] == ["spec.training.packing"] and "sft" in neat[0][1]
+    for stage, datasets in (("rm", PAIRS), ("dpo", PAIRS), ("kto", [{"name": "k", "hub": "o/k", "columns": {"ktoTag": "label"}}])):
+        ignored = _problems(training={"stage": stage, "packing": "packing"}, datasets=datasets)
+        assert [p for p, _ in ignored] == ["spec.training.packing"] and "packing: none" in ignored[0][1]
+    assert _problems(training={"stage": "sft", "packing": "neat"}) == []
+    assert _problems(training={"stage": "sft", "packing": "packing"}) == []
+
+
+def test_reward_model_export_keeps_its_value_head_and_has_no_base_comparison() -> None:
+    rm = _job(training={"stage": "rm"}, datasets=PAIRS, export={"enabled": True}, evaluation={"valSize": 0.1, "baseModel": True})
+    rendered = render(rm)
+    export = yaml.safe_load(rendered.files[contract.EXPORT_ARGS_FILE])
+    assert export["stage"] == "rm"  # LLaMA-Factory copies value_head.safetensors only then
+    runs = json.loads(rendered.files[contract.EVAL_ARGS_FILE])["runs"]
+    assert [r["model"] for r in runs] == ["trained"]  # a base model has no value head to score with
+    sft_export = yaml.safe_load(render(_job(export={"enabled": True})).files[contract.EXPORT_ARGS_FILE])
+    assert "stage" not in sft_export
+    # The exported reward model, value head included, is what a PPO job then loads.
+    src = resolve_from_job(_job(name="ppo", training={"stage": "ppo", "ppo": {"rewardModel": {"fromJob": "rm"}}}),
+                           _source("rm", training={"stage": "rm"}, datasets=PAIRS, export={"enabled": True}), reference="rewardModel")
+    assert isinstance(src, ModelSource) and src.kind == "merged" and src.model.endswith("/rm/merged")
+
+
+def test_qlora_evaluation_loads_both_models_as_trained() -> None:
+    job = _job(method="qlora", quantization={"bits": 4, "type": "fp4", "doubleQuant": False}, evaluation={"valSize": 0.1, "baseModel": True})
+    runs = json.loads(render(job).files[contract.EVAL_ARGS_FILE])["runs"]
+    for run in runs:
+        args = run["args"]
+        assert (args["quantization_bit"], args["quantization_type"], args["double_quantization"]) == (4, "fp4", False), run["model"]
+
+
+def test_evaluation_max_samples_and_kto_labels() -> None:
+    held_out = _problems(evaluation={"valSize": 0.1, "maxSamples": 50})
+    assert [p for p, _ in held_out] == ["spec.evaluation.maxSamples"] and "valSize" in held_out[0][1]
+    kto = {"stage": "kto"}
+    labelled = [{"name": "k", "hub": "o/k", "columns": {"ktoTag": "label"}}]
+    unlabelled = _problems(training=kto, datasets=labelled, evaluation={"datasets": [{"name": "e", "hub": "o/e"}]})
+    assert [p for p, _ in unlabelled] == ["spec.evaluation.datasets"] and "ktoTag" in unlabelled[0][1]
+    assert _problems(training=kto, datasets=labelled, evaluation={"datasets": [{"name": "e", "hub": "o/e", "columns": {"ktoTag": "ok"}}]}) == []
+    predict = json.loads(render(_job(evaluation={"valSize": 0.1, "generation": True})).files[contract.EVAL_ARGS_FILE])["runs"][1]["args"]
+    assert predict["max_new_tokens"] == 1024  # LLaMA-Factory's own default (docs/post-training.md says why)
+
+
+def test_a_source_adapter_is_continued_with_its_own_lora_settings() -> None:
+    source = _source(lora={"rank": 16, "alpha": 32})
+    same = _job(name="dpo", **CHILD, lora={"rank": 16, "alpha": 32})
+    unset = _job(name="dpo", **CHILD)
+    assert isinstance(resolve_from_job(same, source), ModelSource)
+    assert isinstance(resolve_from_job(unset, source), ModelSource)
+    differs = resolve_from_job(_job(name="dpo", **CHILD, lora={"rank": 64}), source)
+    assert isinstance(differs, Failed) and differs.reason == "FromJobAdapterMismatch"
+    assert differs.message.startswith("spec.lora:") and "rank 16, alpha 32" in differs.message and "export.enabled" in differs.message
+    # The same adapter written another way is no difference: LLaMA-Factory's lora_alpha defaults to
+    # 2 x rank (hparams/finetuning_args.py:568 @v0.9.5) and PEFT's target_modules is a set.
+    assert isinstance(resolve_from_job(_job(name="dpo", **CHILD, lora={"rank": 16}), source), ModelSource)
+    assert isinstance(resolve_from_job(_job(name="dpo", **CHILD, lora={"rank": 8, "alpha": 16}), _source()), ModelSource)
+    targets = _source(lora={"targetModules": ["q_proj", "v_proj"]})
+    assert isinstance(resolve_from_job(_job(name="dpo", **CHILD, lora={"targetModules": ["v_proj", "q_proj"]}), targets), ModelSource)
+    assert isinstance(resolve_from_job(_job(name="dpo", **CHILD, lora={"alpha": 8}), _source()), Failed)
+    # On a merged model the job starts its own adapter: its settings apply.
+    assert isinstance(resolve_from_job(_job(name="dpo", **CHILD, lora={"rank": 64}), _source(lora={"rank": 16}, export={"enabled": True})), ModelSource)
+
+
+def test_qlora_reference_model_is_quantized_like_the_policy() -> None:
+    qlora = {"method": "qlora", "quantization": {"bits": 4}}
+    child = _job(name="dpo", **CHILD, **qlora)
+    source = resolve_from_job(child, _source(**qlora))
+    assert isinstance(source, ModelSource) and source.kind == "adapter"
+    args = render(child, RenderOptions(model_source=source)).train_args
+    assert (args["ref_model"], args["ref_model_adapters"], args["ref_model_quantization_bit"]) == ("Qwen/Qwen1.5-1.8B", "/data/outputs/ml/sft", 4)
+    assert args["quantization_bit"] == 4
+    known = catalog().args
+    assert known["ref_model_quantization_bit"].accepts(4)
+    # Evaluation of a QLoRA DPO job names the starting model as reference: quantized too.
+    own = _job(name="q", training={"stage": "dpo"}, datasets=PAIRS, evaluation={"valSize": 0.1}, **qlora)
+    run = json.loads(render(own).files[contract.EVAL_ARGS_FILE])["runs"][0]["args"]
+    assert (run["ref_model"], run["ref_model_quantization_bit"], run["quantization_bit"]) == ("Qwen/Qwen1.5-1.8B", 4, 4)
+    plain = render(_job(name="dpo", **CHILD), RenderOptions(model_source=resolve_from_job(_job(name="dpo", **CHILD), _source()))).train_args  # type: ignore[arg-type]
+    assert "ref_model_quantization_bit" not in plain
+
+
+def test_ppo_kl_reference_and_reward_adapter_base() -> None:
+    ppo_spec = {"model": {"fromJob": "sft", "template": "qwen"}, "training": {"stage": "ppo", "ppo": {"rewardModel": {"path": "rm"}}}}
+    ppo = _job(name="ppo", **ppo_spec)
+    source = resolve_from_job(ppo, _source())
+    assert isinstance(source, ModelSource)
+    args = render(ppo, RenderOptions(model_source=source)).train_args
+    # The KL reference is the starting policy (base + the SFT adapter), not the bare base.
+    assert (args["ref_model"], args["ref_model_adapters"]) == ("Qwen/Qwen1.5-1.8B", "/data/outputs/ml/sft")
+    # A LoRA reward adapter goes onto the policy's base: it must have been trained on it.
+    policy = _job(name="ppo", training={"stage": "ppo", "ppo": {"rewardModel": {"fromJob": "rm"}}})
+    other_base = _source("rm", model={"name": "meta-llama/Llama-3.1-8B", "template": "llama3"}, training={"stage": "rm"}, datasets=PAIRS)
+    got = resolve_from_job(policy, other_base, reference="rewardModel")
+    assert isinstance(got, Failed) and got.reason == "FromJobAdapterMismatch" and "meta-llama/Llama-3.1-8B" in got.message
+    same_base = _source("rm", training={"stage": "rm"}, datasets=PAIRS)
+    assert isinstance(resolve_from_job(policy, same_base, reference="rewardModel"), ModelSource)
+
+
+def test_reward_adapter_base_is_checked_against_a_from_job_policy() -> None:
+    # The policy continues the SFT job's adapter on Qwen: a LoRA reward adapter trained on Qwen fits,
+    # one trained on another base is refused (jobs given together, as in one kubectl apply).
+    sft = _job(name="sft")
+    rm_other = _job(name="rm", model={"name": "meta-llama/Llama-3.1-8B", "template": "llama3"}, training={"stage": "rm"}, datasets=PAIRS)
+    rm_same = _job(name="rm", training={"stage": "rm"}, datasets=PAIRS)
+    ppo = _job(name="ppo", model={"fromJob": "sft", "template": "qwen"}, training={"stage": "ppo", "ppo": {"rewardModel": {"fromJob": "rm"}}})
+    got = with_sources(ppo, [sft, rm_other, ppo], RenderOptions(layout=Layout()))
+    assert isinstance(got, Failed) and got.reason == "FromJobAdapterMismatch" and "Llama-3.1-8B" in got.message
+    ok = with_sources(ppo, [sft, rm_same, ppo], RenderOptions(layout=Layout()))
+    assert isinstance(ok, RenderOptions) and ok.reward_source is not None and ok.reward_source.kind == "adapter"

@@ -182,13 +182,13 @@ class EvaluationSpec(RuledModel):
     datasets: Annotated[list[DatasetSpec], Field(min_length=1, max_length=16)] | None = None
     """Held-out datasets, described like spec.datasets[] (LLaMA-Factory's `eval_dataset`); names unique across both lists."""
     max_samples: Annotated[int, Field(ge=1)] | None = None
-    """Evaluate on at most this many records per dataset."""
+    """Evaluate on at most this many records per dataset (with datasets only: with valSize the held-out set is that fraction of the training data; lower valSize instead)."""
     generation: bool = False
     """Also generate answers and score them against the references with BLEU-4 and ROUGE-1/2/L (LLaMA-Factory's predict mode; stage sft only)."""
-    max_new_tokens: Annotated[int, Field(ge=1, le=65536)] = 128
-    """Longest generated answer in generation mode (`max_new_tokens`)."""
+    max_new_tokens: Annotated[int, Field(ge=1, le=65536)] = 1024
+    """Longest generated answer in generation mode (`max_new_tokens`); default 1024 as LLaMA-Factory's, so a long reference answer is not cut short and scored low (generation stops at the end-of-turn token anyway)."""
     base_model: bool = False
-    """Evaluate the base model the same way, so status shows the difference (not for dpo/kto with a reference model: there the starting model's loss is fixed by definition)."""
+    """Evaluate the base model the same way, so status shows the difference (QLoRA: the base is loaded quantized like the trained model; not for dpo/kto with a reference model, where the starting model's loss is fixed by definition, nor for rm, where the base model has no value head)."""
 
     rules = (
         Rule(
@@ -196,5 +196,12 @@ class EvaluationSpec(RuledModel):
             cel="has(self.valSize) != has(self.datasets)",
             message="spec.evaluation: set exactly one of valSize (a held-out fraction of the training data) or datasets (held-out datasets)",
             check=lambda e: (e.val_size is None) != (e.datasets is None),
+        ),
+        Rule(
+            name="evaluation-max-samples-needs-datasets",
+            cel="!has(self.maxSamples) || has(self.datasets)",
+            message="spec.evaluation.maxSamples limits evaluation.datasets; with valSize the held-out records are that fraction of the training data (LLaMA-Factory splits after spec.training.maxSamples): lower valSize or remove maxSamples",
+            field_path=".maxSamples",
+            check=lambda e: e.max_samples is None or e.datasets is not None,
         ),
     )

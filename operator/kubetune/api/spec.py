@@ -285,6 +285,16 @@ class FineTuneJobSpec(RuledModel):
             check=lambda s: s.training.stage != "kto" or all(d.columns is not None and d.columns.kto_tag is not None for d in s.datasets),
         ),
         Rule(
+            name="kto-evaluation-needs-label-column",
+            cel="self.training.stage != 'kto' || !has(self.evaluation) || !has(self.evaluation.datasets) || self.evaluation.datasets.all(d, has(d.columns) && has(d.columns.ktoTag))",
+            message="spec.evaluation.datasets: stage kto scores labelled examples (LLaMA-Factory drops records without the label): set columns.ktoTag on every evaluation dataset",
+            field_path=".evaluation.datasets",
+            check=lambda s: s.training.stage != "kto"
+            or s.evaluation is None
+            or s.evaluation.datasets is None
+            or all(d.columns is not None and d.columns.kto_tag is not None for d in s.evaluation.datasets),
+        ),
+        Rule(
             name="kto-label-needs-kto",
             cel="self.training.stage == 'kto' || self.datasets.all(d, !has(d.columns) || !has(d.columns.ktoTag))",
             message="spec.datasets[].columns.ktoTag is the KTO label and applies to stage kto only; set stage: kto or remove ktoTag",

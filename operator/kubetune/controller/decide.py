@@ -33,7 +33,7 @@ from kubetune.api.contract import KUEUE_QUEUE_LABEL
 from kubetune.plan.feasibility import Verdict, autotune, feasibility, gpu_memory_for
 from kubetune.render import Rendered, RenderOptions, render
 from kubetune.render.backends import backend_for_kind
-from kubetune.render.chain import Failed, ModelSource, Waiting, resolve_from_job
+from kubetune.render.chain import Failed, ModelSource, Waiting, resolve_from_job, reward_base_problem
 from kubetune.render.serving import evaluation_verdict, observed_state, render_serving
 
 from .reasons import CONTROLLERS, REASONS, retryable_exit_code, with_hint
@@ -170,6 +170,10 @@ def _from_jobs(snap: Snapshot, started: bool) -> tuple[RenderOptions, bool] | Wa
             options = dataclasses.replace(options, model_source=got)
         else:
             options = dataclasses.replace(options, reward_source=got)
+    if waiting is None and reapply and options.model_source is not None and options.reward_source is not None:
+        problem = reward_base_problem(job, options.model_source, options.reward_source)
+        if problem is not None:
+            return problem
     return waiting if waiting is not None else (options, reapply)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kubetune.api import FineTuneJob
+from kubetune.api import FineTuneJob, LoraSpec
 from kubetune.api.contract import MERGED_SUBDIR, Layout
 
 WAITING_REASON = "WaitingForJob"
@@ -66,8 +66,8 @@ def model_source_of(source: FineTuneJob, namespace: str, layout: Layout) -> Mode
     spec = source.spec
     out = layout.job_output_dir(namespace, source.name)
     stage = spec.training.stage
-    if spec.export.enabled and spec.method in ("lora", "qlora") and stage != "rm":
-        # An exported reward model would lose its value head (export keeps only the causal LM).
+    if spec.export.enabled and spec.method in ("lora", "qlora"):
+        # A reward model's export carries its value head (configs.export_args passes stage rm).
         return ModelSource(source.name, f"{out}/{MERGED_SUBDIR}", kind="merged", stage=stage, trust_remote_code=spec.model.trust_remote_code)
     if spec.method in ("full", "freeze"):
         return ModelSource(source.name, out, kind="full", stage=stage, trust_remote_code=spec.model.trust_remote_code)
@@ -178,6 +178,12 @@ def resolve_from_job(
                 "FromJobAdapterMismatch",
                 f"{field}: FineTuneJob {name} left a LoRA reward adapter, which LLaMA-Factory loads onto the policy only for method lora; use method lora or a full reward model",
             )
+        if job.spec.model.from_job is None:
+            policy = job.spec.model
+            base = policy.name if policy.name is not None else f"{layout.models_dir}/{policy.path}"
+            problem = reward_base_problem(job, ModelSource(job.name, base, revision=policy.revision), resolved)
+            if problem is not None:
+                return problem
         return resolved
     if resolved.kind == "adapter" and job.spec.method not in ("lora", "qlora"):
         return Failed(
@@ -190,7 +196,50 @@ def resolve_from_job(
             "FromJobAdapterMismatch",
             f"{field}: FineTuneJob {name} trained its adapter on a quantized base (qlora); continue with method qlora, or export it first",
         )
+    if resolved.kind == "adapter" and job.spec.lora is not None and _lora_effective(job.spec.lora) != _lora_effective(source.spec.lora or LoraSpec()):
+        # LLaMA-Factory resumes the saved adapter (PeftModel.from_pretrained with its own
+        # adapter_config.json: src/llamafactory/model/adapter.py:175-200 @v0.9.5) and never reads
+        # lora_rank/alpha/dropout/target: different settings here would be silently ignored.
+        return Failed(
+            "FromJobAdapterMismatch",
+            f"spec.lora: FineTuneJob {name}'s adapter is continued with its own LoRA settings "
+            f"({_lora_text(source.spec.lora or LoraSpec())}); remove spec.lora or set the same values, "
+            f"or set spec.export.enabled: true on {name} to start a new adapter on its merged model",
+        )
     return resolved
+
+
+def _lora_effective(lora: LoraSpec) -> tuple[int, int, float, frozenset[str]]:
+    """The adapter a LoraSpec trains: lora_alpha unset is 2 x rank (hparams/finetuning_args.py:568
+    @v0.9.5) and PEFT keeps target_modules as a set (the order is no difference). ``all`` and an
+    explicit list of every linear module do compare different: only the model knows the expansion."""
+    return (lora.rank, lora.alpha if lora.alpha is not None else 2 * lora.rank, lora.dropout, frozenset(lora.target_modules))
+
+
+def _lora_text(lora: LoraSpec) -> str:
+    alpha = lora.alpha if lora.alpha is not None else 2 * lora.rank
+    return f"rank {lora.rank}, alpha {alpha}, dropout {lora.dropout}, targetModules {','.join(lora.target_modules)}"
+
+
+def reward_base_problem(job: FineTuneJob, policy: ModelSource, reward: ModelSource) -> Failed | None:
+    """A LoRA reward adapter is loaded onto the policy's own base model
+    (create_reward_model: ``model.pretrained_model.load_adapter(reward_model, "reward")``,
+    src/llamafactory/train/trainer_utils.py:159-160 @v0.9.5): it must have been trained on
+    that very model. ``policy``: what the policy loads as model_name_or_path (the job's own
+    base, or its resolved spec.model.fromJob)."""
+    if reward.kind != "adapter":
+        return None
+    if (reward.model, reward.revision) == (policy.model, policy.revision):
+        return None
+    ppo = job.spec.training.ppo
+    name = ppo.reward_model.from_job if ppo is not None else reward.job
+    return Failed(
+        "FromJobAdapterMismatch",
+        f"spec.training.ppo.rewardModel.fromJob: FineTuneJob {name}'s LoRA reward adapter was trained on {reward.model}"
+        f"{'@' + reward.revision if reward.revision else ''}, but this policy's base model is {policy.model}"
+        f"{'@' + policy.revision if policy.revision else ''}; LLaMA-Factory loads the adapter onto the policy's base: "
+        f"train the reward model on the same base, or export it (spec.export.enabled on {name}) to use it as a full reward model",
+    )
 
 
 def source_from_documents(
@@ -226,6 +275,7 @@ __all__ = [
     "model_source_of",
     "resolve_from_job",
     "reward_args",
+    "reward_base_problem",
     "source_from_documents",
 ]
 
@@ -248,4 +298,8 @@ def with_sources(job: FineTuneJob, documents: list[FineTuneJob], options: Any) -
         if not isinstance(got, ModelSource):
             return got if isinstance(got, Failed) else Failed(got.reason, got.message)
         changes["reward_source"] = got
+    if "model_source" in changes and "reward_source" in changes:
+        problem = reward_base_problem(job, changes["model_source"], changes["reward_source"])
+        if problem is not None:
+            return problem
     return dataclasses.replace(options, **changes) if changes else options

@@ -108,6 +108,8 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
         problems.append(Problem("spec.extraArgs.optim", "conflicts with spec.training.optimizer: set the optimizer in one place (remove one of them)"))
     problems.extend(image_problems(job))
     problems.extend(lora_target_problems(job))
+    problems.extend(packing_problems(job))
+    problems.extend(preference_problems(job))
     if job.spec.distributed.backend in BACKENDS:  # auto: the operator checks the backend it chooses
         problems.extend(BACKENDS[job.spec.distributed.backend].check(job))
     return problems
@@ -162,6 +164,60 @@ def image_problems(job: FineTuneJob) -> list[Problem]:
                     )
                 )
     return problems
+
+
+IGNORED_PREFERENCE_LOSSES = ("hinge", "ipo", "kto_pair")
+"""pref_loss values that train as sigmoid DPO with the trainer image's TRL (0.24.0, images/trainer/pins.txt).
+LLaMA-Factory calls ``self.dpo_loss(chosen, rejected, ref_chosen, ref_rejected)`` with four
+arguments (src/llamafactory/train/dpo/trainer.py:206-208 @v0.9.5) and keeps the loss in
+``self.loss_type``; TRL >= 0.20 takes the loss from a ``loss_type`` parameter defaulting to
+"sigmoid" (trl/trainer/dpo_trainer.py:1020-1028 @v0.24.0), so these never take effect
+(ipo still length-normalises the log-probabilities, dpo/trainer.py:234: a sigmoid loss on
+per-token means).  The trainer refuses them again for a spec.image whose TRL does the same
+(kubetune.trainer.stagecheck)."""
+
+
+def preference_problems(job: FineTuneJob) -> list[Problem]:
+    """Losses the default image would silently replace by sigmoid DPO."""
+    t = job.spec.training
+    if job.spec.image is not None or t.stage != "dpo" or t.preference is None:
+        return []
+    if t.preference.loss not in IGNORED_PREFERENCE_LOSSES:
+        return []
+    return [
+        Problem(
+            "spec.training.preference.loss",
+            f"{t.preference.loss} would train as sigmoid DPO in the default trainer image (its TRL 0.24 ignores "
+            "the loss LLaMA-Factory 0.9.5 asks for): use loss sigmoid, orpo or simpo, or stage kto for KTO, or an image "
+            "whose TRL is older than 0.20 (spec.image)",
+        )
+    ]
+
+
+def packing_problems(job: FineTuneJob) -> list[Problem]:
+    """Packing that LLaMA-Factory refuses or ignores for the stage.
+
+    ``neat_packing`` outside sft raises "`neat_packing` cannot be set as True except SFT."
+    (src/llamafactory/hparams/parser.py:320-321 @v0.9.5). Plain ``packing`` only changes the
+    processor for sft (pt always packs); rm/dpo (pairwise), kto (feedback) and ppo
+    (unsupervised) processors ignore it (src/llamafactory/data/loader.py:198-224 @v0.9.5)."""
+    t = job.spec.training
+    if t.packing == "neat" and t.stage != "sft":
+        return [
+            Problem(
+                "spec.training.packing",
+                f"neat packing is for stage sft only (LLaMA-Factory refuses neat_packing with stage {t.stage}): "
+                "set packing: none" + (" (stage pt always packs its text)" if t.stage == "pt" else ""),
+            )
+        ]
+    if t.packing == "packing" and t.stage in ("rm", "dpo", "kto", "ppo"):
+        return [
+            Problem(
+                "spec.training.packing",
+                f"LLaMA-Factory ignores packing for stage {t.stage} (it packs only sft and pt data): set packing: none",
+            )
+        ]
+    return []
 
 
 def _raw_semantic_problems(body: dict[str, Any]) -> list[Problem]:

@@ -144,6 +144,25 @@ def accelerate_config(job: FineTuneJob, layout: Layout) -> dict[str, Any]:
 _COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools", "chosen", "rejected", "kto_tag")
 _TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag")
 
+# LLaMA-Factory's own defaults (src/llamafactory/data/parser.py:27-64 @v0.9.5, class DatasetAttr).
+# DatasetAttr.join (parser.py:72-89 @v0.9.5) sets *every* column from "columns" and every tag from
+# "tags" with default None: once either key exists, an unnamed column or tag is None, not its
+# default (SFT then drops every Alpaca example, DPO loses `input`, KTO raises KeyError: None).
+# So kubetune always writes the complete mapping, and the trainer's record check reads it as is.
+ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}
+SHAREGPT_COLUMNS = {"messages": "conversations"}
+SHAREGPT_TAGS = {
+    "role_tag": "from",
+    "content_tag": "value",
+    "user_tag": "human",
+    "assistant_tag": "gpt",
+    "observation_tag": "observation",
+    "function_tag": "function_call",
+    "system_tag": "system",
+}
+RANKING_COLUMNS = {"chosen": "chosen", "rejected": "rejected"}
+"""LLaMA-Factory has no default names for the pair; ours are those of its own demo data."""
+
 
 def dataset_entry(dataset: DatasetSpec, layout: Layout) -> dict[str, Any]:
     """One dataset_info.json entry - the contract with the trainer (kubetune.trainer.data):
@@ -151,31 +170,24 @@ def dataset_entry(dataset: DatasetSpec, layout: Layout) -> dict[str, Any]:
     volume (no copy of big data); ``hub``/``url`` datasets have the relative file_name
     ``<name>.jsonl``, which the trainer materialises in dataset_dir once per job from the
     source named in finetunejob.json.  Only LLaMA-Factory's own keys appear here: its
-    loader may reject unknown ones."""
+    loader may reject unknown ones.  ``columns`` is always complete (see ALPACA_COLUMNS)."""
     entry: dict[str, Any] = {
         "file_name": f"{layout.datasets_dir}/{dataset.path}" if dataset.path is not None else f"{dataset.name}.jsonl",
         "formatting": dataset.format,
     }
     if dataset.ranking:
         entry["ranking"] = True
-    cols: dict[str, str] = {}
+    cols: dict[str, str] = dict(SHAREGPT_COLUMNS if dataset.format == "sharegpt" else ALPACA_COLUMNS)
     if dataset.ranking:
-        # LLaMA-Factory has no default names for the pair; ours are those of its own demo data.
-        cols.update(chosen="chosen", rejected="rejected")
+        cols.update(RANKING_COLUMNS)
     if dataset.columns is not None:
         cols.update({k: getattr(dataset.columns, k) for k in _COLUMN_KEYS if getattr(dataset.columns, k) is not None})
-    if cols:
-        # LLaMA-Factory's DatasetAttr.join sets *every* column from "columns", unset ones to None,
-        # so its defaults vanish once the key exists: name the required column explicitly.
-        if dataset.format == "sharegpt":
-            cols.setdefault("messages", "conversations")
-        else:
-            cols.setdefault("prompt", "instruction")
-        entry["columns"] = dict(sorted(cols.items()))
-    if dataset.tags is not None:
-        tags = {k: getattr(dataset.tags, k) for k in _TAG_KEYS if getattr(dataset.tags, k) is not None}
-        if tags:
-            entry["tags"] = tags
+    entry["columns"] = dict(sorted(cols.items()))
+    if dataset.format == "sharegpt":
+        tags = dict(SHAREGPT_TAGS)
+        if dataset.tags is not None:
+            tags.update({k: getattr(dataset.tags, k) for k in _TAG_KEYS if getattr(dataset.tags, k) is not None})
+        entry["tags"] = tags
     if dataset.max_samples is not None:
         entry["num_samples"] = dataset.max_samples
     return entry
@@ -205,6 +217,11 @@ def export_args(job: FineTuneJob, layout: Layout, output_dir: str, source: Model
         export_size=spec.export.shard_size_gb,
         export_legacy_format=False,
     )
+    if spec.training.stage == "rm":
+        # A reward model's value head lives in value_head.safetensors beside the adapter; export copies
+        # it into export_dir only for stage rm (src/llamafactory/train/tuner.py:219-235 @v0.9.5),
+        # without it the merged model would score with a freshly initialised head.
+        args["stage"] = "rm"
     return args
 
 
@@ -241,9 +258,22 @@ def _trained_model_args(job: FineTuneJob, layout: Layout, output_dir: str, sourc
         return {"model_name_or_path": output_dir, "finetuning_type": "full"}
     args = {k: v for k, v in model_args(job, layout, source).items() if k != "adapter_name_or_path"}
     args.update(adapter_name_or_path=output_dir, finetuning_type="lora")
-    if spec.method == "qlora" and spec.quantization is not None:
-        args["quantization_bit"] = spec.quantization.bits
+    args.update(quantization_args(job))
     return args
+
+
+def quantization_args(job: FineTuneJob) -> dict[str, Any]:
+    """QLoRA: load a model as training did (bits, and for 4 bit the type nf4/fp4 and double
+    quantization - LLaMA-Factory's defaults nf4/true otherwise; model/model_utils/quantization.py
+    configure_quantization @v0.9.5 reads all three), so evaluation scores what was trained."""
+    q = job.spec.quantization
+    if job.spec.method != "qlora" or q is None:
+        return {}
+    out: dict[str, Any] = {"quantization_bit": q.bits}
+    if q.bits == 4:
+        out["quantization_type"] = q.type
+        out["double_quantization"] = q.double_quant
+    return out
 
 
 def evaluation_config(job: FineTuneJob, layout: Layout, output_dir: str, source: ModelSource | None = None) -> dict[str, Any] | None:
@@ -287,9 +317,14 @@ def evaluation_config(job: FineTuneJob, layout: Layout, output_dir: str, source:
     common.update(reference_args(job, layout, source, evaluating=True))
     models: list[tuple[str, dict[str, Any]]] = [("trained", _trained_model_args(job, layout, output_dir, source))]
     # Against its own reference the starting model's DPO/KTO loss is ln 2 / 0.5 by definition: no base run.
-    if ev.base_model and not uses_reference_model(job):
+    # Stage rm: the base model has no value head; LLaMA-Factory would score with a random one
+    # (model/model_utils/valuehead.py load_valuehead_params finds none) - no comparison either.
+    if ev.base_model and not uses_reference_model(job) and t.stage != "rm":
         base = model_args(job, layout, source)
         base["finetuning_type"] = "lora" if "adapter_name_or_path" in base else "full"
+        # QLoRA: the base in the same 4/8-bit form as the trained model, or the comparison
+        # measures quantization error as well as training.
+        base.update(quantization_args(job))
         models.append(("base", base))
     runs: list[dict[str, Any]] = []
     for label, margs in models:

@@ -93,6 +93,7 @@ SPEC_CONTROLLED: Final[dict[str, str]] = {
     "max_new_tokens": "spec.training.ppo.maxNewTokens",
     "ref_model": "spec.model (the reference is the job's starting model)",
     "ref_model_adapters": "spec.model.fromJob",
+    "ref_model_quantization_bit": "spec.quantization.bits (the reference model is quantized as the policy)",
     "report_to": "spec.tracking (tensorboard, mlflow, wandb)",
     "tokenized_path": "spec.datasets (the trainer caches the tokenised data itself under <outputs>/data/tokenized-*)",
     "logging_dir": "spec.tracking.tensorboard (event files go to <outputs>/runs)",
@@ -278,12 +279,31 @@ def reference_args(job: FineTuneJob, layout: Layout, source: ModelSource | None,
     "adapter disabled" would be the bare base: the reference is then base + that adapter.
     Evaluating (``do_train: false``) LLaMA-Factory would compare the model with itself
     (loss ln 2 always), so the starting model is named explicitly."""
-    if not uses_reference_model(job):
+    ppo = job.spec.training.stage == "ppo"
+    if not (uses_reference_model(job) or ppo):
         return {}
     if job.spec.model.from_job is not None and source is not None and source.adapter is not None:
-        return {"ref_model": source.model, "ref_model_adapters": source.adapter}
-    if evaluating:
-        return {"ref_model": model_location(job, layout, source)}
+        # PPO too: its KL reference is create_ref_model(...) (train/ppo/workflow.py:52 @v0.9.5), which
+        # for a LoRA policy without ref_model is None, i.e. TRL's adapter-disabled model: the bare base.
+        out: dict[str, Any] = {"ref_model": source.model, "ref_model_adapters": source.adapter}
+        out.update(_reference_quantization(job))
+        return out
+    if evaluating and not ppo:
+        out = {"ref_model": model_location(job, layout, source)}
+        if not job.spec.export.enabled:  # the evaluated model is then the 4/8-bit base + adapter too
+            out.update(_reference_quantization(job))
+        return out
+    return {}
+
+
+def _reference_quantization(job: FineTuneJob) -> dict[str, Any]:
+    """A named ``ref_model`` is loaded with ``quantization_bit=ref_model_quantization_bit``
+    (train/trainer_utils.py:123-129 @v0.9.5, ModelArguments.copyfrom keeps the policy's
+    quantization_type and double_quantization): unset, a QLoRA job's reference would load in
+    bf16 (~2 bytes per parameter more than the 4-bit policy). Quantize it as the policy is."""
+    q = job.spec.quantization
+    if job.spec.method == "qlora" and q is not None:
+        return {"ref_model_quantization_bit": q.bits}
     return {}
 
 

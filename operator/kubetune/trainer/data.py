@@ -232,11 +232,12 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
     eval_names = {d.name for d in held_out}
     eval_problems: list[str] = []
     counts: dict[str, int] = {}
+    checkers: dict[str, RecordChecker] = {}
     staged: list[tuple[Path, Path]] = []
     name = "?"
     try:
         for name, entry in cfg.dataset_info.items():
-            checker = RecordChecker(name, entry, stage=stage)
+            checker = checkers[name] = RecordChecker(name, entry, stage=stage)
             file_name = entry.get("file_name")
             if not isinstance(file_name, str) or not file_name:
                 raise DataError(f"{contract.DATASET_INFO_FILE}: dataset {name!r} has no file_name")
@@ -266,7 +267,8 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
                 os.replace(tmp, final)
         if eval_problems:
             write_text_atomic(data_dir / EVAL_FAILED_MARKER, "\n".join(eval_problems) + "\n")
-        write_text_atomic(data_dir / contract.DATASET_INFO_FILE, json.dumps(capped_info(cfg.dataset_info, counts), indent=2) + "\n")
+        unused = {n: c.unused_columns() for n, c in checkers.items() if n in counts}
+        write_text_atomic(data_dir / contract.DATASET_INFO_FILE, json.dumps(capped_info(cfg.dataset_info, counts, unused), indent=2) + "\n")
     except DataError as exc:
         named = exc if str(exc).startswith("dataset ") else DataError(f"dataset {name!r}: {exc}")
         _fail(cfg, named)
@@ -368,8 +370,11 @@ def reusable(cfg: JobConfig) -> dict[str, int] | None:
     return {str(k): int(v) for k, v in counts.items()}
 
 
-def capped_info(info: Mapping[str, Mapping[str, Any]], counts: Mapping[str, int]) -> dict[str, dict[str, Any]]:
-    """dataset_info.json as LLaMA-Factory must see it: ``num_samples`` never above the record count.
+def capped_info(
+    info: Mapping[str, Mapping[str, Any]], counts: Mapping[str, int], unused: Mapping[str, list[str]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """dataset_info.json as LLaMA-Factory must see it: ``num_samples`` never above the record count,
+    and no optional column that no record has (``unused``: RecordChecker.unused_columns).
 
     LLaMA-Factory's loader treats ``num_samples`` as a target and, when a dataset
     is smaller, draws the missing records again with replacement
@@ -382,6 +387,9 @@ def capped_info(info: Mapping[str, Mapping[str, Any]], counts: Mapping[str, int]
         want = entry.get("num_samples")
         if isinstance(want, int) and name in counts and want >= counts[name]:
             del entry["num_samples"]
+        drop = (unused or {}).get(name)
+        if drop and isinstance(entry.get("columns"), dict):
+            entry["columns"] = {k: v for k, v in entry["columns"].items() if k not in drop}
         out[name] = entry
     return out
 

@@ -36,7 +36,13 @@ from .fsutil import write_text_atomic
 from .launch import Child
 from .train import child_env, scratch_dir
 
-_DIST_ENV = ("FORCE_TORCHRUN", "RANK", "WORLD_SIZE", "LOCAL_RANK", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+_DIST_ENV = ("FORCE_TORCHRUN", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+# An MPIJob rank's launcher variables: accelerate's PartialState (built by transformers'
+# TrainingArguments) counts ``PMI_SIZE``/``OMPI_COMM_WORLD_SIZE``/``MV2_COMM_WORLD_SIZE`` > 1 as
+# a MULTI_CPU launch even on a GPU (accelerate/state.py:788-795 @v1.11.0, images/trainer/pins.txt) and
+# then refuses it without MASTER_ADDR or waits for the other ranks (state.py:239-253).
+_MPI_ENV = ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS")
+_MPI_ENV_PREFIXES = ("OMPI_COMM_WORLD_", "MV2_COMM_WORLD_")
 _PREDICT_KEYS = {"predict_bleu-4": "bleu4", "predict_rouge-1": "rouge1", "predict_rouge-2": "rouge2", "predict_rouge-l": "rougeL"}
 
 
@@ -122,6 +128,24 @@ def failed(cfg: JobConfig, message: str) -> dict[str, Any]:
     return _write(cfg, {"state": "Failed", "message": message[-4000:], "summary": "failed"})
 
 
+def eval_env(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, str]:
+    """The evaluation child's environment: one process, not distributed, on one GPU.
+
+    Without the distributed variables but with every GPU of the pod visible, transformers
+    counts ``n_gpu = torch.cuda.device_count()`` and reports ParallelMode.NOT_DISTRIBUTED
+    for n_gpu > 1 (transformers/training_args.py:1902 and 1950-1951 @5.6.0), which
+    LLaMA-Factory refuses: "Please launch distributed training with `llamafactory-cli` or
+    `torchrun`." (src/llamafactory/hparams/parser.py:350-351 @v0.9.5).  So the child sees
+    only the first GPU of the pod (the first of CUDA_VISIBLE_DEVICES when it is set: an index or
+    a GPU-/MIG- UUID, both valid CUDA_VISIBLE_DEVICES entries), and no MPI rank variables.
+    A model that fits only sharded cannot be evaluated this way (docs/evaluation.md)."""
+    plain = {k: v for k, v in env.items() if k not in _DIST_ENV and k not in _MPI_ENV and not k.startswith(_MPI_ENV_PREFIXES)}
+    if cfg.job.spec.resources.gpus_per_node > 1:
+        visible = [d.strip() for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        plain["CUDA_VISIBLE_DEVICES"] = visible[0] if visible else "0"
+    return child_env(plain)
+
+
 def run(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, Any] | None:
     """Run every evaluation; returns the EvaluationStatus (camelCase) written to kubetune-eval.json."""
     p = plan(cfg)
@@ -142,8 +166,7 @@ def run(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, Any] | None:
             f = folder / f"run-{i}.json"
             f.write_text(json.dumps(run_["args"]), encoding="utf-8")
             files.append(str(f))
-        plain = {k: v for k, v in env.items() if k not in _DIST_ENV}
-        Child([sys.executable, "-m", "kubetune.trainer.evaluate", *files], child_env(plain)).run()
+        Child([sys.executable, "-m", "kubetune.trainer.evaluate", *files], eval_env(cfg, env)).run()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     metrics = collect(runs, bool(p.get("perplexity")))

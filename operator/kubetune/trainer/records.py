@@ -27,6 +27,30 @@ TAG_DEFAULTS = {
 }
 
 
+_COLUMNS = ("prompt", "query", "response", "history", "messages", "system", "tools", "chosen", "rejected", "kto_tag")
+
+
+def lf_columns(entry: Mapping[str, Any]) -> dict[str, str | None]:
+    """The columns LLaMA-Factory reads for a dataset_info.json entry.
+
+    DatasetAttr.join (src/llamafactory/data/parser.py:72-84 @v0.9.5): when the entry has
+    "columns", *every* column is taken from it with default None (the class defaults
+    ``instruction``/``input``/``output``/``conversations`` then vanish); without it the
+    class defaults hold (parser.py:47-56: chosen/rejected/kto_tag default None)."""
+    if "columns" in entry:
+        given = entry.get("columns") or {}
+        return {k: given.get(k) for k in _COLUMNS}
+    return {**dict.fromkeys(_COLUMNS), **ALPACA_DEFAULTS, "messages": SHAREGPT_DEFAULT_MESSAGES}
+
+
+def lf_tags(entry: Mapping[str, Any]) -> dict[str, str | None]:
+    """The ShareGPT tags LLaMA-Factory reads: like lf_columns (parser.py:86-89 @v0.9.5)."""
+    if "tags" in entry:
+        given = entry.get("tags") or {}
+        return {k: given.get(k) for k in TAG_DEFAULTS}
+    return dict(TAG_DEFAULTS)
+
+
 @dataclass(frozen=True)
 class RecordProblem:
     dataset: str
@@ -46,25 +70,28 @@ class RecordChecker:
         self.formatting = str(entry.get("formatting", "alpaca"))
         self.stage = stage
         self.ranking = bool(entry.get("ranking", False))
-        columns = dict(entry.get("columns") or {})
+        columns = lf_columns(entry)
         # Post-training columns are checked on their own (not part of the prompt/answer layout).
-        self.chosen = columns.pop("chosen", "chosen") if self.ranking else None
-        self.rejected = columns.pop("rejected", "rejected") if self.ranking else None
+        self.chosen = columns.pop("chosen") if self.ranking else None
+        self.rejected = columns.pop("rejected") if self.ranking else None
         self.kto_tag = columns.pop("kto_tag", None)
-        tags = dict(entry.get("tags") or {})
         if self.formatting == "sharegpt":
-            self.columns = {"messages": SHAREGPT_DEFAULT_MESSAGES, **columns}
+            self.columns = {k: v for k, v in columns.items() if k in ("messages", "system", "tools")}
         else:
-            self.columns = {**ALPACA_DEFAULTS, **columns}
-            if stage == "pt":
-                # Pre-training reads only the text column (LLaMA-Factory's `prompt`).
-                self.columns = {"prompt": self.columns["prompt"]}
-        self.tags = {**TAG_DEFAULTS, **tags}
+            self.columns = {k: v for k, v in columns.items() if k in ("prompt", "query", "response", "history", "system")}
+        self._named = dict(self.columns)  # what LLaMA-Factory's converter reads (unused_columns)
+        if self.formatting != "sharegpt" and stage == "pt":
+            # Pre-training reads only the text column (LLaMA-Factory's `prompt`).
+            self.columns = {"prompt": self.columns.get("prompt")}
+        self._seen: set[str] = set()
+        # A tag LLaMA-Factory reads as None matches no turn: "" does the same here.
+        self.tags: dict[str, str] = {k: v if v is not None else "" for k, v in lf_tags(entry).items()}
 
     def check(self, index: int, record: Any) -> list[RecordProblem]:
         """Every problem of one record (empty when LLaMA-Factory will use it as intended)."""
         if not isinstance(record, dict):
             return [self._problem(index, "<record>", f"expected a JSON object, got {type(record).__name__}")]
+        self._seen.update(record)
         out = self._check_sharegpt(index, record) if self.formatting == "sharegpt" else self._check_alpaca(index, record)
         if self.kto_tag is not None:
             label = record.get(self.kto_tag)
@@ -74,11 +101,30 @@ class RecordChecker:
                 out.append(self._problem(index, self.kto_tag, f"the KTO label must be true (desirable) or false (undesirable); {got}"))
         return out
 
+    def unused_columns(self) -> list[str]:
+        """Optional columns (LLaMA-Factory's names, e.g. ``query``) that the mapping names but no
+        record has; call after every record was checked.
+
+        LLaMA-Factory's converters index each named column of every example
+        (``example[self.dataset_attr.query]``, src/llamafactory/data/converter.py:88-129 @v0.9.5).
+        The datasets library gives a key missing from some JSON records the value None, but a
+        key missing from all of them is no column at all: KeyError once training has started.
+        kubetune always names the defaults (query `input`, response `output`), so the trainer
+        leaves such a column out of the dataset_info.json LLaMA-Factory reads: nothing is lost,
+        no record had it. Required columns (prompt, the answer, chosen/rejected, the KTO label)
+        are reported per record instead."""
+        required = {"prompt", "messages"}
+        if self.stage != "pt" and not self.ranking:
+            required.add("response")
+        return [role for role, key in self._named.items() if key is not None and role not in required and key not in self._seen]
+
     def _check_pair(self, index: int, record: dict[str, Any]) -> list[RecordProblem]:
         """The chosen and rejected answers of a ranking record."""
         out: list[RecordProblem] = []
-        for key in (self.chosen, self.rejected):
-            assert key is not None
+        for role, key in (("chosen", self.chosen), ("rejected", self.rejected)):
+            if key is None:
+                out.append(self._problem(index, f"columns.{role}", f"dataset_info.json names no {role} column for this ranking dataset"))
+                continue
             value = record.get(key)
             if value is None:
                 out.append(self._problem(index, key, f"missing (ranking datasets need a chosen and a rejected answer; present keys: {sorted(record)})"))
@@ -108,6 +154,9 @@ class RecordChecker:
         for role, required in (("prompt", True), ("response", needs_response), ("query", False), ("system", False)):
             key = self.columns.get(role)
             if key is None:
+                if required:
+                    # LLaMA-Factory would read this column as None (see lf_columns) and drop the record.
+                    out.append(self._problem(index, f"columns.{role}", f"dataset_info.json names no {role} column for this dataset"))
                 continue
             if key not in record or record[key] is None:
                 if required:
@@ -134,7 +183,9 @@ class RecordChecker:
         return out
 
     def _check_sharegpt(self, index: int, record: dict[str, Any]) -> list[RecordProblem]:
-        key = self.columns["messages"]
+        key = self.columns.get("messages")
+        if key is None:
+            return [self._problem(index, "columns.messages", "dataset_info.json names no messages column for this dataset")]
         if key not in record:
             return [self._problem(index, key, f"missing (the messages column; present keys: {sorted(record)})")]
         turns = record[key]

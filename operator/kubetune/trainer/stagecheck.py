@@ -17,6 +17,12 @@ from .config import JobConfig
 from .errors import ConfigError
 
 PPO_TRL_RANGE = ((0, 8, 6), (0, 9, 6))
+LOSS_TYPE_PARAMETER_TRL = (0, 20, 0)
+"""From TRL 0.20.0 ``DPOTrainer.dpo_loss`` takes ``loss_type: str = "sigmoid"`` as a parameter
+(trl/trainer/dpo_trainer.py:998-999 @v0.20.0; 1020-1028 @v0.24.0; v0.19.1 has no such
+parameter and reads ``self.loss_type``). LLaMA-Factory 0.9.5 calls it with four arguments
+(src/llamafactory/train/dpo/trainer.py:206-208), so hinge/ipo/kto_pair run as sigmoid."""
+IGNORED_LOSSES = ("hinge", "ipo", "kto_pair")
 
 
 def _parse(text: str) -> tuple[int, ...]:
@@ -29,7 +35,10 @@ def _parse(text: str) -> tuple[int, ...]:
 
 def check(cfg: JobConfig) -> None:
     """Raise ConfigError when spec.training.stage cannot run with the installed packages."""
-    if cfg.job.spec.training.stage != "ppo":
+    t = cfg.job.spec.training
+    if t.stage == "dpo" and t.preference is not None and t.preference.loss in IGNORED_LOSSES:
+        _check_loss(t.preference.loss)
+    if t.stage != "ppo":
         return
     try:
         trl = version("trl")
@@ -41,4 +50,17 @@ def check(cfg: JobConfig) -> None:
             f"spec.training.stage ppo: LLaMA-Factory's PPO trainer needs trl 0.8.6-0.9.6, this image has trl {trl} "
             "(LLaMA-Factory 0.9.5 itself requires trl>=0.18, so its PPO cannot run with its own dependencies). "
             "Use stage dpo/kto (or the orpo/simpo losses) for preference training, or a spec.image built with trl 0.9.6"
+        )
+
+
+def _check_loss(loss: str) -> None:
+    try:
+        trl = version("trl")
+    except PackageNotFoundError:
+        raise ConfigError("spec.training.stage dpo needs the trl package, which this trainer image lacks") from None
+    if _parse(trl) >= LOSS_TYPE_PARAMETER_TRL:
+        raise ConfigError(
+            f"spec.training.preference.loss {loss}: with trl {trl} (>= 0.20) LLaMA-Factory's DPO trainer would "
+            "train sigmoid DPO instead (TRL's dpo_loss defaults loss_type to sigmoid and LLaMA-Factory does not pass it). "
+            "Use loss sigmoid, orpo or simpo, or a spec.image with trl older than 0.20"
         )
