@@ -32,6 +32,7 @@ from .catalog import catalog
 from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
 from .limits import size_problems
 from .pipeline import render
+from .serving import serving_problems
 from .types import Problem
 
 MAX_SPEC_BYTES = 128 * 1024
@@ -105,6 +106,7 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
     if job.spec.training.optimizer is not None and "optim" in (job.spec.extra_args or {}):
         problems.append(Problem("spec.extraArgs.optim", "conflicts with spec.training.optimizer: set the optimizer in one place (remove one of them)"))
     problems.extend(image_problems(job))
+    problems.extend(Problem(path, message) for path, message in serving_problems(job))
     if job.spec.distributed.backend in BACKENDS:  # auto: the operator checks the backend it chooses
         problems.extend(BACKENDS[job.spec.distributed.backend].check(job))
     return problems
