@@ -472,6 +472,9 @@ async def test_a_succeeded_job_with_serve_gets_an_owned_deployment_service_and_u
     # Someone deletes the Deployment: it is created again.
     await cluster.remove(*DEPLOY, NS, "qwen-lora-serve")
     await eventually(lambda: cluster.read(*DEPLOY, NS, "qwen-lora-serve"), what="the Deployment recreated")
+    # ... and the Service (watched since issue 20: it was only written, so a deleted one stayed gone).
+    await cluster.remove(*SVC, NS, "qwen-lora-serve")
+    await eventually(lambda: cluster.read(*SVC, NS, "qwen-lora-serve"), what="the Service recreated")
 
     # Deleting the FineTuneJob garbage-collects everything it owns (emulated kube-controller-manager GC).
     calls_before = len(cluster.calls)
@@ -490,7 +493,7 @@ async def test_running_and_failed_jobs_get_no_serving_objects(cluster: Cluster, 
     await set_condition(cluster, "PyTorchJob", NS, "failed", "Failed")
     await eventually(lambda: phase_is(cluster, "Running", "running") and phase_is(cluster, "Failed", "failed"), timeout=20, what="Running and Failed")
     await succeed(cluster, "done")
-    await eventually(lambda: cluster.read(*DEPLOY, NS, "done-serve"), what="the succeeded job's Deployment")
+    await eventually(lambda: cluster.read(*DEPLOY, NS, "done-serve") and cluster.read(*SVC, NS, "done-serve"), what="the succeeded job's Deployment and Service")
     assert [d["metadata"]["name"] for d in cluster.objects(*DEPLOY, NS)] == ["done-serve"]
     assert [s["metadata"]["name"] for s in cluster.objects(*SVC, NS)] == ["done-serve"]
     assert not serving(cluster, "running") and not serving(cluster, "failed")
@@ -498,7 +501,8 @@ async def test_running_and_failed_jobs_get_no_serving_objects(cluster: Cluster, 
 
 async def test_kserve_not_installed_is_a_condition_then_served_when_it_appears(cluster: Cluster, operator: Any) -> None:
     await operator()
-    await cluster.put_object(*FTJ, example_job(serve={"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}}, export={"enabled": False}))
+    # With the example's hfTokenSecretRef KServe needs a ServiceAccount listing the token (the storage initializer reads it there).
+    await cluster.put_object(*FTJ, example_job(serve={"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}}, export={"enabled": False}, serviceAccountName="hub-reader"))
     await succeed(cluster, "qwen-lora")
     await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingKindNotInstalled", what="ServingKindNotInstalled")
     message = condition(cluster, "Serving")["message"]
@@ -545,13 +549,14 @@ async def test_evaluation_improves_serves_only_a_better_model(cluster: Cluster, 
     assert cluster.read(*DEPLOY, NS, "better-serve") is None
     cluster.append_log(NS, "better-master-0", evaluate_line(1.2, 2.1))
     await eventually(lambda: cluster.read(*DEPLOY, NS, "better-serve"), what="the better model's Deployment")
-    assert status(cluster, "better")["evaluation"]["base"] == {"evalLoss": 2.1}
+    # The status patch follows the apply: wait for it rather than race it.
+    await eventually(lambda: (status(cluster, "better").get("evaluation") or {}).get("base") == {"evalLoss": 2.1}, what="status.evaluation")
     assert cluster.read(*DEPLOY, NS, "worse-serve") is None
 
 
 WORKSPACES = ("kaito.sh/v1beta1", "workspaces")
 JOBS = ("batch/v1", "jobs")
-KAITO = {"serve": {"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct"}}, "export": {"enabled": False}}
+KAITO = {"serve": {"engine": "kaito"}, "export": {"enabled": False}, "hfTokenSecretRef": {"name": "hf-token", "key": "HF_TOKEN"}}
 
 
 def job_condition(type_: str) -> Any:
