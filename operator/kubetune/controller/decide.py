@@ -469,7 +469,8 @@ def _serve(draft: _Draft, now: float) -> Decision:
             draft.cond("Serving", False, "AdapterCopyFailed", message)
             return draft.decision()
         if observed_copy is not None:
-            # A Job's pod template is immutable (422 on any change): an existing copy Job is never re-applied.
+            # A Job's pod template is immutable (the API server answers a changed one with 422; Kubernetes'
+            # batch validation, not read at a tag here: issue 20 reports it): an existing copy Job is never re-applied.
             everything = [o for o in everything if o is not copy_job]
         if observed_copy is None or not any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions or []):
             apply = needed or observed_copy is None

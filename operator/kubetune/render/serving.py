@@ -245,8 +245,6 @@ def max_lora_rank(job: FineTuneJob) -> int:
     return next((r for r in LORA_RANKS if r >= rank), LORA_RANKS[-1])
 
 
-_max_lora_rank = max_lora_rank
-
 
 def _bnb_base(job: FineTuneJob) -> bool:
     """The adapter was trained on a 4-bit bitsandbytes base: serve the base quantized the same way.
@@ -269,8 +267,10 @@ def vllm_args(job: FineTuneJob, source: _Source, served: str) -> list[str]:
         args += ["--max-lora-rank", str(max_lora_rank(job))]
         # vLLM renders chat requests with the engine's tokenizer even for a LoRA request
         # (vllm/entrypoints/openai/serving_chat.py:188-193 @0.11.0: get_tokenizer() without the
-        # lora_request); LLaMA-Factory saves the tokenizer and the chat template it trained with
-        # beside the adapter, so that is the tokenizer to serve with (arg_utils.py:525 --tokenizer).
+        # lora_request); LLaMA-Factory puts the chat template it trained with into the tokenizer
+        # (llamafactory 0.9.5 data/template.py:273-277, fix_jinja_template, called at :666) and the
+        # Trainer saves that tokenizer beside the adapter (transformers trainer.py:3837, installed
+        # version), so that is the tokenizer to serve with (arg_utils.py:525 --tokenizer).
         args += ["--tokenizer", source.adapter_path]
         if _bnb_base(job):
             args += ["--quantization", "bitsandbytes"]  # the base the adapter was trained on
