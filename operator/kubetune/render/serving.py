@@ -692,7 +692,7 @@ def observed_state(engine: str, obj: Mapping[str, Any] | None) -> tuple[bool, st
       ``status.url`` (KServe's knative-style status), else (LLMInferenceService without a router)
       the first of ``status.addresses``; the OpenAI routes are under
       ``/openai/v1`` (Hugging Face runtime) or ``/v1`` (LLMInferenceService);
-    * Workspace (kaito): the ``InferenceReady`` condition (pkg/utils/consts in KAITO);
+    * Workspace (kaito): the ``InferenceReady`` condition (api/v1beta1/condition_types.go:30 @v0.12.0);
       KAITO serves the Workspace through a Service of the same name on port 80.
     """
     if obj is None:
