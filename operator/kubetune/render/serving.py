@@ -418,6 +418,10 @@ def render_kserve(job: FineTuneJob, namespace: str, served: str, source: _Source
     # Placement, pull secrets and the ServiceAccount: the predictor inlines a PodSpec
     # (pkg/apis/serving/v1beta1/predictor.go:84 @v0.20.0, `PodSpec json:",inline"`), the
     # LLMInferenceService's template is a PodSpec (pkg/apis/serving/v1alpha1/llm_inference_service_types.go:164).
+    # KServe strategic-merges the predictor's PodSpec over the runtime's nodeSelector, affinity,
+    # tolerations and imagePullSecrets (pkg/controller/v1beta1/inferenceservice/utils/utils.go:267-293
+    # @v0.20.0, MergePodSpec), and appends the predictor's args to the runtime's (utils.go:259-260), so
+    # our --model_name follows the runtime's --model_name={{.Name}} and, parsed last, wins.
     placement = _placement(job)
     if kind == "InferenceService":
         if source.adapter_uri:
