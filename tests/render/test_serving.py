@@ -279,7 +279,7 @@ def test_vllm_and_copy_pods_carry_pull_secrets_service_account_and_placement() -
         assert copy_pod[field] == SCHEDULING[field]
 
 
-def test_llminferenceservice_carries_gpus_context_and_the_adapters_tokenizer() -> None:
+def test_llminferenceservice_carries_gpus_context_and_the_adapters_chat_template() -> None:
     (llm,) = render_serving(CASES["kserve-adapter-scheduled"].build()).objects
     assert llm["spec"]["parallelism"] == {"tensor": 2}
     (main,) = llm["spec"]["template"]["containers"]
@@ -288,15 +288,34 @@ def test_llminferenceservice_carries_gpus_context_and_the_adapters_tokenizer() -
     extra = env["VLLM_ADDITIONAL_ARGS"].split()
     # KServe mounts a pvc:// adapter at /mnt/lora/<name> (workload_lora.go:41,95 @v0.20.0).
     built = CASES["kserve-adapter-scheduled"].build()
-    assert extra[extra.index("--tokenizer") + 1] == f"/mnt/lora/{built.name}"
+    assert extra[extra.index("--chat-template") + 1] == f"/mnt/lora/{built.name}/chat_template.jinja"
+    assert "--tokenizer" not in extra
     assert extra[extra.index("--max-model-len") + 1] == "4096"
 
 
-def test_vllm_serves_the_adapter_with_the_tokenizer_it_was_trained_with() -> None:
-    """vLLM renders a LoRA chat request with the engine's tokenizer (serving_chat.py:188-193 @0.11.0)."""
+def test_vllm_serves_the_adapter_with_the_chat_template_it_was_trained_with(tmp_path: Any) -> None:
+    """vLLM renders a LoRA chat request with the engine's tokenizer (serving_chat.py:188-193 @0.11.0), so the
+    adapter's chat template is given with --chat-template, a file the trainer's tokenizer save really writes.
+    Not --tokenizer <adapter dir>: the trainer image's transformers 5.6 writes a tokenizer_config.json
+    (extra_special_tokens as a list) that the transformers 4.x of vLLM 0.11's image cannot load
+    ('list' object has no attribute 'keys', measured with 4.57.1), so vLLM would not start."""
+    from transformers import AutoTokenizer
+
+    from kubetune.trainer.tiny import CHATML_TEMPLATE, build_tokenizer
+
     built = job().build()
     args = _deployment(render_serving(built))["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[args.index("--tokenizer") + 1] == args[args.index("--lora-modules") + 1].split("=", 1)[1]
+    adapter_dir = args[args.index("--lora-modules") + 1].split("=", 1)[1]
+    assert "--tokenizer" not in args
+    template_file = args[args.index("--chat-template") + 1]
+    assert template_file.startswith(adapter_dir + "/")
+    # What LLaMA-Factory's trainer leaves in the adapter folder: its tokenizer (with the template it
+    # trained with), saved by transformers' Trainer._save (processing_class.save_pretrained).
+    build_tokenizer(tmp_path / "base")
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "base"))
+    tokenizer.save_pretrained(str(tmp_path / "adapter"))
+    saved = tmp_path / "adapter" / template_file[len(adapter_dir) + 1 :]
+    assert saved.is_file() and saved.read_text() == CHATML_TEMPLATE
 
 
 @pytest.mark.parametrize(("rank", "expected"), [(8, 8), (17, 32), (64, 64), (300, 320), (512, 512)])

@@ -64,6 +64,8 @@ CACHE_MOUNT: Final = "/cache"
 LORA_RANKS: Final = (8, 16, 32, 64, 128, 256, 320, 512)
 """Values vLLM accepts for --max-lora-rank (vllm/config/lora.py:104-109 @0.11.0)."""
 VLLM_USER: Final = "kubetune"
+CHAT_TEMPLATE_FILE: Final = "chat_template.jinja"
+"""Where a tokenizer's save_pretrained writes its chat template (transformers 5.6.0 utils/hub.py:69)."""
 
 VLLM_WRITABLE_ENV: Final = (
     # The root filesystem is read-only and the pod runs as uid 1000, which vllm/vllm-openai's image
@@ -270,8 +272,12 @@ def vllm_args(job: FineTuneJob, source: _Source, served: str) -> list[str]:
         # lora_request); LLaMA-Factory puts the chat template it trained with into the tokenizer
         # (llamafactory 0.9.5 data/template.py:273-277, fix_jinja_template, called at :666) and the
         # Trainer saves that tokenizer beside the adapter (transformers trainer.py:3837, installed
-        # version), so that is the tokenizer to serve with (arg_utils.py:525 --tokenizer).
-        args += ["--tokenizer", source.adapter_path]
+        # version), its template as chat_template.jinja (transformers 5.6.0 tokenization_utils_base.py:3266-3279).
+        # --chat-template <file> (vllm/entrypoints/chat_utils.py:1044-1078 @0.11.0, read as a file) serves with that
+        # template.  Not --tokenizer <adapter dir>: the tokenizer_config.json transformers 5.6 writes
+        # (extra_special_tokens as a list) does not load in the transformers 4.x vLLM 0.11 runs with
+        # ("'list' object has no attribute 'keys'", measured with 4.57.1), so vLLM would not start.
+        args += ["--chat-template", f"{source.adapter_path}/{CHAT_TEMPLATE_FILE}"]
         if _bnb_base(job):
             args += ["--quantization", "bitsandbytes"]  # the base the adapter was trained on
     else:
@@ -447,7 +453,7 @@ def render_kserve(job: FineTuneJob, namespace: str, served: str, source: _Source
     extra: list[str] = []
     if source.adapter_uri:
         llm_model["lora"] = {"adapters": [{"name": served, "uri": source.adapter_uri}], "maxRank": max_lora_rank(job)}
-        extra += ["--tokenizer", f"{KSERVE_LORA_MOUNT_ROOT}/{served}"]  # the adapter's chat template (see vllm_args)
+        extra += ["--chat-template", f"{KSERVE_LORA_MOUNT_ROOT}/{served}/{CHAT_TEMPLATE_FILE}"]  # the adapter's chat template (see vllm_args)
         if _bnb_base(job):
             extra += ["--quantization", "bitsandbytes"]
     if serve.max_model_len:
