@@ -393,7 +393,16 @@ def test_the_pinned_revision_is_served_offline() -> None:
                 spec__storage={"outputs": {"claimName": "out"}, "models": {"claimName": "cache"}}).build()
     c = _deployment(render_serving(built))["spec"]["template"]["spec"]["containers"][0]
     assert c["args"][c["args"].index("--revision") + 1] == "v1.0" and {"name": "HF_HUB_OFFLINE", "value": "1"} in c["env"]
-    assert "spec.model.revision" in _problems(job({"engine": "kserve"}, spec__model={"name": "Qwen/Qwen1.5-1.8B", "revision": "v1.0", "template": "qwen"}))
+
+
+def test_kserve_downloads_the_pinned_revision() -> None:
+    """KServe's storage initializer reads hf://owner/model[:revision] (python/storage/kserve_storage/kserve_storage.py:629-658 @v0.20.0)."""
+    built = job({"engine": "kserve"}, spec__model={"name": "Qwen/Qwen1.5-1.8B", "revision": "v1.0", "template": "qwen"}).build()
+    (llm,) = render_serving(built).objects
+    assert llm["spec"]["model"]["uri"] == "hf://Qwen/Qwen1.5-1.8B:v1.0"
+    check_schema(llm)
+    # A Hub id without an owner is refused there ("Expected 'hf://owner/model[:revision]'"): refused here first.
+    assert "owner" in _problems(job({"engine": "kserve"}, spec__model={"name": "gpt2", "template": "default"}))["spec.model.name"]
 
 
 def test_an_adapter_on_another_jobs_output_is_refused_not_a_crash() -> None:
@@ -418,8 +427,16 @@ def test_fp4_qlora_is_not_served_on_an_nf4_base() -> None:
     job(spec__export={"enabled": True}, **qlora).build()  # merged: served as trained
 
 
-def test_kserve_needs_a_service_account_for_the_hub_token() -> None:
-    """KServe's storage initializer takes a Hub token only from the pod ServiceAccount's secrets
-    (pkg/credentials/service_account_credentials.go:331 @v0.20.0)."""
-    assert "spec.serviceAccountName" in _problems(job({"engine": "kserve"}, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}))["spec.hfTokenSecretRef"]
-    job({"engine": "kserve"}, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}, spec__serviceAccountName="hub-reader").build()
+def test_kserve_hands_the_hub_token_to_its_storage_initializer() -> None:
+    """An LLMInferenceService's template may set env on the init container named storage-initializer
+    (pkg/apis/serving/v1alpha2/llm_inference_service_types.go:166-170 @v0.20.0); KServe strategic-merges it
+    into the storage initializer it builds (pkg/controller/v1alpha2/llmisvc/workload_storage.go:398,432-445),
+    which downloads hf:// with huggingface_hub.  So no ServiceAccount is needed, and any Secret key works."""
+    built = job({"engine": "kserve"}, spec__hfTokenSecretRef={"name": "hf", "key": "token"}).build()
+    (llm,) = render_serving(built).objects
+    (init,) = llm["spec"]["template"]["initContainers"]
+    assert init == {"name": "storage-initializer", "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]}
+    check_schema(llm)
+    # A merged model is read from the outputs volume: no download, no token.
+    merged = job({"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}}, spec__export={"enabled": True}, spec__hfTokenSecretRef={"name": "hf", "key": "token"}).build()
+    assert "initContainers" not in render_serving(merged).objects[0]["spec"]["template"]

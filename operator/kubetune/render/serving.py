@@ -165,7 +165,9 @@ def _source(job: FineTuneJob, namespace: str) -> _Source:
         return _Source(base_path, base_uri, adapter_path, adapter_uri, False)
     if spec.model.name is None:  # fromJob: refused by serving_problems (the base is only known after that job ran)
         raise ValueError("spec.serve of a LoRA adapter trained on spec.model.fromJob: set spec.export.enabled to serve the merged model")
-    return _Source(spec.model.name, f"hf://{spec.model.name}", adapter_path, adapter_uri, True)
+    # hf://owner/model[:revision] as KServe's storage initializer reads it (python/storage/kserve_storage/kserve_storage.py:629-658 @v0.20.0).
+    hub_uri = f"hf://{spec.model.name}" + (f":{spec.model.revision}" if spec.model.revision else "")
+    return _Source(spec.model.name, hub_uri, adapter_path, adapter_uri, True)
 
 
 def _placement(job: FineTuneJob) -> dict[str, Any]:
@@ -308,15 +310,11 @@ def serving_problems(job: FineTuneJob) -> list[tuple[str, str]]:
     if adapter and spec.method == "qlora" and quant is not None and quant.bits == 4 and quant.type == "fp4":
         problems.append(("spec.quantization.type", "fp4: vLLM quantizes a base in flight to NF4 only, so the adapter would run on another base than it was trained on: "
                          "use type nf4, or set spec.export.enabled to serve the merged model"))
-    if serve.engine == "kserve" and adapter and spec.model.name is not None:
-        if spec.model.revision:
-            problems.append(("spec.model.revision", "LLMInferenceService downloads the base from hf://<id> without a revision: remove spec.model.revision or use engine vllm"))
-        if spec.hf_token_secret_ref is not None and not spec.service_account_name:
-            # KServe's storage initializer downloads hf:// with a token only from a Secret (key HF_TOKEN) that the
-            # pod's ServiceAccount lists (pkg/credentials/service_account_credentials.go:331, hf/hf_secret.go:24 @v0.20.0).
-            problems.append(("spec.hfTokenSecretRef", "engine kserve downloads the base with KServe's storage initializer, which takes a Hub token only "
-                             "from a Secret with key HF_TOKEN listed in the pod ServiceAccount's secrets: set spec.serviceAccountName to such a "
-                             "ServiceAccount (it is used by the training pods too), or use engine vllm"))
+    if serve.engine == "kserve" and adapter and spec.model.name is not None and "/" not in spec.model.name:
+        # KServe's storage initializer accepts only hf://owner/model[:revision]
+        # (python/storage/kserve_storage/kserve_storage.py:629-636 @v0.20.0).
+        problems.append(("spec.model.name", f"{spec.model.name!r} has no owner: KServe downloads hf://owner/model only; use the full Hub id "
+                         "(for example openai-community/gpt2) or engine vllm"))
     if serve.engine == "kaito":
         problems += _kaito_problems(job)
     return problems
@@ -465,6 +463,14 @@ def render_kserve(job: FineTuneJob, namespace: str, served: str, source: _Source
     if serve.gpus > 1:
         spec["parallelism"] = {"tensor": serve.gpus}  # llm_inference_service_types.go:530-534, --tensor-parallel-size
     spec["template"] = {**placement, "containers": [main]}
+    if source.hub_base and job.spec.hf_token_secret_ref is not None:
+        # The base is downloaded by KServe's storage initializer.  The template may set env on the init
+        # container named storage-initializer (pkg/apis/serving/v1alpha2/llm_inference_service_types.go:166-170
+        # @v0.20.0), which KServe strategic-merges into the one it builds (pkg/controller/v1alpha2/llmisvc/
+        # workload_storage.go:398,432-445); huggingface_hub reads HF_TOKEN.  No ServiceAccount secret needed.
+        ref = job.spec.hf_token_secret_ref
+        token = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+        spec["template"]["initContainers"] = [{"name": "storage-initializer", "env": [token]}]
     llmisvc = {
         "apiVersion": "serving.kserve.io/v1alpha1",
         "kind": "LLMInferenceService",
