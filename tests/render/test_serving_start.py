@@ -54,7 +54,11 @@ def _pod() -> dict[str, Any]:
 
 
 def _sandbox_script(root: Path, passwd: Path, probe_dir: Path, empty_dirs: list[str], init: list[str], probe: list[str], env: dict[str, str]) -> str:
-    binds = [d for d in ("/bin", "/sbin", "/lib", "/lib64", "/usr", "/etc", "/opt", "/work", "/root/.pyenv") if os.path.isdir(d) and not os.path.islink(d)]
+    system = [d for d in ("/bin", "/sbin", "/lib", "/lib64", "/usr", "/etc", "/opt") if os.path.isdir(d) and not os.path.islink(d)]
+    # The probe needs only the standard library: the base interpreter's own folder is bound, wherever
+    # this checkout and its venv live (CI's .venv is not under a fixed path).
+    prefix = os.path.realpath(sys.base_prefix)
+    binds = system + ([prefix] if not any(prefix == d or prefix.startswith(d + "/") for d in system) else [])
     links = [d for d in ("/bin", "/sbin", "/lib", "/lib64") if os.path.islink(d)]
     lines = ["set -e", f"mount -t tmpfs -o mode=0755 none {root}"]
     for link in links:
@@ -90,7 +94,7 @@ def _run(tmp_path: Path, *, with_init: bool) -> subprocess.CompletedProcess[str]
     probe_dir = tmp_path / "probe"
     probe_dir.mkdir()
     (probe_dir / "probe.py").write_text(PROBE)
-    script = _sandbox_script(root, passwd, probe_dir, empty_dirs, init["command"] if with_init else [], [sys.executable, "/probe/probe.py"], env)
+    script = _sandbox_script(root, passwd, probe_dir, empty_dirs, init["command"] if with_init else [], [os.path.realpath(sys.executable), "/probe/probe.py"], env)
     return subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", script], capture_output=True, text=True, timeout=120, check=False)
 
 
