@@ -468,7 +468,11 @@ def test_kserve_and_kaito_report_the_url_of_their_objects() -> None:
     assert observed_state("kserve", isvc) == (True, "http://qwen-lora.team-a.example.com/v1", "Ready")
     # Without spec.router KServe v0.20 fills only status.addresses (pkg/controller/v1alpha2/llmisvc/router.go:354-370).
     routerless = {**isvc, "status": {"addresses": [{"url": f"http://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local"}], "conditions": [{"type": "Ready", "status": "True"}]}}
-    assert observed_state("kserve", routerless)[:2] == (True, f"http://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local/v1")
+    # That URL has no port, but the workload Service listens on 8000 only (llmisvc/workload.go:139-148 @v0.20.0):
+    # port 80 would refuse the client, so the URL reported is the one that answers.
+    assert observed_state("kserve", routerless)[:2] == (True, f"http://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local:8000/v1")
+    tls = {**isvc, "status": {"addresses": [{"url": f"https://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local"}]}}
+    assert observed_state("kserve", tls)[1] == f"https://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local:8000/v1"
     workspace = {"kind": "Workspace", "metadata": {"name": NAME, "namespace": NS}, "status": {"conditions": [{"type": "InferenceReady", "status": "False"}]}}
     assert observed_state("kaito", workspace)[:2] == (False, f"http://{NAME}.{NS}.svc:80/v1")
     stale = deployment(1, generation=2, observed=1)

@@ -46,6 +46,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from kubetune.api import FineTuneJob, KaitoSpec, VolumeSpec
 from kubetune.api.contract import API_VERSION, KIND, LABEL_JOB, LABEL_MANAGED_BY, MERGED_SUBDIR, SHM_DIR
@@ -699,6 +700,18 @@ def _true(conditions: Any, type_: str) -> bool:
     return any(isinstance(c, Mapping) and c.get("type") == type_ and c.get("status") == "True" for c in conditions or [])
 
 
+KSERVE_WORKLOAD_PORT: Final = 8000
+"""The LLMInferenceService workload Service's only port (pkg/controller/v1alpha2/llmisvc/workload.go:139-148 @v0.20.0)."""
+
+
+def _with_port(url: str, port: int) -> str:
+    """``url`` with ``port`` when it names none."""
+    parts = urlsplit(url)
+    if parts.port is not None or not parts.hostname:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
+
+
 def observed_state(engine: str, obj: Mapping[str, Any] | None) -> tuple[bool, str | None, str]:
     """What a watched serving object says: (ready, URL it reports, a short description).
 
@@ -726,8 +739,10 @@ def observed_state(engine: str, obj: Mapping[str, Any] | None) -> tuple[bool, st
         if not url and kind == "LLMInferenceService":
             # Without spec.router, KServe fills only status.addresses, with the workload Service's
             # in-cluster URL (pkg/controller/v1alpha2/llmisvc/router.go:354-370 @v0.20.0).
-            addresses = [a.get("url") for a in status.get("addresses") or [] if isinstance(a, Mapping) and a.get("url")]
-            url = addresses[0] if addresses else None
+            # That URL carries no port, but the workload Service listens on 8000 only (llmisvc/workload.go:139-148
+            # @v0.20.0), so the port is added: the URL reported is one that answers.
+            addresses = [str(a.get("url")) for a in status.get("addresses") or [] if isinstance(a, Mapping) and a.get("url")]
+            url = _with_port(addresses[0], KSERVE_WORKLOAD_PORT) if addresses else None
         suffix = "/openai/v1" if kind == "InferenceService" else "/v1"
         ready = _true(status.get("conditions"), "Ready")
         return ready, (f"{str(url).rstrip('/')}{suffix}" if url else None), "Ready" if ready else "not Ready yet"
