@@ -202,7 +202,7 @@ VALID = [
     Case("with-status", {"status": {"phase": "Running", "gpus": 8, "progress": {"step": 12, "totalSteps": 100, "loss": 1.25, "summary": "12/100 (12%)"}}}),
     Case("serve-vllm-defaults", {"spec.serve": {}}),
     Case("serve-kserve-llm-adapter", {"spec.serve": {"engine": "kserve", "gpus": 2, "replicas": 2, "servedModelName": "support-bot", "maxModelLen": 4096}}),
-    Case("serve-kaito-adapter", {"spec.serve": {"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct", "instanceType": "Standard_NC24ads_A100_v4"}}}),
+    Case("serve-kaito-adapter", {"spec.serve": {"engine": "kaito", "kaito": {"instanceType": "Standard_NC24ads_A100_v4"}}}),
     Case("serve-when-evaluation-improves", {"spec.evaluation": {"valSize": 0.1, "baseModel": True}, "spec.serve": {"when": "evaluationImproves"}}),
     Case("serve-merged-inferenceservice", {"spec.export.enabled": True, "spec.serve": {"engine": "kserve", "kserve": {"kind": "InferenceService"}}}),
     Case(
@@ -472,10 +472,11 @@ INVALID = [
     # spec.serve (issue 13)
     Case("serve-when-evaluation-without-evaluation", {"spec.serve": {"when": "evaluationImproves"}}, "spec.serve.when"),
     Case("serve-when-evaluation-without-base", {"spec.evaluation": {"valSize": 0.1}, "spec.serve": {"when": "evaluationImproves"}}, "spec.serve.when"),
-    Case("serve-kaito-without-preset", {"spec.serve": {"engine": "kaito"}}, "spec.serve.kaito"),
-    Case("serve-kaito-settings-on-vllm", {"spec.serve": {"kaito": {"preset": "qwen2.5-7b-instruct"}}}, "spec.serve.engine"),
+    Case("serve-kaito-two-gpus", {"spec.serve": {"engine": "kaito", "gpus": 2}}, "spec.serve.engine"),
+    Case("serve-kaito-path-base", {"spec.model": {"path": "models/qwen", "template": "qwen"}, "spec.storage.models": {"claimName": "models"}, "spec.serve": {"engine": "kaito"}}, "spec.serve.engine"),
+    Case("serve-kaito-settings-on-vllm", {"spec.serve": {"kaito": {"preset": "Qwen/Qwen1.5-1.8B"}}}, "spec.serve.engine"),
     Case("serve-image-on-kserve", {"spec.serve": {"engine": "kserve", "image": "vllm/vllm-openai:v0.11.0"}}, "spec.serve.image"),
-    Case("serve-kaito-merged-model", {"spec.export.enabled": True, "spec.serve": {"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct"}}}, "spec.serve.engine"),
+    Case("serve-kaito-merged-model", {"spec.export.enabled": True, "spec.serve": {"engine": "kaito"}}, "spec.serve.engine"),
     Case("serve-inferenceservice-with-adapter", {"spec.serve": {"engine": "kserve", "kserve": {"kind": "InferenceService"}}}, "spec.serve.kserve.kind"),
     Case("serve-path-base-without-models-volume", {"spec.model": {"path": "models/qwen", "template": "qwen"}, "spec.serve": {}}, "spec.storage.models"),
     Case("serve-zero-replicas", {"spec.serve": {"replicas": 0}}, "spec.serve.replicas"),

@@ -43,7 +43,7 @@ def phase(cluster: Cluster, name: str) -> str | None:
 SERVE_ENGINES = {
     "isvc": ({"engine": "kserve"}, True, ("serving.kserve.io/v1beta1", "inferenceservices")),
     "llmisvc": ({"engine": "kserve"}, False, ("serving.kserve.io/v1alpha1", "llminferenceservices")),
-    "kaito": ({"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct"}}, False, ("kaito.sh/v1beta1", "workspaces")),
+    "kaito": ({"engine": "kaito"}, False, ("kaito.sh/v1beta1", "workspaces")),
 }
 
 
@@ -68,7 +68,9 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
 
     # spec.serve's other engines (their kinds are declared by the caller: KServe and KAITO installed).
     for name, (serve, export, resource) in SERVE_ENGINES.items():
-        await cluster.put_object(*FTJ, example_job(name, serve=serve, export={"enabled": export}))
+        # KAITO reads the token at key HF_TOKEN; KServe's storage initializer gets it through the template (no ServiceAccount).
+        token = {"kaito": {"hfTokenSecretRef": {"name": "hf-token", "key": "HF_TOKEN"}}}.get(name, {})
+        await cluster.put_object(*FTJ, example_job(name, serve=serve, export={"enabled": export}, **token))
         await eventually(lambda n=name: cluster.read(*PTJ, NS, n), what=f"{name} PyTorchJob")
         await set_condition(cluster, "PyTorchJob", NS, name, "Succeeded")
         if name == "kaito":  # the adapter is copied to its own claim first (a Job the Job controller completes)

@@ -133,7 +133,7 @@ def serving_snap(observed: dict[str, Any] | None = None, **fields: Any) -> Snaps
     return snap(spec=fields.pop("spec", SERVE), status=fields.pop("status", SUCCEEDED), child=child("Succeeded"), **fields)
 
 
-KAITO = {"serve": {"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct"}}, "export": {"enabled": False}}
+KAITO = {"serve": {"engine": "kaito"}, "export": {"enabled": False}, "hfTokenSecretRef": {"name": "hf-token", "key": "HF_TOKEN"}}
 
 
 def copy_job(condition: str | None) -> dict[str, Any]:
@@ -142,7 +142,7 @@ def copy_job(condition: str | None) -> dict[str, Any]:
 
 
 def kaito_snap(job: dict[str, Any] | None, workspace: dict[str, Any] | None = None, **fields: Any) -> Snapshot:
-    return serving_snap(spec=KAITO, serving={"Job": job, "Workspace": workspace}, serving_served={"Job": True, "Workspace": True}, **fields)
+    return serving_snap(spec=fields.pop("spec", KAITO), serving={"Job": job, "Workspace": workspace}, serving_served={"Job": True, "Workspace": True}, **fields)
 
 
 def kinds(decision: Decision) -> list[str]:
@@ -410,6 +410,11 @@ def test_serving_is_applied_once_then_only_on_a_spec_change_or_a_deleted_object(
     assert not steady.children and cond(steady, "Serving")["reason"] == "ServingStarting"
     deleted = decide(serving_snap(None, status=first.status, first_seen=False), NOW + 2)
     assert kinds(deleted) == ["Deployment", "Service"], "a deleted serving Deployment is created again"
+    service = first.children[1]
+    kept = decide(serving_snap(deployment(0), status=first.status, first_seen=False, serving={"Deployment": deployment(0), "Service": service}), NOW + 2)
+    assert not kept.children
+    gone = decide(serving_snap(deployment(0), status=first.status, first_seen=False, serving={"Deployment": deployment(0), "Service": None}), NOW + 2)
+    assert kinds(gone) == ["Deployment", "Service"], "a deleted vLLM Service is created again"
     edited = decide(serving_snap(deployment(1), status=first.status, first_seen=False, generation=2, spec={"serve": {"replicas": 2}}), NOW + 3)
     assert kinds(edited) == ["Deployment", "Service"] and edited.children[0]["spec"]["replicas"] == 2
 
@@ -461,6 +466,13 @@ def test_kserve_and_kaito_report_the_url_of_their_objects() -> None:
     isvc = {"kind": "LLMInferenceService", "metadata": {"name": NAME, "namespace": NS},
             "status": {"url": "http://qwen-lora.team-a.example.com", "conditions": [{"type": "Ready", "status": "True"}]}}
     assert observed_state("kserve", isvc) == (True, "http://qwen-lora.team-a.example.com/v1", "Ready")
+    # Without spec.router KServe v0.20 fills only status.addresses (pkg/controller/v1alpha2/llmisvc/router.go:354-370).
+    routerless = {**isvc, "status": {"addresses": [{"url": f"http://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local"}], "conditions": [{"type": "Ready", "status": "True"}]}}
+    # That URL has no port, but the workload Service listens on 8000 only (llmisvc/workload.go:139-148 @v0.20.0):
+    # port 80 would refuse the client, so the URL reported is the one that answers.
+    assert observed_state("kserve", routerless)[:2] == (True, f"http://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local:8000/v1")
+    tls = {**isvc, "status": {"addresses": [{"url": f"https://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local"}]}}
+    assert observed_state("kserve", tls)[1] == f"https://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local:8000/v1"
     workspace = {"kind": "Workspace", "metadata": {"name": NAME, "namespace": NS}, "status": {"conditions": [{"type": "InferenceReady", "status": "False"}]}}
     assert observed_state("kaito", workspace)[:2] == (False, f"http://{NAME}.{NS}.svc:80/v1")
     stale = deployment(1, generation=2, observed=1)
@@ -469,12 +481,13 @@ def test_kserve_and_kaito_report_the_url_of_their_objects() -> None:
 
 def test_kaito_copies_the_adapter_to_its_own_volume_before_the_workspace() -> None:
     first = decide(kaito_snap(None), NOW)
-    assert kinds(first) == ["PersistentVolumeClaim", "Job"] and cond(first, "Serving")["reason"] == "ServingStarting"
+    assert kinds(first) == ["PersistentVolumeClaim", "ConfigMap", "Job"] and cond(first, "Serving")["reason"] == "ServingStarting"
     assert "copying the adapter" in cond(first, "Serving")["message"]
     copying = decide(kaito_snap(copy_job(None), status=first.status, first_seen=False), NOW + 1)
     assert not copying.children, "a running copy is left alone"
     copied = decide(kaito_snap(copy_job("Complete"), status=copying.status, first_seen=False), NOW + 2)
-    assert kinds(copied) == ["PersistentVolumeClaim", "Job", "Workspace"]
+    # The finished copy Job is not applied again: its pod template is immutable (a 422, ServingRejected).
+    assert kinds(copied) == ["PersistentVolumeClaim", "ConfigMap", "Workspace"]
     workspace = copied.children[-1]
     (adapter,) = workspace["inference"]["adapters"]
     assert adapter == {"source": {"name": NAME, "volumeSource": {"persistentVolumeClaim": {"claimName": f"{NAME}-adapter", "readOnly": True}}}}
@@ -482,6 +495,10 @@ def test_kaito_copies_the_adapter_to_its_own_volume_before_the_workspace() -> No
     served = decide(kaito_snap(copy_job("Complete"), ready, status=copied.status, first_seen=False), NOW + 3)
     assert not served.children and cond(served, "Serving")["reason"] == "ServingReady"
     assert served.status["serving"]["url"] == f"http://{NAME}.{NS}.svc:80/v1"
+    edited = decide(kaito_snap(copy_job("Complete"), ready, status=served.status, first_seen=False, generation=2, spec={**KAITO, "env": [{"name": "X", "value": "1"}]}), NOW + 4)
+    assert "Job" not in kinds(edited) and "Workspace" in kinds(edited), "a spec edit re-applies the Workspace, never the finished copy Job"
+    restarted = decide(kaito_snap(copy_job("Complete"), ready, status=served.status, first_seen=True), NOW + 5)
+    assert "Job" not in kinds(restarted), "nor does the operator's first look after a restart"
 
 
 def test_a_lora_reward_adapter_of_another_base_fails_a_ppo_job_on_a_from_job_policy() -> None:

@@ -473,6 +473,9 @@ async def test_a_succeeded_job_with_serve_gets_an_owned_deployment_service_and_u
     # Someone deletes the Deployment: it is created again.
     await cluster.remove(*DEPLOY, NS, "qwen-lora-serve")
     await eventually(lambda: cluster.read(*DEPLOY, NS, "qwen-lora-serve"), what="the Deployment recreated")
+    # ... and the Service (watched since issue 20: it was only written, so a deleted one stayed gone).
+    await cluster.remove(*SVC, NS, "qwen-lora-serve")
+    await eventually(lambda: cluster.read(*SVC, NS, "qwen-lora-serve"), what="the Service recreated")
 
     # Deleting the FineTuneJob garbage-collects everything it owns (emulated kube-controller-manager GC).
     calls_before = len(cluster.calls)
@@ -499,7 +502,8 @@ async def test_running_and_failed_jobs_get_no_serving_objects(cluster: Cluster, 
 
 async def test_kserve_not_installed_is_a_condition_then_served_when_it_appears(cluster: Cluster, operator: Any) -> None:
     await operator()
-    await cluster.put_object(*FTJ, example_job(serve={"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}}, export={"enabled": False}))
+    # With the example's hfTokenSecretRef KServe needs a ServiceAccount listing the token (the storage initializer reads it there).
+    await cluster.put_object(*FTJ, example_job(serve={"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}}, export={"enabled": False}, serviceAccountName="hub-reader"))
     await succeed(cluster, "qwen-lora")
     await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingKindNotInstalled", what="ServingKindNotInstalled")
     message = condition(cluster, "Serving")["message"]
@@ -546,13 +550,14 @@ async def test_evaluation_improves_serves_only_a_better_model(cluster: Cluster, 
     assert cluster.read(*DEPLOY, NS, "better-serve") is None
     cluster.append_log(NS, "better-master-0", evaluate_line(1.2, 2.1))
     await eventually(lambda: cluster.read(*DEPLOY, NS, "better-serve"), what="the better model's Deployment")
-    await eventually(lambda: status(cluster, "better")["evaluation"]["base"] == {"evalLoss": 2.1}, what="the evaluation in the status")
+    # The status patch follows the apply: wait for it rather than race it.
+    await eventually(lambda: (status(cluster, "better").get("evaluation") or {}).get("base") == {"evalLoss": 2.1}, what="status.evaluation")
     assert cluster.read(*DEPLOY, NS, "worse-serve") is None
 
 
 WORKSPACES = ("kaito.sh/v1beta1", "workspaces")
 JOBS = ("batch/v1", "jobs")
-KAITO = {"serve": {"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct"}}, "export": {"enabled": False}}
+KAITO = {"serve": {"engine": "kaito"}, "export": {"enabled": False}, "hfTokenSecretRef": {"name": "hf-token", "key": "HF_TOKEN"}}
 
 
 def job_condition(type_: str) -> Any:

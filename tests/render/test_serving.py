@@ -54,6 +54,8 @@ SCHEDULING = {
     "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}]}}},
 }
 
+PODS = {"spec__imagePullSecrets": [{"name": "registry"}], "spec__serviceAccountName": "trainer"}
+
 CASES = {
     "vllm-adapter-hub-base": job(),
     "vllm-merged": job(spec__export={"enabled": True}),
@@ -61,8 +63,12 @@ CASES = {
     "vllm-adapter-path-base": job(spec__model={"path": "base/qwen", "template": "qwen"}, spec__storage={"outputs": {"claimName": "out", "subPath": "runs"}, "models": {"claimName": "models"}}),
     "kserve-merged": job({"engine": "kserve"}, spec__export={"enabled": True}),
     "kserve-adapter": job({"engine": "kserve", "servedModelName": "support-bot"}),
-    "kaito-adapter": job({"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct", "instanceType": "Standard_NC24ads_A100_v4"}}),
+    "kaito-adapter": job({"engine": "kaito", "kaito": {"instanceType": "Standard_NC24ads_A100_v4"}}),
+    "kaito-legacy-preset-gated": job({"engine": "kaito", "kaito": {"preset": "phi-4"}, "maxModelLen": 8192}, spec__model={"name": "microsoft/phi-4", "template": "phi4"},
+                                     spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}, spec__lora={"rank": 64}, spec__scheduling=SCHEDULING),
     "vllm-scheduled": job(spec__scheduling=SCHEDULING),
+    "kserve-merged-scheduled": job({"engine": "kserve"}, spec__export={"enabled": True}, spec__scheduling=SCHEDULING, **PODS),
+    "kserve-adapter-scheduled": job({"engine": "kserve", "gpus": 2, "maxModelLen": 4096, "cpu": "8", "memory": "96Gi"}, spec__scheduling=SCHEDULING, **PODS),
 }
 
 
@@ -155,8 +161,9 @@ def test_kaito_hands_the_adapter_to_the_workspace() -> None:
     built = CASES["kaito-adapter"].build()
     serving = render_serving(built)
     (ws,) = serving.objects
-    pvc, copy = serving.prepare
-    assert ws["inference"]["preset"] == {"name": "qwen2.5-7b-instruct"}
+    pvc, config, copy = serving.prepare
+    assert ws["inference"]["preset"] == {"name": built.spec.model.name}, "the preset defaults to the trained base"
+    assert ws["inference"]["config"] == config["metadata"]["name"] and config["kind"] == "ConfigMap"
     (adapter,) = ws["inference"]["adapters"]
     assert adapter == {"source": {"name": built.name, "volumeSource": {"persistentVolumeClaim": {"claimName": pvc["metadata"]["name"], "readOnly": True}}}}
     assert ws["resource"]["instanceType"] == "Standard_NC24ads_A100_v4" and ws["resource"]["labelSelector"]["matchLabels"]
@@ -175,7 +182,7 @@ def test_kaito_copy_really_copies_the_adapter_files(tmp_path: Any) -> None:
     """The copy Job's command, run as is on a job folder laid out like the trainer's LoRA output."""
     import subprocess
 
-    (container,) = render_serving(CASES["kaito-adapter"].build()).prepare[1]["spec"]["template"]["spec"]["containers"]
+    (container,) = render_serving(CASES["kaito-adapter"].build()).prepare[-1]["spec"]["template"]["spec"]["containers"]
     source, target = tmp_path / "source", tmp_path / "adapter"
     (source / "checkpoint-10").mkdir(parents=True)
     target.mkdir()
@@ -210,3 +217,226 @@ def test_the_serving_pods_are_placed_like_the_training_pods() -> None:
     for field in ("nodeSelector", "tolerations", "affinity"):
         assert pod[field] == training[field] == SCHEDULING[field]
     json.dumps(pod)
+
+
+# --- issue 20 items 8-13 and issue 27 item 2: what KServe, KAITO and vLLM do with these objects -------------
+
+
+def _problems(builder: JobBuilder) -> dict[str, str]:
+    from kubetune.render import validate_object
+
+    job_, problems = validate_object(builder.doc_copy())
+    assert job_ is None, "refused"
+    return {p.path: p.message for p in problems}
+
+
+def _merge_maps(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """A strategic merge patch of nested maps (no lists): the overlay's keys win, the base's others stay."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = _merge_maps(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+HF_RUNTIME_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
+"""kserve-huggingfaceserver's container resources (config/runtimes/kserve-huggingfaceserver.yaml:34-40 @v0.20.0)."""
+
+
+@pytest.mark.parametrize("name", ["kserve-merged", "kserve-adapter", "kserve-adapter-scheduled"])
+def test_kserve_resources_survive_the_runtime_merge(name: str) -> None:
+    """KServe strategic-merges the runtime's container into ours (pkg/utils/container_merge.go:32-62 @v0.20.0):
+    limits we leave out keep the runtime's 1 CPU / 2Gi, an OOM for an LLM and invalid under a larger request."""
+    from kubetune.plan.quantity import parse_quantity
+
+    (obj,) = render_serving(CASES[name].build()).objects
+    container = obj["spec"]["predictor"]["model"] if obj["kind"] == "InferenceService" else obj["spec"]["template"]["containers"][0]
+    merged = _merge_maps(HF_RUNTIME_RESOURCES, container["resources"])
+    for resource in ("cpu", "memory"):
+        assert resource in container["resources"]["limits"] and resource in container["resources"]["requests"]
+        assert parse_quantity(str(merged["requests"][resource])) <= parse_quantity(str(merged["limits"][resource]))
+    assert parse_quantity(merged["limits"]["memory"]) >= parse_quantity("32Gi")
+
+
+@pytest.mark.parametrize("name", ["kserve-merged-scheduled", "kserve-adapter-scheduled"])
+def test_kserve_pods_are_placed_like_the_training_pods(name: str) -> None:
+    """issue 27.2: the InferenceService's predictor inlines a PodSpec (pkg/apis/serving/v1beta1/predictor.go:84 @v0.20.0),
+    the LLMInferenceService's spec.template is one (llm_inference_service_types.go:164)."""
+    (obj,) = render_serving(CASES[name].build()).objects
+    pod = obj["spec"]["predictor"] if obj["kind"] == "InferenceService" else obj["spec"]["template"]
+    for field in ("nodeSelector", "tolerations", "affinity"):
+        assert pod[field] == SCHEDULING[field]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}] and pod["serviceAccountName"] == "trainer"
+
+
+def test_vllm_and_copy_pods_carry_pull_secrets_service_account_and_placement() -> None:
+    built = job(spec__scheduling=SCHEDULING, **PODS).build()
+    pod = _deployment(render_serving(built))["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}] and pod["serviceAccountName"] == "trainer"
+    kaito = job({"engine": "kaito"}, spec__scheduling=SCHEDULING, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}, **PODS).build()
+    copy_pod = render_serving(kaito).prepare[-1]["spec"]["template"]["spec"]
+    # The copy mounts the (often ReadWriteOnce) outputs claim: it must land where the training pods did.
+    for field in ("nodeSelector", "tolerations", "affinity"):
+        assert copy_pod[field] == SCHEDULING[field]
+
+
+def test_llminferenceservice_carries_gpus_context_and_the_adapters_chat_template() -> None:
+    (llm,) = render_serving(CASES["kserve-adapter-scheduled"].build()).objects
+    assert llm["spec"]["parallelism"] == {"tensor": 2}
+    (main,) = llm["spec"]["template"]["containers"]
+    assert main["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    env = {e["name"]: e["value"] for e in main["env"]}
+    extra = env["VLLM_ADDITIONAL_ARGS"].split()
+    # KServe mounts a pvc:// adapter at /mnt/lora/<name> (workload_lora.go:41,95 @v0.20.0).
+    built = CASES["kserve-adapter-scheduled"].build()
+    assert extra[extra.index("--chat-template") + 1] == f"/mnt/lora/{built.name}/chat_template.jinja"
+    assert "--tokenizer" not in extra
+    assert extra[extra.index("--max-model-len") + 1] == "4096"
+
+
+def test_vllm_serves_the_adapter_with_the_chat_template_it_was_trained_with(tmp_path: Any) -> None:
+    """vLLM renders a LoRA chat request with the engine's tokenizer (serving_chat.py:188-193 @0.11.0), so the
+    adapter's chat template is given with --chat-template, a file the trainer's tokenizer save really writes.
+    Not --tokenizer <adapter dir>: the trainer image's transformers 5.6 writes a tokenizer_config.json
+    (extra_special_tokens as a list) that the transformers 4.x of vLLM 0.11's image cannot load
+    ('list' object has no attribute 'keys', measured with 4.57.1), so vLLM would not start."""
+    from transformers import AutoTokenizer
+
+    from kubetune.trainer.tiny import CHATML_TEMPLATE, build_tokenizer
+
+    built = job().build()
+    args = _deployment(render_serving(built))["spec"]["template"]["spec"]["containers"][0]["args"]
+    adapter_dir = args[args.index("--lora-modules") + 1].split("=", 1)[1]
+    assert "--tokenizer" not in args
+    template_file = args[args.index("--chat-template") + 1]
+    assert template_file.startswith(adapter_dir + "/")
+    # What LLaMA-Factory's trainer leaves in the adapter folder: its tokenizer (with the template it
+    # trained with), saved by transformers' Trainer._save (processing_class.save_pretrained).
+    build_tokenizer(tmp_path / "base")
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "base"))
+    tokenizer.save_pretrained(str(tmp_path / "adapter"))
+    saved = tmp_path / "adapter" / template_file[len(adapter_dir) + 1 :]
+    assert saved.is_file() and saved.read_text() == CHATML_TEMPLATE
+
+
+@pytest.mark.parametrize(("rank", "expected"), [(8, 8), (17, 32), (64, 64), (300, 320), (512, 512)])
+def test_the_lora_rank_reaches_every_engine(rank: int, expected: int) -> None:
+    """vLLM's default --max-lora-rank is 16 (vllm/config/lora.py:33) and a larger adapter is refused
+    (lora/peft_helper.py:119-122); KAITO never raises it, so it goes into the inference.config ConfigMap."""
+    vllm = render_serving(job(spec__lora={"rank": rank}).build())
+    args = _deployment(vllm)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert int(args[args.index("--max-lora-rank") + 1]) == expected
+    (llm,) = render_serving(job({"engine": "kserve"}, spec__lora={"rank": rank}).build()).objects
+    assert llm["spec"]["model"]["lora"]["maxRank"] == expected
+    kaito = render_serving(job({"engine": "kaito"}, spec__lora={"rank": rank}, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}).build())
+    config = next(o for o in kaito.prepare if o["kind"] == "ConfigMap")
+    import yaml
+
+    assert yaml.safe_load(config["data"]["inference_config.yaml"]) == {"vllm": {"max-lora-rank": str(expected)}}
+
+
+@pytest.mark.parametrize("engine", ["vllm", "kserve", "kaito"])
+def test_a_lora_rank_vllm_cannot_serve_is_refused(engine: str) -> None:
+    problems = _problems(job({"engine": engine}, spec__lora={"rank": 1024}, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}))
+    assert "512" in problems["spec.lora.rank"]
+    job({"engine": engine} if engine != "kaito" else {"engine": "vllm"}, spec__lora={"rank": 1024}, spec__export={"enabled": True}).build()  # merged: no adapter
+
+
+def test_kaito_presets_as_kaito_v0_12_accepts_them() -> None:
+    """IsValidPreset (pkg/utils/plugin/plugin.go:111-129 @v0.12.0): a legacy short name or any org/name."""
+    legacy = CASES["kaito-legacy-preset-gated"].build()
+    (ws,) = render_serving(legacy).objects
+    assert ws["inference"]["preset"] == {"name": "phi-4", "presetOptions": {"modelAccessSecret": "hf"}}
+    by_id = job({"engine": "kaito", "kaito": {"preset": "qwen/qwen1.5-1.8b"}}, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}).build()
+    assert render_serving(by_id).objects[0]["inference"]["preset"]["name"] == "qwen/qwen1.5-1.8b"
+    config = next(o for o in render_serving(legacy).prepare if o["kind"] == "ConfigMap")
+    import yaml
+
+    assert yaml.safe_load(config["data"]["inference_config.yaml"])["vllm"] == {"max-lora-rank": "64", "max-model-len": "8192"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"spec__serve": {"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct"}}}, "spec.serve.kaito.preset", "not a KAITO v0.12 preset"),
+        ({"spec__serve": {"engine": "kaito", "kaito": {"preset": "phi-4"}}}, "spec.serve.kaito.preset", "not the base the adapter was trained on"),
+        ({"spec__serve": {"engine": "kaito", "kaito": {"preset": "Qwen/Qwen2.5-7B-Instruct"}}}, "spec.serve.kaito.preset", "Qwen/Qwen1.5-1.8B"),
+        ({"spec__model": {"path": "base", "template": "qwen"}, "spec__storage": {"outputs": {"claimName": "o"}, "models": {"claimName": "m"}}}, "spec.serve.engine", "spec.model.name"),
+        ({"spec__model": {"fromJob": "base-sft", "template": "qwen"}}, "spec.serve.engine", "spec.model.name"),
+        ({"spec__hfTokenSecretRef": {"name": "hf", "key": "token"}}, "spec.hfTokenSecretRef.key", "HF_TOKEN"),
+        ({"spec__serve": {"engine": "kaito", "gpus": 2}}, "spec.serve.engine", "gpus"),
+        ({"spec__serve": {"engine": "kaito", "replicas": 2}}, "spec.serve.engine", "replicas"),
+        ({"spec__model": {"name": "Qwen/Qwen1.5-1.8B", "revision": "v1", "template": "qwen"}}, "spec.model.revision", "kaito"),
+    ],
+    ids=["unknown-short-name", "other-model", "other-id", "model-path", "from-job", "token-key", "gpus", "replicas", "revision"],
+)
+def test_kaito_refuses_what_it_would_not_serve_as_trained(changes: dict[str, Any], field: str, words: str) -> None:
+    builder = job({"engine": "kaito"}, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"})
+    for dotted, value in changes.items():
+        builder = builder.set(dotted.replace("__", "."), value)
+    problems = _problems(builder)
+    assert words in problems[field], problems
+
+
+def test_kaito_adapter_volume_names_fit_a_dns_label() -> None:
+    """KAITO names the pod volume adapter-volume-<source.name> (preset_inferences.go:931 @v0.12.0)."""
+    built = job({"engine": "kaito", "servedModelName": "a" * 60}, metadata__name="b" * 51, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}).build()
+    serving = render_serving(built)
+    (adapter,) = serving.objects[0]["inference"]["adapters"]
+    assert len(f"adapter-volume-{adapter['source']['name']}") <= 63 and serving.served_model == adapter["source"]["name"]
+    for obj in serving.prepare + serving.objects:
+        check_schema(obj)
+
+
+def test_the_pinned_revision_is_served_offline() -> None:
+    """With HF_HUB_OFFLINE the cache holds only the revision the trainer downloaded (vllm arg_utils.py:538 --revision)."""
+    built = job(spec__model={"name": "Qwen/Qwen1.5-1.8B", "revision": "v1.0", "template": "qwen"},
+                spec__storage={"outputs": {"claimName": "out"}, "models": {"claimName": "cache"}}).build()
+    c = _deployment(render_serving(built))["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"][c["args"].index("--revision") + 1] == "v1.0" and {"name": "HF_HUB_OFFLINE", "value": "1"} in c["env"]
+
+
+def test_kserve_downloads_the_pinned_revision() -> None:
+    """KServe's storage initializer reads hf://owner/model[:revision] (python/storage/kserve_storage/kserve_storage.py:629-658 @v0.20.0)."""
+    built = job({"engine": "kserve"}, spec__model={"name": "Qwen/Qwen1.5-1.8B", "revision": "v1.0", "template": "qwen"}).build()
+    (llm,) = render_serving(built).objects
+    assert llm["spec"]["model"]["uri"] == "hf://Qwen/Qwen1.5-1.8B:v1.0"
+    check_schema(llm)
+    # A Hub id without an owner is refused there ("Expected 'hf://owner/model[:revision]'"): refused here first.
+    assert "owner" in _problems(job({"engine": "kserve"}, spec__model={"name": "gpt2", "template": "default"}))["spec.model.name"]
+
+
+def test_an_adapter_on_another_jobs_output_is_refused_not_a_crash() -> None:
+    """fromJob + lora without export + spec.serve used to raise AssertionError (operator crash loop, `kubetune render` crash)."""
+    builder = job(spec__model={"fromJob": "base-sft", "template": "qwen"})
+    assert "spec.export.enabled" in _problems(builder)["spec.serve"]
+    from kubetune.api import FineTuneJob
+
+    unchecked = FineTuneJob.from_api(builder.doc_copy())
+    with pytest.raises(ValueError, match="spec.export.enabled"):
+        render_serving(unchecked)
+    assert render_serving(job(spec__model={"fromJob": "base-sft", "template": "qwen"}, spec__export={"enabled": True}).build()).model_uri.endswith("/merged")
+
+
+def test_fp4_qlora_is_not_served_on_an_nf4_base() -> None:
+    """vLLM's in-flight bitsandbytes quantization is NF4 only (bitsandbytes_loader.py:414,651,660 @0.11.0)."""
+    qlora = {"spec__method": "qlora", "spec__quantization": {"bits": 4, "type": "fp4"}}
+    assert "nf4" in _problems(job(**qlora))["spec.quantization.type"]
+    nf4 = job(spec__method="qlora", spec__quantization={"bits": 4}).build()
+    args = _deployment(render_serving(nf4))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--quantization") + 1] == "bitsandbytes"
+    job(spec__export={"enabled": True}, **qlora).build()  # merged: served as trained
+
+
+def test_kserve_hands_the_hub_token_to_its_storage_initializer() -> None:
+    """An LLMInferenceService's template may set env on the init container named storage-initializer
+    (pkg/apis/serving/v1alpha2/llm_inference_service_types.go:166-170 @v0.20.0); KServe strategic-merges it
+    into the storage initializer it builds (pkg/controller/v1alpha2/llmisvc/workload_storage.go:398,432-445),
+    which downloads hf:// with huggingface_hub.  So no ServiceAccount is needed, and any Secret key works."""
+    built = job({"engine": "kserve"}, spec__hfTokenSecretRef={"name": "hf", "key": "token"}).build()
+    (llm,) = render_serving(built).objects
+    (init,) = llm["spec"]["template"]["initContainers"]
+    assert init == {"name": "storage-initializer", "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]}
+    check_schema(llm)
+    # A merged model is read from the outputs volume: no download, no token.
+    merged = job({"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}}, spec__export={"enabled": True}, spec__hfTokenSecretRef={"name": "hf", "key": "token"}).build()
+    assert "initContainers" not in render_serving(merged).objects[0]["spec"]["template"]

@@ -85,16 +85,16 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
   resources: [pytorchjobs, mpijobs]
   verbs: [list, watch, create, patch]
 # spec.serve, only after a job Succeeded: the serving objects, written with server-side apply and
-# owned by the FineTuneJob (the garbage collector deletes them with it). The Deployment (engine
-# vllm) and the KServe/KAITO objects are watched (label app.kubernetes.io/component=serving) for
-# readiness, their URL and deletion; the vLLM Service is only written. KServe's and KAITO's kinds
+# owned by the FineTuneJob (the garbage collector deletes them with it). The Deployment and Service
+# (engine vllm) and the KServe/KAITO objects are watched (label app.kubernetes.io/component=serving)
+# for readiness, their URL and deletion (a deleted one is created again). KServe's and KAITO's kinds
 # are granted even where they are not installed (RBAC on a missing resource grants nothing).
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [list, watch, create, patch]
 - apiGroups: [""]
   resources: [services]
-  verbs: [create, patch]
+  verbs: [list, watch, create, patch]
 - apiGroups: [serving.kserve.io]
   resources: [inferenceservices, llminferenceservices]
   verbs: [list, watch, create, patch]
@@ -102,7 +102,7 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
   resources: [workspaces]
   verbs: [list, watch, create, patch]
 # engine kaito: the adapter is copied (a Job, watched until it completes) to a claim of its own
-# whose root KAITO mounts as the adapter folder.
+# whose root KAITO mounts as the adapter folder; vLLM's flags go in a ConfigMap (configmaps above).
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch, create, patch]

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import ApiModel, DNS1123Label, Rule, RuledModel
+from .base import ApiModel, DNS1123Label, HubId, Rule, RuledModel
 from .k8s import PositiveQuantity
 
 Engine = Literal["vllm", "kserve", "kaito"]
@@ -28,8 +28,8 @@ class KServeSpec(ApiModel):
 class KaitoSpec(ApiModel):
     """KAITO settings (engine kaito): the adapter is handed to a Workspace's inference.adapters."""
 
-    preset: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9.-]*$")]
-    """KAITO preset of the base model the adapter was trained on, e.g. `qwen2.5-7b-instruct` (Workspace inference.preset.name)."""
+    preset: HubId | None = None
+    """KAITO preset of the base model the adapter was trained on (Workspace inference.preset.name): a Hugging Face id such as `Qwen/Qwen2.5-7B-Instruct`, or one of KAITO v0.12's legacy short names such as `phi-4` or `qwen2.5-coder-7b-instruct`. It must name spec.model.name. Unset: spec.model.name."""
     instance_type: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
     """GPU node SKU for KAITO's node auto-provisioning (Workspace resource.instanceType); leave unset for your own GPU nodes."""
     node_labels: Annotated[dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]], Field(max_length=16)] = {"apps": "kubetune"}
@@ -50,17 +50,17 @@ class ServeSpec(RuledModel):
     image: Annotated[str, Field(max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")] | None = None
     """Serving image (engine vllm). Unset: the vLLM OpenAI server image kubetune is tested against."""
     gpus: Annotated[int, Field(ge=0, le=16)] = 1
-    """GPUs per replica (same resource name as spec.resources.gpuResourceName); more than one shards the model with tensor parallelism."""
+    """GPUs per replica (same resource name as spec.resources.gpuResourceName); more than one shards the model with tensor parallelism. Engine kaito: KAITO sizes the GPUs from the preset and the node, so leave it at 1."""
     replicas: Annotated[int, Field(ge=1, le=64)] = 1
-    """Serving replicas."""
+    """Serving replicas. Engine kaito: one Workspace serves one replica, so leave it at 1."""
     served_model_name: DNS1123Label | None = None
     """The name clients send as `model`. Unset: the FineTuneJob's name."""
     max_model_len: Annotated[int, Field(ge=16, le=10485760)] | None = None
     """Context length the server allows (vLLM --max-model-len). Unset: the model's own."""
     cpu: PositiveQuantity | None = None
-    """CPU request per replica."""
+    """CPU request per replica (engine kserve: also the limit). Unset: none for vllm; 4 for kserve, whose Hugging Face runtime would otherwise keep its limit of 1 CPU."""
     memory: PositiveQuantity | None = None
-    """Memory request (and limit) per replica."""
+    """Memory request and limit per replica. Unset: none for vllm; 32Gi for kserve, whose Hugging Face runtime would otherwise keep its limit of 2Gi."""
     kserve: KServeSpec | None = None
     """Settings for engine kserve."""
     kaito: KaitoSpec | None = None
@@ -68,18 +68,20 @@ class ServeSpec(RuledModel):
 
     rules = (
         Rule(
-            name="serve-kaito-needs-preset",
-            cel="self.engine != 'kaito' || has(self.kaito)",
-            message="spec.serve.engine kaito needs spec.serve.kaito.preset: the KAITO preset name of the base model (e.g. qwen2.5-7b-instruct)",
-            field_path=".kaito",
-            check=lambda s: s.engine != "kaito" or s.kaito is not None,
-        ),
-        Rule(
             name="serve-engine-settings-match",
             cel="(self.engine == 'kserve' || !has(self.kserve)) && (self.engine == 'kaito' || !has(self.kaito))",
             message="spec.serve.kserve / spec.serve.kaito only apply to engine kserve / kaito: remove them or change spec.serve.engine",
             field_path=".engine",
             check=lambda s: (s.engine == "kserve" or s.kserve is None) and (s.engine == "kaito" or s.kaito is None),
+        ),
+        Rule(
+            name="serve-kaito-sizes-itself",
+            # KAITO v0.12's Workspace has no replica count and takes its GPU count from the preset and
+            # the node (api/v1beta1/workspace_types.go: ResourceSpec.Count is the deprecated node count).
+            cel="self.engine != 'kaito' || (self.gpus == 1 && self.replicas == 1)",
+            message="spec.serve.gpus and spec.serve.replicas do not apply to engine kaito (KAITO chooses the GPUs from the preset and the node, one Workspace is one replica): remove them",
+            field_path=".engine",
+            check=lambda s: s.engine != "kaito" or (s.gpus == 1 and s.replicas == 1),
         ),
         Rule(
             name="serve-image-only-vllm",
@@ -116,6 +118,13 @@ SPEC_RULES = (
         or s.serve.kserve.kind != "InferenceService"
         or s.method in ("full", "freeze")
         or s.export.enabled,
+    ),
+    Rule(
+        name="serve-kaito-hub-base",
+        cel="!has(self.serve) || self.serve.engine != 'kaito' || has(self.model.name)",
+        message="spec.serve.engine kaito serves the adapter on a KAITO preset, which downloads the base from the Hub: it needs spec.model.name (not model.path or model.fromJob); use engine vllm or kserve for another base",
+        field_path=".serve.engine",
+        check=lambda s: s.serve is None or s.serve.engine != "kaito" or s.model.name is not None,
     ),
     Rule(
         name="serve-base-on-a-volume",

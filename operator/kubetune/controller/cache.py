@@ -33,13 +33,15 @@ ObjKey = tuple[str, str]  # namespace, name
 
 SERVING_KINDS: dict[str, tuple[str, str]] = {
     "Deployment": ("apps/v1", "deployments"),
+    "Service": ("v1", "services"),
     "InferenceService": ("serving.kserve.io/v1beta1", "inferenceservices"),
     "LLMInferenceService": ("serving.kserve.io/v1alpha1", "llminferenceservices"),
     "Workspace": ("kaito.sh/v1beta1", "workspaces"),
     "Job": ("batch/v1", "jobs"),
 }
 """spec.serve's objects the operator watches (readiness, URL, deletion); kind -> (apiVersion, plural).
-The vLLM Service and the KAITO adapter's PersistentVolumeClaim are written, not watched; the Job
+The vLLM Service is watched too (a deleted one is created again); the KAITO adapter's
+PersistentVolumeClaim and inference ConfigMap are written, not watched; the Job
 that copies the adapter is watched (the Workspace is created once it completed)."""
 SERVING_SELECTOR = "app.kubernetes.io/component=serving,app.kubernetes.io/managed-by=kubetune"
 """Only serving objects kubetune rendered (kubetune.render.serving labels them so)."""

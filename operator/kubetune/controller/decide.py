@@ -472,15 +472,20 @@ def _serve(draft: _Draft, now: float) -> Decision:
             draft.event_once("Serving", "Warning", "AdapterCopyFailed", message)
             draft.cond("Serving", False, "AdapterCopyFailed", message)
             return draft.decision()
+        if observed_copy is not None:
+            # A Job's pod template is immutable (the API server answers a changed one with 422; Kubernetes'
+            # batch validation, not read at a tag here: issue 20 reports it): an existing copy Job is never re-applied.
+            everything = [o for o in everything if o is not copy_job]
         if observed_copy is None or not any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions or []):
             apply = needed or observed_copy is None
             message = with_hint("ServingStarting", f"copying the adapter to {serving.prepare[0]['kind']} {serving.prepare[0]['metadata']['name']} ({job_name}); the {kind} follows")
             if before is None or before.get("reason") != "ServingStarting":
                 draft.events.append(EventSpec("Normal", "ServingStarting", message, with_children=apply))
             draft.cond("Serving", False, "ServingStarting", message)
-            return draft.decision(tuple(serving.prepare) if apply else ())
+            return draft.decision(tuple(o for o in everything if o in serving.prepare) if apply else ())
     observed = snap.serving.get(kind)
-    apply = needed or observed is None
+    # Any watched serving object deleted (the vLLM Service too) is applied again.
+    apply = needed or any(o["kind"] in snap.serving and snap.serving[o["kind"]] is None for o in serving.objects)
     ready, url, state = observed_state(serving.engine, observed)
     url = serving.url or url
     names = " and ".join(f"{o['kind']} {o['metadata']['name']}" for o in serving.objects)

@@ -34,6 +34,7 @@ from .catalog import catalog
 from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
 from .limits import size_problems
 from .pipeline import render
+from .serving import serving_problems
 from .types import Problem
 
 MAX_SPEC_BYTES = 128 * 1024
@@ -110,6 +111,7 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
     problems.extend(lora_target_problems(job))
     problems.extend(packing_problems(job))
     problems.extend(preference_problems(job))
+    problems.extend(Problem(path, message) for path, message in serving_problems(job))
     if job.spec.distributed.backend in BACKENDS:  # auto: the operator checks the backend it chooses
         problems.extend(BACKENDS[job.spec.distributed.backend].check(job))
     return problems
