@@ -206,7 +206,8 @@ ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[De
     "WaitingForQueue": (lambda: snap(child=child("Created", "Suspended", labels={"kueue.x-k8s.io/queue-name": "gpus"})), "Pending", "Running", "False",
                         lambda d: "LocalQueue gpus" in d.status["message"]),
     "ControllerNotRunning": (lambda: snap(child={**child(), "status": {}} | {"metadata": child(created=NOW - 300)["metadata"]}), "Pending", "Running", "False",
-                             lambda d: "Kubeflow training-operator" in d.status["message"]),
+                             lambda d: "PyTorchJob is run by Kubeflow training-operator" in d.status["message"]
+                             and "?" not in d.status["message"] and d.status["message"].count("check that") == 1),
     "JobRunning": (lambda: snap(child=child("Created", "Running")), "Running", "Running", "True", lambda d: d.status["startTime"]),
     "Restarting": (lambda: snap(child=child("Restarting"), terminations=terminations(130)), "Running", "Running", "True",
                    lambda d: d.status["retries"]["count"] == 1 and [e.reason for e in d.events] == ["Restarting", "Running"]),

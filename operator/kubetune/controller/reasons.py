@@ -68,9 +68,10 @@ REASONS: dict[str, Reason] = {
                "the job builds on another FineTuneJob (spec.model.fromJob or spec.training.ppo.rewardModel.fromJob) that has not Succeeded yet; no children were created",
                "nothing to do: the job starts when the FineTuneJob named in the message has Succeeded"),
         # --- PrerequisitesReady -------------------------------------------------------------
-        Reason("PrerequisitesFound", "PrerequisitesReady", True, None, "every PVC and Kueue LocalQueue the spec names exists", ""),
+        Reason("PrerequisitesFound", "PrerequisitesReady", True, None,
+               "every PVC and Kueue LocalQueue the spec names exists (a Pending claim counts: a WaitForFirstConsumer claim binds only once a pod uses it)", ""),
         Reason("PrerequisiteMissing", "PrerequisitesReady", False, None,
-               "a PVC or Kueue LocalQueue the spec names does not exist (or a PVC is not bound); pods wait for it",
+               "a PVC or Kueue LocalQueue the spec names does not exist (or a PVC is Lost); pods wait for it",
                "create it in the job's namespace (see the example's companion prerequisites file); nothing else to do"),
         # --- Running=False while Pending ---------------------------------------------------
         Reason("PodsPending", "Running", False, "Pending", "the child exists; its pods have not started yet", ""),
@@ -104,7 +105,7 @@ REASONS: dict[str, Reason] = {
                "the LocalQueue must exist and Kueue's integration for the job's kind must be on"),
         Reason("ControllerNotRunning", "Running", False, "Pending",
                "no Kubeflow controller has acted on the child job within the grace period",
-               "check that the controller named in the message runs (its Deployment and its logs)"),
+               "check that this controller runs (its Deployment and its logs)"),
         # --- Running / Exporting --------------------------------------------------------------
         Reason("JobRunning", "Running", True, "Running", "training pods are running", ""),
         Reason("Restarting", "Running", True, "Running",

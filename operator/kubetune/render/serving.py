@@ -214,8 +214,7 @@ def render_vllm(job: FineTuneJob, namespace: str, served: str, source: _Source) 
             cache = f"{MODELS_MOUNT}/{HF_HOME_SUBDIR}"  # the trainer's download, read-only: nothing is fetched again
             env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
     if source.hub_base and storage.models is None and job.spec.hf_token_secret_ref is not None:
-        ref = job.spec.hf_token_secret_ref
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": job.spec.hf_token_secret_ref.selector()}})
     env += [
         {"name": "HF_HOME", "value": cache},
         # The root filesystem is read-only: vLLM's, Triton's and torch's caches go to an emptyDir.
