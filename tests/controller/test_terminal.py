@@ -12,6 +12,7 @@ import re
 import struct
 import sys
 import termios
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,9 @@ async def test_watch_follows_progress_and_events_and_exits_0_on_success(cluster:
     text = out.decode()
     phases = re.findall(r"phase (\w+)", text)
     assert phases == ["Pending", "Running", "Succeeded"]
-    assert "Normal Created: created PyTorchJob team-a/qwen" in text
+    # an Event is stamped with its own time (lastTimestamp 2026-11-30T12:00:00Z), not when watch saw it
+    stamp = datetime.fromisoformat("2026-11-30T12:00:00+00:00").astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    assert f"{stamp} Normal Created: created PyTorchJob team-a/qwen" in text
     assert "progress 10/40 (25%) loss 2.5000" in text and "progress 40/40 (100%) loss 1.0000" in text
 
 
