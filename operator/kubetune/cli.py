@@ -210,11 +210,10 @@ def _gpu_memory_arg(args: argparse.Namespace) -> int | None:
 
 
 def _job_gpu_memory(job: FineTuneJob, args: argparse.Namespace) -> int | None:
-    from kubetune.plan import product_memory_table
-    from kubetune.plan.feasibility import gpu_memory_for
+    from kubetune.plan.feasibility import gpu_memory_for, product_table
 
     given = _gpu_memory_arg(args)
-    return given if given is not None else gpu_memory_for(job, product_memory_table())
+    return given if given is not None else gpu_memory_for(job, product_table())
 
 
 def _feasibility_problems(job: FineTuneJob, args: argparse.Namespace) -> tuple[list[Problem], str | None]:
@@ -389,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--progress-tls-cert", default=None, help="serve the intake over TLS with this certificate file")
     p.add_argument("--progress-tls-key", default=None, help="private key of --progress-tls-cert")
+    p.add_argument(
+        "--gpu-memory-by-product", action="append", default=[], metavar="PRODUCT=QUANTITY",
+        help="memory of one GPU per nvidia.com/gpu.product value, added to the built-in table (as the chart's gpuMemoryByProduct; repeatable)",
+    )
     p.set_defaults(func=_cmd_operator)
     for command in sub.choices.values():
         # `kubetune validate --debug f.yaml` works too; SUPPRESS keeps the root's value otherwise.

@@ -48,7 +48,8 @@ REASONS: dict[str, Reason] = {
                "read the refusal in the message: usually a policy (PodSecurity, Kyverno/Gatekeeper) or a quota"),
         # --- Feasible (kubetune.plan.feasibility; needs spec.resources.gpuMemory or gpuMemoryByProduct) ---
         Reason("Fits", "Feasible", True, None,
-               "the predicted peak memory per GPU fits the GPU memory (spec.resources.gpuMemory or the chart's gpuMemoryByProduct)", ""),
+               "the predicted peak memory per GPU fits the GPU memory (spec.resources.gpuMemory, or the operator's GPU table: built in, "
+               "extended by the chart's gpuMemoryByProduct)", ""),
         Reason("InsufficientGPUMemory", "Feasible", False, "Pending",
                "the predicted peak memory per GPU exceeds the GPU memory; no children were created",
                "create the job again with the change the message suggests, or set spec.autoTune: true to let kubetune choose "
@@ -57,7 +58,8 @@ REASONS: dict[str, Reason] = {
                "the memory of one GPU is not known, so the predicted peak was not checked; the children are created anyway "
                "(the message names what is missing and the prediction when the model is known)",
                "set spec.resources.gpuMemory (e.g. 80Gi), or select the GPU with spec.scheduling.nodeSelector "
-               "nvidia.com/gpu.product and list that product in the chart's gpuMemoryByProduct value"),
+               "nvidia.com/gpu.product; a product the built-in GPU table lacks goes in the chart's gpuMemoryByProduct value "
+               "(a local operator: --gpu-memory-by-product PRODUCT=QUANTITY)"),
         Reason("UnknownArchitecture", "Feasible", None, None,
                "the model's architecture is not in kubetune's catalogue, so the predicted peak was not checked; "
                "the children are created anyway",
