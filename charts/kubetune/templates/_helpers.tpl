@@ -171,3 +171,22 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
   verbs: [get, list, watch, patch]
 {{- end }}
 {{- end -}}
+
+{{/*
+kubetune.runtimeOwner: "" when this release may render ClusterTrainingRuntime kubetune-llamafactory
+(it does not exist, or its Helm ownership annotations name this release and namespace, the
+metadata helm's own ownership check compares), else "<release> in namespace <ns>" (or "not
+Helm", for one applied with kubectl) of the object that exists. `lookup` reads the cluster during
+install/upgrade; it finds nothing under `helm template` and Argo CD, which therefore always render it.
+*/}}
+{{- define "kubetune.runtimeOwner" -}}
+{{- $existing := lookup "trainer.kubeflow.org/v1alpha1" "ClusterTrainingRuntime" "" "kubetune-llamafactory" -}}
+{{- if $existing -}}
+{{- $annotations := (($existing.metadata).annotations) | default dict -}}
+{{- $release := index $annotations "meta.helm.sh/release-name" | default "" -}}
+{{- $namespace := index $annotations "meta.helm.sh/release-namespace" | default "" -}}
+{{- if not (and (eq $release .Release.Name) (eq $namespace .Release.Namespace)) -}}
+{{- if $release -}}release {{ $release }} in namespace {{ $namespace }}{{- else -}}not Helm (applied another way){{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
