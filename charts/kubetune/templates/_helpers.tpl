@@ -60,6 +60,18 @@ app.kubernetes.io/component: operator
 {{- end -}}
 
 {{/*
+The images of this release that still point at the default registry ghcr.io/kubetune, where no
+kubetune image is published yet (images/README.md), comma-separated; "" when none does.
+*/}}
+{{- define "kubetune.unpublishedImages" -}}
+{{- $refs := list -}}
+{{- range $ref := list (include "kubetune.image" .) (include "kubetune.trainerImage" .) -}}
+{{- if hasPrefix "ghcr.io/kubetune/" $ref -}}{{- $refs = append $refs $ref -}}{{- end -}}
+{{- end -}}
+{{- join ", " $refs -}}
+{{- end -}}
+
+{{/*
 RBAC rules for namespaced resources: exactly the API calls the operator makes
 (tests/controller/expected_api_calls.json; tests/chart/test_chart_rbac.py compares the two).
 Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
