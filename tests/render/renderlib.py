@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SHARED = REPO.parent / "shared"
-UPSTREAM_CRDS = SHARED / "upstream-crds"
+UPSTREAM_CRDS = Path(os.environ.get("KUBETUNE_UPSTREAM_CRDS") or SHARED / "upstream-crds")
 
 
 def example_files() -> list[Path]:
