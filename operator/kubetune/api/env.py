@@ -31,8 +31,7 @@ class OptionalSecretKeyRef(SecretKeyRef):
     """A key of a Secret in the job's namespace that the pods may start without."""
 
     optional: bool | None = None
-    """true: the pods start without the variable when the Secret or its key is missing (Kubernetes'
-    secretKeyRef.optional); unset or false: they wait until it exists (SecretMissing)."""
+    """true: the pods start without the variable when the Secret or its key is missing (Kubernetes' secretKeyRef.optional); unset or false: they wait until it exists (SecretMissing)."""
 
     def selector(self) -> dict[str, Any]:
         """The core/v1 SecretKeySelector (name, key, optional: k8s.io/api/core/v1/types.go

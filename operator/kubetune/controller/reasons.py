@@ -107,7 +107,7 @@ REASONS: dict[str, Reason] = {
                "the LocalQueue must exist and Kueue's integration for the job's kind must be on"),
         Reason("ControllerNotRunning", "Running", False, "Pending",
                "no Kubeflow controller has acted on the child job within the grace period",
-               "check that this controller runs (its Deployment and its logs)"),
+               "check that the controller of the child's kind runs (its Deployment and its logs)"),
         # --- Running / Exporting --------------------------------------------------------------
         Reason("JobRunning", "Running", True, "Running", "training pods are running", ""),
         Reason("Restarting", "Running", True, "Running",
