@@ -361,7 +361,8 @@ def test_gpu_memory_from_the_product_table() -> None:
     unknown = decide(snap(status={}, spec=spec, gpu_memory_by_product={"NVIDIA-H100-80GB-HBM3": "80Gi"}), NOW)
     feasible = cond(unknown, "Feasible")
     assert (feasible["status"], feasible["reason"]) == ("Unknown", "GPUMemoryUnknown") and len(unknown.children) == 2
-    assert "nvidia.com/gpu.product='Tiny-GPU' is not in the operator's gpuMemoryByProduct table (it lists NVIDIA-H100-80GB-HBM3)" in feasible["message"]
+    assert "nvidia.com/gpu.product='Tiny-GPU' is not in the operator's GPU table (built in, extended by the chart's gpuMemoryByProduct" in feasible["message"]
+    assert "it lists NVIDIA-H100-80GB-HBM3)" in feasible["message"]
     assert "gpuMemoryByProduct value" in feasible["message"]  # the hint: how to supply it
     no_table = cond(decide(snap(status={}, spec=spec), NOW), "Feasible")["message"]
     assert "the operator has no gpuMemoryByProduct table to look up nvidia.com/gpu.product='Tiny-GPU'" in no_table
