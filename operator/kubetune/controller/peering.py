@@ -85,7 +85,7 @@ def _who_creates(kind: str, name: str) -> str:
     """Which chart install creates the peering object (charts/kubetune/templates/peering.yaml):
     a ClusterKopfPeering when it watches every namespace, a KopfPeering per watched namespace."""
     if kind == "ClusterKopfPeering":
-        return "the Helm chart creates it when installed for all namespaces (watchNamespaces empty)"
+        return "the Helm chart creates it when installed for all namespaces, with watchNamespaces empty"
     return (f"the Helm chart creates it only in its watchNamespaces; installed for all namespaces it creates "
             f"ClusterKopfPeering {name!r} instead: run with -A to peer with that operator")
 
