@@ -210,13 +210,10 @@ def _gpu_memory_arg(args: argparse.Namespace) -> int | None:
 
 
 def _job_gpu_memory(job: FineTuneJob, args: argparse.Namespace) -> int | None:
-    from kubetune.plan import product_memory_table
-    from kubetune.plan.feasibility import gpu_memory_for
+    from kubetune.plan.feasibility import gpu_memory_for, product_table
 
     given = _gpu_memory_arg(args)
-    # Every GPU kubetune knows, V100/T4/GH200 included: the chart's table leaves those out only
-    # because kubetune's own image does not run there; a job with its own spec.image may.
-    return given if given is not None else gpu_memory_for(job, product_memory_table(in_image_only=False))
+    return given if given is not None else gpu_memory_for(job, product_table())
 
 
 def _feasibility_problems(job: FineTuneJob, args: argparse.Namespace) -> tuple[list[Problem], str | None]:
@@ -271,7 +268,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if args.list_models:
             print("\n".join(sorted(catalogue())))
         if args.list_gpus:
-            print("\n".join(f"{g.name:10s} {g.memory_mib / 1024:6.1f} GiB  {', '.join(g.products)}" for g in plan.GPUS))
+            # "stock image": kubetune's trainer image has code for it (plan/gpus.py Gpu.in_image).
+            print("\n".join(f"{g.name:10s} {g.memory_mib / 1024:6.1f} GiB  {'stock image' if g.in_image else 'own image  '}  "
+                            f"{', '.join(g.products)}" for g in plan.GPUS))
         return 0
     if not args.files:
         print("kubetune plan: give a FineTuneJob file (or --list-models / --list-gpus)", file=sys.stderr)
@@ -391,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--progress-tls-cert", default=None, help="serve the intake over TLS with this certificate file")
     p.add_argument("--progress-tls-key", default=None, help="private key of --progress-tls-cert")
+    p.add_argument(
+        "--gpu-memory-by-product", action="append", default=[], metavar="PRODUCT=QUANTITY",
+        help="memory of one GPU per nvidia.com/gpu.product value, added to the built-in table (as the chart's gpuMemoryByProduct; repeatable)",
+    )
     p.set_defaults(func=_cmd_operator)
     for command in sub.choices.values():
         # `kubetune validate --debug f.yaml` works too; SUPPRESS keeps the root's value otherwise.

@@ -323,6 +323,35 @@ def _event_key(event: dict[str, Any]) -> tuple[str, Any]:
     return (str((event.get("metadata") or {}).get("uid") or (event.get("metadata") or {}).get("name")), event.get("count"))
 
 
+def event_time(event: dict[str, Any]) -> datetime | None:
+    """When the Event last happened, from its own fields (k8s.io/api/core/v1/types.go, type Event,
+    read in openshift/microshift's vendored Kubernetes 1.36 @ 8e16b12, lines 7579-7650):
+    ``series.lastObservedTime`` (events.k8s.io series), ``lastTimestamp`` (core, seconds),
+    ``eventTime`` (MicroTime), ``firstTimestamp``, else the object's creationTimestamp."""
+    for value in (
+        (event.get("series") or {}).get("lastObservedTime"),
+        event.get("lastTimestamp"),
+        event.get("eventTime"),
+        event.get("firstTimestamp"),
+        (event.get("metadata") or {}).get("creationTimestamp"),
+    ):
+        if isinstance(value, str) and value:
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+    return None
+
+
+def event_stamp(event: dict[str, Any]) -> str:
+    """The Event's own time in local time: HH:MM:SS today, with the date before today; now when it has none."""
+    when = event_time(event)
+    if when is None:
+        return time.strftime("%H:%M:%S")
+    local = when.astimezone()
+    return local.strftime("%H:%M:%S" if local.date() == datetime.now().astimezone().date() else "%Y-%m-%d %H:%M:%S")
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     """Follow one job until it Succeeds (exit 0) or Fails (exit 1)."""
     try:
@@ -380,12 +409,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     items = client.get(events_path, event_selector).get("items") or []
                 except ApiError:
                     items = []
-                for event in sorted(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")):
+                oldest = datetime.min.replace(tzinfo=timezone.utc)
+                for event in sorted(items, key=lambda e: event_time(e) or oldest):
                     key = _event_key(event)
                     if key not in seen_events:
                         seen_events.add(key)
                         kind = "Warning" if event.get("type") == "Warning" else "Normal"
-                        screen.line(f"{time.strftime('%H:%M:%S')} {kind} {event.get('reason', '')}: {event.get('message', '')}")
+                        screen.line(f"{event_stamp(event)} {kind} {event.get('reason', '')}: {event.get('message', '')}")
             screen.status(job, losses)
             if phase in TERMINAL_PHASES:
                 screen.close()

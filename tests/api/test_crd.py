@@ -95,6 +95,9 @@ def test_printer_columns_of_kubectl_get() -> None:
     assert (columns["Loss"]["jsonPath"], columns["Loss"]["type"]) == (".status.progress.loss", "number")
     assert (columns["Age"]["jsonPath"], columns["Age"]["type"]) == (".metadata.creationTimestamp", "date")
     assert columns["Backend"]["priority"] == 1 and columns["Job"]["priority"] == 1
+    # -o wide's BACKEND is the kind the operator created (backend auto: the one it chose), not the
+    # spec's `auto`; the status field is the one the operator writes (ChildRef.kind)
+    assert columns["Backend"]["jsonPath"] == ".status.job.kind"
 
 
 @pytest.mark.parametrize("column", crd()["spec"]["versions"][0]["additionalPrinterColumns"], ids=lambda c: c["name"])

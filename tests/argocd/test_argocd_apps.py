@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -69,3 +71,17 @@ def test_operator_app_values_pass_the_chart_schema(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     kinds = [d["kind"] for d in load_documents(proc.stdout)]
     assert "CustomResourceDefinition" in kinds and "Pod" not in kinds  # no helm-test Pod under Argo CD
+
+
+def test_docs_name_the_prerequisites_of_the_jobs_folder() -> None:
+    """docs/argocd.md says which prerequisites file gives the jobs folder's claims, and that file has them."""
+    jobs = app("apps/finetunejobs.yaml")
+    namespace = jobs["spec"]["destination"]["namespace"]
+    doc = (ROOT / "docs" / "argocd.md").read_text(encoding="utf-8")
+    [prereqs] = set(re.findall(rf"kubectl apply -n {namespace} -f (examples/prerequisites/[\w-]+\.yaml)", doc))
+    provided = {(d["kind"], d["metadata"]["name"]) for d in load_documents((ROOT / prereqs).read_text(encoding="utf-8")) if d}
+    for f in sorted((ROOT / jobs["spec"]["source"]["path"]).glob("*.yaml")):
+        for job in load_documents(f.read_text(encoding="utf-8")):
+            claims = {v["claimName"] for v in job["spec"]["storage"].values() if v and v.get("claimName")}
+            assert claims and {("PersistentVolumeClaim", c) for c in claims} <= provided, f"{f.name}: {claims}"
+            assert all(c in doc for c in claims), f"docs/argocd.md does not name {claims}"

@@ -7,7 +7,7 @@ from typing import Any
 from chartlib import default_objects, needs_helm, one, template, template_error  # noqa: F401 (fixtures)
 
 from kubetune.plan import product_memory_table
-from kubetune.plan.feasibility import PRODUCT_TABLE_ENV, product_table_from_env
+from kubetune.plan.feasibility import PRODUCT_TABLE_ENV, product_table, product_table_from_env
 
 pytestmark = needs_helm
 
@@ -18,14 +18,18 @@ def _env(objects: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def test_default_table_is_the_planners_gpu_catalogue(default_objects: list[dict[str, Any]]) -> None:
-    table = product_table_from_env(_env(default_objects))
-    assert table == product_memory_table()
+    """The chart adds nothing by default: the operator's table is the built-in one, which
+    `kubetune validate` uses too (kubetune.plan.feasibility.product_table)."""
+    env = _env(default_objects)
+    assert product_table_from_env(env) == {}
+    table = product_table(env)
+    assert table == product_memory_table(in_image_only=False)  # memory does not depend on the image
     assert table["NVIDIA-H100-80GB-HBM3"] == "81008Mi"  # torch's 79.11 GiB (plan/gpus.py)
 
 
-def test_own_products_and_a_bad_quantity() -> None:
-    objects = template("--set-json", 'gpuMemoryByProduct={"NVIDIA-H800":"81559Mi"}')
-    assert product_table_from_env(_env(objects)) == {**product_memory_table(), "NVIDIA-H800": "81559Mi"}
+def test_own_products_extend_the_built_in_table_and_a_bad_quantity() -> None:
+    objects = template("--set-json", 'gpuMemoryByProduct={"NVIDIA-H800":"81559Mi","NVIDIA-L4":"22000Mi"}')
+    assert product_table(_env(objects)) == {**product_memory_table(in_image_only=False), "NVIDIA-H800": "81559Mi", "NVIDIA-L4": "22000Mi"}
     err = template_error("--set", "gpuMemoryByProduct.NVIDIA-H800=lots")
     assert "gpuMemoryByProduct" in err
     assert PRODUCT_TABLE_ENV in _env(objects)
@@ -41,9 +45,13 @@ COMPUTE_CAPABILITY = [
 ]
 
 
-def test_the_default_gpu_table_lists_only_gpus_the_trainer_image_runs_on(default_objects: list[dict[str, Any]]) -> None:
+def test_the_gpus_marked_for_the_stock_image_are_those_its_build_runs_on() -> None:
+    """plan/gpus.py's in_image flag (shown by `kubetune plan --list-gpus`) is true exactly for the GPUs
+    whose compute capability the trainer image's DeepSpeed/torch arch list covers, on an x86-64 host."""
     import re
     from pathlib import Path
+
+    from kubetune.plan import GPUS
 
     dockerfile = (Path(__file__).resolve().parents[2] / "images" / "trainer" / "Dockerfile").read_text()
     archs = re.search(r'^ARG DS_CUDA_ARCHS="([^"]+)"', dockerfile, re.M).group(1)  # type: ignore[union-attr]
@@ -53,12 +61,10 @@ def test_the_default_gpu_table_lists_only_gpus_the_trainer_image_runs_on(default
         sass.add((major, minor))
         if cc.endswith("+PTX"):
             ptx.add((major, minor))
-    table = product_table_from_env(_env(default_objects))  # what the chart gives the operator
-    assert table
-    for product in table:
-        family = next(((cap, host) for name, cap, host in COMPUTE_CAPABILITY if name in product), None)
-        assert family is not None, f"{product}: add its compute capability to this test"
+    for gpu in GPUS:
+        family = next(((cap, host) for name, cap, host in COMPUTE_CAPABILITY if name in gpu.name), None)
+        assert family is not None, f"{gpu.name}: add its compute capability to this test"
         cap, host = family
         # A cubin runs on its major version at an equal or higher minor; PTX on any newer GPU.
-        runs = any(cap[0] == s[0] and cap[1] >= s[1] for s in sass) or any(cap >= p for p in ptx)
-        assert runs and host is None, f"{product} (sm_{cap[0]}{cap[1]}, {host or 'x86-64'}) is in the chart's GPU table but the trainer image cannot run it (built for {archs}, linux/amd64)"
+        runs = (any(cap[0] == s[0] and cap[1] >= s[1] for s in sass) or any(cap >= p for p in ptx)) and host is None
+        assert gpu.in_image == runs, f"{gpu.name} (sm_{cap[0]}{cap[1]}, {host or 'x86-64'}): in_image={gpu.in_image}, but the image is built for {archs}, linux/amd64"

@@ -580,7 +580,13 @@ class Cluster(kmock.KubernetesScaffold):
                 raise ApiError(400, "BadRequest", "fieldManager is required for apply requests")
             if key not in self.store and subresource is None:
                 body = copy.deepcopy(patch)
-                body.setdefault("metadata", {})["managedFields"] = [{"manager": params["fieldManager"], "operation": "Apply"}]
+                # An entry as the API server writes it (k8s.io/apimachinery/pkg/apis/meta/v1/types.go:1392-1428
+                # ManagedFieldsEntry, openshift/microshift vendored Kubernetes 1.36 @ 8e16b12): client-go's csaupgrade (helm adopting an object) decodes fieldsV1
+                # and dereferences nil without it. Field ownership itself is not modelled (empty set).
+                body.setdefault("metadata", {})["managedFields"] = [{
+                    "manager": params["fieldManager"], "operation": "Apply", "apiVersion": body.get("apiVersion", ""),
+                    "time": _now(), "fieldsType": "FieldsV1", "fieldsV1": {},
+                }]
                 return await self._create(key[0], key[1], body, keep_status=False), 201
             apply = lambda old: _merge(old, patch)  # noqa: E731
         elif content_type == "application/json-patch+json":

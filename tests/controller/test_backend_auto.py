@@ -61,7 +61,9 @@ async def test_trainer_without_our_runtime_gives_a_pytorchjob(cluster: Cluster, 
     await cluster.put_object(*FTJ, auto_job("c"))
     await eventually(lambda: cluster.read(*PTJ, NS, "c"), what="a PyTorchJob")
     sel = await eventually(lambda: job_ref(cluster, "c").get("selection"), what="selection")
-    assert "no ClusterTrainingRuntime kubetune-llamafactory" in sel and "trainingRuntimes.enabled=true" in sel
+    assert "no ClusterTrainingRuntime kubetune-llamafactory" in sel
+    # a command that works as written: the chart path, the release's namespace, the other values kept
+    assert "helm upgrade kubetune charts/kubetune -n kubetune-system --reuse-values --set trainingRuntimes.enabled=true" in sel
     assert cluster.read(*TJ, NS, "c") is None
 
 

@@ -206,7 +206,8 @@ ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[De
     "WaitingForQueue": (lambda: snap(child=child("Created", "Suspended", labels={"kueue.x-k8s.io/queue-name": "gpus"})), "Pending", "Running", "False",
                         lambda d: "LocalQueue gpus" in d.status["message"]),
     "ControllerNotRunning": (lambda: snap(child={**child(), "status": {}} | {"metadata": child(created=NOW - 300)["metadata"]}), "Pending", "Running", "False",
-                             lambda d: "Kubeflow training-operator" in d.status["message"]),
+                             lambda d: "PyTorchJob is run by Kubeflow training-operator" in d.status["message"]
+                             and "?" not in d.status["message"] and d.status["message"].count("check that") == 1),
     "JobRunning": (lambda: snap(child=child("Created", "Running")), "Running", "Running", "True", lambda d: d.status["startTime"]),
     "Restarting": (lambda: snap(child=child("Restarting"), terminations=terminations(130)), "Running", "Running", "True",
                    lambda d: d.status["retries"]["count"] == 1 and [e.reason for e in d.events] == ["Restarting", "Running"]),
@@ -360,7 +361,8 @@ def test_gpu_memory_from_the_product_table() -> None:
     unknown = decide(snap(status={}, spec=spec, gpu_memory_by_product={"NVIDIA-H100-80GB-HBM3": "80Gi"}), NOW)
     feasible = cond(unknown, "Feasible")
     assert (feasible["status"], feasible["reason"]) == ("Unknown", "GPUMemoryUnknown") and len(unknown.children) == 2
-    assert "nvidia.com/gpu.product='Tiny-GPU' is not in the operator's gpuMemoryByProduct table (it lists NVIDIA-H100-80GB-HBM3)" in feasible["message"]
+    assert "nvidia.com/gpu.product='Tiny-GPU' is not in the operator's GPU table (built in, extended by the chart's gpuMemoryByProduct" in feasible["message"]
+    assert "it lists NVIDIA-H100-80GB-HBM3)" in feasible["message"]
     assert "gpuMemoryByProduct value" in feasible["message"]  # the hint: how to supply it
     no_table = cond(decide(snap(status={}, spec=spec), NOW), "Feasible")["message"]
     assert "the operator has no gpuMemoryByProduct table to look up nvidia.com/gpu.product='Tiny-GPU'" in no_table

@@ -114,6 +114,29 @@ def test_cli_flags_reach_the_operator_config(tmp_path: Path, monkeypatch: pytest
     assert config_from_args(build_parser().parse_args(["operator", "-A"])).namespaces == ()
 
 
+def test_a_local_operator_has_the_built_in_gpu_table_and_a_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run outside the cluster (no chart, no KUBETUNE_GPU_MEMORY_BY_PRODUCT) the operator knows the
+    same GPUs as `kubetune validate`; --gpu-memory-by-product adds the chart value's entries."""
+    from kubetune.api import FineTuneJob, load_documents
+    from kubetune.cli import build_parser
+    from kubetune.plan.feasibility import PRODUCT_TABLE_ENV, feasibility, gpu_memory_for
+
+    root = Path(__file__).resolve().parents[2]
+
+    path = tmp_path / "config"
+    path.write_text(KUBECONFIG, encoding="utf-8")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv(PRODUCT_TABLE_ENV, raising=False)
+    table = config_from_args(build_parser().parse_args(["operator"])).gpu_memory_by_product
+    [doc] = load_documents((root / "examples" / "finetune-full.yaml").read_text(encoding="utf-8"))  # selects NVIDIA-H100-80GB-HBM3
+    job = FineTuneJob.from_api({**doc, "metadata": {**doc["metadata"], "namespace": "team-a"}})
+    assert feasibility(job, gpu_memory_for(job, table)).status in ("True", "False")  # not Unknown: the H100 is known
+    flagged = config_from_args(build_parser().parse_args(["operator", "--gpu-memory-by-product", "NVIDIA-H800=81559Mi"])).gpu_memory_by_product
+    assert flagged == {**table, "NVIDIA-H800": "81559Mi"}
+    with pytest.raises(ValueError, match="NVIDIA-H800: 'lots' is not a Kubernetes quantity"):
+        config_from_args(build_parser().parse_args(["operator", "--gpu-memory-by-product", "NVIDIA-H800=lots"]))
+
+
 def test_the_operator_never_imports_the_ml_stack() -> None:
     import subprocess
     import sys

@@ -237,6 +237,16 @@ def test_environment_and_secrets_by_reference() -> None:
     assert env["WANDB_PROJECT"] == "x"
 
 
+def test_hub_token_only_when_referenced_and_optional_passes_through() -> None:
+    """The Hub answers an invalid token with 401 even for public models: no HF_TOKEN unless
+    spec.hfTokenSecretRef is set, and optional: true reaches the pod, which then starts without it."""
+    plain = _env(_main_container(pod_templates(render(JobBuilder().build()).workload)["Master"]))
+    assert "HF_TOKEN" not in plain
+    job = JobBuilder().set("spec.hfTokenSecretRef", {"name": "hf-token", "optional": True}).build()
+    env = _env(_main_container(pod_templates(render(job).workload)["Master"]))
+    assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf-token", "key": "token", "optional": True}}
+
+
 def test_resources_requests_equal_limits() -> None:
     job = JobBuilder().set("spec.resources", {"gpusPerNode": 2, "cpu": "8", "memory": "64Gi", "gpuResourceName": "amd.com/gpu"}).build()
     res = _main_container(pod_templates(render(job).workload)["Master"])["resources"]

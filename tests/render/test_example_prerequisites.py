@@ -9,6 +9,8 @@ the job references is in its prerequisites file.
 
 from __future__ import annotations
 
+import itertools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +42,28 @@ def needs(job: dict[str, Any]) -> set[tuple[str, str]]:
     """(kind, name) of every object the job references by name."""
     spec = job["spec"]
     out = {("PersistentVolumeClaim", v["claimName"]) for v in spec.get("storage", {}).values() if v and v.get("claimName")}
-    if spec.get("hfTokenSecretRef"):
-        out.add(("Secret", spec["hfTokenSecretRef"]["name"]))
-    for env in spec.get("env", []):
-        ref = env.get("valueFrom", {}).get("secretKeyRef")
-        if ref:
-            out.add(("Secret", ref["name"]))
+    out |= {("Secret", name) for name in required_secrets(job)}
     scheduling = spec.get("scheduling", {})
     if scheduling.get("queueName"):
         out.add(("LocalQueue", scheduling["queueName"]))
     if scheduling.get("priorityClassName"):
         out.add(("PriorityClass", scheduling["priorityClassName"]))
     return out
+
+
+def secret_refs(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every Secret key reference of the job: Hub token, env, tracking keys."""
+    spec = job["spec"]
+    refs = [spec["hfTokenSecretRef"]] if spec.get("hfTokenSecretRef") else []
+    refs += [e["valueFrom"]["secretKeyRef"] for e in spec.get("env", []) if e.get("valueFrom", {}).get("secretKeyRef")]
+    tracking = spec.get("tracking") or {}
+    refs += [t[k] for t in tracking.values() if isinstance(t, dict) for k in t if k.endswith("SecretRef")]
+    return refs
+
+
+def required_secrets(job: dict[str, Any]) -> set[str]:
+    """Secrets without which the pods do not start (not ``optional: true``)."""
+    return {ref["name"] for ref in secret_refs(job) if not ref.get("optional")}
 
 
 EXAMPLE_FILES = example_files()
@@ -69,6 +81,10 @@ def test_prerequisites_provide_everything_the_example_names(example: Path) -> No
     assert prereqs.is_file(), f"{example_id(example)} has no {prereqs.relative_to(EXAMPLES.parent)}"
     [job] = docs(example)
     provided = {(d["kind"], d["metadata"]["name"]) for d in docs(prereqs)}
+    # Secrets are never in the file (a placeholder would be used as a real credential): a required
+    # one is named by the command that creates it, in the file's comments.
+    text = prereqs.read_text(encoding="utf-8")
+    provided |= {("Secret", name) for name in required_secrets(job) if f"kubectl create secret generic {name} " in text}
     assert needs(job) <= provided, f"missing from {prereqs.name}: {needs(job) - provided}"
     # a LocalQueue is useless without its ClusterQueue and flavor
     for d in docs(prereqs):
@@ -87,8 +103,10 @@ def test_prerequisites_are_valid_and_namespace_free(path: Path) -> None:
     version = kubernetes_validate.latest_version()
     for d in docs(path):
         assert "namespace" not in d["metadata"], f"{path.name}: {d['kind']} {d['metadata']['name']} names a namespace"
-        if d["kind"] == "Secret":  # placeholders only: never a real credential in the repository
-            assert all(v.startswith("REPLACE-WITH-") for v in d.get("stringData", {}).values()) and "data" not in d
+        # `kubectl apply -f` of a placeholder Secret makes it a credential: the Hub answers an
+        # invalid token with 401 even for public models, W&B's login fails. Secrets are created by
+        # the user (the file's comments give the command), never applied from here.
+        assert d["kind"] != "Secret", f"{path.name}: Secret {d['metadata']['name']}: no placeholder Secrets in files kubectl applies"
         if d["kind"] in KUEUE_CRDS:
             require_upstream_crds()
             group_version = d["apiVersion"].split("/")[1]
@@ -98,3 +116,83 @@ def test_prerequisites_are_valid_and_namespace_free(path: Path) -> None:
         else:
             kubernetes_validate.validate(d, version, strict=True)
     assert {d["kind"] for d in docs(path)} - CLUSTER_SCOPED - {"PersistentVolumeClaim", "Secret", "LocalQueue"} == set()
+
+
+def test_docs_secret_notes_match_the_examples() -> None:
+    """docs/examples.md's "Secret `X` (gated models only)": the job starts without X (optional:
+    true) and no prerequisites file creates it; a Secret named without that note is required, and
+    its prerequisites file gives the command that creates it."""
+    table = (EXAMPLES.parent / "docs" / "examples.md").read_text(encoding="utf-8")
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([\w./-]+\.yaml)` \| ([^|]*) \|", table, re.M)}
+    checked = 0
+    for example in EXAMPLE_FILES:
+        rel = example.relative_to(EXAMPLES).as_posix()
+        if rel not in rows:
+            continue
+        [job] = docs(example)
+        for name, note in re.findall(r"Secret `([\w-]+)`( \(gated models only\))?", rows[rel]):
+            checked += 1
+            refs = [r for r in secret_refs(job) if r["name"] == name]
+            assert refs, f"docs/examples.md names Secret {name} for {rel}, which does not reference it"
+            if note:
+                assert all(r.get("optional") is True for r in refs), f"{rel}: Secret {name} is 'gated models only' but the pods wait for it"
+            else:
+                assert name in required_secrets(job)
+                assert f"kubectl create secret generic {name} " in prerequisites_of(example).read_text(encoding="utf-8")
+    assert checked >= 3
+
+
+# Kubernetes' PVC update validation: ValidatePersistentVolumeClaimUpdate in
+# pkg/apis/core/validation/validation.go:2532-2611 (read in the vendored copy of
+# openshift/microshift deps/github.com/openshift/kubernetes @ 8e16b12, Kubernetes 1.36): the spec
+# is immutable ("spec is immutable after creation except resources.requests and
+# volumeAttributesClassName for bound claims"); the storage request may change only once the
+# claim is Bound, and never shrink. A freshly applied example claim is Pending (not yet bound,
+# e.g. WaitForFirstConsumer), so a second apply must carry the same spec.
+def pvc_update_errors(old: dict[str, Any], new: dict[str, Any], *, bound: bool = False) -> list[str]:
+    errors = []
+    old_spec, new_spec = dict(old["spec"]), dict(new["spec"])
+    if bound:
+        old_spec["resources"] = new_spec.get("resources")
+        old_size, new_size = (parse_quantity(d["spec"]["resources"]["requests"]["storage"]) for d in (old, new))
+        if new_size < old_size:
+            errors.append("spec.resources.requests.storage: Forbidden: field can not be less than previous value")
+    if old_spec != new_spec:
+        errors.append("spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims")
+    return errors
+
+
+def parse_quantity(value: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    return float(value[:-2]) * units[value[-2:]] if value[-2:] in units else float(value)
+
+
+def apply_all(order: tuple[Path, ...]) -> list[str]:
+    """`kubectl apply -n NS -f` of each file in ``order`` into one namespace: the refusals."""
+    stored: dict[tuple[str, str], dict[str, Any]] = {}
+    refused = []
+    for path in order:
+        for d in docs(path):
+            key = (d["kind"], d["metadata"]["name"])
+            if key in stored and d["kind"] == "PersistentVolumeClaim":
+                refused += [f"{path.name}: PVC {key[1]}: {e}" for e in pvc_update_errors(stored[key], d)]
+                continue
+            stored[key] = d
+    return refused
+
+
+def test_the_strict_pvc_check_refuses_what_the_api_server_refuses() -> None:
+    pvc = {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "200Gi"}}}}
+    rwx = {"spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "500Gi"}}}}
+    grown = {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "300Gi"}}}}
+    assert pvc_update_errors(pvc, pvc) == []
+    assert pvc_update_errors(pvc, rwx) and pvc_update_errors(pvc, rwx, bound=True)
+    assert pvc_update_errors(pvc, grown) and pvc_update_errors(pvc, grown, bound=True) == []
+    assert pvc_update_errors(grown, pvc, bound=True)
+
+
+def test_every_prerequisites_file_applies_in_any_order_into_one_namespace() -> None:
+    files = tuple(sorted(PREREQS.glob("*.yaml")))
+    assert len(files) >= 5
+    for order in itertools.permutations(files):
+        assert apply_all(order) == [], f"applying {[p.name for p in order]} into one namespace"

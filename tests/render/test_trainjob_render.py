@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubetune.api.contract import KUEUE_QUEUE_LABEL, LABEL_JOB
 from kubetune.render import RenderOptions, render, validate_object
 from kubetune.render.backends.trainjob import (
@@ -183,3 +184,50 @@ def test_the_plain_trainjob_in_the_docs_passes_the_upstream_schema_and_fits_our_
     assert not any("env" in c for c in pod["containers"]), "Trainer refuses env patches on container node"
     assert {m["name"] for m in pod["containers"][0]["volumeMounts"]} == {v["name"] for v in pod["volumes"]}
     assert not {e["name"] for e in doc["spec"]["trainer"]["env"]} & RESERVED
+    _applies_as_written_into_any_namespace(text, doc, pod)
+
+
+def domain_prefixed_path_errors(value: str) -> list[str]:
+    """k8s.io/apimachinery/pkg/util/validation IsDomainPrefixedPath (validation.go:88-118, read in
+    openshift/microshift's vendored Kubernetes 1.36 @ 8e16b12), which Trainer v2.3's TrainJob
+    validation applies to every runtimePatches[].manager (pkg/runtime/framework/plugins/jobset/jobset.go:176)."""
+    import re
+
+    host, sep, rest = value.partition("/")
+    if not sep or not host or not rest:
+        return [f"{value!r}: must be a domain-prefixed path (such as \"acme.io/foo\")"]
+    errors = []
+    if len(host) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", host):
+        errors.append(f"{host!r}: not a DNS-1123 subdomain")
+    if not re.fullmatch(r"[A-Za-z0-9/\-._~%!$&'()*+,;=:]+", rest):
+        errors.append(f"{rest!r}: Invalid path")
+    return errors
+
+
+def _applies_as_written_into_any_namespace(text: str, doc: dict[str, Any], pod: dict[str, Any]) -> None:
+    """`kubectl apply -n NS -f` of the block works in any NS: no namespace of its own, no team's name
+    in a path; a 2-node job's claim is ReadWriteMany in the prerequisites file the page names."""
+    import re
+
+    from kubetune.api import load_documents
+    from renderlib import REPO
+
+    assert "namespace" not in doc["metadata"]
+    assert "team-a" not in yaml.safe_dump(doc)
+    for patch in doc["spec"]["runtimePatches"]:
+        assert domain_prefixed_path_errors(patch["manager"]) == [], patch["manager"]
+    env = doc["spec"]["trainer"]["env"]
+    names = [e["name"] for e in env]
+    out = next(e for e in env if e["name"] == "KUBETUNE_OUTPUT_DIR")["value"]
+    # $(VAR) expands only to a variable defined earlier in the list (Kubernetes dependent env vars);
+    # Trainer v2.3 keeps spec.trainer.env in order (pkg/apply/apply.go:37-41 UpsertEnvVars, 79-87 upsert)
+    for ref in re.findall(r"\$\((\w+)\)", out):
+        assert ref in names[: names.index("KUBETUNE_OUTPUT_DIR")]
+        assert next(e for e in env if e["name"] == ref)["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    [prereqs] = set(re.findall(r"kubectl apply -n NS -f (examples/prerequisites/[\w-]+\.yaml)", text))
+    modes = {d["metadata"]["name"]: d["spec"]["accessModes"] for d in load_documents((REPO / prereqs).read_text(encoding="utf-8")) if d and d["kind"] == "PersistentVolumeClaim"}
+    for claim in claims:
+        assert claim in modes, f"{claim} is not in {prereqs}"
+        if doc["spec"]["trainer"]["numNodes"] > 1:
+            assert modes[claim] == ["ReadWriteMany"], f"{claim}: {modes[claim]} cannot be mounted by {doc['spec']['trainer']['numNodes']} nodes"

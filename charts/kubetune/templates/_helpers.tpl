@@ -60,6 +60,18 @@ app.kubernetes.io/component: operator
 {{- end -}}
 
 {{/*
+The images of this release that still point at the default registry ghcr.io/kubetune, where no
+kubetune image is published yet (images/README.md), comma-separated; "" when none does.
+*/}}
+{{- define "kubetune.unpublishedImages" -}}
+{{- $refs := list -}}
+{{- range $ref := list (include "kubetune.image" .) (include "kubetune.trainerImage" .) -}}
+{{- if hasPrefix "ghcr.io/kubetune/" $ref -}}{{- $refs = append $refs $ref -}}{{- end -}}
+{{- end -}}
+{{- join ", " $refs -}}
+{{- end -}}
+
+{{/*
 RBAC rules for namespaced resources: exactly the API calls the operator makes
 (tests/controller/expected_api_calls.json; tests/chart/test_chart_rbac.py compares the two).
 Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
@@ -170,4 +182,23 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
   resources: [clusterkopfpeerings]
   verbs: [get, list, watch, patch]
 {{- end }}
+{{- end -}}
+
+{{/*
+kubetune.runtimeOwner: "" when this release may render ClusterTrainingRuntime kubetune-llamafactory
+(it does not exist, or its Helm ownership annotations name this release and namespace, the
+metadata helm's own ownership check compares), else "<release> in namespace <ns>" (or "not
+Helm", for one applied with kubectl) of the object that exists. `lookup` reads the cluster during
+install/upgrade; it finds nothing under `helm template` and Argo CD, which therefore always render it.
+*/}}
+{{- define "kubetune.runtimeOwner" -}}
+{{- $existing := lookup "trainer.kubeflow.org/v1alpha1" "ClusterTrainingRuntime" "" "kubetune-llamafactory" -}}
+{{- if $existing -}}
+{{- $annotations := (($existing.metadata).annotations) | default dict -}}
+{{- $release := index $annotations "meta.helm.sh/release-name" | default "" -}}
+{{- $namespace := index $annotations "meta.helm.sh/release-namespace" | default "" -}}
+{{- if not (and (eq $release .Release.Name) (eq $namespace .Release.Namespace)) -}}
+{{- if $release -}}release {{ $release }} in namespace {{ $namespace }}{{- else -}}not Helm (applied another way){{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}

@@ -6,7 +6,7 @@ becomes the field's description in the CRD (``kubectl explain``).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -25,6 +25,22 @@ class SecretKeyRef(ApiModel):
     """Secret name."""
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "token"
     """Key inside the Secret."""
+
+
+class OptionalSecretKeyRef(SecretKeyRef):
+    """A key of a Secret in the job's namespace that the pods may start without."""
+
+    optional: bool | None = None
+    """true: the pods start without the variable when the Secret or its key is missing (Kubernetes' secretKeyRef.optional); unset or false: they wait until it exists (SecretMissing)."""
+
+    def selector(self) -> dict[str, Any]:
+        """The core/v1 SecretKeySelector (name, key, optional: k8s.io/api/core/v1/types.go
+        SecretKeySelector, read in openshift/microshift deps/github.com/openshift/kubernetes
+        @ 8e16b12, line 2584; ``optional`` is left out when unset, as omitempty does)."""
+        out: dict[str, Any] = {"name": self.name, "key": self.key}
+        if self.optional is not None:
+            out["optional"] = self.optional
+        return out
 
 
 class ConfigMapKeyRef(ApiModel):

@@ -30,6 +30,7 @@ from .env import (
     ConfigMapKeyRef,
     EnvSource,
     EnvVar,
+    OptionalSecretKeyRef,
     SecretKeyRef,
 )
 from .fields import (
@@ -147,8 +148,8 @@ class FineTuneJobSpec(RuledModel):
     """Experiment tracking: TensorBoard (default), MLflow, Weights & Biases."""
     env: Annotated[list[EnvVar], Field(max_length=64)] | None = None
     """Extra environment for the training containers (e.g. NCCL_DEBUG); secrets via valueFrom.secretKeyRef only. Tracking settings go in spec.tracking."""
-    hf_token_secret_ref: SecretKeyRef | None = None
-    """Secret key holding a Hugging Face token for gated/private models and datasets; exposed to the trainer as HF_TOKEN."""
+    hf_token_secret_ref: OptionalSecretKeyRef | None = None
+    """Secret key holding a Hugging Face token for gated/private models and datasets; exposed to the trainer as HF_TOKEN. Unset: no HF_TOKEN (public models and datasets; the Hub answers an invalid token with 401 even for those). optional: true lets the pods start without it when the Secret is missing."""
     image: Annotated[str, Field(max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")] | None = None
     """Training image override. Unset: the operator's default trainer image (Helm value trainer.image)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
@@ -401,6 +402,7 @@ __all__ = [
     "RunPolicySpec",
     "Scheduler",
     "SchedulingSpec",
+    "OptionalSecretKeyRef",
     "SecretKeyRef",
     "ServeSpec",
     "ShareGPTTags",

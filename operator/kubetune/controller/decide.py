@@ -334,8 +334,8 @@ def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tupl
             if now >= due:
                 kind = str(child.get("kind") or snap.child_kind)
                 message = with_hint("ControllerNotRunning",
-                    f"no controller has acted on {kind} {child['metadata'].get('name')} within {int(snap.controller_grace_s)} s of its creation: "
-                    f"is the {CONTROLLERS.get(kind, 'Kubeflow controller')} running?")
+                    f"no controller has acted on {kind} {child['metadata'].get('name')} within {int(snap.controller_grace_s)} s of its creation; "
+                    f"{kind} is run by {CONTROLLERS.get(kind, 'a Kubeflow controller')}")
                 return "ControllerNotRunning", message, None
             if not missing:
                 return "PodsPending", waiting, due - now

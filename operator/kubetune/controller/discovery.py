@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from kubetune.api import FineTuneJob
 from kubetune.render.backends import AUTO, BACKENDS, OFFLINE_DEFAULT
-from kubetune.render.backends.trainjob import RUNTIME_NAME, TrainJobBackend
+from kubetune.render.backends.trainjob import ENABLE_RUNTIME, RUNTIME_NAME, TrainJobBackend
 
 from .kube import ApiError, Kube
 
@@ -94,7 +94,7 @@ class Discovery:
             return Choice(
                 OFFLINE_DEFAULT,
                 f"the cluster serves {tj.kind} {tj.api_version} but has no ClusterTrainingRuntime {RUNTIME_NAME} "
-                "(helm upgrade kubetune --set trainingRuntimes.enabled=true): using PyTorchJob",
+                f"({ENABLE_RUNTIME}): using PyTorchJob",
             )
         problems = tj.check(job)
         if problems:

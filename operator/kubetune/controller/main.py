@@ -31,7 +31,7 @@ from typing import Any
 
 import kopf
 
-from kubetune.plan.feasibility import product_table_from_env
+from kubetune.plan.feasibility import product_table
 from kubetune.render import RenderOptions
 
 from .handlers import register
@@ -237,7 +237,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         priority=int(getattr(args, "priority", 0)),
         progress_port=getattr(args, "progress_port", None) or None,
         progress_tls=tls,
-        gpu_memory_by_product=product_table_from_env(),
+        gpu_memory_by_product=product_table(extra=getattr(args, "gpu_memory_by_product", None) or ()),
     )
 
 

@@ -81,6 +81,15 @@ def _targets(namespaces: tuple[str, ...]) -> list[tuple[str, str | None]]:
     return [("clusterkopfpeerings", None)] if not namespaces else [("kopfpeerings", ns) for ns in namespaces]
 
 
+def _who_creates(kind: str, name: str) -> str:
+    """Which chart install creates the peering object (charts/kubetune/templates/peering.yaml):
+    a ClusterKopfPeering when it watches every namespace, a KopfPeering per watched namespace."""
+    if kind == "ClusterKopfPeering":
+        return "the Helm chart creates it when installed for all namespaces, with watchNamespaces empty"
+    return (f"the Helm chart creates it only in its watchNamespaces; installed for all namespaces it creates "
+            f"ClusterKopfPeering {name!r} instead: run with -A to peer with that operator")
+
+
 async def missing_peering(kube: Kube, name: str, namespaces: tuple[str, ...]) -> str | None:
     """Why peering ``name`` cannot be used (no CRD, no object in a namespace), or None when it can.
 
@@ -94,7 +103,7 @@ async def missing_peering(kube: Kube, name: str, namespaces: tuple[str, ...]) ->
             await kube.request("get", "GET", path(PEERING_API, plural, namespace, name))
         except ApiError as exc:
             if exc.status == 404:
-                return f"no {kind} {name!r}{where} (the Helm chart creates it; its CRD comes with kopf)"
+                return f"no {kind} {name!r}{where} ({_who_creates(kind, name)}; its CRD comes with the chart's crds/)"
             if exc.status == 403:
                 return f"not allowed to read {kind} {name!r}{where} ({exc.reason})"
             raise

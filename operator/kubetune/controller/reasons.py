@@ -48,7 +48,8 @@ REASONS: dict[str, Reason] = {
                "read the refusal in the message: usually a policy (PodSecurity, Kyverno/Gatekeeper) or a quota"),
         # --- Feasible (kubetune.plan.feasibility; needs spec.resources.gpuMemory or gpuMemoryByProduct) ---
         Reason("Fits", "Feasible", True, None,
-               "the predicted peak memory per GPU fits the GPU memory (spec.resources.gpuMemory or the chart's gpuMemoryByProduct)", ""),
+               "the predicted peak memory per GPU fits the GPU memory (spec.resources.gpuMemory, or the operator's GPU table: built in, "
+               "extended by the chart's gpuMemoryByProduct)", ""),
         Reason("InsufficientGPUMemory", "Feasible", False, "Pending",
                "the predicted peak memory per GPU exceeds the GPU memory; no children were created",
                "create the job again with the change the message suggests, or set spec.autoTune: true to let kubetune choose "
@@ -57,7 +58,8 @@ REASONS: dict[str, Reason] = {
                "the memory of one GPU is not known, so the predicted peak was not checked; the children are created anyway "
                "(the message names what is missing and the prediction when the model is known)",
                "set spec.resources.gpuMemory (e.g. 80Gi), or select the GPU with spec.scheduling.nodeSelector "
-               "nvidia.com/gpu.product and list that product in the chart's gpuMemoryByProduct value"),
+               "nvidia.com/gpu.product; a product the built-in GPU table lacks goes in the chart's gpuMemoryByProduct value "
+               "(a local operator: --gpu-memory-by-product PRODUCT=QUANTITY)"),
         Reason("UnknownArchitecture", "Feasible", None, None,
                "the model's architecture is not in kubetune's catalogue, so the predicted peak was not checked; "
                "the children are created anyway",
@@ -68,9 +70,10 @@ REASONS: dict[str, Reason] = {
                "the job builds on another FineTuneJob (spec.model.fromJob or spec.training.ppo.rewardModel.fromJob) that has not Succeeded yet; no children were created",
                "nothing to do: the job starts when the FineTuneJob named in the message has Succeeded"),
         # --- PrerequisitesReady -------------------------------------------------------------
-        Reason("PrerequisitesFound", "PrerequisitesReady", True, None, "every PVC and Kueue LocalQueue the spec names exists", ""),
+        Reason("PrerequisitesFound", "PrerequisitesReady", True, None,
+               "every PVC and Kueue LocalQueue the spec names exists (a Pending claim counts: a WaitForFirstConsumer claim binds only once a pod uses it)", ""),
         Reason("PrerequisiteMissing", "PrerequisitesReady", False, None,
-               "a PVC or Kueue LocalQueue the spec names does not exist (or a PVC is not bound); pods wait for it",
+               "a PVC or Kueue LocalQueue the spec names does not exist (or a PVC is Lost); pods wait for it",
                "create it in the job's namespace (see the example's companion prerequisites file); nothing else to do"),
         # --- Running=False while Pending ---------------------------------------------------
         Reason("PodsPending", "Running", False, "Pending", "the child exists; its pods have not started yet", ""),
@@ -104,7 +107,7 @@ REASONS: dict[str, Reason] = {
                "the LocalQueue must exist and Kueue's integration for the job's kind must be on"),
         Reason("ControllerNotRunning", "Running", False, "Pending",
                "no Kubeflow controller has acted on the child job within the grace period",
-               "check that the controller named in the message runs (its Deployment and its logs)"),
+               "check that the controller of the child's kind runs (its Deployment and its logs)"),
         # --- Running / Exporting --------------------------------------------------------------
         Reason("JobRunning", "Running", True, "Running", "training pods are running", ""),
         Reason("Restarting", "Running", True, "Running",

@@ -332,8 +332,12 @@ async def _prerequisites(
             return Prerequisite("PersistentVolumeClaim", name, None, str(exc))
         if pvc is None:
             return Prerequisite("PersistentVolumeClaim", name, False, "not found")
-        # Pending is normal for WaitForFirstConsumer claims (bound when the pod is scheduled);
-        # an Immediate claim that never binds shows on the pod (VolumeNotReady).  Lost is not usable.
+        # Pending is normal for WaitForFirstConsumer claims: the PV controller leaves them unbound,
+        # with Event "waiting for first consumer to be created before binding", until a pod that
+        # uses them is scheduled (pkg/controller/volume/persistentvolume/pv_controller.go:305-309,
+        # emitEventForUnboundDelayBindingClaim, in openshift/microshift's vendored Kubernetes 1.36
+        # @ 8e16b12). So Pending counts as found (docs/status.md, "Prerequisites"); an Immediate
+        # claim that never binds shows on the pod (VolumeNotReady). Lost is not usable.
         phase = (pvc.get("status") or {}).get("phase")
         return Prerequisite("PersistentVolumeClaim", name, phase != "Lost", "phase Lost" if phase == "Lost" else "")
 

@@ -2,9 +2,10 @@
 
 How the operator's decide step calls them (before any child exists; the controller wires this):
 
-1. ``table = product_table_from_env()`` once at start-up (the Helm value ``gpuMemoryByProduct``,
-   passed as the ``KUBETUNE_GPU_MEMORY_BY_PRODUCT`` environment variable; a broken table raises
-   ValueError naming the entry: fail start-up).
+1. ``table = product_table(environ, flags)`` once at start-up: the built-in table
+   (``kubetune.plan.gpus.GPUS``) extended by the Helm value ``gpuMemoryByProduct`` (passed as the
+   ``KUBETUNE_GPU_MEMORY_BY_PRODUCT`` environment variable) and ``--gpu-memory-by-product``; a
+   broken entry raises ValueError naming it: fail start-up. ``kubetune validate`` uses the same.
    Per job: ``memory = gpu_memory_for(job, table)`` (spec.resources.gpuMemory, else the table
    entry for spec.scheduling.nodeSelector's ``nvidia.com/gpu.product``, else None).
 2. If ``job.spec.auto_tune``: ``result = autotune(job, memory)``. Render ``result.job`` (the
@@ -43,7 +44,7 @@ from typing import Any, Literal
 from kubetune.api import FineTuneJob
 
 from .arch import Architecture, UnknownModelError, resolve
-from .gpus import GiB
+from .gpus import GiB, product_memory_table
 from .memory import Estimate, Setup, estimate
 from .quantity import parse_quantity
 
@@ -215,15 +216,34 @@ def product_table_from_env(environ: Mapping[str, str] | None = None) -> dict[str
     data = json.loads(raw)
     if not isinstance(data, dict):
         raise ValueError(f"{PRODUCT_TABLE_ENV} must be a JSON object of product -> quantity")
-    table = {str(k): str(v) for k, v in data.items()}
+    return _checked({str(k): str(v) for k, v in data.items()}, PRODUCT_TABLE_ENV)
+
+
+def _checked(table: dict[str, str], source: str) -> dict[str, str]:
     for k, v in table.items():
         try:
             size = parse_quantity(v)  # refuse a broken table at start-up, naming the entry
         except ValueError as exc:
-            raise ValueError(f"{PRODUCT_TABLE_ENV}: {k}: {exc}") from None
+            raise ValueError(f"{source}: {k}: {exc}") from None
         if size <= 0:
-            raise ValueError(f"{PRODUCT_TABLE_ENV}: {k}: {v!r} must be a positive quantity such as 80Gi")
+            raise ValueError(f"{source}: {k}: {v!r} must be a positive quantity such as 80Gi")
     return table
+
+
+def product_table(environ: Mapping[str, str] | None = None, extra: Sequence[str] = ()) -> dict[str, str]:
+    """The GPU memory table of the operator and of ``kubetune validate``: the built-in one
+    (kubetune.plan.gpus.GPUS, one entry per nvidia.com/gpu.product value), extended and overridden
+    by the chart's gpuMemoryByProduct (KUBETUNE_GPU_MEMORY_BY_PRODUCT), then by ``extra``
+    (``--gpu-memory-by-product PRODUCT=QUANTITY``, for an operator run outside the cluster).
+    Every GPU the planner knows is in it, those kubetune's stock image cannot run included (a job
+    with its own spec.image may run there): memory does not depend on the image."""
+    flags: dict[str, str] = {}
+    for item in extra:
+        product, sep, quantity = item.partition("=")
+        if not sep or not product.strip() or not quantity.strip():
+            raise ValueError(f"--gpu-memory-by-product {item!r}: give PRODUCT=QUANTITY, e.g. NVIDIA-H800=81559Mi")
+        flags[product.strip()] = quantity.strip()
+    return {**product_memory_table(in_image_only=False), **product_table_from_env(environ), **_checked(flags, "--gpu-memory-by-product")}
 
 
 def why_gpu_memory_unknown(job: FineTuneJob, product_table: Mapping[str, str] | None = None) -> str:
@@ -235,7 +255,8 @@ def why_gpu_memory_unknown(job: FineTuneJob, product_table: Mapping[str, str] | 
     elif not product_table:
         where = f"the operator has no gpuMemoryByProduct table to look up {GPU_PRODUCT_LABEL}={product!r} in"
     else:
-        where = f"{GPU_PRODUCT_LABEL}={product!r} is not in the operator's gpuMemoryByProduct table (it lists {', '.join(sorted(product_table)[:5])}{', ...' if len(product_table) > 5 else ''})"
+        where = (f"{GPU_PRODUCT_LABEL}={product!r} is not in the operator's GPU table (built in, extended by the chart's "
+                 f"gpuMemoryByProduct or --gpu-memory-by-product; it lists {', '.join(sorted(product_table)[:5])}{', ...' if len(product_table) > 5 else ''})")
     return f"GPU memory per GPU unknown: spec.resources.gpuMemory is not set and {where}"
 
 

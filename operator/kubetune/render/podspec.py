@@ -100,8 +100,7 @@ def environment(plan: Plan) -> list[dict[str, Any]]:
     if plan.options.progress_url:
         env += [_env(ENV_PROGRESS_URL, plan.options.progress_url), _env(ENV_PROGRESS_TOKEN_FILE, PROGRESS_TOKEN_FILE)]
     if spec.hf_token_secret_ref is not None:
-        ref = spec.hf_token_secret_ref
-        env.append({"name": ENV_HF_TOKEN, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        env.append({"name": ENV_HF_TOKEN, "valueFrom": {"secretKeyRef": spec.hf_token_secret_ref.selector()}})
     env.extend(tracking_env(plan))
     for var in spec.env or ():
         env.append(var.to_api())

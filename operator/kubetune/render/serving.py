@@ -348,8 +348,7 @@ def render_vllm(job: FineTuneJob, namespace: str, served: str, source: _Source) 
             hf_home = f"{MODELS_MOUNT}/{HF_HOME_SUBDIR}"  # the trainer's download, read-only: nothing is fetched again
             env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
     if source.hub_base and storage.models is None and job.spec.hf_token_secret_ref is not None:
-        ref = job.spec.hf_token_secret_ref
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": job.spec.hf_token_secret_ref.selector()}})
     env += [{"name": "HF_HOME", "value": hf_home}, *(dict(e) for e in VLLM_WRITABLE_ENV)]
     volumes += [{"name": "cache", "emptyDir": {}}, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
     mounts += [{"name": "cache", "mountPath": CACHE_MOUNT}, {"name": "dshm", "mountPath": SHM_DIR}]
@@ -469,8 +468,7 @@ def render_kserve(job: FineTuneJob, namespace: str, served: str, source: _Source
         # container named storage-initializer (pkg/apis/serving/v1alpha2/llm_inference_service_types.go:166-170
         # @v0.20.0), which KServe strategic-merges into the one it builds (pkg/controller/v1alpha2/llmisvc/
         # workload_storage.go:398,432-445); huggingface_hub reads HF_TOKEN.  No ServiceAccount secret needed.
-        ref = job.spec.hf_token_secret_ref
-        token = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+        token = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": job.spec.hf_token_secret_ref.selector()}}
         spec["template"]["initContainers"] = [{"name": "storage-initializer", "env": [token]}]
     llmisvc = {
         "apiVersion": "serving.kserve.io/v1alpha1",

@@ -57,6 +57,11 @@ if TYPE_CHECKING:
     from kubetune.api import FineTuneJob
 
 RUNTIME_NAME: Final = "kubetune-llamafactory"
+ENABLE_RUNTIME: Final = (
+    "helm upgrade kubetune charts/kubetune -n kubetune-system --reuse-values --set trainingRuntimes.enabled=true"
+)
+"""How the chart's release (docs/install.md's name and namespace; use yours) ships the runtime,
+keeping every other value it was installed with (--reuse-values)."""
 """The ClusterTrainingRuntime the chart ships (charts/kubetune/templates/trainingruntimes.yaml)."""
 PATCH_MANAGER: Final = "kubetune.io/operator"
 """Our runtimePatches entry (the list is keyed by manager; Kueue writes its own)."""
@@ -88,7 +93,7 @@ class TrainJobBackend:
     plural: ClassVar[str] = "trainjobs"
     controller: ClassVar[str] = (
         f"Kubeflow Trainer v2 (TrainJob trainer.kubeflow.org/v1alpha1) and kubetune's ClusterTrainingRuntime {RUNTIME_NAME} "
-        "(helm upgrade kubetune --set trainingRuntimes.enabled=true)"
+        f"({ENABLE_RUNTIME})"
     )
     pod_job_label: ClassVar[str] = JOBSET_NAME_LABEL
 
