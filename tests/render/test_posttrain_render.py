@@ -261,6 +261,12 @@ def test_qlora_evaluation_loads_both_models_as_trained() -> None:
     for run in runs:
         args = run["args"]
         assert (args["quantization_bit"], args["quantization_type"], args["double_quantization"]) == (4, "fp4", False), run["model"]
+    # Exported, the trained model is the merged full-precision one: the base is loaded the same way,
+    # or the difference would credit training with the 4-bit base's quantization error.
+    exported = _job(method="qlora", quantization={"bits": 4}, export={"enabled": True}, evaluation={"valSize": 0.1, "baseModel": True})
+    runs = json.loads(render(exported).files[contract.EVAL_ARGS_FILE])["runs"]
+    assert {run["model"] for run in runs} == {"trained", "base"}
+    assert all("quantization_bit" not in run["args"] for run in runs), runs
 
 
 def test_evaluation_max_samples_and_kto_labels() -> None:
