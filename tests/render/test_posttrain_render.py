@@ -261,6 +261,12 @@ def test_qlora_evaluation_loads_both_models_as_trained() -> None:
     for run in runs:
         args = run["args"]
         assert (args["quantization_bit"], args["quantization_type"], args["double_quantization"]) == (4, "fp4", False), run["model"]
+    # Exported, the trained model is the merged full-precision one: the base is loaded the same way,
+    # or the difference would credit training with the 4-bit base's quantization error.
+    exported = _job(method="qlora", quantization={"bits": 4}, export={"enabled": True}, evaluation={"valSize": 0.1, "baseModel": True})
+    runs = json.loads(render(exported).files[contract.EVAL_ARGS_FILE])["runs"]
+    assert {run["model"] for run in runs} == {"trained", "base"}
+    assert all("quantization_bit" not in run["args"] for run in runs), runs
 
 
 def test_evaluation_max_samples_and_kto_labels() -> None:
@@ -309,6 +315,13 @@ def test_qlora_reference_model_is_quantized_like_the_policy() -> None:
     own = _job(name="q", training={"stage": "dpo"}, datasets=PAIRS, evaluation={"valSize": 0.1}, **qlora)
     run = json.loads(render(own).files[contract.EVAL_ARGS_FILE])["runs"][0]["args"]
     assert (run["ref_model"], run["ref_model_quantization_bit"], run["quantization_bit"]) == ("Qwen/Qwen1.5-1.8B", 4, 4)
+    # Exported, the evaluated model is the merged full-precision one: its reference is not quantized
+    # either (training still quantizes it, as the policy).
+    exported = _job(name="dpo", **CHILD, **qlora, export={"enabled": True}, evaluation={"valSize": 0.1})
+    rendered = render(exported, RenderOptions(model_source=source))
+    assert rendered.train_args["ref_model_quantization_bit"] == 4
+    eval_run = json.loads(rendered.files[contract.EVAL_ARGS_FILE])["runs"][0]["args"]
+    assert eval_run["ref_model_adapters"] == "/data/outputs/ml/sft" and "ref_model_quantization_bit" not in eval_run
     plain = render(_job(name="dpo", **CHILD), RenderOptions(model_source=resolve_from_job(_job(name="dpo", **CHILD), _source()))).train_args  # type: ignore[arg-type]
     assert "ref_model_quantization_bit" not in plain
 

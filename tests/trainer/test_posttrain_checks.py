@@ -79,6 +79,7 @@ def test_evaluation_in_a_multi_gpu_pod_sees_one_gpu(tmp_path: Path, monkeypatch:
     assert not {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "FORCE_TORCHRUN"} & set(env)
 
 
+@pytest.mark.train
 def test_evaluation_child_of_an_mpi_rank_is_one_plain_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # MPIJob: mpirun starts one trainer per GPU (-np 32) with OMPI_COMM_WORLD_*; accelerate's
     # PartialState (which transformers' TrainingArguments builds) reads OMPI_COMM_WORLD_SIZE > 1

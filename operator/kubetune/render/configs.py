@@ -323,8 +323,9 @@ def evaluation_config(job: FineTuneJob, layout: Layout, output_dir: str, source:
         base = model_args(job, layout, source)
         base["finetuning_type"] = "lora" if "adapter_name_or_path" in base else "full"
         # QLoRA: the base in the same 4/8-bit form as the trained model, or the comparison
-        # measures quantization error as well as training.
-        base.update(quantization_args(job))
+        # measures quantization error as well as training (exported: both full precision).
+        if not job.spec.export.enabled:
+            base.update(quantization_args(job))
         models.append(("base", base))
     runs: list[dict[str, Any]] = []
     for label, margs in models:

@@ -286,7 +286,8 @@ def reference_args(job: FineTuneJob, layout: Layout, source: ModelSource | None,
         # PPO too: its KL reference is create_ref_model(...) (train/ppo/workflow.py:52 @v0.9.5), which
         # for a LoRA policy without ref_model is None, i.e. TRL's adapter-disabled model: the bare base.
         out: dict[str, Any] = {"ref_model": source.model, "ref_model_adapters": source.adapter}
-        out.update(_reference_quantization(job))
+        if not (evaluating and job.spec.export.enabled):  # evaluated exported: a full-precision merged model
+            out.update(_reference_quantization(job))
         return out
     if evaluating and not ppo:
         out = {"ref_model": model_location(job, layout, source)}
