@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,10 +111,9 @@ def wheel_problem(lock: str, target: str, returncode: int, stderr: str) -> str |
 
 
 def _uv() -> str | None:
-    """images/lock.sh's uv: $UV, else uv on PATH, else the throwaway venv lock.sh installs it into."""
-    found = os.environ.get("UV") or shutil.which("uv")
-    fallback = Path(os.environ.get("TMPDIR") or "/tmp") / "kubetune-uv" / "bin" / "uv"
-    return found or (str(fallback) if fallback.is_file() else None)
+    """The uv images/lock.sh uses (its pinned version; ``lock.sh --print-uv``)."""
+    proc = subprocess.run(["bash", str(ROOT / "images" / "lock.sh"), "--print-uv"], capture_output=True, text=True, check=False)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
 def wheel_problems(uv: str) -> list[str]:
@@ -271,7 +268,7 @@ def main() -> int:
         problems.append(f"the trainer lock has CUDA libraries of another line than {want}: {wrong}")
     uv = _uv()
     if uv is None:
-        problems.append("no uv to check the locks' wheels with (images/lock.sh installs one; set UV)")
+        problems.append("no uv to check the locks' wheels with (images/lock.sh --print-uv failed; set UV)")
     else:
         problems += wheel_problems(uv)
     toolkit = lock.get("cuda-toolkit", ("", set()))[0]
