@@ -9,6 +9,11 @@
    METADATA member read from the wheel's zip with HTTP range requests, never the 500 MB file)
    carries the intended CUDA line: its CUDA requirements are ``cuda-toolkit==13.0.*`` and
    ``nvidia-*-cu13``, and none is ``-cu12``. The lock and the Dockerfile's ARGs say the same line.
+4. Every package the Dockerfiles install with ``pip install --only-binary=:all:`` has a wheel for
+   the image's Python and platform (``uv pip compile --no-deps --only-binary :all:`` on the lock,
+   metadata only): trainer cp312 x86_64, operator cp311 x86_64 and aarch64, the SBOM tool in both.
+   ``lock.sh --check`` alone would pass a package that is only an sdist on PyPI (uv builds its
+   metadata), and the image build would then fail at that pip step.
 
 Exit 0 when all hold, 1 with the reasons otherwise; 3 when PyPI cannot be reached (the caller
 decides whether that is a skip).
@@ -21,6 +26,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -32,6 +38,9 @@ INDEX = "https://pypi.org/simple"
 PYTHON_TAG = "cp312"
 PLATFORM_TAG = "manylinux_2_28_x86_64"
 TIMEOUT = 60
+# What images/trainer/Dockerfile builds from sdists (its awk filter leaves them out of wheels.lock);
+# everything else in a lock is installed with --only-binary=:all:.
+TRAINER_SDISTS = ("deepspeed", "jieba")
 
 
 def locked(lock_text: str) -> dict[str, tuple[str, set[str]]]:
@@ -74,6 +83,64 @@ def cuda_line(requires_dist: Iterable[str]) -> tuple[str | None, list[str]]:
     line_major = (toolkit or "").split(".")[0] or max(majors, key=lambda m: len(majors[m]))
     contradicting = [l for major, lines in majors.items() if major != line_major for l in lines]
     return toolkit or f"{line_major}.x", contradicting
+
+
+def wheels_only(lock_text: str, sdists: Iterable[str]) -> str:
+    """The lock without the entries (requirement line and its indented hash/comment lines) of
+    ``sdists``: what images/trainer/Dockerfile writes to /tmp/wheels.lock."""
+    skip = {re.sub(r"[-_.]+", "-", n).lower() for n in sdists}
+    out, keep = [], True
+    for line in lock_text.splitlines(keepends=True):
+        if line[:1] not in ("", " ", "\t", "#", "\n"):
+            name = re.match(r"([A-Za-z0-9_.-]+)", line)
+            keep = not (name and re.sub(r"[-_.]+", "-", name.group(1)).lower() in skip)
+        if keep:
+            out.append(line)
+    return "".join(out)
+
+
+def wheel_problem(lock: str, target: str, returncode: int, stderr: str) -> str | None:
+    """The message for a failed ``uv pip compile --only-binary :all:`` of ``lock`` (None when it passed)."""
+    if returncode == 0:
+        return None
+    missing = re.findall(r"Because (\S+) has no usable wheels", stderr)
+    if missing:
+        return (f"{lock}: PyPI has no wheel of {', '.join(missing)} for {target}, but the Dockerfile installs it with "
+                "--only-binary=:all: (build it from its sdist there, or lock another version)")
+    return f"{lock}: its wheels for {target} do not resolve:\n{stderr[-2000:]}"
+
+
+def _uv() -> str | None:
+    """The uv images/lock.sh uses (its pinned version; ``lock.sh --print-uv``)."""
+    proc = subprocess.run(["bash", str(ROOT / "images" / "lock.sh"), "--print-uv"], capture_output=True, text=True, check=False)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def wheel_problems(uv: str) -> list[str]:
+    """Check 4 of the module docstring, for each lock and image platform."""
+    checks = [
+        ("images/trainer/requirements.lock", TRAINER_SDISTS, "3.12", ["x86_64-manylinux_2_28"]),
+        ("images/operator/requirements.lock", (), "3.11", ["x86_64-manylinux_2_28", "aarch64-manylinux_2_28"]),
+        ("images/sbom-tool.lock", (), "3.11", ["x86_64-manylinux_2_28", "aarch64-manylinux_2_28"]),
+        ("images/sbom-tool.lock", (), "3.12", ["x86_64-manylinux_2_28"]),
+    ]
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for lock, sdists, python, platforms in checks:
+            wheels = Path(tmp) / "wheels.lock"
+            wheels.write_text(wheels_only((ROOT / lock).read_text(), sdists))
+            for platform in platforms:
+                proc = subprocess.run(
+                    [uv, "pip", "compile", "--no-config", "--index-url", INDEX, "--no-deps", "--only-binary", ":all:",
+                     "--python-version", python, "--python-platform", platform, "--quiet", str(wheels), "-o", str(Path(tmp) / "out.txt")],
+                    capture_output=True, text=True, check=False,
+                )
+                target = f"cp{python.replace('.', '')} on {platform}"
+                problem = wheel_problem(lock, target, proc.returncode, proc.stderr)
+                print(f"check_stack: {lock}: wheels for {target}: {'ok' if problem is None else 'MISSING'}")
+                if problem is not None:
+                    problems.append(problem)
+    return problems
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> bytes:
@@ -199,6 +266,11 @@ def main() -> int:
     wrong = sorted(n for n in lock if re.search(r"-cu(\d+)$", n) and not n.endswith(f"-cu{major}"))
     if wrong:
         problems.append(f"the trainer lock has CUDA libraries of another line than {want}: {wrong}")
+    uv = _uv()
+    if uv is None:
+        problems.append("no uv to check the locks' wheels with (images/lock.sh --print-uv failed; set UV)")
+    else:
+        problems += wheel_problems(uv)
     toolkit = lock.get("cuda-toolkit", ("", set()))[0]
     if not toolkit.startswith(want + "."):
         problems.append(f"the trainer lock's cuda-toolkit is {toolkit or 'missing'}, not {want}.x")

@@ -135,3 +135,29 @@ def test_a_locked_package_with_no_wheel_is_named() -> None:
         "images/x.lock: PyPI has no wheel of jieba==0.42.1 for cp312 on x86_64-manylinux_2_28, "
         "but the Dockerfile installs it with --only-binary=:all: (build it from its sdist there, or lock another version)")
     assert check_stack.wheel_problem("images/x.lock", "cp312 on x86_64-manylinux_2_28", 0, "") is None
+
+
+def _fake_uv(path: Path, version: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho 'uv {version} (fake)'\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_lock_sh_uses_the_uv_version_that_wrote_the_locks(tmp_path: Path) -> None:
+    # Another uv version may format a lock differently, and `lock.sh --check` (CI) would then fail on
+    # formatting alone: lock.sh takes a uv on PATH only at its pinned version, else its own copy.
+    lock_sh = ROOT / "images" / "lock.sh"
+    pinned = next(line.split("=", 1)[1] for line in lock_sh.read_text().splitlines() if line.startswith("UV_VERSION="))
+    own = _fake_uv(tmp_path / "tmp" / f"kubetune-uv-{pinned}" / "bin" / "uv", pinned)  # lock.sh's copy, already installed
+    base = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "TMPDIR": str(tmp_path / "tmp")}
+
+    def chosen(**env: str) -> str:
+        proc = subprocess.run(["bash", str(lock_sh), "--print-uv"], capture_output=True, text=True, env={**base, **env}, check=True)
+        return proc.stdout.strip()
+
+    _fake_uv(tmp_path / "bin" / "uv", "0.0.1")
+    assert chosen() == str(own)  # a uv of another version on PATH is not used
+    _fake_uv(tmp_path / "bin" / "uv", pinned)
+    assert chosen() == str(tmp_path / "bin" / "uv")
+    assert chosen(UV="/opt/my/uv") == "/opt/my/uv"  # $UV: the caller's choice
