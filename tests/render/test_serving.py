@@ -440,3 +440,17 @@ def test_kserve_hands_the_hub_token_to_its_storage_initializer() -> None:
     # A merged model is read from the outputs volume: no download, no token.
     merged = job({"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}}, spec__export={"enabled": True}, spec__hfTokenSecretRef={"name": "hf", "key": "token"}).build()
     assert "initContainers" not in render_serving(merged).objects[0]["spec"]["template"]
+
+
+def test_remote_code_is_copied_into_the_writable_cache_not_the_read_only_hub_cache() -> None:
+    """transformers copies a trust_remote_code model's .py files into HF_MODULES_CACHE, by default
+    <HF_HOME>/modules (transformers/utils/hub.py, dynamic_module_utils.py init_hf_modules: os.makedirs,
+    touch __init__.py), and HF_HOME is the trainer's cache on the models volume, mounted read-only."""
+    built = job(spec__model={"name": "Qwen/Qwen1.5-1.8B", "template": "qwen", "trustRemoteCode": True},
+                spec__storage={"outputs": {"claimName": "out"}, "models": {"claimName": "cache"}}).build()
+    pod = _deployment(render_serving(built))["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["HF_HOME"].startswith("/models/") and "--trust-remote-code" in pod["containers"][0]["args"]
+    writable = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"] if not m.get("readOnly")}
+    assert any(env["HF_MODULES_CACHE"].startswith(w + "/") for w in writable)
+    assert env["HF_MODULES_CACHE"] in pod["initContainers"][0]["command"]

@@ -13,7 +13,7 @@ image, whose Dockerfile adds no user), mounts an empty writable tmpfs at each em
 of the rendered pod, runs the rendered init container's command, then, as uid 1000 with exactly
 the rendered container's environment, makes the calls vLLM makes at import (the cited
 ``gettempdir()`` and a 0o666 lock file in it), writes into every cache folder the environment
-names (HOME, XDG_CACHE_HOME, HF_HOME, VLLM_CACHE_ROOT, VLLM_CONFIG_ROOT, TRITON_CACHE_DIR,
+names (HOME, XDG_CACHE_HOME, HF_HOME, VLLM_CACHE_ROOT, VLLM_CONFIG_ROOT, TRITON_CACHE_DIR, HF_MODULES_CACHE,
 TORCHINDUCTOR_CACHE_DIR, which torch's inductor uses as is when set: torch/_inductor/runtime/cache_dir_utils.py
 ``cache_dir``, read in the installed torch) and calls getpass.getuser().
 It does not run vLLM's image or its CUDA start-up; a pod on a GPU node does.
@@ -40,7 +40,7 @@ assert tmp == os.environ["TMPDIR"], (tmp, os.environ["TMPDIR"])
 fd = os.open(os.path.join(tmp, "model.lock"), os.O_CREAT | os.O_RDWR, 0o666)  # get_lock, weight_utils.py:87-98
 os.close(fd)
 user = getpass.getuser()
-for var in ("HOME", "XDG_CACHE_HOME", "HF_HOME", "VLLM_CACHE_ROOT", "VLLM_CONFIG_ROOT", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"):
+for var in ("HOME", "XDG_CACHE_HOME", "HF_HOME", "VLLM_CACHE_ROOT", "VLLM_CONFIG_ROOT", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "HF_MODULES_CACHE"):
     with open(os.path.join(os.environ[var], "probe"), "w") as f:
         f.write(var)
 print("started as", os.getuid(), user)

@@ -78,7 +78,10 @@ VLLM_WRITABLE_ENV: Final = (
     #   gettempdir() raises when no candidate folder is writable, so TMPDIR must exist;
     # - HOME, XDG_CACHE_HOME, VLLM_CACHE_ROOT, VLLM_CONFIG_ROOT (envs.py:422-437, default ~/.cache/vllm, ~/.config/vllm);
     # - TRITON_CACHE_DIR and TORCHINDUCTOR_CACHE_DIR (torch's default is <gettempdir()>/torchinductor_<user>);
-    # - USER: getpass.getuser() reads it before the passwd entry uid 1000 does not have.
+    # - USER: getpass.getuser() reads it before the passwd entry uid 1000 does not have;
+    # - HF_MODULES_CACHE: transformers copies trust_remote_code modules there, by default <HF_HOME>/modules
+    #   (transformers utils/hub.py, dynamic_module_utils.py init_hf_modules, 4.57.1 and 5.6.0 read), and
+    #   HF_HOME may be the trainer's cache on the read-only models volume.
     {"name": "HOME", "value": CACHE_MOUNT},
     {"name": "USER", "value": VLLM_USER},
     {"name": "XDG_CACHE_HOME", "value": CACHE_MOUNT},
@@ -88,6 +91,7 @@ VLLM_WRITABLE_ENV: Final = (
     {"name": "TRITON_CACHE_DIR", "value": f"{CACHE_MOUNT}/triton"},
     {"name": "TORCHINDUCTOR_CACHE_DIR", "value": f"{CACHE_MOUNT}/torchinductor"},
     {"name": "TMPDIR", "value": f"{CACHE_MOUNT}/tmp"},
+    {"name": "HF_MODULES_CACHE", "value": f"{CACHE_MOUNT}/hf-modules"},
     {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
 )
 """The vLLM container's environment for a read-only root (with HF_HOME, see render_vllm)."""
