@@ -143,6 +143,28 @@ def test_zero3_keeps_a_16bit_gradient_partition_on_the_gpu_unless_the_optimizer_
     assert estimate(arch, s.with_(offload="optimizer")).term("gradients") == 0  # on the CPU then
 
 
+def test_deepspeed_step_counts_the_16bit_flat_copy_the_fp32_gradients_are_cast_from() -> None:
+    """At the step ZeRO-1/2 build the fp32 gradient partition as
+    ``self.flatten(self.averaged_gradients[i]).to(fp32)`` (deepspeed/runtime/zero/stage_1_and_2.py:2094-2100
+    @v0.18.4), ZeRO-3 likewise per sub-group (stage3.py:1980-1981); ``averaged_gradients`` is a list
+    of per-parameter views (stage_1_and_2.py:874-880 return_tensor_list=True), and torch's
+    ``_flatten_dense_tensors`` (``self.flatten``, line 209) copies a list of several tensors: a 16-bit
+    flat copy (2 B / N) is alive with the fp32 result (4 B / N) and the 16-bit partition."""
+    import torch
+    from torch._utils import _flatten_dense_tensors
+
+    buffer = torch.zeros(8, dtype=torch.bfloat16)
+    flat = _flatten_dense_tensors([buffer[:3], buffer[3:]])
+    assert flat.untyped_storage().data_ptr() != buffer.untyped_storage().data_ptr()  # a copy, not a view
+    arch = resolve("Qwen/Qwen2.5-1.5B")
+    for z in (1, 2, 3):
+        s = Setup(method="full", zero_stage=z, world_size=8, micro_batch=1, seq_len=2048)
+        est = estimate(arch, s)
+        bf16, fp32 = 2, 4
+        assert est.phase_bytes("step") == pytest.approx((bf16 + fp32) * est.trainable / 8, rel=1e-6), z
+        assert estimate(arch, s.with_(offload="optimizer")).phase_bytes("step") == 0, z  # built on the CPU then
+
+
 # --- item 10: usable GPU memory ------------------------------------------------------------------
 
 
@@ -173,7 +195,7 @@ def test_step_time_gradients_are_not_added_to_the_backward_logits() -> None:
         est = estimate(arch, s)
         names = {t.name for t in est.terms}
         backward_start = {"activations", "logits", "backward workspace", "ZeRO reduce bucket"} & names
-        step = {"gradients", "fp32 gradients at the step", "optimizer step temporaries"} & names if not s.deepspeed else {"fp32 gradients at the step"}
+        step = {"gradients", "fp32 gradients at the step", "optimizer step temporaries"} & names if not s.deepspeed else {"fp32 gradients at the step", "16-bit gradient copy"}
         always = names - backward_start - step
         expected = sum(est.term(n) for n in always) + max(sum(est.term(n) for n in backward_start), sum(est.term(n) for n in step))
         assert est.total == expected

@@ -341,6 +341,10 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
             # 2027-2031 _release_sub_group @v0.18.4). DeepSpeed's estimators count it (the "4_grads_32bit"
             # of stage_1_and_2.py:2832), so it stays in model_states.
             extra.append(Term("fp32 gradients at the step", 4 * T // N, f"fp32 gradient partition, sharded over {N}, only during optimizer.step()", phase="step"))
+            # It is cast from ``self.flatten(averaged_gradients)``: torch's _flatten_dense_tensors concatenates
+            # the per-parameter list into a new 16-bit tensor, alive with the fp32 result
+            # (stage_1_and_2.py:2094-2100, stage3.py:1980-1981 @v0.18.4). Not a model state: a transient.
+            extra.append(Term("16-bit gradient copy", e * T // N, "the flat 16-bit copy the fp32 gradients are cast from", phase="step"))
     frozen_note = f"{note}; " if F else ""
     terms.append(Term("weights", int(frozen + tw), f"{frozen_note}{T / 1e6:.1f}M trainable, {tnote}"))
     terms.append(Term("gradients", int(grads), gnote, phase=grads_phase))
