@@ -324,11 +324,6 @@ def test_case_qlora_dpo_on_a_from_job_adapter_on_24gb() -> None:
     assert bf16_reference.total > find_gpu("RTX-4090").memory_bytes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the renderer half of issue 21 item 7 (ref_model_quantization_bit) is on branch posttrain; "
-    "once merged this passes: remove the marker",
-)
 def test_the_rendered_reference_model_is_quantized_as_the_planner_counts_it() -> None:
     """The planner counts a 4-bit reference for QLoRA DPO on a fromJob adapter; LLaMA-Factory loads
     the ``ref_model`` with ``quantization_bit=ref_model_quantization_bit`` (train/trainer_utils.py:123-129
