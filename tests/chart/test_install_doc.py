@@ -66,7 +66,10 @@ def test_install_output_warns_about_the_unpublished_default_registry() -> None:
     assert "NOT published: ghcr.io/kubetune/trainer:" in only_trainer and "operator:" not in only_trainer.splitlines()[1]
 
 
-def test_the_operator_on_your_machine_runs_as_the_charts_service_account(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ca_form", ["certificate-authority-data", "certificate-authority"])
+def test_the_operator_on_your_machine_runs_as_the_charts_service_account(tmp_path: Path, ca_form: str) -> None:
+    """ca_form: how the user's own kubeconfig names the cluster's CA: embedded (kind, most clouds) or
+    as a file path (minikube's default), which `kubectl config view --raw` prints as no data at all."""
     [block] = re.findall(r"```bash\n(.*?)```", section("Try it first: the operator on your machine"), re.S)
     lines = commands(block)
     # the chart objects it applies: the ServiceAccount the token is created for, and its grants
@@ -81,9 +84,12 @@ def test_the_operator_on_your_machine_runs_as_the_charts_service_account(tmp_pat
 
     # the kubeconfig commands, with the real kubectl; `kubectl create token` answered by a shim
     source = tmp_path / "admin.kubeconfig"
+    ca_file = tmp_path / "minikube-ca.crt"
+    ca_file.write_text(CA_PEM, encoding="utf-8")
+    ca = base64.b64encode(CA_PEM.encode()).decode() if ca_form == "certificate-authority-data" else str(ca_file)
     source.write_text(
         "apiVersion: v1\nkind: Config\n"
-        f"clusters: [{{name: prod, cluster: {{server: 'https://k8s.example:6443', certificate-authority-data: {base64.b64encode(CA_PEM.encode()).decode()}}}}}]\n"
+        f"clusters: [{{name: prod, cluster: {{server: 'https://k8s.example:6443', {ca_form}: {ca}}}}}]\n"
         "users: [{name: me, user: {token: my-own-token}}]\n"
         "contexts: [{name: prod, context: {cluster: prod, user: me, namespace: team-a}}]\ncurrent-context: prod\n",
         encoding="utf-8",
@@ -98,7 +104,7 @@ def test_the_operator_on_your_machine_runs_as_the_charts_service_account(tmp_pat
         encoding="utf-8",
     )
     shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
-    start = next(i for i, c in enumerate(lines) if c.startswith("kubectl config view --minify --raw"))
+    start = next(i for i, c in enumerate(lines) if c.startswith("kubectl config view --minify"))
     end = next(i for i, c in enumerate(lines) if "use-context" in c)
     script = "set -euo pipefail\n" + "\n".join(lines[start : end + 1]) + "\n"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(source)}
