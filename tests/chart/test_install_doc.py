@@ -116,3 +116,31 @@ def test_the_operator_on_your_machine_runs_as_the_charts_service_account(tmp_pat
     assert made.server == "https://k8s.example:6443" and made.token == "sa-token-123"
     assert made.ca_path is not None and Path(made.ca_path).read_text() == CA_PEM
     assert [c for c in lines if c.startswith("KUBECONFIG=kubetune.kubeconfig kubetune operator")] == ["KUBECONFIG=kubetune.kubeconfig kubetune operator -A"]
+
+
+def test_the_helm_install_works_after_trying_the_operator_on_your_machine(tmp_path: Path) -> None:
+    """The path the page lays out: try it first (the chart's ServiceAccount, RBAC and peering applied
+    with kubectl), then the Helm section once images exist. helm refuses to install over objects
+    that lack its ownership metadata (pkg/action/validate.go checkOwnership), so the page must
+    say how to move on; its commands run here as written, with the real helm and kubectl."""
+    from helmapi import served_cluster
+
+    kubectl_dir = tmp_path / "bin"
+    kubectl_dir.mkdir()
+    (kubectl_dir / "kubectl").symlink_to(KUBECTL)
+    (kubectl_dir / "helm").symlink_to(HELM)
+    [trial] = re.findall(r"```bash\n(.*?)```", section("Try it first: the operator on your machine"), re.S)
+    trial_lines = [c for c in commands(trial) if c.startswith(("kubectl apply", "kubectl create namespace", "helm template"))]
+    helm = section("Helm")
+    installs = [c for c in commands("\n".join(re.findall(r"```bash\n(.*?)```", helm, re.S))) if c.startswith("helm install kubetune charts/kubetune -n kubetune-system")]
+    # the page's install for someone who tried it first (the one that says so), else its only one
+    moving_on = [next((c for c in installs if "--take-ownership" in c), installs[0])]
+    with served_cluster(tmp_path) as served:
+        env = {**served.env(), "PATH": f"{kubectl_dir}:/usr/bin:/bin"}
+        # the emulator takes JSON only, and `kubectl create namespace` sends protobuf: the same namespace, applied
+        lines = [re.sub(r"^kubectl create namespace (\S+)$", r"kubectl create namespace \1 --dry-run=client -o json | kubectl apply --server-side -f -", c) for c in [*trial_lines, *moving_on]]
+        script = "set -euo pipefail\n" + "\n".join(lines).replace("REGISTRY", "registry.example.com/ml") + "\n"
+        proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        [sa] = served.objects("v1", "serviceaccounts", "kubetune-system")
+        assert sa["metadata"]["annotations"]["meta.helm.sh/release-name"] == "kubetune"
