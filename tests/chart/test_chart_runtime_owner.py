@@ -89,6 +89,9 @@ def test_a_second_teams_release_leaves_the_runtime_alone_and_uninstall_keeps_it(
     # namespaced mode's cluster-wide grants (tokenreviews, the runtime) do not clash between teams either
     names = sorted(r["metadata"]["name"] for r in served.objects("rbac.authorization.k8s.io/v1", "clusterroles"))
     assert len(names) == 2 and all(n.endswith("-cluster") for n in names)
+    # install.md: --take-ownership alone does not hand it over (the runtime is not in team-b's manifest)
+    team(served, "upgrade", "team-b", "--take-ownership")
+    assert owner(served)["meta.helm.sh/release-namespace"] == "team-a-system"
 
     run(served, "helm", "uninstall", "kubetune", "-n", "team-a-system")
     assert owner(served)["meta.helm.sh/release-namespace"] == "team-a-system"  # kept: plain TrainJobs still run

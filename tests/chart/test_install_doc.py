@@ -66,7 +66,10 @@ def test_install_output_warns_about_the_unpublished_default_registry() -> None:
     assert "NOT published: ghcr.io/kubetune/trainer:" in only_trainer and "operator:" not in only_trainer.splitlines()[1]
 
 
-def test_the_operator_on_your_machine_runs_as_the_charts_service_account(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ca_form", ["certificate-authority-data", "certificate-authority"])
+def test_the_operator_on_your_machine_runs_as_the_charts_service_account(tmp_path: Path, ca_form: str) -> None:
+    """ca_form: how the user's own kubeconfig names the cluster's CA: embedded (kind, most clouds) or
+    as a file path (minikube's default), which `kubectl config view --raw` prints as no data at all."""
     [block] = re.findall(r"```bash\n(.*?)```", section("Try it first: the operator on your machine"), re.S)
     lines = commands(block)
     # the chart objects it applies: the ServiceAccount the token is created for, and its grants
@@ -81,9 +84,12 @@ def test_the_operator_on_your_machine_runs_as_the_charts_service_account(tmp_pat
 
     # the kubeconfig commands, with the real kubectl; `kubectl create token` answered by a shim
     source = tmp_path / "admin.kubeconfig"
+    ca_file = tmp_path / "minikube-ca.crt"
+    ca_file.write_text(CA_PEM, encoding="utf-8")
+    ca = base64.b64encode(CA_PEM.encode()).decode() if ca_form == "certificate-authority-data" else str(ca_file)
     source.write_text(
         "apiVersion: v1\nkind: Config\n"
-        f"clusters: [{{name: prod, cluster: {{server: 'https://k8s.example:6443', certificate-authority-data: {base64.b64encode(CA_PEM.encode()).decode()}}}}}]\n"
+        f"clusters: [{{name: prod, cluster: {{server: 'https://k8s.example:6443', {ca_form}: {ca}}}}}]\n"
         "users: [{name: me, user: {token: my-own-token}}]\n"
         "contexts: [{name: prod, context: {cluster: prod, user: me, namespace: team-a}}]\ncurrent-context: prod\n",
         encoding="utf-8",
@@ -98,7 +104,7 @@ def test_the_operator_on_your_machine_runs_as_the_charts_service_account(tmp_pat
         encoding="utf-8",
     )
     shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
-    start = next(i for i, c in enumerate(lines) if c.startswith("kubectl config view --minify --raw"))
+    start = next(i for i, c in enumerate(lines) if c.startswith("kubectl config view --minify"))
     end = next(i for i, c in enumerate(lines) if "use-context" in c)
     script = "set -euo pipefail\n" + "\n".join(lines[start : end + 1]) + "\n"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(source)}
@@ -110,3 +116,31 @@ def test_the_operator_on_your_machine_runs_as_the_charts_service_account(tmp_pat
     assert made.server == "https://k8s.example:6443" and made.token == "sa-token-123"
     assert made.ca_path is not None and Path(made.ca_path).read_text() == CA_PEM
     assert [c for c in lines if c.startswith("KUBECONFIG=kubetune.kubeconfig kubetune operator")] == ["KUBECONFIG=kubetune.kubeconfig kubetune operator -A"]
+
+
+def test_the_helm_install_works_after_trying_the_operator_on_your_machine(tmp_path: Path) -> None:
+    """The path the page lays out: try it first (the chart's ServiceAccount, RBAC and peering applied
+    with kubectl), then the Helm section once images exist. helm refuses to install over objects
+    that lack its ownership metadata (pkg/action/validate.go checkOwnership), so the page must
+    say how to move on; its commands run here as written, with the real helm and kubectl."""
+    from helmapi import served_cluster
+
+    kubectl_dir = tmp_path / "bin"
+    kubectl_dir.mkdir()
+    (kubectl_dir / "kubectl").symlink_to(KUBECTL)
+    (kubectl_dir / "helm").symlink_to(HELM)
+    [trial] = re.findall(r"```bash\n(.*?)```", section("Try it first: the operator on your machine"), re.S)
+    trial_lines = [c for c in commands(trial) if c.startswith(("kubectl apply", "kubectl create namespace", "helm template"))]
+    helm = section("Helm")
+    installs = [c for c in commands("\n".join(re.findall(r"```bash\n(.*?)```", helm, re.S))) if c.startswith("helm install kubetune charts/kubetune -n kubetune-system")]
+    # the page's install for someone who tried it first (the one that says so), else its only one
+    moving_on = [next((c for c in installs if "--take-ownership" in c), installs[0])]
+    with served_cluster(tmp_path) as served:
+        env = {**served.env(), "PATH": f"{kubectl_dir}:/usr/bin:/bin"}
+        # the emulator takes JSON only, and `kubectl create namespace` sends protobuf: the same namespace, applied
+        lines = [re.sub(r"^kubectl create namespace (\S+)$", r"kubectl create namespace \1 --dry-run=client -o json | kubectl apply --server-side -f -", c) for c in [*trial_lines, *moving_on]]
+        script = "set -euo pipefail\n" + "\n".join(lines).replace("REGISTRY", "registry.example.com/ml") + "\n"
+        proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        [sa] = served.objects("v1", "serviceaccounts", "kubetune-system")
+        assert sa["metadata"]["annotations"]["meta.helm.sh/release-name"] == "kubetune"

@@ -166,3 +166,30 @@ async def test_operator_keeps_working_across_token_rotations(
     # After the last expiry, the operator still writes to the API server with a valid token.
     last = cluster.auth_log[-1]
     assert last.accepted
+
+
+async def test_expired_kubeconfig_token_is_replaced_by_rewriting_the_file(cluster: Cluster, tmp_path: Path) -> None:
+    """docs/install.md's local operator: a kubeconfig with a `kubectl create token` token. Once the
+    server refuses it (expired), running the doc's `set-credentials` line again is enough: the next
+    401 reloads the file, without restarting the operator."""
+    path = tmp_path / "kubetune.kubeconfig"
+
+    def write(token: str) -> None:
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kt",
+            "clusters": [{"name": "kt", "cluster": {"server": str(cluster.url).rstrip("/")}}],
+            "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "sa", "namespace": NS}}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+        }), encoding="utf-8")
+
+    write("first-token")
+    cluster.authenticate = Tokens(static=("first-token",))
+    kube = Kube(await asyncio.to_thread(load_connection, str(path)))
+    try:
+        assert await kube.list("v1", "configmaps", NS, "a=b") == []
+        cluster.authenticate = Tokens(static=("second-token",))  # the first one expired
+        write("second-token")  # the user ran set-credentials again
+        assert await kube.list("v1", "configmaps", NS, "a=b") == []
+        assert [a.token for a in cluster.auth_log][-2:] == ["first-token", "second-token"]
+    finally:
+        await kube.close()

@@ -196,3 +196,24 @@ def test_every_prerequisites_file_applies_in_any_order_into_one_namespace() -> N
     assert len(files) >= 5
     for order in itertools.permutations(files):
         assert apply_all(order) == [], f"applying {[p.name for p in order]} into one namespace"
+
+
+def test_docs_say_that_examples_sharing_a_readwriteonce_claim_run_one_node_at_a_time() -> None:
+    """A ReadWriteOnce claim attaches to one node (Kubernetes' access modes): two examples that share
+    it, running at once on different nodes, leave the second one's pods in ContainerCreating
+    (Multi-Attach error). A user who runs several examples in one namespace must read it."""
+    users: dict[str, set[str]] = {}
+    for example in example_files():
+        for job in docs(example):
+            if job.get("kind") != "FineTuneJob":
+                continue
+            for kind, name in needs(job):
+                if kind == "PersistentVolumeClaim":
+                    users.setdefault(name, set()).add(example.name)
+    modes = {d["metadata"]["name"]: d["spec"]["accessModes"] for p in PREREQS.glob("*.yaml") for d in docs(p) if d["kind"] == "PersistentVolumeClaim"}
+    shared_rwo = sorted(n for n, who in users.items() if len(who) > 1 and modes.get(n) == ["ReadWriteOnce"])
+    assert shared_rwo, "no ReadWriteOnce claim is shared any more: drop this test"
+    text = " ".join((EXAMPLES.parent / "docs" / "examples.md").read_text(encoding="utf-8").split())
+    assert "Multi-Attach" in text and "one node at a time" in text, "docs/examples.md does not say what sharing a ReadWriteOnce claim means"
+    for name in shared_rwo:
+        assert f"`{name}`" in text, f"docs/examples.md does not name the shared ReadWriteOnce claim {name}"
