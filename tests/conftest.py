@@ -85,6 +85,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    # A module that skips while it is collected (pytest.importorskip or pytest.skip(allow_module_level=True)
+    # at its top) never reaches pytest_runtest_makereport: its tests vanish with one "skipped" line.
+    report = yield
+    if in_ci() and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true (a module whose tests did not run fails CI): {reason}"
+    return report
+
+
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The tiny random model and dataset (kubetune.trainer.tiny.TinyAssets), built once per session.

@@ -217,6 +217,8 @@ async def test_an_unknown_verdict_says_what_is_missing_and_never_blocks(cluster:
     await cluster.put_object(*FTJ, example_job("private-model", model=private, resources=resources))
     for name in ("no-gpu-memory", "private-model"):
         await eventually(lambda name=name: cluster.read(*PTJ, NS, name), what=f"children of {name} despite the unknown verdict")
+        # the children first, then the status that says so (two writes): wait for the second too
+        await eventually(lambda name=name: condition(cluster, "Feasible", name).get("status"), what=f"the Feasible condition of {name}")
     feasible = condition(cluster, "Feasible", "no-gpu-memory")
     assert (feasible["status"], feasible["reason"]) == ("Unknown", "GPUMemoryUnknown")
     assert "spec.resources.gpuMemory is not set" in feasible["message"] and "gpuMemoryByProduct" in feasible["message"]

@@ -44,6 +44,14 @@ CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [
         "spec.lora.targetModules",
         ("wq is not a linear layer of Qwen/Qwen1.5-1.8B", "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"),
     ),
+    (
+        # LLaMA-Factory expands `all` only when it is the only name (llamafactory/model/adapter.py:205 @0.9.5);
+        # beside other names PEFT looks for a module called all, finds none, and stops the job at model load
+        "lora-target-all-with-another-name",
+        JobBuilder().set("spec.method", "lora").set("spec.lora", {"targetModules": ["all", "nonexistent"]}),
+        "spec.lora.targetModules",
+        ("all", "alone"),
+    ),
     ("unknown-field-null", JobBuilder().set("spec.model.bogus", None), "spec.model.bogus", ("not a field",)),
     ("extra-wrong-type", JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": "loud"}), "spec.extraArgs.neftune_noise_alpha", ("number",)),
     ("extra-int-for-bool", JobBuilder().set("spec.extraArgs", {"train_on_prompt": 1}), "spec.extraArgs.train_on_prompt", ("true or false",)),
@@ -168,3 +176,21 @@ def test_pattern_errors_explain_the_expected_form(path: str, value: Any, expecte
     _, problems = validate_object(JobBuilder().set(path, value).doc_copy())
     assert [p.path for p in problems] == [expected_path]
     assert hint in problems[0].message
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [["q_proj", "v_proj"], ["all"], ["self_attn.q_proj", "mlp.down_proj"], ["model.layers.0.self_attn.o_proj"]],
+    ids=["names", "all", "dotted-suffixes", "full-path"],
+)
+def test_lora_targets_peft_finds_are_accepted_and_planned(targets: list[str]) -> None:
+    """PEFT matches a target by the module's full name or by a ``.``-suffix of it (peft/tuners/tuners_utils.py:1682-1686
+    @0.18.1, check_target_module_exists), so ``self_attn.q_proj`` names every layer's q_proj: validate and render
+    accept it, and the memory planner estimates it instead of failing."""
+    from kubetune.plan.arch import resolve
+    from kubetune.plan.feasibility import setup_from_job
+    from kubetune.plan.memory import estimate
+
+    job, problems = validate_object(JobBuilder().set("spec.method", "lora").set("spec.lora", {"targetModules": targets}).doc_copy())
+    assert problems == [] and job is not None
+    assert estimate(resolve(job.spec.model.name), setup_from_job(job)).total > 0

@@ -112,6 +112,9 @@ class Controller:
         self.resumed = asyncio.Event()
         self.resumed.set()
         self.ready = asyncio.Event()
+        self._draining = False
+        self._busy: set[asyncio.Task[Any]] = set()
+        """Workers inside a reconcile (drain waits for them)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.get_ident()
         if rt.board is not None:
@@ -211,10 +214,15 @@ class Controller:
             await asyncio.sleep(config.peering_check_s)
 
     async def _worker(self) -> None:
-        while True:
+        task = asyncio.current_task()
+        while not self._draining:
             key = await self.queue.get()
             try:
                 await self.resumed.wait()
+                if self._draining:  # stopping: the key stays for whoever runs next
+                    break
+                if task is not None:
+                    self._busy.add(task)
                 await self.reconcile(key)
             except asyncio.CancelledError:
                 raise
@@ -223,7 +231,19 @@ class Controller:
             else:
                 self.failures.pop(key, None)
             finally:
+                if task is not None:
+                    self._busy.discard(task)
                 self.queue.done(key)
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking keys, and give the reconciles under way up to ``grace`` seconds to finish their
+        writes (children, status, Events) before the caller cancels what is left (controller/main.py's
+        kopf cleanup handler, at a SIGTERM). A key not yet started is left to the next operator: every
+        reconcile starts from what the API server holds."""
+        self._draining = True
+        busy = [t for t in self._busy if not t.done()]
+        if busy:
+            await asyncio.wait(busy, timeout=grace)
 
     def _retry(self, key: Key, exc: Exception) -> None:
         n = self.failures.get(key, 0) + 1

@@ -103,6 +103,10 @@ def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
     return settings
 
 
+STOP_GRACE_S = 5.0
+"""At a stop, how long the reconciles under way may take to finish their writes before they are cancelled."""
+
+
 async def serve(
     config: OperatorConfig,
     *,
@@ -173,9 +177,12 @@ async def serve(
     # themselves, so every stop (SIGTERM in a pod, each operator stop in the tests) took 5 s more. The
     # cleanup activity runs inside kopf's root task, after the other root tasks exit and before that
     # wait (running.py:526-562, startup_cleanup_activities): stopping our own tasks there leaves
-    # nothing to wait for.
+    # nothing to wait for. The reconciles under way first finish their writes (up to STOP_GRACE_S,
+    # the grace kopf's wait gave them), so a SIGTERM does not cut one between its children and its
+    # status patch; none starts after the stop.
     @kopf.on.cleanup(registry=registry)
     async def stop_own_tasks(**_: Any) -> None:
+        await controller.drain(STOP_GRACE_S)
         loop_task.cancel()
         await asyncio.gather(loop_task, return_exceptions=True)
         if intake is not None:

@@ -188,23 +188,33 @@ LORA_TARGETS = ATTENTION_MODULES + MLP_MODULES
 and the fused names of FUSED)."""
 
 
+def _lora_base(target: str) -> str:
+    """The module a target names: PEFT matches a target by the module's full name or by a ``.``-suffix
+    of it (peft/tuners/tuners_utils.py:1682-1686 @0.18.1, check_target_module_exists), so
+    ``self_attn.q_proj`` and ``model.layers.0.self_attn.q_proj`` name q_proj layers (the planner counts
+    every layer's: an over-estimate for a single layer's path)."""
+    return target.rsplit(".", 1)[-1]
+
+
 def unknown_lora_targets(targets: tuple[str, ...] | list[str]) -> list[str]:
-    """The names in spec.lora.targetModules that are not linear layers of the planner's architectures."""
-    if "all" in targets:
+    """The names in spec.lora.targetModules that are not linear layers of the planner's architectures.
+    ``all`` counts only alone: LLaMA-Factory expands it only when it is the only name
+    (llamafactory/model/adapter.py:205 @0.9.5); beside others it goes to PEFT as a module name."""
+    if list(targets) == ["all"]:
         return []
-    return [t for t in targets if t not in FUSED and t not in LORA_TARGETS]
+    return [t for t in targets if _lora_base(t) not in FUSED and _lora_base(t) not in LORA_TARGETS]
 
 
 def _lora_modules(arch: Architecture, targets: tuple[str, ...]) -> tuple[str, ...]:
     names = LORA_TARGETS
-    if "all" in targets:
+    if list(targets) == ["all"]:
         return names
     unknown = unknown_lora_targets(targets)
     if unknown:  # refused before: render/checks.py (validate, render, the operator)
         raise ValueError(f"spec.lora.targetModules: {', '.join(unknown)} are not linear layers of {arch.name} ({', '.join(names)}, or all)")
     out: list[str] = []
     for t in targets:
-        out.extend(FUSED.get(t, (t,)))
+        out.extend(FUSED.get(_lora_base(t), (_lora_base(t),)))
     return tuple(n for n in names if n in out)
 
 

@@ -129,6 +129,10 @@ def lora_target_problems(job: FineTuneJob) -> list[Problem]:
         arch = resolve(model.name)
     except UnknownModelError:
         return []
+    if "all" in lora.target_modules and len(lora.target_modules) > 1:
+        # llamafactory/model/adapter.py:205 @0.9.5 expands `all` only alone; beside other names PEFT
+        # gets a module called all (none is), training only the others or stopping at model load.
+        return [Problem("spec.lora.targetModules", "all stands alone (every linear layer): give [all], or name the modules without all")]
     unknown = unknown_lora_targets(lora.target_modules)
     if not unknown:
         return []
