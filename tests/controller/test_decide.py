@@ -156,6 +156,11 @@ ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[De
                     lambda d: not d.children and "spec.quantization" in d.status["message"]),
     "ImmutableFieldChanged": (lambda: snap(generation=2, child=child("Running"), applied_spec=applied(training={**example_job()["spec"]["training"], "epochs": 9})),
                               None, "Validated", "False", lambda d: not d.children and "spec.training" in cond(d, "Validated")["message"]),
+    # A refused re-apply of a running job: reported, not re-sent before its backoff (5 s after the first refusal).
+    "UpdateRejected": (lambda: snap(generation=2, child=child("Running"), applied_spec=applied(env=[{"name": "A", "value": "1"}]),
+                                    apply_failure=ApplyFailure(2, 403, "Forbidden", 'admission webhook "v.example.com" denied the request: no', at=NOW - 1)),
+                       None, "Validated", "False",
+                       lambda d: not d.children and d.requeue_after == 4.0 and "denied the request: no" in cond(d, "Validated")["message"]),
     "Fits": (lambda: snap(status={}, spec={"resources": RES_80GI}), "Pending", "Feasible", "True",
              lambda d: len(d.children) == 2 and "80.0 GiB" in cond(d, "Feasible")["message"]),
     "InsufficientGPUMemory": (lambda: snap(status={}, spec={"resources": RES_8GI}), "Pending", "Feasible", "False",
@@ -349,7 +354,8 @@ def test_auto_tune_renders_the_adjusted_job_and_records_it() -> None:
     # once started, the same adjusted children are re-rendered (no Feasible re-check)
     started = {**decision.status, "conditions": decision.status["conditions"]}
     again = decide(snap(status=started, spec={"resources": RES_8GI, "autoTune": True}, child=child("Running"), first_seen=True), NOW)
-    assert again.children and json.dumps(again.children[0]) == config_map
+    # a re-apply writes the ConfigMap (the record of what runs) last, once the workload took the change
+    assert [c["kind"] for c in again.children] == ["PyTorchJob", "ConfigMap"] and json.dumps(again.children[-1]) == config_map
 
 
 def test_gpu_memory_from_the_product_table() -> None:
