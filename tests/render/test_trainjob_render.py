@@ -185,3 +185,34 @@ def test_the_plain_trainjob_in_the_docs_passes_the_upstream_schema_and_fits_our_
     assert not any("env" in c for c in pod["containers"]), "Trainer refuses env patches on container node"
     assert {m["name"] for m in pod["containers"][0]["volumeMounts"]} == {v["name"] for v in pod["volumes"]}
     assert not {e["name"] for e in doc["spec"]["trainer"]["env"]} & RESERVED
+
+
+def _trainjob_problems(name: str = "qwen-lora", **spec: Any) -> list[str]:
+    from kubetune.api import load_documents
+    from renderlib import REPO
+    from kubetune.render.backends import BACKENDS
+
+    doc = next(load_documents((REPO / "examples" / "finetune-lora.yaml").read_text(encoding="utf-8")))
+    doc["metadata"] = {"name": name, "namespace": "team-a"}
+    doc["spec"].update(spec)
+    job, problems = validate_object(doc)
+    assert job is not None, problems
+    return [f"{p.path}: {p.message}" for p in BACKENDS["trainjob"].check(job)]
+
+
+def test_what_a_trainjob_cannot_carry_is_refused_naming_the_field_and_the_limit() -> None:
+    assert _trainjob_problems() == []
+    assert _trainjob_problems("a" * 48) == []  # <name>-node-0-0-abcde: 63 characters
+    (long,) = _trainjob_problems("a" * 49)
+    assert long.startswith("metadata.name: ") and "at most 48 characters" in long and "63" in long
+    nodes = {"nodes": 12, "gpusPerNode": 8}
+    (twelve,) = _trainjob_problems("a" * 48, resources=nodes)  # <name>-node-0-11-abcde: 64
+    assert "at most 47 characters" in twelve
+    (digit,) = _trainjob_problems("7b-lora")
+    assert "RFC 1035" in digit and "starts with a digit" in digit
+    (ttl,) = _trainjob_problems(runPolicy={"ttlSecondsAfterFinished": 60})
+    assert ttl.startswith("spec.runPolicy.ttlSecondsAfterFinished: ")
+    toleration = {"key": "team-a", "operator": "Exists", "effect": "NoSchedule"}
+    (lost,) = _trainjob_problems(scheduling={"queueName": "gpu", "tolerations": [toleration]})
+    assert lost.startswith("spec.scheduling.tolerations: ") and "Kueue" in lost
+    assert _trainjob_problems(scheduling={"tolerations": [toleration]}) == []
