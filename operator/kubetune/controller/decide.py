@@ -251,7 +251,7 @@ def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | Non
         draft.event_once("Created", "Warning", "KindNotInstalled", message)
         draft.cond("Created", False, "KindNotInstalled", message)
         status.update(phase="Pending", message=message)
-        return draft.decision(requeue=60.0)
+        return draft.decision(requeue=snap.runtime_recheck_s)
     if snap.child_kind_served is False or (failure is not None and failure.status == 404):
         message = with_hint("KindNotInstalled", f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS[kind]}; retrying")
         draft.event_once("Created", "Warning", "KindNotInstalled", message)

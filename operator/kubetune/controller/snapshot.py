@@ -129,6 +129,8 @@ class Snapshot:
     """With spec.distributed.backend trainjob and no child yet: kubetune's ClusterTrainingRuntime is
     missing, so Trainer's webhook would refuse the TrainJob (pkg/runtime/core/clustertrainingruntime.go:99-108
     @ kubeflow/trainer v2.3.0); checked as ``auto`` checks it."""
+    runtime_recheck_s: float = 60.0
+    """When to look for the runtime again (discovery's cache of a missing answer)."""
 
     @property
     def child_status(self) -> ChildStatus:
@@ -285,6 +287,7 @@ async def observe(
         sources={n: copy.deepcopy(caches.jobs.get((namespace, n))) for n in from_jobs(job)} if job is not None else {},
         backend_choice=choice,
         runtime_missing=runtime_missing,
+        runtime_recheck_s=discovery.missing_ttl_s if discovery is not None else 60.0,
         **_serving(job, namespace, status, caches, settings.render_options),
     )
 
