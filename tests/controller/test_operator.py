@@ -217,6 +217,7 @@ async def test_an_unknown_verdict_says_what_is_missing_and_never_blocks(cluster:
     await cluster.put_object(*FTJ, example_job("private-model", model=private, resources=resources))
     for name in ("no-gpu-memory", "private-model"):
         await eventually(lambda name=name: cluster.read(*PTJ, NS, name), what=f"children of {name} despite the unknown verdict")
+        await eventually(lambda name=name: condition(cluster, "Feasible", name), what=f"the verdict of {name} (status follows the children)")
     feasible = condition(cluster, "Feasible", "no-gpu-memory")
     assert (feasible["status"], feasible["reason"]) == ("Unknown", "GPUMemoryUnknown")
     assert "spec.resources.gpuMemory is not set" in feasible["message"] and "gpuMemoryByProduct" in feasible["message"]
@@ -545,6 +546,8 @@ async def test_evaluation_improves_serves_only_a_better_model(cluster: Cluster, 
     assert cluster.read(*DEPLOY, NS, "better-serve") is None
     cluster.append_log(NS, "better-master-0", evaluate_line(1.2, 2.1))
     await eventually(lambda: cluster.read(*DEPLOY, NS, "better-serve"), what="the better model's Deployment")
+    # the status is patched after the serving objects are applied (act.py): wait for it, do not race it
+    await eventually(lambda: status(cluster, "better").get("evaluation"), what="status.evaluation")
     assert status(cluster, "better")["evaluation"]["base"] == {"evalLoss": 2.1}
     assert cluster.read(*DEPLOY, NS, "worse-serve") is None
 
