@@ -488,3 +488,31 @@ def test_kaito_copies_the_adapter_to_its_own_volume_before_the_workspace() -> No
     served = decide(kaito_snap(copy_job("Complete"), ready, status=copied.status, first_seen=False), NOW + 3)
     assert not served.children and cond(served, "Serving")["reason"] == "ServingReady"
     assert served.status["serving"]["url"] == f"http://{NAME}.{NS}.svc:80/v1"
+
+
+def test_past_the_retry_bound_a_queued_child_is_deleted_not_suspended_and_never_recreated() -> None:
+    """Kueue resumes an admitted job it finds suspended (kueue reconciler.go:621-635 @ v0.19.2)."""
+    queued = child("Restarting", labels={"kueue.x-k8s.io/queue-name": "gpu"})
+    decision = decide(snap(spec={"runPolicy": {"backoffLimit": 0}}, child=queued, terminations=terminations(137)), NOW)
+    assert decision.children == () and [(d["kind"], d["metadata"]["name"]) for d in decision.deletions] == [("PyTorchJob", NAME)]
+    assert decision.status["phase"] == "Failed" and "was deleted to free its GPUs" in decision.status["message"]
+    # the status patch lost a race (409): decided again with the child gone, it is still the retry bound, nothing recreated
+    again = decide(snap(spec={"runPolicy": {"backoffLimit": 0}}, child=None, terminations=terminations(137)), NOW)
+    assert again.children == () and again.deletions == () and cond(again, "Failed")["reason"] == "BackoffLimitExceeded"
+
+
+def test_an_env_edit_of_a_running_trainjob_is_immutable_field_changed_and_nothing_is_applied() -> None:
+    from kubetune.render import render as render_job
+
+    tj_spec = {"distributed": {**example_job()["spec"].get("distributed", {}), "backend": "trainjob"}}
+    job, _ = validate_object(example_job(NAME, NS, **tj_spec))
+    assert job is not None
+    running = render_job(job, RenderOptions(backend="trainjob")).workload
+    running["status"] = {"jobsStatus": [{"name": "node", "active": 1, "ready": 1}]}
+    ref = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "name": NAME}
+    edited = snap(generation=2, spec={**tj_spec, "env": [{"name": "EXTRA", "value": "1"}]}, status={**STARTED, "job": ref},
+                  child=running, child_kind="TrainJob", applied_spec=applied(**tj_spec))
+    decision = decide(edited, NOW)
+    assert decision.children == ()
+    validated = cond(decision, "Validated")
+    assert validated["reason"] == "ImmutableFieldChanged" and "spec.env" in validated["message"] and "spec.trainer is immutable" in validated["message"]

@@ -399,7 +399,9 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, options: RenderOption
     if reason == "BackoffLimitExceeded":
         backend = backend_for_kind(rendered.workload["kind"])
         assert backend is not None  # rendered by a registered backend
-        if ((snap.child or {}).get("metadata") or {}).get("labels", {}).get(KUEUE_QUEUE_LABEL):
+        if snap.child is None:
+            pass  # already gone: nothing to stop, and an apply would create it again
+        elif ((snap.child.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL):
             # Kueue starts again any job it admitted that it finds suspended (kubernetes-sigs/kueue
             # pkg/controller/jobframework/reconciler.go:621-635 @ v0.19.2, "Job admitted, unsuspending"):
             # a queued child is deleted instead; its Workload, owned by it, goes with it and the quota is freed.
@@ -590,13 +592,18 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
     assert snap.job is not None
     child = snap.child
     kind, name = rendered.workload["kind"], rendered.workload["metadata"]["name"]
+    count, last = _retries(draft)
+    limit = snap.job.spec.run_policy.backoff_limit
     if child is None:
         if snap.child_kind_served is False:
             message = with_hint("KindNotInstalled", f"the cluster no longer serves {kind}: install the {CONTROLLERS[kind]}")
             return "Pending", "KindNotInstalled", message, None
+        if count > limit:  # deleted by us past the retry bound (a queued child), before the status said so
+            message = with_hint("BackoffLimitExceeded",
+                f"{count} training pod failures with retryable exit codes ({last}), more than spec.runPolicy.backoffLimit={limit}; "
+                f"the {kind} {name} was deleted to free its GPUs (Kueue would resume a suspended one)")
+            return "Failed", "BackoffLimitExceeded", message, None
         return "Failed", "JobDeleted", with_hint("JobDeleted", f"the {kind} {name} was deleted"), None
-    count, last = _retries(draft)
-    limit = snap.job.spec.run_policy.backoff_limit
     state = snap.child_status  # the backend's reading of the child's status (render/backends)
     if state.state == "Succeeded":
         return "Succeeded", "JobSucceeded", state.message or "training finished", None
