@@ -366,7 +366,7 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, options: RenderOption
     if generation_changed or snap.first_seen or failure is not None or rejected_before:
         broken = [r.message for r in broken_transition_rules(snap.job.spec, snap.applied_spec)] if snap.applied_spec is not None else []
         if not broken:
-            broken = _refused_by_child(draft, rendered, options)
+            broken, reapply = _refused_by_child(draft, rendered, options, reapply)
         if broken:
             message = with_hint("ImmutableFieldChanged", " | ".join(broken) + "; the running job keeps its original settings")
             draft.event_once("Validated", "Warning", "ImmutableFieldChanged", message)
@@ -434,26 +434,30 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, options: RenderOption
     return draft.decision(children, max(0.0, requeue) if requeue is not None else None, deletions)
 
 
-def _refused_by_child(draft: _Draft, rendered: Rendered, options: RenderOptions) -> list[str]:
+def _refused_by_child(draft: _Draft, rendered: Rendered, options: RenderOptions, reapply: bool) -> tuple[list[str], bool]:
     """The edited spec's changes that the running child's API would refuse (its backend's
-    ``refused_changes``), each with the FineTuneJob fields that were edited; empty: none."""
+    ``refused_changes``), with the FineTuneJob fields that were edited (empty: none), and whether
+    to re-apply.  When no field was edited but the child would still refuse the re-rendered object
+    (a newer kubetune renders it differently), nothing is reported and nothing is re-applied."""
     snap = draft.snap
     applied, job = snap.applied_spec, snap.job
     if applied is None or job is None or snap.child is None:
-        return []
+        return [], reapply
     backend = backend_for_kind(rendered.workload["kind"])
     assert backend is not None  # rendered by a registered backend
     try:
         running_job, planned, _ = _plan(_Draft(snap, draft.now), job.model_copy(update={"spec": applied}), True, options)
         running = render(running_job, planned).workload
     except ValueError:
-        return []  # the applied spec no longer renders (an older kubetune): nothing to compare with
+        return [], reapply  # the applied spec no longer renders (an older kubetune): nothing to compare with
     refused = backend.refused_changes(running, rendered.workload, snap.child)
     if not refused:
-        return []
+        return [], reapply
     old, new = applied.model_dump(by_alias=True, exclude_none=True), job.spec.model_dump(by_alias=True, exclude_none=True)
-    edited = ", ".join(f"spec.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)) or "the spec"
-    return [f"{edited} changed, which the running {rendered.workload['kind']} cannot take: {'; '.join(refused)}"]
+    edited = ", ".join(f"spec.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    if not edited:
+        return [], False
+    return [f"{edited} changed, which the running {rendered.workload['kind']} cannot take: {'; '.join(refused)}"], reapply
 
 
 def _evaluation(draft: _Draft, evaluation: Mapping[str, Any]) -> None:
