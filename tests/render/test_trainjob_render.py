@@ -68,7 +68,9 @@ def test_every_rendered_trainjob_passes_the_upstream_v2_3_schema(example: Path) 
         w = trainjob(job)
     except ValueError as exc:
         # Only a field a TrainJob cannot express is a reason to refuse, and the refusal names it.
-        assert "priorityClassName" in str(exc) and job.spec.scheduling and job.spec.scheduling.priority_class_name
+        priority = job.spec.scheduling is not None and job.spec.scheduling.priority_class_name
+        ttl = job.spec.run_policy.ttl_seconds_after_finished is not None
+        assert (priority and "priorityClassName" in str(exc)) or (ttl and "ttlSecondsAfterFinished" in str(exc)), exc
         return
     assert (w["apiVersion"], w["kind"]) == ("trainer.kubeflow.org/v1alpha1", "TrainJob")
     assert schema_errors(w) == []

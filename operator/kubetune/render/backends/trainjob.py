@@ -151,7 +151,7 @@ class TrainJobBackend:
         if rp.ttl_seconds_after_finished is not None:
             problems.append(Problem(
                 "spec.runPolicy.ttlSecondsAfterFinished",
-                "a TrainJob cannot delete itself after it finished (Trainer v2.3's TrainJob spec has no such field, "
+                "a TrainJob cannot delete itself after it finished (Trainer v2.3's TrainJob spec has no ttlSecondsAfterFinished, "
                 "pkg/apis/trainer/v1alpha1/trainjob_types.go TrainJobSpec): remove it, or set backend: pytorchjob",
             ))
         if s is not None and s.tolerations and s.queue_name:
