@@ -113,3 +113,37 @@ def test_trainer_podmonitor_scrapes_the_port_rank_0_declares(namespaces: list[st
     assert contract.LABEL_JOB in specs["Master"]["template"]["metadata"]["labels"]
     env = {e["name"]: e.get("value") for e in specs["Master"]["template"]["spec"]["containers"][0]["env"]}
     assert env[contract.ENV_METRICS_PORT] == str(contract.METRICS_PORT)
+
+
+def _prometheus_label(name: str) -> str:
+    """kubernetes_sd's pod label meta name: characters other than [a-zA-Z0-9_] become '_' (Prometheus docs;
+    the kubernetes_sd source was not read here)."""
+    return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+def _kept(relabelings: list[dict[str, Any]], labels: dict[str, str]) -> bool:
+    """Prometheus' keep/drop relabeling: the source labels' values joined by ';' (default separator),
+    matched against the fully anchored regex (relabel_config docs, via the docs search index)."""
+    meta = {_prometheus_label(k): v for k, v in labels.items()}
+    for rule in relabelings:
+        value = rule.get("separator", ";").join(meta.get(s, "") for s in rule["sourceLabels"])
+        matched = re.fullmatch(rule.get("regex", "(.*)"), value) is not None
+        if (rule["action"] == "drop" and matched) or (rule["action"] == "keep" and not matched):
+            return False
+    return True
+
+
+@needs_helm
+def test_the_trainer_podmonitor_targets_only_rank_0_of_a_trainjob() -> None:
+    """A TrainJob's node pods share one template, so every one declares the port `metrics`; only node
+    rank 0 serves it: the other N-1 must be no target at all (they would be always down)."""
+    monitor = one(template("--set", "metrics.trainerPodMonitor.enabled=true"), "PodMonitor")
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    relabelings = endpoint.get("relabelings") or []
+    node = {"kubetune.io/finetunejob": "j", "jobset.sigs.k8s.io/jobset-name": "j", "jobset.sigs.k8s.io/job-index": "0"}
+    assert _kept(relabelings, {**node, "batch.kubernetes.io/job-completion-index": "0"})
+    for index in ("1", "7", "10"):
+        assert not _kept(relabelings, {**node, "batch.kubernetes.io/job-completion-index": index})
+    # PyTorchJob's master and MPIJob's worker 0 (the only pods declaring the port there) stay targets
+    assert _kept(relabelings, {"kubetune.io/finetunejob": "j", "training.kubeflow.org/replica-type": "master"})
+    assert _kept(relabelings, {"kubetune.io/finetunejob": "j", "training.kubeflow.org/replica-type": "worker", "training.kubeflow.org/replica-index": "0"})

@@ -26,7 +26,7 @@ from emulator_auth import TokenAuthority
 from kt_upstream import missing_message, upstream_crds_dir
 from kubeflow import pod_exits, progress_line, set_condition, stage_line, start_pod
 from pushlib import free_port, post
-from trainer_v2 import TJ, install_trainer, trainer_reconciles, trainjob_finishes
+from trainer_v2 import TJ, chart_runtime, install_trainer, trainer_reconciles, trainjob_finishes
 
 from kubetune.api import contract
 from kubetune.controller.runtime import OperatorConfig
@@ -97,7 +97,10 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
         await eventually(lambda: (cluster.read(*FTJ, NS, "queued") or {})["status"].get("observedGeneration") == (cluster.read(*FTJ, NS, "queued") or {})["metadata"]["generation"], what="observed")
     await eventually(lambda: any(e.get("count") == 2 for e in cluster.objects("v1", "events", NS)), what="a counted Event")
 
-    # A TrainJob (Trainer v2): created by server-side apply, followed to Succeeded.
+    # A TrainJob (Trainer v2): created by server-side apply, followed to Succeeded. kubetune's runtime
+    # appears now (the operator checks for it first, as Trainer's webhook refuses a TrainJob without it).
+    cluster.store[(("trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes"), None, "kubetune-llamafactory")] = {
+        **chart_runtime(), "metadata": {"name": "kubetune-llamafactory", "uid": "rt-uid", "resourceVersion": "1", "generation": 1}}
     tj_spec = example_job("tj")["spec"]
     await cluster.put_object(*FTJ, example_job("tj", distributed={**tj_spec["distributed"], "backend": "trainjob"}))
     await eventually(lambda: cluster.read(*TJ, NS, "tj") and phase(cluster, "tj") == "Pending", what="tj Pending")
@@ -107,7 +110,7 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
     await eventually(lambda: phase(cluster, "tj") == "Succeeded", what="tj Succeeded")
 
     # Retryable exits past the backoff limit: the child is suspended by a server-side apply.
-    await cluster.put_object(*FTJ, example_job("retries", runPolicy={"backoffLimit": 0}))
+    await cluster.put_object(*FTJ, example_job("retries", runPolicy={"backoffLimit": 0}, distributed={**tj_spec["distributed"], "backend": "pytorchjob"}))
     await eventually(lambda: cluster.read(*PTJ, NS, "retries"), what="retries PyTorchJob")
     await set_condition(cluster, "PyTorchJob", NS, "retries", "Running")
     await start_pod(cluster, "PyTorchJob", NS, "retries")

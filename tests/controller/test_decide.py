@@ -156,6 +156,11 @@ ROWS: dict[str, tuple[Callable[[], Snapshot], str | None, str, str, Callable[[De
                     lambda d: not d.children and "spec.quantization" in d.status["message"]),
     "ImmutableFieldChanged": (lambda: snap(generation=2, child=child("Running"), applied_spec=applied(training={**example_job()["spec"]["training"], "epochs": 9})),
                               None, "Validated", "False", lambda d: not d.children and "spec.training" in cond(d, "Validated")["message"]),
+    # A refused re-apply of a running job: reported, not re-sent before its backoff (5 s after the first refusal).
+    "UpdateRejected": (lambda: snap(generation=2, child=child("Running"), applied_spec=applied(env=[{"name": "A", "value": "1"}]),
+                                    apply_failure=ApplyFailure(2, 403, "Forbidden", 'admission webhook "v.example.com" denied the request: no', at=NOW - 1)),
+                       None, "Validated", "False",
+                       lambda d: not d.children and d.requeue_after == 4.0 and "denied the request: no" in cond(d, "Validated")["message"]),
     "Fits": (lambda: snap(status={}, spec={"resources": RES_80GI}), "Pending", "Feasible", "True",
              lambda d: len(d.children) == 2 and "80.0 GiB" in cond(d, "Feasible")["message"]),
     "InsufficientGPUMemory": (lambda: snap(status={}, spec={"resources": RES_8GI}), "Pending", "Feasible", "False",
@@ -350,7 +355,8 @@ def test_auto_tune_renders_the_adjusted_job_and_records_it() -> None:
     # once started, the same adjusted children are re-rendered (no Feasible re-check)
     started = {**decision.status, "conditions": decision.status["conditions"]}
     again = decide(snap(status=started, spec={"resources": RES_8GI, "autoTune": True}, child=child("Running"), first_seen=True), NOW)
-    assert again.children and json.dumps(again.children[0]) == config_map
+    # a re-apply writes the ConfigMap (the record of what runs) last, once the workload took the change
+    assert [c["kind"] for c in again.children] == ["PyTorchJob", "ConfigMap"] and json.dumps(again.children[-1]) == config_map
 
 
 def test_gpu_memory_from_the_product_table() -> None:
@@ -515,3 +521,31 @@ def test_a_lora_reward_adapter_of_another_base_fails_a_ppo_job_on_a_from_job_pol
     same = source("Succeeded", name="rm", training={"stage": "rm"}, datasets=pairs, **adapter_only)
     policy = source("Succeeded", **adapter_only)  # the policy continues base-sft's adapter on the same base
     assert decide(snap(status={}, spec=ppo, sources={"base-sft": policy, "rm": same}), NOW).status["phase"] != "Failed"
+
+
+def test_past_the_retry_bound_a_queued_child_is_deleted_not_suspended_and_never_recreated() -> None:
+    """Kueue resumes an admitted job it finds suspended (kueue reconciler.go:621-635 @ v0.19.2)."""
+    queued = child("Restarting", labels={"kueue.x-k8s.io/queue-name": "gpu"})
+    decision = decide(snap(spec={"runPolicy": {"backoffLimit": 0}}, child=queued, terminations=terminations(137)), NOW)
+    assert decision.children == () and [(d["kind"], d["metadata"]["name"]) for d in decision.deletions] == [("PyTorchJob", NAME)]
+    assert decision.status["phase"] == "Failed" and "was deleted to free its GPUs" in decision.status["message"]
+    # the status patch lost a race (409): decided again with the child gone, it is still the retry bound, nothing recreated
+    again = decide(snap(spec={"runPolicy": {"backoffLimit": 0}}, child=None, terminations=terminations(137)), NOW)
+    assert again.children == () and again.deletions == () and cond(again, "Failed")["reason"] == "BackoffLimitExceeded"
+
+
+def test_an_env_edit_of_a_running_trainjob_is_immutable_field_changed_and_nothing_is_applied() -> None:
+    from kubetune.render import render as render_job
+
+    tj_spec = {"distributed": {**example_job()["spec"].get("distributed", {}), "backend": "trainjob"}}
+    job, _ = validate_object(example_job(NAME, NS, **tj_spec))
+    assert job is not None
+    running = render_job(job, RenderOptions(backend="trainjob")).workload
+    running["status"] = {"jobsStatus": [{"name": "node", "active": 1, "ready": 1}]}
+    ref = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "name": NAME}
+    edited = snap(generation=2, spec={**tj_spec, "env": [{"name": "EXTRA", "value": "1"}]}, status={**STARTED, "job": ref},
+                  child=running, child_kind="TrainJob", applied_spec=applied(**tj_spec))
+    decision = decide(edited, NOW)
+    assert decision.children == ()
+    validated = cond(decision, "Validated")
+    assert validated["reason"] == "ImmutableFieldChanged" and "spec.env" in validated["message"] and "spec.trainer is immutable" in validated["message"]

@@ -165,3 +165,41 @@ async def test_status_loop_pauses_while_a_higher_priority_peer_runs(cluster: Clu
 
     await cluster.mutate("kopf.dev/v1", "clusterkopfpeerings", None, "kubetune", lambda o: o["status"].pop("laptop"))
     await eventually(lambda: status(cluster).get("progress", {}).get("step") == 20, what="resumed after the peer left")
+
+
+async def test_a_webhook_refusing_an_edit_is_reported_and_retried_with_backoff_not_at_once(
+    cluster: Cluster, operator: Any, monkeypatch: Any,
+) -> None:
+    """A policy webhook refuses the re-applied PyTorchJob (403, controller-runtime's denial): the job
+    keeps running, Validated=False "UpdateRejected" carries the webhook's message, the apply is retried
+    with backoff (it was re-sent at once, ~30 times a second), and the ConfigMap, the record of what
+    the children run, is not rewritten until the child took the change."""
+    from kubetune.controller import snapshot
+    from trainer_v2 import denial
+
+    monkeypatch.setattr(snapshot, "RETRY_FIRST_S", 0.5)
+    await operator()
+    await cluster.put_object(*FTJ, example_job())
+    await training_started(cluster, NS)
+    await eventually(lambda: status(cluster).get("phase") == "Running", what="Running")
+    config = cluster.read(*CM, NS, "qwen-lora-kubetune")
+
+    def freeze(new: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if old is not None:
+            raise denial("pytorchjobs.kubeflow.org", new["metadata"]["name"], "freeze.example.com", ["changes are frozen this week"])
+
+    cluster.admission[("kubeflow.org", "v1", "pytorchjobs")] = [freeze]
+    await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].setdefault("env", []).append({"name": "EXTRA", "value": "1"}))
+    cond = await eventually(lambda: (c := next((c for c in status(cluster).get("conditions") or [] if c["type"] == "Validated"), {})).get("reason") == "UpdateRejected" and c,
+                            what="UpdateRejected")
+    assert 'admission webhook "freeze.example.com" denied the request: changes are frozen this week' in cond["message"]
+    assert status(cluster)["phase"] == "Running" and status(cluster)["observedGeneration"] == 2
+    await eventually(lambda: failed_calls(cluster, "patch", "pytorchjobs") >= 3, what="retried")
+    assert failed_calls(cluster, "patch", "pytorchjobs") <= 6, "backoff: 0.5, 1, 2, 4 s"
+    assert cluster.read(*CM, NS, "qwen-lora-kubetune")["data"] == config["data"]  # type: ignore[index]
+
+    del cluster.admission[("kubeflow.org", "v1", "pytorchjobs")]
+    await eventually(lambda: any(e.get("name") == "EXTRA" for e in cluster.read(*PTJ, NS, "qwen-lora")["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0].get("env") or []),  # type: ignore[index]
+                     what="applied once the webhook allows it", timeout=30)
+    await eventually(lambda: next(c for c in status(cluster)["conditions"] if c["type"] == "Validated")["reason"] == "Valid", what="Valid again")
+    await eventually(lambda: '"EXTRA"' in cluster.read(*CM, NS, "qwen-lora-kubetune")["data"]["finetunejob.json"], what="recorded")  # type: ignore[index]

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conftest import CM, FTJ, PTJ, eventually, example_job
 from emulator import Cluster
 from kubeflow import progress_line
 from kubetune.api import FineTuneJobStatus
 from trainer_v2 import (
     TJ,
+    denial,
     install_trainer,
     kueue_admits,
+    kueue_reconciles,
+    node_pod_fails,
     pod_name,
+    pod_template,
     trainer_reconciles,
     trainjob_finishes,
 )
@@ -149,7 +154,7 @@ async def test_the_emulated_trainer_is_strict_where_the_real_one_is(cluster: Clu
         await cluster._write(
             (("trainer.kubeflow.org", "v1alpha1", "trainjobs"), NS, "qwen-lora"), lambda old: {**old, "spec": running_patch["spec"]}, None, None
         )
-    with pytest.raises(ApiError, match="spec.trainer: Invalid value: field is immutable"):
+    with pytest.raises(ApiError, match='spec.trainer: Invalid value: "object": field is immutable'):
         await cluster._write(
             (("trainer.kubeflow.org", "v1alpha1", "trainjobs"), NS, "qwen-lora"), lambda old: {**old, "spec": changed["spec"]}, None, None
         )
@@ -195,3 +200,170 @@ async def test_a_trainjob_pod_that_cannot_be_scheduled_explains_the_pending_job(
     await cluster.mutate("v1", "pods", NS, pod_name("qwen-lora", 0), unschedulable)
     await eventually(lambda: condition(cluster, "Running").get("reason") == "Unschedulable", what="Unschedulable from the JobSet pod")
     assert "Insufficient nvidia.com/gpu" in status(cluster)["message"] and status(cluster)["phase"] == "Pending"
+
+
+# --- issue 20: what a real Trainer v2.3 / JobSet / Kueue refuse ------------------------------------
+
+
+def trainjob_calls(cluster: Cluster, verb: str = "patch") -> list[int]:
+    """HTTP statuses of the operator's writes of TrainJobs (the emulator's call log)."""
+    return [code for v, plural, code in cluster.call_log if v == verb and plural == "trainjobs"]
+
+
+async def running_trainjob(cluster: Cluster, operator: Any, *, kueue: bool = False, **spec: Any) -> None:
+    install_trainer(cluster, kueue=kueue)
+    await operator()
+    await cluster.put_object(*FTJ, example_job(**trainjob_spec(**spec)))
+    await eventually(lambda: cluster.read(*TJ, NS, "qwen-lora"), what="the TrainJob")
+    await trainer_reconciles(cluster, NS, "qwen-lora")
+    await eventually(lambda: status(cluster).get("phase") == "Running", what="Running")
+
+
+async def test_an_env_edit_of_a_running_trainjob_is_refused_up_front_and_the_job_keeps_running(cluster: Cluster, operator: Any) -> None:
+    """spec.trainer is immutable (trainjob_types.go:114): the edit is reported, never sent (it hot-looped)."""
+    await running_trainjob(cluster, operator)
+    config = cluster.read(*CM, NS, "qwen-lora-kubetune")
+    writes = len(trainjob_calls(cluster))
+    await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].setdefault("env", []).append({"name": "EXTRA", "value": "1"}))
+    refused = await eventually(lambda: condition(cluster, "Validated").get("reason") == "ImmutableFieldChanged" and condition(cluster, "Validated"),
+                               what="ImmutableFieldChanged")
+    assert "spec.env" in refused["message"] and "TrainJob spec.trainer is immutable" in refused["message"]
+    assert status(cluster)["observedGeneration"] == 2 and status(cluster)["phase"] == "Running"
+    assert len(trainjob_calls(cluster)) == writes, "nothing was sent to the TrainJob"
+    assert cluster.read(*CM, NS, "qwen-lora-kubetune")["data"] == config["data"]  # type: ignore[index]
+    assert any(e["reason"] == "ImmutableFieldChanged" for e in cluster.objects("v1", "events", NS))
+
+
+async def test_a_placement_edit_is_carried_only_once_the_trainjob_is_suspended(cluster: Cluster, operator: Any) -> None:
+    """Placement in runtimePatches may change only while the TrainJob is suspended and its JobSet has no
+    active Job (jobset.go:214-251): refused up front while running, even together with suspend."""
+    await running_trainjob(cluster, operator)
+    selector = {"pool": "a100"}
+    for step, change in enumerate(({"scheduling": {"nodeSelector": selector}}, {"scheduling": {"nodeSelector": selector}, "suspend": True}), 2):
+        await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o, change=change: o["spec"].update(change))
+        refused = await eventually(lambda step=step: status(cluster).get("observedGeneration") == step and condition(cluster, "Validated"), what="reported")
+        assert refused["reason"] == "ImmutableFieldChanged" and "nodeSelector" in refused["message"], refused
+        assert "set spec.suspend: true alone first" in refused["message"] and "active: node" in refused["message"]
+    assert all(code < 400 for code in trainjob_calls(cluster)), "nothing the webhook refuses was sent"
+
+    await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].pop("scheduling"))  # suspend alone
+    await eventually(lambda: cluster.read(*TJ, NS, "qwen-lora")["spec"].get("suspend") is True, what="suspended")  # type: ignore[index]
+    await trainer_reconciles(cluster, NS, "qwen-lora")
+    await eventually(lambda: status(cluster).get("phase") == "Suspended", what="Suspended")
+    await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].update(scheduling={"nodeSelector": selector}))
+    await eventually(lambda: pod_template(cluster, NS, "qwen-lora")["spec"].get("nodeSelector") == selector, what="placement applied")
+    await eventually(lambda: status(cluster).get("observedGeneration") == 5 and condition(cluster, "Validated").get("reason") == "Valid", what="Valid")
+    assert all(code < 400 for code in trainjob_calls(cluster))
+    # the record of what runs, written after the TrainJob took it
+    assert '"pool"' in cluster.read(*CM, NS, "qwen-lora-kubetune")["data"]["finetunejob.json"]  # type: ignore[index]
+
+
+async def test_a_webhook_denial_of_the_trainjob_is_child_rejected_with_its_message(cluster: Cluster, operator: Any) -> None:
+    """A 403 from an admission webhook is the webhook's verdict, not RBAC: ChildRejected, not retried forever."""
+    install_trainer(cluster)
+
+    def policy(new: dict[str, Any], old: dict[str, Any] | None) -> None:
+        raise denial("trainjobs.trainer.kubeflow.org", new["metadata"]["name"], "gpu-policy.example.com", ["team-a may not use GPUs"])
+
+    cluster.admission[("trainer.kubeflow.org", "v1alpha1", "trainjobs")].append(policy)
+    await operator()
+    await cluster.put_object(*FTJ, example_job(**trainjob_spec()))
+    rejected = await eventually(lambda: condition(cluster, "Created").get("reason") == "ChildRejected" and condition(cluster, "Created"),
+                                what="ChildRejected")
+    assert 'admission webhook "gpu-policy.example.com" denied the request: team-a may not use GPUs' in rejected["message"]
+    assert "403 Forbidden" in rejected["message"] and status(cluster)["phase"] == "Failed"
+    assert trainjob_calls(cluster) == [403]
+
+
+async def test_a_refused_update_is_reported_retried_with_backoff_and_recorded_only_once_taken(
+    cluster: Cluster, operator: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An update a webhook refuses: UpdateRejected with its message, a few retries (not hundreds), the
+    ConfigMap untouched; once the webhook lets it through, the change is applied and recorded."""
+    from kubetune.controller import snapshot
+
+    monkeypatch.setattr(snapshot, "RETRY_FIRST_S", 0.4)
+    await running_trainjob(cluster, operator)
+    config = cluster.read(*CM, NS, "qwen-lora-kubetune")
+    key = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
+
+    def freeze(new: dict[str, Any], old: dict[str, Any] | None) -> None:
+        if old is not None and new["spec"].get("suspend") != old["spec"].get("suspend"):
+            raise denial("trainjobs.trainer.kubeflow.org", new["metadata"]["name"], "freeze.example.com", ["changes are frozen"])
+
+    cluster.admission[key].append(freeze)
+    await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].update(suspend=True))
+    rejected = await eventually(lambda: condition(cluster, "Validated").get("reason") == "UpdateRejected" and condition(cluster, "Validated"),
+                                what="UpdateRejected")
+    assert "changes are frozen" in rejected["message"] and status(cluster)["phase"] == "Running"
+    assert any(e["reason"] == "UpdateRejected" for e in cluster.objects("v1", "events", NS))
+    await eventually(lambda: trainjob_calls(cluster).count(403) >= 3, what="retries")
+    assert trainjob_calls(cluster).count(403) <= 6, "retried with backoff, not at once"
+    assert cluster.read(*CM, NS, "qwen-lora-kubetune")["data"] == config["data"]  # type: ignore[index]
+
+    cluster.admission[key].remove(freeze)
+    await eventually(lambda: cluster.read(*TJ, NS, "qwen-lora")["spec"].get("suspend") is True, what="applied once allowed", timeout=30)  # type: ignore[index]
+    await eventually(lambda: condition(cluster, "Validated").get("reason") == "Valid", what="Valid again")
+    assert '"suspend": true' in cluster.read(*CM, NS, "qwen-lora-kubetune")["data"]["finetunejob.json"]  # type: ignore[index]
+
+
+async def test_an_explicit_trainjob_without_our_runtime_waits_saying_so_and_sends_nothing(cluster: Cluster, operator: Any) -> None:
+    install_trainer(cluster, runtime=False)
+    await operator()
+    await cluster.put_object(*FTJ, example_job(**trainjob_spec()))
+    waiting = await eventually(lambda: condition(cluster, "Created").get("reason") == "KindNotInstalled" and condition(cluster, "Created"),
+                               what="KindNotInstalled")
+    assert "kubetune-llamafactory" in waiting["message"] and "Trainer's webhook would refuse the TrainJob" in waiting["message"]
+    assert status(cluster)["phase"] == "Pending" and trainjob_calls(cluster) == []
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("a" * 49, "may have at most 48 characters"),  # <name>-node-0-0-abcde would be 64 (jobset_webhook.go:243-255)
+    ("7b-lora", "starts with a digit"),  # RFC 1035 (trainjob_types.go:36)
+])
+async def test_a_name_a_trainjob_cannot_carry_falls_back_to_pytorchjob_with_auto_and_is_refused_when_named(
+    cluster: Cluster, operator: Any, name: str, why: str,
+) -> None:
+    install_trainer(cluster)
+    await operator()
+    auto = example_job(name, NS)
+    auto["spec"]["distributed"] = {**auto["spec"].get("distributed", {}), "backend": "auto"}
+    await cluster.put_object(*FTJ, auto)
+    ref = await eventually(lambda: status(cluster, name).get("job"), what="status.job")
+    assert ref["kind"] == "PyTorchJob" and "metadata.name" in ref["selection"] and why in ref["selection"]
+
+    named = ("b" if name[0] == "a" else "8") + name[1:]
+    await cluster.put_object(*FTJ, example_job(named, NS, **trainjob_spec()))
+    refused = await eventually(lambda: condition(cluster, "Validated", named).get("reason") == "InvalidSpec" and condition(cluster, "Validated", named),
+                               what="InvalidSpec")
+    assert "metadata.name" in refused["message"] and why in refused["message"]
+    assert cluster.read(*TJ, NS, named) is None and trainjob_calls(cluster) == []
+
+
+async def test_tolerations_with_a_queue_take_a_pytorchjob_with_auto(cluster: Cluster, operator: Any) -> None:
+    """Kueue would replace them on a TrainJob (see test_trainer_emulator): auto picks PyTorchJob, where Kueue adds the flavor's."""
+    install_trainer(cluster, kueue=True)
+    await operator()
+    job = example_job(scheduling={"queueName": "gpu", "tolerations": [{"key": "team-a", "operator": "Exists", "effect": "NoSchedule"}]})
+    job["spec"]["distributed"] = {**job["spec"].get("distributed", {}), "backend": "auto"}
+    await cluster.put_object(*FTJ, job)
+    ref = await eventually(lambda: status(cluster).get("job"), what="status.job")
+    assert ref["kind"] == "PyTorchJob" and "spec.scheduling.tolerations" in ref["selection"]
+    assert cluster.read(*PTJ, NS, "qwen-lora")["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["tolerations"][0]["key"] == "team-a"  # type: ignore[index]
+
+
+async def test_past_the_retry_bound_a_queued_trainjob_is_deleted_so_kueue_cannot_resume_it(cluster: Cluster, operator: Any) -> None:
+    """Kueue unsuspends an admitted job it finds suspended (reconciler.go:621-635): suspending frees nothing."""
+    install_trainer(cluster, kueue=True)
+    await operator()
+    await cluster.put_object(*FTJ, example_job(**trainjob_spec(scheduling={"queueName": "gpu"}, runPolicy={"backoffLimit": 0})))
+    await eventually(lambda: cluster.read(*TJ, NS, "qwen-lora"), what="the TrainJob")
+    await kueue_admits(cluster, NS, "qwen-lora")
+    await eventually(lambda: status(cluster).get("phase") == "Running", what="Running")
+    await node_pod_fails(cluster, NS, "qwen-lora", 137)
+    await eventually(lambda: status(cluster).get("phase") == "Failed", what="Failed")
+    failed = condition(cluster, "Failed")
+    assert failed["reason"] == "BackoffLimitExceeded" and "was deleted to free its GPUs" in failed["message"]
+    await eventually(lambda: cluster.read(*TJ, NS, "qwen-lora") is None, what="the TrainJob deleted")
+    assert not await kueue_reconciles(cluster, NS, "qwen-lora")
+    assert cluster.read(*TJ, NS, "qwen-lora") is None and status(cluster)["phase"] == "Failed"

@@ -68,7 +68,9 @@ def test_every_rendered_trainjob_passes_the_upstream_v2_3_schema(example: Path) 
         w = trainjob(job)
     except ValueError as exc:
         # Only a field a TrainJob cannot express is a reason to refuse, and the refusal names it.
-        assert "priorityClassName" in str(exc) and job.spec.scheduling and job.spec.scheduling.priority_class_name
+        priority = job.spec.scheduling is not None and job.spec.scheduling.priority_class_name
+        ttl = job.spec.run_policy.ttl_seconds_after_finished is not None
+        assert (priority and "priorityClassName" in str(exc)) or (ttl and "ttlSecondsAfterFinished" in str(exc)), exc
         return
     assert (w["apiVersion"], w["kind"]) == ("trainer.kubeflow.org/v1alpha1", "TrainJob")
     assert schema_errors(w) == []
@@ -231,3 +233,34 @@ def _applies_as_written_into_any_namespace(text: str, doc: dict[str, Any], pod: 
         assert claim in modes, f"{claim} is not in {prereqs}"
         if doc["spec"]["trainer"]["numNodes"] > 1:
             assert modes[claim] == ["ReadWriteMany"], f"{claim}: {modes[claim]} cannot be mounted by {doc['spec']['trainer']['numNodes']} nodes"
+
+
+def _trainjob_problems(name: str = "qwen-lora", **spec: Any) -> list[str]:
+    from kubetune.api import load_documents
+    from renderlib import REPO
+    from kubetune.render.backends import BACKENDS
+
+    doc = next(load_documents((REPO / "examples" / "finetune-lora.yaml").read_text(encoding="utf-8")))
+    doc["metadata"] = {"name": name, "namespace": "team-a"}
+    doc["spec"].update(spec)
+    job, problems = validate_object(doc)
+    assert job is not None, problems
+    return [f"{p.path}: {p.message}" for p in BACKENDS["trainjob"].check(job)]
+
+
+def test_what_a_trainjob_cannot_carry_is_refused_naming_the_field_and_the_limit() -> None:
+    assert _trainjob_problems() == []
+    assert _trainjob_problems("a" * 48) == []  # <name>-node-0-0-abcde: 63 characters
+    (long,) = _trainjob_problems("a" * 49)
+    assert long.startswith("metadata.name: ") and "at most 48 characters" in long and "63" in long
+    nodes = {"nodes": 12, "gpusPerNode": 8}
+    (twelve,) = _trainjob_problems("a" * 48, resources=nodes)  # <name>-node-0-11-abcde: 64
+    assert "at most 47 characters" in twelve
+    (digit,) = _trainjob_problems("7b-lora")
+    assert "RFC 1035" in digit and "starts with a digit" in digit
+    (ttl,) = _trainjob_problems(runPolicy={"ttlSecondsAfterFinished": 60})
+    assert ttl.startswith("spec.runPolicy.ttlSecondsAfterFinished: ")
+    toleration = {"key": "team-a", "operator": "Exists", "effect": "NoSchedule"}
+    (lost,) = _trainjob_problems(scheduling={"queueName": "gpu", "tolerations": [toleration]})
+    assert lost.startswith("spec.scheduling.tolerations: ") and "Kueue" in lost
+    assert _trainjob_problems(scheduling={"tolerations": [toleration]}) == []

@@ -93,9 +93,11 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create, patch]
+# delete: a job past spec.runPolicy.backoffLimit that Kueue manages (label kueue.x-k8s.io/queue-name)
+# is deleted to free its GPUs; Kueue would resume a suspended one.
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs, mpijobs]
-  verbs: [list, watch, create, patch]
+  verbs: [list, watch, create, patch, delete]
 # spec.serve, only after a job Succeeded: the serving objects, written with server-side apply and
 # owned by the FineTuneJob (the garbage collector deletes them with it). The Deployment and Service
 # (engine vllm) and the KServe/KAITO objects are watched (label app.kubernetes.io/component=serving)
@@ -123,7 +125,7 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 # tests/chart/test_chart_backend_rbac.py checks this chart grants every one of them.
 - apiGroups: [trainer.kubeflow.org]
   resources: [trainjobs]
-  verbs: [list, watch, create, patch]
+  verbs: [list, watch, create, patch, delete]
 # Not an API call: the children's ownerReferences set blockOwnerDeletion, which clusters with the
 # OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) allow only to clients
 # that can update the owner's finalizers.

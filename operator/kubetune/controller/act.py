@@ -1,9 +1,16 @@
 """Act: the one executor of a ``Decision`` — children, then status, then Events.
 
-1. Server-side apply of each child (field manager ``kubetune``, ``force=true``), the ConfigMap
-   first.  A permanent refusal (4xx other than 401/403/404-on-a-served-kind...) is remembered for
-   this generation and the key is reconciled again at once, so ``decide`` reports it; transient
-   errors go back to the work queue's backoff.
+1. Server-side apply of each child (field manager ``kubetune``, ``force=true``) in the decision's
+   order, then the deletions.  A permanent refusal is remembered for this generation (with how
+   many times in a row it was refused) and the key is reconciled again after ``report_after_s``
+   (never at once), so ``decide`` reports it on the FineTuneJob and retries with backoff
+   (snapshot.ApplyFailure.retry_at); the children after the refused one are not sent.  Permanent:
+   a 4xx other than 401/403, and a 403 that an admission webhook answered (``admission webhook
+   "<name>" denied the request: ...``; controller-runtime denies with 403 Forbidden,
+   pkg/webhook/admission/response.go:35-37,63-83 and validator_custom.go:143-150 @ v0.24.1, and the
+   API server prefixes the webhook's name, k8s.io/apiserver pkg/admission/plugin/webhook/errors/
+   statuserror.go ToStatusErr, read through the code search index, release not pinned).  A 403
+   from RBAC and transient errors go back to the work queue's backoff.
 2. One merge patch of ``/status`` carrying ``metadata.resourceVersion``: if anyone wrote the
    FineTuneJob since the snapshot, the API server answers 409 and the key is reconciled again
    from the newer object instead of overwriting it.  Nothing is sent when nothing changed.
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -44,6 +52,15 @@ PLURALS = {
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
     ("batch/v1", "Job"): "jobs",
 }
+
+
+ADMISSION_DENIED = re.compile(r'admission webhook "[^"]*" denied the request')
+"""The API server's wording for a validating or mutating webhook's refusal (statuserror.go ToStatusErr)."""
+
+
+def admission_denied(exc: ApiError) -> bool:
+    """Whether a 403 (or any error) is an admission webhook's denial, not RBAC's "User ... cannot ..."."""
+    return ADMISSION_DENIED.search(exc.message) is not None
 
 
 def plural_of(api_version: str, kind: str) -> str:
@@ -143,8 +160,10 @@ class Executor:
     memory: Memory
     recorder: EventRecorder
     conflict_retry_s: float = 0.5
+    report_after_s: float = 1.0
+    """After a refused apply: when ``decide`` looks again to report it (never 0: no hot loop)."""
 
-    async def act(self, snap: Snapshot, decision: Decision) -> float | None:
+    async def act(self, snap: Snapshot, decision: Decision, now: float | None = None) -> float | None:
         """Apply ``decision``; returns when to reconcile the key again (None: only on a change).
         Transient API errors are raised for the work queue's backoff."""
         key = (snap.namespace, snap.name)
@@ -153,16 +172,24 @@ class Executor:
             try:
                 result = await self.kube.apply(api_version, plural_of(api_version, kind), obj)
             except ApiError as exc:
-                if exc.transient or exc.status in (401, 403):
+                if exc.transient or (exc.status in (401, 403) and not admission_denied(exc)):
                     raise
-                self.memory.apply_failures[key] = ApplyFailure(snap.generation, exc.status, exc.reason, exc.message)
-                return 0.0 if exc.status != 404 else None
+                before = self.memory.apply_failures.get(key)
+                attempts = before.attempts + 1 if before is not None and before.generation == snap.generation else 1
+                self.memory.apply_failures[key] = ApplyFailure(
+                    snap.generation, exc.status, exc.reason, exc.message, attempts=attempts, at=time.time() if now is None else now,
+                )
+                return self.report_after_s if exc.status != 404 else None
             plural = plural_of(api_version, kind)
             informer = self.caches.children.get(plural) or self.caches.serving.get(plural)
             if informer is not None and result:
                 informer.put(result)
-        if decision.children:
-            self.memory.apply_failures.pop(key, None)
+        for obj in decision.deletions:
+            api_version, kind, meta = obj["apiVersion"], obj["kind"], obj["metadata"]
+            await self.kube.delete(api_version, plural_of(api_version, kind), str(meta["namespace"]), str(meta["name"]))
+        cleared = None
+        if decision.children or decision.deletions:
+            cleared = self.memory.apply_failures.pop(key, None)
             for event in decision.events:
                 if event.with_children:
                     await self.recorder.record(snap.obj, event)
@@ -182,4 +209,6 @@ class Executor:
         for event in decision.events:
             if not event.with_children:
                 await self.recorder.record(stored, event)
+        if cleared is not None:  # a refused apply went through: decide again to clear its report
+            return min(decision.requeue_after, self.report_after_s) if decision.requeue_after is not None else self.report_after_s
         return decision.requeue_after

@@ -72,6 +72,8 @@ class Decision:
     """Objects to server-side apply, in order."""
     events: tuple[EventSpec, ...] = ()
     requeue_after: float | None = None
+    deletions: tuple[dict[str, Any], ...] = ()
+    """Children to delete (apiVersion, kind, metadata.name/namespace), after the applies."""
 
 
 @dataclass
@@ -97,8 +99,9 @@ class _Draft:
         if before is None or before.get("reason") != reason or before.get("message") != message:
             self.events.append(EventSpec(kind, reason, message))
 
-    def decision(self, children: tuple[dict[str, Any], ...] = (), requeue: float | None = None) -> Decision:
-        return Decision(self.status, children, tuple(self.events), requeue)
+    def decision(self, children: tuple[dict[str, Any], ...] = (), requeue: float | None = None,
+                 deletions: tuple[dict[str, Any], ...] = ()) -> Decision:
+        return Decision(self.status, children, tuple(self.events), requeue, deletions)
 
 
 def decide(snap: Snapshot, now: float) -> Decision:
@@ -114,6 +117,7 @@ def decide(snap: Snapshot, now: float) -> Decision:
     rendered: Rendered | None = None
     verdict: Verdict | None = None
     reapply = True
+    options = snap.render_options
     message = "; ".join(str(p) for p in snap.problems)
     if snap.job is not None and not snap.problems:
         try:
@@ -121,15 +125,15 @@ def decide(snap: Snapshot, now: float) -> Decision:
             if isinstance(chained, (Waiting, Failed)):
                 return _blocked(draft, chained)
             options, reapply = chained
-            job, options, verdict = _plan(draft, snap.job, started, options)
-            rendered = render(job, options)
+            job, planned, verdict = _plan(draft, snap.job, started, options)
+            rendered = render(job, planned)
         except ValueError as exc:
             message = str(exc)
     if rendered is None:
         return _invalid(draft, message or "the spec is invalid", started)
     if not started:
         return _start(draft, rendered, now, verdict)
-    decision = _follow(draft, rendered, now, reapply=reapply)
+    decision = _follow(draft, rendered, now, options, reapply=reapply)
     if decision.status.get("phase") == "Succeeded" and rendered.job.spec.serve is not None:
         return dataclasses.replace(decision, requeue_after=0.0)  # serve next (the terminal branch)
     return decision
@@ -245,6 +249,13 @@ def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | Non
     if verdict is not None and verdict.status == "Unknown":
         draft.cond("Feasible", None, verdict.reason, with_hint(verdict.reason, verdict.message))
     failure = snap.apply_failure
+    if snap.runtime_missing:
+        message = with_hint("KindNotInstalled", f"spec.distributed.backend is trainjob but the cluster has no {CONTROLLERS[kind]}; "
+                            "Trainer's webhook would refuse the TrainJob: install it, or set backend: pytorchjob or auto; retrying")
+        draft.event_once("Created", "Warning", "KindNotInstalled", message)
+        draft.cond("Created", False, "KindNotInstalled", message)
+        status.update(phase="Pending", message=message)
+        return draft.decision(requeue=snap.runtime_recheck_s)
     if snap.child_kind_served is False or (failure is not None and failure.status == 404):
         message = with_hint("KindNotInstalled", f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS[kind]}; retrying")
         draft.event_once("Created", "Warning", "KindNotInstalled", message)
@@ -346,21 +357,40 @@ def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tupl
     return "PodsPending", waiting, requeue
 
 
-def _follow(draft: _Draft, rendered: Rendered, now: float, *, reapply: bool = True) -> Decision:
+def _follow(draft: _Draft, rendered: Rendered, now: float, options: RenderOptions, *, reapply: bool = True) -> Decision:
+    """A started job: re-apply on a spec change (unless refused), then follow the child's phase.
+    ``options``: the render options before spec.autoTune (to render the running spec again)."""
     snap, status = draft.snap, draft.status
     assert snap.job is not None
     children: tuple[dict[str, Any], ...] = ()
     generation_changed = snap.generation != status.get("observedGeneration")
-    if generation_changed or snap.first_seen:
-        broken = broken_transition_rules(snap.job.spec, snap.applied_spec) if snap.applied_spec is not None else []
+    failure = snap.apply_failure  # this generation's re-apply was refused (controller/act.py)
+    requeue_failure: float | None = None
+    rejected_before = (draft.previous("Validated") or {}).get("reason") == "UpdateRejected"
+    if generation_changed or snap.first_seen or failure is not None or rejected_before:
+        broken = [r.message for r in broken_transition_rules(snap.job.spec, snap.applied_spec)] if snap.applied_spec is not None else []
+        if not broken:
+            broken, reapply = _refused_by_child(draft, rendered, options, reapply)
         if broken:
-            message = with_hint("ImmutableFieldChanged", " | ".join(r.message for r in broken) + "; the running job keeps its original settings")
+            message = with_hint("ImmutableFieldChanged", " | ".join(broken) + "; the running job keeps its original settings")
             draft.event_once("Validated", "Warning", "ImmutableFieldChanged", message)
             draft.cond("Validated", False, "ImmutableFieldChanged", message)
+        elif failure is not None and now < failure.retry_at:
+            message = with_hint("UpdateRejected",
+                f"the API server refused the change to {rendered.workload['kind']} {rendered.workload['metadata']['name']} "
+                f"({failure.attempts} time(s)): {failure.message} ({failure.status} {failure.reason}); "
+                "the running job keeps its previous settings; retrying with backoff")
+            draft.event_once("Validated", "Warning", "UpdateRejected", message)
+            draft.cond("Validated", False, "UpdateRejected", message)
+            requeue_failure = failure.retry_at - now
+        elif failure is not None:  # due: try again; the refusal stays reported until an apply succeeds
+            if snap.child is not None and reapply:
+                children = (*(o for o in rendered.objects if o is not rendered.config_map), rendered.config_map)
         else:
             draft.cond("Validated", True, "Valid", "the spec is valid")
             if snap.child is not None and reapply:  # never recreate a child someone deleted
-                children = tuple(rendered.objects)
+                # The ConfigMap is the record of what the children run: written only once they took the change.
+                children = (*(o for o in rendered.objects if o is not rendered.config_map), rendered.config_map)
             if snap.applied_spec is not None and snap.applied_spec.suspend != snap.job.spec.suspend:
                 verb = "Suspending" if snap.job.spec.suspend else "Resuming"
                 draft.events.append(EventSpec("Normal", verb, f"{verb.lower()} {rendered.workload['kind']} {rendered.workload['metadata']['name']}", with_children=True))
@@ -368,10 +398,22 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, *, reapply: bool = Tr
     _prerequisites(draft)  # observe checks them only while the job is Pending
 
     phase, reason, message, requeue = _phase(draft, rendered, now)
+    requeue = _sooner(requeue, None if requeue_failure is None else now + requeue_failure, now)
+    deletions: tuple[dict[str, Any], ...] = ()
     if reason == "BackoffLimitExceeded":
         backend = backend_for_kind(rendered.workload["kind"])
         assert backend is not None  # rendered by a registered backend
-        children = (backend.suspended(rendered.workload),)
+        if snap.child is None:
+            pass  # already gone: nothing to stop, and an apply would create it again
+        elif ((snap.child.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL):
+            # Kueue starts again any job it admitted that it finds suspended (kubernetes-sigs/kueue
+            # pkg/controller/jobframework/reconciler.go:621-635 @ v0.19.2, "Job admitted, unsuspending"):
+            # a queued child is deleted instead; its Workload, owned by it, goes with it and the quota is freed.
+            deletions = ({k: rendered.workload[k] for k in ("apiVersion", "kind")} | {"metadata": {
+                "name": rendered.workload["metadata"]["name"], "namespace": rendered.workload["metadata"]["namespace"]}},)
+            message = message.replace("was suspended to free its GPUs", "was deleted to free its GPUs (Kueue would resume a suspended one)")
+        else:
+            children = (backend.suspended(rendered.workload),)
     old_phase = snap.status.get("phase")
     _phase_conditions(draft, phase, reason, message)
     status.update(phase=phase, message=message)
@@ -393,7 +435,33 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, *, reapply: bool = Tr
         requeue = _sooner(requeue, snap.next_log_read, now)
     if phase == "Pending":
         requeue = _sooner(requeue, snap.next_prereq_check, now)
-    return draft.decision(children, max(0.0, requeue) if requeue is not None else None)
+    return draft.decision(children, max(0.0, requeue) if requeue is not None else None, deletions)
+
+
+def _refused_by_child(draft: _Draft, rendered: Rendered, options: RenderOptions, reapply: bool) -> tuple[list[str], bool]:
+    """The edited spec's changes that the running child's API would refuse (its backend's
+    ``refused_changes``), with the FineTuneJob fields that were edited (empty: none), and whether
+    to re-apply.  When no field was edited but the child would still refuse the re-rendered object
+    (a newer kubetune renders it differently), nothing is reported and nothing is re-applied."""
+    snap = draft.snap
+    applied, job = snap.applied_spec, snap.job
+    if applied is None or job is None or snap.child is None:
+        return [], reapply
+    backend = backend_for_kind(rendered.workload["kind"])
+    assert backend is not None  # rendered by a registered backend
+    try:
+        running_job, planned, _ = _plan(_Draft(snap, draft.now), job.model_copy(update={"spec": applied}), True, options)
+        running = render(running_job, planned).workload
+    except ValueError:
+        return [], reapply  # the applied spec no longer renders (an older kubetune): nothing to compare with
+    refused = backend.refused_changes(running, rendered.workload, snap.child)
+    if not refused:
+        return [], reapply
+    old, new = applied.model_dump(by_alias=True, exclude_none=True), job.spec.model_dump(by_alias=True, exclude_none=True)
+    edited = ", ".join(f"spec.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    if not edited:
+        return [], False
+    return [f"{edited} changed, which the running {rendered.workload['kind']} cannot take: {'; '.join(refused)}"], reapply
 
 
 def _evaluation(draft: _Draft, evaluation: Mapping[str, Any]) -> None:
@@ -537,13 +605,18 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
     assert snap.job is not None
     child = snap.child
     kind, name = rendered.workload["kind"], rendered.workload["metadata"]["name"]
+    count, last = _retries(draft)
+    limit = snap.job.spec.run_policy.backoff_limit
     if child is None:
         if snap.child_kind_served is False:
             message = with_hint("KindNotInstalled", f"the cluster no longer serves {kind}: install the {CONTROLLERS[kind]}")
             return "Pending", "KindNotInstalled", message, None
+        if count > limit:  # deleted by us past the retry bound (a queued child), before the status said so
+            message = with_hint("BackoffLimitExceeded",
+                f"{count} training pod failures with retryable exit codes ({last}), more than spec.runPolicy.backoffLimit={limit}; "
+                f"the {kind} {name} was deleted to free its GPUs (Kueue would resume a suspended one)")
+            return "Failed", "BackoffLimitExceeded", message, None
         return "Failed", "JobDeleted", with_hint("JobDeleted", f"the {kind} {name} was deleted"), None
-    count, last = _retries(draft)
-    limit = snap.job.spec.run_policy.backoff_limit
     state = snap.child_status  # the backend's reading of the child's status (render/backends)
     if state.state == "Succeeded":
         return "Succeeded", "JobSucceeded", state.message or "training finished", None

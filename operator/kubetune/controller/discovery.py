@@ -98,7 +98,7 @@ class Discovery:
             )
         problems = tj.check(job)
         if problems:
-            return Choice(OFFLINE_DEFAULT, f"a TrainJob cannot carry {', '.join(p.path for p in problems)}: using PyTorchJob")
+            return Choice(OFFLINE_DEFAULT, f"a TrainJob cannot carry {', '.join(p.path for p in problems)} ({'; '.join(p.message for p in problems)}): using PyTorchJob")
         return Choice(tj.name, f"the cluster serves {tj.kind} {tj.api_version} (Kubeflow Trainer v2) and has ClusterTrainingRuntime {RUNTIME_NAME}: using TrainJob")
 
 

@@ -296,6 +296,17 @@ class Kube:
         )
         return result
 
+    async def delete(self, api_version: str, plural: str, namespace: str, name: str) -> None:
+        """Delete the object and, in the background, what it owns (gone already: done)."""
+        try:
+            await self.request(
+                "delete", "DELETE", path(api_version, plural, namespace, name),
+                body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"},
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
     async def get(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:

@@ -38,6 +38,10 @@ REASONS: dict[str, Reason] = {
         Reason("ImmutableFieldChanged", "Validated", False, None,
                "a field that cannot change after start was edited; the running job keeps its original settings",
                "revert the edit, or create a new FineTuneJob with the new settings"),
+        Reason("UpdateRejected", "Validated", False, None,
+               "the API server or an admission webhook refused the edited spec's changes to the running children; "
+               "the job keeps running with its previous settings and the change is retried with backoff",
+               "read the refusal in the message; revert the edit, or fix what the refusal names"),
         # --- Created ----------------------------------------------------------------------
         Reason("ChildrenCreated", "Created", True, None, "the ConfigMap and the Kubeflow job exist", ""),
         Reason("KindNotInstalled", "Created", False, "Pending",

@@ -56,6 +56,10 @@ class Prerequisite:
     """Why it is not usable, when found is False (not found, not bound, Kueue not installed)."""
 
 
+RETRY_FIRST_S = 5.0
+RETRY_MAX_S = 300.0
+
+
 @dataclass(frozen=True)
 class ApplyFailure:
     """A permanent refusal of a child by the API server, remembered for the generation it hit."""
@@ -64,6 +68,16 @@ class ApplyFailure:
     status: int
     reason: str
     message: str
+    attempts: int = 1
+    """How many applies of this generation were refused in a row."""
+    at: float = 0.0
+    """When the last one was refused (epoch seconds)."""
+
+    @property
+    def retry_at(self) -> float:
+        """When a refused re-apply of a running job's children is tried again: 5 s after the first
+        refusal, doubling up to 5 minutes (a refusal may be a webhook's passing state; never at once)."""
+        return self.at + min(RETRY_MAX_S, RETRY_FIRST_S * 2.0 ** (self.attempts - 1))
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,12 @@ class Snapshot:
     backend_choice: Choice | None = None
     """With spec.distributed.backend auto and no child yet: what API discovery chose, and why
     (render_options.backend carries it)."""
+    runtime_missing: bool = False
+    """With spec.distributed.backend trainjob and no child yet: kubetune's ClusterTrainingRuntime is
+    missing, so Trainer's webhook would refuse the TrainJob (pkg/runtime/core/clustertrainingruntime.go:99-108
+    @ kubeflow/trainer v2.3.0); checked as ``auto`` checks it."""
+    runtime_recheck_s: float = 60.0
+    """When to look for the runtime again (discovery's cache of a missing answer)."""
 
     @property
     def child_status(self) -> ChildStatus:
@@ -205,6 +225,9 @@ async def observe(
             choice = await discovery.choose(job, now)
             options = dataclasses.replace(options, backend=choice.backend)  # type: ignore[arg-type]
     backend = child_backend(job, ref, options)
+    runtime_missing = False
+    if not ref and backend.name == "trainjob" and discovery is not None and job is not None and not problems:
+        runtime_missing = await discovery.runtime_present(now) is False
     kind = backend.kind
     informer = caches.children[backend.plural]
     child = informer.get(namespace, str(ref.get("name") or name))
@@ -263,6 +286,8 @@ async def observe(
         gpu_memory_by_product=settings.gpu_memory_by_product,
         sources={n: copy.deepcopy(caches.jobs.get((namespace, n))) for n in from_jobs(job)} if job is not None else {},
         backend_choice=choice,
+        runtime_missing=runtime_missing,
+        runtime_recheck_s=discovery.missing_ttl_s if discovery is not None else 60.0,
         **_serving(job, namespace, status, caches, settings.render_options),
     )
 

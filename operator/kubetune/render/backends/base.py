@@ -8,7 +8,9 @@ A backend owns everything that is specific to its kind (see docs/adding-a-backen
 * ``pod_job_label``, ``rank0_labels``, ``pod_for_rank`` - how its pods are found (rank 0's log);
 * ``controller``     - who acts on the kind: named in install hints (KindNotInstalled);
 * ``check``          - cross-field checks on the spec rendered for this backend;
-* ``rbac``           - the RBAC rules the operator needs for it (the chart is tested against them).
+* ``rbac``           - the RBAC rules the operator needs for it (the chart is tested against them);
+* ``refused_changes`` - which changes of a running child its API refuses, and when (the operator
+  reports them as ImmutableFieldChanged instead of sending a write that can only fail).
 
 Everything here is pure: no I/O, no cluster client.
 """
@@ -120,6 +122,13 @@ class WorkloadBackend(Protocol):
 
     def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of the rendered child that stops its pods (to free GPUs after too many retries)."""
+        ...
+
+    def refused_changes(self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]:
+        """What the child's API server (CRD rules, admission webhooks) would refuse when the child
+        rendered as ``running`` is re-applied as ``wanted``: one sentence per refused field of the
+        child, naming the upstream rule; empty when it accepts the change.  ``observed``: the child
+        as the watch last saw it (some fields may change only while it is suspended)."""
         ...
 
 

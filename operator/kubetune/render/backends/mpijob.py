@@ -124,10 +124,19 @@ class MPIJobBackend:
         return kubeflow_pod_ref(job_name, "worker", rank, "worker", self.kind)
 
     def rbac(self) -> tuple[RbacRule, ...]:
-        return (RbacRule("kubeflow.org", (self.plural,), ("list", "watch", "create", "patch")),)
+        # delete: a job past its retry bound that Kueue manages is deleted, not suspended (controller/decide.py)
+        return (RbacRule("kubeflow.org", (self.plural,), ("list", "watch", "create", "patch", "delete")),)
 
     def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
         return suspended_v1(workload)
+
+    def refused_changes(self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]:
+        """Nothing is refused: mpi-operator v0.8.0 has no admission webhook and its v2beta1 CRD no
+        transition rules (manifests/base/kubeflow.org_mpijobs.yaml @ v0.8.0); it validates the job as
+        a whole at sync (pkg/apis/kubeflow/validation/validation.go:49 ValidateMPIJob) and copies the
+        launcher's scheduling directives only on a resume (pkg/controller/mpi_job_controller.go:704-708,
+        syncLauncherSchedulingDirectives :1654).  A change reaches only pods created after it."""
+        return []
 
 
 def mpirun_argv(plan: Plan, forwarded: list[str]) -> list[str]:

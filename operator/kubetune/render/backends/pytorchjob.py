@@ -68,10 +68,21 @@ class PyTorchJobBackend:
         return kubeflow_pod_ref(job_name, "worker", rank - 1, "pytorch", self.kind)
 
     def rbac(self) -> tuple[RbacRule, ...]:
-        return (RbacRule("kubeflow.org", (self.plural,), ("list", "watch", "create", "patch")),)
+        # delete: a job past its retry bound that Kueue manages is deleted, not suspended (controller/decide.py)
+        return (RbacRule("kubeflow.org", (self.plural,), ("list", "watch", "create", "patch", "delete")),)
 
     def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
         return suspended_v1(workload)
+
+    def refused_changes(self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]:
+        """Nothing kubetune renders is refused: the v1.9.4 PyTorchJob CRD's only transition rule is
+        spec.runPolicy.schedulingPolicy.queue (``self == oldSelf``; manifests/base/crds/kubeflow.org_pytorchjobs.yaml
+        @ kubeflow/trainer v1.9.4), which kubetune never sets, and the webhook's ValidateUpdate checks only
+        runPolicy.managedBy (pkg/webhooks/pytorch/pytorchjob_webhook.go:62-68, pkg/common/util/webhooks.go:27-32
+        @ v1.9.4; it even compares the new object with itself, line 63), which kubetune never sets either.
+        A change reaches only pods created after it (a restart or a resume): the controller never
+        rewrites a running pod."""
+        return []
 
 
 _CONFORMS: WorkloadBackend = PyTorchJobBackend()
