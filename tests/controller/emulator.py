@@ -265,6 +265,41 @@ def _admit(res: ResKey, obj: Obj) -> None:
         raise ApiError(422, "Invalid", f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: ' + "; ".join(errors))
 
 
+_CEL_CACHE: dict[tuple[int, str], tuple[str, ...]] = {}
+
+
+def _cel_errors(new: Obj, old: Obj | None, schema: dict[str, Any]) -> list[str]:
+    """The CRD's CEL rules (tests/api/kt_apiserver.py) with validation ratcheting, GA since 1.33
+    (apiextensions-apiserver pkg/features/kube_features.go 70-74, pkg/apiserver/schema/cel/validation.go
+    237-242 and 468): a rule without oldSelf on a node equal to the old object's is not held against the
+    update, so it is not evaluated here (the stored object passed it).  Nodes are correlated through
+    object fields only; list items are always evaluated.  Results are memoised per value (cel-python
+    takes ~0.2 s for a FineTuneJob)."""
+    from kt_apiserver import RULES, _holds, _nodes, is_transition, to_cel, with_object_meta
+
+    key = (id(schema), json.dumps([new, old], sort_keys=True, default=str))
+    cached = _CEL_CACHE.get(key)
+    if cached is not None:
+        return list(cached)
+    errors = []
+    for path, node, sub in _nodes(new, with_object_meta(schema)):
+        rules = [r for r in sub.get(RULES, []) if not is_transition(r["rule"])]
+        if not rules:
+            continue
+        if old is not None and path:
+            previous: Any = old
+            for part in path.lstrip(".").split("."):
+                previous = previous.get(part) if isinstance(previous, dict) and "[" not in part else None
+            if previous == node:
+                continue
+        activation = {"self": to_cel(node, sub)}
+        for entry in rules:
+            if not _holds(entry["rule"], activation):
+                errors.append(f"{path}{entry.get('fieldPath', '')}: {entry['message']}")
+    _CEL_CACHE[key] = tuple(errors)
+    return errors
+
+
 @dataclass(frozen=True)
 class AuthAttempt:
     method: str
@@ -484,13 +519,15 @@ class Cluster(kmock.KubernetesScaffold):
                 result, status = self._fetch((key, ns, request.name or "")), 200
             elif verb == "create":
                 body = request.data if isinstance(request.data, dict) else {}
-                result, status = await self._create(key, ns, body, keep_status=False, manager=manager), 201
+                strict = params.get("fieldValidation") == "Strict"
+                result, status = await self._create(key, ns, body, keep_status=False, manager=manager, strict=strict), 201
             elif verb == "patch":
                 result, status = await self._patch(
                     (key, ns, request.name or ""), raw.content_type, request.data, request.subresource, params, manager
                 )
             elif verb == "update":
-                result, status = await self._update((key, ns, request.name or ""), request.data, request.subresource, manager), 200
+                strict = params.get("fieldValidation") == "Strict"
+                result, status = await self._update((key, ns, request.name or ""), request.data, request.subresource, manager, strict=strict), 200
             elif verb == "delete":
                 result, status = await self._delete((key, ns, request.name or "")), 200
             else:
@@ -599,6 +636,55 @@ class Cluster(kmock.KubernetesScaffold):
         api_version = f"{res[0]}/{res[1]}" if res[0] else res[1]
         return ssa.builtin_type(api_version, self.kinds[res].kind) or self._deduced
 
+    def _crd_schema(self, res: ResKey) -> dict[str, Any] | None:
+        """The served version's openAPIV3Schema of the resource's installed CRD (None: no CRD or no schema)."""
+        crd = self.store.get((CRDS, None, f"{res[2]}.{res[0]}")) if res[0] else None
+        if crd is None:
+            return None
+        for version in crd["spec"].get("versions") or []:
+            if version.get("name") == res[1]:
+                schema: dict[str, Any] | None = (version.get("schema") or {}).get("openAPIV3Schema")
+                return schema
+        return None
+
+    def _unknown(self, res: ResKey, obj: Obj) -> list[str]:
+        """Fields the CRD's schema does not declare (metadata is ObjectMeta, checked elsewhere)."""
+        schema = self._crd_schema(res)
+        if schema is None:
+            return []
+        from kt_apiserver import unknown_fields  # tests/api, on pytest's pythonpath
+
+        # sorted, as pruning/algorithm.go 41 returns them
+        return sorted(p.lstrip(".") for p in unknown_fields({k: v for k, v in obj.items() if k != "metadata"}, schema))
+
+    def _admit_cr(self, res: ResKey, new: Obj, old: Obj | None) -> Obj:
+        """A custom resource as apiextensions-apiserver stores it: unknown fields pruned
+        (pkg/apiserver/schema/pruning/algorithm.go, tests/api/kt_crd._pruned), nulls dropped, defaults
+        applied, then the OpenAPI and CEL checks, transition rules on update (tests/api/kt_apiserver.py);
+        an error is 422 Invalid as pkg/registry/customresource/validator.go answers."""
+        schema = self._crd_schema(res)
+        if schema is None:
+            return new
+        from kt_apiserver import apply_defaults, prune_nulls, schema_errors, transition_errors
+        from kt_crd import _pruned
+
+        meta = new.get("metadata")
+        body = _pruned({k: v for k, v in new.items() if k != "metadata"}, schema)
+        prune_nulls(body, schema)
+        apply_defaults(body, schema)
+        stored = {**body, "metadata": meta} if meta is not None else body
+        checked = {**stored, "metadata": {k: v for k, v in (meta or {}).items() if k in ("name", "generateName")}}
+        errors = schema_errors(checked, {**schema, "properties": {**schema.get("properties", {}), "metadata": {"type": "object"}}})
+        if not errors:
+            errors = _cel_errors(checked, old, schema)
+            if old is not None and not errors:
+                previous = {**{k: v for k, v in old.items() if k != "metadata"}, "metadata": checked["metadata"]}
+                errors = transition_errors(checked, previous, schema)
+        if errors:
+            kind = self.kinds[res].kind
+            raise ApiError(422, "Invalid", f'{kind}.{res[0]} "{(meta or {}).get("name", "")}" is invalid: ' + ", ".join(e.lstrip(".") for e in errors))
+        return stored
+
     @staticmethod
     def _set_managed(obj: Obj, managers: ssa.Managers) -> None:
         entries = ssa.encode(managers)
@@ -614,7 +700,7 @@ class Cluster(kmock.KubernetesScaffold):
 
     # --- store operations (writes) ---------------------------------------------
 
-    async def _create(self, res: ResKey, ns: str | None, body: Obj, *, keep_status: bool, manager: str = "", managers: ssa.Managers | None = None) -> Obj:
+    async def _create(self, res: ResKey, ns: str | None, body: Obj, *, keep_status: bool, manager: str = "", managers: ssa.Managers | None = None, strict: bool = False) -> Obj:
         meta = body.setdefault("metadata", {})
         name = meta.get("name")
         if not name:
@@ -625,6 +711,12 @@ class Cluster(kmock.KubernetesScaffold):
         _admit(res, body)
         if self.kinds[res].has_status and not keep_status:
             body.pop("status", None)
+        unknown = self._unknown(res, body) if strict else []
+        if unknown:  # create.go 118-139 with rest.go 245-253; runtime/error.go 138-148; customresource_handler.go 1340
+            kind, version = self.kinds[res].kind, res[1]
+            raise ApiError(400, "BadRequest", f'{kind} in version "{version}" cannot be handled as a {kind}: strict decoding error: ' + ", ".join(f'unknown field "{u}"' for u in unknown))
+        body = self._admit_cr(res, body, None)
+        meta = body["metadata"]
         api_version = f"{res[0]}/{res[1]}" if res[0] else res[1]
         if managers is None:
             # Tracked from creation on (fieldmanager.go 57-75, probability 1): the creator owns every field.
@@ -653,7 +745,9 @@ class Cluster(kmock.KubernetesScaffold):
             apply = lambda old: _merge(old, patch)  # noqa: E731
         else:
             raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
-        return await self._write(key, apply, subresource, (patch or {}).get("metadata", {}).get("resourceVersion") if isinstance(patch, dict) else None, manager), 200
+        precondition = (patch or {}).get("metadata", {}).get("resourceVersion") if isinstance(patch, dict) else None
+        strict = "patch" if params.get("fieldValidation") == "Strict" else ""
+        return await self._write(key, apply, subresource, precondition, manager, strict=strict), 200
 
     async def _apply(self, key: ObjKey, patch: Any, subresource: str | None, params: dict[str, str]) -> tuple[Obj, int]:
         """Server-side apply (k8s.io/apiserver pkg/endpoints/handlers/patch.go 500-537, then ssa.apply)."""
@@ -669,6 +763,14 @@ class Cluster(kmock.KubernetesScaffold):
             raise ApiError(400, "BadRequest", f"Incorrect version specified in apply patch. Specified patch version: {patch.get('apiVersion')}, expected: {api_version}")
         if (patch.get("metadata") or {}).get("managedFields") is not None:
             raise ApiError(400, "BadRequest", "metadata.managedFields must be nil")
+        unknown = self._unknown(res, patch)
+        if unknown and params.get("fieldValidation") == "Strict":  # patch.go 518-526
+            raise ApiError(400, "BadRequest", "error strict decoding YAML: strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown))
+        if unknown:  # pruned before merging, so no one owns a field the server does not keep
+            schema = self._crd_schema(res) or {}
+            from kt_crd import _pruned
+
+            patch = {**_pruned({k: v for k, v in patch.items() if k != "metadata"}, schema), "metadata": patch.get("metadata") or {}}
         reset = self._reset(res, subresource)
         typ = self._type(res, patch)
         if key not in self.store and subresource is None:
@@ -692,11 +794,11 @@ class Cluster(kmock.KubernetesScaffold):
         precondition = (patch.get("metadata") or {}).get("resourceVersion")
         return await self._write(key, apply_to, subresource, precondition, applied=True), 200
 
-    async def _update(self, key: ObjKey, body: Any, subresource: str | None, manager: str = "") -> Obj:
+    async def _update(self, key: ObjKey, body: Any, subresource: str | None, manager: str = "", *, strict: bool = False) -> Obj:
         rv = (body or {}).get("metadata", {}).get("resourceVersion")
-        return await self._write(key, lambda old: copy.deepcopy(body), subresource, rv, manager)
+        return await self._write(key, lambda old: copy.deepcopy(body), subresource, rv, manager, strict="update" if strict else "")
 
-    async def _write(self, key: ObjKey, apply: Callable[[Obj], Obj], subresource: str | None, precondition_rv: str | None, manager: str = "", *, applied: bool = False) -> Obj:
+    async def _write(self, key: ObjKey, apply: Callable[[Obj], Obj], subresource: str | None, precondition_rv: str | None, manager: str = "", *, applied: bool = False, strict: str = "") -> Obj:
         """An update or patch by ``manager``; ``applied``: ``apply`` is a server-side apply that sets managedFields itself."""
         async with self._cond():
             old = self.store.get(key)
@@ -705,6 +807,12 @@ class Cluster(kmock.KubernetesScaffold):
             if precondition_rv is not None and precondition_rv != old["metadata"]["resourceVersion"]:
                 raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {key[0][2]} "{key[2]}": the object has been modified; please apply your changes to the latest version and try again')
             changed = apply(old)
+            unknown = self._unknown(key[0], changed) if strict else []
+            if unknown:
+                kind, problems = self.kinds[key[0]].kind, ", ".join(f'unknown field "{u}"' for u in unknown)
+                if strict == "update":  # handlers/update.go 108-127: decoded like a create, 400
+                    raise ApiError(400, "BadRequest", f'{kind} in version "{key[0][1]}" cannot be handled as a {kind}: strict decoding error: {problems}')
+                raise ApiError(422, "Invalid", f"patch: Invalid value: the patched object: strict decoding error: {problems}")  # patch.go 339-364
             new = copy.deepcopy(old)
             if subresource == "status":
                 new["status"] = changed.get("status")
@@ -727,6 +835,7 @@ class Cluster(kmock.KubernetesScaffold):
             else:
                 raise ApiError(404, "NotFound", f"no subresource {subresource}")
             new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            new = self._admit_cr(key[0], new, old)
             if not applied:
                 # fieldmanager.go 77-108: the request's managedFields if it sent some (main resource only), else the live ones.
                 sent = (new.get("metadata") or {}).get("managedFields") if subresource is None else None

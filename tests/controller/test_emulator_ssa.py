@@ -161,3 +161,69 @@ async def test_updates_are_tracked_under_the_field_manager_or_user_agent(cluster
     # The first apply to an object others wrote conflicts with their fields.
     code, status = await apply(cluster, PTJ, ptj(backoffLimit=5))
     assert code == 409 and 'conflict with "ops" using kubeflow.org/v1' in status["message"]
+
+
+# --- FineTuneJob writes go through the generated CRD's structural schema -------------------------
+
+FTJS = "/apis/kubetune.io/v1alpha1/namespaces/ns/finetunejobs"
+
+
+async def install_crd(cluster: Cluster) -> None:
+    from kubetune.api.crd import crd
+
+    async with cluster.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", data=json.dumps(crd()), headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 201, await resp.text()
+
+
+def ftj(name: str = "f", **spec: Any) -> dict[str, Any]:
+    from conftest import example_job
+
+    doc = example_job(name, "ns")
+    doc["spec"].update(spec)
+    return doc
+
+
+async def post(cluster: Cluster, body: dict[str, Any], strict: bool = False) -> tuple[int, Any]:
+    params = {"fieldValidation": "Strict"} if strict else {}
+    async with cluster.request("POST", FTJS, params=params, data=json.dumps(body), headers={"Content-Type": "application/json"}) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_finetunejob_unknown_fields_are_pruned_or_refused_under_strict(cluster: Cluster) -> None:
+    await install_crd(cluster)
+    job = ftj(bogus=1)
+    job["spec"]["training"] = {"epochs": 1, "typo": True}
+    code, status = await post(cluster, job, strict=True)
+    assert code == 400 and status["reason"] == "BadRequest"
+    assert status["message"] == 'FineTuneJob in version "v1alpha1" cannot be handled as a FineTuneJob: strict decoding error: unknown field "spec.bogus", unknown field "spec.training.typo"'
+    assert cluster.objects("kubetune.io/v1alpha1", "finetunejobs") == []
+    code, created = await post(cluster, job)
+    assert code == 201, created
+    assert "bogus" not in created["spec"] and "typo" not in created["spec"]["training"]
+    # defaults apply inside what was sent (structural defaulting)
+    assert created["spec"]["training"]["epochs"] == 1 and created["spec"]["training"]["stage"] == "sft"
+    # a merge patch under Strict is 422 (handlers/patch.go), without Strict the field is pruned
+    headers = {"Content-Type": "application/merge-patch+json"}
+    async with cluster.request("PATCH", f"{FTJS}/f", params={"fieldValidation": "Strict"}, data=json.dumps({"spec": {"nope": 1}}), headers=headers) as resp:
+        assert resp.status == 422 and 'unknown field "spec.nope"' in (await resp.json())["message"]
+    # an apply under Strict is 400; without it the unknown field is pruned and owned by no one
+    body = {**ftj(), "spec": {**created["spec"], "other": 2}}  # spec.training is immutable (a CEL transition rule)
+    code, status = await apply(cluster, FTJS, {**body, "metadata": {"name": "f"}}, manager="kubectl", force=True)
+    assert code == 200 and "other" not in status["spec"], status["message"]
+    async with cluster.request("PATCH", f"{FTJS}/f", params={"fieldManager": "kubectl", "fieldValidation": "Strict"}, data=json.dumps({**body, "metadata": {"name": "f"}}), headers=APPLY) as resp:
+        assert resp.status == 400 and (await resp.json())["message"] == 'error strict decoding YAML: strict decoding error: unknown field "spec.other"'
+
+
+async def test_finetunejob_values_the_schema_refuses_are_422_on_create_update_and_status(cluster: Cluster) -> None:
+    await install_crd(cluster)
+    code, status = await post(cluster, ftj(method="sgd"))
+    assert code == 422 and status["reason"] == "Invalid"
+    assert status["message"].startswith('FineTuneJob.kubetune.io "f" is invalid: spec.method')
+    assert (await post(cluster, ftj()))[0] == 201
+    headers = {"Content-Type": "application/merge-patch+json"}
+    async with cluster.request("PATCH", f"{FTJS}/f", data=json.dumps({"spec": {"method": "sgd"}}), headers=headers) as resp:
+        assert resp.status == 422
+    async with cluster.request("PATCH", f"{FTJS}/f/status", data=json.dumps({"status": {"phase": 7}}), headers=headers) as resp:
+        assert resp.status == 422 and "status.phase" in (await resp.json())["message"]
+    stored = cluster.read("kubetune.io/v1alpha1", "finetunejobs", "ns", "f")
+    assert stored is not None and stored["spec"]["method"] == "lora" and "status" not in stored

@@ -217,6 +217,8 @@ async def test_an_unknown_verdict_says_what_is_missing_and_never_blocks(cluster:
     await cluster.put_object(*FTJ, example_job("private-model", model=private, resources=resources))
     for name in ("no-gpu-memory", "private-model"):
         await eventually(lambda name=name: cluster.read(*PTJ, NS, name), what=f"children of {name} despite the unknown verdict")
+        # children first, then the status that reports them (act.py)
+        await eventually(lambda name=name: condition(cluster, "Created", name).get("reason") == "ChildrenCreated", what=f"{name}'s status")
     feasible = condition(cluster, "Feasible", "no-gpu-memory")
     assert (feasible["status"], feasible["reason"]) == ("Unknown", "GPUMemoryUnknown")
     assert "spec.resources.gpuMemory is not set" in feasible["message"] and "gpuMemoryByProduct" in feasible["message"]
@@ -246,7 +248,7 @@ async def test_a_job_built_on_another_waits_until_it_succeeded_then_starts(clust
     await eventually(lambda: cluster.read(*PTJ, NS, "then-sft"), what="children once the source Succeeded")
     cm = cluster.read(*CM, NS, "then-sft-kubetune")
     assert cm is not None and "team-a/base-sft/merged" in cm["data"]["train.yaml"], "it loads the source's merged model"
-    assert condition(cluster, "Created", "then-sft")["reason"] == "ChildrenCreated"
+    await eventually(lambda: condition(cluster, "Created", "then-sft").get("reason") == "ChildrenCreated", what="ChildrenCreated")
     FineTuneJobStatus.model_validate(status(cluster, "then-sft"))
 
     # references that can never work fail at once, with no children
@@ -545,7 +547,8 @@ async def test_evaluation_improves_serves_only_a_better_model(cluster: Cluster, 
     assert cluster.read(*DEPLOY, NS, "better-serve") is None
     cluster.append_log(NS, "better-master-0", evaluate_line(1.2, 2.1))
     await eventually(lambda: cluster.read(*DEPLOY, NS, "better-serve"), what="the better model's Deployment")
-    assert status(cluster, "better")["evaluation"]["base"] == {"evalLoss": 2.1}
+    # act.py writes the children first, then the status: the evaluation shows once that status lands.
+    await eventually(lambda: status(cluster, "better")["evaluation"]["base"] == {"evalLoss": 2.1}, what="the evaluation in status")
     assert cluster.read(*DEPLOY, NS, "worse-serve") is None
 
 
