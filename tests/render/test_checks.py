@@ -161,3 +161,15 @@ def test_pattern_errors_explain_the_expected_form(path: str, value: Any, expecte
     _, problems = validate_object(JobBuilder().set(path, value).doc_copy())
     assert [p.path for p in problems] == [expected_path]
     assert hint in problems[0].message
+
+
+def test_the_api_servers_managed_fields_are_not_held_against_the_job() -> None:
+    """A job read from the API server carries metadata.managedFields, one level deeper than each
+    spec field it records; a valid job whose record passes the depth bound is still valid."""
+    doc = JobBuilder().doc_copy()
+    record: dict[str, Any] = {}
+    for _ in range(70):  # deeper than safeyaml.MAX_DEPTH (64)
+        record = {"f:nodeAffinity": record}
+    doc["metadata"]["managedFields"] = [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": record}}]
+    job, problems = validate_object(doc)
+    assert problems == [] and job is not None
