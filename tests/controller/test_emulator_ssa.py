@@ -169,8 +169,10 @@ FTJS = "/apis/kubetune.io/v1alpha1/namespaces/ns/finetunejobs"
 
 
 async def install_crd(cluster: Cluster) -> None:
+    """Installed through the API, as helm does (the conftest cluster has it in store already)."""
     from kubetune.api.crd import crd
 
+    cluster.store.pop((("apiextensions.k8s.io", "v1", "customresourcedefinitions"), None, "finetunejobs.kubetune.io"))
     async with cluster.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", data=json.dumps(crd()), headers={"Content-Type": "application/json"}) as resp:
         assert resp.status == 201, await resp.text()
 
