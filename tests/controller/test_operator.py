@@ -502,6 +502,7 @@ async def test_running_and_failed_jobs_get_no_serving_objects(cluster: Cluster, 
     await eventually(lambda: phase_is(cluster, "Running", "running") and phase_is(cluster, "Failed", "failed"), timeout=20, what="Running and Failed")
     await succeed(cluster, "done")
     await eventually(lambda: cluster.read(*DEPLOY, NS, "done-serve"), what="the succeeded job's Deployment")
+    await eventually(lambda: cluster.read(*SVC, NS, "done-serve"), what="its Service (applied after the Deployment)")
     assert [d["metadata"]["name"] for d in cluster.objects(*DEPLOY, NS)] == ["done-serve"]
     assert [s["metadata"]["name"] for s in cluster.objects(*SVC, NS)] == ["done-serve"]
     assert not serving(cluster, "running") and not serving(cluster, "failed")
