@@ -147,6 +147,20 @@ async def test_an_atomic_list_is_replaced_whole_and_owned_whole(cluster: Cluster
     assert len(pod["tolerations"]) == 2  # no longer sent by us, owned by Kueue: kept
 
 
+async def test_a_set_list_keeps_each_appliers_values(cluster: Cluster) -> None:
+    """metadata.finalizers is x-kubernetes-list-type: set (ObjectMeta in the v1.36 OpenAPI): items by value."""
+
+    def with_finalizers(*names: str) -> dict[str, Any]:
+        return {**ptj(), "metadata": {"name": "j", "finalizers": list(names)}}
+
+    assert (await apply(cluster, PTJ, with_finalizers("a.io/x"), manager="a"))[0] == 201
+    code, obj = await apply(cluster, PTJ, with_finalizers("b.io/y"), manager="b")
+    assert code == 200 and obj["metadata"]["finalizers"] == ["a.io/x", "b.io/y"]
+    assert owners(obj)["b/Apply"]["f:metadata"]["f:finalizers"] == {'v:"b.io/y"': {}}
+    code, obj = await apply(cluster, PTJ, with_finalizers(), manager="a")
+    assert code == 200 and obj["metadata"]["finalizers"] == ["b.io/y"]
+
+
 async def test_updates_are_tracked_under_the_field_manager_or_user_agent(cluster: Cluster) -> None:
     body = ptj(suspend=True)
     async with cluster.request("POST", PTJ, data=json.dumps(body), headers={"Content-Type": "application/json", "User-Agent": "kubectl/v1.36.0 (linux/amd64)"}) as resp:
