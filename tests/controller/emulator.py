@@ -244,6 +244,7 @@ def field_match(selector: str | None, obj: Obj) -> bool:
 
 
 CRDS: ResKey = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+_ROOT_META = ("apiVersion", "kind", "metadata")
 _RESET_MAIN: tuple[ssa.FPath, ...] = ((("f", "status"),),)
 """Reset fields of a main resource with a status subresource (customresource/strategy.go 132-142)."""
 _RESET_STATUS: tuple[ssa.FPath, ...] = ((("f", "metadata"),), (("f", "spec"),))
@@ -654,8 +655,9 @@ class Cluster(kmock.KubernetesScaffold):
             return []
         from kt_apiserver import unknown_fields  # tests/api, on pytest's pythonpath
 
-        # sorted, as pruning/algorithm.go 41 returns them
-        return sorted(p.lstrip(".") for p in unknown_fields({k: v for k, v in obj.items() if k != "metadata"}, schema))
+        # sorted, as pruning/algorithm.go 41 returns them; apiVersion, kind and metadata at the root are
+        # never pruned (algorithm.go 29-53, isResourceRoot)
+        return sorted(p.lstrip(".") for p in unknown_fields({k: v for k, v in obj.items() if k not in _ROOT_META}, schema))
 
     def _admit_cr(self, res: ResKey, new: Obj, old: Obj | None) -> Obj:
         """A custom resource as apiextensions-apiserver stores it: unknown fields pruned
@@ -669,7 +671,8 @@ class Cluster(kmock.KubernetesScaffold):
         from kt_crd import _pruned
 
         meta = new.get("metadata")
-        body = _pruned({k: v for k, v in new.items() if k != "metadata"}, schema)
+        body = _pruned({k: v for k, v in new.items() if k not in _ROOT_META}, schema)
+        body.update({k: new[k] for k in ("apiVersion", "kind") if k in new})
         prune_nulls(body, schema)
         apply_defaults(body, schema)
         stored = {**body, "metadata": meta} if meta is not None else body
@@ -770,7 +773,8 @@ class Cluster(kmock.KubernetesScaffold):
             schema = self._crd_schema(res) or {}
             from kt_crd import _pruned
 
-            patch = {**_pruned({k: v for k, v in patch.items() if k != "metadata"}, schema), "metadata": patch.get("metadata") or {}}
+            kept = {k: patch[k] for k in _ROOT_META if k in patch}
+            patch = {**_pruned({k: v for k, v in patch.items() if k not in _ROOT_META}, schema), **kept}
         reset = self._reset(res, subresource)
         typ = self._type(res, patch)
         if key not in self.store and subresource is None:
