@@ -252,8 +252,8 @@ class HelmCluster(Cluster):
         except ApiError as exc:
             return self._error(exc)
 
-    async def _create(self, res: ResKey, ns: str | None, body: Obj, *, keep_status: bool) -> Obj:
-        created = await super()._create(res, ns, body, keep_status=keep_status)
+    async def _create(self, res: ResKey, ns: str | None, body: Obj, *, keep_status: bool, **fields: Any) -> Obj:
+        created = await super()._create(res, ns, body, keep_status=keep_status, **fields)
         if res[2] == "customresourcedefinitions":
             spec = created["spec"]
             for version in spec["versions"]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -124,12 +125,35 @@ async def training_started(cluster: Cluster, namespace: str, name: str = "qwen-l
     return await start_pod(cluster, "PyTorchJob", namespace, name)
 
 
+@functools.cache
+def _finetunejob_crd() -> dict[str, Any]:
+    from kubetune.api.crd import crd
+
+    doc = crd()
+    doc["metadata"].update(uid="crd-uid", resourceVersion="1", generation=1)
+    return doc
+
+
+def install_finetunejob_crd(cluster: Cluster) -> None:
+    """The generated CRD, as `helm install` leaves it (its creation checks: test_emulator_crd.py): the
+    emulator then prunes, defaults and validates every FineTuneJob write like the API server."""
+    doc = copy.deepcopy(_finetunejob_crd())
+    cluster.store[(("apiextensions.k8s.io", "v1", "customresourcedefinitions"), None, doc["metadata"]["name"])] = doc
+
+
+def uninstall_finetunejob_crd(cluster: Cluster) -> None:
+    """From now on FineTuneJobs are stored as sent, like under an older or schemaless CRD: how a test
+    reaches the operator's own validation with a job today's CRD refuses."""
+    cluster.store.pop((("apiextensions.k8s.io", "v1", "customresourcedefinitions"), None, "finetunejobs.kubetune.io"), None)
+
+
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
     handler = Cluster()
     # Like a real server, only known tokens get in: the fixture's config and test_process's kubeconfig.
     handler.authenticate = Tokens(static=("test-token", "secret-token"))
     declare_resources(handler)
+    install_finetunejob_crd(handler)
     async with handler, kmock.Server(handler):
         yield handler
 

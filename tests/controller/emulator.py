@@ -17,8 +17,14 @@ resource request from its own store with the API server's semantics:
 * a real ``/status`` subresource: writes to the main resource ignore status,
   writes to ``/status`` change nothing else;
 * merge patch, JSON patch, strategic merge (treated as merge: the operator sends
-  none) and server-side apply (create-or-merge, manager recorded; field
-  ownership and conflicts are *not* modelled);
+  none) and real server-side apply (tests/controller/ssa.py, after
+  structured-merge-diff): ``metadata.managedFields`` kept on every write (Apply
+  entries for appliers; Update entries, manager from ``fieldManager`` or the
+  User-Agent, for everything else), list-map/set/atomic merges by the kind's
+  schema (the installed CRD, the Kubernetes OpenAPI for built-in kinds), fields
+  an applier stopped sending removed unless another manager owns them, 409
+  Conflict naming the managers and fields without ``force``, ownership taken
+  with it;
 * finalizers and deletionTimestamp; garbage collection only when ``garbage_collect`` is set
   (background propagation: see ``_collect_garbage``);
 * list with labelSelector/fieldSelector and a list resourceVersion; watch from
@@ -53,6 +59,7 @@ from typing import Any
 import aiohttp.web
 import attrs
 import kmock
+import ssa
 
 Obj = dict[str, Any]
 ResKey = tuple[str, str, str]  # group, version, plural
@@ -109,9 +116,10 @@ class WatchEvent:
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
+        self.details = details
 
 
 def _now() -> str:
@@ -236,6 +244,11 @@ def field_match(selector: str | None, obj: Obj) -> bool:
 
 
 CRDS: ResKey = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+_ROOT_META = ("apiVersion", "kind", "metadata")
+_RESET_MAIN: tuple[ssa.FPath, ...] = ((("f", "status"),),)
+"""Reset fields of a main resource with a status subresource (customresource/strategy.go 132-142)."""
+_RESET_STATUS: tuple[ssa.FPath, ...] = ((("f", "metadata"),), (("f", "spec"),))
+"""Reset fields of ``/status`` (customresource/status_strategy.go 48-65)."""
 
 
 def _admit(res: ResKey, obj: Obj) -> None:
@@ -251,6 +264,41 @@ def _admit(res: ResKey, obj: Obj) -> None:
     if errors:
         name = obj.get("metadata", {}).get("name", "")
         raise ApiError(422, "Invalid", f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: ' + "; ".join(errors))
+
+
+_CEL_CACHE: dict[tuple[int, str], tuple[str, ...]] = {}
+
+
+def _cel_errors(new: Obj, old: Obj | None, schema: dict[str, Any]) -> list[str]:
+    """The CRD's CEL rules (tests/api/kt_apiserver.py) with validation ratcheting, GA since 1.33
+    (apiextensions-apiserver pkg/features/kube_features.go 70-74, pkg/apiserver/schema/cel/validation.go
+    237-242 and 468): a rule without oldSelf on a node equal to the old object's is not held against the
+    update, so it is not evaluated here (the stored object passed it).  Nodes are correlated through
+    object fields only; list items are always evaluated.  Results are memoised per value (cel-python
+    takes ~0.2 s for a FineTuneJob)."""
+    from kt_apiserver import RULES, _holds, _nodes, is_transition, to_cel, with_object_meta
+
+    key = (id(schema), json.dumps([new, old], sort_keys=True, default=str))
+    cached = _CEL_CACHE.get(key)
+    if cached is not None:
+        return list(cached)
+    errors = []
+    for path, node, sub in _nodes(new, with_object_meta(schema)):
+        rules = [r for r in sub.get(RULES, []) if not is_transition(r["rule"])]
+        if not rules:
+            continue
+        if old is not None and path:
+            previous: Any = old
+            for part in path.lstrip(".").split("."):
+                previous = previous.get(part) if isinstance(previous, dict) and "[" not in part else None
+            if previous == node:
+                continue
+        activation = {"self": to_cel(node, sub)}
+        for entry in rules:
+            if not _holds(entry["rule"], activation):
+                errors.append(f"{path}{entry.get('fieldPath', '')}: {entry['message']}")
+    _CEL_CACHE[key] = tuple(errors)
+    return errors
 
 
 @dataclass(frozen=True)
@@ -322,6 +370,8 @@ class Cluster(kmock.KubernetesScaffold):
     """Delete dependents whose owners are all gone, as kube-controller-manager's garbage collector does."""
     virtual: dict[ResKey, Callable[[kmock.Request, str], Any]] = attrs.field(factory=dict)
     """Resources with no storage, served by a plug-in (emulator_auth: TokenReview): (request, verb) -> response."""
+    _types: dict[ResKey, tuple[Any, ssa.Typ]] = attrs.field(factory=dict)
+    _deduced: ssa.Typ = attrs.field(factory=ssa.deduced_type)
     admission: dict[ResKey, list[Callable[[Obj, Obj | None], None]]] = attrs.field(factory=dict)
     """Admission plug-ins per resource (trainer_v2: schema, CEL immutability, Kueue's webhook), called
     as (new object, old object or None on create) on every create and main-resource write; they may
@@ -355,21 +405,31 @@ class Cluster(kmock.KubernetesScaffold):
             if res == (group, version, plural) and (namespace is None or ns == namespace)
         ]
 
-    async def put_object(self, api_version: str, plural: str, obj: Obj) -> Obj:
-        """Create an object as another client would (a user's kubectl apply, the Kubeflow controller)."""
+    async def put_object(self, api_version: str, plural: str, obj: Obj, *, manager: str = "test-client") -> Obj:
+        """Create an object as another client would (a user's kubectl apply, the Kubeflow controller);
+        its fields are owned by ``manager`` (an Update entry, as for any create)."""
         group, _, version = api_version.rpartition("/")
         res = (group, version, plural)
         ns = obj.get("metadata", {}).get("namespace") if self.kinds[res].namespaced else None
-        return await self._create(res, ns, copy.deepcopy(obj), keep_status=True)
+        return await self._create(res, ns, copy.deepcopy(obj), keep_status=True, manager=manager)
 
-    async def mutate(self, api_version: str, plural: str, namespace: str | None, name: str, fn: Callable[[Obj], None]) -> Obj:
-        """Change a stored object in place (e.g. a child's status), as its controller would."""
+    async def mutate(self, api_version: str, plural: str, namespace: str | None, name: str, fn: Callable[[Obj], None], *, manager: str = "test-controller") -> Obj:
+        """Change a stored object in place (e.g. a child's status), as its controller would: the
+        change is an Update by ``manager`` (changes to status as a ``status`` subresource Update),
+        so a later apply that sends the fields it set conflicts with it."""
         group, _, version = api_version.rpartition("/")
         key = ((group, version, plural), namespace, name)
         async with self._cond():
             old = self.store[key]
             new = copy.deepcopy(old)
             fn(new)
+            managers = ssa.decode(old["metadata"].get("managedFields"))
+            has_status = self.kinds[key[0]].has_status
+            typ = self._type(key[0], new)
+            managers = ssa.update(old, new, typ, managers, manager, api_version, "", _RESET_MAIN if has_status else ())
+            if has_status:
+                managers = ssa.update(old, new, typ, managers, manager, api_version, "status", _RESET_STATUS)
+            self._set_managed(new, managers)
             if {k: v for k, v in new.items() if k not in ("metadata", "status")} != {
                 k: v for k, v in old.items() if k not in ("metadata", "status")
             }:
@@ -443,6 +503,8 @@ class Cluster(kmock.KubernetesScaffold):
             self.call_log.append((verb, key[2], response.status))
             return response
         kind = self.kinds[key]
+        # create.go 259-283 managerOrUserAgent: the fieldManager parameter, else the User-Agent up to its first "/".
+        manager = params.get("fieldManager") or raw.headers.get("User-Agent", "").split("/")[0]
         try:
             self._check_faults(verb, key[2], request.subresource, request.name)
             ns = request.namespace if kind.namespaced else None
@@ -458,13 +520,15 @@ class Cluster(kmock.KubernetesScaffold):
                 result, status = self._fetch((key, ns, request.name or "")), 200
             elif verb == "create":
                 body = request.data if isinstance(request.data, dict) else {}
-                result, status = await self._create(key, ns, body, keep_status=False), 201
+                strict = params.get("fieldValidation") == "Strict"
+                result, status = await self._create(key, ns, body, keep_status=False, manager=manager, strict=strict), 201
             elif verb == "patch":
                 result, status = await self._patch(
-                    (key, ns, request.name or ""), raw.content_type, request.data, request.subresource, params
+                    (key, ns, request.name or ""), raw.content_type, request.data, request.subresource, params, manager
                 )
             elif verb == "update":
-                result, status = await self._update((key, ns, request.name or ""), request.data, request.subresource), 200
+                strict = params.get("fieldValidation") == "Strict"
+                result, status = await self._update((key, ns, request.name or ""), request.data, request.subresource, manager, strict=strict), 200
             elif verb == "delete":
                 result, status = await self._delete((key, ns, request.name or "")), 200
             else:
@@ -492,6 +556,8 @@ class Cluster(kmock.KubernetesScaffold):
     def _error(exc: ApiError) -> aiohttp.web.Response:
         headers = {"Retry-After": "1"} if exc.code == 429 else None
         body = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure", "code": exc.code, "reason": exc.reason, "message": exc.message}
+        if exc.details is not None:
+            body["details"] = exc.details
         return aiohttp.web.json_response(body, status=exc.code, headers=headers)
 
     # --- store operations ----------------------------------------------------
@@ -552,7 +618,92 @@ class Cluster(kmock.KubernetesScaffold):
         kind = self.kinds[res].kind
         return {"apiVersion": f"{res[0]}/{res[1]}".lstrip("/"), "kind": f"{kind}List", "metadata": {"resourceVersion": str(self.rv)}, "items": items}
 
-    async def _create(self, res: ResKey, ns: str | None, body: Obj, *, keep_status: bool) -> Obj:
+    # --- field management (ssa.py) ---------------------------------------------
+
+    def _type(self, res: ResKey, obj: Obj) -> ssa.Typ:
+        """The schema server-side apply merges by: the installed CRD's, else the Kubernetes OpenAPI of a
+        built-in kind, else the deduced type of a schemaless custom resource."""
+        crd = self.store.get((CRDS, None, f"{res[2]}.{res[0]}")) if res[0] else None
+        if crd is not None:
+            cached = self._types.get(res)
+            rv = crd["metadata"].get("resourceVersion")
+            if cached is None or cached[0] != rv:
+                schema = next(
+                    ((v.get("schema") or {}).get("openAPIV3Schema") for v in crd["spec"].get("versions") or [] if v.get("name") == res[1]),
+                    None,
+                )
+                cached = self._types[res] = (rv, ssa.crd_type(schema) if schema else ssa.deduced_type())
+            return cached[1]
+        api_version = f"{res[0]}/{res[1]}" if res[0] else res[1]
+        return ssa.builtin_type(api_version, self.kinds[res].kind) or self._deduced
+
+    def _crd_schema(self, res: ResKey) -> dict[str, Any] | None:
+        """The served version's openAPIV3Schema of the resource's installed CRD (None: no CRD or no schema)."""
+        crd = self.store.get((CRDS, None, f"{res[2]}.{res[0]}")) if res[0] else None
+        if crd is None:
+            return None
+        for version in crd["spec"].get("versions") or []:
+            if version.get("name") == res[1]:
+                schema: dict[str, Any] | None = (version.get("schema") or {}).get("openAPIV3Schema")
+                return schema
+        return None
+
+    def _unknown(self, res: ResKey, obj: Obj) -> list[str]:
+        """Fields the CRD's schema does not declare (metadata is ObjectMeta, checked elsewhere)."""
+        schema = self._crd_schema(res)
+        if schema is None:
+            return []
+        from kt_apiserver import unknown_fields  # tests/api, on pytest's pythonpath
+
+        # sorted, as pruning/algorithm.go 41 returns them; apiVersion, kind and metadata at the root are
+        # never pruned (algorithm.go 29-53, isResourceRoot)
+        return sorted(p.lstrip(".") for p in unknown_fields({k: v for k, v in obj.items() if k not in _ROOT_META}, schema))
+
+    def _admit_cr(self, res: ResKey, new: Obj, old: Obj | None) -> Obj:
+        """A custom resource as apiextensions-apiserver stores it: unknown fields pruned
+        (pkg/apiserver/schema/pruning/algorithm.go, tests/api/kt_crd._pruned), nulls dropped, defaults
+        applied, then the OpenAPI and CEL checks, transition rules on update (tests/api/kt_apiserver.py);
+        an error is 422 Invalid as pkg/registry/customresource/validator.go answers."""
+        schema = self._crd_schema(res)
+        if schema is None:
+            return new
+        from kt_apiserver import apply_defaults, prune_nulls, schema_errors, transition_errors
+        from kt_crd import _pruned
+
+        meta = new.get("metadata")
+        body = _pruned({k: v for k, v in new.items() if k not in _ROOT_META}, schema)
+        body.update({k: new[k] for k in ("apiVersion", "kind") if k in new})
+        prune_nulls(body, schema)
+        apply_defaults(body, schema)
+        stored = {**body, "metadata": meta} if meta is not None else body
+        checked = {**stored, "metadata": {k: v for k, v in (meta or {}).items() if k in ("name", "generateName")}}
+        errors = schema_errors(checked, {**schema, "properties": {**schema.get("properties", {}), "metadata": {"type": "object"}}})
+        if not errors:
+            errors = _cel_errors(checked, old, schema)
+            if old is not None and not errors:
+                previous = {**{k: v for k, v in old.items() if k != "metadata"}, "metadata": checked["metadata"]}
+                errors = transition_errors(checked, previous, schema)
+        if errors:
+            kind = self.kinds[res].kind
+            raise ApiError(422, "Invalid", f'{kind}.{res[0]} "{(meta or {}).get("name", "")}" is invalid: ' + ", ".join(e.lstrip(".") for e in errors))
+        return stored
+
+    @staticmethod
+    def _set_managed(obj: Obj, managers: ssa.Managers) -> None:
+        entries = ssa.encode(managers)
+        if entries:
+            obj["metadata"]["managedFields"] = entries
+        else:
+            obj["metadata"].pop("managedFields", None)
+
+    def _reset(self, res: ResKey, subresource: str | None) -> tuple[ssa.FPath, ...]:
+        if not self.kinds[res].has_status:
+            return ()
+        return _RESET_STATUS if subresource == "status" else _RESET_MAIN
+
+    # --- store operations (writes) ---------------------------------------------
+
+    async def _create(self, res: ResKey, ns: str | None, body: Obj, *, keep_status: bool, manager: str = "", managers: ssa.Managers | None = None, strict: bool = False) -> Obj:
         meta = body.setdefault("metadata", {})
         name = meta.get("name")
         if not name:
@@ -561,8 +712,24 @@ class Cluster(kmock.KubernetesScaffold):
             raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
         key = (res, ns, name)
         _admit(res, body)
+        if self.kinds[res].has_status and not keep_status:
+            body.pop("status", None)
+        unknown = self._unknown(res, body) if strict else []
+        if unknown:  # create.go 118-139 with rest.go 245-253; runtime/error.go 138-148; customresource_handler.go 1340
+            kind, version = self.kinds[res].kind, res[1]
+            raise ApiError(400, "BadRequest", f'{kind} in version "{version}" cannot be handled as a {kind}: strict decoding error: ' + ", ".join(f'unknown field "{u}"' for u in unknown))
+        body = self._admit_cr(res, body, None)
+        meta = body["metadata"]
+        api_version = f"{res[0]}/{res[1]}" if res[0] else res[1]
+        if managers is None:
+            # Tracked from creation on (fieldmanager.go 57-75, probability 1): the creator owns every field.
+            typ = self._type(res, body)
+            managers = ssa.update({}, body, typ, ssa.Managers(), manager, api_version, "", self._reset(res, None))
+            if keep_status and self.kinds[res].has_status:
+                managers = ssa.update({}, body, typ, managers, manager, api_version, "status", _RESET_STATUS)
+        self._set_managed(body, managers)
         for plugin in self.admission.get(res, ()):
-            plugin(body, None)
+            plugin(body, None)  # after the field manager: webhook changes are owned by no one (create.go 199-203)
         async with self._cond():
             if key in self.store:
                 raise ApiError(409, "AlreadyExists", f'{res[2]} "{name}" already exists')
@@ -570,38 +737,73 @@ class Cluster(kmock.KubernetesScaffold):
                 meta["namespace"] = ns
             meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=_now())
             meta.pop("resourceVersion", None)
-            if self.kinds[res].has_status and not keep_status:
-                body.pop("status", None)
             return self._commit(key, body, "ADDED")
 
-    async def _patch(self, key: ObjKey, content_type: str, patch: Any, subresource: str | None, params: dict[str, str]) -> tuple[Obj, int]:
+    async def _patch(self, key: ObjKey, content_type: str, patch: Any, subresource: str | None, params: dict[str, str], manager: str = "") -> tuple[Obj, int]:
         if content_type == "application/apply-patch+yaml":
-            if not params.get("fieldManager"):
-                raise ApiError(400, "BadRequest", "fieldManager is required for apply requests")
-            if key not in self.store and subresource is None:
-                body = copy.deepcopy(patch)
-                # An entry as the API server writes it (k8s.io/apimachinery/pkg/apis/meta/v1/types.go:1392-1428
-                # ManagedFieldsEntry, openshift/microshift vendored Kubernetes 1.36 @ 8e16b12): client-go's csaupgrade (helm adopting an object) decodes fieldsV1
-                # and dereferences nil without it. Field ownership itself is not modelled (empty set).
-                body.setdefault("metadata", {})["managedFields"] = [{
-                    "manager": params["fieldManager"], "operation": "Apply", "apiVersion": body.get("apiVersion", ""),
-                    "time": _now(), "fieldsType": "FieldsV1", "fieldsV1": {},
-                }]
-                return await self._create(key[0], key[1], body, keep_status=False), 201
-            apply = lambda old: _merge(old, patch)  # noqa: E731
-        elif content_type == "application/json-patch+json":
+            return await self._apply(key, patch, subresource, params)
+        if content_type == "application/json-patch+json":
             apply = lambda old: _json_patch(old, patch)  # noqa: E731
         elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
             apply = lambda old: _merge(old, patch)  # noqa: E731
         else:
             raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
-        return await self._write(key, apply, subresource, (patch or {}).get("metadata", {}).get("resourceVersion") if isinstance(patch, dict) else None), 200
+        precondition = (patch or {}).get("metadata", {}).get("resourceVersion") if isinstance(patch, dict) else None
+        strict = "patch" if params.get("fieldValidation") == "Strict" else ""
+        return await self._write(key, apply, subresource, precondition, manager, strict=strict), 200
 
-    async def _update(self, key: ObjKey, body: Any, subresource: str | None) -> Obj:
+    async def _apply(self, key: ObjKey, patch: Any, subresource: str | None, params: dict[str, str]) -> tuple[Obj, int]:
+        """Server-side apply (k8s.io/apiserver pkg/endpoints/handlers/patch.go 500-537, then ssa.apply)."""
+        manager = params.get("fieldManager")
+        if not manager:
+            raise ApiError(400, "BadRequest", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
+        force = params.get("force") in ("true", "1")
+        if not isinstance(patch, dict):
+            raise ApiError(400, "BadRequest", "error decoding YAML: the applied configuration is not an object")
+        res = key[0]
+        api_version = f"{res[0]}/{res[1]}" if res[0] else res[1]
+        if patch.get("apiVersion") != api_version or patch.get("kind") != self.kinds[res].kind:
+            raise ApiError(400, "BadRequest", f"Incorrect version specified in apply patch. Specified patch version: {patch.get('apiVersion')}, expected: {api_version}")
+        if (patch.get("metadata") or {}).get("managedFields") is not None:
+            raise ApiError(400, "BadRequest", "metadata.managedFields must be nil")
+        unknown = self._unknown(res, patch)
+        if unknown and params.get("fieldValidation") == "Strict":  # patch.go 518-526
+            raise ApiError(400, "BadRequest", "error strict decoding YAML: strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown))
+        if unknown:  # pruned before merging, so no one owns a field the server does not keep
+            schema = self._crd_schema(res) or {}
+            from kt_crd import _pruned
+
+            kept = {k: patch[k] for k in _ROOT_META if k in patch}
+            patch = {**_pruned({k: v for k, v in patch.items() if k not in _ROOT_META}, schema), **kept}
+        reset = self._reset(res, subresource)
+        typ = self._type(res, patch)
+        if key not in self.store and subresource is None:
+            try:
+                merged, managers = ssa.apply(None, patch, typ, ssa.Managers(), manager, api_version, "", force, reset)
+            except ssa.ApplyInvalid as exc:
+                raise ApiError(422, "Invalid", f"{self.kinds[res].kind} \"{key[2]}\" is invalid: {exc}") from exc
+            return await self._create(res, key[1], merged, keep_status=False, managers=managers), 201
+
+        def apply_to(old: Obj) -> Obj:
+            try:
+                merged, managers = ssa.apply(old, patch, typ, ssa.decode(old["metadata"].get("managedFields")), manager, api_version, subresource or "", force, reset)
+            except ssa.Conflict as exc:
+                message, causes = ssa.conflict_message(exc.conflicts)
+                raise ApiError(409, "Conflict", message, {"causes": causes}) from exc
+            except ssa.ApplyInvalid as exc:
+                raise ApiError(422, "Invalid", f"{self.kinds[res].kind} \"{key[2]}\" is invalid: {exc}") from exc
+            self._set_managed(merged, managers)
+            return merged
+
+        precondition = (patch.get("metadata") or {}).get("resourceVersion")
+        return await self._write(key, apply_to, subresource, precondition, applied=True), 200
+
+    async def _update(self, key: ObjKey, body: Any, subresource: str | None, manager: str = "", *, strict: bool = False) -> Obj:
         rv = (body or {}).get("metadata", {}).get("resourceVersion")
-        return await self._write(key, lambda old: copy.deepcopy(body), subresource, rv)
+        return await self._write(key, lambda old: copy.deepcopy(body), subresource, rv, manager, strict="update" if strict else "")
 
-    async def _write(self, key: ObjKey, apply: Callable[[Obj], Obj], subresource: str | None, precondition_rv: str | None) -> Obj:
+    async def _write(self, key: ObjKey, apply: Callable[[Obj], Obj], subresource: str | None, precondition_rv: str | None, manager: str = "", *, applied: bool = False, strict: str = "") -> Obj:
+        """An update or patch by ``manager``; ``applied``: ``apply`` is a server-side apply that sets managedFields itself."""
         async with self._cond():
             old = self.store.get(key)
             if old is None:
@@ -609,11 +811,19 @@ class Cluster(kmock.KubernetesScaffold):
             if precondition_rv is not None and precondition_rv != old["metadata"]["resourceVersion"]:
                 raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {key[0][2]} "{key[2]}": the object has been modified; please apply your changes to the latest version and try again')
             changed = apply(old)
+            unknown = self._unknown(key[0], changed) if strict else []
+            if unknown:
+                kind, problems = self.kinds[key[0]].kind, ", ".join(f'unknown field "{u}"' for u in unknown)
+                if strict == "update":  # handlers/update.go 108-127: decoded like a create, 400
+                    raise ApiError(400, "BadRequest", f'{kind} in version "{key[0][1]}" cannot be handled as a {kind}: strict decoding error: {problems}')
+                raise ApiError(422, "Invalid", f"patch: Invalid value: the patched object: strict decoding error: {problems}")  # patch.go 339-364
             new = copy.deepcopy(old)
             if subresource == "status":
                 new["status"] = changed.get("status")
                 if new["status"] is None:
                     new.pop("status")
+                if applied:
+                    new["metadata"]["managedFields"] = (changed.get("metadata") or {}).get("managedFields")
             elif subresource is None:
                 status = old.get("status")
                 new = changed
@@ -629,6 +839,15 @@ class Cluster(kmock.KubernetesScaffold):
             else:
                 raise ApiError(404, "NotFound", f"no subresource {subresource}")
             new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            new = self._admit_cr(key[0], new, old)
+            if not applied:
+                # fieldmanager.go 77-108: the request's managedFields if it sent some (main resource only), else the live ones.
+                sent = (new.get("metadata") or {}).get("managedFields") if subresource is None else None
+                managers = ssa.decode(sent or old["metadata"].get("managedFields"))
+                if old["metadata"].get("managedFields") or sent:  # skipnonapplied.go 53-72: untracked objects stay untracked
+                    api_version = f"{key[0][0]}/{key[0][1]}" if key[0][0] else key[0][1]
+                    managers = ssa.update(old, new, self._type(key[0], new), managers, manager, api_version, subresource or "", self._reset(key[0], subresource))
+                self._set_managed(new, managers)
             if subresource is None:
                 _admit(key[0], new)
                 for plugin in self.admission.get(key[0], ()):

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from conftest import FTJ, MPI, PTJ, example_job, eventually
+from conftest import FTJ, MPI, PTJ, example_job, eventually, uninstall_finetunejob_crd
 from emulator import Cluster
 from emulator_auth import TokenAuthority
 from kt_upstream import missing_message, upstream_crds_dir
@@ -84,6 +84,7 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
     await set_condition(cluster, "MPIJob", NS, "mpi", "Failed")
     await eventually(lambda: phase(cluster, "mpi") == "Failed", what="mpi Failed")
 
+    uninstall_finetunejob_crd(cluster)  # a job today's CRD refuses, stored under an older one
     await cluster.put_object(*FTJ, example_job("invalid", method="qlora"))
     await eventually(lambda: phase(cluster, "invalid") == "Failed", what="invalid Failed")
     assert cluster.read(*PTJ, NS, "invalid") is None

@@ -95,6 +95,8 @@ async def test_editing_an_auto_job_is_not_a_backend_change(cluster: Cluster, ope
     await operator()
     await cluster.put_object(*FTJ, auto_job("e"))
     await eventually(lambda: cluster.read(*PTJ, NS, "e"), what="a PyTorchJob")
+    # the edit comes after the operator recorded the running job (its status lands after the children)
+    await eventually(lambda: ((cluster.read(*FTJ, NS, "e") or {}).get("status") or {}).get("configMap"), what="status.configMap")
     await cluster.mutate(*FTJ, NS, "e", lambda o: o["spec"].update(suspend=True))
     await eventually(lambda: (cluster.read(*PTJ, NS, "e") or {})["spec"]["runPolicy"].get("suspend") is True, what="the child suspended")
     # the child is suspended first, then the Event is posted (two writes): wait for the Event too

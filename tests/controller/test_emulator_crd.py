@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from emulator import Cluster
 
@@ -13,6 +14,13 @@ from kubetune.api.crd import crd
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def cluster(cluster: Cluster) -> Cluster:
+    """No CRD installed yet: these tests install it."""
+    cluster.store.pop((("apiextensions.k8s.io", "v1", "customresourcedefinitions"), None, "finetunejobs.kubetune.io"))
+    return cluster
 
 
 async def post(cluster: Cluster, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -12,6 +12,8 @@ import asyncio
 import copy
 from typing import Any
 
+import pytest
+
 from conftest import CM, FTJ, PTJ, example_job, eventually
 from emulator import Cluster
 
@@ -53,6 +55,13 @@ HOSTILE: dict[str, tuple[dict[str, Any], str]] = {
     "h-configmap-too-big": (_with("h-configmap-too-big", spec__env=[{"name": f"V{i}", "value": "\x01" * 4096} for i in range(64)]), "spec"),
     "h-many-problems": (_with("h-many-problems", spec__env=[{"name": f"bad name {i}", "value": "x"} for i in range(64)]), "spec.env"),
 }
+
+
+@pytest.fixture
+async def cluster(cluster: Cluster) -> Cluster:
+    """A cluster whose FineTuneJob CRD has no schema (the module doc): the conftest one without its CRD."""
+    cluster.store.pop((("apiextensions.k8s.io", "v1", "customresourcedefinitions"), None, "finetunejobs.kubetune.io"))
+    return cluster
 
 
 def _status(cluster: Cluster, name: str) -> dict[str, Any]:

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 import pytest
-from conftest import CM, EVENTS, FTJ, MPI, PTJ, example_job, eventually, training_started
-from emulator import Cluster
+from conftest import CM, EVENTS, FTJ, MPI, PTJ, example_job, eventually, training_started, uninstall_finetunejob_crd
+from emulator import ApiError, Cluster
 from kubeflow import progress_line, set_condition, stage_line, start_pod
 
 from kubetune.api import FineTuneJobStatus
@@ -66,7 +66,10 @@ async def test_create_makes_configmap_and_pytorchjob_owned_by_the_finetunejob(cl
 
     stored = cluster.read(*FTJ, NS, "qwen-lora")
     assert stored is not None
-    assert stored["spec"] == example_job()["spec"], "the operator must never write spec (GitOps drift)"
+    # the API server defaulted the spec at create (the CRD's defaults); after that no one may touch it
+    assert stored["spec"] == ftj["spec"], "the operator must never write spec (GitOps drift)"
+    spec_owners = {e["manager"] for e in stored["metadata"]["managedFields"] if "f:spec" in e["fieldsV1"]}
+    assert spec_owners == {"test-client"}, "only the job's author owns spec fields (managedFields)"
     assert not stored["metadata"].get("finalizers"), "no finalizer may block deletion"
     assert len(cluster.objects(*PTJ)) == 1 and len(cluster.objects(*CM)) == 1
 
@@ -165,6 +168,9 @@ async def test_failed_job_reports_oomkilled(cluster: Cluster, operator: Any) -> 
 
 async def test_invalid_job_fails_validation_without_children_and_operator_keeps_serving(cluster: Cluster, operator: Any) -> None:
     await operator()
+    with pytest.raises(ApiError, match="spec.quantization"):  # today's CRD refuses it at the API server
+        await cluster.put_object(*FTJ, example_job("broken", method="qlora"))
+    uninstall_finetunejob_crd(cluster)  # stored under an older CRD: the operator's validation refuses it
     await cluster.put_object(*FTJ, example_job("broken", method="qlora"))  # qlora without spec.quantization
     await eventually(lambda: phase_is(cluster, "Failed", "broken"), what="phase Failed")
     validated = condition(cluster, "Validated", "broken")
@@ -313,6 +319,9 @@ async def test_suspend_toggles_the_child_run_policy(cluster: Cluster, operator: 
     await cluster.put_object(*FTJ, example_job())
     await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
     assert cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is False
+    # the edit comes after the operator recorded the running job (its status lands after the children;
+    # an edit before that is a job created suspended, with no Suspending Event)
+    await eventually(lambda: status(cluster).get("configMap"), what="status.configMap")
 
     await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].update(suspend=True))
     await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is True, what="child suspended")

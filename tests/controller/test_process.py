@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FTJ, PTJ, example_job, eventually
+from conftest import FTJ, PTJ, example_job, eventually, uninstall_finetunejob_crd
 from emulator import Cluster
 
 from kubetune.controller.kube import load_connection
@@ -72,6 +72,7 @@ async def test_health_and_metrics_endpoints(cluster: Cluster, operator: Any, con
     await operator(dataclasses.replace(config, metrics_port=metrics_port, health_port=health_port))
     cluster.inject("patch", "configmaps", 500, times=1)  # one failed reconcile, retried
     await cluster.put_object(*FTJ, example_job())
+    uninstall_finetunejob_crd(cluster)  # "bad" is refused by today's CRD: stored as under an older one
     await cluster.put_object(*FTJ, example_job("bad", method="qlora"))
     await eventually(lambda: cluster.read(*PTJ, "team-a", "qwen-lora"), what="the PyTorchJob")
 

@@ -194,3 +194,15 @@ def test_lora_targets_peft_finds_are_accepted_and_planned(targets: list[str]) ->
     job, problems = validate_object(JobBuilder().set("spec.method", "lora").set("spec.lora", {"targetModules": targets}).doc_copy())
     assert problems == [] and job is not None
     assert estimate(resolve(job.spec.model.name), setup_from_job(job)).total > 0
+
+
+def test_the_api_servers_managed_fields_are_not_held_against_the_job() -> None:
+    """A job read from the API server carries metadata.managedFields, one level deeper than each
+    spec field it records; a valid job whose record passes the depth bound is still valid."""
+    doc = JobBuilder().doc_copy()
+    record: dict[str, Any] = {}
+    for _ in range(70):  # deeper than safeyaml.MAX_DEPTH (64)
+        record = {"f:nodeAffinity": record}
+    doc["metadata"]["managedFields"] = [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": record}}]
+    job, problems = validate_object(doc)
+    assert problems == [] and job is not None

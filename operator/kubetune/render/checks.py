@@ -57,6 +57,13 @@ def validate_object(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
 def _validate(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
     if not isinstance(obj, dict):
         return None, [Problem("", f"expected a FineTuneJob mapping (apiVersion, kind, metadata, spec), got {_type_name(obj)}")]
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        # The API server's field-ownership record (k8s.io/apimachinery pkg/util/managedfields), not the
+        # author's: it mirrors the spec's shape one level deeper per field, so bounding it with the spec
+        # refused a job at the depth limit as "metadata.managedFields[0].fieldsV1..." instead of naming
+        # the spec field (or a valid job near the limit outright).
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
     try:
         # Depth, size, NaN, NUL, int64, key types: the same bounds as the manifest
         # loader, for objects that come from the API server (the operator) as JSON.
