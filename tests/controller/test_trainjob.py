@@ -231,7 +231,8 @@ async def test_an_env_edit_of_a_running_trainjob_is_refused_up_front_and_the_job
     assert status(cluster)["observedGeneration"] == 2 and status(cluster)["phase"] == "Running"
     assert len(trainjob_calls(cluster)) == writes, "nothing was sent to the TrainJob"
     assert cluster.read(*CM, NS, "qwen-lora-kubetune")["data"] == config["data"]  # type: ignore[index]
-    assert any(e["reason"] == "ImmutableFieldChanged" for e in cluster.objects("v1", "events", NS))
+    # the Event is posted after the status patch (two writes): wait for it rather than race it
+    await eventually(lambda: any(e["reason"] == "ImmutableFieldChanged" for e in cluster.objects("v1", "events", NS)), what="the ImmutableFieldChanged Event")
 
 
 async def test_a_placement_edit_is_carried_only_once_the_trainjob_is_suspended(cluster: Cluster, operator: Any) -> None:
@@ -296,7 +297,8 @@ async def test_a_refused_update_is_reported_retried_with_backoff_and_recorded_on
     rejected = await eventually(lambda: condition(cluster, "Validated").get("reason") == "UpdateRejected" and condition(cluster, "Validated"),
                                 what="UpdateRejected")
     assert "changes are frozen" in rejected["message"] and status(cluster)["phase"] == "Running"
-    assert any(e["reason"] == "UpdateRejected" for e in cluster.objects("v1", "events", NS))
+    # the Event is posted after the status patch (two writes): wait for it rather than race it
+    await eventually(lambda: any(e["reason"] == "UpdateRejected" for e in cluster.objects("v1", "events", NS)), what="the UpdateRejected Event")
     await eventually(lambda: trainjob_calls(cluster).count(403) >= 3, what="retries")
     assert trainjob_calls(cluster).count(403) <= 6, "retried with backoff, not at once"
     assert cluster.read(*CM, NS, "qwen-lora-kubetune")["data"] == config["data"]  # type: ignore[index]
