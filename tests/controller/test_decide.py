@@ -516,3 +516,16 @@ def test_an_env_edit_of_a_running_trainjob_is_immutable_field_changed_and_nothin
     assert decision.children == ()
     validated = cond(decision, "Validated")
     assert validated["reason"] == "ImmutableFieldChanged" and "spec.env" in validated["message"] and "spec.trainer is immutable" in validated["message"]
+
+
+def test_a_refused_update_retried_with_backoff_posts_one_event_not_one_per_retry() -> None:
+    """Each retry of a refused re-apply updates the condition's count, but the Event is posted once
+    for the refusal (a webhook refusing for hours would otherwise leave one Warning per retry)."""
+    message = 'admission webhook "v.example.com" denied the request: no'
+    first = decide(snap(generation=2, child=child("Running"), applied_spec=applied(env=[{"name": "A", "value": "1"}]),
+                        apply_failure=ApplyFailure(2, 403, "Forbidden", message, at=NOW - 1)), NOW)
+    assert [e.reason for e in first.events if e.reason == "UpdateRejected"] == ["UpdateRejected"]
+    again = decide(snap(generation=2, status=first.status, child=child("Running"), applied_spec=applied(env=[{"name": "A", "value": "1"}]),
+                        apply_failure=ApplyFailure(2, 403, "Forbidden", message, attempts=2, at=NOW - 1)), NOW)
+    assert "(2 time(s))" in cond(again, "Validated")["message"], "the condition still counts the refusals"
+    assert [e.reason for e in again.events if e.reason == "UpdateRejected"] == []
