@@ -376,9 +376,9 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, options: RenderOption
                 f"the API server refused the change to {rendered.workload['kind']} {rendered.workload['metadata']['name']} "
                 f"({failure.attempts} time(s)): {failure.message} ({failure.status} {failure.reason}); "
                 "the running job keeps its previous settings; retrying with backoff")
-            before = draft.previous("Validated") or {}
+            shown = draft.previous("Validated") or {}
             # One Event per refusal, not one per retry: the count in the message changes each time.
-            if before.get("reason") != "UpdateRejected" or f"{failure.message} ({failure.status} {failure.reason})" not in str(before.get("message")):
+            if shown.get("reason") != "UpdateRejected" or f"{failure.message} ({failure.status} {failure.reason})" not in str(shown.get("message")):
                 draft.events.append(EventSpec("Warning", "UpdateRejected", message))
             draft.cond("Validated", False, "UpdateRejected", message)
             requeue_failure = failure.retry_at - now
