@@ -1,7 +1,7 @@
 """Act: the one executor of a ``Decision`` — children, then status, then Events.
 
 1. Server-side apply of each child (field manager ``kubetune``, ``force=true``) in the decision's
-   order, then the deletions.  A permanent refusal is remembered for this generation (with how
+   order (the deletions come after the status, step 2).  A permanent refusal is remembered for this generation (with how
    many times in a row it was refused) and the key is reconciled again after ``report_after_s``
    (never at once), so ``decide`` reports it on the FineTuneJob and retries with backoff
    (snapshot.ApplyFailure.retry_at); the children after the refused one are not sent.  Permanent:
@@ -188,9 +188,6 @@ class Executor:
             informer = self.caches.children.get(plural) or self.caches.serving.get(plural)
             if informer is not None and result:
                 informer.put(result)
-        for obj in decision.deletions:
-            api_version, kind, meta = obj["apiVersion"], obj["kind"], obj["metadata"]
-            await self.kube.delete(api_version, plural_of(api_version, kind), str(meta["namespace"]), str(meta["name"]))
         cleared = None
         if decision.children or decision.deletions:
             cleared = self.memory.apply_failures.pop(key, None)
@@ -210,6 +207,12 @@ class Executor:
                     return None
                 raise
             self.caches.store_job(stored)
+        # Deletions only once the status saying why is stored: deleted before a status patch that
+        # lost a race (409), the job would be decided again with the child's pods, and what they
+        # showed (the failures past backoffLimit), gone.
+        for obj in decision.deletions:
+            api_version, kind, meta = obj["apiVersion"], obj["kind"], obj["metadata"]
+            await self.kube.delete(api_version, plural_of(api_version, kind), str(meta["namespace"]), str(meta["name"]))
         for event in decision.events:
             if not event.with_children:
                 await self.recorder.record(stored, event)
