@@ -549,3 +549,32 @@ def test_an_env_edit_of_a_running_trainjob_is_immutable_field_changed_and_nothin
     assert decision.children == ()
     validated = cond(decision, "Validated")
     assert validated["reason"] == "ImmutableFieldChanged" and "spec.env" in validated["message"] and "spec.trainer is immutable" in validated["message"]
+
+
+def test_a_refused_update_retried_with_backoff_posts_one_event_not_one_per_retry() -> None:
+    """Each retry of a refused re-apply updates the condition's count, but the Event is posted once
+    for the refusal (a webhook refusing for hours would otherwise leave one Warning per retry)."""
+    message = 'admission webhook "v.example.com" denied the request: no'
+    first = decide(snap(generation=2, child=child("Running"), applied_spec=applied(env=[{"name": "A", "value": "1"}]),
+                        apply_failure=ApplyFailure(2, 403, "Forbidden", message, at=NOW - 1)), NOW)
+    assert [e.reason for e in first.events if e.reason == "UpdateRejected"] == ["UpdateRejected"]
+    again = decide(snap(generation=2, status=first.status, child=child("Running"), applied_spec=applied(env=[{"name": "A", "value": "1"}]),
+                        apply_failure=ApplyFailure(2, 403, "Forbidden", message, attempts=2, at=NOW - 1)), NOW)
+    assert "(2 time(s))" in cond(again, "Validated")["message"], "the condition still counts the refusals"
+    assert [e.reason for e in again.events if e.reason == "UpdateRejected"] == []
+
+
+def test_a_failed_job_whose_queued_child_outlived_the_delete_is_deleted_again() -> None:
+    """The status saying BackoffLimitExceeded is stored before the delete (act.py); a delete that
+    failed then (or an operator restart in between) must not leave Kueue running the child of a
+    job that says Failed: the terminal job deletes it again, and nothing else."""
+    queued = child("Restarting", labels={"kueue.x-k8s.io/queue-name": "gpu"})
+    failed = decide(snap(spec={"runPolicy": {"backoffLimit": 0}}, child=queued, terminations=terminations(137)), NOW)
+    assert failed.status["phase"] == "Failed" and failed.deletions
+    again = decide(snap(spec={"runPolicy": {"backoffLimit": 0}}, status=failed.status, child=queued, terminations=terminations(137)), NOW + 1)
+    assert again.children == () and [(d["kind"], d["metadata"]["name"]) for d in again.deletions] == [("PyTorchJob", NAME)]
+    assert again.status["phase"] == "Failed" and cond(again, "Failed")["reason"] == "BackoffLimitExceeded"
+    # a Failed job for another reason, or once the child is gone: nothing to delete
+    assert not decide(snap(spec={"runPolicy": {"backoffLimit": 0}}, status=failed.status, child=None), NOW + 1).deletions
+    unqueued = child("Restarting")
+    assert not decide(snap(status=failed.status, child=unqueued), NOW + 1).deletions

@@ -75,3 +75,80 @@ async def test_executor_applies_a_decision_and_never_overwrites_a_newer_object(c
         assert len(restarting) == 11 and len(combined) == 1 and combined[0]["count"] == 2
     finally:
         await kube.close()
+
+
+async def test_a_validating_admission_policy_denial_is_reported_not_retried_as_rbac(cluster: Cluster) -> None:
+    """A ValidatingAdmissionPolicy refuses the child with 403 Forbidden and the API server's wording
+    ``ValidatingAdmissionPolicy '<policy>' with binding '<binding>' denied request: <msg>`` (k8s.io/apiserver
+    pkg/admission/plugin/policy/validating/dispatcher.go, admission.NewForbidden; read through the code
+    search index, release not pinned): it is a refusal to report on the FineTuneJob (UpdateRejected,
+    backoff), not RBAC's "User ... cannot ..." that goes back to the work queue unreported forever."""
+    from emulator import ApiError as Refusal
+
+    from kubetune.controller.kube import ApiError
+
+    kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token="test-token"))
+    try:
+        caches = Caches(kube, (), lambda ns, name: None)
+        memory = Memory()
+        executor = Executor(kube, caches, memory, EventRecorder(kube, Metrics()))
+        ftj = await cluster.put_object(*FTJ, example_job())
+        caches.store_job(ftj)
+        snap = await observe((NS, "qwen-lora"), ftj, caches, memory, kube, ObserveSettings(RenderOptions()), None)
+        decision = decide(snap, time.time())
+
+        def policy(new: dict[str, Any], old: dict[str, Any] | None) -> None:
+            raise Refusal(403, "Forbidden", f'pytorchjobs.kubeflow.org "{new["metadata"]["name"]}" is forbidden: ValidatingAdmissionPolicy '
+                           "'no-gpus' with binding 'no-gpus-team-a' denied request: team-a may not use GPUs")
+
+        cluster.admission[("kubeflow.org", "v1", "pytorchjobs")] = [policy]
+        assert await executor.act(snap, decision) == executor.report_after_s
+        failure = memory.apply_failures[(NS, "qwen-lora")]
+        assert failure.status == 403 and "team-a may not use GPUs" in failure.message
+
+        def rbac(new: dict[str, Any], old: dict[str, Any] | None) -> None:
+            raise Refusal(403, "Forbidden", f'pytorchjobs.kubeflow.org "{new["metadata"]["name"]}" is forbidden: User '
+                           '"system:serviceaccount:kubetune:kubetune" cannot patch resource "pytorchjobs" in API group "kubeflow.org"')
+
+        memory.apply_failures.clear()
+        cluster.admission[("kubeflow.org", "v1", "pytorchjobs")] = [rbac]
+        try:
+            await executor.act(snap, decision)
+        except ApiError as exc:
+            assert exc.status == 403
+        else:
+            raise AssertionError("an RBAC 403 goes back to the work queue")
+        assert not memory.apply_failures
+    finally:
+        await kube.close()
+
+
+async def test_a_child_is_deleted_only_once_the_status_saying_why_is_stored(cluster: Cluster) -> None:
+    """Past the retry bound a queued child is deleted (decide.py) and its pods with it: the status
+    that says BackoffLimitExceeded must be stored first.  Deleted before a status patch that lost a
+    race (409), the job would be decided again with the pods, and the failures they showed, gone:
+    "JobDeleted" instead of the truth."""
+    kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token="test-token"))
+    try:
+        caches = Caches(kube, (), lambda ns, name: None)
+        memory = Memory()
+        executor = Executor(kube, caches, memory, EventRecorder(kube, Metrics()))
+        ftj = await cluster.put_object(*FTJ, example_job())
+        caches.store_job(ftj)
+        snap = await observe((NS, "qwen-lora"), ftj, caches, memory, kube, ObserveSettings(RenderOptions()), None)
+        decision = decide(snap, time.time())
+        await executor.act(snap, decision)
+        stored: dict[str, Any] = cluster.read(*FTJ, NS, "qwen-lora") or {}
+        stale = dataclasses.replace(snap, status=stored["status"], resource_version=stored["metadata"]["resourceVersion"], obj=stored)
+        await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["metadata"].setdefault("labels", {}).update(team="a"))
+        delete = dataclasses.replace(decision, children=(), events=(), status={**stored["status"], "phase": "Failed"},
+                                     deletions=({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "qwen-lora", "namespace": NS}},))
+        assert await executor.act(stale, delete) == executor.conflict_retry_s
+        assert cluster.read(*PTJ, NS, "qwen-lora") is not None, "not deleted while the status saying why was refused"
+
+        fresh = cluster.read(*FTJ, NS, "qwen-lora") or {}
+        await executor.act(dataclasses.replace(stale, status=fresh["status"], resource_version=fresh["metadata"]["resourceVersion"], obj=fresh), delete)
+        assert (cluster.read(*FTJ, NS, "qwen-lora") or {})["status"]["phase"] == "Failed"
+        assert cluster.read(*PTJ, NS, "qwen-lora") is None
+    finally:
+        await kube.close()

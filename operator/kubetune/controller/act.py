@@ -1,12 +1,12 @@
 """Act: the one executor of a ``Decision`` — children, then status, then Events.
 
 1. Server-side apply of each child (field manager ``kubetune``, ``force=true``) in the decision's
-   order, then the deletions.  A permanent refusal is remembered for this generation (with how
+   order (the deletions come after the status, step 2).  A permanent refusal is remembered for this generation (with how
    many times in a row it was refused) and the key is reconciled again after ``report_after_s``
    (never at once), so ``decide`` reports it on the FineTuneJob and retries with backoff
    (snapshot.ApplyFailure.retry_at); the children after the refused one are not sent.  Permanent:
    a 4xx other than 401/403, and a 403 that an admission webhook answered (``admission webhook
-   "<name>" denied the request: ...``; controller-runtime denies with 403 Forbidden,
+   "<name>" denied the request: ...``, or a ValidatingAdmissionPolicy's ``... denied request: ...``; controller-runtime denies with 403 Forbidden,
    pkg/webhook/admission/response.go:35-37,63-83 and validator_custom.go:143-150 @ v0.24.1, and the
    API server prefixes the webhook's name, k8s.io/apiserver pkg/admission/plugin/webhook/errors/
    statuserror.go ToStatusErr, read through the code search index, release not pinned).  A 403
@@ -54,12 +54,16 @@ PLURALS = {
 }
 
 
-ADMISSION_DENIED = re.compile(r'admission webhook "[^"]*" denied the request')
-"""The API server's wording for a validating or mutating webhook's refusal (statuserror.go ToStatusErr)."""
+ADMISSION_DENIED = re.compile(r'admission webhook "[^"]*" denied the request|ValidatingAdmissionPolicy \'[^\']*\'( with binding \'[^\']*\')? denied request')
+"""The API server's wording for a validating or mutating webhook's refusal (statuserror.go ToStatusErr)
+and for a ValidatingAdmissionPolicy's (403 Forbidden unless the policy names another reason:
+k8s.io/apiserver pkg/admission/plugin/policy/validating/dispatcher.go, ``ValidatingAdmissionPolicy '%s'
+with binding '%s' denied request: %s`` through admission.NewForbidden; read through the code search
+index, release not pinned)."""
 
 
 def admission_denied(exc: ApiError) -> bool:
-    """Whether a 403 (or any error) is an admission webhook's denial, not RBAC's "User ... cannot ..."."""
+    """Whether a 403 (or any error) is an admission webhook's or policy's denial, not RBAC's "User ... cannot ..."."""
     return ADMISSION_DENIED.search(exc.message) is not None
 
 
@@ -184,9 +188,6 @@ class Executor:
             informer = self.caches.children.get(plural) or self.caches.serving.get(plural)
             if informer is not None and result:
                 informer.put(result)
-        for obj in decision.deletions:
-            api_version, kind, meta = obj["apiVersion"], obj["kind"], obj["metadata"]
-            await self.kube.delete(api_version, plural_of(api_version, kind), str(meta["namespace"]), str(meta["name"]))
         cleared = None
         if decision.children or decision.deletions:
             cleared = self.memory.apply_failures.pop(key, None)
@@ -206,6 +207,12 @@ class Executor:
                     return None
                 raise
             self.caches.store_job(stored)
+        # Deletions only once the status saying why is stored: deleted before a status patch that
+        # lost a race (409), the job would be decided again with the child's pods, and what they
+        # showed (the failures past backoffLimit), gone.
+        for obj in decision.deletions:
+            api_version, kind, meta = obj["apiVersion"], obj["kind"], obj["metadata"]
+            await self.kube.delete(api_version, plural_of(api_version, kind), str(meta["namespace"]), str(meta["name"]))
         for event in decision.events:
             if not event.with_children:
                 await self.recorder.record(stored, event)

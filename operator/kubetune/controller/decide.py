@@ -112,7 +112,7 @@ def decide(snap: Snapshot, now: float) -> Decision:
         status["observedGeneration"] = snap.generation
         if status.get("phase") == "Succeeded" and snap.job is not None and snap.job.spec.serve is not None and not snap.problems:
             return _serve(draft, now)  # spec.serve: the one thing that follows a finished job
-        return draft.decision()
+        return draft.decision(deletions=_queued_child_left(draft))
 
     rendered: Rendered | None = None
     verdict: Verdict | None = None
@@ -380,7 +380,10 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, options: RenderOption
                 f"the API server refused the change to {rendered.workload['kind']} {rendered.workload['metadata']['name']} "
                 f"({failure.attempts} time(s)): {failure.message} ({failure.status} {failure.reason}); "
                 "the running job keeps its previous settings; retrying with backoff")
-            draft.event_once("Validated", "Warning", "UpdateRejected", message)
+            shown = draft.previous("Validated") or {}
+            # One Event per refusal, not one per retry: the count in the message changes each time.
+            if shown.get("reason") != "UpdateRejected" or f"{failure.message} ({failure.status} {failure.reason})" not in str(shown.get("message")):
+                draft.events.append(EventSpec("Warning", "UpdateRejected", message))
             draft.cond("Validated", False, "UpdateRejected", message)
             requeue_failure = failure.retry_at - now
         elif failure is not None:  # due: try again; the refusal stays reported until an apply succeeds
@@ -436,6 +439,20 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, options: RenderOption
     if phase == "Pending":
         requeue = _sooner(requeue, snap.next_prereq_check, now)
     return draft.decision(children, max(0.0, requeue) if requeue is not None else None, deletions)
+
+
+def _queued_child_left(draft: _Draft) -> tuple[dict[str, Any], ...]:
+    """A job Failed past its retry bound whose queued child still exists (the delete that followed
+    the stored status failed, or the operator restarted in between; controller/act.py): delete it
+    again, or Kueue keeps running it (reconciler.go:621-635 @ kueue v0.19.2)."""
+    child = draft.snap.child
+    if child is None or (draft.previous("Failed") or {}).get("reason") != "BackoffLimitExceeded":
+        return ()
+    meta = child.get("metadata") or {}
+    if meta.get("deletionTimestamp") or not (meta.get("labels") or {}).get(KUEUE_QUEUE_LABEL):
+        return ()
+    return ({"apiVersion": child["apiVersion"], "kind": child["kind"],
+             "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace") or draft.snap.namespace}},)
 
 
 def _refused_by_child(draft: _Draft, rendered: Rendered, options: RenderOptions, reapply: bool) -> tuple[list[str], bool]:
