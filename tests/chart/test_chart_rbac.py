@@ -60,6 +60,15 @@ def expected_calls() -> list[dict[str, Any]]:
 PATCHED_NOT_CREATED = {("kubetune.io", "finetunejobs"), ("kopf.dev", "clusterkopfpeerings"), ("kopf.dev", "kopfpeerings")}
 
 
+def _workloads() -> set[tuple[str, str]]:
+    from kubetune.render.backends import BACKENDS
+
+    return {(b.api_version.split("/")[0], b.plural) for b in BACKENDS.values()}
+
+
+WORKLOADS = _workloads()
+
+
 def admission_only_grants() -> set[Grant]:
     """Permissions checked by admission, not by an API call the operator makes.
 
@@ -93,6 +102,10 @@ def needed(calls: list[dict[str, Any]]) -> tuple[set[Grant], set[Grant]]:
         # emulator records it as `patch` only.
         if c["verb"] == "patch" and not c.get("subresource") and (c["group"], c["resource"]) not in PATCHED_NOT_CREATED:
             grants.add((c["group"], resource, "create"))
+        # The operator's one delete (a queued child past its retry bound, decide.py) is the same code
+        # path for every backend; the recording plays it on a PyTorchJob, so each workload kind needs it.
+        if c["verb"] == "delete" and (c["group"], c["resource"]) in WORKLOADS:
+            grants |= {(group, plural, "delete") for group, plural in WORKLOADS}
         (cluster if (c["group"], c["resource"]) in CLUSTER_SCOPED else namespaced).update(grants)
     return namespaced | admission_only_grants(), cluster
 
