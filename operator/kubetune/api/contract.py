@@ -160,3 +160,19 @@ PROGRESS_TOKEN_EXPIRATION_S: Final = 600
 """The shortest lifetime the API server allows; the kubelet rotates the file at 80% of it."""
 PROGRESS_PATH: Final = "/v1/progress"
 """Path of the operator's intake; body: {"namespace", "name", "lines": [protocol lines]}."""
+
+
+# LLaMA-Factory's dataset_info.json defaults (src/llamafactory/data/parser.py:27-64 @v0.9.5, class
+# DatasetAttr): the renderer writes them out in full (render/configs.py says why) and the trainer's
+# record check reads records with the same mapping (trainer/records.py).
+LF_ALPACA_COLUMNS: Final = {"prompt": "instruction", "query": "input", "response": "output"}
+LF_SHAREGPT_COLUMNS: Final = {"messages": "conversations"}
+LF_SHAREGPT_TAGS: Final = {
+    "role_tag": "from",
+    "content_tag": "value",
+    "user_tag": "human",
+    "assistant_tag": "gpt",
+    "observation_tag": "observation",
+    "function_tag": "function_call",
+    "system_tag": "system",
+}

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from kubetune.api import DatasetSpec, FineTuneJob
-from kubetune.api.contract import DATA_SUBDIR, DEEPSPEED_FILE, EVAL_SUBDIR, MERGED_SUBDIR, Layout
+from kubetune.api.contract import DATA_SUBDIR, DEEPSPEED_FILE, EVAL_SUBDIR, LF_ALPACA_COLUMNS, LF_SHAREGPT_COLUMNS, LF_SHAREGPT_TAGS, MERGED_SUBDIR, Layout
 from kubetune.api.yamldump import dump
 
 from .chain import ModelSource
@@ -149,17 +149,9 @@ _TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observatio
 # "tags" with default None: once either key exists, an unnamed column or tag is None, not its
 # default (SFT then drops every Alpaca example, DPO loses `input`, KTO raises KeyError: None).
 # So kubetune always writes the complete mapping, and the trainer's record check reads it as is.
-ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output"}
-SHAREGPT_COLUMNS = {"messages": "conversations"}
-SHAREGPT_TAGS = {
-    "role_tag": "from",
-    "content_tag": "value",
-    "user_tag": "human",
-    "assistant_tag": "gpt",
-    "observation_tag": "observation",
-    "function_tag": "function_call",
-    "system_tag": "system",
-}
+ALPACA_COLUMNS = LF_ALPACA_COLUMNS
+SHAREGPT_COLUMNS = LF_SHAREGPT_COLUMNS
+SHAREGPT_TAGS = LF_SHAREGPT_TAGS
 RANKING_COLUMNS = {"chosen": "chosen", "rejected": "rejected"}
 """LLaMA-Factory has no default names for the pair; ours are those of its own demo data."""
 

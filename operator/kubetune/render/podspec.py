@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from kubetune.api import SecretKeyRef, VolumeSpec
+from kubetune.api import FineTuneJob, SecretKeyRef, VolumeSpec
 from kubetune.api import contract
 from kubetune.api.contract import (
     ENV_CONFIG_DIR,
@@ -44,9 +44,10 @@ HF_HOME_SUBDIR: Final = "huggingface"
 TRAINER_COMMAND: Final = ["python", "-m", "kubetune.trainer"]
 
 
-def schedule(plan: Plan) -> None:
-    """Phase 3: nodeSelector, tolerations, affinity, priority, pull secrets, service account."""
-    spec = plan.job.spec
+def placement(job: FineTuneJob) -> dict[str, Any]:
+    """PodSpec fields every pod of the job takes (training and serving alike): spec.scheduling's
+    nodeSelector, tolerations, affinity and priorityClassName, spec.imagePullSecrets, spec.serviceAccountName."""
+    spec = job.spec
     pod: dict[str, Any] = {}
     s = spec.scheduling
     if s is not None:
@@ -62,6 +63,13 @@ def schedule(plan: Plan) -> None:
         pod["imagePullSecrets"] = [{"name": p.name} for p in spec.image_pull_secrets]
     if spec.service_account_name:
         pod["serviceAccountName"] = spec.service_account_name
+    return pod
+
+
+def schedule(plan: Plan) -> None:
+    """Phase 3: nodeSelector, tolerations, affinity, priority, pull secrets, service account."""
+    spec = plan.job.spec
+    pod = placement(plan.job)
     pod["automountServiceAccountToken"] = False
     # Time for the trainer to finish the step and write a checkpoint after a SIGTERM.
     pod["terminationGracePeriodSeconds"] = spec.run_policy.termination_grace_period_seconds

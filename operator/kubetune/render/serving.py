@@ -51,7 +51,7 @@ from urllib.parse import urlsplit, urlunsplit
 from kubetune.api import FineTuneJob, KaitoSpec, VolumeSpec
 from kubetune.api.contract import API_VERSION, KIND, LABEL_JOB, LABEL_MANAGED_BY, MERGED_SUBDIR, SHM_DIR
 
-from .podspec import HF_HOME_SUBDIR, container_security_context, pod_security_context
+from .podspec import HF_HOME_SUBDIR, container_security_context, placement, pod_security_context
 from .types import RenderOptions
 
 VLLM_IMAGE: Final = "vllm/vllm-openai:v0.11.0"
@@ -173,28 +173,6 @@ def _source(job: FineTuneJob, namespace: str) -> _Source:
     # hf://owner/model[:revision] as KServe's storage initializer reads it (python/storage/kserve_storage/kserve_storage.py:629-658 @v0.20.0).
     hub_uri = f"hf://{spec.model.name}" + (f":{spec.model.revision}" if spec.model.revision else "")
     return _Source(spec.model.name, hub_uri, adapter_path, adapter_uri, True)
-
-
-def _placement(job: FineTuneJob) -> dict[str, Any]:
-    """PodSpec fields the serving pods take from the job, as for the training pods: spec.scheduling's
-    nodeSelector, tolerations, affinity and priorityClassName, spec.imagePullSecrets, spec.serviceAccountName."""
-    spec = job.spec
-    out: dict[str, Any] = {}
-    scheduling = spec.scheduling
-    if scheduling is not None:
-        if scheduling.node_selector:
-            out["nodeSelector"] = dict(scheduling.node_selector)
-        if scheduling.tolerations:
-            out["tolerations"] = [t.to_api() for t in scheduling.tolerations]
-        if scheduling.affinity:
-            out["affinity"] = scheduling.affinity.to_api()
-        if scheduling.priority_class_name:
-            out["priorityClassName"] = scheduling.priority_class_name
-    if spec.image_pull_secrets:
-        out["imagePullSecrets"] = [{"name": p.name} for p in spec.image_pull_secrets]
-    if spec.service_account_name:
-        out["serviceAccountName"] = spec.service_account_name
-    return out
 
 
 def _labels(job: FineTuneJob) -> dict[str, str]:
@@ -389,7 +367,7 @@ def render_vllm(job: FineTuneJob, namespace: str, served: str, source: _Source) 
         "initContainers": [init],
         "containers": [container],
         "volumes": volumes,
-        **_placement(job),
+        **placement(job),
     }
     selector = {LABEL_JOB: job.name, "app.kubernetes.io/component": COMPONENT}
     deployment = {
@@ -430,7 +408,7 @@ def render_kserve(job: FineTuneJob, namespace: str, served: str, source: _Source
     # tolerations and imagePullSecrets (pkg/controller/v1beta1/inferenceservice/utils/utils.go:267-293
     # @v0.20.0, MergePodSpec), and appends the predictor's args to the runtime's (utils.go:259-260), so
     # our --model_name follows the runtime's --model_name={{.Name}} and, parsed last, wins.
-    placement = _placement(job)
+    pod_fields = placement(job)
     if kind == "InferenceService":
         if source.adapter_uri:
             raise ValueError("spec.serve.kserve.kind InferenceService serves one model: merge the adapter (spec.export.enabled) or use LLMInferenceService")
@@ -444,7 +422,7 @@ def render_kserve(job: FineTuneJob, namespace: str, served: str, source: _Source
             "apiVersion": "serving.kserve.io/v1beta1",
             "kind": "InferenceService",
             "metadata": _metadata(job, job.name, namespace),
-            "spec": {"predictor": {"minReplicas": serve.replicas, "maxReplicas": serve.replicas, **placement, "model": model}},
+            "spec": {"predictor": {"minReplicas": serve.replicas, "maxReplicas": serve.replicas, **pod_fields, "model": model}},
         }
         return [isvc]
     llm_model: dict[str, Any] = {"uri": source.model_uri, "name": f"{served}-base" if source.adapter_uri else served}
@@ -466,7 +444,7 @@ def render_kserve(job: FineTuneJob, namespace: str, served: str, source: _Source
     spec: dict[str, Any] = {"model": llm_model, "replicas": serve.replicas}
     if serve.gpus > 1:
         spec["parallelism"] = {"tensor": serve.gpus}  # llm_inference_service_types.go:530-534, --tensor-parallel-size
-    spec["template"] = {**placement, "containers": [main]}
+    spec["template"] = {**pod_fields, "containers": [main]}
     if source.hub_base and job.spec.hf_token_secret_ref is not None:
         # The base is downloaded by KServe's storage initializer.  The template may set env on the init
         # container named storage-initializer (pkg/apis/serving/v1alpha2/llm_inference_service_types.go:166-170
@@ -533,7 +511,7 @@ def render_adapter_copy(job: FineTuneJob, namespace: str, options: RenderOptions
         ],
     }
     # Placed like the training pods: a ReadWriteOnce outputs claim binds in their zone, so the copy runs there too.
-    pod.update(_placement(job))
+    pod.update(placement(job))
     copy_job = {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -14,17 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-ALPACA_DEFAULTS = {"prompt": "instruction", "query": "input", "response": "output"}
-SHAREGPT_DEFAULT_MESSAGES = "conversations"
-TAG_DEFAULTS = {
-    "role_tag": "from",
-    "content_tag": "value",
-    "user_tag": "human",
-    "assistant_tag": "gpt",
-    "observation_tag": "observation",
-    "function_tag": "function_call",
-    "system_tag": "system",
-}
+from kubetune.api import contract
+
+ALPACA_DEFAULTS = contract.LF_ALPACA_COLUMNS
+SHAREGPT_DEFAULT_MESSAGES = contract.LF_SHAREGPT_COLUMNS["messages"]
+TAG_DEFAULTS = contract.LF_SHAREGPT_TAGS
 
 
 _COLUMNS = ("prompt", "query", "response", "history", "messages", "system", "tools", "chosen", "rejected", "kto_tag")
