@@ -23,13 +23,13 @@ def test_default_table_is_the_planners_gpu_catalogue(default_objects: list[dict[
     env = _env(default_objects)
     assert product_table_from_env(env) == {}
     table = product_table(env)
-    assert table == product_memory_table(in_image_only=False)  # memory does not depend on the image
+    assert table == product_memory_table()  # memory does not depend on the image
     assert table["NVIDIA-H100-80GB-HBM3"] == "81008Mi"  # torch's 79.11 GiB (plan/gpus.py)
 
 
 def test_own_products_extend_the_built_in_table_and_a_bad_quantity() -> None:
     objects = template("--set-json", 'gpuMemoryByProduct={"NVIDIA-H800":"81559Mi","NVIDIA-L4":"22000Mi"}')
-    assert product_table(_env(objects)) == {**product_memory_table(in_image_only=False), "NVIDIA-H800": "81559Mi", "NVIDIA-L4": "22000Mi"}
+    assert product_table(_env(objects)) == {**product_memory_table(), "NVIDIA-H800": "81559Mi", "NVIDIA-L4": "22000Mi"}
     err = template_error("--set", "gpuMemoryByProduct.NVIDIA-H800=lots")
     assert "gpuMemoryByProduct" in err
     assert PRODUCT_TABLE_ENV in _env(objects)

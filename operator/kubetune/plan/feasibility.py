@@ -243,7 +243,7 @@ def product_table(environ: Mapping[str, str] | None = None, extra: Sequence[str]
         if not sep or not product.strip() or not quantity.strip():
             raise ValueError(f"--gpu-memory-by-product {item!r}: give PRODUCT=QUANTITY, e.g. NVIDIA-H800=81559Mi")
         flags[product.strip()] = quantity.strip()
-    return {**product_memory_table(in_image_only=False), **product_table_from_env(environ), **_checked(flags, "--gpu-memory-by-product")}
+    return {**product_memory_table(), **product_table_from_env(environ), **_checked(flags, "--gpu-memory-by-product")}
 
 
 def why_gpu_memory_unknown(job: FineTuneJob, product_table: Mapping[str, str] | None = None) -> str:

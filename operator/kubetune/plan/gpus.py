@@ -92,11 +92,10 @@ def find_gpu(name: str) -> Gpu:
     raise KeyError(f"unknown GPU {name!r}; known: {', '.join(g.name for g in GPUS)} (or give --gpu-memory GiB)")
 
 
-def product_memory_table(*, in_image_only: bool = True) -> dict[str, str]:
-    """nvidia.com/gpu.product value -> memory as a Kubernetes quantity. By default the Helm
-    default table: the GPUs kubetune's trainer image runs on. ``in_image_only=False``: every GPU
-    kubetune knows (the CLI's prediction, for jobs that bring a spec.image built for the others)."""
-    return {p: f"{g.memory_mib}Mi" for g in GPUS if g.in_image or not in_image_only for p in g.products}
+def product_memory_table() -> dict[str, str]:
+    """nvidia.com/gpu.product value -> memory as a Kubernetes quantity, for every GPU kubetune knows
+    (memory does not depend on the image; ``Gpu.in_image`` says which ones the stock image runs on)."""
+    return {p: f"{g.memory_mib}Mi" for g in GPUS for p in g.products}
 
 
 def _norm(s: str) -> str:
