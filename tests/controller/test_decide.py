@@ -276,6 +276,23 @@ def test_decide(reason: str) -> None:
     json.dumps(decision.status)  # plain JSON: what the executor sends
 
 
+def test_restarting_waits_for_the_failed_pod_before_it_reports_a_retry() -> None:
+    """Kubeflow's Restarting can arrive before the failed pod's watch event: the status keeps saying
+    Running until the pod explains the restart, and never reports "retry 0"."""
+    running = decide(snap(child=child("Created", "Running")), NOW)
+    restarting = child("Restarting")
+    restarting["status"]["conditions"][0]["lastTransitionTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW))
+    early = decide(snap(child=restarting, status=running.status), NOW + 1)
+    assert cond(early, "Running")["reason"] == "JobRunning" and early.requeue_after is not None and 0 < early.requeue_after <= 2
+    assert not early.events
+    pod_seen = tuple(dataclasses.replace(t, seen_at=NOW + 1.5) for t in terminations(130))
+    counted = decide(snap(child=restarting, status=running.status, terminations=pod_seen), NOW + 1.5)
+    assert cond(counted, "Running")["reason"] == "Restarting" and "retry 1 of" in cond(counted, "Running")["message"]
+    # No pod ever explains it (a watch gap): after the settle time the child's word is shown anyway.
+    late = decide(snap(child=restarting, status=running.status), NOW + 5)
+    assert cond(late, "Running")["reason"] == "Restarting"
+
+
 def test_a_decision_applied_twice_changes_nothing() -> None:
     """Once the status is stored, the same observation produces no patch and no Event."""
     for make, *_ in ROWS.values():

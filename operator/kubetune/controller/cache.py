@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,9 @@ class Termination:
     uid: str
     exit_code: int
     reason: str
+    seen_at: float = 0.0
+    """When this operator first saw the pod terminated (time.time()): the Restarting status waits
+    briefly for this evidence (decide.py), since pod and child events come on separate watches."""
 
 
 @dataclass
@@ -300,8 +304,10 @@ class Caches:
                 terminated = (cs.get("state") or {}).get("terminated")
                 if terminated and terminated.get("exitCode") is not None:
                     uid = str(meta.get("uid"))
-                    self.terminations.setdefault((namespace, job), {})[uid] = Termination(
-                        str(meta.get("name")), uid, int(terminated["exitCode"]), str(terminated.get("reason") or "")
+                    seen = self.terminations.setdefault((namespace, job), {})
+                    first = seen[uid].seen_at if uid in seen else time.time()
+                    seen[uid] = Termination(
+                        str(meta.get("name")), uid, int(terminated["exitCode"]), str(terminated.get("reason") or ""), first
                     )
                     break
         self.enqueue(namespace, job)

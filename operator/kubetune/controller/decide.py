@@ -52,6 +52,8 @@ STICKY_PENDING = ("Unschedulable", "VolumeNotReady", "SecretMissing", "CreateCon
 MAX_COUNTED = 64
 FAILURE_SETTLE_S = 3.0
 """How long a Failed child waits for the pod that explains it before the status is final."""
+RESTART_EVIDENCE_S = 60.0
+"""A retryable pod termination seen this recently explains a child that turned Restarting."""
 
 
 @dataclass(frozen=True)
@@ -669,6 +671,15 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
             return "Pending", "WaitingForQueue", with_hint("WaitingForQueue", text), None
         return "Suspended", "JobSuspended", with_hint("JobSuspended", "the job is suspended"), None
     if state.state == "Restarting":
+        # Kubeflow deletes the failed pod and sets Restarting (training-operator
+        # pkg/controller.v1/common/pod.go); the pod's watch may deliver the failure after the
+        # child's. Entering Restarting without that evidence, wait for it as for Failed above,
+        # so the status never says "retry 0" while the retry it reports is still uncounted.
+        since = parse_time(state.since)
+        fresh = any(retryable_exit_code(t.exit_code) and now - t.seen_at < RESTART_EVIDENCE_S for t in snap.terminations)
+        if not fresh and _current_reason(draft) != "Restarting" and since is not None and now - since < FAILURE_SETTLE_S:
+            old = snap.status
+            return str(old.get("phase") or "Pending"), _current_reason(draft), str(old.get("message") or ""), since + FAILURE_SETTLE_S - now
         detail = f" ({last})" if last else ""
         return "Running", "Restarting", with_hint("Restarting", f"pods are restarting{detail}, retry {count} of {limit}; training resumes from the newest checkpoint"), None
     if state.state == "Running":
