@@ -51,6 +51,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if unmarked:
         raise pytest.UsageError("these tests use tiny_assets (torch) without the train marker: " + ", ".join(unmarked))
     _scale_timeouts(config, items)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Under pytest -n (.ci/test), the multi-minute tests go out first, so the run does not end
+        # with one worker busy on a long training while the other is idle. Every worker collects,
+        # so the order must be the same in each: a stable sort on the marker.
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     if has_gpu():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (gpu marker); none on this machine")

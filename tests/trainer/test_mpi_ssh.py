@@ -54,7 +54,8 @@ from kubetune.trainer.tiny import TinyAssets, tiny_job
 from trainerlib import free_port, make_pod, progress_lines
 from kt_time import scaled
 
-pytestmark = [pytest.mark.slow, pytest.mark.train]
+# xdist_group: one worker runs them all (they share a system user and its sshd; pytest -n with --dist loadgroup)
+pytestmark = [pytest.mark.slow, pytest.mark.train, pytest.mark.xdist_group("mpi-ssh")]
 
 REPO = Path(__file__).resolve().parents[2]
 SSH_DIR = REPO / "images" / "trainer" / "ssh"
@@ -210,7 +211,7 @@ def _worker_container(workload: dict) -> dict:
 
 
 @pytest.mark.timeout(600)  # two mpirun trainings over ssh, the first killed mid-way (its own deadline: 400 s)
-def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster: Cluster, tiny_assets: TinyAssets) -> None:
+def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster: Cluster, tiny_assets: TinyAssets, torch_extensions: Path) -> None:
     cluster = mpi_cluster
     user, work = cluster.user, cluster.work
     # The tiny assets live in root's private pytest folder: the unprivileged user gets a copy.
@@ -224,7 +225,9 @@ def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster
     pod_root = work / "pod"
     pod = make_pod(pod_root, manifest, assets, extensions=work / "torch_extensions")
     # The worker processes write their outputs and caches as the image user.
-    (work / "torch_extensions").mkdir(exist_ok=True)
+    # The image user gets its own copy of the session's DeepSpeed op cache (ninja skips a build whose
+    # outputs are current; an empty cache only costs the compile).
+    shutil.copytree(torch_extensions, work / "torch_extensions", dirs_exist_ok=True, ignore=shutil.ignore_patterns("lock"))
     subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(work / "assets"), str(pod_root), str(work / "torch_extensions")], check=True)
 
     from kubetune.render import render  # noqa: PLC0415
