@@ -206,3 +206,39 @@ def test_the_api_servers_managed_fields_are_not_held_against_the_job() -> None:
     doc["metadata"]["managedFields"] = [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": record}}]
     job, problems = validate_object(doc)
     assert problems == [] and job is not None
+
+
+def _lora_doc(model: str, targets: list[str]) -> dict[str, Any]:
+    return JobBuilder().set("spec.model.name", model).set("spec.method", "lora").set("spec.lora", {"targetModules": targets}).doc_copy()
+
+
+@pytest.mark.parametrize(
+    ("model", "targets", "refused"),
+    [
+        # Phi-3/4 fuse the projections (transformers/models/phi3/modeling_phi3.py:54-55,223-224 @5.6.0):
+        # PEFT finds no q_proj there and stops the job at model load.
+        ("microsoft/Phi-3-mini-4k-instruct", ["q_proj", "v_proj"], "q_proj, v_proj are not linear layers of microsoft/Phi-3-mini-4k-instruct"),
+        ("microsoft/Phi-3-mini-4k-instruct", ["qkv_proj", "gate_up_proj"], None),
+        ("Qwen/Qwen2.5-1.5B-Instruct", ["qkv_proj"], "qkv_proj is not a linear layer of Qwen/Qwen2.5-1.5B-Instruct"),
+        # PEFT puts LoRA on the embedding and the output layer too (peft/tuners/lora/layer.py:2241-2274 @0.18.1).
+        ("Qwen/Qwen2.5-1.5B-Instruct", ["q_proj", "lm_head", "embed_tokens"], None),
+    ],
+)
+def test_lora_targets_are_the_models_own_module_names(model: str, targets: list[str], refused: str | None) -> None:
+    problems = [p for p in validate_object(_lora_doc(model, targets))[1] if p.path == "spec.lora.targetModules"]
+    if refused is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and refused in problems[0].message, problems
+
+
+def test_lora_on_lm_head_and_embeddings_counts_their_adapter_parameters() -> None:
+    from kubetune.plan.arch import resolve  # noqa: PLC0415
+    from kubetune.plan.feasibility import setup_from_job  # noqa: PLC0415
+    from kubetune.plan.memory import trainable_params  # noqa: PLC0415
+
+    arch = resolve("Qwen/Qwen2.5-1.5B-Instruct")
+    plain, with_outer = (validate_object(_lora_doc(arch.name, t))[0] for t in (["q_proj"], ["q_proj", "lm_head", "embed_tokens"]))
+    assert plain is not None and with_outer is not None and plain.spec.lora is not None
+    grown = trainable_params(arch, setup_from_job(with_outer)) - trainable_params(arch, setup_from_job(plain))
+    assert grown == 2 * plain.spec.lora.rank * (arch.vocab + arch.hidden)

@@ -22,6 +22,9 @@ ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 # Fused projections of Phi-3/4 and what they stand for.
 FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+# Outside the decoder layers: PEFT puts LoRA on an nn.Embedding and on the lm_head nn.Linear too
+# (peft/tuners/lora/layer.py:2241-2274 @0.18.1, dispatch_default: nn.Embedding, ..., nn.Linear).
+OUTER_MODULES = ("embed_tokens", "lm_head")
 
 
 class UnknownModelError(ValueError):
@@ -57,6 +60,16 @@ class Architecture:
     @property
     def norms_per_layer(self) -> int:
         return 4 if self.model_type.startswith("gemma") else 2
+
+    @property
+    def lora_modules(self) -> tuple[str, ...]:
+        """The decoder layer's linear layers by the names the model has (what a LoRA target names).
+        Phi-3/4 fuse them: transformers/models/phi3/modeling_phi3.py:54-55,223-224 @5.6.0 has
+        gate_up_proj, down_proj, o_proj and qkv_proj, and no q_proj, k_proj, v_proj, gate_proj or
+        up_proj (PEFT stops at model load on a target that matches no module)."""
+        if self.model_type == "phi3":
+            return ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+        return ATTENTION_MODULES + MLP_MODULES
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in_features, out_features) of each linear of one decoder layer."""

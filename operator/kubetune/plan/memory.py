@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from .arch import ATTENTION_MODULES, FUSED, MLP_MODULES, Architecture
+from .arch import ATTENTION_MODULES, FUSED, MLP_MODULES, OUTER_MODULES, Architecture
 from .gpus import GiB, MiB
 
 Method = Literal["full", "freeze", "lora", "qlora"]
@@ -184,8 +184,8 @@ _OUTSIDE_ALLOCATOR = ("CUDA context", "allocator overhead", "communication buffe
 
 
 LORA_TARGETS = ATTENTION_MODULES + MLP_MODULES
-"""The linear layers the planner's architectures have (spec.lora.targetModules may also name ``all``
-and the fused names of FUSED)."""
+"""The decoder-layer linears in the planner's unfused spelling (its memory terms); what a model
+lets spec.lora.targetModules name is Architecture.lora_modules, OUTER_MODULES or ``all``."""
 
 
 def _lora_base(target: str) -> str:
@@ -196,26 +196,41 @@ def _lora_base(target: str) -> str:
     return target.rsplit(".", 1)[-1]
 
 
-def unknown_lora_targets(targets: tuple[str, ...] | list[str]) -> list[str]:
-    """The names in spec.lora.targetModules that are not linear layers of the planner's architectures.
+def unknown_lora_targets(arch: Architecture, targets: tuple[str, ...] | list[str]) -> list[str]:
+    """The names in spec.lora.targetModules that name no module of ``arch`` LoRA can go on: its
+    decoder layers' linear layers (Architecture.lora_modules) and OUTER_MODULES.
     ``all`` counts only alone: LLaMA-Factory expands it only when it is the only name
     (llamafactory/model/adapter.py:205 @0.9.5); beside others it goes to PEFT as a module name."""
     if list(targets) == ["all"]:
         return []
-    return [t for t in targets if _lora_base(t) not in FUSED and _lora_base(t) not in LORA_TARGETS]
+    known = (*arch.lora_modules, *OUTER_MODULES)
+    return [t for t in targets if _lora_base(t) not in known]
 
 
 def _lora_modules(arch: Architecture, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """The decoder-layer linears (in the planner's unfused spelling) that get LoRA."""
     names = LORA_TARGETS
     if list(targets) == ["all"]:
         return names
-    unknown = unknown_lora_targets(targets)
+    unknown = unknown_lora_targets(arch, targets)
     if unknown:  # refused before: render/checks.py (validate, render, the operator)
-        raise ValueError(f"spec.lora.targetModules: {', '.join(unknown)} are not linear layers of {arch.name} ({', '.join(names)}, or all)")
+        raise ValueError(f"spec.lora.targetModules: {', '.join(unknown)} are not linear layers of {arch.name} ({', '.join(arch.lora_modules)}, or all)")
     out: list[str] = []
     for t in targets:
         out.extend(FUSED.get(_lora_base(t), (_lora_base(t),)))
     return tuple(n for n in names if n in out)
+
+
+def _lora_outer_params(arch: Architecture, s: Setup) -> int:
+    """LoRA on embed_tokens (lora_embedding_A r x vocab, B hidden x r) or lm_head (A r x hidden,
+    B vocab x r): r * (vocab + hidden) each (peft/tuners/lora/layer.py:907-909 @0.18.1, the
+    Embedding's A is r x num_embeddings and B embedding_dim x r). ``all`` never includes them:
+    llamafactory/model/model_utils/misc.py:31,48 @0.9.5 (find_all_linear_modules) forbids lm_head
+    and takes only Linear classes."""
+    if s.method not in ("lora", "qlora") or list(s.lora_targets) == ["all"]:
+        return 0
+    outer = {_lora_base(t) for t in s.lora_targets} & set(OUTER_MODULES)
+    return len(outer) * s.lora_rank * (arch.vocab + arch.hidden)
 
 
 def _freeze_layer_ids(arch: Architecture, k: int) -> range:
@@ -270,7 +285,7 @@ def trainable_params(arch: Architecture, s: Setup) -> int:
                 a, b = shapes[name]
                 n += a * b + (b if arch.qkv_bias and name in ("q_proj", "k_proj", "v_proj") else 0)
         n += sum(s.lora_rank * (shapes[m][0] + shapes[m][1]) for m in layer.lora)
-    return n
+    return n + _lora_outer_params(arch, s)
 
 
 # --- model states ----------------------------------------------------------------

@@ -28,7 +28,8 @@ from kubetune.api.safeyaml import InputError, normalize
 from kubetune.api.text import clip, join, show
 
 from ..plan.arch import UnknownModelError, resolve
-from ..plan.memory import LORA_TARGETS, unknown_lora_targets
+from ..plan.arch import OUTER_MODULES
+from ..plan.memory import unknown_lora_targets
 from .backends import BACKENDS
 from .catalog import catalog
 from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
@@ -140,11 +141,12 @@ def lora_target_problems(job: FineTuneJob) -> list[Problem]:
         # llamafactory/model/adapter.py:205 @0.9.5 expands `all` only alone; beside other names PEFT
         # gets a module called all (none is), training only the others or stopping at model load.
         return [Problem("spec.lora.targetModules", "all stands alone (every linear layer): give [all], or name the modules without all")]
-    unknown = unknown_lora_targets(lora.target_modules)
+    unknown = unknown_lora_targets(arch, lora.target_modules)
     if not unknown:
         return []
     names, verb = ", ".join(unknown), "is not a linear layer" if len(unknown) == 1 else "are not linear layers"
-    return [Problem("spec.lora.targetModules", f"{names} {verb} of {arch.name}, which has {', '.join(LORA_TARGETS)}: name some of those, or all")]
+    has = ", ".join((*arch.lora_modules, *OUTER_MODULES))
+    return [Problem("spec.lora.targetModules", f"{names} {verb} of {arch.name}, which has {has}: name some of those, or all")]
 
 
 def image_problems(job: FineTuneJob) -> list[Problem]:
