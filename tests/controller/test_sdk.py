@@ -310,3 +310,11 @@ def test_build_makes_a_valid_job_from_a_few_values() -> None:
     assert validate_object(job.to_api())[1] == []
     with pytest.raises(ValueError, match="expected exactly one FineTuneJob, found 0"):
         kubetune.FineTuneJob.from_file(ROOT / "charts/kubetune/Chart.yaml")
+
+
+def test_the_sdk_reference_in_docs_is_current() -> None:
+    """docs/sdk.md's reference section is generated from the docstrings (bash .ci/regen writes it)."""
+    from update_sdk_docs import DOC, updated
+
+    text = DOC.read_text(encoding="utf-8")
+    assert updated(text) == text, "docs/sdk.md is stale: run bash .ci/regen (or python tests/support/update_sdk_docs.py)"
