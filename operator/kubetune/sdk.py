@@ -23,21 +23,25 @@ with the kubeconfig loader of the operator (:func:`kubetune.controller.kube.load
 every kubeconfig form kubectl reads, in-cluster ServiceAccounts, and credentials reloaded before
 they expire and once after a 401.
 
-Upstream contracts relied on (Kubernetes API conventions as the emulator in
-tests/controller/emulator.py plays them; it cites k8s.io/apiserver for each):
+Upstream contracts relied on (read in kubernetes/kubernetes at the commit the search index holds,
+00f7534, master after v1.36; no tag or line numbers there; the emulator in tests/controller/emulator.py
+plays the same rules and cites lines at the release):
 
-* server-side apply is ``PATCH`` with ``Content-Type: application/apply-patch+yaml`` (JSON is
-  YAML), ``fieldManager`` required, ``force`` to take ownership of conflicting fields; a conflict
-  is 409 (k8s.io/apiserver pkg/endpoints/handlers/patch.go 500-537, emulator ``_apply``);
-  ``fieldValidation=Strict`` refuses unknown fields with 400 (patch.go 518-526), a schema or CEL
-  violation is 422 Invalid (apiextensions-apiserver pkg/registry/customresource/validator.go);
+* server-side apply is ``PATCH`` with ``Content-Type: application/apply-patch+yaml`` (JSON is YAML),
+  ``fieldManager`` required (``ValidatePatchOptions``), ``force`` to take conflicting fields; it
+  creates the object when none exists (``patchResource``: ``forceAllowCreate = true`` for
+  ``ApplyYAMLPatchType``), and ``fieldValidation=Strict`` refuses unknown fields with 400
+  (``applyPatcher.applyPatchToCurrentObject``) -- staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go;
+  a schema or CEL violation is 422 Invalid, a field another manager owns is 409 Conflict;
+* a request for a resource whose CRD is not installed is handed to the delegate handler, which
+  answers 404 (``crdHandler.ServeHTTP``), while ``GET /apis/<group>/<version>`` is discovery
+  (``versionDiscoveryHandler``), listing ``finetunejobs`` only when the CRD is served --
+  staging/src/k8s.io/apiextensions-apiserver/pkg/apiserver/customresource_handler.go.  So a 404 is
+  told apart from a missing job by discovery, as kubectl does;
 * a watch sent with ``resourceVersion`` replays only newer events; the server ends it after
-  ``timeoutSeconds``; an ``ERROR`` event with a 410 Status means the version was compacted and
-  the client lists again (emulator ``_watch``, as client-go's reflector does);
-* an unknown resource type answers 404 for every path under it, so a 404 is told apart from a
-  missing object by API discovery (``GET /apis/kubetune.io/v1alpha1`` lists ``finetunejobs``
-  only when the CRD is installed), as kubectl does before it reports
-  ``the server doesn't have a resource type``.
+  ``timeoutSeconds``; an ``ERROR`` event with a 410 Status means the version was compacted and the
+  client lists again (client-go's reflector; here as the emulator's ``_watch`` plays it: not read in
+  the apiserver source for this change).
 """
 
 from __future__ import annotations
