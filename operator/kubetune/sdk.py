@@ -294,6 +294,10 @@ class MetricRows(list[dict[str, Any]]):
         """(step, loss) of every row that has a loss."""
         return [(int(r["current_steps"]), float(r["loss"])) for r in self if isinstance(r.get("loss"), (int, float)) and isinstance(r.get("current_steps"), int)]
 
+    def plot(self, title: str = "training loss") -> Any:
+        """The loss curve as a matplotlib Figure (needs matplotlib; a notebook shows it)."""
+        return loss_figure(self.losses(), title)
+
     def to_pandas(self) -> Any:
         """The rows as a pandas DataFrame (needs pandas)."""
         pandas: Any = importlib.import_module("pandas")  # optional, and untyped
@@ -668,8 +672,7 @@ class Client:
 
     def plot(self, name: str, namespace: str | None = None) -> Any:
         """A matplotlib Figure of the training loss (:meth:`metrics`); needs matplotlib."""
-        rows = self.metrics(name, namespace)
-        return loss_figure(rows.losses(), f"{name}: training loss")
+        return self.metrics(name, namespace).plot(f"{name}: training loss")
 
 
 def loss_figure(points: Sequence[tuple[int, float]], title: str) -> Any:

@@ -79,7 +79,7 @@ def reference() -> str:
     out += ["Fields:", "", *fields, "", "`update.finished`: " + _doc(sdk.JobUpdate.finished), ""]
     out += _block("kubetune.JobEvent", "@dataclass(frozen=True)\nclass JobEvent", _doc(sdk.JobEvent))
     out += _block("kubetune.MetricRows", "class MetricRows(list[dict[str, Any]])", _doc(sdk.MetricRows))
-    for name in ("losses", "to_pandas"):
+    for name in ("losses", "plot", "to_pandas"):
         out += _block(f"MetricRows.{name}", signature(getattr(sdk.MetricRows, name), f"MetricRows.{name}"), _doc(getattr(sdk.MetricRows, name)), "####")
     out += _block("kubetune.run_local", signature(sdk.run_local, "run_local"), _doc(sdk.run_local))
     out += _block("kubetune.read_trainer_log", signature(sdk.read_trainer_log, "read_trainer_log"), _doc(sdk.read_trainer_log))
