@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from kubetune.localrun import RunResult
     from kubetune.plan import Verdict
     from kubetune.sdk import (
+        AsyncClient,
         ClusterUnreachable,
         Client,
         Conflict,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "AsyncClient",
     "CRDNotInstalled",
     "Client",
     "ClusterUnreachable",

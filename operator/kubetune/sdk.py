@@ -46,15 +46,16 @@ plays the same rules and cites lines at the release):
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import importlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from kubetune import terminal
 from kubetune.api import FineTuneJob, contract
@@ -62,6 +63,8 @@ from kubetune.api.progressline import parse_line
 
 if TYPE_CHECKING:
     from kubetune.localrun import RunResult
+
+T = TypeVar("T")
 
 Items = list[dict[str, Any]]
 """API objects as read (an alias: inside ``Client`` the name ``list`` is its method)."""
@@ -75,6 +78,7 @@ OPERATOR_GRACE_S = 60.0
 INSTALL_HINT = "install kubetune's CRD and operator: helm install kubetune charts/kubetune -n kubetune-system --create-namespace (docs/install.md)"
 
 __all__ = [
+    "AsyncClient",
     "Client",
     "ClusterUnreachable",
     "Conflict",
@@ -757,3 +761,77 @@ def run_local(
         checked, output=out, datasets=Path(datasets), models=Path(models), console=Console(quiet=quiet), verbose=verbose, sources=sources
     )
 
+
+
+# --- async ----------------------------------------------------------------------------------------
+
+
+class AsyncClient:
+    """:class:`Client`'s verbs for code that already runs an event loop (pipelines, async services):
+    each call runs the synchronous client in a worker thread (``asyncio.to_thread``), so the loop
+    never blocks; ``watch`` and ``logs(follow=True)`` are async iterators.  The same arguments, return
+    values and errors as :class:`Client`."""
+
+    def __init__(self, namespace: str | None = None, kubeconfig: str | None = None) -> None:
+        self.sync = Client(namespace, kubeconfig)
+        """The synchronous client underneath (its ``namespace`` is this client's)."""
+
+    @property
+    def namespace(self) -> str:
+        return self.sync.namespace
+
+    async def create(self, job: FineTuneJob | dict[str, Any] | str | Path, *, force: bool = False) -> FineTuneJob:
+        return await asyncio.to_thread(self.sync.create, job, force=force)
+
+    async def get(self, name: str, namespace: str | None = None) -> FineTuneJob:
+        return await asyncio.to_thread(self.sync.get, name, namespace)
+
+    async def list(self, *, all_namespaces: bool = False, namespace: str | None = None, label_selector: str | None = None) -> builtins.list[FineTuneJob]:
+        return await asyncio.to_thread(self.sync.list, all_namespaces=all_namespaces, namespace=namespace, label_selector=label_selector)
+
+    async def delete(self, name: str, namespace: str | None = None) -> None:
+        await asyncio.to_thread(self.sync.delete, name, namespace)
+
+    async def suspend(self, name: str, namespace: str | None = None) -> FineTuneJob:
+        return await asyncio.to_thread(self.sync.suspend, name, namespace)
+
+    async def resume(self, name: str, namespace: str | None = None) -> FineTuneJob:
+        return await asyncio.to_thread(self.sync.resume, name, namespace)
+
+    async def events(self, name: str, namespace: str | None = None) -> builtins.list[JobEvent]:
+        return await asyncio.to_thread(self.sync.events, name, namespace)
+
+    async def wait(self, name: str, timeout: float | None = None, namespace: str | None = None, *, operator_grace: float | None = OPERATOR_GRACE_S) -> FineTuneJob:
+        return await asyncio.to_thread(self.sync.wait, name, timeout, namespace, operator_grace=operator_grace)
+
+    async def metrics(self, name: str, namespace: str | None = None) -> MetricRows:
+        return await asyncio.to_thread(self.sync.metrics, name, namespace)
+
+    async def logs(self, name: str, namespace: str | None = None, *, rank: int | None = None, tail: int | None = None) -> str:
+        """The log as text (for following it: :meth:`follow_logs`)."""
+        return await asyncio.to_thread(self.sync.logs, name, namespace, rank=rank, tail=tail)
+
+    def follow_logs(self, name: str, namespace: str | None = None, *, rank: int | None = None, tail: int | None = None) -> AsyncIterator[str]:
+        """The log's lines as they are written, until the pod ends."""
+        return _in_thread(self.sync.logs(name, namespace, rank=rank, tail=tail, follow=True))
+
+    def watch(
+        self, name: str, namespace: str | None = None, *, events: bool = False, events_interval: float = 5.0, operator_grace: float | None = None, timeout: float | None = None
+    ) -> AsyncIterator[JobUpdate]:
+        """:meth:`Client.watch` as an async iterator."""
+        return _in_thread(self.sync.watch(name, namespace, events=events, events_interval=events_interval, operator_grace=operator_grace, timeout=timeout))
+
+
+async def _in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
+    """A blocking iterator, advanced in a worker thread one item at a time; closed when the consumer stops."""
+    done = object()
+    try:
+        while True:
+            item = await asyncio.to_thread(next, iterator, done)
+            if item is done:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)

@@ -170,6 +170,34 @@ async def test_wait_times_out_and_reports_deletion(cluster: Cluster, operator: A
         await asyncio.wait_for(waited, 60)
 
 
+async def test_async_client_creates_watches_and_waits_without_blocking_the_loop(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+    """AsyncClient's calls run in worker threads: this very loop keeps serving the emulated API meanwhile."""
+    await operator()
+    client = await call(kubetune.AsyncClient, kubeconfig=str(kubeconfig(cluster, tmp_path / "kubeconfig")))
+    created = await client.create(lora_job())
+    assert created.metadata.namespace == NS and [j.name for j in await client.list()] == ["qwen-lora"]
+    phases: list[str] = []
+
+    async def follow() -> None:
+        async for update in client.watch("qwen-lora"):
+            phases.append(update.phase)
+
+    watching = asyncio.ensure_future(follow())
+    waiting = asyncio.ensure_future(client.wait("qwen-lora", 60))
+    pod = await training_started(cluster, NS)
+    cluster.append_log(NS, pod, progress_line(5, 10, 1.5))
+    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Succeeded")
+    final = await asyncio.wait_for(waiting, 60)
+    await asyncio.wait_for(watching, 60)
+    assert final.status is not None and final.status.phase == "Succeeded"
+    assert phases[0] == "Pending" and phases[-1] == "Succeeded"
+    assert (await client.get("qwen-lora")).name == "qwen-lora"
+    assert (await client.logs("qwen-lora")).endswith(progress_line(5, 10, 1.5) + "\n")
+    await client.delete("qwen-lora")
+    with pytest.raises(kubetune.JobNotFound):
+        await client.get("qwen-lora")
+
+
 # --- logs / metrics / plot --------------------------------------------------------------------------
 
 

@@ -74,6 +74,9 @@ def reference() -> str:
         if name.startswith("_") or not callable(member):
             continue
         out += _block(f"Client.{name}", signature(member, f"Client.{name}"), _doc(member), "####")
+    out += _block("kubetune.AsyncClient", signature(sdk.AsyncClient.__init__, "AsyncClient"), _doc(sdk.AsyncClient))
+    verbs = [n for n, m in sdk.AsyncClient.__dict__.items() if not n.startswith("_") and callable(m)]
+    out += ["Verbs (`await client.verb(...)`; `watch` and `follow_logs` are `async for` iterators): " + ", ".join(f"`{v}`" for v in verbs) + ".", ""]
     out += _block("kubetune.JobUpdate", "@dataclass(frozen=True)\nclass JobUpdate", _doc(sdk.JobUpdate))
     fields = [f"- `{f}`: `{_annotation(t)}`" for f, t in sdk.JobUpdate.__annotations__.items()]
     out += ["Fields:", "", *fields, "", "`update.finished`: " + _doc(sdk.JobUpdate.finished), ""]
