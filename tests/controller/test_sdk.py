@@ -346,3 +346,17 @@ def test_the_sdk_reference_in_docs_is_current() -> None:
 
     text = DOC.read_text(encoding="utf-8")
     assert updated(text) == text, "docs/sdk.md is stale: run bash .ci/regen (or python tests/support/update_sdk_docs.py)"
+
+
+def test_a_job_shows_itself_in_a_notebook_with_escaped_values() -> None:
+    doc = example_job("qwen-lora", NS)
+    doc["status"] = {
+        "phase": "Failed",
+        "message": "exit 4: <script>alert(1)</script>",
+        "progress": {"step": 30, "totalSteps": 40, "percent": 75.0, "loss": 1.25},
+        "conditions": [{"type": "Failed", "status": "True", "reason": "JobFailed", "message": "exit 4: <b>", "lastTransitionTime": "2026-12-07T06:00:00Z"}],
+    }
+    html = kubetune.FineTuneJob.from_api(doc)._repr_html_()
+    assert "FineTuneJob team-a/qwen-lora" in html and ">Failed</span>" in html and "30/40 (75%) · loss 1.2500" in html
+    assert "width:75.0%" in html and "<td>JobFailed</td>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html and "exit 4: &lt;b&gt;" in html

@@ -171,6 +171,39 @@ class FineTuneJob(RuledModel):
         body = {"model": {"name": model, "template": template}, "datasets": datasets, "method": method, "resources": resources, "storage": storage, **spec}
         return cls.from_api({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": metadata, "spec": body})
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows a job: name, phase, a progress bar with step, loss and ETA, the message and
+        the conditions (every value HTML-escaped: names and messages come from users and pods)."""
+        from html import escape
+
+        status = self.status
+        phase = (status.phase if status else None) or "Pending"
+        colour = {"Succeeded": "#2e7d32", "Failed": "#c62828", "Running": "#1565c0"}.get(phase, "#616161")
+        parts = [
+            f"<div><b>FineTuneJob {escape(self.namespace)}/{escape(self.name)}</b> "
+            f"<span style='background:{colour};color:white;padding:0 6px;border-radius:3px'>{escape(phase)}</span> "
+            f"{escape(self.spec.method)}</div>"
+        ]
+        p = status.progress if status else None
+        if p is not None and p.total_steps:
+            detail = f"{p.step}/{p.total_steps} ({p.percent:.0f}%)"
+            detail += f" · loss {p.loss:.4f}" if p.loss is not None else ""
+            detail += f" · eta {p.eta_seconds} s" if p.eta_seconds is not None and phase == "Running" else ""
+            parts.append(
+                "<div style='width:320px;border:1px solid #999;height:10px'>"
+                f"<div style='width:{max(0.0, min(p.percent, 100.0)):.1f}%;background:{colour};height:10px'></div></div>"
+                f"<div>{escape(detail)}</div>"
+            )
+        if status and status.message:
+            parts.append(f"<div>{escape(status.message)}</div>")
+        if status and status.conditions:
+            rows = "".join(
+                f"<tr><td>{escape(c.type)}</td><td>{escape(c.status)}</td><td>{escape(c.reason)}</td><td>{escape(c.message)}</td></tr>"
+                for c in status.conditions
+            )
+            parts.append(f"<table><tr><th>condition</th><th>status</th><th>reason</th><th>message</th></tr>{rows}</table>")
+        return "".join(parts)
+
     rules = (
         Rule(
             name="name-fits-children",
