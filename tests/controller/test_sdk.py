@@ -234,6 +234,36 @@ async def test_logs_metrics_and_plot_from_rank_0s_pod(cluster: Cluster, operator
     assert (await asyncio.wait_for(followed, 30))[-1] == "last words"
 
 
+async def test_wait_draws_a_progress_bar_when_asked(cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = example_job("done", NS)
+    doc["status"] = {"phase": "Succeeded", "observedGeneration": 1, "progress": {"step": 40, "totalSteps": 40, "percent": 100.0, "loss": 1.0}}
+    await cluster.put_object(*FTJ, doc)
+    client = await client_for(cluster, tmp_path)
+    final = await call(client.wait, "done", 10, progress_bar=True)
+    assert final.status is not None and final.status.phase == "Succeeded"
+    err = capsys.readouterr().err  # tqdm.auto outside a notebook: the text bar on stderr
+    assert "done: 100%" in err and "40/40" in err and "Succeeded loss 1.0000" in err
+
+
+async def test_expiring_credentials_are_reloaded_before_expiry_and_once_after_a_401(cluster: Cluster, tmp_path: Path) -> None:
+    """The transport's rule (kubetune.terminal.Client.open), seen through the SDK: exec-plugin tokens
+    (tests/controller/exec_plugin.py) that expire or are revoked during a long wait."""
+    from emulator import Tokens
+    from test_credentials import issued_tokens, write_kubeconfig
+
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=2)
+    cluster.authenticate = Tokens(issued=str(issued))
+    await cluster.put_object(*FTJ, example_job("alpha", NS))
+    client = await call(kubetune.Client, NS, str(path))
+    assert (await call(client.get, "alpha")).name == "alpha"
+    await asyncio.sleep(2.2)  # expired: reloaded ahead of the call, nothing refused
+    assert (await call(client.get, "alpha")).name == "alpha"
+    assert len(issued_tokens(issued)) == 2 and all(a.accepted for a in cluster.auth_log)
+    issued.write_text("", encoding="utf-8")  # the issuer revokes every token: one 401, reload, retry
+    assert [j.name for j in await call(client.list)] == ["alpha"]
+    assert [a.accepted for a in cluster.auth_log][-2:] == [False, True]
+
+
 # --- errors: the same words as the CLI ----------------------------------------------------------------
 
 
