@@ -96,6 +96,7 @@ __all__ = [
     "OperatorNotRunning",
     "Unauthorized",
     "WaitTimeout",
+    "read_job",
     "read_trainer_log",
     "run_local",
 ]
@@ -278,6 +279,47 @@ def _update(kind: Literal["status", "event", "deleted"], job: FineTuneJob | None
     )
 
 
+def read_job(obj: dict[str, Any]) -> FineTuneJob:
+    """A FineTuneJob as the API server stored it.  Validated like ``FineTuneJob.from_api``; a job that
+    this kubetune's model refuses (stored under an older CRD, or written by a newer kubetune: the jobs
+    whose status says InvalidSpec are among them) still comes back, with its status typed (fields this
+    version does not know are dropped) and its spec unvalidated: the spec's nested values are then plain
+    dicts.  Never raises for what a cluster can hold."""
+    try:
+        return FineTuneJob.from_api(obj)
+    except ValueError:  # pydantic's ValidationError
+        pass
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from kubetune.api import FineTuneJobSpec, FineTuneJobStatus, ObjectMeta  # noqa: PLC0415
+
+    meta: dict[str, Any] = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
+    try:
+        status = FineTuneJobStatus.model_validate(_known(obj.get("status"), FineTuneJobStatus), by_alias=True, by_name=False) if isinstance(obj.get("status"), dict) else None
+    except ValidationError:
+        status = None
+    raw_spec: dict[str, Any] = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
+    names = {(f.alias or n): n for n, f in FineTuneJobSpec.model_fields.items()}
+    spec = FineTuneJobSpec.model_construct(**{names[k]: v for k, v in raw_spec.items() if k in names})
+    return FineTuneJob.model_construct(
+        metadata=ObjectMeta.model_construct(**{k: v for k, v in meta.items() if k != "resourceVersion"}, resource_version=meta.get("resourceVersion")),
+        spec=spec,
+        status=status,
+    )
+
+
+def _known(value: Any, model: Any) -> Any:
+    """``value`` without the keys ``model`` (a pydantic model whose extra keys are refused) does not know, recursively."""
+    from kubetune.api.resource import _fields_by_name, _model_in  # noqa: PLC0415 - the API's own walk of its models
+
+    if isinstance(value, dict) and model is not None and model.model_config.get("extra") == "forbid":
+        fields = _fields_by_name(model)
+        return {k: _known(v, _model_in(fields[k].annotation)) for k, v in value.items() if k in fields}
+    if isinstance(value, list):
+        return [_known(v, model) for v in value]
+    return value
+
+
 def _hint_for(reason: str) -> str:
     from kubetune.controller.reasons import REASONS  # the one table of reasons and hints (docs/status.md)
 
@@ -412,11 +454,11 @@ class Client:
             stored = self._http.send("PATCH", terminal.jobs_path(ns, name), applied, params, content_type="application/apply-patch+yaml")
         except terminal.ApiError as exc:
             raise self._error(exc, ns, "patch") from None
-        return FineTuneJob.from_api(stored)
+        return read_job(stored)
 
     def get(self, name: str, namespace: str | None = None) -> FineTuneJob:
         """The FineTuneJob ``name`` with its status. Raises :class:`JobNotFound`, :class:`CRDNotInstalled`..."""
-        return FineTuneJob.from_api(self._get_raw(name, namespace))
+        return read_job(self._get_raw(name, namespace))
 
     def list(self, *, all_namespaces: bool = False, namespace: str | None = None, label_selector: str | None = None) -> list[FineTuneJob]:
         """The FineTuneJobs of the namespace (or of every namespace), sorted by namespace and name."""
@@ -426,7 +468,7 @@ class Client:
         except terminal.ApiError as exc:
             raise self._error(exc, ns, "list") from None
         items = [i for i in found.get("items") or [] if isinstance(i, dict)]
-        return sorted((FineTuneJob.from_api(i) for i in items), key=lambda j: (j.metadata.namespace or "", j.name))
+        return sorted((read_job(i) for i in items), key=lambda j: (j.metadata.namespace or "", j.name))
 
     def delete(self, name: str, namespace: str | None = None) -> None:
         """Delete the job; its children go with it (owner references). Raises :class:`JobNotFound`."""
@@ -452,7 +494,7 @@ class Client:
             stored = self._http.send("PATCH", terminal.jobs_path(ns, name), {"spec": {"suspend": value}}, {"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
         except terminal.ApiError as exc:
             raise self._error(exc, ns, "patch") from None
-        return FineTuneJob.from_api(stored)
+        return read_job(stored)
 
     def events(self, name: str, namespace: str | None = None) -> builtins.list[JobEvent]:
         """The Events about the job, oldest first."""
@@ -516,7 +558,7 @@ class Client:
                     seen_events.add(key)
                     yield _update("event", job, _event(e))
 
-        job = FineTuneJob.from_api(raw)
+        job = read_job(raw)
         rv = str((raw.get("metadata") or {}).get("resourceVersion") or "")
         first = _update("status", job)
         yield first
@@ -567,7 +609,7 @@ class Client:
                                 yield from new_events()
                             yield _update("deleted", job)
                             return
-                        job = FineTuneJob.from_api(obj)
+                        job = read_job(obj)
                         update = _update("status", job)
                         if update.finished and events:
                             yield from new_events()  # the Warning that explains a failure comes first
@@ -588,7 +630,7 @@ class Client:
                 except JobNotFound:
                     yield _update("deleted", job)
                     return
-                job = FineTuneJob.from_api(raw)
+                job = read_job(raw)
                 rv = str((raw.get("metadata") or {}).get("resourceVersion") or "")
                 update = _update("status", job)
                 yield update

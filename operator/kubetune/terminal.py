@@ -288,8 +288,13 @@ def _fail(command: str, exc: Exception) -> int:
 
 
 def _api_dict(job: FineTuneJob) -> dict[str, Any]:
-    """A typed job as the API shape the screens below read (camelCase, no nulls)."""
-    return job.to_api()
+    """A typed job as the API shape the screens below read (camelCase, no nulls).  A job the model refuses
+    (``sdk.read_job``) holds its spec as plain dicts: serialised as they are, without pydantic's warning."""
+    import warnings  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return job.to_api()
 
 
 def cmd_get(args: argparse.Namespace) -> int:

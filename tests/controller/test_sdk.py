@@ -198,6 +198,30 @@ async def test_async_client_creates_watches_and_waits_without_blocking_the_loop(
         await client.get("qwen-lora")
 
 
+async def test_a_job_the_model_refuses_still_reads_and_waits_to_its_invalid_spec_failure(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+    """Stored under an older CRD (no schema): the operator fails it with InvalidSpec; get/list/watch/wait
+    and `kubetune get` still show it, as they showed it before the SDK."""
+    from conftest import uninstall_finetunejob_crd
+
+    await operator()
+    client = await client_for(cluster, tmp_path)
+    uninstall_finetunejob_crd(cluster)
+    await cluster.put_object(*FTJ, example_job("broken", NS, method="qlora"))  # qlora without spec.quantization
+    with pytest.raises(kubetune.JobFailed) as err:
+        await call(client.wait, "broken", 30)
+    assert err.value.reason == "InvalidSpec" and "spec.quantization" in err.value.message
+    assert err.value.hint == REASONS["InvalidSpec"].hint
+    job = await call(client.get, "broken")
+    assert job.status is not None and job.status.phase == "Failed" and job.metadata.name == "broken" and job.spec.method == "qlora"
+    assert [j.name for j in await call(client.list)] == ["broken"]
+    # a status field this kubetune does not know (a newer operator wrote it) is dropped, the rest stays typed
+    await cluster.mutate(*FTJ, NS, "broken", lambda o: o["status"].update(futureField={"x": 1}))
+    assert (await call(client.get, "broken")).status.phase == "Failed"  # type: ignore[union-attr]
+    code, out, err_text = await run_cli(["get"], tmp_path / "kubeconfig")
+    assert code == 0 and "broken" in out and "Failed" in out and "qlora" in out, err_text
+    assert "Warning" not in err_text
+
+
 # --- logs / metrics / plot --------------------------------------------------------------------------
 
 
