@@ -276,7 +276,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     status, out = 0, []
     for job in jobs:
         try:
-            # kubetune.plan(job, ...) in the SDK is this same call (kubetune/plan/check.py)
+            # kubetune.plan(job, ...) in the SDK is this same call (kubetune/plan/jobcheck.py)
             verdict = plan.check(job, gpu_memory=args.gpu_memory, gpu=args.gpu, model_config=args.model_config, models_dirs=args.models_dir, together=jobs)
         except (plan.UnknownModelError, KeyError, ValueError) as exc:
             print(f"kubetune plan: {job.name}: {exc.args[0] if exc.args else exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ from .feasibility import AutoTuneResult, Verdict, autotune, feasibility, setup_f
 from .gpus import GPUS, Gpu, find_gpu, product_memory_table
 from .memory import Estimate, Setup, Term, activations, estimate, model_state_terms, trainable_params
 from .quantity import parse_quantity
-from .check import check
+from .jobcheck import check
 
 __all__ = [
     "GPUS",
