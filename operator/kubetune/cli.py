@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from kubetune import __version__
@@ -257,12 +256,10 @@ def _llamafactory_problems(job: FineTuneJob, together: list[FineTuneJob] | None 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Predict peak GPU memory per process, term by term, with a verdict and the cheapest fix."""
     import json
-    import os
 
     from kubetune import plan
     from kubetune.plan import report
     from kubetune.plan.arch import catalogue
-    from kubetune.plan.feasibility import job_architecture
 
     if args.list_models or args.list_gpus:
         if args.list_models:
@@ -276,24 +273,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print("kubetune plan: give a FineTuneJob file (or --list-models / --list-gpus)", file=sys.stderr)
         return 2
     jobs = _valid_jobs(args.files, "plan")
-    dirs = [Path(d) for d in args.models_dir]
-    dirs += [Path(p) for p in (os.environ.get("HF_HOME"), os.path.expanduser("~/.cache/huggingface")) if p and Path(p).is_dir()]
     status, out = 0, []
     for job in jobs:
         try:
-            arch = job_architecture(job, config_file=args.model_config, models_dirs=dirs, together=jobs)
-            memory = _job_gpu_memory(job, args)
+            # kubetune.plan(job, ...) in the SDK is this same call (kubetune/plan/jobcheck.py)
+            verdict = plan.check(job, gpu_memory=args.gpu_memory, gpu=args.gpu, model_config=args.model_config, models_dirs=args.models_dir, together=jobs)
         except (plan.UnknownModelError, KeyError, ValueError) as exc:
             print(f"kubetune plan: {job.name}: {exc.args[0] if exc.args else exc}", file=sys.stderr)
             return 1
-        setup = plan.setup_from_job(job, source_adapter=plan.source_leaves_adapter(job, jobs))
-        verdict = plan.feasibility(job, memory, arch=arch, together=jobs) if memory is not None else plan.Verdict("Unknown", "GPUMemoryUnknown", "", plan.estimate(arch, setup))
         if args.output == "json":
             out.append({"name": job.name, **report.verdict_json(verdict)})
         else:
             print(f"# {job.name}")
             sys.stdout.write(report.render_verdict(verdict))
-            if memory is None and verdict.estimate is not None:
+            if verdict.reason == "GPUMemoryUnknown" and not verdict.message and verdict.estimate is not None:  # no GPU memory known
                 total = verdict.estimate.total
                 fits = [g.name for g in plan.GPUS if g.memory_bytes >= total]
                 print(f"fits one GPU of: {', '.join(fits) or 'none listed'} (give --gpu NAME or --gpu-memory GiB for a verdict)")

@@ -21,22 +21,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from queue import Empty, Queue
 from typing import TYPE_CHECKING, Any, TextIO
 
 from kubetune.api import contract
-from kubetune.api.progressline import parse_line
 
 if TYPE_CHECKING:
     import ssl
+
+    from kubetune import sdk
+    from kubetune.api import FineTuneJob
 
 FTJ_PATH = f"/apis/{contract.API_VERSION}"
 SPARK = "▁▂▃▄▅▆▇█"
@@ -51,7 +50,8 @@ class ApiError(Exception):
 
 
 class Client:
-    """GET-only client: JSON, watch streams and pod logs, with the kubeconfig's credentials."""
+    """A small synchronous client: JSON, watch streams, pod logs, and the few writes the SDK sends
+    (server-side apply, merge patch, delete), with the kubeconfig's credentials."""
 
     def __init__(self, connection: Any) -> None:
         self.conn = connection
@@ -88,25 +88,38 @@ class Client:
                 return None
         return None
 
-    def open(self, path: str, params: dict[str, str] | None = None, timeout: float | None = 30) -> Any:
-        """GET; expiring credentials (exec plugins, rotated tokens) are reloaded before they expire and after a 401."""
+    def open(
+        self,
+        path: str,
+        params: dict[str, str] | None = None,
+        timeout: float | None = 30,
+        *,
+        method: str = "GET",
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        """One request (GET unless ``method``; ``body`` is sent as JSON); expiring credentials (exec plugins,
+        rotated tokens) are reloaded before they expire and once after a 401."""
         if getattr(self.conn, "stale", None) is not None and self.conn.stale():
             self.conn = self.conn.refreshed()
         try:
-            return self._open(path, params, timeout)
+            return self._open(path, params, timeout, method, body, content_type)
         except ApiError as exc:
             if exc.status != 401 or not getattr(self.conn, "refreshable", False):
                 raise
             self.conn = self.conn.refreshed()
-            return self._open(path, params, timeout)
+            return self._open(path, params, timeout, method, body, content_type)
 
-    def _open(self, path: str, params: dict[str, str] | None, timeout: float | None) -> Any:
+    def _open(self, path: str, params: dict[str, str] | None, timeout: float | None, method: str = "GET", body: Any = None, content_type: str = "application/json") -> Any:
         import urllib.error  # noqa: PLC0415 - see __init__
         import urllib.parse  # noqa: PLC0415
         import urllib.request  # noqa: PLC0415
 
         url = self.server + path + ("?" + urllib.parse.urlencode(params) if params else "")
-        request = urllib.request.Request(url, headers={"Accept": "application/json, */*"})
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method, headers={"Accept": "application/json, */*"})
+        if data is not None:
+            request.add_header("Content-Type", content_type)
         token = self._token()
         if token:
             request.add_header("Authorization", f"Bearer {token}")
@@ -125,6 +138,12 @@ class Client:
     def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         with self.open(path, params) as resp:
             value = json.loads(resp.read())
+        return value if isinstance(value, dict) else {}
+
+    def send(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None, content_type: str = "application/json") -> dict[str, Any]:
+        """A write (PATCH, POST, DELETE) and its JSON answer."""
+        with self.open(path, params, method=method, body=body, content_type=content_type) as resp:
+            value = json.loads(resp.read() or b"{}")
         return value if isinstance(value, dict) else {}
 
     def watch(self, path: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
@@ -255,25 +274,39 @@ def _terminal_width(stream: TextIO) -> int | None:
     return shutil.get_terminal_size((80, 24)).columns
 
 
-def _client(args: argparse.Namespace) -> Client:
-    return Client.from_kubeconfig(getattr(args, "kubeconfig", None))
+def _sdk_client(args: argparse.Namespace) -> sdk.Client:
+    """The SDK's client: these commands are its clients, so they print what it returns (kubetune/sdk.py)."""
+    from kubetune import sdk  # noqa: PLC0415 - sdk imports this module
+
+    return sdk.Client(getattr(args, "namespace", None), getattr(args, "kubeconfig", None))
 
 
 def _fail(command: str, exc: Exception) -> int:
+    """One line (the SDK error's message and hint); exit 1 for a missing job or pod, else 2."""
     print(f"kubetune {command}: {exc}", file=sys.stderr)
-    return 1 if isinstance(exc, ApiError) and exc.status == 404 else 2
+    return 1 if getattr(exc, "status", None) == 404 else 2
+
+
+def _api_dict(job: FineTuneJob) -> dict[str, Any]:
+    """A typed job as the API shape the screens below read (camelCase, no nulls).  A job the model refuses
+    (``sdk.read_job``) holds its spec as plain dicts: serialised as they are, without pydantic's warning."""
+    import warnings  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return job.to_api()
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    from kubetune.sdk import KubetuneError  # noqa: PLC0415
+
     try:
-        client = _client(args)
-        ns = None if args.all_namespaces else (args.namespace or client.default_namespace)
-        if args.name:
-            jobs = [client.get(jobs_path(ns, args.name))]
-        else:
-            jobs = sorted(client.get(jobs_path(ns)).get("items") or [], key=lambda j: (j["metadata"].get("namespace", ""), j["metadata"]["name"]))
-    except ApiError as exc:
+        client = _sdk_client(args)
+        ns = None if args.all_namespaces else client.namespace
+        found = [client.get(args.name)] if args.name else client.list(all_namespaces=args.all_namespaces)
+    except KubetuneError as exc:
         return _fail("get", exc)
+    jobs = [_api_dict(j) for j in found]
     if not jobs:
         print(f"No FineTuneJobs found in {'any namespace' if ns is None else ns + ' namespace'}.", file=sys.stderr)
         return 0
@@ -345,97 +378,56 @@ def event_time(event: dict[str, Any]) -> datetime | None:
 
 def event_stamp(event: dict[str, Any]) -> str:
     """The Event's own time in local time: HH:MM:SS today, with the date before today; now when it has none."""
-    when = event_time(event)
+    return _local_stamp(event_time(event))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Follow one job until it Succeeds (exit 0) or Fails (exit 1): the SDK's ``Client.watch``, drawn."""
+    from kubetune.sdk import KubetuneError  # noqa: PLC0415
+
+    screen = _Screen(sys.stdout)
+    losses: list[float] = []
+    phase: str | None = None
+    last_step: Any = None
+    try:
+        client = _sdk_client(args)
+        for update in client.watch(args.name, events=True, events_interval=args.events_interval):
+            if update.kind == "event" and update.event is not None:
+                e = update.event
+                stamp = _local_stamp(e.time)
+                screen.line(f"{stamp} {e.type} {e.reason}: {e.message}")
+                continue
+            if update.kind == "deleted":
+                screen.line(f"FineTuneJob {client.namespace}/{args.name} was deleted")
+                screen.close()
+                return 1
+            if update.phase != phase or phase is None:
+                phase = update.phase
+                screen.line(f"{time.strftime('%H:%M:%S')} phase {phase}" + (f": {update.message}" if update.message else ""))
+            if update.loss is not None and update.step != last_step:
+                losses.append(update.loss)
+                last_step = update.step
+            job = _api_dict(update.job) if update.job is not None else {}
+            screen.status(job, losses)
+            if update.finished:
+                screen.close()
+                return TERMINAL_PHASES[update.phase]
+    except KubetuneError as exc:
+        screen.close()
+        return _fail("watch", exc)
+    except KeyboardInterrupt:
+        screen.close()
+        return 130
+    screen.close()
+    return 2  # pragma: no cover - watch ends only at a terminal phase or deletion
+
+
+def _local_stamp(when: datetime | None) -> str:
+    """An Event's own time in local time: HH:MM:SS today, with the date before today; now when it has none."""
     if when is None:
         return time.strftime("%H:%M:%S")
     local = when.astimezone()
     return local.strftime("%H:%M:%S" if local.date() == datetime.now().astimezone().date() else "%Y-%m-%d %H:%M:%S")
-
-
-def cmd_watch(args: argparse.Namespace) -> int:
-    """Follow one job until it Succeeds (exit 0) or Fails (exit 1)."""
-    try:
-        client = _client(args)
-        ns = args.namespace or client.default_namespace
-        job = client.get(jobs_path(ns, args.name))
-    except ApiError as exc:
-        return _fail("watch", exc)
-    screen = _Screen(sys.stdout)
-    updates: Queue[tuple[str, Any]] = Queue()
-    stop = threading.Event()
-
-    def follow(resource_version: str) -> None:
-        params = {"fieldSelector": f"metadata.name={args.name}", "timeoutSeconds": "300"}
-        while not stop.is_set():
-            try:
-                for event in client.watch(jobs_path(ns), {**params, "resourceVersion": resource_version}):
-                    obj = event.get("object") or {}
-                    if event.get("type") == "ERROR":
-                        resource_version = ""  # 410 Expired: start over from a fresh list
-                        break
-                    resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
-                    if event.get("type") != "BOOKMARK" and (obj.get("metadata") or {}).get("name") == args.name:
-                        updates.put((str(event.get("type")), obj))
-                    if stop.is_set():
-                        return
-            except (ApiError, OSError, ValueError) as exc:
-                updates.put(("LOST", str(exc)))
-                if stop.wait(2.0):
-                    return
-
-    losses: list[float] = []
-    seen_events: set[tuple[str, Any]] = set()
-    phase: str | None = None
-    last_step: Any = None
-    threading.Thread(target=follow, args=(str(job["metadata"].get("resourceVersion", "")),), daemon=True).start()
-    events_path = f"/api/v1/namespaces/{ns}/events"
-    event_selector = {"fieldSelector": f"involvedObject.kind={contract.KIND},involvedObject.name={args.name}"}
-    next_events = 0.0
-    try:
-        while True:
-            status = job.get("status") or {}
-            if status.get("phase") != phase:
-                phase = status.get("phase")
-                detail = status.get("message") or ""
-                screen.line(f"{time.strftime('%H:%M:%S')} phase {phase or 'Pending'}" + (f": {detail}" if detail else ""))
-            loss = _progress(job).get("loss")
-            step = _progress(job).get("step")
-            if isinstance(loss, (int, float)) and step != last_step:
-                losses.append(float(loss))
-                last_step = step
-            if time.monotonic() >= next_events:
-                next_events = time.monotonic() + args.events_interval
-                try:
-                    items = client.get(events_path, event_selector).get("items") or []
-                except ApiError:
-                    items = []
-                oldest = datetime.min.replace(tzinfo=timezone.utc)
-                for event in sorted(items, key=lambda e: event_time(e) or oldest):
-                    key = _event_key(event)
-                    if key not in seen_events:
-                        seen_events.add(key)
-                        kind = "Warning" if event.get("type") == "Warning" else "Normal"
-                        screen.line(f"{event_stamp(event)} {kind} {event.get('reason', '')}: {event.get('message', '')}")
-            screen.status(job, losses)
-            if phase in TERMINAL_PHASES:
-                screen.close()
-                return TERMINAL_PHASES[phase]
-            try:
-                kind, obj = updates.get(timeout=0.5)
-            except Empty:
-                continue
-            if kind == "DELETED":
-                screen.line(f"FineTuneJob {ns}/{args.name} was deleted")
-                screen.close()
-                return 1
-            if kind == "LOST":
-                continue
-            job = obj
-    except KeyboardInterrupt:
-        screen.close()
-        return 130
-    finally:
-        stop.set()
 
 
 def pod_for_rank(kind: str, rank: int | None) -> tuple[str, int, str]:
@@ -471,25 +463,17 @@ def find_pod(client: Client, ns: str, job: dict[str, Any], rank: int | None) -> 
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from kubetune.sdk import KubetuneError, NoPodYet  # noqa: PLC0415
+
     try:
-        client = _client(args)
-        ns = args.namespace or client.default_namespace
-        job = client.get(jobs_path(ns, args.name))
-        pod_name, container, what = find_pod(client, ns, job, args.rank)
-        if pod_name is None:
-            print(f"kubetune logs: no {what} yet (phase {(job.get('status') or {}).get('phase') or 'Pending'})", file=sys.stderr)
-            return 1
-        pod = {"metadata": {"name": pod_name}}
-        params = {"container": container}
-        if args.follow:
-            params["follow"] = "true"
-        if args.tail is not None:
-            params["tailLines"] = str(args.tail)
-        with client.open(f"/api/v1/namespaces/{ns}/pods/{pod['metadata']['name']}/log", params, timeout=None if args.follow else 60) as resp:
-            for chunk in iter(lambda: resp.read1(65536), b""):
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-    except ApiError as exc:
+        client = _sdk_client(args)
+        for chunk in client.log_stream(args.name, rank=args.rank, follow=args.follow, tail=args.tail):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+    except NoPodYet as exc:
+        print(f"kubetune logs: {exc}", file=sys.stderr)
+        return 1
+    except KubetuneError as exc:
         return _fail("logs", exc)
     except KeyboardInterrupt:
         return 130
@@ -497,67 +481,30 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def read_losses(source: str, client_args: argparse.Namespace) -> tuple[list[tuple[int, float]], str]:
-    """(step, loss) pairs and where they came from: a local output folder's trainer_log.jsonl, else the cluster."""
+    """(step, loss) pairs and where they came from: a local output folder's trainer_log.jsonl, else the
+    cluster (the SDK's ``read_trainer_log`` and ``Client.metrics``)."""
+    from kubetune import sdk  # noqa: PLC0415
+
     path = Path(source)
     log = path / "trainer_log.jsonl" if path.is_dir() else path
-    if log.is_file():
-        points = []
-        for line in log.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("loss"), (int, float)) and isinstance(record.get("current_steps"), int):
-                points.append((record["current_steps"], float(record["loss"])))
-        return points, str(log)
-    client = _client(client_args)
-    ns = client_args.namespace or client.default_namespace
-    job = client.get(jobs_path(ns, source))
-    # Every logged step is a progress line in rank 0's log while its pod exists.
-    pod_name, container, _ = find_pod(client, ns, job, None)
-    if pod_name is not None:
-        with client.open(f"/api/v1/namespaces/{ns}/pods/{pod_name}/log", {"container": container}, timeout=120) as resp:
-            text = resp.read().decode("utf-8", "replace")
-        by_step: dict[int, float] = {}
-        for line in text.splitlines():
-            parsed = parse_line(line)
-            if parsed is not None and parsed.kind == "progress":
-                update = parsed.data
-                if isinstance(update.get("loss"), (int, float)) and isinstance(update.get("step"), int):
-                    by_step[update["step"]] = float(update["loss"])
-        if by_step:
-            return sorted(by_step.items()), f"pod {ns}/{pod_name} log"
-    # The FineTuneJob's status keeps only the latest point; the whole history is also trainer_log.jsonl on the outputs volume.
-    p = _progress(job)
-    points = [(int(p["step"]), float(p["loss"]))] if isinstance(p.get("loss"), (int, float)) and "step" in p else []
-    return points, f"FineTuneJob {ns}/{source} status"
+    rows = sdk.read_trainer_log(log) if log.is_file() else _sdk_client(client_args).metrics(source)
+    return rows.losses(), rows.source
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from kubetune.sdk import KubetuneError, loss_figure  # noqa: PLC0415
+
     try:
         points, where = read_losses(args.source, args)
-    except ApiError as exc:
+    except KubetuneError as exc:
         return _fail("plot", exc)
     if not points:
         print(f"kubetune plot: no loss values in {args.source} (a finished job's outputs folder has trainer_log.jsonl)", file=sys.stderr)
         return 1
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    import matplotlib  # noqa: PLC0415 - heavy, and only this command needs it
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    steps, losses = zip(*points)
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    ax.plot(steps, losses, marker="." if len(points) < 50 else None, linewidth=1.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"{Path(args.source).name if Path(args.source).exists() else args.source}: training loss")
-    ax.grid(True, alpha=0.3)
+    losses = [loss for _, loss in points]
+    fig = loss_figure(points, f"{Path(args.source).name if Path(args.source).exists() else args.source}: training loss")
     out = Path(args.output or f"{Path(args.source).name or 'loss'}-loss.png")
-    fig.tight_layout()
     fig.savefig(out)
-    plt.close(fig)
     print(f"{out}  ({len(points)} point{'s' if len(points) != 1 else ''} from {where}; loss {losses[0]:.4f} -> {losses[-1]:.4f})")
     if len(points) == 1:
         print("only the latest point is known (the training pod is gone); give the job's outputs folder for the whole curve", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import typing
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel
@@ -123,6 +124,86 @@ class FineTuneJob(RuledModel):
         """
         return cls.model_validate(_prune_nulls(obj, model=cls), by_alias=True, by_name=False)
 
+    @classmethod
+    def from_file(cls, path: str | Path) -> FineTuneJob:
+        """The one FineTuneJob in a manifest file (``-`` reads stdin), read as safely as ``kubetune validate``
+        reads it (size, depth and key bounds: :mod:`kubetune.api.safeyaml`) and validated like the API server
+        validates it (:meth:`from_api`).
+
+        Raises :class:`kubetune.api.safeyaml.InputError` for an unreadable file, ``ValueError`` when the file
+        holds no FineTuneJob or several, and ``pydantic.ValidationError`` naming the fields of an invalid one."""
+        from .safeyaml import read_documents
+
+        docs = [d for d in read_documents(str(path)) if isinstance(d, dict) and d.get("kind") == "FineTuneJob"]
+        if len(docs) != 1:
+            raise ValueError(f"{path}: expected exactly one FineTuneJob, found {len(docs)}")
+        return cls.from_api(docs[0])
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        name: str,
+        model: str,
+        template: str,
+        dataset: str | dict[str, Any] | list[str | dict[str, Any]],
+        outputs: str,
+        models: str | None = None,
+        method: str = "lora",
+        gpus: int = 1,
+        nodes: int = 1,
+        namespace: str | None = None,
+        **spec: Any,
+    ) -> FineTuneJob:
+        """A FineTuneJob from the few values most jobs set; every other spec field by its camelCase name.
+
+        ``model``: a Hugging Face Hub id (``Qwen/Qwen2.5-1.5B-Instruct``); ``template``: its LLaMA-Factory chat
+        template (``qwen``); ``dataset``: a Hub dataset id, or a ``spec.datasets[]`` entry as a dict (e.g.
+        ``{"name": "mine", "path": "mine.json", "format": "alpaca"}``), or a list of them; ``gpus``: GPUs per
+        node; ``outputs``: the PersistentVolumeClaim results go to (``spec.storage.outputs``), ``models``: the one
+        that caches models (``spec.storage.models``; unset: every run downloads the model again).  Example: ``FineTuneJob.build(name="qwen-lora", model="Qwen/Qwen2.5-1.5B-Instruct",
+        template="qwen", dataset="hkust-nlp/deita-10k-v0", outputs="finetune-outputs", training={"epochs": 1})``.
+        Validated like :meth:`from_api` (``pydantic.ValidationError`` names the field)."""
+        datasets = [_dataset_entry(d) for d in (dataset if isinstance(dataset, list) else [dataset])]
+        metadata: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {})}
+        resources = {"nodes": nodes, "gpusPerNode": gpus, **dict(spec.pop("resources", None) or {})}
+        storage = {"outputs": {"claimName": outputs}, **({"models": {"claimName": models}} if models else {}), **dict(spec.pop("storage", None) or {})}
+        body = {"model": {"name": model, "template": template}, "datasets": datasets, "method": method, "resources": resources, "storage": storage, **spec}
+        return cls.from_api({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": metadata, "spec": body})
+
+    def _repr_html_(self) -> str:
+        """How a notebook shows a job: name, phase, a progress bar with step, loss and ETA, the message and
+        the conditions (every value HTML-escaped: names and messages come from users and pods)."""
+        from html import escape
+
+        status = self.status
+        phase = (status.phase if status else None) or "Pending"
+        colour = {"Succeeded": "#2e7d32", "Failed": "#c62828", "Running": "#1565c0"}.get(phase, "#616161")
+        parts = [
+            f"<div><b>FineTuneJob {escape(self.namespace)}/{escape(self.name)}</b> "
+            f"<span style='background:{colour};color:white;padding:0 6px;border-radius:3px'>{escape(phase)}</span> "
+            f"{escape(self.spec.method)}</div>"
+        ]
+        p = status.progress if status else None
+        if p is not None and p.total_steps:
+            detail = f"{p.step}/{p.total_steps} ({p.percent:.0f}%)"
+            detail += f" · loss {p.loss:.4f}" if p.loss is not None else ""
+            detail += f" · eta {p.eta_seconds} s" if p.eta_seconds is not None and phase == "Running" else ""
+            parts.append(
+                "<div style='width:320px;border:1px solid #999;height:10px'>"
+                f"<div style='width:{max(0.0, min(p.percent, 100.0)):.1f}%;background:{colour};height:10px'></div></div>"
+                f"<div>{escape(detail)}</div>"
+            )
+        if status and status.message:
+            parts.append(f"<div>{escape(status.message)}</div>")
+        if status and status.conditions:
+            rows = "".join(
+                f"<tr><td>{escape(c.type)}</td><td>{escape(c.status)}</td><td>{escape(c.reason)}</td><td>{escape(c.message)}</td></tr>"
+                for c in status.conditions
+            )
+            parts.append(f"<table><tr><th>condition</th><th>status</th><th>reason</th><th>message</th></tr>{rows}</table>")
+        return "".join(parts)
+
     rules = (
         Rule(
             name="name-fits-children",
@@ -131,3 +212,12 @@ class FineTuneJob(RuledModel):
             check=lambda j: len(j.metadata.name) <= MAX_NAME_LENGTH and re.match(_DNS_LABEL, j.metadata.name) is not None,
         ),
     )
+
+
+def _dataset_entry(value: str | dict[str, Any]) -> dict[str, Any]:
+    """A ``spec.datasets[]`` entry: a dict as given, a Hub id as ``{name, hub}`` (the name: the id's last part,
+    reduced to the characters LLaMA-Factory's dataset_info keys allow)."""
+    if isinstance(value, dict):
+        return value
+    short = re.sub(r"[^A-Za-z0-9_.-]", "_", value.rsplit("/", 1)[-1]) or "dataset"
+    return {"name": short, "hub": value}

@@ -6,11 +6,16 @@ operator and ``kubetune plan`` / ``kubetune validate``.  Only kubetune.api is
 imported (import-linter enforces it) so the CLI and operator stay light.
 """
 
+import sys
+import types
+from typing import Any
+
 from .arch import Architecture, UnknownModelError, from_config, resolve
 from .feasibility import AutoTuneResult, Verdict, autotune, feasibility, setup_from_job, source_leaves_adapter
 from .gpus import GPUS, Gpu, find_gpu, product_memory_table
 from .memory import Estimate, Setup, Term, activations, estimate, model_state_terms, trainable_params
 from .quantity import parse_quantity
+from .jobcheck import check
 
 __all__ = [
     "GPUS",
@@ -24,6 +29,7 @@ __all__ = [
     "Verdict",
     "activations",
     "autotune",
+    "check",
     "estimate",
     "feasibility",
     "find_gpu",
@@ -36,3 +42,14 @@ __all__ = [
     "source_leaves_adapter",
     "trainable_params",
 ]
+
+
+class _CallablePlan(types.ModuleType):
+    """``kubetune.plan(job, gpu_memory="80Gi")`` is :func:`check`: the package name is also the SDK's verb.
+    (Static type checkers see a module here: typed code calls ``kubetune.plan.check(...)``.)"""
+
+    def __call__(self, job: Any, **options: Any) -> Verdict:
+        return check(job, **options)
+
+
+sys.modules[__name__].__class__ = _CallablePlan
