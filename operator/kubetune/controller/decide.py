@@ -34,7 +34,7 @@ from kubetune.plan.feasibility import Verdict, autotune, feasibility, gpu_memory
 from kubetune.render import Rendered, RenderOptions, render
 from kubetune.render.backends import backend_for_kind
 from kubetune.render.chain import Failed, ModelSource, Waiting, resolve_from_job, reward_base_problem
-from kubetune.render.serving import evaluation_verdict, observed_state, render_serving
+from kubetune.render.serving import engine_for, evaluation_verdict, observed_state, render_serving
 
 from .reasons import CONTROLLERS, REASONS, retryable_exit_code, with_hint
 from .snapshot import Snapshot
@@ -573,7 +573,7 @@ def _serve(draft: _Draft, now: float) -> Decision:
     observed = snap.serving.get(kind)
     # Any watched serving object deleted (the vLLM Service too) is applied again.
     apply = needed or any(o["kind"] in snap.serving and snap.serving[o["kind"]] is None for o in serving.objects)
-    ready, url, state = observed_state(serving.engine, observed)
+    ready, url, state = observed_state(observed, engine_for(snap.job))
     url = serving.url or url
     names = " and ".join(f"{o['kind']} {o['metadata']['name']}" for o in serving.objects)
     status["serving"]["ready"] = ready
