@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .arch import ATTENTION_MODULES, FUSED, MLP_MODULES, Architecture
-from .gpus import GiB, MiB
+from .gpus import MiB
 
 Method = Literal["full", "freeze", "lora", "qlora"]
 Packing = Literal["none", "packing", "neat"]
@@ -594,7 +594,3 @@ def estimate(arch: Architecture, s: Setup) -> Estimate:
     terms.append(Term("allocator overhead", int(0.08 * dyn) + 256 * MiB, "caching-allocator fragmentation (~8% of the larger transient phase + 256 MiB)"))
     terms.append(Term("CUDA context", CUDA_CONTEXT, "driver context, cuBLAS workspace"))
     return Estimate(arch, s, tuple(terms), arch.total_params(), trainable_params(arch, s))
-
-
-def gib(n: float) -> str:
-    return f"{n / GiB:.2f} GiB"
