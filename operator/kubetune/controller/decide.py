@@ -34,7 +34,7 @@ from kubetune.plan.feasibility import Verdict, autotune, feasibility, gpu_memory
 from kubetune.render import Rendered, RenderOptions, render
 from kubetune.render.backends import backend_for_kind
 from kubetune.render.chain import Failed, ModelSource, Waiting, resolve_from_job, reward_base_problem
-from kubetune.render.serving import engine_for, evaluation_verdict, observed_state, render_serving
+from kubetune.render.serving import Serving, engine_for, evaluation_verdict, observed_state, render_serving
 
 from .reasons import CONTROLLERS, REASONS, retryable_exit_code, with_hint
 from .snapshot import Snapshot
@@ -503,39 +503,16 @@ def _serve(draft: _Draft, now: float) -> Decision:
     ``status.evaluation`` shows the trained model beating the base model."""
     snap, status = draft.snap, draft.status
     assert snap.job is not None and snap.job.spec.serve is not None
-    serve = snap.job.spec.serve
-    if serve.when == "evaluationImproves":
-        if "evaluation" not in status and snap.progress is not None and snap.progress.evaluation is not None:
-            status["evaluation"] = copy.deepcopy(dict(snap.progress.evaluation))  # read after the phase became final
-        improved, why = evaluation_verdict(status.get("evaluation"))
-        if improved is None:
-            draft.cond("Serving", False, "WaitingForEvaluation", with_hint("WaitingForEvaluation", f"spec.serve.when is evaluationImproves: {why}"))
-            requeue = _sooner(None, snap.next_log_read, now)
-            return draft.decision(requeue=max(0.0, requeue) if requeue is not None else None)
-        if not improved:
-            message = with_hint("EvaluationNotImproved", f"nothing is served: {why}")
-            draft.event_once("Serving", "Warning", "EvaluationNotImproved", message)
-            draft.cond("Serving", False, "EvaluationNotImproved", message)
-            return draft.decision()
+    if (waiting := _serve_gate(draft, now)) is not None:
+        return waiting
     try:
         serving = render_serving(snap.job, snap.render_options)
     except ValueError as exc:  # refused by the API's rules first; never a crash loop if one slips through
         message = with_hint("ServingRejected", f"spec.serve cannot be rendered: {exc}")
         draft.cond("Serving", False, "ServingRejected", message)
         return draft.decision()
-    main = serving.objects[0]
-    kind, api_version = main["kind"], main["apiVersion"]
-    failure = snap.apply_failure
-    if snap.serving_served.get(kind) is False or (failure is not None and failure.status == 404):
-        message = with_hint("ServingKindNotInstalled", f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS.get(kind, kind)}; retried when it appears")
-        draft.event_once("Serving", "Warning", "ServingKindNotInstalled", message)
-        draft.cond("Serving", False, "ServingKindNotInstalled", message)
-        return draft.decision(requeue=None if snap.serving_served.get(kind) is False else 60.0)
-    if failure is not None:
-        message = with_hint("ServingRejected", f"the API server rejected a serving object: {failure.message} ({failure.status} {failure.reason})")
-        draft.event_once("Serving", "Warning", "ServingRejected", message)
-        draft.cond("Serving", False, "ServingRejected", message)
-        return draft.decision()
+    if (refused := _serve_refused(draft, serving)) is not None:
+        return refused
     before = draft.previous("Serving")
     needed = (snap.first_seen or before is None or before.get("reason") not in SERVING_REASONS
               or before.get("observedGeneration") != snap.generation)
@@ -550,27 +527,90 @@ def _serve(draft: _Draft, now: float) -> Decision:
         **({"adapter": serving.adapter_uri} if serving.adapter_uri else {}),
     }
     if serving.prepare:  # engine kaito: the adapter is copied to its own volume first
-        copy_job = serving.prepare[-1]
-        observed_copy = snap.serving.get(copy_job["kind"])
-        conditions = (observed_copy or {}).get("status", {}).get("conditions")
-        job_name = f"Job {copy_job['metadata']['name']}"
-        if observed_copy is not None and any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions or []):
-            message = with_hint("AdapterCopyFailed", f"{job_name} failed to copy the adapter from {serving.adapter_uri}")
-            draft.event_once("Serving", "Warning", "AdapterCopyFailed", message)
-            draft.cond("Serving", False, "AdapterCopyFailed", message)
-            return draft.decision()
-        if observed_copy is not None:
-            # A Job's pod template is immutable (the API server answers a changed one with 422; Kubernetes'
-            # batch validation, not read at a tag here: issue 20 reports it): an existing copy Job is never re-applied.
-            everything = [o for o in everything if o is not copy_job]
-        if observed_copy is None or not any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions or []):
-            apply = needed or observed_copy is None
-            message = with_hint("ServingStarting", f"copying the adapter to {serving.prepare[0]['kind']} {serving.prepare[0]['metadata']['name']} ({job_name}); the {kind} follows")
-            if before is None or before.get("reason") != "ServingStarting":
-                draft.events.append(EventSpec("Normal", "ServingStarting", message, with_children=apply))
-            draft.cond("Serving", False, "ServingStarting", message)
-            return draft.decision(tuple(o for o in everything if o in serving.prepare) if apply else ())
-    observed = snap.serving.get(kind)
+        everything, preparing = _serve_prepare(draft, serving, everything, needed)
+        if preparing is not None:
+            return preparing
+    return _serve_objects(draft, serving, everything, needed)
+
+
+def _serve_gate(draft: _Draft, now: float) -> Decision | None:
+    """``when: evaluationImproves``: a decision that serves nothing (yet) unless the evaluation shows
+    the trained model beating the base; None: go on serving."""
+    snap, status = draft.snap, draft.status
+    assert snap.job is not None and snap.job.spec.serve is not None
+    if snap.job.spec.serve.when != "evaluationImproves":
+        return None
+    if "evaluation" not in status and snap.progress is not None and snap.progress.evaluation is not None:
+        status["evaluation"] = copy.deepcopy(dict(snap.progress.evaluation))  # read after the phase became final
+    improved, why = evaluation_verdict(status.get("evaluation"))
+    if improved is None:
+        draft.cond("Serving", False, "WaitingForEvaluation", with_hint("WaitingForEvaluation", f"spec.serve.when is evaluationImproves: {why}"))
+        requeue = _sooner(None, snap.next_log_read, now)
+        return draft.decision(requeue=max(0.0, requeue) if requeue is not None else None)
+    if not improved:
+        message = with_hint("EvaluationNotImproved", f"nothing is served: {why}")
+        draft.event_once("Serving", "Warning", "EvaluationNotImproved", message)
+        draft.cond("Serving", False, "EvaluationNotImproved", message)
+        return draft.decision()
+    return None
+
+
+def _serve_refused(draft: _Draft, serving: Serving) -> Decision | None:
+    """The main kind is not served by the cluster (KServe or KAITO missing), or the API server refused
+    a serving object; None: neither."""
+    snap = draft.snap
+    main = serving.objects[0]
+    kind, api_version = main["kind"], main["apiVersion"]
+    failure = snap.apply_failure
+    if snap.serving_served.get(kind) is False or (failure is not None and failure.status == 404):
+        message = with_hint("ServingKindNotInstalled", f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS.get(kind, kind)}; retried when it appears")
+        draft.event_once("Serving", "Warning", "ServingKindNotInstalled", message)
+        draft.cond("Serving", False, "ServingKindNotInstalled", message)
+        return draft.decision(requeue=None if snap.serving_served.get(kind) is False else 60.0)
+    if failure is not None:
+        message = with_hint("ServingRejected", f"the API server rejected a serving object: {failure.message} ({failure.status} {failure.reason})")
+        draft.event_once("Serving", "Warning", "ServingRejected", message)
+        draft.cond("Serving", False, "ServingRejected", message)
+        return draft.decision()
+    return None
+
+
+def _serve_prepare(draft: _Draft, serving: Serving, everything: list[dict[str, Any]], needed: bool) -> tuple[list[dict[str, Any]], Decision | None]:
+    """``serving.prepare`` (engine kaito: the adapter copied to its own volume by a Job) before the
+    objects: (what to apply, a decision while the copy is not complete or failed, else None)."""
+    snap = draft.snap
+    kind = serving.objects[0]["kind"]
+    before = draft.previous("Serving")
+    copy_job = serving.prepare[-1]
+    observed_copy = snap.serving.get(copy_job["kind"])
+    conditions = (observed_copy or {}).get("status", {}).get("conditions")
+    job_name = f"Job {copy_job['metadata']['name']}"
+    if observed_copy is not None and any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions or []):
+        message = with_hint("AdapterCopyFailed", f"{job_name} failed to copy the adapter from {serving.adapter_uri}")
+        draft.event_once("Serving", "Warning", "AdapterCopyFailed", message)
+        draft.cond("Serving", False, "AdapterCopyFailed", message)
+        return everything, draft.decision()
+    if observed_copy is not None:
+        # A Job's pod template is immutable (the API server answers a changed one with 422; Kubernetes'
+        # batch validation, not read at a tag here: issue 20 reports it): an existing copy Job is never re-applied.
+        everything = [o for o in everything if o is not copy_job]
+    if observed_copy is None or not any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions or []):
+        apply = needed or observed_copy is None
+        message = with_hint("ServingStarting", f"copying the adapter to {serving.prepare[0]['kind']} {serving.prepare[0]['metadata']['name']} ({job_name}); the {kind} follows")
+        if before is None or before.get("reason") != "ServingStarting":
+            draft.events.append(EventSpec("Normal", "ServingStarting", message, with_children=apply))
+        draft.cond("Serving", False, "ServingStarting", message)
+        return everything, draft.decision(tuple(o for o in everything if o in serving.prepare) if apply else ())
+    return everything, None
+
+
+def _serve_objects(draft: _Draft, serving: Serving, everything: list[dict[str, Any]], needed: bool) -> Decision:
+    """The serving objects themselves: applied when needed or when one was deleted; ready (and the
+    URL) as the engine reads its main object."""
+    snap, status = draft.snap, draft.status
+    assert snap.job is not None
+    before = draft.previous("Serving")
+    observed = snap.serving.get(serving.objects[0]["kind"])
     # Any watched serving object deleted (the vLLM Service too) is applied again.
     apply = needed or any(o["kind"] in snap.serving and snap.serving[o["kind"]] is None for o in serving.objects)
     ready, url, state = observed_state(observed, engine_for(snap.job))
