@@ -364,6 +364,45 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, options: RenderOption
     ``options``: the render options before spec.autoTune (to render the running spec again)."""
     snap, status = draft.snap, draft.status
     assert snap.job is not None
+    children, requeue_failure = _reapply(draft, rendered, now, options, reapply)
+    status["observedGeneration"] = snap.generation
+    _prerequisites(draft)  # observe checks them only while the job is Pending
+
+    phase, reason, message, requeue = _phase(draft, rendered, now)
+    requeue = _sooner(requeue, None if requeue_failure is None else now + requeue_failure, now)
+    deletions: tuple[dict[str, Any], ...] = ()
+    if reason == "BackoffLimitExceeded":
+        children, deletions, message = _stop_past_backoff(draft, rendered, children, message)
+    old_phase = snap.status.get("phase")
+    _phase_conditions(draft, phase, reason, message)
+    status.update(phase=phase, message=message)
+    if phase in ("Running", "Exporting"):
+        status.setdefault("startTime", draft.now)
+    if phase in TERMINAL_PHASES:
+        status.setdefault("completionTime", draft.now)
+    if phase != old_phase:
+        draft.events.append(EventSpec("Warning" if phase == "Failed" else "Normal", phase, message))
+    elif phase == "Pending" and reason != "PodsPending":
+        before = draft.previous("Running")
+        if before is None or before.get("reason") != reason:
+            draft.events.append(EventSpec("Warning", reason, message))
+    if snap.progress is not None and snap.progress.progress is not None:
+        status["progress"] = dict(snap.progress.progress)
+    if snap.progress is not None and snap.progress.evaluation is not None:
+        _evaluation(draft, snap.progress.evaluation)
+    if phase not in TERMINAL_PHASES:
+        requeue = _sooner(requeue, snap.next_log_read, now)
+    if phase == "Pending":
+        requeue = _sooner(requeue, snap.next_prereq_check, now)
+    return draft.decision(children, max(0.0, requeue) if requeue is not None else None, deletions)
+
+
+def _reapply(draft: _Draft, rendered: Rendered, now: float, options: RenderOptions, reapply: bool) -> tuple[tuple[dict[str, Any], ...], float | None]:
+    """A spec change (or the operator's first look, or a refused re-apply) of a started job: the
+    children to apply again unless the child's API refuses the change (ImmutableFieldChanged) or a
+    refusal is still backing off (UpdateRejected); (children, seconds until the refused apply is due)."""
+    snap, status = draft.snap, draft.status
+    assert snap.job is not None
     children: tuple[dict[str, Any], ...] = ()
     generation_changed = snap.generation != status.get("observedGeneration")
     failure = snap.apply_failure  # this generation's re-apply was refused (controller/act.py)
@@ -399,48 +438,30 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, options: RenderOption
             if snap.applied_spec is not None and snap.applied_spec.suspend != snap.job.spec.suspend:
                 verb = "Suspending" if snap.job.spec.suspend else "Resuming"
                 draft.events.append(EventSpec("Normal", verb, f"{verb.lower()} {rendered.workload['kind']} {rendered.workload['metadata']['name']}", with_children=True))
-    status["observedGeneration"] = snap.generation
-    _prerequisites(draft)  # observe checks them only while the job is Pending
+    return children, requeue_failure
 
-    phase, reason, message, requeue = _phase(draft, rendered, now)
-    requeue = _sooner(requeue, None if requeue_failure is None else now + requeue_failure, now)
+
+def _stop_past_backoff(
+    draft: _Draft, rendered: Rendered, children: tuple[dict[str, Any], ...], message: str
+) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...], str]:
+    """BackoffLimitExceeded: free the GPUs (the child suspended, or deleted when Kueue manages it);
+    (children: ``children`` or the suspended child, deletions, message)."""
+    snap = draft.snap
     deletions: tuple[dict[str, Any], ...] = ()
-    if reason == "BackoffLimitExceeded":
-        backend = backend_for_kind(rendered.workload["kind"])
-        assert backend is not None  # rendered by a registered backend
-        if snap.child is None:
-            pass  # already gone: nothing to stop, and an apply would create it again
-        elif ((snap.child.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL):
-            # Kueue starts again any job it admitted that it finds suspended (kubernetes-sigs/kueue
-            # pkg/controller/jobframework/reconciler.go:621-635 @ v0.19.2, "Job admitted, unsuspending"):
-            # a queued child is deleted instead; its Workload, owned by it, goes with it and the quota is freed.
-            deletions = ({k: rendered.workload[k] for k in ("apiVersion", "kind")} | {"metadata": {
-                "name": rendered.workload["metadata"]["name"], "namespace": rendered.workload["metadata"]["namespace"]}},)
-            message = message.replace("was suspended to free its GPUs", "was deleted to free its GPUs (Kueue would resume a suspended one)")
-        else:
-            children = (backend.suspended(rendered.workload),)
-    old_phase = snap.status.get("phase")
-    _phase_conditions(draft, phase, reason, message)
-    status.update(phase=phase, message=message)
-    if phase in ("Running", "Exporting"):
-        status.setdefault("startTime", draft.now)
-    if phase in TERMINAL_PHASES:
-        status.setdefault("completionTime", draft.now)
-    if phase != old_phase:
-        draft.events.append(EventSpec("Warning" if phase == "Failed" else "Normal", phase, message))
-    elif phase == "Pending" and reason != "PodsPending":
-        before = draft.previous("Running")
-        if before is None or before.get("reason") != reason:
-            draft.events.append(EventSpec("Warning", reason, message))
-    if snap.progress is not None and snap.progress.progress is not None:
-        status["progress"] = dict(snap.progress.progress)
-    if snap.progress is not None and snap.progress.evaluation is not None:
-        _evaluation(draft, snap.progress.evaluation)
-    if phase not in TERMINAL_PHASES:
-        requeue = _sooner(requeue, snap.next_log_read, now)
-    if phase == "Pending":
-        requeue = _sooner(requeue, snap.next_prereq_check, now)
-    return draft.decision(children, max(0.0, requeue) if requeue is not None else None, deletions)
+    backend = backend_for_kind(rendered.workload["kind"])
+    assert backend is not None  # rendered by a registered backend
+    if snap.child is None:
+        pass  # already gone: nothing to stop, and an apply would create it again
+    elif ((snap.child.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL):
+        # Kueue starts again any job it admitted that it finds suspended (kubernetes-sigs/kueue
+        # pkg/controller/jobframework/reconciler.go:621-635 @ v0.19.2, "Job admitted, unsuspending"):
+        # a queued child is deleted instead; its Workload, owned by it, goes with it and the quota is freed.
+        deletions = ({k: rendered.workload[k] for k in ("apiVersion", "kind")} | {"metadata": {
+            "name": rendered.workload["metadata"]["name"], "namespace": rendered.workload["metadata"]["namespace"]}},)
+        message = message.replace("was suspended to free its GPUs", "was deleted to free its GPUs (Kueue would resume a suspended one)")
+    else:
+        children = (backend.suspended(rendered.workload),)
+    return children, deletions, message
 
 
 def _queued_child_left(draft: _Draft) -> tuple[dict[str, Any], ...]:
