@@ -147,7 +147,10 @@ def observed_state(obj: Mapping[str, Any] | None, engine: ServingEngine | None =
 
     The operator passes the engine: objects from an informer's LIST carry no ``kind`` (the API
     server leaves apiVersion and kind off the items of a list of built-in kinds such as Deployment:
-    kubernetes/kubernetes issues 63676 and 98925), only those from its watch events do."""
+    kubernetes/kubernetes issues 63676 and 98925, and kubernetes/client-go issue 861 where a
+    maintainer names "the list response coming back from the server not setting apiVersion/kind
+    fields on individual items"; read in those threads, not in the API server's source), only
+    those from its watch events do."""
     if obj is None:
         return False, None, "not created yet"
     engine = engine or engine_for_kind(str(obj.get("kind")))
