@@ -310,6 +310,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="print the traceback of an unexpected failure")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_offline_commands(sub)
+
+    p = sub.add_parser("crd", help="print the FineTuneJob CustomResourceDefinition")
+    p.set_defaults(func=cmd_crd)
+
+    from kubetune import localrun
+
+    localrun.add_commands(sub)
+
+    from kubetune import localserve
+
+    localserve.add_commands(sub)
+
+    from kubetune import terminal
+
+    terminal.add_commands(sub)
+
+    _add_operator_command(sub)
+    for command in sub.choices.values():
+        # `kubetune validate --debug f.yaml` works too; SUPPRESS keeps the root's value otherwise.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def _add_offline_commands(sub: Any) -> None:
+    """render, validate and plan: what a FineTuneJob becomes, without a cluster."""
     p = sub.add_parser("render", help="print the Kubernetes objects a FineTuneJob becomes (for GitOps)")
     p.add_argument("files", nargs="+", metavar="FILE", help="FineTuneJob manifests ('-' reads stdin)")
     p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
@@ -352,21 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-gpus", action="store_true", help="print the GPUs --gpu knows")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("crd", help="print the FineTuneJob CustomResourceDefinition")
-    p.set_defaults(func=cmd_crd)
 
-    from kubetune import localrun
-
-    localrun.add_commands(sub)
-
-    from kubetune import localserve
-
-    localserve.add_commands(sub)
-
-    from kubetune import terminal
-
-    terminal.add_commands(sub)
-
+def _add_operator_command(sub: Any) -> None:
+    """kubetune operator: its flags are the chart's Deployment arguments."""
     p = sub.add_parser("operator", help="run the operator (uses KUBECONFIG or the in-cluster config)")
     p.add_argument("--namespace", "-n", action="append", default=[], help="watch only these namespaces (repeatable)")
     p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default inside a cluster; outside one, without -n, only the kubeconfig context's namespace is watched)")
@@ -388,10 +402,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory of one GPU per nvidia.com/gpu.product value, added to the built-in table (as the chart's gpuMemoryByProduct; repeatable)",
     )
     p.set_defaults(func=_cmd_operator)
-    for command in sub.choices.values():
-        # `kubetune validate --debug f.yaml` works too; SUPPRESS keeps the root's value otherwise.
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    return parser
 
 
 def _gpu_args(p: argparse.ArgumentParser) -> None:

@@ -409,37 +409,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --- chat -----------------------------------------------------------------------------------
 
 
-def load_chat_model(
-    model_dir: str,
-    template: str,
-    adapter: str | None = None,
-    max_new_tokens: int = 64,
-    *,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-) -> Any:
-    """LLaMA-Factory's ChatModel on the Hugging Face backend (imported lazily: torch)."""
-    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
-    from llamafactory.chat import ChatModel  # noqa: PLC0415
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    args: dict[str, Any] = {
-        "model_name_or_path": model_dir,
-        "template": template,
-        "infer_backend": "huggingface",
-        "max_new_tokens": max_new_tokens,
-        # The tutorial's cli_demo settings; temperature 0 means greedy decoding.
-        "do_sample": temperature > 0,
-        "temperature": temperature if temperature > 0 else 1.0,
-        "top_p": top_p,
-    }
-    if adapter:
-        args.update(adapter_name_or_path=adapter, finetuning_type="lora")
-    return ChatModel(args)
-
-
 def chat_once(chat_model: Any, messages: list[dict[str, str]], system: str | None = None) -> str:
     responses = chat_model.chat(messages, system=system)
     return str(responses[0].response_text) if responses else ""
@@ -454,7 +423,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if not ok:
             print(f"kubetune chat: {flag} {value} is out of range (temperature >= 0, 0 < top-p <= 1, max-new-tokens >= 1)", file=sys.stderr)
             return 2
-    chat_model = load_chat_model(args.model_dir, args.template, args.adapter, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    from kubetune import localserve  # noqa: PLC0415 - one loader of LLaMA-Factory's ChatModel (serve --local uses it too)
+
+    # The tutorial's cli_demo settings; temperature 0 means greedy decoding.
+    sampling = {"do_sample": args.temperature > 0, "temperature": args.temperature if args.temperature > 0 else 1.0, "top_p": args.top_p}
+    target = localserve.ServeTarget(model=args.model_dir, template=args.template, name="chat", adapter=args.adapter, extra=sampling)
+    chat_model = localserve.load_chat_model(target, args.max_new_tokens)
     if args.message is not None:
         print(chat_once(chat_model, [{"role": "user", "content": args.message}], args.system))
         return 0

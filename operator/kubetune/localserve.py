@@ -244,6 +244,8 @@ def build_app(chat_model: Any, model_name: str) -> ASGIApp:
 
 
 def load_chat_model(target: ServeTarget, max_new_tokens: int) -> Any:
+    """LLaMA-Factory's ChatModel on the Hugging Face backend for ``target`` (imported lazily: torch);
+    ``kubetune serve --local``, ``kubetune chat`` and ``run --local``'s answer check load it here."""
     os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
     os.environ.setdefault("API_VERBOSE", "0")
     from llamafactory.chat import ChatModel  # noqa: PLC0415

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from kubetune.api import contract
+from kubetune.api.status import percent_text, progress_summary
 
 if TYPE_CHECKING:
     import ssl
@@ -162,9 +163,10 @@ def jobs_path(namespace: str | None, name: str | None = None) -> str:
 
 
 def bar(percent: float, width: int) -> str:
-    """A progress bar of ``width`` cells (eighths of a cell resolution)."""
+    """A progress bar of ``width`` cells (eighths of a cell resolution), rounded down like every
+    percentage shown (``api.status.percent_text``): full only at 100 %."""
     width = max(width, 1)
-    eighths = int(round(max(0.0, min(percent, 100.0)) / 100 * width * 8))
+    eighths = int(max(0.0, min(percent, 100.0)) / 100 * width * 8 + 1e-9)
     full, part = divmod(eighths, 8)
     cells = "█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")
     return cells + "·" * (width - len(cells))
@@ -215,7 +217,7 @@ def job_rows(jobs: Sequence[dict[str, Any]], all_namespaces: bool, now: datetime
         meta, spec, status = job.get("metadata") or {}, job.get("spec") or {}, job.get("status") or {}
         p = _progress(job)
         percent = float(p.get("percent") or 0.0)
-        progress = f"{bar(percent, 10)} {int(percent):>3}%" + (f" {p.get('step', 0)}/{p.get('totalSteps', 0)}" if p.get("totalSteps") else "")
+        progress = f"{bar(percent, 10)} {percent_text(percent):>4}" + (f" {p.get('step', 0)}/{p.get('totalSteps', 0)}" if p.get("totalSteps") else "")
         loss = p.get("loss")
         running = status.get("phase") in ("Running", None, "Pending")
         row = [meta.get("namespace", "")] * all_namespaces + [
@@ -248,7 +250,7 @@ def status_line(job: dict[str, Any], losses: Sequence[float], width: int) -> str
     loss = p.get("loss")
     parts = {
         "phase": phase,
-        "pct": f"{percent:5.1f}%",
+        "pct": f"{percent_text(percent, 1):>6}",
         "steps": steps,
         "loss": f"loss {loss:.4f}" if isinstance(loss, (int, float)) else "",
         "spark": sparkline(losses, 16) if len(losses) > 1 else "",
@@ -340,7 +342,7 @@ class _Screen:
             if p and p.get("step") != self._plain_step:
                 self._plain_step = p.get("step")
                 loss = p.get("loss")
-                text = f"progress {p.get('step', 0)}/{p.get('totalSteps', 0)} ({float(p.get('percent') or 0):.0f}%)"
+                text = f"progress {progress_summary(int(p.get('step') or 0), int(p.get('totalSteps') or 0))}"
                 text += f" loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
                 text += f" eta {duration(p.get('etaSeconds'))}" if p.get("etaSeconds") is not None else ""
                 self.out.write(text + "\n")

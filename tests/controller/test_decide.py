@@ -485,23 +485,33 @@ def test_evaluation_verdict(evaluation: dict[str, Any] | None, improved: bool | 
     assert got is improved and words in why, why
 
 
+def test_a_serving_object_read_from_a_list_is_read_by_its_engine() -> None:
+    """The API server leaves kind and apiVersion off the items of a LIST of built-in kinds
+    (kubernetes/kubernetes issues 63676, 98925), so after an operator restart the informer's
+    Deployment has no kind: it is still read as the vLLM Deployment it is, and a ready one stays ServingReady."""
+    listed = {k: v for k, v in deployment(1).items() if k not in ("kind", "apiVersion")}
+    decision = decide(serving_snap(listed, status=STARTING), NOW)
+    assert cond(decision, "Serving")["reason"] == "ServingReady", cond(decision, "Serving")["message"]
+    assert "1/1 replicas ready" in cond(decision, "Serving")["message"]
+
+
 def test_kserve_and_kaito_report_the_url_of_their_objects() -> None:
     from kubetune.render.serving import observed_state
 
     isvc = {"kind": "LLMInferenceService", "metadata": {"name": NAME, "namespace": NS},
             "status": {"url": "http://qwen-lora.team-a.example.com", "conditions": [{"type": "Ready", "status": "True"}]}}
-    assert observed_state("kserve", isvc) == (True, "http://qwen-lora.team-a.example.com/v1", "Ready")
+    assert observed_state(isvc) == (True, "http://qwen-lora.team-a.example.com/v1", "Ready")
     # Without spec.router KServe v0.20 fills only status.addresses (pkg/controller/v1alpha2/llmisvc/router.go:354-370).
     routerless = {**isvc, "status": {"addresses": [{"url": f"http://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local"}], "conditions": [{"type": "Ready", "status": "True"}]}}
     # That URL has no port, but the workload Service listens on 8000 only (llmisvc/workload.go:139-148 @v0.20.0):
     # port 80 would refuse the client, so the URL reported is the one that answers.
-    assert observed_state("kserve", routerless)[:2] == (True, f"http://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local:8000/v1")
+    assert observed_state(routerless)[:2] == (True, f"http://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local:8000/v1")
     tls = {**isvc, "status": {"addresses": [{"url": f"https://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local"}]}}
-    assert observed_state("kserve", tls)[1] == f"https://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local:8000/v1"
+    assert observed_state(tls)[1] == f"https://{NAME}-kserve-workload-svc.{NS}.svc.cluster.local:8000/v1"
     workspace = {"kind": "Workspace", "metadata": {"name": NAME, "namespace": NS}, "status": {"conditions": [{"type": "InferenceReady", "status": "False"}]}}
-    assert observed_state("kaito", workspace)[:2] == (False, f"http://{NAME}.{NS}.svc:80/v1")
+    assert observed_state(workspace)[:2] == (False, f"http://{NAME}.{NS}.svc:80/v1")
     stale = deployment(1, generation=2, observed=1)
-    assert observed_state("vllm", stale)[0] is False, "a ready replica of the previous generation is not the new spec serving"
+    assert observed_state(stale)[0] is False, "a ready replica of the previous generation is not the new spec serving"
 
 
 def test_kaito_copies_the_adapter_to_its_own_volume_before_the_workspace() -> None:

@@ -7,7 +7,8 @@ from typing import Any
 from kubeflow import progress_line, stage_line
 
 from kubetune.api import Condition
-from kubetune.controller.progress import read_log, summary
+from kubetune.api.status import progress_summary as summary
+from kubetune.controller.progress import read_log
 from kubetune.controller.status import rank0_pod, set_condition
 
 
@@ -53,6 +54,31 @@ def test_log_reading_takes_the_newest_progress_and_tracks_export() -> None:
 def test_summary_without_total() -> None:
     assert summary(5, 0) == "5"
     assert summary(999, 1000) == "999/1000 (99%)"
+
+
+def test_at_99_6_percent_status_and_watch_both_say_99_never_100() -> None:
+    """One rounding rule (down) for the status summary, the trainer's report, ``kubetune get`` and ``watch``."""
+    import io
+
+    from kubetune.controller.progress import parse_progress
+    from kubetune.terminal import _Screen, job_rows, status_line
+    from kubetune.trainer.progress import progress_from_record
+
+    status = parse_progress({"step": 996, "totalSteps": 1000, "percent": 99.6})
+    assert status is not None and status["summary"] == "996/1000 (99%)"
+    job = {"metadata": {"name": "qwen"}, "status": {"phase": "Running", "progress": status}}
+    watched = io.StringIO()
+    _Screen(watched).status(job, [])
+    assert watched.getvalue() == "progress 996/1000 (99%)\n"
+    assert job_rows([job], False)[1][3].endswith(" 99% 996/1000")
+    # The terminal's status line shows one decimal, rounded down too: 99.96 % is 99.9 %, not 100.0 %.
+    almost = {**job, "status": {"phase": "Running", "progress": {**status, "percent": 99.96}}}
+    line = status_line(almost, [], 120)
+    assert " 99.9% " in line and "100.0%" not in line, line
+    assert line.startswith("█" * 29 + "▉ "), "the bar is full only at 100 %"
+    # The trainer's own summary: 99999 of 100000 steps (99.999 %) is not done.
+    record = progress_from_record({"current_steps": 99999, "total_steps": 100000})
+    assert record is not None and record.summary == "99999/100000 (99%)"
 
 
 def test_peering_pauses_for_live_peers_of_higher_or_equal_priority() -> None:

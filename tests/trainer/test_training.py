@@ -68,7 +68,7 @@ def test_lora_then_export_merges_a_model_that_loads_and_generates(tmp_path: Path
     assert adapter["peft_type"] == "LORA" and adapter["r"] == 8
     assert (pod.output_dir / "adapter_model.safetensors").is_file()
     # spec.serve serves an unmerged adapter with vLLM --chat-template <adapter dir>/chat_template.jinja
-    # (render/serving.py, CHAT_TEMPLATE_FILE): LLaMA-Factory's run leaves the template it trained with there.
+    # (render/serving/base.py, CHAT_TEMPLATE_FILE): LLaMA-Factory's run leaves the template it trained with there.
     from kubetune.render.serving import CHAT_TEMPLATE_FILE
 
     assert "<|im_start|>" in (pod.output_dir / CHAT_TEMPLATE_FILE).read_text()

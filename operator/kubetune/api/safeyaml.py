@@ -150,19 +150,25 @@ def _one_line(exc: yaml.YAMLError) -> str:
     return f"not valid YAML{where}: {what}"
 
 
-def _scan(text: str) -> None:
-    """Walk the parser's events once, enforcing depth, node and alias bounds before composing."""
-    stack: list[_Frame] = []
-    anchors: dict[str, tuple[int, int]] = {}
-    open_anchors: set[str] = set()
-    nodes = 0
-    alias_nodes = 0
+_KEYS_PLAIN = "mapping keys must be plain strings, not lists, mappings or aliases"
 
-    def place(size: int, depth: int, scalar_key: str | None, is_scalar: bool) -> None:
+
+class _Scanner:
+    """The bounds :func:`_scan` enforces, one parser event at a time (the stack of open
+    mappings/lists, the anchors seen and the values counted so far)."""
+
+    def __init__(self) -> None:
+        self.stack: list[_Frame] = []
+        self.anchors: dict[str, tuple[int, int]] = {}
+        self.open_anchors: set[str] = set()
+        self.nodes = 0
+        self.alias_nodes = 0
+
+    def place(self, size: int, depth: int, scalar_key: str | None, is_scalar: bool) -> None:
         """Account a finished node in its parent."""
-        nonlocal nodes
-        nodes += size
-        if nodes > MAX_NODES:
+        stack = self.stack
+        self.nodes += size
+        if self.nodes > MAX_NODES:
             raise InputError(f"the document has more than {MAX_NODES} values (aliases expanded); split it or remove repetition", _path(stack))
         if len(stack) + depth > MAX_DEPTH:
             raise InputError(f"nesting deeper than {MAX_DEPTH} levels; no FineTuneJob field is that deep", _path(stack))
@@ -174,7 +180,7 @@ def _scan(text: str) -> None:
         if parent.is_map:
             if parent.want_key:
                 if not is_scalar or scalar_key is None:
-                    raise InputError("mapping keys must be plain strings, not lists, mappings or aliases", _path(stack))
+                    raise InputError(_KEYS_PLAIN, _path(stack))
                 if scalar_key in parent.keys and scalar_key != "<<":
                     raise InputError("is given twice in the same mapping: keep one", _path(stack, scalar_key))
                 parent.keys.add(scalar_key)
@@ -185,57 +191,68 @@ def _scan(text: str) -> None:
         else:
             parent.index += 1
 
-    def check_tag(tag: str | None) -> None:
+    def check_tag(self, tag: str | None) -> None:
         if tag not in _PLAIN_TAGS:
             raise InputError(
                 f"the YAML tag {clip(str(tag), 60)} is not supported: a manifest holds only JSON values "
                 "(strings, numbers, true/false, null, mappings and lists)",
-                _path(stack),
+                _path(self.stack),
             )
 
+    def event(self, event: yaml.Event) -> None:
+        stack = self.stack
+        if isinstance(event, yaml.DocumentStartEvent):
+            self.anchors.clear()
+            self.nodes = 0
+        elif isinstance(event, yaml.ScalarEvent):
+            self.check_tag(event.tag)
+            if event.anchor:
+                self.anchors[event.anchor] = (1, 1)
+            self.place(1, 1, event.value, True)
+        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            self.check_tag(event.tag)
+            if stack and stack[-1].is_map and stack[-1].want_key:
+                raise InputError(_KEYS_PLAIN, _path(stack))
+            if len(stack) + 1 > MAX_DEPTH:
+                raise InputError(f"nesting deeper than {MAX_DEPTH} levels; no FineTuneJob field is that deep", _path(stack))
+            stack.append(_Frame(isinstance(event, yaml.MappingStartEvent), event.anchor))
+            if event.anchor:
+                self.open_anchors.add(event.anchor)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            done = stack.pop()
+            if done.anchor:
+                self.open_anchors.discard(done.anchor)
+                self.anchors[done.anchor] = (done.size, done.depth)
+            self.place(done.size, done.depth, None, False)
+        elif isinstance(event, yaml.AliasEvent):
+            self.alias(str(event.anchor))
+
+    def alias(self, name: str) -> None:
+        stack = self.stack
+        if name in self.open_anchors:
+            raise InputError(f"the alias *{clip(name, 60)} refers to a mapping or list that contains it (a recursive alias)", _path(stack))
+        if name not in self.anchors:
+            raise InputError(f"the alias *{clip(name, 60)} has no anchor &{clip(name, 60)} before it", _path(stack))
+        size, depth = self.anchors[name]
+        self.alias_nodes += size
+        if self.alias_nodes > MAX_ALIAS_NODES:
+            raise InputError(
+                f"YAML aliases expand to more than {MAX_ALIAS_NODES} values (an alias bomb?); write the values out or use fewer aliases",
+                _path(stack),
+            )
+        if stack and stack[-1].is_map and stack[-1].want_key:
+            raise InputError(_KEYS_PLAIN, _path(stack))
+        self.place(size, depth, None, False)
+
+
+def _scan(text: str) -> None:
+    """Walk the parser's events once, enforcing depth, node and alias bounds before composing."""
+    scanner = _Scanner()
     try:
         for event in yaml.parse(text, Loader=_Loader):
-            if isinstance(event, yaml.DocumentStartEvent):
-                anchors.clear()
-                nodes = 0
-            elif isinstance(event, yaml.ScalarEvent):
-                check_tag(event.tag)
-                if event.anchor:
-                    anchors[event.anchor] = (1, 1)
-                place(1, 1, event.value, True)
-            elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                check_tag(event.tag)
-                if stack and stack[-1].is_map and stack[-1].want_key:
-                    raise InputError("mapping keys must be plain strings, not lists, mappings or aliases", _path(stack))
-                if len(stack) + 1 > MAX_DEPTH:
-                    raise InputError(f"nesting deeper than {MAX_DEPTH} levels; no FineTuneJob field is that deep", _path(stack))
-                stack.append(_Frame(isinstance(event, yaml.MappingStartEvent), event.anchor))
-                if event.anchor:
-                    open_anchors.add(event.anchor)
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                done = stack.pop()
-                if done.anchor:
-                    open_anchors.discard(done.anchor)
-                    anchors[done.anchor] = (done.size, done.depth)
-                place(done.size, done.depth, None, False)
-            elif isinstance(event, yaml.AliasEvent):
-                name = str(event.anchor)
-                if name in open_anchors:
-                    raise InputError(f"the alias *{clip(name, 60)} refers to a mapping or list that contains it (a recursive alias)", _path(stack))
-                if name not in anchors:
-                    raise InputError(f"the alias *{clip(name, 60)} has no anchor &{clip(name, 60)} before it", _path(stack))
-                size, depth = anchors[name]
-                alias_nodes += size
-                if alias_nodes > MAX_ALIAS_NODES:
-                    raise InputError(
-                        f"YAML aliases expand to more than {MAX_ALIAS_NODES} values (an alias bomb?); write the values out or use fewer aliases",
-                        _path(stack),
-                    )
-                if stack and stack[-1].is_map and stack[-1].want_key:
-                    raise InputError("mapping keys must be plain strings, not lists, mappings or aliases", _path(stack))
-                place(size, depth, None, False)
+            scanner.event(event)
     except yaml.YAMLError as exc:
-        raise InputError(_one_line(exc), _path(stack)) from None
+        raise InputError(_one_line(exc), _path(scanner.stack)) from None
 
 
 Trail = tuple[str | int, ...]

@@ -8,6 +8,7 @@ tell whether the status already reflects its last spec change.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -60,6 +61,21 @@ class Progress(ApiModel):
     """Short form for `kubectl get`, e.g. `120/1000 (12%)`."""
     updated_at: str | None = None
     """When the trainer last reported (RFC 3339)."""
+
+
+def percent_text(percent: float, decimals: int = 0) -> str:
+    """``99%`` for 99.6: progress percentages are rounded down everywhere (status, ``kubetune get``
+    and ``watch``), so nothing claims 100 % before the last step."""
+    scale = 10**decimals
+    shown = math.floor(percent * scale + 1e-9) / scale  # 1e-9: 0.29 * 100 is 28.999999999999996
+    return f"{shown:.{decimals}f}%"
+
+
+def progress_summary(step: int, total: int) -> str:
+    """``120/1000 (12%)``: status.progress.summary (``kubectl get ftj``'s PROGRESS column) and ``kubetune watch``'s line."""
+    if total <= 0:
+        return f"{step}"
+    return f"{step}/{total} ({percent_text(100.0 * step / total)})"
 
 
 class ChildRef(ApiModel):

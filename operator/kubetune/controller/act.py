@@ -30,6 +30,7 @@ from typing import Any
 
 from kubetune.api.contract import API_VERSION, KIND, PLURAL
 from kubetune.render.backends import BACKENDS
+from kubetune.render.serving import served_kinds
 
 from .cache import Caches
 from .decide import Decision, EventSpec
@@ -43,14 +44,8 @@ log = logging.getLogger("kubetune.operator.act")
 PLURALS = {
     ("v1", "ConfigMap"): "configmaps",
     **{(b.api_version, b.kind): b.plural for b in BACKENDS.values()},  # the children kinds (render/backends)
-    # spec.serve (kubetune.render.serving), after the job Succeeded
-    ("apps/v1", "Deployment"): "deployments",
-    ("v1", "Service"): "services",
-    ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservices",
-    ("serving.kserve.io/v1alpha1", "LLMInferenceService"): "llminferenceservices",
-    ("kaito.sh/v1beta1", "Workspace"): "workspaces",
-    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
-    ("batch/v1", "Job"): "jobs",
+    # spec.serve, after the job Succeeded: every kind a serving engine writes (render/serving)
+    **{key: k.plural for key, k in served_kinds().items()},
 }
 
 

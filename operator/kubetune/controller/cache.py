@@ -23,6 +23,7 @@ from typing import Any
 
 from kubetune.api.contract import LABEL_MANAGED_BY
 from kubetune.render.backends import BACKENDS
+from kubetune.render.serving import served_kinds
 
 from .kube import ApiError, Kube
 from .status import LABEL_JOB_NAME
@@ -32,18 +33,9 @@ log = logging.getLogger("kubetune.operator.cache")
 ObjKey = tuple[str, str]  # namespace, name
 
 
-SERVING_KINDS: dict[str, tuple[str, str]] = {
-    "Deployment": ("apps/v1", "deployments"),
-    "Service": ("v1", "services"),
-    "InferenceService": ("serving.kserve.io/v1beta1", "inferenceservices"),
-    "LLMInferenceService": ("serving.kserve.io/v1alpha1", "llminferenceservices"),
-    "Workspace": ("kaito.sh/v1beta1", "workspaces"),
-    "Job": ("batch/v1", "jobs"),
-}
+SERVING_KINDS: dict[str, tuple[str, str]] = {k.kind: (k.api_version, k.plural) for k in served_kinds().values() if k.watched}
 """spec.serve's objects the operator watches (readiness, URL, deletion); kind -> (apiVersion, plural).
-The vLLM Service is watched too (a deleted one is created again); the KAITO adapter's
-PersistentVolumeClaim and inference ConfigMap are written, not watched; the Job
-that copies the adapter is watched (the Workspace is created once it completed)."""
+Each serving engine says which of its kinds are watched (render/serving: ``ServedKind.watched``)."""
 SERVING_SELECTOR = "app.kubernetes.io/component=serving,app.kubernetes.io/managed-by=kubetune"
 """Only serving objects kubetune rendered (kubetune.render.serving labels them so)."""
 

@@ -34,7 +34,7 @@ from kubetune.plan.feasibility import Verdict, autotune, feasibility, gpu_memory
 from kubetune.render import Rendered, RenderOptions, render
 from kubetune.render.backends import backend_for_kind
 from kubetune.render.chain import Failed, ModelSource, Waiting, resolve_from_job, reward_base_problem
-from kubetune.render.serving import evaluation_verdict, observed_state, render_serving
+from kubetune.render.serving import Serving, engine_for, evaluation_verdict, observed_state, render_serving
 
 from .reasons import CONTROLLERS, REASONS, retryable_exit_code, with_hint
 from .snapshot import Snapshot
@@ -364,6 +364,45 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, options: RenderOption
     ``options``: the render options before spec.autoTune (to render the running spec again)."""
     snap, status = draft.snap, draft.status
     assert snap.job is not None
+    children, requeue_failure = _reapply(draft, rendered, now, options, reapply)
+    status["observedGeneration"] = snap.generation
+    _prerequisites(draft)  # observe checks them only while the job is Pending
+
+    phase, reason, message, requeue = _phase(draft, rendered, now)
+    requeue = _sooner(requeue, None if requeue_failure is None else now + requeue_failure, now)
+    deletions: tuple[dict[str, Any], ...] = ()
+    if reason == "BackoffLimitExceeded":
+        children, deletions, message = _stop_past_backoff(draft, rendered, children, message)
+    old_phase = snap.status.get("phase")
+    _phase_conditions(draft, phase, reason, message)
+    status.update(phase=phase, message=message)
+    if phase in ("Running", "Exporting"):
+        status.setdefault("startTime", draft.now)
+    if phase in TERMINAL_PHASES:
+        status.setdefault("completionTime", draft.now)
+    if phase != old_phase:
+        draft.events.append(EventSpec("Warning" if phase == "Failed" else "Normal", phase, message))
+    elif phase == "Pending" and reason != "PodsPending":
+        before = draft.previous("Running")
+        if before is None or before.get("reason") != reason:
+            draft.events.append(EventSpec("Warning", reason, message))
+    if snap.progress is not None and snap.progress.progress is not None:
+        status["progress"] = dict(snap.progress.progress)
+    if snap.progress is not None and snap.progress.evaluation is not None:
+        _evaluation(draft, snap.progress.evaluation)
+    if phase not in TERMINAL_PHASES:
+        requeue = _sooner(requeue, snap.next_log_read, now)
+    if phase == "Pending":
+        requeue = _sooner(requeue, snap.next_prereq_check, now)
+    return draft.decision(children, max(0.0, requeue) if requeue is not None else None, deletions)
+
+
+def _reapply(draft: _Draft, rendered: Rendered, now: float, options: RenderOptions, reapply: bool) -> tuple[tuple[dict[str, Any], ...], float | None]:
+    """A spec change (or the operator's first look, or a refused re-apply) of a started job: the
+    children to apply again unless the child's API refuses the change (ImmutableFieldChanged) or a
+    refusal is still backing off (UpdateRejected); (children, seconds until the refused apply is due)."""
+    snap, status = draft.snap, draft.status
+    assert snap.job is not None
     children: tuple[dict[str, Any], ...] = ()
     generation_changed = snap.generation != status.get("observedGeneration")
     failure = snap.apply_failure  # this generation's re-apply was refused (controller/act.py)
@@ -399,48 +438,30 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, options: RenderOption
             if snap.applied_spec is not None and snap.applied_spec.suspend != snap.job.spec.suspend:
                 verb = "Suspending" if snap.job.spec.suspend else "Resuming"
                 draft.events.append(EventSpec("Normal", verb, f"{verb.lower()} {rendered.workload['kind']} {rendered.workload['metadata']['name']}", with_children=True))
-    status["observedGeneration"] = snap.generation
-    _prerequisites(draft)  # observe checks them only while the job is Pending
+    return children, requeue_failure
 
-    phase, reason, message, requeue = _phase(draft, rendered, now)
-    requeue = _sooner(requeue, None if requeue_failure is None else now + requeue_failure, now)
+
+def _stop_past_backoff(
+    draft: _Draft, rendered: Rendered, children: tuple[dict[str, Any], ...], message: str
+) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...], str]:
+    """BackoffLimitExceeded: free the GPUs (the child suspended, or deleted when Kueue manages it);
+    (children: ``children`` or the suspended child, deletions, message)."""
+    snap = draft.snap
     deletions: tuple[dict[str, Any], ...] = ()
-    if reason == "BackoffLimitExceeded":
-        backend = backend_for_kind(rendered.workload["kind"])
-        assert backend is not None  # rendered by a registered backend
-        if snap.child is None:
-            pass  # already gone: nothing to stop, and an apply would create it again
-        elif ((snap.child.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL):
-            # Kueue starts again any job it admitted that it finds suspended (kubernetes-sigs/kueue
-            # pkg/controller/jobframework/reconciler.go:621-635 @ v0.19.2, "Job admitted, unsuspending"):
-            # a queued child is deleted instead; its Workload, owned by it, goes with it and the quota is freed.
-            deletions = ({k: rendered.workload[k] for k in ("apiVersion", "kind")} | {"metadata": {
-                "name": rendered.workload["metadata"]["name"], "namespace": rendered.workload["metadata"]["namespace"]}},)
-            message = message.replace("was suspended to free its GPUs", "was deleted to free its GPUs (Kueue would resume a suspended one)")
-        else:
-            children = (backend.suspended(rendered.workload),)
-    old_phase = snap.status.get("phase")
-    _phase_conditions(draft, phase, reason, message)
-    status.update(phase=phase, message=message)
-    if phase in ("Running", "Exporting"):
-        status.setdefault("startTime", draft.now)
-    if phase in TERMINAL_PHASES:
-        status.setdefault("completionTime", draft.now)
-    if phase != old_phase:
-        draft.events.append(EventSpec("Warning" if phase == "Failed" else "Normal", phase, message))
-    elif phase == "Pending" and reason != "PodsPending":
-        before = draft.previous("Running")
-        if before is None or before.get("reason") != reason:
-            draft.events.append(EventSpec("Warning", reason, message))
-    if snap.progress is not None and snap.progress.progress is not None:
-        status["progress"] = dict(snap.progress.progress)
-    if snap.progress is not None and snap.progress.evaluation is not None:
-        _evaluation(draft, snap.progress.evaluation)
-    if phase not in TERMINAL_PHASES:
-        requeue = _sooner(requeue, snap.next_log_read, now)
-    if phase == "Pending":
-        requeue = _sooner(requeue, snap.next_prereq_check, now)
-    return draft.decision(children, max(0.0, requeue) if requeue is not None else None, deletions)
+    backend = backend_for_kind(rendered.workload["kind"])
+    assert backend is not None  # rendered by a registered backend
+    if snap.child is None:
+        pass  # already gone: nothing to stop, and an apply would create it again
+    elif ((snap.child.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL):
+        # Kueue starts again any job it admitted that it finds suspended (kubernetes-sigs/kueue
+        # pkg/controller/jobframework/reconciler.go:621-635 @ v0.19.2, "Job admitted, unsuspending"):
+        # a queued child is deleted instead; its Workload, owned by it, goes with it and the quota is freed.
+        deletions = ({k: rendered.workload[k] for k in ("apiVersion", "kind")} | {"metadata": {
+            "name": rendered.workload["metadata"]["name"], "namespace": rendered.workload["metadata"]["namespace"]}},)
+        message = message.replace("was suspended to free its GPUs", "was deleted to free its GPUs (Kueue would resume a suspended one)")
+    else:
+        children = (backend.suspended(rendered.workload),)
+    return children, deletions, message
 
 
 def _queued_child_left(draft: _Draft) -> tuple[dict[str, Any], ...]:
@@ -503,39 +524,16 @@ def _serve(draft: _Draft, now: float) -> Decision:
     ``status.evaluation`` shows the trained model beating the base model."""
     snap, status = draft.snap, draft.status
     assert snap.job is not None and snap.job.spec.serve is not None
-    serve = snap.job.spec.serve
-    if serve.when == "evaluationImproves":
-        if "evaluation" not in status and snap.progress is not None and snap.progress.evaluation is not None:
-            status["evaluation"] = copy.deepcopy(dict(snap.progress.evaluation))  # read after the phase became final
-        improved, why = evaluation_verdict(status.get("evaluation"))
-        if improved is None:
-            draft.cond("Serving", False, "WaitingForEvaluation", with_hint("WaitingForEvaluation", f"spec.serve.when is evaluationImproves: {why}"))
-            requeue = _sooner(None, snap.next_log_read, now)
-            return draft.decision(requeue=max(0.0, requeue) if requeue is not None else None)
-        if not improved:
-            message = with_hint("EvaluationNotImproved", f"nothing is served: {why}")
-            draft.event_once("Serving", "Warning", "EvaluationNotImproved", message)
-            draft.cond("Serving", False, "EvaluationNotImproved", message)
-            return draft.decision()
+    if (waiting := _serve_gate(draft, now)) is not None:
+        return waiting
     try:
         serving = render_serving(snap.job, snap.render_options)
     except ValueError as exc:  # refused by the API's rules first; never a crash loop if one slips through
         message = with_hint("ServingRejected", f"spec.serve cannot be rendered: {exc}")
         draft.cond("Serving", False, "ServingRejected", message)
         return draft.decision()
-    main = serving.objects[0]
-    kind, api_version = main["kind"], main["apiVersion"]
-    failure = snap.apply_failure
-    if snap.serving_served.get(kind) is False or (failure is not None and failure.status == 404):
-        message = with_hint("ServingKindNotInstalled", f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS.get(kind, kind)}; retried when it appears")
-        draft.event_once("Serving", "Warning", "ServingKindNotInstalled", message)
-        draft.cond("Serving", False, "ServingKindNotInstalled", message)
-        return draft.decision(requeue=None if snap.serving_served.get(kind) is False else 60.0)
-    if failure is not None:
-        message = with_hint("ServingRejected", f"the API server rejected a serving object: {failure.message} ({failure.status} {failure.reason})")
-        draft.event_once("Serving", "Warning", "ServingRejected", message)
-        draft.cond("Serving", False, "ServingRejected", message)
-        return draft.decision()
+    if (refused := _serve_refused(draft, serving)) is not None:
+        return refused
     before = draft.previous("Serving")
     needed = (snap.first_seen or before is None or before.get("reason") not in SERVING_REASONS
               or before.get("observedGeneration") != snap.generation)
@@ -550,30 +548,93 @@ def _serve(draft: _Draft, now: float) -> Decision:
         **({"adapter": serving.adapter_uri} if serving.adapter_uri else {}),
     }
     if serving.prepare:  # engine kaito: the adapter is copied to its own volume first
-        copy_job = serving.prepare[-1]
-        observed_copy = snap.serving.get(copy_job["kind"])
-        conditions = (observed_copy or {}).get("status", {}).get("conditions")
-        job_name = f"Job {copy_job['metadata']['name']}"
-        if observed_copy is not None and any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions or []):
-            message = with_hint("AdapterCopyFailed", f"{job_name} failed to copy the adapter from {serving.adapter_uri}")
-            draft.event_once("Serving", "Warning", "AdapterCopyFailed", message)
-            draft.cond("Serving", False, "AdapterCopyFailed", message)
-            return draft.decision()
-        if observed_copy is not None:
-            # A Job's pod template is immutable (the API server answers a changed one with 422; Kubernetes'
-            # batch validation, not read at a tag here: issue 20 reports it): an existing copy Job is never re-applied.
-            everything = [o for o in everything if o is not copy_job]
-        if observed_copy is None or not any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions or []):
-            apply = needed or observed_copy is None
-            message = with_hint("ServingStarting", f"copying the adapter to {serving.prepare[0]['kind']} {serving.prepare[0]['metadata']['name']} ({job_name}); the {kind} follows")
-            if before is None or before.get("reason") != "ServingStarting":
-                draft.events.append(EventSpec("Normal", "ServingStarting", message, with_children=apply))
-            draft.cond("Serving", False, "ServingStarting", message)
-            return draft.decision(tuple(o for o in everything if o in serving.prepare) if apply else ())
-    observed = snap.serving.get(kind)
+        everything, preparing = _serve_prepare(draft, serving, everything, needed)
+        if preparing is not None:
+            return preparing
+    return _serve_objects(draft, serving, everything, needed)
+
+
+def _serve_gate(draft: _Draft, now: float) -> Decision | None:
+    """``when: evaluationImproves``: a decision that serves nothing (yet) unless the evaluation shows
+    the trained model beating the base; None: go on serving."""
+    snap, status = draft.snap, draft.status
+    assert snap.job is not None and snap.job.spec.serve is not None
+    if snap.job.spec.serve.when != "evaluationImproves":
+        return None
+    if "evaluation" not in status and snap.progress is not None and snap.progress.evaluation is not None:
+        status["evaluation"] = copy.deepcopy(dict(snap.progress.evaluation))  # read after the phase became final
+    improved, why = evaluation_verdict(status.get("evaluation"))
+    if improved is None:
+        draft.cond("Serving", False, "WaitingForEvaluation", with_hint("WaitingForEvaluation", f"spec.serve.when is evaluationImproves: {why}"))
+        requeue = _sooner(None, snap.next_log_read, now)
+        return draft.decision(requeue=max(0.0, requeue) if requeue is not None else None)
+    if not improved:
+        message = with_hint("EvaluationNotImproved", f"nothing is served: {why}")
+        draft.event_once("Serving", "Warning", "EvaluationNotImproved", message)
+        draft.cond("Serving", False, "EvaluationNotImproved", message)
+        return draft.decision()
+    return None
+
+
+def _serve_refused(draft: _Draft, serving: Serving) -> Decision | None:
+    """The main kind is not served by the cluster (KServe or KAITO missing), or the API server refused
+    a serving object; None: neither."""
+    snap = draft.snap
+    main = serving.objects[0]
+    kind, api_version = main["kind"], main["apiVersion"]
+    failure = snap.apply_failure
+    if snap.serving_served.get(kind) is False or (failure is not None and failure.status == 404):
+        message = with_hint("ServingKindNotInstalled", f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS.get(kind, kind)}; retried when it appears")
+        draft.event_once("Serving", "Warning", "ServingKindNotInstalled", message)
+        draft.cond("Serving", False, "ServingKindNotInstalled", message)
+        return draft.decision(requeue=None if snap.serving_served.get(kind) is False else 60.0)
+    if failure is not None:
+        message = with_hint("ServingRejected", f"the API server rejected a serving object: {failure.message} ({failure.status} {failure.reason})")
+        draft.event_once("Serving", "Warning", "ServingRejected", message)
+        draft.cond("Serving", False, "ServingRejected", message)
+        return draft.decision()
+    return None
+
+
+def _serve_prepare(draft: _Draft, serving: Serving, everything: list[dict[str, Any]], needed: bool) -> tuple[list[dict[str, Any]], Decision | None]:
+    """``serving.prepare`` (engine kaito: the adapter copied to its own volume by a Job) before the
+    objects: (what to apply, a decision while the copy is not complete or failed, else None)."""
+    snap = draft.snap
+    kind = serving.objects[0]["kind"]
+    before = draft.previous("Serving")
+    copy_job = serving.prepare[-1]
+    observed_copy = snap.serving.get(copy_job["kind"])
+    conditions = (observed_copy or {}).get("status", {}).get("conditions")
+    job_name = f"Job {copy_job['metadata']['name']}"
+    if observed_copy is not None and any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions or []):
+        message = with_hint("AdapterCopyFailed", f"{job_name} failed to copy the adapter from {serving.adapter_uri}")
+        draft.event_once("Serving", "Warning", "AdapterCopyFailed", message)
+        draft.cond("Serving", False, "AdapterCopyFailed", message)
+        return everything, draft.decision()
+    if observed_copy is not None:
+        # A Job's pod template is immutable (the API server answers a changed one with 422; Kubernetes'
+        # batch validation, not read at a tag here: issue 20 reports it): an existing copy Job is never re-applied.
+        everything = [o for o in everything if o is not copy_job]
+    if observed_copy is None or not any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions or []):
+        apply = needed or observed_copy is None
+        message = with_hint("ServingStarting", f"copying the adapter to {serving.prepare[0]['kind']} {serving.prepare[0]['metadata']['name']} ({job_name}); the {kind} follows")
+        if before is None or before.get("reason") != "ServingStarting":
+            draft.events.append(EventSpec("Normal", "ServingStarting", message, with_children=apply))
+        draft.cond("Serving", False, "ServingStarting", message)
+        return everything, draft.decision(tuple(o for o in everything if o in serving.prepare) if apply else ())
+    return everything, None
+
+
+def _serve_objects(draft: _Draft, serving: Serving, everything: list[dict[str, Any]], needed: bool) -> Decision:
+    """The serving objects themselves: applied when needed or when one was deleted; ready (and the
+    URL) as the engine reads its main object."""
+    snap, status = draft.snap, draft.status
+    assert snap.job is not None
+    before = draft.previous("Serving")
+    observed = snap.serving.get(serving.objects[0]["kind"])
     # Any watched serving object deleted (the vLLM Service too) is applied again.
     apply = needed or any(o["kind"] in snap.serving and snap.serving[o["kind"]] is None for o in serving.objects)
-    ready, url, state = observed_state(serving.engine, observed)
+    ready, url, state = observed_state(observed, engine_for(snap.job))
     url = serving.url or url
     names = " and ".join(f"{o['kind']} {o['metadata']['name']}" for o in serving.objects)
     status["serving"]["ready"] = ready

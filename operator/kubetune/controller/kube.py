@@ -1,10 +1,13 @@
 """A small async Kubernetes client for the few calls the operator makes itself.
 
 Why not the ``kubernetes`` package's client: it is synchronous, so every call
-would hold one of kopf's executor threads; with a thousand jobs polled every
-15 s that pool becomes the bottleneck.  kopf already ships aiohttp, and the
-operator needs only six calls (server-side apply, get, list by label, a status
-merge patch, pod log tail, create Event).  The ``kubernetes`` package is still
+would hold one of kopf's executor threads; with a thousand jobs reconciled by
+the work queue's workers (``loop``) that pool becomes the bottleneck.  kopf
+already ships aiohttp, and the operator needs only a few calls: server-side
+apply, get, delete, a status merge patch, LIST pages and WATCH streams (the
+informers in ``cache``), a pod log tail, create (Events, TokenReviews), and raw
+requests for the rest (an Event's count patch, API discovery, the peering
+object, a LocalQueue's presence).  The ``kubernetes`` package is still
 used, lazily, to *read* KUBECONFIG / in-cluster credentials, so exec plugins and
 every kubeconfig form work exactly as with kubectl; kopf logs in with the same
 credentials (see ``main``), so both halves talk to the same server as the same

@@ -1,14 +1,14 @@
 """The controller: a work queue of FineTuneJob keys and the workers that reconcile them.
 
 Triggers only enqueue a key: kopf's watch of FineTuneJobs (``handlers``), the informers of the
-children and training pods (``cache``), a progress report pushed by a trainer (``intake``), and
+children, training pods and serving objects (``cache``), a progress report pushed by a trainer (``intake``), and
 the requeue hint of the last decision.  A worker takes a key and runs observe -> decide -> act
 once.  The queue follows client-go's workqueue: a key is queued at most once, never processed
 by two workers at a time, and queued again if it changed while it was processed; failures are
 retried with per-key exponential backoff.
 
 Peering: kopf pauses its own watch when a peer with a higher or equal priority runs; the workers
-follow the same rule (``peering.paused``, one GET of the peering object per ``peering_check_s``)
+follow the same rule (``peering.pause_state``, one GET of the peering object per ``peering_check_s``)
 and say loudly when two operators of the same priority pause each other.
 """
 

@@ -72,11 +72,6 @@ async def pause_state(kube: Kube, name: str | None, namespaces: tuple[str, ...],
     return blockers
 
 
-async def paused(kube: Kube, name: str | None, namespaces: tuple[str, ...], identity: str, priority: int) -> bool:
-    """Whether kopf's peering rule pauses this operator now."""
-    return bool(await pause_state(kube, name, namespaces, identity, priority))
-
-
 def _targets(namespaces: tuple[str, ...]) -> list[tuple[str, str | None]]:
     return [("clusterkopfpeerings", None)] if not namespaces else [("kopfpeerings", ns) for ns in namespaces]
 

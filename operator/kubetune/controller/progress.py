@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubetune.api import Progress
-from kubetune.api.status import evaluation_from_stage
+from kubetune.api.status import evaluation_from_stage, progress_summary
 from kubetune.api.progressline import parse_line
 
 _PROGRESS_FIELDS = {f.alias or n for n, f in Progress.model_fields.items()} | set(Progress.model_fields)
@@ -56,13 +56,6 @@ class LogReading:
     """status.evaluation from the last evaluate stage end line (``api.status.evaluation_from_stage``)."""
 
 
-def summary(step: int, total: int) -> str:
-    """``120/1000 (12%)``: what ``kubectl get ftj`` shows in the PROGRESS column."""
-    if total <= 0:
-        return f"{step}"
-    return f"{step}/{total} ({int(step * 100 / total)}%)"
-
-
 def parse_progress(data: dict[str, Any]) -> dict[str, Any] | None:
     """A trainer progress object as validated status.progress, or None when it is not one."""
     known = {k: v for k, v in data.items() if k in _PROGRESS_FIELDS and k != "summary"}
@@ -73,7 +66,7 @@ def parse_progress(data: dict[str, Any]) -> dict[str, Any] | None:
     percent = progress.percent
     if not percent and progress.total_steps:
         percent = round(min(100.0, progress.step * 100.0 / progress.total_steps), 2)
-    out = progress.model_copy(update={"percent": percent, "summary": summary(progress.step, progress.total_steps)})
+    out = progress.model_copy(update={"percent": percent, "summary": progress_summary(progress.step, progress.total_steps)})
     return out.to_api()
 
 

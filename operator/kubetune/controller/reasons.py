@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from kubetune.api import Phase
 from kubetune.render.backends import BACKENDS
+from kubetune.render.serving import ENGINES
 
 
 @dataclass(frozen=True)
@@ -183,11 +184,10 @@ def with_hint(reason: str, message: str) -> str:
 
 CONTROLLERS = {
     **{b.kind: b.controller for b in BACKENDS.values()},
-    "InferenceService": "KServe (InferenceService serving.kserve.io/v1beta1; https://kserve.github.io/website/ install guide)",
-    "LLMInferenceService": "KServe with its LLM controller (LLMInferenceService serving.kserve.io/v1alpha1, KServe v0.16 or later)",
-    "Workspace": "KAITO workspace controller (Workspace kaito.sh/v1beta1; helm chart kaito-project/kaito workspace)",
+    **{e.kinds[0].kind: e.controller for e in ENGINES.values() if e.controller},
 }
-"""Who acts on each child kind: named by KindNotInstalled and ControllerNotRunning."""
+"""Who acts on each child kind (render/backends) and on each serving engine's main kind (render/serving):
+named by KindNotInstalled, ControllerNotRunning and ServingKindNotInstalled."""
 
 
 def retryable_exit_code(code: int) -> bool:

@@ -50,9 +50,9 @@ class OperatorConfig:
     progress_tls: tuple[str, str] | None = None
     """(certificate, key) files: serve the intake over TLS."""
     progress_fresh_s: float = 150.0
+    """A pushed report younger than this replaces the log read (the trainer re-sends every 60 s)."""
     gpu_memory_by_product: Mapping[str, str] = field(default_factory=dict)
     """Helm value gpuMemoryByProduct (KUBETUNE_GPU_MEMORY_BY_PRODUCT): GPU memory per nvidia.com/gpu.product."""
-    """A pushed report younger than this replaces the log read (the trainer re-sends every 60 s)."""
 
 
 @dataclass

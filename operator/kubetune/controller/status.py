@@ -77,11 +77,6 @@ def get_condition(conditions: Iterable[Mapping[str, Any]] | None, type_: str) ->
     return next((c for c in conditions or () if c.get("type") == type_), None)
 
 
-def true_condition(child: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any] | None:
-    cond = get_condition(((child or {}).get("status") or {}).get("conditions"), type_)
-    return cond if cond is not None and cond.get("status") == "True" else None
-
-
 def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     """The most useful reason a training pod is stuck or died: (Reason, message with hint) or None."""
     found: list[tuple[int, str, str]] = []

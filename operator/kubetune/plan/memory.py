@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .arch import ATTENTION_MODULES, FUSED, MLP_MODULES, OUTER_MODULES, Architecture
-from .gpus import GiB, MiB
+from .gpus import MiB
 
 Method = Literal["full", "freeze", "lora", "qlora"]
 Packing = Literal["none", "packing", "neat"]
@@ -305,16 +305,11 @@ def _quantized_bytes_per_param(bits: int, double_quant: bool, in_features: int) 
     return 1 + 4 / in_features
 
 
-def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
-    P = arch.total_params()
-    T = trainable_params(arch, s)
-    F = P - T
-    N = s.world_size
-    e = s.elem
-    z = 3 if s.fsdp else s.zero_stage
-    terms: list[Term] = []
-
-    # Frozen weights: loaded in the compute dtype (or quantised) and never touched by the optimizer.
+def _frozen_weights(arch: Architecture, s: Setup) -> tuple[float, str]:
+    """Frozen weights: loaded in the compute dtype (or quantised) and never touched by the optimizer;
+    (bytes per GPU, how they are held)."""
+    F = arch.total_params() - trainable_params(arch, s)
+    N, e, z = s.world_size, s.elem, (3 if s.fsdp else s.zero_stage)
     frozen = float(F * e)
     note = f"{F / 1e9:.2f}B frozen in {s.precision}"
     if s.method == "qlora" and s.quant_bits:
@@ -325,6 +320,33 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
     if z == 3:
         frozen = 0 if s.offload == "all" else frozen / N
         note += f", ZeRO-3 sharded over {N}" + (" and offloaded" if s.offload == "all" else "")
+    return frozen, note
+
+
+def _reference_model_term(arch: Architecture, s: Setup) -> Term:
+    """The frozen reference model of DPO/KTO (s.reference_model), quantised like LLaMA-Factory's ref_model_quantization_bit."""
+    P, N, e, z = arch.total_params(), s.world_size, s.elem, (3 if s.fsdp else s.zero_stage)
+    if s.reference_quant_bits:
+        linear = arch.layers * sum(a * b for a, b in arch.linear_shapes().values())
+        per = _quantized_bytes_per_param(s.reference_quant_bits, s.double_quant, arch.hidden)
+        ref = int(linear * per + (P - linear) * e)
+        rnote = f"frozen copy for the reference log-probabilities, linear weights at {s.reference_quant_bits}-bit (ref_model_quantization_bit)"
+    else:
+        ref = e * P
+        rnote = f"frozen {e * 8}-bit copy for the reference log-probabilities"
+    return Term("reference model", ref // (N if z == 3 else 1), rnote + (f", ZeRO-3 sharded over {N}" if z == 3 else ""))
+
+
+def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
+    P = arch.total_params()
+    T = trainable_params(arch, s)
+    F = P - T
+    N = s.world_size
+    e = s.elem
+    z = 3 if s.fsdp else s.zero_stage
+    terms: list[Term] = []
+
+    frozen, note = _frozen_weights(arch, s)
 
     # Trainable weights, gradients, optimizer (AdamW: two fp32 moments).
     # When gradients exist: torch creates them during backward and the Trainer frees them right after
@@ -377,15 +399,7 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
     terms.append(Term("optimizer states", int(opt), onote))
     terms += [t for t in extra if t.phase != "always"]
     if s.reference_model:
-        if s.reference_quant_bits:
-            linear = arch.layers * sum(a * b for a, b in arch.linear_shapes().values())
-            per = _quantized_bytes_per_param(s.reference_quant_bits, s.double_quant, arch.hidden)
-            ref = int(linear * per + (P - linear) * e)
-            rnote = f"frozen copy for the reference log-probabilities, linear weights at {s.reference_quant_bits}-bit (ref_model_quantization_bit)"
-        else:
-            ref = e * P
-            rnote = f"frozen {e * 8}-bit copy for the reference log-probabilities"
-        terms.append(Term("reference model", ref // (N if z == 3 else 1), rnote + (f", ZeRO-3 sharded over {N}" if z == 3 else "")))
+        terms.append(_reference_model_term(arch, s))
     if z == 3:
         # deepspeed/runtime/zero/stage3.py estimate_zero3_model_states_mem_needs: 4 bytes x the largest layer.
         terms.append(Term("ZeRO-3 gathered layer", 4 * arch.largest_module_params(), "largest parameter gathered at once (param + grad, 16-bit)", phase="backward"))
@@ -609,7 +623,3 @@ def estimate(arch: Architecture, s: Setup) -> Estimate:
     terms.append(Term("allocator overhead", int(0.08 * dyn) + 256 * MiB, "caching-allocator fragmentation (~8% of the larger transient phase + 256 MiB)"))
     terms.append(Term("CUDA context", CUDA_CONTEXT, "driver context, cuBLAS workspace"))
     return Estimate(arch, s, tuple(terms), arch.total_params(), trainable_params(arch, s))
-
-
-def gib(n: float) -> str:
-    return f"{n / GiB:.2f} GiB"

@@ -147,6 +147,24 @@ def resolve_from_job(
         field = "spec.training.ppo.rewardModel.fromJob"
     if name is None:
         return Failed("InvalidSpec", f"{field} is not set (caller bug)")
+    source = _usable_source(job, source_obj, name, field, namespace, assume_succeeded)
+    if not isinstance(source, FineTuneJob):
+        return source
+    resolved = model_source_of(source, namespace, layout)
+    if isinstance(resolved, Failed):
+        return resolved
+    if reference == "rewardModel":
+        problem = _reward_model_problem(job, resolved, name, field, layout)
+    else:
+        problem = _continued_model_problem(job, source, resolved, name, field)
+    return problem if problem is not None else resolved
+
+
+def _usable_source(
+    job: FineTuneJob, source_obj: dict[str, Any] | None, name: str, field: str, namespace: str, assume_succeeded: bool
+) -> FineTuneJob | Failed | Waiting:
+    """The referenced FineTuneJob once it exists, Succeeded, is valid and writes where ``job`` reads;
+    else why not (Failed) or what it waits for (Waiting)."""
     if name == job.name:
         return Failed("InvalidFromJob", f"{field}: a FineTuneJob cannot build on itself")
     if source_obj is None:
@@ -167,24 +185,28 @@ def resolve_from_job(
             f"{field}: FineTuneJob {name} writes to outputs claim {src_out.claim_name!r}"
             f"{' subPath ' + repr(src_out.sub_path) if src_out.sub_path else ''}; this job must use the same spec.storage.outputs to read it",
         )
-    resolved = model_source_of(source, namespace, layout)
-    if isinstance(resolved, Failed):
-        return resolved
-    if reference == "rewardModel":
-        if resolved.stage != "rm":
-            return Failed("FromJobNotRewardModel", f"{field}: FineTuneJob {name} has stage {resolved.stage}; a PPO reward model comes from a job with stage rm")
-        if resolved.kind == "adapter" and job.spec.method not in ("lora", "qlora"):
-            return Failed(
-                "FromJobAdapterMismatch",
-                f"{field}: FineTuneJob {name} left a LoRA reward adapter, which LLaMA-Factory loads onto the policy only for method lora; use method lora or a full reward model",
-            )
-        if job.spec.model.from_job is None:
-            policy = job.spec.model
-            base = policy.name if policy.name is not None else f"{layout.models_dir}/{policy.path}"
-            problem = reward_base_problem(job, ModelSource(job.name, base, revision=policy.revision), resolved)
-            if problem is not None:
-                return problem
-        return resolved
+    return source
+
+
+def _reward_model_problem(job: FineTuneJob, resolved: ModelSource, name: str, field: str, layout: Layout) -> Failed | None:
+    """Why the resolved model cannot be ``job``'s PPO reward model, or None."""
+    if resolved.stage != "rm":
+        return Failed("FromJobNotRewardModel", f"{field}: FineTuneJob {name} has stage {resolved.stage}; a PPO reward model comes from a job with stage rm")
+    if resolved.kind == "adapter" and job.spec.method not in ("lora", "qlora"):
+        return Failed(
+            "FromJobAdapterMismatch",
+            f"{field}: FineTuneJob {name} left a LoRA reward adapter, which LLaMA-Factory loads onto the policy only for method lora; use method lora or a full reward model",
+        )
+    if job.spec.model.from_job is None:
+        policy = job.spec.model
+        base = policy.name if policy.name is not None else f"{layout.models_dir}/{policy.path}"
+        return reward_base_problem(job, ModelSource(job.name, base, revision=policy.revision), resolved)
+    return None
+
+
+def _continued_model_problem(job: FineTuneJob, source: FineTuneJob, resolved: ModelSource, name: str, field: str) -> Failed | None:
+    """Why ``job``'s method cannot continue from the resolved model (an adapter it cannot load, or
+    LoRA settings that would be silently ignored), or None."""
     if resolved.kind == "adapter" and job.spec.method not in ("lora", "qlora"):
         return Failed(
             "FromJobAdapterMismatch",
@@ -206,7 +228,7 @@ def resolve_from_job(
             f"({_lora_text(source.spec.lora or LoraSpec())}); remove spec.lora or set the same values, "
             f"or set spec.export.enabled: true on {name} to start a new adapter on its merged model",
         )
-    return resolved
+    return None
 
 
 def _lora_effective(lora: LoraSpec) -> tuple[int, int, float, frozenset[str]]:

@@ -176,31 +176,50 @@ def train_args(
 ) -> dict[str, Any]:
     """The LLaMA-Factory arguments, in a stable, readable order; extraArgs last.
 
+    Built in named groups, in this order (a later group may set a key an earlier one set: the key
+    keeps its first place, the later value wins): model, data, method, stage, reference model,
+    schedule, trainer runtime, evaluation, outputs.
+
     ``source`` / ``reward``: the resolved spec.model.fromJob and
     spec.training.ppo.rewardModel.fromJob (:mod:`kubetune.render.chain`)."""
-    spec = job.spec
-    t = spec.training
-    args: dict[str, Any] = {"stage": t.stage, "do_train": True}
+    cores = cpu_cores(job.spec.resources.cpu)
+    args: dict[str, Any] = {"stage": job.spec.training.stage, "do_train": True}
     args.update(model_args(job, layout, source))
-    args["template"] = spec.model.template
+    args.update(_data_args(job, output_dir, cores))
+    args.update(_method_args(job))
+    args.update(stage_args(job, layout, reward))
+    args.update(reference_args(job, layout, source))
+    args.update(_schedule_args(job, output_dir))
+    args.update(_runtime_args(job, cores))
+    args.update(_evaluation_args(job))
+    args.update(_output_args(job, output_dir, layout, launcher))
+    for key, value in sorted((job.spec.extra_args or {}).items()):
+        args[key] = value
+    return args
+
+
+def _data_args(job: FineTuneJob, output_dir: str, cores: int | None) -> dict[str, Any]:
+    """Template, datasets (dataset_info.json beside them) and tokenisation."""
+    spec, t = job.spec, job.spec.training
+    args: dict[str, Any] = {"template": spec.model.template}
     args["dataset"] = ",".join(d.name for d in spec.datasets)
     args["dataset_dir"] = f"{output_dir}/{DATA_SUBDIR}"
     if t.max_samples is not None:
         args["max_samples"] = t.max_samples
     args["cutoff_len"] = t.cutoff_length
     args["overwrite_cache"] = True
-    cores = cpu_cores(spec.resources.cpu)
     if t.preprocessing_workers is not None:
         args["preprocessing_num_workers"] = t.preprocessing_workers
     elif cores is not None and cores > 1:
         # Tokenisation runs once per job (then cached): use the pod's CPUs, not one process.
         args["preprocessing_num_workers"] = min(cores, 64)
+    return args
 
-    args.update(_method_args(job))
-    args.update(stage_args(job, layout, reward))
-    args.update(reference_args(job, layout, source))
 
-    args["output_dir"] = output_dir
+def _schedule_args(job: FineTuneJob, output_dir: str) -> dict[str, Any]:
+    """Where the Trainer writes, batch sizes, learning rate and its schedule, logging."""
+    t = job.spec.training
+    args: dict[str, Any] = {"output_dir": output_dir}
     args["per_device_train_batch_size"] = t.per_device_batch_size
     args["gradient_accumulation_steps"] = t.gradient_accumulation_steps
     args["learning_rate"] = t.learning_rate
@@ -218,6 +237,14 @@ def train_args(
     args["seed"] = t.seed
     args["logging_steps"] = t.logging_steps
     args["ddp_timeout"] = DDP_TIMEOUT_SECONDS
+    return args
+
+
+def _runtime_args(job: FineTuneJob, cores: int | None) -> dict[str, Any]:
+    """How the Trainer runs: data loading, checkpoints, precision, attention and kernels, the
+    held-out split of spec.evaluation, the optimizer, packing."""
+    spec, t = job.spec, job.spec.training
+    args: dict[str, Any] = {}
     if cores is not None:
         # Per training process; one core each stays with the training loop itself.
         procs = max(spec.resources.gpus_per_node, 1)
@@ -245,11 +272,26 @@ def train_args(
         args["packing"] = True
         if t.packing == "neat":
             args["neat_packing"] = True
-    if t.val_size is not None:
-        args["val_size"] = t.val_size
-        args["eval_strategy"] = "steps"
-        args["eval_steps"] = t.eval_steps if t.eval_steps is not None else save_interval(job)
-        args["per_device_eval_batch_size"] = t.per_device_batch_size
+    return args
+
+
+def _evaluation_args(job: FineTuneJob) -> dict[str, Any]:
+    """spec.training.valSize: evaluation during training, at the checkpoint interval unless evalSteps says otherwise."""
+    t = job.spec.training
+    if t.val_size is None:
+        return {}
+    return {
+        "val_size": t.val_size,
+        "eval_strategy": "steps",
+        "eval_steps": t.eval_steps if t.eval_steps is not None else save_interval(job),
+        "per_device_eval_batch_size": t.per_device_batch_size,
+    }
+
+
+def _output_args(job: FineTuneJob, output_dir: str, layout: Layout, launcher: Launcher) -> dict[str, Any]:
+    """The DeepSpeed config, the loss plot and the trackers (spec.tracking)."""
+    spec = job.spec
+    args: dict[str, Any] = {}
     if uses_deepspeed_config(job, launcher):
         args["deepspeed"] = f"{layout.config_dir}/{DEEPSPEED_FILE}"
     args["plot_loss"] = True
@@ -259,8 +301,6 @@ def train_args(
         args["logging_dir"] = f"{output_dir}/{TENSORBOARD_SUBDIR}"
     if report_to:
         args["run_name"] = job.name
-    for key, value in sorted((spec.extra_args or {}).items()):
-        args[key] = value
     return args
 
 

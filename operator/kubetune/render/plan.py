@@ -1,8 +1,9 @@
 """The typed intermediate every render phase reads and fills in.
 
 Why an intermediate: phases (defaults -> training files -> scheduling -> pod
-spec -> backend build) each own one concern and only touch their fields, so a
-new backend (Trainer v2 TrainJob next) reuses everything up to the build.
+spec -> backend build) each own one concern and only touch their fields, so every
+backend (PyTorchJob, MPIJob and Trainer v2 TrainJob alike: ``render/backends``) reuses
+everything up to the build.
 """
 
 from __future__ import annotations

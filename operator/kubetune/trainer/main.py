@@ -71,27 +71,7 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
             console.set_tap(reporter.offer)  # progress and stage lines also go to the operator's intake
         stagecheck.check(cfg)  # a stage the installed stack cannot run fails before data, model and GPU time
         opcheck.run(cfg, env)  # DeepSpeed ops that are neither prebuilt nor compilable, no usable GPU: fail now
-        with stage("data", **role) as out:
-            if dist.is_global_zero:
-                moved = train.quarantine_incomplete(cfg.output_dir, cfg.train_args)
-                conf = fingerprint.effective_config(cfg.train_args, data_digest=data.digest(cfg), world_size=dist.world_size)
-                try:
-                    facts["configHash"] = fingerprint.check_and_record(cfg.output_dir, conf)
-                except TrainerError as exc:
-                    _tell_other_ranks(cfg, exc)
-                    raise
-                previous = data.reusable(cfg)
-                if previous is not None:
-                    out["records"] = previous
-                    out["skipped"] = "the data folder already holds this spec's datasets (unchanged files)"
-                else:
-                    out["records"] = data.prepare(cfg, env)
-                out["samples"] = data.samples_used(cfg, out["records"])
-                if moved:
-                    out["incompleteCheckpoints"] = [str(m) for m in moved]
-            else:
-                data.wait_ready(cfg, env)
-            facts["stages"]["data"] = dict(out)
+        _data_stage(cfg, env, dist, role, facts)
         with stage("model") as out:
             out["model"] = model.prepare(cfg, env, local_zero=dist.is_local_zero)
             facts["stages"]["model"] = dict(out)
@@ -109,18 +89,7 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
                 out.update(export.run(cfg, env))
                 facts["stages"]["export"] = dict(out)
         if dist.is_global_zero and cfg.file(contract.EVAL_ARGS_FILE) is not None:
-            # After training and export; a failure here keeps the trained model and exit 0.
-            with stage("evaluate") as out:
-                try:
-                    result = evaluate.run(cfg, env)
-                except Retryable:
-                    raise  # preempted: the restart skips training and export, and evaluates again
-                except Exception as exc:  # noqa: BLE001 - any evaluation failure is reported, never fatal
-                    reason = str(exc) if isinstance(exc, TrainerError) else f"{type(exc).__name__}: {exc}"
-                    result = evaluate.failed(cfg, reason)
-                out["evaluation"] = result
-                facts["evaluation"] = result
-                facts["stages"]["evaluate"] = dict(out)
+            _evaluate_stage(cfg, env, facts)  # after training and export; a failure here keeps the trained model and exit 0
     except TrainerError as exc:
         code, message = exc.exit_code, str(exc)
     except Exception as exc:  # noqa: BLE001 - an unexpected bug is a permanent training failure
@@ -139,6 +108,48 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
     if code != contract.EXIT_OK:
         print(f"kubetune trainer: failed (exit {code}): {message}", file=sys.stderr, flush=True)
     return code
+
+
+def _data_stage(cfg: config.JobConfig, env: Mapping[str, str], dist: distenv.Distribution, role: Mapping[str, Any], facts: dict[str, Any]) -> None:
+    """Stage data: rank 0 quarantines incomplete checkpoints, checks the config fingerprint and
+    prepares the datasets (or reuses them); the other ranks wait for it."""
+    with stage("data", **role) as out:
+        if dist.is_global_zero:
+            moved = train.quarantine_incomplete(cfg.output_dir, cfg.train_args)
+            conf = fingerprint.effective_config(cfg.train_args, data_digest=data.digest(cfg), world_size=dist.world_size)
+            try:
+                facts["configHash"] = fingerprint.check_and_record(cfg.output_dir, conf)
+            except TrainerError as exc:
+                _tell_other_ranks(cfg, exc)
+                raise
+            previous = data.reusable(cfg)
+            if previous is not None:
+                out["records"] = previous
+                out["skipped"] = "the data folder already holds this spec's datasets (unchanged files)"
+            else:
+                out["records"] = data.prepare(cfg, env)
+            out["samples"] = data.samples_used(cfg, out["records"])
+            if moved:
+                out["incompleteCheckpoints"] = [str(m) for m in moved]
+        else:
+            data.wait_ready(cfg, env)
+        facts["stages"]["data"] = dict(out)
+
+
+def _evaluate_stage(cfg: config.JobConfig, env: Mapping[str, str], facts: dict[str, Any]) -> None:
+    """Stage evaluate (rank 0, spec.evaluation): after training and export; a failure here keeps
+    the trained model and exit 0."""
+    with stage("evaluate") as out:
+        try:
+            result = evaluate.run(cfg, env)
+        except Retryable:
+            raise  # preempted: the restart skips training and export, and evaluates again
+        except Exception as exc:  # noqa: BLE001 - any evaluation failure is reported, never fatal
+            reason = str(exc) if isinstance(exc, TrainerError) else f"{type(exc).__name__}: {exc}"
+            result = evaluate.failed(cfg, reason)
+        out["evaluation"] = result
+        facts["evaluation"] = result
+        facts["stages"]["evaluate"] = dict(out)
 
 
 def _stop(signum: int, _frame: FrameType | None) -> None:

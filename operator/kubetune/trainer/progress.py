@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kubetune.api import Progress
+from kubetune.api.status import progress_summary
 from kubetune.api.progressline import progress_line
 
 from . import console
@@ -79,7 +80,7 @@ def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = No
         loss=float(loss) if isinstance(loss, (int, float)) else None,
         learning_rate=float(lr) if isinstance(lr, (int, float)) else None,
         eta_seconds=max(eta_seconds, 0) if eta_seconds is not None else None,
-        summary=f"{step}/{total} ({int(percent)}%)",
+        summary=progress_summary(step, total),
         updated_at=now or utc_now(),
     )
 

@@ -29,7 +29,9 @@ from kubetune.api.progressline import line_kind
 HEARTBEAT_S = 60.0
 """Re-send the current state this often even without news, so the operator keeps trusting it."""
 MIN_INTERVAL_S = 5.0
-"""At most one post per this many seconds (the operator's status loop runs every 15 s)."""
+"""At most one post per this many seconds: each post makes the operator reconcile the job at once
+(a status write when the progress changed), and its intake accepts 0.5 reports per second per pod
+beyond a burst of 10 (controller/intake.py, ``pod_rate_per_s``)."""
 TIMEOUT_S = 5.0
 MAX_BACKOFF_S = 60.0
 

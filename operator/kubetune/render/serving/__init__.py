@@ -1,0 +1,208 @@
+"""``spec.serve``: the serving objects of a Succeeded FineTuneJob (pure: no I/O, no cluster, no clock).
+
+What is served (the same choice as ``kubetune serve --local``; :func:`.base.source_of`):
+
+* method full/freeze: the model the job wrote, ``<outputs>/<namespace>/<name>``;
+* lora/qlora with ``export.enabled``: the merged model, ``.../merged``;
+* lora/qlora without export: the base model plus the adapter (vLLM
+  ``--enable-lora --lora-modules <name>=<adapter dir>``, KServe
+  ``spec.model.lora.adapters``, KAITO ``inference.adapters``); clients ask for
+  the served model name and get base + adapter.
+
+Engines are plugins, one module each behind :class:`.base.ServingEngine`, registered in ``ENGINES``
+below (docs/adding-a-serving-engine.md).  Each owns its rendering, the kinds it writes and watches
+(with their plurals), how its status reads, its RBAC rules and its install hint:
+
+* :mod:`.vllm` (``engine: vllm``): a Deployment running vLLM's OpenAI server and a ClusterIP Service;
+* :mod:`.inferenceservice` (``engine: kserve``, one model): an InferenceService (Hugging Face runtime);
+* :mod:`.llminferenceservice` (``engine: kserve``, an adapter): an LLMInferenceService with
+  ``model.lora.adapters`` (:mod:`.kserve` says which of the two; both share it);
+* :mod:`.kaito` (``engine: kaito``): a KAITO Workspace, after a Job copied the adapter to a claim of its own.
+
+How the operator uses this (``kubetune.controller.decide``, ``_serve``): once
+the FineTuneJob has Succeeded (and, with ``when: evaluationImproves``, once
+:func:`evaluation_verdict` says the trained model beats the base), it
+server-side applies every object of ``render_serving(job, options).objects``
+(each carries the FineTuneJob as controller ownerReference when
+``job.metadata.uid`` is set), watches them (``controller/cache.py``: one informer per watched kind
+of ``served_kinds()``), and reports :func:`observed_state` in ``status.serving`` and the
+``Serving`` condition.  ``kubetune render`` prints the same objects after the training objects.
+
+``render_serving`` raises ``ValueError`` only when ``spec.serve`` is unset;
+every other problem is refused earlier by the CRD's rules and
+``validate_object``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubetune.api import FineTuneJob
+
+from ..types import RenderOptions
+from .base import (
+    CHAT_TEMPLATE_FILE,
+    LORA_RANKS,
+    VLLM_MAX_LORA_RANK,
+    ServedKind,
+    Serving,
+    ServingEngine,
+    adapter_served,
+    child_name,
+    max_lora_rank,
+    source_of,
+)
+from .inferenceservice import InferenceServiceEngine
+from .kaito import KaitoEngine
+from .llminferenceservice import LLMInferenceServiceEngine
+from .vllm import VLLM_IMAGE, VLLM_PORT, VllmEngine
+
+ENGINES: dict[str, ServingEngine] = {
+    VllmEngine.name: VllmEngine(),
+    InferenceServiceEngine.name: InferenceServiceEngine(),
+    LLMInferenceServiceEngine.name: LLMInferenceServiceEngine(),
+    KaitoEngine.name: KaitoEngine(),
+}
+"""Every serving engine, by name (the order is the order the operator starts its informers in)."""
+
+
+def engine_for(job: FineTuneJob) -> ServingEngine:
+    """The engine that serves ``job`` (``spec.serve`` must be set)."""
+    found = [e for e in ENGINES.values() if e.selects(job)]
+    if len(found) != 1:
+        serve = job.spec.serve
+        raise ValueError(f"spec.serve.engine {serve.engine if serve else None!r}: {len(found)} serving engines answer, not one")
+    return found[0]
+
+
+def engine_for_kind(kind: str) -> ServingEngine | None:
+    """The engine whose main object is of ``kind``, or None."""
+    return next((e for e in ENGINES.values() if e.kinds[0].kind == kind), None)
+
+
+def served_kinds() -> dict[tuple[str, str], ServedKind]:
+    """Every kind any engine writes, by (apiVersion, kind), in registry order."""
+    return {(k.api_version, k.kind): k for e in ENGINES.values() for k in e.kinds}
+
+
+def serving_problems(job: FineTuneJob) -> list[tuple[str, str]]:
+    """What spec.serve would break at serving time, as (field, message) pairs (``checks`` reports them):
+    what every engine refuses (each runs vLLM), then the engine's own checks."""
+    serve, spec = job.spec.serve, job.spec
+    if serve is None:
+        return []
+    problems: list[tuple[str, str]] = []
+    adapter = adapter_served(job)
+    if adapter and spec.model.from_job is not None:
+        problems.append(("spec.serve", "serving a LoRA adapter trained on spec.model.fromJob needs that job's model as the base, which is only known "
+                         "once it ran: set spec.export.enabled to serve the merged model"))
+    if adapter and spec.lora is not None and spec.lora.rank > VLLM_MAX_LORA_RANK:
+        problems.append(("spec.lora.rank", f"is {spec.lora.rank}, but vLLM serves LoRA ranks up to {VLLM_MAX_LORA_RANK} (its largest --max-lora-rank): "
+                         f"use a rank of at most {VLLM_MAX_LORA_RANK}, or set spec.export.enabled to serve the merged model"))
+    quant = spec.quantization
+    if adapter and spec.method == "qlora" and quant is not None and quant.bits == 4 and quant.type == "fp4":
+        problems.append(("spec.quantization.type", "fp4: vLLM quantizes a base in flight to NF4 only, so the adapter would run on another base than it was trained on: "
+                         "use type nf4, or set spec.export.enabled to serve the merged model"))
+    return problems + engine_for(job).check(job)
+
+
+def evaluation_verdict(evaluation: Mapping[str, Any] | None) -> tuple[bool | None, str]:
+    """Whether ``status.evaluation`` shows the trained model beating the base model.
+
+    ``(None, why)``: no result yet; ``(False, why)``: it does not (or cannot be told);
+    ``(True, why)``: it does.  The rule: a lower eval loss than the base (LLaMA-Factory's
+    ``eval_loss`` on the same held-out data), and in generation mode also a ROUGE-L no lower
+    than the base's; without eval losses (generation only), a higher ROUGE-L, else BLEU-4.
+    """
+    if not evaluation:
+        return None, "no evaluation result yet"
+    if evaluation.get("state") != "Succeeded":
+        return False, f"the evaluation failed: {evaluation.get('message') or 'no message'}"
+    trained, base = evaluation.get("trained") or {}, evaluation.get("base")
+    if not base:
+        return False, "the base model was not evaluated (spec.evaluation.baseModel), so nothing shows an improvement"
+    facts: list[str] = []
+    improved: bool | None = None
+    if isinstance(trained.get("evalLoss"), (int, float)) and isinstance(base.get("evalLoss"), (int, float)):
+        improved = trained["evalLoss"] < base["evalLoss"]
+        facts.append(f"eval loss {trained['evalLoss']:.4g} {'<' if improved else '>='} base {base['evalLoss']:.4g}")
+    for key, name in (("rougeL", "ROUGE-L"), ("bleu4", "BLEU-4")):
+        t, b = trained.get(key), base.get(key)
+        if not isinstance(t, (int, float)) or not isinstance(b, (int, float)):
+            continue
+        better = t >= b if improved is not None else t > b
+        facts.append(f"{name} {t:.4g} {'>=' if t >= b else '<'} base {b:.4g}")
+        improved = better if improved is None else (improved and better)
+        break  # one generation metric decides: ROUGE-L when present
+    if improved is None:
+        return False, "the evaluation has no metric measured on both the trained and the base model"
+    return improved, "; ".join(facts)
+
+
+def observed_state(obj: Mapping[str, Any] | None, engine: ServingEngine | None = None) -> tuple[bool, str | None, str]:
+    """What a watched serving object says: (ready, URL it reports, a short description), read by
+    ``engine`` (the one that rendered it: :func:`engine_for`), else by the engine whose main object's
+    kind it names (each engine's ``observed_state`` says how).
+
+    The operator passes the engine: objects from an informer's LIST carry no ``kind`` (the API
+    server leaves apiVersion and kind off the items of a list of built-in kinds such as Deployment:
+    kubernetes/kubernetes issues 63676 and 98925, and kubernetes/client-go issue 861 where a
+    maintainer names "the list response coming back from the server not setting apiVersion/kind
+    fields on individual items"; read in those threads, not in the API server's source), only
+    those from its watch events do."""
+    if obj is None:
+        return False, None, "not created yet"
+    engine = engine or engine_for_kind(str(obj.get("kind")))
+    if engine is None:
+        return False, None, f"{obj.get('kind')} is not the main object of a serving engine"
+    return engine.observed_state(obj)
+
+
+def render_serving(job: FineTuneJob, options: RenderOptions | None = None) -> Serving:
+    """The serving objects for ``job.spec.serve`` (see the module docstring for how decide uses it)."""
+    serve = job.spec.serve
+    if serve is None:
+        raise ValueError("spec.serve is not set: nothing to serve")
+    options = options or RenderOptions()
+    namespace = job.metadata.namespace or options.default_namespace
+    served = serve.served_model_name or job.name
+    source = source_of(job, namespace)
+    return engine_for(job).render(job, namespace, served, source, options)
+
+
+def manifests(job: FineTuneJob, options: RenderOptions | None = None) -> list[dict[str, Any]]:
+    """What ``kubetune render`` prints for one job: the training objects, then (with spec.serve)
+    the serving objects.  Applied together (GitOps without the operator), the serving pods start
+    before the model exists and restart until training has written it; with the operator, apply
+    the FineTuneJob instead and it creates them once the job has Succeeded."""
+    from ..pipeline import render  # noqa: PLC0415 - pipeline is the heavier module; serving stays importable alone
+
+    objects = list(render(job, options).objects)
+    if job.spec.serve is not None:
+        serving = render_serving(job, options)
+        objects += serving.prepare + serving.objects
+    return objects
+
+
+__all__ = [
+    "CHAT_TEMPLATE_FILE",
+    "ENGINES",
+    "LORA_RANKS",
+    "VLLM_IMAGE",
+    "VLLM_MAX_LORA_RANK",
+    "VLLM_PORT",
+    "ServedKind",
+    "Serving",
+    "ServingEngine",
+    "child_name",
+    "engine_for",
+    "engine_for_kind",
+    "evaluation_verdict",
+    "manifests",
+    "max_lora_rank",
+    "observed_state",
+    "render_serving",
+    "served_kinds",
+    "serving_problems",
+]

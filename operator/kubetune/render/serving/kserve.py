@@ -1,0 +1,55 @@
+"""What KServe's two engines share (:mod:`.inferenceservice`, :mod:`.llminferenceservice`): engine
+``kserve`` picks one of them, and both take the same resources, placement and checks.
+
+KServe reports the URL in the object's ``status.url``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from kubetune.api import FineTuneJob
+
+from ..podspec import placement
+from .base import adapter_served
+
+KSERVE_DEFAULT_CPU: Final = "4"
+KSERVE_DEFAULT_MEMORY: Final = "32Gi"
+"""engine kserve without spec.serve.cpu / memory.  KServe strategic-merges the ServingRuntime's container
+into the predictor's (pkg/utils/container_merge.go:32-62 @v0.20.0, MergeContainerWithPatch), so limits
+the predictor leaves out keep the runtime's: kserve-huggingfaceserver sets requests and limits of
+cpu "1" and memory "2Gi" (config/runtimes/kserve-huggingfaceserver.yaml:34-40 @v0.20.0): a CPU request
+above 1 would make the pod invalid, and 2Gi is an OOM for any LLM.  So both are always explicit."""
+KSERVE_DEFAULTS: Final = (KSERVE_DEFAULT_CPU, KSERVE_DEFAULT_MEMORY)
+
+def pod_fields(job: FineTuneJob) -> dict[str, Any]:
+    # Placement, pull secrets and the ServiceAccount: the predictor inlines a PodSpec
+    # (pkg/apis/serving/v1beta1/predictor.go:84 @v0.20.0, `PodSpec json:",inline"`), the
+    # LLMInferenceService's template is a PodSpec (pkg/apis/serving/v1alpha1/llm_inference_service_types.go:164).
+    # KServe strategic-merges the predictor's PodSpec over the runtime's nodeSelector, affinity,
+    # tolerations and imagePullSecrets (pkg/controller/v1beta1/inferenceservice/utils/utils.go:267-293
+    # @v0.20.0, MergePodSpec), and appends the predictor's args to the runtime's (utils.go:259-260), so
+    # our --model_name follows the runtime's --model_name={{.Name}} and, parsed last, wins.
+    return placement(job)
+
+
+def kserve_kind(job: FineTuneJob) -> str:
+    """spec.serve.kserve.kind, else an LLMInferenceService for an adapter and an InferenceService for one model."""
+    serve = job.spec.serve
+    if serve is not None and serve.kserve and serve.kserve.kind:
+        return serve.kserve.kind
+    return "LLMInferenceService" if adapter_served(job) else "InferenceService"
+
+
+def selects(job: FineTuneJob, kind: str) -> bool:
+    return job.spec.serve is not None and job.spec.serve.engine == "kserve" and kserve_kind(job) == kind
+
+
+def kserve_problems(job: FineTuneJob) -> list[tuple[str, str]]:
+    spec = job.spec
+    if adapter_served(job) and spec.model.name is not None and "/" not in spec.model.name:
+        # KServe's storage initializer accepts only hf://owner/model[:revision]
+        # (python/storage/kserve_storage/kserve_storage.py:629-636 @v0.20.0).
+        return [("spec.model.name", f"{spec.model.name!r} has no owner: KServe downloads hf://owner/model only; use the full Hub id "
+                 "(for example openai-community/gpt2) or engine vllm")]
+    return []

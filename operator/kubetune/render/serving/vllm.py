@@ -1,0 +1,240 @@
+"""Engine ``vllm``: a Deployment running vLLM's OpenAI server and a ClusterIP Service on port 8000.
+
+The Deployment has readiness and startup probes on ``/health``, mounts the job's PVCs read-only and
+runs with the restricted security context.  The URL clients use is
+``http://<service>.<namespace>.svc:8000/v1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from kubetune.api import FineTuneJob, VolumeSpec
+from kubetune.api.contract import LABEL_JOB, SHM_DIR
+
+from ..backends.base import RbacRule
+from ..podspec import HF_HOME_SUBDIR, container_security_context, placement, pod_security_context
+from .base import (
+    CHAT_TEMPLATE_FILE,
+    COMPONENT,
+    MODELS_MOUNT,
+    OUTPUTS_MOUNT,
+    ServedKind,
+    Serving,
+    ServingEngine,
+    Source,
+    bnb_base,
+    child_name,
+    labels,
+    max_lora_rank,
+    metadata,
+    rbac_of,
+    resources,
+)
+
+if TYPE_CHECKING:
+    from ..types import RenderOptions
+
+VLLM_IMAGE: Final = "vllm/vllm-openai:v0.11.0"
+"""Default serving image (engine vllm): vLLM's OpenAI-compatible server."""
+VLLM_PORT: Final = 8000
+CACHE_MOUNT: Final = "/cache"
+VLLM_USER: Final = "kubetune"
+
+VLLM_WRITABLE_ENV: Final = (
+    # The root filesystem is read-only and the pod runs as uid 1000, which vllm/vllm-openai's image
+    # does not define (its Dockerfile adds no user; read at a stored commit of docker/Dockerfile,
+    # not at the v0.11.0 tag).  Everything vLLM, torch, Triton and the Hub write goes under the
+    # "cache" emptyDir, in folders the init container makes:
+    # - TMPDIR: vLLM calls tempfile.gettempdir() at import (model_executor/model_loader/weight_utils.py:63,
+    #   its file locks, get_lock at :87-98) and for its IPC path (envs.py:457 VLLM_RPC_BASE_PATH);
+    #   gettempdir() raises when no candidate folder is writable, so TMPDIR must exist;
+    # - HOME, XDG_CACHE_HOME, VLLM_CACHE_ROOT, VLLM_CONFIG_ROOT (envs.py:422-437, default ~/.cache/vllm, ~/.config/vllm);
+    # - TRITON_CACHE_DIR and TORCHINDUCTOR_CACHE_DIR (torch's default is <gettempdir()>/torchinductor_<user>);
+    # - USER: getpass.getuser() reads it before the passwd entry uid 1000 does not have;
+    # - HF_MODULES_CACHE: transformers copies trust_remote_code modules there, by default <HF_HOME>/modules
+    #   (transformers utils/hub.py, dynamic_module_utils.py init_hf_modules, 4.57.1 and 5.6.0 read), and
+    #   HF_HOME may be the trainer's cache on the read-only models volume.
+    {"name": "HOME", "value": CACHE_MOUNT},
+    {"name": "USER", "value": VLLM_USER},
+    {"name": "XDG_CACHE_HOME", "value": CACHE_MOUNT},
+    {"name": "XDG_CONFIG_HOME", "value": f"{CACHE_MOUNT}/config"},
+    {"name": "VLLM_CACHE_ROOT", "value": f"{CACHE_MOUNT}/vllm"},
+    {"name": "VLLM_CONFIG_ROOT", "value": f"{CACHE_MOUNT}/config/vllm"},
+    {"name": "TRITON_CACHE_DIR", "value": f"{CACHE_MOUNT}/triton"},
+    {"name": "TORCHINDUCTOR_CACHE_DIR", "value": f"{CACHE_MOUNT}/torchinductor"},
+    {"name": "TMPDIR", "value": f"{CACHE_MOUNT}/tmp"},
+    {"name": "HF_MODULES_CACHE", "value": f"{CACHE_MOUNT}/hf-modules"},
+    {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+)
+"""The vLLM container's environment for a read-only root (with HF_HOME, see render_vllm)."""
+
+
+def vllm_cache_dirs_command(hf_home: str) -> list[str]:
+    """The init container's command: make every folder VLLM_WRITABLE_ENV and HF_HOME name inside the cache emptyDir
+    (a fixed list: no spec value)."""
+    folders = [e["value"] for e in VLLM_WRITABLE_ENV if str(e["value"]).startswith(f"{CACHE_MOUNT}/")]
+    if hf_home.startswith(f"{CACHE_MOUNT}/"):
+        folders.append(hf_home)
+    return ["mkdir", "-p", *folders]
+
+
+def vllm_args(job: FineTuneJob, source: Source, served: str) -> list[str]:
+    serve = job.spec.serve
+    assert serve is not None
+    args = ["--model", source.model_path, "--host", "0.0.0.0", "--port", str(VLLM_PORT)]  # noqa: S104 - the pod's port, behind the Service
+    if source.hub_base and job.spec.model.revision:
+        # The revision the trainer downloaded (and, offline, the only one in the cache): vllm/engine/arg_utils.py:538.
+        args += ["--revision", job.spec.model.revision]
+    if source.adapter_path:
+        # The base keeps its own name; the adapter is served under the job's served name.
+        args += ["--served-model-name", f"{served}-base", "--enable-lora", "--lora-modules", f"{served}={source.adapter_path}"]
+        args += ["--max-lora-rank", str(max_lora_rank(job))]
+        # vLLM renders chat requests with the engine's tokenizer even for a LoRA request
+        # (vllm/entrypoints/openai/serving_chat.py:188-193 @0.11.0: get_tokenizer() without the
+        # lora_request); LLaMA-Factory puts the chat template it trained with into the tokenizer
+        # (llamafactory 0.9.5 data/template.py:273-277, fix_jinja_template, called at :666) and the
+        # Trainer saves that tokenizer beside the adapter (transformers trainer.py:3837, installed
+        # version), its template as chat_template.jinja (transformers 5.6.0 tokenization_utils_base.py:3266-3279).
+        # --chat-template <file> (vllm/entrypoints/chat_utils.py:1044-1078 @0.11.0, read as a file) serves with that
+        # template.  Not --tokenizer <adapter dir>: the tokenizer_config.json transformers 5.6 writes
+        # (extra_special_tokens as a list) does not load in the transformers 4.x vLLM 0.11 runs with
+        # ("'list' object has no attribute 'keys'", measured with 4.57.1), so vLLM would not start.
+        args += ["--chat-template", f"{source.adapter_path}/{CHAT_TEMPLATE_FILE}"]
+        if bnb_base(job):
+            args += ["--quantization", "bitsandbytes"]  # the base the adapter was trained on
+    else:
+        args += ["--served-model-name", served]
+    if serve.gpus > 1:
+        args += ["--tensor-parallel-size", str(serve.gpus)]
+    if serve.max_model_len:
+        args += ["--max-model-len", str(serve.max_model_len)]
+    if job.spec.model.trust_remote_code:
+        args.append("--trust-remote-code")
+    return args
+
+
+def _claim(name: str, volume: VolumeSpec) -> dict[str, Any]:
+    return {"name": name, "persistentVolumeClaim": {"claimName": volume.claim_name, "readOnly": True}}
+
+
+def _mount(name: str, path: str, volume: VolumeSpec) -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": name, "mountPath": path, "readOnly": True}
+    if volume.sub_path:
+        mount["subPath"] = volume.sub_path
+    return mount
+
+
+def render_vllm(job: FineTuneJob, namespace: str, served: str, source: Source) -> tuple[list[dict[str, Any]], str]:
+    serve = job.spec.serve
+    assert serve is not None
+    name = child_name(job.name)
+    storage = job.spec.storage
+    volumes = [_claim("outputs", storage.outputs)]
+    mounts = [_mount("outputs", OUTPUTS_MOUNT, storage.outputs)]
+    hf_home = f"{CACHE_MOUNT}/huggingface"
+    env: list[dict[str, Any]] = []
+    if storage.models is not None:
+        volumes.append(_claim("models", storage.models))
+        mounts.append(_mount("models", MODELS_MOUNT, storage.models))
+        if source.hub_base:
+            hf_home = f"{MODELS_MOUNT}/{HF_HOME_SUBDIR}"  # the trainer's download, read-only: nothing is fetched again
+            env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    if source.hub_base and storage.models is None and job.spec.hf_token_secret_ref is not None:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": job.spec.hf_token_secret_ref.selector()}})
+    env += [{"name": "HF_HOME", "value": hf_home}, *(dict(e) for e in VLLM_WRITABLE_ENV)]
+    volumes += [{"name": "cache", "emptyDir": {}}, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+    mounts += [{"name": "cache", "mountPath": CACHE_MOUNT}, {"name": "dshm", "mountPath": SHM_DIR}]
+    image = serve.image or VLLM_IMAGE
+    probe = {"httpGet": {"path": "/health", "port": "http"}}
+    container: dict[str, Any] = {
+        "name": "vllm",
+        "image": image,
+        "args": vllm_args(job, source, served),
+        "env": env,
+        "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
+        # Loading weights takes minutes: the startup probe allows 30 min before liveness counts.
+        "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 180},
+        "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**probe, "periodSeconds": 15, "failureThreshold": 4},
+        "resources": resources(job),
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+    }
+    # An emptyDir starts empty: the folders the env above names are made before vLLM starts.
+    init: dict[str, Any] = {
+        "name": "cache-dirs",
+        "image": image,
+        "command": vllm_cache_dirs_command(hf_home),
+        "securityContext": container_security_context(),
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+        "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT}],
+    }
+    if job.spec.image_pull_policy:
+        container["imagePullPolicy"] = init["imagePullPolicy"] = job.spec.image_pull_policy
+    pod: dict[str, Any] = {
+        "securityContext": pod_security_context(),
+        "automountServiceAccountToken": False,
+        "initContainers": [init],
+        "containers": [container],
+        "volumes": volumes,
+        **placement(job),
+    }
+    selector = {LABEL_JOB: job.name, "app.kubernetes.io/component": COMPONENT}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(job, name, namespace),
+        "spec": {
+            "replicas": serve.replicas,
+            "selector": {"matchLabels": selector},
+            # One GPU set per replica: never run the old and the new pod side by side on a full node.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": {"metadata": {"labels": labels(job)}, "spec": pod},
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(job, name, namespace),
+        "spec": {"type": "ClusterIP", "selector": selector, "ports": [{"name": "http", "port": VLLM_PORT, "targetPort": "http", "protocol": "TCP"}]},
+    }
+    return [deployment, service], f"http://{name}.{namespace}.svc:{VLLM_PORT}/v1"
+
+
+class VllmEngine:
+    name: ClassVar[str] = "vllm"
+    engine: ClassVar[str] = "vllm"
+    kinds: ClassVar[tuple[ServedKind, ...]] = (
+        ServedKind("apps/v1", "Deployment", "deployments", watched=True),
+        # Watched too: a deleted Service is created again.
+        ServedKind("v1", "Service", "services", watched=True),
+    )
+    controller: ClassVar[str | None] = None
+
+    def selects(self, job: FineTuneJob) -> bool:
+        return job.spec.serve is not None and job.spec.serve.engine == self.engine
+
+    def render(self, job: FineTuneJob, namespace: str, served: str, source: Source, options: RenderOptions) -> Serving:
+        objects, url = render_vllm(job, namespace, served, source)
+        return Serving(self.engine, objects, served, url, source.model_uri, source.adapter_uri)
+
+    def check(self, job: FineTuneJob) -> list[tuple[str, str]]:
+        return []
+
+    def observed_state(self, obj: Mapping[str, Any]) -> tuple[bool, str | None, str]:
+        """Ready when at least one replica of its current generation is ready (``status.observedGeneration``,
+        ``readyReplicas``; apps/v1 DeploymentStatus).  The URL is the Service's, known when rendered."""
+        status = obj.get("status") or {}
+        meta = obj.get("metadata") or {}
+        current = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+        ready = int(status.get("readyReplicas") or 0)
+        wanted = int((obj.get("spec") or {}).get("replicas") or 1)
+        return current and ready >= 1, None, f"{ready}/{wanted} replicas ready"
+
+    def rbac(self) -> tuple[RbacRule, ...]:
+        return rbac_of(self.kinds)
+
+
+_CONFORMS: ServingEngine = VllmEngine()
