@@ -298,3 +298,17 @@ def test_an_adapter_vllm_cannot_load_is_not_served(model: str, export: bool, ref
         assert len(problems) == 1 and "vLLM" in problems[0].message and "spec.export.enabled" in problems[0].message, problems
     else:
         assert problems == [], problems
+
+
+def test_lm_head_lora_with_liger_fused_loss_is_refused() -> None:
+    """Liger's fused cross-entropy reads lm_head.weight, the base weight under PEFT: the adapter there
+    would never be trained (pt/sft; other stages keep the logits and the LoRA)."""
+    def problems(stage: str, liger: bool, targets: list[str]) -> list[Any]:
+        doc = _lora_doc("Qwen/Qwen2.5-7B-Instruct", targets)
+        doc["spec"].setdefault("training", {}).update(stage=stage, ligerKernel=liger)
+        return [p for p in validate_object(doc)[1] if p.path == "spec.lora.targetModules"]
+
+    refused = problems("sft", True, ["q_proj", "lm_head"])
+    assert len(refused) == 1 and "ligerKernel" in refused[0].message, refused
+    assert problems("sft", False, ["q_proj", "lm_head"]) == []
+    assert problems("sft", True, ["q_proj", "embed_tokens"]) == []

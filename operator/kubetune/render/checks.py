@@ -156,6 +156,14 @@ def lora_target_problems(job: FineTuneJob) -> list[Problem]:
         return [Problem("spec.lora.targetModules", f"{', '.join(outer)}: {arch.name} ties embed_tokens and lm_head to one weight matrix "
                         "(tie_word_embeddings), so merging the adapter (spec.export, or a job that trains on this one) would change both: "
                         "name decoder-layer modules only, or all")]
+    if "lm_head" in outer and job.spec.training.liger_kernel and job.spec.training.stage in ("pt", "sft"):
+        # Liger's fused linear cross-entropy takes self.lm_head.weight (liger_kernel/transformers/model/
+        # qwen2.py:104-106 @0.8.5, the trainer image's pin; the same for every family), which for a
+        # PEFT-wrapped lm_head is the base weight (peft/tuners/tuners_utils.py:1320-1333 @0.18.1): the
+        # adapter's lm_head never enters the loss and stays untrained. LLaMA-Factory fuses it for pt
+        # and sft only (llamafactory/model/loader.py:142 @0.9.5).
+        return [Problem("spec.lora.targetModules", "lm_head: spec.training.ligerKernel computes the loss from lm_head's base weight "
+                        "(fused linear cross-entropy), so its adapter would never be trained: drop lm_head, or set ligerKernel false")]
     return []
 
 
