@@ -760,9 +760,16 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
 
 
 def _pod_evidence(snap: Snapshot) -> bool:
-    if snap.terminations:
+    """A pod that can explain the child's failure: a termination or a terminated container not
+    counted as a retry in the stored status. A counted one explains an earlier restart (its pod is
+    deleted and replaced: training-operator pkg/controller.v1/common/pod.go:352-366 @v1.8.1), while
+    Failed comes from another pod's permanent exit (lines 367-372)."""
+    counted = set((snap.status.get("retries") or {}).get("countedPods") or [])
+    if any(t.uid not in counted for t in snap.terminations):
         return True
     for pod in snap.pods:
+        if str((pod.get("metadata") or {}).get("uid")) in counted:
+            continue
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             if (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated"):
                 return True
