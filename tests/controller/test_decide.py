@@ -293,6 +293,50 @@ def test_restarting_waits_for_the_failed_pod_before_it_reports_a_retry() -> None
     assert cond(late, "Running")["reason"] == "Restarting"
 
 
+def test_a_second_restart_waits_for_its_own_pod_not_the_first_ones() -> None:
+    """training-operator sets a new Restarting (fresh lastTransitionTime) each time a Running job's pod
+    fails (pkg/util/status.go:116-123 @v1.8.1: Running and Restarting filter each other out); the
+    first restart's pod, already counted and shown, must not stand in for the second's, or the status
+    says "retry 1" while retry 2 is uncounted (a crash loop restarts within the evidence window)."""
+    first = dataclasses.replace(terminations(130)[0], seen_at=NOW - 20)
+    running = decide(snap(child=child("Created", "Running"), terminations=(first,)), NOW - 19)
+    assert running.status["retries"]["count"] == 1 and cond(running, "Running")["reason"] == "JobRunning"
+    restarting = child("Restarting")
+    restarting["status"]["conditions"][0]["lastTransitionTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW))
+    early = decide(snap(child=restarting, status=running.status, terminations=(first,)), NOW + 1)
+    assert cond(early, "Running")["reason"] == "JobRunning" and early.requeue_after is not None, cond(early, "Running")
+    second = Termination(f"{NAME}-master-0", "uid-second", 137, "OOMKilled", NOW + 1.5)
+    counted = decide(snap(child=restarting, status=running.status, terminations=(first, second)), NOW + 1.5)
+    assert cond(counted, "Running")["reason"] == "Restarting" and "retry 2 of" in cond(counted, "Running")["message"]
+
+
+def test_a_restart_whose_pod_came_first_is_shown_at_once() -> None:
+    """The pod's failure arrived (and was counted) before the child's Restarting: no wait."""
+    pod_first = dataclasses.replace(terminations(130)[0], seen_at=NOW - 0.5)
+    running = decide(snap(child=child("Created", "Running"), terminations=(pod_first,)), NOW - 0.4)
+    assert running.status["retries"]["count"] == 1
+    restarting = child("Restarting")
+    restarting["status"]["conditions"][0]["lastTransitionTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW))
+    shown = decide(snap(child=restarting, status=running.status, terminations=(pod_first,)), NOW + 0.5)
+    assert cond(shown, "Running")["reason"] == "Restarting" and "retry 1 of" in cond(shown, "Running")["message"]
+
+
+def test_a_failure_after_a_restart_waits_for_its_own_pod_before_the_final_status() -> None:
+    """With ExitCode, Kubeflow fails a job only on a permanent exit (training-operator
+    pkg/controller.v1/common/pod.go:367-372 @v1.8.1). The retried pod of an earlier restart, counted
+    already, does not explain it: without the wait the final (frozen) status lacked the exit code."""
+    earlier = dataclasses.replace(terminations(130)[0], seen_at=NOW - 60)
+    running = decide(snap(child=child("Created", "Running"), terminations=(earlier,)), NOW - 59)
+    assert running.status["retries"]["count"] == 1
+    failed = child("Failed")
+    failed["status"]["conditions"][0]["lastTransitionTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW))
+    early = decide(snap(child=failed, status=running.status, terminations=(earlier,)), NOW + 1)
+    assert early.status["phase"] == "Running" and early.requeue_after is not None, early.status.get("message")
+    permanent = Termination(f"{NAME}-master-0", "uid-permanent", 1, "Error", NOW + 1.5)
+    final = decide(snap(child=failed, status=running.status, terminations=(earlier, permanent)), NOW + 1.5)
+    assert final.status["phase"] == "Failed" and "exited with code 1 (1-127: permanent" in final.status["message"]
+
+
 def test_a_decision_applied_twice_changes_nothing() -> None:
     """Once the status is stored, the same observation produces no patch and no Event."""
     for make, *_ in ROWS.values():

@@ -414,3 +414,7 @@ def test_a_job_shows_itself_in_a_notebook_with_escaped_values() -> None:
     assert "FineTuneJob team-a/qwen-lora" in html and ">Failed</span>" in html and "30/40 (75%) · loss 1.2500" in html
     assert "width:75.0%" in html and "<td>JobFailed</td>" in html
     assert "<script>" not in html and "&lt;script&gt;" in html and "exit 4: &lt;b&gt;" in html
+    # Rounded down like the status summary, kubetune get and watch: 996 of 1000 steps is not 100 %.
+    doc["status"] = {"phase": "Running", "progress": {"step": 996, "totalSteps": 1000, "percent": 99.6}}
+    html = kubetune.FineTuneJob.from_api(doc)._repr_html_()
+    assert "996/1000 (99%)" in html and "(100%)" not in html

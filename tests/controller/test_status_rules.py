@@ -79,6 +79,12 @@ def test_at_99_6_percent_status_and_watch_both_say_99_never_100() -> None:
     # The trainer's own summary: 99999 of 100000 steps (99.999 %) is not done.
     record = progress_from_record({"current_steps": 99999, "total_steps": 100000})
     assert record is not None and record.summary == "99999/100000 (99%)"
+    # ...and its percent, which the bar and the status line draw (round() made it 100.0).
+    reported = {**job, "status": {"phase": "Running", "progress": record.to_api()}}
+    line = status_line(reported, [], 120)
+    assert record.percent is not None and record.percent < 100 and "100.0%" not in line and "█" * 30 not in line, line
+    computed = parse_progress({"step": 99999, "totalSteps": 100000})
+    assert computed is not None and computed["percent"] < 100
 
 
 def test_peering_pauses_for_live_peers_of_higher_or_equal_priority() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
@@ -221,7 +222,10 @@ def _lora_doc(model: str, targets: list[str]) -> dict[str, Any]:
         ("microsoft/Phi-3-mini-4k-instruct", ["qkv_proj", "gate_up_proj"], None),
         ("Qwen/Qwen2.5-1.5B-Instruct", ["qkv_proj"], "qkv_proj is not a linear layer of Qwen/Qwen2.5-1.5B-Instruct"),
         # PEFT puts LoRA on the embedding and the output layer too (peft/tuners/lora/layer.py:2241-2274 @0.18.1).
-        ("Qwen/Qwen2.5-1.5B-Instruct", ["q_proj", "lm_head", "embed_tokens"], None),
+        ("Qwen/Qwen2.5-7B-Instruct", ["q_proj", "lm_head", "embed_tokens"], None),
+        # ...but not where one matrix is both (tie_word_embeddings): merging the adapter changes both layers.
+        ("Qwen/Qwen2.5-1.5B-Instruct", ["q_proj", "lm_head", "embed_tokens"], "lm_head, embed_tokens: Qwen/Qwen2.5-1.5B-Instruct ties embed_tokens and lm_head"),
+        ("meta-llama/Llama-3.2-1B", ["embed_tokens"], "ties embed_tokens and lm_head"),
     ],
 )
 def test_lora_targets_are_the_models_own_module_names(model: str, targets: list[str], refused: str | None) -> None:
@@ -237,8 +241,74 @@ def test_lora_on_lm_head_and_embeddings_counts_their_adapter_parameters() -> Non
     from kubetune.plan.feasibility import setup_from_job  # noqa: PLC0415
     from kubetune.plan.memory import trainable_params  # noqa: PLC0415
 
-    arch = resolve("Qwen/Qwen2.5-1.5B-Instruct")
+    arch = resolve("Qwen/Qwen2.5-7B-Instruct")
     plain, with_outer = (validate_object(_lora_doc(arch.name, t))[0] for t in (["q_proj"], ["q_proj", "lm_head", "embed_tokens"]))
     assert plain is not None and with_outer is not None and plain.spec.lora is not None
     grown = trainable_params(arch, setup_from_job(with_outer)) - trainable_params(arch, setup_from_job(plain))
     assert grown == 2 * plain.spec.lora.rank * (arch.vocab + arch.hidden)
+
+
+def _merged_logits_gap(target: str) -> float:
+    """How far a merged model's logits are from base + adapter, on a tiny tied-embedding Qwen2 with
+    LoRA (B non-zero) on ``target`` only: what spec.export and a job chained on this one serve."""
+    import torch  # noqa: PLC0415
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+    from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    config = Qwen2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=64, vocab_size=64, tie_word_embeddings=True)
+    model = get_peft_model(Qwen2ForCausalLM(config).eval(), LoraConfig(target_modules=[target], r=4, init_lora_weights=False))
+    tokens = torch.randint(0, 64, (1, 8))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PEFT's own warning about tied modules: a warning only
+        adapted = model(tokens).logits
+        merged = model.merge_and_unload()(tokens).logits
+    return float((adapted - merged).abs().max())
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("target", ["embed_tokens", "lm_head"])
+def test_lora_on_a_tied_embedding_is_refused_because_the_merged_model_differs(target: str) -> None:
+    """The reason for the refusal, measured with PEFT itself: merging LoRA on embed_tokens or lm_head
+    of a tied model is not the trained model (and the catalogue's tied models are refused for it)."""
+    assert _merged_logits_gap(target) > 1.0
+    problems = [p for p in validate_object(_lora_doc("Qwen/Qwen2.5-0.5B", [target]))[1] if p.path == "spec.lora.targetModules"]
+    assert len(problems) == 1 and "tie_word_embeddings" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("model", "export", "refused"),
+    [
+        # vLLM's Qwen2ForCausalLM has no embedding_modules: it refuses the adapter at load (startup).
+        ("Qwen/Qwen2.5-7B-Instruct", False, True),
+        ("Qwen/Qwen3-8B", False, True),
+        # LlamaForCausalLM lists embed_tokens and lm_head (vllm/model_executor/models/llama.py:493-497 @0.11.0).
+        ("meta-llama/Llama-3.1-8B", False, False),
+        ("mistralai/Mistral-7B-v0.3", False, False),
+        # The merged model is served: no adapter for vLLM to load.
+        ("Qwen/Qwen2.5-7B-Instruct", True, False),
+    ],
+)
+def test_an_adapter_vllm_cannot_load_is_not_served(model: str, export: bool, refused: bool) -> None:
+    doc = JobBuilder().set("spec.model.name", model).set("spec.method", "lora").set("spec.lora", {"targetModules": ["q_proj", "lm_head"]})
+    doc = doc.set("spec.serve", {"engine": "vllm"}).set("spec.export", {"enabled": export}).doc_copy()
+    problems = [p for p in validate_object(doc)[1] if p.path == "spec.lora.targetModules"]
+    if refused:
+        assert len(problems) == 1 and "vLLM" in problems[0].message and "spec.export.enabled" in problems[0].message, problems
+    else:
+        assert problems == [], problems
+
+
+def test_lm_head_lora_with_liger_fused_loss_is_refused() -> None:
+    """Liger's fused cross-entropy reads lm_head.weight, the base weight under PEFT: the adapter there
+    would never be trained (pt/sft; other stages keep the logits and the LoRA)."""
+    def problems(stage: str, liger: bool, targets: list[str]) -> list[Any]:
+        doc = _lora_doc("Qwen/Qwen2.5-7B-Instruct", targets)
+        doc["spec"].setdefault("training", {}).update(stage=stage, ligerKernel=liger)
+        return [p for p in validate_object(doc)[1] if p.path == "spec.lora.targetModules"]
+
+    refused = problems("sft", True, ["q_proj", "lm_head"])
+    assert len(refused) == 1 and "ligerKernel" in refused[0].message, refused
+    assert problems("sft", False, ["q_proj", "lm_head"]) == []
+    assert problems("sft", True, ["q_proj", "embed_tokens"]) == []

@@ -28,7 +28,7 @@ class LoraSpec(ApiModel):
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     """Dropout on the adapter input (`lora_dropout`)."""
     target_modules: Annotated[list[Identifier], Field(min_length=1, max_length=64)] = ["all"]
-    """Modules that get adapters (`lora_target`), by the model's own names: e.g. [q_proj, v_proj] as in the tutorial (Phi-3/4 fuse them: qkv_proj, gate_up_proj); embed_tokens and lm_head are allowed; `all` alone means every linear layer but lm_head."""
+    """Modules that get adapters (`lora_target`), by the model's own names: e.g. [q_proj, v_proj] as in the tutorial (Phi-3/4 fuse them: qkv_proj, gate_up_proj); embed_tokens and lm_head only where the model does not tie them (merging would change both) and, for a served adapter, only on Llama, Mistral and Phi-3 (vLLM loads no other); `all` alone means every linear layer but lm_head."""
 
 
 class FreezeSpec(ApiModel):

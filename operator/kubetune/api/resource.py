@@ -13,7 +13,7 @@ from pydantic.fields import FieldInfo
 
 from .base import ApiModel, DNS1123Label, Rule, RuledModel
 from .spec import MAX_NODES, FineTuneJobSpec
-from .status import FineTuneJobStatus
+from .status import FineTuneJobStatus, progress_summary
 
 
 class ObjectMeta(ApiModel):
@@ -186,7 +186,7 @@ class FineTuneJob(RuledModel):
         ]
         p = status.progress if status else None
         if p is not None and p.total_steps:
-            detail = f"{p.step}/{p.total_steps} ({p.percent:.0f}%)"
+            detail = progress_summary(p.step, p.total_steps)  # rounded down like every percentage shown
             detail += f" · loss {p.loss:.4f}" if p.loss is not None else ""
             detail += f" · eta {p.eta_seconds} s" if p.eta_seconds is not None and phase == "Running" else ""
             parts.append(

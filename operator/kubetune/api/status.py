@@ -71,6 +71,12 @@ def percent_text(percent: float, decimals: int = 0) -> str:
     return f"{shown:.{decimals}f}%"
 
 
+def percent_of(step: int, total: int) -> float:
+    """status.progress.percent: ``step`` of ``total`` in percent with two decimals, rounded down like
+    ``percent_text`` (round() made 99999 of 100000 steps 100.0, a full bar one step early)."""
+    return min(100.0, math.floor(10000.0 * step / total + 1e-9) / 100) if total > 0 else 0.0
+
+
 def progress_summary(step: int, total: int) -> str:
     """``120/1000 (12%)``: status.progress.summary (``kubectl get ftj``'s PROGRESS column) and ``kubetune watch``'s line."""
     if total <= 0:

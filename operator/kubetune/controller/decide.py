@@ -52,8 +52,6 @@ STICKY_PENDING = ("Unschedulable", "VolumeNotReady", "SecretMissing", "CreateCon
 MAX_COUNTED = 64
 FAILURE_SETTLE_S = 3.0
 """How long a Failed child waits for the pod that explains it before the status is final."""
-RESTART_EVIDENCE_S = 60.0
-"""A retryable pod termination seen this recently explains a child that turned Restarting."""
 
 
 @dataclass(frozen=True)
@@ -736,8 +734,18 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
         # pkg/controller.v1/common/pod.go); the pod's watch may deliver the failure after the
         # child's. Entering Restarting without that evidence, wait for it as for Failed above,
         # so the status never says "retry 0" while the retry it reports is still uncounted.
+        # The evidence is a retryable termination this decision counts (uncounted in the stored
+        # status), or one seen at most FAILURE_SETTLE_S before the child turned Restarting (the pod's
+        # event came first). An older one explains an earlier restart: training-operator gives each
+        # Running -> Restarting a new lastTransitionTime (pkg/util/status.go:116-133 @v1.8.1, the two
+        # filter each other out), so a crash loop must not borrow the previous pod's evidence. Like
+        # the Failed wait above, this compares this operator's clock with the API server's.
         since = parse_time(state.since)
-        fresh = any(retryable_exit_code(t.exit_code) and now - t.seen_at < RESTART_EVIDENCE_S for t in snap.terminations)
+        stored = set((snap.status.get("retries") or {}).get("countedPods") or [])
+        fresh = any(
+            retryable_exit_code(t.exit_code) and (t.uid not in stored or (since is not None and t.seen_at >= since - FAILURE_SETTLE_S))
+            for t in snap.terminations
+        )
         if not fresh and _current_reason(draft) != "Restarting" and since is not None and now - since < FAILURE_SETTLE_S:
             old = snap.status
             return str(old.get("phase") or "Pending"), _current_reason(draft), str(old.get("message") or ""), since + FAILURE_SETTLE_S - now
@@ -752,9 +760,16 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
 
 
 def _pod_evidence(snap: Snapshot) -> bool:
-    if snap.terminations:
+    """A pod that can explain the child's failure: a termination or a terminated container not
+    counted as a retry in the stored status. A counted one explains an earlier restart (its pod is
+    deleted and replaced: training-operator pkg/controller.v1/common/pod.go:352-366 @v1.8.1), while
+    Failed comes from another pod's permanent exit (lines 367-372)."""
+    counted = set((snap.status.get("retries") or {}).get("countedPods") or [])
+    if any(t.uid not in counted for t in snap.terminations):
         return True
     for pod in snap.pods:
+        if str((pod.get("metadata") or {}).get("uid")) in counted:
+            continue
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             if (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated"):
                 return True

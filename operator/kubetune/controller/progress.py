@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubetune.api import Progress
-from kubetune.api.status import evaluation_from_stage, progress_summary
+from kubetune.api.status import evaluation_from_stage, percent_of, progress_summary
 from kubetune.api.progressline import parse_line
 
 _PROGRESS_FIELDS = {f.alias or n for n, f in Progress.model_fields.items()} | set(Progress.model_fields)
@@ -65,7 +65,7 @@ def parse_progress(data: dict[str, Any]) -> dict[str, Any] | None:
         return None
     percent = progress.percent
     if not percent and progress.total_steps:
-        percent = round(min(100.0, progress.step * 100.0 / progress.total_steps), 2)
+        percent = percent_of(progress.step, progress.total_steps)
     out = progress.model_copy(update={"percent": percent, "summary": progress_summary(progress.step, progress.total_steps)})
     return out.to_api()
 

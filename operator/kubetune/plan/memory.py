@@ -207,6 +207,11 @@ def unknown_lora_targets(arch: Architecture, targets: tuple[str, ...] | list[str
     return [t for t in targets if _lora_base(t) not in known]
 
 
+def outer_lora_targets(targets: tuple[str, ...] | list[str]) -> list[str]:
+    """The OUTER_MODULES (embed_tokens, lm_head) that spec.lora.targetModules names, in its order."""
+    return [t for t in dict.fromkeys(_lora_base(t) for t in targets) if t in OUTER_MODULES]
+
+
 def _lora_modules(arch: Architecture, targets: tuple[str, ...]) -> tuple[str, ...]:
     """The decoder-layer linears (in the planner's unfused spelling) that get LoRA."""
     names = LORA_TARGETS

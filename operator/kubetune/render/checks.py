@@ -29,7 +29,7 @@ from kubetune.api.text import clip, join, show
 
 from ..plan.arch import UnknownModelError, resolve
 from ..plan.arch import OUTER_MODULES
-from ..plan.memory import unknown_lora_targets
+from ..plan.memory import outer_lora_targets, unknown_lora_targets
 from .backends import BACKENDS
 from .catalog import catalog
 from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
@@ -142,11 +142,29 @@ def lora_target_problems(job: FineTuneJob) -> list[Problem]:
         # gets a module called all (none is), training only the others or stopping at model load.
         return [Problem("spec.lora.targetModules", "all stands alone (every linear layer): give [all], or name the modules without all")]
     unknown = unknown_lora_targets(arch, lora.target_modules)
-    if not unknown:
-        return []
-    names, verb = ", ".join(unknown), "is not a linear layer" if len(unknown) == 1 else "are not linear layers"
-    has = ", ".join((*arch.lora_modules, *OUTER_MODULES))
-    return [Problem("spec.lora.targetModules", f"{names} {verb} of {arch.name}, which has {has}: name some of those, or all")]
+    if unknown:
+        names, verb = ", ".join(unknown), "is not a linear layer" if len(unknown) == 1 else "are not linear layers"
+        has = ", ".join((*arch.lora_modules, *OUTER_MODULES))
+        return [Problem("spec.lora.targetModules", f"{names} {verb} of {arch.name}, which has {has}: name some of those, or all")]
+    outer = outer_lora_targets(lora.target_modules)
+    if outer and arch.tied_embeddings:
+        # One weight matrix is both embed_tokens and lm_head (tie_word_embeddings). PEFT only warns
+        # (peft/tuners/tuners_utils.py:917-923 @0.18.1) and merge_and_unload adds the adapter's delta
+        # to the shared matrix, so the merged model changes the other layer too (measured on a tied
+        # Qwen2: logits off by 5 for lm_head, 160 for embed_tokens). LLaMA-Factory merges on export
+        # and when a job trains on this one (llamafactory/model/adapter.py:189-191 @0.9.5).
+        return [Problem("spec.lora.targetModules", f"{', '.join(outer)}: {arch.name} ties embed_tokens and lm_head to one weight matrix "
+                        "(tie_word_embeddings), so merging the adapter (spec.export, or a job that trains on this one) would change both: "
+                        "name decoder-layer modules only, or all")]
+    if "lm_head" in outer and job.spec.training.liger_kernel and job.spec.training.stage in ("pt", "sft"):
+        # Liger's fused linear cross-entropy takes self.lm_head.weight (liger_kernel/transformers/model/
+        # qwen2.py:104-106 @0.8.5, the trainer image's pin; the same for every family), which for a
+        # PEFT-wrapped lm_head is the base weight (peft/tuners/tuners_utils.py:1320-1333 @0.18.1): the
+        # adapter's lm_head never enters the loss and stays untrained. LLaMA-Factory fuses it for pt
+        # and sft only (llamafactory/model/loader.py:142 @0.9.5).
+        return [Problem("spec.lora.targetModules", "lm_head: spec.training.ligerKernel computes the loss from lm_head's base weight "
+                        "(fused linear cross-entropy), so its adapter would never be trained: drop lm_head, or set ligerKernel false")]
+    return []
 
 
 def image_problems(job: FineTuneJob) -> list[Problem]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kubetune.api import Progress
-from kubetune.api.status import progress_summary
+from kubetune.api.status import percent_of, progress_summary
 from kubetune.api.progressline import progress_line
 
 from . import console
@@ -66,7 +66,7 @@ def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = No
     if not isinstance(step, int) or not isinstance(total, int) or total <= 0:
         return None
     step = min(max(step, 0), total)
-    percent = round(100.0 * step / total, 2)
+    percent = percent_of(step, total)
     if eta_seconds is None and isinstance(record.get("remaining_time"), str):
         eta_seconds = parse_duration(record["remaining_time"])
     loss = record.get("loss")

@@ -40,6 +40,8 @@ from typing import Any
 
 from kubetune.api import FineTuneJob
 
+from ...plan.arch import UnknownModelError, resolve
+from ...plan.memory import outer_lora_targets
 from ..types import RenderOptions
 from .base import (
     CHAT_TEMPLATE_FILE,
@@ -104,7 +106,37 @@ def serving_problems(job: FineTuneJob) -> list[tuple[str, str]]:
     if adapter and spec.method == "qlora" and quant is not None and quant.bits == 4 and quant.type == "fp4":
         problems.append(("spec.quantization.type", "fp4: vLLM quantizes a base in flight to NF4 only, so the adapter would run on another base than it was trained on: "
                          "use type nf4, or set spec.export.enabled to serve the merged model"))
+    if adapter and spec.lora is not None:
+        problems.extend(_vllm_outer_lora_problems(job, outer_lora_targets(spec.lora.target_modules)))
     return problems + engine_for(job).check(job)
+
+
+VLLM_EMBEDDING_LORA_TYPES = frozenset({"llama", "mistral", "phi3"})
+"""config.json model_types whose vLLM class takes LoRA on embed_tokens and lm_head: LlamaForCausalLM
+lists them in ``embedding_modules`` (vllm/model_executor/models/llama.py:493-497 @0.11.0), Mistral is
+served by that class (registry.py:121) and Phi3ForCausalLM inherits it (phi3.py:10). Qwen2
+(qwen2.py:445), Qwen3 (qwen3.py:263), Gemma 2 (gemma2.py:364) and Gemma 3 (gemma3.py:496) keep the
+empty default (interfaces.py:259)."""
+
+
+def _vllm_outer_lora_problems(job: FineTuneJob, outer: list[str]) -> list[tuple[str, str]]:
+    """An adapter with LoRA on embed_tokens/lm_head that vLLM would refuse when it loads it: its
+    expected modules are the model's linear layers plus ``embedding_modules``
+    (vllm/lora/utils.py:186-201, worker_manager.py:84-96 @0.11.0) and any other name is a ValueError
+    (vllm/lora/models.py:227-238); a --lora-modules adapter is loaded at startup, so the server
+    never comes up. Models outside the planner's catalogue are not checked (no I/O here)."""
+    name = job.spec.model.name
+    if not outer or name is None:
+        return []
+    try:
+        arch = resolve(name)
+    except UnknownModelError:
+        return []
+    if arch.model_type in VLLM_EMBEDDING_LORA_TYPES:
+        return []
+    return [("spec.lora.targetModules", f"{', '.join(outer)}: vLLM (every spec.serve engine runs it) refuses a {arch.model_type} adapter "
+             f"with LoRA on {', '.join(outer)} when it loads it, so {name} would never be served: "
+             "name decoder-layer modules only, or set spec.export.enabled to serve the merged model")]
 
 
 def evaluation_verdict(evaluation: Mapping[str, Any] | None) -> tuple[bool | None, str]:
