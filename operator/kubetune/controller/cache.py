@@ -223,6 +223,10 @@ class Caches:
 
     other_pods: dict[str, Informer] = field(default_factory=dict)
     """Pods of backends whose pods carry another job-name label (TrainJob: JobSet's), by that label."""
+    _sources: dict[ObjKey, frozenset[str]] = field(default_factory=dict)
+    """Per job: the names of the jobs it builds on (spec.model.fromJob, spec.training.ppo.rewardModel.fromJob)."""
+    _dependents: dict[ObjKey, set[str]] = field(default_factory=dict)
+    """The reverse: per (namespace, source job name), the jobs that name it."""
 
     def __post_init__(self) -> None:
         for backend in BACKENDS.values():  # one informer per child kind (render/backends registry)
@@ -261,11 +265,45 @@ class Caches:
         if old is not None and _rv(obj) < _rv(old):
             return False
         self.jobs[key] = dict(obj)
+        self._index_sources(key, obj)
         return True
 
     def drop_job(self, namespace: str, name: str) -> None:
         self.jobs.pop((namespace, name), None)
         self.terminations.pop((namespace, name), None)
+        self._index_sources((namespace, name), None)
+
+    def dependents(self, namespace: str, name: str) -> list[ObjKey]:
+        """Jobs of ``namespace`` not started yet (no status.job) that build on job ``name`` (fromJob).
+
+        From an index kept by ``store_job``/``drop_job``: the cost does not grow with the number of
+        jobs (a scan of every job on every FineTuneJob event made the controller quadratic)."""
+        found = []
+        for other in sorted(self._dependents.get((namespace, name), ())):
+            obj = self.jobs.get((namespace, other))
+            if obj is not None and not (obj.get("status") or {}).get("job"):
+                found.append((namespace, other))
+        return found
+
+    def _index_sources(self, key: ObjKey, obj: Mapping[str, Any] | None) -> None:
+        spec = (obj or {}).get("spec") or {}
+        ppo = (spec.get("training") or {}).get("ppo") or {}
+        refs = {str(r) for r in ((spec.get("model") or {}).get("fromJob"), (ppo.get("rewardModel") or {}).get("fromJob")) if r}
+        before = self._sources.get(key, frozenset())
+        if refs == before:
+            return
+        for source in before - refs:
+            waiting = self._dependents.get((key[0], source))
+            if waiting is not None:
+                waiting.discard(key[1])
+                if not waiting:
+                    del self._dependents[(key[0], source)]
+        for source in refs - before:
+            self._dependents.setdefault((key[0], source), set()).add(key[1])
+        if refs:
+            self._sources[key] = frozenset(refs)
+        else:
+            self._sources.pop(key, None)
 
     def _enqueue_all(self) -> None:
         for namespace, name in list(self.jobs):
