@@ -10,13 +10,14 @@ runs for one event, with few jobs and with many (``bench/operator_scale.py --swe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from conftest import example_job
+from conftest import FTJ, eventually, example_job
 
 from kubetune.controller.act import EventRecorder
 from kubetune.controller.decide import EventSpec
@@ -137,3 +138,23 @@ def test_an_event_costs_the_same_past_the_correlator_cache_size() -> None:
     many, held = event_cost(2000, cache_size=64)
     assert many == few, f"one Event ran {few} controller lines after 100 objects had Events and {many} after 2,000"
     assert held == 64, "the correlator's cache is bounded like client-go's LRU (maxLruCacheEntries)"
+
+
+async def test_a_claim_created_later_is_seen_at_once_and_claims_cost_no_request_per_job(cluster: Any, operator: Any, config: OperatorConfig) -> None:
+    """Prerequisite PVCs come from a watch: creating the missing one flips PrerequisitesReady without
+    waiting for a timed re-check (here an hour away), and no job costs a GET of a claim."""
+    await operator(dataclasses.replace(config, prereq_recheck_s=3600.0))
+    await cluster.put_object("v1", "persistentvolumeclaims", {"metadata": {"name": "model-cache", "namespace": "ns"}, "status": {"phase": "Bound"}})
+    for name in ("a", "b"):
+        await cluster.put_object(*FTJ, example_job(name, "ns"))
+
+    def ready(name: str) -> dict[str, Any]:
+        conditions = ((cluster.read(*FTJ, "ns", name) or {}).get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "PrerequisitesReady"), {})
+
+    await eventually(lambda: all(ready(n).get("status") == "False" for n in "ab"), what="finetune-outputs missing")
+    assert "PersistentVolumeClaim finetune-outputs in namespace ns: not found" in ready("a")["message"]
+    await cluster.put_object("v1", "persistentvolumeclaims", {"metadata": {"name": "finetune-outputs", "namespace": "ns"}, "status": {"phase": "Pending"}})
+    await eventually(lambda: all(ready(n).get("status") == "True" for n in "ab"), what="the new claim seen by both jobs")
+    claim_calls = {c.verb for c in cluster.api_calls() if c.resource == "persistentvolumeclaims"}
+    assert claim_calls == {"list", "watch"}, claim_calls
