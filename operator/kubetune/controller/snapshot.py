@@ -10,7 +10,6 @@ not writes happen here; ``decide`` makes none.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import json
