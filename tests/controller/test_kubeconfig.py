@@ -73,6 +73,8 @@ def test_render_get_and_the_operator_pick_kubectls_context_from_several_files(tw
     assert connection.token == user["token"] == "token-from-a"
     assert connection.insecure and connection.ca_path is None  # a's cluster entry whole: b's CA is not mixed in
     assert connection.default_namespace == context["namespace"]
+    again = connection.refreshed()  # how expiring credentials are reloaded: the same files, merged again
+    assert (again.server, again.token, again.default_namespace) == (connection.server, connection.token, "ml-team-b")
     assert Client.from_kubeconfig().default_namespace == "ml-team-b"  # `kubetune get`
     assert _kubeconfig_namespace() == "ml-team-b"  # `kubetune render`
 
