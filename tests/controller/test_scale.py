@@ -158,3 +158,14 @@ async def test_a_claim_created_later_is_seen_at_once_and_claims_cost_no_request_
     await eventually(lambda: all(ready(n).get("status") == "True" for n in "ab"), what="the new claim seen by both jobs")
     claim_calls = {c.verb for c in cluster.api_calls() if c.resource == "persistentvolumeclaims"}
     assert claim_calls == {"list", "watch"}, claim_calls
+
+
+async def test_an_operator_that_may_not_list_claims_still_creates_the_children(cluster: Any, operator: Any, config: OperatorConfig) -> None:
+    """RBAC without list on PVCs (a chart older than this operator): the claims are "could not be
+    checked", never a start-up that waits forever for the informer, and the job runs."""
+    cluster.inject("list", "persistentvolumeclaims", 403, times=1000)
+    await operator(config)
+    await cluster.put_object(*FTJ, example_job("a", "ns"))
+    await eventually(lambda: cluster.read("kubeflow.org/v1", "pytorchjobs", "ns", "a"), what="the PyTorchJob")
+    conditions = ((cluster.read(*FTJ, "ns", "a") or {}).get("status") or {}).get("conditions") or []
+    assert not [c for c in conditions if c["type"] == "PrerequisitesReady" and c["status"] == "False"], conditions
