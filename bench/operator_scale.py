@@ -1,6 +1,7 @@
 """Operator scale benchmark (not a test): kubetune against a trivial kopf operator, N FineTuneJobs at once.
 
     .venv/bin/python bench/operator_scale.py --jobs 200                      # against the emulator
+    .venv/bin/python bench/operator_scale.py --sweep 1000,3000 --reconcile-only   # CPU per job as N grows (issue 23)
     KUBECONFIG=~/.kube/config .venv/bin/python bench/operator_scale.py --server kubeconfig --jobs 1000
 
 Each operator under test runs as its own process (so CPU and RSS are its own) and talks to the API
@@ -49,7 +50,7 @@ import aiohttp
 import aiohttp.web
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "controller"))
+sys.path[:0] = [str(ROOT / "tests" / "controller"), str(ROOT / "tests" / "support")]  # as pyproject's pytest pythonpath
 
 from conftest import declare_resources, example_job  # noqa: E402
 
@@ -57,9 +58,18 @@ KUBETUNE = textwrap.dedent(
     """
     import argparse, sys
     from kubetune.controller.main import run_operator
-    sys.exit(run_operator(argparse.Namespace(
+    args = argparse.Namespace(
         namespace=[], all_namespaces=True, metrics_port=None, health_port=None,
-        trainer_image=None, default_queue=None, sync_interval=float(sys.argv[1]), peering="")))
+        trainer_image=None, default_queue=None, sync_interval=float(sys.argv[1]), peering="")
+    if len(sys.argv) > 2:  # --profile: cProfile of the whole operator process, written at exit
+        import cProfile
+        profile = cProfile.Profile()
+        try:
+            code = profile.runcall(run_operator, args)
+        finally:
+            profile.dump_stats(sys.argv[2])
+        sys.exit(code)
+    sys.exit(run_operator(args))
     """
 )
 
@@ -151,7 +161,7 @@ class CountingProxy:
             resource = parts[-1] if len(parts) % 2 == 1 or parts[0] == "api" else parts[-2]
         self.counts[f"{verb} {resource}"] += 1
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("accept", "content-type")}
-        token = self.upstream._bearer()
+        token = self.upstream.bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"
         body = await request.read()
@@ -209,6 +219,11 @@ async def api_server(kind: str) -> AsyncIterator[tuple[Any, Any]]:
             await kube.close()
 
 
+def alive(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        raise RuntimeError(f"the operator exited with code {proc.returncode} (--log PREFIX keeps its log)")
+
+
 async def wait_for(check: Any, timeout: float, every: float = 0.5) -> float:
     start = time.perf_counter()
     while not await check():
@@ -218,10 +233,10 @@ async def wait_for(check: Any, timeout: float, every: float = 0.5) -> float:
     return time.perf_counter() - start
 
 
-async def run_one(which: str, args: argparse.Namespace) -> dict[str, float]:
+async def run_one(which: str, args: argparse.Namespace, jobs: int) -> dict[str, float]:
     from kubetune.controller.kube import ApiError
 
-    namespace, n = args.namespace, args.jobs
+    namespace, n = args.namespace, jobs
     names = [f"bench-{i:05d}" for i in range(n)]
     async with api_server(args.server) as (kube, cluster):
         proxy = CountingProxy(kube)
@@ -229,12 +244,14 @@ async def run_one(which: str, args: argparse.Namespace) -> dict[str, float]:
         with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False) as f:
             f.write(kubeconfig(proxy.url, namespace))
         script = KUBETUNE if which == "kubetune" else TRIVIAL
-        proc = subprocess.Popen([sys.executable, "-c", script, str(args.log_interval)], env={**os.environ, "KUBECONFIG": f.name},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        profile = [f"{args.profile}.{which}.{n}"] if args.profile and which == "kubetune" else []
+        proc = subprocess.Popen([sys.executable, "-c", script, str(args.log_interval), *profile], env={**os.environ, "KUBECONFIG": f.name},
+                                stdout=subprocess.DEVNULL, stderr=open(args.log + f".{which}.{n}", "w") if args.log else subprocess.DEVNULL)
         result: dict[str, float] = {}
         try:
             await asyncio.sleep(3)  # start-up (imports, LIST, WATCH)
             before = proxy.mark()
+            cpu_start = proc_stats(proc.pid)[0]  # imports and start-up: not the jobs' cost
             start = time.perf_counter()
             if cluster is not None:
                 for claim in ("model-cache", "finetune-outputs"):  # the example's prerequisites exist
@@ -246,6 +263,7 @@ async def run_one(which: str, args: argparse.Namespace) -> dict[str, float]:
                     await kube.create(*FTJ, example_job(name, namespace=namespace))
 
             async def reconciled() -> bool:
+                alive(proc)
                 if cluster is not None:  # read the store directly: the benchmark must not compete for CPU
                     ftjs = cluster.objects(*FTJ, namespace)
                     ptjs = len(cluster.objects("kubeflow.org/v1", "pytorchjobs", namespace))
@@ -258,13 +276,15 @@ async def run_one(which: str, args: argparse.Namespace) -> dict[str, float]:
             t_reconciled = time.perf_counter() - start
             cpu, rss = proc_stats(proc.pid)
             requests = proxy.mark() - before
-            result.update(reconciled_s=t_reconciled, cpu_s=cpu, rss_mib=rss, requests_per_job=requests / n)
+            result.update(reconciled_s=t_reconciled, cpu_s=cpu, cpu_jobs_s=cpu - cpu_start, rss_mib=rss, requests_per_job=requests / n)
             print(f"\n== {which}: {n} FineTuneJobs ({args.server}) ==")
             print(f"all reconciled (children + phase) {t_reconciled:8.1f} s")
-            print(f"operator CPU so far                {cpu:8.1f} s")
+            print(f"operator CPU so far                {cpu:8.1f} s ({cpu - cpu_start:.1f} s since the jobs were created)")
             print(f"API requests per job               {requests / n:8.2f}   {dict(proxy.counts.most_common(8))}")
             if proxy.dropped:
                 print(f"requests the operator abandoned    {proxy.dropped:8d}   (client timeouts: the server side is the bottleneck)")
+            if args.reconcile_only:
+                return result
 
             if cluster is not None:
                 # As the training-operator would: every child gets its Created condition (pods pending).
@@ -289,6 +309,7 @@ async def run_one(which: str, args: argparse.Namespace) -> dict[str, float]:
                     cluster.append_log(namespace, pod, progress_line(1, 10, 2.0))
 
                 async def progressed(step: int) -> bool:
+                    alive(proc)
                     return all(((o.get("status") or {}).get("progress") or {}).get("step") == step for o in cluster.objects(*FTJ, namespace))
 
                 t_first = await wait_for(lambda: progressed(1), args.timeout + args.log_interval)
@@ -331,8 +352,15 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=30.0, help="seconds of steady load measured")
     parser.add_argument("--log-interval", type=float, default=60.0, help="kubetune's --sync-interval (rank-0 log reads)")
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--sweep", metavar="N,N,...", help="run at each job count (e.g. 1000,3000) and print CPU per job and its growth")
+    parser.add_argument("--reconcile-only", action="store_true", help="stop once every job is reconciled (no steady-load phases)")
+    parser.add_argument("--log", metavar="PREFIX", help="keep each operator's stderr (its JSON log) in PREFIX.<operator>.N")
+    parser.add_argument("--profile", metavar="PREFIX", help="run kubetune under cProfile; stats in PREFIX.kubetune.N (python -m pstats)")
     args = parser.parse_args()
-    results = {which: asyncio.run(run_one(which, args)) for which in args.operators}
+    if args.sweep:
+        sweep(args)
+        return
+    results = {which: asyncio.run(run_one(which, args, args.jobs)) for which in args.operators}
     if len(results) == 2:
         t, k = results["trivial"], results["kubetune"]
         print("\n== kubetune / trivial ==")
@@ -340,6 +368,21 @@ def main() -> None:
                            ("requests_per_job", "API requests per job")]:
             print(f"{label:24s} {k[key] / t[key]:6.2f}x   ({k[key]:.2f} vs {t[key]:.2f})")
         print(f"{'steady pending load':24s} {k['steady_pending_rps']:.2f} vs {t['steady_pending_rps']:.2f} req/s")
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """Each operator at each job count (issue 23: the 1,000 and 3,000 points): CPU to reconcile per job
+    and its growth against the growth in jobs. Linear cost: CPU per job stays flat (ratio ~1)."""
+    counts = [int(n) for n in args.sweep.split(",")]
+    results = {(which, n): asyncio.run(run_one(which, args, n)) for n in counts for which in args.operators}
+    print("\n== sweep: operator CPU from the jobs' creation until all are reconciled ==")
+    print(f"{'operator':10s} {'jobs':>6s} {'CPU s':>8s} {'CPU ms/job':>11s} {'req/job':>8s} {'x CPU/job vs ' + str(counts[0]):>16s}")
+    for which in args.operators:
+        first = results[(which, counts[0])]["cpu_jobs_s"] / counts[0]
+        for n in counts:
+            r = results[(which, n)]
+            per_job = r["cpu_jobs_s"] / n
+            print(f"{which:10s} {n:6d} {r['cpu_jobs_s']:8.1f} {1000 * per_job:11.1f} {r['requests_per_job']:8.2f} {per_job / first:16.2f}")
 
 
 if __name__ == "__main__":

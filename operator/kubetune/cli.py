@@ -108,27 +108,12 @@ def _dump(objects: list[dict[str, Any]], output: str) -> str:
 
 
 def _kubeconfig_namespace() -> str:
-    """The namespace of the current kubectl context, as kubectl picks it: $KUBECONFIG (a list of
-    files; the first current-context set wins, contexts come from any file) or ~/.kube/config;
-    "default" when none is set or nothing can be read. Read only, no cluster contact."""
-    import os
+    """The namespace of the current kubectl context, as kubectl picks it ("default" when none is set or
+    nothing can be read). Read only, no cluster contact: the one kubeconfig loader the operator and
+    ``kubetune get``/``watch`` use too (kubetune.controller.kubeconfig), so they agree on the context."""
+    from kubetune.controller.kubeconfig import kubeconfig_namespace
 
-    raw = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    current = ""
-    contexts: dict[str, dict[str, Any]] = {}
-    for name in (p for p in raw.split(os.pathsep) if p):
-        try:
-            docs = read_documents(name)  # bounded like a manifest: a kubeconfig is YAML from anywhere too
-        except InputError:
-            continue
-        doc = docs[0] if docs else {}
-        if not isinstance(doc, dict):
-            continue
-        current = current or str(doc.get("current-context") or "")
-        for ctx in doc.get("contexts") or []:
-            if isinstance(ctx, dict) and isinstance(ctx.get("context"), dict):
-                contexts.setdefault(str(ctx.get("name")), ctx["context"])
-    return str(contexts.get(current, {}).get("namespace") or "default")
+    return kubeconfig_namespace()
 
 
 def cmd_render(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@
 A claim of a WaitForFirstConsumer StorageClass stays Pending until the first pod that uses it is
 scheduled (Kubernetes pkg/controller/volume/persistentvolume/pv_controller.go:305-309, read in
 openshift/microshift's vendored copy @ 8e16b12): reporting it as missing would tell a user to create
-a claim that exists and is fine. The claims come from a stand-in for the API server's GET.
+a claim that exists and is fine. The claims come from the operator's own PersistentVolumeClaim informer.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from kubetune.api import FineTuneJob, load_documents
+from kubetune.controller.cache import Informer, trim_claim
 from kubetune.controller.reasons import REASONS
 from kubetune.controller.snapshot import Memory, ObserveSettings, _prerequisites
 from kubetune.render import RenderOptions
@@ -22,15 +23,12 @@ from kubetune.render import RenderOptions
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Claims:
-    """GET of PersistentVolumeClaims: the stored object, or None (404)."""
-
-    def __init__(self, claims: dict[str, dict[str, Any]]) -> None:
-        self.claims = claims
-
-    async def get(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        assert (api_version, plural) == ("v1", "persistentvolumeclaims")
-        return self.claims.get(name)
+def informer(claims: dict[str, dict[str, Any]]) -> Informer:
+    """The operator's PersistentVolumeClaim informer holding ``claims`` (as its LIST would leave it)."""
+    cache = Informer(None, "v1", "persistentvolumeclaims", (), lambda *_: None, transform=trim_claim)  # type: ignore[arg-type]
+    for name, claim in claims.items():
+        cache.put({"metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"}, **claim})
+    return cache
 
 
 def job() -> FineTuneJob:
@@ -41,7 +39,7 @@ def job() -> FineTuneJob:
 
 
 def check(claims: dict[str, dict[str, Any]]) -> dict[str, bool | None]:
-    found = asyncio.run(_prerequisites(("ns", "j"), job(), ObserveSettings(RenderOptions()), Memory(), Claims(claims), 1, 0.0))  # type: ignore[arg-type]
+    found = asyncio.run(_prerequisites(("ns", "j"), job(), ObserveSettings(RenderOptions()), Memory(), None, 1, 0.0, informer(claims)))  # type: ignore[arg-type]
     return {p.name: p.found for p in found}
 
 

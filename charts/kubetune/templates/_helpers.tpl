@@ -143,10 +143,11 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
   verbs: [get]
 # Prerequisites checked before the children are created: the PVCs and the Kueue LocalQueue the
 # spec names (only whether they exist; Secrets are not read: a missing one shows on the pod).
+# PVCs: list/watch, one informer instead of a GET per job (a claim created later is seen at once).
 # create/patch: spec.serve engine kaito's adapter claim (server-side apply, owned by the job).
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
-  verbs: [get, create, patch]
+  verbs: [list, watch, create, patch]
 - apiGroups: [kueue.x-k8s.io]
   resources: [localqueues]
   verbs: [get]

@@ -6,9 +6,9 @@ or Trainer v2 TrainJob: one backend each, ``kubetune.render.backends``; ``discov
 One path per reconcile, observe -> decide -> act:
 
 * ``snapshot.observe`` builds one immutable ``Snapshot`` of a FineTuneJob from the watch caches
-  (``cache``: children, training pods and serving objects; the FineTuneJob from kopf's watch), the last progress
-  report (``intake`` push board, else a rank-0 log tail at a low rate, ``progress``), and the
-  prerequisites' presence;
+  (``cache``: children, training pods, serving objects and PVCs; the FineTuneJob from kopf's watch),
+  the last progress report (``intake`` push board, else a rank-0 log tail at a low rate,
+  ``progress``), and the prerequisites' presence;
 * ``decide.decide`` (pure) turns it into a ``Decision``: desired children (``render()``, and
   ``render_serving()`` after success), the complete desired status, Events, and when to look
   again; reasons and hints come from ``reasons``;
@@ -17,7 +17,8 @@ One path per reconcile, observe -> decide -> act:
 
 ``loop`` holds the work queue and the workers; ``handlers`` (kopf) and the informers only enqueue
 keys.  ``main`` is the process (flags, logs, metrics, health, peering).  Every API call goes through
-``kube`` or kopf; ``tests/controller/expected_api_calls.json`` lists them all.  ``runtime`` holds
-what the parts share (settings, the client, metrics, the progress board); ``intake`` is the progress
-push endpoint; ``peering`` pauses the workers when kopf pauses.
+``kube`` or kopf (credentials from ``kubeconfig``, kubectl's rules);
+``tests/controller/expected_api_calls.json`` lists them all.  ``runtime`` holds what the parts share
+(settings, the client, metrics, the progress board); ``intake`` is the progress push endpoint;
+``peering`` pauses the workers when kopf pauses.
 """

@@ -88,7 +88,12 @@ class EventRecorder:
     interval_s: float = 600.0
     cache_size: int = 4096
     _seen: collections.OrderedDict[tuple[str, ...], tuple[str, int, str]] = field(default_factory=collections.OrderedDict)
-    _similar: dict[tuple[str, ...], tuple[float, set[str]]] = field(default_factory=dict)
+    _similar: collections.OrderedDict[tuple[str, ...], tuple[float, set[str]]] = field(default_factory=collections.OrderedDict)
+    """Per (object, type, reason): when its window began and the messages seen in it. A least-recently
+    used cache of ``cache_size`` entries, as client-go's EventAggregator keeps (lru.New(maxLruCacheEntries),
+    maxLruCacheEntries = 4096: tools/record/events_cache.go:36,213,249-266 @ v0.36.3); an expired window is
+    replaced when its key comes again. (It was pruned by rebuilding the whole dict on every Event once
+    more than cache_size objects had Events: a scan per Event, quadratic in the number of jobs.)"""
 
     async def record(self, obj: Mapping[str, Any], spec: EventSpec, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -96,13 +101,14 @@ class EventRecorder:
         namespace, name, uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
         message = spec.message[:1024]
         similar = (namespace, uid, spec.type, spec.reason)
-        if len(self._similar) > self.cache_size:  # forget windows that ended
-            self._similar = {k: v for k, v in self._similar.items() if now - v[0] <= self.interval_s}
         first, messages = self._similar.get(similar, (now, set()))
         if now - first > self.interval_s:
             first, messages = now, set()
         messages.add(message)
         self._similar[similar] = (first, messages)
+        self._similar.move_to_end(similar)
+        while len(self._similar) > self.cache_size:
+            self._similar.popitem(last=False)
         key: tuple[str, ...] = (*similar, message)
         if len(messages) > self.max_similar:
             message = f"(combined from similar events): {message}"[:1024]

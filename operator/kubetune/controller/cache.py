@@ -1,4 +1,5 @@
-"""Watch caches (informers): the children and the training pods, kept current by LIST + WATCH.
+"""Watch caches (informers): the children, the training pods, the serving objects and the
+PersistentVolumeClaims (prerequisites), kept current by LIST + WATCH.
 
 Each ``Informer`` lists its resource once, then watches from the list's resourceVersion and
 keeps a local copy of every object; a watch that ends is resumed from the last seen
@@ -69,6 +70,16 @@ def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def trim_claim(pvc: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator reads of a PersistentVolumeClaim (a prerequisite): that it exists, and its phase."""
+    meta = pvc.get("metadata") or {}
+    phase = (pvc.get("status") or {}).get("phase")
+    return {
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta},
+        "status": {"phase": phase} if phase else {},
+    }
+
+
 @dataclass(frozen=True)
 class Termination:
     """A training pod seen terminated (phase Failed) with an exit code: evidence for retry counting."""
@@ -98,6 +109,10 @@ class Informer:
     """None until the first LIST answers; False while the cluster does not serve the resource."""
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     on_served: Callable[[], None] | None = None
+    tolerate_forbidden: bool = False
+    """A 403 on the LIST (RBAC without list/watch) counts as synced, with ``forbidden`` saying why, and is
+    tried again every ``recheck_s``: the controller starts, and what this informer answers is "unknown"."""
+    forbidden: str | None = None
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((namespace, name))
@@ -119,7 +134,13 @@ class Informer:
             try:
                 items, rv = await self.kube.list_page(self.api_version, self.plural, namespace, self.label_selector)
             except ApiError as exc:
-                if exc.status == 404:  # the CRD is not installed (yet)
+                if exc.status == 403 and self.tolerate_forbidden:
+                    if self.forbidden is None:
+                        log.warning("may not list %s %s (%s): rechecking every %.0f s", self.plural, self.api_version, exc, self.recheck_s)
+                    self.forbidden = str(exc)
+                    self.synced.set()
+                    await asyncio.sleep(self.recheck_s)
+                elif exc.status == 404:  # the CRD is not installed (yet)
                     if self.served is not False:
                         log.info("the cluster does not serve %s %s: rechecking every %.0f s", self.plural, self.api_version, self.recheck_s)
                     self.served = False
@@ -132,6 +153,7 @@ class Informer:
                 continue
             was_missing = self.served is False
             self.served = True
+            self.forbidden = None
             self._replace(namespace, items)
             self.synced.set()
             if was_missing and self.on_served is not None:
@@ -186,6 +208,25 @@ class Informer:
                 backoff *= 2
 
 
+def _reindex(forward: dict[ObjKey, frozenset[str]], reverse: dict[ObjKey, set[str]], key: ObjKey, names: frozenset[str]) -> None:
+    """Keep ``forward`` (job -> names it refers to) and ``reverse`` ((namespace, name) -> jobs) in step."""
+    before = forward.get(key, frozenset())
+    if names == before:
+        return
+    for name in before - names:
+        waiting = reverse.get((key[0], name))
+        if waiting is not None:
+            waiting.discard(key[1])
+            if not waiting:
+                del reverse[(key[0], name)]
+    for name in names - before:
+        reverse.setdefault((key[0], name), set()).add(key[1])
+    if names:
+        forward[key] = names
+    else:
+        forward.pop(key, None)
+
+
 def _rv(obj: Mapping[str, Any]) -> int:
     try:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
@@ -215,6 +256,17 @@ class Caches:
 
     other_pods: dict[str, Informer] = field(default_factory=dict)
     """Pods of backends whose pods carry another job-name label (TrainJob: JobSet's), by that label."""
+    claims: Informer | None = None
+    """Every PersistentVolumeClaim in the watched namespaces, trimmed (``trim_claim``): the prerequisites
+    the specs name are read here, not with a GET per job, and a claim created later wakes its jobs."""
+    _sources: dict[ObjKey, frozenset[str]] = field(default_factory=dict)
+    """Per job: the names of the jobs it builds on (spec.model.fromJob, spec.training.ppo.rewardModel.fromJob)."""
+    _dependents: dict[ObjKey, set[str]] = field(default_factory=dict)
+    """The reverse: per (namespace, source job name), the jobs that name it."""
+    _claims_of: dict[ObjKey, frozenset[str]] = field(default_factory=dict)
+    """Per job: the PersistentVolumeClaims its spec.storage names."""
+    _claimants: dict[ObjKey, set[str]] = field(default_factory=dict)
+    """The reverse: per (namespace, claim name), the jobs that name it."""
 
     def __post_init__(self) -> None:
         for backend in BACKENDS.values():  # one informer per child kind (render/backends registry)
@@ -230,6 +282,10 @@ class Caches:
                     label_selector=f"{label},{LABEL_MANAGED_BY}=kubetune", transform=trim_pod,
                 )
 
+        self.claims = Informer(
+            self.kube, "v1", "persistentvolumeclaims", self.namespaces, self._claim_event, transform=trim_claim,
+            recheck_s=self.recheck_s, tolerate_forbidden=True,
+        )
         for api_version, plural in SERVING_KINDS.values():
             self.serving[plural] = Informer(
                 self.kube, api_version, plural, self.namespaces, self._child_event, label_selector=SERVING_SELECTOR,
@@ -237,8 +293,8 @@ class Caches:
             )
 
     def informers(self) -> list[Informer]:
-        assert self.pods is not None
-        return [*self.children.values(), self.pods, *self.other_pods.values(), *self.serving.values()]
+        assert self.pods is not None and self.claims is not None
+        return [*self.children.values(), self.pods, *self.other_pods.values(), self.claims, *self.serving.values()]
 
     async def run(self) -> None:
         await asyncio.gather(*(i.run() for i in self.informers()))
@@ -253,11 +309,40 @@ class Caches:
         if old is not None and _rv(obj) < _rv(old):
             return False
         self.jobs[key] = dict(obj)
+        self._index(key, obj)
         return True
 
     def drop_job(self, namespace: str, name: str) -> None:
         self.jobs.pop((namespace, name), None)
         self.terminations.pop((namespace, name), None)
+        self._index((namespace, name), None)
+
+    def dependents(self, namespace: str, name: str) -> list[ObjKey]:
+        """Jobs of ``namespace`` not started yet (no status.job) that build on job ``name`` (fromJob).
+
+        From an index kept by ``store_job``/``drop_job``: the cost does not grow with the number of
+        jobs (a scan of every job on every FineTuneJob event made the controller quadratic)."""
+        found = []
+        for other in sorted(self._dependents.get((namespace, name), ())):
+            obj = self.jobs.get((namespace, other))
+            if obj is not None and not (obj.get("status") or {}).get("job"):
+                found.append((namespace, other))
+        return found
+
+    def _index(self, key: ObjKey, obj: Mapping[str, Any] | None) -> None:
+        spec = (obj or {}).get("spec") or {}
+        ppo = (spec.get("training") or {}).get("ppo") or {}
+        storage = spec.get("storage") or {}
+        sources = {str(r) for r in ((spec.get("model") or {}).get("fromJob"), (ppo.get("rewardModel") or {}).get("fromJob")) if r}
+        claims = {str(v["claimName"]) for v in (storage.get(k) for k in ("outputs", "datasets", "models")) if isinstance(v, dict) and v.get("claimName")}
+        _reindex(self._sources, self._dependents, key, frozenset(sources))
+        _reindex(self._claims_of, self._claimants, key, frozenset(claims))
+
+    def _claim_event(self, _type: str, obj: dict[str, Any]) -> None:
+        """A claim appeared, changed phase or went away: the jobs that name it look again (prerequisites)."""
+        namespace, name = _key(obj)
+        for job in sorted(self._claimants.get((namespace, name), ())):
+            self.enqueue(namespace, job)
 
     def _enqueue_all(self) -> None:
         for namespace, name in list(self.jobs):

@@ -50,6 +50,8 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime, controller: Controlle
             expiration=datetime.datetime.fromtimestamp(c.expires_at, datetime.UTC) if c.expires_at else None,
         )
 
+    # async: kopf runs a sync handler in its thread pool (kopf/_core/actions/invocation.py:113-134 @ 1.45.2,
+    # loop.run_in_executor), a thread hop per event and the caches and work queue touched from another thread.
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def index(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+    async def index(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
         controller.job_event(event.get("type"), body)

@@ -8,8 +8,9 @@ apply, get, delete, a status merge patch, LIST pages and WATCH streams (the
 informers in ``cache``), a pod log tail, create (Events, TokenReviews), and raw
 requests for the rest (an Event's count patch, API discovery, the peering
 object, a LocalQueue's presence).  The ``kubernetes`` package is still
-used, lazily, to *read* KUBECONFIG / in-cluster credentials, so exec plugins and
-every kubeconfig form work exactly as with kubectl; kopf logs in with the same
+used, lazily, to turn the kubeconfig (which files and how they merge: ``kubeconfig``,
+kubectl's rules) into credentials, so exec plugins and every kubeconfig form work
+exactly as with kubectl; kopf logs in with the same
 credentials (see ``main``), so both halves talk to the same server as the same
 identity.  Credentials that expire (exec plugins, rotated ServiceAccount tokens)
 are reloaded shortly before they expire and after a 401, here and in kopf's
@@ -29,6 +30,8 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+
+from .kubeconfig import Entry, KubeconfigError, kubeconfig_files, read_kubeconfig
 
 FIELD_MANAGER = "kubetune"
 """The one field manager of every server-side apply the operator sends."""
@@ -61,7 +64,8 @@ class Connection:
     insecure: bool = False
     default_namespace: str | None = None
     kubeconfig: str | None = None
-    """The kubeconfig file these credentials came from, reloaded to refresh them."""
+    """The kubeconfig files these credentials came from (``os.pathsep``-separated, as $KUBECONFIG),
+    merged again to refresh them."""
     expires_at: float | None = None
     """When the credentials expire (epoch seconds; an exec plugin's ``status.expirationTimestamp``)."""
     loaded_at: float = 0.0
@@ -78,7 +82,7 @@ class Connection:
     def refreshed(self) -> Connection:
         """The same connection with credentials loaded again (blocking: may run an exec plugin)."""
         if self.kubeconfig:
-            return load_connection(self.kubeconfig)
+            return _connection_from(self.kubeconfig.split(os.pathsep))
         return self  # a static token or client certificate; a token file is re-read by Kube itself
 
     @property
@@ -95,17 +99,24 @@ reloads only once expired; a margin keeps requests from failing on clock skew)."
 def load_connection(kubeconfig: str | None = None) -> Connection:
     """In-cluster credentials when running in a pod (and no KUBECONFIG), else the kubeconfig.
 
-    The kubeconfig is read with the ``kubernetes`` package's loader, so every
-    form kubectl knows works: token, tokenFile, client certificates, and exec
-    plugins (ExecCredential client.authentication.k8s.io/v1 and v1beta1, with
-    ``status.expirationTimestamp``, a token or a client certificate and key).
+    Which files, and how they merge, is kubectl's rule (``kubeconfig.load_kubeconfig``: ``kubeconfig``
+    alone when given, as ``--kubeconfig``; else every file of ``$KUBECONFIG``, the first value
+    winning; else ~/.kube/config): the same view ``kubetune render`` takes its namespace from.  The
+    merged entries go to the ``kubernetes`` package's loader, so every form kubectl knows works:
+    token, tokenFile, client certificates, and exec plugins (ExecCredential
+    client.authentication.k8s.io/v1 and v1beta1, with ``status.expirationTimestamp``, a token or a
+    client certificate and key).
     """
-    path = kubeconfig or os.environ.get("KUBECONFIG", "")
-    if not path and os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(SA_TOKEN):
+    if not kubeconfig and not os.environ.get("KUBECONFIG") and os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(SA_TOKEN):
         host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         host = f"[{host}]" if ":" in host else host
         namespace = open(SA_NAMESPACE, encoding="utf-8").read().strip() if os.path.exists(SA_NAMESPACE) else None
         return Connection(server=f"https://{host}:{port}", token_file=SA_TOKEN, ca_path=SA_CA, default_namespace=namespace)
+    return _connection_from(kubeconfig_files(kubeconfig))
+
+
+def _connection_from(files: list[str]) -> Connection:
+    """Credentials of the current context of ``files`` merged (also how ``Connection.refreshed`` reloads)."""
     from kubernetes import client
     from kubernetes.config import kube_config as _kube_config  # lazy: reads files and env, heavy import
 
@@ -113,16 +124,31 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
     # kubernetes client releases, and strict mypy must pass with any of them.
     kube_config: Any = _kube_config
 
-    cfg = client.Configuration()
-    first = path.split(os.pathsep)[0] if path else os.path.expanduser("~/.kube/config")
     loaded_at = time.time()
-    loader = kube_config._get_kube_config_loader(filename=first)
+    merged = read_kubeconfig(files)
+    if not merged.files:
+        raise KubeconfigError(f"no kubeconfig found (looked for {os.pathsep.join(files)}; set KUBECONFIG or run inside a cluster)")
+
+    def entries(section: str, body: str, found: Mapping[str, Entry]) -> list[Any]:
+        # Each entry keeps its own file, so its relative paths start there (kubernetes' KubeConfigMerger
+        # does the same with ConfigNode paths, config/kube_config.py:693-700 @ kubernetes 37.0.3).
+        return [kube_config.ConfigNode(f"{e.file}/{section}[{e.name}]", {"name": e.name, body: dict(e.value)}, e.file) for e in found.values()]
+
+    root = kube_config.ConfigNode(merged.files[0], {
+        "current-context": merged.current_context,
+        "clusters": entries("clusters", "cluster", merged.clusters),
+        "users": entries("users", "user", merged.users),
+        "contexts": [{"name": e.name, "context": dict(e.value)} for e in merged.contexts.values()],
+    }, merged.files[0])
+    cfg = client.Configuration()
+    loader = kube_config.KubeConfigLoader(config_dict=root, config_base_path=None)
     loader.load_and_set(cfg)
     expiry = getattr(loader, "expiry", None)  # set by exec plugins (and the gcp/oidc providers)
     # The client keeps the token under "authorization" or "BearerToken" depending on its version.
     auth = next((v for v in (cfg.api_key or {}).values() if str(v).lower().startswith("bearer ")), "")
-    token = auth.split(" ", 1)[1] if auth else None
-    _, context = kube_config.list_kube_config_contexts(config_file=first)
+    # A tokenFile's token is trimmed, as client-go trims it (transport/token_source.go:135-139 @ v0.36.3);
+    # the kubernetes package keeps the file's trailing newline.
+    token = auth.split(" ", 1)[1].strip() if auth else None
     return Connection(
         server=cfg.host,
         token=token,
@@ -130,8 +156,8 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
         cert_path=cfg.cert_file,
         key_path=cfg.key_file,
         insecure=not cfg.verify_ssl,
-        default_namespace=(context or {}).get("context", {}).get("namespace"),
-        kubeconfig=first,
+        default_namespace=merged.namespace,
+        kubeconfig=os.pathsep.join(files),
         expires_at=expiry.timestamp() if expiry is not None else None,
         loaded_at=loaded_at,
     )

@@ -151,14 +151,8 @@ class Controller:
 
     def _enqueue_dependents(self, namespace: str, name: str) -> None:
         """Jobs not started yet that build on ``name`` (fromJob): its phase decides whether they start."""
-        for (ns, other), obj in list(self.caches.jobs.items()):
-            if ns != namespace or (obj.get("status") or {}).get("job"):
-                continue
-            spec = obj.get("spec") or {}
-            ppo = (spec.get("training") or {}).get("ppo") or {}
-            refs = ((spec.get("model") or {}).get("fromJob"), (ppo.get("rewardModel") or {}).get("fromJob"))
-            if name in refs:
-                self.queue.add((ns, other))
+        for key in self.caches.dependents(namespace, name):
+            self.queue.add(key)
 
     def phases(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -17,8 +17,8 @@ The process serves kopf's liveness endpoint on ``--health-port`` (``/healthz``),
 metrics on ``--metrics-port`` (``/metrics``), and JSON logs on stderr; with ``--progress-port`` also the
 progress intake (``intake``: trainers POST their progress, verified by TokenReview; ``--progress-url``
 tells the pods where).  A port already in use is
-one error line and exit code 1.  Credentials: ``$KUBECONFIG`` (first file), else the in-cluster
-ServiceAccount, else ``~/.kube/config``.
+one error line and exit code 1.  Credentials: ``$KUBECONFIG`` (its files merged as kubectl merges them,
+``kubeconfig``), else the in-cluster ServiceAccount, else ``~/.kube/config``.
 """
 
 from __future__ import annotations

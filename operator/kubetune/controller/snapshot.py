@@ -2,15 +2,14 @@
 
 Built from the watch caches (the FineTuneJob from kopf's watch, the child and the training pods
 from ``cache``), the last progress report (the push ``ProgressBoard`` when the trainer posts, else
-a rank-0 log tail read at a low rate), the prerequisites' presence (PVCs, the Kueue LocalQueue;
-GETs remembered, and repeated with backoff only while one is missing), and what the executor
+a rank-0 log tail read at a low rate), the prerequisites' presence (PVCs from their informer; the
+Kueue LocalQueue by a GET remembered, and repeated with backoff only while it is missing), and what the executor
 learnt last time (a child the API server refused).  The only API calls of a reconcile that are
 not writes happen here; ``decide`` makes none.
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import json
@@ -27,7 +26,7 @@ from kubetune.render.backends import ChildStatus, WorkloadBackend, backend_for_k
 from kubetune.render.pipeline import CONFIG_MAP_SUFFIX
 from kubetune.render.serving import render_serving
 
-from .cache import SERVING_KINDS, Caches, Termination
+from .cache import SERVING_KINDS, Caches, Informer, Termination
 from .discovery import Choice, Discovery, wants_auto
 from .kube import ApiError, Kube, path
 from .progress import LogReading, read_log
@@ -247,9 +246,10 @@ async def observe(
     prereqs: tuple[Prerequisite, ...] = ()
     next_check: float | None = None
     if job is not None and not problems and status.get("phase") in (None, "Pending"):
-        prereqs = await _prerequisites(key, job, settings, memory, kube, gen_int, now)
-        remembered = memory.prereqs.get(key)
-        if remembered is not None and any(p.found is False for p in prereqs):
+        assert caches.claims is not None
+        prereqs = await _prerequisites(key, job, settings, memory, kube, gen_int, now, caches.claims)
+        remembered = memory.prereqs.get(key)  # the LocalQueue's GET; a claim's creation enqueues the job itself
+        if remembered is not None and any(p.found is False for p in remembered[0]):
             next_check = remembered[1] + remembered[2]
 
     reading, read_at, error, next_read = await _progress(key, backend, child, pods, memory, kube, settings, board, now)
@@ -337,34 +337,43 @@ async def _applied_spec(kube: Kube, namespace: str, config_map: str) -> FineTune
         return None
 
 
+def _claim(claims: Informer, namespace: str, name: str) -> Prerequisite:
+    """A PersistentVolumeClaim the spec names, as the claims informer holds it (no request)."""
+    if claims.forbidden is not None:
+        return Prerequisite("PersistentVolumeClaim", name, None, claims.forbidden)
+    pvc = claims.get(namespace, name)
+    if pvc is None:
+        return Prerequisite("PersistentVolumeClaim", name, False, "not found")
+    # Pending is normal for WaitForFirstConsumer claims: the PV controller leaves them unbound,
+    # with Event "waiting for first consumer to be created before binding", until a pod that
+    # uses them is scheduled (pkg/controller/volume/persistentvolume/pv_controller.go:305-309,
+    # emitEventForUnboundDelayBindingClaim, in openshift/microshift's vendored Kubernetes 1.36
+    # @ 8e16b12). So Pending counts as found (docs/status.md, "Prerequisites"); an Immediate
+    # claim that never binds shows on the pod (VolumeNotReady). Lost is not usable.
+    phase = (pvc.get("status") or {}).get("phase")
+    return Prerequisite("PersistentVolumeClaim", name, phase != "Lost", "phase Lost" if phase == "Lost" else "")
+
+
 async def _prerequisites(
-    key: Key, job: FineTuneJob, settings: ObserveSettings, memory: Memory, kube: Kube, generation: int | None, now: float
+    key: Key, job: FineTuneJob, settings: ObserveSettings, memory: Memory, kube: Kube, generation: int | None, now: float, claims: Informer
 ) -> tuple[Prerequisite, ...]:
-    """PVCs and the LocalQueue the spec names. Checked before the children exist; a found one is
-    not checked again, a missing one again after 30 s, 60 s, ... up to 5 min (or a spec change)."""
+    """PVCs and the LocalQueue the spec names, checked before the children exist.
+
+    The PVCs come from the claims informer at every reconcile (a watch: no request per job, and a
+    claim created later enqueues the jobs that name it, ``Caches._claim_event``).  The LocalQueue is
+    one GET: a found one is not checked again, a missing one again after 30 s, 60 s, ... up to
+    5 min (or a spec change)."""
+    namespace = key[0]
+    found = tuple(_claim(claims, namespace, name) for name in claim_names(job))
+    queue = queue_name(job, settings.render_options)
+    if not queue:
+        memory.prereqs.pop(key, None)
+        return found
     remembered = memory.prereqs.get(key)
     if remembered is not None:
         items, checked_at, backoff, gen = remembered
-        all_found = all(p.found is not False for p in items)
-        if gen == generation and (all_found or now - checked_at < backoff):
-            return items
-    namespace = key[0]
-
-    async def claim(name: str) -> Prerequisite:
-        try:
-            pvc = await kube.get("v1", "persistentvolumeclaims", namespace, name)
-        except ApiError as exc:
-            return Prerequisite("PersistentVolumeClaim", name, None, str(exc))
-        if pvc is None:
-            return Prerequisite("PersistentVolumeClaim", name, False, "not found")
-        # Pending is normal for WaitForFirstConsumer claims: the PV controller leaves them unbound,
-        # with Event "waiting for first consumer to be created before binding", until a pod that
-        # uses them is scheduled (pkg/controller/volume/persistentvolume/pv_controller.go:305-309,
-        # emitEventForUnboundDelayBindingClaim, in openshift/microshift's vendored Kubernetes 1.36
-        # @ 8e16b12). So Pending counts as found (docs/status.md, "Prerequisites"); an Immediate
-        # claim that never binds shows on the pod (VolumeNotReady). Lost is not usable.
-        phase = (pvc.get("status") or {}).get("phase")
-        return Prerequisite("PersistentVolumeClaim", name, phase != "Lost", "phase Lost" if phase == "Lost" else "")
+        if gen == generation and (all(p.found is not False for p in items) or now - checked_at < backoff):
+            return found + items
 
     async def local_queue(name: str) -> Prerequisite:
         try:
@@ -377,14 +386,11 @@ async def _prerequisites(
             return Prerequisite("LocalQueue", name, False, "not found")
         return Prerequisite("LocalQueue", name, True)
 
-    queue = queue_name(job, settings.render_options)
-    checks = [claim(name) for name in claim_names(job)] + ([local_queue(queue)] if queue else [])
-    found = list(await asyncio.gather(*checks))  # at once: the reconcile waits for the slowest only
-    items = tuple(found)
+    items = (await local_queue(queue),)
     previous_backoff = remembered[2] if remembered is not None and remembered[3] == generation else 0.0
     backoff = min(settings.prereq_recheck_max_s, max(settings.prereq_recheck_s, previous_backoff * 2))
     memory.prereqs[key] = (items, now, backoff, generation)
-    return items
+    return found + items
 
 
 async def _progress(

@@ -1,0 +1,116 @@
+"""One kubeconfig loader with kubectl's rules, for `kubetune render`, `kubetune get` and the operator.
+
+Issue 23: the CLI merged every file of KUBECONFIG while the operator's and the terminal commands'
+loader read only the first, so `kubetune render` and `kubetune get` could pick different contexts
+and namespaces. The oracle here is kubectl itself (the real binary, `kubectl config view --minify`),
+reading the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubetune.cli import _kubeconfig_namespace
+from kubetune.controller.kube import load_connection
+from kubetune.controller.kubeconfig import KubeconfigError, kubeconfig_files, load_kubeconfig
+from kubetune.terminal import Client
+
+KUBECTL = Path(sys.executable).with_name("kubectl")
+
+
+def write(path: Path, doc: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", **doc}), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def two_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A laptop's KUBECONFIG=a:b. a sets current-context, the cluster and the user; b adds the context
+    (with a namespace) and names the same cluster and user again with other values, and another
+    current-context: kubectl takes every one of those from the first file that sets it."""
+    a = write(tmp_path / "a" / "config", {
+        "current-context": "ml",
+        "clusters": [{"name": "c", "cluster": {"server": "https://first.example:6443", "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "token-from-a"}}],
+    })
+    b = write(tmp_path / "b" / "config", {
+        "current-context": "other",
+        "clusters": [{"name": "c", "cluster": {"server": "https://second.example:6443", "certificate-authority": "ca.crt"}}],
+        "users": [{"name": "u", "user": {"token": "token-from-b", "username": "ignored"}}],
+        "contexts": [
+            {"name": "ml", "context": {"cluster": "c", "user": "u", "namespace": "ml-team-b"}},
+            {"name": "other", "context": {"cluster": "c", "user": "u", "namespace": "elsewhere"}},
+        ],
+    })
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(a), str(b), str(a), str(tmp_path / "missing")]))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return a, b
+
+
+def kubectl_view() -> dict[str, Any]:
+    """kubectl's own merge of $KUBECONFIG, reduced to the current context."""
+    out = subprocess.run([str(KUBECTL), "config", "view", "--minify", "--raw", "-o", "json"], capture_output=True, text=True, check=True, timeout=60)
+    return dict(json.loads(out.stdout))
+
+
+def test_render_get_and_the_operator_pick_kubectls_context_from_several_files(two_files: tuple[Path, Path]) -> None:
+    view = kubectl_view()
+    context = view["contexts"][0]["context"]
+    cluster, user = view["clusters"][0]["cluster"], view["users"][0]["user"]
+    assert (view["current-context"], context["namespace"]) == ("ml", "ml-team-b")  # what kubectl says, first
+
+    connection = load_connection()  # the operator and `kubetune get`/`watch` (terminal.Client)
+    assert connection.server == cluster["server"] == "https://first.example:6443"
+    assert connection.token == user["token"] == "token-from-a"
+    assert connection.insecure and connection.ca_path is None  # a's cluster entry whole: b's CA is not mixed in
+    assert connection.default_namespace == context["namespace"]
+    again = connection.refreshed()  # how expiring credentials are reloaded: the same files, merged again
+    assert (again.server, again.token, again.default_namespace) == (connection.server, connection.token, "ml-team-b")
+    assert Client.from_kubeconfig().default_namespace == "ml-team-b"  # `kubetune get`
+    assert _kubeconfig_namespace() == "ml-team-b"  # `kubetune render`
+
+
+def test_files_are_listed_as_kubectl_lists_them(tmp_path: Path, two_files: tuple[Path, Path]) -> None:
+    a, b = two_files
+    assert kubeconfig_files() == [str(a), str(b), str(tmp_path / "missing")]  # duplicates dropped, order kept
+    assert load_kubeconfig().files == (str(a), str(b))  # a missing file is skipped
+    assert kubeconfig_files(str(b)) == [str(b)]  # --kubeconfig: that file alone, unmerged
+    assert load_kubeconfig(str(b)).namespace == "elsewhere"
+    with pytest.raises(KubeconfigError, match="no such file"):
+        kubeconfig_files(str(tmp_path / "missing"))
+
+
+def test_a_relative_path_starts_at_the_file_that_holds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = tmp_path / "b" / "token"
+    token.parent.mkdir(parents=True)
+    token.write_text("token-from-file\n", encoding="utf-8")
+    a = write(tmp_path / "a" / "config", {"current-context": "x", "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}]})
+    b = write(tmp_path / "b" / "config", {
+        "clusters": [{"name": "c", "cluster": {"server": "https://b.example"}}],
+        "users": [{"name": "u", "user": {"tokenFile": "token"}}],
+    })
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(a), str(b)]))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert load_connection().token == "token-from-file"
+
+
+def test_an_empty_file_is_an_empty_config_and_a_broken_one_an_error(tmp_path: Path, two_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = two_files
+    empty, broken = tmp_path / "empty", tmp_path / "broken"
+    empty.write_text("", encoding="utf-8")
+    broken.write_text("clusters: [\n", encoding="utf-8")
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(empty), str(a), str(b)]))
+    assert load_connection().default_namespace == "ml-team-b"
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(broken), str(a)]))
+    with pytest.raises(KubeconfigError, match="broken"):
+        load_kubeconfig()
+    assert _kubeconfig_namespace() == "default"  # render needs no cluster: it falls back, as before

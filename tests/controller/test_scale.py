@@ -1,0 +1,171 @@
+"""The controller's cost per event does not grow with the number of FineTuneJobs.
+
+Issue 23 measured kubetune's CPU growing 7.4x from 1,000 to 3,000 jobs (a trivial kopf operator's:
+2.7x). Two scans ran on every event: every FineTuneJob event walked every known job to find the ones
+that build on it (fromJob), and once more than 4,096 objects had Events, every Event rebuilt the
+Event correlator's whole cache. Work is counted here, not timed: the Python lines the controller
+runs for one event, with few jobs and with many (``bench/operator_scale.py --sweep`` measures CPU).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from conftest import FTJ, eventually, example_job
+
+from kubetune.controller.act import EventRecorder
+from kubetune.controller.decide import EventSpec
+from kubetune.controller.kube import Connection, Kube
+from kubetune.controller.loop import Controller
+from kubetune.controller.metrics import Metrics
+from kubetune.controller.runtime import OperatorConfig, Runtime
+
+CONTROLLER = str(Path(Controller.__module__.replace(".", "/")).parent)  # "kubetune/controller"
+
+
+def lines_run(call: Callable[[], Any]) -> int:
+    """How many lines of kubetune/controller/*.py run during ``call()`` (loop iterations included)."""
+    count = 0
+
+    def local(frame: FrameType, event: str, _arg: Any) -> Any:
+        nonlocal count
+        if event == "line":
+            count += 1
+        return local
+
+    def trace(frame: FrameType, _event: str, _arg: Any) -> Any:
+        return local if CONTROLLER in frame.f_code.co_filename.replace("\\", "/") else None
+
+    sys.settrace(trace)
+    try:
+        call()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def controller_with(n: int) -> Controller:
+    """A controller that knows ``n`` FineTuneJobs, plus ``base`` and ``tuned`` (tuned builds on base, not started)."""
+    config = OperatorConfig(connection=Connection(server="http://127.0.0.1:9"), metrics_port=None, health_port=None, peering=None)
+    controller = Controller(Runtime(config, Kube(config.connection), Metrics()), peering=None)
+    for i in range(n):
+        controller.job_event("ADDED", {**example_job(f"job-{i:05d}", "ns"), "metadata": {"name": f"job-{i:05d}", "namespace": "ns", "resourceVersion": "1"}})
+    controller.job_event("ADDED", {**example_job("base", "ns"), "metadata": {"name": "base", "namespace": "ns", "resourceVersion": "1"}})
+    tuned = example_job("tuned", "ns", model={"fromJob": "base", "template": "qwen"})
+    controller.job_event("ADDED", {**tuned, "metadata": {"name": "tuned", "namespace": "ns", "resourceVersion": "1"}})
+    return controller
+
+
+def job_event_cost(n: int) -> tuple[int, set[tuple[str, str]]]:
+    """Lines run for one update of ``base``, and the keys it queued."""
+    controller = controller_with(n)
+    while len(controller.queue):  # start from an empty queue
+        key = controller.queue._queue.popleft()
+        controller.queue._dirty.discard(key)
+    base = {**controller.caches.jobs[("ns", "base")], "status": {"phase": "Succeeded"}}
+    base["metadata"] = {**base["metadata"], "resourceVersion": "2"}
+    cost = lines_run(lambda: controller.job_event("MODIFIED", base))
+    return cost, set(controller.queue._queue)
+
+
+def test_a_job_event_costs_the_same_with_10_or_3000_jobs() -> None:
+    few, queued_few = job_event_cost(10)
+    many, queued_many = job_event_cost(3000)
+    # What a user sees: the job built on `base` is reconciled when `base` changes, with any number of jobs.
+    assert queued_few == queued_many == {("ns", "base"), ("ns", "tuned")}
+    assert many == few, f"one FineTuneJob event ran {few} controller lines with 10 jobs and {many} with 3,000"
+
+
+def test_a_job_that_stops_building_on_another_is_no_longer_woken_by_it() -> None:
+    controller = controller_with(0)
+    assert controller.caches.dependents("ns", "base") == [("ns", "tuned")]
+    plain = {**example_job("tuned", "ns"), "metadata": {"name": "tuned", "namespace": "ns", "resourceVersion": "2"}}
+    controller.job_event("MODIFIED", plain)
+    assert controller.caches.dependents("ns", "base") == []
+    controller.job_event("DELETED", plain)
+    assert controller.caches._dependents == {} and controller.caches._sources == {}
+
+
+class Events:
+    """The API server's Event endpoints, as far as EventRecorder uses them: everything is accepted."""
+
+    def __init__(self) -> None:
+        self.posted = 0
+
+    async def create(self, api_version: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        self.posted += 1
+        return obj
+
+    async def request(self, *_: Any, **__: Any) -> dict[str, Any]:
+        return {}
+
+
+def event_cost(objects: int, cache_size: int) -> tuple[int, int]:
+    """Lines run by one Event after ``objects`` jobs each got one (all within the aggregation window),
+    and how many aggregation records the recorder then holds."""
+    recorder = EventRecorder(Events(), Metrics(), cache_size=cache_size)  # type: ignore[arg-type]
+    spec = EventSpec("Normal", "Created", "created the children")
+
+    def job(i: int) -> dict[str, Any]:
+        return {"metadata": {"namespace": "ns", "name": f"job-{i}", "uid": f"uid-{i}"}}
+
+    async def run() -> int:
+        for i in range(objects):
+            await recorder.record(job(i), spec, now=1000.0)
+        one_more = recorder.record(job(objects), spec, now=1001.0)
+        return lines_run(lambda: _drive(one_more))
+
+    return asyncio.run(run()), len(recorder._similar)
+
+
+def _drive(coro: Any) -> None:
+    """Run a coroutine that never really waits (the fake API answers at once) in the calling frame."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    raise AssertionError("the recorder waited on something")
+
+
+def test_an_event_costs_the_same_past_the_correlator_cache_size() -> None:
+    few, _ = event_cost(100, cache_size=64)
+    many, held = event_cost(2000, cache_size=64)
+    assert many == few, f"one Event ran {few} controller lines after 100 objects had Events and {many} after 2,000"
+    assert held == 64, "the correlator's cache is bounded like client-go's LRU (maxLruCacheEntries)"
+
+
+async def test_a_claim_created_later_is_seen_at_once_and_claims_cost_no_request_per_job(cluster: Any, operator: Any, config: OperatorConfig) -> None:
+    """Prerequisite PVCs come from a watch: creating the missing one flips PrerequisitesReady without
+    waiting for a timed re-check (here an hour away), and no job costs a GET of a claim."""
+    await operator(dataclasses.replace(config, prereq_recheck_s=3600.0))
+    await cluster.put_object("v1", "persistentvolumeclaims", {"metadata": {"name": "model-cache", "namespace": "ns"}, "status": {"phase": "Bound"}})
+    for name in ("a", "b"):
+        await cluster.put_object(*FTJ, example_job(name, "ns"))
+
+    def ready(name: str) -> dict[str, Any]:
+        conditions = ((cluster.read(*FTJ, "ns", name) or {}).get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "PrerequisitesReady"), {})
+
+    await eventually(lambda: all(ready(n).get("status") == "False" for n in "ab"), what="finetune-outputs missing")
+    assert "PersistentVolumeClaim finetune-outputs in namespace ns: not found" in ready("a")["message"]
+    await cluster.put_object("v1", "persistentvolumeclaims", {"metadata": {"name": "finetune-outputs", "namespace": "ns"}, "status": {"phase": "Pending"}})
+    await eventually(lambda: all(ready(n).get("status") == "True" for n in "ab"), what="the new claim seen by both jobs")
+    claim_calls = {c.verb for c in cluster.api_calls() if c.resource == "persistentvolumeclaims"}
+    assert claim_calls == {"list", "watch"}, claim_calls
+
+
+async def test_an_operator_that_may_not_list_claims_still_creates_the_children(cluster: Any, operator: Any, config: OperatorConfig) -> None:
+    """RBAC without list on PVCs (a chart older than this operator): the claims are "could not be
+    checked", never a start-up that waits forever for the informer, and the job runs."""
+    cluster.inject("list", "persistentvolumeclaims", 403, times=1000)
+    await operator(config)
+    await cluster.put_object(*FTJ, example_job("a", "ns"))
+    await eventually(lambda: cluster.read("kubeflow.org/v1", "pytorchjobs", "ns", "a"), what="the PyTorchJob")
+    conditions = ((cluster.read(*FTJ, "ns", "a") or {}).get("status") or {}).get("conditions") or []
+    assert not [c for c in conditions if c["type"] == "PrerequisitesReady" and c["status"] == "False"], conditions
