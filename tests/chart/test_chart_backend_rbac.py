@@ -48,7 +48,7 @@ def test_namespaced_chart_grants_every_backend_rule(backend: str, ci_objects: li
 
 OTHER_USES: dict[tuple[str, str], set[str]] = {
     ("", "configmaps"): {"get", "create", "patch"},  # the training ConfigMap (server-side apply, read back)
-    ("", "persistentvolumeclaims"): {"get"},  # the prerequisite check of the PVCs the spec names
+    ("", "persistentvolumeclaims"): {"list", "watch"},  # the informer of the prerequisite PVCs the specs name (controller/cache.py)
 }
 """What the operator does, besides serving, with a resource a serving engine also writes."""
 

@@ -227,6 +227,10 @@ def _reindex(forward: dict[ObjKey, frozenset[str]], reverse: dict[ObjKey, set[st
         forward.pop(key, None)
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _rv(obj: Mapping[str, Any]) -> int:
     try:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
@@ -330,11 +334,14 @@ class Caches:
         return found
 
     def _index(self, key: ObjKey, obj: Mapping[str, Any] | None) -> None:
-        spec = (obj or {}).get("spec") or {}
-        ppo = (spec.get("training") or {}).get("ppo") or {}
-        storage = spec.get("storage") or {}
-        sources = {str(r) for r in ((spec.get("model") or {}).get("fromJob"), (ppo.get("rewardModel") or {}).get("fromJob")) if r}
-        claims = {str(v["claimName"]) for v in (storage.get(k) for k in ("outputs", "datasets", "models")) if isinstance(v, dict) and v.get("claimName")}
+        # The object is not validated yet (a hostile or stale spec reaches here before decide refuses
+        # it): every level may be any JSON value.
+        spec = _mapping((obj or {}).get("spec"))
+        ppo = _mapping(_mapping(spec.get("training")).get("ppo"))
+        storage = _mapping(spec.get("storage"))
+        refs = (_mapping(spec.get("model")).get("fromJob"), _mapping(ppo.get("rewardModel")).get("fromJob"))
+        sources = {r for r in refs if isinstance(r, str) and r}
+        claims = {v["claimName"] for v in (storage.get(k) for k in ("outputs", "datasets", "models")) if isinstance(v, dict) and isinstance(v.get("claimName"), str) and v["claimName"]}
         _reindex(self._sources, self._dependents, key, frozenset(sources))
         _reindex(self._claims_of, self._claimants, key, frozenset(claims))
 
