@@ -674,7 +674,7 @@ class Client:
         try:
             resp = self._http.open(f"/api/v1/namespaces/{ns}/pods/{pod}/log", params, timeout=None if follow else 60)
         except terminal.ApiError as exc:
-            raise self._error(exc, ns, "get") from None
+            raise _log_error(exc, pod) or self._error(exc, ns, "get") from None
         with resp:
             yield from iter(lambda: resp.read1(65536), b"")
 
@@ -704,7 +704,9 @@ class Client:
                 with self._http.open(f"/api/v1/namespaces/{ns}/pods/{pod}/log", {"container": container}, timeout=120) as resp:
                     text = resp.read().decode("utf-8", "replace")
         except terminal.ApiError as exc:
-            raise self._error(exc, ns, "get") from None
+            if _log_error(exc, pod) is None:
+                raise self._error(exc, ns, "get") from None
+            text = ""  # the container has written no log yet: the status's latest point, below
         by_step: dict[int, dict[str, Any]] = {}  # the newest row of each step (a resumed run logs steps again)
         for line in text.splitlines():
             parsed = parse_line(line)
@@ -738,6 +740,21 @@ def loss_figure(points: Sequence[tuple[int, float]], title: str) -> Any:
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _log_error(exc: terminal.ApiError, pod: str | None) -> NoPodYet | None:
+    """A pod log the kubelet cannot give yet, as :class:`NoPodYet`; None for any other error.
+
+    The kubelet answers 400 with a plain-text reason when the container has no log to read:
+    "container X in pod P is waiting to start: ContainerCreating" (or "...: image can't be pulled",
+    "... is not available", "... is terminated") -- pkg/kubelet/kubelet_pods.go:1528-1587
+    (validateContainerLogStatus) and pkg/kubelet/server/server.go:881-883; the API server passes it on
+    as a BadRequest Status with that text as message -- k8s.io/apiserver/pkg/registry/generic/rest/
+    response_checker.go:58-59 (Kubernetes 1.36, vendored in openshift/microshift @ 8e16b12).  It is
+    not the FineTuneJob's fault, so not :class:`InvalidSpec`."""
+    if exc.status != 400:
+        return None
+    return NoPodYet(f"{exc.message} (400)", f"pod {pod} has not started its container yet: kubetune watch NAME shows why; ask again once it runs", status=400)
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:

@@ -288,6 +288,26 @@ async def test_expiring_credentials_are_reloaded_before_expiry_and_once_after_a_
     assert [a.accepted for a in cluster.auth_log][-2:] == [False, True]
 
 
+async def test_logs_of_a_container_not_started_yet_say_so_and_metrics_fall_back_to_the_status(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+    """Right after create, the pod exists but its container is still being created: the kubelet answers the
+    log request 400 "container ... is waiting to start: ContainerCreating" (pkg/kubelet/kubelet_pods.go:1528-1587,
+    passed on as BadRequest: apiserver registry/generic/rest/response_checker.go:58-59).  That is no pod log
+    yet (NoPodYet, exit 1 in the CLI), not an invalid FineTuneJob; metrics() then reads the status."""
+    await operator()
+    client = await client_for(cluster, tmp_path)
+    await call(client.create, lora_job())
+    pod = await training_started(cluster, NS)
+    waiting = f'container "trainer" in pod "{pod}" is waiting to start: ContainerCreating'
+    cluster.log_errors[(NS, pod)] = (400, "BadRequest", waiting)
+    with pytest.raises(kubetune.NoPodYet) as err:
+        await call(client.logs, "qwen-lora")
+    assert not isinstance(err.value, kubetune.InvalidSpec) and waiting in err.value.message and "kubetune watch" in err.value.hint
+    rows = await call(client.metrics, "qwen-lora")
+    assert list(rows) == [] and rows.source == f"FineTuneJob {NS}/qwen-lora status"
+    code, _, stderr = await run_cli(["logs", "qwen-lora"], tmp_path / "kubeconfig")
+    assert code == 1 and waiting in stderr and "validate" not in stderr
+
+
 # --- errors: the same words as the CLI ----------------------------------------------------------------
 
 
