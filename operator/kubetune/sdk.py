@@ -198,12 +198,29 @@ def _from_api_error(exc: terminal.ApiError, *, server: str, namespace: str | Non
         )
     if exc.status == 404 and crd_missing:
         return CRDNotInstalled(f"the cluster at {server} does not serve FineTuneJobs ({contract.PLURAL}.{contract.GROUP} {contract.API_VERSION}): {exc.message} (404)", INSTALL_HINT, status=404)
+    if exc.status == 404 and exc.details.get("kind") == "namespaces":
+        # Writing into a namespace that does not exist: the NamespaceLifecycle admission plugin answers
+        # NotFound for the namespace itself (errors.NewNotFound: details.kind "namespaces") --
+        # k8s.io/apiserver/pkg/admission/plugin/namespace/lifecycle/admission.go:163-169 and
+        # k8s.io/apimachinery/pkg/api/errors/errors.go:145-157 (Kubernetes 1.36, vendored in
+        # openshift/microshift @ 8e16b12).  Not a missing job.
+        missing = exc.details.get("name") or namespace
+        return KubetuneError(f"{exc.message} (404)", f"create the namespace first (kubectl create namespace {missing}), or pass namespace=... naming one that exists", status=404)
     if exc.status == 404:
         return JobNotFound(f"{exc.message} (404)", status=404)
     if exc.status == 409:
         return Conflict(f"{exc.message} (409)", "another field manager owns these fields: create(job, force=True) takes them over (as kubectl apply --server-side --force-conflicts)", status=409)
     if exc.status in (400, 422):
-        return InvalidSpec(f"the API server refused the FineTuneJob: {exc.message} ({exc.status})", "fix the fields named in the message; kubetune validate FILE lists every problem", status=exc.status)
+        # A 422 Invalid names each refused field in details.causes (field, message): errors.NewInvalid,
+        # k8s.io/apimachinery/pkg/api/errors/errors.go:284-310 (Kubernetes 1.36, vendored in openshift/microshift @ 8e16b12).
+        causes = [c for c in exc.details.get("causes") or [] if isinstance(c, dict) and c.get("message")]
+        problems = [f"{c['field']}: {c['message']}" if c.get("field") else str(c["message"]) for c in causes]
+        return InvalidSpec(
+            f"the API server refused the FineTuneJob: {exc.message} ({exc.status})",
+            "fix the fields named in the message; kubetune validate FILE lists every problem",
+            status=exc.status,
+            problems=problems,
+        )
     return KubetuneError(f"{exc.message} ({exc.status})", status=exc.status)
 
 

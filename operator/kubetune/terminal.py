@@ -44,10 +44,16 @@ TERMINAL_PHASES = {"Succeeded": 0, "Failed": 1}
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """A non-2xx answer: ``status`` (0: no answer), and from the Status body the API server sends with it
+    (k8s.io/apimachinery/pkg/apis/meta/v1 type Status) its ``message``, ``reason`` and ``details``
+    (``kind``: the resource a NotFound names, ``causes``: the fields a 422 Invalid refuses)."""
+
+    def __init__(self, status: int, message: str, reason: str = "", details: dict[str, Any] | None = None) -> None:
         super().__init__(f"{message} ({status})")
         self.status = status
         self.message = message
+        self.reason = reason
+        self.details: dict[str, Any] = details or {}
 
 
 class Client:
@@ -129,10 +135,13 @@ class Client:
         except urllib.error.HTTPError as exc:
             body = exc.read().decode("utf-8", "replace")
             try:
-                message = json.loads(body).get("message") or body
+                status = json.loads(body)
             except ValueError:
-                message = body or exc.reason
-            raise ApiError(exc.code, str(message)) from None
+                status = None
+            if not isinstance(status, dict):
+                raise ApiError(exc.code, body or str(exc.reason)) from None
+            details = status.get("details")
+            raise ApiError(exc.code, str(status.get("message") or body), str(status.get("reason") or ""), details if isinstance(details, dict) else None) from None
         except urllib.error.URLError as exc:
             raise ApiError(0, f"cannot reach the API server {self.server}: {exc.reason}") from None
 
