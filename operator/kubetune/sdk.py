@@ -48,8 +48,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import http.client
 import importlib
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -561,7 +563,12 @@ class Client:
         finally:
             bar.close()
 
-    def _follow(self, name: str, namespace: str | None, *, events: bool, events_interval: float, operator_grace: float | None, timeout: float | None) -> Iterator[JobUpdate]:
+    def _follow(
+        self, name: str, namespace: str | None, *, events: bool, events_interval: float, operator_grace: float | None, timeout: float | None, stop: threading.Event | None = None
+    ) -> Iterator[JobUpdate]:
+        """``stop``: set by :class:`AsyncClient` when its consumer went away; the loop then ends after the
+        watch window in flight (at most 30 s: the server ends it) instead of watching on in its worker."""
+        stopped = stop.is_set if stop is not None else (lambda: False)
         ns = namespace or self.namespace
         raw = self._get_raw(name, ns, "watch")
         started = time.monotonic()
@@ -586,7 +593,7 @@ class Client:
             return
         while True:
             now = time.monotonic()
-            if timeout is not None and now - started >= timeout:
+            if stopped() or (timeout is not None and now - started >= timeout):
                 return
             if operator_grace is not None and now - started >= operator_grace and not _observed(job):
                 raise OperatorNotRunning(
@@ -611,6 +618,8 @@ class Client:
             try:
                 with self._http.open(terminal.jobs_path(ns), params, timeout=seconds + 30) as resp:
                     for line in resp:
+                        if stopped():
+                            return
                         if not line.strip():
                             continue
                         event = json.loads(line)
@@ -638,9 +647,11 @@ class Client:
             except terminal.ApiError as exc:
                 if exc.status in (401, 403, 404):
                     raise self._error(exc, ns, "watch") from None
-                time.sleep(1.0)  # a dropped connection: watch again
-            except (OSError, ValueError):
-                time.sleep(1.0)
+                (stop or threading.Event()).wait(1.0)  # a dropped connection: watch again
+            except (OSError, ValueError, http.client.HTTPException):
+                # A stream cut mid-chunk (a proxy or load balancer closing an idle connection) is
+                # http.client.IncompleteRead, an HTTPException and not an OSError: watch again.
+                (stop or threading.Event()).wait(1.0)
             if not rv:
                 try:
                     raw = self._get_raw(name, ns, "watch")
@@ -895,19 +906,46 @@ class AsyncClient:
         self, name: str, namespace: str | None = None, *, events: bool = False, events_interval: float = 5.0, operator_grace: float | None = None, timeout: float | None = None
     ) -> AsyncIterator[JobUpdate]:
         """:meth:`Client.watch` as an async iterator."""
-        return _in_thread(self.sync.watch(name, namespace, events=events, events_interval=events_interval, operator_grace=operator_grace, timeout=timeout))
+        stop = threading.Event()
+        updates = self.sync._follow(name, namespace, events=events, events_interval=events_interval, operator_grace=operator_grace, timeout=timeout, stop=stop)
+        return _in_thread(updates, stop)
 
 
-async def _in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
-    """A blocking iterator, advanced in a worker thread one item at a time; closed when the consumer stops."""
+async def _in_thread(iterator: Iterator[T], stop: threading.Event | None = None) -> AsyncIterator[T]:
+    """A blocking iterator, advanced in a worker thread one item at a time; closed when the consumer stops.
+
+    A consumer that is cancelled (``asyncio.timeout``, ``wait_for``, a cancelled task) leaves the step in
+    flight running in its worker: a thread cannot be interrupted, and closing a generator while it runs
+    raises ``ValueError: generator already executing`` in place of the cancellation.  So the iterator is
+    closed by a thread of its own once that step returns (its HTTP stream with it), and the consumer
+    gets its CancelledError / TimeoutError at once; ``stop`` is set then, for an iterator that would
+    otherwise block on (a watch) to end at its next look."""
     done = object()
+    lock = threading.Lock()  # one step or the close at a time
+
+    def step() -> Any:
+        with lock:
+            return next(iterator, done)
+
+    def close() -> None:
+        with lock:
+            closer = getattr(iterator, "close", None)
+            if closer is not None:
+                closer()
+
+    in_flight = False
     try:
         while True:
-            item = await asyncio.to_thread(next, iterator, done)
+            in_flight = True
+            item = await asyncio.to_thread(step)
+            in_flight = False
             if item is done:
                 return
-            yield item  # type: ignore[misc]
+            yield item
     finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
+        if stop is not None:
+            stop.set()
+        if in_flight:
+            threading.Thread(target=close, name="kubetune-close", daemon=True).start()
+        else:
             await asyncio.to_thread(close)

@@ -198,6 +198,22 @@ async def test_async_client_creates_watches_and_waits_without_blocking_the_loop(
         await client.get("qwen-lora")
 
 
+async def test_an_async_watch_cancelled_by_a_timeout_raises_the_timeout_and_stops_watching(cluster: Cluster, tmp_path: Path) -> None:
+    """``asyncio.timeout`` around ``async for ... in client.watch(...)`` is how pipelines bound a wait: the
+    consumer gets TimeoutError (not "ValueError: generator already executing" from closing the watch
+    while its worker still reads it), and the watch in the worker thread ends too (no watch left open)."""
+    client = await call(kubetune.AsyncClient, kubeconfig=str(kubeconfig(cluster, tmp_path / "kubeconfig")))
+    await client.create(lora_job())  # no operator: the job stays Pending, the watch blocks in its worker
+    seen: list[str] = []
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.5):
+            async for update in client.watch("qwen-lora", events=True, events_interval=1.0, timeout=120):
+                seen.append(update.kind)
+    assert seen and seen[0] == "status"
+    # The worker stops at its next look (each watch window here is 1 s), not when the 120 s run out.
+    await eventually(lambda: cluster.watching.get("finetunejobs", 0) == 0, timeout=10, what="the SDK's watch closed")
+
+
 async def test_a_job_the_model_refuses_still_reads_and_waits_to_its_invalid_spec_failure(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
     """Stored under an older CRD (no schema): the operator fails it with InvalidSpec; get/list/watch/wait
     and `kubetune get` still show it, as they showed it before the SDK."""

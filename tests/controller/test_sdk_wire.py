@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -137,6 +138,38 @@ def test_a_422_names_each_refused_field_as_a_problem(tmp_path: Path) -> None:
 
 
 # --- watch: a stream cut by a proxy -------------------------------------------------------------------
+
+
+def test_wait_survives_a_watch_stream_cut_mid_chunk(tmp_path: Path) -> None:
+    """A proxy or load balancer that drops the connection in the middle of a chunk makes http.client raise
+    IncompleteRead (an HTTPException, not an OSError) while the watch is read: wait() watches again from
+    the last resourceVersion and sees the job succeed."""
+    watches: list[str] = []
+
+    def handle(h: http.server.BaseHTTPRequestHandler) -> None:
+        if h.path == JOB_PATH:
+            return reply(h, 200, stored_job("Running", "10"))
+        if "watch=true" not in h.path:
+            return reply(h, 404, {"kind": "Status", "code": 404, "message": "unexpected " + h.path})
+        watches.append(h.path)
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        if len(watches) == 1:
+            h.wfile.write(b"400\r\n{\"type\":\"MODI")  # a chunk announced as 1024 bytes, then the connection is gone
+            h.wfile.flush()
+            h.connection.shutdown(socket.SHUT_RDWR)
+            h.close_connection = True
+            return
+        event = json.dumps({"type": "MODIFIED", "object": stored_job("Succeeded", "11")}).encode() + b"\n"
+        h.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(event), event))
+
+    with serve(handle) as url:
+        client = kubetune.Client(kubeconfig=kubeconfig(tmp_path / "kc", url))
+        final = client.wait("qwen-lora", timeout=60)
+    assert final.status is not None and final.status.phase == "Succeeded"
+    assert len(watches) == 2 and all("resourceVersion=10" in w for w in watches), "resumed from the last version seen"
 
 
 # --- credentials: redirects, proxies, rotated client certificates -------------------------------------
