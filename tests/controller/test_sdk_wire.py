@@ -5,10 +5,12 @@ standard-library HTTP server in a thread plays each; every answer cites where th
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import json
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -175,3 +177,126 @@ def test_wait_survives_a_watch_stream_cut_mid_chunk(tmp_path: Path) -> None:
 # --- credentials: redirects, proxies, rotated client certificates -------------------------------------
 
 
+def test_a_redirect_to_another_host_does_not_carry_the_bearer_token(tmp_path: Path) -> None:
+    """Go's HTTP client (kubectl's) keeps Authorization on a redirect only to the same host or a subdomain
+    (net/http/client.go shouldCopyHeaderOnRedirect); urllib would send it anywhere.  E.g. a gateway in front
+    of the API server that sends the client to a login page on another host."""
+    seen: dict[str, str | None] = {}
+
+    def elsewhere(h: http.server.BaseHTTPRequestHandler) -> None:
+        seen[h.path] = h.headers.get("Authorization")
+        reply(h, 200, stored_job("Running", "10"))
+
+    with serve(elsewhere) as other:
+        targets = {"/other-host": other.replace("127.0.0.1", "localhost") + "/login"}
+
+        def api(h: http.server.BaseHTTPRequestHandler) -> None:
+            seen[h.path] = h.headers.get("Authorization")
+            if h.path in targets:
+                h.send_response(302)
+                h.send_header("Location", targets[h.path])
+                h.send_header("Content-Length", "0")
+                h.end_headers()
+                return
+            reply(h, 200, stored_job("Running", "10"))
+
+        with serve(api) as url:
+            targets["/same-host"] = url + "/landing"
+            client = kubetune.Client(kubeconfig=kubeconfig(tmp_path / "kc", url))
+            for path in ("/other-host", "/same-host"):
+                client._http.get(path)
+    assert seen["/other-host"] == seen["/same-host"] == "Bearer s3cret-token"
+    assert seen["/login"] is None, "the token went to another host"
+    assert seen["/landing"] == "Bearer s3cret-token", "a redirect on the same host keeps it, as kubectl's does"
+
+
+def test_the_kubeconfigs_proxy_url_carries_every_request(tmp_path: Path) -> None:
+    """clusters[].cluster.proxy-url (read by the kubernetes package's loader: config/kube_config.py:526-527):
+    kubectl sends that cluster's requests through it.  Here the API server's name does not even resolve:
+    only the proxy can reach it."""
+    proxied: list[str] = []
+
+    def proxy(h: http.server.BaseHTTPRequestHandler) -> None:
+        proxied.append(h.path)  # a forward proxy gets the absolute URL
+        if h.path == "http://kubernetes.invalid:6443" + JOB_PATH:
+            return reply(h, 200, stored_job("Running", "10"))
+        reply(h, 502, {"message": "bad gateway"})
+
+    with serve(proxy) as url:
+        config = kubeconfig(tmp_path / "kc", "http://kubernetes.invalid:6443", cluster_extra=f', proxy-url: "{url}"')
+        job = kubetune.Client(kubeconfig=config).get("qwen-lora")
+    assert job.name == "qwen-lora" and proxied == ["http://kubernetes.invalid:6443" + JOB_PATH]
+
+
+def _ca_and_certs(tmp_path: Path) -> dict[str, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-ca")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1)).add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    out: dict[str, Path] = {"ca": tmp_path / "ca.crt"}
+    out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for cn in ("server", "user-1", "user-2"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])).issuer_name(ca_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(hours=1))
+        )
+        if cn == "server":
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        out[cn + ".crt"] = tmp_path / f"{cn}.crt"
+        out[cn + ".key"] = tmp_path / f"{cn}.key"
+        out[cn + ".crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[cn + ".key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return out
+
+
+def test_an_exec_plugins_new_client_certificate_is_used_after_a_401(tmp_path: Path) -> None:
+    """An exec plugin may answer with a client certificate (ExecCredential status.clientCertificateData /
+    clientKeyData; teleport's tsh does).  When the API server refuses the old one (401), the SDK runs the
+    plugin again and must present the new certificate, not the TLS context built for the first."""
+    files = _ca_and_certs(tmp_path)
+    runs = tmp_path / "runs"
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(
+        f"""import json, pathlib
+runs = pathlib.Path({str(runs)!r})
+n = int(runs.read_text()) + 1 if runs.exists() else 1
+runs.write_text(str(n))
+user = "user-1" if n == 1 else "user-2"
+d = pathlib.Path({str(tmp_path)!r})
+print(json.dumps({{"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+    "status": {{"clientCertificateData": (d / f"{{user}}.crt").read_text(), "clientKeyData": (d / f"{{user}}.key").read_text()}}}}))
+""",
+        encoding="utf-8",
+    )
+    users: list[str] = []
+
+    def handle(h: http.server.BaseHTTPRequestHandler) -> None:
+        peer = h.connection.getpeercert() or {}  # type: ignore[attr-defined]
+        cn = next((v for rdn in peer.get("subject", ()) for k, v in rdn if k == "commonName"), "")
+        users.append(cn)
+        if cn != "user-2":  # user-1's certificate was revoked: 401, as for an expired credential
+            return reply(h, 401, {"kind": "Status", "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401}, {"Connection": "close"})
+        reply(h, 200, stored_job("Running", "10"), {"Connection": "close"})
+
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(files["ca"]))
+    tls.load_cert_chain(str(files["server.crt"]), str(files["server.key"]))
+    tls.verify_mode = ssl.CERT_REQUIRED
+    with serve(handle, tls) as url:
+        user = f"{{exec: {{apiVersion: client.authentication.k8s.io/v1, command: {sys.executable}, args: [{plugin}], interactiveMode: Never}}}}"
+        config = kubeconfig(tmp_path / "kc", url, user=user, cluster_extra=f', certificate-authority: "{files["ca"]}"')
+        job = kubetune.Client(kubeconfig=config).get("qwen-lora")
+    assert job.name == "qwen-lora" and users == ["user-1", "user-2"]

@@ -59,6 +59,9 @@ class Connection:
     cert_path: str | None = None
     key_path: str | None = None
     insecure: bool = False
+    proxy: str | None = None
+    """The kubeconfig cluster's ``proxy-url`` (kubectl sends every request of that cluster through it);
+    read by the SDK's client (kubetune.terminal), not yet by the operator's aiohttp session."""
     default_namespace: str | None = None
     kubeconfig: str | None = None
     """The kubeconfig file these credentials came from, reloaded to refresh them."""
@@ -130,6 +133,7 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
         cert_path=cfg.cert_file,
         key_path=cfg.key_file,
         insecure=not cfg.verify_ssl,
+        proxy=getattr(cfg, "proxy", None) or None,  # kubernetes/config/kube_config.py: clusters[].cluster.proxy-url
         default_namespace=(context or {}).get("context", {}).get("namespace"),
         kubeconfig=first,
         expires_at=expiry.timestamp() if expiry is not None else None,
