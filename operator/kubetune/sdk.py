@@ -210,6 +210,20 @@ def _from_api_error(exc: terminal.ApiError, *, server: str, namespace: str | Non
         return KubetuneError(f"{exc.message} (404)", f"create the namespace first (kubectl create namespace {missing}), or pass namespace=... naming one that exists", status=404)
     if exc.status == 404:
         return JobNotFound(f"{exc.message} (404)", status=404)
+    if exc.status == 409 and any(
+        isinstance(c, dict) and c.get("field") == ".spec.suspend" and str(c.get("message") or "").startswith(f'conflict with "{FIELD_MANAGER}" using ')
+        for c in exc.details.get("causes") or []
+    ):
+        # Server-side apply tells managers apart by name AND operation (BuildManagerIdentifier,
+        # k8s.io/apimachinery/pkg/util/managedfields/internal/managedfields.go:134-156 @ v0.36.3): the merge
+        # patch of suspend()/resume() is manager "kubetune" with operation Update, which took spec.suspend
+        # from this client's applies; conflict.go:33-89 names it 'conflict with "kubetune" using <apiVersion>'.
+        return Conflict(
+            f"{exc.message} (409)",
+            "spec.suspend was last set by suspend() or resume(): leave suspend out of the job to keep that, or "
+            "create(job, force=True) to apply the job's own suspend value",
+            status=409,
+        )
     if exc.status == 409:
         return Conflict(f"{exc.message} (409)", "another field manager owns these fields: create(job, force=True) takes them over (as kubectl apply --server-side --force-conflicts)", status=409)
     if exc.status in (400, 422):

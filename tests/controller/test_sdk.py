@@ -397,6 +397,23 @@ async def test_an_apply_over_another_managers_field_conflicts_until_forced(clust
     assert forced.spec.export.enabled is False
 
 
+async def test_applying_a_suspended_job_again_after_resume_says_resume_owns_suspend(cluster: Cluster, tmp_path: Path) -> None:
+    """A job created with suspend: true, resumed (merge patch: manager "kubetune", operation Update), then
+    created again from the same manifest: server-side apply counts (kubetune, Update) as another manager
+    (managedfields.go BuildManagerIdentifier), so the API server answers 409 'conflict with "kubetune" using
+    kubetune.io/v1alpha1: .spec.suspend'.  The hint says what happened, not "another field manager"."""
+    client = await client_for(cluster, tmp_path)
+    await call(client.create, lora_job(suspend=True))
+    await call(client.resume, "qwen-lora")
+    with pytest.raises(kubetune.Conflict) as err:
+        await call(client.create, lora_job(suspend=True))
+    assert 'conflict with "kubetune" using kubetune.io/v1alpha1: .spec.suspend' in err.value.message
+    assert "suspend() or resume()" in err.value.hint and "another field manager" not in err.value.hint
+    assert (cluster.read(*FTJ, NS, "qwen-lora") or {})["spec"]["suspend"] is False, "the resume stands"
+    await call(client.create, lora_job(suspend=True), force=True)
+    assert (cluster.read(*FTJ, NS, "qwen-lora") or {})["spec"]["suspend"] is True
+
+
 # --- the package root, plan, build ------------------------------------------------------------------
 
 
