@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import sys
 from collections.abc import Callable
@@ -103,6 +104,33 @@ async def test_suspend_resume_and_delete_through_the_operator(cluster: Cluster, 
 
 
 # --- watch / wait -----------------------------------------------------------------------------------
+
+
+async def test_delete_then_create_again_never_adopts_the_old_run(cluster: Cluster, operator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """delete() is background propagation (the default for custom resources: apiserver
+    registry/generic/registry/store.go:886-980 @ v0.36.3): the job is gone at once, its PyTorchJob only when
+    the garbage collector gets to it.  A notebook that deletes and creates again at once (to change the
+    learning rate, say) must not get the old run, still training with the old spec, as the new job's child:
+    the operator waits for the collector, then creates a fresh PyTorchJob."""
+    caplog.set_level(logging.INFO, logger="kubetune.operator.act")
+    await operator()
+    client = await client_for(cluster, tmp_path)
+    await call(client.create, lora_job())
+    await training_started(cluster, NS)
+    old_ptj = (cluster.read(*PTJ, NS, "qwen-lora") or {})["metadata"]["uid"]
+    await call(client.delete, "qwen-lora")  # the emulator's collector is off: the child stays for now
+    new_uid = (await call(client.create, lora_job(training={"learningRate": 5e-5}))).metadata.uid
+
+    def owners() -> list[str]:
+        return [r["uid"] for r in ((cluster.read(*PTJ, NS, "qwen-lora") or {}).get("metadata") or {}).get("ownerReferences") or []]
+
+    waiting = "still belongs to a previous FineTuneJob"
+    await eventually(lambda: new_uid in owners() or waiting in caplog.text, what="the operator reconciling the new job")
+    assert new_uid not in owners(), "the new job adopted the old, still running PyTorchJob"
+    async with cluster._cond():  # the garbage collector's turn
+        cluster._collect_garbage()
+    await eventually(lambda: owners() == [new_uid], what="a PyTorchJob for the new job")
+    assert (cluster.read(*PTJ, NS, "qwen-lora") or {})["metadata"]["uid"] != old_ptj
 
 
 async def test_watch_and_wait_follow_a_job_to_success(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
