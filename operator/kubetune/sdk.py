@@ -193,9 +193,11 @@ def _from_api_error(exc: terminal.ApiError, *, server: str, namespace: str | Non
     if exc.status == 401:
         return Unauthorized(f"{exc.message} (401)", "the API server refused the kubeconfig's credentials: log in again (or renew the token) and retry", status=401)
     if exc.status == 403:
+        verbs = verb.split(" and ")
+        scope = f"finetunejobs.kubetune.io{' -n ' + namespace if namespace else ' -A'}"
         return Forbidden(
             f"{exc.message} (403)",
-            f"ask a cluster admin to grant {verb} on finetunejobs.kubetune.io{where} (check with: kubectl auth can-i {verb} finetunejobs.kubetune.io{' -n ' + namespace if namespace else ' -A'})",
+            f"ask a cluster admin to grant {verb} on finetunejobs.kubetune.io{where} (check with: {'; '.join(f'kubectl auth can-i {v} {scope}' for v in verbs)})",
             status=403,
         )
     if exc.status == 404 and crd_missing:
@@ -486,7 +488,9 @@ class Client:
         try:
             stored = self._http.send("PATCH", terminal.jobs_path(ns, name), applied, params, content_type="application/apply-patch+yaml")
         except terminal.ApiError as exc:
-            raise self._error(exc, ns, "patch") from None
+            # An apply is authorized as patch, and as create too when the job does not exist yet
+            # (patch.go:203-232 withAuthorization of verb "create", update.go:258-281 @ apiserver v0.36.3).
+            raise self._error(exc, ns, "create and patch") from None
         return read_job(stored)
 
     def get(self, name: str, namespace: str | None = None) -> FineTuneJob:

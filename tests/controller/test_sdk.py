@@ -400,6 +400,18 @@ async def test_rbac_denial_raises_forbidden_naming_the_permission(cluster: Clust
     assert code == 2 and stderr == f"kubetune get: {err.value}\n"
 
 
+async def test_a_forbidden_create_names_both_verbs_an_apply_needs(cluster: Cluster, tmp_path: Path) -> None:
+    """A server-side apply is authorized as patch and, when the job does not exist yet, as create too
+    (apiserver endpoints/handlers/patch.go:203-232, update.go:258-281 @ v0.36.3): a role with patch but
+    not create is refused with 'cannot create resource', so 'can-i patch' alone would say yes."""
+    client = await client_for(cluster, tmp_path)
+    cluster.inject("patch", "finetunejobs", 403)
+    with pytest.raises(kubetune.Forbidden) as err:
+        await call(client.create, lora_job())
+    assert "kubectl auth can-i create finetunejobs.kubetune.io -n team-a" in err.value.hint
+    assert "kubectl auth can-i patch finetunejobs.kubetune.io -n team-a" in err.value.hint
+
+
 async def test_a_bad_spec_is_refused_before_sending_and_a_422_is_typed_too(cluster: Cluster, tmp_path: Path) -> None:
     client = await client_for(cluster, tmp_path)
     bad = example_job("broken", NS, method="qlora")  # qlora without spec.quantization
