@@ -484,6 +484,7 @@ class Client:
         checked, problems = validate_object(applied)
         if problems or checked is None:
             raise InvalidSpec(f"FineTuneJob {ns}/{name} is invalid", "fix the fields named above; the job was not sent", problems=[str(p) for p in problems])
+        self._refuse_changes_to_a_finished_job(ns, name, applied["spec"])
         params = {"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict", **({"force": "true"} if force else {})}
         try:
             stored = self._http.send("PATCH", terminal.jobs_path(ns, name), applied, params, content_type="application/apply-patch+yaml")
@@ -492,6 +493,26 @@ class Client:
             # (patch.go:203-232 withAuthorization of verb "create", update.go:258-281 @ apiserver v0.36.3).
             raise self._error(exc, ns, "create and patch") from None
         return read_job(stored)
+
+    def _refuse_changes_to_a_finished_job(self, ns: str, name: str, spec: Any) -> None:
+        """A finished job never runs again (the operator's first rule: controller/decide.py), so an apply that
+        changes its spec would be stored and then ignored -- and ``wait`` would return the old result at
+        once.  That is the notebook loop "fix the spec, run the cell again": say so instead.  ``spec.serve``
+        (which follows a Succeeded job) and ``spec.suspend`` may change."""
+        try:
+            current = self._http.get(terminal.jobs_path(ns, name))
+        except terminal.ApiError:
+            return  # no such job (or not readable): the apply says what is wrong
+        status = current.get("status") or {}
+        if status.get("phase") not in ("Succeeded", "Failed") or not status.get("job"):
+            return
+        changed = [p for p in _changed_paths(spec, current.get("spec") or {}, "spec") if p.split(".")[1].split("[")[0] not in ("serve", "suspend")]
+        if changed:
+            raise KubetuneError(
+                f"FineTuneJob {ns}/{name} already {status['phase']}: a finished job never runs again, so the change to "
+                f"{', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''} would be stored and ignored",
+                f"delete it first (client.delete({name!r}), then create), or create the changed job under another name",
+            )
 
     def get(self, name: str, namespace: str | None = None) -> FineTuneJob:
         """The FineTuneJob ``name`` with its status. Raises :class:`JobNotFound`, :class:`CRDNotInstalled`..."""
@@ -801,6 +822,16 @@ def _log_error(exc: terminal.ApiError, pod: str | None) -> NoPodYet | None:
     if exc.status != 400:
         return None
     return NoPodYet(f"{exc.message} (400)", f"pod {pod} has not started its container yet: kubetune watch NAME shows why; ask again once it runs", status=400)
+
+
+def _changed_paths(applied: Any, stored: Any, path: str) -> list[str]:
+    """The paths where ``applied`` (what an apply sets) differs from ``stored``; fields only ``stored`` has
+    (the CRD's defaults, other managers' fields) are no change."""
+    if isinstance(applied, dict) and isinstance(stored, dict):
+        return [p for k, v in applied.items() for p in _changed_paths(v, stored.get(k), f"{path}.{k}")]
+    if isinstance(applied, list) and isinstance(stored, list) and len(applied) == len(stored):
+        return [p for i, (a, b) in enumerate(zip(applied, stored)) for p in _changed_paths(a, b, f"{path}[{i}]")]
+    return [] if applied == stored else [path]
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:

@@ -133,6 +133,26 @@ async def test_delete_then_create_again_never_adopts_the_old_run(cluster: Cluste
     assert (cluster.read(*PTJ, NS, "qwen-lora") or {})["metadata"]["uid"] != old_ptj
 
 
+async def test_changing_a_finished_job_is_refused_not_silently_ignored(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+    """A finished job never runs again (controller/decide.py, rule 1).  The training fields are immutable
+    (the CRD's CEL transition rules refuse them, 422), but the rest (spec.export, scheduling, image...) may
+    change: such an apply on a finished job was stored and ignored, and wait() handed back the old result at
+    once.  create() says so; the same job again (an idempotent re-run of the cell) is still fine."""
+    await operator()
+    client = await client_for(cluster, tmp_path)
+    await call(client.create, lora_job())
+    await training_started(cluster, NS)
+    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Failed", "OOMKilled", "out of memory")
+    await eventually(lambda: phase(cluster) == "Failed", what="phase Failed")
+    generation = (cluster.read(*FTJ, NS, "qwen-lora") or {})["metadata"]["generation"]
+    with pytest.raises(kubetune.KubetuneError) as err:
+        await call(client.create, lora_job(export={"enabled": False}))
+    assert "already Failed" in err.value.message and "spec.export.enabled" in err.value.message
+    assert "client.delete('qwen-lora')" in err.value.hint
+    assert (cluster.read(*FTJ, NS, "qwen-lora") or {})["metadata"]["generation"] == generation, "nothing was applied"
+    assert (await call(client.create, lora_job())).status.phase == "Failed"  # type: ignore[union-attr]
+
+
 async def test_watch_and_wait_follow_a_job_to_success(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
     await operator()
     client = await client_for(cluster, tmp_path)
