@@ -53,6 +53,7 @@ import importlib
 import json
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -370,6 +371,9 @@ class MetricRows(list[dict[str, Any]]):
     ``epoch``, ``percentage``...), one per logged step, oldest first; ``source`` says where they were read."""
 
     source: str = ""
+    from_start: bool = True
+    """False when the rows come from a pod log the kubelet has rotated: the earlier steps are missing
+    (:meth:`Client.metrics` then also warns, and ``source`` says from which step on)."""
 
     def losses(self) -> list[tuple[int, float]]:
         """(step, loss) of every row that has a loss."""
@@ -761,26 +765,44 @@ class Client:
     def metrics(self, name: str, namespace: str | None = None) -> MetricRows:
         """The job's logged steps as trainer_log.jsonl-style rows (``current_steps``, ``loss``, ``lr``...):
         from rank 0's progress lines while its pod exists, else the one latest point in status (the whole
-        history is also trainer_log.jsonl in the job's outputs folder: :func:`read_trainer_log`)."""
+        history is also trainer_log.jsonl in the job's outputs folder: :func:`read_trainer_log`).  A pod
+        log the kubelet has rotated (10Mi by default) holds only the later steps: the rows' ``from_start``
+        is then False, their ``source`` says from which step, and a warning says so."""
         ns = namespace or self.namespace
         raw = self._get_raw(name, ns, "get")
+        pod: str | None = None
+        text = ""
         try:
             pod, container, _ = terminal.find_pod(self._http, ns, raw, None)
-            text = ""
             if pod is not None:
                 with self._http.open(f"/api/v1/namespaces/{ns}/pods/{pod}/log", {"container": container}, timeout=120) as resp:
                     text = resp.read().decode("utf-8", "replace")
         except terminal.ApiError as exc:
-            if _log_error(exc, pod) is None:
+            if pod is None or _log_error(exc, pod) is None:
                 raise self._error(exc, ns, "get") from None
             text = ""  # the container has written no log yet: the status's latest point, below
         by_step: dict[int, dict[str, Any]] = {}  # the newest row of each step (a resumed run logs steps again)
+        from_start = False
         for line in text.splitlines():
             parsed = parse_line(line)
             if parsed is not None and parsed.kind == "progress" and isinstance(parsed.data.get("step"), int):
                 by_step[parsed.data["step"]] = {k: parsed.data[src] for src, k in _PROGRESS_TO_TRAINER_LOG.items() if src in parsed.data}
+            elif parsed is not None and parsed.kind == "stage" and parsed.data.get("stage") == "train" and parsed.data.get("event") == "start":
+                from_start = True  # trainer/main.py writes it before the first step (trainer/stages.py)
         if by_step:
-            return _rows([by_step[s] for s in sorted(by_step)], f"pod {ns}/{pod} log")
+            source = f"pod {ns}/{pod} log"
+            if not from_start:
+                # The kubelet rotates a container's log at containerLogMaxSize (10Mi by default:
+                # pkg/kubelet/apis/config/v1beta1/defaults.go:258-259) and pods/log reads only the current
+                # file ("It will not retrieve logs in rotated log file": k8s.io/cri-client/pkg/logs/logs.go:44-45;
+                # Kubernetes 1.36 vendored in openshift/microshift @ 8e16b12): no train-start line means
+                # the steps before the first row here are gone from the log.
+                first = min(by_step)
+                source += f" since the kubelet rotated it: steps before {first} are not in it (trainer_log.jsonl in the job's outputs volume has them all)"
+                warnings.warn(f"FineTuneJob {ns}/{name}: {source}", stacklevel=2)
+            rows = _rows([by_step[s] for s in sorted(by_step)], source)
+            rows.from_start = from_start
+            return rows
         progress = (raw.get("status") or {}).get("progress") or {}
         row = {k: progress[src] for src, k in _PROGRESS_TO_TRAINER_LOG.items() if src in progress} if isinstance(progress, dict) else {}
         return _rows([row] if "current_steps" in row else [], f"FineTuneJob {ns}/{name} status")
