@@ -791,12 +791,13 @@ class Client:
                 from_start = True  # trainer/main.py writes it before the first step (trainer/stages.py)
         if by_step:
             source = f"pod {ns}/{pod} log"
+            from_start = from_start or min(by_step) <= 1
             if not from_start:
                 # The kubelet rotates a container's log at containerLogMaxSize (10Mi by default:
                 # pkg/kubelet/apis/config/v1beta1/defaults.go:258-259) and pods/log reads only the current
                 # file ("It will not retrieve logs in rotated log file": k8s.io/cri-client/pkg/logs/logs.go:44-45;
-                # Kubernetes 1.36 vendored in openshift/microshift @ 8e16b12): no train-start line means
-                # the steps before the first row here are gone from the log.
+                # Kubernetes 1.36 vendored in openshift/microshift @ 8e16b12): no train-start line, and a
+                # first step past 1, mean the steps before the first row here are gone from the log.
                 first = min(by_step)
                 source += f" since the kubelet rotated it: steps before {first} are not in it (trainer_log.jsonl in the job's outputs volume has them all)"
                 warnings.warn(f"FineTuneJob {ns}/{name}: {source}", stacklevel=2)
