@@ -559,12 +559,21 @@ class Client:
         return read_job(stored)
 
     def events(self, name: str, namespace: str | None = None) -> builtins.list[JobEvent]:
-        """The Events about the job, oldest first."""
+        """The Events about the job, oldest first (those of the job now under that name; all of the name's
+        when there is none)."""
         ns = namespace or self.namespace
-        return [_event(e) for e in self._raw_events(name, ns)]
+        try:
+            uid = read_job(self._get_raw(name, ns, "get")).metadata.uid
+        except JobNotFound:
+            uid = None
+        return [_event(e) for e in self._raw_events(name, ns, uid)]
 
-    def _raw_events(self, name: str, ns: str) -> Items:
-        selector = {"fieldSelector": f"involvedObject.kind={contract.KIND},involvedObject.name={name}"}
+    def _raw_events(self, name: str, ns: str, uid: str | None = None) -> Items:
+        # By uid as well when it is known, as kubectl describe does (client-go kubernetes/typed/core/v1/
+        # event_expansion.go:200; the field is selectable: pkg/registry/core/event/strategy.go:113-126):
+        # Events outlive their object, and a job deleted and created again under the same name would
+        # otherwise show its predecessor's Warnings (an OOMKilled of the last run) as its own.
+        selector = {"fieldSelector": f"involvedObject.kind={contract.KIND},involvedObject.name={name}" + (f",involvedObject.uid={uid}" if uid else "")}
         try:
             items = [e for e in self._http.get(f"/api/v1/namespaces/{ns}/events", selector).get("items") or [] if isinstance(e, dict)]
         except terminal.ApiError as exc:
@@ -619,7 +628,7 @@ class Client:
         next_events = 0.0
 
         def new_events() -> Iterator[JobUpdate]:
-            for e in self._raw_events(name, ns):
+            for e in self._raw_events(name, ns, job.metadata.uid):
                 key = terminal._event_key(e)
                 if key not in seen_events:
                     seen_events.add(key)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from conftest import FTJ, PTJ, ROOT, eventually, example_job, training_started
+from conftest import EVENTS, FTJ, PTJ, ROOT, eventually, example_job, training_started
 from emulator import Cluster
 from kubeflow import progress_line, set_condition, stage_line, start_pod
 from test_terminal import kubeconfig, run_cli
@@ -151,6 +151,32 @@ async def test_changing_a_finished_job_is_refused_not_silently_ignored(cluster: 
     assert "client.delete('qwen-lora')" in err.value.hint
     assert (cluster.read(*FTJ, NS, "qwen-lora") or {})["metadata"]["generation"] == generation, "nothing was applied"
     assert (await call(client.create, lora_job())).status.phase == "Failed"  # type: ignore[union-attr]
+
+
+async def test_events_are_the_jobs_own_not_its_predecessors_of_the_same_name(cluster: Cluster, tmp_path: Path) -> None:
+    """Events outlive their object.  After a delete and a new create under the same name, the old run's
+    Warnings (OOMKilled, say) must not show as the new job's: events() and watch(events=True) select by
+    the job's uid too, as kubectl describe does (client-go event_expansion.go; strategy.go ToSelectableFields)."""
+    client = await client_for(cluster, tmp_path)
+    old_uid = (await call(client.create, lora_job())).metadata.uid
+
+    def event(uid: str | None, reason: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Event", "metadata": {"name": f"qwen-lora.{reason.lower()}", "namespace": NS}, "type": "Warning", "reason": reason,
+                "message": reason, "involvedObject": {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "name": "qwen-lora", "namespace": NS, "uid": uid}}
+
+    await cluster.put_object(*EVENTS, event(old_uid, "OOMKilled"))
+    await call(client.delete, "qwen-lora")
+    new_uid = (await call(client.create, lora_job())).metadata.uid
+    await cluster.put_object(*EVENTS, event(new_uid, "ImagePullBackOff"))
+    assert [e.reason for e in await call(client.events, "qwen-lora")] == ["ImagePullBackOff"]
+    def first_updates() -> list[Any]:
+        updates = client.watch("qwen-lora", events=True, events_interval=60)
+        return [next(updates), next(updates)]  # the status now, then the Events so far
+
+    first = await call(first_updates)
+    assert [u.event.reason if u.event else u.kind for u in first] == ["status", "ImagePullBackOff"]
+    await call(client.delete, "qwen-lora")  # gone: every Event of the name
+    assert sorted(e.reason for e in await call(client.events, "qwen-lora")) == ["ImagePullBackOff", "OOMKilled"]
 
 
 async def test_watch_and_wait_follow_a_job_to_success(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
