@@ -756,7 +756,14 @@ class Client:
         except terminal.ApiError as exc:
             raise _log_error(exc, pod) or self._error(exc, ns, "get") from None
         with resp:
-            yield from iter(lambda: resp.read1(65536), b"")
+            try:
+                yield from iter(lambda: resp.read1(65536), b"")
+            except (OSError, http.client.HTTPException) as exc:
+                # A follow that a proxy or load balancer cuts (idle timeout) ends mid-chunk: IncompleteRead.
+                raise KubetuneError(
+                    f"the log stream of pod {ns}/{pod} was cut: {type(exc).__name__}: {exc}",
+                    "read it again (tail=N to skip what was shown); a proxy in front of the API server may close idle streams",
+                ) from None
 
     @overload
     def logs(self, name: str, namespace: str | None = None, *, rank: int | None = None, follow: Literal[False] = False, tail: int | None = None) -> str: ...

@@ -174,6 +174,38 @@ def test_wait_survives_a_watch_stream_cut_mid_chunk(tmp_path: Path) -> None:
     assert len(watches) == 2 and all("resourceVersion=10" in w for w in watches), "resumed from the last version seen"
 
 
+def test_a_followed_log_cut_by_a_proxy_is_a_kubetune_error_not_a_raw_http_exception(tmp_path: Path) -> None:
+    """logs(follow=True) holds one stream for as long as the pod runs; a proxy that cuts it inside a chunk
+    raised http.client.IncompleteRead out of the SDK (and a traceback out of kubetune logs -f)."""
+
+    def handle(h: http.server.BaseHTTPRequestHandler) -> None:
+        if h.path == JOB_PATH:
+            job = stored_job("Running", "10")
+            job["status"]["job"] = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "qwen-lora"}
+            return reply(h, 200, job)
+        if h.path.startswith(f"/api/v1/namespaces/{NS}/pods?"):
+            return reply(h, 200, {"kind": "PodList", "items": [{"metadata": {"name": "qwen-lora-master-0", "creationTimestamp": "2026-12-07T00:00:00Z"}}]})
+        if h.path.startswith(f"/api/v1/namespaces/{NS}/pods/qwen-lora-master-0/log?"):
+            h.send_response(200)
+            h.send_header("Content-Type", "text/plain")
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            h.wfile.write(b"6\r\nstep 1\r\n" + b"400\r\nstep 2")  # then the connection is gone
+            h.wfile.flush()
+            h.connection.shutdown(socket.SHUT_RDWR)
+            h.close_connection = True
+            return
+        reply(h, 404, {"kind": "Status", "code": 404, "message": "unexpected " + h.path})
+
+    with serve(handle) as url:
+        client = kubetune.Client(kubeconfig=kubeconfig(tmp_path / "kc", url))
+        lines: list[str] = []
+        with pytest.raises(kubetune.KubetuneError) as err:
+            for line in client.logs("qwen-lora", follow=True):
+                lines.append(line)
+    assert "log stream of pod team-a/qwen-lora-master-0 was cut" in err.value.message and "IncompleteRead" in err.value.message
+
+
 # --- credentials: redirects, proxies, rotated client certificates -------------------------------------
 
 
