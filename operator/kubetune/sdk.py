@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import http.client
 import importlib
 import json
@@ -657,6 +658,8 @@ class Client:
             # The server ends each watch after timeoutSeconds; the next one resumes from the last
             # resourceVersion, so no change is missed and Events / deadlines are looked at in between.
             limits = [30.0]
+            if stop is not None:
+                limits.append(5.0)  # an async consumer that goes away is noticed within a window (see AsyncClient)
             if events:
                 limits.append(max(next_events - now, 0.0))
             if timeout is not None:
@@ -725,19 +728,13 @@ class Client:
         ``hint``) when it Fails, :class:`WaitTimeout` after ``timeout`` seconds, :class:`JobDeleted`, and
         :class:`OperatorNotRunning` when no operator observed it within ``operator_grace`` seconds."""
         last: JobUpdate | None = None
+        ns = namespace or self.namespace
         for update in self.watch(name, namespace, operator_grace=operator_grace, timeout=timeout, progress_bar=progress_bar):
             last = update
-            if update.kind == "deleted":
-                raise JobDeleted(f"FineTuneJob {namespace or self.namespace}/{name} was deleted while waiting for it")
-            if update.finished and update.job is not None:
-                if update.phase == "Failed":
-                    raise JobFailed(update.reason, update.message, _hint_for(update.reason), update.job)
-                return update.job
-        raise WaitTimeout(
-            f"FineTuneJob {namespace or self.namespace}/{name} did not finish within {timeout} s (phase {last.phase if last else 'unknown'})",
-            "wait again, or follow it with kubetune watch NAME",
-            job=last.job if last else None,
-        )
+            done = _wait_outcome(update, name, ns)
+            if done is not None:
+                return done
+        raise _wait_timeout(last, name, ns, timeout)
 
     def log_stream(self, name: str, namespace: str | None = None, *, rank: int | None = None, follow: bool = False, tail: int | None = None) -> Iterator[bytes]:
         """The raw log of the pod holding ``rank``'s output (None: rank 0's: PyTorchJob master, MPIJob
@@ -873,6 +870,25 @@ def _changed_paths(applied: Any, stored: Any, path: str) -> list[str]:
     return [] if applied == stored else [path]
 
 
+def _wait_outcome(update: JobUpdate, name: str, ns: str) -> FineTuneJob | None:
+    """What :meth:`Client.wait` makes of one update: the Succeeded job, an error raised, or None (wait on)."""
+    if update.kind == "deleted":
+        raise JobDeleted(f"FineTuneJob {ns}/{name} was deleted while waiting for it")
+    if update.finished and update.job is not None:
+        if update.phase == "Failed":
+            raise JobFailed(update.reason, update.message, _hint_for(update.reason), update.job)
+        return update.job
+    return None
+
+
+def _wait_timeout(last: JobUpdate | None, name: str, ns: str, timeout: float | None) -> WaitTimeout:
+    return WaitTimeout(
+        f"FineTuneJob {ns}/{name} did not finish within {timeout} s (phase {last.phase if last else 'unknown'})",
+        "wait again, or follow it with kubetune watch NAME",
+        job=last.job if last else None,
+    )
+
+
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
     pending = b""
     for chunk in chunks:
@@ -977,7 +993,18 @@ class AsyncClient:
         return await asyncio.to_thread(self.sync.events, name, namespace)
 
     async def wait(self, name: str, timeout: float | None = None, namespace: str | None = None, *, operator_grace: float | None = OPERATOR_GRACE_S) -> FineTuneJob:
-        return await asyncio.to_thread(self.sync.wait, name, timeout, namespace, operator_grace=operator_grace)
+        # Over :meth:`watch`, not Client.wait in one worker: a cancelled wait (asyncio.timeout, wait_for)
+        # then stops its watch too, instead of leaving a thread that waits on for hours (and keeps
+        # asyncio.run from returning: it joins the default executor's threads).
+        ns = namespace or self.namespace
+        last: JobUpdate | None = None
+        async with contextlib.aclosing(self.watch(name, namespace, operator_grace=operator_grace, timeout=timeout)) as updates:  # type: ignore[type-var]
+            async for update in updates:
+                last = update
+                done = _wait_outcome(update, name, ns)
+                if done is not None:
+                    return done
+        raise _wait_timeout(last, name, ns, timeout)
 
     async def metrics(self, name: str, namespace: str | None = None) -> MetricRows:
         return await asyncio.to_thread(self.sync.metrics, name, namespace)

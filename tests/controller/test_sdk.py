@@ -288,6 +288,18 @@ async def test_an_async_watch_cancelled_by_a_timeout_raises_the_timeout_and_stop
     await eventually(lambda: cluster.watching.get("finetunejobs", 0) == 0, timeout=10, what="the SDK's watch closed")
 
 
+async def test_an_async_wait_cancelled_by_a_timeout_stops_waiting_in_its_worker(cluster: Cluster, tmp_path: Path) -> None:
+    """``asyncio.timeout`` around ``await client.wait(name)`` (no timeout of its own): the waiter gets its
+    TimeoutError, and the wait does not go on in a worker thread -- watching for hours, and keeping
+    asyncio.run from returning, which joins the default executor's threads."""
+    client = await call(kubetune.AsyncClient, kubeconfig=str(kubeconfig(cluster, tmp_path / "kubeconfig")))
+    await client.create(lora_job())  # no operator: the job stays Pending
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.5):
+            await client.wait("qwen-lora", operator_grace=None)
+    await eventually(lambda: cluster.watching.get("finetunejobs", 0) == 0, timeout=15, what="the wait's watch closed")
+
+
 async def test_a_job_the_model_refuses_still_reads_and_waits_to_its_invalid_spec_failure(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
     """Stored under an older CRD (no schema): the operator fails it with InvalidSpec; get/list/watch/wait
     and `kubetune get` still show it, as they showed it before the SDK."""
