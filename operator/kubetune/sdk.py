@@ -48,9 +48,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
+import http.client
 import importlib
 import json
+import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -191,19 +195,52 @@ def _from_api_error(exc: terminal.ApiError, *, server: str, namespace: str | Non
     if exc.status == 401:
         return Unauthorized(f"{exc.message} (401)", "the API server refused the kubeconfig's credentials: log in again (or renew the token) and retry", status=401)
     if exc.status == 403:
+        verbs = verb.split(" and ")
+        scope = f"finetunejobs.kubetune.io{' -n ' + namespace if namespace else ' -A'}"
         return Forbidden(
             f"{exc.message} (403)",
-            f"ask a cluster admin to grant {verb} on finetunejobs.kubetune.io{where} (check with: kubectl auth can-i {verb} finetunejobs.kubetune.io{' -n ' + namespace if namespace else ' -A'})",
+            f"ask a cluster admin to grant {verb} on finetunejobs.kubetune.io{where} (check with: {'; '.join(f'kubectl auth can-i {v} {scope}' for v in verbs)})",
             status=403,
         )
     if exc.status == 404 and crd_missing:
         return CRDNotInstalled(f"the cluster at {server} does not serve FineTuneJobs ({contract.PLURAL}.{contract.GROUP} {contract.API_VERSION}): {exc.message} (404)", INSTALL_HINT, status=404)
+    if exc.status == 404 and exc.details.get("kind") == "namespaces":
+        # Writing into a namespace that does not exist: the NamespaceLifecycle admission plugin answers
+        # NotFound for the namespace itself (errors.NewNotFound: details.kind "namespaces") --
+        # k8s.io/apiserver/pkg/admission/plugin/namespace/lifecycle/admission.go:163-169 and
+        # k8s.io/apimachinery/pkg/api/errors/errors.go:145-157 (Kubernetes 1.36, vendored in
+        # openshift/microshift @ 8e16b12).  Not a missing job.
+        missing = exc.details.get("name") or namespace
+        return KubetuneError(f"{exc.message} (404)", f"create the namespace first (kubectl create namespace {missing}), or pass namespace=... naming one that exists", status=404)
     if exc.status == 404:
         return JobNotFound(f"{exc.message} (404)", status=404)
+    if exc.status == 409 and any(
+        isinstance(c, dict) and c.get("field") == ".spec.suspend" and str(c.get("message") or "").startswith(f'conflict with "{FIELD_MANAGER}" using ')
+        for c in exc.details.get("causes") or []
+    ):
+        # Server-side apply tells managers apart by name AND operation (BuildManagerIdentifier,
+        # k8s.io/apimachinery/pkg/util/managedfields/internal/managedfields.go:134-156 @ v0.36.3): the merge
+        # patch of suspend()/resume() is manager "kubetune" with operation Update, which took spec.suspend
+        # from this client's applies; conflict.go:33-89 names it 'conflict with "kubetune" using <apiVersion>'.
+        return Conflict(
+            f"{exc.message} (409)",
+            "spec.suspend was last set by suspend() or resume(): leave suspend out of the job to keep that, or "
+            "create(job, force=True) to apply the job's own suspend value",
+            status=409,
+        )
     if exc.status == 409:
         return Conflict(f"{exc.message} (409)", "another field manager owns these fields: create(job, force=True) takes them over (as kubectl apply --server-side --force-conflicts)", status=409)
     if exc.status in (400, 422):
-        return InvalidSpec(f"the API server refused the FineTuneJob: {exc.message} ({exc.status})", "fix the fields named in the message; kubetune validate FILE lists every problem", status=exc.status)
+        # A 422 Invalid names each refused field in details.causes (field, message): errors.NewInvalid,
+        # k8s.io/apimachinery/pkg/api/errors/errors.go:284-310 (Kubernetes 1.36, vendored in openshift/microshift @ 8e16b12).
+        causes = [c for c in exc.details.get("causes") or [] if isinstance(c, dict) and c.get("message")]
+        problems = [f"{c['field']}: {c['message']}" if c.get("field") else str(c["message"]) for c in causes]
+        return InvalidSpec(
+            f"the API server refused the FineTuneJob: {exc.message} ({exc.status})",
+            "fix the fields named in the message; kubetune validate FILE lists every problem",
+            status=exc.status,
+            problems=problems,
+        )
     return KubetuneError(f"{exc.message} ({exc.status})", status=exc.status)
 
 
@@ -335,6 +372,9 @@ class MetricRows(list[dict[str, Any]]):
     ``epoch``, ``percentage``...), one per logged step, oldest first; ``source`` says where they were read."""
 
     source: str = ""
+    from_start: bool = True
+    """False when the rows come from a pod log the kubelet has rotated: the earlier steps are missing
+    (:meth:`Client.metrics` then also warns, and ``source`` says from which step on)."""
 
     def losses(self) -> list[tuple[int, float]]:
         """(step, loss) of every row that has a loss."""
@@ -449,12 +489,35 @@ class Client:
         checked, problems = validate_object(applied)
         if problems or checked is None:
             raise InvalidSpec(f"FineTuneJob {ns}/{name} is invalid", "fix the fields named above; the job was not sent", problems=[str(p) for p in problems])
+        self._refuse_changes_to_a_finished_job(ns, name, applied["spec"])
         params = {"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict", **({"force": "true"} if force else {})}
         try:
             stored = self._http.send("PATCH", terminal.jobs_path(ns, name), applied, params, content_type="application/apply-patch+yaml")
         except terminal.ApiError as exc:
-            raise self._error(exc, ns, "patch") from None
+            # An apply is authorized as patch, and as create too when the job does not exist yet
+            # (patch.go:203-232 withAuthorization of verb "create", update.go:258-281 @ apiserver v0.36.3).
+            raise self._error(exc, ns, "create and patch") from None
         return read_job(stored)
+
+    def _refuse_changes_to_a_finished_job(self, ns: str, name: str, spec: Any) -> None:
+        """A finished job never runs again (the operator's first rule: controller/decide.py), so an apply that
+        changes its spec would be stored and then ignored -- and ``wait`` would return the old result at
+        once.  That is the notebook loop "fix the spec, run the cell again": say so instead.  ``spec.serve``
+        (which follows a Succeeded job) and ``spec.suspend`` may change."""
+        try:
+            current = self._http.get(terminal.jobs_path(ns, name))
+        except terminal.ApiError:
+            return  # no such job (or not readable): the apply says what is wrong
+        status = current.get("status") or {}
+        if status.get("phase") not in ("Succeeded", "Failed") or not status.get("job"):
+            return
+        changed = [p for p in _changed_paths(spec, current.get("spec") or {}, "spec") if p.split(".")[1].split("[")[0] not in ("serve", "suspend")]
+        if changed:
+            raise KubetuneError(
+                f"FineTuneJob {ns}/{name} already {status['phase']}: a finished job never runs again, so the change to "
+                f"{', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''} would be stored and ignored",
+                f"delete it first (client.delete({name!r}), then create), or create the changed job under another name",
+            )
 
     def get(self, name: str, namespace: str | None = None) -> FineTuneJob:
         """The FineTuneJob ``name`` with its status. Raises :class:`JobNotFound`, :class:`CRDNotInstalled`..."""
@@ -497,12 +560,21 @@ class Client:
         return read_job(stored)
 
     def events(self, name: str, namespace: str | None = None) -> builtins.list[JobEvent]:
-        """The Events about the job, oldest first."""
+        """The Events about the job, oldest first (those of the job now under that name; all of the name's
+        when there is none)."""
         ns = namespace or self.namespace
-        return [_event(e) for e in self._raw_events(name, ns)]
+        try:
+            uid = read_job(self._get_raw(name, ns, "get")).metadata.uid
+        except JobNotFound:
+            uid = None
+        return [_event(e) for e in self._raw_events(name, ns, uid)]
 
-    def _raw_events(self, name: str, ns: str) -> Items:
-        selector = {"fieldSelector": f"involvedObject.kind={contract.KIND},involvedObject.name={name}"}
+    def _raw_events(self, name: str, ns: str, uid: str | None = None) -> Items:
+        # By uid as well when it is known, as kubectl describe does (client-go kubernetes/typed/core/v1/
+        # event_expansion.go:200; the field is selectable: pkg/registry/core/event/strategy.go:113-126):
+        # Events outlive their object, and a job deleted and created again under the same name would
+        # otherwise show its predecessor's Warnings (an OOMKilled of the last run) as its own.
+        selector = {"fieldSelector": f"involvedObject.kind={contract.KIND},involvedObject.name={name}" + (f",involvedObject.uid={uid}" if uid else "")}
         try:
             items = [e for e in self._http.get(f"/api/v1/namespaces/{ns}/events", selector).get("items") or [] if isinstance(e, dict)]
         except terminal.ApiError as exc:
@@ -544,7 +616,12 @@ class Client:
         finally:
             bar.close()
 
-    def _follow(self, name: str, namespace: str | None, *, events: bool, events_interval: float, operator_grace: float | None, timeout: float | None) -> Iterator[JobUpdate]:
+    def _follow(
+        self, name: str, namespace: str | None, *, events: bool, events_interval: float, operator_grace: float | None, timeout: float | None, stop: threading.Event | None = None
+    ) -> Iterator[JobUpdate]:
+        """``stop``: set by :class:`AsyncClient` when its consumer went away; the loop then ends after the
+        watch window in flight (at most 30 s: the server ends it) instead of watching on in its worker."""
+        stopped = stop.is_set if stop is not None else (lambda: False)
         ns = namespace or self.namespace
         raw = self._get_raw(name, ns, "watch")
         started = time.monotonic()
@@ -552,7 +629,7 @@ class Client:
         next_events = 0.0
 
         def new_events() -> Iterator[JobUpdate]:
-            for e in self._raw_events(name, ns):
+            for e in self._raw_events(name, ns, job.metadata.uid):
                 key = terminal._event_key(e)
                 if key not in seen_events:
                     seen_events.add(key)
@@ -569,7 +646,7 @@ class Client:
             return
         while True:
             now = time.monotonic()
-            if timeout is not None and now - started >= timeout:
+            if stopped() or (timeout is not None and now - started >= timeout):
                 return
             if operator_grace is not None and now - started >= operator_grace and not _observed(job):
                 raise OperatorNotRunning(
@@ -581,6 +658,8 @@ class Client:
             # The server ends each watch after timeoutSeconds; the next one resumes from the last
             # resourceVersion, so no change is missed and Events / deadlines are looked at in between.
             limits = [30.0]
+            if stop is not None:
+                limits.append(5.0)  # an async consumer that goes away is noticed within a window (see AsyncClient)
             if events:
                 limits.append(max(next_events - now, 0.0))
             if timeout is not None:
@@ -594,6 +673,8 @@ class Client:
             try:
                 with self._http.open(terminal.jobs_path(ns), params, timeout=seconds + 30) as resp:
                     for line in resp:
+                        if stopped():
+                            return
                         if not line.strip():
                             continue
                         event = json.loads(line)
@@ -621,9 +702,11 @@ class Client:
             except terminal.ApiError as exc:
                 if exc.status in (401, 403, 404):
                     raise self._error(exc, ns, "watch") from None
-                time.sleep(1.0)  # a dropped connection: watch again
-            except (OSError, ValueError):
-                time.sleep(1.0)
+                (stop or threading.Event()).wait(1.0)  # a dropped connection: watch again
+            except (OSError, ValueError, http.client.HTTPException):
+                # A stream cut mid-chunk (a proxy or load balancer closing an idle connection) is
+                # http.client.IncompleteRead, an HTTPException and not an OSError: watch again.
+                (stop or threading.Event()).wait(1.0)
             if not rv:
                 try:
                     raw = self._get_raw(name, ns, "watch")
@@ -645,19 +728,13 @@ class Client:
         ``hint``) when it Fails, :class:`WaitTimeout` after ``timeout`` seconds, :class:`JobDeleted`, and
         :class:`OperatorNotRunning` when no operator observed it within ``operator_grace`` seconds."""
         last: JobUpdate | None = None
+        ns = namespace or self.namespace
         for update in self.watch(name, namespace, operator_grace=operator_grace, timeout=timeout, progress_bar=progress_bar):
             last = update
-            if update.kind == "deleted":
-                raise JobDeleted(f"FineTuneJob {namespace or self.namespace}/{name} was deleted while waiting for it")
-            if update.finished and update.job is not None:
-                if update.phase == "Failed":
-                    raise JobFailed(update.reason, update.message, _hint_for(update.reason), update.job)
-                return update.job
-        raise WaitTimeout(
-            f"FineTuneJob {namespace or self.namespace}/{name} did not finish within {timeout} s (phase {last.phase if last else 'unknown'})",
-            "wait again, or follow it with kubetune watch NAME",
-            job=last.job if last else None,
-        )
+            done = _wait_outcome(update, name, ns)
+            if done is not None:
+                return done
+        raise _wait_timeout(last, name, ns, timeout)
 
     def log_stream(self, name: str, namespace: str | None = None, *, rank: int | None = None, follow: bool = False, tail: int | None = None) -> Iterator[bytes]:
         """The raw log of the pod holding ``rank``'s output (None: rank 0's: PyTorchJob master, MPIJob
@@ -674,9 +751,16 @@ class Client:
         try:
             resp = self._http.open(f"/api/v1/namespaces/{ns}/pods/{pod}/log", params, timeout=None if follow else 60)
         except terminal.ApiError as exc:
-            raise self._error(exc, ns, "get") from None
+            raise _log_error(exc, pod) or self._error(exc, ns, "get") from None
         with resp:
-            yield from iter(lambda: resp.read1(65536), b"")
+            try:
+                yield from iter(lambda: resp.read1(65536), b"")
+            except (OSError, http.client.HTTPException) as exc:
+                # A follow that a proxy or load balancer cuts (idle timeout) ends mid-chunk: IncompleteRead.
+                raise KubetuneError(
+                    f"the log stream of pod {ns}/{pod} was cut: {type(exc).__name__}: {exc}",
+                    "read it again (tail=N to skip what was shown); a proxy in front of the API server may close idle streams",
+                ) from None
 
     @overload
     def logs(self, name: str, namespace: str | None = None, *, rank: int | None = None, follow: Literal[False] = False, tail: int | None = None) -> str: ...
@@ -694,24 +778,45 @@ class Client:
     def metrics(self, name: str, namespace: str | None = None) -> MetricRows:
         """The job's logged steps as trainer_log.jsonl-style rows (``current_steps``, ``loss``, ``lr``...):
         from rank 0's progress lines while its pod exists, else the one latest point in status (the whole
-        history is also trainer_log.jsonl in the job's outputs folder: :func:`read_trainer_log`)."""
+        history is also trainer_log.jsonl in the job's outputs folder: :func:`read_trainer_log`).  A pod
+        log the kubelet has rotated (10Mi by default) holds only the later steps: the rows' ``from_start``
+        is then False, their ``source`` says from which step, and a warning says so."""
         ns = namespace or self.namespace
         raw = self._get_raw(name, ns, "get")
+        pod: str | None = None
+        text = ""
         try:
             pod, container, _ = terminal.find_pod(self._http, ns, raw, None)
-            text = ""
             if pod is not None:
                 with self._http.open(f"/api/v1/namespaces/{ns}/pods/{pod}/log", {"container": container}, timeout=120) as resp:
                     text = resp.read().decode("utf-8", "replace")
         except terminal.ApiError as exc:
-            raise self._error(exc, ns, "get") from None
+            if pod is None or _log_error(exc, pod) is None:
+                raise self._error(exc, ns, "get") from None
+            text = ""  # the container has written no log yet: the status's latest point, below
         by_step: dict[int, dict[str, Any]] = {}  # the newest row of each step (a resumed run logs steps again)
+        from_start = False
         for line in text.splitlines():
             parsed = parse_line(line)
             if parsed is not None and parsed.kind == "progress" and isinstance(parsed.data.get("step"), int):
                 by_step[parsed.data["step"]] = {k: parsed.data[src] for src, k in _PROGRESS_TO_TRAINER_LOG.items() if src in parsed.data}
+            elif parsed is not None and parsed.kind == "stage" and parsed.data.get("stage") == "train" and parsed.data.get("event") == "start":
+                from_start = True  # trainer/main.py writes it before the first step (trainer/stages.py)
         if by_step:
-            return _rows([by_step[s] for s in sorted(by_step)], f"pod {ns}/{pod} log")
+            source = f"pod {ns}/{pod} log"
+            from_start = from_start or min(by_step) <= 1
+            if not from_start:
+                # The kubelet rotates a container's log at containerLogMaxSize (10Mi by default:
+                # pkg/kubelet/apis/config/v1beta1/defaults.go:258-259) and pods/log reads only the current
+                # file ("It will not retrieve logs in rotated log file": k8s.io/cri-client/pkg/logs/logs.go:44-45;
+                # Kubernetes 1.36 vendored in openshift/microshift @ 8e16b12): no train-start line, and a
+                # first step past 1, mean the steps before the first row here are gone from the log.
+                first = min(by_step)
+                source += f" since the kubelet rotated it: steps before {first} are not in it (trainer_log.jsonl in the job's outputs volume has them all)"
+                warnings.warn(f"FineTuneJob {ns}/{name}: {source}", stacklevel=2)
+            rows = _rows([by_step[s] for s in sorted(by_step)], source)
+            rows.from_start = from_start
+            return rows
         progress = (raw.get("status") or {}).get("progress") or {}
         row = {k: progress[src] for src, k in _PROGRESS_TO_TRAINER_LOG.items() if src in progress} if isinstance(progress, dict) else {}
         return _rows([row] if "current_steps" in row else [], f"FineTuneJob {ns}/{name} status")
@@ -738,6 +843,50 @@ def loss_figure(points: Sequence[tuple[int, float]], title: str) -> Any:
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _log_error(exc: terminal.ApiError, pod: str | None) -> NoPodYet | None:
+    """A pod log the kubelet cannot give yet, as :class:`NoPodYet`; None for any other error.
+
+    The kubelet answers 400 with a plain-text reason when the container has no log to read:
+    "container X in pod P is waiting to start: ContainerCreating" (or "...: image can't be pulled",
+    "... is not available", "... is terminated") -- pkg/kubelet/kubelet_pods.go:1528-1587
+    (validateContainerLogStatus) and pkg/kubelet/server/server.go:881-883; the API server passes it on
+    as a BadRequest Status with that text as message -- k8s.io/apiserver/pkg/registry/generic/rest/
+    response_checker.go:58-59 (Kubernetes 1.36, vendored in openshift/microshift @ 8e16b12).  It is
+    not the FineTuneJob's fault, so not :class:`InvalidSpec`."""
+    if exc.status != 400:
+        return None
+    return NoPodYet(f"{exc.message} (400)", f"pod {pod} has not started its container yet: kubetune watch NAME shows why; ask again once it runs", status=400)
+
+
+def _changed_paths(applied: Any, stored: Any, path: str) -> list[str]:
+    """The paths where ``applied`` (what an apply sets) differs from ``stored``; fields only ``stored`` has
+    (the CRD's defaults, other managers' fields) are no change."""
+    if isinstance(applied, dict) and isinstance(stored, dict):
+        return [p for k, v in applied.items() for p in _changed_paths(v, stored.get(k), f"{path}.{k}")]
+    if isinstance(applied, list) and isinstance(stored, list) and len(applied) == len(stored):
+        return [p for i, (a, b) in enumerate(zip(applied, stored)) for p in _changed_paths(a, b, f"{path}[{i}]")]
+    return [] if applied == stored else [path]
+
+
+def _wait_outcome(update: JobUpdate, name: str, ns: str) -> FineTuneJob | None:
+    """What :meth:`Client.wait` makes of one update: the Succeeded job, an error raised, or None (wait on)."""
+    if update.kind == "deleted":
+        raise JobDeleted(f"FineTuneJob {ns}/{name} was deleted while waiting for it")
+    if update.finished and update.job is not None:
+        if update.phase == "Failed":
+            raise JobFailed(update.reason, update.message, _hint_for(update.reason), update.job)
+        return update.job
+    return None
+
+
+def _wait_timeout(last: JobUpdate | None, name: str, ns: str, timeout: float | None) -> WaitTimeout:
+    return WaitTimeout(
+        f"FineTuneJob {ns}/{name} did not finish within {timeout} s (phase {last.phase if last else 'unknown'})",
+        "wait again, or follow it with kubetune watch NAME",
+        job=last.job if last else None,
+    )
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
@@ -844,7 +993,18 @@ class AsyncClient:
         return await asyncio.to_thread(self.sync.events, name, namespace)
 
     async def wait(self, name: str, timeout: float | None = None, namespace: str | None = None, *, operator_grace: float | None = OPERATOR_GRACE_S) -> FineTuneJob:
-        return await asyncio.to_thread(self.sync.wait, name, timeout, namespace, operator_grace=operator_grace)
+        # Over :meth:`watch`, not Client.wait in one worker: a cancelled wait (asyncio.timeout, wait_for)
+        # then stops its watch too, instead of leaving a thread that waits on for hours (and keeps
+        # asyncio.run from returning: it joins the default executor's threads).
+        ns = namespace or self.namespace
+        last: JobUpdate | None = None
+        async with contextlib.aclosing(self.watch(name, namespace, operator_grace=operator_grace, timeout=timeout)) as updates:  # type: ignore[type-var]
+            async for update in updates:
+                last = update
+                done = _wait_outcome(update, name, ns)
+                if done is not None:
+                    return done
+        raise _wait_timeout(last, name, ns, timeout)
 
     async def metrics(self, name: str, namespace: str | None = None) -> MetricRows:
         return await asyncio.to_thread(self.sync.metrics, name, namespace)
@@ -861,19 +1021,46 @@ class AsyncClient:
         self, name: str, namespace: str | None = None, *, events: bool = False, events_interval: float = 5.0, operator_grace: float | None = None, timeout: float | None = None
     ) -> AsyncIterator[JobUpdate]:
         """:meth:`Client.watch` as an async iterator."""
-        return _in_thread(self.sync.watch(name, namespace, events=events, events_interval=events_interval, operator_grace=operator_grace, timeout=timeout))
+        stop = threading.Event()
+        updates = self.sync._follow(name, namespace, events=events, events_interval=events_interval, operator_grace=operator_grace, timeout=timeout, stop=stop)
+        return _in_thread(updates, stop)
 
 
-async def _in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
-    """A blocking iterator, advanced in a worker thread one item at a time; closed when the consumer stops."""
+async def _in_thread(iterator: Iterator[T], stop: threading.Event | None = None) -> AsyncIterator[T]:
+    """A blocking iterator, advanced in a worker thread one item at a time; closed when the consumer stops.
+
+    A consumer that is cancelled (``asyncio.timeout``, ``wait_for``, a cancelled task) leaves the step in
+    flight running in its worker: a thread cannot be interrupted, and closing a generator while it runs
+    raises ``ValueError: generator already executing`` in place of the cancellation.  So the iterator is
+    closed by a thread of its own once that step returns (its HTTP stream with it), and the consumer
+    gets its CancelledError / TimeoutError at once; ``stop`` is set then, for an iterator that would
+    otherwise block on (a watch) to end at its next look."""
     done = object()
+    lock = threading.Lock()  # one step or the close at a time
+
+    def step() -> Any:
+        with lock:
+            return next(iterator, done)
+
+    def close() -> None:
+        with lock:
+            closer = getattr(iterator, "close", None)
+            if closer is not None:
+                closer()
+
+    in_flight = False
     try:
         while True:
-            item = await asyncio.to_thread(next, iterator, done)
+            in_flight = True
+            item = await asyncio.to_thread(step)
+            in_flight = False
             if item is done:
                 return
-            yield item  # type: ignore[misc]
+            yield item
     finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
+        if stop is not None:
+            stop.set()
+        if in_flight:
+            threading.Thread(target=close, name="kubetune-close", daemon=True).start()
+        else:
             await asyncio.to_thread(close)

@@ -44,10 +44,16 @@ TERMINAL_PHASES = {"Succeeded": 0, "Failed": 1}
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """A non-2xx answer: ``status`` (0: no answer), and from the Status body the API server sends with it
+    (k8s.io/apimachinery/pkg/apis/meta/v1 type Status) its ``message``, ``reason`` and ``details``
+    (``kind``: the resource a NotFound names, ``causes``: the fields a 422 Invalid refuses)."""
+
+    def __init__(self, status: int, message: str, reason: str = "", details: dict[str, Any] | None = None) -> None:
         super().__init__(f"{message} ({status})")
         self.status = status
         self.message = message
+        self.reason = reason
+        self.details: dict[str, Any] = details or {}
 
 
 class Client:
@@ -55,9 +61,17 @@ class Client:
     (server-side apply, merge patch, delete), with the kubeconfig's credentials."""
 
     def __init__(self, connection: Any) -> None:
-        self.conn = connection
         self.server = str(connection.server).rstrip("/")
         self.context: ssl.SSLContext | None = None
+        self._opener: Any = None
+        self._use(connection)
+
+    def _use(self, connection: Any) -> None:
+        """Talk with ``connection``'s credentials from now on: its bearer token, and its client certificate
+        in a new TLS context (an exec plugin may hand out a new certificate each time it runs)."""
+        import urllib.request  # noqa: PLC0415 - see below
+
+        self.conn = connection
         if self.server.startswith("https"):
             import ssl  # noqa: PLC0415 - ssl and urllib cost ~12 ms at start-up; only commands that talk to a cluster pay
 
@@ -68,6 +82,15 @@ class Client:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             self.context = ctx
+        handlers: list[Any] = [_same_host_credentials()]
+        if self.context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=self.context))
+        proxy = getattr(connection, "proxy", None)
+        if proxy:
+            # The kubeconfig's clusters[].cluster.proxy-url, for this cluster's every request (as kubectl:
+            # client-go rest.Config.Proxy); without it, urllib's default: $HTTPS_PROXY / $NO_PROXY.
+            handlers.append(urllib.request.ProxyHandler({"http": proxy, "https": proxy}))
+        self._opener = urllib.request.build_opener(*handlers)
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None = None) -> Client:
@@ -102,13 +125,13 @@ class Client:
         """One request (GET unless ``method``; ``body`` is sent as JSON); expiring credentials (exec plugins,
         rotated tokens) are reloaded before they expire and once after a 401."""
         if getattr(self.conn, "stale", None) is not None and self.conn.stale():
-            self.conn = self.conn.refreshed()
+            self._use(self.conn.refreshed())
         try:
             return self._open(path, params, timeout, method, body, content_type)
         except ApiError as exc:
             if exc.status != 401 or not getattr(self.conn, "refreshable", False):
                 raise
-            self.conn = self.conn.refreshed()
+            self._use(self.conn.refreshed())
             return self._open(path, params, timeout, method, body, content_type)
 
     def _open(self, path: str, params: dict[str, str] | None, timeout: float | None, method: str = "GET", body: Any = None, content_type: str = "application/json") -> Any:
@@ -125,14 +148,17 @@ class Client:
         if token:
             request.add_header("Authorization", f"Bearer {token}")
         try:
-            return urllib.request.urlopen(request, timeout=timeout, context=self.context)  # noqa: S310 - the kubeconfig's server
+            return self._opener.open(request, timeout=timeout)
         except urllib.error.HTTPError as exc:
             body = exc.read().decode("utf-8", "replace")
             try:
-                message = json.loads(body).get("message") or body
+                status = json.loads(body)
             except ValueError:
-                message = body or exc.reason
-            raise ApiError(exc.code, str(message)) from None
+                status = None
+            if not isinstance(status, dict):
+                raise ApiError(exc.code, body or str(exc.reason)) from None
+            details = status.get("details")
+            raise ApiError(exc.code, str(status.get("message") or body), str(status.get("reason") or ""), details if isinstance(details, dict) else None) from None
         except urllib.error.URLError as exc:
             raise ApiError(0, f"cannot reach the API server {self.server}: {exc.reason}") from None
 
@@ -152,6 +178,35 @@ class Client:
             for line in resp:
                 if line.strip():
                     yield json.loads(line)
+
+
+def _same_site(initial: str, dest: str) -> bool:
+    """Whether ``dest``'s host is ``initial``'s or a subdomain of it: where Go's HTTP client (kubectl's)
+    still sends Authorization after a redirect (net/http/client.go shouldCopyHeaderOnRedirect and
+    isDomainOrSubdomain; read in the search index's copies of golang/go, no tag)."""
+    import urllib.parse  # noqa: PLC0415
+
+    a, b = (urllib.parse.urlsplit(u).hostname or "" for u in (initial, dest))
+    return b == a or (b.endswith("." + a) and not any(c in b for c in ":%"))
+
+
+def _same_host_credentials() -> Any:
+    """A redirect handler that keeps the bearer token only on the same host (or a subdomain), as
+    kubectl's Go client does.  urllib copies every header but Content-Length and Content-Type onto the
+    redirected request, whatever its host (CPython 3.11 Lib/urllib/request.py,
+    HTTPRedirectHandler.redirect_request): a proxy or SSO gateway in front of the API server that
+    redirects elsewhere would otherwise receive the user's token.  (A function, so that urllib is
+    imported only by commands that talk to a cluster.)"""
+    import urllib.request  # noqa: PLC0415
+
+    class SameHostCredentials(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None and not _same_site(req.full_url, new.full_url):
+                new.remove_header("Authorization")
+            return new
+
+    return SameHostCredentials()
 
 
 def jobs_path(namespace: str | None, name: str | None = None) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import sys
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from conftest import FTJ, PTJ, ROOT, eventually, example_job, training_started
+from conftest import EVENTS, FTJ, PTJ, ROOT, eventually, example_job, training_started
 from emulator import Cluster
 from kubeflow import progress_line, set_condition, stage_line, start_pod
 from test_terminal import kubeconfig, run_cli
@@ -103,6 +104,79 @@ async def test_suspend_resume_and_delete_through_the_operator(cluster: Cluster, 
 
 
 # --- watch / wait -----------------------------------------------------------------------------------
+
+
+async def test_delete_then_create_again_never_adopts_the_old_run(cluster: Cluster, operator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """delete() is background propagation (the default for custom resources: apiserver
+    registry/generic/registry/store.go:886-980 @ v0.36.3): the job is gone at once, its PyTorchJob only when
+    the garbage collector gets to it.  A notebook that deletes and creates again at once (to change the
+    learning rate, say) must not get the old run, still training with the old spec, as the new job's child:
+    the operator waits for the collector, then creates a fresh PyTorchJob."""
+    caplog.set_level(logging.INFO, logger="kubetune.operator.act")
+    await operator()
+    client = await client_for(cluster, tmp_path)
+    await call(client.create, lora_job())
+    await training_started(cluster, NS)
+    old_ptj = (cluster.read(*PTJ, NS, "qwen-lora") or {})["metadata"]["uid"]
+    await call(client.delete, "qwen-lora")  # the emulator's collector is off: the child stays for now
+    new_uid = (await call(client.create, lora_job(training={"learningRate": 5e-5}))).metadata.uid
+
+    def owners() -> list[str]:
+        return [r["uid"] for r in ((cluster.read(*PTJ, NS, "qwen-lora") or {}).get("metadata") or {}).get("ownerReferences") or []]
+
+    waiting = "still belongs to a previous FineTuneJob"
+    await eventually(lambda: new_uid in owners() or waiting in caplog.text, what="the operator reconciling the new job")
+    assert new_uid not in owners(), "the new job adopted the old, still running PyTorchJob"
+    async with cluster._cond():  # the garbage collector's turn
+        cluster._collect_garbage()
+    await eventually(lambda: owners() == [new_uid], what="a PyTorchJob for the new job")
+    assert (cluster.read(*PTJ, NS, "qwen-lora") or {})["metadata"]["uid"] != old_ptj
+
+
+async def test_changing_a_finished_job_is_refused_not_silently_ignored(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+    """A finished job never runs again (controller/decide.py, rule 1).  The training fields are immutable
+    (the CRD's CEL transition rules refuse them, 422), but the rest (spec.export, scheduling, image...) may
+    change: such an apply on a finished job was stored and ignored, and wait() handed back the old result at
+    once.  create() says so; the same job again (an idempotent re-run of the cell) is still fine."""
+    await operator()
+    client = await client_for(cluster, tmp_path)
+    await call(client.create, lora_job())
+    await training_started(cluster, NS)
+    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Failed", "OOMKilled", "out of memory")
+    await eventually(lambda: phase(cluster) == "Failed", what="phase Failed")
+    generation = (cluster.read(*FTJ, NS, "qwen-lora") or {})["metadata"]["generation"]
+    with pytest.raises(kubetune.KubetuneError) as err:
+        await call(client.create, lora_job(export={"enabled": False}))
+    assert "already Failed" in err.value.message and "spec.export.enabled" in err.value.message
+    assert "client.delete('qwen-lora')" in err.value.hint
+    assert (cluster.read(*FTJ, NS, "qwen-lora") or {})["metadata"]["generation"] == generation, "nothing was applied"
+    assert (await call(client.create, lora_job())).status.phase == "Failed"  # type: ignore[union-attr]
+
+
+async def test_events_are_the_jobs_own_not_its_predecessors_of_the_same_name(cluster: Cluster, tmp_path: Path) -> None:
+    """Events outlive their object.  After a delete and a new create under the same name, the old run's
+    Warnings (OOMKilled, say) must not show as the new job's: events() and watch(events=True) select by
+    the job's uid too, as kubectl describe does (client-go event_expansion.go; strategy.go ToSelectableFields)."""
+    client = await client_for(cluster, tmp_path)
+    old_uid = (await call(client.create, lora_job())).metadata.uid
+
+    def event(uid: str | None, reason: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Event", "metadata": {"name": f"qwen-lora.{reason.lower()}", "namespace": NS}, "type": "Warning", "reason": reason,
+                "message": reason, "involvedObject": {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "name": "qwen-lora", "namespace": NS, "uid": uid}}
+
+    await cluster.put_object(*EVENTS, event(old_uid, "OOMKilled"))
+    await call(client.delete, "qwen-lora")
+    new_uid = (await call(client.create, lora_job())).metadata.uid
+    await cluster.put_object(*EVENTS, event(new_uid, "ImagePullBackOff"))
+    assert [e.reason for e in await call(client.events, "qwen-lora")] == ["ImagePullBackOff"]
+    def first_updates() -> list[Any]:
+        updates = client.watch("qwen-lora", events=True, events_interval=60)
+        return [next(updates), next(updates)]  # the status now, then the Events so far
+
+    first = await call(first_updates)
+    assert [u.event.reason if u.event else u.kind for u in first] == ["status", "ImagePullBackOff"]
+    await call(client.delete, "qwen-lora")  # gone: every Event of the name
+    assert sorted(e.reason for e in await call(client.events, "qwen-lora")) == ["ImagePullBackOff", "OOMKilled"]
 
 
 async def test_watch_and_wait_follow_a_job_to_success(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
@@ -198,6 +272,34 @@ async def test_async_client_creates_watches_and_waits_without_blocking_the_loop(
         await client.get("qwen-lora")
 
 
+async def test_an_async_watch_cancelled_by_a_timeout_raises_the_timeout_and_stops_watching(cluster: Cluster, tmp_path: Path) -> None:
+    """``asyncio.timeout`` around ``async for ... in client.watch(...)`` is how pipelines bound a wait: the
+    consumer gets TimeoutError (not "ValueError: generator already executing" from closing the watch
+    while its worker still reads it), and the watch in the worker thread ends too (no watch left open)."""
+    client = await call(kubetune.AsyncClient, kubeconfig=str(kubeconfig(cluster, tmp_path / "kubeconfig")))
+    await client.create(lora_job())  # no operator: the job stays Pending, the watch blocks in its worker
+    seen: list[str] = []
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.5):
+            async for update in client.watch("qwen-lora", events=True, events_interval=1.0, timeout=120):
+                seen.append(update.kind)
+    assert seen and seen[0] == "status"
+    # The worker stops at its next look (each watch window here is 1 s), not when the 120 s run out.
+    await eventually(lambda: cluster.watching.get("finetunejobs", 0) == 0, timeout=10, what="the SDK's watch closed")
+
+
+async def test_an_async_wait_cancelled_by_a_timeout_stops_waiting_in_its_worker(cluster: Cluster, tmp_path: Path) -> None:
+    """``asyncio.timeout`` around ``await client.wait(name)`` (no timeout of its own): the waiter gets its
+    TimeoutError, and the wait does not go on in a worker thread -- watching for hours, and keeping
+    asyncio.run from returning, which joins the default executor's threads."""
+    client = await call(kubetune.AsyncClient, kubeconfig=str(kubeconfig(cluster, tmp_path / "kubeconfig")))
+    await client.create(lora_job())  # no operator: the job stays Pending
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.5):
+            await client.wait("qwen-lora", operator_grace=None)
+    await eventually(lambda: cluster.watching.get("finetunejobs", 0) == 0, timeout=15, what="the wait's watch closed")
+
+
 async def test_a_job_the_model_refuses_still_reads_and_waits_to_its_invalid_spec_failure(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
     """Stored under an older CRD (no schema): the operator fails it with InvalidSpec; get/list/watch/wait
     and `kubetune get` still show it, as they showed it before the SDK."""
@@ -233,14 +335,15 @@ async def test_logs_metrics_and_plot_from_rank_0s_pod(cluster: Cluster, operator
     with pytest.raises(kubetune.NoPodYet, match="no master pod"):
         await call(client.logs, "qwen-lora")
     pod = await training_started(cluster, NS)
-    cluster.append_log(NS, pod, "loading model", *(progress_line(s, 10, 3.0 - s / 10) for s in range(1, 6)), "[rank0]: noise")
+    # As the trainer writes it: the train stage's start line, then the steps (trainer/main.py, stages.py).
+    cluster.append_log(NS, pod, "loading model", stage_line("train", "start"), *(progress_line(s, 10, 3.0 - s / 10) for s in range(1, 6)), "[rank0]: noise")
     assert await call(client.logs, "qwen-lora", tail=1) == "[rank0]: noise\n"
     text = await call(client.logs, "qwen-lora")
-    assert text.startswith("loading model\n") and text.count("\n") == 7
+    assert text.startswith("loading model\n") and text.count("\n") == 8
 
     rows = await call(client.metrics, "qwen-lora")
     assert [r["current_steps"] for r in rows] == [1, 2, 3, 4, 5] and rows[-1]["loss"] == pytest.approx(2.5)
-    assert rows[0]["total_steps"] == 10 and rows.source == f"pod {NS}/{pod} log"
+    assert rows[0]["total_steps"] == 10 and rows.source == f"pod {NS}/{pod} log" and rows.from_start
     assert rows.losses()[0] == (1, pytest.approx(2.9))
     fig = await call(client.plot, "qwen-lora")
     assert list(fig.axes[0].lines[0].get_xdata()) == [1, 2, 3, 4, 5]
@@ -286,6 +389,42 @@ async def test_expiring_credentials_are_reloaded_before_expiry_and_once_after_a_
     issued.write_text("", encoding="utf-8")  # the issuer revokes every token: one 401, reload, retry
     assert [j.name for j in await call(client.list)] == ["alpha"]
     assert [a.accepted for a in cluster.auth_log][-2:] == [False, True]
+
+
+async def test_logs_of_a_container_not_started_yet_say_so_and_metrics_fall_back_to_the_status(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+    """Right after create, the pod exists but its container is still being created: the kubelet answers the
+    log request 400 "container ... is waiting to start: ContainerCreating" (pkg/kubelet/kubelet_pods.go:1528-1587,
+    passed on as BadRequest: apiserver registry/generic/rest/response_checker.go:58-59).  That is no pod log
+    yet (NoPodYet, exit 1 in the CLI), not an invalid FineTuneJob; metrics() then reads the status."""
+    await operator()
+    client = await client_for(cluster, tmp_path)
+    await call(client.create, lora_job())
+    pod = await training_started(cluster, NS)
+    waiting = f'container "trainer" in pod "{pod}" is waiting to start: ContainerCreating'
+    cluster.log_errors[(NS, pod)] = (400, "BadRequest", waiting)
+    with pytest.raises(kubetune.NoPodYet) as err:
+        await call(client.logs, "qwen-lora")
+    assert not isinstance(err.value, kubetune.InvalidSpec) and waiting in err.value.message and "kubetune watch" in err.value.hint
+    rows = await call(client.metrics, "qwen-lora")
+    assert list(rows) == [] and rows.source == f"FineTuneJob {NS}/qwen-lora status"
+    code, _, stderr = await run_cli(["logs", "qwen-lora"], tmp_path / "kubeconfig")
+    assert code == 1 and waiting in stderr and "validate" not in stderr
+
+
+async def test_metrics_from_a_log_the_kubelet_rotated_say_steps_are_missing(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+    """pods/log reads only the current log file ("It will not retrieve logs in rotated log file":
+    k8s.io/cri-client/pkg/logs/logs.go:44-45), rotated at 10Mi by default (kubelet config defaults.go:258-259):
+    a long job's log starts mid-training, without the train stage's start line.  The rows say so (and warn)
+    instead of passing for the whole history, so a loss curve from step 500 is not taken for the run."""
+    await operator()
+    client = await client_for(cluster, tmp_path)
+    await call(client.create, lora_job())
+    pod = await training_started(cluster, NS)
+    cluster.append_log(NS, pod, *(progress_line(s, 1000, 1.0) for s in range(500, 506)))
+    with pytest.warns(UserWarning, match="steps before 500 are not in it"):
+        rows = await call(client.metrics, "qwen-lora")
+    assert [r["current_steps"] for r in rows] == list(range(500, 506)) and not rows.from_start
+    assert "trainer_log.jsonl" in rows.source
 
 
 # --- errors: the same words as the CLI ----------------------------------------------------------------
@@ -336,6 +475,18 @@ async def test_rbac_denial_raises_forbidden_naming_the_permission(cluster: Clust
     assert code == 2 and stderr == f"kubetune get: {err.value}\n"
 
 
+async def test_a_forbidden_create_names_both_verbs_an_apply_needs(cluster: Cluster, tmp_path: Path) -> None:
+    """A server-side apply is authorized as patch and, when the job does not exist yet, as create too
+    (apiserver endpoints/handlers/patch.go:203-232, update.go:258-281 @ v0.36.3): a role with patch but
+    not create is refused with 'cannot create resource', so 'can-i patch' alone would say yes."""
+    client = await client_for(cluster, tmp_path)
+    cluster.inject("patch", "finetunejobs", 403)
+    with pytest.raises(kubetune.Forbidden) as err:
+        await call(client.create, lora_job())
+    assert "kubectl auth can-i create finetunejobs.kubetune.io -n team-a" in err.value.hint
+    assert "kubectl auth can-i patch finetunejobs.kubetune.io -n team-a" in err.value.hint
+
+
 async def test_a_bad_spec_is_refused_before_sending_and_a_422_is_typed_too(cluster: Cluster, tmp_path: Path) -> None:
     client = await client_for(cluster, tmp_path)
     bad = example_job("broken", NS, method="qlora")  # qlora without spec.quantization
@@ -359,6 +510,23 @@ async def test_an_apply_over_another_managers_field_conflicts_until_forced(clust
     assert "force=True" in err.value.hint
     forced = await call(client.create, changed, force=True)
     assert forced.spec.export.enabled is False
+
+
+async def test_applying_a_suspended_job_again_after_resume_says_resume_owns_suspend(cluster: Cluster, tmp_path: Path) -> None:
+    """A job created with suspend: true, resumed (merge patch: manager "kubetune", operation Update), then
+    created again from the same manifest: server-side apply counts (kubetune, Update) as another manager
+    (managedfields.go BuildManagerIdentifier), so the API server answers 409 'conflict with "kubetune" using
+    kubetune.io/v1alpha1: .spec.suspend'.  The hint says what happened, not "another field manager"."""
+    client = await client_for(cluster, tmp_path)
+    await call(client.create, lora_job(suspend=True))
+    await call(client.resume, "qwen-lora")
+    with pytest.raises(kubetune.Conflict) as err:
+        await call(client.create, lora_job(suspend=True))
+    assert 'conflict with "kubetune" using kubetune.io/v1alpha1: .spec.suspend' in err.value.message
+    assert "suspend() or resume()" in err.value.hint and "another field manager" not in err.value.hint
+    assert (cluster.read(*FTJ, NS, "qwen-lora") or {})["spec"]["suspend"] is False, "the resume stands"
+    await call(client.create, lora_job(suspend=True), force=True)
+    assert (cluster.read(*FTJ, NS, "qwen-lora") or {})["spec"]["suspend"] is True
 
 
 # --- the package root, plan, build ------------------------------------------------------------------

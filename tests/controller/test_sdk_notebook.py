@@ -70,7 +70,7 @@ async def test_notebook_cluster_section(cluster: Cluster, operator: Any, tmp_pat
     assert not ran.done() or ran.result() is None, "the notebook ended before the job ran"
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
     pod = await start_pod(cluster, "PyTorchJob", NS, "qwen-lora")
-    cluster.append_log(NS, pod, *(progress_line(s, 20, 3.0 - s / 10) for s in range(1, 21)), stage_line("train", "end"))
+    cluster.append_log(NS, pod, stage_line("train", "start"), *(progress_line(s, 20, 3.0 - s / 10) for s in range(1, 21)), stage_line("train", "end"))
     await eventually(lambda: ((cluster.read(*FTJ, NS, "qwen-lora") or {}).get("status") or {}).get("progress", {}).get("step") == 20, what="progress 20")
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Succeeded")
     shown = await asyncio.wait_for(ran, 60)

@@ -76,13 +76,15 @@ async def set_status(cluster: Cluster, name: str, namespace: str = "team-a", **s
 
 
 async def post_event(cluster: Cluster, name: str, reason: str, message: str, type_: str = "Normal", namespace: str = "team-a") -> None:
+    """An Event about the job, as the operator records it: involvedObject with the job's uid (controller/act.py)."""
+    uid = ((cluster.read(*FTJ, namespace, name) or {}).get("metadata") or {}).get("uid")
     await cluster.put_object(
         *EVENTS,
         {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"name": f"{name}.{reason.lower()}", "namespace": namespace},
-            "involvedObject": {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "name": name, "namespace": namespace},
+            "involvedObject": {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "name": name, "namespace": namespace, "uid": uid},
             "reason": reason,
             "message": message,
             "type": type_,

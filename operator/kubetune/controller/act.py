@@ -158,6 +158,21 @@ class EventRecorder:
             self._seen.popitem(last=False)
 
 
+def _previous_owner(caches: Caches, api_version: str, kind: str, obj: Mapping[str, Any], uid: str | None) -> str | None:
+    """The uid of the FineTuneJob that controls the cached child ``obj`` would overwrite, when that is not
+    ``uid`` (the job being reconciled); None when there is no such child, or it is this job's or nobody's."""
+    if not uid:
+        return None
+    plural = plural_of(api_version, kind)
+    informer = caches.children.get(plural) or caches.serving.get(plural)
+    meta = obj.get("metadata") or {}
+    existing = informer.get(str(meta.get("namespace") or ""), str(meta.get("name") or "")) if informer is not None else None
+    for ref in ((existing or {}).get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == KIND and ref.get("uid") and ref.get("uid") != uid:
+            return str(ref["uid"])
+    return None
+
+
 @dataclass
 class Executor:
     kube: Kube
@@ -172,8 +187,21 @@ class Executor:
         """Apply ``decision``; returns when to reconcile the key again (None: only on a change).
         Transient API errors are raised for the work queue's backoff."""
         key = (snap.namespace, snap.name)
+        uid = (snap.obj.get("metadata") or {}).get("uid")
         for obj in decision.children:
             api_version, kind = obj["apiVersion"], obj["kind"]
+            previous = _previous_owner(self.caches, api_version, kind, obj, uid)
+            if previous is not None:
+                # A job deleted and created again under the same name: its predecessor's child (same name)
+                # is still there until the garbage collector removes it -- background propagation, the
+                # default for custom resources (k8s.io/apiserver/pkg/registry/generic/registry/store.go:886-980
+                # @ v0.36.3), deletes dependents after the owner is gone.  Applying now would adopt it:
+                # ownerReferences is a map keyed by uid for server-side apply (listType=map, listMapKey=uid:
+                # k8s.io/apimachinery/pkg/apis/meta/v1/types.go:257-261 @ v0.36.3) and the predecessor's
+                # entry was applied by this same field manager, so it is dropped, and the old run -- still
+                # training with the old spec -- becomes the new job's.  Wait for the collector instead.
+                log.info("%s/%s: %s %s still belongs to a previous FineTuneJob of this name (uid %s); waiting for its deletion", *key, kind, obj["metadata"]["name"], previous)
+                return self.report_after_s
             try:
                 result = await self.kube.apply(api_version, plural_of(api_version, kind), obj)
             except ApiError as exc:

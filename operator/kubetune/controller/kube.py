@@ -62,6 +62,9 @@ class Connection:
     cert_path: str | None = None
     key_path: str | None = None
     insecure: bool = False
+    proxy: str | None = None
+    """The kubeconfig cluster's ``proxy-url`` (kubectl sends every request of that cluster through it);
+    read by the SDK's client (kubetune.terminal), not yet by the operator's aiohttp session."""
     default_namespace: str | None = None
     kubeconfig: str | None = None
     """The kubeconfig files these credentials came from (``os.pathsep``-separated, as $KUBECONFIG),
@@ -156,6 +159,7 @@ def _connection_from(files: list[str]) -> Connection:
         cert_path=cfg.cert_file,
         key_path=cfg.key_file,
         insecure=not cfg.verify_ssl,
+        proxy=getattr(cfg, "proxy", None) or None,  # kubernetes/config/kube_config.py: clusters[].cluster.proxy-url
         default_namespace=merged.namespace,
         kubeconfig=os.pathsep.join(files),
         expires_at=expiry.timestamp() if expiry is not None else None,
