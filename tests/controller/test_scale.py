@@ -169,3 +169,47 @@ async def test_an_operator_that_may_not_list_claims_still_creates_the_children(c
     await eventually(lambda: cluster.read("kubeflow.org/v1", "pytorchjobs", "ns", "a"), what="the PyTorchJob")
     conditions = ((cluster.read(*FTJ, "ns", "a") or {}).get("status") or {}).get("conditions") or []
     assert not [c for c in conditions if c["type"] == "PrerequisitesReady" and c["status"] == "False"], conditions
+
+
+class ScopedClaims:
+    """LIST/WATCH of PersistentVolumeClaims as an API server answers a namespaced install whose Role is
+    missing in one watched namespace: 403 there, the claims elsewhere; every WATCH stays open."""
+
+    def __init__(self, forbidden: str, claims: dict[str, list[str]]) -> None:
+        self.forbidden, self.claims, self.lists = forbidden, claims, 0
+
+    async def list_page(self, api_version: str, plural: str, namespace: str | None, label_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        from kubetune.controller.kube import ApiError
+
+        self.lists += 1
+        if namespace == self.forbidden:
+            raise ApiError(403, "Forbidden", f'persistentvolumeclaims is forbidden: cannot list resource "persistentvolumeclaims" in the namespace "{namespace}"')
+        items = [{"metadata": {"name": n, "namespace": namespace, "resourceVersion": "5"}, "status": {"phase": "Bound"}} for n in self.claims.get(str(namespace), [])]
+        return items, "5"
+
+    async def watch(self, *_: Any, **__: Any) -> Any:
+        await asyncio.Event().wait()
+        yield {}
+
+
+def test_a_namespace_whose_claims_may_not_be_listed_does_not_report_them_missing_nor_hide_the_others() -> None:
+    """Namespaced mode (one LIST/WATCH per watched namespace, a Role each): a 403 in namespace ``a``
+    makes its claims "could not be checked", never "not found", whatever namespace ``b`` answers; and
+    ``b``'s claims are still answered from its LIST."""
+    from kubetune.controller.cache import Informer
+    from kubetune.controller.snapshot import _claim
+
+    async def run() -> list[tuple[bool | None, str]]:
+        fake = ScopedClaims("a", {"b": ["data"]})
+        claims = Informer(fake, "v1", "persistentvolumeclaims", ("a", "b"), lambda *_: None, recheck_s=3600, tolerate_forbidden=True)  # type: ignore[arg-type]
+        task = asyncio.create_task(claims.run())
+        await eventually(lambda: fake.lists >= 2)
+        try:
+            return [(p.found, p.detail) for p in (_claim(claims, "a", "data"), _claim(claims, "b", "data"), _claim(claims, "b", "other"))]
+        finally:
+            task.cancel()
+
+    in_a, in_b, missing_in_b = asyncio.run(run())
+    assert in_a[0] is None and "forbidden" in in_a[1], f"a claim in a namespace the operator may not list was reported {in_a}"
+    assert in_b == (True, ""), f"a claim listed in namespace b was reported {in_b}"
+    assert missing_in_b == (False, "not found")

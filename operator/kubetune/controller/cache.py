@@ -112,7 +112,15 @@ class Informer:
     tolerate_forbidden: bool = False
     """A 403 on the LIST (RBAC without list/watch) counts as synced, with ``forbidden`` saying why, and is
     tried again every ``recheck_s``: the controller starts, and what this informer answers is "unknown"."""
-    forbidden: str | None = None
+    forbidden: dict[str | None, str] = field(default_factory=dict)
+    """Per LIST scope (a watched namespace, or None: cluster-wide), why it may not be listed.  Per scope:
+    in namespaced mode each namespace has its own Role (charts/kubetune/templates/rbac.yaml), so one
+    namespace may be refused while another answers; a single flag let the last scope to answer decide
+    for all (a refused namespace's claims reported "not found", or a listed one's "could not be checked")."""
+
+    def forbidden_in(self, namespace: str) -> str | None:
+        """Why ``namespace``'s objects could not be listed (None: they were, or are being)."""
+        return self.forbidden.get(namespace) or self.forbidden.get(None)
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((namespace, name))
@@ -135,9 +143,9 @@ class Informer:
                 items, rv = await self.kube.list_page(self.api_version, self.plural, namespace, self.label_selector)
             except ApiError as exc:
                 if exc.status == 403 and self.tolerate_forbidden:
-                    if self.forbidden is None:
+                    if namespace not in self.forbidden:
                         log.warning("may not list %s %s (%s): rechecking every %.0f s", self.plural, self.api_version, exc, self.recheck_s)
-                    self.forbidden = str(exc)
+                    self.forbidden[namespace] = str(exc)
                     self.synced.set()
                     await asyncio.sleep(self.recheck_s)
                 elif exc.status == 404:  # the CRD is not installed (yet)
@@ -153,7 +161,7 @@ class Informer:
                 continue
             was_missing = self.served is False
             self.served = True
-            self.forbidden = None
+            self.forbidden.pop(namespace, None)
             self._replace(namespace, items)
             self.synced.set()
             if was_missing and self.on_served is not None:
