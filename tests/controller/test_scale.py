@@ -213,3 +213,42 @@ def test_a_namespace_whose_claims_may_not_be_listed_does_not_report_them_missing
     assert in_a[0] is None and "forbidden" in in_a[1], f"a claim in a namespace the operator may not list was reported {in_a}"
     assert in_b == (True, ""), f"a claim listed in namespace b was reported {in_b}"
     assert missing_in_b == (False, "not found")
+
+
+class RecordedEvents(Events):
+    """Events as the API server keeps them: posted ones by name, a count patch applied to its Event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: dict[str, dict[str, Any]] = {}
+
+    async def create(self, api_version: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        self.events[obj["metadata"]["name"]] = dict(obj)
+        return await super().create(api_version, plural, obj)
+
+    async def request(self, verb: str, method: str, url: str, body: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
+        self.events[url.rsplit("/", 1)[-1]].update(body or {})
+        return {}
+
+
+def test_similar_events_are_combined_at_the_tenth_and_stay_combined_while_they_keep_coming() -> None:
+    """client-go's EventAggregator (tools/record/events_cache.go @ v0.36.3): the 10th different message
+    of one object, type and reason is already the combined Event (:268-270, ``localKeys.Len() <
+    maxEvents`` posts as is, 10 does not); the 10-minute window runs from the LAST similar Event
+    (:256-262, ``interval := now - record.lastTimestamp``; :265, ``lastTimestamp = now``), so an object
+    that keeps failing with new messages every few minutes keeps counting one combined Event instead of
+    posting ten new ones every 10 minutes."""
+    api = RecordedEvents()
+    recorder = EventRecorder(api, Metrics())  # type: ignore[arg-type]
+    job = {"metadata": {"namespace": "ns", "name": "job", "uid": "uid-1"}}
+
+    async def run() -> None:
+        for i in range(10):
+            await recorder.record(job, EventSpec("Warning", "Restarting", f"retry {i}"), now=1000.0 + i)
+        for i in range(10, 16):  # one more every 5 minutes, for half an hour
+            await recorder.record(job, EventSpec("Warning", "Restarting", f"retry {i}"), now=1000.0 + 300 * (i - 9))
+
+    asyncio.run(run())
+    combined = [e for e in api.events.values() if e["message"].startswith("(combined from similar events): ")]
+    assert len(api.events) == 10, f"{len(api.events)} Events posted: {sorted(e['message'] for e in api.events.values())}"
+    assert len(combined) == 1 and combined[0]["count"] == 7
