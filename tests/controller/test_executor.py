@@ -39,10 +39,11 @@ async def test_executor_applies_a_decision_and_never_overwrites_a_newer_object(c
         assert caches.jobs[(NS, "qwen-lora")]["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"], "write-through"
         assert caches.children["pytorchjobs"].get(NS, "qwen-lora") is not None, "the applied child is in the cache at once"
         assert [e["reason"] for e in cluster.objects(*EVENTS, NS)] == ["Created"]
-        # applied without conflict: the executor hands back the decision's requeue, which is the next
-        # prerequisite check (the claims are unknown to a fresh job: checked again within prereq_recheck_s)
+        # applied without conflict: the executor hands back the decision's requeue, none here: the
+        # claims come from their informer (not listed in this test: "could not be checked"), whose
+        # events wake the job (Caches._claim_event), not from a GET repeated on a timer
         assert requeue == decision.requeue_after
-        assert requeue is not None and 0 < requeue <= ObserveSettings(RenderOptions()).prereq_recheck_s
+        assert requeue is None
         status_patches = [c for c in cluster.calls if c.resource == "finetunejobs" and c.subresource == "status"]
         assert len(status_patches) == 1
 

@@ -252,3 +252,44 @@ def test_similar_events_are_combined_at_the_tenth_and_stay_combined_while_they_k
     combined = [e for e in api.events.values() if e["message"].startswith("(combined from similar events): ")]
     assert len(api.events) == 10, f"{len(api.events)} Events posted: {sorted(e['message'] for e in api.events.values())}"
     assert len(combined) == 1 and combined[0]["count"] == 7
+
+
+class SlowScope(ScopedClaims):
+    """As ScopedClaims, but namespace ``slow``'s LIST answers only once ``release`` is set."""
+
+    def __init__(self, claims: dict[str, list[str]]) -> None:
+        super().__init__("", claims)
+        self.release = asyncio.Event()
+
+    async def list_page(self, api_version: str, plural: str, namespace: str | None, label_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        if namespace == "slow":
+            await self.release.wait()
+        return await super().list_page(api_version, plural, namespace, label_selector)
+
+
+def test_claims_are_synced_only_once_every_watched_namespace_is_listed() -> None:
+    """The workers start after every informer is synced (Controller waits on Caches.wait_synced); in
+    namespaced mode the claims informer lists each namespace on its own, so it is synced only when all
+    of them answered, and until then a namespace's claims are "could not be checked", not "not found"
+    (client-go's SharedInformer HasSynced is one LIST of its whole scope, tools/cache/shared_informer.go)."""
+    from kubetune.controller.cache import Informer
+    from kubetune.controller.snapshot import _claim
+
+    async def run() -> tuple[bool, bool | None, bool, bool | None]:
+        fake = SlowScope({"fast": ["a"], "slow": ["data"]})
+        claims = Informer(fake, "v1", "persistentvolumeclaims", ("fast", "slow"), lambda *_: None, recheck_s=3600, tolerate_forbidden=True)  # type: ignore[arg-type]
+        task = asyncio.create_task(claims.run())
+        try:
+            await eventually(lambda: claims.get("fast", "a") is not None)
+            before = (claims.synced.is_set(), _claim(claims, "slow", "data").found)
+            fake.release.set()
+            await asyncio.wait_for(claims.synced.wait(), 5)
+            await eventually(lambda: claims.get("slow", "data") is not None)
+            return (*before, claims.synced.is_set(), _claim(claims, "slow", "data").found)
+        finally:
+            task.cancel()
+
+    synced_before, slow_before, synced_after, slow_after = asyncio.run(run())
+    assert not synced_before, "the claims informer said synced while one watched namespace was not listed yet"
+    assert slow_before is None, f"a claim of a namespace not listed yet was reported found={slow_before}"
+    assert synced_after and slow_after is True

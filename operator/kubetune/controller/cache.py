@@ -118,9 +118,25 @@ class Informer:
     namespace may be refused while another answers; a single flag let the last scope to answer decide
     for all (a refused namespace's claims reported "not found", or a listed one's "could not be checked")."""
 
+    answered: set[str | None] = field(default_factory=set)
+    """The LIST scopes that answered at least once (listed, refused with 403, or not served). ``synced``
+    is set only once every scope answered: in namespaced mode the workers (which wait on ``synced``,
+    ``Caches.wait_synced``) must not read a namespace that was not listed yet as empty, as a client-go
+    WaitForCacheSync waits on every informer's first full LIST (tools/cache/shared_informer.go:416-428,
+    delta_fifo.go:369-371 @ v0.36.3)."""
+
     def forbidden_in(self, namespace: str) -> str | None:
         """Why ``namespace``'s objects could not be listed (None: they were, or are being)."""
         return self.forbidden.get(namespace) or self.forbidden.get(None)
+
+    def listed(self, namespace: str) -> bool:
+        """Whether ``namespace``'s objects have been listed (its LIST scope answered)."""
+        return namespace in self.answered or None in self.answered
+
+    def _answered(self, namespace: str | None) -> None:
+        self.answered.add(namespace)
+        if len(self.answered) >= len(self.namespaces or (None,)):
+            self.synced.set()
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((namespace, name))
@@ -146,13 +162,13 @@ class Informer:
                     if namespace not in self.forbidden:
                         log.warning("may not list %s %s (%s): rechecking every %.0f s", self.plural, self.api_version, exc, self.recheck_s)
                     self.forbidden[namespace] = str(exc)
-                    self.synced.set()
+                    self._answered(namespace)
                     await asyncio.sleep(self.recheck_s)
                 elif exc.status == 404:  # the CRD is not installed (yet)
                     if self.served is not False:
                         log.info("the cluster does not serve %s %s: rechecking every %.0f s", self.plural, self.api_version, self.recheck_s)
                     self.served = False
-                    self.synced.set()
+                    self._answered(namespace)
                     await asyncio.sleep(self.recheck_s)
                 else:
                     log.warning("LIST %s failed: %s", self.plural, exc)
@@ -163,7 +179,7 @@ class Informer:
             self.served = True
             self.forbidden.pop(namespace, None)
             self._replace(namespace, items)
-            self.synced.set()
+            self._answered(namespace)
             if was_missing and self.on_served is not None:
                 self.on_served()
             backoff = 1.0

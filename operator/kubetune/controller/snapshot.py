@@ -342,6 +342,8 @@ def _claim(claims: Informer, namespace: str, name: str) -> Prerequisite:
     forbidden = claims.forbidden_in(namespace)
     if forbidden is not None:
         return Prerequisite("PersistentVolumeClaim", name, None, forbidden)
+    if not claims.listed(namespace):  # not "not found": nothing read yet (the workers wait for every LIST, Caches.wait_synced)
+        return Prerequisite("PersistentVolumeClaim", name, None, f"the claims of namespace {namespace} are not listed yet")
     pvc = claims.get(namespace, name)
     if pvc is None:
         return Prerequisite("PersistentVolumeClaim", name, False, "not found")
