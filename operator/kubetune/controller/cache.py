@@ -104,6 +104,8 @@ class Informer:
     label_selector: str | None = None
     transform: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
     recheck_s: float = 60.0
+    page_size: int = 500
+    """Items per LIST page (``_list``)."""
     objects: dict[ObjKey, dict[str, Any]] = field(default_factory=dict)
     served: bool | None = None
     """None until the first LIST answers; False while the cluster does not serve the resource."""
@@ -156,7 +158,7 @@ class Informer:
         backoff = 1.0
         while True:
             try:
-                items, rv = await self.kube.list_page(self.api_version, self.plural, namespace, self.label_selector)
+                fresh, rv = await self._list(namespace)
             except ApiError as exc:
                 if exc.status == 403 and self.tolerate_forbidden:
                     if namespace not in self.forbidden:
@@ -178,16 +180,39 @@ class Informer:
             was_missing = self.served is False
             self.served = True
             self.forbidden.pop(namespace, None)
-            self._replace(namespace, items)
+            self._replace(namespace, fresh)
             self._answered(namespace)
             if was_missing and self.on_served is not None:
                 self.on_served()
             backoff = 1.0
             await self._watch_from(namespace, rv)
 
-    def _replace(self, namespace: str | None, items: list[dict[str, Any]]) -> None:
+    async def _list(self, namespace: str | None) -> tuple[dict[ObjKey, dict[str, Any]], str]:
+        """The scope's objects, transformed, and the list's resourceVersion: LISTed in pages of
+        ``page_size``, each page transformed before the next is asked for, so no more than one page of
+        whole objects is held (a cluster-wide PVC LIST of 50,000 claims unpaginated is ~330 MB parsed).
+        As client-go's reflector (tools/cache/reflector.go:693-719, pager.go:31 defaultPageSize = 500
+        @ v0.36.3), the resourceVersion is the first page's, and a continue token that expired (410)
+        is followed by one full LIST (pager.go:110-121)."""
+        fresh: dict[ObjKey, dict[str, Any]] = {}
+        rv, token, limit = "", "", self.page_size
+        while True:
+            try:
+                items, page_rv, token = await self.kube.list_chunk(self.api_version, self.plural, namespace, self.label_selector, limit, token or None)
+            except ApiError as exc:
+                if exc.status != 410 or not token:
+                    raise
+                fresh, rv, token, limit = {}, "", "", 0
+                continue
+            rv = rv or page_rv
+            for obj in items:
+                fresh[_key(obj)] = self.transform(obj)
+            del items
+            if not token:
+                return fresh, rv
+
+    def _replace(self, namespace: str | None, fresh: dict[ObjKey, dict[str, Any]]) -> None:
         """A relist: objects that vanished while we did not watch are DELETED, the rest ADDED/MODIFIED."""
-        fresh = {_key(o): self.transform(o) for o in items}
         for key, old in list(self.objects.items()):
             if (namespace is None or key[0] == namespace) and key not in fresh:
                 del self.objects[key]

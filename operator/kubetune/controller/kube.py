@@ -378,6 +378,29 @@ class Kube:
         result = await self.request("list", "GET", path(api_version, plural, namespace), params=params)
         return list(result.get("items") or []), str((result.get("metadata") or {}).get("resourceVersion") or "")
 
+    async def list_chunk(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        label_selector: str | None = None,
+        limit: int = 0,
+        continue_token: str | None = None,
+    ) -> tuple[Items, str, str]:
+        """One page of a LIST (``limit`` items at most; 0: all): the items, the list's resourceVersion and
+        the ``continue`` token of the next page ("" on the last).  A server that does not page answers
+        everything at once, without a token."""
+        params: dict[str, str] = {}
+        if limit:
+            params["limit"] = str(limit)
+        if continue_token:
+            params["continue"] = continue_token
+        if label_selector:
+            params["labelSelector"] = label_selector
+        result = await self.request("list", "GET", path(api_version, plural, namespace), params=params or None)
+        meta = result.get("metadata") or {}
+        return list(result.get("items") or []), str(meta.get("resourceVersion") or ""), str(meta.get("continue") or "")
+
     async def watch(
         self,
         api_version: str,
