@@ -154,3 +154,26 @@ async def test_a_child_is_deleted_only_once_the_status_saying_why_is_stored(clus
         assert cluster.read(*PTJ, NS, "qwen-lora") is None
     finally:
         await kube.close()
+
+
+async def test_a_job_the_api_server_no_longer_has_leaves_the_cache(cluster: Cluster) -> None:
+    """kopf relists after a watch's 410 Gone without a DELETED for the objects deleted meanwhile
+    (kopf/_cogs/clients/watching.py:157-210 @ 1.45.2: type-None events of the LIST, then the watch), so a
+    FineTuneJob deleted during such a gap stayed in the controller's cache and its fromJob/claims
+    index, and every event naming it (its source job, its claims) reconciled it again. The status
+    patch's 404 is the API server saying it is gone: it leaves the cache."""
+    kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token="test-token"))
+    try:
+        caches = Caches(kube, (), lambda ns, name: None)
+        memory = Memory()
+        executor = Executor(kube, caches, memory, EventRecorder(kube, Metrics()))
+        ftj = await cluster.put_object(*FTJ, example_job())
+        caches.store_job(ftj)
+        snap = await observe((NS, "qwen-lora"), ftj, caches, memory, kube, ObserveSettings(RenderOptions()), None)
+        decision = dataclasses.replace(decide(snap, time.time()), children=(), events=())
+        await cluster.remove(*FTJ, NS, "qwen-lora")  # deleted while kopf's watch was away
+        assert await executor.act(snap, decision) is None
+        assert (NS, "qwen-lora") not in caches.jobs
+        assert caches._claimants == {} and caches._sources == {}
+    finally:
+        await kube.close()

@@ -207,7 +207,11 @@ class Executor:
             except ApiError as exc:
                 if exc.status == 409:  # someone wrote first: decide again from the newer object
                     return self.conflict_retry_s
-                if exc.status == 404:  # deleted meanwhile
+                if exc.status == 404:  # deleted meanwhile: forgotten here, as kopf may never say so
+                    # (after a 410 Gone kopf relists without a DELETED for what went meanwhile,
+                    # kopf/_cogs/clients/watching.py:157-210 @ 1.45.2)
+                    self.caches.drop_job(snap.namespace, snap.name)
+                    self.memory.forget(key)
                     return None
                 raise
             self.caches.store_job(stored)
