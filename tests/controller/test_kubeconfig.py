@@ -146,3 +146,35 @@ def test_a_users_relative_certificate_starts_at_the_users_file_not_the_clusters(
     assert connection.cert_path is not None and connection.key_path is not None and connection.ca_path is not None
     assert (Path(connection.cert_path).read_text(encoding="utf-8"), Path(connection.key_path).read_text(encoding="utf-8")) == kubectl_reads
     assert Path(connection.ca_path).read_text(encoding="utf-8") == base64.b64decode(view["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
+
+
+def test_in_a_pod_the_kubeconfig_wins_and_the_serviceaccount_is_the_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kubectl (client-go tools/clientcmd/merged_client_builder.go:96-124 @ v0.36.3) uses the merged
+    kubeconfig, and the in-cluster ServiceAccount only when that config is empty. In a notebook pod
+    with a ~/.kube/config the SDK and `kubetune get` used the pod's ServiceAccount instead (another
+    identity and namespace than kubectl's, and than docs/sdk.md says); and with $KUBECONFIG naming no
+    existing file they failed instead of falling back to the ServiceAccount."""
+    from kubetune.controller import kube
+
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("sa-token", encoding="utf-8")
+    (sa / "namespace").write_text("pod-ns", encoding="utf-8")
+    monkeypatch.setattr(kube, "SA_TOKEN", str(sa / "token"))
+    monkeypatch.setattr(kube, "SA_NAMESPACE", str(sa / "namespace"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    write(tmp_path / "home" / ".kube" / "config", {
+        "current-context": "mine",
+        "contexts": [{"name": "mine", "context": {"cluster": "c", "user": "u", "namespace": "my-team"}}],
+        "clusters": [{"name": "c", "cluster": {"server": "https://laptop-cluster.example"}}],
+        "users": [{"name": "u", "user": {"token": "my-token"}}],
+    })
+    mine = load_connection()
+    assert (mine.server, mine.token, mine.default_namespace) == ("https://laptop-cluster.example", "my-token", "my-team")
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    pod = load_connection()
+    assert (pod.server, pod.token_file, pod.default_namespace) == ("https://10.96.0.1:443", str(sa / "token"), "pod-ns")
