@@ -114,3 +114,67 @@ def test_an_empty_file_is_an_empty_config_and_a_broken_one_an_error(tmp_path: Pa
     with pytest.raises(KubeconfigError, match="broken"):
         load_kubeconfig()
     assert _kubeconfig_namespace() == "default"  # render needs no cluster: it falls back, as before
+
+
+def test_a_users_relative_certificate_starts_at_the_users_file_not_the_clusters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster from file a, the user (client certificate and key, relative paths) from file b in
+    another folder: kubectl reads b/client.crt and b/client.key (client-go tools/clientcmd/loader.go:511-540
+    and :609-616 @ v0.36.3, each entry resolved against its own LocationOfOrigin).  The kubernetes
+    package resolves a user's certificate against the CLUSTER's file (kube_config.py _load_cluster_info,
+    base_path = _get_base_path(self._cluster.path) @ 37.0.3), so the operator failed with "File does not
+    exist: a/client.key", or, where a/ held files of those names, presented another identity."""
+    import base64
+
+    for rel, text in (("a/ca.crt", "ca of a"), ("b/client.crt", "cert of b"), ("b/client.key", "key of b"), ("a/client.crt", "stray cert in a"), ("a/client.key", "stray key in a")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text, encoding="utf-8")
+    a = write(tmp_path / "a" / "config", {
+        "current-context": "x",
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "clusters": [{"name": "c", "cluster": {"server": "https://a.example", "certificate-authority": "ca.crt"}}],
+    })
+    b = write(tmp_path / "b" / "config", {"users": [{"name": "u", "user": {"client-certificate": "client.crt", "client-key": "client.key"}}]})
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(a), str(b)]))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    out = subprocess.run([str(KUBECTL), "config", "view", "--minify", "--raw", "--flatten", "-o", "json"], capture_output=True, text=True, check=True, timeout=60)
+    view = json.loads(out.stdout)
+    user = view["users"][0]["user"]
+    kubectl_reads = (base64.b64decode(user["client-certificate-data"]).decode(), base64.b64decode(user["client-key-data"]).decode())
+    assert kubectl_reads == ("cert of b", "key of b")  # the oracle first
+
+    connection = load_connection()
+    assert connection.cert_path is not None and connection.key_path is not None and connection.ca_path is not None
+    assert (Path(connection.cert_path).read_text(encoding="utf-8"), Path(connection.key_path).read_text(encoding="utf-8")) == kubectl_reads
+    assert Path(connection.ca_path).read_text(encoding="utf-8") == base64.b64decode(view["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
+
+
+def test_in_a_pod_the_kubeconfig_wins_and_the_serviceaccount_is_the_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kubectl (client-go tools/clientcmd/merged_client_builder.go:96-124 @ v0.36.3) uses the merged
+    kubeconfig, and the in-cluster ServiceAccount only when that config is empty. In a notebook pod
+    with a ~/.kube/config the SDK and `kubetune get` used the pod's ServiceAccount instead (another
+    identity and namespace than kubectl's, and than docs/sdk.md says); and with $KUBECONFIG naming no
+    existing file they failed instead of falling back to the ServiceAccount."""
+    from kubetune.controller import kube
+
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("sa-token", encoding="utf-8")
+    (sa / "namespace").write_text("pod-ns", encoding="utf-8")
+    monkeypatch.setattr(kube, "SA_TOKEN", str(sa / "token"))
+    monkeypatch.setattr(kube, "SA_NAMESPACE", str(sa / "namespace"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    write(tmp_path / "home" / ".kube" / "config", {
+        "current-context": "mine",
+        "contexts": [{"name": "mine", "context": {"cluster": "c", "user": "u", "namespace": "my-team"}}],
+        "clusters": [{"name": "c", "cluster": {"server": "https://laptop-cluster.example"}}],
+        "users": [{"name": "u", "user": {"token": "my-token"}}],
+    })
+    mine = load_connection()
+    assert (mine.server, mine.token, mine.default_namespace) == ("https://laptop-cluster.example", "my-token", "my-team")
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    pod = load_connection()
+    assert (pod.server, pod.token_file, pod.default_namespace) == ("https://10.96.0.1:443", str(sa / "token"), "pod-ns")

@@ -28,6 +28,7 @@ def informer(claims: dict[str, dict[str, Any]]) -> Informer:
     cache = Informer(None, "v1", "persistentvolumeclaims", (), lambda *_: None, transform=trim_claim)  # type: ignore[arg-type]
     for name, claim in claims.items():
         cache.put({"metadata": {"name": name, "namespace": "ns", "resourceVersion": "1"}, **claim})
+    cache.answered.add(None)  # its cluster-wide LIST answered
     return cache
 
 

@@ -169,3 +169,178 @@ async def test_an_operator_that_may_not_list_claims_still_creates_the_children(c
     await eventually(lambda: cluster.read("kubeflow.org/v1", "pytorchjobs", "ns", "a"), what="the PyTorchJob")
     conditions = ((cluster.read(*FTJ, "ns", "a") or {}).get("status") or {}).get("conditions") or []
     assert not [c for c in conditions if c["type"] == "PrerequisitesReady" and c["status"] == "False"], conditions
+
+
+class ScopedClaims:
+    """LIST/WATCH of PersistentVolumeClaims as an API server answers a namespaced install whose Role is
+    missing in one watched namespace: 403 there, the claims elsewhere; every WATCH stays open."""
+
+    def __init__(self, forbidden: str, claims: dict[str, list[str]]) -> None:
+        self.forbidden, self.claims, self.lists = forbidden, claims, 0
+
+    async def list_chunk(self, api_version: str, plural: str, namespace: str | None, label_selector: str | None = None, limit: int = 0, continue_token: str | None = None) -> tuple[list[dict[str, Any]], str, str]:
+        from kubetune.controller.kube import ApiError
+
+        self.lists += 1
+        if namespace == self.forbidden:
+            raise ApiError(403, "Forbidden", f'persistentvolumeclaims is forbidden: cannot list resource "persistentvolumeclaims" in the namespace "{namespace}"')
+        items = [{"metadata": {"name": n, "namespace": namespace, "resourceVersion": "5"}, "status": {"phase": "Bound"}} for n in self.claims.get(str(namespace), [])]
+        return items, "5", ""
+
+    async def watch(self, *_: Any, **__: Any) -> Any:
+        await asyncio.Event().wait()
+        yield {}
+
+
+def test_a_namespace_whose_claims_may_not_be_listed_does_not_report_them_missing_nor_hide_the_others() -> None:
+    """Namespaced mode (one LIST/WATCH per watched namespace, a Role each): a 403 in namespace ``a``
+    makes its claims "could not be checked", never "not found", whatever namespace ``b`` answers; and
+    ``b``'s claims are still answered from its LIST."""
+    from kubetune.controller.cache import Informer
+    from kubetune.controller.snapshot import _claim
+
+    async def run() -> list[tuple[bool | None, str]]:
+        fake = ScopedClaims("a", {"b": ["data"]})
+        claims = Informer(fake, "v1", "persistentvolumeclaims", ("a", "b"), lambda *_: None, recheck_s=3600, tolerate_forbidden=True)  # type: ignore[arg-type]
+        task = asyncio.create_task(claims.run())
+        await eventually(lambda: fake.lists >= 2)
+        try:
+            return [(p.found, p.detail) for p in (_claim(claims, "a", "data"), _claim(claims, "b", "data"), _claim(claims, "b", "other"))]
+        finally:
+            task.cancel()
+
+    in_a, in_b, missing_in_b = asyncio.run(run())
+    assert in_a[0] is None and "forbidden" in in_a[1], f"a claim in a namespace the operator may not list was reported {in_a}"
+    assert in_b == (True, ""), f"a claim listed in namespace b was reported {in_b}"
+    assert missing_in_b == (False, "not found")
+
+
+class RecordedEvents(Events):
+    """Events as the API server keeps them: posted ones by name, a count patch applied to its Event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: dict[str, dict[str, Any]] = {}
+
+    async def create(self, api_version: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+        self.events[obj["metadata"]["name"]] = dict(obj)
+        return await super().create(api_version, plural, obj)
+
+    async def request(self, verb: str, method: str, url: str, body: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
+        self.events[url.rsplit("/", 1)[-1]].update(body or {})
+        return {}
+
+
+def test_similar_events_are_combined_at_the_tenth_and_stay_combined_while_they_keep_coming() -> None:
+    """client-go's EventAggregator (tools/record/events_cache.go @ v0.36.3): the 10th different message
+    of one object, type and reason is already the combined Event (:268-270, ``localKeys.Len() <
+    maxEvents`` posts as is, 10 does not); the 10-minute window runs from the LAST similar Event
+    (:256-262, ``interval := now - record.lastTimestamp``; :265, ``lastTimestamp = now``), so an object
+    that keeps failing with new messages every few minutes keeps counting one combined Event instead of
+    posting ten new ones every 10 minutes."""
+    api = RecordedEvents()
+    recorder = EventRecorder(api, Metrics())  # type: ignore[arg-type]
+    job = {"metadata": {"namespace": "ns", "name": "job", "uid": "uid-1"}}
+
+    async def run() -> None:
+        for i in range(10):
+            await recorder.record(job, EventSpec("Warning", "Restarting", f"retry {i}"), now=1000.0 + i)
+        for i in range(10, 16):  # one more every 5 minutes, for half an hour
+            await recorder.record(job, EventSpec("Warning", "Restarting", f"retry {i}"), now=1000.0 + 300 * (i - 9))
+
+    asyncio.run(run())
+    combined = [e for e in api.events.values() if e["message"].startswith("(combined from similar events): ")]
+    assert len(api.events) == 10, f"{len(api.events)} Events posted: {sorted(e['message'] for e in api.events.values())}"
+    assert len(combined) == 1 and combined[0]["count"] == 7
+
+
+class SlowScope(ScopedClaims):
+    """As ScopedClaims, but namespace ``slow``'s LIST answers only once ``release`` is set."""
+
+    def __init__(self, claims: dict[str, list[str]]) -> None:
+        super().__init__("", claims)
+        self.release = asyncio.Event()
+
+    async def list_chunk(self, api_version: str, plural: str, namespace: str | None, label_selector: str | None = None, limit: int = 0, continue_token: str | None = None) -> tuple[list[dict[str, Any]], str, str]:
+        if namespace == "slow":
+            await self.release.wait()
+        return await super().list_chunk(api_version, plural, namespace, label_selector, limit, continue_token)
+
+
+def test_claims_are_synced_only_once_every_watched_namespace_is_listed() -> None:
+    """The workers start after every informer is synced (Controller waits on Caches.wait_synced); in
+    namespaced mode the claims informer lists each namespace on its own, so it is synced only when all
+    of them answered, and until then a namespace's claims are "could not be checked", not "not found"
+    (client-go's SharedInformer HasSynced is one LIST of its whole scope, tools/cache/shared_informer.go)."""
+    from kubetune.controller.cache import Informer
+    from kubetune.controller.snapshot import _claim
+
+    async def run() -> tuple[bool, bool | None, bool, bool | None]:
+        fake = SlowScope({"fast": ["a"], "slow": ["data"]})
+        claims = Informer(fake, "v1", "persistentvolumeclaims", ("fast", "slow"), lambda *_: None, recheck_s=3600, tolerate_forbidden=True)  # type: ignore[arg-type]
+        task = asyncio.create_task(claims.run())
+        try:
+            await eventually(lambda: claims.get("fast", "a") is not None)
+            before = (claims.synced.is_set(), _claim(claims, "slow", "data").found)
+            fake.release.set()
+            await asyncio.wait_for(claims.synced.wait(), 5)
+            await eventually(lambda: claims.get("slow", "data") is not None)
+            return (*before, claims.synced.is_set(), _claim(claims, "slow", "data").found)
+        finally:
+            task.cancel()
+
+    synced_before, slow_before, synced_after, slow_after = asyncio.run(run())
+    assert not synced_before, "the claims informer said synced while one watched namespace was not listed yet"
+    assert slow_before is None, f"a claim of a namespace not listed yet was reported found={slow_before}"
+    assert synced_after and slow_after is True
+
+
+class PagedClaims:
+    """A cluster-wide LIST of PersistentVolumeClaims as the API server pages it: at most ``limit`` items
+    and ``metadata.continue`` while more remain, every page at the first page's resourceVersion; a
+    continue token that expired is 410 Gone (client-go tools/pager/pager.go:92-121 @ v0.36.3)."""
+
+    def __init__(self, count: int, expire_once: bool = False) -> None:
+        self.items = [{"metadata": {"name": f"c-{i:05d}", "namespace": f"ns-{i % 7}", "resourceVersion": "9"}, "status": {"phase": "Bound"}, "spec": {"big": "x" * 100}} for i in range(count)]
+        self.largest = 0
+        self.expire_once = expire_once
+
+    async def list_chunk(self, api_version: str, plural: str, namespace: str | None, label_selector: str | None = None, limit: int = 0, continue_token: str | None = None) -> tuple[list[dict[str, Any]], str, str]:
+        from kubetune.controller.kube import ApiError
+
+        start = int(continue_token or 0)
+        if continue_token and self.expire_once:
+            self.expire_once = False
+            raise ApiError(410, "Expired", "The provided continue parameter is too old to display a consistent list result.")
+        end = len(self.items) if not limit else min(len(self.items), start + limit)
+        self.largest = max(self.largest, end - start)
+        return self.items[start:end], "9", (str(end) if end < len(self.items) else "")
+
+    async def watch(self, *_: Any, **__: Any) -> Any:
+        await asyncio.Event().wait()
+        yield {}
+
+
+def test_the_claims_are_listed_in_pages_so_a_large_cluster_does_not_exhaust_the_operators_memory() -> None:
+    """A cluster-wide PVC informer in a cluster with 50,000 claims: one unpaginated LIST is ~85 MB of
+    JSON, ~330 MB once parsed in Python, over the chart's 512Mi limit (values.yaml resources) before it
+    is trimmed to ~50 MB: the operator was OOM-killed at start. client-go's reflector lists in pages of
+    500 (tools/cache/reflector.go:693-719, pager.go:31 defaultPageSize @ v0.36.3); each page is trimmed
+    before the next is asked for. A continue token that expired falls back to one full LIST (pager.go:110-121)."""
+    from kubetune.controller.cache import Informer, trim_claim
+
+    async def run(fake: PagedClaims) -> Informer:
+        claims = Informer(fake, "v1", "persistentvolumeclaims", (), lambda *_: None, transform=trim_claim, tolerate_forbidden=True)  # type: ignore[arg-type]
+        task = asyncio.create_task(claims.run())
+        try:
+            await asyncio.wait_for(claims.synced.wait(), 5)
+        finally:
+            task.cancel()
+        return claims
+
+    fake = PagedClaims(1234)
+    claims = asyncio.run(run(fake))
+    assert len(claims.objects) == 1234 and claims.get("ns-3", "c-00003") == {"metadata": {"name": "c-00003", "namespace": "ns-3", "resourceVersion": "9"}, "status": {"phase": "Bound"}}
+    assert fake.largest <= 500, f"one LIST response held {fake.largest} claims"
+    expired = PagedClaims(1234, expire_once=True)
+    assert len(asyncio.run(run(expired)).objects) == 1234

@@ -76,9 +76,11 @@ class EventRecorder:
 
     * an identical Event (same object, type, reason, message) seen again is not posted twice:
       the existing Event is patched with ``count + 1`` and a new ``lastTimestamp`` (EventLogger);
-    * more than ``max_similar`` Events of one object, type and reason with different messages
-      within ``interval_s`` become one Event whose message starts with
-      ``(combined from similar events): `` and is counted from then on (EventAggregator).
+    * from the ``max_similar``-th different message of one object, type and reason on, while each
+      comes within ``interval_s`` of the one before, they become one Event whose message starts with
+      ``(combined from similar events): `` and is counted (EventAggregator, events_cache.go:238-289
+      @ v0.36.3: the window restarts only after ``interval_s`` without a similar Event, :256-265, and
+      at most ``max_similar`` messages are remembered per key, :268-273).
     """
 
     kube: Kube
@@ -89,7 +91,7 @@ class EventRecorder:
     cache_size: int = 4096
     _seen: collections.OrderedDict[tuple[str, ...], tuple[str, int, str]] = field(default_factory=collections.OrderedDict)
     _similar: collections.OrderedDict[tuple[str, ...], tuple[float, set[str]]] = field(default_factory=collections.OrderedDict)
-    """Per (object, type, reason): when its window began and the messages seen in it. A least-recently
+    """Per (object, type, reason): when the last similar Event came and the messages seen since. A least-recently
     used cache of ``cache_size`` entries, as client-go's EventAggregator keeps (lru.New(maxLruCacheEntries),
     maxLruCacheEntries = 4096: tools/record/events_cache.go:36,213,249-266 @ v0.36.3); an expired window is
     replaced when its key comes again. (It was pruned by rebuilding the whole dict on every Event once
@@ -101,16 +103,17 @@ class EventRecorder:
         namespace, name, uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
         message = spec.message[:1024]
         similar = (namespace, uid, spec.type, spec.reason)
-        first, messages = self._similar.get(similar, (now, set()))
-        if now - first > self.interval_s:
-            first, messages = now, set()
+        last, messages = self._similar.get(similar, (now, set()))
+        if now - last > self.interval_s:  # measured from the last similar Event (events_cache.go:256-262)
+            messages = set()
         messages.add(message)
-        self._similar[similar] = (first, messages)
+        self._similar[similar] = (now, messages)  # record.lastTimestamp = now (:265)
         self._similar.move_to_end(similar)
         while len(self._similar) > self.cache_size:
             self._similar.popitem(last=False)
         key: tuple[str, ...] = (*similar, message)
-        if len(messages) > self.max_similar:
+        if len(messages) >= self.max_similar:  # "< maxEvents" is posted as is (:268-270)
+            messages.pop()  # "do not grow our local key set any larger than max" (:272-273)
             message = f"(combined from similar events): {message}"[:1024]
             key = (*similar, "(combined)")
         ts = now_rfc3339(now)
@@ -232,7 +235,11 @@ class Executor:
             except ApiError as exc:
                 if exc.status == 409:  # someone wrote first: decide again from the newer object
                     return self.conflict_retry_s
-                if exc.status == 404:  # deleted meanwhile
+                if exc.status == 404:  # deleted meanwhile: forgotten here, as kopf may never say so
+                    # (after a 410 Gone kopf relists without a DELETED for what went meanwhile,
+                    # kopf/_cogs/clients/watching.py:157-210 @ 1.45.2)
+                    self.caches.drop_job(snap.namespace, snap.name)
+                    self.memory.forget(key)
                     return None
                 raise
             self.caches.store_job(stored)

@@ -104,6 +104,8 @@ class Informer:
     label_selector: str | None = None
     transform: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
     recheck_s: float = 60.0
+    page_size: int = 500
+    """Items per LIST page (``_list``)."""
     objects: dict[ObjKey, dict[str, Any]] = field(default_factory=dict)
     served: bool | None = None
     """None until the first LIST answers; False while the cluster does not serve the resource."""
@@ -112,7 +114,31 @@ class Informer:
     tolerate_forbidden: bool = False
     """A 403 on the LIST (RBAC without list/watch) counts as synced, with ``forbidden`` saying why, and is
     tried again every ``recheck_s``: the controller starts, and what this informer answers is "unknown"."""
-    forbidden: str | None = None
+    forbidden: dict[str | None, str] = field(default_factory=dict)
+    """Per LIST scope (a watched namespace, or None: cluster-wide), why it may not be listed.  Per scope:
+    in namespaced mode each namespace has its own Role (charts/kubetune/templates/rbac.yaml), so one
+    namespace may be refused while another answers; a single flag let the last scope to answer decide
+    for all (a refused namespace's claims reported "not found", or a listed one's "could not be checked")."""
+
+    answered: set[str | None] = field(default_factory=set)
+    """The LIST scopes that answered at least once (listed, refused with 403, or not served). ``synced``
+    is set only once every scope answered: in namespaced mode the workers (which wait on ``synced``,
+    ``Caches.wait_synced``) must not read a namespace that was not listed yet as empty, as a client-go
+    WaitForCacheSync waits on every informer's first full LIST (tools/cache/shared_informer.go:416-428,
+    delta_fifo.go:369-371 @ v0.36.3)."""
+
+    def forbidden_in(self, namespace: str) -> str | None:
+        """Why ``namespace``'s objects could not be listed (None: they were, or are being)."""
+        return self.forbidden.get(namespace) or self.forbidden.get(None)
+
+    def listed(self, namespace: str) -> bool:
+        """Whether ``namespace``'s objects have been listed (its LIST scope answered)."""
+        return namespace in self.answered or None in self.answered
+
+    def _answered(self, namespace: str | None) -> None:
+        self.answered.add(namespace)
+        if len(self.answered) >= len(self.namespaces or (None,)):
+            self.synced.set()
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((namespace, name))
@@ -132,19 +158,19 @@ class Informer:
         backoff = 1.0
         while True:
             try:
-                items, rv = await self.kube.list_page(self.api_version, self.plural, namespace, self.label_selector)
+                fresh, rv = await self._list(namespace)
             except ApiError as exc:
                 if exc.status == 403 and self.tolerate_forbidden:
-                    if self.forbidden is None:
+                    if namespace not in self.forbidden:
                         log.warning("may not list %s %s (%s): rechecking every %.0f s", self.plural, self.api_version, exc, self.recheck_s)
-                    self.forbidden = str(exc)
-                    self.synced.set()
+                    self.forbidden[namespace] = str(exc)
+                    self._answered(namespace)
                     await asyncio.sleep(self.recheck_s)
                 elif exc.status == 404:  # the CRD is not installed (yet)
                     if self.served is not False:
                         log.info("the cluster does not serve %s %s: rechecking every %.0f s", self.plural, self.api_version, self.recheck_s)
                     self.served = False
-                    self.synced.set()
+                    self._answered(namespace)
                     await asyncio.sleep(self.recheck_s)
                 else:
                     log.warning("LIST %s failed: %s", self.plural, exc)
@@ -153,17 +179,40 @@ class Informer:
                 continue
             was_missing = self.served is False
             self.served = True
-            self.forbidden = None
-            self._replace(namespace, items)
-            self.synced.set()
+            self.forbidden.pop(namespace, None)
+            self._replace(namespace, fresh)
+            self._answered(namespace)
             if was_missing and self.on_served is not None:
                 self.on_served()
             backoff = 1.0
             await self._watch_from(namespace, rv)
 
-    def _replace(self, namespace: str | None, items: list[dict[str, Any]]) -> None:
+    async def _list(self, namespace: str | None) -> tuple[dict[ObjKey, dict[str, Any]], str]:
+        """The scope's objects, transformed, and the list's resourceVersion: LISTed in pages of
+        ``page_size``, each page transformed before the next is asked for, so no more than one page of
+        whole objects is held (a cluster-wide PVC LIST of 50,000 claims unpaginated is ~330 MB parsed).
+        As client-go's reflector (tools/cache/reflector.go:693-719, pager.go:31 defaultPageSize = 500
+        @ v0.36.3), the resourceVersion is the first page's, and a continue token that expired (410)
+        is followed by one full LIST (pager.go:110-121)."""
+        fresh: dict[ObjKey, dict[str, Any]] = {}
+        rv, token, limit = "", "", self.page_size
+        while True:
+            try:
+                items, page_rv, token = await self.kube.list_chunk(self.api_version, self.plural, namespace, self.label_selector, limit, token or None)
+            except ApiError as exc:
+                if exc.status != 410 or not token:
+                    raise
+                fresh, rv, token, limit = {}, "", "", 0
+                continue
+            rv = rv or page_rv
+            for obj in items:
+                fresh[_key(obj)] = self.transform(obj)
+            del items
+            if not token:
+                return fresh, rv
+
+    def _replace(self, namespace: str | None, fresh: dict[ObjKey, dict[str, Any]]) -> None:
         """A relist: objects that vanished while we did not watch are DELETED, the rest ADDED/MODIFIED."""
-        fresh = {_key(o): self.transform(o) for o in items}
         for key, old in list(self.objects.items()):
             if (namespace is None or key[0] == namespace) and key not in fresh:
                 del self.objects[key]

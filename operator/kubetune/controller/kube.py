@@ -100,7 +100,7 @@ reloads only once expired; a margin keeps requests from failing on clock skew)."
 
 
 def load_connection(kubeconfig: str | None = None) -> Connection:
-    """In-cluster credentials when running in a pod (and no KUBECONFIG), else the kubeconfig.
+    """The kubeconfig's credentials, else (in a pod, the kubeconfig empty) the in-cluster ServiceAccount's.
 
     Which files, and how they merge, is kubectl's rule (``kubeconfig.load_kubeconfig``: ``kubeconfig``
     alone when given, as ``--kubeconfig``; else every file of ``$KUBECONFIG``, the first value
@@ -110,12 +110,18 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
     client.authentication.k8s.io/v1 and v1beta1, with ``status.expirationTimestamp``, a token or a
     client certificate and key).
     """
-    if not kubeconfig and not os.environ.get("KUBECONFIG") and os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(SA_TOKEN):
+    files = kubeconfig_files(kubeconfig)
+    # kubectl's order (client-go tools/clientcmd/merged_client_builder.go:96-124 @ v0.36.3): the merged
+    # kubeconfig, and the in-cluster config only when that is empty (no file, or no cluster in them) and
+    # a ServiceAccount token is mounted (client_config.go:668-673). A ~/.kube/config in a notebook pod
+    # wins over the pod's ServiceAccount; a $KUBECONFIG naming no existing file falls back to it.
+    in_pod = not kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.isfile(SA_TOKEN)
+    if in_pod and not read_kubeconfig(files).clusters:
         host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         host = f"[{host}]" if ":" in host else host
         namespace = open(SA_NAMESPACE, encoding="utf-8").read().strip() if os.path.exists(SA_NAMESPACE) else None
         return Connection(server=f"https://{host}:{port}", token_file=SA_TOKEN, ca_path=SA_CA, default_namespace=namespace)
-    return _connection_from(kubeconfig_files(kubeconfig))
+    return _connection_from(files)
 
 
 def _connection_from(files: list[str]) -> Connection:
@@ -381,6 +387,29 @@ class Kube:
         params = {"labelSelector": label_selector} if label_selector else None
         result = await self.request("list", "GET", path(api_version, plural, namespace), params=params)
         return list(result.get("items") or []), str((result.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def list_chunk(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        label_selector: str | None = None,
+        limit: int = 0,
+        continue_token: str | None = None,
+    ) -> tuple[Items, str, str]:
+        """One page of a LIST (``limit`` items at most; 0: all): the items, the list's resourceVersion and
+        the ``continue`` token of the next page ("" on the last).  A server that does not page answers
+        everything at once, without a token."""
+        params: dict[str, str] = {}
+        if limit:
+            params["limit"] = str(limit)
+        if continue_token:
+            params["continue"] = continue_token
+        if label_selector:
+            params["labelSelector"] = label_selector
+        result = await self.request("list", "GET", path(api_version, plural, namespace), params=params or None)
+        meta = result.get("metadata") or {}
+        return list(result.get("items") or []), str(meta.get("resourceVersion") or ""), str(meta.get("continue") or "")
 
     async def watch(
         self,

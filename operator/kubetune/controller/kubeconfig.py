@@ -14,7 +14,8 @@ kubectl (client-go's ``tools/clientcmd/loader.go`` @ v0.36.3) picks and merges f
   the files merged last-to-first, :256-264, each merge replacing whole map entries and non-empty
   values with the later-merged file's, merge.go:25-29, and that result merged over the forward
   merge, :266-274.)
-* relative paths inside a file are resolved against that file's folder (:195-196).
+* relative paths inside a file are resolved against that file's folder (:195-196, ResolveLocalPaths
+  :511-540): done here per entry (``_resolved``), so every reader gets absolute paths.
 
 Only reading happens here (no credentials, no cluster contact, no ``kubernetes`` import), so
 ``kubetune render`` can ask for the context's namespace cheaply; ``kube.load_connection`` hands
@@ -108,8 +109,36 @@ def read_kubeconfig(files: Sequence[str]) -> Kubeconfig:
         for section, body in _SECTIONS.items():
             for item in doc.get(section) or []:
                 if isinstance(item, dict) and item.get("name") is not None and isinstance(item.get(body) or {}, dict):
-                    merged[section].setdefault(str(item["name"]), Entry(str(item["name"]), item.get(body) or {}, name))
+                    value = _resolved(section, item.get(body) or {}, name)
+                    merged[section].setdefault(str(item["name"]), Entry(str(item["name"]), value, name))
     return Kubeconfig(tuple(read), current, merged["clusters"], merged["users"], merged["contexts"])
+
+
+_FILE_FIELDS = {"clusters": ("certificate-authority",), "users": ("client-certificate", "client-key", "tokenFile")}
+
+
+def _resolved(section: str, value: Mapping[str, Any], file: str) -> Mapping[str, Any]:
+    """``value`` with its relative file paths made absolute against ``file``'s folder, as client-go's
+    ResolveLocalPaths does for every entry of the merged config (loader.go:511-540): a cluster's
+    certificate-authority; a user's client-certificate, client-key, tokenFile, and its exec command
+    when that has a path separator (GetClusterFileReferences/GetAuthInfoFileReferences, :605-616).
+    Done here, per entry, because the kubernetes package resolves a user's certificate and key against
+    the CLUSTER's file (kube_config.py _load_cluster_info @ 37.0.3): wrong once they come from two files."""
+    fields = _FILE_FIELDS.get(section)
+    if not fields:
+        return value
+    base = os.path.abspath(os.path.dirname(file))
+    out = dict(value)
+    for key in fields:
+        ref = out.get(key)
+        if isinstance(ref, str) and ref and not os.path.isabs(ref):
+            out[key] = os.path.join(base, ref)
+    exec_ = out.get("exec")
+    if section == "users" and isinstance(exec_, dict):
+        command = exec_.get("command")
+        if isinstance(command, str) and os.sep in command and not os.path.isabs(command):
+            out["exec"] = {**exec_, "command": os.path.join(base, command)}
+    return out
 
 
 def load_kubeconfig(explicit: str | None = None) -> Kubeconfig:

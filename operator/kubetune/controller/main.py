@@ -17,8 +17,9 @@ The process serves kopf's liveness endpoint on ``--health-port`` (``/healthz``),
 metrics on ``--metrics-port`` (``/metrics``), and JSON logs on stderr; with ``--progress-port`` also the
 progress intake (``intake``: trainers POST their progress, verified by TokenReview; ``--progress-url``
 tells the pods where).  A port already in use is
-one error line and exit code 1.  Credentials: ``$KUBECONFIG`` (its files merged as kubectl merges them,
-``kubeconfig``), else the in-cluster ServiceAccount, else ``~/.kube/config``.
+one error line and exit code 1.  Credentials as kubectl finds them: ``$KUBECONFIG`` (its files merged as
+kubectl merges them, ``kubeconfig``), else ``~/.kube/config``; the in-cluster ServiceAccount when those
+hold no cluster (the operator's pod has no kubeconfig).
 """
 
 from __future__ import annotations

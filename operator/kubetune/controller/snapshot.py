@@ -339,8 +339,11 @@ async def _applied_spec(kube: Kube, namespace: str, config_map: str) -> FineTune
 
 def _claim(claims: Informer, namespace: str, name: str) -> Prerequisite:
     """A PersistentVolumeClaim the spec names, as the claims informer holds it (no request)."""
-    if claims.forbidden is not None:
-        return Prerequisite("PersistentVolumeClaim", name, None, claims.forbidden)
+    forbidden = claims.forbidden_in(namespace)
+    if forbidden is not None:
+        return Prerequisite("PersistentVolumeClaim", name, None, forbidden)
+    if not claims.listed(namespace):  # not "not found": nothing read yet (the workers wait for every LIST, Caches.wait_synced)
+        return Prerequisite("PersistentVolumeClaim", name, None, f"the claims of namespace {namespace} are not listed yet")
     pvc = claims.get(namespace, name)
     if pvc is None:
         return Prerequisite("PersistentVolumeClaim", name, False, "not found")
