@@ -124,6 +124,19 @@ def test_wrong_keys_missing_bucket_and_key_and_denied_write_each_give_their_erro
     assert reader.secret_access_key not in str(err.value) and err.value.exit_code == 2  # permanent: a restart cannot help
 
 
+def test_a_store_that_cannot_be_reached_is_a_retryable_storage_error(tmp_path: Path, s3_server: S3Server) -> None:  # noqa: F811
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens here once the socket is closed
+    env = {**s3_server.env(), "KUBETUNE_S3_ENDPOINT": f"http://127.0.0.1:{closed}"}
+    ckpt = _checkpoint(tmp_path, 1)
+    with pytest.raises(StorageError, match=rf"s3://{BUCKET}/x/checkpoint-1/: uploading failed: EndpointConnectionError") as err:
+        objectstore.upload_checkpoint(f"s3://{BUCKET}/x/", ckpt, env)
+    assert err.value.exit_code == 130  # the pod restarts and resumes
+
+
 def test_an_interrupted_checkpoint_upload_leaves_no_completion_marker(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
     prefix = f"s3://{BUCKET}/interrupted/default/job/"
     ckpt = _checkpoint(tmp_path / "out", 3)
