@@ -58,6 +58,7 @@ def test_run_local_reads_model_and_data_from_a_bucket_and_uploads_checkpoints_ad
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert s3_server.admin.secret_access_key not in log
+    assert "uploaded to: s3://tiny-runs/runs/default/s3-lora/ (complete: s3://tiny-runs/runs/default/s3-lora/_KUBETUNE_COMPLETE)" in result.stdout
 
     # The base model was staged into the models folder, with the ETags that key it.
     staged = models / model_cache_subdir("s3://tiny-models/tiny/")

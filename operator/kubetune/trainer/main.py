@@ -95,6 +95,7 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
         if dist.is_global_zero and (prefix := outputs_prefix(cfg)) is not None:
             with stage("upload", uri=prefix) as out:
                 out["bytes"] = objectstore.upload_results(prefix, cfg.output_dir, env)
+                out["uri"] = prefix
                 facts["stages"]["upload"] = dict(out)
     except TrainerError as exc:
         code, message = exc.exit_code, str(exc)
