@@ -28,8 +28,8 @@ def _objects(s3: Any, bucket: str, prefix: str = "") -> dict[str, int]:
 
 @pytest.mark.slow
 @pytest.mark.train
-@pytest.mark.timeout(300)
-def test_run_local_reads_model_and_data_from_a_bucket_and_uploads_checkpoints_adapter_and_record(
+@pytest.mark.timeout(420)
+def test_run_local_reads_model_and_data_from_a_bucket_uploads_its_results_and_resumes_from_the_bucket_in_a_fresh_folder(
     tmp_path: Path, tiny_assets: TinyAssets, s3_server: S3Server  # noqa: F811
 ) -> None:
     s3 = s3_server.s3()
@@ -80,3 +80,21 @@ def test_run_local_reads_model_and_data_from_a_bucket_and_uploads_checkpoints_ad
     # The local copy on the "volume" is the same adapter.
     local = tmp_path / "out" / "default" / "s3-lora" / "adapter_model.safetensors"
     assert runs[f"{base}adapter_model.safetensors"] == local.stat().st_size
+
+    # Preemption on a cluster without ReadWriteMany: the pod died while checkpoint-4 went up (no
+    # marker) and its volume is gone. The same job in a fresh folder resumes from checkpoint-2 of
+    # the bucket, trains steps 3-4, and uploads checkpoint-4 and the job's marker again.
+    s3.delete_object(Bucket="tiny-runs", Key=f"{base}checkpoint-4/_KUBETUNE_COMPLETE")
+    s3.delete_object(Bucket="tiny-runs", Key=f"{base}_KUBETUNE_COMPLETE")
+    again = subprocess.run(
+        [*KUBETUNE, "run", "--local", "job.yaml", "--output", "fresh", "--models", str(models)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=200,
+    )
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    fresh = tmp_path / "fresh" / "default" / "s3-lora"
+    record = json.loads((fresh / "kubetune-run.json").read_text())
+    assert record["stages"]["data"]["restoredCheckpoint"] == f"s3://tiny-runs/{base}checkpoint-2/"
+    assert record["stages"]["train"]["resumedFrom"] == str(fresh / "checkpoint-2")
+    steps = [json.loads(line)["current_steps"] for line in (fresh / "trainer_log.jsonl").read_text().splitlines() if line.strip()]
+    assert steps and min(steps) == 3 and max(steps) == 4  # steps 1-2 were not trained again
+    assert s3.head_object(Bucket="tiny-runs", Key=f"{base}checkpoint-4/_KUBETUNE_COMPLETE") and s3.head_object(Bucket="tiny-runs", Key=f"{base}_KUBETUNE_COMPLETE")

@@ -5,6 +5,7 @@ with the URI and the S3 error code, and never a half-uploaded checkpoint taken a
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -166,13 +167,21 @@ def test_a_fresh_working_dir_resumes_from_the_newest_complete_checkpoint_in_the_
 
     fresh = tmp_path / "new-pod"
     fresh.mkdir()
-    assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True) == "checkpoint-4"
+    # The newest of all, checkpoint-10, was written by another configuration of a job with this name.
+    objectstore.upload_checkpoint(prefix, _checkpoint(old, 10), env, config_hash="another-config")
+    assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="another-config") == "checkpoint-10"
+    shutil.rmtree(fresh / "checkpoint-10")
+    bucket.delete_object(Bucket=BUCKET, Key="resume/default/job/checkpoint-10/_KUBETUNE_COMPLETE")
+    for step in (2, 4):  # this configuration's markers
+        objectstore.upload_checkpoint(prefix, old / f"checkpoint-{step}", env, config_hash="this-config")
+    objectstore.upload_checkpoint(prefix, old / "checkpoint-10", env, config_hash="another-config")
+    assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="this-config") == "checkpoint-4"
     restored = fresh / "checkpoint-4"
     assert json.loads((restored / "trainer_state.json").read_text()) == {"global_step": 4}
     assert (restored / "optimizer.pt").read_bytes() == b"o" * 400
     assert sorted(p.name for p in fresh.iterdir()) == ["checkpoint-4"]  # no staging folder left
     # The volume now has a complete checkpoint of its own: the bucket is not asked again.
-    assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True) is None
+    assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="this-config") is None
 
 
 def test_the_uploader_takes_a_checkpoint_only_when_complete_and_settled(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811

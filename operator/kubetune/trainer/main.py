@@ -83,7 +83,7 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
             else:
                 rank0_sink = (sink or StdoutProgressSink()) if dist.is_global_zero else None
                 prefix = outputs_prefix(cfg) if dist.is_global_zero else None
-                out.update(_train_uploading(cfg, dist, train_env, rank0_sink, env, prefix))
+                out.update(_train_uploading(cfg, dist, train_env, rank0_sink, env, prefix, facts.get("configHash")))
             facts["trainingCompleted"] = True
             facts["stages"]["train"] = dict(out)
         if cfg.job.spec.export.enabled and dist.is_global_zero:
@@ -125,14 +125,25 @@ def outputs_prefix(cfg: config.JobConfig) -> str | None:
 
 
 def _train_uploading(
-    cfg: config.JobConfig, dist: distenv.Distribution, train_env: Mapping[str, str], sink: ProgressSink | None, env: Mapping[str, str], prefix: str | None
+    cfg: config.JobConfig,
+    dist: distenv.Distribution,
+    train_env: Mapping[str, str],
+    sink: ProgressSink | None,
+    env: Mapping[str, str],
+    prefix: str | None,
+    config_hash: str | None,
 ) -> dict[str, Any]:
     """train.run, with rank 0 uploading each complete checkpoint meanwhile (spec.storage.outputs.uri)
     and once more after training stopped, also after a preemption stop, so a restart elsewhere resumes."""
     if prefix is None:
         return train.run(cfg, dist, train_env, sink)
     uploader = objectstore.CheckpointUploader(
-        prefix, cfg.output_dir, env, needs_optimizer=train.needs_optimizer(cfg.train_args), interval=float(env.get(ENV_UPLOAD_INTERVAL, "5"))
+        prefix,
+        cfg.output_dir,
+        env,
+        needs_optimizer=train.needs_optimizer(cfg.train_args),
+        interval=float(env.get(ENV_UPLOAD_INTERVAL, "5")),
+        config_hash=config_hash,
     )
     uploader.start()
     try:
@@ -174,12 +185,15 @@ def _data_stage(cfg: config.JobConfig, env: Mapping[str, str], dist: distenv.Dis
             moved = train.quarantine_incomplete(cfg.output_dir, cfg.train_args)
             conf = fingerprint.effective_config(cfg.train_args, data_digest=data.digest(cfg), world_size=dist.world_size)
             try:
+                facts["configHash"] = fingerprint.check_and_record(cfg.output_dir, conf)
                 if (prefix := outputs_prefix(cfg)) is not None:
                     objectstore.clear_marker(prefix, env)  # not complete again until this run says so
-                    restored = objectstore.restore_checkpoint(prefix, cfg.output_dir, env, needs_optimizer=train.needs_optimizer(cfg.train_args))
+                    # Only a checkpoint this very configuration wrote (its marker names the hash just checked).
+                    restored = objectstore.restore_checkpoint(
+                        prefix, cfg.output_dir, env, needs_optimizer=train.needs_optimizer(cfg.train_args), config_hash=facts["configHash"]
+                    )
                     if restored is not None:
                         out["restoredCheckpoint"] = f"{prefix}{restored}/"
-                facts["configHash"] = fingerprint.check_and_record(cfg.output_dir, conf)
             except TrainerError as exc:
                 _tell_other_ranks(cfg, exc)
                 raise

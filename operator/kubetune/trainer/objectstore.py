@@ -295,9 +295,11 @@ def upload_folder(prefix_uri: str, folder: Path, env: Mapping[str, str], *, skip
     return sent
 
 
-def upload_checkpoint(prefix_uri: str, folder: Path, env: Mapping[str, str], s3: Any | None = None) -> int:
-    """One complete local checkpoint to ``<prefix_uri><checkpoint-N>/``, its marker last."""
-    return upload_folder(f"{prefix_uri}{folder.name}/", folder, env, s3=s3, marker={"checkpoint": folder.name})
+def upload_checkpoint(prefix_uri: str, folder: Path, env: Mapping[str, str], s3: Any | None = None, *, config_hash: str | None = None) -> int:
+    """One complete local checkpoint to ``<prefix_uri><checkpoint-N>/``, its marker last.  The marker
+    carries the hash of the training configuration that wrote it (kubetune.trainer.fingerprint), so a
+    restart resumes only its own configuration's checkpoints."""
+    return upload_folder(f"{prefix_uri}{folder.name}/", folder, env, s3=s3, marker={"checkpoint": folder.name, "configHash": config_hash})
 
 
 def _read_marker(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
@@ -316,9 +318,12 @@ def _read_marker(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def newest_complete_remote(prefix_uri: str, env: Mapping[str, str], s3: Any | None = None) -> tuple[str, dict[str, int]] | None:
+def newest_complete_remote(
+    prefix_uri: str, env: Mapping[str, str], s3: Any | None = None, *, config_hash: str | None = None
+) -> tuple[str, dict[str, int]] | None:
     """(``checkpoint-N``, its files and sizes) of the newest checkpoint under ``prefix_uri`` whose
-    marker exists and whose objects match the marker's list; None when there is none."""
+    marker exists, names ``config_hash`` (when given) and whose objects match the marker's list;
+    None when there is none."""
     bucket, prefix = split_uri(prefix_uri)
     with _guard(prefix_uri, env, doing="looking for checkpoints"):
         s3 = s3 or client(env)
@@ -332,19 +337,23 @@ def newest_complete_remote(prefix_uri: str, env: Mapping[str, str], s3: Any | No
             marker = _read_marker(s3, bucket, f"{prefix}{name}/{MARKER}")
             if marker is None or not isinstance(marker.get("files"), dict):
                 continue
+            if config_hash is not None and marker.get("configHash") != config_hash:
+                continue  # written by another configuration of a job with this name
             present = {str(o["Key"])[len(prefix) + len(name) + 1:]: o.get("Size") for o in list_objects(s3, bucket, f"{prefix}{name}/")}
             if all(present.get(f) == size for f, size in marker["files"].items()):
                 return name, {str(k): int(v) for k, v in marker["files"].items()}
     return None
 
 
-def restore_checkpoint(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, needs_optimizer: bool, s3: Any | None = None) -> str | None:
-    """When ``output_dir`` holds no complete checkpoint, download the newest complete one from the
-    bucket into it (a fresh volume after preemption); returns its name, or None."""
+def restore_checkpoint(
+    prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, needs_optimizer: bool, s3: Any | None = None, config_hash: str | None = None
+) -> str | None:
+    """When ``output_dir`` holds no complete checkpoint, download the newest complete one of this
+    configuration from the bucket into it (a fresh volume after preemption); returns its name, or None."""
     if checkpoints.newest_complete(output_dir, needs_optimizer=needs_optimizer) is not None:
         return None
     s3 = s3 or _guarded_client(prefix_uri, env)
-    found = newest_complete_remote(prefix_uri, env, s3)
+    found = newest_complete_remote(prefix_uri, env, s3, config_hash=config_hash)
     if found is None:
         return None
     name, files = found
@@ -401,8 +410,10 @@ class CheckpointUploader:
     between two looks (transformers writes a checkpoint's files one after the other), each with its
     marker last.  ``sweep`` does a final pass after training (or after a preemption stop)."""
 
-    def __init__(self, prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, needs_optimizer: bool, interval: float = 5.0) -> None:
-        self.prefix_uri, self.output_dir, self.env = prefix_uri, output_dir, env
+    def __init__(
+        self, prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, needs_optimizer: bool, interval: float = 5.0, config_hash: str | None = None
+    ) -> None:
+        self.prefix_uri, self.output_dir, self.env, self.config_hash = prefix_uri, output_dir, env, config_hash
         self.needs_optimizer, self.interval = needs_optimizer, interval
         self.uploaded: dict[str, str] = {}
         self.error: StorageError | None = None
@@ -432,7 +443,7 @@ class CheckpointUploader:
                 continue
             if self._s3 is None:
                 self._s3 = _guarded_client(self.prefix_uri, self.env)
-            upload_checkpoint(self.prefix_uri, folder, self.env, s3=self._s3)
+            upload_checkpoint(self.prefix_uri, folder, self.env, s3=self._s3, config_hash=self.config_hash)
             self.uploaded[folder.name] = stamp
             done.append(folder.name)
         return done
