@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,14 +37,17 @@ class Keys:
 class S3Server:
     """One moto server process; ``admin`` is an allow-all IAM user's access key."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str, str] | None = None) -> None:
+        """``tls``: (CA bundle, server certificate, server key) PEM files: serve HTTPS with them."""
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.ca_bundle = tls[0] if tls else None
+        self.endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(ADMIN_ACTIONS))
+        ssl = ["-c", tls[1], "-k", tls[2]] if tls else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port), *ssl],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -51,7 +55,8 @@ class S3Server:
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()  # noqa: S310 - loopback
+                context = __import__("ssl").create_default_context(cafile=self.ca_bundle) if self.ca_bundle else None
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1, context=context).close()  # noqa: S310 - loopback
                 break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if time.monotonic() > deadline or self.process.poll() is not None:
@@ -68,7 +73,12 @@ class S3Server:
         import boto3
 
         return boto3.session.Session().client(
-            service, endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=keys.access_key_id, aws_secret_access_key=keys.secret_access_key
+            service,
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=keys.access_key_id,
+            aws_secret_access_key=keys.secret_access_key,
+            verify=self.ca_bundle if self.ca_bundle else None,
         )
 
     def s3(self, keys: Keys | None = None) -> Any:
@@ -85,12 +95,15 @@ class S3Server:
     def env(self, keys: Keys | None = None) -> dict[str, str]:
         """The trainer's environment for this server (what spec.storage.objectStore renders)."""
         keys = keys or self.admin
-        return {
+        env = {
             "KUBETUNE_S3_ENDPOINT": self.endpoint,
             "KUBETUNE_S3_REGION": "us-east-1",
             "KUBETUNE_S3_ACCESS_KEY_ID": keys.access_key_id,
             "KUBETUNE_S3_SECRET_ACCESS_KEY": keys.secret_access_key,
         }
+        if self.ca_bundle:
+            env["KUBETUNE_S3_CA_BUNDLE"] = self.ca_bundle
+        return env
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -100,6 +113,45 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def private_ca(folder: Path) -> tuple[str, str, str]:
+    """A private certificate authority and a server certificate it signed for 127.0.0.1 (what a
+    MinIO with an in-house CA serves): (CA bundle, certificate, key) PEM paths."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubetune test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = (folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return str(paths[0]), str(paths[1]), str(paths[2])
 
 
 def _policy(actions: list[str], resources: list[str], effect: str = "Allow") -> dict[str, Any]:

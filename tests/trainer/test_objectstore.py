@@ -254,3 +254,24 @@ def test_the_trainer_ends_cloud_failures_with_the_uri_and_code_and_never_a_trace
         assert "Traceback" not in log and keys.secret_access_key not in log and keys.access_key_id not in log
         record = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
         assert record["exitCode"] == code and text in record["message"]
+
+
+def test_a_store_with_a_private_ca_is_reached_through_the_ca_bundle_and_refused_without_it(tmp_path: Path) -> None:
+    """spec.storage.objectStore.caBundle: the trainer verifies the endpoint against the mounted
+    bundle (KUBETUNE_S3_CA_BUNDLE); without it the certificate is refused, permanently."""
+    from kt_s3 import private_ca
+
+    server = S3Server(tls=private_ca(tmp_path / "pki"))
+    try:
+        s3 = server.s3()
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="models/tiny/config.json", Body=b"{}")
+        env = server.env()
+        assert env["KUBETUNE_S3_ENDPOINT"].startswith("https://")
+        assert objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path / "m", env)["downloaded"] == 1
+        without = {k: v for k, v in env.items() if k != "KUBETUNE_S3_CA_BUNDLE"}
+        with pytest.raises(StorageError, match=r"SSLError: .*give its CA in spec.storage.objectStore.caBundle") as err:
+            objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path / "m2", without)
+        assert err.value.exit_code == 2
+    finally:
+        server.stop()

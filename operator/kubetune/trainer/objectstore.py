@@ -124,8 +124,11 @@ def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str,
     }
     hint = hints.get(code)
     text = _scrub(f"{uri}: {doing} failed: {code}: {detail}" + (f" ({hint})" if hint else ""), env)
+    if code == "SSLError":
+        hint = "the endpoint's TLS certificate is not trusted: give its CA in spec.storage.objectStore.caBundle"
+        text = _scrub(f"{uri}: {doing} failed: {code}: {detail} ({hint})", env)
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if isinstance(response, dict) else 0
-    transient = code in _RETRYABLE_CODES or (isinstance(status, int) and status >= 500) or _is_connection_error(exc)
+    transient = code != "SSLError" and (code in _RETRYABLE_CODES or (isinstance(status, int) and status >= 500) or _is_connection_error(exc))
     err: StorageError | DataError = DataError(text) if data and not transient else StorageError(text)
     if transient:
         err.exit_code = contract.EXIT_RETRYABLE
