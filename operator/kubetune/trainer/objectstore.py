@@ -63,11 +63,11 @@ def client(env: Mapping[str, str]) -> Any:
     web identity token, AWS_* variables for ``kubetune run --local``).  A custom endpoint uses
     path-style addressing, which MinIO and Ceph RGW serve without wildcard DNS."""
     try:
-        import boto3  # noqa: PLC0415 - the s3 extra only
+        import boto3  # noqa: PLC0415 - the train extra (and the trainer image)
         from botocore.config import Config  # noqa: PLC0415
     except ImportError:
         raise StorageError(
-            "s3:// URIs need boto3 in the trainer's environment (pip install 'kubetune[s3]'); this image or venv does not have it"
+            "s3:// URIs need boto3 in the trainer's environment (pip install 'kubetune[train]'); this image or venv does not have it"
         ) from None
 
     endpoint = env.get(contract.ENV_S3_ENDPOINT) or None
