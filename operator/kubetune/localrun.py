@@ -357,6 +357,10 @@ def print_outputs(result: RunResult, console: Console) -> None:
             lines.append(f"  evaluation: {evaluation.get('summary', '')}  ({evaluation.get('path')})")
         else:
             lines.append(f"  evaluation failed (the trained model is kept): {evaluation.get('message', '')}")
+    stages = result.record.get("stages") if isinstance(result.record, dict) else None
+    upload = stages.get("upload") if isinstance(stages, dict) else None
+    if result.exit_code == contract.EXIT_OK and isinstance(upload, dict) and upload.get("uri"):
+        lines.append(f"  uploaded to: {upload['uri']} (complete: {upload['uri']}_KUBETUNE_COMPLETE)")
     lines.append(f"  trainer log: {result.log_file}")
     for out in lines:  # plain prints: paths must stay copy-pastable, never wrapped
         print(out, flush=True)

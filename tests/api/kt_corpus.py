@@ -81,6 +81,27 @@ _DS = {"launcher": "deepspeed", "zeroStage": 2}
 
 VALID = [
     Case("minimal-lora", {}),
+    Case(
+        "s3-model-data-outputs",
+        {
+            "spec.model": {"uri": "s3://models.example-corp/qwen2.5-0.5b/", "template": "qwen"},
+            "spec.datasets": [
+                {"name": "one", "uri": "s3://data-bucket/chat/train.jsonl"},
+                {"name": "many", "uri": "s3://data-bucket/chat/shards/"},
+            ],
+            "spec.evaluation": {"datasets": [{"name": "heldout", "uri": "s3://data-bucket/chat/test.jsonl"}]},
+            "spec.storage": {
+                "outputs": {"claimName": "outputs", "uri": "s3://runs-bucket/finetune/"},
+                "objectStore": {
+                    "endpoint": "https://minio.storage.svc:9000",
+                    "region": "eu-west-1",
+                    "credentialsSecretRef": {"name": "s3-credentials"},
+                    "caBundle": {"name": "minio-ca", "key": "ca.crt"},
+                },
+            },
+        },
+    ),
+    Case("s3-outputs-workload-identity", {"spec.storage.outputs.uri": "s3://runs-bucket/", "spec.serviceAccountName": "trainer-irsa"}),
     Case("qlora-4bit-zero2", {"spec.method": "qlora", "spec.quantization": _Q4, "spec.distributed": _DS}),
     Case(
         "qlora-8bit-zero2",
@@ -247,6 +268,25 @@ VALID = [
 ]
 
 INVALID = [
+    Case("dataset-gs-uri", {"spec.datasets.0": {"name": "d", "uri": "gs://bucket/data.jsonl"}}, "spec.datasets[].uri"),
+    Case("dataset-bucket-uppercase", {"spec.datasets.0": {"name": "d", "uri": "s3://My_Bucket/data.jsonl"}}, "spec.datasets[].uri"),
+    Case("dataset-bucket-ip", {"spec.datasets.0": {"name": "d", "uri": "s3://192.168.5.4/data.jsonl"}}, "spec.datasets[].uri"),
+    Case("dataset-bucket-reserved-suffix", {"spec.datasets.0": {"name": "d", "uri": "s3://mybucket-s3alias/data.jsonl"}}, "spec.datasets[].uri"),
+    Case("dataset-key-dotdot", {"spec.datasets.0": {"name": "d", "uri": "s3://data-bucket/a/../b.jsonl"}}, "spec.datasets[].uri"),
+    Case("dataset-uri-and-hub", {"spec.datasets.0": {"name": "d", "hub": "o/d", "uri": "s3://data-bucket/d.jsonl"}}, "spec.datasets"),
+    Case("model-az-uri", {"spec.model": {"uri": "az://container/models/", "template": "qwen"}}, "spec.model.uri"),
+    Case("model-bucket-adjacent-dots", {"spec.model": {"uri": "s3://models..corp/m/", "template": "qwen"}}, "spec.model.uri"),
+    Case("model-key-empty-segment", {"spec.model": {"uri": "s3://models-bucket/a//m/", "template": "qwen"}}, "spec.model.uri"),
+    Case("model-uri-not-a-prefix", {"spec.model": {"uri": "s3://models-bucket/qwen/model.safetensors", "template": "qwen"}}, "spec.model.uri"),
+    Case("model-uri-and-name", {"spec.model": {"uri": "s3://models-bucket/qwen/", "name": "Qwen/Qwen1.5-1.8B", "template": "qwen"}}, "spec.model"),
+    Case("outputs-gs-uri", {"spec.storage.outputs.uri": "gs://runs/"}, "spec.storage.outputs.uri"),
+    Case("outputs-bucket-xn", {"spec.storage.outputs.uri": "s3://xn--runs/"}, "spec.storage.outputs.uri"),
+    Case("outputs-key-dot", {"spec.storage.outputs.uri": "s3://runs-bucket/./x/"}, "spec.storage.outputs.uri"),
+    Case("outputs-uri-not-a-prefix", {"spec.storage.outputs.uri": "s3://runs-bucket/finetune"}, "spec.storage.outputs.uri"),
+    Case("outputs-uri-multi-node", {"spec.storage.outputs.uri": "s3://runs-bucket/", "spec.resources": {"nodes": 2, "gpusPerNode": 8}}, "spec.storage.outputs.uri"),
+    Case("object-store-without-uri", {"spec.storage.objectStore": {"endpoint": "http://minio:9000"}}, "spec.storage.objectStore"),
+    Case("object-store-endpoint-not-http", {"spec.storage.outputs.uri": "s3://runs-bucket/", "spec.storage.objectStore": {"endpoint": "minio:9000"}}, "spec.storage.objectStore.endpoint"),
+    Case("serve-from-bucket-model", {"spec.model": {"uri": "s3://models-bucket/qwen/", "template": "qwen"}, "spec.serve": {}}, "spec.serve"),
     Case("stage-enum", {"spec.training.stage": "grpo"}, "spec.training.stage"),
     Case("preference-loss-enum", {"spec.training.stage": "dpo", "spec.training.preference": {"loss": "cpo"}, "spec.datasets.0.ranking": True}, "spec.training.preference.loss"),
     Case("dpo-without-ranking", {"spec.training.stage": "dpo"}, "spec.datasets"),

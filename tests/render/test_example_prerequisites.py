@@ -58,6 +58,9 @@ def secret_refs(job: dict[str, Any]) -> list[dict[str, Any]]:
     refs += [e["valueFrom"]["secretKeyRef"] for e in spec.get("env", []) if e.get("valueFrom", {}).get("secretKeyRef")]
     tracking = spec.get("tracking") or {}
     refs += [t[k] for t in tracking.values() if isinstance(t, dict) for k in t if k.endswith("SecretRef")]
+    creds = (spec.get("storage", {}).get("objectStore") or {}).get("credentialsSecretRef")
+    if creds:
+        refs.append(creds)
     return refs
 
 

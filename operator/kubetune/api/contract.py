@@ -63,6 +63,16 @@ ENV_HF_TOKEN: Final = "HF_TOKEN"
 ENV_METRICS_PORT: Final = "KUBETUNE_METRICS_PORT"
 """Global rank 0 serves Prometheus metrics on this port (kubetune.trainer.metrics); the container port is named `metrics`."""
 METRICS_PORT: Final = 9464
+ENV_S3_ENDPOINT: Final = "KUBETUNE_S3_ENDPOINT"
+ENV_S3_REGION: Final = "KUBETUNE_S3_REGION"
+ENV_S3_ACCESS_KEY_ID: Final = "KUBETUNE_S3_ACCESS_KEY_ID"
+ENV_S3_SECRET_ACCESS_KEY: Final = "KUBETUNE_S3_SECRET_ACCESS_KEY"
+ENV_S3_CA_BUNDLE: Final = "KUBETUNE_S3_CA_BUNDLE"
+"""spec.storage.objectStore as the trainer reads it (kubetune.trainer.objectstore).  kubetune's
+own names, not AWS_*: a user's AWS_* variables (e.g. MLflow's artifact store) stay theirs.  The
+two keys arrive only as valueFrom.secretKeyRef; unset, boto3's default chain applies (IRSA, and
+AWS_* in the environment for `kubetune run --local`)."""
+S3_CA_BUNDLE_DIR: Final = "/etc/kubetune/s3-ca"
 ENV_STOP_GRACE: Final = "KUBETUNE_STOP_GRACE_SECONDS"
 """Seconds the trainer gives its training processes, after a SIGTERM, to save a checkpoint
 and stop before it kills them: the pod's grace period less a margin for the run record."""

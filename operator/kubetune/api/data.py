@@ -18,6 +18,7 @@ from .base import (
     Rule,
     RuledModel,
 )
+from .objectstore import ObjectUri, uri_rules
 from .fields import (
     _NO_DOTDOT,
     Count64,
@@ -86,13 +87,16 @@ class DatasetSpec(RuledModel):
     """Key of the dataset in the generated dataset_info.json (LLaMA-Factory's `dataset`); unique within the job."""
 
     hub: HubId | None = None
-    """Hugging Face Hub dataset id, e.g. `hkust-nlp/deita-10k-v0`. Exactly one of hub, path or url."""
+    """Hugging Face Hub dataset id, e.g. `hkust-nlp/deita-10k-v0`. Exactly one of hub, path, url or uri."""
 
     path: RelativePath | None = None
     """JSON/JSONL file or folder on the datasets volume (spec.storage.datasets), relative to its subPath."""
 
     url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f'\"`$\\]+$")] | None = None
     """HTTP(S) address of a JSON/JSONL file, downloaded once per job by the trainer."""
+
+    uri: ObjectUri | None = None
+    """s3:// object (`s3://bucket/data/train.jsonl`) or key prefix ending in '/' (every .json/.jsonl/.parquet/.csv/.arrow object under it becomes one dataset), downloaded once per job by the trainer; the store is spec.storage.objectStore. gs:// and az:// are not supported yet."""
 
     split: Identifier = "train"
     """Dataset split to train on (Hub datasets)."""
@@ -121,14 +125,15 @@ class DatasetSpec(RuledModel):
     rules = (
         Rule(
             name="dataset-one-source",
-            cel="(has(self.hub) ? 1 : 0) + (has(self.path) ? 1 : 0) + (has(self.url) ? 1 : 0) == 1",
-            message="spec.datasets[]: set exactly one of hub (a Hub dataset id), path (a file on the datasets volume) or url",
-            check=lambda d: sum(x is not None for x in (d.hub, d.path, d.url)) == 1,
+            cel="(has(self.hub) ? 1 : 0) + (has(self.path) ? 1 : 0) + (has(self.url) ? 1 : 0) + (has(self.uri) ? 1 : 0) == 1",
+            message="spec.datasets[]: set exactly one of hub (a Hub dataset id), path (a file on the datasets volume), url or uri (an s3:// object or prefix)",
+            check=lambda d: sum(x is not None for x in (d.hub, d.path, d.url, d.uri)) == 1,
         ),
+        *uri_rules("spec.datasets[].uri"),
         Rule(
             name="dataset-revision-needs-hub",
             cel="!has(self.revision) || has(self.hub)",
-            message="spec.datasets[].revision pins a Hub revision and needs hub; remove it for path or url datasets",
+            message="spec.datasets[].revision pins a Hub revision and needs hub; remove it for path, url or uri datasets",
             field_path=".revision",
             check=lambda d: d.revision is None or d.hub is not None,
         ),

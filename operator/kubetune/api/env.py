@@ -92,6 +92,11 @@ RESERVED_ENV = (
     "KUBETUNE_PROGRESS_TOKEN_FILE",
     "KUBETUNE_METRICS_PORT",
     "KUBETUNE_STOP_GRACE_SECONDS",
+    "KUBETUNE_S3_ENDPOINT",
+    "KUBETUNE_S3_REGION",
+    "KUBETUNE_S3_ACCESS_KEY_ID",
+    "KUBETUNE_S3_SECRET_ACCESS_KEY",
+    "KUBETUNE_S3_CA_BUNDLE",
     # The root filesystem is read-only: caches and temp files are pointed at scratch.
     "HOME",
     "TMPDIR",

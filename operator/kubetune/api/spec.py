@@ -68,8 +68,10 @@ from .scheduling import (
 )
 from .serve import SPEC_RULES as SERVE_RULES
 from .serve import ServeSpec
+from .objectstore import ObjectStoreCredentials, ObjectStoreSpec
 from .storage import (
     ExportSpec,
+    OutputsVolumeSpec,
     StorageSpec,
     VolumeSpec,
 )
@@ -111,6 +113,13 @@ and `runPolicy` may change (they take effect on the next (re)start of pods)."""
 def _field_value(spec: Any, camel_field: str) -> Any:
     python_name = next(n for n, f in type(spec).model_fields.items() if f.alias == camel_field)
     return getattr(spec, python_name)
+
+
+def uses_object_store(spec: Any) -> list[str]:
+    """Every s3:// URI of the spec (model, datasets, evaluation datasets, outputs)."""
+    held_out = spec.evaluation.datasets if spec.evaluation is not None and spec.evaluation.datasets else []
+    uris = [spec.model.uri, *(d.uri for d in [*spec.datasets, *held_out]), spec.storage.outputs.uri]
+    return [u for u in uris if u is not None]
 
 
 def _immutable_rule(field: str) -> str:
@@ -350,6 +359,27 @@ class FineTuneJobSpec(RuledModel):
             or s.training.ppo is None
             or s.training.ppo.reward_model.from_job != s.model.from_job,
         ),
+        Rule(
+            name="object-store-needs-uri",
+            cel="!has(self.storage.objectStore) || has(self.model.uri) || has(self.storage.outputs.uri) || self.datasets.exists(d, has(d.uri)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.uri)))",
+            message="spec.storage.objectStore configures s3:// access but no spec.model.uri, spec.datasets[].uri, spec.evaluation.datasets[].uri or spec.storage.outputs.uri uses it: remove it or add a uri",
+            field_path=".storage.objectStore",
+            check=lambda s: s.storage.object_store is None or bool(uses_object_store(s)),
+        ),
+        Rule(
+            name="serve-not-from-bucket-model",
+            cel="!has(self.serve) || !has(self.model.uri)",
+            message="spec.serve with spec.model.uri is not supported yet: the serving pods cannot read a base model from a bucket; copy the model to the models volume (spec.model.path) or use a Hub id (spec.model.name)",
+            field_path=".serve",
+            check=lambda s: s.serve is None or s.model.uri is None,
+        ),
+        Rule(
+            name="outputs-uri-single-node",
+            cel="!has(self.storage.outputs.uri) || self.resources.nodes == 1",
+            message="spec.storage.outputs.uri is supported for single-node jobs only for now (rank 0 uploads what is on its own outputs volume; other nodes' checkpoint shards would be missing): set resources.nodes: 1 or remove outputs.uri",
+            field_path=".storage.outputs.uri",
+            check=lambda s: s.storage.outputs.uri is None or s.resources.nodes == 1,
+        ),
     ) + SERVE_RULES + tuple(
         Rule(
             name=f"immutable-{field}",
@@ -402,7 +432,10 @@ __all__ = [
     "RunPolicySpec",
     "Scheduler",
     "SchedulingSpec",
+    "ObjectStoreCredentials",
+    "ObjectStoreSpec",
     "OptionalSecretKeyRef",
+    "OutputsVolumeSpec",
     "SecretKeyRef",
     "ServeSpec",
     "ShareGPTTags",

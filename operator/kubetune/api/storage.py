@@ -6,7 +6,7 @@ becomes the field's description in the CRD (``kubectl explain``).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
@@ -17,6 +17,7 @@ from .base import (
     Rule,
     RuledModel,
 )
+from .objectstore import ObjectStoreSpec, ObjectUri, uri_rules
 from .fields import (
     _NO_DOTDOT,
     _no_dotdot,
@@ -35,7 +36,7 @@ class VolumeSpec(RuledModel):
     read_only: bool = False
     """Mount read-only (datasets and shared model stores)."""
 
-    rules = (
+    rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             name="subpath-inside-volume",
             cel="!has(self.subPath) || " + _NO_DOTDOT.replace("self", "self.subPath"),
@@ -46,6 +47,15 @@ class VolumeSpec(RuledModel):
     )
 
 
+class OutputsVolumeSpec(VolumeSpec):
+    """The outputs volume, and optionally a bucket prefix every result is uploaded to."""
+
+    uri: ObjectUri | None = None
+    """s3:// key prefix ending in '/', e.g. `s3://runs/finetune/`: complete checkpoints (each with a `_KUBETUNE_COMPLETE` marker object written last), the adapter or model, the merged model, logs, the evaluation and the run record are uploaded under <uri><namespace>/<job name>/, and `_KUBETUNE_COMPLETE` is written there last once the job succeeded. A restart whose volume holds no complete checkpoint resumes from the newest complete one in the bucket. Single-node jobs only for now; gs:// and az:// are not supported yet."""
+
+    rules = VolumeSpec.rules + uri_rules("spec.storage.outputs.uri", prefix_example="s3://runs/finetune/")
+
+
 class StorageSpec(ApiModel):
     """Where data, models and results live. kubetune never deletes anything on these volumes."""
 
@@ -53,8 +63,10 @@ class StorageSpec(ApiModel):
     """Volume holding dataset files (spec.datasets[].path) and converted data. Unset: an emptyDir (hub/url datasets only)."""
     models: VolumeSpec | None = None
     """Model cache (HF_HOME) and local models (spec.model.path). Unset: an emptyDir, so every run downloads the model again."""
-    outputs: VolumeSpec
-    """Checkpoints, adapters, merged models, logs and the run record go to <outputs>/<namespace>/<job name>/."""
+    outputs: OutputsVolumeSpec
+    """Checkpoints, adapters, merged models, logs and the run record go to <outputs>/<namespace>/<job name>/ (and, with outputs.uri, are uploaded to a bucket)."""
+    object_store: ObjectStoreSpec | None = None
+    """Endpoint, region, credentials and CA bundle for the job's s3:// URIs (spec.model.uri, spec.datasets[].uri, spec.storage.outputs.uri). Unset: AWS S3 with the SDK's default credential chain."""
 
 
 class ExportSpec(ApiModel):

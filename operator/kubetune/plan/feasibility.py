@@ -171,6 +171,11 @@ def job_architecture(
     input, as ``kubetune render`` resolves them, or the source objects the operator's watch holds;
     the same namespace only)."""
     name, path, from_job = job.spec.model.name, job.spec.model.path, job.spec.model.from_job
+    if job.spec.model.uri is not None and config_file is None:
+        raise UnknownModelError(
+            f"spec.model.uri {job.spec.model.uri!r}: the planner does not read buckets; give the model's config.json "
+            "(kubetune plan --model-config PATH, a file or a folder holding it)"
+        )
     seen = {job.name}
     while from_job is not None and config_file is None:
         source = next((_model_of(j) for j in together if _model_of(j)[0] == from_job and _model_of(j)[1] == job.metadata.namespace), None)

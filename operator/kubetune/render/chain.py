@@ -78,6 +78,12 @@ def model_source_of(source: FineTuneJob, namespace: str, layout: Layout) -> Mode
             f"FineTuneJob {source.name} trains a LoRA adapter on top of FineTuneJob {model.from_job}; "
             f"set spec.export.enabled: true on {source.name} so the next job can load its merged model",
         )
+    if model.uri is not None:
+        return Failed(
+            "SourceModelInBucket",
+            f"FineTuneJob {source.name} trains a LoRA adapter on a base model in a bucket (spec.model.uri), which a later job "
+            f"cannot load yet; set spec.export.enabled: true on {source.name} so the next job can load its merged model",
+        )
     base = model.name if model.name is not None else f"{layout.models_dir}/{model.path}"
     return ModelSource(
         source.name,

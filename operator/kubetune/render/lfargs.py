@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from kubetune.api import FineTuneJob, FreezeSpec, LoraSpec
 from kubetune.api.contract import DATA_SUBDIR, DEEPSPEED_FILE, TENSORBOARD_SUBDIR, Layout
+from kubetune.api.objectstore import model_cache_subdir
 from kubetune.api.spec import Launcher
 
 from .chain import ModelSource, reward_args
@@ -19,7 +20,7 @@ from .chain import ModelSource, reward_args
 SPEC_CONTROLLED: Final[dict[str, str]] = {
     "stage": "spec.training.stage",
     "do_train": "spec (kubetune always trains)",
-    "model_name_or_path": "spec.model.name, spec.model.path or spec.model.fromJob",
+    "model_name_or_path": "spec.model.name, spec.model.path, spec.model.uri or spec.model.fromJob",
     "model_revision": "spec.model.revision",
     "trust_remote_code": "spec.model.trustRemoteCode",
     "template": "spec.model.template",
@@ -130,6 +131,9 @@ def model_location(job: FineTuneJob, layout: Layout, source: ModelSource | None 
                 f"FineTuneJob {model.from_job} (one file), or let the operator resolve it"
             )
         return source.model
+    if model.uri is not None:
+        # The trainer stages the prefix into this folder before training (kubetune.trainer.objectstore).
+        return f"{layout.models_dir}/{model_cache_subdir(model.uri)}"
     return model.name if model.name is not None else f"{layout.models_dir}/{model.path}"
 
 

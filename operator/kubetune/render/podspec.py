@@ -109,6 +109,7 @@ def environment(plan: Plan) -> list[dict[str, Any]]:
         env += [_env(ENV_PROGRESS_URL, plan.options.progress_url), _env(ENV_PROGRESS_TOKEN_FILE, PROGRESS_TOKEN_FILE)]
     if spec.hf_token_secret_ref is not None:
         env.append({"name": ENV_HF_TOKEN, "valueFrom": {"secretKeyRef": spec.hf_token_secret_ref.selector()}})
+    env.extend(object_store_env(plan))
     env.extend(tracking_env(plan))
     for var in spec.env or ():
         env.append(var.to_api())
@@ -117,6 +118,30 @@ def environment(plan: Plan) -> list[dict[str, Any]]:
 
 def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def object_store_env(plan: Plan) -> list[dict[str, Any]]:
+    """spec.storage.objectStore for the trainer: endpoint/region/CA path as values, the access key
+    only by secretKeyRef (the operator never reads the Secret)."""
+    store = plan.job.spec.storage.object_store
+    if store is None:
+        return []
+    env: list[dict[str, Any]] = []
+    if store.endpoint is not None:
+        env.append(_env(contract.ENV_S3_ENDPOINT, store.endpoint))
+    if store.region is not None:
+        env.append(_env(contract.ENV_S3_REGION, store.region))
+    creds = store.credentials_secret_ref
+    if creds is not None:
+        env.append(_secret_env(contract.ENV_S3_ACCESS_KEY_ID, SecretKeyRef(name=creds.name, key=creds.access_key_id_key)))
+        env.append(_secret_env(contract.ENV_S3_SECRET_ACCESS_KEY, SecretKeyRef(name=creds.name, key=creds.secret_access_key_key)))
+    if store.ca_bundle is not None:
+        env.append(_env(contract.ENV_S3_CA_BUNDLE, f"{contract.S3_CA_BUNDLE_DIR}/{S3_CA_FILE}"))
+    return env
+
+
+S3_CA_FILE: Final = "ca.pem"
+S3_CA_VOLUME: Final = "kubetune-s3-ca"
 
 
 def tracking_env(plan: Plan) -> list[dict[str, Any]]:
@@ -188,6 +213,11 @@ def volumes(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         _mount("dshm", contract.SHM_DIR, None),
         _mount("scratch", layout.scratch_dir, None),
     ]
+    store = plan.job.spec.storage.object_store
+    if store is not None and store.ca_bundle is not None:
+        ca = store.ca_bundle
+        vols.append({"name": S3_CA_VOLUME, "configMap": {"name": ca.name, "items": [{"key": ca.key, "path": S3_CA_FILE}]}})
+        mounts.append(_mount(S3_CA_VOLUME, contract.S3_CA_BUNDLE_DIR, None, read_only=True))
     if plan.options.progress_url:
         vols.append(progress_token_volume())
         mounts.append(_mount(PROGRESS_TOKEN_VOLUME, PROGRESS_TOKEN_DIR, None, read_only=True))

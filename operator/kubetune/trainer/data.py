@@ -166,6 +166,27 @@ def _url_records(url: str, scratch: Path) -> Iterator[Any]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _object_records(uri: str, env: Mapping[str, str], scratch: Path) -> Iterator[Any]:
+    """An s3:// object or prefix (kubetune.trainer.objectstore), staged to scratch files and read
+    like path datasets; the scratch folder goes when the records are read."""
+    from . import objectstore  # noqa: PLC0415 - boto3 is in the train extra only
+
+    try:
+        for source, f in objectstore.stage_dataset(uri, scratch, env):
+            # Problems name the object (s3://bucket/key), never the scratch file.
+            yield from (_json_records(f, label=source) if f.suffix in (".json", ".jsonl") else _records_of([f]))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _remote_records(spec: DatasetSpec, env: Mapping[str, str], scratch: Path) -> Iterator[Any]:
+    if spec.hub:
+        return _hub_records(spec, env)
+    if spec.uri:
+        return _object_records(spec.uri, env, scratch)
+    return _url_records(str(spec.url), scratch)
+
+
 def _hub_records(spec: DatasetSpec, env: Mapping[str, str]) -> Iterator[Any]:
     import datasets  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415 - heavy, only for hub datasets
 
@@ -251,9 +272,9 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
             if os.path.isabs(file_name):
                 counts[name] = check_records(checker, _records_of(local_files(Path(file_name))))
                 continue
-            if spec is None or (spec.hub is None and spec.url is None):
-                raise DataError(f"dataset {name!r}: {file_name} is relative but the job gives no hub or url to fetch it from")
-            records = _hub_records(spec, env) if spec.hub else _url_records(str(spec.url), data_dir / f".{name}.download")
+            if spec is None or (spec.hub is None and spec.url is None and spec.uri is None):
+                raise DataError(f"dataset {name!r}: {file_name} is relative but the job gives no hub, url or uri to fetch it from")
+            records = _remote_records(spec, env, data_dir / f".{name}.download")
             final = data_dir / file_name
             tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
             staged.append((tmp, final))
@@ -298,6 +319,8 @@ def _source(spec: DatasetSpec | None, entry: Mapping[str, Any]) -> str:
     """How a user knows the dataset: its URL, Hub id or file."""
     if spec is not None and spec.url is not None:
         return str(spec.url)
+    if spec is not None and spec.uri is not None:
+        return spec.uri
     if spec is not None and spec.hub is not None:
         return f"hub {spec.hub}"
     return str(entry.get("file_name", "?"))
@@ -309,9 +332,9 @@ def _prepare_one(
     """Check (and for hub/url, materialise) one held-out dataset; a bad one leaves no file behind."""
     if os.path.isabs(file_name):
         return check_records(checker, _records_of(local_files(Path(file_name))))
-    if spec is None or (spec.hub is None and spec.url is None):
-        raise DataError(f"dataset {name!r}: {file_name} is relative but the job gives no hub or url to fetch it from")
-    records = _hub_records(spec, env) if spec.hub else _url_records(str(spec.url), data_dir / f".{name}.download")
+    if spec is None or (spec.hub is None and spec.url is None and spec.uri is None):
+        raise DataError(f"dataset {name!r}: {file_name} is relative but the job gives no hub, url or uri to fetch it from")
+    records = _remote_records(spec, env, data_dir / f".{name}.download")
     final = data_dir / file_name
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:

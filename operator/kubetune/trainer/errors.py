@@ -33,3 +33,10 @@ class Retryable(TrainerError):
     """Preemption, a lost peer, a rendezvous/NCCL failure: restart and resume."""
 
     exit_code = contract.EXIT_RETRYABLE
+
+
+class StorageError(TrainerError):
+    """An object-store call failed (wrong credentials, missing bucket or key, denied write):
+    permanent unless the instance says otherwise (throttling, 5xx, a lost connection are retryable)."""
+
+    exit_code = contract.EXIT_CONFIG

@@ -7,6 +7,7 @@ the exit codes the operator's restart policy relies on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from typing import Any
 
 from kubetune.api import contract
 
-from . import config, console, data, distenv, evaluate, export, features, fingerprint, model, opcheck, push, record, stagecheck, train
+from . import config, console, data, distenv, evaluate, export, features, fingerprint, model, objectstore, opcheck, push, record, stagecheck, train
 from .fsutil import write_text_atomic
 from .errors import ConfigError, Retryable, TrainerError
 from .progress import ProgressSink, StdoutProgressSink
@@ -81,7 +82,8 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
                 out["skipped"] = "training already completed in an earlier run of this job"
             else:
                 rank0_sink = (sink or StdoutProgressSink()) if dist.is_global_zero else None
-                out.update(train.run(cfg, dist, train_env, rank0_sink))
+                prefix = outputs_prefix(cfg) if dist.is_global_zero else None
+                out.update(_train_uploading(cfg, dist, train_env, rank0_sink, env, prefix, facts.get("configHash")))
             facts["trainingCompleted"] = True
             facts["stages"]["train"] = dict(out)
         if cfg.job.spec.export.enabled and dist.is_global_zero:
@@ -90,6 +92,11 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
                 facts["stages"]["export"] = dict(out)
         if dist.is_global_zero and cfg.file(contract.EVAL_ARGS_FILE) is not None:
             _evaluate_stage(cfg, env, facts)  # after training and export; a failure here keeps the trained model and exit 0
+        if dist.is_global_zero and (prefix := outputs_prefix(cfg)) is not None:
+            with stage("upload", uri=prefix) as out:
+                out["bytes"] = objectstore.upload_results(prefix, cfg.output_dir, env)
+                out["uri"] = prefix
+                facts["stages"]["upload"] = dict(out)
     except TrainerError as exc:
         code, message = exc.exit_code, str(exc)
     except Exception as exc:  # noqa: BLE001 - an unexpected bug is a permanent training failure
@@ -102,12 +109,72 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
                 )
         except (OSError, TrainerError) as exc:
             print(f"kubetune trainer: could not write the run record: {exc}", file=sys.stderr)
+        code, message = _mark_complete(cfg, env, code, message, started, facts)
     if reporter is not None:
         reporter.close(timeout=push.TIMEOUT_S + 1)  # the final state, bounded; never holds up the exit longer
         console.set_tap(None)
     if code != contract.EXIT_OK:
         print(f"kubetune trainer: failed (exit {code}): {message}", file=sys.stderr, flush=True)
     return code
+
+
+def outputs_prefix(cfg: config.JobConfig) -> str | None:
+    """``<spec.storage.outputs.uri><namespace>/<job>/``, or None without outputs.uri."""
+    uri = cfg.job.spec.storage.outputs.uri
+    return None if uri is None else objectstore.job_prefix(uri, cfg.job.namespace, cfg.job.name)
+
+
+def _train_uploading(
+    cfg: config.JobConfig,
+    dist: distenv.Distribution,
+    train_env: Mapping[str, str],
+    sink: ProgressSink | None,
+    env: Mapping[str, str],
+    prefix: str | None,
+    config_hash: str | None,
+) -> dict[str, Any]:
+    """train.run, with rank 0 uploading each complete checkpoint meanwhile (spec.storage.outputs.uri)
+    and once more after training stopped, also after a preemption stop, so a restart elsewhere resumes."""
+    if prefix is None:
+        return train.run(cfg, dist, train_env, sink)
+    uploader = objectstore.CheckpointUploader(
+        prefix,
+        cfg.output_dir,
+        env,
+        needs_optimizer=train.needs_optimizer(cfg.train_args),
+        interval=float(env.get(ENV_UPLOAD_INTERVAL, "5")),
+        config_hash=config_hash,
+    )
+    uploader.start()
+    try:
+        out = train.run(cfg, dist, train_env, sink)
+    except TrainerError:
+        with contextlib.suppress(TrainerError, OSError):
+            uploader.stop()  # the training's own failure is the one to report
+        raise
+    out["uploadedCheckpoints"] = sorted({*uploader.stop()})
+    return out
+
+
+ENV_UPLOAD_INTERVAL = "KUBETUNE_UPLOAD_INTERVAL"
+"""Seconds between two looks for newly complete checkpoints to upload (default 5)."""
+
+
+def _mark_complete(cfg: config.JobConfig, env: Mapping[str, str], code: int, message: str, started: str, facts: dict[str, Any]) -> tuple[int, str]:
+    """Succeeded with outputs.uri: upload the final run record, then the job's completion marker,
+    last.  A failure here fails the job (and the record on the volume says so): a bucket without
+    the marker never shows as a finished job."""
+    prefix = outputs_prefix(cfg)
+    if prefix is None or code != contract.EXIT_OK:
+        return code, message
+    try:
+        with stage("complete", uri=prefix):
+            objectstore.mark_complete(prefix, cfg.output_dir, env)
+    except TrainerError as exc:
+        code, message = exc.exit_code, str(exc)
+        with contextlib.suppress(OSError, TrainerError):
+            record.write(cfg, image=env.get("KUBETUNE_IMAGE"), started_at=started, exit_code=code, message=message, facts=facts)
+    return code, message
 
 
 def _data_stage(cfg: config.JobConfig, env: Mapping[str, str], dist: distenv.Distribution, role: Mapping[str, Any], facts: dict[str, Any]) -> None:
@@ -119,6 +186,14 @@ def _data_stage(cfg: config.JobConfig, env: Mapping[str, str], dist: distenv.Dis
             conf = fingerprint.effective_config(cfg.train_args, data_digest=data.digest(cfg), world_size=dist.world_size)
             try:
                 facts["configHash"] = fingerprint.check_and_record(cfg.output_dir, conf)
+                if (prefix := outputs_prefix(cfg)) is not None:
+                    objectstore.clear_marker(prefix, env)  # not complete again until this run says so
+                    # Only a checkpoint this very configuration wrote (its marker names the hash just checked).
+                    restored = objectstore.restore_checkpoint(
+                        prefix, cfg.output_dir, env, needs_optimizer=train.needs_optimizer(cfg.train_args), config_hash=facts["configHash"]
+                    )
+                    if restored is not None:
+                        out["restoredCheckpoint"] = f"{prefix}{restored}/"
             except TrainerError as exc:
                 _tell_other_ranks(cfg, exc)
                 raise

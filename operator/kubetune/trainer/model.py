@@ -2,6 +2,8 @@
 
 * ``spec.model.path``: a folder on the models volume; it must hold a
   ``config.json`` (a missing model is a configuration error, not worth a retry).
+* ``spec.model.uri``: an s3:// prefix, mirrored into the models volume
+  (:func:`kubetune.trainer.objectstore.stage_model`, ETag-keyed).
 * ``spec.model.name``: a Hub id, downloaded with ``huggingface_hub`` into the
   HF cache (``HF_HOME``, on the models volume) so later jobs reuse it.
 
@@ -16,11 +18,13 @@ must not each ask the Hub again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from kubetune.api import contract
+from kubetune.api.objectstore import model_cache_subdir
 
 from .config import JobConfig
 from .errors import ConfigError, Retryable
@@ -101,6 +105,9 @@ def download(cfg: JobConfig, env: Mapping[str, str]) -> str:
 
 def prepare(cfg: JobConfig, env: Mapping[str, str], *, local_zero: bool) -> str:
     """Returns where the model is (a folder, or the Hub id now in the cache)."""
+    uri = cfg.job.spec.model.uri
+    if uri is not None:
+        return _stage_from_bucket(cfg, env, uri, local_zero=local_zero)
     folder = local_model_dir(cfg)
     if folder is not None:
         if not (folder / "config.json").is_file():
@@ -113,6 +120,23 @@ def prepare(cfg: JobConfig, env: Mapping[str, str], *, local_zero: bool) -> str:
         return where
     wait_for("the first process on this node to download the model", marker.is_file, timeout=float(env.get(ENV_WAIT_TIMEOUT, "7200")))
     return marker.read_text(encoding="utf-8").strip()
+
+
+def _stage_from_bucket(cfg: JobConfig, env: Mapping[str, str], uri: str, *, local_zero: bool) -> str:
+    """spec.model.uri: the first process of each node mirrors the prefix into the models volume
+    (only objects whose ETag changed), the others wait for its marker."""
+    from . import objectstore  # noqa: PLC0415 - boto3 is in the train extra only
+
+    folder = cfg.models_dir / model_cache_subdir(uri)
+    marker = folder.with_name(folder.name + ".ready")
+    if local_zero:
+        with contextlib.suppress(FileNotFoundError):
+            marker.unlink()
+        objectstore.stage_model(uri, folder, env)
+        write_text_atomic(marker, str(folder) + "\n")
+        return str(folder)
+    wait_for("the first process on this node to download the model", marker.is_file, timeout=float(env.get(ENV_WAIT_TIMEOUT, "7200")))
+    return str(folder)
 
 
 def offline_env(env: Mapping[str, str]) -> dict[str, str]:

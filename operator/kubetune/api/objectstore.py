@@ -1,0 +1,174 @@
+"""Object storage (S3 and S3-compatible stores): the URIs in the spec and the connection block.
+
+Part of the FineTuneJob spec (see :mod:`kubetune.api.spec`): every attribute docstring
+becomes the field's description in the CRD (``kubectl explain``).
+
+Only ``s3://`` is supported: AWS S3, and MinIO / Ceph RGW / any S3 API through
+``spec.storage.objectStore.endpoint``.  ``gs://`` and ``az://`` (and every other
+scheme) are refused at admission with the field named, never accepted and ignored.
+
+Bucket names follow AWS's general purpose bucket naming rules
+(https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html, read
+2026-12-07): 3-63 characters of lowercase letters, digits, dots and hyphens, beginning
+and ending with a letter or digit, no two adjacent periods, not formatted as an IP
+address, not starting with ``xn--``, ``sthree-`` or ``amzn-s3-demo-``, not ending with
+``-s3alias``, ``--ol-s3``, ``.mrap``, ``--x-s3`` or ``--table-s3``.  Keys may hold any
+UTF-8 text in S3; kubetune additionally refuses ``.``/``..`` segments and empty
+segments (``//``), because objects are staged to local files under the key's path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated, Final
+
+from pydantic import Field
+
+from .base import ApiModel, DNS1123Subdomain, Rule
+from .env import ConfigMapKeyRef
+
+__all__ = [
+    "ObjectStoreCredentials",
+    "ObjectStoreSpec",
+    "ObjectUri",
+    "bucket_problem",
+    "key_problem",
+    "model_cache_subdir",
+    "split_uri",
+    "uri_problem",
+    "uri_rules",
+]
+
+ObjectUri = Annotated[str, Field(min_length=6, max_length=1024, pattern=r"^[a-z][a-z0-9+.-]*://[^\x00-\x20\x7f'\"`$\\]+$")]
+"""A URI such as s3://bucket/prefix/file.jsonl; the scheme and bucket are checked by uri_rules."""
+
+_BUCKET_CHARS: Final = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+_RESERVED_PREFIXES: Final = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES: Final = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+_IP: Final = r"[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+"
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an ``s3://bucket/key`` URI; key may be '' or end with '/'."""
+    rest = uri.split("://", 1)[1]
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+def bucket_problem(bucket: str) -> str | None:
+    """Why ``bucket`` breaks AWS's general purpose bucket naming rules, or None."""
+    if not re.fullmatch(_BUCKET_CHARS, bucket):
+        return "3-63 lowercase letters, digits, dots or hyphens, beginning and ending with a letter or digit"
+    if ".." in bucket:
+        return "no two adjacent periods"
+    if re.fullmatch(_IP, bucket):
+        return "not formatted as an IP address"
+    if bucket.startswith(_RESERVED_PREFIXES):
+        return "not starting with xn--, sthree- or amzn-s3-demo-"
+    if bucket.endswith(_RESERVED_SUFFIXES):
+        return "not ending with -s3alias, --ol-s3, .mrap, --x-s3 or --table-s3"
+    return None
+
+
+def uri_problem(uri: str | None) -> str | None:
+    """Why an s3:// URI is unusable (bucket naming, key segments), or None.  Other schemes: see uri_rules."""
+    if uri is None or not uri.startswith("s3://"):
+        return None
+    bucket, key = split_uri(uri)
+    why = bucket_problem(bucket)
+    if why is not None:
+        return f"bucket name {bucket!r} must be {why} (AWS bucket naming rules)"
+    return key_problem(key)
+
+
+def key_problem(key: str) -> str | None:
+    """Why a key (or prefix) cannot be staged to a local path, or None."""
+    segments = key.split("/")
+    if any(s in (".", "..") for s in segments) or any(s == "" for s in segments[:-1]):
+        return "the key must not hold '.', '..' or empty ('//') segments"
+    return None
+
+
+# CEL (RE2, no look-around) versions of the same rules.
+_CEL_BUCKET = (
+    "self.uri.matches('^s3://" + _BUCKET_CHARS + "(/|$)')"
+    " && !self.uri.matches('^s3://[^/]*[.][.]')"
+    " && !self.uri.matches('^s3://" + _IP + "(/|$)')"
+    " && !self.uri.matches('^s3://(xn--|sthree-|amzn-s3-demo-)')"
+    " && !self.uri.matches('^s3://[^/]*(-s3alias|--ol-s3|[.]mrap|--x-s3|--table-s3)(/|$)')"
+)
+_CEL_KEY = "!self.uri.matches('^s3://[^/]+/(.*/)?[.][.]?(/|$)') && !self.uri.matches('^s3://[^/]+/(.*/)?/')"
+
+
+def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, ...]:
+    """The admission rules of a model's ``uri`` attribute; ``field`` names it in messages.
+    ``prefix_example``: the URI names a folder (a model, the outputs), so it must end with '/'
+    (the example goes into the message)."""
+    rules = [
+        Rule(
+            name="object-uri-scheme",
+            cel="!has(self.uri) || self.uri.startsWith('s3://')",
+            message=f"{field}: only s3:// URIs are supported (AWS S3, or MinIO/Ceph and other S3 APIs through spec.storage.objectStore.endpoint); gs:// and az:// are not supported yet: copy the files to an S3 bucket or onto a volume",
+            field_path=".uri",
+            check=lambda m: m.uri is None or m.uri.startswith("s3://"),
+        ),
+        Rule(
+            name="object-uri-bucket",
+            cel="!has(self.uri) || !self.uri.startsWith('s3://') || (" + _CEL_BUCKET + ")",
+            message=f"{field}: the bucket name must follow AWS's bucket naming rules: 3-63 lowercase letters, digits, dots or hyphens, beginning and ending with a letter or digit, no '..', not an IP address, not starting with xn--/sthree-/amzn-s3-demo-, not ending with -s3alias/--ol-s3/.mrap/--x-s3/--table-s3",
+            field_path=".uri",
+            check=lambda m: m.uri is None or not m.uri.startswith("s3://") or bucket_problem(split_uri(m.uri)[0]) is None,
+        ),
+        Rule(
+            name="object-uri-key",
+            cel="!has(self.uri) || " + _CEL_KEY,
+            message=f"{field}: the key must not hold '.', '..' or empty ('//') segments (objects are staged to local files under their key)",
+            field_path=".uri",
+            check=lambda m: m.uri is None or not m.uri.startswith("s3://") or key_problem(split_uri(m.uri)[1]) is None,
+        ),
+    ]
+    if prefix_example is not None:
+        rules.append(
+            Rule(
+                name="object-uri-prefix",
+                cel="!has(self.uri) || self.uri.endsWith('/')",
+                message=f"{field} names a folder (a key prefix): end it with '/', e.g. {prefix_example}",
+                field_path=".uri",
+                check=lambda m: m.uri is None or m.uri.endswith("/"),
+            )
+        )
+    return tuple(rules)
+
+
+class ObjectStoreCredentials(ApiModel):
+    """A Secret in the job's namespace holding an S3 access key; it reaches the pods only as secretKeyRef environment."""
+
+    name: DNS1123Subdomain
+    """Secret name."""
+    access_key_id_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "AWS_ACCESS_KEY_ID"
+    """Key of the access key id inside the Secret."""
+    secret_access_key_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "AWS_SECRET_ACCESS_KEY"
+    """Key of the secret access key inside the Secret."""
+
+
+class ObjectStoreSpec(ApiModel):
+    """How the trainer reaches the s3:// URIs of the job (spec.model.uri, spec.datasets[].uri, spec.storage.outputs.uri)."""
+
+    endpoint: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f'\"`$\\/]+(/[^\x00-\x20\x7f'\"`$\\]*)?$")] | None = None
+    """S3 API address of an S3-compatible store (MinIO, Ceph RGW), e.g. `https://minio.storage.svc:9000`. Unset: AWS S3."""
+    region: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9-]+$")] | None = None
+    """Region of the buckets, e.g. `eu-west-1`. Unset: the SDK's default (us-east-1 for a custom endpoint)."""
+    credentials_secret_ref: ObjectStoreCredentials | None = None
+    """Secret with the access key (keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY by default). Unset: the AWS SDK's default chain in the pod, e.g. workload identity (IRSA) through spec.serviceAccountName."""
+    ca_bundle: ConfigMapKeyRef | None = None
+    """ConfigMap key holding the PEM CA bundle of a store with a private certificate authority; mounted read-only and used to verify the endpoint's TLS certificate."""
+
+
+MODEL_CACHE_SUBDIR: Final = ".kubetune-object-models"
+
+
+def model_cache_subdir(uri: str) -> str:
+    """Folder (relative to the models volume) that a spec.model.uri is staged into: one per URI;
+    the trainer keeps the objects' ETags beside it and downloads only what changed."""
+    return f"{MODEL_CACHE_SUBDIR}/{hashlib.sha256(uri.encode()).hexdigest()[:16]}"

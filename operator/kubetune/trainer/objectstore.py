@@ -1,0 +1,478 @@
+"""s3:// staging and uploads: datasets and the base model in, checkpoints and results out.
+
+One code path for every s3:// URI of a job, on boto3 (the ``s3`` extra).  LLaMA-Factory 0.9.5
+can read a cloud dataset itself (``cloud_file_name`` in dataset_info.json:
+llamafactory/data/parser.py:141-142 -> loader.py:70,128 -> data_utils.py:158-205
+``read_cloud_json``), but we do not use it: it needs s3fs (not in the image), has no endpoint
+or CA option (``fsspec.filesystem("s3")`` with no client arguments, data_utils.py:161-162),
+tries anonymous access first, lists one level only, reads JSON/JSONL alone into memory, and
+would bypass the record checks of the data stage.  So s3:// datasets are staged here, like
+``url`` datasets, into ``<name>.jsonl`` in the data folder, and LLaMA-Factory reads a local file.
+
+Layout under ``spec.storage.outputs.uri`` (``<uri><namespace>/<job>/``):
+
+* ``checkpoint-N/...`` then ``checkpoint-N/_KUBETUNE_COMPLETE`` (written last, listing every
+  file and its size): a checkpoint without the marker, or whose objects do not match it, is
+  never resumed from;
+* every other result file (adapter, merged/, logs, evaluation, run record), then
+  ``_KUBETUNE_COMPLETE`` at the top, written last and only when the job succeeded.
+
+Errors: every cloud failure becomes a :class:`StorageError` (or a DataError for a dataset)
+naming the URI and the S3 error code; access keys never appear in a message (they are not in
+botocore's error text, and are scrubbed anyway).  Throttling, 5xx and lost connections are
+retryable (the pod restarts and resumes); denied access, wrong keys and missing buckets or
+keys are permanent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from kubetune.api import contract
+from kubetune.api.objectstore import key_problem, split_uri
+
+from . import checkpoints
+from .errors import DataError, StorageError
+
+MARKER: Final = "_KUBETUNE_COMPLETE"
+"""Completion marker object: written last, after every object it lists."""
+ETAGS_FILE: Final = ".kubetune-etags.json"
+"""Beside a staged model: the ETag of every object, so a restart downloads only what changed."""
+SKIP_OUTPUTS: Final = (contract.DATA_SUBDIR, ".torch_extensions")
+"""Folders of the outputs volume that are working state, not results (never uploaded)."""
+_RETRYABLE_CODES: Final = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500", "RequestTimeTooSkewed"})
+_CODE_IN_TEXT: Final = re.compile(r"An error occurred \(([A-Za-z0-9]+)\)")
+
+
+# --- connection and errors ----------------------------------------------------------
+
+
+def client(env: Mapping[str, str]) -> Any:
+    """A boto3 S3 client for spec.storage.objectStore (kubetune.render.podspec.object_store_env).
+
+    Without KUBETUNE_S3_ACCESS_KEY_ID/SECRET the SDK's default credential chain applies (IRSA's
+    web identity token, AWS_* variables for ``kubetune run --local``).  A custom endpoint uses
+    path-style addressing, which MinIO and Ceph RGW serve without wildcard DNS."""
+    try:
+        import boto3  # noqa: PLC0415 - the train extra (and the trainer image)
+        from botocore.config import Config  # noqa: PLC0415
+    except ImportError:
+        raise StorageError(
+            "s3:// URIs need boto3 in the trainer's environment (pip install 'kubetune[train]'); this image or venv does not have it"
+        ) from None
+
+    endpoint = env.get(contract.ENV_S3_ENDPOINT) or None
+    kwargs: dict[str, Any] = {
+        "endpoint_url": endpoint,
+        "region_name": env.get(contract.ENV_S3_REGION) or None,
+        "config": Config(retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"} if endpoint else {}),
+    }
+    key_id, secret = env.get(contract.ENV_S3_ACCESS_KEY_ID), env.get(contract.ENV_S3_SECRET_ACCESS_KEY)
+    if key_id and secret:
+        kwargs.update(aws_access_key_id=key_id, aws_secret_access_key=secret)
+    if env.get(contract.ENV_S3_CA_BUNDLE):
+        kwargs["verify"] = env[contract.ENV_S3_CA_BUNDLE]
+    return boto3.session.Session().client("s3", **kwargs)
+
+
+def _scrub(text: str, env: Mapping[str, str]) -> str:
+    for name in (contract.ENV_S3_ACCESS_KEY_ID, contract.ENV_S3_SECRET_ACCESS_KEY, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        value = env.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a boto3/botocore failure (``NoSuchBucket``, ``AccessDenied``, ``404``...)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+    found = _CODE_IN_TEXT.search(str(exc))  # boto3's S3UploadFailedError keeps only the text
+    if found:
+        return found.group(1)
+    return type(exc).__name__
+
+
+def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str, data: bool = False) -> StorageError | DataError:
+    """The StorageError (DataError when ``data``) for a failed S3 call on ``uri``."""
+    code = error_code(exc)
+    response = getattr(exc, "response", None)
+    detail = response.get("Error", {}).get("Message", "") if isinstance(response, dict) else ""
+    if not detail:
+        detail = str(exc).split(": ", 1)[-1] if _CODE_IN_TEXT.search(str(exc)) else str(exc)
+    hints = {
+        "InvalidAccessKeyId": "the access key id is wrong (spec.storage.objectStore.credentialsSecretRef)",
+        "SignatureDoesNotMatch": "the secret access key is wrong (spec.storage.objectStore.credentialsSecretRef)",
+        "NoSuchBucket": "the bucket does not exist",
+        "NoSuchKey": "no such object",
+        "404": "no such object",
+        "AccessDenied": "the credentials are not allowed to do this (check the bucket policy / IAM role)",
+        "403": "the credentials are not allowed to do this (check the bucket policy / IAM role)",
+        "NoCredentialsError": "no credentials: set spec.storage.objectStore.credentialsSecretRef or workload identity (spec.serviceAccountName)",
+    }
+    hint = hints.get(code)
+    text = _scrub(f"{uri}: {doing} failed: {code}: {detail}" + (f" ({hint})" if hint else ""), env)
+    if code == "SSLError":
+        hint = "the endpoint's TLS certificate is not trusted: give its CA in spec.storage.objectStore.caBundle"
+        text = _scrub(f"{uri}: {doing} failed: {code}: {detail} ({hint})", env)
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if isinstance(response, dict) else 0
+    transient = code != "SSLError" and (code in _RETRYABLE_CODES or (isinstance(status, int) and status >= 500) or _is_connection_error(exc))
+    err: StorageError | DataError = DataError(text) if data and not transient else StorageError(text)
+    if transient:
+        err.exit_code = contract.EXIT_RETRYABLE
+    return err
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    from botocore.exceptions import ConnectionError as BotoConnectionError  # noqa: PLC0415
+    from botocore.exceptions import ConnectionClosedError, ReadTimeoutError  # noqa: PLC0415
+
+    return isinstance(exc, (BotoConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectionError, TimeoutError))
+
+
+def _cloud_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from boto3.exceptions import Boto3Error  # noqa: PLC0415
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+    except ImportError:  # client() has said so already, as a StorageError
+        return (ConnectionError, TimeoutError)
+    return (ClientError, BotoCoreError, Boto3Error, ConnectionError, TimeoutError)
+
+
+@contextlib.contextmanager
+def _guard(uri: str, env: Mapping[str, str], *, doing: str, data: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except _cloud_errors() as exc:
+        raise failure(uri, exc, env, doing=doing, data=data) from None
+
+
+# --- listing and downloading ----------------------------------------------------------
+
+
+def list_objects(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Every object under ``prefix`` (Key, Size, ETag), in key order."""
+    out: list[dict[str, Any]] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        out.extend(page.get("Contents", []))
+    return sorted(out, key=lambda o: str(o["Key"]))
+
+
+def _local_path(dest: Path, relative: str) -> Path:
+    """``dest/relative`` for a key below a prefix; keys that would leave ``dest`` are refused."""
+    if not relative or key_problem(relative) is not None or relative.endswith("/"):
+        raise ValueError(f"object key {relative!r} cannot be staged as a file")
+    return dest / relative
+
+
+def _download(s3: Any, bucket: str, key: str, target: Path) -> None:
+    """To a temporary file first, renamed when complete: a dropped connection never leaves a short file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    try:
+        s3.download_file(bucket, key, str(tmp))
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+DATA_SUFFIXES: Final = (".json", ".jsonl", ".parquet", ".csv", ".arrow")
+
+
+def stage_dataset(uri: str, scratch: Path, env: Mapping[str, str], s3: Any | None = None) -> list[tuple[str, Path]]:
+    """Download a dataset object, or every data file under a prefix, into ``scratch``; returns
+    (object URI, local file) in key order.  Failures are DataErrors naming the URI and the S3 error code."""
+    bucket, key = split_uri(uri)
+    scratch.mkdir(parents=True, exist_ok=True)
+    with _guard(uri, env, doing="reading the dataset", data=True):
+        s3 = s3 or client(env)
+        if key and not key.endswith("/"):
+            objects = [o for o in list_objects(s3, bucket, key) if o["Key"] == key]
+            if objects:
+                if not key.endswith(DATA_SUFFIXES):
+                    raise DataError(f"{uri}: unsupported file type (use .json, .jsonl, .parquet, .csv or .arrow)")
+                target = scratch / f"0{Path(key).suffix}"
+                _download(s3, bucket, key, target)
+                return [(uri, target)]
+            key += "/"  # s3://bucket/folder names the folder's objects too
+        objects = [o for o in list_objects(s3, bucket, key) if str(o["Key"]).endswith(DATA_SUFFIXES)]
+        if not objects:
+            raise DataError(f"{uri}: no such object, and no .json/.jsonl/.parquet/.csv/.arrow object under that prefix")
+        files = []
+        for i, obj in enumerate(objects):
+            target = scratch / f"{i:06d}{Path(str(obj['Key'])).suffix}"
+            _download(s3, bucket, str(obj["Key"]), target)
+            files.append((f"s3://{bucket}/{obj['Key']}", target))
+        return files
+
+
+def stage_model(uri: str, dest: Path, env: Mapping[str, str], s3: Any | None = None) -> dict[str, Any]:
+    """Mirror the model prefix ``uri`` into ``dest``, downloading only objects whose ETag changed
+    since the last staging (kept in ``dest/.kubetune-etags.json``, written last).  Returns what
+    was done."""
+    bucket, prefix = split_uri(uri)
+    with _guard(uri, env, doing="downloading the base model"):
+        s3 = s3 or client(env)
+        objects = [o for o in list_objects(s3, bucket, prefix) if not str(o["Key"]).endswith("/")]
+        if not objects:
+            raise StorageError(f"{uri}: no objects under this prefix (spec.model.uri must name a folder holding config.json)")
+        try:
+            known = json.loads((dest / ETAGS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            known = {}
+        etags: dict[str, str] = {}
+        fetched = 0
+        for obj in objects:
+            relative = str(obj["Key"])[len(prefix):]
+            try:
+                target = _local_path(dest, relative)
+            except ValueError as exc:
+                raise StorageError(f"{uri}: {exc}") from None
+            etag = str(obj.get("ETag", ""))
+            etags[relative] = etag
+            if known.get(relative) == etag and target.is_file() and target.stat().st_size == obj.get("Size"):
+                continue
+            _download(s3, bucket, str(obj["Key"]), target)
+            fetched += 1
+        for stale in set(known) - set(etags):
+            with contextlib.suppress(OSError, ValueError):
+                _local_path(dest, stale).unlink()
+    if not (dest / "config.json").is_file():
+        raise StorageError(f"{uri}: the prefix holds no config.json (spec.model.uri must name a Hugging Face model folder)")
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / f".{ETAGS_FILE}.tmp"
+    tmp.write_text(json.dumps(etags, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, dest / ETAGS_FILE)
+    return {"objects": len(objects), "downloaded": fetched, "reused": len(objects) - fetched}
+
+
+# --- uploading ----------------------------------------------------------------------
+
+
+def job_prefix(outputs_uri: str, namespace: str, job: str) -> str:
+    """``<outputs.uri><namespace>/<job>/``: where one job's results go."""
+    return f"{outputs_uri}{namespace}/{job}/"
+
+
+def _files(folder: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
+    out = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if not path.is_file() or path.is_symlink() or relative.split("/")[0] in skip:
+            continue
+        out.append((relative, path))
+    return out
+
+
+def upload_folder(prefix_uri: str, folder: Path, env: Mapping[str, str], *, skip: tuple[str, ...] = (), s3: Any | None = None, marker: Mapping[str, Any] | None = None) -> int:
+    """Upload every file of ``folder`` under ``prefix_uri``; then, when ``marker`` is given, the
+    completion marker (the file list and sizes, plus ``marker``) last.  An existing marker is
+    deleted first, so a re-upload is never marked complete while it is under way.  Returns the bytes sent."""
+    bucket, prefix = split_uri(prefix_uri)
+    files = _files(folder, skip)
+    sent = 0
+    with _guard(prefix_uri, env, doing="uploading"):
+        s3 = s3 or client(env)
+        if marker is not None:
+            s3.delete_object(Bucket=bucket, Key=prefix + MARKER)
+        for relative, path in files:
+            s3.upload_file(str(path), bucket, prefix + relative)
+            sent += path.stat().st_size
+        if marker is not None:
+            body = dict(marker)
+            body["files"] = {relative: path.stat().st_size for relative, path in files}
+            s3.put_object(Bucket=bucket, Key=prefix + MARKER, Body=json.dumps(body, sort_keys=True).encode())
+    return sent
+
+
+def upload_checkpoint(prefix_uri: str, folder: Path, env: Mapping[str, str], s3: Any | None = None, *, config_hash: str | None = None) -> int:
+    """One complete local checkpoint to ``<prefix_uri><checkpoint-N>/``, its marker last.  The marker
+    carries the hash of the training configuration that wrote it (kubetune.trainer.fingerprint), so a
+    restart resumes only its own configuration's checkpoints."""
+    return upload_folder(f"{prefix_uri}{folder.name}/", folder, env, s3=s3, marker={"checkpoint": folder.name, "configHash": config_hash})
+
+
+def _read_marker(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchKey", "404"):
+            return None
+        raise
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def newest_complete_remote(
+    prefix_uri: str, env: Mapping[str, str], s3: Any | None = None, *, config_hash: str | None = None
+) -> tuple[str, dict[str, int]] | None:
+    """(``checkpoint-N``, its files and sizes) of the newest checkpoint under ``prefix_uri`` whose
+    marker exists, names ``config_hash`` (when given) and whose objects match the marker's list;
+    None when there is none."""
+    bucket, prefix = split_uri(prefix_uri)
+    with _guard(prefix_uri, env, doing="looking for checkpoints"):
+        s3 = s3 or client(env)
+        names: list[tuple[int, str]] = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                name = str(common["Prefix"])[len(prefix):].rstrip("/")
+                if (m := re.fullmatch(r"checkpoint-(\d+)", name)) is not None:
+                    names.append((int(m.group(1)), name))
+        for _, name in sorted(names, reverse=True):
+            marker = _read_marker(s3, bucket, f"{prefix}{name}/{MARKER}")
+            if marker is None or not isinstance(marker.get("files"), dict):
+                continue
+            if config_hash is not None and marker.get("configHash") != config_hash:
+                continue  # written by another configuration of a job with this name
+            present = {str(o["Key"])[len(prefix) + len(name) + 1:]: o.get("Size") for o in list_objects(s3, bucket, f"{prefix}{name}/")}
+            if all(present.get(f) == size for f, size in marker["files"].items()):
+                return name, {str(k): int(v) for k, v in marker["files"].items()}
+    return None
+
+
+def restore_checkpoint(
+    prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, needs_optimizer: bool, s3: Any | None = None, config_hash: str | None = None
+) -> str | None:
+    """When ``output_dir`` holds no complete checkpoint, download the newest complete one of this
+    configuration from the bucket into it (a fresh volume after preemption); returns its name, or None."""
+    if checkpoints.newest_complete(output_dir, needs_optimizer=needs_optimizer) is not None:
+        return None
+    s3 = s3 or _guarded_client(prefix_uri, env)
+    found = newest_complete_remote(prefix_uri, env, s3, config_hash=config_hash)
+    if found is None:
+        return None
+    name, files = found
+    bucket, prefix = split_uri(prefix_uri)
+    staging = output_dir / f".{name}.restore"
+    shutil.rmtree(staging, ignore_errors=True)
+    with _guard(f"{prefix_uri}{name}/", env, doing="downloading the checkpoint"):
+        for relative in files:
+            try:
+                target = _local_path(staging, relative)
+            except ValueError as exc:
+                raise StorageError(f"{prefix_uri}{name}/: {exc}") from None
+            _download(s3, bucket, f"{prefix}{name}/{relative}", target)
+    final = output_dir / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    return name
+
+
+def _guarded_client(uri: str, env: Mapping[str, str]) -> Any:
+    with _guard(uri, env, doing="connecting"):
+        return client(env)
+
+
+def upload_results(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, s3: Any | None = None) -> int:
+    """Every result of the job (not the checkpoints, which go by :class:`CheckpointUploader`, nor
+    working state), without the top-level marker: see :func:`mark_complete`."""
+    skip = (*SKIP_OUTPUTS, *(p.name for p in output_dir.glob("checkpoint-*")))
+    return upload_folder(prefix_uri, output_dir, env, skip=skip, s3=s3)
+
+
+def mark_complete(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, s3: Any | None = None) -> None:
+    """The run record again (it was rewritten after the results upload), then the job's marker, last."""
+    bucket, prefix = split_uri(prefix_uri)
+    files = [(r, p) for r, p in _files(output_dir, (*SKIP_OUTPUTS, *(p.name for p in output_dir.glob("checkpoint-*"))))]
+    with _guard(prefix_uri, env, doing="writing the completion marker"):
+        s3 = s3 or client(env)
+        record = output_dir / contract.RUN_RECORD_FILE
+        if record.is_file():
+            s3.upload_file(str(record), bucket, prefix + contract.RUN_RECORD_FILE)
+        body = {"files": {r: p.stat().st_size for r, p in files}}
+        s3.put_object(Bucket=bucket, Key=prefix + MARKER, Body=json.dumps(body, sort_keys=True).encode())
+
+
+def clear_marker(prefix_uri: str, env: Mapping[str, str], s3: Any | None = None) -> None:
+    """A (re)started job is not complete until it says so again."""
+    bucket, prefix = split_uri(prefix_uri)
+    with _guard(prefix_uri, env, doing="clearing the completion marker"):
+        (s3 or client(env)).delete_object(Bucket=bucket, Key=prefix + MARKER)
+
+
+class CheckpointUploader:
+    """Rank 0, during training: uploads each complete checkpoint once its files stopped changing
+    between two looks (transformers writes a checkpoint's files one after the other), each with its
+    marker last.  ``sweep`` does a final pass after training (or after a preemption stop)."""
+
+    def __init__(
+        self, prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, needs_optimizer: bool, interval: float = 5.0, config_hash: str | None = None
+    ) -> None:
+        self.prefix_uri, self.output_dir, self.env, self.config_hash = prefix_uri, output_dir, env, config_hash
+        self.needs_optimizer, self.interval = needs_optimizer, interval
+        self.uploaded: dict[str, str] = {}
+        self.error: StorageError | None = None
+        self._seen: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._s3: Any | None = None
+
+    def _fingerprint(self, folder: Path) -> str:
+        stats = [(r, p.stat().st_size, p.stat().st_mtime_ns) for r, p in _files(folder)]
+        return hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+
+    def poll(self, *, final: bool = False) -> list[str]:
+        """Upload the checkpoints that are complete (and, unless ``final``, unchanged since the last poll)."""
+        done = []
+        for folder in sorted(self.output_dir.glob("checkpoint-*")):
+            if not checkpoints.is_complete(folder, needs_optimizer=self.needs_optimizer):
+                continue
+            try:
+                stamp = self._fingerprint(folder)
+            except OSError:
+                continue  # rotated away (save_total_limit) while we looked
+            if self.uploaded.get(folder.name) == stamp:
+                continue
+            if not final and self._seen.get(folder.name) != stamp:
+                self._seen[folder.name] = stamp
+                continue
+            if self._s3 is None:
+                self._s3 = _guarded_client(self.prefix_uri, self.env)
+            upload_checkpoint(self.prefix_uri, folder, self.env, s3=self._s3, config_hash=self.config_hash)
+            self.uploaded[folder.name] = stamp
+            done.append(folder.name)
+        return done
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.poll()
+            except StorageError as exc:
+                self.error = exc
+                return
+            except OSError:
+                continue
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="kubetune-checkpoint-upload", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, sweep: bool = True) -> list[str]:
+        """Stop the background uploads; with ``sweep``, upload what is complete now.  Raises the
+        first StorageError seen."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.poll(final=True) if sweep else []
+
+

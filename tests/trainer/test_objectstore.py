@@ -1,0 +1,277 @@
+"""s3:// staging and uploads against a real S3 protocol server (moto's server mode, IAM auth on):
+datasets and models in, checkpoints and results out, each cloud failure a StorageError/DataError
+with the URI and the S3 error code, and never a half-uploaded checkpoint taken as complete."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kt_s3 import S3Server, s3_server, statement  # noqa: F401 - s3_server is a fixture
+from kubetune.trainer import config, data, objectstore
+from kubetune.trainer.errors import DataError, StorageError
+from trainerlib import TinyAssets, make_pod
+
+pytestmark = pytest.mark.train  # data.prepare reads records with the train stack
+
+BUCKET = "kubetune-tests"
+CHATS = [
+    {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]},
+    {"conversations": [{"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Bye!"}]},
+]
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server: S3Server) -> Any:  # noqa: F811
+    s3 = s3_server.s3()
+    s3.create_bucket(Bucket=BUCKET)
+    return s3
+
+
+def _checkpoint(folder: Path, step: int, *, size: int = 1000) -> Path:
+    """What transformers leaves: weights, optimizer, and trainer_state.json with the step."""
+    ckpt = folder / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "adapter_model.safetensors").write_bytes(b"w" * size)
+    (ckpt / "optimizer.pt").write_bytes(b"o" * size)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return ckpt
+
+
+def test_a_dataset_object_and_a_prefix_are_staged_and_checked_by_the_data_stage(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    bucket.put_object(Bucket=BUCKET, Key="data/one.jsonl", Body="".join(json.dumps(c) + "\n" for c in CHATS).encode())
+    bucket.put_object(Bucket=BUCKET, Key="data/many/a.json", Body=json.dumps(CHATS).encode())
+    bucket.put_object(Bucket=BUCKET, Key="data/many/sub/b.jsonl", Body=(json.dumps(CHATS[0]) + "\n").encode())
+    bucket.put_object(Bucket=BUCKET, Key="data/many/README.md", Body=b"not data")
+    manifest = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "s3-data", "namespace": "default"},
+        "spec": {
+            "model": {"path": "m", "template": "qwen"},
+            "datasets": [{"name": "one", "uri": f"s3://{BUCKET}/data/one.jsonl"}, {"name": "many", "uri": f"s3://{BUCKET}/data/many/"}],
+            "resources": {"gpusPerNode": 0},
+            "training": {"precision": "fp32"},
+            "storage": {"outputs": {"claimName": "out"}, "objectStore": {"endpoint": s3_server.endpoint, "region": "us-east-1"}},
+        },
+    }
+    pod = make_pod(tmp_path, manifest, TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    env = {**pod.env, **s3_server.env()}
+    counts = data.prepare(config.load(env), env)
+    assert counts == {"one": 2, "many": 3}  # every data object under the prefix, README left out
+    staged = (pod.output_dir / "data" / "many.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in staged] == [*CHATS, CHATS[0]]  # key order: a.json, sub/b.jsonl
+
+    # A bad record is named by its object, not by the scratch file it was downloaded to.
+    bucket.put_object(Bucket=BUCKET, Key="data/bad.jsonl", Body=(json.dumps(CHATS[0]) + "\n{broken\n").encode())
+    manifest["spec"]["datasets"] = [{"name": "bad", "uri": f"s3://{BUCKET}/data/bad.jsonl"}]
+    pod = make_pod(tmp_path / "bad", manifest, TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    env = {**pod.env, **s3_server.env()}
+    with pytest.raises(DataError, match=rf"dataset 'bad': s3://{BUCKET}/data/bad.jsonl: line 2 is not valid JSON"):
+        data.prepare(config.load(env), env)
+
+
+def test_the_base_model_is_staged_once_and_only_changed_objects_again(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    prefix = "models/tiny/"
+    for name, body in {"config.json": b"{}", "model.safetensors": b"x" * 5000, "tok/tokenizer.json": b"{}"}.items():
+        bucket.put_object(Bucket=BUCKET, Key=prefix + name, Body=body)
+    dest = tmp_path / "models" / "cache"
+    uri = f"s3://{BUCKET}/{prefix}"
+    assert objectstore.stage_model(uri, dest, s3_server.env()) == {"objects": 3, "downloaded": 3, "reused": 0}
+    assert (dest / "tok" / "tokenizer.json").read_bytes() == b"{}" and (dest / "model.safetensors").stat().st_size == 5000
+    assert objectstore.stage_model(uri, dest, s3_server.env()) == {"objects": 3, "downloaded": 0, "reused": 3}
+    bucket.put_object(Bucket=BUCKET, Key=prefix + "model.safetensors", Body=b"y" * 10)  # a new ETag
+    assert objectstore.stage_model(uri, dest, s3_server.env()) == {"objects": 3, "downloaded": 1, "reused": 2}
+    assert (dest / "model.safetensors").read_bytes() == b"y" * 10
+
+    with pytest.raises(StorageError, match=rf"s3://{BUCKET}/models/none/: no objects under this prefix"):
+        objectstore.stage_model(f"s3://{BUCKET}/models/none/", tmp_path / "none", s3_server.env())
+
+
+def test_wrong_keys_missing_bucket_and_key_and_denied_write_each_give_their_error(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    bucket.put_object(Bucket=BUCKET, Key="data/x.jsonl", Body=b"{}\n")
+    good = s3_server.env()
+    unknown_key = {**good, "KUBETUNE_S3_ACCESS_KEY_ID": "AKIAUNKNOWNKEY000001", "KUBETUNE_S3_SECRET_ACCESS_KEY": "s3cr3t-value-never-shown"}
+    wrong_secret = {**good, "KUBETUNE_S3_SECRET_ACCESS_KEY": "s3cr3t-value-never-shown"}
+    uri = f"s3://{BUCKET}/data/x.jsonl"
+
+    cases = [
+        (unknown_key, uri, "InvalidAccessKeyId", "the access key id is wrong"),
+        (wrong_secret, uri, "SignatureDoesNotMatch", "the secret access key is wrong"),
+        (good, "s3://no-such-bucket-here/data/x.jsonl", "NoSuchBucket", "the bucket does not exist"),
+    ]
+    for env, where, code, hint in cases:
+        with pytest.raises(DataError) as err:
+            objectstore.stage_dataset(where, tmp_path / "scratch", env)
+        text = str(err.value)
+        assert text.startswith(f"{where}: reading the dataset failed: {code}: ") and hint in text
+        assert "s3cr3t" not in text and good["KUBETUNE_S3_SECRET_ACCESS_KEY"] not in text and err.value.exit_code == 3
+    with pytest.raises(DataError, match=rf"s3://{BUCKET}/data/missing.jsonl: no such object"):
+        objectstore.stage_dataset(f"s3://{BUCKET}/data/missing.jsonl", tmp_path / "scratch", good)
+    with pytest.raises(StorageError, match=rf"s3://{BUCKET}/models/missing/: no objects"):
+        objectstore.stage_model(f"s3://{BUCKET}/models/missing/", tmp_path / "m", good)
+
+    reader = s3_server.user("reader", [statement(["s3:GetObject", "s3:ListBucket"], ["*"])])
+    out = tmp_path / "out"
+    (out / "adapter").mkdir(parents=True)
+    (out / "adapter" / "adapter_model.safetensors").write_bytes(b"a")
+    with pytest.raises(StorageError) as err:
+        objectstore.upload_results(f"s3://{BUCKET}/runs/default/job/", out, s3_server.env(reader))
+    assert str(err.value).startswith(f"s3://{BUCKET}/runs/default/job/: uploading failed: AccessDenied")
+    assert reader.secret_access_key not in str(err.value) and err.value.exit_code == 2  # permanent: a restart cannot help
+
+
+def test_a_store_that_cannot_be_reached_is_a_retryable_storage_error(tmp_path: Path, s3_server: S3Server) -> None:  # noqa: F811
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens here once the socket is closed
+    env = {**s3_server.env(), "KUBETUNE_S3_ENDPOINT": f"http://127.0.0.1:{closed}"}
+    ckpt = _checkpoint(tmp_path, 1)
+    with pytest.raises(StorageError, match=rf"s3://{BUCKET}/x/checkpoint-1/: uploading failed: EndpointConnectionError") as err:
+        objectstore.upload_checkpoint(f"s3://{BUCKET}/x/", ckpt, env)
+    assert err.value.exit_code == 130  # the pod restarts and resumes
+
+
+def test_an_interrupted_checkpoint_upload_leaves_no_completion_marker(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    prefix = f"s3://{BUCKET}/interrupted/default/job/"
+    ckpt = _checkpoint(tmp_path / "out", 3)
+    objectstore.upload_checkpoint(prefix, ckpt, s3_server.env())
+    assert objectstore.newest_complete_remote(prefix, s3_server.env()) is not None
+    # The store refuses the optimizer state midway (after the weights went up), as a dropped link would.
+    flaky = s3_server.user("flaky", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/*optimizer.pt"], "Deny")])
+    (ckpt / "adapter_model.safetensors").write_bytes(b"v2")  # a re-save of the same step
+    with pytest.raises(StorageError, match=r"uploading failed: AccessDenied"):
+        objectstore.upload_checkpoint(prefix, ckpt, s3_server.env(flaky))
+    keys = [o["Key"] for o in objectstore.list_objects(bucket, BUCKET, "interrupted/")]
+    assert "interrupted/default/job/checkpoint-3/adapter_model.safetensors" in keys  # part of it went up
+    assert not any(k.endswith(objectstore.MARKER) for k in keys)  # the old marker went first, no new one
+    assert objectstore.newest_complete_remote(prefix, s3_server.env()) is None
+
+
+def test_a_fresh_working_dir_resumes_from_the_newest_complete_checkpoint_in_the_bucket(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    prefix = f"s3://{BUCKET}/resume/default/job/"
+    env = s3_server.env()
+    old = tmp_path / "old-pod"
+    for step in (2, 4):
+        objectstore.upload_checkpoint(prefix, _checkpoint(old, step, size=100 * step), env)
+    # checkpoint-6: every object, but the pod died before its marker; checkpoint-8: marker, one object lost.
+    objectstore.upload_folder(f"{prefix}checkpoint-6/", _checkpoint(old, 6), env)
+    objectstore.upload_checkpoint(prefix, _checkpoint(old, 8), env)
+    bucket.delete_object(Bucket=BUCKET, Key="resume/default/job/checkpoint-8/optimizer.pt")
+
+    fresh = tmp_path / "new-pod"
+    fresh.mkdir()
+    # The newest of all, checkpoint-10, was written by another configuration of a job with this name.
+    objectstore.upload_checkpoint(prefix, _checkpoint(old, 10), env, config_hash="another-config")
+    assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="another-config") == "checkpoint-10"
+    shutil.rmtree(fresh / "checkpoint-10")
+    bucket.delete_object(Bucket=BUCKET, Key="resume/default/job/checkpoint-10/_KUBETUNE_COMPLETE")
+    for step in (2, 4):  # this configuration's markers
+        objectstore.upload_checkpoint(prefix, old / f"checkpoint-{step}", env, config_hash="this-config")
+    objectstore.upload_checkpoint(prefix, old / "checkpoint-10", env, config_hash="another-config")
+    assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="this-config") == "checkpoint-4"
+    restored = fresh / "checkpoint-4"
+    assert json.loads((restored / "trainer_state.json").read_text()) == {"global_step": 4}
+    assert (restored / "optimizer.pt").read_bytes() == b"o" * 400
+    assert sorted(p.name for p in fresh.iterdir()) == ["checkpoint-4"]  # no staging folder left
+    # The volume now has a complete checkpoint of its own: the bucket is not asked again.
+    assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="this-config") is None
+
+
+def test_the_uploader_takes_a_checkpoint_only_when_complete_and_settled(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    prefix = f"s3://{BUCKET}/watch/default/job/"
+    out = tmp_path / "out"
+    uploader = objectstore.CheckpointUploader(prefix, out, s3_server.env(), needs_optimizer=True)
+    ckpt = _checkpoint(out, 5)
+    (ckpt / "trainer_state.json").unlink()  # still being written
+    assert uploader.poll() == [] and uploader.poll() == []
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 5}))
+    assert uploader.poll() == []  # complete now, but seen once: it might still change
+    assert uploader.poll() == ["checkpoint-5"]
+    assert uploader.poll() == []  # uploaded once
+    assert objectstore.newest_complete_remote(prefix, s3_server.env()) == (
+        "checkpoint-5",
+        {"adapter_model.safetensors": 1000, "optimizer.pt": 1000, "trainer_state.json": len(json.dumps({"global_step": 5}))},
+    )
+
+
+def test_a_trainer_without_boto3_refuses_s3_uris_with_a_storage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_boto(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.split(".")[0] in ("boto3", "botocore"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_boto)
+    with pytest.raises(StorageError, match=r"s3:// URIs need boto3 .*kubetune\[s3\]"):
+        objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path, {})
+
+
+@pytest.mark.slow
+def test_the_trainer_ends_cloud_failures_with_the_uri_and_code_and_never_a_traceback_or_a_key(
+    tmp_path: Path, tiny_assets: TinyAssets, s3_server: S3Server, bucket: Any  # noqa: F811
+) -> None:
+    """The trainer entrypoint, as a pod runs it: a missing dataset bucket is a DataError (exit 3),
+    a key that may read but not write the outputs prefix a StorageError (exit 2), both before any
+    training, in the failed stage line, the log and the run record."""
+    from kubetune.api import contract
+    from trainerlib import run_trainer, stage_lines
+
+    s3_server.s3().put_object(Bucket=BUCKET, Key="data/ok.jsonl", Body="".join(json.dumps(c) + "\n" for c in CHATS).encode())
+    reader = s3_server.user("trainer-reader", [statement(["s3:GetObject", "s3:ListBucket"], ["*"])])
+    cases = [
+        ("s3://no-such-bucket-x/data/ok.jsonl", s3_server.admin, contract.EXIT_DATA, "reading the dataset failed: NoSuchBucket"),
+        (f"s3://{BUCKET}/data/ok.jsonl", reader, contract.EXIT_CONFIG, f"s3://{BUCKET}/runs/default/s3-fail/: clearing the completion marker failed: AccessDenied"),
+    ]
+    for i, (uri, keys, code, text) in enumerate(cases):
+        manifest = {
+            "apiVersion": contract.API_VERSION,
+            "kind": contract.KIND,
+            "metadata": {"name": "s3-fail", "namespace": "default"},
+            "spec": {
+                "model": {"path": tiny_assets.model_path, "template": "qwen"},
+                "datasets": [{"name": "chat", "uri": uri}],
+                "resources": {"gpusPerNode": 0},
+                "training": {"precision": "fp32", "maxSteps": 1},
+                "storage": {"outputs": {"claimName": "out", "uri": f"s3://{BUCKET}/runs/"}, "objectStore": {"endpoint": s3_server.endpoint}},
+            },
+        }
+        pod = make_pod(tmp_path / str(i), manifest, tiny_assets)
+        result = run_trainer({**pod.env, **s3_server.env(keys)}, timeout=120)
+        log = result.stdout + result.stderr
+        assert result.returncode == code, log[-3000:]
+        failed = [s for s in stage_lines(result.stdout) if s["event"] == "failed"]
+        assert failed[0]["stage"] == "data" and text in failed[0]["message"]
+        assert "Traceback" not in log and keys.secret_access_key not in log and keys.access_key_id not in log
+        record = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
+        assert record["exitCode"] == code and text in record["message"]
+
+
+def test_a_store_with_a_private_ca_is_reached_through_the_ca_bundle_and_refused_without_it(tmp_path: Path) -> None:
+    """spec.storage.objectStore.caBundle: the trainer verifies the endpoint against the mounted
+    bundle (KUBETUNE_S3_CA_BUNDLE); without it the certificate is refused, permanently."""
+    from kt_s3 import private_ca
+
+    server = S3Server(tls=private_ca(tmp_path / "pki"))
+    try:
+        s3 = server.s3()
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="models/tiny/config.json", Body=b"{}")
+        env = server.env()
+        assert env["KUBETUNE_S3_ENDPOINT"].startswith("https://")
+        assert objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path / "m", env)["downloaded"] == 1
+        without = {k: v for k, v in env.items() if k != "KUBETUNE_S3_CA_BUNDLE"}
+        with pytest.raises(StorageError, match=r"SSLError: .*give its CA in spec.storage.objectStore.caBundle") as err:
+            objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path / "m2", without)
+        assert err.value.exit_code == 2
+    finally:
+        server.stop()
