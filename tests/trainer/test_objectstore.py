@@ -4,6 +4,7 @@ with the URI and the S3 error code, and never a half-uploaded checkpoint taken a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -182,6 +183,34 @@ def test_a_fresh_working_dir_resumes_from_the_newest_complete_checkpoint_in_the_
     assert sorted(p.name for p in fresh.iterdir()) == ["checkpoint-4"]  # no staging folder left
     # The volume now has a complete checkpoint of its own: the bucket is not asked again.
     assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="this-config") is None
+
+
+def test_a_restored_checkpoint_is_not_uploaded_again_so_its_marker_survives_a_second_preemption(
+    tmp_path: Path, s3_server: S3Server, bucket: Any  # noqa: F811
+) -> None:
+    """Spot node A uploads checkpoint-4 and is preempted; pod B restores it onto a fresh volume and
+    is preempted too, before it saved checkpoint-5.  B's uploader must not re-upload the restored
+    checkpoint: re-uploading deletes the bucket's marker first (upload_folder), so a preemption in
+    that window (here: every write refused after the delete) left the job nothing to resume from."""
+    prefix = f"s3://{BUCKET}/restored/default/job/"
+    objectstore.upload_checkpoint(prefix, _checkpoint(tmp_path / "pod-a", 4), s3_server.env(), config_hash="h")
+    fresh = tmp_path / "pod-b"
+    fresh.mkdir()
+    assert objectstore.restore_checkpoint(prefix, fresh, s3_server.env(), needs_optimizer=True, config_hash="h") == "checkpoint-4"
+    dying = s3_server.user("dying", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/*"], "Deny")])
+    uploader = objectstore.CheckpointUploader(prefix, fresh, s3_server.env(dying), needs_optimizer=True, config_hash="h")
+    for _ in range(3):
+        with contextlib.suppress(StorageError):
+            uploader.poll()
+    assert objectstore.newest_complete_remote(prefix, s3_server.env(), config_hash="h") is not None, "pod C would start from step 0"
+    # A checkpoint whose files differ from the bucket's copy is still uploaded (its marker last).
+    (fresh / "checkpoint-4" / "optimizer.pt").write_bytes(b"changed")
+    uploader = objectstore.CheckpointUploader(prefix, fresh, s3_server.env(), needs_optimizer=True, config_hash="h")
+    assert uploader.poll(final=True) == ["checkpoint-4"]
+    assert objectstore.newest_complete_remote(prefix, s3_server.env(), config_hash="h") == (
+        "checkpoint-4",
+        {"adapter_model.safetensors": 1000, "optimizer.pt": 7, "trainer_state.json": len(json.dumps({"global_step": 4}))},
+    )
 
 
 def test_the_uploader_takes_a_checkpoint_only_when_complete_and_settled(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811

@@ -302,7 +302,28 @@ def upload_checkpoint(prefix_uri: str, folder: Path, env: Mapping[str, str], s3:
     """One complete local checkpoint to ``<prefix_uri><checkpoint-N>/``, its marker last.  The marker
     carries the hash of the training configuration that wrote it (kubetune.trainer.fingerprint), so a
     restart resumes only its own configuration's checkpoints."""
-    return upload_folder(f"{prefix_uri}{folder.name}/", folder, env, s3=s3, marker={"checkpoint": folder.name, "configHash": config_hash})
+    uri = f"{prefix_uri}{folder.name}/"
+    marker = {"checkpoint": folder.name, "configHash": config_hash}
+    s3 = s3 or _guarded_client(uri, env)
+    if _already_there(uri, folder, env, s3, marker):
+        return 0
+    return upload_folder(uri, folder, env, s3=s3, marker=marker)
+
+
+def _already_there(uri: str, folder: Path, env: Mapping[str, str], s3: Any, marker: Mapping[str, Any]) -> bool:
+    """The bucket holds this very checkpoint already: its marker names the same configuration and
+    the same files and sizes, and every object is there with that size (a checkpoint restored from
+    the bucket, or still on a volume a restarted pod mounts again).  Uploading it again would delete
+    the marker first (:func:`upload_folder`), leaving the job nothing to resume from while the
+    upload runs, exactly when a preemption is likely."""
+    bucket, prefix = split_uri(uri)
+    want = {relative: path.stat().st_size for relative, path in _files(folder)}
+    with _guard(uri, env, doing="uploading"):
+        there = _read_marker(s3, bucket, prefix + MARKER)
+        if there is None or there.get("files") != want or any(there.get(k) != v for k, v in marker.items()):
+            return False
+        present = {str(o["Key"])[len(prefix):]: o.get("Size") for o in list_objects(s3, bucket, prefix)}
+    return all(present.get(f) == size for f, size in want.items())
 
 
 def _read_marker(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
