@@ -213,6 +213,24 @@ def test_a_restored_checkpoint_is_not_uploaded_again_so_its_marker_survives_a_se
     )
 
 
+def test_half_written_checkpoints_set_aside_on_the_volume_are_not_uploaded_as_results(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    """train.quarantine_incomplete renames a checkpoint a kill left half-written to
+    .incomplete-checkpoint-N-<time> beside the results, and a restore killed midway leaves
+    .checkpoint-N.restore: neither is a result of the job (they can be gigabytes)."""
+    prefix = f"s3://{BUCKET}/results/default/job/"
+    out = tmp_path / "out"
+    _checkpoint(out, 6).rename(out / ".incomplete-checkpoint-6-1765000000")
+    _checkpoint(out, 8).rename(out / ".checkpoint-8.restore")
+    (out / "adapter_model.safetensors").write_bytes(b"adapter")
+    (out / "trainer_log.jsonl").write_text("{}\n")
+    objectstore.upload_results(prefix, out, s3_server.env())
+    objectstore.mark_complete(prefix, out, s3_server.env())
+    keys = sorted(str(o["Key"]) for o in objectstore.list_objects(bucket, BUCKET, "results/"))
+    assert keys == [f"results/default/job/{k}" for k in (objectstore.MARKER, "adapter_model.safetensors", "trainer_log.jsonl")]
+    marker = json.loads(bucket.get_object(Bucket=BUCKET, Key=f"results/default/job/{objectstore.MARKER}")["Body"].read())
+    assert sorted(marker["files"]) == ["adapter_model.safetensors", "trainer_log.jsonl"]
+
+
 def test_the_uploader_takes_a_checkpoint_only_when_complete_and_settled(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
     prefix = f"s3://{BUCKET}/watch/default/job/"
     out = tmp_path / "out"

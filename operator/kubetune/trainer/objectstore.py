@@ -405,14 +405,22 @@ def _guarded_client(uri: str, env: Mapping[str, str]) -> Any:
 def upload_results(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, s3: Any | None = None) -> int:
     """Every result of the job (not the checkpoints, which go by :class:`CheckpointUploader`, nor
     working state), without the top-level marker: see :func:`mark_complete`."""
-    skip = (*SKIP_OUTPUTS, *(p.name for p in output_dir.glob("checkpoint-*")))
-    return upload_folder(prefix_uri, output_dir, env, skip=skip, s3=s3)
+    return upload_folder(prefix_uri, output_dir, env, skip=_not_results(output_dir), s3=s3)
+
+
+def _not_results(output_dir: Path) -> tuple[str, ...]:
+    """Top-level entries of the job's folder that are not results: working state (SKIP_OUTPUTS),
+    the checkpoints (uploaded one by one, each with its marker), checkpoints a kill left
+    half-written and train.quarantine_incomplete set aside (``.incomplete-checkpoint-N-<time>``),
+    and a restore a kill interrupted (``.checkpoint-N.restore``, see restore_checkpoint)."""
+    patterns = ("checkpoint-*", ".incomplete-*", ".checkpoint-*.restore")
+    return (*SKIP_OUTPUTS, *sorted({p.name for pattern in patterns for p in output_dir.glob(pattern)}))
 
 
 def mark_complete(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, s3: Any | None = None) -> None:
     """The run record again (it was rewritten after the results upload), then the job's marker, last."""
     bucket, prefix = split_uri(prefix_uri)
-    files = [(r, p) for r, p in _files(output_dir, (*SKIP_OUTPUTS, *(p.name for p in output_dir.glob("checkpoint-*"))))]
+    files = _files(output_dir, _not_results(output_dir))
     with _guard(prefix_uri, env, doing="writing the completion marker"):
         s3 = s3 or client(env)
         record = output_dir / contract.RUN_RECORD_FILE
