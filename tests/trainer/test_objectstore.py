@@ -93,6 +93,37 @@ def test_the_base_model_is_staged_once_and_only_changed_objects_again(tmp_path: 
         objectstore.stage_model(f"s3://{BUCKET}/models/none/", tmp_path / "none", s3_server.env())
 
 
+def test_two_pods_staging_one_model_into_a_shared_models_volume_both_succeed(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    """Two jobs (a sweep) with one spec.model.uri and one ReadWriteMany models claim stage into the
+    same folder at the same time.  Each pod has its own PID namespace, so both trainers commonly
+    have the same PID: a temporary name keyed on the PID is the same file for both.  Here pod B's
+    whole staging runs between pod A's download and A's rename, in one process (so one PID)."""
+    prefix = "models/shared/"
+    for name, body in {"config.json": b"{}", "model.safetensors": b"x" * 5000}.items():
+        bucket.put_object(Bucket=BUCKET, Key=prefix + name, Body=body)
+    uri, dest = f"s3://{BUCKET}/{prefix}", tmp_path / "models" / "cache"
+    pod_a = objectstore.client(s3_server.env())
+
+    class PodA:
+        """Pod A's client: after its first download, pod B stages the same model."""
+
+        interleaved = False
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(pod_a, name)
+
+        def download_file(self, b: str, key: str, filename: str) -> None:
+            pod_a.download_file(b, key, filename)
+            if not PodA.interleaved:
+                PodA.interleaved = True
+                assert objectstore.stage_model(uri, dest, s3_server.env())["objects"] == 2  # pod B
+
+    assert objectstore.stage_model(uri, dest, s3_server.env(), s3=PodA())["objects"] == 2
+    assert PodA.interleaved
+    assert (dest / "model.safetensors").read_bytes() == b"x" * 5000 and (dest / "config.json").read_bytes() == b"{}"
+    assert sorted(p.name for p in dest.iterdir()) == [".kubetune-etags.json", "config.json", "model.safetensors"]
+
+
 def test_wrong_keys_missing_bucket_and_key_and_denied_write_each_give_their_error(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
     bucket.put_object(Bucket=BUCKET, Key="data/x.jsonl", Body=b"{}\n")
     good = s3_server.env()

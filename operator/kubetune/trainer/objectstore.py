@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -178,9 +179,15 @@ def _local_path(dest: Path, relative: str) -> Path:
 
 
 def _download(s3: Any, bucket: str, key: str, target: Path) -> None:
-    """To a temporary file first, renamed when complete: a dropped connection never leaves a short file."""
+    """To a temporary file first, renamed when complete: a dropped connection never leaves a short file.
+
+    The temporary name is unique per call, not per PID: two pods staging one spec.model.uri into a
+    shared (ReadWriteMany) models volume each have their own PID namespace and often the same PID,
+    and a shared name let one pod rename the other's file away (FileNotFoundError).  s3transfer
+    itself writes to ``<name>.<8 random hex digits>`` and renames that onto our name
+    (s3transfer/utils.py:330-335, download.py:169,975 @0.19.3), so the name must be ours alone."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    tmp = target.with_name(f".{target.name}.part-{uuid.uuid4().hex}")
     try:
         s3.download_file(bucket, key, str(tmp))
         os.replace(tmp, target)
@@ -253,7 +260,7 @@ def stage_model(uri: str, dest: Path, env: Mapping[str, str], s3: Any | None = N
     if not (dest / "config.json").is_file():
         raise StorageError(f"{uri}: the prefix holds no config.json (spec.model.uri must name a Hugging Face model folder)")
     dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / f".{ETAGS_FILE}.tmp"
+    tmp = dest / f".{ETAGS_FILE}.tmp-{uuid.uuid4().hex}"  # unique: see _download
     tmp.write_text(json.dumps(etags, sort_keys=True), encoding="utf-8")
     os.replace(tmp, dest / ETAGS_FILE)
     return {"objects": len(objects), "downloaded": fetched, "reused": len(objects) - fetched}
