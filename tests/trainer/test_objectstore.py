@@ -279,6 +279,44 @@ def test_the_uploader_takes_a_checkpoint_only_when_complete_and_settled(tmp_path
     )
 
 
+def test_one_transient_failure_during_training_does_not_end_the_checkpoint_uploads(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    """A dropped connection (or a 503 beyond botocore's retries) while checkpoint-2 goes up.  The
+    uploader used to stop for the rest of the training and, at the end or on a preemption stop,
+    raise that old error instead of its final sweep: no later checkpoint reached the bucket."""
+    from botocore.exceptions import EndpointConnectionError
+
+    prefix = f"s3://{BUCKET}/transient/default/job/"
+    out = tmp_path / "out"
+    _checkpoint(out, 2)
+    uploader = objectstore.CheckpointUploader(prefix, out, s3_server.env(), needs_optimizer=True, interval=0)
+    real = objectstore.client(s3_server.env())
+
+    class Flaky:
+        """The first upload_file loses its connection; once a marker is written, training "ends"."""
+
+        failed = False
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def upload_file(self, *args: Any) -> None:
+            if not Flaky.failed:
+                Flaky.failed = True
+                raise EndpointConnectionError(endpoint_url=s3_server.endpoint)
+            real.upload_file(*args)
+
+        def put_object(self, **kwargs: Any) -> Any:
+            got = real.put_object(**kwargs)
+            uploader._stop.set()  # noqa: SLF001 - the training ended: the loop's next wait returns
+            return got
+
+    uploader._s3 = Flaky()  # noqa: SLF001
+    uploader._loop()  # noqa: SLF001 - the background thread's body, here in the test's thread
+    assert Flaky.failed
+    uploader.stop()  # the final sweep, not the old transient error
+    assert objectstore.newest_complete_remote(prefix, s3_server.env()) is not None
+
+
 def test_a_trainer_without_boto3_refuses_s3_uris_with_a_storage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 

@@ -492,7 +492,9 @@ class CheckpointUploader:
             try:
                 self.poll()
             except StorageError as exc:
-                self.error = exc
+                if exc.exit_code == contract.EXIT_RETRYABLE:
+                    continue  # a lost connection, throttling, a 5xx: the checkpoint is not marked uploaded, so the next look tries again
+                self.error = exc  # denied, wrong keys, no bucket: every later upload would fail the same way
                 return
             except OSError:
                 continue
@@ -503,7 +505,8 @@ class CheckpointUploader:
 
     def stop(self, *, sweep: bool = True) -> list[str]:
         """Stop the background uploads; with ``sweep``, upload what is complete now.  Raises the
-        first StorageError seen."""
+        permanent StorageError the background uploads met, or the sweep's own failure (a transient
+        one met during training was retried by the next look, and again by the sweep)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
