@@ -389,5 +389,14 @@ def test_a_store_with_a_private_ca_is_reached_through_the_ca_bundle_and_refused_
         with pytest.raises(StorageError, match=r"SSLError: .*give its CA in spec.storage.objectStore.caBundle") as err:
             objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path / "m2", without)
         assert err.value.exit_code == 2
+        # `kubetune run --local` of the same spec: the ConfigMap is not mounted on a laptop, so the
+        # rendered KUBETUNE_S3_CA_BUNDLE names no file; the shell's AWS_CA_BUNDLE is used instead.
+        local = {**env, "KUBETUNE_S3_CA_BUNDLE": str(tmp_path / "not-mounted" / "ca.pem")}
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("AWS_CA_BUNDLE", str(server.ca_bundle))
+            assert objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path / "m3", {**local, "AWS_CA_BUNDLE": str(server.ca_bundle)})["downloaded"] == 1
+        with pytest.raises(StorageError, match=r"caBundle: .*not-mounted/ca.pem does not exist.*AWS_CA_BUNDLE") as err:
+            objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path / "m4", local)
+        assert err.value.exit_code == 2
     finally:
         server.stop()

@@ -80,8 +80,18 @@ def client(env: Mapping[str, str]) -> Any:
     key_id, secret = env.get(contract.ENV_S3_ACCESS_KEY_ID), env.get(contract.ENV_S3_SECRET_ACCESS_KEY)
     if key_id and secret:
         kwargs.update(aws_access_key_id=key_id, aws_secret_access_key=secret)
-    if env.get(contract.ENV_S3_CA_BUNDLE):
-        kwargs["verify"] = env[contract.ENV_S3_CA_BUNDLE]
+    ca = env.get(contract.ENV_S3_CA_BUNDLE)
+    if ca and os.path.isfile(ca):
+        kwargs["verify"] = ca
+    elif ca and not env.get("AWS_CA_BUNDLE"):
+        # In a pod the ConfigMap is always mounted there (kubelet does not start a pod whose
+        # ConfigMap key is missing); under `kubetune run --local` nothing is.
+        raise StorageError(
+            f"spec.storage.objectStore.caBundle: {ca} does not exist here (a pod mounts the ConfigMap there); "
+            "for kubetune run --local, point AWS_CA_BUNDLE at the store's CA bundle (PEM) in your shell"
+        )
+    # else: no caBundle, or run --local with AWS_CA_BUNDLE, which boto3 reads itself when verify is
+    # not given (botocore/configprovider.py:63, session.py:948-949 @1.44.18).
     return boto3.session.Session().client("s3", **kwargs)
 
 
