@@ -286,6 +286,11 @@ INVALID = [
     Case("outputs-uri-multi-node", {"spec.storage.outputs.uri": "s3://runs-bucket/", "spec.resources": {"nodes": 2, "gpusPerNode": 8}}, "spec.storage.outputs.uri"),
     Case("object-store-without-uri", {"spec.storage.objectStore": {"endpoint": "http://minio:9000"}}, "spec.storage.objectStore"),
     Case("object-store-endpoint-not-http", {"spec.storage.outputs.uri": "s3://runs-bucket/", "spec.storage.objectStore": {"endpoint": "minio:9000"}}, "spec.storage.objectStore.endpoint"),
+    Case(
+        "model-uri-read-only-models-volume",
+        {"spec.model": {"uri": "s3://models-bucket/qwen/", "template": "qwen"}, "spec.storage.models": {"claimName": "models", "readOnly": True}},
+        "spec.storage.models.readOnly",
+    ),
     Case("serve-from-bucket-model", {"spec.model": {"uri": "s3://models-bucket/qwen/", "template": "qwen"}, "spec.serve": {}}, "spec.serve"),
     Case("stage-enum", {"spec.training.stage": "grpo"}, "spec.training.stage"),
     Case("preference-loss-enum", {"spec.training.stage": "dpo", "spec.training.preference": {"loss": "cpo"}, "spec.datasets.0.ranking": True}, "spec.training.preference.loss"),

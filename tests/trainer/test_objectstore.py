@@ -4,6 +4,7 @@ with the URI and the S3 error code, and never a half-uploaded checkpoint taken a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -90,6 +91,37 @@ def test_the_base_model_is_staged_once_and_only_changed_objects_again(tmp_path: 
 
     with pytest.raises(StorageError, match=rf"s3://{BUCKET}/models/none/: no objects under this prefix"):
         objectstore.stage_model(f"s3://{BUCKET}/models/none/", tmp_path / "none", s3_server.env())
+
+
+def test_two_pods_staging_one_model_into_a_shared_models_volume_both_succeed(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    """Two jobs (a sweep) with one spec.model.uri and one ReadWriteMany models claim stage into the
+    same folder at the same time.  Each pod has its own PID namespace, so both trainers commonly
+    have the same PID: a temporary name keyed on the PID is the same file for both.  Here pod B's
+    whole staging runs between pod A's download and A's rename, in one process (so one PID)."""
+    prefix = "models/shared/"
+    for name, body in {"config.json": b"{}", "model.safetensors": b"x" * 5000}.items():
+        bucket.put_object(Bucket=BUCKET, Key=prefix + name, Body=body)
+    uri, dest = f"s3://{BUCKET}/{prefix}", tmp_path / "models" / "cache"
+    pod_a = objectstore.client(s3_server.env())
+
+    class PodA:
+        """Pod A's client: after its first download, pod B stages the same model."""
+
+        interleaved = False
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(pod_a, name)
+
+        def download_file(self, b: str, key: str, filename: str) -> None:
+            pod_a.download_file(b, key, filename)
+            if not PodA.interleaved:
+                PodA.interleaved = True
+                assert objectstore.stage_model(uri, dest, s3_server.env())["objects"] == 2  # pod B
+
+    assert objectstore.stage_model(uri, dest, s3_server.env(), s3=PodA())["objects"] == 2
+    assert PodA.interleaved
+    assert (dest / "model.safetensors").read_bytes() == b"x" * 5000 and (dest / "config.json").read_bytes() == b"{}"
+    assert sorted(p.name for p in dest.iterdir()) == [".kubetune-etags.json", "config.json", "model.safetensors"]
 
 
 def test_wrong_keys_missing_bucket_and_key_and_denied_write_each_give_their_error(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
@@ -184,6 +216,52 @@ def test_a_fresh_working_dir_resumes_from_the_newest_complete_checkpoint_in_the_
     assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="this-config") is None
 
 
+def test_a_restored_checkpoint_is_not_uploaded_again_so_its_marker_survives_a_second_preemption(
+    tmp_path: Path, s3_server: S3Server, bucket: Any  # noqa: F811
+) -> None:
+    """Spot node A uploads checkpoint-4 and is preempted; pod B restores it onto a fresh volume and
+    is preempted too, before it saved checkpoint-5.  B's uploader must not re-upload the restored
+    checkpoint: re-uploading deletes the bucket's marker first (upload_folder), so a preemption in
+    that window (here: every write refused after the delete) left the job nothing to resume from."""
+    prefix = f"s3://{BUCKET}/restored/default/job/"
+    objectstore.upload_checkpoint(prefix, _checkpoint(tmp_path / "pod-a", 4), s3_server.env(), config_hash="h")
+    fresh = tmp_path / "pod-b"
+    fresh.mkdir()
+    assert objectstore.restore_checkpoint(prefix, fresh, s3_server.env(), needs_optimizer=True, config_hash="h") == "checkpoint-4"
+    dying = s3_server.user("dying", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/*"], "Deny")])
+    uploader = objectstore.CheckpointUploader(prefix, fresh, s3_server.env(dying), needs_optimizer=True, config_hash="h")
+    for _ in range(3):
+        with contextlib.suppress(StorageError):
+            uploader.poll()
+    assert objectstore.newest_complete_remote(prefix, s3_server.env(), config_hash="h") is not None, "pod C would start from step 0"
+    # A checkpoint whose files differ from the bucket's copy is still uploaded (its marker last).
+    (fresh / "checkpoint-4" / "optimizer.pt").write_bytes(b"changed")
+    uploader = objectstore.CheckpointUploader(prefix, fresh, s3_server.env(), needs_optimizer=True, config_hash="h")
+    assert uploader.poll(final=True) == ["checkpoint-4"]
+    assert objectstore.newest_complete_remote(prefix, s3_server.env(), config_hash="h") == (
+        "checkpoint-4",
+        {"adapter_model.safetensors": 1000, "optimizer.pt": 7, "trainer_state.json": len(json.dumps({"global_step": 4}))},
+    )
+
+
+def test_half_written_checkpoints_set_aside_on_the_volume_are_not_uploaded_as_results(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    """train.quarantine_incomplete renames a checkpoint a kill left half-written to
+    .incomplete-checkpoint-N-<time> beside the results, and a restore killed midway leaves
+    .checkpoint-N.restore: neither is a result of the job (they can be gigabytes)."""
+    prefix = f"s3://{BUCKET}/results/default/job/"
+    out = tmp_path / "out"
+    _checkpoint(out, 6).rename(out / ".incomplete-checkpoint-6-1765000000")
+    _checkpoint(out, 8).rename(out / ".checkpoint-8.restore")
+    (out / "adapter_model.safetensors").write_bytes(b"adapter")
+    (out / "trainer_log.jsonl").write_text("{}\n")
+    objectstore.upload_results(prefix, out, s3_server.env())
+    objectstore.mark_complete(prefix, out, s3_server.env())
+    keys = sorted(str(o["Key"]) for o in objectstore.list_objects(bucket, BUCKET, "results/"))
+    assert keys == [f"results/default/job/{k}" for k in (objectstore.MARKER, "adapter_model.safetensors", "trainer_log.jsonl")]
+    marker = json.loads(bucket.get_object(Bucket=BUCKET, Key=f"results/default/job/{objectstore.MARKER}")["Body"].read())
+    assert sorted(marker["files"]) == ["adapter_model.safetensors", "trainer_log.jsonl"]
+
+
 def test_the_uploader_takes_a_checkpoint_only_when_complete_and_settled(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
     prefix = f"s3://{BUCKET}/watch/default/job/"
     out = tmp_path / "out"
@@ -199,6 +277,44 @@ def test_the_uploader_takes_a_checkpoint_only_when_complete_and_settled(tmp_path
         "checkpoint-5",
         {"adapter_model.safetensors": 1000, "optimizer.pt": 1000, "trainer_state.json": len(json.dumps({"global_step": 5}))},
     )
+
+
+def test_one_transient_failure_during_training_does_not_end_the_checkpoint_uploads(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    """A dropped connection (or a 503 beyond botocore's retries) while checkpoint-2 goes up.  The
+    uploader used to stop for the rest of the training and, at the end or on a preemption stop,
+    raise that old error instead of its final sweep: no later checkpoint reached the bucket."""
+    from botocore.exceptions import EndpointConnectionError
+
+    prefix = f"s3://{BUCKET}/transient/default/job/"
+    out = tmp_path / "out"
+    _checkpoint(out, 2)
+    uploader = objectstore.CheckpointUploader(prefix, out, s3_server.env(), needs_optimizer=True, interval=0)
+    real = objectstore.client(s3_server.env())
+
+    class Flaky:
+        """The first upload_file loses its connection; once a marker is written, training "ends"."""
+
+        failed = False
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def upload_file(self, *args: Any) -> None:
+            if not Flaky.failed:
+                Flaky.failed = True
+                raise EndpointConnectionError(endpoint_url=s3_server.endpoint)
+            real.upload_file(*args)
+
+        def put_object(self, **kwargs: Any) -> Any:
+            got = real.put_object(**kwargs)
+            uploader._stop.set()  # noqa: SLF001 - the training ended: the loop's next wait returns
+            return got
+
+    uploader._s3 = Flaky()  # noqa: SLF001
+    uploader._loop()  # noqa: SLF001 - the background thread's body, here in the test's thread
+    assert Flaky.failed
+    uploader.stop()  # the final sweep, not the old transient error
+    assert objectstore.newest_complete_remote(prefix, s3_server.env()) is not None
 
 
 def test_a_trainer_without_boto3_refuses_s3_uris_with_a_storage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,6 +388,15 @@ def test_a_store_with_a_private_ca_is_reached_through_the_ca_bundle_and_refused_
         without = {k: v for k, v in env.items() if k != "KUBETUNE_S3_CA_BUNDLE"}
         with pytest.raises(StorageError, match=r"SSLError: .*give its CA in spec.storage.objectStore.caBundle") as err:
             objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path / "m2", without)
+        assert err.value.exit_code == 2
+        # `kubetune run --local` of the same spec: the ConfigMap is not mounted on a laptop, so the
+        # rendered KUBETUNE_S3_CA_BUNDLE names no file; the shell's AWS_CA_BUNDLE is used instead.
+        local = {**env, "KUBETUNE_S3_CA_BUNDLE": str(tmp_path / "not-mounted" / "ca.pem")}
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("AWS_CA_BUNDLE", str(server.ca_bundle))
+            assert objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path / "m3", {**local, "AWS_CA_BUNDLE": str(server.ca_bundle)})["downloaded"] == 1
+        with pytest.raises(StorageError, match=r"caBundle: .*not-mounted/ca.pem does not exist.*AWS_CA_BUNDLE") as err:
+            objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path / "m4", local)
         assert err.value.exit_code == 2
     finally:
         server.stop()

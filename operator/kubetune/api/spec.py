@@ -374,6 +374,15 @@ class FineTuneJobSpec(RuledModel):
             check=lambda s: s.serve is None or s.model.uri is None,
         ),
         Rule(
+            # The trainer writes the staged model into the models volume (kubetune.trainer.model:
+            # _stage_from_bucket); a read-only mount fails there with EROFS, after the pod got its GPUs.
+            name="model-uri-needs-writable-models-volume",
+            cel="!has(self.model.uri) || !has(self.storage.models) || !has(self.storage.models.readOnly) || !self.storage.models.readOnly",
+            message="spec.model.uri is staged (downloaded) into the models volume, which spec.storage.models.readOnly makes read-only: set readOnly: false, or leave spec.storage.models out (an emptyDir)",
+            field_path=".storage.models.readOnly",
+            check=lambda s: s.model.uri is None or s.storage.models is None or not s.storage.models.read_only,
+        ),
+        Rule(
             name="outputs-uri-single-node",
             cel="!has(self.storage.outputs.uri) || self.resources.nodes == 1",
             message="spec.storage.outputs.uri is supported for single-node jobs only for now (rank 0 uploads what is on its own outputs volume; other nodes' checkpoint shards would be missing): set resources.nodes: 1 or remove outputs.uri",

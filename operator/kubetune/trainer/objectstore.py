@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -79,8 +80,18 @@ def client(env: Mapping[str, str]) -> Any:
     key_id, secret = env.get(contract.ENV_S3_ACCESS_KEY_ID), env.get(contract.ENV_S3_SECRET_ACCESS_KEY)
     if key_id and secret:
         kwargs.update(aws_access_key_id=key_id, aws_secret_access_key=secret)
-    if env.get(contract.ENV_S3_CA_BUNDLE):
-        kwargs["verify"] = env[contract.ENV_S3_CA_BUNDLE]
+    ca = env.get(contract.ENV_S3_CA_BUNDLE)
+    if ca and os.path.isfile(ca):
+        kwargs["verify"] = ca
+    elif ca and not env.get("AWS_CA_BUNDLE"):
+        # In a pod the ConfigMap is always mounted there (kubelet does not start a pod whose
+        # ConfigMap key is missing); under `kubetune run --local` nothing is.
+        raise StorageError(
+            f"spec.storage.objectStore.caBundle: {ca} does not exist here (a pod mounts the ConfigMap there); "
+            "for kubetune run --local, point AWS_CA_BUNDLE at the store's CA bundle (PEM) in your shell"
+        )
+    # else: no caBundle, or run --local with AWS_CA_BUNDLE, which boto3 reads itself when verify is
+    # not given (botocore/configprovider.py:63, session.py:948-949 @1.44.18).
     return boto3.session.Session().client("s3", **kwargs)
 
 
@@ -178,9 +189,15 @@ def _local_path(dest: Path, relative: str) -> Path:
 
 
 def _download(s3: Any, bucket: str, key: str, target: Path) -> None:
-    """To a temporary file first, renamed when complete: a dropped connection never leaves a short file."""
+    """To a temporary file first, renamed when complete: a dropped connection never leaves a short file.
+
+    The temporary name is unique per call, not per PID: two pods staging one spec.model.uri into a
+    shared (ReadWriteMany) models volume each have their own PID namespace and often the same PID,
+    and a shared name let one pod rename the other's file away (FileNotFoundError).  s3transfer
+    itself writes to ``<name>.<8 random hex digits>`` and renames that onto our name
+    (s3transfer/utils.py:330-335, download.py:169,975 @0.19.3), so the name must be ours alone."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    tmp = target.with_name(f".{target.name}.part-{uuid.uuid4().hex}")
     try:
         s3.download_file(bucket, key, str(tmp))
         os.replace(tmp, target)
@@ -253,7 +270,7 @@ def stage_model(uri: str, dest: Path, env: Mapping[str, str], s3: Any | None = N
     if not (dest / "config.json").is_file():
         raise StorageError(f"{uri}: the prefix holds no config.json (spec.model.uri must name a Hugging Face model folder)")
     dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / f".{ETAGS_FILE}.tmp"
+    tmp = dest / f".{ETAGS_FILE}.tmp-{uuid.uuid4().hex}"  # unique: see _download
     tmp.write_text(json.dumps(etags, sort_keys=True), encoding="utf-8")
     os.replace(tmp, dest / ETAGS_FILE)
     return {"objects": len(objects), "downloaded": fetched, "reused": len(objects) - fetched}
@@ -302,7 +319,28 @@ def upload_checkpoint(prefix_uri: str, folder: Path, env: Mapping[str, str], s3:
     """One complete local checkpoint to ``<prefix_uri><checkpoint-N>/``, its marker last.  The marker
     carries the hash of the training configuration that wrote it (kubetune.trainer.fingerprint), so a
     restart resumes only its own configuration's checkpoints."""
-    return upload_folder(f"{prefix_uri}{folder.name}/", folder, env, s3=s3, marker={"checkpoint": folder.name, "configHash": config_hash})
+    uri = f"{prefix_uri}{folder.name}/"
+    marker = {"checkpoint": folder.name, "configHash": config_hash}
+    s3 = s3 or _guarded_client(uri, env)
+    if _already_there(uri, folder, env, s3, marker):
+        return 0
+    return upload_folder(uri, folder, env, s3=s3, marker=marker)
+
+
+def _already_there(uri: str, folder: Path, env: Mapping[str, str], s3: Any, marker: Mapping[str, Any]) -> bool:
+    """The bucket holds this very checkpoint already: its marker names the same configuration and
+    the same files and sizes, and every object is there with that size (a checkpoint restored from
+    the bucket, or still on a volume a restarted pod mounts again).  Uploading it again would delete
+    the marker first (:func:`upload_folder`), leaving the job nothing to resume from while the
+    upload runs, exactly when a preemption is likely."""
+    bucket, prefix = split_uri(uri)
+    want = {relative: path.stat().st_size for relative, path in _files(folder)}
+    with _guard(uri, env, doing="uploading"):
+        there = _read_marker(s3, bucket, prefix + MARKER)
+        if there is None or there.get("files") != want or any(there.get(k) != v for k, v in marker.items()):
+            return False
+        present = {str(o["Key"])[len(prefix):]: o.get("Size") for o in list_objects(s3, bucket, prefix)}
+    return all(present.get(f) == size for f, size in want.items())
 
 
 def _read_marker(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
@@ -384,14 +422,22 @@ def _guarded_client(uri: str, env: Mapping[str, str]) -> Any:
 def upload_results(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, s3: Any | None = None) -> int:
     """Every result of the job (not the checkpoints, which go by :class:`CheckpointUploader`, nor
     working state), without the top-level marker: see :func:`mark_complete`."""
-    skip = (*SKIP_OUTPUTS, *(p.name for p in output_dir.glob("checkpoint-*")))
-    return upload_folder(prefix_uri, output_dir, env, skip=skip, s3=s3)
+    return upload_folder(prefix_uri, output_dir, env, skip=_not_results(output_dir), s3=s3)
+
+
+def _not_results(output_dir: Path) -> tuple[str, ...]:
+    """Top-level entries of the job's folder that are not results: working state (SKIP_OUTPUTS),
+    the checkpoints (uploaded one by one, each with its marker), checkpoints a kill left
+    half-written and train.quarantine_incomplete set aside (``.incomplete-checkpoint-N-<time>``),
+    and a restore a kill interrupted (``.checkpoint-N.restore``, see restore_checkpoint)."""
+    patterns = ("checkpoint-*", ".incomplete-*", ".checkpoint-*.restore")
+    return (*SKIP_OUTPUTS, *sorted({p.name for pattern in patterns for p in output_dir.glob(pattern)}))
 
 
 def mark_complete(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, s3: Any | None = None) -> None:
     """The run record again (it was rewritten after the results upload), then the job's marker, last."""
     bucket, prefix = split_uri(prefix_uri)
-    files = [(r, p) for r, p in _files(output_dir, (*SKIP_OUTPUTS, *(p.name for p in output_dir.glob("checkpoint-*"))))]
+    files = _files(output_dir, _not_results(output_dir))
     with _guard(prefix_uri, env, doing="writing the completion marker"):
         s3 = s3 or client(env)
         record = output_dir / contract.RUN_RECORD_FILE
@@ -456,7 +502,9 @@ class CheckpointUploader:
             try:
                 self.poll()
             except StorageError as exc:
-                self.error = exc
+                if exc.exit_code == contract.EXIT_RETRYABLE:
+                    continue  # a lost connection, throttling, a 5xx: the checkpoint is not marked uploaded, so the next look tries again
+                self.error = exc  # denied, wrong keys, no bucket: every later upload would fail the same way
                 return
             except OSError:
                 continue
@@ -467,7 +515,8 @@ class CheckpointUploader:
 
     def stop(self, *, sweep: bool = True) -> list[str]:
         """Stop the background uploads; with ``sweep``, upload what is complete now.  Raises the
-        first StorageError seen."""
+        permanent StorageError the background uploads met, or the sweep's own failure (a transient
+        one met during training was retried by the next look, and again by the sweep)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
