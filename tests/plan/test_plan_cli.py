@@ -44,8 +44,15 @@ def write(tmp_path: Path, doc: dict[str, Any], name: str = "job.yaml") -> str:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-def test_plan_every_example_prints_terms_and_a_verdict(capsys: pytest.CaptureFixture[str], example: Path) -> None:
-    code, out, err = run(capsys, "plan", str(example), "--gpu", "H200")
+def test_plan_every_example_prints_terms_and_a_verdict(capsys: pytest.CaptureFixture[str], example: Path, tmp_path: Path) -> None:
+    args = ["plan", str(example), "--gpu", "H200"]
+    if any(((d or {}).get("spec") or {}).get("model", {}).get("uri") for d in yaml.safe_load_all(example.read_text())):
+        # A base model in a bucket: the planner reads no bucket, the user gives its config.json (docs/object-storage.md).
+        from kubetune.plan.arch import catalogue  # noqa: PLC0415
+
+        (tmp_path / "config.json").write_text(json.dumps(catalogue()["Qwen/Qwen2.5-0.5B"]))
+        args += ["--model-config", str(tmp_path / "config.json")]
+    code, out, err = run(capsys, *args)
     assert code == 0, err
     for term in ("weights", "gradients", "optimizer states", "activations", "logits", "CUDA context", "total per GPU"):
         assert term in out

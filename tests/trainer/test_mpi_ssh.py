@@ -31,6 +31,7 @@ kubelet's ownership), ``sshd`` and ``mpirun``: ``.ci/install-tools`` installs th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -59,7 +60,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.train, pytest.mark.xdist_group("mpi-
 
 REPO = Path(__file__).resolve().parents[2]
 SSH_DIR = REPO / "images" / "trainer" / "ssh"
-USER = "kubetune-mpitest"
+# One system user per checkout: two suites on one machine (two clones) each own theirs, or one
+# suite's `usermod` fails while the other's sshd runs as that user.
+USER = "kt-mpi-" + hashlib.sha1(str(REPO).encode()).hexdigest()[:8]
 TOTAL_STEPS = 40
 IMAGE_HOME = "/home/kubetune"
 

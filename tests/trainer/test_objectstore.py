@@ -328,7 +328,7 @@ def test_a_trainer_without_boto3_refuses_s3_uris_with_a_storage_error(tmp_path: 
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_boto)
-    with pytest.raises(StorageError, match=r"s3:// URIs need boto3 .*kubetune\[s3\]"):
+    with pytest.raises(StorageError, match=r"s3:// URIs need boto3 .*kubetune\[train\]"):
         objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path, {})
 
 
