@@ -15,21 +15,27 @@ from kubetune.controller.cache import Caches
 from kubetune.controller.decide import EventSpec, decide
 from kubetune.controller.kube import Connection, Kube
 from kubetune.controller.metrics import Metrics
-from kubetune.controller.snapshot import Memory, ObserveSettings, observe
+from kubetune.controller.snapshot import Memory, ObserveSettings, Snapshot, observe
 from kubetune.render import RenderOptions
 
 NS = "team-a"
 
 
+async def first_pass(cluster: Cluster, kube: Kube) -> tuple[Caches, Memory, Executor, Snapshot]:
+    """The example job stored, in the caches as kopf's watch puts it, and observed once."""
+    caches = Caches(kube, (), lambda ns, name: None)
+    memory = Memory()
+    executor = Executor(kube, caches, memory, EventRecorder(kube, Metrics()))
+    ftj = await cluster.put_object(*FTJ, example_job())
+    caches.store_job(ftj)
+    snap = await observe((NS, "qwen-lora"), ftj, caches, memory, kube, ObserveSettings(RenderOptions()), None)
+    return caches, memory, executor, snap
+
+
 async def test_executor_applies_a_decision_and_never_overwrites_a_newer_object(cluster: Cluster) -> None:
     kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token="test-token"))
     try:
-        caches = Caches(kube, (), lambda ns, name: None)
-        memory = Memory()
-        executor = Executor(kube, caches, memory, EventRecorder(kube, Metrics()))
-        ftj = await cluster.put_object(*FTJ, example_job())
-        caches.store_job(ftj)
-        snap = await observe((NS, "qwen-lora"), ftj, caches, memory, kube, ObserveSettings(RenderOptions()), None)
+        caches, memory, executor, snap = await first_pass(cluster, kube)
         decision = decide(snap, time.time())
         requeue = await executor.act(snap, decision)
 
@@ -91,12 +97,7 @@ async def test_a_validating_admission_policy_denial_is_reported_not_retried_as_r
 
     kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token="test-token"))
     try:
-        caches = Caches(kube, (), lambda ns, name: None)
-        memory = Memory()
-        executor = Executor(kube, caches, memory, EventRecorder(kube, Metrics()))
-        ftj = await cluster.put_object(*FTJ, example_job())
-        caches.store_job(ftj)
-        snap = await observe((NS, "qwen-lora"), ftj, caches, memory, kube, ObserveSettings(RenderOptions()), None)
+        caches, memory, executor, snap = await first_pass(cluster, kube)
         decision = decide(snap, time.time())
 
         def policy(new: dict[str, Any], old: dict[str, Any] | None) -> None:
@@ -132,12 +133,7 @@ async def test_a_child_is_deleted_only_once_the_status_saying_why_is_stored(clus
     "JobDeleted" instead of the truth."""
     kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token="test-token"))
     try:
-        caches = Caches(kube, (), lambda ns, name: None)
-        memory = Memory()
-        executor = Executor(kube, caches, memory, EventRecorder(kube, Metrics()))
-        ftj = await cluster.put_object(*FTJ, example_job())
-        caches.store_job(ftj)
-        snap = await observe((NS, "qwen-lora"), ftj, caches, memory, kube, ObserveSettings(RenderOptions()), None)
+        caches, memory, executor, snap = await first_pass(cluster, kube)
         decision = decide(snap, time.time())
         await executor.act(snap, decision)
         stored: dict[str, Any] = cluster.read(*FTJ, NS, "qwen-lora") or {}
@@ -164,12 +160,7 @@ async def test_a_job_the_api_server_no_longer_has_leaves_the_cache(cluster: Clus
     patch's 404 is the API server saying it is gone: it leaves the cache."""
     kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token="test-token"))
     try:
-        caches = Caches(kube, (), lambda ns, name: None)
-        memory = Memory()
-        executor = Executor(kube, caches, memory, EventRecorder(kube, Metrics()))
-        ftj = await cluster.put_object(*FTJ, example_job())
-        caches.store_job(ftj)
-        snap = await observe((NS, "qwen-lora"), ftj, caches, memory, kube, ObserveSettings(RenderOptions()), None)
+        caches, memory, executor, snap = await first_pass(cluster, kube)
         decision = dataclasses.replace(decide(snap, time.time()), children=(), events=())
         await cluster.remove(*FTJ, NS, "qwen-lora")  # deleted while kopf's watch was away
         assert await executor.act(snap, decision) is None
