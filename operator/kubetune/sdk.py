@@ -51,6 +51,7 @@ import builtins
 import contextlib
 import http.client
 import importlib
+import io
 import json
 import threading
 import time
@@ -832,7 +833,21 @@ def loss_figure(points: Sequence[tuple[int, float]], title: str) -> Any:
     # savefig renders with Agg whatever the backend.
     from matplotlib.figure import Figure  # noqa: PLC0415 - heavy, and optional
 
-    fig = Figure(figsize=(8, 4.5), dpi=100)
+    class LossFigure(Figure):  # type: ignore[misc]  # matplotlib is untyped here (Any)
+        """A Figure that a notebook shows as an image without pyplot.  IPython's png formatter knows
+        matplotlib Figures only once matplotlib_inline's backend module is imported (its import calls
+        ``configure_inline_support`` -> ``select_figure_formats``: matplotlib_inline/backend_inline.py:209-236
+        @0.2.2, IPython/core/pylabtools.py:287-289 @9.19.1), which happens when pyplot loads the backend that
+        ipykernel names in MPLBACKEND (ipykernel/kernelapp.py:650-651 @7.4.0); a bare Figure would show as
+        ``<Figure size 800x450 with 1 Axes>``.  The formatter falls back to the object's ``_repr_png_``
+        (IPython/core/formatters.py:403-411, 843), and a registered printer, when there is one, wins: one image."""
+
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png")
+            return buffer.getvalue()
+
+    fig = LossFigure(figsize=(8, 4.5), dpi=100)
     ax = fig.subplots()
     if points:
         steps, losses = zip(*points)
