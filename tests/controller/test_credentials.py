@@ -55,6 +55,12 @@ def write_kubeconfig(tmp_path: Path, server: str, ttl: float, api_version: str =
     return path, issued
 
 
+async def configmaps(kube: Kube) -> list[dict[str, Any]]:
+    """One authenticated LIST through the operator's client (any call would do: the credentials are the point)."""
+    items, _ = await kube.list_page("v1", "configmaps", NS, "a=b")
+    return items
+
+
 def issued_tokens(issued: Path) -> list[str]:
     return [json.loads(line)["token"] for line in issued.read_text(encoding="utf-8").splitlines()]
 
@@ -91,17 +97,17 @@ async def test_client_reloads_before_expiry_and_after_a_401(cluster: Cluster, tm
     cluster.authenticate = Tokens(issued=str(issued))
     kube = Kube(await asyncio.to_thread(load_connection, str(path)))
     try:
-        assert await kube.list("v1", "configmaps", NS, "a=b") == []
+        assert await configmaps(kube) == []
         await asyncio.sleep(2.2)  # the first token has expired by now
         before, refreshes = len(issued_tokens(issued)), kube.refreshes
-        results = await asyncio.gather(*(kube.list("v1", "configmaps", NS, "a=b") for _ in range(20)))
+        results = await asyncio.gather(*(configmaps(kube) for _ in range(20)))
         assert results == [[]] * 20
         assert len(issued_tokens(issued)) == before + 1, "20 concurrent calls ran the plugin once"
         assert kube.refreshes == refreshes + 1
         assert all(a.accepted for a in cluster.auth_log), "reloaded ahead of expiry: no request was refused"
 
         issued.write_text("", encoding="utf-8")  # the issuer revokes every token it gave out
-        assert await kube.list("v1", "configmaps", NS, "a=b") == []
+        assert await configmaps(kube) == []
         refused = [i for i, a in enumerate(cluster.auth_log) if not a.accepted]
         assert refused, "the revoked token was sent and refused"
         assert cluster.auth_log[refused[-1] + 1].accepted
@@ -117,10 +123,10 @@ async def test_rotated_token_file_is_read_again_after_a_401(cluster: Cluster, tm
     cluster.authenticate = Tokens(static=("first",))
     kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token_file=str(token_file)))
     try:
-        assert await kube.list("v1", "configmaps", NS, "a=b") == []
+        assert await configmaps(kube) == []
         token_file.write_text("second\n", encoding="utf-8")  # rotated; the old one is no longer valid
         cluster.authenticate = Tokens(static=("second",))
-        assert await kube.list("v1", "configmaps", NS, "a=b") == []
+        assert await configmaps(kube) == []
         assert [(a.token, a.accepted) for a in cluster.auth_log] == [("first", True), ("first", False), ("second", True)]
     finally:
         await kube.close()
@@ -130,7 +136,7 @@ async def test_static_token_refused_is_an_error_without_a_retry(cluster: Cluster
     kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token="wrong"))
     try:
         with pytest.raises(Exception, match="401 Unauthorized"):
-            await kube.list("v1", "configmaps", NS, "a=b")
+            await configmaps(kube)
         assert len(cluster.auth_log) == 1
     finally:
         await kube.close()
@@ -186,10 +192,10 @@ async def test_expired_kubeconfig_token_is_replaced_by_rewriting_the_file(cluste
     cluster.authenticate = Tokens(static=("first-token",))
     kube = Kube(await asyncio.to_thread(load_connection, str(path)))
     try:
-        assert await kube.list("v1", "configmaps", NS, "a=b") == []
+        assert await configmaps(kube) == []
         cluster.authenticate = Tokens(static=("second-token",))  # the first one expired
         write("second-token")  # the user ran set-credentials again
-        assert await kube.list("v1", "configmaps", NS, "a=b") == []
+        assert await configmaps(kube) == []
         assert [a.token for a in cluster.auth_log][-2:] == ["first-token", "second-token"]
     finally:
         await kube.close()

@@ -37,7 +37,7 @@ FIELD_MANAGER = "kubetune"
 """The one field manager of every server-side apply the operator sends."""
 
 Items = list[dict[str, Any]]
-"""A LIST's items (an alias: inside ``Kube`` the name ``list`` is its method)."""
+"""A LIST's items."""
 
 SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 SA_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
@@ -355,12 +355,6 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-
-    async def list(self, api_version: str, plural: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        result = await self.request(
-            "list", "GET", path(api_version, plural, namespace), params={"labelSelector": label_selector}
-        )
-        return list(result.get("items") or [])
 
     async def patch_status(self, api_version: str, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         """JSON merge patch of /status. Put metadata.resourceVersion in ``patch`` for optimistic locking."""
