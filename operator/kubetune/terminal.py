@@ -71,7 +71,11 @@ class Client:
         in a new TLS context (an exec plugin may hand out a new certificate each time it runs)."""
         import urllib.request  # noqa: PLC0415 - see below
 
+        from kubetune.controller.kubeconfig import TokenFile  # noqa: PLC0415 - only commands that talk to a cluster pay
+
         self.conn = connection
+        # read again by the operator's rule (kubeconfig.TokenFile); a new one (after a 401) reads the file now
+        self._token_file = TokenFile(connection.token_file) if connection.token_file else None
         if self.server.startswith("https"):
             import ssl  # noqa: PLC0415 - ssl and urllib cost ~12 ms at start-up; only commands that talk to a cluster pay
 
@@ -105,12 +109,7 @@ class Client:
     def _token(self) -> str | None:
         if self.conn.token:
             return str(self.conn.token)
-        if self.conn.token_file:
-            try:
-                return Path(self.conn.token_file).read_text(encoding="utf-8").strip()
-            except OSError:
-                return None
-        return None
+        return self._token_file.bearer() if self._token_file is not None else None
 
     def open(
         self,
@@ -123,13 +122,16 @@ class Client:
         content_type: str = "application/json",
     ) -> Any:
         """One request (GET unless ``method``; ``body`` is sent as JSON); expiring credentials (exec plugins,
-        rotated tokens) are reloaded before they expire and once after a 401."""
-        if getattr(self.conn, "stale", None) is not None and self.conn.stale():
+        rotated tokens) are reloaded before they expire and once after a 401, by the operator's rule
+        (kubetune.controller.kubeconfig: ``should_reload``, ``retry_after_401``)."""
+        from kubetune.controller.kubeconfig import retry_after_401  # noqa: PLC0415 - see _use
+
+        if self.conn.stale():
             self._use(self.conn.refreshed())
         try:
             return self._open(path, params, timeout, method, body, content_type)
         except ApiError as exc:
-            if exc.status != 401 or not getattr(self.conn, "refreshable", False):
+            if exc.status != 401 or not retry_after_401(1, self.conn.refreshable):
                 raise
             self._use(self.conn.refreshed())
             return self._open(path, params, timeout, method, body, content_type)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import pytest
 from conftest import FTJ, PTJ, example_job, eventually
 from emulator import Cluster, Tokens
 
+from kubetune import terminal
+from kubetune.controller import kubeconfig
 from kubetune.controller.kube import Connection, Kube, load_connection
 from kubetune.controller.runtime import OperatorConfig
 
@@ -199,3 +202,85 @@ async def test_expired_kubeconfig_token_is_replaced_by_rewriting_the_file(cluste
         assert [a.token for a in cluster.auth_log][-2:] == ["first-token", "second-token"]
     finally:
         await kube.close()
+
+
+# --- one rule for both clients ------------------------------------------------------------------
+# The operator's Kube (async) and the SDK's/CLI's terminal.Client (sync) reload credentials by the same
+# functions (kubetune.controller.kubeconfig: should_reload, retry_after_401, TokenFile).  Each test runs
+# the same steps through either client; the rule's clock is set to points of the rule instead of sleeping.
+
+
+def client_for(which: str, connection: Connection) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[None]]]:
+    """One authenticated call through the operator's or the SDK's client, and how to close it."""
+    if which == "operator":
+        kube = Kube(connection)
+        return (lambda: configmaps(kube)), kube.close
+    client = terminal.Client(connection)
+
+    async def nothing() -> None:
+        return None
+
+    return (lambda: asyncio.to_thread(client.get, f"/api/v1/namespaces/{NS}/configmaps")), nothing
+
+
+@pytest.mark.parametrize("which", ["operator", "sdk"])
+async def test_both_clients_reload_before_expiry_and_once_after_a_401(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=600)
+    cluster.authenticate = Tokens(issued=str(issued))
+    conn = await asyncio.to_thread(load_connection, str(path))
+    assert conn.expires_at is not None
+    early = min(kubeconfig.REFRESH_EARLY_S, (conn.expires_at - conn.loaded_at) / 5)
+    assert early == 60.0  # a 10-minute token is reloaded a minute before it expires
+    call, close = client_for(which, conn)
+    try:
+        await call()
+        monkeypatch.setattr(kubeconfig, "clock", lambda: conn.expires_at - early - 1)
+        await call()
+        assert len(issued_tokens(issued)) == 1, "outside the window: the plugin's token is kept"
+        monkeypatch.setattr(kubeconfig, "clock", lambda: conn.expires_at - early + 1)
+        await call()
+        assert len(issued_tokens(issued)) == 2, "inside the window: the plugin ran again before the request"
+        assert all(a.accepted for a in cluster.auth_log), "reloaded ahead of expiry: no request was refused"
+        monkeypatch.setattr(kubeconfig, "clock", time.time)
+
+        issued.write_text("", encoding="utf-8")  # the issuer revokes every token it gave out
+        await call()
+        assert [a.accepted for a in cluster.auth_log][-2:] == [False, True], "one 401, one reload, the request resent"
+        assert len(issued_tokens(issued)) == 1  # the file was emptied, then the reload's token
+
+        cluster.authenticate = Tokens()  # now the server refuses every token, fresh ones too
+        seen = len(cluster.auth_log)
+        with pytest.raises(Exception) as refused:
+            await call()
+        assert getattr(refused.value, "status", None) == 401, refused.value
+        assert [a.accepted for a in cluster.auth_log[seen:]] == [False, False], "one reload and one resend, then the error"
+        assert len(issued_tokens(issued)) == 2, "the plugin ran once for that 401, not in a loop"
+    finally:
+        await close()
+
+
+@pytest.mark.parametrize("which", ["operator", "sdk"])
+async def test_both_clients_read_a_rotated_token_file_on_the_same_rule(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    """In a pod, kubelet rotates the ServiceAccount token file in place: read again 48 s after a read
+    (kept 60 s, a fifth of that early) and right after a 401."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first\n", encoding="utf-8")
+    cluster.authenticate = Tokens(static=("first", "second"))
+    t0 = time.time()
+    monkeypatch.setattr(kubeconfig, "clock", lambda: t0)
+    call, close = client_for(which, Connection(server=str(cluster.url).rstrip("/"), token_file=str(token_file)))
+    try:
+        await call()
+        token_file.write_text("second\n", encoding="utf-8")
+        monkeypatch.setattr(kubeconfig, "clock", lambda: t0 + 47)
+        await call()
+        monkeypatch.setattr(kubeconfig, "clock", lambda: t0 + 49)
+        await call()
+        assert [a.token for a in cluster.auth_log] == ["first", "first", "second"]
+
+        token_file.write_text("third\n", encoding="utf-8")  # rotated, and the old token revoked at once
+        cluster.authenticate = Tokens(static=("third",))
+        await call()
+        assert [(a.token, a.accepted) for a in cluster.auth_log][-2:] == [("second", False), ("third", True)]
+    finally:
+        await close()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from .kubeconfig import Entry, KubeconfigError, kubeconfig_files, read_kubeconfig
+from . import kubeconfig as _rule
+from .kubeconfig import Entry, KubeconfigError, TokenFile, kubeconfig_files, read_kubeconfig, retry_after_401, should_reload
 
 FIELD_MANAGER = "kubetune"
 """The one field manager of every server-side apply the operator sends."""
@@ -75,12 +75,9 @@ class Connection:
     """When they were loaded (epoch seconds): refresh a fifth of their lifetime early, at most 60 s."""
 
     def stale(self, now: float | None = None) -> bool:
-        """Whether the credentials expire soon enough to reload them before the next call."""
-        if self.expires_at is None:
-            return False
-        now = time.time() if now is None else now
-        early = min(REFRESH_EARLY_S, max(self.expires_at - self.loaded_at, 0.0) / 5)
-        return now >= self.expires_at - early
+        """Whether the credentials expire soon enough to reload them before the next call
+        (``kubeconfig.should_reload``: the one rule of both clients)."""
+        return should_reload(self.expires_at, self.loaded_at, now)
 
     def refreshed(self) -> Connection:
         """The same connection with credentials loaded again (blocking: may run an exec plugin)."""
@@ -92,11 +89,6 @@ class Connection:
     def refreshable(self) -> bool:
         """Whether reloading can give other credentials (a kubeconfig or a token file to read again)."""
         return bool(self.kubeconfig or self.token_file)
-
-
-REFRESH_EARLY_S = 60.0
-"""At most this long before expiry, credentials are reloaded (client-go's exec authenticator
-reloads only once expired; a margin keeps requests from failing on clock skew)."""
 
 
 def load_connection(kubeconfig: str | None = None) -> Connection:
@@ -133,7 +125,7 @@ def _connection_from(files: list[str]) -> Connection:
     # kubernetes client releases, and strict mypy must pass with any of them.
     kube_config: Any = _kube_config
 
-    loaded_at = time.time()
+    loaded_at = _rule.clock()
     merged = read_kubeconfig(files)
     if not merged.files:
         raise KubeconfigError(f"no kubeconfig found (looked for {os.pathsep.join(files)}; set KUBECONFIG or run inside a cluster)")
@@ -211,7 +203,7 @@ class Kube:
     """Metrics hook: (RBAC verb, resource path tail, HTTP status)."""
     timeout_s: float = 30.0
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
-    _token: tuple[str | None, float] = field(default=(None, 0.0), init=False)
+    _token_file: TokenFile | None = field(default=None, init=False)
     _refreshing: asyncio.Lock | None = field(default=None, init=False)
     refreshes: int = field(default=0, init=False)
     """How many times credentials were reloaded (exec plugin run again, token file re-read)."""
@@ -222,12 +214,11 @@ class Kube:
             self._session = None
 
     def bearer(self) -> str | None:
-        if self.connection.token_file:
-            token, read_at = self._token
-            if token is None or time.monotonic() - read_at > 60:
-                token = open(self.connection.token_file, encoding="utf-8").read().strip()
-                self._token = (token, time.monotonic())
-            return token
+        path = self.connection.token_file
+        if path:
+            if self._token_file is None or self._token_file.path != path:
+                self._token_file = TokenFile(path)
+            return self._token_file.bearer()
         return self.connection.token
 
     async def fresh_connection(self, *, rejected: str | None = None) -> Connection:
@@ -248,8 +239,8 @@ class Kube:
                 return current  # someone else refreshed while this request was in flight
             if rejected is None and not current.stale():
                 return current
-            if current.token_file:
-                self._token = (None, 0.0)  # re-read now: kubelet may have rotated it
+            if self._token_file is not None:
+                self._token_file.reset()  # re-read now: kubelet may have rotated it
             try:
                 fresh = await asyncio.to_thread(current.refreshed)
             except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retry later
@@ -306,9 +297,8 @@ class Kube:
             try:
                 async with self._get_session().request(method, url.lstrip("/"), params=params, data=data, headers=headers) as resp:
                     self.on_request(verb, resource, resp.status)
-                    if resp.status == 401 and attempt == 1 and self.connection.refreshable:
-                        # Expired or revoked: reload credentials once and resend (client-go does the same
-                        # for exec plugins: k8s.io/client-go/plugin/pkg/client/auth/exec, on a 401).
+                    if resp.status == 401 and retry_after_401(attempt, self.connection.refreshable):
+                        # Expired or revoked: reload credentials once and resend (kubeconfig.retry_after_401).
                         await resp.read()
                     elif resp.status >= 400:
                         raise await _api_error(resp)
@@ -430,7 +420,7 @@ class Kube:
                 url.lstrip("/"), params=params, headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_s + 30)
             ) as resp:
                 self.on_request("watch", resource, resp.status)
-                if resp.status == 401 and self.connection.refreshable:
+                if resp.status == 401 and retry_after_401(1, self.connection.refreshable):
                     # Revoked before its expiry: reload now; the caller's retry watches with the new one.
                     error = await _api_error(resp)
                     await self.fresh_connection(rejected=token or "")

@@ -20,12 +20,18 @@ kubectl (client-go's ``tools/clientcmd/loader.go`` @ v0.36.3) picks and merges f
 Only reading happens here (no credentials, no cluster contact, no ``kubernetes`` import), so
 ``kubetune render`` can ask for the context's namespace cheaply; ``kube.load_connection`` hands
 the merged entries to the ``kubernetes`` package for credentials (exec plugins and all).
+
+When credentials are loaded again is decided here too, once, for both clients: the operator's
+``kube.Kube`` (and through it kopf's login, ``handlers.login``) and the SDK's and CLI's
+``terminal.Client``: :func:`should_reload` (before a request), :func:`retry_after_401` (after one),
+and :class:`TokenFile` (a token file that kubelet rotates).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,4 +160,79 @@ def kubeconfig_namespace(explicit: str | None = None) -> str:
         return "default"
 
 
-__all__ = ["Entry", "Kubeconfig", "KubeconfigError", "kubeconfig_files", "kubeconfig_namespace", "load_kubeconfig", "read_kubeconfig"]
+# --- when credentials are loaded again (both clients) ----------------------------------------------
+
+REFRESH_EARLY_S = 60.0
+"""At most this long before expiry, credentials are reloaded."""
+
+TOKEN_FILE_PERIOD_S = 60.0
+"""A token file's token is treated as expiring this long after it was read (then read again)."""
+
+clock: Callable[[], float] = time.time
+"""The rule's clock (epoch seconds). Tests set it to stand at a point of the rule instead of sleeping."""
+
+
+def should_reload(expires_at: float | None, loaded_at: float, now: float | None = None) -> bool:
+    """Whether credentials that expire at ``expires_at`` (epoch seconds; None: never) and were loaded at
+    ``loaded_at`` must be loaded again before the next request: once they are within a fifth of their
+    lifetime of expiry, at most :data:`REFRESH_EARLY_S` (a 10-minute exec token: 60 s early; a 2 s one:
+    0.4 s early).
+
+    client-go's exec authenticator keeps its credentials until they have expired (``credsExpired``:
+    ``a.now().After(a.exp)``, zero expiry never expires; ``getCreds`` runs the plugin again only then:
+    plugin/pkg/client/auth/exec/exec.go:386-391, :401-414 @ v0.36.3), and its token-file source reads
+    again ``leeway`` (10 s) before the token's expiry (transport/token_source.go:162-176).  Reloading
+    early, as client-go's file source does, keeps a request from being sent with a token that expires in
+    flight or by the server's clock (skew): a 401 then never happens in normal operation."""
+    if expires_at is None:
+        return False
+    now = clock() if now is None else now
+    early = min(REFRESH_EARLY_S, max(expires_at - loaded_at, 0.0) / 5)
+    return now >= expires_at - early
+
+
+def retry_after_401(attempt: int, refreshable: bool) -> bool:
+    """After a 401 to the ``attempt``-th sending of a request (1 first): reload the credentials and send
+    it once more, when reloading can give other credentials (a kubeconfig to read again, with its exec
+    plugin; a token file).  A 401 to the resent request, or to static credentials, is the caller's
+    error (the SDK's ``Unauthorized``, the operator's ``ApiError``): one reload, never a loop.
+
+    client-go on a 401 runs the exec plugin again unless another request already did
+    (``maybeRefreshCreds``: exec.go:378-382, :416-430 @ v0.36.3) and drops a token file's cached token
+    (``ResetTokenOlderThan``: transport/token_source.go:104-113, :197-204), but hands the 401 to its
+    caller without resending; both kubetune clients resend once, so one expired or revoked token costs
+    the caller nothing."""
+    return attempt == 1 and refreshable
+
+
+class TokenFile:
+    """A bearer token read from a file that is rotated in place (the in-cluster ServiceAccount token, a
+    kubeconfig ``tokenFile``): read again when :func:`should_reload` says so for a token taken to expire
+    :data:`TOKEN_FILE_PERIOD_S` after its read (so every 48 s), and after a 401 (:meth:`reset`).
+    client-go's file source: a token is kept one minute, read again 10 s before (``period``/``leeway``,
+    transport/token_source.go:69-80 @ v0.36.3; kubelet rotates a projected token at 80 % of its
+    10-minute lifetime), trimmed (:138-146)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._token: str | None = None
+        self._read_at = 0.0
+        self.reads = 0
+
+    def bearer(self) -> str | None:
+        """The token (None when the file cannot be read and none was read before: the server's 401 says so)."""
+        if self._token is None or should_reload(self._read_at + TOKEN_FILE_PERIOD_S, self._read_at):
+            try:
+                with open(self.path, encoding="utf-8") as f:
+                    token = f.read().strip()
+            except OSError:
+                return self._token  # client-go keeps the last token when a re-read fails (token_source.go:182-189)
+            self._token, self._read_at, self.reads = token, clock(), self.reads + 1
+        return self._token
+
+    def reset(self) -> None:
+        """Forget the token: the next :meth:`bearer` reads the file (after a 401: kubelet may have rotated it)."""
+        self._token = None
+
+
+__all__ = ["Entry", "Kubeconfig", "KubeconfigError", "kubeconfig_files", "kubeconfig_namespace", "load_kubeconfig", "read_kubeconfig", "retry_after_401", "should_reload", "TokenFile"]
