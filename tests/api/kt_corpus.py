@@ -102,6 +102,15 @@ VALID = [
         },
     ),
     Case("s3-outputs-workload-identity", {"spec.storage.outputs.uri": "s3://runs-bucket/", "spec.serviceAccountName": "trainer-irsa"}),
+    Case(
+        "url-datasets-https-pinned-private-ca",
+        {
+            "spec.datasets.0": {"name": "web", "url": "https://data.example.com/chat/train.jsonl", "sha256": "a" * 64},
+            "spec.datasets.1": {"name": "mirror", "url": "http://mirror.internal/chat.jsonl", "sha256": "b" * 64},
+            "spec.datasets.2": {"name": "laptop", "url": "http://127.0.0.1:8000/chat.jsonl"},
+            "spec.storage.objectStore": {"caBundle": {"name": "corp-ca", "key": "ca.crt"}},
+        },
+    ),
     Case("qlora-4bit-zero2", {"spec.method": "qlora", "spec.quantization": _Q4, "spec.distributed": _DS}),
     Case(
         "qlora-8bit-zero2",
@@ -269,6 +278,15 @@ VALID = [
 
 INVALID = [
     Case("dataset-gs-uri", {"spec.datasets.0": {"name": "d", "uri": "gs://bucket/data.jsonl"}}, "spec.datasets[].uri"),
+    Case("dataset-url-plain-http", {"spec.datasets.0": {"name": "d", "url": "http://data.example.com/chat.jsonl"}}, "spec.datasets[].url"),
+    Case("dataset-url-http-loopback-lookalike", {"spec.datasets.0": {"name": "d", "url": "http://127.0.0.1.example.com/chat.jsonl"}}, "spec.datasets[].url"),
+    Case("dataset-sha256-without-url", {"spec.datasets.0": {"name": "d", "hub": "wikitext", "sha256": "a" * 64}}, "spec.datasets[].sha256"),
+    Case("dataset-sha256-not-hex", {"spec.datasets.0": {"name": "d", "url": "https://x.example.com/a.jsonl", "sha256": "A" * 64}}, "sha256"),
+    Case(
+        "object-store-endpoint-for-url-datasets-only",
+        {"spec.datasets.0": {"name": "d", "url": "https://x.example.com/a.jsonl"}, "spec.storage.objectStore": {"endpoint": "https://minio:9000", "caBundle": {"name": "ca", "key": "ca.crt"}}},
+        "spec.storage.objectStore",
+    ),
     Case("dataset-bucket-uppercase", {"spec.datasets.0": {"name": "d", "uri": "s3://My_Bucket/data.jsonl"}}, "spec.datasets[].uri"),
     Case("dataset-bucket-ip", {"spec.datasets.0": {"name": "d", "uri": "s3://192.168.5.4/data.jsonl"}}, "spec.datasets[].uri"),
     Case("dataset-bucket-reserved-suffix", {"spec.datasets.0": {"name": "d", "uri": "s3://mybucket-s3alias/data.jsonl"}}, "spec.datasets[].uri"),

@@ -122,6 +122,19 @@ def uses_object_store(spec: Any) -> list[str]:
     return [u for u in uris if u is not None]
 
 
+def url_datasets(spec: Any) -> list[str]:
+    """Every url of the spec's datasets and evaluation datasets."""
+    held_out = spec.evaluation.datasets if spec.evaluation is not None and spec.evaluation.datasets else []
+    return [d.url for d in [*spec.datasets, *held_out] if d.url is not None]
+
+
+_CA_ONLY_CEL = "!has(self.storage.objectStore.endpoint) && !has(self.storage.objectStore.region) && !has(self.storage.objectStore.credentialsSecretRef)"
+
+
+def _ca_only(store: Any) -> bool:
+    return store.endpoint is None and store.region is None and store.credentials_secret_ref is None
+
+
 def _immutable_rule(field: str) -> str:
     return f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})"
 
@@ -361,10 +374,11 @@ class FineTuneJobSpec(RuledModel):
         ),
         Rule(
             name="object-store-needs-uri",
-            cel="!has(self.storage.objectStore) || has(self.model.uri) || has(self.storage.outputs.uri) || self.datasets.exists(d, has(d.uri)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.uri)))",
-            message="spec.storage.objectStore configures s3:// access but no spec.model.uri, spec.datasets[].uri, spec.evaluation.datasets[].uri or spec.storage.outputs.uri uses it: remove it or add a uri",
+            cel="!has(self.storage.objectStore) || has(self.model.uri) || has(self.storage.outputs.uri) || self.datasets.exists(d, has(d.uri)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.uri)))"
+            " || (" + _CA_ONLY_CEL + " && (self.datasets.exists(d, has(d.url)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.url)))))",
+            message="spec.storage.objectStore configures s3:// access but no spec.model.uri, spec.datasets[].uri, spec.evaluation.datasets[].uri or spec.storage.outputs.uri uses it: remove it or add a uri (with only url datasets, objectStore may hold caBundle alone, the CA their https:// servers are verified against)",
             field_path=".storage.objectStore",
-            check=lambda s: s.storage.object_store is None or bool(uses_object_store(s)),
+            check=lambda s: s.storage.object_store is None or bool(uses_object_store(s)) or (_ca_only(s.storage.object_store) and bool(url_datasets(s))),
         ),
         Rule(
             name="serve-not-from-bucket-model",
