@@ -329,7 +329,7 @@ def test_a_trainer_without_boto3_refuses_s3_uris_with_a_storage_error(tmp_path: 
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_boto)
-    with pytest.raises(StorageError, match=r"s3:// URIs need boto3 .*kubetune\[train\]"):
+    with pytest.raises(StorageError, match=r"s3:// and gs:// URIs need boto3 .*kubetune\[train\]"):
         objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path, {})
 
 
@@ -611,3 +611,44 @@ def test_the_stop_sweep_after_a_sigterm_is_attempted_and_bounded_by_the_grace_pe
     uploader = objectstore.CheckpointUploader(prefix, out, s3_server.env(), needs_optimizer=True)
     assert uploader.stop(deadline=time.monotonic() + 60) == ["checkpoint-7"]
     assert objectstore.newest_complete_remote(prefix, s3_server.env()) is not None
+
+
+def test_gs_uris_go_through_the_s3_api_of_the_endpoint_with_an_hmac_key_and_no_flexible_checksums(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    """gs:// is Cloud Storage's S3-compatible XML API: the renderer points the trainer at
+    https://storage.googleapis.com with region auto (unless the spec names an endpoint: here the
+    moto server stands in for it), and the HMAC key arrives like an AWS key pair.  Requests to a
+    store other than AWS carry no flexible-checksum headers (botocore >= 1.36 adds them by
+    default; stores without them refuse the upload).  What only Cloud Storage itself can prove
+    (its acceptance of these requests) is not tested here."""
+    from kubetune.api import contract
+
+    hmac = s3_server.user("gcs-hmac", [statement(["s3:*"], ["*"])])
+    manifest = _s3_manifest("gcs-job", s3_server.endpoint)
+    manifest["spec"]["datasets"] = [{"name": "chats", "uri": f"gs://{BUCKET}/gcs/chats.jsonl"}]
+    manifest["spec"]["storage"]["outputs"]["uri"] = f"gs://{BUCKET}/gcs-runs/"
+    manifest["spec"]["storage"]["objectStore"] = {"credentialsSecretRef": {"name": "gcs-hmac"}}
+    pod = make_pod(tmp_path / "default", manifest, TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    assert pod.env[contract.ENV_S3_ENDPOINT] == "https://storage.googleapis.com" and pod.env[contract.ENV_S3_REGION] == "auto"
+
+    manifest["spec"]["storage"]["objectStore"]["endpoint"] = s3_server.endpoint
+    pod = make_pod(tmp_path / "moto", manifest, TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    assert pod.env[contract.ENV_S3_ENDPOINT] == s3_server.endpoint and pod.env[contract.ENV_S3_REGION] == "auto"
+    env = {**pod.env, "KUBETUNE_S3_ACCESS_KEY_ID": hmac.access_key_id, "KUBETUNE_S3_SECRET_ACCESS_KEY": hmac.secret_access_key}
+
+    bucket.put_object(Bucket=BUCKET, Key="gcs/chats.jsonl", Body="".join(json.dumps(c) + "\n" for c in CHATS).encode())
+    assert data.prepare(config.load(env), env) == {"chats": 2}
+
+    s3 = objectstore.client(env)
+    sent: list[dict[str, str]] = []
+    s3.meta.events.register("before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers)))
+    prefix = f"gs://{BUCKET}/gcs-runs/default/gcs-job/"
+    objectstore.upload_checkpoint(prefix, _checkpoint(tmp_path / "out", 3), env, s3=s3)
+    assert objectstore.newest_complete_remote(prefix, env)[0] == "checkpoint-3"  # type: ignore[index]
+    assert len(sent) == 4  # three files, then the marker
+    for headers in sent:
+        names = {k.lower() for k in headers}
+        assert not any(n.startswith("x-amz-checksum-") or n == "x-amz-sdk-checksum-algorithm" for n in names), names
+        assert "aws-chunked" not in str(headers.get("Content-Encoding", ""))
+    # The same client against AWS (no endpoint) keeps botocore's default: a checksum on every upload.
+    aws = objectstore.client({k: v for k, v in env.items() if k != contract.ENV_S3_ENDPOINT})
+    assert aws.meta.config.request_checksum_calculation == "when_supported"

@@ -116,10 +116,21 @@ def _field_value(spec: Any, camel_field: str) -> Any:
 
 
 def uses_object_store(spec: Any) -> list[str]:
-    """Every s3:// URI of the spec (model, datasets, evaluation datasets, outputs)."""
+    """Every s3:// or gs:// URI of the spec (model, datasets, evaluation datasets, outputs)."""
     held_out = spec.evaluation.datasets if spec.evaluation is not None and spec.evaluation.datasets else []
     uris = [spec.model.uri, *(d.uri for d in [*spec.datasets, *held_out]), spec.storage.outputs.uri]
     return [u for u in uris if u is not None]
+
+
+def _any_uri(scheme: str) -> str:
+    """CEL: some uri of the spec starts with ``scheme``."""
+    one = f"has(d.uri) && d.uri.startsWith('{scheme}')"
+    return (
+        f"(has(self.model.uri) && self.model.uri.startsWith('{scheme}'))"
+        f" || self.datasets.exists(d, {one})"
+        f" || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, {one}))"
+        f" || (has(self.storage.outputs.uri) && self.storage.outputs.uri.startsWith('{scheme}'))"
+    )
 
 
 def url_datasets(spec: Any) -> list[str]:
@@ -371,6 +382,23 @@ class FineTuneJobSpec(RuledModel):
             check=lambda s: s.model.from_job is None
             or s.training.ppo is None
             or s.training.ppo.reward_model.from_job != s.model.from_job,
+        ),
+        Rule(
+            name="object-uri-one-store",
+            cel="!(" + _any_uri("gs://") + ") || !(" + _any_uri("s3://") + ")",
+            message="spec: s3:// and gs:// URIs in one job: a job reaches one object store (spec.storage.objectStore); copy the files into one store",
+            field_path=".storage",
+            check=lambda s: len({u.split("://", 1)[0] for u in uses_object_store(s)}) <= 1,
+        ),
+        Rule(
+            name="gcs-needs-hmac-key",
+            cel="!(" + _any_uri("gs://") + ") || (has(self.storage.objectStore) && has(self.storage.objectStore.credentialsSecretRef))",
+            message="spec.storage.objectStore.credentialsSecretRef: gs:// URIs are read through Cloud Storage's S3-compatible XML API, which takes an HMAC key: "
+            "create one for a service account and give its access id and secret in a Secret (keys AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY by default); "
+            "GKE Workload Identity cannot sign these requests",
+            field_path=".storage.objectStore",
+            check=lambda s: not any(u.startswith("gs://") for u in uses_object_store(s))
+            or (s.storage.object_store is not None and s.storage.object_store.credentials_secret_ref is not None),
         ),
         Rule(
             name="object-store-needs-uri",

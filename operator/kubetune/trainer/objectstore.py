@@ -85,14 +85,23 @@ def client(env: Mapping[str, str]) -> Any:
         from botocore.config import Config  # noqa: PLC0415
     except ImportError:
         raise StorageError(
-            "s3:// URIs need boto3 in the trainer's environment (pip install 'kubetune[train]'); this image or venv does not have it"
+            "s3:// and gs:// URIs need boto3 in the trainer's environment (pip install 'kubetune[train]'); this image or venv does not have it"
         ) from None
 
     endpoint = env.get(contract.ENV_S3_ENDPOINT) or None
+    # Another store than AWS (MinIO, Ceph RGW, Cloud Storage's XML API): checksums only where the
+    # operation requires one.  botocore >= 1.36 adds a CRC checksum to every request that can
+    # carry one by default ("when_supported": botocore/config.py:253-268, configprovider.py:181-191
+    # @1.44.18) and s3transfer sets ChecksumAlgorithm on every upload_file unless the client says
+    # "when_required" (s3transfer/manager.py:557-562 @0.17.0); stores without the flexible-checksum
+    # headers refuse those uploads (Cloud Storage's XML API among them, per
+    # milvus-io/milvus-storage#480, boto/s3transfer#327: not verified against GCS here).
+    # kubetune uses no operation whose checksum is required (no DeleteObjects).
+    checksums = {"request_checksum_calculation": "when_required", "response_checksum_validation": "when_required"} if endpoint else {}
     kwargs: dict[str, Any] = {
         "endpoint_url": endpoint,
         "region_name": env.get(contract.ENV_S3_REGION) or None,
-        "config": Config(retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"} if endpoint else {}),
+        "config": Config(retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"} if endpoint else {}, **checksums),
     }
     key_id, secret = env.get(contract.ENV_S3_ACCESS_KEY_ID), env.get(contract.ENV_S3_SECRET_ACCESS_KEY)
     if key_id and secret:
@@ -269,7 +278,7 @@ def stage_dataset(uri: str, scratch: Path, env: Mapping[str, str], s3: Any | Non
         for i, obj in enumerate(objects):
             target = scratch / f"{i:06d}{Path(str(obj['Key'])).suffix}"
             _download(s3, bucket, str(obj["Key"]), target)
-            files.append((f"s3://{bucket}/{obj['Key']}", target))
+            files.append((f"{uri.split('://', 1)[0]}://{bucket}/{obj['Key']}", target))
         return files
 
 
