@@ -652,3 +652,44 @@ def test_gs_uris_go_through_the_s3_api_of_the_endpoint_with_an_hmac_key_and_no_f
     # The same client against AWS (no endpoint) keeps botocore's default: a checksum on every upload.
     aws = objectstore.client({k: v for k, v in env.items() if k != contract.ENV_S3_ENDPOINT})
     assert aws.meta.config.request_checksum_calculation == "when_supported"
+
+
+def test_serve_and_plot_read_a_succeeded_jobs_results_from_the_bucket_and_refuse_an_unfinished_one(
+    tmp_path: Path, s3_server: S3Server, bucket: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    """A job whose outputs volume is gone (a cluster without ReadWriteMany, a laptop): `kubetune
+    plot` and `kubetune serve --local` take <outputs.uri><namespace>/<job>/ and copy the results
+    (never the checkpoints) once the job's marker says it succeeded; before that they refuse,
+    naming the marker and what to do."""
+    from kubetune import cli, localserve
+
+    prefix = f"s3://{BUCKET}/served/default/lora-job/"
+    out = tmp_path / "volume"
+    _checkpoint(out, 4)
+    (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}))
+    (out / "adapter_model.safetensors").write_bytes(b"adapter")
+    (out / "trainer_log.jsonl").write_text("".join(json.dumps({"current_steps": s, "loss": 2.0 / s}) + "\n" for s in (1, 2, 3, 4)))
+    (out / "kubetune-run.json").write_text(json.dumps({"job": {"name": "lora-job"}, "trainArgs": {"template": "qwen", "model_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}}))
+    for name, value in (("AWS_ACCESS_KEY_ID", s3_server.admin.access_key_id), ("AWS_SECRET_ACCESS_KEY", s3_server.admin.secret_access_key), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)  # the user's shell
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+    objectstore.upload_results(prefix, out, s3_server.env())  # uploaded, but the job has not succeeded yet
+    assert cli.main(["serve", "--local", prefix, "--endpoint", s3_server.endpoint]) == 1
+    err = capsys.readouterr().err
+    assert f"kubetune serve: {prefix}: no _KUBETUNE_COMPLETE here: the job has not succeeded" in err and "use the job's outputs volume" in err
+    assert cli.main(["plot", prefix, "--endpoint", s3_server.endpoint]) == 2
+    assert "no _KUBETUNE_COMPLETE here" in capsys.readouterr().err
+
+    objectstore.mark_complete(prefix, out, s3_server.env())
+    assert cli.main(["plot", prefix, "--endpoint", s3_server.endpoint, "-o", "loss.png"]) == 0
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "(4 points from s3://" in capsys.readouterr().out
+
+    folder = localserve.fetch_results(prefix, endpoint=s3_server.endpoint)
+    assert folder == localserve.results_cache(prefix)
+    assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "kubetune-run.json", "trainer_log.jsonl"]
+    target = localserve.resolve_target(str(folder))  # what serve --local loads next: the adapter on its base model
+    assert (target.model, target.adapter, target.template, target.name) == ("Qwen/Qwen2.5-0.5B-Instruct", str(folder), "qwen", "lora-job")
+    assert objectstore.download_results(prefix, folder, objectstore.shell_env(prefix, s3_server.endpoint, dict(__import__("os").environ))) == []  # cached

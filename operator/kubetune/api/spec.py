@@ -404,7 +404,7 @@ class FineTuneJobSpec(RuledModel):
             name="object-store-needs-uri",
             cel="!has(self.storage.objectStore) || has(self.model.uri) || has(self.storage.outputs.uri) || self.datasets.exists(d, has(d.uri)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.uri)))"
             " || (" + _CA_ONLY_CEL + " && (self.datasets.exists(d, has(d.url)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.url)))))",
-            message="spec.storage.objectStore configures s3:// access but no spec.model.uri, spec.datasets[].uri, spec.evaluation.datasets[].uri or spec.storage.outputs.uri uses it: remove it or add a uri (with only url datasets, objectStore may hold caBundle alone, the CA their https:// servers are verified against)",
+            message="spec.storage.objectStore configures s3:// or gs:// access but no spec.model.uri, spec.datasets[].uri, spec.evaluation.datasets[].uri or spec.storage.outputs.uri uses it: remove it or add a uri (with only url datasets, objectStore may hold caBundle alone, the CA their https:// servers are verified against)",
             field_path=".storage.objectStore",
             check=lambda s: s.storage.object_store is None or bool(uses_object_store(s)) or (_ca_only(s.storage.object_store) and bool(url_datasets(s))),
         ),

@@ -651,3 +651,53 @@ class CheckpointUploader:
         )
         err.exit_code = contract.EXIT_RETRYABLE
         raise err
+
+
+# --- reading a finished job's results back (kubetune serve --local / plot on a bucket URI) ----
+
+
+def shell_env(uri: str, endpoint: str | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """The client environment for a command run in a user's shell: the keys from the shell (AWS_*
+    or ~/.aws, boto3's default chain), the endpoint from ``endpoint`` (the spec's
+    objectStore.endpoint), else for gs:// Cloud Storage's XML API with region auto."""
+    from kubetune.api.objectstore import GCS_ENDPOINT  # noqa: PLC0415
+
+    env = dict(environ)
+    if endpoint:
+        env[contract.ENV_S3_ENDPOINT] = endpoint
+    elif uri.startswith("gs://"):
+        env[contract.ENV_S3_ENDPOINT] = GCS_ENDPOINT
+        env.setdefault(contract.ENV_S3_REGION, "auto")
+    return env
+
+
+def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, only: tuple[str, ...] | None = None, s3: Any | None = None) -> list[str]:
+    """Copy a job's results (``<outputs.uri><namespace>/<job>/``) into ``dest``: every file its
+    completion marker lists (the results, never the checkpoints), or just ``only``.  A job without
+    the marker has not succeeded, or its upload is under way: StorageError, nothing used.  Files
+    already in ``dest`` with the listed size are not fetched again.  Returns the files fetched."""
+    if not prefix_uri.endswith("/"):
+        prefix_uri += "/"
+    bucket, prefix = split_uri(prefix_uri)
+    fetched: list[str] = []
+    with _guard(prefix_uri, env, doing="downloading the job's results"):
+        s3 = s3 or client(env)
+        marker = _read_marker(s3, bucket, prefix + MARKER)
+        if marker is None or not isinstance(marker.get("files"), dict):
+            raise StorageError(
+                f"{prefix_uri}: no {MARKER} here: the job has not succeeded, its upload is under way, or this is not "
+                "<spec.storage.outputs.uri><namespace>/<job>/; use the job's outputs volume, or wait for the job to succeed"
+            )
+        files = {str(k): int(v) for k, v in marker["files"].items()}
+        for relative, size in sorted(files.items()):
+            if only is not None and relative not in only:
+                continue
+            try:
+                target = _local_path(dest, relative)
+            except ValueError as exc:
+                raise StorageError(f"{prefix_uri}: {exc}") from None
+            if target.is_file() and target.stat().st_size == size:
+                continue
+            _download(s3, bucket, prefix + relative, target)
+            fetched.append(relative)
+    return fetched
