@@ -693,3 +693,60 @@ def test_serve_and_plot_read_a_succeeded_jobs_results_from_the_bucket_and_refuse
     target = localserve.resolve_target(str(folder))  # what serve --local loads next: the adapter on its base model
     assert (target.model, target.adapter, target.template, target.name) == ("Qwen/Qwen2.5-0.5B-Instruct", str(folder), "qwen", "lora-job")
     assert objectstore.download_results(prefix, folder, objectstore.shell_env(prefix, s3_server.endpoint, dict(__import__("os").environ))) == []  # cached
+
+
+def test_a_sigterm_during_training_uploads_the_stop_checkpoint_within_the_grace_period_not_after_it(
+    tmp_path: Path, s3_server: S3Server, bucket: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """The trainer as a preempted pod runs it: SIGTERM, the training child saves its stop
+    checkpoint (checkpoint-2), and main._train_uploading's final sweep uploads it, bounded by what
+    is left of the grace period (KUBETUNE_STOP_GRACE_SECONDS 5 here: terminationGracePeriodSeconds
+    20).  The store hangs on that upload: the stop still ends (Retryable) while the upload hangs,
+    where it used to wait for the upload, past the kubelet's SIGKILL."""
+    import os
+    import signal
+    import threading
+
+    from kubetune.api import contract
+    from kubetune.trainer import distenv, main, train
+    from kubetune.trainer.errors import Retryable
+
+    pod = make_pod(tmp_path, _s3_manifest("preempted", s3_server.endpoint), TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    env = {**pod.env, **s3_server.env(), main.ENV_UPLOAD_INTERVAL: "0.05", contract.ENV_STOP_GRACE: "5"}
+    cfg = config.load(env)
+    pod.output_dir.mkdir(parents=True, exist_ok=True)
+    dist = distenv.distribution_from_env(env, hostfile_text=None, default_port=cfg.job.spec.distributed.master_port)
+    monkeypatch.setattr(train, "command", lambda _cfg, _dist, _args, child_env: ([sys.executable, "-c", FAKE_TRAINING, str(pod.output_dir)], dict(child_env)))
+    real = objectstore.client(env)
+    release, attempted = threading.Event(), threading.Event()
+
+    class HangsOnTheStopCheckpoint:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def upload_file(self, filename: str, *args: Any) -> None:
+            if "checkpoint-2" in filename:
+                attempted.set()
+                release.wait(120)
+            real.upload_file(filename, *args)
+
+    monkeypatch.setattr(objectstore, "client", lambda _env: HangsOnTheStopCheckpoint())
+    prefix = main.outputs_prefix(cfg)
+    assert prefix is not None
+
+    def preempt() -> None:  # the kubelet, once checkpoint-1 is in the bucket
+        while objectstore.newest_complete_remote(prefix, s3_server.env(), s3=real) is None:
+            threading.Event().wait(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=preempt, daemon=True).start()
+    try:
+        with pytest.raises(Retryable, match="SIGTERM"):
+            main._train_uploading(cfg, dist, env, None, env, prefix, None)  # noqa: SLF001
+        assert attempted.is_set() and not release.is_set()  # the stop checkpoint was tried, and given up on in time
+        assert objectstore.newest_complete_remote(prefix, s3_server.env(), s3=real) == (
+            "checkpoint-1",
+            {"adapter_model.safetensors": 100, "optimizer.pt": 100, "trainer_state.json": len(json.dumps({"global_step": 1}))},
+        )  # checkpoint-2 has no marker: a restart resumes from checkpoint-1
+    finally:
+        release.set()
