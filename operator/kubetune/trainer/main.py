@@ -161,7 +161,7 @@ def _train_uploading(
             swept = uploader.stop(deadline=deadline)
             if swept:
                 print(f"kubetune trainer: uploaded {', '.join(swept)} to {prefix} before stopping", file=sys.stderr, flush=True)
-        except TrainerError as upload_exc:  # the training's own failure is the one to report
+        except (TrainerError, OSError) as upload_exc:  # the training's own failure is the one to report
             print(f"kubetune trainer: final checkpoint upload: {upload_exc}", file=sys.stderr, flush=True)
         raise
     out["uploadedCheckpoints"] = sorted({*uploader.stop()})
