@@ -599,6 +599,8 @@ class CheckpointUploader:
                 self.retries += 1
                 wait = min(self.interval * 2**failures, UPLOAD_BACKOFF_MAX_S)
                 print(f"kubetune trainer: checkpoint upload failed, trying again in {wait:.0f}s: {exc}", file=sys.stderr, flush=True)
+            except OSError:
+                continue  # the volume changed under the look (a checkpoint rotated away): look again
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="kubetune-checkpoint-upload", daemon=True)
