@@ -41,12 +41,42 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(BODY)
             self.close_connection = True
+        elif self.path.startswith("/flaky/"):
+            self._flaky()
         elif self.path.startswith("/downgrade/"):
             self.send_response(302)
             self.send_header("Location", "http://127.0.0.1:9/chat.jsonl")
             self.end_headers()
         else:
             super().do_GET()
+
+
+    ranges: list[str | None] = []
+    """The Range header of every /flaky/ request."""
+
+    def _flaky(self) -> None:
+        """The first answer stops halfway (the connection drops); later ones honour Range/If-Range."""
+        _Handler.ranges.append(self.headers.get("Range"))
+        whole, half = BIG, len(BIG) // 2
+        asked = self.headers.get("Range", "")
+        if asked.startswith("bytes=") and self.headers.get("If-Range") == '"v1"':
+            start = int(asked[len("bytes="):].rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(whole) - 1}/{len(whole)}")
+            self.send_header("Content-Length", str(len(whole) - start))
+            self.send_header("ETag", '"v1"')
+            self.end_headers()
+            self.wfile.write(whole[start:])
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(whole)))
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+        self.wfile.write(whole[:half])
+        self.close_connection = True
+
+
+BIG = BODY * 2000
 
 
 def _serve(root: Path, context: ssl.SSLContext | None) -> tuple[http.server.ThreadingHTTPServer, str]:
@@ -123,3 +153,13 @@ def test_a_download_cut_short_is_retryable_and_never_short_data(tmp_path: Path, 
         download.fetch(f"{http_url}/short/chat.jsonl", tmp_path / "chat.jsonl", {})
     assert err.value.exit_code == contract.EXIT_RETRYABLE
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_cut_midway_resumes_where_it_stopped_and_is_verified_whole(tmp_path: Path, sites: tuple[str, str, str]) -> None:
+    http_url, _, _ = sites
+    _Handler.ranges.clear()
+    target = tmp_path / "chat.jsonl"
+    got = download.fetch(f"{http_url}/flaky/chat.jsonl", target, {}, sha256=hashlib.sha256(BIG).hexdigest())
+    assert target.read_bytes() == BIG and got["bytes"] == len(BIG)
+    assert _Handler.ranges == [None, f"bytes={len(BIG) // 2}-"]  # the second request asked only for the rest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.jsonl"]

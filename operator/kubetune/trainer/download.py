@@ -6,8 +6,9 @@
 * The bytes received must match the response's Content-Length (a connection cut midway is a
   retryable failure, never short data) and, when given, ``spec.datasets[].sha256``.
 * The file is written to a temporary name beside the target and renamed only after both checks:
-  a reader never sees a partial or unverified file.  A failed download restarts from the first
-  byte (no Range requests: the file is read once per job).
+  a reader never sees a partial or unverified file.  A connection cut midway is tried again up
+  to ATTEMPTS times, resuming with a Range request when the server identified the file (a strong
+  ETag or Last-Modified, sent back as If-Range); a server without ranges sends it all again.
 * Redirects from https:// to http:// are refused unless the file is pinned by sha256.
 
 Errors: 404/410 and 401/403, a certificate that does not verify and a digest mismatch are
@@ -67,6 +68,53 @@ def _tls_failure(url: str, exc: BaseException, env: Mapping[str, str]) -> DataEr
     return DataError(f"{url}: TLS failed: {exc}")
 
 
+ATTEMPTS = 3
+"""Tries of one download in the process; a try after a cut resumes where the last one stopped."""
+
+
+class _CutShort(Exception):
+    """The body ended before Content-Length (the peer closed the connection)."""
+
+
+class _Partial:
+    """What a download has so far: bytes on disk, their digest, and what the server said they are."""
+
+    def __init__(self) -> None:
+        self.got = 0
+        self.digest = hashlib.sha256()
+        self.validator: str | None = None
+
+    def restart(self) -> None:
+        self.got, self.digest, self.validator = 0, hashlib.sha256(), None
+
+
+def _get_once(opener: urllib.request.OpenerDirector, url: str, tmp: Path, part: _Partial) -> None:
+    """One GET, resuming with Range/If-Range (RFC 9110 14.2, 13.1.5) when part holds bytes the
+    server identified; a server that answers 200 (no ranges, or the file changed) starts over."""
+    headers = {"User-Agent": "kubetune-trainer", "Accept-Encoding": "identity"}
+    if part.got and part.validator:
+        headers.update({"Range": f"bytes={part.got}-", "If-Range": part.validator})
+    with opener.open(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S) as resp:
+        resumed = resp.status == 206 and str(resp.headers.get("Content-Range", "")).startswith(f"bytes {part.got}-")
+        if not resumed:
+            part.restart()
+        etag = resp.headers.get("ETag")
+        part.validator = etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified")
+        length = resp.headers.get("Content-Length")
+        expected = part.got + int(length) if length is not None and length.isdigit() else None
+        with open(tmp, "ab" if resumed else "wb") as out:
+            try:
+                while chunk := resp.read(1 << 20):
+                    out.write(chunk)
+                    part.digest.update(chunk)
+                    part.got += len(chunk)
+            finally:
+                out.flush()
+                os.fsync(out.fileno())
+        if expected is not None and part.got != expected:
+            raise _CutShort(f"{part.got} of {expected} bytes")
+
+
 def fetch(url: str, target: Path, env: Mapping[str, str], *, sha256: str | None = None) -> dict[str, Any]:
     """Download ``url`` to ``target`` (checked, then renamed into place); returns its size and digest."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -74,27 +122,23 @@ def fetch(url: str, target: Path, env: Mapping[str, str], *, sha256: str | None 
     opener = urllib.request.build_opener(
         urllib.request.HTTPSHandler(context=ssl_context(env)), _NoDowngrade(pinned=sha256 is not None)
     )
-    request = urllib.request.Request(url, headers={"User-Agent": "kubetune-trainer", "Accept-Encoding": "identity"})
-    digest, got = hashlib.sha256(), 0
+    part = _Partial()
     try:
-        with opener.open(request, timeout=TIMEOUT_S) as resp, open(tmp, "wb") as out:
-            length = resp.headers.get("Content-Length")
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                got += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if length is not None and length.isdigit() and got != int(length):
-            raise Retryable(f"{url}: the download was cut short ({got} of {length} bytes); a restart downloads it again")
-        actual = digest.hexdigest()
+        for attempt in range(ATTEMPTS):
+            try:
+                _get_once(opener, url, tmp, part)
+                break
+            except (_CutShort, http.client.IncompleteRead, ConnectionError) as exc:
+                if attempt == ATTEMPTS - 1:
+                    raise Retryable(f"{url}: the download was cut short ({exc}) {ATTEMPTS} times; a restart downloads it again") from None
+        actual = part.digest.hexdigest()
         if sha256 is not None and actual != sha256:
             raise DataError(
                 f"{url}: SHA-256 of the downloaded file is {actual}, spec.datasets[].sha256 says {sha256}: "
                 "the file changed on the server, or the digest is wrong"
             )
         os.replace(tmp, target)
-        return {"bytes": got, "sha256": actual}
+        return {"bytes": part.got, "sha256": actual}
     except urllib.error.HTTPError as exc:
         if exc.code >= 500 or exc.code == 429:
             raise Retryable(f"{url}: server answered {exc.code} {exc.reason}; a restart tries again") from None
