@@ -89,7 +89,7 @@ class _Partial:
 
 
 def _get_once(opener: urllib.request.OpenerDirector, url: str, tmp: Path, part: _Partial) -> None:
-    """One GET, resuming with Range/If-Range (RFC 9110 14.2, 13.1.5) when part holds bytes the
+    """One GET, resuming with Range and If-Range (HTTP range requests) when part holds bytes the
     server identified; a server that answers 200 (no ranges, or the file changed) starts over."""
     headers = {"User-Agent": "kubetune-trainer", "Accept-Encoding": "identity"}
     if part.got and part.validator:
