@@ -24,6 +24,7 @@ load only when a server starts.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import socket
@@ -324,6 +325,24 @@ def ask(base_url: str, model: str, question: str, max_tokens: int = 32) -> str:
     return reply.choices[0].message.content or ""
 
 
+def results_cache(uri: str) -> Path:
+    """Where a bucket job's results are copied for serving: one folder per URI, reused."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "kubetune" / "outputs" / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
+
+
+def fetch_results(uri: str, *, endpoint: str | None = None, dest: Path | None = None, only: tuple[str, ...] | None = None) -> Path:
+    """Copy a finished job's results from ``<spec.storage.outputs.uri><namespace>/<job>/`` (s3:// or
+    gs://) into a local folder; only a job whose completion marker exists (it succeeded)."""
+    from kubetune.trainer import objectstore  # noqa: PLC0415 - boto3 comes with the train extra
+
+    folder = dest or results_cache(uri)
+    env = objectstore.shell_env(uri, endpoint, os.environ)
+    fetched = objectstore.download_results(uri, folder, env, only=only)
+    print(f"{uri}: {len(fetched)} file{'s' if len(fetched) != 1 else ''} downloaded into {folder}", file=sys.stderr, flush=True)
+    return folder
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     if not args.local:
         print(
@@ -331,8 +350,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    output_dir = args.output_dir
+    if output_dir and output_dir.startswith(("s3://", "gs://")):
+        from kubetune.trainer.errors import TrainerError  # noqa: PLC0415
+
+        try:
+            output_dir = str(fetch_results(output_dir, endpoint=args.endpoint))
+        except (TrainerError, OSError) as exc:  # a StorageError names the URI, the store's error code and the fix
+            print(f"kubetune serve: {exc}", file=sys.stderr)
+            return 1
     try:
-        target = resolve_target(args.output_dir, model=args.model, adapter=args.adapter, template=args.template, name=args.served_model_name)
+        target = resolve_target(output_dir, model=args.model, adapter=args.adapter, template=args.template, name=args.served_model_name)
     except ValueError as exc:
         print(f"kubetune serve: {exc}", file=sys.stderr)
         return 1
@@ -365,7 +393,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     """Register ``serve`` on the ``kubetune`` parser (called by kubetune.cli)."""
     p = sub.add_parser("serve", help="serve a trained model through an OpenAI-compatible API on 127.0.0.1 (--local)")
-    p.add_argument("output_dir", nargs="?", metavar="OUTPUT_DIR", help="the job's output folder (e.g. outputs/default/my-job)")
+    p.add_argument(
+        "output_dir", nargs="?", metavar="OUTPUT_DIR|URI",
+        help="the job's output folder (e.g. outputs/default/my-job), or its results in a bucket: <spec.storage.outputs.uri><namespace>/<job>/ (s3:// or gs://, keys from your shell)",
+    )
+    p.add_argument("--endpoint", help="S3 API endpoint for a bucket URI (the spec's storage.objectStore.endpoint; default AWS, or Cloud Storage for gs://)")
     p.add_argument("--local", action="store_true", help="serve on this machine (required)")
     p.add_argument("--model", help="model folder or id (default: the merged model, or the job's base model)")
     p.add_argument("--adapter", help="LoRA adapter folder served on top of --model")

@@ -102,6 +102,23 @@ VALID = [
         },
     ),
     Case("s3-outputs-workload-identity", {"spec.storage.outputs.uri": "s3://runs-bucket/", "spec.serviceAccountName": "trainer-irsa"}),
+    Case(
+        "gcs-model-data-outputs-hmac",
+        {
+            "spec.model": {"uri": "gs://ml_models-eu/qwen2.5-0.5b/", "template": "qwen"},
+            "spec.datasets.0": {"name": "chats", "uri": "gs://ml_data/chat/"},
+            "spec.storage": {"outputs": {"claimName": "outputs", "uri": "gs://ml-runs.example.com/finetune/"}, "objectStore": {"credentialsSecretRef": {"name": "gcs-hmac"}}},
+        },
+    ),
+    Case(
+        "url-datasets-https-pinned-private-ca",
+        {
+            "spec.datasets.0": {"name": "web", "url": "https://data.example.com/chat/train.jsonl", "sha256": "a" * 64},
+            "spec.datasets.1": {"name": "mirror", "url": "http://mirror.internal/chat.jsonl", "sha256": "b" * 64},
+            "spec.datasets.2": {"name": "laptop", "url": "http://127.0.0.1:8000/chat.jsonl"},
+            "spec.storage.objectStore": {"caBundle": {"name": "corp-ca", "key": "ca.crt"}},
+        },
+    ),
     Case("qlora-4bit-zero2", {"spec.method": "qlora", "spec.quantization": _Q4, "spec.distributed": _DS}),
     Case(
         "qlora-8bit-zero2",
@@ -268,7 +285,27 @@ VALID = [
 ]
 
 INVALID = [
-    Case("dataset-gs-uri", {"spec.datasets.0": {"name": "d", "uri": "gs://bucket/data.jsonl"}}, "spec.datasets[].uri"),
+    Case("dataset-az-uri", {"spec.datasets.0": {"name": "d", "uri": "az://container/data.jsonl"}}, "spec.datasets[].uri"),
+    Case("gcs-bucket-google", {"spec.datasets.0": {"name": "d", "uri": "gs://my-google-data/x.jsonl"}, "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.datasets[].uri"),
+    Case("gcs-bucket-goog-prefix", {"spec.datasets.0": {"name": "d", "uri": "gs://goog-data/x.jsonl"}, "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.datasets[].uri"),
+    Case("gcs-bucket-uppercase", {"spec.datasets.0": {"name": "d", "uri": "gs://My_Data/x.jsonl"}, "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.datasets[].uri"),
+    Case("gcs-model-bucket-ip", {"spec.model": {"uri": "gs://10.0.0.1/m/", "template": "qwen"}, "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.model.uri"),
+    Case("gcs-outputs-bucket-g00gle", {"spec.storage.outputs.uri": "gs://runs-g00gle/", "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.storage.outputs.uri"),
+    Case("gcs-without-hmac-key", {"spec.datasets.0": {"name": "d", "uri": "gs://ml-data/x.jsonl"}, "spec.serviceAccountName": "gke-wi"}, "spec.storage.objectStore.credentialsSecretRef"),
+    Case(
+        "s3-and-gcs-in-one-job",
+        {"spec.datasets.0": {"name": "d", "uri": "gs://ml-data/x.jsonl"}, "spec.storage.outputs.uri": "s3://runs-bucket/", "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}},
+        "one object store",
+    ),
+    Case("dataset-url-plain-http", {"spec.datasets.0": {"name": "d", "url": "http://data.example.com/chat.jsonl"}}, "spec.datasets[].url"),
+    Case("dataset-url-http-loopback-lookalike", {"spec.datasets.0": {"name": "d", "url": "http://127.0.0.1.example.com/chat.jsonl"}}, "spec.datasets[].url"),
+    Case("dataset-sha256-without-url", {"spec.datasets.0": {"name": "d", "hub": "wikitext", "sha256": "a" * 64}}, "spec.datasets[].sha256"),
+    Case("dataset-sha256-not-hex", {"spec.datasets.0": {"name": "d", "url": "https://x.example.com/a.jsonl", "sha256": "A" * 64}}, "sha256"),
+    Case(
+        "object-store-endpoint-for-url-datasets-only",
+        {"spec.datasets.0": {"name": "d", "url": "https://x.example.com/a.jsonl"}, "spec.storage.objectStore": {"endpoint": "https://minio:9000", "caBundle": {"name": "ca", "key": "ca.crt"}}},
+        "spec.storage.objectStore",
+    ),
     Case("dataset-bucket-uppercase", {"spec.datasets.0": {"name": "d", "uri": "s3://My_Bucket/data.jsonl"}}, "spec.datasets[].uri"),
     Case("dataset-bucket-ip", {"spec.datasets.0": {"name": "d", "uri": "s3://192.168.5.4/data.jsonl"}}, "spec.datasets[].uri"),
     Case("dataset-bucket-reserved-suffix", {"spec.datasets.0": {"name": "d", "uri": "s3://mybucket-s3alias/data.jsonl"}}, "spec.datasets[].uri"),
@@ -279,7 +316,7 @@ INVALID = [
     Case("model-key-empty-segment", {"spec.model": {"uri": "s3://models-bucket/a//m/", "template": "qwen"}}, "spec.model.uri"),
     Case("model-uri-not-a-prefix", {"spec.model": {"uri": "s3://models-bucket/qwen/model.safetensors", "template": "qwen"}}, "spec.model.uri"),
     Case("model-uri-and-name", {"spec.model": {"uri": "s3://models-bucket/qwen/", "name": "Qwen/Qwen1.5-1.8B", "template": "qwen"}}, "spec.model"),
-    Case("outputs-gs-uri", {"spec.storage.outputs.uri": "gs://runs/"}, "spec.storage.outputs.uri"),
+    Case("outputs-az-uri", {"spec.storage.outputs.uri": "az://runs/"}, "spec.storage.outputs.uri"),
     Case("outputs-bucket-xn", {"spec.storage.outputs.uri": "s3://xn--runs/"}, "spec.storage.outputs.uri"),
     Case("outputs-key-dot", {"spec.storage.outputs.uri": "s3://runs-bucket/./x/"}, "spec.storage.outputs.uri"),
     Case("outputs-uri-not-a-prefix", {"spec.storage.outputs.uri": "s3://runs-bucket/finetune"}, "spec.storage.outputs.uri"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -328,7 +329,7 @@ def test_a_trainer_without_boto3_refuses_s3_uris_with_a_storage_error(tmp_path: 
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_boto)
-    with pytest.raises(StorageError, match=r"s3:// URIs need boto3 .*kubetune\[train\]"):
+    with pytest.raises(StorageError, match=r"s3:// and gs:// URIs need boto3 .*kubetune\[train\]"):
         objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path, {})
 
 
@@ -400,3 +401,352 @@ def test_a_store_with_a_private_ca_is_reached_through_the_ca_bundle_and_refused_
         assert err.value.exit_code == 2
     finally:
         server.stop()
+
+
+# --- the trainer's own failures around uploads: the completion marker, fail-fast, the stop sweep ---
+
+
+def _s3_manifest(name: str, endpoint: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "model": {"path": "m", "template": "qwen"},
+            "datasets": [{"name": "d", "path": "d.jsonl"}],
+            "resources": {"gpusPerNode": 0},
+            "training": {"precision": "fp32"},
+            "storage": {"outputs": {"claimName": "out", "uri": f"s3://{BUCKET}/runs/"}, "objectStore": {"endpoint": endpoint, "region": "us-east-1"}},
+        },
+    }
+
+
+class _ReadFails:
+    """A client on the real server whose upload_file meets EIO reading the local file (an NFS
+    outputs volume going away under the trainer: s3transfer opens and reads it)."""
+
+    def __init__(self, real: Any, errno_: int = 5) -> None:
+        self.real, self.errno_ = real, errno_
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def upload_file(self, filename: str, *args: Any, **kwargs: Any) -> None:
+        import os
+
+        raise OSError(self.errno_, os.strerror(self.errno_), filename)
+
+
+def test_a_local_io_error_while_writing_the_completion_marker_fails_the_job_cleanly_and_leaves_no_marker(
+    tmp_path: Path, s3_server: S3Server, bucket: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """It used to escape main._mark_complete (which caught TrainerError only) as a raw OSError: a
+    traceback after the run record said the job succeeded, and no final progress report."""
+    from kubetune.api import contract
+    from kubetune.trainer import main, record
+
+    pod = make_pod(tmp_path, _s3_manifest("mark-eio", s3_server.endpoint), TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    env = {**pod.env, **s3_server.env()}
+    cfg = config.load(env)
+    pod.output_dir.mkdir(parents=True, exist_ok=True)
+    (pod.output_dir / "adapter_model.safetensors").write_bytes(b"adapter")
+    record.write(cfg, image=None, started_at=record.now(), exit_code=0, message="trained", facts={"trainingCompleted": True})
+    prefix = main.outputs_prefix(cfg)
+    assert prefix == f"s3://{BUCKET}/runs/default/mark-eio/"
+    real = objectstore.client(env)
+
+    monkeypatch.setattr(objectstore, "client", lambda _env: _ReadFails(real))
+    code, message = main._mark_complete(cfg, env, contract.EXIT_OK, "trained", record.now(), {"trainingCompleted": True})  # noqa: SLF001
+    assert code == contract.EXIT_RETRYABLE  # an I/O error of the volume: the restart does not train again
+    assert message.startswith(f"{prefix}: writing the completion marker failed on the local side: {pod.output_dir / contract.RUN_RECORD_FILE}: ")
+    assert "errno 5" in message
+    on_volume = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
+    assert on_volume["exitCode"] == contract.EXIT_RETRYABLE and on_volume["message"] == message
+    keys = [str(o["Key"]) for o in objectstore.list_objects(bucket, BUCKET, "runs/default/mark-eio/")]
+    assert f"runs/default/mark-eio/{objectstore.MARKER}" not in keys
+
+    # A volume that refuses the read (permission) is permanent: a restart would meet it again.
+    monkeypatch.setattr(objectstore, "client", lambda _env: _ReadFails(real, errno_=13))
+    code, message = main._mark_complete(cfg, env, contract.EXIT_OK, "trained", record.now(), {})  # noqa: SLF001
+    assert code == contract.EXIT_CONFIG and "errno 13" in message
+
+
+FAKE_TRAINING = """
+import json, os, pathlib, sys, time
+out = pathlib.Path(sys.argv[1])
+stop = pathlib.Path(os.environ["KUBETUNE_STOP_FILE"])
+for step in (1, 2):
+    ckpt = out / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "adapter_model.safetensors").write_bytes(b"w" * 100)
+    (ckpt / "optimizer.pt").write_bytes(b"o" * 100)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    print("saved", ckpt.name, flush=True)
+    if step == 1:
+        for _ in range(1200):  # "training" until stopped: 2 minutes at most
+            if stop.exists():
+                break
+            time.sleep(0.1)
+(out / "stopped-early").write_text(str(stop.exists()))
+"""
+
+
+def test_a_denied_checkpoint_upload_stops_the_training_at_once_naming_the_field_and_the_fix(
+    tmp_path: Path, s3_server: S3Server, bucket: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """A permanent upload failure during training (here AccessDenied from the server's IAM) used
+    to end the job only when training ended on its own, hours of GPU time later.  Now the
+    uploader's failure stops the training child as a SIGTERM would (a stop checkpoint, then
+    exit), and the job fails with exit 2 and a message naming the field, the bucket and the fix."""
+    from kubetune.api import contract
+    from kubetune.trainer import distenv, main, train
+
+    pod = make_pod(tmp_path, _s3_manifest("denied", s3_server.endpoint), TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    no_put = s3_server.user("no-put", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/runs/*"], "Deny")])
+    env = {**pod.env, **s3_server.env(no_put), main.ENV_UPLOAD_INTERVAL: "0.05"}
+    cfg = config.load(env)
+    pod.output_dir.mkdir(parents=True, exist_ok=True)
+    dist = distenv.distribution_from_env(env, hostfile_text=None, default_port=cfg.job.spec.distributed.master_port)
+    # The real train.run and its Child, with a stand-in for the LLaMA-Factory worker.
+    monkeypatch.setattr(train, "command", lambda _cfg, _dist, _args, child_env: ([sys.executable, "-c", FAKE_TRAINING, str(pod.output_dir)], dict(child_env)))
+    with pytest.raises(StorageError) as err:
+        main._train_uploading(cfg, dist, env, None, env, main.outputs_prefix(cfg), None)  # noqa: SLF001
+    text = str(err.value)
+    assert err.value.exit_code == contract.EXIT_CONFIG
+    assert text.startswith("spec.storage.outputs.uri: uploading a checkpoint during training failed for good, so training was stopped")
+    assert f"s3://{BUCKET}/runs/default/denied/checkpoint-1/: uploading failed: AccessDenied" in text
+    assert f"fix: allow s3:PutObject, s3:DeleteObject, s3:GetObject and s3:ListBucket on bucket '{BUCKET}'" in text
+    assert no_put.secret_access_key not in text
+    assert (pod.output_dir / "stopped-early").read_text() == "True"  # stopped by the uploader's failure, not at its end
+
+    # The fixes the other permanent codes name.
+    for code, fix in (("NoSuchBucket", f"create bucket '{BUCKET}', or correct the bucket name in spec.storage.outputs.uri"),
+                      ("InvalidAccessKeyId", "correct the access key id in the Secret of spec.storage.objectStore.credentialsSecretRef")):
+        cause = StorageError(f"s3://{BUCKET}/runs/default/denied/checkpoint-1/: uploading failed: {code}: ...")
+        assert objectstore.permanent_upload_failure(f"s3://{BUCKET}/runs/default/denied/", cause).args[0].endswith(f"fix: {fix}")
+
+
+def test_throttling_during_training_is_retried_with_backoff_and_never_stops_the_training(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    """503 SlowDown (after botocore's own three attempts) and a connection reset: the uploader
+    waits longer each time, tries again, and uploads; ``failed`` (which stops training) stays clear."""
+    from botocore.exceptions import ClientError, ConnectionClosedError
+
+    prefix = f"s3://{BUCKET}/throttled/default/job/"
+    out = tmp_path / "out"
+    _checkpoint(out, 2)
+    uploader = objectstore.CheckpointUploader(prefix, out, s3_server.env(), needs_optimizer=True, interval=0.01)
+    real = objectstore.client(s3_server.env())
+    waits: list[float] = []
+    slow_down = ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject")
+    failures: list[BaseException] = [slow_down, slow_down, ConnectionClosedError(endpoint_url=s3_server.endpoint)]
+
+    class Throttled:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def upload_file(self, *args: Any) -> None:
+            if failures:
+                raise failures.pop(0)
+            real.upload_file(*args)
+
+        def put_object(self, **kwargs: Any) -> Any:
+            got = real.put_object(**kwargs)
+            uploader._stop.set()  # noqa: SLF001 - the marker is up: "training" ends
+            return got
+
+    real_wait = uploader._stop.wait  # noqa: SLF001
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return real_wait(0)
+
+    uploader._stop.wait = wait  # type: ignore[method-assign]  # noqa: SLF001
+    uploader._s3 = Throttled()  # noqa: SLF001
+    uploader._loop()  # noqa: SLF001
+    assert not failures and not uploader.failed.is_set() and uploader.retries == 3
+    assert waits[:2] == [0.01, 0.01] and waits[2:5] == [0.02, 0.04, 0.08]  # the backoff doubles after each failure
+    assert objectstore.newest_complete_remote(prefix, s3_server.env()) is not None
+
+
+def test_the_stop_sweep_after_a_sigterm_is_attempted_and_bounded_by_the_grace_period(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    """After a preemption the stop checkpoint goes up within what is left of the pod's grace
+    period (launch.stop_budgets); an upload that hangs beyond it no longer eats the run record's
+    margin: the stop returns, says so, and the bucket has no marker for that checkpoint."""
+    import threading
+    import time
+
+    from kubetune.api import contract
+    from kubetune.trainer.launch import stop_budgets
+
+    # terminationGracePeriodSeconds 300 renders KUBETUNE_STOP_GRACE_SECONDS 285 (podspec.environment).
+    assert stop_budgets({contract.ENV_STOP_GRACE: "285"}, uploading=False) == (285.0, 285.0)
+    assert stop_budgets({contract.ENV_STOP_GRACE: "285"}, uploading=True) == (137.5, 285.0)
+    assert stop_budgets({contract.ENV_STOP_GRACE: "15"}, uploading=True) == (5.0, 15.0)  # the minimum grace, 30 s
+
+    prefix = f"s3://{BUCKET}/sweep/default/job/"
+    out = tmp_path / "out"
+    _checkpoint(out, 7)
+    real = objectstore.client(s3_server.env())
+    release, attempted = threading.Event(), threading.Event()
+
+    class Hanging:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def upload_file(self, *args: Any) -> None:
+            attempted.set()
+            release.wait(60)  # a store that stopped answering midway
+            real.upload_file(*args)
+
+    uploader = objectstore.CheckpointUploader(prefix, out, s3_server.env(), needs_optimizer=True)
+    uploader._s3 = Hanging()  # noqa: SLF001
+    with pytest.raises(StorageError, match=r"final checkpoint upload did not finish within its \d+s left of the pod's grace period") as err:
+        uploader.stop(deadline=time.monotonic() + 0.3)
+    assert attempted.is_set() and not release.is_set()  # tried, and given up on while it still hung
+    assert err.value.exit_code == contract.EXIT_RETRYABLE
+    assert objectstore.newest_complete_remote(prefix, s3_server.env()) is None
+    release.set()
+
+    # With time enough, the same sweep uploads the stop checkpoint with its marker.
+    uploader = objectstore.CheckpointUploader(prefix, out, s3_server.env(), needs_optimizer=True)
+    assert uploader.stop(deadline=time.monotonic() + 60) == ["checkpoint-7"]
+    assert objectstore.newest_complete_remote(prefix, s3_server.env()) is not None
+
+
+def test_gs_uris_go_through_the_s3_api_of_the_endpoint_with_an_hmac_key_and_no_flexible_checksums(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    """gs:// is Cloud Storage's S3-compatible XML API: the renderer points the trainer at
+    https://storage.googleapis.com with region auto (unless the spec names an endpoint: here the
+    moto server stands in for it), and the HMAC key arrives like an AWS key pair.  Requests to a
+    store other than AWS carry no flexible-checksum headers (botocore >= 1.36 adds them by
+    default; stores without them refuse the upload).  What only Cloud Storage itself can prove
+    (its acceptance of these requests) is not tested here."""
+    from kubetune.api import contract
+
+    hmac = s3_server.user("gcs-hmac", [statement(["s3:*"], ["*"])])
+    manifest = _s3_manifest("gcs-job", s3_server.endpoint)
+    manifest["spec"]["datasets"] = [{"name": "chats", "uri": f"gs://{BUCKET}/gcs/chats.jsonl"}]
+    manifest["spec"]["storage"]["outputs"]["uri"] = f"gs://{BUCKET}/gcs-runs/"
+    manifest["spec"]["storage"]["objectStore"] = {"credentialsSecretRef": {"name": "gcs-hmac"}}
+    pod = make_pod(tmp_path / "default", manifest, TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    assert pod.env[contract.ENV_S3_ENDPOINT] == "https://storage.googleapis.com" and pod.env[contract.ENV_S3_REGION] == "auto"
+
+    manifest["spec"]["storage"]["objectStore"]["endpoint"] = s3_server.endpoint
+    pod = make_pod(tmp_path / "moto", manifest, TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    assert pod.env[contract.ENV_S3_ENDPOINT] == s3_server.endpoint and pod.env[contract.ENV_S3_REGION] == "auto"
+    env = {**pod.env, "KUBETUNE_S3_ACCESS_KEY_ID": hmac.access_key_id, "KUBETUNE_S3_SECRET_ACCESS_KEY": hmac.secret_access_key}
+
+    bucket.put_object(Bucket=BUCKET, Key="gcs/chats.jsonl", Body="".join(json.dumps(c) + "\n" for c in CHATS).encode())
+    assert data.prepare(config.load(env), env) == {"chats": 2}
+
+    s3 = objectstore.client(env)
+    sent: list[dict[str, str]] = []
+    s3.meta.events.register("before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers)))
+    prefix = f"gs://{BUCKET}/gcs-runs/default/gcs-job/"
+    objectstore.upload_checkpoint(prefix, _checkpoint(tmp_path / "out", 3), env, s3=s3)
+    assert objectstore.newest_complete_remote(prefix, env)[0] == "checkpoint-3"  # type: ignore[index]
+    assert len(sent) == 4  # three files, then the marker
+    for headers in sent:
+        names = {k.lower() for k in headers}
+        assert not any(n.startswith("x-amz-checksum-") or n == "x-amz-sdk-checksum-algorithm" for n in names), names
+        assert "aws-chunked" not in str(headers.get("Content-Encoding", ""))
+    # The same client against AWS (no endpoint) keeps botocore's default: a checksum on every upload.
+    aws = objectstore.client({k: v for k, v in env.items() if k != contract.ENV_S3_ENDPOINT})
+    assert aws.meta.config.request_checksum_calculation == "when_supported"
+
+
+def test_serve_and_plot_read_a_succeeded_jobs_results_from_the_bucket_and_refuse_an_unfinished_one(
+    tmp_path: Path, s3_server: S3Server, bucket: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    """A job whose outputs volume is gone (a cluster without ReadWriteMany, a laptop): `kubetune
+    plot` and `kubetune serve --local` take <outputs.uri><namespace>/<job>/ and copy the results
+    (never the checkpoints) once the job's marker says it succeeded; before that they refuse,
+    naming the marker and what to do."""
+    from kubetune import cli, localserve
+
+    prefix = f"s3://{BUCKET}/served/default/lora-job/"
+    out = tmp_path / "volume"
+    _checkpoint(out, 4)
+    (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}))
+    (out / "adapter_model.safetensors").write_bytes(b"adapter")
+    (out / "trainer_log.jsonl").write_text("".join(json.dumps({"current_steps": s, "loss": 2.0 / s}) + "\n" for s in (1, 2, 3, 4)))
+    (out / "kubetune-run.json").write_text(json.dumps({"job": {"name": "lora-job"}, "trainArgs": {"template": "qwen", "model_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}}))
+    for name, value in (("AWS_ACCESS_KEY_ID", s3_server.admin.access_key_id), ("AWS_SECRET_ACCESS_KEY", s3_server.admin.secret_access_key), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)  # the user's shell
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+    objectstore.upload_results(prefix, out, s3_server.env())  # uploaded, but the job has not succeeded yet
+    assert cli.main(["serve", "--local", prefix, "--endpoint", s3_server.endpoint]) == 1
+    err = capsys.readouterr().err
+    assert f"kubetune serve: {prefix}: no _KUBETUNE_COMPLETE here: the job has not succeeded" in err and "use the job's outputs volume" in err
+    assert cli.main(["plot", prefix, "--endpoint", s3_server.endpoint]) == 2
+    assert "no _KUBETUNE_COMPLETE here" in capsys.readouterr().err
+
+    objectstore.mark_complete(prefix, out, s3_server.env())
+    assert cli.main(["plot", prefix, "--endpoint", s3_server.endpoint, "-o", "loss.png"]) == 0
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "(4 points from s3://" in capsys.readouterr().out
+
+    folder = localserve.fetch_results(prefix, endpoint=s3_server.endpoint)
+    assert folder == localserve.results_cache(prefix)
+    assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "kubetune-run.json", "trainer_log.jsonl"]
+    target = localserve.resolve_target(str(folder))  # what serve --local loads next: the adapter on its base model
+    assert (target.model, target.adapter, target.template, target.name) == ("Qwen/Qwen2.5-0.5B-Instruct", str(folder), "qwen", "lora-job")
+    assert objectstore.download_results(prefix, folder, objectstore.shell_env(prefix, s3_server.endpoint, dict(__import__("os").environ))) == []  # cached
+
+
+def test_a_sigterm_during_training_uploads_the_stop_checkpoint_within_the_grace_period_not_after_it(
+    tmp_path: Path, s3_server: S3Server, bucket: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """The trainer as a preempted pod runs it: SIGTERM, the training child saves its stop
+    checkpoint (checkpoint-2), and main._train_uploading's final sweep uploads it, bounded by what
+    is left of the grace period (KUBETUNE_STOP_GRACE_SECONDS 5 here: terminationGracePeriodSeconds
+    20).  The store hangs on that upload: the stop still ends (Retryable) while the upload hangs,
+    where it used to wait for the upload, past the kubelet's SIGKILL."""
+    import os
+    import signal
+    import threading
+
+    from kubetune.api import contract
+    from kubetune.trainer import distenv, main, train
+    from kubetune.trainer.errors import Retryable
+
+    pod = make_pod(tmp_path, _s3_manifest("preempted", s3_server.endpoint), TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    env = {**pod.env, **s3_server.env(), main.ENV_UPLOAD_INTERVAL: "0.05", contract.ENV_STOP_GRACE: "5"}
+    cfg = config.load(env)
+    pod.output_dir.mkdir(parents=True, exist_ok=True)
+    dist = distenv.distribution_from_env(env, hostfile_text=None, default_port=cfg.job.spec.distributed.master_port)
+    monkeypatch.setattr(train, "command", lambda _cfg, _dist, _args, child_env: ([sys.executable, "-c", FAKE_TRAINING, str(pod.output_dir)], dict(child_env)))
+    real = objectstore.client(env)
+    release, attempted = threading.Event(), threading.Event()
+
+    class HangsOnTheStopCheckpoint:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def upload_file(self, filename: str, *args: Any) -> None:
+            if "checkpoint-2" in filename:
+                attempted.set()
+                release.wait(120)
+            real.upload_file(filename, *args)
+
+    monkeypatch.setattr(objectstore, "client", lambda _env: HangsOnTheStopCheckpoint())
+    prefix = main.outputs_prefix(cfg)
+    assert prefix is not None
+
+    def preempt() -> None:  # the kubelet, once checkpoint-1 is in the bucket
+        while objectstore.newest_complete_remote(prefix, s3_server.env(), s3=real) is None:
+            threading.Event().wait(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=preempt, daemon=True).start()
+    try:
+        with pytest.raises(Retryable, match="SIGTERM"):
+            main._train_uploading(cfg, dist, env, None, env, prefix, None)  # noqa: SLF001
+        assert attempted.is_set() and not release.is_set()  # the stop checkpoint was tried, and given up on in time
+        assert objectstore.newest_complete_remote(prefix, s3_server.env(), s3=real) == (
+            "checkpoint-1",
+            {"adapter_model.safetensors": 100, "optimizer.pt": 100, "trainer_state.json": len(json.dumps({"global_step": 1}))},
+        )  # checkpoint-2 has no marker: a restart resumes from checkpoint-1
+    finally:
+        release.set()

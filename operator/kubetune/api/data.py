@@ -6,6 +6,7 @@ becomes the field's description in the CRD (``kubectl explain``).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -26,6 +27,9 @@ from .fields import (
 )
 
 # --- datasets -----------------------------------------------------------------
+
+LOOPBACK_HTTP = r"^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?(/.*)?$"
+"""An http:// address on this machine: nothing on the way to alter it."""
 
 
 class DatasetColumns(ApiModel):
@@ -93,10 +97,13 @@ class DatasetSpec(RuledModel):
     """JSON/JSONL file or folder on the datasets volume (spec.storage.datasets), relative to its subPath."""
 
     url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f'\"`$\\]+$")] | None = None
-    """HTTP(S) address of a JSON/JSONL file, downloaded once per job by the trainer."""
+    """HTTPS address of a JSON/JSONL file, downloaded once per job by the trainer (verified against the system CAs and spec.storage.objectStore.caBundle). `http://` only with sha256, or on a loopback host (`kubetune run --local`)."""
+
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    """Hex SHA-256 of the file at url: the trainer refuses a download with another digest. Only with url."""
 
     uri: ObjectUri | None = None
-    """s3:// object (`s3://bucket/data/train.jsonl`) or key prefix ending in '/' (every .json/.jsonl/.parquet/.csv/.arrow object under it becomes one dataset), downloaded once per job by the trainer; the store is spec.storage.objectStore. gs:// and az:// are not supported yet."""
+    """s3:// object (`s3://bucket/data/train.jsonl`) or key prefix ending in '/' (every .json/.jsonl/.parquet/.csv/.arrow object under it becomes one dataset), downloaded once per job by the trainer; gs:// for Google Cloud Storage (S3-compatible XML API, HMAC key); the store is spec.storage.objectStore. az:// is not supported yet."""
 
     split: Identifier = "train"
     """Dataset split to train on (Hub datasets)."""
@@ -130,6 +137,20 @@ class DatasetSpec(RuledModel):
             check=lambda d: sum(x is not None for x in (d.hub, d.path, d.url, d.uri)) == 1,
         ),
         *uri_rules("spec.datasets[].uri"),
+        Rule(
+            name="dataset-sha256-needs-url",
+            cel="!has(self.sha256) || has(self.url)",
+            message="spec.datasets[].sha256 pins the file at url: remove it, or set url",
+            field_path=".sha256",
+            check=lambda d: d.sha256 is None or d.url is not None,
+        ),
+        Rule(
+            name="dataset-url-https",
+            cel="!has(self.url) || self.url.startsWith('https://') || has(self.sha256) || self.url.matches('" + LOOPBACK_HTTP.replace("\\", "\\\\") + "')",
+            message="spec.datasets[].url: plain http:// can be altered on the way; use https://, or pin the file with spec.datasets[].sha256 (http:// on 127.0.0.1/localhost is accepted for kubetune run --local)",
+            field_path=".url",
+            check=lambda d: d.url is None or d.url.startswith("https://") or d.sha256 is not None or re.match(LOOPBACK_HTTP, d.url) is not None,
+        ),
         Rule(
             name="dataset-revision-needs-hub",
             cel="!has(self.revision) || has(self.hub)",

@@ -3,9 +3,17 @@
 Part of the FineTuneJob spec (see :mod:`kubetune.api.spec`): every attribute docstring
 becomes the field's description in the CRD (``kubectl explain``).
 
-Only ``s3://`` is supported: AWS S3, and MinIO / Ceph RGW / any S3 API through
-``spec.storage.objectStore.endpoint``.  ``gs://`` and ``az://`` (and every other
-scheme) are refused at admission with the field named, never accepted and ignored.
+``s3://``: AWS S3, and MinIO / Ceph RGW / any S3 API through ``spec.storage.objectStore.endpoint``.
+``gs://``: Google Cloud Storage through its S3-compatible XML API (endpoint
+``https://storage.googleapis.com``, an HMAC key in place of the AWS key pair, V4 signatures:
+https://cloud.google.com/storage/docs/interoperability and .../aws-simple-migration, read
+2026-12-07); one job uses one store, so s3:// and gs:// do not mix.  ``az://`` (and every other
+scheme) is refused at admission with the field named, never accepted and ignored.
+
+GCS bucket names follow https://cloud.google.com/storage/docs/naming-buckets (read 2026-12-07):
+lowercase letters, digits, ``-``, ``_`` and ``.``, beginning and ending with a letter or digit,
+3-63 characters (dotted names of up to 222 are refused here: not supported yet), not an IP
+address, not starting with ``goog``, not containing ``google`` (or ``g00gle``).
 
 Bucket names follow AWS's general purpose bucket naming rules
 (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html, read
@@ -32,7 +40,10 @@ __all__ = [
     "ObjectStoreCredentials",
     "ObjectStoreSpec",
     "ObjectUri",
+    "GCS_ENDPOINT",
+    "SCHEMES",
     "bucket_problem",
+    "gcs_bucket_problem",
     "key_problem",
     "model_cache_subdir",
     "split_uri",
@@ -71,11 +82,33 @@ def bucket_problem(bucket: str) -> str | None:
     return None
 
 
+_GCS_BUCKET_CHARS: Final = r"[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]"
+SCHEMES: Final = ("s3://", "gs://")
+GCS_ENDPOINT: Final = "https://storage.googleapis.com"
+"""Cloud Storage's XML API request endpoint (https://cloud.google.com/storage/docs/interoperability)."""
+
+
+def gcs_bucket_problem(bucket: str) -> str | None:
+    """Why ``bucket`` breaks Cloud Storage's bucket name requirements, or None."""
+    if not re.fullmatch(_GCS_BUCKET_CHARS, bucket):
+        return "3-63 lowercase letters, digits, dashes, underscores or dots, beginning and ending with a letter or digit"
+    if re.fullmatch(_IP, bucket):
+        return "not formatted as an IP address"
+    if bucket.startswith("goog") or "google" in bucket or "g00gle" in bucket:
+        return "not starting with goog, not containing google"
+    return None
+
+
 def uri_problem(uri: str | None) -> str | None:
-    """Why an s3:// URI is unusable (bucket naming, key segments), or None.  Other schemes: see uri_rules."""
-    if uri is None or not uri.startswith("s3://"):
+    """Why an s3:// or gs:// URI is unusable (bucket naming, key segments), or None.  Other schemes: see uri_rules."""
+    if uri is None or not uri.startswith(SCHEMES):
         return None
     bucket, key = split_uri(uri)
+    if uri.startswith("gs://"):
+        why = gcs_bucket_problem(bucket)
+        if why is not None:
+            return f"bucket name {bucket!r} must be {why} (Cloud Storage bucket naming rules)"
+        return key_problem(key)
     why = bucket_problem(bucket)
     if why is not None:
         return f"bucket name {bucket!r} must be {why} (AWS bucket naming rules)"
@@ -98,7 +131,12 @@ _CEL_BUCKET = (
     " && !self.uri.matches('^s3://(xn--|sthree-|amzn-s3-demo-)')"
     " && !self.uri.matches('^s3://[^/]*(-s3alias|--ol-s3|[.]mrap|--x-s3|--table-s3)(/|$)')"
 )
-_CEL_KEY = "!self.uri.matches('^s3://[^/]+/(.*/)?[.][.]?(/|$)') && !self.uri.matches('^s3://[^/]+/(.*/)?/')"
+_CEL_KEY = "!self.uri.matches('^(s3|gs)://[^/]+/(.*/)?[.][.]?(/|$)') && !self.uri.matches('^(s3|gs)://[^/]+/(.*/)?/')"
+_CEL_GCS_BUCKET = (
+    "self.uri.matches('^gs://" + _GCS_BUCKET_CHARS + "(/|$)')"
+    " && !self.uri.matches('^gs://" + _IP + "(/|$)')"
+    " && !self.uri.matches('^gs://goog') && !self.uri.matches('^gs://[^/]*(google|g00gle)')"
+)
 
 
 def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, ...]:
@@ -108,10 +146,17 @@ def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, .
     rules = [
         Rule(
             name="object-uri-scheme",
-            cel="!has(self.uri) || self.uri.startsWith('s3://')",
-            message=f"{field}: only s3:// URIs are supported (AWS S3, or MinIO/Ceph and other S3 APIs through spec.storage.objectStore.endpoint); gs:// and az:// are not supported yet: copy the files to an S3 bucket or onto a volume",
+            cel="!has(self.uri) || self.uri.startsWith('s3://') || self.uri.startsWith('gs://')",
+            message=f"{field}: only s3:// (AWS S3, or MinIO/Ceph and other S3 APIs through spec.storage.objectStore.endpoint) and gs:// (Google Cloud Storage, with an HMAC key) URIs are supported; az:// is not supported yet: copy the files to an S3 or GCS bucket or onto a volume",
             field_path=".uri",
-            check=lambda m: m.uri is None or m.uri.startswith("s3://"),
+            check=lambda m: m.uri is None or m.uri.startswith(SCHEMES),
+        ),
+        Rule(
+            name="object-uri-gcs-bucket",
+            cel="!has(self.uri) || !self.uri.startsWith('gs://') || (" + _CEL_GCS_BUCKET + ")",
+            message=f"{field}: the bucket name must follow Cloud Storage's bucket naming rules: 3-63 lowercase letters, digits, dashes, underscores or dots, beginning and ending with a letter or digit, not an IP address, not starting with goog, not containing google",
+            field_path=".uri",
+            check=lambda m: m.uri is None or not m.uri.startswith("gs://") or gcs_bucket_problem(split_uri(m.uri)[0]) is None,
         ),
         Rule(
             name="object-uri-bucket",
@@ -125,7 +170,7 @@ def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, .
             cel="!has(self.uri) || " + _CEL_KEY,
             message=f"{field}: the key must not hold '.', '..' or empty ('//') segments (objects are staged to local files under their key)",
             field_path=".uri",
-            check=lambda m: m.uri is None or not m.uri.startswith("s3://") or key_problem(split_uri(m.uri)[1]) is None,
+            check=lambda m: m.uri is None or not m.uri.startswith(SCHEMES) or key_problem(split_uri(m.uri)[1]) is None,
         ),
     ]
     if prefix_example is not None:

@@ -55,7 +55,7 @@ class RunPolicySpec(ApiModel):
     ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=INT32_MAX, json_schema_extra={"format": "int32"})] | None = None
     """Delete the finished PyTorchJob or MPIJob (not the FineTuneJob, not the outputs) after this many seconds. A TrainJob has no such field (Trainer v2.3's TrainJob CRD): it stays until its FineTuneJob is deleted."""
     termination_grace_period_seconds: Annotated[int, Field(ge=30, le=86400)] = 300
-    """The training pods' terminationGracePeriodSeconds. On SIGTERM (preemption, node drain, suspend) the trainer finishes the current step and writes a checkpoint within this time, so a restart loses no progress; raise it for models whose checkpoint takes longer to write. Spot/preemptible nodes may give less notice than this."""
+    """The training pods' terminationGracePeriodSeconds. On SIGTERM (preemption, node drain, suspend) the trainer finishes the current step and writes a checkpoint within this time, so a restart loses no progress; raise it for models whose checkpoint takes longer to write. The last 15 s are kept for the run record; with spec.storage.outputs.uri the checkpoint gets about half of the rest and its upload the remainder (docs/object-storage.md). Spot/preemptible nodes may give less notice than this."""
 
 
 class ImagePullSecret(ApiModel):

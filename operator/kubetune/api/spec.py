@@ -116,10 +116,34 @@ def _field_value(spec: Any, camel_field: str) -> Any:
 
 
 def uses_object_store(spec: Any) -> list[str]:
-    """Every s3:// URI of the spec (model, datasets, evaluation datasets, outputs)."""
+    """Every s3:// or gs:// URI of the spec (model, datasets, evaluation datasets, outputs)."""
     held_out = spec.evaluation.datasets if spec.evaluation is not None and spec.evaluation.datasets else []
     uris = [spec.model.uri, *(d.uri for d in [*spec.datasets, *held_out]), spec.storage.outputs.uri]
     return [u for u in uris if u is not None]
+
+
+def _any_uri(scheme: str) -> str:
+    """CEL: some uri of the spec starts with ``scheme``."""
+    one = f"has(d.uri) && d.uri.startsWith('{scheme}')"
+    return (
+        f"(has(self.model.uri) && self.model.uri.startsWith('{scheme}'))"
+        f" || self.datasets.exists(d, {one})"
+        f" || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, {one}))"
+        f" || (has(self.storage.outputs.uri) && self.storage.outputs.uri.startsWith('{scheme}'))"
+    )
+
+
+def url_datasets(spec: Any) -> list[str]:
+    """Every url of the spec's datasets and evaluation datasets."""
+    held_out = spec.evaluation.datasets if spec.evaluation is not None and spec.evaluation.datasets else []
+    return [d.url for d in [*spec.datasets, *held_out] if d.url is not None]
+
+
+_CA_ONLY_CEL = "!has(self.storage.objectStore.endpoint) && !has(self.storage.objectStore.region) && !has(self.storage.objectStore.credentialsSecretRef)"
+
+
+def _ca_only(store: Any) -> bool:
+    return store.endpoint is None and store.region is None and store.credentials_secret_ref is None
 
 
 def _immutable_rule(field: str) -> str:
@@ -360,11 +384,29 @@ class FineTuneJobSpec(RuledModel):
             or s.training.ppo.reward_model.from_job != s.model.from_job,
         ),
         Rule(
-            name="object-store-needs-uri",
-            cel="!has(self.storage.objectStore) || has(self.model.uri) || has(self.storage.outputs.uri) || self.datasets.exists(d, has(d.uri)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.uri)))",
-            message="spec.storage.objectStore configures s3:// access but no spec.model.uri, spec.datasets[].uri, spec.evaluation.datasets[].uri or spec.storage.outputs.uri uses it: remove it or add a uri",
+            name="object-uri-one-store",
+            cel="!(" + _any_uri("gs://") + ") || !(" + _any_uri("s3://") + ")",
+            message="spec: s3:// and gs:// URIs in one job: a job reaches one object store (spec.storage.objectStore); copy the files into one store",
+            field_path=".storage",
+            check=lambda s: len({u.split("://", 1)[0] for u in uses_object_store(s)}) <= 1,
+        ),
+        Rule(
+            name="gcs-needs-hmac-key",
+            cel="!(" + _any_uri("gs://") + ") || (has(self.storage.objectStore) && has(self.storage.objectStore.credentialsSecretRef))",
+            message="spec.storage.objectStore.credentialsSecretRef: gs:// URIs are read through Cloud Storage's S3-compatible XML API, which takes an HMAC key: "
+            "create one for a service account and give its access id and secret in a Secret (keys AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY by default); "
+            "GKE Workload Identity cannot sign these requests",
             field_path=".storage.objectStore",
-            check=lambda s: s.storage.object_store is None or bool(uses_object_store(s)),
+            check=lambda s: not any(u.startswith("gs://") for u in uses_object_store(s))
+            or (s.storage.object_store is not None and s.storage.object_store.credentials_secret_ref is not None),
+        ),
+        Rule(
+            name="object-store-needs-uri",
+            cel="!has(self.storage.objectStore) || has(self.model.uri) || has(self.storage.outputs.uri) || self.datasets.exists(d, has(d.uri)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.uri)))"
+            " || (" + _CA_ONLY_CEL + " && (self.datasets.exists(d, has(d.url)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.url)))))",
+            message="spec.storage.objectStore configures s3:// or gs:// access but no spec.model.uri, spec.datasets[].uri, spec.evaluation.datasets[].uri or spec.storage.outputs.uri uses it: remove it or add a uri (with only url datasets, objectStore may hold caBundle alone, the CA their https:// servers are verified against)",
+            field_path=".storage.objectStore",
+            check=lambda s: s.storage.object_store is None or bool(uses_object_store(s)) or (_ca_only(s.storage.object_store) and bool(url_datasets(s))),
         ),
         Rule(
             name="serve-not-from-bucket-model",

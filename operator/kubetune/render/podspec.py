@@ -16,6 +16,8 @@ from typing import Any, Final
 
 from kubetune.api import FineTuneJob, SecretKeyRef, VolumeSpec
 from kubetune.api import contract
+from kubetune.api.objectstore import GCS_ENDPOINT
+from kubetune.api.spec import uses_object_store
 from kubetune.api.contract import (
     ENV_CONFIG_DIR,
     ENV_DATASETS_DIR,
@@ -127,10 +129,16 @@ def object_store_env(plan: Plan) -> list[dict[str, Any]]:
     if store is None:
         return []
     env: list[dict[str, Any]] = []
-    if store.endpoint is not None:
-        env.append(_env(contract.ENV_S3_ENDPOINT, store.endpoint))
-    if store.region is not None:
-        env.append(_env(contract.ENV_S3_REGION, store.region))
+    # gs://: Cloud Storage's XML API, which takes S3 requests signed with an HMAC key
+    # (https://cloud.google.com/storage/docs/interoperability); region "auto" for the V4 signature
+    # unless the spec names one.  An explicit endpoint still wins (a test server, a proxy).
+    gcs = any(u.startswith("gs://") for u in uses_object_store(plan.job.spec))
+    endpoint = store.endpoint if store.endpoint is not None else (GCS_ENDPOINT if gcs else None)
+    region = store.region if store.region is not None else ("auto" if gcs else None)
+    if endpoint is not None:
+        env.append(_env(contract.ENV_S3_ENDPOINT, endpoint))
+    if region is not None:
+        env.append(_env(contract.ENV_S3_REGION, region))
     creds = store.credentials_secret_ref
     if creds is not None:
         env.append(_secret_env(contract.ENV_S3_ACCESS_KEY_ID, SecretKeyRef(name=creds.name, key=creds.access_key_id_key)))

@@ -23,8 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,6 @@ EVAL_FAILED_MARKER = ".kubetune-eval-data-failed"
 """Problems of spec.evaluation.datasets: they fail the evaluation, never the training."""
 MAX_REPORTED = 10
 """Problems listed in one failure message; the count of the rest is given."""
-URL_TIMEOUT = 60.0
 ENV_WAIT_TIMEOUT = "KUBETUNE_DATA_TIMEOUT"
 
 
@@ -145,22 +142,15 @@ def _records_of(files: Iterable[Path]) -> Iterator[Any]:
         yield from reader(f)
 
 
-def _url_records(url: str, scratch: Path) -> Iterator[Any]:
-    """Download to a scratch file first (so a dropped connection never looks like short data)."""
-    scratch.mkdir(parents=True, exist_ok=True)
+def _url_records(spec: DatasetSpec, env: Mapping[str, str], scratch: Path) -> Iterator[Any]:
+    """Download to a scratch file first, checked (size, sha256) before it is read (kubetune.trainer.download)."""
+    from . import download  # noqa: PLC0415
+
+    url = str(spec.url)
     suffix = ".jsonl" if url.split("?")[0].endswith(".jsonl") else ".json"
-    target = scratch / f".download{suffix}"
+    target = scratch / f"download{suffix}"
     try:
-        try:
-            with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as resp, open(target, "wb") as out:  # noqa: S310 - http(s) only (API pattern)
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-        except urllib.error.HTTPError as exc:
-            if exc.code >= 500 or exc.code == 429:
-                raise Retryable(f"{url}: server answered {exc.code}; try again later") from None
-            raise DataError(f"{url}: server answered {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise Retryable(f"{url}: download failed: {exc}") from None
+        download.fetch(url, target, env, sha256=spec.sha256)
         yield from _json_records(target, label=url)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -184,7 +174,7 @@ def _remote_records(spec: DatasetSpec, env: Mapping[str, str], scratch: Path) ->
         return _hub_records(spec, env)
     if spec.uri:
         return _object_records(spec.uri, env, scratch)
-    return _url_records(str(spec.url), scratch)
+    return _url_records(spec, env, scratch)
 
 
 def _hub_records(spec: DatasetSpec, env: Mapping[str, str]) -> Iterator[Any]:

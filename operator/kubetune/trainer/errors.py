@@ -33,6 +33,9 @@ class Retryable(TrainerError):
     """Preemption, a lost peer, a rendezvous/NCCL failure: restart and resume."""
 
     exit_code = contract.EXIT_RETRYABLE
+    stopped_at: float | None = None
+    """time.monotonic() when the SIGTERM arrived, for a stop: what is left of the pod's grace
+    period is counted from it (kubetune.trainer.launch.stop_budgets)."""
 
 
 class StorageError(TrainerError):

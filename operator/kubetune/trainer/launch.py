@@ -70,6 +70,26 @@ def stop_grace(env: Mapping[str, str]) -> float:
     except ValueError:
         return TERM_GRACE_SECONDS
 
+
+def stop_budgets(env: Mapping[str, str], *, uploading: bool) -> tuple[float, float]:
+    """(seconds the training child gets to save its stop checkpoint, seconds after the SIGTERM by
+    which everything before the run record must be done).
+
+    The renderer sets KUBETUNE_STOP_GRACE_SECONDS to W = terminationGracePeriodSeconds - 15
+    (kubetune.render.podspec.environment, contract.STOP_GRACE_MARGIN_SECONDS): the last 15 s of
+    the grace period belong to the run record and the final progress report (push.TIMEOUT_S + 1).
+    Without spec.storage.outputs.uri the child gets all of W.  With it, the stop checkpoint must
+    also reach the bucket (kubetune.trainer.objectstore.CheckpointUploader.stop) before W ends,
+    so the child gets C = max(5, (W - KILL_AFTER_TERM_SECONDS) / 2): a child still running after
+    C gets SIGTERM, and SIGKILL KILL_AFTER_TERM_SECONDS later, so it is gone by C + 10 <= W - C
+    (for W >= 20), and the final upload has at least W - C - 10 s, and all of what the
+    checkpoint did not use: its deadline is SIGTERM + W, counted from the signal, not from the
+    child's end.  Default grace 300 s: W = 285, C = 137.5, the upload gets >= 137.5 s."""
+    window = stop_grace(env)
+    if not uploading:
+        return window, window
+    return max(5.0, (window - KILL_AFTER_TERM_SECONDS) / 2), window
+
 class Child:
     """One training child in its own session; a SIGTERM becomes a checkpoint, then a stop.
 
@@ -91,6 +111,8 @@ class Child:
 
             self.env[ENV_STOP_FILE] = str(stop_file)
         self.terminated = False
+        self.stopped_at: float | None = None
+        self.aborted = False
         self.tail = b""
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -98,6 +120,25 @@ class Child:
         if self.terminated:
             return
         self.terminated = True
+        self.stopped_at = time.monotonic()
+        self._request_stop()
+
+    def abort(self) -> None:
+        """Stop the training as a SIGTERM would (a checkpoint at the end of the current step, then
+        exit), from any thread, because something else failed for good (a permanent upload error:
+        kubetune.trainer.objectstore.CheckpointUploader).  The caller raises that failure."""
+        if self.terminated or self.aborted:
+            return
+        self.aborted = True
+        self._request_stop()
+
+    def _watch(self, abort: threading.Event) -> None:
+        while self._proc is not None and self._proc.poll() is None:
+            if abort.wait(0.5):
+                self.abort()
+                return
+
+    def _request_stop(self) -> None:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
@@ -133,8 +174,9 @@ class Child:
         if not self._wait(KILL_AFTER_TERM_SECONDS):
             self._signal(signal.SIGKILL)
 
-    def run(self) -> None:
-        """Run to the end; raise the classified TrainerError unless it exits 0."""
+    def run(self, abort: threading.Event | None = None) -> None:
+        """Run to the end; raise the classified TrainerError unless it exits 0.  ``abort``, once
+        set, stops the training as :meth:`abort` does."""
         in_main = threading.current_thread() is threading.main_thread()
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
         try:
@@ -150,6 +192,8 @@ class Child:
             raise ConfigError(f"cannot start {self.argv[0]!r}: not installed in this image") from None
         for s in previous:
             signal.signal(s, self._forward)
+        if abort is not None:
+            threading.Thread(target=self._watch, args=(abort,), name="kubetune-abort-watch", daemon=True).start()
         try:
             assert self._proc.stdout is not None
             fd = self._proc.stdout.fileno()
@@ -161,6 +205,10 @@ class Child:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         if self.terminated:
-            raise Retryable("received SIGTERM (preemption or deletion): stopped training; a restart resumes from the newest checkpoint")
+            err = Retryable("received SIGTERM (preemption or deletion): stopped training; a restart resumes from the newest checkpoint")
+            err.stopped_at = self.stopped_at
+            raise err
+        if self.aborted:
+            raise Retryable("training stopped at the caller's request")  # the caller raises the reason instead
         if code != 0:
             raise classify(code, self.tail.decode("utf-8", "replace"))

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -19,7 +20,7 @@ from typing import Any
 
 from kubetune.api import contract
 
-from . import config, console, data, distenv, evaluate, export, features, fingerprint, model, objectstore, opcheck, push, record, stagecheck, train
+from . import config, console, data, distenv, evaluate, export, features, fingerprint, launch, model, objectstore, opcheck, push, record, stagecheck, train
 from .fsutil import write_text_atomic
 from .errors import ConfigError, Retryable, TrainerError
 from .progress import ProgressSink, StdoutProgressSink
@@ -147,12 +148,25 @@ def _train_uploading(
     )
     uploader.start()
     try:
-        out = train.run(cfg, dist, train_env, sink)
-    except TrainerError:
-        with contextlib.suppress(TrainerError, OSError):
-            uploader.stop()  # the training's own failure is the one to report
+        out = train.run(cfg, dist, train_env, sink, abort=uploader.failed)
+    except TrainerError as exc:
+        if uploader.error is not None:
+            raise uploader.error from None  # a permanent upload failure stopped the training: that is the reason
+        deadline = None
+        if isinstance(exc, Retryable) and exc.stopped_at is not None:
+            # Stopped by a SIGTERM: the final upload of the stop checkpoint must end within the
+            # pod's grace period, before the run record's margin (launch.stop_budgets).
+            deadline = exc.stopped_at + launch.stop_budgets(env, uploading=True)[1]
+        try:
+            swept = uploader.stop(deadline=deadline)
+            if swept:
+                print(f"kubetune trainer: uploaded {', '.join(swept)} to {prefix} before stopping", file=sys.stderr, flush=True)
+        except (TrainerError, OSError) as upload_exc:  # the training's own failure is the one to report
+            print(f"kubetune trainer: final checkpoint upload: {upload_exc}", file=sys.stderr, flush=True)
         raise
     out["uploadedCheckpoints"] = sorted({*uploader.stop()})
+    if uploader.retries:
+        out["uploadRetries"] = uploader.retries
     return out
 
 
@@ -170,8 +184,11 @@ def _mark_complete(cfg: config.JobConfig, env: Mapping[str, str], code: int, mes
     try:
         with stage("complete", uri=prefix):
             objectstore.mark_complete(prefix, cfg.output_dir, env)
-    except TrainerError as exc:
-        code, message = exc.exit_code, str(exc)
+    except (TrainerError, OSError) as exc:
+        # mark_complete turns a local I/O error into a classified StorageError; any OSError that
+        # still gets here (the stage line's console write) must not end in a traceback either.
+        err = exc if isinstance(exc, TrainerError) else objectstore.local_failure(prefix, exc, doing="writing the completion marker")
+        code, message = err.exit_code, str(err)
         with contextlib.suppress(OSError, TrainerError):
             record.write(cfg, image=env.get("KUBETUNE_IMAGE"), started_at=started, exit_code=code, message=message, facts=facts)
     return code, message
@@ -230,7 +247,9 @@ def _evaluate_stage(cfg: config.JobConfig, env: Mapping[str, str], facts: dict[s
 def _stop(signum: int, _frame: FrameType | None) -> None:
     """SIGTERM (or an MPI rank's SIGUSR1) outside the training (while fetching data, waiting
     for rank 0, exporting): stop with the retryable code, like a preempted training."""
-    raise Retryable(f"received signal {signum} (preemption or deletion)")
+    err = Retryable(f"received signal {signum} (preemption or deletion)")
+    err.stopped_at = time.monotonic()
+    raise err
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,12 +27,15 @@ keys are permanent.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -50,7 +53,21 @@ ETAGS_FILE: Final = ".kubetune-etags.json"
 """Beside a staged model: the ETag of every object, so a restart downloads only what changed."""
 SKIP_OUTPUTS: Final = (contract.DATA_SUBDIR, ".torch_extensions")
 """Folders of the outputs volume that are working state, not results (never uploaded)."""
-_RETRYABLE_CODES: Final = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500", "RequestTimeTooSkewed"})
+_RETRYABLE_CODES: Final = frozenset(
+    {
+        # botocore's standard retry mode (botocore/retries/standard.py @1.44.18): transient codes
+        # (TransientRetryableChecker, :463-467) and the throttling codes S3 sends (SlowDown,
+        # ThrottledRetryableChecker, :510-525), plus S3's own 5xx codes and a clock that drifted.
+        "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
+        "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "RequestLimitExceeded", "BandwidthLimitExceeded",
+        "InternalError", "ServiceUnavailable", "500", "502", "503", "504", "429", "RequestTimeTooSkewed",
+    }
+)
+"""Failures a later attempt can get past.  botocore already retried them (``mode: standard``,
+3 attempts, exponential backoff with jitter: ExponentialBackoff, standard.py:344-400); what
+reaches us outlived those attempts.  Also transient: HTTP status 429 (ThrottlingStatusCodeChecker,
+:549) and >= 500 (:469), and a lost connection (ConnectionError/HTTPClientError, :470-473: a
+reset is botocore's ConnectionClosedError, an HTTPClientError)."""
 _CODE_IN_TEXT: Final = re.compile(r"An error occurred \(([A-Za-z0-9]+)\)")
 
 
@@ -68,14 +85,23 @@ def client(env: Mapping[str, str]) -> Any:
         from botocore.config import Config  # noqa: PLC0415
     except ImportError:
         raise StorageError(
-            "s3:// URIs need boto3 in the trainer's environment (pip install 'kubetune[train]'); this image or venv does not have it"
+            "s3:// and gs:// URIs need boto3 in the trainer's environment (pip install 'kubetune[train]'); this image or venv does not have it"
         ) from None
 
     endpoint = env.get(contract.ENV_S3_ENDPOINT) or None
+    # Another store than AWS (MinIO, Ceph RGW, Cloud Storage's XML API): checksums only where the
+    # operation requires one.  botocore >= 1.36 adds a CRC checksum to every request that can
+    # carry one by default ("when_supported": botocore/config.py:253-268, configprovider.py:181-191
+    # @1.44.18) and s3transfer sets ChecksumAlgorithm on every upload_file unless the client says
+    # "when_required" (s3transfer/manager.py:557-562 @0.17.0); stores without the flexible-checksum
+    # headers refuse those uploads (Cloud Storage's XML API among them, per
+    # milvus-io/milvus-storage#480, boto/s3transfer#327: not verified against GCS here).
+    # kubetune uses no operation whose checksum is required (no DeleteObjects).
+    checksums = {"request_checksum_calculation": "when_required", "response_checksum_validation": "when_required"} if endpoint else {}
     kwargs: dict[str, Any] = {
         "endpoint_url": endpoint,
         "region_name": env.get(contract.ENV_S3_REGION) or None,
-        "config": Config(retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"} if endpoint else {}),
+        "config": Config(retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"} if endpoint else {}, **checksums),
     }
     key_id, secret = env.get(contract.ENV_S3_ACCESS_KEY_ID), env.get(contract.ENV_S3_SECRET_ACCESS_KEY)
     if key_id and secret:
@@ -139,7 +165,9 @@ def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str,
         hint = "the endpoint's TLS certificate is not trusted: give its CA in spec.storage.objectStore.caBundle"
         text = _scrub(f"{uri}: {doing} failed: {code}: {detail} ({hint})", env)
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if isinstance(response, dict) else 0
-    transient = code != "SSLError" and (code in _RETRYABLE_CODES or (isinstance(status, int) and status >= 500) or _is_connection_error(exc))
+    transient = code != "SSLError" and (
+        code in _RETRYABLE_CODES or (isinstance(status, int) and (status >= 500 or status == 429)) or _is_connection_error(exc)
+    )
     err: StorageError | DataError = DataError(text) if data and not transient else StorageError(text)
     if transient:
         err.exit_code = contract.EXIT_RETRYABLE
@@ -148,9 +176,25 @@ def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str,
 
 def _is_connection_error(exc: BaseException) -> bool:
     from botocore.exceptions import ConnectionError as BotoConnectionError  # noqa: PLC0415
-    from botocore.exceptions import ConnectionClosedError, ReadTimeoutError  # noqa: PLC0415
+    from botocore.exceptions import HTTPClientError  # noqa: PLC0415 - ConnectionClosedError, ReadTimeoutError
 
-    return isinstance(exc, (BotoConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectionError, TimeoutError))
+    return isinstance(exc, (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError))
+
+
+_PERMANENT_ERRNOS: Final = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG})
+
+
+def local_failure(uri: str, exc: OSError, *, doing: str) -> StorageError:
+    """A StorageError for a failure of the local side of a transfer: reading a file of the
+    outputs volume for an upload (EIO, ESTALE on NFS, a file removed under us), or writing a
+    download (ENOSPC).  Permission, read-only and full-disk errors are permanent (exit 2); the
+    others retryable (exit 130: the pod restarts; a run whose training completed does not train
+    again, see kubetune.trainer.main.already_trained)."""
+    where = f" {exc.filename}" if exc.filename else ""
+    err = StorageError(f"{uri}: {doing} failed on the local side:{where}: {exc.strerror or exc} (errno {exc.errno})")
+    if exc.errno not in _PERMANENT_ERRNOS:
+        err.exit_code = contract.EXIT_RETRYABLE
+    return err
 
 
 def _cloud_errors() -> tuple[type[BaseException], ...]:
@@ -168,6 +212,8 @@ def _guard(uri: str, env: Mapping[str, str], *, doing: str, data: bool = False) 
         yield
     except _cloud_errors() as exc:
         raise failure(uri, exc, env, doing=doing, data=data) from None
+    except OSError as exc:  # after the cloud errors: ConnectionError and TimeoutError are OSErrors too
+        raise local_failure(uri, exc, doing=doing) from None
 
 
 # --- listing and downloading ----------------------------------------------------------
@@ -232,7 +278,7 @@ def stage_dataset(uri: str, scratch: Path, env: Mapping[str, str], s3: Any | Non
         for i, obj in enumerate(objects):
             target = scratch / f"{i:06d}{Path(str(obj['Key'])).suffix}"
             _download(s3, bucket, str(obj["Key"]), target)
-            files.append((f"s3://{bucket}/{obj['Key']}", target))
+            files.append((f"{uri.split('://', 1)[0]}://{bucket}/{obj['Key']}", target))
         return files
 
 
@@ -299,9 +345,9 @@ def upload_folder(prefix_uri: str, folder: Path, env: Mapping[str, str], *, skip
     completion marker (the file list and sizes, plus ``marker``) last.  An existing marker is
     deleted first, so a re-upload is never marked complete while it is under way.  Returns the bytes sent."""
     bucket, prefix = split_uri(prefix_uri)
-    files = _files(folder, skip)
     sent = 0
     with _guard(prefix_uri, env, doing="uploading"):
+        files = _files(folder, skip)
         s3 = s3 or client(env)
         if marker is not None:
             s3.delete_object(Bucket=bucket, Key=prefix + MARKER)
@@ -334,8 +380,8 @@ def _already_there(uri: str, folder: Path, env: Mapping[str, str], s3: Any, mark
     the marker first (:func:`upload_folder`), leaving the job nothing to resume from while the
     upload runs, exactly when a preemption is likely."""
     bucket, prefix = split_uri(uri)
-    want = {relative: path.stat().st_size for relative, path in _files(folder)}
     with _guard(uri, env, doing="uploading"):
+        want = {relative: path.stat().st_size for relative, path in _files(folder)}
         there = _read_marker(s3, bucket, prefix + MARKER)
         if there is None or there.get("files") != want or any(there.get(k) != v for k, v in marker.items()):
             return False
@@ -437,8 +483,8 @@ def _not_results(output_dir: Path) -> tuple[str, ...]:
 def mark_complete(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, s3: Any | None = None) -> None:
     """The run record again (it was rewritten after the results upload), then the job's marker, last."""
     bucket, prefix = split_uri(prefix_uri)
-    files = _files(output_dir, _not_results(output_dir))
     with _guard(prefix_uri, env, doing="writing the completion marker"):
+        files = _files(output_dir, _not_results(output_dir))
         s3 = s3 or client(env)
         record = output_dir / contract.RUN_RECORD_FILE
         if record.is_file():
@@ -454,10 +500,44 @@ def clear_marker(prefix_uri: str, env: Mapping[str, str], s3: Any | None = None)
         (s3 or client(env)).delete_object(Bucket=bucket, Key=prefix + MARKER)
 
 
+_FIXES: Final = {
+    "InvalidAccessKeyId": "correct the access key id in the Secret of spec.storage.objectStore.credentialsSecretRef",
+    "SignatureDoesNotMatch": "correct the secret access key in the Secret of spec.storage.objectStore.credentialsSecretRef",
+    "NoSuchBucket": "create bucket {bucket!r}, or correct the bucket name in spec.storage.outputs.uri",
+    "AccessDenied": "allow s3:PutObject, s3:DeleteObject, s3:GetObject and s3:ListBucket on bucket {bucket!r} for these credentials "
+    "(bucket policy or IAM role; spec.serviceAccountName for workload identity)",
+    "403": "allow s3:PutObject, s3:DeleteObject, s3:GetObject and s3:ListBucket on bucket {bucket!r} for these credentials",
+    "NoCredentialsError": "set spec.storage.objectStore.credentialsSecretRef, or workload identity through spec.serviceAccountName",
+}
+
+UPLOAD_BACKOFF_MAX_S: Final = 120.0
+"""Longest wait between two tries of a checkpoint upload that failed transiently during training."""
+
+
+def permanent_upload_failure(prefix_uri: str, exc: StorageError) -> StorageError:
+    """The error a permanent checkpoint-upload failure during training ends the job with: names
+    spec.storage.outputs.uri, the bucket and the fix; keeps the exit code (2)."""
+    bucket, _ = split_uri(prefix_uri)
+    code = next((c for c in _FIXES if f"failed: {c}:" in str(exc)), None)
+    fix = _FIXES[code].format(bucket=bucket) if code else f"check spec.storage.outputs.uri (bucket {bucket!r}) and spec.storage.objectStore"
+    err = StorageError(
+        f"spec.storage.outputs.uri: uploading a checkpoint during training failed for good, so training was stopped "
+        f"(its stop checkpoint stays on the outputs volume): {exc}; fix: {fix}"
+    )
+    err.exit_code = exc.exit_code
+    return err
+
+
 class CheckpointUploader:
     """Rank 0, during training: uploads each complete checkpoint once its files stopped changing
     between two looks (transformers writes a checkpoint's files one after the other), each with its
-    marker last.  ``sweep`` does a final pass after training (or after a preemption stop)."""
+    marker last.  ``stop`` does a final pass after training (or after a preemption stop).
+
+    A transient failure (throttling, 5xx, a lost connection that outlived botocore's own retries)
+    is tried again at the next look, after a backoff doubling from ``interval`` up to
+    UPLOAD_BACKOFF_MAX_S.  A permanent one (wrong keys, no bucket, a denied write) would fail
+    every later upload the same way: the uploader stops, keeps the error and sets ``failed``,
+    which stops the training at once (kubetune.trainer.launch.Child.run's abort)."""
 
     def __init__(
         self, prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, needs_optimizer: bool, interval: float = 5.0, config_hash: str | None = None
@@ -466,6 +546,10 @@ class CheckpointUploader:
         self.needs_optimizer, self.interval = needs_optimizer, interval
         self.uploaded: dict[str, str] = {}
         self.error: StorageError | None = None
+        self.failed = threading.Event()
+        """Set when a permanent failure ended the uploads (``error`` says which)."""
+        self.retries = 0
+        """Transient failures met during training (each tried again after a backoff)."""
         self._seen: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -498,30 +582,124 @@ class CheckpointUploader:
         return done
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        wait, failures = self.interval, 0
+        while not self._stop.wait(wait):
             try:
                 self.poll()
+                wait, failures = self.interval, 0
             except StorageError as exc:
-                if exc.exit_code == contract.EXIT_RETRYABLE:
-                    continue  # a lost connection, throttling, a 5xx: the checkpoint is not marked uploaded, so the next look tries again
-                self.error = exc  # denied, wrong keys, no bucket: every later upload would fail the same way
-                return
+                if exc.exit_code != contract.EXIT_RETRYABLE:
+                    # Denied, wrong keys, no bucket: every later upload would fail the same way.
+                    self.error = permanent_upload_failure(self.prefix_uri, exc)
+                    self.failed.set()
+                    return
+                # A lost connection, throttling, a 5xx: the checkpoint is not marked uploaded, so a
+                # later look tries again, after a backoff (SlowDown asks for fewer requests).
+                failures += 1
+                self.retries += 1
+                wait = min(self.interval * 2**failures, UPLOAD_BACKOFF_MAX_S)
+                print(f"kubetune trainer: checkpoint upload failed, trying again in {wait:.0f}s: {exc}", file=sys.stderr, flush=True)
             except OSError:
-                continue
+                continue  # the volume changed under the look (a checkpoint rotated away): look again
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="kubetune-checkpoint-upload", daemon=True)
         self._thread.start()
 
-    def stop(self, *, sweep: bool = True) -> list[str]:
+    def stop(self, *, sweep: bool = True, deadline: float | None = None) -> list[str]:
         """Stop the background uploads; with ``sweep``, upload what is complete now.  Raises the
         permanent StorageError the background uploads met, or the sweep's own failure (a transient
-        one met during training was retried by the next look, and again by the sweep)."""
+        one met during training was retried by the next look, and again by the sweep).
+
+        ``deadline`` (time.monotonic()) bounds the whole stop, after a SIGTERM: the pod is killed at
+        the end of its grace period (kubetune.trainer.launch.stop_budgets).  An upload still under
+        way then is left to its daemon thread (it dies with the process); its checkpoint has no
+        marker in the bucket, so it is never resumed from, and a retryable StorageError says so."""
         self._stop.set()
+        if deadline is None:
+            if self._thread is not None:
+                self._thread.join()
+            if self.error is not None:
+                raise self.error
+            return self.poll(final=True) if sweep else []
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         if self.error is not None:
             raise self.error
-        return self.poll(final=True) if sweep else []
+        if not sweep:
+            return []
+        result: list[list[str]] = []
+        failure: list[BaseException] = []
+
+        def sweep_once() -> None:
+            try:
+                result.append(self.poll(final=True))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                failure.append(exc)
+
+        budget = deadline - time.monotonic()
+        if self._thread is None or not self._thread.is_alive():
+            worker = threading.Thread(target=sweep_once, name="kubetune-final-upload", daemon=True)
+            worker.start()
+            worker.join(max(0.0, budget))
+            if failure:
+                raise failure[0]
+            if result:
+                return result[0]
+        err = StorageError(
+            f"{self.prefix_uri}: the final checkpoint upload did not finish within its {max(0.0, budget):.0f}s left of the pod's "
+            "grace period; that checkpoint has no completion marker in the bucket (it stays on the outputs volume); "
+            "raise spec.runPolicy.terminationGracePeriodSeconds to give it more time"
+        )
+        err.exit_code = contract.EXIT_RETRYABLE
+        raise err
 
 
+# --- reading a finished job's results back (kubetune serve --local / plot on a bucket URI) ----
+
+
+def shell_env(uri: str, endpoint: str | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """The client environment for a command run in a user's shell: the keys from the shell (AWS_*
+    or ~/.aws, boto3's default chain), the endpoint from ``endpoint`` (the spec's
+    objectStore.endpoint), else for gs:// Cloud Storage's XML API with region auto."""
+    from kubetune.api.objectstore import GCS_ENDPOINT  # noqa: PLC0415
+
+    env = dict(environ)
+    if endpoint:
+        env[contract.ENV_S3_ENDPOINT] = endpoint
+    elif uri.startswith("gs://"):
+        env[contract.ENV_S3_ENDPOINT] = GCS_ENDPOINT
+        env.setdefault(contract.ENV_S3_REGION, "auto")
+    return env
+
+
+def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, only: tuple[str, ...] | None = None, s3: Any | None = None) -> list[str]:
+    """Copy a job's results (``<outputs.uri><namespace>/<job>/``) into ``dest``: every file its
+    completion marker lists (the results, never the checkpoints), or just ``only``.  A job without
+    the marker has not succeeded, or its upload is under way: StorageError, nothing used.  Files
+    already in ``dest`` with the listed size are not fetched again.  Returns the files fetched."""
+    if not prefix_uri.endswith("/"):
+        prefix_uri += "/"
+    bucket, prefix = split_uri(prefix_uri)
+    fetched: list[str] = []
+    with _guard(prefix_uri, env, doing="downloading the job's results"):
+        s3 = s3 or client(env)
+        marker = _read_marker(s3, bucket, prefix + MARKER)
+        if marker is None or not isinstance(marker.get("files"), dict):
+            raise StorageError(
+                f"{prefix_uri}: no {MARKER} here: the job has not succeeded, its upload is under way, or this is not "
+                "<spec.storage.outputs.uri><namespace>/<job>/; use the job's outputs volume, or wait for the job to succeed"
+            )
+        files = {str(k): int(v) for k, v in marker["files"].items()}
+        for relative, size in sorted(files.items()):
+            if only is not None and relative not in only:
+                continue
+            try:
+                target = _local_path(dest, relative)
+            except ValueError as exc:
+                raise StorageError(f"{prefix_uri}: {exc}") from None
+            if target.is_file() and target.stat().st_size == size:
+                continue
+            _download(s3, bucket, prefix + relative, target)
+            fetched.append(relative)
+    return fetched

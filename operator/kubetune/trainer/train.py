@@ -28,6 +28,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,7 +41,7 @@ from kubetune.api import contract, yamldump
 from . import checkpoints, distenv, metrics
 from .config import JobConfig
 from .errors import Retryable, TrainerError
-from .launch import Child, classify, stop_grace
+from .launch import Child, classify, stop_budgets
 from .progress import TRAINER_LOG, LogFollower, ProgressSink
 
 
@@ -184,7 +185,9 @@ def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
     try:
         worker.run(args)
     except worker.StopRequested as stop:
-        raise Retryable(f"received SIGTERM (preemption or deletion): {stop}; a restart resumes from it") from None
+        err = Retryable(f"received SIGTERM (preemption or deletion): {stop}; a restart resumes from it")
+        err.stopped_at = time.monotonic()  # the signal came earlier, at most the stop grace: a later bound than the kubelet's
+        raise err from None
     except TrainerError:
         raise
     except SystemExit as exc:
@@ -197,8 +200,11 @@ def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
             signal.signal(sig, handler)
 
 
-def run(cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink: ProgressSink | None) -> dict[str, Any]:
-    """Train to the end; returns facts for the stage line and the run record."""
+def run(
+    cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink: ProgressSink | None, *, abort: threading.Event | None = None
+) -> dict[str, Any]:
+    """Train to the end; returns facts for the stage line and the run record.  ``abort``, once set,
+    stops the training child as a SIGTERM would (not the in-process MPIJob shape)."""
     args, resume = effective_args(cfg)
     args.update(metrics.train_args(env))  # tokens/s and peak memory for the metrics (rank 0 serves them)
     env = metrics.child_env(env)
@@ -213,7 +219,8 @@ def run(cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink
             args_file = write_args(args, env)
             try:
                 argv, argv_env = command(cfg, dist, args_file, env)
-                Child(argv, argv_env, stop_file=args_file.parent / "stop", stop_grace=stop_grace(env)).run()
+                grace, _ = stop_budgets(env, uploading=cfg.job.spec.storage.outputs.uri is not None)
+                Child(argv, argv_env, stop_file=args_file.parent / "stop", stop_grace=grace).run(abort)
             finally:
                 shutil.rmtree(args_file.parent, ignore_errors=True)
     finally:

@@ -1,0 +1,165 @@
+"""spec.datasets[].url against real HTTP and HTTPS servers on loopback (python's http.server in a
+thread; the HTTPS one with a certificate of a private CA, given the way spec.storage.objectStore.caBundle
+reaches the pod): the file is verified (Content-Length, sha256) before it is used, never left
+half-written, and each failure is the error a user can act on."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kt_s3 import private_ca
+from kubetune.api import DatasetSpec, contract
+from kubetune.trainer import data, download
+from kubetune.trainer.errors import DataError, Retryable
+
+CHATS = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}]
+BODY = "".join(json.dumps(c) + "\n" for c in CHATS).encode()
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Files from the folder; /denied/* answers 403, /short/* promises more bytes than it sends,
+    /downgrade/* redirects to a plain http:// address."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.startswith("/denied/"):
+            self.send_error(403, "Forbidden")
+        elif self.path.startswith("/short/"):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(BODY) + 100))
+            self.end_headers()
+            self.wfile.write(BODY)
+            self.close_connection = True
+        elif self.path.startswith("/flaky/"):
+            self._flaky()
+        elif self.path.startswith("/downgrade/"):
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:9/chat.jsonl")
+            self.end_headers()
+        else:
+            super().do_GET()
+
+
+    ranges: list[str | None] = []
+    """The Range header of every /flaky/ request."""
+
+    def _flaky(self) -> None:
+        """The first answer stops halfway (the connection drops); later ones honour Range/If-Range."""
+        _Handler.ranges.append(self.headers.get("Range"))
+        whole, half = BIG, len(BIG) // 2
+        asked = self.headers.get("Range", "")
+        if asked.startswith("bytes=") and self.headers.get("If-Range") == '"v1"':
+            start = int(asked[len("bytes="):].rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(whole) - 1}/{len(whole)}")
+            self.send_header("Content-Length", str(len(whole) - start))
+            self.send_header("ETag", '"v1"')
+            self.end_headers()
+            self.wfile.write(whole[start:])
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(whole)))
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+        self.wfile.write(whole[:half])
+        self.close_connection = True
+
+
+BIG = BODY * 2000
+
+
+def _serve(root: Path, context: ssl.SSLContext | None) -> tuple[http.server.ThreadingHTTPServer, str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(root)))
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"{'https' if context else 'http'}://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """(http base, https base, CA bundle): one plain and one TLS server on the same folder."""
+    root = tmp_path_factory.mktemp("www")
+    (root / "chat.jsonl").write_bytes(BODY)
+    ca, cert, key = private_ca(tmp_path_factory.mktemp("pki"))
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    plain, plain_url = _serve(root, None)
+    secure, secure_url = _serve(root, tls)
+    yield plain_url, secure_url, ca
+    plain.shutdown()
+    secure.shutdown()
+
+
+def test_an_https_file_of_a_private_ca_is_downloaded_verified_and_renamed_into_place(tmp_path: Path, sites: tuple[str, str, str]) -> None:
+    _, https, ca = sites
+    env = {contract.ENV_S3_CA_BUNDLE: ca}  # what spec.storage.objectStore.caBundle renders
+    target = tmp_path / "d" / "chat.jsonl"
+    got = download.fetch(f"{https}/chat.jsonl", target, env, sha256=hashlib.sha256(BODY).hexdigest())
+    assert got == {"bytes": len(BODY), "sha256": hashlib.sha256(BODY).hexdigest()}
+    assert target.read_bytes() == BODY and sorted(p.name for p in target.parent.iterdir()) == ["chat.jsonl"]
+    # The data stage's reader, with the spec's sha256: records come from the verified file.
+    spec = DatasetSpec.model_validate({"name": "web", "url": f"{https}/chat.jsonl", "sha256": hashlib.sha256(BODY).hexdigest()})
+    assert list(data._remote_records(spec, env, tmp_path / "scratch")) == CHATS  # noqa: SLF001
+    assert not (tmp_path / "scratch").exists()
+
+
+def test_a_file_whose_digest_differs_is_refused_and_leaves_nothing(tmp_path: Path, sites: tuple[str, str, str]) -> None:
+    http_url, _, _ = sites
+    target = tmp_path / "chat.jsonl"
+    with pytest.raises(DataError, match=r"SHA-256 of the downloaded file is [0-9a-f]{64}, spec.datasets\[\].sha256 says 0{64}") as err:
+        download.fetch(f"{http_url}/chat.jsonl", target, {}, sha256="0" * 64)
+    assert err.value.exit_code == contract.EXIT_DATA
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_untrusted_certificate_is_a_data_error_naming_the_ca_bundle_not_a_retry(tmp_path: Path, sites: tuple[str, str, str]) -> None:
+    """It used to be Retryable (exit 130): the pod restarted backoffLimit times against a
+    certificate that can never verify."""
+    _, https, _ = sites
+    with pytest.raises(DataError, match=r"TLS certificate is not trusted .*give its CA in spec.storage.objectStore.caBundle") as err:
+        download.fetch(f"{https}/chat.jsonl", tmp_path / "chat.jsonl", {})
+    assert err.value.exit_code == contract.EXIT_DATA
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_and_denied_files_name_the_field_and_the_fix(tmp_path: Path, sites: tuple[str, str, str]) -> None:
+    http_url, https, ca = sites
+    with pytest.raises(DataError, match=r"server answered 404 .*no such file: check spec.datasets\[\].url"):
+        download.fetch(f"{http_url}/nope.jsonl", tmp_path / "a.jsonl", {})
+    with pytest.raises(DataError, match=r"server answered 403 .*without credentials: make the file public, or keep it in a bucket \(spec.datasets\[\].uri\)"):
+        download.fetch(f"{https}/denied/chat.jsonl", tmp_path / "a.jsonl", {contract.ENV_S3_CA_BUNDLE: ca})
+    with pytest.raises(DataError, match=r"redirects to plain http .*refused"):
+        download.fetch(f"{https}/downgrade/chat.jsonl", tmp_path / "a.jsonl", {contract.ENV_S3_CA_BUNDLE: ca})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_cut_short_is_retryable_and_never_short_data(tmp_path: Path, sites: tuple[str, str, str]) -> None:
+    """The body ends before Content-Length: http.client reports it, or we count it; either way
+    the restart downloads again, and no file is there to be read as a complete dataset."""
+    http_url, _, _ = sites
+    with pytest.raises(Retryable) as err:
+        download.fetch(f"{http_url}/short/chat.jsonl", tmp_path / "chat.jsonl", {})
+    assert err.value.exit_code == contract.EXIT_RETRYABLE
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_cut_midway_resumes_where_it_stopped_and_is_verified_whole(tmp_path: Path, sites: tuple[str, str, str]) -> None:
+    http_url, _, _ = sites
+    _Handler.ranges.clear()
+    target = tmp_path / "chat.jsonl"
+    got = download.fetch(f"{http_url}/flaky/chat.jsonl", target, {}, sha256=hashlib.sha256(BIG).hexdigest())
+    assert target.read_bytes() == BIG and got["bytes"] == len(BIG)
+    assert _Handler.ranges == [None, f"bytes={len(BIG) // 2}-"]  # the second request asked only for the rest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.jsonl"]
