@@ -73,19 +73,22 @@ class Connection:
     """When the credentials expire (epoch seconds; an exec plugin's ``status.expirationTimestamp``)."""
     loaded_at: float = 0.0
     """When they were loaded (epoch seconds): refresh a fifth of their lifetime early, at most 60 s."""
+    clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
+    """What ``expires_at`` and ``loaded_at`` are compared with (epoch seconds); kept by :meth:`refreshed`.
+    Tests pass a clock they move forward instead of sleeping until a token expires."""
 
     def stale(self, now: float | None = None) -> bool:
         """Whether the credentials expire soon enough to reload them before the next call."""
         if self.expires_at is None:
             return False
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         early = min(REFRESH_EARLY_S, max(self.expires_at - self.loaded_at, 0.0) / 5)
         return now >= self.expires_at - early
 
     def refreshed(self) -> Connection:
         """The same connection with credentials loaded again (blocking: may run an exec plugin)."""
         if self.kubeconfig:
-            return _connection_from(self.kubeconfig.split(os.pathsep))
+            return _connection_from(self.kubeconfig.split(os.pathsep), self.clock)
         return self  # a static token or client certificate; a token file is re-read by Kube itself
 
     @property
@@ -99,7 +102,7 @@ REFRESH_EARLY_S = 60.0
 reloads only once expired; a margin keeps requests from failing on clock skew)."""
 
 
-def load_connection(kubeconfig: str | None = None) -> Connection:
+def load_connection(kubeconfig: str | None = None, *, clock: Callable[[], float] = time.time) -> Connection:
     """The kubeconfig's credentials, else (in a pod, the kubeconfig empty) the in-cluster ServiceAccount's.
 
     Which files, and how they merge, is kubectl's rule (``kubeconfig.load_kubeconfig``: ``kubeconfig``
@@ -120,11 +123,11 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
         host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         host = f"[{host}]" if ":" in host else host
         namespace = open(SA_NAMESPACE, encoding="utf-8").read().strip() if os.path.exists(SA_NAMESPACE) else None
-        return Connection(server=f"https://{host}:{port}", token_file=SA_TOKEN, ca_path=SA_CA, default_namespace=namespace)
-    return _connection_from(files)
+        return Connection(server=f"https://{host}:{port}", token_file=SA_TOKEN, ca_path=SA_CA, default_namespace=namespace, clock=clock)
+    return _connection_from(files, clock)
 
 
-def _connection_from(files: list[str]) -> Connection:
+def _connection_from(files: list[str], clock: Callable[[], float] = time.time) -> Connection:
     """Credentials of the current context of ``files`` merged (also how ``Connection.refreshed`` reloads)."""
     from kubernetes import client
     from kubernetes.config import kube_config as _kube_config  # lazy: reads files and env, heavy import
@@ -133,7 +136,7 @@ def _connection_from(files: list[str]) -> Connection:
     # kubernetes client releases, and strict mypy must pass with any of them.
     kube_config: Any = _kube_config
 
-    loaded_at = time.time()
+    loaded_at = clock()
     merged = read_kubeconfig(files)
     if not merged.files:
         raise KubeconfigError(f"no kubeconfig found (looked for {os.pathsep.join(files)}; set KUBECONFIG or run inside a cluster)")
@@ -170,6 +173,7 @@ def _connection_from(files: list[str]) -> Connection:
         kubeconfig=os.pathsep.join(files),
         expires_at=expiry.timestamp() if expiry is not None else None,
         loaded_at=loaded_at,
+        clock=clock,
     )
 
 
