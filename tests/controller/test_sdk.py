@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from kt_time import ForwardClock, scaled
 
 from conftest import EVENTS, FTJ, PTJ, ROOT, eventually, example_job, training_started
 from emulator import Cluster
@@ -282,7 +283,7 @@ async def test_an_async_watch_cancelled_by_a_timeout_raises_the_timeout_and_stop
     seen: list[str] = []
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(1.5):
-            async for update in client.watch("qwen-lora", events=True, events_interval=1.0, timeout=120):
+            async for update in client.watch("qwen-lora", events=True, events_interval=1.0, timeout=scaled(120)):
                 seen.append(update.kind)
     assert seen and seen[0] == "status"
     # The worker stops at its next look (each watch window here is 1 s), not when the 120 s run out.
@@ -379,7 +380,6 @@ async def test_expiring_credentials_are_reloaded_before_expiry_and_once_after_a_
     """The transport's rule (kubetune.terminal.Client.open), seen through the SDK: exec-plugin tokens
     (tests/controller/exec_plugin.py) that expire or are revoked during a long wait."""
     from emulator import Tokens
-    from kt_time import ForwardClock
     from test_credentials import issued_tokens, write_kubeconfig
 
     from kubetune.controller import kube

@@ -86,7 +86,7 @@ def test_worker_sigterm_asks_the_rank_to_stop_and_waits_for_it(tmp_path: Path) -
     proc, signals, log = _start_worker(tmp_path, "obeys", "30")
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0, log.read_text()
+    assert proc.wait(timeout=scaled(30)) == 0, log.read_text()
     out = log.read_text()
     assert signals.read_text().split() == [str(int(signal.SIGUSR1))]  # a stop request, never a SIGTERM
     assert "asking 1 rank(s) here for a stop checkpoint" in out
@@ -97,7 +97,7 @@ def test_worker_stops_sshd_when_the_grace_is_over(tmp_path: Path) -> None:
     proc, signals, log = _start_worker(tmp_path, "ignores", "1")
     proc.send_signal(signal.SIGTERM)
     try:
-        assert proc.wait(timeout=30) == 0, log.read_text()
+        assert proc.wait(timeout=scaled(30)) == 0, log.read_text()
     finally:
         _stop_rank(signals)
     out = log.read_text()
@@ -108,10 +108,10 @@ def test_worker_stops_sshd_when_the_grace_is_over(tmp_path: Path) -> None:
 def test_worker_passes_on_sshds_own_failure(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "kubetune.trainer.mpiworker", sys.executable, "-c", "import sys; sys.exit(255)"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True, text=True, timeout=scaled(30),
     )
     assert proc.returncode == 255 and "sshd exited with 255" in proc.stderr
-    missing = subprocess.run([sys.executable, "-m", "kubetune.trainer.mpiworker", str(tmp_path / "no-sshd")], capture_output=True, text=True, timeout=30)
+    missing = subprocess.run([sys.executable, "-m", "kubetune.trainer.mpiworker", str(tmp_path / "no-sshd")], capture_output=True, text=True, timeout=scaled(30))
     assert missing.returncode == contract.EXIT_CONFIG and "cannot start" in missing.stderr
 
 
@@ -154,7 +154,7 @@ def test_launcher_sigterm_becomes_a_stop_request_then_a_kill_after_the_grace(
     proc = subprocess.Popen([sys.executable, "-m", "kubetune.trainer.mpilaunch", "mpirun", str(log), mode], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(log)
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
+    out, _ = proc.communicate(timeout=scaled(30))
     assert log.read_text().split() == expected, out
     assert proc.returncode == code, out
     assert "asking every rank for a stop checkpoint" in out

@@ -138,7 +138,7 @@ def test_sigterm_writes_a_checkpoint_and_the_restart_resumes_only_the_same_confi
     try:
         _wait_for_step(first_log, proc, 3)
         proc.send_signal(signal.SIGTERM)  # what the kubelet sends on preemption or drain
-        code = proc.wait(timeout=120)
+        code = proc.wait(timeout=scaled(120))
     finally:
         if proc.poll() is None:
             proc.kill()
