@@ -7,8 +7,9 @@
 * Every pytest-timeout limit is multiplied by ``KUBETUNE_TEST_TIME_FACTOR`` (tests/support/kt_time.py).
 * ``tiny_assets``: the tiny random Qwen2 model, tokenizer and dataset, built once per session for
   every directory (tests/trainer, tests/localrun), in a child process (~10 s).
-* ``torch_extensions``: DeepSpeed's compiled CPU ops (1-3 min to build), kept in ``.cache/`` of the
-  repository (gitignored) across tests and runs; ``KUBETUNE_TEST_TORCH_EXTENSIONS`` points elsewhere.
+* ``torch_extensions``: DeepSpeed's compiled CPU ops (1-3 min to build, built once by the fixture
+  itself), kept in ``.cache/`` of the repository (gitignored) across tests and runs;
+  ``KUBETUNE_TEST_TORCH_EXTENSIONS`` points elsewhere.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import time_factor
+from kt_time import scaled, time_factor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,11 +114,24 @@ def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(scope="session")
-def torch_extensions() -> Path:
+def torch_extensions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One DeepSpeed op cache, kept across sessions: the first DeepSpeed test of a fresh clone pays
     the compile, later runs reuse it (torch.utils.cpp_extension rebuilds when the sources or flags
-    change, so a stale cache is not a risk)."""
+    change, so a stale cache is not a risk).
+
+    The op a CPU training loads (deepspeed/comm/torch.py ``build_shm_op``: the CPU accelerator's
+    ShareMemCommBuilder, "deepspeed_shm_comm" @ deepspeed 0.18.4) is built here, before any test
+    gets the folder, with the environment the trainings get (trainerlib.isolated_env): a test that
+    copies the cache (test_mpi_ssh.py, for its unprivileged user) then copies a built op instead of
+    an empty folder and compiling it a second time. Two xdist workers asking at once: torch's lock
+    file in the op's folder lets one build and the other wait."""
+    from trainerlib import isolated_env
+
     reuse = os.environ.get("KUBETUNE_TEST_TORCH_EXTENSIONS")
     path = Path(reuse) if reuse else REPO / ".cache" / "torch_extensions"
     path.mkdir(parents=True, exist_ok=True)
+    code = "from deepspeed.accelerator import get_accelerator; get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
+    env = isolated_env(tmp_path_factory.mktemp("torch-extensions-build"), extensions=path)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=scaled(600))
+    assert done.returncode == 0, f"building DeepSpeed's CPU op into {path} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
     return path

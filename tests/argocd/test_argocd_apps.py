@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 import yaml
 
 from kubetune.api import load_documents
@@ -66,7 +67,7 @@ def test_operator_app_values_pass_the_chart_schema(tmp_path: Path) -> None:
     proc = subprocess.run(
         # Argo CD renders Helm charts with --include-crds (unless the Application sets skipCrds).
         [str(HELM), "template", "kubetune", str(ROOT / "charts" / "kubetune"), "-n", "kubetune-system", "-f", str(vf), "--include-crds"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True, text=True, timeout=scaled(120), check=False,
     )
     assert proc.returncode == 0, proc.stderr
     kinds = [d["kind"] for d in load_documents(proc.stdout)]

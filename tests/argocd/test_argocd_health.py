@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 import yaml
 
 from kubetune.api import FineTuneJobStatus
@@ -42,7 +43,7 @@ def to_lua(value: Any) -> str:
 def run_check(check: Path, obj: dict[str, Any], tmp_path: Path) -> tuple[str, str]:
     obj_file = tmp_path / "object.lua"
     obj_file.write_text("return " + to_lua(obj) + "\n", encoding="utf-8")
-    proc = subprocess.run([LUA or "lua5.1", str(HARNESS), str(check), str(obj_file)], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([LUA or "lua5.1", str(HARNESS), str(check), str(obj_file)], capture_output=True, text=True, timeout=scaled(30))
     assert proc.returncode == 0, proc.stderr
     status, message = proc.stdout.split("\n", 1)
     return status, message.rstrip("\n")

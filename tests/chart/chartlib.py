@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 import yaml
 
 from kubetune.api import load_documents
@@ -32,7 +33,7 @@ needs_helm = pytest.mark.skipif(
 
 
 def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=scaled(120), check=False)
 
 
 def template(*extra: str, values: Path | None = None) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 import yaml
 
 from chartlib import CHART, GENERATED_CRD, HELM, ROOT, needs_helm
@@ -33,7 +34,7 @@ pytestmark = [
 
 
 def run(served: ServedCluster, tool: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(tool), *args], capture_output=True, text=True, timeout=120, env=served.env(), check=False)
+    proc = subprocess.run([str(tool), *args], capture_output=True, text=True, timeout=scaled(120), env=served.env(), check=False)
     if ok:
         assert proc.returncode == 0, f"{tool.name} {' '.join(args)} failed:\n{proc.stderr}"
     return proc
@@ -189,11 +190,11 @@ def test_upgrade_from_the_chart_with_a_templated_crd(served: ServedCluster, tmp_
     old = tmp_path / "old"
     old.mkdir()
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", BEFORE_CRDS_FOLDER, "charts/kubetune"], capture_output=True, check=False, timeout=60
+        ["git", "-C", str(ROOT), "archive", BEFORE_CRDS_FOLDER, "charts/kubetune"], capture_output=True, check=False, timeout=scaled(60)
     )
     if archive.returncode != 0:
         pytest.skip(f"commit {BEFORE_CRDS_FOLDER} is not in this clone: {archive.stderr.decode()[:200]}")
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True, timeout=60)
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True, timeout=scaled(60))
     # That chart's own CRD is refused by a real API server (CEL on `default: {}`, issue 8), and so by
     # the emulator: whoever ran it had fixed the CRD by hand, as the issue's tester did. Stand in the
     # fixed CRD, keeping the old chart's templated CRD with its ownership and keep policy.

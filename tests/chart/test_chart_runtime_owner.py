@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 import yaml
 
 from chartlib import CHART, HELM, ROOT, needs_helm
@@ -37,7 +38,7 @@ pytestmark = [
 
 def run(served: ServedCluster, *argv: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     tool = {"helm": HELM, "kubectl": KUBECTL}[argv[0]]
-    proc = subprocess.run([str(tool), *argv[1:]], capture_output=True, text=True, timeout=120, env=served.env(), cwd=ROOT, check=False)
+    proc = subprocess.run([str(tool), *argv[1:]], capture_output=True, text=True, timeout=scaled(120), env=served.env(), cwd=ROOT, check=False)
     if ok:
         assert proc.returncode == 0, f"{' '.join(argv)} failed:\n{proc.stderr}"
     return proc

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 from chartlib import ROOT, load_yaml, needs_helm, one, template, CHART
+from kt_time import scaled
 
 BUILD = ROOT / "images" / "build.sh"
 REGISTRY = "registry.example.com/ml"
@@ -17,7 +18,7 @@ DEVEL, BASE, PY = "sha256:" + "1" * 64, "sha256:" + "2" * 64, "sha256:" + "3" * 
 
 
 def build(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(BUILD), *args], capture_output=True, text=True, timeout=30, check=False, env=env)
+    return subprocess.run(["bash", str(BUILD), *args], capture_output=True, text=True, timeout=scaled(30), check=False, env=env)
 
 
 def digests(tmp_path: Path, *, base: str = BASE) -> Path:

@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from kt_time import scaled
 
 from chartlib import HELM, ROOT, find, needs_helm
 from kubetune.api import load_documents
@@ -50,7 +51,7 @@ def test_images_come_before_the_install() -> None:
 
 def notes(*extra: str) -> str:
     proc = subprocess.run([str(HELM), "install", "kubetune", str(ROOT / "charts" / "kubetune"), "-n", "kubetune-system", "--dry-run=client", *extra],
-                          capture_output=True, text=True, timeout=60, check=True, env={**os.environ, "KUBECONFIG": "/nonexistent"})
+                          capture_output=True, text=True, timeout=scaled(60), check=True, env={**os.environ, "KUBECONFIG": "/nonexistent"})
     return proc.stdout[proc.stdout.index("NOTES:") :]
 
 
@@ -75,7 +76,7 @@ def test_the_operator_on_your_machine_runs_as_the_charts_service_account(tmp_pat
     # the chart objects it applies: the ServiceAccount the token is created for, and its grants
     [templ] = [c for c in lines if c.startswith("helm template")]
     argv = templ.split("|")[0].split()
-    rendered = subprocess.run([str(HELM), *argv[1:]], capture_output=True, text=True, timeout=60, check=True, cwd=ROOT).stdout
+    rendered = subprocess.run([str(HELM), *argv[1:]], capture_output=True, text=True, timeout=scaled(60), check=True, cwd=ROOT).stdout
     objects = [d for d in load_documents(rendered) if d]
     [sa] = find(objects, "ServiceAccount")
     [binding] = find(objects, "ClusterRoleBinding")
@@ -108,7 +109,7 @@ def test_the_operator_on_your_machine_runs_as_the_charts_service_account(tmp_pat
     end = next(i for i, c in enumerate(lines) if "use-context" in c)
     script = "set -euo pipefail\n" + "\n".join(lines[start : end + 1]) + "\n"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(source)}
-    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=scaled(60), check=False)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "token-requests").read_text().split() == ["create", "token", sa["metadata"]["name"], "-n", "kubetune-system", "--duration=12h"]
 
@@ -140,7 +141,7 @@ def test_the_helm_install_works_after_trying_the_operator_on_your_machine(tmp_pa
         # the emulator takes JSON only, and `kubectl create namespace` sends protobuf: the same namespace, applied
         lines = [re.sub(r"^kubectl create namespace (\S+)$", r"kubectl create namespace \1 --dry-run=client -o json | kubectl apply --server-side -f -", c) for c in [*trial_lines, *moving_on]]
         script = "set -euo pipefail\n" + "\n".join(lines).replace("REGISTRY", "registry.example.com/ml") + "\n"
-        proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
+        proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=scaled(180), check=False)
         assert proc.returncode == 0, proc.stderr[-2000:]
         [sa] = served.objects("v1", "serviceaccounts", "kubetune-system")
         assert sa["metadata"]["annotations"]["meta.helm.sh/release-name"] == "kubetune"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from kt_time import scaled
 import yaml
 
 from kubetune.cli import main
@@ -195,7 +196,7 @@ def test_cli_import_stays_light() -> None:
     heavy = ["torch", "transformers", "llamafactory", "kopf", "kubernetes"]
     code = f"import sys, kubetune.cli; print([m for m in {heavy!r} if m in sys.modules])"
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=scaled(60), check=True)
     assert result.stdout.strip() == "[]"
 
 
@@ -205,7 +206,7 @@ def test_cli_render_does_not_import_heavy_modules() -> None:
         f"rc = main(['render', {str(LORA)!r}]); "
         "print('HEAVY', [m for m in ('torch', 'transformers', 'llamafactory', 'kopf', 'kubernetes') if m in sys.modules], file=sys.stderr)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(60))
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stderr
 
@@ -240,7 +241,7 @@ def test_validate_with_llamafactory_prints_only_the_verdict() -> None:
         [sys.executable, "-m", "kubetune", "validate", str(qlora)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr

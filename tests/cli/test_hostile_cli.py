@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kt_time import scaled
 import yaml
 from kt_hostile import alias_bomb
 
@@ -51,7 +52,7 @@ def run_process(*argv: str) -> tuple[subprocess.CompletedProcess[str], float]:
         [sys.executable, "-m", "kubetune", *argv],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=scaled(120),
         preexec_fn=_cap_memory,  # noqa: PLW1509 - only sets an rlimit
         env={**os.environ, "PYTHONPATH": str(REPO / "operator")},
     )

@@ -51,6 +51,7 @@ import copy
 import datetime
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -313,11 +314,13 @@ class AuthAttempt:
 class Tokens:
     """A token authenticator: static tokens, plus tokens an issuer (the tests' exec plugin) logs
     as JSON lines ``{"token": ..., "expires": <epoch seconds>}`` in ``issued`` (an OIDC issuer
-    or a token webhook in a real cluster).  Unknown and expired tokens are refused."""
+    or a token webhook in a real cluster).  Unknown and expired tokens are refused; ``clock`` (epoch
+    seconds) is the server's clock, a test's ``TestClock`` to expire tokens without waiting."""
 
-    def __init__(self, static: tuple[str, ...] = (), issued: str | None = None) -> None:
+    def __init__(self, static: tuple[str, ...] = (), issued: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self.static = set(static)
         self.issued = issued
+        self.clock = clock
 
     def __call__(self, token: str | None) -> bool:
         if token is None:
@@ -333,7 +336,7 @@ class Tokens:
         for line in lines:
             entry = json.loads(line)
             if entry["token"] == token:
-                return bool(entry["expires"] > datetime.datetime.now(datetime.UTC).timestamp())
+                return bool(entry["expires"] > self.clock())
         return False
 
 

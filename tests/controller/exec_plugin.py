@@ -2,7 +2,8 @@
 
 Each run prints an ExecCredential (the apiVersion kubectl asked for in
 KUBERNETES_EXEC_INFO: client.authentication.k8s.io/v1 or v1beta1) with a new
-token that expires KT_TOKEN_TTL seconds from now, and logs the token with its
+token that expires KT_TOKEN_TTL seconds from now (now: moved forward by the
+offset in the file KT_CLOCK_OFFSET names, when set), and logs the token with its
 expiry in KT_ISSUED (JSON lines) so the emulated API server's authenticator
 (emulator.Tokens) knows it.  With KT_CLIENT_CERT set it returns a client
 certificate and key instead of a token.
@@ -21,7 +22,9 @@ def main() -> int:
     info = json.loads(os.environ.get("KUBERNETES_EXEC_INFO", "{}"))
     api_version = info.get("apiVersion", "client.authentication.k8s.io/v1")
     ttl = float(os.environ.get("KT_TOKEN_TTL", "3"))
-    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=ttl)
+    # The test's clock (kt_time.ForwardClock): the issuer shares the cluster's clock, which the test moves.
+    offset = float(open(os.environ["KT_CLOCK_OFFSET"], encoding="utf-8").read()) if os.environ.get("KT_CLOCK_OFFSET") else 0.0
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=ttl + offset)
     status: dict[str, str] = {"expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
     if os.environ.get("KT_CLIENT_CERT"):
         status["clientCertificateData"] = os.environ["KT_CLIENT_CERT"]

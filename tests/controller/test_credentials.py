@@ -10,6 +10,7 @@ otherwise, like a real server with an OIDC issuer or a token webhook.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from conftest import FTJ, PTJ, example_job, eventually
 from emulator import Cluster, Tokens
+from kt_time import ForwardClock
 
 from kubetune import terminal
 from kubetune.controller import kubeconfig
@@ -30,8 +32,12 @@ PLUGIN = Path(__file__).with_name("exec_plugin.py")
 NS = "team-a"
 
 
-def write_kubeconfig(tmp_path: Path, server: str, ttl: float, api_version: str = "client.authentication.k8s.io/v1") -> tuple[Path, Path]:
+def write_kubeconfig(
+    tmp_path: Path, server: str, ttl: float, api_version: str = "client.authentication.k8s.io/v1", clock: ForwardClock | None = None
+) -> tuple[Path, Path]:
+    """A kubeconfig whose exec plugin issues tokens of ``ttl`` seconds (by ``clock``, when given)."""
     issued = tmp_path / "issued.jsonl"
+    clock_env = [{"name": "KT_CLOCK_OFFSET", "value": str(clock.offset_file)}] if clock is not None and clock.offset_file else []
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -46,7 +52,7 @@ def write_kubeconfig(tmp_path: Path, server: str, ttl: float, api_version: str =
                         "apiVersion": api_version,
                         "command": sys.executable,
                         "args": [str(PLUGIN)],
-                        "env": [{"name": "KT_ISSUED", "value": str(issued)}, {"name": "KT_TOKEN_TTL", "value": str(ttl)}],
+                        "env": [{"name": "KT_ISSUED", "value": str(issued)}, {"name": "KT_TOKEN_TTL", "value": str(ttl)}, *clock_env],
                         "interactiveMode": "Never",
                     }
                 },
@@ -96,12 +102,15 @@ def test_exec_plugin_client_certificate_is_loaded(tmp_path: Path) -> None:
 
 
 async def test_client_reloads_before_expiry_and_after_a_401(cluster: Cluster, tmp_path: Path) -> None:
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=2)
-    cluster.authenticate = Tokens(issued=str(issued))
-    kube = Kube(await asyncio.to_thread(load_connection, str(path)))
+    ttl = 600
+    clock = ForwardClock(tmp_path / "clock")  # the server's, the issuer's and the client's: tokens expire without a wait
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
+    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    kube = Kube(await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock)))
     try:
         assert await configmaps(kube) == []
-        await asyncio.sleep(2.2)  # the first token has expired by now
+        clock.advance(ttl + 1)  # the first token has expired by now
+        assert not cluster.authenticate(issued_tokens(issued)[0])
         before, refreshes = len(issued_tokens(issued)), kube.refreshes
         results = await asyncio.gather(*(configmaps(kube) for _ in range(20)))
         assert results == [[]] * 20
@@ -148,11 +157,18 @@ async def test_static_token_refused_is_an_error_without_a_retry(cluster: Cluster
 async def test_operator_keeps_working_across_token_rotations(
     cluster: Cluster, operator: Any, config: OperatorConfig, tmp_path: Path
 ) -> None:
-    """Jobs are reconciled and get status across several expiries; kopf's own watch re-logs in."""
+    """Jobs are reconciled and get status across several expiries; kopf's own watch re-logs in.
+
+    The first expiry is real time: kopf compares ConnectionInfo.expiration with its own clock
+    (``datetime.datetime.now`` in Vault.expire/_expire, kopf/_cogs/structs/credentials.py:367,379
+    @ 1.45.2; nothing to inject) and logs in again before its next request. The later ones move the
+    server's and the operator's clock (ForwardClock) instead of waiting: kopf, whose clock says the
+    token is still good, sends it, gets a 401 and logs in again (the login handler reloads)."""
     ttl = 2.0
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl)
-    cluster.authenticate = Tokens(issued=str(issued))
-    connection = await asyncio.to_thread(load_connection, str(path))
+    clock = ForwardClock(tmp_path / "clock")
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
+    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    connection = await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock))
     await operator(OperatorConfig(**{**config.__dict__, "connection": connection}))
 
     rotations = 3
@@ -164,8 +180,11 @@ async def test_operator_keeps_working_across_token_rotations(
             lambda: ((cluster.read(*FTJ, NS, name) or {}).get("status") or {}).get("phase") == "Pending",
             what=f"the status of {name}",
         )
+        if i == 0:
+            await asyncio.sleep(ttl + 0.3)  # every token issued so far has expired, by kopf's clock too
+        elif i < rotations:
+            clock.advance(ttl + 0.3)  # every token issued so far has expired, by the server's clock
         if i < rotations:
-            await asyncio.sleep(ttl + 0.3)  # every token issued so far has expired
             await cluster.drop_watches()  # kopf must open its watch again, with a fresh token
 
     watches = [a for a in cluster.auth_log if a.watch]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 import yaml
 
 from kubetune.cli import _kubeconfig_namespace
@@ -58,7 +59,7 @@ def two_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Pa
 
 def kubectl_view() -> dict[str, Any]:
     """kubectl's own merge of $KUBECONFIG, reduced to the current context."""
-    out = subprocess.run([str(KUBECTL), "config", "view", "--minify", "--raw", "-o", "json"], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run([str(KUBECTL), "config", "view", "--minify", "--raw", "-o", "json"], capture_output=True, text=True, check=True, timeout=scaled(60))
     return dict(json.loads(out.stdout))
 
 
@@ -136,7 +137,7 @@ def test_a_users_relative_certificate_starts_at_the_users_file_not_the_clusters(
     b = write(tmp_path / "b" / "config", {"users": [{"name": "u", "user": {"client-certificate": "client.crt", "client-key": "client.key"}}]})
     monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(a), str(b)]))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    out = subprocess.run([str(KUBECTL), "config", "view", "--minify", "--raw", "--flatten", "-o", "json"], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run([str(KUBECTL), "config", "view", "--minify", "--raw", "--flatten", "-o", "json"], capture_output=True, text=True, check=True, timeout=scaled(60))
     view = json.loads(out.stdout)
     user = view["users"][0]["user"]
     kubectl_reads = (base64.b64decode(user["client-certificate-data"]).decode(), base64.b64decode(user["client-key-data"]).decode())

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 from conftest import FTJ, PTJ, example_job, eventually, uninstall_finetunejob_crd
 from emulator import Cluster
 
@@ -199,7 +200,7 @@ async def test_a_busy_port_is_one_error_line(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         cmd = [sys.executable, "-m", "kubetune", "operator", "--metrics-port", str(port), "--health-port", str(free_port())]
-        proc = subprocess.run(cmd, env={**__import__("os").environ, "KUBECONFIG": str(config)}, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(cmd, env={**__import__("os").environ, "KUBECONFIG": str(config)}, capture_output=True, text=True, timeout=scaled(60))
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"metrics port {port} is already in use" in lines[0], proc.stderr

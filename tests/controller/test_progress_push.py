@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 from conftest import FTJ, PTJ, ROOT, example_job, eventually, training_started
 from emulator import Cluster
 from emulator_auth import API_AUDIENCES, TokenAuthority
@@ -108,7 +109,7 @@ async def test_a_real_trainer_process_pushes_progress_to_status(
         contract.ENV_JOB: "qwen-lora",
     }
     proc = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False
+        subprocess.run, [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=scaled(60), check=False
     )
     assert proc.returncode == 0, proc.stderr
     assert "kubetune.progress " in proc.stdout  # the log line stays as it was

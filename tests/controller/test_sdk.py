@@ -6,6 +6,7 @@ The SDK is synchronous, so each call runs in a thread while the test's loop serv
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from kt_time import ForwardClock, scaled
 
 from conftest import EVENTS, FTJ, PTJ, ROOT, eventually, example_job, training_started
 from emulator import Cluster
@@ -281,7 +283,7 @@ async def test_an_async_watch_cancelled_by_a_timeout_raises_the_timeout_and_stop
     seen: list[str] = []
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(1.5):
-            async for update in client.watch("qwen-lora", events=True, events_interval=1.0, timeout=120):
+            async for update in client.watch("qwen-lora", events=True, events_interval=1.0, timeout=scaled(120)):
                 seen.append(update.kind)
     assert seen and seen[0] == "status"
     # The worker stops at its next look (each watch window here is 1 s), not when the 120 s run out.
@@ -372,18 +374,27 @@ async def test_wait_draws_a_progress_bar_when_asked(cluster: Cluster, tmp_path: 
     assert "done: 100%" in err and "40/40" in err and "Succeeded loss 1.0000" in err
 
 
-async def test_expiring_credentials_are_reloaded_before_expiry_and_once_after_a_401(cluster: Cluster, tmp_path: Path) -> None:
+async def test_expiring_credentials_are_reloaded_before_expiry_and_once_after_a_401(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The transport's rule (kubetune.terminal.Client.open), seen through the SDK: exec-plugin tokens
     (tests/controller/exec_plugin.py) that expire or are revoked during a long wait."""
     from emulator import Tokens
     from test_credentials import issued_tokens, write_kubeconfig
 
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=2)
-    cluster.authenticate = Tokens(issued=str(issued))
+    from kubetune.controller import kube
+
+    ttl = 600
+    clock = ForwardClock(tmp_path / "clock")  # the server's, the issuer's and the client's: tokens expire without a wait
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
+    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    # The SDK loads its credentials with kube.load_connection (terminal.Client.from_kubeconfig): on the test's clock.
+    monkeypatch.setattr(kube, "load_connection", functools.partial(kube.load_connection, clock=clock))
     await cluster.put_object(*FTJ, example_job("alpha", NS))
     client = await call(kubetune.Client, NS, str(path))
     assert (await call(client.get, "alpha")).name == "alpha"
-    await asyncio.sleep(2.2)  # expired: reloaded ahead of the call, nothing refused
+    clock.advance(ttl + 1)  # expired: reloaded ahead of the call, nothing refused
+    assert not cluster.authenticate(issued_tokens(issued)[0])
     assert (await call(client.get, "alpha")).name == "alpha"
     assert len(issued_tokens(issued)) == 2 and all(a.accepted for a in cluster.auth_log)
     issued.write_text("", encoding="utf-8")  # the issuer revokes every token: one 401, reload, retry

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 
 from conftest import example_job
 
@@ -169,7 +170,7 @@ def test_wait_survives_a_watch_stream_cut_mid_chunk(tmp_path: Path) -> None:
 
     with serve(handle) as url:
         client = kubetune.Client(kubeconfig=kubeconfig(tmp_path / "kc", url))
-        final = client.wait("qwen-lora", timeout=60)
+        final = client.wait("qwen-lora", timeout=scaled(60))
     assert final.status is not None and final.status.phase == "Succeeded"
     assert len(watches) == 2 and all("resourceVersion=10" in w for w in watches), "resumed from the last version seen"
 

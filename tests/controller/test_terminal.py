@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import os
 import pty
 import re
@@ -21,8 +22,10 @@ import pytest
 
 from conftest import EVENTS, FTJ, PODS, eventually, example_job
 from emulator import Cluster, Tokens
+from kt_time import ForwardClock
 from kubeflow import progress_line, start_pod
 
+from kubetune.controller.kube import load_connection
 from kubetune.terminal import Client, bar, jobs_path, pod_for_rank, sparkline, status_line
 
 KUBETUNE = [sys.executable, "-m", "kubetune"]
@@ -131,13 +134,17 @@ async def test_client_reloads_exec_plugin_credentials_before_expiry_and_after_a_
     """A `watch` runs for hours; EKS/GKE exec-plugin tokens last minutes (tests/controller/exec_plugin.py)."""
     from test_credentials import issued_tokens, write_kubeconfig
 
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=2)
-    cluster.authenticate = Tokens(issued=str(issued))
+    ttl = 600
+    clock = ForwardClock(tmp_path / "clock")  # the server's, the issuer's and the client's: tokens expire without a wait
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
+    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
     await add_job(cluster, "alpha", phase="Running")
-    client = await asyncio.to_thread(Client.from_kubeconfig, str(path))
+    # Client.from_kubeconfig(path) is Client(load_connection(path)); the clock is the test's.
+    client = Client(await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock)))
     path_ = jobs_path("team-a", "alpha")
     assert (await asyncio.to_thread(client.get, path_))["metadata"]["name"] == "alpha"
-    await asyncio.sleep(2.2)  # expired: reloaded ahead of the call, nothing refused
+    clock.advance(ttl + 1)  # expired: reloaded ahead of the call, nothing refused
+    assert not cluster.authenticate(issued_tokens(issued)[0])
     assert (await asyncio.to_thread(client.get, path_))["metadata"]["name"] == "alpha"
     assert len(issued_tokens(issued)) == 2 and all(a.accepted for a in cluster.auth_log)
     issued.write_text("", encoding="utf-8")  # the issuer revokes every token

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from kt_time import scaled
 
 from trainerlib import isolated_env
 
@@ -23,7 +24,7 @@ def test_demo_trains_merges_serves_and_answers_through_openai(tmp_path: Path) ->
         env=isolated_env(tmp_path / "env"),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=scaled(600),
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     merged = tmp_path / "demo" / "outputs" / "default" / "kubetune-demo" / "merged"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 import yaml
 
 from kubetune.api import EvaluationStatus, contract
@@ -50,7 +51,7 @@ def _run(tmp_path: Path, assets: TinyAssets, docs: list[dict[str, Any]]) -> tupl
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=scaled(900),
     )
     return result, time.monotonic() - started
 
@@ -170,12 +171,12 @@ def test_chat_takes_the_cli_demo_sampling_settings(tmp_path: Path, assets: TinyA
     started = time.monotonic()
     sampled = subprocess.run(
         [*base, "--temperature", "0.8", "--top-p", "0.9", "--max-new-tokens", "6", "--system", "You are terse."],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(300),
     )
     print(f"chat with sampling settings: {time.monotonic() - started:.1f} s")
     assert sampled.returncode == 0, sampled.stderr[-3000:]
     for bad, flag in ((["--top-p", "0"], "--top-p"), (["--temperature", "-1"], "--temperature"), (["--max-new-tokens", "0"], "--max-new-tokens")):
-        refused = subprocess.run([*base, *bad], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        refused = subprocess.run([*base, *bad], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(60))
         assert refused.returncode == 2 and flag in refused.stderr, refused.stderr
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 import yaml
 
 from kt_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
@@ -53,7 +54,7 @@ def test_run_local_reads_model_and_data_from_a_bucket_uploads_its_results_and_re
     models = tmp_path / "models"  # empty: the model comes from the bucket only
     result = subprocess.run(
         [*KUBETUNE, "run", "--local", "job.yaml", "--output", "out", "--models", str(models)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=280,
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(280),
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
@@ -88,7 +89,7 @@ def test_run_local_reads_model_and_data_from_a_bucket_uploads_its_results_and_re
     s3.delete_object(Bucket="tiny-runs", Key=f"{base}_KUBETUNE_COMPLETE")
     again = subprocess.run(
         [*KUBETUNE, "run", "--local", "job.yaml", "--output", "fresh", "--models", str(models)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=200,
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(200),
     )
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     fresh = tmp_path / "fresh" / "default" / "s3-lora"

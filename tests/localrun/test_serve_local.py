@@ -38,7 +38,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets) -
     job_file = root / "job.yaml"
     job_file.write_text(yaml.safe_dump(tiny_job("served-lora", assets, method="lora", max_steps=5)))
     args = ["run", "--local", str(job_file), "--output", str(root / "out"), "--datasets", str(assets.datasets_dir), "--models", str(assets.models_dir)]
-    done = subprocess.run(KUBETUNE + args, env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(KUBETUNE + args, env=env, cwd=root, capture_output=True, text=True, timeout=scaled(300))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return root / "out" / "default" / "served-lora", assets, env
 
@@ -74,7 +74,7 @@ def served(trained: tuple[Path, TinyAssets, dict[str, str]]) -> Iterator[Served]
 
 
 def _client(served: Served) -> openai.OpenAI:
-    return openai.OpenAI(base_url=served.base_url, api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=served.base_url, api_key="unused", max_retries=0, timeout=scaled(120))
 
 
 @pytest.mark.slow
@@ -161,7 +161,7 @@ def test_ask_works_without_the_openai_package(served: Served, monkeypatch: pytes
 def test_ctrl_c_stops_the_server_cleanly(served: Served) -> None:
     port = int(served.base_url.rsplit(":", 1)[1].split("/")[0])
     served.proc.send_signal(signal.SIGINT)
-    out, _ = served.proc.communicate(timeout=30)
+    out, _ = served.proc.communicate(timeout=scaled(30))
     assert served.proc.returncode == 0, out[-3000:]
     assert "server stopped" in out and "Traceback" not in out
     with pytest.raises(ConnectionRefusedError):  # nothing listens any more
@@ -198,13 +198,13 @@ def test_resolve_says_what_is_missing(tmp_path: Path) -> None:
 @pytest.mark.train
 def test_a_folder_that_is_no_model_is_refused_without_a_traceback(tmp_path: Path) -> None:
     env = isolated_env(tmp_path / "env")
-    done = subprocess.run(KUBETUNE + ["serve", "--local", "--model", str(tmp_path), "--template", "qwen", "--port", "0"], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(KUBETUNE + ["serve", "--local", "--model", str(tmp_path), "--template", "qwen", "--port", "0"], env=env, capture_output=True, text=True, timeout=scaled(120))
     assert done.returncode == 1 and f"kubetune serve: cannot load {tmp_path}" in done.stderr
     assert "Traceback" not in done.stderr
 
 
 def test_serve_without_local_is_a_usage_error(tmp_path: Path) -> None:
-    done = subprocess.run(KUBETUNE + ["serve", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(KUBETUNE + ["serve", str(tmp_path)], capture_output=True, text=True, timeout=scaled(60))
     assert done.returncode == 2 and "spec.serve" in done.stderr
 
 

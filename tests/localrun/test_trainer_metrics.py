@@ -54,7 +54,7 @@ def test_metrics_are_scraped_during_run_local(tmp_path: Path, tiny_assets: TinyA
                 break
             time.sleep(0.2)
     finally:
-        out = proc.communicate(timeout=300)[0]
+        out = proc.communicate(timeout=scaled(300))[0]
     assert proc.returncode == 0, out[-3000:]
     assert "kubetune_trainer_tokens_per_second" in seen, (sorted(seen), out[-2000:])
     labels, tokens_per_s = seen["kubetune_trainer_tokens_per_second"]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from kt_time import scaled
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -37,7 +38,7 @@ def check_bench(tmp_path: Path, device: str) -> None:
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench/gpu/bench.py"), "--tiny", "--device", device, "--out", str(out)],
-        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=scaled(600), env=env, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tok/s" in proc.stdout and "planner case" in proc.stdout

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 
 from kubetune.render import render
 from kt_upstream import require_upstream_crds
@@ -86,7 +87,7 @@ def test_render_is_the_same_bytes_in_processes_with_other_hash_seeds() -> None:
     outputs = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": path}
-        done = subprocess.run([sys.executable, "-c", RENDER_ALL], env=env, capture_output=True, timeout=60, check=False)
+        done = subprocess.run([sys.executable, "-c", RENDER_ALL], env=env, capture_output=True, timeout=scaled(60), check=False)
         assert done.returncode == 0, done.stderr.decode()[-2000:]
         outputs.append(done.stdout)
     assert outputs[0].count(b"\nkind: ") > 3 * len(EXAMPLES), "every example rendered"

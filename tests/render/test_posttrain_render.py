@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 import yaml
 
 from kubetune.api import FineTuneJob, contract, load_documents
@@ -182,7 +183,7 @@ def test_recipe_renders_both_jobs_the_second_on_the_first_jobs_merged_model() ->
     assert dpo.train_args["model_name_or_path"] == f"{Layout().outputs_dir}/default/qwen-sft/merged"
     assert dpo.train_args["stage"] == "dpo" and contract.EVAL_ARGS_FILE in sft.files
     # The CLI does the same for `kubetune render` of the file.
-    out = subprocess.run([sys.executable, "-m", "kubetune", "render", "-n", "ml", str(RECIPE)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "kubetune", "render", "-n", "ml", str(RECIPE)], capture_output=True, text=True, timeout=scaled(60))
     assert out.returncode == 0, out.stderr
     objs = list(yaml.safe_load_all(out.stdout))
     trains = [yaml.safe_load(o["data"]["train.yaml"]) for o in objs if o and o["kind"] == "ConfigMap"]

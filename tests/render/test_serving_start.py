@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 from renderlib import JobBuilder
 
 from kubetune.render.serving import render_serving
@@ -95,7 +96,7 @@ def _run(tmp_path: Path, *, with_init: bool) -> subprocess.CompletedProcess[str]
     probe_dir.mkdir()
     (probe_dir / "probe.py").write_text(PROBE)
     script = _sandbox_script(root, passwd, probe_dir, empty_dirs, init["command"] if with_init else [], [os.path.realpath(sys.executable), "/probe/probe.py"], env)
-    return subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", script], capture_output=True, text=True, timeout=scaled(120), check=False)
 
 
 def _can_sandbox() -> bool:

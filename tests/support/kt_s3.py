@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 
 ADMIN_ACTIONS = 3  # CreateUser, PutUserPolicy, CreateAccessKey
 
@@ -52,7 +53,7 @@ class S3Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while True:
             try:
                 context = __import__("ssl").create_default_context(cafile=self.ca_bundle) if self.ca_bundle else None
@@ -109,7 +110,7 @@ class S3Server:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=scaled(10))
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

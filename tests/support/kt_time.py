@@ -11,6 +11,8 @@ multiplied by it. docs/CONTRIBUTING.md says the same.
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 ENV = "KUBETUNE_TEST_TIME_FACTOR"
 
@@ -29,3 +31,27 @@ def time_factor() -> float:
 def scaled(seconds: float) -> float:
     """A convergence deadline of ``seconds`` on an idle CI machine, scaled by KUBETUNE_TEST_TIME_FACTOR."""
     return seconds * time_factor()
+
+
+class ForwardClock:
+    """Wall-clock time (epoch seconds) that a test moves forward instead of sleeping: pass it where
+    the code under test takes a clock (kubetune.controller.kube.load_connection's ``clock``, the
+    emulator's ``Tokens``), then ``advance`` past an expiry.  A process that shares it (the tests'
+    exec plugin, the token issuer) reads the offset from ``offset_file``.  Code that reads its own
+    clock (kopf's credentials vault) still sees real time."""
+
+    def __init__(self, offset_file: Path | None = None) -> None:
+        self.offset = 0.0
+        self.offset_file = offset_file
+        self._write()
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+        self._write()
+
+    def _write(self) -> None:
+        if self.offset_file is not None:
+            self.offset_file.write_text(repr(self.offset), encoding="utf-8")

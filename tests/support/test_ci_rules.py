@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from kt_time import scaled
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +31,7 @@ def run_pytest(tmp_path: Path, files: list[str], ci: bool) -> subprocess.Complet
         env["CI"] = "true"
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider", "-q", "-rs", *files],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=scaled(60),
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 
 from kubetune.api import contract
 from kubetune.trainer import config, data
@@ -156,7 +157,7 @@ def test_bad_records_fail_with_dataset_record_and_field_and_leave_nothing_half_w
 def test_entrypoint_exits_with_the_data_code_and_a_failed_stage_line(tmp_path: Path, tiny_assets: TinyAssets, web: tuple[str, Path]) -> None:
     bad_chats = [{"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]}]
     pod = _setup(tmp_path, tiny_assets, web, QA, bad_chats)
-    result = run_trainer(pod.env, timeout=120)
+    result = run_trainer(pod.env, timeout=scaled(120))
     assert result.returncode == contract.EXIT_DATA, result.stderr[-2000:]
     failed = [s for s in stage_lines(result.stdout) if s["event"] == "failed"]
     assert failed and failed[0]["stage"] == "data" and "unknown role 'robot'" in failed[0]["message"]

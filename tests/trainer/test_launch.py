@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kt_time import scaled
 
 from kubetune.api import contract
 from kubetune.trainer.errors import Retryable, TrainerError
@@ -100,7 +101,7 @@ def test_sigterm_while_waiting_for_rank_0_exits_retryable(tmp_path: Path, tiny_a
     first = proc.stdout.readline()  # the data stage has started: the worker now waits for rank 0
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=scaled(30))
     out = first + out
     assert proc.returncode == contract.EXIT_RETRYABLE, err
     assert [(s["stage"], s["event"]) for s in stage_lines(out)] == [("data", "start"), ("data", "failed")]

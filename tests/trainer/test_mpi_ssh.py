@@ -191,7 +191,7 @@ def mpi_cluster() -> Iterator[Cluster]:
         for proc in cluster.procs:
             if proc.poll() is None:
                 proc.kill()  # the unprivileged sshd child then loses nothing but the test's port
-                proc.wait(timeout=10)
+                proc.wait(timeout=scaled(10))
         subprocess.run(["pkill", "-KILL", "-u", USER], check=False)
         shutil.rmtree(work, ignore_errors=True)
 
@@ -280,7 +280,7 @@ def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster
             proc.send_signal(signal.SIGTERM)
             worker_proc.send_signal(signal.SIGTERM)
             try:
-                code: int | None = proc.wait(timeout=150)
+                code: int | None = proc.wait(timeout=scaled(150))
             except subprocess.TimeoutExpired:
                 code = None
             stopped_after = time.monotonic() - signalled
@@ -290,7 +290,7 @@ def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster
     first = first_log.read_text(errors="replace")
     assert code is not None, "mpirun did not stop after SIGTERM:\n" + first[-6000:]
     assert code == contract.EXIT_RETRYABLE, first[-3000:]  # a restart is due, not a failure
-    assert worker_proc.wait(timeout=60) == 0  # sshd was kept up for the sessions, then stopped
+    assert worker_proc.wait(timeout=scaled(60)) == 0  # sshd was kept up for the sessions, then stopped
     saved = checkpoints.newest_complete(pod.output_dir)
     assert saved is not None, first[-5000:]  # every rank wrote its part of the stop checkpoint
     stopped_at = int(saved.name.split("-")[1])
@@ -302,7 +302,7 @@ def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster
 
     # Second run: the restarted pods resume from it and finish.
     cluster.start_worker(worker["command"], worker_env)
-    result = subprocess.run([*_as_user(user, work), *argv], env=env, cwd=work, capture_output=True, text=True, errors="replace", timeout=600)
+    result = subprocess.run([*_as_user(user, work), *argv], env=env, cwd=work, capture_output=True, text=True, errors="replace", timeout=scaled(600))
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:] + "\nworker:\n" + cluster.sshd_log.read_text()[-2000:]
     assert "rank 0 on 127.0.0.1 (2 hosts)" in out  # MASTER_ADDR from the hostfile

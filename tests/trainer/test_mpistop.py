@@ -86,7 +86,7 @@ def test_worker_sigterm_asks_the_rank_to_stop_and_waits_for_it(tmp_path: Path) -
     proc, signals, log = _start_worker(tmp_path, "obeys", "30")
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0, log.read_text()
+    assert proc.wait(timeout=scaled(30)) == 0, log.read_text()
     out = log.read_text()
     assert signals.read_text().split() == [str(int(signal.SIGUSR1))]  # a stop request, never a SIGTERM
     assert "asking 1 rank(s) here for a stop checkpoint" in out
@@ -97,7 +97,7 @@ def test_worker_stops_sshd_when_the_grace_is_over(tmp_path: Path) -> None:
     proc, signals, log = _start_worker(tmp_path, "ignores", "1")
     proc.send_signal(signal.SIGTERM)
     try:
-        assert proc.wait(timeout=30) == 0, log.read_text()
+        assert proc.wait(timeout=scaled(30)) == 0, log.read_text()
     finally:
         _stop_rank(signals)
     out = log.read_text()
@@ -108,10 +108,10 @@ def test_worker_stops_sshd_when_the_grace_is_over(tmp_path: Path) -> None:
 def test_worker_passes_on_sshds_own_failure(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "kubetune.trainer.mpiworker", sys.executable, "-c", "import sys; sys.exit(255)"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True, text=True, timeout=scaled(30),
     )
     assert proc.returncode == 255 and "sshd exited with 255" in proc.stderr
-    missing = subprocess.run([sys.executable, "-m", "kubetune.trainer.mpiworker", str(tmp_path / "no-sshd")], capture_output=True, text=True, timeout=30)
+    missing = subprocess.run([sys.executable, "-m", "kubetune.trainer.mpiworker", str(tmp_path / "no-sshd")], capture_output=True, text=True, timeout=scaled(30))
     assert missing.returncode == contract.EXIT_CONFIG and "cannot start" in missing.stderr
 
 
@@ -154,7 +154,7 @@ def test_launcher_sigterm_becomes_a_stop_request_then_a_kill_after_the_grace(
     proc = subprocess.Popen([sys.executable, "-m", "kubetune.trainer.mpilaunch", "mpirun", str(log), mode], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(log)
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
+    out, _ = proc.communicate(timeout=scaled(30))
     assert log.read_text().split() == expected, out
     assert proc.returncode == code, out
     assert "asking every rank for a stop checkpoint" in out
@@ -173,3 +173,63 @@ def test_process_table_reads_this_process() -> None:
     table = read_processes()
     assert table[os.getpid()][0] == os.getppid()
     assert table[os.getpid()][1][0].endswith(("python", "python3", "python3.11")) or "pytest" in " ".join(table[os.getpid()][1])
+
+
+# A rank (`python -m kubetune.trainer`'s main) whose training is LLaMA-Factory's stand-in: the rank
+# gets the stop request twice, as on a cluster (mpirun forwards the launcher's, the worker pod's PID 1
+# sends its own, each when it gets to it), and the second one lands late: while the rank writes its
+# outcome, or while the interpreter tears its modules down (torch's, in a real rank; the exit of
+# rank 1 in test_mpi_ssh.py took long enough under load for mpirun to report 138 = 128 + SIGUSR1).
+LATE_REQUEST = textwrap.dedent(
+    """
+    import os, signal, sys
+    from kubetune.api import contract
+    from kubetune.trainer import main as trainer, train, worker
+    from kubetune.trainer.errors import TrainerError
+
+    first, late = sys.argv[1], sys.argv[2]
+
+    def request():
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def training(args):  # worker.run: the request arrives mid-step, the step's checkpoint is saved
+        request()
+        assert worker.stop_requested_locally()
+        raise worker.StopRequested(10)
+
+    worker.run = training
+
+    class Module:  # torch's C extension state, freed at interpreter exit in a real rank
+        def __del__(self):
+            if late == "teardown":
+                request()
+
+    module = Module()
+
+    def run(env, sink=None):  # trainer.main.run's outline: stages, then the exit code, then the record
+        try:
+            if first == "outside-training":
+                request()  # while fetching data or waiting for rank 0: trainer.main._stop raises
+            train.run_in_process({}, env)
+        except TrainerError as exc:
+            if late == "exit-path":
+                request()
+            print(f"outcome: exit {exc.exit_code}: {exc}", flush=True)
+            return exc.exit_code
+        return contract.EXIT_OK
+
+    trainer.run = run
+    sys.exit(trainer.main([]))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("first", "late"), [("in-training", "teardown"), ("in-training", "exit-path"), ("outside-training", "exit-path"), ("outside-training", "teardown")]
+)
+def test_a_late_second_stop_request_neither_kills_the_rank_nor_changes_its_exit_code(first: str, late: str) -> None:
+    done = subprocess.run([sys.executable, "-c", LATE_REQUEST, first, late], capture_output=True, text=True, timeout=scaled(60))
+    # Before: a late request in the exit path raised a second Retryable there (a traceback, exit 1);
+    # one during teardown found SIGUSR1 back at its default action and killed the rank (-10, mpirun: 138).
+    assert done.returncode == contract.EXIT_RETRYABLE, (done.returncode, done.stdout, done.stderr)
+    assert "outcome: exit 130" in done.stdout and "Traceback" not in done.stderr, done.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 
 from kt_s3 import S3Server, s3_server, statement  # noqa: F401 - s3_server is a fixture
 from kubetune.trainer import config, data, objectstore
@@ -363,7 +364,7 @@ def test_the_trainer_ends_cloud_failures_with_the_uri_and_code_and_never_a_trace
             },
         }
         pod = make_pod(tmp_path / str(i), manifest, tiny_assets)
-        result = run_trainer({**pod.env, **s3_server.env(keys)}, timeout=120)
+        result = run_trainer({**pod.env, **s3_server.env(keys)}, timeout=scaled(120))
         log = result.stdout + result.stderr
         assert result.returncode == code, log[-3000:]
         failed = [s for s in stage_lines(result.stdout) if s["event"] == "failed"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kt_time import scaled
 import yaml
 
 from kubetune.api import FineTuneJob, contract
@@ -102,7 +103,7 @@ def probe(tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets) -> 
     (root / "tasks.json").write_text(json.dumps(tasks))
     env = isolated_env(root / "env")
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("lf_probe.py")), str(root / "tasks.json"), str(root / "results.json")],
-                          env=env, capture_output=True, text=True, errors="replace", timeout=600)
+                          env=env, capture_output=True, text=True, errors="replace", timeout=scaled(600))
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((root / "results.json").read_text())
     return {"dpo": dict(zip(LOSSES, results[:4])), "sft": results[4], "dpo_data": results[5], "kto": results[6], "pt": results[7],

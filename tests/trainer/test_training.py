@@ -34,11 +34,22 @@ def _assert_succeeded(result: subprocess.CompletedProcess[str]) -> None:
     assert not [s for s in stage_lines(result.stdout) if s["event"] == "failed"]
 
 
-def test_full_fine_tune_learns_and_reports_progress(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+@pytest.fixture(scope="module")
+def full_ft(tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets) -> tuple[Any, subprocess.CompletedProcess[str]]:
+    """One full fine-tune, which two tests read: what it learned and reported, and how many
+    samples maxSamples let through (48 records on disk; LLaMA-Factory's num_samples would draw
+    1000 with replacement)."""
     job = tiny_job("full-ft", tiny_assets, method="full", max_steps=30, learning_rate=5e-3)
     job["spec"]["training"]["optimizer"] = "adamw_torch"  # spec.training.optimizer reaches transformers as optim
-    pod = make_pod(tmp_path, job, tiny_assets)
-    result = run_trainer(pod.env)
+    job["spec"]["datasets"][0]["maxSamples"] = 1000
+    pod = make_pod(tmp_path_factory.mktemp("full-ft"), job, tiny_assets)
+    return pod, run_trainer(pod.env)
+
+
+# xdist_group: both on one worker, so the run above happens once (pytest -n with --dist loadgroup).
+@pytest.mark.xdist_group("full-ft")
+def test_full_fine_tune_learns_and_reports_progress(full_ft: tuple[Any, subprocess.CompletedProcess[str]]) -> None:
+    pod, result = full_ft
     _assert_succeeded(result)
     # The loss clearly falls (a random model on a small repeated dataset).
     curve = losses(pod.output_dir)
@@ -138,7 +149,7 @@ def test_sigterm_writes_a_checkpoint_and_the_restart_resumes_only_the_same_confi
     try:
         _wait_for_step(first_log, proc, 3)
         proc.send_signal(signal.SIGTERM)  # what the kubelet sends on preemption or drain
-        code = proc.wait(timeout=120)
+        code = proc.wait(timeout=scaled(120))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -257,13 +268,11 @@ def test_accelerate_deepspeed_across_two_machines(tmp_path: Path, tiny_assets: T
     assert (pod.output_dir / "adapter_model.safetensors").is_file()
 
 
-def test_max_samples_means_at_most_and_the_run_record_says_how_many(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+@pytest.mark.xdist_group("full-ft")
+def test_max_samples_means_at_most_and_the_run_record_says_how_many(full_ft: tuple[Any, subprocess.CompletedProcess[str]]) -> None:
     # 48 records on disk; LLaMA-Factory's num_samples would draw 1000 with replacement.
-    manifest = tiny_job("capped", tiny_assets, method="full", max_steps=2)
-    manifest["spec"]["datasets"][0]["maxSamples"] = 1000
-    pod = make_pod(tmp_path, manifest, tiny_assets)
+    pod, result = full_ft
     assert json.loads(pod.files[contract.DATASET_INFO_FILE])["tiny_chat"]["num_samples"] == 1000
-    result = run_trainer(pod.env)
     _assert_succeeded(result)
     out = result.stdout + result.stderr
     assert re.search(r"Num examples = 48\b", out), out[-3000:]

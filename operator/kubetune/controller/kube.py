@@ -73,16 +73,20 @@ class Connection:
     """When the credentials expire (epoch seconds; an exec plugin's ``status.expirationTimestamp``)."""
     loaded_at: float = 0.0
     """When they were loaded (epoch seconds): refresh a fifth of their lifetime early, at most 60 s."""
+    clock: Callable[[], float] = field(default=lambda: _rule_clock(), repr=False, compare=False)
+    """What ``expires_at`` and ``loaded_at`` are compared with (epoch seconds); kept by :meth:`refreshed`.
+    Tests pass a clock they move forward instead of sleeping until a token expires; by default the
+    rule's own clock (``kubeconfig.clock``), read at each call."""
 
     def stale(self, now: float | None = None) -> bool:
         """Whether the credentials expire soon enough to reload them before the next call
-        (``kubeconfig.should_reload``: the one rule of both clients)."""
-        return should_reload(self.expires_at, self.loaded_at, now)
+        (``kubeconfig.should_reload``: the one rule of both clients, on this connection's clock)."""
+        return should_reload(self.expires_at, self.loaded_at, self.clock() if now is None else now)
 
     def refreshed(self) -> Connection:
         """The same connection with credentials loaded again (blocking: may run an exec plugin)."""
         if self.kubeconfig:
-            return _connection_from(self.kubeconfig.split(os.pathsep))
+            return _connection_from(self.kubeconfig.split(os.pathsep), self.clock)
         return self  # a static token or client certificate; a token file is re-read by Kube itself
 
     @property
@@ -91,7 +95,12 @@ class Connection:
         return bool(self.kubeconfig or self.token_file)
 
 
-def load_connection(kubeconfig: str | None = None) -> Connection:
+def _rule_clock() -> float:
+    """``kubeconfig.clock`` as it is at each call (tests set it to stand at a point of the rule)."""
+    return _rule.clock()
+
+
+def load_connection(kubeconfig: str | None = None, *, clock: Callable[[], float] | None = None) -> Connection:
     """The kubeconfig's credentials, else (in a pod, the kubeconfig empty) the in-cluster ServiceAccount's.
 
     Which files, and how they merge, is kubectl's rule (``kubeconfig.load_kubeconfig``: ``kubeconfig``
@@ -102,6 +111,7 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
     client.authentication.k8s.io/v1 and v1beta1, with ``status.expirationTimestamp``, a token or a
     client certificate and key).
     """
+    clock = clock or _rule_clock
     files = kubeconfig_files(kubeconfig)
     # kubectl's order (client-go tools/clientcmd/merged_client_builder.go:96-124 @ v0.36.3): the merged
     # kubeconfig, and the in-cluster config only when that is empty (no file, or no cluster in them) and
@@ -112,11 +122,11 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
         host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         host = f"[{host}]" if ":" in host else host
         namespace = open(SA_NAMESPACE, encoding="utf-8").read().strip() if os.path.exists(SA_NAMESPACE) else None
-        return Connection(server=f"https://{host}:{port}", token_file=SA_TOKEN, ca_path=SA_CA, default_namespace=namespace)
-    return _connection_from(files)
+        return Connection(server=f"https://{host}:{port}", token_file=SA_TOKEN, ca_path=SA_CA, default_namespace=namespace, clock=clock)
+    return _connection_from(files, clock)
 
 
-def _connection_from(files: list[str]) -> Connection:
+def _connection_from(files: list[str], clock: Callable[[], float] | None = None) -> Connection:
     """Credentials of the current context of ``files`` merged (also how ``Connection.refreshed`` reloads)."""
     from kubernetes import client
     from kubernetes.config import kube_config as _kube_config  # lazy: reads files and env, heavy import
@@ -125,7 +135,8 @@ def _connection_from(files: list[str]) -> Connection:
     # kubernetes client releases, and strict mypy must pass with any of them.
     kube_config: Any = _kube_config
 
-    loaded_at = _rule.clock()
+    clock = clock or _rule_clock
+    loaded_at = clock()
     merged = read_kubeconfig(files)
     if not merged.files:
         raise KubeconfigError(f"no kubeconfig found (looked for {os.pathsep.join(files)}; set KUBECONFIG or run inside a cluster)")
@@ -162,6 +173,7 @@ def _connection_from(files: list[str]) -> Connection:
         kubeconfig=os.pathsep.join(files),
         expires_at=expiry.timestamp() if expiry is not None else None,
         loaded_at=loaded_at,
+        clock=clock,
     )
 
 

@@ -244,9 +244,33 @@ def _evaluate_stage(cfg: config.JobConfig, env: Mapping[str, str], facts: dict[s
         facts["stages"]["evaluate"] = dict(out)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+"""A stop request: the pod's SIGTERM, or an MPI rank's SIGUSR1 (kubetune.trainer.mpilaunch, .mpiworker)."""
+
+
+def ignore_stop_requests() -> None:
+    """From now on a stop request changes nothing: one is already being obeyed, or the outcome is
+    decided and the process only exits.
+
+    An MPI rank gets every stop request twice, at moments of their own: the launcher's mpirun
+    forwards one (kubetune.trainer.mpilaunch) and the worker pod's PID 1 sends one
+    (kubetune.trainer.mpiworker).  The late one must neither interrupt the exit path (a second
+    Retryable raised in the middle of writing the run record) nor kill the rank: a signal whose
+    Python handler is still set when the interpreter finalizes is reset to SIG_DFL before the
+    modules (torch's among them) are torn down, and SIGUSR1's default action ends the process
+    (exit 138 instead of the retryable 130); SIG_IGN is left as it is.  That finalization order is
+    what CPython 3.11.7 does here (tests/trainer/test_mpistop.py shows it with a real
+    process); CPython's Python/pylifecycle.c and Modules/signalmodule.c could not be read for this
+    change (the repository is too large to fetch)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _stop(signum: int, _frame: FrameType | None) -> None:
     """SIGTERM (or an MPI rank's SIGUSR1) outside the training (while fetching data, waiting
-    for rank 0, exporting): stop with the retryable code, like a preempted training."""
+    for rank 0, exporting): stop with the retryable code, like a preempted training.  Only the
+    first request raises; later ones (an MPI rank gets two) are ignored."""
+    ignore_stop_requests()
     err = Retryable(f"received signal {signum} (preemption or deletion)")
     err.stopped_at = time.monotonic()
     raise err
@@ -258,9 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv:
         print("usage: python -m kubetune.trainer  (driven by $KUBETUNE_CONFIG_DIR and the environment)", file=sys.stderr)
         return contract.EXIT_CONFIG
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGUSR1, _stop)  # an MPI rank's stop request (kubetune.trainer.mpilaunch)
-    return run(dict(os.environ))
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
+    try:
+        return run(dict(os.environ))
+    finally:
+        ignore_stop_requests()  # the exit code is decided: a late request must not turn it into a signal death
 
 
 __all__ = ["ConfigError", "main", "run"]

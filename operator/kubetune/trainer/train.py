@@ -196,8 +196,14 @@ def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
     except BaseException as exc:  # noqa: BLE001 - every crash must map to an exit code
         raise classify(1, f"{type(exc).__name__}: {exc}") from exc
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if worker.stop_requested_locally():
+            # The stop was taken: the rank's second request (mpirun's and the worker PID 1's come
+            # apart) is a duplicate, not a new stop to raise in the middle of the exit path.
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
+        else:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def run(
