@@ -142,8 +142,34 @@ def error_code(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _unwrap(exc: BaseException) -> tuple[BaseException, bool]:
+    """The failure boto3's transfer layer hides, and whether the wrapper itself says "transient".
+
+    * ``download_file``: s3transfer tries a body that was cut or timed out again
+      (S3_RETRYABLE_DOWNLOAD_ERRORS: socket errors, ReadTimeoutError, IncompleteReadError,
+      ResponseStreamingError, s3transfer/utils.py:44-50, download.py:861-878 @0.19.3) and after
+      the last attempt boto3 raises RetriesExceededError(last_exception)
+      (boto3/s3/transfer.py:490-491, exceptions.py:74-77 @1.44.18): no code, no status, but only
+      network faults ever get there, so it is transient whatever the last exception was.
+    * ``upload_file``: boto3 raises S3UploadFailedError with the ClientError's text only, inside
+      ``except ClientError`` (boto3/s3/transfer.py:457-460 @1.44.18): the ClientError, with its
+      HTTP status (a MinIO 503 ``XMinioServerNotInitialized``, a 500 with any code), is the
+      exception's ``__context__``."""
+    try:
+        from boto3.exceptions import RetriesExceededError, S3UploadFailedError  # noqa: PLC0415
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+    except ImportError:  # no boto3: client() has said so already
+        return exc, False
+    if isinstance(exc, RetriesExceededError):
+        return (exc.last_exception if isinstance(exc.last_exception, BaseException) else exc), True
+    if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, ClientError):
+        return exc.__context__, False
+    return exc, False
+
+
 def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str, data: bool = False) -> StorageError | DataError:
     """The StorageError (DataError when ``data``) for a failed S3 call on ``uri``."""
+    exc, wrapped_transient = _unwrap(exc)
     code = error_code(exc)
     response = getattr(exc, "response", None)
     detail = response.get("Error", {}).get("Message", "") if isinstance(response, dict) else ""
@@ -166,7 +192,8 @@ def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str,
         text = _scrub(f"{uri}: {doing} failed: {code}: {detail} ({hint})", env)
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if isinstance(response, dict) else 0
     transient = code != "SSLError" and (
-        code in _RETRYABLE_CODES or (isinstance(status, int) and (status >= 500 or status == 429)) or _is_connection_error(exc)
+        wrapped_transient
+        or code in _RETRYABLE_CODES or (isinstance(status, int) and (status >= 500 or status == 429)) or _is_connection_error(exc)
     )
     err: StorageError | DataError = DataError(text) if data and not transient else StorageError(text)
     if transient:
