@@ -703,8 +703,15 @@ def shell_env(uri: str, endpoint: str | None, environ: Mapping[str, str]) -> dic
 def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, only: tuple[str, ...] | None = None, s3: Any | None = None) -> list[str]:
     """Copy a job's results (``<outputs.uri><namespace>/<job>/``) into ``dest``: every file its
     completion marker lists (the results, never the checkpoints), or just ``only``.  A job without
-    the marker has not succeeded, or its upload is under way: StorageError, nothing used.  Files
-    already in ``dest`` with the listed size are not fetched again.  Returns the files fetched."""
+    the marker has not succeeded, or its upload is under way: StorageError, nothing used.  Returns
+    the files fetched.
+
+    ``dest`` is a cache kept per URI, and a job created again under its name writes to the same
+    URI: a file is reused only when its object's ETag is the one recorded when it was fetched
+    (beside ``dest``, in ``<dest>.etags.json``, so that ``dest`` holds only the job's files; as
+    :func:`stage_model` does; one HEAD per file, which
+    s3:GetObject allows), never on its size alone (a LoRA adapter of the same rank has the same
+    size); a file fetched for an earlier run that this run's marker does not list is removed."""
     if not prefix_uri.endswith("/"):
         prefix_uri += "/"
     bucket, prefix = split_uri(prefix_uri)
@@ -718,6 +725,15 @@ def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, onl
                 "<spec.storage.outputs.uri><namespace>/<job>/; use the job's outputs volume, or wait for the job to succeed"
             )
         files = {str(k): int(v) for k, v in marker["files"].items()}
+        try:
+            known = json.loads(dest.with_name(dest.name + ".etags.json").read_text(encoding="utf-8"))
+            known = {str(k): str(v) for k, v in known.items()} if isinstance(known, dict) else {}
+        except (OSError, ValueError):
+            known = {}
+        etags = {relative: etag for relative, etag in known.items() if relative in files}
+        for stale in sorted(set(known) - set(files)):  # fetched for an earlier run under this URI
+            with contextlib.suppress(ValueError, OSError):
+                _local_path(dest, stale).unlink()
         for relative, size in sorted(files.items()):
             if only is not None and relative not in only:
                 continue
@@ -725,8 +741,15 @@ def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, onl
                 target = _local_path(dest, relative)
             except ValueError as exc:
                 raise StorageError(f"{prefix_uri}: {exc}") from None
-            if target.is_file() and target.stat().st_size == size:
+            etag = str(s3.head_object(Bucket=bucket, Key=prefix + relative).get("ETag", ""))
+            if etag and known.get(relative) == etag and target.is_file() and target.stat().st_size == size:
                 continue
+            etags.pop(relative, None)
             _download(s3, bucket, prefix + relative, target)
+            etags[relative] = etag
             fetched.append(relative)
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.etags.json.tmp-{uuid.uuid4().hex}")  # unique: see _download
+        tmp.write_text(json.dumps(etags, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, dest.with_name(dest.name + ".etags.json"))
     return fetched
