@@ -93,7 +93,7 @@ def client(env: Mapping[str, str]) -> Any:
     # operation requires one.  botocore >= 1.36 adds a CRC checksum to every request that can
     # carry one by default ("when_supported": botocore/config.py:253-268, configprovider.py:181-191
     # @1.44.18) and s3transfer sets ChecksumAlgorithm on every upload_file unless the client says
-    # "when_required" (s3transfer/manager.py:557-562 @0.17.0); stores without the flexible-checksum
+    # "when_required" (s3transfer/manager.py:557-562 @0.19.3, the version in images/trainer/requirements.lock); stores without the flexible-checksum
     # headers refuse those uploads (Cloud Storage's XML API among them, per
     # milvus-io/milvus-storage#480, boto/s3transfer#327: not verified against GCS here).
     # kubetune uses no operation whose checksum is required (no DeleteObjects).
