@@ -96,6 +96,13 @@ def _get_once(opener: urllib.request.OpenerDirector, url: str, tmp: Path, part: 
         headers.update({"Range": f"bytes={part.got}-", "If-Range": part.validator})
     with opener.open(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S) as resp:
         resumed = resp.status == 206 and str(resp.headers.get("Content-Range", "")).startswith(f"bytes {part.got}-")
+        if resp.status == 206 and not resumed:
+            # Part of the file, but not from where the bytes on disk end (Content-Range says where
+            # it starts; a server may answer from a block boundary, or with several parts):
+            # never written as the whole file.  Start over, asking for all of it.
+            asked = part.got
+            part.restart()
+            raise _CutShort(f"asked for bytes {asked}-, the server answered {resp.headers.get('Content-Range') or 'parts without a Content-Range'}")
         if not resumed:
             part.restart()
         etag = resp.headers.get("ETag")
