@@ -723,7 +723,7 @@ def test_serve_from_a_bucket_after_the_job_ran_again_under_its_name_gets_the_new
     assert (folder / "adapter_model.safetensors").read_bytes() == b"A" * 64
     assert (tmp_path / "cache" / "kubetune" / "outputs").stat().st_mode & 0o077 == 0, "weights from a private bucket are not readable by other users"
 
-    s3_server.s3().delete_object(Bucket=BUCKET, Key=f"rerun/default/same-name/merged/model.safetensors")  # the job's prefix is new
+    s3_server.s3().delete_object(Bucket=BUCKET, Key="rerun/default/same-name/merged/model.safetensors")  # the job's prefix is new
     objectstore.clear_marker(prefix, s3_server.env())
     objectstore.upload_results(prefix, second, s3_server.env())
     objectstore.mark_complete(prefix, second, s3_server.env())
