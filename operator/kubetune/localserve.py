@@ -337,6 +337,12 @@ def fetch_results(uri: str, *, endpoint: str | None = None, dest: Path | None = 
     from kubetune.trainer import objectstore  # noqa: PLC0415 - boto3 comes with the train extra
 
     folder = dest or results_cache(uri)
+    if dest is None:
+        # Results of a private bucket (weights, the run record): the cache is the user's alone on
+        # a shared host, as the bucket was.  mkdir's mode applies to the folders it creates, and
+        # the umask narrows it only; a folder already there keeps the mode its owner gave it.
+        for level in (folder.parent.parent, folder.parent):
+            level.mkdir(mode=0o700, exist_ok=True, parents=level == folder.parent.parent)
     env = objectstore.shell_env(uri, endpoint, os.environ)
     fetched = objectstore.download_results(uri, folder, env, only=only)
     print(f"{uri}: {len(fetched)} file{'s' if len(fetched) != 1 else ''} downloaded into {folder}", file=sys.stderr, flush=True)

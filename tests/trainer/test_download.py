@@ -43,6 +43,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.close_connection = True
         elif self.path.startswith("/flaky/"):
             self._flaky()
+        elif self.path.startswith("/aligned/"):
+            self._aligned()
+        elif self.path.startswith("/stall/"):
+            self._stall()
         elif self.path.startswith("/downgrade/"):
             self.send_response(302)
             self.send_header("Location", "http://127.0.0.1:9/chat.jsonl")
@@ -73,6 +77,56 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.send_header("ETag", '"v1"')
         self.end_headers()
         self.wfile.write(whole[:half])
+        self.close_connection = True
+
+
+    def _aligned(self) -> None:
+        """Like /flaky/, but a range is answered from the 4 KiB block it falls in: a 206 whose
+        Content-Range says where its body starts, which is not where the client asked."""
+        _Handler.ranges.append(self.headers.get("Range"))
+        whole, half = BIG, len(BIG) // 2
+        asked = self.headers.get("Range", "")
+        if asked.startswith("bytes="):
+            start = int(asked[len("bytes="):].rstrip("-")) // 4096 * 4096
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(whole) - 1}/{len(whole)}")
+            self.send_header("Content-Length", str(len(whole) - start))
+            self.send_header("ETag", '"v1"')
+            self.end_headers()
+            self.wfile.write(whole[start:])
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(whole)))
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+        self.wfile.write(whole[: half if len(_Handler.ranges) == 1 else len(whole)])
+        self.close_connection = True
+
+
+    stall = threading.Event()
+
+    def _stall(self) -> None:
+        """The first answer sends half and then stalls with the connection open (a peer gone
+        silent, a NAT entry dropped): only the read timeout notices; later ones honour Range."""
+        _Handler.ranges.append(self.headers.get("Range"))
+        whole, half = BIG, len(BIG) // 2
+        asked = self.headers.get("Range", "")
+        if asked.startswith("bytes=") and self.headers.get("If-Range") == '"v1"':
+            start = int(asked[len("bytes="):].rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(whole) - 1}/{len(whole)}")
+            self.send_header("Content-Length", str(len(whole) - start))
+            self.send_header("ETag", '"v1"')
+            self.end_headers()
+            self.wfile.write(whole[start:])
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(whole)))
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+        self.wfile.write(whole[:half])
+        self.wfile.flush()
+        _Handler.stall.wait(30)  # until the test is done with it
         self.close_connection = True
 
 
@@ -163,3 +217,36 @@ def test_a_download_cut_midway_resumes_where_it_stopped_and_is_verified_whole(tm
     assert target.read_bytes() == BIG and got["bytes"] == len(BIG)
     assert _Handler.ranges == [None, f"bytes={len(BIG) // 2}-"]  # the second request asked only for the rest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.jsonl"]
+
+
+def test_a_partial_answer_that_starts_elsewhere_than_asked_is_never_taken_for_the_whole_file(tmp_path: Path, sites: tuple[str, str, str]) -> None:
+    """Before: a 206 whose Content-Range did not start where the download stopped counted as "the
+    server sent it all again", so the tail of the file (from the server's block boundary) was
+    written as the whole file and, matching its own Content-Length, used as the dataset.  Now the
+    download starts over without a range and the file is the server's whole file."""
+    assert (len(BIG) // 2) % 4096, "the cut must fall inside a block for the server to answer elsewhere"
+    http_url, _, _ = sites
+    _Handler.ranges.clear()
+    target = tmp_path / "chat.jsonl"
+    got = download.fetch(f"{http_url}/aligned/chat.jsonl", target, {})
+    assert target.read_bytes() == BIG and got["bytes"] == len(BIG)
+    assert _Handler.ranges[:2] == [None, f"bytes={len(BIG) // 2}-"] and _Handler.ranges[-1] is None
+
+
+def test_a_download_that_stalls_midway_resumes_after_the_read_timeout(tmp_path: Path, sites: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a read that timed out midway was not among the cuts tried again in the process (the
+    pod restarted and downloaded the whole file again), and the bytes of the read it interrupted
+    were lost; now it resumes from what had arrived, like a dropped connection.  (TIMEOUT_S is
+    lowered so the test does not wait a minute.)"""
+    http_url, _, _ = sites
+    monkeypatch.setattr(download, "TIMEOUT_S", 0.5)
+    _Handler.ranges.clear()
+    _Handler.stall.clear()
+    target = tmp_path / "chat.jsonl"
+    try:
+        got = download.fetch(f"{http_url}/stall/chat.jsonl", target, {}, sha256=hashlib.sha256(BIG).hexdigest())
+    finally:
+        _Handler.stall.set()
+    assert target.read_bytes() == BIG and got["bytes"] == len(BIG)
+    first, then = _Handler.ranges
+    assert first is None and then not in (None, "bytes=0-"), _Handler.ranges  # resumed from what had arrived

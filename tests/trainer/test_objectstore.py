@@ -696,6 +696,44 @@ def test_serve_and_plot_read_a_succeeded_jobs_results_from_the_bucket_and_refuse
     assert objectstore.download_results(prefix, folder, objectstore.shell_env(prefix, s3_server.endpoint, dict(__import__("os").environ))) == []  # cached
 
 
+def test_serve_from_a_bucket_after_the_job_ran_again_under_its_name_gets_the_new_results_not_the_cached_ones(
+    tmp_path: Path, s3_server: S3Server, bucket: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """A job deleted and created again with the same name writes to the same URI; a LoRA adapter
+    of the same rank has the same size.  The cache (one folder per URI) must not hand the first
+    run's weights to `kubetune serve --local`, nor keep a first-run file the second run did not
+    produce (a merged model there would be served instead of the new adapter).  The cache is the
+    user's alone: results of a private bucket are not left readable to others on a shared host."""
+    from kubetune import localserve
+
+    prefix = f"s3://{BUCKET}/rerun/default/same-name/"
+    for name, value in (("AWS_ACCESS_KEY_ID", s3_server.admin.access_key_id), ("AWS_SECRET_ACCESS_KEY", s3_server.admin.secret_access_key), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out, weights in ((first, b"A" * 64), (second, b"B" * 64)):
+        out.mkdir()
+        (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}))
+        (out / "adapter_model.safetensors").write_bytes(weights)
+    (first / "merged").mkdir()
+    (first / "merged" / "model.safetensors").write_bytes(b"M" * 64)
+
+    objectstore.upload_results(prefix, first, s3_server.env())
+    objectstore.mark_complete(prefix, first, s3_server.env())
+    folder = localserve.fetch_results(prefix, endpoint=s3_server.endpoint)
+    assert (folder / "adapter_model.safetensors").read_bytes() == b"A" * 64
+    assert (tmp_path / "cache" / "kubetune" / "outputs").stat().st_mode & 0o077 == 0, "weights from a private bucket are not readable by other users"
+
+    s3_server.s3().delete_object(Bucket=BUCKET, Key="rerun/default/same-name/merged/model.safetensors")  # the job's prefix is new
+    objectstore.clear_marker(prefix, s3_server.env())
+    objectstore.upload_results(prefix, second, s3_server.env())
+    objectstore.mark_complete(prefix, second, s3_server.env())
+    assert localserve.fetch_results(prefix, endpoint=s3_server.endpoint) == folder
+    assert (folder / "adapter_model.safetensors").read_bytes() == b"B" * 64, "the second run's adapter, not the cached first one"
+    assert not (folder / "merged" / "model.safetensors").exists(), "a file the second run did not produce is not served"
+    assert objectstore.download_results(prefix, folder, objectstore.shell_env(prefix, s3_server.endpoint, dict(__import__("os").environ))) == []
+
+
 def test_a_sigterm_during_training_uploads_the_stop_checkpoint_within_the_grace_period_not_after_it(
     tmp_path: Path, s3_server: S3Server, bucket: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:

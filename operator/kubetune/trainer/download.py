@@ -96,6 +96,13 @@ def _get_once(opener: urllib.request.OpenerDirector, url: str, tmp: Path, part: 
         headers.update({"Range": f"bytes={part.got}-", "If-Range": part.validator})
     with opener.open(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S) as resp:
         resumed = resp.status == 206 and str(resp.headers.get("Content-Range", "")).startswith(f"bytes {part.got}-")
+        if resp.status == 206 and not resumed:
+            # Part of the file, but not from where the bytes on disk end (Content-Range says where
+            # it starts; a server may answer from a block boundary, or with several parts):
+            # never written as the whole file.  Start over, asking for all of it.
+            asked = part.got
+            part.restart()
+            raise _CutShort(f"asked for bytes {asked}-, the server answered {resp.headers.get('Content-Range') or 'parts without a Content-Range'}")
         if not resumed:
             part.restart()
         etag = resp.headers.get("ETag")
@@ -104,7 +111,12 @@ def _get_once(opener: urllib.request.OpenerDirector, url: str, tmp: Path, part: 
         expected = part.got + int(length) if length is not None and length.isdigit() else None
         with open(tmp, "ab" if resumed else "wb") as out:
             try:
-                while chunk := resp.read(1 << 20):
+                # read1, not read: read(n) blocks until n bytes (or the end) and loses what it
+                # got when the socket times out first (http/client.py:473, BufferedReader.read),
+                # so a stall would leave nothing to resume from; read1 makes at most one system
+                # call and returns b"" on an early close just as read does (http/client.py:651-665
+                # @CPython 3.11.7).
+                while chunk := resp.read1(1 << 20):
                     out.write(chunk)
                     part.digest.update(chunk)
                     part.got += len(chunk)
@@ -128,7 +140,11 @@ def fetch(url: str, target: Path, env: Mapping[str, str], *, sha256: str | None 
             try:
                 _get_once(opener, url, tmp, part)
                 break
-            except (_CutShort, http.client.IncompleteRead, ConnectionError) as exc:
+            except (_CutShort, http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
+                # TimeoutError: a read that stalled past TIMEOUT_S, of the body or of the status
+                # line (urllib wraps only the connect and the request's send in URLError:
+                # urllib/request.py:1346-1352 @CPython 3.11.7), so a server that cannot be
+                # reached is not tried again here, one that went silent is, resuming.
                 if attempt == ATTEMPTS - 1:
                     raise Retryable(f"{url}: the download was cut short ({exc}) {ATTEMPTS} times; a restart downloads it again") from None
         actual = part.digest.hexdigest()

@@ -93,7 +93,7 @@ def client(env: Mapping[str, str]) -> Any:
     # operation requires one.  botocore >= 1.36 adds a CRC checksum to every request that can
     # carry one by default ("when_supported": botocore/config.py:253-268, configprovider.py:181-191
     # @1.44.18) and s3transfer sets ChecksumAlgorithm on every upload_file unless the client says
-    # "when_required" (s3transfer/manager.py:557-562 @0.17.0); stores without the flexible-checksum
+    # "when_required" (s3transfer/manager.py:557-562 @0.19.3, the version in images/trainer/requirements.lock); stores without the flexible-checksum
     # headers refuse those uploads (Cloud Storage's XML API among them, per
     # milvus-io/milvus-storage#480, boto/s3transfer#327: not verified against GCS here).
     # kubetune uses no operation whose checksum is required (no DeleteObjects).
@@ -142,8 +142,34 @@ def error_code(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _unwrap(exc: BaseException) -> tuple[BaseException, bool]:
+    """The failure boto3's transfer layer hides, and whether the wrapper itself says "transient".
+
+    * ``download_file``: s3transfer tries a body that was cut or timed out again
+      (S3_RETRYABLE_DOWNLOAD_ERRORS: socket errors, ReadTimeoutError, IncompleteReadError,
+      ResponseStreamingError, s3transfer/utils.py:44-50, download.py:861-878 @0.19.3) and after
+      the last attempt boto3 raises RetriesExceededError(last_exception)
+      (boto3/s3/transfer.py:490-491, exceptions.py:74-77 @1.44.18): no code, no status, but only
+      network faults ever get there, so it is transient whatever the last exception was.
+    * ``upload_file``: boto3 raises S3UploadFailedError with the ClientError's text only, inside
+      ``except ClientError`` (boto3/s3/transfer.py:457-460 @1.44.18): the ClientError, with its
+      HTTP status (a MinIO 503 ``XMinioServerNotInitialized``, a 500 with any code), is the
+      exception's ``__context__``."""
+    try:
+        from boto3.exceptions import RetriesExceededError, S3UploadFailedError  # noqa: PLC0415
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+    except ImportError:  # no boto3: client() has said so already
+        return exc, False
+    if isinstance(exc, RetriesExceededError):
+        return (exc.last_exception if isinstance(exc.last_exception, BaseException) else exc), True
+    if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, ClientError):
+        return exc.__context__, False
+    return exc, False
+
+
 def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str, data: bool = False) -> StorageError | DataError:
     """The StorageError (DataError when ``data``) for a failed S3 call on ``uri``."""
+    exc, wrapped_transient = _unwrap(exc)
     code = error_code(exc)
     response = getattr(exc, "response", None)
     detail = response.get("Error", {}).get("Message", "") if isinstance(response, dict) else ""
@@ -166,7 +192,8 @@ def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str,
         text = _scrub(f"{uri}: {doing} failed: {code}: {detail} ({hint})", env)
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if isinstance(response, dict) else 0
     transient = code != "SSLError" and (
-        code in _RETRYABLE_CODES or (isinstance(status, int) and (status >= 500 or status == 429)) or _is_connection_error(exc)
+        wrapped_transient
+        or code in _RETRYABLE_CODES or (isinstance(status, int) and (status >= 500 or status == 429)) or _is_connection_error(exc)
     )
     err: StorageError | DataError = DataError(text) if data and not transient else StorageError(text)
     if transient:
@@ -676,8 +703,15 @@ def shell_env(uri: str, endpoint: str | None, environ: Mapping[str, str]) -> dic
 def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, only: tuple[str, ...] | None = None, s3: Any | None = None) -> list[str]:
     """Copy a job's results (``<outputs.uri><namespace>/<job>/``) into ``dest``: every file its
     completion marker lists (the results, never the checkpoints), or just ``only``.  A job without
-    the marker has not succeeded, or its upload is under way: StorageError, nothing used.  Files
-    already in ``dest`` with the listed size are not fetched again.  Returns the files fetched."""
+    the marker has not succeeded, or its upload is under way: StorageError, nothing used.  Returns
+    the files fetched.
+
+    ``dest`` is a cache kept per URI, and a job created again under its name writes to the same
+    URI: a file is reused only when its object's ETag is the one recorded when it was fetched
+    (beside ``dest``, in ``<dest>.etags.json``, so that ``dest`` holds only the job's files; as
+    :func:`stage_model` does; one HEAD per file, which
+    s3:GetObject allows), never on its size alone (a LoRA adapter of the same rank has the same
+    size); a file fetched for an earlier run that this run's marker does not list is removed."""
     if not prefix_uri.endswith("/"):
         prefix_uri += "/"
     bucket, prefix = split_uri(prefix_uri)
@@ -691,6 +725,15 @@ def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, onl
                 "<spec.storage.outputs.uri><namespace>/<job>/; use the job's outputs volume, or wait for the job to succeed"
             )
         files = {str(k): int(v) for k, v in marker["files"].items()}
+        try:
+            known = json.loads(dest.with_name(dest.name + ".etags.json").read_text(encoding="utf-8"))
+            known = {str(k): str(v) for k, v in known.items()} if isinstance(known, dict) else {}
+        except (OSError, ValueError):
+            known = {}
+        etags = {relative: etag for relative, etag in known.items() if relative in files}
+        for stale in sorted(set(known) - set(files)):  # fetched for an earlier run under this URI
+            with contextlib.suppress(ValueError, OSError):
+                _local_path(dest, stale).unlink()
         for relative, size in sorted(files.items()):
             if only is not None and relative not in only:
                 continue
@@ -698,8 +741,15 @@ def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, onl
                 target = _local_path(dest, relative)
             except ValueError as exc:
                 raise StorageError(f"{prefix_uri}: {exc}") from None
-            if target.is_file() and target.stat().st_size == size:
+            etag = str(s3.head_object(Bucket=bucket, Key=prefix + relative).get("ETag", ""))
+            if etag and known.get(relative) == etag and target.is_file() and target.stat().st_size == size:
                 continue
+            etags.pop(relative, None)
             _download(s3, bucket, prefix + relative, target)
+            etags[relative] = etag
             fetched.append(relative)
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.etags.json.tmp-{uuid.uuid4().hex}")  # unique: see _download
+        tmp.write_text(json.dumps(etags, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, dest.with_name(dest.name + ".etags.json"))
     return fetched
