@@ -285,7 +285,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_crd(args: argparse.Namespace) -> int:
     from kubetune.api.crd import crd_yaml
 
-    sys.stdout.write(crd_yaml())
+    sys.stdout.write(crd_yaml(args.kind))
     return 0
 
 
@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_offline_commands(sub)
 
-    p = sub.add_parser("crd", help="print the FineTuneJob CustomResourceDefinition")
+    p = sub.add_parser("crd", help="print the FineTuneJob (or FineTuneSweep) CustomResourceDefinition")
+    p.add_argument("--kind", choices=["FineTuneJob", "FineTuneSweep"], default="FineTuneJob", help="which kind's CRD (default FineTuneJob)")
     p.set_defaults(func=cmd_crd)
 
     from kubetune import localrun
