@@ -75,8 +75,9 @@ def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = No
     epoch = record.get("epoch")
     # LLaMA-Factory logs an evaluation during training as a record with eval_loss and no loss
     # (llamafactory/train/callbacks.py:270-300 @v0.9.5, LogCallback.on_log reads log_history[-1]).
-    eval_loss = record.get("eval_loss")
-    evaluated = isinstance(eval_loss, (int, float)) and not isinstance(eval_loss, bool) and math.isfinite(eval_loss)
+    raw_eval = record.get("eval_loss")
+    eval_loss = float(raw_eval) if isinstance(raw_eval, (int, float)) and not isinstance(raw_eval, bool) and math.isfinite(raw_eval) else None
+    evaluated = eval_loss is not None
     return Progress(
         step=step,
         total_steps=total,
@@ -84,7 +85,7 @@ def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = No
         epoch=float(epoch) if isinstance(epoch, (int, float)) and epoch >= 0 else None,
         loss=float(loss) if isinstance(loss, (int, float)) else None,
         learning_rate=float(lr) if isinstance(lr, (int, float)) else None,
-        eval_loss=float(eval_loss) if evaluated else None,
+        eval_loss=eval_loss,
         eval_step=step if evaluated else None,
         eta_seconds=max(eta_seconds, 0) if eta_seconds is not None else None,
         summary=progress_summary(step, total),
