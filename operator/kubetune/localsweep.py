@@ -161,16 +161,20 @@ class PruneWatch:
         seen = 0
         while not self._stop.is_set():
             values = eval_losses(self.log)
-            if len(values) > seen:
-                seen = len(values)
-                self.trial = self.trial.model_copy(update={"intermediate": values[-100:]})
-                last = values[-1]
+            # Each new evaluation in step order, as Optuna's trial.report + should_prune would see them:
+            # one poll can find several (a busy machine, a fast trial), and the decision must not
+            # depend on when the log was read.
+            for k in range(seen, len(values)):
+                reported = values[: k + 1]
+                self.trial = self.trial.model_copy(update={"intermediate": reported[-100:]})
+                last = reported[-1]
                 self.console.print(f"  eval loss {last.value:.4f} at step {last.step}")
                 if engine.should_prune(self.spec, self.history, self.trial):
                     self.pruned_at = last.step
                     self.console.print(f"  [yellow]pruned[/yellow] at step {last.step}: stopping the trial")
                     self._terminate()
                     return
+            seen = len(values)
             self._stop.wait(self.interval)
 
     def _terminate(self) -> None:
@@ -189,6 +193,10 @@ class PruneWatch:
         if self._thread is not None:
             self._thread.join(timeout=STOP_WAIT_SECONDS + 5)
         values = eval_losses(self.log)
+        if self.pruned_at is not None:
+            # What the pruner decided on; evaluations the trainer logged before the stop arrived are
+            # not the study's (a record that depends on timing would not be reproducible).
+            values = [v for v in values if v.step <= self.pruned_at]
         if values:
             self.trial = self.trial.model_copy(update={"intermediate": values[-100:]})
         return self.trial

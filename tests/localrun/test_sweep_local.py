@@ -71,13 +71,14 @@ def test_local_sweep_prunes_finds_a_better_trial_and_continues_from_its_record(t
     states = [t.state for t in trials]
     assert "Pruned" in states and "Succeeded" in states and "Failed" not in states, states
 
-    # Pruned early: stopped after fewer evaluations than a trial that trained all STEPS steps.
+    # Pruned early: the pruner stopped it at an evaluation before the last step (its record keeps the
+    # evaluations up to that decision, whenever the stop reached the trainer).
     finished = [t for t in trials if t.state == "Succeeded"]
     pruned = [t for t in trials if t.state == "Pruned"]
     assert all(t.intermediate[-1].step == STEPS for t in finished), [(t.name, t.intermediate) for t in finished]
     assert all(t.intermediate[-1].step < STEPS for t in pruned), [(t.name, t.intermediate) for t in pruned]
-    assert all("pruned at step" in t.message for t in pruned)
-    for t in pruned:  # the trainer was stopped, not left to finish: its record says so
+    assert all(t.message == f"pruned at step {t.intermediate[-1].step} by the median pruner" for t in pruned)
+    for t in pruned:  # the trainer was stopped before its end (no evaluation stage): its record says so
         record = json.loads((tmp_path / "out" / "default" / t.name / "kubetune-run.json").read_text(encoding="utf-8"))
         assert record.get("evaluation") is None
 
