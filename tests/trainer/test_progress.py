@@ -78,6 +78,21 @@ def test_tracker_keeps_the_last_loss_and_measures_its_own_eta() -> None:
     assert sink.updates[1].eta_seconds == 20
 
 
+def test_evaluations_during_training_are_published_and_kept_in_later_updates() -> None:
+    """LLaMA-Factory writes an evaluation as its own record at a step already logged (eval_loss, no
+    loss); it used to be dropped as a repeat of that step, so no reader (a FineTuneSweep's pruner)
+    ever saw an evaluation loss during training."""
+    sink = ListSink()
+    tracker = ProgressTracker(sink, clock=lambda: 0.0)
+    tracker.feed({"current_steps": 2, "total_steps": 6, "loss": 6.3, "lr": 1e-3})
+    tracker.feed({"current_steps": 2, "total_steps": 6, "eval_loss": 6.25})
+    tracker.feed({"current_steps": 3, "total_steps": 6, "loss": 6.1, "lr": 1e-3})
+    assert [(u.step, u.loss, u.eval_loss, u.eval_step) for u in sink.updates] == [(2, 6.3, None, None), (2, 6.3, 6.25, 2), (3, 6.1, 6.25, 2)]
+    assert sink.updates[1].to_api()["evalLoss"] == 6.25 and sink.updates[1].to_api()["evalStep"] == 2
+    tracker.feed({"current_steps": 4, "total_steps": 6, "eval_loss": float("nan")})  # never published as a value
+    assert sink.updates[-1].eval_loss == 6.25
+
+
 def test_eta_after_resume_uses_observed_rate_not_llamafactorys_optimistic_one() -> None:
     # After resuming at step 30 of 100, LLaMA-Factory divides by its own short
     # elapsed time and claims a near end; we measure the rate ourselves.

@@ -55,6 +55,10 @@ class Progress(ApiModel):
     """Training loss at the last logged step."""
     learning_rate: float | None = None
     """Learning rate at the last logged step."""
+    eval_loss: float | None = None
+    """Loss on the held-out split (spec.training.valSize) at the last evaluation during training (every training.evalSteps); a FineTuneSweep's pruner reads it."""
+    eval_step: Annotated[int, Field(ge=0)] | None = None
+    """Optimizer step of that evaluation."""
     eta_seconds: Annotated[int, Field(ge=0)] | None = None
     """Estimated seconds to the end of training."""
     summary: Annotated[str, Field(max_length=64)] = ""
