@@ -129,3 +129,15 @@ def test_a_resumed_run_does_not_republish_the_previous_attempts_lines(tmp_path: 
     finally:
         follower.stop()
     assert [u.step for u in sink.updates] == [20]
+
+
+def test_an_evaluation_during_training_is_reported_and_kept_until_the_next_one() -> None:
+    """LLaMA-Factory logs an evaluation (eval_steps) as its own record with eval_loss and the step
+    (callbacks.py:272-287 @ 0.9.5); status.progress.evalLoss/evalStep carry it, which a FineTuneSweep prunes on."""
+    sink = ListSink()
+    tracker = ProgressTracker(sink, clock=iter(range(100)).__next__)
+    tracker.feed(LOG[0])
+    tracker.feed({"current_steps": 10, "total_steps": 40, "eval_loss": 4.5, "epoch": 0.25, "percentage": 25.0})
+    tracker.feed(LOG[1])
+    assert [(u.step, u.loss, u.eval_loss, u.eval_step) for u in sink.updates] == [(10, 5.21, None, None), (10, 5.21, 4.5, 10), (20, 3.1, 4.5, 10)]
+    assert sink.updates[-1].to_api()["evalLoss"] == 4.5 and sink.updates[-1].to_api()["evalStep"] == 10

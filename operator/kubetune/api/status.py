@@ -57,6 +57,10 @@ class Progress(ApiModel):
     """Learning rate at the last logged step."""
     eta_seconds: Annotated[int, Field(ge=0)] | None = None
     """Estimated seconds to the end of training."""
+    eval_loss: float | None = None
+    """Eval loss of the newest evaluation during training (spec.training.evalSteps on the valSize hold-out): what a FineTuneSweep prunes on."""
+    eval_step: Annotated[int, Field(ge=0)] | None = None
+    """The step evalLoss was measured at."""
     summary: Annotated[str, Field(max_length=64)] = ""
     """Short form for `kubectl get`, e.g. `120/1000 (12%)`."""
     updated_at: str | None = None

@@ -14,6 +14,7 @@ line from the pod log, and when the pod was rendered with an intake URL
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import threading
@@ -72,6 +73,10 @@ def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = No
     loss = record.get("loss")
     lr = record.get("lr")
     epoch = record.get("epoch")
+    # An evaluation during training (eval_steps) is its own record with ``eval_loss`` and the step
+    # (llamafactory/train/callbacks.py:272-287 @ 0.9.5, LogCallback.on_log; None values are dropped).
+    eval_loss = record.get("eval_loss")
+    evaluated = isinstance(eval_loss, (int, float)) and math.isfinite(eval_loss)
     return Progress(
         step=step,
         total_steps=total,
@@ -80,6 +85,8 @@ def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = No
         loss=float(loss) if isinstance(loss, (int, float)) else None,
         learning_rate=float(lr) if isinstance(lr, (int, float)) else None,
         eta_seconds=max(eta_seconds, 0) if eta_seconds is not None else None,
+        eval_loss=float(eval_loss) if evaluated else None,
+        eval_step=step if evaluated else None,
         summary=progress_summary(step, total),
         updated_at=now or utc_now(),
     )
@@ -101,6 +108,7 @@ class ProgressTracker:
         self._first: tuple[int, float] | None = None
         self._loss: float | None = None
         self._lr: float | None = None
+        self._eval: tuple[float, int] | None = None
         self.last: Progress | None = None
 
     def feed(self, record: dict[str, Any]) -> Progress | None:
@@ -122,8 +130,13 @@ class ProgressTracker:
             progress = progress.model_copy(update={"loss": self._loss})
         if progress.learning_rate is None and self._lr is not None:
             progress = progress.model_copy(update={"learning_rate": self._lr})
+        if progress.eval_loss is None and self._eval is not None:  # the newest evaluation stays reported
+            progress = progress.model_copy(update={"eval_loss": self._eval[0], "eval_step": self._eval[1]})
         self._loss, self._lr = progress.loss, progress.learning_rate
-        if self.last is not None and progress.step == self.last.step and progress.loss == self.last.loss:
+        if progress.eval_loss is not None and progress.eval_step is not None:
+            self._eval = (progress.eval_loss, progress.eval_step)
+        if (self.last is not None and progress.step == self.last.step and progress.loss == self.last.loss
+                and progress.eval_loss == self.last.eval_loss):
             return None
         self.last = progress
         self._sink.publish(progress)
