@@ -165,8 +165,9 @@ def test_committed_set_is_sorted_and_uses_rbac_verbs() -> None:
     calls = json.loads(EXPECTED.read_text(encoding="utf-8"))
     assert calls == sorted(calls, key=lambda c: json.dumps(c, sort_keys=True))
     assert {c["verb"] for c in calls} <= {"get", "list", "watch", "create", "update", "patch", "delete"}
-    # children go by ownerReference; the one delete is a queued workload past its retry bound (Kueue
-    # would resume it if suspended: kueue jobframework/reconciler.go:621-635 @ v0.19.2)
+    # children go by ownerReference; the deletes are a queued workload past its retry bound (Kueue
+    # would resume it if suspended: kueue jobframework/reconciler.go:621-635 @ v0.19.2) and a sweep's
+    # pruned trial (a FineTuneJob the sweep owns)
     deletes = {(c["group"], c["resource"]) for c in calls if c["verb"] == "delete"}
-    assert deletes == {("kubeflow.org", "pytorchjobs")}, deletes
+    assert deletes == {("kubeflow.org", "pytorchjobs"), ("kubetune.io", "finetunejobs")}, deletes
     assert not any(c["resource"] == "finetunejobs" and c["verb"] in ("update", "create") for c in calls)

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from kubetune.api.contract import GROUP, PLURAL, VERSION
+from kubetune.api.sweep import SWEEP_PLURAL
 
 from .loop import Controller
 from .runtime import Runtime
@@ -55,3 +56,8 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime, controller: Controlle
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def index(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
         controller.job_event(event.get("type"), body)
+
+    # FineTuneSweeps (controller/sweeps): the same thin trigger, into the sweep controller's queue.
+    @kopf.on.event(GROUP, VERSION, SWEEP_PLURAL, registry=registry)
+    async def index_sweep(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        controller.sweeps.sweep_event(event.get("type"), body)

@@ -30,6 +30,7 @@ from .kube import ApiError
 from .peering import pause_state
 from .runtime import Runtime
 from .snapshot import Key, Memory, ObserveSettings, observe
+from .sweeps.loop import SweepController
 
 log = logging.getLogger("kubetune.operator")
 
@@ -109,6 +110,8 @@ class Controller:
         )
         self.executor = Executor(rt.kube, self.caches, self.memory, EventRecorder(rt.kube, rt.metrics), conflict_retry_s=min(1.0, config.retry_delay_s))
         self.failures: dict[Key, int] = {}
+        self.sweeps = SweepController(rt.kube, self.caches, retry_delay_s=config.retry_delay_s)
+        """FineTuneSweeps (controller/sweeps): their trials are FineTuneJobs of this controller."""
         self.resumed = asyncio.Event()
         self.resumed.set()
         self.ready = asyncio.Event()
@@ -144,10 +147,12 @@ class Controller:
             self.memory.forget((namespace, name))
             self.failures.pop((namespace, name), None)
             self._enqueue_dependents(namespace, name)
+            self.sweeps.job_event(obj)
             return
         if self.caches.store_job(obj):
             self.queue.add((namespace, name))
             self._enqueue_dependents(namespace, name)
+            self.sweeps.job_event(obj)  # a sweep's trial: its sweep looks again
 
     def _enqueue_dependents(self, namespace: str, name: str) -> None:
         """Jobs not started yet that build on ``name`` (fromJob): its phase decides whether they start."""
@@ -173,6 +178,7 @@ class Controller:
             self.ready.set()
             log.debug("watch caches synced; %d FineTuneJobs known", len(self.caches.jobs))
             workers = [asyncio.create_task(self._worker(), name=f"kubetune-worker-{i}") for i in range(self.rt.config.sync_concurrency)]
+            workers.append(asyncio.create_task(self.sweeps.run(self.resumed, lambda: self._draining), name="kubetune-sweep-worker"))
             tasks.extend(workers)
             await asyncio.gather(*tasks)
         finally:
@@ -204,6 +210,7 @@ class Controller:
                     self.resumed.set()
                     for key in list(self.caches.jobs):
                         self.queue.add(key)
+                    self.sweeps.requeue_all()
                 last_blockers = blockers
             await asyncio.sleep(config.peering_check_s)
 
