@@ -154,11 +154,41 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    docs = [(s, d) for s, d in _read_objects(args.files) if _is_finetunejob(d)]
-    if not docs:
-        _no_job_found("validate")
+def _is_sweep(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("kind") == "FineTuneSweep"
+
+
+def _validate_sweeps(docs: Sequence[tuple[str, Any]], args: argparse.Namespace) -> int:
+    """FineTuneSweeps: the checks of kubetune.sweep.checks (what the operator runs before any trial); the count of invalid ones."""
+    from kubetune.plan.feasibility import product_table
+    from kubetune.sweep.checks import validate_sweep
+
     failed = 0
+    for source, doc in docs:
+        sweep, problems = validate_sweep(doc, gpu_memory=_gpu_memory_arg(args), product_table=product_table())
+        if problems or sweep is None:
+            failed += 1
+            _print_problems([(source, p) for p in problems])
+            continue
+        spec = sweep.spec
+        print(
+            line(
+                f"{source}: FineTuneSweep {sweep.name} is valid; {len(spec.parameters)} parameter(s), algorithm {spec.algorithm}, "
+                f"earlyStopping {spec.early_stopping}, up to {spec.max_trials} trials ({spec.parallelism} at a time), "
+                f"objective {spec.objective.goal} {spec.objective.metric}"
+            )
+        )
+    return failed
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    objects = _read_objects(args.files)
+    docs = [(s, d) for s, d in objects if _is_finetunejob(d)]
+    sweeps = [(s, d) for s, d in objects if _is_sweep(d)]
+    if not docs and not sweeps:
+        print("kubetune validate: no FineTuneJob or FineTuneSweep found in the input", file=sys.stderr)
+        raise _Reported()
+    failed = _validate_sweeps(sweeps, args)
     checked = [(source, *validate_object(doc)) for source, doc in docs]
     together = [job for _, job, _ in checked if job is not None]  # fromJob resolves within the input
     for source, job, problems in checked:
@@ -285,7 +315,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_crd(args: argparse.Namespace) -> int:
     from kubetune.api.crd import crd_yaml
 
-    sys.stdout.write(crd_yaml())
+    sys.stdout.write(crd_yaml(args.kind))
     return 0
 
 
@@ -297,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_offline_commands(sub)
 
-    p = sub.add_parser("crd", help="print the FineTuneJob CustomResourceDefinition")
+    p = sub.add_parser("crd", help="print the FineTuneJob (or FineTuneSweep) CustomResourceDefinition")
+    p.add_argument("--kind", choices=["FineTuneJob", "FineTuneSweep"], default="FineTuneJob", help="which kind's CRD (default FineTuneJob)")
     p.set_defaults(func=cmd_crd)
 
     from kubetune import localrun
@@ -342,7 +373,7 @@ def _add_offline_commands(sub: Any) -> None:
     )
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("validate", help="check FineTuneJobs; print every problem with its field and fix")
+    p = sub.add_parser("validate", help="check FineTuneJobs and FineTuneSweeps; print every problem with its field and fix")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument(
         "--skip-llamafactory",

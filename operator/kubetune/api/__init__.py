@@ -7,6 +7,15 @@ from .k8s import Affinity, Toleration
 from .base import ApiModel, Rule, RuledModel, broken_transition_rules
 from .loading import load_documents
 from .resource import FineTuneJob, ObjectMeta
+from .sweep import (
+    FineTuneSweep,
+    FineTuneSweepSpec,
+    FineTuneSweepStatus,
+    IntermediateValue,
+    SweepObjective,
+    SweepParameter,
+    TrialRecord,
+)
 from .serve import KaitoSpec, KServeSpec, ServeSpec
 from .posttrain import KtoSpec, PpoSpec, PreferenceSpec, RewardModelSpec
 from .spec import (
@@ -74,6 +83,13 @@ __all__ = [
     "FineTuneJob",
     "FineTuneJobSpec",
     "FineTuneJobStatus",
+    "FineTuneSweep",
+    "FineTuneSweepSpec",
+    "FineTuneSweepStatus",
+    "IntermediateValue",
+    "SweepObjective",
+    "SweepParameter",
+    "TrialRecord",
     "KServeSpec",
     "KaitoSpec",
     "FreezeSpec",

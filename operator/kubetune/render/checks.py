@@ -485,3 +485,9 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
         rest = len(out) - MAX_PROBLEMS
         out = [*out[:MAX_PROBLEMS], Problem(out[MAX_PROBLEMS].path, f"... and {rest} more problem(s) like the ones above")]
     return out
+
+
+def problems_from_validation_error(err: ValidationError) -> list[Problem]:
+    """A pydantic error of any API model as Problems with Kubernetes-style paths (FineTuneSweep's
+    checks, kubetune.sweep.checks, report the same way as a FineTuneJob's)."""
+    return _from_pydantic(err)
