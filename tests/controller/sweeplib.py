@@ -15,8 +15,24 @@ from emulator import Cluster
 from kubeflow import pod_name, set_condition, start_pod
 
 from kubetune.api.contract import PROGRESS_PREFIX, STAGE_PREFIX
+from kubetune.api.crd import crd
+from kubetune.api.sweep import SWEEP_KIND
 
 FTS = ("kubetune.io/v1alpha1", "finetunesweeps")
+CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+
+
+def install_sweep_crd(cluster: Cluster) -> None:
+    """The generated FineTuneSweep CRD, as `helm install` leaves it: the emulator then prunes, defaults and
+    validates every sweep write (the user's, and the operator's status patches) like the API server."""
+    doc = crd(SWEEP_KIND)
+    doc["metadata"].update(uid="sweep-crd-uid", resourceVersion="1", generation=1)
+    cluster.store[(CRDS, None, doc["metadata"]["name"])] = doc
+
+
+def uninstall_sweep_crd(cluster: Cluster) -> None:
+    """Sweeps are stored as sent from now on (an older or schemaless CRD): the operator's own checks are what refuses."""
+    cluster.store.pop((CRDS, None, f"{FTS[1]}.kubetune.io"), None)
 NS = "team-a"
 TOTAL = 40
 
@@ -96,3 +112,20 @@ async def trial_succeeds(cluster: Cluster, name: str, eval_loss: float) -> None:
 
 async def trial_fails(cluster: Cluster, name: str) -> None:
     await set_condition(cluster, "PyTorchJob", NS, name, "Failed", "PyTorchJobFailed", f"PyTorchJob {name} is failed because 1 Master replica(s) failed.")
+
+
+async def drive_a_sweep(cluster: Cluster, name: str = "sw") -> None:
+    """Every call a sweep makes (tests/controller/test_api_calls.py): trials asked and applied, one
+    pruned (its FineTuneJob deleted), the sweep Succeeded and its best trial promoted to serving."""
+    body = sweep(name, maxTrials=3, parallelism=1, earlyStopping="median", promote="serve", template_changes={"serve": {}})
+    await cluster.put_object(*FTS, body)
+    await trial_runs(cluster, f"{name}-0")
+    await trial_reports(cluster, f"{name}-0", 10, 1.2)
+    await eventually(lambda: trial(cluster, f"{name}-0", name)["intermediate"], what="an intermediate value")
+    await trial_succeeds(cluster, f"{name}-0", 1.0)
+    await trial_runs(cluster, f"{name}-1")
+    await trial_reports(cluster, f"{name}-1", 10, 4.0)
+    await eventually(lambda: cluster.read(*FTJ, NS, f"{name}-1") is None, what="the pruned trial deleted")
+    await trial_runs(cluster, f"{name}-2")
+    await trial_succeeds(cluster, f"{name}-2", 1.1)
+    await eventually(lambda: cluster.read("apps/v1", "deployments", NS, f"{name}-0-serve"), what="the best trial served")

@@ -26,6 +26,7 @@ from emulator_auth import TokenAuthority
 from kt_upstream import missing_message, upstream_crds_dir
 from kubeflow import pod_exits, progress_line, set_condition, stage_line, start_pod
 from pushlib import free_port, post
+from sweeplib import drive_a_sweep, install_sweep_crd
 from trainer_v2 import TJ, chart_runtime, install_trainer, trainer_reconciles, trainjob_finishes
 
 from kubetune.api import contract
@@ -83,6 +84,8 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
     await eventually(lambda: cluster.read(*MPI, NS, "mpi") and phase(cluster, "mpi") == "Pending", what="mpi Pending")
     await set_condition(cluster, "MPIJob", NS, "mpi", "Failed")
     await eventually(lambda: phase(cluster, "mpi") == "Failed", what="mpi Failed")
+
+    await drive_a_sweep(cluster)  # a FineTuneSweep: its status, trials applied, one pruned (deleted), the best promoted
 
     uninstall_finetunejob_crd(cluster)  # a job today's CRD refuses, stored under an older one
     await cluster.put_object(*FTJ, example_job("invalid", method="qlora"))
@@ -147,6 +150,7 @@ async def test_recorded_api_calls_match_the_committed_set(cluster: Cluster, oper
     if crds is None:
         warnings.warn(f"TrainJob schema check not played while recording: {missing_message()}", stacklevel=1)
     install_trainer(cluster, runtime=False, schema=crds is not None)
+    install_sweep_crd(cluster)
     port = free_port()
     url = f"http://127.0.0.1:{port}{contract.PROGRESS_PATH}"
     options = RenderOptions(progress_url=url)

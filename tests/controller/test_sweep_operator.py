@@ -12,6 +12,7 @@ from conftest import FTJ, PTJ, eventually
 from emulator import Cluster
 from sweeplib import (
     FTS,
+    install_sweep_crd,
     NS,
     sweep,
     sweep_condition,
@@ -23,6 +24,7 @@ from sweeplib import (
     trial_runs,
     trial_succeeds,
     trials,
+    uninstall_sweep_crd,
 )
 
 from kubetune.api.contract import KUEUE_QUEUE_LABEL
@@ -30,6 +32,7 @@ from kubetune.api.sweep import LABEL_SWEEP
 
 
 async def started(cluster: Cluster, operator: Any) -> Any:
+    install_sweep_crd(cluster)
     op = await operator()
     await eventually(lambda: cluster.watching.get("finetunesweeps"), what="the operator's sweep watch")
     return op
@@ -58,9 +61,12 @@ async def test_trials_are_created_up_to_parallelism_then_more_as_trials_finish(c
     await trial_succeeds(cluster, "lr-0", 1.5)
     await eventually(lambda: trial_jobs(cluster) == ["lr-0", "lr-1", "lr-2"], what="a third trial once one finished")
     assert trial(cluster, "lr-0")["state"] == "Succeeded" and trial(cluster, "lr-0")["value"] == 1.5
-    for name, value in (("lr-1", 0.8), ("lr-2", 1.1)):
-        await trial_runs(cluster, name)
-        await trial_succeeds(cluster, name, value)
+    await trial_runs(cluster, "lr-1")
+    # maxTrials are all asked: the sweep only waits for them
+    await eventually(lambda: sweep_condition(cluster, "Running").get("reason") == "TrialsRunning", what="TrialsRunning")
+    await trial_succeeds(cluster, "lr-1", 0.8)
+    await trial_runs(cluster, "lr-2")
+    await trial_succeeds(cluster, "lr-2", 1.1)
     await eventually(lambda: sweep_status(cluster).get("phase") == "Succeeded", what="the sweep Succeeded")
     status = sweep_status(cluster)
     assert (status["bestTrial"], status["bestValue"]) == ("lr-1", 0.8)
@@ -99,7 +105,7 @@ async def test_a_restart_between_recording_a_trial_and_creating_it_neither_asks_
     await eventually(lambda: [t["name"] for t in trials(cluster)] == ["lr-0", "lr-1"], what="lr-1 asked after lr-0 ended")
     assert trials(cluster)[0]["parameters"] == before[0]["parameters"]
     assert cluster.read(*FTJ, NS, "lr-0")["metadata"]["uid"] == uid
-    assert trial_jobs(cluster) == ["lr-0", "lr-1"]
+    await eventually(lambda: trial_jobs(cluster) == ["lr-0", "lr-1"], what="lr-1 created, lr-0 still the same one")
 
 
 async def test_a_failed_trial_is_counted_and_the_study_goes_on_until_max_failed_trials(cluster: Cluster, operator: Any) -> None:
@@ -159,12 +165,12 @@ async def test_promotion_serves_the_best_trial_only(cluster: Cluster, operator: 
     assert sweep_condition(cluster, "Promoted")["reason"] == "WinnerPromoted"
     assert "serve" in cluster.read(*FTJ, NS, "lr-1")["spec"] and "serve" not in cluster.read(*FTJ, NS, "lr-0")["spec"]
     assert cluster.read("apps/v1", "deployments", NS, "lr-0-serve") is None
-    assert ((cluster.read(*FTJ, NS, "lr-1") or {}).get("status") or {}).get("serving", {}).get("objects")
+    await eventually(lambda: cluster.read(*FTJ, NS, "lr-1")["status"]["serving"]["objects"], what="lr-1's status.serving")
 
 
 async def test_a_sweep_with_an_invalid_template_gets_a_condition_naming_the_field_and_no_trials(cluster: Cluster, operator: Any) -> None:
     await started(cluster, operator)
-    # Stored as sent (the emulator has no FineTuneSweep CRD installed here): the operator's own checks refuse it.
+    uninstall_sweep_crd(cluster)  # stored as sent, as under an older CRD: the operator's own checks refuse it
     await cluster.put_object(*FTS, sweep(template_changes={"method": "qlora"}))
     await eventually(lambda: sweep_condition(cluster, "Validated").get("reason") == "InvalidSweep", what="InvalidSweep")
     message = sweep_condition(cluster, "Validated")["message"]

@@ -110,7 +110,7 @@ class Controller:
         )
         self.executor = Executor(rt.kube, self.caches, self.memory, EventRecorder(rt.kube, rt.metrics), conflict_retry_s=min(1.0, config.retry_delay_s))
         self.failures: dict[Key, int] = {}
-        self.sweeps = SweepController(rt.kube, self.caches, retry_delay_s=config.retry_delay_s)
+        self.sweeps = SweepController(rt.kube, self.caches, retry_delay_s=config.retry_delay_s, gpu_memory_by_product=config.gpu_memory_by_product)
         """FineTuneSweeps (controller/sweeps): their trials are FineTuneJobs of this controller."""
         self.resumed = asyncio.Event()
         self.resumed.set()

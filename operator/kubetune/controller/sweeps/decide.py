@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from kubetune.api.contract import API_VERSION, KIND
 from kubetune.api.sweep import LABEL_SWEEP, MAX_INTERMEDIATE, SWEEP_KIND, FineTuneSweep, FineTuneSweepSpec, IntermediateValue, TrialRecord
+from kubetune.sweep.checks import validate_sweep
 from kubetune.sweep import best, finished, next_trials, objective_value, should_prune, summary, trial_spec, winner_spec
 
 from ..reasons import SWEEP_REASONS, with_hint
@@ -71,19 +72,13 @@ class _Draft:
 
 
 def validated(snap: SweepSnapshot) -> tuple[FineTuneSweep | None, str]:
-    """The sweep, or why not (the field named): the CRD's rules in Python, then validate_sweep."""
-    from kubetune.sweep.checks import validate_sweep
-
+    """The sweep, or why not with the fields named: ``kubetune.sweep.checks.validate_sweep`` (the
+    CRD's rules in Python, the parameter paths, the template's own checks, the GPU planner on the
+    range's extremes), the same checks as ``kubetune validate``; it never raises."""
     body = {k: v for k, v in snap.obj.items() if k != "status"}
-    try:
-        sweep = FineTuneSweep.from_api(body)
-    except ValidationError as exc:
-        return None, "; ".join(_field_error(e) for e in exc.errors()[:8])
-    except ValueError as exc:
-        return None, str(exc)
-    problems = validate_sweep(sweep)
-    if problems:
-        return None, "; ".join(str(p) for p in problems)
+    sweep, problems = validate_sweep(body, product_table=snap.gpu_memory_by_product or None)
+    if sweep is None or problems:
+        return None, "; ".join(str(p) for p in problems[:8]) or "the spec is invalid"
     return sweep, ""
 
 

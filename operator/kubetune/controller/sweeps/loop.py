@@ -26,8 +26,9 @@ log = logging.getLogger("kubetune.operator.sweep")
 
 
 class SweepController:
-    def __init__(self, kube: Kube, caches: Caches, *, retry_delay_s: float = 1.0) -> None:
+    def __init__(self, kube: Kube, caches: Caches, *, retry_delay_s: float = 1.0, gpu_memory_by_product: Mapping[str, str] | None = None) -> None:
         self.kube = kube
+        self.gpu_memory_by_product = dict(gpu_memory_by_product or {})
         self.caches = caches
         self.sweeps: dict[Key, dict[str, Any]] = {}
         """FineTuneSweeps, fed by kopf's watch (``handlers``) and our own status patches."""
@@ -97,7 +98,7 @@ class SweepController:
         obj = self.sweeps.get(key)
         if obj is None:
             return
-        snap = observe(key, obj, self.caches, self.memory)
+        snap = observe(key, obj, self.caches, self.memory, self.gpu_memory_by_product)
         decision = decide_sweep(snap, time.time())
         stored, requeue = await self.executor.act(snap, decision)
         if stored is not None:

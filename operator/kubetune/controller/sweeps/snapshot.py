@@ -31,6 +31,8 @@ class SweepSnapshot:
     refused: Mapping[str, str] = field(default_factory=dict)
     """Trials whose FineTuneJob the API server refused (permanently), with its message (act.py)."""
     first_seen: bool = False
+    gpu_memory_by_product: Mapping[str, str] = field(default_factory=dict)
+    """The operator's GPU table (Helm value gpuMemoryByProduct): the planner's check of the range's extremes."""
 
 
 @dataclass
@@ -49,7 +51,7 @@ def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(r.get("controller") and r.get("uid") == uid for r in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
-def observe(key: Key, obj: Mapping[str, Any], caches: Caches, memory: SweepMemory) -> SweepSnapshot:
+def observe(key: Key, obj: Mapping[str, Any], caches: Caches, memory: SweepMemory, gpu_memory_by_product: Mapping[str, str] | None = None) -> SweepSnapshot:
     namespace, name = key
     obj = copy.deepcopy(dict(obj))
     meta, status = obj.get("metadata") or {}, obj.get("status") or {}
@@ -80,4 +82,5 @@ def observe(key: Key, obj: Mapping[str, Any], caches: Caches, memory: SweepMemor
         foreign=frozenset(foreign),
         refused=dict(memory.refused.get(key) or {}),
         first_seen=first_seen,
+        gpu_memory_by_product=dict(gpu_memory_by_product or {}),
     )
