@@ -75,8 +75,8 @@ def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = No
     epoch = record.get("epoch")
     # An evaluation during training (eval_steps) is its own record with ``eval_loss`` and the step
     # (llamafactory/train/callbacks.py:272-287 @ 0.9.5, LogCallback.on_log; None values are dropped).
-    eval_loss = record.get("eval_loss")
-    evaluated = isinstance(eval_loss, (int, float)) and math.isfinite(eval_loss)
+    raw_eval = record.get("eval_loss")
+    eval_loss = float(raw_eval) if isinstance(raw_eval, (int, float)) and math.isfinite(raw_eval) else None
     return Progress(
         step=step,
         total_steps=total,
@@ -85,8 +85,8 @@ def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = No
         loss=float(loss) if isinstance(loss, (int, float)) else None,
         learning_rate=float(lr) if isinstance(lr, (int, float)) else None,
         eta_seconds=max(eta_seconds, 0) if eta_seconds is not None else None,
-        eval_loss=float(eval_loss) if evaluated else None,
-        eval_step=step if evaluated else None,
+        eval_loss=eval_loss,
+        eval_step=step if eval_loss is not None else None,
         summary=progress_summary(step, total),
         updated_at=now or utc_now(),
     )
