@@ -6,6 +6,8 @@ reads them from there, as in a cluster."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 from conftest import FTJ, PTJ, eventually
@@ -177,3 +179,35 @@ async def test_a_sweep_with_an_invalid_template_gets_a_condition_naming_the_fiel
     assert "template" in message and "quantization" in message, message
     assert sweep_status(cluster)["phase"] == "Failed"
     assert not trials(cluster) and trial_jobs(cluster) == []
+
+
+async def test_kubetune_get_sweeps_and_the_sdk_read_the_study(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+    import kubetune
+    from test_terminal import kubeconfig, run_cli
+
+    await started(cluster, operator)
+    await cluster.put_object(*FTS, sweep(maxTrials=2, parallelism=2))
+    await eventually(lambda: trial_jobs(cluster) == ["lr-0", "lr-1"], what="two trials")
+    for name, value in (("lr-0", 0.9), ("lr-1", 0.6)):
+        await trial_runs(cluster, name)
+        await trial_succeeds(cluster, name, value)
+    await eventually(lambda: sweep_status(cluster).get("phase") == "Succeeded", what="the sweep Succeeded")
+    config = kubeconfig(cluster, tmp_path / "kubeconfig")
+
+    client = await asyncio.to_thread(kubetune.Client, kubeconfig=str(config))
+    found = await asyncio.to_thread(client.get_sweep, "lr")
+    assert found.status is not None and found.status.best_trial == "lr-1" and found.status.best_value == 0.6
+    assert [(t.name, t.state, t.value) for t in found.status.trials] == [("lr-0", "Succeeded", 0.9), ("lr-1", "Succeeded", 0.6)]
+    assert [s.name for s in await asyncio.to_thread(client.list_sweeps)] == ["lr"]
+
+    code, out, err = await run_cli(["get", "sweeps"], config)
+    assert code == 0, err
+    header, row = out.splitlines()
+    assert header.split()[:3] == ["NAME", "PHASE", "TRIALS"] and row.split()[:3] == ["lr", "Succeeded", "2/2"] and "lr-1" in row
+    code, out, err = await run_cli(["get", "sweeps", "lr"], config)
+    assert code == 0, err
+    trial_lines = out.split("\n\n")[1].splitlines()
+    assert trial_lines[0].split()[:3] == ["#", "TRIAL", "STATE"]
+    assert "lr-1 *" in trial_lines[2] and "training.learningRate=" in trial_lines[2]
+    code, _, err = await run_cli(["get", "sweeps", "nope"], config)
+    assert code == 1 and "not found" in err
