@@ -308,7 +308,7 @@ def sweep_rows(sweeps: Sequence[dict[str, Any]], all_namespaces: bool, now: date
     rows = [["NAMESPACE"] * all_namespaces + ["NAME", "PHASE", "TRIALS", "METRIC", "BEST", "BEST TRIAL", "AGE"]]
     for sweep in sweeps:
         meta, spec, status = sweep.get("metadata") or {}, sweep.get("spec") or {}, sweep.get("status") or {}
-        objective = spec.get("objective") if isinstance(spec.get("objective"), dict) else {}
+        objective: dict[str, Any] = spec["objective"] if isinstance(spec.get("objective"), dict) else {}
         rows.append([meta.get("namespace", "")] * all_namespaces + [
             str(meta.get("name", "")),
             str(status.get("phase") or "Pending"),
