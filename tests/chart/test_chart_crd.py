@@ -1,4 +1,4 @@
-"""The chart packages THE generated CRD (crds/kubetune.io_finetunejobs.yaml) in its crds/ folder.
+"""The chart packages THE generated CRDs (crds/kubetune.io_finetunejobs.yaml, crds/kubetune.io_finetunesweeps.yaml) in its crds/ folder.
 
 Why crds/ and not a template: Helm creates a crds/ file only when the CRD is absent and never puts
 ownership metadata on it, so a later `helm install` under any release name or namespace, or after
@@ -34,7 +34,15 @@ def test_crds_folder_holds_the_finetunejob_and_kopf_crds() -> None:
         "kopf.dev_clusterkopfpeerings.yaml",
         "kopf.dev_kopfpeerings.yaml",
         "kubetune.io_finetunejobs.yaml",
+        "kubetune.io_finetunesweeps.yaml",
     ]
+
+
+def test_chart_copy_of_the_sweep_crd_is_byte_identical_to_the_generated_one() -> None:
+    name = "kubetune.io_finetunesweeps.yaml"
+    assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), (
+        "charts/kubetune/crds/ differs from crds/: run `bash .ci/regen` (or `bash charts/sync-crds.sh`)"
+    )
 
 
 @needs_helm
@@ -52,6 +60,8 @@ def test_helm_show_crds_and_include_crds_give_the_generated_crd() -> None:
     assert proc.returncode == 0, proc.stderr
     shown = {d["metadata"]["name"]: d for d in load_documents(proc.stdout) if d}
     assert shown["finetunejobs.kubetune.io"] == generated
+    [sweeps] = load_documents((ROOT / "crds" / "kubetune.io_finetunesweeps.yaml").read_text(encoding="utf-8"))
+    assert shown["finetunesweeps.kubetune.io"] == sweeps
     proc = run_helm("template", "kt", str(CHART), "--include-crds")
     assert proc.returncode == 0, proc.stderr
     rendered = [d for d in load_documents(proc.stdout) if d and d.get("kind") == "CustomResourceDefinition"]

@@ -18,6 +18,7 @@ def test_package_contains_the_crds_and_not_the_ci_values(tmp_path: Path) -> None
         names = set(tar.getnames())
     assert {
         "kubetune/crds/kubetune.io_finetunejobs.yaml",
+        "kubetune/crds/kubetune.io_finetunesweeps.yaml",
         "kubetune/crds/kopf.dev_clusterkopfpeerings.yaml",
         "kubetune/crds/kopf.dev_kopfpeerings.yaml",
     } <= names

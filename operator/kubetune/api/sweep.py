@@ -229,7 +229,7 @@ class FineTuneSweepSpec(RuledModel):
         Rule(
             name="promote-serve-needs-serve",
             cel="self.promote != 'serve' || has(self.template.serve)",
-            message="spec.promote serve serves the best trial as spec.template.serve says: set spec.template.serve (e.g. vllm: {}), or promote: none",
+            message="spec.promote serve serves the best trial as spec.template.serve says: set spec.template.serve (e.g. engine: vllm), or promote: none",
             field_path=".promote",
             check=lambda s: s.promote != "serve" or s.template.serve is not None,
         ),

@@ -170,13 +170,14 @@ def _frozen(spec: FineTuneSweepSpec, record: TrialRecord, dists: dict[str, Any])
     )
 
 
+def _new_study(spec: FineTuneSweepSpec, sampler: Any) -> Any:
+    direction = "minimize" if spec.objective.goal == "minimize" else "maximize"
+    return _optuna().create_study(study_name=STUDY_NAME, direction=direction, sampler=sampler, pruner=_pruner(spec))
+
+
 def build_study(spec: FineTuneSweepSpec, trials: Sequence[TrialRecord], *, sampler: Any | None = None) -> Any:
     """An in-memory study holding every recorded trial, told (never asked again)."""
-    optuna = _optuna()
-    direction = "minimize" if spec.objective.goal == "minimize" else "maximize"
-    study = optuna.create_study(
-        study_name=STUDY_NAME, direction=direction, sampler=sampler or _sampler(spec, len(trials)), pruner=_pruner(spec)
-    )
+    study = _new_study(spec, sampler or _sampler(spec, len(trials)))
     dists = distributions(spec)
     ordered = sorted(trials, key=lambda t: t.number)
     if spec.algorithm == "cmaes" and sampler is None:
@@ -187,18 +188,31 @@ def build_study(spec: FineTuneSweepSpec, trials: Sequence[TrialRecord], *, sampl
     return study
 
 
-def _replay(study: Any, spec: FineTuneSweepSpec, trials: Sequence[TrialRecord], dists: dict[str, Any]) -> None:
-    """Rebuild CmaEsSampler's state: each recorded trial is enqueued with its own parameters, asked
-    (the sampler updates its CMA-ES state from the trials told so far) and told its outcome."""
+def _replay(study: Any, spec: FineTuneSweepSpec, trials: Sequence[TrialRecord], dists: dict[str, Any], *, consult_pruner: bool = False) -> list[bool]:
+    """Replay recorded trials as a live Optuna run would have produced them: each is enqueued with its
+    own parameters, asked, its intermediate values reported (with ``consult_pruner``, the pruner is asked
+    after each report, as ``Trial.should_prune`` would be) and told its outcome.
+
+    Used where a sampler or pruner keeps state in the trials' system attributes, which a record does not
+    hold: CmaEsSampler's pickled CMA-ES state (samplers/_cmaes.py:440-465) and SuccessiveHalvingPruner's
+    ``completed_rung_<k>`` values (pruners/_successive_halving.py: prune, _get_competing_values; used
+    by every HyperbandPruner bracket).  The in-memory storage lets system attributes be set only while a
+    trial runs, so they cannot be given to finished trials afterwards.  Returns, per trial, whether the
+    pruner said prune at any report (all False without ``consult_pruner``)."""
     optuna = _optuna()
     states = optuna.trial.TrialState
+    verdicts: list[bool] = []
     for record in trials:
         study.enqueue_trial({k: v for k, v in record.parameters.items() if k in dists})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trial = study.ask(dists)
+        pruned = False
         for step, value in sorted(_intermediate(record).items()):
             trial.report(value, step)
+            if consult_pruner:
+                pruned = trial.should_prune() or pruned
+        verdicts.append(pruned)
         state = _state(record)
         if state == states.COMPLETE:
             study.tell(trial, record.value)
@@ -206,6 +220,7 @@ def _replay(study: Any, spec: FineTuneSweepSpec, trials: Sequence[TrialRecord], 
             study.tell(trial, state=states.PRUNED)
         elif state == states.FAIL:
             study.tell(trial, state=states.FAIL)
+    return verdicts
 
 
 def _plain(value: Any) -> bool | int | float | str:
@@ -240,16 +255,23 @@ def next_trials(spec: FineTuneSweepSpec, trials: Sequence[TrialRecord], n: int, 
 
 
 def should_prune(spec: FineTuneSweepSpec, trials: Sequence[TrialRecord], trial: TrialRecord) -> bool:
-    """Whether the configured pruner stops ``trial`` given its intermediate values and the other trials."""
+    """Whether the configured pruner stops ``trial`` given its intermediate values and the other trials.
+
+    median: the pruner is asked once, at the trial's last reported step (it keeps no state).
+    hyperband: every trial is replayed (:func:`_replay`) so that each bracket's rungs hold the values the
+    other trials reached; the trial is pruned when the pruner says so at any of its reports."""
     if spec.early_stopping == "none" or not _intermediate(trial):
         return False
-    others = [t for t in trials if t.number != trial.number]
-    running = trial.model_copy(update={"state": "Running", "value": None})
     optuna = _optuna()
-    study = build_study(spec, others, sampler=optuna.samplers.RandomSampler(seed=0))
+    others = sorted((t for t in trials if t.number != trial.number), key=lambda t: t.number)
+    running = trial.model_copy(update={"state": "Running", "value": None})
     dists = distributions(spec)
-    frozen = _frozen(spec, running, dists)
-    study.add_trial(frozen)
+    if spec.early_stopping == "hyperband":
+        study = _new_study(spec, optuna.samplers.RandomSampler(seed=0))
+        _replay(study, spec, others, dists, consult_pruner=True)
+        return _replay(study, spec, [running], dists, consult_pruner=True)[0]
+    study = build_study(spec, others, sampler=optuna.samplers.RandomSampler(seed=0))
+    study.add_trial(_frozen(spec, running, dists))
     target = study.get_trials(deepcopy=False)[-1]
     return bool(study.pruner.prune(study, target))
 
