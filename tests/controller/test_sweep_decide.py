@@ -101,6 +101,15 @@ def test_promotion_is_applied_once_then_left_alone() -> None:
     assert again.winner is None
 
 
+def test_a_pruned_trial_whose_job_is_still_there_is_deleted_again() -> None:
+    """The delete follows the stored status: when it failed (or the operator restarted in between), the
+    next decision deletes the job again instead of leaving it training on its GPUs."""
+    status = {"trials": [record(0, "Succeeded", 1.0), {**record(1, "Pruned", 4.0), "message": "pruned at step 10"}]}
+    decision = decide_sweep(snapshot(status, {"lr-1": job("lr-1", "Running")}, maxTrials=3), 0)
+    assert decision.deletions == ("lr-1",)
+    assert decide_sweep(snapshot(status, {}, maxTrials=3), 0).deletions == ()
+
+
 def test_an_unreadable_trials_list_is_a_condition_not_a_crash() -> None:
     decision = decide_sweep(snapshot({"trials": [{"name": 5}]}, maxTrials=1), 0)
     assert decision.status["phase"] == "Failed" and "status.trials cannot be read" in condition(decision.status, "Validated")["message"]

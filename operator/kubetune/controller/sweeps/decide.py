@@ -119,6 +119,11 @@ def decide_sweep(snap: SweepSnapshot, now: float) -> SweepDecision:
             })
             deletions.append(record.name)
 
+    # A trial stopped earlier whose FineTuneJob is still there (the delete after the stored status failed,
+    # or the operator restarted in between): delete it again, or it keeps its GPUs.
+    deletions += [r.name for r in records if r.state == "Pruned" and r.name in snap.trials and r.name not in deletions
+                  and not (snap.trials[r.name].get("metadata") or {}).get("deletionTimestamp")]
+
     done, why = finished(spec, records)
     failed = sum(r.state == "Failed" for r in records)
     if not done and failed > spec.max_failed_trials:
