@@ -178,7 +178,7 @@ class Controller:
             self.ready.set()
             log.debug("watch caches synced; %d FineTuneJobs known", len(self.caches.jobs))
             workers = [asyncio.create_task(self._worker(), name=f"kubetune-worker-{i}") for i in range(self.rt.config.sync_concurrency)]
-            workers.append(asyncio.create_task(self.sweeps.run(self.resumed, lambda: self._draining), name="kubetune-sweep-worker"))
+            workers.append(asyncio.create_task(self.sweeps.run(self.resumed, lambda: self._draining, self._busy), name="kubetune-sweep-worker"))
             tasks.extend(workers)
             await asyncio.gather(*tasks)
         finally:

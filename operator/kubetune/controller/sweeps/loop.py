@@ -72,15 +72,19 @@ class SweepController:
 
     # --- the worker -------------------------------------------------------------------
 
-    async def run(self, resumed: asyncio.Event, draining: Any) -> None:
+    async def run(self, resumed: asyncio.Event, draining: Any, busy: set[asyncio.Task[Any]] | None = None) -> None:
         """Reconcile keys until cancelled; waits while ``resumed`` is clear (peering pause), stops taking
-        keys once ``draining()`` is true."""
+        keys once ``draining()`` is true; while a reconcile runs its task is in ``busy`` (the FineTuneJob
+        controller's drain waits for it at a stop, ``..loop.Controller.drain``)."""
+        task = asyncio.current_task()
         while not draining():
             key = await self.queue.get()
             try:
                 await resumed.wait()
                 if draining():
                     break
+                if busy is not None and task is not None:
+                    busy.add(task)
                 await self.reconcile(key)
             except asyncio.CancelledError:
                 raise
@@ -92,6 +96,8 @@ class SweepController:
             else:
                 self.failures.pop(key, None)
             finally:
+                if busy is not None and task is not None:
+                    busy.discard(task)
                 self.queue.done(key)
 
     async def reconcile(self, key: Key) -> None:
