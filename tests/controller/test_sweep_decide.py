@@ -55,12 +55,17 @@ def test_recorded_pending_trials_are_created_without_asking_again() -> None:
     assert [o["spec"]["training"]["learningRate"] for o in decision.trials] == [1e-4]
 
 
-def test_a_trial_succeeded_without_the_metric_fails_and_is_counted() -> None:
+def test_a_trial_succeeded_without_the_metric_waits_for_its_evaluation_then_fails_and_is_counted() -> None:
     status = {"trials": [record(0, "Running")]}
-    decision = decide_sweep(snapshot(status, {"lr-0": job("lr-0", "Succeeded")}, maxTrials=2, parallelism=1), 0)
-    first = decision.status["trials"][0]
+    succeeded = {"lr-0": job("lr-0", "Succeeded", completionTime="1970-01-01T00:00:00Z")}
+    waiting = decide_sweep(snapshot(status, succeeded, maxTrials=2, parallelism=1), 100)
+    assert waiting.status["trials"][0]["state"] == "Running" and "waiting for its evaluation" in waiting.status["trials"][0]["message"]
+    assert condition(waiting.status, "Running")["reason"] == "WaitingForTrialEvaluation"
+    assert waiting.requeue_after == 500  # the deadline: 600 s after the job's completionTime
+    late = decide_sweep(snapshot(waiting.status, succeeded, maxTrials=2, parallelism=1), 601)
+    first = late.status["trials"][0]
     assert first["state"] == "Failed" and "has no evalLoss" in first["message"]
-    assert decision.status["trials"][1]["name"] == "lr-1"  # the study goes on
+    assert late.status["trials"][1]["name"] == "lr-1"  # the study goes on
 
 
 def test_a_running_trial_deleted_by_someone_fails() -> None:

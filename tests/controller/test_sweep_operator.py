@@ -7,11 +7,13 @@ reads them from there, as in a cluster."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 from conftest import FTJ, PTJ, eventually
 from emulator import Cluster
+from kubeflow import pod_name, set_condition
 from sweeplib import (
     FTS,
     install_sweep_crd,
@@ -29,7 +31,7 @@ from sweeplib import (
     uninstall_sweep_crd,
 )
 
-from kubetune.api.contract import KUEUE_QUEUE_LABEL
+from kubetune.api.contract import KUEUE_QUEUE_LABEL, STAGE_PREFIX
 from kubetune.api.sweep import LABEL_SWEEP
 
 
@@ -211,3 +213,20 @@ async def test_kubetune_get_sweeps_and_the_sdk_read_the_study(cluster: Cluster, 
     assert "lr-1 *" in trial_lines[2] and "training.learningRate=" in trial_lines[2]
     code, _, err = await run_cli(["get", "sweeps", "nope"], config)
     assert code == 1 and "not found" in err
+
+
+async def test_an_evaluation_read_after_the_trial_succeeded_still_gives_its_value(cluster: Cluster, operator: Any) -> None:
+    """The log tail is read once per interval, and the evaluate stage ends just before the pod exits: the
+    FineTuneJob can turn Succeeded before its evaluation was read. It is read afterwards (a finished job
+    with spec.evaluation keeps reading its rank-0 log until it has it), and the sweep waits for it."""
+    await started(cluster, operator)
+    await cluster.put_object(*FTS, sweep(maxTrials=1, parallelism=1))
+    await trial_runs(cluster, "lr-0")
+    await set_condition(cluster, "PyTorchJob", NS, "lr-0", "Succeeded")
+    await eventually(lambda: sweep_condition(cluster, "Running").get("reason") == "WaitingForTrialEvaluation", what="WaitingForTrialEvaluation")
+    assert trial(cluster, "lr-0")["state"] == "Running" and cluster.read(*FTJ, NS, "lr-0")["status"]["phase"] == "Succeeded"
+    evaluation = {"state": "Succeeded", "trained": {"evalLoss": 0.7}, "summary": "loss 0.7"}
+    cluster.append_log(NS, pod_name("PyTorchJob", "lr-0"), STAGE_PREFIX + json.dumps({"stage": "evaluate", "event": "end", "evaluation": evaluation}))
+    await eventually(lambda: sweep_status(cluster).get("phase") == "Succeeded", what="the sweep Succeeded")
+    assert (trial(cluster, "lr-0")["state"], trial(cluster, "lr-0")["value"]) == ("Succeeded", 0.7)
+    assert cluster.read(*FTJ, NS, "lr-0")["status"]["evaluation"]["trained"] == {"evalLoss": 0.7}

@@ -190,6 +190,10 @@ SWEEP_REASONS: dict[str, Reason] = {
                "`kubectl get finetunejobs -l kubetune.io/finetunesweep=NAME` shows each trial's reason (WaitingForQueue, Unschedulable, ...)"),
         Reason("ParallelismReached", "Running", True, "Running",
                "spec.parallelism trials run at once; the next trial is asked when one finishes or is pruned", ""),
+        Reason("WaitingForTrialEvaluation", "Running", True, "Running",
+               "a trial's FineTuneJob Succeeded and its evaluation result (the objective) has not been read yet; "
+               "after 10 minutes without it the trial counts as Failed",
+               "nothing to do while the trial's rank-0 pod log is readable; its status.evaluation shows the result when read"),
         Reason("TrialsRunning", "Running", True, "Running",
                "trials run and no more are asked for now (spec.maxTrials asked, or the sampler waits for their results)", ""),
         # --- terminal -------------------------------------------------------------------------

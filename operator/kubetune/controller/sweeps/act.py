@@ -73,4 +73,6 @@ class SweepExecutor:
                 self.caches.store_job(result)  # the next snapshot sees it before kopf's watch does
         for name in decision.deletions:
             await self.kube.delete(API_VERSION, PLURAL, snap.namespace, name)
+        if decision.requeue_after is not None:
+            requeue = decision.requeue_after if requeue is None else min(requeue, decision.requeue_after)
         return stored, requeue

@@ -41,7 +41,7 @@ from kubetune.sweep.checks import validate_sweep
 from kubetune.sweep import best, finished, next_trials, objective_value, should_prune, summary, trial_spec, winner_spec
 
 from ..reasons import SWEEP_REASONS, with_hint
-from ..status import get_condition, now_rfc3339, set_condition
+from ..status import get_condition, now_rfc3339, parse_time, set_condition
 from .snapshot import SweepSnapshot
 
 ACTIVE = ("Pending", "Running")
@@ -58,6 +58,8 @@ class SweepDecision:
     """Trial FineTuneJobs to delete (pruned, or stopped when the sweep failed)."""
     winner: dict[str, Any] | None = None
     """The best trial's FineTuneJob with spec.serve (promote: serve), applied last."""
+    requeue_after: float | None = None
+    """When to look again without an event (a trial's evaluation deadline)."""
 
 
 @dataclass
@@ -109,7 +111,7 @@ def decide_sweep(snap: SweepSnapshot, now: float) -> SweepDecision:
         return SweepDecision(status)
 
     deletions: list[str] = []
-    records = [_follow(spec, snap, r) for r in records]
+    records = [_follow(spec, snap, r, now) for r in records]
     for i, record in enumerate(records):
         if record.state == "Running" and _new_intermediate(snap.status, record) and should_prune(spec, records, record):
             last = record.intermediate[-1]
@@ -147,10 +149,21 @@ def decide_sweep(snap: SweepSnapshot, now: float) -> SweepDecision:
     if done and not any(r.state in ACTIVE for r in records):
         assert winner is not None
         return _succeeded(draft, spec, records, winner, deletions)
-    return _running(draft, spec, records, deletions, why if done else "")
+    return _running(draft, spec, records, deletions, why if done else "", now)
 
 
-def _follow(spec: FineTuneSweepSpec, snap: SweepSnapshot, record: TrialRecord) -> TrialRecord:
+EVALUATION_GRACE_S = 600.0
+"""How long after a trial's FineTuneJob Succeeded its evaluation may still arrive (the operator reads a
+finished job's evaluation late when the log tail had not shown it yet: controller/decide.py _late_evaluation)."""
+WAITING = "succeeded; waiting for its evaluation (status.evaluation)"
+
+
+def _evaluation_deadline(job: Mapping[str, Any]) -> float | None:
+    done = parse_time((job.get("status") or {}).get("completionTime"))
+    return done + EVALUATION_GRACE_S if done is not None else None
+
+
+def _follow(spec: FineTuneSweepSpec, snap: SweepSnapshot, record: TrialRecord, now: float) -> TrialRecord:
     """A trial that has not ended, as its FineTuneJob now says."""
     if record.state in ENDED:
         return record
@@ -172,6 +185,9 @@ def _follow(spec: FineTuneSweepSpec, snap: SweepSnapshot, record: TrialRecord) -
         return record.model_copy(update={"state": "Failed", "message": f"FineTuneJob {record.name} failed: {status.get('message') or 'no message'}"[:1024]})
     if phase == "Succeeded":
         value, missing = _objective(spec, status)
+        deadline = _evaluation_deadline(job)
+        if value is None and not status.get("evaluation") and (deadline is None or now < deadline):
+            return record.model_copy(update={"state": "Running", "message": f"FineTuneJob {record.name} {WAITING}"})
         if value is None:
             return record.model_copy(update={"state": "Failed", "message": f"FineTuneJob {record.name} succeeded but {missing}"[:1024]})
         return record.model_copy(update={"state": "Succeeded", "value": value, "message": ""})
@@ -248,12 +264,16 @@ def _to_create(snap: SweepSnapshot, spec: FineTuneSweepSpec, records: list[Trial
     )
 
 
-def _running(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord], deletions: list[str], why: str) -> SweepDecision:
+def _running(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord], deletions: list[str], why: str, now: float) -> SweepDecision:
     status, snap = draft.status, draft.snap
     counts = _counts(records)
     running, pending = counts["Running"], counts["Pending"]
     asked = f"{len(records)} of {spec.max_trials} trials asked, {counts['ended']} ended"
-    if running == 0 and pending > 0:
+    waiting = [r for r in records if r.state == "Running" and r.message.endswith(WAITING)]
+    if waiting and len(waiting) == running:
+        reason, holds = "WaitingForTrialEvaluation", True
+        message = f"{', '.join(r.name for r in waiting)} succeeded; waiting for the evaluation result; {asked}"
+    elif running == 0 and pending > 0:
         reason, holds = "TrialsQueued", False
         message = with_hint("TrialsQueued", f"{pending} trial(s) Pending; {asked}")
     elif running + pending >= spec.parallelism and len(records) < spec.max_trials:
@@ -264,7 +284,9 @@ def _running(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord],
         message = f"{running} running, {pending} pending; {asked}" + (f" ({why})" if why else "")
     draft.cond("Running", holds, reason, message)
     status.update(phase="Running" if records and (running or counts["ended"]) else "Pending", message=message)
-    return SweepDecision(status, _to_create(snap, spec, records), tuple(deletions))
+    deadlines = [d for r in waiting if (d := _evaluation_deadline(snap.trials.get(r.name) or {})) is not None]
+    requeue = max(0.0, min(deadlines) - now) if deadlines else None
+    return SweepDecision(status, _to_create(snap, spec, records), tuple(deletions), requeue_after=requeue)
 
 
 def _failed(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord], deletions: list[str], failed: int) -> SweepDecision:
