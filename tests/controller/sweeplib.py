@@ -12,7 +12,7 @@ from typing import Any
 
 from conftest import FTJ, PTJ, eventually, example_job
 from emulator import Cluster
-from kubeflow import pod_name, set_condition, start_pod
+from kubeflow import pod_exits, pod_name, set_condition, start_pod
 
 from kubetune.api.contract import PROGRESS_PREFIX, STAGE_PREFIX
 from kubetune.api.crd import crd
@@ -111,7 +111,8 @@ async def trial_succeeds(cluster: Cluster, name: str, eval_loss: float) -> None:
 
 
 async def trial_fails(cluster: Cluster, name: str) -> None:
-    await set_condition(cluster, "PyTorchJob", NS, name, "Failed", "PyTorchJobFailed", f"PyTorchJob {name} is failed because 1 Master replica(s) failed.")
+    """Rank 0 exits with a permanent code (1): its pod Failed, then the PyTorchJob (kubeflow.pod_exits)."""
+    await pod_exits(cluster, "PyTorchJob", NS, name, 1)
 
 
 async def drive_a_sweep(cluster: Cluster, name: str = "sw") -> None:

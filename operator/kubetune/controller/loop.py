@@ -147,12 +147,10 @@ class Controller:
             self.memory.forget((namespace, name))
             self.failures.pop((namespace, name), None)
             self._enqueue_dependents(namespace, name)
-            self.sweeps.job_event(obj)
             return
         if self.caches.store_job(obj):
             self.queue.add((namespace, name))
             self._enqueue_dependents(namespace, name)
-            self.sweeps.job_event(obj)  # a sweep's trial: its sweep looks again
 
     def _enqueue_dependents(self, namespace: str, name: str) -> None:
         """Jobs not started yet that build on ``name`` (fromJob): its phase decides whether they start."""

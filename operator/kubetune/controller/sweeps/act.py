@@ -24,7 +24,7 @@ from kubetune.api.contract import API_VERSION, PLURAL
 from kubetune.api.sweep import SWEEP_PLURAL
 
 from ..act import admission_denied
-from ..cache import Caches
+from ..cache import Informer
 from ..kube import ApiError, Kube
 from ..status import merge_diff
 from .decide import SweepDecision
@@ -36,7 +36,7 @@ log = logging.getLogger("kubetune.operator.sweep")
 @dataclass
 class SweepExecutor:
     kube: Kube
-    caches: Caches
+    trials: Informer
     memory: SweepMemory
     conflict_retry_s: float = 0.5
     refused_retry_s: float = 0.5
@@ -70,7 +70,7 @@ class SweepExecutor:
                 requeue = self.refused_retry_s
                 continue
             if result:
-                self.caches.store_job(result)  # the next snapshot sees it before kopf's watch does
+                self.trials.put(result)  # the next snapshot sees it before the watch event
         for name in decision.deletions:
             await self.kube.delete(API_VERSION, PLURAL, snap.namespace, name)
         if decision.requeue_after is not None:

@@ -3,6 +3,11 @@
 Triggers only enqueue a sweep's key: kopf's watch of FineTuneSweeps (``handlers``), and every
 event of a FineTuneJob labelled with a sweep (its trials: their phase, progress and evaluation
 are the study's input).  One worker reconciles observe -> decide -> act; failures back off per key.
+
+The trials come from an informer of their own (LIST + WATCH of FineTuneJobs with the sweep label,
+``..cache.Informer``), not from kopf's watch of every FineTuneJob: the worker starts only once it
+has listed them all (``synced``), so a sweep reconciled right after a restart never takes a trial
+not delivered yet for one that was deleted.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from kubetune.api.contract import API_VERSION, PLURAL
 from kubetune.api.sweep import LABEL_SWEEP
 
-from ..cache import Caches, _key, _rv
+from ..cache import Caches, Informer, _key, _rv
 from ..kube import ApiError, Kube
 from .. import loop as job_loop  # WorkQueue; a module import: ..loop imports this module
 from .act import SweepExecutor
@@ -32,9 +38,11 @@ class SweepController:
         self.caches = caches
         self.sweeps: dict[Key, dict[str, Any]] = {}
         """FineTuneSweeps, fed by kopf's watch (``handlers``) and our own status patches."""
+        self.trials = Informer(kube, API_VERSION, PLURAL, caches.namespaces, self._trial_event, label_selector=LABEL_SWEEP)
+        """Every sweep's trial FineTuneJobs (label kubetune.io/finetunesweep), whole."""
         self.queue = job_loop.WorkQueue()
         self.memory = SweepMemory()
-        self.executor = SweepExecutor(kube, caches, self.memory, conflict_retry_s=min(0.5, retry_delay_s))
+        self.executor = SweepExecutor(kube, self.trials, self.memory, conflict_retry_s=min(0.5, retry_delay_s))
         self.retry_delay_s = retry_delay_s
         self.failures: dict[Key, int] = {}
 
@@ -50,8 +58,8 @@ class SweepController:
         if self._store(obj):
             self.queue.add(key)
 
-    def job_event(self, obj: Mapping[str, Any]) -> None:
-        """A FineTuneJob changed: when it is a sweep's trial, that sweep looks again."""
+    def _trial_event(self, _type: str, obj: Mapping[str, Any]) -> None:
+        """A trial FineTuneJob changed or went away: its sweep looks again."""
         meta = obj.get("metadata") or {}
         sweep = (meta.get("labels") or {}).get(LABEL_SWEEP)
         key = (str(meta.get("namespace")), str(sweep))
@@ -76,6 +84,15 @@ class SweepController:
         """Reconcile keys until cancelled; waits while ``resumed`` is clear (peering pause), stops taking
         keys once ``draining()`` is true; while a reconcile runs its task is in ``busy`` (the FineTuneJob
         controller's drain waits for it at a stop, ``..loop.Controller.drain``)."""
+        informer = asyncio.create_task(self.trials.run(), name="kubetune-sweep-trials")
+        try:
+            await self.trials.synced.wait()
+            await self._work(resumed, draining, busy)
+        finally:
+            informer.cancel()
+            await asyncio.gather(informer, return_exceptions=True)
+
+    async def _work(self, resumed: asyncio.Event, draining: Any, busy: set[asyncio.Task[Any]] | None) -> None:
         task = asyncio.current_task()
         while not draining():
             key = await self.queue.get()
@@ -104,7 +121,7 @@ class SweepController:
         obj = self.sweeps.get(key)
         if obj is None:
             return
-        snap = observe(key, obj, self.caches, self.memory, self.gpu_memory_by_product)
+        snap = observe(key, obj, self.trials, self.caches, self.memory, self.gpu_memory_by_product)
         decision = decide_sweep(snap, time.time())
         stored, requeue = await self.executor.act(snap, decision)
         if stored is not None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from kubetune.api.sweep import LABEL_SWEEP
 
-from ..cache import Caches
+from ..cache import Caches, Informer
 
 Key = tuple[str, str]
 
@@ -51,22 +51,26 @@ def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(r.get("controller") and r.get("uid") == uid for r in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
-def observe(key: Key, obj: Mapping[str, Any], caches: Caches, memory: SweepMemory, gpu_memory_by_product: Mapping[str, str] | None = None) -> SweepSnapshot:
+def observe(
+    key: Key, obj: Mapping[str, Any], trials: Informer, caches: Caches, memory: SweepMemory, gpu_memory_by_product: Mapping[str, str] | None = None
+) -> SweepSnapshot:
+    """``trials``: the informer of every sweep's trial FineTuneJobs; ``caches.jobs`` (kopf's watch of all
+    FineTuneJobs) only tells whether a recorded trial's name is taken by a job this sweep does not own."""
     namespace, name = key
     obj = copy.deepcopy(dict(obj))
     meta, status = obj.get("metadata") or {}, obj.get("status") or {}
     uid = str(meta.get("uid") or "")
-    trials: dict[str, Mapping[str, Any]] = {}
-    foreign: set[str] = set()
-    recorded = {str(t.get("name")) for t in status.get("trials") or [] if isinstance(t, Mapping)}
-    for (ns, job_name), job in list(caches.jobs.items()):
-        if ns != namespace:
-            continue
+    found: dict[str, Mapping[str, Any]] = {}
+    for (ns, job_name), job in list(trials.objects.items()):
         labels = (job.get("metadata") or {}).get("labels") or {}
-        if labels.get(LABEL_SWEEP) == name and owned_by(job, uid):
-            trials[job_name] = copy.deepcopy(job)
-        elif job_name in recorded:
-            foreign.add(job_name)
+        if ns == namespace and labels.get(LABEL_SWEEP) == name and owned_by(job, uid):
+            found[job_name] = copy.deepcopy(job)
+    recorded = {str(t.get("name")) for t in status.get("trials") or [] if isinstance(t, Mapping)}
+    foreign = set()
+    for n in recorded - set(found):
+        other = caches.jobs.get((namespace, n)) or trials.get(namespace, n)
+        if other is not None and not owned_by(other, uid):
+            foreign.add(n)
     first_seen = key not in memory.seen
     memory.seen.add(key)
     generation = meta.get("generation")
@@ -78,7 +82,7 @@ def observe(key: Key, obj: Mapping[str, Any], caches: Caches, memory: SweepMemor
         generation=int(generation) if generation is not None else None,
         resource_version=str(meta.get("resourceVersion") or ""),
         status=status,
-        trials=trials,
+        trials=found,
         foreign=frozenset(foreign),
         refused=dict(memory.refused.get(key) or {}),
         first_seen=first_seen,
