@@ -5,7 +5,8 @@ prunes, and promotes the winner.
 The same shape as the FineTuneJob controller, one module per concern:
 
 * ``snapshot.observe`` builds one immutable ``SweepSnapshot`` from kopf's watch of FineTuneSweeps
-  and the FineTuneJob cache (the trials: label ``kubetune.io/finetunesweep``, controller ownerReference);
+  and an informer of the trials (FineTuneJobs labelled ``kubetune.io/finetunesweep``, with a
+  controller ownerReference to the sweep), listed in full before the sweep worker starts;
 * ``decide.decide_sweep`` (pure) turns it into a ``SweepDecision``: the whole desired status (the
   study: trials asked with their parameters, states, values), the trial FineTuneJobs to apply, the
   pruned ones to delete, and the winner to promote; the search itself is ``kubetune.sweep``'s;
