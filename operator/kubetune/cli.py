@@ -331,9 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["FineTuneJob", "FineTuneSweep"], default="FineTuneJob", help="which kind's CRD (default FineTuneJob)")
     p.set_defaults(func=cmd_crd)
 
-    from kubetune import localrun
+    from kubetune import localrun, localsweep
 
     localrun.add_commands(sub)
+    localsweep.add_commands(sub)
 
     from kubetune import localserve
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -266,8 +266,16 @@ class _Display:
             self._bar = None
 
 
-def run_trainer(env: Mapping[str, str], log_file: Path, console: Console, *, verbose: bool = False) -> tuple[int, list[float], list[str]]:
-    """Start ``python -m kubetune.trainer``; returns (exit code, losses, last log lines)."""
+def run_trainer(
+    env: Mapping[str, str],
+    log_file: Path,
+    console: Console,
+    *,
+    verbose: bool = False,
+    on_start: Callable[[subprocess.Popen[str]], object] | None = None,
+) -> tuple[int, list[float], list[str]]:
+    """Start ``python -m kubetune.trainer``; returns (exit code, losses, last log lines).
+    ``on_start`` gets the trainer's process once it started (``kubetune sweep --local`` stops a pruned trial through it)."""
     display = _Display(console)
     tail: deque[str] = deque(maxlen=40)
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -282,6 +290,8 @@ def run_trainer(env: Mapping[str, str], log_file: Path, console: Console, *, ver
             errors="replace",
         )
         assert proc.stdout is not None
+        if on_start is not None:
+            on_start(proc)
         try:
             for raw in proc.stdout:
                 log.write(raw)
@@ -315,9 +325,12 @@ def run_local(
     extra_env: Mapping[str, str] | None = None,
     metrics_port: int | None = None,
     sources: Mapping[str, Any] | None = None,
+    on_start: Callable[[subprocess.Popen[str]], object] | None = None,
+    stopped: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Render ``job`` for local folders and train it with the real trainer entrypoint.
-    ``sources``: resolved fromJob references (:func:`resolve_local`)."""
+    ``sources``: resolved fromJob references (:func:`resolve_local`).  ``on_start`` gets the trainer's
+    process; ``stopped`` says whether the caller stopped it on purpose (then no failure is printed)."""
     output, datasets, models = output.resolve(), datasets.resolve(), models.resolve()
     layout = local_layout(job, output, datasets, models)
     rendered = render(job, RenderOptions(layout=layout, **dict(sources or {})))
@@ -331,13 +344,13 @@ def run_local(
     job_dir = Path(layout.job_output_dir(job.namespace, job.name))
     log_file = Path(layout.scratch_dir).parent / "trainer.log"
     started = time.monotonic()
-    code, losses, tail = run_trainer(env, log_file, console, verbose=verbose)
+    code, losses, tail = run_trainer(env, log_file, console, verbose=verbose, on_start=on_start)
     result = RunResult(code, job_dir, time.monotonic() - started, losses=losses, log_file=log_file)
     try:
         result.record = json.loads((job_dir / contract.RUN_RECORD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         pass
-    if code != contract.EXIT_OK and not verbose:
+    if code != contract.EXIT_OK and not verbose and not (stopped is not None and stopped()):
         console.print("[red]training failed[/red]; last lines of the trainer's output:", markup=True)
         for tail_line in tail[-15:]:
             console.print("  " + tail_line, markup=False, highlight=False)

@@ -16,7 +16,9 @@ import yaml
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if "\nkind: FineTuneSweep\n" not in p.read_text(encoding="utf-8"))
+"""The FineTuneJob examples (this corpus is FineTuneJob-only: its oracle is validate + render; the bad
+FineTuneSweeps are tests/sweep/test_sweep_checks.py's corpus)."""
 
 
 def example_docs() -> list[dict[str, Any]]:

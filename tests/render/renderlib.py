@@ -21,9 +21,12 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 
 def example_files() -> list[Path]:
     """Every FineTuneJob example (examples/argocd holds Argo CD manifests and
-    examples/prerequisites the objects the jobs need, not jobs)."""
+    examples/prerequisites the objects the jobs need, not jobs; a FineTuneSweep example such as
+    sweep-lr.yaml renders nothing itself: tests/sweep/test_sweep_example.py checks it)."""
     skip = {"argocd", "prerequisites", "recipes"}  # recipes: several jobs per file (tests/render/test_posttrain_render.py)
-    return sorted(p for p in EXAMPLES.rglob("*.yaml") if not skip & set(p.relative_to(EXAMPLES).parts))
+    return sorted(
+        p for p in EXAMPLES.rglob("*.yaml") if not skip & set(p.relative_to(EXAMPLES).parts) and "\nkind: FineTuneSweep\n" not in p.read_text(encoding="utf-8")
+    )
 
 
 def example_id(path: Path) -> str:

@@ -163,7 +163,8 @@ def test_operator_image_is_slim_non_root_and_has_no_ml_stack() -> None:
     assert f"USER {uid}:{gid}" in instructions
     assert f"useradd --uid {uid} --gid {gid}" in OPERATOR
     lock = _lock("operator/requirements.lock")
-    for needed in ("kopf", "kubernetes", "prometheus-client", "pydantic"):
+    # optuna and cmaes: FineTuneSweep's engine (kubetune.sweep, the operator extra)
+    for needed in ("kopf", "kubernetes", "prometheus-client", "pydantic", "optuna", "cmaes"):
         assert needed in lock, needed
     for heavy in ("torch", "llamafactory", "deepspeed", "transformers"):
         assert heavy not in lock

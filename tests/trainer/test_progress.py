@@ -78,6 +78,21 @@ def test_tracker_keeps_the_last_loss_and_measures_its_own_eta() -> None:
     assert sink.updates[1].eta_seconds == 20
 
 
+def test_evaluations_during_training_are_published_and_kept_in_later_updates() -> None:
+    """LLaMA-Factory writes an evaluation as its own record at a step already logged (eval_loss, no
+    loss); it used to be dropped as a repeat of that step, so no reader (a FineTuneSweep's pruner)
+    ever saw an evaluation loss during training."""
+    sink = ListSink()
+    tracker = ProgressTracker(sink, clock=lambda: 0.0)
+    tracker.feed({"current_steps": 2, "total_steps": 6, "loss": 6.3, "lr": 1e-3})
+    tracker.feed({"current_steps": 2, "total_steps": 6, "eval_loss": 6.25})
+    tracker.feed({"current_steps": 3, "total_steps": 6, "loss": 6.1, "lr": 1e-3})
+    assert [(u.step, u.loss, u.eval_loss, u.eval_step) for u in sink.updates] == [(2, 6.3, None, None), (2, 6.3, 6.25, 2), (3, 6.1, 6.25, 2)]
+    assert sink.updates[1].to_api()["evalLoss"] == 6.25 and sink.updates[1].to_api()["evalStep"] == 2
+    tracker.feed({"current_steps": 4, "total_steps": 6, "eval_loss": float("nan")})  # never published as a value
+    assert sink.updates[-1].eval_loss == 6.25
+
+
 def test_eta_after_resume_uses_observed_rate_not_llamafactorys_optimistic_one() -> None:
     # After resuming at step 30 of 100, LLaMA-Factory divides by its own short
     # elapsed time and claims a near end; we measure the rate ourselves.
@@ -129,15 +144,3 @@ def test_a_resumed_run_does_not_republish_the_previous_attempts_lines(tmp_path: 
     finally:
         follower.stop()
     assert [u.step for u in sink.updates] == [20]
-
-
-def test_an_evaluation_during_training_is_reported_and_kept_until_the_next_one() -> None:
-    """LLaMA-Factory logs an evaluation (eval_steps) as its own record with eval_loss and the step
-    (callbacks.py:272-287 @ 0.9.5); status.progress.evalLoss/evalStep carry it, which a FineTuneSweep prunes on."""
-    sink = ListSink()
-    tracker = ProgressTracker(sink, clock=iter(range(100)).__next__)
-    tracker.feed(LOG[0])
-    tracker.feed({"current_steps": 10, "total_steps": 40, "eval_loss": 4.5, "epoch": 0.25, "percentage": 25.0})
-    tracker.feed(LOG[1])
-    assert [(u.step, u.loss, u.eval_loss, u.eval_step) for u in sink.updates] == [(10, 5.21, None, None), (10, 5.21, 4.5, 10), (20, 3.1, 4.5, 10)]
-    assert sink.updates[-1].to_api()["evalLoss"] == 4.5 and sink.updates[-1].to_api()["evalStep"] == 10

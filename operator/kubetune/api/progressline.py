@@ -4,7 +4,7 @@ The trainer (rank 0 only) prints one line per update on stdout:
 
 * ``kubetune.progress {json}``: a JSON object whose keys are those of
   :class:`kubetune.api.Progress` (camelCase: step, totalSteps, percent, epoch, loss,
-  learningRate, etaSeconds, updatedAt), compact;
+  learningRate, evalLoss, evalStep, etaSeconds, updatedAt), compact;
 * ``kubetune.stage {json}``: ``{"stage": "data", "event": "start"|"end"|"failed", ...}``,
   one line at the start and at the end of every trainer stage (the export stage's start is
   phase Exporting; the evaluate stage's end carries status.evaluation).

@@ -55,12 +55,12 @@ class Progress(ApiModel):
     """Training loss at the last logged step."""
     learning_rate: float | None = None
     """Learning rate at the last logged step."""
+    eval_loss: float | None = None
+    """Loss on the held-out split (spec.training.valSize) at the last evaluation during training (every training.evalSteps); a FineTuneSweep's pruner reads it."""
+    eval_step: Annotated[int, Field(ge=0)] | None = None
+    """Optimizer step of that evaluation."""
     eta_seconds: Annotated[int, Field(ge=0)] | None = None
     """Estimated seconds to the end of training."""
-    eval_loss: float | None = None
-    """Eval loss of the newest evaluation during training (spec.training.evalSteps on the valSize hold-out): what a FineTuneSweep prunes on."""
-    eval_step: Annotated[int, Field(ge=0)] | None = None
-    """The step evalLoss was measured at."""
     summary: Annotated[str, Field(max_length=64)] = ""
     """Short form for `kubectl get`, e.g. `120/1000 (12%)`."""
     updated_at: str | None = None

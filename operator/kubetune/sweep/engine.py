@@ -34,6 +34,7 @@ Optuna 5.1.0 contracts relied on (read in the installed package, site-packages/o
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Sequence
@@ -43,7 +44,6 @@ from kubetune.api.sweep import FineTuneSweepSpec, SweepParameter, TrialRecord
 
 STUDY_NAME = "kubetune"
 """Fixed: HyperbandPruner's bracket of a trial is crc32(f"{study_name}_{number}") (pruners/_hyperband.py:256)."""
-_SEED_STRIDE = 1_000_003
 
 
 def _optuna() -> Any:
@@ -56,10 +56,15 @@ def _optuna() -> Any:
 
 
 def sampler_seed(spec: FineTuneSweepSpec, recorded: int) -> int | None:
-    """The sampler's seed after ``recorded`` trials: fixed by spec.seed and the history length."""
+    """The sampler's seed after ``recorded`` trials: fixed by spec.seed and the history length.
+
+    Hashed (SHA-256, the same in every process): samplers seed numpy's RandomState (optuna
+    samplers/_random.py, _lazy_random_state.py), whose first draws for consecutive seeds are close
+    to each other; seeds spec.seed+n made a random search try nearly the same value again and again."""
     if spec.seed is None:
         return None
-    return (spec.seed * _SEED_STRIDE + recorded) % 2**32
+    digest = hashlib.sha256(f"kubetune-sweep:{spec.seed}:{recorded}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
 
 
 def distribution(p: SweepParameter) -> Any:

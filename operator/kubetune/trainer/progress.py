@@ -73,10 +73,11 @@ def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = No
     loss = record.get("loss")
     lr = record.get("lr")
     epoch = record.get("epoch")
-    # An evaluation during training (eval_steps) is its own record with ``eval_loss`` and the step
-    # (llamafactory/train/callbacks.py:272-287 @ 0.9.5, LogCallback.on_log; None values are dropped).
+    # LLaMA-Factory logs an evaluation during training as a record with eval_loss and no loss
+    # (llamafactory/train/callbacks.py:270-300 @v0.9.5, LogCallback.on_log reads log_history[-1]).
     raw_eval = record.get("eval_loss")
-    eval_loss = float(raw_eval) if isinstance(raw_eval, (int, float)) and math.isfinite(raw_eval) else None
+    eval_loss = float(raw_eval) if isinstance(raw_eval, (int, float)) and not isinstance(raw_eval, bool) and math.isfinite(raw_eval) else None
+    evaluated = eval_loss is not None
     return Progress(
         step=step,
         total_steps=total,
@@ -84,9 +85,9 @@ def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = No
         epoch=float(epoch) if isinstance(epoch, (int, float)) and epoch >= 0 else None,
         loss=float(loss) if isinstance(loss, (int, float)) else None,
         learning_rate=float(lr) if isinstance(lr, (int, float)) else None,
-        eta_seconds=max(eta_seconds, 0) if eta_seconds is not None else None,
         eval_loss=eval_loss,
-        eval_step=step if eval_loss is not None else None,
+        eval_step=step if evaluated else None,
+        eta_seconds=max(eta_seconds, 0) if eta_seconds is not None else None,
         summary=progress_summary(step, total),
         updated_at=now or utc_now(),
     )
@@ -99,7 +100,10 @@ class ProgressTracker:
     a step.  LLaMA-Factory's ``remaining_time`` divides by the time since *its*
     start, which after a resume counts the steps of the previous run as free
     and promises far too early an end; it is used only until two steps are seen.
-    The last record of a run carries no loss; the last known loss is kept.
+    The last record of a run carries no loss; the last known loss is kept.  An evaluation during
+    training (a record with eval_loss) is published even at a step already published, and the
+    last evaluation is kept in later updates (evalLoss, evalStep), so a reader that sees only the
+    newest line still has it.
     """
 
     def __init__(self, sink: ProgressSink, clock: Callable[[], float] = time.monotonic) -> None:
@@ -108,7 +112,7 @@ class ProgressTracker:
         self._first: tuple[int, float] | None = None
         self._loss: float | None = None
         self._lr: float | None = None
-        self._eval: tuple[float, int] | None = None
+        self._eval: tuple[float | None, int | None] = (None, None)
         self.last: Progress | None = None
 
     def feed(self, record: dict[str, Any]) -> Progress | None:
@@ -130,13 +134,11 @@ class ProgressTracker:
             progress = progress.model_copy(update={"loss": self._loss})
         if progress.learning_rate is None and self._lr is not None:
             progress = progress.model_copy(update={"learning_rate": self._lr})
-        if progress.eval_loss is None and self._eval is not None:  # the newest evaluation stays reported
+        if progress.eval_loss is None and self._eval[0] is not None:
             progress = progress.model_copy(update={"eval_loss": self._eval[0], "eval_step": self._eval[1]})
         self._loss, self._lr = progress.loss, progress.learning_rate
-        if progress.eval_loss is not None and progress.eval_step is not None:
-            self._eval = (progress.eval_loss, progress.eval_step)
-        if (self.last is not None and progress.step == self.last.step and progress.loss == self.last.loss
-                and progress.eval_loss == self.last.eval_loss):
+        self._eval = (progress.eval_loss, progress.eval_step)
+        if self.last is not None and progress.step == self.last.step and progress.loss == self.last.loss and progress.eval_step == self.last.eval_step:
             return None
         self.last = progress
         self._sink.publish(progress)
