@@ -67,6 +67,7 @@ from kubetune.api import FineTuneJob, contract
 from kubetune.api.progressline import parse_line
 
 if TYPE_CHECKING:
+    from kubetune.api.sweep import FineTuneSweep
     from kubetune.localrun import RunResult
 
 T = TypeVar("T")
@@ -102,6 +103,7 @@ __all__ = [
     "Unauthorized",
     "WaitTimeout",
     "read_job",
+    "read_sweep",
     "read_trainer_log",
     "run_local",
 ]
@@ -346,6 +348,33 @@ def read_job(obj: dict[str, Any]) -> FineTuneJob:
     )
 
 
+def read_sweep(obj: dict[str, Any]) -> FineTuneSweep:
+    """A FineTuneSweep as the API server stored it, with its status (``status.trials``: every trial's
+    parameters, state and values; ``status.bestTrial``, ``status.bestValue``).  Like :func:`read_job`, a
+    sweep this kubetune's model refuses still comes back: its status typed, its spec unvalidated."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from kubetune.api import ObjectMeta  # noqa: PLC0415
+    from kubetune.api.sweep import FineTuneSweep, FineTuneSweepSpec, FineTuneSweepStatus  # noqa: PLC0415
+
+    try:
+        return FineTuneSweep.from_api(obj)
+    except ValueError:  # pydantic's ValidationError
+        pass
+    meta: dict[str, Any] = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
+    try:
+        status = FineTuneSweepStatus.model_validate(_known(obj.get("status"), FineTuneSweepStatus), by_alias=True, by_name=False) if isinstance(obj.get("status"), dict) else None
+    except ValidationError:
+        status = None
+    raw_spec: dict[str, Any] = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
+    names = {(f.alias or n): n for n, f in FineTuneSweepSpec.model_fields.items()}
+    return FineTuneSweep.model_construct(
+        metadata=ObjectMeta.model_construct(**{k: v for k, v in meta.items() if k != "resourceVersion"}, resource_version=meta.get("resourceVersion")),
+        spec=FineTuneSweepSpec.model_construct(**{names[k]: v for k, v in raw_spec.items() if k in names}),
+        status=status,
+    )
+
+
 def _known(value: Any, model: Any) -> Any:
     """``value`` without the keys ``model`` (a pydantic model whose extra keys are refused) does not know, recursively."""
     from kubetune.api.resource import _fields_by_name, _model_in  # noqa: PLC0415 - the API's own walk of its models
@@ -533,6 +562,36 @@ class Client:
             raise self._error(exc, ns, "list") from None
         items = [i for i in found.get("items") or [] if isinstance(i, dict)]
         return sorted((read_job(i) for i in items), key=lambda j: (j.metadata.namespace or "", j.name))
+
+    def get_sweep(self, name: str, namespace: str | None = None) -> FineTuneSweep:
+        """The FineTuneSweep ``name`` with its status: ``status.trials`` (each trial's parameters, state,
+        value), ``status.bestTrial`` and ``status.bestValue``. Raises :class:`JobNotFound`, :class:`CRDNotInstalled`..."""
+        ns = namespace or self.namespace
+        try:
+            return read_sweep(self._http.get(terminal.sweeps_path(ns, name)))
+        except terminal.ApiError as exc:
+            raise self._sweep_error(exc, ns, "get") from None
+
+    def list_sweeps(self, *, all_namespaces: bool = False, namespace: str | None = None) -> builtins.list[FineTuneSweep]:
+        """The FineTuneSweeps of the namespace (or of every namespace), sorted by namespace and name."""
+        ns = None if all_namespaces else (namespace or self.namespace)
+        try:
+            found = self._http.get(terminal.sweeps_path(ns))
+        except terminal.ApiError as exc:
+            raise self._sweep_error(exc, ns, "list") from None
+        items = [i for i in found.get("items") or [] if isinstance(i, dict)]
+        return sorted((read_sweep(i) for i in items), key=lambda s: (s.metadata.namespace or "", s.name))
+
+    def _sweep_error(self, exc: terminal.ApiError, namespace: str | None, verb: str) -> KubetuneError:
+        if exc.status == 404:
+            try:
+                found = self._http.get(terminal.FTJ_PATH)
+            except terminal.ApiError:
+                found = {}
+            if not any(isinstance(r, dict) and r.get("name") == terminal.SWEEP_PLURAL for r in found.get("resources") or []):
+                return CRDNotInstalled(f"the cluster at {self.server} does not serve FineTuneSweeps ({terminal.SWEEP_PLURAL}.{contract.GROUP}): {exc.message} (404)", INSTALL_HINT, status=404)
+            return JobNotFound(f"{exc.message} (404)", status=404)
+        return _from_api_error(exc, server=self.server, namespace=namespace, verb=verb)
 
     def delete(self, name: str, namespace: str | None = None) -> None:
         """Delete the job; its children go with it (owner references). Raises :class:`JobNotFound`."""

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from kubetune import sdk
     from kubetune.api import FineTuneJob
+    from kubetune.api.sweep import FineTuneSweep
 
 FTJ_PATH = f"/apis/{contract.API_VERSION}"
 SPARK = "▁▂▃▄▅▆▇█"
@@ -216,6 +217,16 @@ def jobs_path(namespace: str | None, name: str | None = None) -> str:
     return f"{base}/{name}" if name else base
 
 
+SWEEP_PLURAL = "finetunesweeps"
+SWEEP_WORDS = ("sweeps", "sweep", SWEEP_PLURAL, "finetunesweep", "fts")
+"""``kubetune get sweeps [NAME]``: the words that name the FineTuneSweep kind (as kubectl's plural, singular and short name)."""
+
+
+def sweeps_path(namespace: str | None, name: str | None = None) -> str:
+    base = f"{FTJ_PATH}/namespaces/{namespace}/{SWEEP_PLURAL}" if namespace else f"{FTJ_PATH}/{SWEEP_PLURAL}"
+    return f"{base}/{name}" if name else base
+
+
 # --- pure formatting ------------------------------------------------------------------------------
 
 
@@ -290,6 +301,43 @@ def job_rows(jobs: Sequence[dict[str, Any]], all_namespaces: bool, now: datetime
     return rows
 
 
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def sweep_rows(sweeps: Sequence[dict[str, Any]], all_namespaces: bool, now: datetime | None = None) -> list[list[str]]:
+    """``kubetune get sweeps`` rows (header first): kubectl get fts's columns."""
+    rows = [["NAMESPACE"] * all_namespaces + ["NAME", "PHASE", "TRIALS", "METRIC", "BEST", "BEST TRIAL", "AGE"]]
+    for sweep in sweeps:
+        meta, spec, status = sweep.get("metadata") or {}, sweep.get("spec") or {}, sweep.get("status") or {}
+        objective: dict[str, Any] = spec["objective"] if isinstance(spec.get("objective"), dict) else {}
+        rows.append([meta.get("namespace", "")] * all_namespaces + [
+            str(meta.get("name", "")),
+            str(status.get("phase") or "Pending"),
+            str(status.get("summary") or "-"),
+            f"{objective.get('metric', '-')} ({objective.get('goal', 'minimize')})",
+            _number(status.get("bestValue")),
+            str(status.get("bestTrial") or "-"),
+            age(meta.get("creationTimestamp"), now),
+        ])
+    return rows
+
+
+def trial_rows(sweep: dict[str, Any]) -> list[list[str]]:
+    """One sweep's trials (header first): number, FineTuneJob, state, parameters, value, last eval loss, why."""
+    status = sweep.get("status") or {}
+    rows = [["#", "TRIAL", "STATE", "PARAMETERS", "VALUE", "LAST EVAL", "MESSAGE"]]
+    for t in status.get("trials") or []:
+        if not isinstance(t, dict):
+            continue
+        params = ", ".join(f"{k}={_number(v) if isinstance(v, float) else v}" for k, v in (t.get("parameters") or {}).items())
+        last = (t.get("intermediate") or [{}])[-1] if t.get("intermediate") else {}
+        best = " *" if t.get("name") == status.get("bestTrial") else ""
+        rows.append([str(t.get("number", "")), str(t.get("name", "")) + best, str(t.get("state", "")), params or "-",
+                     _number(t.get("value")), f"{_number(last.get('value'))}@{last.get('step')}" if last else "-", str(t.get("message") or "")])
+    return rows
+
+
 def format_table(rows: Sequence[Sequence[str]], width: int | None) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["   ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -346,7 +394,7 @@ def _fail(command: str, exc: Exception) -> int:
     return 1 if getattr(exc, "status", None) == 404 else 2
 
 
-def _api_dict(job: FineTuneJob) -> dict[str, Any]:
+def _api_dict(job: FineTuneJob | FineTuneSweep) -> dict[str, Any]:
     """A typed job as the API shape the screens below read (camelCase, no nulls).  A job the model refuses
     (``sdk.read_job``) holds its spec as plain dicts: serialised as they are, without pydantic's warning."""
     import warnings  # noqa: PLC0415
@@ -359,6 +407,13 @@ def _api_dict(job: FineTuneJob) -> dict[str, Any]:
 def cmd_get(args: argparse.Namespace) -> int:
     from kubetune.sdk import KubetuneError  # noqa: PLC0415
 
+    if args.name in SWEEP_WORDS:
+        return _get_sweeps(args)
+    if args.name in ("ftj", "finetunejobs", "finetunejob"):  # kubectl's form: `kubetune get ftj [NAME]`
+        args.name, args.sweep = args.sweep, None
+    if getattr(args, "sweep", None):
+        print(f"kubetune get: one NAME, or a kind (sweeps, ftj) and a NAME; got {args.name} {args.sweep}", file=sys.stderr)
+        return 2
     try:
         client = _sdk_client(args)
         ns = None if args.all_namespaces else client.namespace
@@ -370,6 +425,27 @@ def cmd_get(args: argparse.Namespace) -> int:
         print(f"No FineTuneJobs found in {'any namespace' if ns is None else ns + ' namespace'}.", file=sys.stderr)
         return 0
     sys.stdout.write(format_table(job_rows(jobs, ns is None), _terminal_width(sys.stdout)))
+    return 0
+
+
+def _get_sweeps(args: argparse.Namespace) -> int:
+    """``kubetune get sweeps``: the sweeps as kubectl get fts shows them; with a NAME, also its trials."""
+    from kubetune.sdk import KubetuneError  # noqa: PLC0415
+
+    try:
+        client = _sdk_client(args)
+        ns = None if args.all_namespaces else client.namespace
+        found = [client.get_sweep(args.sweep)] if args.sweep else client.list_sweeps(all_namespaces=args.all_namespaces)
+    except KubetuneError as exc:
+        return _fail("get", exc)
+    sweeps = [_api_dict(s) for s in found]
+    if not sweeps:
+        print(f"No FineTuneSweeps found in {'any namespace' if ns is None else ns + ' namespace'}.", file=sys.stderr)
+        return 0
+    width = _terminal_width(sys.stdout)
+    sys.stdout.write(format_table(sweep_rows(sweeps, ns is None), width))
+    if args.sweep:
+        sys.stdout.write("\n" + format_table(trial_rows(sweeps[0]), width))
     return 0
 
 
@@ -587,8 +663,9 @@ def add_commands(sub: Any) -> None:
         p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's, else default)")
         p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
 
-    p = sub.add_parser("get", help="list FineTuneJobs with their progress (like kubectl get ftj)")
-    p.add_argument("name", nargs="?", metavar="NAME")
+    p = sub.add_parser("get", help="list FineTuneJobs with their progress (like kubectl get ftj); `get sweeps [NAME]`: FineTuneSweeps and a sweep's trials")
+    p.add_argument("name", nargs="?", metavar="NAME", help="a FineTuneJob; or sweeps (then an optional sweep NAME), or ftj NAME")
+    p.add_argument("sweep", nargs="?", metavar="SWEEP", help=argparse.SUPPRESS)
     p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     common(p)
     p.set_defaults(func=cmd_get)

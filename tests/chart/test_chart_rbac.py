@@ -55,9 +55,9 @@ def expected_calls() -> list[dict[str, Any]]:
     return calls
 
 
-# Objects the operator patches but never creates: users create FineTuneJobs, the chart creates
-# the peering objects.
-PATCHED_NOT_CREATED = {("kubetune.io", "finetunejobs"), ("kopf.dev", "clusterkopfpeerings"), ("kopf.dev", "kopfpeerings")}
+# Objects the operator patches but never creates: the chart creates the peering objects. (FineTuneJobs
+# are created by server-side apply: a FineTuneSweep's trials.)
+PATCHED_NOT_CREATED = {("kopf.dev", "clusterkopfpeerings"), ("kopf.dev", "kopfpeerings")}
 
 
 def _workloads() -> set[tuple[str, str]]:

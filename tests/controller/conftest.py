@@ -40,6 +40,7 @@ EVENTS = ("v1", "events")
 
 def declare_resources(cluster: Cluster) -> None:
     cluster.declare("kubetune.io/v1alpha1", "finetunejobs", "FineTuneJob")
+    cluster.declare("kubetune.io/v1alpha1", "finetunesweeps", "FineTuneSweep")
     cluster.declare("kubeflow.org/v1", "pytorchjobs", "PyTorchJob")
     cluster.declare("kubeflow.org/v2beta1", "mpijobs", "MPIJob")
     cluster.declare("v1", "configmaps", "ConfigMap", has_status=False)

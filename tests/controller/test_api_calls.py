@@ -26,6 +26,7 @@ from emulator_auth import TokenAuthority
 from kt_upstream import missing_message, upstream_crds_dir
 from kubeflow import pod_exits, progress_line, set_condition, stage_line, start_pod
 from pushlib import free_port, post
+from sweeplib import drive_a_sweep, install_sweep_crd
 from trainer_v2 import TJ, chart_runtime, install_trainer, trainer_reconciles, trainjob_finishes
 
 from kubetune.api import contract
@@ -83,6 +84,8 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
     await eventually(lambda: cluster.read(*MPI, NS, "mpi") and phase(cluster, "mpi") == "Pending", what="mpi Pending")
     await set_condition(cluster, "MPIJob", NS, "mpi", "Failed")
     await eventually(lambda: phase(cluster, "mpi") == "Failed", what="mpi Failed")
+
+    await drive_a_sweep(cluster)  # a FineTuneSweep: its status, trials applied, one pruned (deleted), the best promoted
 
     uninstall_finetunejob_crd(cluster)  # a job today's CRD refuses, stored under an older one
     await cluster.put_object(*FTJ, example_job("invalid", method="qlora"))
@@ -147,6 +150,7 @@ async def test_recorded_api_calls_match_the_committed_set(cluster: Cluster, oper
     if crds is None:
         warnings.warn(f"TrainJob schema check not played while recording: {missing_message()}", stacklevel=1)
     install_trainer(cluster, runtime=False, schema=crds is not None)
+    install_sweep_crd(cluster)
     port = free_port()
     url = f"http://127.0.0.1:{port}{contract.PROGRESS_PATH}"
     options = RenderOptions(progress_url=url)
@@ -165,8 +169,9 @@ def test_committed_set_is_sorted_and_uses_rbac_verbs() -> None:
     calls = json.loads(EXPECTED.read_text(encoding="utf-8"))
     assert calls == sorted(calls, key=lambda c: json.dumps(c, sort_keys=True))
     assert {c["verb"] for c in calls} <= {"get", "list", "watch", "create", "update", "patch", "delete"}
-    # children go by ownerReference; the one delete is a queued workload past its retry bound (Kueue
-    # would resume it if suspended: kueue jobframework/reconciler.go:621-635 @ v0.19.2)
+    # children go by ownerReference; the deletes are a queued workload past its retry bound (Kueue
+    # would resume it if suspended: kueue jobframework/reconciler.go:621-635 @ v0.19.2) and a sweep's
+    # pruned trial (a FineTuneJob the sweep owns)
     deletes = {(c["group"], c["resource"]) for c in calls if c["verb"] == "delete"}
-    assert deletes == {("kubeflow.org", "pytorchjobs")}, deletes
+    assert deletes == {("kubeflow.org", "pytorchjobs"), ("kubetune.io", "finetunejobs")}, deletes
     assert not any(c["resource"] == "finetunejobs" and c["verb"] in ("update", "create") for c in calls)

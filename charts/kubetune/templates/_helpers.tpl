@@ -85,6 +85,20 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
 - apiGroups: [kubetune.io]
   resources: [finetunejobs/status]
   verbs: [patch]
+# FineTuneSweeps: kopf lists and watches them (an event handler only); the study (every trial's
+# parameters, state and values) is their status, one merge patch with a resourceVersion precondition.
+- apiGroups: [kubetune.io]
+  resources: [finetunesweeps]
+  verbs: [list, watch]
+- apiGroups: [kubetune.io]
+  resources: [finetunesweeps/status]
+  verbs: [patch]
+# A sweep's trials are FineTuneJobs it owns: written with server-side apply (authorized as create
+# when new; the best trial is applied again with spec.serve when spec.promote is serve) and deleted
+# when the pruner stops them or the sweep fails. Deleting the sweep deletes them (ownerReferences).
+- apiGroups: [kubetune.io]
+  resources: [finetunejobs]
+  verbs: [create, patch, delete]
 # Children, written with server-side apply (a PATCH, authorized as create when the object is
 # new): the ConfigMap (train.yaml, ds_config.json, dataset_info.json; read back to compare a spec
 # edit with the spec the pods run) and the Kubeflow PyTorchJob (kubeflow.org/v1) or MPIJob

@@ -112,7 +112,7 @@ def decide(snap: Snapshot, now: float) -> Decision:
         status["observedGeneration"] = snap.generation
         if status.get("phase") == "Succeeded" and snap.job is not None and snap.job.spec.serve is not None and not snap.problems:
             return _serve(draft, now)  # spec.serve: the one thing that follows a finished job
-        return draft.decision(deletions=_queued_child_left(draft))
+        return _late_evaluation(draft, now) or draft.decision(deletions=_queued_child_left(draft))
 
     rendered: Rendered | None = None
     verdict: Verdict | None = None
@@ -500,6 +500,21 @@ def _refused_by_child(draft: _Draft, rendered: Rendered, options: RenderOptions,
     if not edited:
         return [], False
     return [f"{edited} changed, which the running {rendered.workload['kind']} cannot take: {'; '.join(refused)}"], reapply
+
+
+def _late_evaluation(draft: _Draft, now: float) -> Decision | None:
+    """spec.evaluation of a Succeeded job whose result was not read before its phase became final (the
+    log tail is read once per interval and the evaluate stage ends just before the pod exits): read it
+    now, or look again at the next log read while the rank-0 pod's log can be read (a FineTuneSweep's
+    trial is judged on it).  None: nothing to wait for."""
+    snap, status = draft.snap, draft.status
+    if status.get("phase") != "Succeeded" or snap.job is None or snap.job.spec.evaluation is None or "evaluation" in status:
+        return None
+    if snap.progress is not None and snap.progress.evaluation is not None:
+        _evaluation(draft, snap.progress.evaluation)
+        return draft.decision()
+    requeue = _sooner(None, snap.next_log_read, now)
+    return draft.decision(requeue=max(0.0, requeue) if requeue is not None else None) if requeue is not None else None
 
 
 def _evaluation(draft: _Draft, evaluation: Mapping[str, Any]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from kubetune.api.contract import GROUP, PLURAL, VERSION
+from kubetune.api.sweep import SWEEP_PLURAL
 
 from .loop import Controller
 from .runtime import Runtime
@@ -55,3 +56,13 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime, controller: Controlle
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def index(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
         controller.job_event(event.get("type"), body)
+
+    # FineTuneSweeps (controller/sweeps): the same thin trigger, into the sweep controller's queue.
+    # Where the FineTuneSweep CRD is not installed, kopf resolves this handler's resource at start,
+    # warns "Unresolved resources cannot be served" and watches nothing for it (kopf/_core/reactor/
+    # observation.py:298-315 @ 1.45.2); with scanning disabled (main.settings_for) no CRD watcher adds it
+    # later (:126), so a sweep CRD installed after the operator needs an operator restart (the chart
+    # installs both CRDs before the operator).
+    @kopf.on.event(GROUP, VERSION, SWEEP_PLURAL, registry=registry)
+    async def index_sweep(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        controller.sweeps.sweep_event(event.get("type"), body)

@@ -30,6 +30,7 @@ from .kube import ApiError
 from .peering import pause_state
 from .runtime import Runtime
 from .snapshot import Key, Memory, ObserveSettings, observe
+from .sweeps.loop import SweepController
 
 log = logging.getLogger("kubetune.operator")
 
@@ -109,6 +110,8 @@ class Controller:
         )
         self.executor = Executor(rt.kube, self.caches, self.memory, EventRecorder(rt.kube, rt.metrics), conflict_retry_s=min(1.0, config.retry_delay_s))
         self.failures: dict[Key, int] = {}
+        self.sweeps = SweepController(rt.kube, self.caches, retry_delay_s=config.retry_delay_s, gpu_memory_by_product=config.gpu_memory_by_product)
+        """FineTuneSweeps (controller/sweeps): their trials are FineTuneJobs of this controller."""
         self.resumed = asyncio.Event()
         self.resumed.set()
         self.ready = asyncio.Event()
@@ -173,6 +176,7 @@ class Controller:
             self.ready.set()
             log.debug("watch caches synced; %d FineTuneJobs known", len(self.caches.jobs))
             workers = [asyncio.create_task(self._worker(), name=f"kubetune-worker-{i}") for i in range(self.rt.config.sync_concurrency)]
+            workers.append(asyncio.create_task(self.sweeps.run(self.resumed, lambda: self._draining, self._busy), name="kubetune-sweep-worker"))
             tasks.extend(workers)
             await asyncio.gather(*tasks)
         finally:
@@ -204,6 +208,7 @@ class Controller:
                     self.resumed.set()
                     for key in list(self.caches.jobs):
                         self.queue.add(key)
+                    self.sweeps.requeue_all()
                 last_blockers = blockers
             await asyncio.sleep(config.peering_check_s)
 

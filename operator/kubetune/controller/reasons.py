@@ -176,9 +176,50 @@ REASONS: dict[str, Reason] = {
 }
 
 
+SWEEP_REASONS: dict[str, Reason] = {
+    r.name: r
+    for r in (
+        # --- Validated ----------------------------------------------------------------------
+        Reason("SweepValid", "Validated", True, None, "the FineTuneSweep's spec and template passed the operator's checks", ""),
+        Reason("InvalidSweep", "Validated", False, "Failed",
+               "the sweep's spec (or its template) is invalid; no trials were created",
+               "fix the field named in the message; the sweep starts once its spec is valid"),
+        # --- Running: why the sweep waits -------------------------------------------------------
+        Reason("TrialsQueued", "Running", False, None,
+               "every trial asked so far is Pending: queued in Kueue or waiting for its pods",
+               "`kubectl get finetunejobs -l kubetune.io/finetunesweep=NAME` shows each trial's reason (WaitingForQueue, Unschedulable, ...)"),
+        Reason("ParallelismReached", "Running", True, "Running",
+               "spec.parallelism trials run at once; the next trial is asked when one finishes or is pruned", ""),
+        Reason("WaitingForTrialEvaluation", "Running", True, "Running",
+               "a trial's FineTuneJob Succeeded and its evaluation result (the objective) has not been read yet; "
+               "after 10 minutes without it the trial counts as Failed",
+               "nothing to do while the trial's rank-0 pod log is readable; its status.evaluation shows the result when read"),
+        Reason("TrialsRunning", "Running", True, "Running",
+               "trials run and no more are asked for now (spec.maxTrials asked, or the sampler waits for their results)", ""),
+        # --- terminal -------------------------------------------------------------------------
+        Reason("SweepSucceeded", "Succeeded", True, "Succeeded",
+               "every trial finished; status.bestTrial and status.bestValue name the best one", ""),
+        Reason("MaxFailedTrialsReached", "Failed", True, "Failed",
+               "more trials failed than spec.maxFailedTrials allows; the trials still running were stopped",
+               "read the failed trials' messages in status.trials (and their FineTuneJobs), fix the template, then create a new sweep"),
+        Reason("NoTrialSucceeded", "Failed", True, "Failed",
+               "the sweep ended without one trial that reported the objective",
+               "read the trials' messages in status.trials; spec.evaluation must produce spec.objective.metric"),
+        # --- Promoted (spec.promote: serve) ----------------------------------------------------
+        Reason("WinnerPromoted", "Promoted", True, "Succeeded",
+               "the best trial's FineTuneJob got the template's spec.serve; its status.serving says where it is served",
+               ""),
+        Reason("WinnerMissing", "Promoted", False, "Succeeded",
+               "spec.promote is serve but the best trial's FineTuneJob no longer exists; nothing is served",
+               "create a FineTuneJob from the best trial's parameters (status.trials) with spec.serve"),
+    )
+}
+"""FineTuneSweep reasons (``controller/sweeps/decide.py``): a table of their own, quoted in docs/status.md."""
+
+
 def with_hint(reason: str, message: str) -> str:
     """``message`` followed by the reason's hint (when it has one)."""
-    hint = REASONS[reason].hint
+    hint = (REASONS.get(reason) or SWEEP_REASONS[reason]).hint
     return f"{message}: {hint}" if hint else message
 
 
@@ -197,10 +238,11 @@ def retryable_exit_code(code: int) -> bool:
     return code >= 128
 
 
-def table_markdown() -> str:
-    """The reasons table as docs/status.md quotes it (generated; do not edit by hand)."""
+def table_markdown(reasons: dict[str, Reason] | None = None) -> str:
+    """The reasons table as docs/status.md quotes it (generated; do not edit by hand); ``reasons``:
+    another table (SWEEP_REASONS), REASONS when not given."""
     rows = ["| Reason | Condition | Phase | Meaning | What to do |", "| --- | --- | --- | --- | --- |"]
-    for r in REASONS.values():
+    for r in (REASONS if reasons is None else reasons).values():
         cond = f"{r.condition}={'Unknown' if r.holds is None else 'True' if r.holds else 'False'}"
         rows.append(f"| `{r.name}` | {cond} | {r.phase or 'any'} | {r.meaning} | {r.hint or '-'} |")
     return "\n".join(rows)

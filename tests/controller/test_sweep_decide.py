@@ -1,0 +1,128 @@
+"""``decide_sweep``: snapshot in, decision out (pure; no cluster). The end-to-end behaviour is in
+test_sweep_operator.py; these are the branches an emulator run reaches only with contrived timing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sweeplib import sweep
+
+from kubetune.api.contract import KIND
+from kubetune.controller.reasons import SWEEP_REASONS
+from kubetune.controller.sweeps.decide import decide_sweep
+from kubetune.controller.sweeps.snapshot import SweepSnapshot
+
+UID = "sweep-uid"
+
+
+def snapshot(status: dict[str, Any] | None = None, trials: dict[str, Any] | None = None, **changes: Any) -> SweepSnapshot:
+    obj = sweep(**changes)
+    obj["metadata"].update(uid=UID, generation=1, resourceVersion="7")
+    defaults: dict[str, Any] = {"trials": trials or {}}
+    return SweepSnapshot("team-a", "lr", obj, UID, 1, "7", status or {}, **defaults)
+
+
+def job(name: str, phase: str, **status: Any) -> dict[str, Any]:
+    return {"apiVersion": "kubetune.io/v1alpha1", "kind": KIND, "metadata": {"name": name, "namespace": "team-a"}, "spec": {}, "status": {"phase": phase, **status}}
+
+
+def record(number: int, state: str, value: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"number": number, "name": f"lr-{number}", "parameters": {"training.learningRate": 1e-4 * (number + 1)}, "state": state}
+    if value is not None:
+        out["value"] = value
+    return out
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def test_new_trials_are_in_the_status_and_applied_in_the_same_decision_after_it() -> None:
+    decision = decide_sweep(snapshot(maxTrials=3, parallelism=2), 0)
+    assert [t["name"] for t in decision.status["trials"]] == ["lr-0", "lr-1"]
+    assert [t["state"] for t in decision.status["trials"]] == ["Pending", "Pending"]
+    assert [o["metadata"]["name"] for o in decision.trials] == ["lr-0", "lr-1"]
+    assert condition(decision.status, "Running")["reason"] == "TrialsQueued"
+    assert condition(decision.status, "Validated")["reason"] == "SweepValid"
+
+
+def test_recorded_pending_trials_are_created_without_asking_again() -> None:
+    status = {"trials": [record(0, "Pending")]}
+    decision = decide_sweep(snapshot(status, maxTrials=3, parallelism=1), 0)
+    assert [(t["name"], t["parameters"], t["state"]) for t in decision.status["trials"]] == [("lr-0", {"training.learningRate": 1e-4}, "Pending")]
+    assert [o["spec"]["training"]["learningRate"] for o in decision.trials] == [1e-4]
+
+
+def test_a_trial_succeeded_without_the_metric_waits_for_its_evaluation_then_fails_and_is_counted() -> None:
+    status = {"trials": [record(0, "Running")]}
+    succeeded = {"lr-0": job("lr-0", "Succeeded", completionTime="1970-01-01T00:00:00Z")}
+    waiting = decide_sweep(snapshot(status, succeeded, maxTrials=2, parallelism=1), 100)
+    assert waiting.status["trials"][0]["state"] == "Running" and "waiting for its evaluation" in waiting.status["trials"][0]["message"]
+    assert condition(waiting.status, "Running")["reason"] == "WaitingForTrialEvaluation"
+    assert waiting.requeue_after == 500  # the deadline: 600 s after the job's completionTime
+    late = decide_sweep(snapshot(waiting.status, succeeded, maxTrials=2, parallelism=1), 601)
+    first = late.status["trials"][0]
+    assert first["state"] == "Failed" and "has no evalLoss" in first["message"]
+    assert late.status["trials"][1]["name"] == "lr-1"  # the study goes on
+
+
+def test_a_running_trial_deleted_by_someone_fails() -> None:
+    decision = decide_sweep(snapshot({"trials": [record(0, "Running")]}, maxTrials=1), 0)
+    assert decision.status["trials"][0]["state"] == "Failed" and "was deleted" in decision.status["trials"][0]["message"]
+
+
+def test_a_job_of_the_trials_name_that_the_sweep_does_not_own_is_never_adopted() -> None:
+    snap = snapshot({"trials": [record(0, "Pending")]}, maxTrials=1)
+    snap = SweepSnapshot(**{**snap.__dict__, "foreign": frozenset({"lr-0"})})
+    decision = decide_sweep(snap, 0)
+    assert decision.trials == () and "does not own" in decision.status["trials"][0]["message"]
+
+
+def test_a_trial_the_api_server_refused_fails_with_its_message() -> None:
+    snap = snapshot({"trials": [record(0, "Pending")]}, maxTrials=1)
+    snap = SweepSnapshot(**{**snap.__dict__, "refused": {"lr-0": "denied by policy (403 Forbidden)"}})
+    decision = decide_sweep(snap, 0)
+    assert decision.trials == () and "denied by policy" in decision.status["trials"][0]["message"]
+    assert decision.status["phase"] == "Failed" and condition(decision.status, "Failed")["reason"] == "NoTrialSucceeded"
+
+
+def test_a_winner_deleted_before_promotion_is_reported_and_nothing_is_applied() -> None:
+    status = {"trials": [record(0, "Succeeded", 0.5)]}
+    decision = decide_sweep(snapshot(status, maxTrials=1, promote="serve", template_changes={"serve": {}}), 0)
+    assert decision.status["phase"] == "Succeeded" and decision.winner is None
+    assert condition(decision.status, "Promoted")["reason"] == "WinnerMissing"
+
+
+def test_promotion_is_applied_once_then_left_alone() -> None:
+    status = {"trials": [record(0, "Succeeded", 0.5)]}
+    changes = {"maxTrials": 1, "promote": "serve", "template_changes": {"serve": {}}}
+    first = decide_sweep(snapshot(status, {"lr-0": job("lr-0", "Succeeded")}, **changes), 0)
+    assert first.winner is not None and first.winner["spec"]["serve"] == {} and condition(first.status, "Promoted")["reason"] == "WinnerPromoted"
+    served = job("lr-0", "Succeeded")
+    served["spec"] = {"serve": {}}
+    again = decide_sweep(snapshot(first.status, {"lr-0": served}, **changes), 0)
+    assert again.winner is None
+
+
+def test_a_pruned_trial_whose_job_is_still_there_is_deleted_again() -> None:
+    """The delete follows the stored status: when it failed (or the operator restarted in between), the
+    next decision deletes the job again instead of leaving it training on its GPUs."""
+    status = {"trials": [record(0, "Succeeded", 1.0), {**record(1, "Pruned", 4.0), "message": "pruned at step 10"}]}
+    decision = decide_sweep(snapshot(status, {"lr-1": job("lr-1", "Running")}, maxTrials=3), 0)
+    assert decision.deletions == ("lr-1",)
+    assert decide_sweep(snapshot(status, {}, maxTrials=3), 0).deletions == ()
+
+
+def test_an_unreadable_trials_list_is_a_condition_not_a_crash() -> None:
+    decision = decide_sweep(snapshot({"trials": [{"name": 5}]}, maxTrials=1), 0)
+    assert decision.status["phase"] == "Failed" and "status.trials cannot be read" in condition(decision.status, "Validated")["message"]
+    assert decision.trials == ()
+
+
+def test_every_sweep_reason_is_asserted_by_a_test() -> None:
+    here = Path(__file__).parent
+    source = "\n".join((here / f).read_text(encoding="utf-8") for f in ("test_sweep_operator.py", "test_sweep_decide.py"))
+    quoted = set(re.findall(r'"([A-Za-z]+)"', source))
+    assert not sorted(r for r in SWEEP_REASONS if r not in quoted), "a sweep reason no test asserts"
