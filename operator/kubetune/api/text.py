@@ -77,7 +77,7 @@ def segment(key: str) -> str:
     bounded) when it is empty, long or holds characters that would blur the path."""
     if _PLAIN_SEGMENT.fullmatch(key):
         return key
-    return '["' + clip(key, 60).replace('"', '\\"') + '"]'
+    return '["' + clip(key.replace("\\", "\\\\").replace('"', '\\"'), 60) + '"]'
 
 
 def join(path: str, key: str) -> str:
