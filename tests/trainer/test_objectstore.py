@@ -582,7 +582,9 @@ def test_the_stop_sweep_after_a_sigterm_is_attempted_and_bounded_by_the_grace_pe
     # terminationGracePeriodSeconds 300 renders KUBETUNE_STOP_GRACE_SECONDS 285 (podspec.environment).
     assert stop_budgets({contract.ENV_STOP_GRACE: "285"}, uploading=False) == (285.0, 285.0)
     assert stop_budgets({contract.ENV_STOP_GRACE: "285"}, uploading=True) == (137.5, 285.0)
-    assert stop_budgets({contract.ENV_STOP_GRACE: "15"}, uploading=True) == (5.0, 15.0)  # the minimum grace, 30 s
+    assert stop_budgets({contract.ENV_STOP_GRACE: "20"}, uploading=True) == (5.0, 20.0)
+    # the minimum grace, 30 s (W = 15): the checkpoint on the volume gets all of it, not 5 s
+    assert stop_budgets({contract.ENV_STOP_GRACE: "15"}, uploading=True) == (15.0, 15.0)
 
     prefix = f"s3://{BUCKET}/sweep/default/job/"
     out = tmp_path / "out"

@@ -71,6 +71,10 @@ def stop_grace(env: Mapping[str, str]) -> float:
         return TERM_GRACE_SECONDS
 
 
+UPLOAD_SPLIT_MIN_WINDOW_S = 20.0
+"""The smallest stop window W that is split between the stop checkpoint and its upload."""
+
+
 def stop_budgets(env: Mapping[str, str], *, uploading: bool) -> tuple[float, float]:
     """(seconds the training child gets to save its stop checkpoint, seconds after the SIGTERM by
     which everything before the run record must be done).
@@ -84,9 +88,14 @@ def stop_budgets(env: Mapping[str, str], *, uploading: bool) -> tuple[float, flo
     C gets SIGTERM, and SIGKILL KILL_AFTER_TERM_SECONDS later, so it is gone by C + 10 <= W - C
     (for W >= 20), and the final upload has at least W - C - 10 s, and all of what the
     checkpoint did not use: its deadline is SIGTERM + W, counted from the signal, not from the
-    child's end.  Default grace 300 s: W = 285, C = 137.5, the upload gets >= 137.5 s."""
+    child's end.  Default grace 300 s: W = 285, C = 137.5, the upload gets >= 137.5 s.
+
+    Below W = 20 (a grace period under 35 s) the split would leave the child 5 s, often less than
+    one step: the stop checkpoint on the volume, which the restart resumes from, matters more than
+    a copy in the bucket (the restarted job uploads its checkpoints again), so the child gets all
+    of W and the final upload only what the child leaves."""
     window = stop_grace(env)
-    if not uploading:
+    if not uploading or window < UPLOAD_SPLIT_MIN_WINDOW_S:
         return window, window
     return max(5.0, (window - KILL_AFTER_TERM_SECONDS) / 2), window
 
