@@ -791,3 +791,20 @@ def test_a_sigterm_during_training_uploads_the_stop_checkpoint_within_the_grace_
         )  # checkpoint-2 has no marker: a restart resumes from checkpoint-1
     finally:
         release.set()
+
+
+def test_a_node_clock_the_store_refuses_is_a_permanent_failure_naming_the_fix() -> None:
+    """S3 answers 403 RequestTimeTooSkewed when the node's clock is more than 15 minutes off;
+    botocore corrects no skew for S3, so backing off for the whole training would only hide it."""
+    from botocore.exceptions import ClientError
+
+    from kubetune.api import contract
+
+    skewed = ClientError(
+        {"Error": {"Code": "RequestTimeTooSkewed", "Message": "The difference between the request time and the current time is too large."},
+         "ResponseMetadata": {"HTTPStatusCode": 403}},
+        "PutObject",
+    )
+    err = objectstore.failure(f"s3://{BUCKET}/runs/default/job/", skewed, {}, doing="uploading")
+    assert err.exit_code != contract.EXIT_RETRYABLE
+    assert "time sync" in str(err) and "RequestTimeTooSkewed" in str(err)

@@ -57,10 +57,13 @@ _RETRYABLE_CODES: Final = frozenset(
     {
         # botocore's standard retry mode (botocore/retries/standard.py @1.44.18): transient codes
         # (TransientRetryableChecker, :463-467) and the throttling codes S3 sends (SlowDown,
-        # ThrottledRetryableChecker, :510-525), plus S3's own 5xx codes and a clock that drifted.
+        # ThrottledRetryableChecker, :510-525), plus S3's own 5xx codes.  Not RequestTimeTooSkewed: the
+        # node's clock is off by more than S3's 15 minutes, and botocore corrects no skew for S3 (it
+        # only ages retry headers, endpoint.py:150-163), so every later request fails the same way
+        # until the node's clock is fixed: a permanent failure with that hint (``failure``).
         "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
         "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "RequestLimitExceeded", "BandwidthLimitExceeded",
-        "InternalError", "ServiceUnavailable", "500", "502", "503", "504", "429", "RequestTimeTooSkewed",
+        "InternalError", "ServiceUnavailable", "500", "502", "503", "504", "429",
     }
 )
 """Failures a later attempt can get past.  botocore already retried them (``mode: standard``,
@@ -179,6 +182,7 @@ def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str,
         "InvalidAccessKeyId": "the access key id is wrong (spec.storage.objectStore.credentialsSecretRef)",
         "SignatureDoesNotMatch": "the secret access key is wrong (spec.storage.objectStore.credentialsSecretRef)",
         "NoSuchBucket": "the bucket does not exist",
+        "RequestTimeTooSkewed": "this node's clock differs from the store's by too much: fix the node's time sync (NTP/chrony)",
         "NoSuchKey": "no such object",
         "404": "no such object",
         "AccessDenied": "the credentials are not allowed to do this (check the bucket policy / IAM role)",
