@@ -144,6 +144,30 @@ async def test_rotated_token_file_is_read_again_after_a_401(cluster: Cluster, tm
         await kube.close()
 
 
+async def test_a_401_storm_runs_the_exec_plugin_once_even_when_it_hands_back_the_same_token(cluster: Cluster, tmp_path: Path) -> None:
+    """Many calls refused at once (a revoked token) reload the credentials once, not once per call.
+
+    client-go's exec authenticator runs the plugin again after a 401 only if the credentials that got
+    it are still the cached ones, compared by identity, not by token (``maybeRefreshCreds``:
+    ``creds != a.cachedCreds``, plugin/pkg/client/auth/exec/exec.go:418-430 @ v0.36.3).  A plugin that
+    caches its token hands back the same string: comparing tokens would run it once per refused call,
+    one after another under the reload lock."""
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=600)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["users"][0]["user"]["exec"]["env"].append({"name": "KT_FIXED_TOKEN", "value": "kt-cached"})
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    cluster.authenticate = Tokens()  # the token is revoked: every request is refused
+    kube = Kube(await asyncio.to_thread(load_connection, str(path)))
+    try:
+        runs = len(issued_tokens(issued))
+        results = await asyncio.gather(*(configmaps(kube) for _ in range(4)), return_exceptions=True)
+        assert all("401" in str(r) for r in results), results
+        assert len(issued_tokens(issued)) == runs + 1, "4 refused calls ran the plugin once"
+        assert kube.refreshes == 1
+    finally:
+        await kube.close()
+
+
 async def test_static_token_refused_is_an_error_without_a_retry(cluster: Cluster) -> None:
     kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token="wrong"))
     try:

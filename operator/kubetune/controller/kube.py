@@ -233,13 +233,19 @@ class Kube:
             return self._token_file.bearer()
         return self.connection.token
 
-    async def fresh_connection(self, *, rejected: str | None = None) -> Connection:
+    async def fresh_connection(self, *, rejected: str | None = None, sent_at: int | None = None) -> Connection:
         """The connection with credentials that are not about to expire.
 
         ``rejected``: the bearer token (or "" for a client certificate) the API
         server just answered 401 to; the credentials are reloaded unless another
-        caller already replaced them.  Reloading runs in a thread (an exec plugin
-        is a process) and one at a time.
+        caller already replaced them: its token differs, or (``sent_at``: the
+        :attr:`refreshes` count when the refused request was sent) a reload happened
+        since, even one that gave back the same token.  client-go reloads after a
+        401 only while the credentials that got it are still the cached ones,
+        compared by identity (exec.go:418-430 @ v0.36.3): a plugin that caches its
+        token returns the same string, and a token comparison alone would run it once
+        per refused request.  Reloading runs in a thread (an exec plugin is a
+        process) and one at a time.
         """
         if rejected is None and not self.connection.stale():
             return self.connection  # the common case: no lock, no I/O
@@ -247,7 +253,7 @@ class Kube:
             self._refreshing = asyncio.Lock()
         async with self._refreshing:
             current = self.connection
-            if rejected is not None and (self.bearer() or "") != rejected:
+            if rejected is not None and ((self.bearer() or "") != rejected or (sent_at is not None and self.refreshes != sent_at)):
                 return current  # someone else refreshed while this request was in flight
             if rejected is None and not current.stale():
                 return current
@@ -301,7 +307,7 @@ class Kube:
             # answers 406 NotAcceptable whenever it has to return an error Status instead of log text
             # (e.g. the pod's node is gone), hiding the real 404.
             headers = {"Accept": "application/json, */*" if text else "application/json"}
-            token = self.bearer()
+            token, sent_at = self.bearer(), self.refreshes
             if token:
                 headers["Authorization"] = f"Bearer {token}"
             if data is not None:
@@ -319,7 +325,7 @@ class Kube:
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
                 self.on_request(verb, resource, 0)
                 raise ApiError(0, "ConnectionError", repr(exc)) from exc
-            await self.fresh_connection(rejected=token or "")
+            await self.fresh_connection(rejected=token or "", sent_at=sent_at)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- the operator's calls --------------------------------------------------------
@@ -422,7 +428,7 @@ class Kube:
             params["labelSelector"] = label_selector
         await self.fresh_connection()  # expired credentials are reloaded first, as for every request
         headers = {"Accept": "application/json"}
-        token = self.bearer()
+        token, sent_at = self.bearer(), self.refreshes
         if token:
             headers["Authorization"] = f"Bearer {token}"
         url = path(api_version, plural, namespace)
@@ -435,7 +441,7 @@ class Kube:
                 if resp.status == 401 and retry_after_401(1, self.connection.refreshable):
                     # Revoked before its expiry: reload now; the caller's retry watches with the new one.
                     error = await _api_error(resp)
-                    await self.fresh_connection(rejected=token or "")
+                    await self.fresh_connection(rejected=token or "", sent_at=sent_at)
                     raise error
                 if resp.status >= 400:
                     raise await _api_error(resp)
