@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import FTJ, PTJ, example_job, eventually
 from emulator import Cluster, Tokens
-from kt_time import ForwardClock
+from kt_time import ForwardClock, scaled
 
 from kubetune import terminal
 from kubetune.controller import kubeconfig
@@ -166,6 +166,49 @@ async def test_a_401_storm_runs_the_exec_plugin_once_even_when_it_hands_back_the
         assert kube.refreshes == 1
     finally:
         await kube.close()
+
+
+async def test_a_hung_exec_plugin_fails_calls_with_an_error_and_is_never_run_twice_at_once(cluster: Cluster, tmp_path: Path) -> None:
+    """An exec plugin that never answers (no deadline in the kubernetes package nor in client-go) made
+    every call of the operator wait on the reload lock forever, silently. Now a call fails after
+    ``reload_timeout_s`` with a transient CredentialsError, the next call waits on the same run (one
+    plugin at a time), and once the plugin answers its credentials are used."""
+    ttl = 600
+    clock = ForwardClock(tmp_path / "clock")
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
+    hang = tmp_path / "hang"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["users"][0]["user"]["exec"]["env"].append({"name": "KT_HANG", "value": str(hang)})
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    kube = Kube(await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock)), reload_timeout_s=0.3)
+    try:
+        assert await configmaps(kube) == []
+        hang.write_text("", encoding="utf-8")  # the next run of the plugin hangs
+        clock.advance(ttl + 1)
+        for _ in range(2):
+            with pytest.raises(Exception, match="CredentialsError.*no answer within 0.3 s"):
+                await configmaps(kube)
+        assert Path(f"{hang}.runs").read_text(encoding="utf-8").count("run") == 2, "the load, then one hung reload: never a second"
+        hang.unlink()  # the plugin answers
+        assert await eventually_ok(lambda: configmaps(kube)) == []
+        assert Path(f"{hang}.runs").read_text(encoding="utf-8").count("run") == 2
+        assert cluster.auth_log[-1].accepted and cluster.auth_log[-1].token == issued_tokens(issued)[-1]
+    finally:
+        hang.unlink(missing_ok=True)
+        await kube.close()
+
+
+async def eventually_ok(call: Callable[[], Awaitable[Any]]) -> Any:
+    """``call()``'s result once it stops raising (a scaled deadline, as eventually's)."""
+    deadline = time.monotonic() + scaled(20)
+    while True:
+        try:
+            return await call()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
 
 
 async def test_static_token_refused_is_an_error_without_a_retry(cluster: Cluster) -> None:

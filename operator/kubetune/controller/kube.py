@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,6 +178,36 @@ def _connection_from(files: list[str], clock: Callable[[], float] | None = None)
     )
 
 
+def _in_thread(fn: Callable[[], Connection]) -> asyncio.Future[Connection]:
+    """``fn()`` in a thread of its own (not the loop's executor, whose few threads a hung exec plugin
+    would hold), its outcome as a future of the running loop."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Connection] = loop.create_future()
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())  # an outcome nobody waited for is no warning
+
+    def settle(result: Connection | None, exc: BaseException | None) -> None:
+        if not future.done():
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        result: Connection | None = None
+        error: BaseException | None = None
+        try:
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting call
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:
+            pass  # the loop is closed: the operator is gone
+
+    threading.Thread(target=work, name="kubetune-credentials", daemon=True).start()
+    return future
+
+
 class ApiError(Exception):
     """A non-2xx answer from the API server."""
 
@@ -216,7 +247,11 @@ class Kube:
     timeout_s: float = 30.0
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
     _token_file: TokenFile | None = field(default=None, init=False)
+    reload_timeout_s: float = 30.0
+    """How long a call waits for credentials being reloaded (an exec plugin running) before it fails."""
     _refreshing: asyncio.Lock | None = field(default=None, init=False)
+    _reload: asyncio.Future[Connection] | None = field(default=None, init=False)
+    """The reload under way (its own thread), kept across calls until it ends: one plugin at a time."""
     refreshes: int = field(default=0, init=False)
     """How many times credentials were reloaded (exec plugin run again, token file re-read)."""
 
@@ -259,10 +294,24 @@ class Kube:
                 return current
             if self._token_file is not None:
                 self._token_file.reset()  # re-read now: kubelet may have rotated it
+            # An exec plugin that never answers (waiting on a network, a browser login) is run with no
+            # deadline by the kubernetes package (config/exec_provider.py run(): communicate() @ 37.0.3)
+            # and by client-go (cmd.Run(), plugin/pkg/client/auth/exec/exec.go:471 @ v0.36.3), and
+            # cannot be stopped from here. So a call waits for it at most reload_timeout_s and fails
+            # with a transient error the caller retries, and the next call waits on the same run:
+            # never a second plugin beside a hung one, never a silent stall of every call.
+            if self._reload is None:
+                self._reload = _in_thread(current.refreshed)
             try:
-                fresh = await asyncio.to_thread(current.refreshed)
+                fresh = await asyncio.wait_for(asyncio.shield(self._reload), self.reload_timeout_s)
+            except asyncio.TimeoutError:
+                raise ApiError(
+                    0, "CredentialsError", f"reloading credentials: no answer within {self.reload_timeout_s:g} s (an exec plugin still running; waited for again on the next call)"
+                ) from None
             except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retry later
+                self._reload = None
                 raise ApiError(0, "CredentialsError", f"reloading credentials failed: {exc!r}") from exc
+            self._reload = None
             self.refreshes += 1
             if (fresh.cert_path, fresh.key_path, fresh.ca_path) != (current.cert_path, current.key_path, current.ca_path):
                 await self.close()  # the TLS context holds the client certificate: a new session picks up the new one
