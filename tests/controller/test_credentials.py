@@ -370,3 +370,33 @@ async def test_both_clients_read_a_rotated_token_file_on_the_same_rule(cluster: 
         assert [(a.token, a.accepted) for a in cluster.auth_log][-2:] == [("second", False), ("third", True)]
     finally:
         await close()
+
+
+@pytest.mark.parametrize("which", ["operator", "sdk"])
+async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    """A kubeconfig user's ``tokenFile`` (a token a sidecar or agent rotates) is a file kubectl reads again
+    too: client-go keeps it as BearerTokenFile (tools/clientcmd/client_config.go:277-287 @ v0.36.3) and
+    reads it through the cached file source (transport/round_trippers.go:295-308, token_source.go:67-82).
+    The kubernetes package reads it once into a static token, so the operator and the SDK sent the old
+    token until a 401, although docs/install.md says the file is read again every 48 s."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first\n", encoding="utf-8")
+    config = tmp_path / "kubeconfig"
+    config.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "kt",
+        "clusters": [{"name": "kt", "cluster": {"server": str(cluster.url).rstrip("/")}}],
+        "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
+        "users": [{"name": "u", "user": {"tokenFile": str(token_file)}}],
+    }), encoding="utf-8")
+    cluster.authenticate = Tokens(static=("first", "second"))  # kubelet-style: the old token stays valid until it expires
+    t0 = time.time()
+    monkeypatch.setattr(kubeconfig, "clock", lambda: t0)
+    call, close = client_for(which, await asyncio.to_thread(load_connection, str(config)))
+    try:
+        await call()
+        token_file.write_text("second\n", encoding="utf-8")
+        monkeypatch.setattr(kubeconfig, "clock", lambda: t0 + 49)
+        await call()
+        assert [(a.token, a.accepted) for a in cluster.auth_log] == [("first", True), ("second", True)], "read again, no 401 needed"
+    finally:
+        await close()

@@ -162,9 +162,20 @@ def _connection_from(files: list[str], clock: Callable[[], float] | None = None)
     # A tokenFile's token is trimmed, as client-go trims it (transport/token_source.go:135-139 @ v0.36.3);
     # the kubernetes package keeps the file's trailing newline.
     token = auth.split(" ", 1)[1].strip() if auth else None
+    # A user's tokenFile stays a file, read again on the rule of kubeconfig.TokenFile, as kubectl
+    # keeps it (BearerTokenFile: tools/clientcmd/client_config.go:277-287, then the cached file source,
+    # transport/round_trippers.go:295-308 and token_source.go:67-82 @ v0.36.3): the kubernetes package
+    # reads it once into a static token. (Made absolute by kubeconfig._resolved.)
+    user = merged.users.get(str(merged.context.get("user") or ""))
+    token_file = user.value.get("tokenFile") if user is not None and not user.value.get("exec") else None
+    if isinstance(token_file, str) and token_file:
+        token = None
+    else:
+        token_file = None
     return Connection(
         server=cfg.host,
         token=token,
+        token_file=token_file,
         ca_path=cfg.ssl_ca_cert,
         cert_path=cfg.cert_file,
         key_path=cfg.key_file,
