@@ -62,9 +62,16 @@ class Client:
     (server-side apply, merge patch, delete), with the kubeconfig's credentials."""
 
     def __init__(self, connection: Any) -> None:
+        import threading  # noqa: PLC0415 - see _use
+
         self.server = str(connection.server).rstrip("/")
         self.context: ssl.SSLContext | None = None
         self._opener: Any = None
+        # One reload at a time, the check inside: the SDK calls one Client from several threads, and
+        # client-go's exec authenticator holds its mutex across the expiry check and the plugin run
+        # (getCreds, plugin/pkg/client/auth/exec/exec.go:401-414 @ v0.36.3), reloading after a 401 only
+        # while the credentials that got it are still the current ones (maybeRefreshCreds, :418-430).
+        self._reloading = threading.Lock()
         self._use(connection)
 
     def _use(self, connection: Any) -> None:
@@ -128,14 +135,23 @@ class Client:
         from kubetune.controller.kubeconfig import retry_after_401  # noqa: PLC0415 - see _use
 
         if self.conn.stale():
-            self._use(self.conn.refreshed())
+            self._reload(None)
+        sent = self.conn
         try:
             return self._open(path, params, timeout, method, body, content_type)
         except ApiError as exc:
-            if exc.status != 401 or not retry_after_401(1, self.conn.refreshable):
+            if exc.status != 401 or not retry_after_401(1, sent.refreshable):
                 raise
-            self._use(self.conn.refreshed())
+            self._reload(sent)
             return self._open(path, params, timeout, method, body, content_type)
+
+    def _reload(self, rejected: Any) -> None:
+        """Load the credentials again, one thread at a time: before a request when they are still stale
+        (``rejected`` None), after a 401 when the connection that got it (``rejected``) is still the
+        current one; otherwise another thread has just done it."""
+        with self._reloading:
+            if (self.conn.stale() if rejected is None else self.conn is rejected):
+                self._use(self.conn.refreshed())
 
     def _open(self, path: str, params: dict[str, str] | None, timeout: float | None, method: str = "GET", body: Any = None, content_type: str = "application/json") -> Any:
         import urllib.error  # noqa: PLC0415 - see __init__

@@ -6,7 +6,9 @@ token that expires KT_TOKEN_TTL seconds from now (now: moved forward by the
 offset in the file KT_CLOCK_OFFSET names, when set), and logs the token with its
 expiry in KT_ISSUED (JSON lines) so the emulated API server's authenticator
 (emulator.Tokens) knows it.  With KT_CLIENT_CERT set it returns a client
-certificate and key instead of a token.
+certificate and key instead of a token.  With KT_FIXED_TOKEN set it hands out that token on every run
+(a plugin that caches its token until it expires), still logged in KT_ISSUED.  With KT_HANG set, each run
+appends a line to KT_HANG + ".runs" and then waits while the file KT_HANG exists (a plugin that hangs).
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ import datetime
 import json
 import os
 import sys
+import time
 import uuid
 
 
 def main() -> int:
+    hang = os.environ.get("KT_HANG")
+    if hang:
+        with open(hang + ".runs", "a", encoding="utf-8") as runs:
+            runs.write("run\n")
+        deadline = time.monotonic() + 120  # never outlives a test run
+        while os.path.exists(hang) and time.monotonic() < deadline:
+            time.sleep(0.05)
     info = json.loads(os.environ.get("KUBERNETES_EXEC_INFO", "{}"))
     api_version = info.get("apiVersion", "client.authentication.k8s.io/v1")
     ttl = float(os.environ.get("KT_TOKEN_TTL", "3"))
@@ -30,7 +40,7 @@ def main() -> int:
         status["clientCertificateData"] = os.environ["KT_CLIENT_CERT"]
         status["clientKeyData"] = os.environ["KT_CLIENT_KEY"]
     else:
-        token = f"kt-{uuid.uuid4().hex}"
+        token = os.environ.get("KT_FIXED_TOKEN") or f"kt-{uuid.uuid4().hex}"
         status["token"] = token
         with open(os.environ["KT_ISSUED"], "a", encoding="utf-8") as log:
             log.write(json.dumps({"token": token, "expires": expires.timestamp()}) + "\n")

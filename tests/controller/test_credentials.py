@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import FTJ, PTJ, example_job, eventually
 from emulator import Cluster, Tokens
-from kt_time import ForwardClock
+from kt_time import ForwardClock, scaled
 
 from kubetune import terminal
 from kubetune.controller import kubeconfig
@@ -142,6 +142,73 @@ async def test_rotated_token_file_is_read_again_after_a_401(cluster: Cluster, tm
         assert [(a.token, a.accepted) for a in cluster.auth_log] == [("first", True), ("first", False), ("second", True)]
     finally:
         await kube.close()
+
+
+async def test_a_401_storm_runs_the_exec_plugin_once_even_when_it_hands_back_the_same_token(cluster: Cluster, tmp_path: Path) -> None:
+    """Many calls refused at once (a revoked token) reload the credentials once, not once per call.
+
+    client-go's exec authenticator runs the plugin again after a 401 only if the credentials that got
+    it are still the cached ones, compared by identity, not by token (``maybeRefreshCreds``:
+    ``creds != a.cachedCreds``, plugin/pkg/client/auth/exec/exec.go:418-430 @ v0.36.3).  A plugin that
+    caches its token hands back the same string: comparing tokens would run it once per refused call,
+    one after another under the reload lock."""
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=600)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["users"][0]["user"]["exec"]["env"].append({"name": "KT_FIXED_TOKEN", "value": "kt-cached"})
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    cluster.authenticate = Tokens()  # the token is revoked: every request is refused
+    kube = Kube(await asyncio.to_thread(load_connection, str(path)))
+    try:
+        runs = len(issued_tokens(issued))
+        results = await asyncio.gather(*(configmaps(kube) for _ in range(4)), return_exceptions=True)
+        assert all("401" in str(r) for r in results), results
+        assert len(issued_tokens(issued)) == runs + 1, "4 refused calls ran the plugin once"
+        assert kube.refreshes == 1
+    finally:
+        await kube.close()
+
+
+async def test_a_hung_exec_plugin_fails_calls_with_an_error_and_is_never_run_twice_at_once(cluster: Cluster, tmp_path: Path) -> None:
+    """An exec plugin that never answers (no deadline in the kubernetes package nor in client-go) made
+    every call of the operator wait on the reload lock forever, silently. Now a call fails after
+    ``reload_timeout_s`` with a transient CredentialsError, the next call waits on the same run (one
+    plugin at a time), and once the plugin answers its credentials are used."""
+    ttl = 600
+    clock = ForwardClock(tmp_path / "clock")
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
+    hang = tmp_path / "hang"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["users"][0]["user"]["exec"]["env"].append({"name": "KT_HANG", "value": str(hang)})
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    kube = Kube(await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock)), reload_timeout_s=0.3)
+    try:
+        assert await configmaps(kube) == []
+        hang.write_text("", encoding="utf-8")  # the next run of the plugin hangs
+        clock.advance(ttl + 1)
+        for _ in range(2):
+            with pytest.raises(Exception, match="CredentialsError.*no answer within 0.3 s"):
+                await configmaps(kube)
+        assert Path(f"{hang}.runs").read_text(encoding="utf-8").count("run") == 2, "the load, then one hung reload: never a second"
+        hang.unlink()  # the plugin answers
+        assert await eventually_ok(lambda: configmaps(kube)) == []
+        assert Path(f"{hang}.runs").read_text(encoding="utf-8").count("run") == 2
+        assert cluster.auth_log[-1].accepted and cluster.auth_log[-1].token == issued_tokens(issued)[-1]
+    finally:
+        hang.unlink(missing_ok=True)
+        await kube.close()
+
+
+async def eventually_ok(call: Callable[[], Awaitable[Any]]) -> Any:
+    """``call()``'s result once it stops raising (a scaled deadline, as eventually's)."""
+    deadline = time.monotonic() + scaled(20)
+    while True:
+        try:
+            return await call()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
 
 
 async def test_static_token_refused_is_an_error_without_a_retry(cluster: Cluster) -> None:
@@ -301,5 +368,35 @@ async def test_both_clients_read_a_rotated_token_file_on_the_same_rule(cluster: 
         cluster.authenticate = Tokens(static=("third",))
         await call()
         assert [(a.token, a.accepted) for a in cluster.auth_log][-2:] == [("second", False), ("third", True)]
+    finally:
+        await close()
+
+
+@pytest.mark.parametrize("which", ["operator", "sdk"])
+async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    """A kubeconfig user's ``tokenFile`` (a token a sidecar or agent rotates) is a file kubectl reads again
+    too: client-go keeps it as BearerTokenFile (tools/clientcmd/client_config.go:277-287 @ v0.36.3) and
+    reads it through the cached file source (transport/round_trippers.go:295-308, token_source.go:67-82).
+    The kubernetes package reads it once into a static token, so the operator and the SDK sent the old
+    token until a 401, although docs/install.md says the file is read again every 48 s."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first\n", encoding="utf-8")
+    config = tmp_path / "kubeconfig"
+    config.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "kt",
+        "clusters": [{"name": "kt", "cluster": {"server": str(cluster.url).rstrip("/")}}],
+        "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
+        "users": [{"name": "u", "user": {"tokenFile": str(token_file)}}],
+    }), encoding="utf-8")
+    cluster.authenticate = Tokens(static=("first", "second"))  # kubelet-style: the old token stays valid until it expires
+    t0 = time.time()
+    monkeypatch.setattr(kubeconfig, "clock", lambda: t0)
+    call, close = client_for(which, await asyncio.to_thread(load_connection, str(config)))
+    try:
+        await call()
+        token_file.write_text("second\n", encoding="utf-8")
+        monkeypatch.setattr(kubeconfig, "clock", lambda: t0 + 49)
+        await call()
+        assert [(a.token, a.accepted) for a in cluster.auth_log] == [("first", True), ("second", True)], "read again, no 401 needed"
     finally:
         await close()

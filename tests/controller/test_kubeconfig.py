@@ -20,7 +20,7 @@ from kt_time import scaled
 import yaml
 
 from kubetune.cli import _kubeconfig_namespace
-from kubetune.controller.kube import load_connection
+from kubetune.controller.kube import Kube, load_connection
 from kubetune.controller.kubeconfig import KubeconfigError, kubeconfig_files, load_kubeconfig
 from kubetune.terminal import Client
 
@@ -101,7 +101,9 @@ def test_a_relative_path_starts_at_the_file_that_holds_it(tmp_path: Path, monkey
     })
     monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(a), str(b)]))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    assert load_connection().token == "token-from-file"
+    conn = load_connection()
+    assert conn.token_file == str(token)  # read again by the clients, kept a file as kubectl does
+    assert Kube(conn).bearer() == "token-from-file"
 
 
 def test_an_empty_file_is_an_empty_config_and_a_broken_one_an_error(tmp_path: Path, two_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:

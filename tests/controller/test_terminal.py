@@ -152,6 +152,27 @@ async def test_client_reloads_exec_plugin_credentials_before_expiry_and_after_a_
     assert [a.accepted for a in cluster.auth_log][-2:] == [False, True]
 
 
+async def test_client_shared_by_threads_runs_the_exec_plugin_once_per_expiry(cluster: Cluster, tmp_path: Path) -> None:
+    """The SDK calls one Client from several threads (an async watch's thread beside other calls).
+    client-go's exec authenticator holds a mutex across the check and the plugin run, so concurrent
+    requests with expired credentials run it once (getCreds, plugin/pkg/client/auth/exec/exec.go:401-414
+    @ v0.36.3); the Client checked and reloaded with no lock, each thread running the plugin."""
+    from test_credentials import issued_tokens, write_kubeconfig
+
+    ttl = 600
+    clock = ForwardClock(tmp_path / "clock")
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
+    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    await add_job(cluster, "alpha", phase="Running")
+    client = Client(await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock)))
+    path_ = jobs_path("team-a", "alpha")
+    clock.advance(ttl + 1)
+    answers = await asyncio.gather(*(asyncio.to_thread(client.get, path_) for _ in range(4)))
+    assert [a["metadata"]["name"] for a in answers] == ["alpha"] * 4
+    assert len(issued_tokens(issued)) == 2, "the load, then one reload for the 4 concurrent calls"
+    assert all(a.accepted for a in cluster.auth_log)
+
+
 # --- watch ----------------------------------------------------------------------------------------
 
 

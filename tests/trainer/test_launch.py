@@ -89,6 +89,27 @@ def test_signal_handlers_are_restored_after_the_child_ends() -> None:
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_child_started_after_a_stop_was_taken_can_still_be_stopped(capfd: pytest.CaptureFixture[str]) -> None:
+    """After a stop request is taken the trainer ignores later ones (trainer.main.ignore_stop_requests:
+    an MPI rank whose training ended with a stop request still pending goes on to export and evaluate,
+    each a Child). An ignored signal stays ignored across fork and exec (POSIX; Python's subprocess
+    resets only SIGPIPE, SIGXFZ and SIGXFSZ: restore_signals, Lib/subprocess.py:1710-1713 of the
+    CPython 3.11 installed here), so the child ignored the SIGTERM that Child itself sends to stop it and lived on
+    until the SIGKILL. The child starts with the default actions; the trainer keeps ignoring."""
+    from kubetune.trainer.main import STOP_SIGNALS, ignore_stop_requests
+
+    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    ignore_stop_requests()
+    try:
+        code = "import signal; print([signal.getsignal(s) is signal.SIG_DFL for s in (signal.SIGTERM, signal.SIGUSR1)])"
+        Child([sys.executable, "-c", code], dict(os.environ)).run()
+        assert "[True, True]" in capfd.readouterr().out
+        assert all(signal.getsignal(s) is signal.SIG_IGN for s in STOP_SIGNALS), "the trainer itself still ignores them"
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 @pytest.mark.train
 def test_sigterm_while_waiting_for_rank_0_exits_retryable(tmp_path: Path, tiny_assets: TinyAssets) -> None:
     from kubetune.trainer.tiny import tiny_job

@@ -233,3 +233,50 @@ def test_a_late_second_stop_request_neither_kills_the_rank_nor_changes_its_exit_
     # one during teardown found SIGUSR1 back at its default action and killed the rank (-10, mpirun: 138).
     assert done.returncode == contract.EXIT_RETRYABLE, (done.returncode, done.stdout, done.stderr)
     assert "outcome: exit 130" in done.stdout and "Traceback" not in done.stderr, done.stderr
+
+
+# A rank whose first stop request lands after the training's last step check (while the final model
+# is saved): worker.run returns normally, the request still pending; rank 0 goes on to export. The
+# second request (the other sender's) must still stop the export with the retryable code, after the
+# training was recorded as completed (trainer.main.run sets trainingCompleted before export), so the
+# restart does not train again.
+LATE_AFTER_COMPLETION = textwrap.dedent(
+    """
+    import os, signal, sys
+    from kubetune.api import contract
+    from kubetune.trainer import main as trainer, train, worker
+    from kubetune.trainer.errors import TrainerError
+
+    def request():
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def training(args):  # worker.run: the request arrives after the last step's check, the training completes
+        request()
+
+    worker.run = training
+
+    def run(env, sink=None):  # trainer.main.run's outline: train, record the training done, export
+        completed = False
+        try:
+            train.run_in_process({}, env)
+            completed = True
+            request()  # the second sender's request, during the export
+            print("export finished", flush=True)
+        except TrainerError as exc:
+            print(f"outcome: exit {exc.exit_code}, training completed: {completed}", flush=True)
+            return exc.exit_code
+        return contract.EXIT_OK
+
+    trainer.run = run
+    sys.exit(trainer.main([]))
+    """
+)
+
+
+def test_a_stop_request_pending_when_the_training_completes_still_stops_the_rank_at_the_next_one() -> None:
+    done = subprocess.run([sys.executable, "-c", LATE_AFTER_COMPLETION], capture_output=True, text=True, timeout=scaled(60))
+    # Before: run_in_process left both stop signals ignored after any training that saw a request, so the
+    # rank went on exporting (and evaluating, uploading) through every later request until the SIGKILL.
+    assert "export finished" not in done.stdout, done.stdout
+    assert done.returncode == contract.EXIT_RETRYABLE, (done.returncode, done.stdout, done.stderr)
+    assert "outcome: exit 130, training completed: True" in done.stdout, done.stdout

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,9 +162,20 @@ def _connection_from(files: list[str], clock: Callable[[], float] | None = None)
     # A tokenFile's token is trimmed, as client-go trims it (transport/token_source.go:135-139 @ v0.36.3);
     # the kubernetes package keeps the file's trailing newline.
     token = auth.split(" ", 1)[1].strip() if auth else None
+    # A user's tokenFile stays a file, read again on the rule of kubeconfig.TokenFile, as kubectl
+    # keeps it (BearerTokenFile: tools/clientcmd/client_config.go:277-287, then the cached file source,
+    # transport/round_trippers.go:295-308 and token_source.go:67-82 @ v0.36.3): the kubernetes package
+    # reads it once into a static token. (Made absolute by kubeconfig._resolved.)
+    user = merged.users.get(str(merged.context.get("user") or ""))
+    token_file = user.value.get("tokenFile") if user is not None and not user.value.get("exec") else None
+    if isinstance(token_file, str) and token_file:
+        token = None
+    else:
+        token_file = None
     return Connection(
         server=cfg.host,
         token=token,
+        token_file=token_file,
         ca_path=cfg.ssl_ca_cert,
         cert_path=cfg.cert_file,
         key_path=cfg.key_file,
@@ -175,6 +187,36 @@ def _connection_from(files: list[str], clock: Callable[[], float] | None = None)
         loaded_at=loaded_at,
         clock=clock,
     )
+
+
+def _in_thread(fn: Callable[[], Connection]) -> asyncio.Future[Connection]:
+    """``fn()`` in a thread of its own (not the loop's executor, whose few threads a hung exec plugin
+    would hold), its outcome as a future of the running loop."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Connection] = loop.create_future()
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())  # an outcome nobody waited for is no warning
+
+    def settle(result: Connection | None, exc: BaseException | None) -> None:
+        if not future.done():
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        result: Connection | None = None
+        error: BaseException | None = None
+        try:
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting call
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:
+            pass  # the loop is closed: the operator is gone
+
+    threading.Thread(target=work, name="kubetune-credentials", daemon=True).start()
+    return future
 
 
 class ApiError(Exception):
@@ -216,7 +258,11 @@ class Kube:
     timeout_s: float = 30.0
     _session: aiohttp.ClientSession | None = field(default=None, init=False)
     _token_file: TokenFile | None = field(default=None, init=False)
+    reload_timeout_s: float = 30.0
+    """How long a call waits for credentials being reloaded (an exec plugin running) before it fails."""
     _refreshing: asyncio.Lock | None = field(default=None, init=False)
+    _reload: asyncio.Future[Connection] | None = field(default=None, init=False)
+    """The reload under way (its own thread), kept across calls until it ends: one plugin at a time."""
     refreshes: int = field(default=0, init=False)
     """How many times credentials were reloaded (exec plugin run again, token file re-read)."""
 
@@ -233,13 +279,19 @@ class Kube:
             return self._token_file.bearer()
         return self.connection.token
 
-    async def fresh_connection(self, *, rejected: str | None = None) -> Connection:
+    async def fresh_connection(self, *, rejected: str | None = None, sent_at: int | None = None) -> Connection:
         """The connection with credentials that are not about to expire.
 
         ``rejected``: the bearer token (or "" for a client certificate) the API
         server just answered 401 to; the credentials are reloaded unless another
-        caller already replaced them.  Reloading runs in a thread (an exec plugin
-        is a process) and one at a time.
+        caller already replaced them: its token differs, or (``sent_at``: the
+        :attr:`refreshes` count when the refused request was sent) a reload happened
+        since, even one that gave back the same token.  client-go reloads after a
+        401 only while the credentials that got it are still the cached ones,
+        compared by identity (exec.go:418-430 @ v0.36.3): a plugin that caches its
+        token returns the same string, and a token comparison alone would run it once
+        per refused request.  Reloading runs in a thread (an exec plugin is a
+        process) and one at a time.
         """
         if rejected is None and not self.connection.stale():
             return self.connection  # the common case: no lock, no I/O
@@ -247,16 +299,30 @@ class Kube:
             self._refreshing = asyncio.Lock()
         async with self._refreshing:
             current = self.connection
-            if rejected is not None and (self.bearer() or "") != rejected:
+            if rejected is not None and ((self.bearer() or "") != rejected or (sent_at is not None and self.refreshes != sent_at)):
                 return current  # someone else refreshed while this request was in flight
             if rejected is None and not current.stale():
                 return current
             if self._token_file is not None:
                 self._token_file.reset()  # re-read now: kubelet may have rotated it
+            # An exec plugin that never answers (waiting on a network, a browser login) is run with no
+            # deadline by the kubernetes package (config/exec_provider.py run(): communicate() @ 37.0.3)
+            # and by client-go (cmd.Run(), plugin/pkg/client/auth/exec/exec.go:471 @ v0.36.3), and
+            # cannot be stopped from here. So a call waits for it at most reload_timeout_s and fails
+            # with a transient error the caller retries, and the next call waits on the same run:
+            # never a second plugin beside a hung one, never a silent stall of every call.
+            if self._reload is None:
+                self._reload = _in_thread(current.refreshed)
             try:
-                fresh = await asyncio.to_thread(current.refreshed)
+                fresh = await asyncio.wait_for(asyncio.shield(self._reload), self.reload_timeout_s)
+            except asyncio.TimeoutError:
+                raise ApiError(
+                    0, "CredentialsError", f"reloading credentials: no answer within {self.reload_timeout_s:g} s (an exec plugin still running; waited for again on the next call)"
+                ) from None
             except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retry later
+                self._reload = None
                 raise ApiError(0, "CredentialsError", f"reloading credentials failed: {exc!r}") from exc
+            self._reload = None
             self.refreshes += 1
             if (fresh.cert_path, fresh.key_path, fresh.ca_path) != (current.cert_path, current.key_path, current.ca_path):
                 await self.close()  # the TLS context holds the client certificate: a new session picks up the new one
@@ -301,7 +367,7 @@ class Kube:
             # answers 406 NotAcceptable whenever it has to return an error Status instead of log text
             # (e.g. the pod's node is gone), hiding the real 404.
             headers = {"Accept": "application/json, */*" if text else "application/json"}
-            token = self.bearer()
+            token, sent_at = self.bearer(), self.refreshes
             if token:
                 headers["Authorization"] = f"Bearer {token}"
             if data is not None:
@@ -319,7 +385,7 @@ class Kube:
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
                 self.on_request(verb, resource, 0)
                 raise ApiError(0, "ConnectionError", repr(exc)) from exc
-            await self.fresh_connection(rejected=token or "")
+            await self.fresh_connection(rejected=token or "", sent_at=sent_at)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- the operator's calls --------------------------------------------------------
@@ -422,7 +488,7 @@ class Kube:
             params["labelSelector"] = label_selector
         await self.fresh_connection()  # expired credentials are reloaded first, as for every request
         headers = {"Accept": "application/json"}
-        token = self.bearer()
+        token, sent_at = self.bearer(), self.refreshes
         if token:
             headers["Authorization"] = f"Bearer {token}"
         url = path(api_version, plural, namespace)
@@ -435,7 +501,7 @@ class Kube:
                 if resp.status == 401 and retry_after_401(1, self.connection.refreshable):
                     # Revoked before its expiry: reload now; the caller's retry watches with the new one.
                     error = await _api_error(resp)
-                    await self.fresh_connection(rejected=token or "")
+                    await self.fresh_connection(rejected=token or "", sent_at=sent_at)
                     raise error
                 if resp.status >= 400:
                     raise await _api_error(resp)

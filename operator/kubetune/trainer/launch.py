@@ -99,6 +99,10 @@ def stop_budgets(env: Mapping[str, str], *, uploading: bool) -> tuple[float, flo
         return window, window
     return max(5.0, (window - KILL_AFTER_TERM_SECONDS) / 2), window
 
+def _ignore(_signum: int, _frame: FrameType | None) -> None:
+    """A stop request the trainer already ignores, caught only while a child starts (see Child.run)."""
+
+
 class Child:
     """One training child in its own session; a SIGTERM becomes a checkpoint, then a stop.
 
@@ -188,6 +192,15 @@ class Child:
         set, stops the training as :meth:`abort` does."""
         in_main = threading.current_thread() is threading.main_thread()
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+        # A stop request the trainer ignores (trainer.main.ignore_stop_requests: one was taken already)
+        # must not stay ignored in the child: SIG_IGN survives fork and exec, and Python's subprocess
+        # resets only SIGPIPE, SIGXFZ and SIGXFSZ (restore_signals: the list at Lib/subprocess.py:1710-1713,
+        # CPython 3.11 here; the fork path's C code was not read: tests/trainer/test_launch.py shows it), so the child would ignore the SIGTERM of _stop and live on until the SIGKILL. While
+        # it starts, those signals get a Python handler that does nothing (exec sets a caught signal
+        # back to its default action); then they are ignored again.
+        ignored = [s for s in (signal.SIGTERM, signal.SIGUSR1) if signal.getsignal(s) == signal.SIG_IGN] if in_main else []
+        for s in ignored:
+            signal.signal(s, _ignore)
         try:
             self._proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
                 self.argv,
@@ -199,6 +212,9 @@ class Child:
             )
         except FileNotFoundError:
             raise ConfigError(f"cannot start {self.argv[0]!r}: not installed in this image") from None
+        finally:
+            for s in ignored:
+                signal.signal(s, signal.SIG_IGN)
         for s in previous:
             signal.signal(s, self._forward)
         if abort is not None:

@@ -182,8 +182,10 @@ def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
     # SIGUSR1: the stop request mpirun forwards from the launcher, or the worker pod's PID 1 sends
     # (kubetune.trainer.mpilaunch, kubetune.trainer.mpiworker); SIGTERM: Open MPI's own kill.
     previous = {s: signal.signal(s, worker._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    completed = False
     try:
         worker.run(args)
+        completed = True
     except worker.StopRequested as stop:
         err = Retryable(f"received SIGTERM (preemption or deletion): {stop}; a restart resumes from it")
         err.stopped_at = time.monotonic()  # the signal came earlier, at most the stop grace: a later bound than the kubelet's
@@ -196,9 +198,12 @@ def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
     except BaseException as exc:  # noqa: BLE001 - every crash must map to an exit code
         raise classify(1, f"{type(exc).__name__}: {exc}") from exc
     finally:
-        if worker.stop_requested_locally():
+        if worker.stop_requested_locally() and not completed:
             # The stop was taken: the rank's second request (mpirun's and the worker PID 1's come
-            # apart) is a duplicate, not a new stop to raise in the middle of the exit path.
+            # apart) is a duplicate, not a new stop to raise in the middle of the exit path.  A
+            # training that completed with a request pending (it came after the last step's check)
+            # is not on its exit path: the stage after it (export, evaluation, upload) must still
+            # stop at the next request, with the training recorded as completed.
             for sig in previous:
                 signal.signal(sig, signal.SIG_IGN)
         else:
