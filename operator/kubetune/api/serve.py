@@ -23,8 +23,8 @@ class KServeSpec(ApiModel):
 
     kind: Literal["InferenceService", "LLMInferenceService"] | None = None
     """Which KServe resource to create. Unset: an LLMInferenceService (spec.model.lora.adapters) for a LoRA adapter that was not merged, an InferenceService (Hugging Face runtime) for a full or merged model."""
-    model_source: Literal["volume", "bucket"] = "volume"
-    """Where the InferenceService reads the merged model: `volume` (storageUri pvc://, the outputs volume) or `bucket` (storageUri s3://, the copy uploaded to spec.storage.outputs.uri; KServe's storage initializer downloads it with the S3 credentials of the predictor's ServiceAccount, spec.serviceAccountName: see docs/object-storage.md)."""
+    model_source: Literal["volume", "bucket"] | None = None
+    """Where the InferenceService reads the merged model: `volume` (unset; storageUri pvc://, the outputs volume) or `bucket` (storageUri s3://, the copy uploaded to spec.storage.outputs.uri; KServe's storage initializer downloads it with the S3 credentials of the predictor's ServiceAccount, spec.serviceAccountName: see docs/object-storage.md)."""
 
 
 class KaitoSpec(ApiModel):
