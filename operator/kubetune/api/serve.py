@@ -23,8 +23,6 @@ class KServeSpec(ApiModel):
 
     kind: Literal["InferenceService", "LLMInferenceService"] | None = None
     """Which KServe resource to create. Unset: an LLMInferenceService (spec.model.lora.adapters) for a LoRA adapter that was not merged, an InferenceService (Hugging Face runtime) for a full or merged model."""
-    model_source: Literal["volume", "bucket"] | None = None
-    """Where the InferenceService reads the merged model: `volume` (unset; storageUri pvc://, the outputs volume) or `bucket` (storageUri s3://, the copy uploaded to spec.storage.outputs.uri; KServe's storage initializer downloads it with the S3 credentials of the predictor's ServiceAccount, spec.serviceAccountName: see docs/object-storage.md)."""
 
 
 class KaitoSpec(ApiModel):
@@ -63,6 +61,8 @@ class ServeSpec(RuledModel):
     """CPU request per replica (engine kserve: also the limit). Unset: none for vllm; 4 for kserve, whose Hugging Face runtime would otherwise keep its limit of 1 CPU."""
     memory: PositiveQuantity | None = None
     """Memory request and limit per replica. Unset: none for vllm; 32Gi for kserve, whose Hugging Face runtime would otherwise keep its limit of 2Gi."""
+    model_source: Literal["volume", "bucket"] | None = None
+    """Where the serving pods read the trained model: `volume` (unset) mounts the outputs volume; `bucket` reads the copy uploaded to spec.storage.outputs.uri (engine vllm: an init container of the trainer image downloads the files the job's completion marker lists into an emptyDir; engine kserve, kind InferenceService: storageUri s3://, downloaded by KServe's storage initializer with the S3 credentials of spec.serviceAccountName). Not for engine kaito nor kind LLMInferenceService. See docs/object-storage.md."""
     kserve: KServeSpec | None = None
     """Settings for engine kserve."""
     kaito: KaitoSpec | None = None

@@ -45,13 +45,13 @@ def selects(job: FineTuneJob, kind: str) -> bool:
     return job.spec.serve is not None and job.spec.serve.engine == "kserve" and kserve_kind(job) == kind
 
 
-MODEL_SOURCE_FIELD: Final = "spec.serve.kserve.modelSource"
+MODEL_SOURCE_FIELD: Final = "spec.serve.modelSource"
 
 
 def reads_bucket(job: FineTuneJob) -> bool:
-    """spec.serve.kserve.modelSource is bucket: the InferenceService downloads the merged model from spec.storage.outputs.uri."""
+    """spec.serve.modelSource is bucket: the serving pods read the trained model from spec.storage.outputs.uri."""
     serve = job.spec.serve
-    return serve is not None and serve.kserve is not None and serve.kserve.model_source == "bucket"
+    return serve is not None and serve.model_source == "bucket"
 
 
 def bucket_problems(job: FineTuneJob) -> list[tuple[str, str]]:
@@ -62,7 +62,7 @@ def bucket_problems(job: FineTuneJob) -> list[tuple[str, str]]:
     uri = spec.storage.outputs.uri
     store = spec.storage.object_store
     if kserve_kind(job) != "InferenceService":
-        return [(MODEL_SOURCE_FIELD, "bucket is for kind InferenceService (one merged model); set spec.export.enabled and kind InferenceService, or modelSource: volume")]
+        return [(MODEL_SOURCE_FIELD, "engine kserve reads the bucket with kind InferenceService only (one merged model): set spec.export.enabled and kind InferenceService, use engine vllm, or modelSource: volume")]
     if uri is None:
         return [(MODEL_SOURCE_FIELD, "bucket serves the copy uploaded to spec.storage.outputs.uri, which is unset: set outputs.uri (s3://) or modelSource: volume")]
     if uri.startswith("gs://"):
