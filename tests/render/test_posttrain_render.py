@@ -155,6 +155,13 @@ def test_an_adapter_is_checked_against_the_method() -> None:
     other_volume = _source(storage={"outputs": {"claimName": "elsewhere"}})
     got = resolve_from_job(_job(name="dpo", **CHILD), other_volume)
     assert isinstance(got, Failed) and got.reason == "FromJobOtherVolume"
+    # issue 24.4: a source that uploaded its merged model names the bucket copy, which spec.model.uri stages
+    uploaded = _source(storage={"outputs": {"claimName": "elsewhere", "uri": "s3://ml-runs/ft/"}}, export={"enabled": True})
+    got = resolve_from_job(_job(name="dpo", **CHILD), uploaded)
+    assert isinstance(got, Failed) and got.reason == "FromJobOtherVolume"
+    assert "spec.model.uri: s3://ml-runs/ft/ml/sft/merged/" in got.message
+    with_uri = _job(name="dpo", **{**CHILD, "model": {"uri": "s3://ml-runs/ft/ml/sft/merged/", "template": "qwen"}})  # the suggestion is a valid spec
+    assert with_uri.spec.model.uri == "s3://ml-runs/ft/ml/sft/merged/"
 
 
 def test_reward_model_from_a_reward_job() -> None:

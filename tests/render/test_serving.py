@@ -68,6 +68,11 @@ CASES = {
                                      spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}, spec__lora={"rank": 64}, spec__scheduling=SCHEDULING),
     "vllm-scheduled": job(spec__scheduling=SCHEDULING),
     "kserve-merged-scheduled": job({"engine": "kserve"}, spec__export={"enabled": True}, spec__scheduling=SCHEDULING, **PODS),
+    "kserve-merged-bucket": job({"engine": "kserve", "modelSource": "bucket"}, spec__export={"enabled": True}, spec__serviceAccountName="kserve-s3",
+                                spec__storage={"outputs": {"claimName": "out", "uri": "s3://ml-runs/finetune/"},
+                                               "objectStore": {"endpoint": "https://minio.storage.svc:9000", "credentialsSecretRef": {"name": "s3-credentials"}}}),
+    "vllm-adapter-bucket": job({"modelSource": "bucket"}, spec__storage={"outputs": {"claimName": "out", "uri": "gs://ml-runs/finetune/"},
+                                                             "objectStore": {"credentialsSecretRef": {"name": "hmac"}, "caBundle": {"name": "ca", "key": "ca.crt"}}}),
     "kserve-adapter-scheduled": job({"engine": "kserve", "gpus": 2, "maxModelLen": 4096, "cpu": "8", "memory": "96Gi"}, spec__scheduling=SCHEDULING, **PODS),
 }
 
@@ -454,3 +459,73 @@ def test_remote_code_is_copied_into_the_writable_cache_not_the_read_only_hub_cac
     writable = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"] if not m.get("readOnly")}
     assert any(env["HF_MODULES_CACHE"].startswith(w + "/") for w in writable)
     assert env["HF_MODULES_CACHE"] in pod["initContainers"][0]["command"]
+
+
+BUCKET = {"outputs": {"claimName": "out", "uri": "s3://ml-runs/finetune/"}, "objectStore": {"credentialsSecretRef": {"name": "s3-credentials"}}}
+
+
+def test_kserve_inferenceservice_downloads_the_merged_model_from_the_bucket() -> None:
+    """issue 24.4: modelSource bucket points the InferenceService at the merged model the trainer uploaded to
+    <outputs.uri><namespace>/<job>/merged/ (trainer/objectstore.py job_prefix), which KServe's storage initializer
+    downloads with boto3 (python/storage/kserve_storage/kserve_storage.py:504-560 @v0.20.0) using the keys of the
+    Secrets the predictor's ServiceAccount lists (pkg/credentials/service_account_credentials.go:214-266): the
+    predictor runs as spec.serviceAccountName, and the outputs volume is not read."""
+    built = CASES["kserve-merged-bucket"].build()
+    serving = render_serving(built)
+    (isvc,) = serving.objects
+    check_schema(isvc)
+    predictor = isvc["spec"]["predictor"]
+    uri = f"s3://ml-runs/finetune/{built.namespace}/{built.name}/merged/"
+    assert predictor["model"]["storageUri"] == uri and serving.model_uri == uri
+    assert predictor["serviceAccountName"] == "kserve-s3"
+    assert "out" not in str(isvc)  # no pvc:// of the outputs claim
+    # The default stays the outputs volume.
+    volume = job({"engine": "kserve"}, spec__export={"enabled": True}, spec__storage=BUCKET).build()
+    assert render_serving(volume).objects[0]["spec"]["predictor"]["model"]["storageUri"] == f"pvc://out/{built.namespace}/{built.name}/merged"
+
+
+@pytest.mark.parametrize(
+    ("serve", "changes", "words"),
+    [
+        ({}, {}, "spec.serviceAccountName"),
+        ({}, {"spec__serviceAccountName": "sa", "spec__method": "full", "spec__export": {"enabled": False}}, "checkpoint-N/"),
+        ({}, {"spec__serviceAccountName": "sa", "spec__storage": {"outputs": {"claimName": "out", "uri": "gs://ml-runs/finetune/"}, "objectStore": {"credentialsSecretRef": {"name": "hmac"}}}}, "Application Default Credentials"),
+        ({}, {"spec__serviceAccountName": "sa", "spec__storage": {"outputs": {"claimName": "out"}}}, "outputs.uri"),
+        ({}, {"spec__serviceAccountName": "sa", "spec__storage": {**BUCKET, "objectStore": {"credentialsSecretRef": {"name": "s"}, "caBundle": {"name": "ca", "key": "ca.crt"}}}}, "caBundle"),
+        ({"kind": "LLMInferenceService"}, {"spec__serviceAccountName": "sa"}, "kind InferenceService"),
+    ],
+)
+def test_kserve_bucket_source_refuses_what_kserve_could_not_download(serve: dict[str, Any], changes: dict[str, Any], words: str) -> None:
+    changes = {"spec__export": {"enabled": True}, "spec__storage": BUCKET, **changes}
+    builder = job({"engine": "kserve", "modelSource": "bucket", **({"kserve": serve} if serve else {})}, **changes)
+    problems = _problems(builder)
+    assert words in problems["spec.serve.modelSource"], problems
+
+
+def test_vllm_downloads_the_results_from_the_bucket_in_an_init_container() -> None:
+    """issue 24.4: engine vllm with modelSource bucket mounts no outputs volume: the trainer image's
+    fetch-results init container copies <outputs.uri><namespace>/<job>/ (the files its marker lists) into
+    an emptyDir, with the objectStore settings the training pods get (keys by secretKeyRef, the CA mounted),
+    and vLLM reads the adapter from there (tests/trainer/test_fetchresults.py runs that container's code)."""
+    built = CASES["vllm-adapter-bucket"].build()
+    serving = render_serving(built)
+    pod = _deployment(serving)["spec"]["template"]["spec"]
+    assert not any("persistentVolumeClaim" in v for v in pod["volumes"])
+    fetch = next(c for c in pod["initContainers"] if c["name"] == "fetch-results")
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in fetch["env"]}
+    prefix = f"gs://ml-runs/finetune/{built.namespace}/{built.name}/"
+    assert env["KUBETUNE_RESULTS_URI"] == prefix and env["KUBETUNE_S3_ENDPOINT"] == "https://storage.googleapis.com"
+    assert env["KUBETUNE_S3_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "hmac", "key": "AWS_SECRET_ACCESS_KEY"}}
+    from kubetune.render.types import RenderOptions
+
+    assert fetch["image"] == RenderOptions().image  # the trainer image: it has boto3 and kubetune.trainer
+    assert {"name": "kubetune-s3-ca", "mountPath": "/etc/kubetune/s3-ca", "readOnly": True} in fetch["volumeMounts"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--lora-modules") + 1] == f"{built.name}=/results/job"
+    assert serving.adapter_uri == prefix
+
+
+def test_bucket_serving_is_refused_where_nothing_reads_the_bucket() -> None:
+    assert "outputs.uri" in _problems(job({"modelSource": "bucket"}))["spec.serve.modelSource"]
+    kaito = job({"engine": "kaito", "modelSource": "bucket", "kaito": {"instanceType": "Standard_NC24ads_A100_v4"}}, spec__storage=BUCKET)
+    assert "engine kaito" in _problems(kaito)["spec.serve.modelSource"]

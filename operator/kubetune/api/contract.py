@@ -73,6 +73,10 @@ own names, not AWS_*: a user's AWS_* variables (e.g. MLflow's artifact store) st
 two keys arrive only as valueFrom.secretKeyRef; unset, boto3's default chain applies (IRSA, and
 AWS_* in the environment for `kubetune run --local`)."""
 S3_CA_BUNDLE_DIR: Final = "/etc/kubetune/s3-ca"
+ENV_RESULTS_URI: Final = "KUBETUNE_RESULTS_URI"
+ENV_RESULTS_DIR: Final = "KUBETUNE_RESULTS_DIR"
+"""``python -m kubetune.trainer.fetchresults`` (spec.serve.modelSource bucket, engine vllm): the job's
+results prefix <outputs.uri><namespace>/<job>/ and the folder its marker-listed files are copied into."""
 ENV_STOP_GRACE: Final = "KUBETUNE_STOP_GRACE_SECONDS"
 """Seconds the trainer gives its training processes, after a SIGTERM, to save a checkpoint
 and stop before it kills them: the pod's grace period less a margin for the run record."""

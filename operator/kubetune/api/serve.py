@@ -61,6 +61,8 @@ class ServeSpec(RuledModel):
     """CPU request per replica (engine kserve: also the limit). Unset: none for vllm; 4 for kserve, whose Hugging Face runtime would otherwise keep its limit of 1 CPU."""
     memory: PositiveQuantity | None = None
     """Memory request and limit per replica. Unset: none for vllm; 32Gi for kserve, whose Hugging Face runtime would otherwise keep its limit of 2Gi."""
+    model_source: Literal["volume", "bucket"] | None = None
+    """Where the serving pods read the trained model: `volume` (unset) mounts the outputs volume; `bucket` reads the copy uploaded to spec.storage.outputs.uri (engine vllm: an init container of the trainer image downloads the files the job's completion marker lists into an emptyDir; engine kserve, kind InferenceService: storageUri s3://, downloaded by KServe's storage initializer with the S3 credentials of spec.serviceAccountName). Not for engine kaito nor kind LLMInferenceService. See docs/object-storage.md."""
     kserve: KServeSpec | None = None
     """Settings for engine kserve."""
     kaito: KaitoSpec | None = None

@@ -186,10 +186,17 @@ def _usable_source(
         return Failed("FromJobInvalid", f"{field}: FineTuneJob {name} is not a valid FineTuneJob: {exc}")
     src_out, own_out = source.spec.storage.outputs, job.spec.storage.outputs
     if (src_out.claim_name, src_out.sub_path) != (own_out.claim_name, own_out.sub_path):
+        # fromJob reads the outputs volume only.  A source that uploaded a merged model (succeeded, so its
+        # _KUBETUNE_COMPLETE exists: trainer/objectstore.py) is a model folder in the bucket, which
+        # spec.model.uri stages like any other (docs/object-storage.md).
+        bucket = ""
+        if src_out.uri is not None and source.spec.export.enabled and source.spec.method in ("lora", "qlora") and field == "spec.model.fromJob":
+            bucket = (f"; or, as FineTuneJob {name} uploaded its merged model, replace spec.model.fromJob with "
+                      f"spec.model.uri: {src_out.uri}{namespace}/{name}/{MERGED_SUBDIR}/ (with spec.storage.objectStore reaching that bucket)")
         return Failed(
             "FromJobOtherVolume",
             f"{field}: FineTuneJob {name} writes to outputs claim {src_out.claim_name!r}"
-            f"{' subPath ' + repr(src_out.sub_path) if src_out.sub_path else ''}; this job must use the same spec.storage.outputs to read it",
+            f"{' subPath ' + repr(src_out.sub_path) if src_out.sub_path else ''}; this job must use the same spec.storage.outputs to read it{bucket}",
         )
     return source
 

@@ -125,14 +125,19 @@ def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
 def object_store_env(plan: Plan) -> list[dict[str, Any]]:
     """spec.storage.objectStore for the trainer: endpoint/region/CA path as values, the access key
     only by secretKeyRef (the operator never reads the Secret)."""
-    store = plan.job.spec.storage.object_store
+    return job_object_store_env(plan.job)
+
+
+def job_object_store_env(job: FineTuneJob) -> list[dict[str, Any]]:
+    """:func:`object_store_env` of a job (also the serving pods' fetch-results init container)."""
+    store = job.spec.storage.object_store
     if store is None:
         return []
     env: list[dict[str, Any]] = []
     # gs://: Cloud Storage's XML API, which takes S3 requests signed with an HMAC key
     # (https://cloud.google.com/storage/docs/interoperability); region "auto" for the V4 signature
     # unless the spec names one.  An explicit endpoint still wins (a test server, a proxy).
-    gcs = any(u.startswith("gs://") for u in uses_object_store(plan.job.spec))
+    gcs = any(u.startswith("gs://") for u in uses_object_store(job.spec))
     endpoint = store.endpoint if store.endpoint is not None else (GCS_ENDPOINT if gcs else None)
     region = store.region if store.region is not None else ("auto" if gcs else None)
     if endpoint is not None:

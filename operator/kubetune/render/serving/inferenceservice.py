@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kubetune.api import FineTuneJob
+from kubetune.api.contract import MERGED_SUBDIR
 
 from ..backends.base import RbacRule
 from . import kserve
@@ -22,9 +23,21 @@ def render_inferenceservice(job: FineTuneJob, namespace: str, served: str, sourc
     assert serve is not None
     if source.adapter_uri:
         raise ValueError("spec.serve.kserve.kind InferenceService serves one model: merge the adapter (spec.export.enabled) or use LLMInferenceService")
+    storage_uri = source.model_uri
+    if kserve.reads_bucket(job):
+        if problems := kserve.bucket_problems(job):
+            raise ValueError("; ".join(f"{f}: {m}" for f, m in problems))
+        uri = job.spec.storage.outputs.uri
+        assert uri is not None
+        # The trainer uploads the merged model to <outputs.uri><namespace>/<job>/merged/ and writes the job's
+        # _KUBETUNE_COMPLETE last (trainer/objectstore.py job_prefix); serving starts after the job Succeeded.
+        # KServe downloads s3://bucket/key-prefix recursively with boto3 (kserve_storage.py:504-560 @v0.20.0);
+        # endpoint and region come from the Secret's serving.kserve.io/s3-* annotations or data
+        # (pkg/credentials/s3/utils.go:36-116 @v0.20.0), the user's step (docs/object-storage.md).
+        storage_uri = f"{uri}{namespace}/{job.name}/{MERGED_SUBDIR}/"
     model: dict[str, Any] = {
         "modelFormat": {"name": "huggingface"},
-        "storageUri": source.model_uri,
+        "storageUri": storage_uri,
         "args": [f"--model_name={served}"] + ([f"--max_model_len={serve.max_model_len}"] if serve.max_model_len else []),
         "resources": resources(job, defaults=kserve.KSERVE_DEFAULTS),
     }
@@ -46,7 +59,8 @@ class InferenceServiceEngine:
         return kserve.selects(job, "InferenceService")
 
     def render(self, job: FineTuneJob, namespace: str, served: str, source: Source, options: RenderOptions) -> Serving:
-        return Serving(self.engine, [render_inferenceservice(job, namespace, served, source)], served, None, source.model_uri, source.adapter_uri)
+        isvc = render_inferenceservice(job, namespace, served, source)
+        return Serving(self.engine, [isvc], served, None, isvc["spec"]["predictor"]["model"]["storageUri"], source.adapter_uri)
 
     def check(self, job: FineTuneJob) -> list[tuple[str, str]]:
         return kserve.kserve_problems(job)

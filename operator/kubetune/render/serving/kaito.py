@@ -16,6 +16,7 @@ from kubetune.api import FineTuneJob, KaitoSpec
 from ..backends.base import RbacRule
 from ..podspec import container_security_context, placement, pod_security_context
 from ..types import RenderOptions
+from . import kserve
 from .base import ServedKind, Serving, ServingEngine, Source, bnb_base, child_name, condition_true, in_volume, labels, max_lora_rank, metadata, rbac_of
 
 KAITO_SERVICE_PORT: Final = 80
@@ -133,6 +134,11 @@ def kaito_preset(job: FineTuneJob) -> str:
 
 def _kaito_problems(job: FineTuneJob) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
+    if kserve.reads_bucket(job):
+        # The adapter reaches KAITO through the copy Job of this module, which reads the outputs volume;
+        # no bucket download for it yet.
+        problems.append((kserve.MODEL_SOURCE_FIELD, "engine kaito reads the adapter from the outputs volume (copied to a claim KAITO mounts); "
+                         "bucket is not supported for it yet: use modelSource: volume, or engine vllm"))
     preset, base = kaito_preset(job), job.spec.model.name
     if base is None:
         return problems  # the API rule serve-kaito-hub-base says it

@@ -45,8 +45,53 @@ def selects(job: FineTuneJob, kind: str) -> bool:
     return job.spec.serve is not None and job.spec.serve.engine == "kserve" and kserve_kind(job) == kind
 
 
+MODEL_SOURCE_FIELD: Final = "spec.serve.modelSource"
+
+
+def reads_bucket(job: FineTuneJob) -> bool:
+    """spec.serve.modelSource is bucket: the serving pods read the trained model from spec.storage.outputs.uri."""
+    serve = job.spec.serve
+    return serve is not None and serve.model_source == "bucket"
+
+
+def bucket_problems(job: FineTuneJob) -> list[tuple[str, str]]:
+    """What modelSource bucket cannot serve, as KServe v0.20.0's storage initializer reads a bucket."""
+    spec = job.spec
+    if not reads_bucket(job):
+        return []
+    uri = spec.storage.outputs.uri
+    store = spec.storage.object_store
+    if kserve_kind(job) != "InferenceService":
+        return [(MODEL_SOURCE_FIELD, "engine kserve reads the bucket with kind InferenceService only (one merged model): set spec.export.enabled and kind InferenceService, use engine vllm, or modelSource: volume")]
+    if uri is None:
+        return [(MODEL_SOURCE_FIELD, "bucket serves the copy uploaded to spec.storage.outputs.uri, which is unset: set outputs.uri (s3://) or modelSource: volume")]
+    if uri.startswith("gs://"):
+        # KServe downloads gs:// with google-cloud-storage's Client and Application Default Credentials,
+        # else anonymously (python/storage/kserve_storage/kserve_storage.py:686-689 @v0.20.0): not the HMAC key
+        # of objectStore.credentialsSecretRef that the job's own gs:// access signs with.
+        return [(MODEL_SOURCE_FIELD, "bucket is not supported for gs:// outputs: KServe reads gs:// with Google's own credentials (Application Default Credentials), "
+                 "not the job's HMAC key; use modelSource: volume")]
+    if spec.method in ("full", "freeze"):
+        # The storage initializer downloads every object under the storageUri prefix
+        # (kserve_storage.py:533 @v0.20.0, bucket.objects.filter(Prefix=...)): for a full model that is the
+        # job's whole prefix, every uploaded checkpoint-N/ included.
+        return [(MODEL_SOURCE_FIELD, f"bucket serves a merged LoRA model only: a {spec.method} job's model is the job's whole prefix in the bucket, "
+                 "which KServe would download with every checkpoint-N/; use modelSource: volume")]
+    if store is not None and store.ca_bundle is not None:
+        return [(MODEL_SOURCE_FIELD, "bucket with spec.storage.objectStore.caBundle is not supported yet (KServe reads a CA from a ConfigMap key cabundle.crt "
+                 "named on the credentials Secret); use modelSource: volume")]
+    if store is not None and store.credentials_secret_ref is not None and spec.service_account_name is None:
+        # KServe's storage initializer gets S3 keys from the Secrets the predictor's ServiceAccount lists
+        # (pkg/credentials/service_account_credentials.go:214-266 @v0.20.0; "default" when unnamed).
+        return [(MODEL_SOURCE_FIELD, f"bucket needs spec.serviceAccountName: KServe takes the S3 keys from the Secrets listed in the predictor's ServiceAccount "
+                 f"(secrets: [{{name: {store.credentials_secret_ref.name}}}]); create one listing the Secret and name it there")]
+    return []
+
+
 def kserve_problems(job: FineTuneJob) -> list[tuple[str, str]]:
     spec = job.spec
+    if problems := bucket_problems(job):
+        return problems
     if adapter_served(job) and spec.model.name is not None and "/" not in spec.model.name:
         # KServe's storage initializer accepts only hf://owner/model[:revision]
         # (python/storage/kserve_storage/kserve_storage.py:629-636 @v0.20.0).

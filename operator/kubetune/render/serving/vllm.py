@@ -11,10 +11,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from kubetune.api import FineTuneJob, VolumeSpec
+from kubetune.api import contract
 from kubetune.api.contract import LABEL_JOB, SHM_DIR
 
 from ..backends.base import RbacRule
-from ..podspec import HF_HOME_SUBDIR, container_security_context, placement, pod_security_context
+from ..podspec import HF_HOME_SUBDIR, S3_CA_FILE, S3_CA_VOLUME, container_security_context, job_object_store_env, placement, pod_security_context
+from . import kserve
 from .base import (
     CHAT_TEMPLATE_FILE,
     COMPONENT,
@@ -36,6 +38,10 @@ from .base import (
 if TYPE_CHECKING:
     from ..types import RenderOptions
 
+RESULTS_MOUNT: Final = "/results"
+RESULTS_DIR: Final = f"{RESULTS_MOUNT}/job"
+"""spec.serve.modelSource bucket: the emptyDir mounted at RESULTS_MOUNT; the fetch-results init container copies
+the job's results into RESULTS_DIR, a folder of it (download_results keeps its ETag record beside that folder)."""
 VLLM_IMAGE: Final = "vllm/vllm-openai:v0.11.0"
 """Default serving image (engine vllm): vLLM's OpenAI-compatible server."""
 VLLM_PORT: Final = 8000
@@ -126,13 +132,68 @@ def _mount(name: str, path: str, volume: VolumeSpec) -> dict[str, Any]:
     return mount
 
 
-def render_vllm(job: FineTuneJob, namespace: str, served: str, source: Source) -> tuple[list[dict[str, Any]], str]:
+def bucket_source(job: FineTuneJob, namespace: str, source: Source) -> Source:
+    """``source`` read from the fetch-results emptyDir instead of the outputs volume: the job's folder
+    <outputs>/<namespace>/<job>/ and its bucket prefix <outputs.uri><namespace>/<job>/ hold the same results."""
+    uri = job.spec.storage.outputs.uri
+    assert uri is not None
+    folder, prefix = f"{OUTPUTS_MOUNT}/{namespace}/{job.name}", f"{uri}{namespace}/{job.name}/"
+
+    def moved(path: str | None) -> str | None:
+        return None if path is None else RESULTS_DIR + path[len(folder):] if path.startswith(folder) else path
+
+    def uri_of(path: str | None, old: str | None) -> str | None:
+        return old if path is None or not path.startswith(RESULTS_DIR) else prefix + path[len(RESULTS_DIR) + 1:]
+
+    model_path, adapter_path = moved(source.model_path), moved(source.adapter_path)
+    assert model_path is not None
+    return Source(model_path, uri_of(model_path, source.model_uri) or source.model_uri, adapter_path, uri_of(adapter_path, source.adapter_uri), source.hub_base)
+
+
+def fetch_results_init(job: FineTuneJob, namespace: str, trainer_image: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The init container (trainer image) that copies the job's marker-listed results from the bucket into
+    the "results" emptyDir (``python -m kubetune.trainer.fetchresults``), and the volumes it needs besides it.
+    The URI and credentials go in the environment (secretKeyRef), never on a command line."""
+    uri = job.spec.storage.outputs.uri
+    assert uri is not None
+    env = [
+        {"name": contract.ENV_RESULTS_URI, "value": f"{uri}{namespace}/{job.name}/"},
+        {"name": contract.ENV_RESULTS_DIR, "value": RESULTS_DIR},
+        {"name": "HOME", "value": RESULTS_MOUNT},
+        *job_object_store_env(job),
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "results", "mountPath": RESULTS_MOUNT}]
+    volumes: list[dict[str, Any]] = []
+    store = job.spec.storage.object_store
+    if store is not None and store.ca_bundle is not None:
+        volumes.append({"name": S3_CA_VOLUME, "configMap": {"name": store.ca_bundle.name, "items": [{"key": store.ca_bundle.key, "path": S3_CA_FILE}]}})
+        mounts.append({"name": S3_CA_VOLUME, "mountPath": contract.S3_CA_BUNDLE_DIR, "readOnly": True})
+    init: dict[str, Any] = {
+        "name": "fetch-results",
+        "image": job.spec.image or trainer_image,
+        "command": ["python", "-m", "kubetune.trainer.fetchresults"],
+        "env": env,
+        "securityContext": container_security_context(),
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        "volumeMounts": mounts,
+    }
+    return init, volumes
+
+
+def render_vllm(job: FineTuneJob, namespace: str, served: str, source: Source, trainer_image: str | None = None) -> tuple[list[dict[str, Any]], str]:
     serve = job.spec.serve
     assert serve is not None
     name = child_name(job.name)
     storage = job.spec.storage
-    volumes = [_claim("outputs", storage.outputs)]
-    mounts = [_mount("outputs", OUTPUTS_MOUNT, storage.outputs)]
+    fetch: dict[str, Any] | None = None
+    if kserve.reads_bucket(job):
+        assert trainer_image is not None
+        fetch, volumes = fetch_results_init(job, namespace, trainer_image)
+        volumes.append({"name": "results", "emptyDir": {}})
+        mounts = [{"name": "results", "mountPath": RESULTS_MOUNT, "readOnly": True}]
+    else:
+        volumes = [_claim("outputs", storage.outputs)]
+        mounts = [_mount("outputs", OUTPUTS_MOUNT, storage.outputs)]
     hf_home = f"{CACHE_MOUNT}/huggingface"
     env: list[dict[str, Any]] = []
     if storage.models is not None:
@@ -173,10 +234,12 @@ def render_vllm(job: FineTuneJob, namespace: str, served: str, source: Source) -
     }
     if job.spec.image_pull_policy:
         container["imagePullPolicy"] = init["imagePullPolicy"] = job.spec.image_pull_policy
+        if fetch:
+            fetch["imagePullPolicy"] = job.spec.image_pull_policy
     pod: dict[str, Any] = {
         "securityContext": pod_security_context(),
         "automountServiceAccountToken": False,
-        "initContainers": [init],
+        "initContainers": [init, *([fetch] if fetch else [])],
         "containers": [container],
         "volumes": volumes,
         **placement(job),
@@ -217,10 +280,16 @@ class VllmEngine:
         return job.spec.serve is not None and job.spec.serve.engine == self.engine
 
     def render(self, job: FineTuneJob, namespace: str, served: str, source: Source, options: RenderOptions) -> Serving:
-        objects, url = render_vllm(job, namespace, served, source)
+        if kserve.reads_bucket(job):
+            if problems := self.check(job):
+                raise ValueError("; ".join(f"{f}: {m}" for f, m in problems))
+            source = bucket_source(job, namespace, source)
+        objects, url = render_vllm(job, namespace, served, source, options.image)
         return Serving(self.engine, objects, served, url, source.model_uri, source.adapter_uri)
 
     def check(self, job: FineTuneJob) -> list[tuple[str, str]]:
+        if kserve.reads_bucket(job) and job.spec.storage.outputs.uri is None:
+            return [(kserve.MODEL_SOURCE_FIELD, "bucket serves the copy uploaded to spec.storage.outputs.uri, which is unset: set outputs.uri or modelSource: volume")]
         return []
 
     def observed_state(self, obj: Mapping[str, Any]) -> tuple[bool, str | None, str]:

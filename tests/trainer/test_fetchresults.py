@@ -1,0 +1,87 @@
+"""``python -m kubetune.trainer.fetchresults``, the init container engine vllm runs with
+spec.serve.modelSource bucket: the rendered container's own environment, against a real S3 protocol
+server (moto, tests/support/kt_s3.py), copies a succeeded job's results and refuses an unfinished one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from kt_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
+from renderlib import JobBuilder
+
+from kubetune.render.serving import render_serving
+from kubetune.trainer import objectstore
+
+BUCKET = "kubetune-fetch"
+
+
+def _rendered_env(built: Any, s3: S3Server, results: Path) -> dict[str, str]:
+    """The fetch-results init container's env as rendered, each secretKeyRef resolved to the server's admin
+    key (what the kubelet does with the Secret) and its folders moved under ``results``."""
+    deployment = next(o for o in render_serving(built).objects if o["kind"] == "Deployment")
+    (init,) = [c for c in deployment["spec"]["template"]["spec"]["initContainers"] if c["name"] == "fetch-results"]
+    assert init["command"] == ["python", "-m", "kubetune.trainer.fetchresults"]  # nothing from the spec on the command line
+    keys = {"ak": s3.admin.access_key_id, "sk": s3.admin.secret_access_key}
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    for var in init["env"]:
+        if "valueFrom" in var:
+            env[var["name"]] = keys[var["valueFrom"]["secretKeyRef"]["key"]]
+        else:
+            env[var["name"]] = var["value"]
+    env["KUBETUNE_S3_ENDPOINT"] = s3.endpoint  # the spec names the cluster's endpoint; the test server is here
+    env["KUBETUNE_RESULTS_DIR"] = str(results / "job")
+    env["HOME"] = str(results)
+    return env
+
+
+def test_the_vllm_init_container_copies_a_succeeded_jobs_results_not_its_checkpoints(tmp_path: Path, s3_server: S3Server) -> None:  # noqa: F811
+    s3_server.s3().create_bucket(Bucket=BUCKET)
+    built = (
+        JobBuilder()
+        .set("spec.serve", {"modelSource": "bucket"})
+        .set("spec.export", {"enabled": True})
+        .set("spec.storage", {"outputs": {"claimName": "out", "uri": f"s3://{BUCKET}/runs/"},
+                              "objectStore": {"endpoint": "https://minio.example:9000", "region": "us-east-1",
+                                              "credentialsSecretRef": {"name": "s3", "accessKeyIdKey": "ak", "secretAccessKeyKey": "sk"}}})
+        .build()
+    )
+    prefix = f"s3://{BUCKET}/runs/{built.namespace}/{built.name}/"
+    volume = tmp_path / "volume"
+    (volume / "checkpoint-4").mkdir(parents=True)
+    (volume / "checkpoint-4" / "optimizer.pt").write_bytes(b"o" * 100)
+    (volume / "merged").mkdir()
+    (volume / "merged" / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    (volume / "merged" / "model.safetensors").write_bytes(b"m" * 100)
+    (volume / "adapter_model.safetensors").write_bytes(b"a" * 10)
+    results = tmp_path / "results"
+    results.mkdir()
+    env = _rendered_env(built, s3_server, results)
+    run = [sys.executable, "-m", "kubetune.trainer.fetchresults"]
+
+    objectstore.upload_results(prefix, volume, s3_server.env())  # uploaded, not yet succeeded: no marker
+    before = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert before.returncode == 2 and f"{prefix}: no _KUBETUNE_COMPLETE here" in before.stderr
+    assert not (results / "job" / "merged").exists()
+
+    objectstore.mark_complete(prefix, volume, s3_server.env())
+    after = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert after.returncode == 0, after.stderr
+    job = results / "job"
+    assert (job / "merged" / "model.safetensors").read_bytes() == b"m" * 100
+    assert (job / "adapter_model.safetensors").exists()
+    assert not (job / "checkpoint-4").exists()  # the marker lists the results, never the checkpoints
+    # vLLM reads the merged model where the init container put it
+    args = next(o for o in render_serving(built).objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--model") + 1] == "/results/job/merged"
+
+
+def test_fetchresults_takes_no_arguments() -> None:
+    from kubetune.trainer import fetchresults
+
+    assert fetchresults.main(["s3://x/"]) == 2  # a URI on the command line is refused: it comes from the environment
+    assert fetchresults.run({}) == 2
