@@ -170,6 +170,11 @@ async def test_promotion_serves_the_best_trial_only(cluster: Cluster, operator: 
     assert "serve" in cluster.read(*FTJ, NS, "lr-1")["spec"] and "serve" not in cluster.read(*FTJ, NS, "lr-0")["spec"]
     assert cluster.read("apps/v1", "deployments", NS, "lr-0-serve") is None
     await eventually(lambda: cluster.read(*FTJ, NS, "lr-1")["status"]["serving"]["objects"], what="lr-1's status.serving")
+    # The sweep says whether the winner really serves: its Serving condition is lr-1's (Argo CD reads it).
+    await eventually(lambda: sweep_condition(cluster, "Serving").get("reason") == "ServingStarting", what="the sweep's Serving=False ServingStarting")
+    await cluster.mutate("apps/v1", "deployments", NS, "lr-1-serve", lambda o: o.update(status={"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}))
+    await eventually(lambda: sweep_condition(cluster, "Serving").get("reason") == "ServingReady", what="the sweep's Serving=True ServingReady")
+    assert sweep_condition(cluster, "Serving")["status"] == "True" and sweep_condition(cluster, "Serving")["message"].startswith("FineTuneJob lr-1: ")
 
 
 async def test_a_sweep_with_an_invalid_template_gets_a_condition_naming_the_field_and_no_trials(cluster: Cluster, operator: Any) -> None:

@@ -322,6 +322,7 @@ def _succeeded(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord
         before = get_condition(snap.status.get("conditions"), "Promoted") or {}
         if winner.name not in snap.trials:
             draft.cond("Promoted", False, "WinnerMissing", with_hint("WinnerMissing", f"FineTuneJob {winner.name} (the best trial) does not exist"))
+            status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "Serving"]  # nothing serves
         else:
             draft.cond("Promoted", True, "WinnerPromoted", f"FineTuneJob {winner.name} (the best trial) serves as spec.template.serve says; its status.serving says where")
             # Once per sweep generation (and at the operator's first look): the winner's FineTuneJob
@@ -329,4 +330,21 @@ def _succeeded(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord
             served = ((snap.trials[winner.name].get("spec") or {}).get("serve")) is not None
             if snap.first_seen or not served or before.get("reason") != "WinnerPromoted" or before.get("observedGeneration") != snap.generation:
                 promoted = trial_object(snap, winner, winner_spec(spec, winner))
+            draft.cond("Serving", *_winner_serving(snap.trials[winner.name], winner.name, fresh=promoted is None))
     return SweepDecision(status, (), tuple(deletions), promoted)
+
+
+def _winner_serving(job: Mapping[str, Any], name: str, fresh: bool) -> tuple[bool | None, str, str]:
+    """The sweep's Serving condition: the winner FineTuneJob's own (the FineTuneJob controller's
+    ``Serving``, reasons ServingReady/ServingStarting/...), so that ``kubectl get fts`` and Argo CD's
+    health check (examples/argocd/health/finetunesweep.lua) say whether the model is really served.
+    Until that job reports Serving for its current spec (the promotion just applied, or its
+    controller has not acted on it yet: the condition's observedGeneration is older than the job's
+    metadata.generation), Serving=False/ServingStarting."""
+    generation = (job.get("metadata") or {}).get("generation")
+    cond = get_condition((job.get("status") or {}).get("conditions"), "Serving")
+    current = cond is not None and (generation is None or cond.get("observedGeneration") in (None, generation))
+    if fresh and current and cond is not None and cond.get("reason") in SWEEP_REASONS and SWEEP_REASONS[str(cond["reason"])].condition == "Serving":
+        holds = {"True": True, "False": False}.get(str(cond.get("status")))
+        return holds, str(cond["reason"]), f"FineTuneJob {name}: {cond.get('message') or cond['reason']}"
+    return False, "ServingStarting", f"FineTuneJob {name} (the best trial) got spec.serve; its controller has not reported serving it yet"
