@@ -107,6 +107,9 @@ def test_the_api_server_refuses_a_change_to_the_search_or_the_template() -> None
         (lambda s: s.update(algorithm="random"), "spec.algorithm cannot change after the sweep is created"),
         (lambda s: s["parameters"][0].update(max=1e-2), "spec.parameters cannot change after the sweep is created"),
         (lambda s: s["template"]["training"].update(epochs=1.0), "spec.training cannot change after the job is created"),
+        # Every new trial is created from the current template: another evaluation would score it on another measure.
+        (lambda s: s["template"]["evaluation"].update(generation=not s["template"]["evaluation"].get("generation", False)),
+         "spec.template.evaluation cannot change after the sweep is created"),
     ):
         new, errors = admitted(variant(change), SCHEMA)
         assert errors == []
