@@ -235,3 +235,24 @@ async def test_an_evaluation_read_after_the_trial_succeeded_still_gives_its_valu
     await eventually(lambda: sweep_status(cluster).get("phase") == "Succeeded", what="the sweep Succeeded")
     assert (trial(cluster, "lr-0")["state"], trial(cluster, "lr-0")["value"]) == ("Succeeded", 0.7)
     assert cluster.read(*FTJ, NS, "lr-0")["status"]["evaluation"]["trained"] == {"evalLoss": 0.7}
+
+
+async def test_a_sweep_deleted_and_applied_again_waits_for_its_old_trials_to_be_collected(cluster: Cluster, operator: Any) -> None:
+    """`kubectl delete fts lr; kubectl apply -f sweep.yaml`: the old sweep is gone at once (Background) and its
+    trials stay until Kubernetes' garbage collector deletes them. The new sweep's trials have the same names:
+    they wait for the collector instead of failing as names another object holds."""
+    await started(cluster, operator)
+    await cluster.put_object(*FTS, sweep(maxTrials=2, parallelism=2, maxFailedTrials=0))
+    await eventually(lambda: trial_jobs(cluster) == ["lr-0", "lr-1"], what="two trials")
+    old_uid = cluster.read(*FTS, NS, "lr")["metadata"]["uid"]
+    await cluster.remove(*FTS, NS, "lr")
+    again = await cluster.put_object(*FTS, sweep(maxTrials=2, parallelism=2, maxFailedTrials=0))
+    await eventually(lambda: len(trials(cluster)) == 2 and all("earlier sweep" in t.get("message", "") for t in trials(cluster)),
+                     what="the new sweep's trials waiting for the old ones")
+    assert [t["state"] for t in trials(cluster)] == ["Pending", "Pending"] and sweep_status(cluster)["phase"] != "Failed"
+    assert {cluster.read(*FTJ, NS, n)["metadata"]["ownerReferences"][0]["uid"] for n in ("lr-0", "lr-1")} == {old_uid}
+    cluster.garbage_collect = True  # the collector runs: each dependent whose owner is gone is deleted
+    await cluster.remove(*FTJ, NS, "lr-0")
+    assert cluster.read(*FTJ, NS, "lr-1") is None or cluster.read(*FTJ, NS, "lr-1")["metadata"]["ownerReferences"][0]["uid"] != old_uid
+    await eventually(lambda: all((cluster.read(*FTJ, NS, n) or {}).get("metadata", {}).get("ownerReferences", [{}])[0].get("uid") == again["metadata"]["uid"]
+                                 for n in ("lr-0", "lr-1")), what="the new sweep's trials created")

@@ -152,6 +152,9 @@ def decide_sweep(snap: SweepSnapshot, now: float) -> SweepDecision:
     return _running(draft, spec, records, deletions, why if done else "", now)
 
 
+PREDECESSOR_RECHECK_S = 5.0
+"""How soon a sweep whose trial names are held by an earlier sweep's trials (being collected) looks again."""
+
 EVALUATION_GRACE_S = 600.0
 """How long after a trial's FineTuneJob Succeeded its evaluation may still arrive (the operator reads a
 finished job's evaluation late when the log tail had not shown it yet: controller/decide.py _late_evaluation)."""
@@ -169,6 +172,8 @@ def _follow(spec: FineTuneSweepSpec, snap: SweepSnapshot, record: TrialRecord, n
         return record
     if record.name in snap.refused:
         return record.model_copy(update={"state": "Failed", "message": f"the API server refused FineTuneJob {record.name}: {snap.refused[record.name]}"[:1024]})
+    if record.name in snap.predecessor:
+        return record.model_copy(update={"message": f"waiting for FineTuneJob {record.name} of an earlier sweep of this name to be deleted (garbage collector)"})
     if record.name in snap.foreign:
         return record.model_copy(update={"state": "Failed", "message": f"a FineTuneJob {record.name} exists that this sweep does not own; the trial was not created"})
     job = snap.trials.get(record.name)
@@ -261,6 +266,7 @@ def _to_create(snap: SweepSnapshot, spec: FineTuneSweepSpec, records: list[Trial
         trial_object(snap, r, trial_spec(spec, r))
         for r in records
         if r.state == "Pending" and r.name not in snap.trials and r.name not in snap.foreign and r.name not in snap.refused
+        and r.name not in snap.predecessor
     )
 
 
@@ -286,6 +292,10 @@ def _running(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord],
     status.update(phase="Running" if records and (running or counts["ended"]) else "Pending", message=message)
     deadlines = [d for r in waiting if (d := _evaluation_deadline(snap.trials.get(r.name) or {})) is not None]
     requeue = max(0.0, min(deadlines) - now) if deadlines else None
+    if any(r.name in snap.predecessor for r in records if r.state == "Pending"):
+        # The collector's delete reaches the trials' informer and kopf's cache of every FineTuneJob at
+        # different times; look again rather than wait for an event that may have come first.
+        requeue = min(requeue, PREDECESSOR_RECHECK_S) if requeue is not None else PREDECESSOR_RECHECK_S
     return SweepDecision(status, _to_create(snap, spec, records), tuple(deletions), requeue_after=requeue)
 
 
