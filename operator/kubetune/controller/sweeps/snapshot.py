@@ -92,7 +92,8 @@ def observe(
     # with the parameters it was created with.
     trial_name = re.compile(re.escape(name) + r"-[0-9]+")
     holders = {n: job for (ns, n), job in (*caches.jobs.items(), *trials.objects.items()) if ns == namespace and (n in recorded or trial_name.fullmatch(n))}
-    foreign, predecessor = set(), set()
+    foreign: set[str] = set()
+    predecessor: set[str] = set()
     for n, other in holders.items():
         if n not in found and not owned_by(other, uid):
             (predecessor if _earlier_sweeps(other, name) else foreign).add(n)
