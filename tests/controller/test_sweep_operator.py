@@ -33,6 +33,7 @@ from sweeplib import (
 
 from kubetune.api.contract import KUEUE_QUEUE_LABEL, STAGE_PREFIX
 from kubetune.api.sweep import LABEL_SWEEP
+from kubetune.controller.sweeps import decide as sweep_decide
 
 
 async def started(cluster: Cluster, operator: Any) -> Any:
@@ -237,10 +238,11 @@ async def test_an_evaluation_read_after_the_trial_succeeded_still_gives_its_valu
     assert cluster.read(*FTJ, NS, "lr-0")["status"]["evaluation"]["trained"] == {"evalLoss": 0.7}
 
 
-async def test_a_sweep_deleted_and_applied_again_waits_for_its_old_trials_to_be_collected(cluster: Cluster, operator: Any) -> None:
+async def test_a_sweep_deleted_and_applied_again_waits_for_its_old_trials_to_be_collected(cluster: Cluster, operator: Any, monkeypatch: Any) -> None:
     """`kubectl delete fts lr; kubectl apply -f sweep.yaml`: the old sweep is gone at once (Background) and its
     trials stay until Kubernetes' garbage collector deletes them. The new sweep's trials have the same names:
     they wait for the collector instead of failing as names another object holds."""
+    monkeypatch.setattr(sweep_decide, "PREDECESSOR_RECHECK_S", 0.2)  # the operator runs in this process
     await started(cluster, operator)
     await cluster.put_object(*FTS, sweep(maxTrials=2, parallelism=2, maxFailedTrials=0))
     await eventually(lambda: trial_jobs(cluster) == ["lr-0", "lr-1"], what="two trials")
