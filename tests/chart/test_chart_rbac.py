@@ -9,6 +9,7 @@ the chart grants but the operator never uses fails here as excess privilege.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -195,3 +196,23 @@ def test_without_the_push_transport_there_is_no_tokenreviews_grant(default_objec
         objects = template("--set", "progress.push=false", *extra)
         grants = set().union(*bound_roles(objects, "kt-kubetune").values())
         assert review not in grants
+
+
+def install_doc_rows() -> list[tuple[set[str], set[str]]]:
+    """docs/install.md "What the operator may do": (the backticked resources, the verbs) of each row."""
+    text = (ROOT / "docs" / "install.md").read_text(encoding="utf-8")
+    table = text.split("### What the operator may do", 1)[1].split("\n\n", 3)
+    rows = [line for part in table for line in part.splitlines() if line.startswith("| `")]
+    out = []
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        out.append(({r for r in re.findall(r"`([a-z/]+)`", cells[0])}, {v.strip() for v in cells[1].split(",")}))
+    return out
+
+
+def test_the_install_page_names_every_grant(default_objects: list[dict[str, Any]]) -> None:
+    """A cluster admin reviews the operator's rights on docs/install.md: each grant must be there, with its reason."""
+    rows = install_doc_rows()
+    grants = bound_roles(default_objects, "kt-kubetune")[None]
+    missing = {(g, r, v) for g, r, v in grants if not any(r in names and v in verbs for names, verbs in rows)}
+    assert not missing, f"docs/install.md does not name: {describe(missing)}"

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sweeplib import sweep
 
 from kubetune.api.contract import KIND
@@ -126,3 +127,48 @@ def test_every_sweep_reason_is_asserted_by_a_test() -> None:
     source = "\n".join((here / f).read_text(encoding="utf-8") for f in ("test_sweep_operator.py", "test_sweep_decide.py"))
     quoted = set(re.findall(r'"([A-Za-z]+)"', source))
     assert not sorted(r for r in SWEEP_REASONS if r not in quoted), "a sweep reason no test asserts"
+
+
+def promoted_snapshot(serving: dict[str, Any] | None, *, job_generation: int = 2, served: bool = True) -> SweepSnapshot:
+    """A finished promote: serve sweep whose winner lr-0 already got spec.serve (promotion applied
+    earlier in this generation) and whose FineTuneJob controller wrote ``serving`` (or nothing yet)."""
+    winner = job("lr-0", "Succeeded", conditions=[serving] if serving else [])
+    winner["metadata"]["generation"] = job_generation
+    if served:
+        winner["spec"] = {"serve": {}}
+    promoted = {"type": "Promoted", "status": "True", "reason": "WinnerPromoted", "message": "", "observedGeneration": 1, "lastTransitionTime": "2026-12-07T10:00:00Z"}
+    status = {"trials": [record(0, "Succeeded", 0.5)], "conditions": [promoted]}
+    snap = snapshot(status, {"lr-0": winner}, maxTrials=1, promote="serve", template_changes={"serve": {}})
+    return SweepSnapshot(**{**snap.__dict__, "first_seen": False})
+
+
+def serving_condition(reason: str, holds: str, generation: int = 2) -> dict[str, Any]:
+    return {"type": "Serving", "status": holds, "reason": reason, "message": f"{reason} here", "observedGeneration": generation,
+            "lastTransitionTime": "2026-12-07T10:00:00Z"}
+
+
+MIRRORED = [("ServingReady", "True"), ("ServingStarting", "False"), ("ServingKindNotInstalled", "False"), ("ServingRejected", "False"),
+            ("AdapterCopyFailed", "False"), ("WaitingForEvaluation", "False"), ("EvaluationNotImproved", "False")]
+
+
+@pytest.mark.parametrize(("reason", "holds"), MIRRORED)
+def test_a_promoted_sweep_carries_its_winners_serving_condition(reason: str, holds: str) -> None:
+    """The FineTuneJob controller's Serving condition on the winner is what says whether the model
+    serves; the sweep mirrors it (Argo CD's sweep health check and `kubectl get fts` read the sweep)."""
+    decision = decide_sweep(promoted_snapshot(serving_condition(reason, holds)), 0)
+    assert decision.winner is None  # already promoted: only mirrored
+    serving = condition(decision.status, "Serving")
+    assert (serving["status"], serving["reason"], serving["message"]) == (holds, reason, f"FineTuneJob lr-0: {reason} here")
+
+
+def test_a_winner_not_yet_reporting_serving_for_its_current_spec_is_serving_starting() -> None:
+    for snap in (promoted_snapshot(None), promoted_snapshot(serving_condition("ServingReady", "True", generation=1))):
+        serving = condition(decide_sweep(snap, 0).status, "Serving")
+        assert (serving["status"], serving["reason"]) == ("False", "ServingStarting"), serving
+
+
+def test_a_deleted_winner_drops_the_serving_condition() -> None:
+    status = {"trials": [record(0, "Succeeded", 0.5)], "conditions": [serving_condition("ServingReady", "True", 1)]}
+    decision = decide_sweep(snapshot(status, {}, maxTrials=1, promote="serve", template_changes={"serve": {}}), 0)
+    assert condition(decision.status, "Promoted")["reason"] == "WinnerMissing"
+    assert "Serving" not in [c["type"] for c in decision.status["conditions"]]

@@ -33,6 +33,7 @@ from sweeplib import (
 
 from kubetune.api.contract import KUEUE_QUEUE_LABEL, STAGE_PREFIX
 from kubetune.api.sweep import LABEL_SWEEP
+from kubetune.controller.sweeps import decide as sweep_decide
 
 
 async def started(cluster: Cluster, operator: Any) -> Any:
@@ -170,6 +171,11 @@ async def test_promotion_serves_the_best_trial_only(cluster: Cluster, operator: 
     assert "serve" in cluster.read(*FTJ, NS, "lr-1")["spec"] and "serve" not in cluster.read(*FTJ, NS, "lr-0")["spec"]
     assert cluster.read("apps/v1", "deployments", NS, "lr-0-serve") is None
     await eventually(lambda: cluster.read(*FTJ, NS, "lr-1")["status"]["serving"]["objects"], what="lr-1's status.serving")
+    # The sweep says whether the winner really serves: its Serving condition is lr-1's (Argo CD reads it).
+    await eventually(lambda: sweep_condition(cluster, "Serving").get("reason") == "ServingStarting", what="the sweep's Serving=False ServingStarting")
+    await cluster.mutate("apps/v1", "deployments", NS, "lr-1-serve", lambda o: o.update(status={"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}))
+    await eventually(lambda: sweep_condition(cluster, "Serving").get("reason") == "ServingReady", what="the sweep's Serving=True ServingReady")
+    assert sweep_condition(cluster, "Serving")["status"] == "True" and sweep_condition(cluster, "Serving")["message"].startswith("FineTuneJob lr-1: ")
 
 
 async def test_a_sweep_with_an_invalid_template_gets_a_condition_naming_the_field_and_no_trials(cluster: Cluster, operator: Any) -> None:
@@ -230,3 +236,25 @@ async def test_an_evaluation_read_after_the_trial_succeeded_still_gives_its_valu
     await eventually(lambda: sweep_status(cluster).get("phase") == "Succeeded", what="the sweep Succeeded")
     assert (trial(cluster, "lr-0")["state"], trial(cluster, "lr-0")["value"]) == ("Succeeded", 0.7)
     assert cluster.read(*FTJ, NS, "lr-0")["status"]["evaluation"]["trained"] == {"evalLoss": 0.7}
+
+
+async def test_a_sweep_deleted_and_applied_again_waits_for_its_old_trials_to_be_collected(cluster: Cluster, operator: Any, monkeypatch: Any) -> None:
+    """`kubectl delete fts lr; kubectl apply -f sweep.yaml`: the old sweep is gone at once (Background) and its
+    trials stay until Kubernetes' garbage collector deletes them. The new sweep's trials have the same names:
+    they wait for the collector instead of failing as names another object holds."""
+    monkeypatch.setattr(sweep_decide, "PREDECESSOR_RECHECK_S", 0.2)  # the operator runs in this process
+    await started(cluster, operator)
+    await cluster.put_object(*FTS, sweep(maxTrials=2, parallelism=2, maxFailedTrials=0))
+    await eventually(lambda: trial_jobs(cluster) == ["lr-0", "lr-1"], what="two trials")
+    old_uid = cluster.read(*FTS, NS, "lr")["metadata"]["uid"]
+    await cluster.remove(*FTS, NS, "lr")
+    again = await cluster.put_object(*FTS, sweep(maxTrials=2, parallelism=2, maxFailedTrials=0))
+    await eventually(lambda: len(trials(cluster)) == 2 and all("earlier sweep" in t.get("message", "") for t in trials(cluster)),
+                     what="the new sweep's trials waiting for the old ones")
+    assert [t["state"] for t in trials(cluster)] == ["Pending", "Pending"] and sweep_status(cluster)["phase"] != "Failed"
+    assert {cluster.read(*FTJ, NS, n)["metadata"]["ownerReferences"][0]["uid"] for n in ("lr-0", "lr-1")} == {old_uid}
+    cluster.garbage_collect = True  # the collector runs: each dependent whose owner is gone is deleted
+    await cluster.remove(*FTJ, NS, "lr-0")
+    assert cluster.read(*FTJ, NS, "lr-1") is None or cluster.read(*FTJ, NS, "lr-1")["metadata"]["ownerReferences"][0]["uid"] != old_uid
+    await eventually(lambda: all((cluster.read(*FTJ, NS, n) or {}).get("metadata", {}).get("ownerReferences", [{}])[0].get("uid") == again["metadata"]["uid"]
+                                 for n in ("lr-0", "lr-1")), what="the new sweep's trials created")

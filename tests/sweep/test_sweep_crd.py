@@ -6,6 +6,7 @@ with pydantic on the same good and bad sweeps (tests/api/kt_apiserver.py, kt_crd
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,9 @@ def test_the_api_server_refuses_a_change_to_the_search_or_the_template() -> None
         (lambda s: s.update(algorithm="random"), "spec.algorithm cannot change after the sweep is created"),
         (lambda s: s["parameters"][0].update(max=1e-2), "spec.parameters cannot change after the sweep is created"),
         (lambda s: s["template"]["training"].update(epochs=1.0), "spec.training cannot change after the job is created"),
+        # Every new trial is created from the current template: another evaluation would score it on another measure.
+        (lambda s: s["template"]["evaluation"].update(generation=not s["template"]["evaluation"].get("generation", False)),
+         "spec.template.evaluation cannot change after the sweep is created"),
     ):
         new, errors = admitted(variant(change), SCHEMA)
         assert errors == []
@@ -120,3 +124,32 @@ def test_an_unknown_field_in_the_template_is_refused_by_both() -> None:
     _, errors = admitted(doc, SCHEMA)
     assert any("spec.template.training.learningrate" in e for e in errors), errors
     assert [p.path for p in validate_sweep(doc)[1]] == ["spec.template.training.learningrate"]
+
+
+def test_the_largest_study_fits_in_one_object_under_etcds_request_limit() -> None:
+    """status.trials is the whole study (no second object): at its bounds (maxTrials 200, 100
+    intermediate values each, 16 parameters on the longest paths that validate, messages at their
+    1024 characters, every condition message at 4096) the status must leave room under etcd's default
+    --max-request-bytes (``DefaultMaxRequestBytes = 1.5 * 1024 * 1024``, etcd server/embed/config.go, read through the
+    code index without a pinned tag) for the spec, metadata and kubectl's last-applied annotation.
+    (Longer paths pass the CRD but the operator refuses them before any trial is recorded.)"""
+    from kubetune.api.sweep import MAX_INTERMEDIATE, MAX_SWEEP_NAME_LENGTH, MAX_TRIALS, FineTuneSweepStatus, TrialRecord
+    from kubetune.sweep.paths import resolve
+
+    paths = ["training.gradientAccumulationSteps", "training.preference.labelSmoothing", "training.gradientCheckpointing",
+             "training.preference.simpoGamma", "training.kto.undesirableWeight", "training.preprocessingWorkers",
+             "training.kto.desirableWeight", "training.perDeviceBatchSize", "training.ppo.whitenRewards", "resources.sharedMemorySize",
+             "training.ppo.maxNewTokens", "quantization.doubleQuant", "training.learningRate", "training.warmupRatio", "lora.dropout", "lora.rank"]
+    for p in paths:
+        resolve(p)
+    name = "x" * MAX_SWEEP_NAME_LENGTH
+    trials = [TrialRecord(number=i, name=f"{name}-{i}", parameters={p: 0.12345678901234567 for p in paths}, state="Failed", value=1.2345678901234567e-05,
+                          intermediate=[{"step": 10_000_000 + k, "value": 1.2345678901234567e-05} for k in range(MAX_INTERMEDIATE)],
+                          message="m" * 1024).to_api() for i in range(MAX_TRIALS)]
+    conditions = [{"type": t, "status": "False", "reason": "WinnerMissing", "message": "m" * 4096, "lastTransitionTime": "2026-12-07T10:00:00Z",
+                   "observedGeneration": 1} for t in ("Validated", "Running", "Succeeded", "Failed", "Promoted", "Serving")]
+    status = {"trials": trials, "conditions": conditions, "summary": "x" * 64, "message": "m" * 4096, "bestTrial": f"{name}-199", "bestValue": 1.0,
+              "phase": "Running", "observedGeneration": 1}
+    FineTuneSweepStatus.model_validate(status)
+    size = len(json.dumps(status, separators=(",", ":")))
+    assert size < 1.5 * 2**20 - 128 * 2**10, f"{size} bytes of status leave under 128 KiB of etcd's 1.5 MiB for the rest of the object"

@@ -8,10 +8,13 @@
 --   Pending, Running                  -> Progressing (trials ended of maxTrials, the best so far,
 --                                                    and why the sweep waits when it does)
 --   Succeeded                         -> Healthy     (the best trial and its value); with
---                                                    promote: serve, by the Serving condition as
---                                                    for a FineTuneJob: ServingReady Healthy,
+--                                                    promote: serve, Promoted=False (WinnerMissing)
+--                                                    Degraded, else by the Serving condition, which
+--                                                    the operator mirrors from the best trial's
+--                                                    FineTuneJob: ServingReady Healthy,
 --                                                    ServingStarting/WaitingForEvaluation Progressing,
---                                                    else Degraded
+--                                                    else Degraded (a promoted sweep is Healthy only
+--                                                    once the winner really serves)
 --   Failed                            -> Degraded    (e.g. more than maxFailedTrials trials failed)
 -- The trials are FineTuneJobs of their own, each with the FineTuneJob health check.
 
@@ -119,8 +122,15 @@ if phase == "Pending" or phase == "Running" then
 elseif phase == "Succeeded" then
   hs.status = "Healthy"
   hs.message = join("Succeeded", trialsText(status), bestText(status, obj.spec))
+  local promoted = findCondition(status, "Promoted")
   local serving = findCondition(status, "Serving")
-  if serving ~= nil then
+  if promoted ~= nil and promoted.status == "False" then
+    hs.status = "Degraded"
+    hs.message = hs.message .. "; not served: " .. (promoted.message or promoted.reason or "")
+  elseif promoted ~= nil and serving == nil then
+    hs.status = "Progressing"
+    hs.message = hs.message .. "; serving: " .. (promoted.message or "")
+  elseif serving ~= nil then
     local text = serving.message
     if not nonEmpty(text) then
       text = serving.reason

@@ -265,6 +265,21 @@ class FineTuneSweepSpec(RuledModel):
             check=lambda new, old, f=field: getattr(new, f) == getattr(old, f),
         )
         for field, _ in (("parameters", 0), ("objective", 0), ("algorithm", 0))
+    ) + (
+        # The objective is read from each trial's evaluation: a changed template.evaluation (other
+        # datasets, valSize, generation settings) would score the next trials on another measure than
+        # the recorded ones, and every new trial is created from the current template.  (A FineTuneJob
+        # may change its own evaluation; a sweep's trials may not differ in it.)
+        Rule(
+            name="immutable-template-evaluation",
+            cel="has(self.template.evaluation) == has(oldSelf.template.evaluation) && "
+            "(!has(self.template.evaluation) || self.template.evaluation == oldSelf.template.evaluation)",
+            message="spec.template.evaluation cannot change after the sweep is created (the recorded trials' objective values were measured with it): create a new FineTuneSweep",
+            field_path=".template.evaluation",
+            reason="FieldValueForbidden",
+            transition=True,
+            check=lambda new, old: new.template.evaluation == old.template.evaluation,
+        ),
     )
 
 

@@ -212,6 +212,9 @@ SWEEP_REASONS: dict[str, Reason] = {
         Reason("WinnerMissing", "Promoted", False, "Succeeded",
                "spec.promote is serve but the best trial's FineTuneJob no longer exists; nothing is served",
                "create a FineTuneJob from the best trial's parameters (status.trials) with spec.serve"),
+        # --- Serving (spec.promote: serve): the winner FineTuneJob's Serving condition, mirrored ----
+        *(Reason(r.name, "Serving", r.holds, "Succeeded", f"the best trial's FineTuneJob reports it (its Serving condition, mirrored): {r.meaning}", r.hint)
+          for r in REASONS.values() if r.condition == "Serving"),
     )
 }
 """FineTuneSweep reasons (``controller/sweeps/decide.py``): a table of their own, quoted in docs/status.md."""

@@ -152,6 +152,9 @@ def decide_sweep(snap: SweepSnapshot, now: float) -> SweepDecision:
     return _running(draft, spec, records, deletions, why if done else "", now)
 
 
+PREDECESSOR_RECHECK_S = 5.0
+"""How soon a sweep whose trial names are held by an earlier sweep's trials (being collected) looks again."""
+
 EVALUATION_GRACE_S = 600.0
 """How long after a trial's FineTuneJob Succeeded its evaluation may still arrive (the operator reads a
 finished job's evaluation late when the log tail had not shown it yet: controller/decide.py _late_evaluation)."""
@@ -169,6 +172,8 @@ def _follow(spec: FineTuneSweepSpec, snap: SweepSnapshot, record: TrialRecord, n
         return record
     if record.name in snap.refused:
         return record.model_copy(update={"state": "Failed", "message": f"the API server refused FineTuneJob {record.name}: {snap.refused[record.name]}"[:1024]})
+    if record.name in snap.predecessor:
+        return record.model_copy(update={"message": f"waiting for FineTuneJob {record.name} of an earlier sweep of this name to be deleted (garbage collector)"})
     if record.name in snap.foreign:
         return record.model_copy(update={"state": "Failed", "message": f"a FineTuneJob {record.name} exists that this sweep does not own; the trial was not created"})
     job = snap.trials.get(record.name)
@@ -261,6 +266,7 @@ def _to_create(snap: SweepSnapshot, spec: FineTuneSweepSpec, records: list[Trial
         trial_object(snap, r, trial_spec(spec, r))
         for r in records
         if r.state == "Pending" and r.name not in snap.trials and r.name not in snap.foreign and r.name not in snap.refused
+        and r.name not in snap.predecessor
     )
 
 
@@ -286,6 +292,10 @@ def _running(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord],
     status.update(phase="Running" if records and (running or counts["ended"]) else "Pending", message=message)
     deadlines = [d for r in waiting if (d := _evaluation_deadline(snap.trials.get(r.name) or {})) is not None]
     requeue = max(0.0, min(deadlines) - now) if deadlines else None
+    if any(r.name in snap.predecessor for r in records if r.state == "Pending"):
+        # The collector's delete reaches the trials' informer and kopf's cache of every FineTuneJob at
+        # different times; look again rather than wait for an event that may have come first.
+        requeue = min(requeue, PREDECESSOR_RECHECK_S) if requeue is not None else PREDECESSOR_RECHECK_S
     return SweepDecision(status, _to_create(snap, spec, records), tuple(deletions), requeue_after=requeue)
 
 
@@ -322,6 +332,7 @@ def _succeeded(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord
         before = get_condition(snap.status.get("conditions"), "Promoted") or {}
         if winner.name not in snap.trials:
             draft.cond("Promoted", False, "WinnerMissing", with_hint("WinnerMissing", f"FineTuneJob {winner.name} (the best trial) does not exist"))
+            status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "Serving"]  # nothing serves
         else:
             draft.cond("Promoted", True, "WinnerPromoted", f"FineTuneJob {winner.name} (the best trial) serves as spec.template.serve says; its status.serving says where")
             # Once per sweep generation (and at the operator's first look): the winner's FineTuneJob
@@ -329,4 +340,21 @@ def _succeeded(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord
             served = ((snap.trials[winner.name].get("spec") or {}).get("serve")) is not None
             if snap.first_seen or not served or before.get("reason") != "WinnerPromoted" or before.get("observedGeneration") != snap.generation:
                 promoted = trial_object(snap, winner, winner_spec(spec, winner))
+            draft.cond("Serving", *_winner_serving(snap.trials[winner.name], winner.name, fresh=promoted is None))
     return SweepDecision(status, (), tuple(deletions), promoted)
+
+
+def _winner_serving(job: Mapping[str, Any], name: str, fresh: bool) -> tuple[bool | None, str, str]:
+    """The sweep's Serving condition: the winner FineTuneJob's own (the FineTuneJob controller's
+    ``Serving``, reasons ServingReady/ServingStarting/...), so that ``kubectl get fts`` and Argo CD's
+    health check (examples/argocd/health/finetunesweep.lua) say whether the model is really served.
+    Until that job reports Serving for its current spec (the promotion just applied, or its
+    controller has not acted on it yet: the condition's observedGeneration is older than the job's
+    metadata.generation), Serving=False/ServingStarting."""
+    generation = (job.get("metadata") or {}).get("generation")
+    cond = get_condition((job.get("status") or {}).get("conditions"), "Serving")
+    current = cond is not None and (generation is None or cond.get("observedGeneration") in (None, generation))
+    if fresh and current and cond is not None and cond.get("reason") in SWEEP_REASONS and SWEEP_REASONS[str(cond["reason"])].condition == "Serving":
+        holds = {"True": True, "False": False}.get(str(cond.get("status")))
+        return holds, str(cond["reason"]), f"FineTuneJob {name}: {cond.get('message') or cond['reason']}"
+    return False, "ServingStarting", f"FineTuneJob {name} (the best trial) got spec.serve; its controller has not reported serving it yet"

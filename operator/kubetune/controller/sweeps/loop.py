@@ -122,7 +122,13 @@ class SweepController:
         if obj is None:
             return
         snap = observe(key, obj, self.trials, self.caches, self.memory, self.gpu_memory_by_product)
-        decision = decide_sweep(snap, time.time())
+        # In a worker thread: decide rebuilds the Optuna study, which is CPU work that grows with the
+        # trials recorded (hyperband replays every trial's reports: about 3 s at 200 trials of 100
+        # evaluations each on a busy 2-core machine), and it runs at every new evaluation of every
+        # running trial.  On the event loop that stalled every watch, the FineTuneJob controller and
+        # the progress endpoint for as long.  decide is pure and the snapshot is a deep copy
+        # (observe), so nothing is shared with the loop; one worker means one decide at a time.
+        decision = await asyncio.to_thread(decide_sweep, snap, time.time())
         stored, requeue = await self.executor.act(snap, decision)
         if stored is not None:
             self._store(stored)
