@@ -85,3 +85,21 @@ def test_fetchresults_takes_no_arguments() -> None:
 
     assert fetchresults.main(["s3://x/"]) == 2  # a URI on the command line is refused: it comes from the environment
     assert fetchresults.run({}) == 2
+
+
+def test_an_earlier_export_set_aside_is_neither_uploaded_nor_fetched(tmp_path: Path, s3_server: S3Server) -> None:  # noqa: F811
+    """A retried job exports again: trainer/export.py renames the existing merged/ to .merged.old-<time> (and a
+    killed export leaves .merged.partial-<pid>).  Those are not results: uploaded and listed in the marker, the
+    fetch-results init container would download a second merged model (about 15 GB for 7B) on every pod start."""
+    s3_server.s3().create_bucket(Bucket=BUCKET + "-old")
+    prefix = f"s3://{BUCKET}-old/runs/team-a/demo/"
+    volume = tmp_path / "volume"
+    for folder in ("merged", ".merged.old-1765000000", ".merged.partial-42"):
+        (volume / folder).mkdir(parents=True)
+        (volume / folder / "model.safetensors").write_bytes(b"m" * 10)
+    objectstore.upload_results(prefix, volume, s3_server.env())
+    objectstore.mark_complete(prefix, volume, s3_server.env())
+    fetched = objectstore.download_results(prefix, tmp_path / "results" / "job", s3_server.env())
+    assert fetched == ["merged/model.safetensors"]
+    keys = [o["Key"] for o in s3_server.s3().list_objects_v2(Bucket=BUCKET + "-old")["Contents"]]
+    assert not [k for k in keys if ".merged." in k], keys

@@ -506,8 +506,12 @@ def _not_results(output_dir: Path) -> tuple[str, ...]:
     """Top-level entries of the job's folder that are not results: working state (SKIP_OUTPUTS),
     the checkpoints (uploaded one by one, each with its marker), checkpoints a kill left
     half-written and train.quarantine_incomplete set aside (``.incomplete-checkpoint-N-<time>``),
-    and a restore a kill interrupted (``.checkpoint-N.restore``, see restore_checkpoint)."""
-    patterns = ("checkpoint-*", ".incomplete-*", ".checkpoint-*.restore")
+    and a restore a kill interrupted (``.checkpoint-N.restore``, see restore_checkpoint), and the
+    merged model of an earlier export that a retried export set aside (``.merged.old-<time>``) or a
+    kill left half-written (``.merged.partial-<pid>``; trainer/export.py run): listed in the marker,
+    spec.serve.modelSource bucket's fetch-results would download a second merged model."""
+    merged = contract.MERGED_SUBDIR
+    patterns = ("checkpoint-*", ".incomplete-*", ".checkpoint-*.restore", f".{merged}.old-*", f".{merged}.partial-*")
     return (*SKIP_OUTPUTS, *sorted({p.name for pattern in patterns for p in output_dir.glob(pattern)}))
 
 
