@@ -243,6 +243,7 @@ VALID = [
     Case("serve-kaito-adapter", {"spec.serve": {"engine": "kaito", "kaito": {"instanceType": "Standard_NC24ads_A100_v4"}}}),
     Case("serve-when-evaluation-improves", {"spec.evaluation": {"valSize": 0.1, "baseModel": True}, "spec.serve": {"when": "evaluationImproves"}}),
     Case("serve-merged-inferenceservice", {"spec.export.enabled": True, "spec.serve": {"engine": "kserve", "kserve": {"kind": "InferenceService"}}}),
+    Case("serve-vllm-from-bucket", {"spec.storage.outputs.uri": "s3://runs-bucket/", "spec.serve": {"modelSource": "bucket"}}),
     Case(
         "dpo-sharegpt-ranking",
         {
@@ -558,6 +559,9 @@ INVALID = [
     Case("serve-kaito-path-base", {"spec.model": {"path": "models/qwen", "template": "qwen"}, "spec.storage.models": {"claimName": "models"}, "spec.serve": {"engine": "kaito"}}, "spec.serve.engine"),
     Case("serve-kaito-settings-on-vllm", {"spec.serve": {"kaito": {"preset": "Qwen/Qwen1.5-1.8B"}}}, "spec.serve.engine"),
     Case("serve-image-on-kserve", {"spec.serve": {"engine": "kserve", "image": "vllm/vllm-openai:v0.11.0"}}, "spec.serve.image"),
+    # spec.serve.modelSource bucket (issue 24.4): refused by kubectl apply, not after training
+    Case("serve-bucket-without-outputs-uri", {"spec.serve": {"modelSource": "bucket"}}, "spec.serve.modelSource"),
+    Case("serve-bucket-kaito", {"spec.storage.outputs.uri": "s3://runs-bucket/", "spec.serve": {"engine": "kaito", "modelSource": "bucket"}}, "spec.serve.modelSource"),
     Case("serve-kaito-merged-model", {"spec.export.enabled": True, "spec.serve": {"engine": "kaito"}}, "spec.serve.engine"),
     Case("serve-inferenceservice-with-adapter", {"spec.serve": {"engine": "kserve", "kserve": {"kind": "InferenceService"}}}, "spec.serve.kserve.kind"),
     Case("serve-path-base-without-models-volume", {"spec.model": {"path": "models/qwen", "template": "qwen"}, "spec.serve": {}}, "spec.storage.models"),

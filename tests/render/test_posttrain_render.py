@@ -162,6 +162,13 @@ def test_an_adapter_is_checked_against_the_method() -> None:
     assert "spec.model.uri: s3://ml-runs/ft/ml/sft/merged/" in got.message
     with_uri = _job(name="dpo", **{**CHILD, "model": {"uri": "s3://ml-runs/ft/ml/sft/merged/", "template": "qwen"}})  # the suggestion is a valid spec
     assert with_uri.spec.model.uri == "s3://ml-runs/ft/ml/sft/merged/"
+    # ... but the API refuses spec.model.uri beside spec.serve (rule serve-not-from-bucket-model): a serving child is told
+    serving = resolve_from_job(_job(name="dpo", **CHILD, serve={}, export={"enabled": True}), uploaded)
+    assert isinstance(serving, Failed) and "spec.model.uri excludes spec.serve" in serving.message
+    followed = _job(name="dpo", **CHILD, serve={}, export={"enabled": True}).to_api()
+    followed["spec"]["model"] = {"uri": "s3://ml-runs/ft/ml/sft/merged/", "template": "qwen"}
+    refused, problems = validate_object(followed)
+    assert refused is None and any("spec.model.uri is not supported" in p.message for p in problems)
 
 
 def test_reward_model_from_a_reward_job() -> None:

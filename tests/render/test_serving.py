@@ -54,6 +54,9 @@ SCHEDULING = {
     "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}]}}},
 }
 
+KSERVE_KEYS = {"name": "s3-credentials", "accessKeyIdKey": "awsAccessKeyID", "secretAccessKeyKey": "awsSecretAccessKey"}
+"""A Secret KServe v0.20.0 reads S3 keys from (pkg/credentials/s3/s3_secret.go:17-18)."""
+
 PODS = {"spec__imagePullSecrets": [{"name": "registry"}], "spec__serviceAccountName": "trainer"}
 
 CASES = {
@@ -70,7 +73,7 @@ CASES = {
     "kserve-merged-scheduled": job({"engine": "kserve"}, spec__export={"enabled": True}, spec__scheduling=SCHEDULING, **PODS),
     "kserve-merged-bucket": job({"engine": "kserve", "modelSource": "bucket"}, spec__export={"enabled": True}, spec__serviceAccountName="kserve-s3",
                                 spec__storage={"outputs": {"claimName": "out", "uri": "s3://ml-runs/finetune/"},
-                                               "objectStore": {"endpoint": "https://minio.storage.svc:9000", "credentialsSecretRef": {"name": "s3-credentials"}}}),
+                                               "objectStore": {"endpoint": "https://minio.storage.svc:9000", "credentialsSecretRef": KSERVE_KEYS}}),
     "vllm-adapter-bucket": job({"modelSource": "bucket"}, spec__storage={"outputs": {"claimName": "out", "uri": "gs://ml-runs/finetune/"},
                                                              "objectStore": {"credentialsSecretRef": {"name": "hmac"}, "caBundle": {"name": "ca", "key": "ca.crt"}}}),
     "kserve-adapter-scheduled": job({"engine": "kserve", "gpus": 2, "maxModelLen": 4096, "cpu": "8", "memory": "96Gi"}, spec__scheduling=SCHEDULING, **PODS),
@@ -493,6 +496,9 @@ def test_kserve_inferenceservice_downloads_the_merged_model_from_the_bucket() ->
         ({}, {"spec__serviceAccountName": "sa", "spec__storage": {"outputs": {"claimName": "out"}}}, "outputs.uri"),
         ({}, {"spec__serviceAccountName": "sa", "spec__storage": {**BUCKET, "objectStore": {"credentialsSecretRef": {"name": "s"}, "caBundle": {"name": "ca", "key": "ca.crt"}}}}, "caBundle"),
         ({"kind": "LLMInferenceService"}, {"spec__serviceAccountName": "sa"}, "kind InferenceService"),
+        # kubetune's default key names (AWS_ACCESS_KEY_ID...): KServe v0.20.0 skips a Secret without awsSecretAccessKey
+        # (pkg/credentials/service_account_credentials.go:281-293) and the storage initializer downloads without credentials
+        ({}, {"spec__serviceAccountName": "sa"}, "accessKeyIdKey: awsAccessKeyID, secretAccessKeyKey: awsSecretAccessKey"),
     ],
 )
 def test_kserve_bucket_source_refuses_what_kserve_could_not_download(serve: dict[str, Any], changes: dict[str, Any], words: str) -> None:

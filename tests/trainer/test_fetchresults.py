@@ -85,3 +85,40 @@ def test_fetchresults_takes_no_arguments() -> None:
 
     assert fetchresults.main(["s3://x/"]) == 2  # a URI on the command line is refused: it comes from the environment
     assert fetchresults.run({}) == 2
+
+
+def test_an_earlier_export_set_aside_is_neither_uploaded_nor_fetched(tmp_path: Path, s3_server: S3Server) -> None:  # noqa: F811
+    """A retried job exports again: trainer/export.py renames the existing merged/ to .merged.old-<time> (and a
+    killed export leaves .merged.partial-<pid>).  Those are not results: uploaded and listed in the marker, the
+    fetch-results init container would download a second merged model (about 15 GB for 7B) on every pod start."""
+    s3_server.s3().create_bucket(Bucket=BUCKET + "-old")
+    prefix = f"s3://{BUCKET}-old/runs/team-a/demo/"
+    volume = tmp_path / "volume"
+    for folder in ("merged", ".merged.old-1765000000", ".merged.partial-42"):
+        (volume / folder).mkdir(parents=True)
+        (volume / folder / "model.safetensors").write_bytes(b"m" * 10)
+    objectstore.upload_results(prefix, volume, s3_server.env())
+    objectstore.mark_complete(prefix, volume, s3_server.env())
+    fetched = objectstore.download_results(prefix, tmp_path / "results" / "job", s3_server.env())
+    assert fetched == ["merged/model.safetensors"]
+    keys = [o["Key"] for o in s3_server.s3().list_objects_v2(Bucket=BUCKET + "-old")["Contents"]]
+    assert not [k for k in keys if ".merged." in k], keys
+
+
+def test_a_rerun_leaves_no_stale_file_in_the_merged_prefix_kserve_downloads_whole(tmp_path: Path, s3_server: S3Server) -> None:  # noqa: F811
+    """KServe's storage initializer downloads every object under storageUri s3://.../<job>/merged/
+    (python/storage/kserve_storage/kserve_storage.py:533-559 @v0.20.0), not what the marker lists.  A job
+    created again under its name on another base writes other shard names: the earlier shards and index must
+    not stay under merged/, or the served folder mixes two models (the old index naming the old shards)."""
+    s3_server.s3().create_bucket(Bucket=BUCKET + "-rerun")
+    prefix = f"s3://{BUCKET}-rerun/runs/team-a/demo/"
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "merged").mkdir(parents=True)
+    for name in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"):
+        (first / "merged" / name).write_bytes(b"1")
+    (second / "merged").mkdir(parents=True)
+    (second / "merged" / "model.safetensors").write_bytes(b"2")
+    objectstore.upload_results(prefix, first, s3_server.env())
+    objectstore.upload_results(prefix, second, s3_server.env())
+    listed = s3_server.s3().list_objects_v2(Bucket=BUCKET + "-rerun", Prefix="runs/team-a/demo/merged/")["Contents"]
+    assert [o["Key"] for o in listed] == ["runs/team-a/demo/merged/model.safetensors"]

@@ -129,6 +129,20 @@ SPEC_RULES = (
         check=lambda s: s.serve is None or s.serve.engine != "kaito" or s.model.name is not None,
     ),
     Rule(
+        name="serve-bucket-needs-outputs-uri",
+        cel="!has(self.serve) || !has(self.serve.modelSource) || self.serve.modelSource != 'bucket' || has(self.storage.outputs.uri)",
+        message="spec.serve.modelSource bucket serves the copy uploaded to spec.storage.outputs.uri, which is unset: set spec.storage.outputs.uri or modelSource: volume",
+        field_path=".serve.modelSource",
+        check=lambda s: s.serve is None or s.serve.model_source != "bucket" or s.storage.outputs.uri is not None,
+    ),
+    Rule(
+        name="serve-bucket-not-kaito",
+        cel="!has(self.serve) || !has(self.serve.modelSource) || self.serve.modelSource != 'bucket' || self.serve.engine != 'kaito'",
+        message="spec.serve.modelSource bucket is not supported for engine kaito, which reads the adapter from the outputs volume: use modelSource: volume, or engine vllm",
+        field_path=".serve.modelSource",
+        check=lambda s: s.serve is None or s.serve.model_source != "bucket" or s.serve.engine != "kaito",
+    ),
+    Rule(
         name="serve-base-on-a-volume",
         cel="!has(self.serve) || !has(self.model.path) || has(self.storage.models)",
         message="spec.serve with spec.model.path reads the base model from the models volume: set spec.storage.models (the volume the path is on)",

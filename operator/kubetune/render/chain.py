@@ -192,7 +192,8 @@ def _usable_source(
         bucket = ""
         if src_out.uri is not None and source.spec.export.enabled and source.spec.method in ("lora", "qlora") and field == "spec.model.fromJob":
             bucket = (f"; or, as FineTuneJob {name} uploaded its merged model, replace spec.model.fromJob with "
-                      f"spec.model.uri: {src_out.uri}{namespace}/{name}/{MERGED_SUBDIR}/ (with spec.storage.objectStore reaching that bucket)")
+                      f"spec.model.uri: {src_out.uri}{namespace}/{name}/{MERGED_SUBDIR}/ (with spec.storage.objectStore reaching that bucket"
+                      f"{'; spec.model.uri excludes spec.serve, so serve this job from the same outputs claim instead' if job.spec.serve is not None else ''})")
         return Failed(
             "FromJobOtherVolume",
             f"{field}: FineTuneJob {name} writes to outputs claim {src_out.claim_name!r}"

@@ -498,16 +498,37 @@ def _guarded_client(uri: str, env: Mapping[str, str]) -> Any:
 
 def upload_results(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, s3: Any | None = None) -> int:
     """Every result of the job (not the checkpoints, which go by :class:`CheckpointUploader`, nor
-    working state), without the top-level marker: see :func:`mark_complete`."""
-    return upload_folder(prefix_uri, output_dir, env, skip=_not_results(output_dir), s3=s3)
+    working state), without the top-level marker: see :func:`mark_complete`.
+
+    Objects under ``<prefix>merged/`` that the local merged model does not hold (an earlier run under
+    the job's name, on another base: other shard names) are deleted after the upload: KServe's storage
+    initializer downloads every object under storageUri ``<prefix>merged/``, not what the marker lists
+    (python/storage/kserve_storage/kserve_storage.py:533-559 @v0.20.0)."""
+    skip = _not_results(output_dir)
+    sent = upload_folder(prefix_uri, output_dir, env, skip=skip, s3=s3)
+    merged = contract.MERGED_SUBDIR
+    if merged in skip:
+        return sent
+    bucket, prefix = split_uri(prefix_uri)
+    keep = {f"{prefix}{merged}/{relative}" for relative, _ in _files(output_dir / merged)} if (output_dir / merged).is_dir() else set()
+    with _guard(prefix_uri, env, doing="removing an earlier run's merged model files"):
+        s3 = s3 or client(env)
+        for obj in list_objects(s3, bucket, f"{prefix}{merged}/"):
+            if str(obj["Key"]) not in keep:
+                s3.delete_object(Bucket=bucket, Key=str(obj["Key"]))
+    return sent
 
 
 def _not_results(output_dir: Path) -> tuple[str, ...]:
     """Top-level entries of the job's folder that are not results: working state (SKIP_OUTPUTS),
     the checkpoints (uploaded one by one, each with its marker), checkpoints a kill left
     half-written and train.quarantine_incomplete set aside (``.incomplete-checkpoint-N-<time>``),
-    and a restore a kill interrupted (``.checkpoint-N.restore``, see restore_checkpoint)."""
-    patterns = ("checkpoint-*", ".incomplete-*", ".checkpoint-*.restore")
+    and a restore a kill interrupted (``.checkpoint-N.restore``, see restore_checkpoint), and the
+    merged model of an earlier export that a retried export set aside (``.merged.old-<time>``) or a
+    kill left half-written (``.merged.partial-<pid>``; trainer/export.py run): listed in the marker,
+    spec.serve.modelSource bucket's fetch-results would download a second merged model."""
+    merged = contract.MERGED_SUBDIR
+    patterns = ("checkpoint-*", ".incomplete-*", ".checkpoint-*.restore", f".{merged}.old-*", f".{merged}.partial-*")
     return (*SKIP_OUTPUTS, *sorted({p.name for pattern in patterns for p in output_dir.glob(pattern)}))
 
 

@@ -46,6 +46,8 @@ def selects(job: FineTuneJob, kind: str) -> bool:
 
 
 MODEL_SOURCE_FIELD: Final = "spec.serve.modelSource"
+KSERVE_S3_KEYS: Final = ("awsAccessKeyID", "awsSecretAccessKey")
+"""The Secret keys KServe v0.20.0 reads S3 credentials from (pkg/credentials/s3/s3_secret.go:17-18)."""
 
 
 def reads_bucket(job: FineTuneJob) -> bool:
@@ -85,6 +87,17 @@ def bucket_problems(job: FineTuneJob) -> list[tuple[str, str]]:
         # (pkg/credentials/service_account_credentials.go:214-266 @v0.20.0; "default" when unnamed).
         return [(MODEL_SOURCE_FIELD, f"bucket needs spec.serviceAccountName: KServe takes the S3 keys from the Secrets listed in the predictor's ServiceAccount "
                  f"(secrets: [{{name: {store.credentials_secret_ref.name}}}]); create one listing the Secret and name it there")]
+    creds = store.credentials_secret_ref if store is not None else None
+    if creds is not None and (creds.access_key_id_key, creds.secret_access_key_key) != KSERVE_S3_KEYS:
+        # KServe's credential builder uses a ServiceAccount's Secret for S3 only when it holds the key
+        # awsSecretAccessKey (pkg/credentials/service_account_credentials.go:281-293 @v0.20.0), and then maps
+        # awsAccessKeyID/awsSecretAccessKey to AWS_* (pkg/credentials/s3/s3_secret.go:17-18,57-88 @v0.20.0),
+        # unless the cluster's inferenceservice-config renames them.  A Secret with only kubetune's default
+        # keys is skipped silently: the storage initializer then runs without credentials.
+        return [(MODEL_SOURCE_FIELD, f"bucket: KServe's storage initializer reads the S3 keys {KSERVE_S3_KEYS[0]} and {KSERVE_S3_KEYS[1]} of the Secret "
+                 f"(a Secret without {KSERVE_S3_KEYS[1]} is skipped and the download runs without credentials); add those keys to Secret "
+                 f"{creds.name} and set spec.storage.objectStore.credentialsSecretRef accessKeyIdKey: {KSERVE_S3_KEYS[0]}, "
+                 f"secretAccessKeyKey: {KSERVE_S3_KEYS[1]}, or use modelSource: volume")]
     return []
 
 
