@@ -77,7 +77,7 @@ def test_kopf_peering_crds_pass_kubernetes_schema() -> None:
     proc = run_helm("template", "kt", str(CHART), "--namespace", NAMESPACE, "--include-crds")
     assert proc.returncode == 0, proc.stderr
     crds = {d["metadata"]["name"]: d for d in load_documents(proc.stdout) if d["kind"] == "CustomResourceDefinition"}
-    assert set(crds) == {"finetunejobs.kubetune.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    assert set(crds) == {"finetunejobs.kubetune.io", "finetunesweeps.kubetune.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
     for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
         kubernetes_validate.validate(crds[name], K8S_VERSION, strict=True)
         # kopf patches status on the main resource: a status subresource would need other RBAC.

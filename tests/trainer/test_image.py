@@ -216,7 +216,9 @@ def test_the_cpu_install_uses_the_image_pins_and_got_them() -> None:
 
     install = (ROOT / ".ci" / "install").read_text()
     assert "PINS=images/trainer/pins.txt" in install
-    pip_lines = [l for l in install.splitlines() if "pip install" in l and not l.lstrip().startswith("#") and "--upgrade pip" not in l]
+    # Every install of a package (pip directly, or through the script's PIP_INSTALL array) is constrained.
+    lines = [l for l in install.splitlines() if not l.lstrip().startswith("#")]
+    pip_lines = [l for l in lines if ("pip install" in l or "${PIP_INSTALL[@]}" in l) and "--upgrade pip" not in l and not l.startswith("PIP_INSTALL=(")]
     assert pip_lines and all('-c "$CONSTRAINTS"' in l for l in pip_lines), pip_lines
     # The venv these tests run in was made by .ci/install: it must hold exactly the pinned versions.
     gpu_only = {canonicalize_name(n) for n in _gpu_only()}
