@@ -55,6 +55,16 @@ def validate_object(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
         return None, [Problem("", f"could not validate this object ({type(exc).__name__}: {clip(str(exc))}); please report it")]
 
 
+def split_header(obj: dict[str, Any], kind: str) -> tuple[list[Problem], dict[str, Any]]:
+    """Problems with ``obj``'s apiVersion and kind (which must be ours and ``kind``), and the rest of it."""
+    problems: list[Problem] = []
+    if obj.get("apiVersion") != API_VERSION:
+        problems.append(Problem("apiVersion", f"must be {API_VERSION} (got {show(obj.get('apiVersion'))})"))
+    if obj.get("kind") != kind:
+        problems.append(Problem("kind", f"must be {kind} (got {show(obj.get('kind'))})"))
+    return problems, {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+
+
 def _validate(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
     if not isinstance(obj, dict):
         return None, [Problem("", f"expected a FineTuneJob mapping (apiVersion, kind, metadata, spec), got {_type_name(obj)}")]
@@ -82,11 +92,8 @@ def _validate(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
                 "share 256 KiB: shorten spec.env, spec.extraArgs or spec.scheduling",
             )
         )
-    if obj.get("apiVersion") != API_VERSION:
-        problems.append(Problem("apiVersion", f"must be {API_VERSION} (got {show(obj.get('apiVersion'))})"))
-    if obj.get("kind") != KIND:
-        problems.append(Problem("kind", f"must be {KIND} (got {show(obj.get('kind'))})"))
-    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    header, body = split_header(obj, KIND)
+    problems.extend(header)
     try:
         job = FineTuneJob.from_api(body)
     except ValidationError as err:

@@ -30,7 +30,7 @@ from kubetune.api.safeyaml import InputError, normalize
 from kubetune.api.sweep import SWEEP_KIND, FineTuneSweep, SweepParameter
 from kubetune.api.text import clip, show
 from kubetune.plan.feasibility import feasibility, gpu_memory_for
-from kubetune.render.checks import problems_from_validation_error, validate_object
+from kubetune.render.checks import problems_from_validation_error, split_header, validate_object
 from kubetune.render.types import Problem
 
 from .paths import Leaf, PathError, apply, resolve
@@ -70,12 +70,7 @@ def _validate(obj: object, gpu_memory: int | None, product_table: Mapping[str, s
         obj = dict(normalize(obj))
     except InputError as exc:
         return None, [Problem(exc.field, exc.message)]
-    problems: list[Problem] = []
-    if obj.get("apiVersion") != API_VERSION:
-        problems.append(Problem("apiVersion", f"must be {API_VERSION} (got {show(obj.get('apiVersion'))})"))
-    if obj.get("kind") != SWEEP_KIND:
-        problems.append(Problem("kind", f"must be {SWEEP_KIND} (got {show(obj.get('kind'))})"))
-    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    problems, body = split_header(obj, SWEEP_KIND)
     try:
         sweep = FineTuneSweep.from_api(body)
     except ValidationError as err:
