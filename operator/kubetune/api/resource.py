@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import typing
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Self
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -93,7 +93,33 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return found[0] if len(found) == 1 else None
 
 
-class FineTuneJob(RuledModel):
+class KubetuneResource(RuledModel):
+    """What kubetune's top-level kinds (FineTuneJob, FineTuneSweep) share: the name, the namespace, and
+    validation of an object as the API server reads it. Subclasses declare metadata, spec and status
+    (as fields of their own, so the CRD lists them in their order)."""
+
+    if typing.TYPE_CHECKING:
+        metadata: ObjectMeta
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace or "default"
+
+    @classmethod
+    def from_api(cls, obj: dict[str, Any]) -> Self:
+        """Validate an object as read from the API server or a manifest.
+
+        Like the API server: camelCase names only (``gpus_per_node`` is an
+        unknown field there, so it is one here), and null fields are unset.
+        """
+        return cls.model_validate(_prune_nulls(obj, model=cls), by_alias=True, by_name=False)
+
+
+class FineTuneJob(KubetuneResource):
     """FineTuneJob fine-tunes an LLM with LLaMA-Factory on Kubernetes (full, freeze, LoRA or QLoRA), through a Kubeflow PyTorchJob or MPIJob."""
 
     api_version: Literal["kubetune.io/v1alpha1"] = "kubetune.io/v1alpha1"
@@ -106,23 +132,6 @@ class FineTuneJob(RuledModel):
     """What to train and how."""
     status: FineTuneJobStatus | None = None
     """Reported by the operator."""
-
-    @property
-    def name(self) -> str:
-        return self.metadata.name
-
-    @property
-    def namespace(self) -> str:
-        return self.metadata.namespace or "default"
-
-    @classmethod
-    def from_api(cls, obj: dict[str, Any]) -> FineTuneJob:
-        """Validate an object as read from the API server or a manifest.
-
-        Like the API server: camelCase names only (``gpus_per_node`` is an
-        unknown field there, so it is one here), and null fields are unset.
-        """
-        return cls.model_validate(_prune_nulls(obj, model=cls), by_alias=True, by_name=False)
 
     @classmethod
     def from_file(cls, path: str | Path) -> FineTuneJob:

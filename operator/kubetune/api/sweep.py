@@ -24,7 +24,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import Field, StringConstraints
 
 from .base import ApiModel, Rule, RuledModel
-from .resource import MAX_NAME_LENGTH, ObjectMeta, _prune_nulls
+from .resource import MAX_NAME_LENGTH, KubetuneResource, ObjectMeta
 from .spec import FineTuneJobSpec
 from .status import Condition
 
@@ -341,7 +341,7 @@ class FineTuneSweepStatus(ApiModel):
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
-class FineTuneSweep(RuledModel):
+class FineTuneSweep(KubetuneResource):
     """FineTuneSweep searches hyperparameters of a FineTuneJob with Optuna: trials are FineTuneJobs, pruned early on their evaluation loss; the best can be served."""
 
     api_version: Literal["kubetune.io/v1alpha1"] = "kubetune.io/v1alpha1"
@@ -355,18 +355,6 @@ class FineTuneSweep(RuledModel):
     status: FineTuneSweepStatus | None = None
     """Reported by the operator."""
 
-    @property
-    def name(self) -> str:
-        return self.metadata.name
-
-    @property
-    def namespace(self) -> str:
-        return self.metadata.namespace or "default"
-
-    @classmethod
-    def from_api(cls, obj: dict[str, Any]) -> FineTuneSweep:
-        """Validate an object as read from the API server or a manifest (camelCase only, nulls unset)."""
-        return cls.model_validate(_prune_nulls(obj, model=cls), by_alias=True, by_name=False)
 
     rules = (
         Rule(
