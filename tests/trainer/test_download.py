@@ -55,28 +55,36 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             super().do_GET()
 
 
+    def _send_from(self, start: int) -> None:
+        """A 206 with BIG from `start` on (Content-Range says where the body starts)."""
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{len(BIG) - 1}/{len(BIG)}")
+        self.send_header("Content-Length", str(len(BIG) - start))
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+        self.wfile.write(BIG[start:])
+
+    def _send_headers_of_whole(self) -> None:
+        """A 200's headers for all of BIG (the body is the caller's: all, or a part before a drop)."""
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BIG)))
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+
     ranges: list[str | None] = []
     """The Range header of every /flaky/ request."""
 
     def _flaky(self) -> None:
         """The first answer stops halfway (the connection drops); later ones honour Range/If-Range."""
         _Handler.ranges.append(self.headers.get("Range"))
-        whole, half = BIG, len(BIG) // 2
+        half = len(BIG) // 2
         asked = self.headers.get("Range", "")
         if asked.startswith("bytes=") and self.headers.get("If-Range") == '"v1"':
             start = int(asked[len("bytes="):].rstrip("-"))
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(whole) - 1}/{len(whole)}")
-            self.send_header("Content-Length", str(len(whole) - start))
-            self.send_header("ETag", '"v1"')
-            self.end_headers()
-            self.wfile.write(whole[start:])
+            self._send_from(start)
             return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(whole)))
-        self.send_header("ETag", '"v1"')
-        self.end_headers()
-        self.wfile.write(whole[:half])
+        self._send_headers_of_whole()
+        self.wfile.write(BIG[:half])
         self.close_connection = True
 
 
@@ -84,22 +92,14 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         """Like /flaky/, but a range is answered from the 4 KiB block it falls in: a 206 whose
         Content-Range says where its body starts, which is not where the client asked."""
         _Handler.ranges.append(self.headers.get("Range"))
-        whole, half = BIG, len(BIG) // 2
+        half = len(BIG) // 2
         asked = self.headers.get("Range", "")
         if asked.startswith("bytes="):
             start = int(asked[len("bytes="):].rstrip("-")) // 4096 * 4096
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(whole) - 1}/{len(whole)}")
-            self.send_header("Content-Length", str(len(whole) - start))
-            self.send_header("ETag", '"v1"')
-            self.end_headers()
-            self.wfile.write(whole[start:])
+            self._send_from(start)
             return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(whole)))
-        self.send_header("ETag", '"v1"')
-        self.end_headers()
-        self.wfile.write(whole[: half if len(_Handler.ranges) == 1 else len(whole)])
+        self._send_headers_of_whole()
+        self.wfile.write(BIG[: half if len(_Handler.ranges) == 1 else len(BIG)])
         self.close_connection = True
 
 
@@ -109,22 +109,14 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         """The first answer sends half and then stalls with the connection open (a peer gone
         silent, a NAT entry dropped): only the read timeout notices; later ones honour Range."""
         _Handler.ranges.append(self.headers.get("Range"))
-        whole, half = BIG, len(BIG) // 2
+        half = len(BIG) // 2
         asked = self.headers.get("Range", "")
         if asked.startswith("bytes=") and self.headers.get("If-Range") == '"v1"':
             start = int(asked[len("bytes="):].rstrip("-"))
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(whole) - 1}/{len(whole)}")
-            self.send_header("Content-Length", str(len(whole) - start))
-            self.send_header("ETag", '"v1"')
-            self.end_headers()
-            self.wfile.write(whole[start:])
+            self._send_from(start)
             return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(whole)))
-        self.send_header("ETag", '"v1"')
-        self.end_headers()
-        self.wfile.write(whole[:half])
+        self._send_headers_of_whole()
+        self.wfile.write(BIG[:half])
         self.wfile.flush()
         _Handler.stall.wait(30)  # until the test is done with it
         self.close_connection = True
