@@ -99,13 +99,13 @@ def _validate(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
     except ValidationError as err:
         problems.extend(_from_pydantic(err))
         problems.extend(_raw_semantic_problems(body))
-        return None, _dedupe(problems)
+        return None, dedupe(problems)
     problems.extend(semantic_problems(job))
     if not problems and spec_bytes > RENDER_CHECK_BYTES:
         # Valid on paper; now the objects it becomes must fit what Kubernetes stores.  (A spec
         # of a few KiB renders to objects of a few tens of KiB: only larger ones are rendered here.)
         problems.extend(size_problems(render(job)))
-    return (None if problems else job), _dedupe(problems)
+    return (None if problems else job), dedupe(problems)
 
 
 def semantic_problems(job: FineTuneJob) -> list[Problem]:
@@ -481,7 +481,9 @@ MAX_PROBLEMS = 20
 terminal all stay readable when a generated manifest is wrong in a thousand places)."""
 
 
-def _dedupe(problems: list[Problem]) -> list[Problem]:
+def dedupe(problems: list[Problem]) -> list[Problem]:
+    """Each (path, message) once, in order; past MAX_PROBLEMS one line counts the rest (FineTuneJob and
+    FineTuneSweep checks alike)."""
     seen: set[tuple[str, str]] = set()
     out: list[Problem] = []
     for p in problems:

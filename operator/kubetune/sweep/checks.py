@@ -30,7 +30,7 @@ from kubetune.api.safeyaml import InputError, normalize
 from kubetune.api.sweep import SWEEP_KIND, FineTuneSweep, SweepParameter
 from kubetune.api.text import clip, show
 from kubetune.plan.feasibility import feasibility, gpu_memory_for
-from kubetune.render.checks import problems_from_validation_error, split_header, validate_object
+from kubetune.render.checks import dedupe, problems_from_validation_error, split_header, validate_object
 from kubetune.render.types import Problem
 
 from .paths import Leaf, PathError, apply, resolve
@@ -76,13 +76,13 @@ def _validate(obj: object, gpu_memory: int | None, product_table: Mapping[str, s
     except ValidationError as err:
         found = problems_from_validation_error(err)
         problems += [Problem(p.path, _SPEC_WORD.sub("spec.template.", p.message)) if p.path.startswith("spec.template") else p for p in found]
-        return None, _dedupe(problems)
+        return None, dedupe(problems)
     problems += _template_problems(sweep)
     if not problems:
         problems += _parameter_problems(sweep)
     if not problems:
         problems += _fit_problems(sweep, gpu_memory, product_table)
-    return (None if problems else sweep), _dedupe(problems)
+    return (None if problems else sweep), dedupe(problems)
 
 
 def _job(sweep: FineTuneSweep, spec: dict[str, Any]) -> dict[str, Any]:
@@ -190,11 +190,3 @@ def _fit_problems(sweep: FineTuneSweep, gpu_memory: int | None, product_table: M
     return []
 
 
-def _dedupe(problems: list[Problem]) -> list[Problem]:
-    seen: set[tuple[str, str]] = set()
-    out: list[Problem] = []
-    for p in problems:
-        if (p.path, p.message) not in seen:
-            seen.add((p.path, p.message))
-            out.append(p)
-    return out
