@@ -39,7 +39,7 @@ from .metrics import Metrics
 from .snapshot import ApplyFailure, Memory, Snapshot
 from .status import merge_diff, now_rfc3339
 
-log = logging.getLogger("kubetune.operator.act")
+log = logging.getLogger(__name__)
 
 PLURALS = {
     ("v1", "ConfigMap"): "configmaps",

@@ -29,7 +29,7 @@ from kubetune.render.serving import served_kinds
 from .kube import ApiError, Kube
 from .status import LABEL_JOB_NAME
 
-log = logging.getLogger("kubetune.operator.cache")
+log = logging.getLogger(__name__)
 
 ObjKey = tuple[str, str]  # namespace, name
 

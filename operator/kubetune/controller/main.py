@@ -43,7 +43,7 @@ from .metrics import Metrics
 from .peering import live_clusterwide_peers, missing_peering
 from .runtime import OperatorConfig, Runtime
 
-log = logging.getLogger("kubetune.operator")
+log = logging.getLogger(__name__)
 
 
 class PortBusy(Exception):
@@ -257,15 +257,15 @@ def run_operator(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        logging.getLogger("kubetune.operator").error("%s", exc)
+        log.error("%s", exc)
         return 2
     except Exception as exc:  # no kubeconfig, unreadable token: say so, do not trace back
-        logging.getLogger("kubetune.operator").error("cannot load Kubernetes credentials: %s", exc)
+        log.error("cannot load Kubernetes credentials: %s", exc)
         return 1
     try:
         asyncio.run(serve(config))
     except (PortBusy, Refused) as exc:
-        logging.getLogger("kubetune.operator").error("%s", exc)
+        log.error("%s", exc)
         return 1
     except KeyboardInterrupt:
         return 0

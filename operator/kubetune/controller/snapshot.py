@@ -31,7 +31,7 @@ from .discovery import Choice, Discovery, wants_auto
 from .kube import ApiError, Kube, path
 from .progress import LogReading, read_log
 
-log = logging.getLogger("kubetune.operator.observe")
+log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 

@@ -30,7 +30,7 @@ from ..status import merge_diff
 from .decide import SweepDecision
 from .snapshot import SweepMemory, SweepSnapshot
 
-log = logging.getLogger("kubetune.operator.sweep")
+log = logging.getLogger(__name__)
 
 
 @dataclass
