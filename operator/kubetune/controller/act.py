@@ -37,7 +37,7 @@ from .decide import Decision, EventSpec
 from .kube import ApiError, Kube
 from .metrics import Metrics
 from .snapshot import ApplyFailure, Memory, Snapshot
-from .status import merge_diff, now_rfc3339
+from .conditions import merge_diff, now_rfc3339
 
 log = logging.getLogger(__name__)
 

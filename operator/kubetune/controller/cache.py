@@ -27,7 +27,7 @@ from kubetune.render.backends import BACKENDS
 from kubetune.render.serving import served_kinds
 
 from .kube import ApiError, Kube
-from .status import LABEL_JOB_NAME
+from .conditions import LABEL_JOB_NAME
 
 log = logging.getLogger(__name__)
 

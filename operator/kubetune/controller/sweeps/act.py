@@ -26,7 +26,7 @@ from kubetune.api.sweep import SWEEP_PLURAL
 from ..act import admission_denied
 from ..cache import Informer
 from ..kube import ApiError, Kube
-from ..status import merge_diff
+from ..conditions import merge_diff
 from .decide import SweepDecision
 from .snapshot import SweepMemory, SweepSnapshot
 
