@@ -268,8 +268,8 @@ async def run_one(which: str, args: argparse.Namespace, jobs: int) -> dict[str, 
                     ftjs = cluster.objects(*FTJ, namespace)
                     ptjs = len(cluster.objects("kubeflow.org/v1", "pytorchjobs", namespace))
                 else:
-                    ftjs, _ = await kube.list_page(*FTJ, namespace)
-                    ptjs = len((await kube.list_page("kubeflow.org/v1", "pytorchjobs", namespace))[0])
+                    ftjs = (await kube.list_chunk(*FTJ, namespace))[0]
+                    ptjs = len((await kube.list_chunk("kubeflow.org/v1", "pytorchjobs", namespace))[0])
                 return ptjs >= n and sum(1 for o in ftjs if (o.get("status") or {}).get("phase")) >= n
 
             await wait_for(reconciled, args.timeout)

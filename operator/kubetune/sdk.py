@@ -687,21 +687,12 @@ class Client:
         started = time.monotonic()
         seen_events: set[tuple[str, Any]] = set()
         next_events = 0.0
-
-        def new_events() -> Iterator[JobUpdate]:
-            for e in self._raw_events(name, ns, job.metadata.uid):
-                key = terminal._event_key(e)
-                if key not in seen_events:
-                    seen_events.add(key)
-                    yield _update("event", job, _event(e))
-
-        job = read_job(raw)
-        rv = str((raw.get("metadata") or {}).get("resourceVersion") or "")
+        job, rv = _job_and_version(raw)
         first = _update("status", job)
         yield first
         if events:
             next_events = time.monotonic() + events_interval
-            yield from new_events()
+            yield from self._unseen_events(name, ns, job, seen_events)
         if first.finished:
             return
         while True:
@@ -709,51 +700,30 @@ class Client:
             if stopped() or (timeout is not None and now - started >= timeout):
                 return
             if operator_grace is not None and now - started >= operator_grace and not _observed(job):
-                raise OperatorNotRunning(
-                    f"FineTuneJob {ns}/{name} was not observed by the kubetune operator within {operator_grace:.0f} s "
-                    f"(status.observedGeneration {job.status.observed_generation if job.status else None}, metadata.generation {job.metadata.generation})",
-                    f"check that the operator runs and watches namespace {ns}: kubectl -n kubetune-system get pods; "
-                    "its chart value watchNamespaces must be empty (every namespace) or list it",
-                )
+                raise _operator_not_running(job, ns, name, operator_grace)
             # The server ends each watch after timeoutSeconds; the next one resumes from the last
             # resourceVersion, so no change is missed and Events / deadlines are looked at in between.
-            limits = [30.0]
-            if stop is not None:
-                limits.append(5.0)  # an async consumer that goes away is noticed within a window (see AsyncClient)
-            if events:
-                limits.append(max(next_events - now, 0.0))
-            if timeout is not None:
-                limits.append(timeout - (now - started))
-            if operator_grace is not None and not _observed(job):
-                limits.append(operator_grace - (now - started))
-            seconds = max(1, min(30, int(min(limits) + 0.999)))
-            params = {"fieldSelector": f"metadata.name={name}", "timeoutSeconds": str(seconds), "watch": "true", "allowWatchBookmarks": "true"}
-            if rv:
-                params["resourceVersion"] = rv
+            grace = operator_grace if not _observed(job) else None
+            seconds = _window_seconds(now - started, stop is not None, max(next_events - now, 0.0) if events else None, timeout, grace)
             try:
-                with self._http.open(terminal.jobs_path(ns), params, timeout=seconds + 30) as resp:
+                with self._http.open(terminal.jobs_path(ns), _watch_params(name, seconds, rv), timeout=seconds + 30) as resp:
                     for line in resp:
                         if stopped():
                             return
-                        if not line.strip():
-                            continue
-                        event = json.loads(line)
-                        obj = event.get("object") or {}
-                        if event.get("type") == "ERROR":  # 410 Expired: list again
-                            rv = ""
+                        kind, obj, rv = _watch_line(line, name, rv)
+                        if kind == "ERROR":  # 410 Expired: list again (rv is "")
                             break
-                        rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
-                        if event.get("type") == "BOOKMARK" or (obj.get("metadata") or {}).get("name") != name:
+                        if obj is None:
                             continue
-                        if event.get("type") == "DELETED":
+                        if kind == "DELETED":
                             if events:
-                                yield from new_events()
+                                yield from self._unseen_events(name, ns, job, seen_events)
                             yield _update("deleted", job)
                             return
                         job = read_job(obj)
                         update = _update("status", job)
                         if update.finished and events:
-                            yield from new_events()  # the Warning that explains a failure comes first
+                            yield from self._unseen_events(name, ns, job, seen_events)  # the Warning that explains a failure comes first
                         yield update
                         if update.finished:
                             return
@@ -773,15 +743,22 @@ class Client:
                 except JobNotFound:
                     yield _update("deleted", job)
                     return
-                job = read_job(raw)
-                rv = str((raw.get("metadata") or {}).get("resourceVersion") or "")
+                job, rv = _job_and_version(raw)
                 update = _update("status", job)
                 yield update
                 if update.finished:
                     return
             if events and time.monotonic() >= next_events:
                 next_events = time.monotonic() + events_interval
-                yield from new_events()
+                yield from self._unseen_events(name, ns, job, seen_events)
+
+    def _unseen_events(self, name: str, ns: str, job: FineTuneJob, seen: set[tuple[str, Any]]) -> Iterator[JobUpdate]:
+        """The job's Events not yielded before (``seen`` remembers them), as ``event`` updates."""
+        for e in self._raw_events(name, ns, job.metadata.uid):
+            key = terminal._event_key(e)
+            if key not in seen:
+                seen.add(key)
+                yield _update("event", job, _event(e))
 
     def wait(self, name: str, timeout: float | None = None, namespace: str | None = None, *, operator_grace: float | None = OPERATOR_GRACE_S, progress_bar: bool = False) -> FineTuneJob:
         """Block until the job Succeeds and return it.  Raises :class:`JobFailed` (``reason``, ``message``,
@@ -972,6 +949,61 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
             yield line.decode("utf-8", "replace")
     if pending:
         yield pending.decode("utf-8", "replace")
+
+
+def _job_and_version(raw: dict[str, Any]) -> tuple[FineTuneJob, str]:
+    """The job read from the API server and its resourceVersion (where a watch resumes)."""
+    return read_job(raw), str((raw.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _window_seconds(elapsed: float, async_consumer: bool, events_in: float | None, timeout: float | None, grace: float | None) -> int:
+    """How long one watch request may stay open (its timeoutSeconds, 1 to 30): until the first of the
+    next Events read (``events_in`` seconds), the end of ``timeout`` or of the operator's ``grace``
+    (both counted from the start, ``elapsed`` ago) is due."""
+    limits = [30.0]
+    if async_consumer:
+        limits.append(5.0)  # an async consumer that goes away is noticed within a window (see AsyncClient)
+    if events_in is not None:
+        limits.append(events_in)
+    if timeout is not None:
+        limits.append(timeout - elapsed)
+    if grace is not None:
+        limits.append(grace - elapsed)
+    return max(1, min(30, int(min(limits) + 0.999)))
+
+
+def _watch_params(name: str, seconds: int, rv: str) -> dict[str, str]:
+    """One watch request on the job ``name``, resumed from ``rv`` when there is one."""
+    params = {"fieldSelector": f"metadata.name={name}", "timeoutSeconds": str(seconds), "watch": "true", "allowWatchBookmarks": "true"}
+    if rv:
+        params["resourceVersion"] = rv
+    return params
+
+
+def _watch_line(line: bytes, name: str, rv: str) -> tuple[str, dict[str, Any] | None, str]:
+    """One line of a watch stream: the event's type, the object when it is a change of the job ``name``
+    (None for a blank line, a bookmark or another object), and the resourceVersion to resume from (""
+    after an ERROR, 410 Expired: list again)."""
+    if not line.strip():
+        return "", None, rv
+    event = json.loads(line)
+    obj = event.get("object") or {}
+    kind = str(event.get("type") or "")
+    if kind == "ERROR":
+        return kind, None, ""
+    rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+    if kind == "BOOKMARK" or (obj.get("metadata") or {}).get("name") != name:
+        return kind, None, rv
+    return kind, obj, rv
+
+
+def _operator_not_running(job: FineTuneJob, ns: str, name: str, grace: float) -> OperatorNotRunning:
+    return OperatorNotRunning(
+        f"FineTuneJob {ns}/{name} was not observed by the kubetune operator within {grace:.0f} s "
+        f"(status.observedGeneration {job.status.observed_generation if job.status else None}, metadata.generation {job.metadata.generation})",
+        f"check that the operator runs and watches namespace {ns}: kubectl -n kubetune-system get pods; "
+        "its chart value watchNamespaces must be empty (every namespace) or list it",
+    )
 
 
 def _observed(job: FineTuneJob) -> bool:

@@ -66,7 +66,7 @@ def write_kubeconfig(
 
 async def configmaps(kube: Kube) -> list[dict[str, Any]]:
     """One authenticated LIST through the operator's client (any call would do: the credentials are the point)."""
-    items, _ = await kube.list_page("v1", "configmaps", NS, "a=b")
+    items, _, _ = await kube.list_chunk("v1", "configmaps", NS, "a=b")
     return items
 
 

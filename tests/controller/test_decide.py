@@ -18,7 +18,7 @@ from kubetune.controller.decide import Decision, decide
 from kubetune.controller.progress import LogReading, read_log
 from kubetune.controller.reasons import REASONS
 from kubetune.controller.snapshot import ApplyFailure, Prerequisite, Snapshot
-from kubetune.controller.status import merge_diff
+from kubetune.controller.conditions import merge_diff
 from kubetune.render import RenderOptions, validate_object
 
 NOW = 1_800_000_000.0

@@ -210,7 +210,7 @@ async def test_a_busy_port_is_one_error_line(tmp_path: Path) -> None:
 async def test_two_operators_of_the_same_priority_say_why_they_pause(cluster: Cluster, operator: Any, config: OperatorConfig, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    caplog.set_level(logging.WARNING, logger="kubetune.operator")
+    caplog.set_level(logging.WARNING, logger="kubetune.controller")
     cluster.declare("kopf.dev/v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False, has_status=False)
     await cluster.put_object("kopf.dev/v1", "clusterkopfpeerings", {"metadata": {"name": "kubetune"}})
     await operator(dataclasses.replace(config, peering="kubetune"))

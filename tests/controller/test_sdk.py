@@ -114,7 +114,7 @@ async def test_delete_then_create_again_never_adopts_the_old_run(cluster: Cluste
     the garbage collector gets to it.  A notebook that deletes and creates again at once (to change the
     learning rate, say) must not get the old run, still training with the old spec, as the new job's child:
     the operator waits for the collector, then creates a fresh PyTorchJob."""
-    caplog.set_level(logging.INFO, logger="kubetune.operator.act")
+    caplog.set_level(logging.INFO, logger="kubetune.controller.act")
     await operator()
     client = await client_for(cluster, tmp_path)
     await call(client.create, lora_job())

@@ -9,7 +9,7 @@ from kubeflow import progress_line, stage_line
 from kubetune.api import Condition
 from kubetune.api.status import progress_summary as summary
 from kubetune.controller.progress import read_log
-from kubetune.controller.status import rank0_pod, set_condition
+from kubetune.controller.conditions import rank0_pod, set_condition
 
 
 def test_transition_time_changes_only_when_status_flips() -> None:

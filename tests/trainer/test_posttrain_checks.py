@@ -16,7 +16,7 @@ from kubetune.render import RenderOptions, render
 from kubetune.trainer import evaluate, stagecheck
 from kubetune.trainer.config import JobConfig
 from kubetune.trainer.errors import ConfigError
-from kubetune.trainer.records import RecordChecker
+from kubetune.trainer.datachecks import RecordChecker
 
 
 def _job(**spec: Any) -> FineTuneJob:

@@ -178,7 +178,7 @@ PROGRESS_PATH: Final = "/v1/progress"
 
 # LLaMA-Factory's dataset_info.json defaults (src/llamafactory/data/parser.py:27-64 @v0.9.5, class
 # DatasetAttr): the renderer writes them out in full (render/configs.py says why) and the trainer's
-# record check reads records with the same mapping (trainer/records.py).
+# record check reads records with the same mapping (trainer/datachecks.py).
 LF_ALPACA_COLUMNS: Final = {"prompt": "instruction", "query": "input", "response": "output"}
 LF_SHAREGPT_COLUMNS: Final = {"messages": "conversations"}
 LF_SHAREGPT_TAGS: Final = {

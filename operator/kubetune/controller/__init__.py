@@ -11,7 +11,8 @@ One path per reconcile, observe -> decide -> act:
   ``progress``), and the prerequisites' presence;
 * ``decide.decide`` (pure) turns it into a ``Decision``: desired children (``render()``, and
   ``render_serving()`` after success), the complete desired status, Events, and when to look
-  again; reasons and hints come from ``reasons``;
+  again; reasons and hints come from ``reasons``, condition and pod-status helpers from
+  ``conditions``;
 * ``act.Executor`` applies it: server-side apply of the children, one status patch with a
   resourceVersion precondition, Events deduplicated and aggregated.
 

@@ -37,9 +37,9 @@ from .decide import Decision, EventSpec
 from .kube import ApiError, Kube
 from .metrics import Metrics
 from .snapshot import ApplyFailure, Memory, Snapshot
-from .status import merge_diff, now_rfc3339
+from .conditions import merge_diff, now_rfc3339
 
-log = logging.getLogger("kubetune.operator.act")
+log = logging.getLogger(__name__)
 
 PLURALS = {
     ("v1", "ConfigMap"): "configmaps",

@@ -27,9 +27,9 @@ from kubetune.render.backends import BACKENDS
 from kubetune.render.serving import served_kinds
 
 from .kube import ApiError, Kube
-from .status import LABEL_JOB_NAME
+from .conditions import LABEL_JOB_NAME
 
-log = logging.getLogger("kubetune.operator.cache")
+log = logging.getLogger(__name__)
 
 ObjKey = tuple[str, str]  # namespace, name
 

@@ -38,7 +38,7 @@ from kubetune.render.serving import Serving, engine_for, evaluation_verdict, obs
 
 from .reasons import CONTROLLERS, REASONS, retryable_exit_code, with_hint
 from .snapshot import Snapshot
-from .status import (
+from .conditions import (
     get_condition,
     now_rfc3339,
     parse_time,

@@ -64,7 +64,7 @@ from kubetune.api.progressline import STAGE_EVENTS, parse_line
 from .kube import ApiError, Kube, path
 from .progress import LogReading, parse_progress, read_log
 
-log = logging.getLogger("kubetune.operator.intake")
+log = logging.getLogger(__name__)
 
 POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 POD_UID_EXTRA = "authentication.kubernetes.io/pod-uid"

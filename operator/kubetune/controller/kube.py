@@ -442,14 +442,6 @@ class Kube:
         result: str = await self.request("get", "GET", path("v1", "pods", namespace, pod, "log"), params=params, text=True)
         return result
 
-    async def list_page(
-        self, api_version: str, plural: str, namespace: str | None, label_selector: str | None = None
-    ) -> tuple[Items, str]:
-        """A LIST (all namespaces when ``namespace`` is None): the items and the list's resourceVersion."""
-        params = {"labelSelector": label_selector} if label_selector else None
-        result = await self.request("list", "GET", path(api_version, plural, namespace), params=params)
-        return list(result.get("items") or []), str((result.get("metadata") or {}).get("resourceVersion") or "")
-
     async def list_chunk(
         self,
         api_version: str,

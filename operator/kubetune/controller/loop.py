@@ -32,7 +32,7 @@ from .runtime import Runtime
 from .snapshot import Key, Memory, ObserveSettings, observe
 from .sweeps.loop import SweepController
 
-log = logging.getLogger("kubetune.operator")
+log = logging.getLogger(__name__)
 
 
 class WorkQueue:

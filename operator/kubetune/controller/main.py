@@ -36,14 +36,14 @@ from kubetune.plan.feasibility import product_table
 from kubetune.render import RenderOptions
 
 from .handlers import register
-from .intake import ProgressBoard, intake_for
+from .intake import IntakeServer, ProgressBoard, intake_for
 from .kube import SA_TOKEN, Kube, load_connection
 from .loop import Controller
 from .metrics import Metrics
 from .peering import live_clusterwide_peers, missing_peering
 from .runtime import OperatorConfig, Runtime
 
-log = logging.getLogger("kubetune.operator")
+log = logging.getLogger(__name__)
 
 
 class PortBusy(Exception):
@@ -108,22 +108,10 @@ STOP_GRACE_S = 5.0
 """At a stop, how long the reconciles under way may take to finish their writes before they are cancelled."""
 
 
-async def serve(
-    config: OperatorConfig,
-    *,
-    stop_flag: Any = None,
-    ready_flag: Any = None,
-    board: ProgressBoard | None = None,
-) -> Runtime:
-    """Run one operator until ``stop_flag`` (or a signal); returns its runtime for inspection.
-
-    ``board``: where pushed progress reports land (a new one when not given)."""
-    _check_port(config.metrics_port, "metrics")
-    _check_port(config.health_port, "health")
-    quiet_kopf()
-    metrics = Metrics()
-    board = board if board is not None else ProgressBoard()
-    rt = Runtime(config, Kube(config.connection, on_request=metrics.on_request), metrics, board=board)
+async def _peering_to_use(rt: Runtime, config: OperatorConfig) -> str | None:
+    """The peering object's name the operator runs with, None: standalone (``--peering ''``, or the
+    object is missing); says which in the first log line.  Refuses a namespaced copy beside a live
+    cluster-wide operator."""
     scope = "all namespaces" if not config.namespaces else "namespace(s) " + ", ".join(config.namespaces)
     peering = config.peering
     try:
@@ -148,6 +136,42 @@ async def serve(
         peering = None
     else:
         log.info("watching %s; peering %r with priority %d", scope, peering, config.priority)
+    return peering
+
+
+async def _start_intake(rt: Runtime, config: OperatorConfig, board: ProgressBoard, metrics: Metrics) -> IntakeServer | None:
+    """The progress push endpoint, listening (None without ``--progress-port``)."""
+    if config.progress_port is None:
+        return None
+    intake = intake_for(
+        rt.kube, board, host=config.progress_host, port=config.progress_port, tls=config.progress_tls,
+        on_result=lambda code: metrics.progress_reports.labels(str(code)).inc(), namespaces=config.namespaces,
+    )
+    try:
+        await intake.start()
+    except OSError as exc:
+        await rt.kube.close()
+        raise PortBusy(f"progress port {config.progress_port} is already in use ({exc.strerror}): stop what uses it, or pass --progress-port") from exc
+    return intake
+
+
+async def serve(
+    config: OperatorConfig,
+    *,
+    stop_flag: Any = None,
+    ready_flag: Any = None,
+    board: ProgressBoard | None = None,
+) -> Runtime:
+    """Run one operator until ``stop_flag`` (or a signal); returns its runtime for inspection.
+
+    ``board``: where pushed progress reports land (a new one when not given)."""
+    _check_port(config.metrics_port, "metrics")
+    _check_port(config.health_port, "health")
+    quiet_kopf()
+    metrics = Metrics()
+    board = board if board is not None else ProgressBoard()
+    rt = Runtime(config, Kube(config.connection, on_request=metrics.on_request), metrics, board=board)
+    peering = await _peering_to_use(rt, config)
     controller = Controller(rt, peering=peering)
     metrics.watch_phases(controller.phases)
     registry = kopf.OperatorRegistry()
@@ -158,17 +182,7 @@ async def serve(
         except OSError as exc:
             raise PortBusy(f"metrics port {config.metrics_port} is already in use ({exc.strerror}): stop what uses it, or pass --metrics-port") from exc
     metrics.up.set(1)
-    intake = None
-    if config.progress_port is not None:
-        intake = intake_for(
-            rt.kube, board, host=config.progress_host, port=config.progress_port, tls=config.progress_tls,
-            on_result=lambda code: metrics.progress_reports.labels(str(code)).inc(), namespaces=config.namespaces,
-        )
-        try:
-            await intake.start()
-        except OSError as exc:
-            await rt.kube.close()
-            raise PortBusy(f"progress port {config.progress_port} is already in use ({exc.strerror}): stop what uses it, or pass --progress-port") from exc
+    intake = await _start_intake(rt, config, board, metrics)
     loop_task = asyncio.create_task(controller.run(), name="kubetune-controller")
 
     # kopf 1.45.2 kopf/_core/reactor/running.py:406-416 (run_tasks): once its root tasks are gone, it
@@ -257,15 +271,15 @@ def run_operator(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        logging.getLogger("kubetune.operator").error("%s", exc)
+        log.error("%s", exc)
         return 2
     except Exception as exc:  # no kubeconfig, unreadable token: say so, do not trace back
-        logging.getLogger("kubetune.operator").error("cannot load Kubernetes credentials: %s", exc)
+        log.error("cannot load Kubernetes credentials: %s", exc)
         return 1
     try:
         asyncio.run(serve(config))
     except (PortBusy, Refused) as exc:
-        logging.getLogger("kubetune.operator").error("%s", exc)
+        log.error("%s", exc)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -22,7 +22,7 @@ from typing import Any
 
 from .kube import ApiError, Kube, path
 
-log = logging.getLogger("kubetune.operator.peering")
+log = logging.getLogger(__name__)
 
 PEERING_API = "kopf.dev/v1"
 

@@ -13,7 +13,7 @@ from .kube import Connection, Kube
 from .metrics import Metrics
 from .peering import own_identity
 
-log = logging.getLogger("kubetune.operator")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

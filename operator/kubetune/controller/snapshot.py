@@ -31,7 +31,7 @@ from .discovery import Choice, Discovery, wants_auto
 from .kube import ApiError, Kube, path
 from .progress import LogReading, read_log
 
-log = logging.getLogger("kubetune.operator.observe")
+log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 
@@ -207,6 +207,7 @@ async def observe(
     now: float | None = None,
     discovery: Discovery | None = None,
 ) -> Snapshot:
+    """One immutable picture of job ``key``: spec, backend, child and pods, prerequisites, progress, serving."""
     now = time.time() if now is None else now
     namespace, name = key
     obj = copy.deepcopy(dict(obj))
@@ -214,15 +215,7 @@ async def observe(
     job, problems = validate_object(_strip_status(obj))
     generation = meta.get("generation")
     ref = status.get("job") or {}
-    options, choice = settings.render_options, None
-    if wants_auto(job) and options.backend is None:
-        assert job is not None
-        created = backend_for_kind(str(ref.get("kind") or ""))
-        if created is not None:  # chosen before: the child's kind stays
-            options = dataclasses.replace(options, backend=created.name)  # type: ignore[arg-type]
-        elif discovery is not None:
-            choice = await discovery.choose(job, now)
-            options = dataclasses.replace(options, backend=choice.backend)  # type: ignore[arg-type]
+    options, choice = await _backend_options(job, ref, settings.render_options, discovery, now)
     backend = child_backend(job, ref, options)
     runtime_missing = False
     if not ref and backend.name == "trainjob" and discovery is not None and job is not None and not problems:
@@ -238,19 +231,12 @@ async def observe(
 
     applied: FineTuneJobSpec | None = None
     if started and job is not None and (first_seen or gen_int != status.get("observedGeneration")):
-        applied = await _applied_spec(kube, namespace, str(status.get("configMap") or name + CONFIG_MAP_SUFFIX))
-        if applied is not None and wants_auto(job) and applied.distributed.backend == options.backend:
-            # The ConfigMap records the kind auto chose; the spec still says auto: no change.
-            applied = applied.model_copy(update={"distributed": applied.distributed.model_copy(update={"backend": "auto"})})
+        applied = await _applied_as_running(job, kube, namespace, str(status.get("configMap") or name + CONFIG_MAP_SUFFIX), options)
 
     prereqs: tuple[Prerequisite, ...] = ()
     next_check: float | None = None
     if job is not None and not problems and status.get("phase") in (None, "Pending"):
-        assert caches.claims is not None
-        prereqs = await _prerequisites(key, job, settings, memory, kube, gen_int, now, caches.claims)
-        remembered = memory.prereqs.get(key)  # the LocalQueue's GET; a claim's creation enqueues the job itself
-        if remembered is not None and any(p.found is False for p in remembered[0]):
-            next_check = remembered[1] + remembered[2]
+        prereqs, next_check = await _pending_prerequisites(key, job, settings, memory, kube, gen_int, now, caches)
 
     reading, read_at, error, next_read = await _progress(key, backend, child, pods, memory, kube, settings, board, now)
     terminations = tuple((caches.terminations.get((namespace, str(ref.get("name") or name))) or {}).values())
@@ -290,6 +276,46 @@ async def observe(
         runtime_recheck_s=discovery.missing_ttl_s if discovery is not None else 60.0,
         **_serving(job, namespace, status, caches, settings.render_options),
     )
+
+
+async def _backend_options(
+    job: FineTuneJob | None, ref: Mapping[str, Any], options: RenderOptions, discovery: Discovery | None, now: float
+) -> tuple[RenderOptions, Choice | None]:
+    """The render options with the backend ``backend: auto`` resolves to: the kind of the child it
+    created before (a running job keeps its kind), else discovery's choice (returned too, for the status)."""
+    if not wants_auto(job) or options.backend is not None:
+        return options, None
+    assert job is not None
+    created = backend_for_kind(str(ref.get("kind") or ""))
+    if created is not None:  # chosen before: the child's kind stays
+        return dataclasses.replace(options, backend=created.name), None  # type: ignore[arg-type]
+    if discovery is not None:
+        choice = await discovery.choose(job, now)
+        return dataclasses.replace(options, backend=choice.backend), choice  # type: ignore[arg-type]
+    return options, None
+
+
+async def _applied_as_running(job: FineTuneJob, kube: Kube, namespace: str, config_map: str, options: RenderOptions) -> FineTuneJobSpec | None:
+    """The spec the running child was rendered from (its ConfigMap), with the backend as the spec says it."""
+    applied = await _applied_spec(kube, namespace, config_map)
+    if applied is not None and wants_auto(job) and applied.distributed.backend == options.backend:
+        # The ConfigMap records the kind auto chose; the spec still says auto: no change.
+        applied = applied.model_copy(update={"distributed": applied.distributed.model_copy(update={"backend": "auto"})})
+    return applied
+
+
+async def _pending_prerequisites(
+    key: Key, job: FineTuneJob, settings: ObserveSettings, memory: Memory, kube: Kube, generation: int | None, now: float, caches: Caches
+) -> tuple[tuple[Prerequisite, ...], float | None]:
+    """A pending job's prerequisites, and when to check a missing one again (None: nothing missing,
+    or its appearance enqueues the job: a claim's creation does, a LocalQueue's does not)."""
+    assert caches.claims is not None
+    prereqs = await _prerequisites(key, job, settings, memory, kube, generation, now, caches.claims)
+    remembered = memory.prereqs.get(key)  # the LocalQueue's GET; a claim's creation enqueues the job itself
+    next_check = None
+    if remembered is not None and any(p.found is False for p in remembered[0]):
+        next_check = remembered[1] + remembered[2]
+    return prereqs, next_check
 
 
 def _serving(job: FineTuneJob | None, namespace: str, status: Mapping[str, Any], caches: Caches, options: RenderOptions) -> dict[str, Any]:

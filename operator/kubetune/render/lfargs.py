@@ -184,6 +184,22 @@ def train_args(
     keeps its first place, the later value wins): model, data, method, stage, reference model,
     schedule, trainer runtime, evaluation, outputs.
 
+    LLaMA-Factory itself splits these arguments into typed groups (``_TRAIN_ARGS = [ModelArguments,
+    DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments]``,
+    llamafactory/hparams/parser.py:50-56 @v0.9.5): ``ModelArguments`` (model_args.py:542, its
+    quantization part :276), ``DataArguments`` (data_args.py:23), ``FinetuningArguments``
+    (finetuning_args.py:444: ``stage``/``finetuning_type`` :460-464, LoRA :56, ``ref_model`` in
+    ``RLHFArguments`` :168-223) and ``TrainingArguments`` (training_args.py:143, on transformers'
+    ``Seq2SeqTrainingArguments``).  Ours are by concern of the spec, so they mostly but not wholly
+    match: model is ``ModelArguments``, data is ``DataArguments``, method, stage and reference are
+    ``FinetuningArguments`` (but QLoRA's ``quantization_bit`` is ``ModelArguments``, model_args.py:283,
+    and PPO's ``max_new_tokens`` ``GeneratingArguments``, generating_args.py:53), schedule is
+    ``TrainingArguments``; runtime mixes them as the spec's
+    training section does (``flash_attn``, ``enable_liger_kernel``, ``disable_gradient_checkpointing``:
+    model_args.py:117-145; ``val_size``, ``packing``: data_args.py:100-112; the rest
+    ``TrainingArguments``), and outputs sets ``plot_loss`` (finetuning_args.py:551) beside the
+    Trainer's ``deepspeed``/``report_to``.
+
     ``source`` / ``reward``: the resolved spec.model.fromJob and
     spec.training.ppo.rewardModel.fromJob (:mod:`kubetune.render.chain`)."""
     cores = cpu_cores(job.spec.resources.cpu)

@@ -33,7 +33,7 @@ from kubetune.api.contract import (
 from . import configs
 from .backends import get_backend
 from .lfargs import train_args, uses_deepspeed_config
-from .plan import Plan
+from .intermediate import Plan
 from .podspec import build_pod_spec, schedule
 from .templating import render_manifest
 from .types import Rendered, RenderOptions

@@ -37,7 +37,7 @@ from kubetune.api.contract import (
     STOP_GRACE_MARGIN_SECONDS,
 )
 
-from .plan import Plan
+from .intermediate import Plan
 
 RUN_AS_USER: Final = 1000
 HF_HOME_SUBDIR: Final = "huggingface"

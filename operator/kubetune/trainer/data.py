@@ -6,7 +6,7 @@
   ``url`` datasets (plain HTTP(S)) are written as JSONL into the job's data
   folder (train.yaml's ``dataset_dir``) under the file name dataset_info.json
   gives them.
-* every record is checked (:mod:`.records`); a bad record fails the job with
+* every record is checked (:mod:`.datachecks`); a bad record fails the job with
   the dataset, record index and field named, and nothing half-written stays.
 * dataset_info.json is copied into the data folder, where LLaMA-Factory looks.
 
@@ -32,7 +32,7 @@ from kubetune.api import DatasetSpec, contract
 from .config import JobConfig
 from .errors import DataError, Retryable, TrainerError
 from .fsutil import wait_for, write_text_atomic
-from .records import RecordChecker, RecordProblem
+from .datachecks import RecordChecker, RecordProblem
 
 READY_MARKER = ".kubetune-data-ready"
 FAILED_MARKER = ".kubetune-data-failed"

@@ -26,11 +26,11 @@ from kubetune.api.sweep import SWEEP_PLURAL
 from ..act import admission_denied
 from ..cache import Informer
 from ..kube import ApiError, Kube
-from ..status import merge_diff
+from ..conditions import merge_diff
 from .decide import SweepDecision
 from .snapshot import SweepMemory, SweepSnapshot
 
-log = logging.getLogger("kubetune.operator.sweep")
+log = logging.getLogger(__name__)
 
 
 @dataclass

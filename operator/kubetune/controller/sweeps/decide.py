@@ -41,7 +41,7 @@ from kubetune.sweep.checks import validate_sweep
 from kubetune.sweep import best, finished, next_trials, objective_value, should_prune, summary, trial_spec, winner_spec
 
 from ..reasons import SWEEP_REASONS, with_hint
-from ..status import get_condition, now_rfc3339, parse_time, set_condition
+from ..conditions import get_condition, now_rfc3339, parse_time, set_condition
 from .snapshot import SweepSnapshot
 
 ACTIVE = ("Pending", "Running")

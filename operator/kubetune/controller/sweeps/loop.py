@@ -28,7 +28,7 @@ from .act import SweepExecutor
 from .decide import decide_sweep
 from .snapshot import Key, SweepMemory, observe
 
-log = logging.getLogger("kubetune.operator.sweep")
+log = logging.getLogger(__name__)
 
 
 class SweepController:

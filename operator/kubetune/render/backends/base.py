@@ -2,7 +2,7 @@
 
 A backend owns everything that is specific to its kind (see docs/adding-a-backend.md):
 
-* ``build``          - the child object, from a finished :class:`~kubetune.render.plan.Plan`;
+* ``build``          - the child object, from a finished :class:`~kubetune.render.intermediate.Plan`;
 * ``api_version``, ``kind``, ``plural`` - what the operator applies, watches and grants in RBAC;
 * ``status``         - the child's status as one :class:`ChildStatus` (pure, table-tested);
 * ``pod_job_label``, ``rank0_labels``, ``pod_for_rank`` - how its pods are found (rank 0's log);
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from ..plan import Plan
+from ..intermediate import Plan
 
 if TYPE_CHECKING:
     from kubetune.api import FineTuneJob

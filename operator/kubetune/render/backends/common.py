@@ -6,7 +6,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from ..plan import Plan
+from ..intermediate import Plan
 from .base import ChildStatus, PodRef, condition
 
 

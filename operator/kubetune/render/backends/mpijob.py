@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from kubetune.api.contract import METRICS_PORT
 
-from ..plan import Plan
+from ..intermediate import Plan
 from ..podspec import TRAINER_COMMAND, container_security_context, user_env_names
 from ..templating import render_manifest
 from ..types import Problem

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from kubetune.api.contract import METRICS_PORT
 
-from ..plan import Plan
+from ..intermediate import Plan
 from ..podspec import TRAINER_COMMAND
 from ..templating import render_manifest
 from .base import ChildStatus, PodRef, RbacRule, WorkloadBackend, newest_matching

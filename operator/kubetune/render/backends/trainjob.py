@@ -45,7 +45,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from ..plan import Plan
+from ..intermediate import Plan
 from ..podspec import TRAINER_COMMAND
 from ..templating import render_manifest
 from ..types import Problem

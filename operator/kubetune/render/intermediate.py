@@ -4,6 +4,9 @@ Why an intermediate: phases (defaults -> training files -> scheduling -> pod
 spec -> backend build) each own one concern and only touch their fields, so every
 backend (PyTorchJob, MPIJob and Trainer v2 TrainJob alike: ``render/backends``) reuses
 everything up to the build.
+
+The class is ``Plan`` (a render plan); the GPU memory planner is another thing, the
+``kubetune.plan`` package.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Pure helpers of ``decide``: Kubernetes-style conditions, and what a child job and its pods say.
+"""Pure helpers of ``decide``: Kubernetes-style conditions, and what a child job and its pods say
+(the status model they fill in is :mod:`kubetune.api.status`).
 
 Everything here is a function of its arguments (the clock is passed in).  Conventions followed
 (API conventions, metav1.Condition): ``lastTransitionTime`` changes only when a condition's

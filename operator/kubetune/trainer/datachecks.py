@@ -1,4 +1,5 @@
-"""Record validation against LLaMA-Factory's Alpaca and ShareGPT layouts.
+"""Dataset checks: every record validated against LLaMA-Factory's Alpaca and ShareGPT layouts
+(the run record, ``kubetune-run.json``, is :mod:`.record`).
 
 LLaMA-Factory silently drops records it cannot convert ("Dropped invalid
 example") and then may train on a fraction of the data, or fail much later
