@@ -172,3 +172,20 @@ def test_a_deleted_winner_drops_the_serving_condition() -> None:
     decision = decide_sweep(snapshot(status, {}, maxTrials=1, promote="serve", template_changes={"serve": {}}), 0)
     assert condition(decision.status, "Promoted")["reason"] == "WinnerMissing"
     assert "Serving" not in [c["type"] for c in decision.status["conditions"]]
+
+
+def test_events_announce_each_change_once_and_a_decision_taken_again_announces_nothing() -> None:
+    """The first decision asks trials (one TrialCreated each, with its parameters); deciding again from
+    the stored result (a 409's retry, a restart) posts nothing; a trial that ends gets one Event."""
+    first = decide_sweep(snapshot(maxTrials=2, parallelism=2), 0.0)
+    created = [e for e in first.events if e.reason == "TrialCreated"]
+    assert [e.message.split(" asked")[0] for e in created] == ["trial lr-0", "trial lr-1"]
+    assert all("training.learningRate=" in e.message for e in created)
+    stored = first.status
+    again = decide_sweep(snapshot(stored, maxTrials=2, parallelism=2), 1.0)
+    assert again.events == ()
+    running = {n: job(n, "Running") for n in ("lr-0", "lr-1")}
+    failed = {**running, "lr-1": job("lr-1", "Failed", message="OOMKilled")}
+    after = decide_sweep(snapshot(stored, trials=failed, maxTrials=2, parallelism=2), 2.0)
+    assert [(e.type, e.reason) for e in after.events] == [("Warning", "TrialFailed")]
+    assert "lr-1" in after.events[0].message and "OOMKilled" in after.events[0].message

@@ -36,6 +36,15 @@ from kubetune.api.sweep import LABEL_SWEEP
 from kubetune.controller.sweeps import decide as sweep_decide
 
 
+def sweep_events(cluster: Cluster, name: str = "lr") -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events on FineTuneSweep ``name``, oldest first (``kubectl describe fts``)."""
+    return [
+        (e["type"], e["reason"], e["message"])
+        for e in sorted(cluster.objects("v1", "events", NS), key=lambda e: int(e["metadata"]["resourceVersion"]))
+        if e["involvedObject"]["name"] == name and e["involvedObject"]["kind"] == "FineTuneSweep"
+    ]
+
+
 async def started(cluster: Cluster, operator: Any) -> Any:
     install_sweep_crd(cluster)
     op = await operator()
@@ -154,6 +163,17 @@ async def test_a_trial_whose_eval_loss_is_clearly_worse_is_pruned_and_its_job_de
     await eventually(lambda: cluster.read(*PTJ, NS, "lr-1") is None, what="lr-1's PyTorchJob gone with it")
     await eventually(lambda: "lr-2" in trial_jobs(cluster), what="lr-2 asked in its place")
     assert trial(cluster, "lr-0")["state"] == "Succeeded"  # the better trial was never pruned
+    # `kubectl describe fts lr` tells the story, each step once, on the sweep itself.
+    await eventually(lambda: [r for _, r, _ in sweep_events(cluster)].count("TrialCreated") == 3, what="three TrialCreated Events")
+    story = sweep_events(cluster)
+    reasons = [r for _, r, _ in story]
+    assert reasons.index("TrialSucceeded") < reasons.index("TrialPruned"), story
+    assert [(t, r) for t, r, _ in story if r in ("TrialSucceeded", "TrialPruned", "NewBestTrial")] == [
+        ("Normal", "TrialSucceeded"), ("Normal", "NewBestTrial"), ("Normal", "TrialPruned")], story
+    pruned_event = next(m for _, r, m in story if r == "TrialPruned")
+    assert pruned_event.startswith("trial lr-1: pruned at step 10: eval loss 4"), pruned_event
+    created = [m for _, r, m in story if r == "TrialCreated"]
+    assert created[0].startswith("trial lr-0 asked: training.learningRate="), created
 
 
 async def test_promotion_serves_the_best_trial_only(cluster: Cluster, operator: Any) -> None:
@@ -176,6 +196,8 @@ async def test_promotion_serves_the_best_trial_only(cluster: Cluster, operator: 
     await cluster.mutate("apps/v1", "deployments", NS, "lr-1-serve", lambda o: o.update(status={"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}))
     await eventually(lambda: sweep_condition(cluster, "Serving").get("reason") == "ServingReady", what="the sweep's Serving=True ServingReady")
     assert sweep_condition(cluster, "Serving")["status"] == "True" and sweep_condition(cluster, "Serving")["message"].startswith("FineTuneJob lr-1: ")
+    promoted = [(t, m) for t, r, m in sweep_events(cluster) if r in ("SweepSucceeded", "WinnerPromoted")]
+    assert [t for t, _ in promoted] == ["Normal", "Normal"] and "best trial lr-1" in promoted[0][1], promoted
 
 
 async def test_a_sweep_with_an_invalid_template_gets_a_condition_naming_the_field_and_no_trials(cluster: Cluster, operator: Any) -> None:
@@ -187,6 +209,8 @@ async def test_a_sweep_with_an_invalid_template_gets_a_condition_naming_the_fiel
     assert "template" in message and "quantization" in message, message
     assert sweep_status(cluster)["phase"] == "Failed"
     assert not trials(cluster) and trial_jobs(cluster) == []
+    # One Warning on the sweep, whatever the number of reconciles since.
+    assert [(t, r) for t, r, _ in sweep_events(cluster)] == [("Warning", "InvalidSweep")]
 
 
 async def test_kubetune_get_sweeps_and_the_sdk_read_the_study(cluster: Cluster, operator: Any, tmp_path: Path) -> None:

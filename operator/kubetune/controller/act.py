@@ -138,7 +138,7 @@ class EventRecorder:
                 "apiVersion": "v1",
                 "kind": "Event",
                 "metadata": {"name": event_name, "namespace": namespace},
-                "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": name, "namespace": namespace, "uid": uid},
+                "involvedObject": {"apiVersion": str(obj.get("apiVersion") or API_VERSION), "kind": str(obj.get("kind") or KIND), "name": name, "namespace": namespace, "uid": uid},
                 "type": spec.type,
                 "reason": spec.reason,
                 "message": message,

@@ -108,9 +108,10 @@ class Controller:
             push_fresh_s=config.progress_fresh_s,
             gpu_memory_by_product=config.gpu_memory_by_product,
         )
-        self.executor = Executor(rt.kube, self.caches, self.memory, EventRecorder(rt.kube, rt.metrics), conflict_retry_s=min(1.0, config.retry_delay_s))
+        recorder = EventRecorder(rt.kube, rt.metrics)
+        self.executor = Executor(rt.kube, self.caches, self.memory, recorder, conflict_retry_s=min(1.0, config.retry_delay_s))
         self.failures: dict[Key, int] = {}
-        self.sweeps = SweepController(rt.kube, self.caches, retry_delay_s=config.retry_delay_s, gpu_memory_by_product=config.gpu_memory_by_product)
+        self.sweeps = SweepController(rt.kube, self.caches, retry_delay_s=config.retry_delay_s, gpu_memory_by_product=config.gpu_memory_by_product, events=recorder)
         """FineTuneSweeps (controller/sweeps): their trials are FineTuneJobs of this controller."""
         self.resumed = asyncio.Event()
         self.resumed.set()

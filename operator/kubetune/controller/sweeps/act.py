@@ -11,6 +11,9 @@
    back to the work queue's backoff.
 3. Deletions (pruned trials; propagation Background) and the winner's promotion (server-side apply
    of its FineTuneJob with spec.serve).
+4. Events on the sweep (trials created, pruned, ended; the sweep's end; the promotion), through the
+   FineTuneJob controller's ``EventRecorder`` (deduplicated and aggregated like client-go), only once
+   the status that announces them is stored: a 409 decides again and posts nothing twice.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from kubetune.api.contract import API_VERSION, PLURAL
 from kubetune.api.sweep import SWEEP_PLURAL
 
-from ..act import admission_denied
+from ..act import EventRecorder, admission_denied
 from ..cache import Informer
 from ..kube import ApiError, Kube
 from ..conditions import merge_diff
@@ -38,6 +41,7 @@ class SweepExecutor:
     kube: Kube
     trials: Informer
     memory: SweepMemory
+    events: EventRecorder | None = None
     conflict_retry_s: float = 0.5
     refused_retry_s: float = 0.5
 
@@ -73,6 +77,9 @@ class SweepExecutor:
                 self.trials.put(result)  # the next snapshot sees it before the watch event
         for name in decision.deletions:
             await self.kube.delete(API_VERSION, PLURAL, snap.namespace, name)
+        if self.events is not None and stored is not None:
+            for event in decision.events:
+                await self.events.record(stored, event)
         if decision.requeue_after is not None:
             requeue = decision.requeue_after if requeue is None else min(requeue, decision.requeue_after)
         return stored, requeue

@@ -23,11 +23,17 @@ The rules, in order:
    failed, or none succeeded); trials still running when it fails are stopped.  With
    ``promote: serve`` the best trial's FineTuneJob is applied again with ``winner_spec`` (the
    template's ``serve``): the FineTuneJob controller serves a Succeeded job whose spec.serve appears.
+6. Events: what changed between the stored status and the decided one (``sweep_events``): each trial
+   asked (TrialCreated, with its parameters), ended (TrialSucceeded/TrialPruned/TrialFailed, with its
+   message), a new best trial (NewBestTrial), the sweep's new Validated/phase reason and the
+   promotion.  Derived from the two statuses only, so a decision taken again after a 409 or a restart
+   announces nothing twice.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +46,7 @@ from kubetune.api.sweep import LABEL_SWEEP, MAX_INTERMEDIATE, SWEEP_KIND, FineTu
 from kubetune.sweep.checks import validate_sweep
 from kubetune.sweep import best, finished, next_trials, objective_value, should_prune, summary, trial_spec, winner_spec
 
+from ..decide import EventSpec
 from ..reasons import SWEEP_REASONS, with_hint
 from ..conditions import get_condition, now_rfc3339, parse_time, set_condition
 from .snapshot import SweepSnapshot
@@ -60,6 +67,8 @@ class SweepDecision:
     """The best trial's FineTuneJob with spec.serve (promote: serve), applied last."""
     requeue_after: float | None = None
     """When to look again without an event (a trial's evaluation deadline)."""
+    events: tuple[EventSpec, ...] = ()
+    """Events on the sweep, posted once ``status`` is stored (``sweep_events``)."""
 
 
 @dataclass
@@ -90,6 +99,11 @@ def _field_error(error: Mapping[str, Any]) -> str:
 
 
 def decide_sweep(snap: SweepSnapshot, now: float) -> SweepDecision:
+    decision = _decide(snap, now)
+    return dataclasses.replace(decision, events=sweep_events(snap.status, decision.status))
+
+
+def _decide(snap: SweepSnapshot, now: float) -> SweepDecision:
     draft = _Draft(snap, now_rfc3339(now), copy.deepcopy(dict(snap.status)))
     status = draft.status
     status["observedGeneration"] = snap.generation
@@ -358,3 +372,49 @@ def _winner_serving(job: Mapping[str, Any], name: str, fresh: bool) -> tuple[boo
         holds = {"True": True, "False": False}.get(str(cond.get("status")))
         return holds, str(cond["reason"]), f"FineTuneJob {name}: {cond.get('message') or cond['reason']}"
     return False, "ServingStarting", f"FineTuneJob {name} (the best trial) got spec.serve; its controller has not reported serving it yet"
+
+
+def _trial_states(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {str(t["name"]): t for t in status.get("trials") or [] if isinstance(t, Mapping) and t.get("name")}
+
+
+def _parameters_text(trial: Mapping[str, Any]) -> str:
+    params = trial.get("parameters") or {}
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) if isinstance(params, Mapping) else ""
+
+
+def _reason_of(status: Mapping[str, Any], type_: str) -> tuple[str | None, str | None, str | None]:
+    cond = get_condition(status.get("conditions"), type_) or {}
+    return cond.get("reason"), cond.get("status"), cond.get("message")
+
+
+def sweep_events(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[EventSpec, ...]:
+    """The Events that announce the change from the stored status ``before`` to the decided ``after``:
+    one per trial asked or ended, one for a new best trial, and one per new reason of the sweep's
+    Validated, Failed, Succeeded and Promoted conditions (a Warning where the sweep cannot go on)."""
+    events: list[EventSpec] = []
+    old = _trial_states(before)
+    for name, trial in _trial_states(after).items():
+        state, was = trial.get("state"), (old.get(name) or {}).get("state")
+        if state == was:
+            continue
+        if name not in old:
+            events.append(EventSpec("Normal", "TrialCreated", f"trial {name} asked: {_parameters_text(trial) or 'no parameters'}"))
+        if state == "Succeeded":
+            events.append(EventSpec("Normal", "TrialSucceeded", f"trial {name} succeeded: {trial.get('value')}"))
+        elif state == "Pruned":
+            events.append(EventSpec("Normal", "TrialPruned", f"trial {name}: {trial.get('message') or 'pruned'}"[:1024]))
+        elif state == "Failed":
+            events.append(EventSpec("Warning", "TrialFailed", f"trial {name}: {trial.get('message') or 'failed'}"[:1024]))
+    best = after.get("bestTrial")
+    if best and best != before.get("bestTrial"):
+        events.append(EventSpec("Normal", "NewBestTrial", f"best trial so far: {best} ({after.get('bestValue')})"))
+    for type_ in ("Validated", "Failed", "Succeeded", "Promoted"):
+        reason, holds, message = _reason_of(after, type_)
+        if reason is None or (reason, message) == _reason_of(before, type_)[::2]:
+            continue
+        if type_ == "Validated" and holds == "True":
+            continue  # a valid spec is the normal case: no Event (an InvalidSweep is one)
+        warning = holds == "False" if type_ in ("Validated", "Promoted") else type_ == "Failed"
+        events.append(EventSpec("Warning" if warning else "Normal", str(reason), str(message or reason)))
+    return tuple(events)

@@ -21,6 +21,7 @@ from typing import Any
 from kubetune.api.contract import API_VERSION, PLURAL
 from kubetune.api.sweep import LABEL_SWEEP
 
+from ..act import EventRecorder
 from ..cache import Caches, Informer, _key, _rv
 from ..kube import ApiError, Kube
 from .. import loop as job_loop  # WorkQueue; a module import: ..loop imports this module
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 
 class SweepController:
-    def __init__(self, kube: Kube, caches: Caches, *, retry_delay_s: float = 1.0, gpu_memory_by_product: Mapping[str, str] | None = None) -> None:
+    def __init__(self, kube: Kube, caches: Caches, *, retry_delay_s: float = 1.0, gpu_memory_by_product: Mapping[str, str] | None = None,
+                 events: EventRecorder | None = None) -> None:
         self.kube = kube
         self.gpu_memory_by_product = dict(gpu_memory_by_product or {})
         self.caches = caches
@@ -42,7 +44,7 @@ class SweepController:
         """Every sweep's trial FineTuneJobs (label kubetune.io/finetunesweep), whole."""
         self.queue = job_loop.WorkQueue()
         self.memory = SweepMemory()
-        self.executor = SweepExecutor(kube, self.trials, self.memory, conflict_retry_s=min(0.5, retry_delay_s))
+        self.executor = SweepExecutor(kube, self.trials, self.memory, events, conflict_retry_s=min(0.5, retry_delay_s))
         self.retry_delay_s = retry_delay_s
         self.failures: dict[Key, int] = {}
 
