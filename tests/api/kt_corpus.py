@@ -244,6 +244,14 @@ VALID = [
     Case("serve-when-evaluation-improves", {"spec.evaluation": {"valSize": 0.1, "baseModel": True}, "spec.serve": {"when": "evaluationImproves"}}),
     Case("serve-merged-inferenceservice", {"spec.export.enabled": True, "spec.serve": {"engine": "kserve", "kserve": {"kind": "InferenceService"}}}),
     Case("serve-vllm-from-bucket", {"spec.storage.outputs.uri": "s3://runs-bucket/", "spec.serve": {"modelSource": "bucket"}}),
+    # Outputs only in the bucket (issue 24): no outputs claim, an emptyDir of the pod
+    Case("outputs-bucket-only", {"spec.storage.outputs": {"uri": "s3://runs-bucket/finetune/"}}),
+    Case("outputs-bucket-only-sized", {"spec.storage.outputs": {"uri": "s3://runs-bucket/finetune/", "sizeLimit": "500Gi"}}),
+    Case("outputs-bucket-only-served-from-bucket", {"spec.storage.outputs": {"uri": "s3://runs-bucket/"}, "spec.serve": {"modelSource": "bucket"}}),
+    Case(
+        "model-from-job-object-store-only-for-the-source",
+        {"spec.model": {"fromJob": "qwen-sft", "template": "qwen"}, "spec.storage.objectStore": {"endpoint": "https://minio.storage.svc:9000"}},
+    ),
     Case(
         "dpo-sharegpt-ranking",
         {
@@ -561,6 +569,14 @@ INVALID = [
     Case("serve-image-on-kserve", {"spec.serve": {"engine": "kserve", "image": "vllm/vllm-openai:v0.11.0"}}, "spec.serve.image"),
     # spec.serve.modelSource bucket (issue 24.4): refused by kubectl apply, not after training
     Case("serve-bucket-without-outputs-uri", {"spec.serve": {"modelSource": "bucket"}}, "spec.serve.modelSource"),
+    Case("outputs-neither-claim-nor-uri", {"spec.storage.outputs": {}}, "spec.storage.outputs.claimName"),
+    Case("outputs-subpath-without-claim", {"spec.storage.outputs": {"uri": "s3://runs-bucket/", "subPath": "team"}}, "spec.storage.outputs.subPath"),
+    Case("outputs-read-only-without-claim", {"spec.storage.outputs": {"uri": "s3://runs-bucket/", "readOnly": True}}, "spec.storage.outputs.subPath"),
+    Case("outputs-size-limit-with-claim", {"spec.storage.outputs.sizeLimit": "10Gi"}, "spec.storage.outputs.sizeLimit"),
+    Case("outputs-size-limit-not-a-quantity", {"spec.storage.outputs": {"uri": "s3://runs-bucket/", "sizeLimit": "lots"}}, "spec.storage.outputs.sizeLimit"),
+    Case("serve-volume-without-outputs-claim", {"spec.storage.outputs": {"uri": "s3://runs-bucket/"}, "spec.serve": {}}, "spec.serve.modelSource"),
+    Case("serve-kaito-without-outputs-claim", {"spec.storage.outputs": {"uri": "s3://runs-bucket/"}, "spec.serve": {"engine": "kaito"}}, "spec.serve.modelSource"),
+    Case("outputs-bucket-only-multi-node", {"spec.storage.outputs": {"uri": "s3://runs-bucket/"}, "spec.resources": {"nodes": 2, "gpusPerNode": 8}}, "spec.storage.outputs.uri"),
     Case("serve-bucket-kaito", {"spec.storage.outputs.uri": "s3://runs-bucket/", "spec.serve": {"engine": "kaito", "modelSource": "bucket"}}, "spec.serve.modelSource"),
     Case("serve-kaito-merged-model", {"spec.export.enabled": True, "spec.serve": {"engine": "kaito"}}, "spec.serve.engine"),
     Case("serve-inferenceservice-with-adapter", {"spec.serve": {"engine": "kserve", "kserve": {"kind": "InferenceService"}}}, "spec.serve.kserve.kind"),

@@ -41,3 +41,22 @@ async def test_an_s3_job_gets_its_keys_only_by_reference_and_the_operator_reads_
     assert [c for c in cluster.api_calls() if c.resource == "secrets"] == [], "the operator must never read or write a Secret"
     children = repr([ptj, cm])
     assert "c2VjcmV0LXZhbHVl" not in children and "secret-value" not in children and "AKIAEXAMPLE" not in children
+
+
+async def test_a_job_without_an_outputs_claim_gets_an_empty_dir_and_its_bucket_in_status(cluster: Cluster, operator: Any) -> None:
+    """examples/finetune-lora-s3-bucket-only.yaml (issue 24): no outputs claim; the pod's outputs
+    folder is an emptyDir with the spec's sizeLimit, status.output names the bucket prefix and no
+    claim, and still no Secret is read."""
+    cluster.declare("v1", "secrets", "Secret", has_status=False)
+    doc = next(load_documents((ROOT / "examples/finetune-lora-s3-bucket-only.yaml").read_text(encoding="utf-8")))
+    doc["metadata"]["namespace"] = NS
+    await operator()
+    await cluster.put_object(*FTJ, doc)
+    ptj = await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora-s3-only"), what="the PyTorchJob")
+    [template] = [spec["template"] for spec in ptj["spec"]["pytorchReplicaSpecs"].values()]
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert volumes["outputs"] == {"name": "outputs", "emptyDir": {"sizeLimit": "50Gi"}}
+    assert [v["persistentVolumeClaim"]["claimName"] for v in volumes.values() if "persistentVolumeClaim" in v] == ["model-cache"]
+    job = await eventually(lambda: (j := cluster.read(*FTJ, NS, "qwen-lora-s3-only")) and j.get("status", {}).get("output") and j, what="status.output")
+    assert job["status"]["output"] == {"path": f"{NS}/qwen-lora-s3-only", "uri": f"s3://ml-runs/finetune/{NS}/qwen-lora-s3-only/"}
+    assert [c for c in cluster.api_calls() if c.resource == "secrets"] == []

@@ -99,3 +99,63 @@ def test_run_local_reads_model_and_data_from_a_bucket_uploads_its_results_and_re
     steps = [json.loads(line)["current_steps"] for line in (fresh / "trainer_log.jsonl").read_text().splitlines() if line.strip()]
     assert steps and min(steps) == 3 and max(steps) == 4  # steps 1-2 were not trained again
     assert s3.head_object(Bucket="tiny-runs", Key=f"{base}checkpoint-4/_KUBETUNE_COMPLETE") and s3.head_object(Bucket="tiny-runs", Key=f"{base}_KUBETUNE_COMPLETE")
+
+
+@pytest.mark.slow
+@pytest.mark.train
+@pytest.mark.timeout(420)
+def test_a_job_without_an_outputs_claim_lands_in_the_bucket_and_a_from_job_child_reads_it_from_there(
+    tmp_path: Path, tiny_assets: TinyAssets, s3_server: S3Server  # noqa: F811
+) -> None:
+    """Issue 24: spec.storage.outputs with uri and no claimName.  Job ``sft`` keeps its outputs only
+    in the bucket; job ``cont`` (spec.model.fromJob: sft) downloads sft's adapter from the bucket by
+    its completion marker into a fresh models folder, and trains on it; sft's newest checkpoint
+    restores from the bucket into an empty folder (a restarted pod's fresh emptyDir)."""
+    import shutil
+
+    from kubetune.trainer import objectstore
+
+    s3 = s3_server.s3()
+    s3.create_bucket(Bucket="only-runs")
+    models = tmp_path / "models"  # fresh: the tiny base model only, copied so nothing lands in the shared fixture
+    shutil.copytree(tiny_assets.models_dir / tiny_assets.model_path, models / tiny_assets.model_path)
+    storage = {"outputs": {"uri": "s3://only-runs/runs/"}, "objectStore": {"endpoint": s3_server.endpoint, "region": "us-east-1"}}
+    sft = tiny_job("sft", tiny_assets, method="lora", max_steps=2, save_steps=2)
+    sft["spec"]["storage"] = storage
+    cont = tiny_job("cont", tiny_assets, method="lora", max_steps=2)
+    cont["spec"]["model"] = {"fromJob": "sft", "template": sft["spec"]["model"]["template"]}
+    cont["spec"]["storage"] = storage
+    (tmp_path / "chain.yaml").write_text(yaml.safe_dump_all([sft, cont]))
+    env = isolated_env(tmp_path / "env")
+    env.update(AWS_ACCESS_KEY_ID=s3_server.admin.access_key_id, AWS_SECRET_ACCESS_KEY=s3_server.admin.secret_access_key)
+    result = subprocess.run(
+        [*KUBETUNE, "run", "--local", "chain.yaml", "--output", "out", "--models", str(models), "--datasets", str(tiny_assets.datasets_dir)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(300),
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert s3_server.admin.secret_access_key not in log
+
+    sft_prefix = "s3://only-runs/runs/default/sft/"
+    runs = _objects(s3, "only-runs", "runs/default/")
+    assert "runs/default/sft/_KUBETUNE_COMPLETE" in runs and "runs/default/cont/_KUBETUNE_COMPLETE" in runs
+    assert "runs/default/sft/checkpoint-2/_KUBETUNE_COMPLETE" in runs
+
+    # cont loaded sft's adapter from the copy downloaded from the bucket, not from sft's output folder.
+    copy = models / model_cache_subdir(sft_prefix)
+    train_yaml = yaml.safe_load((tmp_path / "out" / ".kubetune" / "default-cont" / "config" / "train.yaml").read_text())
+    assert train_yaml["adapter_name_or_path"] == str(copy)
+    assert (copy / "adapter_model.safetensors").stat().st_size == runs["runs/default/sft/adapter_model.safetensors"]
+    assert not (copy / "checkpoint-2").exists()  # only what the marker lists: the results, never the checkpoints
+    etags = json.loads(copy.with_name(copy.name + ".etags.json").read_text())
+    assert "adapter_model.safetensors" in etags
+    record = json.loads(s3.get_object(Bucket="only-runs", Key="runs/default/cont/kubetune-run.json")["Body"].read())
+    assert record["exitCode"] == 0 and record["trainingCompleted"] is True
+
+    # A restarted pod of sft starts on an empty emptyDir: the newest complete checkpoint comes back from the bucket.
+    marker = json.loads(s3.get_object(Bucket="only-runs", Key="runs/default/sft/checkpoint-2/_KUBETUNE_COMPLETE")["Body"].read())
+    fresh = tmp_path / "fresh-emptydir"
+    fresh.mkdir()
+    restored = objectstore.restore_checkpoint(sft_prefix, fresh, s3_server.env(), needs_optimizer=True, config_hash=marker["configHash"])
+    assert restored == "checkpoint-2"
+    assert {p.relative_to(fresh / "checkpoint-2").as_posix(): p.stat().st_size for p in (fresh / "checkpoint-2").rglob("*") if p.is_file()} == marker["files"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from kubetune.api import FineTuneJob, contract
 from kubetune.api.objectstore import model_cache_subdir
 from kubetune.render import RenderOptions, render, validate_object
@@ -86,3 +88,153 @@ def test_from_job_on_an_adapter_over_a_bucket_model_is_refused_until_exported() 
     assert isinstance(resolve_from_job(child, source), ModelSource)
     args = render(child, RenderOptions(model_source=resolve_from_job(child, source))).train_args  # type: ignore[arg-type]
     assert args["model_name_or_path"] == "/data/outputs/ml/sft/merged"
+
+
+# --- outputs only in the bucket: no outputs claim (issue 24) --------------------------------------
+
+BUCKET_ONLY = {"outputs": {"uri": "s3://runs-bucket/ft/"}, "objectStore": STORE}
+
+
+def _volumes(obj: Any) -> list[dict[str, Any]]:
+    """Every entry of every pod ``volumes`` list in a rendered object, whatever the backend's nesting."""
+    found: list[dict[str, Any]] = []
+    if isinstance(obj, dict):
+        vols = obj.get("volumes")
+        if isinstance(vols, list):
+            found += [v for v in vols if isinstance(v, dict)]
+        for value in obj.values():
+            found += _volumes(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            found += _volumes(value)
+    return found
+
+
+def _env_lists(obj: Any) -> list[list[dict[str, Any]]]:
+    found: list[list[dict[str, Any]]] = []
+    if isinstance(obj, dict):
+        if isinstance(obj.get("env"), list):
+            found.append(obj["env"])
+        for value in obj.values():
+            found += _env_lists(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            found += _env_lists(value)
+    return found
+
+
+@pytest.mark.parametrize("backend", ["pytorchjob", "mpijob", "trainjob"])
+def test_a_job_without_an_outputs_claim_writes_to_a_sized_empty_dir_on_every_backend(backend: str) -> None:
+    job = _job(storage={**BUCKET_ONLY, "outputs": {"uri": "s3://runs-bucket/ft/", "sizeLimit": "80Gi"}})
+    rendered = render(job, RenderOptions(backend=backend))  # type: ignore[arg-type]
+    volumes = _volumes(rendered.workload)
+    outputs = [v for v in volumes if v["name"] == "outputs"]
+    assert outputs and all(v == {"name": "outputs", "emptyDir": {"sizeLimit": "80Gi"}} for v in outputs)
+    assert not [v for v in volumes if "persistentVolumeClaim" in v]  # no claim at all: models is an emptyDir too
+    # The keys still reach the pods only by secretKeyRef, the trainer learns where to upload from its ConfigMap.
+    for env in _env_lists(rendered.workload):
+        for e in env:
+            if e["name"] in ("KUBETUNE_S3_ACCESS_KEY_ID", "KUBETUNE_S3_SECRET_ACCESS_KEY"):
+                assert set(e) == {"name", "valueFrom"} and set(e["valueFrom"]) == {"secretKeyRef"}
+    outputs_spec = json.loads(rendered.files[contract.SPEC_FILE])["spec"]["storage"]["outputs"]
+    assert outputs_spec["uri"] == "s3://runs-bucket/ft/" and "claimName" not in outputs_spec
+    # RBAC unchanged: the backend's rules name only its workload kind, never Secrets or volumes.
+    from kubetune.render.backends import get_backend
+
+    assert not [r for r in get_backend(backend).rbac() if set(r.resources) & {"secrets", "persistentvolumeclaims"}]
+
+
+def test_the_outputs_empty_dir_has_a_default_size_limit() -> None:
+    [outputs] = [v for v in _volumes(render(_job(storage=BUCKET_ONLY)).workload) if v["name"] == "outputs"]
+    assert outputs == {"name": "outputs", "emptyDir": {"sizeLimit": "200Gi"}}
+
+
+@pytest.mark.parametrize(
+    ("outputs", "field", "words"),
+    [
+        ({}, "spec.storage.outputs.claimName", "set one of them"),
+        ({"uri": "s3://runs-bucket/ft/", "subPath": "team-a"}, "spec.storage.outputs.subPath", "set claimName"),
+        ({"claimName": "outputs", "sizeLimit": "10Gi"}, "spec.storage.outputs.sizeLimit", "remove sizeLimit"),
+    ],
+)
+def test_outputs_without_a_claim_are_refused_where_they_cannot_work(outputs: dict[str, Any], field: str, words: str) -> None:
+    obj = _job().to_api()
+    obj["spec"]["storage"]["outputs"] = outputs
+    job, problems = validate_object(obj)
+    assert job is None and any(p.path == field and words in p.message for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("serve", "accepted"),
+    [
+        ({"engine": "vllm"}, False),  # would mount the outputs claim
+        ({"engine": "kserve", "kserve": {"kind": "InferenceService"}}, False),  # pvc://
+        ({"engine": "kaito", "modelSource": "bucket"}, False),
+        ({"engine": "vllm", "modelSource": "bucket"}, True),
+    ],
+)
+def test_serving_a_job_without_an_outputs_claim_needs_model_source_bucket(serve: dict[str, Any], accepted: bool) -> None:
+    obj = _job(storage=BUCKET_ONLY).to_api()
+    obj["spec"]["model"] = {"name": "Qwen/Qwen2.5-0.5B-Instruct", "template": "qwen"}
+    obj["spec"]["serve"] = serve
+    job, problems = validate_object(obj)
+    if accepted:
+        assert job is not None, problems
+        return
+    assert job is None and any(p.path == "spec.serve.modelSource" for p in problems), problems
+    assert any("outputs" in p.message for p in problems)
+
+
+def test_a_multi_node_job_without_an_outputs_claim_is_refused_naming_the_shards_and_the_fix() -> None:
+    obj = _job(storage=BUCKET_ONLY).to_api()
+    obj["spec"]["resources"] = {"nodes": 2, "gpusPerNode": 8}
+    job, problems = validate_object(obj)
+    assert job is None
+    [problem] = [p for p in problems if p.path == "spec.storage.outputs.uri"]
+    assert "checkpoint shards" in problem.message and "ReadWriteMany claim" in problem.message
+
+
+def _succeeded(job: FineTuneJob) -> dict[str, Any]:
+    obj = job.to_api()
+    obj["status"] = {"phase": "Succeeded"}
+    return obj
+
+
+def test_from_job_of_a_source_with_outputs_only_in_a_bucket_downloads_its_results() -> None:
+    layout = contract.Layout()
+    source = _job(name="sft", storage=BUCKET_ONLY, export={"enabled": True})
+    child = _job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, storage=BUCKET_ONLY)
+    got = resolve_from_job(child, _succeeded(source))
+    results = "s3://runs-bucket/ft/ml/sft/"
+    folder = f"{layout.models_dir}/{model_cache_subdir(results)}"
+    assert got == ModelSource("sft", f"{folder}/merged", kind="merged", stage="sft", results_uri=results)
+    rendered = render(child, RenderOptions(model_source=got))  # type: ignore[arg-type]
+    assert rendered.train_args["model_name_or_path"] == f"{folder}/merged"
+    for template in pod_templates(rendered.workload).values():
+        env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+        assert env[contract.ENV_SOURCE_RESULTS_URI] == {"name": contract.ENV_SOURCE_RESULTS_URI, "value": results}
+        assert "sft" not in json.dumps(template["spec"]["volumes"])  # nothing of the source is mounted
+    # An adapter (no export): the base as the source named it, the adapter from the bucket copy.
+    adapter = resolve_from_job(child, _succeeded(_job(name="sft", model={"name": "Qwen/Qwen2.5-0.5B", "template": "qwen"}, storage=BUCKET_ONLY)))
+    assert adapter == ModelSource("sft", "Qwen/Qwen2.5-0.5B", adapter=folder, kind="adapter", stage="sft", results_uri=results)
+
+
+def test_from_job_on_the_same_claim_still_reads_the_volume_and_a_source_without_claim_never_does() -> None:
+    with_claim = {"outputs": {"claimName": "outputs", "uri": "s3://runs-bucket/ft/"}, "objectStore": STORE}
+    source = _job(name="sft", storage=with_claim, export={"enabled": True})
+    child = _job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, storage=with_claim)
+    assert resolve_from_job(child, _succeeded(source)) == ModelSource("sft", "/data/outputs/ml/sft/merged", kind="merged", stage="sft")
+    # Two jobs without claims: their emptyDirs are each pod's own, so the bucket it is.
+    got = resolve_from_job(_job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, storage=BUCKET_ONLY), _succeeded(_job(name="sft", storage=BUCKET_ONLY, export={"enabled": True})))
+    assert isinstance(got, ModelSource) and got.results_uri == "s3://runs-bucket/ft/ml/sft/"
+
+
+def test_from_job_from_a_bucket_needs_the_same_object_store() -> None:
+    source = _job(name="sft", storage=BUCKET_ONLY, export={"enabled": True})
+    other = {"outputs": {"claimName": "outputs"}, "objectStore": {**STORE, "endpoint": "https://other-minio:9000"}}
+    child = _job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, datasets=[{"name": "d", "hub": "x/y"}], storage=other)
+    got = resolve_from_job(child, _succeeded(source))
+    assert isinstance(got, Failed) and got.reason == "FromJobOtherStore" and "spec.storage.objectStore" in got.message
+    # A job on a claim with no URI of its own may still carry objectStore to reach the source's bucket.
+    reader = _job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, datasets=[{"name": "d", "hub": "x/y"}], storage={"outputs": {"claimName": "outputs"}, "objectStore": STORE})
+    assert isinstance(resolve_from_job(reader, _succeeded(source)), ModelSource)

@@ -155,20 +155,16 @@ def test_an_adapter_is_checked_against_the_method() -> None:
     other_volume = _source(storage={"outputs": {"claimName": "elsewhere"}})
     got = resolve_from_job(_job(name="dpo", **CHILD), other_volume)
     assert isinstance(got, Failed) and got.reason == "FromJobOtherVolume"
-    # issue 24.4: a source that uploaded its merged model names the bucket copy, which spec.model.uri stages
+    assert "uploads nowhere" in got.message and "spec.storage.outputs.uri" in got.message  # the message names the way out
+    # issue 24: a source on another claim that uploads its results is read from the bucket, by its
+    # completion marker, into the models folder (no longer FromJobOtherVolume with a spec.model.uri workaround)
     uploaded = _source(storage={"outputs": {"claimName": "elsewhere", "uri": "s3://ml-runs/ft/"}}, export={"enabled": True})
     got = resolve_from_job(_job(name="dpo", **CHILD), uploaded)
-    assert isinstance(got, Failed) and got.reason == "FromJobOtherVolume"
-    assert "spec.model.uri: s3://ml-runs/ft/ml/sft/merged/" in got.message
-    with_uri = _job(name="dpo", **{**CHILD, "model": {"uri": "s3://ml-runs/ft/ml/sft/merged/", "template": "qwen"}})  # the suggestion is a valid spec
-    assert with_uri.spec.model.uri == "s3://ml-runs/ft/ml/sft/merged/"
-    # ... but the API refuses spec.model.uri beside spec.serve (rule serve-not-from-bucket-model): a serving child is told
+    assert isinstance(got, ModelSource) and got.results_uri == "s3://ml-runs/ft/ml/sft/" and got.model.endswith("/merged")
+    assert got.model.startswith(contract.Layout().models_dir + "/")
+    # ... and a serving child is fine: it serves its own outputs, not the source's
     serving = resolve_from_job(_job(name="dpo", **CHILD, serve={}, export={"enabled": True}), uploaded)
-    assert isinstance(serving, Failed) and "spec.model.uri excludes spec.serve" in serving.message
-    followed = _job(name="dpo", **CHILD, serve={}, export={"enabled": True}).to_api()
-    followed["spec"]["model"] = {"uri": "s3://ml-runs/ft/ml/sft/merged/", "template": "qwen"}
-    refused, problems = validate_object(followed)
-    assert refused is None and any("spec.model.uri is not supported" in p.message for p in problems)
+    assert isinstance(serving, ModelSource) and serving.results_uri == "s3://ml-runs/ft/ml/sft/"
 
 
 def test_reward_model_from_a_reward_job() -> None:

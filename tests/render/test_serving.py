@@ -5,6 +5,7 @@ KAITO Workspace, checked against kubernetes-validate (core objects) and the upst
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import jsonschema
@@ -76,6 +77,10 @@ CASES = {
                                                "objectStore": {"endpoint": "https://minio.storage.svc:9000", "credentialsSecretRef": KSERVE_KEYS}}),
     "vllm-adapter-bucket": job({"modelSource": "bucket"}, spec__storage={"outputs": {"claimName": "out", "uri": "gs://ml-runs/finetune/"},
                                                              "objectStore": {"credentialsSecretRef": {"name": "hmac"}, "caBundle": {"name": "ca", "key": "ca.crt"}}}),
+    # issue 24: no outputs claim at all, the results only in the bucket
+    "vllm-adapter-bucket-only": job({"modelSource": "bucket"}, spec__storage={"outputs": {"uri": "s3://ml-runs/finetune/"}}),
+    "kserve-merged-bucket-only": job({"engine": "kserve", "modelSource": "bucket", "kserve": {"kind": "InferenceService"}}, spec__export={"enabled": True},
+                                     spec__serviceAccountName="kserve-s3", spec__storage={"outputs": {"uri": "s3://ml-runs/finetune/"}}),
     "kserve-adapter-scheduled": job({"engine": "kserve", "gpus": 2, "maxModelLen": 4096, "cpu": "8", "memory": "96Gi"}, spec__scheduling=SCHEDULING, **PODS),
 }
 
@@ -535,3 +540,14 @@ def test_bucket_serving_is_refused_where_nothing_reads_the_bucket() -> None:
     assert "outputs.uri" in _problems(job({"modelSource": "bucket"}))["spec.serve.modelSource"]
     kaito = job({"engine": "kaito", "modelSource": "bucket", "kaito": {"instanceType": "Standard_NC24ads_A100_v4"}}, spec__storage=BUCKET)
     assert "engine kaito" in _problems(kaito)["spec.serve.modelSource"]
+
+
+@pytest.mark.parametrize("name", ["vllm-adapter-bucket-only", "kserve-merged-bucket-only"])
+def test_a_job_without_an_outputs_claim_is_served_from_its_bucket_with_no_claim_mounted(name: str) -> None:
+    """issue 24: spec.storage.outputs has only uri; modelSource bucket serves the uploaded copy and
+    nothing mounts (or names) an outputs claim."""
+    built = CASES[name].build()
+    serving = render_serving(built)
+    text = json.dumps(serving.prepare + serving.objects)
+    assert "persistentVolumeClaim" not in text and "pvc://" not in text
+    assert f"s3://ml-runs/finetune/{built.namespace}/{built.name}/" in text

@@ -77,6 +77,10 @@ ENV_RESULTS_URI: Final = "KUBETUNE_RESULTS_URI"
 ENV_RESULTS_DIR: Final = "KUBETUNE_RESULTS_DIR"
 """``python -m kubetune.trainer.fetchresults`` (spec.serve.modelSource bucket, engine vllm): the job's
 results prefix <outputs.uri><namespace>/<job>/ and the folder its marker-listed files are copied into."""
+ENV_SOURCE_RESULTS_URI: Final = "KUBETUNE_SOURCE_RESULTS_URI"
+"""spec.model.fromJob read from a bucket: the source job's results prefix <outputs.uri><namespace>/<job>/;
+the trainer's model stage downloads the files its completion marker lists into the models folder
+(kubetune.render.chain.source_folder) before training."""
 ENV_STOP_GRACE: Final = "KUBETUNE_STOP_GRACE_SECONDS"
 """Seconds the trainer gives its training processes, after a SIGTERM, to save a checkpoint
 and stop before it kills them: the pod's grace period less a margin for the run record."""

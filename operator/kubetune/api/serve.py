@@ -136,6 +136,13 @@ SPEC_RULES = (
         check=lambda s: s.serve is None or s.serve.model_source != "bucket" or s.storage.outputs.uri is not None,
     ),
     Rule(
+        name="serve-without-claim-from-bucket",
+        cel="!has(self.serve) || has(self.storage.outputs.claimName) || (has(self.serve.modelSource) && self.serve.modelSource == 'bucket')",
+        message="spec.serve: spec.storage.outputs has no claimName, so there is no outputs volume for the serving pods to mount: set spec.serve.modelSource: bucket (engine vllm, or engine kserve with kind InferenceService), or set spec.storage.outputs.claimName",
+        field_path=".serve.modelSource",
+        check=lambda s: s.serve is None or s.storage.outputs.claim_name is not None or s.serve.model_source == "bucket",
+    ),
+    Rule(
         name="serve-bucket-not-kaito",
         cel="!has(self.serve) || !has(self.serve.modelSource) || self.serve.modelSource != 'bucket' || self.serve.engine != 'kaito'",
         message="spec.serve.modelSource bucket is not supported for engine kaito, which reads the adapter from the outputs volume: use modelSource: volume, or engine vllm",

@@ -402,11 +402,11 @@ class FineTuneJobSpec(RuledModel):
         ),
         Rule(
             name="object-store-needs-uri",
-            cel="!has(self.storage.objectStore) || has(self.model.uri) || has(self.storage.outputs.uri) || self.datasets.exists(d, has(d.uri)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.uri)))"
+            cel="!has(self.storage.objectStore) || has(self.model.uri) || has(self.model.fromJob) || has(self.storage.outputs.uri) || self.datasets.exists(d, has(d.uri)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.uri)))"
             " || (" + _CA_ONLY_CEL + " && (self.datasets.exists(d, has(d.url)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.url)))))",
-            message="spec.storage.objectStore configures s3:// or gs:// access but no spec.model.uri, spec.datasets[].uri, spec.evaluation.datasets[].uri or spec.storage.outputs.uri uses it: remove it or add a uri (with only url datasets, objectStore may hold caBundle alone, the CA their https:// servers are verified against)",
+            message="spec.storage.objectStore configures s3:// or gs:// access but no spec.model.uri, spec.model.fromJob (a source job's results in a bucket), spec.datasets[].uri, spec.evaluation.datasets[].uri or spec.storage.outputs.uri uses it: remove it or add a uri (with only url datasets, objectStore may hold caBundle alone, the CA their https:// servers are verified against)",
             field_path=".storage.objectStore",
-            check=lambda s: s.storage.object_store is None or bool(uses_object_store(s)) or (_ca_only(s.storage.object_store) and bool(url_datasets(s))),
+            check=lambda s: s.storage.object_store is None or bool(uses_object_store(s)) or s.model.from_job is not None or (_ca_only(s.storage.object_store) and bool(url_datasets(s))),
         ),
         Rule(
             name="serve-not-from-bucket-model",
@@ -427,7 +427,13 @@ class FineTuneJobSpec(RuledModel):
         Rule(
             name="outputs-uri-single-node",
             cel="!has(self.storage.outputs.uri) || self.resources.nodes == 1",
-            message="spec.storage.outputs.uri is supported for single-node jobs only for now (rank 0 uploads what is on its own outputs volume; other nodes' checkpoint shards would be missing): set resources.nodes: 1 or remove outputs.uri",
+            # Not only a matter of who uploads: without a shared (ReadWriteMany) outputs folder each node
+            # writes its own part of a ZeRO checkpoint locally: transformers' Trainer calls DeepSpeed's
+            # save_checkpoint on every process (_save_optimizer_and_scheduler, transformers/trainer.py:3228-3237
+            # @5.6.0), which has every rank write its own optimizer-state shard, named by its data-parallel
+            # rank (deepspeed/runtime/engine.py:3672-3674 _save_zero_checkpoint, :3198-3202 @0.18.4), and the
+            # outputs emptyDir of a job without outputs.claimName is per pod.
+            message="spec.storage.outputs.uri is supported for single-node jobs only for now (rank 0 uploads what is on its own outputs volume; with ZeRO every node writes its own checkpoint shards, which would be missing): set resources.nodes: 1, or remove outputs.uri and set spec.storage.outputs.claimName to a ReadWriteMany claim",
             field_path=".storage.outputs.uri",
             check=lambda s: s.storage.outputs.uri is None or s.resources.nodes == 1,
         ),

@@ -108,10 +108,12 @@ class OutputLocation(ApiModel):
 
     model_config = ApiModel.model_config | {"strict": False}
 
-    claim_name: str
-    """PersistentVolumeClaim holding the outputs."""
+    claim_name: str | None = None
+    """PersistentVolumeClaim holding the outputs; unset when spec.storage.outputs has no claimName (the outputs are then only in uri)."""
     path: str
-    """Folder inside the claim: checkpoints, adapter, trainer_log.jsonl, kubetune-run.json."""
+    """Folder inside the claim (or the pod's outputs emptyDir): checkpoints, adapter, trainer_log.jsonl, kubetune-run.json."""
+    uri: str | None = None
+    """With spec.storage.outputs.uri: the bucket prefix the results are uploaded to, <outputs.uri><namespace>/<job>/ (complete once its _KUBETUNE_COMPLETE exists)."""
     merged_path: str | None = None
     """Folder of the merged model, when export is enabled."""
 

@@ -273,7 +273,12 @@ def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | Non
     draft.cond("Created", True, "ChildrenCreated", created)
     status.pop("completionTime", None)  # a fixed spec of a job that failed validation starts now
     job = rendered.job
-    output = {"claimName": job.spec.storage.outputs.claim_name, "path": _folder(rendered)}
+    outputs = job.spec.storage.outputs
+    output = {"path": _folder(rendered)}
+    if outputs.claim_name is not None:
+        output = {"claimName": outputs.claim_name, **output}
+    if outputs.uri is not None:
+        output["uri"] = f"{outputs.uri}{job.namespace}/{job.name}/"
     if job.spec.export.enabled:
         output["mergedPath"] = f"{output['path']}/merged"
     _backend_choice(draft)

@@ -140,7 +140,7 @@ REASONS: dict[str, Reason] = {
                "the FineTuneJob named by fromJob failed; no children were created",
                "fix and re-run the source job, then create this job again"),
         Reason("FromJobUnusable", "Failed", True, "Failed",
-               "the FineTuneJob named by fromJob cannot be built on (itself, another outputs volume, a LoRA adapter the method "
+               "the FineTuneJob named by fromJob cannot be built on (itself, another outputs volume and no outputs.uri, its bucket on another objectStore, a LoRA adapter the method "
                "cannot load, a reward model not from stage rm); no children were created",
                "make the change the message names, then create this job again"),
         # --- EvaluationFailed (spec.evaluation; the phase is unchanged) ---------------------

@@ -187,7 +187,7 @@ def from_jobs(job: FineTuneJob) -> list[str]:
 
 def claim_names(job: FineTuneJob) -> list[str]:
     storage = job.spec.storage
-    names = [v.claim_name for v in (storage.outputs, storage.datasets, storage.models) if v is not None]
+    names = [v.claim_name for v in (storage.outputs, storage.datasets, storage.models) if v is not None and v.claim_name is not None]
     return list(dict.fromkeys(names))
 
 

@@ -9,8 +9,13 @@ leaves behind on its outputs volume once it has Succeeded:
 * for methods full/freeze, the job's output folder itself (a complete model);
 * otherwise its base model plus its LoRA adapter (the output folder).
 
-The referencing job mounts *its own* outputs claim, so the source must write to
-the same claim and subPath; the path is then the same in both pods.
+The referencing job mounts *its own* outputs claim, so a source read from the volume must
+write to the same claim and subPath; the path is then the same in both pods.  A source on no
+claim (its outputs live in a pod's emptyDir and in ``spec.storage.outputs.uri``) or on another
+claim, that uploads to a bucket, is read from the bucket instead: :attr:`ModelSource.results_uri`
+names its results prefix, and the trainer downloads the files its completion marker lists into
+the models folder (kubetune.trainer.model.fetch_source, ETag-keyed as spec.model.uri is) before
+training; the paths below point there.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import Any, Literal
 
 from kubetune.api import FineTuneJob, LoraSpec
 from kubetune.api.contract import MERGED_SUBDIR, Layout
+from kubetune.api.objectstore import model_cache_subdir
+from kubetune.api.spec import uses_object_store
 
 WAITING_REASON = "WaitingForJob"
 
@@ -40,6 +47,22 @@ class ModelSource:
     """merged model, complete model (methods full/freeze) or base + adapter."""
     stage: str = "sft"
     """The source job's training stage (a reward model for PPO must come from stage rm)."""
+    results_uri: str | None = None
+    """The source's results in a bucket (``<outputs.uri><namespace>/<job>/``) when it is read from
+    there, not from the shared outputs volume: the trainer downloads what its ``_KUBETUNE_COMPLETE``
+    lists into :func:`source_folder` first, where ``model``/``adapter`` point."""
+
+
+def results_uri_of(source: FineTuneJob, namespace: str) -> str | None:
+    """``<outputs.uri><namespace>/<job>/`` of a job that uploads its results, else None."""
+    uri = source.spec.storage.outputs.uri
+    return f"{uri}{namespace}/{source.name}/" if uri is not None else None
+
+
+def source_folder(results_uri: str, layout: Layout) -> str:
+    """Where the trainer puts a bucket source's results: beside spec.model.uri's staged models,
+    one folder per results URI (kubetune.api.objectstore.model_cache_subdir)."""
+    return f"{layout.models_dir}/{model_cache_subdir(results_uri)}"
 
 
 @dataclass(frozen=True)
@@ -61,16 +84,20 @@ class Failed:
 Resolution = ModelSource | Waiting | Failed
 
 
-def model_source_of(source: FineTuneJob, namespace: str, layout: Layout) -> ModelSource | Failed:
-    """What ``source`` leaves on the outputs volume when it succeeds (from its spec alone)."""
+def model_source_of(source: FineTuneJob, namespace: str, layout: Layout, *, from_bucket: bool = False) -> ModelSource | Failed:
+    """What ``source`` leaves on the outputs volume when it succeeds (from its spec alone); with
+    ``from_bucket``, where the trainer puts the copy it downloads from the source's outputs.uri."""
     spec = source.spec
-    out = layout.job_output_dir(namespace, source.name)
+    results = results_uri_of(source, namespace) if from_bucket else None
+    out = source_folder(results, layout) if results is not None else layout.job_output_dir(namespace, source.name)
     stage = spec.training.stage
     if spec.export.enabled and spec.method in ("lora", "qlora"):
         # A reward model's export carries its value head (configs.export_args passes stage rm).
-        return ModelSource(source.name, f"{out}/{MERGED_SUBDIR}", kind="merged", stage=stage, trust_remote_code=spec.model.trust_remote_code)
+        return ModelSource(
+            source.name, f"{out}/{MERGED_SUBDIR}", kind="merged", stage=stage, trust_remote_code=spec.model.trust_remote_code, results_uri=results
+        )
     if spec.method in ("full", "freeze"):
-        return ModelSource(source.name, out, kind="full", stage=stage, trust_remote_code=spec.model.trust_remote_code)
+        return ModelSource(source.name, out, kind="full", stage=stage, trust_remote_code=spec.model.trust_remote_code, results_uri=results)
     model = spec.model
     if model.from_job is not None:
         return Failed(
@@ -93,6 +120,7 @@ def model_source_of(source: FineTuneJob, namespace: str, layout: Layout) -> Mode
         trust_remote_code=model.trust_remote_code,
         kind="adapter",
         stage=stage,
+        results_uri=results,
     )
 
 
@@ -156,7 +184,12 @@ def resolve_from_job(
     source = _usable_source(job, source_obj, name, field, namespace, assume_succeeded)
     if not isinstance(source, FineTuneJob):
         return source
-    resolved = model_source_of(source, namespace, layout)
+    from_bucket = not _same_volume(job, source)
+    if from_bucket:
+        problem = _bucket_source_problem(job, source, name, field)
+        if problem is not None:
+            return problem
+    resolved = model_source_of(source, namespace, layout, from_bucket=from_bucket)
     if isinstance(resolved, Failed):
         return resolved
     if reference == "rewardModel":
@@ -184,22 +217,59 @@ def _usable_source(
         source = FineTuneJob.from_api({**source_obj, "status": None} if "status" in source_obj else source_obj)
     except Exception as exc:  # noqa: BLE001 - pydantic's error names the field; the source's own problem
         return Failed("FromJobInvalid", f"{field}: FineTuneJob {name} is not a valid FineTuneJob: {exc}")
-    src_out, own_out = source.spec.storage.outputs, job.spec.storage.outputs
-    if (src_out.claim_name, src_out.sub_path) != (own_out.claim_name, own_out.sub_path):
-        # fromJob reads the outputs volume only.  A source that uploaded a merged model (succeeded, so its
-        # _KUBETUNE_COMPLETE exists: trainer/objectstore.py) is a model folder in the bucket, which
-        # spec.model.uri stages like any other (docs/object-storage.md).
-        bucket = ""
-        if src_out.uri is not None and source.spec.export.enabled and source.spec.method in ("lora", "qlora") and field == "spec.model.fromJob":
-            bucket = (f"; or, as FineTuneJob {name} uploaded its merged model, replace spec.model.fromJob with "
-                      f"spec.model.uri: {src_out.uri}{namespace}/{name}/{MERGED_SUBDIR}/ (with spec.storage.objectStore reaching that bucket"
-                      f"{'; spec.model.uri excludes spec.serve, so serve this job from the same outputs claim instead' if job.spec.serve is not None else ''})")
+    src_out = source.spec.storage.outputs
+    if not _same_volume(job, source) and src_out.uri is None:
+        # Neither the same volume nor a bucket copy to read (a source without claimName always has outputs.uri).
         return Failed(
             "FromJobOtherVolume",
             f"{field}: FineTuneJob {name} writes to outputs claim {src_out.claim_name!r}"
-            f"{' subPath ' + repr(src_out.sub_path) if src_out.sub_path else ''}; this job must use the same spec.storage.outputs to read it{bucket}",
+            f"{' subPath ' + repr(src_out.sub_path) if src_out.sub_path else ''} and uploads nowhere; this job must use the same "
+            f"spec.storage.outputs to read it, or {name} must set spec.storage.outputs.uri (then this job downloads its results from the bucket)",
         )
     return source
+
+
+def _same_volume(job: FineTuneJob, source: FineTuneJob) -> bool:
+    """Both jobs mount one outputs claim and subPath, so the source's folder is in this job's pods.
+    Never for a source without a claim: its outputs emptyDir was its own pod's."""
+    src_out, own_out = source.spec.storage.outputs, job.spec.storage.outputs
+    return src_out.claim_name is not None and (src_out.claim_name, src_out.sub_path) == (own_out.claim_name, own_out.sub_path)
+
+
+def _bucket_source_problem(job: FineTuneJob, source: FineTuneJob, name: str, field: str) -> Failed | None:
+    """Why ``job``'s trainer cannot download ``source``'s results from its outputs.uri, or None.
+
+    The trainer reads the bucket with ``job``'s own spec.storage.objectStore (the pods get only
+    their own Secret, by secretKeyRef), so it must be the source's, and of the same store."""
+    src = source.spec
+    if field != "spec.model.fromJob":
+        return Failed(
+            "FromJobOtherVolume",
+            f"{field}: FineTuneJob {name} is not on this job's outputs claim (its outputs are in {src.storage.outputs.uri}); a reward model "
+            f"is read from the shared outputs volume only: give both jobs the same spec.storage.outputs.claimName",
+        )
+    if src.storage.object_store != job.spec.storage.object_store:
+        return Failed(
+            "FromJobOtherStore",
+            f"{field}: FineTuneJob {name}'s results are read from its bucket ({src.storage.outputs.uri}) with this job's "
+            f"spec.storage.objectStore, which differs from {name}'s: set the same spec.storage.objectStore (endpoint, region, credentialsSecretRef, caBundle)",
+        )
+    scheme = str(src.storage.outputs.uri).split("://", 1)[0]
+    own = uses_object_store(job.spec)
+    if any(not u.startswith(f"{scheme}://") for u in own):
+        return Failed(
+            "FromJobOtherStore",
+            f"{field}: FineTuneJob {name}'s results are in {src.storage.outputs.uri}, but this job's URIs use another store; a job reaches one object store: use {scheme}:// URIs here too",
+        )
+    store = job.spec.storage.object_store
+    if scheme == "gs" and not own and (store is None or store.endpoint is None):
+        # The pods get Cloud Storage's endpoint only from a gs:// URI of their own job (render/podspec.py job_object_store_env).
+        return Failed(
+            "FromJobOtherStore",
+            f"{field}: FineTuneJob {name}'s results are in {src.storage.outputs.uri} (Cloud Storage), and this job has no gs:// URI of its own: "
+            "set spec.storage.objectStore.endpoint: https://storage.googleapis.com and region: auto (on both jobs), or give this job a gs:// outputs.uri",
+        )
+    return None
 
 
 def _reward_model_problem(job: FineTuneJob, resolved: ModelSource, name: str, field: str, layout: Layout) -> Failed | None:
@@ -310,6 +380,8 @@ __all__ = [
     "Waiting",
     "model_source_of",
     "resolve_from_job",
+    "results_uri_of",
+    "source_folder",
     "reward_args",
     "reward_base_problem",
     "source_from_documents",

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from kubetune.api import FineTuneJob, SecretKeyRef, VolumeSpec
+from kubetune.api import FineTuneJob, OutputsVolumeSpec, SecretKeyRef, VolumeSpec
+from kubetune.api.storage import DEFAULT_OUTPUTS_SIZE_LIMIT
 from kubetune.api import contract
 from kubetune.api.objectstore import GCS_ENDPOINT
 from kubetune.api.spec import uses_object_store
@@ -112,6 +113,10 @@ def environment(plan: Plan) -> list[dict[str, Any]]:
     if spec.hf_token_secret_ref is not None:
         env.append({"name": ENV_HF_TOKEN, "valueFrom": {"secretKeyRef": spec.hf_token_secret_ref.selector()}})
     env.extend(object_store_env(plan))
+    source = plan.options.model_source
+    if spec.model.from_job is not None and source is not None and source.results_uri is not None:
+        # The source's results come from its bucket (kubetune.render.chain), with this job's objectStore.
+        env.append(_env(contract.ENV_SOURCE_RESULTS_URI, source.results_uri))
     env.extend(tracking_env(plan))
     for var in spec.env or ():
         env.append(var.to_api())
@@ -197,7 +202,23 @@ def _claim(name: str, volume: VolumeSpec | None) -> dict[str, Any]:
     return {"name": name, "persistentVolumeClaim": {"claimName": volume.claim_name, "readOnly": volume.read_only}}
 
 
-def _mount(name: str, path: str, volume: VolumeSpec | None, *, read_only: bool = False) -> dict[str, Any]:
+def outputs_volume(outputs: OutputsVolumeSpec) -> dict[str, Any]:
+    """The outputs claim, or without claimName (outputs.uri is then set) an emptyDir of the pod.
+
+    The emptyDir's ``sizeLimit`` is "the total amount of local storage required for this EmptyDir
+    volume" (EmptyDirVolumeSource's description in the core/v1 schema kubernetes-validate ships for
+    v1.36.0, emptydirvolumesource-v1.json); the kubelet's eviction manager evicts the pod once the
+    volume's use exceeds it, with immediateEvictionGracePeriodSeconds = 1 (emptyDirLimitEviction in
+    pkg/kubelet/eviction/eviction_manager.go, read through the search tool's copy of kubernetes,
+    not at a pinned tag), so no stop checkpoint is written.
+    The pod's restart then resumes from the newest checkpoint uploaded to outputs.uri
+    (kubetune.trainer.objectstore.restore_checkpoint)."""
+    if outputs.claim_name is not None:
+        return {"name": "outputs", "persistentVolumeClaim": {"claimName": outputs.claim_name, "readOnly": outputs.read_only}}
+    return {"name": "outputs", "emptyDir": {"sizeLimit": outputs.size_limit or DEFAULT_OUTPUTS_SIZE_LIMIT}}
+
+
+def _mount(name: str, path: str, volume: VolumeSpec | OutputsVolumeSpec | None, *, read_only: bool = False) -> dict[str, Any]:
     mount: dict[str, Any] = {"name": name, "mountPath": path}
     if volume is not None and volume.sub_path:
         mount["subPath"] = volume.sub_path
@@ -214,7 +235,7 @@ def volumes(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         {"name": "config", "configMap": {"name": plan.config_map_name}},
         _claim("datasets", storage.datasets),
         _claim("models", storage.models),
-        _claim("outputs", storage.outputs),
+        outputs_volume(storage.outputs),
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": plan.job.spec.resources.shared_memory_size}},
         {"name": "scratch", "emptyDir": {}},
     ]

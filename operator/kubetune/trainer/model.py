@@ -4,6 +4,8 @@
   ``config.json`` (a missing model is a configuration error, not worth a retry).
 * ``spec.model.uri``: an s3:// prefix, mirrored into the models volume
   (:func:`kubetune.trainer.objectstore.stage_model`, ETag-keyed).
+* ``spec.model.fromJob`` of a source whose results are in a bucket: its results are
+  downloaded first (:func:`fetch_source`), then the base model as below.
 * ``spec.model.name``: a Hub id, downloaded with ``huggingface_hub`` into the
   HF cache (``HF_HOME``, on the models volume) so later jobs reuse it.
 
@@ -105,6 +107,9 @@ def download(cfg: JobConfig, env: Mapping[str, str]) -> str:
 
 def prepare(cfg: JobConfig, env: Mapping[str, str], *, local_zero: bool) -> str:
     """Returns where the model is (a folder, or the Hub id now in the cache)."""
+    results = env.get(contract.ENV_SOURCE_RESULTS_URI)
+    if results and cfg.job.spec.model.from_job is not None:
+        fetch_source(cfg, env, results, local_zero=local_zero)
     uri = cfg.job.spec.model.uri
     if uri is not None:
         return _stage_from_bucket(cfg, env, uri, local_zero=local_zero)
@@ -137,6 +142,28 @@ def _stage_from_bucket(cfg: JobConfig, env: Mapping[str, str], uri: str, *, loca
         return str(folder)
     wait_for("the first process on this node to download the model", marker.is_file, timeout=float(env.get(ENV_WAIT_TIMEOUT, "7200")))
     return str(folder)
+
+
+def fetch_source(cfg: JobConfig, env: Mapping[str, str], results_uri: str, *, local_zero: bool) -> Path:
+    """spec.model.fromJob of a job whose results are in a bucket (kubetune.render.chain): the first
+    process of each node copies the files the source's ``_KUBETUNE_COMPLETE`` lists (its adapter or
+    model, ``merged/``; never its checkpoints) into the folder train.yaml's model_name_or_path /
+    adapter_name_or_path point into; the others wait for its marker.  The copy is kept per results
+    URI with each object's ETag (objectstore.download_results, as the serving pods' fetch-results
+    does), so a later run on a models claim downloads only what changed.  A source whose marker is
+    missing (it has not succeeded, or its upload is under way) is a StorageError naming the marker."""
+    from . import objectstore  # noqa: PLC0415 - boto3 is in the train extra only
+
+    folder = cfg.models_dir / model_cache_subdir(results_uri)
+    marker = folder.with_name(folder.name + ".ready")
+    if local_zero:
+        with contextlib.suppress(FileNotFoundError):
+            marker.unlink()
+        objectstore.download_results(results_uri, folder, env)
+        write_text_atomic(marker, str(folder) + "\n")
+        return folder
+    wait_for("the first process on this node to download the source job's results", marker.is_file, timeout=float(env.get(ENV_WAIT_TIMEOUT, "7200")))
+    return folder
 
 
 def offline_env(env: Mapping[str, str]) -> dict[str, str]:

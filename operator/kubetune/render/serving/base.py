@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
-from kubetune.api import FineTuneJob, VolumeSpec
+from kubetune.api import FineTuneJob, OutputsVolumeSpec, VolumeSpec
 from kubetune.api.contract import API_VERSION, KIND, LABEL_JOB, LABEL_MANAGED_BY, MERGED_SUBDIR
 
 from ..backends.base import RbacRule
@@ -141,7 +141,7 @@ def child_name(name: str, suffix: str = SERVE_SUFFIX) -> str:
     return f"{name[: 63 - len(suffix) - 9].rstrip('-')}-{digest}{suffix}"
 
 
-def in_volume(volume: VolumeSpec | None, relative: str) -> str:
+def in_volume(volume: VolumeSpec | OutputsVolumeSpec | None, relative: str) -> str:
     parts = [p for p in ((volume.sub_path if volume else None), relative) if p]
     return "/".join(p.strip("/") for p in parts)
 

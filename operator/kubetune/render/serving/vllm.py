@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from kubetune.api import FineTuneJob, VolumeSpec
+from kubetune.api import FineTuneJob, OutputsVolumeSpec, VolumeSpec
 from kubetune.api import contract
 from kubetune.api.contract import LABEL_JOB, SHM_DIR
 
@@ -121,11 +121,13 @@ def vllm_args(job: FineTuneJob, source: Source, served: str) -> list[str]:
     return args
 
 
-def _claim(name: str, volume: VolumeSpec) -> dict[str, Any]:
+def _claim(name: str, volume: VolumeSpec | OutputsVolumeSpec) -> dict[str, Any]:
+    # An outputs spec without claimName is refused with spec.serve unless modelSource is bucket
+    # (rule serve-without-claim-from-bucket), which never mounts the outputs.
     return {"name": name, "persistentVolumeClaim": {"claimName": volume.claim_name, "readOnly": True}}
 
 
-def _mount(name: str, path: str, volume: VolumeSpec) -> dict[str, Any]:
+def _mount(name: str, path: str, volume: VolumeSpec | OutputsVolumeSpec) -> dict[str, Any]:
     mount: dict[str, Any] = {"name": name, "mountPath": path, "readOnly": True}
     if volume.sub_path:
         mount["subPath"] = volume.sub_path
