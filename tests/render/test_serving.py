@@ -494,6 +494,9 @@ def test_kserve_inferenceservice_downloads_the_merged_model_from_the_bucket() ->
         ({}, {"spec__serviceAccountName": "sa", "spec__method": "full", "spec__export": {"enabled": False}}, "checkpoint-N/"),
         ({}, {"spec__serviceAccountName": "sa", "spec__storage": {"outputs": {"claimName": "out", "uri": "gs://ml-runs/finetune/"}, "objectStore": {"credentialsSecretRef": {"name": "hmac"}}}}, "Application Default Credentials"),
         ({}, {"spec__serviceAccountName": "sa", "spec__storage": {"outputs": {"claimName": "out"}}}, "outputs.uri"),
+        # KServe v0.20.0 reads Azure Blob only as https://<account>.blob.core.windows.net/... with a service principal or
+        # AZURE_STORAGE_ACCESS_KEY (kserve_storage.py:51-54,1122-1162; pkg/credentials/azure/azure_secret.go:24-45)
+        ({}, {"spec__serviceAccountName": "sa", "spec__storage": {"outputs": {"claimName": "out", "uri": "az://ml-runs/finetune/"}, "objectStore": {"credentialsSecretRef": {"name": "az"}}}}, "not the job's connection string"),
         ({}, {"spec__serviceAccountName": "sa", "spec__storage": {**BUCKET, "objectStore": {"credentialsSecretRef": {"name": "s"}, "caBundle": {"name": "ca", "key": "ca.crt"}}}}, "caBundle"),
         ({"kind": "LLMInferenceService"}, {"spec__serviceAccountName": "sa"}, "kind InferenceService"),
         # kubetune's default key names (AWS_ACCESS_KEY_ID...): KServe v0.20.0 skips a Secret without awsSecretAccessKey

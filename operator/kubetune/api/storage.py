@@ -51,7 +51,7 @@ class OutputsVolumeSpec(VolumeSpec):
     """The outputs volume, and optionally a bucket prefix every result is uploaded to."""
 
     uri: ObjectUri | None = None
-    """s3:// key prefix ending in '/', e.g. `s3://runs/finetune/`: complete checkpoints (each with a `_KUBETUNE_COMPLETE` marker object written last), the adapter or model, the merged model, logs, the evaluation and the run record are uploaded under <uri><namespace>/<job name>/, and `_KUBETUNE_COMPLETE` is written there last once the job succeeded. A restart whose volume holds no complete checkpoint resumes from the newest complete one in the bucket. Single-node jobs only for now. gs:// for Google Cloud Storage; az:// is not supported yet."""
+    """s3:// key prefix ending in '/', e.g. `s3://runs/finetune/`: complete checkpoints (each with a `_KUBETUNE_COMPLETE` marker object written last), the adapter or model, the merged model, logs, the evaluation and the run record are uploaded under <uri><namespace>/<job name>/, and `_KUBETUNE_COMPLETE` is written there last once the job succeeded. A restart whose volume holds no complete checkpoint resumes from the newest complete one in the bucket. Single-node jobs only for now. gs:// for Google Cloud Storage; az://<container>/<path> for Azure Blob Storage (the account from spec.storage.objectStore)."""
 
     rules = VolumeSpec.rules + uri_rules("spec.storage.outputs.uri", prefix_example="s3://runs/finetune/")
 
