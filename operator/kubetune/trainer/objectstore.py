@@ -128,6 +128,11 @@ def client(env: Mapping[str, str], uri: str | None = None) -> Any:
     return boto3.session.Session().client("s3", **kwargs)
 
 
+def _client_for(env: Mapping[str, str], uri: str) -> Any:
+    """The client for ``uri``'s store: Azure's for az://, else :func:`client` (boto3)."""
+    return client(env, uri) if uri.startswith("az://") else client(env)
+
+
 _AZURE_SECRETS: Final = (contract.ENV_AZURE_CONNECTION_STRING, contract.ENV_AZURE_ACCOUNT_KEY, azureblob.SHELL_CONNECTION_STRING, azureblob.SHELL_ACCOUNT_KEY)
 _SECRET_PARTS: Final = re.compile(r"((?:AccountKey|SharedAccessSignature)=|\bsig=)[^;&\s'\"]+", re.IGNORECASE)
 
@@ -329,7 +334,7 @@ def stage_dataset(uri: str, scratch: Path, env: Mapping[str, str], s3: Any | Non
     bucket, key = split_uri(uri)
     scratch.mkdir(parents=True, exist_ok=True)
     with _guard(uri, env, doing="reading the dataset", data=True):
-        s3 = s3 or client(env, uri)
+        s3 = s3 or _client_for(env, uri)
         if key and not key.endswith("/"):
             objects = [o for o in list_objects(s3, bucket, key) if o["Key"] == key]
             if objects:
@@ -356,7 +361,7 @@ def stage_model(uri: str, dest: Path, env: Mapping[str, str], s3: Any | None = N
     was done."""
     bucket, prefix = split_uri(uri)
     with _guard(uri, env, doing="downloading the base model"):
-        s3 = s3 or client(env, uri)
+        s3 = s3 or _client_for(env, uri)
         objects = [o for o in list_objects(s3, bucket, prefix) if not str(o["Key"]).endswith("/")]
         if not objects:
             raise StorageError(f"{uri}: no objects under this prefix (spec.model.uri must name a folder holding config.json)")
@@ -416,7 +421,7 @@ def upload_folder(prefix_uri: str, folder: Path, env: Mapping[str, str], *, skip
     sent = 0
     with _guard(prefix_uri, env, doing="uploading"):
         files = _files(folder, skip)
-        s3 = s3 or client(env, prefix_uri)
+        s3 = s3 or _client_for(env, prefix_uri)
         if marker is not None:
             s3.delete_object(Bucket=bucket, Key=prefix + MARKER)
         for relative, path in files:
@@ -479,7 +484,7 @@ def newest_complete_remote(
     None when there is none."""
     bucket, prefix = split_uri(prefix_uri)
     with _guard(prefix_uri, env, doing="looking for checkpoints"):
-        s3 = s3 or client(env, prefix_uri)
+        s3 = s3 or _client_for(env, prefix_uri)
         names: list[tuple[int, str]] = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
             for common in page.get("CommonPrefixes", []):
@@ -528,7 +533,7 @@ def restore_checkpoint(
 
 def _guarded_client(uri: str, env: Mapping[str, str]) -> Any:
     with _guard(uri, env, doing="connecting"):
-        return client(env, uri)
+        return _client_for(env, uri)
 
 
 def upload_results(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, s3: Any | None = None) -> int:
@@ -547,7 +552,7 @@ def upload_results(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *,
     bucket, prefix = split_uri(prefix_uri)
     keep = {f"{prefix}{merged}/{relative}" for relative, _ in _files(output_dir / merged)} if (output_dir / merged).is_dir() else set()
     with _guard(prefix_uri, env, doing="removing an earlier run's merged model files"):
-        s3 = s3 or client(env, prefix_uri)
+        s3 = s3 or _client_for(env, prefix_uri)
         for obj in list_objects(s3, bucket, f"{prefix}{merged}/"):
             if str(obj["Key"]) not in keep:
                 s3.delete_object(Bucket=bucket, Key=str(obj["Key"]))
@@ -572,7 +577,7 @@ def mark_complete(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, 
     bucket, prefix = split_uri(prefix_uri)
     with _guard(prefix_uri, env, doing="writing the completion marker"):
         files = _files(output_dir, _not_results(output_dir))
-        s3 = s3 or client(env, prefix_uri)
+        s3 = s3 or _client_for(env, prefix_uri)
         record = output_dir / contract.RUN_RECORD_FILE
         if record.is_file():
             s3.upload_file(str(record), bucket, prefix + contract.RUN_RECORD_FILE)
@@ -584,7 +589,7 @@ def clear_marker(prefix_uri: str, env: Mapping[str, str], s3: Any | None = None)
     """A (re)started job is not complete until it says so again."""
     bucket, prefix = split_uri(prefix_uri)
     with _guard(prefix_uri, env, doing="clearing the completion marker"):
-        (s3 or client(env, prefix_uri)).delete_object(Bucket=bucket, Key=prefix + MARKER)
+        (s3 or _client_for(env, prefix_uri)).delete_object(Bucket=bucket, Key=prefix + MARKER)
 
 
 _FIXES: Final = {
@@ -784,7 +789,7 @@ def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, onl
     bucket, prefix = split_uri(prefix_uri)
     fetched: list[str] = []
     with _guard(prefix_uri, env, doing="downloading the job's results"):
-        s3 = s3 or client(env, prefix_uri)
+        s3 = s3 or _client_for(env, prefix_uri)
         marker = _read_marker(s3, bucket, prefix + MARKER)
         if marker is None or not isinstance(marker.get("files"), dict):
             raise StorageError(
