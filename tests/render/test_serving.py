@@ -538,3 +538,26 @@ def test_bucket_serving_is_refused_where_nothing_reads_the_bucket() -> None:
     assert "outputs.uri" in _problems(job({"modelSource": "bucket"}))["spec.serve.modelSource"]
     kaito = job({"engine": "kaito", "modelSource": "bucket", "kaito": {"instanceType": "Standard_NC24ads_A100_v4"}}, spec__storage=BUCKET)
     assert "engine kaito" in _problems(kaito)["spec.serve.modelSource"]
+
+
+def test_vllm_reads_an_az_bucket_with_the_jobs_credentials_and_workload_identity_gets_its_webhook_label() -> None:
+    """engine vllm, modelSource bucket, az://: the fetch-results init container gets the job's Azure settings; with
+    Azure Workload Identity (no Secret) the pod carries azure.workload.identity/use: "true" (the webhook's
+    objectSelector, charts/workload-identity-webhook/templates/azure-wi-webhook-mutating-webhook-configuration-
+    mutatingwebhookconfiguration.yaml:27 @v1.6.0) and runs as spec.serviceAccountName, still without an API-server token."""
+    outputs = {"claimName": "out", "uri": "az://ml-runs/finetune/"}
+    wi = job({"modelSource": "bucket"}, spec__serviceAccountName="trainer-wi",
+             spec__storage={"outputs": outputs, "objectStore": {"endpoint": "https://acct.blob.core.windows.net"}}).build()
+    template = _deployment(render_serving(wi))["spec"]["template"]
+    fetch = next(c for c in template["spec"]["initContainers"] if c["name"] == "fetch-results")
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in fetch["env"]}
+    assert env["KUBETUNE_RESULTS_URI"] == f"az://ml-runs/finetune/{wi.namespace}/{wi.name}/"
+    assert env[contract.ENV_S3_ENDPOINT] == "https://acct.blob.core.windows.net"
+    assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert template["spec"]["serviceAccountName"] == "trainer-wi" and template["spec"]["automountServiceAccountToken"] is False
+    keyed = job({"modelSource": "bucket"}, spec__storage={"outputs": outputs, "objectStore": {"credentialsSecretRef": {"name": "az"}}}).build()
+    template = _deployment(render_serving(keyed))["spec"]["template"]
+    fetch = next(c for c in template["spec"]["initContainers"] if c["name"] == "fetch-results")
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in fetch["env"]}
+    assert env[contract.ENV_AZURE_CONNECTION_STRING] == {"secretKeyRef": {"name": "az", "key": "AZURE_STORAGE_CONNECTION_STRING"}}
+    assert "azure.workload.identity/use" not in template["metadata"]["labels"]
