@@ -332,8 +332,8 @@ def results_cache(uri: str) -> Path:
 
 
 def fetch_results(uri: str, *, endpoint: str | None = None, dest: Path | None = None, only: tuple[str, ...] | None = None) -> Path:
-    """Copy a finished job's results from ``<spec.storage.outputs.uri><namespace>/<job>/`` (s3:// or
-    gs://) into a local folder; only a job whose completion marker exists (it succeeded)."""
+    """Copy a finished job's results from ``<spec.storage.outputs.uri><namespace>/<job>/`` (s3://,
+    gs:// or az://) into a local folder; only a job whose completion marker exists (it succeeded)."""
     from kubetune.trainer import objectstore  # noqa: PLC0415 - boto3 comes with the train extra
 
     folder = dest or results_cache(uri)
@@ -357,7 +357,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     output_dir = args.output_dir
-    if output_dir and output_dir.startswith(("s3://", "gs://")):
+    if output_dir and output_dir.startswith(("s3://", "gs://", "az://")):
         from kubetune.trainer.errors import TrainerError  # noqa: PLC0415
 
         try:
@@ -401,9 +401,9 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve a trained model through an OpenAI-compatible API on 127.0.0.1 (--local)")
     p.add_argument(
         "output_dir", nargs="?", metavar="OUTPUT_DIR|URI",
-        help="the job's output folder (e.g. outputs/default/my-job), or its results in a bucket: <spec.storage.outputs.uri><namespace>/<job>/ (s3:// or gs://, keys from your shell)",
+        help="the job's output folder (e.g. outputs/default/my-job), or its results in a bucket: <spec.storage.outputs.uri><namespace>/<job>/ (s3://, gs:// or az://, keys from your shell)",
     )
-    p.add_argument("--endpoint", help="S3 API endpoint for a bucket URI (the spec's storage.objectStore.endpoint; default AWS, or Cloud Storage for gs://)")
+    p.add_argument("--endpoint", help="S3 API endpoint for a bucket URI (the spec's storage.objectStore.endpoint; default AWS, or Cloud Storage for gs://; for az:// the account's Blob endpoint, with AZURE_STORAGE_ACCOUNT_KEY)")
     p.add_argument("--local", action="store_true", help="serve on this machine (required)")
     p.add_argument("--model", help="model folder or id (default: the merged model, or the job's base model)")
     p.add_argument("--adapter", help="LoRA adapter folder served on top of --model")

@@ -636,7 +636,7 @@ def read_losses(source: str, client_args: argparse.Namespace) -> tuple[list[tupl
     cluster (the SDK's ``read_trainer_log`` and ``Client.metrics``)."""
     from kubetune import sdk  # noqa: PLC0415
 
-    if source.startswith(("s3://", "gs://")):  # <spec.storage.outputs.uri><namespace>/<job>/ of a job that succeeded
+    if source.startswith(("s3://", "gs://", "az://")):  # <spec.storage.outputs.uri><namespace>/<job>/ of a job that succeeded
         from kubetune import localserve  # noqa: PLC0415
         from kubetune.trainer.errors import TrainerError  # noqa: PLC0415
 
@@ -701,7 +701,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("plot", help="plot the training loss as a PNG, from a job's outputs folder or from the cluster")
-    p.add_argument("source", metavar="OUTPUT_DIR|URI|NAME", help="a job's output folder (trainer_log.jsonl), its results in a bucket (<spec.storage.outputs.uri><namespace>/<job>/, s3:// or gs://), or a FineTuneJob name (rank 0's progress lines while its pod exists, else the latest point in status)")
+    p.add_argument("source", metavar="OUTPUT_DIR|URI|NAME", help="a job's output folder (trainer_log.jsonl), its results in a bucket (<spec.storage.outputs.uri><namespace>/<job>/, s3://, gs:// or az://), or a FineTuneJob name (rank 0's progress lines while its pod exists, else the latest point in status)")
     p.add_argument("-o", "--output", help="PNG file (default: <name>-loss.png)")
     p.add_argument("--endpoint", help="S3 API endpoint for a bucket URI (the spec's storage.objectStore.endpoint)")
     common(p)

@@ -111,6 +111,28 @@ VALID = [
         },
     ),
     Case(
+        "azure-model-data-outputs-connection-string",
+        {
+            "spec.model": {"uri": "az://models/qwen2.5-0.5b/", "template": "qwen"},
+            "spec.datasets.0": {"name": "chats", "uri": "az://training-data-2026/chat/train.jsonl"},
+            "spec.storage": {"outputs": {"claimName": "outputs", "uri": "az://runs/finetune/"}, "objectStore": {"credentialsSecretRef": {"name": "az-storage"}}},
+        },
+    ),
+    Case(
+        "azure-account-key-with-endpoint",
+        {
+            "spec.datasets.0": {"name": "chats", "uri": "az://a1b/chat/"},
+            "spec.storage": {
+                "outputs": {"claimName": "outputs", "uri": "az://" + "r" * 63 + "/"},
+                "objectStore": {"endpoint": "https://acct.blob.core.windows.net", "credentialsSecretRef": {"name": "az-key", "accountKeyKey": "key"}},
+            },
+        },
+    ),
+    Case(
+        "azure-workload-identity",
+        {"spec.storage": {"outputs": {"claimName": "outputs", "uri": "az://runs/"}, "objectStore": {"endpoint": "https://acct.blob.core.windows.net"}}, "spec.serviceAccountName": "trainer-wi"},
+    ),
+    Case(
         "url-datasets-https-pinned-private-ca",
         {
             "spec.datasets.0": {"name": "web", "url": "https://data.example.com/chat/train.jsonl", "sha256": "a" * 64},
@@ -294,7 +316,25 @@ VALID = [
 ]
 
 INVALID = [
-    Case("dataset-az-uri", {"spec.datasets.0": {"name": "d", "uri": "az://container/data.jsonl"}}, "spec.datasets[].uri"),
+    Case("dataset-abfs-uri", {"spec.datasets.0": {"name": "d", "uri": "abfs://container/data.jsonl"}, "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.datasets[].uri"),
+    Case("azure-container-uppercase", {"spec.datasets.0": {"name": "d", "uri": "az://Data/x.jsonl"}, "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.datasets[].uri"),
+    Case("azure-container-double-hyphen", {"spec.datasets.0": {"name": "d", "uri": "az://my--data/x.jsonl"}, "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.datasets[].uri"),
+    Case("azure-container-trailing-hyphen", {"spec.model": {"uri": "az://models-/m/", "template": "qwen"}, "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.model.uri"),
+    Case("azure-container-too-short", {"spec.storage.outputs.uri": "az://ab/", "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.storage.outputs.uri"),
+    Case("azure-container-too-long", {"spec.storage.outputs.uri": "az://" + "r" * 64 + "/", "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.storage.outputs.uri"),
+    Case("azure-container-underscore", {"spec.storage.outputs.uri": "az://my_runs/", "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.storage.outputs.uri"),
+    Case("azure-key-dotdot", {"spec.datasets.0": {"name": "d", "uri": "az://data/a/../b.jsonl"}, "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.datasets[].uri"),
+    Case("azure-without-account", {"spec.datasets.0": {"name": "d", "uri": "az://data/x.jsonl"}, "spec.serviceAccountName": "wi"}, "spec.storage.objectStore"),
+    Case(
+        "azure-account-key-without-endpoint",
+        {"spec.datasets.0": {"name": "d", "uri": "az://data/x.jsonl"}, "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k", "accountKeyKey": "key"}}},
+        "spec.storage.objectStore",
+    ),
+    Case(
+        "s3-and-azure-in-one-job",
+        {"spec.datasets.0": {"name": "d", "uri": "az://data/x.jsonl"}, "spec.storage.outputs.uri": "s3://runs-bucket/", "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}},
+        "one object store",
+    ),
     Case("gcs-bucket-google", {"spec.datasets.0": {"name": "d", "uri": "gs://my-google-data/x.jsonl"}, "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.datasets[].uri"),
     Case("gcs-bucket-goog-prefix", {"spec.datasets.0": {"name": "d", "uri": "gs://goog-data/x.jsonl"}, "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.datasets[].uri"),
     Case("gcs-bucket-uppercase", {"spec.datasets.0": {"name": "d", "uri": "gs://My_Data/x.jsonl"}, "spec.storage.objectStore": {"credentialsSecretRef": {"name": "k"}}}, "spec.datasets[].uri"),
@@ -320,12 +360,13 @@ INVALID = [
     Case("dataset-bucket-reserved-suffix", {"spec.datasets.0": {"name": "d", "uri": "s3://mybucket-s3alias/data.jsonl"}}, "spec.datasets[].uri"),
     Case("dataset-key-dotdot", {"spec.datasets.0": {"name": "d", "uri": "s3://data-bucket/a/../b.jsonl"}}, "spec.datasets[].uri"),
     Case("dataset-uri-and-hub", {"spec.datasets.0": {"name": "d", "hub": "o/d", "uri": "s3://data-bucket/d.jsonl"}}, "spec.datasets"),
-    Case("model-az-uri", {"spec.model": {"uri": "az://container/models/", "template": "qwen"}}, "spec.model.uri"),
+    Case("model-abfss-uri", {"spec.model": {"uri": "abfss://container/models/", "template": "qwen"}}, "spec.model.uri"),
     Case("model-bucket-adjacent-dots", {"spec.model": {"uri": "s3://models..corp/m/", "template": "qwen"}}, "spec.model.uri"),
     Case("model-key-empty-segment", {"spec.model": {"uri": "s3://models-bucket/a//m/", "template": "qwen"}}, "spec.model.uri"),
     Case("model-uri-not-a-prefix", {"spec.model": {"uri": "s3://models-bucket/qwen/model.safetensors", "template": "qwen"}}, "spec.model.uri"),
     Case("model-uri-and-name", {"spec.model": {"uri": "s3://models-bucket/qwen/", "name": "Qwen/Qwen1.5-1.8B", "template": "qwen"}}, "spec.model"),
-    Case("outputs-az-uri", {"spec.storage.outputs.uri": "az://runs/"}, "spec.storage.outputs.uri"),
+    Case("outputs-wasbs-uri", {"spec.storage.outputs.uri": "wasbs://runs/"}, "spec.storage.outputs.uri"),
+    Case("outputs-az-without-account", {"spec.storage.outputs.uri": "az://runs/"}, "spec.storage.objectStore"),
     Case("outputs-bucket-xn", {"spec.storage.outputs.uri": "s3://xn--runs/"}, "spec.storage.outputs.uri"),
     Case("outputs-key-dot", {"spec.storage.outputs.uri": "s3://runs-bucket/./x/"}, "spec.storage.outputs.uri"),
     Case("outputs-uri-not-a-prefix", {"spec.storage.outputs.uri": "s3://runs-bucket/finetune"}, "spec.storage.outputs.uri"),

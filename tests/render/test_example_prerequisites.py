@@ -197,8 +197,11 @@ def test_the_strict_pvc_check_refuses_what_the_api_server_refuses() -> None:
 def test_every_prerequisites_file_applies_in_any_order_into_one_namespace() -> None:
     files = tuple(sorted(PREREQS.glob("*.yaml")))
     assert len(files) >= 5
-    for order in itertools.permutations(files):
+    # A claim is refused only against the one stored first (apply_all keeps the first definition), so
+    # every ordered pair covers every order of all the files (8 files: 56 pairs instead of 40,320 orders).
+    for order in itertools.permutations(files, 2):
         assert apply_all(order) == [], f"applying {[p.name for p in order]} into one namespace"
+    assert apply_all(files) == [] and apply_all(files[::-1]) == []
 
 
 def test_docs_say_that_examples_sharing_a_readwriteonce_claim_run_one_node_at_a_time() -> None:

@@ -238,3 +238,43 @@ def test_from_job_from_a_bucket_needs_the_same_object_store() -> None:
     # A job on a claim with no URI of its own may still carry objectStore to reach the source's bucket.
     reader = _job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, datasets=[{"name": "d", "hub": "x/y"}], storage={"outputs": {"claimName": "outputs"}, "objectStore": STORE})
     assert isinstance(resolve_from_job(reader, _succeeded(source)), ModelSource)
+
+
+def _az_job(store: dict[str, Any], **spec: Any) -> FineTuneJob:
+    return _job(
+        "az-job",
+        model={"uri": "az://models/qwen/", "template": "qwen"},
+        datasets=[{"name": "d", "uri": "az://training-data/chat/"}],
+        storage={"outputs": {"claimName": "outputs", "uri": "az://runs/ft/"}, "objectStore": store},
+        **spec,
+    )
+
+
+def test_az_credentials_reach_the_pods_only_by_secret_reference_and_workload_identity_by_the_webhook_label() -> None:
+    """az://: the connection string (or the account key) by secretKeyRef only; without a Secret, the pods carry the
+    label Azure Workload Identity's webhook selects (charts/workload-identity-webhook/templates/
+    azure-wi-webhook-mutating-webhook-configuration-mutatingwebhookconfiguration.yaml:27 @v1.6.0) and still no
+    API-server token."""
+    cases = {
+        "connection string": ({"credentialsSecretRef": {"name": "az-storage"}}, {}),
+        "account key": ({"endpoint": "https://acct.blob.core.windows.net", "credentialsSecretRef": {"name": "az-key", "accountKeyKey": "key"}}, {}),
+        "workload identity": ({"endpoint": "https://acct.blob.core.windows.net"}, {"serviceAccountName": "trainer-wi"}),
+    }
+    for what, (store, spec) in cases.items():
+        rendered = render(_az_job(store, **spec))
+        for template in pod_templates(rendered.workload).values():
+            [container] = template["spec"]["containers"]
+            env = {e["name"]: e for e in container["env"]}
+            assert not any(n.startswith("KUBETUNE_S3_ACCESS") or n.startswith("KUBETUNE_S3_SECRET") for n in env), what
+            labels = template["metadata"]["labels"]
+            assert template["spec"]["automountServiceAccountToken"] is False
+            if what == "connection string":
+                assert env[contract.ENV_AZURE_CONNECTION_STRING]["valueFrom"] == {"secretKeyRef": {"name": "az-storage", "key": "AZURE_STORAGE_CONNECTION_STRING"}}
+                assert contract.ENV_S3_ENDPOINT not in env and "azure.workload.identity/use" not in labels
+            elif what == "account key":
+                assert env[contract.ENV_AZURE_ACCOUNT_KEY]["valueFrom"] == {"secretKeyRef": {"name": "az-key", "key": "key"}}
+                assert env[contract.ENV_S3_ENDPOINT]["value"] == "https://acct.blob.core.windows.net" and contract.ENV_AZURE_CONNECTION_STRING not in env
+                assert "azure.workload.identity/use" not in labels
+            else:
+                assert contract.ENV_AZURE_CONNECTION_STRING not in env and contract.ENV_AZURE_ACCOUNT_KEY not in env
+                assert labels["azure.workload.identity/use"] == "true" and template["spec"]["serviceAccountName"] == "trainer-wi"

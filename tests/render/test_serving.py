@@ -499,6 +499,9 @@ def test_kserve_inferenceservice_downloads_the_merged_model_from_the_bucket() ->
         ({}, {"spec__serviceAccountName": "sa", "spec__method": "full", "spec__export": {"enabled": False}}, "checkpoint-N/"),
         ({}, {"spec__serviceAccountName": "sa", "spec__storage": {"outputs": {"claimName": "out", "uri": "gs://ml-runs/finetune/"}, "objectStore": {"credentialsSecretRef": {"name": "hmac"}}}}, "Application Default Credentials"),
         ({}, {"spec__serviceAccountName": "sa", "spec__storage": {"outputs": {"claimName": "out"}}}, "outputs.uri"),
+        # KServe v0.20.0 reads Azure Blob only as https://<account>.blob.core.windows.net/... with a service principal or
+        # AZURE_STORAGE_ACCESS_KEY (kserve_storage.py:51-54,1122-1162; pkg/credentials/azure/azure_secret.go:24-45)
+        ({}, {"spec__serviceAccountName": "sa", "spec__storage": {"outputs": {"claimName": "out", "uri": "az://ml-runs/finetune/"}, "objectStore": {"credentialsSecretRef": {"name": "az"}}}}, "not the job's connection string"),
         ({}, {"spec__serviceAccountName": "sa", "spec__storage": {**BUCKET, "objectStore": {"credentialsSecretRef": {"name": "s"}, "caBundle": {"name": "ca", "key": "ca.crt"}}}}, "caBundle"),
         ({"kind": "LLMInferenceService"}, {"spec__serviceAccountName": "sa"}, "kind InferenceService"),
         # kubetune's default key names (AWS_ACCESS_KEY_ID...): KServe v0.20.0 skips a Secret without awsSecretAccessKey
@@ -551,3 +554,26 @@ def test_a_job_without_an_outputs_claim_is_served_from_its_bucket_with_no_claim_
     text = json.dumps(serving.prepare + serving.objects)
     assert "persistentVolumeClaim" not in text and "pvc://" not in text
     assert f"s3://ml-runs/finetune/{built.namespace}/{built.name}/" in text
+
+
+def test_vllm_reads_an_az_bucket_with_the_jobs_credentials_and_workload_identity_gets_its_webhook_label() -> None:
+    """engine vllm, modelSource bucket, az://: the fetch-results init container gets the job's Azure settings; with
+    Azure Workload Identity (no Secret) the pod carries azure.workload.identity/use: "true" (the webhook's
+    objectSelector, charts/workload-identity-webhook/templates/azure-wi-webhook-mutating-webhook-configuration-
+    mutatingwebhookconfiguration.yaml:27 @v1.6.0) and runs as spec.serviceAccountName, still without an API-server token."""
+    outputs = {"claimName": "out", "uri": "az://ml-runs/finetune/"}
+    wi = job({"modelSource": "bucket"}, spec__serviceAccountName="trainer-wi",
+             spec__storage={"outputs": outputs, "objectStore": {"endpoint": "https://acct.blob.core.windows.net"}}).build()
+    template = _deployment(render_serving(wi))["spec"]["template"]
+    fetch = next(c for c in template["spec"]["initContainers"] if c["name"] == "fetch-results")
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in fetch["env"]}
+    assert env["KUBETUNE_RESULTS_URI"] == f"az://ml-runs/finetune/{wi.namespace}/{wi.name}/"
+    assert env[contract.ENV_S3_ENDPOINT] == "https://acct.blob.core.windows.net"
+    assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert template["spec"]["serviceAccountName"] == "trainer-wi" and template["spec"]["automountServiceAccountToken"] is False
+    keyed = job({"modelSource": "bucket"}, spec__storage={"outputs": outputs, "objectStore": {"credentialsSecretRef": {"name": "az"}}}).build()
+    template = _deployment(render_serving(keyed))["spec"]["template"]
+    fetch = next(c for c in template["spec"]["initContainers"] if c["name"] == "fetch-results")
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in fetch["env"]}
+    assert env[contract.ENV_AZURE_CONNECTION_STRING] == {"secretKeyRef": {"name": "az", "key": "AZURE_STORAGE_CONNECTION_STRING"}}
+    assert "azure.workload.identity/use" not in template["metadata"]["labels"]

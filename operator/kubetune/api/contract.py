@@ -72,6 +72,13 @@ ENV_S3_CA_BUNDLE: Final = "KUBETUNE_S3_CA_BUNDLE"
 own names, not AWS_*: a user's AWS_* variables (e.g. MLflow's artifact store) stay theirs.  The
 two keys arrive only as valueFrom.secretKeyRef; unset, boto3's default chain applies (IRSA, and
 AWS_* in the environment for `kubetune run --local`)."""
+ENV_AZURE_CONNECTION_STRING: Final = "KUBETUNE_AZURE_STORAGE_CONNECTION_STRING"
+ENV_AZURE_ACCOUNT_KEY: Final = "KUBETUNE_AZURE_STORAGE_ACCOUNT_KEY"
+"""az://: the connection string or the account key, only as valueFrom.secretKeyRef.  The account's Blob
+endpoint is ENV_S3_ENDPOINT (spec.storage.objectStore.endpoint) and its CA ENV_S3_CA_BUNDLE.  Unset:
+Azure Workload Identity (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE from AKS's
+webhook), or AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_ACCOUNT_KEY in the shell of
+`kubetune run --local` (the names adlfs reads)."""
 S3_CA_BUNDLE_DIR: Final = "/etc/kubetune/s3-ca"
 ENV_RESULTS_URI: Final = "KUBETUNE_RESULTS_URI"
 ENV_RESULTS_DIR: Final = "KUBETUNE_RESULTS_DIR"

@@ -103,7 +103,7 @@ class DatasetSpec(RuledModel):
     """Hex SHA-256 of the file at url: the trainer refuses a download with another digest. Only with url."""
 
     uri: ObjectUri | None = None
-    """s3:// object (`s3://bucket/data/train.jsonl`) or key prefix ending in '/' (every .json/.jsonl/.parquet/.csv/.arrow object under it becomes one dataset), downloaded once per job by the trainer; gs:// for Google Cloud Storage (S3-compatible XML API, HMAC key); the store is spec.storage.objectStore. az:// is not supported yet."""
+    """s3:// object (`s3://bucket/data/train.jsonl`) or key prefix ending in '/' (every .json/.jsonl/.parquet/.csv/.arrow object under it becomes one dataset), downloaded once per job by the trainer; gs:// for Google Cloud Storage (S3-compatible XML API, HMAC key); az://<container>/<path> for Azure Blob Storage (the account from spec.storage.objectStore); the store is spec.storage.objectStore."""
 
     split: Identifier = "train"
     """Dataset split to train on (Hub datasets)."""

@@ -37,7 +37,7 @@ class ModelSpec(RuledModel):
     """Folder of a model already on the models volume (spec.storage.models), relative to its subPath. Exactly one of name, path, uri or fromJob."""
 
     uri: ObjectUri | None = None
-    """s3:// key prefix ending in '/' holding a Hugging Face model folder (config.json, tokenizer, safetensors), e.g. `s3://models/qwen2.5-0.5b/`. Staged once into the models volume (spec.storage.models; an emptyDir when unset), keyed by the objects' ETags: only changed objects are downloaded again. Not with spec.serve yet. gs:// for Google Cloud Storage; az:// is not supported yet."""
+    """s3:// key prefix ending in '/' holding a Hugging Face model folder (config.json, tokenizer, safetensors), e.g. `s3://models/qwen2.5-0.5b/`. Staged once into the models volume (spec.storage.models; an emptyDir when unset), keyed by the objects' ETags: only changed objects are downloaded again. Not with spec.serve yet. gs:// for Google Cloud Storage; az://<container>/<path> for Azure Blob Storage (the account from spec.storage.objectStore)."""
 
     from_job: DNS1123Subdomain | None = None
     """Train on top of another FineTuneJob's output in the same namespace (same outputs claim): its merged model when it exported one, else its base model plus its LoRA adapter. The job waits (phase Pending, reason WaitingForJob) until that job has Succeeded."""

@@ -7,8 +7,19 @@ becomes the field's description in the CRD (``kubectl explain``).
 ``gs://``: Google Cloud Storage through its S3-compatible XML API (endpoint
 ``https://storage.googleapis.com``, an HMAC key in place of the AWS key pair, V4 signatures:
 https://cloud.google.com/storage/docs/interoperability and .../aws-simple-migration, read
-2026-12-07); one job uses one store, so s3:// and gs:// do not mix.  ``az://`` (and every other
-scheme) is refused at admission with the field named, never accepted and ignored.
+2026-12-07); one job uses one store, so s3://, gs:// and az:// do not mix.  Every other scheme is
+refused at admission with the field named, never accepted and ignored.
+
+``az://container/blob-prefix``: Azure Blob Storage, with azure-storage-blob (not through S3).  The
+URI names the container and the blob path only, the account comes from the credentials (the
+connection string) or from ``spec.storage.objectStore.endpoint`` (``https://<account>.blob.core.windows.net``),
+as adlfs, fsspec's Azure filesystem, reads ``az://`` (adlfs/spec.py:295 ``protocol = ("abfs", "az",
+"abfss")``, :335-338 the account from ``account_name``/``AZURE_STORAGE_ACCOUNT_NAME`` or the
+connection string ``AZURE_STORAGE_CONNECTION_STRING``, :412-450 ``_strip_protocol``: the URI's host
+is the container @ fsspec/adlfs 6362b4f, the 2026.8.0 release).  Container names follow
+https://learn.microsoft.com/en-us/rest/api/storageservices/naming-and-referencing-containers--blobs--and-metadata
+(read 2026-12-07): 3-63 characters, lowercase letters, digits and ``-``, beginning with a letter or
+digit, every ``-`` between two letters or digits (no ``--``, none at either end).
 
 GCS bucket names follow https://cloud.google.com/storage/docs/naming-buckets (read 2026-12-07):
 lowercase letters, digits, ``-``, ``_`` and ``.``, beginning and ending with a letter or digit,
@@ -44,6 +55,7 @@ __all__ = [
     "SCHEMES",
     "bucket_problem",
     "gcs_bucket_problem",
+    "azure_container_problem",
     "key_problem",
     "model_cache_subdir",
     "split_uri",
@@ -83,7 +95,8 @@ def bucket_problem(bucket: str) -> str | None:
 
 
 _GCS_BUCKET_CHARS: Final = r"[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]"
-SCHEMES: Final = ("s3://", "gs://")
+SCHEMES: Final = ("s3://", "gs://", "az://")
+_AZ_CONTAINER: Final = r"[a-z0-9]+(-[a-z0-9]+)*"
 GCS_ENDPOINT: Final = "https://storage.googleapis.com"
 """Cloud Storage's XML API request endpoint (https://cloud.google.com/storage/docs/interoperability)."""
 
@@ -99,11 +112,23 @@ def gcs_bucket_problem(bucket: str) -> str | None:
     return None
 
 
+def azure_container_problem(container: str) -> str | None:
+    """Why ``container`` breaks Azure's container naming rules, or None."""
+    if not 3 <= len(container) <= 63 or not re.fullmatch(_AZ_CONTAINER, container):
+        return "3-63 lowercase letters, digits or hyphens, beginning and ending with a letter or digit, no '--'"
+    return None
+
+
 def uri_problem(uri: str | None) -> str | None:
-    """Why an s3:// or gs:// URI is unusable (bucket naming, key segments), or None.  Other schemes: see uri_rules."""
+    """Why an s3://, gs:// or az:// URI is unusable (bucket naming, key segments), or None.  Other schemes: see uri_rules."""
     if uri is None or not uri.startswith(SCHEMES):
         return None
     bucket, key = split_uri(uri)
+    if uri.startswith("az://"):
+        why = azure_container_problem(bucket)
+        if why is not None:
+            return f"container name {bucket!r} must be {why} (Azure container naming rules)"
+        return key_problem(key)
     if uri.startswith("gs://"):
         why = gcs_bucket_problem(bucket)
         if why is not None:
@@ -131,7 +156,8 @@ _CEL_BUCKET = (
     " && !self.uri.matches('^s3://(xn--|sthree-|amzn-s3-demo-)')"
     " && !self.uri.matches('^s3://[^/]*(-s3alias|--ol-s3|[.]mrap|--x-s3|--table-s3)(/|$)')"
 )
-_CEL_KEY = "!self.uri.matches('^(s3|gs)://[^/]+/(.*/)?[.][.]?(/|$)') && !self.uri.matches('^(s3|gs)://[^/]+/(.*/)?/')"
+_CEL_KEY = "!self.uri.matches('^(s3|gs|az)://[^/]+/(.*/)?[.][.]?(/|$)') && !self.uri.matches('^(s3|gs|az)://[^/]+/(.*/)?/')"
+_CEL_AZ_CONTAINER = "self.uri.matches('^az://" + _AZ_CONTAINER + "(/|$)') && self.uri.matches('^az://[a-z0-9-]{3,63}(/|$)')"
 _CEL_GCS_BUCKET = (
     "self.uri.matches('^gs://" + _GCS_BUCKET_CHARS + "(/|$)')"
     " && !self.uri.matches('^gs://" + _IP + "(/|$)')"
@@ -146,8 +172,8 @@ def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, .
     rules = [
         Rule(
             name="object-uri-scheme",
-            cel="!has(self.uri) || self.uri.startsWith('s3://') || self.uri.startsWith('gs://')",
-            message=f"{field}: only s3:// (AWS S3, or MinIO/Ceph and other S3 APIs through spec.storage.objectStore.endpoint) and gs:// (Google Cloud Storage, with an HMAC key) URIs are supported; az:// is not supported yet: copy the files to an S3 or GCS bucket or onto a volume",
+            cel="!has(self.uri) || self.uri.startsWith('s3://') || self.uri.startsWith('gs://') || self.uri.startsWith('az://')",
+            message=f"{field}: only s3:// (AWS S3, or MinIO/Ceph and other S3 APIs through spec.storage.objectStore.endpoint), gs:// (Google Cloud Storage, with an HMAC key) and az://<container>/<path> (Azure Blob Storage) URIs are supported: copy the files to such a store or onto a volume",
             field_path=".uri",
             check=lambda m: m.uri is None or m.uri.startswith(SCHEMES),
         ),
@@ -157,6 +183,13 @@ def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, .
             message=f"{field}: the bucket name must follow Cloud Storage's bucket naming rules: 3-63 lowercase letters, digits, dashes, underscores or dots, beginning and ending with a letter or digit, not an IP address, not starting with goog, not containing google",
             field_path=".uri",
             check=lambda m: m.uri is None or not m.uri.startswith("gs://") or gcs_bucket_problem(split_uri(m.uri)[0]) is None,
+        ),
+        Rule(
+            name="object-uri-azure-container",
+            cel="!has(self.uri) || !self.uri.startsWith('az://') || (" + _CEL_AZ_CONTAINER + ")",
+            message=f"{field}: az:// URIs are az://<container>/<path> (the storage account comes from spec.storage.objectStore: the connection string or the endpoint), and the container name must follow Azure's container naming rules: 3-63 lowercase letters, digits or hyphens, beginning and ending with a letter or digit, no '--'",
+            field_path=".uri",
+            check=lambda m: m.uri is None or not m.uri.startswith("az://") or azure_container_problem(split_uri(m.uri)[0]) is None,
         ),
         Rule(
             name="object-uri-bucket",
@@ -187,7 +220,7 @@ def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, .
 
 
 class ObjectStoreCredentials(ApiModel):
-    """A Secret in the job's namespace holding an S3 access key; it reaches the pods only as secretKeyRef environment."""
+    """A Secret in the job's namespace holding an S3 access key (or, for az://, an Azure Storage connection string or account key); it reaches the pods only as secretKeyRef environment."""
 
     name: DNS1123Subdomain
     """Secret name."""
@@ -195,20 +228,27 @@ class ObjectStoreCredentials(ApiModel):
     """Key of the access key id inside the Secret."""
     secret_access_key_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "AWS_SECRET_ACCESS_KEY"
     """Key of the secret access key inside the Secret."""
+    connection_string_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] | None = None
+    """az:// only: key of the Azure Storage connection string inside the Secret (it names the account; an account key or a SAS token). Unset: AZURE_STORAGE_CONNECTION_STRING. Not read when accountKeyKey is set."""
+    account_key_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] | None = None
+    """az:// only: key of the storage account key inside the Secret, instead of a connection string; the account is then the one of spec.storage.objectStore.endpoint (https://<account>.blob.core.windows.net)."""
 
 
 class ObjectStoreSpec(ApiModel):
-    """How the trainer reaches the s3:// URIs of the job (spec.model.uri, spec.datasets[].uri, spec.storage.outputs.uri)."""
+    """How the trainer reaches the s3://, gs:// or az:// URIs of the job (spec.model.uri, spec.datasets[].uri, spec.storage.outputs.uri)."""
 
     endpoint: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f'\"`$\\/]+(/[^\x00-\x20\x7f'\"`$\\]*)?$")] | None = None
-    """S3 API address of an S3-compatible store (MinIO, Ceph RGW), e.g. `https://minio.storage.svc:9000`. Unset: AWS S3."""
+    """S3 API address of an S3-compatible store (MinIO, Ceph RGW), e.g. `https://minio.storage.svc:9000`. Unset: AWS S3. For az://: the Blob service of the storage account, `https://<account>.blob.core.windows.net` (needed unless the connection string names the account)."""
     region: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9-]+$")] | None = None
     """Region of the buckets, e.g. `eu-west-1`. Unset: the SDK's default (us-east-1 for a custom endpoint)."""
     credentials_secret_ref: ObjectStoreCredentials | None = None
-    """Secret with the access key (keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY by default). Unset: the AWS SDK's default chain in the pod, e.g. workload identity (IRSA) through spec.serviceAccountName."""
+    """Secret with the access key (keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY by default; for az:// AZURE_STORAGE_CONNECTION_STRING, or accountKeyKey). Unset: the AWS SDK's default chain in the pod, e.g. workload identity (IRSA) through spec.serviceAccountName; for az://, Azure Workload Identity through spec.serviceAccountName."""
     ca_bundle: ConfigMapKeyRef | None = None
     """ConfigMap key holding the PEM CA bundle of a store with a private certificate authority; mounted read-only and used to verify the endpoint's TLS certificate."""
 
+
+AZURE_CONNECTION_STRING_KEY: Final = "AZURE_STORAGE_CONNECTION_STRING"
+"""The Secret key of the connection string when connectionStringKey is unset (the name adlfs and Azure's tools read)."""
 
 MODEL_CACHE_SUBDIR: Final = ".kubetune-object-models"
 

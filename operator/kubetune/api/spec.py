@@ -116,7 +116,7 @@ def _field_value(spec: Any, camel_field: str) -> Any:
 
 
 def uses_object_store(spec: Any) -> list[str]:
-    """Every s3:// or gs:// URI of the spec (model, datasets, evaluation datasets, outputs)."""
+    """Every s3://, gs:// or az:// URI of the spec (model, datasets, evaluation datasets, outputs)."""
     held_out = spec.evaluation.datasets if spec.evaluation is not None and spec.evaluation.datasets else []
     uris = [spec.model.uri, *(d.uri for d in [*spec.datasets, *held_out]), spec.storage.outputs.uri]
     return [u for u in uris if u is not None]
@@ -385,8 +385,8 @@ class FineTuneJobSpec(RuledModel):
         ),
         Rule(
             name="object-uri-one-store",
-            cel="!(" + _any_uri("gs://") + ") || !(" + _any_uri("s3://") + ")",
-            message="spec: s3:// and gs:// URIs in one job: a job reaches one object store (spec.storage.objectStore); copy the files into one store",
+            cel="(!(" + _any_uri("gs://") + ") || !(" + _any_uri("s3://") + ")) && (!(" + _any_uri("az://") + ") || !(" + _any_uri("s3://") + " || " + _any_uri("gs://") + "))",
+            message="spec: s3://, gs:// and az:// URIs in one job: a job reaches one object store (spec.storage.objectStore); copy the files into one store",
             field_path=".storage",
             check=lambda s: len({u.split("://", 1)[0] for u in uses_object_store(s)}) <= 1,
         ),
@@ -401,10 +401,22 @@ class FineTuneJobSpec(RuledModel):
             or (s.storage.object_store is not None and s.storage.object_store.credentials_secret_ref is not None),
         ),
         Rule(
+            name="azure-needs-account",
+            cel="!(" + _any_uri("az://") + ") || (has(self.storage.objectStore) && (has(self.storage.objectStore.endpoint)"
+            " || (has(self.storage.objectStore.credentialsSecretRef) && !has(self.storage.objectStore.credentialsSecretRef.accountKeyKey))))",
+            message="spec.storage.objectStore: az:// URIs name the container only (az://<container>/<path>); the storage account comes from the connection string "
+            "in the Secret of credentialsSecretRef (key AZURE_STORAGE_CONNECTION_STRING by default) or from endpoint: https://<account>.blob.core.windows.net, "
+            "which accountKeyKey and Azure Workload Identity (no credentialsSecretRef, spec.serviceAccountName) need: set one",
+            field_path=".storage.objectStore",
+            check=lambda s: not any(u.startswith("az://") for u in uses_object_store(s))
+            or (s.storage.object_store is not None and (s.storage.object_store.endpoint is not None
+                or (s.storage.object_store.credentials_secret_ref is not None and s.storage.object_store.credentials_secret_ref.account_key_key is None))),
+        ),
+        Rule(
             name="object-store-needs-uri",
             cel="!has(self.storage.objectStore) || has(self.model.uri) || has(self.model.fromJob) || has(self.storage.outputs.uri) || self.datasets.exists(d, has(d.uri)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.uri)))"
             " || (" + _CA_ONLY_CEL + " && (self.datasets.exists(d, has(d.url)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.url)))))",
-            message="spec.storage.objectStore configures s3:// or gs:// access but no spec.model.uri, spec.model.fromJob (a source job's results in a bucket), spec.datasets[].uri, spec.evaluation.datasets[].uri or spec.storage.outputs.uri uses it: remove it or add a uri (with only url datasets, objectStore may hold caBundle alone, the CA their https:// servers are verified against)",
+            message="spec.storage.objectStore configures s3://, gs:// or az:// access but no spec.model.uri, spec.model.fromJob (a source job's results in a bucket), spec.datasets[].uri, spec.evaluation.datasets[].uri or spec.storage.outputs.uri uses it: remove it or add a uri (with only url datasets, objectStore may hold caBundle alone, the CA their https:// servers are verified against)",
             field_path=".storage.objectStore",
             check=lambda s: s.storage.object_store is None or bool(uses_object_store(s)) or s.model.from_job is not None or (_ca_only(s.storage.object_store) and bool(url_datasets(s))),
         ),

@@ -15,9 +15,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubetune.api import FineTuneJob
-from kubetune.api.spec import Launcher
+from kubetune.api.spec import Launcher, uses_object_store
 
 from .types import RenderOptions
+
+AZURE_WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
+
+
+def azure_workload_identity_labels(job: FineTuneJob) -> dict[str, str]:
+    """The pod label of a job whose az:// URIs are reached by Azure Workload Identity (no Secret), else none.
+
+    Its mutating webhook selects only pods labelled azure.workload.identity/use: "true" (objectSelector,
+    charts/workload-identity-webhook/templates/azure-wi-webhook-mutating-webhook-configuration-mutatingwebhookconfiguration.yaml:27
+    @Azure/azure-workload-identity v1.6.0) and then injects AZURE_CLIENT_ID, AZURE_TENANT_ID,
+    AZURE_FEDERATED_TOKEN_FILE (pkg/webhook/consts.go:49-52) and a projected token of audience
+    api://AzureADTokenExchange (consts.go:61, webhook.go:500-501), which the API server does not accept:
+    automountServiceAccountToken stays false."""
+    store = job.spec.storage.object_store
+    if store is not None and store.credentials_secret_ref is None and any(u.startswith("az://") for u in uses_object_store(job.spec)):
+        return {AZURE_WORKLOAD_IDENTITY_LABEL: "true"}
+    return {}
 
 
 @dataclass
@@ -71,6 +88,7 @@ class Plan:
 
     def pod_metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"labels": dict(self.labels)}
+        meta["labels"].update(azure_workload_identity_labels(self.job))
         s = self.job.spec.scheduling
         if s is not None and s.pod_annotations:
             meta["annotations"] = dict(sorted(s.pod_annotations.items()))

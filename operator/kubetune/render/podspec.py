@@ -17,7 +17,7 @@ from typing import Any, Final
 from kubetune.api import FineTuneJob, OutputsVolumeSpec, SecretKeyRef, VolumeSpec
 from kubetune.api.storage import DEFAULT_OUTPUTS_SIZE_LIMIT
 from kubetune.api import contract
-from kubetune.api.objectstore import GCS_ENDPOINT
+from kubetune.api.objectstore import AZURE_CONNECTION_STRING_KEY, GCS_ENDPOINT
 from kubetune.api.spec import uses_object_store
 from kubetune.api.contract import (
     ENV_CONFIG_DIR,
@@ -150,7 +150,14 @@ def job_object_store_env(job: FineTuneJob) -> list[dict[str, Any]]:
     if region is not None:
         env.append(_env(contract.ENV_S3_REGION, region))
     creds = store.credentials_secret_ref
-    if creds is not None:
+    azure = any(u.startswith("az://") for u in uses_object_store(job.spec))
+    if creds is not None and azure:
+        # az://: the connection string (it names the account), or the account key with the endpoint's account.
+        if creds.account_key_key is not None:
+            env.append(_secret_env(contract.ENV_AZURE_ACCOUNT_KEY, SecretKeyRef(name=creds.name, key=creds.account_key_key)))
+        else:
+            env.append(_secret_env(contract.ENV_AZURE_CONNECTION_STRING, SecretKeyRef(name=creds.name, key=creds.connection_string_key or AZURE_CONNECTION_STRING_KEY)))
+    elif creds is not None:
         env.append(_secret_env(contract.ENV_S3_ACCESS_KEY_ID, SecretKeyRef(name=creds.name, key=creds.access_key_id_key)))
         env.append(_secret_env(contract.ENV_S3_SECRET_ACCESS_KEY, SecretKeyRef(name=creds.name, key=creds.secret_access_key_key)))
     if store.ca_bundle is not None:

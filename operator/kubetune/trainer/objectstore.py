@@ -1,6 +1,7 @@
-"""s3:// staging and uploads: datasets and the base model in, checkpoints and results out.
+"""s3://, gs:// and az:// staging and uploads: datasets and the base model in, checkpoints and results out.
 
-One code path for every s3:// URI of a job, on boto3 (the ``s3`` extra).  LLaMA-Factory 0.9.5
+One code path for every object URI of a job, on boto3 (the train extra); az:// through
+:class:`kubetune.trainer.azureblob.BlobStore`, which answers the same calls from azure-storage-blob.  LLaMA-Factory 0.9.5
 can read a cloud dataset itself (``cloud_file_name`` in dataset_info.json:
 llamafactory/data/parser.py:141-142 -> loader.py:70,128 -> data_utils.py:158-205
 ``read_cloud_json``), but we do not use it: it needs s3fs (not in the image), has no endpoint
@@ -44,7 +45,7 @@ from typing import Any, Final
 from kubetune.api import contract
 from kubetune.api.objectstore import key_problem, split_uri
 
-from . import checkpoints
+from . import azureblob, checkpoints
 from .errors import DataError, StorageError
 
 MARKER: Final = "_KUBETUNE_COMPLETE"
@@ -77,12 +78,15 @@ _CODE_IN_TEXT: Final = re.compile(r"An error occurred \(([A-Za-z0-9]+)\)")
 # --- connection and errors ----------------------------------------------------------
 
 
-def client(env: Mapping[str, str]) -> Any:
-    """A boto3 S3 client for spec.storage.objectStore (kubetune.render.podspec.object_store_env).
+def client(env: Mapping[str, str], uri: str | None = None) -> Any:
+    """A boto3 S3 client for spec.storage.objectStore (kubetune.render.podspec.object_store_env);
+    for an az:// ``uri`` an Azure :class:`~kubetune.trainer.azureblob.BlobStore` with the same calls.
 
     Without KUBETUNE_S3_ACCESS_KEY_ID/SECRET the SDK's default credential chain applies (IRSA's
     web identity token, AWS_* variables for ``kubetune run --local``).  A custom endpoint uses
     path-style addressing, which MinIO and Ceph RGW serve without wildcard DNS."""
+    if uri is not None and uri.startswith("az://"):
+        return azureblob.BlobStore(azureblob.service_client(env))
     try:
         import boto3  # noqa: PLC0415 - the train extra (and the trainer image)
         from botocore.config import Config  # noqa: PLC0415
@@ -124,16 +128,35 @@ def client(env: Mapping[str, str]) -> Any:
     return boto3.session.Session().client("s3", **kwargs)
 
 
+def _client_for(env: Mapping[str, str], uri: str) -> Any:
+    """The client for ``uri``'s store: Azure's for az://, else :func:`client` (boto3)."""
+    return client(env, uri) if uri.startswith("az://") else client(env)
+
+
+_AZURE_SECRETS: Final = (contract.ENV_AZURE_CONNECTION_STRING, contract.ENV_AZURE_ACCOUNT_KEY, azureblob.SHELL_CONNECTION_STRING, azureblob.SHELL_ACCOUNT_KEY)
+_SECRET_PARTS: Final = re.compile(r"((?:AccountKey|SharedAccessSignature)=|\bsig=)[^;&\s'\"]+", re.IGNORECASE)
+
+
 def _scrub(text: str, env: Mapping[str, str]) -> str:
-    for name in (contract.ENV_S3_ACCESS_KEY_ID, contract.ENV_S3_SECRET_ACCESS_KEY, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        value = env.get(name)
-        if value and len(value) >= 4:
+    names = (contract.ENV_S3_ACCESS_KEY_ID, contract.ENV_S3_SECRET_ACCESS_KEY, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", *_AZURE_SECRETS)
+    values = [env.get(name) or "" for name in names]
+    # An Azure connection string: also each of its secret parts alone (the key, a SAS token).
+    values += [part.split("=", 1)[1] for name in _AZURE_SECRETS for part in (env.get(name) or "").split(";") if part.lower().startswith(("accountkey=", "sharedaccesssignature="))]
+    for value in sorted(values, key=len, reverse=True):
+        if len(value) >= 4:
             text = text.replace(value, "***")
-    return text
+    return _SECRET_PARTS.sub(r"\1***", text)
 
 
 def error_code(exc: BaseException) -> str:
-    """The S3 error code of a boto3/botocore failure (``NoSuchBucket``, ``AccessDenied``, ``404``...)."""
+    """The S3 error code of a boto3/botocore failure (``NoSuchBucket``, ``AccessDenied``, ``404``...), or
+    Azure's of an azure-storage-blob one (``ContainerNotFound``, ``AuthenticationFailed``...)."""
+    azure = azureblob.error_code(exc)
+    if azure:
+        return azure
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and isinstance(exc, azureblob.cloud_errors()):
+        return str(status)
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         code = response.get("Error", {}).get("Code")
@@ -176,6 +199,10 @@ def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str,
     code = error_code(exc)
     response = getattr(exc, "response", None)
     detail = response.get("Error", {}).get("Message", "") if isinstance(response, dict) else ""
+    if not detail and isinstance(exc, azureblob.cloud_errors()):
+        # Azure's message: the first line is the service's sentence; the rest (request id, time, the
+        # string the server signed) is left out.
+        detail = str(getattr(exc, "message", None) or exc).split("\n", 1)[0]
     if not detail:
         detail = str(exc).split(": ", 1)[-1] if _CODE_IN_TEXT.search(str(exc)) else str(exc)
     hints = {
@@ -188,6 +215,16 @@ def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str,
         "AccessDenied": "the credentials are not allowed to do this (check the bucket policy / IAM role)",
         "403": "the credentials are not allowed to do this (check the bucket policy / IAM role)",
         "NoCredentialsError": "no credentials: set spec.storage.objectStore.credentialsSecretRef or workload identity (spec.serviceAccountName)",
+        # Azure Blob (https://learn.microsoft.com/en-us/rest/api/storageservices/blob-service-error-codes and common-rest-api-error-codes)
+        "AuthenticationFailed": "the account key or SAS token is wrong (the connection string in spec.storage.objectStore.credentialsSecretRef)",
+        "ContainerNotFound": "the container does not exist",
+        "BlobNotFound": "no such blob",
+        "AuthorizationPermissionMismatch": "the credentials are not allowed to do this (the SAS token's permissions, or the identity's role: Storage Blob Data Contributor)",
+        # Azure answers a wrong account key AuthenticationFailed; Azurite answers it AuthorizationFailure with the same
+        # "Server failed to authenticate" message (dist/src/blob/middlewares/AuthenticationMiddlewareFactory.js:25,
+        # errors/StorageErrorFactory.js:155-158 @azurite 3.37.0), as Azure does for a SAS it refuses.
+        "AuthorizationFailure": "the credentials were refused: a wrong account key or SAS token, or one not allowed to do this (its permissions, the identity's role, the account's network rules)",
+        "ClientAuthenticationError": "no Azure token: check Azure Workload Identity (the ServiceAccount's azure.workload.identity/client-id and its federated credential)",
     }
     hint = hints.get(code)
     text = _scrub(f"{uri}: {doing} failed: {code}: {detail}" + (f" ({hint})" if hint else ""), env)
@@ -195,8 +232,11 @@ def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str,
         hint = "the endpoint's TLS certificate is not trusted: give its CA in spec.storage.objectStore.caBundle"
         text = _scrub(f"{uri}: {doing} failed: {code}: {detail} ({hint})", env)
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if isinstance(response, dict) else 0
+    if isinstance(exc, azureblob.cloud_errors()):
+        status = getattr(exc, "status_code", None) or 0
     transient = code != "SSLError" and (
         wrapped_transient
+        or code in azureblob.TRANSIENT_CODES
         or code in _RETRYABLE_CODES or (isinstance(status, int) and (status >= 500 or status == 429)) or _is_connection_error(exc)
     )
     err: StorageError | DataError = DataError(text) if data and not transient else StorageError(text)
@@ -206,6 +246,8 @@ def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str,
 
 
 def _is_connection_error(exc: BaseException) -> bool:
+    if azureblob.is_connection_error(exc):
+        return True
     from botocore.exceptions import ConnectionError as BotoConnectionError  # noqa: PLC0415
     from botocore.exceptions import HTTPClientError  # noqa: PLC0415 - ConnectionClosedError, ReadTimeoutError
 
@@ -233,8 +275,8 @@ def _cloud_errors() -> tuple[type[BaseException], ...]:
         from boto3.exceptions import Boto3Error  # noqa: PLC0415
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
     except ImportError:  # client() has said so already, as a StorageError
-        return (ConnectionError, TimeoutError)
-    return (ClientError, BotoCoreError, Boto3Error, ConnectionError, TimeoutError)
+        return (*azureblob.cloud_errors(), ConnectionError, TimeoutError)
+    return (ClientError, BotoCoreError, Boto3Error, *azureblob.cloud_errors(), ConnectionError, TimeoutError)
 
 
 @contextlib.contextmanager
@@ -292,7 +334,7 @@ def stage_dataset(uri: str, scratch: Path, env: Mapping[str, str], s3: Any | Non
     bucket, key = split_uri(uri)
     scratch.mkdir(parents=True, exist_ok=True)
     with _guard(uri, env, doing="reading the dataset", data=True):
-        s3 = s3 or client(env)
+        s3 = s3 or _client_for(env, uri)
         if key and not key.endswith("/"):
             objects = [o for o in list_objects(s3, bucket, key) if o["Key"] == key]
             if objects:
@@ -319,7 +361,7 @@ def stage_model(uri: str, dest: Path, env: Mapping[str, str], s3: Any | None = N
     was done."""
     bucket, prefix = split_uri(uri)
     with _guard(uri, env, doing="downloading the base model"):
-        s3 = s3 or client(env)
+        s3 = s3 or _client_for(env, uri)
         objects = [o for o in list_objects(s3, bucket, prefix) if not str(o["Key"]).endswith("/")]
         if not objects:
             raise StorageError(f"{uri}: no objects under this prefix (spec.model.uri must name a folder holding config.json)")
@@ -379,7 +421,7 @@ def upload_folder(prefix_uri: str, folder: Path, env: Mapping[str, str], *, skip
     sent = 0
     with _guard(prefix_uri, env, doing="uploading"):
         files = _files(folder, skip)
-        s3 = s3 or client(env)
+        s3 = s3 or _client_for(env, prefix_uri)
         if marker is not None:
             s3.delete_object(Bucket=bucket, Key=prefix + MARKER)
         for relative, path in files:
@@ -421,12 +463,10 @@ def _already_there(uri: str, folder: Path, env: Mapping[str, str], s3: Any, mark
 
 
 def _read_marker(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    from botocore.exceptions import ClientError  # noqa: PLC0415
-
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if error_code(exc) in ("NoSuchKey", "404"):
+    except _cloud_errors() as exc:
+        if error_code(exc) in ("NoSuchKey", "404", "BlobNotFound"):
             return None
         raise
     try:
@@ -444,7 +484,7 @@ def newest_complete_remote(
     None when there is none."""
     bucket, prefix = split_uri(prefix_uri)
     with _guard(prefix_uri, env, doing="looking for checkpoints"):
-        s3 = s3 or client(env)
+        s3 = s3 or _client_for(env, prefix_uri)
         names: list[tuple[int, str]] = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
             for common in page.get("CommonPrefixes", []):
@@ -493,7 +533,7 @@ def restore_checkpoint(
 
 def _guarded_client(uri: str, env: Mapping[str, str]) -> Any:
     with _guard(uri, env, doing="connecting"):
-        return client(env)
+        return _client_for(env, uri)
 
 
 def upload_results(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, s3: Any | None = None) -> int:
@@ -512,7 +552,7 @@ def upload_results(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *,
     bucket, prefix = split_uri(prefix_uri)
     keep = {f"{prefix}{merged}/{relative}" for relative, _ in _files(output_dir / merged)} if (output_dir / merged).is_dir() else set()
     with _guard(prefix_uri, env, doing="removing an earlier run's merged model files"):
-        s3 = s3 or client(env)
+        s3 = s3 or _client_for(env, prefix_uri)
         for obj in list_objects(s3, bucket, f"{prefix}{merged}/"):
             if str(obj["Key"]) not in keep:
                 s3.delete_object(Bucket=bucket, Key=str(obj["Key"]))
@@ -537,7 +577,7 @@ def mark_complete(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, 
     bucket, prefix = split_uri(prefix_uri)
     with _guard(prefix_uri, env, doing="writing the completion marker"):
         files = _files(output_dir, _not_results(output_dir))
-        s3 = s3 or client(env)
+        s3 = s3 or _client_for(env, prefix_uri)
         record = output_dir / contract.RUN_RECORD_FILE
         if record.is_file():
             s3.upload_file(str(record), bucket, prefix + contract.RUN_RECORD_FILE)
@@ -549,7 +589,7 @@ def clear_marker(prefix_uri: str, env: Mapping[str, str], s3: Any | None = None)
     """A (re)started job is not complete until it says so again."""
     bucket, prefix = split_uri(prefix_uri)
     with _guard(prefix_uri, env, doing="clearing the completion marker"):
-        (s3 or client(env)).delete_object(Bucket=bucket, Key=prefix + MARKER)
+        (s3 or _client_for(env, prefix_uri)).delete_object(Bucket=bucket, Key=prefix + MARKER)
 
 
 _FIXES: Final = {
@@ -560,6 +600,12 @@ _FIXES: Final = {
     "(bucket policy or IAM role; spec.serviceAccountName for workload identity)",
     "403": "allow s3:PutObject, s3:DeleteObject, s3:GetObject and s3:ListBucket on bucket {bucket!r} for these credentials",
     "NoCredentialsError": "set spec.storage.objectStore.credentialsSecretRef, or workload identity through spec.serviceAccountName",
+    "AuthenticationFailed": "correct the account key or SAS token of the connection string in the Secret of spec.storage.objectStore.credentialsSecretRef",
+    "ContainerNotFound": "create container {bucket!r} in the storage account, or correct the container name in spec.storage.outputs.uri",
+    "AuthorizationPermissionMismatch": "give these credentials write, delete, read and list on container {bucket!r} (a SAS token with racwdl, or the "
+    "Storage Blob Data Contributor role for workload identity)",
+    "AuthorizationFailure": "correct the account key or SAS token in the Secret of spec.storage.objectStore.credentialsSecretRef, or give these credentials "
+    "write, delete, read and list on container {bucket!r} (and check the account's network rules)",
 }
 
 UPLOAD_BACKOFF_MAX_S: Final = 120.0
@@ -712,7 +758,8 @@ class CheckpointUploader:
 
 def shell_env(uri: str, endpoint: str | None, environ: Mapping[str, str]) -> dict[str, str]:
     """The client environment for a command run in a user's shell: the keys from the shell (AWS_*
-    or ~/.aws, boto3's default chain), the endpoint from ``endpoint`` (the spec's
+    or ~/.aws, boto3's default chain; for az:// AZURE_STORAGE_CONNECTION_STRING, or
+    AZURE_STORAGE_ACCOUNT_KEY with ``endpoint``), the endpoint from ``endpoint`` (the spec's
     objectStore.endpoint), else for gs:// Cloud Storage's XML API with region auto."""
     from kubetune.api.objectstore import GCS_ENDPOINT  # noqa: PLC0415
 
@@ -742,7 +789,7 @@ def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, onl
     bucket, prefix = split_uri(prefix_uri)
     fetched: list[str] = []
     with _guard(prefix_uri, env, doing="downloading the job's results"):
-        s3 = s3 or client(env)
+        s3 = s3 or _client_for(env, prefix_uri)
         marker = _read_marker(s3, bucket, prefix + MARKER)
         if marker is None or not isinstance(marker.get("files"), dict):
             raise StorageError(

@@ -73,6 +73,15 @@ def bucket_problems(job: FineTuneJob) -> list[tuple[str, str]]:
         # of objectStore.credentialsSecretRef that the job's own gs:// access signs with.
         return [(MODEL_SOURCE_FIELD, "bucket is not supported for gs:// outputs: KServe reads gs:// with Google's own credentials (Application Default Credentials), "
                  "not the job's HMAC key; use modelSource: volume")]
+    if uri.startswith("az://"):
+        # KServe v0.20.0 reads Azure Blob only as storageUri https://<account>.blob.core.windows.net/<container>/<prefix>
+        # (_AZURE_BLOB_RE, python/storage/kserve_storage/kserve_storage.py:51-54; _parse_azure_uri :1122-1131 always
+        # builds https://<host>, so no other endpoint), with a service principal or AZURE_STORAGE_ACCESS_KEY from the
+        # ServiceAccount's Secret (:1133-1162; pkg/credentials/azure/azure_secret.go:24-45): never a connection string,
+        # which is what the job's own az:// access reads.  One Secret cannot serve both: refused.
+        return [(MODEL_SOURCE_FIELD, "bucket is not supported for az:// outputs with engine kserve: KServe reads Azure Blob only as "
+                 "https://<account>.blob.core.windows.net/... with a service principal or an AZURE_STORAGE_ACCESS_KEY Secret, not the job's "
+                 "connection string; use engine vllm (its init container reads az:// with the job's credentials) or modelSource: volume")]
     if spec.method in ("full", "freeze"):
         # The storage initializer downloads every object under the storageUri prefix
         # (kserve_storage.py:533 @v0.20.0, bucket.objects.filter(Prefix=...)): for a full model that is the

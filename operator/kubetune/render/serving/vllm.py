@@ -15,6 +15,7 @@ from kubetune.api import contract
 from kubetune.api.contract import LABEL_JOB, SHM_DIR
 
 from ..backends.base import RbacRule
+from ..intermediate import azure_workload_identity_labels
 from ..podspec import HF_HOME_SUBDIR, S3_CA_FILE, S3_CA_VOLUME, container_security_context, job_object_store_env, placement, pod_security_context
 from . import kserve
 from .base import (
@@ -256,7 +257,8 @@ def render_vllm(job: FineTuneJob, namespace: str, served: str, source: Source, t
             "selector": {"matchLabels": selector},
             # One GPU set per replica: never run the old and the new pod side by side on a full node.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
-            "template": {"metadata": {"labels": labels(job)}, "spec": pod},
+            # fetch-results reads an az:// bucket with the job's credentials: Workload Identity's label too.
+            "template": {"metadata": {"labels": {**labels(job), **(azure_workload_identity_labels(job) if fetch else {})}}, "spec": pod},
         },
     }
     service = {
