@@ -68,7 +68,7 @@ class OutputsVolumeSpec(RuledModel):
     uri: ObjectUri | None = None
     """s3:// key prefix ending in '/', e.g. `s3://runs/finetune/`: complete checkpoints (each with a `_KUBETUNE_COMPLETE` marker object written last), the adapter or model, the merged model, logs, the evaluation and the run record are uploaded under <uri><namespace>/<job name>/, and `_KUBETUNE_COMPLETE` is written there last once the job succeeded. A restart whose volume holds no complete checkpoint resumes from the newest complete one in the bucket. Single-node jobs only for now. gs:// for Google Cloud Storage; az:// is not supported yet. With uri, claimName may be left out: the outputs then live only in an emptyDir of the pod and in the bucket."""
     size_limit: PositiveQuantity | None = None
-    """Without claimName: sizeLimit of the pod's outputs emptyDir (default 200Gi). It must hold saveTotalLimit checkpoints plus the final model and the merged model; the kubelet evicts the pod at once when the folder grows past it, and the restarted pod resumes from the newest checkpoint uploaded to uri. Not allowed with claimName (the claim's own size applies)."""
+    """Without claimName: sizeLimit of the pod's outputs emptyDir (default 200Gi). It must hold training.saveTotalLimit + 1 checkpoints (the Trainer writes a new checkpoint before it deletes the oldest) plus the final model and the merged model; the kubelet evicts the pod at once when the folder grows past it, and the restarted pod resumes from the newest checkpoint uploaded to uri. Not allowed with claimName (the claim's own size applies)."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         *VolumeSpec.rules,
