@@ -677,3 +677,13 @@ async def test_a_pod_evicted_for_its_outputs_emptydir_says_which_field_to_raise_
     assert 'Evicted: Usage of EmptyDir volume "outputs" exceeds the limit "50Gi".' in restarting.message
     assert "raise spec.storage.outputs.sizeLimit" in restarting.message
     assert decision.status["retries"]["count"] == 1  # still a retry (exit code 137), resumed from the bucket
+    assert "raise spec.storage.outputs.sizeLimit" in cond(decision, "Running")["message"]  # the Restarting condition too
+
+    # Evicted again past spec.runPolicy.backoffLimit: the final message (what stays once Events expire) says why.
+    again = tuple(dataclasses.replace(seen[0], uid=f"uid-{i}") for i in range(3))
+    final = decide(snap(spec={"runPolicy": {"backoffLimit": 2}}, child=child("Restarting"), terminations=again), NOW)
+    assert final.status["phase"] == "Failed" and cond(final, "Failed")["reason"] == "BackoffLimitExceeded"
+    assert "raise spec.storage.outputs.sizeLimit" in final.status["message"], final.status["message"]
+    # A later failure of another kind does not keep the old eviction's text.
+    crash = decide(snap(spec={"runPolicy": {"backoffLimit": 5}}, child=child("Restarting"), status={**STARTED, "retries": final.status["retries"]}, terminations=(*again, Termination(f"{NAME}-master-0", "uid-crash", 130, "Error"))), NOW)
+    assert "lastReason" not in crash.status["retries"] and "sizeLimit" not in cond(crash, "Running")["message"]
