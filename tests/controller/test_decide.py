@@ -649,3 +649,41 @@ def test_a_failed_job_whose_queued_child_outlived_the_delete_is_deleted_again() 
     assert not decide(snap(spec={"runPolicy": {"backoffLimit": 0}}, status=failed.status, child=None), NOW + 1).deletions
     unqueued = child("Restarting")
     assert not decide(snap(status=failed.status, child=unqueued), NOW + 1).deletions
+
+
+async def test_a_pod_evicted_for_its_outputs_emptydir_says_which_field_to_raise_in_the_restarting_event() -> None:
+    """A job without spec.storage.outputs.claimName writes to an emptyDir with sizeLimit; past it the
+    kubelet evicts the pod (phase Failed, reason Evicted, its emptyDirMessageFmt message:
+    pkg/kubelet/eviction/eviction_manager.go:534-556, helpers.go:44,57-58 in openshift/microshift's
+    1.36 copy of kubernetes), and the killed container says only "Error".  The Restarting Event must
+    say why and name the field, or every restarted pod overflows again with no clue."""
+    from kubetune.controller.cache import Caches
+    from kubetune.controller.kube import Connection, Kube
+
+    kube = Kube(Connection(server="http://127.0.0.1:9", token="unused"))  # never contacted: no informer runs
+    try:
+        caches = Caches(kube, (NS,), lambda ns, name: None)
+        caches.store_job({**example_job(NAME, NS), "metadata": {"name": NAME, "namespace": NS, "resourceVersion": "7"}})
+        evicted = pod(
+            "Failed", reason="Evicted", message='Usage of EmptyDir volume "outputs" exceeds the limit "50Gi". ',
+            containerStatuses=[{"name": "pytorch", "state": {"terminated": {"exitCode": 137, "reason": "Error"}}}],
+        )
+        caches._pod_event("MODIFIED", evicted)
+        seen = tuple(caches.terminations[(NS, NAME)].values())
+    finally:
+        await kube.close()
+    decision = decide(snap(child=child("Restarting"), terminations=seen), NOW)
+    restarting = next(e for e in decision.events if e.reason == "Restarting")
+    assert 'Evicted: Usage of EmptyDir volume "outputs" exceeds the limit "50Gi".' in restarting.message
+    assert "raise spec.storage.outputs.sizeLimit" in restarting.message
+    assert decision.status["retries"]["count"] == 1  # still a retry (exit code 137), resumed from the bucket
+    assert "raise spec.storage.outputs.sizeLimit" in cond(decision, "Running")["message"]  # the Restarting condition too
+
+    # Evicted again past spec.runPolicy.backoffLimit: the final message (what stays once Events expire) says why.
+    again = tuple(dataclasses.replace(seen[0], uid=f"uid-{i}") for i in range(3))
+    final = decide(snap(spec={"runPolicy": {"backoffLimit": 2}}, child=child("Restarting"), terminations=again), NOW)
+    assert final.status["phase"] == "Failed" and cond(final, "Failed")["reason"] == "BackoffLimitExceeded"
+    assert "raise spec.storage.outputs.sizeLimit" in final.status["message"], final.status["message"]
+    # A later failure of another kind does not keep the old eviction's text.
+    crash = decide(snap(spec={"runPolicy": {"backoffLimit": 5}}, child=child("Restarting"), status={**STARTED, "retries": final.status["retries"]}, terminations=(*again, Termination(f"{NAME}-master-0", "uid-crash", 130, "Error"))), NOW)
+    assert "lastReason" not in crash.status["retries"] and "sizeLimit" not in cond(crash, "Running")["message"]

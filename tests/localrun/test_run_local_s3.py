@@ -101,18 +101,38 @@ def test_run_local_reads_model_and_data_from_a_bucket_uploads_its_results_and_re
     assert s3.head_object(Bucket="tiny-runs", Key=f"{base}checkpoint-4/_KUBETUNE_COMPLETE") and s3.head_object(Bucket="tiny-runs", Key=f"{base}_KUBETUNE_COMPLETE")
 
 
+def _source_adapter(assets: TinyAssets, folder: Path) -> None:
+    """A real PEFT LoRA adapter of the tiny model, as ``tiny_job(method="lora")`` configures one
+    (rank 8, every linear layer; LLaMA-Factory's lora_alpha default rank * 2), written with PEFT's
+    own save_pretrained: what LLaMA-Factory loads as adapter_name_or_path.  Built in this process
+    (torch is loaded already by tiny_assets) instead of a second training subprocess."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(assets.models_dir / assets.model_path))
+    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
+    get_peft_model(model, config).save_pretrained(str(folder))
+
+
 @pytest.mark.slow
 @pytest.mark.train
 @pytest.mark.timeout(420)
-def test_a_job_without_an_outputs_claim_lands_in_the_bucket_and_a_from_job_child_reads_it_from_there(
+def test_a_from_job_child_of_a_job_without_an_outputs_claim_downloads_its_adapter_from_the_bucket_and_trains_on_it(
     tmp_path: Path, tiny_assets: TinyAssets, s3_server: S3Server  # noqa: F811
 ) -> None:
-    """Issue 24: spec.storage.outputs with uri and no claimName.  Job ``sft`` keeps its outputs only
-    in the bucket; job ``cont`` (spec.model.fromJob: sft) downloads sft's adapter from the bucket by
-    its completion marker into a fresh models folder, and trains on it; sft's newest checkpoint
-    restores from the bucket into an empty folder (a restarted pod's fresh emptyDir)."""
+    """Issue 24: spec.storage.outputs with uri and no claimName.  Source ``sft`` (no outputs claim)
+    left its results only in the bucket, uploaded by the trainer's own upload_results and
+    mark_complete, with a checkpoint beside them (upload_checkpoint); locally only its run record is
+    left (run --local reads a source from an earlier local run's record).  ``cont``
+    (spec.model.fromJob: sft) downloads what sft's completion marker lists into a fresh models folder
+    and LLaMA-Factory trains on that adapter.
+
+    One training, not two: a run --local of a job without a claim writes and uploads exactly as
+    one with a claim (test_run_local_reads_model_and_data_from_a_bucket_... above trains, uploads and
+    restores a checkpoint into a fresh folder), so training ``sft`` too proved nothing more."""
     import shutil
 
+    from kubetune.api import contract
     from kubetune.trainer import objectstore
 
     s3 = s3_server.s3()
@@ -122,40 +142,45 @@ def test_a_job_without_an_outputs_claim_lands_in_the_bucket_and_a_from_job_child
     storage = {"outputs": {"uri": "s3://only-runs/runs/"}, "objectStore": {"endpoint": s3_server.endpoint, "region": "us-east-1"}}
     sft = tiny_job("sft", tiny_assets, method="lora", max_steps=2, save_steps=2)
     sft["spec"]["storage"] = storage
+
+    sft_prefix = "s3://only-runs/runs/default/sft/"
+    pod_folder = tmp_path / "sft-emptydir"  # the source pod's outputs emptyDir, gone once it ended
+    _source_adapter(tiny_assets, pod_folder)
+    (pod_folder / "checkpoint-2").mkdir()
+    (pod_folder / "checkpoint-2" / "adapter_model.safetensors").write_bytes((pod_folder / "adapter_model.safetensors").read_bytes())
+    env_s3 = s3_server.env()
+    objectstore.upload_checkpoint(sft_prefix, pod_folder / "checkpoint-2", env_s3)
+    objectstore.upload_results(sft_prefix, pod_folder, env_s3)
+    objectstore.mark_complete(sft_prefix, pod_folder, env_s3)
+    record = tmp_path / "out" / "default" / "sft" / contract.RUN_RECORD_FILE
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"spec": sft["spec"], "outcome": "Succeeded", "exitCode": 0}))
+
     cont = tiny_job("cont", tiny_assets, method="lora", max_steps=2)
     cont["spec"]["model"] = {"fromJob": "sft", "template": sft["spec"]["model"]["template"]}
     cont["spec"]["storage"] = storage
-    (tmp_path / "chain.yaml").write_text(yaml.safe_dump_all([sft, cont]))
+    (tmp_path / "cont.yaml").write_text(yaml.safe_dump(cont))
     env = isolated_env(tmp_path / "env")
     env.update(AWS_ACCESS_KEY_ID=s3_server.admin.access_key_id, AWS_SECRET_ACCESS_KEY=s3_server.admin.secret_access_key)
     result = subprocess.run(
-        [*KUBETUNE, "run", "--local", "chain.yaml", "--output", "out", "--models", str(models), "--datasets", str(tiny_assets.datasets_dir)],
+        [*KUBETUNE, "run", "--local", "cont.yaml", "--output", "out", "--models", str(models), "--datasets", str(tiny_assets.datasets_dir)],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(300),
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert s3_server.admin.secret_access_key not in log
 
-    sft_prefix = "s3://only-runs/runs/default/sft/"
     runs = _objects(s3, "only-runs", "runs/default/")
-    assert "runs/default/sft/_KUBETUNE_COMPLETE" in runs and "runs/default/cont/_KUBETUNE_COMPLETE" in runs
-    assert "runs/default/sft/checkpoint-2/_KUBETUNE_COMPLETE" in runs
-
-    # cont loaded sft's adapter from the copy downloaded from the bucket, not from sft's output folder.
+    assert "runs/default/cont/_KUBETUNE_COMPLETE" in runs and "runs/default/sft/checkpoint-2/_KUBETUNE_COMPLETE" in runs
+    # cont loaded sft's adapter from the copy downloaded from the bucket: sft has no local folder but its record.
     copy = models / model_cache_subdir(sft_prefix)
     train_yaml = yaml.safe_load((tmp_path / "out" / ".kubetune" / "default-cont" / "config" / "train.yaml").read_text())
     assert train_yaml["adapter_name_or_path"] == str(copy)
+    assert sorted(p.name for p in record.parent.iterdir()) == [contract.RUN_RECORD_FILE]
     assert (copy / "adapter_model.safetensors").stat().st_size == runs["runs/default/sft/adapter_model.safetensors"]
     assert not (copy / "checkpoint-2").exists()  # only what the marker lists: the results, never the checkpoints
     etags = json.loads(copy.with_name(copy.name + ".etags.json").read_text())
     assert "adapter_model.safetensors" in etags
-    record = json.loads(s3.get_object(Bucket="only-runs", Key="runs/default/cont/kubetune-run.json")["Body"].read())
-    assert record["exitCode"] == 0 and record["trainingCompleted"] is True
-
-    # A restarted pod of sft starts on an empty emptyDir: the newest complete checkpoint comes back from the bucket.
-    marker = json.loads(s3.get_object(Bucket="only-runs", Key="runs/default/sft/checkpoint-2/_KUBETUNE_COMPLETE")["Body"].read())
-    fresh = tmp_path / "fresh-emptydir"
-    fresh.mkdir()
-    restored = objectstore.restore_checkpoint(sft_prefix, fresh, s3_server.env(), needs_optimizer=True, config_hash=marker["configHash"])
-    assert restored == "checkpoint-2"
-    assert {p.relative_to(fresh / "checkpoint-2").as_posix(): p.stat().st_size for p in (fresh / "checkpoint-2").rglob("*") if p.is_file()} == marker["files"]
+    done = json.loads(s3.get_object(Bucket="only-runs", Key="runs/default/cont/kubetune-run.json")["Body"].read())
+    assert done["exitCode"] == 0 and done["trainingCompleted"] is True
+    assert done["stages"]["train"]  # LLaMA-Factory trained on the downloaded adapter

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kubetune.api import FineTuneJob, contract
-from kubetune.api.objectstore import model_cache_subdir
+from kubetune.api.objectstore import GCS_ENDPOINT, model_cache_subdir
 from kubetune.render import RenderOptions, render, validate_object
 from kubetune.render.chain import Failed, ModelSource, resolve_from_job
 from renderlib import pod_templates
@@ -278,3 +278,23 @@ def test_az_credentials_reach_the_pods_only_by_secret_reference_and_workload_ide
             else:
                 assert contract.ENV_AZURE_CONNECTION_STRING not in env and contract.ENV_AZURE_ACCOUNT_KEY not in env
                 assert labels["azure.workload.identity/use"] == "true" and template["spec"]["serviceAccountName"] == "trainer-wi"
+
+
+def test_from_job_of_a_gcs_source_gets_cloud_storage_endpoint_without_a_gs_uri_of_its_own() -> None:
+    """A source whose results are in gs:// (read through Cloud Storage's XML API: its pods get the
+    endpoint and region auto from its gs:// URIs) and a child with no URI of its own, on the same
+    objectStore: the child's pods read the same bucket, so they get the same endpoint and region,
+    instead of being refused for lacking an explicit endpoint or sent to AWS S3."""
+    gcs_store = {"credentialsSecretRef": {"name": "gcs-hmac"}}
+    hub = [{"name": "d", "hub": "x/y"}]
+    source = _job(
+        name="sft", model={"name": "Qwen/Qwen2.5-0.5B", "template": "qwen"}, datasets=hub,
+        storage={"outputs": {"uri": "gs://runs-bucket/ft/"}, "objectStore": gcs_store}, export={"enabled": True},
+    )
+    child = _job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, datasets=hub, storage={"outputs": {"claimName": "outputs"}, "objectStore": gcs_store})
+    got = resolve_from_job(child, _succeeded(source))
+    assert isinstance(got, ModelSource) and got.results_uri == "gs://runs-bucket/ft/ml/sft/", got
+    rendered = render(child, RenderOptions(model_source=got))
+    for template in pod_templates(rendered.workload).values():
+        env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+        assert env[contract.ENV_S3_ENDPOINT] == GCS_ENDPOINT and env[contract.ENV_S3_REGION] == "auto"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kt_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
 from renderlib import JobBuilder
 
@@ -122,3 +123,25 @@ def test_a_rerun_leaves_no_stale_file_in_the_merged_prefix_kserve_downloads_whol
     objectstore.upload_results(prefix, second, s3_server.env())
     listed = s3_server.s3().list_objects_v2(Bucket=BUCKET + "-rerun", Prefix="runs/team-a/demo/merged/")["Contents"]
     assert [o["Key"] for o in listed] == ["runs/team-a/demo/merged/model.safetensors"]
+
+
+def test_results_that_change_while_they_are_read_are_refused_not_mixed(tmp_path: Path, s3_server: S3Server) -> None:  # noqa: F811
+    """download_results reads the marker, then each object it lists.  A source job created again under its
+    name starts by deleting its marker and uploads anew; an object replaced after the marker was read is
+    not the one it listed (another size here): the copy (a fromJob child's model, the serving pods' folder)
+    must not mix the two runs' files, and must not be cached as if it were complete."""
+    s3_server.s3().create_bucket(Bucket=BUCKET + "-race")
+    prefix = f"s3://{BUCKET}-race/runs/team-a/sft/"
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "adapter_config.json").write_text("{}")
+    (volume / "adapter_model.safetensors").write_bytes(b"a" * 10)
+    objectstore.upload_results(prefix, volume, s3_server.env())
+    objectstore.mark_complete(prefix, volume, s3_server.env())
+    # The re-run's upload lands after the marker listing 10 bytes was read (moto answers the same marker).
+    s3_server.s3().put_object(Bucket=BUCKET + "-race", Key="runs/team-a/sft/adapter_model.safetensors", Body=b"b" * 12)
+    dest = tmp_path / "copy"
+    with pytest.raises(objectstore.StorageError, match="adapter_model.safetensors: _KUBETUNE_COMPLETE lists 10 bytes, the object has 12"):
+        objectstore.download_results(prefix, dest, s3_server.env())
+    assert not (dest / "adapter_model.safetensors").exists()
+    assert not (tmp_path / "copy.etags.json").exists()  # nothing cached as complete

@@ -258,6 +258,8 @@ class Retries(ApiModel):
     """Exit code of the newest counted failure."""
     last_pod: Annotated[str, Field(max_length=253)] | None = None
     """Pod of the newest counted failure."""
+    last_reason: Annotated[str, Field(max_length=1024)] | None = None
+    """Why the kubelet evicted that pod, when it did (its status.message; an outputs emptyDir past spec.storage.outputs.sizeLimit names that field)."""
     counted_pods: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=128)] | None = None
     """UIDs of the pods already counted (so a failure is never counted twice)."""
 

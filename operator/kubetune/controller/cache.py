@@ -27,7 +27,7 @@ from kubetune.render.backends import BACKENDS
 from kubetune.render.serving import served_kinds
 
 from .kube import ApiError, Kube
-from .conditions import LABEL_JOB_NAME
+from .conditions import EVICTED, LABEL_JOB_NAME, eviction_reason
 
 log = logging.getLogger(__name__)
 
@@ -439,9 +439,8 @@ class Caches:
                     uid = str(meta.get("uid"))
                     seen = self.terminations.setdefault((namespace, job), {})
                     first = seen[uid].seen_at if uid in seen else time.time()
-                    seen[uid] = Termination(
-                        str(meta.get("name")), uid, int(terminated["exitCode"]), str(terminated.get("reason") or ""), first
-                    )
+                    reason = eviction_reason(status) if status.get("reason") == EVICTED else str(terminated.get("reason") or "")
+                    seen[uid] = Termination(str(meta.get("name")), uid, int(terminated["exitCode"]), reason, first)
                     break
         self.enqueue(namespace, job)
 

@@ -78,6 +78,30 @@ def get_condition(conditions: Iterable[Mapping[str, Any]] | None, type_: str) ->
     return next((c for c in conditions or () if c.get("type") == type_), None)
 
 
+EVICTED = "Evicted"
+"""A pod the kubelet evicted: phase Failed, status.reason ``Evicted`` and status.message saying why
+(``evictPod`` in pkg/kubelet/eviction/eviction_manager.go:611-631, ``Reason`` in helpers.go:44, read in
+openshift/microshift 8e16b12fda's deps/github.com/openshift/kubernetes, the 1.36 line; not at a
+kubernetes tag). Its containers' own terminated reason says only how they were killed."""
+OUTPUTS_EMPTYDIR_EVICTION = 'Usage of EmptyDir volume "outputs" exceeds the limit'
+"""The kubelet's message when the outputs emptyDir (spec.storage.outputs without claimName,
+kubetune.render.podspec.outputs_volume) grows past its sizeLimit: ``emptyDirMessageFmt`` =
+``Usage of EmptyDir volume %q exceeds the limit %q. `` (helpers.go:57-58), sent by
+emptyDirLimitEviction (eviction_manager.go:534-556) with a 1 s grace period, so the trainer writes
+no stop checkpoint."""
+
+
+def eviction_reason(status: Mapping[str, Any]) -> str:
+    """What an evicted pod's termination says: the kubelet's message, and for the outputs emptyDir
+    the field to change (otherwise the same overflow evicts every restarted pod again)."""
+    message = str(status.get("message") or "").strip()
+    text = f"{EVICTED}: {message}" if message else EVICTED
+    if OUTPUTS_EMPTYDIR_EVICTION in message:
+        text += (" - raise spec.storage.outputs.sizeLimit (it must hold training.saveTotalLimit + 1 checkpoints, the final model"
+                 " and an exported merged model); the restarted pod resumes from the newest checkpoint uploaded to spec.storage.outputs.uri")
+    return text
+
+
 def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     """The most useful reason a training pod is stuck or died: (Reason, message with hint) or None."""
     found: list[tuple[int, str, str]] = []

@@ -39,6 +39,7 @@ from kubetune.render.serving import Serving, engine_for, evaluation_verdict, obs
 from .reasons import CONTROLLERS, REASONS, retryable_exit_code, with_hint
 from .snapshot import Snapshot
 from .conditions import (
+    EVICTED,
     get_condition,
     now_rfc3339,
     parse_time,
@@ -688,6 +689,10 @@ def _retries(draft: _Draft) -> tuple[int, str]:
         counted.append(t.uid)
         retries["count"] = int(retries.get("count") or 0) + 1
         retries.update(lastExitCode=t.exit_code, lastPod=t.pod)
+        if t.reason.startswith(EVICTED):  # the kubelet's why (cache.eviction_reason); the final BackoffLimitExceeded repeats it
+            retries["lastReason"] = t.reason[:1024]
+        else:
+            retries.pop("lastReason", None)
         draft.events.append(EventSpec("Warning", "Restarting",
             f"pod {t.pod} exited with code {t.exit_code}{' (' + t.reason + ')' if t.reason else ''}, which Kubeflow retries; "
             f"retry {retries['count']} of {limit} (spec.runPolicy.backoffLimit)"))
@@ -695,6 +700,8 @@ def _retries(draft: _Draft) -> tuple[int, str]:
         retries["countedPods"] = counted[-MAX_COUNTED:]
         status["retries"] = retries
     last = f"last: pod {retries.get('lastPod')} exited with code {retries.get('lastExitCode')}" if retries.get("lastPod") else ""
+    if last and retries.get("lastReason"):
+        last += f" ({retries['lastReason']})"
     return int(retries.get("count") or 0), last
 
 

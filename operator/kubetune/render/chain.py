@@ -261,14 +261,9 @@ def _bucket_source_problem(job: FineTuneJob, source: FineTuneJob, name: str, fie
             "FromJobOtherStore",
             f"{field}: FineTuneJob {name}'s results are in {src.storage.outputs.uri}, but this job's URIs use another store; a job reaches one object store: use {scheme}:// URIs here too",
         )
-    store = job.spec.storage.object_store
-    if scheme == "gs" and not own and (store is None or store.endpoint is None):
-        # The pods get Cloud Storage's endpoint only from a gs:// URI of their own job (render/podspec.py job_object_store_env).
-        return Failed(
-            "FromJobOtherStore",
-            f"{field}: FineTuneJob {name}'s results are in {src.storage.outputs.uri} (Cloud Storage), and this job has no gs:// URI of its own: "
-            "set spec.storage.objectStore.endpoint: https://storage.googleapis.com and region: auto (on both jobs), or give this job a gs:// outputs.uri",
-        )
+    # A gs:// source needs no gs:// URI of this job's own: the renderer counts the source's results
+    # URI as one of this job's (render/podspec.py object_store_env), so the pods get Cloud Storage's
+    # endpoint and region auto as the source's did.
     return None
 
 

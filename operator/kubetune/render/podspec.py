@@ -129,12 +129,17 @@ def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
 
 def object_store_env(plan: Plan) -> list[dict[str, Any]]:
     """spec.storage.objectStore for the trainer: endpoint/region/CA path as values, the access key
-    only by secretKeyRef (the operator never reads the Secret)."""
-    return job_object_store_env(plan.job)
+    only by secretKeyRef (the operator never reads the Secret).  A spec.model.fromJob source read
+    from its bucket (kubetune.render.chain) counts as one of the job's URIs: a gs:// source gets
+    Cloud Storage's endpoint here like the source's own pods did."""
+    source = plan.options.model_source
+    read = (source.results_uri,) if plan.job.spec.model.from_job is not None and source is not None and source.results_uri is not None else ()
+    return job_object_store_env(plan.job, also=read)
 
 
-def job_object_store_env(job: FineTuneJob) -> list[dict[str, Any]]:
-    """:func:`object_store_env` of a job (also the serving pods' fetch-results init container)."""
+def job_object_store_env(job: FineTuneJob, *, also: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """:func:`object_store_env` of a job (also the serving pods' fetch-results init container);
+    ``also``: URIs the pods read besides the spec's own."""
     store = job.spec.storage.object_store
     if store is None:
         return []
@@ -142,7 +147,7 @@ def job_object_store_env(job: FineTuneJob) -> list[dict[str, Any]]:
     # gs://: Cloud Storage's XML API, which takes S3 requests signed with an HMAC key
     # (https://cloud.google.com/storage/docs/interoperability); region "auto" for the V4 signature
     # unless the spec names one.  An explicit endpoint still wins (a test server, a proxy).
-    gcs = any(u.startswith("gs://") for u in uses_object_store(job.spec))
+    gcs = any(u.startswith("gs://") for u in (*uses_object_store(job.spec), *also))
     endpoint = store.endpoint if store.endpoint is not None else (GCS_ENDPOINT if gcs else None)
     region = store.region if store.region is not None else ("auto" if gcs else None)
     if endpoint is not None:

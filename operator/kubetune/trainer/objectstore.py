@@ -818,6 +818,17 @@ def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, onl
                 continue
             etags.pop(relative, None)
             _download(s3, bucket, prefix + relative, target)
+            got = target.stat().st_size
+            if got != size:
+                # The object is not the one the marker listed: the job was created again under its name and
+                # is uploading anew (its start deleted the marker, trainer/main.py _data_stage clear_marker,
+                # after this call read it). Its old and new files must not be mixed into one model folder.
+                with contextlib.suppress(OSError):
+                    target.unlink()
+                raise StorageError(
+                    f"{prefix_uri}{relative}: {MARKER} lists {size} bytes, the object has {got}"
+                    " now: the job's results changed while they were read (the job is running again under its name); wait for it to succeed"
+                )
             etags[relative] = etag
             fetched.append(relative)
         dest.mkdir(parents=True, exist_ok=True)
