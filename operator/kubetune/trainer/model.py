@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -45,6 +46,42 @@ def _marker(cfg: JobConfig, env: Mapping[str, str]) -> Path:
         model = model.model_copy(update={"name": str(cfg.train_args.get("model_name_or_path")), "revision": cfg.train_args.get("model_revision")})
     key = hashlib.sha256(f"{model.name}@{model.revision or 'main'}".encode()).hexdigest()[:16]
     return hf_home(cfg, env) / f".kubetune-model-{key}.ready"
+
+
+def launch_token() -> str:
+    """What the processes of one launch on one node share, and a later launch does not: the parent
+    process (mpirun's daemon for MPI ranks, the agent for torchrun's) and its start time since boot
+    (/proc/<pid>/stat field 22, proc(5)), so a restarted pod whose parent gets the same PID again still
+    differs. Without /proc (a laptop's run --local): the parent's PID alone."""
+    ppid = os.getppid()
+    try:
+        stat = Path(f"/proc/{ppid}/stat").read_text(encoding="ascii")
+        started = stat[stat.rindex(")") + 2:].split()[19]  # fields after "(comm)": state is field 3, starttime 22
+    except (OSError, ValueError, IndexError):
+        started = "?"
+    return f"{ppid}:{started}"
+
+
+def publish(marker: Path, where: str) -> None:
+    """The first process on this node says where the model is, for this launch only."""
+    write_text_atomic(marker, f"{where}\n{launch_token()}\n")
+
+
+def await_published(marker: Path, what: str, env: Mapping[str, str]) -> str:
+    """The other processes on this node: wait for the marker the first one writes in this launch. A marker
+    left on a models claim by an earlier launch names a folder that the first process may be rewriting
+    (a changed model in the bucket): it does not count."""
+    token = launch_token()
+
+    def fresh() -> bool:
+        try:
+            lines = marker.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return False
+        return len(lines) >= 2 and lines[1] == token
+
+    wait_for(what, fresh, timeout=float(env.get(ENV_WAIT_TIMEOUT, "7200")))
+    return marker.read_text(encoding="utf-8").splitlines()[0].strip()
 
 
 def local_model_dir(cfg: JobConfig) -> Path | None:
@@ -121,10 +158,9 @@ def prepare(cfg: JobConfig, env: Mapping[str, str], *, local_zero: bool) -> str:
     marker = _marker(cfg, env)
     if local_zero:
         where = download(cfg, env)
-        write_text_atomic(marker, where + "\n")
+        publish(marker, where)
         return where
-    wait_for("the first process on this node to download the model", marker.is_file, timeout=float(env.get(ENV_WAIT_TIMEOUT, "7200")))
-    return marker.read_text(encoding="utf-8").strip()
+    return await_published(marker, "the first process on this node to download the model", env)
 
 
 def _stage_from_bucket(cfg: JobConfig, env: Mapping[str, str], uri: str, *, local_zero: bool) -> str:
@@ -138,10 +174,9 @@ def _stage_from_bucket(cfg: JobConfig, env: Mapping[str, str], uri: str, *, loca
         with contextlib.suppress(FileNotFoundError):
             marker.unlink()
         objectstore.stage_model(uri, folder, env)
-        write_text_atomic(marker, str(folder) + "\n")
+        publish(marker, str(folder))
         return str(folder)
-    wait_for("the first process on this node to download the model", marker.is_file, timeout=float(env.get(ENV_WAIT_TIMEOUT, "7200")))
-    return str(folder)
+    return await_published(marker, "the first process on this node to download the model", env)
 
 
 def fetch_source(cfg: JobConfig, env: Mapping[str, str], results_uri: str, *, local_zero: bool) -> Path:
@@ -160,10 +195,9 @@ def fetch_source(cfg: JobConfig, env: Mapping[str, str], results_uri: str, *, lo
         with contextlib.suppress(FileNotFoundError):
             marker.unlink()
         objectstore.download_results(results_uri, folder, env)
-        write_text_atomic(marker, str(folder) + "\n")
+        publish(marker, str(folder))
         return folder
-    wait_for("the first process on this node to download the source job's results", marker.is_file, timeout=float(env.get(ENV_WAIT_TIMEOUT, "7200")))
-    return folder
+    return Path(await_published(marker, "the first process on this node to download the source job's results", env))
 
 
 def offline_env(env: Mapping[str, str]) -> dict[str, str]:
