@@ -312,3 +312,23 @@ def test_az_workload_identity_without_the_client_id_names_the_service_account_an
     # All three present: a client for the account, authenticating with the federated token (no request made here).
     store = objectstore.client({**env, "AZURE_CLIENT_ID": "11111111-0000-0000-0000-000000000000"}, "az://data/x")
     assert store.service.account_name == "acct" and type(store.service.credential).__name__ == "WorkloadIdentityCredential"
+
+
+def test_az_directories_of_a_hierarchical_namespace_account_are_not_staged_as_files(tmp_path: Path, azurite: Azurite, container: Any) -> None:  # noqa: F811
+    """An ADLS Gen2 account (hierarchical namespace) lists each directory through the Blob API as a zero-length
+    blob with metadata hdi_isfolder=true (azure-cli's live ADLS test: `storage blob list` after `directory
+    create` gives one entry, metadata.hdi_isfolder 'true').  Azurite has no hierarchical namespace: those
+    entries are written here as the service lists them.  A model folder with a sub-folder stages its files."""
+    for name in ("hns/model", "hns/model/tokenizer"):
+        container.upload_blob(name, b"", metadata={"hdi_isfolder": "true"}, overwrite=True)
+    container.upload_blob("hns/model/config.json", b'{"model_type": "qwen2"}', overwrite=True)
+    container.upload_blob("hns/model/tokenizer/vocab.json", b"{}", overwrite=True)
+    dest = tmp_path / "model"
+    objectstore.stage_model(f"az://{CONTAINER}/hns/model/", dest, azurite.env())
+    assert (dest / "config.json").read_bytes() == b'{"model_type": "qwen2"}'
+    assert (dest / "tokenizer").is_dir() and (dest / "tokenizer" / "vocab.json").read_bytes() == b"{}"
+    container.upload_blob("hns/data", b"", metadata={"hdi_isfolder": "true"}, overwrite=True)
+    container.upload_blob("hns/data/part", b"", metadata={"hdi_isfolder": "true"}, overwrite=True)
+    container.upload_blob("hns/data/part/a.jsonl", b"".join(json.dumps(c).encode() + b"\n" for c in CHATS), overwrite=True)
+    staged = objectstore.stage_dataset(f"az://{CONTAINER}/hns/data/", tmp_path / "data", azurite.env())
+    assert [uri for uri, _ in staged] == [f"az://{CONTAINER}/hns/data/part/a.jsonl"]

@@ -148,15 +148,27 @@ class _Pages:
         container = self.service.get_container_client(Bucket)
         if Delimiter:
             contents, prefixes = [], []
-            for item in container.walk_blobs(name_starts_with=Prefix or None, delimiter=Delimiter):
+            for item in container.walk_blobs(name_starts_with=Prefix or None, delimiter=Delimiter, include=["metadata"]):
                 if isinstance(item, BlobPrefix):
                     prefixes.append({"Prefix": str(item.name)})
-                else:
+                elif not _is_directory(item):
                     contents.append(_entry(item))
             yield {"Contents": contents, "CommonPrefixes": prefixes}
             return
-        for page in container.list_blobs(name_starts_with=Prefix or None).by_page():
-            yield {"Contents": [_entry(b) for b in page]}
+        for page in container.list_blobs(name_starts_with=Prefix or None, include=["metadata"]).by_page():
+            yield {"Contents": [_entry(b) for b in page if not _is_directory(b)]}
+
+
+def _is_directory(blob: Any) -> bool:
+    """A directory of an account with a hierarchical namespace (ADLS Gen2): the Blob API lists it as a
+    zero-length blob named without a trailing ``/``, with metadata ``hdi_isfolder=true`` (what
+    ``az storage blob list`` shows after ``az storage blob directory create`` on such an account:
+    azure-cli's live test of ADLS blob directories, test_storage_adls_scenarios, read through the code
+    index; Microsoft's answer "directories appear in the list as zero-length blobs",
+    learn.microsoft.com/en-us/answers/questions/904103).  S3 has no such object: left in, a model or
+    dataset folder with a sub-folder was staged as a file and its files then failed to download, and
+    the merged model's clean-up deleted directories.  Only listed with ``include=["metadata"]``."""
+    return str((getattr(blob, "metadata", None) or {}).get("hdi_isfolder", "")).lower() == "true"
 
 
 def _entry(blob: Any) -> dict[str, Any]:
