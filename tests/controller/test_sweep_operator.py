@@ -99,6 +99,9 @@ async def test_a_restart_between_recording_a_trial_and_creating_it_neither_asks_
     await eventually(lambda: [t["name"] for t in trials(cluster)] == ["lr-0"], what="lr-0 recorded")
     recorded = trial(cluster, "lr-0")
     assert trial_jobs(cluster) == []
+    # The sweep says lr-0 was asked even while its FineTuneJob cannot be written (the Event is not lost
+    # with the failed write: the stored status will never announce it again).
+    await eventually(lambda: [r for _, r, _ in sweep_events(cluster)] == ["TrialCreated"], what="lr-0's TrialCreated Event")
     await op.stop()
     fault.times = 0
 
@@ -120,6 +123,8 @@ async def test_a_restart_between_recording_a_trial_and_creating_it_neither_asks_
     assert trials(cluster)[0]["parameters"] == before[0]["parameters"]
     assert cluster.read(*FTJ, NS, "lr-0")["metadata"]["uid"] == uid
     await eventually(lambda: trial_jobs(cluster) == ["lr-0", "lr-1"], what="lr-1 created, lr-0 still the same one")
+    created = [m.split(" asked")[0] for _, r, m in sweep_events(cluster) if r == "TrialCreated"]
+    assert created == ["trial lr-0", "trial lr-1"], created  # once each, across both restarts
 
 
 async def test_a_failed_trial_is_counted_and_the_study_goes_on_until_max_failed_trials(cluster: Cluster, operator: Any) -> None:

@@ -261,3 +261,74 @@ def test_az_without_the_account_or_credentials_is_a_storage_error_naming_the_fix
     with pytest.raises(StorageError, match="malformed") as err:
         objectstore.client({contract.ENV_AZURE_CONNECTION_STRING: f"AccountKey={KEY}"}, "az://data/x")
     assert KEY not in str(err.value)
+
+
+class _Forward(http.server.BaseHTTPRequestHandler):
+    """A plain reverse proxy to Azurite, listening on another address (a cluster Service's IP, say)."""
+
+    protocol_version = "HTTP/1.1"
+    upstream = ("127.0.0.1", 0)
+    log_message = _CutsOptimizerUploads.log_message
+    _forward = _CutsOptimizerUploads._forward  # never cuts: nothing here uploads optimizer.pt
+    do_GET = do_PUT = do_DELETE = do_HEAD = _forward
+
+
+def test_az_account_key_with_a_path_style_endpoint_off_loopback_reaches_the_account(tmp_path: Path, azurite: Azurite, container: Any) -> None:  # noqa: F811
+    """accountKeyKey with endpoint http://<a cluster IP or Service>:10000/devstoreaccount1 (Azurite deployed in the
+    cluster): the SDK reads the account from the path only on localhost/127.0.0.1 and refused it as "malformed";
+    the account is the path's first segment, and the key signs for it."""
+    container.upload_blob("pathstyle/one.jsonl", b"".join(json.dumps(c).encode() + b"\n" for c in CHATS), overwrite=True)
+    handler = type("Handler", (_Forward,), {"upstream": ("127.0.0.1", azurite.port)})
+    server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {contract.ENV_AZURE_ACCOUNT_KEY: KEY, contract.ENV_S3_ENDPOINT: f"http://127.0.0.2:{server.server_address[1]}/devstoreaccount1"}
+        staged = objectstore.stage_dataset(f"az://{CONTAINER}/pathstyle/one.jsonl", tmp_path / "data", env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    [(uri, local)] = staged
+    assert uri == f"az://{CONTAINER}/pathstyle/one.jsonl" and [json.loads(line) for line in local.read_text().splitlines()] == CHATS
+
+
+def test_az_workload_identity_without_the_client_id_names_the_service_account_annotation_not_a_secret(tmp_path: Path) -> None:
+    """The webhook injects AZURE_CLIENT_ID only from the ServiceAccount's azure.workload.identity/client-id
+    (pkg/webhook/webhook.go:459-463 @ v1.6.0 skips empty values): without it the job failed with "the Azure
+    connection string or endpoint is malformed ... check the Secret of credentialsSecretRef", a Secret it has not."""
+    token = tmp_path / "token"
+    token.write_text("eyJ.not-a-real.token")
+    env = {
+        contract.ENV_S3_ENDPOINT: "https://acct.blob.core.windows.net",
+        "AZURE_FEDERATED_TOKEN_FILE": str(token),
+        "AZURE_TENANT_ID": "00000000-0000-0000-0000-000000000001",
+        "AZURE_AUTHORITY_HOST": "https://login.microsoftonline.com/",
+    }
+    with pytest.raises(StorageError) as err:
+        objectstore.stage_dataset("az://data/x.jsonl", tmp_path / "d", env)
+    assert "AZURE_CLIENT_ID" in str(err.value) and "azure.workload.identity/client-id" in str(err.value), str(err.value)
+    assert "credentialsSecretRef" not in str(err.value) and "malformed" not in str(err.value)
+    with pytest.raises(StorageError, match=r"Workload Identity needs an https:// endpoint"):
+        objectstore.client({**env, "AZURE_CLIENT_ID": "11111111-0000-0000-0000-000000000000", contract.ENV_S3_ENDPOINT: "http://acct.blob.core.windows.net"}, "az://data/x")
+    # All three present: a client for the account, authenticating with the federated token (no request made here).
+    store = objectstore.client({**env, "AZURE_CLIENT_ID": "11111111-0000-0000-0000-000000000000"}, "az://data/x")
+    assert store.service.account_name == "acct" and type(store.service.credential).__name__ == "WorkloadIdentityCredential"
+
+
+def test_az_directories_of_a_hierarchical_namespace_account_are_not_staged_as_files(tmp_path: Path, azurite: Azurite, container: Any) -> None:  # noqa: F811
+    """An ADLS Gen2 account (hierarchical namespace) lists each directory through the Blob API as a zero-length
+    blob with metadata hdi_isfolder=true (azure-cli's live ADLS test: `storage blob list` after `directory
+    create` gives one entry, metadata.hdi_isfolder 'true').  Azurite has no hierarchical namespace: those
+    entries are written here as the service lists them.  A model folder with a sub-folder stages its files."""
+    for name in ("hns/model", "hns/model/tokenizer"):
+        container.upload_blob(name, b"", metadata={"hdi_isfolder": "true"}, overwrite=True)
+    container.upload_blob("hns/model/config.json", b'{"model_type": "qwen2"}', overwrite=True)
+    container.upload_blob("hns/model/tokenizer/vocab.json", b"{}", overwrite=True)
+    dest = tmp_path / "model"
+    objectstore.stage_model(f"az://{CONTAINER}/hns/model/", dest, azurite.env())
+    assert (dest / "config.json").read_bytes() == b'{"model_type": "qwen2"}'
+    assert (dest / "tokenizer").is_dir() and (dest / "tokenizer" / "vocab.json").read_bytes() == b"{}"
+    container.upload_blob("hns/data", b"", metadata={"hdi_isfolder": "true"}, overwrite=True)
+    container.upload_blob("hns/data/part", b"", metadata={"hdi_isfolder": "true"}, overwrite=True)
+    container.upload_blob("hns/data/part/a.jsonl", b"".join(json.dumps(c).encode() + b"\n" for c in CHATS), overwrite=True)
+    staged = objectstore.stage_dataset(f"az://{CONTAINER}/hns/data/", tmp_path / "data", azurite.env())
+    assert [uri for uri, _ in staged] == [f"az://{CONTAINER}/hns/data/part/a.jsonl"]

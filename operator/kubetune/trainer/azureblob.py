@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
+from urllib.parse import urlparse
 
 from kubetune.api import contract
 
@@ -68,7 +69,7 @@ def service_client(env: Mapping[str, str]) -> Any:
             if env.get(key_name):
                 if endpoint is None:
                     break
-                return BlobServiceClient(account_url=endpoint, credential=env[key_name], **kwargs)
+                return BlobServiceClient(account_url=endpoint, credential=_shared_key(endpoint, env[key_name]), **kwargs)
         if endpoint is None:
             raise StorageError(
                 "az:// needs the storage account: a connection string (spec.storage.objectStore.credentialsSecretRef; "
@@ -76,12 +77,7 @@ def service_client(env: Mapping[str, str]) -> Any:
                 "(https://<account>.blob.core.windows.net)"
             )
         if env.get("AZURE_FEDERATED_TOKEN_FILE"):
-            try:
-                from azure.identity import WorkloadIdentityCredential  # noqa: PLC0415
-            except ImportError:
-                raise StorageError("az:// with Azure Workload Identity needs azure-identity in the trainer's environment (pip install 'kubetune[train]')") from None
-            # Reads AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_FEDERATED_TOKEN_FILE, which the webhook injects.
-            return BlobServiceClient(account_url=endpoint, credential=WorkloadIdentityCredential(), **kwargs)
+            return BlobServiceClient(account_url=endpoint, credential=_workload_identity(env, endpoint), **kwargs)
     except ValueError as exc:  # a malformed connection string or endpoint: never echo it (it holds the key)
         raise StorageError(f"spec.storage.objectStore: the Azure connection string or endpoint is malformed ({type(exc).__name__}); check the Secret of credentialsSecretRef") from None
     raise StorageError(
@@ -89,6 +85,49 @@ def service_client(env: Mapping[str, str]) -> Any:
         "Identity through spec.serviceAccountName (a ServiceAccount annotated azure.workload.identity/client-id); "
         f"for kubetune run --local, {SHELL_CONNECTION_STRING} in your shell"
     )
+
+
+def _shared_key(endpoint: str, key: str) -> Any:
+    """The account key as the SDK's Shared Key credential.  The SDK finds the account itself only in
+    ``<account>.blob.core.<suffix>`` or, path-style, on a ``localhost``/``127.0.0.1`` endpoint
+    (_shared/base_client.py:140-149); any other path-style endpoint (Azurite as a cluster Service,
+    ``http://azurite.storage.svc:10000/devstoreaccount1``, or a proxy) raised "Unable to determine
+    account name" (:429-432).  Path-style, the first path segment is the account (base_client.py:146-149,
+    the same rule the SDK applies on loopback), given as the ``{"account_name", "account_key"}``
+    credential it accepts (:433-440); the SDK signs with that name (:163-166)."""
+    parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+    account = parsed.path.strip("/").split("/")[0]
+    if ".blob.core." in parsed.netloc or not account:
+        return key  # the SDK's own rule (or its own error, reported as a malformed endpoint)
+    return {"account_name": account, "account_key": key}
+
+
+def _workload_identity(env: Mapping[str, str], endpoint: str) -> Any:
+    """Azure Workload Identity's credential from the variables its webhook injects.
+
+    The webhook adds AZURE_CLIENT_ID only when the ServiceAccount carries the annotation
+    azure.workload.identity/client-id, AZURE_TENANT_ID only when that annotation or the webhook's
+    configured tenant gives one (it skips empty values: pkg/webhook/webhook.go:423-435,459-463
+    @Azure/azure-workload-identity v1.6.0); WorkloadIdentityCredential then raises ValueError naming
+    what is missing (azure/identity/_credentials/workload_identity.py:93-108, azure-identity as
+    installed), and the SDK refuses a token over http:// (_shared/base_client.py:160-161).  Those are
+    Workload Identity's problems, reported as such, not as a malformed connection string."""
+    if not endpoint.lower().startswith("https://"):
+        raise StorageError(
+            f"spec.storage.objectStore.endpoint {endpoint!r}: Azure Workload Identity needs an https:// endpoint (https://<account>.blob.core.windows.net)"
+        )
+    try:
+        from azure.identity import WorkloadIdentityCredential  # noqa: PLC0415
+    except ImportError:
+        raise StorageError("az:// with Azure Workload Identity needs azure-identity in the trainer's environment (pip install 'kubetune[train]')") from None
+    missing = [name for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID") if not env.get(name)]
+    if missing:
+        raise StorageError(
+            f"az:// with Azure Workload Identity: the pod has no {' or '.join(missing)} (AKS's webhook sets them from the ServiceAccount of "
+            "spec.serviceAccountName: annotate it azure.workload.identity/client-id: <the managed identity's or app's client id>, and "
+            "azure.workload.identity/tenant-id unless the webhook knows the tenant)"
+        )
+    return WorkloadIdentityCredential(tenant_id=env["AZURE_TENANT_ID"], client_id=env["AZURE_CLIENT_ID"], token_file_path=env["AZURE_FEDERATED_TOKEN_FILE"])
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -109,15 +148,27 @@ class _Pages:
         container = self.service.get_container_client(Bucket)
         if Delimiter:
             contents, prefixes = [], []
-            for item in container.walk_blobs(name_starts_with=Prefix or None, delimiter=Delimiter):
+            for item in container.walk_blobs(name_starts_with=Prefix or None, delimiter=Delimiter, include=["metadata"]):
                 if isinstance(item, BlobPrefix):
                     prefixes.append({"Prefix": str(item.name)})
-                else:
+                elif not _is_directory(item):
                     contents.append(_entry(item))
             yield {"Contents": contents, "CommonPrefixes": prefixes}
             return
-        for page in container.list_blobs(name_starts_with=Prefix or None).by_page():
-            yield {"Contents": [_entry(b) for b in page]}
+        for page in container.list_blobs(name_starts_with=Prefix or None, include=["metadata"]).by_page():
+            yield {"Contents": [_entry(b) for b in page if not _is_directory(b)]}
+
+
+def _is_directory(blob: Any) -> bool:
+    """A directory of an account with a hierarchical namespace (ADLS Gen2): the Blob API lists it as a
+    zero-length blob named without a trailing ``/``, with metadata ``hdi_isfolder=true`` (what
+    ``az storage blob list`` shows after ``az storage blob directory create`` on such an account:
+    azure-cli's live test of ADLS blob directories, test_storage_adls_scenarios, read through the code
+    index; Microsoft's answer "directories appear in the list as zero-length blobs",
+    learn.microsoft.com/en-us/answers/questions/904103).  S3 has no such object: left in, a model or
+    dataset folder with a sub-folder was staged as a file and its files then failed to download, and
+    the merged model's clean-up deleted directories.  Only listed with ``include=["metadata"]``."""
+    return str((getattr(blob, "metadata", None) or {}).get("hdi_isfolder", "")).lower() == "true"
 
 
 def _entry(blob: Any) -> dict[str, Any]:

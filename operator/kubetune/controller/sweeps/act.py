@@ -12,8 +12,9 @@
 3. Deletions (pruned trials; propagation Background) and the winner's promotion (server-side apply
    of its FineTuneJob with spec.serve).
 4. Events on the sweep (trials created, pruned, ended; the sweep's end; the promotion), through the
-   FineTuneJob controller's ``EventRecorder`` (deduplicated and aggregated like client-go), only once
-   the status that announces them is stored: a 409 decides again and posts nothing twice.
+   FineTuneJob controller's ``EventRecorder`` (deduplicated and aggregated like client-go), as soon as
+   the status that announces them is stored (before step 2): a 409 decides again and posts nothing
+   twice, and a trial write that fails afterwards does not lose them.
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ class SweepExecutor:
                     self.memory.forget(key)
                     return None, None
                 raise
+        if self.events is not None and stored is not None:
+            # Now, before the trials are written: the status that announces them is stored, so a decision
+            # taken again derives no Event from it; a write below that raises (a 500, a timeout: the work
+            # queue's backoff) would otherwise lose them for good.
+            for event in decision.events:
+                await self.events.record(stored, event)
         requeue: float | None = None
         for obj in (*decision.trials, *((decision.winner,) if decision.winner is not None else ())):
             name = obj["metadata"]["name"]
@@ -77,9 +84,6 @@ class SweepExecutor:
                 self.trials.put(result)  # the next snapshot sees it before the watch event
         for name in decision.deletions:
             await self.kube.delete(API_VERSION, PLURAL, snap.namespace, name)
-        if self.events is not None and stored is not None:
-            for event in decision.events:
-                await self.events.record(stored, event)
         if decision.requeue_after is not None:
             requeue = decision.requeue_after if requeue is None else min(requeue, decision.requeue_after)
         return stored, requeue
