@@ -298,3 +298,27 @@ def test_from_job_of_a_gcs_source_gets_cloud_storage_endpoint_without_a_gs_uri_o
     for template in pod_templates(rendered.workload).values():
         env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
         assert env[contract.ENV_S3_ENDPOINT] == GCS_ENDPOINT and env[contract.ENV_S3_REGION] == "auto"
+
+
+def test_streaming_a_bucket_dataset_is_refused_at_admission_naming_the_dataset_and_the_fix() -> None:
+    """LLaMA-Factory 0.9.5 cannot stream from a bucket (render/checks.py streaming_problems cites
+    where): the trainer would download the whole dataset before training, which streaming was
+    asked for to avoid.  Refused with the field, the dataset and the fix; streaming a volume
+    dataset, and a bucket dataset without streaming, stay valid."""
+    base = _job().to_api()
+    streaming = {**base, "spec": {**base["spec"], "extraArgs": {"streaming": True}, "training": {"maxSteps": 100}}}
+    streaming["spec"]["evaluation"] = {"datasets": [{"name": "held", "uri": "s3://data-bucket/eval.jsonl"}]}
+    job, problems = validate_object(streaming)
+    assert job is None
+    [problem] = [p for p in problems if p.path == "spec.extraArgs.streaming"]
+    assert "cannot stream a dataset from a bucket" in problem.message
+    assert "spec.datasets[0].uri (d)" in problem.message and "spec.evaluation.datasets[0].uri (held)" in problem.message
+    assert "remove streaming" in problem.message and "spec.datasets[].path" in problem.message
+
+    on_volume = {**streaming, "spec": {**streaming["spec"], "datasets": [{"name": "d", "path": "chat.jsonl"}]}}
+    del on_volume["spec"]["evaluation"]
+    on_volume["spec"]["storage"] = {**on_volume["spec"]["storage"], "datasets": {"claimName": "datasets"}}
+    job, problems = validate_object(on_volume)
+    assert job is not None and problems == []
+    job, problems = validate_object({**streaming, "spec": {**streaming["spec"], "extraArgs": {"streaming": False}}})
+    assert job is not None and problems == []

@@ -188,6 +188,100 @@ def test_an_interrupted_checkpoint_upload_leaves_no_completion_marker(tmp_path: 
     assert objectstore.newest_complete_remote(prefix, s3_server.env()) is None
 
 
+class _Overlap:
+    """The real client, counting the transfers in flight.  A transfer waits (a few seconds at most,
+    once) for a second one to start: moved one file at a time, none ever does."""
+
+    def __init__(self, real: Any) -> None:
+        import threading
+
+        self.real, self.lock, self.met = real, threading.Lock(), threading.Event()
+        self.in_flight = self.most = self.done = 0
+        self.gave_up = False
+        self.large_alongside: list[int] = []  # transfers in flight beside each multipart-sized file
+        self.marker_after: list[int] = []  # transfers finished when a completion marker was written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def _transfer(self, path: str, move: Any) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            if self.in_flight > 1:
+                self.met.set()
+        try:
+            if not self.gave_up and not self.met.wait(scaled(3)):
+                self.gave_up = True
+            if Path(path).is_file() and Path(path).stat().st_size >= objectstore.MULTIPART_THRESHOLD:  # an upload's source
+                self.large_alongside.append(self.in_flight - 1)
+            move()
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+                self.done += 1
+
+    def upload_file(self, filename: str, b: str, key: str) -> None:
+        self._transfer(filename, lambda: self.real.upload_file(filename, b, key))
+
+    def download_file(self, b: str, key: str, filename: str) -> None:
+        self._transfer(filename, lambda: self.real.download_file(b, key, filename))
+
+    def put_object(self, **kwargs: Any) -> Any:
+        if str(kwargs["Key"]).endswith(objectstore.MARKER):
+            self.marker_after.append(self.done)
+        return self.real.put_object(**kwargs)
+
+
+def test_a_folder_of_many_files_moves_several_files_at_once_and_its_marker_still_comes_last(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    """A checkpoint or a model is many files; `aws s3 cp --recursive` keeps 10 requests in flight,
+    kubetune moved one file at a time (a checkpoint of small files took one round trip per file).
+    Now up to TRANSFER_CONCURRENCY small files move at once, a multipart-sized file alone (its own
+    parts are already parallel), and the completion marker is written only after every file."""
+    env = s3_server.env()
+    ckpt = _checkpoint(tmp_path / "out", 5, size=100)
+    for i in range(12):
+        (ckpt / f"rng_state_{i}.pth").write_bytes(b"r" * (i + 1))
+    (ckpt / "model.safetensors").write_bytes(b"m" * objectstore.MULTIPART_THRESHOLD)
+    files = sorted(p.name for p in ckpt.iterdir())
+    prefix = f"s3://{BUCKET}/parallel/default/job/"
+
+    up = _Overlap(objectstore.client(env))
+    objectstore.upload_checkpoint(prefix, ckpt, env, s3=up, config_hash="c")
+    assert 2 <= up.most <= objectstore.TRANSFER_CONCURRENCY and not up.gave_up
+    assert up.large_alongside == [0]  # the 8 MiB file went alone
+    assert up.marker_after == [len(files)]  # the marker after every file, not while any was under way
+    assert objectstore.newest_complete_remote(prefix, env, config_hash="c") == ("checkpoint-5", {f: (ckpt / f).stat().st_size for f in files})
+
+    down = _Overlap(objectstore.client(env))
+    fresh = tmp_path / "fresh"
+    assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, s3=down, config_hash="c") == "checkpoint-5"
+    assert 2 <= down.most <= objectstore.TRANSFER_CONCURRENCY and not down.gave_up
+    assert sorted(p.name for p in (fresh / "checkpoint-5").iterdir()) == files
+    assert all((fresh / "checkpoint-5" / f).read_bytes() == (ckpt / f).read_bytes() for f in files)
+
+    (ckpt / "config.json").write_text("{}")
+    objectstore.upload_folder(f"s3://{BUCKET}/parallel/model/", ckpt, env)
+    model = _Overlap(objectstore.client(env))
+    assert objectstore.stage_model(f"s3://{BUCKET}/parallel/model/", tmp_path / "model", env, s3=model) == {"objects": len(files) + 1, "downloaded": len(files) + 1, "reused": 0}
+    assert 2 <= model.most <= objectstore.TRANSFER_CONCURRENCY and not model.gave_up
+
+
+def test_a_failed_file_among_several_in_flight_fails_the_upload_and_leaves_no_marker(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    """One file refused while others are under way: the upload fails with that file's error, and
+    the marker (deleted first, written only after every file) is not there."""
+    ckpt = _checkpoint(tmp_path / "out", 6, size=10)
+    for i in range(30):
+        (ckpt / f"shard-{i:02d}.bin").write_bytes(b"s")
+    denied = s3_server.user("denied-shard", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/*shard-00.bin"], "Deny")])
+    prefix = f"s3://{BUCKET}/parallel-fail/default/job/"
+    with pytest.raises(StorageError, match=r"checkpoint-6/: uploading failed: AccessDenied"):
+        objectstore.upload_checkpoint(prefix, ckpt, s3_server.env(denied))
+    keys = [o["Key"] for o in objectstore.list_objects(bucket, BUCKET, "parallel-fail/")]
+    assert keys and not any(k.endswith(objectstore.MARKER) for k in keys)
+    assert objectstore.newest_complete_remote(prefix, s3_server.env()) is None
+
+
 def test_a_fresh_working_dir_resumes_from_the_newest_complete_checkpoint_in_the_bucket(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
     prefix = f"s3://{BUCKET}/resume/default/job/"
     env = s3_server.env()

@@ -125,6 +125,7 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
     problems.extend(image_problems(job))
     problems.extend(lora_target_problems(job))
     problems.extend(packing_problems(job))
+    problems.extend(streaming_problems(job))
     problems.extend(preference_problems(job))
     problems.extend(Problem(path, message) for path, message in serving_problems(job))
     if job.spec.distributed.backend in BACKENDS:  # auto: the operator checks the backend it chooses
@@ -258,6 +259,49 @@ def packing_problems(job: FineTuneJob) -> list[Problem]:
             )
         ]
     return []
+
+
+def streaming_problems(job: FineTuneJob) -> list[Problem]:
+    """``streaming`` with a bucket dataset (spec.datasets[].uri): LLaMA-Factory 0.9.5 has no way to
+    stream from a bucket, so the trainer would stage the whole dataset first, which is what a user
+    asking for streaming (a dataset larger than the volume) meant to avoid.
+
+    * A ``file_name`` dataset is a local path (``os.path.join(dataset_dir, file_name)``, refused
+      unless ``os.path.isdir``/``isfile``: llamafactory/data/loader.py:73-82 @0.9.5), and even with
+      ``streaming`` it is loaded whole, then iterated (``load_dataset(..., streaming=... and
+      load_from != "file")`` and ``to_iterable_dataset``: loader.py:131-143).
+    * A ``cloud_file_name`` dataset (parser.py:141-142) is read whole into memory
+      (``Dataset.from_list(read_cloud_json(...))``, loader.py:128-129; data_utils.py:183-205) by an
+      s3fs filesystem with no endpoint, CA or key options (``fsspec.filesystem("s3")``,
+      data_utils.py:158-162), anonymous first (:193), never streamed.
+    * A Hub dataset's path cannot be a URI: datasets 4.0.0 sends a path with a scheme to neither a
+      local folder nor the Hub (``is_relative_path``, datasets/utils/file_utils.py:75-76;
+      load.py:918-923, 1033: "Couldn't find any data file").  datasets itself could stream
+      remote ``data_files`` through fsspec (``url_to_fs(pattern, **storage_options)``,
+      data_files.py:350; ``storage_options``, load.py:1202), but LLaMA-Factory gives it local
+      files only and no ``storage_options`` (loader.py:131-141).
+    * s3fs itself does not install beside the trainer's botocore 1.44.18: its newest aiobotocore
+      (3.10.0) requires botocore<1.43.118,>=1.43.115, and s3fs 2026.9.0 fsspec==2026.9.0 where
+      datasets 4.0.0 keeps fsspec 2025.3.0 (the wheels' METADATA)."""
+    value = (job.spec.extra_args or {}).get("streaming")
+    if value in (None, False, 0, "false", "False", ""):
+        return []
+    held_out = job.spec.evaluation.datasets if job.spec.evaluation and job.spec.evaluation.datasets else []
+    bucket = [(f"spec.datasets[{i}]", d) for i, d in enumerate(job.spec.datasets)] + [
+        (f"spec.evaluation.datasets[{i}]", d) for i, d in enumerate(held_out)
+    ]
+    named = [f"{where}.uri ({d.name})" for where, d in bucket if d.uri is not None]
+    if not named:
+        return []
+    return [
+        Problem(
+            "spec.extraArgs.streaming",
+            f"LLaMA-Factory {catalog().version} cannot stream a dataset from a bucket, and {', '.join(named)} "
+            "would be downloaded whole before training anyway: remove streaming (the trainer then stages the "
+            "dataset into the outputs volume, as it does for every uri dataset), or put the dataset on the datasets "
+            "volume (spec.datasets[].path) or the Hub (spec.datasets[].hub) to stream it",
+        )
+    ]
 
 
 def _raw_semantic_problems(body: dict[str, Any]) -> list[Problem]:

@@ -38,9 +38,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from kubetune.api import contract
 from kubetune.api.objectstore import key_problem, split_uri
@@ -73,6 +73,18 @@ reaches us outlived those attempts.  Also transient: HTTP status 429 (Throttling
 :549) and >= 500 (:469), and a lost connection (ConnectionError/HTTPClientError, :470-473: a
 reset is botocore's ConnectionClosedError, an HTTPClientError)."""
 _CODE_IN_TEXT: Final = re.compile(r"An error occurred \(([A-Za-z0-9]+)\)")
+TRANSFER_CONCURRENCY: Final = 10
+"""Files below MULTIPART_THRESHOLD in flight at once, up or down.  ``aws s3 cp --recursive`` keeps
+10 requests in flight over all its files (``max_concurrent_requests`` 10,
+awscli/customizations/s3/transferconfig.py:19-22 @1.46.3); one ``upload_file``/``download_file``
+call moves one file, so a loop of them moved a checkpoint of small files one request at a time.
+10 is also botocore's connection pool per client (MAX_POOL_CONNECTIONS, botocore/endpoint.py:40
+@1.44.18): more threads than that would open connections the pool then discards."""
+MULTIPART_THRESHOLD: Final = 8 * 1024 * 1024
+"""boto3's ``multipart_threshold`` (TransferConfig.DEFAULTS, boto3/s3/transfer.py:259-262
+@1.44.18): a file this large already goes in 8 MiB parts, ``max_concurrency`` 10 at once, within
+its one call, so such files are moved one after the other (10 requests in flight, not 100)."""
+_T = TypeVar("_T")
 
 
 # --- connection and errors ----------------------------------------------------------
@@ -325,6 +337,52 @@ def _download(s3: Any, bucket: str, key: str, target: Path) -> None:
             tmp.unlink()
 
 
+def _transfer_all(work: Callable[[_T], None], items: Sequence[tuple[_T, int]]) -> None:
+    """``work(item)`` for every (item, size in bytes): files of MULTIPART_THRESHOLD or more one after
+    the other (each is already moved in parts, several at once), the smaller ones up to
+    TRANSFER_CONCURRENCY at once.  After a failure no further item starts, those under way finish,
+    and the failure of the first failed item (in ``items`` order) is raised here, in the caller's
+    thread (its ``_guard`` turns it into a StorageError).  Daemon threads, as the checkpoint
+    uploader's own: an upload that hangs past the pod's grace period dies with the process
+    (CheckpointUploader.stop), where a ThreadPoolExecutor's workers would be joined at exit."""
+    small = [item for item, size in items if size < MULTIPART_THRESHOLD]
+    _each(work, small)
+    for item, size in items:
+        if size >= MULTIPART_THRESHOLD:
+            work(item)
+
+
+def _each(work: Callable[[_T], None], items: Sequence[_T]) -> None:
+    if len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    queue = iter(enumerate(items))
+    lock = threading.Lock()
+    errors: dict[int, BaseException] = {}
+
+    def worker() -> None:
+        while True:
+            with lock:
+                nxt = None if errors else next(queue, None)
+            if nxt is None:
+                return
+            index, item = nxt
+            try:
+                work(item)
+            except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+                with lock:
+                    errors[index] = exc
+
+    threads = [threading.Thread(target=worker, name=f"kubetune-transfer-{n}", daemon=True) for n in range(min(TRANSFER_CONCURRENCY, len(items)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[min(errors)]
+
+
 DATA_SUFFIXES: Final = (".json", ".jsonl", ".parquet", ".csv", ".arrow")
 
 
@@ -347,11 +405,11 @@ def stage_dataset(uri: str, scratch: Path, env: Mapping[str, str], s3: Any | Non
         objects = [o for o in list_objects(s3, bucket, key) if str(o["Key"]).endswith(DATA_SUFFIXES)]
         if not objects:
             raise DataError(f"{uri}: no such object, and no .json/.jsonl/.parquet/.csv/.arrow object under that prefix")
-        files = []
-        for i, obj in enumerate(objects):
-            target = scratch / f"{i:06d}{Path(str(obj['Key'])).suffix}"
-            _download(s3, bucket, str(obj["Key"]), target)
-            files.append((f"{uri.split('://', 1)[0]}://{bucket}/{obj['Key']}", target))
+        files = [(f"{uri.split('://', 1)[0]}://{bucket}/{obj['Key']}", scratch / f"{i:06d}{Path(str(obj['Key'])).suffix}") for i, obj in enumerate(objects)]
+        _transfer_all(
+            lambda job: _download(s3, bucket, job[0], job[1]),
+            [((str(obj["Key"]), target), int(obj.get("Size", 0))) for obj, (_, target) in zip(objects, files, strict=True)],
+        )
         return files
 
 
@@ -370,7 +428,7 @@ def stage_model(uri: str, dest: Path, env: Mapping[str, str], s3: Any | None = N
         except (OSError, ValueError):
             known = {}
         etags: dict[str, str] = {}
-        fetched = 0
+        wanted: list[tuple[tuple[str, Path], int]] = []
         for obj in objects:
             relative = str(obj["Key"])[len(prefix):]
             try:
@@ -381,8 +439,9 @@ def stage_model(uri: str, dest: Path, env: Mapping[str, str], s3: Any | None = N
             etags[relative] = etag
             if known.get(relative) == etag and target.is_file() and target.stat().st_size == obj.get("Size"):
                 continue
-            _download(s3, bucket, str(obj["Key"]), target)
-            fetched += 1
+            wanted.append(((str(obj["Key"]), target), int(obj.get("Size", 0))))
+        _transfer_all(lambda job: _download(s3, bucket, job[0], job[1]), wanted)
+        fetched = len(wanted)
         for stale in set(known) - set(etags):
             with contextlib.suppress(OSError, ValueError):
                 _local_path(dest, stale).unlink()
@@ -418,15 +477,13 @@ def upload_folder(prefix_uri: str, folder: Path, env: Mapping[str, str], *, skip
     completion marker (the file list and sizes, plus ``marker``) last.  An existing marker is
     deleted first, so a re-upload is never marked complete while it is under way.  Returns the bytes sent."""
     bucket, prefix = split_uri(prefix_uri)
-    sent = 0
     with _guard(prefix_uri, env, doing="uploading"):
         files = _files(folder, skip)
         s3 = s3 or _client_for(env, prefix_uri)
         if marker is not None:
             s3.delete_object(Bucket=bucket, Key=prefix + MARKER)
-        for relative, path in files:
-            s3.upload_file(str(path), bucket, prefix + relative)
-            sent += path.stat().st_size
+        _transfer_all(lambda job: s3.upload_file(str(job[1]), bucket, prefix + job[0]), [((r, p), p.stat().st_size) for r, p in files])
+        sent = sum(path.stat().st_size for _, path in files)
         if marker is not None:
             body = dict(marker)
             body["files"] = {relative: path.stat().st_size for relative, path in files}
@@ -519,12 +576,13 @@ def restore_checkpoint(
     staging = output_dir / f".{name}.restore"
     shutil.rmtree(staging, ignore_errors=True)
     with _guard(f"{prefix_uri}{name}/", env, doing="downloading the checkpoint"):
-        for relative in files:
+        wanted: list[tuple[tuple[str, Path], int]] = []
+        for relative, size in files.items():
             try:
-                target = _local_path(staging, relative)
+                wanted.append(((f"{prefix}{name}/{relative}", _local_path(staging, relative)), size))
             except ValueError as exc:
                 raise StorageError(f"{prefix_uri}{name}/: {exc}") from None
-            _download(s3, bucket, f"{prefix}{name}/{relative}", target)
+        _transfer_all(lambda job: _download(s3, bucket, job[0], job[1]), wanted)
     final = output_dir / name
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
@@ -806,17 +864,21 @@ def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, onl
         for stale in sorted(set(known) - set(files)):  # fetched for an earlier run under this URI
             with contextlib.suppress(ValueError, OSError):
                 _local_path(dest, stale).unlink()
+        wanted: list[tuple[tuple[str, Path, int], int]] = []
         for relative, size in sorted(files.items()):
             if only is not None and relative not in only:
                 continue
             try:
-                target = _local_path(dest, relative)
+                wanted.append(((relative, _local_path(dest, relative), size), size))
             except ValueError as exc:
                 raise StorageError(f"{prefix_uri}: {exc}") from None
+
+        def fetch(job: tuple[str, Path, int]) -> None:
+            relative, target, size = job
             etag = str(s3.head_object(Bucket=bucket, Key=prefix + relative).get("ETag", ""))
             if etag and known.get(relative) == etag and target.is_file() and target.stat().st_size == size:
-                continue
-            etags.pop(relative, None)
+                return
+            etags.pop(relative, None)  # one key per job: no two threads touch one entry
             _download(s3, bucket, prefix + relative, target)
             got = target.stat().st_size
             if got != size:
@@ -831,6 +893,9 @@ def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, onl
                 )
             etags[relative] = etag
             fetched.append(relative)
+
+        _transfer_all(fetch, wanted)
+        fetched.sort()
         dest.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.etags.json.tmp-{uuid.uuid4().hex}")  # unique: see _download
         tmp.write_text(json.dumps(etags, sort_keys=True), encoding="utf-8")
