@@ -343,8 +343,11 @@ def _transfer_all(work: Callable[[_T], None], items: Sequence[tuple[_T, int]]) -
     TRANSFER_CONCURRENCY at once.  After a failure no further item starts, those under way finish,
     and the failure of the first failed item (in ``items`` order) is raised here, in the caller's
     thread (its ``_guard`` turns it into a StorageError).  Daemon threads, as the checkpoint
-    uploader's own: an upload that hangs past the pod's grace period dies with the process
-    (CheckpointUploader.stop), where a ThreadPoolExecutor's workers would be joined at exit."""
+    uploader's own.  boto3's upload_file/download_file still run each request in its transfer
+    manager's ThreadPoolExecutor (s3transfer/futures.py:426 @0.19.3), whose workers the interpreter
+    joins at exit whatever their daemon flag: kubetune.trainer.__main__ therefore ends the process
+    with os._exit while one of these threads is still alive (an upload abandoned at the SIGTERM
+    deadline of CheckpointUploader.stop), or the kubelet's SIGKILL would replace main's exit code."""
     small = [item for item, size in items if size < MULTIPART_THRESHOLD]
     _each(work, small)
     for item, size in items:
