@@ -322,3 +322,16 @@ def test_streaming_a_bucket_dataset_is_refused_at_admission_naming_the_dataset_a
     assert job is not None and problems == []
     job, problems = validate_object({**streaming, "spec": {**streaming["spec"], "extraArgs": {"streaming": False}}})
     assert job is not None and problems == []
+
+
+def test_streaming_given_as_a_string_gets_the_type_problem_only() -> None:
+    """``streaming: "no"`` is refused for its type (LLaMA-Factory wants true or false); the bucket
+    dataset problem would tell the user they asked for streaming, which "no" or "0" did not."""
+    base = _job().to_api()
+    for value in ("no", "0", "FALSE"):
+        doc = {**base, "spec": {**base["spec"], "extraArgs": {"streaming": value}, "training": {"maxSteps": 100}}}
+        job, problems = validate_object(doc)
+        assert job is None
+        assert [p.message for p in problems if p.path == "spec.extraArgs.streaming"] == [
+            f"LLaMA-Factory expects true or false here, got {value!r}"
+        ]

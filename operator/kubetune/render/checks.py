@@ -283,8 +283,9 @@ def streaming_problems(job: FineTuneJob) -> list[Problem]:
     * s3fs itself does not install beside the trainer's botocore 1.44.18: its newest aiobotocore
       (3.10.0) requires botocore<1.43.118,>=1.43.115, and s3fs 2026.9.0 fsspec==2026.9.0 where
       datasets 4.0.0 keeps fsspec 2025.3.0 (the wheels' METADATA)."""
-    value = (job.spec.extra_args or {}).get("streaming")
-    if value in (None, False, 0, "false", "False", ""):
+    # Only a real true: any other value is refused by the catalog's type check already ("expects true
+    # or false"), and a second problem for "no" or "0" would tell the user they asked for streaming.
+    if (job.spec.extra_args or {}).get("streaming") is not True:
         return []
     held_out = job.spec.evaluation.datasets if job.spec.evaluation and job.spec.evaluation.datasets else []
     bucket = [(f"spec.datasets[{i}]", d) for i, d in enumerate(job.spec.datasets)] + [
