@@ -47,3 +47,18 @@ def test_the_launch_token_differs_between_parents_and_is_stable_within_one() -> 
     code = "from kubetune.trainer import model; print(model.launch_token())"
     child = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
     assert child != here  # the child's parent is this process, not ours
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_the_launch_token_reads_the_start_time_of_a_parent_with_an_odd_name() -> None:
+    """A parent whose name is not ASCII and holds spaces and parentheses (comm is the parent's to set)
+    still yields its start time, so a restarted parent with a reused PID still gives another token."""
+    code = (
+        "import subprocess, sys; from pathlib import Path\n"
+        "Path('/proc/self/comm').write_bytes('é) (x y'.encode())\n"
+        "print(subprocess.run([sys.executable, '-c', 'from kubetune.trainer import model; print(model.launch_token())'],"
+        " check=True, capture_output=True, text=True).stdout.strip())\n"
+    )
+    token = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+    _, started = token.split(":")
+    assert started.isdigit(), token

@@ -55,8 +55,10 @@ def launch_token() -> str:
     differs. Without /proc (a laptop's run --local): the parent's PID alone."""
     ppid = os.getppid()
     try:
-        stat = Path(f"/proc/{ppid}/stat").read_text(encoding="ascii")
-        started = stat[stat.rindex(")") + 2:].split()[19]  # fields after "(comm)": state is field 3, starttime 22
+        # Bytes: comm is whatever the parent named itself (prctl PR_SET_NAME, /proc/<pid>/comm), not
+        # necessarily ASCII or UTF-8, and may hold spaces and ")": the last ")" ends it (proc(5)).
+        stat = Path(f"/proc/{ppid}/stat").read_bytes()
+        started = stat[stat.rindex(b")") + 2:].split()[19].decode("ascii")  # after "(comm)": state is field 3, starttime 22
     except (OSError, ValueError, IndexError):
         started = "?"
     return f"{ppid}:{started}"
