@@ -902,3 +902,33 @@ def test_a_node_clock_the_store_refuses_is_a_permanent_failure_naming_the_fix() 
     err = objectstore.failure(f"s3://{BUCKET}/runs/default/job/", skewed, {}, doing="uploading")
     assert err.exit_code != contract.EXIT_RETRYABLE
     assert "time sync" in str(err) and "RequestTimeTooSkewed" in str(err)
+
+
+def test_a_denied_file_and_a_throttled_one_in_flight_together_report_the_denial(tmp_path: Path) -> None:
+    """Two files fail at once, the earlier one (items order) with a 503 SlowDown and the other with
+    AccessDenied: the upload reports the permanent denial (not retryable), so the checkpoint
+    uploader stops instead of retrying a write it will never be allowed."""
+    import threading
+
+    from botocore.exceptions import ClientError
+
+    from kubetune.api import contract
+
+    both_in_flight = threading.Barrier(2, timeout=30)
+
+    class Store:  # botocore's own ClientError, as a real client raises it from upload_file's PutObject
+        def delete_object(self, **_: Any) -> None:
+            pass
+
+        def upload_file(self, filename: str, bucket: str, key: str) -> None:
+            both_in_flight.wait()
+            code, status = ("SlowDown", 503) if key.endswith("a.bin") else ("AccessDenied", 403)
+            raise ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(b"a")
+    (folder / "b.bin").write_bytes(b"b")
+    with pytest.raises(StorageError, match="AccessDenied") as caught:
+        objectstore.upload_folder(f"s3://{BUCKET}/p/", folder, {}, s3=Store())
+    assert caught.value.exit_code != contract.EXIT_RETRYABLE

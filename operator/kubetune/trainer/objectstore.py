@@ -383,7 +383,19 @@ def _each(work: Callable[[_T], None], items: Sequence[_T]) -> None:
     for thread in threads:
         thread.join()
     if errors:
-        raise errors[min(errors)]
+        raise _to_report(errors)
+
+
+def _to_report(errors: Mapping[int, BaseException]) -> BaseException:
+    """The first permanent store failure (denied, no bucket, wrong keys), else the first failure, in
+    items order: with files in flight at once a 503 on one file and an AccessDenied on another both
+    happen, and reporting the 503 would have the checkpoint uploader retry a denied write forever
+    (CheckpointUploader._loop stops only on a permanent one)."""
+    ordered = [errors[index] for index in sorted(errors)]
+    for exc in ordered:
+        if isinstance(exc, _cloud_errors()) and failure("", exc, {}, doing="").exit_code != contract.EXIT_RETRYABLE:
+            return exc
+    return ordered[0]
 
 
 DATA_SUFFIXES: Final = (".json", ".jsonl", ".parquet", ".csv", ".arrow")
