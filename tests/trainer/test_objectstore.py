@@ -933,3 +933,24 @@ def test_a_denied_file_and_a_throttled_one_in_flight_together_report_the_denial(
     with pytest.raises(StorageError, match="AccessDenied") as caught:
         objectstore.upload_folder(f"s3://{BUCKET}/p/", folder, {}, s3=Store())
     assert caught.value.exit_code != contract.EXIT_RETRYABLE
+
+
+def test_the_first_process_of_a_node_stages_a_bucket_model_and_the_others_get_its_folder(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+    """spec.model.uri through the trainer's model stage: local rank 0 mirrors the prefix into the models
+    volume and publishes the folder for this launch; another process of the node (same parent) gets it."""
+    import threading
+    from types import SimpleNamespace
+
+    from kubetune.trainer import model
+
+    prefix = "models/staged-once/"
+    bucket.put_object(Bucket=BUCKET, Key=prefix + "config.json", Body=b"{}")
+    cfg: Any = SimpleNamespace(models_dir=tmp_path / "models")
+    env = {**s3_server.env(), model.ENV_WAIT_TIMEOUT: str(scaled(20))}
+    got: list[str] = []
+    other = threading.Thread(target=lambda: got.append(model._stage_from_bucket(cfg, env, f"s3://{BUCKET}/{prefix}", local_zero=False)))  # noqa: SLF001
+    other.start()
+    first = model._stage_from_bucket(cfg, env, f"s3://{BUCKET}/{prefix}", local_zero=True)  # noqa: SLF001
+    other.join(timeout=scaled(30))
+    assert got == [first] and (Path(first) / "config.json").read_bytes() == b"{}"
+    assert Path(first).is_relative_to(tmp_path / "models")  # the models volume, never the outputs

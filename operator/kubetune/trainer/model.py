@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from kubetune.api import contract
@@ -170,15 +170,7 @@ def _stage_from_bucket(cfg: JobConfig, env: Mapping[str, str], uri: str, *, loca
     (only objects whose ETag changed), the others wait for its marker."""
     from . import objectstore  # noqa: PLC0415 - boto3 is in the train extra only
 
-    folder = cfg.models_dir / model_cache_subdir(uri)
-    marker = folder.with_name(folder.name + ".ready")
-    if local_zero:
-        with contextlib.suppress(FileNotFoundError):
-            marker.unlink()
-        objectstore.stage_model(uri, folder, env)
-        publish(marker, str(folder))
-        return str(folder)
-    return await_published(marker, "the first process on this node to download the model", env)
+    return str(_stage_once(cfg, env, uri, objectstore.stage_model, "the model", local_zero=local_zero))
 
 
 def fetch_source(cfg: JobConfig, env: Mapping[str, str], results_uri: str, *, local_zero: bool) -> Path:
@@ -191,15 +183,23 @@ def fetch_source(cfg: JobConfig, env: Mapping[str, str], results_uri: str, *, lo
     missing (it has not succeeded, or its upload is under way) is a StorageError naming the marker."""
     from . import objectstore  # noqa: PLC0415 - boto3 is in the train extra only
 
-    folder = cfg.models_dir / model_cache_subdir(results_uri)
+    return _stage_once(cfg, env, results_uri, objectstore.download_results, "the source job's results", local_zero=local_zero)
+
+
+def _stage_once(
+    cfg: JobConfig, env: Mapping[str, str], uri: str, copy: Callable[[str, Path, Mapping[str, str]], object], what: str, *, local_zero: bool
+) -> Path:
+    """The first process of this node copies ``uri`` into its folder of the models volume (``copy``) and
+    publishes it for this launch; the node's other processes wait for that marker."""
+    folder = cfg.models_dir / model_cache_subdir(uri)
     marker = folder.with_name(folder.name + ".ready")
     if local_zero:
         with contextlib.suppress(FileNotFoundError):
             marker.unlink()
-        objectstore.download_results(results_uri, folder, env)
+        copy(uri, folder, env)
         publish(marker, str(folder))
         return folder
-    return Path(await_published(marker, "the first process on this node to download the source job's results", env))
+    return Path(await_published(marker, f"the first process on this node to download {what}", env))
 
 
 def offline_env(env: Mapping[str, str]) -> dict[str, str]:
