@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from kt_time import scaled, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE = ROOT / ".tools" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
@@ -95,13 +95,7 @@ class Azurite:
         return {"KUBETUNE_AZURE_STORAGE_CONNECTION_STRING": connection_string or self.connection_string()}
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=scaled(10))
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         shutil.rmtree(self.workspace, ignore_errors=True)
 
 

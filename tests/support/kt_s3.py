@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from kt_time import scaled, stop_process
 
 ADMIN_ACTIONS = 3  # CreateUser, PutUserPolicy, CreateAccessKey
 
@@ -107,13 +107,7 @@ class S3Server:
         return env
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=scaled(10))
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def private_ca(folder: Path) -> tuple[str, str, str]:

@@ -11,8 +11,10 @@ multiplied by it. docs/CONTRIBUTING.md says the same.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 ENV = "KUBETUNE_TEST_TIME_FACTOR"
 
@@ -55,3 +57,14 @@ class ForwardClock:
     def _write(self) -> None:
         if self.offset_file is not None:
             self.offset_file.write_text(repr(self.offset), encoding="utf-8")
+
+
+def stop_process(process: "subprocess.Popen[Any]") -> None:
+    """Stop a test server (moto, Azurite): SIGTERM, a scaled 10 s to exit, then SIGKILL."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=scaled(10))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -17,7 +17,7 @@ from kt_time import scaled
 from kt_s3 import S3Server, s3_server, statement  # noqa: F401 - s3_server is a fixture
 from kubetune.trainer import config, data, objectstore
 from kubetune.trainer.errors import DataError, StorageError
-from trainerlib import TinyAssets, make_pod
+from trainerlib import TinyAssets, fake_checkpoint, make_pod
 
 pytestmark = pytest.mark.train  # data.prepare reads records with the train stack
 
@@ -33,16 +33,6 @@ def bucket(s3_server: S3Server) -> Any:  # noqa: F811
     s3 = s3_server.s3()
     s3.create_bucket(Bucket=BUCKET)
     return s3
-
-
-def _checkpoint(folder: Path, step: int, *, size: int = 1000) -> Path:
-    """What transformers leaves: weights, optimizer, and trainer_state.json with the step."""
-    ckpt = folder / f"checkpoint-{step}"
-    ckpt.mkdir(parents=True)
-    (ckpt / "adapter_model.safetensors").write_bytes(b"w" * size)
-    (ckpt / "optimizer.pt").write_bytes(b"o" * size)
-    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
-    return ckpt
 
 
 def test_a_dataset_object_and_a_prefix_are_staged_and_checked_by_the_data_stage(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
@@ -166,7 +156,7 @@ def test_a_store_that_cannot_be_reached_is_a_retryable_storage_error(tmp_path: P
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]  # nothing listens here once the socket is closed
     env = {**s3_server.env(), "KUBETUNE_S3_ENDPOINT": f"http://127.0.0.1:{closed}"}
-    ckpt = _checkpoint(tmp_path, 1)
+    ckpt = fake_checkpoint(tmp_path, 1)
     with pytest.raises(StorageError, match=rf"s3://{BUCKET}/x/checkpoint-1/: uploading failed: EndpointConnectionError") as err:
         objectstore.upload_checkpoint(f"s3://{BUCKET}/x/", ckpt, env)
     assert err.value.exit_code == 130  # the pod restarts and resumes
@@ -174,7 +164,7 @@ def test_a_store_that_cannot_be_reached_is_a_retryable_storage_error(tmp_path: P
 
 def test_an_interrupted_checkpoint_upload_leaves_no_completion_marker(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
     prefix = f"s3://{BUCKET}/interrupted/default/job/"
-    ckpt = _checkpoint(tmp_path / "out", 3)
+    ckpt = fake_checkpoint(tmp_path / "out", 3)
     objectstore.upload_checkpoint(prefix, ckpt, s3_server.env())
     assert objectstore.newest_complete_remote(prefix, s3_server.env()) is not None
     # The store refuses the optimizer state midway (after the weights went up), as a dropped link would.
@@ -239,7 +229,7 @@ def test_a_folder_of_many_files_moves_several_files_at_once_and_its_marker_still
     Now up to TRANSFER_CONCURRENCY small files move at once, a multipart-sized file alone (its own
     parts are already parallel), and the completion marker is written only after every file."""
     env = s3_server.env()
-    ckpt = _checkpoint(tmp_path / "out", 5, size=100)
+    ckpt = fake_checkpoint(tmp_path / "out", 5, size=100)
     for i in range(12):
         (ckpt / f"rng_state_{i}.pth").write_bytes(b"r" * (i + 1))
     (ckpt / "model.safetensors").write_bytes(b"m" * objectstore.MULTIPART_THRESHOLD)
@@ -270,7 +260,7 @@ def test_a_folder_of_many_files_moves_several_files_at_once_and_its_marker_still
 def test_a_failed_file_among_several_in_flight_fails_the_upload_and_leaves_no_marker(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
     """One file refused while others are under way: the upload fails with that file's error, and
     the marker (deleted first, written only after every file) is not there."""
-    ckpt = _checkpoint(tmp_path / "out", 6, size=10)
+    ckpt = fake_checkpoint(tmp_path / "out", 6, size=10)
     for i in range(30):
         (ckpt / f"shard-{i:02d}.bin").write_bytes(b"s")
     denied = s3_server.user("denied-shard", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/*shard-00.bin"], "Deny")])
@@ -287,16 +277,16 @@ def test_a_fresh_working_dir_resumes_from_the_newest_complete_checkpoint_in_the_
     env = s3_server.env()
     old = tmp_path / "old-pod"
     for step in (2, 4):
-        objectstore.upload_checkpoint(prefix, _checkpoint(old, step, size=100 * step), env)
+        objectstore.upload_checkpoint(prefix, fake_checkpoint(old, step, size=100 * step), env)
     # checkpoint-6: every object, but the pod died before its marker; checkpoint-8: marker, one object lost.
-    objectstore.upload_folder(f"{prefix}checkpoint-6/", _checkpoint(old, 6), env)
-    objectstore.upload_checkpoint(prefix, _checkpoint(old, 8), env)
+    objectstore.upload_folder(f"{prefix}checkpoint-6/", fake_checkpoint(old, 6), env)
+    objectstore.upload_checkpoint(prefix, fake_checkpoint(old, 8), env)
     bucket.delete_object(Bucket=BUCKET, Key="resume/default/job/checkpoint-8/optimizer.pt")
 
     fresh = tmp_path / "new-pod"
     fresh.mkdir()
     # The newest of all, checkpoint-10, was written by another configuration of a job with this name.
-    objectstore.upload_checkpoint(prefix, _checkpoint(old, 10), env, config_hash="another-config")
+    objectstore.upload_checkpoint(prefix, fake_checkpoint(old, 10), env, config_hash="another-config")
     assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="another-config") == "checkpoint-10"
     shutil.rmtree(fresh / "checkpoint-10")
     bucket.delete_object(Bucket=BUCKET, Key="resume/default/job/checkpoint-10/_KUBETUNE_COMPLETE")
@@ -320,7 +310,7 @@ def test_a_restored_checkpoint_is_not_uploaded_again_so_its_marker_survives_a_se
     checkpoint: re-uploading deletes the bucket's marker first (upload_folder), so a preemption in
     that window (here: every write refused after the delete) left the job nothing to resume from."""
     prefix = f"s3://{BUCKET}/restored/default/job/"
-    objectstore.upload_checkpoint(prefix, _checkpoint(tmp_path / "pod-a", 4), s3_server.env(), config_hash="h")
+    objectstore.upload_checkpoint(prefix, fake_checkpoint(tmp_path / "pod-a", 4), s3_server.env(), config_hash="h")
     fresh = tmp_path / "pod-b"
     fresh.mkdir()
     assert objectstore.restore_checkpoint(prefix, fresh, s3_server.env(), needs_optimizer=True, config_hash="h") == "checkpoint-4"
@@ -346,8 +336,8 @@ def test_half_written_checkpoints_set_aside_on_the_volume_are_not_uploaded_as_re
     .checkpoint-N.restore: neither is a result of the job (they can be gigabytes)."""
     prefix = f"s3://{BUCKET}/results/default/job/"
     out = tmp_path / "out"
-    _checkpoint(out, 6).rename(out / ".incomplete-checkpoint-6-1765000000")
-    _checkpoint(out, 8).rename(out / ".checkpoint-8.restore")
+    fake_checkpoint(out, 6).rename(out / ".incomplete-checkpoint-6-1765000000")
+    fake_checkpoint(out, 8).rename(out / ".checkpoint-8.restore")
     (out / "adapter_model.safetensors").write_bytes(b"adapter")
     (out / "trainer_log.jsonl").write_text("{}\n")
     objectstore.upload_results(prefix, out, s3_server.env())
@@ -362,7 +352,7 @@ def test_the_uploader_takes_a_checkpoint_only_when_complete_and_settled(tmp_path
     prefix = f"s3://{BUCKET}/watch/default/job/"
     out = tmp_path / "out"
     uploader = objectstore.CheckpointUploader(prefix, out, s3_server.env(), needs_optimizer=True)
-    ckpt = _checkpoint(out, 5)
+    ckpt = fake_checkpoint(out, 5)
     (ckpt / "trainer_state.json").unlink()  # still being written
     assert uploader.poll() == [] and uploader.poll() == []
     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 5}))
@@ -383,7 +373,7 @@ def test_one_transient_failure_during_training_does_not_end_the_checkpoint_uploa
 
     prefix = f"s3://{BUCKET}/transient/default/job/"
     out = tmp_path / "out"
-    _checkpoint(out, 2)
+    fake_checkpoint(out, 2)
     uploader = objectstore.CheckpointUploader(prefix, out, s3_server.env(), needs_optimizer=True, interval=0)
     real = objectstore.client(s3_server.env())
 
@@ -628,7 +618,7 @@ def test_throttling_during_training_is_retried_with_backoff_and_never_stops_the_
 
     prefix = f"s3://{BUCKET}/throttled/default/job/"
     out = tmp_path / "out"
-    _checkpoint(out, 2)
+    fake_checkpoint(out, 2)
     uploader = objectstore.CheckpointUploader(prefix, out, s3_server.env(), needs_optimizer=True, interval=0.01)
     real = objectstore.client(s3_server.env())
     waits: list[float] = []
@@ -682,7 +672,7 @@ def test_the_stop_sweep_after_a_sigterm_is_attempted_and_bounded_by_the_grace_pe
 
     prefix = f"s3://{BUCKET}/sweep/default/job/"
     out = tmp_path / "out"
-    _checkpoint(out, 7)
+    fake_checkpoint(out, 7)
     real = objectstore.client(s3_server.env())
     release, attempted = threading.Event(), threading.Event()
 
@@ -740,7 +730,7 @@ def test_gs_uris_go_through_the_s3_api_of_the_endpoint_with_an_hmac_key_and_no_f
     sent: list[dict[str, str]] = []
     s3.meta.events.register("before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers)))
     prefix = f"gs://{BUCKET}/gcs-runs/default/gcs-job/"
-    objectstore.upload_checkpoint(prefix, _checkpoint(tmp_path / "out", 3), env, s3=s3)
+    objectstore.upload_checkpoint(prefix, fake_checkpoint(tmp_path / "out", 3), env, s3=s3)
     assert objectstore.newest_complete_remote(prefix, env)[0] == "checkpoint-3"  # type: ignore[index]
     assert len(sent) == 4  # three files, then the marker
     for headers in sent:
@@ -763,7 +753,7 @@ def test_serve_and_plot_read_a_succeeded_jobs_results_from_the_bucket_and_refuse
 
     prefix = f"s3://{BUCKET}/served/default/lora-job/"
     out = tmp_path / "volume"
-    _checkpoint(out, 4)
+    fake_checkpoint(out, 4)
     (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}))
     (out / "adapter_model.safetensors").write_bytes(b"adapter")
     (out / "trainer_log.jsonl").write_text("".join(json.dumps({"current_steps": s, "loss": 2.0 / s}) + "\n" for s in (1, 2, 3, 4)))

@@ -21,7 +21,7 @@ from kt_azurite import KEY, Azurite, azurite  # noqa: F401 - azurite is a fixtur
 from kubetune.api import contract
 from kubetune.trainer import azureblob, objectstore
 from kubetune.trainer.errors import DataError, StorageError
-from trainerlib import TinyAssets, make_pod
+from trainerlib import TinyAssets, fake_checkpoint, make_pod
 
 pytestmark = pytest.mark.train
 
@@ -38,15 +38,6 @@ def container(azurite: Azurite) -> Any:  # noqa: F811
     client = azurite.service().get_container_client(CONTAINER)
     client.create_container()
     return client
-
-
-def _checkpoint(folder: Path, step: int, *, size: int = 1000) -> Path:
-    ckpt = folder / f"checkpoint-{step}"
-    ckpt.mkdir(parents=True)
-    (ckpt / "adapter_model.safetensors").write_bytes(b"w" * size)
-    (ckpt / "optimizer.pt").write_bytes(b"o" * size)
-    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
-    return ckpt
 
 
 def _names(container: Any, prefix: str) -> set[str]:
@@ -79,8 +70,8 @@ def test_az_datasets_model_checkpoints_resume_and_results_round_trip_through_azu
     prefix = f"az://{CONTAINER}/runs/default/job/"
     old = tmp_path / "old-pod"
     for step in (2, 4):
-        objectstore.upload_checkpoint(prefix, _checkpoint(old, step, size=100 * step), env, config_hash="cfg")
-    objectstore.upload_folder(f"{prefix}checkpoint-6/", _checkpoint(old, 6), env)  # the pod died before its marker
+        objectstore.upload_checkpoint(prefix, fake_checkpoint(old, step, size=100 * step), env, config_hash="cfg")
+    objectstore.upload_folder(f"{prefix}checkpoint-6/", fake_checkpoint(old, 6), env)  # the pod died before its marker
     assert f"runs/default/job/checkpoint-4/{objectstore.MARKER}" in _names(container, "runs/default/job/")
     fresh = tmp_path / "new-pod"
     fresh.mkdir()
@@ -137,7 +128,7 @@ def test_az_wrong_key_missing_container_and_blob_and_denied_write_each_give_thei
     reader = azurite.sas_connection_string(CONTAINER, read=True, write=False)
     sig = reader.split("sig=", 1)[1].split("&", 1)[0]
     out = tmp_path / "out"
-    ckpt = _checkpoint(out, 2)
+    ckpt = fake_checkpoint(out, 2)
     with pytest.raises(StorageError) as err:
         objectstore.upload_checkpoint(f"az://{CONTAINER}/runs/default/job/", ckpt, azurite.env(reader))
     text = str(err.value)
@@ -202,7 +193,7 @@ def test_an_az_checkpoint_upload_cut_midway_is_retryable_and_leaves_no_completio
     from azure.storage.blob import BlobServiceClient
 
     prefix = f"az://{CONTAINER}/cut/default/job/"
-    ckpt = _checkpoint(tmp_path / "out", 3)
+    ckpt = fake_checkpoint(tmp_path / "out", 3)
     objectstore.upload_checkpoint(prefix, ckpt, azurite.env())
     assert objectstore.newest_complete_remote(prefix, azurite.env()) is not None
     (ckpt / "adapter_model.safetensors").write_bytes(b"v2")  # a re-save of the same step

@@ -125,3 +125,14 @@ def stage_lines(out: str) -> list[dict[str, Any]]:
 def losses(output_dir: Path) -> list[float]:
     records = [json.loads(l) for l in (output_dir / "trainer_log.jsonl").read_text().splitlines() if l.strip()]
     return [r["loss"] for r in records if "loss" in r]
+
+
+def fake_checkpoint(folder: Path, step: int, *, size: int = 1000) -> Path:
+    """What transformers leaves: weights, optimizer, and trainer_state.json with the step (the object-store
+    tests of every store upload and restore these)."""
+    ckpt = folder / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "adapter_model.safetensors").write_bytes(b"w" * size)
+    (ckpt / "optimizer.pt").write_bytes(b"o" * size)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return ckpt
