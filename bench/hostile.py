@@ -73,22 +73,38 @@ def bench_corpus(n: int) -> None:
     mem, mem_label = worst["mem"]  # type: ignore[misc]
     print(f"fuzz corpus: {worst['count']} inputs x (validate, render) in {time.monotonic() - started:.1f} s")
     print(f"  worst CPU time   {cpu:8.3f} s    ({cpu / TARGET_S:.1%} of {TARGET_S} s)  {cpu_label}")
-    print(f"  worst alloc peak {mem / 2**20:8.1f} MiB  ({mem / 2**20 / TARGET_MB:.1%} of {TARGET_MB:.0f} MB)  {mem_label}")
+    print(
+        f"  worst alloc peak {mem / 2**20:8.1f} MiB  ({mem / 2**20 / TARGET_MB:.1%} of {TARGET_MB:.0f} MB)  {mem_label}"
+    )
 
 
 def _named_cases(folder: Path) -> dict[str, tuple[list[str], bytes]]:
     from kt_hostile import alias_bomb
 
     lora = (REPO / "examples" / "finetune-lora.yaml").read_text(encoding="utf-8")
-    big_env = lora.replace("spec:\n", "spec:\n  env:\n" + "".join(f"  - name: V{i}\n    value: '{'x' * 4096}'\n" for i in range(64)), 1)
+    big_env = lora.replace(
+        "spec:\n", "spec:\n  env:\n" + "".join(f"  - name: V{i}\n    value: '{'x' * 4096}'\n" for i in range(64)), 1
+    )
     many_docs = ("---\n" + lora) * (3 * 1024 * 1024 // (len(lora) + 4))
     hundred = ("---\n" + lora) * 100
     return {
         "alias bomb, unknown field": (["validate", "--skip-llamafactory"], (alias_bomb() + lora).encode()),
-        "alias bomb, under affinity": (["render"], (alias_bomb() + lora.replace("spec:\n", "spec:\n  scheduling:\n    affinity: *l8\n", 1)).encode()),
-        "alias bomb, run --local": (["run", "--local", "--output", str(folder / "out")], (alias_bomb() + lora).encode()),
-        "nesting 100000 deep": (["validate", "--skip-llamafactory"], ("spec: " + "[" * 100_000 + "]" * 100_000 + "\n").encode()),
-        "100 KB values": (["validate", "--skip-llamafactory"], lora.replace("method: lora", "method: " + "m" * 100_000).encode()),
+        "alias bomb, under affinity": (
+            ["render"],
+            (alias_bomb() + lora.replace("spec:\n", "spec:\n  scheduling:\n    affinity: *l8\n", 1)).encode(),
+        ),
+        "alias bomb, run --local": (
+            ["run", "--local", "--output", str(folder / "out")],
+            (alias_bomb() + lora).encode(),
+        ),
+        "nesting 100000 deep": (
+            ["validate", "--skip-llamafactory"],
+            ("spec: " + "[" * 100_000 + "]" * 100_000 + "\n").encode(),
+        ),
+        "100 KB values": (
+            ["validate", "--skip-llamafactory"],
+            lora.replace("method: lora", "method: " + "m" * 100_000).encode(),
+        ),
         "64 env values of 4 KiB": (["render"], big_env.encode()),
         f"{len(many_docs) // 1024} KiB of FineTuneJobs (refused)": (["render"], many_docs.encode()),
         "render 100 FineTuneJobs (the most)": (["render"], hundred.encode()),
@@ -120,7 +136,12 @@ def bench_processes() -> None:
         args = [*argv[:1], str(path), *argv[1:]] if argv[0] != "run" else ["run", "--local", str(path), *argv[2:]]
         hwm = folder / "hwm"
         start = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**env, "HWM_FILE": str(hwm)})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**env, "HWM_FILE": str(hwm)},
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.monotonic() - start
         cpu = usage.ru_utime + usage.ru_stime

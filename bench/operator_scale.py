@@ -127,7 +127,11 @@ def proc_stats(pid: int) -> tuple[float, float]:
     """(CPU seconds, peak RSS MiB) of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    rss = next(int(line.split()[1]) / 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    rss = next(
+        int(line.split()[1]) / 1024
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmHWM:")
+    )
     return cpu, rss
 
 
@@ -169,8 +173,12 @@ class CountingProxy:
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None if watch else 60)
         out = aiohttp.web.StreamResponse()
         try:
-            async with session.request(request.method, request.path_qs.lstrip("/"), data=body or None, headers=headers, timeout=timeout) as resp:
-                out = aiohttp.web.StreamResponse(status=resp.status, headers={"Content-Type": resp.headers.get("Content-Type", "application/json")})
+            async with session.request(
+                request.method, request.path_qs.lstrip("/"), data=body or None, headers=headers, timeout=timeout
+            ) as resp:
+                out = aiohttp.web.StreamResponse(
+                    status=resp.status, headers={"Content-Type": resp.headers.get("Content-Type", "application/json")}
+                )
                 await out.prepare(request)
                 async for chunk in resp.content.iter_any():
                     await out.write(chunk)
@@ -245,8 +253,12 @@ async def run_one(which: str, args: argparse.Namespace, jobs: int) -> dict[str, 
             f.write(kubeconfig(proxy.url, namespace))
         script = KUBETUNE if which == "kubetune" else TRIVIAL
         profile = [f"{args.profile}.{which}.{n}"] if args.profile and which == "kubetune" else []
-        proc = subprocess.Popen([sys.executable, "-c", script, str(args.log_interval), *profile], env={**os.environ, "KUBECONFIG": f.name},
-                                stdout=subprocess.DEVNULL, stderr=open(args.log + f".{which}.{n}", "w") if args.log else subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, str(args.log_interval), *profile],
+            env={**os.environ, "KUBECONFIG": f.name},
+            stdout=subprocess.DEVNULL,
+            stderr=open(args.log + f".{which}.{n}", "w") if args.log else subprocess.DEVNULL,
+        )
         result: dict[str, float] = {}
         try:
             await asyncio.sleep(3)  # start-up (imports, LIST, WATCH)
@@ -255,7 +267,11 @@ async def run_one(which: str, args: argparse.Namespace, jobs: int) -> dict[str, 
             start = time.perf_counter()
             if cluster is not None:
                 for claim in ("model-cache", "finetune-outputs"):  # the example's prerequisites exist
-                    await cluster.put_object("v1", "persistentvolumeclaims", {"metadata": {"name": claim, "namespace": namespace}, "status": {"phase": "Bound"}})
+                    await cluster.put_object(
+                        "v1",
+                        "persistentvolumeclaims",
+                        {"metadata": {"name": claim, "namespace": namespace}, "status": {"phase": "Bound"}},
+                    )
                 for name in names:
                     await cluster.put_object(*FTJ, example_job(name, namespace=namespace))
             else:
@@ -276,13 +292,23 @@ async def run_one(which: str, args: argparse.Namespace, jobs: int) -> dict[str, 
             t_reconciled = time.perf_counter() - start
             cpu, rss = proc_stats(proc.pid)
             requests = proxy.mark() - before
-            result.update(reconciled_s=t_reconciled, cpu_s=cpu, cpu_jobs_s=cpu - cpu_start, rss_mib=rss, requests_per_job=requests / n)
+            result.update(
+                reconciled_s=t_reconciled,
+                cpu_s=cpu,
+                cpu_jobs_s=cpu - cpu_start,
+                rss_mib=rss,
+                requests_per_job=requests / n,
+            )
             print(f"\n== {which}: {n} FineTuneJobs ({args.server}) ==")
             print(f"all reconciled (children + phase) {t_reconciled:8.1f} s")
-            print(f"operator CPU so far                {cpu:8.1f} s ({cpu - cpu_start:.1f} s since the jobs were created)")
+            print(
+                f"operator CPU so far                {cpu:8.1f} s ({cpu - cpu_start:.1f} s since the jobs were created)"
+            )
             print(f"API requests per job               {requests / n:8.2f}   {dict(proxy.counts.most_common(8))}")
             if proxy.dropped:
-                print(f"requests the operator abandoned    {proxy.dropped:8d}   (client timeouts: the server side is the bottleneck)")
+                print(
+                    f"requests the operator abandoned    {proxy.dropped:8d}   (client timeouts: the server side is the bottleneck)"
+                )
             if args.reconcile_only:
                 return result
 
@@ -310,7 +336,10 @@ async def run_one(which: str, args: argparse.Namespace, jobs: int) -> dict[str, 
 
                 async def progressed(step: int) -> bool:
                     alive(proc)
-                    return all(((o.get("status") or {}).get("progress") or {}).get("step") == step for o in cluster.objects(*FTJ, namespace))
+                    return all(
+                        ((o.get("status") or {}).get("progress") or {}).get("step") == step
+                        for o in cluster.objects(*FTJ, namespace)
+                    )
 
                 t_first = await wait_for(lambda: progressed(1), args.timeout + args.log_interval)
                 await asyncio.sleep(5)
@@ -324,7 +353,9 @@ async def run_one(which: str, args: argparse.Namespace, jobs: int) -> dict[str, 
                 result.update(progress_s=t_progress, running_req_per_job_min=per_minute)
                 print(f"first progress everywhere in       {t_first:8.1f} s (log interval {args.log_interval} s)")
                 print(f"new progress line -> status in     {t_progress:8.1f} s (all {n} jobs)")
-                print(f"steady load, {n} Running jobs       {per_minute:8.2f} requests per job per minute (one new progress line each)")
+                print(
+                    f"steady load, {n} Running jobs       {per_minute:8.2f} requests per job per minute (one new progress line each)"
+                )
             cpu, rss = proc_stats(proc.pid)
             result.update(cpu_total_s=cpu, rss_mib=rss)
             print(f"operator CPU total                 {cpu:8.1f} s; peak RSS {rss:.0f} MiB")
@@ -339,7 +370,9 @@ async def run_one(which: str, args: argparse.Namespace, jobs: int) -> dict[str, 
             if cluster is None:
                 for name in names:
                     with contextlib.suppress(ApiError):
-                        await kube.request("delete", "DELETE", f"/apis/kubetune.io/v1alpha1/namespaces/{namespace}/finetunejobs/{name}")
+                        await kube.request(
+                            "delete", "DELETE", f"/apis/kubetune.io/v1alpha1/namespaces/{namespace}/finetunejobs/{name}"
+                        )
     return result
 
 
@@ -350,12 +383,22 @@ def main() -> None:
     parser.add_argument("--namespace", default="bench")
     parser.add_argument("--operators", nargs="+", choices=("trivial", "kubetune"), default=["trivial", "kubetune"])
     parser.add_argument("--window", type=float, default=30.0, help="seconds of steady load measured")
-    parser.add_argument("--log-interval", type=float, default=60.0, help="kubetune's --sync-interval (rank-0 log reads)")
+    parser.add_argument(
+        "--log-interval", type=float, default=60.0, help="kubetune's --sync-interval (rank-0 log reads)"
+    )
     parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--sweep", metavar="N,N,...", help="run at each job count (e.g. 1000,3000) and print CPU per job and its growth")
-    parser.add_argument("--reconcile-only", action="store_true", help="stop once every job is reconciled (no steady-load phases)")
-    parser.add_argument("--log", metavar="PREFIX", help="keep each operator's stderr (its JSON log) in PREFIX.<operator>.N")
-    parser.add_argument("--profile", metavar="PREFIX", help="run kubetune under cProfile; stats in PREFIX.kubetune.N (python -m pstats)")
+    parser.add_argument(
+        "--sweep", metavar="N,N,...", help="run at each job count (e.g. 1000,3000) and print CPU per job and its growth"
+    )
+    parser.add_argument(
+        "--reconcile-only", action="store_true", help="stop once every job is reconciled (no steady-load phases)"
+    )
+    parser.add_argument(
+        "--log", metavar="PREFIX", help="keep each operator's stderr (its JSON log) in PREFIX.<operator>.N"
+    )
+    parser.add_argument(
+        "--profile", metavar="PREFIX", help="run kubetune under cProfile; stats in PREFIX.kubetune.N (python -m pstats)"
+    )
     args = parser.parse_args()
     if args.sweep:
         sweep(args)
@@ -364,8 +407,12 @@ def main() -> None:
     if len(results) == 2:
         t, k = results["trivial"], results["kubetune"]
         print("\n== kubetune / trivial ==")
-        for key, label in [("reconciled_s", "reconcile time"), ("rss_mib", "peak RSS"), ("cpu_s", "CPU to reconcile"),
-                           ("requests_per_job", "API requests per job")]:
+        for key, label in [
+            ("reconciled_s", "reconcile time"),
+            ("rss_mib", "peak RSS"),
+            ("cpu_s", "CPU to reconcile"),
+            ("requests_per_job", "API requests per job"),
+        ]:
             print(f"{label:24s} {k[key] / t[key]:6.2f}x   ({k[key]:.2f} vs {t[key]:.2f})")
         print(f"{'steady pending load':24s} {k['steady_pending_rps']:.2f} vs {t['steady_pending_rps']:.2f} req/s")
 
@@ -376,13 +423,17 @@ def sweep(args: argparse.Namespace) -> None:
     counts = [int(n) for n in args.sweep.split(",")]
     results = {(which, n): asyncio.run(run_one(which, args, n)) for n in counts for which in args.operators}
     print("\n== sweep: operator CPU from the jobs' creation until all are reconciled ==")
-    print(f"{'operator':10s} {'jobs':>6s} {'CPU s':>8s} {'CPU ms/job':>11s} {'req/job':>8s} {'x CPU/job vs ' + str(counts[0]):>16s}")
+    print(
+        f"{'operator':10s} {'jobs':>6s} {'CPU s':>8s} {'CPU ms/job':>11s} {'req/job':>8s} {'x CPU/job vs ' + str(counts[0]):>16s}"
+    )
     for which in args.operators:
         first = results[(which, counts[0])]["cpu_jobs_s"] / counts[0]
         for n in counts:
             r = results[(which, n)]
             per_job = r["cpu_jobs_s"] / n
-            print(f"{which:10s} {n:6d} {r['cpu_jobs_s']:8.1f} {1000 * per_job:11.1f} {r['requests_per_job']:8.2f} {per_job / first:16.2f}")
+            print(
+                f"{which:10s} {n:6d} {r['cpu_jobs_s']:8.1f} {1000 * per_job:11.1f} {r['requests_per_job']:8.2f} {per_job / first:16.2f}"
+            )
 
 
 if __name__ == "__main__":

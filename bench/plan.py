@@ -29,7 +29,9 @@ def main() -> None:
     from kubetune.render import validate_object
 
     imports = time.perf_counter() - t0
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; importing kubetune.api + render + plan in-process {imports:.3f} s")
+    print(
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; importing kubetune.api + render + plan in-process {imports:.3f} s"
+    )
     print(f"{'example (first job)':45s} {'in-process ms':>14s}  verdict")
     gpu = find_gpu("H100").memory_bytes
     for path in examples():
@@ -42,7 +44,9 @@ def main() -> None:
             verdict = feasibility(job, gpu)
             times.append(time.perf_counter() - t)
         total = verdict.estimate.total / 2**30 if verdict.estimate else 0
-        print(f"{str(path.relative_to(REPO)):45s} {1000 * statistics.median(times):14.2f}  {verdict.status} {total:.1f} GiB")
+        print(
+            f"{str(path.relative_to(REPO)):45s} {1000 * statistics.median(times):14.2f}  {verdict.status} {total:.1f} GiB"
+        )
 
 
 if __name__ == "__main__":

@@ -65,12 +65,17 @@ async def measure(mode: str, jobs: int, rounds: int, interval: float) -> dict[st
     async with cluster, kmock.Server(cluster):
         config = OperatorConfig(
             connection=Connection(server=str(cluster.url).rstrip("/"), token="bench"),
-            metrics_port=None, health_port=None, sync_interval_s=interval, peering=None,
+            metrics_port=None,
+            health_port=None,
+            sync_interval_s=interval,
+            peering=None,
         )
         if mode == "push":
             port = free_port()
             url = f"http://127.0.0.1:{port}{contract.PROGRESS_PATH}"
-            config = dataclasses.replace(config, progress_port=port, progress_host="127.0.0.1", render_options=RenderOptions(progress_url=url))
+            config = dataclasses.replace(
+                config, progress_port=port, progress_host="127.0.0.1", render_options=RenderOptions(progress_url=url)
+            )
         op = OperatorThread(config).start()
         names = [f"job-{i:04d}" for i in range(jobs)]
         reporters: list[Reporter] = []
@@ -127,7 +132,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--interval", type=float, default=1.0, help="status-loop interval in this run (default 15 s in a cluster)")
+    parser.add_argument(
+        "--interval", type=float, default=1.0, help="status-loop interval in this run (default 15 s in a cluster)"
+    )
     args = parser.parse_args()
     for mode in ("log", "push"):
         per = asyncio.run(measure(mode, args.jobs, args.rounds, args.interval))
@@ -138,8 +145,14 @@ def main() -> int:
             print(f"  {kind:28s} {value:6.2f} per job per interval")
         print(f"  {'all requests':28s} {total:6.2f} per job per interval")
         rotation = 60.0 / ROTATION_S if mode == "push" else 0.0
-        print(f"  at the default 15 s interval: {total * 4 + rotation:.2f} requests per job per minute"
-              + (f" (incl. {rotation:.3f} TokenReviews/min from token rotation; {reviews:.0f} reviews in this run for {args.jobs} tokens)" if mode == "push" else ""))
+        print(
+            f"  at the default 15 s interval: {total * 4 + rotation:.2f} requests per job per minute"
+            + (
+                f" (incl. {rotation:.3f} TokenReviews/min from token rotation; {reviews:.0f} reviews in this run for {args.jobs} tokens)"
+                if mode == "push"
+                else ""
+            )
+        )
     return 0
 
 

@@ -50,7 +50,9 @@ def bench_render(repeat: int) -> None:
         rounds.append((time.perf_counter() - start) / len(jobs) * 1000)
     mean = statistics.mean(rounds)
     print(f"render: {len(jobs)} example jobs x {repeat} rounds")
-    print(f"  mean {mean:.2f} ms/job, best round {min(rounds):.2f} ms/job, target < {RENDER_TARGET_MS} ms ({mean / RENDER_TARGET_MS:.2f} x target)")
+    print(
+        f"  mean {mean:.2f} ms/job, best round {min(rounds):.2f} ms/job, target < {RENDER_TARGET_MS} ms ({mean / RENDER_TARGET_MS:.2f} x target)"
+    )
 
     start = time.perf_counter()
     n = 0
@@ -75,7 +77,9 @@ def bench_startup(repeat: int) -> None:
             subprocess.run(argv, check=True, capture_output=True, cwd=REPO)
             times.append(time.perf_counter() - start)
         median = statistics.median(times)
-        print(f"{label}: median {median:.3f} s over {repeat} runs (min {min(times):.3f} s), target < {STARTUP_TARGET_S} s ({median / STARTUP_TARGET_S:.2f} x target)")
+        print(
+            f"{label}: median {median:.3f} s over {repeat} runs (min {min(times):.3f} s), target < {STARTUP_TARGET_S} s ({median / STARTUP_TARGET_S:.2f} x target)"
+        )
 
 
 def main() -> int:

@@ -61,7 +61,11 @@ def aws_command(explicit: str | None) -> tuple[list[str], dict[str, str]]:
     if explicit:
         return [explicit], {}
     if not (AWSCLI_DIR / "awscli" / "__init__.py").is_file():
-        print(f"installing {AWSCLI} into {AWSCLI_DIR} (pip --target; the venv is not touched)", file=sys.stderr, flush=True)
+        print(
+            f"installing {AWSCLI} into {AWSCLI_DIR} (pip --target; the venv is not touched)",
+            file=sys.stderr,
+            flush=True,
+        )
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(AWSCLI_DIR), AWSCLI], check=True)
     return [sys.executable, "-m", "awscli"], {"PYTHONPATH": str(AWSCLI_DIR)}
 
@@ -71,7 +75,13 @@ def make_trees(work: Path, shards: int, shard_mb: int, small: int) -> dict[str, 
     model.mkdir(parents=True)
     for i in range(shards):
         (model / f"model-{i + 1:05d}-of-{shards:05d}.safetensors").write_bytes(os.urandom(shard_mb * 1_000_000))
-    for name, size in (("config.json", 700), ("generation_config.json", 200), ("tokenizer.json", 7_000_000), ("tokenizer_config.json", 5_000), ("model.safetensors.index.json", 30_000)):
+    for name, size in (
+        ("config.json", 700),
+        ("generation_config.json", 200),
+        ("tokenizer.json", 7_000_000),
+        ("tokenizer_config.json", 5_000),
+        ("model.safetensors.index.json", 30_000),
+    ):
         (model / name).write_bytes(os.urandom(size))
     ckpt = work / "checkpoint-100"
     ckpt.mkdir()
@@ -116,7 +126,9 @@ def main() -> int:
         }
 
         def run_aws(*cli: str) -> None:
-            subprocess.run([*aws, "--endpoint-url", server.endpoint, *cli], env=aws_env, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [*aws, "--endpoint-url", server.endpoint, *cli], env=aws_env, check=True, stdout=subprocess.DEVNULL
+            )
 
         trees = make_trees(work, args.shards, args.shard_mb, args.small)
         sizes = {name: size_of(folder) for name, folder in trees.items()}
@@ -129,7 +141,7 @@ def main() -> int:
         def clear(prefix: str) -> None:
             keys = [{"Key": str(o["Key"])} for o in objectstore.list_objects(admin, BUCKET, prefix)]
             for start in range(0, len(keys), 1000):
-                admin.delete_objects(Bucket=BUCKET, Delete={"Objects": keys[start:start + 1000]})
+                admin.delete_objects(Bucket=BUCKET, Delete={"Objects": keys[start : start + 1000]})
 
         def fresh(name: str) -> Path:
             path = work / name
@@ -147,7 +159,9 @@ def main() -> int:
             objectstore.stage_model(f"s3://{BUCKET}/src/model/", fresh("kt-model"), env)
 
         def kt_download_checkpoint() -> None:  # a restarted job on a fresh volume
-            objectstore.restore_checkpoint(f"s3://{BUCKET}/src/ckpt/", fresh("kt-ckpt"), env, needs_optimizer=False, config_hash="bench")
+            objectstore.restore_checkpoint(
+                f"s3://{BUCKET}/src/ckpt/", fresh("kt-ckpt"), env, needs_optimizer=False, config_hash="bench"
+            )
 
         def aws_cp(source: str, target: str) -> Callable[[], None]:
             return lambda: run_aws("s3", "cp", "--recursive", "--only-show-errors", source, target)
@@ -159,19 +173,33 @@ def main() -> int:
                         shutil.rmtree(prefix, ignore_errors=True)
                     else:
                         clear(prefix)
+
             return run
 
         # name: (tree, kubetune, aws, cleanup after each timed run, not timed)
         cases: dict[str, tuple[str, Callable[[], None], Callable[[], None], Callable[[], None]]] = {
-            "upload model": ("model", kt_upload_model, aws_cp(str(trees["model"]), f"s3://{BUCKET}/aws/model/"), cleanup("kt/model/", "aws/model/")),
+            "upload model": (
+                "model",
+                kt_upload_model,
+                aws_cp(str(trees["model"]), f"s3://{BUCKET}/aws/model/"),
+                cleanup("kt/model/", "aws/model/"),
+            ),
             "upload checkpoint": (
-                "checkpoint", kt_upload_checkpoint, aws_cp(str(trees["checkpoint"]), f"s3://{BUCKET}/aws/ckpt/checkpoint-100/"), cleanup("kt/ckpt/", "aws/ckpt/"),
+                "checkpoint",
+                kt_upload_checkpoint,
+                aws_cp(str(trees["checkpoint"]), f"s3://{BUCKET}/aws/ckpt/checkpoint-100/"),
+                cleanup("kt/ckpt/", "aws/ckpt/"),
             ),
             "download model": (
-                "model", kt_download_model, aws_cp(f"s3://{BUCKET}/src/model/", str(work / "aws-model")), cleanup(str(work / "kt-model"), str(work / "aws-model")),
+                "model",
+                kt_download_model,
+                aws_cp(f"s3://{BUCKET}/src/model/", str(work / "aws-model")),
+                cleanup(str(work / "kt-model"), str(work / "aws-model")),
             ),
             "download checkpoint": (
-                "checkpoint", kt_download_checkpoint, aws_cp(f"s3://{BUCKET}/src/ckpt/checkpoint-100/", str(work / "aws-ckpt")),
+                "checkpoint",
+                kt_download_checkpoint,
+                aws_cp(f"s3://{BUCKET}/src/ckpt/checkpoint-100/", str(work / "aws-ckpt")),
                 cleanup(str(work / "kt-ckpt"), str(work / "aws-ckpt")),
             ),
         }
@@ -186,7 +214,9 @@ def main() -> int:
         for round_ in range(args.repeat + 1):  # round 0: warm-up, not counted
             startup.append(timed(lambda: run_aws("--version")))
             for case, (_, ours, theirs, cleanup) in cases.items():
-                order = (("kubetune", ours), ("aws", theirs)) if round_ % 2 == 0 else (("aws", theirs), ("kubetune", ours))
+                order = (
+                    (("kubetune", ours), ("aws", theirs)) if round_ % 2 == 0 else (("aws", theirs), ("kubetune", ours))
+                )
                 for tool, action in order:
                     seconds = timed(action)
                     cleanup()
@@ -204,7 +234,9 @@ def main() -> int:
 
         report: dict[str, Any] = {
             "server": "moto server (loopback, IAM auth on)",
-            "aws": subprocess.run([*aws, "--version"], env=aws_env, capture_output=True, text=True, check=True).stdout.strip(),
+            "aws": subprocess.run(
+                [*aws, "--version"], env=aws_env, capture_output=True, text=True, check=True
+            ).stdout.strip(),
             "rounds": args.repeat,
             "trees": {name: {"bytes": sizes[name], "files": counts[name]} for name in trees},
             "aws_startup_s_median": round(statistics.median(startup[1:]), 3),

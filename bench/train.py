@@ -29,7 +29,13 @@ def _env(root: Path, rendered_env: dict[str, str]) -> dict[str, str]:
     for sub in ("tmp", "mpl", "hf", "ext"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     env.update(rendered_env)
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(root / "hf"), TMPDIR=str(root / "tmp"), MPLCONFIGDIR=str(root / "mpl"), TORCH_EXTENSIONS_DIR=str(root / "ext"))
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(root / "hf"),
+        TMPDIR=str(root / "tmp"),
+        MPLCONFIGDIR=str(root / "mpl"),
+        TORCH_EXTENSIONS_DIR=str(root / "ext"),
+    )
     env.pop("HOME", None)
     env.pop("KUBETUNE_METRICS_PORT", None)  # a pod's port on every address: not on this machine
     return env
@@ -53,13 +59,21 @@ def _pod_env(workload: Any) -> dict[str, str]:
 
 def measure(name: str, manifest: dict[str, Any], assets: Any, root: Path) -> dict[str, Any]:
     job = FineTuneJob.from_api(manifest)
-    layout = contract.Layout(str(root / "config"), str(assets.datasets_dir), str(assets.models_dir), str(root / "out"), str(root / "scratch"))
+    layout = contract.Layout(
+        str(root / "config"), str(assets.datasets_dir), str(assets.models_dir), str(root / "out"), str(root / "scratch")
+    )
     rendered = render(job, RenderOptions(layout=layout))
     (root / "config").mkdir(parents=True)
     for file, text in rendered.files.items():
         (root / "config" / file).write_text(text)
     env = _env(root, _pod_env(rendered.workload))
-    out = subprocess.run([sys.executable, str(HERE / "train_rss.py"), sys.executable, "-m", "kubetune.trainer"], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, str(HERE / "train_rss.py"), sys.executable, "-m", "kubetune.trainer"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     figures = json.loads(out.stdout)
     log = root / "out" / job.namespace / job.name / "trainer_log.jsonl"
     losses = [json.loads(l).get("loss") for l in log.read_text().splitlines()] if log.exists() else []

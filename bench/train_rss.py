@@ -17,7 +17,11 @@ def main() -> int:
     started = time.monotonic()
     code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"exit": code, "seconds": round(time.monotonic() - started, 1), "peakRssMiB": round(peak_kib / 1024)}))
+    print(
+        json.dumps(
+            {"exit": code, "seconds": round(time.monotonic() - started, 1), "peakRssMiB": round(peak_kib / 1024)}
+        )
+    )
     return 0
 
 

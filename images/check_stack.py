@@ -105,14 +105,18 @@ def wheel_problem(lock: str, target: str, returncode: int, stderr: str) -> str |
         return None
     missing = re.findall(r"Because (\S+) has no usable wheels", stderr)
     if missing:
-        return (f"{lock}: PyPI has no wheel of {', '.join(missing)} for {target}, but the Dockerfile installs it with "
-                "--only-binary=:all: (build it from its sdist there, or lock another version)")
+        return (
+            f"{lock}: PyPI has no wheel of {', '.join(missing)} for {target}, but the Dockerfile installs it with "
+            "--only-binary=:all: (build it from its sdist there, or lock another version)"
+        )
     return f"{lock}: its wheels for {target} do not resolve:\n{stderr[-2000:]}"
 
 
 def _uv() -> str | None:
     """The uv images/lock.sh uses (its pinned version; ``lock.sh --print-uv``)."""
-    proc = subprocess.run(["bash", str(ROOT / "images" / "lock.sh"), "--print-uv"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "images" / "lock.sh"), "--print-uv"], capture_output=True, text=True, check=False
+    )
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
@@ -131,9 +135,28 @@ def wheel_problems(uv: str) -> list[str]:
             wheels.write_text(wheels_only((ROOT / lock).read_text(), sdists))
             for platform in platforms:
                 proc = subprocess.run(
-                    [uv, "pip", "compile", "--no-config", "--index-url", INDEX, "--no-deps", "--only-binary", ":all:",
-                     "--python-version", python, "--python-platform", platform, "--quiet", str(wheels), "-o", str(Path(tmp) / "out.txt")],
-                    capture_output=True, text=True, check=False,
+                    [
+                        uv,
+                        "pip",
+                        "compile",
+                        "--no-config",
+                        "--index-url",
+                        INDEX,
+                        "--no-deps",
+                        "--only-binary",
+                        ":all:",
+                        "--python-version",
+                        python,
+                        "--python-platform",
+                        platform,
+                        "--quiet",
+                        str(wheels),
+                        "-o",
+                        str(Path(tmp) / "out.txt"),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
                 )
                 target = f"cp{python.replace('.', '')} on {platform}"
                 problem = wheel_problem(lock, target, proc.returncode, proc.stderr)
@@ -199,7 +222,11 @@ def wheel_metadata(file: dict[str, object]) -> tuple[str, str, int]:
     try:
         data = _get(url + ".metadata")
         expected = file.get("core-metadata") or file.get("data-dist-info-metadata")
-        if isinstance(expected, dict) and "sha256" in expected and hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        if (
+            isinstance(expected, dict)
+            and "sha256" in expected
+            and hashlib.sha256(data).hexdigest() != expected["sha256"]
+        ):
             raise ValueError(f"{url}.metadata does not match its sha256 on the index")
         return data.decode(), "PEP 658 .metadata", len(data)
     except urllib.error.HTTPError as exc:
@@ -228,19 +255,27 @@ def main() -> int:
         print(f"check_stack: PyPI unreachable ({exc})", file=sys.stderr)
         return 3
     problems: list[str] = []
-    lock_check = subprocess.run(["bash", str(ROOT / "images" / "lock.sh"), "--check"], capture_output=True, text=True, check=False)
+    lock_check = subprocess.run(
+        ["bash", str(ROOT / "images" / "lock.sh"), "--check"], capture_output=True, text=True, check=False
+    )
     print(f"check_stack: images/lock.sh --check: {'ok' if lock_check.returncode == 0 else 'FAILED'}")
     if lock_check.returncode != 0:
-        problems.append("the locks are not what their inputs resolve to:\n" + lock_check.stdout[-4000:] + lock_check.stderr[-2000:])
+        problems.append(
+            "the locks are not what their inputs resolve to:\n" + lock_check.stdout[-4000:] + lock_check.stderr[-2000:]
+        )
 
     lock = locked((ROOT / "images" / "trainer" / "requirements.lock").read_text())
     args = dockerfile_args((ROOT / "images" / "trainer" / "Dockerfile").read_text())
     want = args["TORCH_CUDA"]
     torch_version, torch_hashes = lock["torch"]
     if torch_version != args["TORCH_VERSION"]:
-        problems.append(f"the lock has torch {torch_version}, the Dockerfile's TORCH_VERSION is {args['TORCH_VERSION']}")
+        problems.append(
+            f"the lock has torch {torch_version}, the Dockerfile's TORCH_VERSION is {args['TORCH_VERSION']}"
+        )
     if not args["CUDA_VERSION"].startswith(want + "."):
-        problems.append(f"the base image is CUDA {args['CUDA_VERSION']}, TORCH_CUDA is {want}: nvcc and torch would disagree")
+        problems.append(
+            f"the base image is CUDA {args['CUDA_VERSION']}, TORCH_CUDA is {want}: nvcc and torch would disagree"
+        )
     filename = f"torch-{torch_version}-{PYTHON_TAG}-{PYTHON_TAG}-{PLATFORM_TAG}.whl"
     matches = [f for f in project_files("torch") if f["filename"] == filename]
     if not matches:
@@ -275,11 +310,15 @@ def main() -> int:
     if not toolkit.startswith(want + "."):
         problems.append(f"the trainer lock's cuda-toolkit is {toolkit or 'missing'}, not {want}.x")
     else:
-        print(f"check_stack: the lock has cuda-toolkit {toolkit} and {sum(n.endswith('-cu' + major) for n in lock)} nvidia-*-cu{major} packages, none of another line")
+        print(
+            f"check_stack: the lock has cuda-toolkit {toolkit} and {sum(n.endswith('-cu' + major) for n in lock)} nvidia-*-cu{major} packages, none of another line"
+        )
     for problem in problems:
         print(f"check_stack: FAIL: {problem}", file=sys.stderr)
     if not problems:
-        print(f"check_stack: ok: torch {torch_version} for CPython 3.12 on {PLATFORM_TAG} is the CUDA {want} build; driver floor R580")
+        print(
+            f"check_stack: ok: torch {torch_version} for CPython 3.12 on {PLATFORM_TAG} is the CUDA {want} build; driver floor R580"
+        )
     return 1 if problems else 0
 
 

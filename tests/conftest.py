@@ -49,7 +49,11 @@ def in_ci() -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # A test that builds the tiny model needs the train extra: it must say so, or `-m "not train"`
     # (.ci/test --quick, a machine without torch) errors on it instead of leaving it out.
-    unmarked = [item.nodeid for item in items if "tiny_assets" in getattr(item, "fixturenames", ()) and item.get_closest_marker("train") is None]
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "tiny_assets" in getattr(item, "fixturenames", ()) and item.get_closest_marker("train") is None
+    ]
     if unmarked:
         raise pytest.UsageError("these tests use tiny_assets (torch) without the train marker: " + ", ".join(unmarked))
     _scale_timeouts(config, items)
@@ -133,5 +137,7 @@ def torch_extensions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = "from deepspeed.accelerator import get_accelerator; get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
     env = isolated_env(tmp_path_factory.mktemp("torch-extensions-build"), extensions=path)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=scaled(600))
-    assert done.returncode == 0, f"building DeepSpeed's CPU op into {path} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"building DeepSpeed's CPU op into {path} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+    )
     return path

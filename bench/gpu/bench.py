@@ -39,8 +39,30 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-QWEN25_15B = {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True, "max_position_embeddings": 32768, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6}
-TINY = {"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512, "tie_word_embeddings": True, "max_position_embeddings": 1024, "rope_theta": 10000.0, "rms_norm_eps": 1e-6}
+QWEN25_15B = {
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+    "tie_word_embeddings": True,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6,
+}
+TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 160,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 512,
+    "tie_word_embeddings": True,
+    "max_position_embeddings": 1024,
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-6,
+}
 ALL_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -57,7 +79,22 @@ def install_wheels(folder: Path | None) -> None:
     target = Path(tempfile.gettempdir()) / "kubetune-bench-site"
     marker = target / ".installed"
     if not marker.exists() or marker.read_text() != "\n".join(wheels):
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--upgrade", "--target", str(target), *wheels], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-index",
+                "--no-deps",
+                "--upgrade",
+                "--target",
+                str(target),
+                *wheels,
+            ],
+            check=True,
+        )
         marker.write_text("\n".join(wheels))
     sys.path.insert(0, str(target))
 
@@ -82,12 +119,64 @@ def throughput_configs(tiny: bool) -> list[Config]:
     """The tutorial's commands (examples/seed/) on one GPU, kubetune's defaults, and candidates."""
     return [
         Config("tutorial-full", "full", "fp16", 1, 16, True, lr=1e-5, note="seed full-single-gpu: batch 1 x 16, fp16"),
-        Config("tutorial-lora", "lora", "fp16", 8, 2, True, ["q_proj", "v_proj"], lr=1e-4, note="seed lora-deepspeed per GPU: batch 8 x 2, q_proj/v_proj, fp16"),
+        Config(
+            "tutorial-lora",
+            "lora",
+            "fp16",
+            8,
+            2,
+            True,
+            ["q_proj", "v_proj"],
+            lr=1e-4,
+            note="seed lora-deepspeed per GPU: batch 8 x 2, q_proj/v_proj, fp16",
+        ),
         # kubetune renders no `optim`: transformers 5.6 with torch >= 2.8 (the trainer image) then uses fused AdamW.
-        Config("kubetune-full", "full", "bf16", 1, 8, True, fused_adamw=True, lr=1e-5, note="defaults: batch 1 x 8, bf16, checkpointing, sdpa, no packing, fused AdamW (transformers' default)"),
-        Config("kubetune-lora", "lora", "bf16", 1, 8, True, fused_adamw=True, lr=1e-4, note="defaults: batch 1 x 8, all linears r8, bf16, checkpointing, fused AdamW"),
-        Config("candidate-full", "full", "bf16", 4, 2, False, packing=True, fused_adamw=True, lr=1e-5, note="packing, no checkpointing, fused AdamW"),
-        Config("candidate-lora", "lora", "bf16", 4, 2, False, packing=True, fused_adamw=True, lr=1e-4, note="packing, no checkpointing, fused AdamW"),
+        Config(
+            "kubetune-full",
+            "full",
+            "bf16",
+            1,
+            8,
+            True,
+            fused_adamw=True,
+            lr=1e-5,
+            note="defaults: batch 1 x 8, bf16, checkpointing, sdpa, no packing, fused AdamW (transformers' default)",
+        ),
+        Config(
+            "kubetune-lora",
+            "lora",
+            "bf16",
+            1,
+            8,
+            True,
+            fused_adamw=True,
+            lr=1e-4,
+            note="defaults: batch 1 x 8, all linears r8, bf16, checkpointing, fused AdamW",
+        ),
+        Config(
+            "candidate-full",
+            "full",
+            "bf16",
+            4,
+            2,
+            False,
+            packing=True,
+            fused_adamw=True,
+            lr=1e-5,
+            note="packing, no checkpointing, fused AdamW",
+        ),
+        Config(
+            "candidate-lora",
+            "lora",
+            "bf16",
+            4,
+            2,
+            False,
+            packing=True,
+            fused_adamw=True,
+            lr=1e-4,
+            note="packing, no checkpointing, fused AdamW",
+        ),
     ]
 
 
@@ -115,7 +204,9 @@ def synthetic_conversations(n: int, seed: int, scale: float) -> list[list[tuple[
     return chats
 
 
-def tokenize(chats: list[list[tuple[str, str]]], vocab: int, cutoff: int) -> tuple[Any, list[tuple[list[int], list[int]]]]:
+def tokenize(
+    chats: list[list[tuple[str, str]]], vocab: int, cutoff: int
+) -> tuple[Any, list[tuple[list[int], list[int]]]]:
     """A tiny byte-level BPE trained on the chats, a ChatML template, labels on answers only."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -123,7 +214,9 @@ def tokenize(chats: list[list[tuple[str, str]]], vocab: int, cutoff: int) -> tup
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator((u + " " + a for c in chats for u, a in c), trainer=trainer)
     start, end = tok.token_to_id("<|im_start|>"), tok.token_to_id("<|im_end|>")
     examples = []
@@ -139,7 +232,9 @@ def tokenize(chats: list[list[tuple[str, str]]], vocab: int, cutoff: int) -> tup
     return tok, examples
 
 
-def batches(examples: list[tuple[list[int], list[int]]], micro_batch: int, cutoff: int, packing: bool, seed: int) -> list[dict[str, list[list[int]]]]:
+def batches(
+    examples: list[tuple[list[int], list[int]]], micro_batch: int, cutoff: int, packing: bool, seed: int
+) -> list[dict[str, list[list[int]]]]:
     """LLaMA-Factory's two layouts: padded batches (pad to the longest, multiple of 8) or packed rows of cutoff tokens."""
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
@@ -201,7 +296,12 @@ def build_model(arch: dict[str, Any], cfg: Config, device: str) -> Any:
             model = quantize_4bit(model, dtype, device).to(device)
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules=cfg.lora_targets, lora_dropout=0.0))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules=cfg.lora_targets, lora_dropout=0.0
+            ),
+        )
         for p in model.parameters():
             if p.requires_grad:
                 p.data = p.data.float()
@@ -222,8 +322,18 @@ def quantize_4bit(model: Any, dtype: Any, device: str) -> Any:
             for name, lin in list(parent.named_children()):
                 if not isinstance(lin, torch.nn.Linear):
                     continue
-                q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None, compute_dtype=dtype, quant_type="nf4", compress_statistics=True, device="cpu")
-                q.weight = bnb.nn.Params4bit(lin.weight.data.to("cpu"), requires_grad=False, quant_type="nf4", compress_statistics=True)
+                q = bnb.nn.Linear4bit(
+                    lin.in_features,
+                    lin.out_features,
+                    bias=lin.bias is not None,
+                    compute_dtype=dtype,
+                    quant_type="nf4",
+                    compress_statistics=True,
+                    device="cpu",
+                )
+                q.weight = bnb.nn.Params4bit(
+                    lin.weight.data.to("cpu"), requires_grad=False, quant_type="nf4", compress_statistics=True
+                )
                 if lin.bias is not None:
                     q.bias = torch.nn.Parameter(lin.bias.data.to("cpu"), requires_grad=False)
                 setattr(parent, name, q.to(device))
@@ -246,7 +356,15 @@ def count_flops_per_token(arch: dict[str, Any], seq: float, method: str) -> floa
 # --- runs -----------------------------------------------------------------------------------------
 
 
-def run_training(arch: dict[str, Any], cfg: Config, data: list[dict[str, Any]], steps: int, warmup: int, device: str, peak_tflops: float) -> dict[str, Any]:
+def run_training(
+    arch: dict[str, Any],
+    cfg: Config,
+    data: list[dict[str, Any]],
+    steps: int,
+    warmup: int,
+    device: str,
+    peak_tflops: float,
+) -> dict[str, Any]:
     import torch
 
     cuda = device.startswith("cuda")
@@ -315,7 +433,18 @@ def predicted_total(arch: dict[str, Any], cfg: Config, seq: int) -> int:
     sys.path.insert(0, str(REPO / "operator"))
     from kubetune.plan import Setup, estimate, from_config
 
-    setup = Setup(method=cfg.method, precision=cfg.precision, micro_batch=cfg.micro_batch, seq_len=seq, gradient_checkpointing=cfg.gradient_checkpointing, lora_targets=tuple(cfg.lora_targets), lora_rank=cfg.lora_rank, quant_bits=4 if cfg.method == "qlora" else None, packing="packing" if cfg.packing else "none", optimizer="adamw_torch_fused" if cfg.fused_adamw else "adamw_torch")
+    setup = Setup(
+        method=cfg.method,
+        precision=cfg.precision,
+        micro_batch=cfg.micro_batch,
+        seq_len=seq,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        lora_targets=tuple(cfg.lora_targets),
+        lora_rank=cfg.lora_rank,
+        quant_bits=4 if cfg.method == "qlora" else None,
+        packing="packing" if cfg.packing else "none",
+        optimizer="adamw_torch_fused" if cfg.fused_adamw else "adamw_torch",
+    )
     return estimate(from_config({"model_type": "qwen2", **arch}, "bench", "bench"), setup).total
 
 
@@ -343,7 +472,9 @@ def dpo_loss(model: Any, ids: Any) -> Any:
     return loss
 
 
-def run_planner_case(arch: dict[str, Any], method: str, gc_on: bool, micro_batch: int, seq: int, device: str, *, dpo: bool = False) -> dict[str, Any]:
+def run_planner_case(
+    arch: dict[str, Any], method: str, gc_on: bool, micro_batch: int, seq: int, device: str, *, dpo: bool = False
+) -> dict[str, Any]:
     """Two optimizer steps on full rows (micro_batch x seq, no padding); measured peak vs the planner.
     ``dpo``: micro_batch chosen + micro_batch rejected rows through :func:`dpo_loss`."""
     import torch
@@ -352,10 +483,33 @@ def run_planner_case(arch: dict[str, Any], method: str, gc_on: bool, micro_batch
     from kubetune.plan import Setup, estimate, from_config
 
     cfg = Config(f"{'dpo-' if dpo else ''}{method}-{'gc' if gc_on else 'nogc'}", method, "bf16", micro_batch, 1, gc_on)
-    setup = Setup(method=method, precision="bf16", micro_batch=micro_batch, seq_len=seq, gradient_checkpointing=gc_on, quant_bits=4 if method == "qlora" else None, packing="packing", lora_targets=("all",), optimizer="adamw_torch",  # torch.optim.AdamW below: foreach on CUDA
-                  stage="dpo" if dpo else "sft", rows_per_example=2 if dpo else 1, reference_forward=dpo)
+    setup = Setup(
+        method=method,
+        precision="bf16",
+        micro_batch=micro_batch,
+        seq_len=seq,
+        gradient_checkpointing=gc_on,
+        quant_bits=4 if method == "qlora" else None,
+        packing="packing",
+        lora_targets=("all",),
+        optimizer="adamw_torch",  # torch.optim.AdamW below: foreach on CUDA
+        stage="dpo" if dpo else "sft",
+        rows_per_example=2 if dpo else 1,
+        reference_forward=dpo,
+    )
     est = estimate(from_config({"model_type": "qwen2", **arch}, "Qwen2.5-1.5B (random init)", "bench"), setup)
-    row: dict[str, Any] = {"case": cfg.name, "method": method, "stage": setup.stage, "peak_phase": est.peak_phase, "gradient_checkpointing": gc_on, "micro_batch": micro_batch, "seq_len": seq, "predicted_allocated_gib": round(est.allocated / 2**30, 2), "predicted_total_gib": round(est.total / 2**30, 2), "terms": {t.name: round(t.bytes / 2**30, 3) for t in est.terms}}
+    row: dict[str, Any] = {
+        "case": cfg.name,
+        "method": method,
+        "stage": setup.stage,
+        "peak_phase": est.peak_phase,
+        "gradient_checkpointing": gc_on,
+        "micro_batch": micro_batch,
+        "seq_len": seq,
+        "predicted_allocated_gib": round(est.allocated / 2**30, 2),
+        "predicted_total_gib": round(est.total / 2**30, 2),
+        "terms": {t.name: round(t.bytes / 2**30, 3) for t in est.terms},
+    }
     cuda = device.startswith("cuda")
     try:
         if cuda:
@@ -378,7 +532,12 @@ def run_planner_case(arch: dict[str, Any], method: str, gc_on: bool, micro_batch
         if cuda:
             torch.cuda.synchronize()
             alloc, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
-            row.update(measured_allocated_gib=round(alloc / 2**30, 2), measured_reserved_gib=round(reserved / 2**30, 2), allocated_error=round(est.allocated / alloc - 1, 4), reserved_error=round((est.total - (512 << 20)) / reserved - 1, 4))
+            row.update(
+                measured_allocated_gib=round(alloc / 2**30, 2),
+                measured_reserved_gib=round(reserved / 2**30, 2),
+                allocated_error=round(est.allocated / alloc - 1, 4),
+                reserved_error=round((est.total - (512 << 20)) / reserved - 1, 4),
+            )
         else:
             row.update(measured_allocated_gib=None, measured_reserved_gib=None, loss=round(float(loss.detach()), 4))
         del model, opt, params
@@ -422,7 +581,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("no CUDA device: run with --device cpu --tiny for the CI configuration")
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
-        "device_total_mib": torch.cuda.get_device_properties(device).total_memory // 2**20 if device.startswith("cuda") else None,
+        "device_total_mib": torch.cuda.get_device_properties(device).total_memory // 2**20
+        if device.startswith("cuda")
+        else None,
         "planner_table_mib": planner_table_mib(torch.cuda.get_device_name()) if device.startswith("cuda") else None,
         "torch": torch.__version__,
         "model": "tiny qwen2" if tiny else "Qwen2.5-1.5B architecture, random init",
@@ -436,7 +597,12 @@ def main(argv: list[str] | None = None) -> int:
     chats = synthetic_conversations(64 if tiny else 1500, seed=0, scale=0.1 if tiny else 1.0)
     _, examples = tokenize(chats, vocab=arch["vocab_size"] if tiny else 8192, cutoff=cutoff)
     lengths = sorted(len(e[0]) for e in examples)
-    report["data"] = {"conversations": len(examples), "median_tokens": lengths[len(lengths) // 2], "p90_tokens": lengths[int(0.9 * len(lengths))], "max_tokens": lengths[-1]}
+    report["data"] = {
+        "conversations": len(examples),
+        "median_tokens": lengths[len(lengths) // 2],
+        "p90_tokens": lengths[int(0.9 * len(lengths))],
+        "max_tokens": lengths[-1],
+    }
     if args.only in (None, "throughput"):
         for cfg in throughput_configs(tiny):
             if tiny:  # the same code paths, a fraction of the work
@@ -486,18 +652,29 @@ def planner_table_mib(device_name: str) -> int | None:
 
 
 def format_table(r: dict[str, Any]) -> str:
-    lines = [f"kubetune GPU bench on {r['device']} (torch {r['torch']}), {r['model']}, cutoff {r['cutoff']}, {r['steps']} steps; data median {r['data']['median_tokens']} / p90 {r['data']['p90_tokens']} tokens"]
+    lines = [
+        f"kubetune GPU bench on {r['device']} (torch {r['torch']}), {r['model']}, cutoff {r['cutoff']}, {r['steps']} steps; data median {r['data']['median_tokens']} / p90 {r['data']['p90_tokens']} tokens"
+    ]
     if r.get("device_total_mib") is not None:
-        lines.append(f"torch total_memory {r['device_total_mib']} MiB; kubetune.plan's table {r.get('planner_table_mib')} MiB")
+        lines.append(
+            f"torch total_memory {r['device_total_mib']} MiB; kubetune.plan's table {r.get('planner_table_mib')} MiB"
+        )
     lines.append(f"{'config':16s} {'tok/s':>10s} {'MFU':>6s} {'peak GiB':>9s} {'loss0':>7s} {'loss':>7s}  note")
     for t in r["throughput"]:
         peak = f"{t['peak_allocated_gib']:.2f}" if t["peak_allocated_gib"] is not None else "-"
-        lines.append(f"{t['name']:16s} {t['tokens_per_s']:10.0f} {100 * t['mfu']:5.1f}% {peak:>9s} {t['first_loss']:7.3f} {t['final_loss']:7.3f}  {t['note']}")
-    lines.append(f"{'planner case':16s} {'pred alloc':>10s} {'meas alloc':>10s} {'err':>7s} {'pred total':>10s} {'meas resv':>10s}")
+        lines.append(
+            f"{t['name']:16s} {t['tokens_per_s']:10.0f} {100 * t['mfu']:5.1f}% {peak:>9s} {t['first_loss']:7.3f} {t['final_loss']:7.3f}  {t['note']}"
+        )
+    lines.append(
+        f"{'planner case':16s} {'pred alloc':>10s} {'meas alloc':>10s} {'err':>7s} {'pred total':>10s} {'meas resv':>10s}"
+    )
     for p in r["planner"]:
         ma = p.get("measured_allocated_gib")
         err = f"{100 * p['allocated_error']:+.1f}%" if "allocated_error" in p else "-"
-        lines.append(f"{p['case']:16s} {p['predicted_allocated_gib']:10.2f} {ma if ma is not None else '-':>10} {err:>7s} {p['predicted_total_gib']:10.2f} {p.get('measured_reserved_gib') or '-':>10}" + (f"  {p['error']}" if "error" in p else ""))
+        lines.append(
+            f"{p['case']:16s} {p['predicted_allocated_gib']:10.2f} {ma if ma is not None else '-':>10} {err:>7s} {p['predicted_total_gib']:10.2f} {p.get('measured_reserved_gib') or '-':>10}"
+            + (f"  {p['error']}" if "error" in p else "")
+        )
     if r["skipped"]:
         lines.append(f"skipped: {', '.join(r['skipped'])}")
     lines.append(f"total {r['seconds']} s")

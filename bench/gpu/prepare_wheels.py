@@ -24,7 +24,22 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 ROOTS = ["transformers", "peft", "bitsandbytes", "tokenizers", "pydantic"]
-ALREADY_THERE = {"torch", "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "setuptools", "numpy", "psutil", "pyyaml", "accelerate", "triton", "filelock", "fsspec"}
+ALREADY_THERE = {
+    "torch",
+    "sympy",
+    "mpmath",
+    "networkx",
+    "jinja2",
+    "markupsafe",
+    "setuptools",
+    "numpy",
+    "psutil",
+    "pyyaml",
+    "accelerate",
+    "triton",
+    "filelock",
+    "fsspec",
+}
 
 
 def closure() -> dict[str, str]:
@@ -61,7 +76,13 @@ def slim_bitsandbytes(wheel: Path, cuda: list[str]) -> None:
                 continue
             data = src.read(item.filename)
             if item.filename.endswith(".dist-info/RECORD"):
-                data = b"\n".join(line for line in data.split(b"\n") if not (b"libbitsandbytes_" in line and line.split(b",")[0].rsplit(b"/", 1)[-1].decode() not in keep))
+                data = b"\n".join(
+                    line
+                    for line in data.split(b"\n")
+                    if not (
+                        b"libbitsandbytes_" in line and line.split(b",")[0].rsplit(b"/", 1)[-1].decode() not in keep
+                    )
+                )
             dst.writestr(item, data)
     tmp.replace(wheel)
 
@@ -69,16 +90,41 @@ def slim_bitsandbytes(wheel: Path, cuda: list[str]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--python-version", default=f"{sys.version_info.major}.{sys.version_info.minor}", help="the GPU machine's Python (python -V there)")
-    ap.add_argument("--glibc", default="2.35", help="the GPU machine's glibc (ldd --version); wheels for it and older manylinux tags are accepted")
-    ap.add_argument("--cuda", default="126,128,130", help="bitsandbytes CUDA builds to keep (torch.version.cuda on the GPU machine, without the dot)")
+    ap.add_argument(
+        "--python-version",
+        default=f"{sys.version_info.major}.{sys.version_info.minor}",
+        help="the GPU machine's Python (python -V there)",
+    )
+    ap.add_argument(
+        "--glibc",
+        default="2.35",
+        help="the GPU machine's glibc (ldd --version); wheels for it and older manylinux tags are accepted",
+    )
+    ap.add_argument(
+        "--cuda",
+        default="126,128,130",
+        help="bitsandbytes CUDA builds to keep (torch.version.cuda on the GPU machine, without the dot)",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     pins = [f"{name}=={version}" for name, version in sorted(closure().items())]
     print("downloading:", " ".join(pins))
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", str(args.out),
-         "--python-version", args.python_version, *platforms(args.glibc), *pins],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            str(args.out),
+            "--python-version",
+            args.python_version,
+            *platforms(args.glibc),
+            *pins,
+        ],
         check=True,
     )
     for wheel in args.out.glob("bitsandbytes-*.whl"):

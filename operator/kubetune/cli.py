@@ -51,7 +51,10 @@ def _read_objects(paths: Sequence[str]) -> list[tuple[str, Any]]:
             continue
         jobs = sum(1 for d in docs if _is_finetunejob(d))
         if jobs > MAX_JOBS_PER_FILE:
-            print(line(f"{p}: holds {jobs} FineTuneJobs; at most {MAX_JOBS_PER_FILE} are read from one file: split it"), file=sys.stderr)
+            print(
+                line(f"{p}: holds {jobs} FineTuneJobs; at most {MAX_JOBS_PER_FILE} are read from one file: split it"),
+                file=sys.stderr,
+            )
             failed = True
             continue
         for i, doc in enumerate(docs):
@@ -203,7 +206,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed += 1
             _print_problems([(source, p) for p in problems])
             if job is None or not any(p.message.startswith(LF_REJECTS) for p in problems):
-                print(line(f"{source}: LLaMA-Factory's parser did not run: fix the problems above first"), file=sys.stderr)
+                print(
+                    line(f"{source}: LLaMA-Factory's parser did not run: fix the problems above first"), file=sys.stderr
+                )
         else:
             print(line(f"{source}: FineTuneJob {job.name if job else '?'} is valid; {parser_note}"))
     return 1 if failed else 0
@@ -251,7 +256,10 @@ def _llamafactory_problems(job: FineTuneJob, together: list[FineTuneJob] | None 
     except ImportError as exc:  # pragma: no cover - trainer package always ships
         return [], f"LLaMA-Factory's parser did not run: {exc}"
     if not llamafactory_available():
-        return [], "LLaMA-Factory's parser did not run: llamafactory is not installed here (pip install 'kubetune[train]' to run it too)"
+        return (
+            [],
+            "LLaMA-Factory's parser did not run: llamafactory is not installed here (pip install 'kubetune[train]' to run it too)",
+        )
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -281,8 +289,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print("\n".join(sorted(catalogue())))
         if args.list_gpus:
             # "stock image": kubetune's trainer image has code for it (plan/gpus.py Gpu.in_image).
-            print("\n".join(f"{g.name:10s} {g.memory_mib / 1024:6.1f} GiB  {'stock image' if g.in_image else 'own image  '}  "
-                            f"{', '.join(g.products)}" for g in plan.GPUS))
+            print(
+                "\n".join(
+                    f"{g.name:10s} {g.memory_mib / 1024:6.1f} GiB  {'stock image' if g.in_image else 'own image  '}  "
+                    f"{', '.join(g.products)}"
+                    for g in plan.GPUS
+                )
+            )
         return 0
     if not args.files:
         print("kubetune plan: give a FineTuneJob file (or --list-models / --list-gpus)", file=sys.stderr)
@@ -292,7 +305,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for job in jobs:
         try:
             # kubetune.plan(job, ...) in the SDK is this same call (kubetune/plan/jobcheck.py)
-            verdict = plan.check(job, gpu_memory=args.gpu_memory, gpu=args.gpu, model_config=args.model_config, models_dirs=args.models_dir, together=jobs)
+            verdict = plan.check(
+                job,
+                gpu_memory=args.gpu_memory,
+                gpu=args.gpu,
+                model_config=args.model_config,
+                models_dirs=args.models_dir,
+                together=jobs,
+            )
         except (plan.UnknownModelError, KeyError, ValueError) as exc:
             print(f"kubetune plan: {job.name}: {exc.args[0] if exc.args else exc}", file=sys.stderr)
             return 1
@@ -301,10 +321,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
         else:
             print(f"# {job.name}")
             sys.stdout.write(report.render_verdict(verdict))
-            if verdict.reason == "GPUMemoryUnknown" and not verdict.message and verdict.estimate is not None:  # no GPU memory known
+            if (
+                verdict.reason == "GPUMemoryUnknown" and not verdict.message and verdict.estimate is not None
+            ):  # no GPU memory known
                 total = verdict.estimate.total
                 fits = [g.name for g in plan.GPUS if g.memory_bytes >= total]
-                print(f"fits one GPU of: {', '.join(fits) or 'none listed'} (give --gpu NAME or --gpu-memory GiB for a verdict)")
+                print(
+                    f"fits one GPU of: {', '.join(fits) or 'none listed'} (give --gpu NAME or --gpu-memory GiB for a verdict)"
+                )
         if verdict.status == "False":
             status = 1
     if args.output == "json":
@@ -328,7 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_offline_commands(sub)
 
     p = sub.add_parser("crd", help="print the FineTuneJob (or FineTuneSweep) CustomResourceDefinition")
-    p.add_argument("--kind", choices=["FineTuneJob", "FineTuneSweep"], default="FineTuneJob", help="which kind's CRD (default FineTuneJob)")
+    p.add_argument(
+        "--kind",
+        choices=["FineTuneJob", "FineTuneSweep"],
+        default="FineTuneJob",
+        help="which kind's CRD (default FineTuneJob)",
+    )
     p.set_defaults(func=cmd_crd)
 
     from kubetune import localrun, localsweep
@@ -374,7 +403,9 @@ def _add_offline_commands(sub: Any) -> None:
     )
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("validate", help="check FineTuneJobs and FineTuneSweeps; print every problem with its field and fix")
+    p = sub.add_parser(
+        "validate", help="check FineTuneJobs and FineTuneSweeps; print every problem with its field and fix"
+    )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument(
         "--skip-llamafactory",
@@ -388,8 +419,16 @@ def _add_offline_commands(sub: Any) -> None:
     p = sub.add_parser("plan", help="predict peak GPU memory per process, say whether it fits and the cheapest fix")
     p.add_argument("files", nargs="*", metavar="FILE")
     _gpu_args(p)
-    p.add_argument("--model-config", metavar="PATH", help="the model's config.json (or its folder) when it is not catalogued")
-    p.add_argument("--models-dir", action="append", default=[], metavar="DIR", help="folder holding spec.model.path models or a Hugging Face cache (repeatable; HF_HOME is searched too)")
+    p.add_argument(
+        "--model-config", metavar="PATH", help="the model's config.json (or its folder) when it is not catalogued"
+    )
+    p.add_argument(
+        "--models-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder holding spec.model.path models or a Hugging Face cache (repeatable; HF_HOME is searched too)",
+    )
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.add_argument("--list-models", action="store_true", help="print the catalogued architectures")
     p.add_argument("--list-gpus", action="store_true", help="print the GPUs --gpu knows")
@@ -400,22 +439,48 @@ def _add_operator_command(sub: Any) -> None:
     """kubetune operator: its flags are the chart's Deployment arguments."""
     p = sub.add_parser("operator", help="run the operator (uses KUBECONFIG or the in-cluster config)")
     p.add_argument("--namespace", "-n", action="append", default=[], help="watch only these namespaces (repeatable)")
-    p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default inside a cluster; outside one, without -n, only the kubeconfig context's namespace is watched)")
+    p.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_true",
+        help="watch every namespace (the default inside a cluster; outside one, without -n, only the kubeconfig context's namespace is watched)",
+    )
     p.add_argument("--metrics-port", type=int, default=8080)
     p.add_argument("--health-port", type=int, default=8081)
-    p.add_argument("--trainer-image", default=None, help="default trainer image (Helm value trainer.image; kubetune's is CUDA 13.0 and needs NVIDIA driver R580+ on GPU nodes)")
+    p.add_argument(
+        "--trainer-image",
+        default=None,
+        help="default trainer image (Helm value trainer.image; kubetune's is CUDA 13.0 and needs NVIDIA driver R580+ on GPU nodes)",
+    )
     p.add_argument("--default-queue", default=None, help="Kueue LocalQueue for jobs that name none")
     p.add_argument("--peering", default="kubetune", help="kopf peering name; '' runs standalone (one replica only)")
-    p.add_argument("--priority", type=int, default=0, help="peering priority: the highest-priority operator runs, others pause")
-    p.add_argument("--sync-interval", type=float, default=60.0, help="seconds between rank-0 log reads of a running job that does not push its progress (status follows the children through watches)")
-    p.add_argument("--progress-port", type=int, default=0, help="serve the progress intake (trainers push progress) on this port; 0: off")
     p.add_argument(
-        "--progress-url", default="", help="URL the training pods post progress to (the intake's Service); empty: pods only log"
+        "--priority", type=int, default=0, help="peering priority: the highest-priority operator runs, others pause"
+    )
+    p.add_argument(
+        "--sync-interval",
+        type=float,
+        default=60.0,
+        help="seconds between rank-0 log reads of a running job that does not push its progress (status follows the children through watches)",
+    )
+    p.add_argument(
+        "--progress-port",
+        type=int,
+        default=0,
+        help="serve the progress intake (trainers push progress) on this port; 0: off",
+    )
+    p.add_argument(
+        "--progress-url",
+        default="",
+        help="URL the training pods post progress to (the intake's Service); empty: pods only log",
     )
     p.add_argument("--progress-tls-cert", default=None, help="serve the intake over TLS with this certificate file")
     p.add_argument("--progress-tls-key", default=None, help="private key of --progress-tls-cert")
     p.add_argument(
-        "--gpu-memory-by-product", action="append", default=[], metavar="PRODUCT=QUANTITY",
+        "--gpu-memory-by-product",
+        action="append",
+        default=[],
+        metavar="PRODUCT=QUANTITY",
         help="memory of one GPU per nvidia.com/gpu.product value, added to the built-in table (as the chart's gpuMemoryByProduct; repeatable)",
     )
     p.set_defaults(func=_cmd_operator)
@@ -423,7 +488,9 @@ def _add_operator_command(sub: Any) -> None:
 
 def _gpu_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--gpu", metavar="NAME", help="GPU model, e.g. H100, H200, A100-40GB, L40S (kubetune plan --list-gpus)")
+    g.add_argument(
+        "--gpu", metavar="NAME", help="GPU model, e.g. H100, H200, A100-40GB, L40S (kubetune plan --list-gpus)"
+    )
     g.add_argument("--gpu-memory", type=float, metavar="GiB", help="memory of one GPU in GiB")
 
 

@@ -86,7 +86,9 @@ def load_jobs(path: str) -> tuple[list[FineTuneJob], list[str]]:
             problems += [line(f"{where}: {p}") for p in found]
             continue
         if job.spec.resources.nodes > 1:
-            problems.append(f"{where}: spec.resources.nodes: run --local trains on this one machine; set nodes: 1 (or apply it to a cluster)")
+            problems.append(
+                f"{where}: spec.resources.nodes: run --local trains on this one machine; set nodes: 1 (or apply it to a cluster)"
+            )
         jobs.append(job)
     return jobs, problems
 
@@ -121,7 +123,9 @@ def run_order(jobs: list[FineTuneJob]) -> list[FineTuneJob]:
     return done
 
 
-def _source_object(name: str, namespace: str, jobs: Mapping[str, FineTuneJob], outcomes: Mapping[str, str], output: Path) -> dict[str, Any] | None:
+def _source_object(
+    name: str, namespace: str, jobs: Mapping[str, FineTuneJob], outcomes: Mapping[str, str], output: Path
+) -> dict[str, Any] | None:
     """The referenced job as the operator would see it: from this run, else from an earlier
     local run's record under --output (its spec and outcome), else None (does not exist)."""
     if name in jobs:
@@ -141,7 +145,13 @@ def _source_object(name: str, namespace: str, jobs: Mapping[str, FineTuneJob], o
     }
 
 
-def resolve_local(job: FineTuneJob, jobs: Mapping[str, FineTuneJob], outcomes: Mapping[str, str], output: Path, layout: contract.Layout) -> tuple[dict[str, Any], str | None]:
+def resolve_local(
+    job: FineTuneJob,
+    jobs: Mapping[str, FineTuneJob],
+    outcomes: Mapping[str, str],
+    output: Path,
+    layout: contract.Layout,
+) -> tuple[dict[str, Any], str | None]:
     """RenderOptions changes (model_source/reward_source) for job's fromJob references, or a problem."""
     from kubetune.render.chain import ModelSource, resolve_from_job, reward_base_problem  # noqa: PLC0415
 
@@ -363,7 +373,9 @@ def print_outputs(result: RunResult, console: Console) -> None:
     labels = {"adapter": "LoRA adapter", "model": "model weights", "merged": "merged model", "lossPlot": "loss plot"}
     lines += [f"  {label}: {outputs[key]}" for key, label in labels.items() if key in outputs]
     if result.losses:
-        lines.append(f"  loss: {result.losses[0]:.4f} -> {result.losses[-1]:.4f} over {len(result.losses)} logged steps")
+        lines.append(
+            f"  loss: {result.losses[0]:.4f} -> {result.losses[-1]:.4f} over {len(result.losses)} logged steps"
+        )
     evaluation = result.record.get("evaluation") if isinstance(result.record, dict) else None
     if isinstance(evaluation, dict):
         if evaluation.get("state") == "Succeeded":
@@ -384,7 +396,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     console = Console()
     if not args.local:
-        console.print("kubetune run: only --local is supported; apply the FineTuneJob to a cluster with kubectl apply -f FILE")
+        console.print(
+            "kubetune run: only --local is supported; apply the FineTuneJob to a cluster with kubectl apply -f FILE"
+        )
         return 2
     jobs, problems = load_jobs(args.file)
     if problems:
@@ -438,13 +452,22 @@ def cmd_chat(args: argparse.Namespace) -> int:
         ("--max-new-tokens", args.max_new_tokens, args.max_new_tokens >= 1),
     ):
         if not ok:
-            print(f"kubetune chat: {flag} {value} is out of range (temperature >= 0, 0 < top-p <= 1, max-new-tokens >= 1)", file=sys.stderr)
+            print(
+                f"kubetune chat: {flag} {value} is out of range (temperature >= 0, 0 < top-p <= 1, max-new-tokens >= 1)",
+                file=sys.stderr,
+            )
             return 2
     from kubetune import localserve  # noqa: PLC0415 - one loader of LLaMA-Factory's ChatModel (serve --local uses it too)
 
     # The tutorial's cli_demo settings; temperature 0 means greedy decoding.
-    sampling = {"do_sample": args.temperature > 0, "temperature": args.temperature if args.temperature > 0 else 1.0, "top_p": args.top_p}
-    target = localserve.ServeTarget(model=args.model_dir, template=args.template, name="chat", adapter=args.adapter, extra=sampling)
+    sampling = {
+        "do_sample": args.temperature > 0,
+        "temperature": args.temperature if args.temperature > 0 else 1.0,
+        "top_p": args.top_p,
+    }
+    target = localserve.ServeTarget(
+        model=args.model_dir, template=args.template, name="chat", adapter=args.adapter, extra=sampling
+    )
     chat_model = localserve.load_chat_model(target, args.max_new_tokens)
     if args.message is not None:
         print(chat_once(chat_model, [{"role": "user", "content": args.message}], args.system))
@@ -511,7 +534,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         return 1
-    result = run_local(job, output=output, datasets=assets.datasets_dir, models=assets.models_dir, console=console, verbose=args.verbose)
+    result = run_local(
+        job,
+        output=output,
+        datasets=assets.datasets_dir,
+        models=assets.models_dir,
+        console=console,
+        verbose=args.verbose,
+    )
     print_outputs(result, console)
     if result.exit_code != contract.EXIT_OK:
         return result.exit_code
@@ -527,8 +557,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     chat_seconds = time.monotonic() - chat_started
-    print(f"served {target.model} at {server.base_url} (OpenAI API; `kubetune serve --local {result.output_dir}` keeps it up)")
-    via = "through the openai client" if importlib.util.find_spec("openai") else "plain HTTP; pip install openai for the official client"
+    print(
+        f"served {target.model} at {server.base_url} (OpenAI API; `kubetune serve --local {result.output_dir}` keeps it up)"
+    )
+    via = (
+        "through the openai client"
+        if importlib.util.find_spec("openai")
+        else "plain HTTP; pip install openai for the official client"
+    )
     print(f"  user> {question}\n  assistant ({via})> {answer}", flush=True)
     console.print(
         f"figures: assets {assets_seconds:.1f} s, train+export {result.seconds:.1f} s, serve+ask {chat_seconds:.1f} s, "
@@ -549,7 +585,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--datasets", default=".", help="folder spec.datasets[].path is relative to; default .")
     p.add_argument("--models", default=".", help="folder spec.model.path is relative to, and the Hub cache; default .")
     p.add_argument("-v", "--verbose", action="store_true", help="show the trainer's full output")
-    p.add_argument("--metrics-port", type=int, help="serve the trainer's Prometheus metrics on 127.0.0.1:PORT/metrics while it trains")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve the trainer's Prometheus metrics on 127.0.0.1:PORT/metrics while it trains",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("chat", help="talk to a model (optionally with a LoRA adapter), as in the tutorial's demo step")
@@ -559,11 +599,20 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--message", help="send one message, print the answer and exit")
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens; default 64")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 (default) decodes greedily")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: keep the smallest token set with this probability mass; default 1.0")
-    p.add_argument("--system", default=None, help="system prompt for the conversation (the template's default when unset)")
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=1.0,
+        help="nucleus sampling: keep the smallest token set with this probability mass; default 1.0",
+    )
+    p.add_argument(
+        "--system", default=None, help="system prompt for the conversation (the template's default when unset)"
+    )
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("demo", help="fine-tune a tiny local model end to end: LoRA, merge, serve it, ask it one question")
+    p = sub.add_parser(
+        "demo", help="fine-tune a tiny local model end to end: LoRA, merge, serve it, ask it one question"
+    )
     p.add_argument("--work", default=".kubetune-demo", help="work folder; default ./.kubetune-demo")
     p.add_argument("--steps", type=int, default=40, help="training steps; default 40")
     p.add_argument("-v", "--verbose", action="store_true", help="show the trainer's full output")

@@ -72,7 +72,12 @@ class ServeTarget:
 
 
 def resolve_target(
-    output_dir: str | None, *, model: str | None = None, adapter: str | None = None, template: str | None = None, name: str | None = None
+    output_dir: str | None,
+    *,
+    model: str | None = None,
+    adapter: str | None = None,
+    template: str | None = None,
+    name: str | None = None,
 ) -> ServeTarget:
     """Decide what to serve from a job's output folder and/or explicit paths; ValueError says what is missing."""
     record: dict[str, Any] = {}
@@ -94,7 +99,10 @@ def resolve_target(
         elif (out / "adapter_config.json").is_file():
             model = train_args.get("model_name_or_path") or _adapter_base(out)
             adapter = adapter or str(out)
-            for key in ("quantization_bit", "quantization_method"):  # a QLoRA adapter is served on the base it was trained on
+            for key in (
+                "quantization_bit",
+                "quantization_method",
+            ):  # a QLoRA adapter is served on the base it was trained on
                 if train_args.get(key) is not None:
                     extra[key] = train_args[key]
         elif (out / "config.json").is_file():
@@ -125,7 +133,9 @@ def _adapter_base(out: Path) -> str | None:
 # --- the OpenAI-facing layer -------------------------------------------------------------------
 
 
-def openai_error(message: str, *, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def openai_error(
+    message: str, *, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """OpenAI's error body (what vLLM and the ``openai`` client use)."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -145,7 +155,11 @@ class ModelGate:
         self.model_name = model_name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") != "http" or scope.get("method") != "POST" or not str(scope.get("path", "")).endswith("/chat/completions"):
+        if (
+            scope.get("type") != "http"
+            or scope.get("method") != "POST"
+            or not str(scope.get("path", "")).endswith("/chat/completions")
+        ):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -171,7 +185,10 @@ class ModelGate:
         async def send_chunks(message: Message) -> None:
             nonlocal streaming
             if message["type"] == "http.response.start":
-                streaming = any(k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in message.get("headers", []))
+                streaming = any(
+                    k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+                    for k, v in message.get("headers", [])
+                )
             elif message["type"] == "http.response.body" and streaming:
                 message = {**message, "body": complete_chunks(message.get("body", b""))}
             await send(message)
@@ -187,7 +204,9 @@ class ModelGate:
             return 400, openai_error("the request body must be a JSON object")
         model = request.get("model")
         if not isinstance(model, str) or not model:
-            return 400, openai_error(f"you must provide a model parameter (this server serves `{self.model_name}`)", param="model")
+            return 400, openai_error(
+                f"you must provide a model parameter (this server serves `{self.model_name}`)", param="model"
+            )
         if model != self.model_name:
             return 404, openai_error(
                 f"The model `{model}` does not exist. This server serves `{self.model_name}` (see /v1/models).",
@@ -195,7 +214,9 @@ class ModelGate:
                 code="model_not_found",
             )
         if isinstance(request.get("messages"), list) and not request["messages"]:
-            return 400, openai_error("'messages' is empty: send at least one message", param="messages", code="empty_array")
+            return 400, openai_error(
+                "'messages' is empty: send at least one message", param="messages", code="empty_array"
+            )
         return None
 
 
@@ -236,7 +257,9 @@ def build_app(chat_model: Any, model_name: str) -> ASGIApp:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return JSONResponse(openai_error(f"{where or 'request'}: {first.get('msg', 'invalid request')}", param=where), status_code=400)
+        return JSONResponse(
+            openai_error(f"{where or 'request'}: {first.get('msg', 'invalid request')}", param=where), status_code=400
+        )
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
@@ -316,12 +339,18 @@ def ask(base_url: str, model: str, question: str, max_tokens: int = 32) -> str:
     except ImportError:
         import urllib.request  # noqa: PLC0415
 
-        body = json.dumps({"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens}).encode()
-        request = urllib.request.Request(f"{base_url}/chat/completions", data=body, headers={"Content-Type": "application/json"})
+        body = json.dumps(
+            {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens}
+        ).encode()
+        request = urllib.request.Request(
+            f"{base_url}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=120) as resp:  # noqa: S310 - our own loopback server
             return str(json.loads(resp.read())["choices"][0]["message"]["content"] or "")
     client = OpenAI(base_url=base_url, api_key=os.environ.get("API_KEY") or "none", max_retries=0, timeout=120)
-    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], max_tokens=max_tokens)
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], max_tokens=max_tokens
+    )
     return reply.choices[0].message.content or ""
 
 
@@ -331,7 +360,9 @@ def results_cache(uri: str) -> Path:
     return base / "kubetune" / "outputs" / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
 
 
-def fetch_results(uri: str, *, endpoint: str | None = None, dest: Path | None = None, only: tuple[str, ...] | None = None) -> Path:
+def fetch_results(
+    uri: str, *, endpoint: str | None = None, dest: Path | None = None, only: tuple[str, ...] | None = None
+) -> Path:
     """Copy a finished job's results from ``<spec.storage.outputs.uri><namespace>/<job>/`` (s3://,
     gs:// or az://) into a local folder; only a job whose completion marker exists (it succeeded)."""
     from kubetune.trainer import objectstore  # noqa: PLC0415 - boto3 comes with the train extra
@@ -345,7 +376,11 @@ def fetch_results(uri: str, *, endpoint: str | None = None, dest: Path | None = 
             level.mkdir(mode=0o700, exist_ok=True, parents=level == folder.parent.parent)
     env = objectstore.shell_env(uri, endpoint, os.environ)
     fetched = objectstore.download_results(uri, folder, env, only=only)
-    print(f"{uri}: {len(fetched)} file{'s' if len(fetched) != 1 else ''} downloaded into {folder}", file=sys.stderr, flush=True)
+    print(
+        f"{uri}: {len(fetched)} file{'s' if len(fetched) != 1 else ''} downloaded into {folder}",
+        file=sys.stderr,
+        flush=True,
+    )
     return folder
 
 
@@ -366,7 +401,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"kubetune serve: {exc}", file=sys.stderr)
             return 1
     try:
-        target = resolve_target(output_dir, model=args.model, adapter=args.adapter, template=args.template, name=args.served_model_name)
+        target = resolve_target(
+            output_dir, model=args.model, adapter=args.adapter, template=args.template, name=args.served_model_name
+        )
     except ValueError as exc:
         print(f"kubetune serve: {exc}", file=sys.stderr)
         return 1
@@ -384,7 +421,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
     def ready() -> None:
-        print(f"serving model {target.name!r} at {server.base_url}  (OpenAI API: /chat/completions, /models; Ctrl-C stops)", flush=True)
+        print(
+            f"serving model {target.name!r} at {server.base_url}  (OpenAI API: /chat/completions, /models; Ctrl-C stops)",
+            flush=True,
+        )
 
     try:
         server.serve(on_ready=ready)
@@ -400,15 +440,24 @@ def add_commands(sub: Any) -> None:
     """Register ``serve`` on the ``kubetune`` parser (called by kubetune.cli)."""
     p = sub.add_parser("serve", help="serve a trained model through an OpenAI-compatible API on 127.0.0.1 (--local)")
     p.add_argument(
-        "output_dir", nargs="?", metavar="OUTPUT_DIR|URI",
+        "output_dir",
+        nargs="?",
+        metavar="OUTPUT_DIR|URI",
         help="the job's output folder (e.g. outputs/default/my-job), or its results in a bucket: <spec.storage.outputs.uri><namespace>/<job>/ (s3://, gs:// or az://, keys from your shell)",
     )
-    p.add_argument("--endpoint", help="S3 API endpoint for a bucket URI (the spec's storage.objectStore.endpoint; default AWS, or Cloud Storage for gs://; for az:// the account's Blob endpoint, with AZURE_STORAGE_ACCOUNT_KEY)")
+    p.add_argument(
+        "--endpoint",
+        help="S3 API endpoint for a bucket URI (the spec's storage.objectStore.endpoint; default AWS, or Cloud Storage for gs://; for az:// the account's Blob endpoint, with AZURE_STORAGE_ACCOUNT_KEY)",
+    )
     p.add_argument("--local", action="store_true", help="serve on this machine (required)")
     p.add_argument("--model", help="model folder or id (default: the merged model, or the job's base model)")
     p.add_argument("--adapter", help="LoRA adapter folder served on top of --model")
     p.add_argument("--template", help="LLaMA-Factory chat template (default: the one the job trained with)")
     p.add_argument("--served-model-name", help="the name clients send as `model` (default: the job's name)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1; 0 picks a free one (default {DEFAULT_PORT})")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="default answer length when a request sets no max_tokens")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1; 0 picks a free one (default {DEFAULT_PORT})"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=256, help="default answer length when a request sets no max_tokens"
+    )
     p.set_defaults(func=cmd_serve)

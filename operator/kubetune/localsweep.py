@@ -63,7 +63,9 @@ def load_sweep(path: str) -> tuple[FineTuneSweep | None, list[str]]:
     if problems or sweep is None:
         return None, [line(f"{path}: {p}") for p in problems]
     if sweep.spec.template.resources.nodes > 1:
-        return None, [f"{path}: spec.template.resources.nodes: sweep --local trains on this one machine; set nodes: 1 (or apply it to a cluster)"]
+        return None, [
+            f"{path}: spec.template.resources.nodes: sweep --local trains on this one machine; set nodes: 1 (or apply it to a cluster)"
+        ]
     return sweep, []
 
 
@@ -81,7 +83,11 @@ def load_study(path: Path, sweep: FineTuneSweep) -> tuple[list[TrialRecord], str
         return [], f"{path}: cannot read the study record ({exc}); move it away to start over"
     if not isinstance(data, dict) or data.get("kind") != SWEEP_KIND:
         return [], f"{path}: not a FineTuneSweep study record; move it away to start over"
-    recorded = FineTuneSweep.from_api({"metadata": {"name": sweep.name}, "spec": data.get("spec")}).spec if data.get("spec") else None
+    recorded = (
+        FineTuneSweep.from_api({"metadata": {"name": sweep.name}, "spec": data.get("spec")}).spec
+        if data.get("spec")
+        else None
+    )
     if recorded is None or _search(recorded) != _search(sweep.spec):
         return [], (
             f"{path}: the study there was run with another template, parameters, objective, algorithm or seed; "
@@ -133,7 +139,12 @@ def eval_losses(log: Path) -> list[IntermediateValue]:
         if not isinstance(record, dict):
             continue
         step, value = record.get("current_steps"), record.get("eval_loss")
-        if isinstance(step, int) and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if (
+            isinstance(step, int)
+            and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        ):
             found[step] = float(value)
     return [IntermediateValue(step=s, value=v) for s, v in sorted(found.items())]
 
@@ -141,7 +152,15 @@ def eval_losses(log: Path) -> list[IntermediateValue]:
 class PruneWatch:
     """Follows a running trial's evaluation losses; stops the trainer when the pruner says so."""
 
-    def __init__(self, spec: FineTuneSweepSpec, history: Sequence[TrialRecord], trial: TrialRecord, log: Path, console: Console, interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        spec: FineTuneSweepSpec,
+        history: Sequence[TrialRecord],
+        trial: TrialRecord,
+        log: Path,
+        console: Console,
+        interval: float = 0.5,
+    ) -> None:
         self.spec, self.history, self.log, self.console, self.interval = spec, list(history), log, console, interval
         self.trial = trial.model_copy(update={"state": "Running"})
         self.pruned_at: int | None = None
@@ -203,7 +222,15 @@ class PruneWatch:
 
 
 def run_trial(
-    sweep: FineTuneSweep, trials: Sequence[TrialRecord], trial: TrialRecord, *, output: Path, datasets: Path, models: Path, console: Console, verbose: bool = False
+    sweep: FineTuneSweep,
+    trials: Sequence[TrialRecord],
+    trial: TrialRecord,
+    *,
+    output: Path,
+    datasets: Path,
+    models: Path,
+    console: Console,
+    verbose: bool = False,
 ) -> TrialRecord:
     """Train one trial with the local runner; the trial as recorded afterwards (Succeeded, Pruned or Failed)."""
     from kubetune import sweep as engine
@@ -212,7 +239,11 @@ def run_trial(
     doc = {
         "apiVersion": contract.API_VERSION,
         "kind": contract.KIND,
-        "metadata": {"name": trial.name, "namespace": sweep.namespace, "labels": {"kubetune.io/finetunesweep": sweep.name}},
+        "metadata": {
+            "name": trial.name,
+            "namespace": sweep.namespace,
+            "labels": {"kubetune.io/finetunesweep": sweep.name},
+        },
         "spec": engine.trial_spec(sweep.spec, trial),
     }
     job, problems = validate_object(doc)
@@ -222,19 +253,39 @@ def run_trial(
     log = output.resolve() / sweep.namespace / trial.name / TRAINER_LOG
     history = [t for t in trials if t.number != trial.number]
     watch = PruneWatch(sweep.spec, history, trial, log, console)
-    result = run_local(job, output=output, datasets=datasets, models=models, console=console, verbose=verbose, on_start=watch, stopped=lambda: watch.pruned_at is not None)
+    result = run_local(
+        job,
+        output=output,
+        datasets=datasets,
+        models=models,
+        console=console,
+        verbose=verbose,
+        on_start=watch,
+        stopped=lambda: watch.pruned_at is not None,
+    )
     ran = watch.finish()
     if watch.pruned_at is not None:
         last = ran.intermediate[-1].value if ran.intermediate else None
-        return _record(ran, state="Pruned", value=last, message=f"pruned at step {watch.pruned_at} by the {sweep.spec.early_stopping} pruner")
+        return _record(
+            ran,
+            state="Pruned",
+            value=last,
+            message=f"pruned at step {watch.pruned_at} by the {sweep.spec.early_stopping} pruner",
+        )
     if result.exit_code != contract.EXIT_OK:
-        return _record(ran, state="Failed", message=f"the trainer exited with {result.exit_code} (log: {result.log_file})")
+        return _record(
+            ran, state="Failed", message=f"the trainer exited with {result.exit_code} (log: {result.log_file})"
+        )
     evaluation = result.record.get("evaluation") if isinstance(result.record, dict) else None
-    trained = evaluation.get("trained") if isinstance(evaluation, dict) and evaluation.get("state") == "Succeeded" else None
+    trained = (
+        evaluation.get("trained") if isinstance(evaluation, dict) and evaluation.get("state") == "Succeeded" else None
+    )
     value = engine.objective_value(sweep.spec, trained)
     if value is None:
         why = evaluation.get("message") if isinstance(evaluation, dict) else "no evaluation in the run record"
-        return _record(ran, state="Failed", message=f"no {sweep.spec.objective.metric} from the evaluation: {why}"[:1000])
+        return _record(
+            ran, state="Failed", message=f"no {sweep.spec.objective.metric} from the evaluation: {why}"[:1000]
+        )
     return _record(ran, state="Succeeded", value=value)
 
 
@@ -263,7 +314,15 @@ def table(spec: FineTuneSweepSpec, trials: Sequence[TrialRecord]) -> str:
     paths = [p.path for p in spec.parameters]
     rows = [["TRIAL", *[p.upper() for p in paths], "STATE", spec.objective.metric.upper(), "BEST"]]
     for t in sorted(trials, key=lambda t: t.number):
-        rows.append([t.name, *[_param(t.parameters.get(p)) for p in paths], t.state, _value(t.value), "*" if best is not None and t.number == best.number else ""])
+        rows.append(
+            [
+                t.name,
+                *[_param(t.parameters.get(p)) for p in paths],
+                t.state,
+                _value(t.value),
+                "*" if best is not None and t.number == best.number else "",
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "".join("   ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n" for row in rows)
 
@@ -278,7 +337,9 @@ def plot(spec: FineTuneSweepSpec, trials: Sequence[TrialRecord], width: int = 40
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0
     better_low = spec.objective.goal == "minimize"
-    lines = [f"{spec.objective.metric} by trial ({'lower' if better_low else 'higher'} is better; '#' ended, '~' pruned, '|' best so far)"]
+    lines = [
+        f"{spec.objective.metric} by trial ({'lower' if better_low else 'higher'} is better; '#' ended, '~' pruned, '|' best so far)"
+    ]
     best: float | None = None
     for t, v in zip(scored, values):
         if t.state == "Succeeded":
@@ -320,7 +381,9 @@ def write_png(path: Path, spec: FineTuneSweepSpec, trials: Sequence[TrialRecord]
 # --- the command -----------------------------------------------------------------------------
 
 
-def run_sweep(sweep: FineTuneSweep, *, output: Path, datasets: Path, models: Path, console: Console, verbose: bool = False) -> tuple[list[TrialRecord], str]:
+def run_sweep(
+    sweep: FineTuneSweep, *, output: Path, datasets: Path, models: Path, console: Console, verbose: bool = False
+) -> tuple[list[TrialRecord], str]:
     """Run (or continue) the study until it is finished; returns the trials and why it ended."""
     from kubetune import sweep as engine
 
@@ -344,13 +407,21 @@ def run_sweep(sweep: FineTuneSweep, *, output: Path, datasets: Path, models: Pat
             waiting = new
         trial = waiting[0]
         shown = ", ".join(f"{k}={_param(v)}" for k, v in trial.parameters.items())
-        console.print(f"[bold]trial {trial.name}[/bold] ({trial.number + 1} of at most {engine.trial_limit(sweep.spec)}): {shown}")
+        console.print(
+            f"[bold]trial {trial.name}[/bold] ({trial.number + 1} of at most {engine.trial_limit(sweep.spec)}): {shown}"
+        )
         trials = [t.model_copy(update={"state": "Running"}) if t.number == trial.number else t for t in trials]
         save_study(path, sweep, trials)
-        done = run_trial(sweep, trials, trial, output=output, datasets=datasets, models=models, console=console, verbose=verbose)
+        done = run_trial(
+            sweep, trials, trial, output=output, datasets=datasets, models=models, console=console, verbose=verbose
+        )
         trials = [done if t.number == trial.number else t for t in trials]
         save_study(path, sweep, trials)
-        console.print(f"  {done.state}" + (f": {sweep.spec.objective.metric} {done.value:.4f}" if done.value is not None else "") + (f" ({done.message})" if done.message else ""))
+        console.print(
+            f"  {done.state}"
+            + (f": {sweep.spec.objective.metric} {done.value:.4f}" if done.value is not None else "")
+            + (f" ({done.message})" if done.message else "")
+        )
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -360,7 +431,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     console = Console()
     if not args.local:
-        console.print("kubetune sweep: only --local is supported; apply the FineTuneSweep to a cluster with kubectl apply -f FILE")
+        console.print(
+            "kubetune sweep: only --local is supported; apply the FineTuneSweep to a cluster with kubectl apply -f FILE"
+        )
         return 2
     sweep, problems = load_sweep(args.file)
     if sweep is None:
@@ -370,7 +443,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     output = Path(args.output).resolve()
     started = time.monotonic()
     try:
-        trials, why = run_sweep(sweep, output=output, datasets=Path(args.datasets), models=Path(args.models), console=console, verbose=args.verbose)
+        trials, why = run_sweep(
+            sweep,
+            output=output,
+            datasets=Path(args.datasets),
+            models=Path(args.models),
+            console=console,
+            verbose=args.verbose,
+        )
     except ValueError as exc:
         print(line(f"kubetune sweep: {exc}"), file=sys.stderr)
         return 1
@@ -385,7 +465,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if best is None:
         print("no trial succeeded", file=sys.stderr)
         return 1
-    print(f"best trial: {best.name} ({sweep.spec.objective.metric} {best.value:.4f}), outputs in {output / sweep.namespace / best.name}")
+    print(
+        f"best trial: {best.name} ({sweep.spec.objective.metric} {best.value:.4f}), outputs in {output / sweep.namespace / best.name}"
+    )
     if sweep.spec.promote == "serve":
         print(f"promote: serve: `kubetune serve --local {output / sweep.namespace / best.name}` serves it here")
     return 0
@@ -395,9 +477,19 @@ def add_commands(sub: Any) -> None:
     """Register ``sweep`` on the ``kubetune`` parser (called by kubetune.cli)."""
     p = sub.add_parser("sweep", help="run a FineTuneSweep (hyperparameter search) on this machine (--local)")
     p.add_argument("file", metavar="FILE", help="FineTuneSweep manifest ('-' reads stdin)")
-    p.add_argument("--local", action="store_true", help="run the trials here, one after another, instead of on a cluster (required)")
-    p.add_argument("--output", default="outputs", help="outputs folder (like spec.template.storage.outputs); the study record goes to OUTPUT/NAMESPACE/SWEEP/study.json; default ./outputs")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="run the trials here, one after another, instead of on a cluster (required)",
+    )
+    p.add_argument(
+        "--output",
+        default="outputs",
+        help="outputs folder (like spec.template.storage.outputs); the study record goes to OUTPUT/NAMESPACE/SWEEP/study.json; default ./outputs",
+    )
     p.add_argument("--datasets", default=".", help="folder spec.template.datasets[].path is relative to; default .")
-    p.add_argument("--models", default=".", help="folder spec.template.model.path is relative to, and the Hub cache; default .")
+    p.add_argument(
+        "--models", default=".", help="folder spec.template.model.path is relative to, and the Hub cache; default ."
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show the trainer's full output")
     p.set_defaults(func=cmd_sweep)

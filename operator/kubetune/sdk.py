@@ -152,7 +152,9 @@ class InvalidSpec(KubetuneError):
     """The spec is invalid: refused before sending (the checks of ``kubetune validate``) or by the API
     server (422, its schema and CEL rules).  ``problems``: one line per field, each naming the fix."""
 
-    def __init__(self, message: str, hint: str = "", *, status: int | None = None, problems: Sequence[str] = ()) -> None:
+    def __init__(
+        self, message: str, hint: str = "", *, status: int | None = None, problems: Sequence[str] = ()
+    ) -> None:
         super().__init__(message + "".join(f"\n  {p}" for p in problems), hint, status=status)
         self.message = message
         self.problems = list(problems)
@@ -172,7 +174,12 @@ class JobFailed(KubetuneError):
     ``message`` and the reason's ``hint``; ``job`` is the final FineTuneJob."""
 
     def __init__(self, reason: str, message: str, hint: str, job: FineTuneJob | None = None) -> None:
-        super().__init__(f"FineTuneJob {job.namespace + '/' + job.name if job else ''} failed ({reason or 'no reason'}): {message}".replace("  ", " "), hint)
+        super().__init__(
+            f"FineTuneJob {job.namespace + '/' + job.name if job else ''} failed ({reason or 'no reason'}): {message}".replace(
+                "  ", " "
+            ),
+            hint,
+        )
         self.reason = reason
         self.message = message
         self.job = job
@@ -190,13 +197,22 @@ class WaitTimeout(KubetuneError, TimeoutError):
         self.job = job
 
 
-def _from_api_error(exc: terminal.ApiError, *, server: str, namespace: str | None, verb: str, crd_missing: bool = False) -> KubetuneError:
+def _from_api_error(
+    exc: terminal.ApiError, *, server: str, namespace: str | None, verb: str, crd_missing: bool = False
+) -> KubetuneError:
     """The typed error of an API answer (``crd_missing``: discovery found no FineTuneJob resource)."""
     where = f" in namespace {namespace}" if namespace else " in any namespace"
     if exc.status == 0:
-        return ClusterUnreachable(exc.message, f"check the kubeconfig's current context (kubectl config current-context) and that the API server {server} is up")
+        return ClusterUnreachable(
+            exc.message,
+            f"check the kubeconfig's current context (kubectl config current-context) and that the API server {server} is up",
+        )
     if exc.status == 401:
-        return Unauthorized(f"{exc.message} (401)", "the API server refused the kubeconfig's credentials: log in again (or renew the token) and retry", status=401)
+        return Unauthorized(
+            f"{exc.message} (401)",
+            "the API server refused the kubeconfig's credentials: log in again (or renew the token) and retry",
+            status=401,
+        )
     if exc.status == 403:
         verbs = verb.split(" and ")
         scope = f"finetunejobs.kubetune.io{' -n ' + namespace if namespace else ' -A'}"
@@ -206,7 +222,11 @@ def _from_api_error(exc: terminal.ApiError, *, server: str, namespace: str | Non
             status=403,
         )
     if exc.status == 404 and crd_missing:
-        return CRDNotInstalled(f"the cluster at {server} does not serve FineTuneJobs ({contract.PLURAL}.{contract.GROUP} {contract.API_VERSION}): {exc.message} (404)", INSTALL_HINT, status=404)
+        return CRDNotInstalled(
+            f"the cluster at {server} does not serve FineTuneJobs ({contract.PLURAL}.{contract.GROUP} {contract.API_VERSION}): {exc.message} (404)",
+            INSTALL_HINT,
+            status=404,
+        )
     if exc.status == 404 and exc.details.get("kind") == "namespaces":
         # Writing into a namespace that does not exist: the NamespaceLifecycle admission plugin answers
         # NotFound for the namespace itself (errors.NewNotFound: details.kind "namespaces") --
@@ -214,11 +234,17 @@ def _from_api_error(exc: terminal.ApiError, *, server: str, namespace: str | Non
         # k8s.io/apimachinery/pkg/api/errors/errors.go:145-157 (Kubernetes 1.36, vendored in
         # openshift/microshift @ 8e16b12).  Not a missing job.
         missing = exc.details.get("name") or namespace
-        return KubetuneError(f"{exc.message} (404)", f"create the namespace first (kubectl create namespace {missing}), or pass namespace=... naming one that exists", status=404)
+        return KubetuneError(
+            f"{exc.message} (404)",
+            f"create the namespace first (kubectl create namespace {missing}), or pass namespace=... naming one that exists",
+            status=404,
+        )
     if exc.status == 404:
         return JobNotFound(f"{exc.message} (404)", status=404)
     if exc.status == 409 and any(
-        isinstance(c, dict) and c.get("field") == ".spec.suspend" and str(c.get("message") or "").startswith(f'conflict with "{FIELD_MANAGER}" using ')
+        isinstance(c, dict)
+        and c.get("field") == ".spec.suspend"
+        and str(c.get("message") or "").startswith(f'conflict with "{FIELD_MANAGER}" using ')
         for c in exc.details.get("causes") or []
     ):
         # Server-side apply tells managers apart by name AND operation (BuildManagerIdentifier,
@@ -232,7 +258,11 @@ def _from_api_error(exc: terminal.ApiError, *, server: str, namespace: str | Non
             status=409,
         )
     if exc.status == 409:
-        return Conflict(f"{exc.message} (409)", "another field manager owns these fields: create(job, force=True) takes them over (as kubectl apply --server-side --force-conflicts)", status=409)
+        return Conflict(
+            f"{exc.message} (409)",
+            "another field manager owns these fields: create(job, force=True) takes them over (as kubectl apply --server-side --force-conflicts)",
+            status=409,
+        )
     if exc.status in (400, 422):
         # A 422 Invalid names each refused field in details.causes (field, message): errors.NewInvalid,
         # k8s.io/apimachinery/pkg/api/errors/errors.go:284-310 (Kubernetes 1.36, vendored in openshift/microshift @ 8e16b12).
@@ -301,7 +331,9 @@ def _condition_reason(job: FineTuneJob) -> str:
     return max(status.conditions, key=lambda c: c.last_transition_time).reason
 
 
-def _update(kind: Literal["status", "event", "deleted"], job: FineTuneJob | None, event: JobEvent | None = None) -> JobUpdate:
+def _update(
+    kind: Literal["status", "event", "deleted"], job: FineTuneJob | None, event: JobEvent | None = None
+) -> JobUpdate:
     status = job.status if job is not None else None
     p = status.progress if status is not None else None
     return JobUpdate(
@@ -335,14 +367,20 @@ def read_job(obj: dict[str, Any]) -> FineTuneJob:
 
     meta: dict[str, Any] = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
     try:
-        status = FineTuneJobStatus.model_validate(_known(obj.get("status"), FineTuneJobStatus), by_alias=True, by_name=False) if isinstance(obj.get("status"), dict) else None
+        status = (
+            FineTuneJobStatus.model_validate(_known(obj.get("status"), FineTuneJobStatus), by_alias=True, by_name=False)
+            if isinstance(obj.get("status"), dict)
+            else None
+        )
     except ValidationError:
         status = None
     raw_spec: dict[str, Any] = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
     names = {(f.alias or n): n for n, f in FineTuneJobSpec.model_fields.items()}
     spec = FineTuneJobSpec.model_construct(**{names[k]: v for k, v in raw_spec.items() if k in names})
     return FineTuneJob.model_construct(
-        metadata=ObjectMeta.model_construct(**{k: v for k, v in meta.items() if k != "resourceVersion"}, resource_version=meta.get("resourceVersion")),
+        metadata=ObjectMeta.model_construct(
+            **{k: v for k, v in meta.items() if k != "resourceVersion"}, resource_version=meta.get("resourceVersion")
+        ),
         spec=spec,
         status=status,
     )
@@ -363,13 +401,21 @@ def read_sweep(obj: dict[str, Any]) -> FineTuneSweep:
         pass
     meta: dict[str, Any] = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
     try:
-        status = FineTuneSweepStatus.model_validate(_known(obj.get("status"), FineTuneSweepStatus), by_alias=True, by_name=False) if isinstance(obj.get("status"), dict) else None
+        status = (
+            FineTuneSweepStatus.model_validate(
+                _known(obj.get("status"), FineTuneSweepStatus), by_alias=True, by_name=False
+            )
+            if isinstance(obj.get("status"), dict)
+            else None
+        )
     except ValidationError:
         status = None
     raw_spec: dict[str, Any] = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
     names = {(f.alias or n): n for n, f in FineTuneSweepSpec.model_fields.items()}
     return FineTuneSweep.model_construct(
-        metadata=ObjectMeta.model_construct(**{k: v for k, v in meta.items() if k != "resourceVersion"}, resource_version=meta.get("resourceVersion")),
+        metadata=ObjectMeta.model_construct(
+            **{k: v for k, v in meta.items() if k != "resourceVersion"}, resource_version=meta.get("resourceVersion")
+        ),
         spec=FineTuneSweepSpec.model_construct(**{names[k]: v for k, v in raw_spec.items() if k in names}),
         status=status,
     )
@@ -408,7 +454,11 @@ class MetricRows(list[dict[str, Any]]):
 
     def losses(self) -> list[tuple[int, float]]:
         """(step, loss) of every row that has a loss."""
-        return [(int(r["current_steps"]), float(r["loss"])) for r in self if isinstance(r.get("loss"), (int, float)) and isinstance(r.get("current_steps"), int)]
+        return [
+            (int(r["current_steps"]), float(r["loss"]))
+            for r in self
+            if isinstance(r.get("loss"), (int, float)) and isinstance(r.get("current_steps"), int)
+        ]
 
     def plot(self, title: str = "training loss") -> Any:
         """The loss curve as a matplotlib Figure (needs matplotlib; a notebook shows it)."""
@@ -427,7 +477,14 @@ def _rows(rows: list[dict[str, Any]], source: str) -> MetricRows:
     return out
 
 
-_PROGRESS_TO_TRAINER_LOG = {"step": "current_steps", "totalSteps": "total_steps", "loss": "loss", "learningRate": "lr", "epoch": "epoch", "percent": "percentage"}
+_PROGRESS_TO_TRAINER_LOG = {
+    "step": "current_steps",
+    "totalSteps": "total_steps",
+    "loss": "loss",
+    "learningRate": "lr",
+    "epoch": "epoch",
+    "percent": "percentage",
+}
 """The trainer's progress-line keys (api/progressline.py) by the trainer_log.jsonl key of the same value."""
 
 
@@ -505,7 +562,11 @@ class Client:
 
         if isinstance(job, (str, Path)):
             job = FineTuneJob.from_file(job)
-        doc = job.model_dump(by_alias=True, exclude_unset=True, exclude_none=True, mode="json") if isinstance(job, FineTuneJob) else dict(job)
+        doc = (
+            job.model_dump(by_alias=True, exclude_unset=True, exclude_none=True, mode="json")
+            if isinstance(job, FineTuneJob)
+            else dict(job)
+        )
         meta = dict(doc.get("metadata") or {})
         name = str(meta.get("name") or "")
         ns = str(meta.get("namespace") or self.namespace)
@@ -513,16 +574,26 @@ class Client:
         applied: dict[str, Any] = {
             "apiVersion": contract.API_VERSION,
             "kind": contract.KIND,
-            "metadata": {"name": name, "namespace": ns, **{k: meta[k] for k in ("labels", "annotations") if meta.get(k)}},
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                **{k: meta[k] for k in ("labels", "annotations") if meta.get(k)},
+            },
             "spec": doc.get("spec"),
         }
         checked, problems = validate_object(applied)
         if problems or checked is None:
-            raise InvalidSpec(f"FineTuneJob {ns}/{name} is invalid", "fix the fields named above; the job was not sent", problems=[str(p) for p in problems])
+            raise InvalidSpec(
+                f"FineTuneJob {ns}/{name} is invalid",
+                "fix the fields named above; the job was not sent",
+                problems=[str(p) for p in problems],
+            )
         self._refuse_changes_to_a_finished_job(ns, name, applied["spec"])
         params = {"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict", **({"force": "true"} if force else {})}
         try:
-            stored = self._http.send("PATCH", terminal.jobs_path(ns, name), applied, params, content_type="application/apply-patch+yaml")
+            stored = self._http.send(
+                "PATCH", terminal.jobs_path(ns, name), applied, params, content_type="application/apply-patch+yaml"
+            )
         except terminal.ApiError as exc:
             # An apply is authorized as patch, and as create too when the job does not exist yet
             # (patch.go:203-232 withAuthorization of verb "create", update.go:258-281 @ apiserver v0.36.3).
@@ -541,7 +612,11 @@ class Client:
         status = current.get("status") or {}
         if status.get("phase") not in ("Succeeded", "Failed") or not status.get("job"):
             return
-        changed = [p for p in _changed_paths(spec, current.get("spec") or {}, "spec") if p.split(".")[1].split("[")[0] not in ("serve", "suspend")]
+        changed = [
+            p
+            for p in _changed_paths(spec, current.get("spec") or {}, "spec")
+            if p.split(".")[1].split("[")[0] not in ("serve", "suspend")
+        ]
         if changed:
             raise KubetuneError(
                 f"FineTuneJob {ns}/{name} already {status['phase']}: a finished job never runs again, so the change to "
@@ -553,11 +628,15 @@ class Client:
         """The FineTuneJob ``name`` with its status. Raises :class:`JobNotFound`, :class:`CRDNotInstalled`..."""
         return read_job(self._get_raw(name, namespace))
 
-    def list(self, *, all_namespaces: bool = False, namespace: str | None = None, label_selector: str | None = None) -> list[FineTuneJob]:
+    def list(
+        self, *, all_namespaces: bool = False, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[FineTuneJob]:
         """The FineTuneJobs of the namespace (or of every namespace), sorted by namespace and name."""
         ns = None if all_namespaces else (namespace or self.namespace)
         try:
-            found = self._http.get(terminal.jobs_path(ns), {"labelSelector": label_selector} if label_selector else None)
+            found = self._http.get(
+                terminal.jobs_path(ns), {"labelSelector": label_selector} if label_selector else None
+            )
         except terminal.ApiError as exc:
             raise self._error(exc, ns, "list") from None
         items = [i for i in found.get("items") or [] if isinstance(i, dict)]
@@ -572,7 +651,9 @@ class Client:
         except terminal.ApiError as exc:
             raise self._sweep_error(exc, ns, "get") from None
 
-    def list_sweeps(self, *, all_namespaces: bool = False, namespace: str | None = None) -> builtins.list[FineTuneSweep]:
+    def list_sweeps(
+        self, *, all_namespaces: bool = False, namespace: str | None = None
+    ) -> builtins.list[FineTuneSweep]:
         """The FineTuneSweeps of the namespace (or of every namespace), sorted by namespace and name."""
         ns = None if all_namespaces else (namespace or self.namespace)
         try:
@@ -588,8 +669,14 @@ class Client:
                 found = self._http.get(terminal.FTJ_PATH)
             except terminal.ApiError:
                 found = {}
-            if not any(isinstance(r, dict) and r.get("name") == terminal.SWEEP_PLURAL for r in found.get("resources") or []):
-                return CRDNotInstalled(f"the cluster at {self.server} does not serve FineTuneSweeps ({terminal.SWEEP_PLURAL}.{contract.GROUP}): {exc.message} (404)", INSTALL_HINT, status=404)
+            if not any(
+                isinstance(r, dict) and r.get("name") == terminal.SWEEP_PLURAL for r in found.get("resources") or []
+            ):
+                return CRDNotInstalled(
+                    f"the cluster at {self.server} does not serve FineTuneSweeps ({terminal.SWEEP_PLURAL}.{contract.GROUP}): {exc.message} (404)",
+                    INSTALL_HINT,
+                    status=404,
+                )
             return JobNotFound(f"{exc.message} (404)", status=404)
         return _from_api_error(exc, server=self.server, namespace=namespace, verb=verb)
 
@@ -614,7 +701,13 @@ class Client:
         # that applied the job would drop every other field it applied (server-side apply semantics).
         ns = namespace or self.namespace
         try:
-            stored = self._http.send("PATCH", terminal.jobs_path(ns, name), {"spec": {"suspend": value}}, {"fieldManager": FIELD_MANAGER}, content_type="application/merge-patch+json")
+            stored = self._http.send(
+                "PATCH",
+                terminal.jobs_path(ns, name),
+                {"spec": {"suspend": value}},
+                {"fieldManager": FIELD_MANAGER},
+                content_type="application/merge-patch+json",
+            )
         except terminal.ApiError as exc:
             raise self._error(exc, ns, "patch") from None
         return read_job(stored)
@@ -634,9 +727,16 @@ class Client:
         # event_expansion.go:200; the field is selectable: pkg/registry/core/event/strategy.go:113-126):
         # Events outlive their object, and a job deleted and created again under the same name would
         # otherwise show its predecessor's Warnings (an OOMKilled of the last run) as its own.
-        selector = {"fieldSelector": f"involvedObject.kind={contract.KIND},involvedObject.name={name}" + (f",involvedObject.uid={uid}" if uid else "")}
+        selector = {
+            "fieldSelector": f"involvedObject.kind={contract.KIND},involvedObject.name={name}"
+            + (f",involvedObject.uid={uid}" if uid else "")
+        }
         try:
-            items = [e for e in self._http.get(f"/api/v1/namespaces/{ns}/events", selector).get("items") or [] if isinstance(e, dict)]
+            items = [
+                e
+                for e in self._http.get(f"/api/v1/namespaces/{ns}/events", selector).get("items") or []
+                if isinstance(e, dict)
+            ]
         except terminal.ApiError as exc:
             raise self._error(exc, ns, "list") from None
         oldest = datetime.min.replace(tzinfo=timezone.utc)
@@ -659,7 +759,14 @@ class Client:
         :class:`OperatorNotRunning` when the operator has not observed the job's generation after this many
         seconds; ``timeout``: stop (without raising) after this many seconds.  ``progress_bar``: show a
         tqdm bar (``tqdm.auto``; needs tqdm).  Raises :class:`JobNotFound` when there is no such job."""
-        updates = self._follow(name, namespace, events=events, events_interval=events_interval, operator_grace=operator_grace, timeout=timeout)
+        updates = self._follow(
+            name,
+            namespace,
+            events=events,
+            events_interval=events_interval,
+            operator_grace=operator_grace,
+            timeout=timeout,
+        )
         if not progress_bar:
             yield from updates
             return
@@ -671,13 +778,23 @@ class Client:
                 if update.total_steps:
                     bar.total = update.total_steps
                     bar.n = update.step or 0
-                bar.set_postfix_str(f"{update.phase}" + (f" loss {update.loss:.4f}" if update.loss is not None else ""), refresh=True)
+                bar.set_postfix_str(
+                    f"{update.phase}" + (f" loss {update.loss:.4f}" if update.loss is not None else ""), refresh=True
+                )
                 yield update
         finally:
             bar.close()
 
     def _follow(
-        self, name: str, namespace: str | None, *, events: bool, events_interval: float, operator_grace: float | None, timeout: float | None, stop: threading.Event | None = None
+        self,
+        name: str,
+        namespace: str | None,
+        *,
+        events: bool,
+        events_interval: float,
+        operator_grace: float | None,
+        timeout: float | None,
+        stop: threading.Event | None = None,
     ) -> Iterator[JobUpdate]:
         """``stop``: set by :class:`AsyncClient` when its consumer went away; the loop then ends after the
         watch window in flight (at most 30 s: the server ends it) instead of watching on in its worker."""
@@ -704,9 +821,13 @@ class Client:
             # The server ends each watch after timeoutSeconds; the next one resumes from the last
             # resourceVersion, so no change is missed and Events / deadlines are looked at in between.
             grace = operator_grace if not _observed(job) else None
-            seconds = _window_seconds(now - started, stop is not None, max(next_events - now, 0.0) if events else None, timeout, grace)
+            seconds = _window_seconds(
+                now - started, stop is not None, max(next_events - now, 0.0) if events else None, timeout, grace
+            )
             try:
-                with self._http.open(terminal.jobs_path(ns), _watch_params(name, seconds, rv), timeout=seconds + 30) as resp:
+                with self._http.open(
+                    terminal.jobs_path(ns), _watch_params(name, seconds, rv), timeout=seconds + 30
+                ) as resp:
                     for line in resp:
                         if stopped():
                             return
@@ -723,7 +844,9 @@ class Client:
                         job = read_job(obj)
                         update = _update("status", job)
                         if update.finished and events:
-                            yield from self._unseen_events(name, ns, job, seen_events)  # the Warning that explains a failure comes first
+                            yield from self._unseen_events(
+                                name, ns, job, seen_events
+                            )  # the Warning that explains a failure comes first
                         yield update
                         if update.finished:
                             return
@@ -760,20 +883,38 @@ class Client:
                 seen.add(key)
                 yield _update("event", job, _event(e))
 
-    def wait(self, name: str, timeout: float | None = None, namespace: str | None = None, *, operator_grace: float | None = OPERATOR_GRACE_S, progress_bar: bool = False) -> FineTuneJob:
+    def wait(
+        self,
+        name: str,
+        timeout: float | None = None,
+        namespace: str | None = None,
+        *,
+        operator_grace: float | None = OPERATOR_GRACE_S,
+        progress_bar: bool = False,
+    ) -> FineTuneJob:
         """Block until the job Succeeds and return it.  Raises :class:`JobFailed` (``reason``, ``message``,
         ``hint``) when it Fails, :class:`WaitTimeout` after ``timeout`` seconds, :class:`JobDeleted`, and
         :class:`OperatorNotRunning` when no operator observed it within ``operator_grace`` seconds."""
         last: JobUpdate | None = None
         ns = namespace or self.namespace
-        for update in self.watch(name, namespace, operator_grace=operator_grace, timeout=timeout, progress_bar=progress_bar):
+        for update in self.watch(
+            name, namespace, operator_grace=operator_grace, timeout=timeout, progress_bar=progress_bar
+        ):
             last = update
             done = _wait_outcome(update, name, ns)
             if done is not None:
                 return done
         raise _wait_timeout(last, name, ns, timeout)
 
-    def log_stream(self, name: str, namespace: str | None = None, *, rank: int | None = None, follow: bool = False, tail: int | None = None) -> Iterator[bytes]:
+    def log_stream(
+        self,
+        name: str,
+        namespace: str | None = None,
+        *,
+        rank: int | None = None,
+        follow: bool = False,
+        tail: int | None = None,
+    ) -> Iterator[bytes]:
         """The raw log of the pod holding ``rank``'s output (None: rank 0's: PyTorchJob master, MPIJob
         launcher, TrainJob node 0), in chunks; ``follow``: until the pod ends.  Raises :class:`NoPodYet`."""
         ns = namespace or self.namespace
@@ -784,7 +925,11 @@ class Client:
             raise self._error(exc, ns, "list") from None
         if pod is None:
             raise NoPodYet(f"no {what} yet (phase {(raw.get('status') or {}).get('phase') or 'Pending'})", status=404)
-        params = {"container": container, **({"follow": "true"} if follow else {}), **({"tailLines": str(tail)} if tail is not None else {})}
+        params = {
+            "container": container,
+            **({"follow": "true"} if follow else {}),
+            **({"tailLines": str(tail)} if tail is not None else {}),
+        }
         try:
             resp = self._http.open(f"/api/v1/namespaces/{ns}/pods/{pod}/log", params, timeout=None if follow else 60)
         except terminal.ApiError as exc:
@@ -800,11 +945,35 @@ class Client:
                 ) from None
 
     @overload
-    def logs(self, name: str, namespace: str | None = None, *, rank: int | None = None, follow: Literal[False] = False, tail: int | None = None) -> str: ...
+    def logs(
+        self,
+        name: str,
+        namespace: str | None = None,
+        *,
+        rank: int | None = None,
+        follow: Literal[False] = False,
+        tail: int | None = None,
+    ) -> str: ...
     @overload
-    def logs(self, name: str, namespace: str | None = None, *, rank: int | None = None, follow: Literal[True], tail: int | None = None) -> Iterator[str]: ...
+    def logs(
+        self,
+        name: str,
+        namespace: str | None = None,
+        *,
+        rank: int | None = None,
+        follow: Literal[True],
+        tail: int | None = None,
+    ) -> Iterator[str]: ...
 
-    def logs(self, name: str, namespace: str | None = None, *, rank: int | None = None, follow: bool = False, tail: int | None = None) -> str | Iterator[str]:
+    def logs(
+        self,
+        name: str,
+        namespace: str | None = None,
+        *,
+        rank: int | None = None,
+        follow: bool = False,
+        tail: int | None = None,
+    ) -> str | Iterator[str]:
         """The training log of ``rank``'s pod (None: rank 0's output) as text; with ``follow=True`` an
         iterator of lines as they are written, until the pod ends."""
         chunks = self.log_stream(name, namespace, rank=rank, follow=follow, tail=tail)
@@ -825,7 +994,9 @@ class Client:
         try:
             pod, container, _ = terminal.find_pod(self._http, ns, raw, None)
             if pod is not None:
-                with self._http.open(f"/api/v1/namespaces/{ns}/pods/{pod}/log", {"container": container}, timeout=120) as resp:
+                with self._http.open(
+                    f"/api/v1/namespaces/{ns}/pods/{pod}/log", {"container": container}, timeout=120
+                ) as resp:
                     text = resp.read().decode("utf-8", "replace")
         except terminal.ApiError as exc:
             if pod is None or _log_error(exc, pod) is None:
@@ -836,8 +1007,15 @@ class Client:
         for line in text.splitlines():
             parsed = parse_line(line)
             if parsed is not None and parsed.kind == "progress" and isinstance(parsed.data.get("step"), int):
-                by_step[parsed.data["step"]] = {k: parsed.data[src] for src, k in _PROGRESS_TO_TRAINER_LOG.items() if src in parsed.data}
-            elif parsed is not None and parsed.kind == "stage" and parsed.data.get("stage") == "train" and parsed.data.get("event") == "start":
+                by_step[parsed.data["step"]] = {
+                    k: parsed.data[src] for src, k in _PROGRESS_TO_TRAINER_LOG.items() if src in parsed.data
+                }
+            elif (
+                parsed is not None
+                and parsed.kind == "stage"
+                and parsed.data.get("stage") == "train"
+                and parsed.data.get("event") == "start"
+            ):
                 from_start = True  # trainer/main.py writes it before the first step (trainer/stages.py)
         if by_step:
             source = f"pod {ns}/{pod} log"
@@ -855,7 +1033,11 @@ class Client:
             rows.from_start = from_start
             return rows
         progress = (raw.get("status") or {}).get("progress") or {}
-        row = {k: progress[src] for src, k in _PROGRESS_TO_TRAINER_LOG.items() if src in progress} if isinstance(progress, dict) else {}
+        row = (
+            {k: progress[src] for src, k in _PROGRESS_TO_TRAINER_LOG.items() if src in progress}
+            if isinstance(progress, dict)
+            else {}
+        )
         return _rows([row] if "current_steps" in row else [], f"FineTuneJob {ns}/{name} status")
 
     def plot(self, name: str, namespace: str | None = None) -> Any:
@@ -908,7 +1090,11 @@ def _log_error(exc: terminal.ApiError, pod: str | None) -> NoPodYet | None:
     not the FineTuneJob's fault, so not :class:`InvalidSpec`."""
     if exc.status != 400:
         return None
-    return NoPodYet(f"{exc.message} (400)", f"pod {pod} has not started its container yet: kubetune watch NAME shows why; ask again once it runs", status=400)
+    return NoPodYet(
+        f"{exc.message} (400)",
+        f"pod {pod} has not started its container yet: kubetune watch NAME shows why; ask again once it runs",
+        status=400,
+    )
 
 
 def _changed_paths(applied: Any, stored: Any, path: str) -> list[str]:
@@ -956,7 +1142,9 @@ def _job_and_version(raw: dict[str, Any]) -> tuple[FineTuneJob, str]:
     return read_job(raw), str((raw.get("metadata") or {}).get("resourceVersion") or "")
 
 
-def _window_seconds(elapsed: float, async_consumer: bool, events_in: float | None, timeout: float | None, grace: float | None) -> int:
+def _window_seconds(
+    elapsed: float, async_consumer: bool, events_in: float | None, timeout: float | None, grace: float | None
+) -> int:
     """How long one watch request may stay open (its timeoutSeconds, 1 to 30): until the first of the
     next Events read (``events_in`` seconds), the end of ``timeout`` or of the operator's ``grace``
     (both counted from the start, ``elapsed`` ago) is due."""
@@ -974,7 +1162,12 @@ def _window_seconds(elapsed: float, async_consumer: bool, events_in: float | Non
 
 def _watch_params(name: str, seconds: int, rv: str) -> dict[str, str]:
     """One watch request on the job ``name``, resumed from ``rv`` when there is one."""
-    params = {"fieldSelector": f"metadata.name={name}", "timeoutSeconds": str(seconds), "watch": "true", "allowWatchBookmarks": "true"}
+    params = {
+        "fieldSelector": f"metadata.name={name}",
+        "timeoutSeconds": str(seconds),
+        "watch": "true",
+        "allowWatchBookmarks": "true",
+    }
     if rv:
         params["resourceVersion"] = rv
     return params
@@ -1048,16 +1241,23 @@ def run_local(
         job = FineTuneJob.from_file(job)
     checked, problems = validate_object(job.to_api())
     if problems or checked is None:
-        raise InvalidSpec(f"FineTuneJob {job.name} is invalid", "fix the fields named above", problems=[str(p) for p in problems])
+        raise InvalidSpec(
+            f"FineTuneJob {job.name} is invalid", "fix the fields named above", problems=[str(p) for p in problems]
+        )
     out = Path(output).resolve()
     layout = localrun.local_layout(checked, out, Path(datasets).resolve(), Path(models).resolve())
     sources, problem = localrun.resolve_local(checked, {checked.name: checked}, {}, out, layout)
     if problem is not None:
         raise InvalidSpec(f"FineTuneJob {job.name} cannot run here", problems=[problem])
     return localrun.run_local(
-        checked, output=out, datasets=Path(datasets), models=Path(models), console=Console(quiet=quiet), verbose=verbose, sources=sources
+        checked,
+        output=out,
+        datasets=Path(datasets),
+        models=Path(models),
+        console=Console(quiet=quiet),
+        verbose=verbose,
+        sources=sources,
     )
-
 
 
 # --- async ----------------------------------------------------------------------------------------
@@ -1083,8 +1283,12 @@ class AsyncClient:
     async def get(self, name: str, namespace: str | None = None) -> FineTuneJob:
         return await asyncio.to_thread(self.sync.get, name, namespace)
 
-    async def list(self, *, all_namespaces: bool = False, namespace: str | None = None, label_selector: str | None = None) -> builtins.list[FineTuneJob]:
-        return await asyncio.to_thread(self.sync.list, all_namespaces=all_namespaces, namespace=namespace, label_selector=label_selector)
+    async def list(
+        self, *, all_namespaces: bool = False, namespace: str | None = None, label_selector: str | None = None
+    ) -> builtins.list[FineTuneJob]:
+        return await asyncio.to_thread(
+            self.sync.list, all_namespaces=all_namespaces, namespace=namespace, label_selector=label_selector
+        )
 
     async def delete(self, name: str, namespace: str | None = None) -> None:
         await asyncio.to_thread(self.sync.delete, name, namespace)
@@ -1098,13 +1302,22 @@ class AsyncClient:
     async def events(self, name: str, namespace: str | None = None) -> builtins.list[JobEvent]:
         return await asyncio.to_thread(self.sync.events, name, namespace)
 
-    async def wait(self, name: str, timeout: float | None = None, namespace: str | None = None, *, operator_grace: float | None = OPERATOR_GRACE_S) -> FineTuneJob:
+    async def wait(
+        self,
+        name: str,
+        timeout: float | None = None,
+        namespace: str | None = None,
+        *,
+        operator_grace: float | None = OPERATOR_GRACE_S,
+    ) -> FineTuneJob:
         # Over :meth:`watch`, not Client.wait in one worker: a cancelled wait (asyncio.timeout, wait_for)
         # then stops its watch too, instead of leaving a thread that waits on for hours (and keeps
         # asyncio.run from returning: it joins the default executor's threads).
         ns = namespace or self.namespace
         last: JobUpdate | None = None
-        async with contextlib.aclosing(self.watch(name, namespace, operator_grace=operator_grace, timeout=timeout)) as updates:  # type: ignore[type-var]
+        async with contextlib.aclosing(
+            self.watch(name, namespace, operator_grace=operator_grace, timeout=timeout)
+        ) as updates:  # type: ignore[type-var]
             async for update in updates:
                 last = update
                 done = _wait_outcome(update, name, ns)
@@ -1115,20 +1328,39 @@ class AsyncClient:
     async def metrics(self, name: str, namespace: str | None = None) -> MetricRows:
         return await asyncio.to_thread(self.sync.metrics, name, namespace)
 
-    async def logs(self, name: str, namespace: str | None = None, *, rank: int | None = None, tail: int | None = None) -> str:
+    async def logs(
+        self, name: str, namespace: str | None = None, *, rank: int | None = None, tail: int | None = None
+    ) -> str:
         """The log as text (for following it: :meth:`follow_logs`)."""
         return await asyncio.to_thread(self.sync.logs, name, namespace, rank=rank, tail=tail)
 
-    def follow_logs(self, name: str, namespace: str | None = None, *, rank: int | None = None, tail: int | None = None) -> AsyncIterator[str]:
+    def follow_logs(
+        self, name: str, namespace: str | None = None, *, rank: int | None = None, tail: int | None = None
+    ) -> AsyncIterator[str]:
         """The log's lines as they are written, until the pod ends."""
         return _in_thread(self.sync.logs(name, namespace, rank=rank, tail=tail, follow=True))
 
     def watch(
-        self, name: str, namespace: str | None = None, *, events: bool = False, events_interval: float = 5.0, operator_grace: float | None = None, timeout: float | None = None
+        self,
+        name: str,
+        namespace: str | None = None,
+        *,
+        events: bool = False,
+        events_interval: float = 5.0,
+        operator_grace: float | None = None,
+        timeout: float | None = None,
     ) -> AsyncIterator[JobUpdate]:
         """:meth:`Client.watch` as an async iterator."""
         stop = threading.Event()
-        updates = self.sync._follow(name, namespace, events=events, events_interval=events_interval, operator_grace=operator_grace, timeout=timeout, stop=stop)
+        updates = self.sync._follow(
+            name,
+            namespace,
+            events=events,
+            events_interval=events_interval,
+            operator_grace=operator_grace,
+            timeout=timeout,
+            stop=stop,
+        )
         return _in_thread(updates, stop)
 
 

@@ -87,7 +87,11 @@ class Client:
         if self.server.startswith("https"):
             import ssl  # noqa: PLC0415 - ssl and urllib cost ~12 ms at start-up; only commands that talk to a cluster pay
 
-            ctx = ssl.create_default_context(cafile=connection.ca_path) if connection.ca_path else ssl.create_default_context()
+            ctx = (
+                ssl.create_default_context(cafile=connection.ca_path)
+                if connection.ca_path
+                else ssl.create_default_context()
+            )
             if connection.cert_path:
                 ctx.load_cert_chain(connection.cert_path, connection.key_path)
             if connection.insecure:
@@ -150,10 +154,18 @@ class Client:
         (``rejected`` None), after a 401 when the connection that got it (``rejected``) is still the
         current one; otherwise another thread has just done it."""
         with self._reloading:
-            if (self.conn.stale() if rejected is None else self.conn is rejected):
+            if self.conn.stale() if rejected is None else self.conn is rejected:
                 self._use(self.conn.refreshed())
 
-    def _open(self, path: str, params: dict[str, str] | None, timeout: float | None, method: str = "GET", body: Any = None, content_type: str = "application/json") -> Any:
+    def _open(
+        self,
+        path: str,
+        params: dict[str, str] | None,
+        timeout: float | None,
+        method: str = "GET",
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
         import urllib.error  # noqa: PLC0415 - see __init__
         import urllib.parse  # noqa: PLC0415
         import urllib.request  # noqa: PLC0415
@@ -177,7 +189,12 @@ class Client:
             if not isinstance(status, dict):
                 raise ApiError(exc.code, body or str(exc.reason)) from None
             details = status.get("details")
-            raise ApiError(exc.code, str(status.get("message") or body), str(status.get("reason") or ""), details if isinstance(details, dict) else None) from None
+            raise ApiError(
+                exc.code,
+                str(status.get("message") or body),
+                str(status.get("reason") or ""),
+                details if isinstance(details, dict) else None,
+            ) from None
         except urllib.error.URLError as exc:
             raise ApiError(0, f"cannot reach the API server {self.server}: {exc.reason}") from None
 
@@ -186,7 +203,14 @@ class Client:
             value = json.loads(resp.read())
         return value if isinstance(value, dict) else {}
 
-    def send(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None, content_type: str = "application/json") -> dict[str, Any]:
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
         """A write (PATCH, POST, DELETE) and its JSON answer."""
         with self.open(path, params, method=method, body=body, content_type=content_type) as resp:
             value = json.loads(resp.read() or b"{}")
@@ -301,7 +325,9 @@ def job_rows(jobs: Sequence[dict[str, Any]], all_namespaces: bool, now: datetime
         meta, spec, status = job.get("metadata") or {}, job.get("spec") or {}, job.get("status") or {}
         p = _progress(job)
         percent = float(p.get("percent") or 0.0)
-        progress = f"{bar(percent, 10)} {percent_text(percent):>4}" + (f" {p.get('step', 0)}/{p.get('totalSteps', 0)}" if p.get("totalSteps") else "")
+        progress = f"{bar(percent, 10)} {percent_text(percent):>4}" + (
+            f" {p.get('step', 0)}/{p.get('totalSteps', 0)}" if p.get("totalSteps") else ""
+        )
         loss = p.get("loss")
         running = status.get("phase") in ("Running", None, "Pending")
         row = [meta.get("namespace", "")] * all_namespaces + [
@@ -327,15 +353,18 @@ def sweep_rows(sweeps: Sequence[dict[str, Any]], all_namespaces: bool, now: date
     for sweep in sweeps:
         meta, spec, status = sweep.get("metadata") or {}, sweep.get("spec") or {}, sweep.get("status") or {}
         objective: dict[str, Any] = spec["objective"] if isinstance(spec.get("objective"), dict) else {}
-        rows.append([meta.get("namespace", "")] * all_namespaces + [
-            str(meta.get("name", "")),
-            str(status.get("phase") or "Pending"),
-            str(status.get("summary") or "-"),
-            f"{objective.get('metric', '-')} ({objective.get('goal', 'minimize')})",
-            _number(status.get("bestValue")),
-            str(status.get("bestTrial") or "-"),
-            age(meta.get("creationTimestamp"), now),
-        ])
+        rows.append(
+            [meta.get("namespace", "")] * all_namespaces
+            + [
+                str(meta.get("name", "")),
+                str(status.get("phase") or "Pending"),
+                str(status.get("summary") or "-"),
+                f"{objective.get('metric', '-')} ({objective.get('goal', 'minimize')})",
+                _number(status.get("bestValue")),
+                str(status.get("bestTrial") or "-"),
+                age(meta.get("creationTimestamp"), now),
+            ]
+        )
     return rows
 
 
@@ -346,11 +375,22 @@ def trial_rows(sweep: dict[str, Any]) -> list[list[str]]:
     for t in status.get("trials") or []:
         if not isinstance(t, dict):
             continue
-        params = ", ".join(f"{k}={_number(v) if isinstance(v, float) else v}" for k, v in (t.get("parameters") or {}).items())
+        params = ", ".join(
+            f"{k}={_number(v) if isinstance(v, float) else v}" for k, v in (t.get("parameters") or {}).items()
+        )
         last = (t.get("intermediate") or [{}])[-1] if t.get("intermediate") else {}
         best = " *" if t.get("name") == status.get("bestTrial") else ""
-        rows.append([str(t.get("number", "")), str(t.get("name", "")) + best, str(t.get("state", "")), params or "-",
-                     _number(t.get("value")), f"{_number(last.get('value'))}@{last.get('step')}" if last else "-", str(t.get("message") or "")])
+        rows.append(
+            [
+                str(t.get("number", "")),
+                str(t.get("name", "")) + best,
+                str(t.get("state", "")),
+                params or "-",
+                _number(t.get("value")),
+                f"{_number(last.get('value'))}@{last.get('step')}" if last else "-",
+                str(t.get("message") or ""),
+            ]
+        )
     return rows
 
 
@@ -428,7 +468,9 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.name in ("ftj", "finetunejobs", "finetunejob"):  # kubectl's form: `kubetune get ftj [NAME]`
         args.name, args.sweep = args.sweep, None
     if getattr(args, "sweep", None):
-        print(f"kubetune get: one NAME, or a kind (sweeps, ftj) and a NAME; got {args.name} {args.sweep}", file=sys.stderr)
+        print(
+            f"kubetune get: one NAME, or a kind (sweeps, ftj) and a NAME; got {args.name} {args.sweep}", file=sys.stderr
+        )
         return 2
     try:
         client = _sdk_client(args)
@@ -504,7 +546,10 @@ class _Screen:
 
 
 def _event_key(event: dict[str, Any]) -> tuple[str, Any]:
-    return (str((event.get("metadata") or {}).get("uid") or (event.get("metadata") or {}).get("name")), event.get("count"))
+    return (
+        str((event.get("metadata") or {}).get("uid") or (event.get("metadata") or {}).get("name")),
+        event.get("count"),
+    )
 
 
 def event_time(event: dict[str, Any]) -> datetime | None:
@@ -554,7 +599,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 return 1
             if update.phase != phase or phase is None:
                 phase = update.phase
-                screen.line(f"{time.strftime('%H:%M:%S')} phase {phase}" + (f": {update.message}" if update.message else ""))
+                screen.line(
+                    f"{time.strftime('%H:%M:%S')} phase {phase}" + (f": {update.message}" if update.message else "")
+                )
             if update.loss is not None and update.step != last_step:
                 losses.append(update.loss)
                 last_step = update.step
@@ -636,12 +683,16 @@ def read_losses(source: str, client_args: argparse.Namespace) -> tuple[list[tupl
     cluster (the SDK's ``read_trainer_log`` and ``Client.metrics``)."""
     from kubetune import sdk  # noqa: PLC0415
 
-    if source.startswith(("s3://", "gs://", "az://")):  # <spec.storage.outputs.uri><namespace>/<job>/ of a job that succeeded
+    if source.startswith(
+        ("s3://", "gs://", "az://")
+    ):  # <spec.storage.outputs.uri><namespace>/<job>/ of a job that succeeded
         from kubetune import localserve  # noqa: PLC0415
         from kubetune.trainer.errors import TrainerError  # noqa: PLC0415
 
         try:
-            folder = localserve.fetch_results(source, endpoint=getattr(client_args, "endpoint", None), only=("trainer_log.jsonl",))
+            folder = localserve.fetch_results(
+                source, endpoint=getattr(client_args, "endpoint", None), only=("trainer_log.jsonl",)
+            )
         except (TrainerError, OSError) as exc:
             raise sdk.KubetuneError(str(exc)) from None
         rows = sdk.read_trainer_log(folder / "trainer_log.jsonl")
@@ -660,15 +711,23 @@ def cmd_plot(args: argparse.Namespace) -> int:
     except KubetuneError as exc:
         return _fail("plot", exc)
     if not points:
-        print(f"kubetune plot: no loss values in {args.source} (a finished job's outputs folder has trainer_log.jsonl)", file=sys.stderr)
+        print(
+            f"kubetune plot: no loss values in {args.source} (a finished job's outputs folder has trainer_log.jsonl)",
+            file=sys.stderr,
+        )
         return 1
     losses = [loss for _, loss in points]
     fig = loss_figure(points, f"{Path(args.source).name if Path(args.source).exists() else args.source}: training loss")
     out = Path(args.output or f"{Path(args.source).name or 'loss'}-loss.png")
     fig.savefig(out)
-    print(f"{out}  ({len(points)} point{'s' if len(points) != 1 else ''} from {where}; loss {losses[0]:.4f} -> {losses[-1]:.4f})")
+    print(
+        f"{out}  ({len(points)} point{'s' if len(points) != 1 else ''} from {where}; loss {losses[0]:.4f} -> {losses[-1]:.4f})"
+    )
     if len(points) == 1:
-        print("only the latest point is known (the training pod is gone); give the job's outputs folder for the whole curve", file=sys.stderr)
+        print(
+            "only the latest point is known (the training pod is gone); give the job's outputs folder for the whole curve",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -679,14 +738,21 @@ def add_commands(sub: Any) -> None:
         p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's, else default)")
         p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
 
-    p = sub.add_parser("get", help="list FineTuneJobs with their progress (like kubectl get ftj); `get sweeps [NAME]`: FineTuneSweeps and a sweep's trials")
-    p.add_argument("name", nargs="?", metavar="NAME", help="a FineTuneJob; or sweeps (then an optional sweep NAME), or ftj NAME")
+    p = sub.add_parser(
+        "get",
+        help="list FineTuneJobs with their progress (like kubectl get ftj); `get sweeps [NAME]`: FineTuneSweeps and a sweep's trials",
+    )
+    p.add_argument(
+        "name", nargs="?", metavar="NAME", help="a FineTuneJob; or sweeps (then an optional sweep NAME), or ftj NAME"
+    )
     p.add_argument("sweep", nargs="?", metavar="SWEEP", help=argparse.SUPPRESS)
     p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     common(p)
     p.set_defaults(func=cmd_get)
 
-    p = sub.add_parser("watch", help="follow a FineTuneJob: progress bar, loss, ETA, phases, Events; exit 0 Succeeded, 1 Failed")
+    p = sub.add_parser(
+        "watch", help="follow a FineTuneJob: progress bar, loss, ETA, phases, Events; exit 0 Succeeded, 1 Failed"
+    )
     p.add_argument("name", metavar="NAME")
     p.add_argument("--events-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     common(p)
@@ -695,13 +761,21 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("logs", help="print the training log of a FineTuneJob (rank 0's pod unless --rank)")
     p.add_argument("name", metavar="NAME")
     p.add_argument("-f", "--follow", action="store_true", help="stream the log until the pod ends")
-    p.add_argument("--rank", type=int, help="node rank (PyTorchJob: 0 Master, N Worker N-1; MPIJob: Worker N; default: the pod with rank 0's output)")
+    p.add_argument(
+        "--rank",
+        type=int,
+        help="node rank (PyTorchJob: 0 Master, N Worker N-1; MPIJob: Worker N; default: the pod with rank 0's output)",
+    )
     p.add_argument("--tail", type=int, help="only the last N lines")
     common(p)
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("plot", help="plot the training loss as a PNG, from a job's outputs folder or from the cluster")
-    p.add_argument("source", metavar="OUTPUT_DIR|URI|NAME", help="a job's output folder (trainer_log.jsonl), its results in a bucket (<spec.storage.outputs.uri><namespace>/<job>/, s3://, gs:// or az://), or a FineTuneJob name (rank 0's progress lines while its pod exists, else the latest point in status)")
+    p.add_argument(
+        "source",
+        metavar="OUTPUT_DIR|URI|NAME",
+        help="a job's output folder (trainer_log.jsonl), its results in a bucket (<spec.storage.outputs.uri><namespace>/<job>/, s3://, gs:// or az://), or a FineTuneJob name (rank 0's progress lines while its pod exists, else the latest point in status)",
+    )
     p.add_argument("-o", "--output", help="PNG file (default: <name>-loss.png)")
     p.add_argument("--endpoint", help="S3 API endpoint for a bucket URI (the spec's storage.objectStore.endpoint)")
     common(p)

@@ -207,7 +207,9 @@ def structural_errors(node: Schema, path: str = "openAPIV3Schema", level: str = 
         errors.append(f"{path}.type: Forbidden: type cannot be set to null, use nullable as an alternative")
     extra = node.get("additionalProperties")
     if extra is not None and node.get("properties") and (extra is False or isinstance(extra, dict)):
-        errors.append(f"{path}.additionalProperties: Forbidden: additionalProperties and properties are mutual exclusive")
+        errors.append(
+            f"{path}.additionalProperties: Forbidden: additionalProperties and properties are mutual exclusive"
+        )
     if PRESERVE in node and node[PRESERVE] is not True:
         errors.append(f"{path}.{PRESERVE}: Invalid value: must be true or undefined")
     for combinator in ("allOf", "anyOf", "oneOf", "not"):
@@ -216,7 +218,9 @@ def structural_errors(node: Schema, path: str = "openAPIV3Schema", level: str = 
     if node.get("type") == "array" and "items" not in node:
         errors.append(f"{path}.items: Required value: must be specified")
     if not node.get("type") and not node.get(PRESERVE) and not node.get(_INT_OR_STRING):
-        where = {"root": "at the root", "item": "for specified array items", "field": "for specified object fields"}[level]
+        where = {"root": "at the root", "item": "for specified array items", "field": "for specified object fields"}[
+            level
+        ]
         errors.append(f"{path}.type: Required value: must not be empty {where}")
     if level == "root":
         if extra is not None:
@@ -335,7 +339,11 @@ def _cel_on_value(value: Any, schema: Schema, at: str) -> list[str]:
                 found = re.match(r"no such member in mapping: '([^']*)'", text)
                 # cel-python folds the first error of `a || b` into an overload error; name the
                 # first field the rule reads (outside has()) that the value lacks, as cel-go does.
-                absent = [f for f in re.findall(r"(?<!has\()\bself\.(\w+)", entry["rule"]) if isinstance(node, dict) and f not in node]
+                absent = [
+                    f
+                    for f in re.findall(r"(?<!has\()\bself\.(\w+)", entry["rule"])
+                    if isinstance(node, dict) and f not in node
+                ]
                 key = found[1] if found else (absent[0] if absent else None)
                 cause = f"no such key: {key}" if key else text
                 detail, holds = f"{cause} evaluating rule: {entry['message']}", False
@@ -398,7 +406,10 @@ def decl_of(schema: Schema, root: bool = False) -> Decl | None:
         props["kind"] = props["apiVersion"] = {"type": "string"}
         props["metadata"] = {
             "type": "object",
-            "properties": {"name": {"type": "string", "maxLength": 253}, "generateName": {"type": "string", "maxLength": 252}},
+            "properties": {
+                "name": {"type": "string", "maxLength": 253},
+                "generateName": {"type": "string", "maxLength": 252},
+            },
         }
         schema = {**schema, "properties": props}
     kind = schema.get("type")
@@ -663,7 +674,17 @@ def _descend(t: Any, names: tuple[str, ...]) -> Any:
     return t
 
 
-_WRAPPERS = ("expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication", "unary", "member", "primary")
+_WRAPPERS = (
+    "expr",
+    "conditionalor",
+    "conditionaland",
+    "relation",
+    "addition",
+    "multiplication",
+    "unary",
+    "member",
+    "primary",
+)
 
 
 def _unwrap_select(t: Any) -> Tree | None:
@@ -718,17 +739,23 @@ def compile_and_cost(schema: Schema) -> tuple[list[str], list[RuleCost]]:
                     errors.append(f"{at}: Invalid value: compilation failed: {exc}")
                     continue
                 if is_transition(entry["rule"]) and not correlatable:
-                    errors.append(f"{at}: Invalid value: oldSelf cannot be used on the uncorrelatable portion of the schema")
+                    errors.append(
+                        f"{at}: Invalid value: oldSelf cannot be used on the uncorrelatable portion of the schema"
+                    )
                 try:
                     est = _Coster(decl).visit(tree)
                 except CompileError as exc:
                     errors.append(f"{at}: Invalid value: compilation failed: {exc}")
                     continue
                 except NotEmulated as exc:
-                    errors.append(f"{at}: {exc} is not emulated by tests/api/kt_crd.py's type checker and cost estimate")
+                    errors.append(
+                        f"{at}: {exc} is not emulated by tests/api/kt_crd.py's type checker and cost estimate"
+                    )
                     continue
                 if est.kind not in ("bool", "dyn"):
-                    errors.append(f"{at}: Invalid value: compilation failed: rule must evaluate to a bool, not {est.kind}")
+                    errors.append(
+                        f"{at}: Invalid value: compilation failed: rule must evaluate to a bool, not {est.kind}"
+                    )
                 times = cardinality if cardinality is not None else MAX_REQUEST_SIZE // (decl.min_size + 1)
                 total = _mul(est.cost, times)
                 costs.append(RuleCost(path, entry["rule"], est.cost, times, total))
@@ -752,7 +779,13 @@ def compile_and_cost(schema: Schema) -> tuple[list[str], list[RuleCost]]:
         for key, sub in node.get("properties", {}).items():
             walk(sub, f"{path}.properties[{key}]", child, False, correlatable)
         if isinstance(node.get("items"), dict):
-            walk(node["items"], f"{path}.items", child, False, correlatable and node.get("x-kubernetes-list-type") == "map")
+            walk(
+                node["items"],
+                f"{path}.items",
+                child,
+                False,
+                correlatable and node.get("x-kubernetes-list-type") == "map",
+            )
         if isinstance(extra, dict):
             walk(extra, f"{path}.additionalProperties", child, False, correlatable)
 

@@ -16,7 +16,9 @@ import yaml
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if "\nkind: FineTuneSweep\n" not in p.read_text(encoding="utf-8"))
+EXAMPLES = sorted(
+    p for p in (ROOT / "examples").glob("*.yaml") if "\nkind: FineTuneSweep\n" not in p.read_text(encoding="utf-8")
+)
 """The FineTuneJob examples (this corpus is FineTuneJob-only: its oracle is validate + render; the bad
 FineTuneSweeps are tests/sweep/test_sweep_checks.py's corpus)."""
 
@@ -53,8 +55,23 @@ NASTY_KEYS: list[str] = [
 
 # Values that keep a document valid, so mutations also reach render and the schema checks.
 VALID_PATCHES: list[tuple[tuple[str, ...], Any]] = [
-    (("spec", "scheduling"), {"nodeSelector": {"nvidia.com/gpu.product": "H100"}, "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}),
-    (("spec", "scheduling", "affinity"), {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}]}}}),
+    (
+        ("spec", "scheduling"),
+        {
+            "nodeSelector": {"nvidia.com/gpu.product": "H100"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    ),
+    (
+        ("spec", "scheduling", "affinity"),
+        {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}]
+                }
+            }
+        },
+    ),
     (("spec", "resources", "memory"), "64Gi"),
     (("spec", "resources", "cpu"), "15500m"),
     (("spec", "resources", "nodes"), 1024),
@@ -120,7 +137,11 @@ nasty_values = st.one_of(
     st.text(max_size=12),
     st.integers(),
     st.floats(),
-    st.recursive(st.sampled_from(NASTY_SCALARS[:20]), lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=6),
+    st.recursive(
+        st.sampled_from(NASTY_SCALARS[:20]),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+        max_leaves=6,
+    ),
     st.integers(1, 150).map(lambda n: eval(deep(n))),  # noqa: S307 - nested empty lists
 )
 
@@ -168,7 +189,15 @@ def hostile_manifest(draw: st.DrawFn) -> tuple[str, bytes]:
     doc = draw(mutated_doc())
     trick = draw(st.sampled_from(TEXT_TRICKS))
     placeholder = "__HOSTILE__"
-    if trick in ("bomb-in-affinity", "binary-tag", "timestamp-tag", "set-tag", "python-tag", "deep-flow", "small-alias"):
+    if trick in (
+        "bomb-in-affinity",
+        "binary-tag",
+        "timestamp-tag",
+        "set-tag",
+        "python-tag",
+        "deep-flow",
+        "small-alias",
+    ):
         spec = doc.setdefault("spec", {}) if isinstance(doc.get("spec", {}), dict) else {}
         if isinstance(spec, dict):
             sched = spec.setdefault("scheduling", {})

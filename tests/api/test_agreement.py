@@ -108,10 +108,31 @@ def test_too_many_extra_args_are_rejected_by_both() -> None:
 def test_the_evaluate_stage_line_becomes_status_evaluation() -> None:
     from kubetune.api.status import FineTuneJobStatus, evaluation_from_stage
 
-    ok = {"stage": "evaluate", "event": "end", "seconds": 12.5, "evaluation": {"state": "Succeeded", "summary": "ppl 3.1 (base 9.8)", "trained": {"evalLoss": 1.13, "perplexity": 3.1}, "base": {"perplexity": 9.8}}}
+    ok = {
+        "stage": "evaluate",
+        "event": "end",
+        "seconds": 12.5,
+        "evaluation": {
+            "state": "Succeeded",
+            "summary": "ppl 3.1 (base 9.8)",
+            "trained": {"evalLoss": 1.13, "perplexity": 3.1},
+            "base": {"perplexity": 9.8},
+        },
+    }
     got = evaluation_from_stage(ok)
-    assert got is not None and got.trained is not None and got.trained.perplexity == 3.1 and got.summary == "ppl 3.1 (base 9.8)"
-    failed = evaluation_from_stage({"stage": "evaluate", "event": "end", "evaluation": {"state": "Failed", "message": "dataset 'heldout', record 0: ..."}})
+    assert (
+        got is not None
+        and got.trained is not None
+        and got.trained.perplexity == 3.1
+        and got.summary == "ppl 3.1 (base 9.8)"
+    )
+    failed = evaluation_from_stage(
+        {
+            "stage": "evaluate",
+            "event": "end",
+            "evaluation": {"state": "Failed", "message": "dataset 'heldout', record 0: ..."},
+        }
+    )
     assert failed is not None and failed.state == "Failed" and "record 0" in failed.message
     assert evaluation_from_stage({"stage": "train", "event": "end"}) is None
     assert evaluation_from_stage({"stage": "evaluate", "event": "end", "evaluation": {"state": "Maybe"}}) is None

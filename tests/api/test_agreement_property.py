@@ -76,12 +76,25 @@ DOMAINS: dict[str, st.SearchStrategy[Any]] = {
         ),
         max_size=3,
     ),
-    "spec.scheduling.nodeSelector": st.dictionaries(st.text(max_size=3) | st.just("k" * 318), st.text(max_size=3), max_size=2),
+    "spec.scheduling.nodeSelector": st.dictionaries(
+        st.text(max_size=3) | st.just("k" * 318), st.text(max_size=3), max_size=2
+    ),
     "spec.scheduling.tolerations": st.lists(
-        st.fixed_dictionaries({}, optional={"operator": st.sampled_from(["Exists", "Equal", "Maybe"]), "tolerationSeconds": _ANY_SCALAR}),
+        st.fixed_dictionaries(
+            {}, optional={"operator": st.sampled_from(["Exists", "Equal", "Maybe"]), "tolerationSeconds": _ANY_SCALAR}
+        ),
         max_size=2,
     ),
-    "spec.extraArgs": st.dictionaries(st.from_regex(r"\A[a-z][a-z0-9_]{0,8}\Z"), st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5)), max_size=3),
+    "spec.extraArgs": st.dictionaries(
+        st.from_regex(r"\A[a-z][a-z0-9_]{0,8}\Z"),
+        st.one_of(
+            st.booleans(),
+            st.integers(-(2**63), 2**63 - 1),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.text(max_size=5),
+        ),
+        max_size=3,
+    ),
     "spec.unknownField": st.just(1),
     "metadata.name": st.one_of(st.text(alphabet="ab-.A", max_size=60), st.just("x" * 51), st.just("x" * 52)),
 }
@@ -137,10 +150,18 @@ def _near_limits(node: dict[str, Any]) -> st.SearchStrategy[Any]:
     if kind == "integer":
         lo, hi = node.get("minimum", INT64[0]), node.get("maximum", INT64[1])
         edges = [v for v in (lo - 1, lo, lo + 1, hi - 1, hi, hi + 1) if INT64[0] <= v <= INT64[1]]
-        return st.sampled_from(edges) | st.integers(*INT64) | st.floats(max(lo - 1, -1e15), min(hi + 1, 1e15), allow_nan=False)
+        return (
+            st.sampled_from(edges)
+            | st.integers(*INT64)
+            | st.floats(max(lo - 1, -1e15), min(hi + 1, 1e15), allow_nan=False)
+        )
     if kind == "number":
         lo, hi = node.get("minimum", -1e9), node.get("maximum", 1e9)
-        return st.sampled_from([lo, hi, lo - 1e-9, hi + 1e-9, -0.0]) | st.floats(lo - 1, hi + 1, allow_nan=False) | st.integers(-2, 2)
+        return (
+            st.sampled_from([lo, hi, lo - 1e-9, hi + 1e-9, -0.0])
+            | st.floats(lo - 1, hi + 1, allow_nan=False)
+            | st.integers(-2, 2)
+        )
     if kind == "string":
         pattern = node.get("pattern", ".*")
         limit = node.get("maxLength", 64)
@@ -154,7 +175,15 @@ def _near_limits(node: dict[str, Any]) -> st.SearchStrategy[Any]:
     return st.booleans()
 
 
-_WRONG_TYPE = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-3, 3, allow_nan=False), st.text(max_size=3), st.just([]), st.just({}))
+_WRONG_TYPE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(-3, 3, allow_nan=False),
+    st.text(max_size=3),
+    st.just([]),
+    st.just({}),
+)
 
 
 @st.composite

@@ -51,7 +51,9 @@ def test_committed_crd_is_current() -> None:
 
 def test_regenerate_command_writes_the_committed_file() -> None:
     """The command the staleness message tells people to run really produces the file."""
-    out = subprocess.run([sys.executable, "-m", "kubetune", "crd"], capture_output=True, text=True, check=True, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-m", "kubetune", "crd"], capture_output=True, text=True, check=True, cwd=REPO
+    )
     assert out.stdout == crd_yaml()
 
 
@@ -147,7 +149,14 @@ def test_every_property_has_a_description_for_kubectl_explain() -> None:
 def test_status_is_schema_d() -> None:
     status = SCHEMA["properties"]["status"]
     assert status["type"] == "object"
-    assert status["properties"]["phase"]["enum"] == ["Pending", "Running", "Exporting", "Succeeded", "Failed", "Suspended"]
+    assert status["properties"]["phase"]["enum"] == [
+        "Pending",
+        "Running",
+        "Exporting",
+        "Succeeded",
+        "Failed",
+        "Suspended",
+    ]
     assert status["properties"]["progress"]["properties"]["loss"]["type"] == "number"
 
 
@@ -165,7 +174,9 @@ def test_enums_and_bounds_survive() -> None:
     assert spec["datasets"]["minItems"] == 1 and spec["datasets"]["maxItems"] == 32
 
 
-@pytest.mark.parametrize("path,node", [(p, n) for p, n in walk(SCHEMA) if "default" in n], ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    "path,node", [(p, n) for p, n in walk(SCHEMA) if "default" in n], ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_default_is_valid_against_its_own_schema(path: str, node: dict[str, Any]) -> None:
     value = copy.deepcopy(node["default"])
     apply_defaults(value, node)
@@ -191,7 +202,9 @@ def test_object_defaults_give_the_models_defaults() -> None:
                 compacted += 1
             else:
                 # Rules on the node, or on a node below it, see the default as written.
-                assert any(RULES in node for _, node in walk(spec[alias])), f"{alias}: a complete default only where rules read it"
+                assert any(RULES in node for _, node in walk(spec[alias])), (
+                    f"{alias}: a complete default only where rules read it"
+                )
                 complete += 1
     assert compacted >= 2 and complete >= 3  # both forms stay exercised
 
@@ -241,8 +254,14 @@ def test_cel_rule_compiles_and_is_well_formed(path: str, entry: dict[str, str]) 
 
 def test_rules_land_on_the_node_of_their_model() -> None:
     by_path = {path or ".": [e["rule"] for e in node.get(RULES, [])] for path, node in walk(SCHEMA)}
-    assert "(has(self.name) ? 1 : 0) + (has(self.path) ? 1 : 0) + (has(self.uri) ? 1 : 0) + (has(self.fromJob) ? 1 : 0) == 1" in by_path[".spec.model"]
-    assert "!has(self.uri) || self.uri.startsWith('s3://') || self.uri.startsWith('gs://') || self.uri.startsWith('az://')" in by_path[".spec.storage.outputs"]
+    assert (
+        "(has(self.name) ? 1 : 0) + (has(self.path) ? 1 : 0) + (has(self.uri) ? 1 : 0) + (has(self.fromJob) ? 1 : 0) == 1"
+        in by_path[".spec.model"]
+    )
+    assert (
+        "!has(self.uri) || self.uri.startsWith('s3://') || self.uri.startsWith('gs://') || self.uri.startsWith('az://')"
+        in by_path[".spec.storage.outputs"]
+    )
     assert any("self.preference" in r for r in by_path[".spec.training"])
     assert "has(self.secretKeyRef) != has(self.configMapKeyRef)" in by_path[".spec.env[*].valueFrom"]
     assert any("self.offload" in r for r in by_path[".spec.distributed"])
@@ -257,7 +276,11 @@ def test_immutable_fields_have_transition_rules() -> None:
 
 
 def python_only_rules() -> list[str]:
-    models = [FineTuneJob, FineTuneJobSpec, *(m for m in vars(spec_module).values() if isinstance(m, type) and issubclass(m, RuledModel))]
+    models = [
+        FineTuneJob,
+        FineTuneJobSpec,
+        *(m for m in vars(spec_module).values() if isinstance(m, type) and issubclass(m, RuledModel)),
+    ]
     return sorted({r.name for m in models for r in m.rules if not r.in_crd})
 
 

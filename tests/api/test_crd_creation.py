@@ -85,7 +85,9 @@ def test_empty_default_under_rules_that_read_fields_is_refused() -> None:
         'spec.validation.openAPIV3Schema.properties[spec].properties[distributed].default: Invalid value: "object":'
         " no such key: offload evaluating rule: spec.distributed.offload: optimizer needs zeroStage 2 or 3"
     ) in errors.splitlines()
-    assert "no such key: fsdp evaluating rule: spec.distributed.fsdp needs launcher: accelerate and zeroStage: 0" in errors
+    assert (
+        "no such key: fsdp evaluating rule: spec.distributed.fsdp needs launcher: accelerate and zeroStage: 0" in errors
+    )
     for message in (
         "spec.distributed.offload: optimizer needs zeroStage 2 or 3",
         "spec.distributed.offload: all (parameters too) needs zeroStage 3",
@@ -138,7 +140,10 @@ def test_rules_of_nested_nodes_run_on_a_default() -> None:
         "x-kubernetes-validations": [{"rule": "self.n > 1", "message": "n must exceed 1"}],
     }
     spec_props(doc)["distributed"]["default"]["nested"] = {"n": 1}
-    assert "properties[distributed].default: Invalid value: \"object\": n must exceed 1 (at nested inside the default)" in refused(doc)
+    assert (
+        "properties[distributed].default: Invalid value: \"object\": n must exceed 1 (at nested inside the default)"
+        in refused(doc)
+    )
 
 
 def test_transition_rules_run_on_a_default_with_old_self_bound_to_it() -> None:
@@ -223,18 +228,51 @@ def test_oldself_under_a_plain_list_is_refused() -> None:
 @pytest.mark.parametrize(
     "change,expected",
     [
-        (lambda s: s["properties"]["spec"]["properties"]["method"].pop("type"), "type: Required value: must not be empty for specified object fields"),
+        (
+            lambda s: s["properties"]["spec"]["properties"]["method"].pop("type"),
+            "type: Required value: must not be empty for specified object fields",
+        ),
         (lambda s: s["properties"]["spec"]["properties"]["datasets"].pop("items"), "items: Required value"),
-        (lambda s: s["properties"]["spec"]["properties"]["resources"].update(additionalProperties={"type": "string"}), "mutual exclusive"),
+        (
+            lambda s: s["properties"]["spec"]["properties"]["resources"].update(
+                additionalProperties={"type": "string"}
+            ),
+            "mutual exclusive",
+        ),
         (lambda s: s.update(additionalProperties={"type": "string"}), "must not be used at the root"),
-        (lambda s: s["properties"]["metadata"].update(properties={"labels": {"type": "object"}}), "properties[metadata]: Forbidden"),
-        (lambda s: s["properties"]["kind"].update(type="integer"), "properties[kind].type: Invalid value: must be string"),
+        (
+            lambda s: s["properties"]["metadata"].update(properties={"labels": {"type": "object"}}),
+            "properties[metadata]: Forbidden",
+        ),
+        (
+            lambda s: s["properties"]["kind"].update(type="integer"),
+            "properties[kind].type: Invalid value: must be string",
+        ),
         (lambda s: s["properties"]["spec"]["properties"]["datasets"].update(uniqueItems=True), "uniqueItems"),
         (lambda s: s["properties"]["spec"].update({"$ref": "#/x"}), "$ref is not supported"),
-        (lambda s: s["properties"]["spec"]["properties"]["method"].update(exclusiveMinmum=1), "exclusiveMinmum: unknown field"),
-        (lambda s: s["properties"]["spec"]["properties"]["extraArgs"]["additionalProperties"].update({"x-kubernetes-preserve-unknown-fields": False}), "must be true or undefined"),
+        (
+            lambda s: s["properties"]["spec"]["properties"]["method"].update(exclusiveMinmum=1),
+            "exclusiveMinmum: unknown field",
+        ),
+        (
+            lambda s: s["properties"]["spec"]["properties"]["extraArgs"]["additionalProperties"].update(
+                {"x-kubernetes-preserve-unknown-fields": False}
+            ),
+            "must be true or undefined",
+        ),
     ],
-    ids=["untyped", "array-without-items", "props-and-additional", "root-additional", "metadata", "kind-type", "unique-items", "ref", "typo", "preserve-false"],
+    ids=[
+        "untyped",
+        "array-without-items",
+        "props-and-additional",
+        "root-additional",
+        "metadata",
+        "kind-type",
+        "unique-items",
+        "ref",
+        "typo",
+        "preserve-false",
+    ],
 )
 def test_non_structural_schemas_are_refused(change: Any, expected: str) -> None:
     doc = crd()
@@ -261,7 +299,12 @@ def test_malformed_rule_entries_are_refused(entry: dict[str, str], expected: str
 def test_field_paths_of_the_crd_resolve() -> None:
     """The CRD's own fieldPaths (e.g. `.quantization.bits` on spec) pass the check that refuses `.nope`."""
     doc = crd()
-    paths = [e["fieldPath"] for _, n in _walk(schema_of(doc)) for e in n.get("x-kubernetes-validations", []) if "fieldPath" in e]
+    paths = [
+        e["fieldPath"]
+        for _, n in _walk(schema_of(doc))
+        for e in n.get("x-kubernetes-validations", [])
+        if "fieldPath" in e
+    ]
     assert ".quantization.bits" in paths and len(paths) > 20
     assert creation_errors(doc) == []
 
@@ -310,8 +353,12 @@ UPSTREAM_COSTS = [
 ]
 
 
-@pytest.mark.parametrize("make,rule,unbounded,limit,bounded", UPSTREAM_COSTS, ids=[f"{i}:{c[1]}" for i, c in enumerate(UPSTREAM_COSTS)])
-def test_cost_estimate_matches_upstream_figures(make: Any, rule: str, unbounded: int | None, limit: int, bounded: int) -> None:
+@pytest.mark.parametrize(
+    "make,rule,unbounded,limit,bounded", UPSTREAM_COSTS, ids=[f"{i}:{c[1]}" for i, c in enumerate(UPSTREAM_COSTS)]
+)
+def test_cost_estimate_matches_upstream_figures(
+    make: Any, rule: str, unbounded: int | None, limit: int, bounded: int
+) -> None:
     from kt_crd import rule_cost
 
     if unbounded is None:
@@ -324,10 +371,22 @@ def test_cost_estimate_matches_upstream_figures(make: Any, rule: str, unbounded:
 def test_value_validations_follow_the_structural_rules() -> None:
     """allOf/anyOf/oneOf/not may carry only value validations (apiextensions validation.go):
     the int-or-string anyOf pattern passes, a type or default inside anyOf does not."""
-    int_or_string = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": "^[0-9]+$"}
-    ok = {"type": "object", "properties": {"q": int_or_string, "s": {"type": "string", "anyOf": [{"maxLength": 3}, {"pattern": "^a"}]}}}
+    int_or_string = {
+        "x-kubernetes-int-or-string": True,
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": "^[0-9]+$",
+    }
+    ok = {
+        "type": "object",
+        "properties": {"q": int_or_string, "s": {"type": "string", "anyOf": [{"maxLength": 3}, {"pattern": "^a"}]}},
+    }
     assert kt_crd.structural_errors(ok) == []
-    bad = {"type": "object", "properties": {"s": {"type": "string", "anyOf": [{"type": "string", "default": "x"}], "not": {"properties": {"z": {}}}}}}
+    bad = {
+        "type": "object",
+        "properties": {
+            "s": {"type": "string", "anyOf": [{"type": "string", "default": "x"}], "not": {"properties": {"z": {}}}}
+        },
+    }
     errors = kt_crd.structural_errors(bad)
     assert any("anyOf[0].type: Forbidden" in e for e in errors), errors
     assert any("anyOf[0].default: Forbidden" in e for e in errors), errors

@@ -21,7 +21,9 @@ def test_an_odd_key_is_quoted_so_that_the_quote_closes_where_the_key_ends(key: s
     assert json.loads(shown[1:-1]) == key
 
 
-def test_validate_names_a_key_ending_in_a_backslash_readably(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_names_a_key_ending_in_a_backslash_readably(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     job = yaml.safe_load((Path(__file__).parents[2] / "examples" / "finetune-lora.yaml").read_text())
     job["spec"]["x\\"] = 1
     path = tmp_path / "job.yaml"

@@ -45,8 +45,15 @@ WORST: dict[str, Any] = {"seconds": 0.0, "bytes": 0, "inputs": 0, "valid": 0, "t
 # or is a file-level problem that has no field (encoding, YAML syntax with its line, size).
 _SEG = r'(?:[A-Za-z0-9_][A-Za-z0-9_./-]*|\["(?:[^"\\]|\\.)*"\])'
 _FIELD = re.compile(rf"^{_SEG}(?:\.{_SEG}|\[\d+\]|{_SEG})*: ")
-_FILE_LEVEL = ("not valid YAML at line", "not UTF-8", "is UTF-16", "is UTF-32", "larger than", "no FineTuneJob found",
-               "LLaMA-Factory's parser did not run")  # the last: validate's note after the problems
+_FILE_LEVEL = (
+    "not valid YAML at line",
+    "not UTF-8",
+    "is UTF-16",
+    "is UTF-32",
+    "larger than",
+    "no FineTuneJob found",
+    "LLaMA-Factory's parser did not run",
+)  # the last: validate's note after the problems
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,20 +108,37 @@ def _check_rendered(out: str) -> None:
 
     version = kubernetes_validate.latest_version()
     for obj in objects:
-        if obj["kind"] in ("ConfigMap", "Deployment", "Service", "PersistentVolumeClaim", "Job"):  # Deployment...: spec.serve
+        if obj["kind"] in (
+            "ConfigMap",
+            "Deployment",
+            "Service",
+            "PersistentVolumeClaim",
+            "Job",
+        ):  # Deployment...: spec.serve
             kubernetes_validate.validate(obj, version, strict=True)
             continue
         if obj["kind"] in ("InferenceService", "LLMInferenceService", "Workspace"):
             continue  # spec.serve's KServe/KAITO objects: checked against the upstream CRDs in tests/render/test_serving.py
         for role, template in pod_templates(obj).items():
-            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"x-{role.lower()}", **template["metadata"]}, "spec": template["spec"]}
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"x-{role.lower()}", **template["metadata"]},
+                "spec": template["spec"],
+            }
             kubernetes_validate.validate(pod, version, strict=True)
         RENDERED_WORKLOADS.append(obj)  # checked against the upstream CRDs by the test after the fuzz
 
 
 @given(case=hostile_manifest())
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
-def test_hostile_manifest_is_valid_and_renders_or_is_refused_in_one_line_with_a_field(case: tuple[str, bytes], tmp_path: Path) -> None:
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+def test_hostile_manifest_is_valid_and_renders_or_is_refused_in_one_line_with_a_field(
+    case: tuple[str, bytes], tmp_path: Path
+) -> None:
     trick, data = case
     path = tmp_path / "job.yaml"
     path.write_bytes(data)

@@ -21,7 +21,9 @@ spec:
 """
 
 
-@pytest.mark.parametrize("text,value", [("1e-5", 1e-5), ("1E-4", 1e-4), ("5.0e-5", 5e-5), ("2e-1", 0.2), (".5", 0.5), ("1", 1)])
+@pytest.mark.parametrize(
+    "text,value", [("1e-5", 1e-5), ("1E-4", 1e-4), ("5.0e-5", 5e-5), ("2e-1", 0.2), (".5", 0.5), ("1", 1)]
+)
 def test_learning_rate_in_scientific_notation_is_a_number(text: str, value: float) -> None:
     [doc] = load_documents(MANIFEST.format(lr=text))
     assert doc["spec"]["training"]["learningRate"] == value
@@ -36,6 +38,8 @@ def test_quoted_learning_rate_stays_a_string_and_is_rejected() -> None:
 
 
 def test_multi_document_text_skips_empty_documents() -> None:
-    text = "---\n" + MANIFEST.format(lr="1e-5") + "---\n---\n" + MANIFEST.format(lr="2e-5").replace("qwen-lora", "second")
+    text = (
+        "---\n" + MANIFEST.format(lr="1e-5") + "---\n---\n" + MANIFEST.format(lr="2e-5").replace("qwen-lora", "second")
+    )
     names = [FineTuneJob.from_api(d).name for d in load_documents(text)]
     assert names == ["qwen-lora", "second"]

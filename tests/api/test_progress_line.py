@@ -15,7 +15,15 @@ from kubetune.trainer import stages
 from kubetune.trainer.errors import TrainerError
 from kubetune.trainer.progress import StdoutProgressSink
 
-PROGRESS = Progress(step=120, total_steps=1000, epoch=0.4, loss=1.25, learning_rate=2e-5, eta_seconds=600, updated_at="2026-11-30T12:00:00Z")
+PROGRESS = Progress(
+    step=120,
+    total_steps=1000,
+    epoch=0.4,
+    loss=1.25,
+    learning_rate=2e-5,
+    eta_seconds=600,
+    updated_at="2026-11-30T12:00:00Z",
+)
 
 
 def trainer_progress_lines(*updates: Progress) -> list[str]:
@@ -49,7 +57,10 @@ def test_progress_round_trips_from_the_trainer_to_the_operator() -> None:
     # The operator's reading (log tail or pushed report) is the same progress, with its summary.
     expected = {**PROGRESS.to_api(), "percent": 12.0, "summary": "120/1000 (12%)"}
     assert read_log(line).progress == expected
-    assert parse_report(json.dumps({"namespace": "ml", "name": "job", "lines": [line]}).encode(), 10)[2].progress == expected
+    assert (
+        parse_report(json.dumps({"namespace": "ml", "name": "job", "lines": [line]}).encode(), 10)[2].progress
+        == expected
+    )
 
 
 def test_stage_lines_round_trip(capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,7 +70,9 @@ def test_stage_lines_round_trip(capsys: pytest.CaptureFixture[str]) -> None:
     events = [(p.data["stage"], p.data["event"]) for p in parsed if p is not None]
     assert events == [("data", "start"), ("data", "end"), ("train", "start"), ("train", "failed")]
     failed = parsed[-1]
-    assert failed is not None and failed.data["message"] == "out of memory" and isinstance(failed.data["seconds"], float)
+    assert (
+        failed is not None and failed.data["message"] == "out of memory" and isinstance(failed.data["seconds"], float)
+    )
     assert lines[0] == stage_line("data", "start")
     # Every one of them is a line the intake accepts.
     parse_report(json.dumps({"namespace": "ml", "name": "job", "lines": lines}).encode(), 10)

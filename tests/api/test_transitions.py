@@ -92,7 +92,9 @@ def test_any_update_between_valid_jobs_gets_the_same_verdict() -> None:
     pairs = [(VALID[0], c) for c in VALID] + [(c, VALID[0]) for c in VALID] + list(itertools.pairwise(VALID))
     pairs += [(b, a) for a, b in itertools.pairwise(VALID)]
     for old, new in pairs:
-        by_api = {e.split(":", 1)[0].removeprefix(".spec.") for e in transition_errors(stored[new.id], stored[old.id], SCHEMA)}
+        by_api = {
+            e.split(":", 1)[0].removeprefix(".spec.") for e in transition_errors(stored[new.id], stored[old.id], SCHEMA)
+        }
         by_pydantic = {(r.field_path or "").lstrip(".") for r in broken_transition_rules(specs[new.id], specs[old.id])}
         refused += bool(by_api)
         if by_api != by_pydantic - PYDANTIC_ONLY:

@@ -66,8 +66,21 @@ def test_operator_app_values_pass_the_chart_schema(tmp_path: Path) -> None:
     vf.write_text(yaml.safe_dump(values), encoding="utf-8")
     proc = subprocess.run(
         # Argo CD renders Helm charts with --include-crds (unless the Application sets skipCrds).
-        [str(HELM), "template", "kubetune", str(ROOT / "charts" / "kubetune"), "-n", "kubetune-system", "-f", str(vf), "--include-crds"],
-        capture_output=True, text=True, timeout=scaled(120), check=False,
+        [
+            str(HELM),
+            "template",
+            "kubetune",
+            str(ROOT / "charts" / "kubetune"),
+            "-n",
+            "kubetune-system",
+            "-f",
+            str(vf),
+            "--include-crds",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=scaled(120),
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     kinds = [d["kind"] for d in load_documents(proc.stdout)]
@@ -80,7 +93,9 @@ def test_docs_name_the_prerequisites_of_the_jobs_folder() -> None:
     namespace = jobs["spec"]["destination"]["namespace"]
     doc = (ROOT / "docs" / "argocd.md").read_text(encoding="utf-8")
     [prereqs] = set(re.findall(rf"kubectl apply -n {namespace} -f (examples/prerequisites/[\w-]+\.yaml)", doc))
-    provided = {(d["kind"], d["metadata"]["name"]) for d in load_documents((ROOT / prereqs).read_text(encoding="utf-8")) if d}
+    provided = {
+        (d["kind"], d["metadata"]["name"]) for d in load_documents((ROOT / prereqs).read_text(encoding="utf-8")) if d
+    }
     for f in sorted((ROOT / jobs["spec"]["source"]["path"]).glob("*.yaml")):
         for job in load_documents(f.read_text(encoding="utf-8")):
             claims = {v["claimName"] for v in job["spec"]["storage"].values() if v and v.get("claimName")}

@@ -43,7 +43,9 @@ def to_lua(value: Any) -> str:
 def run_check(check: Path, obj: dict[str, Any], tmp_path: Path) -> tuple[str, str]:
     obj_file = tmp_path / "object.lua"
     obj_file.write_text("return " + to_lua(obj) + "\n", encoding="utf-8")
-    proc = subprocess.run([LUA or "lua5.1", str(HARNESS), str(check), str(obj_file)], capture_output=True, text=True, timeout=scaled(30))
+    proc = subprocess.run(
+        [LUA or "lua5.1", str(HARNESS), str(check), str(obj_file)], capture_output=True, text=True, timeout=scaled(30)
+    )
     assert proc.returncode == 0, proc.stderr
     status, message = proc.stdout.split("\n", 1)
     return status, message.rstrip("\n")
@@ -92,7 +94,11 @@ def test_fixtures_cover_every_phase_and_health() -> None:
     ],
 )
 def test_application_health(status: dict[str, Any] | None, expected: tuple[str, str], tmp_path: Path) -> None:
-    app: dict[str, Any] = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": "kubetune"}}
+    app: dict[str, Any] = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": "kubetune"},
+    }
     if status is not None:
         app["status"] = status
     assert run_check(APP_CHECK, app, tmp_path) == expected

@@ -14,7 +14,9 @@ from kubetune.api import FineTuneSweepStatus
 from kubetune.controller.sweeps.decide import decide_sweep
 
 CHECK = ARGOCD / "health" / "finetunesweep.lua"
-FIXTURES: list[dict[str, Any]] = yaml.safe_load(Path(__file__).with_name("sweep_fixtures.yaml").read_text(encoding="utf-8"))
+FIXTURES: list[dict[str, Any]] = yaml.safe_load(
+    Path(__file__).with_name("sweep_fixtures.yaml").read_text(encoding="utf-8")
+)
 
 
 def finetunesweep(generation: int, status: dict[str, Any] | None) -> dict[str, Any]:
@@ -70,18 +72,27 @@ OPERATOR_CASES = [
 
 @needs_lua
 @pytest.mark.parametrize(("winner_serving", "health"), OPERATOR_CASES, ids=[str(c[0]) for c in OPERATOR_CASES])
-def test_a_promoted_sweep_is_healthy_only_once_its_winner_serves(winner_serving: tuple[str, str, int] | None, health: str, tmp_path: Path) -> None:
+def test_a_promoted_sweep_is_healthy_only_once_its_winner_serves(
+    winner_serving: tuple[str, str, int] | None, health: str, tmp_path: Path
+) -> None:
     """The status is the operator's own (decide_sweep on a finished promote: serve sweep), not a hand-written fixture."""
     condition = serving_condition(*winner_serving) if winner_serving else None
     status = decide_sweep(promoted_snapshot(condition), 0).status
     FineTuneSweepStatus.model_validate(status)
     got, message = run_check(CHECK, finetunesweep(1, status), tmp_path)
     assert got == health, message
-    assert message.startswith("Succeeded: 1/1 (0 pruned, 0 failed) trials; best lr-0 (evalLoss 0.5000); serving: FineTuneJob lr-0")
+    assert message.startswith(
+        "Succeeded: 1/1 (0 pruned, 0 failed) trials; best lr-0 (evalLoss 0.5000); serving: FineTuneJob lr-0"
+    )
 
 
 @needs_lua
 def test_a_promoted_sweep_whose_winner_is_gone_is_degraded(tmp_path: Path) -> None:
-    status = decide_sweep(snapshot({"trials": [record(0, "Succeeded", 0.5)]}, {}, maxTrials=1, promote="serve", template_changes={"serve": {}}), 0).status
+    status = decide_sweep(
+        snapshot(
+            {"trials": [record(0, "Succeeded", 0.5)]}, {}, maxTrials=1, promote="serve", template_changes={"serve": {}}
+        ),
+        0,
+    ).status
     got, message = run_check(CHECK, finetunesweep(1, status), tmp_path)
     assert got == "Degraded" and "not served: FineTuneJob lr-0 (the best trial) does not exist" in message, message

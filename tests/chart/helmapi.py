@@ -199,7 +199,9 @@ class HelmCluster(Cluster):
     def _openapi_v3(self, path: str) -> Obj | None:
         gvs = sorted({_gv(g, v) for g, v, _ in self.kinds})
         if path == "/openapi/v3":
-            return {"paths": {_openapi_path(gv): {"serverRelativeURL": f"/openapi/v3/{_openapi_path(gv)}"} for gv in gvs}}
+            return {
+                "paths": {_openapi_path(gv): {"serverRelativeURL": f"/openapi/v3/{_openapi_path(gv)}"} for gv in gvs}
+            }
         wanted = path.removeprefix("/openapi/v3/").removeprefix("apis/").removeprefix("api/")
         paths = {}
         for (group, version, plural), kind in self.kinds.items():
@@ -216,7 +218,12 @@ class HelmCluster(Cluster):
             }
         if not paths:
             return None
-        return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.36.0"}, "paths": paths, "components": {}}
+        return {
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes", "version": "v1.36.0"},
+            "paths": paths,
+            "components": {},
+        }
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:  # type: ignore[override]
         raw = request._raw_request
@@ -229,7 +236,9 @@ class HelmCluster(Cluster):
             return await self._namespace(raw, match.group(1), request.data, dict(request.params))
         return await super()._handle(request)
 
-    async def _namespace(self, raw: Any, name: str | None, body: Any, params: dict[str, str]) -> aiohttp.web.StreamResponse:
+    async def _namespace(
+        self, raw: Any, name: str | None, body: Any, params: dict[str, str]
+    ) -> aiohttp.web.StreamResponse:
         """/api/v1/namespaces[/NAME]: kmock reads NAME as a namespace, not as the object's name."""
         res: ResKey = ("", "v1", "namespaces")
         method = raw.method.upper()

@@ -48,7 +48,10 @@ def test_namespaced_chart_grants_every_backend_rule(backend: str, ci_objects: li
 
 OTHER_USES: dict[tuple[str, str], set[str]] = {
     ("", "configmaps"): {"get", "create", "patch"},  # the training ConfigMap (server-side apply, read back)
-    ("", "persistentvolumeclaims"): {"list", "watch"},  # the informer of the prerequisite PVCs the specs name (controller/cache.py)
+    ("", "persistentvolumeclaims"): {
+        "list",
+        "watch",
+    },  # the informer of the prerequisite PVCs the specs name (controller/cache.py)
 }
 """What the operator does, besides serving, with a resource a serving engine also writes."""
 
@@ -75,7 +78,9 @@ def assert_serving_rules_equal(granted: set[tuple[str, str, str]], where: str) -
     have = by_resource(granted)
     wanted = engine_grants()
     for key, verbs in wanted.items():
-        assert have.get(key, set()) == verbs | OTHER_USES.get(key, set()), f"{where}: {key} granted {sorted(have.get(key, set()))}, engines need {sorted(verbs)}"
+        assert have.get(key, set()) == verbs | OTHER_USES.get(key, set()), (
+            f"{where}: {key} granted {sorted(have.get(key, set()))}, engines need {sorted(verbs)}"
+        )
     # Nothing else in the serving kinds' own API groups (apps, batch, serving.kserve.io, kaito.sh).
     groups = {group for group, _ in wanted if group}
     extra = {key for key in have if key[0] in groups} - set(wanted)

@@ -38,10 +38,23 @@ def test_own_products_extend_the_built_in_table_and_a_bad_quantity() -> None:
 # Compute capability per GPU family, from NVIDIA's CUDA GPU list (developer.nvidia.com/cuda-gpus),
 # and the host CPU architecture where it is not x86-64. Longest match first.
 COMPUTE_CAPABILITY = [
-    ("GH200", (9, 0), "arm64"), ("H200", (9, 0), None), ("H100", (9, 0), None), ("H800", (9, 0), None),
-    ("B200", (10, 0), None), ("A100", (8, 0), None), ("A800", (8, 0), None), ("A10G", (8, 6), None),
-    ("A10", (8, 6), None), ("A6000", (8, 6), None), ("RTX-3090", (8, 6), None), ("L40S", (8, 9), None),
-    ("L40", (8, 9), None), ("L4", (8, 9), None), ("RTX-4090", (8, 9), None), ("V100", (7, 0), None), ("T4", (7, 5), None),
+    ("GH200", (9, 0), "arm64"),
+    ("H200", (9, 0), None),
+    ("H100", (9, 0), None),
+    ("H800", (9, 0), None),
+    ("B200", (10, 0), None),
+    ("A100", (8, 0), None),
+    ("A800", (8, 0), None),
+    ("A10G", (8, 6), None),
+    ("A10", (8, 6), None),
+    ("A6000", (8, 6), None),
+    ("RTX-3090", (8, 6), None),
+    ("L40S", (8, 9), None),
+    ("L40", (8, 9), None),
+    ("L4", (8, 9), None),
+    ("RTX-4090", (8, 9), None),
+    ("V100", (7, 0), None),
+    ("T4", (7, 5), None),
 ]
 
 
@@ -67,4 +80,6 @@ def test_the_gpus_marked_for_the_stock_image_are_those_its_build_runs_on() -> No
         cap, host = family
         # A cubin runs on its major version at an equal or higher minor; PTX on any newer GPU.
         runs = (any(cap[0] == s[0] and cap[1] >= s[1] for s in sass) or any(cap >= p for p in ptx)) and host is None
-        assert gpu.in_image == runs, f"{gpu.name} (sm_{cap[0]}{cap[1]}, {host or 'x86-64'}): in_image={gpu.in_image}, but the image is built for {archs}, linux/amd64"
+        assert gpu.in_image == runs, (
+            f"{gpu.name} (sm_{cap[0]}{cap[1]}, {host or 'x86-64'}): in_image={gpu.in_image}, but the image is built for {archs}, linux/amd64"
+        )

@@ -34,7 +34,9 @@ pytestmark = [
 
 
 def run(served: ServedCluster, tool: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(tool), *args], capture_output=True, text=True, timeout=scaled(120), env=served.env(), check=False)
+    proc = subprocess.run(
+        [str(tool), *args], capture_output=True, text=True, timeout=scaled(120), env=served.env(), check=False
+    )
     if ok:
         assert proc.returncode == 0, f"{tool.name} {' '.join(args)} failed:\n{proc.stderr}"
     return proc
@@ -59,7 +61,16 @@ def deployments(served: ServedCluster, namespace: str) -> list[str]:
 def apply_job(served: ServedCluster, namespace: str, example: str = "finetune-lora") -> None:
     """docs/examples.md: an example and its prerequisites, into any namespace, in one command."""
     examples = ROOT / "examples"
-    kubectl(served, "apply", "-n", namespace, "-f", str(examples / "prerequisites" / f"{example}.yaml"), "-f", str(examples / f"{example}.yaml"))
+    kubectl(
+        served,
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        str(examples / "prerequisites" / f"{example}.yaml"),
+        "-f",
+        str(examples / f"{example}.yaml"),
+    )
     assert served.objects("kubetune.io/v1alpha1", "finetunejobs", namespace)
     assert served.objects("v1", "persistentvolumeclaims", namespace)
 
@@ -88,7 +99,9 @@ def test_install_upgrade_uninstall_and_install_again_under_other_names(served: S
     assert deployments(served, "kubetune-system") == []
     assert served.objects("kopf.dev/v1", "clusterkopfpeerings") == []
     assert crd(served) and crd(served, "clusterkopfpeerings.kopf.dev") and crd(served, "kopfpeerings.kopf.dev")
-    assert [j["metadata"]["name"] for j in served.objects("kubetune.io/v1alpha1", "finetunejobs", "team-a")] == ["qwen-lora"]
+    assert [j["metadata"]["name"] for j in served.objects("kubetune.io/v1alpha1", "finetunejobs", "team-a")] == [
+        "qwen-lora"
+    ]
 
     # Another release name AND namespace: plain `helm install`, no extra flag.
     helm(served, "install", "ml-ops", str(CHART), "-n", "platform", "--create-namespace")
@@ -97,7 +110,9 @@ def test_install_upgrade_uninstall_and_install_again_under_other_names(served: S
 
     # docs/install.md "Remove everything": deleting the CRD deletes every FineTuneJob.
     # (`kubectl delete crd` there: kmock serves no short names, so the full resource name here.)
-    kubectl(served, "delete", "customresourcedefinitions", FTJ_CRD, "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev")
+    kubectl(
+        served, "delete", "customresourcedefinitions", FTJ_CRD, "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"
+    )
     assert crd(served) is None
     assert served.objects("kubetune.io/v1alpha1", "finetunejobs") == []
 
@@ -125,7 +140,9 @@ def test_the_qlora_examples_kueue_queue_applies_over_kueues_own_crds(served: Ser
     for kind in ("resourceflavors", "clusterqueues", "localqueues"):
         kubectl(served, "apply", "--server-side", "-f", str(kueue / f"kueue.x-k8s.io_{kind}.yaml"))
     apply_job(served, "team-b", "finetune-qlora")
-    assert [q["metadata"]["name"] for q in served.objects("kueue.x-k8s.io/v1beta2", "localqueues", "team-b")] == ["gpu-queue"]
+    assert [q["metadata"]["name"] for q in served.objects("kueue.x-k8s.io/v1beta2", "localqueues", "team-b")] == [
+        "gpu-queue"
+    ]
     assert served.objects("kueue.x-k8s.io/v1beta2", "clusterqueues")
 
 
@@ -153,7 +170,9 @@ def _kubelet(served: ServedCluster, namespace: str, pod: str, phase: str, stop: 
     """Play the kubelet for the helm test Pod: once it exists, log a line and end it in ``phase``."""
     while not stop.is_set():
         if served.read("v1", "pods", namespace, pod) is not None:
-            served.cluster.append_log(namespace, pod, f"http://kubetune.{namespace}.svc:8081/healthz never answered 200")
+            served.cluster.append_log(
+                namespace, pod, f"http://kubetune.{namespace}.svc:8081/healthz never answered 200"
+            )
 
             def finish(obj: dict[str, Any]) -> None:
                 obj["status"] = {"phase": phase}
@@ -190,7 +209,10 @@ def test_upgrade_from_the_chart_with_a_templated_crd(served: ServedCluster, tmp_
     old = tmp_path / "old"
     old.mkdir()
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", BEFORE_CRDS_FOLDER, "charts/kubetune"], capture_output=True, check=False, timeout=scaled(60)
+        ["git", "-C", str(ROOT), "archive", BEFORE_CRDS_FOLDER, "charts/kubetune"],
+        capture_output=True,
+        check=False,
+        timeout=scaled(60),
     )
     if archive.returncode != 0:
         pytest.skip(f"commit {BEFORE_CRDS_FOLDER} is not in this clone: {archive.stderr.decode()[:200]}")
@@ -198,7 +220,10 @@ def test_upgrade_from_the_chart_with_a_templated_crd(served: ServedCluster, tmp_
     # That chart's own CRD is refused by a real API server (CEL on `default: {}`, issue 8), and so by
     # the emulator: whoever ran it had fixed the CRD by hand, as the issue's tester did. Stand in the
     # fixed CRD, keeping the old chart's templated CRD with its ownership and keep policy.
-    shutil.copyfile(ROOT / "crds" / "kubetune.io_finetunejobs.yaml", old / "charts" / "kubetune" / "files" / "crds" / "kubetune.io_finetunejobs.yaml")
+    shutil.copyfile(
+        ROOT / "crds" / "kubetune.io_finetunejobs.yaml",
+        old / "charts" / "kubetune" / "files" / "crds" / "kubetune.io_finetunejobs.yaml",
+    )
     helm(served, "install", "kubetune", str(old / "charts" / "kubetune"), "-n", "kubetune-system", "--create-namespace")
     owner = (crd(served) or {})["metadata"]["annotations"]
     assert owner["meta.helm.sh/release-name"] == "kubetune" and owner["helm.sh/resource-policy"] == "keep"

@@ -43,7 +43,9 @@ def _validate_all(objects: list[dict[str, Any]]) -> list[str]:
         try:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:  # pragma: no cover - the failure message
-            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} is not a valid {key}: {exc.message} at {list(exc.path)}")
+            pytest.fail(
+                f"{obj['kind']}/{obj['metadata']['name']} is not a valid {key}: {exc.message} at {list(exc.path)}"
+            )
         checked.append(obj["kind"])
     return checked
 
@@ -68,7 +70,10 @@ def test_ci_objects_pass_kubernetes_schema(ci_objects: list[dict[str, Any]]) -> 
     kinds = _validate_all(ci_objects)
     assert {"Role", "RoleBinding", "Deployment", "Service"} <= set(kinds)
     assert [o["kind"] for o in ci_objects].count("ServiceMonitor") == 1
-    assert sorted(o["metadata"]["namespace"] for o in ci_objects if o["kind"] == "KopfPeering") == ["ml-team-a", "ml-team-b"]
+    assert sorted(o["metadata"]["namespace"] for o in ci_objects if o["kind"] == "KopfPeering") == [
+        "ml-team-a",
+        "ml-team-b",
+    ]
     assert "ClusterKopfPeering" not in {o["kind"] for o in ci_objects}
 
 
@@ -77,7 +82,12 @@ def test_kopf_peering_crds_pass_kubernetes_schema() -> None:
     proc = run_helm("template", "kt", str(CHART), "--namespace", NAMESPACE, "--include-crds")
     assert proc.returncode == 0, proc.stderr
     crds = {d["metadata"]["name"]: d for d in load_documents(proc.stdout) if d["kind"] == "CustomResourceDefinition"}
-    assert set(crds) == {"finetunejobs.kubetune.io", "finetunesweeps.kubetune.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    assert set(crds) == {
+        "finetunejobs.kubetune.io",
+        "finetunesweeps.kubetune.io",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
     for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
         kubernetes_validate.validate(crds[name], K8S_VERSION, strict=True)
         # kopf patches status on the main resource: a status subresource would need other RBAC.

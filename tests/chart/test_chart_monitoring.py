@@ -39,7 +39,9 @@ def _names(text: str) -> set[str]:
 
 
 def exported() -> set[str]:
-    trainer = TrainerMetrics("j", "ns", samples_per_step=4, parameters=10**6, peak_flops=1e12, clock=iter([0.0, 1.0]).__next__)
+    trainer = TrainerMetrics(
+        "j", "ns", samples_per_step=4, parameters=10**6, peak_flops=1e12, clock=iter([0.0, 1.0]).__next__
+    )
     progress = Progress(step=1, total_steps=9, percent=11.1, epoch=0.1, loss=1.0, learning_rate=1e-4, eta_seconds=5)
     trainer.observe({"current_steps": 1, "total_tokens": 10, "vram_allocated": 1.0}, progress)
     trainer.observe({"current_steps": 2, "total_tokens": 30, "vram_allocated": 1.0}, progress)
@@ -72,8 +74,26 @@ def test_dashboard_is_valid_json_and_every_query_names_an_exported_metric() -> N
         if p["type"] != "row":
             assert p["datasource"]["uid"] == "${datasource}" and p["targets"], p["title"]
     # What the issue asks the dashboard to show, per job, plus the operator's own health.
-    wanted = {f"kubetune_trainer_{m}" for m in ("step", "loss", "learning_rate", "tokens_per_second", "samples_per_second", "peak_gpu_memory_bytes", "mfu_ratio", "epoch", "eta_seconds")}
-    wanted |= {"kubetune_finetunejobs", "kubetune_reconcile_seconds_bucket", "kubetune_api_requests_total", "kubetune_reconcile_errors_total"}
+    wanted = {
+        f"kubetune_trainer_{m}"
+        for m in (
+            "step",
+            "loss",
+            "learning_rate",
+            "tokens_per_second",
+            "samples_per_second",
+            "peak_gpu_memory_bytes",
+            "mfu_ratio",
+            "epoch",
+            "eta_seconds",
+        )
+    }
+    wanted |= {
+        "kubetune_finetunejobs",
+        "kubetune_reconcile_seconds_bucket",
+        "kubetune_api_requests_total",
+        "kubetune_reconcile_errors_total",
+    }
     assert wanted <= used, sorted(wanted - used)
     per_job = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", []) if "kubetune_trainer_" in t["expr"]]
     assert all('finetunejob=~"$finetunejob"' in e for e in per_job)
@@ -81,7 +101,12 @@ def test_dashboard_is_valid_json_and_every_query_names_an_exported_metric() -> N
 
 @needs_helm
 def test_dashboard_configmap_for_the_grafana_sidecar() -> None:
-    objects = template("--set", "metrics.grafanaDashboard.enabled=true", "--set", "metrics.grafanaDashboard.annotations.grafana_folder=ML")
+    objects = template(
+        "--set",
+        "metrics.grafanaDashboard.enabled=true",
+        "--set",
+        "metrics.grafanaDashboard.annotations.grafana_folder=ML",
+    )
     cm = next(o for o in find(objects, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard"))
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert cm["metadata"]["annotations"] == {"grafana_folder": "ML"}
@@ -95,7 +120,12 @@ def test_dashboard_configmap_for_the_grafana_sidecar() -> None:
 @needs_helm
 @pytest.mark.parametrize("namespaces", [[], ["team-a", "team-b"]], ids=["all-namespaces", "watched"])
 def test_trainer_podmonitor_scrapes_the_port_rank_0_declares(namespaces: list[str]) -> None:
-    extra = ["--set", "metrics.trainerPodMonitor.enabled=true", "--set", "metrics.trainerPodMonitor.labels.release=prom"]
+    extra = [
+        "--set",
+        "metrics.trainerPodMonitor.enabled=true",
+        "--set",
+        "metrics.trainerPodMonitor.labels.release=prom",
+    ]
     if namespaces:
         extra += ["--set", "watchNamespaces={" + ",".join(namespaces) + "}"]
     pm = one(template(*extra), "PodMonitor")
@@ -104,10 +134,14 @@ def test_trainer_podmonitor_scrapes_the_port_rank_0_declares(namespaces: list[st
     assert pm["spec"]["namespaceSelector"] == ({"matchNames": namespaces} if namespaces else {"any": True})
     endpoint = pm["spec"]["podMetricsEndpoints"][0]
     # The rendered training pod: only the PyTorchJob Master (global rank 0) declares that port, and carries the job label.
-    job = FineTuneJob.from_api(next(iter(load_documents((ROOT / "examples" / "finetune-full.yaml").read_text(encoding="utf-8")))))
+    job = FineTuneJob.from_api(
+        next(iter(load_documents((ROOT / "examples" / "finetune-full.yaml").read_text(encoding="utf-8"))))
+    )
     workload = render(job).workload
     specs = workload["spec"]["pytorchReplicaSpecs"]
-    master_ports = {p["name"]: p["containerPort"] for p in specs["Master"]["template"]["spec"]["containers"][0]["ports"]}
+    master_ports = {
+        p["name"]: p["containerPort"] for p in specs["Master"]["template"]["spec"]["containers"][0]["ports"]
+    }
     assert master_ports[endpoint["port"]] == contract.METRICS_PORT
     assert endpoint["port"] not in {p["name"] for p in specs["Worker"]["template"]["spec"]["containers"][0]["ports"]}
     assert contract.LABEL_JOB in specs["Master"]["template"]["metadata"]["labels"]
@@ -146,4 +180,11 @@ def test_the_trainer_podmonitor_targets_only_rank_0_of_a_trainjob() -> None:
         assert not _kept(relabelings, {**node, "batch.kubernetes.io/job-completion-index": index})
     # PyTorchJob's master and MPIJob's worker 0 (the only pods declaring the port there) stay targets
     assert _kept(relabelings, {"kubetune.io/finetunejob": "j", "training.kubeflow.org/replica-type": "master"})
-    assert _kept(relabelings, {"kubetune.io/finetunejob": "j", "training.kubeflow.org/replica-type": "worker", "training.kubeflow.org/replica-index": "0"})
+    assert _kept(
+        relabelings,
+        {
+            "kubetune.io/finetunejob": "j",
+            "training.kubeflow.org/replica-type": "worker",
+            "training.kubeflow.org/replica-index": "0",
+        },
+    )

@@ -154,7 +154,9 @@ def test_release_name_prefix() -> None:
     assert deploy["metadata"]["name"] == f"{RELEASE}-kubetune"
 
 
-@pytest.mark.parametrize(("fixture", "kind"), [("default_objects", "ClusterKopfPeering"), ("ci_objects", "KopfPeering")])
+@pytest.mark.parametrize(
+    ("fixture", "kind"), [("default_objects", "ClusterKopfPeering"), ("ci_objects", "KopfPeering")]
+)
 def test_peering_object_is_the_one_the_operator_uses(
     fixture: str, kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -181,7 +183,9 @@ def test_the_progress_intake_is_served_and_named_to_the_pods(default_objects: li
     service = one(default_objects, "Service")
     port = next(p for p in service["spec"]["ports"] if p["name"] == "progress")
     assert url == f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port['port']}/v1/progress"
-    assert {"name": "progress", "containerPort": 8082, "protocol": "TCP"} in c["ports"] and port["targetPort"] == "progress"
+    assert {"name": "progress", "containerPort": 8082, "protocol": "TCP"} in c["ports"] and port[
+        "targetPort"
+    ] == "progress"
     assert service["spec"]["selector"] == one(default_objects, "Deployment")["spec"]["selector"]["matchLabels"]
 
 

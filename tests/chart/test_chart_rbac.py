@@ -127,14 +127,20 @@ def expand(rules: list[dict[str, Any]]) -> set[Grant]:
 
 def bound_roles(objects: list[dict[str, Any]], sa: str) -> dict[str | None, set[Grant]]:
     """Grants of the operator's ServiceAccount, keyed by namespace (None: cluster-wide)."""
-    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objects if o["kind"] in {"ClusterRole", "Role"}}
+    roles = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+        for o in objects
+        if o["kind"] in {"ClusterRole", "Role"}
+    }
     grants: dict[str | None, set[Grant]] = defaultdict(set)
     for binding in find(objects, "ClusterRoleBinding") + find(objects, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
         ns = binding["metadata"].get("namespace")
         ref = binding["roleRef"]
         role = roles.get((ref["kind"], ns if ref["kind"] == "Role" else None, ref["name"]))
-        assert role is not None, f"{binding['kind']} {binding['metadata']['name']} points at a missing {ref['kind']} {ref['name']}"
+        assert role is not None, (
+            f"{binding['kind']} {binding['metadata']['name']} points at a missing {ref['kind']} {ref['name']}"
+        )
         grants[ns] |= expand(role["rules"])
     return grants
 
@@ -152,7 +158,9 @@ def test_cluster_wide_mode_grants_exactly_what_the_operator_uses(default_objects
     assert not grants[None] - want, f"the chart grants, the operator never uses: {describe(grants[None] - want)}"
 
 
-def test_namespaced_mode_grants_exactly_what_the_operator_uses_in_each_namespace(ci_objects: list[dict[str, Any]]) -> None:
+def test_namespaced_mode_grants_exactly_what_the_operator_uses_in_each_namespace(
+    ci_objects: list[dict[str, Any]],
+) -> None:
     namespaced, cluster = needed(expected_calls())
     # namespaced mode peers through a KopfPeering per namespace, never the ClusterKopfPeering
     namespaced = namespaced | PEERING_NAMESPACED

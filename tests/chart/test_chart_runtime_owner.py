@@ -38,7 +38,15 @@ pytestmark = [
 
 def run(served: ServedCluster, *argv: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     tool = {"helm": HELM, "kubectl": KUBECTL}[argv[0]]
-    proc = subprocess.run([str(tool), *argv[1:]], capture_output=True, text=True, timeout=scaled(120), env=served.env(), cwd=ROOT, check=False)
+    proc = subprocess.run(
+        [str(tool), *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=scaled(120),
+        env=served.env(),
+        cwd=ROOT,
+        check=False,
+    )
     if ok:
         assert proc.returncode == 0, f"{' '.join(argv)} failed:\n{proc.stderr}"
     return proc
@@ -46,8 +54,21 @@ def run(served: ServedCluster, *argv: str, ok: bool = True) -> subprocess.Comple
 
 def team(served: ServedCluster, verb: str, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
     """A team's namespaced release named kubetune (the docs' name) in <name>-system."""
-    return run(served, "helm", verb, "kubetune", str(CHART), "-n", f"{name}-system", "--create-namespace" if verb == "install" else "--reuse-values",
-               "--set", f"watchNamespaces={{{name}}}", "--set", "trainingRuntimes.enabled=true", *extra)
+    return run(
+        served,
+        "helm",
+        verb,
+        "kubetune",
+        str(CHART),
+        "-n",
+        f"{name}-system",
+        "--create-namespace" if verb == "install" else "--reuse-values",
+        "--set",
+        f"watchNamespaces={{{name}}}",
+        "--set",
+        "trainingRuntimes.enabled=true",
+        *extra,
+    )
 
 
 def owner(served: ServedCluster) -> dict[str, Any]:
@@ -70,11 +91,16 @@ def without_cel(node: Any) -> Any:
 @pytest.fixture
 def served(tmp_path: Path) -> Any:
     crd = tmp_path / "clustertrainingruntimes.yaml"
-    crd.write_text(yaml.safe_dump(without_cel(yaml.safe_load(RUNTIME_CRD.read_text(encoding="utf-8")))), encoding="utf-8")
+    crd.write_text(
+        yaml.safe_dump(without_cel(yaml.safe_load(RUNTIME_CRD.read_text(encoding="utf-8")))), encoding="utf-8"
+    )
     with served_cluster(tmp_path) as cluster:
         run(cluster, "kubectl", "create", "-f", str(crd))
         namespaces = tmp_path / "namespaces.yaml"
-        namespaces.write_text("".join(f"---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n" for ns in ("team-a", "team-b")), encoding="utf-8")
+        namespaces.write_text(
+            "".join(f"---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n" for ns in ("team-a", "team-b")),
+            encoding="utf-8",
+        )
         run(cluster, "kubectl", "apply", "--server-side", "-f", str(namespaces))
         yield cluster
 
@@ -85,7 +111,9 @@ def test_a_second_teams_release_leaves_the_runtime_alone_and_uninstall_keeps_it(
     assert owner(served)["helm.sh/resource-policy"] == "keep"
     assert "belongs to this release; helm uninstall keeps it" in first.stdout
 
-    second = team(served, "install", "team-b")  # failed before: "exists and cannot be imported into the current release"
+    second = team(
+        served, "install", "team-b"
+    )  # failed before: "exists and cannot be imported into the current release"
     assert "already exists, owned by release kubetune in namespace team-a-system" in second.stdout
     # namespaced mode's cluster-wide grants (tokenreviews, the runtime) do not clash between teams either
     names = sorted(r["metadata"]["name"] for r in served.objects("rbac.authorization.k8s.io/v1", "clusterroles"))
@@ -104,7 +132,10 @@ def test_a_second_teams_release_leaves_the_runtime_alone_and_uninstall_keeps_it(
     run(served, "helm", "uninstall", "kubetune", "-n", "team-a-system")
 
     # docs/install.md's hand-over to another release, its command as written there
-    [command] = re.findall(r"`(kubectl annotate clustertrainingruntimes [^`]+)`", (ROOT / "docs" / "install.md").read_text(encoding="utf-8"))
+    [command] = re.findall(
+        r"`(kubectl annotate clustertrainingruntimes [^`]+)`",
+        (ROOT / "docs" / "install.md").read_text(encoding="utf-8"),
+    )
     run(served, *shlex.split(command.replace("RELEASE", "kubetune").replace("NAMESPACE", "team-b-system")))
     assert "belongs to this release" in team(served, "upgrade", "team-b").stdout
     run(served, "helm", "uninstall", "kubetune", "-n", "team-b-system")
@@ -114,7 +145,18 @@ def test_a_second_teams_release_leaves_the_runtime_alone_and_uninstall_keeps_it(
 def test_the_operators_hint_enables_the_runtime_as_written(served: ServedCluster) -> None:
     """The BackendSelected/KindNotInstalled hint (ENABLE_RUNTIME) run as printed, from the repository
     root, on a release installed as docs/install.md says: the runtime appears, other values stay."""
-    run(served, "helm", "install", "kubetune", str(CHART), "-n", "kubetune-system", "--create-namespace", "--set", "kueue.defaultQueue=gpu-queue")
+    run(
+        served,
+        "helm",
+        "install",
+        "kubetune",
+        str(CHART),
+        "-n",
+        "kubetune-system",
+        "--create-namespace",
+        "--set",
+        "kueue.defaultQueue=gpu-queue",
+    )
     assert served.read(*RT) is None
     run(served, *shlex.split(ENABLE_RUNTIME))
     assert served.read(*RT) is not None

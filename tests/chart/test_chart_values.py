@@ -15,7 +15,10 @@ from chartlib import CHART, load_yaml, needs_helm, template_error
     ("args", "expected"),
     [
         (["--set", "replicas=2"], "at '/replicas': value must be 1"),
-        (["--set", "image.pullPolicy=Sometimes"], "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"),
+        (
+            ["--set", "image.pullPolicy=Sometimes"],
+            "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'",
+        ),
         (["--set", "replica=1"], "additional properties 'replica' not allowed"),
         (["--set", "metrics.serviceMonitor.enable=true"], "additional properties 'enable' not allowed"),
         (["--set", "watchNamespaces[0]=Team_A"], "at '/watchNamespaces/0'"),
@@ -28,7 +31,10 @@ from chartlib import CHART, load_yaml, needs_helm, template_error
         (["--set", "health.port=8080"], "metrics.port and health.port must differ"),
         (["--set", "progress.port=8081"], "progress.port must differ from metrics.port and health.port"),
         (["--set", "progress.push=yes"], "at '/progress/push'"),
-        (["--set", "serviceAccount.create=false"], "serviceAccount.name is required when serviceAccount.create is false"),
+        (
+            ["--set", "serviceAccount.create=false"],
+            "serviceAccount.name is required when serviceAccount.create is false",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) and "=" not in v else None,
 )

@@ -18,7 +18,9 @@ DEVEL, BASE, PY = "sha256:" + "1" * 64, "sha256:" + "2" * 64, "sha256:" + "3" * 
 
 
 def build(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(BUILD), *args], capture_output=True, text=True, timeout=scaled(30), check=False, env=env)
+    return subprocess.run(
+        ["bash", str(BUILD), *args], capture_output=True, text=True, timeout=scaled(30), check=False, env=env
+    )
 
 
 def digests(tmp_path: Path, *, base: str = BASE) -> Path:
@@ -54,7 +56,11 @@ def test_docker_push_builds_a_multi_arch_operator_and_the_trainer_at_app_version
     lines = proc.stdout.splitlines()
     operator, trainer = f"{REGISTRY}/operator:{app_version()}", f"{REGISTRY}/trainer:{app_version()}"
     [op_cmd] = [line for line in lines if line.startswith("+ docker buildx build") and operator in line]
-    assert "--platform linux/amd64\\,linux/arm64" in op_cmd and "--push" in op_cmd and "images/operator/Dockerfile" in op_cmd
+    assert (
+        "--platform linux/amd64\\,linux/arm64" in op_cmd
+        and "--push" in op_cmd
+        and "images/operator/Dockerfile" in op_cmd
+    )
     [tr_cmd] = [line for line in lines if line.startswith("+ docker buildx build") and trainer in line]
     assert "--platform linux/amd64 " in tr_cmd and "images/trainer/Dockerfile" in tr_cmd
 
@@ -71,7 +77,17 @@ def test_local_builds_name_their_platform_so_an_arm_machine_still_builds_an_amd6
 
 def test_a_build_from_an_unpinned_base_is_refused_before_anything_runs(tmp_path: Path) -> None:
     env = fake_tools(tmp_path, "exit 0", "docker")
-    proc = build("--registry", REGISTRY, "--tool", "docker", "--only", "trainer", "--base-digests", str(digests(tmp_path, base="")), env=env)
+    proc = build(
+        "--registry",
+        REGISTRY,
+        "--tool",
+        "docker",
+        "--only",
+        "trainer",
+        "--base-digests",
+        str(digests(tmp_path, base="")),
+        env=env,
+    )
     assert proc.returncode == 2
     assert "CUDA_BASE_DIGEST (nvidia/cuda:" in proc.stderr and "--refresh-base-digests" in proc.stderr
     assert not (tmp_path / "calls").exists()
@@ -81,7 +97,9 @@ def test_push_prints_the_digests_it_pushed(tmp_path: Path) -> None:
     # docker buildx writes --metadata-file; the stand-in writes what buildx writes there.
     script = 'while [ $# -gt 0 ]; do [ "$1" = --metadata-file ] && printf \'{"containerimage.digest": "sha256:%064d"}\' 7 > "$2"; shift; done'
     env = fake_tools(tmp_path, script, "docker")
-    proc = build("--registry", REGISTRY, "--tool", "docker", "--push", "--base-digests", str(digests(tmp_path)), env=env)
+    proc = build(
+        "--registry", REGISTRY, "--tool", "docker", "--push", "--base-digests", str(digests(tmp_path)), env=env
+    )
     assert proc.returncode == 0, proc.stderr
     version = app_version()
     assert f"pushed: {REGISTRY}/operator:{version}@sha256:{7:064d}" in proc.stdout
@@ -110,7 +128,11 @@ def test_podman_pushes_a_manifest_list() -> None:
     assert proc.returncode == 0, proc.stderr
     ref = f"{REGISTRY}/operator:{app_version()}"
     lines = proc.stdout.splitlines()
-    push = [i for i, l in enumerate(lines) if l.startswith("+ podman manifest push --all ") and l.endswith(f" {ref} docker://{ref}")]
+    push = [
+        i
+        for i, l in enumerate(lines)
+        if l.startswith("+ podman manifest push --all ") and l.endswith(f" {ref} docker://{ref}")
+    ]
     # A re-run must not append to the list the last run left: it is removed before the build.
     remove = lines.index(f"+ podman manifest rm {ref}")
     build_at = [i for i, l in enumerate(lines) if l.startswith("+ podman build") and f"--manifest {ref}" in l]
@@ -119,8 +141,11 @@ def test_podman_pushes_a_manifest_list() -> None:
 
 
 def test_bad_arguments_fail_with_a_message() -> None:
-    for args, message in [((), "--registry is required"), (("--registry", "Bad Reg"), "is not a registry path"),
-                          (("--registry", REGISTRY, "--tool", "nerdctl"), "--tool must be docker or podman")]:
+    for args, message in [
+        ((), "--registry is required"),
+        (("--registry", "Bad Reg"), "is not a registry path"),
+        (("--registry", REGISTRY, "--tool", "nerdctl"), "--tool must be docker or podman"),
+    ]:
         proc = build(*args, "--dry-run")
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
 

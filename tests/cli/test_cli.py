@@ -53,7 +53,10 @@ def test_render_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "render", str(LORA))
     assert code == 0
     objects = list(yaml.safe_load_all(out))
-    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [("ConfigMap", "qwen-lora-kubetune"), ("PyTorchJob", "qwen-lora")]
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
+        ("ConfigMap", "qwen-lora-kubetune"),
+        ("PyTorchJob", "qwen-lora"),
+    ]
 
 
 def test_render_prints_the_golden_manifests_with_files_as_literal_blocks(capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,7 +98,14 @@ def test_render_multiple_files(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "render", str(LORA), str(FULL))
     assert code == 0
     names = [o["metadata"]["name"] for o in yaml.safe_load_all(out)]
-    assert names == ["qwen-lora-kubetune", "qwen-lora", "qwen-full-kubetune", "qwen-full", "qwen-full-serve", "qwen-full-serve"]
+    assert names == [
+        "qwen-lora-kubetune",
+        "qwen-lora",
+        "qwen-full-kubetune",
+        "qwen-full",
+        "qwen-full-serve",
+        "qwen-full-serve",
+    ]
 
 
 def test_render_prints_spec_serve_objects_after_the_training_ones(capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,7 +148,9 @@ def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.count("LLaMA-Factory's parser skipped (--skip-llamafactory)") == 2
 
 
-def test_validate_says_whether_llamafactorys_parser_ran(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validate_says_whether_llamafactorys_parser_ran(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import kubetune.trainer.lfcheck as lfcheck
 
     monkeypatch.setattr(lfcheck, "llamafactory_available", lambda: False)
@@ -196,7 +208,9 @@ def test_cli_import_stays_light() -> None:
     heavy = ["torch", "transformers", "llamafactory", "kopf", "kubernetes"]
     code = f"import sys, kubetune.cli; print([m for m in {heavy!r} if m in sys.modules])"
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=scaled(60), check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=scaled(60), check=True
+    )
     assert result.stdout.strip() == "[]"
 
 
@@ -213,12 +227,16 @@ def test_cli_render_does_not_import_heavy_modules() -> None:
 
 @pytest.mark.train
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("importlib").util.find_spec("llamafactory"), reason="needs the train extra (llamafactory)")
+@pytest.mark.skipif(
+    not __import__("importlib").util.find_spec("llamafactory"), reason="needs the train extra (llamafactory)"
+)
 def test_validate_runs_llamafactorys_own_rules(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """A rule only LLaMA-Factory knows (predict_with_generate is SFT-only) is caught before submission."""
     doc = yaml.safe_load(LORA.read_text())
     doc["spec"]["training"]["stage"] = "pt"
-    doc["spec"]["datasets"] = [{"name": "text", "path": "corpus.jsonl", "format": "alpaca", "columns": {"prompt": "text"}}]
+    doc["spec"]["datasets"] = [
+        {"name": "text", "path": "corpus.jsonl", "format": "alpaca", "columns": {"prompt": "text"}}
+    ]
     doc["spec"]["extraArgs"] = {"predict_with_generate": True}
     path = tmp_path / "pt.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -231,7 +249,9 @@ def test_validate_runs_llamafactorys_own_rules(capsys: pytest.CaptureFixture[str
 
 @pytest.mark.train
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("importlib").util.find_spec("llamafactory"), reason="needs the train extra (llamafactory)")
+@pytest.mark.skipif(
+    not __import__("importlib").util.find_spec("llamafactory"), reason="needs the train extra (llamafactory)"
+)
 @pytest.mark.timeout(300)  # imports LLaMA-Factory in a subprocess (its own bound: 300 s)
 def test_validate_with_llamafactory_prints_only_the_verdict() -> None:
     """LLaMA-Factory's parser logs run advice ("We recommend enable upcast_layernorm ...") for a
@@ -255,7 +275,9 @@ def _namespaces(out: str) -> set[str]:
     return {o["metadata"]["namespace"] for o in json.loads(out)}
 
 
-def test_render_namespace_flag_and_kubectl_context(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_render_namespace_flag_and_kubectl_context(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Examples carry no namespace: like `kubectl apply`, render uses -n, else the current context's."""
     code, out, _ = run(capsys, "render", "-o", "json", "-n", "team-a", str(LORA))
     assert code == 0 and _namespaces(out) == {"team-a"}
@@ -263,7 +285,9 @@ def test_render_namespace_flag_and_kubectl_context(capsys: pytest.CaptureFixture
     assert "/team-a/qwen-lora" in json.dumps(spec)  # outputs go to <claim>/<namespace>/<name>
     first, second = tmp_path / "a", tmp_path / "b"
     first.write_text("apiVersion: v1\nkind: Config\ncurrent-context: ml\n")
-    second.write_text("contexts: [{name: ml, context: {cluster: c, user: u, namespace: ml-team-b}}]\ncurrent-context: other\n")
+    second.write_text(
+        "contexts: [{name: ml, context: {cluster: c, user: u, namespace: ml-team-b}}]\ncurrent-context: other\n"
+    )
     monkeypatch.setenv("KUBECONFIG", f"{first}:{second}")
     code, out, _ = run(capsys, "render", "-o", "json", str(LORA))
     assert code == 0 and _namespaces(out) == {"ml-team-b"}
@@ -284,7 +308,9 @@ def test_render_refuses_a_namespace_that_contradicts_n(capsys: pytest.CaptureFix
 
 
 @pytest.mark.parametrize("command", ["validate", "render"])
-def test_a_lora_target_the_model_lacks_is_a_field_problem_in_validate_and_render(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_lora_target_the_model_lacks_is_a_field_problem_in_validate_and_render(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Issue 22: `kubetune validate` exited 2 ("unexpected error (ValueError ...)", from the memory
     planner) while `kubetune render` accepted the same file; both now refuse it at the field."""
     doc = yaml.safe_load(LORA.read_text(encoding="utf-8"))

@@ -70,7 +70,9 @@ def test_alias_bomb_is_refused_at_once(tmp_path: Path, where: str, command: str)
         text = text.replace("spec:\n", "spec:\n  scheduling:\n    affinity: *l8\n", 1)
     argv = [command, str(_write(tmp_path, text))] + (["--skip-llamafactory"] if command == "validate" else [])
     result, seconds = run_process(*argv)
-    print(f"alias bomb ({where}) {command}: exit {result.returncode}, {seconds:.2f} s under a {MEMORY_CAP >> 20} MiB address-space cap")
+    print(
+        f"alias bomb ({where}) {command}: exit {result.returncode}, {seconds:.2f} s under a {MEMORY_CAP >> 20} MiB address-space cap"
+    )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "aliases expand to more than" in result.stderr
@@ -78,7 +80,9 @@ def test_alias_bomb_is_refused_at_once(tmp_path: Path, where: str, command: str)
 
 
 def test_run_local_refuses_an_alias_bomb_before_any_work(tmp_path: Path) -> None:
-    result, seconds = run_process("run", "--local", str(_write(tmp_path, alias_bomb() + LORA.read_text())), "--output", str(tmp_path / "out"))
+    result, seconds = run_process(
+        "run", "--local", str(_write(tmp_path, alias_bomb() + LORA.read_text())), "--output", str(tmp_path / "out")
+    )
     print(f"alias bomb run --local: exit {result.returncode}, {seconds:.2f} s")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "aliases expand" in result.stderr
@@ -88,18 +92,32 @@ def test_run_local_refuses_an_alias_bomb_before_any_work(tmp_path: Path) -> None
 
 
 CASES = {
-    "not-utf8": (b"apiVersion: kubetune.io/v1alpha1\nkind: FineTuneJob\nmetadata: {name: \xff}\n", "not UTF-8 text: byte 0xff at offset"),
+    "not-utf8": (
+        b"apiVersion: kubetune.io/v1alpha1\nkind: FineTuneJob\nmetadata: {name: \xff}\n",
+        "not UTF-8 text: byte 0xff at offset",
+    ),
     "utf16": ("apiVersion: kubetune.io/v1alpha1\n".encode("utf-16"), "is UTF-16 text"),
     "deep-nesting": ("kind: FineTuneJob\nspec: " + "[" * 330 + "]" * 330 + "\n", "spec[0][0]"),
-    "recursive-alias": ("kind: FineTuneJob\nspec:\n  scheduling:\n    affinity: &a\n      nodeAffinity: *a\n", "spec.scheduling.affinity.nodeAffinity: the alias *a refers to a mapping or list that contains it"),
+    "recursive-alias": (
+        "kind: FineTuneJob\nspec:\n  scheduling:\n    affinity: &a\n      nodeAffinity: *a\n",
+        "spec.scheduling.affinity.nodeAffinity: the alias *a refers to a mapping or list that contains it",
+    ),
     "timestamp-in-affinity": (None, "spec.scheduling.affinity.nodeAffinity"),
-    "binary-in-affinity": ("kind: FineTuneJob\nspec:\n  scheduling:\n    affinity: !!binary aGVsbG8=\n", "spec.scheduling.affinity: the YAML tag tag:yaml.org,2002:binary is not supported"),
-    "nan-in-affinity": ("kind: FineTuneJob\nspec:\n  scheduling:\n    affinity: {nodeAffinity: .nan}\n", "spec.scheduling.affinity.nodeAffinity: nan is not a number"),
+    "binary-in-affinity": (
+        "kind: FineTuneJob\nspec:\n  scheduling:\n    affinity: !!binary aGVsbG8=\n",
+        "spec.scheduling.affinity: the YAML tag tag:yaml.org,2002:binary is not supported",
+    ),
+    "nan-in-affinity": (
+        "kind: FineTuneJob\nspec:\n  scheduling:\n    affinity: {nodeAffinity: .nan}\n",
+        "spec.scheduling.affinity.nodeAffinity: nan is not a number",
+    ),
 }
 
 
 @pytest.mark.parametrize(("content", "message"), CASES.values(), ids=CASES.keys())
-def test_broken_files_are_one_line_errors_with_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes | None, message: str) -> None:
+def test_broken_files_are_one_line_errors_with_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes | None, message: str
+) -> None:
     if content is None:  # an unquoted date where an object belongs: a string to us, as to kubectl
         doc = _lora()
         doc["spec"]["scheduling"] = {"affinity": {"nodeAffinity": "PLACEHOLDER"}}
@@ -114,7 +132,9 @@ def test_broken_files_are_one_line_errors_with_the_field(tmp_path: Path, capsys:
         assert message in err, err
 
 
-def test_a_directory_or_unreadable_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_directory_or_unreadable_file_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, _, err = run(capsys, "validate", str(tmp_path))
     assert code == 1 and err == f"{tmp_path}: is a directory; give a manifest file (or '-' for stdin)\n"
     unreadable = _write(tmp_path, LORA.read_text(), "secret.yaml")
@@ -171,7 +191,9 @@ def test_long_values_are_cut_with_their_length(tmp_path: Path, capsys: pytest.Ca
 # --- the catch-all ---------------------------------------------------------------------------
 
 
-def test_an_unexpected_error_is_one_line_with_exit_2_and_a_traceback_only_with_debug(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unexpected_error_is_one_line_with_exit_2_and_a_traceback_only_with_debug(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import kubetune.cli as cli
 
     def boom(_: object) -> int:
@@ -180,7 +202,10 @@ def test_an_unexpected_error_is_one_line_with_exit_2_and_a_traceback_only_with_d
     monkeypatch.setattr(cli, "cmd_validate", boom)
     code, _, err = run(capsys, "validate", str(LORA))
     assert code == 2
-    assert err == "kubetune: unexpected error (RuntimeError: boom\\x1b[31m); rerun with --debug for the traceback and please report it\n"
+    assert (
+        err
+        == "kubetune: unexpected error (RuntimeError: boom\\x1b[31m); rerun with --debug for the traceback and please report it\n"
+    )
     with pytest.raises(RuntimeError):
         main(["--debug", "validate", str(LORA)])
     with pytest.raises(RuntimeError):

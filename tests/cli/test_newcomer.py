@@ -38,7 +38,9 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail("the newcomer test needs git and a git checkout (CI has both)")
     root = tmp_path_factory.mktemp("newcomer")
     dest = root / "kubetune"
-    subprocess.run(["git", "clone", "--quiet", str(REPO), str(dest)], check=True, capture_output=True, timeout=scaled(120))
+    subprocess.run(
+        ["git", "clone", "--quiet", str(REPO), str(dest)], check=True, capture_output=True, timeout=scaled(120)
+    )
     assert not (root / "shared").exists()
     (dest / ".venv").symlink_to((REPO / ".venv").resolve())
     if (REPO / ".tools").exists():
@@ -47,15 +49,32 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(clone: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBETUNE_UPSTREAM_CRDS", "CI", "PYTHONPATH", "KUBETUNE_UPDATE_API_CALLS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("KUBETUNE_UPSTREAM_CRDS", "CI", "PYTHONPATH", "KUBETUNE_UPDATE_API_CALLS")
+    }
     # the clone's package, not the one the venv was installed from
-    env.update(PYTHONPATH=str(clone / "operator"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **extra)
+    env.update(
+        PYTHONPATH=str(clone / "operator"),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        **extra,
+    )
     return env
 
 
 @pytest.mark.timeout(420)  # regenerates everything: the CRD, goldens, LLaMA-Factory's catalog, one operator run
 def test_regen_check_passes_in_a_clone_without_the_upstream_crds(clone: Path) -> None:
-    done = subprocess.run(["bash", ".ci/regen", "--check"], cwd=clone, env=_env(clone), capture_output=True, text=True, timeout=scaled(400))
+    done = subprocess.run(
+        ["bash", ".ci/regen", "--check"],
+        cwd=clone,
+        env=_env(clone),
+        capture_output=True,
+        text=True,
+        timeout=scaled(400),
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "every generated file is current" in done.stdout
     assert "no upstream CRDs at ../shared/upstream-crds" in done.stderr
@@ -66,11 +85,25 @@ UPSTREAM_SELECTION = ["tests/render/test_trainjob_render.py", "-k", "upstream", 
 
 def test_checks_needing_the_upstream_crds_skip_and_say_where_they_looked(clone: Path) -> None:
     python = str(clone / ".venv" / "bin" / "python")
-    done = subprocess.run([python, "-m", "pytest", *UPSTREAM_SELECTION], cwd=clone, env=_env(clone), capture_output=True, text=True, timeout=scaled(110))
+    done = subprocess.run(
+        [python, "-m", "pytest", *UPSTREAM_SELECTION],
+        cwd=clone,
+        env=_env(clone),
+        capture_output=True,
+        text=True,
+        timeout=scaled(110),
+    )
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" not in done.stdout.splitlines()[-1], "without the CRDs no upstream check can pass"
     assert f"upstream CRDs not found at {clone.parent / 'shared' / 'upstream-crds'}" in done.stdout
     assert "KUBETUNE_UPSTREAM_CRDS=" in done.stdout
 
-    in_ci = subprocess.run([python, "-m", "pytest", *UPSTREAM_SELECTION], cwd=clone, env=_env(clone, CI="true"), capture_output=True, text=True, timeout=scaled(110))
+    in_ci = subprocess.run(
+        [python, "-m", "pytest", *UPSTREAM_SELECTION],
+        cwd=clone,
+        env=_env(clone, CI="true"),
+        capture_output=True,
+        text=True,
+        timeout=scaled(110),
+    )
     assert in_ci.returncode == 1 and "skipped under CI=true" in in_ci.stdout, in_ci.stdout[-3000:]

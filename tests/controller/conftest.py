@@ -54,7 +54,9 @@ def declare_resources(cluster: Cluster) -> None:
     cluster.declare("batch/v1", "jobs", "Job")  # engine kaito copies the adapter with a Job
     # Present in every real cluster; kopf's discovery waits for them even with scanning disabled.
     cluster.declare("v1", "namespaces", "Namespace", namespaced=False)
-    cluster.declare("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
+    cluster.declare(
+        "apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False
+    )
 
 
 def example_job(name: str = "qwen-lora", namespace: str = "team-a", **spec_changes: Any) -> dict[str, Any]:
@@ -145,7 +147,9 @@ def install_finetunejob_crd(cluster: Cluster) -> None:
 def uninstall_finetunejob_crd(cluster: Cluster) -> None:
     """From now on FineTuneJobs are stored as sent, like under an older or schemaless CRD: how a test
     reaches the operator's own validation with a job today's CRD refuses."""
-    cluster.store.pop((("apiextensions.k8s.io", "v1", "customresourcedefinitions"), None, "finetunejobs.kubetune.io"), None)
+    cluster.store.pop(
+        (("apiextensions.k8s.io", "v1", "customresourcedefinitions"), None, "finetunejobs.kubetune.io"), None
+    )
 
 
 @pytest.fixture
@@ -181,7 +185,10 @@ async def operator(cluster: Cluster, config: OperatorConfig) -> AsyncIterator[Ca
     async def start(cfg: OperatorConfig | None = None) -> OperatorThread:
         op = OperatorThread(cfg or config).start()
         started.append(op)
-        await eventually(lambda: all(cluster.watching.get(r) for r in ("finetunejobs", "pods")) or op.error, what="the operator's watches")
+        await eventually(
+            lambda: all(cluster.watching.get(r) for r in ("finetunejobs", "pods")) or op.error,
+            what="the operator's watches",
+        )
         if op.error:
             raise op.error
         return op

@@ -166,7 +166,11 @@ def _json_patch(doc: Obj, ops: list[Obj]) -> Obj:
         try:
             if kind == "test":
                 if get(path) != op.get("value"):
-                    raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: test failed at {path}")
+                    raise ApiError(
+                        422,
+                        "Invalid",
+                        f"the server rejected our request due to an error in our request: test failed at {path}",
+                    )
                 continue
             if kind in ("remove", "replace", "move"):
                 source = op["from"] if kind == "move" else path
@@ -264,7 +268,9 @@ def _admit(res: ResKey, obj: Obj) -> None:
     errors = creation_errors(obj)
     if errors:
         name = obj.get("metadata", {}).get("name", "")
-        raise ApiError(422, "Invalid", f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: ' + "; ".join(errors))
+        raise ApiError(
+            422, "Invalid", f'CustomResourceDefinition.apiextensions.k8s.io "{name}" is invalid: ' + "; ".join(errors)
+        )
 
 
 _CEL_CACHE: dict[tuple[int, str], tuple[str, ...]] = {}
@@ -317,7 +323,9 @@ class Tokens:
     or a token webhook in a real cluster).  Unknown and expired tokens are refused; ``clock`` (epoch
     seconds) is the server's clock, a test's ``TestClock`` to expire tokens without waiting."""
 
-    def __init__(self, static: tuple[str, ...] = (), issued: str | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, static: tuple[str, ...] = (), issued: str | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.static = set(static)
         self.issued = issued
         self.clock = clock
@@ -382,7 +390,9 @@ class Cluster(kmock.KubernetesScaffold):
 
     # --- setup ---------------------------------------------------------------
 
-    def declare(self, api_version: str, plural: str, kind: str, *, namespaced: bool = True, has_status: bool = True) -> None:
+    def declare(
+        self, api_version: str, plural: str, kind: str, *, namespaced: bool = True, has_status: bool = True
+    ) -> None:
         group, _, version = api_version.rpartition("/")
         self.kinds[(group, version, plural)] = Kind(kind, namespaced, has_status)
         verbs = {"get", "list", "watch", "create", "update", "patch", "delete"}
@@ -416,7 +426,16 @@ class Cluster(kmock.KubernetesScaffold):
         ns = obj.get("metadata", {}).get("namespace") if self.kinds[res].namespaced else None
         return await self._create(res, ns, copy.deepcopy(obj), keep_status=True, manager=manager)
 
-    async def mutate(self, api_version: str, plural: str, namespace: str | None, name: str, fn: Callable[[Obj], None], *, manager: str = "test-controller") -> Obj:
+    async def mutate(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        fn: Callable[[Obj], None],
+        *,
+        manager: str = "test-controller",
+    ) -> Obj:
         """Change a stored object in place (e.g. a child's status), as its controller would: the
         change is an Update by ``manager`` (changes to status as a ``status`` subresource Update),
         so a later apply that sends the fields it set conflicts with it."""
@@ -446,7 +465,16 @@ class Cluster(kmock.KubernetesScaffold):
     def append_log(self, namespace: str, pod: str, *lines: str) -> None:
         self.logs.setdefault((namespace, pod), []).extend(lines)
 
-    def inject(self, verb: str, resource: str, status: int, times: int = 1, *, subresource: str | None = None, name: str | None = None) -> Fault:
+    def inject(
+        self,
+        verb: str,
+        resource: str,
+        status: int,
+        times: int = 1,
+        *,
+        subresource: str | None = None,
+        name: str | None = None,
+    ) -> Fault:
         fault = Fault(verb, resource, status, times, subresource, name)
         self.faults.append(fault)
         return fault
@@ -490,7 +518,9 @@ class Cluster(kmock.KubernetesScaffold):
         assert raw is not None
         key: ResKey = (res.group or "", res.version or "", res.plural)
         if key not in self.kinds and key not in self.virtual:
-            return self._error(ApiError(404, "NotFound", f"the server could not find the requested resource ({res.plural})"))
+            return self._error(
+                ApiError(404, "NotFound", f"the server could not find the requested resource ({res.plural})")
+            )
         params = dict(request.params)
         method = raw.method.upper()
         watching = params.get("watch") in ("true", "1")
@@ -524,14 +554,22 @@ class Cluster(kmock.KubernetesScaffold):
             elif verb == "create":
                 body = request.data if isinstance(request.data, dict) else {}
                 strict = params.get("fieldValidation") == "Strict"
-                result, status = await self._create(key, ns, body, keep_status=False, manager=manager, strict=strict), 201
+                result, status = (
+                    await self._create(key, ns, body, keep_status=False, manager=manager, strict=strict),
+                    201,
+                )
             elif verb == "patch":
                 result, status = await self._patch(
                     (key, ns, request.name or ""), raw.content_type, request.data, request.subresource, params, manager
                 )
             elif verb == "update":
                 strict = params.get("fieldValidation") == "Strict"
-                result, status = await self._update((key, ns, request.name or ""), request.data, request.subresource, manager, strict=strict), 200
+                result, status = (
+                    await self._update(
+                        (key, ns, request.name or ""), request.data, request.subresource, manager, strict=strict
+                    ),
+                    200,
+                )
             elif verb == "delete":
                 result, status = await self._delete((key, ns, request.name or "")), 200
             else:
@@ -558,7 +596,15 @@ class Cluster(kmock.KubernetesScaffold):
     @staticmethod
     def _error(exc: ApiError) -> aiohttp.web.Response:
         headers = {"Retry-After": "1"} if exc.code == 429 else None
-        body = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure", "code": exc.code, "reason": exc.reason, "message": exc.message}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Status",
+            "metadata": {},
+            "status": "Failure",
+            "code": exc.code,
+            "reason": exc.reason,
+            "message": exc.message,
+        }
         if exc.details is not None:
             body["details"] = exc.details
         return aiohttp.web.json_response(body, status=exc.code, headers=headers)
@@ -588,8 +634,10 @@ class Cluster(kmock.KubernetesScaffold):
         while True:
             live = {o["metadata"].get("uid") for o in self.store.values()}
             doomed = [
-                (key, obj) for key, obj in self.store.items()
-                if (refs := obj["metadata"].get("ownerReferences")) and not any(r.get("uid") in live for r in refs)
+                (key, obj)
+                for key, obj in self.store.items()
+                if (refs := obj["metadata"].get("ownerReferences"))
+                and not any(r.get("uid") in live for r in refs)
                 and not obj["metadata"].get("deletionTimestamp")
             ]
             if not doomed:
@@ -619,7 +667,12 @@ class Cluster(kmock.KubernetesScaffold):
         ]
         items = [copy.deepcopy(o) for _, _, o in sorted(matches, key=lambda m: (m[0], m[1]))]
         kind = self.kinds[res].kind
-        return {"apiVersion": f"{res[0]}/{res[1]}".lstrip("/"), "kind": f"{kind}List", "metadata": {"resourceVersion": str(self.rv)}, "items": items}
+        return {
+            "apiVersion": f"{res[0]}/{res[1]}".lstrip("/"),
+            "kind": f"{kind}List",
+            "metadata": {"resourceVersion": str(self.rv)},
+            "items": items,
+        }
 
     # --- field management (ssa.py) ---------------------------------------------
 
@@ -632,7 +685,11 @@ class Cluster(kmock.KubernetesScaffold):
             rv = crd["metadata"].get("resourceVersion")
             if cached is None or cached[0] != rv:
                 schema = next(
-                    ((v.get("schema") or {}).get("openAPIV3Schema") for v in crd["spec"].get("versions") or [] if v.get("name") == res[1]),
+                    (
+                        (v.get("schema") or {}).get("openAPIV3Schema")
+                        for v in crd["spec"].get("versions") or []
+                        if v.get("name") == res[1]
+                    ),
                     None,
                 )
                 cached = self._types[res] = (rv, ssa.crd_type(schema) if schema else ssa.deduced_type())
@@ -660,7 +717,9 @@ class Cluster(kmock.KubernetesScaffold):
 
         # sorted, as pruning/algorithm.go 41 returns them; apiVersion, kind and metadata at the root are
         # never pruned (algorithm.go 29-53, isResourceRoot)
-        return sorted(p.lstrip(".") for p in unknown_fields({k: v for k, v in obj.items() if k not in _ROOT_META}, schema))
+        return sorted(
+            p.lstrip(".") for p in unknown_fields({k: v for k, v in obj.items() if k not in _ROOT_META}, schema)
+        )
 
     def _admit_cr(self, res: ResKey, new: Obj, old: Obj | None) -> Obj:
         """A custom resource as apiextensions-apiserver stores it: unknown fields pruned
@@ -680,7 +739,9 @@ class Cluster(kmock.KubernetesScaffold):
         apply_defaults(body, schema)
         stored = {**body, "metadata": meta} if meta is not None else body
         checked = {**stored, "metadata": {k: v for k, v in (meta or {}).items() if k in ("name", "generateName")}}
-        errors = schema_errors(checked, {**schema, "properties": {**schema.get("properties", {}), "metadata": {"type": "object"}}})
+        errors = schema_errors(
+            checked, {**schema, "properties": {**schema.get("properties", {}), "metadata": {"type": "object"}}}
+        )
         if not errors:
             errors = _cel_errors(checked, old, schema)
             if old is not None and not errors:
@@ -688,7 +749,12 @@ class Cluster(kmock.KubernetesScaffold):
                 errors = transition_errors(checked, previous, schema)
         if errors:
             kind = self.kinds[res].kind
-            raise ApiError(422, "Invalid", f'{kind}.{res[0]} "{(meta or {}).get("name", "")}" is invalid: ' + ", ".join(e.lstrip(".") for e in errors))
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{kind}.{res[0]} "{(meta or {}).get("name", "")}" is invalid: '
+                + ", ".join(e.lstrip(".") for e in errors),
+            )
         return stored
 
     @staticmethod
@@ -706,13 +772,27 @@ class Cluster(kmock.KubernetesScaffold):
 
     # --- store operations (writes) ---------------------------------------------
 
-    async def _create(self, res: ResKey, ns: str | None, body: Obj, *, keep_status: bool, manager: str = "", managers: ssa.Managers | None = None, strict: bool = False) -> Obj:
+    async def _create(
+        self,
+        res: ResKey,
+        ns: str | None,
+        body: Obj,
+        *,
+        keep_status: bool,
+        manager: str = "",
+        managers: ssa.Managers | None = None,
+        strict: bool = False,
+    ) -> Obj:
         meta = body.setdefault("metadata", {})
         name = meta.get("name")
         if not name:
             raise ApiError(422, "Invalid", "metadata.name: Required value (generateName is not emulated)")
         if ns is not None and meta.get("namespace") not in (None, ns):
-            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
+            raise ApiError(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )
         key = (res, ns, name)
         _admit(res, body)
         if self.kinds[res].has_status and not keep_status:
@@ -720,7 +800,12 @@ class Cluster(kmock.KubernetesScaffold):
         unknown = self._unknown(res, body) if strict else []
         if unknown:  # create.go 118-139 with rest.go 245-253; runtime/error.go 138-148; customresource_handler.go 1340
             kind, version = self.kinds[res].kind, res[1]
-            raise ApiError(400, "BadRequest", f'{kind} in version "{version}" cannot be handled as a {kind}: strict decoding error: ' + ", ".join(f'unknown field "{u}"' for u in unknown))
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'{kind} in version "{version}" cannot be handled as a {kind}: strict decoding error: '
+                + ", ".join(f'unknown field "{u}"' for u in unknown),
+            )
         body = self._admit_cr(res, body, None)
         meta = body["metadata"]
         api_version = f"{res[0]}/{res[1]}" if res[0] else res[1]
@@ -742,7 +827,15 @@ class Cluster(kmock.KubernetesScaffold):
             meta.pop("resourceVersion", None)
             return self._commit(key, body, "ADDED")
 
-    async def _patch(self, key: ObjKey, content_type: str, patch: Any, subresource: str | None, params: dict[str, str], manager: str = "") -> tuple[Obj, int]:
+    async def _patch(
+        self,
+        key: ObjKey,
+        content_type: str,
+        patch: Any,
+        subresource: str | None,
+        params: dict[str, str],
+        manager: str = "",
+    ) -> tuple[Obj, int]:
         if content_type == "application/apply-patch+yaml":
             return await self._apply(key, patch, subresource, params)
         if content_type == "application/json-patch+json":
@@ -759,19 +852,32 @@ class Cluster(kmock.KubernetesScaffold):
         """Server-side apply (k8s.io/apiserver pkg/endpoints/handlers/patch.go 500-537, then ssa.apply)."""
         manager = params.get("fieldManager")
         if not manager:
-            raise ApiError(400, "BadRequest", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
+            raise ApiError(
+                400,
+                "BadRequest",
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            )
         force = params.get("force") in ("true", "1")
         if not isinstance(patch, dict):
             raise ApiError(400, "BadRequest", "error decoding YAML: the applied configuration is not an object")
         res = key[0]
         api_version = f"{res[0]}/{res[1]}" if res[0] else res[1]
         if patch.get("apiVersion") != api_version or patch.get("kind") != self.kinds[res].kind:
-            raise ApiError(400, "BadRequest", f"Incorrect version specified in apply patch. Specified patch version: {patch.get('apiVersion')}, expected: {api_version}")
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"Incorrect version specified in apply patch. Specified patch version: {patch.get('apiVersion')}, expected: {api_version}",
+            )
         if (patch.get("metadata") or {}).get("managedFields") is not None:
             raise ApiError(400, "BadRequest", "metadata.managedFields must be nil")
         unknown = self._unknown(res, patch)
         if unknown and params.get("fieldValidation") == "Strict":  # patch.go 518-526
-            raise ApiError(400, "BadRequest", "error strict decoding YAML: strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown))
+            raise ApiError(
+                400,
+                "BadRequest",
+                "error strict decoding YAML: strict decoding error: "
+                + ", ".join(f'unknown field "{u}"' for u in unknown),
+            )
         if unknown:  # pruned before merging, so no one owns a field the server does not keep
             schema = self._crd_schema(res) or {}
             from kt_crd import _pruned
@@ -789,7 +895,17 @@ class Cluster(kmock.KubernetesScaffold):
 
         def apply_to(old: Obj) -> Obj:
             try:
-                merged, managers = ssa.apply(old, patch, typ, ssa.decode(old["metadata"].get("managedFields")), manager, api_version, subresource or "", force, reset)
+                merged, managers = ssa.apply(
+                    old,
+                    patch,
+                    typ,
+                    ssa.decode(old["metadata"].get("managedFields")),
+                    manager,
+                    api_version,
+                    subresource or "",
+                    force,
+                    reset,
+                )
             except ssa.Conflict as exc:
                 message, causes = ssa.conflict_message(exc.conflicts)
                 raise ApiError(409, "Conflict", message, {"causes": causes}) from exc
@@ -801,25 +917,49 @@ class Cluster(kmock.KubernetesScaffold):
         precondition = (patch.get("metadata") or {}).get("resourceVersion")
         return await self._write(key, apply_to, subresource, precondition, applied=True), 200
 
-    async def _update(self, key: ObjKey, body: Any, subresource: str | None, manager: str = "", *, strict: bool = False) -> Obj:
+    async def _update(
+        self, key: ObjKey, body: Any, subresource: str | None, manager: str = "", *, strict: bool = False
+    ) -> Obj:
         rv = (body or {}).get("metadata", {}).get("resourceVersion")
-        return await self._write(key, lambda old: copy.deepcopy(body), subresource, rv, manager, strict="update" if strict else "")
+        return await self._write(
+            key, lambda old: copy.deepcopy(body), subresource, rv, manager, strict="update" if strict else ""
+        )
 
-    async def _write(self, key: ObjKey, apply: Callable[[Obj], Obj], subresource: str | None, precondition_rv: str | None, manager: str = "", *, applied: bool = False, strict: str = "") -> Obj:
+    async def _write(
+        self,
+        key: ObjKey,
+        apply: Callable[[Obj], Obj],
+        subresource: str | None,
+        precondition_rv: str | None,
+        manager: str = "",
+        *,
+        applied: bool = False,
+        strict: str = "",
+    ) -> Obj:
         """An update or patch by ``manager``; ``applied``: ``apply`` is a server-side apply that sets managedFields itself."""
         async with self._cond():
             old = self.store.get(key)
             if old is None:
                 raise ApiError(404, "NotFound", f'{key[0][2]} "{key[2]}" not found')
             if precondition_rv is not None and precondition_rv != old["metadata"]["resourceVersion"]:
-                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {key[0][2]} "{key[2]}": the object has been modified; please apply your changes to the latest version and try again')
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {key[0][2]} "{key[2]}": the object has been modified; please apply your changes to the latest version and try again',
+                )
             changed = apply(old)
             unknown = self._unknown(key[0], changed) if strict else []
             if unknown:
                 kind, problems = self.kinds[key[0]].kind, ", ".join(f'unknown field "{u}"' for u in unknown)
                 if strict == "update":  # handlers/update.go 108-127: decoded like a create, 400
-                    raise ApiError(400, "BadRequest", f'{kind} in version "{key[0][1]}" cannot be handled as a {kind}: strict decoding error: {problems}')
-                raise ApiError(422, "Invalid", f"patch: Invalid value: the patched object: strict decoding error: {problems}")  # patch.go 339-364
+                    raise ApiError(
+                        400,
+                        "BadRequest",
+                        f'{kind} in version "{key[0][1]}" cannot be handled as a {kind}: strict decoding error: {problems}',
+                    )
+                raise ApiError(
+                    422, "Invalid", f"patch: Invalid value: the patched object: strict decoding error: {problems}"
+                )  # patch.go 339-364
             new = copy.deepcopy(old)
             if subresource == "status":
                 new["status"] = changed.get("status")
@@ -830,13 +970,18 @@ class Cluster(kmock.KubernetesScaffold):
             elif subresource is None:
                 status = old.get("status")
                 new = changed
-                frozen = {k: old["metadata"].get(k) for k in ("name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp")}
+                frozen = {
+                    k: old["metadata"].get(k)
+                    for k in ("name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp")
+                }
                 new.setdefault("metadata", {}).update({k: v for k, v in frozen.items() if v is not None})
                 if self.kinds[key[0]].has_status:
                     new.pop("status", None)
                     if status is not None:
                         new["status"] = status
-                body_keys = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status", "apiVersion", "kind")}  # noqa: E731
+                body_keys = lambda o: {
+                    k: v for k, v in o.items() if k not in ("metadata", "status", "apiVersion", "kind")
+                }  # noqa: E731
                 if body_keys(new) != body_keys(old):
                     new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
             else:
@@ -847,9 +992,20 @@ class Cluster(kmock.KubernetesScaffold):
                 # fieldmanager.go 77-108: the request's managedFields if it sent some (main resource only), else the live ones.
                 sent = (new.get("metadata") or {}).get("managedFields") if subresource is None else None
                 managers = ssa.decode(sent or old["metadata"].get("managedFields"))
-                if old["metadata"].get("managedFields") or sent:  # skipnonapplied.go 53-72: untracked objects stay untracked
+                if (
+                    old["metadata"].get("managedFields") or sent
+                ):  # skipnonapplied.go 53-72: untracked objects stay untracked
                     api_version = f"{key[0][0]}/{key[0][1]}" if key[0][0] else key[0][1]
-                    managers = ssa.update(old, new, self._type(key[0], new), managers, manager, api_version, subresource or "", self._reset(key[0], subresource))
+                    managers = ssa.update(
+                        old,
+                        new,
+                        self._type(key[0], new),
+                        managers,
+                        manager,
+                        api_version,
+                        subresource or "",
+                        self._reset(key[0], subresource),
+                    )
                 self._set_managed(new, managers)
             if subresource is None:
                 _admit(key[0], new)
@@ -894,16 +1050,22 @@ class Cluster(kmock.KubernetesScaffold):
             # text/plain gets 406 instead (apiserver content negotiation,
             # k8s.io/apiserver/pkg/endpoints/handlers/negotiation), seen on a real v1.36 server.
             if not any(t in accept for t in ("application/json", "*/*", "application/*")):
-                raise ApiError(406, "NotAcceptable", "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf")
+                raise ApiError(
+                    406,
+                    "NotAcceptable",
+                    "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+                )
             raise error
         lines = self.logs.get((ns or "", pod), [])
         tail = params.get("tailLines")
         if tail is not None:
-            lines = lines[-int(tail):] if int(tail) else []
+            lines = lines[-int(tail) :] if int(tail) else []
         self.call_log.append(("get", "pods/log", 200))
         return aiohttp.web.Response(text="".join(line + "\n" for line in lines), content_type="text/plain")
 
-    async def _follow_log(self, raw: Any, ns: str | None, pod: str, params: dict[str, str]) -> aiohttp.web.StreamResponse:
+    async def _follow_log(
+        self, raw: Any, ns: str | None, pod: str, params: dict[str, str]
+    ) -> aiohttp.web.StreamResponse:
         """``follow=true``: the lines so far (after ``tailLines``), then new ones as they are appended, until the
         pod stops running (kubelet's follow ends when the container exits: pkg/kubelet/kuberuntime/logs/logs.go)."""
         key = (("", "v1", "pods"), ns, pod)
@@ -951,7 +1113,14 @@ class Cluster(kmock.KubernetesScaffold):
             if since and since != "0":
                 position = int(since)
                 if position < self.compacted_rv:
-                    gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired", "message": f"too old resource version: {position} ({self.compacted_rv})"}
+                    gone = {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "status": "Failure",
+                        "code": 410,
+                        "reason": "Expired",
+                        "message": f"too old resource version: {position} ({self.compacted_rv})",
+                    }
                     await send("ERROR", gone)
                     self.expired_watches += 1
                     return response
@@ -966,7 +1135,14 @@ class Cluster(kmock.KubernetesScaffold):
                     # as k8s.io/apiserver/pkg/storage/cacher/cache_watcher.go sends it.
                     api_version = f"{res[0]}/{res[1]}" if res[0] else res[1]
                     end = {"k8s.io/initial-events-end": "true"}
-                    await send("BOOKMARK", {"kind": self.kinds[res].kind, "apiVersion": api_version, "metadata": {"resourceVersion": str(position), "annotations": end}})
+                    await send(
+                        "BOOKMARK",
+                        {
+                            "kind": self.kinds[res].kind,
+                            "apiVersion": api_version,
+                            "metadata": {"resourceVersion": str(position), "annotations": end},
+                        },
+                    )
             deadline = asyncio.get_running_loop().time() + float(params.get("timeoutSeconds") or 3600)
             while True:
                 async with self._cond():

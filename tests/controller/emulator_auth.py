@@ -74,7 +74,15 @@ class TokenAuthority:
     def service_account_uid(self, namespace: str, name: str) -> str:
         return self.service_accounts.setdefault((namespace, name), str(uuid.uuid4()))
 
-    def issue(self, namespace: str, pod: str, *, audiences: tuple[str, ...] = ("kubetune",), expiration_seconds: int = 600, issued_at: float | None = None) -> str:
+    def issue(
+        self,
+        namespace: str,
+        pod: str,
+        *,
+        audiences: tuple[str, ...] = ("kubetune",),
+        expiration_seconds: int = 600,
+        issued_at: float | None = None,
+    ) -> str:
         """The token the kubelet would write into the pod's projected volume."""
         if expiration_seconds < 600:
             raise ValueError("spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes")
@@ -110,7 +118,9 @@ class TokenAuthority:
     async def _handle(self, request: kmock.Request, verb: str) -> aiohttp.web.StreamResponse:
         try:
             if verb != "create":
-                raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource ({verb})")
+                raise ApiError(
+                    405, "MethodNotAllowed", f"the server does not allow this method on the requested resource ({verb})"
+                )
             if request.namespace:
                 raise ApiError(400, "BadRequest", f"namespace is not allowed on this type: {request.namespace}")
             body = request.data if isinstance(request.data, dict) else {}
@@ -121,7 +131,13 @@ class TokenAuthority:
             status = self.review(token, list(spec.get("audiences") or []))
         except ApiError as exc:
             return Cluster._error(exc)
-        answer = {"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1", "metadata": {"creationTimestamp": None}, "spec": body.get("spec"), "status": status}
+        answer = {
+            "kind": "TokenReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": body.get("spec"),
+            "status": status,
+        }
         self.reviews.append(answer)
         return aiohttp.web.json_response(answer, status=201)
 
@@ -150,7 +166,9 @@ class TokenAuthority:
         token_auds = [token_auds] if isinstance(token_auds, str) else list(token_auds)
         common = [a for a in wanted if a in token_auds]
         if not common:
-            raise _Invalid(f"token audiences {json.dumps(token_auds)} is invalid for the target audiences {json.dumps(wanted)}")
+            raise _Invalid(
+                f"token audiences {json.dumps(token_auds)} is invalid for the target audiences {json.dumps(wanted)}"
+            )
         now = self.clock()
         if now > claims["exp"]:
             raise _Invalid("service account token has expired")
@@ -166,7 +184,9 @@ class TokenAuthority:
             if current is None or current["metadata"].get("deletionTimestamp"):
                 raise _Invalid("service account token has been invalidated")
             if current["metadata"]["uid"] != pod["uid"]:
-                raise _Invalid(f"pod UID ({current['metadata']['uid']}) does not match service account pod ref claim ({pod['uid']})")
+                raise _Invalid(
+                    f"pod UID ({current['metadata']['uid']}) does not match service account pod ref claim ({pod['uid']})"
+                )
             extra["authentication.kubernetes.io/pod-name"] = [pod["name"]]
             extra["authentication.kubernetes.io/pod-uid"] = [pod["uid"]]
         return {

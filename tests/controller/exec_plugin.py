@@ -33,7 +33,11 @@ def main() -> int:
     api_version = info.get("apiVersion", "client.authentication.k8s.io/v1")
     ttl = float(os.environ.get("KT_TOKEN_TTL", "3"))
     # The test's clock (kt_time.ForwardClock): the issuer shares the cluster's clock, which the test moves.
-    offset = float(open(os.environ["KT_CLOCK_OFFSET"], encoding="utf-8").read()) if os.environ.get("KT_CLOCK_OFFSET") else 0.0
+    offset = (
+        float(open(os.environ["KT_CLOCK_OFFSET"], encoding="utf-8").read())
+        if os.environ.get("KT_CLOCK_OFFSET")
+        else 0.0
+    )
     expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=ttl + offset)
     status: dict[str, str] = {"expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
     if os.environ.get("KT_CLIENT_CERT"):

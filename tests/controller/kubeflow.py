@@ -26,7 +26,9 @@ def pod_name(kind: str, job: str) -> str:
     return f"{job}-{replica}-0"
 
 
-async def set_condition(cluster: Cluster, kind: str, namespace: str, name: str, type_: str, reason: str = "", message: str = "") -> None:
+async def set_condition(
+    cluster: Cluster, kind: str, namespace: str, name: str, type_: str, reason: str = "", message: str = ""
+) -> None:
     """The job's newest condition becomes ``type_``=True; Running flips to False on a terminal state."""
 
     def change(obj: dict[str, Any]) -> None:
@@ -36,21 +38,35 @@ async def set_condition(cluster: Cluster, kind: str, namespace: str, name: str, 
                 if c["type"] in ("Running", "Restarting"):
                     c["status"] = "False"
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        conditions.append({"type": type_, "status": "True", "reason": reason or f"Job{type_}", "message": message or f"job is {type_.lower()}",
-                           "lastUpdateTime": now, "lastTransitionTime": now})
+        conditions.append(
+            {
+                "type": type_,
+                "status": "True",
+                "reason": reason or f"Job{type_}",
+                "message": message or f"job is {type_.lower()}",
+                "lastUpdateTime": now,
+                "lastTransitionTime": now,
+            }
+        )
         obj["status"]["conditions"] = conditions
 
     await cluster.mutate(*KINDS[kind], namespace, name, change)
 
 
-async def start_pod(cluster: Cluster, kind: str, namespace: str, job: str, phase: str = "Running", **status: Any) -> str:
+async def start_pod(
+    cluster: Cluster, kind: str, namespace: str, job: str, phase: str = "Running", **status: Any
+) -> str:
     """The rank-0 pod (Master / Launcher) of ``job`` in ``phase``, with extra pod status fields."""
     replica, container = RANK0[kind]
     name = pod_name(kind, job)
     # The controllers copy the replica's pod template labels onto the pod, then add their own.
     child = cluster.read(*KINDS[kind], namespace, job) or {}
-    specs = (child.get("spec") or {}).get("pytorchReplicaSpecs") or (child.get("spec") or {}).get("mpiReplicaSpecs") or {}
-    template_labels = ((specs.get(replica.capitalize()) or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+    specs = (
+        (child.get("spec") or {}).get("pytorchReplicaSpecs") or (child.get("spec") or {}).get("mpiReplicaSpecs") or {}
+    )
+    template_labels = ((specs.get(replica.capitalize()) or {}).get("template") or {}).get("metadata", {}).get(
+        "labels"
+    ) or {}
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -75,7 +91,17 @@ async def start_pod(cluster: Cluster, kind: str, namespace: str, job: str, phase
 
 
 def progress_line(step: int, total: int, loss: float) -> str:
-    return PROGRESS_PREFIX + json.dumps({"step": step, "totalSteps": total, "loss": loss, "learningRate": 1e-4, "epoch": 0.4, "etaSeconds": 600, "updatedAt": "2026-11-28T12:00:00Z"})
+    return PROGRESS_PREFIX + json.dumps(
+        {
+            "step": step,
+            "totalSteps": total,
+            "loss": loss,
+            "learningRate": 1e-4,
+            "epoch": 0.4,
+            "etaSeconds": 600,
+            "updatedAt": "2026-11-28T12:00:00Z",
+        }
+    )
 
 
 def stage_line(stage: str, event: str) -> str:
@@ -87,7 +113,9 @@ def retryable_exit_code(code: int) -> bool:
     return code >= 128
 
 
-async def pod_exits(cluster: Cluster, kind: str, namespace: str, job: str, exit_code: int, reason: str = "Error") -> str:
+async def pod_exits(
+    cluster: Cluster, kind: str, namespace: str, job: str, exit_code: int, reason: str = "Error"
+) -> str:
     """The rank-0 pod's container exits with ``exit_code`` under ``restartPolicy: ExitCode``, and the
     training-operator reacts as upstream does (kubeflow/training-operator v1.8,
     pkg/controller.v1/common/pod.go ``ReconcilePods`` and job.go):
@@ -106,18 +134,42 @@ async def pod_exits(cluster: Cluster, kind: str, namespace: str, job: str, exit_
     """
     replica, container = RANK0[kind]
     name = pod_name(kind, job)
-    terminated = {"exitCode": exit_code, "reason": reason, "startedAt": "2026-11-28T12:00:00Z", "finishedAt": "2026-11-28T12:05:00Z"}
+    terminated = {
+        "exitCode": exit_code,
+        "reason": reason,
+        "startedAt": "2026-11-28T12:00:00Z",
+        "finishedAt": "2026-11-28T12:05:00Z",
+    }
 
     def failed(pod: dict[str, Any]) -> None:
-        pod["status"] = {"phase": "Failed", "containerStatuses": [{"name": container, "state": {"terminated": terminated}, "restartCount": 0}]}
+        pod["status"] = {
+            "phase": "Failed",
+            "containerStatuses": [{"name": container, "state": {"terminated": terminated}, "restartCount": 0}],
+        }
 
     await cluster.mutate("v1", "pods", namespace, name, failed)
     role = "Master" if kind == "PyTorchJob" else "Launcher"
     if not retryable_exit_code(exit_code):
-        await set_condition(cluster, kind, namespace, job, "Failed", f"{kind}Failed", f"{kind} {job} is failed because 1 {role} replica(s) failed.")
+        await set_condition(
+            cluster,
+            kind,
+            namespace,
+            job,
+            "Failed",
+            f"{kind}Failed",
+            f"{kind} {job} is failed because 1 {role} replica(s) failed.",
+        )
         return name
     await cluster.remove("v1", "pods", namespace, name)
-    await set_condition(cluster, kind, namespace, job, "Restarting", f"{kind}Restarting", f"{kind} {job} is restarting because 1 {role} replica(s) failed.")
+    await set_condition(
+        cluster,
+        kind,
+        namespace,
+        job,
+        "Restarting",
+        f"{kind}Restarting",
+        f"{kind} {job} is restarting because 1 {role} replica(s) failed.",
+    )
 
     def not_running(obj: dict[str, Any]) -> None:
         for c in obj["status"]["conditions"]:
@@ -138,7 +190,9 @@ async def pod_runs_again(cluster: Cluster, kind: str, namespace: str, job: str) 
             if c["type"] == "Restarting":
                 c["status"] = "False"
         conditions[:] = [c for c in conditions if c["type"] != "Running"]
-        conditions.append({"type": "Running", "status": "True", "reason": f"{kind}Running", "message": f"{kind} {job} is running."})
+        conditions.append(
+            {"type": "Running", "status": "True", "reason": f"{kind}Running", "message": f"{kind} {job} is running."}
+        )
 
     await cluster.mutate(*KINDS[kind], namespace, job, running)
     return name

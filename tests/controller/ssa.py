@@ -77,7 +77,20 @@ FSet = frozenset[FPath]
 BEFORE_FIRST_APPLY = "before-first-apply"
 _STRIP = frozenset(
     {(("f", "apiVersion"),), (("f", "kind"),), (("f", "metadata"),)}
-    | {(("f", "metadata"), ("f", n)) for n in ("name", "namespace", "creationTimestamp", "selfLink", "uid", "clusterName", "generation", "managedFields", "resourceVersion")}
+    | {
+        (("f", "metadata"), ("f", n))
+        for n in (
+            "name",
+            "namespace",
+            "creationTimestamp",
+            "selfLink",
+            "uid",
+            "clusterName",
+            "generation",
+            "managedFields",
+            "resourceVersion",
+        )
+    }
 )
 
 
@@ -97,9 +110,30 @@ class ApplyInvalid(Exception):
 class Typ:
     """One schema node: what a map, list or scalar value at this place is."""
 
-    __slots__ = ("_schema", "_deref", "preserve", "map_atomic", "list_kind", "keys", "_fields", "_elem", "_items", "deduced", "untyped")
+    __slots__ = (
+        "_schema",
+        "_deref",
+        "preserve",
+        "map_atomic",
+        "list_kind",
+        "keys",
+        "_fields",
+        "_elem",
+        "_items",
+        "deduced",
+        "untyped",
+    )
 
-    def __init__(self, schema: dict[str, Any] | None, deref: Callable[[str], dict[str, Any]], preserve: bool = False, *, deduced: bool = False, untyped: bool = False, map_type: str | None = None) -> None:
+    def __init__(
+        self,
+        schema: dict[str, Any] | None,
+        deref: Callable[[str], dict[str, Any]],
+        preserve: bool = False,
+        *,
+        deduced: bool = False,
+        untyped: bool = False,
+        map_type: str | None = None,
+    ) -> None:
         self._deref = deref
         self.deduced, self.untyped = deduced, untyped
         s = schema or {}
@@ -141,7 +175,12 @@ class Typ:
             extra = self._schema.get("additionalProperties")
             if self.untyped:
                 self._elem = self
-            elif self.deduced or self.preserve or (isinstance(extra, bool) and extra) or (extra is None and not self._schema.get("properties")):
+            elif (
+                self.deduced
+                or self.preserve
+                or (isinstance(extra, bool) and extra)
+                or (extra is None and not self._schema.get("properties"))
+            ):
                 self._elem = DEDUCED
             elif isinstance(extra, dict):
                 self._elem = Typ(extra, self._deref, self.preserve)
@@ -170,7 +209,9 @@ DEDUCED = Typ(None, _no_ref, deduced=True)
 def _k8s_definitions() -> dict[str, Any]:
     import kubernetes_validate
 
-    root = FsPath(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / "v1.36.0-local" / "_definitions.json"
+    root = (
+        FsPath(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / "v1.36.0-local" / "_definitions.json"
+    )
     defs: dict[str, Any] = json.loads(root.read_text(encoding="utf-8"))["$defs"]
     return defs
 
@@ -184,7 +225,11 @@ def builtin_type(api_version: str, kind: str) -> Typ | None:
     """A built-in kind's type from the Kubernetes v1.36 OpenAPI (None: not a built-in kind)."""
     for name, schema in _k8s_definitions().items():
         props = schema.get("properties") or {}
-        if name.endswith("." + kind) and (props.get("kind") or {}).get("enum") == [kind] and (props.get("apiVersion") or {}).get("enum") == [api_version]:
+        if (
+            name.endswith("." + kind)
+            and (props.get("kind") or {}).get("enum") == [kind]
+            and (props.get("apiVersion") or {}).get("enum") == [api_version]
+        ):
             return Typ(schema, _deref_k8s)
     return None
 
@@ -192,7 +237,9 @@ def builtin_type(api_version: str, kind: str) -> Typ | None:
 def crd_type(openapi_schema: dict[str, Any]) -> Typ:
     """A custom resource's type from its CRD's structural schema; metadata is ObjectMeta (builder.go 404)."""
     schema = copy.deepcopy(openapi_schema)
-    schema.setdefault("properties", {})["metadata"] = {"$ref": "#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}
+    schema.setdefault("properties", {})["metadata"] = {
+        "$ref": "#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    }
     return Typ(schema, _deref_k8s)
 
 
@@ -216,7 +263,9 @@ def _key_pe(typ: Typ, item: Any) -> PE:
                 if item_typ.has_field(k) and "default" in item_typ.child(k)._schema:
                     fields[k] = item_typ.child(k)._schema["default"]
         if not fields:
-            raise ApplyInvalid(f"associative list with keys has an element that omits all key fields {list(typ.keys)!r}")
+            raise ApplyInvalid(
+                f"associative list with keys has an element that omits all key fields {list(typ.keys)!r}"
+            )
         return ("k", json.dumps(fields, sort_keys=True, separators=(",", ":")))
     if isinstance(item, (dict, list)) or item is None:
         raise ApplyInvalid("associative list without keys has an element that's a map type, a list or null")
@@ -237,7 +286,11 @@ def pe_string(pe: PE) -> str:
 
 
 def _go_string(v: Any) -> str:
-    return json.dumps(v) if isinstance(v, str) else ("true" if v is True else "false" if v is False else "null" if v is None else str(v))
+    return (
+        json.dumps(v)
+        if isinstance(v, str)
+        else ("true" if v is True else "false" if v is False else "null" if v is None else str(v))
+    )
 
 
 def path_string(path: FPath) -> str:
@@ -394,7 +447,9 @@ def compare(lhs: Any, rhs: Any, typ: Typ) -> tuple[set[FPath], set[FPath], set[F
     return added, modified, removed
 
 
-def _compare(lhs: Any, rhs: Any, typ: Typ, path: FPath, added: set[FPath], modified: set[FPath], removed: set[FPath]) -> None:
+def _compare(
+    lhs: Any, rhs: Any, typ: Typ, path: FPath, added: set[FPath], modified: set[FPath], removed: set[FPath]
+) -> None:
     value = rhs if rhs is not _MISSING else lhs
     leaf = True
     if isinstance(value, dict) and not typ.map_atomic:
@@ -403,7 +458,15 @@ def _compare(lhs: Any, rhs: Any, typ: Typ, path: FPath, added: set[FPath], modif
         if ld or rd:
             leaf = False
             for key in set(ld) | set(rd):
-                _compare(ld.get(key, _MISSING), rd.get(key, _MISSING), typ.child(key), path + (("f", key),), added, modified, removed)
+                _compare(
+                    ld.get(key, _MISSING),
+                    rd.get(key, _MISSING),
+                    typ.child(key),
+                    path + (("f", key),),
+                    added,
+                    modified,
+                    removed,
+                )
     elif isinstance(value, list) and typ.list_kind != "atomic":
         ll = lhs if isinstance(lhs, list) else []
         rl = rhs if isinstance(rhs, list) else []
@@ -505,13 +568,17 @@ def _exclude(paths: set[FPath], reset: tuple[FPath, ...]) -> set[FPath]:
     return {p for p in paths if not any(p[: len(r)] == r for r in reset)}
 
 
-def _update(live: Obj, new: Obj, typ: Typ, managers: Managers, workflow: str, force: bool, reset: tuple[FPath, ...]) -> tuple[Managers, set[FPath], set[FPath], set[FPath]]:
+def _update(
+    live: Obj, new: Obj, typ: Typ, managers: Managers, workflow: str, force: bool, reset: tuple[FPath, ...]
+) -> tuple[Managers, set[FPath], set[FPath], set[FPath]]:
     added, modified, removed = compare(live, new, typ)
     added, modified, removed = _exclude(added, reset), _exclude(modified, reset), _exclude(removed, reset)
     changed = added | modified
     conflicts = {m: s & changed for m, (s, *_) in managers.items() if m != workflow and s & changed}
     if conflicts and not force:
-        raise Conflict(sorted(((m, p) for m, paths in conflicts.items() for p in paths), key=lambda c: (c[0], path_string(c[1]))))
+        raise Conflict(
+            sorted(((m, p) for m, paths in conflicts.items() for p in paths), key=lambda c: (c[0], path_string(c[1])))
+        )
     out = Managers()
     for m, (s, applied, version, when) in managers.items():
         if m != workflow:
@@ -549,7 +616,16 @@ def _comparable(obj: Obj | None) -> Obj:
     return obj
 
 
-def update(live: Obj | None, new: Obj, typ: Typ, managers: Managers, manager: str, api_version: str, subresource: str, reset: tuple[FPath, ...]) -> Managers:
+def update(
+    live: Obj | None,
+    new: Obj,
+    typ: Typ,
+    managers: Managers,
+    manager: str,
+    api_version: str,
+    subresource: str,
+    reset: tuple[FPath, ...],
+) -> Managers:
     """A create/update/patch by ``manager``: it owns what it changed (managedfieldsupdater.go 45-67)."""
     ident = manager_id(manager, "Update", api_version, subresource)
     self = "current-operation"
@@ -561,7 +637,17 @@ def update(live: Obj | None, new: Obj, typ: Typ, managers: Managers, manager: st
     return managers
 
 
-def apply(live: Obj | None, config: Obj, typ: Typ, managers: Managers, manager: str, api_version: str, subresource: str, force: bool, reset: tuple[FPath, ...]) -> tuple[Obj, Managers]:
+def apply(
+    live: Obj | None,
+    config: Obj,
+    typ: Typ,
+    managers: Managers,
+    manager: str,
+    api_version: str,
+    subresource: str,
+    force: bool,
+    reset: tuple[FPath, ...],
+) -> tuple[Obj, Managers]:
     """merge/update.go Apply: the merged object and the managers after it (raises Conflict)."""
     ident = manager_id(manager, "Apply", api_version, subresource)
     live_c = _comparable(live)
@@ -662,8 +748,15 @@ def from_fields_v1(fields: Obj) -> frozenset[FPath]:
 def decode(entries: list[Obj] | None) -> Managers:
     managers = Managers()
     for e in entries or []:
-        ident = manager_id(e.get("manager", ""), e.get("operation", "Update"), e.get("apiVersion", ""), e.get("subresource", ""))
-        managers[ident] = (from_fields_v1(e.get("fieldsV1") or {}), e.get("operation") == "Apply", e.get("apiVersion", ""), e.get("time"))
+        ident = manager_id(
+            e.get("manager", ""), e.get("operation", "Update"), e.get("apiVersion", ""), e.get("subresource", "")
+        )
+        managers[ident] = (
+            from_fields_v1(e.get("fieldsV1") or {}),
+            e.get("operation") == "Apply",
+            e.get("apiVersion", ""),
+            e.get("time"),
+        )
     return managers
 
 
@@ -679,7 +772,9 @@ def encode(managers: Managers) -> list[Obj]:
         if info.get("subresource"):
             entry["subresource"] = info["subresource"]
         entries.append(entry)
-    entries.sort(key=lambda e: (e["operation"], e.get("time") or "", e["manager"], e["apiVersion"], e.get("subresource", "")))
+    entries.sort(
+        key=lambda e: (e["operation"], e.get("time") or "", e["manager"], e["apiVersion"], e.get("subresource", ""))
+    )
     return entries
 
 
@@ -695,7 +790,10 @@ def conflict_message(conflicts: list[tuple[str, FPath]]) -> tuple[str, list[Obj]
             text += f' using {info.get("apiVersion", "")}'
         return text
 
-    causes = [{"type": "FieldManagerConflict", "message": f"conflict with {who(m)}", "field": path_string(p)} for m, p in conflicts]
+    causes = [
+        {"type": "FieldManagerConflict", "message": f"conflict with {who(m)}", "field": path_string(p)}
+        for m, p in conflicts
+    ]
     if len(conflicts) == 1:
         m, p = conflicts[0]
         return f"Apply failed with 1 conflict: conflict with {who(m)}: {path_string(p)}", causes

@@ -33,6 +33,8 @@ def install_sweep_crd(cluster: Cluster) -> None:
 def uninstall_sweep_crd(cluster: Cluster) -> None:
     """Sweeps are stored as sent from now on (an older or schemaless CRD): the operator's own checks are what refuses."""
     cluster.store.pop((CRDS, None, f"{FTS[1]}.kubetune.io"), None)
+
+
 NS = "team-a"
 TOTAL = 40
 
@@ -60,7 +62,12 @@ def sweep(name: str = "lr", *, template_changes: dict[str, Any] | None = None, *
         "seed": 7,
         **spec,
     }
-    return {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneSweep", "metadata": {"name": name, "namespace": NS}, "spec": body}
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneSweep",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": body,
+    }
 
 
 def sweep_status(cluster: Cluster, name: str = "lr") -> dict[str, Any]:
@@ -88,25 +95,39 @@ async def trial_runs(cluster: Cluster, name: str) -> None:
     await eventually(lambda: cluster.read(*PTJ, NS, name), what=f"the PyTorchJob of trial {name}")
     await set_condition(cluster, "PyTorchJob", NS, name, "Running")
     await start_pod(cluster, "PyTorchJob", NS, name)
-    await eventually(lambda: ((cluster.read(*FTJ, NS, name) or {}).get("status") or {}).get("phase") == "Running", what=f"trial {name} Running")
+    await eventually(
+        lambda: ((cluster.read(*FTJ, NS, name) or {}).get("status") or {}).get("phase") == "Running",
+        what=f"trial {name} Running",
+    )
 
 
 def eval_line(step: int, eval_loss: float) -> str:
     """The trainer's progress line after an evaluation during training (trainer/progress.py)."""
-    return PROGRESS_PREFIX + json.dumps({"step": step, "totalSteps": TOTAL, "loss": eval_loss + 0.1, "evalLoss": eval_loss, "evalStep": step})
+    return PROGRESS_PREFIX + json.dumps(
+        {"step": step, "totalSteps": TOTAL, "loss": eval_loss + 0.1, "evalLoss": eval_loss, "evalStep": step}
+    )
 
 
 async def trial_reports(cluster: Cluster, name: str, step: int, eval_loss: float) -> None:
     cluster.append_log(NS, pod_name("PyTorchJob", name), eval_line(step, eval_loss))
-    await eventually(lambda: ((cluster.read(*FTJ, NS, name) or {}).get("status") or {}).get("progress", {}).get("evalStep") == step,
-                     what=f"trial {name}'s eval loss at step {step}")
+    await eventually(
+        lambda: ((cluster.read(*FTJ, NS, name) or {}).get("status") or {}).get("progress", {}).get("evalStep") == step,
+        what=f"trial {name}'s eval loss at step {step}",
+    )
 
 
 async def trial_succeeds(cluster: Cluster, name: str, eval_loss: float) -> None:
     """The evaluate stage ends with the trained model's eval loss, then the PyTorchJob Succeeded."""
     evaluation = {"state": "Succeeded", "trained": {"evalLoss": eval_loss}, "summary": f"loss {eval_loss}"}
-    cluster.append_log(NS, pod_name("PyTorchJob", name), STAGE_PREFIX + json.dumps({"stage": "evaluate", "event": "end", "evaluation": evaluation}))
-    await eventually(lambda: ((cluster.read(*FTJ, NS, name) or {}).get("status") or {}).get("evaluation"), what=f"trial {name}'s evaluation")
+    cluster.append_log(
+        NS,
+        pod_name("PyTorchJob", name),
+        STAGE_PREFIX + json.dumps({"stage": "evaluate", "event": "end", "evaluation": evaluation}),
+    )
+    await eventually(
+        lambda: ((cluster.read(*FTJ, NS, name) or {}).get("status") or {}).get("evaluation"),
+        what=f"trial {name}'s evaluation",
+    )
     await set_condition(cluster, "PyTorchJob", NS, name, "Succeeded")
 
 
@@ -118,7 +139,9 @@ async def trial_fails(cluster: Cluster, name: str) -> None:
 async def drive_a_sweep(cluster: Cluster, name: str = "sw") -> None:
     """Every call a sweep makes (tests/controller/test_api_calls.py): trials asked and applied, one
     pruned (its FineTuneJob deleted), the sweep Succeeded and its best trial promoted to serving."""
-    body = sweep(name, maxTrials=3, parallelism=1, earlyStopping="median", promote="serve", template_changes={"serve": {}})
+    body = sweep(
+        name, maxTrials=3, parallelism=1, earlyStopping="median", promote="serve", template_changes={"serve": {}}
+    )
     await cluster.put_object(*FTS, body)
     await trial_runs(cluster, f"{name}-0")
     await trial_reports(cluster, f"{name}-0", 10, 1.2)
@@ -129,4 +152,6 @@ async def drive_a_sweep(cluster: Cluster, name: str = "sw") -> None:
     await eventually(lambda: cluster.read(*FTJ, NS, f"{name}-1") is None, what="the pruned trial deleted")
     await trial_runs(cluster, f"{name}-2")
     await trial_succeeds(cluster, f"{name}-2", 1.1)
-    await eventually(lambda: cluster.read("apps/v1", "deployments", NS, f"{name}-0-serve"), what="the best trial served")
+    await eventually(
+        lambda: cluster.read("apps/v1", "deployments", NS, f"{name}-0-serve"), what="the best trial served"
+    )

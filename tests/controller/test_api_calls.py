@@ -59,13 +59,23 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
         token = TokenAuthority(cluster).issue(NS, pod)
         lines = [progress_line(6, 10, 0.9), stage_line("export", "start")]
         assert await post(intake_url, token, {"namespace": NS, "name": "lora", "lines": lines}) == 204
-        await eventually(lambda: (cluster.read(*FTJ, NS, "lora") or {})["status"]["progress"]["step"] == 6, what="pushed step 6")
+        await eventually(
+            lambda: (cluster.read(*FTJ, NS, "lora") or {})["status"]["progress"]["step"] == 6, what="pushed step 6"
+        )
     await cluster.mutate(*FTJ, NS, "lora", lambda o: o["spec"].update(suspend=True))
     await cluster.mutate(*FTJ, NS, "lora", lambda o: o["spec"]["training"].update(epochs=9))
-    await eventually(lambda: (cluster.read(*FTJ, NS, "lora") or {})["status"].get("observedGeneration") == 3, what="updates handled")
+    await eventually(
+        lambda: (cluster.read(*FTJ, NS, "lora") or {})["status"].get("observedGeneration") == 3, what="updates handled"
+    )
     await set_condition(cluster, "PyTorchJob", NS, "lora", "Succeeded")
     await eventually(lambda: phase(cluster, "lora") == "Succeeded", what="lora Succeeded")
-    await eventually(lambda: cluster.read("apps/v1", "deployments", NS, "lora-serve") and cluster.read("v1", "services", NS, "lora-serve"), what="lora served")
+    await eventually(
+        lambda: (
+            cluster.read("apps/v1", "deployments", NS, "lora-serve")
+            and cluster.read("v1", "services", NS, "lora-serve")
+        ),
+        what="lora served",
+    )
 
     # spec.serve's other engines (their kinds are declared by the caller: KServe and KAITO installed).
     for name, (serve, export, resource) in SERVE_ENGINES.items():
@@ -75,8 +85,16 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
         await eventually(lambda n=name: cluster.read(*PTJ, NS, n), what=f"{name} PyTorchJob")
         await set_condition(cluster, "PyTorchJob", NS, name, "Succeeded")
         if name == "kaito":  # the adapter is copied to its own claim first (a Job the Job controller completes)
-            await eventually(lambda: cluster.read("batch/v1", "jobs", NS, "kaito-adapter-copy"), what="the adapter copy Job")
-            await cluster.mutate("batch/v1", "jobs", NS, "kaito-adapter-copy", lambda o: o.update(status={"conditions": [{"type": "Complete", "status": "True"}]}))
+            await eventually(
+                lambda: cluster.read("batch/v1", "jobs", NS, "kaito-adapter-copy"), what="the adapter copy Job"
+            )
+            await cluster.mutate(
+                "batch/v1",
+                "jobs",
+                NS,
+                "kaito-adapter-copy",
+                lambda o: o.update(status={"conditions": [{"type": "Complete", "status": "True"}]}),
+            )
         await eventually(lambda n=name, r=resource: cluster.read(*r, NS, n), what=f"{name} served")
 
     spec = example_job("mpi")["spec"]
@@ -98,13 +116,23 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
     await eventually(lambda: phase(cluster, "queued") == "Pending", what="queued Pending")
     for suspend in (True, False, True):
         await cluster.mutate(*FTJ, NS, "queued", lambda o, s=suspend: o["spec"].update(suspend=s))
-        await eventually(lambda: (cluster.read(*FTJ, NS, "queued") or {})["status"].get("observedGeneration") == (cluster.read(*FTJ, NS, "queued") or {})["metadata"]["generation"], what="observed")
-    await eventually(lambda: any(e.get("count") == 2 for e in cluster.objects("v1", "events", NS)), what="a counted Event")
+        await eventually(
+            lambda: (
+                (cluster.read(*FTJ, NS, "queued") or {})["status"].get("observedGeneration")
+                == (cluster.read(*FTJ, NS, "queued") or {})["metadata"]["generation"]
+            ),
+            what="observed",
+        )
+    await eventually(
+        lambda: any(e.get("count") == 2 for e in cluster.objects("v1", "events", NS)), what="a counted Event"
+    )
 
     # A TrainJob (Trainer v2): created by server-side apply, followed to Succeeded. kubetune's runtime
     # appears now (the operator checks for it first, as Trainer's webhook refuses a TrainJob without it).
     cluster.store[(("trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes"), None, "kubetune-llamafactory")] = {
-        **chart_runtime(), "metadata": {"name": "kubetune-llamafactory", "uid": "rt-uid", "resourceVersion": "1", "generation": 1}}
+        **chart_runtime(),
+        "metadata": {"name": "kubetune-llamafactory", "uid": "rt-uid", "resourceVersion": "1", "generation": 1},
+    }
     tj_spec = example_job("tj")["spec"]
     await cluster.put_object(*FTJ, example_job("tj", distributed={**tj_spec["distributed"], "backend": "trainjob"}))
     await eventually(lambda: cluster.read(*TJ, NS, "tj") and phase(cluster, "tj") == "Pending", what="tj Pending")
@@ -114,7 +142,12 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
     await eventually(lambda: phase(cluster, "tj") == "Succeeded", what="tj Succeeded")
 
     # Retryable exits past the backoff limit: the child is suspended by a server-side apply.
-    await cluster.put_object(*FTJ, example_job("retries", runPolicy={"backoffLimit": 0}, distributed={**tj_spec["distributed"], "backend": "pytorchjob"}))
+    await cluster.put_object(
+        *FTJ,
+        example_job(
+            "retries", runPolicy={"backoffLimit": 0}, distributed={**tj_spec["distributed"], "backend": "pytorchjob"}
+        ),
+    )
     await eventually(lambda: cluster.read(*PTJ, NS, "retries"), what="retries PyTorchJob")
     await set_condition(cluster, "PyTorchJob", NS, "retries", "Running")
     await start_pod(cluster, "PyTorchJob", NS, "retries")
@@ -123,8 +156,12 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
 
     # The same with a Kueue queue: the child is deleted instead (Kueue resumes an admitted job it finds
     # suspended, jobframework/reconciler.go:621-635 @ v0.19.2), which is the operator's one delete.
-    queued = example_job("queued-retries", runPolicy={"backoffLimit": 0}, scheduling={"queueName": "gpu-queue"},
-                         distributed={**tj_spec["distributed"], "backend": "pytorchjob"})
+    queued = example_job(
+        "queued-retries",
+        runPolicy={"backoffLimit": 0},
+        scheduling={"queueName": "gpu-queue"},
+        distributed={**tj_spec["distributed"], "backend": "pytorchjob"},
+    )
     await cluster.put_object(*FTJ, queued)
     await eventually(lambda: cluster.read(*PTJ, NS, "queued-retries"), what="queued-retries PyTorchJob")
     await set_condition(cluster, "PyTorchJob", NS, "queued-retries", "Running")
@@ -134,11 +171,25 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
     await eventually(lambda: cluster.read(*PTJ, NS, "queued-retries") is None, what="queued-retries' child deleted")
 
 
-async def test_recorded_api_calls_match_the_committed_set(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:
+async def test_recorded_api_calls_match_the_committed_set(
+    cluster: Cluster, operator: Any, config: OperatorConfig
+) -> None:
     cluster.declare("kopf.dev/v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False, has_status=False)
     for _, _, (api_version, plural) in SERVE_ENGINES.values():
-        cluster.declare(api_version, plural, {"inferenceservices": "InferenceService", "llminferenceservices": "LLMInferenceService", "workspaces": "Workspace"}[plural])
-    await cluster.put_object("kopf.dev/v1", "clusterkopfpeerings", {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "kubetune"}})
+        cluster.declare(
+            api_version,
+            plural,
+            {
+                "inferenceservices": "InferenceService",
+                "llminferenceservices": "LLMInferenceService",
+                "workspaces": "Workspace",
+            }[plural],
+        )
+    await cluster.put_object(
+        "kopf.dev/v1",
+        "clusterkopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "kubetune"}},
+    )
     # Trainer v2 without kubetune's runtime: backend auto (the default) asks for the runtime and
     # keeps the v1 scenarios on PyTorchJob; the "tj" job asks for a TrainJob by name.
     # Without the upstream CRDs (a clone standing alone) Trainer is played without its TrainJob schema
@@ -154,7 +205,11 @@ async def test_recorded_api_calls_match_the_committed_set(cluster: Cluster, oper
     port = free_port()
     url = f"http://127.0.0.1:{port}{contract.PROGRESS_PATH}"
     options = RenderOptions(progress_url=url)
-    await operator(dataclasses.replace(config, peering="kubetune", progress_port=port, progress_host="127.0.0.1", render_options=options))
+    await operator(
+        dataclasses.replace(
+            config, peering="kubetune", progress_port=port, progress_host="127.0.0.1", render_options=options
+        )
+    )
     await drive_every_path(cluster, url)
 
     recorded = sorted((c.as_json() for c in cluster.api_calls()), key=lambda c: json.dumps(c, sort_keys=True))

@@ -19,7 +19,11 @@ def job_ref(cluster: Cluster, name: str) -> dict[str, Any]:
 
 
 def selected_events(cluster: Cluster, name: str) -> list[str]:
-    return [e["message"] for e in cluster.objects(*EVENTS, NS) if e["reason"] == "BackendSelected" and e["involvedObject"]["name"] == name]
+    return [
+        e["message"]
+        for e in cluster.objects(*EVENTS, NS)
+        if e["reason"] == "BackendSelected" and e["involvedObject"]["name"] == name
+    ]
 
 
 def auto_job(name: str, **changes: Any) -> dict[str, Any]:
@@ -34,7 +38,9 @@ async def test_trainer_v2_and_our_runtime_give_a_trainjob(cluster: Cluster, oper
     await cluster.put_object(*FTJ, auto_job("a"))
     await eventually(lambda: cluster.read(*TJ, NS, "a"), what="a TrainJob")
     assert cluster.read(*PTJ, NS, "a") is None
-    ref = await eventually(lambda: job_ref(cluster, "a").get("kind") == "TrainJob" and job_ref(cluster, "a"), what="status.job")
+    ref = await eventually(
+        lambda: job_ref(cluster, "a").get("kind") == "TrainJob" and job_ref(cluster, "a"), what="status.job"
+    )
     assert "Kubeflow Trainer v2" in ref["selection"] and "kubetune-llamafactory" in ref["selection"]
     await eventually(lambda: selected_events(cluster, "a"), what="BackendSelected Event")
     assert "using TrainJob" in selected_events(cluster, "a")[0]
@@ -50,7 +56,9 @@ async def test_only_v1_crds_give_a_pytorchjob(cluster: Cluster, operator: Any) -
     await operator()
     await cluster.put_object(*FTJ, auto_job("b"))
     await eventually(lambda: cluster.read(*PTJ, NS, "b"), what="a PyTorchJob")
-    ref = await eventually(lambda: job_ref(cluster, "b").get("selection") and job_ref(cluster, "b"), what="status.job.selection")
+    ref = await eventually(
+        lambda: job_ref(cluster, "b").get("selection") and job_ref(cluster, "b"), what="status.job.selection"
+    )
     assert ref["kind"] == "PyTorchJob" and "does not serve TrainJob" in ref["selection"]
     await eventually(lambda: selected_events(cluster, "b"), what="BackendSelected Event")
 
@@ -63,7 +71,10 @@ async def test_trainer_without_our_runtime_gives_a_pytorchjob(cluster: Cluster, 
     sel = await eventually(lambda: job_ref(cluster, "c").get("selection"), what="selection")
     assert "no ClusterTrainingRuntime kubetune-llamafactory" in sel
     # a command that works as written: the chart path, the release's namespace, the other values kept
-    assert "helm upgrade kubetune charts/kubetune -n kubetune-system --reuse-values --set trainingRuntimes.enabled=true" in sel
+    assert (
+        "helm upgrade kubetune charts/kubetune -n kubetune-system --reuse-values --set trainingRuntimes.enabled=true"
+        in sel
+    )
     assert cluster.read(*TJ, NS, "c") is None
 
 
@@ -96,16 +107,28 @@ async def test_editing_an_auto_job_is_not_a_backend_change(cluster: Cluster, ope
     await cluster.put_object(*FTJ, auto_job("e"))
     await eventually(lambda: cluster.read(*PTJ, NS, "e"), what="a PyTorchJob")
     # the edit comes after the operator recorded the running job (its status lands after the children)
-    await eventually(lambda: ((cluster.read(*FTJ, NS, "e") or {}).get("status") or {}).get("configMap"), what="status.configMap")
+    await eventually(
+        lambda: ((cluster.read(*FTJ, NS, "e") or {}).get("status") or {}).get("configMap"), what="status.configMap"
+    )
     await cluster.mutate(*FTJ, NS, "e", lambda o: o["spec"].update(suspend=True))
-    await eventually(lambda: (cluster.read(*PTJ, NS, "e") or {})["spec"]["runPolicy"].get("suspend") is True, what="the child suspended")
+    await eventually(
+        lambda: (cluster.read(*PTJ, NS, "e") or {})["spec"]["runPolicy"].get("suspend") is True,
+        what="the child suspended",
+    )
     # the child is suspended first, then the Event is posted (two writes): wait for the Event too
-    await eventually(lambda: "Suspending" in {e["reason"] for e in cluster.objects(*EVENTS, NS) if e["involvedObject"]["name"] == "e"}, what="the Suspending Event")
+    await eventually(
+        lambda: (
+            "Suspending" in {e["reason"] for e in cluster.objects(*EVENTS, NS) if e["involvedObject"]["name"] == "e"}
+        ),
+        what="the Suspending Event",
+    )
     reasons = {e["reason"] for e in cluster.objects(*EVENTS, NS) if e["involvedObject"]["name"] == "e"}
     assert "ImmutableFieldChanged" not in reasons
 
 
-async def test_no_permission_to_read_the_runtime_falls_back_to_pytorchjob_saying_so(cluster: Cluster, operator: Any) -> None:
+async def test_no_permission_to_read_the_runtime_falls_back_to_pytorchjob_saying_so(
+    cluster: Cluster, operator: Any
+) -> None:
     install_trainer(cluster)
     cluster.inject("get", "clustertrainingruntimes", 403, times=1000)  # RBAC left to a platform team without that grant
     await operator()

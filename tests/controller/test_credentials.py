@@ -33,11 +33,19 @@ NS = "team-a"
 
 
 def write_kubeconfig(
-    tmp_path: Path, server: str, ttl: float, api_version: str = "client.authentication.k8s.io/v1", clock: ForwardClock | None = None
+    tmp_path: Path,
+    server: str,
+    ttl: float,
+    api_version: str = "client.authentication.k8s.io/v1",
+    clock: ForwardClock | None = None,
 ) -> tuple[Path, Path]:
     """A kubeconfig whose exec plugin issues tokens of ``ttl`` seconds (by ``clock``, when given)."""
     issued = tmp_path / "issued.jsonl"
-    clock_env = [{"name": "KT_CLOCK_OFFSET", "value": str(clock.offset_file)}] if clock is not None and clock.offset_file else []
+    clock_env = (
+        [{"name": "KT_CLOCK_OFFSET", "value": str(clock.offset_file)}]
+        if clock is not None and clock.offset_file
+        else []
+    )
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -52,7 +60,11 @@ def write_kubeconfig(
                         "apiVersion": api_version,
                         "command": sys.executable,
                         "args": [str(PLUGIN)],
-                        "env": [{"name": "KT_ISSUED", "value": str(issued)}, {"name": "KT_TOKEN_TTL", "value": str(ttl)}, *clock_env],
+                        "env": [
+                            {"name": "KT_ISSUED", "value": str(issued)},
+                            {"name": "KT_TOKEN_TTL", "value": str(ttl)},
+                            *clock_env,
+                        ],
                         "interactiveMode": "Never",
                     }
                 },
@@ -92,7 +104,10 @@ def test_exec_plugin_client_certificate_is_loaded(tmp_path: Path) -> None:
     doc = json.loads(path.read_text(encoding="utf-8"))
     pem_cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     pem_key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
-    doc["users"][0]["user"]["exec"]["env"] += [{"name": "KT_CLIENT_CERT", "value": pem_cert}, {"name": "KT_CLIENT_KEY", "value": pem_key}]
+    doc["users"][0]["user"]["exec"]["env"] += [
+        {"name": "KT_CLIENT_CERT", "value": pem_cert},
+        {"name": "KT_CLIENT_KEY", "value": pem_key},
+    ]
     path.write_text(json.dumps(doc), encoding="utf-8")
     conn = load_connection(str(path))
     assert conn.token is None and conn.cert_path and conn.key_path
@@ -103,7 +118,9 @@ def test_exec_plugin_client_certificate_is_loaded(tmp_path: Path) -> None:
 
 async def test_client_reloads_before_expiry_and_after_a_401(cluster: Cluster, tmp_path: Path) -> None:
     ttl = 600
-    clock = ForwardClock(tmp_path / "clock")  # the server's, the issuer's and the client's: tokens expire without a wait
+    clock = ForwardClock(
+        tmp_path / "clock"
+    )  # the server's, the issuer's and the client's: tokens expire without a wait
     path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
     cluster.authenticate = Tokens(issued=str(issued), clock=clock)
     kube = Kube(await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock)))
@@ -139,12 +156,18 @@ async def test_rotated_token_file_is_read_again_after_a_401(cluster: Cluster, tm
         token_file.write_text("second\n", encoding="utf-8")  # rotated; the old one is no longer valid
         cluster.authenticate = Tokens(static=("second",))
         assert await configmaps(kube) == []
-        assert [(a.token, a.accepted) for a in cluster.auth_log] == [("first", True), ("first", False), ("second", True)]
+        assert [(a.token, a.accepted) for a in cluster.auth_log] == [
+            ("first", True),
+            ("first", False),
+            ("second", True),
+        ]
     finally:
         await kube.close()
 
 
-async def test_a_401_storm_runs_the_exec_plugin_once_even_when_it_hands_back_the_same_token(cluster: Cluster, tmp_path: Path) -> None:
+async def test_a_401_storm_runs_the_exec_plugin_once_even_when_it_hands_back_the_same_token(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     """Many calls refused at once (a revoked token) reload the credentials once, not once per call.
 
     client-go's exec authenticator runs the plugin again after a 401 only if the credentials that got
@@ -168,7 +191,9 @@ async def test_a_401_storm_runs_the_exec_plugin_once_even_when_it_hands_back_the
         await kube.close()
 
 
-async def test_a_hung_exec_plugin_fails_calls_with_an_error_and_is_never_run_twice_at_once(cluster: Cluster, tmp_path: Path) -> None:
+async def test_a_hung_exec_plugin_fails_calls_with_an_error_and_is_never_run_twice_at_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     """An exec plugin that never answers (no deadline in the kubernetes package nor in client-go) made
     every call of the operator wait on the reload lock forever, silently. Now a call fails after
     ``reload_timeout_s`` with a transient CredentialsError, the next call waits on the same run (one
@@ -181,7 +206,9 @@ async def test_a_hung_exec_plugin_fails_calls_with_an_error_and_is_never_run_twi
     doc["users"][0]["user"]["exec"]["env"].append({"name": "KT_HANG", "value": str(hang)})
     path.write_text(json.dumps(doc), encoding="utf-8")
     cluster.authenticate = Tokens(issued=str(issued), clock=clock)
-    kube = Kube(await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock)), reload_timeout_s=0.3)
+    kube = Kube(
+        await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock)), reload_timeout_s=0.3
+    )
     try:
         assert await configmaps(kube) == []
         hang.write_text("", encoding="utf-8")  # the next run of the plugin hangs
@@ -189,7 +216,9 @@ async def test_a_hung_exec_plugin_fails_calls_with_an_error_and_is_never_run_twi
         for _ in range(2):
             with pytest.raises(Exception, match="CredentialsError.*no answer within 0.3 s"):
                 await configmaps(kube)
-        assert Path(f"{hang}.runs").read_text(encoding="utf-8").count("run") == 2, "the load, then one hung reload: never a second"
+        assert Path(f"{hang}.runs").read_text(encoding="utf-8").count("run") == 2, (
+            "the load, then one hung reload: never a second"
+        )
         hang.unlink()  # the plugin answers
         assert await eventually_ok(lambda: configmaps(kube)) == []
         assert Path(f"{hang}.runs").read_text(encoding="utf-8").count("run") == 2
@@ -270,12 +299,19 @@ async def test_expired_kubeconfig_token_is_replaced_by_rewriting_the_file(cluste
     path = tmp_path / "kubetune.kubeconfig"
 
     def write(token: str) -> None:
-        path.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "kt",
-            "clusters": [{"name": "kt", "cluster": {"server": str(cluster.url).rstrip("/")}}],
-            "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "sa", "namespace": NS}}],
-            "users": [{"name": "sa", "user": {"token": token}}],
-        }), encoding="utf-8")
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "kt",
+                    "clusters": [{"name": "kt", "cluster": {"server": str(cluster.url).rstrip("/")}}],
+                    "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "sa", "namespace": NS}}],
+                    "users": [{"name": "sa", "user": {"token": token}}],
+                }
+            ),
+            encoding="utf-8",
+        )
 
     write("first-token")
     cluster.authenticate = Tokens(static=("first-token",))
@@ -296,7 +332,9 @@ async def test_expired_kubeconfig_token_is_replaced_by_rewriting_the_file(cluste
 # the same steps through either client; the rule's clock is set to points of the rule instead of sleeping.
 
 
-def client_for(which: str, connection: Connection) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[None]]]:
+def client_for(
+    which: str, connection: Connection
+) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[None]]]:
     """One authenticated call through the operator's or the SDK's client, and how to close it."""
     if which == "operator":
         kube = Kube(connection)
@@ -310,7 +348,9 @@ def client_for(which: str, connection: Connection) -> tuple[Callable[[], Awaitab
 
 
 @pytest.mark.parametrize("which", ["operator", "sdk"])
-async def test_both_clients_reload_before_expiry_and_once_after_a_401(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+async def test_both_clients_reload_before_expiry_and_once_after_a_401(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
     path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=600)
     cluster.authenticate = Tokens(issued=str(issued))
     conn = await asyncio.to_thread(load_connection, str(path))
@@ -339,14 +379,18 @@ async def test_both_clients_reload_before_expiry_and_once_after_a_401(cluster: C
         with pytest.raises(Exception) as refused:
             await call()
         assert getattr(refused.value, "status", None) == 401, refused.value
-        assert [a.accepted for a in cluster.auth_log[seen:]] == [False, False], "one reload and one resend, then the error"
+        assert [a.accepted for a in cluster.auth_log[seen:]] == [False, False], (
+            "one reload and one resend, then the error"
+        )
         assert len(issued_tokens(issued)) == 2, "the plugin ran once for that 401, not in a loop"
     finally:
         await close()
 
 
 @pytest.mark.parametrize("which", ["operator", "sdk"])
-async def test_both_clients_read_a_rotated_token_file_on_the_same_rule(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+async def test_both_clients_read_a_rotated_token_file_on_the_same_rule(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
     """In a pod, kubelet rotates the ServiceAccount token file in place: read again 48 s after a read
     (kept 60 s, a fifth of that early) and right after a 401."""
     token_file = tmp_path / "token"
@@ -373,7 +417,9 @@ async def test_both_clients_read_a_rotated_token_file_on_the_same_rule(cluster: 
 
 
 @pytest.mark.parametrize("which", ["operator", "sdk"])
-async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
     """A kubeconfig user's ``tokenFile`` (a token a sidecar or agent rotates) is a file kubectl reads again
     too: client-go keeps it as BearerTokenFile (tools/clientcmd/client_config.go:277-287 @ v0.36.3) and
     reads it through the cached file source (transport/round_trippers.go:295-308, token_source.go:67-82).
@@ -382,13 +428,22 @@ async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(cluster: C
     token_file = tmp_path / "token"
     token_file.write_text("first\n", encoding="utf-8")
     config = tmp_path / "kubeconfig"
-    config.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "kt",
-        "clusters": [{"name": "kt", "cluster": {"server": str(cluster.url).rstrip("/")}}],
-        "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
-        "users": [{"name": "u", "user": {"tokenFile": str(token_file)}}],
-    }), encoding="utf-8")
-    cluster.authenticate = Tokens(static=("first", "second"))  # kubelet-style: the old token stays valid until it expires
+    config.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "kt",
+                "clusters": [{"name": "kt", "cluster": {"server": str(cluster.url).rstrip("/")}}],
+                "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
+                "users": [{"name": "u", "user": {"tokenFile": str(token_file)}}],
+            }
+        ),
+        encoding="utf-8",
+    )
+    cluster.authenticate = Tokens(
+        static=("first", "second")
+    )  # kubelet-style: the old token stays valid until it expires
     t0 = time.time()
     monkeypatch.setattr(kubeconfig, "clock", lambda: t0)
     call, close = client_for(which, await asyncio.to_thread(load_connection, str(config)))
@@ -397,6 +452,8 @@ async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(cluster: C
         token_file.write_text("second\n", encoding="utf-8")
         monkeypatch.setattr(kubeconfig, "clock", lambda: t0 + 49)
         await call()
-        assert [(a.token, a.accepted) for a in cluster.auth_log] == [("first", True), ("second", True)], "read again, no 401 needed"
+        assert [(a.token, a.accepted) for a in cluster.auth_log] == [("first", True), ("second", True)], (
+            "read again, no 401 needed"
+        )
     finally:
         await close()

@@ -15,13 +15,17 @@ START, END = "<!-- reasons-table:", "<!-- end reasons-table -->"
 def test_status_doc_quotes_the_reasons_table() -> None:
     text = (ROOT / "docs" / "status.md").read_text(encoding="utf-8")
     start = text.index("\n", text.index(START)) + 1
-    assert text[start : text.index(END)].strip() == table_markdown(), "the table in docs/status.md is stale: run bash .ci/regen"
+    assert text[start : text.index(END)].strip() == table_markdown(), (
+        "the table in docs/status.md is stale: run bash .ci/regen"
+    )
 
 
 def test_status_doc_quotes_the_sweep_reasons_table() -> None:
     text = (ROOT / "docs" / "status.md").read_text(encoding="utf-8")
     start = text.index("\n", text.index("<!-- sweep-reasons-table:")) + 1
-    assert text[start : text.index("<!-- end sweep-reasons-table -->")].strip() == table_markdown(SWEEP_REASONS), "run bash .ci/regen"
+    assert text[start : text.index("<!-- end sweep-reasons-table -->")].strip() == table_markdown(SWEEP_REASONS), (
+        "run bash .ci/regen"
+    )
 
 
 def test_every_reason_docs_name_is_one_the_operator_reports() -> None:
@@ -35,7 +39,10 @@ def test_every_reason_docs_name_is_one_the_operator_reports() -> None:
 
 def test_every_reason_is_asserted_against_the_emulator() -> None:
     """Each documented reason appears as a quoted literal in an end-to-end test (real operator, emulated API server)."""
-    source = "\n".join((HERE / f).read_text(encoding="utf-8") for f in ("test_operator.py", "test_status_truth.py", "test_resilience.py"))
+    source = "\n".join(
+        (HERE / f).read_text(encoding="utf-8")
+        for f in ("test_operator.py", "test_status_truth.py", "test_resilience.py")
+    )
     quoted = set(re.findall(r'"([A-Za-z]+)"', source))
     missing = sorted(r for r in REASONS if r not in quoted)
     assert not missing, f"no end-to-end test asserts {missing}"

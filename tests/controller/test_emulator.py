@@ -19,7 +19,9 @@ BASE = "/apis/kubeflow.org/v1/namespaces/ns/pytorchjobs"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
-async def call(cluster: Cluster, method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+async def call(
+    cluster: Cluster, method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     data = json.dumps(body) if body is not None else None
     async with cluster.request(method, url, data=data, headers=headers or {"Content-Type": "application/json"}) as resp:
         text = await resp.text()
@@ -27,7 +29,12 @@ async def call(cluster: Cluster, method: str, url: str, body: Any = None, header
 
 
 def job(name: str = "j", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": name, "labels": {"app": name}}, "spec": spec}
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": spec,
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +72,9 @@ async def test_create_sets_server_fields_and_duplicates_conflict(cluster: Cluste
 
 async def test_status_is_a_subresource_and_generation_tracks_spec_only(cluster: Cluster) -> None:
     await call(cluster, "POST", BASE, job(a=1))
-    code, obj = await call(cluster, "PATCH", f"{BASE}/j", {"status": {"x": 1}, "metadata": {"labels": {"l": "v"}}}, MERGE)
+    code, obj = await call(
+        cluster, "PATCH", f"{BASE}/j", {"status": {"x": 1}, "metadata": {"labels": {"l": "v"}}}, MERGE
+    )
     assert code == 200 and "status" not in obj and obj["metadata"]["generation"] == 1
     code, obj = await call(cluster, "PATCH", f"{BASE}/j/status", {"status": {"x": 1}, "spec": {"a": 9}}, MERGE)
     assert obj["status"] == {"x": 1} and obj["spec"] == {"a": 1} and obj["metadata"]["generation"] == 1
@@ -77,7 +86,9 @@ async def test_optimistic_locking_and_json_patch_test_failure(cluster: Cluster) 
     _, obj = await call(cluster, "POST", BASE, job(a=1))
     stale = obj["metadata"]["resourceVersion"]
     await call(cluster, "PATCH", f"{BASE}/j", {"spec": {"a": 2}}, MERGE)
-    code, err = await call(cluster, "PATCH", f"{BASE}/j", {"metadata": {"resourceVersion": stale}, "spec": {"a": 3}}, MERGE)
+    code, err = await call(
+        cluster, "PATCH", f"{BASE}/j", {"metadata": {"resourceVersion": stale}, "spec": {"a": 3}}, MERGE
+    )
     assert code == 409 and err["reason"] == "Conflict"
     ops = [{"op": "test", "path": "/spec/a", "value": 1}, {"op": "replace", "path": "/spec/a", "value": 5}]
     code, err = await call(cluster, "PATCH", f"{BASE}/j", ops, {"Content-Type": "application/json-patch+json"})
@@ -143,7 +154,6 @@ async def test_injected_fault_answers_instead_of_serving(cluster: Cluster) -> No
     assert code == 201
 
 
-
 async def test_garbage_collection_deletes_dependents_whose_owners_are_all_gone(cluster: Cluster) -> None:
     """kube-controller-manager's background cascading deletion (opt-in: ``garbage_collect``)."""
     cluster.garbage_collect = True
@@ -151,7 +161,13 @@ async def test_garbage_collection_deletes_dependents_whose_owners_are_all_gone(c
     other = (await call(cluster, "POST", BASE, job("other")))[1]
 
     def ref(o: dict[str, Any]) -> dict[str, Any]:
-        return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": o["metadata"]["name"], "uid": o["metadata"]["uid"], "controller": False}
+        return {
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "PyTorchJob",
+            "name": o["metadata"]["name"],
+            "uid": o["metadata"]["uid"],
+            "controller": False,
+        }
 
     def owned(name: str, *owners: dict[str, Any], finalizers: list[str] | None = None) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": name, "ownerReferences": [ref(o) for o in owners]}

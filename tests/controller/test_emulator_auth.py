@@ -15,11 +15,22 @@ NS = "team-a"
 
 @pytest.fixture
 async def pod(cluster: Cluster) -> str:
-    await cluster.put_object("v1", "pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p0", "namespace": NS}, "spec": {"serviceAccountName": "trainer"}})
+    await cluster.put_object(
+        "v1",
+        "pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p0", "namespace": NS},
+            "spec": {"serviceAccountName": "trainer"},
+        },
+    )
     return "p0"
 
 
-async def review(cluster: Cluster, spec: dict[str, Any], url_tail: str = "/apis/authentication.k8s.io/v1/tokenreviews") -> tuple[int, dict[str, Any]]:
+async def review(
+    cluster: Cluster, spec: dict[str, Any], url_tail: str = "/apis/authentication.k8s.io/v1/tokenreviews"
+) -> tuple[int, dict[str, Any]]:
     body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
     async with aiohttp.ClientSession() as session:
         # The operator's own credentials (the emulator authenticates every request like the real server).

@@ -39,7 +39,9 @@ async def test_committed_crd_is_created(cluster: Cluster) -> None:
 async def test_crd_whose_rules_fail_on_a_default_is_refused_and_not_stored(cluster: Cluster) -> None:
     """What a real v1.36 server answered to the first release's CRD (`distributed: {default: {}}`)."""
     doc = crd()
-    doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["distributed"]["default"] = {}
+    doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["distributed"][
+        "default"
+    ] = {}
     status, answer = await post(cluster, doc)
     assert status == 422 and answer["reason"] == "Invalid"
     assert 'CustomResourceDefinition.apiextensions.k8s.io "finetunejobs.kubetune.io" is invalid' in answer["message"]
@@ -55,6 +57,8 @@ async def test_update_to_an_invalid_crd_is_refused(cluster: Cluster) -> None:
         {"rule": "self.nope == 1", "message": "m"}
     )
     headers = {"Content-Type": "application/merge-patch+json", "Authorization": "Bearer test-token"}
-    async with cluster.request("PATCH", f"{CRDS}/finetunejobs.kubetune.io", data=json.dumps(doc), headers=headers) as resp:
+    async with cluster.request(
+        "PATCH", f"{CRDS}/finetunejobs.kubetune.io", data=json.dumps(doc), headers=headers
+    ) as resp:
         assert resp.status == 422
         assert "undefined field 'nope'" in (await resp.json())["message"]

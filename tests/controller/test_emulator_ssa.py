@@ -25,9 +25,13 @@ def anonymous(cluster: Cluster) -> Iterator[Cluster]:
     cluster.authenticate = checker
 
 
-async def apply(cluster: Cluster, url: str, body: dict[str, Any], manager: str = "kubetune", force: bool = False) -> tuple[int, Any]:
+async def apply(
+    cluster: Cluster, url: str, body: dict[str, Any], manager: str = "kubetune", force: bool = False
+) -> tuple[int, Any]:
     params = {"fieldManager": manager, **({"force": "true"} if force else {})}
-    async with cluster.request("PATCH", f"{url}/{body['metadata']['name']}", params=params, data=json.dumps(body), headers=APPLY) as resp:
+    async with cluster.request(
+        "PATCH", f"{url}/{body['metadata']['name']}", params=params, data=json.dumps(body), headers=APPLY
+    ) as resp:
         return resp.status, await resp.json()
 
 
@@ -36,12 +40,20 @@ def deployment(labels: dict[str, str], containers: list[dict[str, Any]], **pod_s
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": "d", "labels": labels},
-        "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": containers, **pod_spec}}},
+        "spec": {
+            "selector": {"matchLabels": {"app": "d"}},
+            "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": containers, **pod_spec}},
+        },
     }
 
 
 def ptj(**run_policy: Any) -> dict[str, Any]:
-    return {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "j"}, "spec": {"runPolicy": run_policy}}
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": "j"},
+        "spec": {"runPolicy": run_policy},
+    }
 
 
 def owners(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -50,7 +62,9 @@ def owners(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 async def test_a_field_the_renderer_stops_sending_is_removed_from_the_child(cluster: Cluster) -> None:
     trainer = {"name": "trainer", "image": "img:1", "env": [{"name": "A", "value": "1"}, {"name": "OLD", "value": "x"}]}
-    assert (await apply(cluster, DEPLOY, deployment({"app": "d", "old": "x"}, [trainer], nodeSelector={"gpu": "a100"})))[0] == 201
+    assert (
+        await apply(cluster, DEPLOY, deployment({"app": "d", "old": "x"}, [trainer], nodeSelector={"gpu": "a100"}))
+    )[0] == 201
     trainer = {"name": "trainer", "image": "img:1", "env": [{"name": "A", "value": "1"}]}
     code, obj = await apply(cluster, DEPLOY, deployment({"app": "d"}, [trainer]))
     assert code == 200, obj
@@ -84,8 +98,17 @@ async def test_a_field_kueue_set_survives_our_apply_and_sending_it_conflicts_wit
     # Sending it again without force: 409 naming Kueue and the field, nothing written.
     code, status = await apply(cluster, PTJ, ptj(suspend=True, cleanPodPolicy="None"))
     assert code == 409 and status["reason"] == "Conflict"
-    assert status["message"] == 'Apply failed with 1 conflict: conflict with "kueue" using kubeflow.org/v1: .spec.runPolicy.suspend'
-    assert status["details"]["causes"] == [{"type": "FieldManagerConflict", "message": 'conflict with "kueue" using kubeflow.org/v1', "field": ".spec.runPolicy.suspend"}]
+    assert (
+        status["message"]
+        == 'Apply failed with 1 conflict: conflict with "kueue" using kubeflow.org/v1: .spec.runPolicy.suspend'
+    )
+    assert status["details"]["causes"] == [
+        {
+            "type": "FieldManagerConflict",
+            "message": 'conflict with "kueue" using kubeflow.org/v1',
+            "field": ".spec.runPolicy.suspend",
+        }
+    ]
     assert cluster.read("kubeflow.org/v1", "pytorchjobs", "ns", "j")["spec"]["runPolicy"]["suspend"] is False  # type: ignore[index]
 
     # With force the applier takes the field; Kueue's entry, left empty, is dropped.
@@ -99,11 +122,17 @@ async def test_a_conflict_lists_every_manager_and_field(cluster: Cluster) -> Non
     assert (await apply(cluster, PTJ, ptj(suspend=True, backoffLimit=1), manager="alice"))[0] == 201
     code, status = await apply(cluster, PTJ, ptj(suspend=False, backoffLimit=2), manager="bob")
     assert code == 409
-    assert status["message"] == 'Apply failed with 2 conflicts: conflicts with "alice":\n- .spec.runPolicy.backoffLimit\n- .spec.runPolicy.suspend'
+    assert (
+        status["message"]
+        == 'Apply failed with 2 conflicts: conflicts with "alice":\n- .spec.runPolicy.backoffLimit\n- .spec.runPolicy.suspend'
+    )
     # Two appliers agreeing on a value share it without a conflict.
     code, obj = await apply(cluster, PTJ, ptj(suspend=True), manager="bob")
     assert code == 200
-    assert "f:suspend" in owners(obj)["alice/Apply"]["f:spec"]["f:runPolicy"] and "f:suspend" in owners(obj)["bob/Apply"]["f:spec"]["f:runPolicy"]
+    assert (
+        "f:suspend" in owners(obj)["alice/Apply"]["f:spec"]["f:runPolicy"]
+        and "f:suspend" in owners(obj)["bob/Apply"]["f:spec"]["f:runPolicy"]
+    )
 
 
 async def test_list_map_merge_keeps_another_managers_entries(cluster: Cluster) -> None:
@@ -163,13 +192,20 @@ async def test_a_set_list_keeps_each_appliers_values(cluster: Cluster) -> None:
 
 async def test_updates_are_tracked_under_the_field_manager_or_user_agent(cluster: Cluster) -> None:
     body = ptj(suspend=True)
-    async with cluster.request("POST", PTJ, data=json.dumps(body), headers={"Content-Type": "application/json", "User-Agent": "kubectl/v1.36.0 (linux/amd64)"}) as resp:
+    async with cluster.request(
+        "POST",
+        PTJ,
+        data=json.dumps(body),
+        headers={"Content-Type": "application/json", "User-Agent": "kubectl/v1.36.0 (linux/amd64)"},
+    ) as resp:
         assert resp.status == 201
         created = await resp.json()
     assert owners(created) == {"kubectl/Update": {"f:spec": {".": {}, "f:runPolicy": {".": {}, "f:suspend": {}}}}}
     patch = {"spec": {"runPolicy": {"backoffLimit": 2}}}
     headers = {"Content-Type": "application/merge-patch+json"}
-    async with cluster.request("PATCH", f"{PTJ}/j", params={"fieldManager": "ops"}, data=json.dumps(patch), headers=headers) as resp:
+    async with cluster.request(
+        "PATCH", f"{PTJ}/j", params={"fieldManager": "ops"}, data=json.dumps(patch), headers=headers
+    ) as resp:
         patched = await resp.json()
     assert owners(patched)["ops/Update"] == {"f:spec": {"f:runPolicy": {"f:backoffLimit": {}}}}
     # The first apply to an object others wrote conflicts with their fields.
@@ -187,7 +223,12 @@ async def install_crd(cluster: Cluster) -> None:
     from kubetune.api.crd import crd
 
     cluster.store.pop((("apiextensions.k8s.io", "v1", "customresourcedefinitions"), None, "finetunejobs.kubetune.io"))
-    async with cluster.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", data=json.dumps(crd()), headers={"Content-Type": "application/json"}) as resp:
+    async with cluster.request(
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        data=json.dumps(crd()),
+        headers={"Content-Type": "application/json"},
+    ) as resp:
         assert resp.status == 201, await resp.text()
 
 
@@ -201,7 +242,9 @@ def ftj(name: str = "f", **spec: Any) -> dict[str, Any]:
 
 async def post(cluster: Cluster, body: dict[str, Any], strict: bool = False) -> tuple[int, Any]:
     params = {"fieldValidation": "Strict"} if strict else {}
-    async with cluster.request("POST", FTJS, params=params, data=json.dumps(body), headers={"Content-Type": "application/json"}) as resp:
+    async with cluster.request(
+        "POST", FTJS, params=params, data=json.dumps(body), headers={"Content-Type": "application/json"}
+    ) as resp:
         return resp.status, await resp.json()
 
 
@@ -211,7 +254,10 @@ async def test_finetunejob_unknown_fields_are_pruned_or_refused_under_strict(clu
     job["spec"]["training"] = {"epochs": 1, "typo": True}
     code, status = await post(cluster, job, strict=True)
     assert code == 400 and status["reason"] == "BadRequest"
-    assert status["message"] == 'FineTuneJob in version "v1alpha1" cannot be handled as a FineTuneJob: strict decoding error: unknown field "spec.bogus", unknown field "spec.training.typo"'
+    assert (
+        status["message"]
+        == 'FineTuneJob in version "v1alpha1" cannot be handled as a FineTuneJob: strict decoding error: unknown field "spec.bogus", unknown field "spec.training.typo"'
+    )
     assert cluster.objects("kubetune.io/v1alpha1", "finetunejobs") == []
     code, created = await post(cluster, job)
     assert code == 201, created
@@ -220,14 +266,30 @@ async def test_finetunejob_unknown_fields_are_pruned_or_refused_under_strict(clu
     assert created["spec"]["training"]["epochs"] == 1 and created["spec"]["training"]["stage"] == "sft"
     # a merge patch under Strict is 422 (handlers/patch.go), without Strict the field is pruned
     headers = {"Content-Type": "application/merge-patch+json"}
-    async with cluster.request("PATCH", f"{FTJS}/f", params={"fieldValidation": "Strict"}, data=json.dumps({"spec": {"nope": 1}}), headers=headers) as resp:
+    async with cluster.request(
+        "PATCH",
+        f"{FTJS}/f",
+        params={"fieldValidation": "Strict"},
+        data=json.dumps({"spec": {"nope": 1}}),
+        headers=headers,
+    ) as resp:
         assert resp.status == 422 and 'unknown field "spec.nope"' in (await resp.json())["message"]
     # an apply under Strict is 400; without it the unknown field is pruned and owned by no one
     body = {**ftj(), "spec": {**created["spec"], "other": 2}}  # spec.training is immutable (a CEL transition rule)
     code, status = await apply(cluster, FTJS, {**body, "metadata": {"name": "f"}}, manager="kubectl", force=True)
     assert code == 200 and "other" not in status["spec"], status["message"]
-    async with cluster.request("PATCH", f"{FTJS}/f", params={"fieldManager": "kubectl", "fieldValidation": "Strict"}, data=json.dumps({**body, "metadata": {"name": "f"}}), headers=APPLY) as resp:
-        assert resp.status == 400 and (await resp.json())["message"] == 'error strict decoding YAML: strict decoding error: unknown field "spec.other"'
+    async with cluster.request(
+        "PATCH",
+        f"{FTJS}/f",
+        params={"fieldManager": "kubectl", "fieldValidation": "Strict"},
+        data=json.dumps({**body, "metadata": {"name": "f"}}),
+        headers=APPLY,
+    ) as resp:
+        assert (
+            resp.status == 400
+            and (await resp.json())["message"]
+            == 'error strict decoding YAML: strict decoding error: unknown field "spec.other"'
+        )
 
 
 async def test_finetunejob_values_the_schema_refuses_are_422_on_create_update_and_status(cluster: Cluster) -> None:
@@ -237,9 +299,13 @@ async def test_finetunejob_values_the_schema_refuses_are_422_on_create_update_an
     assert status["message"].startswith('FineTuneJob.kubetune.io "f" is invalid: spec.method')
     assert (await post(cluster, ftj()))[0] == 201
     headers = {"Content-Type": "application/merge-patch+json"}
-    async with cluster.request("PATCH", f"{FTJS}/f", data=json.dumps({"spec": {"method": "sgd"}}), headers=headers) as resp:
+    async with cluster.request(
+        "PATCH", f"{FTJS}/f", data=json.dumps({"spec": {"method": "sgd"}}), headers=headers
+    ) as resp:
         assert resp.status == 422
-    async with cluster.request("PATCH", f"{FTJS}/f/status", data=json.dumps({"status": {"phase": 7}}), headers=headers) as resp:
+    async with cluster.request(
+        "PATCH", f"{FTJS}/f/status", data=json.dumps({"status": {"phase": 7}}), headers=headers
+    ) as resp:
         assert resp.status == 422 and "status.phase" in (await resp.json())["message"]
     stored = cluster.read("kubetune.io/v1alpha1", "finetunejobs", "ns", "f")
     assert stored is not None and stored["spec"]["method"] == "lora" and "status" not in stored

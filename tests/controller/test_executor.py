@@ -39,11 +39,17 @@ async def test_executor_applies_a_decision_and_never_overwrites_a_newer_object(c
         decision = decide(snap, time.time())
         requeue = await executor.act(snap, decision)
 
-        assert cluster.read(*CM, NS, "qwen-lora-kubetune") is not None and cluster.read(*PTJ, NS, "qwen-lora") is not None
+        assert (
+            cluster.read(*CM, NS, "qwen-lora-kubetune") is not None and cluster.read(*PTJ, NS, "qwen-lora") is not None
+        )
         stored: dict[str, Any] = cluster.read(*FTJ, NS, "qwen-lora") or {}
         assert stored["status"]["phase"] == "Pending" and stored["status"]["job"]["kind"] == "PyTorchJob"
-        assert caches.jobs[(NS, "qwen-lora")]["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"], "write-through"
-        assert caches.children["pytorchjobs"].get(NS, "qwen-lora") is not None, "the applied child is in the cache at once"
+        assert caches.jobs[(NS, "qwen-lora")]["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"], (
+            "write-through"
+        )
+        assert caches.children["pytorchjobs"].get(NS, "qwen-lora") is not None, (
+            "the applied child is in the cache at once"
+        )
         assert [e["reason"] for e in cluster.objects(*EVENTS, NS)] == ["Created"]
         # applied without conflict: the executor hands back the decision's requeue, none here: the
         # claims come from their informer (not listed in this test: "could not be checked"), whose
@@ -56,15 +62,21 @@ async def test_executor_applies_a_decision_and_never_overwrites_a_newer_object(c
         # Someone else writes the FineTuneJob: a decision made from the older copy is refused (409)
         # and the key is reconciled again instead of overwriting the newer object.
         await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["metadata"].setdefault("labels", {}).update(team="a"))
-        stale = dataclasses.replace(snap, status=stored["status"], resource_version=stored["metadata"]["resourceVersion"])
-        changed = dataclasses.replace(decision, status={**decision.status, "message": "from a stale snapshot"}, children=(), events=())
+        stale = dataclasses.replace(
+            snap, status=stored["status"], resource_version=stored["metadata"]["resourceVersion"]
+        )
+        changed = dataclasses.replace(
+            decision, status={**decision.status, "message": "from a stale snapshot"}, children=(), events=()
+        )
         assert await executor.act(stale, changed) == executor.conflict_retry_s
         assert (cluster.read(*FTJ, NS, "qwen-lora") or {})["status"]["message"] != "from a stale snapshot"
 
         # Nothing to change: no request at all.
         calls = len(cluster.calls)
         fresh = cluster.read(*FTJ, NS, "qwen-lora") or {}
-        same = dataclasses.replace(snap, status=fresh["status"], resource_version=fresh["metadata"]["resourceVersion"], obj=fresh)
+        same = dataclasses.replace(
+            snap, status=fresh["status"], resource_version=fresh["metadata"]["resourceVersion"], obj=fresh
+        )
         await executor.act(same, dataclasses.replace(decision, status=fresh["status"], children=(), events=()))
         assert len(cluster.calls) == calls
 
@@ -101,8 +113,12 @@ async def test_a_validating_admission_policy_denial_is_reported_not_retried_as_r
         decision = decide(snap, time.time())
 
         def policy(new: dict[str, Any], old: dict[str, Any] | None) -> None:
-            raise Refusal(403, "Forbidden", f'pytorchjobs.kubeflow.org "{new["metadata"]["name"]}" is forbidden: ValidatingAdmissionPolicy '
-                           "'no-gpus' with binding 'no-gpus-team-a' denied request: team-a may not use GPUs")
+            raise Refusal(
+                403,
+                "Forbidden",
+                f'pytorchjobs.kubeflow.org "{new["metadata"]["name"]}" is forbidden: ValidatingAdmissionPolicy '
+                "'no-gpus' with binding 'no-gpus-team-a' denied request: team-a may not use GPUs",
+            )
 
         cluster.admission[("kubeflow.org", "v1", "pytorchjobs")] = [policy]
         assert await executor.act(snap, decision) == executor.report_after_s
@@ -110,8 +126,12 @@ async def test_a_validating_admission_policy_denial_is_reported_not_retried_as_r
         assert failure.status == 403 and "team-a may not use GPUs" in failure.message
 
         def rbac(new: dict[str, Any], old: dict[str, Any] | None) -> None:
-            raise Refusal(403, "Forbidden", f'pytorchjobs.kubeflow.org "{new["metadata"]["name"]}" is forbidden: User '
-                           '"system:serviceaccount:kubetune:kubetune" cannot patch resource "pytorchjobs" in API group "kubeflow.org"')
+            raise Refusal(
+                403,
+                "Forbidden",
+                f'pytorchjobs.kubeflow.org "{new["metadata"]["name"]}" is forbidden: User '
+                '"system:serviceaccount:kubetune:kubetune" cannot patch resource "pytorchjobs" in API group "kubeflow.org"',
+            )
 
         memory.apply_failures.clear()
         cluster.admission[("kubeflow.org", "v1", "pytorchjobs")] = [rbac]
@@ -137,15 +157,33 @@ async def test_a_child_is_deleted_only_once_the_status_saying_why_is_stored(clus
         decision = decide(snap, time.time())
         await executor.act(snap, decision)
         stored: dict[str, Any] = cluster.read(*FTJ, NS, "qwen-lora") or {}
-        stale = dataclasses.replace(snap, status=stored["status"], resource_version=stored["metadata"]["resourceVersion"], obj=stored)
+        stale = dataclasses.replace(
+            snap, status=stored["status"], resource_version=stored["metadata"]["resourceVersion"], obj=stored
+        )
         await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["metadata"].setdefault("labels", {}).update(team="a"))
-        delete = dataclasses.replace(decision, children=(), events=(), status={**stored["status"], "phase": "Failed"},
-                                     deletions=({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "qwen-lora", "namespace": NS}},))
+        delete = dataclasses.replace(
+            decision,
+            children=(),
+            events=(),
+            status={**stored["status"], "phase": "Failed"},
+            deletions=(
+                {
+                    "apiVersion": "kubeflow.org/v1",
+                    "kind": "PyTorchJob",
+                    "metadata": {"name": "qwen-lora", "namespace": NS},
+                },
+            ),
+        )
         assert await executor.act(stale, delete) == executor.conflict_retry_s
         assert cluster.read(*PTJ, NS, "qwen-lora") is not None, "not deleted while the status saying why was refused"
 
         fresh = cluster.read(*FTJ, NS, "qwen-lora") or {}
-        await executor.act(dataclasses.replace(stale, status=fresh["status"], resource_version=fresh["metadata"]["resourceVersion"], obj=fresh), delete)
+        await executor.act(
+            dataclasses.replace(
+                stale, status=fresh["status"], resource_version=fresh["metadata"]["resourceVersion"], obj=fresh
+            ),
+            delete,
+        )
         assert (cluster.read(*FTJ, NS, "qwen-lora") or {})["status"]["phase"] == "Failed"
         assert cluster.read(*PTJ, NS, "qwen-lora") is None
     finally:

@@ -41,19 +41,44 @@ def _with(name: str, **changes: Any) -> dict[str, Any]:
 HOSTILE: dict[str, tuple[dict[str, Any], str]] = {
     "h-deep": (_with("h-deep", spec__scheduling={"affinity": _deep(300)}), "spec.scheduling.affinity"),
     "h-big-affinity": (
-        _with("h-big-affinity", spec__scheduling={"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "k", "operator": "In", "values": ["v" * 60] * 10_000}]}]}}}}),
+        _with(
+            "h-big-affinity",
+            spec__scheduling={
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {"matchExpressions": [{"key": "k", "operator": "In", "values": ["v" * 60] * 10_000}]}
+                            ]
+                        }
+                    }
+                }
+            },
+        ),
         "spec.scheduling.affinity",
     ),
     "h-expanded-alias": (_with("h-expanded-alias", spec__bomb=[["lol"] * 100] * 3000), "spec"),
     "h-escape-key": (_with("h-escape-key", spec__extraArgs={"\x1b[2J\nforged": 1}), "spec.extraArgs"),
     "h-huge-value": (_with("h-huge-value", spec__method="m" * 100_000), "spec.method"),
-    "h-gpu-memory": (_with("h-gpu-memory", spec__resources={"gpuResourceName": "memory"}), "spec.resources.gpuResourceName"),
-    "h-int-overflow": (_with("h-int-overflow", spec__runPolicy={"activeDeadlineSeconds": 2**70}), "spec.runPolicy.activeDeadlineSeconds"),
+    "h-gpu-memory": (
+        _with("h-gpu-memory", spec__resources={"gpuResourceName": "memory"}),
+        "spec.resources.gpuResourceName",
+    ),
+    "h-int-overflow": (
+        _with("h-int-overflow", spec__runPolicy={"activeDeadlineSeconds": 2**70}),
+        "spec.runPolicy.activeDeadlineSeconds",
+    ),
     "h-nul-env": (_with("h-nul-env", spec__env=[{"name": "A", "value": "a\x00b"}]), "spec.env[0].value"),
     "h-reserved-env": (_with("h-reserved-env", spec__env=[{"name": "HOME", "value": "/"}]), "spec.env[0].name"),
     "h-spec-list": (_with("h-spec-list", spec=[1, 2, 3]), "spec"),
-    "h-configmap-too-big": (_with("h-configmap-too-big", spec__env=[{"name": f"V{i}", "value": "\x01" * 4096} for i in range(64)]), "spec"),
-    "h-many-problems": (_with("h-many-problems", spec__env=[{"name": f"bad name {i}", "value": "x"} for i in range(64)]), "spec.env"),
+    "h-configmap-too-big": (
+        _with("h-configmap-too-big", spec__env=[{"name": f"V{i}", "value": "\x01" * 4096} for i in range(64)]),
+        "spec",
+    ),
+    "h-many-problems": (
+        _with("h-many-problems", spec__env=[{"name": f"bad name {i}", "value": "x"} for i in range(64)]),
+        "spec.env",
+    ),
 }
 
 
@@ -68,12 +93,16 @@ def _status(cluster: Cluster, name: str) -> dict[str, Any]:
     return (cluster.read(*FTJ, NS, name) or {}).get("status") or {}
 
 
-async def test_hostile_jobs_are_rejected_with_a_field_and_the_operator_keeps_serving(cluster: Cluster, operator: Any) -> None:
+async def test_hostile_jobs_are_rejected_with_a_field_and_the_operator_keeps_serving(
+    cluster: Cluster, operator: Any
+) -> None:
     await operator()
     for obj, _ in HOSTILE.values():
         await cluster.put_object(*FTJ, obj)
     await cluster.put_object(*FTJ, example_job("good"))
-    await eventually(lambda: _status(cluster, "good").get("phase") == "Pending", timeout=60, what="the good job is served")
+    await eventually(
+        lambda: _status(cluster, "good").get("phase") == "Pending", timeout=60, what="the good job is served"
+    )
     for name, (_, field) in HOSTILE.items():
         await eventually(lambda n=name: _status(cluster, n).get("phase") == "Failed", timeout=60, what=f"{name} Failed")
         validated = next(c for c in _status(cluster, name)["conditions"] if c["type"] == "Validated")
@@ -100,7 +129,9 @@ def _fuzz_corpus(count: int) -> list[dict[str, Any]]:
 
     found: list[dict[str, Any]] = []
 
-    @settings(max_examples=count * 3, database=None, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=count * 3, database=None, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck)
+    )
     @given(case=hostile_manifest())
     def collect(case: tuple[str, bytes]) -> None:
         try:
@@ -120,17 +151,23 @@ def _fuzz_corpus(count: int) -> list[dict[str, Any]]:
     return out
 
 
-async def test_the_fuzz_corpus_through_the_operator_ends_failed_or_pending_and_others_are_served(cluster: Cluster, operator: Any) -> None:
+async def test_the_fuzz_corpus_through_the_operator_ends_failed_or_pending_and_others_are_served(
+    cluster: Cluster, operator: Any
+) -> None:
     corpus = _fuzz_corpus(16)
     assert len(corpus) >= 8
     await operator()
     for doc in corpus:
         await cluster.put_object(*FTJ, doc)
     await cluster.put_object(*FTJ, example_job("good"))
-    await eventually(lambda: _status(cluster, "good").get("phase") == "Pending", timeout=60, what="the good job is served")
+    await eventually(
+        lambda: _status(cluster, "good").get("phase") == "Pending", timeout=60, what="the good job is served"
+    )
     for doc in corpus:
         name = doc["metadata"]["name"]
-        await eventually(lambda n=name: _status(cluster, n).get("phase") in ("Failed", "Pending"), timeout=60, what=f"{name} handled")
+        await eventually(
+            lambda n=name: _status(cluster, n).get("phase") in ("Failed", "Pending"), timeout=60, what=f"{name} handled"
+        )
         validated = next(c for c in _status(cluster, name)["conditions"] if c["type"] == "Validated")
         if _status(cluster, name)["phase"] == "Failed":
             assert validated["status"] == "False" and validated["message"], (name, validated)
@@ -138,4 +175,6 @@ async def test_the_fuzz_corpus_through_the_operator_ends_failed_or_pending_and_o
         else:
             assert validated["status"] == "True"
     phases = [_status(cluster, d["metadata"]["name"])["phase"] for d in corpus]
-    print(f"fuzz corpus through the operator: {len(corpus)} jobs, {phases.count('Failed')} Failed, {phases.count('Pending')} Pending")
+    print(
+        f"fuzz corpus through the operator: {len(corpus)} jobs, {phases.count('Failed')} Failed, {phases.count('Pending')} Pending"
+    )

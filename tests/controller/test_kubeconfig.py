@@ -38,20 +38,30 @@ def two_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Pa
     """A laptop's KUBECONFIG=a:b. a sets current-context, the cluster and the user; b adds the context
     (with a namespace) and names the same cluster and user again with other values, and another
     current-context: kubectl takes every one of those from the first file that sets it."""
-    a = write(tmp_path / "a" / "config", {
-        "current-context": "ml",
-        "clusters": [{"name": "c", "cluster": {"server": "https://first.example:6443", "insecure-skip-tls-verify": True}}],
-        "users": [{"name": "u", "user": {"token": "token-from-a"}}],
-    })
-    b = write(tmp_path / "b" / "config", {
-        "current-context": "other",
-        "clusters": [{"name": "c", "cluster": {"server": "https://second.example:6443", "certificate-authority": "ca.crt"}}],
-        "users": [{"name": "u", "user": {"token": "token-from-b", "username": "ignored"}}],
-        "contexts": [
-            {"name": "ml", "context": {"cluster": "c", "user": "u", "namespace": "ml-team-b"}},
-            {"name": "other", "context": {"cluster": "c", "user": "u", "namespace": "elsewhere"}},
-        ],
-    })
+    a = write(
+        tmp_path / "a" / "config",
+        {
+            "current-context": "ml",
+            "clusters": [
+                {"name": "c", "cluster": {"server": "https://first.example:6443", "insecure-skip-tls-verify": True}}
+            ],
+            "users": [{"name": "u", "user": {"token": "token-from-a"}}],
+        },
+    )
+    b = write(
+        tmp_path / "b" / "config",
+        {
+            "current-context": "other",
+            "clusters": [
+                {"name": "c", "cluster": {"server": "https://second.example:6443", "certificate-authority": "ca.crt"}}
+            ],
+            "users": [{"name": "u", "user": {"token": "token-from-b", "username": "ignored"}}],
+            "contexts": [
+                {"name": "ml", "context": {"cluster": "c", "user": "u", "namespace": "ml-team-b"}},
+                {"name": "other", "context": {"cluster": "c", "user": "u", "namespace": "elsewhere"}},
+            ],
+        },
+    )
     monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(a), str(b), str(a), str(tmp_path / "missing")]))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     return a, b
@@ -59,7 +69,13 @@ def two_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Pa
 
 def kubectl_view() -> dict[str, Any]:
     """kubectl's own merge of $KUBECONFIG, reduced to the current context."""
-    out = subprocess.run([str(KUBECTL), "config", "view", "--minify", "--raw", "-o", "json"], capture_output=True, text=True, check=True, timeout=scaled(60))
+    out = subprocess.run(
+        [str(KUBECTL), "config", "view", "--minify", "--raw", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=scaled(60),
+    )
     return dict(json.loads(out.stdout))
 
 
@@ -94,11 +110,17 @@ def test_a_relative_path_starts_at_the_file_that_holds_it(tmp_path: Path, monkey
     token = tmp_path / "b" / "token"
     token.parent.mkdir(parents=True)
     token.write_text("token-from-file\n", encoding="utf-8")
-    a = write(tmp_path / "a" / "config", {"current-context": "x", "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}]})
-    b = write(tmp_path / "b" / "config", {
-        "clusters": [{"name": "c", "cluster": {"server": "https://b.example"}}],
-        "users": [{"name": "u", "user": {"tokenFile": "token"}}],
-    })
+    a = write(
+        tmp_path / "a" / "config",
+        {"current-context": "x", "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}]},
+    )
+    b = write(
+        tmp_path / "b" / "config",
+        {
+            "clusters": [{"name": "c", "cluster": {"server": "https://b.example"}}],
+            "users": [{"name": "u", "user": {"tokenFile": "token"}}],
+        },
+    )
     monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(a), str(b)]))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     conn = load_connection()
@@ -106,7 +128,9 @@ def test_a_relative_path_starts_at_the_file_that_holds_it(tmp_path: Path, monkey
     assert Kube(conn).bearer() == "token-from-file"
 
 
-def test_an_empty_file_is_an_empty_config_and_a_broken_one_an_error(tmp_path: Path, two_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_empty_file_is_an_empty_config_and_a_broken_one_an_error(
+    tmp_path: Path, two_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     a, b = two_files
     empty, broken = tmp_path / "empty", tmp_path / "broken"
     empty.write_text("", encoding="utf-8")
@@ -119,7 +143,9 @@ def test_an_empty_file_is_an_empty_config_and_a_broken_one_an_error(tmp_path: Pa
     assert _kubeconfig_namespace() == "default"  # render needs no cluster: it falls back, as before
 
 
-def test_a_users_relative_certificate_starts_at_the_users_file_not_the_clusters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_users_relative_certificate_starts_at_the_users_file_not_the_clusters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The cluster from file a, the user (client certificate and key, relative paths) from file b in
     another folder: kubectl reads b/client.crt and b/client.key (client-go tools/clientcmd/loader.go:511-540
     and :609-616 @ v0.36.3, each entry resolved against its own LocationOfOrigin).  The kubernetes
@@ -128,30 +154,59 @@ def test_a_users_relative_certificate_starts_at_the_users_file_not_the_clusters(
     exist: a/client.key", or, where a/ held files of those names, presented another identity."""
     import base64
 
-    for rel, text in (("a/ca.crt", "ca of a"), ("b/client.crt", "cert of b"), ("b/client.key", "key of b"), ("a/client.crt", "stray cert in a"), ("a/client.key", "stray key in a")):
+    for rel, text in (
+        ("a/ca.crt", "ca of a"),
+        ("b/client.crt", "cert of b"),
+        ("b/client.key", "key of b"),
+        ("a/client.crt", "stray cert in a"),
+        ("a/client.key", "stray key in a"),
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text, encoding="utf-8")
-    a = write(tmp_path / "a" / "config", {
-        "current-context": "x",
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-        "clusters": [{"name": "c", "cluster": {"server": "https://a.example", "certificate-authority": "ca.crt"}}],
-    })
-    b = write(tmp_path / "b" / "config", {"users": [{"name": "u", "user": {"client-certificate": "client.crt", "client-key": "client.key"}}]})
+    a = write(
+        tmp_path / "a" / "config",
+        {
+            "current-context": "x",
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "clusters": [{"name": "c", "cluster": {"server": "https://a.example", "certificate-authority": "ca.crt"}}],
+        },
+    )
+    b = write(
+        tmp_path / "b" / "config",
+        {"users": [{"name": "u", "user": {"client-certificate": "client.crt", "client-key": "client.key"}}]},
+    )
     monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(a), str(b)]))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    out = subprocess.run([str(KUBECTL), "config", "view", "--minify", "--raw", "--flatten", "-o", "json"], capture_output=True, text=True, check=True, timeout=scaled(60))
+    out = subprocess.run(
+        [str(KUBECTL), "config", "view", "--minify", "--raw", "--flatten", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=scaled(60),
+    )
     view = json.loads(out.stdout)
     user = view["users"][0]["user"]
-    kubectl_reads = (base64.b64decode(user["client-certificate-data"]).decode(), base64.b64decode(user["client-key-data"]).decode())
+    kubectl_reads = (
+        base64.b64decode(user["client-certificate-data"]).decode(),
+        base64.b64decode(user["client-key-data"]).decode(),
+    )
     assert kubectl_reads == ("cert of b", "key of b")  # the oracle first
 
     connection = load_connection()
     assert connection.cert_path is not None and connection.key_path is not None and connection.ca_path is not None
-    assert (Path(connection.cert_path).read_text(encoding="utf-8"), Path(connection.key_path).read_text(encoding="utf-8")) == kubectl_reads
-    assert Path(connection.ca_path).read_text(encoding="utf-8") == base64.b64decode(view["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
+    assert (
+        Path(connection.cert_path).read_text(encoding="utf-8"),
+        Path(connection.key_path).read_text(encoding="utf-8"),
+    ) == kubectl_reads
+    assert (
+        Path(connection.ca_path).read_text(encoding="utf-8")
+        == base64.b64decode(view["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
+    )
 
 
-def test_in_a_pod_the_kubeconfig_wins_and_the_serviceaccount_is_the_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_a_pod_the_kubeconfig_wins_and_the_serviceaccount_is_the_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """kubectl (client-go tools/clientcmd/merged_client_builder.go:96-124 @ v0.36.3) uses the merged
     kubeconfig, and the in-cluster ServiceAccount only when that config is empty. In a notebook pod
     with a ~/.kube/config the SDK and `kubetune get` used the pod's ServiceAccount instead (another
@@ -169,14 +224,21 @@ def test_in_a_pod_the_kubeconfig_wins_and_the_serviceaccount_is_the_fallback(tmp
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("KUBECONFIG", raising=False)
-    write(tmp_path / "home" / ".kube" / "config", {
-        "current-context": "mine",
-        "contexts": [{"name": "mine", "context": {"cluster": "c", "user": "u", "namespace": "my-team"}}],
-        "clusters": [{"name": "c", "cluster": {"server": "https://laptop-cluster.example"}}],
-        "users": [{"name": "u", "user": {"token": "my-token"}}],
-    })
+    write(
+        tmp_path / "home" / ".kube" / "config",
+        {
+            "current-context": "mine",
+            "contexts": [{"name": "mine", "context": {"cluster": "c", "user": "u", "namespace": "my-team"}}],
+            "clusters": [{"name": "c", "cluster": {"server": "https://laptop-cluster.example"}}],
+            "users": [{"name": "u", "user": {"token": "my-token"}}],
+        },
+    )
     mine = load_connection()
-    assert (mine.server, mine.token, mine.default_namespace) == ("https://laptop-cluster.example", "my-token", "my-team")
+    assert (mine.server, mine.token, mine.default_namespace) == (
+        "https://laptop-cluster.example",
+        "my-token",
+        "my-team",
+    )
 
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     pod = load_connection()

@@ -33,8 +33,12 @@ def test_no_logger_is_named_by_hand_inside_the_package() -> None:
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if (
-                isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "getLogger"
-                and node.args and isinstance(node.args[0], ast.Constant) and str(node.args[0].value).startswith("kubetune")
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "getLogger"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and str(node.args[0].value).startswith("kubetune")
             ):
                 literal.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert literal == []

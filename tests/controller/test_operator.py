@@ -42,7 +42,14 @@ async def test_create_makes_configmap_and_pytorchjob_owned_by_the_finetunejob(cl
     ftj = await cluster.put_object(*FTJ, example_job())
     await eventually(lambda: phase_is(cluster, "Pending"), what="phase Pending")
 
-    owner = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "name": "qwen-lora", "uid": ftj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    owner = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "name": "qwen-lora",
+        "uid": ftj["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
     ptj = cluster.read(*PTJ, NS, "qwen-lora")
     cm = cluster.read(*CM, NS, "qwen-lora-kubetune")
     assert ptj is not None and cm is not None
@@ -54,15 +61,29 @@ async def test_create_makes_configmap_and_pytorchjob_owned_by_the_finetunejob(cl
     st = status(cluster)
     FineTuneJobStatus.model_validate(st)  # the status matches the published schema
     # backend auto (the default) on a cluster without Trainer v2: a PyTorchJob, and why (status.job.selection).
-    assert st["job"] == {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "qwen-lora", "selection": st["job"]["selection"]}
+    assert st["job"] == {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "name": "qwen-lora",
+        "selection": st["job"]["selection"],
+    }
     assert "does not serve TrainJob" in st["job"]["selection"]
     assert st["configMap"] == "qwen-lora-kubetune"
     assert st["gpus"] == 8
-    assert st["output"] == {"claimName": "finetune-outputs", "path": "team-a/qwen-lora", "mergedPath": "team-a/qwen-lora/merged"}
+    assert st["output"] == {
+        "claimName": "finetune-outputs",
+        "path": "team-a/qwen-lora",
+        "mergedPath": "team-a/qwen-lora/merged",
+    }
     assert st["observedGeneration"] == 1
     assert condition(cluster, "Validated")["status"] == "True"
     assert condition(cluster, "Created")["status"] == "True"
-    await eventually(lambda: ("Normal", "Created", "created ConfigMap qwen-lora-kubetune and PyTorchJob qwen-lora") in events(cluster), what="the Created Event")
+    await eventually(
+        lambda: (
+            ("Normal", "Created", "created ConfigMap qwen-lora-kubetune and PyTorchJob qwen-lora") in events(cluster)
+        ),
+        what="the Created Event",
+    )
 
     stored = cluster.read(*FTJ, NS, "qwen-lora")
     assert stored is not None
@@ -86,13 +107,25 @@ async def test_full_lifecycle_running_progress_exporting_succeeded(cluster: Clus
     assert status(cluster)["startTime"]
     assert condition(cluster, "Running")["status"] == "True"
 
-    cluster.append_log(NS, pod, "loading model...", progress_line(100, 1000, 1.61), "[rank0]: " + progress_line(120, 1000, 1.4213), "some other output")
-    progress = await eventually(lambda: status(cluster).get("progress", {}).get("step") == 120 and status(cluster)["progress"], what="progress 120")
+    cluster.append_log(
+        NS,
+        pod,
+        "loading model...",
+        progress_line(100, 1000, 1.61),
+        "[rank0]: " + progress_line(120, 1000, 1.4213),
+        "some other output",
+    )
+    progress = await eventually(
+        lambda: status(cluster).get("progress", {}).get("step") == 120 and status(cluster)["progress"],
+        what="progress 120",
+    )
     assert progress["summary"] == "120/1000 (12%)"
     assert progress["loss"] == pytest.approx(1.4213)
     assert progress["totalSteps"] == 1000
 
-    cluster.append_log(NS, pod, progress_line(1000, 1000, 0.9), stage_line("train", "end"), stage_line("export", "start"))
+    cluster.append_log(
+        NS, pod, progress_line(1000, 1000, 0.9), stage_line("train", "end"), stage_line("export", "start")
+    )
     await eventually(lambda: phase_is(cluster, "Exporting"), what="phase Exporting")
     assert status(cluster)["progress"]["summary"] == "1000/1000 (100%)"
 
@@ -101,11 +134,20 @@ async def test_full_lifecycle_running_progress_exporting_succeeded(cluster: Clus
     st = status(cluster)
     FineTuneJobStatus.model_validate(st)
     assert st["completionTime"]
-    assert condition(cluster, "Succeeded")["status"] == "True" and condition(cluster, "Succeeded")["reason"] == "JobSucceeded"
+    assert (
+        condition(cluster, "Succeeded")["status"] == "True"
+        and condition(cluster, "Succeeded")["reason"] == "JobSucceeded"
+    )
     assert condition(cluster, "Running")["status"] == "False"
     await eventually(lambda: len(events(cluster)) == 5, what="5 events")
     # BackendSelected: backend auto (the default) says which kind it chose and why, with the children.
-    assert [reason for _, reason, _ in events(cluster)] == ["BackendSelected", "Created", "Running", "Exporting", "Succeeded"]
+    assert [reason for _, reason, _ in events(cluster)] == [
+        "BackendSelected",
+        "Created",
+        "Running",
+        "Exporting",
+        "Succeeded",
+    ]
 
 
 async def test_condition_transition_time_changes_only_when_status_flips(cluster: Cluster, operator: Any) -> None:
@@ -126,25 +168,50 @@ async def test_condition_transition_time_changes_only_when_status_flips(cluster:
     ("pod_status", "reason", "words"),
     [
         (
-            {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}]},
+            {
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+                    }
+                ]
+            },
             "Unschedulable",
             "Insufficient nvidia.com/gpu",
         ),
         (
-            {"containerStatuses": [{"name": "pytorch", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"ghcr.io/x:bad\""}}}]},
+            {
+                "containerStatuses": [
+                    {
+                        "name": "pytorch",
+                        "state": {
+                            "waiting": {
+                                "reason": "ImagePullBackOff",
+                                "message": "Back-off pulling image \"ghcr.io/x:bad\"",
+                            }
+                        },
+                    }
+                ]
+            },
             "ImagePullBackOff",
             "ghcr.io/x:bad",
         ),
     ],
     ids=["no-gpu-fits", "image-pull"],
 )
-async def test_pending_explains_why_pods_do_not_start(cluster: Cluster, operator: Any, pod_status: dict[str, Any], reason: str, words: str) -> None:
+async def test_pending_explains_why_pods_do_not_start(
+    cluster: Cluster, operator: Any, pod_status: dict[str, Any], reason: str, words: str
+) -> None:
     await operator()
     await cluster.put_object(*FTJ, example_job())
     await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Created")
     await start_pod(cluster, "PyTorchJob", NS, "qwen-lora", phase="Pending", **pod_status)
-    running = await eventually(lambda: condition(cluster, "Running").get("reason") == reason and condition(cluster, "Running"), what=reason)
+    running = await eventually(
+        lambda: condition(cluster, "Running").get("reason") == reason and condition(cluster, "Running"), what=reason
+    )
     assert running["status"] == "False"
     assert words in running["message"]
     assert status(cluster)["phase"] == "Pending"
@@ -155,18 +222,33 @@ async def test_failed_job_reports_oomkilled(cluster: Cluster, operator: Any) -> 
     await cluster.put_object(*FTJ, example_job())
     await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
-    oom = {"containerStatuses": [{"name": "pytorch", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}
+    oom = {
+        "containerStatuses": [{"name": "pytorch", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]
+    }
     await start_pod(cluster, "PyTorchJob", NS, "qwen-lora", phase="Failed", **oom)
-    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Failed", "PyTorchJobFailed", "PyTorchJob qwen-lora has failed because 1 Master replica(s) failed.")
+    await set_condition(
+        cluster,
+        "PyTorchJob",
+        NS,
+        "qwen-lora",
+        "Failed",
+        "PyTorchJobFailed",
+        "PyTorchJob qwen-lora has failed because 1 Master replica(s) failed.",
+    )
     await eventually(lambda: phase_is(cluster, "Failed"), what="phase Failed")
     failed = condition(cluster, "Failed")
     assert failed["status"] == "True" and failed["reason"] == "OOMKilled"
     assert "1 Master replica(s) failed" in failed["message"] and "OOMKilled" in failed["message"]
     assert status(cluster)["completionTime"]
-    await eventually(lambda: any(t == "Warning" and r == "Failed" and "OOMKilled" in m for t, r, m in events(cluster)), what="Failed event")
+    await eventually(
+        lambda: any(t == "Warning" and r == "Failed" and "OOMKilled" in m for t, r, m in events(cluster)),
+        what="Failed event",
+    )
 
 
-async def test_invalid_job_fails_validation_without_children_and_operator_keeps_serving(cluster: Cluster, operator: Any) -> None:
+async def test_invalid_job_fails_validation_without_children_and_operator_keeps_serving(
+    cluster: Cluster, operator: Any
+) -> None:
     await operator()
     with pytest.raises(ApiError, match="spec.quantization"):  # today's CRD refuses it at the API server
         await cluster.put_object(*FTJ, example_job("broken", method="qlora"))
@@ -177,7 +259,12 @@ async def test_invalid_job_fails_validation_without_children_and_operator_keeps_
     assert validated["status"] == "False" and validated["reason"] == "InvalidSpec"
     assert "spec.quantization" in validated["message"]
     # The Event is posted once the status that announces it is stored: after the phase, not with it.
-    await eventually(lambda: any(t == "Warning" and r == "InvalidSpec" and "spec.quantization" in m for t, r, m in events(cluster, "broken")), what="the InvalidSpec Event")
+    await eventually(
+        lambda: any(
+            t == "Warning" and r == "InvalidSpec" and "spec.quantization" in m for t, r, m in events(cluster, "broken")
+        ),
+        what="the InvalidSpec Event",
+    )
     assert cluster.objects(*PTJ) == [] and cluster.objects(*CM) == []
 
     await cluster.put_object(*FTJ, example_job("good"))
@@ -191,27 +278,41 @@ async def test_invalid_job_fails_validation_without_children_and_operator_keeps_
     assert status(cluster, "broken")["phase"] == "Pending"
 
 
-async def test_a_job_that_cannot_fit_gets_feasible_false_and_no_children_and_autotune_makes_it_fit(cluster: Cluster, operator: Any, config: Any) -> None:
+async def test_a_job_that_cannot_fit_gets_feasible_false_and_no_children_and_autotune_makes_it_fit(
+    cluster: Cluster, operator: Any, config: Any
+) -> None:
     # GPU memory from the chart's gpuMemoryByProduct table (KUBETUNE_GPU_MEMORY_BY_PRODUCT) and the nodeSelector
     await operator(dataclasses.replace(config, gpu_memory_by_product={"NVIDIA-Tiny-8GB": "8Gi"}))
     on_tiny = {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-Tiny-8GB"}}
     await cluster.put_object(*FTJ, example_job("too-big", scheduling=on_tiny))
-    await eventually(lambda: condition(cluster, "Feasible", "too-big").get("reason") == "InsufficientGPUMemory", what="Feasible=False")
+    await eventually(
+        lambda: condition(cluster, "Feasible", "too-big").get("reason") == "InsufficientGPUMemory",
+        what="Feasible=False",
+    )
     feasible = condition(cluster, "Feasible", "too-big")
-    assert feasible["status"] == "False" and "exceeds 8.0 GiB" in feasible["message"] and "to fit:" in feasible["message"]
+    assert (
+        feasible["status"] == "False" and "exceeds 8.0 GiB" in feasible["message"] and "to fit:" in feasible["message"]
+    )
     assert phase_is(cluster, "Pending", "too-big") and status(cluster, "too-big")["message"] == feasible["message"]
-    await eventually(lambda: any(t == "Warning" and r == "InsufficientGPUMemory" for t, r, _ in events(cluster, "too-big")), what="the Event")
+    await eventually(
+        lambda: any(t == "Warning" and r == "InsufficientGPUMemory" for t, r, _ in events(cluster, "too-big")),
+        what="the Event",
+    )
     FineTuneJobStatus.model_validate(status(cluster, "too-big"))
 
     await cluster.put_object(*FTJ, example_job("tuned", scheduling=on_tiny, autoTune=True))
     await eventually(lambda: cluster.read(*PTJ, NS, "tuned"), what="children of the auto-tuned job")
     # The children are applied before the status patch that reports them.
-    feasible = await eventually(lambda: condition(cluster, "Feasible", "tuned"), what="the Feasible condition of the auto-tuned job")
+    feasible = await eventually(
+        lambda: condition(cluster, "Feasible", "tuned"), what="the Feasible condition of the auto-tuned job"
+    )
     assert (feasible["status"], feasible["reason"]) == ("True", "Fits")
     auto = status(cluster, "tuned")["autoTune"]
     assert auto["changed"] and auto["settings"]["zeroStage"] == 3
     cm = cluster.read(*CM, NS, "tuned-kubetune")
-    assert cm is not None and '"zeroStage": 3' in cm["data"]["finetunejob.json"], "the run record says what autoTune chose"
+    assert cm is not None and '"zeroStage": 3' in cm["data"]["finetunejob.json"], (
+        "the run record says what autoTune chose"
+    )
     assert cluster.read(*PTJ, NS, "too-big") is None and cluster.read(*CM, NS, "too-big-kubetune") is None
 
 
@@ -222,9 +323,14 @@ async def test_an_unknown_verdict_says_what_is_missing_and_never_blocks(cluster:
     resources = {**example_job()["spec"]["resources"], "gpuMemory": "80Gi"}
     await cluster.put_object(*FTJ, example_job("private-model", model=private, resources=resources))
     for name in ("no-gpu-memory", "private-model"):
-        await eventually(lambda name=name: cluster.read(*PTJ, NS, name), what=f"children of {name} despite the unknown verdict")
+        await eventually(
+            lambda name=name: cluster.read(*PTJ, NS, name), what=f"children of {name} despite the unknown verdict"
+        )
         # the children first, then the status that says so (two writes): wait for the second too
-        await eventually(lambda name=name: condition(cluster, "Feasible", name).get("status"), what=f"the Feasible condition of {name}")
+        await eventually(
+            lambda name=name: condition(cluster, "Feasible", name).get("status"),
+            what=f"the Feasible condition of {name}",
+        )
     feasible = condition(cluster, "Feasible", "no-gpu-memory")
     assert (feasible["status"], feasible["reason"]) == ("Unknown", "GPUMemoryUnknown")
     assert "spec.resources.gpuMemory is not set" in feasible["message"] and "gpuMemoryByProduct" in feasible["message"]
@@ -242,7 +348,9 @@ async def test_a_job_built_on_another_waits_until_it_succeeded_then_starts(clust
     # applied together (kubectl apply of a recipe): the second one arrives first here
     await cluster.put_object(*FTJ, example_job("then-sft", model=from_base))
     await cluster.put_object(*FTJ, example_job("base-sft"))
-    await eventually(lambda: condition(cluster, "Created", "then-sft").get("reason") == "WaitingForJob", what="WaitingForJob")
+    await eventually(
+        lambda: condition(cluster, "Created", "then-sft").get("reason") == "WaitingForJob", what="WaitingForJob"
+    )
     assert phase_is(cluster, "Pending", "then-sft") and "base-sft" in status(cluster, "then-sft")["message"]
     await eventually(lambda: cluster.read(*PTJ, NS, "base-sft"), what="the source's PyTorchJob")
     assert cluster.read(*PTJ, NS, "then-sft") is None and cluster.read(*CM, NS, "then-sft-kubetune") is None
@@ -255,7 +363,10 @@ async def test_a_job_built_on_another_waits_until_it_succeeded_then_starts(clust
     cm = cluster.read(*CM, NS, "then-sft-kubetune")
     assert cm is not None and "team-a/base-sft/merged" in cm["data"]["train.yaml"], "it loads the source's merged model"
     # the children first, then the status that says so (two writes): wait for the second too
-    await eventually(lambda: condition(cluster, "Created", "then-sft").get("reason") == "ChildrenCreated", what="Created ChildrenCreated")
+    await eventually(
+        lambda: condition(cluster, "Created", "then-sft").get("reason") == "ChildrenCreated",
+        what="Created ChildrenCreated",
+    )
     FineTuneJobStatus.model_validate(status(cluster, "then-sft"))
 
     # references that can never work fail at once, with no children
@@ -266,7 +377,9 @@ async def test_a_job_built_on_another_waits_until_it_succeeded_then_starts(clust
     await eventually(lambda: cluster.read(*PTJ, NS, "bad-base"), what="bad-base's PyTorchJob")
     await set_condition(cluster, "PyTorchJob", NS, "bad-base", "Failed")
     for name, reason in (("orphan", "FromJobNotFound"), ("self-ref", "FromJobUnusable"), ("on-bad", "FromJobFailed")):
-        await eventually(lambda n=name, r=reason: condition(cluster, "Failed", n).get("reason") == r, what=f"{name}: {reason}")
+        await eventually(
+            lambda n=name, r=reason: condition(cluster, "Failed", n).get("reason") == r, what=f"{name}: {reason}"
+        )
         assert phase_is(cluster, "Failed", name) and cluster.read(*PTJ, NS, name) is None
 
 
@@ -278,9 +391,16 @@ async def test_a_failed_evaluation_is_reported_without_changing_the_phase(cluste
     pod = await start_pod(cluster, "PyTorchJob", NS, "qwen-lora")
     await eventually(lambda: phase_is(cluster, "Running"), what="phase Running")
     evaluation = {"state": "Failed", "message": "the evaluation split is empty"}
-    cluster.append_log(NS, pod, progress_line(30, 30, 0.9), stage_line("train", "end"),
-                       STAGE_PREFIX + json.dumps({"stage": "evaluate", "event": "end", "evaluation": evaluation}))
-    await eventually(lambda: condition(cluster, "EvaluationFailed").get("reason") == "EvaluationFailed", what="EvaluationFailed")
+    cluster.append_log(
+        NS,
+        pod,
+        progress_line(30, 30, 0.9),
+        stage_line("train", "end"),
+        STAGE_PREFIX + json.dumps({"stage": "evaluate", "event": "end", "evaluation": evaluation}),
+    )
+    await eventually(
+        lambda: condition(cluster, "EvaluationFailed").get("reason") == "EvaluationFailed", what="EvaluationFailed"
+    )
     assert "the evaluation split is empty" in condition(cluster, "EvaluationFailed")["message"]
     assert status(cluster)["evaluation"]["state"] == "Failed" and phase_is(cluster, "Running")
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Succeeded")
@@ -300,11 +420,18 @@ async def test_immutable_change_is_rejected_and_children_keep_their_settings(clu
         obj["spec"]["training"]["epochs"] = 5
 
     await cluster.mutate(*FTJ, NS, "qwen-lora", more_epochs)
-    rejected = await eventually(lambda: condition(cluster, "Validated").get("reason") == "ImmutableFieldChanged" and condition(cluster, "Validated"), what="rejection")
+    rejected = await eventually(
+        lambda: (
+            condition(cluster, "Validated").get("reason") == "ImmutableFieldChanged" and condition(cluster, "Validated")
+        ),
+        what="rejection",
+    )
     assert rejected["status"] == "False" and "spec.training cannot change" in rejected["message"]
     assert rejected["observedGeneration"] == 2 and status(cluster)["observedGeneration"] == 2
     # Events follow the status patch that announces them (the executor's order).
-    await eventually(lambda: any(r == "ImmutableFieldChanged" for _, r, _ in events(cluster)), what="the ImmutableFieldChanged Event")
+    await eventually(
+        lambda: any(r == "ImmutableFieldChanged" for _, r, _ in events(cluster)), what="the ImmutableFieldChanged Event"
+    )
     assert cluster.read(*CM, NS, "qwen-lora-kubetune") == cm_before
     assert cluster.read(*PTJ, NS, "qwen-lora") == ptj_before
 
@@ -324,14 +451,21 @@ async def test_suspend_toggles_the_child_run_policy(cluster: Cluster, operator: 
     await eventually(lambda: status(cluster).get("configMap"), what="status.configMap")
 
     await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].update(suspend=True))
-    await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is True, what="child suspended")
+    await eventually(
+        lambda: cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is True, what="child suspended"
+    )
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Suspended")
     await eventually(lambda: phase_is(cluster, "Suspended"), what="phase Suspended")
-    assert condition(cluster, "Suspended")["reason"] == "JobSuspended" and "spec.suspend: false" in condition(cluster, "Suspended")["message"]
+    assert (
+        condition(cluster, "Suspended")["reason"] == "JobSuspended"
+        and "spec.suspend: false" in condition(cluster, "Suspended")["message"]
+    )
     assert ("Normal", "Suspending", "suspending PyTorchJob qwen-lora") in events(cluster)
 
     await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].update(suspend=False))
-    await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is False, what="child resumed")
+    await eventually(
+        lambda: cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is False, what="child resumed"
+    )
 
 
 async def test_kueue_owns_suspend_of_a_queued_job(cluster: Cluster, operator: Any) -> None:
@@ -344,21 +478,31 @@ async def test_kueue_owns_suspend_of_a_queued_job(cluster: Cluster, operator: An
 
     # Kueue suspends the job (admission pending); the user toggles spec.suspend: Kueue's value stays.
     await cluster.mutate(*PTJ, NS, "qwen-lora", lambda o: o["spec"]["runPolicy"].update(suspend=True))
-    await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].update(suspend=False, env=[{"name": "X", "value": "1"}]))
+    await cluster.mutate(
+        *FTJ, NS, "qwen-lora", lambda o: o["spec"].update(suspend=False, env=[{"name": "X", "value": "1"}])
+    )
     await eventually(lambda: status(cluster).get("observedGeneration") == 2, what="generation 2 observed")
     await eventually(lambda: "X" in str(cluster.read(*PTJ, NS, "qwen-lora")["spec"]), what="env applied")
     assert cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is True
 
     # While Kueue holds the job, the user sees a queued (Pending) job, not a suspended one.
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Suspended", "JobSuspended")
-    waiting = await eventually(lambda: condition(cluster, "Running").get("reason") == "WaitingForQueue" and condition(cluster, "Running"), what="queued")
+    waiting = await eventually(
+        lambda: condition(cluster, "Running").get("reason") == "WaitingForQueue" and condition(cluster, "Running"),
+        what="queued",
+    )
     assert "gpu-queue" in waiting["message"] and status(cluster)["phase"] == "Pending"
 
 
 async def test_mpijob_backend_creates_an_owned_mpijob_and_reads_the_launcher(cluster: Cluster, operator: Any) -> None:
     await operator()
     spec = example_job("mpi")["spec"]
-    ftj = await cluster.put_object(*FTJ, example_job("mpi", distributed={**spec["distributed"], "backend": "mpijob"}, resources={**spec["resources"], "nodes": 2}))
+    ftj = await cluster.put_object(
+        *FTJ,
+        example_job(
+            "mpi", distributed={**spec["distributed"], "backend": "mpijob"}, resources={**spec["resources"], "nodes": 2}
+        ),
+    )
     mpi = await eventually(lambda: cluster.read(*MPI, NS, "mpi"), what="the MPIJob")
     assert mpi["apiVersion"] == "kubeflow.org/v2beta1"
     assert mpi["metadata"]["ownerReferences"][0]["uid"] == ftj["metadata"]["uid"]
@@ -369,11 +513,15 @@ async def test_mpijob_backend_creates_an_owned_mpijob_and_reads_the_launcher(clu
     await set_condition(cluster, "MPIJob", NS, "mpi", "Running")
     pod = await start_pod(cluster, "MPIJob", NS, "mpi")
     cluster.append_log(NS, pod, progress_line(50, 200, 1.2))
-    await eventually(lambda: status(cluster, "mpi").get("progress", {}).get("summary") == "50/200 (25%)", what="launcher progress")
+    await eventually(
+        lambda: status(cluster, "mpi").get("progress", {}).get("summary") == "50/200 (25%)", what="launcher progress"
+    )
     assert status(cluster, "mpi")["phase"] == "Running"
 
 
-async def test_delete_is_not_blocked_and_children_are_left_to_the_garbage_collector(cluster: Cluster, operator: Any) -> None:
+async def test_delete_is_not_blocked_and_children_are_left_to_the_garbage_collector(
+    cluster: Cluster, operator: Any
+) -> None:
     await operator()
     ftj = await cluster.put_object(*FTJ, example_job())
     await eventually(lambda: phase_is(cluster, "Pending"), what="phase Pending")
@@ -382,7 +530,9 @@ async def test_delete_is_not_blocked_and_children_are_left_to_the_garbage_collec
     for child in (cluster.read(*PTJ, NS, "qwen-lora"), cluster.read(*CM, NS, "qwen-lora-kubetune")):
         assert child is not None
         refs = child["metadata"]["ownerReferences"]
-        assert [(r["uid"], r["controller"], r["blockOwnerDeletion"]) for r in refs] == [(ftj["metadata"]["uid"], True, True)]
+        assert [(r["uid"], r["controller"], r["blockOwnerDeletion"]) for r in refs] == [
+            (ftj["metadata"]["uid"], True, True)
+        ]
 
     # The operator keeps serving, and a new job with the same name gets fresh, correctly owned children.
     calls_before = len(cluster.calls)
@@ -394,7 +544,9 @@ async def test_delete_is_not_blocked_and_children_are_left_to_the_garbage_collec
     assert not any(c.verb == "delete" for c in cluster.calls[calls_before:]), "the operator deletes nothing itself"
 
 
-async def test_progress_follows_a_replaced_rank0_pod_and_steady_jobs_list_no_pods(cluster: Cluster, operator: Any) -> None:
+async def test_progress_follows_a_replaced_rank0_pod_and_steady_jobs_list_no_pods(
+    cluster: Cluster, operator: Any
+) -> None:
     await operator()
     await cluster.put_object(*FTJ, example_job())
     pod = await training_started(cluster, NS)
@@ -403,8 +555,12 @@ async def test_progress_follows_a_replaced_rank0_pod_and_steady_jobs_list_no_pod
 
     lists = sum(1 for c in cluster.calls if c.resource == "pods" and c.verb == "list")
     logs_before = sum(1 for c in cluster.calls if c.subresource == "log")
-    await eventually(lambda: sum(1 for c in cluster.calls if c.subresource == "log") >= logs_before + 3, what="three more log reads")
-    assert sum(1 for c in cluster.calls if c.resource == "pods" and c.verb == "list") == lists, "a steady running job needs no pod LIST"
+    await eventually(
+        lambda: sum(1 for c in cluster.calls if c.subresource == "log") >= logs_before + 3, what="three more log reads"
+    )
+    assert sum(1 for c in cluster.calls if c.resource == "pods" and c.verb == "list") == lists, (
+        "a steady running job needs no pod LIST"
+    )
 
     # The kubelet replaces the Master pod (node lost): progress continues from the new pod's log.
     await cluster.remove("v1", "pods", NS, pod)
@@ -413,7 +569,14 @@ async def test_progress_follows_a_replaced_rank0_pod_and_steady_jobs_list_no_pod
         "v1",
         "pods",
         {
-            "metadata": {"name": new_pod, "namespace": NS, "labels": {"training.kubeflow.org/job-name": "qwen-lora", "training.kubeflow.org/replica-type": "master"}},
+            "metadata": {
+                "name": new_pod,
+                "namespace": NS,
+                "labels": {
+                    "training.kubeflow.org/job-name": "qwen-lora",
+                    "training.kubeflow.org/replica-type": "master",
+                },
+            },
             "spec": {"containers": [{"name": "pytorch"}]},
             "status": {"phase": "Running"},
         },
@@ -444,42 +607,78 @@ async def succeed(cluster: Cluster, name: str, *log_lines: str) -> None:
     await set_condition(cluster, "PyTorchJob", NS, name, "Succeeded")
 
 
-async def test_a_succeeded_job_with_serve_gets_an_owned_deployment_service_and_url(cluster: Cluster, operator: Any) -> None:
+async def test_a_succeeded_job_with_serve_gets_an_owned_deployment_service_and_url(
+    cluster: Cluster, operator: Any
+) -> None:
     cluster.garbage_collect = True
     await operator()
     ftj = await cluster.put_object(*FTJ, example_job(serve={"gpus": 2}))
     await eventually(lambda: phase_is(cluster, "Pending"), what="phase Pending")
     assert cluster.read(*DEPLOY, NS, "qwen-lora-serve") is None, "nothing is served before the job Succeeded"
     await succeed(cluster, "qwen-lora")
-    await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingStarting", what="Serving=False ServingStarting")
+    await eventually(
+        lambda: condition(cluster, "Serving").get("reason") == "ServingStarting", what="Serving=False ServingStarting"
+    )
 
-    owner = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "name": "qwen-lora", "uid": ftj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    owner = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "name": "qwen-lora",
+        "uid": ftj["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
     deployment, service = cluster.read(*DEPLOY, NS, "qwen-lora-serve"), cluster.read(*SVC, NS, "qwen-lora-serve")
     assert deployment is not None and service is not None
     assert deployment["metadata"]["ownerReferences"] == [owner] and service["metadata"]["ownerReferences"] == [owner]
     assert deployment["metadata"]["managedFields"][0]["manager"] == "kubetune"
     pod = deployment["spec"]["template"]["spec"]
-    assert {v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"] for v in pod["volumes"] if "persistentVolumeClaim" in v} == {
-        "finetune-outputs": True, "model-cache": True}
+    assert {
+        v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    } == {"finetune-outputs": True, "model-cache": True}
     args = pod["containers"][0]["args"]
-    assert args[args.index("--model") + 1] == "/outputs/team-a/qwen-lora/merged" and args[args.index("--tensor-parallel-size") + 1] == "2"
+    assert (
+        args[args.index("--model") + 1] == "/outputs/team-a/qwen-lora/merged"
+        and args[args.index("--tensor-parallel-size") + 1] == "2"
+    )
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     st = status(cluster)
     FineTuneJobStatus.model_validate(st)
     assert st["phase"] == "Succeeded"
-    assert st["serving"]["url"] == "http://qwen-lora-serve.team-a.svc:8000/v1" and st["serving"]["servedModel"] == "qwen-lora"
-    assert st["serving"]["objects"] == [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "qwen-lora-serve"}, {"apiVersion": "v1", "kind": "Service", "name": "qwen-lora-serve"}]
+    assert (
+        st["serving"]["url"] == "http://qwen-lora-serve.team-a.svc:8000/v1"
+        and st["serving"]["servedModel"] == "qwen-lora"
+    )
+    assert st["serving"]["objects"] == [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "name": "qwen-lora-serve"},
+        {"apiVersion": "v1", "kind": "Service", "name": "qwen-lora-serve"},
+    ]
 
     # The Deployment controller reports a ready replica: Serving=True.
-    await cluster.mutate(*DEPLOY, NS, "qwen-lora-serve", lambda o: o.update(status={"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}))
-    await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingReady", what="Serving=True ServingReady")
+    await cluster.mutate(
+        *DEPLOY,
+        NS,
+        "qwen-lora-serve",
+        lambda o: o.update(status={"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}),
+    )
+    await eventually(
+        lambda: condition(cluster, "Serving").get("reason") == "ServingReady", what="Serving=True ServingReady"
+    )
     assert condition(cluster, "Serving")["status"] == "True" and serving(cluster)["ready"] is True
-    await eventually(lambda: ("Normal", "ServingReady") in [(t, r) for t, r, _ in events(cluster)], what="the ServingReady Event")
+    await eventually(
+        lambda: ("Normal", "ServingReady") in [(t, r) for t, r, _ in events(cluster)], what="the ServingReady Event"
+    )
 
     # spec.serve may change after success: the Deployment follows.
     await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"]["serve"].update(replicas=3))
-    await eventually(lambda: (cluster.read(*DEPLOY, NS, "qwen-lora-serve") or {})["spec"]["replicas"] == 3, what="3 replicas")
-    await eventually(lambda: condition(cluster, "Serving").get("observedGeneration") == 2, what="Serving at generation 2")
+    await eventually(
+        lambda: (cluster.read(*DEPLOY, NS, "qwen-lora-serve") or {})["spec"]["replicas"] == 3, what="3 replicas"
+    )
+    await eventually(
+        lambda: condition(cluster, "Serving").get("observedGeneration") == 2, what="Serving at generation 2"
+    )
 
     # Someone deletes the Deployment: it is created again.
     await cluster.remove(*DEPLOY, NS, "qwen-lora-serve")
@@ -491,7 +690,12 @@ async def test_a_succeeded_job_with_serve_gets_an_owned_deployment_service_and_u
     # Deleting the FineTuneJob garbage-collects everything it owns (emulated kube-controller-manager GC).
     calls_before = len(cluster.calls)
     await cluster.remove(*FTJ, NS, "qwen-lora")
-    for res, name in ((DEPLOY, "qwen-lora-serve"), (SVC, "qwen-lora-serve"), (PTJ, "qwen-lora"), (CM, "qwen-lora-kubetune")):
+    for res, name in (
+        (DEPLOY, "qwen-lora-serve"),
+        (SVC, "qwen-lora-serve"),
+        (PTJ, "qwen-lora"),
+        (CM, "qwen-lora-kubetune"),
+    ):
         assert cluster.read(*res, NS, name) is None, f"{res} {name} left behind"
     assert not any(c.verb == "delete" for c in cluster.calls[calls_before:]), "the operator deletes nothing itself"
 
@@ -503,9 +707,16 @@ async def test_running_and_failed_jobs_get_no_serving_objects(cluster: Cluster, 
         await eventually(lambda n=name: cluster.read(*PTJ, NS, n), what=f"the PyTorchJob {name}")
     await set_condition(cluster, "PyTorchJob", NS, "running", "Running")
     await set_condition(cluster, "PyTorchJob", NS, "failed", "Failed")
-    await eventually(lambda: phase_is(cluster, "Running", "running") and phase_is(cluster, "Failed", "failed"), timeout=20, what="Running and Failed")
+    await eventually(
+        lambda: phase_is(cluster, "Running", "running") and phase_is(cluster, "Failed", "failed"),
+        timeout=20,
+        what="Running and Failed",
+    )
     await succeed(cluster, "done")
-    await eventually(lambda: cluster.read(*DEPLOY, NS, "done-serve") and cluster.read(*SVC, NS, "done-serve"), what="the succeeded job's Deployment and Service")
+    await eventually(
+        lambda: cluster.read(*DEPLOY, NS, "done-serve") and cluster.read(*SVC, NS, "done-serve"),
+        what="the succeeded job's Deployment and Service",
+    )
     assert [d["metadata"]["name"] for d in cluster.objects(*DEPLOY, NS)] == ["done-serve"]
     assert [s["metadata"]["name"] for s in cluster.objects(*SVC, NS)] == ["done-serve"]
     assert not serving(cluster, "running") and not serving(cluster, "failed")
@@ -514,19 +725,40 @@ async def test_running_and_failed_jobs_get_no_serving_objects(cluster: Cluster, 
 async def test_kserve_not_installed_is_a_condition_then_served_when_it_appears(cluster: Cluster, operator: Any) -> None:
     await operator()
     # With the example's hfTokenSecretRef KServe needs a ServiceAccount listing the token (the storage initializer reads it there).
-    await cluster.put_object(*FTJ, example_job(serve={"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}}, export={"enabled": False}, serviceAccountName="hub-reader"))
+    await cluster.put_object(
+        *FTJ,
+        example_job(
+            serve={"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}},
+            export={"enabled": False},
+            serviceAccountName="hub-reader",
+        ),
+    )
     await succeed(cluster, "qwen-lora")
-    await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingKindNotInstalled", what="ServingKindNotInstalled")
+    await eventually(
+        lambda: condition(cluster, "Serving").get("reason") == "ServingKindNotInstalled", what="ServingKindNotInstalled"
+    )
     message = condition(cluster, "Serving")["message"]
     assert "LLMInferenceService serving.kserve.io/v1alpha1" in message and "install" in message
     assert phase_is(cluster, "Succeeded"), "a missing serving engine never changes the training's phase"
 
     cluster.declare("serving.kserve.io/v1alpha1", "llminferenceservices", "LLMInferenceService")  # KServe is installed
     llm = await eventually(lambda: cluster.read(*LLMISVC, NS, "qwen-lora"), timeout=20, what="the LLMInferenceService")
-    assert llm["spec"]["model"]["lora"]["adapters"] == [{"name": "qwen-lora", "uri": "pvc://finetune-outputs/team-a/qwen-lora"}]
-    await cluster.mutate(*LLMISVC, NS, "qwen-lora", lambda o: o.update(status={"url": "http://qwen-lora.team-a.example.com", "conditions": [{"type": "Ready", "status": "True"}]}))
+    assert llm["spec"]["model"]["lora"]["adapters"] == [
+        {"name": "qwen-lora", "uri": "pvc://finetune-outputs/team-a/qwen-lora"}
+    ]
+    await cluster.mutate(
+        *LLMISVC,
+        NS,
+        "qwen-lora",
+        lambda o: o.update(
+            status={"url": "http://qwen-lora.team-a.example.com", "conditions": [{"type": "Ready", "status": "True"}]}
+        ),
+    )
     await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingReady", what="ServingReady")
-    assert serving(cluster)["url"] == "http://qwen-lora.team-a.example.com/v1" and serving(cluster)["adapter"] == "pvc://finetune-outputs/team-a/qwen-lora"
+    assert (
+        serving(cluster)["url"] == "http://qwen-lora.team-a.example.com/v1"
+        and serving(cluster)["adapter"] == "pvc://finetune-outputs/team-a/qwen-lora"
+    )
 
 
 async def test_a_refused_serving_object_is_a_condition(cluster: Cluster, operator: Any) -> None:
@@ -543,7 +775,12 @@ EVALUATE = {"evaluation": {"valSize": 0.1, "baseModel": True}, "serve": {"when":
 
 
 def evaluate_line(trained_loss: float, base_loss: float) -> str:
-    evaluation = {"state": "Succeeded", "trained": {"evalLoss": trained_loss}, "base": {"evalLoss": base_loss}, "summary": f"loss {trained_loss}"}
+    evaluation = {
+        "state": "Succeeded",
+        "trained": {"evalLoss": trained_loss},
+        "base": {"evalLoss": base_loss},
+        "summary": f"loss {trained_loss}",
+    }
     return STAGE_PREFIX + json.dumps({"stage": "evaluate", "event": "end", "evaluation": evaluation})
 
 
@@ -552,23 +789,36 @@ async def test_evaluation_improves_serves_only_a_better_model(cluster: Cluster, 
     await cluster.put_object(*FTJ, example_job("worse", **EVALUATE))
     await cluster.put_object(*FTJ, example_job("better", **EVALUATE))
     await succeed(cluster, "worse", progress_line(10, 10, 1.0), evaluate_line(2.5, 2.1))
-    await eventually(lambda: condition(cluster, "Serving", "worse").get("reason") == "EvaluationNotImproved", what="EvaluationNotImproved")
+    await eventually(
+        lambda: condition(cluster, "Serving", "worse").get("reason") == "EvaluationNotImproved",
+        what="EvaluationNotImproved",
+    )
     assert "eval loss 2.5 >= base 2.1" in condition(cluster, "Serving", "worse")["message"]
 
     # No evaluation line yet when the job Succeeded: the operator waits for it, then serves.
     await succeed(cluster, "better", progress_line(10, 10, 1.0))
-    await eventually(lambda: condition(cluster, "Serving", "better").get("reason") == "WaitingForEvaluation", what="WaitingForEvaluation")
+    await eventually(
+        lambda: condition(cluster, "Serving", "better").get("reason") == "WaitingForEvaluation",
+        what="WaitingForEvaluation",
+    )
     assert cluster.read(*DEPLOY, NS, "better-serve") is None
     cluster.append_log(NS, "better-master-0", evaluate_line(1.2, 2.1))
     await eventually(lambda: cluster.read(*DEPLOY, NS, "better-serve"), what="the better model's Deployment")
     # The status patch follows the apply: wait for it rather than race it.
-    await eventually(lambda: (status(cluster, "better").get("evaluation") or {}).get("base") == {"evalLoss": 2.1}, what="status.evaluation")
+    await eventually(
+        lambda: (status(cluster, "better").get("evaluation") or {}).get("base") == {"evalLoss": 2.1},
+        what="status.evaluation",
+    )
     assert cluster.read(*DEPLOY, NS, "worse-serve") is None
 
 
 WORKSPACES = ("kaito.sh/v1beta1", "workspaces")
 JOBS = ("batch/v1", "jobs")
-KAITO = {"serve": {"engine": "kaito"}, "export": {"enabled": False}, "hfTokenSecretRef": {"name": "hf-token", "key": "HF_TOKEN"}}
+KAITO = {
+    "serve": {"engine": "kaito"},
+    "export": {"enabled": False},
+    "hfTokenSecretRef": {"name": "hf-token", "key": "HF_TOKEN"},
+}
 
 
 def job_condition(type_: str) -> Any:
@@ -586,29 +836,46 @@ async def test_kaito_gets_the_adapter_copied_to_its_own_claim_then_a_workspace(c
     copy = await eventually(lambda: cluster.read(*JOBS, NS, "qwen-lora-adapter-copy"), what="the adapter copy Job")
     pvc = cluster.read("v1", "persistentvolumeclaims", NS, "qwen-lora-adapter")
     assert pvc is not None and pvc["metadata"]["ownerReferences"][0]["kind"] == "FineTuneJob"
-    assert copy["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": "finetune-outputs", "readOnly": True}
+    assert copy["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == {
+        "claimName": "finetune-outputs",
+        "readOnly": True,
+    }
     await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingStarting", what="ServingStarting")
     assert "copying the adapter" in condition(cluster, "Serving")["message"]
     assert cluster.read(*WORKSPACES, NS, "qwen-lora") is None, "no Workspace before the adapter is on its claim"
 
     await cluster.mutate(*JOBS, NS, "qwen-lora-adapter-copy", job_condition("Complete"))  # the Job controller: copied
     ws = await eventually(lambda: cluster.read(*WORKSPACES, NS, "qwen-lora"), what="the Workspace")
-    assert ws["inference"]["adapters"] == [{"source": {"name": "qwen-lora", "volumeSource": {"persistentVolumeClaim": {"claimName": "qwen-lora-adapter", "readOnly": True}}}}]
+    assert ws["inference"]["adapters"] == [
+        {
+            "source": {
+                "name": "qwen-lora",
+                "volumeSource": {"persistentVolumeClaim": {"claimName": "qwen-lora-adapter", "readOnly": True}},
+            }
+        }
+    ]
     await cluster.mutate(*WORKSPACES, NS, "qwen-lora", job_condition("InferenceReady"))  # KAITO: inference ready
     await eventually(lambda: condition(cluster, "Serving").get("reason") == "ServingReady", what="ServingReady")
     assert serving(cluster)["url"] == "http://qwen-lora.team-a.svc:80/v1"
 
     await eventually(lambda: cluster.read(*JOBS, NS, "broken-copy-adapter-copy"), what="the second copy Job")
     await cluster.mutate(*JOBS, NS, "broken-copy-adapter-copy", job_condition("Failed"))
-    await eventually(lambda: condition(cluster, "Serving", "broken-copy").get("reason") == "AdapterCopyFailed", what="AdapterCopyFailed")
+    await eventually(
+        lambda: condition(cluster, "Serving", "broken-copy").get("reason") == "AdapterCopyFailed",
+        what="AdapterCopyFailed",
+    )
     assert cluster.read(*WORKSPACES, NS, "broken-copy") is None
     # The user deletes the failed Job (the reason's hint): the adapter is copied again.
     await cluster.remove(*JOBS, NS, "broken-copy-adapter-copy")
-    await eventually(lambda: condition(cluster, "Serving", "broken-copy").get("reason") == "ServingStarting", what="copying again")
+    await eventually(
+        lambda: condition(cluster, "Serving", "broken-copy").get("reason") == "ServingStarting", what="copying again"
+    )
     assert cluster.read(*JOBS, NS, "broken-copy-adapter-copy") is not None
 
 
-async def test_stopping_leaves_kopf_no_task_of_ours_to_wait_for(cluster: Cluster, operator: Any, caplog: pytest.LogCaptureFixture) -> None:
+async def test_stopping_leaves_kopf_no_task_of_ours_to_wait_for(
+    cluster: Cluster, operator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """kopf 1.45.2 waits up to 5 s for every task created after it started before cancelling them
     (kopf/_core/reactor/running.py:411-413): the controller's informers and workers were such tasks,
     so each stop (a SIGTERM in the pod) took 5 s more. main.serve's cleanup handler stops them first;

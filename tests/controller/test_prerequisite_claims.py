@@ -40,7 +40,9 @@ def job() -> FineTuneJob:
 
 
 def check(claims: dict[str, dict[str, Any]]) -> dict[str, bool | None]:
-    found = asyncio.run(_prerequisites(("ns", "j"), job(), ObserveSettings(RenderOptions()), Memory(), None, 1, 0.0, informer(claims)))  # type: ignore[arg-type]
+    found = asyncio.run(
+        _prerequisites(("ns", "j"), job(), ObserveSettings(RenderOptions()), Memory(), None, 1, 0.0, informer(claims))
+    )  # type: ignore[arg-type]
     return {p.name: p.found for p in found}
 
 
@@ -51,12 +53,15 @@ def test_an_existing_claim_is_found_pending_or_bound(phase: str) -> None:
 
 
 def test_a_lost_or_absent_claim_is_missing() -> None:
-    assert check({"finetune-outputs": {"status": {"phase": "Lost"}}}) == {"finetune-outputs": False, "model-cache": False}
+    assert check({"finetune-outputs": {"status": {"phase": "Lost"}}}) == {
+        "finetune-outputs": False,
+        "model-cache": False,
+    }
 
 
 def test_the_docs_say_what_the_operator_does() -> None:
     status = (ROOT / "docs" / "status.md").read_text(encoding="utf-8")
-    prose = status[status.index("## Prerequisites"):]
+    prose = status[status.index("## Prerequisites") :]
     prose = prose[: prose.index("\n## ", 3)]
     assert re.search(r"still `Pending` counts as found", prose) and "`Lost` claim counts as\nmissing" in prose
     assert "Pending claim counts" in REASONS["PrerequisitesFound"].meaning

@@ -82,7 +82,9 @@ async def test_health_and_metrics_endpoints(cluster: Cluster, operator: Any, con
 
     def scrape() -> str:
         text = fetch(f"http://127.0.0.1:{metrics_port}/metrics")[1]
-        done = 'kubetune_finetunejobs{phase="Failed"} 1.0' in text and 'kubetune_finetunejobs{phase="Pending"} 1.0' in text
+        done = (
+            'kubetune_finetunejobs{phase="Failed"} 1.0' in text and 'kubetune_finetunejobs{phase="Pending"} 1.0' in text
+        )
         return text if done else ""
 
     text = await eventually(scrape, what="metrics")
@@ -92,7 +94,9 @@ async def test_health_and_metrics_endpoints(cluster: Cluster, operator: Any, con
     assert 'kubetune_api_retries_total{reason="500"} 1.0' in text
 
 
-async def test_namespaced_operator_ignores_other_namespaces(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:
+async def test_namespaced_operator_ignores_other_namespaces(
+    cluster: Cluster, operator: Any, config: OperatorConfig
+) -> None:
     await operator(dataclasses.replace(config, namespaces=("team-a",)))
     await cluster.put_object(*FTJ, example_job("other", namespace="team-b"))
     await cluster.put_object(*FTJ, example_job("mine", namespace="team-a"))
@@ -107,7 +111,9 @@ def test_cli_flags_reach_the_operator_config(tmp_path: Path, monkeypatch: pytest
     path = tmp_path / "config"
     path.write_text(KUBECONFIG, encoding="utf-8")
     monkeypatch.setenv("KUBECONFIG", str(path))
-    args = build_parser().parse_args(["operator", "-n", "a", "--namespace", "b", "--sync-interval", "5", "--peering", "", "--priority", "7"])
+    args = build_parser().parse_args(
+        ["operator", "-n", "a", "--namespace", "b", "--sync-interval", "5", "--peering", "", "--priority", "7"]
+    )
     config = config_from_args(args)
     assert config.namespaces == ("a", "b")
     assert config.sync_interval_s == 5.0 and config.peering is None and config.priority == 7
@@ -116,7 +122,9 @@ def test_cli_flags_reach_the_operator_config(tmp_path: Path, monkeypatch: pytest
     assert config_from_args(build_parser().parse_args(["operator", "-A"])).namespaces == ()
 
 
-def test_a_local_operator_has_the_built_in_gpu_table_and_a_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_local_operator_has_the_built_in_gpu_table_and_a_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Run outside the cluster (no chart, no KUBETUNE_GPU_MEMORY_BY_PRODUCT) the operator knows the
     same GPUs as `kubetune validate`; --gpu-memory-by-product adds the chart value's entries."""
     from kubetune.api import FineTuneJob, load_documents
@@ -130,10 +138,14 @@ def test_a_local_operator_has_the_built_in_gpu_table_and_a_flag(tmp_path: Path, 
     monkeypatch.setenv("KUBECONFIG", str(path))
     monkeypatch.delenv(PRODUCT_TABLE_ENV, raising=False)
     table = config_from_args(build_parser().parse_args(["operator"])).gpu_memory_by_product
-    [doc] = load_documents((root / "examples" / "finetune-full.yaml").read_text(encoding="utf-8"))  # selects NVIDIA-H100-80GB-HBM3
+    [doc] = load_documents(
+        (root / "examples" / "finetune-full.yaml").read_text(encoding="utf-8")
+    )  # selects NVIDIA-H100-80GB-HBM3
     job = FineTuneJob.from_api({**doc, "metadata": {**doc["metadata"], "namespace": "team-a"}})
     assert feasibility(job, gpu_memory_for(job, table)).status in ("True", "False")  # not Unknown: the H100 is known
-    flagged = config_from_args(build_parser().parse_args(["operator", "--gpu-memory-by-product", "NVIDIA-H800=81559Mi"])).gpu_memory_by_product
+    flagged = config_from_args(
+        build_parser().parse_args(["operator", "--gpu-memory-by-product", "NVIDIA-H800=81559Mi"])
+    ).gpu_memory_by_product
     assert flagged == {**table, "NVIDIA-H800": "81559Mi"}
     with pytest.raises(ValueError, match="NVIDIA-H800: 'lots' is not a Kubernetes quantity"):
         config_from_args(build_parser().parse_args(["operator", "--gpu-memory-by-product", "NVIDIA-H800=lots"]))
@@ -158,7 +170,9 @@ async def test_kubetune_operator_command_runs_against_kubeconfig(cluster: Cluste
 
     config = tmp_path / "config"
     config.write_text(
-        KUBECONFIG.replace('"https://k8s.example:6443", insecure-skip-tls-verify: true', f'"{str(cluster.url).rstrip("/")}"'),
+        KUBECONFIG.replace(
+            '"https://k8s.example:6443", insecure-skip-tls-verify: true', f'"{str(cluster.url).rstrip("/")}"'
+        ),
         encoding="utf-8",
     )
     # As the README shows it: no --peering flag, and no peering object in the cluster.
@@ -166,7 +180,9 @@ async def test_kubetune_operator_command_runs_against_kubeconfig(cluster: Cluste
            "--metrics-port", str(free_port()), "--health-port", str(free_port())]  # fmt: skip
     proc = subprocess.Popen(cmd, env={**os.environ, "KUBECONFIG": str(config)}, stderr=subprocess.PIPE, text=True)
     try:
-        await eventually(lambda: cluster.open_watches > 0 or proc.poll() is not None, timeout=60, what="the operator's watch")
+        await eventually(
+            lambda: cluster.open_watches > 0 or proc.poll() is not None, timeout=60, what="the operator's watch"
+        )
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         await cluster.put_object(*FTJ, example_job())
         await eventually(lambda: cluster.read(*PTJ, "team-a", "qwen-lora"), timeout=30, what="the PyTorchJob")
@@ -199,15 +215,32 @@ async def test_a_busy_port_is_one_error_line(tmp_path: Path) -> None:
         busy.bind(("0.0.0.0", 0))  # noqa: S104 - the address the operator binds
         busy.listen()
         port = busy.getsockname()[1]
-        cmd = [sys.executable, "-m", "kubetune", "operator", "--metrics-port", str(port), "--health-port", str(free_port())]
-        proc = subprocess.run(cmd, env={**__import__("os").environ, "KUBECONFIG": str(config)}, capture_output=True, text=True, timeout=scaled(60))
+        cmd = [
+            sys.executable,
+            "-m",
+            "kubetune",
+            "operator",
+            "--metrics-port",
+            str(port),
+            "--health-port",
+            str(free_port()),
+        ]
+        proc = subprocess.run(
+            cmd,
+            env={**__import__("os").environ, "KUBECONFIG": str(config)},
+            capture_output=True,
+            text=True,
+            timeout=scaled(60),
+        )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"metrics port {port} is already in use" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-async def test_two_operators_of_the_same_priority_say_why_they_pause(cluster: Cluster, operator: Any, config: OperatorConfig, caplog: pytest.LogCaptureFixture) -> None:
+async def test_two_operators_of_the_same_priority_say_why_they_pause(
+    cluster: Cluster, operator: Any, config: OperatorConfig, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     caplog.set_level(logging.WARNING, logger="kubetune.controller")
@@ -216,19 +249,29 @@ async def test_two_operators_of_the_same_priority_say_why_they_pause(cluster: Cl
     await operator(dataclasses.replace(config, peering="kubetune"))
     await operator(dataclasses.replace(config, peering="kubetune"))
     said = await eventually(
-        lambda: [r.getMessage() for r in caplog.records if "same peering priority 0" in r.getMessage()], timeout=20, what="the pause explained"
+        lambda: [r.getMessage() for r in caplog.records if "same peering priority 0" in r.getMessage()],
+        timeout=20,
+        what="the pause explained",
     )
-    assert any("--priority 1" in m for m in said) and any(r.levelname == "ERROR" for r in caplog.records if "same peering" in r.getMessage())
+    assert any("--priority 1" in m for m in said) and any(
+        r.levelname == "ERROR" for r in caplog.records if "same peering" in r.getMessage()
+    )
 
 
-async def test_a_namespaced_copy_refuses_to_race_a_clusterwide_operator(cluster: Cluster, operator: Any, config: OperatorConfig) -> None:
+async def test_a_namespaced_copy_refuses_to_race_a_clusterwide_operator(
+    cluster: Cluster, operator: Any, config: OperatorConfig
+) -> None:
     import datetime
 
     from kubetune.controller.main import Refused
 
     cluster.declare("kopf.dev/v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False, has_status=False)
     alive = {"priority": 0, "lifetime": 60, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
-    await cluster.put_object("kopf.dev/v1", "clusterkopfpeerings", {"metadata": {"name": "kubetune"}, "status": {"kubetune-incluster": alive}})
+    await cluster.put_object(
+        "kopf.dev/v1",
+        "clusterkopfpeerings",
+        {"metadata": {"name": "kubetune"}, "status": {"kubetune-incluster": alive}},
+    )
     with pytest.raises(Refused, match=r"kubetune-incluster.*kubetune operator -A --priority 100"):
         await operator(dataclasses.replace(config, peering="kubetune", namespaces=("team-a",)))
     await cluster.put_object(*FTJ, example_job())

@@ -64,7 +64,9 @@ def report(name: str, *lines: str, namespace: str = NS) -> dict[str, Any]:
 async def running_job(cluster: Cluster, name: str) -> str:
     await cluster.put_object(*FTJ, example_job(name))
     pod = await training_started(cluster, NS, name)
-    await eventually(lambda: (cluster.read(*FTJ, NS, name) or {}).get("status", {}).get("phase") == "Running", what=f"{name} Running")
+    await eventually(
+        lambda: (cluster.read(*FTJ, NS, name) or {}).get("status", {}).get("phase") == "Running", what=f"{name} Running"
+    )
     return pod
 
 
@@ -109,12 +111,21 @@ async def test_a_real_trainer_process_pushes_progress_to_status(
         contract.ENV_JOB: "qwen-lora",
     }
     proc = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=scaled(60), check=False
+        subprocess.run,
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "kubetune.progress " in proc.stdout  # the log line stays as it was
     assert "sent 1 failed 0" in proc.stdout, proc.stdout + proc.stderr
-    progress = await eventually(lambda: progress_of(cluster, "qwen-lora").get("step") == 7 and progress_of(cluster, "qwen-lora"), what="pushed progress in status")
+    progress = await eventually(
+        lambda: progress_of(cluster, "qwen-lora").get("step") == 7 and progress_of(cluster, "qwen-lora"),
+        what="pushed progress in status",
+    )
     assert progress["totalSteps"] == 20 and progress["loss"] == 0.75 and progress["summary"] == "7/20 (35%)"
     # Nothing was in the pod log: status came from the push alone.
     assert not cluster.logs.get((NS, pod))
@@ -129,7 +140,9 @@ async def test_a_steady_pushing_job_costs_no_log_read_and_one_token_review(
     pod = await running_job(cluster, "qwen-lora")
     token_file = tmp_path / "token"
     token_file.write_text(authority.issue(NS, pod), encoding="utf-8")
-    reporter = Reporter(url_of(push_config), str(token_file), NS, "qwen-lora", min_interval_s=0.05, heartbeat_s=0.3).start()
+    reporter = Reporter(
+        url_of(push_config), str(token_file), NS, "qwen-lora", min_interval_s=0.05, heartbeat_s=0.3
+    ).start()
     try:
         reporter.offer(stage_line("train", "start"))
         reporter.offer(progress_line(3, 10, 1.5))
@@ -138,7 +151,10 @@ async def test_a_steady_pushing_job_costs_no_log_read_and_one_token_review(
         reporter.offer(progress_line(6, 10, 1.2))
         await eventually(lambda: progress_of(cluster, "qwen-lora").get("step") == 6, what="step 6")
         reporter.offer(stage_line("export", "start"))
-        await eventually(lambda: cluster.read(*FTJ, NS, "qwen-lora")["status"]["phase"] == "Exporting", what="Exporting from a pushed stage line")
+        await eventually(
+            lambda: cluster.read(*FTJ, NS, "qwen-lora")["status"]["phase"] == "Exporting",
+            what="Exporting from a pushed stage line",
+        )
         await asyncio.sleep(1.0)  # several status-loop intervals (0.2 s) and heartbeats
         window = cluster.call_log[mark:]
     finally:
@@ -185,13 +201,21 @@ async def test_refused_reports_change_nothing(
         "no token": (None, report("job-a", evil), 401),
         "not a bearer token": ("", report("job-a", evil), 401),
         "garbage token": ("not-a-jwt", report("job-a", evil), 401),
-        "token for the API server's audience": (authority.issue(NS, pod_a, audiences=API_AUDIENCES), report("job-a", evil), 401),
+        "token for the API server's audience": (
+            authority.issue(NS, pod_a, audiences=API_AUDIENCES),
+            report("job-a", evil),
+            401,
+        ),
         "expired token": (authority.issue(NS, pod_a, issued_at=time.time() - 700), report("job-a", evil), 401),
         "token with altered claims": (forged, report("job-a", evil), 401),
         "another job's pod reports for job-a": (authority.issue(NS, pod_b), report("job-a", evil), 403),
         "job-a's pod reports for job-b": (good, report("job-b", evil), 403),
         "job-a's pod names another namespace": (good, report("job-a", evil, namespace="team-b"), 403),
-        "invalid progress values": (good, report("job-a", progress_line(9, 10, 0.01).replace('"step": 9', '"step": -9')), 400),
+        "invalid progress values": (
+            good,
+            report("job-a", progress_line(9, 10, 0.01).replace('"step": 9', '"step": -9')),
+            400,
+        ),
         "not a protocol line": (good, report("job-a", "hello"), 400),
         "not JSON": (good, None, 400),
         "oversized body": (good, report("job-a", evil, *([stage_line("train", "start")] * 15), "x" * 20000), 413),
@@ -210,11 +234,15 @@ async def test_refused_reports_change_nothing(
     assert progress_of(cluster, "job-b") == {}
 
 
-async def test_each_pod_is_rate_limited(cluster: Cluster, authority: TokenAuthority, operator: Any, push_config: OperatorConfig) -> None:
+async def test_each_pod_is_rate_limited(
+    cluster: Cluster, authority: TokenAuthority, operator: Any, push_config: OperatorConfig
+) -> None:
     await operator(push_config)
     pod = await running_job(cluster, "qwen-lora")
     token = authority.issue(NS, pod)
-    codes = [await post(url_of(push_config), token, report("qwen-lora", progress_line(i + 1, 100, 1.0))) for i in range(14)]
+    codes = [
+        await post(url_of(push_config), token, report("qwen-lora", progress_line(i + 1, 100, 1.0))) for i in range(14)
+    ]
     assert codes[:10] == [204] * 10 and 429 in codes[10:]
 
 
@@ -223,7 +251,9 @@ def test_an_unreachable_intake_never_blocks_or_crashes_the_trainer(tmp_path: Pat
     token_file.write_text("t", encoding="utf-8")
     messages: list[str] = []
     port = free_port()  # nothing listens there
-    reporter = Reporter(f"http://127.0.0.1:{port}/v1/progress", str(token_file), NS, "x", min_interval_s=0.01, log=messages.append).start()
+    reporter = Reporter(
+        f"http://127.0.0.1:{port}/v1/progress", str(token_file), NS, "x", min_interval_s=0.01, log=messages.append
+    ).start()
     for step in range(1, 2001):  # offer() only swaps the newest line in: nothing queues up
         reporter.offer(progress_line(step, 2000, 1.0))
     reporter.close(timeout=5)
@@ -285,17 +315,26 @@ def self_signed(tmp_path: Path) -> tuple[str, str]:
     )
     cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_file), str(key_file)
 
 
 async def test_the_intake_over_tls(
-    cluster: Cluster, authority: TokenAuthority, operator: Any, push_config: OperatorConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster,
+    authority: TokenAuthority,
+    operator: Any,
+    push_config: OperatorConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """--progress-tls-cert/--progress-tls-key; the trainer verifies the server against SSL_CERT_FILE."""
     cert, key = self_signed(tmp_path)
     url = url_of(push_config).replace("http://", "https://")
-    await operator(dataclasses.replace(push_config, progress_tls=(cert, key), render_options=RenderOptions(progress_url=url)))
+    await operator(
+        dataclasses.replace(push_config, progress_tls=(cert, key), render_options=RenderOptions(progress_url=url))
+    )
     pod = await running_job(cluster, "qwen-lora")
     token_file = tmp_path / "token"
     token_file.write_text(authority.issue(NS, pod), encoding="utf-8")
@@ -319,7 +358,15 @@ async def test_a_namespaced_operator_refuses_reports_from_other_namespaces(
 ) -> None:
     await operator(dataclasses.replace(push_config, namespaces=(NS,)))
     labels = {contract.LABEL_JOB: "other"}
-    await cluster.put_object("v1", "pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "other-master-0", "namespace": "team-b", "labels": labels}})
+    await cluster.put_object(
+        "v1",
+        "pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "other-master-0", "namespace": "team-b", "labels": labels},
+        },
+    )
     token = authority.issue("team-b", "other-master-0")
     mark = len(cluster.call_log)
     assert await post(url_of(push_config), token, report("other", progress_line(1, 10, 1.0), namespace="team-b")) == 403

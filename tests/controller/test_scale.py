@@ -52,11 +52,21 @@ def lines_run(call: Callable[[], Any]) -> int:
 
 def controller_with(n: int) -> Controller:
     """A controller that knows ``n`` FineTuneJobs, plus ``base`` and ``tuned`` (tuned builds on base, not started)."""
-    config = OperatorConfig(connection=Connection(server="http://127.0.0.1:9"), metrics_port=None, health_port=None, peering=None)
+    config = OperatorConfig(
+        connection=Connection(server="http://127.0.0.1:9"), metrics_port=None, health_port=None, peering=None
+    )
     controller = Controller(Runtime(config, Kube(config.connection), Metrics()), peering=None)
     for i in range(n):
-        controller.job_event("ADDED", {**example_job(f"job-{i:05d}", "ns"), "metadata": {"name": f"job-{i:05d}", "namespace": "ns", "resourceVersion": "1"}})
-    controller.job_event("ADDED", {**example_job("base", "ns"), "metadata": {"name": "base", "namespace": "ns", "resourceVersion": "1"}})
+        controller.job_event(
+            "ADDED",
+            {
+                **example_job(f"job-{i:05d}", "ns"),
+                "metadata": {"name": f"job-{i:05d}", "namespace": "ns", "resourceVersion": "1"},
+            },
+        )
+    controller.job_event(
+        "ADDED", {**example_job("base", "ns"), "metadata": {"name": "base", "namespace": "ns", "resourceVersion": "1"}}
+    )
     tuned = example_job("tuned", "ns", model={"fromJob": "base", "template": "qwen"})
     controller.job_event("ADDED", {**tuned, "metadata": {"name": "tuned", "namespace": "ns", "resourceVersion": "1"}})
     return controller
@@ -140,11 +150,17 @@ def test_an_event_costs_the_same_past_the_correlator_cache_size() -> None:
     assert held == 64, "the correlator's cache is bounded like client-go's LRU (maxLruCacheEntries)"
 
 
-async def test_a_claim_created_later_is_seen_at_once_and_claims_cost_no_request_per_job(cluster: Any, operator: Any, config: OperatorConfig) -> None:
+async def test_a_claim_created_later_is_seen_at_once_and_claims_cost_no_request_per_job(
+    cluster: Any, operator: Any, config: OperatorConfig
+) -> None:
     """Prerequisite PVCs come from a watch: creating the missing one flips PrerequisitesReady without
     waiting for a timed re-check (here an hour away), and no job costs a GET of a claim."""
     await operator(dataclasses.replace(config, prereq_recheck_s=3600.0))
-    await cluster.put_object("v1", "persistentvolumeclaims", {"metadata": {"name": "model-cache", "namespace": "ns"}, "status": {"phase": "Bound"}})
+    await cluster.put_object(
+        "v1",
+        "persistentvolumeclaims",
+        {"metadata": {"name": "model-cache", "namespace": "ns"}, "status": {"phase": "Bound"}},
+    )
     for name in ("a", "b"):
         await cluster.put_object(*FTJ, example_job(name, "ns"))
 
@@ -154,13 +170,21 @@ async def test_a_claim_created_later_is_seen_at_once_and_claims_cost_no_request_
 
     await eventually(lambda: all(ready(n).get("status") == "False" for n in "ab"), what="finetune-outputs missing")
     assert "PersistentVolumeClaim finetune-outputs in namespace ns: not found" in ready("a")["message"]
-    await cluster.put_object("v1", "persistentvolumeclaims", {"metadata": {"name": "finetune-outputs", "namespace": "ns"}, "status": {"phase": "Pending"}})
-    await eventually(lambda: all(ready(n).get("status") == "True" for n in "ab"), what="the new claim seen by both jobs")
+    await cluster.put_object(
+        "v1",
+        "persistentvolumeclaims",
+        {"metadata": {"name": "finetune-outputs", "namespace": "ns"}, "status": {"phase": "Pending"}},
+    )
+    await eventually(
+        lambda: all(ready(n).get("status") == "True" for n in "ab"), what="the new claim seen by both jobs"
+    )
     claim_calls = {c.verb for c in cluster.api_calls() if c.resource == "persistentvolumeclaims"}
     assert claim_calls == {"list", "watch"}, claim_calls
 
 
-async def test_an_operator_that_may_not_list_claims_still_creates_the_children(cluster: Any, operator: Any, config: OperatorConfig) -> None:
+async def test_an_operator_that_may_not_list_claims_still_creates_the_children(
+    cluster: Any, operator: Any, config: OperatorConfig
+) -> None:
     """RBAC without list on PVCs (a chart older than this operator): the claims are "could not be
     checked", never a start-up that waits forever for the informer, and the job runs."""
     cluster.inject("list", "persistentvolumeclaims", 403, times=1000)
@@ -178,13 +202,28 @@ class ScopedClaims:
     def __init__(self, forbidden: str, claims: dict[str, list[str]]) -> None:
         self.forbidden, self.claims, self.lists = forbidden, claims, 0
 
-    async def list_chunk(self, api_version: str, plural: str, namespace: str | None, label_selector: str | None = None, limit: int = 0, continue_token: str | None = None) -> tuple[list[dict[str, Any]], str, str]:
+    async def list_chunk(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        label_selector: str | None = None,
+        limit: int = 0,
+        continue_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str, str]:
         from kubetune.controller.kube import ApiError
 
         self.lists += 1
         if namespace == self.forbidden:
-            raise ApiError(403, "Forbidden", f'persistentvolumeclaims is forbidden: cannot list resource "persistentvolumeclaims" in the namespace "{namespace}"')
-        items = [{"metadata": {"name": n, "namespace": namespace, "resourceVersion": "5"}, "status": {"phase": "Bound"}} for n in self.claims.get(str(namespace), [])]
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'persistentvolumeclaims is forbidden: cannot list resource "persistentvolumeclaims" in the namespace "{namespace}"',
+            )
+        items = [
+            {"metadata": {"name": n, "namespace": namespace, "resourceVersion": "5"}, "status": {"phase": "Bound"}}
+            for n in self.claims.get(str(namespace), [])
+        ]
         return items, "5", ""
 
     async def watch(self, *_: Any, **__: Any) -> Any:
@@ -201,16 +240,23 @@ def test_a_namespace_whose_claims_may_not_be_listed_does_not_report_them_missing
 
     async def run() -> list[tuple[bool | None, str]]:
         fake = ScopedClaims("a", {"b": ["data"]})
-        claims = Informer(fake, "v1", "persistentvolumeclaims", ("a", "b"), lambda *_: None, recheck_s=3600, tolerate_forbidden=True)  # type: ignore[arg-type]
+        claims = Informer(
+            fake, "v1", "persistentvolumeclaims", ("a", "b"), lambda *_: None, recheck_s=3600, tolerate_forbidden=True
+        )  # type: ignore[arg-type]
         task = asyncio.create_task(claims.run())
         await eventually(lambda: fake.lists >= 2)
         try:
-            return [(p.found, p.detail) for p in (_claim(claims, "a", "data"), _claim(claims, "b", "data"), _claim(claims, "b", "other"))]
+            return [
+                (p.found, p.detail)
+                for p in (_claim(claims, "a", "data"), _claim(claims, "b", "data"), _claim(claims, "b", "other"))
+            ]
         finally:
             task.cancel()
 
     in_a, in_b, missing_in_b = asyncio.run(run())
-    assert in_a[0] is None and "forbidden" in in_a[1], f"a claim in a namespace the operator may not list was reported {in_a}"
+    assert in_a[0] is None and "forbidden" in in_a[1], (
+        f"a claim in a namespace the operator may not list was reported {in_a}"
+    )
     assert in_b == (True, ""), f"a claim listed in namespace b was reported {in_b}"
     assert missing_in_b == (False, "not found")
 
@@ -226,7 +272,9 @@ class RecordedEvents(Events):
         self.events[obj["metadata"]["name"]] = dict(obj)
         return await super().create(api_version, plural, obj)
 
-    async def request(self, verb: str, method: str, url: str, body: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
+    async def request(
+        self, verb: str, method: str, url: str, body: dict[str, Any] | None = None, **_: Any
+    ) -> dict[str, Any]:
         self.events[url.rsplit("/", 1)[-1]].update(body or {})
         return {}
 
@@ -250,7 +298,9 @@ def test_similar_events_are_combined_at_the_tenth_and_stay_combined_while_they_k
 
     asyncio.run(run())
     combined = [e for e in api.events.values() if e["message"].startswith("(combined from similar events): ")]
-    assert len(api.events) == 10, f"{len(api.events)} Events posted: {sorted(e['message'] for e in api.events.values())}"
+    assert len(api.events) == 10, (
+        f"{len(api.events)} Events posted: {sorted(e['message'] for e in api.events.values())}"
+    )
     assert len(combined) == 1 and combined[0]["count"] == 7
 
 
@@ -261,7 +311,15 @@ class SlowScope(ScopedClaims):
         super().__init__("", claims)
         self.release = asyncio.Event()
 
-    async def list_chunk(self, api_version: str, plural: str, namespace: str | None, label_selector: str | None = None, limit: int = 0, continue_token: str | None = None) -> tuple[list[dict[str, Any]], str, str]:
+    async def list_chunk(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        label_selector: str | None = None,
+        limit: int = 0,
+        continue_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str, str]:
         if namespace == "slow":
             await self.release.wait()
         return await super().list_chunk(api_version, plural, namespace, label_selector, limit, continue_token)
@@ -277,7 +335,15 @@ def test_claims_are_synced_only_once_every_watched_namespace_is_listed() -> None
 
     async def run() -> tuple[bool, bool | None, bool, bool | None]:
         fake = SlowScope({"fast": ["a"], "slow": ["data"]})
-        claims = Informer(fake, "v1", "persistentvolumeclaims", ("fast", "slow"), lambda *_: None, recheck_s=3600, tolerate_forbidden=True)  # type: ignore[arg-type]
+        claims = Informer(
+            fake,
+            "v1",
+            "persistentvolumeclaims",
+            ("fast", "slow"),
+            lambda *_: None,
+            recheck_s=3600,
+            tolerate_forbidden=True,
+        )  # type: ignore[arg-type]
         task = asyncio.create_task(claims.run())
         try:
             await eventually(lambda: claims.get("fast", "a") is not None)
@@ -301,17 +367,34 @@ class PagedClaims:
     continue token that expired is 410 Gone (client-go tools/pager/pager.go:92-121 @ v0.36.3)."""
 
     def __init__(self, count: int, expire_once: bool = False) -> None:
-        self.items = [{"metadata": {"name": f"c-{i:05d}", "namespace": f"ns-{i % 7}", "resourceVersion": "9"}, "status": {"phase": "Bound"}, "spec": {"big": "x" * 100}} for i in range(count)]
+        self.items = [
+            {
+                "metadata": {"name": f"c-{i:05d}", "namespace": f"ns-{i % 7}", "resourceVersion": "9"},
+                "status": {"phase": "Bound"},
+                "spec": {"big": "x" * 100},
+            }
+            for i in range(count)
+        ]
         self.largest = 0
         self.expire_once = expire_once
 
-    async def list_chunk(self, api_version: str, plural: str, namespace: str | None, label_selector: str | None = None, limit: int = 0, continue_token: str | None = None) -> tuple[list[dict[str, Any]], str, str]:
+    async def list_chunk(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        label_selector: str | None = None,
+        limit: int = 0,
+        continue_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str, str]:
         from kubetune.controller.kube import ApiError
 
         start = int(continue_token or 0)
         if continue_token and self.expire_once:
             self.expire_once = False
-            raise ApiError(410, "Expired", "The provided continue parameter is too old to display a consistent list result.")
+            raise ApiError(
+                410, "Expired", "The provided continue parameter is too old to display a consistent list result."
+            )
         end = len(self.items) if not limit else min(len(self.items), start + limit)
         self.largest = max(self.largest, end - start)
         return self.items[start:end], "9", (str(end) if end < len(self.items) else "")
@@ -330,7 +413,9 @@ def test_the_claims_are_listed_in_pages_so_a_large_cluster_does_not_exhaust_the_
     from kubetune.controller.cache import Informer, trim_claim
 
     async def run(fake: PagedClaims) -> Informer:
-        claims = Informer(fake, "v1", "persistentvolumeclaims", (), lambda *_: None, transform=trim_claim, tolerate_forbidden=True)  # type: ignore[arg-type]
+        claims = Informer(
+            fake, "v1", "persistentvolumeclaims", (), lambda *_: None, transform=trim_claim, tolerate_forbidden=True
+        )  # type: ignore[arg-type]
         task = asyncio.create_task(claims.run())
         try:
             await asyncio.wait_for(claims.synced.wait(), 5)
@@ -340,7 +425,10 @@ def test_the_claims_are_listed_in_pages_so_a_large_cluster_does_not_exhaust_the_
 
     fake = PagedClaims(1234)
     claims = asyncio.run(run(fake))
-    assert len(claims.objects) == 1234 and claims.get("ns-3", "c-00003") == {"metadata": {"name": "c-00003", "namespace": "ns-3", "resourceVersion": "9"}, "status": {"phase": "Bound"}}
+    assert len(claims.objects) == 1234 and claims.get("ns-3", "c-00003") == {
+        "metadata": {"name": "c-00003", "namespace": "ns-3", "resourceVersion": "9"},
+        "status": {"phase": "Bound"},
+    }
     assert fake.largest <= 500, f"one LIST response held {fake.largest} claims"
     expired = PagedClaims(1234, expire_once=True)
     assert len(asyncio.run(run(expired)).objects) == 1234

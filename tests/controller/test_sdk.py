@@ -51,7 +51,9 @@ def phase(cluster: Cluster, name: str = "qwen-lora") -> str | None:
 # --- create / get / list / suspend / resume / delete ----------------------------------------------
 
 
-async def test_create_applies_with_kubetunes_field_manager_and_get_list_return_typed_jobs(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+async def test_create_applies_with_kubetunes_field_manager_and_get_list_return_typed_jobs(
+    cluster: Cluster, operator: Any, tmp_path: Path
+) -> None:
     await operator()
     client = await client_for(cluster, tmp_path)
     assert client.namespace == NS  # the kubeconfig context's namespace
@@ -61,9 +63,13 @@ async def test_create_applies_with_kubetunes_field_manager_and_get_list_return_t
     assert stored is not None
     applies = [(e["manager"], e["operation"]) for e in stored["metadata"]["managedFields"] if "f:spec" in e["fieldsV1"]]
     assert applies == [("kubetune", "Apply")], "server-side apply, one field manager owning the spec"
-    assert ("kubetune.io", "v1alpha1", "finetunejobs", "patch", True, None) in {(c.group, c.version, c.resource, c.verb, c.namespaced, c.subresource) for c in cluster.calls}
+    assert ("kubetune.io", "v1alpha1", "finetunejobs", "patch", True, None) in {
+        (c.group, c.version, c.resource, c.verb, c.namespaced, c.subresource) for c in cluster.calls
+    }
 
-    await eventually(lambda: phase(cluster) == "Pending" and cluster.read(*PTJ, NS, "qwen-lora"), what="the operator's children")
+    await eventually(
+        lambda: phase(cluster) == "Pending" and cluster.read(*PTJ, NS, "qwen-lora"), what="the operator's children"
+    )
     job = await call(client.get, "qwen-lora")
     assert job.status is not None and job.status.phase == "Pending" and job.status.observed_generation == 1
     assert job.status.job is not None and job.status.job.kind == "PyTorchJob"
@@ -81,10 +87,15 @@ async def test_suspend_resume_and_delete_through_the_operator(cluster: Cluster, 
     client = await client_for(cluster, tmp_path)
     await call(client.create, lora_job())
     # (after the operator recorded the running job, as in test_operator's suspend test)
-    await eventually(lambda: ((cluster.read(*FTJ, NS, "qwen-lora") or {}).get("status") or {}).get("configMap"), what="status.configMap")
+    await eventually(
+        lambda: ((cluster.read(*FTJ, NS, "qwen-lora") or {}).get("status") or {}).get("configMap"),
+        what="status.configMap",
+    )
     suspended = await call(client.suspend, "qwen-lora")
     assert suspended.spec.suspend is True
-    await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is True, what="child suspended")
+    await eventually(
+        lambda: cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is True, what="child suspended"
+    )
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Suspended")  # Kubeflow's part
     await eventually(lambda: phase(cluster) == "Suspended", what="phase Suspended")
     assert (await call(client.get, "qwen-lora")).status.phase == "Suspended"  # type: ignore[union-attr]
@@ -93,7 +104,9 @@ async def test_suspend_resume_and_delete_through_the_operator(cluster: Cluster, 
     assert stored is not None and stored["spec"]["lora"]["rank"] == 8
     resumed = await call(client.resume, "qwen-lora")
     assert resumed.spec.suspend is False
-    await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is False, what="child resumed")
+    await eventually(
+        lambda: cluster.read(*PTJ, NS, "qwen-lora")["spec"]["runPolicy"]["suspend"] is False, what="child resumed"
+    )
     await call(client.create, lora_job())  # re-applying the job after a suspend/resume: no conflict
 
     await call(client.delete, "qwen-lora")
@@ -108,7 +121,9 @@ async def test_suspend_resume_and_delete_through_the_operator(cluster: Cluster, 
 # --- watch / wait -----------------------------------------------------------------------------------
 
 
-async def test_delete_then_create_again_never_adopts_the_old_run(cluster: Cluster, operator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_delete_then_create_again_never_adopts_the_old_run(
+    cluster: Cluster, operator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """delete() is background propagation (the default for custom resources: apiserver
     registry/generic/registry/store.go:886-980 @ v0.36.3): the job is gone at once, its PyTorchJob only when
     the garbage collector gets to it.  A notebook that deletes and creates again at once (to change the
@@ -124,7 +139,10 @@ async def test_delete_then_create_again_never_adopts_the_old_run(cluster: Cluste
     new_uid = (await call(client.create, lora_job(training={"learningRate": 5e-5}))).metadata.uid
 
     def owners() -> list[str]:
-        return [r["uid"] for r in ((cluster.read(*PTJ, NS, "qwen-lora") or {}).get("metadata") or {}).get("ownerReferences") or []]
+        return [
+            r["uid"]
+            for r in ((cluster.read(*PTJ, NS, "qwen-lora") or {}).get("metadata") or {}).get("ownerReferences") or []
+        ]
 
     waiting = "still belongs to a previous FineTuneJob"
     await eventually(lambda: new_uid in owners() or waiting in caplog.text, what="the operator reconciling the new job")
@@ -135,7 +153,9 @@ async def test_delete_then_create_again_never_adopts_the_old_run(cluster: Cluste
     assert (cluster.read(*PTJ, NS, "qwen-lora") or {})["metadata"]["uid"] != old_ptj
 
 
-async def test_changing_a_finished_job_is_refused_not_silently_ignored(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+async def test_changing_a_finished_job_is_refused_not_silently_ignored(
+    cluster: Cluster, operator: Any, tmp_path: Path
+) -> None:
     """A finished job never runs again (controller/decide.py, rule 1).  The training fields are immutable
     (the CRD's CEL transition rules refuse them, 422), but the rest (spec.export, scheduling, image...) may
     change: such an apply on a finished job was stored and ignored, and wait() handed back the old result at
@@ -163,14 +183,28 @@ async def test_events_are_the_jobs_own_not_its_predecessors_of_the_same_name(clu
     old_uid = (await call(client.create, lora_job())).metadata.uid
 
     def event(uid: str | None, reason: str) -> dict[str, Any]:
-        return {"apiVersion": "v1", "kind": "Event", "metadata": {"name": f"qwen-lora.{reason.lower()}", "namespace": NS}, "type": "Warning", "reason": reason,
-                "message": reason, "involvedObject": {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "name": "qwen-lora", "namespace": NS, "uid": uid}}
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"qwen-lora.{reason.lower()}", "namespace": NS},
+            "type": "Warning",
+            "reason": reason,
+            "message": reason,
+            "involvedObject": {
+                "apiVersion": "kubetune.io/v1alpha1",
+                "kind": "FineTuneJob",
+                "name": "qwen-lora",
+                "namespace": NS,
+                "uid": uid,
+            },
+        }
 
     await cluster.put_object(*EVENTS, event(old_uid, "OOMKilled"))
     await call(client.delete, "qwen-lora")
     new_uid = (await call(client.create, lora_job())).metadata.uid
     await cluster.put_object(*EVENTS, event(new_uid, "ImagePullBackOff"))
     assert [e.reason for e in await call(client.events, "qwen-lora")] == ["ImagePullBackOff"]
+
     def first_updates() -> list[Any]:
         updates = client.watch("qwen-lora", events=True, events_interval=60)
         return [next(updates), next(updates)]  # the status now, then the Events so far
@@ -190,7 +224,12 @@ async def test_watch_and_wait_follow_a_job_to_success(cluster: Cluster, operator
     pod = await training_started(cluster, NS)
     await eventually(lambda: phase(cluster) == "Running", what="phase Running")
     cluster.append_log(NS, pod, progress_line(120, 1000, 1.4213))
-    await eventually(lambda: ((cluster.read(*FTJ, NS, "qwen-lora") or {}).get("status") or {}).get("progress", {}).get("step") == 120, what="progress 120")
+    await eventually(
+        lambda: (
+            ((cluster.read(*FTJ, NS, "qwen-lora") or {}).get("status") or {}).get("progress", {}).get("step") == 120
+        ),
+        what="progress 120",
+    )
     cluster.append_log(NS, pod, progress_line(1000, 1000, 0.9), stage_line("train", "end"))
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Succeeded")
 
@@ -206,16 +245,28 @@ async def test_watch_and_wait_follow_a_job_to_success(cluster: Cluster, operator
     assert {"Created", "Running"} <= {u.event.reason for u in updates if u.kind == "event" and u.event is not None}
 
 
-async def test_wait_raises_job_failed_with_the_reason_and_its_hint(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+async def test_wait_raises_job_failed_with_the_reason_and_its_hint(
+    cluster: Cluster, operator: Any, tmp_path: Path
+) -> None:
     await operator()
     client = await client_for(cluster, tmp_path)
     await call(client.create, lora_job())
     waited = asyncio.ensure_future(call(client.wait, "qwen-lora", 60))
     await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
-    oom = {"containerStatuses": [{"name": "pytorch", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}
+    oom = {
+        "containerStatuses": [{"name": "pytorch", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]
+    }
     await start_pod(cluster, "PyTorchJob", NS, "qwen-lora", phase="Failed", **oom)
-    await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Failed", "PyTorchJobFailed", "PyTorchJob qwen-lora has failed because 1 Master replica(s) failed.")
+    await set_condition(
+        cluster,
+        "PyTorchJob",
+        NS,
+        "qwen-lora",
+        "Failed",
+        "PyTorchJobFailed",
+        "PyTorchJob qwen-lora has failed because 1 Master replica(s) failed.",
+    )
     with pytest.raises(kubetune.JobFailed) as err:
         await asyncio.wait_for(waited, 60)
     assert err.value.reason == "OOMKilled" and "OOMKilled" in err.value.message
@@ -246,7 +297,9 @@ async def test_wait_times_out_and_reports_deletion(cluster: Cluster, operator: A
         await asyncio.wait_for(waited, 60)
 
 
-async def test_async_client_creates_watches_and_waits_without_blocking_the_loop(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+async def test_async_client_creates_watches_and_waits_without_blocking_the_loop(
+    cluster: Cluster, operator: Any, tmp_path: Path
+) -> None:
     """AsyncClient's calls run in worker threads: this very loop keeps serving the emulated API meanwhile."""
     await operator()
     client = await call(kubetune.AsyncClient, kubeconfig=str(kubeconfig(cluster, tmp_path / "kubeconfig")))
@@ -274,7 +327,9 @@ async def test_async_client_creates_watches_and_waits_without_blocking_the_loop(
         await client.get("qwen-lora")
 
 
-async def test_an_async_watch_cancelled_by_a_timeout_raises_the_timeout_and_stops_watching(cluster: Cluster, tmp_path: Path) -> None:
+async def test_an_async_watch_cancelled_by_a_timeout_raises_the_timeout_and_stops_watching(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     """``asyncio.timeout`` around ``async for ... in client.watch(...)`` is how pipelines bound a wait: the
     consumer gets TimeoutError (not "ValueError: generator already executing" from closing the watch
     while its worker still reads it), and the watch in the worker thread ends too (no watch left open)."""
@@ -290,7 +345,9 @@ async def test_an_async_watch_cancelled_by_a_timeout_raises_the_timeout_and_stop
     await eventually(lambda: cluster.watching.get("finetunejobs", 0) == 0, timeout=10, what="the SDK's watch closed")
 
 
-async def test_an_async_wait_cancelled_by_a_timeout_stops_waiting_in_its_worker(cluster: Cluster, tmp_path: Path) -> None:
+async def test_an_async_wait_cancelled_by_a_timeout_stops_waiting_in_its_worker(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     """``asyncio.timeout`` around ``await client.wait(name)`` (no timeout of its own): the waiter gets its
     TimeoutError, and the wait does not go on in a worker thread -- watching for hours, and keeping
     asyncio.run from returning, which joins the default executor's threads."""
@@ -302,7 +359,9 @@ async def test_an_async_wait_cancelled_by_a_timeout_stops_waiting_in_its_worker(
     await eventually(lambda: cluster.watching.get("finetunejobs", 0) == 0, timeout=15, what="the wait's watch closed")
 
 
-async def test_a_job_the_model_refuses_still_reads_and_waits_to_its_invalid_spec_failure(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+async def test_a_job_the_model_refuses_still_reads_and_waits_to_its_invalid_spec_failure(
+    cluster: Cluster, operator: Any, tmp_path: Path
+) -> None:
     """Stored under an older CRD (no schema): the operator fails it with InvalidSpec; get/list/watch/wait
     and `kubetune get` still show it, as they showed it before the SDK."""
     from conftest import uninstall_finetunejob_crd
@@ -316,7 +375,12 @@ async def test_a_job_the_model_refuses_still_reads_and_waits_to_its_invalid_spec
     assert err.value.reason == "InvalidSpec" and "spec.quantization" in err.value.message
     assert err.value.hint == REASONS["InvalidSpec"].hint
     job = await call(client.get, "broken")
-    assert job.status is not None and job.status.phase == "Failed" and job.metadata.name == "broken" and job.spec.method == "qlora"
+    assert (
+        job.status is not None
+        and job.status.phase == "Failed"
+        and job.metadata.name == "broken"
+        and job.spec.method == "qlora"
+    )
     assert [j.name for j in await call(client.list)] == ["broken"]
     # a status field this kubetune does not know (a newer operator wrote it) is dropped, the rest stays typed
     await cluster.mutate(*FTJ, NS, "broken", lambda o: o["status"].update(futureField={"x": 1}))
@@ -338,7 +402,14 @@ async def test_logs_metrics_and_plot_from_rank_0s_pod(cluster: Cluster, operator
         await call(client.logs, "qwen-lora")
     pod = await training_started(cluster, NS)
     # As the trainer writes it: the train stage's start line, then the steps (trainer/main.py, stages.py).
-    cluster.append_log(NS, pod, "loading model", stage_line("train", "start"), *(progress_line(s, 10, 3.0 - s / 10) for s in range(1, 6)), "[rank0]: noise")
+    cluster.append_log(
+        NS,
+        pod,
+        "loading model",
+        stage_line("train", "start"),
+        *(progress_line(s, 10, 3.0 - s / 10) for s in range(1, 6)),
+        "[rank0]: noise",
+    )
     assert await call(client.logs, "qwen-lora", tail=1) == "[rank0]: noise\n"
     text = await call(client.logs, "qwen-lora")
     assert text.startswith("loading model\n") and text.count("\n") == 8
@@ -363,9 +434,15 @@ async def test_logs_metrics_and_plot_from_rank_0s_pod(cluster: Cluster, operator
     assert (await asyncio.wait_for(followed, 30))[-1] == "last words"
 
 
-async def test_wait_draws_a_progress_bar_when_asked(cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_wait_draws_a_progress_bar_when_asked(
+    cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     doc = example_job("done", NS)
-    doc["status"] = {"phase": "Succeeded", "observedGeneration": 1, "progress": {"step": 40, "totalSteps": 40, "percent": 100.0, "loss": 1.0}}
+    doc["status"] = {
+        "phase": "Succeeded",
+        "observedGeneration": 1,
+        "progress": {"step": 40, "totalSteps": 40, "percent": 100.0, "loss": 1.0},
+    }
     await cluster.put_object(*FTJ, doc)
     client = await client_for(cluster, tmp_path)
     final = await call(client.wait, "done", 10, progress_bar=True)
@@ -385,7 +462,9 @@ async def test_expiring_credentials_are_reloaded_before_expiry_and_once_after_a_
     from kubetune.controller import kube
 
     ttl = 600
-    clock = ForwardClock(tmp_path / "clock")  # the server's, the issuer's and the client's: tokens expire without a wait
+    clock = ForwardClock(
+        tmp_path / "clock"
+    )  # the server's, the issuer's and the client's: tokens expire without a wait
     path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
     cluster.authenticate = Tokens(issued=str(issued), clock=clock)
     # The SDK loads its credentials with kube.load_connection (terminal.Client.from_kubeconfig): on the test's clock.
@@ -402,7 +481,9 @@ async def test_expiring_credentials_are_reloaded_before_expiry_and_once_after_a_
     assert [a.accepted for a in cluster.auth_log][-2:] == [False, True]
 
 
-async def test_logs_of_a_container_not_started_yet_say_so_and_metrics_fall_back_to_the_status(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+async def test_logs_of_a_container_not_started_yet_say_so_and_metrics_fall_back_to_the_status(
+    cluster: Cluster, operator: Any, tmp_path: Path
+) -> None:
     """Right after create, the pod exists but its container is still being created: the kubelet answers the
     log request 400 "container ... is waiting to start: ContainerCreating" (pkg/kubelet/kubelet_pods.go:1528-1587,
     passed on as BadRequest: apiserver registry/generic/rest/response_checker.go:58-59).  That is no pod log
@@ -415,14 +496,20 @@ async def test_logs_of_a_container_not_started_yet_say_so_and_metrics_fall_back_
     cluster.log_errors[(NS, pod)] = (400, "BadRequest", waiting)
     with pytest.raises(kubetune.NoPodYet) as err:
         await call(client.logs, "qwen-lora")
-    assert not isinstance(err.value, kubetune.InvalidSpec) and waiting in err.value.message and "kubetune watch" in err.value.hint
+    assert (
+        not isinstance(err.value, kubetune.InvalidSpec)
+        and waiting in err.value.message
+        and "kubetune watch" in err.value.hint
+    )
     rows = await call(client.metrics, "qwen-lora")
     assert list(rows) == [] and rows.source == f"FineTuneJob {NS}/qwen-lora status"
     code, _, stderr = await run_cli(["logs", "qwen-lora"], tmp_path / "kubeconfig")
     assert code == 1 and waiting in stderr and "validate" not in stderr
 
 
-async def test_metrics_from_a_log_the_kubelet_rotated_say_steps_are_missing(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
+async def test_metrics_from_a_log_the_kubelet_rotated_say_steps_are_missing(
+    cluster: Cluster, operator: Any, tmp_path: Path
+) -> None:
     """pods/log reads only the current log file ("It will not retrieve logs in rotated log file":
     k8s.io/cri-client/pkg/logs/logs.go:44-45), rotated at 10Mi by default (kubelet config defaults.go:258-259):
     a long job's log starts mid-training, without the train stage's start line.  The rows say so (and warn)
@@ -456,7 +543,10 @@ current-context: c
     client = kubetune.Client(kubeconfig=str(config))
     with pytest.raises(kubetune.ClusterUnreachable) as err:
         await call(client.list)
-    assert f"cannot reach the API server http://127.0.0.1:{port}" in err.value.message and "kubectl config current-context" in err.value.hint
+    assert (
+        f"cannot reach the API server http://127.0.0.1:{port}" in err.value.message
+        and "kubectl config current-context" in err.value.hint
+    )
     code, _, stderr = await run_cli(["get"], config)
     assert code == 2 and stderr == f"kubetune get: {err.value}\n"
 
@@ -523,7 +613,9 @@ async def test_an_apply_over_another_managers_field_conflicts_until_forced(clust
     assert forced.spec.export.enabled is False
 
 
-async def test_applying_a_suspended_job_again_after_resume_says_resume_owns_suspend(cluster: Cluster, tmp_path: Path) -> None:
+async def test_applying_a_suspended_job_again_after_resume_says_resume_owns_suspend(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     """A job created with suspend: true, resumed (merge patch: manager "kubetune", operation Update), then
     created again from the same manifest: server-side apply counts (kubetune, Update) as another manager
     (managedfields.go BuildManagerIdentifier), so the API server answers 409 'conflict with "kubetune" using
@@ -547,7 +639,9 @@ def test_import_kubetune_stays_light_and_exposes_the_sdk() -> None:
     import subprocess
 
     code = "import sys, kubetune; print(sorted(m for m in sys.modules if m.startswith(('kubetune.', 'kopf', 'torch', 'aiohttp', 'pydantic'))))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
     assert kubetune.Client.__module__ == "kubetune.sdk" and kubetune.FineTuneJob.__module__ == "kubetune.api.resource"
 
 
@@ -558,12 +652,22 @@ async def test_plan_returns_the_verdict_kubetune_plan_prints(tmp_path: Path) -> 
     verdict = kubetune.plan(job, gpu_memory="16Gi")
     assert isinstance(verdict, kubetune.Verdict) and verdict.status == "False" and verdict.suggestion is not None
     assert kubetune.plan(job, gpu="H100").fits
-    code, out, _ = await run_cli(["plan", str(ROOT / "examples/finetune-lora.yaml"), "--gpu-memory", "16", "-o", "json"], tmp_path / "none")
+    code, out, _ = await run_cli(
+        ["plan", str(ROOT / "examples/finetune-lora.yaml"), "--gpu-memory", "16", "-o", "json"], tmp_path / "none"
+    )
     assert code == 1 and json.loads(out) == [{"name": "qwen-lora", **json.loads(json.dumps(verdict_json(verdict)))}]
 
 
 def test_build_makes_a_valid_job_from_a_few_values() -> None:
-    job = kubetune.FineTuneJob.build(name="qwen-lora", model="Qwen/Qwen2.5-1.5B-Instruct", template="qwen", dataset="hkust-nlp/deita-10k-v0", outputs="finetune-outputs", gpus=2, training={"epochs": 1})
+    job = kubetune.FineTuneJob.build(
+        name="qwen-lora",
+        model="Qwen/Qwen2.5-1.5B-Instruct",
+        template="qwen",
+        dataset="hkust-nlp/deita-10k-v0",
+        outputs="finetune-outputs",
+        gpus=2,
+        training={"epochs": 1},
+    )
     assert job.spec.datasets[0].hub == "hkust-nlp/deita-10k-v0" and job.spec.datasets[0].name == "deita-10k-v0"
     assert job.spec.resources.gpus_per_node == 2 and job.spec.storage.outputs.claim_name == "finetune-outputs"
     from kubetune.render import validate_object
@@ -578,7 +682,9 @@ def test_the_sdk_reference_in_docs_is_current() -> None:
     from update_sdk_docs import DOC, updated
 
     text = DOC.read_text(encoding="utf-8")
-    assert updated(text) == text, "docs/sdk.md is stale: run bash .ci/regen (or python tests/support/update_sdk_docs.py)"
+    assert updated(text) == text, (
+        "docs/sdk.md is stale: run bash .ci/regen (or python tests/support/update_sdk_docs.py)"
+    )
 
 
 def test_a_job_shows_itself_in_a_notebook_with_escaped_values() -> None:
@@ -587,7 +693,15 @@ def test_a_job_shows_itself_in_a_notebook_with_escaped_values() -> None:
         "phase": "Failed",
         "message": "exit 4: <script>alert(1)</script>",
         "progress": {"step": 30, "totalSteps": 40, "percent": 75.0, "loss": 1.25},
-        "conditions": [{"type": "Failed", "status": "True", "reason": "JobFailed", "message": "exit 4: <b>", "lastTransitionTime": "2026-12-07T06:00:00Z"}],
+        "conditions": [
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "JobFailed",
+                "message": "exit 4: <b>",
+                "lastTransitionTime": "2026-12-07T06:00:00Z",
+            }
+        ],
     }
     html = kubetune.FineTuneJob.from_api(doc)._repr_html_()
     assert "FineTuneJob team-a/qwen-lora" in html and ">Failed</span>" in html and "30/40 (75%) · loss 1.2500" in html

@@ -81,7 +81,9 @@ class Kernel:
         specs = home / "kernels"
         (specs / "python3").mkdir(parents=True)
         argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-        (specs / "python3" / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "Python 3", "language": "python"}), encoding="utf-8")
+        (specs / "python3" / "kernel.json").write_text(
+            json.dumps({"argv": argv, "display_name": "Python 3", "language": "python"}), encoding="utf-8"
+        )
         for sub in ("runtime", "data", "config", "ipython", "mpl"):
             (home / sub).mkdir()
         self.env = {
@@ -102,7 +104,9 @@ class Kernel:
         self.cell_timeout = int(scaled(cell_timeout))
 
     async def run(self, nb: NotebookNode) -> NotebookNode:
-        client = NotebookClient(nb, km=self.km, timeout=self.cell_timeout, startup_timeout=int(scaled(60)), kernel_name="python3")
+        client = NotebookClient(
+            nb, km=self.km, timeout=self.cell_timeout, startup_timeout=int(scaled(60)), kernel_name="python3"
+        )
 
         def started(notebook: NotebookNode) -> None:
             provisioner: Any = self.km.provisioner
@@ -146,7 +150,11 @@ def assert_no_errors(nb: NotebookNode) -> None:
 
 
 def kernel_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST" and not k.startswith(("PYTEST_", "KUBETUNE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "KUBERNETES_SERVICE_HOST" and not k.startswith(("PYTEST_", "KUBETUNE_"))
+    }
     env.update(extra)
     return env
 
@@ -176,8 +184,19 @@ async def test_notebook_cluster_section_in_a_kernel(cluster: Cluster, operator: 
             pytest.fail("the notebook ended before the job ran")
         await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
         pod = await start_pod(cluster, "PyTorchJob", NS, "qwen-lora")
-        cluster.append_log(NS, pod, stage_line("train", "start"), *(progress_line(s, 20, 3.0 - s / 10) for s in range(1, 21)), stage_line("train", "end"))
-        await eventually(lambda: ((cluster.read(*FTJ, NS, "qwen-lora") or {}).get("status") or {}).get("progress", {}).get("step") == 20, what="progress 20")
+        cluster.append_log(
+            NS,
+            pod,
+            stage_line("train", "start"),
+            *(progress_line(s, 20, 3.0 - s / 10) for s in range(1, 21)),
+            stage_line("train", "end"),
+        )
+        await eventually(
+            lambda: (
+                ((cluster.read(*FTJ, NS, "qwen-lora") or {}).get("status") or {}).get("progress", {}).get("step") == 20
+            ),
+            what="progress 20",
+        )
         await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Succeeded")
         done = await asyncio.wait_for(ran, scaled(120))
     finally:

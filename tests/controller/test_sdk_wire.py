@@ -26,7 +26,11 @@ import kubetune
 
 NS = "team-a"
 JOB_PATH = f"/apis/kubetune.io/v1alpha1/namespaces/{NS}/finetunejobs/qwen-lora"
-DISCOVERY = {"kind": "APIResourceList", "groupVersion": "kubetune.io/v1alpha1", "resources": [{"name": "finetunejobs", "namespaced": True, "kind": "FineTuneJob"}]}
+DISCOVERY = {
+    "kind": "APIResourceList",
+    "groupVersion": "kubetune.io/v1alpha1",
+    "resources": [{"name": "finetunejobs", "namespaced": True, "kind": "FineTuneJob"}],
+}
 
 Handler = Callable[[http.server.BaseHTTPRequestHandler], None]
 
@@ -38,7 +42,9 @@ def stored_job(phase: str, rv: str) -> dict[str, Any]:
     return doc
 
 
-def reply(h: http.server.BaseHTTPRequestHandler, code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+def reply(
+    h: http.server.BaseHTTPRequestHandler, code: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> None:
     data = json.dumps(body).encode()
     h.send_response(code)
     h.send_header("Content-Type", "application/json")
@@ -92,7 +98,15 @@ current-context: c
 
 @pytest.fixture(autouse=True)
 def _no_env_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy", "KUBERNETES_SERVICE_HOST"):
+    for var in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "KUBERNETES_SERVICE_HOST",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -108,13 +122,28 @@ def test_creating_in_a_namespace_that_does_not_exist_says_so_not_job_not_found(t
         h.rfile.read(int(h.headers.get("Content-Length") or 0))
         if h.path == "/apis/kubetune.io/v1alpha1":
             return reply(h, 200, DISCOVERY)
-        reply(h, 404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": 'namespaces "team-a" not found', "reason": "NotFound", "details": {"name": NS, "kind": "namespaces"}, "code": 404})
+        reply(
+            h,
+            404,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": 'namespaces "team-a" not found',
+                "reason": "NotFound",
+                "details": {"name": NS, "kind": "namespaces"},
+                "code": 404,
+            },
+        )
 
     with serve(handle) as url:
         client = kubetune.Client(kubeconfig=kubeconfig(tmp_path / "kc", url))
         with pytest.raises(kubetune.KubetuneError) as err:
             client.create(kubetune.FineTuneJob.from_api(example_job("qwen-lora", NS)))
-    assert not isinstance(err.value, kubetune.JobNotFound), "the job was being created: the namespace is what is missing"
+    assert not isinstance(err.value, kubetune.JobNotFound), (
+        "the job was being created: the namespace is what is missing"
+    )
     assert err.value.status == 404 and 'namespaces "team-a" not found' in err.value.message
     assert "kubectl create namespace team-a" in err.value.hint
 
@@ -123,14 +152,30 @@ def test_a_422_names_each_refused_field_as_a_problem(tmp_path: Path) -> None:
     """errors.NewInvalid puts one cause (field, message) per refused field in details.causes
     (k8s.io/apimachinery/pkg/api/errors/errors.go:284-310)."""
     causes = [
-        {"reason": "FieldValueInvalid", "message": "Invalid value: 0: spec.lora.rank in body should be greater than or equal to 1", "field": "spec.lora.rank"},
+        {
+            "reason": "FieldValueInvalid",
+            "message": "Invalid value: 0: spec.lora.rank in body should be greater than or equal to 1",
+            "field": "spec.lora.rank",
+        },
         {"reason": "FieldValueForbidden", "message": "Forbidden: spec.method is immutable", "field": "spec.method"},
     ]
     message = 'FineTuneJob.kubetune.io "qwen-lora" is invalid: [spec.lora.rank: Invalid value: 0: ..., spec.method: Forbidden: spec.method is immutable]'
 
     def handle(h: http.server.BaseHTTPRequestHandler) -> None:
         h.rfile.read(int(h.headers.get("Content-Length") or 0))
-        reply(h, 422, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": "Invalid", "details": {"name": "qwen-lora", "group": "kubetune.io", "kind": "FineTuneJob", "causes": causes}, "code": 422})
+        reply(
+            h,
+            422,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "message": message,
+                "reason": "Invalid",
+                "details": {"name": "qwen-lora", "group": "kubetune.io", "kind": "FineTuneJob", "causes": causes},
+                "code": 422,
+            },
+        )
 
     with serve(handle) as url:
         client = kubetune.Client(kubeconfig=kubeconfig(tmp_path / "kc", url))
@@ -185,7 +230,16 @@ def test_a_followed_log_cut_by_a_proxy_is_a_kubetune_error_not_a_raw_http_except
             job["status"]["job"] = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "qwen-lora"}
             return reply(h, 200, job)
         if h.path.startswith(f"/api/v1/namespaces/{NS}/pods?"):
-            return reply(h, 200, {"kind": "PodList", "items": [{"metadata": {"name": "qwen-lora-master-0", "creationTimestamp": "2026-12-07T00:00:00Z"}}]})
+            return reply(
+                h,
+                200,
+                {
+                    "kind": "PodList",
+                    "items": [
+                        {"metadata": {"name": "qwen-lora-master-0", "creationTimestamp": "2026-12-07T00:00:00Z"}}
+                    ],
+                },
+            )
         if h.path.startswith(f"/api/v1/namespaces/{NS}/pods/qwen-lora-master-0/log?"):
             h.send_response(200)
             h.send_header("Content-Type", "text/plain")
@@ -204,7 +258,10 @@ def test_a_followed_log_cut_by_a_proxy_is_a_kubetune_error_not_a_raw_http_except
         with pytest.raises(kubetune.KubetuneError) as err:
             for line in client.logs("qwen-lora", follow=True):
                 lines.append(line)
-    assert "log stream of pod team-a/qwen-lora-master-0 was cut" in err.value.message and "IncompleteRead" in err.value.message
+    assert (
+        "log stream of pod team-a/qwen-lora-master-0 was cut" in err.value.message
+        and "IncompleteRead" in err.value.message
+    )
 
 
 # --- credentials: redirects, proxies, rotated client certificates -------------------------------------
@@ -272,9 +329,14 @@ def _ca_and_certs(tmp_path: Path) -> dict[str, Path]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-ca")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1)).add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     out: dict[str, Path] = {"ca": tmp_path / "ca.crt"}
@@ -282,17 +344,27 @@ def _ca_and_certs(tmp_path: Path) -> dict[str, Path]:
     for cn in ("server", "user-1", "user-2"):
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
-            x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])).issuer_name(ca_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(hours=1))
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
         )
         if cn == "server":
-            builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+            )
         cert = builder.sign(ca_key, hashes.SHA256())
         out[cn + ".crt"] = tmp_path / f"{cn}.crt"
         out[cn + ".key"] = tmp_path / f"{cn}.key"
         out[cn + ".crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        out[cn + ".key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        out[cn + ".key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return out
 
 
@@ -322,7 +394,18 @@ print(json.dumps({{"apiVersion": "client.authentication.k8s.io/v1", "kind": "Exe
         cn = next((v for rdn in peer.get("subject", ()) for k, v in rdn if k == "commonName"), "")
         users.append(cn)
         if cn != "user-2":  # user-1's certificate was revoked: 401, as for an expired credential
-            return reply(h, 401, {"kind": "Status", "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401}, {"Connection": "close"})
+            return reply(
+                h,
+                401,
+                {
+                    "kind": "Status",
+                    "status": "Failure",
+                    "message": "Unauthorized",
+                    "reason": "Unauthorized",
+                    "code": 401,
+                },
+                {"Connection": "close"},
+            )
         reply(h, 200, stored_job("Running", "10"), {"Connection": "close"})
 
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(files["ca"]))

@@ -25,7 +25,13 @@ def test_transition_time_changes_only_when_status_flips() -> None:
 
 def test_rank0_is_master_or_launcher_newest_first() -> None:
     def pod(name: str, replica: str, created: str) -> dict[str, Any]:
-        return {"metadata": {"name": name, "creationTimestamp": created, "labels": {"training.kubeflow.org/replica-type": replica}}}
+        return {
+            "metadata": {
+                "name": name,
+                "creationTimestamp": created,
+                "labels": {"training.kubeflow.org/replica-type": replica},
+            }
+        }
 
     pods = [pod("w", "worker", "3"), pod("m-old", "Master", "1"), pod("m-new", "master", "2")]
     assert rank0_pod(pods)["metadata"]["name"] == "m-new"  # type: ignore[index]

@@ -18,7 +18,9 @@ from kubetune.controller.sweeps.snapshot import SweepSnapshot
 UID = "sweep-uid"
 
 
-def snapshot(status: dict[str, Any] | None = None, trials: dict[str, Any] | None = None, **changes: Any) -> SweepSnapshot:
+def snapshot(
+    status: dict[str, Any] | None = None, trials: dict[str, Any] | None = None, **changes: Any
+) -> SweepSnapshot:
     obj = sweep(**changes)
     obj["metadata"].update(uid=UID, generation=1, resourceVersion="7")
     defaults: dict[str, Any] = {"trials": trials or {}}
@@ -26,11 +28,22 @@ def snapshot(status: dict[str, Any] | None = None, trials: dict[str, Any] | None
 
 
 def job(name: str, phase: str, **status: Any) -> dict[str, Any]:
-    return {"apiVersion": "kubetune.io/v1alpha1", "kind": KIND, "metadata": {"name": name, "namespace": "team-a"}, "spec": {}, "status": {"phase": phase, **status}}
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": "team-a"},
+        "spec": {},
+        "status": {"phase": phase, **status},
+    }
 
 
 def record(number: int, state: str, value: float | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"number": number, "name": f"lr-{number}", "parameters": {"training.learningRate": 1e-4 * (number + 1)}, "state": state}
+    out: dict[str, Any] = {
+        "number": number,
+        "name": f"lr-{number}",
+        "parameters": {"training.learningRate": 1e-4 * (number + 1)},
+        "state": state,
+    }
     if value is not None:
         out["value"] = value
     return out
@@ -52,7 +65,9 @@ def test_new_trials_are_in_the_status_and_applied_in_the_same_decision_after_it(
 def test_recorded_pending_trials_are_created_without_asking_again() -> None:
     status = {"trials": [record(0, "Pending")]}
     decision = decide_sweep(snapshot(status, maxTrials=3, parallelism=1), 0)
-    assert [(t["name"], t["parameters"], t["state"]) for t in decision.status["trials"]] == [("lr-0", {"training.learningRate": 1e-4}, "Pending")]
+    assert [(t["name"], t["parameters"], t["state"]) for t in decision.status["trials"]] == [
+        ("lr-0", {"training.learningRate": 1e-4}, "Pending")
+    ]
     assert [o["spec"]["training"]["learningRate"] for o in decision.trials] == [1e-4]
 
 
@@ -60,7 +75,10 @@ def test_a_trial_succeeded_without_the_metric_waits_for_its_evaluation_then_fail
     status = {"trials": [record(0, "Running")]}
     succeeded = {"lr-0": job("lr-0", "Succeeded", completionTime="1970-01-01T00:00:00Z")}
     waiting = decide_sweep(snapshot(status, succeeded, maxTrials=2, parallelism=1), 100)
-    assert waiting.status["trials"][0]["state"] == "Running" and "waiting for its evaluation" in waiting.status["trials"][0]["message"]
+    assert (
+        waiting.status["trials"][0]["state"] == "Running"
+        and "waiting for its evaluation" in waiting.status["trials"][0]["message"]
+    )
     assert condition(waiting.status, "Running")["reason"] == "WaitingForTrialEvaluation"
     assert waiting.requeue_after == 500  # the deadline: 600 s after the job's completionTime
     late = decide_sweep(snapshot(waiting.status, succeeded, maxTrials=2, parallelism=1), 601)
@@ -71,7 +89,9 @@ def test_a_trial_succeeded_without_the_metric_waits_for_its_evaluation_then_fail
 
 def test_a_running_trial_deleted_by_someone_fails() -> None:
     decision = decide_sweep(snapshot({"trials": [record(0, "Running")]}, maxTrials=1), 0)
-    assert decision.status["trials"][0]["state"] == "Failed" and "was deleted" in decision.status["trials"][0]["message"]
+    assert (
+        decision.status["trials"][0]["state"] == "Failed" and "was deleted" in decision.status["trials"][0]["message"]
+    )
 
 
 def test_a_job_of_the_trials_name_that_the_sweep_does_not_own_is_never_adopted() -> None:
@@ -100,7 +120,11 @@ def test_promotion_is_applied_once_then_left_alone() -> None:
     status = {"trials": [record(0, "Succeeded", 0.5)]}
     changes = {"maxTrials": 1, "promote": "serve", "template_changes": {"serve": {}}}
     first = decide_sweep(snapshot(status, {"lr-0": job("lr-0", "Succeeded")}, **changes), 0)
-    assert first.winner is not None and first.winner["spec"]["serve"] == {} and condition(first.status, "Promoted")["reason"] == "WinnerPromoted"
+    assert (
+        first.winner is not None
+        and first.winner["spec"]["serve"] == {}
+        and condition(first.status, "Promoted")["reason"] == "WinnerPromoted"
+    )
     served = job("lr-0", "Succeeded")
     served["spec"] = {"serve": {}}
     again = decide_sweep(snapshot(first.status, {"lr-0": served}, **changes), 0)
@@ -118,13 +142,18 @@ def test_a_pruned_trial_whose_job_is_still_there_is_deleted_again() -> None:
 
 def test_an_unreadable_trials_list_is_a_condition_not_a_crash() -> None:
     decision = decide_sweep(snapshot({"trials": [{"name": 5}]}, maxTrials=1), 0)
-    assert decision.status["phase"] == "Failed" and "status.trials cannot be read" in condition(decision.status, "Validated")["message"]
+    assert (
+        decision.status["phase"] == "Failed"
+        and "status.trials cannot be read" in condition(decision.status, "Validated")["message"]
+    )
     assert decision.trials == ()
 
 
 def test_every_sweep_reason_is_asserted_by_a_test() -> None:
     here = Path(__file__).parent
-    source = "\n".join((here / f).read_text(encoding="utf-8") for f in ("test_sweep_operator.py", "test_sweep_decide.py"))
+    source = "\n".join(
+        (here / f).read_text(encoding="utf-8") for f in ("test_sweep_operator.py", "test_sweep_decide.py")
+    )
     quoted = set(re.findall(r'"([A-Za-z]+)"', source))
     assert not sorted(r for r in SWEEP_REASONS if r not in quoted), "a sweep reason no test asserts"
 
@@ -136,19 +165,39 @@ def promoted_snapshot(serving: dict[str, Any] | None, *, job_generation: int = 2
     winner["metadata"]["generation"] = job_generation
     if served:
         winner["spec"] = {"serve": {}}
-    promoted = {"type": "Promoted", "status": "True", "reason": "WinnerPromoted", "message": "", "observedGeneration": 1, "lastTransitionTime": "2026-12-07T10:00:00Z"}
+    promoted = {
+        "type": "Promoted",
+        "status": "True",
+        "reason": "WinnerPromoted",
+        "message": "",
+        "observedGeneration": 1,
+        "lastTransitionTime": "2026-12-07T10:00:00Z",
+    }
     status = {"trials": [record(0, "Succeeded", 0.5)], "conditions": [promoted]}
     snap = snapshot(status, {"lr-0": winner}, maxTrials=1, promote="serve", template_changes={"serve": {}})
     return SweepSnapshot(**{**snap.__dict__, "first_seen": False})
 
 
 def serving_condition(reason: str, holds: str, generation: int = 2) -> dict[str, Any]:
-    return {"type": "Serving", "status": holds, "reason": reason, "message": f"{reason} here", "observedGeneration": generation,
-            "lastTransitionTime": "2026-12-07T10:00:00Z"}
+    return {
+        "type": "Serving",
+        "status": holds,
+        "reason": reason,
+        "message": f"{reason} here",
+        "observedGeneration": generation,
+        "lastTransitionTime": "2026-12-07T10:00:00Z",
+    }
 
 
-MIRRORED = [("ServingReady", "True"), ("ServingStarting", "False"), ("ServingKindNotInstalled", "False"), ("ServingRejected", "False"),
-            ("AdapterCopyFailed", "False"), ("WaitingForEvaluation", "False"), ("EvaluationNotImproved", "False")]
+MIRRORED = [
+    ("ServingReady", "True"),
+    ("ServingStarting", "False"),
+    ("ServingKindNotInstalled", "False"),
+    ("ServingRejected", "False"),
+    ("AdapterCopyFailed", "False"),
+    ("WaitingForEvaluation", "False"),
+    ("EvaluationNotImproved", "False"),
+]
 
 
 @pytest.mark.parametrize(("reason", "holds"), MIRRORED)
@@ -158,7 +207,11 @@ def test_a_promoted_sweep_carries_its_winners_serving_condition(reason: str, hol
     decision = decide_sweep(promoted_snapshot(serving_condition(reason, holds)), 0)
     assert decision.winner is None  # already promoted: only mirrored
     serving = condition(decision.status, "Serving")
-    assert (serving["status"], serving["reason"], serving["message"]) == (holds, reason, f"FineTuneJob lr-0: {reason} here")
+    assert (serving["status"], serving["reason"], serving["message"]) == (
+        holds,
+        reason,
+        f"FineTuneJob lr-0: {reason} here",
+    )
 
 
 def test_a_winner_not_yet_reporting_serving_for_its_current_spec_is_serving_starting() -> None:

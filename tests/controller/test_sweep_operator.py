@@ -54,13 +54,17 @@ async def started(cluster: Cluster, operator: Any) -> Any:
 
 async def test_trials_are_created_up_to_parallelism_then_more_as_trials_finish(cluster: Cluster, operator: Any) -> None:
     await started(cluster, operator)
-    await cluster.put_object(*FTS, sweep(maxTrials=3, parallelism=2, template_changes={"scheduling": {"queueName": "gpu-queue"}}))
+    await cluster.put_object(
+        *FTS, sweep(maxTrials=3, parallelism=2, template_changes={"scheduling": {"queueName": "gpu-queue"}})
+    )
     await eventually(lambda: trial_jobs(cluster) == ["lr-0", "lr-1"], what="two trials (parallelism 2)")
     uid = cluster.read(*FTS, NS, "lr")["metadata"]["uid"]
     for record in trials(cluster):
         job = cluster.read(*FTJ, NS, record["name"])
         assert job["metadata"]["labels"][LABEL_SWEEP] == "lr"
-        assert [(r["kind"], r["uid"], r.get("controller")) for r in job["metadata"]["ownerReferences"]] == [("FineTuneSweep", uid, True)]
+        assert [(r["kind"], r["uid"], r.get("controller")) for r in job["metadata"]["ownerReferences"]] == [
+            ("FineTuneSweep", uid, True)
+        ]
         assert job["spec"]["training"]["learningRate"] == record["parameters"]["training.learningRate"]
         assert "serve" not in job["spec"]
     # Each trial is queued through Kueue like any job: the template's queue reaches the Kubeflow child.
@@ -70,7 +74,9 @@ async def test_trials_are_created_up_to_parallelism_then_more_as_trials_finish(c
     await eventually(lambda: sweep_condition(cluster, "Running").get("reason") == "TrialsQueued", what="TrialsQueued")
 
     await trial_runs(cluster, "lr-0")
-    await eventually(lambda: sweep_condition(cluster, "Running").get("reason") == "ParallelismReached", what="ParallelismReached")
+    await eventually(
+        lambda: sweep_condition(cluster, "Running").get("reason") == "ParallelismReached", what="ParallelismReached"
+    )
     assert trial_jobs(cluster) == ["lr-0", "lr-1"] and sweep_status(cluster)["phase"] == "Running"
     await trial_succeeds(cluster, "lr-0", 1.5)
     await eventually(lambda: trial_jobs(cluster) == ["lr-0", "lr-1", "lr-2"], what="a third trial once one finished")
@@ -90,7 +96,9 @@ async def test_trials_are_created_up_to_parallelism_then_more_as_trials_finish(c
     assert not cluster.read("apps/v1", "deployments", NS, "lr-1-serve")  # promote: none
 
 
-async def test_a_restart_between_recording_a_trial_and_creating_it_neither_asks_again_nor_duplicates(cluster: Cluster, operator: Any) -> None:
+async def test_a_restart_between_recording_a_trial_and_creating_it_neither_asks_again_nor_duplicates(
+    cluster: Cluster, operator: Any
+) -> None:
     # The trial's FineTuneJob cannot be written (the API server answers 500): the trial is recorded
     # in the sweep's status first, then the operator stops before its FineTuneJob exists.
     fault = cluster.inject("patch", "finetunejobs", 500, times=10_000, name="lr-0")
@@ -101,7 +109,9 @@ async def test_a_restart_between_recording_a_trial_and_creating_it_neither_asks_
     assert trial_jobs(cluster) == []
     # The sweep says lr-0 was asked even while its FineTuneJob cannot be written (the Event is not lost
     # with the failed write: the stored status will never announce it again).
-    await eventually(lambda: [r for _, r, _ in sweep_events(cluster)] == ["TrialCreated"], what="lr-0's TrialCreated Event")
+    await eventually(
+        lambda: [r for _, r, _ in sweep_events(cluster)] == ["TrialCreated"], what="lr-0's TrialCreated Event"
+    )
     await op.stop()
     fault.times = 0
 
@@ -119,7 +129,9 @@ async def test_a_restart_between_recording_a_trial_and_creating_it_neither_asks_
     await op.stop()
     await started(cluster, operator)
     await trial_succeeds(cluster, "lr-0", 1.0)
-    await eventually(lambda: [t["name"] for t in trials(cluster)] == ["lr-0", "lr-1"], what="lr-1 asked after lr-0 ended")
+    await eventually(
+        lambda: [t["name"] for t in trials(cluster)] == ["lr-0", "lr-1"], what="lr-1 asked after lr-0 ended"
+    )
     assert trials(cluster)[0]["parameters"] == before[0]["parameters"]
     assert cluster.read(*FTJ, NS, "lr-0")["metadata"]["uid"] == uid
     await eventually(lambda: trial_jobs(cluster) == ["lr-0", "lr-1"], what="lr-1 created, lr-0 still the same one")
@@ -127,7 +139,9 @@ async def test_a_restart_between_recording_a_trial_and_creating_it_neither_asks_
     assert created == ["trial lr-0", "trial lr-1"], created  # once each, across both restarts
 
 
-async def test_a_failed_trial_is_counted_and_the_study_goes_on_until_max_failed_trials(cluster: Cluster, operator: Any) -> None:
+async def test_a_failed_trial_is_counted_and_the_study_goes_on_until_max_failed_trials(
+    cluster: Cluster, operator: Any
+) -> None:
     await started(cluster, operator)
     await cluster.put_object(*FTS, sweep(maxTrials=4, parallelism=1, maxFailedTrials=1))
     await eventually(lambda: trial_jobs(cluster) == ["lr-0"], what="lr-0")
@@ -135,20 +149,31 @@ async def test_a_failed_trial_is_counted_and_the_study_goes_on_until_max_failed_
     await trial_fails(cluster, "lr-0")
     await eventually(lambda: trial_jobs(cluster) == ["lr-0", "lr-1"], what="lr-1 asked after lr-0 failed")
     failed = trial(cluster, "lr-0")
-    assert failed["state"] == "Failed" and "lr-0 failed" in failed["message"] and "Master replica(s) failed" in failed["message"]
+    assert (
+        failed["state"] == "Failed"
+        and "lr-0 failed" in failed["message"]
+        and "Master replica(s) failed" in failed["message"]
+    )
     assert sweep_status(cluster)["phase"] != "Failed"
     assert sweep_status(cluster)["summary"] == "1/4 (0 pruned, 1 failed)"
 
     await trial_runs(cluster, "lr-1")
     await trial_fails(cluster, "lr-1")
-    await eventually(lambda: sweep_status(cluster).get("phase") == "Failed", what="the sweep Failed past maxFailedTrials")
+    await eventually(
+        lambda: sweep_status(cluster).get("phase") == "Failed", what="the sweep Failed past maxFailedTrials"
+    )
     failure = sweep_condition(cluster, "Failed")
-    assert failure["reason"] == "MaxFailedTrialsReached" and "2 trials failed, more than spec.maxFailedTrials=1" in failure["message"]
+    assert (
+        failure["reason"] == "MaxFailedTrialsReached"
+        and "2 trials failed, more than spec.maxFailedTrials=1" in failure["message"]
+    )
     assert [t["state"] for t in trials(cluster)] == ["Failed", "Failed"]
     assert trial_jobs(cluster) == ["lr-0", "lr-1"]  # no third trial
 
 
-async def test_a_trial_whose_eval_loss_is_clearly_worse_is_pruned_and_its_job_deleted(cluster: Cluster, operator: Any) -> None:
+async def test_a_trial_whose_eval_loss_is_clearly_worse_is_pruned_and_its_job_deleted(
+    cluster: Cluster, operator: Any
+) -> None:
     cluster.garbage_collect = True  # the delete is Background: Kubernetes' collector removes the Kubeflow job
     await started(cluster, operator)
     # maxTrials 3: the median pruner judges from the first completed trial on (kubetune.sweep.engine.pruner_startup).
@@ -156,7 +181,9 @@ async def test_a_trial_whose_eval_loss_is_clearly_worse_is_pruned_and_its_job_de
     await eventually(lambda: trial_jobs(cluster) == ["lr-0"], what="lr-0")
     await trial_runs(cluster, "lr-0")
     await trial_reports(cluster, "lr-0", 10, 1.2)
-    await eventually(lambda: trial(cluster, "lr-0")["intermediate"] == [{"step": 10, "value": 1.2}], what="lr-0's intermediate value")
+    await eventually(
+        lambda: trial(cluster, "lr-0")["intermediate"] == [{"step": 10, "value": 1.2}], what="lr-0's intermediate value"
+    )
     await trial_succeeds(cluster, "lr-0", 1.0)
     await eventually(lambda: "lr-1" in trial_jobs(cluster), what="lr-1")
     await trial_runs(cluster, "lr-1")
@@ -169,12 +196,17 @@ async def test_a_trial_whose_eval_loss_is_clearly_worse_is_pruned_and_its_job_de
     await eventually(lambda: "lr-2" in trial_jobs(cluster), what="lr-2 asked in its place")
     assert trial(cluster, "lr-0")["state"] == "Succeeded"  # the better trial was never pruned
     # `kubectl describe fts lr` tells the story, each step once, on the sweep itself.
-    await eventually(lambda: [r for _, r, _ in sweep_events(cluster)].count("TrialCreated") == 3, what="three TrialCreated Events")
+    await eventually(
+        lambda: [r for _, r, _ in sweep_events(cluster)].count("TrialCreated") == 3, what="three TrialCreated Events"
+    )
     story = sweep_events(cluster)
     reasons = [r for _, r, _ in story]
     assert reasons.index("TrialSucceeded") < reasons.index("TrialPruned"), story
     assert [(t, r) for t, r, _ in story if r in ("TrialSucceeded", "TrialPruned", "NewBestTrial")] == [
-        ("Normal", "TrialSucceeded"), ("Normal", "NewBestTrial"), ("Normal", "TrialPruned")], story
+        ("Normal", "TrialSucceeded"),
+        ("Normal", "NewBestTrial"),
+        ("Normal", "TrialPruned"),
+    ], story
     pruned_event = next(m for _, r, m in story if r == "TrialPruned")
     assert pruned_event.startswith("trial lr-1: pruned at step 10: eval loss 4"), pruned_event
     created = [m for _, r, m in story if r == "TrialCreated"]
@@ -191,21 +223,45 @@ async def test_promotion_serves_the_best_trial_only(cluster: Cluster, operator: 
         await trial_succeeds(cluster, name, value)
     await eventually(lambda: sweep_status(cluster).get("phase") == "Succeeded", what="the sweep Succeeded")
     assert sweep_status(cluster)["bestTrial"] == "lr-1"
-    await eventually(lambda: cluster.read("apps/v1", "deployments", NS, "lr-1-serve") and cluster.read("v1", "services", NS, "lr-1-serve"), what="lr-1 served")
+    await eventually(
+        lambda: (
+            cluster.read("apps/v1", "deployments", NS, "lr-1-serve")
+            and cluster.read("v1", "services", NS, "lr-1-serve")
+        ),
+        what="lr-1 served",
+    )
     assert sweep_condition(cluster, "Promoted")["reason"] == "WinnerPromoted"
     assert "serve" in cluster.read(*FTJ, NS, "lr-1")["spec"] and "serve" not in cluster.read(*FTJ, NS, "lr-0")["spec"]
     assert cluster.read("apps/v1", "deployments", NS, "lr-0-serve") is None
-    await eventually(lambda: cluster.read(*FTJ, NS, "lr-1")["status"]["serving"]["objects"], what="lr-1's status.serving")
+    await eventually(
+        lambda: cluster.read(*FTJ, NS, "lr-1")["status"]["serving"]["objects"], what="lr-1's status.serving"
+    )
     # The sweep says whether the winner really serves: its Serving condition is lr-1's (Argo CD reads it).
-    await eventually(lambda: sweep_condition(cluster, "Serving").get("reason") == "ServingStarting", what="the sweep's Serving=False ServingStarting")
-    await cluster.mutate("apps/v1", "deployments", NS, "lr-1-serve", lambda o: o.update(status={"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}))
-    await eventually(lambda: sweep_condition(cluster, "Serving").get("reason") == "ServingReady", what="the sweep's Serving=True ServingReady")
-    assert sweep_condition(cluster, "Serving")["status"] == "True" and sweep_condition(cluster, "Serving")["message"].startswith("FineTuneJob lr-1: ")
+    await eventually(
+        lambda: sweep_condition(cluster, "Serving").get("reason") == "ServingStarting",
+        what="the sweep's Serving=False ServingStarting",
+    )
+    await cluster.mutate(
+        "apps/v1",
+        "deployments",
+        NS,
+        "lr-1-serve",
+        lambda o: o.update(status={"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}),
+    )
+    await eventually(
+        lambda: sweep_condition(cluster, "Serving").get("reason") == "ServingReady",
+        what="the sweep's Serving=True ServingReady",
+    )
+    assert sweep_condition(cluster, "Serving")["status"] == "True" and sweep_condition(cluster, "Serving")[
+        "message"
+    ].startswith("FineTuneJob lr-1: ")
     promoted = [(t, m) for t, r, m in sweep_events(cluster) if r in ("SweepSucceeded", "WinnerPromoted")]
     assert [t for t, _ in promoted] == ["Normal", "Normal"] and "best trial lr-1" in promoted[0][1], promoted
 
 
-async def test_a_sweep_with_an_invalid_template_gets_a_condition_naming_the_field_and_no_trials(cluster: Cluster, operator: Any) -> None:
+async def test_a_sweep_with_an_invalid_template_gets_a_condition_naming_the_field_and_no_trials(
+    cluster: Cluster, operator: Any
+) -> None:
     await started(cluster, operator)
     uninstall_sweep_crd(cluster)  # stored as sent, as under an older CRD: the operator's own checks refuse it
     await cluster.put_object(*FTS, sweep(template_changes={"method": "qlora"}))
@@ -234,13 +290,20 @@ async def test_kubetune_get_sweeps_and_the_sdk_read_the_study(cluster: Cluster, 
     client = await asyncio.to_thread(kubetune.Client, kubeconfig=str(config))
     found = await asyncio.to_thread(client.get_sweep, "lr")
     assert found.status is not None and found.status.best_trial == "lr-1" and found.status.best_value == 0.6
-    assert [(t.name, t.state, t.value) for t in found.status.trials] == [("lr-0", "Succeeded", 0.9), ("lr-1", "Succeeded", 0.6)]
+    assert [(t.name, t.state, t.value) for t in found.status.trials] == [
+        ("lr-0", "Succeeded", 0.9),
+        ("lr-1", "Succeeded", 0.6),
+    ]
     assert [s.name for s in await asyncio.to_thread(client.list_sweeps)] == ["lr"]
 
     code, out, err = await run_cli(["get", "sweeps"], config)
     assert code == 0, err
     header, row = out.splitlines()
-    assert header.split()[:3] == ["NAME", "PHASE", "TRIALS"] and row.split()[:3] == ["lr", "Succeeded", "2/2"] and "lr-1" in row
+    assert (
+        header.split()[:3] == ["NAME", "PHASE", "TRIALS"]
+        and row.split()[:3] == ["lr", "Succeeded", "2/2"]
+        and "lr-1" in row
+    )
     code, out, err = await run_cli(["get", "sweeps", "lr"], config)
     assert code == 0, err
     trial_lines = out.split("\n\n")[1].splitlines()
@@ -250,7 +313,9 @@ async def test_kubetune_get_sweeps_and_the_sdk_read_the_study(cluster: Cluster, 
     assert code == 1 and "not found" in err
 
 
-async def test_an_evaluation_read_after_the_trial_succeeded_still_gives_its_value(cluster: Cluster, operator: Any) -> None:
+async def test_an_evaluation_read_after_the_trial_succeeded_still_gives_its_value(
+    cluster: Cluster, operator: Any
+) -> None:
     """The log tail is read once per interval, and the evaluate stage ends just before the pod exits: the
     FineTuneJob can turn Succeeded before its evaluation was read. It is read afterwards (a finished job
     with spec.evaluation keeps reading its rank-0 log until it has it), and the sweep waits for it."""
@@ -258,16 +323,28 @@ async def test_an_evaluation_read_after_the_trial_succeeded_still_gives_its_valu
     await cluster.put_object(*FTS, sweep(maxTrials=1, parallelism=1))
     await trial_runs(cluster, "lr-0")
     await set_condition(cluster, "PyTorchJob", NS, "lr-0", "Succeeded")
-    await eventually(lambda: sweep_condition(cluster, "Running").get("reason") == "WaitingForTrialEvaluation", what="WaitingForTrialEvaluation")
-    assert trial(cluster, "lr-0")["state"] == "Running" and cluster.read(*FTJ, NS, "lr-0")["status"]["phase"] == "Succeeded"
+    await eventually(
+        lambda: sweep_condition(cluster, "Running").get("reason") == "WaitingForTrialEvaluation",
+        what="WaitingForTrialEvaluation",
+    )
+    assert (
+        trial(cluster, "lr-0")["state"] == "Running"
+        and cluster.read(*FTJ, NS, "lr-0")["status"]["phase"] == "Succeeded"
+    )
     evaluation = {"state": "Succeeded", "trained": {"evalLoss": 0.7}, "summary": "loss 0.7"}
-    cluster.append_log(NS, pod_name("PyTorchJob", "lr-0"), STAGE_PREFIX + json.dumps({"stage": "evaluate", "event": "end", "evaluation": evaluation}))
+    cluster.append_log(
+        NS,
+        pod_name("PyTorchJob", "lr-0"),
+        STAGE_PREFIX + json.dumps({"stage": "evaluate", "event": "end", "evaluation": evaluation}),
+    )
     await eventually(lambda: sweep_status(cluster).get("phase") == "Succeeded", what="the sweep Succeeded")
     assert (trial(cluster, "lr-0")["state"], trial(cluster, "lr-0")["value"]) == ("Succeeded", 0.7)
     assert cluster.read(*FTJ, NS, "lr-0")["status"]["evaluation"]["trained"] == {"evalLoss": 0.7}
 
 
-async def test_a_sweep_deleted_and_applied_again_waits_for_its_old_trials_to_be_collected(cluster: Cluster, operator: Any, monkeypatch: Any) -> None:
+async def test_a_sweep_deleted_and_applied_again_waits_for_its_old_trials_to_be_collected(
+    cluster: Cluster, operator: Any, monkeypatch: Any
+) -> None:
     """`kubectl delete fts lr; kubectl apply -f sweep.yaml`: the old sweep is gone at once (Background) and its
     trials stay until Kubernetes' garbage collector deletes them. The new sweep's trials have the same names:
     they wait for the collector instead of failing as names another object holds."""
@@ -278,12 +355,25 @@ async def test_a_sweep_deleted_and_applied_again_waits_for_its_old_trials_to_be_
     old_uid = cluster.read(*FTS, NS, "lr")["metadata"]["uid"]
     await cluster.remove(*FTS, NS, "lr")
     again = await cluster.put_object(*FTS, sweep(maxTrials=2, parallelism=2, maxFailedTrials=0))
-    await eventually(lambda: len(trials(cluster)) == 2 and all("earlier sweep" in t.get("message", "") for t in trials(cluster)),
-                     what="the new sweep's trials waiting for the old ones")
-    assert [t["state"] for t in trials(cluster)] == ["Pending", "Pending"] and sweep_status(cluster)["phase"] != "Failed"
+    await eventually(
+        lambda: len(trials(cluster)) == 2 and all("earlier sweep" in t.get("message", "") for t in trials(cluster)),
+        what="the new sweep's trials waiting for the old ones",
+    )
+    assert [t["state"] for t in trials(cluster)] == ["Pending", "Pending"] and sweep_status(cluster)[
+        "phase"
+    ] != "Failed"
     assert {cluster.read(*FTJ, NS, n)["metadata"]["ownerReferences"][0]["uid"] for n in ("lr-0", "lr-1")} == {old_uid}
     cluster.garbage_collect = True  # the collector runs: each dependent whose owner is gone is deleted
     await cluster.remove(*FTJ, NS, "lr-0")
-    assert cluster.read(*FTJ, NS, "lr-1") is None or cluster.read(*FTJ, NS, "lr-1")["metadata"]["ownerReferences"][0]["uid"] != old_uid
-    await eventually(lambda: all((cluster.read(*FTJ, NS, n) or {}).get("metadata", {}).get("ownerReferences", [{}])[0].get("uid") == again["metadata"]["uid"]
-                                 for n in ("lr-0", "lr-1")), what="the new sweep's trials created")
+    assert (
+        cluster.read(*FTJ, NS, "lr-1") is None
+        or cluster.read(*FTJ, NS, "lr-1")["metadata"]["ownerReferences"][0]["uid"] != old_uid
+    )
+    await eventually(
+        lambda: all(
+            (cluster.read(*FTJ, NS, n) or {}).get("metadata", {}).get("ownerReferences", [{}])[0].get("uid")
+            == again["metadata"]["uid"]
+            for n in ("lr-0", "lr-1")
+        ),
+        what="the new sweep's trials created",
+    )

@@ -58,14 +58,23 @@ def _env(config: Path) -> dict[str, str]:
 
 
 async def run_cli(args: list[str], config: Path, timeout: float = 60) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(*KUBETUNE, *args, env=_env(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *KUBETUNE, *args, env=_env(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
 
 def progress(step: int, total: int, loss: float, eta: int | None = 300) -> dict[str, Any]:
-    return {"step": step, "totalSteps": total, "percent": round(100 * step / total, 2), "loss": loss, "etaSeconds": eta, "summary": f"{step}/{total}"}
+    return {
+        "step": step,
+        "totalSteps": total,
+        "percent": round(100 * step / total, 2),
+        "loss": loss,
+        "etaSeconds": eta,
+        "summary": f"{step}/{total}",
+    }
 
 
 async def add_job(cluster: Cluster, name: str, namespace: str = "team-a", **status: Any) -> None:
@@ -78,7 +87,9 @@ async def set_status(cluster: Cluster, name: str, namespace: str = "team-a", **s
     await cluster.mutate(*FTJ, namespace, name, lambda o: o.setdefault("status", {}).update(status))
 
 
-async def post_event(cluster: Cluster, name: str, reason: str, message: str, type_: str = "Normal", namespace: str = "team-a") -> None:
+async def post_event(
+    cluster: Cluster, name: str, reason: str, message: str, type_: str = "Normal", namespace: str = "team-a"
+) -> None:
     """An Event about the job, as the operator records it: involvedObject with the job's uid (controller/act.py)."""
     uid = ((cluster.read(*FTJ, namespace, name) or {}).get("metadata") or {}).get("uid")
     await cluster.put_object(
@@ -87,7 +98,13 @@ async def post_event(cluster: Cluster, name: str, reason: str, message: str, typ
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"name": f"{name}.{reason.lower()}", "namespace": namespace},
-            "involvedObject": {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "name": name, "namespace": namespace, "uid": uid},
+            "involvedObject": {
+                "apiVersion": "kubetune.io/v1alpha1",
+                "kind": "FineTuneJob",
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
+            },
             "reason": reason,
             "message": message,
             "type": type_,
@@ -130,12 +147,16 @@ async def test_a_wrong_token_is_refused_with_the_servers_message(cluster: Cluste
     assert code == 2 and "Unauthorized" in err
 
 
-async def test_client_reloads_exec_plugin_credentials_before_expiry_and_after_a_401(cluster: Cluster, tmp_path: Path) -> None:
+async def test_client_reloads_exec_plugin_credentials_before_expiry_and_after_a_401(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     """A `watch` runs for hours; EKS/GKE exec-plugin tokens last minutes (tests/controller/exec_plugin.py)."""
     from test_credentials import issued_tokens, write_kubeconfig
 
     ttl = 600
-    clock = ForwardClock(tmp_path / "clock")  # the server's, the issuer's and the client's: tokens expire without a wait
+    clock = ForwardClock(
+        tmp_path / "clock"
+    )  # the server's, the issuer's and the client's: tokens expire without a wait
     path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
     cluster.authenticate = Tokens(issued=str(issued), clock=clock)
     await add_job(cluster, "alpha", phase="Running")
@@ -178,7 +199,14 @@ async def test_client_shared_by_threads_runs_the_exec_plugin_once_per_expiry(clu
 
 async def _start_watch(config: Path, name: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        *KUBETUNE, "watch", name, "--events-interval", "0.2", env=_env(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *KUBETUNE,
+        "watch",
+        name,
+        "--events-interval",
+        "0.2",
+        env=_env(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 
@@ -218,7 +246,9 @@ async def test_watch_exits_1_on_failure_and_shows_the_warning(cluster: Cluster, 
     assert "phase Failed: exit 4: CUDA out of memory" in out.decode()
 
 
-async def test_watch_exits_1_when_the_job_is_deleted_and_1_when_it_never_existed(cluster: Cluster, tmp_path: Path) -> None:
+async def test_watch_exits_1_when_the_job_is_deleted_and_1_when_it_never_existed(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     config = kubeconfig(cluster, tmp_path / "kubeconfig")
     await add_job(cluster, "gone", phase="Running")
     proc = await _start_watch(config, "gone")
@@ -240,17 +270,23 @@ async def test_watch_exits_0_at_once_for_a_job_that_already_succeeded(cluster: C
 # --- screens through a pseudo-terminal --------------------------------------------------------------
 
 
-async def _watch_in_pty(cluster: Cluster, config: Path, name: str, columns: int, steps: list[tuple[int, float]]) -> tuple[int, pyte.Screen]:
+async def _watch_in_pty(
+    cluster: Cluster, config: Path, name: str, columns: int, steps: list[tuple[int, float]]
+) -> tuple[int, pyte.Screen]:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     env = _env(config) | {"COLUMNS": str(columns), "TERM": "xterm"}
-    proc = await asyncio.create_subprocess_exec(*KUBETUNE, "watch", name, "--events-interval", "0.2", env=env, stdin=slave, stdout=slave, stderr=slave)
+    proc = await asyncio.create_subprocess_exec(
+        *KUBETUNE, "watch", name, "--events-interval", "0.2", env=env, stdin=slave, stdout=slave, stderr=slave
+    )
     os.close(slave)
     chunks: list[bytes] = []
     loop = asyncio.get_running_loop()
     reader = loop.run_in_executor(None, _drain, master, chunks)
     await eventually(lambda: cluster.open_watches > 0, what="the watch")
-    await post_event(cluster, name, "Created", "created PyTorchJob team-a/" + name + " with a long message that must not wrap")
+    await post_event(
+        cluster, name, "Created", "created PyTorchJob team-a/" + name + " with a long message that must not wrap"
+    )
     for step, loss in steps:
         await set_status(cluster, name, phase="Running", progress=progress(step, 100, loss, eta=3600 - 30 * step))
         await asyncio.sleep(0.3)
@@ -287,7 +323,12 @@ async def test_get_table_in_a_terminal(cluster: Cluster, tmp_path: Path, columns
     assert code == 0
     rows = _rows(screen)
     # One screen row per table row: long rows are cut at the edge like kubectl's, never wrapped.
-    assert len(rows) == 3 and rows[0].startswith("NAMESPACE") and rows[1].startswith("team-a") and rows[2].startswith("team-b")
+    assert (
+        len(rows) == 3
+        and rows[0].startswith("NAMESPACE")
+        and rows[1].startswith("team-a")
+        and rows[2].startswith("team-b")
+    )
     if columns >= 100:
         assert bar(45, 10) + "  45% 45/100" in rows[1] and "1.2345" in rows[1]
 
@@ -324,7 +365,11 @@ async def test_watch_screen_in_a_terminal(cluster: Cluster, tmp_path: Path, colu
     status = [r for r in rows if not re.match(stamp, r)]
     assert len(status) == 1, rows
     assert all(len(r) < columns for r in rows)
-    assert [re.search(r"phase (\w+)", r).group(1) for r in timestamped if " phase " in r] == ["Pending", "Running", "Succeeded"]  # type: ignore[union-attr]
+    assert [re.search(r"phase (\w+)", r).group(1) for r in timestamped if " phase " in r] == [
+        "Pending",
+        "Running",
+        "Succeeded",
+    ]  # type: ignore[union-attr]
     final = status[0]
     assert final.startswith("█") and "Succeeded" in final and "100.0%" in final
     if columns >= 100:
@@ -332,7 +377,9 @@ async def test_watch_screen_in_a_terminal(cluster: Cluster, tmp_path: Path, colu
         assert sparkline([3.0, 2.4, 1.9, 1.6, 1.2], 16) in final  # the loss history, highest first
         assert any("Normal Created: created PyTorchJob team-a/tty with a long message" in r for r in timestamped)
     else:
-        assert any("Normal Created: cre" in r and len(r) == columns - 1 for r in timestamped)  # cut at the edge, not wrapped
+        assert any(
+            "Normal Created: cre" in r and len(r) == columns - 1 for r in timestamped
+        )  # cut at the edge, not wrapped
 
 
 def test_status_line_fits_every_width() -> None:
@@ -350,7 +397,9 @@ def test_status_line_fits_every_width() -> None:
 
 async def test_logs_picks_rank_0s_pod_and_rank_n(cluster: Cluster, tmp_path: Path) -> None:
     config = kubeconfig(cluster, tmp_path / "kubeconfig")
-    await add_job(cluster, "qwen", phase="Running", job={"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "qwen"})
+    await add_job(
+        cluster, "qwen", phase="Running", job={"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "qwen"}
+    )
     code, _, err = await run_cli(["logs", "qwen"], config)
     assert code == 1 and "no master pod" in err
     master = await start_pod(cluster, "PyTorchJob", "team-a", "qwen")
@@ -360,7 +409,11 @@ async def test_logs_picks_rank_0s_pod_and_rank_n(cluster: Cluster, tmp_path: Pat
         "metadata": {
             "name": "qwen-worker-0",
             "namespace": "team-a",
-            "labels": {"training.kubeflow.org/job-name": "qwen", "training.kubeflow.org/replica-type": "worker", "training.kubeflow.org/replica-index": "0"},
+            "labels": {
+                "training.kubeflow.org/job-name": "qwen",
+                "training.kubeflow.org/replica-type": "worker",
+                "training.kubeflow.org/replica-index": "0",
+            },
         },
         "spec": {"containers": [{"name": "pytorch", "image": "trainer"}]},
         "status": {"phase": "Running"},
@@ -379,10 +432,14 @@ async def test_logs_picks_rank_0s_pod_and_rank_n(cluster: Cluster, tmp_path: Pat
 
 async def test_logs_follow_streams_until_the_pod_ends(cluster: Cluster, tmp_path: Path) -> None:
     config = kubeconfig(cluster, tmp_path / "kubeconfig")
-    await add_job(cluster, "fol", phase="Running", job={"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "fol"})
+    await add_job(
+        cluster, "fol", phase="Running", job={"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "fol"}
+    )
     pod = await start_pod(cluster, "PyTorchJob", "team-a", "fol")
     cluster.append_log("team-a", pod, "before")
-    proc = await asyncio.create_subprocess_exec(*KUBETUNE, "logs", "fol", "-f", env=_env(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *KUBETUNE, "logs", "fol", "-f", env=_env(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     assert proc.stdout is not None
     assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"before\n"
     cluster.append_log("team-a", pod, "while following")
@@ -408,7 +465,9 @@ async def test_plot_from_an_outputs_folder_and_from_status(cluster: Cluster, tmp
     config = kubeconfig(cluster, tmp_path / "kubeconfig")
     run = tmp_path / "outputs" / "team-a" / "qwen"
     run.mkdir(parents=True)
-    lines = [f'{{"current_steps": {i}, "total_steps": 20, "loss": {3.0 - i * 0.1:.2f}, "lr": 0.001}}' for i in range(1, 21)]
+    lines = [
+        f'{{"current_steps": {i}, "total_steps": 20, "loss": {3.0 - i * 0.1:.2f}, "lr": 0.001}}' for i in range(1, 21)
+    ]
     (run / "trainer_log.jsonl").write_text("\n".join(lines + ['{"current_steps": 20, "total_steps": 20}']) + "\n")
     png = tmp_path / "curve.png"
     code, out, err = await run_cli(["plot", str(run), "-o", str(png)], config)
@@ -417,11 +476,24 @@ async def test_plot_from_an_outputs_folder_and_from_status(cluster: Cluster, tmp
     assert "20 points" in out and "2.9000 -> 1.0000" in out
 
     # From the cluster: rank 0's progress lines while its pod exists, else the one point in status.
-    await add_job(cluster, "live", phase="Running", progress=progress(7, 40, 2.25), job={"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "live"})
+    await add_job(
+        cluster,
+        "live",
+        phase="Running",
+        progress=progress(7, 40, 2.25),
+        job={"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "live"},
+    )
     code, out, err = await run_cli(["plot", "live", "-o", str(tmp_path / "live.png")], config)
     assert code == 0 and "1 point from FineTuneJob team-a/live status" in out and "outputs folder" in err
     pod = await start_pod(cluster, "PyTorchJob", "team-a", "live")
-    cluster.append_log("team-a", pod, "starting", *(progress_line(s, 40, 3.0 - s / 10) for s in range(1, 8)), progress_line(7, 40, 2.3), "noise")
+    cluster.append_log(
+        "team-a",
+        pod,
+        "starting",
+        *(progress_line(s, 40, 3.0 - s / 10) for s in range(1, 8)),
+        progress_line(7, 40, 2.3),
+        "noise",
+    )
     code, out, err = await run_cli(["plot", "live", "-o", str(tmp_path / "live.png")], config)
     assert code == 0, err
     assert f"7 points from pod team-a/{pod} log; loss 2.9000 -> 2.3000" in out

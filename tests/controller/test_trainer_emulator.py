@@ -36,7 +36,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def rendered(name: str = "qwen-lora", **spec: Any) -> dict[str, Any]:
     base = example_job(name, NS)["spec"]
-    job, problems = validate_object(example_job(name, NS, **{**spec, "distributed": {**base.get("distributed", {}), "backend": "trainjob"}}))
+    job, problems = validate_object(
+        example_job(name, NS, **{**spec, "distributed": {**base.get("distributed", {}), "backend": "trainjob"}})
+    )
     assert job is not None, problems
     return render(job, RenderOptions(backend="trainjob")).workload
 
@@ -44,12 +46,16 @@ def rendered(name: str = "qwen-lora", **spec: Any) -> dict[str, Any]:
 def pod_patch(obj: dict[str, Any]) -> dict[str, Any]:
     """Our runtimePatches entry's pod template spec (mutable in place)."""
     patch = next(p for p in obj["spec"]["runtimePatches"] if p["manager"] == "kubetune.io/operator")
-    return dict(patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"])
+    return dict(
+        patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    )
 
 
 def set_pod_field(obj: dict[str, Any], field: str, value: Any) -> None:
     patch = next(p for p in obj["spec"]["runtimePatches"] if p["manager"] == "kubetune.io/operator")
-    patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"][field] = value
+    patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"][
+        field
+    ] = value
 
 
 async def test_runtime_patch_volumes_are_immutable_even_while_suspended(cluster: Cluster) -> None:
@@ -64,7 +70,9 @@ async def test_runtime_patch_volumes_are_immutable_even_while_suspended(cluster:
     with pytest.raises(ApiError) as refused:
         await _update(cluster, NS, "qwen-lora", suspend_and_add_volume)
     assert refused.value.code == 422 and refused.value.reason == "Invalid"
-    assert re.search(r'spec\.runtimePatches\[0\]\..*\.volumes: Invalid value: "array": field is immutable', refused.value.message), refused.value.message
+    assert re.search(
+        r'spec\.runtimePatches\[0\]\..*\.volumes: Invalid value: "array": field is immutable', refused.value.message
+    ), refused.value.message
 
 
 async def test_placement_changes_only_while_suspended_and_the_refusal_is_a_webhook_403(cluster: Cluster) -> None:
@@ -90,7 +98,9 @@ async def test_spec_trainer_is_immutable_and_a_trainjob_name_is_rfc_1035(cluster
     install_trainer(cluster)
     await cluster.put_object(*TJ, rendered())
     with pytest.raises(ApiError, match=r'spec\.trainer: Invalid value: "object": field is immutable') as refused:
-        await _update(cluster, NS, "qwen-lora", lambda o: o["spec"]["trainer"]["env"].append({"name": "X", "value": "1"}))
+        await _update(
+            cluster, NS, "qwen-lora", lambda o: o["spec"]["trainer"]["env"].append({"name": "X", "value": "1"})
+        )
     assert refused.value.code == 422
     digit = rendered("other")
     digit["metadata"]["name"] = "7b-lora"  # kubetune itself refuses it for a TrainJob (backends/trainjob.py check)
@@ -104,7 +114,10 @@ async def test_a_missing_runtime_is_the_webhooks_403(cluster: Cluster) -> None:
     with pytest.raises(ApiError) as refused:
         await cluster.put_object(*TJ, rendered())
     assert refused.value.code == 403
-    assert 'admission webhook "validator.trainjob.trainer.kubeflow.org" denied the request: spec.RuntimeRef' in refused.value.message
+    assert (
+        'admission webhook "validator.trainjob.trainer.kubeflow.org" denied the request: spec.RuntimeRef'
+        in refused.value.message
+    )
     assert "specified clusterTrainingRuntime must be created before the TrainJob is created" in refused.value.message
 
 
@@ -119,12 +132,16 @@ async def test_runtime_patch_time_is_set_on_create_and_kept_while_the_entry_is_u
 
     key = (("trainer.kubeflow.org", "v1alpha1", "trainjobs"), NS, "qwen-lora")
     cluster.store[key]["spec"]["runtimePatches"][0]["time"] = "2020-01-01T00:00:00Z"  # as if written long ago
-    await _update(cluster, NS, "qwen-lora", lambda o: o["spec"]["runtimePatches"][0].pop("time"))  # a client re-sends the entry without time
+    await _update(
+        cluster, NS, "qwen-lora", lambda o: o["spec"]["runtimePatches"][0].pop("time")
+    )  # a client re-sends the entry without time
     assert cluster.read(*TJ, NS, "qwen-lora")["spec"]["runtimePatches"][0]["time"] == "2020-01-01T00:00:00Z"  # type: ignore[index]
 
     def suspend_and_label(o: dict[str, Any]) -> None:
         o["spec"]["suspend"] = True
-        patch = o["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+        patch = o["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
+            "template"
+        ]["spec"]["template"]
         patch["metadata"]["labels"]["team"] = "a"
 
     await _update(cluster, NS, "qwen-lora", suspend_and_label)
@@ -135,7 +152,10 @@ async def test_kueue_appends_its_runtime_patch_to_every_trainjob_and_suspends_qu
     install_trainer(cluster, kueue=True)
     await cluster.put_object(*TJ, rendered("plain"))
     plain = cluster.read(*TJ, NS, "plain")
-    assert plain is not None and [p["manager"] for p in plain["spec"]["runtimePatches"]] == ["kubetune.io/operator", KUEUE_MANAGER]
+    assert plain is not None and [p["manager"] for p in plain["spec"]["runtimePatches"]] == [
+        "kubetune.io/operator",
+        KUEUE_MANAGER,
+    ]
     assert plain["spec"]["suspend"] is False, "no queue name: not suspended (the schema's default)"
     await cluster.put_object(*TJ, rendered("queued", scheduling={"queueName": "gpu"}))
     assert cluster.read(*TJ, NS, "queued")["spec"]["suspend"] is True  # type: ignore[index]

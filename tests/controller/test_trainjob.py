@@ -52,14 +52,20 @@ async def test_trainjob_lifecycle_running_progress_succeeded(cluster: Cluster, o
     assert child["metadata"]["ownerReferences"][0]["kind"] == "FineTuneJob"
     assert cluster.read(*CM, NS, "qwen-lora-kubetune") is not None
     await eventually(lambda: status(cluster).get("phase") == "Pending", what="Pending")
-    assert status(cluster)["job"] == {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "name": "qwen-lora"}
+    assert status(cluster)["job"] == {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "name": "qwen-lora",
+    }
 
     await trainer_reconciles(cluster, NS, "qwen-lora")
     await eventually(lambda: status(cluster).get("phase") == "Running", what="Running from jobsStatus")
     assert condition(cluster, "Running")["reason"] == "JobRunning"
     # Rank 0 is node 0 (JobSet labels); its log carries the trainer's progress lines.
     cluster.append_log(NS, pod_name("qwen-lora", 0), progress_line(7, 20, 0.8))
-    await eventually(lambda: (status(cluster).get("progress") or {}).get("step") == 7, what="progress from node 0's log")
+    await eventually(
+        lambda: (status(cluster).get("progress") or {}).get("step") == 7, what="progress from node 0's log"
+    )
 
     await trainjob_finishes(cluster, NS, "qwen-lora")
     await eventually(lambda: status(cluster).get("phase") == "Succeeded", what="Succeeded from Complete")
@@ -108,13 +114,17 @@ async def test_user_suspend_reaches_the_trainjob_and_resume_restarts_it(cluster:
     await eventually(lambda: status(cluster).get("phase") == "Running", what="Running")
 
     await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].update(suspend=True))
-    await eventually(lambda: cluster.read(*TJ, NS, "qwen-lora")["spec"].get("suspend") is True, what="TrainJob suspended")  # type: ignore[index]
+    await eventually(
+        lambda: cluster.read(*TJ, NS, "qwen-lora")["spec"].get("suspend") is True, what="TrainJob suspended"
+    )  # type: ignore[index]
     await trainer_reconciles(cluster, NS, "qwen-lora")
     await eventually(lambda: status(cluster).get("phase") == "Suspended", what="Suspended")
     assert cluster.read("v1", "pods", NS, pod_name("qwen-lora", 0)) is None
 
     await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].update(suspend=False))
-    await eventually(lambda: cluster.read(*TJ, NS, "qwen-lora")["spec"].get("suspend") is False, what="TrainJob resumed")  # type: ignore[index]
+    await eventually(
+        lambda: cluster.read(*TJ, NS, "qwen-lora")["spec"].get("suspend") is False, what="TrainJob resumed"
+    )  # type: ignore[index]
     await trainer_reconciles(cluster, NS, "qwen-lora")
     await eventually(lambda: status(cluster).get("phase") == "Running", what="Running again")
 
@@ -149,14 +159,22 @@ async def test_the_emulated_trainer_is_strict_where_the_real_one_is(cluster: Clu
     changed = copy.deepcopy(good)
     changed["spec"]["trainer"]["numNodes"] = 3
     running_patch = copy.deepcopy(good)
-    running_patch["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["nodeSelector"] = {"a": "b"}
+    running_patch["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
+        "template"
+    ]["spec"]["template"]["spec"]["nodeSelector"] = {"a": "b"}
     with pytest.raises(ApiError, match="RuntimePatches can only be modified when the TrainJob is suspended"):
         await cluster._write(
-            (("trainer.kubeflow.org", "v1alpha1", "trainjobs"), NS, "qwen-lora"), lambda old: {**old, "spec": running_patch["spec"]}, None, None
+            (("trainer.kubeflow.org", "v1alpha1", "trainjobs"), NS, "qwen-lora"),
+            lambda old: {**old, "spec": running_patch["spec"]},
+            None,
+            None,
         )
     with pytest.raises(ApiError, match='spec.trainer: Invalid value: "object": field is immutable'):
         await cluster._write(
-            (("trainer.kubeflow.org", "v1alpha1", "trainjobs"), NS, "qwen-lora"), lambda old: {**old, "spec": changed["spec"]}, None, None
+            (("trainer.kubeflow.org", "v1alpha1", "trainjobs"), NS, "qwen-lora"),
+            lambda old: {**old, "spec": changed["spec"]},
+            None,
+            None,
         )
 
 
@@ -165,11 +183,22 @@ async def test_kubetune_logs_finds_node_pods_of_a_trainjob_by_jobset_labels(clus
     from test_terminal import add_job, kubeconfig, run_cli
 
     install_trainer(cluster)
-    job, _ = validate_object(example_job("qwen", resources={"nodes": 2, "gpusPerNode": 1}, **{k: v for k, v in trainjob_spec().items() if k != "resources"}))
+    job, _ = validate_object(
+        example_job(
+            "qwen",
+            resources={"nodes": 2, "gpusPerNode": 1},
+            **{k: v for k, v in trainjob_spec().items() if k != "resources"},
+        )
+    )
     assert job is not None
     await cluster.put_object(*TJ, render(job, RenderOptions(backend="trainjob")).workload)
     config = kubeconfig(cluster, tmp_path / "kubeconfig")
-    await add_job(cluster, "qwen", phase="Running", job={"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "name": "qwen"})
+    await add_job(
+        cluster,
+        "qwen",
+        phase="Running",
+        job={"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "name": "qwen"},
+    )
     code, _, err = await run_cli(["logs", "qwen"], config)
     assert code == 1 and "no node pod (completion index 0) of TrainJob team-a/qwen" in err
     await trainer_reconciles(cluster, NS, "qwen")
@@ -181,7 +210,9 @@ async def test_kubetune_logs_finds_node_pods_of_a_trainjob_by_jobset_labels(clus
     assert code == 0 and out == "node 1 line\n", err
 
 
-async def test_a_trainjob_pod_that_cannot_be_scheduled_explains_the_pending_job(cluster: Cluster, operator: Any) -> None:
+async def test_a_trainjob_pod_that_cannot_be_scheduled_explains_the_pending_job(
+    cluster: Cluster, operator: Any
+) -> None:
     install_trainer(cluster)
     await operator()
     await cluster.put_object(*FTJ, example_job(**trainjob_spec()))
@@ -189,16 +220,29 @@ async def test_a_trainjob_pod_that_cannot_be_scheduled_explains_the_pending_job(
     await trainer_reconciles(cluster, NS, "qwen-lora")
 
     def unschedulable(pod: dict[str, Any]) -> None:
-        pod["status"] = {"phase": "Pending", "conditions": [
-            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}]}
+        pod["status"] = {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+                }
+            ],
+        }
 
     def not_ready(obj: dict[str, Any]) -> None:
         # The Job is active (its pod is pending) but not ready: JobSet's counts (jobset_types.go ReplicatedJobStatus).
-        obj["status"]["jobsStatus"] = [{"name": "node", "ready": 0, "succeeded": 0, "failed": 0, "active": 1, "suspended": 0}]
+        obj["status"]["jobsStatus"] = [
+            {"name": "node", "ready": 0, "succeeded": 0, "failed": 0, "active": 1, "suspended": 0}
+        ]
 
     await cluster.mutate(*TJ, NS, "qwen-lora", not_ready)
     await cluster.mutate("v1", "pods", NS, pod_name("qwen-lora", 0), unschedulable)
-    await eventually(lambda: condition(cluster, "Running").get("reason") == "Unschedulable", what="Unschedulable from the JobSet pod")
+    await eventually(
+        lambda: condition(cluster, "Running").get("reason") == "Unschedulable", what="Unschedulable from the JobSet pod"
+    )
     assert "Insufficient nvidia.com/gpu" in status(cluster)["message"] and status(cluster)["phase"] == "Pending"
 
 
@@ -219,20 +263,31 @@ async def running_trainjob(cluster: Cluster, operator: Any, *, kueue: bool = Fal
     await eventually(lambda: status(cluster).get("phase") == "Running", what="Running")
 
 
-async def test_an_env_edit_of_a_running_trainjob_is_refused_up_front_and_the_job_keeps_running(cluster: Cluster, operator: Any) -> None:
+async def test_an_env_edit_of_a_running_trainjob_is_refused_up_front_and_the_job_keeps_running(
+    cluster: Cluster, operator: Any
+) -> None:
     """spec.trainer is immutable (trainjob_types.go:114): the edit is reported, never sent (it hot-looped)."""
     await running_trainjob(cluster, operator)
     config = cluster.read(*CM, NS, "qwen-lora-kubetune")
     writes = len(trainjob_calls(cluster))
-    await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].setdefault("env", []).append({"name": "EXTRA", "value": "1"}))
-    refused = await eventually(lambda: condition(cluster, "Validated").get("reason") == "ImmutableFieldChanged" and condition(cluster, "Validated"),
-                               what="ImmutableFieldChanged")
+    await cluster.mutate(
+        *FTJ, NS, "qwen-lora", lambda o: o["spec"].setdefault("env", []).append({"name": "EXTRA", "value": "1"})
+    )
+    refused = await eventually(
+        lambda: (
+            condition(cluster, "Validated").get("reason") == "ImmutableFieldChanged" and condition(cluster, "Validated")
+        ),
+        what="ImmutableFieldChanged",
+    )
     assert "spec.env" in refused["message"] and "TrainJob spec.trainer is immutable" in refused["message"]
     assert status(cluster)["observedGeneration"] == 2 and status(cluster)["phase"] == "Running"
     assert len(trainjob_calls(cluster)) == writes, "nothing was sent to the TrainJob"
     assert cluster.read(*CM, NS, "qwen-lora-kubetune")["data"] == config["data"]  # type: ignore[index]
     # the Event is posted after the status patch (two writes): wait for it rather than race it
-    await eventually(lambda: any(e["reason"] == "ImmutableFieldChanged" for e in cluster.objects("v1", "events", NS)), what="the ImmutableFieldChanged Event")
+    await eventually(
+        lambda: any(e["reason"] == "ImmutableFieldChanged" for e in cluster.objects("v1", "events", NS)),
+        what="the ImmutableFieldChanged Event",
+    )
 
 
 async def test_a_placement_edit_is_carried_only_once_the_trainjob_is_suspended(cluster: Cluster, operator: Any) -> None:
@@ -240,9 +295,14 @@ async def test_a_placement_edit_is_carried_only_once_the_trainjob_is_suspended(c
     active Job (jobset.go:214-251): refused up front while running, even together with suspend."""
     await running_trainjob(cluster, operator)
     selector = {"pool": "a100"}
-    for step, change in enumerate(({"scheduling": {"nodeSelector": selector}}, {"scheduling": {"nodeSelector": selector}, "suspend": True}), 2):
+    for step, change in enumerate(
+        ({"scheduling": {"nodeSelector": selector}}, {"scheduling": {"nodeSelector": selector}, "suspend": True}), 2
+    ):
         await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o, change=change: o["spec"].update(change))
-        refused = await eventually(lambda step=step: status(cluster).get("observedGeneration") == step and condition(cluster, "Validated"), what="reported")
+        refused = await eventually(
+            lambda step=step: status(cluster).get("observedGeneration") == step and condition(cluster, "Validated"),
+            what="reported",
+        )
         assert refused["reason"] == "ImmutableFieldChanged" and "nodeSelector" in refused["message"], refused
         assert "set spec.suspend: true alone first" in refused["message"] and "active: node" in refused["message"]
     assert all(code < 400 for code in trainjob_calls(cluster)), "nothing the webhook refuses was sent"
@@ -252,32 +312,52 @@ async def test_a_placement_edit_is_carried_only_once_the_trainjob_is_suspended(c
     await trainer_reconciles(cluster, NS, "qwen-lora")
     await eventually(lambda: status(cluster).get("phase") == "Suspended", what="Suspended")
     await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].update(scheduling={"nodeSelector": selector}))
-    await eventually(lambda: pod_template(cluster, NS, "qwen-lora")["spec"].get("nodeSelector") == selector, what="placement applied")
-    await eventually(lambda: status(cluster).get("observedGeneration") == 5 and condition(cluster, "Validated").get("reason") == "Valid", what="Valid")
+    await eventually(
+        lambda: pod_template(cluster, NS, "qwen-lora")["spec"].get("nodeSelector") == selector, what="placement applied"
+    )
+    await eventually(
+        lambda: (
+            status(cluster).get("observedGeneration") == 5 and condition(cluster, "Validated").get("reason") == "Valid"
+        ),
+        what="Valid",
+    )
     assert all(code < 400 for code in trainjob_calls(cluster))
     # the record of what runs, written after the TrainJob took it
     assert '"pool"' in cluster.read(*CM, NS, "qwen-lora-kubetune")["data"]["finetunejob.json"]  # type: ignore[index]
 
 
-async def test_a_webhook_denial_of_the_trainjob_is_child_rejected_with_its_message(cluster: Cluster, operator: Any) -> None:
+async def test_a_webhook_denial_of_the_trainjob_is_child_rejected_with_its_message(
+    cluster: Cluster, operator: Any
+) -> None:
     """A 403 from an admission webhook is the webhook's verdict, not RBAC: ChildRejected, not retried forever."""
     install_trainer(cluster)
 
     def policy(new: dict[str, Any], old: dict[str, Any] | None) -> None:
-        raise denial("trainjobs.trainer.kubeflow.org", new["metadata"]["name"], "gpu-policy.example.com", ["team-a may not use GPUs"])
+        raise denial(
+            "trainjobs.trainer.kubeflow.org",
+            new["metadata"]["name"],
+            "gpu-policy.example.com",
+            ["team-a may not use GPUs"],
+        )
 
     cluster.admission[("trainer.kubeflow.org", "v1alpha1", "trainjobs")].append(policy)
     await operator()
     await cluster.put_object(*FTJ, example_job(**trainjob_spec()))
-    rejected = await eventually(lambda: condition(cluster, "Created").get("reason") == "ChildRejected" and condition(cluster, "Created"),
-                                what="ChildRejected")
-    assert 'admission webhook "gpu-policy.example.com" denied the request: team-a may not use GPUs' in rejected["message"]
+    rejected = await eventually(
+        lambda: condition(cluster, "Created").get("reason") == "ChildRejected" and condition(cluster, "Created"),
+        what="ChildRejected",
+    )
+    assert (
+        'admission webhook "gpu-policy.example.com" denied the request: team-a may not use GPUs' in rejected["message"]
+    )
     assert "403 Forbidden" in rejected["message"] and status(cluster)["phase"] == "Failed"
     assert trainjob_calls(cluster) == [403]
 
 
 async def test_a_refused_update_is_reported_retried_with_backoff_and_recorded_only_once_taken(
-    cluster: Cluster, operator: Any, monkeypatch: pytest.MonkeyPatch,
+    cluster: Cluster,
+    operator: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An update a webhook refuses: UpdateRejected with its message, a few retries (not hundreds), the
     ConfigMap untouched; once the webhook lets it through, the change is applied and recorded."""
@@ -290,41 +370,65 @@ async def test_a_refused_update_is_reported_retried_with_backoff_and_recorded_on
 
     def freeze(new: dict[str, Any], old: dict[str, Any] | None) -> None:
         if old is not None and new["spec"].get("suspend") != old["spec"].get("suspend"):
-            raise denial("trainjobs.trainer.kubeflow.org", new["metadata"]["name"], "freeze.example.com", ["changes are frozen"])
+            raise denial(
+                "trainjobs.trainer.kubeflow.org", new["metadata"]["name"], "freeze.example.com", ["changes are frozen"]
+            )
 
     cluster.admission[key].append(freeze)
     await cluster.mutate(*FTJ, NS, "qwen-lora", lambda o: o["spec"].update(suspend=True))
-    rejected = await eventually(lambda: condition(cluster, "Validated").get("reason") == "UpdateRejected" and condition(cluster, "Validated"),
-                                what="UpdateRejected")
+    rejected = await eventually(
+        lambda: condition(cluster, "Validated").get("reason") == "UpdateRejected" and condition(cluster, "Validated"),
+        what="UpdateRejected",
+    )
     assert "changes are frozen" in rejected["message"] and status(cluster)["phase"] == "Running"
     # the Event is posted after the status patch (two writes): wait for it rather than race it
-    await eventually(lambda: any(e["reason"] == "UpdateRejected" for e in cluster.objects("v1", "events", NS)), what="the UpdateRejected Event")
+    await eventually(
+        lambda: any(e["reason"] == "UpdateRejected" for e in cluster.objects("v1", "events", NS)),
+        what="the UpdateRejected Event",
+    )
     await eventually(lambda: trainjob_calls(cluster).count(403) >= 3, what="retries")
     assert trainjob_calls(cluster).count(403) <= 6, "retried with backoff, not at once"
     assert cluster.read(*CM, NS, "qwen-lora-kubetune")["data"] == config["data"]  # type: ignore[index]
 
     cluster.admission[key].remove(freeze)
-    await eventually(lambda: cluster.read(*TJ, NS, "qwen-lora")["spec"].get("suspend") is True, what="applied once allowed", timeout=30)  # type: ignore[index]
+    await eventually(
+        lambda: cluster.read(*TJ, NS, "qwen-lora")["spec"].get("suspend") is True,
+        what="applied once allowed",
+        timeout=30,
+    )  # type: ignore[index]
     await eventually(lambda: condition(cluster, "Validated").get("reason") == "Valid", what="Valid again")
     assert '"suspend": true' in cluster.read(*CM, NS, "qwen-lora-kubetune")["data"]["finetunejob.json"]  # type: ignore[index]
 
 
-async def test_an_explicit_trainjob_without_our_runtime_waits_saying_so_and_sends_nothing(cluster: Cluster, operator: Any) -> None:
+async def test_an_explicit_trainjob_without_our_runtime_waits_saying_so_and_sends_nothing(
+    cluster: Cluster, operator: Any
+) -> None:
     install_trainer(cluster, runtime=False)
     await operator()
     await cluster.put_object(*FTJ, example_job(**trainjob_spec()))
-    waiting = await eventually(lambda: condition(cluster, "Created").get("reason") == "KindNotInstalled" and condition(cluster, "Created"),
-                               what="KindNotInstalled")
-    assert "kubetune-llamafactory" in waiting["message"] and "Trainer's webhook would refuse the TrainJob" in waiting["message"]
+    waiting = await eventually(
+        lambda: condition(cluster, "Created").get("reason") == "KindNotInstalled" and condition(cluster, "Created"),
+        what="KindNotInstalled",
+    )
+    assert (
+        "kubetune-llamafactory" in waiting["message"]
+        and "Trainer's webhook would refuse the TrainJob" in waiting["message"]
+    )
     assert status(cluster)["phase"] == "Pending" and trainjob_calls(cluster) == []
 
 
-@pytest.mark.parametrize(("name", "why"), [
-    ("a" * 49, "may have at most 48 characters"),  # <name>-node-0-0-abcde would be 64 (jobset_webhook.go:243-255)
-    ("7b-lora", "starts with a digit"),  # RFC 1035 (trainjob_types.go:36)
-])
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("a" * 49, "may have at most 48 characters"),  # <name>-node-0-0-abcde would be 64 (jobset_webhook.go:243-255)
+        ("7b-lora", "starts with a digit"),  # RFC 1035 (trainjob_types.go:36)
+    ],
+)
 async def test_a_name_a_trainjob_cannot_carry_falls_back_to_pytorchjob_with_auto_and_is_refused_when_named(
-    cluster: Cluster, operator: Any, name: str, why: str,
+    cluster: Cluster,
+    operator: Any,
+    name: str,
+    why: str,
 ) -> None:
     install_trainer(cluster)
     await operator()
@@ -336,8 +440,13 @@ async def test_a_name_a_trainjob_cannot_carry_falls_back_to_pytorchjob_with_auto
 
     named = ("b" if name[0] == "a" else "8") + name[1:]
     await cluster.put_object(*FTJ, example_job(named, NS, **trainjob_spec()))
-    refused = await eventually(lambda: condition(cluster, "Validated", named).get("reason") == "InvalidSpec" and condition(cluster, "Validated", named),
-                               what="InvalidSpec")
+    refused = await eventually(
+        lambda: (
+            condition(cluster, "Validated", named).get("reason") == "InvalidSpec"
+            and condition(cluster, "Validated", named)
+        ),
+        what="InvalidSpec",
+    )
     assert "metadata.name" in refused["message"] and why in refused["message"]
     assert cluster.read(*TJ, NS, named) is None and trainjob_calls(cluster) == []
 
@@ -346,19 +455,33 @@ async def test_tolerations_with_a_queue_take_a_pytorchjob_with_auto(cluster: Clu
     """Kueue would replace them on a TrainJob (see test_trainer_emulator): auto picks PyTorchJob, where Kueue adds the flavor's."""
     install_trainer(cluster, kueue=True)
     await operator()
-    job = example_job(scheduling={"queueName": "gpu", "tolerations": [{"key": "team-a", "operator": "Exists", "effect": "NoSchedule"}]})
+    job = example_job(
+        scheduling={
+            "queueName": "gpu",
+            "tolerations": [{"key": "team-a", "operator": "Exists", "effect": "NoSchedule"}],
+        }
+    )
     job["spec"]["distributed"] = {**job["spec"].get("distributed", {}), "backend": "auto"}
     await cluster.put_object(*FTJ, job)
     ref = await eventually(lambda: status(cluster).get("job"), what="status.job")
     assert ref["kind"] == "PyTorchJob" and "spec.scheduling.tolerations" in ref["selection"]
-    assert cluster.read(*PTJ, NS, "qwen-lora")["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["tolerations"][0]["key"] == "team-a"  # type: ignore[index]
+    assert (
+        cluster.read(*PTJ, NS, "qwen-lora")["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["tolerations"][
+            0
+        ]["key"]
+        == "team-a"
+    )  # type: ignore[index]
 
 
-async def test_past_the_retry_bound_a_queued_trainjob_is_deleted_so_kueue_cannot_resume_it(cluster: Cluster, operator: Any) -> None:
+async def test_past_the_retry_bound_a_queued_trainjob_is_deleted_so_kueue_cannot_resume_it(
+    cluster: Cluster, operator: Any
+) -> None:
     """Kueue unsuspends an admitted job it finds suspended (reconciler.go:621-635): suspending frees nothing."""
     install_trainer(cluster, kueue=True)
     await operator()
-    await cluster.put_object(*FTJ, example_job(**trainjob_spec(scheduling={"queueName": "gpu"}, runPolicy={"backoffLimit": 0})))
+    await cluster.put_object(
+        *FTJ, example_job(**trainjob_spec(scheduling={"queueName": "gpu"}, runPolicy={"backoffLimit": 0}))
+    )
     await eventually(lambda: cluster.read(*TJ, NS, "qwen-lora"), what="the TrainJob")
     await kueue_admits(cluster, NS, "qwen-lora")
     await eventually(lambda: status(cluster).get("phase") == "Running", what="Running")

@@ -117,7 +117,10 @@ def _transition_errors(new: Any, old: Any, schema: Mapping[str, Any], path: str)
     errors: list[str] = []
     for entry in schema.get(kt_apiserver.RULES, []):
         if kt_apiserver.is_transition(entry["rule"]):
-            activation = {"self": kt_apiserver.to_cel(new, dict(schema)), "oldSelf": kt_apiserver.to_cel(old, dict(schema))}
+            activation = {
+                "self": kt_apiserver.to_cel(new, dict(schema)),
+                "oldSelf": kt_apiserver.to_cel(old, dict(schema)),
+            }
             if not kt_apiserver._holds(entry["rule"], activation):
                 errors.append(f'{path.lstrip(".")}: Invalid value: "{_type_of(schema)}": {entry["message"]}')
     if isinstance(new, dict) and isinstance(old, dict):
@@ -143,7 +146,11 @@ def _crd_verdict(new: Obj, old: Obj | None) -> None:
         old_body = {k: v for k, v in old.items() if k != "status"}
         errors = _transition_errors(stored, old_body, schema, "")
     if errors:
-        raise ApiError(422, "Invalid", f'TrainJob.trainer.kubeflow.org "{new["metadata"].get("name")}" is invalid: ' + "; ".join(errors))
+        raise ApiError(
+            422,
+            "Invalid",
+            f'TrainJob.trainer.kubeflow.org "{new["metadata"].get("name")}" is invalid: ' + "; ".join(errors),
+        )
     new.update({k: v for k, v in stored.items() if k != "metadata"})  # defaults (spec.suspend, spec.managedBy)
 
 
@@ -153,7 +160,11 @@ def _crd_verdict(new: Obj, old: Obj | None) -> None:
 def denial(resource: str, name: str, webhook: str, errors: list[str]) -> ApiError:
     """controller-runtime's 403 as the API server returns it (W1)."""
     message = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
-    return ApiError(403, "Forbidden", f'{resource} "{name}" is forbidden: admission webhook "{webhook}" denied the request: {message}')
+    return ApiError(
+        403,
+        "Forbidden",
+        f'{resource} "{name}" is forbidden: admission webhook "{webhook}" denied the request: {message}',
+    )
 
 
 # --- K1, T2: mutating webhooks ------------------------------------------------------------------
@@ -166,7 +177,10 @@ def _kueue_default(new: Obj, old: Obj | None, cluster: Cluster) -> None:
     spec = new.setdefault("spec", {})
     if ((new.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL):
         spec["suspend"] = True
-    spec["runtimePatches"] = [*(spec.get("runtimePatches") or []), {"manager": KUEUE_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {}}}}]
+    spec["runtimePatches"] = [
+        *(spec.get("runtimePatches") or []),
+        {"manager": KUEUE_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {}}}},
+    ]
 
 
 def _trainer_default(new: Obj, old: Obj | None) -> None:
@@ -199,36 +213,60 @@ def _trainer_validate(new: Obj, old: Obj | None, cluster: Cluster) -> None:
     ref = spec.get("runtimeRef") or {}
     runtime = cluster.read(*CTR, None, str(ref.get("name")))
     if runtime is None:  # T3
-        raise denial("trainjobs.trainer.kubeflow.org", name, TRAINER_WEBHOOK, [
-            f"spec.RuntimeRef: Invalid value: {json.dumps(ref, sort_keys=True)}: clustertrainingruntimes.trainer.kubeflow.org "
-            f'"{ref.get("name")}" not found: specified clusterTrainingRuntime must be created before the TrainJob is created'])
+        raise denial(
+            "trainjobs.trainer.kubeflow.org",
+            name,
+            TRAINER_WEBHOOK,
+            [
+                f"spec.RuntimeRef: Invalid value: {json.dumps(ref, sort_keys=True)}: clustertrainingruntimes.trainer.kubeflow.org "
+                f'"{ref.get("name")}" not found: specified clusterTrainingRuntime must be created before the TrainJob is created'
+            ],
+        )
     errors: list[str] = []
     reserved = sorted({e.get("name") for e in (spec.get("trainer") or {}).get("env") or []} & RESERVED_ENV)
     if reserved:  # T4
-        errors.append(f"spec.trainer.env: Invalid value: ...: must not have reserved envs, invalid envs configured: [{' '.join(reserved)}]")
+        errors.append(
+            f"spec.trainer.env: Invalid value: ...: must not have reserved envs, invalid envs configured: [{' '.join(reserved)}]"
+        )
     patches = spec.get("runtimePatches") or []
     if old is not None and patches != ((old.get("spec") or {}).get("runtimePatches") or []):  # T5 :214-251
         if not (spec.get("suspend") is True or (old.get("spec") or {}).get("suspend") is True):
-            errors.append("spec.runtimePatches: Forbidden: RuntimePatches can only be modified when the TrainJob is suspended before or after the update")
+            errors.append(
+                "spec.runtimePatches: Forbidden: RuntimePatches can only be modified when the TrainJob is suspended before or after the update"
+            )
         else:
             for rjob in (old.get("status") or {}).get("jobsStatus") or []:  # the JobSet's status, as Trainer copies it
                 if int(rjob.get("active") or 0) > 0:
-                    errors.append(f"spec.runtimePatches: Forbidden: RuntimePatches cannot be modified when the JobSet's ReplicatedJob {rjob.get('name')} is still active")
-    containers = {rj["name"]: {c["name"] for c in rj["template"]["spec"]["template"]["spec"].get("containers") or []}
-                  for rj in runtime["spec"]["template"]["spec"]["replicatedJobs"]}
+                    errors.append(
+                        f"spec.runtimePatches: Forbidden: RuntimePatches cannot be modified when the JobSet's ReplicatedJob {rjob.get('name')} is still active"
+                    )
+    containers = {
+        rj["name"]: {c["name"] for c in rj["template"]["spec"]["template"]["spec"].get("containers") or []}
+        for rj in runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    }
     for patch in patches:  # T5 :175-209
         if not _DOMAIN_PREFIXED.fullmatch(str(patch.get("manager", ""))):
-            errors.append(f"spec.runtimePatches.manager: Invalid value: {json.dumps(patch.get('manager'))}: must be a domain-prefixed path (such as \"acme.io/foo\")")
-        for rjob in ((((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs")) or []:
+            errors.append(
+                f"spec.runtimePatches.manager: Invalid value: {json.dumps(patch.get('manager'))}: must be a domain-prefixed path (such as \"acme.io/foo\")"
+            )
+        for rjob in (
+            (((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs")
+        ) or []:
             if rjob.get("name") not in containers:
-                errors.append("spec.runtimePatches: Invalid value: ...: must not have replicated job that doesn't exist in the runtime job template")
+                errors.append(
+                    "spec.runtimePatches: Invalid value: ...: must not have replicated job that doesn't exist in the runtime job template"
+                )
                 continue
             pod = (((rjob.get("template") or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
             for c in pod.get("containers") or []:
                 if c.get("name") not in containers[rjob["name"]]:
-                    errors.append(f"spec.runtimePatches: Invalid value: ...: must not have container that doesn't exist in the runtime job {rjob['name']}")
+                    errors.append(
+                        f"spec.runtimePatches: Invalid value: ...: must not have container that doesn't exist in the runtime job {rjob['name']}"
+                    )
                 elif c.get("env") and c.get("name") == "node":
-                    errors.append("spec.runtimePatches: Invalid value: ...: must not have envs for the dataset-initializer, model-initializer, node containers")
+                    errors.append(
+                        "spec.runtimePatches: Invalid value: ...: must not have envs for the dataset-initializer, model-initializer, node containers"
+                    )
     if errors:
         raise denial("trainjobs.trainer.kubeflow.org", name, TRAINER_WEBHOOK, errors)
 
@@ -264,7 +302,8 @@ def install_trainer(cluster: Cluster, *, runtime: bool = True, kueue: bool = Fal
     cluster.admission[("trainer.kubeflow.org", "v1alpha1", "trainjobs")] = [_trainjob_admission(cluster, schema=schema)]
     if runtime:
         cluster.store[(("trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes"), None, RUNTIME)] = {
-            **chart_runtime(), "metadata": {"name": RUNTIME, "uid": "rt-uid", "resourceVersion": "1", "generation": 1},
+            **chart_runtime(),
+            "metadata": {"name": RUNTIME, "uid": "rt-uid", "resourceVersion": "1", "generation": 1},
         }
 
 
@@ -279,9 +318,21 @@ def chart_runtime() -> dict[str, Any]:
 
         root = Path(__file__).resolve().parents[2]
         out = subprocess.run(  # noqa: S603 - fixed argv
-            [str(root / ".tools" / "bin" / "helm"), "template", "kt", str(root / "charts" / "kubetune"), "--set", "trainingRuntimes.enabled=true",
-             "--api-versions", "trainer.kubeflow.org/v1alpha1/ClusterTrainingRuntime", "--show-only", "templates/trainingruntimes.yaml"],
-            check=True, capture_output=True, text=True,
+            [
+                str(root / ".tools" / "bin" / "helm"),
+                "template",
+                "kt",
+                str(root / "charts" / "kubetune"),
+                "--set",
+                "trainingRuntimes.enabled=true",
+                "--api-versions",
+                "trainer.kubeflow.org/v1alpha1/ClusterTrainingRuntime",
+                "--show-only",
+                "templates/trainingruntimes.yaml",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         _CHART_RUNTIME = yaml.safe_load(out)
     return copy.deepcopy(_CHART_RUNTIME)
@@ -292,8 +343,15 @@ _CHART_RUNTIME: dict[str, Any] | None = None
 
 # --- T6: the pods' template, the runtime patched in order ---------------------------------------
 
-_MERGE_KEYS = {"containers": "name", "initContainers": "name", "volumes": "name", "imagePullSecrets": "name", "volumeMounts": "mountPath",
-               "env": "name", "replicatedJobs": "name"}
+_MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "volumes": "name",
+    "imagePullSecrets": "name",
+    "volumeMounts": "mountPath",
+    "env": "name",
+    "replicatedJobs": "name",
+}
 """Lists that a strategic-merge patch merges by key (the patchMergeKey tags of k8s.io/api core/v1 PodSpec
 and Container, and JobSetSpec.ReplicatedJobs; read through the Kubernetes docs "Update API Objects in Place
 Using kubectl patch", which also says PodSpec.tolerations has no patch strategy: the patch replaces it)."""
@@ -352,13 +410,20 @@ def pod_name(job: str, index: int = 0) -> str:
 def jobset_refusal(name: str, nodes: int) -> str | None:
     """JobSet's webhook message for the TrainJob's JobSet (J1), None when it is admitted."""
     errors = []
-    for candidate, too_long in ((f"{name}-node-0", "JobSet name is too long, job names generated for this JobSet will exceed 63 characters"),
-                                (f"{name}-node-0-{nodes - 1}-abcde", "JobSet name is too long, pod names generated for this JobSet will exceed 63 characters")):
+    for candidate, too_long in (
+        (f"{name}-node-0", "JobSet name is too long, job names generated for this JobSet will exceed 63 characters"),
+        (
+            f"{name}-node-0-{nodes - 1}-abcde",
+            "JobSet name is too long, pod names generated for this JobSet will exceed 63 characters",
+        ),
+    ):
         if len(candidate) > 63:
             errors.append(f'spec.replicatedJobs[0].name: Invalid value: "{name}-node-0": {too_long}')
         elif not _DNS1035.fullmatch(candidate):
-            errors.append(f'spec.replicatedJobs[0].name: Invalid value: "{name}-node-0": a DNS-1035 label must consist of lower case alphanumeric '
-                          "characters or '-', start with an alphabetic character, and end with an alphanumeric character")
+            errors.append(
+                f'spec.replicatedJobs[0].name: Invalid value: "{name}-node-0": a DNS-1035 label must consist of lower case alphanumeric '
+                "characters or '-', start with an alphabetic character, and end with an alphanumeric character"
+            )
     if not errors:
         return None
     return str(denial("jobsets.jobset.x-k8s.io", name, "vjobset.kb.io", errors).message)
@@ -373,11 +438,19 @@ async def trainer_reconciles(cluster: Cluster, namespace: str, name: str) -> Non
     nodes = int(((job["spec"].get("trainer") or {}).get("numNodes")) or 1)
     refused = jobset_refusal(name, nodes)
     if refused is not None:
-        await cluster.put_object("v1", "events", {
-            "apiVersion": "v1", "kind": "Event", "metadata": {"name": f"{name}.trainer", "namespace": namespace},
-            "involvedObject": {"apiVersion": TJ[0], "kind": "TrainJob", "name": name, "namespace": namespace},
-            "type": "Warning", "reason": "TrainJobResourcesCreationFailed", "message": f"TrainJob resources reconciliation failed: {refused}",
-        })
+        await cluster.put_object(
+            "v1",
+            "events",
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"{name}.trainer", "namespace": namespace},
+                "involvedObject": {"apiVersion": TJ[0], "kind": "TrainJob", "name": name, "namespace": namespace},
+                "type": "Warning",
+                "reason": "TrainJobResourcesCreationFailed",
+                "message": f"TrainJob resources reconciliation failed: {refused}",
+            },
+        )
         return
     if job["spec"].get("suspend"):
         for i in range(nodes):
@@ -385,16 +458,27 @@ async def trainer_reconciles(cluster: Cluster, namespace: str, name: str) -> Non
                 await cluster.remove("v1", "pods", namespace, pod_name(name, i))
 
         def suspended(obj: Obj) -> None:
-            _set_conditions(obj, {"type": "Suspended", "status": "True", "reason": "Suspended", "message": "TrainJob is suspended"})
-            obj["status"]["jobsStatus"] = [{"name": "node", "ready": 0, "succeeded": 0, "failed": 0, "active": 0, "suspended": 1}]
+            _set_conditions(
+                obj, {"type": "Suspended", "status": "True", "reason": "Suspended", "message": "TrainJob is suspended"}
+            )
+            obj["status"]["jobsStatus"] = [
+                {"name": "node", "ready": 0, "succeeded": 0, "failed": 0, "active": 0, "suspended": 1}
+            ]
 
         await cluster.mutate(*TJ, namespace, name, suspended)
         return
 
     def running(obj: Obj) -> None:
-        if any(c["type"] == "Suspended" and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions") or []):
-            _set_conditions(obj, {"type": "Suspended", "status": "False", "reason": "Resumed", "message": "TrainJob is resumed"})
-        obj.setdefault("status", {})["jobsStatus"] = [{"name": "node", "ready": 1, "succeeded": 0, "failed": 0, "active": 1, "suspended": 0}]
+        if any(
+            c["type"] == "Suspended" and c["status"] == "True"
+            for c in (obj.get("status") or {}).get("conditions") or []
+        ):
+            _set_conditions(
+                obj, {"type": "Suspended", "status": "False", "reason": "Resumed", "message": "TrainJob is resumed"}
+            )
+        obj.setdefault("status", {})["jobsStatus"] = [
+            {"name": "node", "ready": 1, "succeeded": 0, "failed": 0, "active": 1, "suspended": 0}
+        ]
 
     await cluster.mutate(*TJ, namespace, name, running)
     template = pod_template(cluster, namespace, name)
@@ -408,13 +492,17 @@ async def trainer_reconciles(cluster: Cluster, namespace: str, name: str) -> Non
             "batch.kubernetes.io/job-name": f"{name}-node-0",
         }
         pod_spec = {k: v for k, v in template["spec"].items() if k in ("nodeSelector", "tolerations", "affinity")}
-        await cluster.put_object("v1", "pods", {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": pod_name(name, i), "namespace": namespace, "labels": labels},
-            "spec": {"containers": [{"name": "node"}], **pod_spec},
-            "status": {"phase": "Running", "containerStatuses": [{"name": "node", "state": {"running": {}}}]},
-        })
+        await cluster.put_object(
+            "v1",
+            "pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": pod_name(name, i), "namespace": namespace, "labels": labels},
+                "spec": {"containers": [{"name": "node"}], **pod_spec},
+                "status": {"phase": "Running", "containerStatuses": [{"name": "node", "state": {"running": {}}}]},
+            },
+        )
 
 
 async def trainjob_finishes(cluster: Cluster, namespace: str, name: str, *, exit_code: int = 0) -> None:
@@ -427,18 +515,45 @@ async def trainjob_finishes(cluster: Cluster, namespace: str, name: str, *, exit
         code = exit_code if i == 0 else 0
 
         def ended(pod: Obj, code: int = code) -> None:
-            pod["status"] = {"phase": phase if code else "Succeeded", "containerStatuses": [
-                {"name": "node", "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}}}]}
+            pod["status"] = {
+                "phase": phase if code else "Succeeded",
+                "containerStatuses": [
+                    {
+                        "name": "node",
+                        "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}},
+                    }
+                ],
+            }
 
         await cluster.mutate("v1", "pods", namespace, pod_name(name, i), ended)
 
     def finished(obj: Obj) -> None:
         if exit_code == 0:
-            _set_conditions(obj, {"type": "Complete", "status": "True", "reason": "AllJobsCompleted", "message": "jobset completed successfully"})
-            obj["status"]["jobsStatus"] = [{"name": "node", "ready": 0, "succeeded": 1, "failed": 0, "active": 0, "suspended": 0}]
+            _set_conditions(
+                obj,
+                {
+                    "type": "Complete",
+                    "status": "True",
+                    "reason": "AllJobsCompleted",
+                    "message": "jobset completed successfully",
+                },
+            )
+            obj["status"]["jobsStatus"] = [
+                {"name": "node", "ready": 0, "succeeded": 1, "failed": 0, "active": 0, "suspended": 0}
+            ]
         else:
-            _set_conditions(obj, {"type": "Failed", "status": "True", "reason": "FailedJobs", "message": "jobset failed due to one or more job failures"})
-            obj["status"]["jobsStatus"] = [{"name": "node", "ready": 0, "succeeded": 0, "failed": 1, "active": 0, "suspended": 0}]
+            _set_conditions(
+                obj,
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "FailedJobs",
+                    "message": "jobset failed due to one or more job failures",
+                },
+            )
+            obj["status"]["jobsStatus"] = [
+                {"name": "node", "ready": 0, "succeeded": 0, "failed": 1, "active": 0, "suspended": 0}
+            ]
 
     await cluster.mutate(*TJ, namespace, name, finished)
 
@@ -446,16 +561,25 @@ async def trainjob_finishes(cluster: Cluster, namespace: str, name: str, *, exit
 # --- K2, K3: Kueue's reconciler -----------------------------------------------------------------
 
 
-async def kueue_admits(cluster: Cluster, namespace: str, name: str, *, tolerations: list[dict[str, Any]] | None = None,
-                       node_labels: dict[str, str] | None = None) -> None:
+async def kueue_admits(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    *,
+    tolerations: list[dict[str, Any]] | None = None,
+    node_labels: dict[str, str] | None = None,
+) -> None:
     """Kueue admits the Workload on a flavor with these tolerations and node labels: K2, then Trainer resumes."""
     _state(cluster)["admitted"][(namespace, name)] = True
 
     def run_with_pod_sets_info(obj: Obj) -> None:
-        kueue = next(p for p in obj["spec"]["runtimePatches"] if p["manager"] == KUEUE_MANAGER)  # "kueue runtime patch not found" otherwise
+        kueue = next(
+            p for p in obj["spec"]["runtimePatches"] if p["manager"] == KUEUE_MANAGER
+        )  # "kueue runtime patch not found" otherwise
         pod_spec = {k: v for k, v in (("nodeSelector", node_labels or {}), ("tolerations", tolerations or [])) if v}
         kueue["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"] = [
-            {"name": "node", "template": {"spec": {"template": {"metadata": {}, "spec": pod_spec}}}}]
+            {"name": "node", "template": {"spec": {"template": {"metadata": {}, "spec": pod_spec}}}}
+        ]
 
     await _update(cluster, namespace, name, run_with_pod_sets_info)  # while suspended (trainjob_controller.go:282-286)
     await _update(cluster, namespace, name, lambda o: o["spec"].update(suspend=False))
@@ -492,10 +616,18 @@ async def node_pod_fails(cluster: Cluster, namespace: str, name: str, exit_code:
     the runtime's podFailurePolicy fails the Job only for 1-127 (charts/kubetune/templates/trainingruntimes.yaml),
     so a retryable code (128-255) counts against the Job's backoffLimit (100) and the pod is recreated."""
     pod = pod_name(name, 0)
-    terminated = {"exitCode": exit_code, "reason": "Error", "startedAt": "2026-11-28T12:00:00Z", "finishedAt": "2026-11-28T12:05:00Z"}
+    terminated = {
+        "exitCode": exit_code,
+        "reason": "Error",
+        "startedAt": "2026-11-28T12:00:00Z",
+        "finishedAt": "2026-11-28T12:05:00Z",
+    }
 
     def failed(obj: Obj) -> None:
-        obj["status"] = {"phase": "Failed", "containerStatuses": [{"name": "node", "state": {"terminated": terminated}}]}
+        obj["status"] = {
+            "phase": "Failed",
+            "containerStatuses": [{"name": "node", "state": {"terminated": terminated}}],
+        }
 
     old = await cluster.mutate("v1", "pods", namespace, pod, failed)
     await cluster.remove("v1", "pods", namespace, pod)

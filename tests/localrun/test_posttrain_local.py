@@ -34,19 +34,41 @@ def assets(tiny_assets: TinyAssets) -> TinyAssets:
     return a
 
 
-def _job(name: str, assets: TinyAssets, stage: str, dataset: dict[str, Any], *, steps: int = 10, lr: float = 1e-2, **training: Any) -> dict[str, Any]:
+def _job(
+    name: str,
+    assets: TinyAssets,
+    stage: str,
+    dataset: dict[str, Any],
+    *,
+    steps: int = 10,
+    lr: float = 1e-2,
+    **training: Any,
+) -> dict[str, Any]:
     job = tiny_job(name, assets, method="lora", max_steps=steps, learning_rate=lr)
     job["spec"]["datasets"] = [dataset]
     job["spec"]["training"].update(stage=stage, **training)
     return job
 
 
-def _run(tmp_path: Path, assets: TinyAssets, docs: list[dict[str, Any]]) -> tuple[subprocess.CompletedProcess[str], float]:
+def _run(
+    tmp_path: Path, assets: TinyAssets, docs: list[dict[str, Any]]
+) -> tuple[subprocess.CompletedProcess[str], float]:
     job_file = tmp_path / "jobs.yaml"
     job_file.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     started = time.monotonic()
     result = subprocess.run(
-        [*KUBETUNE, "run", "--local", str(job_file), "--output", "out", "--datasets", str(assets.datasets_dir), "--models", str(assets.models_dir)],
+        [
+            *KUBETUNE,
+            "run",
+            "--local",
+            str(job_file),
+            "--output",
+            "out",
+            "--datasets",
+            str(assets.datasets_dir),
+            "--models",
+            str(assets.models_dir),
+        ],
         env=isolated_env(tmp_path / "env"),
         cwd=tmp_path,
         capture_output=True,
@@ -70,8 +92,21 @@ def test_dpo_orpo_kto_and_reward_modelling_train_through_run_local(tmp_path: Pat
     pairs = {"name": "pairs", "path": "pairs.jsonl", "ranking": True}
     docs = [
         _job("dpo", assets, "dpo", pairs, preference={"beta": 0.1}),
-        _job("orpo", assets, "dpo", {"name": "pairs", "path": "pairs-alpaca.jsonl", "format": "alpaca", "ranking": True}, steps=5, preference={"loss": "orpo"}),
-        _job("kto", assets, "kto", {"name": "kto", "path": "kto.jsonl", "columns": {"ktoTag": "label"}}, kto={"desirableWeight": 1.0, "undesirableWeight": 1.0}),
+        _job(
+            "orpo",
+            assets,
+            "dpo",
+            {"name": "pairs", "path": "pairs-alpaca.jsonl", "format": "alpaca", "ranking": True},
+            steps=5,
+            preference={"loss": "orpo"},
+        ),
+        _job(
+            "kto",
+            assets,
+            "kto",
+            {"name": "kto", "path": "kto.jsonl", "columns": {"ktoTag": "label"}},
+            kto={"desirableWeight": 1.0, "undesirableWeight": 1.0},
+        ),
         _job("rm", assets, "rm", pairs),
     ]
     docs[0]["spec"]["evaluation"] = {"valSize": 0.25}
@@ -85,9 +120,12 @@ def test_dpo_orpo_kto_and_reward_modelling_train_through_run_local(tmp_path: Pat
         losses = _losses(out / name)
         assert losses and all(math.isfinite(x) for x in losses), (name, losses)
         print(f"  {name}: loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+
     # The rendered arguments are LLaMA-Factory's own names for each stage.
     def train_yaml(name: str) -> dict[str, Any]:
-        return dict(yaml.safe_load((tmp_path / "out" / ".kubetune" / f"default-{name}" / "config" / "train.yaml").read_text()))
+        return dict(
+            yaml.safe_load((tmp_path / "out" / ".kubetune" / f"default-{name}" / "config" / "train.yaml").read_text())
+        )
 
     assert train_yaml("dpo")["stage"] == "dpo" and train_yaml("dpo")["pref_loss"] == "sigmoid"
     assert train_yaml("orpo")["pref_loss"] == "orpo"
@@ -99,7 +137,9 @@ def test_dpo_orpo_kto_and_reward_modelling_train_through_run_local(tmp_path: Pat
     # Evaluated against its starting model (not against itself, which is ln 2 by definition).
     evaluation = _record(out / "dpo")["evaluation"]
     assert evaluation["state"] == "Succeeded" and "perplexity" not in evaluation["trained"]
-    assert math.isfinite(evaluation["trained"]["evalLoss"]) and abs(evaluation["trained"]["evalLoss"] - math.log(2)) > 1e-4, evaluation
+    assert (
+        math.isfinite(evaluation["trained"]["evalLoss"]) and abs(evaluation["trained"]["evalLoss"] - math.log(2)) > 1e-4
+    ), evaluation
     # ORPO has no reference model: its loss (NLL + odds ratio) falls from the start.
     orpo = _losses(out / "orpo")
     assert orpo[-1] < orpo[0], orpo
@@ -115,7 +155,14 @@ def test_dpo_orpo_kto_and_reward_modelling_train_through_run_local(tmp_path: Pat
 def test_sft_then_dpo_recipe_runs_in_order_and_evaluates(tmp_path: Path, assets: TinyAssets) -> None:
     sft = tiny_job("tiny-sft", assets, method="lora", max_steps=8, learning_rate=1e-2, export=True)
     sft["spec"]["evaluation"] = {"valSize": 0.25, "generation": True, "maxNewTokens": 8, "baseModel": True}
-    dpo = _job("tiny-dpo", assets, "dpo", {"name": "pairs", "path": "pairs.jsonl", "ranking": True}, steps=4, preference={"beta": 0.1})
+    dpo = _job(
+        "tiny-dpo",
+        assets,
+        "dpo",
+        {"name": "pairs", "path": "pairs.jsonl", "ranking": True},
+        steps=4,
+        preference={"beta": 0.1},
+    )
     dpo["spec"]["model"] = {"fromJob": "tiny-sft", "template": "qwen"}
     # The dependent job comes first in the file: run --local still runs its source first.
     result, seconds = _run(tmp_path, assets, [dpo, sft])
@@ -148,7 +195,10 @@ def test_sft_then_dpo_recipe_runs_in_order_and_evaluates(tmp_path: Path, assets:
 
 def test_a_corrupted_held_out_set_fails_the_evaluation_but_keeps_the_model(tmp_path: Path, assets: TinyAssets) -> None:
     # A held-out record the data stage rejects: the job must still train and succeed.
-    write_jsonl(assets.datasets_dir / "bad-eval" / "heldout.jsonl", [{"conversations": [{"from": "human", "value": "q"}, {"from": "robot", "value": "a"}]}])
+    write_jsonl(
+        assets.datasets_dir / "bad-eval" / "heldout.jsonl",
+        [{"conversations": [{"from": "human", "value": "q"}, {"from": "robot", "value": "a"}]}],
+    )
     job = tiny_job("eval-broken", assets, method="full", max_steps=3)
     job["spec"]["evaluation"] = {"datasets": [{"name": "heldout", "path": "bad-eval/heldout.jsonl"}]}
     result, seconds = _run(tmp_path, assets, [job])
@@ -171,12 +221,22 @@ def test_chat_takes_the_cli_demo_sampling_settings(tmp_path: Path, assets: TinyA
     started = time.monotonic()
     sampled = subprocess.run(
         [*base, "--temperature", "0.8", "--top-p", "0.9", "--max-new-tokens", "6", "--system", "You are terse."],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(300),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=scaled(300),
     )
     print(f"chat with sampling settings: {time.monotonic() - started:.1f} s")
     assert sampled.returncode == 0, sampled.stderr[-3000:]
-    for bad, flag in ((["--top-p", "0"], "--top-p"), (["--temperature", "-1"], "--temperature"), (["--max-new-tokens", "0"], "--max-new-tokens")):
-        refused = subprocess.run([*base, *bad], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(60))
+    for bad, flag in (
+        (["--top-p", "0"], "--top-p"),
+        (["--temperature", "-1"], "--temperature"),
+        (["--max-new-tokens", "0"], "--max-new-tokens"),
+    ):
+        refused = subprocess.run(
+            [*base, *bad], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(60)
+        )
         assert refused.returncode == 2 and flag in refused.stderr, refused.stderr
 
 
@@ -189,7 +249,9 @@ def test_ppo_is_refused_before_any_work_with_the_reason(tmp_path: Path, assets: 
     # The reward job is not run: a record stands in for its success (run --local reads earlier runs' records).
     record_dir = tmp_path / "out" / "default" / "rm-for-ppo"
     record_dir.mkdir(parents=True)
-    (record_dir / contract.RUN_RECORD_FILE).write_text(json.dumps({"spec": rm["spec"], "outcome": "Succeeded", "message": "trained"}))
+    (record_dir / contract.RUN_RECORD_FILE).write_text(
+        json.dumps({"spec": rm["spec"], "outcome": "Succeeded", "message": "trained"})
+    )
     result, seconds = _run(tmp_path, assets, [ppo])
     print(f"PPO refusal: {seconds:.1f} s")
     assert result.returncode == contract.EXIT_CONFIG, result.stdout[-3000:] + result.stderr[-3000:]

@@ -32,7 +32,17 @@ def test_run_local_trains_and_says_where_the_results_are_then_chat_answers(tmp_p
     job_file.write_text(yaml.safe_dump(tiny_job("local-lora", assets, method="lora", max_steps=5)))
     env = isolated_env(tmp_path / "env")
     result = _cli(
-        ["run", "--local", str(job_file), "--output", "out", "--datasets", str(assets.datasets_dir), "--models", str(assets.models_dir)],
+        [
+            "run",
+            "--local",
+            str(job_file),
+            "--output",
+            "out",
+            "--datasets",
+            str(assets.datasets_dir),
+            "--models",
+            str(assets.models_dir),
+        ],
         env,
         tmp_path,
     )
@@ -46,10 +56,23 @@ def test_run_local_trains_and_says_where_the_results_are_then_chat_answers(tmp_p
     # The same renderer output a pod would mount.
     config = tmp_path / "out" / ".kubetune" / "default-local-lora" / "config"
     train_yaml = yaml.safe_load((config / "train.yaml").read_text())
-    assert train_yaml["output_dir"] == str(job_dir) and train_yaml["model_name_or_path"] == str(assets.models_dir / assets.model_path)
+    assert train_yaml["output_dir"] == str(job_dir) and train_yaml["model_name_or_path"] == str(
+        assets.models_dir / assets.model_path
+    )
 
     chat = _cli(
-        ["chat", str(assets.models_dir / assets.model_path), "--adapter", str(job_dir), "--template", "qwen", "--message", "Say hello.", "--max-new-tokens", "4"],
+        [
+            "chat",
+            str(assets.models_dir / assets.model_path),
+            "--adapter",
+            str(job_dir),
+            "--template",
+            "qwen",
+            "--message",
+            "Say hello.",
+            "--max-new-tokens",
+            "4",
+        ],
         env,
         tmp_path,
     )

@@ -28,14 +28,18 @@ KUBETUNE = [sys.executable, "-m", "kubetune"]
 @pytest.mark.train
 @pytest.mark.timeout(420)
 def test_run_local_reads_model_and_data_from_azure_blob_and_uploads_checkpoints_results_and_the_marker(
-    tmp_path: Path, tiny_assets: TinyAssets, azurite: Azurite  # noqa: F811
+    tmp_path: Path,
+    tiny_assets: TinyAssets,
+    azurite: Azurite,  # noqa: F811
 ) -> None:
     service = azurite.service()
     for name in ("tiny-models", "tiny-data", "tiny-runs"):
         service.create_container(name)
     model_dir = tiny_assets.models_dir / tiny_assets.model_path
     for f in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        service.get_blob_client("tiny-models", f"tiny/{f.relative_to(model_dir).as_posix()}").upload_blob(f.read_bytes())
+        service.get_blob_client("tiny-models", f"tiny/{f.relative_to(model_dir).as_posix()}").upload_blob(
+            f.read_bytes()
+        )
     data = (tiny_assets.datasets_dir / tiny_assets.dataset_path).read_bytes()
     service.get_blob_client("tiny-data", "chat/train.jsonl").upload_blob(data)
 
@@ -44,7 +48,9 @@ def test_run_local_reads_model_and_data_from_azure_blob_and_uploads_checkpoints_
     job["spec"]["datasets"] = [{"name": "tiny_chat", "uri": "az://tiny-data/chat/train.jsonl", "format": "sharegpt"}]
     job["spec"]["storage"] = {
         "outputs": {"claimName": "local-outputs", "uri": "az://tiny-runs/runs/"},
-        "objectStore": {"credentialsSecretRef": {"name": "az-storage"}},  # a pod reads it; run --local takes the shell's
+        "objectStore": {
+            "credentialsSecretRef": {"name": "az-storage"}
+        },  # a pod reads it; run --local takes the shell's
     }
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
     env = isolated_env(tmp_path / "env")
@@ -53,12 +59,19 @@ def test_run_local_reads_model_and_data_from_azure_blob_and_uploads_checkpoints_
     models = tmp_path / "models"  # empty: the model comes from the container only
     result = subprocess.run(
         [*KUBETUNE, "run", "--local", "job.yaml", "--output", "out", "--models", str(models)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(280),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=scaled(280),
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert KEY not in log
-    assert "uploaded to: az://tiny-runs/runs/default/az-lora/ (complete: az://tiny-runs/runs/default/az-lora/_KUBETUNE_COMPLETE)" in result.stdout
+    assert (
+        "uploaded to: az://tiny-runs/runs/default/az-lora/ (complete: az://tiny-runs/runs/default/az-lora/_KUBETUNE_COMPLETE)"
+        in result.stdout
+    )
 
     staged = models / model_cache_subdir("az://tiny-models/tiny/")
     assert (staged / "config.json").is_file() and (staged / ".kubetune-etags.json").is_file()
@@ -69,7 +82,11 @@ def test_run_local_reads_model_and_data_from_azure_blob_and_uploads_checkpoints_
     for step in (2, 4):  # every checkpoint, each with its marker listing exactly its blobs
         marker = json.loads(runs.download_blob(f"{base}checkpoint-{step}/_KUBETUNE_COMPLETE").readall())
         listed = {f"{base}checkpoint-{step}/{name}": size for name, size in marker["files"].items()}
-        assert {k: v for k, v in blobs.items() if k.startswith(f"{base}checkpoint-{step}/") and not k.endswith("_KUBETUNE_COMPLETE")} == listed
+        assert {
+            k: v
+            for k, v in blobs.items()
+            if k.startswith(f"{base}checkpoint-{step}/") and not k.endswith("_KUBETUNE_COMPLETE")
+        } == listed
         assert f"{base}checkpoint-{step}/adapter_model.safetensors" in listed
     assert not any(k.startswith(f"{base}data/") for k in blobs)  # working state stays local
     record = json.loads(runs.download_blob(f"{base}kubetune-run.json").readall())
@@ -81,12 +98,28 @@ def test_run_local_reads_model_and_data_from_azure_blob_and_uploads_checkpoints_
 
     # Read back from the job's az:// prefix, as on a laptop without the outputs volume.
     prefix = f"az://tiny-runs/{base}"
-    plot = subprocess.run([*KUBETUNE, "plot", prefix, "-o", "loss.png"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(60))
+    plot = subprocess.run(
+        [*KUBETUNE, "plot", prefix, "-o", "loss.png"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+    )
     assert plot.returncode == 0, plot.stdout + plot.stderr
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"points from {prefix}" in plot.stdout
     fetch = subprocess.run(
-        [sys.executable, "-c", "import sys; from kubetune import localserve; print(localserve.fetch_results(sys.argv[1], endpoint=None))", prefix],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(60),
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kubetune import localserve; print(localserve.fetch_results(sys.argv[1], endpoint=None))",
+            prefix,
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
     )
     assert fetch.returncode == 0, fetch.stderr
     folder = Path(fetch.stdout.strip().splitlines()[-1])

@@ -31,7 +31,9 @@ def _objects(s3: Any, bucket: str, prefix: str = "") -> dict[str, int]:
 @pytest.mark.train
 @pytest.mark.timeout(420)
 def test_run_local_reads_model_and_data_from_a_bucket_uploads_its_results_and_resumes_from_the_bucket_in_a_fresh_folder(
-    tmp_path: Path, tiny_assets: TinyAssets, s3_server: S3Server  # noqa: F811
+    tmp_path: Path,
+    tiny_assets: TinyAssets,
+    s3_server: S3Server,  # noqa: F811
 ) -> None:
     s3 = s3_server.s3()
     for bucket in ("tiny-models", "tiny-data", "tiny-runs"):
@@ -54,12 +56,19 @@ def test_run_local_reads_model_and_data_from_a_bucket_uploads_its_results_and_re
     models = tmp_path / "models"  # empty: the model comes from the bucket only
     result = subprocess.run(
         [*KUBETUNE, "run", "--local", "job.yaml", "--output", "out", "--models", str(models)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(280),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=scaled(280),
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert s3_server.admin.secret_access_key not in log
-    assert "uploaded to: s3://tiny-runs/runs/default/s3-lora/ (complete: s3://tiny-runs/runs/default/s3-lora/_KUBETUNE_COMPLETE)" in result.stdout
+    assert (
+        "uploaded to: s3://tiny-runs/runs/default/s3-lora/ (complete: s3://tiny-runs/runs/default/s3-lora/_KUBETUNE_COMPLETE)"
+        in result.stdout
+    )
 
     # The base model was staged into the models folder, with the ETags that key it.
     staged = models / model_cache_subdir("s3://tiny-models/tiny/")
@@ -68,9 +77,15 @@ def test_run_local_reads_model_and_data_from_a_bucket_uploads_its_results_and_re
     runs = _objects(s3, "tiny-runs", "runs/default/s3-lora/")
     base = "runs/default/s3-lora/"
     for step in (2, 4):  # every checkpoint, each with its marker listing exactly its objects
-        marker = json.loads(s3.get_object(Bucket="tiny-runs", Key=f"{base}checkpoint-{step}/_KUBETUNE_COMPLETE")["Body"].read())
+        marker = json.loads(
+            s3.get_object(Bucket="tiny-runs", Key=f"{base}checkpoint-{step}/_KUBETUNE_COMPLETE")["Body"].read()
+        )
         listed = {f"{base}checkpoint-{step}/{name}": size for name, size in marker["files"].items()}
-        assert {k: v for k, v in runs.items() if k.startswith(f"{base}checkpoint-{step}/") and not k.endswith("_KUBETUNE_COMPLETE")} == listed
+        assert {
+            k: v
+            for k, v in runs.items()
+            if k.startswith(f"{base}checkpoint-{step}/") and not k.endswith("_KUBETUNE_COMPLETE")
+        } == listed
         assert f"{base}checkpoint-{step}/adapter_model.safetensors" in listed
     assert f"{base}adapter_model.safetensors" in runs and f"{base}trainer_log.jsonl" in runs
     assert not any(k.startswith(f"{base}data/") for k in runs)  # working state stays local
@@ -89,16 +104,26 @@ def test_run_local_reads_model_and_data_from_a_bucket_uploads_its_results_and_re
     s3.delete_object(Bucket="tiny-runs", Key=f"{base}_KUBETUNE_COMPLETE")
     again = subprocess.run(
         [*KUBETUNE, "run", "--local", "job.yaml", "--output", "fresh", "--models", str(models)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(200),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=scaled(200),
     )
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     fresh = tmp_path / "fresh" / "default" / "s3-lora"
     record = json.loads((fresh / "kubetune-run.json").read_text())
     assert record["stages"]["data"]["restoredCheckpoint"] == f"s3://tiny-runs/{base}checkpoint-2/"
     assert record["stages"]["train"]["resumedFrom"] == str(fresh / "checkpoint-2")
-    steps = [json.loads(line)["current_steps"] for line in (fresh / "trainer_log.jsonl").read_text().splitlines() if line.strip()]
+    steps = [
+        json.loads(line)["current_steps"]
+        for line in (fresh / "trainer_log.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     assert steps and min(steps) == 3 and max(steps) == 4  # steps 1-2 were not trained again
-    assert s3.head_object(Bucket="tiny-runs", Key=f"{base}checkpoint-4/_KUBETUNE_COMPLETE") and s3.head_object(Bucket="tiny-runs", Key=f"{base}_KUBETUNE_COMPLETE")
+    assert s3.head_object(Bucket="tiny-runs", Key=f"{base}checkpoint-4/_KUBETUNE_COMPLETE") and s3.head_object(
+        Bucket="tiny-runs", Key=f"{base}_KUBETUNE_COMPLETE"
+    )
 
 
 def _source_adapter(assets: TinyAssets, folder: Path) -> None:
@@ -118,7 +143,9 @@ def _source_adapter(assets: TinyAssets, folder: Path) -> None:
 @pytest.mark.train
 @pytest.mark.timeout(420)
 def test_a_from_job_child_of_a_job_without_an_outputs_claim_downloads_its_adapter_from_the_bucket_and_trains_on_it(
-    tmp_path: Path, tiny_assets: TinyAssets, s3_server: S3Server  # noqa: F811
+    tmp_path: Path,
+    tiny_assets: TinyAssets,
+    s3_server: S3Server,  # noqa: F811
 ) -> None:
     """Issue 24: spec.storage.outputs with uri and no claimName.  Source ``sft`` (no outputs claim)
     left its results only in the bucket, uploaded by the trainer's own upload_results and
@@ -139,7 +166,10 @@ def test_a_from_job_child_of_a_job_without_an_outputs_claim_downloads_its_adapte
     s3.create_bucket(Bucket="only-runs")
     models = tmp_path / "models"  # fresh: the tiny base model only, copied so nothing lands in the shared fixture
     shutil.copytree(tiny_assets.models_dir / tiny_assets.model_path, models / tiny_assets.model_path)
-    storage = {"outputs": {"uri": "s3://only-runs/runs/"}, "objectStore": {"endpoint": s3_server.endpoint, "region": "us-east-1"}}
+    storage = {
+        "outputs": {"uri": "s3://only-runs/runs/"},
+        "objectStore": {"endpoint": s3_server.endpoint, "region": "us-east-1"},
+    }
     sft = tiny_job("sft", tiny_assets, method="lora", max_steps=2, save_steps=2)
     sft["spec"]["storage"] = storage
 
@@ -147,7 +177,9 @@ def test_a_from_job_child_of_a_job_without_an_outputs_claim_downloads_its_adapte
     pod_folder = tmp_path / "sft-emptydir"  # the source pod's outputs emptyDir, gone once it ended
     _source_adapter(tiny_assets, pod_folder)
     (pod_folder / "checkpoint-2").mkdir()
-    (pod_folder / "checkpoint-2" / "adapter_model.safetensors").write_bytes((pod_folder / "adapter_model.safetensors").read_bytes())
+    (pod_folder / "checkpoint-2" / "adapter_model.safetensors").write_bytes(
+        (pod_folder / "adapter_model.safetensors").read_bytes()
+    )
     env_s3 = s3_server.env()
     objectstore.upload_checkpoint(sft_prefix, pod_folder / "checkpoint-2", env_s3)
     objectstore.upload_results(sft_prefix, pod_folder, env_s3)
@@ -163,8 +195,23 @@ def test_a_from_job_child_of_a_job_without_an_outputs_claim_downloads_its_adapte
     env = isolated_env(tmp_path / "env")
     env.update(AWS_ACCESS_KEY_ID=s3_server.admin.access_key_id, AWS_SECRET_ACCESS_KEY=s3_server.admin.secret_access_key)
     result = subprocess.run(
-        [*KUBETUNE, "run", "--local", "cont.yaml", "--output", "out", "--models", str(models), "--datasets", str(tiny_assets.datasets_dir)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=scaled(300),
+        [
+            *KUBETUNE,
+            "run",
+            "--local",
+            "cont.yaml",
+            "--output",
+            "out",
+            "--models",
+            str(models),
+            "--datasets",
+            str(tiny_assets.datasets_dir),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=scaled(300),
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]

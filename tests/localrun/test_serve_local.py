@@ -30,14 +30,26 @@ KUBETUNE = [sys.executable, "-m", "kubetune"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets) -> tuple[Path, TinyAssets, dict[str, str]]:
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets
+) -> tuple[Path, TinyAssets, dict[str, str]]:
     """A LoRA job trained with ``run --local`` (5 steps, no export): served as base + adapter."""
     root = tmp_path_factory.mktemp("serve")
     assets = tiny_assets
     env = isolated_env(root / "env")
     job_file = root / "job.yaml"
     job_file.write_text(yaml.safe_dump(tiny_job("served-lora", assets, method="lora", max_steps=5)))
-    args = ["run", "--local", str(job_file), "--output", str(root / "out"), "--datasets", str(assets.datasets_dir), "--models", str(assets.models_dir)]
+    args = [
+        "run",
+        "--local",
+        str(job_file),
+        "--output",
+        str(root / "out"),
+        "--datasets",
+        str(assets.datasets_dir),
+        "--models",
+        str(assets.models_dir),
+    ]
     done = subprocess.run(KUBETUNE + args, env=env, cwd=root, capture_output=True, text=True, timeout=scaled(300))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return root / "out" / "default" / "served-lora", assets, env
@@ -80,7 +92,9 @@ def _client(served: Served) -> openai.OpenAI:
 @pytest.mark.slow
 @pytest.mark.train
 @pytest.mark.timeout(480)  # its module fixtures train (300 s bound) and start the server (180 s bound) first
-def test_the_job_output_is_served_as_base_plus_adapter_under_the_job_name(served: Served, trained: tuple[Path, TinyAssets, dict[str, str]]) -> None:
+def test_the_job_output_is_served_as_base_plus_adapter_under_the_job_name(
+    served: Served, trained: tuple[Path, TinyAssets, dict[str, str]]
+) -> None:
     job_dir, assets, _ = trained
     assert f"{assets.models_dir / assets.model_path} + adapter {job_dir}" in served.lines[0]
     assert f"serving model 'served-lora' at {served.base_url}" in served.lines[-1]
@@ -100,7 +114,9 @@ def test_openai_client_chat_and_streamed_chat(served: Served) -> None:
     assert reply.choices[0].message.role == "assistant" and reply.choices[0].message.content is not None
     assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 6 and reply.usage.prompt_tokens > 0
 
-    stream = client.chat.completions.create(model="served-lora", messages=question, max_tokens=6, stream=True, temperature=0)
+    stream = client.chat.completions.create(
+        model="served-lora", messages=question, max_tokens=6, stream=True, temperature=0
+    )
     chunks = list(stream)
     assert len(chunks) >= 2 and all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
@@ -149,8 +165,14 @@ def test_ask_works_without_the_openai_package(served: Served, monkeypatch: pytes
     monkeypatch.setattr(urllib.request, "urlopen", recording)
     answer = ask(served.base_url, "served-lora", "Say hello.", max_tokens=4)
     [(url, request, response)] = sent  # one plain HTTP request, no client
-    assert url == f"{served.base_url}/chat/completions" and request["model"] == "served-lora" and request["max_tokens"] == 4
-    assert answer == (response["choices"][0]["message"]["content"] or "") and response["usage"]["completion_tokens"] <= 4
+    assert (
+        url == f"{served.base_url}/chat/completions"
+        and request["model"] == "served-lora"
+        and request["max_tokens"] == 4
+    )
+    assert (
+        answer == (response["choices"][0]["message"]["content"] or "") and response["usage"]["completion_tokens"] <= 4
+    )
     with pytest.raises(urllib.error.HTTPError) as refused:
         ask(served.base_url, "other", "Say hello.")
     assert refused.value.code == 404
@@ -172,13 +194,22 @@ def test_ctrl_c_stops_the_server_cleanly(served: Served) -> None:
 
 
 def test_resolve_prefers_the_merged_model_then_adapter_then_weights(tmp_path: Path) -> None:
-    record = {"job": {"name": "j"}, "trainArgs": {"model_name_or_path": "/models/base", "template": "qwen", "quantization_bit": 4}}
+    record = {
+        "job": {"name": "j"},
+        "trainArgs": {"model_name_or_path": "/models/base", "template": "qwen", "quantization_bit": 4},
+    }
     (tmp_path / "kubetune-run.json").write_text(json.dumps(record))
     (tmp_path / "config.json").write_text("{}")
     assert resolve_target(str(tmp_path)).model == str(tmp_path)
     (tmp_path / "adapter_config.json").write_text("{}")
     t = resolve_target(str(tmp_path))
-    assert (t.model, t.adapter, t.template, t.name, t.extra) == ("/models/base", str(tmp_path), "qwen", "j", {"quantization_bit": 4})
+    assert (t.model, t.adapter, t.template, t.name, t.extra) == (
+        "/models/base",
+        str(tmp_path),
+        "qwen",
+        "j",
+        {"quantization_bit": 4},
+    )
     assert t.chat_args(8)["finetuning_type"] == "lora"
     (tmp_path / "merged").mkdir()
     (tmp_path / "merged" / "config.json").write_text("{}")
@@ -198,7 +229,13 @@ def test_resolve_says_what_is_missing(tmp_path: Path) -> None:
 @pytest.mark.train
 def test_a_folder_that_is_no_model_is_refused_without_a_traceback(tmp_path: Path) -> None:
     env = isolated_env(tmp_path / "env")
-    done = subprocess.run(KUBETUNE + ["serve", "--local", "--model", str(tmp_path), "--template", "qwen", "--port", "0"], env=env, capture_output=True, text=True, timeout=scaled(120))
+    done = subprocess.run(
+        KUBETUNE + ["serve", "--local", "--model", str(tmp_path), "--template", "qwen", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=scaled(120),
+    )
     assert done.returncode == 1 and f"kubetune serve: cannot load {tmp_path}" in done.stderr
     assert "Traceback" not in done.stderr
 
@@ -210,7 +247,17 @@ def test_serve_without_local_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_model_gate_refusals() -> None:
     gate = ModelGate(None, "m")  # type: ignore[arg-type]
-    assert gate.refusal(b"{") == (400, {"error": {"message": "the request body is not valid JSON", "type": "invalid_request_error", "param": None, "code": None}})
+    assert gate.refusal(b"{") == (
+        400,
+        {
+            "error": {
+                "message": "the request body is not valid JSON",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    )
     status, body = gate.refusal(b'{"messages": [{"role": "user", "content": "x"}]}')  # type: ignore[misc]
     assert status == 400 and body["error"]["param"] == "model" and "`m`" in body["error"]["message"]
     status, body = gate.refusal(b'{"model": "other", "messages": []}')  # type: ignore[misc]
@@ -227,7 +274,10 @@ def test_model_gate_passes_the_body_through_unchanged() -> None:
         seen["body"] = (await receive())["body"]
 
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]}).encode()
-    messages = [{"type": "http.request", "body": body[:5], "more_body": True}, {"type": "http.request", "body": body[5:]}]
+    messages = [
+        {"type": "http.request", "body": body[:5], "more_body": True},
+        {"type": "http.request", "body": body[5:]},
+    ]
 
     async def receive() -> dict:  # type: ignore[type-arg]
         return messages.pop(0)
@@ -235,5 +285,7 @@ def test_model_gate_passes_the_body_through_unchanged() -> None:
     async def send(_: dict) -> None:  # type: ignore[type-arg]
         raise AssertionError("the gate answered a valid request itself")
 
-    asyncio.run(ModelGate(inner, "m")({"type": "http", "method": "POST", "path": "/v1/chat/completions"}, receive, send))  # type: ignore[arg-type]
+    asyncio.run(
+        ModelGate(inner, "m")({"type": "http", "method": "POST", "path": "/v1/chat/completions"}, receive, send)
+    )  # type: ignore[arg-type]
     assert seen["body"] == body

@@ -34,7 +34,10 @@ EVAL_STEPS = 2
 def sweep_manifest(assets: TinyAssets) -> dict[str, Any]:
     template = tiny_job("unused", assets, method="lora", max_steps=STEPS)["spec"]
     template["training"].update(valSize=0.25, evalSteps=EVAL_STEPS, loggingSteps=EVAL_STEPS)
-    template["evaluation"] = {"datasets": [{"name": "tiny_eval", "path": assets.dataset_path, "format": "sharegpt"}], "maxSamples": 4}
+    template["evaluation"] = {
+        "datasets": [{"name": "tiny_eval", "path": assets.dataset_path, "format": "sharegpt"}],
+        "maxSamples": 4,
+    }
     return {
         "apiVersion": "kubetune.io/v1alpha1",
         "kind": "FineTuneSweep",
@@ -53,12 +56,24 @@ def sweep_manifest(assets: TinyAssets) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.train
 @pytest.mark.timeout(600)
-def test_local_sweep_prunes_finds_a_better_trial_and_continues_from_its_record(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+def test_local_sweep_prunes_finds_a_better_trial_and_continues_from_its_record(
+    tmp_path: Path, tiny_assets: TinyAssets
+) -> None:
     manifest = sweep_manifest(tiny_assets)
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
     env = isolated_env(tmp_path / "env")
-    args = ["sweep", "--local", str(path), "--output", "out", "--datasets", str(tiny_assets.datasets_dir), "--models", str(tiny_assets.models_dir)]
+    args = [
+        "sweep",
+        "--local",
+        str(path),
+        "--output",
+        "out",
+        "--datasets",
+        str(tiny_assets.datasets_dir),
+        "--models",
+        str(tiny_assets.models_dir),
+    ]
     started = time.monotonic()
     run = subprocess.run(KUBETUNE + args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     seconds = time.monotonic() - started
@@ -103,4 +118,7 @@ def test_local_sweep_prunes_finds_a_better_trial_and_continues_from_its_record(t
     rerun = subprocess.run(KUBETUNE + args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "continuing the study" in rerun.stdout and "trial tiny-lr-4" not in rerun.stdout
-    assert json.loads((tmp_path / "out" / "default" / "tiny-lr" / "study.json").read_text(encoding="utf-8"))["trials"] == study["trials"]
+    assert (
+        json.loads((tmp_path / "out" / "default" / "tiny-lr" / "study.json").read_text(encoding="utf-8"))["trials"]
+        == study["trials"]
+    )

@@ -37,7 +37,18 @@ def test_metrics_are_scraped_during_run_local(tmp_path: Path, tiny_assets: TinyA
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
     port = free_port()
     env = isolated_env(tmp_path / "env")
-    argv = [sys.executable, "-m", "kubetune", "run", "--local", "job.yaml", "--output", "out", "--metrics-port", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "kubetune",
+        "run",
+        "--local",
+        "job.yaml",
+        "--output",
+        "out",
+        "--metrics-port",
+        str(port),
+    ]
     argv += ["--datasets", str(assets.datasets_dir), "--models", str(assets.models_dir)]
     proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: dict[str, tuple[dict[str, str], float]] = {}
@@ -75,10 +86,23 @@ def _progress(step: int, loss: float) -> Progress:
 
 def test_rates_come_from_the_interval_between_records() -> None:
     now = [100.0]
-    m = metrics.TrainerMetrics("j", "ns", samples_per_step=8, parameters=1_000_000, devices=2, peak_flops=1e12, clock=lambda: now[0], wall=lambda: 1.7e9)
-    m.observe({"current_steps": 10, "total_tokens": 5000, "throughput": 400.0, "vram_allocated": 1.5}, _progress(10, 2.0))
+    m = metrics.TrainerMetrics(
+        "j",
+        "ns",
+        samples_per_step=8,
+        parameters=1_000_000,
+        devices=2,
+        peak_flops=1e12,
+        clock=lambda: now[0],
+        wall=lambda: 1.7e9,
+    )
+    m.observe(
+        {"current_steps": 10, "total_tokens": 5000, "throughput": 400.0, "vram_allocated": 1.5}, _progress(10, 2.0)
+    )
     first = _samples(m.exposition())
-    assert first["kubetune_trainer_tokens_per_second"][1] == 400.0  # LLaMA-Factory's own average until an interval exists
+    assert (
+        first["kubetune_trainer_tokens_per_second"][1] == 400.0
+    )  # LLaMA-Factory's own average until an interval exists
     now[0] = 102.0
     m.observe({"current_steps": 20, "total_tokens": 9000, "vram_allocated": 1.0}, _progress(20, 1.5))
     s = _samples(m.exposition())
@@ -98,7 +122,15 @@ def test_label_values_are_escaped() -> None:
 
 def test_parameter_count_of_a_known_config() -> None:
     # Qwen2-0.5B: 494M parameters (hidden 896, 24 layers, 14 heads / 2 KV, intermediate 4864, vocab 151936, tied).
-    cfg = {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936, "tie_word_embeddings": True}
+    cfg = {
+        "hidden_size": 896,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "intermediate_size": 4864,
+        "vocab_size": 151936,
+        "tie_word_embeddings": True,
+    }
     assert metrics.parameter_count(cfg) == pytest.approx(494e6, rel=0.02)
     assert metrics.parameter_count({"hidden_size": 8}) is None
 

@@ -20,19 +20,42 @@ from kubetune.plan import Setup, activations, from_config
 
 pytestmark = [
     pytest.mark.train,
-    pytest.mark.skipif(importlib.util.find_spec("transformers") is None or importlib.util.find_spec("peft") is None, reason="needs torch, transformers and peft (the train extra)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("transformers") is None or importlib.util.find_spec("peft") is None,
+        reason="needs torch, transformers and peft (the train extra)",
+    ),
 ]
 
-TINY = {"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512, "tie_word_embeddings": False}
+TINY = {
+    "model_type": "qwen2",
+    "hidden_size": 64,
+    "intermediate_size": 160,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 512,
+    "tie_word_embeddings": False,
+}
 BATCH, SEQ = 2, 48
 
 
-def saved_bytes(config: dict[str, Any], *, dtype: str, autocast: bool, lora: tuple[str, ...] | None, gc: bool, freeze: int | None = None, attn: str = "sdpa") -> int:
+def saved_bytes(
+    config: dict[str, Any],
+    *,
+    dtype: str,
+    autocast: bool,
+    lora: tuple[str, ...] | None,
+    gc: bool,
+    freeze: int | None = None,
+    attn: str = "sdpa",
+) -> int:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    cfg = Qwen2Config(**{k: v for k, v in config.items() if k != "model_type"}, max_position_embeddings=1024, attn_implementation=attn)
+    cfg = Qwen2Config(
+        **{k: v for k, v in config.items() if k != "model_type"}, max_position_embeddings=1024, attn_implementation=attn
+    )
     model: Any = Qwen2ForCausalLM(cfg).to(getattr(torch, dtype))
     if lora:
         from peft import LoraConfig, get_peft_model
@@ -60,7 +83,10 @@ def saved_bytes(config: dict[str, Any], *, dtype: str, autocast: bool, lora: tup
         return t
 
     ids = torch.randint(0, config["vocab_size"], (BATCH, SEQ), generator=torch.Generator().manual_seed(1))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
+    ):
         out = model(input_ids=ids, labels=ids, use_cache=False)
     out.loss.backward()  # the graph really is complete
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -70,18 +96,48 @@ def saved_bytes(config: dict[str, Any], *, dtype: str, autocast: bool, lora: tup
 CASES: dict[str, tuple[str, bool, tuple[str, ...] | None, Setup]] = {
     # name: (model dtype, autocast, LoRA targets, planner setup)
     "full-fp32": ("float32", False, None, Setup(method="full", precision="fp32")),
-    "full-bf16-deepspeed": ("bfloat16", False, None, Setup(method="full", precision="bf16", zero_stage=2, world_size=2)),
+    "full-bf16-deepspeed": (
+        "bfloat16",
+        False,
+        None,
+        Setup(method="full", precision="bf16", zero_stage=2, world_size=2),
+    ),
     "full-fp32-master-autocast": ("float32", True, None, Setup(method="full", precision="bf16")),
     "lora-qv": ("bfloat16", True, ("q_proj", "v_proj"), Setup(method="lora", lora_targets=("q_proj", "v_proj"))),
-    "lora-all": ("bfloat16", True, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), Setup(method="lora", lora_targets=("all",))),
-    "lora-o-down": ("bfloat16", True, ("o_proj", "down_proj"), Setup(method="lora", lora_targets=("o_proj", "down_proj"))),
+    "lora-all": (
+        "bfloat16",
+        True,
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        Setup(method="lora", lora_targets=("all",)),
+    ),
+    "lora-o-down": (
+        "bfloat16",
+        True,
+        ("o_proj", "down_proj"),
+        Setup(method="lora", lora_targets=("o_proj", "down_proj")),
+    ),
     "freeze-last-2": ("bfloat16", True, None, Setup(method="freeze", freeze_layers=2)),
     "freeze-first-1": ("bfloat16", True, None, Setup(method="freeze", freeze_layers=-1)),
     # spec.training.attention: disabled (eager attention keeps the attention probabilities)
-    "full-bf16-eager": ("bfloat16", False, None, Setup(method="full", precision="bf16", zero_stage=2, world_size=2, attention="disabled")),
+    "full-bf16-eager": (
+        "bfloat16",
+        False,
+        None,
+        Setup(method="full", precision="bf16", zero_stage=2, world_size=2, attention="disabled"),
+    ),
     "full-fp32-eager": ("float32", False, None, Setup(method="full", precision="fp32", attention="disabled")),
-    "lora-qv-eager": ("bfloat16", True, ("q_proj", "v_proj"), Setup(method="lora", lora_targets=("q_proj", "v_proj"), attention="disabled")),
-    "lora-all-eager": ("bfloat16", True, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), Setup(method="lora", lora_targets=("all",), attention="disabled")),
+    "lora-qv-eager": (
+        "bfloat16",
+        True,
+        ("q_proj", "v_proj"),
+        Setup(method="lora", lora_targets=("q_proj", "v_proj"), attention="disabled"),
+    ),
+    "lora-all-eager": (
+        "bfloat16",
+        True,
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        Setup(method="lora", lora_targets=("all",), attention="disabled"),
+    ),
 }
 
 
@@ -90,8 +146,15 @@ CASES: dict[str, tuple[str, bool, tuple[str, ...] | None, Setup]] = {
 def test_saved_activations_match_autograd(case: str, gc: bool) -> None:
     dtype, autocast, lora, setup = CASES[case]
     setup = setup.with_(micro_batch=BATCH, seq_len=SEQ, gradient_checkpointing=gc, packing="packing")
-    measured = saved_bytes(TINY, dtype=dtype, autocast=autocast, lora=lora, gc=gc, freeze=setup.freeze_layers if setup.method == "freeze" else None,
-                           attn="eager" if setup.attention == "disabled" else "sdpa")
+    measured = saved_bytes(
+        TINY,
+        dtype=dtype,
+        autocast=autocast,
+        lora=lora,
+        gc=gc,
+        freeze=setup.freeze_layers if setup.method == "freeze" else None,
+        attn="eager" if setup.attention == "disabled" else "sdpa",
+    )
     predicted = activations(from_config(TINY, "tiny", "test"), setup).saved
     assert predicted == pytest.approx(measured, rel=0.01), f"{case}: planner {predicted} B, autograd saved {measured} B"
 
@@ -102,6 +165,10 @@ def test_checkpointing_saves_less_and_scales_with_tokens() -> None:
     ckpt = saved_bytes(TINY, dtype="bfloat16", autocast=False, lora=None, gc=True)
     assert ckpt < small / 2
     arch = from_config(TINY, "tiny", "test")
-    one = activations(arch, Setup(method="full", zero_stage=2, world_size=2, micro_batch=1, seq_len=SEQ, gradient_checkpointing=False)).saved
-    four = activations(arch, Setup(method="full", zero_stage=2, world_size=2, micro_batch=4, seq_len=SEQ, gradient_checkpointing=False)).saved
+    one = activations(
+        arch, Setup(method="full", zero_stage=2, world_size=2, micro_batch=1, seq_len=SEQ, gradient_checkpointing=False)
+    ).saved
+    four = activations(
+        arch, Setup(method="full", zero_stage=2, world_size=2, micro_batch=4, seq_len=SEQ, gradient_checkpointing=False)
+    ).saved
     assert four == pytest.approx(4 * one, rel=0.05)  # rotary tables do not grow with the batch

@@ -26,7 +26,14 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed (the train extra)"),
 ]
 
-MODELS = ["Qwen/Qwen1.5-1.8B", "Qwen/Qwen2.5-7B", "meta-llama/Llama-3.1-8B", "mistralai/Mistral-7B-v0.3", "Qwen/Qwen2.5-32B", "meta-llama/Llama-3.1-70B"]
+MODELS = [
+    "Qwen/Qwen1.5-1.8B",
+    "Qwen/Qwen2.5-7B",
+    "meta-llama/Llama-3.1-8B",
+    "mistralai/Mistral-7B-v0.3",
+    "Qwen/Qwen2.5-32B",
+    "meta-llama/Llama-3.1-70B",
+]
 LAYOUTS = [(1, 8), (2, 8), (4, 8), (1, 4)]  # nodes x GPUs per node
 ROW = re.compile(r"^\s*([0-9.]+)GB \|\s*([0-9.]+)GB \| (.*)$")
 GB = 2**30  # DeepSpeed prints bytes / 2**30 and calls it GB
@@ -63,7 +70,13 @@ def test_model_states_agree_with_deepspeed(ds, model: str, nodes: int, gpus: int
     P = arch.total_params()
     base = Setup(method="full", precision="bf16", world_size=nodes * gpus)
     z2 = _ds_table(zero2, total_params=P, num_gpus_per_node=gpus, num_nodes=nodes)
-    z3 = _ds_table(zero3, total_params=P, largest_layer_params=arch.largest_module_params(), num_gpus_per_node=gpus, num_nodes=nodes)
+    z3 = _ds_table(
+        zero3,
+        total_params=P,
+        largest_layer_params=arch.largest_module_params(),
+        num_gpus_per_node=gpus,
+        num_nodes=nodes,
+    )
     expected = {
         (2, "none"): z2["offload_optimizer=none"],
         (2, "optimizer"): z2["offload_optimizer=cpu"],
@@ -77,7 +90,9 @@ def test_model_states_agree_with_deepspeed(ds, model: str, nodes: int, gpus: int
     expected[(3, "none")] += 2 * P / (nodes * gpus)
     for (stage, offload), ds_bytes in expected.items():
         ours = estimate(arch, base.with_(zero_stage=stage, offload=offload)).model_states
-        assert ours == pytest.approx(ds_bytes, rel=0.05, abs=0.006 * GB), f"ZeRO-{stage} offload {offload}: planner {ours / GB:.2f} GB, DeepSpeed {ds_bytes / GB:.2f} GB"
+        assert ours == pytest.approx(ds_bytes, rel=0.05, abs=0.006 * GB), (
+            f"ZeRO-{stage} offload {offload}: planner {ours / GB:.2f} GB, DeepSpeed {ds_bytes / GB:.2f} GB"
+        )
 
 
 def test_sharding_more_never_needs_more_memory() -> None:

@@ -17,7 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.train,
-    pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("transformers", "peft", "tokenizers")), reason="needs the train extra"),
+    pytest.mark.skipif(
+        any(importlib.util.find_spec(m) is None for m in ("transformers", "peft", "tokenizers")),
+        reason="needs the train extra",
+    ),
 ]
 
 
@@ -38,16 +41,29 @@ def check_bench(tmp_path: Path, device: str) -> None:
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench/gpu/bench.py"), "--tiny", "--device", device, "--out", str(out)],
-        capture_output=True, text=True, timeout=scaled(600), env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=scaled(600),
+        env=env,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tok/s" in proc.stdout and "planner case" in proc.stdout
     report = json.loads(out.read_text())
     names = [t["name"] for t in report["throughput"]]
-    assert names == ["tutorial-full", "tutorial-lora", "kubetune-full", "kubetune-lora", "candidate-full", "candidate-lora"]
+    assert names == [
+        "tutorial-full",
+        "tutorial-lora",
+        "kubetune-full",
+        "kubetune-lora",
+        "candidate-full",
+        "candidate-lora",
+    ]
     for t in report["throughput"]:
         assert t["tokens_per_s"] > 0 and t["non_padding_tokens"] > 0
-        assert math.isfinite(t["final_loss"]) and 0 < t["final_loss"] < 2 * math.log(512)  # random init: about ln(vocab)
+        assert math.isfinite(t["final_loss"]) and 0 < t["final_loss"] < 2 * math.log(
+            512
+        )  # random init: about ln(vocab)
         assert 0 <= t["mfu"] < 1
     # packed rows carry more real tokens per micro-batch than padded ones
     by = {t["name"]: t for t in report["throughput"]}
@@ -60,4 +76,6 @@ def check_bench(tmp_path: Path, device: str) -> None:
         assert p["predicted_total_gib"] > p["predicted_allocated_gib"] > 0
     assert cases["full-nogc"]["terms"]["activations"] > cases["full-gc"]["terms"]["activations"]
     data = report["data"]
-    assert data["median_tokens"] < data["p90_tokens"] <= data["max_tokens"] <= report["cutoff"]  # a length spread, not fixed rows
+    assert (
+        data["median_tokens"] < data["p90_tokens"] <= data["max_tokens"] <= report["cutoff"]
+    )  # a length spread, not fixed rows

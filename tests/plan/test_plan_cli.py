@@ -44,7 +44,9 @@ def write(tmp_path: Path, doc: dict[str, Any], name: str = "job.yaml") -> str:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-def test_plan_every_example_prints_terms_and_a_verdict(capsys: pytest.CaptureFixture[str], example: Path, tmp_path: Path) -> None:
+def test_plan_every_example_prints_terms_and_a_verdict(
+    capsys: pytest.CaptureFixture[str], example: Path, tmp_path: Path
+) -> None:
     args = ["plan", str(example), "--gpu", "H200"]
     if any(((d or {}).get("spec") or {}).get("model", {}).get("uri") for d in yaml.safe_load_all(example.read_text())):
         # A base model in a bucket: the planner reads no bucket, the user gives its config.json (docs/object-storage.md).
@@ -61,16 +63,23 @@ def test_plan_every_example_prints_terms_and_a_verdict(capsys: pytest.CaptureFix
     assert 2 < total < 140  # a 1.8B model on one GPU: gigabytes, not bytes or terabytes
 
 
-def test_plan_follows_from_job_to_the_source_jobs_architecture(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_plan_follows_from_job_to_the_source_jobs_architecture(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     recipe = REPO / "examples/recipes/sft-then-dpo.yaml"
     code, out, err = run(capsys, "plan", str(recipe), "--gpu", "H100")
     assert code == 0, err
     dpo = out.split("# qwen-dpo")[1]
-    assert "model Qwen/Qwen1.5-1.8B (1.84B params" in dpo  # qwen-sft's base model: its merged output has that architecture
+    assert (
+        "model Qwen/Qwen1.5-1.8B (1.84B params" in dpo
+    )  # qwen-sft's base model: its merged output has that architecture
     sft, dpo_doc = list(yaml.safe_load_all(recipe.read_text()))
     code, out, err = run(capsys, "plan", write(tmp_path, dpo_doc), "--gpu", "H100")
     assert code == 1 and out == ""
-    assert "qwen-dpo: spec.model.fromJob 'qwen-sft'" in err and "which is not in the same input (kubetune plan: give both files" in err
+    assert (
+        "qwen-dpo: spec.model.fromJob 'qwen-sft'" in err
+        and "which is not in the same input (kubetune plan: give both files" in err
+    )
 
 
 def test_optimizer_choice_is_planned(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -80,7 +89,9 @@ def test_optimizer_choice_is_planned(capsys: pytest.CaptureFixture[str], tmp_pat
     code, out, _ = run(capsys, "plan", write(tmp_path, doc), "--gpu", "H200")
     assert code == 0 and "optimizer adamw_torch_fused" in out
     default = estimate(resolve("Qwen/Qwen1.5-1.8B"), Setup(method="full", micro_batch=1, seq_len=256))
-    foreach = estimate(resolve("Qwen/Qwen1.5-1.8B"), Setup(method="full", micro_batch=1, seq_len=256, optimizer="adamw_torch"))
+    foreach = estimate(
+        resolve("Qwen/Qwen1.5-1.8B"), Setup(method="full", micro_batch=1, seq_len=256, optimizer="adamw_torch")
+    )
     assert "optimizer step temporaries" not in [t.name for t in default.terms]
     assert foreach.term("optimizer step temporaries") > 0 and foreach.total > default.total
     doc["spec"]["extraArgs"] = {"optim": "adamw_8bit"}
@@ -97,7 +108,11 @@ def test_preference_stages_double_the_rows_and_full_dpo_loads_a_reference_model(
     sft = setup_from_job(FineTuneJob.model_validate(doc))
     doc["spec"]["training"].update(stage="dpo")
     for dataset in doc["spec"]["datasets"]:
-        dataset.update(ranking=True, format="sharegpt", columns={"messages": "conversations", "chosen": "chosen", "rejected": "rejected"})
+        dataset.update(
+            ranking=True,
+            format="sharegpt",
+            columns={"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
+        )
     dpo = setup_from_job(FineTuneJob.model_validate(doc))
     assert (sft.rows, dpo.rows) == (sft.micro_batch, 2 * sft.micro_batch) and dpo.tokens == 2 * sft.tokens
     arch = resolve("Qwen/Qwen1.5-1.8B")
@@ -139,7 +154,9 @@ def test_plan_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert v["suggestion"]["totalBytes"] <= 40 * GiB
 
 
-def test_plan_unknown_model_says_how_to_fix_and_model_config_fixes_it(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_plan_unknown_model_says_how_to_fix_and_model_config_fixes_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     doc = big_lora()
     doc["spec"]["model"]["name"] = "acme/secret-13b"
     path = write(tmp_path, doc)
@@ -147,7 +164,18 @@ def test_plan_unknown_model_says_how_to_fix_and_model_config_fixes_it(capsys: py
     assert code == 1
     assert "spec.model.name 'acme/secret-13b'" in err and "--model-config" in err
     cfg = tmp_path / "config.json"
-    cfg.write_text(json.dumps({"model_type": "llama", "hidden_size": 5120, "num_hidden_layers": 40, "num_attention_heads": 40, "intermediate_size": 13824, "vocab_size": 32000}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": 5120,
+                "num_hidden_layers": 40,
+                "num_attention_heads": 40,
+                "intermediate_size": 13824,
+                "vocab_size": 32000,
+            }
+        )
+    )
     code, out, _ = run(capsys, "plan", path, "--gpu", "H100", "--model-config", str(cfg))
     assert "13.02B params" in out and str(cfg) in out
 
@@ -157,14 +185,29 @@ def test_plan_reads_config_from_a_hugging_face_cache(capsys: pytest.CaptureFixtu
     doc["spec"]["model"]["name"] = "acme/tiny"
     snap = tmp_path / "hf" / "hub" / "models--acme--tiny" / "snapshots" / "0123abc"
     snap.mkdir(parents=True)
-    (snap / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936, "tie_word_embeddings": True}))
+    (snap / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "qwen2",
+                "hidden_size": 896,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 14,
+                "num_key_value_heads": 2,
+                "intermediate_size": 4864,
+                "vocab_size": 151936,
+                "tie_word_embeddings": True,
+            }
+        )
+    )
     code, out, err = run(capsys, "plan", write(tmp_path, doc), "--models-dir", str(tmp_path / "hf"))
     assert code == 0, err
     assert "0.49B params" in out and "snapshots/0123abc/config.json" in out
     assert "fits one GPU of: H200" in out
 
 
-def test_validate_shows_the_verdict_when_gpu_memory_is_known(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_validate_shows_the_verdict_when_gpu_memory_is_known(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     path = write(tmp_path, big_lora())
     code, _, _ = run(capsys, "validate", "--skip-llamafactory", path)
     assert code == 0  # memory unknown: no verdict, no failure
@@ -204,7 +247,10 @@ def test_autotune_makes_it_fit_and_keeps_the_global_batch() -> None:
     result = autotune(job, 40 * GiB)
     assert result.changed and result.verdict.fits
     before, after = job.spec.training, result.job.spec.training
-    assert after.per_device_batch_size * after.gradient_accumulation_steps == before.per_device_batch_size * before.gradient_accumulation_steps
+    assert (
+        after.per_device_batch_size * after.gradient_accumulation_steps
+        == before.per_device_batch_size * before.gradient_accumulation_steps
+    )
     assert feasibility(result.job, 40 * GiB).fits
     record = result.record()
     assert record["settings"]["perDeviceBatchSize"] == after.per_device_batch_size
@@ -228,7 +274,9 @@ def test_memory_moves_the_right_way() -> None:
     s = Setup(method="lora", micro_batch=4, seq_len=4096, gradient_checkpointing=False)
     assert estimate(arch, s.with_(gradient_checkpointing=True)).total < estimate(arch, s).total
     assert estimate(arch, s.with_(liger=True)).term("logits") < estimate(arch, s).term("logits") / 10
-    assert estimate(arch, s.with_(method="qlora", quant_bits=4)).term("weights") < estimate(arch, s).term("weights") / 2.5
+    assert (
+        estimate(arch, s.with_(method="qlora", quant_bits=4)).term("weights") < estimate(arch, s).term("weights") / 2.5
+    )
     assert estimate(arch, s.with_(micro_batch=2)).term("activations") < estimate(arch, s).term("activations")
     full = estimate(arch, s.with_(method="full"))
     assert full.term("optimizer states") == 8 * arch.total_params()  # AdamW: two fp32 moments per weight
@@ -247,7 +295,10 @@ def test_setup_reads_optional_fields_of_other_changes() -> None:
     assert _packing(T()) == "neat" and _liger(T())
 
 
-@pytest.mark.parametrize(("text", "value"), [("80Gi", 80 * GiB), ("81559Mi", 81559 * 2**20), ("85G", 85 * 10**9), ("1.5Gi", 3 * 2**29), ("8e9", 8 * 10**9)])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("80Gi", 80 * GiB), ("81559Mi", 81559 * 2**20), ("85G", 85 * 10**9), ("1.5Gi", 3 * 2**29), ("8e9", 8 * 10**9)],
+)
 def test_quantities(text: str, value: int) -> None:
     assert parse_quantity(text) == value
 
@@ -261,7 +312,9 @@ def test_bad_quantity_and_gpu_names() -> None:
 
 
 def test_product_table_from_environment() -> None:
-    assert product_table_from_env({"KUBETUNE_GPU_MEMORY_BY_PRODUCT": '{"NVIDIA-L40S": "46068Mi"}'}) == {"NVIDIA-L40S": "46068Mi"}
+    assert product_table_from_env({"KUBETUNE_GPU_MEMORY_BY_PRODUCT": '{"NVIDIA-L40S": "46068Mi"}'}) == {
+        "NVIDIA-L40S": "46068Mi"
+    }
     assert product_table_from_env({}) == {}
     with pytest.raises(ValueError, match="NVIDIA-L40S: 'lots' is not a Kubernetes quantity"):
         product_table_from_env({"KUBETUNE_GPU_MEMORY_BY_PRODUCT": '{"NVIDIA-L40S": "lots"}'})
@@ -294,7 +347,10 @@ def test_autotune_record_is_a_valid_status() -> None:
     result = autotune(FineTuneJob.model_validate(big_lora(autoTune=True)), 40 * GiB)
     status = FineTuneJobStatus.model_validate({"autoTune": result.record()})
     assert status.auto_tune is not None and status.auto_tune.changed
-    assert status.auto_tune.settings is not None and status.auto_tune.settings.per_device_batch_size == result.chosen["perDeviceBatchSize"]
+    assert (
+        status.auto_tune.settings is not None
+        and status.auto_tune.settings.per_device_batch_size == result.chosen["perDeviceBatchSize"]
+    )
 
 
 def test_liger_is_suggested_when_it_is_the_cheapest_fix_and_the_field_exists() -> None:
@@ -343,10 +399,17 @@ def test_memory_planning_doc_shows_what_kubetune_plan_prints(capsys: pytest.Capt
         assert line in printed, f"docs/memory-planning.md shows {line!r}, kubetune plan prints:\n{out}"
 
 
-@pytest.mark.parametrize(("product", "verdict"), [
-    ("Tesla-V100-SXM2-32GB", "DOES NOT FIT"), ("Tesla-T4", "DOES NOT FIT"), ("NVIDIA-GH200-480GB", "FITS"),
-])
-def test_cli_still_knows_the_memory_of_gpus_the_chart_table_leaves_out(capsys: pytest.CaptureFixture[str], tmp_path: Path, product: str, verdict: str) -> None:
+@pytest.mark.parametrize(
+    ("product", "verdict"),
+    [
+        ("Tesla-V100-SXM2-32GB", "DOES NOT FIT"),
+        ("Tesla-T4", "DOES NOT FIT"),
+        ("NVIDIA-GH200-480GB", "FITS"),
+    ],
+)
+def test_cli_still_knows_the_memory_of_gpus_the_chart_table_leaves_out(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, product: str, verdict: str
+) -> None:
     # The chart's default gpuMemoryByProduct lists only what kubetune's trainer image runs on, but a job
     # with its own spec.image may target a V100/T4/GH200 node: `kubetune plan` still reads its memory
     # from the node selector's product and gives a verdict.

@@ -41,7 +41,11 @@ def _dpo(doc: dict[str, Any]) -> dict[str, Any]:
     doc = copy.deepcopy(doc)
     doc["spec"]["training"]["stage"] = "dpo"
     for dataset in doc["spec"]["datasets"]:
-        dataset.update(ranking=True, format="sharegpt", columns={"messages": "conversations", "chosen": "chosen", "rejected": "rejected"})
+        dataset.update(
+            ranking=True,
+            format="sharegpt",
+            columns={"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
+        )
     return doc
 
 
@@ -96,7 +100,11 @@ def test_dpo_keeps_the_policy_fp32_logits_alive_through_the_reference_forward() 
 def test_dpo_job_reads_stage_and_reference_forward_from_the_spec() -> None:
     doc = _dpo(_job("examples/finetune-lora.yaml"))
     s = setup_from_job(FineTuneJob.model_validate(doc))
-    assert (s.stage, s.reference_forward, s.reference_model) == ("dpo", True, False)  # LoRA: the adapter is disabled instead
+    assert (s.stage, s.reference_forward, s.reference_model) == (
+        "dpo",
+        True,
+        False,
+    )  # LoRA: the adapter is disabled instead
     doc["spec"]["training"]["preference"] = {"loss": "simpo"}
     assert not setup_from_job(FineTuneJob.model_validate(doc)).reference_forward
 
@@ -125,7 +133,9 @@ def test_zero2_counts_the_reduce_bucket_deepspeed_allocates_from_the_rendered_co
     est = estimate(arch, z2)
     assert est.term("ZeRO reduce bucket") == bucket
     assert [t.phase for t in est.terms if t.name == "ZeRO reduce bucket"] == ["backward"]
-    assert estimate(arch, z2.with_(zero_stage=3)).term("ZeRO reduce bucket") == 0  # ZeRO-3's bucket is "auto" (hidden^2)
+    assert (
+        estimate(arch, z2.with_(zero_stage=3)).term("ZeRO reduce bucket") == 0
+    )  # ZeRO-3's bucket is "auto" (hidden^2)
 
 
 def test_zero3_keeps_a_16bit_gradient_partition_on_the_gpu_unless_the_optimizer_is_offloaded() -> None:
@@ -177,7 +187,9 @@ def test_gpu_table_gives_the_memory_torch_can_use_with_a_source_per_figure() -> 
     entries = [i for i, line in enumerate(source) if re.match(r"\s+Gpu\(", line)]
     assert entries
     for i in entries:  # every figure names where it comes from
-        assert re.match(r"\s+# (oom: .+#\d+|derived: nvidia-smi \d+ MiB less 2%|the L40 figure .+#\d+)", source[i - 1]), source[i]
+        assert re.match(
+            r"\s+# (oom: .+#\d+|derived: nvidia-smi \d+ MiB less 2%|the L40 figure .+#\d+)", source[i - 1]
+        ), source[i]
 
 
 # --- item 11: phases -----------------------------------------------------------------------------
@@ -191,13 +203,22 @@ def test_step_time_gradients_are_not_added_to_the_backward_logits() -> None:
     step the logits at the start of backward and those gradients are never alive together; with
     gradient accumulation the earlier micro-batches' gradients are."""
     arch = resolve("Qwen/Qwen2.5-1.5B")
-    for s in (Setup(method="full", micro_batch=2, seq_len=2048), Setup(method="full", zero_stage=2, world_size=8, micro_batch=2, seq_len=2048)):
+    for s in (
+        Setup(method="full", micro_batch=2, seq_len=2048),
+        Setup(method="full", zero_stage=2, world_size=8, micro_batch=2, seq_len=2048),
+    ):
         est = estimate(arch, s)
         names = {t.name for t in est.terms}
         backward_start = {"activations", "logits", "backward workspace", "ZeRO reduce bucket"} & names
-        step = {"gradients", "fp32 gradients at the step", "optimizer step temporaries"} & names if not s.deepspeed else {"fp32 gradients at the step", "16-bit gradient copy"}
+        step = (
+            {"gradients", "fp32 gradients at the step", "optimizer step temporaries"} & names
+            if not s.deepspeed
+            else {"fp32 gradients at the step", "16-bit gradient copy"}
+        )
         always = names - backward_start - step
-        expected = sum(est.term(n) for n in always) + max(sum(est.term(n) for n in backward_start), sum(est.term(n) for n in step))
+        expected = sum(est.term(n) for n in always) + max(
+            sum(est.term(n) for n in backward_start), sum(est.term(n) for n in step)
+        )
         assert est.total == expected
         everything = sum(t.bytes for t in est.terms)  # the old sum
         assert est.total < everything
@@ -241,7 +262,9 @@ def test_qlora_dpo_on_a_from_job_adapter_counts_a_4bit_reference_model() -> None
     est = estimate(arch, s)
     policy_base = estimate(arch, s.with_(reference_model=False)).term("weights")
     trainable_fp32 = 4 * est.trainable
-    assert est.term("reference model") == pytest.approx(policy_base - trainable_fp32, rel=0.02)  # (+ its adapter, 16-bit)
+    assert est.term("reference model") == pytest.approx(
+        policy_base - trainable_fp32, rel=0.02
+    )  # (+ its adapter, 16-bit)
     assert est.term("reference model") < 0.5 * 2 * arch.total_params()  # far below a bf16 copy
     # an exported (merged) source: no adapter, LoRA disables its adapter for the reference
     merged = copy.deepcopy(source_doc)
@@ -279,7 +302,9 @@ def test_case_llama3_8b_qlora_on_24gb() -> None:
     arch = resolve("meta-llama/Llama-3.1-8B")
     s = Setup(method="qlora", quant_bits=4, micro_batch=1, seq_len=2048)
     est = estimate(arch, s)
-    embeddings = 2 * arch.vocab * arch.hidden  # embed_tokens and lm_head stay bf16 (only the decoder's Linear layers are quantized)
+    embeddings = (
+        2 * arch.vocab * arch.hidden
+    )  # embed_tokens and lm_head stay bf16 (only the decoder's Linear layers are quantized)
     readme_quantized = (arch.total_params() - embeddings) / 2  # x/2 GB: 0.5 B per quantized parameter
     frozen = est.term("weights") - 4 * est.trainable
     assert frozen == pytest.approx(readme_quantized + 2 * embeddings, rel=0.05)  # + bitsandbytes' absmax (~3%)
@@ -301,7 +326,9 @@ def test_case_llama3_8b_lora_dpo_on_80gb() -> None:
     """The issue's case: the old planner said 18.6 GiB (Liger counted, 12 B logits); about 27 GiB
     is expected: bf16 weights (README 2x GB) + the DPO logits (16 B x 2 rows x 2048 x 128256)."""
     arch = resolve("meta-llama/Llama-3.1-8B")
-    s = Setup(method="lora", micro_batch=1, seq_len=2048, rows_per_example=2, stage="dpo", reference_forward=True, liger=True)
+    s = Setup(
+        method="lora", micro_batch=1, seq_len=2048, rows_per_example=2, stage="dpo", reference_forward=True, liger=True
+    )
     est = estimate(arch, s)
     weights = 2 * _b("meta-llama/Llama-3.1-8B") * GB
     dpo_logits = 16 * 2 * 2048 * arch.vocab
@@ -344,11 +371,26 @@ def test_the_rendered_reference_model_is_quantized_as_the_planner_counts_it() ->
 def test_every_term_the_planner_prints_is_explained_in_the_docs() -> None:
     """docs/memory-planning.md's table names every term ``kubetune plan`` can print (its first column)."""
     doc = (REPO / "docs/memory-planning.md").read_text()
-    documented = {name.strip() for line in doc.splitlines() if line.startswith("| ") and not line.startswith("| term") for name in line.split("|")[1].split(",")}
+    documented = {
+        name.strip()
+        for line in doc.splitlines()
+        if line.startswith("| ") and not line.startswith("| term")
+        for name in line.split("|")[1].split(",")
+    }
     arch = resolve("Qwen/Qwen2.5-1.5B")
     setups = [
         Setup(method="full", world_size=2, micro_batch=1, seq_len=512, optimizer="adamw_torch"),
-        Setup(method="full", zero_stage=2, world_size=2, micro_batch=1, seq_len=512, stage="dpo", rows_per_example=2, reference_forward=True, reference_model=True),
+        Setup(
+            method="full",
+            zero_stage=2,
+            world_size=2,
+            micro_batch=1,
+            seq_len=512,
+            stage="dpo",
+            rows_per_example=2,
+            reference_forward=True,
+            reference_model=True,
+        ),
         Setup(method="full", zero_stage=3, world_size=2, micro_batch=1, seq_len=512),
     ]
     printed = {t.name for s in setups for t in estimate(arch, s).terms}

@@ -23,9 +23,16 @@ def example_files() -> list[Path]:
     """Every FineTuneJob example (examples/argocd holds Argo CD manifests and
     examples/prerequisites the objects the jobs need, not jobs; a FineTuneSweep example such as
     sweep-lr.yaml renders nothing itself: tests/sweep/test_sweep_example.py checks it)."""
-    skip = {"argocd", "prerequisites", "recipes"}  # recipes: several jobs per file (tests/render/test_posttrain_render.py)
+    skip = {
+        "argocd",
+        "prerequisites",
+        "recipes",
+    }  # recipes: several jobs per file (tests/render/test_posttrain_render.py)
     return sorted(
-        p for p in EXAMPLES.rglob("*.yaml") if not skip & set(p.relative_to(EXAMPLES).parts) and "\nkind: FineTuneSweep\n" not in p.read_text(encoding="utf-8")
+        p
+        for p in EXAMPLES.rglob("*.yaml")
+        if not skip & set(p.relative_to(EXAMPLES).parts)
+        and "\nkind: FineTuneSweep\n" not in p.read_text(encoding="utf-8")
     )
 
 
@@ -38,7 +45,11 @@ def golden_path(path: Path) -> Path:
 
 
 def load_example(path: Path) -> FineTuneJob:
-    docs = [d for d in load_documents(path.read_text(encoding="utf-8")) if isinstance(d, dict) and d.get("kind") == "FineTuneJob"]
+    docs = [
+        d
+        for d in load_documents(path.read_text(encoding="utf-8"))
+        if isinstance(d, dict) and d.get("kind") == "FineTuneJob"
+    ]
     assert len(docs) == 1, f"{path}: expected one FineTuneJob"
     job, problems = validate_object(docs[0])
     assert job is not None and not problems, f"{path}: {problems}"
@@ -127,7 +138,9 @@ class JobBuilder:
 def crd_schema(relative: str, version: str) -> dict[str, Any]:
     """The openAPIV3Schema of one version of an upstream CRD (kt_upstream.py finds the folder;
     the calling test is skipped, with a message saying how to get them, where they are absent)."""
-    from kt_upstream import require_upstream_crds  # here, not at the top: update_golden.py imports this module outside pytest
+    from kt_upstream import (
+        require_upstream_crds,
+    )  # here, not at the top: update_golden.py imports this module outside pytest
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load(require_upstream_crds(relative).read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
@@ -141,7 +154,10 @@ WORKLOAD_CRDS = {
     ("kubeflow.org/v1", "PyTorchJob"): ("training-operator/kubeflow.org_pytorchjobs.yaml", "v1"),
     ("kubeflow.org/v2beta1", "MPIJob"): ("mpi-operator/kubeflow.org_mpijobs.yaml", "v2beta1"),
     ("trainer.kubeflow.org/v1alpha1", "TrainJob"): ("trainer/trainer.kubeflow.org_trainjobs.yaml", "v1alpha1"),
-    ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime"): ("trainer/trainer.kubeflow.org_clustertrainingruntimes.yaml", "v1alpha1"),
+    ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime"): (
+        "trainer/trainer.kubeflow.org_clustertrainingruntimes.yaml",
+        "v1alpha1",
+    ),
 }
 
 
@@ -164,8 +180,10 @@ def _strict(schema: Any) -> Any:
     forbid additional properties wherever the schema lists properties (and does not preserve unknowns)."""
     if isinstance(schema, dict):
         out = {k: _strict(v) for k, v in schema.items() if not k.startswith("x-kubernetes")}
-        if "properties" in schema and "additionalProperties" not in schema and not schema.get(
-            "x-kubernetes-preserve-unknown-fields"
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
         ):
             out["additionalProperties"] = False
         if schema.get("x-kubernetes-int-or-string"):

@@ -34,9 +34,9 @@ HOSTILE = st.sampled_from(
 # NUL (no environment or file can hold it), lone UTF-16 surrogates (not text in UTF-8) and
 # OmegaConf's "${" are refused by validation (tests/render/test_hostile_render.py); every other
 # text must survive.
-FREE_TEXT = HOSTILE | st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40).filter(
-    lambda s: "${" not in s
-)
+FREE_TEXT = HOSTILE | st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40
+).filter(lambda s: "${" not in s)
 
 _ident = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)
 _hub = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,8}/[A-Za-z][A-Za-z0-9._-]{0,12}", fullmatch=True)
@@ -97,7 +97,10 @@ def finetune_jobs(draw: st.DrawFn) -> dict[str, Any]:
                 st.fixed_dictionaries({"path": _relpath.map(lambda p: p.removesuffix(".jsonl"))}),
             )
         )
-        | {"template": draw(st.sampled_from(["qwen", "llama3", "mistral", "default", "chatml"])), "trustRemoteCode": draw(st.booleans())},
+        | {
+            "template": draw(st.sampled_from(["qwen", "llama3", "mistral", "default", "chatml"])),
+            "trustRemoteCode": draw(st.booleans()),
+        },
         "datasets": draw(datasets(stage)),
         "method": method,
         "resources": {"nodes": nodes, "gpusPerNode": gpus},
@@ -129,7 +132,10 @@ def finetune_jobs(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):
             t["evalSteps"] = draw(st.integers(1, 1000))
     if method in ("lora", "qlora") and draw(st.booleans()):
-        spec["lora"] = {"rank": draw(st.integers(1, 64)), "targetModules": draw(st.lists(_ident, min_size=1, max_size=3))}
+        spec["lora"] = {
+            "rank": draw(st.integers(1, 64)),
+            "targetModules": draw(st.lists(_ident, min_size=1, max_size=3)),
+        }
     if method == "freeze" and draw(st.booleans()):
         spec["freeze"] = {"trainableLayers": draw(st.integers(-8, 8))}
     if method == "qlora":
@@ -140,9 +146,7 @@ def finetune_jobs(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         spec["storage"]["datasets"] = {"claimName": draw(_dns), "readOnly": True, "subPath": draw(_relpath)}
     if draw(st.booleans()):
-        spec["env"] = [
-            {"name": f"USER_VAR_{i}", "value": draw(FREE_TEXT)} for i in range(draw(st.integers(1, 3)))
-        ]
+        spec["env"] = [{"name": f"USER_VAR_{i}", "value": draw(FREE_TEXT)} for i in range(draw(st.integers(1, 3)))]
     if draw(st.booleans()):
         spec["hfTokenSecretRef"] = {"name": draw(_dns)}
     if draw(st.booleans()):

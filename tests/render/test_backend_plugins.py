@@ -26,7 +26,11 @@ def test_the_api_enum_is_the_registry_plus_auto() -> None:
 def test_cli_backend_choices_are_the_registry() -> None:
     from kubetune.cli import build_parser
 
-    render = next(a for a in build_parser()._subparsers._group_actions[0].choices["render"]._actions if "--backend" in a.option_strings)  # type: ignore[union-attr]
+    render = next(
+        a
+        for a in build_parser()._subparsers._group_actions[0].choices["render"]._actions
+        if "--backend" in a.option_strings
+    )  # type: ignore[union-attr]
     assert set(render.choices) == {*BACKENDS, AUTO}
 
 
@@ -49,10 +53,22 @@ def cond(type_: str, status: str = "True", message: str = "", when: str = "2026-
 V1 = [
     # id, conditions, state, phase, reason
     ("created", [cond("Created")], "Created", "Pending", "PodsPending"),
-    ("running", [cond("Created"), cond("Running", message="PyTorchJob ft is running.")], "Running", "Running", "JobRunning"),
+    (
+        "running",
+        [cond("Created"), cond("Running", message="PyTorchJob ft is running.")],
+        "Running",
+        "Running",
+        "JobRunning",
+    ),
     ("restarting", [cond("Running", "False"), cond("Restarting")], "Restarting", "Running", "Restarting"),
     ("suspended", [cond("Running", "False"), cond("Suspended")], "Suspended", "Suspended", "JobSuspended"),
-    ("succeeded", [cond("Running", "False"), cond("Succeeded", message="done")], "Succeeded", "Succeeded", "JobSucceeded"),
+    (
+        "succeeded",
+        [cond("Running", "False"), cond("Succeeded", message="done")],
+        "Succeeded",
+        "Succeeded",
+        "JobSucceeded",
+    ),
     ("failed", [cond("Running", "False"), cond("Failed", message="boom")], "Failed", "Failed", "JobFailed"),
     ("only-false", [cond("Running", "False")], None, "Pending", "PodsPending"),
 ]
@@ -60,7 +76,9 @@ V1 = [
 
 @pytest.mark.parametrize("backend", ["pytorchjob", "mpijob"])
 @pytest.mark.parametrize(("conditions", "state", "phase", "reason"), [v[1:] for v in V1], ids=[v[0] for v in V1])
-def test_kubeflow_v1_status(backend: str, conditions: list[dict[str, Any]], state: str | None, phase: str, reason: str) -> None:
+def test_kubeflow_v1_status(
+    backend: str, conditions: list[dict[str, Any]], state: str | None, phase: str, reason: str
+) -> None:
     s = BACKENDS[backend].status({"status": {"conditions": conditions}})
     assert (s.state, s.phase, s.reason) == (state, phase, reason)
     assert s.acted
@@ -68,8 +86,19 @@ def test_kubeflow_v1_status(backend: str, conditions: list[dict[str, Any]], stat
         assert s.message in ("done", "boom") and s.since == "2026-01-01T00:00:00Z"
 
 
-def jobs(active: int = 0, ready: int = 0, succeeded: int = 0, failed: int = 0, suspended: int = 0) -> list[dict[str, Any]]:
-    return [{"name": "node", "active": active, "ready": ready, "succeeded": succeeded, "failed": failed, "suspended": suspended}]
+def jobs(
+    active: int = 0, ready: int = 0, succeeded: int = 0, failed: int = 0, suspended: int = 0
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "node",
+            "active": active,
+            "ready": ready,
+            "succeeded": succeeded,
+            "failed": failed,
+            "suspended": suspended,
+        }
+    ]
 
 
 # Trainer v2.3: conditions Suspended (reasons Suspended/Resumed, pkg/controller/trainjob_controller.go
@@ -80,12 +109,48 @@ TRAINJOB = [
     ("jobset-created", {"jobsStatus": jobs()}, "Created", "Pending", True),
     ("active-pods-pending", {"jobsStatus": jobs(active=1)}, "Created", "Pending", True),
     ("ready", {"jobsStatus": jobs(active=1, ready=1)}, "Running", "Running", True),
-    ("resumed", {"conditions": [cond("Suspended", "False")], "jobsStatus": jobs(active=1, ready=1)}, "Running", "Running", True),
-    ("suspended", {"conditions": [cond("Suspended", message="TrainJob is suspended")], "jobsStatus": jobs(suspended=1)}, "Suspended", "Suspended", True),
-    ("complete", {"conditions": [cond("Complete", message="jobset completed successfully")], "jobsStatus": jobs(succeeded=2)}, "Succeeded", "Succeeded", True),
-    ("failed", {"conditions": [cond("Failed", message="jobset failed")], "jobsStatus": jobs(failed=1)}, "Failed", "Failed", True),
-    ("deadline", {"conditions": [cond("Failed", message="TrainJob exceeded its active deadline")]}, "Failed", "Failed", True),
-    ("complete-wins", {"conditions": [cond("Suspended", "False"), cond("Complete")], "jobsStatus": jobs(active=1)}, "Succeeded", "Succeeded", True),
+    (
+        "resumed",
+        {"conditions": [cond("Suspended", "False")], "jobsStatus": jobs(active=1, ready=1)},
+        "Running",
+        "Running",
+        True,
+    ),
+    (
+        "suspended",
+        {"conditions": [cond("Suspended", message="TrainJob is suspended")], "jobsStatus": jobs(suspended=1)},
+        "Suspended",
+        "Suspended",
+        True,
+    ),
+    (
+        "complete",
+        {"conditions": [cond("Complete", message="jobset completed successfully")], "jobsStatus": jobs(succeeded=2)},
+        "Succeeded",
+        "Succeeded",
+        True,
+    ),
+    (
+        "failed",
+        {"conditions": [cond("Failed", message="jobset failed")], "jobsStatus": jobs(failed=1)},
+        "Failed",
+        "Failed",
+        True,
+    ),
+    (
+        "deadline",
+        {"conditions": [cond("Failed", message="TrainJob exceeded its active deadline")]},
+        "Failed",
+        "Failed",
+        True,
+    ),
+    (
+        "complete-wins",
+        {"conditions": [cond("Suspended", "False"), cond("Complete")], "jobsStatus": jobs(active=1)},
+        "Succeeded",
+        "Succeeded",
+        True,
+    ),
 ]
 
 

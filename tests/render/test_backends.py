@@ -31,8 +31,12 @@ TOPOLOGY = [
 ]
 
 
-@pytest.mark.parametrize(("nodes", "gpus", "replicas", "nproc", "gpu_limit"), [t[1:] for t in TOPOLOGY], ids=[t[0] for t in TOPOLOGY])
-def test_pytorchjob_topology(nodes: int, gpus: int, replicas: dict[str, int], nproc: str, gpu_limit: int | None) -> None:
+@pytest.mark.parametrize(
+    ("nodes", "gpus", "replicas", "nproc", "gpu_limit"), [t[1:] for t in TOPOLOGY], ids=[t[0] for t in TOPOLOGY]
+)
+def test_pytorchjob_topology(
+    nodes: int, gpus: int, replicas: dict[str, int], nproc: str, gpu_limit: int | None
+) -> None:
     b = JobBuilder().set("spec.resources", {"nodes": nodes, "gpusPerNode": gpus})
     if gpus == 0:
         b.set("spec.training", {"precision": "fp32"})
@@ -61,7 +65,12 @@ MPI = [
 
 @pytest.mark.parametrize(("nodes", "gpus", "np"), [m[1:] for m in MPI], ids=[m[0] for m in MPI])
 def test_mpijob_launcher_and_workers(nodes: int, gpus: int, np: str) -> None:
-    job = JobBuilder().set("spec.resources", {"nodes": nodes, "gpusPerNode": gpus}).set("spec.distributed", {"backend": "mpijob"}).build()
+    job = (
+        JobBuilder()
+        .set("spec.resources", {"nodes": nodes, "gpusPerNode": gpus})
+        .set("spec.distributed", {"backend": "mpijob"})
+        .build()
+    )
     rendered = render(job)
     w = rendered.workload
     assert (w["apiVersion"], w["kind"]) == ("kubeflow.org/v2beta1", "MPIJob")
@@ -82,7 +91,9 @@ def test_mpijob_launcher_and_workers(nodes: int, gpus: int, np: str) -> None:
     assert "nvidia.com/gpu" not in str(launcher["resources"]), "the launcher only runs mpirun: no GPU"
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == gpus
     # sshd under kubetune's PID 1, which keeps it up on SIGTERM until the ranks' stop checkpoint is saved.
-    assert worker["command"][:3] == ["python", "-m", "kubetune.trainer.mpiworker"] and worker["command"][3].endswith("sshd")
+    assert worker["command"][:3] == ["python", "-m", "kubetune.trainer.mpiworker"] and worker["command"][3].endswith(
+        "sshd"
+    )
     # DeepSpeed is implied by the MPIJob backend.
     assert rendered.train_args["deepspeed"] == f"{CONFIG_DIR}/ds_config.json"
     assert "ds_config.json" in rendered.files
@@ -92,7 +103,13 @@ def test_mpijob_forwards_user_env_without_putting_names_on_the_command_line() ->
     job = (
         JobBuilder()
         .set("spec.distributed", {"backend": "mpijob"})
-        .set("spec.env", [{"name": "WANDB_PROJECT", "value": "p"}, {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "w", "key": "k"}}}])
+        .set(
+            "spec.env",
+            [
+                {"name": "WANDB_PROJECT", "value": "p"},
+                {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "w", "key": "k"}}},
+            ],
+        )
         .build()
     )
     launcher = _main_container(render(job).workload["spec"]["mpiReplicaSpecs"]["Launcher"]["template"])
@@ -104,7 +121,12 @@ def test_mpijob_forwards_user_env_without_putting_names_on_the_command_line() ->
 def test_backend_option_overrides_spec() -> None:
     job = JobBuilder().build()
     assert render(job, RenderOptions(backend="mpijob")).workload["kind"] == "MPIJob"
-    assert render(JobBuilder().set("spec.distributed", {"backend": "mpijob"}).build(), RenderOptions(backend="pytorchjob")).workload["kind"] == "PyTorchJob"
+    assert (
+        render(
+            JobBuilder().set("spec.distributed", {"backend": "mpijob"}).build(), RenderOptions(backend="pytorchjob")
+        ).workload["kind"]
+        == "PyTorchJob"
+    )
 
 
 def test_backend_option_that_contradicts_the_launcher_is_refused() -> None:
@@ -134,8 +156,12 @@ SUSPEND = [
 
 
 @pytest.mark.parametrize("backend", ["pytorchjob", "mpijob"])
-@pytest.mark.parametrize(("suspend", "queue", "default_queue", "expected", "label"), [s[1:] for s in SUSPEND], ids=[s[0] for s in SUSPEND])
-def test_kueue_owns_suspend(backend: str, suspend: bool, queue: str | None, default_queue: str | None, expected: bool | None, label: str | None) -> None:
+@pytest.mark.parametrize(
+    ("suspend", "queue", "default_queue", "expected", "label"), [s[1:] for s in SUSPEND], ids=[s[0] for s in SUSPEND]
+)
+def test_kueue_owns_suspend(
+    backend: str, suspend: bool, queue: str | None, default_queue: str | None, expected: bool | None, label: str | None
+) -> None:
     b = JobBuilder().set("spec.suspend", suspend).set("spec.distributed", {"backend": backend})
     if queue:
         b.set("spec.scheduling", {"queueName": queue})
@@ -169,7 +195,14 @@ def test_owner_references(uid: str | None) -> None:
             assert refs is None
         else:
             assert refs == [
-                {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "name": "demo", "uid": uid, "controller": True, "blockOwnerDeletion": True}
+                {
+                    "apiVersion": "kubetune.io/v1alpha1",
+                    "kind": "FineTuneJob",
+                    "name": "demo",
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
             ]
 
 
@@ -196,13 +229,20 @@ def test_restricted_security_and_no_api_token() -> None:
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 1000
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     sc = _main_container(template)["securityContext"]
-    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]} and sc["readOnlyRootFilesystem"] is True
+    assert (
+        sc["allowPrivilegeEscalation"] is False
+        and sc["capabilities"] == {"drop": ["ALL"]}
+        and sc["readOnlyRootFilesystem"] is True
+    )
 
 
 def test_volumes_and_mounts() -> None:
     job = (
         JobBuilder()
-        .set("spec.storage", {"outputs": {"claimName": "out", "subPath": "runs"}, "datasets": {"claimName": "data", "readOnly": True}})
+        .set(
+            "spec.storage",
+            {"outputs": {"claimName": "out", "subPath": "runs"}, "datasets": {"claimName": "data", "readOnly": True}},
+        )
         .set("spec.resources", {"sharedMemorySize": "8Gi"})
         .build()
     )
@@ -248,16 +288,30 @@ def test_hub_token_only_when_referenced_and_optional_passes_through() -> None:
 
 
 def test_resources_requests_equal_limits() -> None:
-    job = JobBuilder().set("spec.resources", {"gpusPerNode": 2, "cpu": "8", "memory": "64Gi", "gpuResourceName": "amd.com/gpu"}).build()
+    job = (
+        JobBuilder()
+        .set("spec.resources", {"gpusPerNode": 2, "cpu": "8", "memory": "64Gi", "gpuResourceName": "amd.com/gpu"})
+        .build()
+    )
     res = _main_container(pod_templates(render(job).workload)["Master"])["resources"]
-    assert res == {"limits": {"cpu": "8", "memory": "64Gi", "amd.com/gpu": 2}, "requests": {"cpu": "8", "memory": "64Gi"}}
+    assert res == {
+        "limits": {"cpu": "8", "memory": "64Gi", "amd.com/gpu": 2},
+        "requests": {"cpu": "8", "memory": "64Gi"},
+    }
 
 
 def test_scheduling_fields_reach_every_pod() -> None:
     job = (
         JobBuilder()
         .set("spec.resources", {"nodes": 2})
-        .set("spec.scheduling", {"nodeSelector": {"gpu": "h100"}, "tolerations": [{"key": "gpu", "operator": "Exists"}], "priorityClassName": "p"})
+        .set(
+            "spec.scheduling",
+            {
+                "nodeSelector": {"gpu": "h100"},
+                "tolerations": [{"key": "gpu", "operator": "Exists"}],
+                "priorityClassName": "p",
+            },
+        )
         .set("spec.imagePullSecrets", [{"name": "reg"}])
         .set("spec.serviceAccountName", "trainer")
         .set("spec.image", "registry.local/trainer:1")
@@ -333,7 +387,10 @@ def test_tracking_sets_report_to_and_passes_secrets_only_by_reference() -> None:
             "spec.tracking",
             {
                 "tensorboard": {"enabled": False},
-                "mlflow": {"trackingUri": "http://mlflow.mlflow.svc:5000", "tokenSecretRef": {"name": "mlflow", "key": "token"}},
+                "mlflow": {
+                    "trackingUri": "http://mlflow.mlflow.svc:5000",
+                    "tokenSecretRef": {"name": "mlflow", "key": "token"},
+                },
                 "wandb": {"project": "llm", "entity": "team", "apiKeySecretRef": {"name": "wandb", "key": "api-key"}},
             },
         )
@@ -345,8 +402,14 @@ def test_tracking_sets_report_to_and_passes_secrets_only_by_reference() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.mlflow.svc:5000"
     assert env["MLFLOW_EXPERIMENT_NAME"]["value"] == "team-a"  # the namespace by default
-    assert env["MLFLOW_TRACKING_TOKEN"] == {"name": "MLFLOW_TRACKING_TOKEN", "valueFrom": {"secretKeyRef": {"name": "mlflow", "key": "token"}}}
-    assert env["WANDB_API_KEY"] == {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}}}
+    assert env["MLFLOW_TRACKING_TOKEN"] == {
+        "name": "MLFLOW_TRACKING_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "mlflow", "key": "token"}},
+    }
+    assert env["WANDB_API_KEY"] == {
+        "name": "WANDB_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}},
+    }
     assert env["WANDB_PROJECT"]["value"] == "llm" and env["WANDB_ENTITY"]["value"] == "team"
     assert env["WANDB_RUN_ID"]["value"] == "1234-abcd"  # a restarted pod continues the same W&B run
 
@@ -359,7 +422,9 @@ def test_tensorboard_is_on_by_default_with_event_files_on_the_outputs_volume() -
 
 @pytest.mark.parametrize("backend", ["pytorchjob", "mpijob"])
 def test_rdma_devices_and_annotations_reach_the_pods_which_stay_restricted(backend: str) -> None:
-    plain = render(JobBuilder().set("spec.resources", {"nodes": 2, "gpusPerNode": 8}).build(), RenderOptions(backend=backend))
+    plain = render(
+        JobBuilder().set("spec.resources", {"nodes": 2, "gpusPerNode": 8}).build(), RenderOptions(backend=backend)
+    )
     for role, template in pod_templates(plain.workload).items():
         c = _main_container(template)
         assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}, role
@@ -396,5 +461,7 @@ def test_liger_kernel_and_packing_map_onto_llamafactory() -> None:
 
 
 def test_optimizer_maps_onto_optim_and_unset_leaves_transformers_default() -> None:
-    assert render(JobBuilder().set("spec.training.optimizer", "adamw_torch").build()).train_args["optim"] == "adamw_torch"
+    assert (
+        render(JobBuilder().set("spec.training.optimizer", "adamw_torch").build()).train_args["optim"] == "adamw_torch"
+    )
     assert "optim" not in render(JobBuilder().build()).train_args  # defaults unchanged until a GPU run measures them

@@ -14,9 +14,24 @@ from renderlib import BASE_SPEC, JobBuilder
 
 # (id, builder, expected path, words the message must contain)
 CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [
-    ("string-learning-rate", JobBuilder().set("spec.training.learningRate", "abc"), "spec.training.learningRate", ("number",)),
-    ("unknown-method", JobBuilder().set("spec.method", "lorax"), "spec.method", ("'full'", "'freeze'", "'lora'", "'qlora'")),
-    ("quoted-integer", JobBuilder().set("spec.resources", {"gpusPerNode": "2"}), "spec.resources.gpusPerNode", ("integer",)),
+    (
+        "string-learning-rate",
+        JobBuilder().set("spec.training.learningRate", "abc"),
+        "spec.training.learningRate",
+        ("number",),
+    ),
+    (
+        "unknown-method",
+        JobBuilder().set("spec.method", "lorax"),
+        "spec.method",
+        ("'full'", "'freeze'", "'lora'", "'qlora'"),
+    ),
+    (
+        "quoted-integer",
+        JobBuilder().set("spec.resources", {"gpusPerNode": "2"}),
+        "spec.resources.gpusPerNode",
+        ("integer",),
+    ),
     ("quoted-bool", JobBuilder().set("spec.suspend", "yes"), "spec.suspend", ("true or false",)),
     ("missing-spec", JobBuilder().unset("spec"), "spec", ("required",)),
     ("misspelt-field", JobBuilder().set("spec.trainng", {}), "spec.trainng", ("did you mean training",)),
@@ -30,20 +45,68 @@ CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [
         "spec.datasets[1].revision",
         ("needs hub",),
     ),
-    ("dataset-path-escape", JobBuilder().set("spec.datasets", [{"name": "a", "path": "x/../../etc"}]), "spec.datasets[0].path", ("..",)),
-    ("dataset-path-shell", JobBuilder().set("spec.datasets", [{"name": "a", "path": "x; rm -rf /"}]), "spec.datasets[0].path", ("relative path",)),
-    ("reserved-env", JobBuilder().set("spec.env", [{"name": "HF_TOKEN", "value": "x"}]), "spec.env[0].name", ("hfTokenSecretRef",)),
-    ("template-typo", JobBuilder().set("spec.model.template", "qwn"), "spec.model.template", ("did you mean", "'qwen'")),
-    ("template-unknown", JobBuilder().set("spec.model.template", "zzzzzz"), "spec.model.template", ("LLaMA-Factory", "template")),
-    ("extra-controlled", JobBuilder().set("spec.extraArgs", {"learning_rate": 0.1}), "spec.extraArgs.learning_rate", ("spec.training.learningRate",)),
-    ("extra-controlled-deepspeed", JobBuilder().set("spec.extraArgs", {"deepspeed": "x.json"}), "spec.extraArgs.deepspeed", ("spec.distributed.zeroStage",)),
-    ("extra-token", JobBuilder().set("spec.extraArgs", {"hub_token": "hf_x"}), "spec.extraArgs.hub_token", ("hfTokenSecretRef",)),
-    ("extra-unknown", JobBuilder().set("spec.extraArgs", {"lora_rankk": 4}), "spec.extraArgs.lora_rankk", ("not an argument", "lora_rank")),
+    (
+        "dataset-path-escape",
+        JobBuilder().set("spec.datasets", [{"name": "a", "path": "x/../../etc"}]),
+        "spec.datasets[0].path",
+        ("..",),
+    ),
+    (
+        "dataset-path-shell",
+        JobBuilder().set("spec.datasets", [{"name": "a", "path": "x; rm -rf /"}]),
+        "spec.datasets[0].path",
+        ("relative path",),
+    ),
+    (
+        "reserved-env",
+        JobBuilder().set("spec.env", [{"name": "HF_TOKEN", "value": "x"}]),
+        "spec.env[0].name",
+        ("hfTokenSecretRef",),
+    ),
+    (
+        "template-typo",
+        JobBuilder().set("spec.model.template", "qwn"),
+        "spec.model.template",
+        ("did you mean", "'qwen'"),
+    ),
+    (
+        "template-unknown",
+        JobBuilder().set("spec.model.template", "zzzzzz"),
+        "spec.model.template",
+        ("LLaMA-Factory", "template"),
+    ),
+    (
+        "extra-controlled",
+        JobBuilder().set("spec.extraArgs", {"learning_rate": 0.1}),
+        "spec.extraArgs.learning_rate",
+        ("spec.training.learningRate",),
+    ),
+    (
+        "extra-controlled-deepspeed",
+        JobBuilder().set("spec.extraArgs", {"deepspeed": "x.json"}),
+        "spec.extraArgs.deepspeed",
+        ("spec.distributed.zeroStage",),
+    ),
+    (
+        "extra-token",
+        JobBuilder().set("spec.extraArgs", {"hub_token": "hf_x"}),
+        "spec.extraArgs.hub_token",
+        ("hfTokenSecretRef",),
+    ),
+    (
+        "extra-unknown",
+        JobBuilder().set("spec.extraArgs", {"lora_rankk": 4}),
+        "spec.extraArgs.lora_rankk",
+        ("not an argument", "lora_rank"),
+    ),
     (
         "lora-target-the-model-lacks",  # issue 22: validate crashed in the memory planner, render accepted it
         JobBuilder().set("spec.method", "lora").set("spec.lora", {"targetModules": ["q_proj", "wq"]}),
         "spec.lora.targetModules",
-        ("wq is not a linear layer of Qwen/Qwen1.5-1.8B", "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"),
+        (
+            "wq is not a linear layer of Qwen/Qwen1.5-1.8B",
+            "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
+        ),
     ),
     (
         # LLaMA-Factory expands `all` only when it is the only name (llamafactory/model/adapter.py:205 @0.9.5);
@@ -54,30 +117,88 @@ CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [
         ("all", "alone"),
     ),
     ("unknown-field-null", JobBuilder().set("spec.model.bogus", None), "spec.model.bogus", ("not a field",)),
-    ("extra-wrong-type", JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": "loud"}), "spec.extraArgs.neftune_noise_alpha", ("number",)),
-    ("extra-int-for-bool", JobBuilder().set("spec.extraArgs", {"train_on_prompt": 1}), "spec.extraArgs.train_on_prompt", ("true or false",)),
+    (
+        "extra-wrong-type",
+        JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": "loud"}),
+        "spec.extraArgs.neftune_noise_alpha",
+        ("number",),
+    ),
+    (
+        "extra-int-for-bool",
+        JobBuilder().set("spec.extraArgs", {"train_on_prompt": 1}),
+        "spec.extraArgs.train_on_prompt",
+        ("true or false",),
+    ),
     ("extra-bad-type", JobBuilder().set("spec.extraArgs", {"run_name": 7}), "spec.extraArgs.run_name", ("string",)),
-    ("extra-report-to-is-tracking", JobBuilder().set("spec.extraArgs", {"report_to": "wandb"}), "spec.extraArgs.report_to", ("spec.tracking",)),
+    (
+        "extra-report-to-is-tracking",
+        JobBuilder().set("spec.extraArgs", {"report_to": "wandb"}),
+        "spec.extraArgs.report_to",
+        ("spec.tracking",),
+    ),
     (
         "fsdp-on-cpu",
-        JobBuilder().set("spec.distributed", {"launcher": "accelerate", "fsdp": True}).set("spec.resources", {"gpusPerNode": 0}).set("spec.training", {"precision": "fp32"}),
+        JobBuilder()
+        .set("spec.distributed", {"launcher": "accelerate", "fsdp": True})
+        .set("spec.resources", {"gpusPerNode": 0})
+        .set("spec.training", {"precision": "fp32"}),
         "spec.distributed.fsdp",
         ("gpusPerNode",),
     ),
-    ("extra-not-scalar", JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": [1]}), "spec.extraArgs.neftune_noise_alpha", ("single value",)),
+    (
+        "extra-not-scalar",
+        JobBuilder().set("spec.extraArgs", {"neftune_noise_alpha": [1]}),
+        "spec.extraArgs.neftune_noise_alpha",
+        ("single value",),
+    ),
     # Settings whose package the default trainer image lacks: refused before any GPU time is spent.
-    ("fa2-not-in-image", JobBuilder().set("spec.training.attention", "fa2"), "spec.training.attention", ("flash-attn", "spec.image")),
-    ("fa3-not-in-image", JobBuilder().set("spec.training.attention", "fa3"), "spec.training.attention", ("flash-attn-3", "spec.image")),
-    ("unsloth-not-in-image", JobBuilder().set("spec.extraArgs", {"use_unsloth": True}), "spec.extraArgs.use_unsloth", ("unsloth", "spec.image")),
+    (
+        "fa2-not-in-image",
+        JobBuilder().set("spec.training.attention", "fa2"),
+        "spec.training.attention",
+        ("flash-attn", "spec.image"),
+    ),
+    (
+        "fa3-not-in-image",
+        JobBuilder().set("spec.training.attention", "fa3"),
+        "spec.training.attention",
+        ("flash-attn-3", "spec.image"),
+    ),
+    (
+        "unsloth-not-in-image",
+        JobBuilder().set("spec.extraArgs", {"use_unsloth": True}),
+        "spec.extraArgs.use_unsloth",
+        ("unsloth", "spec.image"),
+    ),
     ("fp8-not-in-image", JobBuilder().set("spec.extraArgs", {"fp8": True}), "spec.extraArgs.fp8", ("torchao",)),
-    ("optimizer-twice", JobBuilder().set("spec.training.optimizer", "adamw_torch").set("spec.extraArgs", {"optim": "adamw_8bit"}), "spec.extraArgs.optim", ("spec.training.optimizer",)),
-    ("liger-is-a-field", JobBuilder().set("spec.extraArgs", {"enable_liger_kernel": True}), "spec.extraArgs.enable_liger_kernel", ("spec.training.ligerKernel",)),
-    ("extra-resource-is-the-gpu", JobBuilder().set("spec.resources", {"gpusPerNode": 8, "extra": {"nvidia.com/gpu": 8}}), "spec.resources.extra", ("gpusPerNode",)),
+    (
+        "optimizer-twice",
+        JobBuilder().set("spec.training.optimizer", "adamw_torch").set("spec.extraArgs", {"optim": "adamw_8bit"}),
+        "spec.extraArgs.optim",
+        ("spec.training.optimizer",),
+    ),
+    (
+        "liger-is-a-field",
+        JobBuilder().set("spec.extraArgs", {"enable_liger_kernel": True}),
+        "spec.extraArgs.enable_liger_kernel",
+        ("spec.training.ligerKernel",),
+    ),
+    (
+        "extra-resource-is-the-gpu",
+        JobBuilder().set("spec.resources", {"gpusPerNode": 8, "extra": {"nvidia.com/gpu": 8}}),
+        "spec.resources.extra",
+        ("gpusPerNode",),
+    ),
 ]
 
 
 def test_a_custom_image_may_bring_flash_attention_and_the_default_image_has_liger() -> None:
-    custom = JobBuilder().set("spec.training.attention", "fa2").set("spec.image", "registry.example/trainer-fa2:1").doc_copy()
+    custom = (
+        JobBuilder()
+        .set("spec.training.attention", "fa2")
+        .set("spec.image", "registry.example/trainer-fa2:1")
+        .doc_copy()
+    )
     assert validate_object(custom)[1] == []
     assert validate_object(JobBuilder().set("spec.training.ligerKernel", True).doc_copy())[1] == []
     assert validate_object(JobBuilder().set("spec.extraArgs", {"use_unsloth": False}).doc_copy())[1] == []
@@ -115,14 +236,26 @@ def test_every_problem_is_reported_in_one_run() -> None:
 
 
 def test_two_broken_rules_are_two_problems() -> None:
-    doc = JobBuilder().set("spec.method", "full").set("spec.lora", {"rank": 4}).set("spec.quantization", {"bits": 4}).doc_copy()
+    doc = (
+        JobBuilder()
+        .set("spec.method", "full")
+        .set("spec.lora", {"rank": 4})
+        .set("spec.quantization", {"bits": 4})
+        .doc_copy()
+    )
     _, problems = validate_object(doc)
     assert {"spec.lora", "spec.quantization"} <= {p.path for p in problems}
 
 
 @pytest.mark.parametrize(
     "extra",
-    [{"run_name": "exp-1"}, {"neftune_noise_alpha": 5}, {"neftune_noise_alpha": 5.0}, {"plot_loss": False}, {"use_fast_tokenizer": True}],
+    [
+        {"run_name": "exp-1"},
+        {"neftune_noise_alpha": 5},
+        {"neftune_noise_alpha": 5.0},
+        {"plot_loss": False},
+        {"use_fast_tokenizer": True},
+    ],
     ids=lambda e: next(iter(e)),
 )
 def test_valid_extra_args_pass(extra: dict[str, Any]) -> None:
@@ -130,7 +263,20 @@ def test_valid_extra_args_pass(extra: dict[str, Any]) -> None:
     assert problems == [] and job is not None
 
 
-@pytest.mark.parametrize("value", [None, [], "FineTuneJob", 5, 1.5, True, {"kind": "FineTuneJob"}, {"spec": []}, {"metadata": "x", "spec": {"model": 3}}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        [],
+        "FineTuneJob",
+        5,
+        1.5,
+        True,
+        {"kind": "FineTuneJob"},
+        {"spec": []},
+        {"metadata": "x", "spec": {"model": 3}},
+    ],
+)
 def test_malformed_documents_give_problems_not_exceptions(value: Any) -> None:
     job, problems = validate_object(value)
     assert job is None and problems
@@ -149,8 +295,23 @@ _json = st.recursive(
     max_leaves=20,
 )
 _paths = st.sampled_from(
-    ["spec", "spec.model", "spec.model.template", "spec.datasets", "spec.method", "spec.training", "spec.training.epochs",
-     "spec.resources", "spec.distributed", "spec.extraArgs", "spec.env", "spec.scheduling", "spec.storage", "metadata", "metadata.name"]
+    [
+        "spec",
+        "spec.model",
+        "spec.model.template",
+        "spec.datasets",
+        "spec.method",
+        "spec.training",
+        "spec.training.epochs",
+        "spec.resources",
+        "spec.distributed",
+        "spec.extraArgs",
+        "spec.env",
+        "spec.scheduling",
+        "spec.storage",
+        "metadata",
+        "metadata.name",
+    ]
 )
 
 
@@ -192,7 +353,9 @@ def test_lora_targets_peft_finds_are_accepted_and_planned(targets: list[str]) ->
     from kubetune.plan.feasibility import setup_from_job
     from kubetune.plan.memory import estimate
 
-    job, problems = validate_object(JobBuilder().set("spec.method", "lora").set("spec.lora", {"targetModules": targets}).doc_copy())
+    job, problems = validate_object(
+        JobBuilder().set("spec.method", "lora").set("spec.lora", {"targetModules": targets}).doc_copy()
+    )
     assert problems == [] and job is not None
     assert estimate(resolve(job.spec.model.name), setup_from_job(job)).total > 0
 
@@ -204,13 +367,21 @@ def test_the_api_servers_managed_fields_are_not_held_against_the_job() -> None:
     record: dict[str, Any] = {}
     for _ in range(70):  # deeper than safeyaml.MAX_DEPTH (64)
         record = {"f:nodeAffinity": record}
-    doc["metadata"]["managedFields"] = [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": record}}]
+    doc["metadata"]["managedFields"] = [
+        {"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": record}}
+    ]
     job, problems = validate_object(doc)
     assert problems == [] and job is not None
 
 
 def _lora_doc(model: str, targets: list[str]) -> dict[str, Any]:
-    return JobBuilder().set("spec.model.name", model).set("spec.method", "lora").set("spec.lora", {"targetModules": targets}).doc_copy()
+    return (
+        JobBuilder()
+        .set("spec.model.name", model)
+        .set("spec.method", "lora")
+        .set("spec.lora", {"targetModules": targets})
+        .doc_copy()
+    )
 
 
 @pytest.mark.parametrize(
@@ -218,13 +389,21 @@ def _lora_doc(model: str, targets: list[str]) -> dict[str, Any]:
     [
         # Phi-3/4 fuse the projections (transformers/models/phi3/modeling_phi3.py:54-55,223-224 @5.6.0):
         # PEFT finds no q_proj there and stops the job at model load.
-        ("microsoft/Phi-3-mini-4k-instruct", ["q_proj", "v_proj"], "q_proj, v_proj are not linear layers of microsoft/Phi-3-mini-4k-instruct"),
+        (
+            "microsoft/Phi-3-mini-4k-instruct",
+            ["q_proj", "v_proj"],
+            "q_proj, v_proj are not linear layers of microsoft/Phi-3-mini-4k-instruct",
+        ),
         ("microsoft/Phi-3-mini-4k-instruct", ["qkv_proj", "gate_up_proj"], None),
         ("Qwen/Qwen2.5-1.5B-Instruct", ["qkv_proj"], "qkv_proj is not a linear layer of Qwen/Qwen2.5-1.5B-Instruct"),
         # PEFT puts LoRA on the embedding and the output layer too (peft/tuners/lora/layer.py:2241-2274 @0.18.1).
         ("Qwen/Qwen2.5-7B-Instruct", ["q_proj", "lm_head", "embed_tokens"], None),
         # ...but not where one matrix is both (tie_word_embeddings): merging the adapter changes both layers.
-        ("Qwen/Qwen2.5-1.5B-Instruct", ["q_proj", "lm_head", "embed_tokens"], "lm_head, embed_tokens: Qwen/Qwen2.5-1.5B-Instruct ties embed_tokens and lm_head"),
+        (
+            "Qwen/Qwen2.5-1.5B-Instruct",
+            ["q_proj", "lm_head", "embed_tokens"],
+            "lm_head, embed_tokens: Qwen/Qwen2.5-1.5B-Instruct ties embed_tokens and lm_head",
+        ),
         ("meta-llama/Llama-3.2-1B", ["embed_tokens"], "ties embed_tokens and lm_head"),
     ],
 )
@@ -242,7 +421,9 @@ def test_lora_on_lm_head_and_embeddings_counts_their_adapter_parameters() -> Non
     from kubetune.plan.memory import trainable_params  # noqa: PLC0415
 
     arch = resolve("Qwen/Qwen2.5-7B-Instruct")
-    plain, with_outer = (validate_object(_lora_doc(arch.name, t))[0] for t in (["q_proj"], ["q_proj", "lm_head", "embed_tokens"]))
+    plain, with_outer = (
+        validate_object(_lora_doc(arch.name, t))[0] for t in (["q_proj"], ["q_proj", "lm_head", "embed_tokens"])
+    )
     assert plain is not None and with_outer is not None and plain.spec.lora is not None
     grown = trainable_params(arch, setup_from_job(with_outer)) - trainable_params(arch, setup_from_job(plain))
     assert grown == 2 * plain.spec.lora.rank * (arch.vocab + arch.hidden)
@@ -256,9 +437,18 @@ def _merged_logits_gap(target: str) -> float:
     from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: PLC0415
 
     torch.manual_seed(0)
-    config = Qwen2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
-                         intermediate_size=64, vocab_size=64, tie_word_embeddings=True)
-    model = get_peft_model(Qwen2ForCausalLM(config).eval(), LoraConfig(target_modules=[target], r=4, init_lora_weights=False))
+    config = Qwen2Config(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        vocab_size=64,
+        tie_word_embeddings=True,
+    )
+    model = get_peft_model(
+        Qwen2ForCausalLM(config).eval(), LoraConfig(target_modules=[target], r=4, init_lora_weights=False)
+    )
     tokens = torch.randint(0, 64, (1, 8))
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PEFT's own warning about tied modules: a warning only
@@ -273,7 +463,9 @@ def test_lora_on_a_tied_embedding_is_refused_because_the_merged_model_differs(ta
     """The reason for the refusal, measured with PEFT itself: merging LoRA on embed_tokens or lm_head
     of a tied model is not the trained model (and the catalogue's tied models are refused for it)."""
     assert _merged_logits_gap(target) > 1.0
-    problems = [p for p in validate_object(_lora_doc("Qwen/Qwen2.5-0.5B", [target]))[1] if p.path == "spec.lora.targetModules"]
+    problems = [
+        p for p in validate_object(_lora_doc("Qwen/Qwen2.5-0.5B", [target]))[1] if p.path == "spec.lora.targetModules"
+    ]
     assert len(problems) == 1 and "tie_word_embeddings" in problems[0].message
 
 
@@ -291,11 +483,18 @@ def test_lora_on_a_tied_embedding_is_refused_because_the_merged_model_differs(ta
     ],
 )
 def test_an_adapter_vllm_cannot_load_is_not_served(model: str, export: bool, refused: bool) -> None:
-    doc = JobBuilder().set("spec.model.name", model).set("spec.method", "lora").set("spec.lora", {"targetModules": ["q_proj", "lm_head"]})
+    doc = (
+        JobBuilder()
+        .set("spec.model.name", model)
+        .set("spec.method", "lora")
+        .set("spec.lora", {"targetModules": ["q_proj", "lm_head"]})
+    )
     doc = doc.set("spec.serve", {"engine": "vllm"}).set("spec.export", {"enabled": export}).doc_copy()
     problems = [p for p in validate_object(doc)[1] if p.path == "spec.lora.targetModules"]
     if refused:
-        assert len(problems) == 1 and "vLLM" in problems[0].message and "spec.export.enabled" in problems[0].message, problems
+        assert len(problems) == 1 and "vLLM" in problems[0].message and "spec.export.enabled" in problems[0].message, (
+            problems
+        )
     else:
         assert problems == [], problems
 
@@ -303,6 +502,7 @@ def test_an_adapter_vllm_cannot_load_is_not_served(model: str, export: bool, ref
 def test_lm_head_lora_with_liger_fused_loss_is_refused() -> None:
     """Liger's fused cross-entropy reads lm_head.weight, the base weight under PEFT: the adapter there
     would never be trained (pt/sft; other stages keep the logits and the LoRA)."""
+
     def problems(stage: str, liger: bool, targets: list[str]) -> list[Any]:
         doc = _lora_doc("Qwen/Qwen2.5-7B-Instruct", targets)
         doc["spec"].setdefault("training", {}).update(stage=stage, ligerKernel=liger)

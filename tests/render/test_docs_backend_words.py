@@ -17,8 +17,13 @@ from kubetune.api.hardware import DistributedSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTO_EXAMPLES = [
-    p for p in sorted((ROOT / "examples").glob("*.yaml"))
-    if all(((d.get("spec") or {}).get("distributed") or {}).get("backend", "auto") == "auto" for d in load_documents(p.read_text(encoding="utf-8")) if d)
+    p
+    for p in sorted((ROOT / "examples").glob("*.yaml"))
+    if all(
+        ((d.get("spec") or {}).get("distributed") or {}).get("backend", "auto") == "auto"
+        for d in load_documents(p.read_text(encoding="utf-8"))
+        if d
+    )
 ]
 
 
@@ -35,7 +40,9 @@ def test_auto_examples_do_not_promise_a_pytorchjob(example: Path) -> None:
     for number, line in enumerate(example.read_text(encoding="utf-8").splitlines(), 1):
         comment = line.partition("#")[2]
         if "PyTorchJob" in comment:
-            assert "TrainJob" in comment, f"{example.name}:{number}: says PyTorchJob where backend auto may create a TrainJob: {line.strip()}"
+            assert "TrainJob" in comment, (
+                f"{example.name}:{number}: says PyTorchJob where backend auto may create a TrainJob: {line.strip()}"
+            )
 
 
 def test_kueue_advice_names_the_trainjob_integration() -> None:

@@ -41,7 +41,9 @@ def docs(path: Path) -> list[dict[str, Any]]:
 def needs(job: dict[str, Any]) -> set[tuple[str, str]]:
     """(kind, name) of every object the job references by name."""
     spec = job["spec"]
-    out = {("PersistentVolumeClaim", v["claimName"]) for v in spec.get("storage", {}).values() if v and v.get("claimName")}
+    out = {
+        ("PersistentVolumeClaim", v["claimName"]) for v in spec.get("storage", {}).values() if v and v.get("claimName")
+    }
     out |= {("Secret", name) for name in required_secrets(job)}
     scheduling = spec.get("scheduling", {})
     if scheduling.get("queueName"):
@@ -109,12 +111,17 @@ def test_prerequisites_are_valid_and_namespace_free(path: Path) -> None:
         # `kubectl apply -f` of a placeholder Secret makes it a credential: the Hub answers an
         # invalid token with 401 even for public models, W&B's login fails. Secrets are created by
         # the user (the file's comments give the command), never applied from here.
-        assert d["kind"] != "Secret", f"{path.name}: Secret {d['metadata']['name']}: no placeholder Secrets in files kubectl applies"
+        assert d["kind"] != "Secret", (
+            f"{path.name}: Secret {d['metadata']['name']}: no placeholder Secrets in files kubectl applies"
+        )
         if d["kind"] in KUEUE_CRDS:
             require_upstream_crds()
             group_version = d["apiVersion"].split("/")[1]
             schema = _strict(crd_schema(KUEUE_CRDS[d["kind"]], group_version))
-            errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(d)]
+            errors = [
+                f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+                for e in jsonschema.Draft7Validator(schema).iter_errors(d)
+            ]
             assert errors == [], f"{path.name}: {d['kind']}: {errors}"
         else:
             kubernetes_validate.validate(d, version, strict=True)
@@ -138,7 +145,9 @@ def test_docs_secret_notes_match_the_examples() -> None:
             refs = [r for r in secret_refs(job) if r["name"] == name]
             assert refs, f"docs/examples.md names Secret {name} for {rel}, which does not reference it"
             if note:
-                assert all(r.get("optional") is True for r in refs), f"{rel}: Secret {name} is 'gated models only' but the pods wait for it"
+                assert all(r.get("optional") is True for r in refs), (
+                    f"{rel}: Secret {name} is 'gated models only' but the pods wait for it"
+                )
             else:
                 assert name in required_secrets(job)
                 assert f"kubectl create secret generic {name} " in prerequisites_of(example).read_text(encoding="utf-8")
@@ -161,7 +170,9 @@ def pvc_update_errors(old: dict[str, Any], new: dict[str, Any], *, bound: bool =
         if new_size < old_size:
             errors.append("spec.resources.requests.storage: Forbidden: field can not be less than previous value")
     if old_spec != new_spec:
-        errors.append("spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims")
+        errors.append(
+            "spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"
+        )
     return errors
 
 
@@ -216,10 +227,17 @@ def test_docs_say_that_examples_sharing_a_readwriteonce_claim_run_one_node_at_a_
             for kind, name in needs(job):
                 if kind == "PersistentVolumeClaim":
                     users.setdefault(name, set()).add(example.name)
-    modes = {d["metadata"]["name"]: d["spec"]["accessModes"] for p in PREREQS.glob("*.yaml") for d in docs(p) if d["kind"] == "PersistentVolumeClaim"}
+    modes = {
+        d["metadata"]["name"]: d["spec"]["accessModes"]
+        for p in PREREQS.glob("*.yaml")
+        for d in docs(p)
+        if d["kind"] == "PersistentVolumeClaim"
+    }
     shared_rwo = sorted(n for n, who in users.items() if len(who) > 1 and modes.get(n) == ["ReadWriteOnce"])
     assert shared_rwo, "no ReadWriteOnce claim is shared any more: drop this test"
     text = " ".join((EXAMPLES.parent / "docs" / "examples.md").read_text(encoding="utf-8").split())
-    assert "Multi-Attach" in text and "one node at a time" in text, "docs/examples.md does not say what sharing a ReadWriteOnce claim means"
+    assert "Multi-Attach" in text and "one node at a time" in text, (
+        "docs/examples.md does not say what sharing a ReadWriteOnce claim means"
+    )
     for name in shared_rwo:
         assert f"`{name}`" in text, f"docs/examples.md does not name the shared ReadWriteOnce claim {name}"

@@ -49,7 +49,9 @@ def test_examples_exist() -> None:
 @pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
 def test_golden(example: Path) -> None:
     golden = golden_path(example)
-    assert golden.exists(), f"no golden file for {example_id(example)}: run .venv/bin/python tests/render/update_golden.py"
+    assert golden.exists(), (
+        f"no golden file for {example_id(example)}: run .venv/bin/python tests/render/update_golden.py"
+    )
     assert golden_text(example) == golden.read_text(encoding="utf-8"), (
         f"{example_id(example)} renders differently from {golden.name}; if intended, "
         "run .venv/bin/python tests/render/update_golden.py and review the diff"
@@ -87,7 +89,9 @@ def test_render_is_the_same_bytes_in_processes_with_other_hash_seeds() -> None:
     outputs = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": path}
-        done = subprocess.run([sys.executable, "-c", RENDER_ALL], env=env, capture_output=True, timeout=scaled(60), check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", RENDER_ALL], env=env, capture_output=True, timeout=scaled(60), check=False
+        )
         assert done.returncode == 0, done.stderr.decode()[-2000:]
         outputs.append(done.stdout)
     assert outputs[0].count(b"\nkind: ") > 3 * len(EXAMPLES), "every example rendered"
@@ -112,7 +116,12 @@ def check_core_objects(kubernetes_validate: Any, rendered: Any) -> None:
     kubernetes_validate.validate(rendered.config_map, version, strict=True)
     # Each replica's pod template, checked as a core Pod with the strict (no unknown fields) schema.
     for role, template in pod_templates(rendered.workload).items():
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"x-{role.lower()}", **template["metadata"]}, "spec": template["spec"]}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"x-{role.lower()}", **template["metadata"]},
+            "spec": template["spec"],
+        }
         kubernetes_validate.validate(pod, version, strict=True)
 
 

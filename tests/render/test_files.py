@@ -31,16 +31,33 @@ METHODS: list[tuple[str, dict[str, Any], dict[str, Any], tuple[str, ...]]] = [
     (
         "lora",
         {"method": "lora", "lora": {"rank": 16, "alpha": 32, "dropout": 0.1, "targetModules": ["q_proj", "v_proj"]}},
-        {"finetuning_type": "lora", "lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.1, "lora_target": "q_proj,v_proj"},
+        {
+            "finetuning_type": "lora",
+            "lora_rank": 16,
+            "lora_alpha": 32,
+            "lora_dropout": 0.1,
+            "lora_target": "q_proj,v_proj",
+        },
         ("quantization_bit",),
     ),
     (
         "qlora-4",
         {"method": "qlora", "quantization": {"bits": 4, "type": "fp4", "doubleQuant": False}},
-        {"finetuning_type": "lora", "quantization_bit": 4, "quantization_type": "fp4", "double_quantization": False, "lora_target": "all"},
+        {
+            "finetuning_type": "lora",
+            "quantization_bit": 4,
+            "quantization_type": "fp4",
+            "double_quantization": False,
+            "lora_target": "all",
+        },
         (),
     ),
-    ("qlora-8", {"method": "qlora", "quantization": {"bits": 8}}, {"finetuning_type": "lora", "quantization_bit": 8}, ("quantization_type",)),
+    (
+        "qlora-8",
+        {"method": "qlora", "quantization": {"bits": 8}},
+        {"finetuning_type": "lora", "quantization_bit": 8},
+        ("quantization_type",),
+    ),
 ]
 
 
@@ -55,7 +72,19 @@ def test_method_arguments(spec: dict[str, Any], expected: dict[str, Any], absent
 
 
 TRAINING: list[tuple[str, dict[str, Any], dict[str, Any], tuple[str, ...]]] = [
-    ("defaults", {}, {"stage": "sft", "do_train": True, "bf16": True, "num_train_epochs": 3.0, "plot_loss": True, "report_to": ["tensorboard"]}, ("fp16", "max_steps", "warmup_ratio")),
+    (
+        "defaults",
+        {},
+        {
+            "stage": "sft",
+            "do_train": True,
+            "bf16": True,
+            "num_train_epochs": 3.0,
+            "plot_loss": True,
+            "report_to": ["tensorboard"],
+        },
+        ("fp16", "max_steps", "warmup_ratio"),
+    ),
     ("fp16", {"precision": "fp16"}, {"fp16": True}, ("bf16",)),
     ("fp32-cpu", {"precision": "fp32"}, {}, ("bf16", "fp16")),
     ("max-steps", {"maxSteps": 100}, {"max_steps": 100}, ("num_train_epochs",)),
@@ -66,12 +95,38 @@ TRAINING: list[tuple[str, dict[str, Any], dict[str, Any], tuple[str, ...]]] = [
     ("pt", {"stage": "pt"}, {"stage": "pt"}, ()),
     (
         "hyper",
-        {"learningRate": 2.0e-4, "perDeviceBatchSize": 4, "gradientAccumulationSteps": 3, "scheduler": "linear", "cutoffLength": 512,
-         "loggingSteps": 5, "saveSteps": 50, "saveTotalLimit": 2, "seed": 7, "weightDecay": 0.01, "maxGradNorm": 0.5, "maxSamples": 99,
-         "attention": "sdpa", "preprocessingWorkers": 4},
-        {"learning_rate": 2.0e-4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 3, "lr_scheduler_type": "linear",
-         "cutoff_len": 512, "logging_steps": 5, "save_steps": 50, "save_total_limit": 2, "seed": 7, "weight_decay": 0.01, "max_grad_norm": 0.5,
-         "max_samples": 99, "flash_attn": "sdpa", "preprocessing_num_workers": 4},
+        {
+            "learningRate": 2.0e-4,
+            "perDeviceBatchSize": 4,
+            "gradientAccumulationSteps": 3,
+            "scheduler": "linear",
+            "cutoffLength": 512,
+            "loggingSteps": 5,
+            "saveSteps": 50,
+            "saveTotalLimit": 2,
+            "seed": 7,
+            "weightDecay": 0.01,
+            "maxGradNorm": 0.5,
+            "maxSamples": 99,
+            "attention": "sdpa",
+            "preprocessingWorkers": 4,
+        },
+        {
+            "learning_rate": 2.0e-4,
+            "per_device_train_batch_size": 4,
+            "gradient_accumulation_steps": 3,
+            "lr_scheduler_type": "linear",
+            "cutoff_len": 512,
+            "logging_steps": 5,
+            "save_steps": 50,
+            "save_total_limit": 2,
+            "seed": 7,
+            "weight_decay": 0.01,
+            "max_grad_norm": 0.5,
+            "max_samples": 99,
+            "flash_attn": "sdpa",
+            "preprocessing_num_workers": 4,
+        },
         (),
     ),
 ]
@@ -92,12 +147,16 @@ def test_training_arguments(training: dict[str, Any], expected: dict[str, Any], 
 
 
 def test_model_and_paths() -> None:
-    args = render(JobBuilder().set("spec.model", {"path": "org/llama", "template": "llama3", "trustRemoteCode": True}).build()).train_args
+    args = render(
+        JobBuilder().set("spec.model", {"path": "org/llama", "template": "llama3", "trustRemoteCode": True}).build()
+    ).train_args
     assert args["model_name_or_path"] == "/data/models/org/llama"
     assert args["trust_remote_code"] is True and args["template"] == "llama3"
     assert args["output_dir"] == "/data/outputs/team-a/demo"
     assert args["dataset_dir"] == "/data/outputs/team-a/demo/data"
-    hub = render(JobBuilder().set("spec.model", {"name": "Qwen/Qwen2-7B", "revision": "v1.0", "template": "qwen"}).build()).train_args
+    hub = render(
+        JobBuilder().set("spec.model", {"name": "Qwen/Qwen2-7B", "revision": "v1.0", "template": "qwen"}).build()
+    ).train_args
     assert hub["model_name_or_path"] == "Qwen/Qwen2-7B" and hub["model_revision"] == "v1.0"
     assert "trust_remote_code" not in hub
 
@@ -108,7 +167,9 @@ def test_datasets_are_comma_joined_in_order() -> None:
 
 
 def test_extra_args_merge_last_and_may_override_kubetune_choices() -> None:
-    args = render(JobBuilder().set("spec.extraArgs", {"run_name": "exp-1", "neftune_noise_alpha": 5, "plot_loss": False}).build()).train_args
+    args = render(
+        JobBuilder().set("spec.extraArgs", {"run_name": "exp-1", "neftune_noise_alpha": 5, "plot_loss": False}).build()
+    ).train_args
     assert args["run_name"] == "exp-1" and args["neftune_noise_alpha"] == 5 and args["plot_loss"] is False
 
 
@@ -116,10 +177,32 @@ def test_extra_args_merge_last_and_may_override_kubetune_choices() -> None:
 
 ZERO = [
     ("zero1", 1, "none", {"stage": 1}, ()),
-    ("zero2", 2, "none", {"stage": 2, "overlap_comm": False, "reduce_bucket_size": 500_000_000}, ("offload_optimizer",)),
-    ("zero2-offload", 2, "optimizer", {"stage": 2, "offload_optimizer": {"device": "cpu", "pin_memory": True}}, ("offload_param",)),
+    (
+        "zero2",
+        2,
+        "none",
+        {"stage": 2, "overlap_comm": False, "reduce_bucket_size": 500_000_000},
+        ("offload_optimizer",),
+    ),
+    (
+        "zero2-offload",
+        2,
+        "optimizer",
+        {"stage": 2, "offload_optimizer": {"device": "cpu", "pin_memory": True}},
+        ("offload_param",),
+    ),
     ("zero3", 3, "none", {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}, ("offload_param",)),
-    ("zero3-offload-all", 3, "all", {"stage": 3, "offload_optimizer": {"device": "cpu", "pin_memory": True}, "offload_param": {"device": "cpu", "pin_memory": True}}, ()),
+    (
+        "zero3-offload-all",
+        3,
+        "all",
+        {
+            "stage": 3,
+            "offload_optimizer": {"device": "cpu", "pin_memory": True},
+            "offload_param": {"device": "cpu", "pin_memory": True},
+        },
+        (),
+    ),
 ]
 
 
@@ -129,13 +212,21 @@ def test_deepspeed_config(stage: int, offload: str, expected: dict[str, Any], ab
     ds = json.loads(rendered.files["ds_config.json"])
     assert {k: ds["zero_optimization"].get(k) for k in expected} == expected
     assert not set(absent) & set(ds["zero_optimization"])
-    assert ds["train_micro_batch_size_per_gpu"] == "auto" and ds["fp16"]["enabled"] == "auto" and ds["bf16"]["enabled"] == "auto"
+    assert (
+        ds["train_micro_batch_size_per_gpu"] == "auto"
+        and ds["fp16"]["enabled"] == "auto"
+        and ds["bf16"]["enabled"] == "auto"
+    )
     assert rendered.train_args["deepspeed"] == "/etc/kubetune/ds_config.json"
 
 
 def test_plain_ddp_has_no_deepspeed() -> None:
     rendered = render(JobBuilder().build())
-    assert "deepspeed" not in rendered.train_args and "ds_config.json" not in rendered.files and "accelerate.yaml" not in rendered.files
+    assert (
+        "deepspeed" not in rendered.train_args
+        and "ds_config.json" not in rendered.files
+        and "accelerate.yaml" not in rendered.files
+    )
 
 
 ACCELERATE = [
@@ -145,9 +236,13 @@ ACCELERATE = [
 ]
 
 
-@pytest.mark.parametrize(("distributed", "expected", "uses_ds"), [a[1:] for a in ACCELERATE], ids=[a[0] for a in ACCELERATE])
+@pytest.mark.parametrize(
+    ("distributed", "expected", "uses_ds"), [a[1:] for a in ACCELERATE], ids=[a[0] for a in ACCELERATE]
+)
 def test_accelerate_config(distributed: dict[str, Any], expected: dict[str, Any], uses_ds: bool) -> None:
-    rendered = render(JobBuilder().set("spec.distributed", distributed).set("spec.resources", {"nodes": 2, "gpusPerNode": 4}).build())
+    rendered = render(
+        JobBuilder().set("spec.distributed", distributed).set("spec.resources", {"nodes": 2, "gpusPerNode": 4}).build()
+    )
     acc = yaml.safe_load(rendered.files["accelerate.yaml"])
     assert {k: acc.get(k) for k in expected} == expected
     assert (acc["num_machines"], acc["num_processes"], acc["machine_rank"]) == (2, 8, 0)
@@ -167,19 +262,39 @@ def test_dataset_info_contract() -> None:
         "spec.datasets",
         [
             {"name": "local", "path": "dir/chats.jsonl", "maxSamples": 10},
-            {"name": "hubset", "hub": "o/d", "columns": {"messages": "conversations", "system": "sys"},
-             "tags": {"roleTag": "from", "contentTag": "value", "userTag": "human", "assistantTag": "gpt"}},
-            {"name": "web", "url": "https://example.com/a.jsonl", "format": "alpaca",
-             "columns": {"prompt": "instruction", "query": "input", "response": "output", "history": "hist"}},
+            {
+                "name": "hubset",
+                "hub": "o/d",
+                "columns": {"messages": "conversations", "system": "sys"},
+                "tags": {"roleTag": "from", "contentTag": "value", "userTag": "human", "assistantTag": "gpt"},
+            },
+            {
+                "name": "web",
+                "url": "https://example.com/a.jsonl",
+                "format": "alpaca",
+                "columns": {"prompt": "instruction", "query": "input", "response": "output", "history": "hist"},
+            },
         ],
     )
     info = json.loads(_files(b)["dataset_info.json"])
     # Every column and tag is written: LLaMA-Factory's DatasetAttr.join reads an unnamed one as None.
-    all_tags = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
-                "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
+    all_tags = {
+        "role_tag": "from",
+        "content_tag": "value",
+        "user_tag": "human",
+        "assistant_tag": "gpt",
+        "observation_tag": "observation",
+        "function_tag": "function_call",
+        "system_tag": "system",
+    }
     assert info == {
-        "local": {"file_name": "/data/datasets/dir/chats.jsonl", "formatting": "sharegpt", "num_samples": 10,
-                  "columns": {"messages": "conversations"}, "tags": all_tags},
+        "local": {
+            "file_name": "/data/datasets/dir/chats.jsonl",
+            "formatting": "sharegpt",
+            "num_samples": 10,
+            "columns": {"messages": "conversations"},
+            "tags": all_tags,
+        },
         "hubset": {
             "file_name": "hubset.jsonl",
             "formatting": "sharegpt",
@@ -199,7 +314,12 @@ def test_dataset_info_contract() -> None:
 
 
 def test_export_args() -> None:
-    files = _files(JobBuilder().set("spec.export", {"enabled": True, "shardSizeGB": 2}).set("spec.method", "qlora").set("spec.quantization", {"bits": 4}))
+    files = _files(
+        JobBuilder()
+        .set("spec.export", {"enabled": True, "shardSizeGB": 2})
+        .set("spec.method", "qlora")
+        .set("spec.quantization", {"bits": 4})
+    )
     export = yaml.safe_load(files["export.yaml"])
     assert export == {
         "model_name_or_path": "Qwen/Qwen1.5-1.8B",
@@ -221,7 +341,9 @@ def test_spec_file_round_trips_to_the_same_job() -> None:
     again = FineTuneJob.from_api(doc)
     # The file records the kind actually rendered: backend auto (the default) renders as pytorchjob.
     assert job.spec.distributed.backend == "auto" and again.spec.distributed.backend == "pytorchjob"
-    rendered = job.spec.model_copy(update={"distributed": job.spec.distributed.model_copy(update={"backend": "pytorchjob"})})
+    rendered = job.spec.model_copy(
+        update={"distributed": job.spec.distributed.model_copy(update={"backend": "pytorchjob"})}
+    )
     assert again.spec == rendered
 
 
@@ -236,7 +358,9 @@ def test_spec_file_round_trips_to_the_same_job() -> None:
     ],
     ids=["32-cores", "96-cores-capped", "too-few-for-loader-workers", "half-a-core", "no-cpu-request"],
 )
-def test_worker_counts_follow_the_cpu_request(resources: dict[str, object], preprocessing: int | None, dataloader: int | None) -> None:
+def test_worker_counts_follow_the_cpu_request(
+    resources: dict[str, object], preprocessing: int | None, dataloader: int | None
+) -> None:
     args = render(JobBuilder().set("spec.resources", resources).build()).train_args
     assert args.get("preprocessing_num_workers") == preprocessing
     assert args.get("dataloader_num_workers") == dataloader

@@ -38,7 +38,10 @@ _GO_RULES = [
     # resolve.go strips '_' and calls strconv.ParseInt(plain, 0, 64): 0b, 0o, 0x and leading-0 octal.
     ("tag:yaml.org,2002:int", r"[-+]?(0b[01_]+|0o?[0-7_]+|0x[0-9a-fA-F_]+|[0-9][0-9_]*)"),
     # yamlStyleFloat plus the special values.
-    ("tag:yaml.org,2002:float", r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"),
+    (
+        "tag:yaml.org,2002:float",
+        r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)",
+    ),
     ("tag:yaml.org,2002:timestamp", r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt ].*)?"),
 ]
 for _tag, _rx in _GO_RULES:
@@ -75,7 +78,24 @@ def _go_load_all(text: str) -> list[Any]:
 
 # --- round trips -------------------------------------------------------------------------
 
-AMBIGUOUS_NAMES = ["1e5", "y", "n", "on", "off", "no", "yes", "null", "0x1f", "017", "1-2", "2001-01-01", "123", "1_0", "inf", "nan"]
+AMBIGUOUS_NAMES = [
+    "1e5",
+    "y",
+    "n",
+    "on",
+    "off",
+    "no",
+    "yes",
+    "null",
+    "0x1f",
+    "017",
+    "1-2",
+    "2001-01-01",
+    "123",
+    "1_0",
+    "inf",
+    "nan",
+]
 
 
 def _job(name: str, namespace: str = "ml", extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -158,8 +178,12 @@ def test_every_variable_the_renderer_sets_is_reserved(patch: dict[str, Any]) -> 
                 name = var["name"]
                 if name == "USER_VAR":
                     continue
-                assert name in RESERVED_ENV or name.startswith(("PET_", "OMPI_")), f"{name} is set by the renderer but not reserved"
-                refused, problems = validate_object(JobBuilder().set("spec.env", [{"name": name, "value": "x"}]).doc_copy())
+                assert name in RESERVED_ENV or name.startswith(("PET_", "OMPI_")), (
+                    f"{name} is set by the renderer but not reserved"
+                )
+                refused, problems = validate_object(
+                    JobBuilder().set("spec.env", [{"name": name, "value": "x"}]).doc_copy()
+                )
                 assert refused is None and any(p.path == "spec.env[0].name" for p in problems), name
 
 

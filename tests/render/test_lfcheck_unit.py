@@ -25,7 +25,9 @@ def test_neutral_copy_drops_only_machine_dependent_keys(tmp_path: Path) -> None:
 
 
 def test_rendered_dataset_info_is_used_with_local_stand_ins(tmp_path: Path) -> None:
-    rendered = render(JobBuilder().set("spec.datasets", [{"name": "a", "path": "big/a.jsonl"}, {"name": "b", "hub": "o/b"}]).build())
+    rendered = render(
+        JobBuilder().set("spec.datasets", [{"name": "a", "path": "big/a.jsonl"}, {"name": "b", "hub": "o/b"}]).build()
+    )
     lfcheck._write_datasets(rendered.train_args, tmp_path, rendered.files["dataset_info.json"])
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     assert set(info) == {"a", "b"}

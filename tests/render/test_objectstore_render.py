@@ -46,22 +46,39 @@ def test_credentials_reach_the_pods_only_by_secret_reference() -> None:
     for template in pod_templates(rendered.workload).values():
         [container] = template["spec"]["containers"]
         env = {e["name"]: e for e in container["env"]}
-        assert env["KUBETUNE_S3_ACCESS_KEY_ID"] == {"name": "KUBETUNE_S3_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s3-credentials", "key": "id"}}}
-        assert env["KUBETUNE_S3_SECRET_ACCESS_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "s3-credentials", "key": "secret"}}
-        assert env["KUBETUNE_S3_ENDPOINT"]["value"] == "https://minio.storage.svc:9000" and env["KUBETUNE_S3_REGION"]["value"] == "eu-west-1"
+        assert env["KUBETUNE_S3_ACCESS_KEY_ID"] == {
+            "name": "KUBETUNE_S3_ACCESS_KEY_ID",
+            "valueFrom": {"secretKeyRef": {"name": "s3-credentials", "key": "id"}},
+        }
+        assert env["KUBETUNE_S3_SECRET_ACCESS_KEY"]["valueFrom"] == {
+            "secretKeyRef": {"name": "s3-credentials", "key": "secret"}
+        }
+        assert (
+            env["KUBETUNE_S3_ENDPOINT"]["value"] == "https://minio.storage.svc:9000"
+            and env["KUBETUNE_S3_REGION"]["value"] == "eu-west-1"
+        )
         assert env["KUBETUNE_S3_CA_BUNDLE"]["value"] == f"{contract.S3_CA_BUNDLE_DIR}/ca.pem"
         # No URI, endpoint or key name on the command line: the trainer reads its ConfigMap.
         assert not any("s3" in arg.lower() for arg in container.get("command", []) + container.get("args", []))
         mounts = {m["name"]: m for m in container["volumeMounts"]}
-        assert mounts["kubetune-s3-ca"] == {"name": "kubetune-s3-ca", "mountPath": contract.S3_CA_BUNDLE_DIR, "readOnly": True}
+        assert mounts["kubetune-s3-ca"] == {
+            "name": "kubetune-s3-ca",
+            "mountPath": contract.S3_CA_BUNDLE_DIR,
+            "readOnly": True,
+        }
         volumes = {v["name"]: v for v in template["spec"]["volumes"]}
-        assert volumes["kubetune-s3-ca"]["configMap"] == {"name": "minio-ca", "items": [{"key": "ca.crt", "path": "ca.pem"}]}
+        assert volumes["kubetune-s3-ca"]["configMap"] == {
+            "name": "minio-ca",
+            "items": [{"key": "ca.crt", "path": "ca.pem"}],
+        }
         assert template["spec"]["automountServiceAccountToken"] is False
     assert '"AWS_ACCESS_KEY_ID"' not in text  # kubetune's own names: a user's AWS_* stay theirs
 
 
 def test_workload_identity_renders_no_credentials_and_keeps_the_service_account() -> None:
-    job = _job(serviceAccountName="trainer-irsa", storage={"outputs": {"claimName": "outputs", "uri": "s3://runs-bucket/ft/"}})
+    job = _job(
+        serviceAccountName="trainer-irsa", storage={"outputs": {"claimName": "outputs", "uri": "s3://runs-bucket/ft/"}}
+    )
     for template in pod_templates(render(job).workload).values():
         names = {e["name"] for e in template["spec"]["containers"][0]["env"]}
         assert not names & {"KUBETUNE_S3_ACCESS_KEY_ID", "KUBETUNE_S3_SECRET_ACCESS_KEY", "KUBETUNE_S3_ENDPOINT"}
@@ -71,15 +88,22 @@ def test_workload_identity_renders_no_credentials_and_keeps_the_service_account(
 def test_bucket_model_and_dataset_become_local_files_the_trainer_stages() -> None:
     rendered = render(_job())
     layout = contract.Layout()
-    assert rendered.train_args["model_name_or_path"] == f"{layout.models_dir}/{model_cache_subdir('s3://models-bucket/qwen/')}"
+    assert (
+        rendered.train_args["model_name_or_path"]
+        == f"{layout.models_dir}/{model_cache_subdir('s3://models-bucket/qwen/')}"
+    )
     info = json.loads(rendered.files[contract.DATASET_INFO_FILE])
-    assert info["d"]["file_name"] == "d.jsonl" and "cloud_file_name" not in info["d"]  # staged by kubetune, not read by LLaMA-Factory
+    assert (
+        info["d"]["file_name"] == "d.jsonl" and "cloud_file_name" not in info["d"]
+    )  # staged by kubetune, not read by LLaMA-Factory
     spec = json.loads(rendered.files[contract.SPEC_FILE])
     assert spec["spec"]["datasets"][0]["uri"] == "s3://data-bucket/chat/"  # where the trainer reads it
 
 
 def test_from_job_on_an_adapter_over_a_bucket_model_is_refused_until_exported() -> None:
-    child = _job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, storage={"outputs": {"claimName": "outputs"}})
+    child = _job(
+        name="dpo", model={"fromJob": "sft", "template": "qwen"}, storage={"outputs": {"claimName": "outputs"}}
+    )
     source = _job(name="sft").to_api()
     source["status"] = {"phase": "Succeeded"}
     got = resolve_from_job(child, source)
@@ -157,7 +181,9 @@ def test_the_outputs_empty_dir_has_a_default_size_limit() -> None:
         ({"claimName": "outputs", "sizeLimit": "10Gi"}, "spec.storage.outputs.sizeLimit", "remove sizeLimit"),
     ],
 )
-def test_outputs_without_a_claim_are_refused_where_they_cannot_work(outputs: dict[str, Any], field: str, words: str) -> None:
+def test_outputs_without_a_claim_are_refused_where_they_cannot_work(
+    outputs: dict[str, Any], field: str, words: str
+) -> None:
     obj = _job().to_api()
     obj["spec"]["storage"]["outputs"] = outputs
     job, problems = validate_object(obj)
@@ -173,7 +199,9 @@ def test_outputs_without_a_claim_are_refused_where_they_cannot_work(outputs: dic
         ({"engine": "vllm", "modelSource": "bucket"}, True),
     ],
 )
-def test_serving_a_job_without_an_outputs_claim_needs_model_source_bucket(serve: dict[str, Any], accepted: bool) -> None:
+def test_serving_a_job_without_an_outputs_claim_needs_model_source_bucket(
+    serve: dict[str, Any], accepted: bool
+) -> None:
     obj = _job(storage=BUCKET_ONLY).to_api()
     obj["spec"]["model"] = {"name": "Qwen/Qwen2.5-0.5B-Instruct", "template": "qwen"}
     obj["spec"]["serve"] = serve
@@ -215,28 +243,45 @@ def test_from_job_of_a_source_with_outputs_only_in_a_bucket_downloads_its_result
         assert env[contract.ENV_SOURCE_RESULTS_URI] == {"name": contract.ENV_SOURCE_RESULTS_URI, "value": results}
         assert "sft" not in json.dumps(template["spec"]["volumes"])  # nothing of the source is mounted
     # An adapter (no export): the base as the source named it, the adapter from the bucket copy.
-    adapter = resolve_from_job(child, _succeeded(_job(name="sft", model={"name": "Qwen/Qwen2.5-0.5B", "template": "qwen"}, storage=BUCKET_ONLY)))
-    assert adapter == ModelSource("sft", "Qwen/Qwen2.5-0.5B", adapter=folder, kind="adapter", stage="sft", results_uri=results)
+    adapter = resolve_from_job(
+        child,
+        _succeeded(_job(name="sft", model={"name": "Qwen/Qwen2.5-0.5B", "template": "qwen"}, storage=BUCKET_ONLY)),
+    )
+    assert adapter == ModelSource(
+        "sft", "Qwen/Qwen2.5-0.5B", adapter=folder, kind="adapter", stage="sft", results_uri=results
+    )
 
 
 def test_from_job_on_the_same_claim_still_reads_the_volume_and_a_source_without_claim_never_does() -> None:
     with_claim = {"outputs": {"claimName": "outputs", "uri": "s3://runs-bucket/ft/"}, "objectStore": STORE}
     source = _job(name="sft", storage=with_claim, export={"enabled": True})
     child = _job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, storage=with_claim)
-    assert resolve_from_job(child, _succeeded(source)) == ModelSource("sft", "/data/outputs/ml/sft/merged", kind="merged", stage="sft")
+    assert resolve_from_job(child, _succeeded(source)) == ModelSource(
+        "sft", "/data/outputs/ml/sft/merged", kind="merged", stage="sft"
+    )
     # Two jobs without claims: their emptyDirs are each pod's own, so the bucket it is.
-    got = resolve_from_job(_job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, storage=BUCKET_ONLY), _succeeded(_job(name="sft", storage=BUCKET_ONLY, export={"enabled": True})))
+    got = resolve_from_job(
+        _job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, storage=BUCKET_ONLY),
+        _succeeded(_job(name="sft", storage=BUCKET_ONLY, export={"enabled": True})),
+    )
     assert isinstance(got, ModelSource) and got.results_uri == "s3://runs-bucket/ft/ml/sft/"
 
 
 def test_from_job_from_a_bucket_needs_the_same_object_store() -> None:
     source = _job(name="sft", storage=BUCKET_ONLY, export={"enabled": True})
     other = {"outputs": {"claimName": "outputs"}, "objectStore": {**STORE, "endpoint": "https://other-minio:9000"}}
-    child = _job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, datasets=[{"name": "d", "hub": "x/y"}], storage=other)
+    child = _job(
+        name="dpo", model={"fromJob": "sft", "template": "qwen"}, datasets=[{"name": "d", "hub": "x/y"}], storage=other
+    )
     got = resolve_from_job(child, _succeeded(source))
     assert isinstance(got, Failed) and got.reason == "FromJobOtherStore" and "spec.storage.objectStore" in got.message
     # A job on a claim with no URI of its own may still carry objectStore to reach the source's bucket.
-    reader = _job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, datasets=[{"name": "d", "hub": "x/y"}], storage={"outputs": {"claimName": "outputs"}, "objectStore": STORE})
+    reader = _job(
+        name="dpo",
+        model={"fromJob": "sft", "template": "qwen"},
+        datasets=[{"name": "d", "hub": "x/y"}],
+        storage={"outputs": {"claimName": "outputs"}, "objectStore": STORE},
+    )
     assert isinstance(resolve_from_job(reader, _succeeded(source)), ModelSource)
 
 
@@ -257,7 +302,13 @@ def test_az_credentials_reach_the_pods_only_by_secret_reference_and_workload_ide
     API-server token."""
     cases = {
         "connection string": ({"credentialsSecretRef": {"name": "az-storage"}}, {}),
-        "account key": ({"endpoint": "https://acct.blob.core.windows.net", "credentialsSecretRef": {"name": "az-key", "accountKeyKey": "key"}}, {}),
+        "account key": (
+            {
+                "endpoint": "https://acct.blob.core.windows.net",
+                "credentialsSecretRef": {"name": "az-key", "accountKeyKey": "key"},
+            },
+            {},
+        ),
         "workload identity": ({"endpoint": "https://acct.blob.core.windows.net"}, {"serviceAccountName": "trainer-wi"}),
     }
     for what, (store, spec) in cases.items():
@@ -269,15 +320,25 @@ def test_az_credentials_reach_the_pods_only_by_secret_reference_and_workload_ide
             labels = template["metadata"]["labels"]
             assert template["spec"]["automountServiceAccountToken"] is False
             if what == "connection string":
-                assert env[contract.ENV_AZURE_CONNECTION_STRING]["valueFrom"] == {"secretKeyRef": {"name": "az-storage", "key": "AZURE_STORAGE_CONNECTION_STRING"}}
+                assert env[contract.ENV_AZURE_CONNECTION_STRING]["valueFrom"] == {
+                    "secretKeyRef": {"name": "az-storage", "key": "AZURE_STORAGE_CONNECTION_STRING"}
+                }
                 assert contract.ENV_S3_ENDPOINT not in env and "azure.workload.identity/use" not in labels
             elif what == "account key":
-                assert env[contract.ENV_AZURE_ACCOUNT_KEY]["valueFrom"] == {"secretKeyRef": {"name": "az-key", "key": "key"}}
-                assert env[contract.ENV_S3_ENDPOINT]["value"] == "https://acct.blob.core.windows.net" and contract.ENV_AZURE_CONNECTION_STRING not in env
+                assert env[contract.ENV_AZURE_ACCOUNT_KEY]["valueFrom"] == {
+                    "secretKeyRef": {"name": "az-key", "key": "key"}
+                }
+                assert (
+                    env[contract.ENV_S3_ENDPOINT]["value"] == "https://acct.blob.core.windows.net"
+                    and contract.ENV_AZURE_CONNECTION_STRING not in env
+                )
                 assert "azure.workload.identity/use" not in labels
             else:
                 assert contract.ENV_AZURE_CONNECTION_STRING not in env and contract.ENV_AZURE_ACCOUNT_KEY not in env
-                assert labels["azure.workload.identity/use"] == "true" and template["spec"]["serviceAccountName"] == "trainer-wi"
+                assert (
+                    labels["azure.workload.identity/use"] == "true"
+                    and template["spec"]["serviceAccountName"] == "trainer-wi"
+                )
 
 
 def test_from_job_of_a_gcs_source_gets_cloud_storage_endpoint_without_a_gs_uri_of_its_own() -> None:
@@ -288,10 +349,18 @@ def test_from_job_of_a_gcs_source_gets_cloud_storage_endpoint_without_a_gs_uri_o
     gcs_store = {"credentialsSecretRef": {"name": "gcs-hmac"}}
     hub = [{"name": "d", "hub": "x/y"}]
     source = _job(
-        name="sft", model={"name": "Qwen/Qwen2.5-0.5B", "template": "qwen"}, datasets=hub,
-        storage={"outputs": {"uri": "gs://runs-bucket/ft/"}, "objectStore": gcs_store}, export={"enabled": True},
+        name="sft",
+        model={"name": "Qwen/Qwen2.5-0.5B", "template": "qwen"},
+        datasets=hub,
+        storage={"outputs": {"uri": "gs://runs-bucket/ft/"}, "objectStore": gcs_store},
+        export={"enabled": True},
     )
-    child = _job(name="dpo", model={"fromJob": "sft", "template": "qwen"}, datasets=hub, storage={"outputs": {"claimName": "outputs"}, "objectStore": gcs_store})
+    child = _job(
+        name="dpo",
+        model={"fromJob": "sft", "template": "qwen"},
+        datasets=hub,
+        storage={"outputs": {"claimName": "outputs"}, "objectStore": gcs_store},
+    )
     got = resolve_from_job(child, _succeeded(source))
     assert isinstance(got, ModelSource) and got.results_uri == "gs://runs-bucket/ft/ml/sft/", got
     rendered = render(child, RenderOptions(model_source=got))

@@ -41,7 +41,9 @@ def test_operator_rendered_pods_hold_no_token_the_api_server_accepts(example: An
             # with the variables forwarded (-x), and read the token file there.
             assert sources == [] and f"-x {contract.ENV_PROGRESS_URL}" in " ".join(container["command"])
         else:
-            assert sources == [{"audience": contract.PROGRESS_AUDIENCE, "expirationSeconds": 600, "path": "token"}], role
+            assert sources == [{"audience": contract.PROGRESS_AUDIENCE, "expirationSeconds": 600, "path": "token"}], (
+                role
+            )
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env[contract.ENV_PROGRESS_URL] == OPERATOR_OPTIONS.progress_url
         assert env[contract.ENV_PROGRESS_TOKEN_FILE] == contract.PROGRESS_TOKEN_FILE
@@ -77,6 +79,8 @@ def test_a_job_cannot_redirect_its_progress_token(name: str) -> None:
     from kubetune.render import validate_object
     from renderlib import JobBuilder
 
-    job, problems = validate_object(JobBuilder().set("spec.env", [{"name": name, "value": "http://elsewhere"}]).doc_copy())
+    job, problems = validate_object(
+        JobBuilder().set("spec.env", [{"name": name, "value": "http://elsewhere"}]).doc_copy()
+    )
     assert job is None
     assert [p.path for p in problems] == ["spec.env[0].name"]

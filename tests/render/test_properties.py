@@ -18,13 +18,29 @@ from kt_upstream import require_upstream_crds
 from renderlib import JobBuilder, pod_templates, schema_errors
 from strategies import FREE_TEXT, finetune_jobs
 
-PROPERTY_SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+PROPERTY_SETTINGS = settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 
 
 RENDERED_WORKLOADS: list[dict[str, Any]] = []
 """The workloads test_accepted_jobs_render_valid_children rendered (the test after it checks them upstream)."""
 
-_USER_TEXT_KEYS = {"value", "name", "path", "hub", "url", "claimName", "subPath", "run_name", "messages", "prompt", "response", "queueName", "revision"}
+_USER_TEXT_KEYS = {
+    "value",
+    "name",
+    "path",
+    "hub",
+    "url",
+    "claimName",
+    "subPath",
+    "run_name",
+    "messages",
+    "prompt",
+    "response",
+    "queueName",
+    "revision",
+}
 """Keys whose values the user writes freely (enum values such as offload: none are kubetune's words, not the user's)."""
 
 
@@ -65,7 +81,12 @@ def test_accepted_jobs_render_valid_children(doc: dict[str, Any]) -> None:
     version = kubernetes_validate.latest_version()
     kubernetes_validate.validate(rendered.config_map, version, strict=True)
     for role, template in pod_templates(rendered.workload).items():
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": role.lower(), **template["metadata"]}, "spec": template["spec"]}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": role.lower(), **template["metadata"]},
+            "spec": template["spec"],
+        }
         kubernetes_validate.validate(pod, version, strict=True)
     RENDERED_WORKLOADS.append(rendered.workload)  # checked against the upstream CRDs by the next test
 
@@ -88,7 +109,9 @@ def test_the_rendered_workloads_pass_the_upstream_crds() -> None:
 @given(value=FREE_TEXT)
 def test_hostile_strings_round_trip_or_are_rejected(value: str) -> None:
     """Free-text fields keep their exact value through Jinja + YAML; structured fields refuse it."""
-    env_job = JobBuilder().set("spec.env", [{"name": "NOTE", "value": value}]).set("spec.extraArgs", {"run_name": value})
+    env_job = (
+        JobBuilder().set("spec.env", [{"name": "NOTE", "value": value}]).set("spec.extraArgs", {"run_name": value})
+    )
     job, problems = validate_object(env_job.doc_copy())
     assert job is not None, problems
     rendered = render(job)
@@ -100,7 +123,13 @@ def test_hostile_strings_round_trip_or_are_rejected(value: str) -> None:
     assert value not in _commands(rendered.workload) or value in ("python", "-m")
 
     # Fields that end up in paths, names or argv only take their patterns.
-    for path in ("spec.datasets", "spec.model.template", "spec.image", "metadata.name", "spec.storage.outputs.claimName"):
+    for path in (
+        "spec.datasets",
+        "spec.model.template",
+        "spec.image",
+        "metadata.name",
+        "spec.storage.outputs.claimName",
+    ):
         if re.fullmatch(r"[A-Za-z0-9._/@+=-]+", value):
             continue  # no quote, space or shell/YAML/Jinja character: may be a legitimate value
         b = JobBuilder()
@@ -128,7 +157,10 @@ def test_typed_affinity_passes_through_unchanged() -> None:
                 ]
             },
             "preferredDuringSchedulingIgnoredDuringExecution": [
-                {"weight": 100, "preference": {"matchExpressions": [{"key": "gpu-mem", "operator": "Gt", "values": ["40"]}]}}
+                {
+                    "weight": 100,
+                    "preference": {"matchExpressions": [{"key": "gpu-mem", "operator": "Gt", "values": ["40"]}]},
+                }
             ],
         },
         "podAntiAffinity": {

@@ -38,24 +38,66 @@ _TUTORIAL_EXTRA = {"use_fast_tokenizer": True}
 # name: (flags of the command, GPUs, ZeRO stage, launcher)
 TUTORIAL: dict[str, tuple[dict[str, Any], int, int, str]] = {
     "full-single-gpu": (
-        {"finetuning_type": "full", "per_device_train_batch_size": 1, "gradient_accumulation_steps": 16, "learning_rate": 1e-5},
-        1, 0, "torchrun",
+        {
+            "finetuning_type": "full",
+            "per_device_train_batch_size": 1,
+            "gradient_accumulation_steps": 16,
+            "learning_rate": 1e-5,
+        },
+        1,
+        0,
+        "torchrun",
     ),
     "full-deepspeed": (
-        {"finetuning_type": "full", "per_device_train_batch_size": 2, "gradient_accumulation_steps": 8, "learning_rate": 5e-5, **_TUTORIAL_EXTRA},
-        8, 2, "deepspeed",
+        {
+            "finetuning_type": "full",
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 8,
+            "learning_rate": 5e-5,
+            **_TUTORIAL_EXTRA,
+        },
+        8,
+        2,
+        "deepspeed",
     ),
     "full-accelerate": (
-        {"finetuning_type": "full", "per_device_train_batch_size": 4, "gradient_accumulation_steps": 8, "learning_rate": 5e-5, **_TUTORIAL_EXTRA},
-        8, 0, "accelerate",
+        {
+            "finetuning_type": "full",
+            "per_device_train_batch_size": 4,
+            "gradient_accumulation_steps": 8,
+            "learning_rate": 5e-5,
+            **_TUTORIAL_EXTRA,
+        },
+        8,
+        0,
+        "accelerate",
     ),
     "lora-deepspeed": (
-        {"finetuning_type": "lora", "lora_target": "q_proj,v_proj", "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2, "learning_rate": 5e-5, **_TUTORIAL_EXTRA},
-        8, 2, "deepspeed",
+        {
+            "finetuning_type": "lora",
+            "lora_target": "q_proj,v_proj",
+            "per_device_train_batch_size": 8,
+            "gradient_accumulation_steps": 2,
+            "learning_rate": 5e-5,
+            **_TUTORIAL_EXTRA,
+        },
+        8,
+        2,
+        "deepspeed",
     ),
     "qlora-deepspeed": (
-        {"finetuning_type": "lora", "lora_target": "q_proj,v_proj", "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2, "learning_rate": 5e-5, "quantization_bit": 4, **_TUTORIAL_EXTRA},
-        8, 2, "deepspeed",
+        {
+            "finetuning_type": "lora",
+            "lora_target": "q_proj,v_proj",
+            "per_device_train_batch_size": 8,
+            "gradient_accumulation_steps": 2,
+            "learning_rate": 5e-5,
+            "quantization_bit": 4,
+            **_TUTORIAL_EXTRA,
+        },
+        8,
+        2,
+        "deepspeed",
     ),
 }
 
@@ -65,7 +107,10 @@ PATH_KEYS = {"dataset_dir", "output_dir", "deepspeed", "logging_dir"}
 DELIBERATE: dict[str, tuple[Any, str]] = {
     "report_to": (["tensorboard"], "spec.tracking: TensorBoard event files on the outputs volume by default"),
     "run_name": (None, "the job's name, so a tracking UI shows it; checked separately"),
-    "save_steps": (0.1, "the tutorial's --save_steps 1000 exceeds its ~390-step run: no checkpoint would ever be written"),
+    "save_steps": (
+        0.1,
+        "the tutorial's --save_steps 1000 exceeds its ~390-step run: no checkpoint would ever be written",
+    ),
     "save_total_limit": (3, "checkpoints (14-16 bytes per parameter) would otherwise fill the outputs volume"),
     "ddp_timeout": (10800, "the first run tokenises inside a barrier; 30 min is too short for large datasets"),
 }
@@ -94,7 +139,9 @@ def test_seed_example_matches_tutorial_command(name: str) -> None:
         if key in args:
             assert args[key] == value, f"{name}: --{key} is {value!r} in the tutorial, rendered {args[key]!r}"
         else:
-            assert defaults[key].default == value, f"{name}: --{key} {value!r} is neither rendered nor LLaMA-Factory's default"
+            assert defaults[key].default == value, (
+                f"{name}: --{key} {value!r} is neither rendered nor LLaMA-Factory's default"
+            )
     assert args["run_name"] == rendered.job.name
     for key, (value, _why) in DELIBERATE.items():
         if value is None:
@@ -128,7 +175,14 @@ def test_stage2_config_is_the_tutorials() -> None:
         "gradient_accumulation_steps": "auto",
         "gradient_clipping": "auto",
         "zero_allow_untested_optimizer": True,
-        "fp16": {"enabled": "auto", "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1},
+        "fp16": {
+            "enabled": "auto",
+            "loss_scale": 0,
+            "initial_scale_power": 16,
+            "loss_scale_window": 1000,
+            "hysteresis": 2,
+            "min_loss_scale": 1,
+        },
         "zero_optimization": {
             "stage": 2,
             "allgather_partitions": True,

@@ -20,7 +20,10 @@ UID = "0b4c5a52-6a3c-4a8e-9d8e-2f1f5b0c1d11"
 
 SERVING_CRDS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): ("kserve/serving.kserve.io_inferenceservices.yaml", "v1beta1"),
-    ("serving.kserve.io/v1alpha1", "LLMInferenceService"): ("kserve/serving.kserve.io_llminferenceservices.yaml", "v1alpha1"),
+    ("serving.kserve.io/v1alpha1", "LLMInferenceService"): (
+        "kserve/serving.kserve.io_llminferenceservices.yaml",
+        "v1alpha1",
+    ),
     ("kaito.sh/v1beta1", "Workspace"): ("kaito/kaito.sh_workspaces.yaml", "v1beta1"),
 }
 
@@ -52,7 +55,13 @@ def job(serve: dict[str, Any] | None = None, **changes: Any) -> JobBuilder:
 SCHEDULING = {
     "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}]}}},
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}]
+            }
+        }
+    },
 }
 
 KSERVE_KEYS = {"name": "s3-credentials", "accessKeyIdKey": "awsAccessKeyID", "secretAccessKeyKey": "awsSecretAccessKey"}
@@ -63,25 +72,58 @@ PODS = {"spec__imagePullSecrets": [{"name": "registry"}], "spec__serviceAccountN
 CASES = {
     "vllm-adapter-hub-base": job(),
     "vllm-merged": job(spec__export={"enabled": True}),
-    "vllm-full-2-gpus": job({"gpus": 2, "replicas": 3, "maxModelLen": 4096, "cpu": "8", "memory": "64Gi"}, spec__method="full"),
-    "vllm-adapter-path-base": job(spec__model={"path": "base/qwen", "template": "qwen"}, spec__storage={"outputs": {"claimName": "out", "subPath": "runs"}, "models": {"claimName": "models"}}),
+    "vllm-full-2-gpus": job(
+        {"gpus": 2, "replicas": 3, "maxModelLen": 4096, "cpu": "8", "memory": "64Gi"}, spec__method="full"
+    ),
+    "vllm-adapter-path-base": job(
+        spec__model={"path": "base/qwen", "template": "qwen"},
+        spec__storage={"outputs": {"claimName": "out", "subPath": "runs"}, "models": {"claimName": "models"}},
+    ),
     "kserve-merged": job({"engine": "kserve"}, spec__export={"enabled": True}),
     "kserve-adapter": job({"engine": "kserve", "servedModelName": "support-bot"}),
     "kaito-adapter": job({"engine": "kaito", "kaito": {"instanceType": "Standard_NC24ads_A100_v4"}}),
-    "kaito-legacy-preset-gated": job({"engine": "kaito", "kaito": {"preset": "phi-4"}, "maxModelLen": 8192}, spec__model={"name": "microsoft/phi-4", "template": "phi4"},
-                                     spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}, spec__lora={"rank": 64}, spec__scheduling=SCHEDULING),
+    "kaito-legacy-preset-gated": job(
+        {"engine": "kaito", "kaito": {"preset": "phi-4"}, "maxModelLen": 8192},
+        spec__model={"name": "microsoft/phi-4", "template": "phi4"},
+        spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"},
+        spec__lora={"rank": 64},
+        spec__scheduling=SCHEDULING,
+    ),
     "vllm-scheduled": job(spec__scheduling=SCHEDULING),
-    "kserve-merged-scheduled": job({"engine": "kserve"}, spec__export={"enabled": True}, spec__scheduling=SCHEDULING, **PODS),
-    "kserve-merged-bucket": job({"engine": "kserve", "modelSource": "bucket"}, spec__export={"enabled": True}, spec__serviceAccountName="kserve-s3",
-                                spec__storage={"outputs": {"claimName": "out", "uri": "s3://ml-runs/finetune/"},
-                                               "objectStore": {"endpoint": "https://minio.storage.svc:9000", "credentialsSecretRef": KSERVE_KEYS}}),
-    "vllm-adapter-bucket": job({"modelSource": "bucket"}, spec__storage={"outputs": {"claimName": "out", "uri": "gs://ml-runs/finetune/"},
-                                                             "objectStore": {"credentialsSecretRef": {"name": "hmac"}, "caBundle": {"name": "ca", "key": "ca.crt"}}}),
+    "kserve-merged-scheduled": job(
+        {"engine": "kserve"}, spec__export={"enabled": True}, spec__scheduling=SCHEDULING, **PODS
+    ),
+    "kserve-merged-bucket": job(
+        {"engine": "kserve", "modelSource": "bucket"},
+        spec__export={"enabled": True},
+        spec__serviceAccountName="kserve-s3",
+        spec__storage={
+            "outputs": {"claimName": "out", "uri": "s3://ml-runs/finetune/"},
+            "objectStore": {"endpoint": "https://minio.storage.svc:9000", "credentialsSecretRef": KSERVE_KEYS},
+        },
+    ),
+    "vllm-adapter-bucket": job(
+        {"modelSource": "bucket"},
+        spec__storage={
+            "outputs": {"claimName": "out", "uri": "gs://ml-runs/finetune/"},
+            "objectStore": {"credentialsSecretRef": {"name": "hmac"}, "caBundle": {"name": "ca", "key": "ca.crt"}},
+        },
+    ),
     # issue 24: no outputs claim at all, the results only in the bucket
-    "vllm-adapter-bucket-only": job({"modelSource": "bucket"}, spec__storage={"outputs": {"uri": "s3://ml-runs/finetune/"}}),
-    "kserve-merged-bucket-only": job({"engine": "kserve", "modelSource": "bucket", "kserve": {"kind": "InferenceService"}}, spec__export={"enabled": True},
-                                     spec__serviceAccountName="kserve-s3", spec__storage={"outputs": {"uri": "s3://ml-runs/finetune/"}}),
-    "kserve-adapter-scheduled": job({"engine": "kserve", "gpus": 2, "maxModelLen": 4096, "cpu": "8", "memory": "96Gi"}, spec__scheduling=SCHEDULING, **PODS),
+    "vllm-adapter-bucket-only": job(
+        {"modelSource": "bucket"}, spec__storage={"outputs": {"uri": "s3://ml-runs/finetune/"}}
+    ),
+    "kserve-merged-bucket-only": job(
+        {"engine": "kserve", "modelSource": "bucket", "kserve": {"kind": "InferenceService"}},
+        spec__export={"enabled": True},
+        spec__serviceAccountName="kserve-s3",
+        spec__storage={"outputs": {"uri": "s3://ml-runs/finetune/"}},
+    ),
+    "kserve-adapter-scheduled": job(
+        {"engine": "kserve", "gpus": 2, "maxModelLen": 4096, "cpu": "8", "memory": "96Gi"},
+        spec__scheduling=SCHEDULING,
+        **PODS,
+    ),
 }
 
 
@@ -94,7 +136,14 @@ def test_every_serving_object_passes_its_schema_and_is_owned_by_the_job(name: st
         check_schema(obj)
         assert obj["metadata"]["namespace"] == built.namespace
         assert obj["metadata"]["ownerReferences"] == [
-            {"apiVersion": contract.API_VERSION, "kind": contract.KIND, "name": built.name, "uid": UID, "controller": True, "blockOwnerDeletion": True}
+            {
+                "apiVersion": contract.API_VERSION,
+                "kind": contract.KIND,
+                "name": built.name,
+                "uid": UID,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
         ]
         assert obj["metadata"]["labels"][contract.LABEL_JOB] == built.name
 
@@ -118,7 +167,10 @@ def test_vllm_serves_base_plus_adapter_from_read_only_volumes() -> None:
     assert serving.served_model == name and serving.adapter_uri == f"pvc://out/runs/{ns}/{name}"
     # Read-only claims and mounts; the outputs subPath is honoured as in training.
     claims = {v["name"]: v["persistentVolumeClaim"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {"outputs": {"claimName": "out", "readOnly": True}, "models": {"claimName": "models", "readOnly": True}}
+    assert claims == {
+        "outputs": {"claimName": "out", "readOnly": True},
+        "models": {"claimName": "models", "readOnly": True},
+    }
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["outputs"] == {"name": "outputs", "mountPath": "/outputs", "readOnly": True, "subPath": "runs"}
     assert mounts["models"]["readOnly"] is True
@@ -130,7 +182,9 @@ def test_vllm_serves_base_plus_adapter_from_read_only_volumes() -> None:
     assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
     assert serving.url == f"http://{name}-serve.{ns}.svc:{VLLM_PORT}/v1"
     assert container["resources"] == {"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["automountServiceAccountToken"] is False
+    assert (
+        container["securityContext"]["readOnlyRootFilesystem"] is True and pod["automountServiceAccountToken"] is False
+    )
 
 
 def test_vllm_merged_and_full_models_are_served_under_the_served_name() -> None:
@@ -142,8 +196,14 @@ def test_vllm_merged_and_full_models_are_served_under_the_served_name() -> None:
     d = _deployment(full)
     c = d["spec"]["template"]["spec"]["containers"][0]
     assert d["spec"]["replicas"] == 3
-    assert c["args"][c["args"].index("--tensor-parallel-size") + 1] == "2" and c["args"][c["args"].index("--max-model-len") + 1] == "4096"
-    assert c["resources"] == {"requests": {"nvidia.com/gpu": "2", "cpu": "8", "memory": "64Gi"}, "limits": {"nvidia.com/gpu": "2", "memory": "64Gi"}}
+    assert (
+        c["args"][c["args"].index("--tensor-parallel-size") + 1] == "2"
+        and c["args"][c["args"].index("--max-model-len") + 1] == "4096"
+    )
+    assert c["resources"] == {
+        "requests": {"nvidia.com/gpu": "2", "cpu": "8", "memory": "64Gi"},
+        "limits": {"nvidia.com/gpu": "2", "memory": "64Gi"},
+    }
 
 
 def test_hub_base_reads_the_trainers_model_cache_offline() -> None:
@@ -178,17 +238,41 @@ def test_kaito_hands_the_adapter_to_the_workspace() -> None:
     assert ws["inference"]["preset"] == {"name": built.spec.model.name}, "the preset defaults to the trained base"
     assert ws["inference"]["config"] == config["metadata"]["name"] and config["kind"] == "ConfigMap"
     (adapter,) = ws["inference"]["adapters"]
-    assert adapter == {"source": {"name": built.name, "volumeSource": {"persistentVolumeClaim": {"claimName": pvc["metadata"]["name"], "readOnly": True}}}}
-    assert ws["resource"]["instanceType"] == "Standard_NC24ads_A100_v4" and ws["resource"]["labelSelector"]["matchLabels"]
+    assert adapter == {
+        "source": {
+            "name": built.name,
+            "volumeSource": {"persistentVolumeClaim": {"claimName": pvc["metadata"]["name"], "readOnly": True}},
+        }
+    }
+    assert (
+        ws["resource"]["instanceType"] == "Standard_NC24ads_A100_v4" and ws["resource"]["labelSelector"]["matchLabels"]
+    )
     assert pvc["kind"] == "PersistentVolumeClaim" and pvc["spec"]["resources"]["requests"]["storage"] == "2Gi"
     pod = copy["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["command"] == ["cp", "-v", "/source/adapter_config.json", "/source/adapter_model.safetensors", "/adapter/"]
+    assert container["command"] == [
+        "cp",
+        "-v",
+        "/source/adapter_config.json",
+        "/source/adapter_model.safetensors",
+        "/adapter/",
+    ]
     mounts = {m["name"]: m for m in container["volumeMounts"]}
-    assert mounts["outputs"] == {"name": "outputs", "mountPath": "/source", "readOnly": True, "subPath": f"{built.namespace}/{built.name}"}
+    assert mounts["outputs"] == {
+        "name": "outputs",
+        "mountPath": "/source",
+        "readOnly": True,
+        "subPath": f"{built.namespace}/{built.name}",
+    }
     claims = {v["name"]: v["persistentVolumeClaim"] for v in pod["volumes"]}
-    assert claims == {"outputs": {"claimName": "outputs", "readOnly": True}, "adapter": {"claimName": pvc["metadata"]["name"]}}
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"] is True
+    assert claims == {
+        "outputs": {"claimName": "outputs", "readOnly": True},
+        "adapter": {"claimName": pvc["metadata"]["name"]},
+    }
+    assert (
+        container["securityContext"]["readOnlyRootFilesystem"] is True
+        and pod["securityContext"]["runAsNonRoot"] is True
+    )
 
 
 def test_kaito_copy_really_copies_the_adapter_files(tmp_path: Any) -> None:
@@ -201,7 +285,9 @@ def test_kaito_copy_really_copies_the_adapter_files(tmp_path: Any) -> None:
     target.mkdir()
     for name in ("adapter_config.json", "adapter_model.safetensors", "trainer_log.jsonl", "checkpoint-10/optimizer.pt"):
         (source / name).write_text(name)
-    command = [part.replace("/source/", f"{source}/").replace("/adapter/", f"{target}/") for part in container["command"]]
+    command = [
+        part.replace("/source/", f"{source}/").replace("/adapter/", f"{target}/") for part in container["command"]
+    ]
     subprocess.run(command, check=True, capture_output=True)
     assert sorted(p.name for p in target.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
 
@@ -247,7 +333,9 @@ def _merge_maps(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]
     """A strategic merge patch of nested maps (no lists): the overlay's keys win, the base's others stay."""
     out = dict(base)
     for key, value in overlay.items():
-        out[key] = _merge_maps(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        out[key] = (
+            _merge_maps(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
     return out
 
 
@@ -262,7 +350,11 @@ def test_kserve_resources_survive_the_runtime_merge(name: str) -> None:
     from kubetune.plan.quantity import parse_quantity
 
     (obj,) = render_serving(CASES[name].build()).objects
-    container = obj["spec"]["predictor"]["model"] if obj["kind"] == "InferenceService" else obj["spec"]["template"]["containers"][0]
+    container = (
+        obj["spec"]["predictor"]["model"]
+        if obj["kind"] == "InferenceService"
+        else obj["spec"]["template"]["containers"][0]
+    )
     merged = _merge_maps(HF_RUNTIME_RESOURCES, container["resources"])
     for resource in ("cpu", "memory"):
         assert resource in container["resources"]["limits"] and resource in container["resources"]["requests"]
@@ -285,7 +377,12 @@ def test_vllm_and_copy_pods_carry_pull_secrets_service_account_and_placement() -
     built = job(spec__scheduling=SCHEDULING, **PODS).build()
     pod = _deployment(render_serving(built))["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "registry"}] and pod["serviceAccountName"] == "trainer"
-    kaito = job({"engine": "kaito"}, spec__scheduling=SCHEDULING, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}, **PODS).build()
+    kaito = job(
+        {"engine": "kaito"},
+        spec__scheduling=SCHEDULING,
+        spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"},
+        **PODS,
+    ).build()
     copy_pod = render_serving(kaito).prepare[-1]["spec"]["template"]["spec"]
     # The copy mounts the (often ReadWriteOnce) outputs claim: it must land where the training pods did.
     for field in ("nodeSelector", "tolerations", "affinity"):
@@ -340,7 +437,11 @@ def test_the_lora_rank_reaches_every_engine(rank: int, expected: int) -> None:
     assert int(args[args.index("--max-lora-rank") + 1]) == expected
     (llm,) = render_serving(job({"engine": "kserve"}, spec__lora={"rank": rank}).build()).objects
     assert llm["spec"]["model"]["lora"]["maxRank"] == expected
-    kaito = render_serving(job({"engine": "kaito"}, spec__lora={"rank": rank}, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}).build())
+    kaito = render_serving(
+        job(
+            {"engine": "kaito"}, spec__lora={"rank": rank}, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}
+        ).build()
+    )
     config = next(o for o in kaito.prepare if o["kind"] == "ConfigMap")
     import yaml
 
@@ -349,9 +450,15 @@ def test_the_lora_rank_reaches_every_engine(rank: int, expected: int) -> None:
 
 @pytest.mark.parametrize("engine", ["vllm", "kserve", "kaito"])
 def test_a_lora_rank_vllm_cannot_serve_is_refused(engine: str) -> None:
-    problems = _problems(job({"engine": engine}, spec__lora={"rank": 1024}, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}))
+    problems = _problems(
+        job({"engine": engine}, spec__lora={"rank": 1024}, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"})
+    )
     assert "512" in problems["spec.lora.rank"]
-    job({"engine": engine} if engine != "kaito" else {"engine": "vllm"}, spec__lora={"rank": 1024}, spec__export={"enabled": True}).build()  # merged: no adapter
+    job(
+        {"engine": engine} if engine != "kaito" else {"engine": "vllm"},
+        spec__lora={"rank": 1024},
+        spec__export={"enabled": True},
+    ).build()  # merged: no adapter
 
 
 def test_kaito_presets_as_kaito_v0_12_accepts_them() -> None:
@@ -359,28 +466,67 @@ def test_kaito_presets_as_kaito_v0_12_accepts_them() -> None:
     legacy = CASES["kaito-legacy-preset-gated"].build()
     (ws,) = render_serving(legacy).objects
     assert ws["inference"]["preset"] == {"name": "phi-4", "presetOptions": {"modelAccessSecret": "hf"}}
-    by_id = job({"engine": "kaito", "kaito": {"preset": "qwen/qwen1.5-1.8b"}}, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}).build()
+    by_id = job(
+        {"engine": "kaito", "kaito": {"preset": "qwen/qwen1.5-1.8b"}},
+        spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"},
+    ).build()
     assert render_serving(by_id).objects[0]["inference"]["preset"]["name"] == "qwen/qwen1.5-1.8b"
     config = next(o for o in render_serving(legacy).prepare if o["kind"] == "ConfigMap")
     import yaml
 
-    assert yaml.safe_load(config["data"]["inference_config.yaml"])["vllm"] == {"max-lora-rank": "64", "max-model-len": "8192"}
+    assert yaml.safe_load(config["data"]["inference_config.yaml"])["vllm"] == {
+        "max-lora-rank": "64",
+        "max-model-len": "8192",
+    }
 
 
 @pytest.mark.parametrize(
     ("changes", "field", "words"),
     [
-        ({"spec__serve": {"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct"}}}, "spec.serve.kaito.preset", "not a KAITO v0.12 preset"),
-        ({"spec__serve": {"engine": "kaito", "kaito": {"preset": "phi-4"}}}, "spec.serve.kaito.preset", "not the base the adapter was trained on"),
-        ({"spec__serve": {"engine": "kaito", "kaito": {"preset": "Qwen/Qwen2.5-7B-Instruct"}}}, "spec.serve.kaito.preset", "Qwen/Qwen1.5-1.8B"),
-        ({"spec__model": {"path": "base", "template": "qwen"}, "spec__storage": {"outputs": {"claimName": "o"}, "models": {"claimName": "m"}}}, "spec.serve.engine", "spec.model.name"),
+        (
+            {"spec__serve": {"engine": "kaito", "kaito": {"preset": "qwen2.5-7b-instruct"}}},
+            "spec.serve.kaito.preset",
+            "not a KAITO v0.12 preset",
+        ),
+        (
+            {"spec__serve": {"engine": "kaito", "kaito": {"preset": "phi-4"}}},
+            "spec.serve.kaito.preset",
+            "not the base the adapter was trained on",
+        ),
+        (
+            {"spec__serve": {"engine": "kaito", "kaito": {"preset": "Qwen/Qwen2.5-7B-Instruct"}}},
+            "spec.serve.kaito.preset",
+            "Qwen/Qwen1.5-1.8B",
+        ),
+        (
+            {
+                "spec__model": {"path": "base", "template": "qwen"},
+                "spec__storage": {"outputs": {"claimName": "o"}, "models": {"claimName": "m"}},
+            },
+            "spec.serve.engine",
+            "spec.model.name",
+        ),
         ({"spec__model": {"fromJob": "base-sft", "template": "qwen"}}, "spec.serve.engine", "spec.model.name"),
         ({"spec__hfTokenSecretRef": {"name": "hf", "key": "token"}}, "spec.hfTokenSecretRef.key", "HF_TOKEN"),
         ({"spec__serve": {"engine": "kaito", "gpus": 2}}, "spec.serve.engine", "gpus"),
         ({"spec__serve": {"engine": "kaito", "replicas": 2}}, "spec.serve.engine", "replicas"),
-        ({"spec__model": {"name": "Qwen/Qwen1.5-1.8B", "revision": "v1", "template": "qwen"}}, "spec.model.revision", "kaito"),
+        (
+            {"spec__model": {"name": "Qwen/Qwen1.5-1.8B", "revision": "v1", "template": "qwen"}},
+            "spec.model.revision",
+            "kaito",
+        ),
     ],
-    ids=["unknown-short-name", "other-model", "other-id", "model-path", "from-job", "token-key", "gpus", "replicas", "revision"],
+    ids=[
+        "unknown-short-name",
+        "other-model",
+        "other-id",
+        "model-path",
+        "from-job",
+        "token-key",
+        "gpus",
+        "replicas",
+        "revision",
+    ],
 )
 def test_kaito_refuses_what_it_would_not_serve_as_trained(changes: dict[str, Any], field: str, words: str) -> None:
     builder = job({"engine": "kaito"}, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"})
@@ -392,30 +538,45 @@ def test_kaito_refuses_what_it_would_not_serve_as_trained(changes: dict[str, Any
 
 def test_kaito_adapter_volume_names_fit_a_dns_label() -> None:
     """KAITO names the pod volume adapter-volume-<source.name> (preset_inferences.go:931 @v0.12.0)."""
-    built = job({"engine": "kaito", "servedModelName": "a" * 60}, metadata__name="b" * 51, spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"}).build()
+    built = job(
+        {"engine": "kaito", "servedModelName": "a" * 60},
+        metadata__name="b" * 51,
+        spec__hfTokenSecretRef={"name": "hf", "key": "HF_TOKEN"},
+    ).build()
     serving = render_serving(built)
     (adapter,) = serving.objects[0]["inference"]["adapters"]
-    assert len(f"adapter-volume-{adapter['source']['name']}") <= 63 and serving.served_model == adapter["source"]["name"]
+    assert (
+        len(f"adapter-volume-{adapter['source']['name']}") <= 63 and serving.served_model == adapter["source"]["name"]
+    )
     for obj in serving.prepare + serving.objects:
         check_schema(obj)
 
 
 def test_the_pinned_revision_is_served_offline() -> None:
     """With HF_HUB_OFFLINE the cache holds only the revision the trainer downloaded (vllm arg_utils.py:538 --revision)."""
-    built = job(spec__model={"name": "Qwen/Qwen1.5-1.8B", "revision": "v1.0", "template": "qwen"},
-                spec__storage={"outputs": {"claimName": "out"}, "models": {"claimName": "cache"}}).build()
+    built = job(
+        spec__model={"name": "Qwen/Qwen1.5-1.8B", "revision": "v1.0", "template": "qwen"},
+        spec__storage={"outputs": {"claimName": "out"}, "models": {"claimName": "cache"}},
+    ).build()
     c = _deployment(render_serving(built))["spec"]["template"]["spec"]["containers"][0]
-    assert c["args"][c["args"].index("--revision") + 1] == "v1.0" and {"name": "HF_HUB_OFFLINE", "value": "1"} in c["env"]
+    assert (
+        c["args"][c["args"].index("--revision") + 1] == "v1.0" and {"name": "HF_HUB_OFFLINE", "value": "1"} in c["env"]
+    )
 
 
 def test_kserve_downloads_the_pinned_revision() -> None:
     """KServe's storage initializer reads hf://owner/model[:revision] (python/storage/kserve_storage/kserve_storage.py:629-658 @v0.20.0)."""
-    built = job({"engine": "kserve"}, spec__model={"name": "Qwen/Qwen1.5-1.8B", "revision": "v1.0", "template": "qwen"}).build()
+    built = job(
+        {"engine": "kserve"}, spec__model={"name": "Qwen/Qwen1.5-1.8B", "revision": "v1.0", "template": "qwen"}
+    ).build()
     (llm,) = render_serving(built).objects
     assert llm["spec"]["model"]["uri"] == "hf://Qwen/Qwen1.5-1.8B:v1.0"
     check_schema(llm)
     # A Hub id without an owner is refused there ("Expected 'hf://owner/model[:revision]'"): refused here first.
-    assert "owner" in _problems(job({"engine": "kserve"}, spec__model={"name": "gpt2", "template": "default"}))["spec.model.name"]
+    assert (
+        "owner"
+        in _problems(job({"engine": "kserve"}, spec__model={"name": "gpt2", "template": "default"}))["spec.model.name"]
+    )
 
 
 def test_an_adapter_on_another_jobs_output_is_refused_not_a_crash() -> None:
@@ -427,7 +588,9 @@ def test_an_adapter_on_another_jobs_output_is_refused_not_a_crash() -> None:
     unchecked = FineTuneJob.from_api(builder.doc_copy())
     with pytest.raises(ValueError, match="spec.export.enabled"):
         render_serving(unchecked)
-    assert render_serving(job(spec__model={"fromJob": "base-sft", "template": "qwen"}, spec__export={"enabled": True}).build()).model_uri.endswith("/merged")
+    assert render_serving(
+        job(spec__model={"fromJob": "base-sft", "template": "qwen"}, spec__export={"enabled": True}).build()
+    ).model_uri.endswith("/merged")
 
 
 def test_fp4_qlora_is_not_served_on_an_nf4_base() -> None:
@@ -448,10 +611,17 @@ def test_kserve_hands_the_hub_token_to_its_storage_initializer() -> None:
     built = job({"engine": "kserve"}, spec__hfTokenSecretRef={"name": "hf", "key": "token"}).build()
     (llm,) = render_serving(built).objects
     (init,) = llm["spec"]["template"]["initContainers"]
-    assert init == {"name": "storage-initializer", "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]}
+    assert init == {
+        "name": "storage-initializer",
+        "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}],
+    }
     check_schema(llm)
     # A merged model is read from the outputs volume: no download, no token.
-    merged = job({"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}}, spec__export={"enabled": True}, spec__hfTokenSecretRef={"name": "hf", "key": "token"}).build()
+    merged = job(
+        {"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}},
+        spec__export={"enabled": True},
+        spec__hfTokenSecretRef={"name": "hf", "key": "token"},
+    ).build()
     assert "initContainers" not in render_serving(merged).objects[0]["spec"]["template"]
 
 
@@ -459,8 +629,10 @@ def test_remote_code_is_copied_into_the_writable_cache_not_the_read_only_hub_cac
     """transformers copies a trust_remote_code model's .py files into HF_MODULES_CACHE, by default
     <HF_HOME>/modules (transformers/utils/hub.py, dynamic_module_utils.py init_hf_modules: os.makedirs,
     touch __init__.py), and HF_HOME is the trainer's cache on the models volume, mounted read-only."""
-    built = job(spec__model={"name": "Qwen/Qwen1.5-1.8B", "template": "qwen", "trustRemoteCode": True},
-                spec__storage={"outputs": {"claimName": "out"}, "models": {"claimName": "cache"}}).build()
+    built = job(
+        spec__model={"name": "Qwen/Qwen1.5-1.8B", "template": "qwen", "trustRemoteCode": True},
+        spec__storage={"outputs": {"claimName": "out"}, "models": {"claimName": "cache"}},
+    ).build()
     pod = _deployment(render_serving(built))["spec"]["template"]["spec"]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["HF_HOME"].startswith("/models/") and "--trust-remote-code" in pod["containers"][0]["args"]
@@ -469,7 +641,10 @@ def test_remote_code_is_copied_into_the_writable_cache_not_the_read_only_hub_cac
     assert env["HF_MODULES_CACHE"] in pod["initContainers"][0]["command"]
 
 
-BUCKET = {"outputs": {"claimName": "out", "uri": "s3://ml-runs/finetune/"}, "objectStore": {"credentialsSecretRef": {"name": "s3-credentials"}}}
+BUCKET = {
+    "outputs": {"claimName": "out", "uri": "s3://ml-runs/finetune/"},
+    "objectStore": {"credentialsSecretRef": {"name": "s3-credentials"}},
+}
 
 
 def test_kserve_inferenceservice_downloads_the_merged_model_from_the_bucket() -> None:
@@ -489,27 +664,70 @@ def test_kserve_inferenceservice_downloads_the_merged_model_from_the_bucket() ->
     assert "out" not in str(isvc)  # no pvc:// of the outputs claim
     # The default stays the outputs volume.
     volume = job({"engine": "kserve"}, spec__export={"enabled": True}, spec__storage=BUCKET).build()
-    assert render_serving(volume).objects[0]["spec"]["predictor"]["model"]["storageUri"] == f"pvc://out/{built.namespace}/{built.name}/merged"
+    assert (
+        render_serving(volume).objects[0]["spec"]["predictor"]["model"]["storageUri"]
+        == f"pvc://out/{built.namespace}/{built.name}/merged"
+    )
 
 
 @pytest.mark.parametrize(
     ("serve", "changes", "words"),
     [
         ({}, {}, "spec.serviceAccountName"),
-        ({}, {"spec__serviceAccountName": "sa", "spec__method": "full", "spec__export": {"enabled": False}}, "checkpoint-N/"),
-        ({}, {"spec__serviceAccountName": "sa", "spec__storage": {"outputs": {"claimName": "out", "uri": "gs://ml-runs/finetune/"}, "objectStore": {"credentialsSecretRef": {"name": "hmac"}}}}, "Application Default Credentials"),
+        (
+            {},
+            {"spec__serviceAccountName": "sa", "spec__method": "full", "spec__export": {"enabled": False}},
+            "checkpoint-N/",
+        ),
+        (
+            {},
+            {
+                "spec__serviceAccountName": "sa",
+                "spec__storage": {
+                    "outputs": {"claimName": "out", "uri": "gs://ml-runs/finetune/"},
+                    "objectStore": {"credentialsSecretRef": {"name": "hmac"}},
+                },
+            },
+            "Application Default Credentials",
+        ),
         ({}, {"spec__serviceAccountName": "sa", "spec__storage": {"outputs": {"claimName": "out"}}}, "outputs.uri"),
         # KServe v0.20.0 reads Azure Blob only as https://<account>.blob.core.windows.net/... with a service principal or
         # AZURE_STORAGE_ACCESS_KEY (kserve_storage.py:51-54,1122-1162; pkg/credentials/azure/azure_secret.go:24-45)
-        ({}, {"spec__serviceAccountName": "sa", "spec__storage": {"outputs": {"claimName": "out", "uri": "az://ml-runs/finetune/"}, "objectStore": {"credentialsSecretRef": {"name": "az"}}}}, "not the job's connection string"),
-        ({}, {"spec__serviceAccountName": "sa", "spec__storage": {**BUCKET, "objectStore": {"credentialsSecretRef": {"name": "s"}, "caBundle": {"name": "ca", "key": "ca.crt"}}}}, "caBundle"),
+        (
+            {},
+            {
+                "spec__serviceAccountName": "sa",
+                "spec__storage": {
+                    "outputs": {"claimName": "out", "uri": "az://ml-runs/finetune/"},
+                    "objectStore": {"credentialsSecretRef": {"name": "az"}},
+                },
+            },
+            "not the job's connection string",
+        ),
+        (
+            {},
+            {
+                "spec__serviceAccountName": "sa",
+                "spec__storage": {
+                    **BUCKET,
+                    "objectStore": {"credentialsSecretRef": {"name": "s"}, "caBundle": {"name": "ca", "key": "ca.crt"}},
+                },
+            },
+            "caBundle",
+        ),
         ({"kind": "LLMInferenceService"}, {"spec__serviceAccountName": "sa"}, "kind InferenceService"),
         # kubetune's default key names (AWS_ACCESS_KEY_ID...): KServe v0.20.0 skips a Secret without awsSecretAccessKey
         # (pkg/credentials/service_account_credentials.go:281-293) and the storage initializer downloads without credentials
-        ({}, {"spec__serviceAccountName": "sa"}, "accessKeyIdKey: awsAccessKeyID, secretAccessKeyKey: awsSecretAccessKey"),
+        (
+            {},
+            {"spec__serviceAccountName": "sa"},
+            "accessKeyIdKey: awsAccessKeyID, secretAccessKeyKey: awsSecretAccessKey",
+        ),
     ],
 )
-def test_kserve_bucket_source_refuses_what_kserve_could_not_download(serve: dict[str, Any], changes: dict[str, Any], words: str) -> None:
+def test_kserve_bucket_source_refuses_what_kserve_could_not_download(
+    serve: dict[str, Any], changes: dict[str, Any], words: str
+) -> None:
     changes = {"spec__export": {"enabled": True}, "spec__storage": BUCKET, **changes}
     builder = job({"engine": "kserve", "modelSource": "bucket", **({"kserve": serve} if serve else {})}, **changes)
     problems = _problems(builder)
@@ -541,7 +759,10 @@ def test_vllm_downloads_the_results_from_the_bucket_in_an_init_container() -> No
 
 def test_bucket_serving_is_refused_where_nothing_reads_the_bucket() -> None:
     assert "outputs.uri" in _problems(job({"modelSource": "bucket"}))["spec.serve.modelSource"]
-    kaito = job({"engine": "kaito", "modelSource": "bucket", "kaito": {"instanceType": "Standard_NC24ads_A100_v4"}}, spec__storage=BUCKET)
+    kaito = job(
+        {"engine": "kaito", "modelSource": "bucket", "kaito": {"instanceType": "Standard_NC24ads_A100_v4"}},
+        spec__storage=BUCKET,
+    )
     assert "engine kaito" in _problems(kaito)["spec.serve.modelSource"]
 
 
@@ -562,18 +783,29 @@ def test_vllm_reads_an_az_bucket_with_the_jobs_credentials_and_workload_identity
     objectSelector, charts/workload-identity-webhook/templates/azure-wi-webhook-mutating-webhook-configuration-
     mutatingwebhookconfiguration.yaml:27 @v1.6.0) and runs as spec.serviceAccountName, still without an API-server token."""
     outputs = {"claimName": "out", "uri": "az://ml-runs/finetune/"}
-    wi = job({"modelSource": "bucket"}, spec__serviceAccountName="trainer-wi",
-             spec__storage={"outputs": outputs, "objectStore": {"endpoint": "https://acct.blob.core.windows.net"}}).build()
+    wi = job(
+        {"modelSource": "bucket"},
+        spec__serviceAccountName="trainer-wi",
+        spec__storage={"outputs": outputs, "objectStore": {"endpoint": "https://acct.blob.core.windows.net"}},
+    ).build()
     template = _deployment(render_serving(wi))["spec"]["template"]
     fetch = next(c for c in template["spec"]["initContainers"] if c["name"] == "fetch-results")
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in fetch["env"]}
     assert env["KUBETUNE_RESULTS_URI"] == f"az://ml-runs/finetune/{wi.namespace}/{wi.name}/"
     assert env[contract.ENV_S3_ENDPOINT] == "https://acct.blob.core.windows.net"
     assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true"
-    assert template["spec"]["serviceAccountName"] == "trainer-wi" and template["spec"]["automountServiceAccountToken"] is False
-    keyed = job({"modelSource": "bucket"}, spec__storage={"outputs": outputs, "objectStore": {"credentialsSecretRef": {"name": "az"}}}).build()
+    assert (
+        template["spec"]["serviceAccountName"] == "trainer-wi"
+        and template["spec"]["automountServiceAccountToken"] is False
+    )
+    keyed = job(
+        {"modelSource": "bucket"},
+        spec__storage={"outputs": outputs, "objectStore": {"credentialsSecretRef": {"name": "az"}}},
+    ).build()
     template = _deployment(render_serving(keyed))["spec"]["template"]
     fetch = next(c for c in template["spec"]["initContainers"] if c["name"] == "fetch-results")
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in fetch["env"]}
-    assert env[contract.ENV_AZURE_CONNECTION_STRING] == {"secretKeyRef": {"name": "az", "key": "AZURE_STORAGE_CONNECTION_STRING"}}
+    assert env[contract.ENV_AZURE_CONNECTION_STRING] == {
+        "secretKeyRef": {"name": "az", "key": "AZURE_STORAGE_CONNECTION_STRING"}
+    }
     assert "azure.workload.identity/use" not in template["metadata"]["labels"]

@@ -20,7 +20,11 @@ SELECTIONS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     "kserve-merged": ({"engine": "kserve"}, {"spec.export": {"enabled": True}}, "kserve-inferenceservice"),
     "kserve-full": ({"engine": "kserve"}, {"spec.method": "full"}, "kserve-inferenceservice"),
     "kserve-adapter": ({"engine": "kserve"}, {}, "kserve-llminferenceservice"),
-    "kserve-merged-as-llmisvc": ({"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}}, {"spec.export": {"enabled": True}}, "kserve-llminferenceservice"),
+    "kserve-merged-as-llmisvc": (
+        {"engine": "kserve", "kserve": {"kind": "LLMInferenceService"}},
+        {"spec.export": {"enabled": True}},
+        "kserve-llminferenceservice",
+    ),
     "kaito-adapter": ({"engine": "kaito", "kaito": {}}, {}, "kaito"),
 }
 
@@ -41,7 +45,9 @@ def test_every_engine_is_complete_and_its_main_kind_unique() -> None:
     mains = [e.kinds[0].kind for e in ENGINES.values()]
     assert len(set(mains)) == len(mains)
     for name, e in ENGINES.items():
-        assert e.name == name and e.kinds and e.kinds[0].watched, "the main object is watched: its status is what status.serving reports"
+        assert e.name == name and e.kinds and e.kinds[0].watched, (
+            "the main object is watched: its status is what status.serving reports"
+        )
         assert engine_for_kind(e.kinds[0].kind) is e
         assert e.controller is None or e.kinds[0].kind in e.controller, "the install hint names the kind"
         for k in e.kinds:
@@ -49,8 +55,12 @@ def test_every_engine_is_complete_and_its_main_kind_unique() -> None:
             assert served_kinds()[(k.api_version, k.kind)] == k, "one kind, one plural across engines"
         granted = {(r.api_group, res, v) for r in e.rbac() for res in r.resources for v in r.verbs}
         for k in e.kinds:
-            assert {(k.group, k.plural, "create"), (k.group, k.plural, "patch")} <= granted, f"{name}: {k.kind} is written with server-side apply"
-            assert k.watched == ((k.group, k.plural, "watch") in granted), f"{name}: {k.kind} is watched only where it is granted watch"
+            assert {(k.group, k.plural, "create"), (k.group, k.plural, "patch")} <= granted, (
+                f"{name}: {k.kind} is written with server-side apply"
+            )
+            assert k.watched == ((k.group, k.plural, "watch") in granted), (
+                f"{name}: {k.kind} is watched only where it is granted watch"
+            )
 
 
 @pytest.mark.parametrize("case", list(SELECTIONS))

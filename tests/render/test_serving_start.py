@@ -54,8 +54,20 @@ def _pod() -> dict[str, Any]:
     return dict(deployment["spec"]["template"]["spec"])
 
 
-def _sandbox_script(root: Path, passwd: Path, probe_dir: Path, empty_dirs: list[str], init: list[str], probe: list[str], env: dict[str, str]) -> str:
-    system = [d for d in ("/bin", "/sbin", "/lib", "/lib64", "/usr", "/etc", "/opt") if os.path.isdir(d) and not os.path.islink(d)]
+def _sandbox_script(
+    root: Path,
+    passwd: Path,
+    probe_dir: Path,
+    empty_dirs: list[str],
+    init: list[str],
+    probe: list[str],
+    env: dict[str, str],
+) -> str:
+    system = [
+        d
+        for d in ("/bin", "/sbin", "/lib", "/lib64", "/usr", "/etc", "/opt")
+        if os.path.isdir(d) and not os.path.islink(d)
+    ]
     # The probe needs only the standard library: the base interpreter's own folder is bound, wherever
     # this checkout and its venv live (CI's .venv is not under a fixed path).
     prefix = os.path.realpath(sys.base_prefix)
@@ -66,13 +78,29 @@ def _sandbox_script(root: Path, passwd: Path, probe_dir: Path, empty_dirs: list[
         lines.append(f"ln -s {os.readlink(link)} {root}{link}")
     for d in binds:
         lines += [f"mkdir -p {root}{d}", f"mount --rbind {d} {root}{d}"]
-    lines += [f"mount --bind {passwd} {root}/etc/passwd", f"mkdir -p {root}/probe", f"mount --bind {probe_dir} {root}/probe"]
+    lines += [
+        f"mount --bind {passwd} {root}/etc/passwd",
+        f"mkdir -p {root}/probe",
+        f"mount --bind {probe_dir} {root}/probe",
+    ]
     lines += [f"mount -o remount,bind,ro {root}{d}" for d in [*binds, "/probe"]]
     lines += [f"mkdir -p {root}/dev {root}/proc", f"mount --rbind /dev {root}/dev", f"mount -t proc proc {root}/proc"]
     lines += [f"mkdir -p {root}{d}" for d in empty_dirs]
     lines.append(f"mount -o remount,ro {root}")  # the root filesystem: read-only
     lines += [f"mount -t tmpfs -o mode=0777 none {root}{d}" for d in empty_dirs]  # the emptyDirs: writable
-    as_user = ["chroot", str(root), "setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "env", "-i", *(f"{k}={v}" for k, v in env.items())]
+    as_user = [
+        "chroot",
+        str(root),
+        "setpriv",
+        "--reuid",
+        "1000",
+        "--regid",
+        "1000",
+        "--clear-groups",
+        "env",
+        "-i",
+        *(f"{k}={v}" for k, v in env.items()),
+    ]
     if init:
         lines.append(" ".join([*as_user, *init]))
     lines.append(" ".join([*as_user, *probe]))
@@ -86,17 +114,39 @@ def _run(tmp_path: Path, *, with_init: bool) -> subprocess.CompletedProcess[str]
     empty = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
     empty_dirs = [m["mountPath"] for m in container["volumeMounts"] if m["name"] in empty]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    assert pod["securityContext"]["runAsUser"] == 1000 and container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert (
+        pod["securityContext"]["runAsUser"] == 1000 and container["securityContext"]["readOnlyRootFilesystem"] is True
+    )
     assert {m["mountPath"] for m in init["volumeMounts"]} <= set(empty_dirs)
     root = tmp_path / "root"
     root.mkdir()
     passwd = tmp_path / "passwd"
-    passwd.write_text("".join(line for line in Path("/etc/passwd").read_text().splitlines(keepends=True) if line.split(":")[2:3] != ["1000"]))
+    passwd.write_text(
+        "".join(
+            line
+            for line in Path("/etc/passwd").read_text().splitlines(keepends=True)
+            if line.split(":")[2:3] != ["1000"]
+        )
+    )
     probe_dir = tmp_path / "probe"
     probe_dir.mkdir()
     (probe_dir / "probe.py").write_text(PROBE)
-    script = _sandbox_script(root, passwd, probe_dir, empty_dirs, init["command"] if with_init else [], [os.path.realpath(sys.executable), "/probe/probe.py"], env)
-    return subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", script], capture_output=True, text=True, timeout=scaled(120), check=False)
+    script = _sandbox_script(
+        root,
+        passwd,
+        probe_dir,
+        empty_dirs,
+        init["command"] if with_init else [],
+        [os.path.realpath(sys.executable), "/probe/probe.py"],
+        env,
+    )
+    return subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=scaled(120),
+        check=False,
+    )
 
 
 def _can_sandbox() -> bool:

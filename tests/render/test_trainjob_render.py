@@ -54,7 +54,9 @@ def node_pod(w: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("example", EXAMPLES, ids=example_id)
 def test_trainjob_golden(example: Path) -> None:
     golden = trainjob_golden_path(example)
-    assert golden.exists(), f"no TrainJob golden file for {example_id(example)}: run .venv/bin/python tests/render/update_golden.py"
+    assert golden.exists(), (
+        f"no TrainJob golden file for {example_id(example)}: run .venv/bin/python tests/render/update_golden.py"
+    )
     assert golden_text(example, TRAINJOB_OPTIONS) == golden.read_text(encoding="utf-8"), (
         f"{example_id(example)} renders differently as a TrainJob; if intended, run tests/render/update_golden.py and review the diff"
     )
@@ -77,7 +79,12 @@ def test_every_rendered_trainjob_passes_the_upstream_v2_3_schema(example: Path) 
 
 
 def test_image_command_env_resources_and_topology_go_through_spec_trainer() -> None:
-    job = JobBuilder().set("spec.resources", {"nodes": 4, "gpusPerNode": 8, "memory": "200Gi"}).set("spec.image", "registry.local/trainer:1").build()
+    job = (
+        JobBuilder()
+        .set("spec.resources", {"nodes": 4, "gpusPerNode": 8, "memory": "200Gi"})
+        .set("spec.image", "registry.local/trainer:1")
+        .build()
+    )
     w = trainjob(job)
     t = w["spec"]["trainer"]
     assert t["image"] == "registry.local/trainer:1"
@@ -86,9 +93,15 @@ def test_image_command_env_resources_and_topology_go_through_spec_trainer() -> N
     assert t["resourcesPerNode"]["limits"] == {"memory": "200Gi", "nvidia.com/gpu": 8}
     names = {e["name"] for e in t["env"]}
     assert "KUBETUNE_CONFIG_DIR" in names and not names & RESERVED
-    assert w["spec"]["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime", "name": RUNTIME_NAME}
+    assert w["spec"]["runtimeRef"] == {
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "ClusterTrainingRuntime",
+        "name": RUNTIME_NAME,
+    }
     pod = node_pod(w)
-    assert pod["metadata"]["labels"][LABEL_JOB] == "demo", "our labels reach the pods (the pod informer selects on them)"
+    assert pod["metadata"]["labels"][LABEL_JOB] == "demo", (
+        "our labels reach the pods (the pod informer selects on them)"
+    )
     (container,) = pod["spec"]["containers"]
     assert container["name"] == "node"
     assert {m["name"] for m in container["volumeMounts"]} >= {"config", "outputs", "dshm", "scratch"}
@@ -100,7 +113,13 @@ def test_image_command_env_resources_and_topology_go_through_spec_trainer() -> N
 def test_placement_goes_through_the_runtime_patch() -> None:
     job = (
         JobBuilder()
-        .set("spec.scheduling", {"nodeSelector": {"gpu": "h100"}, "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]})
+        .set(
+            "spec.scheduling",
+            {
+                "nodeSelector": {"gpu": "h100"},
+                "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            },
+        )
         .set("spec.serviceAccountName", "trainer")
         .build()
     )
@@ -121,7 +140,9 @@ KUEUE = [
 
 
 @pytest.mark.parametrize(("suspend", "queue", "expected", "label"), [k[1:] for k in KUEUE], ids=[k[0] for k in KUEUE])
-def test_kueue_queue_label_and_suspend(suspend: bool, queue: str | None, expected: bool | None, label: str | None) -> None:
+def test_kueue_queue_label_and_suspend(
+    suspend: bool, queue: str | None, expected: bool | None, label: str | None
+) -> None:
     b = JobBuilder().set("spec.suspend", suspend)
     if queue:
         b.set("spec.scheduling", {"queueName": queue})
@@ -154,14 +175,24 @@ def test_rank0_pod_is_completion_index_0_of_the_node_job() -> None:
     b = BACKENDS["trainjob"]
 
     def pod(name: str, index: str, created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
-        labels = {JOBSET_NAME_LABEL: "ft", REPLICATED_JOB_LABEL: "node", JOB_INDEX_LABEL: "0", COMPLETION_INDEX_LABEL: index}
+        labels = {
+            JOBSET_NAME_LABEL: "ft",
+            REPLICATED_JOB_LABEL: "node",
+            JOB_INDEX_LABEL: "0",
+            COMPLETION_INDEX_LABEL: index,
+        }
         return {"metadata": {"name": name, "labels": labels, "creationTimestamp": created}}
 
     pods = [pod("ft-node-1-0", "1"), pod("ft-node-0-0-old", "0"), pod("ft-node-0-0-new", "0", "2026-01-02T00:00:00Z")]
     assert b.rank0_pod(pods)["metadata"]["name"] == "ft-node-0-0-new"  # type: ignore[index]
     assert b.rank0_pod([pod("ft-node-1-0", "1")]) is None
     ref = b.pod_for_rank("ft", 2)
-    assert dict(ref.labels) == {JOBSET_NAME_LABEL: "ft", REPLICATED_JOB_LABEL: "node", JOB_INDEX_LABEL: "0", COMPLETION_INDEX_LABEL: "2"}
+    assert dict(ref.labels) == {
+        JOBSET_NAME_LABEL: "ft",
+        REPLICATED_JOB_LABEL: "node",
+        JOB_INDEX_LABEL: "0",
+        COMPLETION_INDEX_LABEL: "2",
+    }
     assert ref.container == "node"
 
 
@@ -225,14 +256,22 @@ def _applies_as_written_into_any_namespace(text: str, doc: dict[str, Any], pod: 
     # Trainer v2.3 keeps spec.trainer.env in order (pkg/apply/apply.go:37-41 UpsertEnvVars, 79-87 upsert)
     for ref in re.findall(r"\$\((\w+)\)", out):
         assert ref in names[: names.index("KUBETUNE_OUTPUT_DIR")]
-        assert next(e for e in env if e["name"] == ref)["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        assert next(e for e in env if e["name"] == ref)["valueFrom"] == {
+            "fieldRef": {"fieldPath": "metadata.namespace"}
+        }
     claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
     [prereqs] = set(re.findall(r"kubectl apply -n NS -f (examples/prerequisites/[\w-]+\.yaml)", text))
-    modes = {d["metadata"]["name"]: d["spec"]["accessModes"] for d in load_documents((REPO / prereqs).read_text(encoding="utf-8")) if d and d["kind"] == "PersistentVolumeClaim"}
+    modes = {
+        d["metadata"]["name"]: d["spec"]["accessModes"]
+        for d in load_documents((REPO / prereqs).read_text(encoding="utf-8"))
+        if d and d["kind"] == "PersistentVolumeClaim"
+    }
     for claim in claims:
         assert claim in modes, f"{claim} is not in {prereqs}"
         if doc["spec"]["trainer"]["numNodes"] > 1:
-            assert modes[claim] == ["ReadWriteMany"], f"{claim}: {modes[claim]} cannot be mounted by {doc['spec']['trainer']['numNodes']} nodes"
+            assert modes[claim] == ["ReadWriteMany"], (
+                f"{claim}: {modes[claim]} cannot be mounted by {doc['spec']['trainer']['numNodes']} nodes"
+            )
 
 
 def _trainjob_problems(name: str = "qwen-lora", **spec: Any) -> list[str]:

@@ -25,7 +25,9 @@ from renderlib import (  # run as a script, so its own folder is first on sys.pa
 def main() -> int:
     wanted = set()
     plain = [(example, golden_path(example), None) for example in example_files()]
-    operator = [(EXAMPLES / name, operator_golden_path(EXAMPLES / name), OPERATOR_OPTIONS) for name in OPERATOR_EXAMPLES]
+    operator = [
+        (EXAMPLES / name, operator_golden_path(EXAMPLES / name), OPERATOR_OPTIONS) for name in OPERATOR_EXAMPLES
+    ]
     trainjob = [(example, trainjob_golden_path(example), TRAINJOB_OPTIONS) for example in example_files()]
     for example, target, options in plain + operator + trainjob:
         wanted.add(target)

@@ -52,8 +52,18 @@ class Azurite:
         self.endpoint = f"http://127.0.0.1:{self.port}/{ACCOUNT}"
         self.workspace = tempfile.mkdtemp(prefix="kt-azurite-")
         self.process = subprocess.Popen(
-            [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", self.workspace,
-             "--silent", "--disableTelemetry", "--skipApiVersionCheck"],
+            [
+                str(AZURITE),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(self.port),
+                "--location",
+                self.workspace,
+                "--silent",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={k: v for k, v in os.environ.items() if k != "AZURITE_ACCOUNTS"},  # only the default account
@@ -79,7 +89,9 @@ class Azurite:
         from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
         sas = generate_container_sas(
-            ACCOUNT, container, account_key=KEY,
+            ACCOUNT,
+            container,
+            account_key=KEY,
             permission=ContainerSasPermissions(read=read, list=read, write=write, create=write, delete=write),
             expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1),
         )

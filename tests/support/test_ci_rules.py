@@ -31,7 +31,11 @@ def run_pytest(tmp_path: Path, files: list[str], ci: bool) -> subprocess.Complet
         env["CI"] = "true"
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider", "-q", "-rs", *files],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=scaled(60),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
     )
 
 

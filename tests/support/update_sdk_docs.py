@@ -22,7 +22,9 @@ def _annotation(value: Any) -> str:
     if value is inspect.Parameter.empty:
         return ""
     text = value if isinstance(value, str) else getattr(value, "__name__", repr(value))
-    return text.replace("builtins.", "")  # inside Client, ``list`` is a method: the source spells the type builtins.list
+    return text.replace(
+        "builtins.", ""
+    )  # inside Client, ``list`` is a method: the source spells the type builtins.list
 
 
 def signature(fn: Any, name: str) -> str:
@@ -64,11 +66,22 @@ def reference() -> str:
     from kubetune.plan import check
 
     out: list[str] = []
-    out += ["### `kubetune.FineTuneJob`", "", _doc(FineTuneJob).split("\n")[0], "",
-            "The API's pydantic model (`kubetune.api`); `job.metadata.name`, `job.spec`, `job.status.phase`, "
-            "`job.to_api()`.  Built from a file or from a few values:", ""]
+    out += [
+        "### `kubetune.FineTuneJob`",
+        "",
+        _doc(FineTuneJob).split("\n")[0],
+        "",
+        "The API's pydantic model (`kubetune.api`); `job.metadata.name`, `job.spec`, `job.status.phase`, "
+        "`job.to_api()`.  Built from a file or from a few values:",
+        "",
+    ]
     for name in ("from_file", "build", "from_api"):
-        out += _block(f"FineTuneJob.{name}", signature(getattr(FineTuneJob, name), f"FineTuneJob.{name}"), _doc(getattr(FineTuneJob, name)), "####")
+        out += _block(
+            f"FineTuneJob.{name}",
+            signature(getattr(FineTuneJob, name), f"FineTuneJob.{name}"),
+            _doc(getattr(FineTuneJob, name)),
+            "####",
+        )
     out += _block("kubetune.Client", signature(sdk.Client.__init__, "Client"), _doc(sdk.Client))
     for name, member in sdk.Client.__dict__.items():
         if name.startswith("_") or not callable(member):
@@ -76,23 +89,53 @@ def reference() -> str:
         out += _block(f"Client.{name}", signature(member, f"Client.{name}"), _doc(member), "####")
     out += _block("kubetune.AsyncClient", signature(sdk.AsyncClient.__init__, "AsyncClient"), _doc(sdk.AsyncClient))
     verbs = [n for n, m in sdk.AsyncClient.__dict__.items() if not n.startswith("_") and callable(m)]
-    out += ["Verbs (`await client.verb(...)`; `watch` and `follow_logs` are `async for` iterators): " + ", ".join(f"`{v}`" for v in verbs) + ".", ""]
+    out += [
+        "Verbs (`await client.verb(...)`; `watch` and `follow_logs` are `async for` iterators): "
+        + ", ".join(f"`{v}`" for v in verbs)
+        + ".",
+        "",
+    ]
     out += _block("kubetune.JobUpdate", "@dataclass(frozen=True)\nclass JobUpdate", _doc(sdk.JobUpdate))
     fields = [f"- `{f}`: `{_annotation(t)}`" for f, t in sdk.JobUpdate.__annotations__.items()]
     out += ["Fields:", "", *fields, "", "`update.finished`: " + _doc(sdk.JobUpdate.finished), ""]
     out += _block("kubetune.JobEvent", "@dataclass(frozen=True)\nclass JobEvent", _doc(sdk.JobEvent))
     out += _block("kubetune.MetricRows", "class MetricRows(list[dict[str, Any]])", _doc(sdk.MetricRows))
     for name in ("losses", "plot", "to_pandas"):
-        out += _block(f"MetricRows.{name}", signature(getattr(sdk.MetricRows, name), f"MetricRows.{name}"), _doc(getattr(sdk.MetricRows, name)), "####")
+        out += _block(
+            f"MetricRows.{name}",
+            signature(getattr(sdk.MetricRows, name), f"MetricRows.{name}"),
+            _doc(getattr(sdk.MetricRows, name)),
+            "####",
+        )
     out += _block("kubetune.run_local", signature(sdk.run_local, "run_local"), _doc(sdk.run_local))
-    out += _block("kubetune.read_trainer_log", signature(sdk.read_trainer_log, "read_trainer_log"), _doc(sdk.read_trainer_log))
-    out += _block("kubetune.plan", signature(check, "plan"), _doc(check) + "\n\n`kubetune.plan(job, ...)` is `kubetune.plan.check(job, ...)` "
-                  "(typed code calls the latter: the package is also the planner's namespace).")
+    out += _block(
+        "kubetune.read_trainer_log", signature(sdk.read_trainer_log, "read_trainer_log"), _doc(sdk.read_trainer_log)
+    )
+    out += _block(
+        "kubetune.plan",
+        signature(check, "plan"),
+        _doc(check) + "\n\n`kubetune.plan(job, ...)` is `kubetune.plan.check(job, ...)` "
+        "(typed code calls the latter: the package is also the planner's namespace).",
+    )
     out += ["### Errors", "", _doc(sdk.KubetuneError), "", "| error | raised when |", "|---|---|"]
-    errors = [sdk.KubetuneError, *sorted((c for c in vars(sdk).values() if isinstance(c, type) and issubclass(c, sdk.KubetuneError) and c is not sdk.KubetuneError), key=lambda c: c.__name__)]
+    errors = [
+        sdk.KubetuneError,
+        *sorted(
+            (
+                c
+                for c in vars(sdk).values()
+                if isinstance(c, type) and issubclass(c, sdk.KubetuneError) and c is not sdk.KubetuneError
+            ),
+            key=lambda c: c.__name__,
+        ),
+    ]
     for cls in errors:
         out.append(f"| `kubetune.{cls.__name__}` | {' '.join(_doc(cls).split())} |")
-    missing = [n for n in kubetune.__all__ if n not in "\n".join(out) and not n.startswith("__") and n not in ("RunResult", "Verdict")]
+    missing = [
+        n
+        for n in kubetune.__all__
+        if n not in "\n".join(out) and not n.startswith("__") and n not in ("RunResult", "Verdict")
+    ]
     if missing:
         raise SystemExit(f"update_sdk_docs.py: public names without a reference entry: {missing}")
     return "\n".join(out).rstrip() + "\n"

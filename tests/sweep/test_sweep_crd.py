@@ -23,7 +23,10 @@ from kubetune.api.sweep import FineTuneSweep
 from kubetune.sweep.checks import validate_sweep
 
 REPO = Path(__file__).resolve().parents[2]
-FILES = {"crds/": REPO / "crds" / "kubetune.io_finetunesweeps.yaml", "chart copy": REPO / "charts" / "kubetune" / "crds" / "kubetune.io_finetunesweeps.yaml"}
+FILES = {
+    "crds/": REPO / "crds" / "kubetune.io_finetunesweeps.yaml",
+    "chart copy": REPO / "charts" / "kubetune" / "crds" / "kubetune.io_finetunesweeps.yaml",
+}
 DOC = crd("FineTuneSweep")
 SCHEMA = install(DOC)
 
@@ -36,7 +39,13 @@ def test_committed_crd_is_current_and_accepted(where: str) -> None:
 
 
 def test_regenerate_command_writes_the_committed_file() -> None:
-    out = subprocess.run([sys.executable, "-m", "kubetune", "crd", "--kind", "FineTuneSweep"], capture_output=True, text=True, check=True, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-m", "kubetune", "crd", "--kind", "FineTuneSweep"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
     assert out.stdout == FILES["crds/"].read_text(encoding="utf-8")
     assert "kubetune crd --kind FineTuneSweep > crds/kubetune.io_finetunesweeps.yaml" in out.stdout.splitlines()[1]
 
@@ -60,7 +69,13 @@ def test_names_columns_and_status_subresource() -> None:
     [version] = spec["versions"]
     assert version["subresources"] == {"status": {}}
     shown = [(c["name"], c["jsonPath"]) for c in version["additionalPrinterColumns"] if "priority" not in c]
-    assert shown == [("Trials", ".status.summary"), ("Best value", ".status.bestValue"), ("Best trial", ".status.bestTrial"), ("Phase", ".status.phase"), ("Age", ".metadata.creationTimestamp")]
+    assert shown == [
+        ("Trials", ".status.summary"),
+        ("Best value", ".status.bestValue"),
+        ("Best trial", ".status.bestTrial"),
+        ("Phase", ".status.phase"),
+        ("Age", ".metadata.creationTimestamp"),
+    ]
     # the short name is free: FineTuneJob's is ftj
     assert crd()["spec"]["names"]["shortNames"] == ["ftj"]
 
@@ -76,10 +91,20 @@ def test_a_good_sweep_is_stored_as_pydantic_reads_it() -> None:
 # schema, the template's own LLaMA-Factory-aware checks, the planner, and the rules on `values`,
 # whose mixed-scalar items CEL cannot read (api/sweep.py says why for each).
 PYTHON_ONLY = {
-    "categorical without values", "unknown path", "path outside the spec", "field that changes on a running job",
-    "evaluation field", "an object", "a list", "float range on an integer field", "range on a string field",
-    "value not allowed by the field", "range beyond the field's bounds", "int range with fractions",
-    "template of an unknown chat template", "a range that cannot fit the GPUs",
+    "categorical without values",
+    "unknown path",
+    "path outside the spec",
+    "field that changes on a running job",
+    "evaluation field",
+    "an object",
+    "a list",
+    "float range on an integer field",
+    "range on a string field",
+    "value not allowed by the field",
+    "range beyond the field's bounds",
+    "int range with fractions",
+    "template of an unknown chat template",
+    "a range that cannot fit the GPUs",
 }
 
 
@@ -107,10 +132,17 @@ def test_the_api_server_refuses_a_change_to_the_search_or_the_template() -> None
     for change, words in (
         (lambda s: s.update(algorithm="random"), "spec.algorithm cannot change after the sweep is created"),
         (lambda s: s["parameters"][0].update(max=1e-2), "spec.parameters cannot change after the sweep is created"),
-        (lambda s: s["template"]["training"].update(epochs=1.0), "spec.training cannot change after the job is created"),
+        (
+            lambda s: s["template"]["training"].update(epochs=1.0),
+            "spec.training cannot change after the job is created",
+        ),
         # Every new trial is created from the current template: another evaluation would score it on another measure.
-        (lambda s: s["template"]["evaluation"].update(generation=not s["template"]["evaluation"].get("generation", False)),
-         "spec.template.evaluation cannot change after the sweep is created"),
+        (
+            lambda s: s["template"]["evaluation"].update(
+                generation=not s["template"]["evaluation"].get("generation", False)
+            ),
+            "spec.template.evaluation cannot change after the sweep is created",
+        ),
     ):
         new, errors = admitted(variant(change), SCHEMA)
         assert errors == []
@@ -136,20 +168,62 @@ def test_the_largest_study_fits_in_one_object_under_etcds_request_limit() -> Non
     from kubetune.api.sweep import MAX_INTERMEDIATE, MAX_SWEEP_NAME_LENGTH, MAX_TRIALS, FineTuneSweepStatus, TrialRecord
     from kubetune.sweep.paths import resolve
 
-    paths = ["training.gradientAccumulationSteps", "training.preference.labelSmoothing", "training.gradientCheckpointing",
-             "training.preference.simpoGamma", "training.kto.undesirableWeight", "training.preprocessingWorkers",
-             "training.kto.desirableWeight", "training.perDeviceBatchSize", "training.ppo.whitenRewards", "resources.sharedMemorySize",
-             "training.ppo.maxNewTokens", "quantization.doubleQuant", "training.learningRate", "training.warmupRatio", "lora.dropout", "lora.rank"]
+    paths = [
+        "training.gradientAccumulationSteps",
+        "training.preference.labelSmoothing",
+        "training.gradientCheckpointing",
+        "training.preference.simpoGamma",
+        "training.kto.undesirableWeight",
+        "training.preprocessingWorkers",
+        "training.kto.desirableWeight",
+        "training.perDeviceBatchSize",
+        "training.ppo.whitenRewards",
+        "resources.sharedMemorySize",
+        "training.ppo.maxNewTokens",
+        "quantization.doubleQuant",
+        "training.learningRate",
+        "training.warmupRatio",
+        "lora.dropout",
+        "lora.rank",
+    ]
     for p in paths:
         resolve(p)
     name = "x" * MAX_SWEEP_NAME_LENGTH
-    trials = [TrialRecord(number=i, name=f"{name}-{i}", parameters={p: 0.12345678901234567 for p in paths}, state="Failed", value=1.2345678901234567e-05,
-                          intermediate=[{"step": 10_000_000 + k, "value": 1.2345678901234567e-05} for k in range(MAX_INTERMEDIATE)],
-                          message="m" * 1024).to_api() for i in range(MAX_TRIALS)]
-    conditions = [{"type": t, "status": "False", "reason": "WinnerMissing", "message": "m" * 4096, "lastTransitionTime": "2026-12-07T10:00:00Z",
-                   "observedGeneration": 1} for t in ("Validated", "Running", "Succeeded", "Failed", "Promoted", "Serving")]
-    status = {"trials": trials, "conditions": conditions, "summary": "x" * 64, "message": "m" * 4096, "bestTrial": f"{name}-199", "bestValue": 1.0,
-              "phase": "Running", "observedGeneration": 1}
+    trials = [
+        TrialRecord(
+            number=i,
+            name=f"{name}-{i}",
+            parameters={p: 0.12345678901234567 for p in paths},
+            state="Failed",
+            value=1.2345678901234567e-05,
+            intermediate=[{"step": 10_000_000 + k, "value": 1.2345678901234567e-05} for k in range(MAX_INTERMEDIATE)],
+            message="m" * 1024,
+        ).to_api()
+        for i in range(MAX_TRIALS)
+    ]
+    conditions = [
+        {
+            "type": t,
+            "status": "False",
+            "reason": "WinnerMissing",
+            "message": "m" * 4096,
+            "lastTransitionTime": "2026-12-07T10:00:00Z",
+            "observedGeneration": 1,
+        }
+        for t in ("Validated", "Running", "Succeeded", "Failed", "Promoted", "Serving")
+    ]
+    status = {
+        "trials": trials,
+        "conditions": conditions,
+        "summary": "x" * 64,
+        "message": "m" * 4096,
+        "bestTrial": f"{name}-199",
+        "bestValue": 1.0,
+        "phase": "Running",
+        "observedGeneration": 1,
+    }
     FineTuneSweepStatus.model_validate(status)
     size = len(json.dumps(status, separators=(",", ":")))
-    assert size < 1.5 * 2**20 - 128 * 2**10, f"{size} bytes of status leave under 128 KiB of etcd's 1.5 MiB for the rest of the object"
+    assert size < 1.5 * 2**20 - 128 * 2**10, (
+        f"{size} bytes of status leave under 128 KiB of etcd's 1.5 MiB for the rest of the object"
+    )

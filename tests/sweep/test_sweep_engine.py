@@ -34,7 +34,14 @@ RANK = {"path": "lora.rank", "type": "int", "min": 4, "max": 64, "step": 4}
 
 
 def make_spec(**fields: Any) -> FineTuneSweepSpec:
-    body = {"template": TEMPLATE, "parameters": [LR, RANK], "objective": {"metric": "evalLoss"}, "maxTrials": 8, "seed": 11, **fields}
+    body = {
+        "template": TEMPLATE,
+        "parameters": [LR, RANK],
+        "objective": {"metric": "evalLoss"},
+        "maxTrials": 8,
+        "seed": 11,
+        **fields,
+    }
     return FineTuneSweepSpec.model_validate(body, by_alias=True)
 
 
@@ -44,7 +51,9 @@ def loss(params: dict[str, Any]) -> float:
     return (math.log10(lr) - math.log10(3e-4)) ** 2 + int(params.get("lora.rank", 0)) / 1000
 
 
-def done(trial: TrialRecord, state: str = "Succeeded", value: float | None = None, curve: list[float] | None = None) -> TrialRecord:
+def done(
+    trial: TrialRecord, state: str = "Succeeded", value: float | None = None, curve: list[float] | None = None
+) -> TrialRecord:
     value = loss(trial.parameters) if value is None and state == "Succeeded" else value
     inter = [{"step": 10 * (i + 1), "value": v} for i, v in enumerate(curve or [])]
     return TrialRecord.model_validate({**trial.model_dump(), "state": state, "value": value, "intermediate": inter})
@@ -60,7 +69,11 @@ def run(spec: FineTuneSweepSpec, batch: int = 1) -> list[TrialRecord]:
 def test_new_trials_are_pending_named_and_numbered_after_the_records() -> None:
     spec = make_spec()
     first = sweep.next_trials(spec, [], 3, "lr-sweep")
-    assert [(t.number, t.name, t.state) for t in first] == [(0, "lr-sweep-0", "Pending"), (1, "lr-sweep-1", "Pending"), (2, "lr-sweep-2", "Pending")]
+    assert [(t.number, t.name, t.state) for t in first] == [
+        (0, "lr-sweep-0", "Pending"),
+        (1, "lr-sweep-1", "Pending"),
+        (2, "lr-sweep-2", "Pending"),
+    ]
     for t in first:
         assert 1e-5 <= t.parameters["training.learningRate"] <= 1e-3
         assert t.parameters["lora.rank"] in range(4, 65, 4) and isinstance(t.parameters["lora.rank"], int)
@@ -84,8 +97,14 @@ def test_seeded_parameters_agree_across_processes_with_different_hash_seeds() ->
     ) % str(Path(__file__).parent)
     outs = []
     for hash_seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), os.environ.get("PYTHONPATH", "")])}
-        done_ = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60)
+        env = {
+            **os.environ,
+            "PYTHONHASHSEED": hash_seed,
+            "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), os.environ.get("PYTHONPATH", "")]),
+        }
+        done_ = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60
+        )
         outs.append(json.loads(done_.stdout.strip().splitlines()[-1]))
     assert outs[0] == outs[1]
     assert len(outs[0]) == 8
@@ -95,7 +114,13 @@ def test_recorded_trials_are_never_asked_again() -> None:
     """The parameters of recorded trials stay as recorded, whatever their state; new trials only follow them."""
     spec = make_spec()
     recorded = [
-        TrialRecord(number=0, name="s-0", parameters={"training.learningRate": 1e-4, "lora.rank": 8}, state="Succeeded", value=0.5),
+        TrialRecord(
+            number=0,
+            name="s-0",
+            parameters={"training.learningRate": 1e-4, "lora.rank": 8},
+            state="Succeeded",
+            value=0.5,
+        ),
         TrialRecord(number=1, name="s-1", parameters={"training.learningRate": 5e-4, "lora.rank": 16}, state="Running"),
         TrialRecord(number=2, name="s-2", parameters={"training.learningRate": 2e-5, "lora.rank": 4}, state="Failed"),
     ]
@@ -116,7 +141,10 @@ def test_every_algorithm_runs_a_study_and_best_is_the_lowest_value(algorithm: st
 
 
 def test_grid_tries_every_point_once_then_ends() -> None:
-    params = [{"path": "training.learningRate", "type": "float", "min": 1e-4, "max": 3e-4, "step": 1e-4}, {"path": "training.scheduler", "type": "categorical", "values": ["cosine", "linear"]}]
+    params = [
+        {"path": "training.learningRate", "type": "float", "min": 1e-4, "max": 3e-4, "step": 1e-4},
+        {"path": "training.scheduler", "type": "categorical", "values": ["cosine", "linear"]},
+    ]
     spec = make_spec(algorithm="grid", parameters=params, maxTrials=50, parallelism=4)
     assert sweep.grid_size(spec) == 6
     trials: list[TrialRecord] = []
@@ -153,7 +181,12 @@ def test_hyperband_prunes_a_clearly_worse_curve() -> None:
     trials = sweep.next_trials(spec, [], 12, "h")
     curves = [[2.0 - 0.1 * k - 0.01 * i for k in range(9)] for i in range(10)]
     history = [done(t, value=c[-1], curve=c) for t, c in zip(trials[:10], curves)]
-    verdicts = [sweep.should_prune(spec, [*history, done(t, state="Running", curve=[9.0] * 3)], done(t, state="Running", curve=[9.0] * 3)) for t in trials[10:]]
+    verdicts = [
+        sweep.should_prune(
+            spec, [*history, done(t, state="Running", curve=[9.0] * 3)], done(t, state="Running", curve=[9.0] * 3)
+        )
+        for t in trials[10:]
+    ]
     assert any(verdicts), "hyperband must prune a curve far above every completed one"
     good = done(trials[10], state="Running", curve=[0.1] * 3)
     assert sweep.should_prune(spec, [*history, good], good) is False
@@ -172,9 +205,17 @@ def test_failed_trials_beyond_max_failed_trials_end_the_study_and_fewer_do_not()
 def test_best_follows_the_goal_and_ignores_pruned_and_failed_trials() -> None:
     base = make_spec()
     trials = sweep.next_trials(base, [], 4, "b")
-    recs = [done(trials[0], value=0.2), done(trials[1], value=0.9), done(trials[2], state="Pruned", value=0.01), done(trials[3], state="Failed")]
+    recs = [
+        done(trials[0], value=0.2),
+        done(trials[1], value=0.9),
+        done(trials[2], state="Pruned", value=0.01),
+        done(trials[3], state="Failed"),
+    ]
     assert sweep.best(base, recs).number == 0  # type: ignore[union-attr]
-    bleu = make_spec(objective={"metric": "bleu4", "goal": "maximize"}, template={**TEMPLATE, "evaluation": {**TEMPLATE["evaluation"], "generation": True}})
+    bleu = make_spec(
+        objective={"metric": "bleu4", "goal": "maximize"},
+        template={**TEMPLATE, "evaluation": {**TEMPLATE["evaluation"], "generation": True}},
+    )
     assert sweep.best(bleu, recs).number == 1  # type: ignore[union-attr]
     assert sweep.best(base, recs[2:]) is None
     assert sweep.summary(base, recs) == "4/8 (1 pruned, 1 failed)"

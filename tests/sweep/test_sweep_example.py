@@ -18,7 +18,13 @@ EXAMPLE = REPO / "examples" / "sweep-lr.yaml"
 
 
 def test_kubetune_validate_accepts_the_sweep_example() -> None:
-    proc = subprocess.run([sys.executable, "-m", "kubetune", "validate", str(EXAMPLE)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubetune", "validate", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == (
         f"{EXAMPLE}: FineTuneSweep qwen-lr is valid; 2 parameter(s), algorithm tpe, earlyStopping median, "
@@ -33,7 +39,12 @@ def test_the_examples_trials_are_valid_jobs_and_only_the_winner_is_served() -> N
     trials = engine.next_trials(sweep.spec, [], 2, sweep.name)
     assert [t.name for t in trials] == ["qwen-lr-0", "qwen-lr-1"]
     for t in trials:
-        body = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": t.name}, "spec": engine.trial_spec(sweep.spec, t)}
+        body = {
+            "apiVersion": "kubetune.io/v1alpha1",
+            "kind": "FineTuneJob",
+            "metadata": {"name": t.name},
+            "spec": engine.trial_spec(sweep.spec, t),
+        }
         job, problems = validate_object(body)
         assert job is not None and problems == [], problems
         assert job.spec.serve is None and job.spec.lora is not None and job.spec.lora.rank == t.parameters["lora.rank"]
@@ -42,6 +53,15 @@ def test_the_examples_trials_are_valid_jobs_and_only_the_winner_is_served() -> N
 
 
 def test_validate_refuses_the_example_on_a_gpu_too_small_for_its_ranges() -> None:
-    proc = subprocess.run([sys.executable, "-m", "kubetune", "validate", "--gpu-memory", "8", str(EXAMPLE)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubetune", "validate", "--gpu-memory", "8", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 1
-    assert f"{EXAMPLE}: spec.parameters: a trial with training.learningRate = 2e-05, lora.rank = 8 will not fit the GPUs: predicted peak" in proc.stderr
+    assert (
+        f"{EXAMPLE}: spec.parameters: a trial with training.learningRate = 2e-05, lora.rank = 8 will not fit the GPUs: predicted peak"
+        in proc.stderr
+    )

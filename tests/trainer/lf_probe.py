@@ -23,7 +23,10 @@ def _train(args: dict[str, Any]) -> dict[str, Any]:
     run_exp(dict(args))
     log = Path(args["output_dir"]) / "trainer_log.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return {"losses": [r["loss"] for r in records if "loss" in r], "files": sorted(p.name for p in Path(args["output_dir"]).iterdir())}
+    return {
+        "losses": [r["loss"] for r in records if "loss" in r],
+        "files": sorted(p.name for p in Path(args["output_dir"]).iterdir()),
+    }
 
 
 def _export(args: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,9 @@ from kubetune.trainer import checkpoints
 from kubetune.trainer.train import quarantine_incomplete
 
 
-def _checkpoint(root: Path, step: int, *, state: bool = True, weights: str = "adapter_model.safetensors", optimizer: bool = True) -> Path:
+def _checkpoint(
+    root: Path, step: int, *, state: bool = True, weights: str = "adapter_model.safetensors", optimizer: bool = True
+) -> Path:
     folder = root / f"checkpoint-{step}"
     folder.mkdir(parents=True)
     if weights:

@@ -28,7 +28,15 @@ QA = [
 ]
 CHATS = [
     {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]},
-    {"messages": [{"role": "sys", "content": "Be kind."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye!"}]},
+    {
+        "messages": [
+            {"role": "sys", "content": "Be kind."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Bye"},
+            {"role": "assistant", "content": "Bye!"},
+        ]
+    },
 ]
 
 
@@ -57,13 +65,24 @@ def _manifest(base_url: str) -> dict[str, Any]:
         "spec": {
             "model": {"path": "tiny-qwen2", "template": "qwen"},
             "datasets": [
-                {"name": "qa", "path": "custom/qa.json", "format": "alpaca", "columns": {"prompt": "question", "response": "answer", "system": "sys"}},
+                {
+                    "name": "qa",
+                    "path": "custom/qa.json",
+                    "format": "alpaca",
+                    "columns": {"prompt": "question", "response": "answer", "system": "sys"},
+                },
                 {
                     "name": "chats",
                     "url": f"{base_url}/chats.jsonl",
                     "format": "sharegpt",
                     "columns": {"messages": "messages"},
-                    "tags": {"roleTag": "role", "contentTag": "content", "userTag": "user", "assistantTag": "assistant", "systemTag": "sys"},
+                    "tags": {
+                        "roleTag": "role",
+                        "contentTag": "content",
+                        "userTag": "user",
+                        "assistantTag": "assistant",
+                        "systemTag": "sys",
+                    },
                 },
             ],
             "resources": {"gpusPerNode": 0},
@@ -83,7 +102,9 @@ def _setup(tmp_path: Path, assets: TinyAssets, web: tuple[str, Path], qa: list[A
     return make_pod(tmp_path, _manifest(base_url), local)
 
 
-def test_alpaca_and_sharegpt_with_custom_columns_and_tags_are_materialised(tmp_path: Path, tiny_assets: TinyAssets, web: tuple[str, Path]) -> None:
+def test_alpaca_and_sharegpt_with_custom_columns_and_tags_are_materialised(
+    tmp_path: Path, tiny_assets: TinyAssets, web: tuple[str, Path]
+) -> None:
     pod = _setup(tmp_path, tiny_assets, web, QA, CHATS)
     cfg = config.load(pod.env)
     counts = data.prepare(cfg, pod.env)
@@ -114,12 +135,18 @@ BAD = {
     ),
     "sharegpt unknown role": (
         "chats",
-        lambda qa, chats: (qa, [chats[0], {"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]}]),
+        lambda qa, chats: (
+            qa,
+            [chats[0], {"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]}],
+        ),
         "dataset 'chats', record 1, field 'messages[1].role': unknown role 'bot'",
     ),
     "sharegpt turns out of order": (
         "chats",
-        lambda qa, chats: (qa, [{"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}]),
+        lambda qa, chats: (
+            qa,
+            [{"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}],
+        ),
         "dataset 'chats', record 0, field 'messages[0].role': turns must alternate",
     ),
     "sharegpt conversation ending on the user": (
@@ -154,7 +181,9 @@ def test_bad_records_fail_with_dataset_record_and_field_and_leave_nothing_half_w
         data.wait_ready(cfg, {**pod.env, data.ENV_WAIT_TIMEOUT: "1"})
 
 
-def test_entrypoint_exits_with_the_data_code_and_a_failed_stage_line(tmp_path: Path, tiny_assets: TinyAssets, web: tuple[str, Path]) -> None:
+def test_entrypoint_exits_with_the_data_code_and_a_failed_stage_line(
+    tmp_path: Path, tiny_assets: TinyAssets, web: tuple[str, Path]
+) -> None:
     bad_chats = [{"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]}]
     pod = _setup(tmp_path, tiny_assets, web, QA, bad_chats)
     result = run_trainer(pod.env, timeout=scaled(120))
@@ -166,7 +195,9 @@ def test_entrypoint_exits_with_the_data_code_and_a_failed_stage_line(tmp_path: P
     assert record["outcome"] == "Failed" and record["exitCode"] == contract.EXIT_DATA
 
 
-def test_a_stale_marker_from_another_job_does_not_release_waiting_ranks(tmp_path: Path, tiny_assets: TinyAssets, web: tuple[str, Path]) -> None:
+def test_a_stale_marker_from_another_job_does_not_release_waiting_ranks(
+    tmp_path: Path, tiny_assets: TinyAssets, web: tuple[str, Path]
+) -> None:
     pod = _setup(tmp_path, tiny_assets, web, QA, CHATS)
     cfg = config.load(pod.env)
     cfg.data_dir.mkdir(parents=True)
@@ -176,7 +207,9 @@ def test_a_stale_marker_from_another_job_does_not_release_waiting_ranks(tmp_path
 
 
 @pytest.mark.parametrize(("status", "error"), [(404, DataError), (503, Retryable)])
-def test_url_failures_are_permanent_or_retryable(tmp_path: Path, tiny_assets: TinyAssets, status: int, error: type[Exception]) -> None:
+def test_url_failures_are_permanent_or_retryable(
+    tmp_path: Path, tiny_assets: TinyAssets, status: int, error: type[Exception]
+) -> None:
     class Failing(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_error(status)
@@ -188,7 +221,9 @@ def test_url_failures_are_permanent_or_retryable(tmp_path: Path, tiny_assets: Ti
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         (tmp_path / "www").mkdir()
-        pod = _setup(tmp_path, tiny_assets, (f"http://127.0.0.1:{server.server_address[1]}", tmp_path / "www"), QA, CHATS)
+        pod = _setup(
+            tmp_path, tiny_assets, (f"http://127.0.0.1:{server.server_address[1]}", tmp_path / "www"), QA, CHATS
+        )
         with pytest.raises(error, match=str(status)):
             data.prepare(config.load(pod.env), pod.env)
     finally:
@@ -201,11 +236,23 @@ def test_url_failures_are_permanent_or_retryable(tmp_path: Path, tiny_assets: Ti
 _DEEP = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
 
 HOSTILE = {
-    "role-is-a-list": ("chats", [{"messages": [{"role": ["user"], "content": "a"}, {"role": "assistant", "content": "b"}]}], "record 0, field 'messages[0].role': expected a string role, got list"),
-    "role-is-a-dict": ("chats", [{"messages": [{"role": {"x": 1}, "content": "a"}, {"role": "assistant", "content": "b"}]}], "expected a string role, got dict"),
+    "role-is-a-list": (
+        "chats",
+        [{"messages": [{"role": ["user"], "content": "a"}, {"role": "assistant", "content": "b"}]}],
+        "record 0, field 'messages[0].role': expected a string role, got list",
+    ),
+    "role-is-a-dict": (
+        "chats",
+        [{"messages": [{"role": {"x": 1}, "content": "a"}, {"role": "assistant", "content": "b"}]}],
+        "expected a string role, got dict",
+    ),
     "deeply-nested-record": ("chats", _DEEP, "line 1 is not valid JSON: nested too deeply"),
     "not-utf8": ("chats", b"\xff\xfe{}\n", "not UTF-8 text"),
-    "single-object-file": ("qa", '{\n  "question": "q",\n  "answer": "a"\n}\n', "expected a JSON array of records or JSON lines"),
+    "single-object-file": (
+        "qa",
+        '{\n  "question": "q",\n  "answer": "a"\n}\n',
+        "expected a JSON array of records or JSON lines",
+    ),
     "deeply-nested-array-file": ("qa", "[" * 100_000 + "]" * 100_000, "not valid JSON: nested too deeply"),
 }
 
@@ -239,7 +286,9 @@ def test_hostile_data_is_a_data_error_naming_dataset_and_source_and_releases_oth
     assert waited.value.exit_code == contract.EXIT_DATA
 
 
-def test_an_unforeseen_failure_still_writes_the_failure_marker(tmp_path: Path, tiny_assets: TinyAssets, web: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unforeseen_failure_still_writes_the_failure_marker(
+    tmp_path: Path, tiny_assets: TinyAssets, web: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     pod = _setup(tmp_path, tiny_assets, web, QA, CHATS)
     cfg = config.load(pod.env)
 

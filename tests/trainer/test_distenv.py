@@ -20,7 +20,15 @@ CASES = {
     "local, nothing set": (
         {},
         None,
-        dict(kind="single", nnodes=1, node_rank=0, nproc_per_node=1, master_addr="127.0.0.1", master_port=23456, global_rank=None),
+        dict(
+            kind="single",
+            nnodes=1,
+            node_rank=0,
+            nproc_per_node=1,
+            master_addr="127.0.0.1",
+            master_port=23456,
+            global_rank=None,
+        ),
         True,
     ),
     "single pod with 4 GPUs": (
@@ -36,21 +44,42 @@ CASES = {
         True,
     ),
     "PyTorchJob worker 3 of 4": (
-        {"MASTER_ADDR": "ft-master-0", "MASTER_PORT": "29500", "WORLD_SIZE": "4", "RANK": "3", "PET_NPROC_PER_NODE": "2"},
+        {
+            "MASTER_ADDR": "ft-master-0",
+            "MASTER_PORT": "29500",
+            "WORLD_SIZE": "4",
+            "RANK": "3",
+            "PET_NPROC_PER_NODE": "2",
+        },
         None,
         dict(kind="pytorchjob", nnodes=4, node_rank=3, nproc_per_node=2, master_port=29500),
         False,
     ),
     "PET_ names win (Trainer v2 sets only those)": (
-        {"MASTER_ADDR": "m", "PET_NNODES": "3", "PET_NODE_RANK": "2", "WORLD_SIZE": "24", "RANK": "17", "NPROC_PER_NODE": "8"},
+        {
+            "MASTER_ADDR": "m",
+            "PET_NNODES": "3",
+            "PET_NODE_RANK": "2",
+            "WORLD_SIZE": "24",
+            "RANK": "17",
+            "NPROC_PER_NODE": "8",
+        },
         None,
         dict(kind="pytorchjob", nnodes=3, node_rank=2, nproc_per_node=8),
         False,
     ),
     "TrainJob node 1 of 2 (Trainer v2 torch plugin: only PET_*, torch.go EnforceMLPolicy)": (
-        {"PET_NNODES": "2", "PET_NPROC_PER_NODE": "4", "PET_NODE_RANK": "1", "PET_MASTER_ADDR": "ft-node-0-0.ft", "PET_MASTER_PORT": "29500"},
+        {
+            "PET_NNODES": "2",
+            "PET_NPROC_PER_NODE": "4",
+            "PET_NODE_RANK": "1",
+            "PET_MASTER_ADDR": "ft-node-0-0.ft",
+            "PET_MASTER_PORT": "29500",
+        },
         None,
-        dict(kind="pytorchjob", nnodes=2, node_rank=1, nproc_per_node=4, master_addr="ft-node-0-0.ft", master_port=29500),
+        dict(
+            kind="pytorchjob", nnodes=2, node_rank=1, nproc_per_node=4, master_addr="ft-node-0-0.ft", master_port=29500
+        ),
         False,
     ),
     "elastic PET_NNODES min:max": (
@@ -60,13 +89,32 @@ CASES = {
         False,
     ),
     "MPIJob rank 0 of 2x2": (
-        {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"},
+        {
+            "OMPI_COMM_WORLD_RANK": "0",
+            "OMPI_COMM_WORLD_SIZE": "4",
+            "OMPI_COMM_WORLD_LOCAL_RANK": "0",
+            "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+        },
         HOSTFILE,
-        dict(kind="mpijob", nnodes=2, node_rank=0, nproc_per_node=2, master_addr="ft-worker-0.ft.default.svc", global_rank=0, local_rank=0),
+        dict(
+            kind="mpijob",
+            nnodes=2,
+            node_rank=0,
+            nproc_per_node=2,
+            master_addr="ft-worker-0.ft.default.svc",
+            global_rank=0,
+            local_rank=0,
+        ),
         True,
     ),
     "MPIJob rank 3 of 2x2": (
-        {"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_LOCAL_SIZE": "2", "MASTER_PORT": "24000"},
+        {
+            "OMPI_COMM_WORLD_RANK": "3",
+            "OMPI_COMM_WORLD_SIZE": "4",
+            "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+            "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+            "MASTER_PORT": "24000",
+        },
         HOSTFILE,
         dict(kind="mpijob", nnodes=2, node_rank=1, nproc_per_node=2, global_rank=3, local_rank=1, master_port=24000),
         False,
@@ -75,7 +123,9 @@ CASES = {
 
 
 @pytest.mark.parametrize(("env", "hostfile", "expected", "rank0"), CASES.values(), ids=CASES.keys())
-def test_distribution_from_env(env: dict[str, str], hostfile: str | None, expected: dict[str, object], rank0: bool) -> None:
+def test_distribution_from_env(
+    env: dict[str, str], hostfile: str | None, expected: dict[str, object], rank0: bool
+) -> None:
     dist = distribution_from_env(env, hostfile_text=hostfile)
     for key, value in expected.items():
         assert getattr(dist, key) == value, key
@@ -88,7 +138,11 @@ def test_distribution_from_env(env: dict[str, str], hostfile: str | None, expect
         ({"MASTER_ADDR": "m", "WORLD_SIZE": "2", "RANK": "2"}, None, "outside 0..1"),
         ({"MASTER_ADDR": "m", "WORLD_SIZE": "two"}, None, "WORLD_SIZE='two' is not an integer"),
         ({"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2"}, "", "no hosts in the MPI hostfile"),
-        ({"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "3", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, HOSTFILE, "not a multiple"),
+        (
+            {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "3", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"},
+            HOSTFILE,
+            "not a multiple",
+        ),
     ],
 )
 def test_inconsistent_environment_is_a_config_error(env: dict[str, str], hostfile: str | None, fragment: str) -> None:
@@ -101,7 +155,14 @@ def test_hostfile_hosts_in_order_without_comments() -> None:
 
 
 def test_pytorchjob_launcher_env_drops_node_level_rank_and_forces_torchrun() -> None:
-    env = {"MASTER_ADDR": "ft-master-0", "MASTER_PORT": "23456", "WORLD_SIZE": "2", "RANK": "1", "NPROC_PER_NODE": "4", "KEEP": "x"}
+    env = {
+        "MASTER_ADDR": "ft-master-0",
+        "MASTER_PORT": "23456",
+        "WORLD_SIZE": "2",
+        "RANK": "1",
+        "NPROC_PER_NODE": "4",
+        "KEEP": "x",
+    }
     out = launcher_env(env, distribution_from_env(env), force_torchrun=False)
     assert out["NNODES"] == "2" and out["NODE_RANK"] == "1" and out["NPROC_PER_NODE"] == "4"
     assert out["MASTER_ADDR"] == "ft-master-0" and out["MASTER_PORT"] == "23456"
@@ -119,9 +180,17 @@ def test_single_process_uses_torchrun_only_for_deepspeed(deepspeed: bool, forced
 
 
 def test_mpi_process_env_is_what_torch_distributed_reads() -> None:
-    env = {"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_LOCAL_SIZE": "2", "FORCE_TORCHRUN": "1"}
+    env = {
+        "OMPI_COMM_WORLD_RANK": "3",
+        "OMPI_COMM_WORLD_SIZE": "4",
+        "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+        "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+        "FORCE_TORCHRUN": "1",
+    }
     out = mpi_process_env(env, distribution_from_env(env, hostfile_text=HOSTFILE, default_port=24567))
-    assert {k: out[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")} == {
+    assert {
+        k: out[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    } == {
         "RANK": "3",
         "WORLD_SIZE": "4",
         "LOCAL_RANK": "1",

@@ -54,7 +54,6 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         else:
             super().do_GET()
 
-
     def _send_from(self, start: int) -> None:
         """A 206 with BIG from `start` on (Content-Range says where the body starts)."""
         self.send_response(206)
@@ -80,13 +79,12 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         half = len(BIG) // 2
         asked = self.headers.get("Range", "")
         if asked.startswith("bytes=") and self.headers.get("If-Range") == '"v1"':
-            start = int(asked[len("bytes="):].rstrip("-"))
+            start = int(asked[len("bytes=") :].rstrip("-"))
             self._send_from(start)
             return
         self._send_headers_of_whole()
         self.wfile.write(BIG[:half])
         self.close_connection = True
-
 
     def _aligned(self) -> None:
         """Like /flaky/, but a range is answered from the 4 KiB block it falls in: a 206 whose
@@ -95,13 +93,12 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         half = len(BIG) // 2
         asked = self.headers.get("Range", "")
         if asked.startswith("bytes="):
-            start = int(asked[len("bytes="):].rstrip("-")) // 4096 * 4096
+            start = int(asked[len("bytes=") :].rstrip("-")) // 4096 * 4096
             self._send_from(start)
             return
         self._send_headers_of_whole()
         self.wfile.write(BIG[: half if len(_Handler.ranges) == 1 else len(BIG)])
         self.close_connection = True
-
 
     stall = threading.Event()
 
@@ -112,7 +109,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         half = len(BIG) // 2
         asked = self.headers.get("Range", "")
         if asked.startswith("bytes=") and self.headers.get("If-Range") == '"v1"':
-            start = int(asked[len("bytes="):].rstrip("-"))
+            start = int(asked[len("bytes=") :].rstrip("-"))
             self._send_from(start)
             return
         self._send_headers_of_whole()
@@ -148,7 +145,9 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
     secure.shutdown()
 
 
-def test_an_https_file_of_a_private_ca_is_downloaded_verified_and_renamed_into_place(tmp_path: Path, sites: tuple[str, str, str]) -> None:
+def test_an_https_file_of_a_private_ca_is_downloaded_verified_and_renamed_into_place(
+    tmp_path: Path, sites: tuple[str, str, str]
+) -> None:
     _, https, ca = sites
     env = {contract.ENV_S3_CA_BUNDLE: ca}  # what spec.storage.objectStore.caBundle renders
     target = tmp_path / "d" / "chat.jsonl"
@@ -156,7 +155,9 @@ def test_an_https_file_of_a_private_ca_is_downloaded_verified_and_renamed_into_p
     assert got == {"bytes": len(BODY), "sha256": hashlib.sha256(BODY).hexdigest()}
     assert target.read_bytes() == BODY and sorted(p.name for p in target.parent.iterdir()) == ["chat.jsonl"]
     # The data stage's reader, with the spec's sha256: records come from the verified file.
-    spec = DatasetSpec.model_validate({"name": "web", "url": f"{https}/chat.jsonl", "sha256": hashlib.sha256(BODY).hexdigest()})
+    spec = DatasetSpec.model_validate(
+        {"name": "web", "url": f"{https}/chat.jsonl", "sha256": hashlib.sha256(BODY).hexdigest()}
+    )
     assert list(data._remote_records(spec, env, tmp_path / "scratch")) == CHATS  # noqa: SLF001
     assert not (tmp_path / "scratch").exists()
 
@@ -164,17 +165,23 @@ def test_an_https_file_of_a_private_ca_is_downloaded_verified_and_renamed_into_p
 def test_a_file_whose_digest_differs_is_refused_and_leaves_nothing(tmp_path: Path, sites: tuple[str, str, str]) -> None:
     http_url, _, _ = sites
     target = tmp_path / "chat.jsonl"
-    with pytest.raises(DataError, match=r"SHA-256 of the downloaded file is [0-9a-f]{64}, spec.datasets\[\].sha256 says 0{64}") as err:
+    with pytest.raises(
+        DataError, match=r"SHA-256 of the downloaded file is [0-9a-f]{64}, spec.datasets\[\].sha256 says 0{64}"
+    ) as err:
         download.fetch(f"{http_url}/chat.jsonl", target, {}, sha256="0" * 64)
     assert err.value.exit_code == contract.EXIT_DATA
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_untrusted_certificate_is_a_data_error_naming_the_ca_bundle_not_a_retry(tmp_path: Path, sites: tuple[str, str, str]) -> None:
+def test_an_untrusted_certificate_is_a_data_error_naming_the_ca_bundle_not_a_retry(
+    tmp_path: Path, sites: tuple[str, str, str]
+) -> None:
     """It used to be Retryable (exit 130): the pod restarted backoffLimit times against a
     certificate that can never verify."""
     _, https, _ = sites
-    with pytest.raises(DataError, match=r"TLS certificate is not trusted .*give its CA in spec.storage.objectStore.caBundle") as err:
+    with pytest.raises(
+        DataError, match=r"TLS certificate is not trusted .*give its CA in spec.storage.objectStore.caBundle"
+    ) as err:
         download.fetch(f"{https}/chat.jsonl", tmp_path / "chat.jsonl", {})
     assert err.value.exit_code == contract.EXIT_DATA
     assert list(tmp_path.iterdir()) == []
@@ -184,7 +191,10 @@ def test_missing_and_denied_files_name_the_field_and_the_fix(tmp_path: Path, sit
     http_url, https, ca = sites
     with pytest.raises(DataError, match=r"server answered 404 .*no such file: check spec.datasets\[\].url"):
         download.fetch(f"{http_url}/nope.jsonl", tmp_path / "a.jsonl", {})
-    with pytest.raises(DataError, match=r"server answered 403 .*without credentials: make the file public, or keep it in a bucket \(spec.datasets\[\].uri\)"):
+    with pytest.raises(
+        DataError,
+        match=r"server answered 403 .*without credentials: make the file public, or keep it in a bucket \(spec.datasets\[\].uri\)",
+    ):
         download.fetch(f"{https}/denied/chat.jsonl", tmp_path / "a.jsonl", {contract.ENV_S3_CA_BUNDLE: ca})
     with pytest.raises(DataError, match=r"redirects to plain http .*refused"):
         download.fetch(f"{https}/downgrade/chat.jsonl", tmp_path / "a.jsonl", {contract.ENV_S3_CA_BUNDLE: ca})
@@ -201,7 +211,9 @@ def test_a_download_cut_short_is_retryable_and_never_short_data(tmp_path: Path, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_download_cut_midway_resumes_where_it_stopped_and_is_verified_whole(tmp_path: Path, sites: tuple[str, str, str]) -> None:
+def test_a_download_cut_midway_resumes_where_it_stopped_and_is_verified_whole(
+    tmp_path: Path, sites: tuple[str, str, str]
+) -> None:
     http_url, _, _ = sites
     _Handler.ranges.clear()
     target = tmp_path / "chat.jsonl"
@@ -211,7 +223,9 @@ def test_a_download_cut_midway_resumes_where_it_stopped_and_is_verified_whole(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chat.jsonl"]
 
 
-def test_a_partial_answer_that_starts_elsewhere_than_asked_is_never_taken_for_the_whole_file(tmp_path: Path, sites: tuple[str, str, str]) -> None:
+def test_a_partial_answer_that_starts_elsewhere_than_asked_is_never_taken_for_the_whole_file(
+    tmp_path: Path, sites: tuple[str, str, str]
+) -> None:
     """Before: a 206 whose Content-Range did not start where the download stopped counted as "the
     server sent it all again", so the tail of the file (from the server's block boundary) was
     written as the whole file and, matching its own Content-Length, used as the dataset.  Now the
@@ -225,7 +239,9 @@ def test_a_partial_answer_that_starts_elsewhere_than_asked_is_never_taken_for_th
     assert _Handler.ranges[:2] == [None, f"bytes={len(BIG) // 2}-"] and _Handler.ranges[-1] is None
 
 
-def test_a_download_that_stalls_midway_resumes_after_the_read_timeout(tmp_path: Path, sites: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_download_that_stalls_midway_resumes_after_the_read_timeout(
+    tmp_path: Path, sites: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before: a read that timed out midway was not among the cuts tried again in the process (the
     pod restarted and downloaded the whole file again), and the bytes of the read it interrupted
     were lost; now it resumes from what had arrived, like a dropped connection.  (TIMEOUT_S is

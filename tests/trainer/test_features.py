@@ -24,6 +24,8 @@ def test_extra_args_that_need_a_missing_package_are_named() -> None:
     assert features.missing({"use_unsloth": True, "use_galore": False}) == ["use_unsloth: needs unsloth"]
 
 
-@pytest.mark.parametrize(("value", "used"), [("auto", "sdpa (transformers default)"), ("disabled", "eager"), ("fa2", "flash_attention_2")])
+@pytest.mark.parametrize(
+    ("value", "used"), [("auto", "sdpa (transformers default)"), ("disabled", "eager"), ("fa2", "flash_attention_2")]
+)
 def test_run_record_names_the_attention_used(value: str, used: str) -> None:
     assert features.attention_used({"flash_attn": value}) == used

@@ -26,7 +26,11 @@ def _rendered_env(built: Any, s3: S3Server, results: Path) -> dict[str, str]:
     key (what the kubelet does with the Secret) and its folders moved under ``results``."""
     deployment = next(o for o in render_serving(built).objects if o["kind"] == "Deployment")
     (init,) = [c for c in deployment["spec"]["template"]["spec"]["initContainers"] if c["name"] == "fetch-results"]
-    assert init["command"] == ["python", "-m", "kubetune.trainer.fetchresults"]  # nothing from the spec on the command line
+    assert init["command"] == [
+        "python",
+        "-m",
+        "kubetune.trainer.fetchresults",
+    ]  # nothing from the spec on the command line
     keys = {"ak": s3.admin.access_key_id, "sk": s3.admin.secret_access_key}
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     for var in init["env"]:
@@ -40,15 +44,25 @@ def _rendered_env(built: Any, s3: S3Server, results: Path) -> dict[str, str]:
     return env
 
 
-def test_the_vllm_init_container_copies_a_succeeded_jobs_results_not_its_checkpoints(tmp_path: Path, s3_server: S3Server) -> None:  # noqa: F811
+def test_the_vllm_init_container_copies_a_succeeded_jobs_results_not_its_checkpoints(
+    tmp_path: Path, s3_server: S3Server
+) -> None:  # noqa: F811
     s3_server.s3().create_bucket(Bucket=BUCKET)
     built = (
         JobBuilder()
         .set("spec.serve", {"modelSource": "bucket"})
         .set("spec.export", {"enabled": True})
-        .set("spec.storage", {"outputs": {"claimName": "out", "uri": f"s3://{BUCKET}/runs/"},
-                              "objectStore": {"endpoint": "https://minio.example:9000", "region": "us-east-1",
-                                              "credentialsSecretRef": {"name": "s3", "accessKeyIdKey": "ak", "secretAccessKeyKey": "sk"}}})
+        .set(
+            "spec.storage",
+            {
+                "outputs": {"claimName": "out", "uri": f"s3://{BUCKET}/runs/"},
+                "objectStore": {
+                    "endpoint": "https://minio.example:9000",
+                    "region": "us-east-1",
+                    "credentialsSecretRef": {"name": "s3", "accessKeyIdKey": "ak", "secretAccessKeyKey": "sk"},
+                },
+            },
+        )
         .build()
     )
     prefix = f"s3://{BUCKET}/runs/{built.namespace}/{built.name}/"
@@ -77,7 +91,9 @@ def test_the_vllm_init_container_copies_a_succeeded_jobs_results_not_its_checkpo
     assert (job / "adapter_model.safetensors").exists()
     assert not (job / "checkpoint-4").exists()  # the marker lists the results, never the checkpoints
     # vLLM reads the merged model where the init container put it
-    args = next(o for o in render_serving(built).objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = next(o for o in render_serving(built).objects if o["kind"] == "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
     assert args[args.index("--model") + 1] == "/results/job/merged"
 
 
@@ -106,7 +122,9 @@ def test_an_earlier_export_set_aside_is_neither_uploaded_nor_fetched(tmp_path: P
     assert not [k for k in keys if ".merged." in k], keys
 
 
-def test_a_rerun_leaves_no_stale_file_in_the_merged_prefix_kserve_downloads_whole(tmp_path: Path, s3_server: S3Server) -> None:  # noqa: F811
+def test_a_rerun_leaves_no_stale_file_in_the_merged_prefix_kserve_downloads_whole(
+    tmp_path: Path, s3_server: S3Server
+) -> None:  # noqa: F811
     """KServe's storage initializer downloads every object under storageUri s3://.../<job>/merged/
     (python/storage/kserve_storage/kserve_storage.py:533-559 @v0.20.0), not what the marker lists.  A job
     created again under its name on another base writes other shard names: the earlier shards and index must
@@ -115,7 +133,11 @@ def test_a_rerun_leaves_no_stale_file_in_the_merged_prefix_kserve_downloads_whol
     prefix = f"s3://{BUCKET}-rerun/runs/team-a/demo/"
     first, second = tmp_path / "first", tmp_path / "second"
     (first / "merged").mkdir(parents=True)
-    for name in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"):
+    for name in (
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+    ):
         (first / "merged" / name).write_bytes(b"1")
     (second / "merged").mkdir(parents=True)
     (second / "merged" / "model.safetensors").write_bytes(b"2")
@@ -141,7 +163,10 @@ def test_results_that_change_while_they_are_read_are_refused_not_mixed(tmp_path:
     # The re-run's upload lands after the marker listing 10 bytes was read (moto answers the same marker).
     s3_server.s3().put_object(Bucket=BUCKET + "-race", Key="runs/team-a/sft/adapter_model.safetensors", Body=b"b" * 12)
     dest = tmp_path / "copy"
-    with pytest.raises(objectstore.StorageError, match="adapter_model.safetensors: _KUBETUNE_COMPLETE lists 10 bytes, the object has 12"):
+    with pytest.raises(
+        objectstore.StorageError,
+        match="adapter_model.safetensors: _KUBETUNE_COMPLETE lists 10 bytes, the object has 12",
+    ):
         objectstore.download_results(prefix, dest, s3_server.env())
     assert not (dest / "adapter_model.safetensors").exists()
     assert not (tmp_path / "copy.etags.json").exists()  # nothing cached as complete

@@ -24,7 +24,9 @@ def _pins() -> dict[str, str]:
 
 def _instructions(dockerfile: str) -> list[str]:
     """Dockerfile instructions with line continuations joined."""
-    return [i.strip() for i in re.sub(r"\\\n", " ", dockerfile).splitlines() if i.strip() and not i.lstrip().startswith("#")]
+    return [
+        i.strip() for i in re.sub(r"\\\n", " ", dockerfile).splitlines() if i.strip() and not i.lstrip().startswith("#")
+    ]
 
 
 def test_pins_agree_with_the_train_extra() -> None:
@@ -34,7 +36,9 @@ def test_pins_agree_with_the_train_extra() -> None:
         match = re.match(r"^([A-Za-z0-9_.-]+)\s*==\s*([^;\s]+)", requirement)
         if match:
             name, version = match.group(1).lower(), match.group(2)
-            assert pins.get(name) == version, f"pyproject train extra pins {name}=={version}, pins.txt has {pins.get(name)}"
+            assert pins.get(name) == version, (
+                f"pyproject train extra pins {name}=={version}, pins.txt has {pins.get(name)}"
+            )
     for name in ("torch", "llamafactory", "deepspeed", "bitsandbytes"):
         assert name in pins
 
@@ -65,7 +69,9 @@ def test_trainer_dockerfile_uses_exactly_the_pinned_versions() -> None:
             assert found == version, f"{name}=={found} in the Dockerfile, pins.txt says {version}"
     # The lock the image installs holds every pin at its version (images/lock.sh constrains by pins.txt).
     lock = _lock("trainer/requirements.lock")
-    wrong = {n: (v, lock.get(_canon(n), ("missing",))[0]) for n, v in pins.items() if lock.get(_canon(n), ("",))[0] != v}
+    wrong = {
+        n: (v, lock.get(_canon(n), ("missing",))[0]) for n, v in pins.items() if lock.get(_canon(n), ("",))[0] != v
+    }
     assert not wrong, f"pins.txt vs requirements.lock: {wrong} (run images/lock.sh)"
 
 
@@ -129,8 +135,14 @@ def test_the_cuda_line_agrees_across_base_image_torch_and_the_deepspeed_build() 
     assert opcheck.CUDA_LINE == args["TORCH_CUDA"]
     assert args["DS_CUDA_ARCHS"].strip('"') == "8.0;9.0;10.0+PTX"
     build = " ".join(i for i in _instructions(TRAINER) if "deepspeed.lock" in i)
-    for env in ("DS_ACCELERATOR=cuda", 'TORCH_CUDA_ARCH_LIST="${DS_CUDA_ARCHS}"', "DS_BUILD_FUSED_ADAM=1", "DS_BUILD_CPU_ADAM=1",
-                "CXX=/usr/local/bin/baseline-cxx", "--no-build-isolation"):
+    for env in (
+        "DS_ACCELERATOR=cuda",
+        'TORCH_CUDA_ARCH_LIST="${DS_CUDA_ARCHS}"',
+        "DS_BUILD_FUSED_ADAM=1",
+        "DS_BUILD_CPU_ADAM=1",
+        "CXX=/usr/local/bin/baseline-cxx",
+        "--no-build-isolation",
+    ):
         assert env in build, env
     assert "verify_build.py --torch \"${TORCH_VERSION}\" --torch-cuda \"${TORCH_CUDA}\"" in TRAINER
 
@@ -171,8 +183,22 @@ def test_operator_image_is_slim_non_root_and_has_no_ml_stack() -> None:
 
 
 TRAINING_STACK = (
-    "torch", "llamafactory", "transformers", "peft", "accelerate", "datasets", "trl", "tokenizers", "huggingface_hub",
-    "safetensors", "deepspeed", "bitsandbytes", "tensorboard", "mlflow-skinny", "wandb", "liger-kernel",
+    "torch",
+    "llamafactory",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "trl",
+    "tokenizers",
+    "huggingface_hub",
+    "safetensors",
+    "deepspeed",
+    "bitsandbytes",
+    "tensorboard",
+    "mlflow-skinny",
+    "wandb",
+    "liger-kernel",
 )
 # LLaMA-Factory 0.9.5 ranges that are not in its package metadata: requirements/deepspeed.txt and
 # requirements/liger-kernel.txt of the v0.9.5 tag.
@@ -203,7 +229,9 @@ def test_every_training_stack_package_is_pinned_inside_llamafactorys_supported_r
         if name in pins:
             from packaging.specifiers import SpecifierSet
 
-            assert SpecifierSet(spec).contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside LLaMA-Factory 0.9.5's {spec}"
+            assert SpecifierSet(spec).contains(pins[name], prereleases=True), (
+                f"{name}=={pins[name]} is outside LLaMA-Factory 0.9.5's {spec}"
+            )
             checked += 1
     assert checked >= 8
 
@@ -218,7 +246,13 @@ def test_the_cpu_install_uses_the_image_pins_and_got_them() -> None:
     assert "PINS=images/trainer/pins.txt" in install
     # Every install of a package (pip directly, or through the script's PIP_INSTALL array) is constrained.
     lines = [l for l in install.splitlines() if not l.lstrip().startswith("#")]
-    pip_lines = [l for l in lines if ("pip install" in l or "${PIP_INSTALL[@]}" in l) and "--upgrade pip" not in l and not l.startswith("PIP_INSTALL=(")]
+    pip_lines = [
+        l
+        for l in lines
+        if ("pip install" in l or "${PIP_INSTALL[@]}" in l)
+        and "--upgrade pip" not in l
+        and not l.startswith("PIP_INSTALL=(")
+    ]
     assert pip_lines and all('-c "$CONSTRAINTS"' in l for l in pip_lines), pip_lines
     # The venv these tests run in was made by .ci/install: it must hold exactly the pinned versions.
     gpu_only = {canonicalize_name(n) for n in _gpu_only()}

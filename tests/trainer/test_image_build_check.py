@@ -26,11 +26,16 @@ import verify_build  # noqa: E402
 NVCC_13 = "nvcc: NVIDIA (R) Cuda compiler driver\nCuda compilation tools, release 13.0, V13.0.88\nBuild cuda_13.0.r13.0/compiler.36424714_0\n"
 EXPECT = dict(torch="2.13.0", torch_cuda="13.0", deepspeed="0.18.4", archs="8.0;9.0;10.0+PTX")
 GOOD: dict[str, Any] = {
-    "torch_version": "2.13.0", "torch_cuda": "13.0", "nvcc": NVCC_13, "ds_version": "0.18.4",
-    "accelerator_name": "cuda", "installed_ops": {"cpu_adam": True, "fused_adam": True, "async_io": False},
+    "torch_version": "2.13.0",
+    "torch_cuda": "13.0",
+    "nvcc": NVCC_13,
+    "ds_version": "0.18.4",
+    "accelerator_name": "cuda",
+    "installed_ops": {"cpu_adam": True, "fused_adam": True, "async_io": False},
     "ds_torch_info": {"version": "2.13", "cuda_version": "13.0"},
     "op_files": {"cpu_adam": ["cpu_adam_op.so"], "fused_adam": ["fused_adam_op.so"]},
-    "fused_adam_elf": ["sm_80", "sm_90", "sm_100", "compute_100"], "cpu_adam_zmm": 0,
+    "fused_adam_elf": ["sm_80", "sm_90", "sm_100", "compute_100"],
+    "cpu_adam_zmm": 0,
 }
 
 
@@ -38,20 +43,26 @@ def test_a_consistent_cuda_build_passes() -> None:
     assert verify_build.problems(GOOD, **EXPECT) == []
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    # The old Dockerfile's failures: docker build has no GPU and DS_ACCELERATOR was unset.
-    ({"accelerator_name": "cpu"}, "built for accelerator 'cpu', not 'cuda'"),
-    # DS_BUILD_CPU_ADAM=1 set but the op "incompatible": setup.py skips it silently.
-    ({"installed_ops": {"cpu_adam": False, "fused_adam": True}}, "cpu_adam was not prebuilt"),
-    # PyPI's torch (CUDA 13.0) on a CUDA 12.8 devel base.
-    ({"nvcc": NVCC_13.replace("13.0", "12.8")}, "nvcc is release 12.8, torch is built for CUDA 13.0"),
-    ({"torch_cuda": "12.6", "ds_torch_info": {"cuda_version": "12.6"}}, "torch.version.cuda is '12.6'"),
-    ({"torch_cuda": None}, "torch.version.cuda is None"),
-    # TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0": no Blackwell, no PTX.
-    ({"fused_adam_elf": ["sm_80", "sm_86", "sm_89", "sm_90"]}, "fused_adam lacks code for compute_100, sm_100"),
-    ({"cpu_adam_zmm": 412}, "cpu_adam uses AVX-512 (412 zmm instructions)"),
-    ({"op_files": {"cpu_adam": [], "fused_adam": ["x.so"]}}, "cpu_adam is marked installed but its extension module is missing"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # The old Dockerfile's failures: docker build has no GPU and DS_ACCELERATOR was unset.
+        ({"accelerator_name": "cpu"}, "built for accelerator 'cpu', not 'cuda'"),
+        # DS_BUILD_CPU_ADAM=1 set but the op "incompatible": setup.py skips it silently.
+        ({"installed_ops": {"cpu_adam": False, "fused_adam": True}}, "cpu_adam was not prebuilt"),
+        # PyPI's torch (CUDA 13.0) on a CUDA 12.8 devel base.
+        ({"nvcc": NVCC_13.replace("13.0", "12.8")}, "nvcc is release 12.8, torch is built for CUDA 13.0"),
+        ({"torch_cuda": "12.6", "ds_torch_info": {"cuda_version": "12.6"}}, "torch.version.cuda is '12.6'"),
+        ({"torch_cuda": None}, "torch.version.cuda is None"),
+        # TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0": no Blackwell, no PTX.
+        ({"fused_adam_elf": ["sm_80", "sm_86", "sm_89", "sm_90"]}, "fused_adam lacks code for compute_100, sm_100"),
+        ({"cpu_adam_zmm": 412}, "cpu_adam uses AVX-512 (412 zmm instructions)"),
+        (
+            {"op_files": {"cpu_adam": [], "fused_adam": ["x.so"]}},
+            "cpu_adam is marked installed but its extension module is missing",
+        ),
+    ],
+)
 def test_a_build_that_disagrees_fails_with_the_reason(change: dict[str, Any], message: str) -> None:
     found = verify_build.problems({**GOOD, **change}, **EXPECT)
     assert any(message in p for p in found), found
@@ -70,8 +81,13 @@ def _macros(tmp_path: Path, *flags: str) -> set[str]:
     src = tmp_path / "x.cpp"
     src.write_text("int main() { return 0; }\n")
     env = {**os.environ, "KUBETUNE_CPU_MARCH": "x86-64-v3", "KUBETUNE_REAL_CXX": "g++"}
-    out = subprocess.run([str(ROOT / "images" / "trainer" / "baseline-cxx"), *flags, "-dM", "-E", str(src)],
-                         capture_output=True, text=True, check=True, env=env).stdout
+    out = subprocess.run(
+        [str(ROOT / "images" / "trainer" / "baseline-cxx"), *flags, "-dM", "-E", str(src)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout
     return {line.split()[1] for line in out.splitlines() if line.startswith("#define ")}
 
 
@@ -88,16 +104,29 @@ def test_baseline_cxx_compiles_cpu_adam_for_the_stated_isa_not_the_build_hosts(t
 
 def test_baseline_cxx_refuses_to_run_without_a_baseline(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KUBETUNE_CPU_MARCH"}
-    proc = subprocess.run([str(ROOT / "images" / "trainer" / "baseline-cxx"), "--version"], capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        [str(ROOT / "images" / "trainer" / "baseline-cxx"), "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert proc.returncode != 0 and "KUBETUNE_CPU_MARCH must name the baseline ISA" in proc.stderr
 
 
 def test_the_cuda_line_is_read_from_a_torch_wheels_requirements() -> None:
     # Requires-Dist of PyPI's torch 2.13.0 (CUDA 13.0) and of a CUDA 12.6 torch build (the cu12 style).
-    cu13 = ['cuda-toolkit[cublas,cudart]==13.0.3; platform_system == "Linux"', 'nvidia-cudnn-cu13==9.20.0.48; platform_system == "Linux"',
-            'nvidia-nccl-cu13==2.29.7; platform_system == "Linux"', "filelock"]
-    cu12 = ['nvidia-cuda-runtime-cu12==12.6.77; platform_system == "Linux"', 'nvidia-cudnn-cu12==9.5.1.17; platform_system == "Linux"',
-            'nvidia-nccl-cu12==2.21.5; platform_system == "Linux"']
+    cu13 = [
+        'cuda-toolkit[cublas,cudart]==13.0.3; platform_system == "Linux"',
+        'nvidia-cudnn-cu13==9.20.0.48; platform_system == "Linux"',
+        'nvidia-nccl-cu13==2.29.7; platform_system == "Linux"',
+        "filelock",
+    ]
+    cu12 = [
+        'nvidia-cuda-runtime-cu12==12.6.77; platform_system == "Linux"',
+        'nvidia-cudnn-cu12==9.5.1.17; platform_system == "Linux"',
+        'nvidia-nccl-cu12==2.21.5; platform_system == "Linux"',
+    ]
     assert check_stack.cuda_line(cu13) == ("13.0", [])
     assert check_stack.cuda_line(cu12) == ("12.6", [])
     assert check_stack.cuda_line(["filelock", "sympy>=1.13"]) == (None, [])  # a CPU wheel
@@ -128,12 +157,15 @@ def test_the_wheel_check_covers_exactly_what_the_trainer_dockerfile_installs_wit
 
 def test_a_locked_package_with_no_wheel_is_named() -> None:
     # uv 0.13's words when `--only-binary :all:` meets an sdist-only package (jieba 0.42.1 on PyPI).
-    stderr = ("error: No solution found when resolving dependencies\n"
-              "  cause: Because jieba==0.42.1 has no usable wheels and you require jieba==0.42.1, we can conclude "
-              "that your requirements are unsatisfiable.\n")
+    stderr = (
+        "error: No solution found when resolving dependencies\n"
+        "  cause: Because jieba==0.42.1 has no usable wheels and you require jieba==0.42.1, we can conclude "
+        "that your requirements are unsatisfiable.\n"
+    )
     assert check_stack.wheel_problem("images/x.lock", "cp312 on x86_64-manylinux_2_28", 1, stderr) == (
         "images/x.lock: PyPI has no wheel of jieba==0.42.1 for cp312 on x86_64-manylinux_2_28, "
-        "but the Dockerfile installs it with --only-binary=:all: (build it from its sdist there, or lock another version)")
+        "but the Dockerfile installs it with --only-binary=:all: (build it from its sdist there, or lock another version)"
+    )
     assert check_stack.wheel_problem("images/x.lock", "cp312 on x86_64-manylinux_2_28", 0, "") is None
 
 
@@ -149,11 +181,15 @@ def test_lock_sh_uses_the_uv_version_that_wrote_the_locks(tmp_path: Path) -> Non
     # formatting alone: lock.sh takes a uv on PATH only at its pinned version, else its own copy.
     lock_sh = ROOT / "images" / "lock.sh"
     pinned = next(line.split("=", 1)[1] for line in lock_sh.read_text().splitlines() if line.startswith("UV_VERSION="))
-    own = _fake_uv(tmp_path / "tmp" / f"kubetune-uv-{pinned}" / "bin" / "uv", pinned)  # lock.sh's copy, already installed
+    own = _fake_uv(
+        tmp_path / "tmp" / f"kubetune-uv-{pinned}" / "bin" / "uv", pinned
+    )  # lock.sh's copy, already installed
     base = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "TMPDIR": str(tmp_path / "tmp")}
 
     def chosen(**env: str) -> str:
-        proc = subprocess.run(["bash", str(lock_sh), "--print-uv"], capture_output=True, text=True, env={**base, **env}, check=True)
+        proc = subprocess.run(
+            ["bash", str(lock_sh), "--print-uv"], capture_output=True, text=True, env={**base, **env}, check=True
+        )
         return proc.stdout.strip()
 
     _fake_uv(tmp_path / "bin" / "uv", "0.0.1")

@@ -19,13 +19,41 @@ from kubetune.trainer.launch import Child, classify
 from trainerlib import TinyAssets
 
 CASES = {
-    "CUDA OOM is permanent": (1, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", contract.EXIT_TRAINING),
-    "OOM wins over the NCCL noise of the other ranks": (1, "NCCL error: remote process exited\ntorch.OutOfMemoryError: CUDA out of memory", contract.EXIT_TRAINING),
-    "NCCL failure is retryable": (1, "torch.distributed.DistBackendError: NCCL error in: ProcessGroupNCCL.cpp", contract.EXIT_RETRYABLE),
-    "rendezvous timeout is retryable": (1, "torch.distributed.DistNetworkError: The client socket has timed out after 900s", contract.EXIT_RETRYABLE),
-    "a worker killed by a signal is retryable": (1, "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n  exitcode  : -9 (pid: 12)", contract.EXIT_RETRYABLE),
-    "LLaMA-Factory finding no samples is a data error": (1, "ValueError: Cannot find valid samples, check `data/README.md` for the data format.", contract.EXIT_DATA),
-    "unknown arguments are a config error": (1, "ValueError: Some keys are not used by the HfArgumentParser: ['lora_rnak']", contract.EXIT_CONFIG),
+    "CUDA OOM is permanent": (
+        1,
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        contract.EXIT_TRAINING,
+    ),
+    "OOM wins over the NCCL noise of the other ranks": (
+        1,
+        "NCCL error: remote process exited\ntorch.OutOfMemoryError: CUDA out of memory",
+        contract.EXIT_TRAINING,
+    ),
+    "NCCL failure is retryable": (
+        1,
+        "torch.distributed.DistBackendError: NCCL error in: ProcessGroupNCCL.cpp",
+        contract.EXIT_RETRYABLE,
+    ),
+    "rendezvous timeout is retryable": (
+        1,
+        "torch.distributed.DistNetworkError: The client socket has timed out after 900s",
+        contract.EXIT_RETRYABLE,
+    ),
+    "a worker killed by a signal is retryable": (
+        1,
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n  exitcode  : -9 (pid: 12)",
+        contract.EXIT_RETRYABLE,
+    ),
+    "LLaMA-Factory finding no samples is a data error": (
+        1,
+        "ValueError: Cannot find valid samples, check `data/README.md` for the data format.",
+        contract.EXIT_DATA,
+    ),
+    "unknown arguments are a config error": (
+        1,
+        "ValueError: Some keys are not used by the HfArgumentParser: ['lora_rnak']",
+        contract.EXIT_CONFIG,
+    ),
     "any other crash is permanent": (1, "Traceback ...\nKeyError: 'q_proj'", contract.EXIT_TRAINING),
     "killed by a signal itself": (-9, "", contract.EXIT_RETRYABLE),
 }
@@ -39,7 +67,9 @@ def test_classify(code: int, output: str, expected: int) -> None:
 
 
 def test_child_output_is_passed_through_and_a_crash_is_classified(capfd: pytest.CaptureFixture[str]) -> None:
-    script = "import sys; print('step 1'); sys.stderr.write('torch.OutOfMemoryError: CUDA out of memory\\n'); sys.exit(1)"
+    script = (
+        "import sys; print('step 1'); sys.stderr.write('torch.OutOfMemoryError: CUDA out of memory\\n'); sys.exit(1)"
+    )
     with pytest.raises(TrainerError) as err:
         Child([sys.executable, "-c", script], dict(os.environ)).run()
     assert err.value.exit_code == contract.EXIT_TRAINING
@@ -116,8 +146,15 @@ def test_sigterm_while_waiting_for_rank_0_exits_retryable(tmp_path: Path, tiny_a
     from trainerlib import make_pod, stage_lines
 
     pod = make_pod(tmp_path, tiny_job("waiting", tiny_assets), tiny_assets)
-    env = {**pod.env, "MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": "2", "RANK": "1"}  # a worker pod whose master never comes
-    proc = subprocess.Popen([sys.executable, "-m", "kubetune.trainer"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **pod.env,
+        "MASTER_ADDR": "127.0.0.1",
+        "WORLD_SIZE": "2",
+        "RANK": "1",
+    }  # a worker pod whose master never comes
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubetune.trainer"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     first = proc.stdout.readline()  # the data stage has started: the worker now waits for rank 0
     time.sleep(0.5)

@@ -9,16 +9,43 @@ from kubetune.trainer.model import ignore_patterns
 
 # meta-llama/Meta-Llama-3-8B-Instruct's files (names only).
 LLAMA3 = [
-    ".gitattributes", "LICENSE", "README.md", "USE_POLICY.md", "config.json", "generation_config.json",
-    "model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors", "model-00003-of-00004.safetensors",
-    "model-00004-of-00004.safetensors", "model.safetensors.index.json", "original/consolidated.00.pth",
-    "original/params.json", "original/tokenizer.model", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
+    ".gitattributes",
+    "LICENSE",
+    "README.md",
+    "USE_POLICY.md",
+    "config.json",
+    "generation_config.json",
+    "model-00001-of-00004.safetensors",
+    "model-00002-of-00004.safetensors",
+    "model-00003-of-00004.safetensors",
+    "model-00004-of-00004.safetensors",
+    "model.safetensors.index.json",
+    "original/consolidated.00.pth",
+    "original/params.json",
+    "original/tokenizer.model",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
 ]
 BOTH_FORMATS = [
-    "config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "onnx/model.onnx",
-    "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "modeling_custom.py",
+    "config.json",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "tf_model.h5",
+    "flax_model.msgpack",
+    "onnx/model.onnx",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "modeling_custom.py",
 ]
-BIN_ONLY = ["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json", "tokenizer.json"]
+BIN_ONLY = [
+    "config.json",
+    "pytorch_model-00001-of-00002.bin",
+    "pytorch_model-00002-of-00002.bin",
+    "pytorch_model.bin.index.json",
+    "tokenizer.json",
+]
 
 
 def _fetched(files: list[str]) -> list[str]:

@@ -81,7 +81,9 @@ def _ensure_user(home: Path) -> pwd.struct_passwd:
     try:
         pwd.getpwnam(USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", "--home-dir", str(home), USER], check=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", "--home-dir", str(home), USER], check=True
+        )
     else:
         subprocess.run(["usermod", "--home", str(home), USER], check=True)
     return pwd.getpwnam(USER)
@@ -152,7 +154,11 @@ class Cluster:
         """The worker pod's container: its rendered command, sshd pointed at this test's config."""
         argv = [str(self.sshd_config) if a == SSHD_CONFIG else a for a in command]
         proc = subprocess.Popen(
-            [*_as_user(self.user, self.work), *argv], stdout=open(self.sshd_log, "a"), stderr=subprocess.STDOUT, env=env, text=True
+            [*_as_user(self.user, self.work), *argv],
+            stdout=open(self.sshd_log, "a"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
         )
         self.procs.append(proc)
         deadline = time.monotonic() + scaled(30)
@@ -214,12 +220,20 @@ def _worker_container(workload: dict) -> dict:
 
 
 @pytest.mark.timeout(600)  # two mpirun trainings over ssh, the first killed mid-way (its own deadline: 400 s)
-def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster: Cluster, tiny_assets: TinyAssets, torch_extensions: Path) -> None:
+def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(
+    mpi_cluster: Cluster, tiny_assets: TinyAssets, torch_extensions: Path
+) -> None:
     cluster = mpi_cluster
     user, work = cluster.user, cluster.work
     # The tiny assets live in root's private pytest folder: the unprivileged user gets a copy.
     shutil.copytree(tiny_assets.root, work / "assets", ignore=shutil.ignore_patterns("env"))
-    assets = TinyAssets(work / "assets", work / "assets" / "models", work / "assets" / "datasets", tiny_assets.model_path, tiny_assets.dataset_path)
+    assets = TinyAssets(
+        work / "assets",
+        work / "assets" / "models",
+        work / "assets" / "datasets",
+        tiny_assets.model_path,
+        tiny_assets.dataset_path,
+    )
     master_port = free_port()
     manifest = tiny_job("mpi-ssh", assets, max_steps=TOTAL_STEPS, save_steps=1000)
     manifest["spec"]["resources"] = {"nodes": 2, "gpusPerNode": 1}  # zeroStage > 0 needs GPUs in the spec
@@ -230,8 +244,20 @@ def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster
     # The worker processes write their outputs and caches as the image user.
     # The image user gets its own copy of the session's DeepSpeed op cache (ninja skips a build whose
     # outputs are current; an empty cache only costs the compile).
-    shutil.copytree(torch_extensions, work / "torch_extensions", dirs_exist_ok=True, ignore=shutil.ignore_patterns("lock"))
-    subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(work / "assets"), str(pod_root), str(work / "torch_extensions")], check=True)
+    shutil.copytree(
+        torch_extensions, work / "torch_extensions", dirs_exist_ok=True, ignore=shutil.ignore_patterns("lock")
+    )
+    subprocess.run(
+        [
+            "chown",
+            "-R",
+            f"{user.pw_uid}:{user.pw_gid}",
+            str(work / "assets"),
+            str(pod_root),
+            str(work / "torch_extensions"),
+        ],
+        check=True,
+    )
 
     from kubetune.render import render  # noqa: PLC0415
 
@@ -260,7 +286,9 @@ def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster
         # Loopback only: make Open MPI treat 127.0.0.1 and 127.1 as remote nodes.
         "OMPI_MCA_if_base_do_not_resolve": "1",
     }
-    env.update({e["name"]: e["value"] for e in _launcher_container(workload)["env"] if e["name"].startswith("OMPI_MCA_odls")})
+    env.update(
+        {e["name"]: e["value"] for e in _launcher_container(workload)["env"] if e["name"].startswith("OMPI_MCA_odls")}
+    )
     env.pop("MASTER_ADDR", None)
     (pod_root / "scratch").mkdir(exist_ok=True)
     subprocess.run(["chown", f"{user.pw_uid}:{user.pw_gid}", str(pod_root / "scratch")], check=True)
@@ -270,11 +298,15 @@ def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster
     first_log = work / "first.log"
     with open(first_log, "w") as log:
         # Two ranks write one log: a multi-byte character can be split between their writes (errors="replace").
-        proc = subprocess.Popen([*_as_user(user, work), *argv], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [*_as_user(user, work), *argv], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
         try:
             deadline = time.monotonic() + scaled(400)
             while not [u for u in progress_lines(first_log.read_text(errors="replace")) if u["step"] >= 2]:
-                assert proc.poll() is None and time.monotonic() < deadline, first_log.read_text(errors="replace")[-5000:]
+                assert proc.poll() is None and time.monotonic() < deadline, first_log.read_text(errors="replace")[
+                    -5000:
+                ]
                 time.sleep(0.1)
             signalled = time.monotonic()
             proc.send_signal(signal.SIGTERM)
@@ -302,7 +334,15 @@ def test_deleted_mid_training_it_checkpoints_over_mpirun_and_resumes(mpi_cluster
 
     # Second run: the restarted pods resume from it and finish.
     cluster.start_worker(worker["command"], worker_env)
-    result = subprocess.run([*_as_user(user, work), *argv], env=env, cwd=work, capture_output=True, text=True, errors="replace", timeout=scaled(600))
+    result = subprocess.run(
+        [*_as_user(user, work), *argv],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=scaled(600),
+    )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:] + "\nworker:\n" + cluster.sshd_log.read_text()[-2000:]
     assert "rank 0 on 127.0.0.1 (2 hosts)" in out  # MASTER_ADDR from the hostfile

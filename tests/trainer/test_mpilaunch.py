@@ -13,7 +13,12 @@ HOSTFILE = "ft-worker-0.ft.team-a.svc slots=8\nft-worker-1.ft.team-a.svc slots=8
 
 
 def test_rank0_host_is_the_first_hostfile_line_and_is_forwarded() -> None:
-    argv, env = launch_argv(["mpirun", "-np", "16", "python", "-m", "kubetune.trainer"], {"PATH": "/usr/bin"}, HOSTFILE, Path("/etc/mpi/hostfile"))
+    argv, env = launch_argv(
+        ["mpirun", "-np", "16", "python", "-m", "kubetune.trainer"],
+        {"PATH": "/usr/bin"},
+        HOSTFILE,
+        Path("/etc/mpi/hostfile"),
+    )
     assert env["MASTER_ADDR"] == "ft-worker-0.ft.team-a.svc"
     assert argv[:5] == ["mpirun", "--hostfile", "/etc/mpi/hostfile", "-x", "MASTER_ADDR"]
     assert argv[5:] == ["-np", "16", "python", "-m", "kubetune.trainer"]
@@ -24,8 +29,17 @@ def test_an_explicit_master_addr_wins() -> None:
     assert env["MASTER_ADDR"] == "10.0.0.5"
 
 
-@pytest.mark.parametrize(("text", "argv", "message"), [("", ["mpirun"], "lists no hosts"), (HOSTFILE, ["sh"], "expected an mpirun")])
-def test_bad_input_is_a_config_error_not_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], text: str, argv: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "argv", "message"), [("", ["mpirun"], "lists no hosts"), (HOSTFILE, ["sh"], "expected an mpirun")]
+)
+def test_bad_input_is_a_config_error_not_a_hang(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    argv: list[str],
+    message: str,
+) -> None:
     hostfile = tmp_path / "hostfile"
     hostfile.write_text(text)
     monkeypatch.setenv("OMPI_MCA_orte_default_hostfile", str(hostfile))

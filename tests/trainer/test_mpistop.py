@@ -108,10 +108,17 @@ def test_worker_stops_sshd_when_the_grace_is_over(tmp_path: Path) -> None:
 def test_worker_passes_on_sshds_own_failure(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "kubetune.trainer.mpiworker", sys.executable, "-c", "import sys; sys.exit(255)"],
-        capture_output=True, text=True, timeout=scaled(30),
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
     )
     assert proc.returncode == 255 and "sshd exited with 255" in proc.stderr
-    missing = subprocess.run([sys.executable, "-m", "kubetune.trainer.mpiworker", str(tmp_path / "no-sshd")], capture_output=True, text=True, timeout=scaled(30))
+    missing = subprocess.run(
+        [sys.executable, "-m", "kubetune.trainer.mpiworker", str(tmp_path / "no-sshd")],
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
     assert missing.returncode == contract.EXIT_CONFIG and "cannot start" in missing.stderr
 
 
@@ -134,12 +141,17 @@ MPIRUN = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(("mode", "grace", "expected", "code"), [("obeys", "30", ["10"], 130), ("slow", "1", ["10", "15"], 143)])
+@pytest.mark.parametrize(
+    ("mode", "grace", "expected", "code"), [("obeys", "30", ["10"], 130), ("slow", "1", ["10", "15"], 143)]
+)
 def test_launcher_sigterm_becomes_a_stop_request_then_a_kill_after_the_grace(
     tmp_path: Path, mode: str, grace: str, expected: list[str], code: int
 ) -> None:
     if mode == "slow":
-        mpirun = MPIRUN.replace('sys.exit(130 if signum == signal.SIGUSR1 and sys.argv[2] == "obeys" else 143)', "None if signum == signal.SIGUSR1 else sys.exit(143)")
+        mpirun = MPIRUN.replace(
+            'sys.exit(130 if signum == signal.SIGUSR1 and sys.argv[2] == "obeys" else 143)',
+            "None if signum == signal.SIGUSR1 else sys.exit(143)",
+        )
     else:
         mpirun = MPIRUN
     # mpilaunch puts --hostfile and -x MASTER_ADDR in front; the stand-in reads its log and mode from the end.
@@ -150,8 +162,19 @@ def test_launcher_sigterm_becomes_a_stop_request_then_a_kill_after_the_grace(
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("w-0 slots=1\n")
     log = tmp_path / "mpirun-signals"
-    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "OMPI_MCA_orte_default_hostfile": str(hostfile), contract.ENV_STOP_GRACE: grace}
-    proc = subprocess.Popen([sys.executable, "-m", "kubetune.trainer.mpilaunch", "mpirun", str(log), mode], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "PATH": f"{fake.parent}:{os.environ['PATH']}",
+        "OMPI_MCA_orte_default_hostfile": str(hostfile),
+        contract.ENV_STOP_GRACE: grace,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubetune.trainer.mpilaunch", "mpirun", str(log), mode],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     _wait_for(log)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=scaled(30))
@@ -164,7 +187,13 @@ def test_only_the_ranks_are_signalled() -> None:
     assert is_rank(["python", "-m", "kubetune.trainer"])
     assert not is_rank(["python", "-m", "kubetune.trainer.mpiworker", "/usr/sbin/sshd"])
     assert not is_rank(["orted", "-mca", "ess", "env"])
-    table = {10: (1, ["sshd"]), 11: (10, ["sshd: kubetune"]), 12: (11, ["orted"]), 13: (12, ["python", "-m", "kubetune.trainer"]), 20: (1, ["python", "-m", "kubetune.trainer"])}
+    table = {
+        10: (1, ["sshd"]),
+        11: (10, ["sshd: kubetune"]),
+        12: (11, ["orted"]),
+        13: (12, ["python", "-m", "kubetune.trainer"]),
+        20: (1, ["python", "-m", "kubetune.trainer"]),
+    }
     assert descendants(10, table) == {11, 12, 13}
     assert ranks_under(10, table) == [13]  # pid 20 is not under this sshd
 
@@ -172,7 +201,9 @@ def test_only_the_ranks_are_signalled() -> None:
 def test_process_table_reads_this_process() -> None:
     table = read_processes()
     assert table[os.getpid()][0] == os.getppid()
-    assert table[os.getpid()][1][0].endswith(("python", "python3", "python3.11")) or "pytest" in " ".join(table[os.getpid()][1])
+    assert table[os.getpid()][1][0].endswith(("python", "python3", "python3.11")) or "pytest" in " ".join(
+        table[os.getpid()][1]
+    )
 
 
 # A rank (`python -m kubetune.trainer`'s main) whose training is LLaMA-Factory's stand-in: the rank
@@ -225,10 +256,18 @@ LATE_REQUEST = textwrap.dedent(
 
 
 @pytest.mark.parametrize(
-    ("first", "late"), [("in-training", "teardown"), ("in-training", "exit-path"), ("outside-training", "exit-path"), ("outside-training", "teardown")]
+    ("first", "late"),
+    [
+        ("in-training", "teardown"),
+        ("in-training", "exit-path"),
+        ("outside-training", "exit-path"),
+        ("outside-training", "teardown"),
+    ],
 )
 def test_a_late_second_stop_request_neither_kills_the_rank_nor_changes_its_exit_code(first: str, late: str) -> None:
-    done = subprocess.run([sys.executable, "-c", LATE_REQUEST, first, late], capture_output=True, text=True, timeout=scaled(60))
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_REQUEST, first, late], capture_output=True, text=True, timeout=scaled(60)
+    )
     # Before: a late request in the exit path raised a second Retryable there (a traceback, exit 1);
     # one during teardown found SIGUSR1 back at its default action and killed the rank (-10, mpirun: 138).
     assert done.returncode == contract.EXIT_RETRYABLE, (done.returncode, done.stdout, done.stderr)
@@ -274,7 +313,9 @@ LATE_AFTER_COMPLETION = textwrap.dedent(
 
 
 def test_a_stop_request_pending_when_the_training_completes_still_stops_the_rank_at_the_next_one() -> None:
-    done = subprocess.run([sys.executable, "-c", LATE_AFTER_COMPLETION], capture_output=True, text=True, timeout=scaled(60))
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_AFTER_COMPLETION], capture_output=True, text=True, timeout=scaled(60)
+    )
     # Before: run_in_process left both stop signals ignored after any training that saw a request, so the
     # rank went on exporting (and evaluating, uploading) through every later request until the SIGKILL.
     assert "export finished" not in done.stdout, done.stdout

@@ -35,7 +35,9 @@ def bucket(s3_server: S3Server) -> Any:  # noqa: F811
     return s3
 
 
-def test_a_dataset_object_and_a_prefix_are_staged_and_checked_by_the_data_stage(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_a_dataset_object_and_a_prefix_are_staged_and_checked_by_the_data_stage(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     bucket.put_object(Bucket=BUCKET, Key="data/one.jsonl", Body="".join(json.dumps(c) + "\n" for c in CHATS).encode())
     bucket.put_object(Bucket=BUCKET, Key="data/many/a.json", Body=json.dumps(CHATS).encode())
     bucket.put_object(Bucket=BUCKET, Key="data/many/sub/b.jsonl", Body=(json.dumps(CHATS[0]) + "\n").encode())
@@ -46,10 +48,16 @@ def test_a_dataset_object_and_a_prefix_are_staged_and_checked_by_the_data_stage(
         "metadata": {"name": "s3-data", "namespace": "default"},
         "spec": {
             "model": {"path": "m", "template": "qwen"},
-            "datasets": [{"name": "one", "uri": f"s3://{BUCKET}/data/one.jsonl"}, {"name": "many", "uri": f"s3://{BUCKET}/data/many/"}],
+            "datasets": [
+                {"name": "one", "uri": f"s3://{BUCKET}/data/one.jsonl"},
+                {"name": "many", "uri": f"s3://{BUCKET}/data/many/"},
+            ],
             "resources": {"gpusPerNode": 0},
             "training": {"precision": "fp32"},
-            "storage": {"outputs": {"claimName": "out"}, "objectStore": {"endpoint": s3_server.endpoint, "region": "us-east-1"}},
+            "storage": {
+                "outputs": {"claimName": "out"},
+                "objectStore": {"endpoint": s3_server.endpoint, "region": "us-east-1"},
+            },
         },
     }
     pod = make_pod(tmp_path, manifest, TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
@@ -62,20 +70,26 @@ def test_a_dataset_object_and_a_prefix_are_staged_and_checked_by_the_data_stage(
     # A bad record is named by its object, not by the scratch file it was downloaded to.
     bucket.put_object(Bucket=BUCKET, Key="data/bad.jsonl", Body=(json.dumps(CHATS[0]) + "\n{broken\n").encode())
     manifest["spec"]["datasets"] = [{"name": "bad", "uri": f"s3://{BUCKET}/data/bad.jsonl"}]
-    pod = make_pod(tmp_path / "bad", manifest, TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    pod = make_pod(
+        tmp_path / "bad", manifest, TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl")
+    )
     env = {**pod.env, **s3_server.env()}
     with pytest.raises(DataError, match=rf"dataset 'bad': s3://{BUCKET}/data/bad.jsonl: line 2 is not valid JSON"):
         data.prepare(config.load(env), env)
 
 
-def test_the_base_model_is_staged_once_and_only_changed_objects_again(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_the_base_model_is_staged_once_and_only_changed_objects_again(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     prefix = "models/tiny/"
     for name, body in {"config.json": b"{}", "model.safetensors": b"x" * 5000, "tok/tokenizer.json": b"{}"}.items():
         bucket.put_object(Bucket=BUCKET, Key=prefix + name, Body=body)
     dest = tmp_path / "models" / "cache"
     uri = f"s3://{BUCKET}/{prefix}"
     assert objectstore.stage_model(uri, dest, s3_server.env()) == {"objects": 3, "downloaded": 3, "reused": 0}
-    assert (dest / "tok" / "tokenizer.json").read_bytes() == b"{}" and (dest / "model.safetensors").stat().st_size == 5000
+    assert (dest / "tok" / "tokenizer.json").read_bytes() == b"{}" and (
+        dest / "model.safetensors"
+    ).stat().st_size == 5000
     assert objectstore.stage_model(uri, dest, s3_server.env()) == {"objects": 3, "downloaded": 0, "reused": 3}
     bucket.put_object(Bucket=BUCKET, Key=prefix + "model.safetensors", Body=b"y" * 10)  # a new ETag
     assert objectstore.stage_model(uri, dest, s3_server.env()) == {"objects": 3, "downloaded": 1, "reused": 2}
@@ -85,7 +99,9 @@ def test_the_base_model_is_staged_once_and_only_changed_objects_again(tmp_path: 
         objectstore.stage_model(f"s3://{BUCKET}/models/none/", tmp_path / "none", s3_server.env())
 
 
-def test_two_pods_staging_one_model_into_a_shared_models_volume_both_succeed(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_two_pods_staging_one_model_into_a_shared_models_volume_both_succeed(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     """Two jobs (a sweep) with one spec.model.uri and one ReadWriteMany models claim stage into the
     same folder at the same time.  Each pod has its own PID namespace, so both trainers commonly
     have the same PID: a temporary name keyed on the PID is the same file for both.  Here pod B's
@@ -116,10 +132,16 @@ def test_two_pods_staging_one_model_into_a_shared_models_volume_both_succeed(tmp
     assert sorted(p.name for p in dest.iterdir()) == [".kubetune-etags.json", "config.json", "model.safetensors"]
 
 
-def test_wrong_keys_missing_bucket_and_key_and_denied_write_each_give_their_error(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_wrong_keys_missing_bucket_and_key_and_denied_write_each_give_their_error(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     bucket.put_object(Bucket=BUCKET, Key="data/x.jsonl", Body=b"{}\n")
     good = s3_server.env()
-    unknown_key = {**good, "KUBETUNE_S3_ACCESS_KEY_ID": "AKIAUNKNOWNKEY000001", "KUBETUNE_S3_SECRET_ACCESS_KEY": "s3cr3t-value-never-shown"}
+    unknown_key = {
+        **good,
+        "KUBETUNE_S3_ACCESS_KEY_ID": "AKIAUNKNOWNKEY000001",
+        "KUBETUNE_S3_SECRET_ACCESS_KEY": "s3cr3t-value-never-shown",
+    }
     wrong_secret = {**good, "KUBETUNE_S3_SECRET_ACCESS_KEY": "s3cr3t-value-never-shown"}
     uri = f"s3://{BUCKET}/data/x.jsonl"
 
@@ -146,7 +168,9 @@ def test_wrong_keys_missing_bucket_and_key_and_denied_write_each_give_their_erro
     with pytest.raises(StorageError) as err:
         objectstore.upload_results(f"s3://{BUCKET}/runs/default/job/", out, s3_server.env(reader))
     assert str(err.value).startswith(f"s3://{BUCKET}/runs/default/job/: uploading failed: AccessDenied")
-    assert reader.secret_access_key not in str(err.value) and err.value.exit_code == 2  # permanent: a restart cannot help
+    assert (
+        reader.secret_access_key not in str(err.value) and err.value.exit_code == 2
+    )  # permanent: a restart cannot help
 
 
 def test_a_store_that_cannot_be_reached_is_a_retryable_storage_error(tmp_path: Path, s3_server: S3Server) -> None:  # noqa: F811
@@ -157,18 +181,25 @@ def test_a_store_that_cannot_be_reached_is_a_retryable_storage_error(tmp_path: P
         closed = s.getsockname()[1]  # nothing listens here once the socket is closed
     env = {**s3_server.env(), "KUBETUNE_S3_ENDPOINT": f"http://127.0.0.1:{closed}"}
     ckpt = fake_checkpoint(tmp_path, 1)
-    with pytest.raises(StorageError, match=rf"s3://{BUCKET}/x/checkpoint-1/: uploading failed: EndpointConnectionError") as err:
+    with pytest.raises(
+        StorageError, match=rf"s3://{BUCKET}/x/checkpoint-1/: uploading failed: EndpointConnectionError"
+    ) as err:
         objectstore.upload_checkpoint(f"s3://{BUCKET}/x/", ckpt, env)
     assert err.value.exit_code == 130  # the pod restarts and resumes
 
 
-def test_an_interrupted_checkpoint_upload_leaves_no_completion_marker(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_an_interrupted_checkpoint_upload_leaves_no_completion_marker(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     prefix = f"s3://{BUCKET}/interrupted/default/job/"
     ckpt = fake_checkpoint(tmp_path / "out", 3)
     objectstore.upload_checkpoint(prefix, ckpt, s3_server.env())
     assert objectstore.newest_complete_remote(prefix, s3_server.env()) is not None
     # The store refuses the optimizer state midway (after the weights went up), as a dropped link would.
-    flaky = s3_server.user("flaky", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/*optimizer.pt"], "Deny")])
+    flaky = s3_server.user(
+        "flaky",
+        [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/*optimizer.pt"], "Deny")],
+    )
     (ckpt / "adapter_model.safetensors").write_bytes(b"v2")  # a re-save of the same step
     with pytest.raises(StorageError, match=r"uploading failed: AccessDenied"):
         objectstore.upload_checkpoint(prefix, ckpt, s3_server.env(flaky))
@@ -203,7 +234,9 @@ class _Overlap:
         try:
             if not self.gave_up and not self.met.wait(scaled(3)):
                 self.gave_up = True
-            if Path(path).is_file() and Path(path).stat().st_size >= objectstore.MULTIPART_THRESHOLD:  # an upload's source
+            if (
+                Path(path).is_file() and Path(path).stat().st_size >= objectstore.MULTIPART_THRESHOLD
+            ):  # an upload's source
                 self.large_alongside.append(self.in_flight - 1)
             move()
         finally:
@@ -223,7 +256,9 @@ class _Overlap:
         return self.real.put_object(**kwargs)
 
 
-def test_a_folder_of_many_files_moves_several_files_at_once_and_its_marker_still_comes_last(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_a_folder_of_many_files_moves_several_files_at_once_and_its_marker_still_comes_last(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     """A checkpoint or a model is many files; `aws s3 cp --recursive` keeps 10 requests in flight,
     kubetune moved one file at a time (a checkpoint of small files took one round trip per file).
     Now up to TRANSFER_CONCURRENCY small files move at once, a multipart-sized file alone (its own
@@ -241,11 +276,17 @@ def test_a_folder_of_many_files_moves_several_files_at_once_and_its_marker_still
     assert 2 <= up.most <= objectstore.TRANSFER_CONCURRENCY and not up.gave_up
     assert up.large_alongside == [0]  # the 8 MiB file went alone
     assert up.marker_after == [len(files)]  # the marker after every file, not while any was under way
-    assert objectstore.newest_complete_remote(prefix, env, config_hash="c") == ("checkpoint-5", {f: (ckpt / f).stat().st_size for f in files})
+    assert objectstore.newest_complete_remote(prefix, env, config_hash="c") == (
+        "checkpoint-5",
+        {f: (ckpt / f).stat().st_size for f in files},
+    )
 
     down = _Overlap(objectstore.client(env))
     fresh = tmp_path / "fresh"
-    assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, s3=down, config_hash="c") == "checkpoint-5"
+    assert (
+        objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, s3=down, config_hash="c")
+        == "checkpoint-5"
+    )
     assert 2 <= down.most <= objectstore.TRANSFER_CONCURRENCY and not down.gave_up
     assert sorted(p.name for p in (fresh / "checkpoint-5").iterdir()) == files
     assert all((fresh / "checkpoint-5" / f).read_bytes() == (ckpt / f).read_bytes() for f in files)
@@ -253,17 +294,26 @@ def test_a_folder_of_many_files_moves_several_files_at_once_and_its_marker_still
     (ckpt / "config.json").write_text("{}")
     objectstore.upload_folder(f"s3://{BUCKET}/parallel/model/", ckpt, env)
     model = _Overlap(objectstore.client(env))
-    assert objectstore.stage_model(f"s3://{BUCKET}/parallel/model/", tmp_path / "model", env, s3=model) == {"objects": len(files) + 1, "downloaded": len(files) + 1, "reused": 0}
+    assert objectstore.stage_model(f"s3://{BUCKET}/parallel/model/", tmp_path / "model", env, s3=model) == {
+        "objects": len(files) + 1,
+        "downloaded": len(files) + 1,
+        "reused": 0,
+    }
     assert 2 <= model.most <= objectstore.TRANSFER_CONCURRENCY and not model.gave_up
 
 
-def test_a_failed_file_among_several_in_flight_fails_the_upload_and_leaves_no_marker(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_a_failed_file_among_several_in_flight_fails_the_upload_and_leaves_no_marker(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     """One file refused while others are under way: the upload fails with that file's error, and
     the marker (deleted first, written only after every file) is not there."""
     ckpt = fake_checkpoint(tmp_path / "out", 6, size=10)
     for i in range(30):
         (ckpt / f"shard-{i:02d}.bin").write_bytes(b"s")
-    denied = s3_server.user("denied-shard", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/*shard-00.bin"], "Deny")])
+    denied = s3_server.user(
+        "denied-shard",
+        [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/*shard-00.bin"], "Deny")],
+    )
     prefix = f"s3://{BUCKET}/parallel-fail/default/job/"
     with pytest.raises(StorageError, match=r"checkpoint-6/: uploading failed: AccessDenied"):
         objectstore.upload_checkpoint(prefix, ckpt, s3_server.env(denied))
@@ -272,7 +322,9 @@ def test_a_failed_file_among_several_in_flight_fails_the_upload_and_leaves_no_ma
     assert objectstore.newest_complete_remote(prefix, s3_server.env()) is None
 
 
-def test_a_fresh_working_dir_resumes_from_the_newest_complete_checkpoint_in_the_bucket(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_a_fresh_working_dir_resumes_from_the_newest_complete_checkpoint_in_the_bucket(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     prefix = f"s3://{BUCKET}/resume/default/job/"
     env = s3_server.env()
     old = tmp_path / "old-pod"
@@ -287,13 +339,19 @@ def test_a_fresh_working_dir_resumes_from_the_newest_complete_checkpoint_in_the_
     fresh.mkdir()
     # The newest of all, checkpoint-10, was written by another configuration of a job with this name.
     objectstore.upload_checkpoint(prefix, fake_checkpoint(old, 10), env, config_hash="another-config")
-    assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="another-config") == "checkpoint-10"
+    assert (
+        objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="another-config")
+        == "checkpoint-10"
+    )
     shutil.rmtree(fresh / "checkpoint-10")
     bucket.delete_object(Bucket=BUCKET, Key="resume/default/job/checkpoint-10/_KUBETUNE_COMPLETE")
     for step in (2, 4):  # this configuration's markers
         objectstore.upload_checkpoint(prefix, old / f"checkpoint-{step}", env, config_hash="this-config")
     objectstore.upload_checkpoint(prefix, old / "checkpoint-10", env, config_hash="another-config")
-    assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="this-config") == "checkpoint-4"
+    assert (
+        objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="this-config")
+        == "checkpoint-4"
+    )
     restored = fresh / "checkpoint-4"
     assert json.loads((restored / "trainer_state.json").read_text()) == {"global_step": 4}
     assert (restored / "optimizer.pt").read_bytes() == b"o" * 400
@@ -303,7 +361,9 @@ def test_a_fresh_working_dir_resumes_from_the_newest_complete_checkpoint_in_the_
 
 
 def test_a_restored_checkpoint_is_not_uploaded_again_so_its_marker_survives_a_second_preemption(
-    tmp_path: Path, s3_server: S3Server, bucket: Any  # noqa: F811
+    tmp_path: Path,
+    s3_server: S3Server,
+    bucket: Any,  # noqa: F811
 ) -> None:
     """Spot node A uploads checkpoint-4 and is preempted; pod B restores it onto a fresh volume and
     is preempted too, before it saved checkpoint-5.  B's uploader must not re-upload the restored
@@ -313,24 +373,39 @@ def test_a_restored_checkpoint_is_not_uploaded_again_so_its_marker_survives_a_se
     objectstore.upload_checkpoint(prefix, fake_checkpoint(tmp_path / "pod-a", 4), s3_server.env(), config_hash="h")
     fresh = tmp_path / "pod-b"
     fresh.mkdir()
-    assert objectstore.restore_checkpoint(prefix, fresh, s3_server.env(), needs_optimizer=True, config_hash="h") == "checkpoint-4"
-    dying = s3_server.user("dying", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/*"], "Deny")])
-    uploader = objectstore.CheckpointUploader(prefix, fresh, s3_server.env(dying), needs_optimizer=True, config_hash="h")
+    assert (
+        objectstore.restore_checkpoint(prefix, fresh, s3_server.env(), needs_optimizer=True, config_hash="h")
+        == "checkpoint-4"
+    )
+    dying = s3_server.user(
+        "dying", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/*"], "Deny")]
+    )
+    uploader = objectstore.CheckpointUploader(
+        prefix, fresh, s3_server.env(dying), needs_optimizer=True, config_hash="h"
+    )
     for _ in range(3):
         with contextlib.suppress(StorageError):
             uploader.poll()
-    assert objectstore.newest_complete_remote(prefix, s3_server.env(), config_hash="h") is not None, "pod C would start from step 0"
+    assert objectstore.newest_complete_remote(prefix, s3_server.env(), config_hash="h") is not None, (
+        "pod C would start from step 0"
+    )
     # A checkpoint whose files differ from the bucket's copy is still uploaded (its marker last).
     (fresh / "checkpoint-4" / "optimizer.pt").write_bytes(b"changed")
     uploader = objectstore.CheckpointUploader(prefix, fresh, s3_server.env(), needs_optimizer=True, config_hash="h")
     assert uploader.poll(final=True) == ["checkpoint-4"]
     assert objectstore.newest_complete_remote(prefix, s3_server.env(), config_hash="h") == (
         "checkpoint-4",
-        {"adapter_model.safetensors": 1000, "optimizer.pt": 7, "trainer_state.json": len(json.dumps({"global_step": 4}))},
+        {
+            "adapter_model.safetensors": 1000,
+            "optimizer.pt": 7,
+            "trainer_state.json": len(json.dumps({"global_step": 4})),
+        },
     )
 
 
-def test_half_written_checkpoints_set_aside_on_the_volume_are_not_uploaded_as_results(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_half_written_checkpoints_set_aside_on_the_volume_are_not_uploaded_as_results(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     """train.quarantine_incomplete renames a checkpoint a kill left half-written to
     .incomplete-checkpoint-N-<time> beside the results, and a restore killed midway leaves
     .checkpoint-N.restore: neither is a result of the job (they can be gigabytes)."""
@@ -343,12 +418,18 @@ def test_half_written_checkpoints_set_aside_on_the_volume_are_not_uploaded_as_re
     objectstore.upload_results(prefix, out, s3_server.env())
     objectstore.mark_complete(prefix, out, s3_server.env())
     keys = sorted(str(o["Key"]) for o in objectstore.list_objects(bucket, BUCKET, "results/"))
-    assert keys == [f"results/default/job/{k}" for k in (objectstore.MARKER, "adapter_model.safetensors", "trainer_log.jsonl")]
-    marker = json.loads(bucket.get_object(Bucket=BUCKET, Key=f"results/default/job/{objectstore.MARKER}")["Body"].read())
+    assert keys == [
+        f"results/default/job/{k}" for k in (objectstore.MARKER, "adapter_model.safetensors", "trainer_log.jsonl")
+    ]
+    marker = json.loads(
+        bucket.get_object(Bucket=BUCKET, Key=f"results/default/job/{objectstore.MARKER}")["Body"].read()
+    )
     assert sorted(marker["files"]) == ["adapter_model.safetensors", "trainer_log.jsonl"]
 
 
-def test_the_uploader_takes_a_checkpoint_only_when_complete_and_settled(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_the_uploader_takes_a_checkpoint_only_when_complete_and_settled(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     prefix = f"s3://{BUCKET}/watch/default/job/"
     out = tmp_path / "out"
     uploader = objectstore.CheckpointUploader(prefix, out, s3_server.env(), needs_optimizer=True)
@@ -361,11 +442,17 @@ def test_the_uploader_takes_a_checkpoint_only_when_complete_and_settled(tmp_path
     assert uploader.poll() == []  # uploaded once
     assert objectstore.newest_complete_remote(prefix, s3_server.env()) == (
         "checkpoint-5",
-        {"adapter_model.safetensors": 1000, "optimizer.pt": 1000, "trainer_state.json": len(json.dumps({"global_step": 5}))},
+        {
+            "adapter_model.safetensors": 1000,
+            "optimizer.pt": 1000,
+            "trainer_state.json": len(json.dumps({"global_step": 5})),
+        },
     )
 
 
-def test_one_transient_failure_during_training_does_not_end_the_checkpoint_uploads(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_one_transient_failure_during_training_does_not_end_the_checkpoint_uploads(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     """A dropped connection (or a 503 beyond botocore's retries) while checkpoint-2 goes up.  The
     uploader used to stop for the rest of the training and, at the end or on a preemption stop,
     raise that old error instead of its final sweep: no later checkpoint reached the bucket."""
@@ -403,7 +490,9 @@ def test_one_transient_failure_during_training_does_not_end_the_checkpoint_uploa
     assert objectstore.newest_complete_remote(prefix, s3_server.env()) is not None
 
 
-def test_a_trainer_without_boto3_refuses_s3_uris_with_a_storage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_trainer_without_boto3_refuses_s3_uris_with_a_storage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import builtins
 
     real_import = builtins.__import__
@@ -420,7 +509,10 @@ def test_a_trainer_without_boto3_refuses_s3_uris_with_a_storage_error(tmp_path: 
 
 @pytest.mark.slow
 def test_the_trainer_ends_cloud_failures_with_the_uri_and_code_and_never_a_traceback_or_a_key(
-    tmp_path: Path, tiny_assets: TinyAssets, s3_server: S3Server, bucket: Any  # noqa: F811
+    tmp_path: Path,
+    tiny_assets: TinyAssets,
+    s3_server: S3Server,
+    bucket: Any,  # noqa: F811
 ) -> None:
     """The trainer entrypoint, as a pod runs it: a missing dataset bucket is a DataError (exit 3),
     a key that may read but not write the outputs prefix a StorageError (exit 2), both before any
@@ -428,11 +520,23 @@ def test_the_trainer_ends_cloud_failures_with_the_uri_and_code_and_never_a_trace
     from kubetune.api import contract
     from trainerlib import run_trainer, stage_lines
 
-    s3_server.s3().put_object(Bucket=BUCKET, Key="data/ok.jsonl", Body="".join(json.dumps(c) + "\n" for c in CHATS).encode())
+    s3_server.s3().put_object(
+        Bucket=BUCKET, Key="data/ok.jsonl", Body="".join(json.dumps(c) + "\n" for c in CHATS).encode()
+    )
     reader = s3_server.user("trainer-reader", [statement(["s3:GetObject", "s3:ListBucket"], ["*"])])
     cases = [
-        ("s3://no-such-bucket-x/data/ok.jsonl", s3_server.admin, contract.EXIT_DATA, "reading the dataset failed: NoSuchBucket"),
-        (f"s3://{BUCKET}/data/ok.jsonl", reader, contract.EXIT_CONFIG, f"s3://{BUCKET}/runs/default/s3-fail/: clearing the completion marker failed: AccessDenied"),
+        (
+            "s3://no-such-bucket-x/data/ok.jsonl",
+            s3_server.admin,
+            contract.EXIT_DATA,
+            "reading the dataset failed: NoSuchBucket",
+        ),
+        (
+            f"s3://{BUCKET}/data/ok.jsonl",
+            reader,
+            contract.EXIT_CONFIG,
+            f"s3://{BUCKET}/runs/default/s3-fail/: clearing the completion marker failed: AccessDenied",
+        ),
     ]
     for i, (uri, keys, code, text) in enumerate(cases):
         manifest = {
@@ -444,7 +548,10 @@ def test_the_trainer_ends_cloud_failures_with_the_uri_and_code_and_never_a_trace
                 "datasets": [{"name": "chat", "uri": uri}],
                 "resources": {"gpusPerNode": 0},
                 "training": {"precision": "fp32", "maxSteps": 1},
-                "storage": {"outputs": {"claimName": "out", "uri": f"s3://{BUCKET}/runs/"}, "objectStore": {"endpoint": s3_server.endpoint}},
+                "storage": {
+                    "outputs": {"claimName": "out", "uri": f"s3://{BUCKET}/runs/"},
+                    "objectStore": {"endpoint": s3_server.endpoint},
+                },
             },
         }
         pod = make_pod(tmp_path / str(i), manifest, tiny_assets)
@@ -480,7 +587,12 @@ def test_a_store_with_a_private_ca_is_reached_through_the_ca_bundle_and_refused_
         local = {**env, "KUBETUNE_S3_CA_BUNDLE": str(tmp_path / "not-mounted" / "ca.pem")}
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("AWS_CA_BUNDLE", str(server.ca_bundle))
-            assert objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path / "m3", {**local, "AWS_CA_BUNDLE": str(server.ca_bundle)})["downloaded"] == 1
+            assert (
+                objectstore.stage_model(
+                    f"s3://{BUCKET}/models/tiny/", tmp_path / "m3", {**local, "AWS_CA_BUNDLE": str(server.ca_bundle)}
+                )["downloaded"]
+                == 1
+            )
         with pytest.raises(StorageError, match=r"caBundle: .*not-mounted/ca.pem does not exist.*AWS_CA_BUNDLE") as err:
             objectstore.stage_model(f"s3://{BUCKET}/models/tiny/", tmp_path / "m4", local)
         assert err.value.exit_code == 2
@@ -501,7 +613,10 @@ def _s3_manifest(name: str, endpoint: str) -> dict[str, Any]:
             "datasets": [{"name": "d", "path": "d.jsonl"}],
             "resources": {"gpusPerNode": 0},
             "training": {"precision": "fp32"},
-            "storage": {"outputs": {"claimName": "out", "uri": f"s3://{BUCKET}/runs/"}, "objectStore": {"endpoint": endpoint, "region": "us-east-1"}},
+            "storage": {
+                "outputs": {"claimName": "out", "uri": f"s3://{BUCKET}/runs/"},
+                "objectStore": {"endpoint": endpoint, "region": "us-east-1"},
+            },
         },
     }
 
@@ -523,27 +638,40 @@ class _ReadFails:
 
 
 def test_a_local_io_error_while_writing_the_completion_marker_fails_the_job_cleanly_and_leaves_no_marker(
-    tmp_path: Path, s3_server: S3Server, bucket: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tmp_path: Path,
+    s3_server: S3Server,
+    bucket: Any,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
 ) -> None:
     """It used to escape main._mark_complete (which caught TrainerError only) as a raw OSError: a
     traceback after the run record said the job succeeded, and no final progress report."""
     from kubetune.api import contract
     from kubetune.trainer import main, record
 
-    pod = make_pod(tmp_path, _s3_manifest("mark-eio", s3_server.endpoint), TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    pod = make_pod(
+        tmp_path,
+        _s3_manifest("mark-eio", s3_server.endpoint),
+        TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"),
+    )
     env = {**pod.env, **s3_server.env()}
     cfg = config.load(env)
     pod.output_dir.mkdir(parents=True, exist_ok=True)
     (pod.output_dir / "adapter_model.safetensors").write_bytes(b"adapter")
-    record.write(cfg, image=None, started_at=record.now(), exit_code=0, message="trained", facts={"trainingCompleted": True})
+    record.write(
+        cfg, image=None, started_at=record.now(), exit_code=0, message="trained", facts={"trainingCompleted": True}
+    )
     prefix = main.outputs_prefix(cfg)
     assert prefix == f"s3://{BUCKET}/runs/default/mark-eio/"
     real = objectstore.client(env)
 
     monkeypatch.setattr(objectstore, "client", lambda _env: _ReadFails(real))
-    code, message = main._mark_complete(cfg, env, contract.EXIT_OK, "trained", record.now(), {"trainingCompleted": True})  # noqa: SLF001
+    code, message = main._mark_complete(
+        cfg, env, contract.EXIT_OK, "trained", record.now(), {"trainingCompleted": True}
+    )  # noqa: SLF001
     assert code == contract.EXIT_RETRYABLE  # an I/O error of the volume: the restart does not train again
-    assert message.startswith(f"{prefix}: writing the completion marker failed on the local side: {pod.output_dir / contract.RUN_RECORD_FILE}: ")
+    assert message.startswith(
+        f"{prefix}: writing the completion marker failed on the local side: {pod.output_dir / contract.RUN_RECORD_FILE}: "
+    )
     assert "errno 5" in message
     on_volume = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
     assert on_volume["exitCode"] == contract.EXIT_RETRYABLE and on_volume["message"] == message
@@ -577,7 +705,10 @@ for step in (1, 2):
 
 
 def test_a_denied_checkpoint_upload_stops_the_training_at_once_naming_the_field_and_the_fix(
-    tmp_path: Path, s3_server: S3Server, bucket: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tmp_path: Path,
+    s3_server: S3Server,
+    bucket: Any,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
 ) -> None:
     """A permanent upload failure during training (here AccessDenied from the server's IAM) used
     to end the job only when training ended on its own, hours of GPU time later.  Now the
@@ -586,32 +717,58 @@ def test_a_denied_checkpoint_upload_stops_the_training_at_once_naming_the_field_
     from kubetune.api import contract
     from kubetune.trainer import distenv, main, train
 
-    pod = make_pod(tmp_path, _s3_manifest("denied", s3_server.endpoint), TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
-    no_put = s3_server.user("no-put", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/runs/*"], "Deny")])
+    pod = make_pod(
+        tmp_path,
+        _s3_manifest("denied", s3_server.endpoint),
+        TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"),
+    )
+    no_put = s3_server.user(
+        "no-put", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/runs/*"], "Deny")]
+    )
     env = {**pod.env, **s3_server.env(no_put), main.ENV_UPLOAD_INTERVAL: "0.05"}
     cfg = config.load(env)
     pod.output_dir.mkdir(parents=True, exist_ok=True)
     dist = distenv.distribution_from_env(env, hostfile_text=None, default_port=cfg.job.spec.distributed.master_port)
     # The real train.run and its Child, with a stand-in for the LLaMA-Factory worker.
-    monkeypatch.setattr(train, "command", lambda _cfg, _dist, _args, child_env: ([sys.executable, "-c", FAKE_TRAINING, str(pod.output_dir)], dict(child_env)))
+    monkeypatch.setattr(
+        train,
+        "command",
+        lambda _cfg, _dist, _args, child_env: (
+            [sys.executable, "-c", FAKE_TRAINING, str(pod.output_dir)],
+            dict(child_env),
+        ),
+    )
     with pytest.raises(StorageError) as err:
         main._train_uploading(cfg, dist, env, None, env, main.outputs_prefix(cfg), None)  # noqa: SLF001
     text = str(err.value)
     assert err.value.exit_code == contract.EXIT_CONFIG
-    assert text.startswith("spec.storage.outputs.uri: uploading a checkpoint during training failed for good, so training was stopped")
+    assert text.startswith(
+        "spec.storage.outputs.uri: uploading a checkpoint during training failed for good, so training was stopped"
+    )
     assert f"s3://{BUCKET}/runs/default/denied/checkpoint-1/: uploading failed: AccessDenied" in text
     assert f"fix: allow s3:PutObject, s3:DeleteObject, s3:GetObject and s3:ListBucket on bucket '{BUCKET}'" in text
     assert no_put.secret_access_key not in text
     assert (pod.output_dir / "stopped-early").read_text() == "True"  # stopped by the uploader's failure, not at its end
 
     # The fixes the other permanent codes name.
-    for code, fix in (("NoSuchBucket", f"create bucket '{BUCKET}', or correct the bucket name in spec.storage.outputs.uri"),
-                      ("InvalidAccessKeyId", "correct the access key id in the Secret of spec.storage.objectStore.credentialsSecretRef")):
+    for code, fix in (
+        ("NoSuchBucket", f"create bucket '{BUCKET}', or correct the bucket name in spec.storage.outputs.uri"),
+        (
+            "InvalidAccessKeyId",
+            "correct the access key id in the Secret of spec.storage.objectStore.credentialsSecretRef",
+        ),
+    ):
         cause = StorageError(f"s3://{BUCKET}/runs/default/denied/checkpoint-1/: uploading failed: {code}: ...")
-        assert objectstore.permanent_upload_failure(f"s3://{BUCKET}/runs/default/denied/", cause).args[0].endswith(f"fix: {fix}")
+        assert (
+            objectstore.permanent_upload_failure(f"s3://{BUCKET}/runs/default/denied/", cause)
+            .args[0]
+            .endswith(f"fix: {fix}")
+        )
 
 
-def test_throttling_during_training_is_retried_with_backoff_and_never_stops_the_training(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_throttling_during_training_is_retried_with_backoff_and_never_stops_the_training(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     """503 SlowDown (after botocore's own three attempts) and a connection reset: the uploader
     waits longer each time, tries again, and uploads; ``failed`` (which stops training) stays clear."""
     from botocore.exceptions import ClientError, ConnectionClosedError
@@ -622,7 +779,13 @@ def test_throttling_during_training_is_retried_with_backoff_and_never_stops_the_
     uploader = objectstore.CheckpointUploader(prefix, out, s3_server.env(), needs_optimizer=True, interval=0.01)
     real = objectstore.client(s3_server.env())
     waits: list[float] = []
-    slow_down = ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject")
+    slow_down = ClientError(
+        {
+            "Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."},
+            "ResponseMetadata": {"HTTPStatusCode": 503},
+        },
+        "PutObject",
+    )
     failures: list[BaseException] = [slow_down, slow_down, ConnectionClosedError(endpoint_url=s3_server.endpoint)]
 
     class Throttled:
@@ -653,7 +816,9 @@ def test_throttling_during_training_is_retried_with_backoff_and_never_stops_the_
     assert objectstore.newest_complete_remote(prefix, s3_server.env()) is not None
 
 
-def test_the_stop_sweep_after_a_sigterm_is_attempted_and_bounded_by_the_grace_period(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_the_stop_sweep_after_a_sigterm_is_attempted_and_bounded_by_the_grace_period(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     """After a preemption the stop checkpoint goes up within what is left of the pod's grace
     period (launch.stop_budgets); an upload that hangs beyond it no longer eats the run record's
     margin: the stop returns, says so, and the bucket has no marker for that checkpoint."""
@@ -687,7 +852,9 @@ def test_the_stop_sweep_after_a_sigterm_is_attempted_and_bounded_by_the_grace_pe
 
     uploader = objectstore.CheckpointUploader(prefix, out, s3_server.env(), needs_optimizer=True)
     uploader._s3 = Hanging()  # noqa: SLF001
-    with pytest.raises(StorageError, match=r"final checkpoint upload did not finish within its \d+s left of the pod's grace period") as err:
+    with pytest.raises(
+        StorageError, match=r"final checkpoint upload did not finish within its \d+s left of the pod's grace period"
+    ) as err:
         uploader.stop(deadline=time.monotonic() + 0.3)
     # tried (under load the attempt may start only after the 0.3 s deadline), and given up on while it still hung
     assert attempted.wait(scaled(10)) and not release.is_set()
@@ -701,7 +868,9 @@ def test_the_stop_sweep_after_a_sigterm_is_attempted_and_bounded_by_the_grace_pe
     assert objectstore.newest_complete_remote(prefix, s3_server.env()) is not None
 
 
-def test_gs_uris_go_through_the_s3_api_of_the_endpoint_with_an_hmac_key_and_no_flexible_checksums(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_gs_uris_go_through_the_s3_api_of_the_endpoint_with_an_hmac_key_and_no_flexible_checksums(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     """gs:// is Cloud Storage's S3-compatible XML API: the renderer points the trainer at
     https://storage.googleapis.com with region auto (unless the spec names an endpoint: here the
     moto server stands in for it), and the HMAC key arrives like an AWS key pair.  Requests to a
@@ -715,13 +884,24 @@ def test_gs_uris_go_through_the_s3_api_of_the_endpoint_with_an_hmac_key_and_no_f
     manifest["spec"]["datasets"] = [{"name": "chats", "uri": f"gs://{BUCKET}/gcs/chats.jsonl"}]
     manifest["spec"]["storage"]["outputs"]["uri"] = f"gs://{BUCKET}/gcs-runs/"
     manifest["spec"]["storage"]["objectStore"] = {"credentialsSecretRef": {"name": "gcs-hmac"}}
-    pod = make_pod(tmp_path / "default", manifest, TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
-    assert pod.env[contract.ENV_S3_ENDPOINT] == "https://storage.googleapis.com" and pod.env[contract.ENV_S3_REGION] == "auto"
+    pod = make_pod(
+        tmp_path / "default", manifest, TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl")
+    )
+    assert (
+        pod.env[contract.ENV_S3_ENDPOINT] == "https://storage.googleapis.com"
+        and pod.env[contract.ENV_S3_REGION] == "auto"
+    )
 
     manifest["spec"]["storage"]["objectStore"]["endpoint"] = s3_server.endpoint
-    pod = make_pod(tmp_path / "moto", manifest, TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    pod = make_pod(
+        tmp_path / "moto", manifest, TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl")
+    )
     assert pod.env[contract.ENV_S3_ENDPOINT] == s3_server.endpoint and pod.env[contract.ENV_S3_REGION] == "auto"
-    env = {**pod.env, "KUBETUNE_S3_ACCESS_KEY_ID": hmac.access_key_id, "KUBETUNE_S3_SECRET_ACCESS_KEY": hmac.secret_access_key}
+    env = {
+        **pod.env,
+        "KUBETUNE_S3_ACCESS_KEY_ID": hmac.access_key_id,
+        "KUBETUNE_S3_SECRET_ACCESS_KEY": hmac.secret_access_key,
+    }
 
     bucket.put_object(Bucket=BUCKET, Key="gcs/chats.jsonl", Body="".join(json.dumps(c) + "\n" for c in CHATS).encode())
     assert data.prepare(config.load(env), env) == {"chats": 2}
@@ -743,7 +923,11 @@ def test_gs_uris_go_through_the_s3_api_of_the_endpoint_with_an_hmac_key_and_no_f
 
 
 def test_serve_and_plot_read_a_succeeded_jobs_results_from_the_bucket_and_refuse_an_unfinished_one(
-    tmp_path: Path, s3_server: S3Server, bucket: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    tmp_path: Path,
+    s3_server: S3Server,
+    bucket: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],  # noqa: F811
 ) -> None:
     """A job whose outputs volume is gone (a cluster without ReadWriteMany, a laptop): `kubetune
     plot` and `kubetune serve --local` take <outputs.uri><namespace>/<job>/ and copy the results
@@ -756,9 +940,22 @@ def test_serve_and_plot_read_a_succeeded_jobs_results_from_the_bucket_and_refuse
     fake_checkpoint(out, 4)
     (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}))
     (out / "adapter_model.safetensors").write_bytes(b"adapter")
-    (out / "trainer_log.jsonl").write_text("".join(json.dumps({"current_steps": s, "loss": 2.0 / s}) + "\n" for s in (1, 2, 3, 4)))
-    (out / "kubetune-run.json").write_text(json.dumps({"job": {"name": "lora-job"}, "trainArgs": {"template": "qwen", "model_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}}))
-    for name, value in (("AWS_ACCESS_KEY_ID", s3_server.admin.access_key_id), ("AWS_SECRET_ACCESS_KEY", s3_server.admin.secret_access_key), ("AWS_DEFAULT_REGION", "us-east-1")):
+    (out / "trainer_log.jsonl").write_text(
+        "".join(json.dumps({"current_steps": s, "loss": 2.0 / s}) + "\n" for s in (1, 2, 3, 4))
+    )
+    (out / "kubetune-run.json").write_text(
+        json.dumps(
+            {
+                "job": {"name": "lora-job"},
+                "trainArgs": {"template": "qwen", "model_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"},
+            }
+        )
+    )
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", s3_server.admin.access_key_id),
+        ("AWS_SECRET_ACCESS_KEY", s3_server.admin.secret_access_key),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
         monkeypatch.setenv(name, value)  # the user's shell
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
@@ -766,7 +963,10 @@ def test_serve_and_plot_read_a_succeeded_jobs_results_from_the_bucket_and_refuse
     objectstore.upload_results(prefix, out, s3_server.env())  # uploaded, but the job has not succeeded yet
     assert cli.main(["serve", "--local", prefix, "--endpoint", s3_server.endpoint]) == 1
     err = capsys.readouterr().err
-    assert f"kubetune serve: {prefix}: no _KUBETUNE_COMPLETE here: the job has not succeeded" in err and "use the job's outputs volume" in err
+    assert (
+        f"kubetune serve: {prefix}: no _KUBETUNE_COMPLETE here: the job has not succeeded" in err
+        and "use the job's outputs volume" in err
+    )
     assert cli.main(["plot", prefix, "--endpoint", s3_server.endpoint]) == 2
     assert "no _KUBETUNE_COMPLETE here" in capsys.readouterr().err
 
@@ -777,14 +977,32 @@ def test_serve_and_plot_read_a_succeeded_jobs_results_from_the_bucket_and_refuse
 
     folder = localserve.fetch_results(prefix, endpoint=s3_server.endpoint)
     assert folder == localserve.results_cache(prefix)
-    assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "kubetune-run.json", "trainer_log.jsonl"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "kubetune-run.json",
+        "trainer_log.jsonl",
+    ]
     target = localserve.resolve_target(str(folder))  # what serve --local loads next: the adapter on its base model
-    assert (target.model, target.adapter, target.template, target.name) == ("Qwen/Qwen2.5-0.5B-Instruct", str(folder), "qwen", "lora-job")
-    assert objectstore.download_results(prefix, folder, objectstore.shell_env(prefix, s3_server.endpoint, dict(__import__("os").environ))) == []  # cached
+    assert (target.model, target.adapter, target.template, target.name) == (
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        str(folder),
+        "qwen",
+        "lora-job",
+    )
+    assert (
+        objectstore.download_results(
+            prefix, folder, objectstore.shell_env(prefix, s3_server.endpoint, dict(__import__("os").environ))
+        )
+        == []
+    )  # cached
 
 
 def test_serve_from_a_bucket_after_the_job_ran_again_under_its_name_gets_the_new_results_not_the_cached_ones(
-    tmp_path: Path, s3_server: S3Server, bucket: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tmp_path: Path,
+    s3_server: S3Server,
+    bucket: Any,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
 ) -> None:
     """A job deleted and created again with the same name writes to the same URI; a LoRA adapter
     of the same rank has the same size.  The cache (one folder per URI) must not hand the first
@@ -794,7 +1012,11 @@ def test_serve_from_a_bucket_after_the_job_ran_again_under_its_name_gets_the_new
     from kubetune import localserve
 
     prefix = f"s3://{BUCKET}/rerun/default/same-name/"
-    for name, value in (("AWS_ACCESS_KEY_ID", s3_server.admin.access_key_id), ("AWS_SECRET_ACCESS_KEY", s3_server.admin.secret_access_key), ("AWS_DEFAULT_REGION", "us-east-1")):
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", s3_server.admin.access_key_id),
+        ("AWS_SECRET_ACCESS_KEY", s3_server.admin.secret_access_key),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     first, second = tmp_path / "first", tmp_path / "second"
@@ -809,20 +1031,34 @@ def test_serve_from_a_bucket_after_the_job_ran_again_under_its_name_gets_the_new
     objectstore.mark_complete(prefix, first, s3_server.env())
     folder = localserve.fetch_results(prefix, endpoint=s3_server.endpoint)
     assert (folder / "adapter_model.safetensors").read_bytes() == b"A" * 64
-    assert (tmp_path / "cache" / "kubetune" / "outputs").stat().st_mode & 0o077 == 0, "weights from a private bucket are not readable by other users"
+    assert (tmp_path / "cache" / "kubetune" / "outputs").stat().st_mode & 0o077 == 0, (
+        "weights from a private bucket are not readable by other users"
+    )
 
-    s3_server.s3().delete_object(Bucket=BUCKET, Key="rerun/default/same-name/merged/model.safetensors")  # the job's prefix is new
+    s3_server.s3().delete_object(
+        Bucket=BUCKET, Key="rerun/default/same-name/merged/model.safetensors"
+    )  # the job's prefix is new
     objectstore.clear_marker(prefix, s3_server.env())
     objectstore.upload_results(prefix, second, s3_server.env())
     objectstore.mark_complete(prefix, second, s3_server.env())
     assert localserve.fetch_results(prefix, endpoint=s3_server.endpoint) == folder
-    assert (folder / "adapter_model.safetensors").read_bytes() == b"B" * 64, "the second run's adapter, not the cached first one"
+    assert (folder / "adapter_model.safetensors").read_bytes() == b"B" * 64, (
+        "the second run's adapter, not the cached first one"
+    )
     assert not (folder / "merged" / "model.safetensors").exists(), "a file the second run did not produce is not served"
-    assert objectstore.download_results(prefix, folder, objectstore.shell_env(prefix, s3_server.endpoint, dict(__import__("os").environ))) == []
+    assert (
+        objectstore.download_results(
+            prefix, folder, objectstore.shell_env(prefix, s3_server.endpoint, dict(__import__("os").environ))
+        )
+        == []
+    )
 
 
 def test_a_sigterm_during_training_uploads_the_stop_checkpoint_within_the_grace_period_not_after_it(
-    tmp_path: Path, s3_server: S3Server, bucket: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tmp_path: Path,
+    s3_server: S3Server,
+    bucket: Any,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
 ) -> None:
     """The trainer as a preempted pod runs it: SIGTERM, the training child saves its stop
     checkpoint (checkpoint-2), and main._train_uploading's final sweep uploads it, bounded by what
@@ -837,12 +1073,23 @@ def test_a_sigterm_during_training_uploads_the_stop_checkpoint_within_the_grace_
     from kubetune.trainer import distenv, main, train
     from kubetune.trainer.errors import Retryable
 
-    pod = make_pod(tmp_path, _s3_manifest("preempted", s3_server.endpoint), TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"))
+    pod = make_pod(
+        tmp_path,
+        _s3_manifest("preempted", s3_server.endpoint),
+        TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"),
+    )
     env = {**pod.env, **s3_server.env(), main.ENV_UPLOAD_INTERVAL: "0.05", contract.ENV_STOP_GRACE: "5"}
     cfg = config.load(env)
     pod.output_dir.mkdir(parents=True, exist_ok=True)
     dist = distenv.distribution_from_env(env, hostfile_text=None, default_port=cfg.job.spec.distributed.master_port)
-    monkeypatch.setattr(train, "command", lambda _cfg, _dist, _args, child_env: ([sys.executable, "-c", FAKE_TRAINING, str(pod.output_dir)], dict(child_env)))
+    monkeypatch.setattr(
+        train,
+        "command",
+        lambda _cfg, _dist, _args, child_env: (
+            [sys.executable, "-c", FAKE_TRAINING, str(pod.output_dir)],
+            dict(child_env),
+        ),
+    )
     real = objectstore.client(env)
     release, attempted = threading.Event(), threading.Event()
 
@@ -872,7 +1119,11 @@ def test_a_sigterm_during_training_uploads_the_stop_checkpoint_within_the_grace_
         assert attempted.is_set() and not release.is_set()  # the stop checkpoint was tried, and given up on in time
         assert objectstore.newest_complete_remote(prefix, s3_server.env(), s3=real) == (
             "checkpoint-1",
-            {"adapter_model.safetensors": 100, "optimizer.pt": 100, "trainer_state.json": len(json.dumps({"global_step": 1}))},
+            {
+                "adapter_model.safetensors": 100,
+                "optimizer.pt": 100,
+                "trainer_state.json": len(json.dumps({"global_step": 1})),
+            },
         )  # checkpoint-2 has no marker: a restart resumes from checkpoint-1
     finally:
         release.set()
@@ -886,8 +1137,13 @@ def test_a_node_clock_the_store_refuses_is_a_permanent_failure_naming_the_fix() 
     from kubetune.api import contract
 
     skewed = ClientError(
-        {"Error": {"Code": "RequestTimeTooSkewed", "Message": "The difference between the request time and the current time is too large."},
-         "ResponseMetadata": {"HTTPStatusCode": 403}},
+        {
+            "Error": {
+                "Code": "RequestTimeTooSkewed",
+                "Message": "The difference between the request time and the current time is too large.",
+            },
+            "ResponseMetadata": {"HTTPStatusCode": 403},
+        },
         "PutObject",
     )
     err = objectstore.failure(f"s3://{BUCKET}/runs/default/job/", skewed, {}, doing="uploading")
@@ -914,7 +1170,9 @@ def test_a_denied_file_and_a_throttled_one_in_flight_together_report_the_denial(
         def upload_file(self, filename: str, bucket: str, key: str) -> None:
             both_in_flight.wait()
             code, status = ("SlowDown", 503) if key.endswith("a.bin") else ("AccessDenied", 403)
-            raise ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+            raise ClientError(
+                {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject"
+            )
 
     folder = tmp_path / "f"
     folder.mkdir()
@@ -925,7 +1183,9 @@ def test_a_denied_file_and_a_throttled_one_in_flight_together_report_the_denial(
     assert caught.value.exit_code != contract.EXIT_RETRYABLE
 
 
-def test_the_first_process_of_a_node_stages_a_bucket_model_and_the_others_get_its_folder(tmp_path: Path, s3_server: S3Server, bucket: Any) -> None:  # noqa: F811
+def test_the_first_process_of_a_node_stages_a_bucket_model_and_the_others_get_its_folder(
+    tmp_path: Path, s3_server: S3Server, bucket: Any
+) -> None:  # noqa: F811
     """spec.model.uri through the trainer's model stage: local rank 0 mirrors the prefix into the models
     volume and publishes the folder for this launch; another process of the node (same parent) gets it."""
     import threading
@@ -938,7 +1198,9 @@ def test_the_first_process_of_a_node_stages_a_bucket_model_and_the_others_get_it
     cfg: Any = SimpleNamespace(models_dir=tmp_path / "models")
     env = {**s3_server.env(), model.ENV_WAIT_TIMEOUT: str(scaled(20))}
     got: list[str] = []
-    other = threading.Thread(target=lambda: got.append(model._stage_from_bucket(cfg, env, f"s3://{BUCKET}/{prefix}", local_zero=False)))  # noqa: SLF001
+    other = threading.Thread(
+        target=lambda: got.append(model._stage_from_bucket(cfg, env, f"s3://{BUCKET}/{prefix}", local_zero=False))
+    )  # noqa: SLF001
     other.start()
     first = model._stage_from_bucket(cfg, env, f"s3://{BUCKET}/{prefix}", local_zero=True)  # noqa: SLF001
     other.join(timeout=scaled(30))

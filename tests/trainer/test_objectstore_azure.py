@@ -44,7 +44,9 @@ def _names(container: Any, prefix: str) -> set[str]:
     return {b.name for b in container.list_blobs(name_starts_with=prefix)}
 
 
-def test_az_datasets_model_checkpoints_resume_and_results_round_trip_through_azure_blob(tmp_path: Path, azurite: Azurite, container: Any) -> None:  # noqa: F811
+def test_az_datasets_model_checkpoints_resume_and_results_round_trip_through_azure_blob(
+    tmp_path: Path, azurite: Azurite, container: Any
+) -> None:  # noqa: F811
     env = azurite.env()
     lines = "".join(json.dumps(c) + "\n" for c in CHATS).encode()
     container.upload_blob("data/one.jsonl", lines)
@@ -61,9 +63,17 @@ def test_az_datasets_model_checkpoints_resume_and_results_round_trip_through_azu
     container.upload_blob("models/tiny/config.json", b"{}")
     container.upload_blob("models/tiny/model.safetensors", b"x" * 3000)
     dest = tmp_path / "models" / "tiny"
-    assert objectstore.stage_model(f"az://{CONTAINER}/models/tiny/", dest, env) == {"objects": 2, "downloaded": 2, "reused": 0}
+    assert objectstore.stage_model(f"az://{CONTAINER}/models/tiny/", dest, env) == {
+        "objects": 2,
+        "downloaded": 2,
+        "reused": 0,
+    }
     container.upload_blob("models/tiny/model.safetensors", b"y" * 3000, overwrite=True)
-    assert objectstore.stage_model(f"az://{CONTAINER}/models/tiny/", dest, env) == {"objects": 2, "downloaded": 1, "reused": 1}
+    assert objectstore.stage_model(f"az://{CONTAINER}/models/tiny/", dest, env) == {
+        "objects": 2,
+        "downloaded": 1,
+        "reused": 1,
+    }
     assert (dest / "model.safetensors").read_bytes() == b"y" * 3000
 
     # Checkpoints, each with its marker last; a fresh working folder resumes from the newest complete one.
@@ -77,7 +87,9 @@ def test_az_datasets_model_checkpoints_resume_and_results_round_trip_through_azu
     fresh.mkdir()
     assert objectstore.restore_checkpoint(prefix, fresh, env, needs_optimizer=True, config_hash="cfg") == "checkpoint-4"
     assert (fresh / "checkpoint-4" / "optimizer.pt").read_bytes() == b"o" * 400
-    assert objectstore.upload_checkpoint(prefix, fresh / "checkpoint-4", env, config_hash="cfg") == 0  # already there: its marker stays
+    assert (
+        objectstore.upload_checkpoint(prefix, fresh / "checkpoint-4", env, config_hash="cfg") == 0
+    )  # already there: its marker stays
 
     # Results, the job's marker last, read back as `kubetune serve --local` / `plot` do.
     (fresh / "adapter_model.safetensors").write_bytes(b"adapter")
@@ -87,14 +99,21 @@ def test_az_datasets_model_checkpoints_resume_and_results_round_trip_through_azu
         objectstore.download_results(prefix, tmp_path / "read", env)
     objectstore.mark_complete(prefix, fresh, env)
     shell = objectstore.shell_env(prefix, None, {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string()})
-    assert sorted(objectstore.download_results(prefix, tmp_path / "read", shell)) == ["adapter_model.safetensors", "trainer_log.jsonl"]
+    assert sorted(objectstore.download_results(prefix, tmp_path / "read", shell)) == [
+        "adapter_model.safetensors",
+        "trainer_log.jsonl",
+    ]
     assert objectstore.download_results(prefix, tmp_path / "read", shell) == []  # cached by ETag
     objectstore.clear_marker(prefix, env)
     objectstore.clear_marker(prefix, env)  # deleting a missing marker is fine, as on S3
-    assert objectstore.MARKER not in {n.rsplit("/", 1)[-1] for n in _names(container, "runs/default/job/") if n.count("/") == 3}
+    assert objectstore.MARKER not in {
+        n.rsplit("/", 1)[-1] for n in _names(container, "runs/default/job/") if n.count("/") == 3
+    }
 
 
-def test_az_wrong_key_missing_container_and_blob_and_denied_write_each_give_their_error(tmp_path: Path, azurite: Azurite, container: Any) -> None:  # noqa: F811
+def test_az_wrong_key_missing_container_and_blob_and_denied_write_each_give_their_error(
+    tmp_path: Path, azurite: Azurite, container: Any
+) -> None:  # noqa: F811
     container.upload_blob("data/x.jsonl", b"{}\n", overwrite=True)
     uri = f"az://{CONTAINER}/data/x.jsonl"
     wrong = azurite.connection_string(WRONG_KEY)
@@ -121,7 +140,10 @@ def test_az_wrong_key_missing_container_and_blob_and_denied_write_each_give_thei
     objectstore.upload_results(f"az://{CONTAINER}/gone/", done, azurite.env())
     objectstore.mark_complete(f"az://{CONTAINER}/gone/", done, azurite.env())
     container.delete_blob("gone/adapter_model.safetensors")
-    with pytest.raises(StorageError, match=rf"az://{CONTAINER}/gone/: downloading the job's results failed: BlobNotFound: .*no such blob"):
+    with pytest.raises(
+        StorageError,
+        match=rf"az://{CONTAINER}/gone/: downloading the job's results failed: BlobNotFound: .*no such blob",
+    ):
         objectstore.download_results(f"az://{CONTAINER}/gone/", tmp_path / "r", azurite.env())
 
     # A SAS token that may read and list but not write: a denied write, permanent, naming the fix.
@@ -132,7 +154,9 @@ def test_az_wrong_key_missing_container_and_blob_and_denied_write_each_give_thei
     with pytest.raises(StorageError) as err:
         objectstore.upload_checkpoint(f"az://{CONTAINER}/runs/default/job/", ckpt, azurite.env(reader))
     text = str(err.value)
-    assert text.startswith(f"az://{CONTAINER}/runs/default/job/checkpoint-2/: uploading failed: AuthorizationPermissionMismatch"), text
+    assert text.startswith(
+        f"az://{CONTAINER}/runs/default/job/checkpoint-2/: uploading failed: AuthorizationPermissionMismatch"
+    ), text
     assert sig not in text and err.value.exit_code == 2
     fatal = objectstore.permanent_upload_failure(f"az://{CONTAINER}/runs/default/job/", err.value)
     assert f"give these credentials write, delete, read and list on container '{CONTAINER}'" in str(fatal)
@@ -163,7 +187,9 @@ class _CutsOptimizerUploads(http.server.BaseHTTPRequestHandler):
             data = resp.read()
             self.send_response(resp.status, resp.reason)
             for name, value in resp.getheaders():
-                if name.lower() not in ("transfer-encoding", "connection") and (name.lower() != "content-length" or self.command == "HEAD"):
+                if name.lower() not in ("transfer-encoding", "connection") and (
+                    name.lower() != "content-length" or self.command == "HEAD"
+                ):
                     self.send_header(name, value)
             if self.command != "HEAD":
                 self.send_header("Content-Length", str(len(data)))
@@ -189,7 +215,9 @@ def cutting_proxy(azurite: Azurite) -> Iterator[str]:  # noqa: F811
         server.server_close()
 
 
-def test_an_az_checkpoint_upload_cut_midway_is_retryable_and_leaves_no_completion_marker(tmp_path: Path, azurite: Azurite, container: Any, cutting_proxy: str) -> None:  # noqa: F811
+def test_an_az_checkpoint_upload_cut_midway_is_retryable_and_leaves_no_completion_marker(
+    tmp_path: Path, azurite: Azurite, container: Any, cutting_proxy: str
+) -> None:  # noqa: F811
     from azure.storage.blob import BlobServiceClient
 
     prefix = f"az://{CONTAINER}/cut/default/job/"
@@ -202,7 +230,9 @@ def test_an_az_checkpoint_upload_cut_midway_is_retryable_and_leaves_no_completio
     through_proxy = azureblob.BlobStore(BlobServiceClient.from_connection_string(conn, retry_total=0))
     with pytest.raises(StorageError) as err:
         objectstore.upload_checkpoint(prefix, ckpt, azurite.env(conn), s3=through_proxy)
-    assert str(err.value).startswith(f"{prefix}checkpoint-3/: uploading failed: ServiceResponseError") or "ServiceRequestError" in str(err.value), str(err.value)
+    assert str(err.value).startswith(
+        f"{prefix}checkpoint-3/: uploading failed: ServiceResponseError"
+    ) or "ServiceRequestError" in str(err.value), str(err.value)
     assert err.value.exit_code == contract.EXIT_RETRYABLE and KEY not in str(err.value)
     names = _names(container, "cut/")
     assert "cut/default/job/checkpoint-3/adapter_model.safetensors" in names  # part of it went up
@@ -211,7 +241,10 @@ def test_an_az_checkpoint_upload_cut_midway_is_retryable_and_leaves_no_completio
 
 
 def test_the_trainer_ends_a_denied_az_write_with_the_uri_and_code_and_never_a_traceback_or_a_secret(
-    tmp_path: Path, tiny_assets: TinyAssets, azurite: Azurite, container: Any  # noqa: F811
+    tmp_path: Path,
+    tiny_assets: TinyAssets,
+    azurite: Azurite,
+    container: Any,  # noqa: F811
 ) -> None:
     """The trainer entrypoint, as a pod runs it with a connection-string Secret whose SAS may read but not
     write: a StorageError (exit 2) before any training, in the failed stage line, the log and the run record."""
@@ -228,7 +261,10 @@ def test_the_trainer_ends_a_denied_az_write_with_the_uri_and_code_and_never_a_tr
             "datasets": [{"name": "chat", "uri": f"az://{CONTAINER}/data/ok.jsonl"}],
             "resources": {"gpusPerNode": 0},
             "training": {"precision": "fp32", "maxSteps": 1},
-            "storage": {"outputs": {"claimName": "out", "uri": f"az://{CONTAINER}/runs/"}, "objectStore": {"credentialsSecretRef": {"name": "az-storage"}}},
+            "storage": {
+                "outputs": {"claimName": "out", "uri": f"az://{CONTAINER}/runs/"},
+                "objectStore": {"credentialsSecretRef": {"name": "az-storage"}},
+            },
         },
     }
     pod = make_pod(tmp_path, manifest, tiny_assets)
@@ -247,7 +283,9 @@ def test_the_trainer_ends_a_denied_az_write_with_the_uri_and_code_and_never_a_tr
 def test_az_without_the_account_or_credentials_is_a_storage_error_naming_the_fix() -> None:
     with pytest.raises(StorageError, match="az:// needs the storage account"):
         objectstore.client({azureblob.SHELL_ACCOUNT_KEY: KEY}, "az://data/x")
-    with pytest.raises(StorageError, match="az:// without credentials: set spec.storage.objectStore.credentialsSecretRef"):
+    with pytest.raises(
+        StorageError, match="az:// without credentials: set spec.storage.objectStore.credentialsSecretRef"
+    ):
         objectstore.client({contract.ENV_S3_ENDPOINT: "https://acct.blob.core.windows.net"}, "az://data/x")
     with pytest.raises(StorageError, match="malformed") as err:
         objectstore.client({contract.ENV_AZURE_CONNECTION_STRING: f"AccountKey={KEY}"}, "az://data/x")
@@ -264,25 +302,37 @@ class _Forward(http.server.BaseHTTPRequestHandler):
     do_GET = do_PUT = do_DELETE = do_HEAD = _forward
 
 
-def test_az_account_key_with_a_path_style_endpoint_off_loopback_reaches_the_account(tmp_path: Path, azurite: Azurite, container: Any) -> None:  # noqa: F811
+def test_az_account_key_with_a_path_style_endpoint_off_loopback_reaches_the_account(
+    tmp_path: Path, azurite: Azurite, container: Any
+) -> None:  # noqa: F811
     """accountKeyKey with endpoint http://<a cluster IP or Service>:10000/devstoreaccount1 (Azurite deployed in the
     cluster): the SDK reads the account from the path only on localhost/127.0.0.1 and refused it as "malformed";
     the account is the path's first segment, and the key signs for it."""
-    container.upload_blob("pathstyle/one.jsonl", b"".join(json.dumps(c).encode() + b"\n" for c in CHATS), overwrite=True)
+    container.upload_blob(
+        "pathstyle/one.jsonl", b"".join(json.dumps(c).encode() + b"\n" for c in CHATS), overwrite=True
+    )
     handler = type("Handler", (_Forward,), {"upstream": ("127.0.0.1", azurite.port)})
     server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        env = {contract.ENV_AZURE_ACCOUNT_KEY: KEY, contract.ENV_S3_ENDPOINT: f"http://127.0.0.2:{server.server_address[1]}/devstoreaccount1"}
+        env = {
+            contract.ENV_AZURE_ACCOUNT_KEY: KEY,
+            contract.ENV_S3_ENDPOINT: f"http://127.0.0.2:{server.server_address[1]}/devstoreaccount1",
+        }
         staged = objectstore.stage_dataset(f"az://{CONTAINER}/pathstyle/one.jsonl", tmp_path / "data", env)
     finally:
         server.shutdown()
         server.server_close()
     [(uri, local)] = staged
-    assert uri == f"az://{CONTAINER}/pathstyle/one.jsonl" and [json.loads(line) for line in local.read_text().splitlines()] == CHATS
+    assert (
+        uri == f"az://{CONTAINER}/pathstyle/one.jsonl"
+        and [json.loads(line) for line in local.read_text().splitlines()] == CHATS
+    )
 
 
-def test_az_workload_identity_without_the_client_id_names_the_service_account_annotation_not_a_secret(tmp_path: Path) -> None:
+def test_az_workload_identity_without_the_client_id_names_the_service_account_annotation_not_a_secret(
+    tmp_path: Path,
+) -> None:
     """The webhook injects AZURE_CLIENT_ID only from the ServiceAccount's azure.workload.identity/client-id
     (pkg/webhook/webhook.go:459-463 @ v1.6.0 skips empty values): without it the job failed with "the Azure
     connection string or endpoint is malformed ... check the Secret of credentialsSecretRef", a Secret it has not."""
@@ -299,13 +349,24 @@ def test_az_workload_identity_without_the_client_id_names_the_service_account_an
     assert "AZURE_CLIENT_ID" in str(err.value) and "azure.workload.identity/client-id" in str(err.value), str(err.value)
     assert "credentialsSecretRef" not in str(err.value) and "malformed" not in str(err.value)
     with pytest.raises(StorageError, match=r"Workload Identity needs an https:// endpoint"):
-        objectstore.client({**env, "AZURE_CLIENT_ID": "11111111-0000-0000-0000-000000000000", contract.ENV_S3_ENDPOINT: "http://acct.blob.core.windows.net"}, "az://data/x")
+        objectstore.client(
+            {
+                **env,
+                "AZURE_CLIENT_ID": "11111111-0000-0000-0000-000000000000",
+                contract.ENV_S3_ENDPOINT: "http://acct.blob.core.windows.net",
+            },
+            "az://data/x",
+        )
     # All three present: a client for the account, authenticating with the federated token (no request made here).
     store = objectstore.client({**env, "AZURE_CLIENT_ID": "11111111-0000-0000-0000-000000000000"}, "az://data/x")
-    assert store.service.account_name == "acct" and type(store.service.credential).__name__ == "WorkloadIdentityCredential"
+    assert (
+        store.service.account_name == "acct" and type(store.service.credential).__name__ == "WorkloadIdentityCredential"
+    )
 
 
-def test_az_directories_of_a_hierarchical_namespace_account_are_not_staged_as_files(tmp_path: Path, azurite: Azurite, container: Any) -> None:  # noqa: F811
+def test_az_directories_of_a_hierarchical_namespace_account_are_not_staged_as_files(
+    tmp_path: Path, azurite: Azurite, container: Any
+) -> None:  # noqa: F811
     """An ADLS Gen2 account (hierarchical namespace) lists each directory through the Blob API as a zero-length
     blob with metadata hdi_isfolder=true (azure-cli's live ADLS test: `storage blob list` after `directory
     create` gives one entry, metadata.hdi_isfolder 'true').  Azurite has no hierarchical namespace: those
@@ -320,6 +381,8 @@ def test_az_directories_of_a_hierarchical_namespace_account_are_not_staged_as_fi
     assert (dest / "tokenizer").is_dir() and (dest / "tokenizer" / "vocab.json").read_bytes() == b"{}"
     container.upload_blob("hns/data", b"", metadata={"hdi_isfolder": "true"}, overwrite=True)
     container.upload_blob("hns/data/part", b"", metadata={"hdi_isfolder": "true"}, overwrite=True)
-    container.upload_blob("hns/data/part/a.jsonl", b"".join(json.dumps(c).encode() + b"\n" for c in CHATS), overwrite=True)
+    container.upload_blob(
+        "hns/data/part/a.jsonl", b"".join(json.dumps(c).encode() + b"\n" for c in CHATS), overwrite=True
+    )
     staged = objectstore.stage_dataset(f"az://{CONTAINER}/hns/data/", tmp_path / "data", azurite.env())
     assert [uri for uri, _ in staged] == [f"az://{CONTAINER}/hns/data/part/a.jsonl"]

@@ -69,7 +69,6 @@ class _CutsBodies(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
         self.close_connection = True
 
-
     def do_PUT(self) -> None:  # noqa: N802
         """MinIO while it starts or lost its quorum: 503 with its own code, which is in no list of
         botocore's (minio/minio cmd/api-errors.go: ErrServerNotInitialized, "XMinioServerNotInitialized",
@@ -108,7 +107,9 @@ def _env(endpoint: str) -> dict[str, str]:
     }
 
 
-def test_an_upload_refused_with_a_5xx_of_a_code_botocore_does_not_know_is_retryable(tmp_path: Path, cutting_endpoint: str) -> None:
+def test_an_upload_refused_with_a_5xx_of_a_code_botocore_does_not_know_is_retryable(
+    tmp_path: Path, cutting_endpoint: str
+) -> None:
     """Before: boto3's S3UploadFailedError kept only the text, so the 503 was lost and an unknown
     code counted as permanent: a MinIO restart during training stopped the training for good
     (CheckpointUploader's abort) or failed the results upload with exit 2.  Now: retryable."""
@@ -120,7 +121,9 @@ def test_an_upload_refused_with_a_5xx_of_a_code_botocore_does_not_know_is_retrya
     assert caught.value.exit_code == contract.EXIT_RETRYABLE, str(caught.value)
 
 
-def test_a_dataset_download_cut_on_every_attempt_is_retryable_not_a_data_error(tmp_path: Path, cutting_endpoint: str) -> None:
+def test_a_dataset_download_cut_on_every_attempt_is_retryable_not_a_data_error(
+    tmp_path: Path, cutting_endpoint: str
+) -> None:
     """Before: the RetriesExceededError had no code and no status, so the cut counted as
     permanent, and for a dataset as a DataError (exit 3: "fix the data"), failing the job for good
     on a network blip.  Now: a retryable StorageError (the pod restarts and downloads again)."""

@@ -37,30 +37,44 @@ IMAGE = opcheck.Facts(
 
 
 def _job(offload: str = "none", zero: int = 2) -> FineTuneJob:
-    return FineTuneJob.model_validate({
-        "apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "j", "namespace": "default"},
-        "spec": {
-            "model": {"path": "models/m", "template": "qwen"},
-            "datasets": [{"name": "d", "path": "data/d.jsonl", "format": "sharegpt"}],
-            "method": "full", "resources": {"gpusPerNode": 8},
-            "distributed": {"zeroStage": zero, "offload": offload},
-            "storage": {"outputs": {"claimName": "out"}},
-        },
-    })
+    return FineTuneJob.model_validate(
+        {
+            "apiVersion": "kubetune.io/v1alpha1",
+            "kind": "FineTuneJob",
+            "metadata": {"name": "j", "namespace": "default"},
+            "spec": {
+                "model": {"path": "models/m", "template": "qwen"},
+                "datasets": [{"name": "d", "path": "data/d.jsonl", "format": "sharegpt"}],
+                "method": "full",
+                "resources": {"gpusPerNode": 8},
+                "distributed": {"zeroStage": zero, "offload": offload},
+                "storage": {"outputs": {"claimName": "out"}},
+            },
+        }
+    )
 
 
 def _cfg(tmp_path: Path, job: FineTuneJob) -> JobConfig:
     ds = tmp_path / "ds_config.json"
     ds.write_text(json.dumps(configs.deepspeed_config(job)))
-    return JobConfig(job=job, config_dir=tmp_path, train_args={"deepspeed": str(ds)}, dataset_info={},
-                     output_dir=tmp_path, datasets_dir=tmp_path, models_dir=tmp_path)
+    return JobConfig(
+        job=job,
+        config_dir=tmp_path,
+        train_args={"deepspeed": str(ds)},
+        dataset_info={},
+        output_dir=tmp_path,
+        datasets_dir=tmp_path,
+        models_dir=tmp_path,
+    )
 
 
 def _ds(offload: str) -> dict[str, Any]:
     return configs.deepspeed_config(_job(offload))
 
 
-def test_the_image_runs_a_zero_offload_job_with_its_prebuilt_cpu_adam_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_image_runs_a_zero_offload_job_with_its_prebuilt_cpu_adam_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(opcheck, "gather", lambda env, gpus: IMAGE)
     opcheck.run(_cfg(tmp_path, _job("optimizer")), {})
     out = capsys.readouterr().out
@@ -68,7 +82,9 @@ def test_the_image_runs_a_zero_offload_job_with_its_prebuilt_cpu_adam_and_says_s
     assert "DeepSpeed op cpu_adam: prebuilt (ZeRO-Offload (offload_optimizer cpu)" in out
 
 
-def test_ops_recorded_for_the_cpu_accelerator_are_refused_on_gpus_when_nothing_can_compile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ops_recorded_for_the_cpu_accelerator_are_refused_on_gpus_when_nothing_can_compile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The old image: `docker build` saw no GPU, DeepSpeed picked the cpu accelerator and recorded it.
     old = opcheck.Facts(**{**IMAGE.__dict__, "built_for": "cpu"})
     monkeypatch.setattr(opcheck, "gather", lambda env, gpus: old)
@@ -87,30 +103,43 @@ def test_a_job_without_offload_needs_no_op_and_starts_without_any_compiler() -> 
 
 
 def test_an_op_that_is_not_prebuilt_is_compiled_where_the_image_carries_the_tools() -> None:
-    derived = opcheck.Facts(**{**IMAGE.__dict__, "installed_ops": {}, "cxx": "/usr/bin/c++", "nvcc": "/usr/local/cuda/bin/nvcc"})
+    derived = opcheck.Facts(
+        **{**IMAGE.__dict__, "installed_ops": {}, "cxx": "/usr/bin/c++", "nvcc": "/usr/local/cuda/bin/nvcc"}
+    )
     lines = opcheck.check(derived, _ds("optimizer"), gpus=8)
     assert "DeepSpeed op cpu_adam: not prebuilt for 'cuda'; it will be JIT-compiled now" in lines[-1]
 
 
 def test_nvme_offload_and_deepspeed_optimizer_blocks_need_their_ops() -> None:
-    nvme = {"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "nvme"}, "offload_param": {"device": "nvme"}}}
+    nvme = {
+        "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "nvme"}, "offload_param": {"device": "nvme"}}
+    }
     assert set(opcheck.needed_ops(nvme)) == {"cpu_adam", "async_io"}
     with pytest.raises(ConfigError, match="async_io op is not prebuilt for 'cuda'"):
         opcheck.check(IMAGE, nvme, gpus=8)
-    assert set(opcheck.needed_ops({"optimizer": {"type": "AdamW"}, "zero_optimization": {"stage": 2}})) == {"fused_adam"}
+    assert set(opcheck.needed_ops({"optimizer": {"type": "AdamW"}, "zero_optimization": {"stage": 2}})) == {
+        "fused_adam"
+    }
     assert set(opcheck.needed_ops(_ds("optimizer"), optim="adagrad")) == {"cpu_adagrad"}
     forced_off = {**_ds("optimizer"), "zero_force_ds_cpu_optimizer": False}
     assert opcheck.needed_ops(forced_off) == {}
 
 
-@pytest.mark.parametrize(("optim", "op"), [
-    # transformers trainer_optimizer.py:251-285 (5.6.0): every lion_* name is bitsandbytes' Lion, with
-    # optim_bits 8 for *_8bit; accelerate utils/deepspeed.py:84-95 (1.11.0) swaps in DeepSpeedCPULion
-    # only for a 32-bit Lion, and DeepSpeedCPUAdam (the default, :43) for every other optimizer.
-    ("lion_32bit", "cpu_lion"), ("paged_lion_32bit", "cpu_lion"),
-    ("lion_8bit", "cpu_adam"), ("paged_lion_8bit", "cpu_adam"),
-    ("adagrad", "cpu_adagrad"), ("adamw_8bit", "cpu_adam"), ("adamw_torch", "cpu_adam"),
-])
+@pytest.mark.parametrize(
+    ("optim", "op"),
+    [
+        # transformers trainer_optimizer.py:251-285 (5.6.0): every lion_* name is bitsandbytes' Lion, with
+        # optim_bits 8 for *_8bit; accelerate utils/deepspeed.py:84-95 (1.11.0) swaps in DeepSpeedCPULion
+        # only for a 32-bit Lion, and DeepSpeedCPUAdam (the default, :43) for every other optimizer.
+        ("lion_32bit", "cpu_lion"),
+        ("paged_lion_32bit", "cpu_lion"),
+        ("lion_8bit", "cpu_adam"),
+        ("paged_lion_8bit", "cpu_adam"),
+        ("adagrad", "cpu_adagrad"),
+        ("adamw_8bit", "cpu_adam"),
+        ("adamw_torch", "cpu_adam"),
+    ],
+)
 def test_the_cpu_optimizer_offload_swaps_in_is_the_one_accelerate_picks(optim: str, op: str) -> None:
     assert set(opcheck.needed_ops(_ds("optimizer"), optim=optim)) == {op}
     if op == "cpu_adam":  # prebuilt in the image: an 8-bit Lion job is not refused for a cpu_lion it never loads
@@ -129,11 +158,18 @@ def test_cpu_adam_for_x86_64_v3_is_refused_on_a_cpu_without_avx2() -> None:
 
 
 def test_a_gpu_job_on_a_node_whose_driver_is_too_old_names_the_driver_floor() -> None:
-    r570 = opcheck.Facts(**{**IMAGE.__dict__, "cuda_devices": 0, "driver": "NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.133.20"})
+    r570 = opcheck.Facts(
+        **{**IMAGE.__dict__, "cuda_devices": 0, "driver": "NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.133.20"}
+    )
     with pytest.raises(ConfigError) as err:
         opcheck.check(r570, None, gpus=8)
     message = str(err.value)
-    assert "gpusPerNode is 8" in message and "570.133.20" in message and "R580 or newer" in message and "CUDA 13.0" in message
+    assert (
+        "gpusPerNode is 8" in message
+        and "570.133.20" in message
+        and "R580 or newer" in message
+        and "CUDA 13.0" in message
+    )
     # A CPU build of torch (this test venv) or a CPU job is not held to the driver floor.
     opcheck.check(opcheck.Facts(**{**r570.__dict__, "torch_cuda": None}), None, gpus=8)
     opcheck.check(r570, None, gpus=0)

@@ -46,8 +46,15 @@ def _config(tmp_path: Path, job: FineTuneJob) -> JobConfig:
     for i, run in enumerate(plan["runs"]):
         run["args"]["output_dir"] = str(tmp_path / f"eval-{i}")
     (config_dir / contract.EVAL_ARGS_FILE).write_text(json.dumps(plan), encoding="utf-8")
-    return JobConfig(job, config_dir, rendered.train_args, json.loads(rendered.files[contract.DATASET_INFO_FILE]),
-                     tmp_path / "out", tmp_path / "datasets", tmp_path / "models")
+    return JobConfig(
+        job,
+        config_dir,
+        rendered.train_args,
+        json.loads(rendered.files[contract.DATASET_INFO_FILE]),
+        tmp_path / "out",
+        tmp_path / "datasets",
+        tmp_path / "models",
+    )
 
 
 class _Recorder:
@@ -61,19 +68,29 @@ class _Recorder:
 
 
 @pytest.mark.parametrize(("visible", "expected"), [(None, "0"), ("3,5,6", "3")])
-def test_evaluation_in_a_multi_gpu_pod_sees_one_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, visible: str | None, expected: str) -> None:
+def test_evaluation_in_a_multi_gpu_pod_sees_one_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, visible: str | None, expected: str
+) -> None:
     # transformers reports NOT_DISTRIBUTED for one process with n_gpu > 1 and LLaMA-Factory refuses it:
     # the evaluation child must see exactly one GPU (and none of the torchrun variables).
     job = _job(resources={"gpusPerNode": 8}, training={"precision": "bf16"}, evaluation={"valSize": 0.1})
     cfg = _config(tmp_path, job)
     monkeypatch.setattr(evaluate, "Child", _Recorder)
     _Recorder.seen.clear()
-    pod_env = {"PATH": "/usr/bin", "RANK": "0", "WORLD_SIZE": "16", "LOCAL_RANK": "0", "MASTER_ADDR": "j-master-0", "FORCE_TORCHRUN": "1", "TMPDIR": str(tmp_path)}
+    pod_env = {
+        "PATH": "/usr/bin",
+        "RANK": "0",
+        "WORLD_SIZE": "16",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "j-master-0",
+        "FORCE_TORCHRUN": "1",
+        "TMPDIR": str(tmp_path),
+    }
     if visible is not None:
         pod_env["CUDA_VISIBLE_DEVICES"] = visible
     with pytest.raises(RuntimeError, match="eval_loss"):  # the recorder ran nothing, so no results
         evaluate.run(cfg, pod_env)
-    (argv, env), = _Recorder.seen
+    ((argv, env),) = _Recorder.seen
     assert argv[1:3] == ["-m", "kubetune.trainer.evaluate"]
     assert env["CUDA_VISIBLE_DEVICES"] == expected
     assert not {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "FORCE_TORCHRUN"} & set(env)
@@ -88,10 +105,21 @@ def test_evaluation_child_of_an_mpi_rank_is_one_plain_process(tmp_path: Path, mo
     from accelerate.state import PartialState  # noqa: PLC0415 - heavy, only here
     from accelerate.utils import DistributedType  # noqa: PLC0415
 
-    cfg = _config(tmp_path, _job(resources={"gpusPerNode": 8}, training={"precision": "bf16"}, evaluation={"valSize": 0.1}))
-    rank0 = {"PATH": "/usr/bin", "MASTER_ADDR": "j-worker-0", "OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "32",
-             "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "8", "OMPI_MCA_orte_default_hostfile": "/etc/mpi/hostfile",
-             "PMI_RANK": "0", "PMI_SIZE": "32", "LOCAL_WORLD_SIZE": "8"}
+    cfg = _config(
+        tmp_path, _job(resources={"gpusPerNode": 8}, training={"precision": "bf16"}, evaluation={"valSize": 0.1})
+    )
+    rank0 = {
+        "PATH": "/usr/bin",
+        "MASTER_ADDR": "j-worker-0",
+        "OMPI_COMM_WORLD_RANK": "0",
+        "OMPI_COMM_WORLD_SIZE": "32",
+        "OMPI_COMM_WORLD_LOCAL_RANK": "0",
+        "OMPI_COMM_WORLD_LOCAL_SIZE": "8",
+        "OMPI_MCA_orte_default_hostfile": "/etc/mpi/hostfile",
+        "PMI_RANK": "0",
+        "PMI_SIZE": "32",
+        "LOCAL_WORLD_SIZE": "8",
+    }
     child = evaluate.eval_env(cfg, rank0)
     for key in list(os.environ):
         monkeypatch.delenv(key)
@@ -103,20 +131,29 @@ def test_evaluation_child_of_an_mpi_rank_is_one_plain_process(tmp_path: Path, mo
 
 
 def test_single_gpu_and_cpu_pods_keep_their_devices(tmp_path: Path) -> None:
-    one = _config(tmp_path, _job(resources={"gpusPerNode": 1}, training={"precision": "bf16"}, evaluation={"valSize": 0.1}))
+    one = _config(
+        tmp_path, _job(resources={"gpusPerNode": 1}, training={"precision": "bf16"}, evaluation={"valSize": 0.1})
+    )
     assert "CUDA_VISIBLE_DEVICES" not in evaluate.eval_env(one, {"PATH": "/usr/bin"})
     assert evaluate.eval_env(one, {"CUDA_VISIBLE_DEVICES": "2"})["CUDA_VISIBLE_DEVICES"] == "2"
 
 
 @pytest.mark.parametrize("loss", ["hinge", "ipo", "kto_pair"])
 def test_a_user_image_with_trl_020_or_later_is_refused_for_losses_it_would_replace(tmp_path: Path, loss: str) -> None:
-    job = _job(image="registry.example/trainer:mine", training={"stage": "dpo", "preference": {"loss": loss}},
-               datasets=[{"name": "p", "hub": "o/p", "ranking": True}])
+    job = _job(
+        image="registry.example/trainer:mine",
+        training={"stage": "dpo", "preference": {"loss": loss}},
+        datasets=[{"name": "p", "hub": "o/p", "ranking": True}],
+    )
     cfg = JobConfig(job, tmp_path, {}, {}, tmp_path, tmp_path, tmp_path)
     # This venv has the image's TRL (0.24.0, images/trainer/pins.txt).
     with pytest.raises(ConfigError, match=f"loss {loss}.*sigmoid"):
         stagecheck.check(cfg)
-    ok = _job(image="registry.example/trainer:mine", training={"stage": "dpo"}, datasets=[{"name": "p", "hub": "o/p", "ranking": True}])
+    ok = _job(
+        image="registry.example/trainer:mine",
+        training={"stage": "dpo"},
+        datasets=[{"name": "p", "hub": "o/p", "ranking": True}],
+    )
     stagecheck.check(JobConfig(ok, tmp_path, {}, {}, tmp_path, tmp_path, tmp_path))
 
 
@@ -131,10 +168,18 @@ def test_records_are_checked_against_the_mapping_llamafactory_reads() -> None:
     complete = {**partial, "columns": {"prompt": "question", "query": "input", "response": "output"}}
     assert RecordChecker("a", complete).check(0, record) == []
     # No "columns" at all: LLaMA-Factory's own defaults.
-    assert RecordChecker("a", {"file_name": "a.jsonl", "formatting": "alpaca"}).check(0, {"instruction": "q", "output": "a"}) == []
+    assert (
+        RecordChecker("a", {"file_name": "a.jsonl", "formatting": "alpaca"}).check(
+            0, {"instruction": "q", "output": "a"}
+        )
+        == []
+    )
     # A ranking entry without the pair named: LLaMA-Factory has no default for it.
     pairs = {"file_name": "p.jsonl", "formatting": "alpaca", "ranking": True, "columns": {"prompt": "instruction"}}
-    fields = [p.field for p in RecordChecker("p", pairs, stage="dpo").check(0, {"instruction": "q", "chosen": "a", "rejected": "b"})]
+    fields = [
+        p.field
+        for p in RecordChecker("p", pairs, stage="dpo").check(0, {"instruction": "q", "chosen": "a", "rejected": "b"})
+    ]
     assert fields == ["columns.chosen", "columns.rejected"]
 
 
@@ -143,7 +188,11 @@ def test_a_named_optional_column_no_record_has_is_left_out_of_what_llamafactory_
 
     # kubetune names LLaMA-Factory's defaults (query `input`); a dataset without that column at
     # all would raise KeyError in its converter, so the trainer leaves it out - nothing is lost.
-    entry = {"file_name": "a.jsonl", "formatting": "alpaca", "columns": {"prompt": "question", "query": "input", "response": "output", "system": "sys"}}
+    entry = {
+        "file_name": "a.jsonl",
+        "formatting": "alpaca",
+        "columns": {"prompt": "question", "query": "input", "response": "output", "system": "sys"},
+    }
     checker = RecordChecker("a", entry)
     assert checker.check(0, {"question": "q", "output": "a"}) == []
     assert checker.check(1, {"question": "q", "output": "a", "sys": "be brief"}) == []
@@ -152,15 +201,26 @@ def test_a_named_optional_column_no_record_has_is_left_out_of_what_llamafactory_
     assert info["a"]["columns"] == {"prompt": "question", "response": "output", "system": "sys"}
     # A required column is never dropped: each record without it is reported instead.
     sft = RecordChecker("a", entry)
-    assert [p.field for p in sft.check(0, {"question": "q"})] == ["output"] and sft.unused_columns() == ["query", "system"]
+    assert [p.field for p in sft.check(0, {"question": "q"})] == ["output"] and sft.unused_columns() == [
+        "query",
+        "system",
+    ]
     # Ranking data has no response column: LLaMA-Factory reads it only for non-pair records.
-    pairs = RecordChecker("p", {**entry, "ranking": True, "columns": {**entry["columns"], "chosen": "chosen", "rejected": "rejected"}}, stage="dpo")
+    pairs = RecordChecker(
+        "p",
+        {**entry, "ranking": True, "columns": {**entry["columns"], "chosen": "chosen", "rejected": "rejected"}},
+        stage="dpo",
+    )
     assert pairs.check(0, {"question": "q", "chosen": "a", "rejected": "b"}) == []
     assert set(pairs.unused_columns()) == {"query", "response", "system"}
 
 
 def test_pretraining_text_needs_no_other_column() -> None:
-    entry = {"file_name": "t.jsonl", "formatting": "alpaca", "columns": {"prompt": "text", "query": "input", "response": "output"}}
+    entry = {
+        "file_name": "t.jsonl",
+        "formatting": "alpaca",
+        "columns": {"prompt": "text", "query": "input", "response": "output"},
+    }
     checker = RecordChecker("t", entry, stage="pt")
     assert checker.check(0, {"text": "plain text"}) == []
     assert checker.unused_columns() == ["query", "response"]

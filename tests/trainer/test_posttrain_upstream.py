@@ -41,7 +41,9 @@ FIRST_STEP = {
 N = 8
 
 
-def _manifest(name: str, assets: TinyAssets, training: dict[str, Any], datasets: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+def _manifest(
+    name: str, assets: TinyAssets, training: dict[str, Any], datasets: list[dict[str, Any]], **spec: Any
+) -> dict[str, Any]:
     m = tiny_job(name, assets, method=spec.pop("method", "lora"), max_steps=1)
     m["spec"]["training"].update(perDeviceBatchSize=2, **training)
     m["spec"]["datasets"] = datasets
@@ -49,9 +51,16 @@ def _manifest(name: str, assets: TinyAssets, training: dict[str, Any], datasets:
     return m
 
 
-def _render(root: Path, assets: TinyAssets, manifest: dict[str, Any], source: ModelSource | None = None) -> tuple[dict[str, Any], dict[str, str]]:
-    layout = contract.Layout(config_dir=str(root / "config"), datasets_dir=str(assets.datasets_dir), models_dir=str(assets.models_dir),
-                             outputs_dir=str(root / "outputs"), scratch_dir=str(root / "scratch"))
+def _render(
+    root: Path, assets: TinyAssets, manifest: dict[str, Any], source: ModelSource | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    layout = contract.Layout(
+        config_dir=str(root / "config"),
+        datasets_dir=str(assets.datasets_dir),
+        models_dir=str(assets.models_dir),
+        outputs_dir=str(root / "outputs"),
+        scratch_dir=str(root / "scratch"),
+    )
     rendered = render(FineTuneJob.from_api(manifest), RenderOptions(layout=layout, model_source=source))
     args = dict(rendered.train_args)
     # What the trainer's data stage does: dataset_info.json in dataset_dir, read by LLaMA-Factory.
@@ -64,37 +73,83 @@ def _render(root: Path, assets: TinyAssets, manifest: dict[str, Any], source: Mo
 def probe(tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("posttrain-upstream")
     data = root / "datasets"
-    assets = TinyAssets(tiny_assets.root, tiny_assets.models_dir, data, tiny_assets.model_path, tiny_assets.dataset_path)
+    assets = TinyAssets(
+        tiny_assets.root, tiny_assets.models_dir, data, tiny_assets.model_path, tiny_assets.dataset_path
+    )
     pairs = preference_records(N, fmt="alpaca")
     write_jsonl(data / "pairs.jsonl", pairs)
     # Renamed prompt column, plus an input the DPO prompt must keep.
-    write_jsonl(data / "pairs-q.jsonl", [{"question": r["instruction"], "input": f"CONTEXT{i}", "chosen": r["chosen"], "rejected": r["rejected"]} for i, r in enumerate(pairs)])
+    write_jsonl(
+        data / "pairs-q.jsonl",
+        [
+            {"question": r["instruction"], "input": f"CONTEXT{i}", "chosen": r["chosen"], "rejected": r["rejected"]}
+            for i, r in enumerate(pairs)
+        ],
+    )
     # No `input` column at all: the trainer leaves the named default out of what LLaMA-Factory reads.
     write_jsonl(data / "sft-q.jsonl", [{"question": q, "output": a} for q, a in (QA_PAIRS * 2)[:N]])
-    write_jsonl(data / "kto-q.jsonl", [{"question": q, "output": a, "label": i % 2 == 0} for i, (q, a) in enumerate((QA_PAIRS * 2)[:N])])
+    write_jsonl(
+        data / "kto-q.jsonl",
+        [{"question": q, "output": a, "label": i % 2 == 0} for i, (q, a) in enumerate((QA_PAIRS * 2)[:N])],
+    )
     write_jsonl(data / "text.jsonl", [{"text": f"{q} {a}"} for q, a in (QA_PAIRS * 2)[:N]])
     ranking = [{"name": "pairs", "path": "pairs.jsonl", "format": "alpaca", "ranking": True}]
     renamed = {"prompt": "question"}
 
     tasks: list[dict[str, Any]] = []
     for loss in LOSSES:
-        args, _ = _render(root, assets, _manifest(f"dpo-{loss.replace('_', '-')}", assets, {"stage": "dpo", "preference": {"loss": loss, "beta": BETA}}, ranking))
+        args, _ = _render(
+            root,
+            assets,
+            _manifest(
+                f"dpo-{loss.replace('_', '-')}",
+                assets,
+                {"stage": "dpo", "preference": {"loss": loss, "beta": BETA}},
+                ranking,
+            ),
+        )
         tasks.append({"kind": "train", "args": args})
     for name, stage, lf_stage, dataset in (
         ("sft", "sft", "sft", {"name": "sftq", "path": "sft-q.jsonl", "format": "alpaca", "columns": renamed}),
-        ("dpo", "dpo", "rm", {"name": "pairsq", "path": "pairs-q.jsonl", "format": "alpaca", "ranking": True, "columns": renamed}),
-        ("kto", "kto", "kto", {"name": "ktoq", "path": "kto-q.jsonl", "format": "alpaca", "columns": {**renamed, "ktoTag": "label"}}),
+        (
+            "dpo",
+            "dpo",
+            "rm",
+            {"name": "pairsq", "path": "pairs-q.jsonl", "format": "alpaca", "ranking": True, "columns": renamed},
+        ),
+        (
+            "kto",
+            "kto",
+            "kto",
+            {"name": "ktoq", "path": "kto-q.jsonl", "format": "alpaca", "columns": {**renamed, "ktoTag": "label"}},
+        ),
         ("pt", "pt", "pt", {"name": "text", "path": "text.jsonl", "format": "alpaca", "columns": {"prompt": "text"}}),
     ):
         # As in the pod: the trainer's data stage checks the records and writes the dataset_info.json LLaMA-Factory reads.
-        pod = make_pod(root / f"load-{name}", _manifest(f"load-{name}", assets, {"stage": stage, "cutoffLength": 16 if stage == "pt" else 256}, [dataset]), assets)
+        pod = make_pod(
+            root / f"load-{name}",
+            _manifest(
+                f"load-{name}", assets, {"stage": stage, "cutoffLength": 16 if stage == "pt" else 256}, [dataset]
+            ),
+            assets,
+        )
         data_stage.prepare(config.load(pod.env), pod.env)
-        tasks.append({"kind": "dataset", "stage": lf_stage, "args": yaml.safe_load(pod.files[contract.TRAIN_ARGS_FILE])})
-    rm_args, rm_files = _render(root, assets, _manifest("rm", assets, {"stage": "rm"}, ranking, export={"enabled": True}))
+        tasks.append(
+            {"kind": "dataset", "stage": lf_stage, "args": yaml.safe_load(pod.files[contract.TRAIN_ARGS_FILE])}
+        )
+    rm_args, rm_files = _render(
+        root, assets, _manifest("rm", assets, {"stage": "rm"}, ranking, export={"enabled": True})
+    )
     tasks.append({"kind": "train", "args": rm_args})
     tasks.append({"kind": "export", "args": yaml.safe_load(rm_files[contract.EXPORT_ARGS_FILE])})
     # QLoRA DPO on the sigmoid job's adapter (model.fromJob): the reference is base + that adapter.
-    source = ModelSource("dpo-sigmoid", str(assets.models_dir / assets.model_path), adapter=tasks[0]["args"]["output_dir"], kind="adapter", stage="dpo")
+    source = ModelSource(
+        "dpo-sigmoid",
+        str(assets.models_dir / assets.model_path),
+        adapter=tasks[0]["args"]["output_dir"],
+        kind="adapter",
+        stage="dpo",
+    )
     qlora = _manifest("dpo-qlora", assets, {"stage": "dpo"}, ranking, method="qlora", quantization={"bits": 4})
     qlora["spec"]["model"] = {"fromJob": "dpo-sigmoid", "template": "qwen"}
     args, _ = _render(root, assets, qlora, source)
@@ -102,12 +157,31 @@ def probe(tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets) -> 
 
     (root / "tasks.json").write_text(json.dumps(tasks))
     env = isolated_env(root / "env")
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("lf_probe.py")), str(root / "tasks.json"), str(root / "results.json")],
-                          env=env, capture_output=True, text=True, errors="replace", timeout=scaled(600))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("lf_probe.py")),
+            str(root / "tasks.json"),
+            str(root / "results.json"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=scaled(600),
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((root / "results.json").read_text())
-    return {"dpo": dict(zip(LOSSES, results[:4])), "sft": results[4], "dpo_data": results[5], "kto": results[6], "pt": results[7],
-            "rm": results[8], "export": results[9], "ref": results[10]}
+    return {
+        "dpo": dict(zip(LOSSES, results[:4])),
+        "sft": results[4],
+        "dpo_data": results[5],
+        "kto": results[6],
+        "pt": results[7],
+        "rm": results[8],
+        "export": results[9],
+        "ref": results[10],
+    }
 
 
 def test_only_sigmoid_dpo_runs_whatever_the_loss_and_kubetune_refuses_the_others(probe: dict[str, Any]) -> None:
@@ -117,7 +191,11 @@ def test_only_sigmoid_dpo_runs_whatever_the_loss_and_kubetune_refuses_the_others
         first[loss] = result["losses"][0]
     assert first["sigmoid"] == pytest.approx(FIRST_STEP["sigmoid"], abs=1e-3)
     # The losses whose first step is not what their formula gives did not take effect ...
-    not_taking_effect = {loss for loss, value in first.items() if FIRST_STEP[loss] is None or value != pytest.approx(FIRST_STEP[loss], abs=1e-3)}
+    not_taking_effect = {
+        loss
+        for loss, value in first.items()
+        if FIRST_STEP[loss] is None or value != pytest.approx(FIRST_STEP[loss], abs=1e-3)
+    }
     # ... they trained sigmoid DPO instead,
     assert all(first[loss] == pytest.approx(FIRST_STEP["sigmoid"], abs=1e-3) for loss in not_taking_effect)
     # and they are exactly the ones kubetune refuses for the default image.

@@ -34,7 +34,9 @@ def _job(stage: str, dataset: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _prepare(tmp_path: Path, assets: TinyAssets, stage: str, dataset: dict[str, Any], records: list[Any]) -> dict[str, int]:
+def _prepare(
+    tmp_path: Path, assets: TinyAssets, stage: str, dataset: dict[str, Any], records: list[Any]
+) -> dict[str, int]:
     datasets = tmp_path / "datasets"
     write_jsonl(datasets / "d.jsonl", records)
     local = TinyAssets(assets.root, assets.models_dir, datasets, assets.model_path, "d.jsonl")
@@ -60,7 +62,9 @@ KTO = {"name": "kto", "format": "sharegpt", "columns": {"ktoTag": "label"}}
     ],
     ids=["dpo-sharegpt", "rm-alpaca", "kto"],
 )
-def test_valid_preference_and_kto_records_pass(tmp_path: Path, tiny_assets: TinyAssets, stage: str, dataset: dict[str, Any], records: list[Any]) -> None:
+def test_valid_preference_and_kto_records_pass(
+    tmp_path: Path, tiny_assets: TinyAssets, stage: str, dataset: dict[str, Any], records: list[Any]
+) -> None:
     counts = _prepare(tmp_path, tiny_assets, stage, dataset, records)
     assert counts == {dataset["name"]: 6}
 
@@ -85,8 +89,20 @@ def _drop(i: int, key: str) -> Any:
     ("stage", "dataset", "records", "mutate", "message"),
     [
         ("dpo", SHAREGPT_PAIRS, preference_records(4), _drop(2, "rejected"), "record 2, field 'rejected': missing"),
-        ("dpo", SHAREGPT_PAIRS, preference_records(4), _set(1, "chosen", "a plain string"), "record 1, field 'chosen': expected one turn object"),
-        ("dpo", SHAREGPT_PAIRS, preference_records(4), _set(3, "chosen", {"from": "human", "value": "x"}), "record 3, field 'chosen.from': expected an answer role"),
+        (
+            "dpo",
+            SHAREGPT_PAIRS,
+            preference_records(4),
+            _set(1, "chosen", "a plain string"),
+            "record 1, field 'chosen': expected one turn object",
+        ),
+        (
+            "dpo",
+            SHAREGPT_PAIRS,
+            preference_records(4),
+            _set(3, "chosen", {"from": "human", "value": "x"}),
+            "record 3, field 'chosen.from': expected an answer role",
+        ),
         (
             "dpo",
             SHAREGPT_PAIRS,
@@ -94,15 +110,54 @@ def _drop(i: int, key: str) -> Any:
             _set(0, "conversations", [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]),
             "record 0, field 'conversations': a ranking record's turns must end with the prompt",
         ),
-        ("rm", ALPACA_PAIRS, preference_records(4, fmt="alpaca"), _set(2, "rejected", 7), "record 2, field 'rejected': expected a string answer"),
-        ("rm", ALPACA_PAIRS, preference_records(4, fmt="alpaca"), _set(1, "chosen", "  "), "record 1, field 'chosen': empty answer"),
-        ("kto", KTO, kto_records(4), _set(3, "label", "yes"), "record 3, field 'label': the KTO label must be true (desirable) or false (undesirable); got str 'yes'"),
-        ("kto", KTO, kto_records(4), _drop(0, "label"), "record 0, field 'label': the KTO label must be true (desirable) or false (undesirable); missing"),
+        (
+            "rm",
+            ALPACA_PAIRS,
+            preference_records(4, fmt="alpaca"),
+            _set(2, "rejected", 7),
+            "record 2, field 'rejected': expected a string answer",
+        ),
+        (
+            "rm",
+            ALPACA_PAIRS,
+            preference_records(4, fmt="alpaca"),
+            _set(1, "chosen", "  "),
+            "record 1, field 'chosen': empty answer",
+        ),
+        (
+            "kto",
+            KTO,
+            kto_records(4),
+            _set(3, "label", "yes"),
+            "record 3, field 'label': the KTO label must be true (desirable) or false (undesirable); got str 'yes'",
+        ),
+        (
+            "kto",
+            KTO,
+            kto_records(4),
+            _drop(0, "label"),
+            "record 0, field 'label': the KTO label must be true (desirable) or false (undesirable); missing",
+        ),
     ],
-    ids=["dpo-missing-rejected", "dpo-chosen-not-a-turn", "dpo-chosen-user-role", "dpo-turns-end-with-answer", "rm-rejected-number", "rm-empty-chosen", "kto-label-string", "kto-label-missing"],
+    ids=[
+        "dpo-missing-rejected",
+        "dpo-chosen-not-a-turn",
+        "dpo-chosen-user-role",
+        "dpo-turns-end-with-answer",
+        "rm-rejected-number",
+        "rm-empty-chosen",
+        "kto-label-string",
+        "kto-label-missing",
+    ],
 )
 def test_bad_preference_and_kto_records_name_dataset_record_and_field(
-    tmp_path: Path, tiny_assets: TinyAssets, stage: str, dataset: dict[str, Any], records: list[Any], mutate: Any, message: str
+    tmp_path: Path,
+    tiny_assets: TinyAssets,
+    stage: str,
+    dataset: dict[str, Any],
+    records: list[Any],
+    mutate: Any,
+    message: str,
 ) -> None:
     with pytest.raises(DataError) as err:
         _prepare(tmp_path, tiny_assets, stage, dataset, mutate(copy.deepcopy(records)))

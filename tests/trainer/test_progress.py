@@ -8,13 +8,44 @@ from pathlib import Path
 import pytest
 
 from kubetune.api import Progress, contract
-from kubetune.trainer.progress import LogFollower, ProgressTracker, StdoutProgressSink, parse_duration, progress_from_record
+from kubetune.trainer.progress import (
+    LogFollower,
+    ProgressTracker,
+    StdoutProgressSink,
+    parse_duration,
+    progress_from_record,
+)
 
 # Written by LLaMA-Factory 0.9.5's LogCallback (the last line of a run has no loss).
 LOG = [
-    {"current_steps": 10, "total_steps": 40, "loss": 5.21, "lr": 5e-05, "epoch": 0.25, "percentage": 25.0, "elapsed_time": "0:00:10", "remaining_time": "0:00:30"},
-    {"current_steps": 20, "total_steps": 40, "loss": 3.1, "lr": 4e-05, "epoch": 0.5, "percentage": 50.0, "elapsed_time": "0:00:20", "remaining_time": "0:00:20"},
-    {"current_steps": 40, "total_steps": 40, "epoch": 1.0, "percentage": 100.0, "elapsed_time": "0:00:40", "remaining_time": "0:00:00"},
+    {
+        "current_steps": 10,
+        "total_steps": 40,
+        "loss": 5.21,
+        "lr": 5e-05,
+        "epoch": 0.25,
+        "percentage": 25.0,
+        "elapsed_time": "0:00:10",
+        "remaining_time": "0:00:30",
+    },
+    {
+        "current_steps": 20,
+        "total_steps": 40,
+        "loss": 3.1,
+        "lr": 4e-05,
+        "epoch": 0.5,
+        "percentage": 50.0,
+        "elapsed_time": "0:00:20",
+        "remaining_time": "0:00:20",
+    },
+    {
+        "current_steps": 40,
+        "total_steps": 40,
+        "epoch": 1.0,
+        "percentage": 100.0,
+        "elapsed_time": "0:00:40",
+        "remaining_time": "0:00:00",
+    },
 ]
 
 
@@ -87,7 +118,11 @@ def test_evaluations_during_training_are_published_and_kept_in_later_updates() -
     tracker.feed({"current_steps": 2, "total_steps": 6, "loss": 6.3, "lr": 1e-3})
     tracker.feed({"current_steps": 2, "total_steps": 6, "eval_loss": 6.25})
     tracker.feed({"current_steps": 3, "total_steps": 6, "loss": 6.1, "lr": 1e-3})
-    assert [(u.step, u.loss, u.eval_loss, u.eval_step) for u in sink.updates] == [(2, 6.3, None, None), (2, 6.3, 6.25, 2), (3, 6.1, 6.25, 2)]
+    assert [(u.step, u.loss, u.eval_loss, u.eval_step) for u in sink.updates] == [
+        (2, 6.3, None, None),
+        (2, 6.3, 6.25, 2),
+        (3, 6.1, 6.25, 2),
+    ]
     assert sink.updates[1].to_api()["evalLoss"] == 6.25 and sink.updates[1].to_api()["evalStep"] == 2
     tracker.feed({"current_steps": 4, "total_steps": 6, "eval_loss": float("nan")})  # never published as a value
     assert sink.updates[-1].eval_loss == 6.25

@@ -82,7 +82,9 @@ def test_no_url_no_reporter() -> None:
     assert push.from_env({contract.ENV_NAMESPACE: "a", contract.ENV_JOB: "b"}) is None
 
 
-def test_console_lines_reach_the_intake_with_the_current_token(intake: Intake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_console_lines_reach_the_intake_with_the_current_token(
+    intake: Intake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     token = tmp_path / "token"
     token.write_text("first\n", encoding="utf-8")
     reporter = push.from_env(env_for(intake, token))
@@ -124,7 +126,9 @@ def test_close_sends_the_final_state_and_heartbeats_repeat_it(intake: Intake, tm
 def test_refusals_are_logged_once_and_training_goes_on(intake: Intake, tmp_path: Path) -> None:
     intake.status = 403
     messages: list[str] = []
-    reporter = push.Reporter(intake.url, str(tmp_path / "missing-token"), "team-a", "j", min_interval_s=0.01, log=messages.append).start()
+    reporter = push.Reporter(
+        intake.url, str(tmp_path / "missing-token"), "team-a", "j", min_interval_s=0.01, log=messages.append
+    ).start()
     reporter.offer(progress(1))
     until(lambda: reporter.failed >= 1)
     (tmp_path / "missing-token").write_text("t", encoding="utf-8")
@@ -158,5 +162,10 @@ def test_a_real_training_run_pushes_what_it_prints(intake: Intake, tmp_path: Pat
     printed = progress_lines(result.stdout)[-1]
     assert json.loads(last[0][len(contract.PROGRESS_PREFIX) :]) == printed and printed["step"] == 5
     assert json.loads(last[1][len(contract.STAGE_PREFIX) :])["stage"] == "record"
-    stages = [json.loads(line[len(contract.STAGE_PREFIX) :]) for _, b in intake.posts for line in b["lines"] if line.startswith(contract.STAGE_PREFIX)]
+    stages = [
+        json.loads(line[len(contract.STAGE_PREFIX) :])
+        for _, b in intake.posts
+        for line in b["lines"]
+        if line.startswith(contract.STAGE_PREFIX)
+    ]
     assert {"stage": "train", "event": "start"}.items() <= next(s for s in stages if s["stage"] == "train").items()

@@ -32,9 +32,23 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
     root.mkdir()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
-        [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root", str(root / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root,
+        [
+            str(exe),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--default-artifact-root",
+            str(root / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -59,7 +73,9 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.timeout(300)  # a real mlflow server start (its own deadline: 180 s) and a training
-def test_tensorboard_by_default_and_mlflow_records_the_runs_metrics(tmp_path: Path, tiny_assets: TinyAssets, mlflow_server: str) -> None:
+def test_tensorboard_by_default_and_mlflow_records_the_runs_metrics(
+    tmp_path: Path, tiny_assets: TinyAssets, mlflow_server: str
+) -> None:
     from mlflow.tracking import MlflowClient  # noqa: PLC0415 - test extra
 
     manifest = tiny_job("tracked", tiny_assets, method="full", max_steps=3)
@@ -88,6 +104,10 @@ def test_tensorboard_by_default_and_mlflow_records_the_runs_metrics(tmp_path: Pa
     assert len(runs) == 1 and runs[0].info.run_name == "tracked" and runs[0].info.status == "FINISHED"
     history = client.get_metric_history(runs[0].info.run_id, "loss")
     assert sorted(m.step for m in history) == [1, 2, 3]
-    logged = [json.loads(line) for line in (pod.output_dir / "trainer_log.jsonl").read_text().splitlines() if line.strip()]
-    assert [round(m.value, 4) for m in sorted(history, key=lambda m: m.step)] == [round(r["loss"], 4) for r in logged if "loss" in r]
+    logged = [
+        json.loads(line) for line in (pod.output_dir / "trainer_log.jsonl").read_text().splitlines() if line.strip()
+    ]
+    assert [round(m.value, 4) for m in sorted(history, key=lambda m: m.step)] == [
+        round(r["loss"], 4) for r in logged if "loss" in r
+    ]
     shutil.rmtree(tmp_path / "mlflow", ignore_errors=True)

@@ -35,7 +35,9 @@ def _assert_succeeded(result: subprocess.CompletedProcess[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def full_ft(tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets) -> tuple[Any, subprocess.CompletedProcess[str]]:
+def full_ft(
+    tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets
+) -> tuple[Any, subprocess.CompletedProcess[str]]:
     """One full fine-tune, which two tests read: what it learned and reported, and how many
     samples maxSamples let through (48 records on disk; LLaMA-Factory's num_samples would draw
     1000 with replacement)."""
@@ -65,7 +67,11 @@ def test_full_fine_tune_learns_and_reports_progress(full_ft: tuple[Any, subproce
     # The run record says what ran, on what.
     record = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())
     assert record["outcome"] == "Succeeded" and record["exitCode"] == 0
-    assert record["spec"]["method"] == "full" and record["trainArgs"]["max_steps"] == 30 and record["trainArgs"]["optim"] == "adamw_torch"
+    assert (
+        record["spec"]["method"] == "full"
+        and record["trainArgs"]["max_steps"] == 30
+        and record["trainArgs"]["optim"] == "adamw_torch"
+    )
     assert record["packages"]["llamafactory"] == "0.9.5"
     assert record["metrics"]["epoch"] > 0 and record["startedAt"] <= record["finishedAt"]
 
@@ -92,7 +98,9 @@ def test_lora_then_export_merges_a_model_that_loads_and_generates(tmp_path: Path
     tokenizer = AutoTokenizer.from_pretrained(str(merged))
     model = AutoModelForCausalLM.from_pretrained(str(merged))
     base = AutoModelForCausalLM.from_pretrained(str(tiny_assets.models_dir / tiny_assets.model_path))
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Say hello."}], tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Say hello."}], tokenize=False, add_generation_prompt=True
+    )
     ids = tokenizer(prompt, return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=8, do_sample=False, min_new_tokens=8)
     assert out.shape[1] == ids["input_ids"].shape[1] + 8
@@ -138,14 +146,18 @@ def _wait_for_step(log: Path, proc: subprocess.Popen[str], step: int, timeout: f
     raise AssertionError(f"step {step} never came")
 
 
-def test_sigterm_writes_a_checkpoint_and_the_restart_resumes_only_the_same_configuration(tmp_path: Path, tiny_assets: TinyAssets) -> None:
+def test_sigterm_writes_a_checkpoint_and_the_restart_resumes_only_the_same_configuration(
+    tmp_path: Path, tiny_assets: TinyAssets
+) -> None:
     total = 150
     # No periodic checkpoint before the end: the only one can come from the SIGTERM.
     manifest = tiny_job("resume-ft", tiny_assets, method="lora", max_steps=total, save_steps=1000)
     pod = make_pod(tmp_path, manifest, tiny_assets)
     first_log = tmp_path / "first.log"
     log = open(first_log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "kubetune.trainer"], env=pod.env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubetune.trainer"], env=pod.env, stdout=log, stderr=subprocess.STDOUT, text=True
+    )
     try:
         _wait_for_step(first_log, proc, 3)
         proc.send_signal(signal.SIGTERM)  # what the kubelet sends on preemption or drain
@@ -207,7 +219,9 @@ def _distributed_manifest(name: str, assets: TinyAssets, **distributed: Any) -> 
 def _run_ranks(envs: list[dict[str, str]], tmp_path: Path, timeout: float = 420) -> list[tuple[int, str]]:
     logs = [open(tmp_path / f"rank{i}.log", "w") for i in range(len(envs))]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "kubetune.trainer"], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "kubetune.trainer"], env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
         for env, log in zip(envs, logs)
     ]
     try:
@@ -221,8 +235,12 @@ def _run_ranks(envs: list[dict[str, str]], tmp_path: Path, timeout: float = 420)
     return [(c, (tmp_path / f"rank{i}.log").read_text(errors="replace")) for i, c in enumerate(codes)]
 
 
-@pytest.mark.timeout(300)  # a fresh clone compiles DeepSpeed's CPU ops first (50-75 s, then cached in .cache/), then 2 processes train
-def test_deepspeed_zero2_across_two_pytorchjob_pods(tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path) -> None:
+@pytest.mark.timeout(
+    300
+)  # a fresh clone compiles DeepSpeed's CPU ops first (50-75 s, then cached in .cache/), then 2 processes train
+def test_deepspeed_zero2_across_two_pytorchjob_pods(
+    tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path
+) -> None:
     from trainerlib import free_port
 
     pod = make_pod(tmp_path, _distributed_manifest("ds-ptj", tiny_assets), tiny_assets, extensions=torch_extensions)
@@ -230,7 +248,17 @@ def test_deepspeed_zero2_across_two_pytorchjob_pods(tmp_path: Path, tiny_assets:
     port = str(free_port())
     # Exactly what the Kubeflow training-operator sets on Master-0 and Worker-0 of a 2-replica PyTorchJob.
     envs = [
-        {**pod.env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank), "PET_NNODES": "2", "PET_NODE_RANK": str(rank), "PET_NPROC_PER_NODE": "1", "NPROC_PER_NODE": "1"}
+        {
+            **pod.env,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "WORLD_SIZE": "2",
+            "RANK": str(rank),
+            "PET_NNODES": "2",
+            "PET_NODE_RANK": str(rank),
+            "PET_NPROC_PER_NODE": "1",
+            "NPROC_PER_NODE": "1",
+        }
         for rank in (0, 1)
     ]
     (code0, out0), (code1, out1) = _run_ranks(envs, tmp_path)
@@ -245,19 +273,35 @@ def test_deepspeed_zero2_across_two_pytorchjob_pods(tmp_path: Path, tiny_assets:
 
 
 @pytest.mark.timeout(300)  # as above: the DeepSpeed op compile when the cache is cold, then 2 processes train
-def test_accelerate_deepspeed_across_two_machines(tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path) -> None:
+def test_accelerate_deepspeed_across_two_machines(
+    tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path
+) -> None:
     """Two pods, each its own real ``accelerate launch --machine_rank N`` with the rendered accelerate.yaml."""
     import yaml
 
     from trainerlib import free_port
 
-    pod = make_pod(tmp_path, _distributed_manifest("acc-2n", tiny_assets, launcher="accelerate"), tiny_assets, extensions=torch_extensions)
+    pod = make_pod(
+        tmp_path,
+        _distributed_manifest("acc-2n", tiny_assets, launcher="accelerate"),
+        tiny_assets,
+        extensions=torch_extensions,
+    )
     acc = yaml.safe_load(pod.files[contract.ACCELERATE_FILE])
     assert acc["distributed_type"] == "DEEPSPEED" and acc["num_machines"] == 2
     assert acc["deepspeed_config"]["deepspeed_multinode_launcher"] == "standard"  # not pdsh
     port = str(free_port())
     envs = [
-        {**pod.env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank), "PET_NNODES": "2", "PET_NODE_RANK": str(rank), "NPROC_PER_NODE": "1"}
+        {
+            **pod.env,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "WORLD_SIZE": "2",
+            "RANK": str(rank),
+            "PET_NNODES": "2",
+            "PET_NODE_RANK": str(rank),
+            "NPROC_PER_NODE": "1",
+        }
         for rank in (0, 1)
     ]
     (code0, out0), (code1, out1) = _run_ranks(envs, tmp_path)
@@ -269,7 +313,9 @@ def test_accelerate_deepspeed_across_two_machines(tmp_path: Path, tiny_assets: T
 
 
 @pytest.mark.xdist_group("full-ft")
-def test_max_samples_means_at_most_and_the_run_record_says_how_many(full_ft: tuple[Any, subprocess.CompletedProcess[str]]) -> None:
+def test_max_samples_means_at_most_and_the_run_record_says_how_many(
+    full_ft: tuple[Any, subprocess.CompletedProcess[str]],
+) -> None:
     # 48 records on disk; LLaMA-Factory's num_samples would draw 1000 with replacement.
     pod, result = full_ft
     assert json.loads(pod.files[contract.DATASET_INFO_FILE])["tiny_chat"]["num_samples"] == 1000

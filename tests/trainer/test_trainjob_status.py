@@ -52,7 +52,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def trainer_status_schema() -> dict[str, Any]:
-    crd = yaml.load(require_upstream_crds(TRAINJOB_CRD).read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    crd = yaml.load(
+        require_upstream_crds(TRAINJOB_CRD).read_text(encoding="utf-8"),
+        Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader),
+    )
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
     schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["trainerStatus"]
     return schema
@@ -70,7 +73,11 @@ def test_llamafactory_training_reports_to_trainers_status_server(tmp_path: Path,
         pod = make_pod(tmp_path, tiny_job("ft", tiny_assets, method="full", max_steps=6), tiny_assets)
         env = {k: v for k, v in pod.env.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")}
         env.update(
-            PET_NNODES="1", PET_NPROC_PER_NODE="1", PET_NODE_RANK="0", PET_MASTER_ADDR="127.0.0.1", PET_MASTER_PORT=str(free_port()),
+            PET_NNODES="1",
+            PET_NPROC_PER_NODE="1",
+            PET_NODE_RANK="0",
+            PET_MASTER_ADDR="127.0.0.1",
+            PET_MASTER_PORT=str(free_port()),
             KUBEFLOW_TRAINER_SERVER_URL=f"http://127.0.0.1:{server.server_address[1]}{STATUS_PATH}",
             KUBEFLOW_TRAINER_SERVER_TOKEN=str(token),
         )

@@ -16,14 +16,25 @@ from kubetune.api import FineTuneJob, contract
 from kubetune.render import RenderOptions, render
 from kubetune.trainer.tiny import TinyAssets, build_assets
 
-__all__ = ["Pod", "TinyAssets", "build_shared_assets", "free_port", "make_pod", "progress_lines", "run_trainer", "stage_lines"]
+__all__ = [
+    "Pod",
+    "TinyAssets",
+    "build_shared_assets",
+    "free_port",
+    "make_pod",
+    "progress_lines",
+    "run_trainer",
+    "stage_lines",
+]
 
 
 def build_shared_assets(root: Path) -> TinyAssets:
     # Building the model needs the heavy stack; do it in a child so the test
     # process itself stays light (and its import time stays honest).
     code = "import sys; from pathlib import Path; from kubetune.trainer.tiny import build_assets; build_assets(Path(sys.argv[1]))"
-    subprocess.run([sys.executable, "-c", code, str(root)], check=True, env=isolated_env(root / "env"), capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", code, str(root)], check=True, env=isolated_env(root / "env"), capture_output=True
+    )
     return build_assets(root)
 
 
@@ -38,7 +49,23 @@ def isolated_env(root: Path, extensions: Path | None = None) -> dict[str, str]:
     root.mkdir(parents=True, exist_ok=True)
     for sub in ("tmp", "mpl", "hf"):
         (root / sub).mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBETUNE_", "PET_", "OMPI_")) and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "FORCE_TORCHRUN", "NNODES", "NODE_RANK", "NPROC_PER_NODE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KUBETUNE_", "PET_", "OMPI_"))
+        and k
+        not in (
+            "RANK",
+            "WORLD_SIZE",
+            "LOCAL_RANK",
+            "MASTER_ADDR",
+            "MASTER_PORT",
+            "FORCE_TORCHRUN",
+            "NNODES",
+            "NODE_RANK",
+            "NPROC_PER_NODE",
+        )
+    }
     env.update(
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
@@ -81,7 +108,15 @@ def make_pod(root: Path, manifest: dict[str, Any], assets: TinyAssets, *, extens
     # The renderer's own variables (config dir, output dir, volumes, NPROC_PER_NODE).
     for key, value in _rendered_env(rendered.workload).items():
         # KUBETUNE_METRICS_PORT: a pod port on every address; tests that want metrics set it on loopback themselves.
-        if key not in ("HOME", "TMPDIR", "TORCH_EXTENSIONS_DIR", "MPLCONFIGDIR", "TRITON_CACHE_DIR", "HF_HOME", contract.ENV_METRICS_PORT):
+        if key not in (
+            "HOME",
+            "TMPDIR",
+            "TORCH_EXTENSIONS_DIR",
+            "MPLCONFIGDIR",
+            "TRITON_CACHE_DIR",
+            "HF_HOME",
+            contract.ENV_METRICS_PORT,
+        ):
             env[key] = value
     return Pod(job, root / "config", Path(layout.job_output_dir(job.namespace, job.name)), env, dict(rendered.files))
 
@@ -106,7 +141,12 @@ def _rendered_env(obj: Any) -> dict[str, str]:
 
 def run_trainer(env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kubetune.trainer"], env=env, capture_output=True, text=True, errors="replace", timeout=timeout
+        [sys.executable, "-m", "kubetune.trainer"],
+        env=env,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
     )
 
 

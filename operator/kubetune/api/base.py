@@ -140,9 +140,7 @@ class RuledModel(ApiModel):
                 "{summary}",
                 {
                     "summary": " | ".join(r.message for r in broken),
-                    "rules": [
-                        {"name": r.name, "message": r.message, "fieldPath": r.field_path or ""} for r in broken
-                    ],
+                    "rules": [{"name": r.name, "message": r.message, "fieldPath": r.field_path or ""} for r in broken],
                 },
             )
         return self

@@ -146,10 +146,17 @@ class DatasetSpec(RuledModel):
         ),
         Rule(
             name="dataset-url-https",
-            cel="!has(self.url) || self.url.startsWith('https://') || has(self.sha256) || self.url.matches('" + LOOPBACK_HTTP.replace("\\", "\\\\") + "')",
+            cel="!has(self.url) || self.url.startsWith('https://') || has(self.sha256) || self.url.matches('"
+            + LOOPBACK_HTTP.replace("\\", "\\\\")
+            + "')",
             message="spec.datasets[].url: plain http:// can be altered on the way; use https://, or pin the file with spec.datasets[].sha256 (http:// on 127.0.0.1/localhost is accepted for kubetune run --local)",
             field_path=".url",
-            check=lambda d: d.url is None or d.url.startswith("https://") or d.sha256 is not None or re.match(LOOPBACK_HTTP, d.url) is not None,
+            check=lambda d: (
+                d.url is None
+                or d.url.startswith("https://")
+                or d.sha256 is not None
+                or re.match(LOOPBACK_HTTP, d.url) is not None
+            ),
         ),
         Rule(
             name="dataset-revision-needs-hub",
@@ -177,18 +184,18 @@ class DatasetSpec(RuledModel):
             cel="self.format != 'alpaca' || !has(self.columns) || (!has(self.columns.messages) && !has(self.columns.tools))",
             message="spec.datasets[].columns.messages/tools are ShareGPT columns; with format alpaca use prompt/query/response/history",
             field_path=".columns",
-            check=lambda d: d.format != "alpaca"
-            or d.columns is None
-            or all(getattr(d.columns, c) is None for c in _SHAREGPT_ONLY),
+            check=lambda d: (
+                d.format != "alpaca" or d.columns is None or all(getattr(d.columns, c) is None for c in _SHAREGPT_ONLY)
+            ),
         ),
         Rule(
             name="sharegpt-columns",
             cel="self.format != 'sharegpt' || !has(self.columns) || (!has(self.columns.prompt) && !has(self.columns.query) && !has(self.columns.response) && !has(self.columns.history))",
             message="spec.datasets[].columns.prompt/query/response/history are Alpaca columns; with format sharegpt use messages/system/tools",
             field_path=".columns",
-            check=lambda d: d.format != "sharegpt"
-            or d.columns is None
-            or all(getattr(d.columns, c) is None for c in _ALPACA_ONLY),
+            check=lambda d: (
+                d.format != "sharegpt" or d.columns is None or all(getattr(d.columns, c) is None for c in _ALPACA_ONLY)
+            ),
         ),
         Rule(
             name="chosen-rejected-need-ranking",

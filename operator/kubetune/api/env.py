@@ -69,6 +69,7 @@ class EnvSource(RuledModel):
         ),
     )
 
+
 RESERVED_ENV = (
     "MASTER_ADDR",
     "MASTER_PORT",

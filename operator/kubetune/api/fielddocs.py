@@ -103,7 +103,9 @@ class DocumentedJsonSchema(GenerateJsonSchema):
             doc = field_docs(cls).get(name)
             if doc is None or info.description is not None:
                 continue  # explicit descriptions are already there
-            key = next((k for k in (info.validation_alias, info.alias, name) if isinstance(k, str) and k in props), None)
+            key = next(
+                (k for k in (info.validation_alias, info.alias, name) if isinstance(k, str) and k in props), None
+            )
             if key is not None:
                 props[key] = {**props[key], "description": doc}
         return json_schema

@@ -48,7 +48,9 @@ class ResourcesSpec(RuledModel):
     """Size of the in-memory /dev/shm (dataloader workers and NCCL need more than the container default 64Mi)."""
     gpu_memory: PositiveQuantity | None = None
     """Memory of one GPU, e.g. `80Gi` (H100) or `141Gi` (H200). When known (here, or from the operator's table for the nodeSelector's nvidia.com/gpu.product), kubetune predicts the peak memory per GPU before creating pods and refuses a job that cannot fit (condition Feasible=False with the numbers and the cheapest fix); `kubetune plan` prints the breakdown."""
-    extra: Annotated[dict[ExtendedResourceName, Annotated[int, Field(ge=1, le=1000)]], Field(max_length=16)] | None = None
+    extra: Annotated[dict[ExtendedResourceName, Annotated[int, Field(ge=1, le=1000)]], Field(max_length=16)] | None = (
+        None
+    )
     """Other extended resources per training pod, e.g. `rdma/ib: 1` (RDMA device plugin) or a secondary network's device. RDMA needs no extra capability (the containers keep `drop: [ALL]`); it needs an unlimited memlock limit from the node's container runtime (see docs/networking.md)."""
 
     rules = (

@@ -102,8 +102,14 @@ def extended_resource_problems(name: str) -> list[str]:
     if problems:
         return problems
     if "/" not in name:
-        native = " (a native resource the spec sets itself)" if name in NATIVE_RESOURCES or name.startswith("hugepages-") else ""
-        return [f"must be an extended resource name with a domain, e.g. nvidia.com/gpu or amd.com/gpu; '{name}' has none{native}"]
+        native = (
+            " (a native resource the spec sets itself)"
+            if name in NATIVE_RESOURCES or name.startswith("hugepages-")
+            else ""
+        )
+        return [
+            f"must be an extended resource name with a domain, e.g. nvidia.com/gpu or amd.com/gpu; '{name}' has none{native}"
+        ]
     if "kubernetes.io/" in name:
         return ["must not be in the kubernetes.io domain (reserved for native resources)"]
     if name.startswith("requests."):
@@ -166,14 +172,22 @@ class NodeSelectorRequirement(RuledModel):
             "(self.operator in ['Gt', 'Lt'] ? (has(self.values) && size(self.values) == 1) : (!has(self.values) || size(self.values) == 0))",
             message="values: In/NotIn need at least one value, Gt/Lt exactly one, Exists/DoesNotExist none",
             field_path=".values",
-            check=lambda r: (bool(r.values) if r.operator in ("In", "NotIn") else len(r.values or ()) == 1 if r.operator in ("Gt", "Lt") else not r.values),
+            check=lambda r: (
+                bool(r.values)
+                if r.operator in ("In", "NotIn")
+                else len(r.values or ()) == 1
+                if r.operator in ("Gt", "Lt")
+                else not r.values
+            ),
         ),
         Rule(
             name="node-requirement-integer",
             cel="!(self.operator in ['Gt', 'Lt']) || !has(self.values) || self.values.all(v, v.matches('^-?[0-9]{1,18}$'))",
             message="values: Gt/Lt compare a node label with an integer: give one integer value",
             field_path=".values",
-            check=lambda r: r.operator not in ("Gt", "Lt") or all(re.fullmatch(r"-?[0-9]{1,18}", v) for v in r.values or ()),
+            check=lambda r: (
+                r.operator not in ("Gt", "Lt") or all(re.fullmatch(r"-?[0-9]{1,18}", v) for v in r.values or ())
+            ),
         ),
     )
 
@@ -185,7 +199,9 @@ class NodeFieldSelectorRequirement(RuledModel):
     """The only node field Kubernetes selects on."""
     operator: Literal["In", "NotIn"]
     """In or NotIn."""
-    values: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=253)]], Field(min_length=1, max_length=1)]
+    values: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=253)]], Field(min_length=1, max_length=1)
+    ]
     """Exactly one node name."""
 
 
@@ -222,7 +238,9 @@ class NodeAffinity(ApiModel):
 
     required_during_scheduling_ignored_during_execution: NodeSelector | None = None
     """Hard requirement on the node."""
-    preferred_during_scheduling_ignored_during_execution: Annotated[list[PreferredSchedulingTerm], Field(max_length=16)] | None = None
+    preferred_during_scheduling_ignored_during_execution: (
+        Annotated[list[PreferredSchedulingTerm], Field(max_length=16)] | None
+    ) = None
     """Soft preferences."""
 
 
@@ -288,9 +306,13 @@ class WeightedPodAffinityTerm(ApiModel):
 class PodAffinity(ApiModel):
     """core/v1 PodAffinity (also the shape of PodAntiAffinity)."""
 
-    required_during_scheduling_ignored_during_execution: Annotated[list[PodAffinityTerm], Field(max_length=16)] | None = None
+    required_during_scheduling_ignored_during_execution: (
+        Annotated[list[PodAffinityTerm], Field(max_length=16)] | None
+    ) = None
     """Hard requirements."""
-    preferred_during_scheduling_ignored_during_execution: Annotated[list[WeightedPodAffinityTerm], Field(max_length=16)] | None = None
+    preferred_during_scheduling_ignored_during_execution: (
+        Annotated[list[WeightedPodAffinityTerm], Field(max_length=16)] | None
+    ) = None
     """Soft preferences."""
 
 
@@ -311,9 +333,14 @@ class Affinity(ApiModel):
 class Toleration(RuledModel):
     """A pod toleration (core/v1 Toleration), e.g. for tainted GPU nodes; checked like validateTolerations."""
 
-    key: Annotated[
-        str, StringConstraints(max_length=317, pattern=rf"^$|{QUALIFIED_NAME_PATTERN}"), AfterValidator(lambda k: _qualified(k) if k else k)
-    ] | None = None
+    key: (
+        Annotated[
+            str,
+            StringConstraints(max_length=317, pattern=rf"^$|{QUALIFIED_NAME_PATTERN}"),
+            AfterValidator(lambda k: _qualified(k) if k else k),
+        ]
+        | None
+    ) = None
     """Taint key to tolerate (a qualified name); empty with operator Exists tolerates everything."""
     operator: Literal["Exists", "Equal"] | None = None
     """`Equal` (default) or `Exists`."""

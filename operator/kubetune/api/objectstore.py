@@ -63,7 +63,9 @@ __all__ = [
     "uri_rules",
 ]
 
-ObjectUri = Annotated[str, Field(min_length=6, max_length=1024, pattern=r"^[a-z][a-z0-9+.-]*://[^\x00-\x20\x7f'\"`$\\]+$")]
+ObjectUri = Annotated[
+    str, Field(min_length=6, max_length=1024, pattern=r"^[a-z][a-z0-9+.-]*://[^\x00-\x20\x7f'\"`$\\]+$")
+]
 """A URI such as s3://bucket/prefix/file.jsonl; the scheme and bucket are checked by uri_rules."""
 
 _BUCKET_CHARS: Final = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
@@ -104,7 +106,9 @@ GCS_ENDPOINT: Final = "https://storage.googleapis.com"
 def gcs_bucket_problem(bucket: str) -> str | None:
     """Why ``bucket`` breaks Cloud Storage's bucket name requirements, or None."""
     if not re.fullmatch(_GCS_BUCKET_CHARS, bucket):
-        return "3-63 lowercase letters, digits, dashes, underscores or dots, beginning and ending with a letter or digit"
+        return (
+            "3-63 lowercase letters, digits, dashes, underscores or dots, beginning and ending with a letter or digit"
+        )
     if re.fullmatch(_IP, bucket):
         return "not formatted as an IP address"
     if bucket.startswith("goog") or "google" in bucket or "g00gle" in bucket:
@@ -156,8 +160,12 @@ _CEL_BUCKET = (
     " && !self.uri.matches('^s3://(xn--|sthree-|amzn-s3-demo-)')"
     " && !self.uri.matches('^s3://[^/]*(-s3alias|--ol-s3|[.]mrap|--x-s3|--table-s3)(/|$)')"
 )
-_CEL_KEY = "!self.uri.matches('^(s3|gs|az)://[^/]+/(.*/)?[.][.]?(/|$)') && !self.uri.matches('^(s3|gs|az)://[^/]+/(.*/)?/')"
-_CEL_AZ_CONTAINER = "self.uri.matches('^az://" + _AZ_CONTAINER + "(/|$)') && self.uri.matches('^az://[a-z0-9-]{3,63}(/|$)')"
+_CEL_KEY = (
+    "!self.uri.matches('^(s3|gs|az)://[^/]+/(.*/)?[.][.]?(/|$)') && !self.uri.matches('^(s3|gs|az)://[^/]+/(.*/)?/')"
+)
+_CEL_AZ_CONTAINER = (
+    "self.uri.matches('^az://" + _AZ_CONTAINER + "(/|$)') && self.uri.matches('^az://[a-z0-9-]{3,63}(/|$)')"
+)
 _CEL_GCS_BUCKET = (
     "self.uri.matches('^gs://" + _GCS_BUCKET_CHARS + "(/|$)')"
     " && !self.uri.matches('^gs://" + _IP + "(/|$)')"
@@ -182,21 +190,27 @@ def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, .
             cel="!has(self.uri) || !self.uri.startsWith('gs://') || (" + _CEL_GCS_BUCKET + ")",
             message=f"{field}: the bucket name must follow Cloud Storage's bucket naming rules: 3-63 lowercase letters, digits, dashes, underscores or dots, beginning and ending with a letter or digit, not an IP address, not starting with goog, not containing google",
             field_path=".uri",
-            check=lambda m: m.uri is None or not m.uri.startswith("gs://") or gcs_bucket_problem(split_uri(m.uri)[0]) is None,
+            check=lambda m: (
+                m.uri is None or not m.uri.startswith("gs://") or gcs_bucket_problem(split_uri(m.uri)[0]) is None
+            ),
         ),
         Rule(
             name="object-uri-azure-container",
             cel="!has(self.uri) || !self.uri.startsWith('az://') || (" + _CEL_AZ_CONTAINER + ")",
             message=f"{field}: az:// URIs are az://<container>/<path> (the storage account comes from spec.storage.objectStore: the connection string or the endpoint), and the container name must follow Azure's container naming rules: 3-63 lowercase letters, digits or hyphens, beginning and ending with a letter or digit, no '--'",
             field_path=".uri",
-            check=lambda m: m.uri is None or not m.uri.startswith("az://") or azure_container_problem(split_uri(m.uri)[0]) is None,
+            check=lambda m: (
+                m.uri is None or not m.uri.startswith("az://") or azure_container_problem(split_uri(m.uri)[0]) is None
+            ),
         ),
         Rule(
             name="object-uri-bucket",
             cel="!has(self.uri) || !self.uri.startsWith('s3://') || (" + _CEL_BUCKET + ")",
             message=f"{field}: the bucket name must follow AWS's bucket naming rules: 3-63 lowercase letters, digits, dots or hyphens, beginning and ending with a letter or digit, no '..', not an IP address, not starting with xn--/sthree-/amzn-s3-demo-, not ending with -s3alias/--ol-s3/.mrap/--x-s3/--table-s3",
             field_path=".uri",
-            check=lambda m: m.uri is None or not m.uri.startswith("s3://") or bucket_problem(split_uri(m.uri)[0]) is None,
+            check=lambda m: (
+                m.uri is None or not m.uri.startswith("s3://") or bucket_problem(split_uri(m.uri)[0]) is None
+            ),
         ),
         Rule(
             name="object-uri-key",
@@ -224,11 +238,17 @@ class ObjectStoreCredentials(ApiModel):
 
     name: DNS1123Subdomain
     """Secret name."""
-    access_key_id_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "AWS_ACCESS_KEY_ID"
+    access_key_id_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = (
+        "AWS_ACCESS_KEY_ID"
+    )
     """Key of the access key id inside the Secret."""
-    secret_access_key_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "AWS_SECRET_ACCESS_KEY"
+    secret_access_key_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = (
+        "AWS_SECRET_ACCESS_KEY"
+    )
     """Key of the secret access key inside the Secret."""
-    connection_string_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] | None = None
+    connection_string_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] | None = (
+        None
+    )
     """az:// only: key of the Azure Storage connection string inside the Secret (it names the account; an account key or a SAS token). Unset: AZURE_STORAGE_CONNECTION_STRING. Not read when accountKeyKey is set."""
     account_key_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] | None = None
     """az:// only: key of the storage account key inside the Secret, instead of a connection string; the account is then the one of spec.storage.objectStore.endpoint (https://<account>.blob.core.windows.net)."""
@@ -237,7 +257,12 @@ class ObjectStoreCredentials(ApiModel):
 class ObjectStoreSpec(ApiModel):
     """How the trainer reaches the s3://, gs:// or az:// URIs of the job (spec.model.uri, spec.datasets[].uri, spec.storage.outputs.uri)."""
 
-    endpoint: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f'\"`$\\/]+(/[^\x00-\x20\x7f'\"`$\\]*)?$")] | None = None
+    endpoint: (
+        Annotated[
+            str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f'\"`$\\/]+(/[^\x00-\x20\x7f'\"`$\\]*)?$")
+        ]
+        | None
+    ) = None
     """S3 API address of an S3-compatible store (MinIO, Ceph RGW), e.g. `https://minio.storage.svc:9000`. Unset: AWS S3. For az://: the Blob service of the storage account, `https://<account>.blob.core.windows.net` (needed unless the connection string names the account)."""
     region: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9-]+$")] | None = None
     """Region of the buckets, e.g. `eu-west-1`. Unset: the SDK's default (us-east-1 for a custom endpoint)."""

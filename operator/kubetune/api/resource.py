@@ -176,9 +176,22 @@ class FineTuneJob(KubetuneResource):
         datasets = [_dataset_entry(d) for d in (dataset if isinstance(dataset, list) else [dataset])]
         metadata: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {})}
         resources = {"nodes": nodes, "gpusPerNode": gpus, **dict(spec.pop("resources", None) or {})}
-        storage = {"outputs": {"claimName": outputs}, **({"models": {"claimName": models}} if models else {}), **dict(spec.pop("storage", None) or {})}
-        body = {"model": {"name": model, "template": template}, "datasets": datasets, "method": method, "resources": resources, "storage": storage, **spec}
-        return cls.from_api({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": metadata, "spec": body})
+        storage = {
+            "outputs": {"claimName": outputs},
+            **({"models": {"claimName": models}} if models else {}),
+            **dict(spec.pop("storage", None) or {}),
+        }
+        body = {
+            "model": {"name": model, "template": template},
+            "datasets": datasets,
+            "method": method,
+            "resources": resources,
+            "storage": storage,
+            **spec,
+        }
+        return cls.from_api(
+            {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": metadata, "spec": body}
+        )
 
     def _repr_html_(self) -> str:
         """How a notebook shows a job: name, phase, a progress bar with step, loss and ETA, the message and
@@ -210,7 +223,9 @@ class FineTuneJob(KubetuneResource):
                 f"<tr><td>{escape(c.type)}</td><td>{escape(c.status)}</td><td>{escape(c.reason)}</td><td>{escape(c.message)}</td></tr>"
                 for c in status.conditions
             )
-            parts.append(f"<table><tr><th>condition</th><th>status</th><th>reason</th><th>message</th></tr>{rows}</table>")
+            parts.append(
+                f"<table><tr><th>condition</th><th>status</th><th>reason</th><th>message</th></tr>{rows}</table>"
+            )
         return "".join(parts)
 
     rules = (
@@ -218,7 +233,9 @@ class FineTuneJob(KubetuneResource):
             name="name-fits-children",
             cel=f"size(self.metadata.name) <= {MAX_NAME_LENGTH} && self.metadata.name.matches('{_DNS_LABEL}')",
             message=f"metadata.name must be a DNS label of at most {MAX_NAME_LENGTH} characters (lower-case letters, digits, '-'): child jobs, pods and host names append up to 10 characters to it",
-            check=lambda j: len(j.metadata.name) <= MAX_NAME_LENGTH and re.match(_DNS_LABEL, j.metadata.name) is not None,
+            check=lambda j: (
+                len(j.metadata.name) <= MAX_NAME_LENGTH and re.match(_DNS_LABEL, j.metadata.name) is not None
+            ),
         ),
     )
 

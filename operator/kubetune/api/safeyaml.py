@@ -91,7 +91,11 @@ class _Loader(_Base):  # type: ignore[misc]
 
 
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")]
+    first: [
+        (tag, rx)
+        for tag, rx in resolvers
+        if tag not in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
@@ -169,7 +173,10 @@ class _Scanner:
         stack = self.stack
         self.nodes += size
         if self.nodes > MAX_NODES:
-            raise InputError(f"the document has more than {MAX_NODES} values (aliases expanded); split it or remove repetition", _path(stack))
+            raise InputError(
+                f"the document has more than {MAX_NODES} values (aliases expanded); split it or remove repetition",
+                _path(stack),
+            )
         if len(stack) + depth > MAX_DEPTH:
             raise InputError(f"nesting deeper than {MAX_DEPTH} levels; no FineTuneJob field is that deep", _path(stack))
         if not stack:
@@ -214,7 +221,9 @@ class _Scanner:
             if stack and stack[-1].is_map and stack[-1].want_key:
                 raise InputError(_KEYS_PLAIN, _path(stack))
             if len(stack) + 1 > MAX_DEPTH:
-                raise InputError(f"nesting deeper than {MAX_DEPTH} levels; no FineTuneJob field is that deep", _path(stack))
+                raise InputError(
+                    f"nesting deeper than {MAX_DEPTH} levels; no FineTuneJob field is that deep", _path(stack)
+                )
             stack.append(_Frame(isinstance(event, yaml.MappingStartEvent), event.anchor))
             if event.anchor:
                 self.open_anchors.add(event.anchor)
@@ -230,7 +239,10 @@ class _Scanner:
     def alias(self, name: str) -> None:
         stack = self.stack
         if name in self.open_anchors:
-            raise InputError(f"the alias *{clip(name, 60)} refers to a mapping or list that contains it (a recursive alias)", _path(stack))
+            raise InputError(
+                f"the alias *{clip(name, 60)} refers to a mapping or list that contains it (a recursive alias)",
+                _path(stack),
+            )
         if name not in self.anchors:
             raise InputError(f"the alias *{clip(name, 60)} has no anchor &{clip(name, 60)} before it", _path(stack))
         size, depth = self.anchors[name]
@@ -283,14 +295,26 @@ def _key(value: Any, trail: Trail) -> str:
 def _scalar_check(value: Any, trail: Trail) -> None:
     if isinstance(value, str):
         if "\x00" in value:
-            raise InputError("contains a NUL character (\\x00), which no file, environment or label can hold: remove it", field_path(trail))
+            raise InputError(
+                "contains a NUL character (\\x00), which no file, environment or label can hold: remove it",
+                field_path(trail),
+            )
         if _SURROGATE.search(value):
-            raise InputError("contains an unpaired UTF-16 surrogate (e.g. \\ud800), which is not text in UTF-8: remove it", field_path(trail))
+            raise InputError(
+                "contains an unpaired UTF-16 surrogate (e.g. \\ud800), which is not text in UTF-8: remove it",
+                field_path(trail),
+            )
     elif isinstance(value, float):
         if not math.isfinite(value):
-            raise InputError(f"{value!r} is not a number JSON (and so Kubernetes) can carry: write a finite number", field_path(trail))
+            raise InputError(
+                f"{value!r} is not a number JSON (and so Kubernetes) can carry: write a finite number",
+                field_path(trail),
+            )
     elif isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
-        raise InputError(f"a number of {len(str(value))} digits is outside the 64-bit integer range Kubernetes stores", field_path(trail))
+        raise InputError(
+            f"a number of {len(str(value))} digits is outside the 64-bit integer range Kubernetes stores",
+            field_path(trail),
+        )
 
 
 def normalize(value: Any, trail: Trail = (), *, budget: list[int] | None = None) -> Any:
@@ -306,13 +330,18 @@ def normalize(value: Any, trail: Trail = (), *, budget: list[int] | None = None)
     if budget[0] < 0:
         raise InputError(f"the object has more than {MAX_NODES} values", field_path(trail))
     if len(trail) > MAX_DEPTH:
-        raise InputError(f"nesting deeper than {MAX_DEPTH} levels; no FineTuneJob field is that deep", field_path(trail))
+        raise InputError(
+            f"nesting deeper than {MAX_DEPTH} levels; no FineTuneJob field is that deep", field_path(trail)
+        )
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
             key = _key(k, trail)
             if key in out:
-                raise InputError("is given twice in the same mapping (once as a string, once as another type)", field_path((*trail, key)))
+                raise InputError(
+                    "is given twice in the same mapping (once as a string, once as another type)",
+                    field_path((*trail, key)),
+                )
             _scalar_check(key, (*trail, key))
             out[key] = v if v is None or type(v) is bool else normalize(v, (*trail, key), budget=budget)
         return out
@@ -321,13 +350,17 @@ def normalize(value: Any, trail: Trail = (), *, budget: list[int] | None = None)
     if value is None or isinstance(value, (str, bool, int, float)):
         _scalar_check(value, trail)
         return value
-    raise InputError(f"a {clip(type(value).__name__, 40)} value cannot appear in a manifest (only JSON values)", field_path(trail))
+    raise InputError(
+        f"a {clip(type(value).__name__, 40)} value cannot appear in a manifest (only JSON values)", field_path(trail)
+    )
 
 
 def load_documents(text: str) -> Iterator[Any]:
     """Every non-empty document of a (multi-document) YAML or JSON text, checked and JSON-shaped."""
     if len(text) > MAX_BYTES:
-        raise InputError(f"is {len(text)} characters; at most {MAX_BYTES} (the API server's 3 MiB request limit) are read")
+        raise InputError(
+            f"is {len(text)} characters; at most {MAX_BYTES} (the API server's 3 MiB request limit) are read"
+        )
     _scan(text)
     try:
         docs = list(yaml.load_all(text, Loader=_Loader))  # noqa: S506 - a SafeLoader subclass
@@ -369,7 +402,11 @@ def read_bytes(path: str) -> bytes:
     try:
         if path == "-":
             stream = getattr(sys.stdin, "buffer", None)
-            data = stream.read(MAX_BYTES + 1) if stream is not None else sys.stdin.read(MAX_BYTES + 1).encode("utf-8", "surrogateescape")
+            data = (
+                stream.read(MAX_BYTES + 1)
+                if stream is not None
+                else sys.stdin.read(MAX_BYTES + 1).encode("utf-8", "surrogateescape")
+            )
         else:
             with Path(path).open("rb") as fh:
                 data = fh.read(MAX_BYTES + 1)

@@ -32,11 +32,15 @@ class KaitoSpec(ApiModel):
     """KAITO preset of the base model the adapter was trained on (Workspace inference.preset.name): a Hugging Face id such as `Qwen/Qwen2.5-7B-Instruct`, or one of KAITO v0.12's legacy short names such as `phi-4` or `qwen2.5-coder-7b-instruct`. It must name spec.model.name. Unset: spec.model.name."""
     instance_type: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
     """GPU node SKU for KAITO's node auto-provisioning (Workspace resource.instanceType); leave unset for your own GPU nodes."""
-    node_labels: Annotated[dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]], Field(max_length=16)] = {"apps": "kubetune"}
+    node_labels: Annotated[
+        dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]], Field(max_length=16)
+    ] = {"apps": "kubetune"}
     """Labels of the GPU nodes the Workspace may use (resource.labelSelector.matchLabels; KAITO requires a selector)."""
     adapter_volume_size: PositiveQuantity = "2Gi"
     """Size of the PersistentVolumeClaim the adapter is copied to before the Workspace starts (KAITO mounts an adapter volume's root as the adapter folder, so the adapter cannot stay in the outputs volume's job folder)."""
-    adapter_storage_class_name: Annotated[str, Field(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")] | None = None
+    adapter_storage_class_name: (
+        Annotated[str, Field(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")] | None
+    ) = None
     """StorageClass of that claim. Unset: the cluster's default StorageClass."""
 
 
@@ -101,25 +105,33 @@ SPEC_RULES = (
         cel="!has(self.serve) || self.serve.when != 'evaluationImproves' || (has(self.evaluation) && self.evaluation.baseModel)",
         message="spec.serve.when: evaluationImproves compares the trained model with the base model: set spec.evaluation (valSize or datasets) with baseModel: true, or use when: succeeded",
         field_path=".serve.when",
-        check=lambda s: s.serve is None or s.serve.when != "evaluationImproves" or (s.evaluation is not None and s.evaluation.base_model),
+        check=lambda s: (
+            s.serve is None
+            or s.serve.when != "evaluationImproves"
+            or (s.evaluation is not None and s.evaluation.base_model)
+        ),
     ),
     Rule(
         name="serve-kaito-serves-adapters",
         cel="!has(self.serve) || self.serve.engine != 'kaito' || (self.method in ['lora', 'qlora'] && !self.export.enabled)",
         message="spec.serve.engine kaito serves a LoRA adapter on a KAITO preset: it needs method lora or qlora with export.enabled false; use engine vllm or kserve for a full or merged model",
         field_path=".serve.engine",
-        check=lambda s: s.serve is None or s.serve.engine != "kaito" or (s.method in ("lora", "qlora") and not s.export.enabled),
+        check=lambda s: (
+            s.serve is None or s.serve.engine != "kaito" or (s.method in ("lora", "qlora") and not s.export.enabled)
+        ),
     ),
     Rule(
         name="serve-inferenceservice-one-model",
         cel="!has(self.serve) || !has(self.serve.kserve) || !has(self.serve.kserve.kind) || self.serve.kserve.kind != 'InferenceService' || self.method in ['full', 'freeze'] || self.export.enabled",
         message="spec.serve.kserve.kind InferenceService serves one model: set spec.export.enabled to merge the LoRA adapter, or use kind LLMInferenceService (base + adapter)",
         field_path=".serve.kserve.kind",
-        check=lambda s: s.serve is None
-        or s.serve.kserve is None
-        or s.serve.kserve.kind != "InferenceService"
-        or s.method in ("full", "freeze")
-        or s.export.enabled,
+        check=lambda s: (
+            s.serve is None
+            or s.serve.kserve is None
+            or s.serve.kserve.kind != "InferenceService"
+            or s.method in ("full", "freeze")
+            or s.export.enabled
+        ),
     ),
     Rule(
         name="serve-kaito-hub-base",

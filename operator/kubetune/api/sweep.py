@@ -106,7 +106,9 @@ class SweepParameter(RuledModel):
             cel=f"!({_IS_CATEGORICAL}) || (!has(self.min) && !has(self.max) && !has(self.step) && !self.log)",
             message="spec.parameters[]: min, max, step and log apply to float and int parameters; a categorical parameter lists its values only",
             field_path=".type",
-            check=lambda p: p.type != "categorical" or (p.min is None and p.max is None and p.step is None and not p.log),
+            check=lambda p: (
+                p.type != "categorical" or (p.min is None and p.max is None and p.step is None and not p.log)
+            ),
         ),
         Rule(
             name="range-has-no-values",
@@ -183,103 +185,111 @@ class FineTuneSweepSpec(RuledModel):
     """`serve`: when the sweep ends, the best trial is served as template.serve says (the other trials are never served). `none`: nothing is served."""
 
     rules = (
-        Rule(
-            name="template-needs-evaluation",
-            cel="has(self.template.evaluation)",
-            message="spec.template.evaluation is required: the objective is read from the trial's evaluation (set evaluation.valSize or evaluation.datasets)",
-            field_path=".template.evaluation",
-            check=lambda s: s.template.evaluation is not None,
-        ),
-        Rule(
-            name="generation-metric-needs-generation",
-            cel="!(self.objective.metric in ['bleu4', 'rouge1', 'rouge2', 'rougeL']) || (has(self.template.evaluation) && self.template.evaluation.generation)",
-            message="spec.objective.metric bleu4/rouge1/rouge2/rougeL comes from generation: set spec.template.evaluation.generation: true, or use metric evalLoss",
-            field_path=".objective.metric",
-            check=lambda s: s.objective.metric not in GENERATION_METRICS
-            or (s.template.evaluation is not None and s.template.evaluation.generation),
-        ),
-        Rule(
-            name="perplexity-needs-pt-or-sft",
-            cel="self.objective.metric != 'perplexity' || self.template.training.stage in ['pt', 'sft']",
-            message="spec.objective.metric perplexity is reported for stages pt and sft only: use metric evalLoss",
-            field_path=".objective.metric",
-            check=lambda s: s.objective.metric != "perplexity" or s.template.training.stage in PERPLEXITY_STAGES,
-        ),
-        Rule(
-            name="parallelism-within-max-trials",
-            cel="self.parallelism <= self.maxTrials",
-            message="spec.parallelism is above spec.maxTrials: lower parallelism to maxTrials or fewer",
-            field_path=".parallelism",
-            check=lambda s: s.parallelism <= s.max_trials,
-        ),
-        Rule(
-            name="parameter-paths-unique",
-            cel="self.parameters.all(p, self.parameters.exists_one(q, q.path == p.path))",
-            message="spec.parameters[].path must be unique: remove the duplicate parameter",
-            field_path=".parameters",
-            check=_paths_unique,
-        ),
-        Rule(
-            name="pruning-needs-evaluation-during-training",
-            cel="self.earlyStopping == 'none' || has(self.template.training.valSize)",
-            message="spec.earlyStopping prunes on the loss evaluated during training: set spec.template.training.valSize (and training.evalSteps), or earlyStopping: none",
-            field_path=".earlyStopping",
-            check=lambda s: s.early_stopping == "none" or s.template.training.val_size is not None,
-        ),
-        Rule(
-            name="promote-serve-needs-serve",
-            cel="self.promote != 'serve' || has(self.template.serve)",
-            message="spec.promote serve serves the best trial as spec.template.serve says: set spec.template.serve (e.g. engine: vllm), or promote: none",
-            field_path=".promote",
-            check=lambda s: s.promote != "serve" or s.template.serve is not None,
-        ),
-        Rule(
-            name="serve-only-with-promote",
-            cel="self.promote == 'serve' || !has(self.template.serve)",
-            message="spec.template.serve would serve every trial: set spec.promote: serve to serve only the best one, or remove spec.template.serve",
-            field_path=".template.serve",
-            check=lambda s: s.promote == "serve" or s.template.serve is None,
-        ),
-        Rule(
-            name="grid-needs-steps",
-            cel="self.algorithm != 'grid' || self.parameters.all(p, p.type != 'float' || has(p.step))",
-            message="spec.algorithm grid tries every combination: give each float parameter a step (or use type categorical)",
-            field_path=".parameters",
-            check=lambda s: s.algorithm != "grid" or all(p.type != "float" or p.step is not None for p in s.parameters),
-        ),
-        Rule(
-            name="cmaes-numeric-only",
-            cel="self.algorithm != 'cmaes' || self.parameters.all(p, p.type != 'categorical')",
-            message="spec.algorithm cmaes searches float and int parameters only (Optuna's CmaEsSampler would pick categorical ones at random): use tpe, or make them numeric",
-            field_path=".algorithm",
-            check=lambda s: s.algorithm != "cmaes" or all(p.type != "categorical" for p in s.parameters),
-        ),
-    ) + tuple(
-        Rule(
-            name=f"immutable-{field}",
-            cel=f"self.{field} == oldSelf.{field}",
-            message=f"spec.{field} cannot change after the sweep is created (the recorded trials were searched with it): create a new FineTuneSweep",
-            field_path=f".{field}",
-            reason="FieldValueForbidden",
-            transition=True,
-            check=lambda new, old, f=field: getattr(new, f) == getattr(old, f),
+        (
+            Rule(
+                name="template-needs-evaluation",
+                cel="has(self.template.evaluation)",
+                message="spec.template.evaluation is required: the objective is read from the trial's evaluation (set evaluation.valSize or evaluation.datasets)",
+                field_path=".template.evaluation",
+                check=lambda s: s.template.evaluation is not None,
+            ),
+            Rule(
+                name="generation-metric-needs-generation",
+                cel="!(self.objective.metric in ['bleu4', 'rouge1', 'rouge2', 'rougeL']) || (has(self.template.evaluation) && self.template.evaluation.generation)",
+                message="spec.objective.metric bleu4/rouge1/rouge2/rougeL comes from generation: set spec.template.evaluation.generation: true, or use metric evalLoss",
+                field_path=".objective.metric",
+                check=lambda s: (
+                    s.objective.metric not in GENERATION_METRICS
+                    or (s.template.evaluation is not None and s.template.evaluation.generation)
+                ),
+            ),
+            Rule(
+                name="perplexity-needs-pt-or-sft",
+                cel="self.objective.metric != 'perplexity' || self.template.training.stage in ['pt', 'sft']",
+                message="spec.objective.metric perplexity is reported for stages pt and sft only: use metric evalLoss",
+                field_path=".objective.metric",
+                check=lambda s: s.objective.metric != "perplexity" or s.template.training.stage in PERPLEXITY_STAGES,
+            ),
+            Rule(
+                name="parallelism-within-max-trials",
+                cel="self.parallelism <= self.maxTrials",
+                message="spec.parallelism is above spec.maxTrials: lower parallelism to maxTrials or fewer",
+                field_path=".parallelism",
+                check=lambda s: s.parallelism <= s.max_trials,
+            ),
+            Rule(
+                name="parameter-paths-unique",
+                cel="self.parameters.all(p, self.parameters.exists_one(q, q.path == p.path))",
+                message="spec.parameters[].path must be unique: remove the duplicate parameter",
+                field_path=".parameters",
+                check=_paths_unique,
+            ),
+            Rule(
+                name="pruning-needs-evaluation-during-training",
+                cel="self.earlyStopping == 'none' || has(self.template.training.valSize)",
+                message="spec.earlyStopping prunes on the loss evaluated during training: set spec.template.training.valSize (and training.evalSteps), or earlyStopping: none",
+                field_path=".earlyStopping",
+                check=lambda s: s.early_stopping == "none" or s.template.training.val_size is not None,
+            ),
+            Rule(
+                name="promote-serve-needs-serve",
+                cel="self.promote != 'serve' || has(self.template.serve)",
+                message="spec.promote serve serves the best trial as spec.template.serve says: set spec.template.serve (e.g. engine: vllm), or promote: none",
+                field_path=".promote",
+                check=lambda s: s.promote != "serve" or s.template.serve is not None,
+            ),
+            Rule(
+                name="serve-only-with-promote",
+                cel="self.promote == 'serve' || !has(self.template.serve)",
+                message="spec.template.serve would serve every trial: set spec.promote: serve to serve only the best one, or remove spec.template.serve",
+                field_path=".template.serve",
+                check=lambda s: s.promote == "serve" or s.template.serve is None,
+            ),
+            Rule(
+                name="grid-needs-steps",
+                cel="self.algorithm != 'grid' || self.parameters.all(p, p.type != 'float' || has(p.step))",
+                message="spec.algorithm grid tries every combination: give each float parameter a step (or use type categorical)",
+                field_path=".parameters",
+                check=lambda s: (
+                    s.algorithm != "grid" or all(p.type != "float" or p.step is not None for p in s.parameters)
+                ),
+            ),
+            Rule(
+                name="cmaes-numeric-only",
+                cel="self.algorithm != 'cmaes' || self.parameters.all(p, p.type != 'categorical')",
+                message="spec.algorithm cmaes searches float and int parameters only (Optuna's CmaEsSampler would pick categorical ones at random): use tpe, or make them numeric",
+                field_path=".algorithm",
+                check=lambda s: s.algorithm != "cmaes" or all(p.type != "categorical" for p in s.parameters),
+            ),
         )
-        for field, _ in (("parameters", 0), ("objective", 0), ("algorithm", 0))
-    ) + (
-        # The objective is read from each trial's evaluation: a changed template.evaluation (other
-        # datasets, valSize, generation settings) would score the next trials on another measure than
-        # the recorded ones, and every new trial is created from the current template.  (A FineTuneJob
-        # may change its own evaluation; a sweep's trials may not differ in it.)
-        Rule(
-            name="immutable-template-evaluation",
-            cel="has(self.template.evaluation) == has(oldSelf.template.evaluation) && "
-            "(!has(self.template.evaluation) || self.template.evaluation == oldSelf.template.evaluation)",
-            message="spec.template.evaluation cannot change after the sweep is created (the recorded trials' objective values were measured with it): create a new FineTuneSweep",
-            field_path=".template.evaluation",
-            reason="FieldValueForbidden",
-            transition=True,
-            check=lambda new, old: new.template.evaluation == old.template.evaluation,
-        ),
+        + tuple(
+            Rule(
+                name=f"immutable-{field}",
+                cel=f"self.{field} == oldSelf.{field}",
+                message=f"spec.{field} cannot change after the sweep is created (the recorded trials were searched with it): create a new FineTuneSweep",
+                field_path=f".{field}",
+                reason="FieldValueForbidden",
+                transition=True,
+                check=lambda new, old, f=field: getattr(new, f) == getattr(old, f),
+            )
+            for field, _ in (("parameters", 0), ("objective", 0), ("algorithm", 0))
+        )
+        + (
+            # The objective is read from each trial's evaluation: a changed template.evaluation (other
+            # datasets, valSize, generation settings) would score the next trials on another measure than
+            # the recorded ones, and every new trial is created from the current template.  (A FineTuneJob
+            # may change its own evaluation; a sweep's trials may not differ in it.)
+            Rule(
+                name="immutable-template-evaluation",
+                cel="has(self.template.evaluation) == has(oldSelf.template.evaluation) && "
+                "(!has(self.template.evaluation) || self.template.evaluation == oldSelf.template.evaluation)",
+                message="spec.template.evaluation cannot change after the sweep is created (the recorded trials' objective values were measured with it): create a new FineTuneSweep",
+                field_path=".template.evaluation",
+                reason="FieldValueForbidden",
+                transition=True,
+                check=lambda new, old: new.template.evaluation == old.template.evaluation,
+            ),
+        )
     )
 
 
@@ -355,12 +365,13 @@ class FineTuneSweep(KubetuneResource):
     status: FineTuneSweepStatus | None = None
     """Reported by the operator."""
 
-
     rules = (
         Rule(
             name="name-fits-trials",
             cel=f"size(self.metadata.name) <= {MAX_SWEEP_NAME_LENGTH} && self.metadata.name.matches('{_DNS_LABEL}')",
             message=f"metadata.name must be a DNS label of at most {MAX_SWEEP_NAME_LENGTH} characters (lower-case letters, digits, '-'): each trial is a FineTuneJob named <sweep>-<number>",
-            check=lambda j: len(j.metadata.name) <= MAX_SWEEP_NAME_LENGTH and re.match(_DNS_LABEL, j.metadata.name) is not None,
+            check=lambda j: (
+                len(j.metadata.name) <= MAX_SWEEP_NAME_LENGTH and re.match(_DNS_LABEL, j.metadata.name) is not None
+            ),
         ),
     )

@@ -68,7 +68,6 @@ def line(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return clip(text, limit)
 
 
-
 _PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,59}")
 
 

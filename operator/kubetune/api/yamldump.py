@@ -24,7 +24,29 @@ from typing import Any, Final
 
 import yaml
 
-_WORDS: Final = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", "", "nan", "inf", ".nan", ".inf", "-.inf", "+.inf", "<<", "="})
+_WORDS: Final = frozenset(
+    {
+        "y",
+        "n",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "true",
+        "false",
+        "null",
+        "~",
+        "",
+        "nan",
+        "inf",
+        ".nan",
+        ".inf",
+        "-.inf",
+        "+.inf",
+        "<<",
+        "=",
+    }
+)
 # A number to any of the readers once '_' is removed (go-yaml v2 and YAML 1.1 drop it):
 # integers in bases 2/8/10/16 (Go's ParseInt base 0 reads 017 and 0o17 as octal),
 # YAML 1.1/1.2/OmegaConf floats (1e5, .5, 5., 1.5e-3), infinities and NaN.

@@ -49,7 +49,9 @@ PLURALS = {
 }
 
 
-ADMISSION_DENIED = re.compile(r'admission webhook "[^"]*" denied the request|ValidatingAdmissionPolicy \'[^\']*\'( with binding \'[^\']*\')? denied request')
+ADMISSION_DENIED = re.compile(
+    r'admission webhook "[^"]*" denied the request|ValidatingAdmissionPolicy \'[^\']*\'( with binding \'[^\']*\')? denied request'
+)
 """The API server's wording for a validating or mutating webhook's refusal (statuserror.go ToStatusErr)
 and for a ValidatingAdmissionPolicy's (403 Forbidden unless the policy names another reason:
 k8s.io/apiserver pkg/admission/plugin/policy/validating/dispatcher.go, ``ValidatingAdmissionPolicy '%s'
@@ -89,8 +91,12 @@ class EventRecorder:
     max_similar: int = 10
     interval_s: float = 600.0
     cache_size: int = 4096
-    _seen: collections.OrderedDict[tuple[str, ...], tuple[str, int, str]] = field(default_factory=collections.OrderedDict)
-    _similar: collections.OrderedDict[tuple[str, ...], tuple[float, set[str]]] = field(default_factory=collections.OrderedDict)
+    _seen: collections.OrderedDict[tuple[str, ...], tuple[str, int, str]] = field(
+        default_factory=collections.OrderedDict
+    )
+    _similar: collections.OrderedDict[tuple[str, ...], tuple[float, set[str]]] = field(
+        default_factory=collections.OrderedDict
+    )
     """Per (object, type, reason): when the last similar Event came and the messages seen since. A least-recently
     used cache of ``cache_size`` entries, as client-go's EventAggregator keeps (lru.New(maxLruCacheEntries),
     maxLruCacheEntries = 4096: tools/record/events_cache.go:36,213,249-266 @ v0.36.3); an expired window is
@@ -123,7 +129,9 @@ class EventRecorder:
                 event_name, count, _ = previous
                 try:
                     await self.kube.request(
-                        "patch", "PATCH", f"/api/v1/namespaces/{namespace}/events/{event_name}",
+                        "patch",
+                        "PATCH",
+                        f"/api/v1/namespaces/{namespace}/events/{event_name}",
                         body={"count": count + 1, "lastTimestamp": ts, "message": message},
                         content_type="application/merge-patch+json",
                     )
@@ -134,21 +142,31 @@ class EventRecorder:
                     if exc.status != 404:  # 404: the Event expired (1 h TTL): post a new one
                         raise
             event_name = f"{name}.{uuid.uuid4().hex[:16]}"
-            await self.kube.create("v1", "events", {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"name": event_name, "namespace": namespace},
-                "involvedObject": {"apiVersion": str(obj.get("apiVersion") or API_VERSION), "kind": str(obj.get("kind") or KIND), "name": name, "namespace": namespace, "uid": uid},
-                "type": spec.type,
-                "reason": spec.reason,
-                "message": message,
-                "source": {"component": self.component},
-                "reportingComponent": "kubetune.io/operator",
-                "reportingInstance": self.component,
-                "firstTimestamp": ts,
-                "lastTimestamp": ts,
-                "count": 1,
-            })
+            await self.kube.create(
+                "v1",
+                "events",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"name": event_name, "namespace": namespace},
+                    "involvedObject": {
+                        "apiVersion": str(obj.get("apiVersion") or API_VERSION),
+                        "kind": str(obj.get("kind") or KIND),
+                        "name": name,
+                        "namespace": namespace,
+                        "uid": uid,
+                    },
+                    "type": spec.type,
+                    "reason": spec.reason,
+                    "message": message,
+                    "source": {"component": self.component},
+                    "reportingComponent": "kubetune.io/operator",
+                    "reportingInstance": self.component,
+                    "firstTimestamp": ts,
+                    "lastTimestamp": ts,
+                    "count": 1,
+                },
+            )
             self._remember(key, (event_name, 1, ts))
             self.metrics.events.labels(spec.reason).inc()
         except ApiError as exc:  # an Event is never worth failing a reconcile for
@@ -169,7 +187,9 @@ def _previous_owner(caches: Caches, api_version: str, kind: str, obj: Mapping[st
     plural = plural_of(api_version, kind)
     informer = caches.children.get(plural) or caches.serving.get(plural)
     meta = obj.get("metadata") or {}
-    existing = informer.get(str(meta.get("namespace") or ""), str(meta.get("name") or "")) if informer is not None else None
+    existing = (
+        informer.get(str(meta.get("namespace") or ""), str(meta.get("name") or "")) if informer is not None else None
+    )
     for ref in ((existing or {}).get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("controller") and ref.get("kind") == KIND and ref.get("uid") and ref.get("uid") != uid:
             return str(ref["uid"])
@@ -203,7 +223,13 @@ class Executor:
                 # k8s.io/apimachinery/pkg/apis/meta/v1/types.go:257-261 @ v0.36.3) and the predecessor's
                 # entry was applied by this same field manager, so it is dropped, and the old run -- still
                 # training with the old spec -- becomes the new job's.  Wait for the collector instead.
-                log.info("%s/%s: %s %s still belongs to a previous FineTuneJob of this name (uid %s); waiting for its deletion", *key, kind, obj["metadata"]["name"], previous)
+                log.info(
+                    "%s/%s: %s %s still belongs to a previous FineTuneJob of this name (uid %s); waiting for its deletion",
+                    *key,
+                    kind,
+                    obj["metadata"]["name"],
+                    previous,
+                )
                 return self.report_after_s
             try:
                 result = await self.kube.apply(api_version, plural_of(api_version, kind), obj)
@@ -213,7 +239,12 @@ class Executor:
                 before = self.memory.apply_failures.get(key)
                 attempts = before.attempts + 1 if before is not None and before.generation == snap.generation else 1
                 self.memory.apply_failures[key] = ApplyFailure(
-                    snap.generation, exc.status, exc.reason, exc.message, attempts=attempts, at=time.time() if now is None else now,
+                    snap.generation,
+                    exc.status,
+                    exc.reason,
+                    exc.message,
+                    attempts=attempts,
+                    at=time.time() if now is None else now,
                 )
                 return self.report_after_s if exc.status != 404 else None
             plural = plural_of(api_version, kind)
@@ -253,5 +284,9 @@ class Executor:
             if not event.with_children:
                 await self.recorder.record(stored, event)
         if cleared is not None:  # a refused apply went through: decide again to clear its report
-            return min(decision.requeue_after, self.report_after_s) if decision.requeue_after is not None else self.report_after_s
+            return (
+                min(decision.requeue_after, self.report_after_s)
+                if decision.requeue_after is not None
+                else self.report_after_s
+            )
         return decision.requeue_after

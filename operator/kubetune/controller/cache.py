@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 ObjKey = tuple[str, str]  # namespace, name
 
 
-SERVING_KINDS: dict[str, tuple[str, str]] = {k.kind: (k.api_version, k.plural) for k in served_kinds().values() if k.watched}
+SERVING_KINDS: dict[str, tuple[str, str]] = {
+    k.kind: (k.api_version, k.plural) for k in served_kinds().values() if k.watched
+}
 """spec.serve's objects the operator watches (readiness, URL, deletion); kind -> (apiVersion, plural).
 Each serving engine says which of its kinds are watched (render/serving: ``ServedKind.watched``)."""
 SERVING_SELECTOR = "app.kubernetes.io/component=serving,app.kubernetes.io/managed-by=kubetune"
@@ -48,7 +50,11 @@ def trim_serving(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": obj.get("apiVersion"),
         "kind": obj.get("kind"),
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "generation", "resourceVersion", "ownerReferences") if k in meta},
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "generation", "resourceVersion", "ownerReferences")
+            if k in meta
+        },
         **({"spec": {"replicas": spec["replicas"]}} if "replicas" in spec else {}),
         "status": dict(obj.get("status") or {}),
     }
@@ -64,8 +70,15 @@ def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     return {
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "creationTimestamp", "resourceVersion", "deletionTimestamp") if k in meta},
-        "spec": {"containers": [{"name": c.get("name")} for c in spec.get("containers") or []], **({"nodeName": spec["nodeName"]} if "nodeName" in spec else {})},
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "labels", "creationTimestamp", "resourceVersion", "deletionTimestamp")
+            if k in meta
+        },
+        "spec": {
+            "containers": [{"name": c.get("name")} for c in spec.get("containers") or []],
+            **({"nodeName": spec["nodeName"]} if "nodeName" in spec else {}),
+        },
         "status": dict(pod.get("status") or {}),
     }
 
@@ -162,13 +175,24 @@ class Informer:
             except ApiError as exc:
                 if exc.status == 403 and self.tolerate_forbidden:
                     if namespace not in self.forbidden:
-                        log.warning("may not list %s %s (%s): rechecking every %.0f s", self.plural, self.api_version, exc, self.recheck_s)
+                        log.warning(
+                            "may not list %s %s (%s): rechecking every %.0f s",
+                            self.plural,
+                            self.api_version,
+                            exc,
+                            self.recheck_s,
+                        )
                     self.forbidden[namespace] = str(exc)
                     self._answered(namespace)
                     await asyncio.sleep(self.recheck_s)
                 elif exc.status == 404:  # the CRD is not installed (yet)
                     if self.served is not False:
-                        log.info("the cluster does not serve %s %s: rechecking every %.0f s", self.plural, self.api_version, self.recheck_s)
+                        log.info(
+                            "the cluster does not serve %s %s: rechecking every %.0f s",
+                            self.plural,
+                            self.api_version,
+                            self.recheck_s,
+                        )
                     self.served = False
                     self._answered(namespace)
                     await asyncio.sleep(self.recheck_s)
@@ -198,7 +222,9 @@ class Informer:
         rv, token, limit = "", "", self.page_size
         while True:
             try:
-                items, page_rv, token = await self.kube.list_chunk(self.api_version, self.plural, namespace, self.label_selector, limit, token or None)
+                items, page_rv, token = await self.kube.list_chunk(
+                    self.api_version, self.plural, namespace, self.label_selector, limit, token or None
+                )
             except ApiError as exc:
                 if exc.status != 410 or not token:
                     raise
@@ -228,7 +254,12 @@ class Informer:
         while True:
             try:
                 async for event in self.kube.watch(
-                    self.api_version, self.plural, namespace, rv, self.label_selector, timeout_s=random.randint(300, 600)
+                    self.api_version,
+                    self.plural,
+                    namespace,
+                    rv,
+                    self.label_selector,
+                    timeout_s=random.randint(300, 600),
                 ):
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":
@@ -257,7 +288,9 @@ class Informer:
                 backoff *= 2
 
 
-def _reindex(forward: dict[ObjKey, frozenset[str]], reverse: dict[ObjKey, set[str]], key: ObjKey, names: frozenset[str]) -> None:
+def _reindex(
+    forward: dict[ObjKey, frozenset[str]], reverse: dict[ObjKey, set[str]], key: ObjKey, names: frozenset[str]
+) -> None:
     """Keep ``forward`` (job -> names it refers to) and ``reverse`` ((namespace, name) -> jobs) in step."""
     before = forward.get(key, frozenset())
     if names == before:
@@ -324,25 +357,51 @@ class Caches:
     def __post_init__(self) -> None:
         for backend in BACKENDS.values():  # one informer per child kind (render/backends registry)
             self.children[backend.plural] = Informer(
-                self.kube, backend.api_version, backend.plural, self.namespaces, self._child_event, recheck_s=self.recheck_s, on_served=self._enqueue_all
+                self.kube,
+                backend.api_version,
+                backend.plural,
+                self.namespaces,
+                self._child_event,
+                recheck_s=self.recheck_s,
+                on_served=self._enqueue_all,
             )
         # Only Kubeflow training pods (they carry the job-name label), trimmed to what we read.
-        self.pods = Informer(self.kube, "v1", "pods", self.namespaces, self._pod_event, label_selector=LABEL_JOB_NAME, transform=trim_pod)
+        self.pods = Informer(
+            self.kube, "v1", "pods", self.namespaces, self._pod_event, label_selector=LABEL_JOB_NAME, transform=trim_pod
+        )
         for label in dict.fromkeys(b.pod_job_label for b in BACKENDS.values()):
             if label != LABEL_JOB_NAME:  # e.g. every JobSet's pods: only ours (our labels are on the pod template)
                 self.other_pods[label] = Informer(
-                    self.kube, "v1", "pods", self.namespaces, self._pod_event_for(label),
-                    label_selector=f"{label},{LABEL_MANAGED_BY}=kubetune", transform=trim_pod,
+                    self.kube,
+                    "v1",
+                    "pods",
+                    self.namespaces,
+                    self._pod_event_for(label),
+                    label_selector=f"{label},{LABEL_MANAGED_BY}=kubetune",
+                    transform=trim_pod,
                 )
 
         self.claims = Informer(
-            self.kube, "v1", "persistentvolumeclaims", self.namespaces, self._claim_event, transform=trim_claim,
-            recheck_s=self.recheck_s, tolerate_forbidden=True,
+            self.kube,
+            "v1",
+            "persistentvolumeclaims",
+            self.namespaces,
+            self._claim_event,
+            transform=trim_claim,
+            recheck_s=self.recheck_s,
+            tolerate_forbidden=True,
         )
         for api_version, plural in SERVING_KINDS.values():
             self.serving[plural] = Informer(
-                self.kube, api_version, plural, self.namespaces, self._child_event, label_selector=SERVING_SELECTOR,
-                transform=trim_serving, recheck_s=self.recheck_s, on_served=self._enqueue_all,
+                self.kube,
+                api_version,
+                plural,
+                self.namespaces,
+                self._child_event,
+                label_selector=SERVING_SELECTOR,
+                transform=trim_serving,
+                recheck_s=self.recheck_s,
+                on_served=self._enqueue_all,
             )
 
     def informers(self) -> list[Informer]:
@@ -390,7 +449,11 @@ class Caches:
         storage = _mapping(spec.get("storage"))
         refs = (_mapping(spec.get("model")).get("fromJob"), _mapping(ppo.get("rewardModel")).get("fromJob"))
         sources = {r for r in refs if isinstance(r, str) and r}
-        claims = {v["claimName"] for v in (storage.get(k) for k in ("outputs", "datasets", "models")) if isinstance(v, dict) and isinstance(v.get("claimName"), str) and v["claimName"]}
+        claims = {
+            v["claimName"]
+            for v in (storage.get(k) for k in ("outputs", "datasets", "models"))
+            if isinstance(v, dict) and isinstance(v.get("claimName"), str) and v["claimName"]
+        }
         _reindex(self._sources, self._dependents, key, frozenset(sources))
         _reindex(self._claims_of, self._claimants, key, frozenset(claims))
 
@@ -439,12 +502,19 @@ class Caches:
                     uid = str(meta.get("uid"))
                     seen = self.terminations.setdefault((namespace, job), {})
                     first = seen[uid].seen_at if uid in seen else time.time()
-                    reason = eviction_reason(status) if status.get("reason") == EVICTED else str(terminated.get("reason") or "")
+                    reason = (
+                        eviction_reason(status)
+                        if status.get("reason") == EVICTED
+                        else str(terminated.get("reason") or "")
+                    )
                     seen[uid] = Termination(str(meta.get("name")), uid, int(terminated["exitCode"]), reason, first)
                     break
         self.enqueue(namespace, job)
 
     def pods_of(self, namespace: str, job: str, label: str = LABEL_JOB_NAME) -> list[dict[str, Any]]:
         """Training pods of child ``job`` whose job-name label is ``label`` (the backend's ``pod_job_label``)."""
-        return [p for p in (self.pod_index.get((namespace, job)) or {}).values() if ((p.get("metadata") or {}).get("labels") or {}).get(label) == job]
-
+        return [
+            p
+            for p in (self.pod_index.get((namespace, job)) or {}).values()
+            if ((p.get("metadata") or {}).get("labels") or {}).get(label) == job
+        ]

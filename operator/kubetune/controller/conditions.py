@@ -97,8 +97,10 @@ def eviction_reason(status: Mapping[str, Any]) -> str:
     message = str(status.get("message") or "").strip()
     text = f"{EVICTED}: {message}" if message else EVICTED
     if OUTPUTS_EMPTYDIR_EVICTION in message:
-        text += (" - raise spec.storage.outputs.sizeLimit (it must hold training.saveTotalLimit + 1 checkpoints, the final model"
-                 " and an exported merged model); the restarted pod resumes from the newest checkpoint uploaded to spec.storage.outputs.uri")
+        text += (
+            " - raise spec.storage.outputs.sizeLimit (it must hold training.saveTotalLimit + 1 checkpoints, the final model"
+            " and an exported merged model); the restarted pod resumes from the newest checkpoint uploaded to spec.storage.outputs.uri"
+        )
     return text
 
 
@@ -111,8 +113,16 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
         for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
             terminated = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
             if terminated and terminated.get("reason") == "OOMKilled":
-                found.append((0, "OOMKilled", with_hint("OOMKilled",
-                    f"pod {name} container {cs.get('name')} was OOMKilled (exit code {terminated.get('exitCode')})")))
+                found.append(
+                    (
+                        0,
+                        "OOMKilled",
+                        with_hint(
+                            "OOMKilled",
+                            f"pod {name} container {cs.get('name')} was OOMKilled (exit code {terminated.get('exitCode')})",
+                        ),
+                    )
+                )
             waiting = (cs.get("state") or {}).get("waiting") or {}
             why, text = str(waiting.get("reason") or ""), str(waiting.get("message") or "")
             where = f"pod {name} container {cs.get('name')}"
@@ -125,7 +135,11 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
             elif why in _IMAGE_REASONS:
                 found.append((2, why, with_hint(why, f"{where}: {why}: {text}".rstrip(": "))))
         for cond in status.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
                 text = str(cond.get("message") or "")
                 reason = "VolumeNotReady" if _VOLUME.search(text) else "Unschedulable"
                 found.append((3, reason, with_hint(reason, f"pod {name} cannot be scheduled: {text}")))

@@ -48,7 +48,15 @@ from .conditions import (
 )
 
 PHASE_CONDITIONS = ("Running", "Exporting", "Succeeded", "Failed", "Suspended")
-STICKY_PENDING = ("Unschedulable", "VolumeNotReady", "SecretMissing", "CreateContainerConfigError", "ImagePullBackOff", "ErrImagePull", "InvalidImageName")
+STICKY_PENDING = (
+    "Unschedulable",
+    "VolumeNotReady",
+    "SecretMissing",
+    "CreateContainerConfigError",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+)
 """Pending reasons that stay until a pod shows their cause changed."""
 MAX_COUNTED = 64
 FAILURE_SETTLE_S = 3.0
@@ -89,7 +97,9 @@ class _Draft:
     def cond(self, type_: str, holds: bool | None, reason: str, message: str) -> None:
         """Set a condition; ``holds`` None is status Unknown."""
         assert reason in REASONS or type_ in PHASE_CONDITIONS, reason
-        self.status["conditions"] = set_condition(self.status.get("conditions"), type_, holds, reason, message, self.snap.generation, self.now)
+        self.status["conditions"] = set_condition(
+            self.status.get("conditions"), type_, holds, reason, message, self.snap.generation, self.now
+        )
 
     def previous(self, type_: str) -> Mapping[str, Any] | None:
         return get_condition(self.snap.status.get("conditions"), type_)
@@ -100,8 +110,12 @@ class _Draft:
         if before is None or before.get("reason") != reason or before.get("message") != message:
             self.events.append(EventSpec(kind, reason, message))
 
-    def decision(self, children: tuple[dict[str, Any], ...] = (), requeue: float | None = None,
-                 deletions: tuple[dict[str, Any], ...] = ()) -> Decision:
+    def decision(
+        self,
+        children: tuple[dict[str, Any], ...] = (),
+        requeue: float | None = None,
+        deletions: tuple[dict[str, Any], ...] = (),
+    ) -> Decision:
         return Decision(self.status, children, tuple(self.events), requeue, deletions)
 
 
@@ -111,7 +125,12 @@ def decide(snap: Snapshot, now: float) -> Decision:
     started = bool(status.get("job"))
     if started and status.get("phase") in TERMINAL_PHASES:
         status["observedGeneration"] = snap.generation
-        if status.get("phase") == "Succeeded" and snap.job is not None and snap.job.spec.serve is not None and not snap.problems:
+        if (
+            status.get("phase") == "Succeeded"
+            and snap.job is not None
+            and snap.job.spec.serve is not None
+            and not snap.problems
+        ):
             return _serve(draft, now)  # spec.serve: the one thing that follows a finished job
         return _late_evaluation(draft, now) or draft.decision(deletions=_queued_child_left(draft))
 
@@ -162,8 +181,14 @@ def _from_jobs(snap: Snapshot, started: bool) -> tuple[RenderOptions, bool] | Wa
     reapply = True
     for reference, name in refs:
         source = snap.sources.get(name)
-        got = resolve_from_job(job, dict(source) if source is not None else None, reference="model" if reference == "model" else "rewardModel",
-                               layout=options.layout, assume_succeeded=started, default_namespace=snap.namespace)
+        got = resolve_from_job(
+            job,
+            dict(source) if source is not None else None,
+            reference="model" if reference == "model" else "rewardModel",
+            layout=options.layout,
+            assume_succeeded=started,
+            default_namespace=snap.namespace,
+        )
         if started and not isinstance(got, ModelSource):
             got, reapply = ModelSource(name, f"<unresolved FineTuneJob {name}>"), False
         if isinstance(got, Failed):
@@ -202,7 +227,9 @@ def _blocked(draft: _Draft, why: Waiting | Failed) -> Decision:
     return draft.decision()
 
 
-def _plan(draft: _Draft, job: FineTuneJob, started: bool, options: RenderOptions) -> tuple[FineTuneJob, RenderOptions, Verdict | None]:
+def _plan(
+    draft: _Draft, job: FineTuneJob, started: bool, options: RenderOptions
+) -> tuple[FineTuneJob, RenderOptions, Verdict | None]:
     """The job to render (spec.autoTune's adjusted one) and, before the start, the Feasible verdict.
 
     autoTune is pure and deterministic, so a started job re-renders the same children."""
@@ -251,20 +278,29 @@ def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | Non
         draft.cond("Feasible", None, verdict.reason, with_hint(verdict.reason, verdict.message))
     failure = snap.apply_failure
     if snap.runtime_missing:
-        message = with_hint("KindNotInstalled", f"spec.distributed.backend is trainjob but the cluster has no {CONTROLLERS[kind]}; "
-                            "Trainer's webhook would refuse the TrainJob: install it, or set backend: pytorchjob or auto; retrying")
+        message = with_hint(
+            "KindNotInstalled",
+            f"spec.distributed.backend is trainjob but the cluster has no {CONTROLLERS[kind]}; "
+            "Trainer's webhook would refuse the TrainJob: install it, or set backend: pytorchjob or auto; retrying",
+        )
         draft.event_once("Created", "Warning", "KindNotInstalled", message)
         draft.cond("Created", False, "KindNotInstalled", message)
         status.update(phase="Pending", message=message)
         return draft.decision(requeue=snap.runtime_recheck_s)
     if snap.child_kind_served is False or (failure is not None and failure.status == 404):
-        message = with_hint("KindNotInstalled", f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS[kind]}; retrying")
+        message = with_hint(
+            "KindNotInstalled",
+            f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS[kind]}; retrying",
+        )
         draft.event_once("Created", "Warning", "KindNotInstalled", message)
         draft.cond("Created", False, "KindNotInstalled", message)
         status.update(phase="Pending", message=message)
         return draft.decision(requeue=None if snap.child_kind_served is False else 60.0)
     if failure is not None:
-        message = with_hint("ChildRejected", f"the API server rejected a child object: {failure.message} ({failure.status} {failure.reason})")
+        message = with_hint(
+            "ChildRejected",
+            f"the API server rejected a child object: {failure.message} ({failure.status} {failure.reason})",
+        )
         draft.event_once("Created", "Warning", "ChildRejected", message)
         draft.cond("Created", False, "ChildRejected", message)
         status.update(phase="Failed", message=message)
@@ -284,7 +320,12 @@ def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | Non
         output["mergedPath"] = f"{output['path']}/merged"
     _backend_choice(draft)
     status.update(
-        job={"apiVersion": api_version, "kind": kind, "name": rendered.workload["metadata"]["name"], **_selection(draft)},
+        job={
+            "apiVersion": api_version,
+            "kind": kind,
+            "name": rendered.workload["metadata"]["name"],
+            **_selection(draft),
+        },
         configMap=rendered.config_map["metadata"]["name"],
         output=output,
         gpus=job.spec.resources.nodes * job.spec.resources.gpus_per_node,
@@ -328,7 +369,12 @@ def _prerequisites(draft: _Draft) -> None:
         text = "; ".join(f"{p.kind} {p.name} in namespace {draft.snap.namespace}: {p.detail}" for p in missing)
         draft.cond("PrerequisitesReady", False, "PrerequisiteMissing", with_hint("PrerequisiteMissing", text))
     else:
-        draft.cond("PrerequisitesReady", True, "PrerequisitesFound", "found " + ", ".join(f"{p.kind} {p.name}" for p in prereqs))
+        draft.cond(
+            "PrerequisitesReady",
+            True,
+            "PrerequisitesFound",
+            "found " + ", ".join(f"{p.kind} {p.name}" for p in prereqs),
+        )
 
 
 def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tuple[str, str, float | None]:
@@ -342,7 +388,12 @@ def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tupl
     missing = [p for p in snap.prerequisites if p.found is False]
     requeue: float | None = None
     previous = draft.previous("Running")
-    if not snap.pods and previous is not None and previous.get("status") == "False" and previous.get("reason") in STICKY_PENDING:
+    if (
+        not snap.pods
+        and previous is not None
+        and previous.get("status") == "False"
+        and previous.get("reason") in STICKY_PENDING
+    ):
         return str(previous["reason"]), str(previous.get("message") or ""), None  # no pod shows the cause changed
     if child is not None and not snap.child_status.acted and not snap.pods:
         created = parse_time((child.get("metadata") or {}).get("creationTimestamp"))
@@ -350,9 +401,11 @@ def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tupl
             due = created + snap.controller_grace_s
             if now >= due:
                 kind = str(child.get("kind") or snap.child_kind)
-                message = with_hint("ControllerNotRunning",
+                message = with_hint(
+                    "ControllerNotRunning",
                     f"no controller has acted on {kind} {child['metadata'].get('name')} within {int(snap.controller_grace_s)} s of its creation; "
-                    f"{kind} is run by {CONTROLLERS.get(kind, 'a Kubeflow controller')}")
+                    f"{kind} is run by {CONTROLLERS.get(kind, 'a Kubeflow controller')}",
+                )
                 return "ControllerNotRunning", message, None
             if not missing:
                 return "PodsPending", waiting, due - now
@@ -401,7 +454,9 @@ def _follow(draft: _Draft, rendered: Rendered, now: float, options: RenderOption
     return draft.decision(children, max(0.0, requeue) if requeue is not None else None, deletions)
 
 
-def _reapply(draft: _Draft, rendered: Rendered, now: float, options: RenderOptions, reapply: bool) -> tuple[tuple[dict[str, Any], ...], float | None]:
+def _reapply(
+    draft: _Draft, rendered: Rendered, now: float, options: RenderOptions, reapply: bool
+) -> tuple[tuple[dict[str, Any], ...], float | None]:
     """A spec change (or the operator's first look, or a refused re-apply) of a started job: the
     children to apply again unless the child's API refuses the change (ImmutableFieldChanged) or a
     refusal is still backing off (UpdateRejected); (children, seconds until the refused apply is due)."""
@@ -413,21 +468,33 @@ def _reapply(draft: _Draft, rendered: Rendered, now: float, options: RenderOptio
     requeue_failure: float | None = None
     rejected_before = (draft.previous("Validated") or {}).get("reason") == "UpdateRejected"
     if generation_changed or snap.first_seen or failure is not None or rejected_before:
-        broken = [r.message for r in broken_transition_rules(snap.job.spec, snap.applied_spec)] if snap.applied_spec is not None else []
+        broken = (
+            [r.message for r in broken_transition_rules(snap.job.spec, snap.applied_spec)]
+            if snap.applied_spec is not None
+            else []
+        )
         if not broken:
             broken, reapply = _refused_by_child(draft, rendered, options, reapply)
         if broken:
-            message = with_hint("ImmutableFieldChanged", " | ".join(broken) + "; the running job keeps its original settings")
+            message = with_hint(
+                "ImmutableFieldChanged", " | ".join(broken) + "; the running job keeps its original settings"
+            )
             draft.event_once("Validated", "Warning", "ImmutableFieldChanged", message)
             draft.cond("Validated", False, "ImmutableFieldChanged", message)
         elif failure is not None and now < failure.retry_at:
-            message = with_hint("UpdateRejected",
+            message = with_hint(
+                "UpdateRejected",
                 f"the API server refused the change to {rendered.workload['kind']} {rendered.workload['metadata']['name']} "
                 f"({failure.attempts} time(s)): {failure.message} ({failure.status} {failure.reason}); "
-                "the running job keeps its previous settings; retrying with backoff")
+                "the running job keeps its previous settings; retrying with backoff",
+            )
             shown = draft.previous("Validated") or {}
             # One Event per refusal, not one per retry: the count in the message changes each time.
-            if shown.get("reason") != "UpdateRejected" or f"{failure.message} ({failure.status} {failure.reason})" not in str(shown.get("message")):
+            if shown.get(
+                "reason"
+            ) != "UpdateRejected" or f"{failure.message} ({failure.status} {failure.reason})" not in str(
+                shown.get("message")
+            ):
                 draft.events.append(EventSpec("Warning", "UpdateRejected", message))
             draft.cond("Validated", False, "UpdateRejected", message)
             requeue_failure = failure.retry_at - now
@@ -441,7 +508,14 @@ def _reapply(draft: _Draft, rendered: Rendered, now: float, options: RenderOptio
                 children = (*(o for o in rendered.objects if o is not rendered.config_map), rendered.config_map)
             if snap.applied_spec is not None and snap.applied_spec.suspend != snap.job.spec.suspend:
                 verb = "Suspending" if snap.job.spec.suspend else "Resuming"
-                draft.events.append(EventSpec("Normal", verb, f"{verb.lower()} {rendered.workload['kind']} {rendered.workload['metadata']['name']}", with_children=True))
+                draft.events.append(
+                    EventSpec(
+                        "Normal",
+                        verb,
+                        f"{verb.lower()} {rendered.workload['kind']} {rendered.workload['metadata']['name']}",
+                        with_children=True,
+                    )
+                )
     return children, requeue_failure
 
 
@@ -460,9 +534,18 @@ def _stop_past_backoff(
         # Kueue starts again any job it admitted that it finds suspended (kubernetes-sigs/kueue
         # pkg/controller/jobframework/reconciler.go:621-635 @ v0.19.2, "Job admitted, unsuspending"):
         # a queued child is deleted instead; its Workload, owned by it, goes with it and the quota is freed.
-        deletions = ({k: rendered.workload[k] for k in ("apiVersion", "kind")} | {"metadata": {
-            "name": rendered.workload["metadata"]["name"], "namespace": rendered.workload["metadata"]["namespace"]}},)
-        message = message.replace("was suspended to free its GPUs", "was deleted to free its GPUs (Kueue would resume a suspended one)")
+        deletions = (
+            {k: rendered.workload[k] for k in ("apiVersion", "kind")}
+            | {
+                "metadata": {
+                    "name": rendered.workload["metadata"]["name"],
+                    "namespace": rendered.workload["metadata"]["namespace"],
+                }
+            },
+        )
+        message = message.replace(
+            "was suspended to free its GPUs", "was deleted to free its GPUs (Kueue would resume a suspended one)"
+        )
     else:
         children = (backend.suspended(rendered.workload),)
     return children, deletions, message
@@ -478,11 +561,18 @@ def _queued_child_left(draft: _Draft) -> tuple[dict[str, Any], ...]:
     meta = child.get("metadata") or {}
     if meta.get("deletionTimestamp") or not (meta.get("labels") or {}).get(KUEUE_QUEUE_LABEL):
         return ()
-    return ({"apiVersion": child["apiVersion"], "kind": child["kind"],
-             "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace") or draft.snap.namespace}},)
+    return (
+        {
+            "apiVersion": child["apiVersion"],
+            "kind": child["kind"],
+            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace") or draft.snap.namespace},
+        },
+    )
 
 
-def _refused_by_child(draft: _Draft, rendered: Rendered, options: RenderOptions, reapply: bool) -> tuple[list[str], bool]:
+def _refused_by_child(
+    draft: _Draft, rendered: Rendered, options: RenderOptions, reapply: bool
+) -> tuple[list[str], bool]:
     """The edited spec's changes that the running child's API would refuse (its backend's
     ``refused_changes``), with the FineTuneJob fields that were edited (empty: none), and whether
     to re-apply.  When no field was edited but the child would still refuse the re-rendered object
@@ -494,18 +584,25 @@ def _refused_by_child(draft: _Draft, rendered: Rendered, options: RenderOptions,
     backend = backend_for_kind(rendered.workload["kind"])
     assert backend is not None  # rendered by a registered backend
     try:
-        running_job, planned, _ = _plan(_Draft(snap, draft.now), job.model_copy(update={"spec": applied}), True, options)
+        running_job, planned, _ = _plan(
+            _Draft(snap, draft.now), job.model_copy(update={"spec": applied}), True, options
+        )
         running = render(running_job, planned).workload
     except ValueError:
         return [], reapply  # the applied spec no longer renders (an older kubetune): nothing to compare with
     refused = backend.refused_changes(running, rendered.workload, snap.child)
     if not refused:
         return [], reapply
-    old, new = applied.model_dump(by_alias=True, exclude_none=True), job.spec.model_dump(by_alias=True, exclude_none=True)
+    old, new = (
+        applied.model_dump(by_alias=True, exclude_none=True),
+        job.spec.model_dump(by_alias=True, exclude_none=True),
+    )
     edited = ", ".join(f"spec.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
     if not edited:
         return [], False
-    return [f"{edited} changed, which the running {rendered.workload['kind']} cannot take: {'; '.join(refused)}"], reapply
+    return [
+        f"{edited} changed, which the running {rendered.workload['kind']} cannot take: {'; '.join(refused)}"
+    ], reapply
 
 
 def _late_evaluation(draft: _Draft, now: float) -> Decision | None:
@@ -514,7 +611,12 @@ def _late_evaluation(draft: _Draft, now: float) -> Decision | None:
     now, or look again at the next log read while the rank-0 pod's log can be read (a FineTuneSweep's
     trial is judged on it).  None: nothing to wait for."""
     snap, status = draft.snap, draft.status
-    if status.get("phase") != "Succeeded" or snap.job is None or snap.job.spec.evaluation is None or "evaluation" in status:
+    if (
+        status.get("phase") != "Succeeded"
+        or snap.job is None
+        or snap.job.spec.evaluation is None
+        or "evaluation" in status
+    ):
         return None
     if snap.progress is not None and snap.progress.evaluation is not None:
         _evaluation(draft, snap.progress.evaluation)
@@ -554,15 +656,21 @@ def _serve(draft: _Draft, now: float) -> Decision:
     if (refused := _serve_refused(draft, serving)) is not None:
         return refused
     before = draft.previous("Serving")
-    needed = (snap.first_seen or before is None or before.get("reason") not in SERVING_REASONS
-              or before.get("observedGeneration") != snap.generation)
+    needed = (
+        snap.first_seen
+        or before is None
+        or before.get("reason") not in SERVING_REASONS
+        or before.get("observedGeneration") != snap.generation
+    )
     everything = [*serving.prepare, *serving.objects]
     status["serving"] = {
         "engine": serving.engine,
         "servedModel": serving.served_model,
         "model": serving.model_uri,
         "ready": False,
-        "objects": [{"apiVersion": o["apiVersion"], "kind": o["kind"], "name": o["metadata"]["name"]} for o in everything],
+        "objects": [
+            {"apiVersion": o["apiVersion"], "kind": o["kind"], "name": o["metadata"]["name"]} for o in everything
+        ],
         **({"url": serving.url} if serving.url else {}),
         **({"adapter": serving.adapter_uri} if serving.adapter_uri else {}),
     }
@@ -584,7 +692,12 @@ def _serve_gate(draft: _Draft, now: float) -> Decision | None:
         status["evaluation"] = copy.deepcopy(dict(snap.progress.evaluation))  # read after the phase became final
     improved, why = evaluation_verdict(status.get("evaluation"))
     if improved is None:
-        draft.cond("Serving", False, "WaitingForEvaluation", with_hint("WaitingForEvaluation", f"spec.serve.when is evaluationImproves: {why}"))
+        draft.cond(
+            "Serving",
+            False,
+            "WaitingForEvaluation",
+            with_hint("WaitingForEvaluation", f"spec.serve.when is evaluationImproves: {why}"),
+        )
         requeue = _sooner(None, snap.next_log_read, now)
         return draft.decision(requeue=max(0.0, requeue) if requeue is not None else None)
     if not improved:
@@ -603,19 +716,27 @@ def _serve_refused(draft: _Draft, serving: Serving) -> Decision | None:
     kind, api_version = main["kind"], main["apiVersion"]
     failure = snap.apply_failure
     if snap.serving_served.get(kind) is False or (failure is not None and failure.status == 404):
-        message = with_hint("ServingKindNotInstalled", f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS.get(kind, kind)}; retried when it appears")
+        message = with_hint(
+            "ServingKindNotInstalled",
+            f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS.get(kind, kind)}; retried when it appears",
+        )
         draft.event_once("Serving", "Warning", "ServingKindNotInstalled", message)
         draft.cond("Serving", False, "ServingKindNotInstalled", message)
         return draft.decision(requeue=None if snap.serving_served.get(kind) is False else 60.0)
     if failure is not None:
-        message = with_hint("ServingRejected", f"the API server rejected a serving object: {failure.message} ({failure.status} {failure.reason})")
+        message = with_hint(
+            "ServingRejected",
+            f"the API server rejected a serving object: {failure.message} ({failure.status} {failure.reason})",
+        )
         draft.event_once("Serving", "Warning", "ServingRejected", message)
         draft.cond("Serving", False, "ServingRejected", message)
         return draft.decision()
     return None
 
 
-def _serve_prepare(draft: _Draft, serving: Serving, everything: list[dict[str, Any]], needed: bool) -> tuple[list[dict[str, Any]], Decision | None]:
+def _serve_prepare(
+    draft: _Draft, serving: Serving, everything: list[dict[str, Any]], needed: bool
+) -> tuple[list[dict[str, Any]], Decision | None]:
     """``serving.prepare`` (engine kaito: the adapter copied to its own volume by a Job) before the
     objects: (what to apply, a decision while the copy is not complete or failed, else None)."""
     snap = draft.snap
@@ -625,7 +746,9 @@ def _serve_prepare(draft: _Draft, serving: Serving, everything: list[dict[str, A
     observed_copy = snap.serving.get(copy_job["kind"])
     conditions = (observed_copy or {}).get("status", {}).get("conditions")
     job_name = f"Job {copy_job['metadata']['name']}"
-    if observed_copy is not None and any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions or []):
+    if observed_copy is not None and any(
+        c.get("type") == "Failed" and c.get("status") == "True" for c in conditions or []
+    ):
         message = with_hint("AdapterCopyFailed", f"{job_name} failed to copy the adapter from {serving.adapter_uri}")
         draft.event_once("Serving", "Warning", "AdapterCopyFailed", message)
         draft.cond("Serving", False, "AdapterCopyFailed", message)
@@ -634,9 +757,14 @@ def _serve_prepare(draft: _Draft, serving: Serving, everything: list[dict[str, A
         # A Job's pod template is immutable (the API server answers a changed one with 422; Kubernetes'
         # batch validation, not read at a tag here: issue 20 reports it): an existing copy Job is never re-applied.
         everything = [o for o in everything if o is not copy_job]
-    if observed_copy is None or not any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions or []):
+    if observed_copy is None or not any(
+        c.get("type") == "Complete" and c.get("status") == "True" for c in conditions or []
+    ):
         apply = needed or observed_copy is None
-        message = with_hint("ServingStarting", f"copying the adapter to {serving.prepare[0]['kind']} {serving.prepare[0]['metadata']['name']} ({job_name}); the {kind} follows")
+        message = with_hint(
+            "ServingStarting",
+            f"copying the adapter to {serving.prepare[0]['kind']} {serving.prepare[0]['metadata']['name']} ({job_name}); the {kind} follows",
+        )
         if before is None or before.get("reason") != "ServingStarting":
             draft.events.append(EventSpec("Normal", "ServingStarting", message, with_children=apply))
         draft.cond("Serving", False, "ServingStarting", message)
@@ -689,17 +817,28 @@ def _retries(draft: _Draft) -> tuple[int, str]:
         counted.append(t.uid)
         retries["count"] = int(retries.get("count") or 0) + 1
         retries.update(lastExitCode=t.exit_code, lastPod=t.pod)
-        if t.reason.startswith(EVICTED):  # the kubelet's why (cache.eviction_reason); the final BackoffLimitExceeded repeats it
+        if t.reason.startswith(
+            EVICTED
+        ):  # the kubelet's why (cache.eviction_reason); the final BackoffLimitExceeded repeats it
             retries["lastReason"] = t.reason[:1024]
         else:
             retries.pop("lastReason", None)
-        draft.events.append(EventSpec("Warning", "Restarting",
-            f"pod {t.pod} exited with code {t.exit_code}{' (' + t.reason + ')' if t.reason else ''}, which Kubeflow retries; "
-            f"retry {retries['count']} of {limit} (spec.runPolicy.backoffLimit)"))
+        draft.events.append(
+            EventSpec(
+                "Warning",
+                "Restarting",
+                f"pod {t.pod} exited with code {t.exit_code}{' (' + t.reason + ')' if t.reason else ''}, which Kubeflow retries; "
+                f"retry {retries['count']} of {limit} (spec.runPolicy.backoffLimit)",
+            )
+        )
     if counted:
         retries["countedPods"] = counted[-MAX_COUNTED:]
         status["retries"] = retries
-    last = f"last: pod {retries.get('lastPod')} exited with code {retries.get('lastExitCode')}" if retries.get("lastPod") else ""
+    last = (
+        f"last: pod {retries.get('lastPod')} exited with code {retries.get('lastExitCode')}"
+        if retries.get("lastPod")
+        else ""
+    )
     if last and retries.get("lastReason"):
         last += f" ({retries['lastReason']})"
     return int(retries.get("count") or 0), last
@@ -714,12 +853,16 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
     limit = snap.job.spec.run_policy.backoff_limit
     if child is None:
         if snap.child_kind_served is False:
-            message = with_hint("KindNotInstalled", f"the cluster no longer serves {kind}: install the {CONTROLLERS[kind]}")
+            message = with_hint(
+                "KindNotInstalled", f"the cluster no longer serves {kind}: install the {CONTROLLERS[kind]}"
+            )
             return "Pending", "KindNotInstalled", message, None
         if count > limit:  # deleted by us past the retry bound (a queued child), before the status said so
-            message = with_hint("BackoffLimitExceeded",
+            message = with_hint(
+                "BackoffLimitExceeded",
                 f"{count} training pod failures with retryable exit codes ({last}), more than spec.runPolicy.backoffLimit={limit}; "
-                f"the {kind} {name} was deleted to free its GPUs (Kueue would resume a suspended one)")
+                f"the {kind} {name} was deleted to free its GPUs (Kueue would resume a suspended one)",
+            )
             return "Failed", "BackoffLimitExceeded", message, None
         return "Failed", "JobDeleted", with_hint("JobDeleted", f"the {kind} {name} was deleted"), None
     state = snap.child_status  # the backend's reading of the child's status (render/backends)
@@ -731,7 +874,12 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
         since = parse_time(state.since)
         if not _pod_evidence(snap) and since is not None and now - since < FAILURE_SETTLE_S:
             old = snap.status
-            return str(old.get("phase") or "Pending"), _current_reason(draft), str(old.get("message") or ""), since + FAILURE_SETTLE_S - now
+            return (
+                str(old.get("phase") or "Pending"),
+                _current_reason(draft),
+                str(old.get("message") or ""),
+                since + FAILURE_SETTLE_S - now,
+            )
         text = state.message or f"the {kind} failed"
         problem = pod_problem(snap.pods)
         if problem is not None and problem[0] == "OOMKilled":
@@ -742,9 +890,11 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
             text += f"; pod {t.pod} exited with code {t.exit_code} (1-127: permanent, not retried)"
         return "Failed", "JobFailed", with_hint("JobFailed", text), None
     if count > limit:
-        message = with_hint("BackoffLimitExceeded",
+        message = with_hint(
+            "BackoffLimitExceeded",
             f"{count} training pod failures with retryable exit codes ({last}), more than spec.runPolicy.backoffLimit={limit}; "
-            f"the {kind} {name} was suspended to free its GPUs")
+            f"the {kind} {name} was suspended to free its GPUs",
+        )
         return "Failed", "BackoffLimitExceeded", message, None
     if state.state == "Suspended":
         queue = ((child.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
@@ -770,14 +920,33 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
         since = parse_time(state.since)
         stored = set((snap.status.get("retries") or {}).get("countedPods") or [])
         fresh = any(
-            retryable_exit_code(t.exit_code) and (t.uid not in stored or (since is not None and t.seen_at >= since - FAILURE_SETTLE_S))
+            retryable_exit_code(t.exit_code)
+            and (t.uid not in stored or (since is not None and t.seen_at >= since - FAILURE_SETTLE_S))
             for t in snap.terminations
         )
-        if not fresh and _current_reason(draft) != "Restarting" and since is not None and now - since < FAILURE_SETTLE_S:
+        if (
+            not fresh
+            and _current_reason(draft) != "Restarting"
+            and since is not None
+            and now - since < FAILURE_SETTLE_S
+        ):
             old = snap.status
-            return str(old.get("phase") or "Pending"), _current_reason(draft), str(old.get("message") or ""), since + FAILURE_SETTLE_S - now
+            return (
+                str(old.get("phase") or "Pending"),
+                _current_reason(draft),
+                str(old.get("message") or ""),
+                since + FAILURE_SETTLE_S - now,
+            )
         detail = f" ({last})" if last else ""
-        return "Running", "Restarting", with_hint("Restarting", f"pods are restarting{detail}, retry {count} of {limit}; training resumes from the newest checkpoint"), None
+        return (
+            "Running",
+            "Restarting",
+            with_hint(
+                "Restarting",
+                f"pods are restarting{detail}, retry {count} of {limit}; training resumes from the newest checkpoint",
+            ),
+            None,
+        )
     if state.state == "Running":
         if snap.progress is not None and snap.progress.exporting:
             return "Exporting", "Exporting", "training finished; merging the adapter into the base model", None

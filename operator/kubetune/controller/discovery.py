@@ -58,7 +58,9 @@ class Discovery:
             if exc.status != 404:
                 raise  # unknown: the work queue retries; never decide on a guess
             listing = {}
-        kinds = frozenset(str(r.get("kind")) for r in (listing or {}).get("resources") or [] if "/" not in str(r.get("name", "")))
+        kinds = frozenset(
+            str(r.get("kind")) for r in (listing or {}).get("resources") or [] if "/" not in str(r.get("name", ""))
+        )
         self._kinds[api_version] = (kinds, now)
         return kinds
 
@@ -66,7 +68,9 @@ class Discovery:
         """Whether kubetune's ClusterTrainingRuntime exists (the chart's trainingRuntimes.enabled);
         None when the operator may not read it (403: RBAC left to the platform team without that grant)."""
         now = time.time() if now is None else now
-        if self._runtime is not None and now - self._runtime[1] < (self.ttl_s if self._runtime[0] else self.missing_ttl_s):
+        if self._runtime is not None and now - self._runtime[1] < (
+            self.ttl_s if self._runtime[0] else self.missing_ttl_s
+        ):
             return self._runtime[0]
         found: bool | None
         try:
@@ -82,7 +86,10 @@ class Discovery:
         """The backend for ``job`` (whose spec says auto), and why."""
         tj = BACKENDS[TrainJobBackend.name]
         if tj.kind not in await self.served_kinds(tj.api_version, now):
-            return Choice(OFFLINE_DEFAULT, f"the cluster does not serve {tj.kind} {tj.api_version} (Kubeflow Trainer v2 is not installed): using PyTorchJob")
+            return Choice(
+                OFFLINE_DEFAULT,
+                f"the cluster does not serve {tj.kind} {tj.api_version} (Kubeflow Trainer v2 is not installed): using PyTorchJob",
+            )
         present = await self.runtime_present(now)
         if present is None:
             return Choice(
@@ -98,8 +105,14 @@ class Discovery:
             )
         problems = tj.check(job)
         if problems:
-            return Choice(OFFLINE_DEFAULT, f"a TrainJob cannot carry {', '.join(p.path for p in problems)} ({'; '.join(p.message for p in problems)}): using PyTorchJob")
-        return Choice(tj.name, f"the cluster serves {tj.kind} {tj.api_version} (Kubeflow Trainer v2) and has ClusterTrainingRuntime {RUNTIME_NAME}: using TrainJob")
+            return Choice(
+                OFFLINE_DEFAULT,
+                f"a TrainJob cannot carry {', '.join(p.path for p in problems)} ({'; '.join(p.message for p in problems)}): using PyTorchJob",
+            )
+        return Choice(
+            tj.name,
+            f"the cluster serves {tj.kind} {tj.api_version} (Kubeflow Trainer v2) and has ClusterTrainingRuntime {RUNTIME_NAME}: using TrainJob",
+        )
 
 
 def wants_auto(job: FineTuneJob | None) -> bool:

@@ -270,7 +270,9 @@ class TokenVerifier:
         try:
             identity = _identity(status)
         except Refused as refused:
-            _bounded_put(self._cache, digest, (refused, now + self.settings.failed_review_cache_s), self.settings.cache_entries)
+            _bounded_put(
+                self._cache, digest, (refused, now + self.settings.failed_review_cache_s), self.settings.cache_entries
+            )
             raise
         expiry = token_expiry(token)
         until = min(now + self.settings.review_cache_s, expiry if expiry is not None else now + 60.0)
@@ -402,7 +404,13 @@ class IntakeServer:
         sockets = getattr(server, "sockets", None) or []
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
-        log.info("progress intake listening on %s:%d%s (%s)", self.host, self.port, PROGRESS_PATH, "TLS" if self.ssl_context else "plain HTTP")
+        log.info(
+            "progress intake listening on %s:%d%s (%s)",
+            self.host,
+            self.port,
+            PROGRESS_PATH,
+            "TLS" if self.ssl_context else "plain HTTP",
+        )
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -494,4 +502,3 @@ def intake_for(
         on_result=on_result,
         namespaces=namespaces,
     )
-

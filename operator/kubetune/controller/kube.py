@@ -32,7 +32,15 @@ from urllib.parse import quote
 import aiohttp
 
 from . import kubeconfig as _rule
-from .kubeconfig import Entry, KubeconfigError, TokenFile, kubeconfig_files, read_kubeconfig, retry_after_401, should_reload
+from .kubeconfig import (
+    Entry,
+    KubeconfigError,
+    TokenFile,
+    kubeconfig_files,
+    read_kubeconfig,
+    retry_after_401,
+    should_reload,
+)
 
 FIELD_MANAGER = "kubetune"
 """The one field manager of every server-side apply the operator sends."""
@@ -123,7 +131,13 @@ def load_connection(kubeconfig: str | None = None, *, clock: Callable[[], float]
         host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         host = f"[{host}]" if ":" in host else host
         namespace = open(SA_NAMESPACE, encoding="utf-8").read().strip() if os.path.exists(SA_NAMESPACE) else None
-        return Connection(server=f"https://{host}:{port}", token_file=SA_TOKEN, ca_path=SA_CA, default_namespace=namespace, clock=clock)
+        return Connection(
+            server=f"https://{host}:{port}",
+            token_file=SA_TOKEN,
+            ca_path=SA_CA,
+            default_namespace=namespace,
+            clock=clock,
+        )
     return _connection_from(files, clock)
 
 
@@ -140,19 +154,28 @@ def _connection_from(files: list[str], clock: Callable[[], float] | None = None)
     loaded_at = clock()
     merged = read_kubeconfig(files)
     if not merged.files:
-        raise KubeconfigError(f"no kubeconfig found (looked for {os.pathsep.join(files)}; set KUBECONFIG or run inside a cluster)")
+        raise KubeconfigError(
+            f"no kubeconfig found (looked for {os.pathsep.join(files)}; set KUBECONFIG or run inside a cluster)"
+        )
 
     def entries(section: str, body: str, found: Mapping[str, Entry]) -> list[Any]:
         # Each entry keeps its own file, so its relative paths start there (kubernetes' KubeConfigMerger
         # does the same with ConfigNode paths, config/kube_config.py:693-700 @ kubernetes 37.0.3).
-        return [kube_config.ConfigNode(f"{e.file}/{section}[{e.name}]", {"name": e.name, body: dict(e.value)}, e.file) for e in found.values()]
+        return [
+            kube_config.ConfigNode(f"{e.file}/{section}[{e.name}]", {"name": e.name, body: dict(e.value)}, e.file)
+            for e in found.values()
+        ]
 
-    root = kube_config.ConfigNode(merged.files[0], {
-        "current-context": merged.current_context,
-        "clusters": entries("clusters", "cluster", merged.clusters),
-        "users": entries("users", "user", merged.users),
-        "contexts": [{"name": e.name, "context": dict(e.value)} for e in merged.contexts.values()],
-    }, merged.files[0])
+    root = kube_config.ConfigNode(
+        merged.files[0],
+        {
+            "current-context": merged.current_context,
+            "clusters": entries("clusters", "cluster", merged.clusters),
+            "users": entries("users", "user", merged.users),
+            "contexts": [{"name": e.name, "context": dict(e.value)} for e in merged.contexts.values()],
+        },
+        merged.files[0],
+    )
     cfg = client.Configuration()
     loader = kube_config.KubeConfigLoader(config_dict=root, config_base_path=None)
     loader.load_and_set(cfg)
@@ -299,7 +322,9 @@ class Kube:
             self._refreshing = asyncio.Lock()
         async with self._refreshing:
             current = self.connection
-            if rejected is not None and ((self.bearer() or "") != rejected or (sent_at is not None and self.refreshes != sent_at)):
+            if rejected is not None and (
+                (self.bearer() or "") != rejected or (sent_at is not None and self.refreshes != sent_at)
+            ):
                 return current  # someone else refreshed while this request was in flight
             if rejected is None and not current.stale():
                 return current
@@ -317,14 +342,20 @@ class Kube:
                 fresh = await asyncio.wait_for(asyncio.shield(self._reload), self.reload_timeout_s)
             except asyncio.TimeoutError:
                 raise ApiError(
-                    0, "CredentialsError", f"reloading credentials: no answer within {self.reload_timeout_s:g} s (an exec plugin still running; waited for again on the next call)"
+                    0,
+                    "CredentialsError",
+                    f"reloading credentials: no answer within {self.reload_timeout_s:g} s (an exec plugin still running; waited for again on the next call)",
                 ) from None
             except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retry later
                 self._reload = None
                 raise ApiError(0, "CredentialsError", f"reloading credentials failed: {exc!r}") from exc
             self._reload = None
             self.refreshes += 1
-            if (fresh.cert_path, fresh.key_path, fresh.ca_path) != (current.cert_path, current.key_path, current.ca_path):
+            if (fresh.cert_path, fresh.key_path, fresh.ca_path) != (
+                current.cert_path,
+                current.key_path,
+                current.ca_path,
+            ):
                 await self.close()  # the TLS context holds the client certificate: a new session picks up the new one
             self.connection = fresh
             return fresh
@@ -373,7 +404,9 @@ class Kube:
             if data is not None:
                 headers["Content-Type"] = content_type
             try:
-                async with self._get_session().request(method, url.lstrip("/"), params=params, data=data, headers=headers) as resp:
+                async with self._get_session().request(
+                    method, url.lstrip("/"), params=params, data=data, headers=headers
+                ) as resp:
                     self.on_request(verb, resource, resp.status)
                     if resp.status == 401 and retry_after_401(attempt, self.connection.refreshable):
                         # Expired or revoked: reload credentials once and resend (kubeconfig.retry_after_401).
@@ -407,7 +440,9 @@ class Kube:
         """Delete the object and, in the background, what it owns (gone already: done)."""
         try:
             await self.request(
-                "delete", "DELETE", path(api_version, plural, namespace, name),
+                "delete",
+                "DELETE",
+                path(api_version, plural, namespace, name),
                 body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"},
             )
         except ApiError as exc:
@@ -424,7 +459,9 @@ class Kube:
                 return None
             raise
 
-    async def patch_status(self, api_version: str, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, api_version: str, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """JSON merge patch of /status. Put metadata.resourceVersion in ``patch`` for optimistic locking."""
         result: dict[str, Any] = await self.request(
             "patch",
@@ -439,7 +476,9 @@ class Kube:
         params = {"tailLines": str(tail_lines), "limitBytes": str(limit_bytes)}
         if container:
             params["container"] = container
-        result: str = await self.request("get", "GET", path("v1", "pods", namespace, pod, "log"), params=params, text=True)
+        result: str = await self.request(
+            "get", "GET", path("v1", "pods", namespace, pod, "log"), params=params, text=True
+        )
         return result
 
     async def list_chunk(
@@ -475,7 +514,12 @@ class Kube:
         timeout_s: int = 300,
     ) -> AsyncIterator[dict[str, Any]]:
         """The events of one WATCH from ``resource_version`` (bookmarks on), until the server ends it."""
-        params = {"watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_s)}
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_s),
+        }
         if label_selector:
             params["labelSelector"] = label_selector
         await self.fresh_connection()  # expired credentials are reloaded first, as for every request
@@ -487,7 +531,10 @@ class Kube:
         resource = url.rsplit("/", 1)[-1]
         try:
             async with self._get_session().get(
-                url.lstrip("/"), params=params, headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_s + 30)
+                url.lstrip("/"),
+                params=params,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_s + 30),
             ) as resp:
                 self.on_request("watch", resource, resp.status)
                 if resp.status == 401 and retry_after_401(1, self.connection.refreshable):

@@ -235,4 +235,15 @@ class TokenFile:
         self._token = None
 
 
-__all__ = ["Entry", "Kubeconfig", "KubeconfigError", "kubeconfig_files", "kubeconfig_namespace", "load_kubeconfig", "read_kubeconfig", "retry_after_401", "should_reload", "TokenFile"]
+__all__ = [
+    "Entry",
+    "Kubeconfig",
+    "KubeconfigError",
+    "kubeconfig_files",
+    "kubeconfig_namespace",
+    "load_kubeconfig",
+    "read_kubeconfig",
+    "retry_after_401",
+    "should_reload",
+    "TokenFile",
+]

@@ -109,9 +109,17 @@ class Controller:
             gpu_memory_by_product=config.gpu_memory_by_product,
         )
         recorder = EventRecorder(rt.kube, rt.metrics)
-        self.executor = Executor(rt.kube, self.caches, self.memory, recorder, conflict_retry_s=min(1.0, config.retry_delay_s))
+        self.executor = Executor(
+            rt.kube, self.caches, self.memory, recorder, conflict_retry_s=min(1.0, config.retry_delay_s)
+        )
         self.failures: dict[Key, int] = {}
-        self.sweeps = SweepController(rt.kube, self.caches, retry_delay_s=config.retry_delay_s, gpu_memory_by_product=config.gpu_memory_by_product, events=recorder)
+        self.sweeps = SweepController(
+            rt.kube,
+            self.caches,
+            retry_delay_s=config.retry_delay_s,
+            gpu_memory_by_product=config.gpu_memory_by_product,
+            events=recorder,
+        )
         """FineTuneSweeps (controller/sweeps): their trials are FineTuneJobs of this controller."""
         self.resumed = asyncio.Event()
         self.resumed.set()
@@ -176,8 +184,15 @@ class Controller:
             await self.caches.wait_synced()
             self.ready.set()
             log.debug("watch caches synced; %d FineTuneJobs known", len(self.caches.jobs))
-            workers = [asyncio.create_task(self._worker(), name=f"kubetune-worker-{i}") for i in range(self.rt.config.sync_concurrency)]
-            workers.append(asyncio.create_task(self.sweeps.run(self.resumed, lambda: self._draining, self._busy), name="kubetune-sweep-worker"))
+            workers = [
+                asyncio.create_task(self._worker(), name=f"kubetune-worker-{i}")
+                for i in range(self.rt.config.sync_concurrency)
+            ]
+            workers.append(
+                asyncio.create_task(
+                    self.sweeps.run(self.resumed, lambda: self._draining, self._busy), name="kubetune-sweep-worker"
+                )
+            )
             tasks.extend(workers)
             await asyncio.gather(*tasks)
         finally:
@@ -198,11 +213,17 @@ class Controller:
                         log.error(
                             "paused: operator %s runs with the same peering priority %d on peering %r, and kopf pauses both; "
                             "stop one of them, or restart this one with --priority %d to take over",
-                            ", ".join(twins), config.priority, self.peering, config.priority + 1,
+                            ", ".join(twins),
+                            config.priority,
+                            self.peering,
+                            config.priority + 1,
                         )
                     else:
-                        log.warning("paused: operator %s with a higher peering priority runs on peering %r; this one resumes when it stops",
-                                    ", ".join(blockers), self.peering)
+                        log.warning(
+                            "paused: operator %s with a higher peering priority runs on peering %r; this one resumes when it stops",
+                            ", ".join(blockers),
+                            self.peering,
+                        )
                     self.resumed.clear()
                 elif last_blockers:
                     log.info("resumed: no live peer with a higher or equal priority on peering %r", self.peering)
@@ -264,7 +285,9 @@ class Controller:
         if obj is None:
             return
         with self.rt.metrics.timed("reconcile"):
-            snap = await observe(key, obj, self.caches, self.memory, self.rt.kube, self.settings, self.rt.board, discovery=self.discovery)
+            snap = await observe(
+                key, obj, self.caches, self.memory, self.rt.kube, self.settings, self.rt.board, discovery=self.discovery
+            )
             decision = decide(snap, time.time())
             requeue = await self.executor.act(snap, decision)
         if requeue is not None:

@@ -62,7 +62,9 @@ def _check_port(port: int | None, what: str) -> None:
         try:
             sock.bind(("0.0.0.0", port))  # noqa: S104 - the same address the server binds
         except OSError as exc:
-            raise PortBusy(f"{what} port {port} is already in use ({exc.strerror}): stop what uses it, or pass --{what}-port") from exc
+            raise PortBusy(
+                f"{what} port {port} is already in use ({exc.strerror}): stop what uses it, or pass --{what}-port"
+            ) from exc
 
 
 class _QuietHandlerSuccess(logging.Filter):
@@ -139,19 +141,28 @@ async def _peering_to_use(rt: Runtime, config: OperatorConfig) -> str | None:
     return peering
 
 
-async def _start_intake(rt: Runtime, config: OperatorConfig, board: ProgressBoard, metrics: Metrics) -> IntakeServer | None:
+async def _start_intake(
+    rt: Runtime, config: OperatorConfig, board: ProgressBoard, metrics: Metrics
+) -> IntakeServer | None:
     """The progress push endpoint, listening (None without ``--progress-port``)."""
     if config.progress_port is None:
         return None
     intake = intake_for(
-        rt.kube, board, host=config.progress_host, port=config.progress_port, tls=config.progress_tls,
-        on_result=lambda code: metrics.progress_reports.labels(str(code)).inc(), namespaces=config.namespaces,
+        rt.kube,
+        board,
+        host=config.progress_host,
+        port=config.progress_port,
+        tls=config.progress_tls,
+        on_result=lambda code: metrics.progress_reports.labels(str(code)).inc(),
+        namespaces=config.namespaces,
     )
     try:
         await intake.start()
     except OSError as exc:
         await rt.kube.close()
-        raise PortBusy(f"progress port {config.progress_port} is already in use ({exc.strerror}): stop what uses it, or pass --progress-port") from exc
+        raise PortBusy(
+            f"progress port {config.progress_port} is already in use ({exc.strerror}): stop what uses it, or pass --progress-port"
+        ) from exc
     return intake
 
 
@@ -180,7 +191,9 @@ async def serve(
         try:
             metrics.serve(config.metrics_port)
         except OSError as exc:
-            raise PortBusy(f"metrics port {config.metrics_port} is already in use ({exc.strerror}): stop what uses it, or pass --metrics-port") from exc
+            raise PortBusy(
+                f"metrics port {config.metrics_port} is already in use ({exc.strerror}): stop what uses it, or pass --metrics-port"
+            ) from exc
     metrics.up.set(1)
     intake = await _start_intake(rt, config, board, metrics)
     loop_task = asyncio.create_task(controller.run(), name="kubetune-controller")

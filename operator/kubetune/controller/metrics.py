@@ -26,7 +26,9 @@ class _PhaseCollector:
         self._phases = phases
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("kubetune_finetunejobs", "FineTuneJobs seen by this operator, by status.phase", labels=["phase"])
+        family = GaugeMetricFamily(
+            "kubetune_finetunejobs", "FineTuneJobs seen by this operator, by status.phase", labels=["phase"]
+        )
         counts = self._phases()
         for phase in (*PHASES, "Unknown"):
             family.add_metric([phase], counts.get(phase, 0))
@@ -42,16 +44,27 @@ class Metrics:
         self.reconcile_seconds = Histogram(
             "kubetune_reconcile_seconds", "Time spent in one reconcile (observe, decide, act)", ["handler"], registry=r
         )
-        self.errors = Counter("kubetune_reconcile_errors_total", "Failed reconciles by exception kind (retried with backoff)", ["handler", "kind"], registry=r)
+        self.errors = Counter(
+            "kubetune_reconcile_errors_total",
+            "Failed reconciles by exception kind (retried with backoff)",
+            ["handler", "kind"],
+            registry=r,
+        )
         self.api_requests = Counter(
             "kubetune_api_requests_total", "API requests made by kubetune itself", ["verb", "code"], registry=r
         )
         self.api_retries = Counter(
-            "kubetune_api_retries_total", "Reconciles retried because of an API error, by HTTP status", ["reason"], registry=r
+            "kubetune_api_retries_total",
+            "Reconciles retried because of an API error, by HTTP status",
+            ["reason"],
+            registry=r,
         )
         self.events = Counter("kubetune_events_total", "Kubernetes Events posted", ["reason"], registry=r)
         self.progress_reports = Counter(
-            "kubetune_progress_reports_total", "Progress reports pushed by trainers, by HTTP answer", ["code"], registry=r
+            "kubetune_progress_reports_total",
+            "Progress reports pushed by trainers, by HTTP answer",
+            ["code"],
+            registry=r,
         )
         self.up = Gauge("kubetune_operator_up", "1 while the operator serves", registry=r)
 

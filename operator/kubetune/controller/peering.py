@@ -54,7 +54,9 @@ def blocking_peers(status: Mapping[str, Any], identity: str, priority: int, now:
     return blockers
 
 
-async def pause_state(kube: Kube, name: str | None, namespaces: tuple[str, ...], identity: str, priority: int) -> dict[str, int]:
+async def pause_state(
+    kube: Kube, name: str | None, namespaces: tuple[str, ...], identity: str, priority: int
+) -> dict[str, int]:
     """The live peers that pause this operator now (kopf's rule), with their priorities."""
     if name is None:
         return {}
@@ -81,8 +83,10 @@ def _who_creates(kind: str, name: str) -> str:
     a ClusterKopfPeering when it watches every namespace, a KopfPeering per watched namespace."""
     if kind == "ClusterKopfPeering":
         return "the Helm chart creates it when installed for all namespaces, with watchNamespaces empty"
-    return (f"the Helm chart creates it only in its watchNamespaces; installed for all namespaces it creates "
-            f"ClusterKopfPeering {name!r} instead: run with -A to peer with that operator")
+    return (
+        f"the Helm chart creates it only in its watchNamespaces; installed for all namespaces it creates "
+        f"ClusterKopfPeering {name!r} instead: run with -A to peer with that operator"
+    )
 
 
 async def missing_peering(kube: Kube, name: str, namespaces: tuple[str, ...]) -> str | None:

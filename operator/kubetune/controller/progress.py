@@ -66,7 +66,9 @@ def parse_progress(data: dict[str, Any]) -> dict[str, Any] | None:
     percent = progress.percent
     if not percent and progress.total_steps:
         percent = percent_of(progress.step, progress.total_steps)
-    out = progress.model_copy(update={"percent": percent, "summary": progress_summary(progress.step, progress.total_steps)})
+    out = progress.model_copy(
+        update={"percent": percent, "summary": progress_summary(progress.step, progress.total_steps)}
+    )
     return out.to_api()
 
 

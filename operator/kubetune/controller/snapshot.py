@@ -187,7 +187,11 @@ def from_jobs(job: FineTuneJob) -> list[str]:
 
 def claim_names(job: FineTuneJob) -> list[str]:
     storage = job.spec.storage
-    names = [v.claim_name for v in (storage.outputs, storage.datasets, storage.models) if v is not None and v.claim_name is not None]
+    names = [
+        v.claim_name
+        for v in (storage.outputs, storage.datasets, storage.models)
+        if v is not None and v.claim_name is not None
+    ]
     return list(dict.fromkeys(names))
 
 
@@ -231,7 +235,9 @@ async def observe(
 
     applied: FineTuneJobSpec | None = None
     if started and job is not None and (first_seen or gen_int != status.get("observedGeneration")):
-        applied = await _applied_as_running(job, kube, namespace, str(status.get("configMap") or name + CONFIG_MAP_SUFFIX), options)
+        applied = await _applied_as_running(
+            job, kube, namespace, str(status.get("configMap") or name + CONFIG_MAP_SUFFIX), options
+        )
 
     prereqs: tuple[Prerequisite, ...] = ()
     next_check: float | None = None
@@ -295,7 +301,9 @@ async def _backend_options(
     return options, None
 
 
-async def _applied_as_running(job: FineTuneJob, kube: Kube, namespace: str, config_map: str, options: RenderOptions) -> FineTuneJobSpec | None:
+async def _applied_as_running(
+    job: FineTuneJob, kube: Kube, namespace: str, config_map: str, options: RenderOptions
+) -> FineTuneJobSpec | None:
     """The spec the running child was rendered from (its ConfigMap), with the backend as the spec says it."""
     applied = await _applied_spec(kube, namespace, config_map)
     if applied is not None and wants_auto(job) and applied.distributed.backend == options.backend:
@@ -305,7 +313,14 @@ async def _applied_as_running(job: FineTuneJob, kube: Kube, namespace: str, conf
 
 
 async def _pending_prerequisites(
-    key: Key, job: FineTuneJob, settings: ObserveSettings, memory: Memory, kube: Kube, generation: int | None, now: float, caches: Caches
+    key: Key,
+    job: FineTuneJob,
+    settings: ObserveSettings,
+    memory: Memory,
+    kube: Kube,
+    generation: int | None,
+    now: float,
+    caches: Caches,
 ) -> tuple[tuple[Prerequisite, ...], float | None]:
     """A pending job's prerequisites, and when to check a missing one again (None: nothing missing,
     or its appearance enqueues the job: a claim's creation does, a LocalQueue's does not)."""
@@ -318,7 +333,9 @@ async def _pending_prerequisites(
     return prereqs, next_check
 
 
-def _serving(job: FineTuneJob | None, namespace: str, status: Mapping[str, Any], caches: Caches, options: RenderOptions) -> dict[str, Any]:
+def _serving(
+    job: FineTuneJob | None, namespace: str, status: Mapping[str, Any], caches: Caches, options: RenderOptions
+) -> dict[str, Any]:
     """spec.serve's watched objects (from the serving informers) once the job has Succeeded."""
     if job is None or job.spec.serve is None or status.get("phase") != "Succeeded":
         return {}
@@ -368,8 +385,12 @@ def _claim(claims: Informer, namespace: str, name: str) -> Prerequisite:
     forbidden = claims.forbidden_in(namespace)
     if forbidden is not None:
         return Prerequisite("PersistentVolumeClaim", name, None, forbidden)
-    if not claims.listed(namespace):  # not "not found": nothing read yet (the workers wait for every LIST, Caches.wait_synced)
-        return Prerequisite("PersistentVolumeClaim", name, None, f"the claims of namespace {namespace} are not listed yet")
+    if not claims.listed(
+        namespace
+    ):  # not "not found": nothing read yet (the workers wait for every LIST, Caches.wait_synced)
+        return Prerequisite(
+            "PersistentVolumeClaim", name, None, f"the claims of namespace {namespace} are not listed yet"
+        )
     pvc = claims.get(namespace, name)
     if pvc is None:
         return Prerequisite("PersistentVolumeClaim", name, False, "not found")
@@ -384,7 +405,14 @@ def _claim(claims: Informer, namespace: str, name: str) -> Prerequisite:
 
 
 async def _prerequisites(
-    key: Key, job: FineTuneJob, settings: ObserveSettings, memory: Memory, kube: Kube, generation: int | None, now: float, claims: Informer
+    key: Key,
+    job: FineTuneJob,
+    settings: ObserveSettings,
+    memory: Memory,
+    kube: Kube,
+    generation: int | None,
+    now: float,
+    claims: Informer,
 ) -> tuple[Prerequisite, ...]:
     """PVCs and the LocalQueue the spec names, checked before the children exist.
 
@@ -411,7 +439,12 @@ async def _prerequisites(
             if exc.status != 404:
                 return Prerequisite("LocalQueue", name, None, str(exc))
             if "could not find the requested resource" in exc.message:  # no such resource type
-                return Prerequisite("LocalQueue", name, False, "Kueue is not installed (the cluster does not serve kueue.x-k8s.io LocalQueue)")
+                return Prerequisite(
+                    "LocalQueue",
+                    name,
+                    False,
+                    "Kueue is not installed (the cluster does not serve kueue.x-k8s.io LocalQueue)",
+                )
             return Prerequisite("LocalQueue", name, False, "not found")
         return Prerequisite("LocalQueue", name, True)
 
@@ -454,15 +487,26 @@ async def _progress(
     containers = (rank0.get("spec") or {}).get("containers") or [{}]
     try:
         text = await kube.pod_log(
-            key[0], rank0["metadata"]["name"], containers[0].get("name"), settings.log_tail_lines, settings.log_limit_bytes
+            key[0],
+            rank0["metadata"]["name"],
+            containers[0].get("name"),
+            settings.log_tail_lines,
+            settings.log_limit_bytes,
         )
     except ApiError as exc:
         if error is None:
-            log.warning("cannot read the log of %s/%s (progress only; the phase is unaffected): %s", key[0], rank0["metadata"]["name"], exc)
+            log.warning(
+                "cannot read the log of %s/%s (progress only; the phase is unaffected): %s",
+                key[0],
+                rank0["metadata"]["name"],
+                exc,
+            )
         memory.logs[key] = (reading, now, str(exc))
         return reading, read_at, str(exc), now + settings.log_interval_s
     fresh = read_log(text)
-    if reading is not None and (fresh.progress is None or fresh.evaluation is None):  # keep what the tail no longer holds
+    if reading is not None and (
+        fresh.progress is None or fresh.evaluation is None
+    ):  # keep what the tail no longer holds
         fresh = LogReading(fresh.progress or reading.progress, fresh.exporting, fresh.evaluation or reading.evaluation)
     memory.logs[key] = (fresh, now, None)
     return fresh, now, None, now + settings.log_interval_s

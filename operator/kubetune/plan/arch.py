@@ -131,7 +131,9 @@ def from_config(config: dict[str, Any], name: str, source: str) -> Architecture:
             source=source,
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise UnknownModelError(f"{source}: not a decoder-only transformer config.json the planner understands (missing or bad {exc})") from exc
+        raise UnknownModelError(
+            f"{source}: not a decoder-only transformer config.json the planner understands (missing or bad {exc})"
+        ) from exc
 
 
 @cache
@@ -146,7 +148,12 @@ _SUFFIX = re.compile(r"-(Instruct|Chat|chat|it|instruct|Base)(-\d+)?$")
 def _catalogue_lookup(name: str) -> dict[str, Any] | None:
     models = catalogue()
     lowered = {k.lower(): v for k, v in models.items()}
-    for candidate in (name, _SUFFIX.sub("", name), _SUFFIX.sub("", name) + "-pt", _SUFFIX.sub("", name).replace("-it", "-pt")):
+    for candidate in (
+        name,
+        _SUFFIX.sub("", name),
+        _SUFFIX.sub("", name) + "-pt",
+        _SUFFIX.sub("", name).replace("-it", "-pt"),
+    ):
         if candidate.lower() in lowered:
             return lowered[candidate.lower()]
     return None

@@ -103,7 +103,9 @@ def setup_from_job(job: FineTuneJob, *, source_adapter: bool | None = None) -> S
         optimizer=_optimizer(job),
         rows_per_example=2 if t.stage in ("dpo", "rm") else 1,
         reference_model=_loads_reference_model(job, source_adapter),
-        reference_quant_bits=s.quantization.bits if s.quantization and _loads_reference_model(job, source_adapter) else None,
+        reference_quant_bits=s.quantization.bits
+        if s.quantization and _loads_reference_model(job, source_adapter)
+        else None,
         stage=t.stage,
         reference_forward=_uses_reference_model(t),
     )
@@ -178,7 +180,14 @@ def job_architecture(
         )
     seen = {job.name}
     while from_job is not None and config_file is None:
-        source = next((_model_of(j) for j in together if _model_of(j)[0] == from_job and _model_of(j)[1] == job.metadata.namespace), None)
+        source = next(
+            (
+                _model_of(j)
+                for j in together
+                if _model_of(j)[0] == from_job and _model_of(j)[1] == job.metadata.namespace
+            ),
+            None,
+        )
         if source is None or from_job in seen:
             raise UnknownModelError(
                 f"spec.model.fromJob {from_job!r}: the planner takes the architecture from the source FineTuneJob, "
@@ -260,8 +269,10 @@ def why_gpu_memory_unknown(job: FineTuneJob, product_table: Mapping[str, str] | 
     elif not product_table:
         where = f"the operator has no gpuMemoryByProduct table to look up {GPU_PRODUCT_LABEL}={product!r} in"
     else:
-        where = (f"{GPU_PRODUCT_LABEL}={product!r} is not in the operator's GPU table (built in, extended by the chart's "
-                 f"gpuMemoryByProduct or --gpu-memory-by-product; it lists {', '.join(sorted(product_table)[:5])}{', ...' if len(product_table) > 5 else ''})")
+        where = (
+            f"{GPU_PRODUCT_LABEL}={product!r} is not in the operator's GPU table (built in, extended by the chart's "
+            f"gpuMemoryByProduct or --gpu-memory-by-product; it lists {', '.join(sorted(product_table)[:5])}{', ...' if len(product_table) > 5 else ''})"
+        )
     return f"GPU memory per GPU unknown: spec.resources.gpuMemory is not set and {where}"
 
 
@@ -291,14 +302,18 @@ def _describe(base: Setup, new: Setup) -> tuple[tuple[str, ...], int]:
         steps.append(f"distributed.offload: {new.offload}")
         cost += {"optimizer": 8, "all": 14}[new.offload]
     if new.micro_batch != base.micro_batch:
-        steps.append(f"training.perDeviceBatchSize: {new.micro_batch}, gradientAccumulationSteps: {new.grad_accum} (same global batch)")
+        steps.append(
+            f"training.perDeviceBatchSize: {new.micro_batch}, gradientAccumulationSteps: {new.grad_accum} (same global batch)"
+        )
         ratio = base.micro_batch // new.micro_batch
         cost += ratio.bit_length() - 1 + (1 if new.micro_batch == 1 else 0)
     if new.gradient_checkpointing and not base.gradient_checkpointing:
         steps.append("training.gradientCheckpointing: true")
         cost += 5
     if new.liger and not base.liger:
-        steps.append("training.ligerKernel: true (fused linear cross-entropy: the logits are never materialised; stages pt and sft only)")
+        steps.append(
+            "training.ligerKernel: true (fused linear cross-entropy: the logits are never materialised; stages pt and sft only)"
+        )
         cost += 1
     if new.method != base.method:
         if new.method == "qlora":
@@ -314,7 +329,16 @@ def _candidates(base: Setup, *, knobs: tuple[str, ...]) -> list[Setup]:
     sharding = not base.fsdp  # FSDP jobs keep FSDP: zeroStage/offload would contradict it
     stages = range(base.zero_stage, 4) if "zero" in knobs and base.world_size > 1 and sharding else [base.zero_stage]
     offloads: tuple[str, ...] = ("none", "optimizer", "all") if "offload" in knobs and sharding else (base.offload,)
-    batches = [b for b in range(base.micro_batch, 0, -1) if base.micro_batch % b == 0 and (b == base.micro_batch or (base.micro_batch // b) & (base.micro_batch // b - 1) == 0)] if "batch" in knobs else [base.micro_batch]
+    batches = (
+        [
+            b
+            for b in range(base.micro_batch, 0, -1)
+            if base.micro_batch % b == 0
+            and (b == base.micro_batch or (base.micro_batch // b) & (base.micro_batch // b - 1) == 0)
+        ]
+        if "batch" in knobs
+        else [base.micro_batch]
+    )
     gcs = (base.gradient_checkpointing, True) if "gc" in knobs else (base.gradient_checkpointing,)
     # Liger's fused cross-entropy removes the logits only for stages pt and sft (Setup.fused_ce):
     # never suggest it for dpo, kto or rm.
@@ -354,7 +378,13 @@ def _candidates(base: Setup, *, knobs: tuple[str, ...]) -> list[Setup]:
     return out
 
 
-def cheapest_fit(arch: Architecture, base: Setup, gpu_memory: int, *, knobs: tuple[str, ...] = ("zero", "offload", "batch", "gc", "method")) -> Change | None:
+def cheapest_fit(
+    arch: Architecture,
+    base: Setup,
+    gpu_memory: int,
+    *,
+    knobs: tuple[str, ...] = ("zero", "offload", "batch", "gc", "method"),
+) -> Change | None:
     """The fitting configuration with the least throughput cost (ties: the most headroom)."""
     best: Change | None = None
     for s in _candidates(base, knobs=knobs):
@@ -406,10 +436,20 @@ def verdict_for(arch: Architecture, setup: Setup, gpu_memory: int, *, liger_avai
     est = estimate(arch, setup)
     margin = gpu_memory - est.total
     if margin >= 0:
-        return Verdict("True", "Fits", f"predicted peak {_g(est.total)} per GPU of {_g(gpu_memory)} ({_g(margin)} to spare)", est, gpu_memory)
+        return Verdict(
+            "True",
+            "Fits",
+            f"predicted peak {_g(est.total)} per GPU of {_g(gpu_memory)} ({_g(margin)} to spare)",
+            est,
+            gpu_memory,
+        )
     knobs = ("zero", "offload", "batch", "gc", "method") + (("liger",) if liger_available else ())
     change = cheapest_fit(arch, setup, gpu_memory, knobs=knobs)
-    fix = f"; to fit: {change.describe()} (predicted {_g(change.estimate.total)})" if change else "; no single change found that fits: use a GPU with more memory or more GPUs with zeroStage 3"
+    fix = (
+        f"; to fit: {change.describe()} (predicted {_g(change.estimate.total)})"
+        if change
+        else "; no single change found that fits: use a GPU with more memory or more GPUs with zeroStage 3"
+    )
     biggest = sorted(est.terms, key=lambda t: -t.bytes)[:3]
     parts = ", ".join(f"{t.name} {_g(t.bytes)}" for t in biggest)
     msg = f"predicted peak {_g(est.total)} per GPU exceeds {_g(gpu_memory)} by {_g(-margin)} ({parts}){fix}"
@@ -437,18 +477,33 @@ def feasibility(
     except (UnknownModelError, ValueError) as exc:
         a, unknown_arch = None, str(exc)
     if gpu_memory is None or gpu_memory <= 0:
-        message = why_gpu_memory_unknown(job, product_table) if gpu_memory is None else f"GPU memory {gpu_memory} bytes is not a positive size"
+        message = (
+            why_gpu_memory_unknown(job, product_table)
+            if gpu_memory is None
+            else f"GPU memory {gpu_memory} bytes is not a positive size"
+        )
         if a is None:
             message += "; the model's architecture is unknown too"
-        est = estimate(a, setup_from_job(job, source_adapter=source_leaves_adapter(job, together))) if a is not None else None
+        est = (
+            estimate(a, setup_from_job(job, source_adapter=source_leaves_adapter(job, together)))
+            if a is not None
+            else None
+        )
         if est is not None:
             message += f" (predicted peak {_g(est.total)} per GPU)"
         return Verdict("Unknown", "GPUMemoryUnknown", message, est)
     if a is None:
-        return Verdict("Unknown", "UnknownArchitecture", f"the model's architecture is unknown: {unknown_arch}", gpu_memory=gpu_memory)
+        return Verdict(
+            "Unknown",
+            "UnknownArchitecture",
+            f"the model's architecture is unknown: {unknown_arch}",
+            gpu_memory=gpu_memory,
+        )
     # training.ligerKernel is suggested only once the API has it (another change adds the field)
     liger = "liger_kernel" in type(job.spec.training).model_fields
-    return verdict_for(a, setup_from_job(job, source_adapter=source_leaves_adapter(job, together)), gpu_memory, liger_available=liger)
+    return verdict_for(
+        a, setup_from_job(job, source_adapter=source_leaves_adapter(job, together)), gpu_memory, liger_available=liger
+    )
 
 
 @dataclass(frozen=True)
@@ -485,15 +540,26 @@ def autotune(
     base = first.estimate.setup
     change = cheapest_fit(a, base, gpu_memory, knobs=("zero", "offload", "batch"))
     if change is None:
-        return AutoTuneResult(job, False, ("no ZeRO stage, offload or micro-batch makes it fit; " + first.message,), first)
+        return AutoTuneResult(
+            job, False, ("no ZeRO stage, offload or micro-batch makes it fit; " + first.message,), first
+        )
     s = change.setup
     spec = job.spec
     distributed = spec.distributed.model_copy(update={"zero_stage": s.zero_stage, "offload": s.offload})
     if s.zero_stage > 0 and distributed.launcher == "torchrun":
         distributed = distributed.model_copy(update={"launcher": "deepspeed"})
-    training = spec.training.model_copy(update={"per_device_batch_size": s.micro_batch, "gradient_accumulation_steps": s.grad_accum})
-    new_job = job.model_copy(update={"spec": spec.model_copy(update={"distributed": distributed, "training": training})})
-    chosen = {"zeroStage": s.zero_stage, "offload": s.offload, "perDeviceBatchSize": s.micro_batch, "gradientAccumulationSteps": s.grad_accum}
+    training = spec.training.model_copy(
+        update={"per_device_batch_size": s.micro_batch, "gradient_accumulation_steps": s.grad_accum}
+    )
+    new_job = job.model_copy(
+        update={"spec": spec.model_copy(update={"distributed": distributed, "training": training})}
+    )
+    chosen = {
+        "zeroStage": s.zero_stage,
+        "offload": s.offload,
+        "perDeviceBatchSize": s.micro_batch,
+        "gradientAccumulationSteps": s.grad_accum,
+    }
     reasons = (
         f"as written: {first.message.split(';')[0]}",
         f"chose {change.describe()}: predicted peak {_g(change.estimate.total)} of {_g(gpu_memory)}",

@@ -72,7 +72,9 @@ GPUS: tuple[Gpu, ...] = (
     # derived: nvidia-smi 24576 MiB less 2%
     Gpu("RTX-3090", 24084, ("NVIDIA-GeForce-RTX-3090",)),
     # oom: 31.74 GiB, haotian-liu/LLaVA#812 (V100 32GB)
-    Gpu("V100-32GB", 32501, ("Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-32GB"), bf16=False, in_image=False),  # Volta: CUDA 13 dropped it
+    Gpu(
+        "V100-32GB", 32501, ("Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-32GB"), bf16=False, in_image=False
+    ),  # Volta: CUDA 13 dropped it
     # derived: nvidia-smi 16384 MiB less 2%
     Gpu("V100-16GB", 16056, ("Tesla-V100-SXM2-16GB", "Tesla-V100-PCIE-16GB"), bf16=False, in_image=False),
     # derived: nvidia-smi 15360 MiB less 2%
@@ -99,4 +101,6 @@ def product_memory_table() -> dict[str, str]:
 
 
 def _norm(s: str) -> str:
-    return "".join(c for c in s.lower() if c.isalnum()).replace("nvidia", "").replace("tesla", "").replace("geforce", "")
+    return (
+        "".join(c for c in s.lower() if c.isalnum()).replace("nvidia", "").replace("tesla", "").replace("geforce", "")
+    )

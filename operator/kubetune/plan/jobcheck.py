@@ -11,7 +11,15 @@ from pathlib import Path
 from kubetune.api import FineTuneJob
 
 from .arch import UnknownModelError
-from .feasibility import Verdict, feasibility, gpu_memory_for, job_architecture, product_table, setup_from_job, source_leaves_adapter
+from .feasibility import (
+    Verdict,
+    feasibility,
+    gpu_memory_for,
+    job_architecture,
+    product_table,
+    setup_from_job,
+    source_leaves_adapter,
+)
 from .gpus import find_gpu
 from .memory import estimate
 from .quantity import parse_quantity
@@ -35,7 +43,11 @@ def models_search_dirs(extra: Sequence[str | Path] = ()) -> list[Path]:
     """Where spec.model.path models and Hugging Face caches are looked for: ``extra``, then $HF_HOME and
     ~/.cache/huggingface when they exist (``kubetune plan --models-dir``)."""
     dirs = [Path(d) for d in extra]
-    dirs += [Path(p) for p in (os.environ.get("HF_HOME"), os.path.expanduser("~/.cache/huggingface")) if p and Path(p).is_dir()]
+    dirs += [
+        Path(p)
+        for p in (os.environ.get("HF_HOME"), os.path.expanduser("~/.cache/huggingface"))
+        if p and Path(p).is_dir()
+    ]
     return dirs
 
 

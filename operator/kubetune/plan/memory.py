@@ -169,12 +169,24 @@ class Estimate:
     @property
     def model_states(self) -> int:
         """Weights + gradients + optimizer states: what DeepSpeed's estimators cover."""
-        return sum(self.term(n) for n in ("weights", "gradients", "DDP gradient buckets", "optimizer states", "fp32 gradients at the step", "ZeRO-3 gathered layer"))
+        return sum(
+            self.term(n)
+            for n in (
+                "weights",
+                "gradients",
+                "DDP gradient buckets",
+                "optimizer states",
+                "fp32 gradients at the step",
+                "ZeRO-3 gathered layer",
+            )
+        )
 
     @property
     def allocated(self) -> int:
         """What torch.cuda.max_memory_allocated should read: everything inside torch's allocator."""
-        return self.phase_bytes("always", allocator_only=True) + max(self.phase_bytes("backward", allocator_only=True), self.phase_bytes("step", allocator_only=True))
+        return self.phase_bytes("always", allocator_only=True) + max(
+            self.phase_bytes("backward", allocator_only=True), self.phase_bytes("step", allocator_only=True)
+        )
 
 
 _OUTSIDE_ALLOCATOR = ("CUDA context", "allocator overhead", "communication buffers")
@@ -219,7 +231,9 @@ def _lora_modules(arch: Architecture, targets: tuple[str, ...]) -> tuple[str, ..
         return names
     unknown = unknown_lora_targets(arch, targets)
     if unknown:  # refused before: render/checks.py (validate, render, the operator)
-        raise ValueError(f"spec.lora.targetModules: {', '.join(unknown)} are not linear layers of {arch.name} ({', '.join(arch.lora_modules)}, or all)")
+        raise ValueError(
+            f"spec.lora.targetModules: {', '.join(unknown)} are not linear layers of {arch.name} ({', '.join(arch.lora_modules)}, or all)"
+        )
     out: list[str] = []
     for t in targets:
         out.extend(FUSED.get(_lora_base(t), (_lora_base(t),)))
@@ -339,7 +353,9 @@ def _reference_model_term(arch: Architecture, s: Setup) -> Term:
     else:
         ref = e * P
         rnote = f"frozen {e * 8}-bit copy for the reference log-probabilities"
-    return Term("reference model", ref // (N if z == 3 else 1), rnote + (f", ZeRO-3 sharded over {N}" if z == 3 else ""))
+    return Term(
+        "reference model", ref // (N if z == 3 else 1), rnote + (f", ZeRO-3 sharded over {N}" if z == 3 else "")
+    )
 
 
 def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
@@ -364,8 +380,16 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
     extra: list[Term] = []
     if not s.deepspeed:
         tw, grads, opt = 4 * T if e == 2 else e * T, 4 * T, s.moment_bytes * T
-        tnote, gnote, onote = "fp32 (LLaMA-Factory upcasts trainable weights)", "fp32", "AdamW moments, " + ("8-bit" if s.moment_bytes == 2 else "fp32")
-        gnote += ", freed after each step" if grads_phase == "step" else f", kept across {s.grad_accum} accumulated micro-batches"
+        tnote, gnote, onote = (
+            "fp32 (LLaMA-Factory upcasts trainable weights)",
+            "fp32",
+            "AdamW moments, " + ("8-bit" if s.moment_bytes == 2 else "fp32"),
+        )
+        gnote += (
+            ", freed after each step"
+            if grads_phase == "step"
+            else f", kept across {s.grad_accum} accumulated micro-batches"
+        )
         if N > 1:
             # DDP's flat gradient buckets live as long as the DDP module (not read: torch's C++ Reducer).
             extra.append(Term("DDP gradient buckets", 4 * T, "DDP's flat copy of the fp32 gradients"))
@@ -381,7 +405,9 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
             # ZeRO-3's grad_partitions_flat_buffer: T / N elements in the model's dtype, allocated at init on
             # the GPU unless the optimizer is offloaded (deepspeed/runtime/zero/stage3.py:306, 620-622
             # @v0.18.4); the gathered full-size gradients are the "ZeRO-3 gathered layer" term.
-            grads, gnote = (0, "offloaded to CPU") if s.offload != "none" else (e * T // N, f"16-bit partition, sharded over {N}")
+            grads, gnote = (
+                (0, "offloaded to CPU") if s.offload != "none" else (e * T // N, f"16-bit partition, sharded over {N}")
+            )
         if s.offload != "none":
             opt, onote = 0, "offloaded to CPU"
         else:
@@ -392,11 +418,25 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
             # @v0.18.4); ZeRO-3 per sub-group (stage3.py:1977-1987 _prepare_fp32_grad_for_sub_group,
             # 2027-2031 _release_sub_group @v0.18.4). DeepSpeed's estimators count it (the "4_grads_32bit"
             # of stage_1_and_2.py:2832), so it stays in model_states.
-            extra.append(Term("fp32 gradients at the step", 4 * T // N, f"fp32 gradient partition, sharded over {N}, only during optimizer.step()", phase="step"))
+            extra.append(
+                Term(
+                    "fp32 gradients at the step",
+                    4 * T // N,
+                    f"fp32 gradient partition, sharded over {N}, only during optimizer.step()",
+                    phase="step",
+                )
+            )
             # It is cast from ``self.flatten(averaged_gradients)``: torch's _flatten_dense_tensors concatenates
             # the per-parameter list into a new 16-bit tensor, alive with the fp32 result
             # (stage_1_and_2.py:2094-2100, stage3.py:1980-1981 @v0.18.4). Not a model state: a transient.
-            extra.append(Term("16-bit gradient copy", e * T // N, "the flat 16-bit copy the fp32 gradients are cast from", phase="step"))
+            extra.append(
+                Term(
+                    "16-bit gradient copy",
+                    e * T // N,
+                    "the flat 16-bit copy the fp32 gradients are cast from",
+                    phase="step",
+                )
+            )
     frozen_note = f"{note}; " if F else ""
     terms.append(Term("weights", int(frozen + tw), f"{frozen_note}{T / 1e6:.1f}M trainable, {tnote}"))
     terms.append(Term("gradients", int(grads), gnote, phase=grads_phase))
@@ -407,7 +447,14 @@ def model_state_terms(arch: Architecture, s: Setup) -> list[Term]:
         terms.append(_reference_model_term(arch, s))
     if z == 3:
         # deepspeed/runtime/zero/stage3.py estimate_zero3_model_states_mem_needs: 4 bytes x the largest layer.
-        terms.append(Term("ZeRO-3 gathered layer", 4 * arch.largest_module_params(), "largest parameter gathered at once (param + grad, 16-bit)", phase="backward"))
+        terms.append(
+            Term(
+                "ZeRO-3 gathered layer",
+                4 * arch.largest_module_params(),
+                "largest parameter gathered at once (param + grad, 16-bit)",
+                phase="backward",
+            )
+        )
     return terms
 
 
@@ -436,7 +483,9 @@ class Activations:
         return self.layers + self.other + self.weight_casts + self.logits_saved + self.mask
 
 
-def _layer_saved(arch: Architecture, s: Setup, layer: _Layer, in_grad: bool, kv_repeated: bool) -> tuple[int, int, bool]:
+def _layer_saved(
+    arch: Architecture, s: Setup, layer: _Layer, in_grad: bool, kv_repeated: bool
+) -> tuple[int, int, bool]:
     """(bytes per token, bytes of weight casts, output requires grad) of one decoder layer.
 
     Follows transformers' Qwen2/Llama decoder layer op by op: what each autograd
@@ -598,17 +647,43 @@ def estimate(arch: Architecture, s: Setup) -> Estimate:
     )
     per = logits_bytes_per_token_vocab(s)
     if s.fused_ce:
-        terms.append(Term("logits", 8 * t * arch.hidden, "Liger fused linear cross-entropy: chunked, never materialised", phase="backward"))
+        terms.append(
+            Term(
+                "logits",
+                8 * t * arch.hidden,
+                "Liger fused linear cross-entropy: chunked, never materialised",
+                phase="backward",
+            )
+        )
     else:
-        why = {12: "fp32 loss + its gradients", 16: "policy fp32 logits + log-softmax alive through the reference forward (DPO)", 20: "policy log-softmax + logits copies alive through the reference and KL forwards (KTO)"}[per]
+        why = {
+            12: "fp32 loss + its gradients",
+            16: "policy fp32 logits + log-softmax alive through the reference forward (DPO)",
+            20: "policy log-softmax + logits copies alive through the reference and KL forwards (KTO)",
+        }[per]
         if s.liger:
             why += f"; Liger's fused cross-entropy is off for stage {s.stage}"
-        terms.append(Term("logits", per * t * arch.vocab, f"{t} tokens x {arch.vocab} vocabulary x {per} B: {why}", phase="backward"))
+        terms.append(
+            Term(
+                "logits",
+                per * t * arch.vocab,
+                f"{t} tokens x {arch.vocab} vocabulary x {per} B: {why}",
+                phase="backward",
+            )
+        )
     workspace = s.elem * t * (2 * arch.hidden + 3 * arch.intermediate)
     if s.method == "qlora":
         a, b = max(arch.linear_shapes().values(), key=lambda x: x[0] * x[1])
         workspace += 2 * a * b
-    terms.append(Term("backward workspace", workspace, "gradients of one layer's activations in flight" + (", one dequantised weight" if s.method == "qlora" else ""), phase="backward"))
+    terms.append(
+        Term(
+            "backward workspace",
+            workspace,
+            "gradients of one layer's activations in flight"
+            + (", one dequantised weight" if s.method == "qlora" else ""),
+            phase="backward",
+        )
+    )
     z = 3 if s.fsdp else s.zero_stage
     if z in (1, 2):
         # ZeRO-1/2 with contiguous_gradients (as rendered) allocate the reduce bucket in the dtype of
@@ -617,14 +692,29 @@ def estimate(arch: Architecture, s: Setup) -> Estimate:
         # end of backward (_release_ipg_buffers, lines 755-761, 883): one buffer of
         # reduce_bucket_size elements per communication dtype, two with overlap_comm (rendered false).
         bucket = ZERO_REDUCE_BUCKET_ELEMENTS * s.elem
-        terms.append(Term("ZeRO reduce bucket", bucket, f"{ZERO_REDUCE_BUCKET_ELEMENTS:.0e} elements x {s.elem} B (reduce_bucket_size), during backward", phase="backward"))
+        terms.append(
+            Term(
+                "ZeRO reduce bucket",
+                bucket,
+                f"{ZERO_REDUCE_BUCKET_ELEMENTS:.0e} elements x {s.elem} B (reduce_bucket_size), during backward",
+                phase="backward",
+            )
+        )
     if not s.deepspeed and s.optimizer == "adamw_torch":
         T = trainable_params(arch, s)
         # foreach AdamW: a temporary per parameter group (sqrt of the second moment); fused AdamW has none
-        terms.append(Term("optimizer step temporaries", 4 * T, "foreach AdamW temporaries (the step only)", phase="step"))
+        terms.append(
+            Term("optimizer step temporaries", 4 * T, "foreach AdamW temporaries (the step only)", phase="step")
+        )
     if s.world_size > 1:
         terms.append(Term("communication buffers", NCCL_BUFFERS, "NCCL communicators"))
     dyn = max(sum(x.bytes for x in terms if x.phase == p) for p in ("backward", "step"))
-    terms.append(Term("allocator overhead", int(0.08 * dyn) + 256 * MiB, "caching-allocator fragmentation (~8% of the larger transient phase + 256 MiB)"))
+    terms.append(
+        Term(
+            "allocator overhead",
+            int(0.08 * dyn) + 256 * MiB,
+            "caching-allocator fragmentation (~8% of the larger transient phase + 256 MiB)",
+        )
+    )
     terms.append(Term("CUDA context", CUDA_CONTEXT, "driver context, cuBLAS workspace"))
     return Estimate(arch, s, tuple(terms), arch.total_params(), trainable_params(arch, s))

@@ -17,9 +17,11 @@ def table(est: Estimate) -> str:
     s, a = est.setup, est.arch
     head = (
         f"model {a.name} ({est.params / 1e9:.2f}B params, {a.layers} layers, hidden {a.hidden}, vocab {a.vocab}; from {a.source})\n"
-        f"method {s.method}" + (f" {s.quant_bits}-bit" if s.quant_bits else "")
+        f"method {s.method}"
+        + (f" {s.quant_bits}-bit" if s.quant_bits else "")
         + f", {s.precision}, {est.trainable / 1e6:.1f}M trainable; ZeRO {s.zero_stage}, offload {s.offload}, {s.world_size} GPU(s); "
-        f"micro-batch {s.micro_batch}" + (f" (x{s.rows_per_example} rows: chosen and rejected)" if s.rows_per_example > 1 else "")
+        f"micro-batch {s.micro_batch}"
+        + (f" (x{s.rows_per_example} rows: chosen and rejected)" if s.rows_per_example > 1 else "")
         + f" x {s.seq_len} tokens x accumulation {s.grad_accum}; "
         f"gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}; packing {s.packing}; liger {'on' if s.liger else 'off'}; "
         f"attention {s.attention}; optimizer {s.optimizer}\n"
@@ -62,8 +64,12 @@ def verdict_json(v: Verdict) -> dict[str, Any]:
         "gpuMemoryBytes": v.gpu_memory,
         "totalBytes": est.total if est else None,
         "peakPhase": est.peak_phase if est else None,
-        "terms": [{"name": t.name, "bytes": t.bytes, "phase": t.phase, "note": t.note} for t in est.terms] if est else [],
-        "suggestion": {"changes": list(v.suggestion.steps), "totalBytes": v.suggestion.estimate.total} if v.suggestion else None,
+        "terms": [{"name": t.name, "bytes": t.bytes, "phase": t.phase, "note": t.note} for t in est.terms]
+        if est
+        else [],
+        "suggestion": {"changes": list(v.suggestion.steps), "totalBytes": v.suggestion.estimate.total}
+        if v.suggestion
+        else None,
     }
 
 

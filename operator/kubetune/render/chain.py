@@ -84,7 +84,9 @@ class Failed:
 Resolution = ModelSource | Waiting | Failed
 
 
-def model_source_of(source: FineTuneJob, namespace: str, layout: Layout, *, from_bucket: bool = False) -> ModelSource | Failed:
+def model_source_of(
+    source: FineTuneJob, namespace: str, layout: Layout, *, from_bucket: bool = False
+) -> ModelSource | Failed:
     """What ``source`` leaves on the outputs volume when it succeeds (from its spec alone); with
     ``from_bucket``, where the trainer puts the copy it downloads from the source's outputs.uri."""
     spec = source.spec
@@ -94,10 +96,22 @@ def model_source_of(source: FineTuneJob, namespace: str, layout: Layout, *, from
     if spec.export.enabled and spec.method in ("lora", "qlora"):
         # A reward model's export carries its value head (configs.export_args passes stage rm).
         return ModelSource(
-            source.name, f"{out}/{MERGED_SUBDIR}", kind="merged", stage=stage, trust_remote_code=spec.model.trust_remote_code, results_uri=results
+            source.name,
+            f"{out}/{MERGED_SUBDIR}",
+            kind="merged",
+            stage=stage,
+            trust_remote_code=spec.model.trust_remote_code,
+            results_uri=results,
         )
     if spec.method in ("full", "freeze"):
-        return ModelSource(source.name, out, kind="full", stage=stage, trust_remote_code=spec.model.trust_remote_code, results_uri=results)
+        return ModelSource(
+            source.name,
+            out,
+            kind="full",
+            stage=stage,
+            trust_remote_code=spec.model.trust_remote_code,
+            results_uri=results,
+        )
     model = spec.model
     if model.from_job is not None:
         return Failed(
@@ -207,12 +221,20 @@ def _usable_source(
     if name == job.name:
         return Failed("InvalidFromJob", f"{field}: a FineTuneJob cannot build on itself")
     if source_obj is None:
-        return Failed("FromJobNotFound", f"{field}: FineTuneJob {name} does not exist in namespace {namespace}; create it first (one kubectl apply of both works)")
+        return Failed(
+            "FromJobNotFound",
+            f"{field}: FineTuneJob {name} does not exist in namespace {namespace}; create it first (one kubectl apply of both works)",
+        )
     phase = _phase(source_obj)
     if phase == "Failed":
-        return Failed("FromJobFailed", f"{field}: FineTuneJob {name} failed ({_condition_message(source_obj)}); fix and re-run it, then re-create this job")
+        return Failed(
+            "FromJobFailed",
+            f"{field}: FineTuneJob {name} failed ({_condition_message(source_obj)}); fix and re-run it, then re-create this job",
+        )
     if phase != "Succeeded" and not assume_succeeded:
-        return Waiting(f"waiting for FineTuneJob {name} to succeed (now {phase or 'not started'}); this job starts when it has")
+        return Waiting(
+            f"waiting for FineTuneJob {name} to succeed (now {phase or 'not started'}); this job starts when it has"
+        )
     try:
         source = FineTuneJob.from_api({**source_obj, "status": None} if "status" in source_obj else source_obj)
     except Exception as exc:  # noqa: BLE001 - pydantic's error names the field; the source's own problem
@@ -233,7 +255,10 @@ def _same_volume(job: FineTuneJob, source: FineTuneJob) -> bool:
     """Both jobs mount one outputs claim and subPath, so the source's folder is in this job's pods.
     Never for a source without a claim: its outputs emptyDir was its own pod's."""
     src_out, own_out = source.spec.storage.outputs, job.spec.storage.outputs
-    return src_out.claim_name is not None and (src_out.claim_name, src_out.sub_path) == (own_out.claim_name, own_out.sub_path)
+    return src_out.claim_name is not None and (src_out.claim_name, src_out.sub_path) == (
+        own_out.claim_name,
+        own_out.sub_path,
+    )
 
 
 def _bucket_source_problem(job: FineTuneJob, source: FineTuneJob, name: str, field: str) -> Failed | None:
@@ -267,10 +292,15 @@ def _bucket_source_problem(job: FineTuneJob, source: FineTuneJob, name: str, fie
     return None
 
 
-def _reward_model_problem(job: FineTuneJob, resolved: ModelSource, name: str, field: str, layout: Layout) -> Failed | None:
+def _reward_model_problem(
+    job: FineTuneJob, resolved: ModelSource, name: str, field: str, layout: Layout
+) -> Failed | None:
     """Why the resolved model cannot be ``job``'s PPO reward model, or None."""
     if resolved.stage != "rm":
-        return Failed("FromJobNotRewardModel", f"{field}: FineTuneJob {name} has stage {resolved.stage}; a PPO reward model comes from a job with stage rm")
+        return Failed(
+            "FromJobNotRewardModel",
+            f"{field}: FineTuneJob {name} has stage {resolved.stage}; a PPO reward model comes from a job with stage rm",
+        )
     if resolved.kind == "adapter" and job.spec.method not in ("lora", "qlora"):
         return Failed(
             "FromJobAdapterMismatch",
@@ -283,7 +313,9 @@ def _reward_model_problem(job: FineTuneJob, resolved: ModelSource, name: str, fi
     return None
 
 
-def _continued_model_problem(job: FineTuneJob, source: FineTuneJob, resolved: ModelSource, name: str, field: str) -> Failed | None:
+def _continued_model_problem(
+    job: FineTuneJob, source: FineTuneJob, resolved: ModelSource, name: str, field: str
+) -> Failed | None:
     """Why ``job``'s method cannot continue from the resolved model (an adapter it cannot load, or
     LoRA settings that would be silently ignored), or None."""
     if resolved.kind == "adapter" and job.spec.method not in ("lora", "qlora"):
@@ -297,7 +329,11 @@ def _continued_model_problem(job: FineTuneJob, source: FineTuneJob, resolved: Mo
             "FromJobAdapterMismatch",
             f"{field}: FineTuneJob {name} trained its adapter on a quantized base (qlora); continue with method qlora, or export it first",
         )
-    if resolved.kind == "adapter" and job.spec.lora is not None and _lora_effective(job.spec.lora) != _lora_effective(source.spec.lora or LoraSpec()):
+    if (
+        resolved.kind == "adapter"
+        and job.spec.lora is not None
+        and _lora_effective(job.spec.lora) != _lora_effective(source.spec.lora or LoraSpec())
+    ):
         # LLaMA-Factory resumes the saved adapter (PeftModel.from_pretrained with its own
         # adapter_config.json: src/llamafactory/model/adapter.py:175-200 @v0.9.5) and never reads
         # lora_rank/alpha/dropout/target: different settings here would be silently ignored.
@@ -314,7 +350,12 @@ def _lora_effective(lora: LoraSpec) -> tuple[int, int, float, frozenset[str]]:
     """The adapter a LoraSpec trains: lora_alpha unset is 2 x rank (hparams/finetuning_args.py:568
     @v0.9.5) and PEFT keeps target_modules as a set (the order is no difference). ``all`` and an
     explicit list of every linear module do compare different: only the model knows the expansion."""
-    return (lora.rank, lora.alpha if lora.alpha is not None else 2 * lora.rank, lora.dropout, frozenset(lora.target_modules))
+    return (
+        lora.rank,
+        lora.alpha if lora.alpha is not None else 2 * lora.rank,
+        lora.dropout,
+        frozenset(lora.target_modules),
+    )
 
 
 def _lora_text(lora: LoraSpec) -> str:
@@ -352,11 +393,22 @@ def source_from_documents(
     default_namespace: str = "default",
 ) -> Resolution:
     """Resolve against jobs given together (one recipe file): the source is assumed to succeed."""
-    name = job.spec.model.from_job if reference == "model" else (job.spec.training.ppo.reward_model.from_job if job.spec.training.ppo else None)
+    name = (
+        job.spec.model.from_job
+        if reference == "model"
+        else (job.spec.training.ppo.reward_model.from_job if job.spec.training.ppo else None)
+    )
     namespace = job.metadata.namespace or default_namespace
     for other in documents:
         if other.name == name and (other.metadata.namespace or default_namespace) == namespace:
-            return resolve_from_job(job, other.to_api(), reference=reference, layout=layout, assume_succeeded=True, default_namespace=default_namespace)
+            return resolve_from_job(
+                job,
+                other.to_api(),
+                reference=reference,
+                layout=layout,
+                assume_succeeded=True,
+                default_namespace=default_namespace,
+            )
     return resolve_from_job(job, None, reference=reference, layout=layout, default_namespace=default_namespace)
 
 
@@ -397,7 +449,9 @@ def with_sources(job: FineTuneJob, documents: list[FineTuneJob], options: Any) -
         changes["model_source"] = got
     ppo = job.spec.training.ppo
     if ppo is not None and ppo.reward_model.from_job is not None:
-        got = source_from_documents(job, documents, layout, reference="rewardModel", default_namespace=options.default_namespace)
+        got = source_from_documents(
+            job, documents, layout, reference="rewardModel", default_namespace=options.default_namespace
+        )
         if not isinstance(got, ModelSource):
             return got if isinstance(got, Failed) else Failed(got.reason, got.message)
         changes["reward_source"] = got

@@ -52,7 +52,9 @@ def validate_object(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
     try:
         return _validate(obj)
     except Exception as exc:  # noqa: BLE001 - the contract is "never raise"
-        return None, [Problem("", f"could not validate this object ({type(exc).__name__}: {clip(str(exc))}); please report it")]
+        return None, [
+            Problem("", f"could not validate this object ({type(exc).__name__}: {clip(str(exc))}); please report it")
+        ]
 
 
 def split_header(obj: dict[str, Any], kind: str) -> tuple[list[Problem], dict[str, Any]]:
@@ -67,7 +69,9 @@ def split_header(obj: dict[str, Any], kind: str) -> tuple[list[Problem], dict[st
 
 def _validate(obj: object) -> tuple[FineTuneJob | None, list[Problem]]:
     if not isinstance(obj, dict):
-        return None, [Problem("", f"expected a FineTuneJob mapping (apiVersion, kind, metadata, spec), got {_type_name(obj)}")]
+        return None, [
+            Problem("", f"expected a FineTuneJob mapping (apiVersion, kind, metadata, spec), got {_type_name(obj)}")
+        ]
     meta = obj.get("metadata")
     if isinstance(meta, dict) and "managedFields" in meta:
         # The API server's field-ownership record (k8s.io/apimachinery pkg/util/managedfields), not the
@@ -121,7 +125,12 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
     problems.extend(_template_problems(job.spec.model.template))
     problems.extend(_extra_args_problems(job.spec.extra_args or {}))
     if job.spec.training.optimizer is not None and "optim" in (job.spec.extra_args or {}):
-        problems.append(Problem("spec.extraArgs.optim", "conflicts with spec.training.optimizer: set the optimizer in one place (remove one of them)"))
+        problems.append(
+            Problem(
+                "spec.extraArgs.optim",
+                "conflicts with spec.training.optimizer: set the optimizer in one place (remove one of them)",
+            )
+        )
     problems.extend(image_problems(job))
     problems.extend(lora_target_problems(job))
     problems.extend(packing_problems(job))
@@ -148,12 +157,21 @@ def lora_target_problems(job: FineTuneJob) -> list[Problem]:
     if "all" in lora.target_modules and len(lora.target_modules) > 1:
         # llamafactory/model/adapter.py:205 @0.9.5 expands `all` only alone; beside other names PEFT
         # gets a module called all (none is), training only the others or stopping at model load.
-        return [Problem("spec.lora.targetModules", "all stands alone (every linear layer): give [all], or name the modules without all")]
+        return [
+            Problem(
+                "spec.lora.targetModules",
+                "all stands alone (every linear layer): give [all], or name the modules without all",
+            )
+        ]
     unknown = unknown_lora_targets(arch, lora.target_modules)
     if unknown:
         names, verb = ", ".join(unknown), "is not a linear layer" if len(unknown) == 1 else "are not linear layers"
         has = ", ".join((*arch.lora_modules, *OUTER_MODULES))
-        return [Problem("spec.lora.targetModules", f"{names} {verb} of {arch.name}, which has {has}: name some of those, or all")]
+        return [
+            Problem(
+                "spec.lora.targetModules", f"{names} {verb} of {arch.name}, which has {has}: name some of those, or all"
+            )
+        ]
     outer = outer_lora_targets(lora.target_modules)
     if outer and arch.tied_embeddings:
         # One weight matrix is both embed_tokens and lm_head (tie_word_embeddings). PEFT only warns
@@ -161,17 +179,27 @@ def lora_target_problems(job: FineTuneJob) -> list[Problem]:
         # to the shared matrix, so the merged model changes the other layer too (measured on a tied
         # Qwen2: logits off by 5 for lm_head, 160 for embed_tokens). LLaMA-Factory merges on export
         # and when a job trains on this one (llamafactory/model/adapter.py:189-191 @0.9.5).
-        return [Problem("spec.lora.targetModules", f"{', '.join(outer)}: {arch.name} ties embed_tokens and lm_head to one weight matrix "
-                        "(tie_word_embeddings), so merging the adapter (spec.export, or a job that trains on this one) would change both: "
-                        "name decoder-layer modules only, or all")]
+        return [
+            Problem(
+                "spec.lora.targetModules",
+                f"{', '.join(outer)}: {arch.name} ties embed_tokens and lm_head to one weight matrix "
+                "(tie_word_embeddings), so merging the adapter (spec.export, or a job that trains on this one) would change both: "
+                "name decoder-layer modules only, or all",
+            )
+        ]
     if "lm_head" in outer and job.spec.training.liger_kernel and job.spec.training.stage in ("pt", "sft"):
         # Liger's fused linear cross-entropy takes self.lm_head.weight (liger_kernel/transformers/model/
         # qwen2.py:104-106 @0.8.5, the trainer image's pin; the same for every family), which for a
         # PEFT-wrapped lm_head is the base weight (peft/tuners/tuners_utils.py:1320-1333 @0.18.1): the
         # adapter's lm_head never enters the loss and stays untrained. LLaMA-Factory fuses it for pt
         # and sft only (llamafactory/model/loader.py:142 @0.9.5).
-        return [Problem("spec.lora.targetModules", "lm_head: spec.training.ligerKernel computes the loss from lm_head's base weight "
-                        "(fused linear cross-entropy), so its adapter would never be trained: drop lm_head, or set ligerKernel false")]
+        return [
+            Problem(
+                "spec.lora.targetModules",
+                "lm_head: spec.training.ligerKernel computes the loss from lm_head's base weight "
+                "(fused linear cross-entropy), so its adapter would never be trained: drop lm_head, or set ligerKernel false",
+            )
+        ]
     return []
 
 
@@ -346,7 +374,9 @@ def _extra_args_problems(extra: dict[str, Any]) -> list[Problem]:
     for key, value in sorted(extra.items()):
         path = join("spec.extraArgs", key)
         if key in SPEC_CONTROLLED:
-            problems.append(Problem(path, f"is set by the spec: use {SPEC_CONTROLLED[key]} instead and remove it from extraArgs"))
+            problems.append(
+                Problem(path, f"is set by the spec: use {SPEC_CONTROLLED[key]} instead and remove it from extraArgs")
+            )
             continue
         info = cat.args.get(key)
         if info is None:
@@ -394,7 +424,11 @@ def _from_pydantic(err: ValidationError) -> list[Problem]:
             # One value failed every member of a scalar union (extraArgs values): one problem, not four.
             if path not in union_paths:
                 union_paths.add(path)
-                problems.append(Problem(path, f"must be a single value (true/false, a number or a string), got {_show(e.get('input'))}"))
+                problems.append(
+                    Problem(
+                        path, f"must be a single value (true/false, a number or a string), got {_show(e.get('input'))}"
+                    )
+                )
             continue
         problems.append(Problem(path, _message(e, loc)))
     return problems
@@ -458,8 +492,16 @@ def _message(e: Any, loc: tuple[Any, ...]) -> str:
         return f"must be a list, got {_show(got)}"
     if kind == "value_error":  # an AfterValidator's own message, e.g. api/k8s.extended_resource_problems
         return msg.removeprefix("Value error, ")
-    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than", "too_short", "too_long",
-                "string_too_long", "string_too_short"):
+    if kind in (
+        "greater_than_equal",
+        "greater_than",
+        "less_than_equal",
+        "less_than",
+        "too_short",
+        "too_long",
+        "string_too_long",
+        "string_too_short",
+    ):
         return f"{msg[0].lower()}{msg[1:]} (got {_show(got)})"
     return msg
 
@@ -537,7 +579,10 @@ def dedupe(problems: list[Problem]) -> list[Problem]:
             out.append(p)
     if len(out) > MAX_PROBLEMS:
         rest = len(out) - MAX_PROBLEMS
-        out = [*out[:MAX_PROBLEMS], Problem(out[MAX_PROBLEMS].path, f"... and {rest} more problem(s) like the ones above")]
+        out = [
+            *out[:MAX_PROBLEMS],
+            Problem(out[MAX_PROBLEMS].path, f"... and {rest} more problem(s) like the ones above"),
+        ]
     return out
 
 

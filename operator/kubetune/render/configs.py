@@ -11,7 +11,16 @@ import json
 from typing import Any
 
 from kubetune.api import DatasetSpec, FineTuneJob
-from kubetune.api.contract import DATA_SUBDIR, DEEPSPEED_FILE, EVAL_SUBDIR, LF_ALPACA_COLUMNS, LF_SHAREGPT_COLUMNS, LF_SHAREGPT_TAGS, MERGED_SUBDIR, Layout
+from kubetune.api.contract import (
+    DATA_SUBDIR,
+    DEEPSPEED_FILE,
+    EVAL_SUBDIR,
+    LF_ALPACA_COLUMNS,
+    LF_SHAREGPT_COLUMNS,
+    LF_SHAREGPT_TAGS,
+    MERGED_SUBDIR,
+    Layout,
+)
 from kubetune.api.yamldump import dump
 
 from .chain import ModelSource
@@ -141,7 +150,18 @@ def accelerate_config(job: FineTuneJob, layout: Layout) -> dict[str, Any]:
 
 # --- datasets ---------------------------------------------------------------------
 
-_COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools", "chosen", "rejected", "kto_tag")
+_COLUMN_KEYS = (
+    "prompt",
+    "query",
+    "response",
+    "history",
+    "messages",
+    "system",
+    "tools",
+    "chosen",
+    "rejected",
+    "kto_tag",
+)
 _TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag")
 
 # LLaMA-Factory's own defaults (src/llamafactory/data/parser.py:27-64 @v0.9.5, class DatasetAttr).
@@ -220,7 +240,9 @@ def export_args(job: FineTuneJob, layout: Layout, output_dir: str, source: Model
 AUTO_TUNE_ANNOTATION = "kubetune.io/auto-tune"
 
 
-def spec_document(job: FineTuneJob, namespace: str, backend: str, auto_tune: dict[str, Any] | None = None) -> dict[str, Any]:
+def spec_document(
+    job: FineTuneJob, namespace: str, backend: str, auto_tune: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """finetunejob.json: what the trainer reads for everything train.yaml cannot say
     (dataset sources, export, resources).  ``distributed.backend`` is the one actually
     rendered (``kubetune render --backend`` may override the spec), so the trainer and
@@ -241,7 +263,9 @@ def spec_document(job: FineTuneJob, namespace: str, backend: str, auto_tune: dic
 # --- evaluation ---------------------------------------------------------------------
 
 
-def _trained_model_args(job: FineTuneJob, layout: Layout, output_dir: str, source: ModelSource | None) -> dict[str, Any]:
+def _trained_model_args(
+    job: FineTuneJob, layout: Layout, output_dir: str, source: ModelSource | None
+) -> dict[str, Any]:
     """How LLaMA-Factory loads what this job produced."""
     spec = job.spec
     if spec.export.enabled:
@@ -268,7 +292,9 @@ def quantization_args(job: FineTuneJob) -> dict[str, Any]:
     return out
 
 
-def evaluation_config(job: FineTuneJob, layout: Layout, output_dir: str, source: ModelSource | None = None) -> dict[str, Any] | None:
+def evaluation_config(
+    job: FineTuneJob, layout: Layout, output_dir: str, source: ModelSource | None = None
+) -> dict[str, Any] | None:
     """evaluate.json: the LLaMA-Factory runs of the trainer's evaluate stage (None without spec.evaluation).
 
     Held-out split (valSize): the same datasets, val_size, seed and max_samples as
@@ -321,7 +347,13 @@ def evaluation_config(job: FineTuneJob, layout: Layout, output_dir: str, source:
         models.append(("base", base))
     runs: list[dict[str, Any]] = []
     for label, margs in models:
-        runs.append({"model": label, "mode": "eval", "args": {**margs, **common, "do_eval": True, "output_dir": f"{output_dir}/{EVAL_SUBDIR}/{label}"}})
+        runs.append(
+            {
+                "model": label,
+                "mode": "eval",
+                "args": {**margs, **common, "do_eval": True, "output_dir": f"{output_dir}/{EVAL_SUBDIR}/{label}"},
+            }
+        )
         if ev.generation:
             runs.append(
                 {

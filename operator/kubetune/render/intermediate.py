@@ -32,7 +32,11 @@ def azure_workload_identity_labels(job: FineTuneJob) -> dict[str, str]:
     api://AzureADTokenExchange (consts.go:61, webhook.go:500-501), which the API server does not accept:
     automountServiceAccountToken stays false."""
     store = job.spec.storage.object_store
-    if store is not None and store.credentials_secret_ref is None and any(u.startswith("az://") for u in uses_object_store(job.spec)):
+    if (
+        store is not None
+        and store.credentials_secret_ref is None
+        and any(u.startswith("az://") for u in uses_object_store(job.spec))
+    ):
         return {AZURE_WORKLOAD_IDENTITY_LABEL: "true"}
     return {}
 

@@ -118,6 +118,8 @@ def cpu_cores(quantity: str | None) -> int | None:
     except ValueError:
         return None
     return max(1, int(cores))
+
+
 """kubetune's own choices that spec.extraArgs may override (no spec field controls them)."""
 
 
@@ -331,7 +333,9 @@ def uses_reference_model(job: FineTuneJob) -> bool:
     return t.stage == "kto" or (t.stage == "dpo" and loss not in ("orpo", "simpo"))
 
 
-def reference_args(job: FineTuneJob, layout: Layout, source: ModelSource | None, *, evaluating: bool = False) -> dict[str, Any]:
+def reference_args(
+    job: FineTuneJob, layout: Layout, source: ModelSource | None, *, evaluating: bool = False
+) -> dict[str, Any]:
     """``ref_model`` (+ ``ref_model_adapters``): the model the preference loss compares with.
 
     Training: LLaMA-Factory's default is right (the starting model: a LoRA policy with its

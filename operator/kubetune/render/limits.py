@@ -49,12 +49,18 @@ def size_problems(rendered: Rendered) -> list[Problem]:
     cm = config_map_size(rendered.config_map)
     if cm > CONFIG_MAP_LIMIT:
         problems.append(
-            Problem("spec", f"renders a ConfigMap of {cm} bytes; Kubernetes allows at most {CONFIG_MAP_LIMIT} (1 MiB): {_FIX}")
+            Problem(
+                "spec",
+                f"renders a ConfigMap of {cm} bytes; Kubernetes allows at most {CONFIG_MAP_LIMIT} (1 MiB): {_FIX}",
+            )
         )
     for obj in (rendered.config_map, rendered.workload):
         size = object_size(obj)
         if size > OBJECT_LIMIT:
             problems.append(
-                Problem("spec", f"renders a {obj.get('kind')} of {size} bytes; etcd stores at most {OBJECT_LIMIT} (1.5 MiB): {_FIX}")
+                Problem(
+                    "spec",
+                    f"renders a {obj.get('kind')} of {size} bytes; etcd stores at most {OBJECT_LIMIT} (1.5 MiB): {_FIX}",
+                )
             )
     return problems

@@ -102,7 +102,9 @@ def training(plan: Plan) -> None:
     if plan.launcher == "accelerate":
         files[ACCELERATE_FILE] = configs.dump_yaml(configs.accelerate_config(job, layout))
     if job.spec.export.enabled:
-        files[EXPORT_ARGS_FILE] = configs.dump_yaml(configs.export_args(job, layout, plan.output_dir, opts.model_source))
+        files[EXPORT_ARGS_FILE] = configs.dump_yaml(
+            configs.export_args(job, layout, plan.output_dir, opts.model_source)
+        )
     evaluation = configs.evaluation_config(job, layout, plan.output_dir, opts.model_source)
     if evaluation is not None:
         files[EVAL_ARGS_FILE] = configs.dump_json(evaluation)

@@ -133,7 +133,11 @@ def object_store_env(plan: Plan) -> list[dict[str, Any]]:
     from its bucket (kubetune.render.chain) counts as one of the job's URIs: a gs:// source gets
     Cloud Storage's endpoint here like the source's own pods did."""
     source = plan.options.model_source
-    read = (source.results_uri,) if plan.job.spec.model.from_job is not None and source is not None and source.results_uri is not None else ()
+    read = (
+        (source.results_uri,)
+        if plan.job.spec.model.from_job is not None and source is not None and source.results_uri is not None
+        else ()
+    )
     return job_object_store_env(plan.job, also=read)
 
 
@@ -159,12 +163,25 @@ def job_object_store_env(job: FineTuneJob, *, also: tuple[str, ...] = ()) -> lis
     if creds is not None and azure:
         # az://: the connection string (it names the account), or the account key with the endpoint's account.
         if creds.account_key_key is not None:
-            env.append(_secret_env(contract.ENV_AZURE_ACCOUNT_KEY, SecretKeyRef(name=creds.name, key=creds.account_key_key)))
+            env.append(
+                _secret_env(contract.ENV_AZURE_ACCOUNT_KEY, SecretKeyRef(name=creds.name, key=creds.account_key_key))
+            )
         else:
-            env.append(_secret_env(contract.ENV_AZURE_CONNECTION_STRING, SecretKeyRef(name=creds.name, key=creds.connection_string_key or AZURE_CONNECTION_STRING_KEY)))
+            env.append(
+                _secret_env(
+                    contract.ENV_AZURE_CONNECTION_STRING,
+                    SecretKeyRef(name=creds.name, key=creds.connection_string_key or AZURE_CONNECTION_STRING_KEY),
+                )
+            )
     elif creds is not None:
-        env.append(_secret_env(contract.ENV_S3_ACCESS_KEY_ID, SecretKeyRef(name=creds.name, key=creds.access_key_id_key)))
-        env.append(_secret_env(contract.ENV_S3_SECRET_ACCESS_KEY, SecretKeyRef(name=creds.name, key=creds.secret_access_key_key)))
+        env.append(
+            _secret_env(contract.ENV_S3_ACCESS_KEY_ID, SecretKeyRef(name=creds.name, key=creds.access_key_id_key))
+        )
+        env.append(
+            _secret_env(
+                contract.ENV_S3_SECRET_ACCESS_KEY, SecretKeyRef(name=creds.name, key=creds.secret_access_key_key)
+            )
+        )
     if store.ca_bundle is not None:
         env.append(_env(contract.ENV_S3_CA_BUNDLE, f"{contract.S3_CA_BUNDLE_DIR}/{S3_CA_FILE}"))
     return env
@@ -226,11 +243,16 @@ def outputs_volume(outputs: OutputsVolumeSpec) -> dict[str, Any]:
     The pod's restart then resumes from the newest checkpoint uploaded to outputs.uri
     (kubetune.trainer.objectstore.restore_checkpoint)."""
     if outputs.claim_name is not None:
-        return {"name": "outputs", "persistentVolumeClaim": {"claimName": outputs.claim_name, "readOnly": outputs.read_only}}
+        return {
+            "name": "outputs",
+            "persistentVolumeClaim": {"claimName": outputs.claim_name, "readOnly": outputs.read_only},
+        }
     return {"name": "outputs", "emptyDir": {"sizeLimit": outputs.size_limit or DEFAULT_OUTPUTS_SIZE_LIMIT}}
 
 
-def _mount(name: str, path: str, volume: VolumeSpec | OutputsVolumeSpec | None, *, read_only: bool = False) -> dict[str, Any]:
+def _mount(
+    name: str, path: str, volume: VolumeSpec | OutputsVolumeSpec | None, *, read_only: bool = False
+) -> dict[str, Any]:
     mount: dict[str, Any] = {"name": name, "mountPath": path}
     if volume is not None and volume.sub_path:
         mount["subPath"] = volume.sub_path
@@ -262,7 +284,9 @@ def volumes(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     store = plan.job.spec.storage.object_store
     if store is not None and store.ca_bundle is not None:
         ca = store.ca_bundle
-        vols.append({"name": S3_CA_VOLUME, "configMap": {"name": ca.name, "items": [{"key": ca.key, "path": S3_CA_FILE}]}})
+        vols.append(
+            {"name": S3_CA_VOLUME, "configMap": {"name": ca.name, "items": [{"key": ca.key, "path": S3_CA_FILE}]}}
+        )
         mounts.append(_mount(S3_CA_VOLUME, contract.S3_CA_BUNDLE_DIR, None, read_only=True))
     if plan.options.progress_url:
         vols.append(progress_token_volume())

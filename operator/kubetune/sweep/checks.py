@@ -47,7 +47,9 @@ def validate_sweep(
     try:
         return _validate(obj, gpu_memory, product_table)
     except Exception as exc:  # noqa: BLE001 - the contract is "never raise"
-        return None, [Problem("", f"could not validate this object ({type(exc).__name__}: {clip(str(exc))}); please report it")]
+        return None, [
+            Problem("", f"could not validate this object ({type(exc).__name__}: {clip(str(exc))}); please report it")
+        ]
 
 
 def _rerooted(problems: list[Problem], root: str) -> list[Problem]:
@@ -63,9 +65,15 @@ def _rerooted(problems: list[Problem], root: str) -> list[Problem]:
     return out
 
 
-def _validate(obj: object, gpu_memory: int | None, product_table: Mapping[str, str] | None) -> tuple[FineTuneSweep | None, list[Problem]]:
+def _validate(
+    obj: object, gpu_memory: int | None, product_table: Mapping[str, str] | None
+) -> tuple[FineTuneSweep | None, list[Problem]]:
     if not isinstance(obj, dict):
-        return None, [Problem("", f"expected a FineTuneSweep mapping (apiVersion, kind, metadata, spec), got {type(obj).__name__}")]
+        return None, [
+            Problem(
+                "", f"expected a FineTuneSweep mapping (apiVersion, kind, metadata, spec), got {type(obj).__name__}"
+            )
+        ]
     try:
         obj = dict(normalize(obj))
     except InputError as exc:
@@ -75,7 +83,10 @@ def _validate(obj: object, gpu_memory: int | None, product_table: Mapping[str, s
         sweep = FineTuneSweep.from_api(body)
     except ValidationError as err:
         found = problems_from_validation_error(err)
-        problems += [Problem(p.path, _SPEC_WORD.sub("spec.template.", p.message)) if p.path.startswith("spec.template") else p for p in found]
+        problems += [
+            Problem(p.path, _SPEC_WORD.sub("spec.template.", p.message)) if p.path.startswith("spec.template") else p
+            for p in found
+        ]
         return None, dedupe(problems)
     problems += _template_problems(sweep)
     if not problems:
@@ -94,7 +105,9 @@ def _job(sweep: FineTuneSweep, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _template(sweep: FineTuneSweep) -> dict[str, Any]:
-    out: dict[str, Any] = sweep.spec.template.model_dump(by_alias=True, exclude_unset=True, exclude_none=True, mode="json")
+    out: dict[str, Any] = sweep.spec.template.model_dump(
+        by_alias=True, exclude_unset=True, exclude_none=True, mode="json"
+    )
     return out
 
 
@@ -162,7 +175,9 @@ def _parameter_problems(sweep: FineTuneSweep) -> list[Problem]:
     return problems
 
 
-def _fit_problems(sweep: FineTuneSweep, gpu_memory: int | None, product_table: Mapping[str, str] | None) -> list[Problem]:
+def _fit_problems(
+    sweep: FineTuneSweep, gpu_memory: int | None, product_table: Mapping[str, str] | None
+) -> list[Problem]:
     """The planner on every combination of the numeric parameters' ends (categorical values included,
     at most MAX_EXTREME_CHECKS combinations): the first that cannot fit the GPUs is refused."""
     template = _template(sweep)
@@ -188,5 +203,3 @@ def _fit_problems(sweep: FineTuneSweep, gpu_memory: int | None, product_table: M
                 )
             ]
     return []
-
-

@@ -193,7 +193,14 @@ def build_study(spec: FineTuneSweepSpec, trials: Sequence[TrialRecord], *, sampl
     return study
 
 
-def _replay(study: Any, spec: FineTuneSweepSpec, trials: Sequence[TrialRecord], dists: dict[str, Any], *, consult_pruner: bool = False) -> list[bool]:
+def _replay(
+    study: Any,
+    spec: FineTuneSweepSpec,
+    trials: Sequence[TrialRecord],
+    dists: dict[str, Any],
+    *,
+    consult_pruner: bool = False,
+) -> list[bool]:
     """Replay recorded trials as a live Optuna run would have produced them: each is enqueued with its
     own parameters, asked, its intermediate values reported (with ``consult_pruner``, the pruner is asked
     after each report, as ``Trial.should_prune`` would be) and told its outcome.
@@ -335,4 +342,3 @@ __all__ = [
     "summary",
     "trial_limit",
 ]
-

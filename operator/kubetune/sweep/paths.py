@@ -81,7 +81,9 @@ def _leaf(path: str, annotation: Any, metadata: list[Any]) -> Leaf:
     if origin is Literal:
         choices = typing.get_args(annotation)
         kinds = {type(c) for c in choices}
-        kind: ScalarKind = "str" if kinds == {str} else "int" if kinds == {int} else "bool" if kinds == {bool} else "str"
+        kind: ScalarKind = (
+            "str" if kinds == {str} else "int" if kinds == {int} else "bool" if kinds == {bool} else "str"
+        )
         return Leaf(path, kind, choices=choices)
     if annotation is bool:
         return Leaf(path, "bool", choices=(False, True))
@@ -91,7 +93,9 @@ def _leaf(path: str, annotation: Any, metadata: list[Any]) -> Leaf:
         return Leaf(path, "float", **bounds)
     if annotation is str:
         return Leaf(path, "str")
-    raise PathError(f"{path} is not a single value (a list, a map or a mix of types): a sweep varies one scalar field; name a field inside it")
+    raise PathError(
+        f"{path} is not a single value (a list, a map or a mix of types): a sweep varies one scalar field; name a field inside it"
+    )
 
 
 def resolve(path: str) -> Leaf:
@@ -119,10 +123,14 @@ def resolve(path: str) -> Leaf:
         metadata += list(field.metadata)
         if i == len(parts) - 1:
             if isinstance(inner, type) and issubclass(inner, BaseModel):
-                raise PathError(f"{path} is an object, not a value: name one of its fields ({', '.join(sorted((f.alias or n) for n, f in inner.model_fields.items()))})")
+                raise PathError(
+                    f"{path} is an object, not a value: name one of its fields ({', '.join(sorted((f.alias or n) for n, f in inner.model_fields.items()))})"
+                )
             return _leaf(path, inner, metadata)
         if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
-            raise PathError(f"{path}: spec.{'.'.join(walked)} is a value, not an object: it has no field {parts[i + 1]!r}")
+            raise PathError(
+                f"{path}: spec.{'.'.join(walked)} is a value, not an object: it has no field {parts[i + 1]!r}"
+            )
         model = inner
     raise PathError(f"{path}: empty path")  # pragma: no cover - the pattern forbids it
 

@@ -36,7 +36,9 @@ from .errors import StorageError
 
 MAX_CONCURRENCY: Final = 4
 """Parallel block transfers of one blob (the SDK's default is 1)."""
-TRANSIENT_CODES: Final = frozenset({"ServerBusy", "OperationTimedOut", "InternalError", "ServiceUnavailable", "IncompleteRead"})
+TRANSIENT_CODES: Final = frozenset(
+    {"ServerBusy", "OperationTimedOut", "InternalError", "ServiceUnavailable", "IncompleteRead"}
+)
 """Azure Blob error codes that a later attempt can get past (the 5xx codes of
 https://learn.microsoft.com/en-us/rest/api/storageservices/blob-service-error-codes, also caught by status)."""
 SHELL_CONNECTION_STRING: Final = "AZURE_STORAGE_CONNECTION_STRING"
@@ -63,13 +65,18 @@ def service_client(env: Mapping[str, str]) -> Any:
         kwargs["connection_verify"] = ca  # azure-core's transport option: a CA bundle path
     try:
         # The pod's Secret first (kubetune's names), then the shell's (run --local, plot, serve --local).
-        for conn_name, key_name in ((contract.ENV_AZURE_CONNECTION_STRING, contract.ENV_AZURE_ACCOUNT_KEY), (SHELL_CONNECTION_STRING, SHELL_ACCOUNT_KEY)):
+        for conn_name, key_name in (
+            (contract.ENV_AZURE_CONNECTION_STRING, contract.ENV_AZURE_ACCOUNT_KEY),
+            (SHELL_CONNECTION_STRING, SHELL_ACCOUNT_KEY),
+        ):
             if env.get(conn_name):
                 return BlobServiceClient.from_connection_string(env[conn_name], **kwargs)
             if env.get(key_name):
                 if endpoint is None:
                     break
-                return BlobServiceClient(account_url=endpoint, credential=_shared_key(endpoint, env[key_name]), **kwargs)
+                return BlobServiceClient(
+                    account_url=endpoint, credential=_shared_key(endpoint, env[key_name]), **kwargs
+                )
         if endpoint is None:
             raise StorageError(
                 "az:// needs the storage account: a connection string (spec.storage.objectStore.credentialsSecretRef; "
@@ -79,7 +86,9 @@ def service_client(env: Mapping[str, str]) -> Any:
         if env.get("AZURE_FEDERATED_TOKEN_FILE"):
             return BlobServiceClient(account_url=endpoint, credential=_workload_identity(env, endpoint), **kwargs)
     except ValueError as exc:  # a malformed connection string or endpoint: never echo it (it holds the key)
-        raise StorageError(f"spec.storage.objectStore: the Azure connection string or endpoint is malformed ({type(exc).__name__}); check the Secret of credentialsSecretRef") from None
+        raise StorageError(
+            f"spec.storage.objectStore: the Azure connection string or endpoint is malformed ({type(exc).__name__}); check the Secret of credentialsSecretRef"
+        ) from None
     raise StorageError(
         "az:// without credentials: set spec.storage.objectStore.credentialsSecretRef (a connection string, or accountKeyKey), or Azure Workload "
         "Identity through spec.serviceAccountName (a ServiceAccount annotated azure.workload.identity/client-id); "
@@ -119,7 +128,9 @@ def _workload_identity(env: Mapping[str, str], endpoint: str) -> Any:
     try:
         from azure.identity import WorkloadIdentityCredential  # noqa: PLC0415
     except ImportError:
-        raise StorageError("az:// with Azure Workload Identity needs azure-identity in the trainer's environment (pip install 'kubetune[train]')") from None
+        raise StorageError(
+            "az:// with Azure Workload Identity needs azure-identity in the trainer's environment (pip install 'kubetune[train]')"
+        ) from None
     missing = [name for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID") if not env.get(name)]
     if missing:
         raise StorageError(
@@ -127,7 +138,11 @@ def _workload_identity(env: Mapping[str, str], endpoint: str) -> Any:
             "spec.serviceAccountName: annotate it azure.workload.identity/client-id: <the managed identity's or app's client id>, and "
             "azure.workload.identity/tenant-id unless the webhook knows the tenant)"
         )
-    return WorkloadIdentityCredential(tenant_id=env["AZURE_TENANT_ID"], client_id=env["AZURE_CLIENT_ID"], token_file_path=env["AZURE_FEDERATED_TOKEN_FILE"])
+    return WorkloadIdentityCredential(
+        tenant_id=env["AZURE_TENANT_ID"],
+        client_id=env["AZURE_CLIENT_ID"],
+        token_file_path=env["AZURE_FEDERATED_TOKEN_FILE"],
+    )
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -148,7 +163,9 @@ class _Pages:
         container = self.service.get_container_client(Bucket)
         if Delimiter:
             contents, prefixes = [], []
-            for item in container.walk_blobs(name_starts_with=Prefix or None, delimiter=Delimiter, include=["metadata"]):
+            for item in container.walk_blobs(
+                name_starts_with=Prefix or None, delimiter=Delimiter, include=["metadata"]
+            ):
                 if isinstance(item, BlobPrefix):
                     prefixes.append({"Prefix": str(item.name)})
                 elif not _is_directory(item):

@@ -30,7 +30,9 @@ def _has_optimizer(folder: Path) -> bool:
     if (folder / "optimizer.pt").is_file() or (folder / "optimizer.bin").is_file():
         return True
     # DeepSpeed keeps optimizer shards in global_stepN/ next to a `latest` file.
-    return (folder / "latest").is_file() and any(p.is_dir() and p.name.startswith("global_step") for p in folder.iterdir())
+    return (folder / "latest").is_file() and any(
+        p.is_dir() and p.name.startswith("global_step") for p in folder.iterdir()
+    )
 
 
 def is_complete(folder: Path, *, needs_optimizer: bool = True) -> bool:

@@ -80,7 +80,9 @@ def _json_records(path: Path, label: str | None = None) -> Iterator[Any]:
                 yield from data
                 return
             if head == "{" and not _looks_like_lines(path):
-                raise DataError(f"{where}: expected a JSON array of records or JSON lines (one object per line), got one JSON object")
+                raise DataError(
+                    f"{where}: expected a JSON array of records or JSON lines (one object per line), got one JSON object"
+                )
             for lineno, line in enumerate(fh, 1):
                 if line.strip():
                     try:
@@ -88,7 +90,9 @@ def _json_records(path: Path, label: str | None = None) -> Iterator[Any]:
                     except (ValueError, RecursionError) as exc:
                         raise DataError(f"{where}: line {lineno} is not valid JSON: {_brief(exc)}") from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"{where}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} cannot be decoded): save it as UTF-8") from None
+        raise DataError(
+            f"{where}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} cannot be decoded): save it as UTF-8"
+        ) from None
 
 
 def _looks_like_lines(path: Path) -> bool:
@@ -119,7 +123,13 @@ def _table_records(path: Path) -> Iterator[Any]:
     yield from datasets.load_dataset(builder, data_files=str(path), split="train")
 
 
-_READERS = {".json": _json_records, ".jsonl": _json_records, ".parquet": _table_records, ".csv": _table_records, ".arrow": _table_records}
+_READERS = {
+    ".json": _json_records,
+    ".jsonl": _json_records,
+    ".parquet": _table_records,
+    ".csv": _table_records,
+    ".arrow": _table_records,
+}
 
 
 def local_files(path: Path) -> list[Path]:
@@ -209,13 +219,19 @@ def check_records(checker: RecordChecker, records: Iterable[Any], sink: Any | No
         try:
             found = checker.check(index, record)
         except (RecursionError, TypeError, ValueError) as exc:  # a shape the checks did not foresee
-            found = [RecordProblem(checker.dataset, index, "<record>", f"cannot be read ({type(exc).__name__}: {_brief(exc)})")]
+            found = [
+                RecordProblem(
+                    checker.dataset, index, "<record>", f"cannot be read ({type(exc).__name__}: {_brief(exc)})"
+                )
+            ]
         problems.extend(found)
         if sink is not None and not problems:
             try:
                 line = json.dumps(record, ensure_ascii=False, default=str)
             except (RecursionError, ValueError) as exc:
-                problems.append(RecordProblem(checker.dataset, index, "<record>", f"cannot be written as JSON ({_brief(exc)})"))
+                problems.append(
+                    RecordProblem(checker.dataset, index, "<record>", f"cannot be written as JSON ({_brief(exc)})")
+                )
                 continue
             sink.write(line + "\n")
     if problems:
@@ -263,7 +279,9 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
                 counts[name] = check_records(checker, _records_of(local_files(Path(file_name))))
                 continue
             if spec is None or (spec.hub is None and spec.url is None and spec.uri is None):
-                raise DataError(f"dataset {name!r}: {file_name} is relative but the job gives no hub, url or uri to fetch it from")
+                raise DataError(
+                    f"dataset {name!r}: {file_name} is relative but the job gives no hub, url or uri to fetch it from"
+                )
             records = _remote_records(spec, env, data_dir / f".{name}.download")
             final = data_dir / file_name
             tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
@@ -279,7 +297,10 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
         if eval_problems:
             write_text_atomic(data_dir / EVAL_FAILED_MARKER, "\n".join(eval_problems) + "\n")
         unused = {n: c.unused_columns() for n, c in checkers.items() if n in counts}
-        write_text_atomic(data_dir / contract.DATASET_INFO_FILE, json.dumps(capped_info(cfg.dataset_info, counts, unused), indent=2) + "\n")
+        write_text_atomic(
+            data_dir / contract.DATASET_INFO_FILE,
+            json.dumps(capped_info(cfg.dataset_info, counts, unused), indent=2) + "\n",
+        )
     except DataError as exc:
         named = exc if str(exc).startswith("dataset ") else DataError(f"dataset {name!r}: {exc}")
         _fail(cfg, named)
@@ -296,13 +317,18 @@ def prepare(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, int]:
         for tmp, _ in staged:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-    write_text_atomic(data_dir / READY_MARKER, json.dumps({"digest": digest(cfg), "records": counts, "stamps": file_stamps(cfg)}))
+    write_text_atomic(
+        data_dir / READY_MARKER, json.dumps({"digest": digest(cfg), "records": counts, "stamps": file_stamps(cfg)})
+    )
     return counts
 
 
 def _fail(cfg: JobConfig, exc: TrainerError) -> None:
     """The failure marker: the other ranks stop waiting and repeat this message."""
-    write_text_atomic(cfg.data_dir / FAILED_MARKER, json.dumps({"digest": digest(cfg), "exitCode": exc.exit_code, "message": str(exc)}))
+    write_text_atomic(
+        cfg.data_dir / FAILED_MARKER,
+        json.dumps({"digest": digest(cfg), "exitCode": exc.exit_code, "message": str(exc)}),
+    )
 
 
 def _source(spec: DatasetSpec | None, entry: Mapping[str, Any]) -> str:
@@ -317,13 +343,21 @@ def _source(spec: DatasetSpec | None, entry: Mapping[str, Any]) -> str:
 
 
 def _prepare_one(
-    checker: RecordChecker, name: str, file_name: str, spec: DatasetSpec | None, data_dir: Path, env: Mapping[str, str], staged: list[tuple[Path, Path]]
+    checker: RecordChecker,
+    name: str,
+    file_name: str,
+    spec: DatasetSpec | None,
+    data_dir: Path,
+    env: Mapping[str, str],
+    staged: list[tuple[Path, Path]],
 ) -> int:
     """Check (and for hub/url, materialise) one held-out dataset; a bad one leaves no file behind."""
     if os.path.isabs(file_name):
         return check_records(checker, _records_of(local_files(Path(file_name))))
     if spec is None or (spec.hub is None and spec.url is None and spec.uri is None):
-        raise DataError(f"dataset {name!r}: {file_name} is relative but the job gives no hub, url or uri to fetch it from")
+        raise DataError(
+            f"dataset {name!r}: {file_name} is relative but the job gives no hub, url or uri to fetch it from"
+        )
     records = _remote_records(spec, env, data_dir / f".{name}.download")
     final = data_dir / file_name
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")

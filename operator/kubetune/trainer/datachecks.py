@@ -73,7 +73,9 @@ class RecordChecker:
         if self.formatting == "sharegpt":
             self.columns = {k: v for k, v in columns.items() if k in ("messages", "system", "tools")}
         else:
-            self.columns = {k: v for k, v in columns.items() if k in ("prompt", "query", "response", "history", "system")}
+            self.columns = {
+                k: v for k, v in columns.items() if k in ("prompt", "query", "response", "history", "system")
+            }
         self._named = dict(self.columns)  # what LLaMA-Factory's converter reads (unused_columns)
         if self.formatting != "sharegpt" and stage == "pt":
             # Pre-training reads only the text column (LLaMA-Factory's `prompt`).
@@ -87,13 +89,19 @@ class RecordChecker:
         if not isinstance(record, dict):
             return [self._problem(index, "<record>", f"expected a JSON object, got {type(record).__name__}")]
         self._seen.update(record)
-        out = self._check_sharegpt(index, record) if self.formatting == "sharegpt" else self._check_alpaca(index, record)
+        out = (
+            self._check_sharegpt(index, record) if self.formatting == "sharegpt" else self._check_alpaca(index, record)
+        )
         if self.kto_tag is not None:
             label = record.get(self.kto_tag)
             if not isinstance(label, bool):
                 # LLaMA-Factory would silently train such a record as plain SFT data.
                 got = "missing" if self.kto_tag not in record else f"got {type(label).__name__} {label!r}"
-                out.append(self._problem(index, self.kto_tag, f"the KTO label must be true (desirable) or false (undesirable); {got}"))
+                out.append(
+                    self._problem(
+                        index, self.kto_tag, f"the KTO label must be true (desirable) or false (undesirable); {got}"
+                    )
+                )
         return out
 
     def unused_columns(self) -> list[str]:
@@ -111,18 +119,32 @@ class RecordChecker:
         required = {"prompt", "messages"}
         if self.stage != "pt" and not self.ranking:
             required.add("response")
-        return [role for role, key in self._named.items() if key is not None and role not in required and key not in self._seen]
+        return [
+            role
+            for role, key in self._named.items()
+            if key is not None and role not in required and key not in self._seen
+        ]
 
     def _check_pair(self, index: int, record: dict[str, Any]) -> list[RecordProblem]:
         """The chosen and rejected answers of a ranking record."""
         out: list[RecordProblem] = []
         for role, key in (("chosen", self.chosen), ("rejected", self.rejected)):
             if key is None:
-                out.append(self._problem(index, f"columns.{role}", f"dataset_info.json names no {role} column for this ranking dataset"))
+                out.append(
+                    self._problem(
+                        index, f"columns.{role}", f"dataset_info.json names no {role} column for this ranking dataset"
+                    )
+                )
                 continue
             value = record.get(key)
             if value is None:
-                out.append(self._problem(index, key, f"missing (ranking datasets need a chosen and a rejected answer; present keys: {sorted(record)})"))
+                out.append(
+                    self._problem(
+                        index,
+                        key,
+                        f"missing (ranking datasets need a chosen and a rejected answer; present keys: {sorted(record)})",
+                    )
+                )
             elif self.formatting == "alpaca":
                 if not isinstance(value, str):
                     out.append(self._problem(index, key, f"expected a string answer, got {type(value).__name__}"))
@@ -132,10 +154,22 @@ class RecordChecker:
                 t = self.tags
                 answer_side = (t["assistant_tag"], t["function_tag"])
                 if not isinstance(value, dict):
-                    out.append(self._problem(index, key, f"expected one turn object ({t['role_tag']}/{t['content_tag']}), got {type(value).__name__}"))
+                    out.append(
+                        self._problem(
+                            index,
+                            key,
+                            f"expected one turn object ({t['role_tag']}/{t['content_tag']}), got {type(value).__name__}",
+                        )
+                    )
                     continue
                 if value.get(t["role_tag"]) not in answer_side:
-                    out.append(self._problem(index, f"{key}.{t['role_tag']}", f"expected an answer role ({'/'.join(answer_side)}), got {value.get(t['role_tag'])!r}"))
+                    out.append(
+                        self._problem(
+                            index,
+                            f"{key}.{t['role_tag']}",
+                            f"expected an answer role ({'/'.join(answer_side)}), got {value.get(t['role_tag'])!r}",
+                        )
+                    )
                 if not isinstance(value.get(t["content_tag"]), str):
                     out.append(self._problem(index, f"{key}.{t['content_tag']}", "missing or not a string"))
         return out
@@ -151,11 +185,17 @@ class RecordChecker:
             if key is None:
                 if required:
                     # LLaMA-Factory would read this column as None (see lf_columns) and drop the record.
-                    out.append(self._problem(index, f"columns.{role}", f"dataset_info.json names no {role} column for this dataset"))
+                    out.append(
+                        self._problem(
+                            index, f"columns.{role}", f"dataset_info.json names no {role} column for this dataset"
+                        )
+                    )
                 continue
             if key not in record or record[key] is None:
                 if required:
-                    out.append(self._problem(index, key, f"missing (the {role} column; present keys: {sorted(record)})"))
+                    out.append(
+                        self._problem(index, key, f"missing (the {role} column; present keys: {sorted(record)})")
+                    )
                 continue
             if not isinstance(record[key], str):
                 out.append(self._problem(index, key, f"expected a string, got {type(record[key]).__name__}"))
@@ -172,7 +212,9 @@ class RecordChecker:
             else:
                 for i, pair in enumerate(history):
                     if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-                        out.append(self._problem(index, f"{history_key}[{i}]", "expected [instruction, answer] (two strings)"))
+                        out.append(
+                            self._problem(index, f"{history_key}[{i}]", "expected [instruction, answer] (two strings)")
+                        )
         if self.ranking:
             out.extend(self._check_pair(index, record))
         return out
@@ -180,7 +222,9 @@ class RecordChecker:
     def _check_sharegpt(self, index: int, record: dict[str, Any]) -> list[RecordProblem]:
         key = self.columns.get("messages")
         if key is None:
-            return [self._problem(index, "columns.messages", "dataset_info.json names no messages column for this dataset")]
+            return [
+                self._problem(index, "columns.messages", "dataset_info.json names no messages column for this dataset")
+            ]
         if key not in record:
             return [self._problem(index, key, f"missing (the messages column; present keys: {sorted(record)})")]
         turns = record[key]
@@ -201,11 +245,17 @@ class RecordChecker:
                 out.append(self._problem(index, f"{where}.{role_tag}", "missing role"))
                 continue
             if not isinstance(role, str):
-                out.append(self._problem(index, f"{where}.{role_tag}", f"expected a string role, got {type(role).__name__}"))
+                out.append(
+                    self._problem(index, f"{where}.{role_tag}", f"expected a string role, got {type(role).__name__}")
+                )
                 continue
             if role not in known:
                 out.append(
-                    self._problem(index, f"{where}.{role_tag}", f"unknown role {role!r} (expected one of {', '.join(sorted(known))})")
+                    self._problem(
+                        index,
+                        f"{where}.{role_tag}",
+                        f"unknown role {role!r} (expected one of {', '.join(sorted(known))})",
+                    )
                 )
                 continue
             if not isinstance(turn.get(content_tag), str):
@@ -230,7 +280,13 @@ class RecordChecker:
         if self.ranking:
             # LLaMA-Factory's ranking layout: the turns end with the prompt; the answers are chosen/rejected.
             if not body or len(body) % 2 == 0:
-                return [self._problem(index, key, f"a ranking record's turns must end with the prompt ({'/'.join(prompt_side)}); the answers go in {self.chosen!r} and {self.rejected!r}")]
+                return [
+                    self._problem(
+                        index,
+                        key,
+                        f"a ranking record's turns must end with the prompt ({'/'.join(prompt_side)}); the answers go in {self.chosen!r} and {self.rejected!r}",
+                    )
+                ]
             return self._check_pair(index, record)
         if not body or len(body) % 2:
             return [self._problem(index, key, "needs at least one prompt/answer pair and must end with an answer")]

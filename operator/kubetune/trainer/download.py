@@ -53,16 +53,30 @@ class _NoDowngrade(urllib.request.HTTPRedirectHandler):
     def __init__(self, pinned: bool) -> None:
         self.pinned = pinned
 
-    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: http.client.HTTPMessage, newurl: str) -> urllib.request.Request | None:
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
         if req.full_url.startswith("https://") and newurl.startswith("http://") and not self.pinned:
-            raise DataError(f"{req.full_url}: the server redirects to plain http ({newurl}); refused: point {FIELD} at the https:// address, or pin the file with spec.datasets[].sha256")
+            raise DataError(
+                f"{req.full_url}: the server redirects to plain http ({newurl}); refused: point {FIELD} at the https:// address, or pin the file with spec.datasets[].sha256"
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _tls_failure(url: str, exc: BaseException, env: Mapping[str, str]) -> DataError:
     if isinstance(exc, ssl.SSLCertVerificationError):
-        have = "spec.storage.objectStore.caBundle is set but does not verify it" if env.get(contract.ENV_S3_CA_BUNDLE) else (
-            "give its CA in spec.storage.objectStore.caBundle (kubetune run --local: SSL_CERT_FILE in your shell)"
+        have = (
+            "spec.storage.objectStore.caBundle is set but does not verify it"
+            if env.get(contract.ENV_S3_CA_BUNDLE)
+            else (
+                "give its CA in spec.storage.objectStore.caBundle (kubetune run --local: SSL_CERT_FILE in your shell)"
+            )
         )
         return DataError(f"{url}: the server's TLS certificate is not trusted ({exc.verify_message or exc}): {have}")
     return DataError(f"{url}: TLS failed: {exc}")
@@ -102,7 +116,9 @@ def _get_once(opener: urllib.request.OpenerDirector, url: str, tmp: Path, part: 
             # never written as the whole file.  Start over, asking for all of it.
             asked = part.got
             part.restart()
-            raise _CutShort(f"asked for bytes {asked}-, the server answered {resp.headers.get('Content-Range') or 'parts without a Content-Range'}")
+            raise _CutShort(
+                f"asked for bytes {asked}-, the server answered {resp.headers.get('Content-Range') or 'parts without a Content-Range'}"
+            )
         if not resumed:
             part.restart()
         etag = resp.headers.get("ETag")
@@ -146,7 +162,9 @@ def fetch(url: str, target: Path, env: Mapping[str, str], *, sha256: str | None 
                 # urllib/request.py:1346-1352 @CPython 3.11.7), so a server that cannot be
                 # reached is not tried again here, one that went silent is, resuming.
                 if attempt == ATTEMPTS - 1:
-                    raise Retryable(f"{url}: the download was cut short ({exc}) {ATTEMPTS} times; a restart downloads it again") from None
+                    raise Retryable(
+                        f"{url}: the download was cut short ({exc}) {ATTEMPTS} times; a restart downloads it again"
+                    ) from None
         actual = part.digest.hexdigest()
         if sha256 is not None and actual != sha256:
             raise DataError(
@@ -164,7 +182,9 @@ def fetch(url: str, target: Path, env: Mapping[str, str], *, sha256: str | None 
             401: "url datasets are fetched without credentials: make the file public, or keep it in a bucket (spec.datasets[].uri)",
             403: "url datasets are fetched without credentials: make the file public, or keep it in a bucket (spec.datasets[].uri)",
         }
-        raise DataError(f"{url}: server answered {exc.code} {exc.reason} ({hints.get(exc.code, f'check {FIELD}')})") from None
+        raise DataError(
+            f"{url}: server answered {exc.code} {exc.reason} ({hints.get(exc.code, f'check {FIELD}')})"
+        ) from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ssl.SSLError):
             raise _tls_failure(url, exc.reason, env) from None

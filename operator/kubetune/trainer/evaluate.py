@@ -36,14 +36,29 @@ from .fsutil import write_text_atomic
 from .launch import Child
 from .train import child_env, scratch_dir
 
-_DIST_ENV = ("FORCE_TORCHRUN", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+_DIST_ENV = (
+    "FORCE_TORCHRUN",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "NNODES",
+    "NODE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
 # An MPIJob rank's launcher variables: accelerate's PartialState (built by transformers'
 # TrainingArguments) counts ``PMI_SIZE``/``OMPI_COMM_WORLD_SIZE``/``MV2_COMM_WORLD_SIZE`` > 1 as
 # a MULTI_CPU launch even on a GPU (accelerate/state.py:788-795 @v1.11.0, images/trainer/pins.txt) and
 # then refuses it without MASTER_ADDR or waits for the other ranks (state.py:239-253).
 _MPI_ENV = ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS")
 _MPI_ENV_PREFIXES = ("OMPI_COMM_WORLD_", "MV2_COMM_WORLD_")
-_PREDICT_KEYS = {"predict_bleu-4": "bleu4", "predict_rouge-1": "rouge1", "predict_rouge-2": "rouge2", "predict_rouge-l": "rougeL"}
+_PREDICT_KEYS = {
+    "predict_bleu-4": "bleu4",
+    "predict_rouge-1": "rouge1",
+    "predict_rouge-2": "rouge2",
+    "predict_rouge-l": "rougeL",
+}
 
 
 def plan(cfg: JobConfig) -> dict[str, Any] | None:
@@ -82,7 +97,9 @@ def collect(runs: list[dict[str, Any]], perplexity: bool) -> dict[str, dict[str,
             found = _json(folder / "eval_results.json")
             loss = found.get("eval_loss")
             if not isinstance(loss, (int, float)) or not math.isfinite(loss):
-                raise RuntimeError(f"{label} model: LLaMA-Factory wrote no finite eval_loss in {folder / 'eval_results.json'}")
+                raise RuntimeError(
+                    f"{label} model: LLaMA-Factory wrote no finite eval_loss in {folder / 'eval_results.json'}"
+                )
             metrics["evalLoss"] = round(float(loss), 6)
             if perplexity:
                 metrics["perplexity"] = round(math.exp(min(float(loss), 700.0)), 4)
@@ -90,7 +107,9 @@ def collect(runs: list[dict[str, Any]], perplexity: bool) -> dict[str, dict[str,
             found = _json(folder / "predict_results.json")
             missing = [k for k in _PREDICT_KEYS if not isinstance(found.get(k), (int, float))]
             if missing:
-                raise RuntimeError(f"{label} model: LLaMA-Factory's predict mode wrote no {', '.join(missing)} in {folder / 'predict_results.json'}")
+                raise RuntimeError(
+                    f"{label} model: LLaMA-Factory's predict mode wrote no {', '.join(missing)} in {folder / 'predict_results.json'}"
+                )
             metrics.update({name: round(float(found[k]), 4) for k, name in _PREDICT_KEYS.items()})
             samples = _lines(folder / "generated_predictions.jsonl")
             if samples is not None:
@@ -139,7 +158,9 @@ def eval_env(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, str]:
     only the first GPU of the pod (the first of CUDA_VISIBLE_DEVICES when it is set: an index or
     a GPU-/MIG- UUID, both valid CUDA_VISIBLE_DEVICES entries), and no MPI rank variables.
     A model that fits only sharded cannot be evaluated this way (docs/evaluation.md)."""
-    plain = {k: v for k, v in env.items() if k not in _DIST_ENV and k not in _MPI_ENV and not k.startswith(_MPI_ENV_PREFIXES)}
+    plain = {
+        k: v for k, v in env.items() if k not in _DIST_ENV and k not in _MPI_ENV and not k.startswith(_MPI_ENV_PREFIXES)
+    }
     if cfg.job.spec.resources.gpus_per_node > 1:
         visible = [d.strip() for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         plain["CUDA_VISIBLE_DEVICES"] = visible[0] if visible else "0"

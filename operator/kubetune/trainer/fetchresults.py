@@ -27,7 +27,10 @@ def run(env: Mapping[str, str]) -> int:
     uri = env.get(contract.ENV_RESULTS_URI, "")
     dest = env.get(contract.ENV_RESULTS_DIR, "")
     if not uri or not dest:
-        print(f"fetch-results: {contract.ENV_RESULTS_URI} and {contract.ENV_RESULTS_DIR} must both be set", file=sys.stderr)
+        print(
+            f"fetch-results: {contract.ENV_RESULTS_URI} and {contract.ENV_RESULTS_DIR} must both be set",
+            file=sys.stderr,
+        )
         return contract.EXIT_CONFIG
     from .objectstore import download_results  # noqa: PLC0415 - boto3 is imported only here
 
@@ -44,7 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv:
-        print("usage: python -m kubetune.trainer.fetchresults  (driven by $KUBETUNE_RESULTS_URI, $KUBETUNE_RESULTS_DIR and KUBETUNE_S3_*)", file=sys.stderr)
+        print(
+            "usage: python -m kubetune.trainer.fetchresults  (driven by $KUBETUNE_RESULTS_URI, $KUBETUNE_RESULTS_DIR and KUBETUNE_S3_*)",
+            file=sys.stderr,
+        )
         return contract.EXIT_CONFIG
     return run(dict(os.environ))
 

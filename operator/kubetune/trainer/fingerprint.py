@@ -92,5 +92,7 @@ def check_and_record(output_dir: Path, conf: Mapping[str, Any]) -> str:
             )
         return digest
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps({"hash": digest, "config": dict(conf)}, indent=2, sort_keys=True, default=str) + "\n")
+    write_text_atomic(
+        path, json.dumps({"hash": digest, "config": dict(conf)}, indent=2, sort_keys=True, default=str) + "\n"
+    )
     return digest

@@ -34,9 +34,24 @@ KILL_AFTER_TERM_SECONDS = 10.0
 # Order matters: the first match decides.  A crash that is certain to repeat
 # wins over network noise printed while the other ranks go down.
 _PATTERNS: tuple[tuple[re.Pattern[str], type[TrainerError], str], ...] = (
-    (re.compile(r"out of memory|OutOfMemoryError", re.I), TrainingFailed, "out of memory: lower perDeviceBatchSize or cutoffLength, or use more GPUs/ZeRO"),
-    (re.compile(r"Cannot find valid samples|Dropped invalid example|File .* not found", re.I), DataError, "LLaMA-Factory rejected the data"),
-    (re.compile(r"keys are not used by the HfArgumentParser|Please use `FORCE_TORCHRUN|ValueError: (Please|Cannot|Only|Unknown)", re.I), ConfigError, "LLaMA-Factory rejected the arguments"),
+    (
+        re.compile(r"out of memory|OutOfMemoryError", re.I),
+        TrainingFailed,
+        "out of memory: lower perDeviceBatchSize or cutoffLength, or use more GPUs/ZeRO",
+    ),
+    (
+        re.compile(r"Cannot find valid samples|Dropped invalid example|File .* not found", re.I),
+        DataError,
+        "LLaMA-Factory rejected the data",
+    ),
+    (
+        re.compile(
+            r"keys are not used by the HfArgumentParser|Please use `FORCE_TORCHRUN|ValueError: (Please|Cannot|Only|Unknown)",
+            re.I,
+        ),
+        ConfigError,
+        "LLaMA-Factory rejected the arguments",
+    ),
     (
         re.compile(
             r"NCCL|DistNetworkError|DistStoreError|rendezvous|RendezvousError|TCPStore|Connection (reset|refused|closed)|"
@@ -60,7 +75,6 @@ def classify(returncode: int, output_tail: str) -> TrainerError:
             return kind(f"{summary} (exit {returncode}): {line.strip()[:500]}")
     last = [ln for ln in output_tail.splitlines() if ln.strip()][-1:] or [""]
     return TrainingFailed(f"training exited with {returncode}: {last[0].strip()[:500]}")
-
 
 
 def stop_grace(env: Mapping[str, str]) -> float:
@@ -99,6 +113,7 @@ def stop_budgets(env: Mapping[str, str], *, uploading: bool) -> tuple[float, flo
         return window, window
     return max(5.0, (window - KILL_AFTER_TERM_SECONDS) / 2), window
 
+
 def _ignore(_signum: int, _frame: FrameType | None) -> None:
     """A stop request the trainer already ignores, caught only while a child starts (see Child.run)."""
 
@@ -113,7 +128,12 @@ class Child:
     """
 
     def __init__(
-        self, argv: Sequence[str], env: Mapping[str, str], *, stop_file: Path | None = None, stop_grace: float = TERM_GRACE_SECONDS
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        stop_file: Path | None = None,
+        stop_grace: float = TERM_GRACE_SECONDS,
     ) -> None:
         self.argv = list(argv)
         self.env = dict(env)
@@ -198,7 +218,9 @@ class Child:
         # CPython 3.11 here; the fork path's C code was not read: tests/trainer/test_launch.py shows it), so the child would ignore the SIGTERM of _stop and live on until the SIGKILL. While
         # it starts, those signals get a Python handler that does nothing (exec sets a caught signal
         # back to its default action); then they are ignored again.
-        ignored = [s for s in (signal.SIGTERM, signal.SIGUSR1) if signal.getsignal(s) == signal.SIG_IGN] if in_main else []
+        ignored = (
+            [s for s in (signal.SIGTERM, signal.SIGUSR1) if signal.getsignal(s) == signal.SIG_IGN] if in_main else []
+        )
         for s in ignored:
             signal.signal(s, _ignore)
         try:
@@ -230,7 +252,9 @@ class Child:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         if self.terminated:
-            err = Retryable("received SIGTERM (preemption or deletion): stopped training; a restart resumes from the newest checkpoint")
+            err = Retryable(
+                "received SIGTERM (preemption or deletion): stopped training; a restart resumes from the newest checkpoint"
+            )
             err.stopped_at = self.stopped_at
             raise err
         if self.aborted:

@@ -20,7 +20,24 @@ from typing import Any
 
 from kubetune.api import contract
 
-from . import config, console, data, distenv, evaluate, export, features, fingerprint, launch, model, objectstore, opcheck, push, record, stagecheck, train
+from . import (
+    config,
+    console,
+    data,
+    distenv,
+    evaluate,
+    export,
+    features,
+    fingerprint,
+    launch,
+    model,
+    objectstore,
+    opcheck,
+    push,
+    record,
+    stagecheck,
+    train,
+)
 from .fsutil import write_text_atomic
 from .errors import ConfigError, Retryable, TrainerError
 from .progress import ProgressSink, StdoutProgressSink
@@ -47,7 +64,8 @@ def _tell_other_ranks(cfg: config.JobConfig, exc: TrainerError) -> None:
     try:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(
-            cfg.data_dir / data.FAILED_MARKER, json.dumps({"digest": data.digest(cfg), "exitCode": exc.exit_code, "message": str(exc)})
+            cfg.data_dir / data.FAILED_MARKER,
+            json.dumps({"digest": data.digest(cfg), "exitCode": exc.exit_code, "message": str(exc)}),
         )
     except OSError:
         pass
@@ -92,7 +110,9 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
                 out.update(export.run(cfg, env))
                 facts["stages"]["export"] = dict(out)
         if dist.is_global_zero and cfg.file(contract.EVAL_ARGS_FILE) is not None:
-            _evaluate_stage(cfg, env, facts)  # after training and export; a failure here keeps the trained model and exit 0
+            _evaluate_stage(
+                cfg, env, facts
+            )  # after training and export; a failure here keeps the trained model and exit 0
         if dist.is_global_zero and (prefix := outputs_prefix(cfg)) is not None:
             with stage("upload", uri=prefix) as out:
                 out["bytes"] = objectstore.upload_results(prefix, cfg.output_dir, env)
@@ -106,7 +126,14 @@ def run(env: Mapping[str, str], sink: ProgressSink | None = None) -> int:
         try:
             with stage("record") as out:
                 out["path"] = str(
-                    record.write(cfg, image=env.get("KUBETUNE_IMAGE"), started_at=started, exit_code=code, message=message, facts=facts)
+                    record.write(
+                        cfg,
+                        image=env.get("KUBETUNE_IMAGE"),
+                        started_at=started,
+                        exit_code=code,
+                        message=message,
+                        facts=facts,
+                    )
                 )
         except (OSError, TrainerError) as exc:
             print(f"kubetune trainer: could not write the run record: {exc}", file=sys.stderr)
@@ -160,7 +187,11 @@ def _train_uploading(
         try:
             swept = uploader.stop(deadline=deadline)
             if swept:
-                print(f"kubetune trainer: uploaded {', '.join(swept)} to {prefix} before stopping", file=sys.stderr, flush=True)
+                print(
+                    f"kubetune trainer: uploaded {', '.join(swept)} to {prefix} before stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
         except (TrainerError, OSError) as upload_exc:  # the training's own failure is the one to report
             print(f"kubetune trainer: final checkpoint upload: {upload_exc}", file=sys.stderr, flush=True)
         raise
@@ -174,7 +205,9 @@ ENV_UPLOAD_INTERVAL = "KUBETUNE_UPLOAD_INTERVAL"
 """Seconds between two looks for newly complete checkpoints to upload (default 5)."""
 
 
-def _mark_complete(cfg: config.JobConfig, env: Mapping[str, str], code: int, message: str, started: str, facts: dict[str, Any]) -> tuple[int, str]:
+def _mark_complete(
+    cfg: config.JobConfig, env: Mapping[str, str], code: int, message: str, started: str, facts: dict[str, Any]
+) -> tuple[int, str]:
     """Succeeded with outputs.uri: upload the final run record, then the job's completion marker,
     last.  A failure here fails the job (and the record on the volume says so): a bucket without
     the marker never shows as a finished job."""
@@ -187,27 +220,45 @@ def _mark_complete(cfg: config.JobConfig, env: Mapping[str, str], code: int, mes
     except (TrainerError, OSError) as exc:
         # mark_complete turns a local I/O error into a classified StorageError; any OSError that
         # still gets here (the stage line's console write) must not end in a traceback either.
-        err = exc if isinstance(exc, TrainerError) else objectstore.local_failure(prefix, exc, doing="writing the completion marker")
+        err = (
+            exc
+            if isinstance(exc, TrainerError)
+            else objectstore.local_failure(prefix, exc, doing="writing the completion marker")
+        )
         code, message = err.exit_code, str(err)
         with contextlib.suppress(OSError, TrainerError):
-            record.write(cfg, image=env.get("KUBETUNE_IMAGE"), started_at=started, exit_code=code, message=message, facts=facts)
+            record.write(
+                cfg, image=env.get("KUBETUNE_IMAGE"), started_at=started, exit_code=code, message=message, facts=facts
+            )
     return code, message
 
 
-def _data_stage(cfg: config.JobConfig, env: Mapping[str, str], dist: distenv.Distribution, role: Mapping[str, Any], facts: dict[str, Any]) -> None:
+def _data_stage(
+    cfg: config.JobConfig,
+    env: Mapping[str, str],
+    dist: distenv.Distribution,
+    role: Mapping[str, Any],
+    facts: dict[str, Any],
+) -> None:
     """Stage data: rank 0 quarantines incomplete checkpoints, checks the config fingerprint and
     prepares the datasets (or reuses them); the other ranks wait for it."""
     with stage("data", **role) as out:
         if dist.is_global_zero:
             moved = train.quarantine_incomplete(cfg.output_dir, cfg.train_args)
-            conf = fingerprint.effective_config(cfg.train_args, data_digest=data.digest(cfg), world_size=dist.world_size)
+            conf = fingerprint.effective_config(
+                cfg.train_args, data_digest=data.digest(cfg), world_size=dist.world_size
+            )
             try:
                 facts["configHash"] = fingerprint.check_and_record(cfg.output_dir, conf)
                 if (prefix := outputs_prefix(cfg)) is not None:
                     objectstore.clear_marker(prefix, env)  # not complete again until this run says so
                     # Only a checkpoint this very configuration wrote (its marker names the hash just checked).
                     restored = objectstore.restore_checkpoint(
-                        prefix, cfg.output_dir, env, needs_optimizer=train.needs_optimizer(cfg.train_args), config_hash=facts["configHash"]
+                        prefix,
+                        cfg.output_dir,
+                        env,
+                        needs_optimizer=train.needs_optimizer(cfg.train_args),
+                        config_hash=facts["configHash"],
                     )
                     if restored is not None:
                         out["restoredCheckpoint"] = f"{prefix}{restored}/"
@@ -280,7 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv:
-        print("usage: python -m kubetune.trainer  (driven by $KUBETUNE_CONFIG_DIR and the environment)", file=sys.stderr)
+        print(
+            "usage: python -m kubetune.trainer  (driven by $KUBETUNE_CONFIG_DIR and the environment)", file=sys.stderr
+        )
         return contract.EXIT_CONFIG
     for sig in STOP_SIGNALS:
         signal.signal(sig, _stop)

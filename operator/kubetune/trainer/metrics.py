@@ -43,7 +43,18 @@ ENV_ADDR = "KUBETUNE_METRICS_ADDR"
 ENV_PEAK_TFLOPS = "KUBETUNE_PEAK_TFLOPS"
 PREFIX = "kubetune_trainer_"
 
-PEAK_TFLOPS_BF16 = {"H200": 989.0, "H100": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "V100": 125.0, "B200": 2250.0}
+PEAK_TFLOPS_BF16 = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "H800": 989.0,
+    "A100": 312.0,
+    "A800": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10": 125.0,
+    "V100": 125.0,
+    "B200": 2250.0,
+}
 """Dense BF16 (V100: FP16) tensor-core peak per GPU, from the vendors' data sheets; longest name first when matching."""
 
 # name -> (help, type)
@@ -98,7 +109,9 @@ def parameter_count(config: Mapping[str, Any]) -> int | None:
     return layers * (attention + mlp) + embeddings
 
 
-def peak_flops_per_device(env: Mapping[str, str], gpu_info_glob: str = "/proc/driver/nvidia/gpus/*/information") -> float | None:
+def peak_flops_per_device(
+    env: Mapping[str, str], gpu_info_glob: str = "/proc/driver/nvidia/gpus/*/information"
+) -> float | None:
     value = env.get(ENV_PEAK_TFLOPS, "").strip()
     if value:
         try:
@@ -152,13 +165,20 @@ class TrainerMetrics:
             v = self._values
             if progress is not None:
                 v["step"], v["total_steps"] = float(progress.step), float(progress.total_steps)
-                for key, value in (("epoch", progress.epoch), ("loss", progress.loss), ("learning_rate", progress.learning_rate), ("eta_seconds", progress.eta_seconds)):
+                for key, value in (
+                    ("epoch", progress.epoch),
+                    ("loss", progress.loss),
+                    ("learning_rate", progress.learning_rate),
+                    ("eta_seconds", progress.eta_seconds),
+                ):
                     if value is not None:
                         v[key] = float(value)
             if tokens is not None:
                 v["tokens_total"] = float(tokens)
             if isinstance(record.get("vram_allocated"), (int, float)) and record["vram_allocated"] > 0:
-                v["peak_gpu_memory_bytes"] = max(v.get("peak_gpu_memory_bytes", 0.0), float(record["vram_allocated"]) * 1024**3)
+                v["peak_gpu_memory_bytes"] = max(
+                    v.get("peak_gpu_memory_bytes", 0.0), float(record["vram_allocated"]) * 1024**3
+                )
             previous = self._previous
             if previous is not None and step > previous[0] and now > previous[2]:
                 seconds = now - previous[2]
@@ -180,8 +200,16 @@ class TrainerMetrics:
         for name, (help_text, kind) in METRICS.items():
             if name not in values or not math.isfinite(values[name]):
                 continue
-            lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} {kind}", f"{PREFIX}{name}{{{labels}}} {values[name]!r}"]
-        lines += ["# HELP kubetune_trainer_up 1 while rank 0 of the training serves metrics", "# TYPE kubetune_trainer_up gauge", f"kubetune_trainer_up{{{labels}}} 1"]
+            lines += [
+                f"# HELP {PREFIX}{name} {help_text}",
+                f"# TYPE {PREFIX}{name} {kind}",
+                f"{PREFIX}{name}{{{labels}}} {values[name]!r}",
+            ]
+        lines += [
+            "# HELP kubetune_trainer_up 1 while rank 0 of the training serves metrics",
+            "# TYPE kubetune_trainer_up gauge",
+            f"kubetune_trainer_up{{{labels}}} 1",
+        ]
         return "\n".join(lines) + "\n"
 
 
@@ -233,18 +261,37 @@ class MeteredTracker(ProgressTracker):
         return progress
 
 
-def tracker(sink: ProgressSink, env: Mapping[str, str], *, job: str, namespace: str, train_args: Mapping[str, Any], world_size: int) -> ProgressTracker:
+def tracker(
+    sink: ProgressSink,
+    env: Mapping[str, str],
+    *,
+    job: str,
+    namespace: str,
+    train_args: Mapping[str, Any],
+    world_size: int,
+) -> ProgressTracker:
     """The tracker rank 0 feeds; with KUBETUNE_METRICS_PORT set it also serves /metrics (a bad port only disables metrics)."""
     if not enabled(env):
         return ProgressTracker(sink)
-    per_step = int(train_args.get("per_device_train_batch_size") or 1) * int(train_args.get("gradient_accumulation_steps") or 1) * world_size
+    per_step = (
+        int(train_args.get("per_device_train_batch_size") or 1)
+        * int(train_args.get("gradient_accumulation_steps") or 1)
+        * world_size
+    )
     parameters = None
     model_dir = Path(str(train_args.get("model_name_or_path", "")))
     try:
         parameters = parameter_count(json.loads((model_dir / "config.json").read_text(encoding="utf-8")))
     except (OSError, ValueError, AttributeError):
         parameters = None
-    metrics = TrainerMetrics(job, namespace, samples_per_step=per_step, parameters=parameters, devices=world_size, peak_flops=peak_flops_per_device(env))
+    metrics = TrainerMetrics(
+        job,
+        namespace,
+        samples_per_step=per_step,
+        parameters=parameters,
+        devices=world_size,
+        peak_flops=peak_flops_per_device(env),
+    )
     try:
         MetricsServer(metrics, int(env[ENV_PORT]), env.get(ENV_ADDR) or "0.0.0.0")  # noqa: S104
     except (OSError, ValueError) as exc:

@@ -43,7 +43,12 @@ def hf_home(cfg: JobConfig, env: Mapping[str, str]) -> Path:
 def _marker(cfg: JobConfig, env: Mapping[str, str]) -> Path:
     model = cfg.job.spec.model
     if model.name is None:  # fromJob with a Hub base model (see download)
-        model = model.model_copy(update={"name": str(cfg.train_args.get("model_name_or_path")), "revision": cfg.train_args.get("model_revision")})
+        model = model.model_copy(
+            update={
+                "name": str(cfg.train_args.get("model_name_or_path")),
+                "revision": cfg.train_args.get("model_revision"),
+            }
+        )
     key = hashlib.sha256(f"{model.name}@{model.revision or 'main'}".encode()).hexdigest()[:16]
     return hf_home(cfg, env) / f".kubetune-model-{key}.ready"
 
@@ -58,7 +63,9 @@ def launch_token() -> str:
         # Bytes: comm is whatever the parent named itself (prctl PR_SET_NAME, /proc/<pid>/comm), not
         # necessarily ASCII or UTF-8, and may hold spaces and ")": the last ")" ends it (proc(5)).
         stat = Path(f"/proc/{ppid}/stat").read_bytes()
-        started = stat[stat.rindex(b")") + 2:].split()[19].decode("ascii")  # after "(comm)": state is field 3, starttime 22
+        started = (
+            stat[stat.rindex(b")") + 2 :].split()[19].decode("ascii")
+        )  # after "(comm)": state is field 3, starttime 22
     except (OSError, ValueError, IndexError):
         started = "?"
     return f"{ppid}:{started}"
@@ -95,7 +102,18 @@ def local_model_dir(cfg: JobConfig) -> Path | None:
     return Path(name) if name.startswith("/") else None
 
 
-SKIP_ALWAYS = ("original/*", "*.gguf", "*.onnx", "onnx/*", "*.h5", "*.msgpack", "*.ot", "*.tflite", "coreml/*", "*.mlmodel")
+SKIP_ALWAYS = (
+    "original/*",
+    "*.gguf",
+    "*.onnx",
+    "onnx/*",
+    "*.h5",
+    "*.msgpack",
+    "*.ot",
+    "*.tflite",
+    "coreml/*",
+    "*.mlmodel",
+)
 """Never needed to train with transformers: Meta's original checkpoints (Llama's original/*.pth),
 and other frameworks' or runtimes' copies of the weights."""
 DUPLICATE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
@@ -120,7 +138,9 @@ def download(cfg: JobConfig, env: Mapping[str, str]) -> str:
     spec = cfg.job.spec.model
     if spec.name is None:
         # spec.model.fromJob on a job that left an adapter: its base model's Hub id is in train.yaml.
-        spec = spec.model_copy(update={"name": str(cfg.train_args["model_name_or_path"]), "revision": cfg.train_args.get("model_revision")})
+        spec = spec.model_copy(
+            update={"name": str(cfg.train_args["model_name_or_path"]), "revision": cfg.train_args.get("model_revision")}
+        )
     assert spec.name is not None
     offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     token = env.get(contract.ENV_HF_TOKEN) or None
@@ -140,7 +160,9 @@ def download(cfg: JobConfig, env: Mapping[str, str]) -> str:
         raise ConfigError(f"spec.model.name {spec.name!r}: {type(exc).__name__}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - network errors have no common base in the Hub client
         if offline:
-            raise ConfigError(f"spec.model.name {spec.name!r} is not in the model cache and HF_HUB_OFFLINE is set") from None
+            raise ConfigError(
+                f"spec.model.name {spec.name!r} is not in the model cache and HF_HUB_OFFLINE is set"
+            ) from None
         raise Retryable(f"spec.model.name {spec.name!r}: download failed: {exc}") from None
 
 
@@ -155,7 +177,9 @@ def prepare(cfg: JobConfig, env: Mapping[str, str], *, local_zero: bool) -> str:
     folder = local_model_dir(cfg)
     if folder is not None:
         if not (folder / "config.json").is_file():
-            raise ConfigError(f"model folder {folder} has no config.json (spec.model.path is relative to the models volume)")
+            raise ConfigError(
+                f"model folder {folder} has no config.json (spec.model.path is relative to the models volume)"
+            )
         return str(folder)
     marker = _marker(cfg, env)
     if local_zero:
@@ -183,11 +207,19 @@ def fetch_source(cfg: JobConfig, env: Mapping[str, str], results_uri: str, *, lo
     missing (it has not succeeded, or its upload is under way) is a StorageError naming the marker."""
     from . import objectstore  # noqa: PLC0415 - boto3 is in the train extra only
 
-    return _stage_once(cfg, env, results_uri, objectstore.download_results, "the source job's results", local_zero=local_zero)
+    return _stage_once(
+        cfg, env, results_uri, objectstore.download_results, "the source job's results", local_zero=local_zero
+    )
 
 
 def _stage_once(
-    cfg: JobConfig, env: Mapping[str, str], uri: str, copy: Callable[[str, Path, Mapping[str, str]], object], what: str, *, local_zero: bool
+    cfg: JobConfig,
+    env: Mapping[str, str],
+    uri: str,
+    copy: Callable[[str, Path, Mapping[str, str]], object],
+    what: str,
+    *,
+    local_zero: bool,
 ) -> Path:
     """The first process of this node copies ``uri`` into its folder of the models volume (``copy``) and
     publishes it for this launch; the node's other processes wait for that marker."""
@@ -208,5 +240,3 @@ def offline_env(env: Mapping[str, str]) -> dict[str, str]:
     out["HF_HUB_OFFLINE"] = "1"
     out.setdefault("HF_DATASETS_OFFLINE", "1")
     return out
-
-

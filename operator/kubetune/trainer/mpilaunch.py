@@ -53,7 +53,9 @@ def hostfile_path(env: Mapping[str, str]) -> Path:
     return Path(env.get(ENV_OMPI_HOSTFILE) or MPI_HOSTFILE)
 
 
-def launch_argv(argv: Sequence[str], env: Mapping[str, str], hostfile_text: str, hostfile: Path) -> tuple[list[str], dict[str, str]]:
+def launch_argv(
+    argv: Sequence[str], env: Mapping[str, str], hostfile_text: str, hostfile: Path
+) -> tuple[list[str], dict[str, str]]:
     """mpirun's argv and environment: the hostfile named explicitly, MASTER_ADDR set and forwarded."""
     if not argv or Path(argv[0]).name != "mpirun":
         raise ValueError(f"expected an mpirun command line, got {list(argv)[:1]}")
@@ -102,7 +104,11 @@ class Launcher:
         if self.signals > 1:
             self._send(signal.SIGTERM)
             return
-        print(f"kubetune mpilaunch: signal {signum}: asking every rank for a stop checkpoint (up to {self.grace:.0f} s)", file=sys.stderr, flush=True)
+        print(
+            f"kubetune mpilaunch: signal {signum}: asking every rank for a stop checkpoint (up to {self.grace:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
         self._send(STOP_SIGNAL)
         threading.Thread(target=self._after_grace, daemon=True).start()
 

@@ -119,7 +119,9 @@ class Worker:
             return
         ranks = ranks_under(sshd.pid, read_processes())
         if ranks:
-            _log(f"signal {signum}: asking {len(ranks)} rank(s) here for a stop checkpoint; sshd stays up for them (up to {self.grace:.0f} s)")
+            _log(
+                f"signal {signum}: asking {len(ranks)} rank(s) here for a stop checkpoint; sshd stays up for them (up to {self.grace:.0f} s)"
+            )
             _signal_all(ranks, STOP_SIGNAL)
         deadline = time.monotonic() + self.grace
         while time.monotonic() < deadline and sshd.poll() is None:

@@ -62,9 +62,22 @@ _RETRYABLE_CODES: Final = frozenset(
         # node's clock is off by more than S3's 15 minutes, and botocore corrects no skew for S3 (it
         # only ages retry headers, endpoint.py:150-163), so every later request fails the same way
         # until the node's clock is fixed: a permanent failure with that hint (``failure``).
-        "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
-        "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "RequestLimitExceeded", "BandwidthLimitExceeded",
-        "InternalError", "ServiceUnavailable", "500", "502", "503", "504", "429",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "InternalError",
+        "ServiceUnavailable",
+        "500",
+        "502",
+        "503",
+        "504",
+        "429",
     }
 )
 """Failures a later attempt can get past.  botocore already retried them (``mode: standard``,
@@ -116,11 +129,19 @@ def client(env: Mapping[str, str], uri: str | None = None) -> Any:
     # headers refuse those uploads (Cloud Storage's XML API among them, per
     # milvus-io/milvus-storage#480, boto/s3transfer#327: not verified against GCS here).
     # kubetune uses no operation whose checksum is required (no DeleteObjects).
-    checksums = {"request_checksum_calculation": "when_required", "response_checksum_validation": "when_required"} if endpoint else {}
+    checksums = (
+        {"request_checksum_calculation": "when_required", "response_checksum_validation": "when_required"}
+        if endpoint
+        else {}
+    )
     kwargs: dict[str, Any] = {
         "endpoint_url": endpoint,
         "region_name": env.get(contract.ENV_S3_REGION) or None,
-        "config": Config(retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"} if endpoint else {}, **checksums),
+        "config": Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": "path"} if endpoint else {},
+            **checksums,
+        ),
     }
     key_id, secret = env.get(contract.ENV_S3_ACCESS_KEY_ID), env.get(contract.ENV_S3_SECRET_ACCESS_KEY)
     if key_id and secret:
@@ -145,15 +166,32 @@ def _client_for(env: Mapping[str, str], uri: str) -> Any:
     return client(env, uri) if uri.startswith("az://") else client(env)
 
 
-_AZURE_SECRETS: Final = (contract.ENV_AZURE_CONNECTION_STRING, contract.ENV_AZURE_ACCOUNT_KEY, azureblob.SHELL_CONNECTION_STRING, azureblob.SHELL_ACCOUNT_KEY)
+_AZURE_SECRETS: Final = (
+    contract.ENV_AZURE_CONNECTION_STRING,
+    contract.ENV_AZURE_ACCOUNT_KEY,
+    azureblob.SHELL_CONNECTION_STRING,
+    azureblob.SHELL_ACCOUNT_KEY,
+)
 _SECRET_PARTS: Final = re.compile(r"((?:AccountKey|SharedAccessSignature)=|\bsig=)[^;&\s'\"]+", re.IGNORECASE)
 
 
 def _scrub(text: str, env: Mapping[str, str]) -> str:
-    names = (contract.ENV_S3_ACCESS_KEY_ID, contract.ENV_S3_SECRET_ACCESS_KEY, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", *_AZURE_SECRETS)
+    names = (
+        contract.ENV_S3_ACCESS_KEY_ID,
+        contract.ENV_S3_SECRET_ACCESS_KEY,
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        *_AZURE_SECRETS,
+    )
     values = [env.get(name) or "" for name in names]
     # An Azure connection string: also each of its secret parts alone (the key, a SAS token).
-    values += [part.split("=", 1)[1] for name in _AZURE_SECRETS for part in (env.get(name) or "").split(";") if part.lower().startswith(("accountkey=", "sharedaccesssignature="))]
+    values += [
+        part.split("=", 1)[1]
+        for name in _AZURE_SECRETS
+        for part in (env.get(name) or "").split(";")
+        if part.lower().startswith(("accountkey=", "sharedaccesssignature="))
+    ]
     for value in sorted(values, key=len, reverse=True):
         if len(value) >= 4:
             text = text.replace(value, "***")
@@ -205,7 +243,9 @@ def _unwrap(exc: BaseException) -> tuple[BaseException, bool]:
     return exc, False
 
 
-def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str, data: bool = False) -> StorageError | DataError:
+def failure(
+    uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str, data: bool = False
+) -> StorageError | DataError:
     """The StorageError (DataError when ``data``) for a failed S3 call on ``uri``."""
     exc, wrapped_transient = _unwrap(exc)
     code = error_code(exc)
@@ -249,7 +289,9 @@ def failure(uri: str, exc: BaseException, env: Mapping[str, str], *, doing: str,
     transient = code != "SSLError" and (
         wrapped_transient
         or code in azureblob.TRANSIENT_CODES
-        or code in _RETRYABLE_CODES or (isinstance(status, int) and (status >= 500 or status == 429)) or _is_connection_error(exc)
+        or code in _RETRYABLE_CODES
+        or (isinstance(status, int) and (status >= 500 or status == 429))
+        or _is_connection_error(exc)
     )
     err: StorageError | DataError = DataError(text) if data and not transient else StorageError(text)
     if transient:
@@ -266,7 +308,9 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError))
 
 
-_PERMANENT_ERRNOS: Final = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG})
+_PERMANENT_ERRNOS: Final = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG}
+)
 
 
 def local_failure(uri: str, exc: OSError, *, doing: str) -> StorageError:
@@ -377,7 +421,10 @@ def _each(work: Callable[[_T], None], items: Sequence[_T]) -> None:
                 with lock:
                     errors[index] = exc
 
-    threads = [threading.Thread(target=worker, name=f"kubetune-transfer-{n}", daemon=True) for n in range(min(TRANSFER_CONCURRENCY, len(items)))]
+    threads = [
+        threading.Thread(target=worker, name=f"kubetune-transfer-{n}", daemon=True)
+        for n in range(min(TRANSFER_CONCURRENCY, len(items)))
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -420,10 +467,16 @@ def stage_dataset(uri: str, scratch: Path, env: Mapping[str, str], s3: Any | Non
         objects = [o for o in list_objects(s3, bucket, key) if str(o["Key"]).endswith(DATA_SUFFIXES)]
         if not objects:
             raise DataError(f"{uri}: no such object, and no .json/.jsonl/.parquet/.csv/.arrow object under that prefix")
-        files = [(f"{uri.split('://', 1)[0]}://{bucket}/{obj['Key']}", scratch / f"{i:06d}{Path(str(obj['Key'])).suffix}") for i, obj in enumerate(objects)]
+        files = [
+            (f"{uri.split('://', 1)[0]}://{bucket}/{obj['Key']}", scratch / f"{i:06d}{Path(str(obj['Key'])).suffix}")
+            for i, obj in enumerate(objects)
+        ]
         _transfer_all(
             lambda job: _download(s3, bucket, job[0], job[1]),
-            [((str(obj["Key"]), target), int(obj.get("Size", 0))) for obj, (_, target) in zip(objects, files, strict=True)],
+            [
+                ((str(obj["Key"]), target), int(obj.get("Size", 0)))
+                for obj, (_, target) in zip(objects, files, strict=True)
+            ],
         )
         return files
 
@@ -437,7 +490,9 @@ def stage_model(uri: str, dest: Path, env: Mapping[str, str], s3: Any | None = N
         s3 = s3 or _client_for(env, uri)
         objects = [o for o in list_objects(s3, bucket, prefix) if not str(o["Key"]).endswith("/")]
         if not objects:
-            raise StorageError(f"{uri}: no objects under this prefix (spec.model.uri must name a folder holding config.json)")
+            raise StorageError(
+                f"{uri}: no objects under this prefix (spec.model.uri must name a folder holding config.json)"
+            )
         try:
             known = json.loads((dest / ETAGS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -445,7 +500,7 @@ def stage_model(uri: str, dest: Path, env: Mapping[str, str], s3: Any | None = N
         etags: dict[str, str] = {}
         wanted: list[tuple[tuple[str, Path], int]] = []
         for obj in objects:
-            relative = str(obj["Key"])[len(prefix):]
+            relative = str(obj["Key"])[len(prefix) :]
             try:
                 target = _local_path(dest, relative)
             except ValueError as exc:
@@ -461,7 +516,9 @@ def stage_model(uri: str, dest: Path, env: Mapping[str, str], s3: Any | None = N
             with contextlib.suppress(OSError, ValueError):
                 _local_path(dest, stale).unlink()
     if not (dest / "config.json").is_file():
-        raise StorageError(f"{uri}: the prefix holds no config.json (spec.model.uri must name a Hugging Face model folder)")
+        raise StorageError(
+            f"{uri}: the prefix holds no config.json (spec.model.uri must name a Hugging Face model folder)"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     tmp = dest / f".{ETAGS_FILE}.tmp-{uuid.uuid4().hex}"  # unique: see _download
     tmp.write_text(json.dumps(etags, sort_keys=True), encoding="utf-8")
@@ -487,7 +544,15 @@ def _files(folder: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
     return out
 
 
-def upload_folder(prefix_uri: str, folder: Path, env: Mapping[str, str], *, skip: tuple[str, ...] = (), s3: Any | None = None, marker: Mapping[str, Any] | None = None) -> int:
+def upload_folder(
+    prefix_uri: str,
+    folder: Path,
+    env: Mapping[str, str],
+    *,
+    skip: tuple[str, ...] = (),
+    s3: Any | None = None,
+    marker: Mapping[str, Any] | None = None,
+) -> int:
     """Upload every file of ``folder`` under ``prefix_uri``; then, when ``marker`` is given, the
     completion marker (the file list and sizes, plus ``marker``) last.  An existing marker is
     deleted first, so a re-upload is never marked complete while it is under way.  Returns the bytes sent."""
@@ -497,7 +562,10 @@ def upload_folder(prefix_uri: str, folder: Path, env: Mapping[str, str], *, skip
         s3 = s3 or _client_for(env, prefix_uri)
         if marker is not None:
             s3.delete_object(Bucket=bucket, Key=prefix + MARKER)
-        _transfer_all(lambda job: s3.upload_file(str(job[1]), bucket, prefix + job[0]), [((r, p), p.stat().st_size) for r, p in files])
+        _transfer_all(
+            lambda job: s3.upload_file(str(job[1]), bucket, prefix + job[0]),
+            [((r, p), p.stat().st_size) for r, p in files],
+        )
         sent = sum(path.stat().st_size for _, path in files)
         if marker is not None:
             body = dict(marker)
@@ -506,7 +574,9 @@ def upload_folder(prefix_uri: str, folder: Path, env: Mapping[str, str], *, skip
     return sent
 
 
-def upload_checkpoint(prefix_uri: str, folder: Path, env: Mapping[str, str], s3: Any | None = None, *, config_hash: str | None = None) -> int:
+def upload_checkpoint(
+    prefix_uri: str, folder: Path, env: Mapping[str, str], s3: Any | None = None, *, config_hash: str | None = None
+) -> int:
     """One complete local checkpoint to ``<prefix_uri><checkpoint-N>/``, its marker last.  The marker
     carries the hash of the training configuration that wrote it (kubetune.trainer.fingerprint), so a
     restart resumes only its own configuration's checkpoints."""
@@ -530,7 +600,7 @@ def _already_there(uri: str, folder: Path, env: Mapping[str, str], s3: Any, mark
         there = _read_marker(s3, bucket, prefix + MARKER)
         if there is None or there.get("files") != want or any(there.get(k) != v for k, v in marker.items()):
             return False
-        present = {str(o["Key"])[len(prefix):]: o.get("Size") for o in list_objects(s3, bucket, prefix)}
+        present = {str(o["Key"])[len(prefix) :]: o.get("Size") for o in list_objects(s3, bucket, prefix)}
     return all(present.get(f) == size for f, size in want.items())
 
 
@@ -560,7 +630,7 @@ def newest_complete_remote(
         names: list[tuple[int, str]] = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
             for common in page.get("CommonPrefixes", []):
-                name = str(common["Prefix"])[len(prefix):].rstrip("/")
+                name = str(common["Prefix"])[len(prefix) :].rstrip("/")
                 if (m := re.fullmatch(r"checkpoint-(\d+)", name)) is not None:
                     names.append((int(m.group(1)), name))
         for _, name in sorted(names, reverse=True):
@@ -569,14 +639,23 @@ def newest_complete_remote(
                 continue
             if config_hash is not None and marker.get("configHash") != config_hash:
                 continue  # written by another configuration of a job with this name
-            present = {str(o["Key"])[len(prefix) + len(name) + 1:]: o.get("Size") for o in list_objects(s3, bucket, f"{prefix}{name}/")}
+            present = {
+                str(o["Key"])[len(prefix) + len(name) + 1 :]: o.get("Size")
+                for o in list_objects(s3, bucket, f"{prefix}{name}/")
+            }
             if all(present.get(f) == size for f, size in marker["files"].items()):
                 return name, {str(k): int(v) for k, v in marker["files"].items()}
     return None
 
 
 def restore_checkpoint(
-    prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, needs_optimizer: bool, s3: Any | None = None, config_hash: str | None = None
+    prefix_uri: str,
+    output_dir: Path,
+    env: Mapping[str, str],
+    *,
+    needs_optimizer: bool,
+    s3: Any | None = None,
+    config_hash: str | None = None,
 ) -> str | None:
     """When ``output_dir`` holds no complete checkpoint, download the newest complete one of this
     configuration from the bucket into it (a fresh volume after preemption); returns its name, or None."""
@@ -623,7 +702,11 @@ def upload_results(prefix_uri: str, output_dir: Path, env: Mapping[str, str], *,
     if merged in skip:
         return sent
     bucket, prefix = split_uri(prefix_uri)
-    keep = {f"{prefix}{merged}/{relative}" for relative, _ in _files(output_dir / merged)} if (output_dir / merged).is_dir() else set()
+    keep = (
+        {f"{prefix}{merged}/{relative}" for relative, _ in _files(output_dir / merged)}
+        if (output_dir / merged).is_dir()
+        else set()
+    )
     with _guard(prefix_uri, env, doing="removing an earlier run's merged model files"):
         s3 = s3 or _client_for(env, prefix_uri)
         for obj in list_objects(s3, bucket, f"{prefix}{merged}/"):
@@ -690,7 +773,11 @@ def permanent_upload_failure(prefix_uri: str, exc: StorageError) -> StorageError
     spec.storage.outputs.uri, the bucket and the fix; keeps the exit code (2)."""
     bucket, _ = split_uri(prefix_uri)
     code = next((c for c in _FIXES if f"failed: {c}:" in str(exc)), None)
-    fix = _FIXES[code].format(bucket=bucket) if code else f"check spec.storage.outputs.uri (bucket {bucket!r}) and spec.storage.objectStore"
+    fix = (
+        _FIXES[code].format(bucket=bucket)
+        if code
+        else f"check spec.storage.outputs.uri (bucket {bucket!r}) and spec.storage.objectStore"
+    )
     err = StorageError(
         f"spec.storage.outputs.uri: uploading a checkpoint during training failed for good, so training was stopped "
         f"(its stop checkpoint stays on the outputs volume): {exc}; fix: {fix}"
@@ -711,7 +798,14 @@ class CheckpointUploader:
     which stops the training at once (kubetune.trainer.launch.Child.run's abort)."""
 
     def __init__(
-        self, prefix_uri: str, output_dir: Path, env: Mapping[str, str], *, needs_optimizer: bool, interval: float = 5.0, config_hash: str | None = None
+        self,
+        prefix_uri: str,
+        output_dir: Path,
+        env: Mapping[str, str],
+        *,
+        needs_optimizer: bool,
+        interval: float = 5.0,
+        config_hash: str | None = None,
     ) -> None:
         self.prefix_uri, self.output_dir, self.env, self.config_hash = prefix_uri, output_dir, env, config_hash
         self.needs_optimizer, self.interval = needs_optimizer, interval
@@ -769,7 +863,11 @@ class CheckpointUploader:
                 failures += 1
                 self.retries += 1
                 wait = min(self.interval * 2**failures, UPLOAD_BACKOFF_MAX_S)
-                print(f"kubetune trainer: checkpoint upload failed, trying again in {wait:.0f}s: {exc}", file=sys.stderr, flush=True)
+                print(
+                    f"kubetune trainer: checkpoint upload failed, trying again in {wait:.0f}s: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             except OSError:
                 continue  # the volume changed under the look (a checkpoint rotated away): look again
 
@@ -845,7 +943,9 @@ def shell_env(uri: str, endpoint: str | None, environ: Mapping[str, str]) -> dic
     return env
 
 
-def download_results(prefix_uri: str, dest: Path, env: Mapping[str, str], *, only: tuple[str, ...] | None = None, s3: Any | None = None) -> list[str]:
+def download_results(
+    prefix_uri: str, dest: Path, env: Mapping[str, str], *, only: tuple[str, ...] | None = None, s3: Any | None = None
+) -> list[str]:
     """Copy a job's results (``<outputs.uri><namespace>/<job>/``) into ``dest``: every file its
     completion marker lists (the results, never the checkpoints), or just ``only``.  A job without
     the marker has not succeeded, or its upload is under way: StorageError, nothing used.  Returns

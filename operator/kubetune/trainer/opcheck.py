@@ -93,14 +93,18 @@ def _cpu_optimizer_op(optim: str) -> str:
 def needed_ops(ds_config: Mapping[str, Any], optim: str = "") -> dict[str, str]:
     """DeepSpeed ops the job will load, each with the reason (see the module docstring)."""
     zero = ds_config.get("zero_optimization") or {}
-    devices = {str((zero.get(key) or {}).get("device", "none")).lower() for key in ("offload_optimizer", "offload_param")}
+    devices = {
+        str((zero.get(key) or {}).get("device", "none")).lower() for key in ("offload_optimizer", "offload_param")
+    }
     offload = str((zero.get("offload_optimizer") or {}).get("device", "none")).lower()
     ops: dict[str, str] = {}
     block = ds_config.get("optimizer")
     if offload != "none":
         if block is None and ds_config.get("zero_force_ds_cpu_optimizer", True) is not False:
             name = _cpu_optimizer_op(optim)
-            ops[name] = f"ZeRO-Offload (offload_optimizer {offload}) runs the optimizer step on the CPU with DeepSpeed's {name}"
+            ops[name] = (
+                f"ZeRO-Offload (offload_optimizer {offload}) runs the optimizer step on the CPU with DeepSpeed's {name}"
+            )
         elif isinstance(block, Mapping) and str(block.get("type", "")).lower() in ("adam", "adamw"):
             ops["cpu_adam"] = "ZeRO-Offload with a DeepSpeed Adam optimizer block runs DeepSpeedCPUAdam"
     elif isinstance(block, Mapping) and str(block.get("type", "")).lower() in ("adam", "adamw"):
@@ -114,7 +118,11 @@ def check(facts: Facts, ds_config: Mapping[str, Any] | None, *, gpus: int, optim
     """Lines for the log (which ops are prebuilt, which the job uses); raises ConfigError when the job cannot run."""
     lines: list[str] = []
     if gpus > 0 and facts.torch_cuda and facts.cuda_devices == 0:
-        driver = f" (this node: {facts.driver})" if facts.driver else " (no NVIDIA driver found at /proc/driver/nvidia/version)"
+        driver = (
+            f" (this node: {facts.driver})"
+            if facts.driver
+            else " (no NVIDIA driver found at /proc/driver/nvidia/version)"
+        )
         raise ConfigError(
             f"spec.resources.gpusPerNode is {gpus} but torch (CUDA {facts.torch_cuda}) sees no CUDA device{driver}: the "
             f"trainer image's torch is the CUDA {CUDA_LINE} build and needs an NVIDIA driver {DRIVER_FLOOR} or newer; select nodes with such a driver "
@@ -123,12 +131,15 @@ def check(facts: Facts, ds_config: Mapping[str, Any] | None, *, gpus: int, optim
     if ds_config is None:
         return lines
     if not facts.deepspeed_installed:
-        raise ConfigError("the job uses DeepSpeed (spec.distributed.zeroStage) but this trainer image has no deepspeed package")
+        raise ConfigError(
+            "the job uses DeepSpeed (spec.distributed.zeroStage) but this trainer image has no deepspeed package"
+        )
     prebuilt = sorted(op for op, on in facts.installed_ops.items() if on)
     usable = facts.built_for == facts.running_accelerator
     lines.append(
         f"DeepSpeed ops prebuilt for accelerator {facts.built_for or 'none'!r}: {', '.join(prebuilt) or 'none'}; "
-        f"running on {facts.running_accelerator!r}" + ("" if usable else " (a mismatch: every op would be JIT-compiled)")
+        f"running on {facts.running_accelerator!r}"
+        + ("" if usable else " (a mismatch: every op would be JIT-compiled)")
     )
     for op, why in needed_ops(ds_config, optim).items():
         if usable and facts.installed_ops.get(op):
@@ -215,7 +226,9 @@ def gather(env: Mapping[str, str], *, gpus: int) -> Facts:
         cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     running = env.get("DS_ACCELERATOR") or ("cuda" if cuda_devices > 0 else "cpu")
     cuda_home = env.get("CUDA_HOME") or env.get("CUDA_PATH") or "/usr/local/cuda"
-    nvcc = shutil.which("nvcc", path=env.get("PATH")) or (str(Path(cuda_home) / "bin" / "nvcc") if (Path(cuda_home) / "bin" / "nvcc").is_file() else None)
+    nvcc = shutil.which("nvcc", path=env.get("PATH")) or (
+        str(Path(cuda_home) / "bin" / "nvcc") if (Path(cuda_home) / "bin" / "nvcc").is_file() else None
+    )
     return Facts(
         deepspeed_installed=package_dir is not None,
         installed_ops={str(k): bool(v) for k, v in dict(record.get("installed_ops") or {}).items()},

@@ -60,7 +60,9 @@ def parse_duration(text: str) -> int | None:
     return days * 86400 + int(match["h"]) * 3600 + int(match["m"]) * 60 + int(match["s"])
 
 
-def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = None, now: str | None = None) -> Progress | None:
+def progress_from_record(
+    record: dict[str, Any], *, eta_seconds: int | None = None, now: str | None = None
+) -> Progress | None:
     """One trainer_log.jsonl record as a Progress; None for records without a step count."""
     step = record.get("current_steps")
     total = record.get("total_steps")
@@ -76,7 +78,11 @@ def progress_from_record(record: dict[str, Any], *, eta_seconds: int | None = No
     # LLaMA-Factory logs an evaluation during training as a record with eval_loss and no loss
     # (llamafactory/train/callbacks.py:270-300 @v0.9.5, LogCallback.on_log reads log_history[-1]).
     raw_eval = record.get("eval_loss")
-    eval_loss = float(raw_eval) if isinstance(raw_eval, (int, float)) and not isinstance(raw_eval, bool) and math.isfinite(raw_eval) else None
+    eval_loss = (
+        float(raw_eval)
+        if isinstance(raw_eval, (int, float)) and not isinstance(raw_eval, bool) and math.isfinite(raw_eval)
+        else None
+    )
     evaluated = eval_loss is not None
     return Progress(
         step=step,
@@ -138,7 +144,12 @@ class ProgressTracker:
             progress = progress.model_copy(update={"eval_loss": self._eval[0], "eval_step": self._eval[1]})
         self._loss, self._lr = progress.loss, progress.learning_rate
         self._eval = (progress.eval_loss, progress.eval_step)
-        if self.last is not None and progress.step == self.last.step and progress.loss == self.last.loss and progress.eval_step == self.last.eval_step:
+        if (
+            self.last is not None
+            and progress.step == self.last.step
+            and progress.loss == self.last.loss
+            and progress.eval_step == self.last.eval_step
+        ):
             return None
         self.last = progress
         self._sink.publish(progress)

@@ -153,7 +153,9 @@ class Reporter:
         self.failed += 1
         if not self._failing:
             self._failing = True
-            self._log(f"could not push progress to {self.url} ({why}); retrying in the background, the pod log still carries it")
+            self._log(
+                f"could not push progress to {self.url} ({why}); retrying in the background, the pod log still carries it"
+            )
         return False
 
 
@@ -165,7 +167,9 @@ def from_env(env: Mapping[str, str]) -> Reporter | None:
     token_file = env.get(contract.ENV_PROGRESS_TOKEN_FILE) or contract.PROGRESS_TOKEN_FILE
     namespace, name = env.get(contract.ENV_NAMESPACE, ""), env.get(contract.ENV_JOB, "")
     if not namespace or not name:
-        _log(f"{contract.ENV_PROGRESS_URL} is set but the job is unknown ({contract.ENV_NAMESPACE}/{contract.ENV_JOB}); not pushing")
+        _log(
+            f"{contract.ENV_PROGRESS_URL} is set but the job is unknown ({contract.ENV_NAMESPACE}/{contract.ENV_JOB}); not pushing"
+        )
         return None
     if not os.path.exists(token_file):
         _log(f"no progress token at {token_file}; pushing anyway, the kubelet may still be writing it")

@@ -19,7 +19,18 @@ from kubetune.api import contract
 from .config import JobConfig
 from .fsutil import write_text_atomic
 
-PACKAGES = ("kubetune", "llamafactory", "transformers", "torch", "peft", "trl", "accelerate", "datasets", "deepspeed", "bitsandbytes")
+PACKAGES = (
+    "kubetune",
+    "llamafactory",
+    "transformers",
+    "torch",
+    "peft",
+    "trl",
+    "accelerate",
+    "datasets",
+    "deepspeed",
+    "bitsandbytes",
+)
 
 
 def now() -> str:
@@ -61,7 +72,9 @@ def outputs(output_dir: Path) -> dict[str, str]:
     return {k: str(v) for k, v in candidates.items() if v.exists()}
 
 
-def write(cfg: JobConfig, *, image: str | None, started_at: str, exit_code: int, message: str, facts: dict[str, Any]) -> Path:
+def write(
+    cfg: JobConfig, *, image: str | None, started_at: str, exit_code: int, message: str, facts: dict[str, Any]
+) -> Path:
     path = cfg.output_dir / contract.RUN_RECORD_FILE
     record = {
         "apiVersion": contract.API_VERSION,

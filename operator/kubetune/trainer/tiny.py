@@ -89,7 +89,12 @@ def kto_records(n: int = 48) -> list[dict[str, Any]]:
     for i in range(n):
         q, a = QA_PAIRS[i % len(QA_PAIRS)]
         good = i % 2 == 0
-        out.append({"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a if good else _rejected(i)}], "label": good})
+        out.append(
+            {
+                "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a if good else _rejected(i)}],
+                "label": good,
+            }
+        )
     return out
 
 
@@ -224,4 +229,9 @@ def tiny_job(
     if export:
         spec["export"] = {"enabled": True}
     spec.update(extra_spec or {})
-    return {"apiVersion": contract.API_VERSION, "kind": contract.KIND, "metadata": {"name": name, "namespace": "default"}, "spec": spec}
+    return {
+        "apiVersion": contract.API_VERSION,
+        "kind": contract.KIND,
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }

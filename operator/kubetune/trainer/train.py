@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 from kubetune.api import contract, yamldump
 
 from . import checkpoints, distenv, metrics
@@ -81,14 +80,49 @@ def quarantine_incomplete(output_dir: Path, train_args: Mapping[str, Any]) -> li
 
 NOT_DATA = frozenset(
     {
-        "output_dir", "logging_dir", "logging_steps", "report_to", "run_name", "plot_loss", "save_steps",
-        "save_total_limit", "learning_rate", "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_ratio",
-        "warmup_steps", "weight_decay", "max_grad_norm", "per_device_train_batch_size", "gradient_accumulation_steps",
-        "per_device_eval_batch_size", "eval_strategy", "eval_steps", "finetuning_type", "lora_rank", "lora_alpha",
-        "lora_dropout", "lora_target", "freeze_trainable_layers", "freeze_trainable_modules", "quantization_bit",
-        "quantization_type", "double_quantization", "deepspeed", "bf16", "fp16", "ddp_timeout", "dataloader_num_workers",
-        "preprocessing_num_workers", "overwrite_cache", "disable_gradient_checkpointing", "flash_attn",
-        "enable_liger_kernel", "resume_from_checkpoint", "tokenized_path",
+        "output_dir",
+        "logging_dir",
+        "logging_steps",
+        "report_to",
+        "run_name",
+        "plot_loss",
+        "save_steps",
+        "save_total_limit",
+        "learning_rate",
+        "num_train_epochs",
+        "max_steps",
+        "lr_scheduler_type",
+        "warmup_ratio",
+        "warmup_steps",
+        "weight_decay",
+        "max_grad_norm",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "per_device_eval_batch_size",
+        "eval_strategy",
+        "eval_steps",
+        "finetuning_type",
+        "lora_rank",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target",
+        "freeze_trainable_layers",
+        "freeze_trainable_modules",
+        "quantization_bit",
+        "quantization_type",
+        "double_quantization",
+        "deepspeed",
+        "bf16",
+        "fp16",
+        "ddp_timeout",
+        "dataloader_num_workers",
+        "preprocessing_num_workers",
+        "overwrite_cache",
+        "disable_gradient_checkpointing",
+        "flash_attn",
+        "enable_liger_kernel",
+        "resume_from_checkpoint",
+        "tokenized_path",
     }
 )
 """Arguments that do not change the tokenised dataset; every other one (template, cutoff_len,
@@ -102,7 +136,9 @@ def tokenized_path(cfg: JobConfig) -> Path:
     from . import data  # noqa: PLC0415
 
     conf = {k: v for k, v in sorted(cfg.train_args.items()) if k not in NOT_DATA}
-    blob = json.dumps({"args": conf, "data": data.digest(cfg), "files": data.file_stamps(cfg)}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"args": conf, "data": data.digest(cfg), "files": data.file_stamps(cfg)}, sort_keys=True, default=str
+    )
     return cfg.data_dir / f"tokenized-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
@@ -143,7 +179,9 @@ def child_env(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def command(cfg: JobConfig, dist: distenv.Distribution, args_file: Path, env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+def command(
+    cfg: JobConfig, dist: distenv.Distribution, args_file: Path, env: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]]:
     """argv and environment of the training child (torchrun and accelerate shapes)."""
     launcher = cfg.job.spec.distributed.effective_launcher
     accelerate = cfg.file(contract.ACCELERATE_FILE)
@@ -160,12 +198,19 @@ def command(cfg: JobConfig, dist: distenv.Distribution, args_file: Path, env: Ma
     child.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     child.setdefault("TORCH_NCCL_AVOID_RECORD_STREAMS", "1")
     argv = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", child["NNODES"],
-        "--node_rank", child["NODE_RANK"],
-        "--nproc_per_node", child["NPROC_PER_NODE"],
-        "--master_addr", child["MASTER_ADDR"],
-        "--master_port", child["MASTER_PORT"],
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        child["NNODES"],
+        "--node_rank",
+        child["NODE_RANK"],
+        "--nproc_per_node",
+        child["NPROC_PER_NODE"],
+        "--master_addr",
+        child["MASTER_ADDR"],
+        "--master_port",
+        child["MASTER_PORT"],
         *worker,
     ]
     return argv, child_env(child)
@@ -188,7 +233,9 @@ def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
         completed = True
     except worker.StopRequested as stop:
         err = Retryable(f"received SIGTERM (preemption or deletion): {stop}; a restart resumes from it")
-        err.stopped_at = time.monotonic()  # the signal came earlier, at most the stop grace: a later bound than the kubelet's
+        err.stopped_at = (
+            time.monotonic()
+        )  # the signal came earlier, at most the stop grace: a later bound than the kubelet's
         raise err from None
     except TrainerError:
         raise
@@ -212,7 +259,12 @@ def run_in_process(args: dict[str, Any], env: Mapping[str, str]) -> None:
 
 
 def run(
-    cfg: JobConfig, dist: distenv.Distribution, env: Mapping[str, str], sink: ProgressSink | None, *, abort: threading.Event | None = None
+    cfg: JobConfig,
+    dist: distenv.Distribution,
+    env: Mapping[str, str],
+    sink: ProgressSink | None,
+    *,
+    abort: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Train to the end; returns facts for the stage line and the run record.  ``abort``, once set,
     stops the training child as a SIGTERM would (not the in-process MPIJob shape)."""
@@ -221,7 +273,9 @@ def run(
     env = metrics.child_env(env)
     follower = None
     if sink is not None:
-        tracker = metrics.tracker(sink, env, job=cfg.job.name, namespace=cfg.job.namespace, train_args=args, world_size=dist.world_size)
+        tracker = metrics.tracker(
+            sink, env, job=cfg.job.name, namespace=cfg.job.namespace, train_args=args, world_size=dist.world_size
+        )
         follower = LogFollower(cfg.output_dir / TRAINER_LOG, tracker).start()
     try:
         if dist.kind == "mpijob":

@@ -42,7 +42,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubetune.api.contract import API_VERSION, KIND
-from kubetune.api.sweep import LABEL_SWEEP, MAX_INTERMEDIATE, SWEEP_KIND, FineTuneSweep, FineTuneSweepSpec, IntermediateValue, TrialRecord
+from kubetune.api.sweep import (
+    LABEL_SWEEP,
+    MAX_INTERMEDIATE,
+    SWEEP_KIND,
+    FineTuneSweep,
+    FineTuneSweepSpec,
+    IntermediateValue,
+    TrialRecord,
+)
 from kubetune.sweep.checks import validate_sweep
 from kubetune.sweep import best, finished, next_trials, objective_value, should_prune, summary, trial_spec, winner_spec
 
@@ -79,7 +87,9 @@ class _Draft:
 
     def cond(self, type_: str, holds: bool | None, reason: str, message: str) -> None:
         assert reason in SWEEP_REASONS, reason
-        self.status["conditions"] = set_condition(self.status.get("conditions"), type_, holds, reason, message, self.snap.generation, self.now)
+        self.status["conditions"] = set_condition(
+            self.status.get("conditions"), type_, holds, reason, message, self.snap.generation, self.now
+        )
 
 
 def validated(snap: SweepSnapshot) -> tuple[FineTuneSweep | None, str]:
@@ -119,7 +129,9 @@ def _decide(snap: SweepSnapshot, now: float) -> SweepDecision:
     try:
         records = [TrialRecord.model_validate(t) for t in status.get("trials") or []]
     except ValidationError as exc:  # only the operator writes status; never crash on a hand-edited one
-        message = with_hint("InvalidSweep", f"status.trials cannot be read ({_field_error(exc.errors()[0])}); the study cannot go on")
+        message = with_hint(
+            "InvalidSweep", f"status.trials cannot be read ({_field_error(exc.errors()[0])}); the study cannot go on"
+        )
         draft.cond("Validated", False, "InvalidSweep", message)
         status.update(phase="Failed", message=message)
         return SweepDecision(status)
@@ -129,16 +141,25 @@ def _decide(snap: SweepSnapshot, now: float) -> SweepDecision:
     for i, record in enumerate(records):
         if record.state == "Running" and _new_intermediate(snap.status, record) and should_prune(spec, records, record):
             last = record.intermediate[-1]
-            records[i] = record.model_copy(update={
-                "state": "Pruned", "value": last.value,
-                "message": f"pruned at step {last.step}: eval loss {last.value:.4g} ({spec.early_stopping} pruner); FineTuneJob {record.name} deleted",
-            })
+            records[i] = record.model_copy(
+                update={
+                    "state": "Pruned",
+                    "value": last.value,
+                    "message": f"pruned at step {last.step}: eval loss {last.value:.4g} ({spec.early_stopping} pruner); FineTuneJob {record.name} deleted",
+                }
+            )
             deletions.append(record.name)
 
     # A trial stopped earlier whose FineTuneJob is still there (the delete after the stored status failed,
     # or the operator restarted in between): delete it again, or it keeps its GPUs.
-    deletions += [r.name for r in records if r.state == "Pruned" and r.name in snap.trials and r.name not in deletions
-                  and not (snap.trials[r.name].get("metadata") or {}).get("deletionTimestamp")]
+    deletions += [
+        r.name
+        for r in records
+        if r.state == "Pruned"
+        and r.name in snap.trials
+        and r.name not in deletions
+        and not (snap.trials[r.name].get("metadata") or {}).get("deletionTimestamp")
+    ]
 
     done, why = finished(spec, records)
     failed = sum(r.state == "Failed" for r in records)
@@ -185,15 +206,31 @@ def _follow(spec: FineTuneSweepSpec, snap: SweepSnapshot, record: TrialRecord, n
     if record.state in ENDED:
         return record
     if record.name in snap.refused:
-        return record.model_copy(update={"state": "Failed", "message": f"the API server refused FineTuneJob {record.name}: {snap.refused[record.name]}"[:1024]})
+        return record.model_copy(
+            update={
+                "state": "Failed",
+                "message": f"the API server refused FineTuneJob {record.name}: {snap.refused[record.name]}"[:1024],
+            }
+        )
     if record.name in snap.predecessor:
-        return record.model_copy(update={"message": f"waiting for FineTuneJob {record.name} of an earlier sweep of this name to be deleted (garbage collector)"})
+        return record.model_copy(
+            update={
+                "message": f"waiting for FineTuneJob {record.name} of an earlier sweep of this name to be deleted (garbage collector)"
+            }
+        )
     if record.name in snap.foreign:
-        return record.model_copy(update={"state": "Failed", "message": f"a FineTuneJob {record.name} exists that this sweep does not own; the trial was not created"})
+        return record.model_copy(
+            update={
+                "state": "Failed",
+                "message": f"a FineTuneJob {record.name} exists that this sweep does not own; the trial was not created",
+            }
+        )
     job = snap.trials.get(record.name)
     if job is None:
         if record.state == "Running":
-            return record.model_copy(update={"state": "Failed", "message": f"FineTuneJob {record.name} was deleted while it ran"})
+            return record.model_copy(
+                update={"state": "Failed", "message": f"FineTuneJob {record.name} was deleted while it ran"}
+            )
         return record  # Pending: created (again) by this decision
     status = job.get("status") or {}
     record = _intermediate(spec, record, status)
@@ -201,14 +238,21 @@ def _follow(spec: FineTuneSweepSpec, snap: SweepSnapshot, record: TrialRecord, n
     if phase in ("Running", "Exporting"):
         return record.model_copy(update={"state": "Running"})
     if phase == "Failed":
-        return record.model_copy(update={"state": "Failed", "message": f"FineTuneJob {record.name} failed: {status.get('message') or 'no message'}"[:1024]})
+        return record.model_copy(
+            update={
+                "state": "Failed",
+                "message": f"FineTuneJob {record.name} failed: {status.get('message') or 'no message'}"[:1024],
+            }
+        )
     if phase == "Succeeded":
         value, missing = _objective(spec, status)
         deadline = _evaluation_deadline(job)
         if value is None and not status.get("evaluation") and (deadline is None or now < deadline):
             return record.model_copy(update={"state": "Running", "message": f"FineTuneJob {record.name} {WAITING}"})
         if value is None:
-            return record.model_copy(update={"state": "Failed", "message": f"FineTuneJob {record.name} succeeded but {missing}"[:1024]})
+            return record.model_copy(
+                update={"state": "Failed", "message": f"FineTuneJob {record.name} succeeded but {missing}"[:1024]}
+            )
         return record.model_copy(update={"state": "Succeeded", "value": value, "message": ""})
     return record  # Pending or Suspended (queued in Kueue, pods not started)
 
@@ -225,17 +269,23 @@ def _intermediate(spec: FineTuneSweepSpec, record: TrialRecord, status: Mapping[
         value = math.exp(min(float(loss), 700.0))
     else:
         return record  # BLEU/ROUGE come from generation at the end only: nothing to prune on
-    if any(v.step == step for v in record.intermediate) or (record.intermediate and step < record.intermediate[-1].step):
+    if any(v.step == step for v in record.intermediate) or (
+        record.intermediate and step < record.intermediate[-1].step
+    ):
         return record
     kept = [*record.intermediate, IntermediateValue(step=step, value=value)]
-    return record.model_copy(update={"intermediate": kept[-MAX_INTERMEDIATE:]})  # the newest ones: what the pruner compares
+    return record.model_copy(
+        update={"intermediate": kept[-MAX_INTERMEDIATE:]}
+    )  # the newest ones: what the pruner compares
 
 
 def _new_intermediate(before: Mapping[str, Any], record: TrialRecord) -> bool:
     """Whether ``record`` got an intermediate value since the stored status (the pruner judges each once)."""
     if not record.intermediate:
         return False
-    stored = next((t for t in before.get("trials") or [] if isinstance(t, Mapping) and t.get("name") == record.name), {})
+    stored = next(
+        (t for t in before.get("trials") or [] if isinstance(t, Mapping) and t.get("name") == record.name), {}
+    )
     steps = {v.get("step") for v in stored.get("intermediate") or [] if isinstance(v, Mapping)}
     return record.intermediate[-1].step not in steps
 
@@ -269,7 +319,9 @@ def trial_object(snap: SweepSnapshot, record: TrialRecord, spec: dict[str, Any])
             "name": record.name,
             "namespace": snap.namespace,
             "labels": {LABEL_SWEEP: snap.name, "app.kubernetes.io/managed-by": "kubetune"},
-            "ownerReferences": [{"apiVersion": API_VERSION, "kind": SWEEP_KIND, "name": snap.name, "uid": snap.uid, "controller": True}],
+            "ownerReferences": [
+                {"apiVersion": API_VERSION, "kind": SWEEP_KIND, "name": snap.name, "uid": snap.uid, "controller": True}
+            ],
         },
         "spec": spec,
     }
@@ -279,12 +331,17 @@ def _to_create(snap: SweepSnapshot, spec: FineTuneSweepSpec, records: list[Trial
     return tuple(
         trial_object(snap, r, trial_spec(spec, r))
         for r in records
-        if r.state == "Pending" and r.name not in snap.trials and r.name not in snap.foreign and r.name not in snap.refused
+        if r.state == "Pending"
+        and r.name not in snap.trials
+        and r.name not in snap.foreign
+        and r.name not in snap.refused
         and r.name not in snap.predecessor
     )
 
 
-def _running(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord], deletions: list[str], why: str, now: float) -> SweepDecision:
+def _running(
+    draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord], deletions: list[str], why: str, now: float
+) -> SweepDecision:
     status, snap = draft.status, draft.snap
     counts = _counts(records)
     running, pending = counts["Running"], counts["Pending"]
@@ -313,7 +370,9 @@ def _running(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord],
     return SweepDecision(status, _to_create(snap, spec, records), tuple(deletions), requeue_after=requeue)
 
 
-def _failed(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord], deletions: list[str], failed: int) -> SweepDecision:
+def _failed(
+    draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord], deletions: list[str], failed: int
+) -> SweepDecision:
     status, snap = draft.status, draft.snap
     stopped = list(deletions)
     for i, r in enumerate(records):
@@ -335,7 +394,9 @@ def _failed(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord], 
     return SweepDecision(status, (), tuple(stopped))
 
 
-def _succeeded(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord], winner: TrialRecord, deletions: list[str]) -> SweepDecision:
+def _succeeded(
+    draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord], winner: TrialRecord, deletions: list[str]
+) -> SweepDecision:
     status, snap = draft.status, draft.snap
     message = f"{len(records)} trials ended; best trial {winner.name}: {spec.objective.metric} {winner.value:.6g}"
     draft.cond("Running", False, "SweepSucceeded", message)
@@ -345,14 +406,31 @@ def _succeeded(draft: _Draft, spec: FineTuneSweepSpec, records: list[TrialRecord
     if spec.promote == "serve":
         before = get_condition(snap.status.get("conditions"), "Promoted") or {}
         if winner.name not in snap.trials:
-            draft.cond("Promoted", False, "WinnerMissing", with_hint("WinnerMissing", f"FineTuneJob {winner.name} (the best trial) does not exist"))
-            status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "Serving"]  # nothing serves
+            draft.cond(
+                "Promoted",
+                False,
+                "WinnerMissing",
+                with_hint("WinnerMissing", f"FineTuneJob {winner.name} (the best trial) does not exist"),
+            )
+            status["conditions"] = [
+                c for c in status.get("conditions") or [] if c.get("type") != "Serving"
+            ]  # nothing serves
         else:
-            draft.cond("Promoted", True, "WinnerPromoted", f"FineTuneJob {winner.name} (the best trial) serves as spec.template.serve says; its status.serving says where")
+            draft.cond(
+                "Promoted",
+                True,
+                "WinnerPromoted",
+                f"FineTuneJob {winner.name} (the best trial) serves as spec.template.serve says; its status.serving says where",
+            )
             # Once per sweep generation (and at the operator's first look): the winner's FineTuneJob
             # then owns spec.serve, and the FineTuneJob controller creates the serving objects.
             served = ((snap.trials[winner.name].get("spec") or {}).get("serve")) is not None
-            if snap.first_seen or not served or before.get("reason") != "WinnerPromoted" or before.get("observedGeneration") != snap.generation:
+            if (
+                snap.first_seen
+                or not served
+                or before.get("reason") != "WinnerPromoted"
+                or before.get("observedGeneration") != snap.generation
+            ):
                 promoted = trial_object(snap, winner, winner_spec(spec, winner))
             draft.cond("Serving", *_winner_serving(snap.trials[winner.name], winner.name, fresh=promoted is None))
     return SweepDecision(status, (), tuple(deletions), promoted)
@@ -368,10 +446,20 @@ def _winner_serving(job: Mapping[str, Any], name: str, fresh: bool) -> tuple[boo
     generation = (job.get("metadata") or {}).get("generation")
     cond = get_condition((job.get("status") or {}).get("conditions"), "Serving")
     current = cond is not None and (generation is None or cond.get("observedGeneration") in (None, generation))
-    if fresh and current and cond is not None and cond.get("reason") in SWEEP_REASONS and SWEEP_REASONS[str(cond["reason"])].condition == "Serving":
+    if (
+        fresh
+        and current
+        and cond is not None
+        and cond.get("reason") in SWEEP_REASONS
+        and SWEEP_REASONS[str(cond["reason"])].condition == "Serving"
+    ):
         holds = {"True": True, "False": False}.get(str(cond.get("status")))
         return holds, str(cond["reason"]), f"FineTuneJob {name}: {cond.get('message') or cond['reason']}"
-    return False, "ServingStarting", f"FineTuneJob {name} (the best trial) got spec.serve; its controller has not reported serving it yet"
+    return (
+        False,
+        "ServingStarting",
+        f"FineTuneJob {name} (the best trial) got spec.serve; its controller has not reported serving it yet",
+    )
 
 
 def _trial_states(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -380,7 +468,11 @@ def _trial_states(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 
 def _parameters_text(trial: Mapping[str, Any]) -> str:
     params = trial.get("parameters") or {}
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) if isinstance(params, Mapping) else ""
+    return (
+        ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        if isinstance(params, Mapping)
+        else ""
+    )
 
 
 def _reason_of(status: Mapping[str, Any], type_: str) -> tuple[str | None, str | None, str | None]:
@@ -399,13 +491,19 @@ def sweep_events(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[E
         if state == was:
             continue
         if name not in old:
-            events.append(EventSpec("Normal", "TrialCreated", f"trial {name} asked: {_parameters_text(trial) or 'no parameters'}"))
+            events.append(
+                EventSpec("Normal", "TrialCreated", f"trial {name} asked: {_parameters_text(trial) or 'no parameters'}")
+            )
         if state == "Succeeded":
             events.append(EventSpec("Normal", "TrialSucceeded", f"trial {name} succeeded: {trial.get('value')}"))
         elif state == "Pruned":
-            events.append(EventSpec("Normal", "TrialPruned", f"trial {name}: {trial.get('message') or 'pruned'}"[:1024]))
+            events.append(
+                EventSpec("Normal", "TrialPruned", f"trial {name}: {trial.get('message') or 'pruned'}"[:1024])
+            )
         elif state == "Failed":
-            events.append(EventSpec("Warning", "TrialFailed", f"trial {name}: {trial.get('message') or 'failed'}"[:1024]))
+            events.append(
+                EventSpec("Warning", "TrialFailed", f"trial {name}: {trial.get('message') or 'failed'}"[:1024])
+            )
     best = after.get("bestTrial")
     if best and best != before.get("bestTrial"):
         events.append(EventSpec("Normal", "NewBestTrial", f"best trial so far: {best} ({after.get('bestValue')})"))

@@ -33,14 +33,23 @@ log = logging.getLogger(__name__)
 
 
 class SweepController:
-    def __init__(self, kube: Kube, caches: Caches, *, retry_delay_s: float = 1.0, gpu_memory_by_product: Mapping[str, str] | None = None,
-                 events: EventRecorder | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        caches: Caches,
+        *,
+        retry_delay_s: float = 1.0,
+        gpu_memory_by_product: Mapping[str, str] | None = None,
+        events: EventRecorder | None = None,
+    ) -> None:
         self.kube = kube
         self.gpu_memory_by_product = dict(gpu_memory_by_product or {})
         self.caches = caches
         self.sweeps: dict[Key, dict[str, Any]] = {}
         """FineTuneSweeps, fed by kopf's watch (``handlers``) and our own status patches."""
-        self.trials = Informer(kube, API_VERSION, PLURAL, caches.namespaces, self._trial_event, label_selector=LABEL_SWEEP)
+        self.trials = Informer(
+            kube, API_VERSION, PLURAL, caches.namespaces, self._trial_event, label_selector=LABEL_SWEEP
+        )
         """Every sweep's trial FineTuneJobs (label kubetune.io/finetunesweep), whole."""
         self.queue = job_loop.WorkQueue()
         self.memory = SweepMemory()
@@ -109,8 +118,17 @@ class SweepController:
                 raise
             except Exception as exc:  # the worker outlives any single bad sweep
                 n = self.failures[key] = self.failures.get(key, 0) + 1
-                delay = (exc.retry_after if isinstance(exc, ApiError) and exc.retry_after else None) or min(self.retry_delay_s * 2 ** (n - 1), 300.0)
-                log.warning("reconcile of sweep %s/%s failed (%s); retrying in %.1f s", key[0], key[1], exc, delay, exc_info=not isinstance(exc, ApiError))
+                delay = (exc.retry_after if isinstance(exc, ApiError) and exc.retry_after else None) or min(
+                    self.retry_delay_s * 2 ** (n - 1), 300.0
+                )
+                log.warning(
+                    "reconcile of sweep %s/%s failed (%s); retrying in %.1f s",
+                    key[0],
+                    key[1],
+                    exc,
+                    delay,
+                    exc_info=not isinstance(exc, ApiError),
+                )
                 self.queue.add_after(key, delay)
             else:
                 self.failures.pop(key, None)

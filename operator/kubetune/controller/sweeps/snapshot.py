@@ -53,7 +53,9 @@ class SweepMemory:
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
-    return any(r.get("controller") and r.get("uid") == uid for r in (obj.get("metadata") or {}).get("ownerReferences") or [])
+    return any(
+        r.get("controller") and r.get("uid") == uid for r in (obj.get("metadata") or {}).get("ownerReferences") or []
+    )
 
 
 def _earlier_sweeps(job: Mapping[str, Any], sweep: str) -> bool:
@@ -67,11 +69,19 @@ def _earlier_sweeps(job: Mapping[str, Any], sweep: str) -> bool:
     meta = job.get("metadata") or {}
     if meta.get("deletionTimestamp"):
         return True
-    return any(r.get("controller") and r.get("kind") == SWEEP_KIND and r.get("name") == sweep for r in meta.get("ownerReferences") or [])
+    return any(
+        r.get("controller") and r.get("kind") == SWEEP_KIND and r.get("name") == sweep
+        for r in meta.get("ownerReferences") or []
+    )
 
 
 def observe(
-    key: Key, obj: Mapping[str, Any], trials: Informer, caches: Caches, memory: SweepMemory, gpu_memory_by_product: Mapping[str, str] | None = None
+    key: Key,
+    obj: Mapping[str, Any],
+    trials: Informer,
+    caches: Caches,
+    memory: SweepMemory,
+    gpu_memory_by_product: Mapping[str, str] | None = None,
 ) -> SweepSnapshot:
     """``trials``: the informer of every sweep's trial FineTuneJobs; ``caches.jobs`` (kopf's watch of all
     FineTuneJobs) only tells whether a recorded trial's name is taken by a job this sweep does not own."""
@@ -91,7 +101,11 @@ def observe(
     # manager, so it is dropped: k8s.io/apimachinery/pkg/apis/meta/v1/types.go:257-261 @ v0.36.3),
     # with the parameters it was created with.
     trial_name = re.compile(re.escape(name) + r"-[0-9]+")
-    holders = {n: job for (ns, n), job in (*caches.jobs.items(), *trials.objects.items()) if ns == namespace and (n in recorded or trial_name.fullmatch(n))}
+    holders = {
+        n: job
+        for (ns, n), job in (*caches.jobs.items(), *trials.objects.items())
+        if ns == namespace and (n in recorded or trial_name.fullmatch(n))
+    }
     foreign: set[str] = set()
     predecessor: set[str] = set()
     for n, other in holders.items():

@@ -124,7 +124,9 @@ class WorkloadBackend(Protocol):
         """A copy of the rendered child that stops its pods (to free GPUs after too many retries)."""
         ...
 
-    def refused_changes(self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]:
+    def refused_changes(
+        self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]
+    ) -> list[str]:
         """What the child's API server (CRD rules, admission webhooks) would refuse when the child
         rendered as ``running`` is re-applied as ``wanted``: one sentence per refused field of the
         child, naming the upstream rule; empty when it accepts the change.  ``observed``: the child
@@ -145,7 +147,10 @@ def newest_matching(pods: Sequence[Mapping[str, Any]], labels: Mapping[str, str]
     found = [
         p
         for p in pods
-        if all(str(((p.get("metadata") or {}).get("labels") or {}).get(k, "")).lower() == v.lower() for k, v in labels.items())
+        if all(
+            str(((p.get("metadata") or {}).get("labels") or {}).get(k, "")).lower() == v.lower()
+            for k, v in labels.items()
+        )
     ]
     found.sort(key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp", "")), reverse=True)
     return found[0] if found else None

@@ -78,7 +78,11 @@ def suspended_v1(workload: Mapping[str, Any]) -> dict[str, Any]:
 
 def kubeflow_pod_ref(job_name: str, replica: str, index: int, container: str, kind: str) -> PodRef:
     return PodRef(
-        {KUBEFLOW_JOB_NAME_LABEL: job_name, KUBEFLOW_REPLICA_TYPE_LABEL: replica, KUBEFLOW_REPLICA_INDEX_LABEL: str(index)},
+        {
+            KUBEFLOW_JOB_NAME_LABEL: job_name,
+            KUBEFLOW_REPLICA_TYPE_LABEL: replica,
+            KUBEFLOW_REPLICA_INDEX_LABEL: str(index),
+        },
         container,
         f"{replica} pod (index {index}) of {kind}",
     )

@@ -35,7 +35,15 @@ from ..podspec import TRAINER_COMMAND, container_security_context, user_env_name
 from ..templating import render_manifest
 from ..types import Problem
 from .base import ChildStatus, PodRef, RbacRule, WorkloadBackend, newest_matching
-from .common import KUBEFLOW_JOB_NAME_LABEL, KUBEFLOW_REPLICA_TYPE_LABEL, child_labels, kubeflow_pod_ref, kubeflow_v1_status, run_policy, suspended_v1
+from .common import (
+    KUBEFLOW_JOB_NAME_LABEL,
+    KUBEFLOW_REPLICA_TYPE_LABEL,
+    child_labels,
+    kubeflow_pod_ref,
+    kubeflow_v1_status,
+    run_policy,
+    suspended_v1,
+)
 
 if TYPE_CHECKING:
     from kubetune.api import FineTuneJob
@@ -68,17 +76,19 @@ class MPIJobBackend:
         # MASTER_ADDR comes from the hostfile at launch (kubetune.trainer.mpilaunch); the port is ours.
         rendezvous = [{"name": "MASTER_PORT", "value": str(plan.job.spec.distributed.master_port)}]
         own_names += [e["name"] for e in rendezvous]
-        launcher_env = list(plan.env) + rendezvous + [
-            # mpirun, given SIGTERM, waits this long before SIGTERM to the ranks and again before
-            # SIGKILL (Open MPI's default is 1 s).  The stop request itself reaches the ranks at once
-            # as SIGUSR1 (kubetune.trainer.mpilaunch); this only bounds Open MPI's own kill, e.g.
-            # after one rank exited: time for the others to finish writing the same checkpoint.
-            {"name": "OMPI_MCA_odls_base_sigkill_timeout", "value": str(OPEN_MPI_KILL_STEP_SECONDS)},
-        ]
+        launcher_env = (
+            list(plan.env)
+            + rendezvous
+            + [
+                # mpirun, given SIGTERM, waits this long before SIGTERM to the ranks and again before
+                # SIGKILL (Open MPI's default is 1 s).  The stop request itself reaches the ranks at once
+                # as SIGUSR1 (kubetune.trainer.mpilaunch); this only bounds Open MPI's own kill, e.g.
+                # after one rank exited: time for the others to finish writing the same checkpoint.
+                {"name": "OMPI_MCA_odls_base_sigkill_timeout", "value": str(OPEN_MPI_KILL_STEP_SECONDS)},
+            ]
+        )
         if user_names:
-            launcher_env.append(
-                {"name": "OMPI_MCA_mca_base_env_list", "value": ";".join(sorted(user_names))}
-            )
+            launcher_env.append({"name": "OMPI_MCA_mca_base_env_list", "value": ";".join(sorted(user_names))})
         scratch = [v for v in plan.volumes if v["name"] == "scratch"]
         scratch_mounts = [m for m in plan.volume_mounts if m["name"] == "scratch"]
         return render_manifest(
@@ -103,11 +113,13 @@ class MPIJobBackend:
     def check(self, job: FineTuneJob) -> list[Problem]:
         launcher = job.spec.distributed.launcher
         if launcher not in (None, "deepspeed"):
-            return [Problem(
-                "spec.distributed.launcher",
-                f"backend mpijob runs DeepSpeed under mpirun, but spec.distributed.launcher is {launcher}: "
-                "use backend pytorchjob, or launcher deepspeed",
-            )]
+            return [
+                Problem(
+                    "spec.distributed.launcher",
+                    f"backend mpijob runs DeepSpeed under mpirun, but spec.distributed.launcher is {launcher}: "
+                    "use backend pytorchjob, or launcher deepspeed",
+                )
+            ]
         return []
 
     def status(self, child: Mapping[str, Any]) -> ChildStatus:
@@ -130,7 +142,9 @@ class MPIJobBackend:
     def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
         return suspended_v1(workload)
 
-    def refused_changes(self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]:
+    def refused_changes(
+        self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]
+    ) -> list[str]:
         """Nothing is refused: mpi-operator v0.8.0 has no admission webhook and its v2beta1 CRD no
         transition rules (manifests/base/kubeflow.org_mpijobs.yaml @ v0.8.0); it validates the job as
         a whole at sync (pkg/apis/kubeflow/validation/validation.go:49 ValidateMPIJob) and copies the

@@ -17,7 +17,15 @@ from ..intermediate import Plan
 from ..podspec import TRAINER_COMMAND
 from ..templating import render_manifest
 from .base import ChildStatus, PodRef, RbacRule, WorkloadBackend, newest_matching
-from .common import KUBEFLOW_JOB_NAME_LABEL, KUBEFLOW_REPLICA_TYPE_LABEL, child_labels, kubeflow_pod_ref, kubeflow_v1_status, run_policy, suspended_v1
+from .common import (
+    KUBEFLOW_JOB_NAME_LABEL,
+    KUBEFLOW_REPLICA_TYPE_LABEL,
+    child_labels,
+    kubeflow_pod_ref,
+    kubeflow_v1_status,
+    run_policy,
+    suspended_v1,
+)
 
 if TYPE_CHECKING:
     from kubetune.api import FineTuneJob
@@ -74,7 +82,9 @@ class PyTorchJobBackend:
     def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
         return suspended_v1(workload)
 
-    def refused_changes(self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]:
+    def refused_changes(
+        self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]
+    ) -> list[str]:
         """Nothing kubetune renders is refused: the v1.9.4 PyTorchJob CRD's only transition rule is
         spec.runPolicy.schedulingPolicy.queue (``self == oldSelf``; manifests/base/crds/kubeflow.org_pytorchjobs.yaml
         @ kubeflow/trainer v1.9.4), which kubetune never sets, and the webhook's ValidateUpdate checks only

@@ -92,11 +92,23 @@ the runtime's replicated job ``node`` has 1 replica (job index 0) and, Indexed b
 (jobset_webhook.go:120-123), numNodes completions (jobset.go:302-323 SyncParallelCount)."""
 
 IMMUTABLE_POD_PATCH_FIELDS: Final = (
-    "serviceAccountName", "volumes", "initContainers", "containers", "imagePullSecrets", "securityContext", "terminationGracePeriodSeconds",
+    "serviceAccountName",
+    "volumes",
+    "initContainers",
+    "containers",
+    "imagePullSecrets",
+    "securityContext",
+    "terminationGracePeriodSeconds",
 )
 """PodSpecPatch fields whose CRD rule is ``self == oldSelf`` (trainjob_types.go:393, 401, 409, 417, 425, 431, 460 @ v2.3.0):
 never changeable, suspended or not."""
-IMMUTABLE_SPEC_FIELDS: Final = {"trainer": 114, "runtimeRef": 104, "initializer": 109, "activeDeadlineSeconds": 138, "managedBy": 150}
+IMMUTABLE_SPEC_FIELDS: Final = {
+    "trainer": 114,
+    "runtimeRef": 104,
+    "initializer": 109,
+    "activeDeadlineSeconds": 138,
+    "managedBy": 150,
+}
 """TrainJob spec fields with ``self == oldSelf`` (trainjob_types.go line @ v2.3.0)."""
 QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
 
@@ -147,48 +159,60 @@ class TrainJobBackend:
         problems = []
         s = job.spec.scheduling
         if s is not None and s.priority_class_name:
-            problems.append(Problem(
-                "spec.scheduling.priorityClassName",
-                "a TrainJob cannot set the pods' priorityClassName (Trainer v2.3's runtimePatches have no such field): "
-                "with Kueue use a WorkloadPriorityClass, or set backend: pytorchjob",
-            ))
+            problems.append(
+                Problem(
+                    "spec.scheduling.priorityClassName",
+                    "a TrainJob cannot set the pods' priorityClassName (Trainer v2.3's runtimePatches have no such field): "
+                    "with Kueue use a WorkloadPriorityClass, or set backend: pytorchjob",
+                )
+            )
         rp = job.spec.run_policy
         if rp.ttl_seconds_after_finished is not None:
-            problems.append(Problem(
-                "spec.runPolicy.ttlSecondsAfterFinished",
-                "a TrainJob cannot delete itself after it finished (Trainer v2.3's TrainJob spec has no ttlSecondsAfterFinished, "
-                "pkg/apis/trainer/v1alpha1/trainjob_types.go TrainJobSpec): remove it, or set backend: pytorchjob",
-            ))
+            problems.append(
+                Problem(
+                    "spec.runPolicy.ttlSecondsAfterFinished",
+                    "a TrainJob cannot delete itself after it finished (Trainer v2.3's TrainJob spec has no ttlSecondsAfterFinished, "
+                    "pkg/apis/trainer/v1alpha1/trainjob_types.go TrainJobSpec): remove it, or set backend: pytorchjob",
+                )
+            )
         if s is not None and s.tolerations and s.queue_name:
-            problems.append(Problem(
-                "spec.scheduling.tolerations",
-                "a TrainJob queued in Kueue (spec.scheduling.queueName) loses these tolerations when Kueue admits it: Kueue writes its "
-                "ResourceFlavor's tolerations into its own runtimePatches entry, after ours, and Trainer applies the entries in order as "
-                "strategic-merge patches in which tolerations are replaced, not merged: put the tolerations on the ResourceFlavor, "
-                "or set backend: pytorchjob (Kueue adds the flavor's tolerations to the PyTorchJob's pods)",
-            ))
+            problems.append(
+                Problem(
+                    "spec.scheduling.tolerations",
+                    "a TrainJob queued in Kueue (spec.scheduling.queueName) loses these tolerations when Kueue admits it: Kueue writes its "
+                    "ResourceFlavor's tolerations into its own runtimePatches entry, after ours, and Trainer applies the entries in order as "
+                    "strategic-merge patches in which tolerations are replaced, not merged: put the tolerations on the ResourceFlavor, "
+                    "or set backend: pytorchjob (Kueue adds the flavor's tolerations to the PyTorchJob's pods)",
+                )
+            )
         name = job.name
         if not TRAINJOB_NAME.match(name):
-            problems.append(Problem(
-                "metadata.name",
-                f"a TrainJob's name must be an RFC 1035 label (start with a letter; Trainer v2.3's TrainJob CRD): {name!r} starts with a digit; "
-                "rename the FineTuneJob, or set backend: pytorchjob",
-            ))
+            problems.append(
+                Problem(
+                    "metadata.name",
+                    f"a TrainJob's name must be an RFC 1035 label (start with a letter; Trainer v2.3's TrainJob CRD): {name!r} starts with a digit; "
+                    "rename the FineTuneJob, or set backend: pytorchjob",
+                )
+            )
         pod = longest_pod_name(name, job.spec.resources.nodes)
         if len(pod) > POD_NAME_LIMIT:
             longest = POD_NAME_LIMIT - (len(pod) - len(name))
-            problems.append(Problem(
-                "metadata.name",
-                f"a TrainJob's pods are named <name>-node-0-<node>-<5 random characters> (JobSet), at most {POD_NAME_LIMIT} characters: "
-                f"with {job.spec.resources.nodes} node(s) the name may have at most {longest} characters, {name!r} has {len(name)} "
-                f"({pod!r} is {len(pod)}); shorten the name, or set backend: pytorchjob",
-            ))
+            problems.append(
+                Problem(
+                    "metadata.name",
+                    f"a TrainJob's pods are named <name>-node-0-<node>-<5 random characters> (JobSet), at most {POD_NAME_LIMIT} characters: "
+                    f"with {job.spec.resources.nodes} node(s) the name may have at most {longest} characters, {name!r} has {len(name)} "
+                    f"({pod!r} is {len(pod)}); shorten the name, or set backend: pytorchjob",
+                )
+            )
         if job.spec.image_pull_policy is not None:
-            problems.append(Problem(
-                "spec.imagePullPolicy",
-                "a TrainJob cannot set the container's imagePullPolicy (Trainer v2.3's trainer and runtimePatches have no such field): "
-                "remove it (the runtime uses IfNotPresent), or set backend: pytorchjob",
-            ))
+            problems.append(
+                Problem(
+                    "spec.imagePullPolicy",
+                    "a TrainJob cannot set the container's imagePullPolicy (Trainer v2.3's trainer and runtimePatches have no such field): "
+                    "remove it (the runtime uses IfNotPresent), or set backend: pytorchjob",
+                )
+            )
         return problems
 
     def status(self, child: Mapping[str, Any]) -> ChildStatus:
@@ -198,7 +222,11 @@ class TrainJobBackend:
         for type_, state in (("Complete", "Succeeded"), ("Failed", "Failed"), ("Suspended", "Suspended")):
             cond = condition(child, type_)
             if cond is not None:
-                return ChildStatus(state, str(cond.get("message") or ""), str(cond.get("lastTransitionTime") or "") or None)  # type: ignore[arg-type]
+                return ChildStatus(
+                    state,  # type: ignore[arg-type]
+                    str(cond.get("message") or ""),
+                    str(cond.get("lastTransitionTime") or "") or None,
+                )
         jobs = status.get("jobsStatus") or []
         # JobSet's counts are of Jobs: "active" has a pod running *or pending*; "ready" has all its
         # pods ready or done (api/jobset/v1alpha2/jobset_types.go ReplicatedJobStatus).
@@ -215,7 +243,12 @@ class TrainJobBackend:
         """Node rank N is the pod with completion index N of Job 0 of the replicated job ``node``."""
         index = rank or 0
         return PodRef(
-            {JOBSET_NAME_LABEL: job_name, REPLICATED_JOB_LABEL: NODE, JOB_INDEX_LABEL: "0", COMPLETION_INDEX_LABEL: str(index)},
+            {
+                JOBSET_NAME_LABEL: job_name,
+                REPLICATED_JOB_LABEL: NODE,
+                JOB_INDEX_LABEL: "0",
+                COMPLETION_INDEX_LABEL: str(index),
+            },
             NODE,
             f"node pod (completion index {index}) of TrainJob",
         )
@@ -233,7 +266,9 @@ class TrainJobBackend:
         stopped["spec"]["suspend"] = True
         return stopped
 
-    def refused_changes(self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]:
+    def refused_changes(
+        self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]
+    ) -> list[str]:
         """Trainer v2.3 refuses (kubeflow/trainer v2.3.0):
 
         * any change of the immutable spec fields (``self == oldSelf``, trainjob_types.go:104-150), among
@@ -260,12 +295,20 @@ class TrainJobBackend:
             for field in IMMUTABLE_POD_PATCH_FIELDS
             if old_pod.get(field) != new_pod.get(field)
         ]
-        placement = [f for f in sorted(set(old_pod) | set(new_pod)) if f not in IMMUTABLE_POD_PATCH_FIELDS and old_pod.get(f) != new_pod.get(f)]
+        placement = [
+            f
+            for f in sorted(set(old_pod) | set(new_pod))
+            if f not in IMMUTABLE_POD_PATCH_FIELDS and old_pod.get(f) != new_pod.get(f)
+        ]
         placement += ["pod labels and annotations"] if old_patch.get("metadata") != new_patch.get("metadata") else []
         if not placement:
             return refused
         suspended = (observed.get("spec") or {}).get("suspend") is True or new_spec.get("suspend") is True
-        active = [str(j.get("name")) for j in (observed.get("status") or {}).get("jobsStatus") or () if int(j.get("active") or 0) > 0]
+        active = [
+            str(j.get("name"))
+            for j in (observed.get("status") or {}).get("jobsStatus") or ()
+            if int(j.get("active") or 0) > 0
+        ]
         if not suspended or active:
             refused.append(
                 f"TrainJob runtimePatches ({', '.join(placement)}) may change only while the TrainJob is suspended and none of its "
@@ -281,7 +324,9 @@ def _our_pod_patch(trainjob: Mapping[str, Any]) -> Mapping[str, Any]:
     for patch in (trainjob.get("spec") or {}).get("runtimePatches") or ():
         if patch.get("manager") != PATCH_MANAGER:
             continue
-        for rjob in ((((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs")) or ():
+        for rjob in (
+            (((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs")
+        ) or ():
             if rjob.get("name") == NODE:
                 return (((rjob.get("template") or {}).get("spec") or {}).get("template")) or {}
     return {}

@@ -74,7 +74,9 @@ def engine_for(job: FineTuneJob) -> ServingEngine:
     found = [e for e in ENGINES.values() if e.selects(job)]
     if len(found) != 1:
         serve = job.spec.serve
-        raise ValueError(f"spec.serve.engine {serve.engine if serve else None!r}: {len(found)} serving engines answer, not one")
+        raise ValueError(
+            f"spec.serve.engine {serve.engine if serve else None!r}: {len(found)} serving engines answer, not one"
+        )
     return found[0]
 
 
@@ -97,15 +99,30 @@ def serving_problems(job: FineTuneJob) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     adapter = adapter_served(job)
     if adapter and spec.model.from_job is not None:
-        problems.append(("spec.serve", "serving a LoRA adapter trained on spec.model.fromJob needs that job's model as the base, which is only known "
-                         "once it ran: set spec.export.enabled to serve the merged model"))
+        problems.append(
+            (
+                "spec.serve",
+                "serving a LoRA adapter trained on spec.model.fromJob needs that job's model as the base, which is only known "
+                "once it ran: set spec.export.enabled to serve the merged model",
+            )
+        )
     if adapter and spec.lora is not None and spec.lora.rank > VLLM_MAX_LORA_RANK:
-        problems.append(("spec.lora.rank", f"is {spec.lora.rank}, but vLLM serves LoRA ranks up to {VLLM_MAX_LORA_RANK} (its largest --max-lora-rank): "
-                         f"use a rank of at most {VLLM_MAX_LORA_RANK}, or set spec.export.enabled to serve the merged model"))
+        problems.append(
+            (
+                "spec.lora.rank",
+                f"is {spec.lora.rank}, but vLLM serves LoRA ranks up to {VLLM_MAX_LORA_RANK} (its largest --max-lora-rank): "
+                f"use a rank of at most {VLLM_MAX_LORA_RANK}, or set spec.export.enabled to serve the merged model",
+            )
+        )
     quant = spec.quantization
     if adapter and spec.method == "qlora" and quant is not None and quant.bits == 4 and quant.type == "fp4":
-        problems.append(("spec.quantization.type", "fp4: vLLM quantizes a base in flight to NF4 only, so the adapter would run on another base than it was trained on: "
-                         "use type nf4, or set spec.export.enabled to serve the merged model"))
+        problems.append(
+            (
+                "spec.quantization.type",
+                "fp4: vLLM quantizes a base in flight to NF4 only, so the adapter would run on another base than it was trained on: "
+                "use type nf4, or set spec.export.enabled to serve the merged model",
+            )
+        )
     if adapter and spec.lora is not None:
         problems.extend(_vllm_outer_lora_problems(job, outer_lora_targets(spec.lora.target_modules)))
     return problems + engine_for(job).check(job)
@@ -134,9 +151,14 @@ def _vllm_outer_lora_problems(job: FineTuneJob, outer: list[str]) -> list[tuple[
         return []
     if arch.model_type in VLLM_EMBEDDING_LORA_TYPES:
         return []
-    return [("spec.lora.targetModules", f"{', '.join(outer)}: vLLM (every spec.serve engine runs it) refuses a {arch.model_type} adapter "
-             f"with LoRA on {', '.join(outer)} when it loads it, so {name} would never be served: "
-             "name decoder-layer modules only, or set spec.export.enabled to serve the merged model")]
+    return [
+        (
+            "spec.lora.targetModules",
+            f"{', '.join(outer)}: vLLM (every spec.serve engine runs it) refuses a {arch.model_type} adapter "
+            f"with LoRA on {', '.join(outer)} when it loads it, so {name} would never be served: "
+            "name decoder-layer modules only, or set spec.export.enabled to serve the merged model",
+        )
+    ]
 
 
 def evaluation_verdict(evaluation: Mapping[str, Any] | None) -> tuple[bool | None, str]:

@@ -107,7 +107,9 @@ class ServingEngine(Protocol):
         """Whether this engine serves ``job`` (exactly one engine of the registry does)."""
         ...
 
-    def render(self, job: FineTuneJob, namespace: str, served: str, source: Source, options: RenderOptions) -> Serving: ...
+    def render(
+        self, job: FineTuneJob, namespace: str, served: str, source: Source, options: RenderOptions
+    ) -> Serving: ...
 
     def check(self, job: FineTuneJob) -> list[tuple[str, str]]:
         """What this engine would refuse at serving time, as (field, message) pairs."""
@@ -123,7 +125,8 @@ class ServingEngine(Protocol):
 def rbac_of(kinds: tuple[ServedKind, ...]) -> tuple[RbacRule, ...]:
     """The rules for ``kinds``: server-side apply (a PATCH, authorized as create when new) and, when watched, list and watch."""
     return tuple(
-        RbacRule(k.group, (k.plural,), ("list", "watch", "create", "patch") if k.watched else ("create", "patch")) for k in kinds
+        RbacRule(k.group, (k.plural,), ("list", "watch", "create", "patch") if k.watched else ("create", "patch"))
+        for k in kinds
     )
 
 
@@ -153,7 +156,9 @@ def source_of(job: FineTuneJob, namespace: str) -> Source:
     job_rel = f"{namespace}/{job.name}"
     if spec.method in ("full", "freeze") or spec.export.enabled:
         rel = job_rel if spec.method in ("full", "freeze") else f"{job_rel}/{MERGED_SUBDIR}"
-        return Source(f"{OUTPUTS_MOUNT}/{rel}", f"pvc://{outputs.claim_name}/{in_volume(outputs, rel)}", None, None, False)
+        return Source(
+            f"{OUTPUTS_MOUNT}/{rel}", f"pvc://{outputs.claim_name}/{in_volume(outputs, rel)}", None, None, False
+        )
     adapter_path = f"{OUTPUTS_MOUNT}/{job_rel}"
     adapter_uri = f"pvc://{outputs.claim_name}/{in_volume(outputs, job_rel)}"
     if spec.model.path:
@@ -164,21 +169,35 @@ def source_of(job: FineTuneJob, namespace: str) -> Source:
         base_uri = f"pvc://{models.claim_name}/{in_volume(models, spec.model.path)}"
         return Source(base_path, base_uri, adapter_path, adapter_uri, False)
     if spec.model.name is None:  # fromJob: refused by serving_problems (the base is only known after that job ran)
-        raise ValueError("spec.serve of a LoRA adapter trained on spec.model.fromJob: set spec.export.enabled to serve the merged model")
+        raise ValueError(
+            "spec.serve of a LoRA adapter trained on spec.model.fromJob: set spec.export.enabled to serve the merged model"
+        )
     # hf://owner/model[:revision] as KServe's storage initializer reads it (python/storage/kserve_storage/kserve_storage.py:629-658 @v0.20.0).
     hub_uri = f"hf://{spec.model.name}" + (f":{spec.model.revision}" if spec.model.revision else "")
     return Source(spec.model.name, hub_uri, adapter_path, adapter_uri, True)
 
 
 def labels(job: FineTuneJob) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "kubetune", LABEL_MANAGED_BY: "kubetune", LABEL_JOB: job.name, "app.kubernetes.io/component": COMPONENT}
+    return {
+        "app.kubernetes.io/name": "kubetune",
+        LABEL_MANAGED_BY: "kubetune",
+        LABEL_JOB: job.name,
+        "app.kubernetes.io/component": COMPONENT,
+    }
 
 
 def metadata(job: FineTuneJob, name: str, namespace: str) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels(job)}
     if job.metadata.uid:
         meta["ownerReferences"] = [
-            {"apiVersion": API_VERSION, "kind": KIND, "name": job.name, "uid": job.metadata.uid, "controller": True, "blockOwnerDeletion": True}
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": job.name,
+                "uid": job.metadata.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
         ]
     return meta
 
@@ -230,4 +249,6 @@ def bnb_base(job: FineTuneJob) -> bool:
 
 
 def condition_true(conditions: Any, type_: str) -> bool:
-    return any(isinstance(c, Mapping) and c.get("type") == type_ and c.get("status") == "True" for c in conditions or [])
+    return any(
+        isinstance(c, Mapping) and c.get("type") == type_ and c.get("status") == "True" for c in conditions or []
+    )

@@ -22,7 +22,9 @@ def render_inferenceservice(job: FineTuneJob, namespace: str, served: str, sourc
     serve = job.spec.serve
     assert serve is not None
     if source.adapter_uri:
-        raise ValueError("spec.serve.kserve.kind InferenceService serves one model: merge the adapter (spec.export.enabled) or use LLMInferenceService")
+        raise ValueError(
+            "spec.serve.kserve.kind InferenceService serves one model: merge the adapter (spec.export.enabled) or use LLMInferenceService"
+        )
     storage_uri = source.model_uri
     if kserve.reads_bucket(job):
         if problems := kserve.bucket_problems(job):
@@ -38,29 +40,43 @@ def render_inferenceservice(job: FineTuneJob, namespace: str, served: str, sourc
     model: dict[str, Any] = {
         "modelFormat": {"name": "huggingface"},
         "storageUri": storage_uri,
-        "args": [f"--model_name={served}"] + ([f"--max_model_len={serve.max_model_len}"] if serve.max_model_len else []),
+        "args": [f"--model_name={served}"]
+        + ([f"--max_model_len={serve.max_model_len}"] if serve.max_model_len else []),
         "resources": resources(job, defaults=kserve.KSERVE_DEFAULTS),
     }
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": metadata(job, job.name, namespace),
-        "spec": {"predictor": {"minReplicas": serve.replicas, "maxReplicas": serve.replicas, **kserve.pod_fields(job), "model": model}},
+        "spec": {
+            "predictor": {
+                "minReplicas": serve.replicas,
+                "maxReplicas": serve.replicas,
+                **kserve.pod_fields(job),
+                "model": model,
+            }
+        },
     }
 
 
 class InferenceServiceEngine:
     name: ClassVar[str] = "kserve-inferenceservice"
     engine: ClassVar[str] = "kserve"
-    kinds: ClassVar[tuple[ServedKind, ...]] = (ServedKind("serving.kserve.io/v1beta1", "InferenceService", "inferenceservices", watched=True),)
-    controller: ClassVar[str | None] = "KServe (InferenceService serving.kserve.io/v1beta1; https://kserve.github.io/website/ install guide)"
+    kinds: ClassVar[tuple[ServedKind, ...]] = (
+        ServedKind("serving.kserve.io/v1beta1", "InferenceService", "inferenceservices", watched=True),
+    )
+    controller: ClassVar[str | None] = (
+        "KServe (InferenceService serving.kserve.io/v1beta1; https://kserve.github.io/website/ install guide)"
+    )
 
     def selects(self, job: FineTuneJob) -> bool:
         return kserve.selects(job, "InferenceService")
 
     def render(self, job: FineTuneJob, namespace: str, served: str, source: Source, options: RenderOptions) -> Serving:
         isvc = render_inferenceservice(job, namespace, served, source)
-        return Serving(self.engine, [isvc], served, None, isvc["spec"]["predictor"]["model"]["storageUri"], source.adapter_uri)
+        return Serving(
+            self.engine, [isvc], served, None, isvc["spec"]["predictor"]["model"]["storageUri"], source.adapter_uri
+        )
 
     def check(self, job: FineTuneJob) -> list[tuple[str, str]]:
         return kserve.kserve_problems(job)

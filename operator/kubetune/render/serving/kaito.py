@@ -17,7 +17,20 @@ from ..backends.base import RbacRule
 from ..podspec import container_security_context, placement, pod_security_context
 from ..types import RenderOptions
 from . import kserve
-from .base import ServedKind, Serving, ServingEngine, Source, bnb_base, child_name, condition_true, in_volume, labels, max_lora_rank, metadata, rbac_of
+from .base import (
+    ServedKind,
+    Serving,
+    ServingEngine,
+    Source,
+    bnb_base,
+    child_name,
+    condition_true,
+    in_volume,
+    labels,
+    max_lora_rank,
+    metadata,
+    rbac_of,
+)
 
 KAITO_SERVICE_PORT: Final = 80
 """The port of the Service KAITO creates for a Workspace (named like it)."""
@@ -43,10 +56,18 @@ def render_adapter_copy(job: FineTuneJob, namespace: str, options: RenderOptions
     kaito = serve.kaito or KaitoSpec()
     outputs = job.spec.storage.outputs
     claim = child_name(job.name, ADAPTER_SUFFIX)
-    pvc_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": kaito.adapter_volume_size}}}
+    pvc_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": kaito.adapter_volume_size}},
+    }
     if kaito.adapter_storage_class_name:
         pvc_spec["storageClassName"] = kaito.adapter_storage_class_name
-    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata(job, claim, namespace), "spec": pvc_spec}
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata(job, claim, namespace),
+        "spec": pvc_spec,
+    }
     source = in_volume(outputs, f"{namespace}/{job.name}")
     container: dict[str, Any] = {
         "name": "copy",
@@ -137,24 +158,49 @@ def _kaito_problems(job: FineTuneJob) -> list[tuple[str, str]]:
     if kserve.reads_bucket(job):
         # The adapter reaches KAITO through the copy Job of this module, which reads the outputs volume;
         # no bucket download for it yet.
-        problems.append((kserve.MODEL_SOURCE_FIELD, "engine kaito reads the adapter from the outputs volume (copied to a claim KAITO mounts); "
-                         "bucket is not supported for it yet: use modelSource: volume, or engine vllm"))
+        problems.append(
+            (
+                kserve.MODEL_SOURCE_FIELD,
+                "engine kaito reads the adapter from the outputs volume (copied to a claim KAITO mounts); "
+                "bucket is not supported for it yet: use modelSource: volume, or engine vllm",
+            )
+        )
     preset, base = kaito_preset(job), job.spec.model.name
     if base is None:
         return problems  # the API rule serve-kaito-hub-base says it
     field = "spec.serve.kaito.preset"
     if "/" not in preset and preset.lower() not in KAITO_LEGACY_PRESETS:
-        problems.append((field, f"{preset!r} is not a KAITO v0.12 preset: use the base model's Hub id ({base}, the default) or a legacy short name "
-                         f"such as {', '.join(sorted(KAITO_LEGACY_PRESETS)[:3])}"))
+        problems.append(
+            (
+                field,
+                f"{preset!r} is not a KAITO v0.12 preset: use the base model's Hub id ({base}, the default) or a legacy short name "
+                f"such as {', '.join(sorted(KAITO_LEGACY_PRESETS)[:3])}",
+            )
+        )
     elif KAITO_LEGACY_PRESETS.get(preset.lower(), preset).lower() != base.lower():
-        problems.append((field, f"{preset!r} is not the base the adapter was trained on ({base}): KAITO would serve the adapter on another model; "
-                         "remove the preset (it defaults to spec.model.name) or train on the preset's model"))
+        problems.append(
+            (
+                field,
+                f"{preset!r} is not the base the adapter was trained on ({base}): KAITO would serve the adapter on another model; "
+                "remove the preset (it defaults to spec.model.name) or train on the preset's model",
+            )
+        )
     if job.spec.model.revision:
-        problems.append(("spec.model.revision", "engine kaito downloads its preset's model at the revision KAITO chooses: remove the revision or use engine vllm"))
+        problems.append(
+            (
+                "spec.model.revision",
+                "engine kaito downloads its preset's model at the revision KAITO chooses: remove the revision or use engine vllm",
+            )
+        )
     ref = job.spec.hf_token_secret_ref
     if ref is not None and ref.key != KAITO_TOKEN_KEY:
-        problems.append(("spec.hfTokenSecretRef.key", f"engine kaito reads the Hub token of presetOptions.modelAccessSecret at key {KAITO_TOKEN_KEY}: "
-                         f"store the token under {KAITO_TOKEN_KEY} in Secret {ref.name} and set key: {KAITO_TOKEN_KEY}"))
+        problems.append(
+            (
+                "spec.hfTokenSecretRef.key",
+                f"engine kaito reads the Hub token of presetOptions.modelAccessSecret at key {KAITO_TOKEN_KEY}: "
+                f"store the token under {KAITO_TOKEN_KEY} in Secret {ref.name} and set key: {KAITO_TOKEN_KEY}",
+            )
+        )
     return problems
 
 
@@ -202,8 +248,23 @@ def render_kaito(job: FineTuneJob, namespace: str, served: str, source: Source) 
         # (pkg/model/interface.go, PresetParam.Validate: "vLLM does not support adapter strength").
         # The adapter is served under the folder's name, source.name (load_lora_adapters).
         claim = child_name(job.name, ADAPTER_SUFFIX)
-        inference["adapters"] = [{"source": {"name": served, "volumeSource": {"persistentVolumeClaim": {"claimName": claim, "readOnly": True}}}}]
-    return [{"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": metadata(job, job.name, namespace), "resource": resource, "inference": inference}]
+        inference["adapters"] = [
+            {
+                "source": {
+                    "name": served,
+                    "volumeSource": {"persistentVolumeClaim": {"claimName": claim, "readOnly": True}},
+                }
+            }
+        ]
+    return [
+        {
+            "apiVersion": "kaito.sh/v1beta1",
+            "kind": "Workspace",
+            "metadata": metadata(job, job.name, namespace),
+            "resource": resource,
+            "inference": inference,
+        }
+    ]
 
 
 class KaitoEngine:
@@ -217,7 +278,9 @@ class KaitoEngine:
         ServedKind("v1", "PersistentVolumeClaim", "persistentvolumeclaims", watched=False),
         ServedKind("v1", "ConfigMap", "configmaps", watched=False),
     )
-    controller: ClassVar[str | None] = "KAITO workspace controller (Workspace kaito.sh/v1beta1; helm chart kaito-project/kaito workspace)"
+    controller: ClassVar[str | None] = (
+        "KAITO workspace controller (Workspace kaito.sh/v1beta1; helm chart kaito-project/kaito workspace)"
+    )
 
     def selects(self, job: FineTuneJob) -> bool:
         return job.spec.serve is not None and job.spec.serve.engine == self.engine
@@ -229,8 +292,10 @@ class KaitoEngine:
         # KAITO's webhook refuses a Workspace whose inference.config ConfigMap is missing
         # (api/v1beta1/inference_config_validation.go:64-70 @v0.12.0): it is written first.
         prepare = [pvc, render_kaito_config(job, namespace), copy_job]
-        notes = [f"the adapter ({', '.join(ADAPTER_FILES)} from {source.adapter_uri}) is copied to PersistentVolumeClaim "
-                 f"{prepare[0]['metadata']['name']} before the Workspace is created"]
+        notes = [
+            f"the adapter ({', '.join(ADAPTER_FILES)} from {source.adapter_uri}) is copied to PersistentVolumeClaim "
+            f"{prepare[0]['metadata']['name']} before the Workspace is created"
+        ]
         return Serving(self.engine, objects, served, None, source.model_uri, source.adapter_uri, notes, prepare)
 
     def check(self, job: FineTuneJob) -> list[tuple[str, str]]:
@@ -243,7 +308,11 @@ class KaitoEngine:
         meta = obj.get("metadata") or {}
         ready = condition_true(status.get("conditions"), "InferenceReady")
         name, namespace = meta.get("name"), meta.get("namespace")
-        return ready, f"http://{name}.{namespace}.svc:{KAITO_SERVICE_PORT}/v1", "InferenceReady" if ready else "inference not ready yet"
+        return (
+            ready,
+            f"http://{name}.{namespace}.svc:{KAITO_SERVICE_PORT}/v1",
+            "InferenceReady" if ready else "inference not ready yet",
+        )
 
     def rbac(self) -> tuple[RbacRule, ...]:
         return rbac_of(self.kinds)

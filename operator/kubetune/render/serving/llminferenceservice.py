@@ -13,7 +13,19 @@ from kubetune.api import FineTuneJob
 
 from ..backends.base import RbacRule
 from . import kserve
-from .base import CHAT_TEMPLATE_FILE, ServedKind, Serving, ServingEngine, Source, bnb_base, condition_true, max_lora_rank, metadata, rbac_of, resources
+from .base import (
+    CHAT_TEMPLATE_FILE,
+    ServedKind,
+    Serving,
+    ServingEngine,
+    Source,
+    bnb_base,
+    condition_true,
+    max_lora_rank,
+    metadata,
+    rbac_of,
+    resources,
+)
 
 if TYPE_CHECKING:
     from ..types import RenderOptions
@@ -36,7 +48,10 @@ def render_llminferenceservice(job: FineTuneJob, namespace: str, served: str, so
     extra: list[str] = []
     if source.adapter_uri:
         llm_model["lora"] = {"adapters": [{"name": served, "uri": source.adapter_uri}], "maxRank": max_lora_rank(job)}
-        extra += ["--chat-template", f"{KSERVE_LORA_MOUNT_ROOT}/{served}/{CHAT_TEMPLATE_FILE}"]  # the adapter's chat template (see vllm.vllm_args)
+        extra += [
+            "--chat-template",
+            f"{KSERVE_LORA_MOUNT_ROOT}/{served}/{CHAT_TEMPLATE_FILE}",
+        ]  # the adapter's chat template (see vllm.vllm_args)
         if bnb_base(job):
             extra += ["--quantization", "bitsandbytes"]
     if serve.max_model_len:
@@ -74,14 +89,25 @@ def _with_port(url: str, port: int) -> str:
 class LLMInferenceServiceEngine:
     name: ClassVar[str] = "kserve-llminferenceservice"
     engine: ClassVar[str] = "kserve"
-    kinds: ClassVar[tuple[ServedKind, ...]] = (ServedKind("serving.kserve.io/v1alpha1", "LLMInferenceService", "llminferenceservices", watched=True),)
-    controller: ClassVar[str | None] = "KServe with its LLM controller (LLMInferenceService serving.kserve.io/v1alpha1, KServe v0.16 or later)"
+    kinds: ClassVar[tuple[ServedKind, ...]] = (
+        ServedKind("serving.kserve.io/v1alpha1", "LLMInferenceService", "llminferenceservices", watched=True),
+    )
+    controller: ClassVar[str | None] = (
+        "KServe with its LLM controller (LLMInferenceService serving.kserve.io/v1alpha1, KServe v0.16 or later)"
+    )
 
     def selects(self, job: FineTuneJob) -> bool:
         return kserve.selects(job, "LLMInferenceService")
 
     def render(self, job: FineTuneJob, namespace: str, served: str, source: Source, options: RenderOptions) -> Serving:
-        return Serving(self.engine, [render_llminferenceservice(job, namespace, served, source)], served, None, source.model_uri, source.adapter_uri)
+        return Serving(
+            self.engine,
+            [render_llminferenceservice(job, namespace, served, source)],
+            served,
+            None,
+            source.model_uri,
+            source.adapter_uri,
+        )
 
     def check(self, job: FineTuneJob) -> list[tuple[str, str]]:
         return kserve.kserve_problems(job)
@@ -95,7 +121,9 @@ class LLMInferenceServiceEngine:
             # in-cluster URL (pkg/controller/v1alpha2/llmisvc/router.go:354-370 @v0.20.0).
             # That URL carries no port, but the workload Service listens on 8000 only (llmisvc/workload.go:139-148
             # @v0.20.0), so the port is added: the URL reported is one that answers.
-            addresses = [str(a.get("url")) for a in status.get("addresses") or [] if isinstance(a, Mapping) and a.get("url")]
+            addresses = [
+                str(a.get("url")) for a in status.get("addresses") or [] if isinstance(a, Mapping) and a.get("url")
+            ]
             url = _with_port(addresses[0], KSERVE_WORKLOAD_PORT) if addresses else None
         ready = condition_true(status.get("conditions"), "Ready")
         return ready, (f"{str(url).rstrip('/')}/v1" if url else None), "Ready" if ready else "not Ready yet"

@@ -16,7 +16,15 @@ from kubetune.api.contract import LABEL_JOB, SHM_DIR
 
 from ..backends.base import RbacRule
 from ..intermediate import azure_workload_identity_labels
-from ..podspec import HF_HOME_SUBDIR, S3_CA_FILE, S3_CA_VOLUME, container_security_context, job_object_store_env, placement, pod_security_context
+from ..podspec import (
+    HF_HOME_SUBDIR,
+    S3_CA_FILE,
+    S3_CA_VOLUME,
+    container_security_context,
+    job_object_store_env,
+    placement,
+    pod_security_context,
+)
 from . import kserve
 from .base import (
     CHAT_TEMPLATE_FILE,
@@ -96,7 +104,13 @@ def vllm_args(job: FineTuneJob, source: Source, served: str) -> list[str]:
         args += ["--revision", job.spec.model.revision]
     if source.adapter_path:
         # The base keeps its own name; the adapter is served under the job's served name.
-        args += ["--served-model-name", f"{served}-base", "--enable-lora", "--lora-modules", f"{served}={source.adapter_path}"]
+        args += [
+            "--served-model-name",
+            f"{served}-base",
+            "--enable-lora",
+            "--lora-modules",
+            f"{served}={source.adapter_path}",
+        ]
         args += ["--max-lora-rank", str(max_lora_rank(job))]
         # vLLM renders chat requests with the engine's tokenizer even for a LoRA request
         # (vllm/entrypoints/openai/serving_chat.py:188-193 @0.11.0: get_tokenizer() without the
@@ -143,17 +157,25 @@ def bucket_source(job: FineTuneJob, namespace: str, source: Source) -> Source:
     folder, prefix = f"{OUTPUTS_MOUNT}/{namespace}/{job.name}", f"{uri}{namespace}/{job.name}/"
 
     def moved(path: str | None) -> str | None:
-        return None if path is None else RESULTS_DIR + path[len(folder):] if path.startswith(folder) else path
+        return None if path is None else RESULTS_DIR + path[len(folder) :] if path.startswith(folder) else path
 
     def uri_of(path: str | None, old: str | None) -> str | None:
-        return old if path is None or not path.startswith(RESULTS_DIR) else prefix + path[len(RESULTS_DIR) + 1:]
+        return old if path is None or not path.startswith(RESULTS_DIR) else prefix + path[len(RESULTS_DIR) + 1 :]
 
     model_path, adapter_path = moved(source.model_path), moved(source.adapter_path)
     assert model_path is not None
-    return Source(model_path, uri_of(model_path, source.model_uri) or source.model_uri, adapter_path, uri_of(adapter_path, source.adapter_uri), source.hub_base)
+    return Source(
+        model_path,
+        uri_of(model_path, source.model_uri) or source.model_uri,
+        adapter_path,
+        uri_of(adapter_path, source.adapter_uri),
+        source.hub_base,
+    )
 
 
-def fetch_results_init(job: FineTuneJob, namespace: str, trainer_image: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def fetch_results_init(
+    job: FineTuneJob, namespace: str, trainer_image: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The init container (trainer image) that copies the job's marker-listed results from the bucket into
     the "results" emptyDir (``python -m kubetune.trainer.fetchresults``), and the volumes it needs besides it.
     The URI and credentials go in the environment (secretKeyRef), never on a command line."""
@@ -169,7 +191,15 @@ def fetch_results_init(job: FineTuneJob, namespace: str, trainer_image: str) -> 
     volumes: list[dict[str, Any]] = []
     store = job.spec.storage.object_store
     if store is not None and store.ca_bundle is not None:
-        volumes.append({"name": S3_CA_VOLUME, "configMap": {"name": store.ca_bundle.name, "items": [{"key": store.ca_bundle.key, "path": S3_CA_FILE}]}})
+        volumes.append(
+            {
+                "name": S3_CA_VOLUME,
+                "configMap": {
+                    "name": store.ca_bundle.name,
+                    "items": [{"key": store.ca_bundle.key, "path": S3_CA_FILE}],
+                },
+            }
+        )
         mounts.append({"name": S3_CA_VOLUME, "mountPath": contract.S3_CA_BUNDLE_DIR, "readOnly": True})
     init: dict[str, Any] = {
         "name": "fetch-results",
@@ -183,7 +213,9 @@ def fetch_results_init(job: FineTuneJob, namespace: str, trainer_image: str) -> 
     return init, volumes
 
 
-def render_vllm(job: FineTuneJob, namespace: str, served: str, source: Source, trainer_image: str | None = None) -> tuple[list[dict[str, Any]], str]:
+def render_vllm(
+    job: FineTuneJob, namespace: str, served: str, source: Source, trainer_image: str | None = None
+) -> tuple[list[dict[str, Any]], str]:
     serve = job.spec.serve
     assert serve is not None
     name = child_name(job.name)
@@ -208,7 +240,10 @@ def render_vllm(job: FineTuneJob, namespace: str, served: str, source: Source, t
     if source.hub_base and storage.models is None and job.spec.hf_token_secret_ref is not None:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": job.spec.hf_token_secret_ref.selector()}})
     env += [{"name": "HF_HOME", "value": hf_home}, *(dict(e) for e in VLLM_WRITABLE_ENV)]
-    volumes += [{"name": "cache", "emptyDir": {}}, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+    volumes += [
+        {"name": "cache", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+    ]
     mounts += [{"name": "cache", "mountPath": CACHE_MOUNT}, {"name": "dshm", "mountPath": SHM_DIR}]
     image = serve.image or VLLM_IMAGE
     probe = {"httpGet": {"path": "/health", "port": "http"}}
@@ -258,14 +293,21 @@ def render_vllm(job: FineTuneJob, namespace: str, served: str, source: Source, t
             # One GPU set per replica: never run the old and the new pod side by side on a full node.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
             # fetch-results reads an az:// bucket with the job's credentials: Workload Identity's label too.
-            "template": {"metadata": {"labels": {**labels(job), **(azure_workload_identity_labels(job) if fetch else {})}}, "spec": pod},
+            "template": {
+                "metadata": {"labels": {**labels(job), **(azure_workload_identity_labels(job) if fetch else {})}},
+                "spec": pod,
+            },
         },
     }
     service = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": metadata(job, name, namespace),
-        "spec": {"type": "ClusterIP", "selector": selector, "ports": [{"name": "http", "port": VLLM_PORT, "targetPort": "http", "protocol": "TCP"}]},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": VLLM_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
     }
     return [deployment, service], f"http://{name}.{namespace}.svc:{VLLM_PORT}/v1"
 
@@ -293,7 +335,12 @@ class VllmEngine:
 
     def check(self, job: FineTuneJob) -> list[tuple[str, str]]:
         if kserve.reads_bucket(job) and job.spec.storage.outputs.uri is None:
-            return [(kserve.MODEL_SOURCE_FIELD, "bucket serves the copy uploaded to spec.storage.outputs.uri, which is unset: set outputs.uri or modelSource: volume")]
+            return [
+                (
+                    kserve.MODEL_SOURCE_FIELD,
+                    "bucket serves the copy uploaded to spec.storage.outputs.uri, which is unset: set outputs.uri or modelSource: volume",
+                )
+            ]
         return []
 
     def observed_state(self, obj: Mapping[str, Any]) -> tuple[bool, str | None, str]:
