@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
-sys.path.insert(0, str(REPO / "tests" / "api"))
+sys.path.insert(0, str(REPO))  # the helpers are the package tests.support
 
 TARGET_S = 2.0
 TARGET_MB = 300.0
@@ -34,7 +34,7 @@ TARGET_MB = 300.0
 
 def bench_corpus(n: int) -> None:
     from hypothesis import HealthCheck, given, settings
-    from kt_hostile import hostile_manifest
+    from tests.support.kt_hostile import hostile_manifest
 
     from kubetune.cli import main
 
@@ -79,7 +79,7 @@ def bench_corpus(n: int) -> None:
 
 
 def _named_cases(folder: Path) -> dict[str, tuple[list[str], bytes]]:
-    from kt_hostile import alias_bomb
+    from tests.support.kt_hostile import alias_bomb
 
     lora = (REPO / "examples" / "finetune-lora.yaml").read_text(encoding="utf-8")
     big_env = lora.replace(

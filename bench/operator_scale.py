@@ -50,9 +50,9 @@ import aiohttp
 import aiohttp.web
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "controller"), str(ROOT / "tests" / "support")]  # as pyproject's pytest pythonpath
+sys.path.insert(0, str(ROOT))  # the helpers are the package tests.support, as pyproject's pytest pythonpath
 
-from conftest import declare_resources, example_job  # noqa: E402
+from tests.support.harness import declare_resources, example_job  # noqa: E402
 
 KUBETUNE = textwrap.dedent(
     """
@@ -209,7 +209,7 @@ async def api_server(kind: str) -> AsyncIterator[tuple[Any, Any]]:
 
     if kind == "emulator":
         import kmock
-        from emulator import Cluster
+        from tests.support.apiserver.emulator import Cluster
 
         cluster = Cluster()
         declare_resources(cluster)
@@ -315,7 +315,7 @@ async def run_one(which: str, args: argparse.Namespace, jobs: int) -> dict[str, 
             if cluster is not None:
                 # As the training-operator would: every child gets its Created condition (pods pending).
                 # Without it kubetune rightly reports ControllerNotRunning after 2 minutes.
-                from kubeflow import set_condition as kubeflow_condition
+                from tests.support.kubeflow import set_condition as kubeflow_condition
 
                 for name in names:
                     await kubeflow_condition(cluster, "PyTorchJob", namespace, name, "Created")
@@ -327,7 +327,7 @@ async def run_one(which: str, args: argparse.Namespace, jobs: int) -> dict[str, 
             print(f"steady load, {n} Pending jobs       {steady:8.2f} req/s over {args.window:.0f} s")
 
             if which == "kubetune" and cluster is not None:
-                from kubeflow import progress_line, set_condition, start_pod
+                from tests.support.kubeflow import progress_line, set_condition, start_pod
 
                 for name in names:
                     await set_condition(cluster, "PyTorchJob", namespace, name, "Running")

@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "controller"))
+sys.path.insert(0, str(ROOT))  # the helpers are the package tests.support
 
 import kmock  # noqa: E402
-from conftest import FTJ, OperatorThread, declare_resources, example_job  # noqa: E402
-from emulator import Cluster  # noqa: E402
-from emulator_auth import TokenAuthority  # noqa: E402
-from kubeflow import progress_line, set_condition, start_pod  # noqa: E402
-from pushlib import free_port  # noqa: E402
+from tests.support.harness import FTJ, OperatorThread, declare_resources, example_job  # noqa: E402
+from tests.support.apiserver.emulator import Cluster  # noqa: E402
+from tests.support.apiserver.auth import TokenAuthority  # noqa: E402
+from tests.support.kubeflow import progress_line, set_condition, start_pod  # noqa: E402
+from tests.support.pushlib import free_port  # noqa: E402
 
 from kubetune.api import contract  # noqa: E402
 from kubetune.controller.kube import Connection  # noqa: E402

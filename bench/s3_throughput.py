@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "tests" / "support")]
+sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]  # kubetune, and the package tests.support
 
-from kt_s3 import S3Server  # noqa: E402
+from tests.support.kt_s3 import S3Server  # noqa: E402
 
 from kubetune.trainer import objectstore  # noqa: E402
 

@@ -1,2 +1,2 @@
-"""A package only so that tests/conftest.py is imported as ``tests.conftest``, never as the
-top-level ``conftest`` module the controller tests import their helpers from."""
+"""A package so that the test helpers import as ``tests.support`` (tests/support/__init__.py) and
+tests/conftest.py as ``tests.conftest``."""

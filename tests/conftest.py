@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled, time_factor
+from tests.support.kt_time import scaled, time_factor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Any:
 def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The tiny random model and dataset (kubetune.trainer.tiny.TinyAssets), built once per session.
     Tests may add dataset files of their own names; none changes the model."""
-    from trainerlib import build_shared_assets
+    from tests.support.trainerlib import build_shared_assets
 
     return build_shared_assets(tmp_path_factory.mktemp("tiny"))
 
@@ -129,7 +129,7 @@ def torch_extensions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     copies the cache (test_mpi_ssh.py, for its unprivileged user) then copies a built op instead of
     an empty folder and compiling it a second time. Two xdist workers asking at once: torch's lock
     file in the op's folder lets one build and the other wait."""
-    from trainerlib import isolated_env
+    from tests.support.trainerlib import isolated_env
 
     reuse = os.environ.get("KUBETUNE_TEST_TORCH_EXTENSIONS")
     path = Path(reuse) if reuse else REPO / ".cache" / "torch_extensions"

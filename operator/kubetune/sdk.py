@@ -24,7 +24,7 @@ every kubeconfig form kubectl reads, in-cluster ServiceAccounts, and credentials
 they expire and once after a 401.
 
 Upstream contracts relied on (read in kubernetes/kubernetes at the commit the search index holds,
-00f7534, master after v1.36; no tag or line numbers there; the emulator in tests/controller/emulator.py
+00f7534, master after v1.36; no tag or line numbers there; the emulator in tests/support/apiserver/emulator.py
 plays the same rules and cites lines at the release):
 
 * server-side apply is ``PATCH`` with ``Content-Type: application/apply-patch+yaml`` (JSON is YAML),

@@ -10,10 +10,10 @@ import re
 from typing import Any
 
 import pytest
-from kt_corpus import INVALID, VALID, Case, base, pydantic_verdict
-from kt_apiserver import admitted
+from tests.support.kt_corpus import INVALID, VALID, Case, base, pydantic_verdict
+from tests.support.apiserver.validation import admitted
 from kubetune.api import FineTuneJob
-from kt_crd import install
+from tests.support.apiserver.crd import install
 from kubetune.api.crd import crd
 
 # The schema as served once the CRD is created: a CRD the API server refuses fails here.

@@ -13,10 +13,10 @@ from typing import Any
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from kt_apiserver import admitted
-from kt_corpus import DELETE, VALID, patched, pydantic_verdict
+from tests.support.apiserver.validation import admitted
+from tests.support.kt_corpus import DELETE, VALID, patched, pydantic_verdict
 from kubetune.api import FineTuneJob
-from kt_crd import install
+from tests.support.apiserver.crd import install
 from kubetune.api.crd import crd
 
 # The schema as served once the CRD is created: a CRD the API server refuses fails here.

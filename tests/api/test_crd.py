@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 import yaml
 
-from kt_apiserver import PRESERVE, RULES, apply_defaults, cel_visible, compile_rule, schema_errors, with_object_meta
+from tests.support.apiserver.validation import (
+    PRESERVE,
+    RULES,
+    apply_defaults,
+    cel_visible,
+    compile_rule,
+    schema_errors,
+    with_object_meta,
+)
 from kubetune.api import IMMUTABLE_FIELDS, FineTuneJob, FineTuneJobSpec, RuledModel
 from kubetune.api import spec as spec_module
 from kubetune.api.crd import crd, crd_yaml, openapi_schema

@@ -1,4 +1,4 @@
-"""The CRD is accepted by the API server's creation-time checks (tests/api/kt_crd.py).
+"""The CRD is accepted by the API server's creation-time checks (tests/support/apiserver/crd.py).
 
 The first release's CRD passed every object-level test and was still refused by
 a real v1.36 API server, because apiextensions evaluates each CEL rule on the
@@ -16,8 +16,15 @@ from typing import Any
 import pytest
 import yaml
 
-import kt_crd
-from kt_crd import PER_CRD_LIMIT, PER_RULE_LIMIT, CrdRefused, compile_and_cost, creation_errors, install
+from tests.support.apiserver.crd import (
+    PER_CRD_LIMIT,
+    PER_RULE_LIMIT,
+    CrdRefused,
+    compile_and_cost,
+    creation_errors,
+    install,
+    structural_errors,
+)
 from kubetune.api.crd import crd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -359,7 +366,7 @@ UPSTREAM_COSTS = [
 def test_cost_estimate_matches_upstream_figures(
     make: Any, rule: str, unbounded: int | None, limit: int, bounded: int
 ) -> None:
-    from kt_crd import rule_cost
+    from tests.support.apiserver.crd import rule_cost
 
     if unbounded is None:
         assert rule_cost(make(None), rule) > PER_RULE_LIMIT
@@ -380,14 +387,14 @@ def test_value_validations_follow_the_structural_rules() -> None:
         "type": "object",
         "properties": {"q": int_or_string, "s": {"type": "string", "anyOf": [{"maxLength": 3}, {"pattern": "^a"}]}},
     }
-    assert kt_crd.structural_errors(ok) == []
+    assert structural_errors(ok) == []
     bad = {
         "type": "object",
         "properties": {
             "s": {"type": "string", "anyOf": [{"type": "string", "default": "x"}], "not": {"properties": {"z": {}}}}
         },
     }
-    errors = kt_crd.structural_errors(bad)
+    errors = structural_errors(bad)
     assert any("anyOf[0].type: Forbidden" in e for e in errors), errors
     assert any("anyOf[0].default: Forbidden" in e for e in errors), errors
     assert any("not.properties[z]: Required value" in e for e in errors), errors

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
-from kt_hostile import hostile_manifest
-from kt_upstream import require_upstream_crds
-from renderlib import pod_templates, schema_errors
+from tests.support.kt_hostile import hostile_manifest
+from tests.support.kt_upstream import require_upstream_crds
+from tests.support.renderlib import pod_templates, schema_errors
 
 from kubetune.cli import main
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from kt_apiserver import admitted, transition_errors
-from kt_corpus import VALID, base, patched
+from tests.support.apiserver.validation import admitted, transition_errors
+from tests.support.kt_corpus import VALID, base, patched
 from kubetune.api import IMMUTABLE_FIELDS, FineTuneJob, FineTuneJobSpec, broken_transition_rules
-from kt_crd import install
+from tests.support.apiserver.crd import install
 from kubetune.api.crd import crd
 
 # The schema as served once the CRD is created: a CRD the API server refuses fails here.

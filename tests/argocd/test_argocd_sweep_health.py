@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from test_argocd_health import ARGOCD, needs_lua, run_check
-from test_sweep_decide import promoted_snapshot, record, serving_condition, snapshot
+from tests.support.sweeplib import promoted_snapshot, record, serving_condition, snapshot
 
 from kubetune.api import FineTuneSweepStatus
 from kubetune.controller.sweeps.decide import decide_sweep

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chartlib import ci_objects, default_objects, find, needs_helm  # noqa: F401 (fixtures)
+from tests.support.chartlib import ci_objects, default_objects, find, needs_helm  # noqa: F401 (fixtures)
 from kubetune.render.backends import BACKENDS
 from kubetune.render.serving import ENGINES
 

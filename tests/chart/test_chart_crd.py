@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from kubetune.api import load_documents
 
-from chartlib import CHART, CHART_CRD, GENERATED_CRD, ROOT, default_objects, find, needs_helm, run_helm  # noqa: F401 (fixtures)
+from tests.support.chartlib import CHART, CHART_CRD, GENERATED_CRD, ROOT, default_objects, find, needs_helm, run_helm  # noqa: F401 (fixtures)
 
 needs_generated = pytest.mark.skipif(
     not GENERATED_CRD.is_file(), reason=f"{GENERATED_CRD.relative_to(ROOT)} is not generated yet (`kubetune crd`)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from chartlib import ROOT
+from tests.support.chartlib import ROOT
 
 DOCS = ROOT / "docs"
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")

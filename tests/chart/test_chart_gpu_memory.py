@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chartlib import default_objects, needs_helm, one, template, template_error  # noqa: F401 (fixtures)
+from tests.support.chartlib import default_objects, needs_helm, one, template, template_error  # noqa: F401 (fixtures)
 
 from kubetune.plan import product_memory_table
 from kubetune.plan.feasibility import PRODUCT_TABLE_ENV, product_table, product_table_from_env

@@ -1,6 +1,6 @@
 """Install, upgrade, uninstall and install again, with the real helm 4.1.4 and kubectl binaries.
 
-They run against the emulated API server (helmapi.py) on 127.0.0.1. Helm itself decides whether an
+They run against the emulated API server (tests/support/apiserver/helm.py) on 127.0.0.1. Helm itself decides whether an
 existing object may join a release (helm pkg/action/validate.go, existingResourceConflict /
 checkOwnership: label app.kubernetes.io/managed-by=Helm and annotations meta.helm.sh/release-name
 and -namespace must match); the emulator only stores what helm and kubectl wrote, so these tests
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 import yaml
 
-from chartlib import CHART, GENERATED_CRD, HELM, ROOT, needs_helm
-from helmapi import ServedCluster, served_cluster
-from kt_upstream import require_upstream_crds
+from tests.support.chartlib import CHART, GENERATED_CRD, HELM, ROOT, needs_helm
+from tests.support.apiserver.helm import ServedCluster, served_cluster
+from tests.support.kt_upstream import require_upstream_crds
 
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
 FTJ_CRD = "finetunejobs.kubetune.io"

@@ -9,7 +9,7 @@ import pytest
 
 from kubetune.api import load_documents
 
-from chartlib import CHART, CI_VALUES, NAMESPACE, ci_objects, default_objects, needs_helm, run_helm  # noqa: F401 (fixtures)
+from tests.support.chartlib import CHART, CI_VALUES, NAMESPACE, ci_objects, default_objects, needs_helm, run_helm  # noqa: F401 (fixtures)
 
 pytestmark = needs_helm
 

@@ -20,7 +20,7 @@ from kubetune.controller.metrics import Metrics
 from kubetune.render import render
 from kubetune.trainer.metrics import METRICS, TrainerMetrics
 
-from chartlib import CHART, ROOT, find, needs_helm, one, template
+from tests.support.chartlib import CHART, ROOT, find, needs_helm, one, template
 
 DASHBOARD = CHART / "files" / "dashboards" / "kubetune.json"
 METRIC = re.compile(r"\b(kubetune_[a-z0-9_]+)\b")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from chartlib import NAMESPACE, RELEASE, ci_objects, default_objects, find, needs_helm, one, template  # noqa: F401 (fixtures)
+from tests.support.chartlib import NAMESPACE, RELEASE, ci_objects, default_objects, find, needs_helm, one, template  # noqa: F401 (fixtures)
 
 pytestmark = needs_helm
 

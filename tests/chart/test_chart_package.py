@@ -5,7 +5,7 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from chartlib import CHART, CI_VALUES, NAMESPACE, needs_helm, run_helm
+from tests.support.chartlib import CHART, CI_VALUES, NAMESPACE, needs_helm, run_helm
 
 pytestmark = needs_helm
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from chartlib import find, needs_helm, template
+from tests.support.chartlib import find, needs_helm, template
 from kubetune.controller.kube import ApiError
 from kubetune.controller.peering import missing_peering
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from chartlib import NAMESPACE, ROOT, ci_objects, default_objects, find, needs_helm, template  # noqa: F401 (fixtures)
+from tests.support.chartlib import NAMESPACE, ROOT, ci_objects, default_objects, find, needs_helm, template  # noqa: F401 (fixtures)
 
 pytestmark = needs_helm
 

@@ -5,7 +5,7 @@ creates it owns it and keeps it on uninstall (`helm.sh/resource-policy: keep`, h
 uninstall, pkg/action/uninstall.go); any other release with trainingRuntimes.enabled=true leaves
 it alone instead of failing on helm's ownership check (pkg/action/validate.go checkOwnership:
 label app.kubernetes.io/managed-by=Helm and annotations meta.helm.sh/release-name/-namespace). The
-emulated API server (helmapi.py) only stores what helm and kubectl write; the checks are helm's.
+emulated API server (tests/support/apiserver/helm.py) only stores what helm and kubectl write; the checks are helm's.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 import yaml
 
-from chartlib import CHART, HELM, ROOT, needs_helm
-from kt_upstream import missing_message, upstream_crds_path
-from helmapi import ServedCluster, served_cluster
+from tests.support.chartlib import CHART, HELM, ROOT, needs_helm
+from tests.support.kt_upstream import missing_message, upstream_crds_path
+from tests.support.apiserver.helm import ServedCluster, served_cluster
 from kubetune.render.backends.trainjob import ENABLE_RUNTIME, RUNTIME_NAME
 
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"

@@ -8,12 +8,11 @@ names: Trainer refuses a patch of a container the runtime lacks).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from typing import Any
 
-from kt_upstream import require_upstream_crds
-from chartlib import ROOT, find, needs_helm, one, template, template_error
+from tests.support.kt_upstream import require_upstream_crds
+from tests.support import renderlib
+from tests.support.chartlib import find, needs_helm, one, template, template_error
 from kubetune.api.contract import METRICS_PORT
 from kubetune.render import RenderOptions, render
 from kubetune.render.backends.trainjob import NODE, RUNTIME_NAME
@@ -21,18 +20,6 @@ from kubetune.render.backends.trainjob import NODE, RUNTIME_NAME
 pytestmark = needs_helm
 
 API = "trainer.kubeflow.org/v1alpha1/ClusterTrainingRuntime"
-
-
-def _renderlib() -> Any:
-    """tests/render/renderlib.py (the strict upstream-schema validator), loaded by path."""
-    if "renderlib" in sys.modules:
-        return sys.modules["renderlib"]
-    spec = importlib.util.spec_from_file_location("renderlib", ROOT / "tests" / "render" / "renderlib.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["renderlib"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def runtime() -> dict[str, Any]:
@@ -50,7 +37,7 @@ def test_refused_before_the_trainer_crds_exist() -> None:
 
 def test_runtime_passes_the_upstream_v2_3_schema() -> None:
     require_upstream_crds("trainer/trainer.kubeflow.org_clustertrainingruntimes.yaml")
-    assert _renderlib().schema_errors(runtime()) == []
+    assert renderlib.schema_errors(runtime()) == []
 
 
 def test_runtime_is_what_kubetunes_trainjobs_reference_and_patch() -> None:
@@ -73,7 +60,7 @@ def test_runtime_is_what_kubetunes_trainjobs_reference_and_patch() -> None:
     assert {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"} in container["ports"]
     assert pod["automountServiceAccountToken"] is False
 
-    doc = _renderlib().JobBuilder().build()
+    doc = renderlib.JobBuilder().build()
     w = render(doc, RenderOptions(backend="trainjob")).workload
     assert w["spec"]["runtimeRef"]["name"] == rt["metadata"]["name"]
     for patch in w["spec"]["runtimePatches"]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from chartlib import CHART, load_yaml, needs_helm, template_error
+from tests.support.chartlib import CHART, load_yaml, needs_helm, template_error
 
 
 @needs_helm

@@ -7,7 +7,7 @@ import re
 import tomllib
 from typing import Any
 
-from chartlib import CHART, ROOT, default_objects, load_yaml, needs_helm, one  # noqa: F401 (fixtures)
+from tests.support.chartlib import CHART, ROOT, default_objects, load_yaml, needs_helm, one  # noqa: F401 (fixtures)
 
 
 def package_version() -> str:

@@ -9,8 +9,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from chartlib import ROOT, load_yaml, needs_helm, one, template, CHART
-from kt_time import scaled
+from tests.support.chartlib import ROOT, load_yaml, needs_helm, one, template, CHART
+from tests.support.kt_time import scaled
 
 BUILD = ROOT / "images" / "build.sh"
 REGISTRY = "registry.example.com/ml"

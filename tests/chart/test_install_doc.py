@@ -17,9 +17,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 
-from chartlib import HELM, ROOT, find, needs_helm
+from tests.support.chartlib import HELM, ROOT, find, needs_helm
 from kubetune.api import load_documents
 from kubetune.controller.kube import load_connection
 
@@ -170,7 +170,7 @@ def test_the_helm_install_works_after_trying_the_operator_on_your_machine(tmp_pa
     with kubectl), then the Helm section once images exist. helm refuses to install over objects
     that lack its ownership metadata (pkg/action/validate.go checkOwnership), so the page must
     say how to move on; its commands run here as written, with the real helm and kubectl."""
-    from helmapi import served_cluster
+    from tests.support.apiserver.helm import served_cluster
 
     kubectl_dir = tmp_path / "bin"
     kubectl_dir.mkdir()

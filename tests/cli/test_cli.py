@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 import yaml
 
 from kubetune.cli import main

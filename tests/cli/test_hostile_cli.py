@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 import yaml
-from kt_hostile import alias_bomb
+from tests.support.kt_hostile import alias_bomb
 
 from kubetune.cli import main
 

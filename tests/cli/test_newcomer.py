@@ -26,7 +26,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.train]  # .ci/regen imports LLaMA-Factory for its argument catalog

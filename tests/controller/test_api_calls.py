@@ -20,14 +20,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from conftest import FTJ, MPI, PTJ, example_job, eventually, uninstall_finetunejob_crd
-from emulator import Cluster
-from emulator_auth import TokenAuthority
-from kt_upstream import missing_message, upstream_crds_dir
-from kubeflow import pod_exits, progress_line, set_condition, stage_line, start_pod
-from pushlib import free_port, post
-from sweeplib import drive_a_sweep, install_sweep_crd
-from trainer_v2 import TJ, chart_runtime, install_trainer, trainer_reconciles, trainjob_finishes
+from tests.support.harness import FTJ, MPI, PTJ, example_job, eventually, uninstall_finetunejob_crd
+from tests.support.apiserver.emulator import Cluster
+from tests.support.apiserver.auth import TokenAuthority
+from tests.support.kt_upstream import missing_message, upstream_crds_dir
+from tests.support.kubeflow import pod_exits, progress_line, set_condition, stage_line, start_pod
+from tests.support.pushlib import free_port, post
+from tests.support.sweeplib import drive_a_sweep, install_sweep_crd
+from tests.support.trainer_v2 import TJ, chart_runtime, install_trainer, trainer_reconciles, trainjob_finishes
 
 from kubetune.api import contract
 from kubetune.controller.runtime import OperatorConfig

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import EVENTS, FTJ, PTJ, eventually, example_job
-from emulator import Cluster
-from trainer_v2 import TJ, install_trainer
+from tests.support.harness import EVENTS, FTJ, PTJ, eventually, example_job
+from tests.support.apiserver.emulator import Cluster
+from tests.support.trainer_v2 import TJ, install_trainer
 
 NS = "team-a"
 

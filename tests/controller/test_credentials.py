@@ -1,6 +1,6 @@
 """Credentials that expire are reloaded: exec plugins (EKS, GKE, OIDC helpers) and rotated token files.
 
-A real exec plugin (tests/controller/exec_plugin.py, run by the ``kubernetes``
+A real exec plugin (tests/support/exec_plugin.py, run by the ``kubernetes``
 package's kubeconfig loader exactly as kubectl would run aws-iam-authenticator)
 hands out a new short-lived token on every run; the emulated API server accepts
 only tokens that the plugin issued and that have not expired, and answers 401
@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FTJ, PTJ, example_job, eventually
-from emulator import Cluster, Tokens
-from kt_time import ForwardClock, scaled
+from tests.support.harness import FTJ, PTJ, example_job, eventually
+from tests.support.apiserver.emulator import Cluster, Tokens
+from tests.support.kt_time import ForwardClock, scaled
 
 from kubetune import terminal
 from kubetune.controller import kubeconfig
 from kubetune.controller.kube import Connection, Kube, load_connection
 from kubetune.controller.runtime import OperatorConfig
 
-PLUGIN = Path(__file__).with_name("exec_plugin.py")
+PLUGIN = Path(__file__).parents[1] / "support" / "exec_plugin.py"
 NS = "team-a"
 
 

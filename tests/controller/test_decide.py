@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import example_job
+from tests.support.harness import example_job
 
 from kubetune.api import Condition, FineTuneJob, FineTuneJobStatus
 from kubetune.controller.cache import Termination

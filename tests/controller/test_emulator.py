@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from emulator import Cluster, Tokens
+from tests.support.apiserver.emulator import Cluster, Tokens
 
 BASE = "/apis/kubeflow.org/v1/namespaces/ns/pytorchjobs"
 MERGE = {"Content-Type": "application/merge-patch+json"}

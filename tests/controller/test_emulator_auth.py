@@ -1,4 +1,4 @@
-"""The emulated TokenReview answers as kube-apiserver does (see emulator_auth for the upstream files)."""
+"""The emulated TokenReview answers as kube-apiserver does (see tests/support/apiserver/auth.py for the upstream files)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from emulator import Cluster
-from emulator_auth import API_AUDIENCES, TokenAuthority
+from tests.support.apiserver.emulator import Cluster
+from tests.support.apiserver.auth import API_AUDIENCES, TokenAuthority
 
 NS = "team-a"
 

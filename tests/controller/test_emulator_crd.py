@@ -1,4 +1,4 @@
-"""The emulated API server refuses a CustomResourceDefinition the real one refuses (tests/api/kt_crd.py)."""
+"""The emulated API server refuses a CustomResourceDefinition the real one refuses (tests/support/apiserver/crd.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from emulator import Cluster
+from tests.support.apiserver.emulator import Cluster
 
 from kubetune.api.crd import crd
 

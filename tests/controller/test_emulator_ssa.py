@@ -1,4 +1,4 @@
-"""Server-side apply in the emulated API server is the real one (tests/controller/ssa.py cites
+"""Server-side apply in the emulated API server is the real one (tests/support/apiserver/ssa.py cites
 structured-merge-diff v6.3.3 and k8s.io/apimachinery v0.36.3): field ownership, pruning of what an
 applier stopped sending, conflicts and force, list-map / atomic merges.  Each of these passed as a
 plain JSON merge before (issue 22), so an operator that dropped a field or fought Kueue looked fine."""
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from emulator import Cluster
+from tests.support.apiserver.emulator import Cluster
 
 DEPLOY = "/apis/apps/v1/namespaces/ns/deployments"
 PTJ = "/apis/kubeflow.org/v1/namespaces/ns/pytorchjobs"
@@ -233,7 +233,7 @@ async def install_crd(cluster: Cluster) -> None:
 
 
 def ftj(name: str = "f", **spec: Any) -> dict[str, Any]:
-    from conftest import example_job
+    from tests.support.harness import example_job
 
     doc = example_job(name, "ns")
     doc["spec"].update(spec)

@@ -7,8 +7,8 @@ import dataclasses
 import time
 from typing import Any
 
-from conftest import CM, EVENTS, FTJ, PTJ, example_job
-from emulator import Cluster
+from tests.support.harness import CM, EVENTS, FTJ, PTJ, example_job
+from tests.support.apiserver.emulator import Cluster
 
 from kubetune.controller.act import EventRecorder, Executor
 from kubetune.controller.cache import Caches
@@ -103,7 +103,7 @@ async def test_a_validating_admission_policy_denial_is_reported_not_retried_as_r
     pkg/admission/plugin/policy/validating/dispatcher.go, admission.NewForbidden; read through the code
     search index, release not pinned): it is a refusal to report on the FineTuneJob (UpdateRejected,
     backoff), not RBAC's "User ... cannot ..." that goes back to the work queue unreported forever."""
-    from emulator import ApiError as Refusal
+    from tests.support.apiserver.emulator import ApiError as Refusal
 
     from kubetune.controller.kube import ApiError
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from conftest import CM, FTJ, PTJ, example_job, eventually
-from emulator import Cluster
+from tests.support.harness import CM, FTJ, PTJ, example_job, eventually
+from tests.support.apiserver.emulator import Cluster
 
 NS = "team-a"
 
@@ -123,7 +123,7 @@ def _fuzz_corpus(count: int) -> list[dict[str, Any]]:
     """The fuzz test's inputs (derandomized) that a YAML reader turns into an object: what kubectl
     would send.  Each gets its own name in the test namespace."""
     from hypothesis import HealthCheck, given, settings
-    from kt_hostile import hostile_manifest
+    from tests.support.kt_hostile import hostile_manifest
 
     from kubetune.api.safeyaml import InputError, decode, load_documents
 

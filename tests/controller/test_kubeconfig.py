@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 import yaml
 
 from kubetune.cli import _kubeconfig_namespace

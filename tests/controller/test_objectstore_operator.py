@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import CM, FTJ, PTJ, ROOT, eventually
-from emulator import Cluster
+from tests.support.harness import CM, FTJ, PTJ, ROOT, eventually
+from tests.support.apiserver.emulator import Cluster
 
 from kubetune.api import load_documents
 

@@ -7,9 +7,19 @@ import json
 from typing import Any
 
 import pytest
-from conftest import CM, EVENTS, FTJ, MPI, PTJ, example_job, eventually, training_started, uninstall_finetunejob_crd
-from emulator import ApiError, Cluster
-from kubeflow import progress_line, set_condition, stage_line, start_pod
+from tests.support.harness import (
+    CM,
+    EVENTS,
+    FTJ,
+    MPI,
+    PTJ,
+    example_job,
+    eventually,
+    training_started,
+    uninstall_finetunejob_crd,
+)
+from tests.support.apiserver.emulator import ApiError, Cluster
+from tests.support.kubeflow import progress_line, set_condition, stage_line, start_pod
 
 from kubetune.api import FineTuneJobStatus
 from kubetune.api.contract import STAGE_PREFIX

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
-from conftest import FTJ, PTJ, example_job, eventually, uninstall_finetunejob_crd
-from emulator import Cluster
+from tests.support.kt_time import scaled
+from tests.support.harness import FTJ, PTJ, example_job, eventually, uninstall_finetunejob_crd
+from tests.support.apiserver.emulator import Cluster
 
 from kubetune.controller.kube import load_connection
 from kubetune.controller.main import config_from_args

@@ -1,7 +1,7 @@
 """The push transport end to end: trainer -> the operator's intake -> TokenReview -> status.
 
 The real operator (its intake on 127.0.0.1) against the emulated API server, whose TokenReview
-behaves like kube-apiserver's (emulator_auth).  Tokens are issued the way the kubelet gets them
+behaves like kube-apiserver's (tests/support/apiserver/auth.py).  Tokens are issued the way the kubelet gets them
 for the rendered projected volume: bound to the pod, audience ``kubetune``, 600 s.
 """
 
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
-from conftest import FTJ, PTJ, ROOT, example_job, eventually, training_started
-from emulator import Cluster
-from emulator_auth import API_AUDIENCES, TokenAuthority
-from kubeflow import progress_line, stage_line
-from pushlib import free_port, post
+from tests.support.kt_time import scaled
+from tests.support.harness import FTJ, PTJ, ROOT, example_job, eventually, training_started
+from tests.support.apiserver.emulator import Cluster
+from tests.support.apiserver.auth import API_AUDIENCES, TokenAuthority
+from tests.support.kubeflow import progress_line, stage_line
+from tests.support.pushlib import free_port, post
 
 from kubetune.api import contract
 from kubetune.controller.runtime import OperatorConfig

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import CM, EVENTS, FTJ, PTJ, example_job, eventually, training_started
-from emulator import Cluster
-from kubeflow import progress_line, set_condition, start_pod
+from tests.support.harness import CM, EVENTS, FTJ, PTJ, example_job, eventually, training_started
+from tests.support.apiserver.emulator import Cluster
+from tests.support.kubeflow import progress_line, set_condition, start_pod
 
 NS = "team-a"
 
@@ -206,7 +206,7 @@ async def test_a_webhook_refusing_an_edit_is_reported_and_retried_with_backoff_n
     with backoff (it was re-sent at once, ~30 times a second), and the ConfigMap, the record of what
     the children run, is not rewritten until the child took the change."""
     from kubetune.controller import snapshot
-    from trainer_v2 import denial
+    from tests.support.trainer_v2 import denial
 
     monkeypatch.setattr(snapshot, "RETRY_FIRST_S", 0.5)
     await operator()

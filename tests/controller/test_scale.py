@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from conftest import FTJ, eventually, example_job
+from tests.support.harness import FTJ, eventually, example_job
 
 from kubetune.controller.act import EventRecorder
 from kubetune.controller.decide import EventSpec

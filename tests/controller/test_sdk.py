@@ -1,6 +1,6 @@
 """The Python SDK (kubetune.sdk, ``import kubetune``) as a notebook user drives it: every verb through a
-kubeconfig against the emulated API server (tests/controller/emulator.py, strict server-side apply), with
-the real operator reconciling (conftest ``operator``); Kubeflow's part is played by tests/controller/kubeflow.py.
+kubeconfig against the emulated API server (tests/support/apiserver/emulator.py, strict server-side apply), with
+the real operator reconciling (conftest ``operator``); Kubeflow's part is played by tests/support/kubeflow.py.
 The SDK is synchronous, so each call runs in a thread while the test's loop serves the API."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from kt_time import ForwardClock, scaled
+from tests.support.kt_time import ForwardClock, scaled
 
-from conftest import EVENTS, FTJ, PTJ, ROOT, eventually, example_job, training_started
-from emulator import Cluster
-from kubeflow import progress_line, set_condition, stage_line, start_pod
+from tests.support.harness import EVENTS, FTJ, PTJ, ROOT, eventually, example_job, training_started
+from tests.support.apiserver.emulator import Cluster
+from tests.support.kubeflow import progress_line, set_condition, stage_line, start_pod
 from test_terminal import kubeconfig, run_cli
 
 import kubetune
@@ -364,7 +364,7 @@ async def test_a_job_the_model_refuses_still_reads_and_waits_to_its_invalid_spec
 ) -> None:
     """Stored under an older CRD (no schema): the operator fails it with InvalidSpec; get/list/watch/wait
     and `kubetune get` still show it, as they showed it before the SDK."""
-    from conftest import uninstall_finetunejob_crd
+    from tests.support.harness import uninstall_finetunejob_crd
 
     await operator()
     client = await client_for(cluster, tmp_path)
@@ -455,8 +455,8 @@ async def test_expiring_credentials_are_reloaded_before_expiry_and_once_after_a_
     cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The transport's rule (kubetune.terminal.Client.open), seen through the SDK: exec-plugin tokens
-    (tests/controller/exec_plugin.py) that expire or are revoked during a long wait."""
-    from emulator import Tokens
+    (tests/support/exec_plugin.py) that expire or are revoked during a long wait."""
+    from tests.support.apiserver.emulator import Tokens
     from test_credentials import issued_tokens, write_kubeconfig
 
     from kubetune.controller import kube
@@ -679,11 +679,11 @@ def test_build_makes_a_valid_job_from_a_few_values() -> None:
 
 def test_the_sdk_reference_in_docs_is_current() -> None:
     """docs/sdk.md's reference section is generated from the docstrings (bash .ci/regen writes it)."""
-    from update_sdk_docs import DOC, updated
+    from tests.support.update_sdk_docs import DOC, updated
 
     text = DOC.read_text(encoding="utf-8")
     assert updated(text) == text, (
-        "docs/sdk.md is stale: run bash .ci/regen (or python tests/support/update_sdk_docs.py)"
+        "docs/sdk.md is stale: run bash .ci/regen (or python -m tests.support.update_sdk_docs)"
     )
 
 

@@ -37,10 +37,10 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbformat import NotebookNode
 
-from conftest import FTJ, PTJ, ROOT, eventually
-from emulator import Cluster
-from kt_time import scaled
-from kubeflow import progress_line, set_condition, stage_line, start_pod
+from tests.support.harness import FTJ, PTJ, ROOT, eventually
+from tests.support.apiserver.emulator import Cluster
+from tests.support.kt_time import scaled
+from tests.support.kubeflow import progress_line, set_condition, stage_line, start_pod
 from test_terminal import kubeconfig
 
 NOTEBOOK = ROOT / "examples" / "notebooks" / "finetune.ipynb"
@@ -227,7 +227,7 @@ async def test_notebook_cluster_section_in_a_kernel(cluster: Cluster, operator: 
 @pytest.mark.timeout(300)
 async def test_notebook_local_section_trains_the_tiny_model_in_a_kernel(tmp_path: Path, tiny_assets: Any) -> None:
     from kubetune.trainer.tiny import tiny_job
-    from trainerlib import isolated_env
+    from tests.support.trainerlib import isolated_env
 
     job_file = tmp_path / "job-local.yaml"
     job_file.write_text(yaml.safe_dump(tiny_job("nb-local", tiny_assets, method="full", max_steps=4)))

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 
-from conftest import example_job
+from tests.support.harness import example_job
 
 import kubetune
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeflow import progress_line, stage_line
+from tests.support.kubeflow import progress_line, stage_line
 
 from kubetune.api import Condition
 from kubetune.api.status import progress_summary as summary

@@ -12,9 +12,9 @@ import dataclasses
 from typing import Any
 
 import aiohttp
-from conftest import EVENTS, FTJ, PTJ, example_job, eventually, training_started
-from emulator import Cluster
-from kubeflow import pod_exits, pod_runs_again, progress_line, set_condition, start_pod
+from tests.support.harness import EVENTS, FTJ, PTJ, example_job, eventually, training_started
+from tests.support.apiserver.emulator import Cluster
+from tests.support.kubeflow import pod_exits, pod_runs_again, progress_line, set_condition, start_pod
 
 from kubetune.api import FineTuneJobStatus
 from kubetune.controller.reasons import REASONS

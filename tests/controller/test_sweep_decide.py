@@ -8,45 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sweeplib import sweep
+from tests.support.sweeplib import job, promoted_snapshot, record, serving_condition, snapshot
 
-from kubetune.api.contract import KIND
 from kubetune.controller.reasons import SWEEP_REASONS
 from kubetune.controller.sweeps.decide import decide_sweep
 from kubetune.controller.sweeps.snapshot import SweepSnapshot
-
-UID = "sweep-uid"
-
-
-def snapshot(
-    status: dict[str, Any] | None = None, trials: dict[str, Any] | None = None, **changes: Any
-) -> SweepSnapshot:
-    obj = sweep(**changes)
-    obj["metadata"].update(uid=UID, generation=1, resourceVersion="7")
-    defaults: dict[str, Any] = {"trials": trials or {}}
-    return SweepSnapshot("team-a", "lr", obj, UID, 1, "7", status or {}, **defaults)
-
-
-def job(name: str, phase: str, **status: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": KIND,
-        "metadata": {"name": name, "namespace": "team-a"},
-        "spec": {},
-        "status": {"phase": phase, **status},
-    }
-
-
-def record(number: int, state: str, value: float | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "number": number,
-        "name": f"lr-{number}",
-        "parameters": {"training.learningRate": 1e-4 * (number + 1)},
-        "state": state,
-    }
-    if value is not None:
-        out["value"] = value
-    return out
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -156,37 +122,6 @@ def test_every_sweep_reason_is_asserted_by_a_test() -> None:
     )
     quoted = set(re.findall(r'"([A-Za-z]+)"', source))
     assert not sorted(r for r in SWEEP_REASONS if r not in quoted), "a sweep reason no test asserts"
-
-
-def promoted_snapshot(serving: dict[str, Any] | None, *, job_generation: int = 2, served: bool = True) -> SweepSnapshot:
-    """A finished promote: serve sweep whose winner lr-0 already got spec.serve (promotion applied
-    earlier in this generation) and whose FineTuneJob controller wrote ``serving`` (or nothing yet)."""
-    winner = job("lr-0", "Succeeded", conditions=[serving] if serving else [])
-    winner["metadata"]["generation"] = job_generation
-    if served:
-        winner["spec"] = {"serve": {}}
-    promoted = {
-        "type": "Promoted",
-        "status": "True",
-        "reason": "WinnerPromoted",
-        "message": "",
-        "observedGeneration": 1,
-        "lastTransitionTime": "2026-12-07T10:00:00Z",
-    }
-    status = {"trials": [record(0, "Succeeded", 0.5)], "conditions": [promoted]}
-    snap = snapshot(status, {"lr-0": winner}, maxTrials=1, promote="serve", template_changes={"serve": {}})
-    return SweepSnapshot(**{**snap.__dict__, "first_seen": False})
-
-
-def serving_condition(reason: str, holds: str, generation: int = 2) -> dict[str, Any]:
-    return {
-        "type": "Serving",
-        "status": holds,
-        "reason": reason,
-        "message": f"{reason} here",
-        "observedGeneration": generation,
-        "lastTransitionTime": "2026-12-07T10:00:00Z",
-    }
 
 
 MIRRORED = [

@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import pytest
-from sweeplib import sweep
+from tests.support.sweeplib import sweep
 
 from kubetune.controller.cache import Caches
 from kubetune.controller.sweeps import loop as sweep_loop

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import FTJ, PTJ, eventually
-from emulator import Cluster
-from kubeflow import pod_name, set_condition
-from sweeplib import (
+from tests.support.harness import FTJ, PTJ, eventually
+from tests.support.apiserver.emulator import Cluster
+from tests.support.kubeflow import pod_name, set_condition
+from tests.support.sweeplib import (
     FTS,
     install_sweep_crd,
     NS,

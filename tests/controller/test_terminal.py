@@ -1,5 +1,5 @@
 """``kubetune get / watch / logs / plot`` as a user runs them: the real CLI in a subprocess, through a
-kubeconfig with a bearer token, against the emulated API server (tests/controller/emulator.py);
+kubeconfig with a bearer token, against the emulated API server (tests/support/apiserver/emulator.py);
 screens through a pseudo-terminal, read back with a VT100 emulator (pyte) as a user would see them."""
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any
 import pyte
 import pytest
 
-from conftest import EVENTS, FTJ, PODS, eventually, example_job
-from emulator import Cluster, Tokens
-from kt_time import ForwardClock
-from kubeflow import progress_line, start_pod
+from tests.support.harness import EVENTS, FTJ, PODS, eventually, example_job
+from tests.support.apiserver.emulator import Cluster, Tokens
+from tests.support.kt_time import ForwardClock
+from tests.support.kubeflow import progress_line, start_pod
 
 from kubetune.controller.kube import load_connection
 from kubetune.terminal import Client, bar, jobs_path, pod_for_rank, sparkline, status_line
@@ -150,7 +150,7 @@ async def test_a_wrong_token_is_refused_with_the_servers_message(cluster: Cluste
 async def test_client_reloads_exec_plugin_credentials_before_expiry_and_after_a_401(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    """A `watch` runs for hours; EKS/GKE exec-plugin tokens last minutes (tests/controller/exec_plugin.py)."""
+    """A `watch` runs for hours; EKS/GKE exec-plugin tokens last minutes (tests/support/exec_plugin.py)."""
     from test_credentials import issued_tokens, write_kubeconfig
 
     ttl = 600

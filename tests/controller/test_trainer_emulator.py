@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import example_job
-from emulator import ApiError, Cluster
-from trainer_v2 import (
+from tests.support.harness import example_job
+from tests.support.apiserver.emulator import ApiError, Cluster
+from tests.support.trainer_v2 import (
     CTR,
     KUEUE_MANAGER,
     TJ,

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import CM, FTJ, PTJ, eventually, example_job
-from emulator import Cluster
-from kubeflow import progress_line
+from tests.support.harness import CM, FTJ, PTJ, eventually, example_job
+from tests.support.apiserver.emulator import Cluster
+from tests.support.kubeflow import progress_line
 from kubetune.api import FineTuneJobStatus
-from trainer_v2 import (
+from tests.support.trainer_v2 import (
     TJ,
     denial,
     install_trainer,
@@ -141,7 +141,7 @@ async def test_the_emulated_trainer_is_strict_where_the_real_one_is(cluster: Clu
     import copy
 
     import pytest
-    from emulator import ApiError
+    from tests.support.apiserver.emulator import ApiError
     from kubetune.render import RenderOptions, render, validate_object
 
     install_trainer(cluster)

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 
-from trainerlib import isolated_env
+from tests.support.trainerlib import isolated_env
 
 
 @pytest.mark.slow

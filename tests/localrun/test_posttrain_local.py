@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 import yaml
 
 from kubetune.api import EvaluationStatus, contract
 from kubetune.trainer.tiny import TinyAssets, kto_records, preference_records, tiny_job, write_jsonl
-from trainerlib import isolated_env
+from tests.support.trainerlib import isolated_env
 
 KUBETUNE = [sys.executable, "-m", "kubetune"]
 pytestmark = [pytest.mark.slow, pytest.mark.train]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from kubetune.trainer.tiny import TinyAssets, tiny_job
-from trainerlib import isolated_env
+from tests.support.trainerlib import isolated_env
 
 KUBETUNE = [sys.executable, "-m", "kubetune"]
 

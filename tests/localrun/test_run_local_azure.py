@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 import yaml
 
-from kt_azurite import KEY, Azurite, azurite  # noqa: F401 - azurite is a fixture
+from tests.support.kt_azurite import KEY, Azurite, azurite  # noqa: F401 - azurite is a fixture
 from kubetune.api.objectstore import model_cache_subdir
 from kubetune.trainer.tiny import TinyAssets, tiny_job
-from trainerlib import isolated_env
+from tests.support.trainerlib import isolated_env
 
 KUBETUNE = [sys.executable, "-m", "kubetune"]
 

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 import yaml
 
-from kt_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
+from tests.support.kt_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
 from kubetune.api.objectstore import model_cache_subdir
 from kubetune.trainer.tiny import TinyAssets, tiny_job
-from trainerlib import isolated_env
+from tests.support.trainerlib import isolated_env
 
 KUBETUNE = [sys.executable, "-m", "kubetune"]
 

@@ -21,8 +21,8 @@ import yaml
 
 from kubetune.localserve import ModelGate, resolve_target
 from kubetune.trainer.tiny import TinyAssets, tiny_job
-from trainerlib import free_port, isolated_env
-from kt_time import scaled
+from tests.support.trainerlib import free_port, isolated_env
+from tests.support.kt_time import scaled
 
 openai = pytest.importorskip("openai")
 

@@ -24,7 +24,7 @@ import yaml
 from kubetune import sweep as engine
 from kubetune.api.sweep import FineTuneSweepSpec, TrialRecord
 from kubetune.trainer.tiny import TinyAssets, tiny_job
-from trainerlib import isolated_env
+from tests.support.trainerlib import isolated_env
 
 KUBETUNE = [sys.executable, "-m", "kubetune"]
 STEPS = 6

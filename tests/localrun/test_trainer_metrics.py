@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubetune.api import Progress
 from kubetune.trainer import metrics
 from kubetune.trainer.tiny import TinyAssets, tiny_job
-from trainerlib import free_port, isolated_env
-from kt_time import scaled
+from tests.support.trainerlib import free_port, isolated_env
+from tests.support.kt_time import scaled
 
 
 def _samples(text: str) -> dict[str, tuple[dict[str, str], float]]:

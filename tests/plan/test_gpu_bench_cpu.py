@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [

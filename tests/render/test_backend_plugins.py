@@ -163,7 +163,7 @@ def test_trainjob_status(status: dict[str, Any], state: str | None, phase: str, 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_suspended_copy_stops_pods_and_leaves_the_rendered_object_alone(backend: str) -> None:
     from kubetune.render import RenderOptions, render
-    from renderlib import JobBuilder
+    from tests.support.renderlib import JobBuilder
 
     w = render(JobBuilder().build(), RenderOptions(backend=backend)).workload  # type: ignore[arg-type]
     before = repr(w)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubetune.render import validate_object
-from renderlib import BASE_SPEC, JobBuilder
+from tests.support.renderlib import BASE_SPEC, JobBuilder
 
 # (id, builder, expected path, words the message must contain)
 CASES: list[tuple[str, JobBuilder, str, tuple[str, ...]]] = [

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from kubetune.api import load_documents
-from kt_upstream import require_upstream_crds
-from renderlib import EXAMPLES, _strict, crd_schema, example_files, example_id
+from tests.support.kt_upstream import require_upstream_crds
+from tests.support.renderlib import EXAMPLES, _strict, crd_schema, example_files, example_id
 
 PREREQS = EXAMPLES / "prerequisites"
 KUEUE_CRDS = {

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 
 from kubetune.render import render
-from kt_upstream import require_upstream_crds
-from renderlib import (
+from tests.support.kt_upstream import require_upstream_crds
+from tests.support.renderlib import (
     EXAMPLES as EXAMPLES_DIR,
     OPERATOR_EXAMPLES,
     OPERATOR_OPTIONS,
@@ -50,11 +50,11 @@ def test_examples_exist() -> None:
 def test_golden(example: Path) -> None:
     golden = golden_path(example)
     assert golden.exists(), (
-        f"no golden file for {example_id(example)}: run .venv/bin/python tests/render/update_golden.py"
+        f"no golden file for {example_id(example)}: run .venv/bin/python -m tests.support.update_golden"
     )
     assert golden_text(example) == golden.read_text(encoding="utf-8"), (
         f"{example_id(example)} renders differently from {golden.name}; if intended, "
-        "run .venv/bin/python tests/render/update_golden.py and review the diff"
+        "run .venv/bin/python -m tests.support.update_golden and review the diff"
     )
 
 
@@ -63,16 +63,16 @@ def test_operator_golden(name: str) -> None:
     """As the chart's operator renders them (with the progress intake URL)."""
     example = EXAMPLES_DIR / name
     golden = operator_golden_path(example)
-    assert golden.exists(), f"no golden file for operator/{name}: run .venv/bin/python tests/render/update_golden.py"
+    assert golden.exists(), f"no golden file for operator/{name}: run .venv/bin/python -m tests.support.update_golden"
     assert golden_text(example, OPERATOR_OPTIONS) == golden.read_text(encoding="utf-8"), (
         f"{name} renders differently from operator/{golden.name}; if intended, "
-        "run .venv/bin/python tests/render/update_golden.py and review the diff"
+        "run .venv/bin/python -m tests.support.update_golden and review the diff"
     )
 
 
 RENDER_ALL = """
 import sys
-from renderlib import OPERATOR_OPTIONS, TRAINJOB_OPTIONS, example_files, golden_text
+from tests.support.renderlib import OPERATOR_OPTIONS, TRAINJOB_OPTIONS, example_files, golden_text
 for path in example_files():
     for options in (None, OPERATOR_OPTIONS, TRAINJOB_OPTIONS):
         sys.stdout.write(golden_text(path, options))

@@ -11,7 +11,7 @@ import yaml
 
 from kubetune.api import FineTuneJob
 from kubetune.render import render
-from renderlib import JobBuilder
+from tests.support.renderlib import JobBuilder
 
 
 def _files(b: JobBuilder) -> dict[str, str]:

@@ -18,7 +18,7 @@ from kubetune.api.spec import MAX_NODES
 from kubetune.render import RenderOptions, checks, render, validate_object
 from kubetune.render.output import to_yaml
 
-from renderlib import JobBuilder, pod_templates
+from tests.support.renderlib import JobBuilder, pod_templates
 
 # --- a YAML 1.1 reader with go-yaml v2's implicit types (gopkg.in/yaml.v2 resolve.go) ------------
 

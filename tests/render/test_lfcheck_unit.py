@@ -11,7 +11,7 @@ import pytest
 
 from kubetune.render import render
 from kubetune.trainer import lfcheck
-from renderlib import JobBuilder
+from tests.support.renderlib import JobBuilder
 
 
 def test_neutral_copy_drops_only_machine_dependent_keys(tmp_path: Path) -> None:

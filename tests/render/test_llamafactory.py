@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
 from kubetune.render import render, validate_object
-from renderlib import example_files, example_id, load_example
-from strategies import finetune_jobs
+from tests.support.renderlib import example_files, example_id, load_example
+from tests.support.strategies import finetune_jobs
 
 pytestmark = [
     pytest.mark.train,
@@ -65,8 +65,8 @@ def test_parser_errors_come_back_as_messages(change: dict[str, Any], words: str,
 
 
 def test_catalog_is_current() -> None:
-    import update_llamafactory_catalog as updater  # in-process: llamafactory is already imported
+    from tests.support import update_llamafactory_catalog as updater  # in-process: llamafactory is already imported
 
     assert updater.CATALOG.read_text(encoding="utf-8") == updater.render_text(updater.build()), (
-        "operator/kubetune/render/llamafactory_args.json is stale: run .venv/bin/python tests/render/update_llamafactory_catalog.py"
+        "operator/kubetune/render/llamafactory_args.json is stale: run .venv/bin/python -m tests.support.update_llamafactory_catalog"
     )

@@ -13,7 +13,7 @@ from kubetune.api import FineTuneJob, contract
 from kubetune.api.objectstore import GCS_ENDPOINT, model_cache_subdir
 from kubetune.render import RenderOptions, render, validate_object
 from kubetune.render.chain import Failed, ModelSource, resolve_from_job
-from renderlib import pod_templates
+from tests.support.renderlib import pod_templates
 
 STORE = {
     "endpoint": "https://minio.storage.svc:9000",

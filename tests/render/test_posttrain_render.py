@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 import yaml
 
 from kubetune.api import FineTuneJob, contract, load_documents

@@ -15,7 +15,7 @@ import pytest
 
 from kubetune.api import contract
 from kubetune.render import RenderOptions, render
-from renderlib import EXAMPLES, OPERATOR_OPTIONS, example_files, example_id, load_example, pod_templates
+from tests.support.renderlib import EXAMPLES, OPERATOR_OPTIONS, example_files, example_id, load_example, pod_templates
 
 
 def token_sources(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -77,7 +77,7 @@ def test_the_url_is_data_never_structure() -> None:
 def test_a_job_cannot_redirect_its_progress_token(name: str) -> None:
     """spec.env may not override where rank 0 sends its token, or which file it reads."""
     from kubetune.render import validate_object
-    from renderlib import JobBuilder
+    from tests.support.renderlib import JobBuilder
 
     job, problems = validate_object(
         JobBuilder().set("spec.env", [{"name": name, "value": "http://elsewhere"}]).doc_copy()

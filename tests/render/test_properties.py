@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from kubetune.api.contract import SPEC_FILE
 from kubetune.render import render, validate_object
 from kubetune.render.catalog import catalog
-from kt_upstream import require_upstream_crds
-from renderlib import JobBuilder, pod_templates, schema_errors
-from strategies import FREE_TEXT, finetune_jobs
+from tests.support.kt_upstream import require_upstream_crds
+from tests.support.renderlib import JobBuilder, pod_templates, schema_errors
+from tests.support.strategies import FREE_TEXT, finetune_jobs
 
 PROPERTY_SETTINGS = settings(
     max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]

@@ -16,7 +16,7 @@ import pytest
 
 from kubetune.render import render
 from kubetune.render.catalog import catalog
-from renderlib import EXAMPLES, load_example
+from tests.support.renderlib import EXAMPLES, load_example
 
 # Flags common to all five commands (train_bash.py is today's `llamafactory-cli train`).
 _COMMON: dict[str, Any] = {

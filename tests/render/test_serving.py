@@ -10,8 +10,8 @@ from typing import Any
 
 import jsonschema
 import pytest
-from kt_upstream import require_upstream_crds
-from renderlib import JobBuilder, _strict, crd_schema
+from tests.support.kt_upstream import require_upstream_crds
+from tests.support.renderlib import JobBuilder, _strict, crd_schema
 
 from kubetune.api import contract
 from kubetune.render.serving import VLLM_PORT, child_name, render_serving

@@ -8,7 +8,7 @@ import typing
 from typing import Any
 
 import pytest
-from renderlib import JobBuilder
+from tests.support.renderlib import JobBuilder
 
 from kubetune.api.serve import Engine
 from kubetune.render.serving import ENGINES, engine_for, engine_for_kind, render_serving, served_kinds

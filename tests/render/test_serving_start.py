@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
-from renderlib import JobBuilder
+from tests.support.kt_time import scaled
+from tests.support.renderlib import JobBuilder
 
 from kubetune.render.serving import render_serving
 

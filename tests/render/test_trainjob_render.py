@@ -22,8 +22,8 @@ from kubetune.render.backends.trainjob import (
     REPLICATED_JOB_LABEL,
     RUNTIME_NAME,
 )
-from kt_upstream import require_upstream_crds
-from renderlib import (
+from tests.support.kt_upstream import require_upstream_crds
+from tests.support.renderlib import (
     TRAINJOB_OPTIONS,
     JobBuilder,
     example_files,
@@ -55,10 +55,10 @@ def node_pod(w: dict[str, Any]) -> dict[str, Any]:
 def test_trainjob_golden(example: Path) -> None:
     golden = trainjob_golden_path(example)
     assert golden.exists(), (
-        f"no TrainJob golden file for {example_id(example)}: run .venv/bin/python tests/render/update_golden.py"
+        f"no TrainJob golden file for {example_id(example)}: run .venv/bin/python -m tests.support.update_golden"
     )
     assert golden_text(example, TRAINJOB_OPTIONS) == golden.read_text(encoding="utf-8"), (
-        f"{example_id(example)} renders differently as a TrainJob; if intended, run tests/render/update_golden.py and review the diff"
+        f"{example_id(example)} renders differently as a TrainJob; if intended, run .venv/bin/python -m tests.support.update_golden and review the diff"
     )
 
 
@@ -201,7 +201,7 @@ def test_the_plain_trainjob_in_the_docs_passes_the_upstream_schema_and_fits_our_
     import re
 
     import yaml
-    from renderlib import REPO
+    from tests.support.renderlib import REPO
 
     require_upstream_crds()
     text = (REPO / "docs" / "trainjob.md").read_text(encoding="utf-8")
@@ -243,7 +243,7 @@ def _applies_as_written_into_any_namespace(text: str, doc: dict[str, Any], pod: 
     import re
 
     from kubetune.api import load_documents
-    from renderlib import REPO
+    from tests.support.renderlib import REPO
 
     assert "namespace" not in doc["metadata"]
     assert "team-a" not in yaml.safe_dump(doc)
@@ -276,7 +276,7 @@ def _applies_as_written_into_any_namespace(text: str, doc: dict[str, Any], pod: 
 
 def _trainjob_problems(name: str = "qwen-lora", **spec: Any) -> list[str]:
     from kubetune.api import load_documents
-    from renderlib import REPO
+    from tests.support.renderlib import REPO
     from kubetune.render.backends import BACKENDS
 
     doc = next(load_documents((REPO / "examples" / "finetune-lora.yaml").read_text(encoding="utf-8")))

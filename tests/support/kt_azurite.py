@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled, stop_process
+from tests.support.kt_time import scaled, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE = ROOT / ".tools" / "azurite" / "node_modules" / ".bin" / "azurite-blob"

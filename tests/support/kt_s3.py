@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled, stop_process
+from tests.support.kt_time import scaled, stop_process
 
 ADMIN_ACTIONS = 3  # CreateUser, PutUserPolicy, CreateAccessKey
 

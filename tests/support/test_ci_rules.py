@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def run_pytest(tmp_path: Path, files: list[str], ci: bool) -> subprocess.Complet
     for name in files:
         (tmp_path / name).write_text(FILES[name], encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_ADDOPTS")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests" / "support"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     if ci:
         env["CI"] = "true"
     return subprocess.run(

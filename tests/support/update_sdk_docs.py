@@ -1,6 +1,6 @@
 """Write the reference section of docs/sdk.md from the SDK's docstrings and signatures.
 
-    python tests/support/update_sdk_docs.py          # rewrite the section in place (bash .ci/regen runs it)
+    python -m tests.support.update_sdk_docs          # rewrite the section in place (bash .ci/regen runs it)
 
 The section lies between ``<!-- sdk-reference: ... -->`` and ``<!-- end sdk-reference -->``; the rest of
 docs/sdk.md is written by hand.  tests/controller/test_sdk.py fails when the section is stale.

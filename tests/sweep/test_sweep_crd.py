@@ -1,7 +1,7 @@
 """The FineTuneSweep CRD passes the checks FineTuneJob's does: generated and committed (crds/ and the
 chart's copy), accepted at creation by the API server's checks (structural schema, CEL compilation,
 CEL cost with the whole FineTuneJob schema nested under spec.template), and its schema + CEL agree
-with pydantic on the same good and bad sweeps (tests/api/kt_apiserver.py, kt_crd.py)."""
+with pydantic on the same good and bad sweeps (tests/support/apiserver/validation.py, crd.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from kt_apiserver import admitted, transition_errors
-from kt_crd import PER_CRD_LIMIT, PER_RULE_LIMIT, compile_and_cost, creation_errors, install
+from tests.support.apiserver.validation import admitted, transition_errors
+from tests.support.apiserver.crd import PER_CRD_LIMIT, PER_RULE_LIMIT, compile_and_cost, creation_errors, install
 from test_sweep_checks import BAD, BASE, variant
 
 from kubetune.api.crd import crd, crd_yaml

@@ -1,2 +1,1 @@
-"""A package only so its conftest.py is imported as tests.trainer.conftest, never as the top-level
-``conftest`` the controller tests import their helpers from (mixed runs: pytest tests/controller tests/trainer)."""
+"""A package, so its test modules import as ``tests.trainer.test_*`` (their fixtures: tests/conftest.py)."""

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 
 from kubetune.api import contract
 from kubetune.trainer import config, data
 from kubetune.trainer.errors import DataError, Retryable
-from trainerlib import Pod, TinyAssets, make_pod, run_trainer, stage_lines
+from tests.support.trainerlib import Pod, TinyAssets, make_pod, run_trainer, stage_lines
 
 pytestmark = pytest.mark.train  # every test prepares data with the tiny model's tokenizer (tiny_assets)
 

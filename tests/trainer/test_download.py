@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kt_s3 import private_ca
+from tests.support.kt_s3 import private_ca
 from kubetune.api import DatasetSpec, contract
 from kubetune.trainer import data, download
 from kubetune.trainer.errors import DataError, Retryable

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
-from renderlib import JobBuilder
+from tests.support.kt_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
+from tests.support.renderlib import JobBuilder
 
 from kubetune.render.serving import render_serving
 from kubetune.trainer import objectstore

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 
 from kubetune.api import contract
 from kubetune.trainer.errors import Retryable, TrainerError
 from kubetune.trainer.launch import Child, classify
-from trainerlib import TinyAssets
+from tests.support.trainerlib import TinyAssets
 
 CASES = {
     "CUDA OOM is permanent": (
@@ -143,7 +143,7 @@ def test_a_child_started_after_a_stop_was_taken_can_still_be_stopped(capfd: pyte
 @pytest.mark.train
 def test_sigterm_while_waiting_for_rank_0_exits_retryable(tmp_path: Path, tiny_assets: TinyAssets) -> None:
     from kubetune.trainer.tiny import tiny_job
-    from trainerlib import make_pod, stage_lines
+    from tests.support.trainerlib import make_pod, stage_lines
 
     pod = make_pod(tmp_path, tiny_job("waiting", tiny_assets), tiny_assets)
     env = {

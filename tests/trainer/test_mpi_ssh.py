@@ -52,8 +52,8 @@ from kubetune.api import contract
 from kubetune.render.backends.mpijob import SSHD_CONFIG
 from kubetune.trainer import checkpoints
 from kubetune.trainer.tiny import TinyAssets, tiny_job
-from trainerlib import free_port, make_pod, progress_lines
-from kt_time import scaled
+from tests.support.trainerlib import free_port, make_pod, progress_lines
+from tests.support.kt_time import scaled
 
 # xdist_group: one worker runs them all (they share a system user and its sshd; pytest -n with --dist loadgroup)
 pytestmark = [pytest.mark.slow, pytest.mark.train, pytest.mark.xdist_group("mpi-ssh")]

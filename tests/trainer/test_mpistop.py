@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 
 from kubetune.api import contract
 from kubetune.trainer.mpiworker import descendants, is_rank, read_processes, ranks_under

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 
-from kt_s3 import S3Server, s3_server, statement  # noqa: F401 - s3_server is a fixture
+from tests.support.kt_s3 import S3Server, s3_server, statement  # noqa: F401 - s3_server is a fixture
 from kubetune.trainer import config, data, objectstore
 from kubetune.trainer.errors import DataError, StorageError
-from trainerlib import TinyAssets, fake_checkpoint, make_pod
+from tests.support.trainerlib import TinyAssets, fake_checkpoint, make_pod
 
 pytestmark = pytest.mark.train  # data.prepare reads records with the train stack
 
@@ -518,7 +518,7 @@ def test_the_trainer_ends_cloud_failures_with_the_uri_and_code_and_never_a_trace
     a key that may read but not write the outputs prefix a StorageError (exit 2), both before any
     training, in the failed stage line, the log and the run record."""
     from kubetune.api import contract
-    from trainerlib import run_trainer, stage_lines
+    from tests.support.trainerlib import run_trainer, stage_lines
 
     s3_server.s3().put_object(
         Bucket=BUCKET, Key="data/ok.jsonl", Body="".join(json.dumps(c) + "\n" for c in CHATS).encode()
@@ -568,7 +568,7 @@ def test_the_trainer_ends_cloud_failures_with_the_uri_and_code_and_never_a_trace
 def test_a_store_with_a_private_ca_is_reached_through_the_ca_bundle_and_refused_without_it(tmp_path: Path) -> None:
     """spec.storage.objectStore.caBundle: the trainer verifies the endpoint against the mounted
     bundle (KUBETUNE_S3_CA_BUNDLE); without it the certificate is refused, permanently."""
-    from kt_s3 import private_ca
+    from tests.support.kt_s3 import private_ca
 
     server = S3Server(tls=private_ca(tmp_path / "pki"))
     try:

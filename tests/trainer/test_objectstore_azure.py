@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 
-from kt_azurite import KEY, Azurite, azurite  # noqa: F401 - azurite is a fixture
+from tests.support.kt_azurite import KEY, Azurite, azurite  # noqa: F401 - azurite is a fixture
 from kubetune.api import contract
 from kubetune.trainer import azureblob, objectstore
 from kubetune.trainer.errors import DataError, StorageError
-from trainerlib import TinyAssets, fake_checkpoint, make_pod
+from tests.support.trainerlib import TinyAssets, fake_checkpoint, make_pod
 
 pytestmark = pytest.mark.train
 
@@ -248,7 +248,7 @@ def test_the_trainer_ends_a_denied_az_write_with_the_uri_and_code_and_never_a_tr
 ) -> None:
     """The trainer entrypoint, as a pod runs it with a connection-string Secret whose SAS may read but not
     write: a StorageError (exit 2) before any training, in the failed stage line, the log and the run record."""
-    from trainerlib import run_trainer, stage_lines
+    from tests.support.trainerlib import run_trainer, stage_lines
 
     container.upload_blob("data/ok.jsonl", "".join(json.dumps(c) + "\n" for c in CHATS).encode(), overwrite=True)
     reader = azurite.sas_connection_string(CONTAINER, read=True, write=False)

@@ -1,5 +1,5 @@
 """Issue 21 proved with the pinned LLaMA-Factory and TRL themselves, on the tiny model, in one
-child process (tests/trainer/lf_probe.py): which DPO loss really runs, that LLaMA-Factory's loader
+child process (tests/support/lf_probe.py): which DPO loss really runs, that LLaMA-Factory's loader
 keeps every record of the dataset_info.json kubetune renders, that a reward model's export keeps
 its value head, and that a QLoRA job's reference model is quantized."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 import yaml
 
 from kubetune.api import FineTuneJob, contract
@@ -23,7 +23,7 @@ from kubetune.render.checks import IGNORED_PREFERENCE_LOSSES
 from kubetune.trainer.tiny import QA_PAIRS, preference_records, tiny_job, write_jsonl
 from kubetune.trainer import config
 from kubetune.trainer import data as data_stage
-from trainerlib import TinyAssets, isolated_env, make_pod
+from tests.support.trainerlib import TinyAssets, isolated_env, make_pod
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
 
@@ -160,7 +160,7 @@ def probe(tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets) -> 
     proc = subprocess.run(
         [
             sys.executable,
-            str(Path(__file__).with_name("lf_probe.py")),
+            str(Path(__file__).parents[1] / "support" / "lf_probe.py"),
             str(root / "tasks.json"),
             str(root / "results.json"),
         ],

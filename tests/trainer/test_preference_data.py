@@ -14,7 +14,7 @@ from kubetune.api import contract
 from kubetune.trainer import config, data
 from kubetune.trainer.errors import DataError
 from kubetune.trainer.tiny import kto_records, preference_records, write_jsonl
-from trainerlib import TinyAssets, make_pod
+from tests.support.trainerlib import TinyAssets, make_pod
 
 pytestmark = pytest.mark.train  # the tiny model's tokenizer prepares the records (tiny_assets)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 
 from kubetune.api import contract
 from kubetune.trainer import console, push
@@ -147,7 +147,7 @@ def test_a_real_training_run_pushes_what_it_prints(intake: Intake, tmp_path: Pat
     """``python -m kubetune.trainer`` (LLaMA-Factory, tiny model, CPU) with the variables the
     operator renders: rank 0 pushes its progress and stages, and the last report is the end state."""
     from kubetune.trainer.tiny import tiny_job
-    from trainerlib import make_pod, progress_lines, run_trainer
+    from tests.support.trainerlib import make_pod, progress_lines, run_trainer
 
     pod = make_pod(tmp_path, tiny_job("pushed", tiny_assets, method="full", max_steps=5), tiny_assets)
     token = tmp_path / "token"

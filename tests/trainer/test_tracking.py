@@ -16,8 +16,8 @@ import pytest
 
 from kubetune.api import contract
 from kubetune.trainer.tiny import TinyAssets, tiny_job
-from trainerlib import free_port, make_pod, run_trainer, stage_lines
-from kt_time import scaled
+from tests.support.trainerlib import free_port, make_pod, run_trainer, stage_lines
+from tests.support.kt_time import scaled
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 

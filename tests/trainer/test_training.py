@@ -21,8 +21,8 @@ import pytest
 from kubetune.api import contract
 from kubetune.trainer import checkpoints
 from kubetune.trainer.tiny import tiny_job
-from trainerlib import TinyAssets, losses, make_pod, progress_lines, run_trainer, stage_lines
-from kt_time import scaled
+from tests.support.trainerlib import TinyAssets, losses, make_pod, progress_lines, run_trainer, stage_lines
+from tests.support.kt_time import scaled
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 
@@ -241,7 +241,7 @@ def _run_ranks(envs: list[dict[str, str]], tmp_path: Path, timeout: float = 420)
 def test_deepspeed_zero2_across_two_pytorchjob_pods(
     tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path
 ) -> None:
-    from trainerlib import free_port
+    from tests.support.trainerlib import free_port
 
     pod = make_pod(tmp_path, _distributed_manifest("ds-ptj", tiny_assets), tiny_assets, extensions=torch_extensions)
     assert json.loads(pod.files[contract.DEEPSPEED_FILE])["zero_optimization"]["stage"] == 2
@@ -279,7 +279,7 @@ def test_accelerate_deepspeed_across_two_machines(
     """Two pods, each its own real ``accelerate launch --machine_rank N`` with the rendered accelerate.yaml."""
     import yaml
 
-    from trainerlib import free_port
+    from tests.support.trainerlib import free_port
 
     pod = make_pod(
         tmp_path,

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 import yaml
-from kt_upstream import require_upstream_crds
+from tests.support.kt_upstream import require_upstream_crds
 from kubetune.trainer.tiny import tiny_job
-from trainerlib import TinyAssets, free_port, make_pod, progress_lines, run_trainer
+from tests.support.trainerlib import TinyAssets, free_port, make_pod, progress_lines, run_trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 

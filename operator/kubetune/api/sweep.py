@@ -141,7 +141,7 @@ class SweepParameter(RuledModel):
             field_path=".type",
             check=lambda p: p.type != "int" or all(v is None or float(v).is_integer() for v in (p.min, p.max, p.step)),
             # Python only: CEL would need double(int(x)) == x, a conversion the CEL cost tests
-            # (tests/api/kt_crd.py) cannot check; refused by kubetune validate and the operator.
+            # (tests/support/apiserver/crd.py) cannot check; refused by kubetune validate and the operator.
             in_crd=False,
         ),
     )

@@ -3,7 +3,7 @@
 Why not import LLaMA-Factory: it pulls in torch and transformers (seconds of
 import, gigabytes of wheels) and the renderer must stay pure and fast.  The
 file is generated from the very dataclasses ``get_train_args`` parses by
-``tests/render/update_llamafactory_catalog.py``; a test fails when it is stale.
+``tests/support/update_llamafactory_catalog.py``; a test fails when it is stale.
 """
 
 from __future__ import annotations

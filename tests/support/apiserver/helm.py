@@ -1,4 +1,4 @@
-"""The emulated API server (tests/controller/emulator.py) made fit for the real helm and kubectl.
+"""The emulated API server (tests/support/apiserver/emulator.py) made fit for the real helm and kubectl.
 
 `Cluster` already answers resource requests with the API server's semantics. The real helm 4.1.4
 and kubectl 1.37 binaries need four more things a real kube-apiserver has, added here:
@@ -40,7 +40,7 @@ import attrs
 import kmock
 from multidict import CIMultiDict
 
-from emulator import ApiError, Cluster, Obj, ResKey
+from tests.support.apiserver.emulator import ApiError, Cluster, Obj, ResKey
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 _NAMESPACE_URL = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?/?$")

@@ -16,7 +16,7 @@ from kubetune.render.serving import manifests
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
-GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN = REPO / "tests" / "render" / "golden"
 
 
 def example_files() -> list[Path]:
@@ -138,7 +138,7 @@ class JobBuilder:
 def crd_schema(relative: str, version: str) -> dict[str, Any]:
     """The openAPIV3Schema of one version of an upstream CRD (kt_upstream.py finds the folder;
     the calling test is skipped, with a message saying how to get them, where they are absent)."""
-    from kt_upstream import (
+    from tests.support.kt_upstream import (
         require_upstream_crds,
     )  # here, not at the top: update_golden.py imports this module outside pytest
 

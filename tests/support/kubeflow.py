@@ -13,7 +13,7 @@ import datetime
 import json
 from typing import Any
 
-from emulator import Cluster
+from tests.support.apiserver.emulator import Cluster
 
 from kubetune.api.contract import PROGRESS_PREFIX, STAGE_PREFIX
 

@@ -17,7 +17,7 @@ resource request from its own store with the API server's semantics:
 * a real ``/status`` subresource: writes to the main resource ignore status,
   writes to ``/status`` change nothing else;
 * merge patch, JSON patch, strategic merge (treated as merge: the operator sends
-  none) and real server-side apply (tests/controller/ssa.py, after
+  none) and real server-side apply (tests/support/apiserver/ssa.py, after
   structured-merge-diff): ``metadata.managedFields`` kept on every write (Apply
   entries for appliers; Update entries, manager from ``fieldManager`` or the
   User-Agent, for everything else), list-map/set/atomic merges by the kind's
@@ -32,7 +32,7 @@ resource request from its own store with the API server's semantics:
   point), without one it starts with ADDED for current objects;
 * ``pods/log`` with ``tailLines`` from lines the test appends;
 * a CustomResourceDefinition is created or updated only if it passes
-  apiextensions' creation-time checks (``_admit``, tests/api/kt_crd.py);
+  apiextensions' creation-time checks (``_admit``, tests/support/apiserver/crd.py);
 * fault injection (status code for the next N matching calls), dropping every
   open watch, and a record of every call as an RBAC tuple;
 * bearer-token authentication when ``authenticate`` is set: a request without a
@@ -60,7 +60,9 @@ from typing import Any
 import aiohttp.web
 import attrs
 import kmock
-import ssa
+
+from tests.support.apiserver import ssa, validation
+from tests.support.apiserver.crd import creation_errors
 
 Obj = dict[str, Any]
 ResKey = tuple[str, str, str]  # group, version, plural
@@ -258,13 +260,11 @@ _RESET_STATUS: tuple[ssa.FPath, ...] = ((("f", "metadata"),), (("f", "spec"),))
 
 def _admit(res: ResKey, obj: Obj) -> None:
     """Server-side validation the emulator reproduces: a CustomResourceDefinition gets apiextensions'
-    creation-time checks (tests/api/kt_crd.py: structural schema, pruned and valid defaults, CEL
+    creation-time checks (tests/support/apiserver/crd.py: structural schema, pruned and valid defaults, CEL
     rules on every default, compilation, cost budgets), on create and on update alike (the real
     server relaxes some of them on update for problems the stored CRD already had; not emulated)."""
     if res != CRDS:
         return
-    from kt_crd import creation_errors  # tests/api, on pytest's pythonpath
-
     errors = creation_errors(obj)
     if errors:
         name = obj.get("metadata", {}).get("name", "")
@@ -277,33 +277,13 @@ _CEL_CACHE: dict[tuple[int, str], tuple[str, ...]] = {}
 
 
 def _cel_errors(new: Obj, old: Obj | None, schema: dict[str, Any]) -> list[str]:
-    """The CRD's CEL rules (tests/api/kt_apiserver.py) with validation ratcheting, GA since 1.33
-    (apiextensions-apiserver pkg/features/kube_features.go 70-74, pkg/apiserver/schema/cel/validation.go
-    237-242 and 468): a rule without oldSelf on a node equal to the old object's is not held against the
-    update, so it is not evaluated here (the stored object passed it).  Nodes are correlated through
-    object fields only; list items are always evaluated.  Results are memoised per value (cel-python
-    takes ~0.2 s for a FineTuneJob)."""
-    from kt_apiserver import RULES, _holds, _nodes, is_transition, to_cel, with_object_meta
-
+    """The CRD's CEL rules with validation ratcheting on update (validation.cel_errors), memoised per
+    value (cel-python takes ~0.2 s for a FineTuneJob)."""
     key = (id(schema), json.dumps([new, old], sort_keys=True, default=str))
     cached = _CEL_CACHE.get(key)
     if cached is not None:
         return list(cached)
-    errors = []
-    for path, node, sub in _nodes(new, with_object_meta(schema)):
-        rules = [r for r in sub.get(RULES, []) if not is_transition(r["rule"])]
-        if not rules:
-            continue
-        if old is not None and path:
-            previous: Any = old
-            for part in path.lstrip(".").split("."):
-                previous = previous.get(part) if isinstance(previous, dict) and "[" not in part else None
-            if previous == node:
-                continue
-        activation = {"self": to_cel(node, sub)}
-        for entry in rules:
-            if not _holds(entry["rule"], activation):
-                errors.append(f"{path}{entry.get('fieldPath', '')}: {entry['message']}")
+    errors = validation.cel_errors(new, schema, old=old)
     _CEL_CACHE[key] = tuple(errors)
     return errors
 
@@ -380,7 +360,7 @@ class Cluster(kmock.KubernetesScaffold):
     garbage_collect: bool = False
     """Delete dependents whose owners are all gone, as kube-controller-manager's garbage collector does."""
     virtual: dict[ResKey, Callable[[kmock.Request, str], Any]] = attrs.field(factory=dict)
-    """Resources with no storage, served by a plug-in (emulator_auth: TokenReview): (request, verb) -> response."""
+    """Resources with no storage, served by a plug-in (auth.py: TokenReview): (request, verb) -> response."""
     _types: dict[ResKey, tuple[Any, ssa.Typ]] = attrs.field(factory=dict)
     _deduced: ssa.Typ = attrs.field(factory=ssa.deduced_type)
     admission: dict[ResKey, list[Callable[[Obj, Obj | None], None]]] = attrs.field(factory=dict)
@@ -713,40 +693,36 @@ class Cluster(kmock.KubernetesScaffold):
         schema = self._crd_schema(res)
         if schema is None:
             return []
-        from kt_apiserver import unknown_fields  # tests/api, on pytest's pythonpath
-
         # sorted, as pruning/algorithm.go 41 returns them; apiVersion, kind and metadata at the root are
         # never pruned (algorithm.go 29-53, isResourceRoot)
         return sorted(
-            p.lstrip(".") for p in unknown_fields({k: v for k, v in obj.items() if k not in _ROOT_META}, schema)
+            p.lstrip(".")
+            for p in validation.unknown_fields({k: v for k, v in obj.items() if k not in _ROOT_META}, schema)
         )
 
     def _admit_cr(self, res: ResKey, new: Obj, old: Obj | None) -> Obj:
         """A custom resource as apiextensions-apiserver stores it: unknown fields pruned
-        (pkg/apiserver/schema/pruning/algorithm.go, tests/api/kt_crd._pruned), nulls dropped, defaults
-        applied, then the OpenAPI and CEL checks, transition rules on update (tests/api/kt_apiserver.py);
+        (pkg/apiserver/schema/pruning/algorithm.go, validation.pruned), nulls dropped, defaults
+        applied, then the OpenAPI and CEL checks, transition rules on update (validation.py);
         an error is 422 Invalid as pkg/registry/customresource/validator.go answers."""
         schema = self._crd_schema(res)
         if schema is None:
             return new
-        from kt_apiserver import apply_defaults, prune_nulls, schema_errors, transition_errors
-        from kt_crd import _pruned
-
         meta = new.get("metadata")
-        body = _pruned({k: v for k, v in new.items() if k not in _ROOT_META}, schema)
+        body = validation.pruned({k: v for k, v in new.items() if k not in _ROOT_META}, schema)
         body.update({k: new[k] for k in ("apiVersion", "kind") if k in new})
-        prune_nulls(body, schema)
-        apply_defaults(body, schema)
+        validation.prune_nulls(body, schema)
+        validation.apply_defaults(body, schema)
         stored = {**body, "metadata": meta} if meta is not None else body
         checked = {**stored, "metadata": {k: v for k, v in (meta or {}).items() if k in ("name", "generateName")}}
-        errors = schema_errors(
+        errors = validation.schema_errors(
             checked, {**schema, "properties": {**schema.get("properties", {}), "metadata": {"type": "object"}}}
         )
         if not errors:
             errors = _cel_errors(checked, old, schema)
             if old is not None and not errors:
                 previous = {**{k: v for k, v in old.items() if k != "metadata"}, "metadata": checked["metadata"]}
-                errors = transition_errors(checked, previous, schema)
+                errors = validation.transition_errors(checked, previous, schema)
         if errors:
             kind = self.kinds[res].kind
             raise ApiError(
@@ -880,10 +856,8 @@ class Cluster(kmock.KubernetesScaffold):
             )
         if unknown:  # pruned before merging, so no one owns a field the server does not keep
             schema = self._crd_schema(res) or {}
-            from kt_crd import _pruned
-
             kept = {k: patch[k] for k in _ROOT_META if k in patch}
-            patch = {**_pruned({k: v for k, v in patch.items() if k not in _ROOT_META}, schema), **kept}
+            patch = {**validation.pruned({k: v for k, v in patch.items() if k not in _ROOT_META}, schema), **kept}
         reset = self._reset(res, subresource)
         typ = self._type(res, patch)
         if key not in self.store and subresource is None:

@@ -10,13 +10,15 @@ import copy
 import json
 from typing import Any
 
-from conftest import FTJ, PTJ, eventually, example_job
-from emulator import Cluster
-from kubeflow import pod_exits, pod_name, set_condition, start_pod
+from tests.support.harness import FTJ, PTJ, eventually, example_job
+from tests.support.apiserver.emulator import Cluster
+from tests.support.kubeflow import pod_exits, pod_name, set_condition, start_pod
 
 from kubetune.api.contract import PROGRESS_PREFIX, STAGE_PREFIX
 from kubetune.api.crd import crd
+from kubetune.api.contract import KIND
 from kubetune.api.sweep import SWEEP_KIND
+from kubetune.controller.sweeps.snapshot import SweepSnapshot
 
 FTS = ("kubetune.io/v1alpha1", "finetunesweeps")
 CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
@@ -155,3 +157,70 @@ async def drive_a_sweep(cluster: Cluster, name: str = "sw") -> None:
     await eventually(
         lambda: cluster.read("apps/v1", "deployments", NS, f"{name}-0-serve"), what="the best trial served"
     )
+
+
+# --- snapshots for the pure sweep decide (tests/controller/test_sweep_decide.py, the Argo CD health check) ---
+
+UID = "sweep-uid"
+
+
+def snapshot(
+    status: dict[str, Any] | None = None, trials: dict[str, Any] | None = None, **changes: Any
+) -> SweepSnapshot:
+    obj = sweep(**changes)
+    obj["metadata"].update(uid=UID, generation=1, resourceVersion="7")
+    defaults: dict[str, Any] = {"trials": trials or {}}
+    return SweepSnapshot("team-a", "lr", obj, UID, 1, "7", status or {}, **defaults)
+
+
+def job(name: str, phase: str, **status: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": "team-a"},
+        "spec": {},
+        "status": {"phase": phase, **status},
+    }
+
+
+def record(number: int, state: str, value: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "number": number,
+        "name": f"lr-{number}",
+        "parameters": {"training.learningRate": 1e-4 * (number + 1)},
+        "state": state,
+    }
+    if value is not None:
+        out["value"] = value
+    return out
+
+
+def promoted_snapshot(serving: dict[str, Any] | None, *, job_generation: int = 2, served: bool = True) -> SweepSnapshot:
+    """A finished promote: serve sweep whose winner lr-0 already got spec.serve (promotion applied
+    earlier in this generation) and whose FineTuneJob controller wrote ``serving`` (or nothing yet)."""
+    winner = job("lr-0", "Succeeded", conditions=[serving] if serving else [])
+    winner["metadata"]["generation"] = job_generation
+    if served:
+        winner["spec"] = {"serve": {}}
+    promoted = {
+        "type": "Promoted",
+        "status": "True",
+        "reason": "WinnerPromoted",
+        "message": "",
+        "observedGeneration": 1,
+        "lastTransitionTime": "2026-12-07T10:00:00Z",
+    }
+    status = {"trials": [record(0, "Succeeded", 0.5)], "conditions": [promoted]}
+    snap = snapshot(status, {"lr-0": winner}, maxTrials=1, promote="serve", template_changes={"serve": {}})
+    return SweepSnapshot(**{**snap.__dict__, "first_seen": False})
+
+
+def serving_condition(reason: str, holds: str, generation: int = 2) -> dict[str, Any]:
+    return {
+        "type": "Serving",
+        "status": holds,
+        "reason": reason,
+        "message": f"{reason} here",
+        "observedGeneration": generation,
+        "lastTransitionTime": "2026-12-07T10:00:00Z",
+    }

@@ -61,7 +61,7 @@ What is NOT emulated: names/group/versions/conversion/printer-column checks
 ``list-map-keys`` rules beyond the oldSelf correlation, ``x-kubernetes-embedded-
 resource`` defaults inside metadata, ``format`` warnings, ratcheting,
 messageExpression, the runtime per-call CEL cost limit while defaults are
-evaluated, and Go RE2 compilation of ``pattern`` (kt_apiserver translates RE2's
+evaluated, and Go RE2 compilation of ``pattern`` (validation.py translates RE2's
 ``$``; look-arounds are refused by tests/api/test_crd.py).
 """
 
@@ -78,7 +78,16 @@ from lark import Token, Tree
 
 from celpy import celtypes
 
-from kt_apiserver import PRESERVE, RULES, _nodes, compile_rule, is_transition, schema_errors, to_cel
+from tests.support.apiserver.validation import (
+    PRESERVE,
+    RULES,
+    compile_rule,
+    is_transition,
+    nodes,
+    pruned,
+    schema_errors,
+    to_cel,
+)
 
 Schema = dict[str, Any]
 
@@ -281,7 +290,7 @@ def rule_entry_errors(schema: Schema, path: str = "openAPIV3Schema") -> list[str
         if "message" not in entry and re.search(r"[\n\r]", entry.get("rule", "")):
             errors.append(f"{at}.message: Required value: message must be specified if rule contains line breaks")
         if "messageExpression" in entry:
-            errors.append(f"{at}.messageExpression: not emulated by tests/api/kt_crd.py")
+            errors.append(f"{at}.messageExpression: not emulated by tests/support/apiserver/crd.py")
         if "reason" in entry and entry["reason"] not in _REASONS:
             errors.append(f"{at}.reason: Unsupported value: {entry['reason']!r}")
         if "fieldPath" in entry:
@@ -296,27 +305,6 @@ def rule_entry_errors(schema: Schema, path: str = "openAPIV3Schema") -> list[str
 # --- 3: defaults -------------------------------------------------------------------------
 
 
-def _pruned(value: Any, schema: Schema) -> Any:
-    """pkg/apiserver/schema/pruning/algorithm.go: drop fields the schema does not declare."""
-    if schema.get(PRESERVE) and "properties" not in schema and not isinstance(schema.get("additionalProperties"), dict):
-        return value
-    if isinstance(value, dict):
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties")
-        out = {}
-        for key, item in value.items():
-            if key in props:
-                out[key] = _pruned(item, props[key])
-            elif isinstance(extra, dict):
-                out[key] = _pruned(item, extra)
-            elif extra is True or schema.get(PRESERVE):
-                out[key] = item
-        return out
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_pruned(v, schema["items"]) for v in value]
-    return value
-
-
 def _cel_on_value(value: Any, schema: Schema, at: str) -> list[str]:
     """Every rule of ``schema`` and of the nodes inside ``value``, with oldSelf = self (cel/validation.go).
 
@@ -325,7 +313,7 @@ def _cel_on_value(value: Any, schema: Schema, at: str) -> list[str]:
     """
     errors = []
     kind = {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), "number")
-    for path, node, sub in _nodes(value, schema):
+    for path, node, sub in nodes(value, schema):
         for entry in sub.get(RULES, []):
             activation = {"self": to_cel(node, sub)}
             if is_transition(entry["rule"]):
@@ -358,7 +346,7 @@ def default_errors(schema: Schema, path: str = "openAPIV3Schema", *, run_cel: bo
     if "default" in schema:
         default = schema["default"]
         at = path
-        if _pruned(copy.deepcopy(default), schema) != default:
+        if pruned(copy.deepcopy(default), schema) != default:
             errors.append(f"{at}.default: Invalid value: must not have unknown fields")
         invalid = schema_errors(default, schema)
         if invalid:
@@ -749,7 +737,7 @@ def compile_and_cost(schema: Schema) -> tuple[list[str], list[RuleCost]]:
                     continue
                 except NotEmulated as exc:
                     errors.append(
-                        f"{at}: {exc} is not emulated by tests/api/kt_crd.py's type checker and cost estimate"
+                        f"{at}: {exc} is not emulated by tests/support/apiserver/crd.py's type checker and cost estimate"
                     )
                     continue
                 if est.kind not in ("bool", "dyn"):

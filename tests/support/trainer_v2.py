@@ -9,7 +9,7 @@ kubeflow/trainer v2.3.0
      and the PodSpecPatch fields serviceAccountName, volumes, initContainers, containers,
      imagePullSecrets, securityContext, terminationGracePeriodSeconds (:390-463); runtimePatches is a
      list-map keyed by manager (:120-121), replicatedJobs by name (:338-339).  Played by evaluating the
-     upstream CRD's schema and CEL (tests/api/kt_apiserver.py); transition rules run on list-map items
+     upstream CRD's schema and CEL (tests/support/apiserver/validation.py); transition rules run on list-map items
      correlated by their keys, as the API server does (k8s.io/apiextensions-apiserver CEL validation;
      not read here: the correlation is the documented behaviour of x-kubernetes-list-type map).
   T2 pkg/webhooks/trainjob_webhook.go:45-92 ``Default``: runtimePatches[].time is set to now on create
@@ -69,9 +69,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import kt_apiserver  # tests/api, on pytest's pythonpath
-from emulator import ApiError, Cluster, Obj
-from kt_upstream import require_upstream_crds
+from tests.support.apiserver import validation
+from tests.support.apiserver.emulator import ApiError, Cluster, Obj
+from tests.support.kt_upstream import require_upstream_crds
 
 TJ = ("trainer.kubeflow.org/v1alpha1", "trainjobs")
 CTR = ("trainer.kubeflow.org/v1alpha1", "clustertrainingruntimes")
@@ -94,7 +94,7 @@ def _now() -> str:
 def _schema(kind: str) -> dict[str, Any]:
     """The upstream CRD's openAPIV3Schema (renderlib.crd_schema: tests/support/kt_upstream.py finds the
     folder, and the calling test is skipped with how to get it where it is absent)."""
-    import renderlib  # tests/render
+    from tests.support import renderlib
 
     relative, version = renderlib.WORKLOAD_CRDS[("trainer.kubeflow.org/v1alpha1", kind)]
     return renderlib.crd_schema(relative, version)
@@ -115,13 +115,13 @@ def _transition_errors(new: Any, old: Any, schema: Mapping[str, Any], path: str)
     """Transition rules (``oldSelf``) wherever the node exists in both objects; list-map items are
     paired by their keys, other lists are not correlated (their items' transition rules do not run)."""
     errors: list[str] = []
-    for entry in schema.get(kt_apiserver.RULES, []):
-        if kt_apiserver.is_transition(entry["rule"]):
+    for entry in schema.get(validation.RULES, []):
+        if validation.is_transition(entry["rule"]):
             activation = {
-                "self": kt_apiserver.to_cel(new, dict(schema)),
-                "oldSelf": kt_apiserver.to_cel(old, dict(schema)),
+                "self": validation.to_cel(new, dict(schema)),
+                "oldSelf": validation.to_cel(old, dict(schema)),
             }
-            if not kt_apiserver._holds(entry["rule"], activation):
+            if not validation.holds(entry["rule"], activation):
                 errors.append(f'{path.lstrip(".")}: Invalid value: "{_type_of(schema)}": {entry["message"]}')
     if isinstance(new, dict) and isinstance(old, dict):
         for key, sub in (schema.get("properties") or {}).items():
@@ -141,7 +141,7 @@ def _crd_verdict(new: Obj, old: Obj | None) -> None:
     """The API server's schema, defaulting and CEL for a TrainJob write; refuses with 422 Invalid."""
     schema = _schema("TrainJob")
     body = {k: v for k, v in new.items() if k != "status"}
-    stored, errors = kt_apiserver.admitted(body, schema)
+    stored, errors = validation.admitted(body, schema)
     if old is not None and not errors:
         old_body = {k: v for k, v in old.items() if k != "status"}
         errors = _transition_errors(stored, old_body, schema, "")
@@ -274,7 +274,7 @@ def _trainer_validate(new: Obj, old: Obj | None, cluster: Cluster) -> None:
 def _trainjob_admission(cluster: Cluster, *, schema: bool = True) -> Any:
     def admit(new: Obj, old: Obj | None) -> None:
         if schema:
-            kt_apiserver.apply_defaults(new.setdefault("spec", {}), _schema("TrainJob")["properties"]["spec"])
+            validation.apply_defaults(new.setdefault("spec", {}), _schema("TrainJob")["properties"]["spec"])
         _kueue_default(new, old, cluster)
         _trainer_default(new, old)
         if schema:

@@ -6,7 +6,7 @@ Why a committed catalog: the renderer and ``kubetune validate`` must check
 ``llamafactory.hparams.get_train_args`` parses, so it cannot drift from the
 pinned version; ``tests/render/test_llamafactory.py`` (test_catalog_is_current) fails when it is stale.
 
-Usage: ``.venv/bin/python tests/render/update_llamafactory_catalog.py [--check]``
+Usage: ``.venv/bin/python -m tests.support.update_llamafactory_catalog [--check]``
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main() -> int:
     if "--check" in sys.argv:
         current = CATALOG.read_text(encoding="utf-8") if CATALOG.exists() else ""
         if current != text:
-            print(f"{CATALOG} is stale: run {__file__}", file=sys.stderr)
+            print(f"{CATALOG} is stale: run python -m tests.support.update_llamafactory_catalog", file=sys.stderr)
             return 1
         return 0
     CATALOG.write_text(text, encoding="utf-8")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kt_time import scaled
+from tests.support.kt_time import scaled
 import yaml
 
 from kubetune.api import load_documents
@@ -79,8 +79,7 @@ def _rendered(values: Path | None) -> list[dict[str, Any]]:
     return list(_cached(values))
 
 
-# Fixtures live here, not in a conftest.py: tests/controller imports its own `conftest` module by
-# name, and a second conftest.py under tests/ would shadow it in a whole-suite run.
+# Fixtures of the chart tests: each test module imports the ones it requests.
 @pytest.fixture
 def default_objects() -> list[dict[str, Any]]:
     """The chart rendered with its default values."""

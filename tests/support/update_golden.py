@@ -1,6 +1,6 @@
 """Regenerate tests/render/golden/ from examples/ (one YAML file of rendered objects per example).
 
-Usage: ``.venv/bin/python tests/render/update_golden.py``; review the diff before committing:
+Usage: ``.venv/bin/python -m tests.support.update_golden``; review the diff before committing:
 a golden change is a change to what users get in their cluster.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from renderlib import (  # run as a script, so its own folder is first on sys.path
+from tests.support.renderlib import (  # run with `python -m` from the repository root (.ci/regen)
     EXAMPLES,
     GOLDEN,
     OPERATOR_EXAMPLES,

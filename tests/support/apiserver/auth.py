@@ -41,7 +41,7 @@ from typing import Any
 
 import aiohttp.web
 import kmock
-from emulator import ApiError, Cluster
+from tests.support.apiserver.emulator import ApiError, Cluster
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 API_AUDIENCES = (ISSUER,)

@@ -16,7 +16,7 @@ custom resource, in its order, using only the generated CRD:
 
 It deliberately imports nothing from ``kubetune.api`` except the CRD, so the
 agreement tests compare two independent verdicts.  The tests take the schema
-from ``kt_crd.install(crd())``, which first makes the checks the API server
+from ``crd.install(crd())`` (tests/support/apiserver/crd.py), which first makes the checks the API server
 makes when the CRD itself is created (a refused CRD serves no objects at all).
 """
 
@@ -94,6 +94,28 @@ def unknown_fields(value: Any, schema: Schema, path: str = "") -> list[str]:
         for i, item in enumerate(value):
             found += unknown_fields(item, schema["items"], f"{path}[{i}]")
     return found
+
+
+def pruned(value: Any, schema: Schema) -> Any:
+    """pkg/apiserver/schema/pruning/algorithm.go: drop fields the schema does not declare (what the
+    API server stores of a custom resource, and what crd.py requires of every default)."""
+    if schema.get(PRESERVE) and "properties" not in schema and not isinstance(schema.get("additionalProperties"), dict):
+        return value
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        out = {}
+        for key, item in value.items():
+            if key in props:
+                out[key] = pruned(item, props[key])
+            elif isinstance(extra, dict):
+                out[key] = pruned(item, extra)
+            elif extra is True or schema.get(PRESERVE):
+                out[key] = item
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [pruned(v, schema["items"]) for v in value]
+    return value
 
 
 def prune_nulls(value: Any, schema: Schema) -> None:
@@ -189,7 +211,7 @@ def to_cel(value: Any, schema: Schema) -> Any:
     return celpy.json_to_cel(value)
 
 
-def _holds(rule: str, activation: dict[str, Any]) -> bool:
+def holds(rule: str, activation: dict[str, Any]) -> bool:
     try:
         result = compile_rule(rule).evaluate(activation)
     except celpy.CELEvalError:
@@ -197,7 +219,7 @@ def _holds(rule: str, activation: dict[str, Any]) -> bool:
     return isinstance(result, celtypes.BoolType) and bool(result)
 
 
-def _nodes(value: Any, schema: Schema, path: str = "") -> Iterator[tuple[str, Any, Schema]]:
+def nodes(value: Any, schema: Schema, path: str = "") -> Iterator[tuple[str, Any, Schema]]:
     """Every (path, value, schema) pair, top-down, skipping unknown and preserved subtrees."""
     yield path, value, schema
     if schema.get(PRESERVE) and "properties" not in schema:
@@ -208,10 +230,10 @@ def _nodes(value: Any, schema: Schema, path: str = "") -> Iterator[tuple[str, An
         for key, item in value.items():
             sub = props.get(key, extra if isinstance(extra, dict) else None)
             if sub is not None:
-                yield from _nodes(item, sub, f"{path}.{key}")
+                yield from nodes(item, sub, f"{path}.{key}")
     elif isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
-            yield from _nodes(item, schema["items"], f"{path}[{i}]")
+            yield from nodes(item, schema["items"], f"{path}[{i}]")
 
 
 def with_object_meta(schema: Schema) -> Schema:
@@ -222,13 +244,29 @@ def with_object_meta(schema: Schema) -> Schema:
     return {**schema, "properties": {**schema.get("properties", {}), "metadata": meta}}
 
 
-def cel_errors(value: Any, schema: Schema) -> list[str]:
+def cel_errors(value: Any, schema: Schema, old: Any = None) -> list[str]:
+    """Errors of every ``x-kubernetes-validations`` rule without ``oldSelf``, each at its node.
+
+    With ``old`` (an update), validation ratcheting, GA since 1.33 (apiextensions-apiserver
+    pkg/features/kube_features.go 70-74, pkg/apiserver/schema/cel/validation.go 237-242 and 468): a
+    rule on a node equal to the old object's is not held against the update, so it is not evaluated
+    (the stored object passed it).  Nodes are correlated through object fields only; list items are
+    always evaluated.
+    """
     errors = []
-    for path, node, sub in _nodes(value, with_object_meta(schema)):
+    for path, node, sub in nodes(value, with_object_meta(schema)):
         rules = [r for r in sub.get(RULES, []) if not is_transition(r["rule"])]
-        activation = {"self": to_cel(node, sub)} if rules else {}
+        if not rules:
+            continue
+        if old is not None and path:
+            previous: Any = old
+            for part in path.lstrip(".").split("."):
+                previous = previous.get(part) if isinstance(previous, dict) and "[" not in part else None
+            if previous == node:
+                continue
+        activation = {"self": to_cel(node, sub)}
         for entry in rules:
-            if not _holds(entry["rule"], activation):
+            if not holds(entry["rule"], activation):
                 errors.append(f"{path}{entry.get('fieldPath', '')}: {entry['message']}")
     return errors
 
@@ -254,7 +292,7 @@ def transition_errors(new: dict[str, Any], old: dict[str, Any], schema: Schema) 
     FineTuneJob's transition rules need).
     """
     errors = []
-    for path, node, sub in _nodes(new, with_object_meta(schema)):
+    for path, node, sub in nodes(new, with_object_meta(schema)):
         rules = [r for r in sub.get(RULES, []) if is_transition(r["rule"])]
         if not rules:
             continue
@@ -265,6 +303,6 @@ def transition_errors(new: dict[str, Any], old: dict[str, Any], schema: Schema) 
             continue
         activation = {"self": to_cel(node, sub), "oldSelf": to_cel(old_node, sub)}
         for entry in rules:
-            if not _holds(entry["rule"], activation):
+            if not holds(entry["rule"], activation):
                 errors.append(f"{path}{entry.get('fieldPath', '')}: {entry['message']}")
     return errors
