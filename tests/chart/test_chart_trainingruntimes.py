@@ -16,7 +16,7 @@ from kt_upstream import require_upstream_crds
 from chartlib import ROOT, find, needs_helm, one, template, template_error
 from kubetune.api.contract import METRICS_PORT
 from kubetune.render import RenderOptions, render
-from kubetune.render.backends.trainjob import NODE, RUNTIME_NAME
+from kubetune.cluster.backends.trainjob import NODE, RUNTIME_NAME
 
 pytestmark = needs_helm
 
