@@ -1,9 +1,10 @@
 """kubetune: fine-tune LLMs on Kubernetes with LLaMA-Factory.
 
 The package is layered (enforced by import-linter, see pyproject.toml):
-``api`` (pydantic models, the single source of truth) -> ``render`` (pure
-functions) -> ``controller`` / ``cli``.  ``trainer`` runs inside the training
-image and depends on ``api`` only.  Nothing here imports torch, transformers or
+``api`` (pydantic models, the single source of truth) -> ``cluster`` (what
+kubetune knows about its kinds in the cluster: backends, serving engines) ->
+``render`` (pure functions) -> ``controller`` / ``cli``.  ``trainer`` runs inside
+the training image and depends on ``api`` only.  Nothing here imports torch, transformers or
 llamafactory at module level; those are the optional ``train`` extra.
 
 The Python SDK (``kubetune.sdk``, docs/sdk.md) is reachable from here:

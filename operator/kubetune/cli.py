@@ -20,7 +20,7 @@ from kubetune.api import FineTuneJob
 from kubetune.api.safeyaml import InputError, read_documents
 from kubetune.api.text import escape, line
 from kubetune.render import Problem, RenderOptions, render, validate_object
-from kubetune.render.backends import AUTO, BACKENDS, OFFLINE_DEFAULT
+from kubetune.cluster.backends import AUTO, BACKENDS, OFFLINE_DEFAULT
 
 
 MAX_JOBS_PER_FILE = 100

@@ -631,8 +631,8 @@ def _local_stamp(when: datetime | None) -> str:
 def pod_for_rank(kind: str, rank: int | None) -> tuple[str, int, str]:
     """(replica type, replica index, container) of a Kubeflow v1 job's pod whose log holds a rank's
     output (kept for scripts; ``find_pod`` asks the child's backend, which knows every kind)."""
-    from kubetune.render.backends import backend_for_kind
-    from kubetune.render.backends.common import KUBEFLOW_REPLICA_INDEX_LABEL, KUBEFLOW_REPLICA_TYPE_LABEL
+    from kubetune.cluster.backends import backend_for_kind
+    from kubetune.cluster.backends.kubeflow import KUBEFLOW_REPLICA_INDEX_LABEL, KUBEFLOW_REPLICA_TYPE_LABEL
 
     backend = backend_for_kind(kind) or backend_for_kind("PyTorchJob")
     assert backend is not None
@@ -643,9 +643,9 @@ def pod_for_rank(kind: str, rank: int | None) -> tuple[str, int, str]:
 def find_pod(client: Client, ns: str, job: dict[str, Any], rank: int | None) -> tuple[str | None, str, str]:
     """(pod name or None, container, what was looked for) of the pod holding ``rank``'s output.
 
-    The child's backend (render/backends) says which labels that pod carries: PyTorchJob Master /
+    The child's backend (cluster/backends) says which labels that pod carries: PyTorchJob Master /
     Worker N-1, MPIJob Launcher / Worker N, TrainJob node job N."""
-    from kubetune.render.backends import BACKENDS, backend_for_kind, get_backend
+    from kubetune.cluster.backends import BACKENDS, backend_for_kind, get_backend
 
     child = (job.get("status") or {}).get("job") or {}
     name = str(child.get("name") or job["metadata"]["name"])

@@ -1,5 +1,5 @@
-"""The chart grants every rule each workload backend declares (operator/kubetune/render/backends,
-``rbac()``), and exactly the rules the serving engines declare (operator/kubetune/render/serving):
+"""The chart grants every rule each workload backend declares (operator/kubetune/cluster/backends,
+``rbac()``), and exactly the rules the serving engines declare (operator/kubetune/cluster/serving):
 adding a backend or an engine without its RBAC fails here, not as a 403 in a cluster."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from tests.support.chartlib import ci_objects, default_objects, find, needs_helm  # noqa: F401 (fixtures)
-from kubetune.render.backends import BACKENDS
-from kubetune.render.serving import ENGINES
+from kubetune.cluster.backends import BACKENDS
+from kubetune.cluster.serving import ENGINES
 
 pytestmark = needs_helm
 

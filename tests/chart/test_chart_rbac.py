@@ -62,7 +62,7 @@ PATCHED_NOT_CREATED = {("kopf.dev", "clusterkopfpeerings"), ("kopf.dev", "kopfpe
 
 
 def _workloads() -> set[tuple[str, str]]:
-    from kubetune.render.backends import BACKENDS
+    from kubetune.cluster.backends import BACKENDS
 
     return {(b.api_version.split("/")[0], b.plural) for b in BACKENDS.values()}
 

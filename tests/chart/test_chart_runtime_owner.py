@@ -23,7 +23,7 @@ import yaml
 from tests.support.chartlib import CHART, HELM, ROOT, needs_helm
 from tests.support.kt_upstream import missing_message, upstream_crds_path
 from tests.support.apiserver.helm import ServedCluster, served_cluster
-from kubetune.render.backends.trainjob import ENABLE_RUNTIME, RUNTIME_NAME
+from kubetune.cluster.backends.trainjob import ENABLE_RUNTIME, RUNTIME_NAME
 
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
 RUNTIME_CRD = upstream_crds_path() / "trainer" / "trainer.kubeflow.org_clustertrainingruntimes.yaml"

@@ -15,7 +15,7 @@ from tests.support import renderlib
 from tests.support.chartlib import find, needs_helm, one, template, template_error
 from kubetune.api.contract import METRICS_PORT
 from kubetune.render import RenderOptions, render
-from kubetune.render.backends.trainjob import NODE, RUNTIME_NAME
+from kubetune.cluster.backends.trainjob import NODE, RUNTIME_NAME
 
 pytestmark = needs_helm
 

@@ -1028,7 +1028,7 @@ def test_a_serving_object_read_from_a_list_is_read_by_its_engine() -> None:
 
 
 def test_kserve_and_kaito_report_the_url_of_their_objects() -> None:
-    from kubetune.render.serving import observed_state
+    from kubetune.cluster.serving import observed_state
 
     isvc = {
         "kind": "LLMInferenceService",

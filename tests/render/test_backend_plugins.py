@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from kubetune.api.fields import Backend
-from kubetune.render.backends import (
+from kubetune.cluster.backends import (
     AUTO,
     BACKENDS,
     ChildStatus,

@@ -8,7 +8,7 @@ import pytest
 
 from kubetune.api.contract import CONFIG_DIR, KUEUE_QUEUE_LABEL, LABEL_JOB, Layout
 from kubetune.render import RenderOptions, render
-from kubetune.render.backends import BACKENDS, get_backend
+from kubetune.cluster.backends import BACKENDS, get_backend
 from tests.support.renderlib import JobBuilder, pod_templates
 
 

@@ -163,7 +163,7 @@ def test_a_job_without_an_outputs_claim_writes_to_a_sized_empty_dir_on_every_bac
     outputs_spec = json.loads(rendered.files[contract.SPEC_FILE])["spec"]["storage"]["outputs"]
     assert outputs_spec["uri"] == "s3://runs-bucket/ft/" and "claimName" not in outputs_spec
     # RBAC unchanged: the backend's rules name only its workload kind, never Secrets or volumes.
-    from kubetune.render.backends import get_backend
+    from kubetune.cluster.backends import get_backend
 
     assert not [r for r in get_backend(backend).rbac() if set(r.resources) & {"secrets", "persistentvolumeclaims"}]
 

@@ -1,4 +1,4 @@
-"""Every serving engine is one plugin (operator/kubetune/render/serving): the registry is what the
+"""Every serving engine is one plugin (operator/kubetune/cluster/serving): the registry is what the
 API enum, the operator (apply, watch, install hints) and the chart's RBAC read, and each engine
 declares every kind it renders."""
 
@@ -11,7 +11,8 @@ import pytest
 from tests.support.renderlib import JobBuilder
 
 from kubetune.api.serve import Engine
-from kubetune.render.serving import ENGINES, engine_for, engine_for_kind, render_serving, served_kinds
+from kubetune.cluster.serving import ENGINES, engine_for, engine_for_kind, served_kinds
+from kubetune.render.serving import render_serving
 
 # Every way spec.serve selects an engine: engine x (one model | an adapter) x spec.serve.kserve.kind.
 SELECTIONS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {

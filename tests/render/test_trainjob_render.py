@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kubetune.api.contract import KUEUE_QUEUE_LABEL, LABEL_JOB
 from kubetune.render import RenderOptions, render, validate_object
-from kubetune.render.backends.trainjob import (
+from kubetune.cluster.backends.trainjob import (
     COMPLETION_INDEX_LABEL,
     JOB_INDEX_LABEL,
     JOBSET_NAME_LABEL,
@@ -170,7 +170,7 @@ def test_fields_a_trainjob_cannot_carry_are_refused_naming_the_field(field: str,
 
 
 def test_rank0_pod_is_completion_index_0_of_the_node_job() -> None:
-    from kubetune.render.backends import BACKENDS
+    from kubetune.cluster.backends import BACKENDS
 
     b = BACKENDS["trainjob"]
 
@@ -277,14 +277,14 @@ def _applies_as_written_into_any_namespace(text: str, doc: dict[str, Any], pod: 
 def _trainjob_problems(name: str = "qwen-lora", **spec: Any) -> list[str]:
     from kubetune.api import load_documents
     from tests.support.renderlib import REPO
-    from kubetune.render.backends import BACKENDS
+    from kubetune.render.backends import RENDERERS
 
     doc = next(load_documents((REPO / "examples" / "finetune-lora.yaml").read_text(encoding="utf-8")))
     doc["metadata"] = {"name": name, "namespace": "team-a"}
     doc["spec"].update(spec)
     job, problems = validate_object(doc)
     assert job is not None, problems
-    return [f"{p.path}: {p.message}" for p in BACKENDS["trainjob"].check(job)]
+    return [f"{p.path}: {p.message}" for p in RENDERERS["trainjob"].check(job)]
 
 
 def test_what_a_trainjob_cannot_carry_is_refused_naming_the_field_and_the_limit() -> None:

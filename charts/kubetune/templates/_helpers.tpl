@@ -135,7 +135,7 @@ Granted by one ClusterRole (all namespaces) or one Role per watched namespace.
   resources: [jobs]
   verbs: [list, watch, create, patch]
 # Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org/v1alpha1): backend trainjob (and auto).
-# Each backend's rules are in its module (operator/kubetune/render/backends/*.py, rbac());
+# Each backend's rules are in its module (operator/kubetune/cluster/backends/*.py, rbac());
 # tests/chart/test_chart_backend_rbac.py checks this chart grants every one of them.
 - apiGroups: [trainer.kubeflow.org]
   resources: [trainjobs]

@@ -1,6 +1,7 @@
 """The kubetune operator: FineTuneJob -> ConfigMap + the training child (a Kubeflow PyTorchJob, MPIJob
-or Trainer v2 TrainJob: one backend each, ``kubetune.render.backends``; ``discovery`` chooses for
-``backend: auto``), then, once it Succeeded, the serving objects of ``spec.serve`` (one engine each,
+or Trainer v2 TrainJob: one backend each, ``kubetune.cluster.backends``, rendered by
+``kubetune.render.backends``; ``discovery`` chooses for ``backend: auto``), then, once it Succeeded,
+the serving objects of ``spec.serve`` (one engine each, ``kubetune.cluster.serving``, rendered by
 ``kubetune.render.serving``), and status back.
 
 One path per reconcile, observe -> decide -> act:

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubetune.api.contract import API_VERSION, KIND, PLURAL
-from kubetune.render.backends import BACKENDS
-from kubetune.render.serving import served_kinds
+from kubetune.cluster.backends import BACKENDS
+from kubetune.cluster.serving import served_kinds
 
 from .cache import Caches
 from .decide import Decision, EventSpec
@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 
 PLURALS = {
     ("v1", "ConfigMap"): "configmaps",
-    **{(b.api_version, b.kind): b.plural for b in BACKENDS.values()},  # the children kinds (render/backends)
-    # spec.serve, after the job Succeeded: every kind a serving engine writes (render/serving)
+    **{(b.api_version, b.kind): b.plural for b in BACKENDS.values()},  # the children kinds (cluster/backends)
+    # spec.serve, after the job Succeeded: every kind a serving engine writes (cluster/serving)
     **{key: k.plural for key, k in served_kinds().items()},
 }
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubetune.api.contract import LABEL_MANAGED_BY
-from kubetune.render.backends import BACKENDS
-from kubetune.render.serving import served_kinds
+from kubetune.cluster.backends import BACKENDS
+from kubetune.cluster.serving import served_kinds
 
 from .kube import ApiError, Kube
 from .conditions import EVICTED, LABEL_JOB_NAME, eviction_reason
@@ -38,7 +38,7 @@ SERVING_KINDS: dict[str, tuple[str, str]] = {
     k.kind: (k.api_version, k.plural) for k in served_kinds().values() if k.watched
 }
 """spec.serve's objects the operator watches (readiness, URL, deletion); kind -> (apiVersion, plural).
-Each serving engine says which of its kinds are watched (render/serving: ``ServedKind.watched``)."""
+Each serving engine says which of its kinds are watched (cluster/serving: ``ServedKind.watched``)."""
 SERVING_SELECTOR = "app.kubernetes.io/component=serving,app.kubernetes.io/managed-by=kubetune"
 """Only serving objects kubetune rendered (kubetune.render.serving labels them so)."""
 
@@ -355,7 +355,7 @@ class Caches:
     """The reverse: per (namespace, claim name), the jobs that name it."""
 
     def __post_init__(self) -> None:
-        for backend in BACKENDS.values():  # one informer per child kind (render/backends registry)
+        for backend in BACKENDS.values():  # one informer per child kind (cluster/backends registry)
             self.children[backend.plural] = Informer(
                 self.kube,
                 backend.api_version,

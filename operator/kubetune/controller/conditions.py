@@ -14,8 +14,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from kubetune.render.backends import BACKENDS
-from kubetune.render.backends.common import KUBEFLOW_JOB_NAME_LABEL
+from kubetune.cluster.backends import BACKENDS
+from kubetune.cluster.backends.kubeflow import KUBEFLOW_JOB_NAME_LABEL
 
 from .reasons import with_hint
 

@@ -32,9 +32,10 @@ from kubetune.api import TERMINAL_PHASES, FineTuneJob, broken_transition_rules
 from kubetune.api.contract import KUEUE_QUEUE_LABEL
 from kubetune.plan.feasibility import Verdict, autotune, feasibility, gpu_memory_for
 from kubetune.render import Rendered, RenderOptions, render
-from kubetune.render.backends import backend_for_kind
+from kubetune.cluster.backends import backend_for_kind
+from kubetune.cluster.serving import engine_for, observed_state
 from kubetune.render.chain import Failed, ModelSource, Waiting, resolve_from_job, reward_base_problem
-from kubetune.render.serving import Serving, engine_for, evaluation_verdict, observed_state, render_serving
+from kubetune.render.serving import Serving, evaluation_verdict, render_serving
 
 from .reasons import CONTROLLERS, REASONS, retryable_exit_code, with_hint
 from .snapshot import Snapshot
@@ -865,7 +866,7 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
             )
             return "Failed", "BackoffLimitExceeded", message, None
         return "Failed", "JobDeleted", with_hint("JobDeleted", f"the {kind} {name} was deleted"), None
-    state = snap.child_status  # the backend's reading of the child's status (render/backends)
+    state = snap.child_status  # the backend's reading of the child's status (cluster/backends)
     if state.state == "Succeeded":
         return "Succeeded", "JobSucceeded", state.message or "training finished", None
     if state.state == "Failed":

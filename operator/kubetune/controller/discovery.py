@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass, field
 
 from kubetune.api import FineTuneJob
-from kubetune.render.backends import AUTO, BACKENDS, OFFLINE_DEFAULT
-from kubetune.render.backends.trainjob import ENABLE_RUNTIME, RUNTIME_NAME, TrainJobBackend
+from kubetune.cluster.backends import AUTO, BACKENDS, OFFLINE_DEFAULT
+from kubetune.cluster.backends.trainjob import ENABLE_RUNTIME, RUNTIME_NAME, TrainJobBackend
+from kubetune.render.backends import RENDERERS
 
 from .kube import ApiError, Kube
 
@@ -103,7 +104,7 @@ class Discovery:
                 f"the cluster serves {tj.kind} {tj.api_version} but has no ClusterTrainingRuntime {RUNTIME_NAME} "
                 f"({ENABLE_RUNTIME}): using PyTorchJob",
             )
-        problems = tj.check(job)
+        problems = RENDERERS[tj.name].check(job)  # what a TrainJob rendered from this spec cannot carry
         if problems:
             return Choice(
                 OFFLINE_DEFAULT,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kubetune.api import Phase
-from kubetune.render.backends import BACKENDS
-from kubetune.render.serving import ENGINES
+from kubetune.cluster.backends import BACKENDS
+from kubetune.cluster.serving import ENGINES
 
 
 @dataclass(frozen=True)
@@ -501,7 +501,7 @@ CONTROLLERS = {
     **{b.kind: b.controller for b in BACKENDS.values()},
     **{e.kinds[0].kind: e.controller for e in ENGINES.values() if e.controller},
 }
-"""Who acts on each child kind (render/backends) and on each serving engine's main kind (render/serving):
+"""Who acts on each child kind (cluster/backends) and on each serving engine's main kind (cluster/serving):
 named by KindNotInstalled, ControllerNotRunning and ServingKindNotInstalled."""
 
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from kubetune.api import FineTuneJob, FineTuneJobSpec
 from kubetune.api.contract import SPEC_FILE
 from kubetune.render import Problem, RenderOptions, validate_object
-from kubetune.render.backends import ChildStatus, WorkloadBackend, backend_for_kind, get_backend
+from kubetune.cluster.backends import ChildStatus, WorkloadBackend, backend_for_kind, get_backend
 from kubetune.render.pipeline import CONFIG_MAP_SUFFIX
 from kubetune.render.serving import render_serving
 
@@ -133,7 +133,7 @@ class Snapshot:
 
     @property
     def child_status(self) -> ChildStatus:
-        """What the child's status says, read by its kind's backend (render/backends)."""
+        """What the child's status says, read by its kind's backend (cluster/backends)."""
         if self.child is None:
             return ChildStatus(None, acted=False)
         backend = backend_for_kind(str(self.child.get("kind") or self.child_kind)) or get_backend("pytorchjob")

@@ -1,7 +1,9 @@
 """Pure rendering: FineTuneJob -> LLaMA-Factory config, DeepSpeed/Accelerate config,
 dataset_info.json, ConfigMap and the training child (a Kubeflow PyTorchJob, MPIJob or Trainer v2
-TrainJob: one module each in ``backends``), and, for ``spec.serve``, the serving objects (one
-engine each in ``serving``).  No I/O, no cluster, no clock.
+TrainJob: one renderer each in ``backends``), and, for ``spec.serve``, the serving objects (one
+renderer per engine in ``serving``).  The backends and engines themselves, and what kubetune knows
+about their kinds in the cluster, are ``kubetune.cluster``, which the renderer reads for the kinds
+it writes.  No I/O, no cluster, no clock.
 """
 
 from .checks import validate_object

@@ -30,7 +30,7 @@ from kubetune.api.text import clip, join, show
 from ..plan.arch import UnknownModelError, resolve
 from ..plan.arch import OUTER_MODULES
 from ..plan.memory import outer_lora_targets, unknown_lora_targets
-from .backends import BACKENDS
+from .backends import RENDERERS
 from .catalog import catalog
 from .lfargs import OVERRIDABLE, SPEC_CONTROLLED
 from .limits import size_problems
@@ -137,8 +137,8 @@ def semantic_problems(job: FineTuneJob) -> list[Problem]:
     problems.extend(streaming_problems(job))
     problems.extend(preference_problems(job))
     problems.extend(Problem(path, message) for path, message in serving_problems(job))
-    if job.spec.distributed.backend in BACKENDS:  # auto: the operator checks the backend it chooses
-        problems.extend(BACKENDS[job.spec.distributed.backend].check(job))
+    if job.spec.distributed.backend in RENDERERS:  # auto: the operator checks the backend it chooses
+        problems.extend(RENDERERS[job.spec.distributed.backend].check(job))
     return problems
 
 

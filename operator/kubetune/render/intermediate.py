@@ -49,7 +49,7 @@ class Plan:
     namespace: str
     output_dir: str
     backend: str
-    """The backend actually rendered (a key of render.backends.BACKENDS; never auto)."""
+    """The backend actually rendered (a key of cluster.backends.BACKENDS; never auto)."""
     launcher: Launcher
     image: str
     queue: str | None

@@ -31,7 +31,7 @@ from kubetune.api.contract import (
 )
 
 from . import configs
-from .backends import get_backend
+from .backends import renderer_for
 from .lfargs import train_args, uses_deepspeed_config
 from .intermediate import Plan
 from .podspec import build_pod_spec, schedule
@@ -47,7 +47,7 @@ def resolve(job: FineTuneJob, options: RenderOptions) -> Plan:
     """Phase 1: every default and option settled once, so later phases never re-decide them."""
     namespace = job.metadata.namespace or options.default_namespace
     chosen = options.backend or job.spec.distributed.backend
-    backend = get_backend(chosen)  # auto renders as pytorchjob here; the operator passes its choice in options
+    backend = renderer_for(chosen)  # auto renders as pytorchjob here; the operator passes its choice in options
     problems = backend.check(job)
     if problems:
         raise ValueError("; ".join(p.message for p in problems))
@@ -114,7 +114,7 @@ def training(plan: Plan) -> None:
 def build(plan: Plan) -> Rendered:
     """Phase 5: the ConfigMap, then the backend's job; both from JSON templates."""
     config_map = render_manifest("configmap.json.j2", plan=plan)
-    workload = get_backend(plan.backend).build(plan)
+    workload = renderer_for(plan.backend).build(plan)
     return Rendered(
         job=plan.job,
         train_args=plan.train_args,

@@ -1,52 +1,34 @@
-"""Workload backends: one module per job kind, registered by name.
+"""How each workload backend renders its child: one module per backend, under the backend's name.
 
-A backend owns everything specific to its kind (see :mod:`.base` and docs/adding-a-backend.md):
-how it renders, its apiVersion/kind/plural, how its status becomes a phase, how rank 0's pod is
-found, its install hint, its cross-field checks and its RBAC rules.  The controller, the CLI,
-``kubetune logs`` and the chart's RBAC test read them from ``BACKENDS``; adding a backend means one
-module, its template, its golden files and one line below.
+The backends themselves, and their registry ``BACKENDS``, are :mod:`kubetune.cluster.backends`
+(what the controller, the CLI, ``kubetune logs`` and the chart's RBAC read).  Here each registered
+backend has its renderer (:class:`.base.WorkloadRenderer`: ``build`` and ``check``), found by the
+backend's name; a backend registered there without a renderer here fails at import.  Adding a
+backend means (docs/adding-a-backend.md) its module and registry line there, its module, template,
+golden files and line below here.
 """
 
 from __future__ import annotations
 
-from .base import ChildState, ChildStatus, PodRef, RbacRule, WorkloadBackend
-from .mpijob import MPIJobBackend
-from .pytorchjob import PyTorchJobBackend
-from .trainjob import TrainJobBackend
+from kubetune.cluster.backends import BACKENDS, get_backend
 
-BACKENDS: dict[str, WorkloadBackend] = {
-    PyTorchJobBackend.name: PyTorchJobBackend(),
-    MPIJobBackend.name: MPIJobBackend(),
-    TrainJobBackend.name: TrainJobBackend(),
+from .base import WorkloadRenderer
+from .mpijob import MPIJobRenderer
+from .pytorchjob import PyTorchJobRenderer
+from .trainjob import TrainJobRenderer
+
+RENDERERS: dict[str, WorkloadRenderer] = {
+    r.name: r for r in (PyTorchJobRenderer(), MPIJobRenderer(), TrainJobRenderer())
 }
+"""The renderer of every backend of ``kubetune.cluster.backends.BACKENDS``, by the backend's name."""
 
-AUTO = "auto"
-"""spec.distributed.backend: auto - the operator chooses from what the cluster serves (controller/discovery.py)."""
-OFFLINE_DEFAULT = "pytorchjob"
-"""What ``auto`` renders to without a cluster (``kubetune render``, ``run --local``)."""
-
-
-def get_backend(name: str) -> WorkloadBackend:
-    try:
-        return BACKENDS[OFFLINE_DEFAULT if name == AUTO else name]
-    except KeyError:
-        raise ValueError(f"unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))}") from None
+if RENDERERS.keys() != BACKENDS.keys():
+    raise ImportError(f"every backend has one renderer: registered {sorted(BACKENDS)}, rendered {sorted(RENDERERS)}")
 
 
-def backend_for_kind(kind: str) -> WorkloadBackend | None:
-    """The backend whose child kind is ``kind`` (status.job.kind), or None."""
-    return next((b for b in BACKENDS.values() if b.kind == kind), None)
+def renderer_for(name: str) -> WorkloadRenderer:
+    """The renderer of backend ``name`` (``auto`` without a cluster: the offline default)."""
+    return RENDERERS[get_backend(name).name]
 
 
-__all__ = [
-    "AUTO",
-    "BACKENDS",
-    "OFFLINE_DEFAULT",
-    "ChildState",
-    "ChildStatus",
-    "PodRef",
-    "RbacRule",
-    "WorkloadBackend",
-    "backend_for_kind",
-    "get_backend",
-]
+__all__ = ["RENDERERS", "WorkloadRenderer", "renderer_for"]

@@ -25,25 +25,17 @@ wrote, whatever Service naming the installed release uses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from kubetune.api.contract import METRICS_PORT
+from kubetune.cluster.backends.mpijob import MPIJobBackend
 
 from ..intermediate import Plan
 from ..podspec import TRAINER_COMMAND, container_security_context, user_env_names
 from ..templating import render_manifest
 from ..types import Problem
-from .base import ChildStatus, PodRef, RbacRule, WorkloadBackend, newest_matching
-from .common import (
-    KUBEFLOW_JOB_NAME_LABEL,
-    KUBEFLOW_REPLICA_TYPE_LABEL,
-    child_labels,
-    kubeflow_pod_ref,
-    kubeflow_v1_status,
-    run_policy,
-    suspended_v1,
-)
+from .base import WorkloadRenderer
+from .common import child_labels, run_policy
 
 if TYPE_CHECKING:
     from kubetune.api import FineTuneJob
@@ -62,13 +54,8 @@ LAUNCHER_RESOURCES: Final = {"requests": {"cpu": "500m", "memory": "512Mi"}}
 """mpirun only: the launcher never trains, so it asks for little and gets no GPU."""
 
 
-class MPIJobBackend:
-    name: ClassVar[str] = "mpijob"
-    api_version: ClassVar[str] = "kubeflow.org/v2beta1"
-    kind: ClassVar[str] = "MPIJob"
-    plural: ClassVar[str] = "mpijobs"
-    controller: ClassVar[str] = "mpi-operator (MPIJob kubeflow.org/v2beta1)"
-    pod_job_label: ClassVar[str] = KUBEFLOW_JOB_NAME_LABEL
+class MPIJobRenderer:
+    name: ClassVar[str] = MPIJobBackend.name
 
     def build(self, plan: Plan) -> dict[str, Any]:
         user_names = set(user_env_names(plan))
@@ -122,36 +109,6 @@ class MPIJobBackend:
             ]
         return []
 
-    def status(self, child: Mapping[str, Any]) -> ChildStatus:
-        return kubeflow_v1_status(child)
-
-    def rank0_pod(self, pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-        """The Launcher: mpirun forwards every rank's output there."""
-        return newest_matching(pods, {KUBEFLOW_REPLICA_TYPE_LABEL: "launcher"})
-
-    def pod_for_rank(self, job_name: str, rank: int | None) -> PodRef:
-        """Without a rank, the Launcher (mpirun forwards every rank's output); --rank N is Worker N."""
-        if rank is None:
-            return kubeflow_pod_ref(job_name, "launcher", 0, "launcher", self.kind)
-        return kubeflow_pod_ref(job_name, "worker", rank, "worker", self.kind)
-
-    def rbac(self) -> tuple[RbacRule, ...]:
-        # delete: a job past its retry bound that Kueue manages is deleted, not suspended (controller/decide.py)
-        return (RbacRule("kubeflow.org", (self.plural,), ("list", "watch", "create", "patch", "delete")),)
-
-    def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
-        return suspended_v1(workload)
-
-    def refused_changes(
-        self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]
-    ) -> list[str]:
-        """Nothing is refused: mpi-operator v0.8.0 has no admission webhook and its v2beta1 CRD no
-        transition rules (manifests/base/kubeflow.org_mpijobs.yaml @ v0.8.0); it validates the job as
-        a whole at sync (pkg/apis/kubeflow/validation/validation.go:49 ValidateMPIJob) and copies the
-        launcher's scheduling directives only on a resume (pkg/controller/mpi_job_controller.go:704-708,
-        syncLauncherSchedulingDirectives :1654).  A change reaches only pods created after it."""
-        return []
-
 
 def mpirun_argv(plan: Plan, forwarded: list[str]) -> list[str]:
     """``python -m kubetune.trainer.mpilaunch mpirun -np nodes*gpus -x VAR ... python -m kubetune.trainer``.
@@ -172,5 +129,5 @@ def mpirun_argv(plan: Plan, forwarded: list[str]) -> list[str]:
     return argv + list(TRAINER_COMMAND)
 
 
-_CONFORMS: WorkloadBackend = MPIJobBackend()
-"""Static check (mypy) that the class implements the backend Protocol."""
+_CONFORMS: WorkloadRenderer = MPIJobRenderer()
+"""Static check (mypy) that the class implements the renderer Protocol."""

@@ -8,24 +8,16 @@ operator reads for progress.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kubetune.api.contract import METRICS_PORT
+from kubetune.cluster.backends.pytorchjob import PyTorchJobBackend
 
 from ..intermediate import Plan
 from ..podspec import TRAINER_COMMAND
 from ..templating import render_manifest
-from .base import ChildStatus, PodRef, RbacRule, WorkloadBackend, newest_matching
-from .common import (
-    KUBEFLOW_JOB_NAME_LABEL,
-    KUBEFLOW_REPLICA_TYPE_LABEL,
-    child_labels,
-    kubeflow_pod_ref,
-    kubeflow_v1_status,
-    run_policy,
-    suspended_v1,
-)
+from .base import WorkloadRenderer
+from .common import child_labels, run_policy
 
 if TYPE_CHECKING:
     from kubetune.api import FineTuneJob
@@ -33,13 +25,8 @@ if TYPE_CHECKING:
     from ..types import Problem
 
 
-class PyTorchJobBackend:
-    name: ClassVar[str] = "pytorchjob"
-    api_version: ClassVar[str] = "kubeflow.org/v1"
-    kind: ClassVar[str] = "PyTorchJob"
-    plural: ClassVar[str] = "pytorchjobs"
-    controller: ClassVar[str] = "Kubeflow training-operator (PyTorchJob kubeflow.org/v1)"
-    pod_job_label: ClassVar[str] = KUBEFLOW_JOB_NAME_LABEL
+class PyTorchJobRenderer:
+    name: ClassVar[str] = PyTorchJobBackend.name
 
     def build(self, plan: Plan) -> dict[str, Any]:
         roles = [("Master", 1)]
@@ -61,39 +48,6 @@ class PyTorchJobBackend:
     def check(self, job: FineTuneJob) -> list[Problem]:
         return []
 
-    def status(self, child: Mapping[str, Any]) -> ChildStatus:
-        return kubeflow_v1_status(child)
 
-    def rank0_pod(self, pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-        """The Master (node rank 0; torchrun's rank 0 prints there)."""
-        return newest_matching(pods, {KUBEFLOW_REPLICA_TYPE_LABEL: "master"})
-
-    def pod_for_rank(self, job_name: str, rank: int | None) -> PodRef:
-        """Node rank 0 is the Master, node rank N the Worker N-1 (container ``pytorch``)."""
-        rank = rank or 0
-        if rank == 0:
-            return kubeflow_pod_ref(job_name, "master", 0, "pytorch", self.kind)
-        return kubeflow_pod_ref(job_name, "worker", rank - 1, "pytorch", self.kind)
-
-    def rbac(self) -> tuple[RbacRule, ...]:
-        # delete: a job past its retry bound that Kueue manages is deleted, not suspended (controller/decide.py)
-        return (RbacRule("kubeflow.org", (self.plural,), ("list", "watch", "create", "patch", "delete")),)
-
-    def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
-        return suspended_v1(workload)
-
-    def refused_changes(
-        self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]
-    ) -> list[str]:
-        """Nothing kubetune renders is refused: the v1.9.4 PyTorchJob CRD's only transition rule is
-        spec.runPolicy.schedulingPolicy.queue (``self == oldSelf``; manifests/base/crds/kubeflow.org_pytorchjobs.yaml
-        @ kubeflow/trainer v1.9.4), which kubetune never sets, and the webhook's ValidateUpdate checks only
-        runPolicy.managedBy (pkg/webhooks/pytorch/pytorchjob_webhook.go:62-68, pkg/common/util/webhooks.go:27-32
-        @ v1.9.4; it even compares the new object with itself, line 63), which kubetune never sets either.
-        A change reaches only pods created after it (a restart or a resume): the controller never
-        rewrites a running pod."""
-        return []
-
-
-_CONFORMS: WorkloadBackend = PyTorchJobBackend()
-"""Static check (mypy) that the class implements the backend Protocol."""
+_CONFORMS: WorkloadRenderer = PyTorchJobRenderer()
+"""Static check (mypy) that the class implements the renderer Protocol."""

@@ -9,9 +9,11 @@ What is served (the same choice as ``kubetune serve --local``; :func:`.base.sour
   ``spec.model.lora.adapters``, KAITO ``inference.adapters``); clients ask for
   the served model name and get base + adapter.
 
-Engines are plugins, one module each behind :class:`.base.ServingEngine`, registered in ``ENGINES``
-below (docs/adding-a-serving-engine.md).  Each owns its rendering, the kinds it writes and watches
-(with their plurals), how its status reads, its RBAC rules and its install hint:
+Engines are plugins (docs/adding-a-serving-engine.md), registered in ``ENGINES`` of
+:mod:`kubetune.cluster.serving`, which owns what kubetune knows about their objects in the cluster
+(the kinds each writes and watches, with their plurals; which engine serves a job; how its status
+reads; its RBAC rules and its install hint).  Here each has its renderer, one module each behind
+:class:`.base.EngineRenderer`, in ``RENDERERS`` below under the engine's name:
 
 * :mod:`.vllm` (``engine: vllm``): a Deployment running vLLM's OpenAI server and a ClusterIP Service;
 * :mod:`.inferenceservice` (``engine: kserve``, one model): an InferenceService (Hugging Face runtime);
@@ -25,8 +27,8 @@ the FineTuneJob has Succeeded (and, with ``when: evaluationImproves``, once
 server-side applies every object of ``render_serving(job, options).objects``
 (each carries the FineTuneJob as controller ownerReference when
 ``job.metadata.uid`` is set), watches them (``controller/cache.py``: one informer per watched kind
-of ``served_kinds()``), and reports :func:`observed_state` in ``status.serving`` and the
-``Serving`` condition.  ``kubetune render`` prints the same objects after the training objects.
+of ``kubetune.cluster.serving.served_kinds()``), and reports ``kubetune.cluster.serving.observed_state``
+in ``status.serving`` and the ``Serving`` condition.  ``kubetune render`` prints the same objects after the training objects.
 
 ``render_serving`` raises ``ValueError`` only when ``spec.serve`` is unset;
 every other problem is refused earlier by the CRD's rules and
@@ -39,6 +41,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubetune.api import FineTuneJob
+from kubetune.cluster.serving import ENGINES, adapter_served, engine_for
 
 from ...plan.arch import UnknownModelError, resolve
 from ...plan.memory import outer_lora_targets
@@ -47,47 +50,26 @@ from .base import (
     CHAT_TEMPLATE_FILE,
     LORA_RANKS,
     VLLM_MAX_LORA_RANK,
-    ServedKind,
+    EngineRenderer,
     Serving,
-    ServingEngine,
-    adapter_served,
     child_name,
     max_lora_rank,
     source_of,
 )
-from .inferenceservice import InferenceServiceEngine
-from .kaito import KaitoEngine
-from .llminferenceservice import LLMInferenceServiceEngine
-from .vllm import VLLM_IMAGE, VLLM_PORT, VllmEngine
+from .inferenceservice import InferenceServiceRenderer
+from .kaito import KaitoRenderer
+from .llminferenceservice import LLMInferenceServiceRenderer
+from .vllm import VLLM_IMAGE, VLLM_PORT, VllmRenderer
 
-ENGINES: dict[str, ServingEngine] = {
-    VllmEngine.name: VllmEngine(),
-    InferenceServiceEngine.name: InferenceServiceEngine(),
-    LLMInferenceServiceEngine.name: LLMInferenceServiceEngine(),
-    KaitoEngine.name: KaitoEngine(),
+RENDERERS: dict[str, EngineRenderer] = {
+    r.name: r for r in (VllmRenderer(), InferenceServiceRenderer(), LLMInferenceServiceRenderer(), KaitoRenderer())
 }
-"""Every serving engine, by name (the order is the order the operator starts its informers in)."""
+"""The renderer of every engine of ``kubetune.cluster.serving.ENGINES``, by the engine's name."""
 
-
-def engine_for(job: FineTuneJob) -> ServingEngine:
-    """The engine that serves ``job`` (``spec.serve`` must be set)."""
-    found = [e for e in ENGINES.values() if e.selects(job)]
-    if len(found) != 1:
-        serve = job.spec.serve
-        raise ValueError(
-            f"spec.serve.engine {serve.engine if serve else None!r}: {len(found)} serving engines answer, not one"
-        )
-    return found[0]
-
-
-def engine_for_kind(kind: str) -> ServingEngine | None:
-    """The engine whose main object is of ``kind``, or None."""
-    return next((e for e in ENGINES.values() if e.kinds[0].kind == kind), None)
-
-
-def served_kinds() -> dict[tuple[str, str], ServedKind]:
-    """Every kind any engine writes, by (apiVersion, kind), in registry order."""
-    return {(k.api_version, k.kind): k for e in ENGINES.values() for k in e.kinds}
+if RENDERERS.keys() != ENGINES.keys():
+    raise ImportError(
+        f"every serving engine has one renderer: registered {sorted(ENGINES)}, rendered {sorted(RENDERERS)}"
+    )
 
 
 def serving_problems(job: FineTuneJob) -> list[tuple[str, str]]:
@@ -125,7 +107,7 @@ def serving_problems(job: FineTuneJob) -> list[tuple[str, str]]:
         )
     if adapter and spec.lora is not None:
         problems.extend(_vllm_outer_lora_problems(job, outer_lora_targets(spec.lora.target_modules)))
-    return problems + engine_for(job).check(job)
+    return problems + RENDERERS[engine_for(job).name].check(job)
 
 
 VLLM_EMBEDDING_LORA_TYPES = frozenset({"llama", "mistral", "phi3"})
@@ -194,25 +176,6 @@ def evaluation_verdict(evaluation: Mapping[str, Any] | None) -> tuple[bool | Non
     return improved, "; ".join(facts)
 
 
-def observed_state(obj: Mapping[str, Any] | None, engine: ServingEngine | None = None) -> tuple[bool, str | None, str]:
-    """What a watched serving object says: (ready, URL it reports, a short description), read by
-    ``engine`` (the one that rendered it: :func:`engine_for`), else by the engine whose main object's
-    kind it names (each engine's ``observed_state`` says how).
-
-    The operator passes the engine: objects from an informer's LIST carry no ``kind`` (the API
-    server leaves apiVersion and kind off the items of a list of built-in kinds such as Deployment:
-    kubernetes/kubernetes issues 63676 and 98925, and kubernetes/client-go issue 861 where a
-    maintainer names "the list response coming back from the server not setting apiVersion/kind
-    fields on individual items"; read in those threads, not in the API server's source), only
-    those from its watch events do."""
-    if obj is None:
-        return False, None, "not created yet"
-    engine = engine or engine_for_kind(str(obj.get("kind")))
-    if engine is None:
-        return False, None, f"{obj.get('kind')} is not the main object of a serving engine"
-    return engine.observed_state(obj)
-
-
 def render_serving(job: FineTuneJob, options: RenderOptions | None = None) -> Serving:
     """The serving objects for ``job.spec.serve`` (see the module docstring for how decide uses it)."""
     serve = job.spec.serve
@@ -222,7 +185,7 @@ def render_serving(job: FineTuneJob, options: RenderOptions | None = None) -> Se
     namespace = job.metadata.namespace or options.default_namespace
     served = serve.served_model_name or job.name
     source = source_of(job, namespace)
-    return engine_for(job).render(job, namespace, served, source, options)
+    return RENDERERS[engine_for(job).name].render(job, namespace, served, source, options)
 
 
 def manifests(job: FineTuneJob, options: RenderOptions | None = None) -> list[dict[str, Any]]:
@@ -241,22 +204,17 @@ def manifests(job: FineTuneJob, options: RenderOptions | None = None) -> list[di
 
 __all__ = [
     "CHAT_TEMPLATE_FILE",
-    "ENGINES",
     "LORA_RANKS",
+    "RENDERERS",
     "VLLM_IMAGE",
     "VLLM_MAX_LORA_RANK",
     "VLLM_PORT",
-    "ServedKind",
+    "EngineRenderer",
     "Serving",
-    "ServingEngine",
     "child_name",
-    "engine_for",
-    "engine_for_kind",
     "evaluation_verdict",
     "manifests",
     "max_lora_rank",
-    "observed_state",
     "render_serving",
-    "served_kinds",
     "serving_problems",
 ]

@@ -1,18 +1,12 @@
-"""The one interface every serving engine implements, and what the engines share.
+"""The one interface every serving engine's renderer implements, and what the renderers share.
 
-An engine (one module each: :mod:`.vllm`, :mod:`.inferenceservice`, :mod:`.llminferenceservice`,
-:mod:`.kaito`; registered in :mod:`kubetune.render.serving`) owns everything specific to it:
+A serving engine (see docs/adding-a-serving-engine.md) is two halves with the same ``name``: what
+kubetune knows about its objects in the cluster (:mod:`kubetune.cluster.serving`: the registry
+``ENGINES``, ``selects``, the kinds it writes, install hint, status, RBAC) and, here, its renderer
+(one module each: :mod:`.vllm`, :mod:`.inferenceservice`, :mod:`.llminferenceservice`, :mod:`.kaito`):
 
-* ``engine``            - the value of ``spec.serve.engine`` it answers to, and ``selects(job)``:
-  whether it serves this job (engine kserve has two: InferenceService and LLMInferenceService);
-* ``kinds``             - the kinds it writes (apiVersion, kind, plural, watched or only written), the
-  main object first: the operator applies them (``controller/act.py``), watches the watched ones
-  (``controller/cache.py``) and is granted them (``rbac``, compared with the chart's rules);
-* ``controller``        - who acts on the main kind, as an install hint (None: a core kind);
 * ``render``            - the objects, from the job and the shared :class:`Source`;
-* ``check``             - what the engine would refuse at serving time (``validate_object``);
-* ``observed_state``    - what its watched main object says: (ready, URL, a short description);
-* ``rbac``              - the RBAC rules the operator needs for it.
+* ``check``             - what the engine would refuse at serving time (``validate_object``).
 
 Everything here is pure: no I/O, no cluster client.
 """
@@ -20,14 +14,11 @@ Everything here is pure: no I/O, no cluster client.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from kubetune.api import FineTuneJob, OutputsVolumeSpec, VolumeSpec
 from kubetune.api.contract import API_VERSION, KIND, LABEL_JOB, LABEL_MANAGED_BY, MERGED_SUBDIR
-
-from ..backends.base import RbacRule
 
 if TYPE_CHECKING:
     from ..types import RenderOptions
@@ -76,36 +67,11 @@ class Source:
     """The base is a Hub id (spec.model.name), not a folder."""
 
 
-@dataclass(frozen=True)
-class ServedKind:
-    """One kind an engine writes."""
-
-    api_version: str
-    kind: str
-    plural: str
-    watched: bool
-    """Watched by the operator (readiness, URL, a deleted object applied again); else only written."""
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-
-class ServingEngine(Protocol):
-    """One way of serving the trained model, end to end (render, checks, status, RBAC)."""
+class EngineRenderer(Protocol):
+    """How one engine of :data:`kubetune.cluster.serving.ENGINES` renders its objects."""
 
     name: ClassVar[str]
-    """Registry key."""
-    engine: ClassVar[str]
-    """The value of spec.serve.engine this engine answers to (several engines may share one)."""
-    kinds: ClassVar[tuple[ServedKind, ...]]
-    """Every kind it writes, its main object (whose state ``status.serving`` reports) first."""
-    controller: ClassVar[str | None]
-    """Who acts on the main kind, as the install hint names it (ServingKindNotInstalled); None: a core kind."""
-
-    def selects(self, job: FineTuneJob) -> bool:
-        """Whether this engine serves ``job`` (exactly one engine of the registry does)."""
-        ...
+    """The engine's name: the key of its entry in ``kubetune.cluster.serving.ENGINES``."""
 
     def render(
         self, job: FineTuneJob, namespace: str, served: str, source: Source, options: RenderOptions
@@ -114,25 +80,6 @@ class ServingEngine(Protocol):
     def check(self, job: FineTuneJob) -> list[tuple[str, str]]:
         """What this engine would refuse at serving time, as (field, message) pairs."""
         ...
-
-    def observed_state(self, obj: Mapping[str, Any]) -> tuple[bool, str | None, str]:
-        """What the watched main object says: (ready, URL it reports, a short description)."""
-        ...
-
-    def rbac(self) -> tuple[RbacRule, ...]: ...
-
-
-def rbac_of(kinds: tuple[ServedKind, ...]) -> tuple[RbacRule, ...]:
-    """The rules for ``kinds``: server-side apply (a PATCH, authorized as create when new) and, when watched, list and watch."""
-    return tuple(
-        RbacRule(k.group, (k.plural,), ("list", "watch", "create", "patch") if k.watched else ("create", "patch"))
-        for k in kinds
-    )
-
-
-def adapter_served(job: FineTuneJob) -> bool:
-    """Whether the base plus a LoRA adapter is served (lora/qlora without export), not one model."""
-    return job.spec.method not in ("full", "freeze") and not job.spec.export.enabled
 
 
 def child_name(name: str, suffix: str = SERVE_SUFFIX) -> str:
@@ -246,9 +193,3 @@ def bnb_base(job: FineTuneJob) -> bool:
     @0.11.0: quant_type="nf4"); serving_problems refuses fp4."""
     q = job.spec.quantization
     return job.spec.method == "qlora" and q is not None and q.bits == 4
-
-
-def condition_true(conditions: Any, type_: str) -> bool:
-    return any(
-        isinstance(c, Mapping) and c.get("type") == type_ and c.get("status") == "True" for c in conditions or []
-    )

@@ -4,15 +4,14 @@ URL in ``status.url``; the OpenAI routes are under ``/openai/v1``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from kubetune.api import FineTuneJob
 from kubetune.api.contract import MERGED_SUBDIR
+from kubetune.cluster.serving.inferenceservice import InferenceServiceEngine
 
-from ..backends.base import RbacRule
 from . import kserve
-from .base import ServedKind, Serving, ServingEngine, Source, condition_true, metadata, rbac_of, resources
+from .base import EngineRenderer, Serving, Source, metadata, resources
 
 if TYPE_CHECKING:
     from ..types import RenderOptions
@@ -59,18 +58,9 @@ def render_inferenceservice(job: FineTuneJob, namespace: str, served: str, sourc
     }
 
 
-class InferenceServiceEngine:
-    name: ClassVar[str] = "kserve-inferenceservice"
-    engine: ClassVar[str] = "kserve"
-    kinds: ClassVar[tuple[ServedKind, ...]] = (
-        ServedKind("serving.kserve.io/v1beta1", "InferenceService", "inferenceservices", watched=True),
-    )
-    controller: ClassVar[str | None] = (
-        "KServe (InferenceService serving.kserve.io/v1beta1; https://kserve.github.io/website/ install guide)"
-    )
-
-    def selects(self, job: FineTuneJob) -> bool:
-        return kserve.selects(job, "InferenceService")
+class InferenceServiceRenderer:
+    name: ClassVar[str] = InferenceServiceEngine.name
+    engine: ClassVar[str] = InferenceServiceEngine.engine
 
     def render(self, job: FineTuneJob, namespace: str, served: str, source: Source, options: RenderOptions) -> Serving:
         isvc = render_inferenceservice(job, namespace, served, source)
@@ -81,15 +71,5 @@ class InferenceServiceEngine:
     def check(self, job: FineTuneJob) -> list[tuple[str, str]]:
         return kserve.kserve_problems(job)
 
-    def observed_state(self, obj: Mapping[str, Any]) -> tuple[bool, str | None, str]:
-        """The ``Ready`` condition and ``status.url`` (KServe's knative-style status)."""
-        status = obj.get("status") or {}
-        url = status.get("url")
-        ready = condition_true(status.get("conditions"), "Ready")
-        return ready, (f"{str(url).rstrip('/')}/openai/v1" if url else None), "Ready" if ready else "not Ready yet"
 
-    def rbac(self) -> tuple[RbacRule, ...]:
-        return rbac_of(self.kinds)
-
-
-_CONFORMS: ServingEngine = InferenceServiceEngine()
+_CONFORMS: EngineRenderer = InferenceServiceRenderer()

@@ -8,32 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 from kubetune.api import FineTuneJob, KaitoSpec
+from kubetune.cluster.serving.kaito import KaitoEngine
 
-from ..backends.base import RbacRule
 from ..podspec import container_security_context, placement, pod_security_context
 from ..types import RenderOptions
 from . import kserve
 from .base import (
-    ServedKind,
     Serving,
-    ServingEngine,
+    EngineRenderer,
     Source,
     bnb_base,
     child_name,
-    condition_true,
     in_volume,
     labels,
     max_lora_rank,
     metadata,
-    rbac_of,
 )
-
-KAITO_SERVICE_PORT: Final = 80
-"""The port of the Service KAITO creates for a Workspace (named like it)."""
 
 ADAPTER_SUFFIX: Final = "-adapter"
 ADAPTER_COPY_SUFFIX: Final = "-adapter-copy"
@@ -267,23 +260,9 @@ def render_kaito(job: FineTuneJob, namespace: str, served: str, source: Source) 
     ]
 
 
-class KaitoEngine:
-    name: ClassVar[str] = "kaito"
-    engine: ClassVar[str] = "kaito"
-    kinds: ClassVar[tuple[ServedKind, ...]] = (
-        ServedKind("kaito.sh/v1beta1", "Workspace", "workspaces", watched=True),
-        # The Job that copies the adapter is watched (the Workspace is created once it completed);
-        # the adapter's PersistentVolumeClaim and the inference ConfigMap are written, not watched.
-        ServedKind("batch/v1", "Job", "jobs", watched=True),
-        ServedKind("v1", "PersistentVolumeClaim", "persistentvolumeclaims", watched=False),
-        ServedKind("v1", "ConfigMap", "configmaps", watched=False),
-    )
-    controller: ClassVar[str | None] = (
-        "KAITO workspace controller (Workspace kaito.sh/v1beta1; helm chart kaito-project/kaito workspace)"
-    )
-
-    def selects(self, job: FineTuneJob) -> bool:
-        return job.spec.serve is not None and job.spec.serve.engine == self.engine
+class KaitoRenderer:
+    name: ClassVar[str] = KaitoEngine.name
+    engine: ClassVar[str] = KaitoEngine.engine
 
     def render(self, job: FineTuneJob, namespace: str, served: str, source: Source, options: RenderOptions) -> Serving:
         served = kaito_adapter_name(served)
@@ -301,21 +280,5 @@ class KaitoEngine:
     def check(self, job: FineTuneJob) -> list[tuple[str, str]]:
         return _kaito_problems(job)
 
-    def observed_state(self, obj: Mapping[str, Any]) -> tuple[bool, str | None, str]:
-        """The ``InferenceReady`` condition (api/v1beta1/condition_types.go:30 @v0.12.0); the URL is
-        the Service KAITO creates for the Workspace."""
-        status = obj.get("status") or {}
-        meta = obj.get("metadata") or {}
-        ready = condition_true(status.get("conditions"), "InferenceReady")
-        name, namespace = meta.get("name"), meta.get("namespace")
-        return (
-            ready,
-            f"http://{name}.{namespace}.svc:{KAITO_SERVICE_PORT}/v1",
-            "InferenceReady" if ready else "inference not ready yet",
-        )
 
-    def rbac(self) -> tuple[RbacRule, ...]:
-        return rbac_of(self.kinds)
-
-
-_CONFORMS: ServingEngine = KaitoEngine()
+_CONFORMS: EngineRenderer = KaitoRenderer()

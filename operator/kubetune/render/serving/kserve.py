@@ -1,7 +1,6 @@
-"""What KServe's two engines share (:mod:`.inferenceservice`, :mod:`.llminferenceservice`): engine
-``kserve`` picks one of them, and both take the same resources, placement and checks.
-
-KServe reports the URL in the object's ``status.url``.
+"""What the renderers of KServe's two engines share (:mod:`.inferenceservice`, :mod:`.llminferenceservice`):
+engine ``kserve`` picks one of them (:func:`kubetune.cluster.serving.kserve.kserve_kind`), and both
+take the same resources, placement and checks.
 """
 
 from __future__ import annotations
@@ -10,8 +9,10 @@ from typing import Any, Final
 
 from kubetune.api import FineTuneJob
 
+from kubetune.cluster.serving.base import adapter_served
+from kubetune.cluster.serving.kserve import kserve_kind
+
 from ..podspec import placement
-from .base import adapter_served
 
 KSERVE_DEFAULT_CPU: Final = "4"
 KSERVE_DEFAULT_MEMORY: Final = "32Gi"
@@ -32,18 +33,6 @@ def pod_fields(job: FineTuneJob) -> dict[str, Any]:
     # @v0.20.0, MergePodSpec), and appends the predictor's args to the runtime's (utils.go:259-260), so
     # our --model_name follows the runtime's --model_name={{.Name}} and, parsed last, wins.
     return placement(job)
-
-
-def kserve_kind(job: FineTuneJob) -> str:
-    """spec.serve.kserve.kind, else an LLMInferenceService for an adapter and an InferenceService for one model."""
-    serve = job.spec.serve
-    if serve is not None and serve.kserve and serve.kserve.kind:
-        return serve.kserve.kind
-    return "LLMInferenceService" if adapter_served(job) else "InferenceService"
-
-
-def selects(job: FineTuneJob, kind: str) -> bool:
-    return job.spec.serve is not None and job.spec.serve.engine == "kserve" and kserve_kind(job) == kind
 
 
 MODEL_SOURCE_FIELD: Final = "spec.serve.modelSource"

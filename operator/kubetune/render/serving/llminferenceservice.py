@@ -5,25 +5,20 @@ serving the base with ``model.lora.adapters`` for an adapter (or one model, when
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
-from urllib.parse import urlsplit, urlunsplit
 
 from kubetune.api import FineTuneJob
+from kubetune.cluster.serving.llminferenceservice import LLMInferenceServiceEngine
 
-from ..backends.base import RbacRule
 from . import kserve
 from .base import (
     CHAT_TEMPLATE_FILE,
-    ServedKind,
     Serving,
-    ServingEngine,
+    EngineRenderer,
     Source,
     bnb_base,
-    condition_true,
     max_lora_rank,
     metadata,
-    rbac_of,
     resources,
 )
 
@@ -33,8 +28,6 @@ if TYPE_CHECKING:
 KSERVE_LORA_MOUNT_ROOT: Final = "/mnt/lora"
 """Where KServe's LLMInferenceService mounts a LoRA adapter: /mnt/lora/<adapter name, [^a-zA-Z0-9._-] -> '-'>
 (pkg/controller/v1alpha2/llmisvc/workload_lora.go:41,48,95 @v0.20.0); served names are DNS labels, so unchanged."""
-KSERVE_WORKLOAD_PORT: Final = 8000
-"""The LLMInferenceService workload Service's only port (pkg/controller/v1alpha2/llmisvc/workload.go:139-148 @v0.20.0)."""
 
 
 def render_llminferenceservice(job: FineTuneJob, namespace: str, served: str, source: Source) -> dict[str, Any]:
@@ -78,26 +71,9 @@ def render_llminferenceservice(job: FineTuneJob, namespace: str, served: str, so
     }
 
 
-def _with_port(url: str, port: int) -> str:
-    """``url`` with ``port`` when it names none."""
-    parts = urlsplit(url)
-    if parts.port is not None or not parts.hostname:
-        return url
-    return urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
-
-
-class LLMInferenceServiceEngine:
-    name: ClassVar[str] = "kserve-llminferenceservice"
-    engine: ClassVar[str] = "kserve"
-    kinds: ClassVar[tuple[ServedKind, ...]] = (
-        ServedKind("serving.kserve.io/v1alpha1", "LLMInferenceService", "llminferenceservices", watched=True),
-    )
-    controller: ClassVar[str | None] = (
-        "KServe with its LLM controller (LLMInferenceService serving.kserve.io/v1alpha1, KServe v0.16 or later)"
-    )
-
-    def selects(self, job: FineTuneJob) -> bool:
-        return kserve.selects(job, "LLMInferenceService")
+class LLMInferenceServiceRenderer:
+    name: ClassVar[str] = LLMInferenceServiceEngine.name
+    engine: ClassVar[str] = LLMInferenceServiceEngine.engine
 
     def render(self, job: FineTuneJob, namespace: str, served: str, source: Source, options: RenderOptions) -> Serving:
         return Serving(
@@ -112,24 +88,5 @@ class LLMInferenceServiceEngine:
     def check(self, job: FineTuneJob) -> list[tuple[str, str]]:
         return kserve.kserve_problems(job)
 
-    def observed_state(self, obj: Mapping[str, Any]) -> tuple[bool, str | None, str]:
-        """The ``Ready`` condition and ``status.url``, else the first of ``status.addresses``."""
-        status = obj.get("status") or {}
-        url = status.get("url")
-        if not url:
-            # Without spec.router, KServe fills only status.addresses, with the workload Service's
-            # in-cluster URL (pkg/controller/v1alpha2/llmisvc/router.go:354-370 @v0.20.0).
-            # That URL carries no port, but the workload Service listens on 8000 only (llmisvc/workload.go:139-148
-            # @v0.20.0), so the port is added: the URL reported is one that answers.
-            addresses = [
-                str(a.get("url")) for a in status.get("addresses") or [] if isinstance(a, Mapping) and a.get("url")
-            ]
-            url = _with_port(addresses[0], KSERVE_WORKLOAD_PORT) if addresses else None
-        ready = condition_true(status.get("conditions"), "Ready")
-        return ready, (f"{str(url).rstrip('/')}/v1" if url else None), "Ready" if ready else "not Ready yet"
 
-    def rbac(self) -> tuple[RbacRule, ...]:
-        return rbac_of(self.kinds)
-
-
-_CONFORMS: ServingEngine = LLMInferenceServiceEngine()
+_CONFORMS: EngineRenderer = LLMInferenceServiceRenderer()

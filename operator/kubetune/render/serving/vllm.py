@@ -7,14 +7,13 @@ runs with the restricted security context.  The URL clients use is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from kubetune.api import FineTuneJob, OutputsVolumeSpec, VolumeSpec
 from kubetune.api import contract
 from kubetune.api.contract import LABEL_JOB, SHM_DIR
+from kubetune.cluster.serving.vllm import VllmEngine
 
-from ..backends.base import RbacRule
 from ..intermediate import azure_workload_identity_labels
 from ..podspec import (
     HF_HOME_SUBDIR,
@@ -31,16 +30,14 @@ from .base import (
     COMPONENT,
     MODELS_MOUNT,
     OUTPUTS_MOUNT,
-    ServedKind,
     Serving,
-    ServingEngine,
+    EngineRenderer,
     Source,
     bnb_base,
     child_name,
     labels,
     max_lora_rank,
     metadata,
-    rbac_of,
     resources,
 )
 
@@ -312,18 +309,9 @@ def render_vllm(
     return [deployment, service], f"http://{name}.{namespace}.svc:{VLLM_PORT}/v1"
 
 
-class VllmEngine:
-    name: ClassVar[str] = "vllm"
-    engine: ClassVar[str] = "vllm"
-    kinds: ClassVar[tuple[ServedKind, ...]] = (
-        ServedKind("apps/v1", "Deployment", "deployments", watched=True),
-        # Watched too: a deleted Service is created again.
-        ServedKind("v1", "Service", "services", watched=True),
-    )
-    controller: ClassVar[str | None] = None
-
-    def selects(self, job: FineTuneJob) -> bool:
-        return job.spec.serve is not None and job.spec.serve.engine == self.engine
+class VllmRenderer:
+    name: ClassVar[str] = VllmEngine.name
+    engine: ClassVar[str] = VllmEngine.engine
 
     def render(self, job: FineTuneJob, namespace: str, served: str, source: Source, options: RenderOptions) -> Serving:
         if kserve.reads_bucket(job):
@@ -343,18 +331,5 @@ class VllmEngine:
             ]
         return []
 
-    def observed_state(self, obj: Mapping[str, Any]) -> tuple[bool, str | None, str]:
-        """Ready when at least one replica of its current generation is ready (``status.observedGeneration``,
-        ``readyReplicas``; apps/v1 DeploymentStatus).  The URL is the Service's, known when rendered."""
-        status = obj.get("status") or {}
-        meta = obj.get("metadata") or {}
-        current = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
-        ready = int(status.get("readyReplicas") or 0)
-        wanted = int((obj.get("spec") or {}).get("replicas") or 1)
-        return current and ready >= 1, None, f"{ready}/{wanted} replicas ready"
 
-    def rbac(self) -> tuple[RbacRule, ...]:
-        return rbac_of(self.kinds)
-
-
-_CONFORMS: ServingEngine = VllmEngine()
+_CONFORMS: EngineRenderer = VllmRenderer()
