@@ -100,8 +100,8 @@ IMMUTABLE_POD_PATCH_FIELDS: Final = (
     "securityContext",
     "terminationGracePeriodSeconds",
 )
-"""PodSpecPatch fields whose CRD rule is ``self == oldSelf`` (trainjob_types.go:393, 401, 409, 417, 425, 431, 460 @ v2.3.0):
-never changeable, suspended or not."""
+"""PodSpecPatch fields whose CRD rule is ``self == oldSelf`` (trainjob_types.go:393, 401, 409, 417, 425, 431, 460
+@ v2.3.0): never changeable, suspended or not."""
 IMMUTABLE_SPEC_FIELDS: Final = {
     "trainer": 114,
     "runtimeRef": 104,
@@ -136,8 +136,8 @@ class TrainJobBackend:
     kind: ClassVar[str] = "TrainJob"
     plural: ClassVar[str] = "trainjobs"
     controller: ClassVar[str] = (
-        f"Kubeflow Trainer v2 (TrainJob trainer.kubeflow.org/v1alpha1) and kubetune's ClusterTrainingRuntime {RUNTIME_NAME} "
-        f"({ENABLE_RUNTIME})"
+        "Kubeflow Trainer v2 (TrainJob trainer.kubeflow.org/v1alpha1) and kubetune's ClusterTrainingRuntime "
+        f"{RUNTIME_NAME} ({ENABLE_RUNTIME})"
     )
     pod_job_label: ClassVar[str] = JOBSET_NAME_LABEL
 
@@ -162,8 +162,8 @@ class TrainJobBackend:
             problems.append(
                 Problem(
                     "spec.scheduling.priorityClassName",
-                    "a TrainJob cannot set the pods' priorityClassName (Trainer v2.3's runtimePatches have no such field): "
-                    "with Kueue use a WorkloadPriorityClass, or set backend: pytorchjob",
+                    "a TrainJob cannot set the pods' priorityClassName (Trainer v2.3's runtimePatches have no such "
+                    "field): with Kueue use a WorkloadPriorityClass, or set backend: pytorchjob",
                 )
             )
         rp = job.spec.run_policy
@@ -171,18 +171,20 @@ class TrainJobBackend:
             problems.append(
                 Problem(
                     "spec.runPolicy.ttlSecondsAfterFinished",
-                    "a TrainJob cannot delete itself after it finished (Trainer v2.3's TrainJob spec has no ttlSecondsAfterFinished, "
-                    "pkg/apis/trainer/v1alpha1/trainjob_types.go TrainJobSpec): remove it, or set backend: pytorchjob",
+                    "a TrainJob cannot delete itself after it finished (Trainer v2.3's TrainJob spec has no "
+                    "ttlSecondsAfterFinished, pkg/apis/trainer/v1alpha1/trainjob_types.go TrainJobSpec): "
+                    "remove it, or set backend: pytorchjob",
                 )
             )
         if s is not None and s.tolerations and s.queue_name:
             problems.append(
                 Problem(
                     "spec.scheduling.tolerations",
-                    "a TrainJob queued in Kueue (spec.scheduling.queueName) loses these tolerations when Kueue admits it: Kueue writes its "
-                    "ResourceFlavor's tolerations into its own runtimePatches entry, after ours, and Trainer applies the entries in order as "
-                    "strategic-merge patches in which tolerations are replaced, not merged: put the tolerations on the ResourceFlavor, "
-                    "or set backend: pytorchjob (Kueue adds the flavor's tolerations to the PyTorchJob's pods)",
+                    "a TrainJob queued in Kueue (spec.scheduling.queueName) loses these tolerations when Kueue admits "
+                    "it: Kueue writes its ResourceFlavor's tolerations into its own runtimePatches entry, after ours, "
+                    "and Trainer applies the entries in order as strategic-merge patches in which tolerations are "
+                    "replaced, not merged: put the tolerations on the ResourceFlavor, or set backend: "
+                    "pytorchjob (Kueue adds the flavor's tolerations to the PyTorchJob's pods)",
                 )
             )
         name = job.name
@@ -190,8 +192,8 @@ class TrainJobBackend:
             problems.append(
                 Problem(
                     "metadata.name",
-                    f"a TrainJob's name must be an RFC 1035 label (start with a letter; Trainer v2.3's TrainJob CRD): {name!r} starts with a digit; "
-                    "rename the FineTuneJob, or set backend: pytorchjob",
+                    "a TrainJob's name must be an RFC 1035 label (start with a letter; Trainer v2.3's TrainJob CRD): "
+                    f"{name!r} starts with a digit; rename the FineTuneJob, or set backend: pytorchjob",
                 )
             )
         pod = longest_pod_name(name, job.spec.resources.nodes)
@@ -200,17 +202,18 @@ class TrainJobBackend:
             problems.append(
                 Problem(
                     "metadata.name",
-                    f"a TrainJob's pods are named <name>-node-0-<node>-<5 random characters> (JobSet), at most {POD_NAME_LIMIT} characters: "
-                    f"with {job.spec.resources.nodes} node(s) the name may have at most {longest} characters, {name!r} has {len(name)} "
-                    f"({pod!r} is {len(pod)}); shorten the name, or set backend: pytorchjob",
+                    "a TrainJob's pods are named <name>-node-0-<node>-<5 random characters> (JobSet), "
+                    f"at most {POD_NAME_LIMIT} characters: with {job.spec.resources.nodes} node(s) the name may have "
+                    f"at most {longest} characters, {name!r} has {len(name)} ({pod!r} is {len(pod)}); "
+                    "shorten the name, or set backend: pytorchjob",
                 )
             )
         if job.spec.image_pull_policy is not None:
             problems.append(
                 Problem(
                     "spec.imagePullPolicy",
-                    "a TrainJob cannot set the container's imagePullPolicy (Trainer v2.3's trainer and runtimePatches have no such field): "
-                    "remove it (the runtime uses IfNotPresent), or set backend: pytorchjob",
+                    "a TrainJob cannot set the container's imagePullPolicy (Trainer v2.3's trainer and runtimePatches "
+                    "have no such field): remove it (the runtime uses IfNotPresent), or set backend: pytorchjob",
                 )
             )
         return problems
@@ -291,7 +294,8 @@ class TrainJobBackend:
         old_patch, new_patch = _our_pod_patch(running), _our_pod_patch(wanted)
         old_pod, new_pod = old_patch.get("spec") or {}, new_patch.get("spec") or {}
         refused += [
-            f"TrainJob runtimePatches[{PATCH_MANAGER}] pod spec.{field} is immutable (trainjob_types.go PodSpecPatch @ v2.3.0)"
+            f"TrainJob runtimePatches[{PATCH_MANAGER}] pod spec.{field} is immutable "
+            "(trainjob_types.go PodSpecPatch @ v2.3.0)"
             for field in IMMUTABLE_POD_PATCH_FIELDS
             if old_pod.get(field) != new_pod.get(field)
         ]
@@ -311,9 +315,9 @@ class TrainJobBackend:
         ]
         if not suspended or active:
             refused.append(
-                f"TrainJob runtimePatches ({', '.join(placement)}) may change only while the TrainJob is suspended and none of its "
-                f"Jobs is active (pkg/runtime/framework/plugins/jobset/jobset.go:214-251 @ v2.3.0"
-                f"{'; active: ' + ', '.join(active) if active else ''}): set spec.suspend: true alone first, "
+                f"TrainJob runtimePatches ({', '.join(placement)}) may change only while the TrainJob is suspended "
+                "and none of its Jobs is active (pkg/runtime/framework/plugins/jobset/jobset.go:214-251 @ "
+                f"v2.3.0{'; active: ' + ', '.join(active) if active else ''}): set spec.suspend: true alone first, "
                 "and change them once the job is Suspended"
             )
         return refused

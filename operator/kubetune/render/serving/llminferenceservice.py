@@ -34,7 +34,8 @@ KSERVE_LORA_MOUNT_ROOT: Final = "/mnt/lora"
 """Where KServe's LLMInferenceService mounts a LoRA adapter: /mnt/lora/<adapter name, [^a-zA-Z0-9._-] -> '-'>
 (pkg/controller/v1alpha2/llmisvc/workload_lora.go:41,48,95 @v0.20.0); served names are DNS labels, so unchanged."""
 KSERVE_WORKLOAD_PORT: Final = 8000
-"""The LLMInferenceService workload Service's only port (pkg/controller/v1alpha2/llmisvc/workload.go:139-148 @v0.20.0)."""
+"""The LLMInferenceService workload Service's only port
+(pkg/controller/v1alpha2/llmisvc/workload.go:139-148 @v0.20.0)."""
 
 
 def render_llminferenceservice(job: FineTuneJob, namespace: str, served: str, source: Source) -> dict[str, Any]:
