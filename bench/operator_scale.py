@@ -307,7 +307,8 @@ async def run_one(which: str, args: argparse.Namespace, jobs: int) -> dict[str, 
             print(f"API requests per job               {requests / n:8.2f}   {dict(proxy.counts.most_common(8))}")
             if proxy.dropped:
                 print(
-                    f"requests the operator abandoned    {proxy.dropped:8d}   (client timeouts: the server side is the bottleneck)"
+                    f"requests the operator abandoned    {proxy.dropped:8d}   (client timeouts: "
+                    "the server side is the bottleneck)"
                 )
             if args.reconcile_only:
                 return result
@@ -354,7 +355,8 @@ async def run_one(which: str, args: argparse.Namespace, jobs: int) -> dict[str, 
                 print(f"first progress everywhere in       {t_first:8.1f} s (log interval {args.log_interval} s)")
                 print(f"new progress line -> status in     {t_progress:8.1f} s (all {n} jobs)")
                 print(
-                    f"steady load, {n} Running jobs       {per_minute:8.2f} requests per job per minute (one new progress line each)"
+                    f"steady load, {n} Running jobs       {per_minute:8.2f} requests per job per minute "
+                    "(one new progress line each)"
                 )
             cpu, rss = proc_stats(proc.pid)
             result.update(cpu_total_s=cpu, rss_mib=rss)
@@ -424,7 +426,8 @@ def sweep(args: argparse.Namespace) -> None:
     results = {(which, n): asyncio.run(run_one(which, args, n)) for n in counts for which in args.operators}
     print("\n== sweep: operator CPU from the jobs' creation until all are reconciled ==")
     print(
-        f"{'operator':10s} {'jobs':>6s} {'CPU s':>8s} {'CPU ms/job':>11s} {'req/job':>8s} {'x CPU/job vs ' + str(counts[0]):>16s}"
+        f"{'operator':10s} {'jobs':>6s} {'CPU s':>8s} {'CPU ms/job':>11s} {'req/job':>8s} "
+        f"{'x CPU/job vs ' + str(counts[0]):>16s}"
     )
     for which in args.operators:
         first = results[(which, counts[0])]["cpu_jobs_s"] / counts[0]
@@ -432,7 +435,8 @@ def sweep(args: argparse.Namespace) -> None:
             r = results[(which, n)]
             per_job = r["cpu_jobs_s"] / n
             print(
-                f"{which:10s} {n:6d} {r['cpu_jobs_s']:8.1f} {1000 * per_job:11.1f} {r['requests_per_job']:8.2f} {per_job / first:16.2f}"
+                f"{which:10s} {n:6d} {r['cpu_jobs_s']:8.1f} {1000 * per_job:11.1f} "
+                f"{r['requests_per_job']:8.2f} {per_job / first:16.2f}"
             )
 
 

@@ -30,7 +30,8 @@ def main() -> None:
 
     imports = time.perf_counter() - t0
     print(
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; importing kubetune.api + render + plan in-process {imports:.3f} s"
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+        f"importing kubetune.api + render + plan in-process {imports:.3f} s"
     )
     print(f"{'example (first job)':45s} {'in-process ms':>14s}  verdict")
     gpu = find_gpu("H100").memory_bytes
@@ -45,7 +46,8 @@ def main() -> None:
             times.append(time.perf_counter() - t)
         total = verdict.estimate.total / 2**30 if verdict.estimate else 0
         print(
-            f"{str(path.relative_to(REPO)):45s} {1000 * statistics.median(times):14.2f}  {verdict.status} {total:.1f} GiB"
+            f"{str(path.relative_to(REPO)):45s} {1000 * statistics.median(times):14.2f}  "
+            f"{verdict.status} {total:.1f} GiB"
         )
 
 

@@ -120,17 +120,20 @@ def main() -> None:
         envs = environments(Path(cache))
         python = statistics.median(run_once([sys.executable, "-c", "pass"], envs["cached"])[0] for _ in range(5))
         print(
-            f"{len(files)} examples x {args.runs} runs per case; {os.cpu_count()} CPUs; load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}"
+            f"{len(files)} examples x {args.runs} runs per case; {os.cpu_count()} CPUs; "
+            f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}"
         )
         print(
-            f"command: {' '.join(Path(c).name for c in cmd[:1])} {' '.join(cmd[1:])} plan FILE --gpu {args.gpu}; bare `python -c pass`: {python:.3f} s wall"
+            f"command: {' '.join(Path(c).name for c in cmd[:1])} {' '.join(cmd[1:])} plan FILE --gpu {args.gpu}; "
+            f"bare `python -c pass`: {python:.3f} s wall"
         )
         if any((REPO / "operator" / "kubetune").rglob("__pycache__")):
             print("note: this checkout holds __pycache__ folders, so the 'source' case reads bytecode too")
         run_once([*cmd, "plan", str(files[0]), "--gpu", args.gpu], envs["cached"])  # writes the cache
         worst: dict[str, float] = {}
         print(
-            f"\n{'example':42s} {'case':7s} {'wall med':>8s} {'wall min':>8s} {'CPU med':>8s} {'CPU min':>8s}  exit  vs {TARGET_S} s (CPU med)"
+            f"\n{'example':42s} {'case':7s} {'wall med':>8s} {'wall min':>8s} {'CPU med':>8s} {'CPU min':>8s}  "
+            f"exit  vs {TARGET_S} s (CPU med)"
         )
         for path in files:
             for case, env in envs.items():

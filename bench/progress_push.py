@@ -148,7 +148,8 @@ def main() -> int:
         print(
             f"  at the default 15 s interval: {total * 4 + rotation:.2f} requests per job per minute"
             + (
-                f" (incl. {rotation:.3f} TokenReviews/min from token rotation; {reviews:.0f} reviews in this run for {args.jobs} tokens)"
+                f" (incl. {rotation:.3f} TokenReviews/min from token rotation; "
+                f"{reviews:.0f} reviews in this run for {args.jobs} tokens)"
                 if mode == "push"
                 else ""
             )

@@ -51,7 +51,8 @@ def bench_render(repeat: int) -> None:
     mean = statistics.mean(rounds)
     print(f"render: {len(jobs)} example jobs x {repeat} rounds")
     print(
-        f"  mean {mean:.2f} ms/job, best round {min(rounds):.2f} ms/job, target < {RENDER_TARGET_MS} ms ({mean / RENDER_TARGET_MS:.2f} x target)"
+        f"  mean {mean:.2f} ms/job, best round {min(rounds):.2f} ms/job, target < {RENDER_TARGET_MS} ms "
+        f"({mean / RENDER_TARGET_MS:.2f} x target)"
     )
 
     start = time.perf_counter()
@@ -78,7 +79,8 @@ def bench_startup(repeat: int) -> None:
             times.append(time.perf_counter() - start)
         median = statistics.median(times)
         print(
-            f"{label}: median {median:.3f} s over {repeat} runs (min {min(times):.3f} s), target < {STARTUP_TARGET_S} s ({median / STARTUP_TARGET_S:.2f} x target)"
+            f"{label}: median {median:.3f} s over {repeat} runs (min {min(times):.3f} s), "
+            f"target < {STARTUP_TARGET_S} s ({median / STARTUP_TARGET_S:.2f} x target)"
         )
 
 

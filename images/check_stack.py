@@ -311,13 +311,15 @@ def main() -> int:
         problems.append(f"the trainer lock's cuda-toolkit is {toolkit or 'missing'}, not {want}.x")
     else:
         print(
-            f"check_stack: the lock has cuda-toolkit {toolkit} and {sum(n.endswith('-cu' + major) for n in lock)} nvidia-*-cu{major} packages, none of another line"
+            f"check_stack: the lock has cuda-toolkit {toolkit} and {sum(n.endswith('-cu' + major) for n in lock)} "
+            f"nvidia-*-cu{major} packages, none of another line"
         )
     for problem in problems:
         print(f"check_stack: FAIL: {problem}", file=sys.stderr)
     if not problems:
         print(
-            f"check_stack: ok: torch {torch_version} for CPython 3.12 on {PLATFORM_TAG} is the CUDA {want} build; driver floor R580"
+            f"check_stack: ok: torch {torch_version} for CPython 3.12 on {PLATFORM_TAG} is the CUDA "
+            f"{want} build; driver floor R580"
         )
     return 1 if problems else 0
 

@@ -134,7 +134,10 @@ def torch_extensions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     reuse = os.environ.get("KUBETUNE_TEST_TORCH_EXTENSIONS")
     path = Path(reuse) if reuse else REPO / ".cache" / "torch_extensions"
     path.mkdir(parents=True, exist_ok=True)
-    code = "from deepspeed.accelerator import get_accelerator; get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
+    code = (
+        "from deepspeed.accelerator import get_accelerator; "
+        "get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
+    )
     env = isolated_env(tmp_path_factory.mktemp("torch-extensions-build"), extensions=path)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=scaled(600))
     assert done.returncode == 0, (

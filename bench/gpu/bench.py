@@ -235,7 +235,8 @@ def tokenize(
 def batches(
     examples: list[tuple[list[int], list[int]]], micro_batch: int, cutoff: int, packing: bool, seed: int
 ) -> list[dict[str, list[list[int]]]]:
-    """LLaMA-Factory's two layouts: padded batches (pad to the longest, multiple of 8) or packed rows of cutoff tokens."""
+    """LLaMA-Factory's two layouts: padded batches (pad to the longest, multiple of 8) or
+    packed rows of cutoff tokens."""
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     rows: list[tuple[list[int], list[int]]] = []
@@ -343,7 +344,8 @@ def quantize_4bit(model: Any, dtype: Any, device: str) -> Any:
 
 
 def count_flops_per_token(arch: dict[str, Any], seq: float, method: str) -> float:
-    """Model FLOPs per trained token (no recomputation): 2N forward, 2N input-gradients, 2N weight-gradients when all weights train; plus attention."""
+    """Model FLOPs per trained token (no recomputation): 2N forward, 2N input-gradients, 2N weight-gradients when all
+    weights train; plus attention."""
     h, i, L, v = arch["hidden_size"], arch["intermediate_size"], arch["num_hidden_layers"], arch["vocab_size"]
     d = h // arch["num_attention_heads"]
     kv = arch["num_key_value_heads"] * d
@@ -653,7 +655,8 @@ def planner_table_mib(device_name: str) -> int | None:
 
 def format_table(r: dict[str, Any]) -> str:
     lines = [
-        f"kubetune GPU bench on {r['device']} (torch {r['torch']}), {r['model']}, cutoff {r['cutoff']}, {r['steps']} steps; data median {r['data']['median_tokens']} / p90 {r['data']['p90_tokens']} tokens"
+        f"kubetune GPU bench on {r['device']} (torch {r['torch']}), {r['model']}, cutoff {r['cutoff']}, "
+        f"{r['steps']} steps; data median {r['data']['median_tokens']} / p90 {r['data']['p90_tokens']} tokens"
     ]
     if r.get("device_total_mib") is not None:
         lines.append(
@@ -663,16 +666,19 @@ def format_table(r: dict[str, Any]) -> str:
     for t in r["throughput"]:
         peak = f"{t['peak_allocated_gib']:.2f}" if t["peak_allocated_gib"] is not None else "-"
         lines.append(
-            f"{t['name']:16s} {t['tokens_per_s']:10.0f} {100 * t['mfu']:5.1f}% {peak:>9s} {t['first_loss']:7.3f} {t['final_loss']:7.3f}  {t['note']}"
+            f"{t['name']:16s} {t['tokens_per_s']:10.0f} {100 * t['mfu']:5.1f}% {peak:>9s} {t['first_loss']:7.3f} "
+            f"{t['final_loss']:7.3f}  {t['note']}"
         )
     lines.append(
-        f"{'planner case':16s} {'pred alloc':>10s} {'meas alloc':>10s} {'err':>7s} {'pred total':>10s} {'meas resv':>10s}"
+        f"{'planner case':16s} {'pred alloc':>10s} {'meas alloc':>10s} {'err':>7s} "
+        f"{'pred total':>10s} {'meas resv':>10s}"
     )
     for p in r["planner"]:
         ma = p.get("measured_allocated_gib")
         err = f"{100 * p['allocated_error']:+.1f}%" if "allocated_error" in p else "-"
         lines.append(
-            f"{p['case']:16s} {p['predicted_allocated_gib']:10.2f} {ma if ma is not None else '-':>10} {err:>7s} {p['predicted_total_gib']:10.2f} {p.get('measured_reserved_gib') or '-':>10}"
+            f"{p['case']:16s} {p['predicted_allocated_gib']:10.2f} {ma if ma is not None else '-':>10} {err:>7s} "
+            f"{p['predicted_total_gib']:10.2f} {p.get('measured_reserved_gib') or '-':>10}"
             + (f"  {p['error']}" if "error" in p else "")
         )
     if r["skipped"]:

@@ -57,18 +57,21 @@ def problems(facts: Mapping[str, Any], *, torch: str, torch_cuda: str, deepspeed
         out.append(f"torch is {facts['torch_version']}, the lock pins {torch}")
     if facts["torch_cuda"] != torch_cuda:
         out.append(
-            f"torch.version.cuda is {facts['torch_cuda']!r}, the image is built for CUDA {torch_cuda} (wrong torch wheel/index?)"
+            f"torch.version.cuda is {facts['torch_cuda']!r}, the image is built for CUDA "
+            f"{torch_cuda} (wrong torch wheel/index?)"
         )
     release = nvcc_release(facts["nvcc"] or "")
     if release != torch_cuda:
         out.append(
-            f"nvcc is release {release}, torch is built for CUDA {facts['torch_cuda']}: DeepSpeed raises CUDAMismatchException"
+            f"nvcc is release {release}, torch is built for CUDA {facts['torch_cuda']}: "
+            "DeepSpeed raises CUDAMismatchException"
         )
     if facts["ds_version"] != deepspeed:
         out.append(f"deepspeed is {facts['ds_version']}, the lock pins {deepspeed}")
     if facts["accelerator_name"] != "cuda":
         out.append(
-            f"DeepSpeed was built for accelerator {facts['accelerator_name']!r}, not 'cuda' (DS_ACCELERATOR unset?): its prebuilt ops would be ignored on GPUs"
+            f"DeepSpeed was built for accelerator {facts['accelerator_name']!r}, not 'cuda' (DS_ACCELERATOR unset?): "
+            "its prebuilt ops would be ignored on GPUs"
         )
     ds_cuda = (facts.get("ds_torch_info") or {}).get("cuda_version")
     if ds_cuda != torch_cuda:
@@ -83,11 +86,13 @@ def problems(facts: Mapping[str, Any], *, torch: str, torch_cuda: str, deepspeed
     missing = sorted((sass | ptx) - have)
     if missing:
         out.append(
-            f"fused_adam lacks code for {', '.join(missing)} (has {', '.join(sorted(have)) or 'nothing'}); TORCH_CUDA_ARCH_LIST was {archs}"
+            f"fused_adam lacks code for {', '.join(missing)} (has {', '.join(sorted(have)) or 'nothing'}); "
+            f"TORCH_CUDA_ARCH_LIST was {archs}"
         )
     if facts.get("cpu_adam_zmm", 0):
         out.append(
-            f"cpu_adam uses AVX-512 ({facts['cpu_adam_zmm']} zmm instructions): it would fault with SIGILL on nodes without AVX-512"
+            f"cpu_adam uses AVX-512 ({facts['cpu_adam_zmm']} zmm instructions): "
+            "it would fault with SIGILL on nodes without AVX-512"
         )
     return out
 

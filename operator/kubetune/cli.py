@@ -125,8 +125,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         if args.namespace and job.metadata.namespace and job.metadata.namespace != args.namespace:
             print(
                 line(
-                    f'kubetune render: {job.name}: the namespace from the object "{job.metadata.namespace}" does not match '
-                    f'-n "{args.namespace}": drop metadata.namespace or -n'
+                    f'kubetune render: {job.name}: the namespace from the object "{job.metadata.namespace}" does not '
+                    f'match -n "{args.namespace}": drop metadata.namespace or -n'
                 ),
                 file=sys.stderr,
             )
@@ -162,7 +162,8 @@ def _is_sweep(doc: Any) -> bool:
 
 
 def _validate_sweeps(docs: Sequence[tuple[str, Any]], args: argparse.Namespace) -> int:
-    """FineTuneSweeps: the checks of kubetune.sweep.checks (what the operator runs before any trial); the count of invalid ones."""
+    """FineTuneSweeps: the checks of kubetune.sweep.checks (what the operator runs before any trial);
+    the count of invalid ones."""
     from kubetune.plan.feasibility import product_table
     from kubetune.sweep.checks import validate_sweep
 
@@ -176,8 +177,9 @@ def _validate_sweeps(docs: Sequence[tuple[str, Any]], args: argparse.Namespace) 
         spec = sweep.spec
         print(
             line(
-                f"{source}: FineTuneSweep {sweep.name} is valid; {len(spec.parameters)} parameter(s), algorithm {spec.algorithm}, "
-                f"earlyStopping {spec.early_stopping}, up to {spec.max_trials} trials ({spec.parallelism} at a time), "
+                f"{source}: FineTuneSweep {sweep.name} is valid; {len(spec.parameters)} parameter(s), "
+                f"algorithm {spec.algorithm}, earlyStopping {spec.early_stopping}, "
+                f"up to {spec.max_trials} trials ({spec.parallelism} at a time), "
                 f"objective {spec.objective.goal} {spec.objective.metric}"
             )
         )
@@ -258,7 +260,8 @@ def _llamafactory_problems(job: FineTuneJob, together: list[FineTuneJob] | None 
     if not llamafactory_available():
         return (
             [],
-            "LLaMA-Factory's parser did not run: llamafactory is not installed here (pip install 'kubetune[train]' to run it too)",
+            "LLaMA-Factory's parser did not run: llamafactory is not installed here (pip install "
+            "'kubetune[train]' to run it too)",
         )
     from importlib.metadata import PackageNotFoundError, version
 
@@ -327,7 +330,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 total = verdict.estimate.total
                 fits = [g.name for g in plan.GPUS if g.memory_bytes >= total]
                 print(
-                    f"fits one GPU of: {', '.join(fits) or 'none listed'} (give --gpu NAME or --gpu-memory GiB for a verdict)"
+                    f"fits one GPU of: {', '.join(fits) or 'none listed'} (give --gpu NAME or "
+                    "--gpu-memory GiB for a verdict)"
                 )
         if verdict.status == "False":
             status = 1
@@ -443,14 +447,16 @@ def _add_operator_command(sub: Any) -> None:
         "--all-namespaces",
         "-A",
         action="store_true",
-        help="watch every namespace (the default inside a cluster; outside one, without -n, only the kubeconfig context's namespace is watched)",
+        help="watch every namespace (the default inside a cluster; outside one, without -n, "
+        "only the kubeconfig context's namespace is watched)",
     )
     p.add_argument("--metrics-port", type=int, default=8080)
     p.add_argument("--health-port", type=int, default=8081)
     p.add_argument(
         "--trainer-image",
         default=None,
-        help="default trainer image (Helm value trainer.image; kubetune's is CUDA 13.0 and needs NVIDIA driver R580+ on GPU nodes)",
+        help="default trainer image (Helm value trainer.image; kubetune's is CUDA 13.0 and needs "
+        "NVIDIA driver R580+ on GPU nodes)",
     )
     p.add_argument("--default-queue", default=None, help="Kueue LocalQueue for jobs that name none")
     p.add_argument("--peering", default="kubetune", help="kopf peering name; '' runs standalone (one replica only)")
@@ -461,7 +467,8 @@ def _add_operator_command(sub: Any) -> None:
         "--sync-interval",
         type=float,
         default=60.0,
-        help="seconds between rank-0 log reads of a running job that does not push its progress (status follows the children through watches)",
+        help="seconds between rank-0 log reads of a running job that does not push its progress (status "
+        "follows the children through watches)",
     )
     p.add_argument(
         "--progress-port",
@@ -481,7 +488,8 @@ def _add_operator_command(sub: Any) -> None:
         action="append",
         default=[],
         metavar="PRODUCT=QUANTITY",
-        help="memory of one GPU per nvidia.com/gpu.product value, added to the built-in table (as the chart's gpuMemoryByProduct; repeatable)",
+        help="memory of one GPU per nvidia.com/gpu.product value, added to the built-in table (as the chart's "
+        "gpuMemoryByProduct; repeatable)",
     )
     p.set_defaults(func=_cmd_operator)
 

@@ -87,7 +87,8 @@ def load_jobs(path: str) -> tuple[list[FineTuneJob], list[str]]:
             continue
         if job.spec.resources.nodes > 1:
             problems.append(
-                f"{where}: spec.resources.nodes: run --local trains on this one machine; set nodes: 1 (or apply it to a cluster)"
+                f"{where}: spec.resources.nodes: run --local trains on this one machine; "
+                "set nodes: 1 (or apply it to a cluster)"
             )
         jobs.append(job)
     return jobs, problems
@@ -285,7 +286,8 @@ def run_trainer(
     on_start: Callable[[subprocess.Popen[str]], object] | None = None,
 ) -> tuple[int, list[float], list[str]]:
     """Start ``python -m kubetune.trainer``; returns (exit code, losses, last log lines).
-    ``on_start`` gets the trainer's process once it started (``kubetune sweep --local`` stops a pruned trial through it)."""
+    ``on_start`` gets the trainer's process once it started (``kubetune sweep --local`` stops a
+    pruned trial through it)."""
     display = _Display(console)
     tail: deque[str] = deque(maxlen=40)
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -453,7 +455,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     ):
         if not ok:
             print(
-                f"kubetune chat: {flag} {value} is out of range (temperature >= 0, 0 < top-p <= 1, max-new-tokens >= 1)",
+                f"kubetune chat: {flag} {value} is out of range (temperature >= 0, "
+                "0 < top-p <= 1, max-new-tokens >= 1)",
                 file=sys.stderr,
             )
             return 2
@@ -558,7 +561,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         server.stop()
     chat_seconds = time.monotonic() - chat_started
     print(
-        f"served {target.model} at {server.base_url} (OpenAI API; `kubetune serve --local {result.output_dir}` keeps it up)"
+        f"served {target.model} at {server.base_url} (OpenAI API; `kubetune serve --local "
+        f"{result.output_dir}` keeps it up)"
     )
     via = (
         "through the openai client"

@@ -221,7 +221,8 @@ class ModelGate:
 
 
 def complete_chunks(body: bytes) -> bytes:
-    """Add ``object``/``created`` to streamed chunks: LLaMA-Factory drops defaulted fields (exclude_unset), OpenAI and vLLM send them."""
+    """Add ``object``/``created`` to streamed chunks: LLaMA-Factory drops defaulted fields (exclude_unset),
+    OpenAI and vLLM send them."""
     out: list[bytes] = []
     for line in body.split(b"\n"):
         if line.startswith(b"data: {"):
@@ -422,7 +423,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def ready() -> None:
         print(
-            f"serving model {target.name!r} at {server.base_url}  (OpenAI API: /chat/completions, /models; Ctrl-C stops)",
+            f"serving model {target.name!r} at {server.base_url}  (OpenAI API: "
+            "/chat/completions, /models; Ctrl-C stops)",
             flush=True,
         )
 
@@ -443,11 +445,13 @@ def add_commands(sub: Any) -> None:
         "output_dir",
         nargs="?",
         metavar="OUTPUT_DIR|URI",
-        help="the job's output folder (e.g. outputs/default/my-job), or its results in a bucket: <spec.storage.outputs.uri><namespace>/<job>/ (s3://, gs:// or az://, keys from your shell)",
+        help="the job's output folder (e.g. outputs/default/my-job), or its results in a bucket: "
+        "<spec.storage.outputs.uri><namespace>/<job>/ (s3://, gs:// or az://, keys from your shell)",
     )
     p.add_argument(
         "--endpoint",
-        help="S3 API endpoint for a bucket URI (the spec's storage.objectStore.endpoint; default AWS, or Cloud Storage for gs://; for az:// the account's Blob endpoint, with AZURE_STORAGE_ACCOUNT_KEY)",
+        help="S3 API endpoint for a bucket URI (the spec's storage.objectStore.endpoint; default AWS, "
+        "or Cloud Storage for gs://; for az:// the account's Blob endpoint, with AZURE_STORAGE_ACCOUNT_KEY)",
     )
     p.add_argument("--local", action="store_true", help="serve on this machine (required)")
     p.add_argument("--model", help="model folder or id (default: the merged model, or the job's base model)")

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 STUDY_FILE = "study.json"
 TRAINER_LOG = "trainer_log.jsonl"
-"""LLaMA-Factory's per-log-step record file in the job's output folder (llamafactory/extras/constants.py TRAINER_LOG)."""
+"""LLaMA-Factory's per-log-step record file in the job's output folder (llamafactory/extras/constants.py
+TRAINER_LOG)."""
 STOP_WAIT_SECONDS = 120.0
 """How long a pruned trial may take to save its stop checkpoint and exit before it is killed."""
 
@@ -64,7 +65,8 @@ def load_sweep(path: str) -> tuple[FineTuneSweep | None, list[str]]:
         return None, [line(f"{path}: {p}") for p in problems]
     if sweep.spec.template.resources.nodes > 1:
         return None, [
-            f"{path}: spec.template.resources.nodes: sweep --local trains on this one machine; set nodes: 1 (or apply it to a cluster)"
+            f"{path}: spec.template.resources.nodes: sweep --local trains on this one machine; "
+            "set nodes: 1 (or apply it to a cluster)"
         ]
     return sweep, []
 
@@ -338,7 +340,8 @@ def plot(spec: FineTuneSweepSpec, trials: Sequence[TrialRecord], width: int = 40
     span = (hi - lo) or 1.0
     better_low = spec.objective.goal == "minimize"
     lines = [
-        f"{spec.objective.metric} by trial ({'lower' if better_low else 'higher'} is better; '#' ended, '~' pruned, '|' best so far)"
+        f"{spec.objective.metric} by trial ({'lower' if better_low else 'higher'} is better; "
+        "'#' ended, '~' pruned, '|' best so far)"
     ]
     best: float | None = None
     for t, v in zip(scored, values):
@@ -466,7 +469,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print("no trial succeeded", file=sys.stderr)
         return 1
     print(
-        f"best trial: {best.name} ({sweep.spec.objective.metric} {best.value:.4f}), outputs in {output / sweep.namespace / best.name}"
+        f"best trial: {best.name} ({sweep.spec.objective.metric} {best.value:.4f}), "
+        f"outputs in {output / sweep.namespace / best.name}"
     )
     if sweep.spec.promote == "serve":
         print(f"promote: serve: `kubetune serve --local {output / sweep.namespace / best.name}` serves it here")
@@ -485,7 +489,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--output",
         default="outputs",
-        help="outputs folder (like spec.template.storage.outputs); the study record goes to OUTPUT/NAMESPACE/SWEEP/study.json; default ./outputs",
+        help="outputs folder (like spec.template.storage.outputs); the study record goes to "
+        "OUTPUT/NAMESPACE/SWEEP/study.json; default ./outputs",
     )
     p.add_argument("--datasets", default=".", help="folder spec.template.datasets[].path is relative to; default .")
     p.add_argument(

@@ -81,7 +81,10 @@ FIELD_MANAGER = "kubetune"
 OPERATOR_GRACE_S = 60.0
 """How long :meth:`Client.wait` lets a job go unobserved by the operator before it raises OperatorNotRunning."""
 
-INSTALL_HINT = "install kubetune's CRD and operator: helm install kubetune charts/kubetune -n kubetune-system --create-namespace (docs/install.md)"
+INSTALL_HINT = (
+    "install kubetune's CRD and operator: helm install kubetune charts/kubetune -n kubetune-system "
+    "--create-namespace (docs/install.md)"
+)
 
 __all__ = [
     "AsyncClient",
@@ -174,12 +177,10 @@ class JobFailed(KubetuneError):
     ``message`` and the reason's ``hint``; ``job`` is the final FineTuneJob."""
 
     def __init__(self, reason: str, message: str, hint: str, job: FineTuneJob | None = None) -> None:
-        super().__init__(
-            f"FineTuneJob {job.namespace + '/' + job.name if job else ''} failed ({reason or 'no reason'}): {message}".replace(
-                "  ", " "
-            ),
-            hint,
+        text = (
+            f"FineTuneJob {job.namespace + '/' + job.name if job else ''} failed ({reason or 'no reason'}): {message}"
         )
+        super().__init__(text.replace("  ", " "), hint)
         self.reason = reason
         self.message = message
         self.job = job
@@ -205,7 +206,8 @@ def _from_api_error(
     if exc.status == 0:
         return ClusterUnreachable(
             exc.message,
-            f"check the kubeconfig's current context (kubectl config current-context) and that the API server {server} is up",
+            "check the kubeconfig's current context (kubectl config current-context) and "
+            f"that the API server {server} is up",
         )
     if exc.status == 401:
         return Unauthorized(
@@ -218,12 +220,14 @@ def _from_api_error(
         scope = f"finetunejobs.kubetune.io{' -n ' + namespace if namespace else ' -A'}"
         return Forbidden(
             f"{exc.message} (403)",
-            f"ask a cluster admin to grant {verb} on finetunejobs.kubetune.io{where} (check with: {'; '.join(f'kubectl auth can-i {v} {scope}' for v in verbs)})",
+            f"ask a cluster admin to grant {verb} on finetunejobs.kubetune.io{where} (check with: "
+            f"{'; '.join(f'kubectl auth can-i {v} {scope}' for v in verbs)})",
             status=403,
         )
     if exc.status == 404 and crd_missing:
         return CRDNotInstalled(
-            f"the cluster at {server} does not serve FineTuneJobs ({contract.PLURAL}.{contract.GROUP} {contract.API_VERSION}): {exc.message} (404)",
+            f"the cluster at {server} does not serve FineTuneJobs ({contract.PLURAL}.{contract.GROUP} "
+            f"{contract.API_VERSION}): {exc.message} (404)",
             INSTALL_HINT,
             status=404,
         )
@@ -236,7 +240,8 @@ def _from_api_error(
         missing = exc.details.get("name") or namespace
         return KubetuneError(
             f"{exc.message} (404)",
-            f"create the namespace first (kubectl create namespace {missing}), or pass namespace=... naming one that exists",
+            f"create the namespace first (kubectl create namespace {missing}), "
+            "or pass namespace=... naming one that exists",
             status=404,
         )
     if exc.status == 404:
@@ -260,12 +265,14 @@ def _from_api_error(
     if exc.status == 409:
         return Conflict(
             f"{exc.message} (409)",
-            "another field manager owns these fields: create(job, force=True) takes them over (as kubectl apply --server-side --force-conflicts)",
+            "another field manager owns these fields: create(job, force=True) takes them over (as kubectl apply "
+            "--server-side --force-conflicts)",
             status=409,
         )
     if exc.status in (400, 422):
         # A 422 Invalid names each refused field in details.causes (field, message): errors.NewInvalid,
-        # k8s.io/apimachinery/pkg/api/errors/errors.go:284-310 (Kubernetes 1.36, vendored in openshift/microshift @ 8e16b12).
+        # k8s.io/apimachinery/pkg/api/errors/errors.go:284-310 (Kubernetes 1.36, vendored in
+        # openshift/microshift @ 8e16b12).
         causes = [c for c in exc.details.get("causes") or [] if isinstance(c, dict) and c.get("message")]
         problems = [f"{c['field']}: {c['message']}" if c.get("field") else str(c["message"]) for c in causes]
         return InvalidSpec(
@@ -422,7 +429,8 @@ def read_sweep(obj: dict[str, Any]) -> FineTuneSweep:
 
 
 def _known(value: Any, model: Any) -> Any:
-    """``value`` without the keys ``model`` (a pydantic model whose extra keys are refused) does not know, recursively."""
+    """``value`` without the keys ``model`` (a pydantic model whose extra keys are refused)
+    does not know, recursively."""
     from kubetune.api.resource import _fields_by_name, _model_in  # noqa: PLC0415 - the API's own walk of its models
 
     if isinstance(value, dict) and model is not None and model.model_config.get("extra") == "forbid":
@@ -643,8 +651,9 @@ class Client:
         return sorted((read_job(i) for i in items), key=lambda j: (j.metadata.namespace or "", j.name))
 
     def get_sweep(self, name: str, namespace: str | None = None) -> FineTuneSweep:
+        # docs/sdk.md prints this docstring as written (tests/support/update_sdk_docs.py): its long line stays.
         """The FineTuneSweep ``name`` with its status: ``status.trials`` (each trial's parameters, state,
-        value), ``status.bestTrial`` and ``status.bestValue``. Raises :class:`JobNotFound`, :class:`CRDNotInstalled`..."""
+        value), ``status.bestTrial`` and ``status.bestValue``. Raises :class:`JobNotFound`, :class:`CRDNotInstalled`..."""  # noqa: E501
         ns = namespace or self.namespace
         try:
             return read_sweep(self._http.get(terminal.sweeps_path(ns, name)))
@@ -673,7 +682,8 @@ class Client:
                 isinstance(r, dict) and r.get("name") == terminal.SWEEP_PLURAL for r in found.get("resources") or []
             ):
                 return CRDNotInstalled(
-                    f"the cluster at {self.server} does not serve FineTuneSweeps ({terminal.SWEEP_PLURAL}.{contract.GROUP}): {exc.message} (404)",
+                    f"the cluster at {self.server} does not serve FineTuneSweeps "
+                    f"({terminal.SWEEP_PLURAL}.{contract.GROUP}): {exc.message} (404)",
                     INSTALL_HINT,
                     status=404,
                 )
@@ -941,7 +951,8 @@ class Client:
                 # A follow that a proxy or load balancer cuts (idle timeout) ends mid-chunk: IncompleteRead.
                 raise KubetuneError(
                     f"the log stream of pod {ns}/{pod} was cut: {type(exc).__name__}: {exc}",
-                    "read it again (tail=N to skip what was shown); a proxy in front of the API server may close idle streams",
+                    "read it again (tail=N to skip what was shown); a proxy in front of the API "
+                    "server may close idle streams",
                 ) from None
 
     @overload
@@ -1027,7 +1038,10 @@ class Client:
                 # Kubernetes 1.36 vendored in openshift/microshift @ 8e16b12): no train-start line, and a
                 # first step past 1, mean the steps before the first row here are gone from the log.
                 first = min(by_step)
-                source += f" since the kubelet rotated it: steps before {first} are not in it (trainer_log.jsonl in the job's outputs volume has them all)"
+                source += (
+                    f" since the kubelet rotated it: steps before {first} are not in it (trainer_log.jsonl in "
+                    "the job's outputs volume has them all)"
+                )
                 warnings.warn(f"FineTuneJob {ns}/{name}: {source}", stacklevel=2)
             rows = _rows([by_step[s] for s in sorted(by_step)], source)
             rows.from_start = from_start
@@ -1193,7 +1207,8 @@ def _watch_line(line: bytes, name: str, rv: str) -> tuple[str, dict[str, Any] | 
 def _operator_not_running(job: FineTuneJob, ns: str, name: str, grace: float) -> OperatorNotRunning:
     return OperatorNotRunning(
         f"FineTuneJob {ns}/{name} was not observed by the kubetune operator within {grace:.0f} s "
-        f"(status.observedGeneration {job.status.observed_generation if job.status else None}, metadata.generation {job.metadata.generation})",
+        f"(status.observedGeneration {job.status.observed_generation if job.status else None}, "
+        f"metadata.generation {job.metadata.generation})",
         f"check that the operator runs and watches namespace {ns}: kubectl -n kubetune-system get pods; "
         "its chart value watchNamespaces must be empty (every namespace) or list it",
     )

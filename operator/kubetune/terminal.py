@@ -259,7 +259,8 @@ def jobs_path(namespace: str | None, name: str | None = None) -> str:
 
 SWEEP_PLURAL = "finetunesweeps"
 SWEEP_WORDS = ("sweeps", "sweep", SWEEP_PLURAL, "finetunesweep", "fts")
-"""``kubetune get sweeps [NAME]``: the words that name the FineTuneSweep kind (as kubectl's plural, singular and short name)."""
+"""``kubetune get sweeps [NAME]``: the words that name the FineTuneSweep kind (as kubectl's plural, singular and
+short name)."""
 
 
 def sweeps_path(namespace: str | None, name: str | None = None) -> str:
@@ -721,11 +722,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = Path(args.output or f"{Path(args.source).name or 'loss'}-loss.png")
     fig.savefig(out)
     print(
-        f"{out}  ({len(points)} point{'s' if len(points) != 1 else ''} from {where}; loss {losses[0]:.4f} -> {losses[-1]:.4f})"
+        f"{out}  ({len(points)} point{'s' if len(points) != 1 else ''} from {where}; "
+        f"loss {losses[0]:.4f} -> {losses[-1]:.4f})"
     )
     if len(points) == 1:
         print(
-            "only the latest point is known (the training pod is gone); give the job's outputs folder for the whole curve",
+            "only the latest point is known (the training pod is gone); "
+            "give the job's outputs folder for the whole curve",
             file=sys.stderr,
         )
     return 0
@@ -740,7 +743,8 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser(
         "get",
-        help="list FineTuneJobs with their progress (like kubectl get ftj); `get sweeps [NAME]`: FineTuneSweeps and a sweep's trials",
+        help="list FineTuneJobs with their progress (like kubectl get ftj); `get sweeps [NAME]`: "
+        "FineTuneSweeps and a sweep's trials",
     )
     p.add_argument(
         "name", nargs="?", metavar="NAME", help="a FineTuneJob; or sweeps (then an optional sweep NAME), or ftj NAME"
@@ -774,7 +778,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "source",
         metavar="OUTPUT_DIR|URI|NAME",
-        help="a job's output folder (trainer_log.jsonl), its results in a bucket (<spec.storage.outputs.uri><namespace>/<job>/, s3://, gs:// or az://), or a FineTuneJob name (rank 0's progress lines while its pod exists, else the latest point in status)",
+        help="a job's output folder (trainer_log.jsonl), its results in a bucket "
+        "(<spec.storage.outputs.uri><namespace>/<job>/, s3://, gs:// or az://), "
+        "or a FineTuneJob name (rank 0's progress lines while its pod exists, else the latest point in status)",
     )
     p.add_argument("-o", "--output", help="PNG file (default: <name>-loss.png)")
     p.add_argument("--endpoint", help="S3 API endpoint for a bucket URI (the spec's storage.objectStore.endpoint)")

@@ -263,8 +263,8 @@ def test_cel_rule_compiles_and_is_well_formed(path: str, entry: dict[str, str]) 
 def test_rules_land_on_the_node_of_their_model() -> None:
     by_path = {path or ".": [e["rule"] for e in node.get(RULES, [])] for path, node in walk(SCHEMA)}
     assert (
-        "(has(self.name) ? 1 : 0) + (has(self.path) ? 1 : 0) + (has(self.uri) ? 1 : 0) + (has(self.fromJob) ? 1 : 0) == 1"
-        in by_path[".spec.model"]
+        "(has(self.name) ? 1 : 0) + (has(self.path) ? 1 : 0) + (has(self.uri) ? 1 : 0) + "
+        "(has(self.fromJob) ? 1 : 0) == 1" in by_path[".spec.model"]
     )
     assert (
         "!has(self.uri) || self.uri.startsWith('s3://') || self.uri.startsWith('gs://') || self.uri.startsWith('az://')"

@@ -75,7 +75,8 @@ OPERATOR_CASES = [
 def test_a_promoted_sweep_is_healthy_only_once_its_winner_serves(
     winner_serving: tuple[str, str, int] | None, health: str, tmp_path: Path
 ) -> None:
-    """The status is the operator's own (decide_sweep on a finished promote: serve sweep), not a hand-written fixture."""
+    """The status is the operator's own (decide_sweep on a finished promote: serve sweep),
+    not a hand-written fixture."""
     condition = serving_condition(*winner_serving) if winner_serving else None
     status = decide_sweep(promoted_snapshot(condition), 0).status
     FineTuneSweepStatus.model_validate(status)

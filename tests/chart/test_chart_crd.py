@@ -1,4 +1,5 @@
-"""The chart packages THE generated CRDs (crds/kubetune.io_finetunejobs.yaml, crds/kubetune.io_finetunesweeps.yaml) in its crds/ folder.
+"""The chart packages THE generated CRDs (crds/kubetune.io_finetunejobs.yaml, crds/kubetune.io_finetunesweeps.yaml)
+in its crds/ folder.
 
 Why crds/ and not a template: Helm creates a crds/ file only when the CRD is absent and never puts
 ownership metadata on it, so a later `helm install` under any release name or namespace, or after

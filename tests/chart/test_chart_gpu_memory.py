@@ -81,5 +81,6 @@ def test_the_gpus_marked_for_the_stock_image_are_those_its_build_runs_on() -> No
         # A cubin runs on its major version at an equal or higher minor; PTX on any newer GPU.
         runs = (any(cap[0] == s[0] and cap[1] >= s[1] for s in sass) or any(cap >= p for p in ptx)) and host is None
         assert gpu.in_image == runs, (
-            f"{gpu.name} (sm_{cap[0]}{cap[1]}, {host or 'x86-64'}): in_image={gpu.in_image}, but the image is built for {archs}, linux/amd64"
+            f"{gpu.name} (sm_{cap[0]}{cap[1]}, {host or 'x86-64'}): in_image={gpu.in_image}, "
+            f"but the image is built for {archs}, linux/amd64"
         )

@@ -133,7 +133,8 @@ def test_trainer_podmonitor_scrapes_the_port_rank_0_declares(namespaces: list[st
     assert pm["spec"]["selector"] == {"matchExpressions": [{"key": contract.LABEL_JOB, "operator": "Exists"}]}
     assert pm["spec"]["namespaceSelector"] == ({"matchNames": namespaces} if namespaces else {"any": True})
     endpoint = pm["spec"]["podMetricsEndpoints"][0]
-    # The rendered training pod: only the PyTorchJob Master (global rank 0) declares that port, and carries the job label.
+    # The rendered training pod: only the PyTorchJob Master (global rank 0) declares that port,
+    # and carries the job label.
     job = FineTuneJob.from_api(
         next(iter(load_documents((ROOT / "examples" / "finetune-full.yaml").read_text(encoding="utf-8"))))
     )

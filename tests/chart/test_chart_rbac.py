@@ -43,7 +43,8 @@ READ = {"get", "list", "watch"}
 # standalone, so expected_api_calls.json may not record these). From kopf 1.45.2's source:
 # the peering watcher lists then watches the peering resource, and keepalive/clean PATCH the
 # peering object's status on the main resource (the CRD has no status subresource).
-# The operator also GETs the peering object: at start (does it exist?) and from its workers, to pause together with kopf.
+# The operator also GETs the peering object: at start (does it exist?) and from its workers, to
+# pause together with kopf.
 PEERING_CLUSTER: set[Grant] = {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
 PEERING_NAMESPACED: set[Grant] = {("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")}
 

@@ -95,7 +95,10 @@ def test_a_build_from_an_unpinned_base_is_refused_before_anything_runs(tmp_path:
 
 def test_push_prints_the_digests_it_pushed(tmp_path: Path) -> None:
     # docker buildx writes --metadata-file; the stand-in writes what buildx writes there.
-    script = 'while [ $# -gt 0 ]; do [ "$1" = --metadata-file ] && printf \'{"containerimage.digest": "sha256:%064d"}\' 7 > "$2"; shift; done'
+    script = (
+        'while [ $# -gt 0 ]; do [ "$1" = --metadata-file ] && printf \'{"containerimage.digest": '
+        '"sha256:%064d"}\' 7 > "$2"; shift; done'
+    )
     env = fake_tools(tmp_path, script, "docker")
     proc = build(
         "--registry", REGISTRY, "--tool", "docker", "--push", "--base-digests", str(digests(tmp_path)), env=env

@@ -218,7 +218,8 @@ def test_cli_render_does_not_import_heavy_modules() -> None:
     code = (
         "import sys; from kubetune.cli import main; "
         f"rc = main(['render', {str(LORA)!r}]); "
-        "print('HEAVY', [m for m in ('torch', 'transformers', 'llamafactory', 'kopf', 'kubernetes') if m in sys.modules], file=sys.stderr)"
+        "print('HEAVY', [m for m in ('torch', 'transformers', 'llamafactory', 'kopf', "
+        "'kubernetes') if m in sys.modules], file=sys.stderr)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(60))
     assert result.returncode == 0, result.stderr

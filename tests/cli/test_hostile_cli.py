@@ -71,7 +71,8 @@ def test_alias_bomb_is_refused_at_once(tmp_path: Path, where: str, command: str)
     argv = [command, str(_write(tmp_path, text))] + (["--skip-llamafactory"] if command == "validate" else [])
     result, seconds = run_process(*argv)
     print(
-        f"alias bomb ({where}) {command}: exit {result.returncode}, {seconds:.2f} s under a {MEMORY_CAP >> 20} MiB address-space cap"
+        f"alias bomb ({where}) {command}: exit {result.returncode}, {seconds:.2f} s under a "
+        f"{MEMORY_CAP >> 20} MiB address-space cap"
     )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -203,8 +204,8 @@ def test_an_unexpected_error_is_one_line_with_exit_2_and_a_traceback_only_with_d
     code, _, err = run(capsys, "validate", str(LORA))
     assert code == 2
     assert (
-        err
-        == "kubetune: unexpected error (RuntimeError: boom\\x1b[31m); rerun with --debug for the traceback and please report it\n"
+        err == "kubetune: unexpected error (RuntimeError: boom\\x1b[31m); "
+        "rerun with --debug for the traceback and please report it\n"
     )
     with pytest.raises(RuntimeError):
         main(["--debug", "validate", str(LORA)])

@@ -79,7 +79,8 @@ async def drive_every_path(cluster: Cluster, intake_url: str | None = None) -> N
 
     # spec.serve's other engines (their kinds are declared by the caller: KServe and KAITO installed).
     for name, (serve, export, resource) in SERVE_ENGINES.items():
-        # KAITO reads the token at key HF_TOKEN; KServe's storage initializer gets it through the template (no ServiceAccount).
+        # KAITO reads the token at key HF_TOKEN; KServe's storage initializer gets it through the
+        # template (no ServiceAccount).
         token = {"kaito": {"hfTokenSecretRef": {"name": "hf-token", "key": "HF_TOKEN"}}}.get(name, {})
         await cluster.put_object(*FTJ, example_job(name, serve=serve, export={"enabled": export}, **token))
         await eventually(lambda n=name: cluster.read(*PTJ, NS, n), what=f"{name} PyTorchJob")

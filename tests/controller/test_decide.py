@@ -139,7 +139,10 @@ RES_8GI = {**example_job()["spec"]["resources"], "gpuMemory": "8Gi"}
 RES_80GI = {**example_job()["spec"]["resources"], "gpuMemory": "80Gi"}
 
 
-EVAL_FAILED = 'kubetune.stage {"stage": "evaluate", "event": "end", "evaluation": {"state": "Failed", "message": "no eval split"}}'
+EVAL_FAILED = (
+    'kubetune.stage {"stage": "evaluate", "event": "end", "evaluation": {"state": '
+    '"Failed", "message": "no eval split"}}'
+)
 FROM_BASE = {"fromJob": "base-sft", "template": "qwen"}
 
 
@@ -804,7 +807,8 @@ def test_a_fixed_spec_starts_a_job_that_failed_validation() -> None:
 
 
 def test_auto_tune_renders_the_adjusted_job_and_records_it() -> None:
-    """spec.autoTune on a job that does not fit 8 GiB: ZeRO/micro-batch chosen, recorded in status and the run record."""
+    """spec.autoTune on a job that does not fit 8 GiB: ZeRO/micro-batch chosen, recorded in
+    status and the run record."""
     decision = decide(snap(status={}, spec={"resources": RES_8GI, "autoTune": True}), NOW)
     assert cond(decision, "Feasible")["status"] == "True" and len(decision.children) == 2
     settings = decision.status["autoTune"]["settings"]
@@ -833,8 +837,8 @@ def test_gpu_memory_from_the_product_table() -> None:
     feasible = cond(unknown, "Feasible")
     assert (feasible["status"], feasible["reason"]) == ("Unknown", "GPUMemoryUnknown") and len(unknown.children) == 2
     assert (
-        "nvidia.com/gpu.product='Tiny-GPU' is not in the operator's GPU table (built in, extended by the chart's gpuMemoryByProduct"
-        in feasible["message"]
+        "nvidia.com/gpu.product='Tiny-GPU' is not in the operator's GPU table (built in, "
+        "extended by the chart's gpuMemoryByProduct" in feasible["message"]
     )
     assert "it lists NVIDIA-H100-80GB-HBM3)" in feasible["message"]
     assert "gpuMemoryByProduct value" in feasible["message"]  # the hint: how to supply it
@@ -958,7 +962,10 @@ def test_the_reconcile_that_sees_success_asks_for_the_next_one_to_serve() -> Non
 def test_a_better_evaluation_serves_and_an_evaluation_read_after_success_counts() -> None:
     better = decide(serving_snap(spec=EVAL_SPEC, status=evaluated({"evalLoss": 1.2}, {"evalLoss": 2.1})), NOW)
     assert kinds(better) == ["Deployment", "Service"] and "serving" in better.status
-    line = 'kubetune.stage {"stage": "evaluate", "event": "end", "evaluation": {"state": "Succeeded", "trained": {"evalLoss": 1.0}, "base": {"evalLoss": 3.0}}}'
+    line = (
+        'kubetune.stage {"stage": "evaluate", "event": "end", "evaluation": {"state": "Succeeded", "trained": '
+        '{"evalLoss": 1.0}, "base": {"evalLoss": 3.0}}}'
+    )
     late = decide(serving_snap(spec=EVAL_SPEC, progress=read_log(line)), NOW)
     assert kinds(late) == ["Deployment", "Service"] and late.status["evaluation"]["base"] == {"evalLoss": 3.0}
 
@@ -1130,7 +1137,8 @@ def test_past_the_retry_bound_a_queued_child_is_deleted_not_suspended_and_never_
         ("PyTorchJob", NAME)
     ]
     assert decision.status["phase"] == "Failed" and "was deleted to free its GPUs" in decision.status["message"]
-    # the status patch lost a race (409): decided again with the child gone, it is still the retry bound, nothing recreated
+    # the status patch lost a race (409): decided again with the child gone, it is still the retry
+    # bound, nothing recreated
     again = decide(snap(spec={"runPolicy": {"backoffLimit": 0}}, child=None, terminations=terminations(137)), NOW)
     assert again.children == () and again.deletions == () and cond(again, "Failed")["reason"] == "BackoffLimitExceeded"
 

@@ -1,4 +1,5 @@
-"""The emulated TokenReview answers as kube-apiserver does (see tests/support/apiserver/auth.py for the upstream files)."""
+"""The emulated TokenReview answers as kube-apiserver does (see
+tests/support/apiserver/auth.py for the upstream files)."""
 
 from __future__ import annotations
 

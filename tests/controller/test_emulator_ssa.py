@@ -123,8 +123,8 @@ async def test_a_conflict_lists_every_manager_and_field(cluster: Cluster) -> Non
     code, status = await apply(cluster, PTJ, ptj(suspend=False, backoffLimit=2), manager="bob")
     assert code == 409
     assert (
-        status["message"]
-        == 'Apply failed with 2 conflicts: conflicts with "alice":\n- .spec.runPolicy.backoffLimit\n- .spec.runPolicy.suspend'
+        status["message"] == 'Apply failed with 2 conflicts: conflicts with "alice":\n'
+        '- .spec.runPolicy.backoffLimit\n- .spec.runPolicy.suspend'
     )
     # Two appliers agreeing on a value share it without a conflict.
     code, obj = await apply(cluster, PTJ, ptj(suspend=True), manager="bob")
@@ -256,7 +256,8 @@ async def test_finetunejob_unknown_fields_are_pruned_or_refused_under_strict(clu
     assert code == 400 and status["reason"] == "BadRequest"
     assert (
         status["message"]
-        == 'FineTuneJob in version "v1alpha1" cannot be handled as a FineTuneJob: strict decoding error: unknown field "spec.bogus", unknown field "spec.training.typo"'
+        == 'FineTuneJob in version "v1alpha1" cannot be handled as a FineTuneJob: strict decoding error: '
+        'unknown field "spec.bogus", unknown field "spec.training.typo"'
     )
     assert cluster.objects("kubetune.io/v1alpha1", "finetunejobs") == []
     code, created = await post(cluster, job)

@@ -130,7 +130,8 @@ async def test_a_validating_admission_policy_denial_is_reported_not_retried_as_r
                 403,
                 "Forbidden",
                 f'pytorchjobs.kubeflow.org "{new["metadata"]["name"]}" is forbidden: User '
-                '"system:serviceaccount:kubetune:kubetune" cannot patch resource "pytorchjobs" in API group "kubeflow.org"',
+                '"system:serviceaccount:kubetune:kubetune" cannot patch resource '
+                '"pytorchjobs" in API group "kubeflow.org"',
             )
 
         memory.apply_failures.clear()

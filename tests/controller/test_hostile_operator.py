@@ -176,5 +176,6 @@ async def test_the_fuzz_corpus_through_the_operator_ends_failed_or_pending_and_o
             assert validated["status"] == "True"
     phases = [_status(cluster, d["metadata"]["name"])["phase"] for d in corpus]
     print(
-        f"fuzz corpus through the operator: {len(corpus)} jobs, {phases.count('Failed')} Failed, {phases.count('Pending')} Pending"
+        f"fuzz corpus through the operator: {len(corpus)} jobs, {phases.count('Failed')} Failed, "
+        f"{phases.count('Pending')} Pending"
     )

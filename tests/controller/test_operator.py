@@ -734,7 +734,8 @@ async def test_running_and_failed_jobs_get_no_serving_objects(cluster: Cluster, 
 
 async def test_kserve_not_installed_is_a_condition_then_served_when_it_appears(cluster: Cluster, operator: Any) -> None:
     await operator()
-    # With the example's hfTokenSecretRef KServe needs a ServiceAccount listing the token (the storage initializer reads it there).
+    # With the example's hfTokenSecretRef KServe needs a ServiceAccount listing the token (the storage
+    # initializer reads it there).
     await cluster.put_object(
         *FTJ,
         example_job(

@@ -155,7 +155,10 @@ def test_the_operator_never_imports_the_ml_stack() -> None:
     import subprocess
     import sys
 
-    code = "import sys, kubetune.controller.main; print(sorted(m for m in ('torch', 'transformers', 'llamafactory') if m in sys.modules))"
+    code = (
+        "import sys, kubetune.controller.main; print(sorted(m for m in ('torch', 'transformers', "
+        "'llamafactory') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 

@@ -98,7 +98,8 @@ async def test_a_real_trainer_process_pushes_progress_to_status(
         "import os\n"
         "r = push.from_env(os.environ)\n"
         "console.set_tap(r.offer)\n"
-        "ProgressTracker(StdoutProgressSink()).feed({'current_steps': 7, 'total_steps': 20, 'loss': 0.75, 'lr': 1e-4, 'epoch': 0.35})\n"
+        "ProgressTracker(StdoutProgressSink()).feed({'current_steps': 7, 'total_steps': 20, 'loss': "
+        "0.75, 'lr': 1e-4, 'epoch': 0.35})\n"
         "r.close()\n"
         "print('sent', r.sent, 'failed', r.failed)\n"
     )
@@ -272,7 +273,8 @@ def test_operator_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://k:6443'}}]\n"
-        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
         encoding="utf-8",
     )
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))

@@ -218,7 +218,8 @@ class ScopedClaims:
             raise ApiError(
                 403,
                 "Forbidden",
-                f'persistentvolumeclaims is forbidden: cannot list resource "persistentvolumeclaims" in the namespace "{namespace}"',
+                'persistentvolumeclaims is forbidden: cannot list resource "persistentvolumeclaims" '
+                f'in the namespace "{namespace}"',
             )
         items = [
             {"metadata": {"name": n, "namespace": namespace, "resourceVersion": "5"}, "status": {"phase": "Bound"}}

@@ -638,7 +638,10 @@ async def test_applying_a_suspended_job_again_after_resume_says_resume_owns_susp
 def test_import_kubetune_stays_light_and_exposes_the_sdk() -> None:
     import subprocess
 
-    code = "import sys, kubetune; print(sorted(m for m in sys.modules if m.startswith(('kubetune.', 'kopf', 'torch', 'aiohttp', 'pydantic'))))"
+    code = (
+        "import sys, kubetune; print(sorted(m for m in sys.modules if m.startswith(('kubetune.', 'kopf', "
+        "'torch', 'aiohttp', 'pydantic'))))"
+    )
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
     )

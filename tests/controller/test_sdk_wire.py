@@ -116,7 +116,8 @@ def _no_env_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_creating_in_a_namespace_that_does_not_exist_says_so_not_job_not_found(tmp_path: Path) -> None:
     """The NamespaceLifecycle admission plugin answers a write into a missing namespace with NotFound for the
     namespace (k8s.io/apiserver/pkg/admission/plugin/namespace/lifecycle/admission.go:163-169, errors.NewNotFound:
-    k8s.io/apimachinery/pkg/api/errors/errors.go:145-157; Kubernetes 1.36 vendored in openshift/microshift @ 8e16b12)."""
+    k8s.io/apimachinery/pkg/api/errors/errors.go:145-157; Kubernetes 1.36 vendored in
+    openshift/microshift @ 8e16b12)."""
 
     def handle(h: http.server.BaseHTTPRequestHandler) -> None:
         h.rfile.read(int(h.headers.get("Content-Length") or 0))
@@ -159,7 +160,10 @@ def test_a_422_names_each_refused_field_as_a_problem(tmp_path: Path) -> None:
         },
         {"reason": "FieldValueForbidden", "message": "Forbidden: spec.method is immutable", "field": "spec.method"},
     ]
-    message = 'FineTuneJob.kubetune.io "qwen-lora" is invalid: [spec.lora.rank: Invalid value: 0: ..., spec.method: Forbidden: spec.method is immutable]'
+    message = (
+        'FineTuneJob.kubetune.io "qwen-lora" is invalid: [spec.lora.rank: Invalid value: 0: ..., spec.method: '
+        'Forbidden: spec.method is immutable]'
+    )
 
     def handle(h: http.server.BaseHTTPRequestHandler) -> None:
         h.rfile.read(int(h.headers.get("Content-Length") or 0))
@@ -383,7 +387,8 @@ runs.write_text(str(n))
 user = "user-1" if n == 1 else "user-2"
 d = pathlib.Path({str(tmp_path)!r})
 print(json.dumps({{"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
-    "status": {{"clientCertificateData": (d / f"{{user}}.crt").read_text(), "clientKeyData": (d / f"{{user}}.key").read_text()}}}}))
+    "status": {{"clientCertificateData": (d / f"{{user}}.crt").read_text(),
+               "clientKeyData": (d / f"{{user}}.key").read_text()}}}}))
 """,
         encoding="utf-8",
     )
@@ -412,7 +417,10 @@ print(json.dumps({{"apiVersion": "client.authentication.k8s.io/v1", "kind": "Exe
     tls.load_cert_chain(str(files["server.crt"]), str(files["server.key"]))
     tls.verify_mode = ssl.CERT_REQUIRED
     with serve(handle, tls) as url:
-        user = f"{{exec: {{apiVersion: client.authentication.k8s.io/v1, command: {sys.executable}, args: [{plugin}], interactiveMode: Never}}}}"
+        user = (
+            f"{{exec: {{apiVersion: client.authentication.k8s.io/v1, command: {sys.executable}, args: "
+            f"[{plugin}], interactiveMode: Never}}}}"
+        )
         config = kubeconfig(tmp_path / "kc", url, user=user, cluster_extra=f', certificate-authority: "{files["ca"]}"')
         job = kubetune.Client(kubeconfig=config).get("qwen-lora")
     assert job.name == "qwen-lora" and users == ["user-1", "user-2"]

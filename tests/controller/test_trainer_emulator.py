@@ -82,8 +82,10 @@ async def test_placement_changes_only_while_suspended_and_the_refusal_is_a_webho
         await _update(cluster, NS, "qwen-lora", lambda o: set_pod_field(o, "nodeSelector", {"pool": "a100"}))
     assert (refused.value.code, refused.value.reason) == (403, "Forbidden")
     assert refused.value.message == (
-        'trainjobs.trainer.kubeflow.org "qwen-lora" is forbidden: admission webhook "validator.trainjob.trainer.kubeflow.org" denied the request: '
-        "spec.runtimePatches: Forbidden: RuntimePatches can only be modified when the TrainJob is suspended before or after the update"
+        'trainjobs.trainer.kubeflow.org "qwen-lora" is forbidden: '
+        'admission webhook "validator.trainjob.trainer.kubeflow.org" denied the request: '
+        "spec.runtimePatches: Forbidden: RuntimePatches can only be modified when the TrainJob is suspended "
+        "before or after the update"
     )
 
     def suspend_and_place(o: dict[str, Any]) -> None:

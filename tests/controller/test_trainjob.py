@@ -452,7 +452,8 @@ async def test_a_name_a_trainjob_cannot_carry_falls_back_to_pytorchjob_with_auto
 
 
 async def test_tolerations_with_a_queue_take_a_pytorchjob_with_auto(cluster: Cluster, operator: Any) -> None:
-    """Kueue would replace them on a TrainJob (see test_trainer_emulator): auto picks PyTorchJob, where Kueue adds the flavor's."""
+    """Kueue would replace them on a TrainJob (see test_trainer_emulator): auto picks PyTorchJob,
+    where Kueue adds the flavor's."""
     install_trainer(cluster, kueue=True)
     await operator()
     job = example_job(

@@ -104,6 +104,9 @@ def test_run_local_refuses_multi_node_jobs(tmp_path: Path) -> None:
 
 def test_cli_import_stays_light() -> None:
     # `kubetune render` must not pay for torch: localrun is imported by the CLI at start.
-    code = "import sys, kubetune.cli, kubetune.localrun; heavy = [m for m in ('torch', 'transformers', 'llamafactory') if m in sys.modules]; print(heavy)"
+    code = (
+        "import sys, kubetune.cli, kubetune.localrun; heavy = [m for m in ('torch', 'transformers', "
+        "'llamafactory') if m in sys.modules]; print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

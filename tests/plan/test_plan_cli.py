@@ -49,7 +49,8 @@ def test_plan_every_example_prints_terms_and_a_verdict(
 ) -> None:
     args = ["plan", str(example), "--gpu", "H200"]
     if any(((d or {}).get("spec") or {}).get("model", {}).get("uri") for d in yaml.safe_load_all(example.read_text())):
-        # A base model in a bucket: the planner reads no bucket, the user gives its config.json (docs/object-storage.md).
+        # A base model in a bucket: the planner reads no bucket, the user gives its config.json
+        # (docs/object-storage.md).
         from kubetune.plan.arch import catalogue  # noqa: PLC0415
 
         (tmp_path / "config.json").write_text(json.dumps(catalogue()["Qwen/Qwen2.5-0.5B"]))

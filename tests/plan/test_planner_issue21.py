@@ -1,4 +1,5 @@
-"""The planner against what LLaMA-Factory 0.9.5, DeepSpeed 0.18.4 and torch really keep alive (issue 21, items 7, 10-12).
+"""The planner against what LLaMA-Factory 0.9.5, DeepSpeed 0.18.4 and torch really keep alive (issue 21, items 7,
+10-12).
 
 Each test states the upstream code path it relies on; the expected figures are derived here from
 those paths (or read from the real component: DeepSpeed's config model, kubetune's rendered

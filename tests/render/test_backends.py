@@ -145,7 +145,8 @@ def test_registry() -> None:
 # --- suspend, Kueue, run policy, ownership -------------------------------------------------
 
 SUSPEND = [
-    # id, spec.suspend, spec queue, option default queue, expected runPolicy.suspend (None = absent), expected queue label
+    # id, spec.suspend, spec queue, option default queue, expected runPolicy.suspend (None =
+    # absent), expected queue label
     ("running", False, None, None, False, None),
     ("suspended", True, None, None, True, None),
     ("queued-spec", False, "gpu-queue", None, None, "gpu-queue"),

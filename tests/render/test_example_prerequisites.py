@@ -171,7 +171,8 @@ def pvc_update_errors(old: dict[str, Any], new: dict[str, Any], *, bound: bool =
             errors.append("spec.resources.requests.storage: Forbidden: field can not be less than previous value")
     if old_spec != new_spec:
         errors.append(
-            "spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"
+            "spec: Forbidden: spec is immutable after creation except resources.requests and "
+            "volumeAttributesClassName for bound claims"
         )
     return errors
 

@@ -68,5 +68,6 @@ def test_catalog_is_current() -> None:
     from tests.support import update_llamafactory_catalog as updater  # in-process: llamafactory is already imported
 
     assert updater.CATALOG.read_text(encoding="utf-8") == updater.render_text(updater.build()), (
-        "operator/kubetune/render/llamafactory_args.json is stale: run .venv/bin/python -m tests.support.update_llamafactory_catalog"
+        "operator/kubetune/render/llamafactory_args.json is stale: run .venv/bin/python -m "
+        "tests.support.update_llamafactory_catalog"
     )

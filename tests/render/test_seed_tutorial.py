@@ -151,7 +151,8 @@ def test_seed_example_matches_tutorial_command(name: str) -> None:
         if key in command or key in PATH_KEYS or key in DELIBERATE:
             continue
         assert defaults[key].default == value, (
-            f"{name}: kubetune renders {key}={value!r}, which the tutorial leaves at LLaMA-Factory's default {defaults[key].default!r}"
+            f"{name}: kubetune renders {key}={value!r}, which the tutorial leaves at LLaMA-Factory's "
+            f"default {defaults[key].default!r}"
         )
 
     assert rendered.job.spec.resources.gpus_per_node * rendered.job.spec.resources.nodes == gpus

@@ -364,8 +364,8 @@ def test_kserve_resources_survive_the_runtime_merge(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["kserve-merged-scheduled", "kserve-adapter-scheduled"])
 def test_kserve_pods_are_placed_like_the_training_pods(name: str) -> None:
-    """issue 27.2: the InferenceService's predictor inlines a PodSpec (pkg/apis/serving/v1beta1/predictor.go:84 @v0.20.0),
-    the LLMInferenceService's spec.template is one (llm_inference_service_types.go:164)."""
+    """issue 27.2: the InferenceService's predictor inlines a PodSpec (pkg/apis/serving/v1beta1/predictor.go:84
+    @v0.20.0), the LLMInferenceService's spec.template is one (llm_inference_service_types.go:164)."""
     (obj,) = render_serving(CASES[name].build()).objects
     pod = obj["spec"]["predictor"] if obj["kind"] == "InferenceService" else obj["spec"]["template"]
     for field in ("nodeSelector", "tolerations", "affinity"):
@@ -553,7 +553,8 @@ def test_kaito_adapter_volume_names_fit_a_dns_label() -> None:
 
 
 def test_the_pinned_revision_is_served_offline() -> None:
-    """With HF_HUB_OFFLINE the cache holds only the revision the trainer downloaded (vllm arg_utils.py:538 --revision)."""
+    """With HF_HUB_OFFLINE the cache holds only the revision the trainer downloaded (vllm
+    arg_utils.py:538 --revision)."""
     built = job(
         spec__model={"name": "Qwen/Qwen1.5-1.8B", "revision": "v1.0", "template": "qwen"},
         spec__storage={"outputs": {"claimName": "out"}, "models": {"claimName": "cache"}},
@@ -565,7 +566,8 @@ def test_the_pinned_revision_is_served_offline() -> None:
 
 
 def test_kserve_downloads_the_pinned_revision() -> None:
-    """KServe's storage initializer reads hf://owner/model[:revision] (python/storage/kserve_storage/kserve_storage.py:629-658 @v0.20.0)."""
+    """KServe's storage initializer reads hf://owner/model[:revision]
+    (python/storage/kserve_storage/kserve_storage.py:629-658 @v0.20.0)."""
     built = job(
         {"engine": "kserve"}, spec__model={"name": "Qwen/Qwen1.5-1.8B", "revision": "v1.0", "template": "qwen"}
     ).build()
@@ -580,7 +582,8 @@ def test_kserve_downloads_the_pinned_revision() -> None:
 
 
 def test_an_adapter_on_another_jobs_output_is_refused_not_a_crash() -> None:
-    """fromJob + lora without export + spec.serve used to raise AssertionError (operator crash loop, `kubetune render` crash)."""
+    """fromJob + lora without export + spec.serve used to raise AssertionError (operator crash loop,
+    `kubetune render` crash)."""
     builder = job(spec__model={"fromJob": "base-sft", "template": "qwen"})
     assert "spec.export.enabled" in _problems(builder)["spec.serve"]
     from kubetune.api import FineTuneJob
@@ -691,8 +694,8 @@ def test_kserve_inferenceservice_downloads_the_merged_model_from_the_bucket() ->
             "Application Default Credentials",
         ),
         ({}, {"spec__serviceAccountName": "sa", "spec__storage": {"outputs": {"claimName": "out"}}}, "outputs.uri"),
-        # KServe v0.20.0 reads Azure Blob only as https://<account>.blob.core.windows.net/... with a service principal or
-        # AZURE_STORAGE_ACCESS_KEY (kserve_storage.py:51-54,1122-1162; pkg/credentials/azure/azure_secret.go:24-45)
+        # KServe v0.20.0 reads Azure Blob only as https://<account>.blob.core.windows.net/... with a service principal
+        # or AZURE_STORAGE_ACCESS_KEY (kserve_storage.py:51-54,1122-1162; pkg/credentials/azure/azure_secret.go:24-45)
         (
             {},
             {
@@ -717,7 +720,8 @@ def test_kserve_inferenceservice_downloads_the_merged_model_from_the_bucket() ->
         ),
         ({"kind": "LLMInferenceService"}, {"spec__serviceAccountName": "sa"}, "kind InferenceService"),
         # kubetune's default key names (AWS_ACCESS_KEY_ID...): KServe v0.20.0 skips a Secret without awsSecretAccessKey
-        # (pkg/credentials/service_account_credentials.go:281-293) and the storage initializer downloads without credentials
+        # (pkg/credentials/service_account_credentials.go:281-293) and the storage initializer
+        # downloads without credentials
         (
             {},
             {"spec__serviceAccountName": "sa"},
@@ -781,7 +785,8 @@ def test_vllm_reads_an_az_bucket_with_the_jobs_credentials_and_workload_identity
     """engine vllm, modelSource bucket, az://: the fetch-results init container gets the job's Azure settings; with
     Azure Workload Identity (no Secret) the pod carries azure.workload.identity/use: "true" (the webhook's
     objectSelector, charts/workload-identity-webhook/templates/azure-wi-webhook-mutating-webhook-configuration-
-    mutatingwebhookconfiguration.yaml:27 @v1.6.0) and runs as spec.serviceAccountName, still without an API-server token."""
+    mutatingwebhookconfiguration.yaml:27 @v1.6.0) and runs as spec.serviceAccountName, still
+    without an API-server token."""
     outputs = {"claimName": "out", "uri": "az://ml-runs/finetune/"}
     wi = job(
         {"modelSource": "bucket"},

@@ -41,7 +41,8 @@ assert tmp == os.environ["TMPDIR"], (tmp, os.environ["TMPDIR"])
 fd = os.open(os.path.join(tmp, "model.lock"), os.O_CREAT | os.O_RDWR, 0o666)  # get_lock, weight_utils.py:87-98
 os.close(fd)
 user = getpass.getuser()
-for var in ("HOME", "XDG_CACHE_HOME", "HF_HOME", "VLLM_CACHE_ROOT", "VLLM_CONFIG_ROOT", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "HF_MODULES_CACHE"):
+for var in ("HOME", "XDG_CACHE_HOME", "HF_HOME", "VLLM_CACHE_ROOT", "VLLM_CONFIG_ROOT", "TRITON_CACHE_DIR",
+            "TORCHINDUCTOR_CACHE_DIR", "HF_MODULES_CACHE"):
     with open(os.path.join(os.environ[var], "probe"), "w") as f:
         f.write(var)
 print("started as", os.getuid(), user)

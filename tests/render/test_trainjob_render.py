@@ -58,7 +58,8 @@ def test_trainjob_golden(example: Path) -> None:
         f"no TrainJob golden file for {example_id(example)}: run .venv/bin/python -m tests.support.update_golden"
     )
     assert golden_text(example, TRAINJOB_OPTIONS) == golden.read_text(encoding="utf-8"), (
-        f"{example_id(example)} renders differently as a TrainJob; if intended, run .venv/bin/python -m tests.support.update_golden and review the diff"
+        f"{example_id(example)} renders differently as a TrainJob; if intended, "
+        "run .venv/bin/python -m tests.support.update_golden and review the diff"
     )
 
 

@@ -51,7 +51,8 @@ def declare_resources(cluster: Cluster) -> None:
     cluster.declare("v1", "events", "Event", has_status=False)
     cluster.declare("v1", "persistentvolumeclaims", "PersistentVolumeClaim")
     cluster.declare("kueue.x-k8s.io/v1beta1", "localqueues", "LocalQueue")
-    # spec.serve's engine vllm (every cluster serves these; KServe and KAITO kinds are declared by the tests that install them)
+    # spec.serve's engine vllm (every cluster serves these; KServe and KAITO kinds are declared by the
+    # tests that install them)
     cluster.declare("apps/v1", "deployments", "Deployment")
     cluster.declare("v1", "services", "Service")
     cluster.declare("batch/v1", "jobs", "Job")  # engine kaito copies the adapter with a Job

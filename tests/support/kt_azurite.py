@@ -103,7 +103,8 @@ class Azurite:
         return BlobServiceClient.from_connection_string(self.connection_string())
 
     def env(self, connection_string: str | None = None) -> dict[str, str]:
-        """The trainer's environment for this server (what spec.storage.objectStore renders with a connection-string Secret)."""
+        """The trainer's environment for this server (what spec.storage.objectStore renders with a
+        connection-string Secret)."""
         return {"KUBETUNE_AZURE_STORAGE_CONNECTION_STRING": connection_string or self.connection_string()}
 
     def stop(self) -> None:

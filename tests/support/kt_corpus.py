@@ -1277,7 +1277,8 @@ INVALID = [
         "spec.resources.extra",
     ),
     Case("extra-resource-unprefixed", {"spec.resources": {"extra": {"ib": 1}}}, "spec.resources.extra"),
-    # IsQualifiedName: each label of the domain prefix is at most 63 characters (the map key shares gpuResourceName's type)
+    # IsQualifiedName: each label of the domain prefix is at most 63 characters (the map key shares
+    # gpuResourceName's type)
     Case(
         "extra-resource-domain-label-too-long",
         {"spec.resources": {"extra": {"a" * 64 + ".example.com/ib": 1}}},

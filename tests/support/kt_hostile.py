@@ -42,15 +42,16 @@ def deep(n: int) -> str:
 NASTY_SCALARS: list[Any] = [
     None, True, False, 0, -1, 2**31, 2**63, 2**64, 10**30, -(2**63) - 1, 1e308, 0.1, float("nan"), float("inf"),
     "1e5", "y", "n", "on", "", " ", "${x}", "a${b}", "../..", "../../x", "/etc/passwd",
-    "memory", "cpu", "gpu", "ephemeral-storage", "nvidia.com/gpu", "kubernetes.io/gpu", "1.2.3", "-5Gi", "...", "16Gi", "0",
-    "\x1b[31mred\x1b[0m", "line\nforged.yaml: FineTuneJob x is valid", "\u202eevil", "nul\x00byte", "\ud800", "x" * 100_000,
+    "memory", "cpu", "gpu", "ephemeral-storage", "nvidia.com/gpu", "kubernetes.io/gpu", "1.2.3", "-5Gi", "...", "16Gi",
+    "0", "\x1b[31mred\x1b[0m", "line\nforged.yaml: FineTuneJob x is valid", "\u202eevil", "nul\x00byte", "\ud800",
+    "x" * 100_000,
     "Ünïcödé", "HOME", "TMPDIR", "PYTHONUNBUFFERED", "TRITON_CACHE_DIR", "Exists", "Equal", "NoExecute", "In", "Gt",
     "a" * 52, "a" * 51, "qwen", "-bad", "bad-", "A_B", "2001-01-01", "0x1F", "017", "<<", "=",
 ]  # fmt: skip
 
 NASTY_KEYS: list[str] = [
-    "\x1b[2J", "a\nb", "k" * 5000, "<<", "", "affinity", "tolerations", "nodeSelector", "extraArgs", "env", "gpuResourceName",
-    "memory", "subPath", "tolerationSeconds", "weight", "nodes", "name", "value",
+    "\x1b[2J", "a\nb", "k" * 5000, "<<", "", "affinity", "tolerations", "nodeSelector", "extraArgs", "env",
+    "gpuResourceName", "memory", "subPath", "tolerationSeconds", "weight", "nodes", "name", "value",
 ]  # fmt: skip
 
 # Values that keep a document valid, so mutations also reach render and the schema checks.

@@ -25,7 +25,8 @@ DEFAULT = REPO.parent / "shared" / "upstream-crds"
 
 
 def upstream_crds_path() -> Path:
-    """Where the upstream CRDs are looked for: ``$KUBETUNE_UPSTREAM_CRDS`` when set, else ``../shared/upstream-crds``."""
+    """Where the upstream CRDs are looked for: ``$KUBETUNE_UPSTREAM_CRDS`` when set, else
+    ``../shared/upstream-crds``."""
     env = os.environ.get(ENV)
     return Path(env).expanduser().resolve() if env else DEFAULT
 

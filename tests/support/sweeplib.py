@@ -33,7 +33,8 @@ def install_sweep_crd(cluster: Cluster) -> None:
 
 
 def uninstall_sweep_crd(cluster: Cluster) -> None:
-    """Sweeps are stored as sent from now on (an older or schemaless CRD): the operator's own checks are what refuses."""
+    """Sweeps are stored as sent from now on (an older or schemaless CRD): the operator's
+    own checks are what refuses."""
     cluster.store.pop((CRDS, None, f"{FTS[1]}.kubetune.io"), None)
 
 

@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 FILES = {
     "test_body_skip.py": "import pytest\n\ndef test_skips():\n    pytest.skip('no tool here')\n",
-    "test_module_skip.py": "import pytest\n\npytest.importorskip('kubetune_no_such_module')\n\ndef test_never_collected():\n    pass\n",
+    "test_module_skip.py": "import pytest\n\npytest.importorskip('kubetune_no_such_module')\n\n"
+    "def test_never_collected():\n    pass\n",
     "test_runs.py": "def test_runs():\n    pass\n",
 }
 

@@ -218,27 +218,31 @@ def _trainer_validate(new: Obj, old: Obj | None, cluster: Cluster) -> None:
             name,
             TRAINER_WEBHOOK,
             [
-                f"spec.RuntimeRef: Invalid value: {json.dumps(ref, sort_keys=True)}: clustertrainingruntimes.trainer.kubeflow.org "
-                f'"{ref.get("name")}" not found: specified clusterTrainingRuntime must be created before the TrainJob is created'
+                f"spec.RuntimeRef: Invalid value: {json.dumps(ref, sort_keys=True)}: "
+                f'clustertrainingruntimes.trainer.kubeflow.org "{ref.get("name")}" not found: '
+                "specified clusterTrainingRuntime must be created before the TrainJob is created"
             ],
         )
     errors: list[str] = []
     reserved = sorted({e.get("name") for e in (spec.get("trainer") or {}).get("env") or []} & RESERVED_ENV)
     if reserved:  # T4
         errors.append(
-            f"spec.trainer.env: Invalid value: ...: must not have reserved envs, invalid envs configured: [{' '.join(reserved)}]"
+            "spec.trainer.env: Invalid value: ...: must not have reserved envs, "
+            f"invalid envs configured: [{' '.join(reserved)}]"
         )
     patches = spec.get("runtimePatches") or []
     if old is not None and patches != ((old.get("spec") or {}).get("runtimePatches") or []):  # T5 :214-251
         if not (spec.get("suspend") is True or (old.get("spec") or {}).get("suspend") is True):
             errors.append(
-                "spec.runtimePatches: Forbidden: RuntimePatches can only be modified when the TrainJob is suspended before or after the update"
+                "spec.runtimePatches: Forbidden: RuntimePatches can only be modified when the TrainJob is "
+                "suspended before or after the update"
             )
         else:
             for rjob in (old.get("status") or {}).get("jobsStatus") or []:  # the JobSet's status, as Trainer copies it
                 if int(rjob.get("active") or 0) > 0:
                     errors.append(
-                        f"spec.runtimePatches: Forbidden: RuntimePatches cannot be modified when the JobSet's ReplicatedJob {rjob.get('name')} is still active"
+                        "spec.runtimePatches: Forbidden: RuntimePatches cannot be modified when the JobSet's "
+                        f"ReplicatedJob {rjob.get('name')} is still active"
                     )
     containers = {
         rj["name"]: {c["name"] for c in rj["template"]["spec"]["template"]["spec"].get("containers") or []}
@@ -247,25 +251,29 @@ def _trainer_validate(new: Obj, old: Obj | None, cluster: Cluster) -> None:
     for patch in patches:  # T5 :175-209
         if not _DOMAIN_PREFIXED.fullmatch(str(patch.get("manager", ""))):
             errors.append(
-                f"spec.runtimePatches.manager: Invalid value: {json.dumps(patch.get('manager'))}: must be a domain-prefixed path (such as \"acme.io/foo\")"
+                f"spec.runtimePatches.manager: Invalid value: {json.dumps(patch.get('manager'))}: "
+                "must be a domain-prefixed path (such as \"acme.io/foo\")"
             )
         for rjob in (
             (((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs")
         ) or []:
             if rjob.get("name") not in containers:
                 errors.append(
-                    "spec.runtimePatches: Invalid value: ...: must not have replicated job that doesn't exist in the runtime job template"
+                    "spec.runtimePatches: Invalid value: ...: must not have replicated job that doesn't "
+                    "exist in the runtime job template"
                 )
                 continue
             pod = (((rjob.get("template") or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
             for c in pod.get("containers") or []:
                 if c.get("name") not in containers[rjob["name"]]:
                     errors.append(
-                        f"spec.runtimePatches: Invalid value: ...: must not have container that doesn't exist in the runtime job {rjob['name']}"
+                        "spec.runtimePatches: Invalid value: ...: must not have container that doesn't exist in "
+                        f"the runtime job {rjob['name']}"
                     )
                 elif c.get("env") and c.get("name") == "node":
                     errors.append(
-                        "spec.runtimePatches: Invalid value: ...: must not have envs for the dataset-initializer, model-initializer, node containers"
+                        "spec.runtimePatches: Invalid value: ...: must not have envs for the dataset-initializer, "
+                        "model-initializer, node containers"
                     )
     if errors:
         raise denial("trainjobs.trainer.kubeflow.org", name, TRAINER_WEBHOOK, errors)
@@ -421,7 +429,8 @@ def jobset_refusal(name: str, nodes: int) -> str | None:
             errors.append(f'spec.replicatedJobs[0].name: Invalid value: "{name}-node-0": {too_long}')
         elif not _DNS1035.fullmatch(candidate):
             errors.append(
-                f'spec.replicatedJobs[0].name: Invalid value: "{name}-node-0": a DNS-1035 label must consist of lower case alphanumeric '
+                f'spec.replicatedJobs[0].name: Invalid value: "{name}-node-0": '
+                "a DNS-1035 label must consist of lower case alphanumeric "
                 "characters or '-', start with an alphabetic character, and end with an alphanumeric character"
             )
     if not errors:

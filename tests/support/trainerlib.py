@@ -31,7 +31,10 @@ __all__ = [
 def build_shared_assets(root: Path) -> TinyAssets:
     # Building the model needs the heavy stack; do it in a child so the test
     # process itself stays light (and its import time stays honest).
-    code = "import sys; from pathlib import Path; from kubetune.trainer.tiny import build_assets; build_assets(Path(sys.argv[1]))"
+    code = (
+        "import sys; from pathlib import Path; from kubetune.trainer.tiny import build_assets; "
+        "build_assets(Path(sys.argv[1]))"
+    )
     subprocess.run(
         [sys.executable, "-c", code, str(root)], check=True, env=isolated_env(root / "env"), capture_output=True
     )

@@ -250,7 +250,8 @@ def test_the_longest_sweep_name_leaves_room_for_the_trial_number() -> None:
     assert validate_sweep(doc)[1] == []
     doc["metadata"]["name"] = "a" * 48
     assert [str(p) for p in validate_sweep(doc)[1]] == [
-        "metadata.name: metadata.name must be a DNS label of at most 47 characters (lower-case letters, digits, '-'): each trial is a FineTuneJob named <sweep>-<number>"
+        "metadata.name: metadata.name must be a DNS label of at most 47 characters (lower-case letters, digits, '-'): "
+        "each trial is a FineTuneJob named <sweep>-<number>"
     ]
 
 

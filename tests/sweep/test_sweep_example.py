@@ -62,6 +62,6 @@ def test_validate_refuses_the_example_on_a_gpu_too_small_for_its_ranges() -> Non
     )
     assert proc.returncode == 1
     assert (
-        f"{EXAMPLE}: spec.parameters: a trial with training.learningRate = 2e-05, lora.rank = 8 will not fit the GPUs: predicted peak"
-        in proc.stderr
+        f"{EXAMPLE}: spec.parameters: a trial with training.learningRate = 2e-05, "
+        "lora.rank = 8 will not fit the GPUs: predicted peak" in proc.stderr
     )

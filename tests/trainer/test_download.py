@@ -193,7 +193,8 @@ def test_missing_and_denied_files_name_the_field_and_the_fix(tmp_path: Path, sit
         download.fetch(f"{http_url}/nope.jsonl", tmp_path / "a.jsonl", {})
     with pytest.raises(
         DataError,
-        match=r"server answered 403 .*without credentials: make the file public, or keep it in a bucket \(spec.datasets\[\].uri\)",
+        match=r"server answered 403 .*without credentials: make the file public, "
+        r"or keep it in a bucket \(spec.datasets\[\].uri\)",
     ):
         download.fetch(f"{https}/denied/chat.jsonl", tmp_path / "a.jsonl", {contract.ENV_S3_CA_BUNDLE: ca})
     with pytest.raises(DataError, match=r"redirects to plain http .*refused"):

@@ -23,7 +23,10 @@ sys.path.insert(0, str(ROOT / "images"))
 import check_stack  # noqa: E402
 import verify_build  # noqa: E402
 
-NVCC_13 = "nvcc: NVIDIA (R) Cuda compiler driver\nCuda compilation tools, release 13.0, V13.0.88\nBuild cuda_13.0.r13.0/compiler.36424714_0\n"
+NVCC_13 = (
+    "nvcc: NVIDIA (R) Cuda compiler driver\nCuda compilation tools, release 13.0, V13.0.88\n"
+    "Build cuda_13.0.r13.0/compiler.36424714_0\n"
+)
 EXPECT = dict(torch="2.13.0", torch_cuda="13.0", deepspeed="0.18.4", archs="8.0;9.0;10.0+PTX")
 GOOD: dict[str, Any] = {
     "torch_version": "2.13.0",
@@ -164,7 +167,8 @@ def test_a_locked_package_with_no_wheel_is_named() -> None:
     )
     assert check_stack.wheel_problem("images/x.lock", "cp312 on x86_64-manylinux_2_28", 1, stderr) == (
         "images/x.lock: PyPI has no wheel of jieba==0.42.1 for cp312 on x86_64-manylinux_2_28, "
-        "but the Dockerfile installs it with --only-binary=:all: (build it from its sdist there, or lock another version)"
+        "but the Dockerfile installs it with --only-binary=:all: "
+        "(build it from its sdist there, or lock another version)"
     )
     assert check_stack.wheel_problem("images/x.lock", "cp312 on x86_64-manylinux_2_28", 0, "") is None
 

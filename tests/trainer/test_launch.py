@@ -81,7 +81,8 @@ def test_sigterm_to_the_trainer_stops_the_whole_training_group_and_is_retryable(
     pidfile = tmp_path / "grandchild.pid"
     script = (
         "import subprocess, sys, time; "
-        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); open({str(pidfile)!r}, 'w').write(str(p.pid)); "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid)); "
         "print('training', flush=True); time.sleep(60)"
     )
     child = Child([sys.executable, "-c", script], dict(os.environ))

@@ -25,7 +25,10 @@ def test_a_marker_from_an_earlier_launch_does_not_release_the_other_processes(tm
     marker.write_text(f"{tmp_path / 'old'}\n", encoding="utf-8")
     with pytest.raises(Retryable):
         model.await_published(marker, "the first process", {model.ENV_WAIT_TIMEOUT: "0.3"})
-    code = f"from kubetune.trainer import model; from pathlib import Path; model.publish(Path({str(marker)!r}), {str(tmp_path / 'other')!r})"
+    code = (
+        "from kubetune.trainer import model; from pathlib import Path; "
+        f"model.publish(Path({str(marker)!r}), {str(tmp_path / 'other')!r})"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert marker.read_text(encoding="utf-8").startswith(str(tmp_path / "other"))
     with pytest.raises(Retryable):
@@ -56,7 +59,8 @@ def test_the_launch_token_reads_the_start_time_of_a_parent_with_an_odd_name() ->
     code = (
         "import subprocess, sys; from pathlib import Path\n"
         "Path('/proc/self/comm').write_bytes('é) (x y'.encode())\n"
-        "print(subprocess.run([sys.executable, '-c', 'from kubetune.trainer import model; print(model.launch_token())'],"
+        "print(subprocess.run([sys.executable, '-c', 'from kubetune.trainer import model; "
+        "print(model.launch_token())'],"
         " check=True, capture_output=True, text=True).stdout.strip())\n"
     )
     token = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()

@@ -670,7 +670,8 @@ def test_a_local_io_error_while_writing_the_completion_marker_fails_the_job_clea
     )  # noqa: SLF001
     assert code == contract.EXIT_RETRYABLE  # an I/O error of the volume: the restart does not train again
     assert message.startswith(
-        f"{prefix}: writing the completion marker failed on the local side: {pod.output_dir / contract.RUN_RECORD_FILE}: "
+        f"{prefix}: writing the completion marker failed on the local side: "
+        f"{pod.output_dir / contract.RUN_RECORD_FILE}: "
     )
     assert "errno 5" in message
     on_volume = json.loads((pod.output_dir / contract.RUN_RECORD_FILE).read_text())

@@ -118,8 +118,8 @@ def test_az_wrong_key_missing_container_and_blob_and_denied_write_each_give_thei
     uri = f"az://{CONTAINER}/data/x.jsonl"
     wrong = azurite.connection_string(WRONG_KEY)
     cases = [
-        # Azure itself answers a wrong Shared Key AuthenticationFailed (mapped too); Azurite 3.37.0 answers AuthorizationFailure
-        # (dist/src/blob/middlewares/AuthenticationMiddlewareFactory.js:25)
+        # Azure itself answers a wrong Shared Key AuthenticationFailed (mapped too); Azurite 3.37.0 answers
+        # AuthorizationFailure (dist/src/blob/middlewares/AuthenticationMiddlewareFactory.js:25)
         (azurite.env(wrong), uri, "AuthorizationFailure", "a wrong account key or SAS token"),
         (azurite.env(), "az://no-such-container/data/x.jsonl", "ContainerNotFound", "the container does not exist"),
     ]
@@ -270,7 +270,10 @@ def test_the_trainer_ends_a_denied_az_write_with_the_uri_and_code_and_never_a_tr
     pod = make_pod(tmp_path, manifest, tiny_assets)
     result = run_trainer({**pod.env, **azurite.env(reader)}, timeout=scaled(120))
     log = result.stdout + result.stderr
-    text = f"az://{CONTAINER}/runs/default/az-fail/: clearing the completion marker failed: AuthorizationPermissionMismatch"
+    text = (
+        f"az://{CONTAINER}/runs/default/az-fail/: clearing the completion marker failed: "
+        "AuthorizationPermissionMismatch"
+    )
     assert result.returncode == contract.EXIT_CONFIG, log[-3000:]
     failed = [s for s in stage_lines(result.stdout) if s["event"] == "failed"]
     assert failed[0]["stage"] == "data" and text in failed[0]["message"]

@@ -76,7 +76,8 @@ class _CutsBodies(http.server.BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
         error = (
             '<?xml version="1.0" encoding="UTF-8"?><Error><Code>XMinioServerNotInitialized</Code>'
-            "<Message>Server not initialized, please try again.</Message><Resource>/b</Resource><RequestId>1</RequestId></Error>"
+            "<Message>Server not initialized, please try again.</Message><Resource>/b</Resource>"
+            "<RequestId>1</RequestId></Error>"
         ).encode()
         self.send_response(503)
         self.send_header("Content-Type", "application/xml")

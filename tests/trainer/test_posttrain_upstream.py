@@ -125,7 +125,8 @@ def probe(tmp_path_factory: pytest.TempPathFactory, tiny_assets: TinyAssets) -> 
         ),
         ("pt", "pt", "pt", {"name": "text", "path": "text.jsonl", "format": "alpaca", "columns": {"prompt": "text"}}),
     ):
-        # As in the pod: the trainer's data stage checks the records and writes the dataset_info.json LLaMA-Factory reads.
+        # As in the pod: the trainer's data stage checks the records and writes the
+        # dataset_info.json LLaMA-Factory reads.
         pod = make_pod(
             root / f"load-{name}",
             _manifest(

@@ -4,11 +4,11 @@ With Trainer v2's ``TrainJobStatus`` feature gate on, Trainer's trainjobstatus p
 ``KUBEFLOW_TRAINER_SERVER_URL``, ``KUBEFLOW_TRAINER_SERVER_TOKEN`` and ``_CA_CERT`` into the trainer
 container (kubeflow/trainer v2.3.0 pkg/runtime/framework/plugins/trainjobstatus/trainjobstatus.go),
 and transformers (>= 4.57; the image has 5.6) then adds its ``KubeflowCallback`` to every HF Trainer,
-which POSTs ``{"trainerStatus": ...}`` to ``/apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/trainjobs/{name}/status``
-(pkg/statusserver/server.go).  This runs ``python -m kubetune.trainer`` with exactly Trainer v2's
-environment (only PET_* for the topology, plus those variables) against a loopback server in place of
-Trainer's status server, and checks that LLaMA-Factory's training reports there, in the v2.3 schema.
-Without the variables (the gate off, or PyTorchJob) nothing is sent and kubetune's own status is
+which POSTs ``{"trainerStatus": ...}`` to
+``/apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/trainjobs/{name}/status`` (pkg/statusserver/server.go).  This runs
+``python -m kubetune.trainer`` with exactly Trainer v2's environment (only PET_* for the topology, plus those variables)
+against a loopback server in place of Trainer's status server, and checks that LLaMA-Factory's training reports there,
+in the v2.3 schema. Without the variables (the gate off, or PyTorchJob) nothing is sent and kubetune's own status is
 unaffected (the progress lines are printed either way).
 """
 

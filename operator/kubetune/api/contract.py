@@ -61,7 +61,10 @@ ENV_MODELS_DIR: Final = "KUBETUNE_MODELS_DIR"
 ENV_NPROC_PER_NODE: Final = "NPROC_PER_NODE"
 ENV_HF_TOKEN: Final = "HF_TOKEN"
 ENV_METRICS_PORT: Final = "KUBETUNE_METRICS_PORT"
-"""Global rank 0 serves Prometheus metrics on this port (kubetune.trainer.metrics); the container port is named `metrics`."""
+(
+    "Global rank 0 serves Prometheus metrics on this port (kubetune.trainer.metrics); "
+    "the container port is named `metrics`."
+)
 METRICS_PORT: Final = 9464
 ENV_S3_ENDPOINT: Final = "KUBETUNE_S3_ENDPOINT"
 ENV_S3_REGION: Final = "KUBETUNE_S3_REGION"

@@ -97,7 +97,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "type": "string",
         "jsonPath": ".status.job.kind",
         "priority": 1,
-        "description": "Kind of the child job the operator created (PyTorchJob, MPIJob or TrainJob; with backend auto, the one it chose).",
+        "description": "Kind of the child job the operator created (PyTorchJob, MPIJob or TrainJob; "
+        "with backend auto, the one it chose).",
     },
     {
         "name": "Model",
@@ -263,8 +264,10 @@ def _key_rule(names: Schema, where: str) -> dict[str, str]:
 
 
 _PATTERN_WORDS = {
-    QUALIFIED_NAME_PATTERN: "qualified names (an optional DNS prefix and '/', then 1-63 letters, digits, '-', '_', '.'; e.g. example.com/pool)",
-    EXTENDED_RESOURCE_PATTERN: "extended resource names (a DNS domain and '/', then 1-63 letters, digits, '-', '_', '.'; e.g. rdma/ib or nvidia.com/mlnxnics)",
+    QUALIFIED_NAME_PATTERN: "qualified names (an optional DNS prefix and '/', then 1-63 letters, digits, '-', "
+    "'_', '.'; e.g. example.com/pool)",
+    EXTENDED_RESOURCE_PATTERN: "extended resource names (a DNS domain and '/', then 1-63 letters, digits, '-', '_', "
+    "'.'; e.g. rdma/ib or nvidia.com/mlnxnics)",
 }
 
 

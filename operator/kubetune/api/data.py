@@ -54,11 +54,20 @@ class DatasetColumns(ApiModel):
     history: Identifier | None = None
     """Alpaca: earlier turns as [instruction, answer] pairs."""
     chosen: Identifier | None = None
-    """Ranking datasets: the preferred answer (Alpaca: a string; ShareGPT: one turn object). Default `chosen` when ranking."""
+    (
+        "Ranking datasets: the preferred answer (Alpaca: a string; ShareGPT: "
+        "one turn object). Default `chosen` when ranking."
+    )
     rejected: Identifier | None = None
-    """Ranking datasets: the dispreferred answer (Alpaca: a string; ShareGPT: one turn object). Default `rejected` when ranking."""
+    (
+        "Ranking datasets: the dispreferred answer (Alpaca: a string; ShareGPT: "
+        "one turn object). Default `rejected` when ranking."
+    )
     kto_tag: Identifier | None = None
-    """Stage kto: the boolean label column, true for a desirable answer (LLaMA-Factory's `kto_tag`). Required for stage kto."""
+    (
+        "Stage kto: the boolean label column, true for a desirable answer (LLaMA-Factory's "
+        "`kto_tag`). Required for stage kto."
+    )
 
 
 class ShareGPTTags(ApiModel):
@@ -97,13 +106,23 @@ class DatasetSpec(RuledModel):
     """JSON/JSONL file or folder on the datasets volume (spec.storage.datasets), relative to its subPath."""
 
     url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\x00-\x20\x7f'\"`$\\]+$")] | None = None
-    """HTTPS address of a JSON/JSONL file, downloaded once per job by the trainer (verified against the system CAs and spec.storage.objectStore.caBundle). `http://` only with sha256, or on a loopback host (`kubetune run --local`)."""
+    (
+        "HTTPS address of a JSON/JSONL file, downloaded once per job by the trainer (verified against the system CAs "
+        "and spec.storage.objectStore.caBundle). `http://` only with sha256, "
+        "or on a loopback host (`kubetune run --local`)."
+    )
 
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     """Hex SHA-256 of the file at url: the trainer refuses a download with another digest. Only with url."""
 
     uri: ObjectUri | None = None
-    """s3:// object (`s3://bucket/data/train.jsonl`) or key prefix ending in '/' (every .json/.jsonl/.parquet/.csv/.arrow object under it becomes one dataset), downloaded once per job by the trainer; gs:// for Google Cloud Storage (S3-compatible XML API, HMAC key); az://<container>/<path> for Azure Blob Storage (the account from spec.storage.objectStore); the store is spec.storage.objectStore."""
+    (
+        "s3:// object (`s3://bucket/data/train.jsonl`) or key prefix ending in '/' (every "
+        ".json/.jsonl/.parquet/.csv/.arrow object under it becomes one dataset), "
+        "downloaded once per job by the trainer; gs:// for Google Cloud Storage (S3-compatible XML API, HMAC key); "
+        "az://<container>/<path> for Azure Blob Storage (the account from spec.storage.objectStore); "
+        "the store is spec.storage.objectStore."
+    )
 
     split: Identifier = "train"
     """Dataset split to train on (Hub datasets)."""
@@ -124,16 +143,25 @@ class DatasetSpec(RuledModel):
     """Turn labels for ShareGPT records, e.g. from/value/human/gpt as in the deita-10k data."""
 
     max_samples: Count64 | None = None
-    """Use at most this many records of this dataset: a random subset when it has more, every record once when it has fewer (LLaMA-Factory's `num_samples`, which the trainer caps at the record count because LLaMA-Factory would otherwise repeat records to reach it)."""
+    (
+        "Use at most this many records of this dataset: a random subset when it has more, "
+        "every record once when it has fewer (LLaMA-Factory's `num_samples`, "
+        "which the trainer caps at the record count because LLaMA-Factory would otherwise repeat records to reach it)."
+    )
 
     ranking: bool = False
-    """Preference pairs (LLaMA-Factory's `ranking`): each record has a prompt plus a chosen and a rejected answer (columns.chosen / columns.rejected). For stages rm and dpo (including the orpo and simpo losses)."""
+    (
+        "Preference pairs (LLaMA-Factory's `ranking`): each record has a prompt plus a chosen and a rejected answer "
+        "(columns.chosen / columns.rejected). For stages rm and dpo (including the orpo and simpo losses)."
+    )
 
     rules = (
         Rule(
             name="dataset-one-source",
-            cel="(has(self.hub) ? 1 : 0) + (has(self.path) ? 1 : 0) + (has(self.url) ? 1 : 0) + (has(self.uri) ? 1 : 0) == 1",
-            message="spec.datasets[]: set exactly one of hub (a Hub dataset id), path (a file on the datasets volume), url or uri (an s3:// object or prefix)",
+            cel="(has(self.hub) ? 1 : 0) + (has(self.path) ? 1 : 0) + (has(self.url) ? 1 : 0) "
+            "+ (has(self.uri) ? 1 : 0) == 1",
+            message="spec.datasets[]: set exactly one of hub (a Hub dataset id), "
+            "path (a file on the datasets volume), url or uri (an s3:// object or prefix)",
             check=lambda d: sum(x is not None for x in (d.hub, d.path, d.url, d.uri)) == 1,
         ),
         *uri_rules("spec.datasets[].uri"),
@@ -149,7 +177,9 @@ class DatasetSpec(RuledModel):
             cel="!has(self.url) || self.url.startsWith('https://') || has(self.sha256) || self.url.matches('"
             + LOOPBACK_HTTP.replace("\\", "\\\\")
             + "')",
-            message="spec.datasets[].url: plain http:// can be altered on the way; use https://, or pin the file with spec.datasets[].sha256 (http:// on 127.0.0.1/localhost is accepted for kubetune run --local)",
+            message="spec.datasets[].url: plain http:// can be altered on the way; use https://, "
+            "or pin the file with spec.datasets[].sha256 (http:// on 127.0.0.1/localhost is "
+            "accepted for kubetune run --local)",
             field_path=".url",
             check=lambda d: (
                 d.url is None
@@ -161,7 +191,8 @@ class DatasetSpec(RuledModel):
         Rule(
             name="dataset-revision-needs-hub",
             cel="!has(self.revision) || has(self.hub)",
-            message="spec.datasets[].revision pins a Hub revision and needs hub; remove it for path, url or uri datasets",
+            message="spec.datasets[].revision pins a Hub revision and needs hub; "
+            "remove it for path, url or uri datasets",
             field_path=".revision",
             check=lambda d: d.revision is None or d.hub is not None,
         ),
@@ -181,8 +212,10 @@ class DatasetSpec(RuledModel):
         ),
         Rule(
             name="alpaca-columns",
-            cel="self.format != 'alpaca' || !has(self.columns) || (!has(self.columns.messages) && !has(self.columns.tools))",
-            message="spec.datasets[].columns.messages/tools are ShareGPT columns; with format alpaca use prompt/query/response/history",
+            cel="self.format != 'alpaca' || !has(self.columns) || "
+            "(!has(self.columns.messages) && !has(self.columns.tools))",
+            message="spec.datasets[].columns.messages/tools are ShareGPT columns; "
+            "with format alpaca use prompt/query/response/history",
             field_path=".columns",
             check=lambda d: (
                 d.format != "alpaca" or d.columns is None or all(getattr(d.columns, c) is None for c in _SHAREGPT_ONLY)
@@ -190,8 +223,10 @@ class DatasetSpec(RuledModel):
         ),
         Rule(
             name="sharegpt-columns",
-            cel="self.format != 'sharegpt' || !has(self.columns) || (!has(self.columns.prompt) && !has(self.columns.query) && !has(self.columns.response) && !has(self.columns.history))",
-            message="spec.datasets[].columns.prompt/query/response/history are Alpaca columns; with format sharegpt use messages/system/tools",
+            cel="self.format != 'sharegpt' || !has(self.columns) || (!has(self.columns.prompt) && "
+            "!has(self.columns.query) && !has(self.columns.response) && !has(self.columns.history))",
+            message="spec.datasets[].columns.prompt/query/response/history are Alpaca columns; "
+            "with format sharegpt use messages/system/tools",
             field_path=".columns",
             check=lambda d: (
                 d.format != "sharegpt" or d.columns is None or all(getattr(d.columns, c) is None for c in _ALPACA_ONLY)
@@ -200,7 +235,8 @@ class DatasetSpec(RuledModel):
         Rule(
             name="chosen-rejected-need-ranking",
             cel="self.ranking || !has(self.columns) || (!has(self.columns.chosen) && !has(self.columns.rejected))",
-            message="spec.datasets[].columns.chosen/rejected name preference pairs: set ranking: true (stages rm, dpo) or remove them",
+            message="spec.datasets[].columns.chosen/rejected name preference pairs: set ranking: "
+            "true (stages rm, dpo) or remove them",
             field_path=".columns",
             check=lambda d: d.ranking or d.columns is None or (d.columns.chosen is None and d.columns.rejected is None),
         ),
@@ -211,29 +247,51 @@ class EvaluationSpec(RuledModel):
     """Evaluate the trained model after training (and export): eval loss, perplexity, optionally BLEU-4/ROUGE."""
 
     val_size: Annotated[float, Field(gt=0, lt=1)] | None = None
-    """Hold out this fraction of the training data (never trained on; LLaMA-Factory's `val_size`, same seed). Exactly one of valSize or datasets."""
+    (
+        "Hold out this fraction of the training data (never trained on; LLaMA-Factory's `val_size`, "
+        "same seed). Exactly one of valSize or datasets."
+    )
     datasets: Annotated[list[DatasetSpec], Field(min_length=1, max_length=16)] | None = None
-    """Held-out datasets, described like spec.datasets[] (LLaMA-Factory's `eval_dataset`); names unique across both lists."""
+    (
+        "Held-out datasets, described like spec.datasets[] (LLaMA-Factory's `eval_dataset`); "
+        "names unique across both lists."
+    )
     max_samples: Annotated[int, Field(ge=1)] | None = None
-    """Evaluate on at most this many records per dataset (with datasets only: with valSize the held-out set is that fraction of the training data; lower valSize instead)."""
+    (
+        "Evaluate on at most this many records per dataset (with datasets only: "
+        "with valSize the held-out set is that fraction of the training data; lower valSize instead)."
+    )
     generation: bool = False
-    """Also generate answers and score them against the references with BLEU-4 and ROUGE-1/2/L (LLaMA-Factory's predict mode; stage sft only)."""
+    (
+        "Also generate answers and score them against the references with BLEU-4 and ROUGE-1/2/L (LLaMA-Factory's "
+        "predict mode; stage sft only)."
+    )
     max_new_tokens: Annotated[int, Field(ge=1, le=65536)] = 1024
-    """Longest generated answer in generation mode (`max_new_tokens`); default 1024 as LLaMA-Factory's, so a long reference answer is not cut short and scored low (generation stops at the end-of-turn token anyway)."""
+    (
+        "Longest generated answer in generation mode (`max_new_tokens`); default 1024 as LLaMA-Factory's, "
+        "so a long reference answer is not cut short and scored low (generation stops at the end-of-turn token anyway)."
+    )
     base_model: bool = False
-    """Evaluate the base model the same way, so status shows the difference (QLoRA: the base is loaded quantized like the trained model; not for dpo/kto with a reference model, where the starting model's loss is fixed by definition, nor for rm, where the base model has no value head)."""
+    (
+        "Evaluate the base model the same way, so status shows the difference (QLoRA: "
+        "the base is loaded quantized like the trained model; not for dpo/kto with a reference model, "
+        "where the starting model's loss is fixed by definition, nor for rm, where the base model has no value head)."
+    )
 
     rules = (
         Rule(
             name="evaluation-one-source",
             cel="has(self.valSize) != has(self.datasets)",
-            message="spec.evaluation: set exactly one of valSize (a held-out fraction of the training data) or datasets (held-out datasets)",
+            message="spec.evaluation: set exactly one of valSize (a held-out fraction of the training data) "
+            "or datasets (held-out datasets)",
             check=lambda e: (e.val_size is None) != (e.datasets is None),
         ),
         Rule(
             name="evaluation-max-samples-needs-datasets",
             cel="!has(self.maxSamples) || has(self.datasets)",
-            message="spec.evaluation.maxSamples limits evaluation.datasets; with valSize the held-out records are that fraction of the training data (LLaMA-Factory splits after spec.training.maxSamples): lower valSize or remove maxSamples",
+            message="spec.evaluation.maxSamples limits evaluation.datasets; with valSize the held-out records are "
+            "that fraction of the training data (LLaMA-Factory splits after spec.training.maxSamples): "
+            "lower valSize or remove maxSamples",
             field_path=".maxSamples",
             check=lambda e: e.max_samples is None or e.datasets is not None,
         ),

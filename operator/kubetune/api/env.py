@@ -31,7 +31,10 @@ class OptionalSecretKeyRef(SecretKeyRef):
     """A key of a Secret in the job's namespace that the pods may start without."""
 
     optional: bool | None = None
-    """true: the pods start without the variable when the Secret or its key is missing (Kubernetes' secretKeyRef.optional); unset or false: they wait until it exists (SecretMissing)."""
+    (
+        "true: the pods start without the variable when the Secret or its key is missing (Kubernetes' "
+        "secretKeyRef.optional); unset or false: they wait until it exists (SecretMissing)."
+    )
 
     def selector(self) -> dict[str, Any]:
         """The core/v1 SecretKeySelector (name, key, optional: k8s.io/api/core/v1/types.go
@@ -133,7 +136,8 @@ class EnvVar(RuledModel):
         Rule(
             name="env-not-reserved",
             cel=f"!(self.name in {_RESERVED_CEL}) && !self.name.startsWith('PET_') && !self.name.startsWith('OMPI_')",
-            message="spec.env[].name is set by kubetune itself (distribution, caches, HF token); use spec.hfTokenSecretRef for the Hub token and drop the variable",
+            message="spec.env[].name is set by kubetune itself (distribution, caches, HF token); "
+            "use spec.hfTokenSecretRef for the Hub token and drop the variable",
             field_path=".name",
             check=lambda e: e.name not in RESERVED_ENV and not e.name.startswith(("PET_", "OMPI_")),
         ),

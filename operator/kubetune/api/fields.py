@@ -23,7 +23,10 @@ Count64 = Annotated[int, Field(ge=1, le=SAFE_INT_MAX, json_schema_extra={"format
 
 Method = Literal["full", "freeze", "lora", "qlora"]
 Backend = Literal["auto", "pytorchjob", "mpijob", "trainjob"]
-"""spec.distributed.backend: the keys of kubetune.cluster.backends.BACKENDS, and auto (tests/render/test_backend_plugins.py keeps them equal)."""
+(
+    "spec.distributed.backend: the keys of kubetune.cluster.backends.BACKENDS, "
+    "and auto (tests/render/test_backend_plugins.py keeps them equal)."
+)
 Launcher = Literal["torchrun", "deepspeed", "accelerate"]
 Precision = Literal["bf16", "fp16", "fp32"]
 Stage = Literal["pt", "sft", "rm", "ppo", "dpo", "kto"]

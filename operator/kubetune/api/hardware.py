@@ -39,7 +39,10 @@ class ResourcesSpec(RuledModel):
     gpus_per_node: Annotated[int, Field(ge=0, le=16)] = 1
     """GPUs requested by each pod; also the number of training processes per pod. 0 trains on CPU (fp32 only)."""
     gpu_resource_name: ExtendedResourceName = "nvidia.com/gpu"
-    """Extended resource name of the GPU, with its domain: e.g. `nvidia.com/gpu`, `amd.com/gpu`, or a MIG profile such as `nvidia.com/mig-1g.10gb`. Never cpu, memory or ephemeral-storage."""
+    (
+        "Extended resource name of the GPU, with its domain: e.g. `nvidia.com/gpu`, `amd.com/gpu`, "
+        "or a MIG profile such as `nvidia.com/mig-1g.10gb`. Never cpu, memory or ephemeral-storage."
+    )
     cpu: PositiveQuantity | None = None
     """CPU request and limit per pod, a Kubernetes quantity, e.g. `16` or `15500m`. Unset: no CPU limit."""
     memory: PositiveQuantity | None = None
@@ -47,17 +50,27 @@ class ResourcesSpec(RuledModel):
     shared_memory_size: PositiveQuantity = "16Gi"
     """Size of the in-memory /dev/shm (dataloader workers and NCCL need more than the container default 64Mi)."""
     gpu_memory: PositiveQuantity | None = None
-    """Memory of one GPU, e.g. `80Gi` (H100) or `141Gi` (H200). When known (here, or from the operator's table for the nodeSelector's nvidia.com/gpu.product), kubetune predicts the peak memory per GPU before creating pods and refuses a job that cannot fit (condition Feasible=False with the numbers and the cheapest fix); `kubetune plan` prints the breakdown."""
+    (
+        "Memory of one GPU, e.g. `80Gi` (H100) or `141Gi` (H200). When known (here, "
+        "or from the operator's table for the nodeSelector's nvidia.com/gpu.product), "
+        "kubetune predicts the peak memory per GPU before creating pods and refuses a job that cannot fit (condition "
+        "Feasible=False with the numbers and the cheapest fix); `kubetune plan` prints the breakdown."
+    )
     extra: Annotated[dict[ExtendedResourceName, Annotated[int, Field(ge=1, le=1000)]], Field(max_length=16)] | None = (
         None
     )
-    """Other extended resources per training pod, e.g. `rdma/ib: 1` (RDMA device plugin) or a secondary network's device. RDMA needs no extra capability (the containers keep `drop: [ALL]`); it needs an unlimited memlock limit from the node's container runtime (see docs/networking.md)."""
+    (
+        "Other extended resources per training pod, e.g. `rdma/ib: 1` (RDMA device plugin) or a secondary network's "
+        "device. RDMA needs no extra capability (the containers keep `drop: [ALL]`); "
+        "it needs an unlimited memlock limit from the node's container runtime (see docs/networking.md)."
+    )
 
     rules = (
         Rule(
             name="extra-not-the-gpu",
             cel="!has(self.extra) || !has(self.gpuResourceName) || !(self.gpuResourceName in self.extra)",
-            message="spec.resources.extra must not repeat the GPU resource: set GPUs with spec.resources.gpusPerNode (and gpuResourceName)",
+            message="spec.resources.extra must not repeat the GPU resource: set GPUs with "
+            "spec.resources.gpusPerNode (and gpuResourceName)",
             field_path=".extra",
             check=lambda r: r.extra is None or r.gpu_resource_name not in r.extra,
         ),
@@ -73,9 +86,18 @@ class DistributedSpec(RuledModel):
     """How training processes are launched and how state is sharded."""
 
     backend: Backend = "auto"
-    """Kubeflow job kind: `pytorchjob` (kubeflow.org/v1, torchrun), `mpijob` (kubeflow.org/v2beta1, mpirun + DeepSpeed), `trainjob` (Kubeflow Trainer v2 TrainJob trainer.kubeflow.org/v1alpha1 on kubetune's ClusterTrainingRuntime; launchers torchrun or deepspeed) or `auto` (the operator picks trainjob when the cluster serves TrainJob and has kubetune's runtime, else pytorchjob; `kubetune render` picks pytorchjob)."""
+    (
+        "Kubeflow job kind: `pytorchjob` (kubeflow.org/v1, torchrun), `mpijob` (kubeflow.org/v2beta1, "
+        "mpirun + DeepSpeed), `trainjob` (Kubeflow Trainer v2 TrainJob trainer.kubeflow.org/v1alpha1 on kubetune's "
+        "ClusterTrainingRuntime; launchers torchrun or deepspeed) or `auto` (the operator picks trainjob when the "
+        "cluster serves TrainJob and has kubetune's runtime, else pytorchjob; `kubetune render` picks pytorchjob)."
+    )
     launcher: Launcher | None = None
-    """Process launcher: `torchrun` (DDP), `deepspeed` (DeepSpeed engine via LLaMA-Factory's `deepspeed` config) or `accelerate` (accelerate launch with a generated config). Unset: deepspeed when zeroStage > 0 or backend is mpijob, else torchrun."""
+    (
+        "Process launcher: `torchrun` (DDP), `deepspeed` (DeepSpeed engine via LLaMA-Factory's `deepspeed` config) "
+        "or `accelerate` (accelerate launch with a generated config). Unset: "
+        "deepspeed when zeroStage > 0 or backend is mpijob, else torchrun."
+    )
     zero_stage: Annotated[int, Field(ge=0, le=3)] = 0
     """DeepSpeed ZeRO stage: 0 off, 1 optimizer states, 2 + gradients (the tutorial's choice), 3 + parameters."""
     offload: Offload = "none"
@@ -89,14 +111,17 @@ class DistributedSpec(RuledModel):
         Rule(
             name="torchrun-has-no-zero",
             cel="!has(self.launcher) || self.launcher != 'torchrun' || self.zeroStage == 0",
-            message="spec.distributed.zeroStage > 0 needs DeepSpeed: set launcher: deepspeed (or accelerate), or zeroStage: 0 for plain DDP",
+            message="spec.distributed.zeroStage > 0 needs DeepSpeed: set launcher: "
+            "deepspeed (or accelerate), or zeroStage: 0 for plain DDP",
             field_path=".zeroStage",
             check=lambda d: d.launcher != "torchrun" or d.zero_stage == 0,
         ),
         Rule(
             name="mpijob-needs-deepspeed",
             cel="self.backend != 'mpijob' || !has(self.launcher) || self.launcher == 'deepspeed'",
-            message="spec.distributed.backend mpijob starts one process per GPU with mpirun, which only the DeepSpeed launcher understands: set launcher: deepspeed (or backend: pytorchjob for torchrun/accelerate)",
+            message="spec.distributed.backend mpijob starts one process per GPU with mpirun, "
+            "which only the DeepSpeed launcher understands: set launcher: deepspeed (or backend: "
+            "pytorchjob for torchrun/accelerate)",
             field_path=".launcher",
             check=lambda d: d.backend != "mpijob" or d.launcher in (None, "deepspeed"),
         ),
@@ -110,14 +135,16 @@ class DistributedSpec(RuledModel):
         Rule(
             name="offload-all-needs-zero3",
             cel="self.offload != 'all' || self.zeroStage == 3",
-            message="spec.distributed.offload: all (parameters too) needs zeroStage 3; use offload: optimizer with stage 2",
+            message="spec.distributed.offload: all (parameters too) needs zeroStage 3; "
+            "use offload: optimizer with stage 2",
             field_path=".offload",
             check=lambda d: d.offload != "all" or d.zero_stage == 3,
         ),
         Rule(
             name="fsdp-needs-accelerate",
             cel="!self.fsdp || (has(self.launcher) && self.launcher == 'accelerate' && self.zeroStage == 0)",
-            message="spec.distributed.fsdp needs launcher: accelerate and zeroStage: 0 (FSDP and ZeRO both shard; pick one)",
+            message="spec.distributed.fsdp needs launcher: accelerate and zeroStage: "
+            "0 (FSDP and ZeRO both shard; pick one)",
             field_path=".fsdp",
             check=lambda d: not d.fsdp or (d.launcher == "accelerate" and d.zero_stage == 0),
         ),

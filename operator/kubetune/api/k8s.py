@@ -108,7 +108,8 @@ def extended_resource_problems(name: str) -> list[str]:
             else ""
         )
         return [
-            f"must be an extended resource name with a domain, e.g. nvidia.com/gpu or amd.com/gpu; '{name}' has none{native}"
+            "must be an extended resource name with a domain, e.g. nvidia.com/gpu or "
+            f"amd.com/gpu; '{name}' has none{native}"
         ]
     if "kubernetes.io/" in name:
         return ["must not be in the kubernetes.io domain (reserved for native resources)"]
@@ -169,7 +170,8 @@ class NodeSelectorRequirement(RuledModel):
         Rule(
             name="node-requirement-values",
             cel="self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : "
-            "(self.operator in ['Gt', 'Lt'] ? (has(self.values) && size(self.values) == 1) : (!has(self.values) || size(self.values) == 0))",
+            "(self.operator in ['Gt', 'Lt'] ? (has(self.values) && size(self.values) == 1) : "
+            "(!has(self.values) || size(self.values) == 0))",
             message="values: In/NotIn need at least one value, Gt/Lt exactly one, Exists/DoesNotExist none",
             field_path=".values",
             check=lambda r: (
@@ -182,7 +184,8 @@ class NodeSelectorRequirement(RuledModel):
         ),
         Rule(
             name="node-requirement-integer",
-            cel="!(self.operator in ['Gt', 'Lt']) || !has(self.values) || self.values.all(v, v.matches('^-?[0-9]{1,18}$'))",
+            cel="!(self.operator in ['Gt', 'Lt']) || !has(self.values) || "
+            "self.values.all(v, v.matches('^-?[0-9]{1,18}$'))",
             message="values: Gt/Lt compare a node label with an integer: give one integer value",
             field_path=".values",
             check=lambda r: (
@@ -260,7 +263,8 @@ class LabelSelectorRequirement(RuledModel):
     rules = (
         Rule(
             name="label-requirement-values",
-            cel="self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)",
+            cel="self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : "
+            "(!has(self.values) || size(self.values) == 0)",
             message="values: In/NotIn need at least one value; Exists/DoesNotExist take none",
             field_path=".values",
             check=lambda r: bool(r.values) if r.operator in ("In", "NotIn") else not r.values,

@@ -28,14 +28,23 @@ class LoraSpec(ApiModel):
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     """Dropout on the adapter input (`lora_dropout`)."""
     target_modules: Annotated[list[Identifier], Field(min_length=1, max_length=64)] = ["all"]
-    """Modules that get adapters (`lora_target`), by the model's own names: e.g. [q_proj, v_proj] as in the tutorial (Phi-3/4 fuse them: qkv_proj, gate_up_proj); embed_tokens and lm_head only where the model does not tie them (merging would change both) and, for a served adapter, only on Llama, Mistral and Phi-3 (vLLM loads no other); `all` alone means every linear layer but lm_head."""
+    (
+        "Modules that get adapters (`lora_target`), by the model's own names: e.g. [q_proj, "
+        "v_proj] as in the tutorial (Phi-3/4 fuse them: qkv_proj, gate_up_proj); "
+        "embed_tokens and lm_head only where the model does not tie them (merging would change both) and, "
+        "for a served adapter, only on Llama, Mistral and Phi-3 (vLLM loads no other); "
+        "`all` alone means every linear layer but lm_head."
+    )
 
 
 class FreezeSpec(ApiModel):
     """Partial-parameter training settings (method freeze)."""
 
     trainable_layers: Annotated[int, Field(ge=-1024, le=1024)] = 2
-    """Number of trainable layers (`freeze_trainable_layers`): positive counts from the last layer, negative from the first."""
+    (
+        "Number of trainable layers (`freeze_trainable_layers`): "
+        "positive counts from the last layer, negative from the first."
+    )
     trainable_modules: Annotated[list[Identifier], Field(min_length=1, max_length=64)] = ["all"]
     """Module names trained inside those layers (`freeze_trainable_modules`)."""
 

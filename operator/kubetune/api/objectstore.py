@@ -124,7 +124,8 @@ def azure_container_problem(container: str) -> str | None:
 
 
 def uri_problem(uri: str | None) -> str | None:
-    """Why an s3://, gs:// or az:// URI is unusable (bucket naming, key segments), or None.  Other schemes: see uri_rules."""
+    """Why an s3://, gs:// or az:// URI is unusable (bucket naming, key segments), or None.
+    Other schemes: see uri_rules."""
     if uri is None or not uri.startswith(SCHEMES):
         return None
     bucket, key = split_uri(uri)
@@ -181,14 +182,20 @@ def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, .
         Rule(
             name="object-uri-scheme",
             cel="!has(self.uri) || self.uri.startsWith('s3://') || self.uri.startsWith('gs://') || self.uri.startsWith('az://')",
-            message=f"{field}: only s3:// (AWS S3, or MinIO/Ceph and other S3 APIs through spec.storage.objectStore.endpoint), gs:// (Google Cloud Storage, with an HMAC key) and az://<container>/<path> (Azure Blob Storage) URIs are supported: copy the files to such a store or onto a volume",
+            message=f"{field}: only s3:// (AWS S3, or MinIO/Ceph and other S3 APIs through "
+            "spec.storage.objectStore.endpoint), gs:// (Google Cloud Storage, "
+            "with an HMAC key) and az://<container>/<path> (Azure Blob Storage) URIs are supported: "
+            "copy the files to such a store or onto a volume",
             field_path=".uri",
             check=lambda m: m.uri is None or m.uri.startswith(SCHEMES),
         ),
         Rule(
             name="object-uri-gcs-bucket",
             cel="!has(self.uri) || !self.uri.startsWith('gs://') || (" + _CEL_GCS_BUCKET + ")",
-            message=f"{field}: the bucket name must follow Cloud Storage's bucket naming rules: 3-63 lowercase letters, digits, dashes, underscores or dots, beginning and ending with a letter or digit, not an IP address, not starting with goog, not containing google",
+            message=f"{field}: the bucket name must follow Cloud Storage's bucket naming rules: "
+            "3-63 lowercase letters, digits, dashes, underscores or dots, "
+            "beginning and ending with a letter or digit, not an IP address, "
+            "not starting with goog, not containing google",
             field_path=".uri",
             check=lambda m: (
                 m.uri is None or not m.uri.startswith("gs://") or gcs_bucket_problem(split_uri(m.uri)[0]) is None
@@ -197,7 +204,10 @@ def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, .
         Rule(
             name="object-uri-azure-container",
             cel="!has(self.uri) || !self.uri.startsWith('az://') || (" + _CEL_AZ_CONTAINER + ")",
-            message=f"{field}: az:// URIs are az://<container>/<path> (the storage account comes from spec.storage.objectStore: the connection string or the endpoint), and the container name must follow Azure's container naming rules: 3-63 lowercase letters, digits or hyphens, beginning and ending with a letter or digit, no '--'",
+            message=f"{field}: az:// URIs are az://<container>/<path> (the storage account comes from "
+            "spec.storage.objectStore: the connection string or the endpoint), "
+            "and the container name must follow Azure's container naming rules: 3-63 lowercase letters, "
+            "digits or hyphens, beginning and ending with a letter or digit, no '--'",
             field_path=".uri",
             check=lambda m: (
                 m.uri is None or not m.uri.startswith("az://") or azure_container_problem(split_uri(m.uri)[0]) is None
@@ -206,7 +216,10 @@ def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, .
         Rule(
             name="object-uri-bucket",
             cel="!has(self.uri) || !self.uri.startsWith('s3://') || (" + _CEL_BUCKET + ")",
-            message=f"{field}: the bucket name must follow AWS's bucket naming rules: 3-63 lowercase letters, digits, dots or hyphens, beginning and ending with a letter or digit, no '..', not an IP address, not starting with xn--/sthree-/amzn-s3-demo-, not ending with -s3alias/--ol-s3/.mrap/--x-s3/--table-s3",
+            message=f"{field}: the bucket name must follow AWS's bucket naming rules: 3-63 lowercase letters, digits, "
+            "dots or hyphens, beginning and ending with a letter or digit, no '..', not an IP address, "
+            "not starting with xn--/sthree-/amzn-s3-demo-, not ending with "
+            "-s3alias/--ol-s3/.mrap/--x-s3/--table-s3",
             field_path=".uri",
             check=lambda m: (
                 m.uri is None or not m.uri.startswith("s3://") or bucket_problem(split_uri(m.uri)[0]) is None
@@ -215,7 +228,8 @@ def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, .
         Rule(
             name="object-uri-key",
             cel="!has(self.uri) || " + _CEL_KEY,
-            message=f"{field}: the key must not hold '.', '..' or empty ('//') segments (objects are staged to local files under their key)",
+            message=f"{field}: the key must not hold '.', '..' or empty ('//') segments (objects are staged "
+            "to local files under their key)",
             field_path=".uri",
             check=lambda m: m.uri is None or not m.uri.startswith(SCHEMES) or key_problem(split_uri(m.uri)[1]) is None,
         ),
@@ -234,7 +248,8 @@ def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, .
 
 
 class ObjectStoreCredentials(ApiModel):
-    """A Secret in the job's namespace holding an S3 access key (or, for az://, an Azure Storage connection string or account key); it reaches the pods only as secretKeyRef environment."""
+    """A Secret in the job's namespace holding an S3 access key (or, for az://, an Azure Storage connection string or
+    account key); it reaches the pods only as secretKeyRef environment."""
 
     name: DNS1123Subdomain
     """Secret name."""
@@ -249,13 +264,20 @@ class ObjectStoreCredentials(ApiModel):
     connection_string_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] | None = (
         None
     )
-    """az:// only: key of the Azure Storage connection string inside the Secret (it names the account; an account key or a SAS token). Unset: AZURE_STORAGE_CONNECTION_STRING. Not read when accountKeyKey is set."""
+    (
+        "az:// only: key of the Azure Storage connection string inside the Secret (it names the account; "
+        "an account key or a SAS token). Unset: AZURE_STORAGE_CONNECTION_STRING. Not read when accountKeyKey is set."
+    )
     account_key_key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] | None = None
-    """az:// only: key of the storage account key inside the Secret, instead of a connection string; the account is then the one of spec.storage.objectStore.endpoint (https://<account>.blob.core.windows.net)."""
+    (
+        "az:// only: key of the storage account key inside the Secret, instead of a connection string; "
+        "the account is then the one of spec.storage.objectStore.endpoint (https://<account>.blob.core.windows.net)."
+    )
 
 
 class ObjectStoreSpec(ApiModel):
-    """How the trainer reaches the s3://, gs:// or az:// URIs of the job (spec.model.uri, spec.datasets[].uri, spec.storage.outputs.uri)."""
+    """How the trainer reaches the s3://, gs:// or az:// URIs of the job (spec.model.uri, spec.datasets[].uri,
+    spec.storage.outputs.uri)."""
 
     endpoint: (
         Annotated[
@@ -263,13 +285,25 @@ class ObjectStoreSpec(ApiModel):
         ]
         | None
     ) = None
-    """S3 API address of an S3-compatible store (MinIO, Ceph RGW), e.g. `https://minio.storage.svc:9000`. Unset: AWS S3. For az://: the Blob service of the storage account, `https://<account>.blob.core.windows.net` (needed unless the connection string names the account)."""
+    (
+        "S3 API address of an S3-compatible store (MinIO, Ceph RGW), e.g. `https://minio.storage.svc:9000`. Unset: "
+        "AWS S3. For az://: the Blob service of the storage account, `https://<account>.blob.core.windows.net` (needed "
+        "unless the connection string names the account)."
+    )
     region: Annotated[str, Field(max_length=64, pattern=r"^[a-z0-9-]+$")] | None = None
     """Region of the buckets, e.g. `eu-west-1`. Unset: the SDK's default (us-east-1 for a custom endpoint)."""
     credentials_secret_ref: ObjectStoreCredentials | None = None
-    """Secret with the access key (keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY by default; for az:// AZURE_STORAGE_CONNECTION_STRING, or accountKeyKey). Unset: the AWS SDK's default chain in the pod, e.g. workload identity (IRSA) through spec.serviceAccountName; for az://, Azure Workload Identity through spec.serviceAccountName."""
+    (
+        "Secret with the access key (keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY by default; "
+        "for az:// AZURE_STORAGE_CONNECTION_STRING, or accountKeyKey). Unset: the AWS SDK's default chain in the pod, "
+        "e.g. workload identity (IRSA) through spec.serviceAccountName; for az://, "
+        "Azure Workload Identity through spec.serviceAccountName."
+    )
     ca_bundle: ConfigMapKeyRef | None = None
-    """ConfigMap key holding the PEM CA bundle of a store with a private certificate authority; mounted read-only and used to verify the endpoint's TLS certificate."""
+    (
+        "ConfigMap key holding the PEM CA bundle of a store with a private certificate authority; "
+        "mounted read-only and used to verify the endpoint's TLS certificate."
+    )
 
 
 AZURE_CONNECTION_STRING_KEY: Final = "AZURE_STORAGE_CONNECTION_STRING"

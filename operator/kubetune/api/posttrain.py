@@ -25,7 +25,10 @@ class PreferenceSpec(RuledModel):
     beta: Annotated[float, Field(gt=0, le=100)] = 0.1
     """Inverse temperature of the preference loss (`pref_beta`); larger stays closer to the reference model."""
     loss: PreferenceLoss = "sigmoid"
-    """Stage dpo only (`pref_loss`): `sigmoid` (DPO), `hinge`, `ipo`, `kto_pair`, `orpo` (no reference model), `simpo` (no reference model)."""
+    (
+        "Stage dpo only (`pref_loss`): `sigmoid` (DPO), `hinge`, `ipo`, `kto_pair`, "
+        "`orpo` (no reference model), `simpo` (no reference model)."
+    )
     ftx: Annotated[float, Field(ge=0, le=100)] = 0.0
     """Weight of the supervised loss on the chosen answer added to the preference loss (`pref_ftx`)."""
     simpo_gamma: Annotated[float, Field(ge=0, le=100)] | None = None
@@ -44,7 +47,8 @@ class PreferenceSpec(RuledModel):
         Rule(
             name="label-smoothing-needs-sigmoid",
             cel="!has(self.labelSmoothing) || self.loss == 'sigmoid'",
-            message="spec.training.preference.labelSmoothing only applies to loss sigmoid (LLaMA-Factory rejects it otherwise)",
+            message="spec.training.preference.labelSmoothing only applies to loss sigmoid "
+            "(LLaMA-Factory rejects it otherwise)",
             field_path=".labelSmoothing",
             check=lambda p: p.label_smoothing is None or p.loss == "sigmoid",
         ),
@@ -68,13 +72,17 @@ class RewardModelSpec(RuledModel):
     path: RelativePath | None = None
     """Folder of a reward model on the models volume (`reward_model`, type full)."""
     from_job: DNS1123Subdomain | None = None
-    """A FineTuneJob of stage rm in the same namespace, writing to the same outputs claim: its output is the reward model (a LoRA reward adapter needs method lora here)."""
+    (
+        "A FineTuneJob of stage rm in the same namespace, writing to the same outputs claim: "
+        "its output is the reward model (a LoRA reward adapter needs method lora here)."
+    )
 
     rules = (
         Rule(
             name="reward-model-one-source",
             cel="(has(self.name) ? 1 : 0) + (has(self.path) ? 1 : 0) + (has(self.fromJob) ? 1 : 0) == 1",
-            message="spec.training.ppo.rewardModel: set exactly one of name (Hub id), path (models volume) or fromJob (a reward-modelling FineTuneJob)",
+            message="spec.training.ppo.rewardModel: set exactly one of name (Hub id), "
+            "path (models volume) or fromJob (a reward-modelling FineTuneJob)",
             check=lambda r: sum(x is not None for x in (r.name, r.path, r.from_job)) == 1,
         ),
         Rule(

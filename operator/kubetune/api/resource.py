@@ -120,7 +120,8 @@ class KubetuneResource(RuledModel):
 
 
 class FineTuneJob(KubetuneResource):
-    """FineTuneJob fine-tunes an LLM with LLaMA-Factory on Kubernetes (full, freeze, LoRA or QLoRA), through a Kubeflow PyTorchJob or MPIJob."""
+    # One line: it is the CRD's description (`kubectl explain finetunejob`) and FineTuneJob's line in docs/sdk.md.
+    """FineTuneJob fine-tunes an LLM with LLaMA-Factory on Kubernetes (full, freeze, LoRA or QLoRA), through a Kubeflow PyTorchJob or MPIJob."""  # noqa: E501
 
     api_version: Literal["kubetune.io/v1alpha1"] = "kubetune.io/v1alpha1"
     """kubetune.io/v1alpha1."""
@@ -164,6 +165,7 @@ class FineTuneJob(KubetuneResource):
         namespace: str | None = None,
         **spec: Any,
     ) -> FineTuneJob:
+        # docs/sdk.md prints this docstring as written (tests/support/update_sdk_docs.py): its one long line stays.
         """A FineTuneJob from the few values most jobs set; every other spec field by its camelCase name.
 
         ``model``: a Hugging Face Hub id (``Qwen/Qwen2.5-1.5B-Instruct``); ``template``: its LLaMA-Factory chat
@@ -172,7 +174,7 @@ class FineTuneJob(KubetuneResource):
         node; ``outputs``: the PersistentVolumeClaim results go to (``spec.storage.outputs``), ``models``: the one
         that caches models (``spec.storage.models``; unset: every run downloads the model again).  Example: ``FineTuneJob.build(name="qwen-lora", model="Qwen/Qwen2.5-1.5B-Instruct",
         template="qwen", dataset="hkust-nlp/deita-10k-v0", outputs="finetune-outputs", training={"epochs": 1})``.
-        Validated like :meth:`from_api` (``pydantic.ValidationError`` names the field)."""
+        Validated like :meth:`from_api` (``pydantic.ValidationError`` names the field)."""  # noqa: E501
         datasets = [_dataset_entry(d) for d in (dataset if isinstance(dataset, list) else [dataset])]
         metadata: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {})}
         resources = {"nodes": nodes, "gpusPerNode": gpus, **dict(spec.pop("resources", None) or {})}
@@ -212,8 +214,8 @@ class FineTuneJob(KubetuneResource):
             detail += f" · loss {p.loss:.4f}" if p.loss is not None else ""
             detail += f" · eta {p.eta_seconds} s" if p.eta_seconds is not None and phase == "Running" else ""
             parts.append(
-                "<div style='width:320px;border:1px solid #999;height:10px'>"
-                f"<div style='width:{max(0.0, min(p.percent, 100.0)):.1f}%;background:{colour};height:10px'></div></div>"
+                "<div style='width:320px;border:1px solid #999;height:10px'><div "
+                f"style='width:{max(0.0, min(p.percent, 100.0)):.1f}%;background:{colour};height:10px'></div></div>"
                 f"<div>{escape(detail)}</div>"
             )
         if status and status.message:
@@ -232,7 +234,8 @@ class FineTuneJob(KubetuneResource):
         Rule(
             name="name-fits-children",
             cel=f"size(self.metadata.name) <= {MAX_NAME_LENGTH} && self.metadata.name.matches('{_DNS_LABEL}')",
-            message=f"metadata.name must be a DNS label of at most {MAX_NAME_LENGTH} characters (lower-case letters, digits, '-'): child jobs, pods and host names append up to 10 characters to it",
+            message=f"metadata.name must be a DNS label of at most {MAX_NAME_LENGTH} characters (lower-case letters, "
+            "digits, '-'): child jobs, pods and host names append up to 10 characters to it",
             check=lambda j: (
                 len(j.metadata.name) <= MAX_NAME_LENGTH and re.match(_DNS_LABEL, j.metadata.name) is not None
             ),

@@ -249,7 +249,8 @@ class _Scanner:
         self.alias_nodes += size
         if self.alias_nodes > MAX_ALIAS_NODES:
             raise InputError(
-                f"YAML aliases expand to more than {MAX_ALIAS_NODES} values (an alias bomb?); write the values out or use fewer aliases",
+                f"YAML aliases expand to more than {MAX_ALIAS_NODES} values (an alias bomb?); "
+                "write the values out or use fewer aliases",
                 _path(stack),
             )
         if stack and stack[-1].is_map and stack[-1].want_key:
@@ -393,7 +394,8 @@ def decode(data: bytes) -> str:
     except UnicodeDecodeError as exc:
         line_no = data.count(b"\n", 0, exc.start) + 1
         raise InputError(
-            f"is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line_no}) cannot be decoded; save the file as UTF-8"
+            f"is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line_no}) cannot be "
+            "decoded; save the file as UTF-8"
         ) from None
 
 

@@ -1,11 +1,10 @@
 """The FineTuneJob spec: what a user writes.
 
 The models live in one module per concern (model, data, method, hardware, training,
-storage, env, tracking, scheduling) and are re-exported here.  Every attribute docstring becomes the field's description in the CRD, so
-``kubectl explain finetunejob.spec.<field>`` prints it.  Keep them short, say
-what the field maps to in LLaMA-Factory, and say why a default is what it is.
-Cross-field rules are declared next to the model they constrain (``rules``) and
-are emitted both as CEL and as Python checks (see :class:`~kubetune.api.base.Rule`).
+storage, env, tracking, scheduling) and are re-exported here.  Every attribute docstring becomes the field's description
+in the CRD, so ``kubectl explain finetunejob.spec.<field>`` prints it.  Keep them short, say what the field maps to in
+LLaMA-Factory, and say why a default is what it is. Cross-field rules are declared next to the model they constrain
+(``rules``) and are emitted both as CEL and as Python checks (see :class:`~kubetune.api.base.Rule`).
 """
 
 from __future__ import annotations
@@ -139,7 +138,10 @@ def url_datasets(spec: Any) -> list[str]:
     return [d.url for d in [*spec.datasets, *held_out] if d.url is not None]
 
 
-_CA_ONLY_CEL = "!has(self.storage.objectStore.endpoint) && !has(self.storage.objectStore.region) && !has(self.storage.objectStore.credentialsSecretRef)"
+_CA_ONLY_CEL = (
+    "!has(self.storage.objectStore.endpoint) && !has(self.storage.objectStore.region) && "
+    "!has(self.storage.objectStore.credentialsSecretRef)"
+)
 
 
 def _ca_only(store: Any) -> bool:
@@ -158,7 +160,10 @@ class FineTuneJobSpec(RuledModel):
     datasets: Annotated[list[DatasetSpec], Field(min_length=1, max_length=32)]
     """Training datasets, mixed by LLaMA-Factory in the order given. Names must be unique."""
     method: Method = "lora"
-    """`full` (all weights), `freeze` (last layers only), `lora` (adapters), `qlora` (adapters on a 4/8-bit quantized base)."""
+    (
+        "`full` (all weights), `freeze` (last layers only), `lora` (adapters), "
+        "`qlora` (adapters on a 4/8-bit quantized base)."
+    )
     lora: LoraSpec | None = None
     """LoRA settings for methods lora and qlora (defaults apply when unset)."""
     freeze: FreezeSpec | None = None
@@ -176,13 +181,24 @@ class FineTuneJobSpec(RuledModel):
     export: ExportSpec = ExportSpec()
     """Merge the LoRA adapter into the base model after training."""
     evaluation: EvaluationSpec | None = None
-    """Evaluate the trained model after training and export; results go to status.evaluation, kubetune-eval.json and the run record."""
+    (
+        "Evaluate the trained model after training and export; results go to status.evaluation, "
+        "kubetune-eval.json and the run record."
+    )
     tracking: TrackingSpec = TrackingSpec()
     """Experiment tracking: TensorBoard (default), MLflow, Weights & Biases."""
     env: Annotated[list[EnvVar], Field(max_length=64)] | None = None
-    """Extra environment for the training containers (e.g. NCCL_DEBUG); secrets via valueFrom.secretKeyRef only. Tracking settings go in spec.tracking."""
+    (
+        "Extra environment for the training containers (e.g. NCCL_DEBUG); secrets via valueFrom.secretKeyRef only. "
+        "Tracking settings go in spec.tracking."
+    )
     hf_token_secret_ref: OptionalSecretKeyRef | None = None
-    """Secret key holding a Hugging Face token for gated/private models and datasets; exposed to the trainer as HF_TOKEN. Unset: no HF_TOKEN (public models and datasets; the Hub answers an invalid token with 401 even for those). optional: true lets the pods start without it when the Secret is missing."""
+    (
+        "Secret key holding a Hugging Face token for gated/private models and datasets; "
+        "exposed to the trainer as HF_TOKEN. Unset: no HF_TOKEN (public models and datasets; "
+        "the Hub answers an invalid token with 401 even for those). optional: "
+        "true lets the pods start without it when the Secret is missing."
+    )
     image: Annotated[str, Field(max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")] | None = None
     """Training image override. Unset: the operator's default trainer image (Helm value trainer.image)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
@@ -196,9 +212,16 @@ class FineTuneJobSpec(RuledModel):
     run_policy: RunPolicySpec = RunPolicySpec()
     """Restart and lifetime limits."""
     auto_tune: bool = False
-    """Let kubetune choose distributed.zeroStage, distributed.offload and the micro-batch (keeping the global batch) so the job fits the GPU memory (resources.gpuMemory or the operator's GPU table); the choice and why are recorded in status and in the run record. Off: the spec is used as written."""
+    (
+        "Let kubetune choose distributed.zeroStage, distributed.offload and the micro-batch (keeping the global batch) "
+        "so the job fits the GPU memory (resources.gpuMemory or the operator's GPU table); "
+        "the choice and why are recorded in status and in the run record. Off: the spec is used as written."
+    )
     suspend: bool = False
-    """Suspend the training (pods are deleted, outputs and checkpoints stay); set back to false to resume from the newest checkpoint."""
+    (
+        "Suspend the training (pods are deleted, outputs and checkpoints stay); "
+        "set back to false to resume from the newest checkpoint."
+    )
     extra_args: (
         Annotated[
             dict[Annotated[str, Field(max_length=128, pattern=r"^[a-z][a-z0-9_]*$")], ExtraArgValue],
@@ -206,23 +229,31 @@ class FineTuneJobSpec(RuledModel):
         ]
         | None
     ) = None
-    """Additional LLaMA-Factory arguments (snake_case keys, scalar values), e.g. `neftune_noise_alpha: 5`. Checked against the pinned LLaMA-Factory's argument list; keys that the spec already controls are refused."""
+    (
+        "Additional LLaMA-Factory arguments (snake_case keys, scalar values), e.g. `neftune_noise_alpha: "
+        "5`. Checked against the pinned LLaMA-Factory's argument list; keys that the spec already controls are refused."
+    )
     serve: ServeSpec | None = None
-    """Serve the trained model through an OpenAI-compatible API after the job Succeeded (vLLM, KServe or KAITO); unset: no serving."""
+    (
+        "Serve the trained model through an OpenAI-compatible API after the job Succeeded (vLLM, "
+        "KServe or KAITO); unset: no serving."
+    )
 
     rules = (
         (
             Rule(
                 name="qlora-needs-quantization",
                 cel="self.method != 'qlora' || has(self.quantization)",
-                message="spec.method qlora needs spec.quantization.bits (4 or 8); or use method: lora for unquantized adapters",
+                message="spec.method qlora needs spec.quantization.bits (4 or 8); "
+                "or use method: lora for unquantized adapters",
                 field_path=".quantization",
                 check=lambda s: s.method != "qlora" or s.quantization is not None,
             ),
             Rule(
                 name="quantization-only-with-qlora",
                 cel="self.method == 'qlora' || !has(self.quantization)",
-                message="spec.quantization only applies to method qlora (LLaMA-Factory quantizes the base model for adapter training only); set method: qlora or remove spec.quantization",
+                message="spec.quantization only applies to method qlora (LLaMA-Factory quantizes the base model for "
+                "adapter training only); set method: qlora or remove spec.quantization",
                 field_path=".quantization",
                 check=lambda s: s.method == "qlora" or s.quantization is None,
             ),
@@ -242,8 +273,10 @@ class FineTuneJobSpec(RuledModel):
             ),
             Rule(
                 name="int8-not-with-zero3",
-                cel="!has(self.quantization) || self.quantization.bits != 8 || (self.distributed.zeroStage != 3 && !self.distributed.fsdp)",
-                message="spec.quantization.bits 8 cannot be sharded by ZeRO-3 or FSDP (LLaMA-Factory rejects it): use bits: 4, or zeroStage 2 or lower",
+                cel="!has(self.quantization) || self.quantization.bits != 8 || "
+                "(self.distributed.zeroStage != 3 && !self.distributed.fsdp)",
+                message="spec.quantization.bits 8 cannot be sharded by ZeRO-3 or FSDP (LLaMA-Factory rejects it): "
+                "use bits: 4, or zeroStage 2 or lower",
                 field_path=".quantization.bits",
                 check=lambda s: (
                     s.quantization is None
@@ -254,21 +287,24 @@ class FineTuneJobSpec(RuledModel):
             Rule(
                 name="cpu-needs-fp32",
                 cel="self.resources.gpusPerNode > 0 || self.training.precision == 'fp32'",
-                message="spec.training.precision bf16/fp16 needs GPUs: set spec.resources.gpusPerNode >= 1, or precision: fp32 for CPU training",
+                message="spec.training.precision bf16/fp16 needs GPUs: set spec.resources.gpusPerNode >= 1, "
+                "or precision: fp32 for CPU training",
                 field_path=".training.precision",
                 check=lambda s: s.resources.gpus_per_node > 0 or s.training.precision == "fp32",
             ),
             Rule(
                 name="deepspeed-needs-gpus",
                 cel="self.resources.gpusPerNode > 0 || self.distributed.zeroStage == 0",
-                message="spec.distributed.zeroStage > 0 needs GPUs (spec.resources.gpusPerNode >= 1); use zeroStage: 0 for CPU training",
+                message="spec.distributed.zeroStage > 0 needs GPUs (spec.resources.gpusPerNode >= 1); "
+                "use zeroStage: 0 for CPU training",
                 field_path=".distributed.zeroStage",
                 check=lambda s: s.resources.gpus_per_node > 0 or s.distributed.zero_stage == 0,
             ),
             Rule(
                 name="export-merges-adapters",
                 cel="!self.export.enabled || self.method in ['lora', 'qlora']",
-                message="spec.export.enabled merges a LoRA adapter; methods full and freeze already write a complete model to the outputs volume: set export.enabled: false",
+                message="spec.export.enabled merges a LoRA adapter; methods full and freeze already write a complete "
+                "model to the outputs volume: set export.enabled: false",
                 field_path=".export.enabled",
                 check=lambda s: not s.export.enabled or s.method in ("lora", "qlora"),
             ),
@@ -288,8 +324,11 @@ class FineTuneJobSpec(RuledModel):
             ),
             Rule(
                 name="tracking-env-from-tracking",
-                cel="!has(self.env) || !has(self.tracking) || ((!has(self.tracking.mlflow) || !self.env.exists(e, e.name.startsWith('MLFLOW_'))) && (!has(self.tracking.wandb) || !self.env.exists(e, e.name.startsWith('WANDB_'))))",
-                message="spec.env: MLFLOW_*/WANDB_* variables are set from spec.tracking.mlflow/wandb; remove them from spec.env (secrets go in the tracking secretKeyRefs)",
+                cel="!has(self.env) || !has(self.tracking) || ((!has(self.tracking.mlflow) || !self.env.exists(e, "
+                "e.name.startsWith('MLFLOW_'))) && (!has(self.tracking.wandb) || !self.env.exists(e, "
+                "e.name.startsWith('WANDB_'))))",
+                message="spec.env: MLFLOW_*/WANDB_* variables are set from spec.tracking.mlflow/wandb; "
+                "remove them from spec.env (secrets go in the tracking secretKeyRefs)",
                 field_path=".env",
                 check=lambda s: (
                     s.env is None
@@ -302,28 +341,32 @@ class FineTuneJobSpec(RuledModel):
             Rule(
                 name="pt-uses-text-column",
                 cel="self.training.stage != 'pt' || self.datasets.all(d, d.format == 'alpaca')",
-                message="spec.training.stage pt trains on raw text: give each dataset format: alpaca with columns.prompt naming the text column",
+                message="spec.training.stage pt trains on raw text: give each dataset format: "
+                "alpaca with columns.prompt naming the text column",
                 field_path=".datasets",
                 check=lambda s: s.training.stage != "pt" or all(d.format == "alpaca" for d in s.datasets),
             ),
             Rule(
                 name="ranking-stage-needs-ranking-data",
                 cel="!(self.training.stage in ['rm', 'dpo']) || self.datasets.all(d, d.ranking)",
-                message="spec.training.stage rm/dpo trains on preference pairs: set ranking: true on every dataset (columns.chosen/rejected name the answers)",
+                message="spec.training.stage rm/dpo trains on preference pairs: set ranking: "
+                "true on every dataset (columns.chosen/rejected name the answers)",
                 field_path=".datasets",
                 check=lambda s: s.training.stage not in RANKING_STAGES or all(d.ranking for d in s.datasets),
             ),
             Rule(
                 name="ranking-data-needs-ranking-stage",
                 cel="self.training.stage in ['rm', 'dpo'] || self.datasets.all(d, !d.ranking)",
-                message="spec.datasets[].ranking: preference pairs are only for stages rm and dpo (losses sigmoid/orpo/simpo/...); set stage: dpo or rm, or remove ranking",
+                message="spec.datasets[].ranking: preference pairs are only for stages rm and dpo (losses "
+                "sigmoid/orpo/simpo/...); set stage: dpo or rm, or remove ranking",
                 field_path=".datasets",
                 check=lambda s: s.training.stage in RANKING_STAGES or not any(d.ranking for d in s.datasets),
             ),
             Rule(
                 name="kto-needs-label-column",
                 cel="self.training.stage != 'kto' || self.datasets.all(d, has(d.columns) && has(d.columns.ktoTag))",
-                message="spec.training.stage kto needs the boolean label column of every dataset: set columns.ktoTag (e.g. label)",
+                message="spec.training.stage kto needs the boolean label column of every dataset: "
+                "set columns.ktoTag (e.g. label)",
                 field_path=".datasets",
                 check=lambda s: (
                     s.training.stage != "kto"
@@ -332,8 +375,10 @@ class FineTuneJobSpec(RuledModel):
             ),
             Rule(
                 name="kto-evaluation-needs-label-column",
-                cel="self.training.stage != 'kto' || !has(self.evaluation) || !has(self.evaluation.datasets) || self.evaluation.datasets.all(d, has(d.columns) && has(d.columns.ktoTag))",
-                message="spec.evaluation.datasets: stage kto scores labelled examples (LLaMA-Factory drops records without the label): set columns.ktoTag on every evaluation dataset",
+                cel="self.training.stage != 'kto' || !has(self.evaluation) || !has(self.evaluation.datasets) || "
+                "self.evaluation.datasets.all(d, has(d.columns) && has(d.columns.ktoTag))",
+                message="spec.evaluation.datasets: stage kto scores labelled examples (LLaMA-Factory drops records "
+                "without the label): set columns.ktoTag on every evaluation dataset",
                 field_path=".evaluation.datasets",
                 check=lambda s: (
                     s.training.stage != "kto"
@@ -345,7 +390,8 @@ class FineTuneJobSpec(RuledModel):
             Rule(
                 name="kto-label-needs-kto",
                 cel="self.training.stage == 'kto' || self.datasets.all(d, !has(d.columns) || !has(d.columns.ktoTag))",
-                message="spec.datasets[].columns.ktoTag is the KTO label and applies to stage kto only; set stage: kto or remove ktoTag",
+                message="spec.datasets[].columns.ktoTag is the KTO label and applies to stage kto only; "
+                "set stage: kto or remove ktoTag",
                 field_path=".datasets",
                 check=lambda s: (
                     s.training.stage == "kto" or all(d.columns is None or d.columns.kto_tag is None for d in s.datasets)
@@ -354,28 +400,34 @@ class FineTuneJobSpec(RuledModel):
             Rule(
                 name="evaluation-not-for-ppo",
                 cel="!has(self.evaluation) || self.training.stage != 'ppo'",
-                message="spec.evaluation: LLaMA-Factory cannot evaluate in stage ppo; evaluate the PPO model in a later job (spec.model.fromJob) with stage sft",
+                message="spec.evaluation: LLaMA-Factory cannot evaluate in stage ppo; "
+                "evaluate the PPO model in a later job (spec.model.fromJob) with stage sft",
                 field_path=".evaluation",
                 check=lambda s: s.evaluation is None or s.training.stage != "ppo",
             ),
             Rule(
                 name="evaluation-generation-needs-sft",
                 cel="!has(self.evaluation) || !self.evaluation.generation || self.training.stage == 'sft'",
-                message="spec.evaluation.generation (BLEU/ROUGE through predict mode) needs stage sft (LLaMA-Factory refuses predict_with_generate otherwise)",
+                message="spec.evaluation.generation (BLEU/ROUGE through predict mode) needs stage sft (LLaMA-Factory "
+                "refuses predict_with_generate otherwise)",
                 field_path=".evaluation.generation",
                 check=lambda s: s.evaluation is None or not s.evaluation.generation or s.training.stage == "sft",
             ),
             Rule(
                 name="evaluation-split-not-twice",
                 cel="!has(self.evaluation) || !has(self.evaluation.valSize) || !has(self.training.valSize)",
-                message="spec.evaluation.valSize and spec.training.valSize both hold data out: keep one (evaluation.valSize also holds it out of training)",
+                message="spec.evaluation.valSize and spec.training.valSize both hold data out: "
+                "keep one (evaluation.valSize also holds it out of training)",
                 field_path=".evaluation.valSize",
                 check=lambda s: s.evaluation is None or s.evaluation.val_size is None or s.training.val_size is None,
             ),
             Rule(
                 name="evaluation-dataset-names-unique",
-                cel="!has(self.evaluation) || !has(self.evaluation.datasets) || self.evaluation.datasets.all(e, !self.datasets.exists(d, d.name == e.name) && self.evaluation.datasets.exists_one(f, f.name == e.name))",
-                message="spec.evaluation.datasets[].name must differ from every other dataset name (training and evaluation): rename it",
+                cel="!has(self.evaluation) || !has(self.evaluation.datasets) || "
+                "self.evaluation.datasets.all(e, !self.datasets.exists(d, d.name == e.name) && "
+                "self.evaluation.datasets.exists_one(f, f.name == e.name))",
+                message="spec.evaluation.datasets[].name must differ from every other dataset name "
+                "(training and evaluation): rename it",
                 field_path=".evaluation.datasets",
                 check=lambda s: (
                     s.evaluation is None
@@ -386,8 +438,10 @@ class FineTuneJobSpec(RuledModel):
             ),
             Rule(
                 name="evaluation-datasets-match-stage",
-                cel="!has(self.evaluation) || !has(self.evaluation.datasets) || self.evaluation.datasets.all(e, e.ranking == (self.training.stage in ['rm', 'dpo']))",
-                message="spec.evaluation.datasets[].ranking must match the stage: preference pairs (ranking: true) for rm/dpo, none otherwise",
+                cel="!has(self.evaluation) || !has(self.evaluation.datasets) || self.evaluation.datasets.all(e, "
+                "e.ranking == (self.training.stage in ['rm', 'dpo']))",
+                message="spec.evaluation.datasets[].ranking must match the stage: preference pairs (ranking: "
+                "true) for rm/dpo, none otherwise",
                 field_path=".evaluation.datasets",
                 check=lambda s: (
                     s.evaluation is None
@@ -397,8 +451,11 @@ class FineTuneJobSpec(RuledModel):
             ),
             Rule(
                 name="from-job-not-self",
-                cel="!has(self.model.fromJob) || !has(self.training.ppo) || !has(self.training.ppo.rewardModel.fromJob) || self.training.ppo.rewardModel.fromJob != self.model.fromJob",
-                message="spec.training.ppo.rewardModel.fromJob must name a reward-modelling job, not the policy's own spec.model.fromJob",
+                cel="!has(self.model.fromJob) || !has(self.training.ppo) || "
+                "!has(self.training.ppo.rewardModel.fromJob) || "
+                "self.training.ppo.rewardModel.fromJob != self.model.fromJob",
+                message="spec.training.ppo.rewardModel.fromJob must name a reward-modelling job, "
+                "not the policy's own spec.model.fromJob",
                 field_path=".training.ppo.rewardModel.fromJob",
                 check=lambda s: (
                     s.model.from_job is None
@@ -419,7 +476,8 @@ class FineTuneJobSpec(RuledModel):
                 + " || "
                 + _any_uri("gs://")
                 + "))",
-                message="spec: s3://, gs:// and az:// URIs in one job: a job reaches one object store (spec.storage.objectStore); copy the files into one store",
+                message="spec: s3://, gs:// and az:// URIs in one job: a job reaches one object store "
+                "(spec.storage.objectStore); copy the files into one store",
                 field_path=".storage",
                 check=lambda s: len({u.split("://", 1)[0] for u in uses_object_store(s)}) <= 1,
             ),
@@ -428,8 +486,9 @@ class FineTuneJobSpec(RuledModel):
                 cel="!("
                 + _any_uri("gs://")
                 + ") || (has(self.storage.objectStore) && has(self.storage.objectStore.credentialsSecretRef))",
-                message="spec.storage.objectStore.credentialsSecretRef: gs:// URIs are read through Cloud Storage's S3-compatible XML API, which takes an HMAC key: "
-                "create one for a service account and give its access id and secret in a Secret (keys AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY by default); "
+                message="spec.storage.objectStore.credentialsSecretRef: gs:// URIs are read through Cloud Storage's "
+                "S3-compatible XML API, which takes an HMAC key: create one for a service account and give its access "
+                "id and secret in a Secret (keys AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY by default); "
                 "GKE Workload Identity cannot sign these requests",
                 field_path=".storage.objectStore",
                 check=lambda s: (
@@ -443,11 +502,14 @@ class FineTuneJobSpec(RuledModel):
                 name="azure-needs-account",
                 cel="!("
                 + _any_uri("az://")
-                + ") || (has(self.storage.objectStore) && (has(self.storage.objectStore.endpoint)"
-                " || (has(self.storage.objectStore.credentialsSecretRef) && !has(self.storage.objectStore.credentialsSecretRef.accountKeyKey))))",
-                message="spec.storage.objectStore: az:// URIs name the container only (az://<container>/<path>); the storage account comes from the connection string "
-                "in the Secret of credentialsSecretRef (key AZURE_STORAGE_CONNECTION_STRING by default) or from endpoint: https://<account>.blob.core.windows.net, "
-                "which accountKeyKey and Azure Workload Identity (no credentialsSecretRef, spec.serviceAccountName) need: set one",
+                + ") || (has(self.storage.objectStore) && (has(self.storage.objectStore.endpoint) || "
+                "(has(self.storage.objectStore.credentialsSecretRef) && "
+                "!has(self.storage.objectStore.credentialsSecretRef.accountKeyKey))))",
+                message="spec.storage.objectStore: az:// URIs name the container only (az://<container>/<path>); "
+                "the storage account comes from the connection string in the Secret of credentialsSecretRef (key "
+                "AZURE_STORAGE_CONNECTION_STRING by default) or from endpoint: "
+                "https://<account>.blob.core.windows.net, which accountKeyKey and Azure Workload Identity (no "
+                "credentialsSecretRef, spec.serviceAccountName) need: set one",
                 field_path=".storage.objectStore",
                 check=lambda s: (
                     not any(u.startswith("az://") for u in uses_object_store(s))
@@ -465,11 +527,17 @@ class FineTuneJobSpec(RuledModel):
             ),
             Rule(
                 name="object-store-needs-uri",
-                cel="!has(self.storage.objectStore) || has(self.model.uri) || has(self.model.fromJob) || has(self.storage.outputs.uri) || self.datasets.exists(d, has(d.uri)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.uri)))"
-                " || ("
+                cel="!has(self.storage.objectStore) || has(self.model.uri) || has(self.model.fromJob) || "
+                "has(self.storage.outputs.uri) || self.datasets.exists(d, has(d.uri)) || (has(self.evaluation) && "
+                "has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.uri))) || ("
                 + _CA_ONLY_CEL
-                + " && (self.datasets.exists(d, has(d.url)) || (has(self.evaluation) && has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.url)))))",
-                message="spec.storage.objectStore configures s3://, gs:// or az:// access but no spec.model.uri, spec.model.fromJob (a source job's results in a bucket), spec.datasets[].uri, spec.evaluation.datasets[].uri or spec.storage.outputs.uri uses it: remove it or add a uri (with only url datasets, objectStore may hold caBundle alone, the CA their https:// servers are verified against)",
+                + " && (self.datasets.exists(d, has(d.url)) || (has(self.evaluation) && "
+                "has(self.evaluation.datasets) && self.evaluation.datasets.exists(d, has(d.url)))))",
+                message="spec.storage.objectStore configures s3://, gs:// or az:// access but no spec.model.uri, "
+                "spec.model.fromJob (a source job's results in a bucket), spec.datasets[].uri, "
+                "spec.evaluation.datasets[].uri or spec.storage.outputs.uri uses it: "
+                "remove it or add a uri (with only url datasets, objectStore may hold caBundle alone, "
+                "the CA their https:// servers are verified against)",
                 field_path=".storage.objectStore",
                 check=lambda s: (
                     s.storage.object_store is None
@@ -481,7 +549,9 @@ class FineTuneJobSpec(RuledModel):
             Rule(
                 name="serve-not-from-bucket-model",
                 cel="!has(self.serve) || !has(self.model.uri)",
-                message="spec.serve with spec.model.uri is not supported yet: the serving pods cannot read a base model from a bucket; copy the model to the models volume (spec.model.path) or use a Hub id (spec.model.name)",
+                message="spec.serve with spec.model.uri is not supported yet: "
+                "the serving pods cannot read a base model from a bucket; "
+                "copy the model to the models volume (spec.model.path) or use a Hub id (spec.model.name)",
                 field_path=".serve",
                 check=lambda s: s.serve is None or s.model.uri is None,
             ),
@@ -489,8 +559,11 @@ class FineTuneJobSpec(RuledModel):
                 # The trainer writes the staged model into the models volume (kubetune.trainer.model:
                 # _stage_from_bucket); a read-only mount fails there with EROFS, after the pod got its GPUs.
                 name="model-uri-needs-writable-models-volume",
-                cel="!has(self.model.uri) || !has(self.storage.models) || !has(self.storage.models.readOnly) || !self.storage.models.readOnly",
-                message="spec.model.uri is staged (downloaded) into the models volume, which spec.storage.models.readOnly makes read-only: set readOnly: false, or leave spec.storage.models out (an emptyDir)",
+                cel="!has(self.model.uri) || !has(self.storage.models) || !has(self.storage.models.readOnly) "
+                "|| !self.storage.models.readOnly",
+                message="spec.model.uri is staged (downloaded) into the models volume, "
+                "which spec.storage.models.readOnly makes read-only: set readOnly: false, "
+                "or leave spec.storage.models out (an emptyDir)",
                 field_path=".storage.models.readOnly",
                 check=lambda s: s.model.uri is None or s.storage.models is None or not s.storage.models.read_only,
             ),
@@ -503,7 +576,10 @@ class FineTuneJobSpec(RuledModel):
                 # @5.6.0), which has every rank write its own optimizer-state shard, named by its data-parallel
                 # rank (deepspeed/runtime/engine.py:3672-3674 _save_zero_checkpoint, :3198-3202 @0.18.4), and the
                 # outputs emptyDir of a job without outputs.claimName is per pod.
-                message="spec.storage.outputs.uri is supported for single-node jobs only for now (rank 0 uploads what is on its own outputs volume; with ZeRO every node writes its own checkpoint shards, which would be missing): set resources.nodes: 1, or remove outputs.uri and set spec.storage.outputs.claimName to a ReadWriteMany claim",
+                message="spec.storage.outputs.uri is supported for single-node jobs only for now (rank 0 uploads what "
+                "is on its own outputs volume; with ZeRO every node writes its own checkpoint shards, "
+                "which would be missing): set resources.nodes: 1, or remove outputs.uri and set "
+                "spec.storage.outputs.claimName to a ReadWriteMany claim",
                 field_path=".storage.outputs.uri",
                 check=lambda s: s.storage.outputs.uri is None or s.resources.nodes == 1,
             ),
@@ -513,7 +589,8 @@ class FineTuneJobSpec(RuledModel):
             Rule(
                 name=f"immutable-{field}",
                 cel=_immutable_rule(field),
-                message=f"spec.{field} cannot change after the job is created; create a new FineTuneJob (a new name) to train with other settings",
+                message=f"spec.{field} cannot change after the job is created; create a new FineTuneJob (a new "
+                "name) to train with other settings",
                 field_path=f".{field}",
                 reason="FieldValueForbidden",
                 transition=True,

@@ -56,7 +56,10 @@ class Progress(ApiModel):
     learning_rate: float | None = None
     """Learning rate at the last logged step."""
     eval_loss: float | None = None
-    """Loss on the held-out split (spec.training.valSize) at the last evaluation during training (every training.evalSteps); a FineTuneSweep's pruner reads it."""
+    (
+        "Loss on the held-out split (spec.training.valSize) at the last evaluation during training (every "
+        "training.evalSteps); a FineTuneSweep's pruner reads it."
+    )
     eval_step: Annotated[int, Field(ge=0)] | None = None
     """Optimizer step of that evaluation."""
     eta_seconds: Annotated[int, Field(ge=0)] | None = None
@@ -82,7 +85,8 @@ def percent_of(step: int, total: int) -> float:
 
 
 def progress_summary(step: int, total: int) -> str:
-    """``120/1000 (12%)``: status.progress.summary (``kubectl get ftj``'s PROGRESS column) and ``kubetune watch``'s line."""
+    """``120/1000 (12%)``: status.progress.summary (``kubectl get ftj``'s PROGRESS column) and
+    ``kubetune watch``'s line."""
     if total <= 0:
         return f"{step}"
     return f"{step}/{total} ({percent_text(100.0 * step / total)})"
@@ -109,11 +113,20 @@ class OutputLocation(ApiModel):
     model_config = ApiModel.model_config | {"strict": False}
 
     claim_name: str | None = None
-    """PersistentVolumeClaim holding the outputs; unset when spec.storage.outputs has no claimName (the outputs are then only in uri)."""
+    (
+        "PersistentVolumeClaim holding the outputs; unset when spec.storage.outputs has no claimName (the "
+        "outputs are then only in uri)."
+    )
     path: str
-    """Folder inside the claim (or the pod's outputs emptyDir): checkpoints, adapter, trainer_log.jsonl, kubetune-run.json."""
+    (
+        "Folder inside the claim (or the pod's outputs emptyDir): checkpoints, adapter, "
+        "trainer_log.jsonl, kubetune-run.json."
+    )
     uri: str | None = None
-    """With spec.storage.outputs.uri: the bucket prefix the results are uploaded to, <outputs.uri><namespace>/<job>/ (complete once its _KUBETUNE_COMPLETE exists)."""
+    (
+        "With spec.storage.outputs.uri: the bucket prefix the results are uploaded to, "
+        "<outputs.uri><namespace>/<job>/ (complete once its _KUBETUNE_COMPLETE exists)."
+    )
     merged_path: str | None = None
     """Folder of the merged model, when export is enabled."""
 
@@ -229,7 +242,10 @@ class ServingStatus(ApiModel):
     engine: Literal["vllm", "kserve", "kaito"]
     """spec.serve.engine."""
     url: str | None = None
-    """OpenAI base URL inside the cluster (vllm: the Service's; kserve: the object's status.url; kaito: the Workspace's Service), once known."""
+    (
+        "OpenAI base URL inside the cluster (vllm: the Service's; kserve: the object's status.url; kaito: "
+        "the Workspace's Service), once known."
+    )
     served_model: Annotated[str, Field(max_length=253)]
     """The name clients send as `model`."""
     model: str | None = None
@@ -259,7 +275,10 @@ class Retries(ApiModel):
     last_pod: Annotated[str, Field(max_length=253)] | None = None
     """Pod of the newest counted failure."""
     last_reason: Annotated[str, Field(max_length=1024)] | None = None
-    """Why the kubelet evicted that pod, when it did (its status.message; an outputs emptyDir past spec.storage.outputs.sizeLimit names that field)."""
+    (
+        "Why the kubelet evicted that pod, when it did (its status.message; "
+        "an outputs emptyDir past spec.storage.outputs.sizeLimit names that field)."
+    )
     counted_pods: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=128)] | None = None
     """UIDs of the pods already counted (so a failure is never counted twice)."""
 
@@ -298,4 +317,7 @@ class FineTuneJobStatus(ApiModel):
     evaluation: EvaluationStatus | None = None
     """Results of spec.evaluation (mirrored from the trainer's evaluate stage)."""
     serving: ServingStatus | None = None
-    """Where spec.serve serves the trained model (the Serving condition says whether it is ready, or why nothing is served)."""
+    (
+        "Where spec.serve serves the trained model (the Serving condition says whether it is "
+        "ready, or why nothing is served)."
+    )

@@ -61,7 +61,12 @@ class SweepParameter(RuledModel):
     """One searched value: where it goes in the FineTuneJob spec and the range or choices to try."""
 
     path: ParameterPath
-    """Dotted path of a scalar field of the FineTuneJob spec, e.g. `training.learningRate` or `lora.rank`. Only fields fixed when a job is created can be searched (model, method, lora, freeze, quantization, training, resources, distributed): fields that can change on a running job (suspend, scheduling, evaluation, serve, ...) are refused."""
+    (
+        "Dotted path of a scalar field of the FineTuneJob spec, e.g. `training.learningRate` or `lora.rank`. "
+        "Only fields fixed when a job is created can be searched (model, method, lora, freeze, quantization, "
+        "training, resources, distributed): fields that can change on a running job (suspend, scheduling, "
+        "evaluation, serve, ...) are refused."
+    )
     type: Literal["float", "int", "categorical"]
     """`float` (a real range min..max), `int` (an integer range) or `categorical` (one of values)."""
     min: float | None = None
@@ -71,7 +76,10 @@ class SweepParameter(RuledModel):
     log: bool = False
     """Sample on a log scale (Optuna's `log=True`); min must be > 0. Typical for learning rates."""
     step: Annotated[float, Field(gt=0)] | None = None
-    """Spacing of the values tried (Optuna's `step`): for float, min, min+step, ... up to max; for int, a whole number (default 1). Needed by algorithm grid for float parameters. Not with log."""
+    (
+        "Spacing of the values tried (Optuna's `step`): for float, min, min+step, ... up to max; for int, "
+        "a whole number (default 1). Needed by algorithm grid for float parameters. Not with log."
+    )
     values: Annotated[list[ParameterValue], Field(min_length=1, max_length=64)] | None = None
     """The choices of a categorical parameter (strings, numbers or booleans)."""
 
@@ -79,14 +87,16 @@ class SweepParameter(RuledModel):
         Rule(
             name="range-needs-bounds",
             cel=f"{_IS_CATEGORICAL} || (has(self.min) && has(self.max))",
-            message="spec.parameters[]: float and int parameters need min and max (the range to search); or use type: categorical with values",
+            message="spec.parameters[]: float and int parameters need min and max (the range to search); "
+            "or use type: categorical with values",
             field_path=".min",
             check=lambda p: p.type == "categorical" or (p.min is not None and p.max is not None),
         ),
         Rule(
             name="range-not-empty",
             cel="!has(self.min) || !has(self.max) || self.min < self.max",
-            message="spec.parameters[]: min must be below max (the range is empty or inverted): swap them, or set a value that should not vary in spec.template instead",
+            message="spec.parameters[]: min must be below max (the range is empty or inverted): swap them, "
+            "or set a value that should not vary in spec.template instead",
             field_path=".max",
             check=lambda p: p.min is None or p.max is None or p.min < p.max,
         ),
@@ -104,7 +114,8 @@ class SweepParameter(RuledModel):
         Rule(
             name="categorical-has-no-range",
             cel=f"!({_IS_CATEGORICAL}) || (!has(self.min) && !has(self.max) && !has(self.step) && !self.log)",
-            message="spec.parameters[]: min, max, step and log apply to float and int parameters; a categorical parameter lists its values only",
+            message="spec.parameters[]: min, max, step and log apply to float and int parameters; "
+            "a categorical parameter lists its values only",
             field_path=".type",
             check=lambda p: (
                 p.type != "categorical" or (p.min is None and p.max is None and p.step is None and not p.log)
@@ -113,7 +124,8 @@ class SweepParameter(RuledModel):
         Rule(
             name="range-has-no-values",
             cel=f"{_IS_CATEGORICAL} || !has(self.values)",
-            message="spec.parameters[]: values lists the choices of a categorical parameter; a float or int parameter searches min..max (remove values or set type: categorical)",
+            message="spec.parameters[]: values lists the choices of a categorical parameter; "
+            "a float or int parameter searches min..max (remove values or set type: categorical)",
             field_path=".values",
             check=lambda p: p.type == "categorical" or p.values is None,
             in_crd=False,  # values cannot be named in CEL (see categorical-needs-values)
@@ -151,7 +163,10 @@ class SweepObjective(ApiModel):
     """What the sweep optimises: one metric of the trial's spec.evaluation."""
 
     metric: Metric
-    """A metric in the trial's status.evaluation.trained: `evalLoss` (every stage that can be evaluated), `perplexity` (stages pt and sft), `bleu4`, `rouge1`, `rouge2`, `rougeL` (template.evaluation.generation)."""
+    (
+        "A metric in the trial's status.evaluation.trained: `evalLoss` (every stage that can be evaluated), "
+        "`perplexity` (stages pt and sft), `bleu4`, `rouge1`, `rouge2`, `rougeL` (template.evaluation.generation)."
+    )
     goal: Literal["minimize", "maximize"] = "minimize"
     """`minimize` (losses, perplexity) or `maximize` (BLEU, ROUGE)."""
 
@@ -164,39 +179,62 @@ class FineTuneSweepSpec(RuledModel):
     """A hyperparameter search: trials are FineTuneJobs made from template, searched by Optuna."""
 
     template: FineTuneJobSpec
-    """The FineTuneJob spec every trial starts from (spec.evaluation is required: the objective comes from it). With promote: serve, its spec.serve is applied to the best trial only."""
+    (
+        "The FineTuneJob spec every trial starts from (spec.evaluation is required: "
+        "the objective comes from it). With promote: serve, its spec.serve is applied to the best trial only."
+    )
     parameters: Annotated[list[SweepParameter], Field(min_length=1, max_length=16)]
     """The values to search; each names a field of the template by its path. Paths must be unique."""
     objective: SweepObjective
     """The metric to optimise and its direction."""
     algorithm: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
-    """Optuna sampler: `tpe` (TPESampler, the default), `random` (RandomSampler), `grid` (GridSampler over every combination: float parameters need step) or `cmaes` (CmaEsSampler; float and int parameters only)."""
+    (
+        "Optuna sampler: `tpe` (TPESampler, the default), `random` (RandomSampler), "
+        "`grid` (GridSampler over every combination: float parameters need step) or `cmaes` (CmaEsSampler; "
+        "float and int parameters only)."
+    )
     early_stopping: Literal["median", "hyperband", "none"] = "median"
-    """Optuna pruner that stops unpromising trials from the evaluation loss reported during training (template.training.valSize, every training.evalSteps): `median` (MedianPruner), `hyperband` (HyperbandPruner) or `none`."""
+    (
+        "Optuna pruner that stops unpromising trials from the evaluation loss reported during training "
+        "(template.training.valSize, every training.evalSteps): `median` (MedianPruner), "
+        "`hyperband` (HyperbandPruner) or `none`."
+    )
     max_trials: Annotated[int, Field(ge=1, le=MAX_TRIALS)]
-    """Trials to run in all (pruned and failed ones count). With algorithm grid the sweep also ends when the grid is exhausted."""
+    (
+        "Trials to run in all (pruned and failed ones count). With algorithm grid the sweep also "
+        "ends when the grid is exhausted."
+    )
     parallelism: Annotated[int, Field(ge=1, le=MAX_TRIALS)] = 1
     """Trials running at the same time (each is a FineTuneJob queued like any other)."""
     max_failed_trials: Annotated[int, Field(ge=0, le=MAX_TRIALS)] = 3
     """The sweep fails once more than this many trials failed; a failed trial never stops the study by itself."""
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
-    """Seed of the sampler: the same seed and the same history give the same parameters. Unset: a different search each time."""
+    (
+        "Seed of the sampler: the same seed and the same history give the same parameters. "
+        "Unset: a different search each time."
+    )
     promote: Literal["none", "serve"] = "none"
-    """`serve`: when the sweep ends, the best trial is served as template.serve says (the other trials are never served). `none`: nothing is served."""
+    (
+        "`serve`: when the sweep ends, the best trial is served as template.serve says (the other trials are never "
+        "served). `none`: nothing is served."
+    )
 
     rules = (
         (
             Rule(
                 name="template-needs-evaluation",
                 cel="has(self.template.evaluation)",
-                message="spec.template.evaluation is required: the objective is read from the trial's evaluation (set evaluation.valSize or evaluation.datasets)",
+                message="spec.template.evaluation is required: the objective is read from the trial's evaluation (set "
+                "evaluation.valSize or evaluation.datasets)",
                 field_path=".template.evaluation",
                 check=lambda s: s.template.evaluation is not None,
             ),
             Rule(
                 name="generation-metric-needs-generation",
-                cel="!(self.objective.metric in ['bleu4', 'rouge1', 'rouge2', 'rougeL']) || (has(self.template.evaluation) && self.template.evaluation.generation)",
-                message="spec.objective.metric bleu4/rouge1/rouge2/rougeL comes from generation: set spec.template.evaluation.generation: true, or use metric evalLoss",
+                cel="!(self.objective.metric in ['bleu4', 'rouge1', 'rouge2', 'rougeL']) || "
+                "(has(self.template.evaluation) && self.template.evaluation.generation)",
+                message="spec.objective.metric bleu4/rouge1/rouge2/rougeL comes from generation: "
+                "set spec.template.evaluation.generation: true, or use metric evalLoss",
                 field_path=".objective.metric",
                 check=lambda s: (
                     s.objective.metric not in GENERATION_METRICS
@@ -227,28 +265,32 @@ class FineTuneSweepSpec(RuledModel):
             Rule(
                 name="pruning-needs-evaluation-during-training",
                 cel="self.earlyStopping == 'none' || has(self.template.training.valSize)",
-                message="spec.earlyStopping prunes on the loss evaluated during training: set spec.template.training.valSize (and training.evalSteps), or earlyStopping: none",
+                message="spec.earlyStopping prunes on the loss evaluated during training: "
+                "set spec.template.training.valSize (and training.evalSteps), or earlyStopping: none",
                 field_path=".earlyStopping",
                 check=lambda s: s.early_stopping == "none" or s.template.training.val_size is not None,
             ),
             Rule(
                 name="promote-serve-needs-serve",
                 cel="self.promote != 'serve' || has(self.template.serve)",
-                message="spec.promote serve serves the best trial as spec.template.serve says: set spec.template.serve (e.g. engine: vllm), or promote: none",
+                message="spec.promote serve serves the best trial as spec.template.serve says: "
+                "set spec.template.serve (e.g. engine: vllm), or promote: none",
                 field_path=".promote",
                 check=lambda s: s.promote != "serve" or s.template.serve is not None,
             ),
             Rule(
                 name="serve-only-with-promote",
                 cel="self.promote == 'serve' || !has(self.template.serve)",
-                message="spec.template.serve would serve every trial: set spec.promote: serve to serve only the best one, or remove spec.template.serve",
+                message="spec.template.serve would serve every trial: set spec.promote: "
+                "serve to serve only the best one, or remove spec.template.serve",
                 field_path=".template.serve",
                 check=lambda s: s.promote == "serve" or s.template.serve is None,
             ),
             Rule(
                 name="grid-needs-steps",
                 cel="self.algorithm != 'grid' || self.parameters.all(p, p.type != 'float' || has(p.step))",
-                message="spec.algorithm grid tries every combination: give each float parameter a step (or use type categorical)",
+                message="spec.algorithm grid tries every combination: give each float parameter a "
+                "step (or use type categorical)",
                 field_path=".parameters",
                 check=lambda s: (
                     s.algorithm != "grid" or all(p.type != "float" or p.step is not None for p in s.parameters)
@@ -257,7 +299,8 @@ class FineTuneSweepSpec(RuledModel):
             Rule(
                 name="cmaes-numeric-only",
                 cel="self.algorithm != 'cmaes' || self.parameters.all(p, p.type != 'categorical')",
-                message="spec.algorithm cmaes searches float and int parameters only (Optuna's CmaEsSampler would pick categorical ones at random): use tpe, or make them numeric",
+                message="spec.algorithm cmaes searches float and int parameters only (Optuna's CmaEsSampler would "
+                "pick categorical ones at random): use tpe, or make them numeric",
                 field_path=".algorithm",
                 check=lambda s: s.algorithm != "cmaes" or all(p.type != "categorical" for p in s.parameters),
             ),
@@ -266,7 +309,8 @@ class FineTuneSweepSpec(RuledModel):
             Rule(
                 name=f"immutable-{field}",
                 cel=f"self.{field} == oldSelf.{field}",
-                message=f"spec.{field} cannot change after the sweep is created (the recorded trials were searched with it): create a new FineTuneSweep",
+                message=f"spec.{field} cannot change after the sweep is created (the recorded trials were searched "
+                "with it): create a new FineTuneSweep",
                 field_path=f".{field}",
                 reason="FieldValueForbidden",
                 transition=True,
@@ -283,7 +327,8 @@ class FineTuneSweepSpec(RuledModel):
                 name="immutable-template-evaluation",
                 cel="has(self.template.evaluation) == has(oldSelf.template.evaluation) && "
                 "(!has(self.template.evaluation) || self.template.evaluation == oldSelf.template.evaluation)",
-                message="spec.template.evaluation cannot change after the sweep is created (the recorded trials' objective values were measured with it): create a new FineTuneSweep",
+                message="spec.template.evaluation cannot change after the sweep is created (the recorded trials' "
+                "objective values were measured with it): create a new FineTuneSweep",
                 field_path=".template.evaluation",
                 reason="FieldValueForbidden",
                 transition=True,
@@ -335,7 +380,10 @@ class FineTuneSweepStatus(ApiModel):
     trials: Annotated[list[TrialRecord], Field(max_length=MAX_TRIALS)] = []
     """Every trial asked so far, in order; the study is rebuilt from this list."""
     summary: Annotated[str, Field(max_length=64)] = ""
-    """Short form for `kubectl get` (kubetune.sweep.summary), e.g. `4/6 (1 pruned, 0 failed)`: trials ended of maxTrials."""
+    (
+        "Short form for `kubectl get` (kubetune.sweep.summary), e.g. `4/6 (1 pruned, "
+        "0 failed)`: trials ended of maxTrials."
+    )
     best_trial: Annotated[str, Field(max_length=63)] | None = None
     """Name of the best Succeeded trial so far."""
     best_value: float | None = None
@@ -352,7 +400,8 @@ _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
 class FineTuneSweep(KubetuneResource):
-    """FineTuneSweep searches hyperparameters of a FineTuneJob with Optuna: trials are FineTuneJobs, pruned early on their evaluation loss; the best can be served."""
+    # One line: it is the CRD's description (`kubectl explain finetunesweep`).
+    """FineTuneSweep searches hyperparameters of a FineTuneJob with Optuna: trials are FineTuneJobs, pruned early on their evaluation loss; the best can be served."""  # noqa: E501
 
     api_version: Literal["kubetune.io/v1alpha1"] = "kubetune.io/v1alpha1"
     """kubetune.io/v1alpha1."""
@@ -369,7 +418,8 @@ class FineTuneSweep(KubetuneResource):
         Rule(
             name="name-fits-trials",
             cel=f"size(self.metadata.name) <= {MAX_SWEEP_NAME_LENGTH} && self.metadata.name.matches('{_DNS_LABEL}')",
-            message=f"metadata.name must be a DNS label of at most {MAX_SWEEP_NAME_LENGTH} characters (lower-case letters, digits, '-'): each trial is a FineTuneJob named <sweep>-<number>",
+            message=f"metadata.name must be a DNS label of at most {MAX_SWEEP_NAME_LENGTH} characters (lower-case "
+            "letters, digits, '-'): each trial is a FineTuneJob named <sweep>-<number>",
             check=lambda j: (
                 len(j.metadata.name) <= MAX_SWEEP_NAME_LENGTH and re.match(_DNS_LABEL, j.metadata.name) is not None
             ),

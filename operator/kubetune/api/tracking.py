@@ -25,7 +25,10 @@ class TensorBoardSpec(ApiModel):
     """TensorBoard event files written next to the checkpoints."""
 
     enabled: bool = True
-    """Write TensorBoard event files to <outputs>/<namespace>/<name>/runs (point `tensorboard --logdir` at the outputs volume). On by default: it costs a few KB per logging step and needs no server."""
+    (
+        "Write TensorBoard event files to <outputs>/<namespace>/<name>/runs (point `tensorboard --logdir` at the "
+        "outputs volume). On by default: it costs a few KB per logging step and needs no server."
+    )
 
 
 class MLflowSpec(RuledModel):
@@ -74,7 +77,8 @@ class WandbSpec(ApiModel):
 
 
 class TrackingSpec(ApiModel):
-    """Experiment tracking: where loss, learning rate and evaluation metrics go besides the FineTuneJob status. Sets LLaMA-Factory's `report_to`."""
+    """Experiment tracking: where loss, learning rate and evaluation metrics go besides the FineTuneJob status. Sets
+    LLaMA-Factory's `report_to`."""
 
     tensorboard: TensorBoardSpec = TensorBoardSpec()
     """TensorBoard event files on the outputs volume (on by default)."""

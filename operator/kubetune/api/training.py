@@ -34,7 +34,10 @@ class TrainingSpec(RuledModel):
     """Hyperparameters, mapped one-to-one onto LLaMA-Factory / transformers training arguments."""
 
     stage: Stage = "sft"
-    """Training stage (`stage`): `sft` supervised fine-tuning on conversations, `pt` continued pre-training on raw text."""
+    (
+        "Training stage (`stage`): `sft` supervised fine-tuning on conversations, "
+        "`pt` continued pre-training on raw text."
+    )
     epochs: Annotated[float, Field(gt=0, le=1000)] = 3.0
     """Passes over the data (`num_train_epochs`); ignored when maxSteps is set."""
     max_steps: Steps | None = None
@@ -58,11 +61,23 @@ class TrainingSpec(RuledModel):
     logging_steps: Steps = 10
     """Log loss and learning rate every N steps (`logging_steps`); also the progress update rate."""
     save_steps: Steps | None = None
-    """Checkpoint every N optimizer steps (`save_steps`); a restarted job resumes from the newest checkpoint. Unset: every 10% of the run (transformers' fractional `save_steps: 0.1`), so a run of any length writes checkpoints. A SIGTERM (preemption, drain) also writes one (see runPolicy.terminationGracePeriodSeconds)."""
+    (
+        "Checkpoint every N optimizer steps (`save_steps`); a restarted job resumes from the newest checkpoint. Unset: "
+        "every 10% of the run (transformers' fractional `save_steps: 0.1`), "
+        "so a run of any length writes checkpoints. A SIGTERM (preemption, "
+        "drain) also writes one (see runPolicy.terminationGracePeriodSeconds)."
+    )
     save_total_limit: Steps = 3
-    """Keep only the newest N checkpoints (`save_total_limit`). A full fine-tune checkpoint with optimizer state takes about 14-16 bytes per parameter; unbounded, checkpoints fill the outputs volume and the job fails for good."""
+    (
+        "Keep only the newest N checkpoints (`save_total_limit`). A full fine-tune checkpoint with "
+        "optimizer state takes about 14-16 bytes per parameter; unbounded, "
+        "checkpoints fill the outputs volume and the job fails for good."
+    )
     gradient_checkpointing: bool = True
-    """Recompute activations in the backward pass to save memory (inverse of LLaMA-Factory's `disable_gradient_checkpointing`)."""
+    (
+        "Recompute activations in the backward pass to save memory (inverse of LLaMA-Factory's "
+        "`disable_gradient_checkpointing`)."
+    )
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 42
     """Random seed (`seed`)."""
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
@@ -76,17 +91,38 @@ class TrainingSpec(RuledModel):
     eval_steps: Steps | None = None
     """Evaluate every N steps (`eval_steps`); needs valSize."""
     attention: AttentionImpl = "auto"
-    """Attention kernel (`flash_attn`): `auto` and `sdpa` use PyTorch SDPA (FlashAttention kernels inside PyTorch on Ampere and newer), `disabled` eager attention, `fa2`/`fa3` the flash-attn packages, which the default trainer image does not ship: they are refused unless spec.image names an image that has them (checked again by the trainer before any GPU time is spent; no silent fallback)."""
+    (
+        "Attention kernel (`flash_attn`): `auto` and `sdpa` use PyTorch SDPA (FlashAttention kernels inside PyTorch on "
+        "Ampere and newer), `disabled` eager attention, `fa2`/`fa3` the flash-attn packages, "
+        "which the default trainer image does not ship: they are refused unless spec.image names an image that has "
+        "them (checked again by the trainer before any GPU time is spent; no silent fallback)."
+    )
     liger_kernel: bool = False
-    """Liger Kernel's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) for supported model families: less memory, higher throughput (`enable_liger_kernel`). In the default trainer image."""
+    (
+        "Liger Kernel's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) for supported model "
+        "families: less memory, higher throughput (`enable_liger_kernel`). In the default trainer image."
+    )
     packing: Packing = "none"
-    """Pack several examples into one cutoffLength sequence: `none`, `packing` (plain concatenation; attention crosses example boundaries) or `neat` (no cross-example attention; LLaMA-Factory's `neat_packing`). Fewer padding tokens, faster epochs on short examples."""
+    (
+        "Pack several examples into one cutoffLength sequence: `none`, `packing` (plain concatenation; "
+        "attention crosses example boundaries) or `neat` (no cross-example attention; "
+        "LLaMA-Factory's `neat_packing`). Fewer padding tokens, faster epochs on short examples."
+    )
     optimizer: Optimizer | None = None
-    """Optimizer (`optim`): `adamw_torch_fused` (fused AdamW: one kernel per step, no per-parameter temporaries) or `adamw_torch` (foreach AdamW: a temporary the size of the trainable parameters during the step). Unset: transformers' default, which is `adamw_torch_fused` in the default trainer image (transformers 5.6 with torch 2.13). Other optimizers (e.g. `adamw_8bit`) can be given as spec.extraArgs.optim; `kubetune plan` accounts for those it knows."""
+    (
+        "Optimizer (`optim`): `adamw_torch_fused` (fused AdamW: one kernel per step, "
+        "no per-parameter temporaries) or `adamw_torch` (foreach AdamW: a temporary the size of the trainable "
+        "parameters during the step). Unset: transformers' default, which is `adamw_torch_fused` in the default "
+        "trainer image (transformers 5.6 with torch 2.13). Other optimizers (e.g. `adamw_8bit`) can be given as "
+        "spec.extraArgs.optim; `kubetune plan` accounts for those it knows."
+    )
     preprocessing_workers: Annotated[int, Field(ge=1, le=256)] | None = None
     """Processes for tokenising the dataset (`preprocessing_num_workers`)."""
     preference: PreferenceSpec | None = None
-    """Stages dpo and kto: beta, loss (sigmoid/hinge/ipo/kto_pair/orpo/simpo), SFT mix-in, SimPO gamma (LLaMA-Factory defaults when unset)."""
+    (
+        "Stages dpo and kto: beta, loss (sigmoid/hinge/ipo/kto_pair/orpo/simpo), SFT mix-in, "
+        "SimPO gamma (LLaMA-Factory defaults when unset)."
+    )
     kto: KtoSpec | None = None
     """Stage kto: weights of desirable and undesirable examples."""
     ppo: PpoSpec | None = None
@@ -96,21 +132,24 @@ class TrainingSpec(RuledModel):
         Rule(
             name="eval-steps-need-val-size",
             cel="!has(self.evalSteps) || has(self.valSize)",
-            message="spec.training.evalSteps needs spec.training.valSize (the fraction of data held out for evaluation)",
+            message="spec.training.evalSteps needs spec.training.valSize (the fraction "
+            "of data held out for evaluation)",
             field_path=".evalSteps",
             check=lambda t: t.eval_steps is None or t.val_size is not None,
         ),
         Rule(
             name="preference-needs-dpo-or-kto",
             cel="!has(self.preference) || self.stage in ['dpo', 'kto']",
-            message="spec.training.preference applies to stages dpo and kto; set stage: dpo (or kto) or remove preference",
+            message="spec.training.preference applies to stages dpo and kto; set stage: "
+            "dpo (or kto) or remove preference",
             field_path=".preference",
             check=lambda t: t.preference is None or t.stage in ("dpo", "kto"),
         ),
         Rule(
             name="preference-loss-is-dpo",
             cel="self.stage != 'kto' || !has(self.preference) || self.preference.loss == 'sigmoid'",
-            message="spec.training.preference.loss selects a DPO-family loss and applies to stage dpo only; KTO has its own loss: remove loss",
+            message="spec.training.preference.loss selects a DPO-family loss and applies to stage dpo only; "
+            "KTO has its own loss: remove loss",
             field_path=".preference.loss",
             check=lambda t: t.stage != "kto" or t.preference is None or t.preference.loss == "sigmoid",
         ),
@@ -124,7 +163,8 @@ class TrainingSpec(RuledModel):
         Rule(
             name="ppo-needs-reward-model",
             cel="self.stage != 'ppo' || has(self.ppo)",
-            message="spec.training.stage ppo needs spec.training.ppo.rewardModel (a reward model or a FineTuneJob of stage rm)",
+            message="spec.training.stage ppo needs spec.training.ppo.rewardModel (a reward "
+            "model or a FineTuneJob of stage rm)",
             field_path=".ppo",
             check=lambda t: t.stage != "ppo" or t.ppo is not None,
         ),

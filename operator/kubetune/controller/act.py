@@ -6,11 +6,11 @@
    (never at once), so ``decide`` reports it on the FineTuneJob and retries with backoff
    (snapshot.ApplyFailure.retry_at); the children after the refused one are not sent.  Permanent:
    a 4xx other than 401/403, and a 403 that an admission webhook answered (``admission webhook
-   "<name>" denied the request: ...``, or a ValidatingAdmissionPolicy's ``... denied request: ...``; controller-runtime denies with 403 Forbidden,
-   pkg/webhook/admission/response.go:35-37,63-83 and validator_custom.go:143-150 @ v0.24.1, and the
-   API server prefixes the webhook's name, k8s.io/apiserver pkg/admission/plugin/webhook/errors/
-   statuserror.go ToStatusErr, read through the code search index, release not pinned).  A 403
-   from RBAC and transient errors go back to the work queue's backoff.
+   "<name>" denied the request: ...``, or a ValidatingAdmissionPolicy's ``... denied request: ...``; controller-runtime
+   denies with 403 Forbidden, pkg/webhook/admission/response.go:35-37,63-83 and validator_custom.go:143-150 @ v0.24.1,
+   and the API server prefixes the webhook's name, k8s.io/apiserver pkg/admission/plugin/webhook/errors/ statuserror.go
+   ToStatusErr, read through the code search index, release not pinned).  A 403 from RBAC and transient errors go back
+   to the work queue's backoff.
 2. One merge patch of ``/status`` carrying ``metadata.resourceVersion``: if anyone wrote the
    FineTuneJob since the snapshot, the API server answers 409 and the key is reconciled again
    from the newer object instead of overwriting it.  Nothing is sent when nothing changed.
@@ -50,7 +50,8 @@ PLURALS = {
 
 
 ADMISSION_DENIED = re.compile(
-    r'admission webhook "[^"]*" denied the request|ValidatingAdmissionPolicy \'[^\']*\'( with binding \'[^\']*\')? denied request'
+    r'admission webhook "[^"]*" denied the request|'
+    r'ValidatingAdmissionPolicy \'[^\']*\'( with binding \'[^\']*\')? denied request'
 )
 """The API server's wording for a validating or mutating webhook's refusal (statuserror.go ToStatusErr)
 and for a ValidatingAdmissionPolicy's (403 Forbidden unless the policy names another reason:
@@ -224,7 +225,8 @@ class Executor:
                 # entry was applied by this same field manager, so it is dropped, and the old run -- still
                 # training with the old spec -- becomes the new job's.  Wait for the collector instead.
                 log.info(
-                    "%s/%s: %s %s still belongs to a previous FineTuneJob of this name (uid %s); waiting for its deletion",
+                    "%s/%s: %s %s still belongs to a previous FineTuneJob of this name (uid "
+                    "%s); waiting for its deletion",
                     *key,
                     kind,
                     obj["metadata"]["name"],

@@ -98,8 +98,9 @@ def eviction_reason(status: Mapping[str, Any]) -> str:
     text = f"{EVICTED}: {message}" if message else EVICTED
     if OUTPUTS_EMPTYDIR_EVICTION in message:
         text += (
-            " - raise spec.storage.outputs.sizeLimit (it must hold training.saveTotalLimit + 1 checkpoints, the final model"
-            " and an exported merged model); the restarted pod resumes from the newest checkpoint uploaded to spec.storage.outputs.uri"
+            " - raise spec.storage.outputs.sizeLimit (it must hold training.saveTotalLimit + 1 checkpoints, "
+            "the final model and an exported merged model); the restarted pod resumes from the newest checkpoint "
+            "uploaded to spec.storage.outputs.uri"
         )
     return text
 
@@ -119,7 +120,8 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
                         "OOMKilled",
                         with_hint(
                             "OOMKilled",
-                            f"pod {name} container {cs.get('name')} was OOMKilled (exit code {terminated.get('exitCode')})",
+                            f"pod {name} container {cs.get('name')} was OOMKilled (exit code "
+                            f"{terminated.get('exitCode')})",
                         ),
                     )
                 )

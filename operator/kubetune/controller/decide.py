@@ -258,7 +258,10 @@ def _invalid(draft: _Draft, problems: str, started: bool) -> Decision:
 
 
 def _kinds_text(rendered: Rendered) -> str:
-    return f"ConfigMap {rendered.config_map['metadata']['name']} and {rendered.workload['kind']} {rendered.workload['metadata']['name']}"
+    return (
+        f"ConfigMap {rendered.config_map['metadata']['name']} and {rendered.workload['kind']} "
+        f"{rendered.workload['metadata']['name']}"
+    )
 
 
 def _start(draft: _Draft, rendered: Rendered, now: float, verdict: Verdict | None) -> Decision:
@@ -382,7 +385,10 @@ def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tupl
     """Why a started job is still Pending: the most specific reason, and when to look again."""
     snap = draft.snap
     ref = draft.status.get("job") or {}
-    waiting = f"created ConfigMap {draft.status.get('configMap')} and {ref.get('kind')} {ref.get('name')}; waiting for the training pods to start"
+    waiting = (
+        f"created ConfigMap {draft.status.get('configMap')} and {ref.get('kind')} {ref.get('name')}; "
+        "waiting for the training pods to start"
+    )
     problem = pod_problem(snap.pods)
     if problem is not None:
         return problem[0], problem[1], None
@@ -404,8 +410,9 @@ def _pending(draft: _Draft, child: Mapping[str, Any] | None, now: float) -> tupl
                 kind = str(child.get("kind") or snap.child_kind)
                 message = with_hint(
                     "ControllerNotRunning",
-                    f"no controller has acted on {kind} {child['metadata'].get('name')} within {int(snap.controller_grace_s)} s of its creation; "
-                    f"{kind} is run by {CONTROLLERS.get(kind, 'a Kubeflow controller')}",
+                    f"no controller has acted on {kind} {child['metadata'].get('name')} within "
+                    f"{int(snap.controller_grace_s)} s of its creation; {kind} is run by "
+                    f"{CONTROLLERS.get(kind, 'a Kubeflow controller')}",
                 )
                 return "ControllerNotRunning", message, None
             if not missing:
@@ -485,9 +492,10 @@ def _reapply(
         elif failure is not None and now < failure.retry_at:
             message = with_hint(
                 "UpdateRejected",
-                f"the API server refused the change to {rendered.workload['kind']} {rendered.workload['metadata']['name']} "
-                f"({failure.attempts} time(s)): {failure.message} ({failure.status} {failure.reason}); "
-                "the running job keeps its previous settings; retrying with backoff",
+                f"the API server refused the change to {rendered.workload['kind']} "
+                f"{rendered.workload['metadata']['name']} ({failure.attempts} time(s)): "
+                f"{failure.message} ({failure.status} {failure.reason}); the running job keeps its previous "
+                "settings; retrying with backoff",
             )
             shown = draft.previous("Validated") or {}
             # One Event per refusal, not one per retry: the count in the message changes each time.
@@ -719,7 +727,8 @@ def _serve_refused(draft: _Draft, serving: Serving) -> Decision | None:
     if snap.serving_served.get(kind) is False or (failure is not None and failure.status == 404):
         message = with_hint(
             "ServingKindNotInstalled",
-            f"the cluster does not serve {kind} {api_version}: install the {CONTROLLERS.get(kind, kind)}; retried when it appears",
+            f"the cluster does not serve {kind} {api_version}: install the "
+            f"{CONTROLLERS.get(kind, kind)}; retried when it appears",
         )
         draft.event_once("Serving", "Warning", "ServingKindNotInstalled", message)
         draft.cond("Serving", False, "ServingKindNotInstalled", message)
@@ -764,7 +773,8 @@ def _serve_prepare(
         apply = needed or observed_copy is None
         message = with_hint(
             "ServingStarting",
-            f"copying the adapter to {serving.prepare[0]['kind']} {serving.prepare[0]['metadata']['name']} ({job_name}); the {kind} follows",
+            f"copying the adapter to {serving.prepare[0]['kind']} {serving.prepare[0]['metadata']['name']} "
+            f"({job_name}); the {kind} follows",
         )
         if before is None or before.get("reason") != "ServingStarting":
             draft.events.append(EventSpec("Normal", "ServingStarting", message, with_children=apply))
@@ -828,8 +838,8 @@ def _retries(draft: _Draft) -> tuple[int, str]:
             EventSpec(
                 "Warning",
                 "Restarting",
-                f"pod {t.pod} exited with code {t.exit_code}{' (' + t.reason + ')' if t.reason else ''}, which Kubeflow retries; "
-                f"retry {retries['count']} of {limit} (spec.runPolicy.backoffLimit)",
+                f"pod {t.pod} exited with code {t.exit_code}{' (' + t.reason + ')' if t.reason else ''}, "
+                f"which Kubeflow retries; retry {retries['count']} of {limit} (spec.runPolicy.backoffLimit)",
             )
         )
     if counted:
@@ -861,8 +871,9 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
         if count > limit:  # deleted by us past the retry bound (a queued child), before the status said so
             message = with_hint(
                 "BackoffLimitExceeded",
-                f"{count} training pod failures with retryable exit codes ({last}), more than spec.runPolicy.backoffLimit={limit}; "
-                f"the {kind} {name} was deleted to free its GPUs (Kueue would resume a suspended one)",
+                f"{count} training pod failures with retryable exit codes ({last}), "
+                f"more than spec.runPolicy.backoffLimit={limit}; the {kind} {name} was deleted to free its GPUs "
+                "(Kueue would resume a suspended one)",
             )
             return "Failed", "BackoffLimitExceeded", message, None
         return "Failed", "JobDeleted", with_hint("JobDeleted", f"the {kind} {name} was deleted"), None
@@ -893,8 +904,8 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
     if count > limit:
         message = with_hint(
             "BackoffLimitExceeded",
-            f"{count} training pod failures with retryable exit codes ({last}), more than spec.runPolicy.backoffLimit={limit}; "
-            f"the {kind} {name} was suspended to free its GPUs",
+            f"{count} training pod failures with retryable exit codes ({last}), "
+            f"more than spec.runPolicy.backoffLimit={limit}; the {kind} {name} was suspended to free its GPUs",
         )
         return "Failed", "BackoffLimitExceeded", message, None
     if state.state == "Suspended":

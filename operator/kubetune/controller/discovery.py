@@ -89,14 +89,16 @@ class Discovery:
         if tj.kind not in await self.served_kinds(tj.api_version, now):
             return Choice(
                 OFFLINE_DEFAULT,
-                f"the cluster does not serve {tj.kind} {tj.api_version} (Kubeflow Trainer v2 is not installed): using PyTorchJob",
+                f"the cluster does not serve {tj.kind} {tj.api_version} (Kubeflow Trainer v2 is "
+                "not installed): using PyTorchJob",
             )
         present = await self.runtime_present(now)
         if present is None:
             return Choice(
                 OFFLINE_DEFAULT,
-                f"the cluster serves {tj.kind} {tj.api_version} but the operator may not read ClusterTrainingRuntime {RUNTIME_NAME} "
-                "(grant get on trainer.kubeflow.org clustertrainingruntimes, as the chart does): using PyTorchJob",
+                f"the cluster serves {tj.kind} {tj.api_version} but the operator may not read "
+                f"ClusterTrainingRuntime {RUNTIME_NAME} (grant get on trainer.kubeflow.org clustertrainingruntimes, "
+                "as the chart does): using PyTorchJob",
             )
         if not present:
             return Choice(
@@ -108,11 +110,13 @@ class Discovery:
         if problems:
             return Choice(
                 OFFLINE_DEFAULT,
-                f"a TrainJob cannot carry {', '.join(p.path for p in problems)} ({'; '.join(p.message for p in problems)}): using PyTorchJob",
+                f"a TrainJob cannot carry {', '.join(p.path for p in problems)} "
+                f"({'; '.join(p.message for p in problems)}): using PyTorchJob",
             )
         return Choice(
             tj.name,
-            f"the cluster serves {tj.kind} {tj.api_version} (Kubeflow Trainer v2) and has ClusterTrainingRuntime {RUNTIME_NAME}: using TrainJob",
+            f"the cluster serves {tj.kind} {tj.api_version} (Kubeflow Trainer v2) and has ClusterTrainingRuntime "
+            f"{RUNTIME_NAME}: using TrainJob",
         )
 
 

@@ -32,12 +32,11 @@ as it), which is the same trust boundary as the log transport.  Use TLS (or a me
 mTLS) where the pod network itself is not trusted.
 
 Cost: tokens that cannot pass (not a JWT, another audience, expired by their own claims)
-are refused without asking the API server; a TokenReview is cached by the token's SHA-256 until the token expires (at most
-``review_cache_s``) and the pod check by pod uid, so a steady job costs one TokenReview per
-token rotation (the kubelet rewrites the file at 80% of 600 s: one every ~8 minutes) and one
-pod LIST per pod.  Failed reviews are cached briefly, TokenReviews share a global budget,
-and each pod has its own rate limit, so a flood of bad tokens cannot turn into a flood of
-API requests.  Request bodies are capped (``max_body_bytes``).
+are refused without asking the API server; a TokenReview is cached by the token's SHA-256 until the token expires (at
+most ``review_cache_s``) and the pod check by pod uid, so a steady job costs one TokenReview per token rotation (the
+kubelet rewrites the file at 80% of 600 s: one every ~8 minutes) and one pod LIST per pod.  Failed reviews are cached
+briefly, TokenReviews share a global budget, and each pod has its own rate limit, so a flood of bad tokens cannot turn
+into a flood of API requests.  Request bodies are capped (``max_body_bytes``).
 """
 
 from __future__ import annotations

@@ -344,7 +344,8 @@ class Kube:
                 raise ApiError(
                     0,
                     "CredentialsError",
-                    f"reloading credentials: no answer within {self.reload_timeout_s:g} s (an exec plugin still running; waited for again on the next call)",
+                    f"reloading credentials: no answer within {self.reload_timeout_s:g} s (an exec plugin still "
+                    "running; waited for again on the next call)",
                 ) from None
             except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retry later
                 self._reload = None

@@ -148,7 +148,8 @@ def _resolved(section: str, value: Mapping[str, Any], file: str) -> Mapping[str,
 
 
 def load_kubeconfig(explicit: str | None = None) -> Kubeconfig:
-    """The kubeconfig kubectl would use: ``--kubeconfig`` alone, else ``$KUBECONFIG``'s files merged, else ~/.kube/config."""
+    """The kubeconfig kubectl would use: ``--kubeconfig`` alone, else ``$KUBECONFIG``'s files
+    merged, else ~/.kube/config."""
     return read_kubeconfig(kubeconfig_files(explicit))
 
 

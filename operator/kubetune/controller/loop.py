@@ -211,8 +211,9 @@ class Controller:
                     twins = [p for p, prio in state.items() if prio == config.priority]
                     if twins:
                         log.error(
-                            "paused: operator %s runs with the same peering priority %d on peering %r, and kopf pauses both; "
-                            "stop one of them, or restart this one with --priority %d to take over",
+                            "paused: operator %s runs with the same peering priority %d on peering "
+                            "%r, and kopf pauses both; stop one of them, "
+                            "or restart this one with --priority %d to take over",
                             ", ".join(twins),
                             config.priority,
                             self.peering,
@@ -220,7 +221,8 @@ class Controller:
                         )
                     else:
                         log.warning(
-                            "paused: operator %s with a higher peering priority runs on peering %r; this one resumes when it stops",
+                            "paused: operator %s with a higher peering priority runs on peering %r; "
+                            "this one resumes when it stops",
                             ", ".join(blockers),
                             self.peering,
                         )

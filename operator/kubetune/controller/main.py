@@ -131,8 +131,9 @@ async def _peering_to_use(rt: Runtime, config: OperatorConfig) -> str | None:
             if others:
                 await rt.kube.close()
                 raise Refused(
-                    f"an operator watching all namespaces runs ({', '.join(others)} on ClusterKopfPeering {config.peering!r}); "
-                    f"this copy for {scope} would race it: run `kubetune operator -A --priority 100` to take over instead, or stop it"
+                    f"an operator watching all namespaces runs ({', '.join(others)} on ClusterKopfPeering "
+                    f"{config.peering!r}); this copy for {scope} would race it: "
+                    "run `kubetune operator -A --priority 100` to take over instead, or stop it"
                 )
         log.info("watching %s; running standalone, without peering: %s", scope, why)
         peering = None
@@ -161,7 +162,8 @@ async def _start_intake(
     except OSError as exc:
         await rt.kube.close()
         raise PortBusy(
-            f"progress port {config.progress_port} is already in use ({exc.strerror}): stop what uses it, or pass --progress-port"
+            f"progress port {config.progress_port} is already in use ({exc.strerror}): "
+            "stop what uses it, or pass --progress-port"
         ) from exc
     return intake
 
@@ -192,7 +194,8 @@ async def serve(
             metrics.serve(config.metrics_port)
         except OSError as exc:
             raise PortBusy(
-                f"metrics port {config.metrics_port} is already in use ({exc.strerror}): stop what uses it, or pass --metrics-port"
+                f"metrics port {config.metrics_port} is already in use ({exc.strerror}): "
+                "stop what uses it, or pass --metrics-port"
             ) from exc
     metrics.up.set(1)
     intake = await _start_intake(rt, config, board, metrics)

@@ -82,8 +82,8 @@ REASONS: dict[str, Reason] = {
             "Feasible",
             True,
             None,
-            "the predicted peak memory per GPU fits the GPU memory (spec.resources.gpuMemory, or the operator's GPU table: built in, "
-            "extended by the chart's gpuMemoryByProduct)",
+            "the predicted peak memory per GPU fits the GPU memory (spec.resources.gpuMemory, "
+            "or the operator's GPU table: built in, extended by the chart's gpuMemoryByProduct)",
             "",
         ),
         Reason(
@@ -92,19 +92,20 @@ REASONS: dict[str, Reason] = {
             False,
             "Pending",
             "the predicted peak memory per GPU exceeds the GPU memory; no children were created",
-            "create the job again with the change the message suggests, or set spec.autoTune: true to let kubetune choose "
-            "ZeRO stage, offload and micro-batch",
+            "create the job again with the change the message suggests, or set spec.autoTune: "
+            "true to let kubetune choose ZeRO stage, offload and micro-batch",
         ),
         Reason(
             "GPUMemoryUnknown",
             "Feasible",
             None,
             None,
-            "the memory of one GPU is not known, so the predicted peak was not checked; the children are created anyway "
-            "(the message names what is missing and the prediction when the model is known)",
+            "the memory of one GPU is not known, so the predicted peak was not checked; "
+            "the children are created anyway (the message names what is missing and the "
+            "prediction when the model is known)",
             "set spec.resources.gpuMemory (e.g. 80Gi), or select the GPU with spec.scheduling.nodeSelector "
-            "nvidia.com/gpu.product; a product the built-in GPU table lacks goes in the chart's gpuMemoryByProduct value "
-            "(a local operator: --gpu-memory-by-product PRODUCT=QUANTITY)",
+            "nvidia.com/gpu.product; a product the built-in GPU table lacks goes in the chart's gpuMemoryByProduct "
+            "value (a local operator: --gpu-memory-by-product PRODUCT=QUANTITY)",
         ),
         Reason(
             "UnknownArchitecture",
@@ -113,16 +114,17 @@ REASONS: dict[str, Reason] = {
             None,
             "the model's architecture is not in kubetune's catalogue, so the predicted peak was not checked; "
             "the children are created anyway",
-            "the operator reads no model files: check the job before applying it with `kubetune plan FILE --gpu-memory GiB "
-            "--model-config config.json` (the model's config.json, e.g. from its folder on the models volume), "
-            "or use a catalogued model (`kubetune plan --list-models`)",
+            "the operator reads no model files: check the job before applying it with `kubetune plan FILE "
+            "--gpu-memory GiB --model-config config.json` (the model's config.json, "
+            "e.g. from its folder on the models volume), or use a catalogued model (`kubetune plan --list-models`)",
         ),
         Reason(
             "WaitingForJob",
             "Created",
             False,
             "Pending",
-            "the job builds on another FineTuneJob (spec.model.fromJob or spec.training.ppo.rewardModel.fromJob) that has not Succeeded yet; no children were created",
+            "the job builds on another FineTuneJob (spec.model.fromJob or spec.training.ppo.rewardModel.fromJob) that "
+            "has not Succeeded yet; no children were created",
             "nothing to do: the job starts when the FineTuneJob named in the message has Succeeded",
         ),
         # --- PrerequisitesReady -------------------------------------------------------------
@@ -131,7 +133,8 @@ REASONS: dict[str, Reason] = {
             "PrerequisitesReady",
             True,
             None,
-            "every PVC and Kueue LocalQueue the spec names exists (a Pending claim counts: a WaitForFirstConsumer claim binds only once a pod uses it)",
+            "every PVC and Kueue LocalQueue the spec names exists (a Pending claim counts: "
+            "a WaitForFirstConsumer claim binds only once a pod uses it)",
             "",
         ),
         Reason(
@@ -227,7 +230,8 @@ REASONS: dict[str, Reason] = {
             "Running",
             True,
             "Running",
-            "a training pod exited with a retryable code; Kubeflow recreates it and training resumes from the newest checkpoint",
+            "a training pod exited with a retryable code; Kubeflow recreates it and training "
+            "resumes from the newest checkpoint",
             "spec.runPolicy.backoffLimit bounds the retries; `kubectl logs` of the previous pod shows why it exited",
         ),
         Reason(
@@ -261,7 +265,8 @@ REASONS: dict[str, Reason] = {
             "Failed",
             True,
             "Failed",
-            "training pods failed with retryable codes more often than spec.runPolicy.backoffLimit allows; the child job was suspended",
+            "training pods failed with retryable codes more often than spec.runPolicy.backoffLimit "
+            "allows; the child job was suspended",
             "fix the cause named in the message (NCCL, rendezvous, host OOM), then create a new FineTuneJob",
         ),
         Reason(
@@ -293,8 +298,9 @@ REASONS: dict[str, Reason] = {
             "Failed",
             True,
             "Failed",
-            "the FineTuneJob named by fromJob cannot be built on (itself, another outputs volume and no outputs.uri, its bucket on another objectStore, a LoRA adapter the method "
-            "cannot load, a reward model not from stage rm); no children were created",
+            "the FineTuneJob named by fromJob cannot be built on (itself, another outputs volume and no outputs.uri, "
+            "its bucket on another objectStore, a LoRA adapter the method cannot load, "
+            "a reward model not from stage rm); no children were created",
             "make the change the message names, then create this job again",
         ),
         # --- EvaluationFailed (spec.evaluation; the phase is unchanged) ---------------------
@@ -303,7 +309,8 @@ REASONS: dict[str, Reason] = {
             "EvaluationFailed",
             True,
             None,
-            "spec.evaluation ran after training and failed; the trained model and the phase are kept (status.evaluation.message says why)",
+            "spec.evaluation ran after training and failed; the trained model and the phase are kept "
+            "(status.evaluation.message says why)",
             "read status.evaluation.message and the rank-0 log; the outputs are usable",
         ),
         # --- Serving (spec.serve; only after Succeeded; the phase stays Succeeded) ------------
@@ -328,7 +335,8 @@ REASONS: dict[str, Reason] = {
             "Serving",
             False,
             "Succeeded",
-            "spec.serve.engine needs a kind the cluster does not serve (KServe or KAITO is not installed); retried when it appears",
+            "spec.serve.engine needs a kind the cluster does not serve (KServe or KAITO is not "
+            "installed); retried when it appears",
             "install the component named in the message, or set spec.serve.engine: vllm (a plain Deployment)",
         ),
         Reason(
@@ -337,7 +345,8 @@ REASONS: dict[str, Reason] = {
             False,
             "Succeeded",
             "the API server or an admission webhook refused a serving object",
-            "read the refusal in the message (a quota, PodSecurity, a webhook), fix it, then edit spec.serve to try again",
+            "read the refusal in the message (a quota, PodSecurity, a webhook), fix it, "
+            "then edit spec.serve to try again",
         ),
         Reason(
             "AdapterCopyFailed",
@@ -345,8 +354,9 @@ REASONS: dict[str, Reason] = {
             False,
             "Succeeded",
             "engine kaito: the Job that copies the adapter to its own volume failed; no Workspace was created",
-            "`kubectl logs job/<job>-adapter-copy` says why (the adapter files adapter_config.json and adapter_model.safetensors must be in the "
-            "job's outputs folder); `kubectl delete job <job>-adapter-copy` copies again",
+            "`kubectl logs job/<job>-adapter-copy` says why (the adapter files adapter_config.json and "
+            "adapter_model.safetensors must be in the job's outputs folder); "
+            "`kubectl delete job <job>-adapter-copy` copies again",
         ),
         Reason(
             "WaitingForEvaluation",
@@ -354,15 +364,18 @@ REASONS: dict[str, Reason] = {
             False,
             "Succeeded",
             "spec.serve.when is evaluationImproves and the evaluation result has not been read yet",
-            "nothing to do while the rank-0 pod's log is readable; the result is also in kubetune-eval.json on the outputs volume",
+            "nothing to do while the rank-0 pod's log is readable; the result is also in "
+            "kubetune-eval.json on the outputs volume",
         ),
         Reason(
             "EvaluationNotImproved",
             "Serving",
             False,
             "Succeeded",
-            "spec.serve.when is evaluationImproves and the evaluation did not show the trained model beating the base model; nothing is served",
-            "compare status.evaluation.trained with status.evaluation.base; set spec.serve.when: succeeded to serve it anyway",
+            "spec.serve.when is evaluationImproves and the evaluation did not show the trained model beating "
+            "the base model; nothing is served",
+            "compare status.evaluation.trained with status.evaluation.base; "
+            "set spec.serve.when: succeeded to serve it anyway",
         ),
         # --- Suspended ------------------------------------------------------------------------------
         Reason(
@@ -404,7 +417,8 @@ SWEEP_REASONS: dict[str, Reason] = {
             False,
             None,
             "every trial asked so far is Pending: queued in Kueue or waiting for its pods",
-            "`kubectl get finetunejobs -l kubetune.io/finetunesweep=NAME` shows each trial's reason (WaitingForQueue, Unschedulable, ...)",
+            "`kubectl get finetunejobs -l kubetune.io/finetunesweep=NAME` shows each trial's reason "
+            "(WaitingForQueue, Unschedulable, ...)",
         ),
         Reason(
             "ParallelismReached",
@@ -421,7 +435,8 @@ SWEEP_REASONS: dict[str, Reason] = {
             "Running",
             "a trial's FineTuneJob Succeeded and its evaluation result (the objective) has not been read yet; "
             "after 10 minutes without it the trial counts as Failed",
-            "nothing to do while the trial's rank-0 pod log is readable; its status.evaluation shows the result when read",
+            "nothing to do while the trial's rank-0 pod log is readable; "
+            "its status.evaluation shows the result when read",
         ),
         Reason(
             "TrialsRunning",
@@ -446,7 +461,8 @@ SWEEP_REASONS: dict[str, Reason] = {
             True,
             "Failed",
             "more trials failed than spec.maxFailedTrials allows; the trials still running were stopped",
-            "read the failed trials' messages in status.trials (and their FineTuneJobs), fix the template, then create a new sweep",
+            "read the failed trials' messages in status.trials (and their FineTuneJobs), "
+            "fix the template, then create a new sweep",
         ),
         Reason(
             "NoTrialSucceeded",

@@ -190,8 +190,9 @@ def job_architecture(
         )
         if source is None or from_job in seen:
             raise UnknownModelError(
-                f"spec.model.fromJob {from_job!r}: the planner takes the architecture from the source FineTuneJob, "
-                "which is not in the same input (kubetune plan: give both files; or give the model's config.json: --model-config PATH)"
+                f"spec.model.fromJob {from_job!r}: the planner takes the architecture from the source "
+                "FineTuneJob, which is not in the same input (kubetune plan: give both files; "
+                "or give the model's config.json: --model-config PATH)"
             )
         seen.add(from_job)
         name, path, from_job = source[2:]
@@ -270,8 +271,9 @@ def why_gpu_memory_unknown(job: FineTuneJob, product_table: Mapping[str, str] | 
         where = f"the operator has no gpuMemoryByProduct table to look up {GPU_PRODUCT_LABEL}={product!r} in"
     else:
         where = (
-            f"{GPU_PRODUCT_LABEL}={product!r} is not in the operator's GPU table (built in, extended by the chart's "
-            f"gpuMemoryByProduct or --gpu-memory-by-product; it lists {', '.join(sorted(product_table)[:5])}{', ...' if len(product_table) > 5 else ''})"
+            f"{GPU_PRODUCT_LABEL}={product!r} is not in the operator's GPU table (built in, "
+            "extended by the chart's gpuMemoryByProduct or --gpu-memory-by-product; "
+            f"it lists {', '.join(sorted(product_table)[:5])}{', ...' if len(product_table) > 5 else ''})"
         )
     return f"GPU memory per GPU unknown: spec.resources.gpuMemory is not set and {where}"
 
@@ -303,7 +305,8 @@ def _describe(base: Setup, new: Setup) -> tuple[tuple[str, ...], int]:
         cost += {"optimizer": 8, "all": 14}[new.offload]
     if new.micro_batch != base.micro_batch:
         steps.append(
-            f"training.perDeviceBatchSize: {new.micro_batch}, gradientAccumulationSteps: {new.grad_accum} (same global batch)"
+            f"training.perDeviceBatchSize: {new.micro_batch}, gradientAccumulationSteps: "
+            f"{new.grad_accum} (same global batch)"
         )
         ratio = base.micro_batch // new.micro_batch
         cost += ratio.bit_length() - 1 + (1 if new.micro_batch == 1 else 0)
@@ -312,7 +315,8 @@ def _describe(base: Setup, new: Setup) -> tuple[tuple[str, ...], int]:
         cost += 5
     if new.liger and not base.liger:
         steps.append(
-            "training.ligerKernel: true (fused linear cross-entropy: the logits are never materialised; stages pt and sft only)"
+            "training.ligerKernel: true (fused linear cross-entropy: "
+            "the logits are never materialised; stages pt and sft only)"
         )
         cost += 1
     if new.method != base.method:

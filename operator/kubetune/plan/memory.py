@@ -232,7 +232,8 @@ def _lora_modules(arch: Architecture, targets: tuple[str, ...]) -> tuple[str, ..
     unknown = unknown_lora_targets(arch, targets)
     if unknown:  # refused before: render/checks.py (validate, render, the operator)
         raise ValueError(
-            f"spec.lora.targetModules: {', '.join(unknown)} are not linear layers of {arch.name} ({', '.join(arch.lora_modules)}, or all)"
+            f"spec.lora.targetModules: {', '.join(unknown)} are not linear layers of {arch.name} "
+            f"({', '.join(arch.lora_modules)}, or all)"
         )
     out: list[str] = []
     for t in targets:
@@ -335,7 +336,10 @@ def _frozen_weights(arch: Architecture, s: Setup) -> tuple[float, str]:
         linear = arch.layers * sum(a * b for a, b in arch.linear_shapes().values())
         per = _quantized_bytes_per_param(s.quant_bits, s.double_quant, arch.hidden)
         frozen = linear * per + (F - linear) * e
-        note = f"{linear / 1e9:.2f}B linear weights at {s.quant_bits}-bit ({per:.3f} B/param) + embeddings/norms in {s.precision}"
+        note = (
+            f"{linear / 1e9:.2f}B linear weights at {s.quant_bits}-bit ({per:.3f} B/param) + "
+            f"embeddings/norms in {s.precision}"
+        )
     if z == 3:
         frozen = 0 if s.offload == "all" else frozen / N
         note += f", ZeRO-3 sharded over {N}" + (" and offloaded" if s.offload == "all" else "")
@@ -343,13 +347,17 @@ def _frozen_weights(arch: Architecture, s: Setup) -> tuple[float, str]:
 
 
 def _reference_model_term(arch: Architecture, s: Setup) -> Term:
-    """The frozen reference model of DPO/KTO (s.reference_model), quantised like LLaMA-Factory's ref_model_quantization_bit."""
+    """The frozen reference model of DPO/KTO (s.reference_model), quantised like LLaMA-Factory's
+    ref_model_quantization_bit."""
     P, N, e, z = arch.total_params(), s.world_size, s.elem, (3 if s.fsdp else s.zero_stage)
     if s.reference_quant_bits:
         linear = arch.layers * sum(a * b for a, b in arch.linear_shapes().values())
         per = _quantized_bytes_per_param(s.reference_quant_bits, s.double_quant, arch.hidden)
         ref = int(linear * per + (P - linear) * e)
-        rnote = f"frozen copy for the reference log-probabilities, linear weights at {s.reference_quant_bits}-bit (ref_model_quantization_bit)"
+        rnote = (
+            "frozen copy for the reference log-probabilities, linear weights at "
+            f"{s.reference_quant_bits}-bit (ref_model_quantization_bit)"
+        )
     else:
         ref = e * P
         rnote = f"frozen {e * 8}-bit copy for the reference log-probabilities"

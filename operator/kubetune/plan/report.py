@@ -16,14 +16,15 @@ def _gib(n: int) -> str:
 def table(est: Estimate) -> str:
     s, a = est.setup, est.arch
     head = (
-        f"model {a.name} ({est.params / 1e9:.2f}B params, {a.layers} layers, hidden {a.hidden}, vocab {a.vocab}; from {a.source})\n"
+        f"model {a.name} ({est.params / 1e9:.2f}B params, {a.layers} layers, hidden {a.hidden}, "
+        f"vocab {a.vocab}; from {a.source})\n"
         f"method {s.method}"
         + (f" {s.quant_bits}-bit" if s.quant_bits else "")
-        + f", {s.precision}, {est.trainable / 1e6:.1f}M trainable; ZeRO {s.zero_stage}, offload {s.offload}, {s.world_size} GPU(s); "
-        f"micro-batch {s.micro_batch}"
+        + f", {s.precision}, {est.trainable / 1e6:.1f}M trainable; ZeRO {s.zero_stage}, offload {s.offload}, "
+        f"{s.world_size} GPU(s); micro-batch {s.micro_batch}"
         + (f" (x{s.rows_per_example} rows: chosen and rejected)" if s.rows_per_example > 1 else "")
-        + f" x {s.seq_len} tokens x accumulation {s.grad_accum}; "
-        f"gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}; packing {s.packing}; liger {'on' if s.liger else 'off'}; "
+        + f" x {s.seq_len} tokens x accumulation {s.grad_accum}; gradient checkpointing "
+        f"{'on' if s.gradient_checkpointing else 'off'}; packing {s.packing}; liger {'on' if s.liger else 'off'}; "
         f"attention {s.attention}; optimizer {s.optimizer}\n"
     )
     width = max(len(t.name) for t in est.terms)
@@ -32,7 +33,8 @@ def table(est: Estimate) -> str:
     other: Phase = "step" if est.peak_phase == "backward" else "backward"
     rows.append(
         f"  {'total per GPU'.ljust(width)}  {_gib(est.total)}  always + {est.peak_phase} "
-        f"({est.phase_bytes(est.peak_phase) / GiB:.2f} GiB; the {other} terms, {est.phase_bytes(other) / GiB:.2f} GiB, are never alive with them)"
+        f"({est.phase_bytes(est.peak_phase) / GiB:.2f} GiB; the {other} terms, "
+        f"{est.phase_bytes(other) / GiB:.2f} GiB, are never alive with them)"
     )
     return head + "\n".join(rows) + "\n"
 
@@ -45,7 +47,10 @@ def render_verdict(v: Verdict) -> str:
         return out + "verdict: GPU memory unknown (give --gpu NAME or --gpu-memory GiB)\n"
     margin = v.margin or 0
     if v.fits:
-        out += f"verdict: FITS in {v.gpu_memory / GiB:.1f} GiB with {margin / GiB:.2f} GiB ({100 * margin / v.gpu_memory:.0f}%) to spare\n"
+        out += (
+            f"verdict: FITS in {v.gpu_memory / GiB:.1f} GiB with {margin / GiB:.2f} GiB "
+            f"({100 * margin / v.gpu_memory:.0f}%) to spare\n"
+        )
         return out
     out += f"verdict: DOES NOT FIT in {v.gpu_memory / GiB:.1f} GiB: {-margin / GiB:.2f} GiB over\n"
     if v.suggestion is not None:

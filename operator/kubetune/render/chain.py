@@ -122,8 +122,9 @@ def model_source_of(
     if model.uri is not None:
         return Failed(
             "SourceModelInBucket",
-            f"FineTuneJob {source.name} trains a LoRA adapter on a base model in a bucket (spec.model.uri), which a later job "
-            f"cannot load yet; set spec.export.enabled: true on {source.name} so the next job can load its merged model",
+            f"FineTuneJob {source.name} trains a LoRA adapter on a base model in a bucket (spec.model.uri), "
+            "which a later job cannot load yet; set spec.export.enabled: "
+            f"true on {source.name} so the next job can load its merged model",
         )
     base = model.name if model.name is not None else f"{layout.models_dir}/{model.path}"
     return ModelSource(
@@ -223,13 +224,15 @@ def _usable_source(
     if source_obj is None:
         return Failed(
             "FromJobNotFound",
-            f"{field}: FineTuneJob {name} does not exist in namespace {namespace}; create it first (one kubectl apply of both works)",
+            f"{field}: FineTuneJob {name} does not exist in namespace {namespace}; "
+            "create it first (one kubectl apply of both works)",
         )
     phase = _phase(source_obj)
     if phase == "Failed":
         return Failed(
             "FromJobFailed",
-            f"{field}: FineTuneJob {name} failed ({_condition_message(source_obj)}); fix and re-run it, then re-create this job",
+            f"{field}: FineTuneJob {name} failed ({_condition_message(source_obj)}); "
+            "fix and re-run it, then re-create this job",
         )
     if phase != "Succeeded" and not assume_succeeded:
         return Waiting(
@@ -244,9 +247,10 @@ def _usable_source(
         # Neither the same volume nor a bucket copy to read (a source without claimName always has outputs.uri).
         return Failed(
             "FromJobOtherVolume",
-            f"{field}: FineTuneJob {name} writes to outputs claim {src_out.claim_name!r}"
-            f"{' subPath ' + repr(src_out.sub_path) if src_out.sub_path else ''} and uploads nowhere; this job must use the same "
-            f"spec.storage.outputs to read it, or {name} must set spec.storage.outputs.uri (then this job downloads its results from the bucket)",
+            f"{field}: FineTuneJob {name} writes to outputs claim "
+            f"{src_out.claim_name!r}{' subPath ' + repr(src_out.sub_path) if src_out.sub_path else ''} and uploads "
+            "nowhere; this job must use the same spec.storage.outputs to read it, "
+            f"or {name} must set spec.storage.outputs.uri (then this job downloads its results from the bucket)",
         )
     return source
 
@@ -270,21 +274,24 @@ def _bucket_source_problem(job: FineTuneJob, source: FineTuneJob, name: str, fie
     if field != "spec.model.fromJob":
         return Failed(
             "FromJobOtherVolume",
-            f"{field}: FineTuneJob {name} is not on this job's outputs claim (its outputs are in {src.storage.outputs.uri}); a reward model "
-            f"is read from the shared outputs volume only: give both jobs the same spec.storage.outputs.claimName",
+            f"{field}: FineTuneJob {name} is not on this job's outputs claim (its outputs are in "
+            f"{src.storage.outputs.uri}); a reward model is read from the shared outputs volume only: "
+            "give both jobs the same spec.storage.outputs.claimName",
         )
     if src.storage.object_store != job.spec.storage.object_store:
         return Failed(
             "FromJobOtherStore",
-            f"{field}: FineTuneJob {name}'s results are read from its bucket ({src.storage.outputs.uri}) with this job's "
-            f"spec.storage.objectStore, which differs from {name}'s: set the same spec.storage.objectStore (endpoint, region, credentialsSecretRef, caBundle)",
+            f"{field}: FineTuneJob {name}'s results are read from its bucket ({src.storage.outputs.uri}) with this "
+            f"job's spec.storage.objectStore, which differs from {name}'s: set the same spec.storage.objectStore "
+            "(endpoint, region, credentialsSecretRef, caBundle)",
         )
     scheme = str(src.storage.outputs.uri).split("://", 1)[0]
     own = uses_object_store(job.spec)
     if any(not u.startswith(f"{scheme}://") for u in own):
         return Failed(
             "FromJobOtherStore",
-            f"{field}: FineTuneJob {name}'s results are in {src.storage.outputs.uri}, but this job's URIs use another store; a job reaches one object store: use {scheme}:// URIs here too",
+            f"{field}: FineTuneJob {name}'s results are in {src.storage.outputs.uri}, "
+            f"but this job's URIs use another store; a job reaches one object store: use {scheme}:// URIs here too",
         )
     # A gs:// source needs no gs:// URI of this job's own: the renderer counts the source's results
     # URI as one of this job's (render/podspec.py object_store_env), so the pods get Cloud Storage's
@@ -299,12 +306,14 @@ def _reward_model_problem(
     if resolved.stage != "rm":
         return Failed(
             "FromJobNotRewardModel",
-            f"{field}: FineTuneJob {name} has stage {resolved.stage}; a PPO reward model comes from a job with stage rm",
+            f"{field}: FineTuneJob {name} has stage {resolved.stage}; "
+            "a PPO reward model comes from a job with stage rm",
         )
     if resolved.kind == "adapter" and job.spec.method not in ("lora", "qlora"):
         return Failed(
             "FromJobAdapterMismatch",
-            f"{field}: FineTuneJob {name} left a LoRA reward adapter, which LLaMA-Factory loads onto the policy only for method lora; use method lora or a full reward model",
+            f"{field}: FineTuneJob {name} left a LoRA reward adapter, which LLaMA-Factory loads onto the policy only "
+            "for method lora; use method lora or a full reward model",
         )
     if job.spec.model.from_job is None:
         policy = job.spec.model
@@ -321,13 +330,15 @@ def _continued_model_problem(
     if resolved.kind == "adapter" and job.spec.method not in ("lora", "qlora"):
         return Failed(
             "FromJobAdapterMismatch",
-            f"{field}: FineTuneJob {name} left a LoRA adapter without a merged model; method {job.spec.method} cannot load adapters. "
-            f"Set spec.export.enabled: true on {name}, or use method lora/qlora here",
+            f"{field}: FineTuneJob {name} left a LoRA adapter without a merged model; "
+            f"method {job.spec.method} cannot load adapters. Set spec.export.enabled: "
+            f"true on {name}, or use method lora/qlora here",
         )
     if resolved.kind == "adapter" and source.spec.method == "qlora" and job.spec.method != "qlora":
         return Failed(
             "FromJobAdapterMismatch",
-            f"{field}: FineTuneJob {name} trained its adapter on a quantized base (qlora); continue with method qlora, or export it first",
+            f"{field}: FineTuneJob {name} trained its adapter on a quantized base (qlora); "
+            "continue with method qlora, or export it first",
         )
     if (
         resolved.kind == "adapter"
@@ -377,10 +388,11 @@ def reward_base_problem(job: FineTuneJob, policy: ModelSource, reward: ModelSour
     name = ppo.reward_model.from_job if ppo is not None else reward.job
     return Failed(
         "FromJobAdapterMismatch",
-        f"spec.training.ppo.rewardModel.fromJob: FineTuneJob {name}'s LoRA reward adapter was trained on {reward.model}"
-        f"{'@' + reward.revision if reward.revision else ''}, but this policy's base model is {policy.model}"
-        f"{'@' + policy.revision if policy.revision else ''}; LLaMA-Factory loads the adapter onto the policy's base: "
-        f"train the reward model on the same base, or export it (spec.export.enabled on {name}) to use it as a full reward model",
+        f"spec.training.ppo.rewardModel.fromJob: FineTuneJob {name}'s LoRA reward adapter was trained on "
+        f"{reward.model}{'@' + reward.revision if reward.revision else ''}, "
+        f"but this policy's base model is {policy.model}{'@' + policy.revision if policy.revision else ''}; "
+        "LLaMA-Factory loads the adapter onto the policy's base: train the reward model on the same base, "
+        f"or export it (spec.export.enabled on {name}) to use it as a full reward model",
     )
 
 

@@ -183,8 +183,8 @@ def lora_target_problems(job: FineTuneJob) -> list[Problem]:
             Problem(
                 "spec.lora.targetModules",
                 f"{', '.join(outer)}: {arch.name} ties embed_tokens and lm_head to one weight matrix "
-                "(tie_word_embeddings), so merging the adapter (spec.export, or a job that trains on this one) would change both: "
-                "name decoder-layer modules only, or all",
+                "(tie_word_embeddings), so merging the adapter (spec.export, "
+                "or a job that trains on this one) would change both: name decoder-layer modules only, or all",
             )
         ]
     if "lm_head" in outer and job.spec.training.liger_kernel and job.spec.training.stage in ("pt", "sft"):
@@ -196,8 +196,8 @@ def lora_target_problems(job: FineTuneJob) -> list[Problem]:
         return [
             Problem(
                 "spec.lora.targetModules",
-                "lm_head: spec.training.ligerKernel computes the loss from lm_head's base weight "
-                "(fused linear cross-entropy), so its adapter would never be trained: drop lm_head, or set ligerKernel false",
+                "lm_head: spec.training.ligerKernel computes the loss from lm_head's base weight (fused linear "
+                "cross-entropy), so its adapter would never be trained: drop lm_head, or set ligerKernel false",
             )
         ]
     return []
@@ -256,9 +256,9 @@ def preference_problems(job: FineTuneJob) -> list[Problem]:
     return [
         Problem(
             "spec.training.preference.loss",
-            f"{t.preference.loss} would train as sigmoid DPO in the default trainer image (its TRL 0.24 ignores "
-            "the loss LLaMA-Factory 0.9.5 asks for): use loss sigmoid, orpo or simpo, or stage kto for KTO, or an image "
-            "whose TRL is older than 0.20 (spec.image)",
+            f"{t.preference.loss} would train as sigmoid DPO in the default trainer image (its TRL 0.24 ignores the "
+            "loss LLaMA-Factory 0.9.5 asks for): use loss sigmoid, orpo or simpo, or stage kto for KTO, "
+            "or an image whose TRL is older than 0.20 (spec.image)",
         )
     ]
 

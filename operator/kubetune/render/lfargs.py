@@ -39,7 +39,8 @@ SPEC_CONTROLLED: Final[dict[str, str]] = {
     "double_quantization": "spec.quantization.doubleQuant",
     "quantization_method": "spec.quantization (kubetune quantizes with bitsandbytes)",
     "output_dir": "spec.storage.outputs (outputs go to <outputs>/<namespace>/<name>)",
-    "overwrite_output_dir": "spec.storage.outputs (a restarted job resumes from its checkpoints; use a new job name for a fresh run)",
+    "overwrite_output_dir": "spec.storage.outputs (a restarted job resumes from its checkpoints; "
+    "use a new job name for a fresh run)",
     "resume_from_checkpoint": "spec.runPolicy (the trainer resumes from the newest checkpoint itself)",
     "per_device_train_batch_size": "spec.training.perDeviceBatchSize",
     "gradient_accumulation_steps": "spec.training.gradientAccumulationSteps",
@@ -75,7 +76,8 @@ SPEC_CONTROLLED: Final[dict[str, str]] = {
     "hub_token": "spec.hfTokenSecretRef (never put a token in the spec)",
     "export_dir": "spec.export",
     "export_size": "spec.export.shardSizeGB",
-    "adapter_name_or_path": "spec.model (kubetune trains a fresh adapter per job; spec.model.fromJob continues another job's)",
+    "adapter_name_or_path": "spec.model (kubetune trains a fresh adapter per job; "
+    "spec.model.fromJob continues another job's)",
     "pref_beta": "spec.training.preference.beta",
     "pref_loss": "spec.training.preference.loss",
     "pref_ftx": "spec.training.preference.ftx",
@@ -395,8 +397,8 @@ def stage_args(job: FineTuneJob, layout: Layout, reward: ModelSource | None = No
         if rm.from_job is not None:
             if reward is None:
                 raise ValueError(
-                    f"spec.training.ppo.rewardModel.fromJob {rm.from_job}: the reward job is not resolved; render it together "
-                    f"with FineTuneJob {rm.from_job} (one file), or let the operator resolve it"
+                    f"spec.training.ppo.rewardModel.fromJob {rm.from_job}: the reward job is not resolved; "
+                    f"render it together with FineTuneJob {rm.from_job} (one file), or let the operator resolve it"
                 )
             out.update(reward_args(reward))
         else:

@@ -60,7 +60,8 @@ def size_problems(rendered: Rendered) -> list[Problem]:
             problems.append(
                 Problem(
                     "spec",
-                    f"renders a {obj.get('kind')} of {size} bytes; etcd stores at most {OBJECT_LIMIT} (1.5 MiB): {_FIX}",
+                    f"renders a {obj.get('kind')} of {size} bytes; etcd stores at most "
+                    f"{OBJECT_LIMIT} (1.5 MiB): {_FIX}",
                 )
             )
     return problems

@@ -5,8 +5,8 @@ Why a custom dumper: the ConfigMap carries whole files (train.yaml, ds_config.js
 as literal blocks (``|``) they read like the files themselves, and review diffs
 stay line by line.  Strings that a YAML 1.1 reader (go-yaml v2 in kubectl
 and Argo CD) would take for a number, boolean or null - a job named ``1e5``,
-``y`` or ``on`` - are quoted (:mod:`kubetune.api.yamldump`).  The golden files in tests/ use this same function, so what a
-user commits is exactly what the tests pin.
+``y`` or ``on`` - are quoted (:mod:`kubetune.api.yamldump`).  The golden files in tests/ use this same function, so what
+a user commits is exactly what the tests pin.
 """
 
 from __future__ import annotations

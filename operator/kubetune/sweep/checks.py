@@ -121,7 +121,8 @@ def _kind_problem(p: SweepParameter, leaf: Leaf) -> str | None:
     if leaf.kind in ("bool", "str") or leaf.choices is not None:
         if p.type != "categorical":
             choices = f" (one of {', '.join(show(c) for c in leaf.choices)})" if leaf.choices else ""
-            return f"spec.template.{leaf.path} takes a {'boolean' if leaf.kind == 'bool' else 'string' if leaf.kind == 'str' else 'fixed set of values'}{choices}: use type: categorical with values"
+            kind = "boolean" if leaf.kind == "bool" else "string" if leaf.kind == "str" else "fixed set of values"
+            return f"spec.template.{leaf.path} takes a {kind}{choices}: use type: categorical with values"
         return None
     if leaf.kind == "int":
         if p.type == "float":
@@ -165,10 +166,12 @@ def _parameter_problems(sweep: FineTuneSweep) -> list[Problem]:
             _, found = validate_object(_job(sweep, apply(template, {p.path: value})))
             if found:
                 first = _rerooted(found, "spec.template")[0]
+                bound = "values" if p.type == "categorical" else ("min" if value == _extremes(p)[0] else "max")
                 problems.append(
                     Problem(
-                        f"{where}.{'values' if p.type == 'categorical' else ('min' if value == _extremes(p)[0] else 'max')}",
-                        f"{p.path} = {show(value)} makes the trial invalid: {first}; narrow the range or change spec.template",
+                        f"{where}.{bound}",
+                        f"{p.path} = {show(value)} makes the trial invalid: {first}; "
+                        "narrow the range or change spec.template",
                     )
                 )
                 break
@@ -199,7 +202,9 @@ def _fit_problems(
             return [
                 Problem(
                     "spec.parameters",
-                    f"a trial with {setting} will not fit the GPUs: {verdict.message}; narrow the parameter ranges (or give the template more GPU memory per process) before any trial starts",
+                    f"a trial with {setting} will not fit the GPUs: {verdict.message}; "
+                    "narrow the parameter ranges (or give the template more GPU memory per "
+                    "process) before any trial starts",
                 )
             ]
     return []

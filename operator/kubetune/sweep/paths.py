@@ -94,7 +94,8 @@ def _leaf(path: str, annotation: Any, metadata: list[Any]) -> Leaf:
     if annotation is str:
         return Leaf(path, "str")
     raise PathError(
-        f"{path} is not a single value (a list, a map or a mix of types): a sweep varies one scalar field; name a field inside it"
+        f"{path} is not a single value (a list, a map or a mix of types): "
+        "a sweep varies one scalar field; name a field inside it"
     )
 
 
@@ -114,8 +115,9 @@ def resolve(path: str) -> Leaf:
             raise PathError(f"{path}: {where} has no field {part!r} (fields: {known})")
         if i == 0 and part not in SWEEPABLE_ROOTS:
             raise PathError(
-                f"{path}: spec.{part} can change on a running FineTuneJob (it is not fixed when the job is created), so a trial could run "
-                f"with another value than the one recorded; search fields under {', '.join(SWEEPABLE_ROOTS)}"
+                f"{path}: spec.{part} can change on a running FineTuneJob (it is not fixed when the job is created), "
+                "so a trial could run with another value than the one recorded; "
+                f"search fields under {', '.join(SWEEPABLE_ROOTS)}"
             )
         walked.append(part)
         field = fields[part]
@@ -124,7 +126,8 @@ def resolve(path: str) -> Leaf:
         if i == len(parts) - 1:
             if isinstance(inner, type) and issubclass(inner, BaseModel):
                 raise PathError(
-                    f"{path} is an object, not a value: name one of its fields ({', '.join(sorted((f.alias or n) for n, f in inner.model_fields.items()))})"
+                    f"{path} is an object, not a value: name one of its fields "
+                    f"({', '.join(sorted((f.alias or n) for n, f in inner.model_fields.items()))})"
                 )
             return _leaf(path, inner, metadata)
         if not (isinstance(inner, type) and issubclass(inner, BaseModel)):

@@ -56,7 +56,8 @@ def service_client(env: Mapping[str, str]) -> Any:
         from azure.storage.blob import BlobServiceClient  # noqa: PLC0415 - the train extra (and the trainer image)
     except ImportError:
         raise StorageError(
-            "az:// URIs need azure-storage-blob in the trainer's environment (pip install 'kubetune[train]'); this image or venv does not have it"
+            "az:// URIs need azure-storage-blob in the trainer's environment (pip install 'kubetune[train]'); "
+            "this image or venv does not have it"
         ) from None
     endpoint = env.get(contract.ENV_S3_ENDPOINT) or None
     kwargs: dict[str, Any] = {}
@@ -79,20 +80,21 @@ def service_client(env: Mapping[str, str]) -> Any:
                 )
         if endpoint is None:
             raise StorageError(
-                "az:// needs the storage account: a connection string (spec.storage.objectStore.credentialsSecretRef; "
-                f"for kubetune run --local {SHELL_CONNECTION_STRING} in your shell) or spec.storage.objectStore.endpoint "
-                "(https://<account>.blob.core.windows.net)"
+                "az:// needs the storage account: a connection string "
+                f"(spec.storage.objectStore.credentialsSecretRef; for kubetune run --local {SHELL_CONNECTION_STRING} "
+                "in your shell) or spec.storage.objectStore.endpoint (https://<account>.blob.core.windows.net)"
             )
         if env.get("AZURE_FEDERATED_TOKEN_FILE"):
             return BlobServiceClient(account_url=endpoint, credential=_workload_identity(env, endpoint), **kwargs)
     except ValueError as exc:  # a malformed connection string or endpoint: never echo it (it holds the key)
         raise StorageError(
-            f"spec.storage.objectStore: the Azure connection string or endpoint is malformed ({type(exc).__name__}); check the Secret of credentialsSecretRef"
+            f"spec.storage.objectStore: the Azure connection string or endpoint is malformed ({type(exc).__name__}); "
+            "check the Secret of credentialsSecretRef"
         ) from None
     raise StorageError(
-        "az:// without credentials: set spec.storage.objectStore.credentialsSecretRef (a connection string, or accountKeyKey), or Azure Workload "
-        "Identity through spec.serviceAccountName (a ServiceAccount annotated azure.workload.identity/client-id); "
-        f"for kubetune run --local, {SHELL_CONNECTION_STRING} in your shell"
+        "az:// without credentials: set spec.storage.objectStore.credentialsSecretRef (a connection string, "
+        "or accountKeyKey), or Azure Workload Identity through spec.serviceAccountName (a ServiceAccount annotated "
+        f"azure.workload.identity/client-id); for kubetune run --local, {SHELL_CONNECTION_STRING} in your shell"
     )
 
 
@@ -129,14 +131,16 @@ def _workload_identity(env: Mapping[str, str], endpoint: str) -> Any:
         from azure.identity import WorkloadIdentityCredential  # noqa: PLC0415
     except ImportError:
         raise StorageError(
-            "az:// with Azure Workload Identity needs azure-identity in the trainer's environment (pip install 'kubetune[train]')"
+            "az:// with Azure Workload Identity needs azure-identity in the trainer's environment "
+            "(pip install 'kubetune[train]')"
         ) from None
     missing = [name for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID") if not env.get(name)]
     if missing:
         raise StorageError(
-            f"az:// with Azure Workload Identity: the pod has no {' or '.join(missing)} (AKS's webhook sets them from the ServiceAccount of "
-            "spec.serviceAccountName: annotate it azure.workload.identity/client-id: <the managed identity's or app's client id>, and "
-            "azure.workload.identity/tenant-id unless the webhook knows the tenant)"
+            f"az:// with Azure Workload Identity: the pod has no {' or '.join(missing)} (AKS's webhook sets "
+            "them from the ServiceAccount of spec.serviceAccountName: annotate it "
+            "azure.workload.identity/client-id: <the managed identity's or app's client id>, "
+            "and azure.workload.identity/tenant-id unless the webhook knows the tenant)"
         )
     return WorkloadIdentityCredential(
         tenant_id=env["AZURE_TENANT_ID"],

@@ -81,7 +81,8 @@ def _json_records(path: Path, label: str | None = None) -> Iterator[Any]:
                 return
             if head == "{" and not _looks_like_lines(path):
                 raise DataError(
-                    f"{where}: expected a JSON array of records or JSON lines (one object per line), got one JSON object"
+                    f"{where}: expected a JSON array of records or JSON lines (one object "
+                    "per line), got one JSON object"
                 )
             for lineno, line in enumerate(fh, 1):
                 if line.strip():

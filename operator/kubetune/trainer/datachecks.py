@@ -142,7 +142,8 @@ class RecordChecker:
                     self._problem(
                         index,
                         key,
-                        f"missing (ranking datasets need a chosen and a rejected answer; present keys: {sorted(record)})",
+                        "missing (ranking datasets need a chosen and a rejected answer; "
+                        f"present keys: {sorted(record)})",
                     )
                 )
             elif self.formatting == "alpaca":
@@ -158,7 +159,8 @@ class RecordChecker:
                         self._problem(
                             index,
                             key,
-                            f"expected one turn object ({t['role_tag']}/{t['content_tag']}), got {type(value).__name__}",
+                            f"expected one turn object ({t['role_tag']}/{t['content_tag']}), "
+                            f"got {type(value).__name__}",
                         )
                     )
                     continue
@@ -284,7 +286,8 @@ class RecordChecker:
                     self._problem(
                         index,
                         key,
-                        f"a ranking record's turns must end with the prompt ({'/'.join(prompt_side)}); the answers go in {self.chosen!r} and {self.rejected!r}",
+                        f"a ranking record's turns must end with the prompt ({'/'.join(prompt_side)}); "
+                        f"the answers go in {self.chosen!r} and {self.rejected!r}",
                     )
                 ]
             return self._check_pair(index, record)

@@ -126,7 +126,8 @@ def distribution_from_env(
             hosts = read_hostfile(hostfile_text or "")
             if not hosts:
                 raise ConfigError(
-                    f"MPIJob: no MASTER_ADDR and no hosts in the MPI hostfile ({env.get(ENV_MPI_HOSTFILE, MPI_HOSTFILE)})"
+                    "MPIJob: no MASTER_ADDR and no hosts in the MPI hostfile "
+                    f"({env.get(ENV_MPI_HOSTFILE, MPI_HOSTFILE)})"
                 )
             addr = hosts[0]
         return Distribution(

@@ -64,7 +64,8 @@ class _NoDowngrade(urllib.request.HTTPRedirectHandler):
     ) -> urllib.request.Request | None:
         if req.full_url.startswith("https://") and newurl.startswith("http://") and not self.pinned:
             raise DataError(
-                f"{req.full_url}: the server redirects to plain http ({newurl}); refused: point {FIELD} at the https:// address, or pin the file with spec.datasets[].sha256"
+                f"{req.full_url}: the server redirects to plain http ({newurl}); refused: "
+                f"point {FIELD} at the https:// address, or pin the file with spec.datasets[].sha256"
             )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
@@ -117,7 +118,8 @@ def _get_once(opener: urllib.request.OpenerDirector, url: str, tmp: Path, part: 
             asked = part.got
             part.restart()
             raise _CutShort(
-                f"asked for bytes {asked}-, the server answered {resp.headers.get('Content-Range') or 'parts without a Content-Range'}"
+                f"asked for bytes {asked}-, the server answered "
+                f"{resp.headers.get('Content-Range') or 'parts without a Content-Range'}"
             )
         if not resumed:
             part.restart()
@@ -179,8 +181,10 @@ def fetch(url: str, target: Path, env: Mapping[str, str], *, sha256: str | None 
         hints = {
             404: f"no such file: check {FIELD}",
             410: f"the file is gone: check {FIELD}",
-            401: "url datasets are fetched without credentials: make the file public, or keep it in a bucket (spec.datasets[].uri)",
-            403: "url datasets are fetched without credentials: make the file public, or keep it in a bucket (spec.datasets[].uri)",
+            401: "url datasets are fetched without credentials: make the file public, "
+            "or keep it in a bucket (spec.datasets[].uri)",
+            403: "url datasets are fetched without credentials: make the file public, "
+            "or keep it in a bucket (spec.datasets[].uri)",
         }
         raise DataError(
             f"{url}: server answered {exc.code} {exc.reason} ({hints.get(exc.code, f'check {FIELD}')})"

@@ -108,7 +108,8 @@ def collect(runs: list[dict[str, Any]], perplexity: bool) -> dict[str, dict[str,
             missing = [k for k in _PREDICT_KEYS if not isinstance(found.get(k), (int, float))]
             if missing:
                 raise RuntimeError(
-                    f"{label} model: LLaMA-Factory's predict mode wrote no {', '.join(missing)} in {folder / 'predict_results.json'}"
+                    f"{label} model: LLaMA-Factory's predict mode wrote no {', '.join(missing)} in "
+                    f"{folder / 'predict_results.json'}"
                 )
             metrics.update({name: round(float(found[k]), 4) for k, name in _PREDICT_KEYS.items()})
             samples = _lines(folder / "generated_predictions.jsonl")

@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = sys.argv[1:]
     if argv:
         print(
-            "usage: python -m kubetune.trainer.fetchresults  (driven by $KUBETUNE_RESULTS_URI, $KUBETUNE_RESULTS_DIR and KUBETUNE_S3_*)",
+            "usage: python -m kubetune.trainer.fetchresults  (driven by $KUBETUNE_RESULTS_URI, "
+            "$KUBETUNE_RESULTS_DIR and KUBETUNE_S3_*)",
             file=sys.stderr,
         )
         return contract.EXIT_CONFIG

@@ -46,7 +46,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], type[TrainerError], str], ...] = (
     ),
     (
         re.compile(
-            r"keys are not used by the HfArgumentParser|Please use `FORCE_TORCHRUN|ValueError: (Please|Cannot|Only|Unknown)",
+            r"keys are not used by the HfArgumentParser|Please use "
+            r"`FORCE_TORCHRUN|ValueError: (Please|Cannot|Only|Unknown)",
             re.I,
         ),
         ConfigError,
@@ -54,8 +55,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], type[TrainerError], str], ...] = (
     ),
     (
         re.compile(
-            r"NCCL|DistNetworkError|DistStoreError|rendezvous|RendezvousError|TCPStore|Connection (reset|refused|closed)|"
-            r"Broken pipe|Gloo|timed out|Timeout|Signal 15|SIGTERM|Signal 9|SIGKILL|exitcode\s*:\s*-\d+",
+            r"NCCL|DistNetworkError|DistStoreError|rendezvous|RendezvousError|TCPStore|Connection "
+            r"(reset|refused|closed)|Broken pipe|Gloo|timed out|Timeout|Signal "
+            r"15|SIGTERM|Signal 9|SIGKILL|exitcode\s*:\s*-\d+",
             re.I,
         ),
         Retryable,
@@ -215,9 +217,9 @@ class Child:
         # A stop request the trainer ignores (trainer.main.ignore_stop_requests: one was taken already)
         # must not stay ignored in the child: SIG_IGN survives fork and exec, and Python's subprocess
         # resets only SIGPIPE, SIGXFZ and SIGXFSZ (restore_signals: the list at Lib/subprocess.py:1710-1713,
-        # CPython 3.11 here; the fork path's C code was not read: tests/trainer/test_launch.py shows it), so the child would ignore the SIGTERM of _stop and live on until the SIGKILL. While
-        # it starts, those signals get a Python handler that does nothing (exec sets a caught signal
-        # back to its default action); then they are ignored again.
+        # CPython 3.11 here; the fork path's C code was not read: tests/trainer/test_launch.py shows it), so the child
+        # would ignore the SIGTERM of _stop and live on until the SIGKILL. While it starts, those signals get a Python
+        # handler that does nothing (exec sets a caught signal back to its default action); then they are ignored again.
         ignored = (
             [s for s in (signal.SIGTERM, signal.SIGUSR1) if signal.getsignal(s) == signal.SIG_IGN] if in_main else []
         )
@@ -253,7 +255,8 @@ class Child:
                 signal.signal(s, handler)
         if self.terminated:
             err = Retryable(
-                "received SIGTERM (preemption or deletion): stopped training; a restart resumes from the newest checkpoint"
+                "received SIGTERM (preemption or deletion): stopped training; "
+                "a restart resumes from the newest checkpoint"
             )
             err.stopped_at = self.stopped_at
             raise err

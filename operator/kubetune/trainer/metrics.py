@@ -270,7 +270,8 @@ def tracker(
     train_args: Mapping[str, Any],
     world_size: int,
 ) -> ProgressTracker:
-    """The tracker rank 0 feeds; with KUBETUNE_METRICS_PORT set it also serves /metrics (a bad port only disables metrics)."""
+    """The tracker rank 0 feeds; with KUBETUNE_METRICS_PORT set it also serves /metrics (a bad
+    port only disables metrics)."""
     if not enabled(env):
         return ProgressTracker(sink)
     per_step = (

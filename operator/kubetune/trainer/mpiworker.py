@@ -120,7 +120,8 @@ class Worker:
         ranks = ranks_under(sshd.pid, read_processes())
         if ranks:
             _log(
-                f"signal {signum}: asking {len(ranks)} rank(s) here for a stop checkpoint; sshd stays up for them (up to {self.grace:.0f} s)"
+                f"signal {signum}: asking {len(ranks)} rank(s) here for a stop checkpoint; "
+                f"sshd stays up for them (up to {self.grace:.0f} s)"
             )
             _signal_all(ranks, STOP_SIGNAL)
         deadline = time.monotonic() + self.grace

@@ -1,14 +1,13 @@
 """s3://, gs:// and az:// staging and uploads: datasets and the base model in, checkpoints and results out.
 
 One code path for every object URI of a job, on boto3 (the train extra); az:// through
-:class:`kubetune.trainer.azureblob.BlobStore`, which answers the same calls from azure-storage-blob.  LLaMA-Factory 0.9.5
-can read a cloud dataset itself (``cloud_file_name`` in dataset_info.json:
-llamafactory/data/parser.py:141-142 -> loader.py:70,128 -> data_utils.py:158-205
-``read_cloud_json``), but we do not use it: it needs s3fs (not in the image), has no endpoint
-or CA option (``fsspec.filesystem("s3")`` with no client arguments, data_utils.py:161-162),
-tries anonymous access first, lists one level only, reads JSON/JSONL alone into memory, and
-would bypass the record checks of the data stage.  So s3:// datasets are staged here, like
-``url`` datasets, into ``<name>.jsonl`` in the data folder, and LLaMA-Factory reads a local file.
+:class:`kubetune.trainer.azureblob.BlobStore`, which answers the same calls from azure-storage-blob.  LLaMA-Factory
+0.9.5 can read a cloud dataset itself (``cloud_file_name`` in dataset_info.json: llamafactory/data/parser.py:141-142 ->
+loader.py:70,128 -> data_utils.py:158-205 ``read_cloud_json``), but we do not use it: it needs s3fs (not in the image),
+has no endpoint or CA option (``fsspec.filesystem("s3")`` with no client arguments, data_utils.py:161-162), tries
+anonymous access first, lists one level only, reads JSON/JSONL alone into memory, and would bypass the record checks of
+the data stage.  So s3:// datasets are staged here, like ``url`` datasets, into ``<name>.jsonl`` in the data folder, and
+LLaMA-Factory reads a local file.
 
 Layout under ``spec.storage.outputs.uri`` (``<uri><namespace>/<job>/``):
 
@@ -117,7 +116,8 @@ def client(env: Mapping[str, str], uri: str | None = None) -> Any:
         from botocore.config import Config  # noqa: PLC0415
     except ImportError:
         raise StorageError(
-            "s3:// and gs:// URIs need boto3 in the trainer's environment (pip install 'kubetune[train]'); this image or venv does not have it"
+            "s3:// and gs:// URIs need boto3 in the trainer's environment (pip install 'kubetune[train]'); "
+            "this image or venv does not have it"
         ) from None
 
     endpoint = env.get(contract.ENV_S3_ENDPOINT) or None
@@ -125,10 +125,10 @@ def client(env: Mapping[str, str], uri: str | None = None) -> Any:
     # operation requires one.  botocore >= 1.36 adds a CRC checksum to every request that can
     # carry one by default ("when_supported": botocore/config.py:253-268, configprovider.py:181-191
     # @1.44.18) and s3transfer sets ChecksumAlgorithm on every upload_file unless the client says
-    # "when_required" (s3transfer/manager.py:557-562 @0.19.3, the version in images/trainer/requirements.lock); stores without the flexible-checksum
-    # headers refuse those uploads (Cloud Storage's XML API among them, per
-    # milvus-io/milvus-storage#480, boto/s3transfer#327: not verified against GCS here).
-    # kubetune uses no operation whose checksum is required (no DeleteObjects).
+    # "when_required" (s3transfer/manager.py:557-562 @0.19.3, the version in images/trainer/requirements.lock); stores
+    # without the flexible-checksum headers refuse those uploads (Cloud Storage's XML API among them, per
+    # milvus-io/milvus-storage#480, boto/s3transfer#327: not verified against GCS here). kubetune uses no operation
+    # whose checksum is required (no DeleteObjects).
     checksums = (
         {"request_checksum_calculation": "when_required", "response_checksum_validation": "when_required"}
         if endpoint
@@ -261,22 +261,29 @@ def failure(
         "InvalidAccessKeyId": "the access key id is wrong (spec.storage.objectStore.credentialsSecretRef)",
         "SignatureDoesNotMatch": "the secret access key is wrong (spec.storage.objectStore.credentialsSecretRef)",
         "NoSuchBucket": "the bucket does not exist",
-        "RequestTimeTooSkewed": "this node's clock differs from the store's by too much: fix the node's time sync (NTP/chrony)",
+        "RequestTimeTooSkewed": "this node's clock differs from the store's by too much: "
+        "fix the node's time sync (NTP/chrony)",
         "NoSuchKey": "no such object",
         "404": "no such object",
         "AccessDenied": "the credentials are not allowed to do this (check the bucket policy / IAM role)",
         "403": "the credentials are not allowed to do this (check the bucket policy / IAM role)",
-        "NoCredentialsError": "no credentials: set spec.storage.objectStore.credentialsSecretRef or workload identity (spec.serviceAccountName)",
-        # Azure Blob (https://learn.microsoft.com/en-us/rest/api/storageservices/blob-service-error-codes and common-rest-api-error-codes)
-        "AuthenticationFailed": "the account key or SAS token is wrong (the connection string in spec.storage.objectStore.credentialsSecretRef)",
+        "NoCredentialsError": "no credentials: set spec.storage.objectStore.credentialsSecretRef or workload "
+        "identity (spec.serviceAccountName)",
+        # Azure Blob (https://learn.microsoft.com/en-us/rest/api/storageservices/blob-service-error-codes and
+        # common-rest-api-error-codes)
+        "AuthenticationFailed": "the account key or SAS token is wrong (the connection string in "
+        "spec.storage.objectStore.credentialsSecretRef)",
         "ContainerNotFound": "the container does not exist",
         "BlobNotFound": "no such blob",
-        "AuthorizationPermissionMismatch": "the credentials are not allowed to do this (the SAS token's permissions, or the identity's role: Storage Blob Data Contributor)",
+        "AuthorizationPermissionMismatch": "the credentials are not allowed to do this (the SAS token's permissions, "
+        "or the identity's role: Storage Blob Data Contributor)",
         # Azure answers a wrong account key AuthenticationFailed; Azurite answers it AuthorizationFailure with the same
         # "Server failed to authenticate" message (dist/src/blob/middlewares/AuthenticationMiddlewareFactory.js:25,
         # errors/StorageErrorFactory.js:155-158 @azurite 3.37.0), as Azure does for a SAS it refuses.
-        "AuthorizationFailure": "the credentials were refused: a wrong account key or SAS token, or one not allowed to do this (its permissions, the identity's role, the account's network rules)",
-        "ClientAuthenticationError": "no Azure token: check Azure Workload Identity (the ServiceAccount's azure.workload.identity/client-id and its federated credential)",
+        "AuthorizationFailure": "the credentials were refused: a wrong account key or SAS token, "
+        "or one not allowed to do this (its permissions, the identity's role, the account's network rules)",
+        "ClientAuthenticationError": "no Azure token: check Azure Workload Identity (the ServiceAccount's "
+        "azure.workload.identity/client-id and its federated credential)",
     }
     hint = hints.get(code)
     text = _scrub(f"{uri}: {doing} failed: {code}: {detail}" + (f" ({hint})" if hint else ""), env)
@@ -750,18 +757,24 @@ def clear_marker(prefix_uri: str, env: Mapping[str, str], s3: Any | None = None)
 
 _FIXES: Final = {
     "InvalidAccessKeyId": "correct the access key id in the Secret of spec.storage.objectStore.credentialsSecretRef",
-    "SignatureDoesNotMatch": "correct the secret access key in the Secret of spec.storage.objectStore.credentialsSecretRef",
+    "SignatureDoesNotMatch": "correct the secret access key in the Secret of "
+    "spec.storage.objectStore.credentialsSecretRef",
     "NoSuchBucket": "create bucket {bucket!r}, or correct the bucket name in spec.storage.outputs.uri",
-    "AccessDenied": "allow s3:PutObject, s3:DeleteObject, s3:GetObject and s3:ListBucket on bucket {bucket!r} for these credentials "
-    "(bucket policy or IAM role; spec.serviceAccountName for workload identity)",
-    "403": "allow s3:PutObject, s3:DeleteObject, s3:GetObject and s3:ListBucket on bucket {bucket!r} for these credentials",
-    "NoCredentialsError": "set spec.storage.objectStore.credentialsSecretRef, or workload identity through spec.serviceAccountName",
-    "AuthenticationFailed": "correct the account key or SAS token of the connection string in the Secret of spec.storage.objectStore.credentialsSecretRef",
-    "ContainerNotFound": "create container {bucket!r} in the storage account, or correct the container name in spec.storage.outputs.uri",
-    "AuthorizationPermissionMismatch": "give these credentials write, delete, read and list on container {bucket!r} (a SAS token with racwdl, or the "
-    "Storage Blob Data Contributor role for workload identity)",
-    "AuthorizationFailure": "correct the account key or SAS token in the Secret of spec.storage.objectStore.credentialsSecretRef, or give these credentials "
-    "write, delete, read and list on container {bucket!r} (and check the account's network rules)",
+    "AccessDenied": "allow s3:PutObject, s3:DeleteObject, s3:GetObject and s3:ListBucket on bucket {bucket!r} for "
+    "these credentials (bucket policy or IAM role; spec.serviceAccountName for workload identity)",
+    "403": "allow s3:PutObject, s3:DeleteObject, s3:GetObject and s3:ListBucket on bucket "
+    "{bucket!r} for these credentials",
+    "NoCredentialsError": "set spec.storage.objectStore.credentialsSecretRef, "
+    "or workload identity through spec.serviceAccountName",
+    "AuthenticationFailed": "correct the account key or SAS token of the connection string in the Secret of "
+    "spec.storage.objectStore.credentialsSecretRef",
+    "ContainerNotFound": "create container {bucket!r} in the storage account, "
+    "or correct the container name in spec.storage.outputs.uri",
+    "AuthorizationPermissionMismatch": "give these credentials write, delete, read and list on container {bucket!r} "
+    "(a SAS token with racwdl, or the Storage Blob Data Contributor role for workload identity)",
+    "AuthorizationFailure": "correct the account key or SAS token in the Secret of "
+    "spec.storage.objectStore.credentialsSecretRef, or give these credentials write, delete, "
+    "read and list on container {bucket!r} (and check the account's network rules)",
 }
 
 UPLOAD_BACKOFF_MAX_S: Final = 120.0
@@ -916,9 +929,9 @@ class CheckpointUploader:
             if result:
                 return result[0]
         err = StorageError(
-            f"{self.prefix_uri}: the final checkpoint upload did not finish within its {max(0.0, budget):.0f}s left of the pod's "
-            "grace period; that checkpoint has no completion marker in the bucket (it stays on the outputs volume); "
-            "raise spec.runPolicy.terminationGracePeriodSeconds to give it more time"
+            f"{self.prefix_uri}: the final checkpoint upload did not finish within its {max(0.0, budget):.0f}s left "
+            "of the pod's grace period; that checkpoint has no completion marker in the bucket (it stays on the "
+            "outputs volume); raise spec.runPolicy.terminationGracePeriodSeconds to give it more time"
         )
         err.exit_code = contract.EXIT_RETRYABLE
         raise err
@@ -966,8 +979,9 @@ def download_results(
         marker = _read_marker(s3, bucket, prefix + MARKER)
         if marker is None or not isinstance(marker.get("files"), dict):
             raise StorageError(
-                f"{prefix_uri}: no {MARKER} here: the job has not succeeded, its upload is under way, or this is not "
-                "<spec.storage.outputs.uri><namespace>/<job>/; use the job's outputs volume, or wait for the job to succeed"
+                f"{prefix_uri}: no {MARKER} here: the job has not succeeded, its upload is under way, "
+                "or this is not <spec.storage.outputs.uri><namespace>/<job>/; use the job's outputs volume, "
+                "or wait for the job to succeed"
             )
         files = {str(k): int(v) for k, v in marker["files"].items()}
         try:
@@ -1003,8 +1017,9 @@ def download_results(
                 with contextlib.suppress(OSError):
                     target.unlink()
                 raise StorageError(
-                    f"{prefix_uri}{relative}: {MARKER} lists {size} bytes, the object has {got}"
-                    " now: the job's results changed while they were read (the job is running again under its name); wait for it to succeed"
+                    f"{prefix_uri}{relative}: {MARKER} lists {size} bytes, the object has {got} now: "
+                    "the job's results changed while they were read (the job is running again under its "
+                    "name); wait for it to succeed"
                 )
             etags[relative] = etag
             fetched.append(relative)

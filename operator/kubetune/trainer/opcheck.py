@@ -19,9 +19,9 @@ DeepSpeed and only then die in ``torch.utils.cpp_extension``. Contracts relied o
 * Which op a job needs: ZeRO-Offload of the optimizer (``offload_optimizer.device`` not ``none``)
   with no ``optimizer`` block in the DeepSpeed config makes accelerate replace the HF optimizer by
   ``DeepSpeedCPUAdam`` (accelerate/accelerator.py:2276-2285, utils/deepspeed.py:29-97 @v1.11.0;
-  ``DeepSpeedCPUAdagrad``/``DeepSpeedCPULion`` for torch's Adagrad / a 32-bit bitsandbytes Lion); an ``optimizer`` block of type
-  Adam/AdamW uses ``FusedAdam`` on the GPU (runtime/engine.py:1569 @v0.18.4) or ``DeepSpeedCPUAdam``
-  with offload; NVMe offload needs ``async_io``.
+  ``DeepSpeedCPUAdagrad``/``DeepSpeedCPULion`` for torch's Adagrad / a 32-bit bitsandbytes Lion); an ``optimizer`` block
+  of type Adam/AdamW uses ``FusedAdam`` on the GPU (runtime/engine.py:1569 @v0.18.4) or ``DeepSpeedCPUAdam`` with
+  offload; NVMe offload needs ``async_io``.
 * CPU Adam is compiled for ``KUBETUNE_CPU_ADAM_MARCH`` (x86-64-v3 in the image): on a CPU without
   those instructions it would die with SIGILL mid-step, so that is refused here too.
 * The image's torch is the CUDA 13.0 build: it needs an NVIDIA driver R580 or newer. A job that
@@ -124,9 +124,9 @@ def check(facts: Facts, ds_config: Mapping[str, Any] | None, *, gpus: int, optim
             else " (no NVIDIA driver found at /proc/driver/nvidia/version)"
         )
         raise ConfigError(
-            f"spec.resources.gpusPerNode is {gpus} but torch (CUDA {facts.torch_cuda}) sees no CUDA device{driver}: the "
-            f"trainer image's torch is the CUDA {CUDA_LINE} build and needs an NVIDIA driver {DRIVER_FLOOR} or newer; select nodes with such a driver "
-            "(spec.scheduling.nodeSelector) or upgrade the node's driver"
+            f"spec.resources.gpusPerNode is {gpus} but torch (CUDA {facts.torch_cuda}) sees no CUDA device{driver}: "
+            f"the trainer image's torch is the CUDA {CUDA_LINE} build and needs an NVIDIA driver {DRIVER_FLOOR} or "
+            "newer; select nodes with such a driver (spec.scheduling.nodeSelector) or upgrade the node's driver"
         )
     if ds_config is None:
         return lines
@@ -148,9 +148,10 @@ def check(facts: Facts, ds_config: Mapping[str, Any] | None, *, gpus: int, optim
                 missing = sorted(MARCH_FLAGS.get(facts.cpu_adam_march, frozenset()) - facts.cpu_flags)
                 if missing and facts.cpu_flags:
                     raise ConfigError(
-                        f"{why}, and the image's {op} is compiled for {facts.cpu_adam_march}, which this node's CPU "
-                        f"does not support (it lacks {', '.join(missing)}): it would crash with SIGILL. Run on newer CPUs "
-                        "(spec.scheduling.nodeSelector) or turn offload off (spec.distributed.offload: none)"
+                        f"{why}, and the image's {op} is compiled for {facts.cpu_adam_march}, "
+                        f"which this node's CPU does not support (it lacks {', '.join(missing)}): "
+                        "it would crash with SIGILL. Run on newer CPUs (spec.scheduling.nodeSelector) or turn "
+                        "offload off (spec.distributed.offload: none)"
                     )
             continue
         tools = {"ninja": facts.ninja, "a C++ compiler (c++ or $CXX)": facts.cxx}
@@ -164,9 +165,10 @@ def check(facts: Facts, ds_config: Mapping[str, Any] | None, *, gpus: int, optim
         )
         if absent:
             raise ConfigError(
-                f"{why}, but DeepSpeed's {op} op is {reason} and this image cannot JIT-compile it (no {', '.join(absent)}). "
-                "Use kubetune's trainer image (it prebuilds cpu_adam and fused_adam for CUDA), build a derived image with "
-                "the op prebuilt (DS_BUILD_<OP>=1) or with the CUDA toolkit and g++, or change spec.distributed.offload"
+                f"{why}, but DeepSpeed's {op} op is {reason} and this image cannot JIT-compile it (no "
+                f"{', '.join(absent)}). Use kubetune's trainer image (it prebuilds cpu_adam and fused_adam for CUDA), "
+                "build a derived image with the op prebuilt (DS_BUILD_<OP>=1) or with the CUDA toolkit and g++, "
+                "or change spec.distributed.offload"
             )
         lines.append(f"DeepSpeed op {op}: {reason}; it will be JIT-compiled now ({why})")
     return lines
@@ -246,7 +248,8 @@ def gather(env: Mapping[str, str], *, gpus: int) -> Facts:
 
 
 def run(cfg: JobConfig, env: Mapping[str, str]) -> None:
-    """The start-up check (kubetune.trainer.main): log which ops are prebuilt and used; raise ConfigError when the job cannot run."""
+    """The start-up check (kubetune.trainer.main): log which ops are prebuilt and used; raise
+    ConfigError when the job cannot run."""
     ds_path = cfg.train_args.get("deepspeed")
     ds_config = None
     if ds_path:

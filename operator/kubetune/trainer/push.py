@@ -154,7 +154,8 @@ class Reporter:
         if not self._failing:
             self._failing = True
             self._log(
-                f"could not push progress to {self.url} ({why}); retrying in the background, the pod log still carries it"
+                f"could not push progress to {self.url} ({why}); "
+                "retrying in the background, the pod log still carries it"
             )
         return False
 
@@ -168,7 +169,8 @@ def from_env(env: Mapping[str, str]) -> Reporter | None:
     namespace, name = env.get(contract.ENV_NAMESPACE, ""), env.get(contract.ENV_JOB, "")
     if not namespace or not name:
         _log(
-            f"{contract.ENV_PROGRESS_URL} is set but the job is unknown ({contract.ENV_NAMESPACE}/{contract.ENV_JOB}); not pushing"
+            f"{contract.ENV_PROGRESS_URL} is set but the job is unknown "
+            f"({contract.ENV_NAMESPACE}/{contract.ENV_JOB}); not pushing"
         )
         return None
     if not os.path.exists(token_file):

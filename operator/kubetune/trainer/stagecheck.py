@@ -60,7 +60,7 @@ def _check_loss(loss: str) -> None:
         raise ConfigError("spec.training.stage dpo needs the trl package, which this trainer image lacks") from None
     if _parse(trl) >= LOSS_TYPE_PARAMETER_TRL:
         raise ConfigError(
-            f"spec.training.preference.loss {loss}: with trl {trl} (>= 0.20) LLaMA-Factory's DPO trainer would "
-            "train sigmoid DPO instead (TRL's dpo_loss defaults loss_type to sigmoid and LLaMA-Factory does not pass it). "
+            f"spec.training.preference.loss {loss}: with trl {trl} (>= 0.20) LLaMA-Factory's DPO trainer would train "
+            "sigmoid DPO instead (TRL's dpo_loss defaults loss_type to sigmoid and LLaMA-Factory does not pass it). "
             "Use loss sigmoid, orpo or simpo, or a spec.image with trl older than 0.20"
         )

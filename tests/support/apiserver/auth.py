@@ -185,7 +185,8 @@ class TokenAuthority:
                 raise _Invalid("service account token has been invalidated")
             if current["metadata"]["uid"] != pod["uid"]:
                 raise _Invalid(
-                    f"pod UID ({current['metadata']['uid']}) does not match service account pod ref claim ({pod['uid']})"
+                    f"pod UID ({current['metadata']['uid']}) does not match service account "
+                    f"pod ref claim ({pod['uid']})"
                 )
             extra["authentication.kubernetes.io/pod-name"] = [pod["name"]]
             extra["authentication.kubernetes.io/pod-uid"] = [pod["uid"]]

@@ -51,10 +51,9 @@ comprehensions, counted as cel-go counts them).  Types are inferred only as
 far as these need (e.g. ``<`` on two non-strings costs 1, as cel-go's int and
 double overloads do).  Any other construct (other functions, ``map``/
 ``filter``, indexing, map literals, messageExpression) is reported as "not
-emulated" and the CRD is refused here, so an estimate is never silently low.  Sizes follow ``SchemaDeclType``: ``maxLength`` x 4, the
-longest enum value, else the 3 MiB request limit; lists and maps use
-``maxItems``/``maxProperties``, else 3 MiB divided by the element's minimum
-serialized size.
+emulated" and the CRD is refused here, so an estimate is never silently low.  Sizes follow ``SchemaDeclType``:
+``maxLength`` x 4, the longest enum value, else the 3 MiB request limit; lists and maps use
+``maxItems``/``maxProperties``, else 3 MiB divided by the element's minimum serialized size.
 
 What is NOT emulated: names/group/versions/conversion/printer-column checks
 (``ValidateCustomResourceDefinitionSpec``), ``x-kubernetes-list-type`` and
@@ -737,7 +736,8 @@ def compile_and_cost(schema: Schema) -> tuple[list[str], list[RuleCost]]:
                     continue
                 except NotEmulated as exc:
                     errors.append(
-                        f"{at}: {exc} is not emulated by tests/support/apiserver/crd.py's type checker and cost estimate"
+                        f"{at}: {exc} is not emulated by tests/support/apiserver/crd.py's "
+                        "type checker and cost estimate"
                     )
                     continue
                 if est.kind not in ("bool", "dyn"):
@@ -749,7 +749,8 @@ def compile_and_cost(schema: Schema) -> tuple[list[str], list[RuleCost]]:
                 costs.append(RuleCost(path, entry["rule"], est.cost, times, total))
                 if total > PER_RULE_LIMIT:
                     errors.append(
-                        f"{at}: Forbidden: estimated rule cost exceeds budget by factor of {total / PER_RULE_LIMIT:.1f}x"
+                        f"{at}: Forbidden: estimated rule cost exceeds budget by factor of "
+                        f"{total / PER_RULE_LIMIT:.1f}x"
                         " (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays,"
                         " maps, and strings are declared)"
                     )

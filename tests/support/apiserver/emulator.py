@@ -842,7 +842,8 @@ class Cluster(kmock.KubernetesScaffold):
             raise ApiError(
                 400,
                 "BadRequest",
-                f"Incorrect version specified in apply patch. Specified patch version: {patch.get('apiVersion')}, expected: {api_version}",
+                "Incorrect version specified in apply patch. Specified patch version: "
+                f"{patch.get('apiVersion')}, expected: {api_version}",
             )
         if (patch.get("metadata") or {}).get("managedFields") is not None:
             raise ApiError(400, "BadRequest", "metadata.managedFields must be nil")
@@ -910,7 +911,8 @@ class Cluster(kmock.KubernetesScaffold):
         applied: bool = False,
         strict: str = "",
     ) -> Obj:
-        """An update or patch by ``manager``; ``applied``: ``apply`` is a server-side apply that sets managedFields itself."""
+        """An update or patch by ``manager``; ``applied``: ``apply`` is a server-side apply that
+        sets managedFields itself."""
         async with self._cond():
             old = self.store.get(key)
             if old is None:
@@ -919,7 +921,8 @@ class Cluster(kmock.KubernetesScaffold):
                 raise ApiError(
                     409,
                     "Conflict",
-                    f'Operation cannot be fulfilled on {key[0][2]} "{key[2]}": the object has been modified; please apply your changes to the latest version and try again',
+                    f'Operation cannot be fulfilled on {key[0][2]} "{key[2]}": the object has been modified; '
+                    'please apply your changes to the latest version and try again',
                 )
             changed = apply(old)
             unknown = self._unknown(key[0], changed) if strict else []
@@ -929,7 +932,8 @@ class Cluster(kmock.KubernetesScaffold):
                     raise ApiError(
                         400,
                         "BadRequest",
-                        f'{kind} in version "{key[0][1]}" cannot be handled as a {kind}: strict decoding error: {problems}',
+                        f'{kind} in version "{key[0][1]}" cannot be handled as a {kind}: '
+                        f'strict decoding error: {problems}',
                     )
                 raise ApiError(
                     422, "Invalid", f"patch: Invalid value: the patched object: strict decoding error: {problems}"
@@ -963,7 +967,8 @@ class Cluster(kmock.KubernetesScaffold):
             new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
             new = self._admit_cr(key[0], new, old)
             if not applied:
-                # fieldmanager.go 77-108: the request's managedFields if it sent some (main resource only), else the live ones.
+                # fieldmanager.go 77-108: the request's managedFields if it sent some (main resource
+                # only), else the live ones.
                 sent = (new.get("metadata") or {}).get("managedFields") if subresource is None else None
                 managers = ssa.decode(sent or old["metadata"].get("managedFields"))
                 if (
@@ -1027,7 +1032,8 @@ class Cluster(kmock.KubernetesScaffold):
                 raise ApiError(
                     406,
                     "NotAcceptable",
-                    "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+                    "only the following media types are accepted: application/json, application/yaml, "
+                    "application/vnd.kubernetes.protobuf",
                 )
             raise error
         lines = self.logs.get((ns or "", pod), [])
@@ -1128,8 +1134,8 @@ class Cluster(kmock.KubernetesScaffold):
                         if timeout <= 0:
                             return response
                         # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
-                        # lands as the condition is notified (bpo-42130, fixed in 3.12); this loop then watched on for an
-                        # hour and the test loop's teardown (_cancel_all_tasks) hung on it.
+                        # lands as the condition is notified (bpo-42130, fixed in 3.12); this loop then watched on for
+                        # an hour and the test loop's teardown (_cancel_all_tasks) hung on it.
                         try:
                             async with asyncio.timeout(min(timeout, 1.0)):
                                 await self._changed_cond().wait()

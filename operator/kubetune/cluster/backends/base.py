@@ -83,7 +83,8 @@ class WorkloadBackend(Protocol):
     kind: ClassVar[str]
     plural: ClassVar[str]
     controller: ClassVar[str]
-    """Who acts on the kind, as the install hint names it, e.g. ``Kubeflow Trainer v2 (TrainJob trainer.kubeflow.org/v1alpha1)``."""
+    """Who acts on the kind, as the install hint names it, e.g. ``Kubeflow Trainer v2 (TrainJob
+    trainer.kubeflow.org/v1alpha1)``."""
     pod_job_label: ClassVar[str]
     """The label every pod of the child carries, whose value is the child's name."""
 

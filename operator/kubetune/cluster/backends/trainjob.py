@@ -55,8 +55,8 @@ IMMUTABLE_POD_PATCH_FIELDS: Final = (
     "securityContext",
     "terminationGracePeriodSeconds",
 )
-"""PodSpecPatch fields whose CRD rule is ``self == oldSelf`` (trainjob_types.go:393, 401, 409, 417, 425, 431, 460 @ v2.3.0):
-never changeable, suspended or not."""
+"""PodSpecPatch fields whose CRD rule is ``self == oldSelf`` (trainjob_types.go:393, 401, 409, 417,
+425, 431, 460 @ v2.3.0): never changeable, suspended or not."""
 IMMUTABLE_SPEC_FIELDS: Final = {
     "trainer": 114,
     "runtimeRef": 104,
@@ -73,8 +73,8 @@ class TrainJobBackend:
     kind: ClassVar[str] = "TrainJob"
     plural: ClassVar[str] = "trainjobs"
     controller: ClassVar[str] = (
-        f"Kubeflow Trainer v2 (TrainJob trainer.kubeflow.org/v1alpha1) and kubetune's ClusterTrainingRuntime {RUNTIME_NAME} "
-        f"({ENABLE_RUNTIME})"
+        "Kubeflow Trainer v2 (TrainJob trainer.kubeflow.org/v1alpha1) and kubetune's ClusterTrainingRuntime "
+        f"{RUNTIME_NAME} ({ENABLE_RUNTIME})"
     )
     pod_job_label: ClassVar[str] = JOBSET_NAME_LABEL
 
@@ -154,7 +154,8 @@ class TrainJobBackend:
         old_patch, new_patch = _our_pod_patch(running), _our_pod_patch(wanted)
         old_pod, new_pod = old_patch.get("spec") or {}, new_patch.get("spec") or {}
         refused += [
-            f"TrainJob runtimePatches[{PATCH_MANAGER}] pod spec.{field} is immutable (trainjob_types.go PodSpecPatch @ v2.3.0)"
+            f"TrainJob runtimePatches[{PATCH_MANAGER}] pod spec.{field} is immutable "
+            "(trainjob_types.go PodSpecPatch @ v2.3.0)"
             for field in IMMUTABLE_POD_PATCH_FIELDS
             if old_pod.get(field) != new_pod.get(field)
         ]
@@ -174,9 +175,9 @@ class TrainJobBackend:
         ]
         if not suspended or active:
             refused.append(
-                f"TrainJob runtimePatches ({', '.join(placement)}) may change only while the TrainJob is suspended and none of its "
-                f"Jobs is active (pkg/runtime/framework/plugins/jobset/jobset.go:214-251 @ v2.3.0"
-                f"{'; active: ' + ', '.join(active) if active else ''}): set spec.suspend: true alone first, "
+                f"TrainJob runtimePatches ({', '.join(placement)}) may change only while the TrainJob is suspended "
+                "and none of its Jobs is active (pkg/runtime/framework/plugins/jobset/jobset.go:214-251 @ "
+                f"v2.3.0{'; active: ' + ', '.join(active) if active else ''}): set spec.suspend: true alone first, "
                 "and change them once the job is Suspended"
             )
         return refused

@@ -67,7 +67,8 @@ class ServingEngine(Protocol):
 
 
 def rbac_of(kinds: tuple[ServedKind, ...]) -> tuple[RbacRule, ...]:
-    """The rules for ``kinds``: server-side apply (a PATCH, authorized as create when new) and, when watched, list and watch."""
+    """The rules for ``kinds``: server-side apply (a PATCH, authorized as create when new) and,
+    when watched, list and watch."""
     return tuple(
         RbacRule(k.group, (k.plural,), ("list", "watch", "create", "patch") if k.watched else ("create", "patch"))
         for k in kinds

@@ -15,7 +15,8 @@ from . import kserve
 from .base import ServedKind, ServingEngine, condition_true, rbac_of
 
 KSERVE_WORKLOAD_PORT: Final = 8000
-"""The LLMInferenceService workload Service's only port (pkg/controller/v1alpha2/llmisvc/workload.go:139-148 @v0.20.0)."""
+"""The LLMInferenceService workload Service's only port
+(pkg/controller/v1alpha2/llmisvc/workload.go:139-148 @v0.20.0)."""
 
 
 def _with_port(url: str, port: int) -> str:

@@ -145,7 +145,8 @@ def _decide(snap: SweepSnapshot, now: float) -> SweepDecision:
                 update={
                     "state": "Pruned",
                     "value": last.value,
-                    "message": f"pruned at step {last.step}: eval loss {last.value:.4g} ({spec.early_stopping} pruner); FineTuneJob {record.name} deleted",
+                    "message": f"pruned at step {last.step}: eval loss {last.value:.4g} ({spec.early_stopping} "
+                    f"pruner); FineTuneJob {record.name} deleted",
                 }
             )
             deletions.append(record.name)
@@ -215,14 +216,16 @@ def _follow(spec: FineTuneSweepSpec, snap: SweepSnapshot, record: TrialRecord, n
     if record.name in snap.predecessor:
         return record.model_copy(
             update={
-                "message": f"waiting for FineTuneJob {record.name} of an earlier sweep of this name to be deleted (garbage collector)"
+                "message": f"waiting for FineTuneJob {record.name} of an earlier sweep of this name to "
+                "be deleted (garbage collector)"
             }
         )
     if record.name in snap.foreign:
         return record.model_copy(
             update={
                 "state": "Failed",
-                "message": f"a FineTuneJob {record.name} exists that this sweep does not own; the trial was not created",
+                "message": f"a FineTuneJob {record.name} exists that this sweep does not "
+                "own; the trial was not created",
             }
         )
     job = snap.trials.get(record.name)
@@ -420,7 +423,8 @@ def _succeeded(
                 "Promoted",
                 True,
                 "WinnerPromoted",
-                f"FineTuneJob {winner.name} (the best trial) serves as spec.template.serve says; its status.serving says where",
+                f"FineTuneJob {winner.name} (the best trial) serves as spec.template.serve says; "
+                "its status.serving says where",
             )
             # Once per sweep generation (and at the operator's first look): the winner's FineTuneJob
             # then owns spec.serve, and the FineTuneJob controller creates the serving objects.

@@ -105,8 +105,8 @@ class TrainJobRenderer:
             problems.append(
                 Problem(
                     "spec.scheduling.priorityClassName",
-                    "a TrainJob cannot set the pods' priorityClassName (Trainer v2.3's runtimePatches have no such field): "
-                    "with Kueue use a WorkloadPriorityClass, or set backend: pytorchjob",
+                    "a TrainJob cannot set the pods' priorityClassName (Trainer v2.3's runtimePatches have no such "
+                    "field): with Kueue use a WorkloadPriorityClass, or set backend: pytorchjob",
                 )
             )
         rp = job.spec.run_policy
@@ -114,18 +114,20 @@ class TrainJobRenderer:
             problems.append(
                 Problem(
                     "spec.runPolicy.ttlSecondsAfterFinished",
-                    "a TrainJob cannot delete itself after it finished (Trainer v2.3's TrainJob spec has no ttlSecondsAfterFinished, "
-                    "pkg/apis/trainer/v1alpha1/trainjob_types.go TrainJobSpec): remove it, or set backend: pytorchjob",
+                    "a TrainJob cannot delete itself after it finished (Trainer v2.3's TrainJob spec has no "
+                    "ttlSecondsAfterFinished, pkg/apis/trainer/v1alpha1/trainjob_types.go TrainJobSpec): "
+                    "remove it, or set backend: pytorchjob",
                 )
             )
         if s is not None and s.tolerations and s.queue_name:
             problems.append(
                 Problem(
                     "spec.scheduling.tolerations",
-                    "a TrainJob queued in Kueue (spec.scheduling.queueName) loses these tolerations when Kueue admits it: Kueue writes its "
-                    "ResourceFlavor's tolerations into its own runtimePatches entry, after ours, and Trainer applies the entries in order as "
-                    "strategic-merge patches in which tolerations are replaced, not merged: put the tolerations on the ResourceFlavor, "
-                    "or set backend: pytorchjob (Kueue adds the flavor's tolerations to the PyTorchJob's pods)",
+                    "a TrainJob queued in Kueue (spec.scheduling.queueName) loses these tolerations when Kueue admits "
+                    "it: Kueue writes its ResourceFlavor's tolerations into its own runtimePatches entry, after ours, "
+                    "and Trainer applies the entries in order as strategic-merge patches in which tolerations are "
+                    "replaced, not merged: put the tolerations on the ResourceFlavor, or set backend: "
+                    "pytorchjob (Kueue adds the flavor's tolerations to the PyTorchJob's pods)",
                 )
             )
         name = job.name
@@ -133,8 +135,8 @@ class TrainJobRenderer:
             problems.append(
                 Problem(
                     "metadata.name",
-                    f"a TrainJob's name must be an RFC 1035 label (start with a letter; Trainer v2.3's TrainJob CRD): {name!r} starts with a digit; "
-                    "rename the FineTuneJob, or set backend: pytorchjob",
+                    "a TrainJob's name must be an RFC 1035 label (start with a letter; Trainer v2.3's TrainJob CRD): "
+                    f"{name!r} starts with a digit; rename the FineTuneJob, or set backend: pytorchjob",
                 )
             )
         pod = longest_pod_name(name, job.spec.resources.nodes)
@@ -143,17 +145,18 @@ class TrainJobRenderer:
             problems.append(
                 Problem(
                     "metadata.name",
-                    f"a TrainJob's pods are named <name>-node-0-<node>-<5 random characters> (JobSet), at most {POD_NAME_LIMIT} characters: "
-                    f"with {job.spec.resources.nodes} node(s) the name may have at most {longest} characters, {name!r} has {len(name)} "
-                    f"({pod!r} is {len(pod)}); shorten the name, or set backend: pytorchjob",
+                    "a TrainJob's pods are named <name>-node-0-<node>-<5 random characters> (JobSet), "
+                    f"at most {POD_NAME_LIMIT} characters: with {job.spec.resources.nodes} node(s) the name may have "
+                    f"at most {longest} characters, {name!r} has {len(name)} ({pod!r} is {len(pod)}); "
+                    "shorten the name, or set backend: pytorchjob",
                 )
             )
         if job.spec.image_pull_policy is not None:
             problems.append(
                 Problem(
                     "spec.imagePullPolicy",
-                    "a TrainJob cannot set the container's imagePullPolicy (Trainer v2.3's trainer and runtimePatches have no such field): "
-                    "remove it (the runtime uses IfNotPresent), or set backend: pytorchjob",
+                    "a TrainJob cannot set the container's imagePullPolicy (Trainer v2.3's trainer and runtimePatches "
+                    "have no such field): remove it (the runtime uses IfNotPresent), or set backend: pytorchjob",
                 )
             )
         return problems

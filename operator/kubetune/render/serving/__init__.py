@@ -28,7 +28,8 @@ server-side applies every object of ``render_serving(job, options).objects``
 (each carries the FineTuneJob as controller ownerReference when
 ``job.metadata.uid`` is set), watches them (``controller/cache.py``: one informer per watched kind
 of ``kubetune.cluster.serving.served_kinds()``), and reports ``kubetune.cluster.serving.observed_state``
-in ``status.serving`` and the ``Serving`` condition.  ``kubetune render`` prints the same objects after the training objects.
+in ``status.serving`` and the ``Serving`` condition.  ``kubetune render`` prints the same objects
+after the training objects.
 
 ``render_serving`` raises ``ValueError`` only when ``spec.serve`` is unset;
 every other problem is refused earlier by the CRD's rules and
@@ -84,16 +85,17 @@ def serving_problems(job: FineTuneJob) -> list[tuple[str, str]]:
         problems.append(
             (
                 "spec.serve",
-                "serving a LoRA adapter trained on spec.model.fromJob needs that job's model as the base, which is only known "
-                "once it ran: set spec.export.enabled to serve the merged model",
+                "serving a LoRA adapter trained on spec.model.fromJob needs that job's model as the base, "
+                "which is only known once it ran: set spec.export.enabled to serve the merged model",
             )
         )
     if adapter and spec.lora is not None and spec.lora.rank > VLLM_MAX_LORA_RANK:
         problems.append(
             (
                 "spec.lora.rank",
-                f"is {spec.lora.rank}, but vLLM serves LoRA ranks up to {VLLM_MAX_LORA_RANK} (its largest --max-lora-rank): "
-                f"use a rank of at most {VLLM_MAX_LORA_RANK}, or set spec.export.enabled to serve the merged model",
+                f"is {spec.lora.rank}, but vLLM serves LoRA ranks up to {VLLM_MAX_LORA_RANK} (its largest "
+                f"--max-lora-rank): use a rank of at most {VLLM_MAX_LORA_RANK}, "
+                "or set spec.export.enabled to serve the merged model",
             )
         )
     quant = spec.quantization
@@ -101,8 +103,8 @@ def serving_problems(job: FineTuneJob) -> list[tuple[str, str]]:
         problems.append(
             (
                 "spec.quantization.type",
-                "fp4: vLLM quantizes a base in flight to NF4 only, so the adapter would run on another base than it was trained on: "
-                "use type nf4, or set spec.export.enabled to serve the merged model",
+                "fp4: vLLM quantizes a base in flight to NF4 only, so the adapter would run on another base than it "
+                "was trained on: use type nf4, or set spec.export.enabled to serve the merged model",
             )
         )
     if adapter and spec.lora is not None:

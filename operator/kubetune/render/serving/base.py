@@ -117,9 +117,11 @@ def source_of(job: FineTuneJob, namespace: str) -> Source:
         return Source(base_path, base_uri, adapter_path, adapter_uri, False)
     if spec.model.name is None:  # fromJob: refused by serving_problems (the base is only known after that job ran)
         raise ValueError(
-            "spec.serve of a LoRA adapter trained on spec.model.fromJob: set spec.export.enabled to serve the merged model"
+            "spec.serve of a LoRA adapter trained on spec.model.fromJob: "
+            "set spec.export.enabled to serve the merged model"
         )
-    # hf://owner/model[:revision] as KServe's storage initializer reads it (python/storage/kserve_storage/kserve_storage.py:629-658 @v0.20.0).
+    # hf://owner/model[:revision] as KServe's storage initializer reads it
+    # (python/storage/kserve_storage/kserve_storage.py:629-658 @v0.20.0).
     hub_uri = f"hf://{spec.model.name}" + (f":{spec.model.revision}" if spec.model.revision else "")
     return Source(spec.model.name, hub_uri, adapter_path, adapter_uri, True)
 
@@ -189,7 +191,8 @@ def max_lora_rank(job: FineTuneJob) -> int:
 
 def bnb_base(job: FineTuneJob) -> bool:
     """The adapter was trained on a 4-bit bitsandbytes base: serve the base quantized the same way.
-    vLLM's in-flight bitsandbytes quantization is NF4 only (model_executor/model_loader/bitsandbytes_loader.py:414,651,660
+    vLLM's in-flight bitsandbytes quantization is NF4 only
+    (model_executor/model_loader/bitsandbytes_loader.py:414,651,660
     @0.11.0: quant_type="nf4"); serving_problems refuses fp4."""
     q = job.spec.quantization
     return job.spec.method == "qlora" and q is not None and q.bits == 4

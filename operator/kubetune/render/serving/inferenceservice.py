@@ -22,7 +22,8 @@ def render_inferenceservice(job: FineTuneJob, namespace: str, served: str, sourc
     assert serve is not None
     if source.adapter_uri:
         raise ValueError(
-            "spec.serve.kserve.kind InferenceService serves one model: merge the adapter (spec.export.enabled) or use LLMInferenceService"
+            "spec.serve.kserve.kind InferenceService serves one model: "
+            "merge the adapter (spec.export.enabled) or use LLMInferenceService"
         )
     storage_uri = source.model_uri
     if kserve.reads_bucket(job):

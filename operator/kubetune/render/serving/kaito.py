@@ -128,15 +128,17 @@ KAITO_LEGACY_PRESETS: Final = {
 any ``org/name``; ResolveHFModelID (plugin.go:132-138) maps a legacy name to its id."""
 
 KAITO_ADAPTER_NAME_MAX: Final = 63 - len("adapter-volume-")
-"""KAITO names an adapter's pod volume ``adapter-volume-<source.name>`` (pkg/workspace/inference/preset_inferences.go:931
-@v0.12.0), and a volume name is a DNS label of at most 63 characters."""
+"""KAITO names an adapter's pod volume ``adapter-volume-<source.name>``
+(pkg/workspace/inference/preset_inferences.go:931 @v0.12.0), and a volume name is a DNS label of at most 63
+characters."""
 KAITO_CONFIG_SUFFIX: Final = "-kaito-config"
 KAITO_CONFIG_KEY: Final = "inference_config.yaml"
 """KAITO reads the Workspace's inference.config ConfigMap's ``inference_config.yaml`` (pkg/model/interface.go:55,
 api/v1beta1/inference_config_validation.go:72-80 @v0.12.0); its ``vllm:`` map becomes ``--<key> <value>`` flags of
 vLLM (presets/workspace/inference/vllm/inference_api.py:134-145)."""
 KAITO_TOKEN_KEY: Final = "HF_TOKEN"
-"""presetOptions.modelAccessSecret is read at key HF_TOKEN (pkg/workspace/inference/preset_inferences.go:855-859 @v0.12.0)."""
+"""presetOptions.modelAccessSecret is read at key HF_TOKEN
+(pkg/workspace/inference/preset_inferences.go:855-859 @v0.12.0)."""
 
 
 def kaito_preset(job: FineTuneJob) -> str:
@@ -166,23 +168,25 @@ def _kaito_problems(job: FineTuneJob) -> list[tuple[str, str]]:
         problems.append(
             (
                 field,
-                f"{preset!r} is not a KAITO v0.12 preset: use the base model's Hub id ({base}, the default) or a legacy short name "
-                f"such as {', '.join(sorted(KAITO_LEGACY_PRESETS)[:3])}",
+                f"{preset!r} is not a KAITO v0.12 preset: use the base model's Hub id ({base}, "
+                f"the default) or a legacy short name such as {', '.join(sorted(KAITO_LEGACY_PRESETS)[:3])}",
             )
         )
     elif KAITO_LEGACY_PRESETS.get(preset.lower(), preset).lower() != base.lower():
         problems.append(
             (
                 field,
-                f"{preset!r} is not the base the adapter was trained on ({base}): KAITO would serve the adapter on another model; "
-                "remove the preset (it defaults to spec.model.name) or train on the preset's model",
+                f"{preset!r} is not the base the adapter was trained on ({base}): "
+                "KAITO would serve the adapter on another model; remove the preset (it defaults to spec.model.name) "
+                "or train on the preset's model",
             )
         )
     if job.spec.model.revision:
         problems.append(
             (
                 "spec.model.revision",
-                "engine kaito downloads its preset's model at the revision KAITO chooses: remove the revision or use engine vllm",
+                "engine kaito downloads its preset's model at the revision KAITO chooses: "
+                "remove the revision or use engine vllm",
             )
         )
     ref = job.spec.hf_token_secret_ref

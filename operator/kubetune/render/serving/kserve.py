@@ -57,14 +57,16 @@ def bucket_problems(job: FineTuneJob) -> list[tuple[str, str]]:
         return [
             (
                 MODEL_SOURCE_FIELD,
-                "engine kserve reads the bucket with kind InferenceService only (one merged model): set spec.export.enabled and kind InferenceService, use engine vllm, or modelSource: volume",
+                "engine kserve reads the bucket with kind InferenceService only (one merged model): "
+                "set spec.export.enabled and kind InferenceService, use engine vllm, or modelSource: volume",
             )
         ]
     if uri is None:
         return [
             (
                 MODEL_SOURCE_FIELD,
-                "bucket serves the copy uploaded to spec.storage.outputs.uri, which is unset: set outputs.uri (s3://) or modelSource: volume",
+                "bucket serves the copy uploaded to spec.storage.outputs.uri, which is unset: "
+                "set outputs.uri (s3://) or modelSource: volume",
             )
         ]
     if uri.startswith("gs://"):
@@ -74,8 +76,8 @@ def bucket_problems(job: FineTuneJob) -> list[tuple[str, str]]:
         return [
             (
                 MODEL_SOURCE_FIELD,
-                "bucket is not supported for gs:// outputs: KServe reads gs:// with Google's own credentials (Application Default Credentials), "
-                "not the job's HMAC key; use modelSource: volume",
+                "bucket is not supported for gs:// outputs: KServe reads gs:// with Google's own credentials "
+                "(Application Default Credentials), not the job's HMAC key; use modelSource: volume",
             )
         ]
     if uri.startswith("az://"):
@@ -87,9 +89,10 @@ def bucket_problems(job: FineTuneJob) -> list[tuple[str, str]]:
         return [
             (
                 MODEL_SOURCE_FIELD,
-                "bucket is not supported for az:// outputs with engine kserve: KServe reads Azure Blob only as "
-                "https://<account>.blob.core.windows.net/... with a service principal or an AZURE_STORAGE_ACCESS_KEY Secret, not the job's "
-                "connection string; use engine vllm (its init container reads az:// with the job's credentials) or modelSource: volume",
+                "bucket is not supported for az:// outputs with engine kserve: "
+                "KServe reads Azure Blob only as https://<account>.blob.core.windows.net/... with a service principal "
+                "or an AZURE_STORAGE_ACCESS_KEY Secret, not the job's connection string; "
+                "use engine vllm (its init container reads az:// with the job's credentials) or modelSource: volume",
             )
         ]
     if spec.method in ("full", "freeze"):
@@ -99,16 +102,16 @@ def bucket_problems(job: FineTuneJob) -> list[tuple[str, str]]:
         return [
             (
                 MODEL_SOURCE_FIELD,
-                f"bucket serves a merged LoRA model only: a {spec.method} job's model is the job's whole prefix in the bucket, "
-                "which KServe would download with every checkpoint-N/; use modelSource: volume",
+                f"bucket serves a merged LoRA model only: a {spec.method} job's model is the job's whole prefix in "
+                "the bucket, which KServe would download with every checkpoint-N/; use modelSource: volume",
             )
         ]
     if store is not None and store.ca_bundle is not None:
         return [
             (
                 MODEL_SOURCE_FIELD,
-                "bucket with spec.storage.objectStore.caBundle is not supported yet (KServe reads a CA from a ConfigMap key cabundle.crt "
-                "named on the credentials Secret); use modelSource: volume",
+                "bucket with spec.storage.objectStore.caBundle is not supported yet (KServe reads a CA from a "
+                "ConfigMap key cabundle.crt named on the credentials Secret); use modelSource: volume",
             )
         ]
     if store is not None and store.credentials_secret_ref is not None and spec.service_account_name is None:
@@ -117,8 +120,9 @@ def bucket_problems(job: FineTuneJob) -> list[tuple[str, str]]:
         return [
             (
                 MODEL_SOURCE_FIELD,
-                f"bucket needs spec.serviceAccountName: KServe takes the S3 keys from the Secrets listed in the predictor's ServiceAccount "
-                f"(secrets: [{{name: {store.credentials_secret_ref.name}}}]); create one listing the Secret and name it there",
+                "bucket needs spec.serviceAccountName: KServe takes the S3 keys from the Secrets listed in the "
+                f"predictor's ServiceAccount (secrets: [{{name: {store.credentials_secret_ref.name}}}]); "
+                "create one listing the Secret and name it there",
             )
         ]
     creds = store.credentials_secret_ref if store is not None else None
@@ -131,9 +135,10 @@ def bucket_problems(job: FineTuneJob) -> list[tuple[str, str]]:
         return [
             (
                 MODEL_SOURCE_FIELD,
-                f"bucket: KServe's storage initializer reads the S3 keys {KSERVE_S3_KEYS[0]} and {KSERVE_S3_KEYS[1]} of the Secret "
-                f"(a Secret without {KSERVE_S3_KEYS[1]} is skipped and the download runs without credentials); add those keys to Secret "
-                f"{creds.name} and set spec.storage.objectStore.credentialsSecretRef accessKeyIdKey: {KSERVE_S3_KEYS[0]}, "
+                f"bucket: KServe's storage initializer reads the S3 keys {KSERVE_S3_KEYS[0]} and {KSERVE_S3_KEYS[1]} "
+                f"of the Secret (a Secret without {KSERVE_S3_KEYS[1]} is skipped and the download runs without "
+                f"credentials); add those keys to Secret {creds.name} and set "
+                f"spec.storage.objectStore.credentialsSecretRef accessKeyIdKey: {KSERVE_S3_KEYS[0]}, "
                 f"secretAccessKeyKey: {KSERVE_S3_KEYS[1]}, or use modelSource: volume",
             )
         ]

@@ -62,7 +62,8 @@ VLLM_WRITABLE_ENV: Final = (
     # - TMPDIR: vLLM calls tempfile.gettempdir() at import (model_executor/model_loader/weight_utils.py:63,
     #   its file locks, get_lock at :87-98) and for its IPC path (envs.py:457 VLLM_RPC_BASE_PATH);
     #   gettempdir() raises when no candidate folder is writable, so TMPDIR must exist;
-    # - HOME, XDG_CACHE_HOME, VLLM_CACHE_ROOT, VLLM_CONFIG_ROOT (envs.py:422-437, default ~/.cache/vllm, ~/.config/vllm);
+    # - HOME, XDG_CACHE_HOME, VLLM_CACHE_ROOT, VLLM_CONFIG_ROOT (envs.py:422-437, default
+    #   ~/.cache/vllm, ~/.config/vllm);
     # - TRITON_CACHE_DIR and TORCHINDUCTOR_CACHE_DIR (torch's default is <gettempdir()>/torchinductor_<user>);
     # - USER: getpass.getuser() reads it before the passwd entry uid 1000 does not have;
     # - HF_MODULES_CACHE: transformers copies trust_remote_code modules there, by default <HF_HOME>/modules
@@ -326,7 +327,8 @@ class VllmRenderer:
             return [
                 (
                     kserve.MODEL_SOURCE_FIELD,
-                    "bucket serves the copy uploaded to spec.storage.outputs.uri, which is unset: set outputs.uri or modelSource: volume",
+                    "bucket serves the copy uploaded to spec.storage.outputs.uri, which is unset: "
+                    "set outputs.uri or modelSource: volume",
                 )
             ]
         return []
