@@ -155,7 +155,10 @@ class CountingProxy:
 
     async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         self.total += 1
-        watch = request.query.get("watch") in ("true", "1")
+        # A watch as the API server tells one (any value but "0"/"false": apimachinery pkg/runtime/conversion.go:83-95
+        # @ v0.36.3); kubernetes_asyncio sends watch=True.
+        flag = request.query.get("watch")
+        watch = flag is not None and flag != "0" and flag.lower() != "false"
         verb = "watch" if watch else request.method
         parts = request.path.strip("/").split("/")
         if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:

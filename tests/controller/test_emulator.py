@@ -124,6 +124,27 @@ async def test_watch_from_a_resource_version_sends_only_newer_events(cluster: Cl
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in lines] == [("ADDED", "new")]
 
 
+async def test_boolean_query_parameters_read_as_the_api_server_reads_them(cluster: Cluster) -> None:
+    """watch=True (kubernetes_asyncio's spelling) opens a watch and force=True forces an apply, as on a real
+    server (apimachinery conversion.go:83-116 @ v0.36.3); watch=false and watch=0 are a LIST."""
+    await call(cluster, "POST", BASE, job("old"))
+    _, listing = await call(cluster, "GET", BASE)
+    since = listing["metadata"]["resourceVersion"]
+    await call(cluster, "POST", BASE, job("new"))
+    async with cluster.get(f"{BASE}?watch=True&resourceVersion={since}&timeoutSeconds=1") as resp:
+        lines = [json.loads(line) for line in (await resp.read()).splitlines() if line]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in lines] == [("ADDED", "new")]
+    for off in ("false", "False", "0"):
+        code, body = await call(cluster, "GET", f"{BASE}?watch={off}")
+        assert code == 200 and body["kind"] == "PyTorchJobList", off
+    apply = {"Content-Type": "application/apply-patch+yaml"}
+    await call(cluster, "PATCH", f"{BASE}/j?fieldManager=other", job(a=1), apply)
+    code, _ = await call(cluster, "PATCH", f"{BASE}/j?fieldManager=kubetune", job(a=2), apply)
+    assert code == 409, "a conflicting apply without force"
+    code, obj = await call(cluster, "PATCH", f"{BASE}/j?fieldManager=kubetune&force=True", job(a=2), apply)
+    assert code == 200 and obj["spec"] == {"a": 2}
+
+
 async def test_dropped_watch_ends_the_stream_and_expired_version_gets_410(cluster: Cluster) -> None:
     async def watch(url: str) -> list[dict[str, Any]]:
         async with cluster.get(url) as resp:

@@ -125,6 +125,15 @@ class ApiError(Exception):
         self.details = details
 
 
+def query_bool(params: Any, key: str) -> bool:
+    """A boolean query parameter (watch, follow, force, sendInitialEvents) as the API server reads it:
+    absent is false; "0" and "false" in any case are false; anything else ("true", "True", "1", "") is true
+    (Convert_Slice_string_To_bool and Convert_Slice_string_To_Pointer_bool,
+    k8s.io/apimachinery pkg/runtime/conversion.go:83-116 @ v0.36.3). kubernetes_asyncio sends ``watch=True``."""
+    value = params.get(key)
+    return value is not None and value != "0" and value.lower() != "false"
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -487,7 +496,7 @@ class Cluster(kmock.KubernetesScaffold):
             header = raw_req.headers.get("Authorization", "")
             token = header[len("Bearer ") :] if header.startswith("Bearer ") else None
             accepted = self.authenticate(token)
-            watch = raw_req.query.get("watch") in ("true", "1")
+            watch = query_bool(raw_req.query, "watch")
             self.auth_log.append(AuthAttempt(raw_req.method, raw_req.path, watch, token, accepted))
             if not accepted:
                 return self._error(ApiError(401, "Unauthorized", "Unauthorized"))
@@ -503,7 +512,7 @@ class Cluster(kmock.KubernetesScaffold):
             )
         params = dict(request.params)
         method = raw.method.upper()
-        watching = params.get("watch") in ("true", "1")
+        watching = query_bool(params, "watch")
         if method == "GET":
             verb = "watch" if watching else ("get" if request.name else "list")
         elif method == "DELETE" and not request.name:
@@ -526,7 +535,7 @@ class Cluster(kmock.KubernetesScaffold):
             if verb == "list":
                 result, status = self._list(key, ns, params), 200
             elif verb == "get" and request.subresource == "log":
-                if params.get("follow") in ("true", "1"):
+                if query_bool(params, "follow"):
                     return await self._follow_log(raw, ns, request.name or "", params)
                 return self._log(ns, request.name or "", params, raw.headers.get("Accept", ""))
             elif verb == "get":
@@ -833,7 +842,7 @@ class Cluster(kmock.KubernetesScaffold):
                 "BadRequest",
                 "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
             )
-        force = params.get("force") in ("true", "1")
+        force = query_bool(params, "force")
         if not isinstance(patch, dict):
             raise ApiError(400, "BadRequest", "error decoding YAML: the applied configuration is not an object")
         res = key[0]
@@ -1109,7 +1118,7 @@ class Cluster(kmock.KubernetesScaffold):
                 for (r, _, _), obj in sorted(self.store.items(), key=lambda kv: str(kv[0])):
                     if r == res and wanted(obj):
                         await send("ADDED", copy.deepcopy(obj))
-                if params.get("sendInitialEvents") == "true":
+                if query_bool(params, "sendInitialEvents"):
                     # Streaming list (client-go's WatchList, used by helm 4's status watcher): the
                     # initial ADDED events end with a BOOKMARK annotated k8s.io/initial-events-end,
                     # as k8s.io/apiserver/pkg/storage/cacher/cache_watcher.go sends it.
