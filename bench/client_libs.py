@@ -21,7 +21,7 @@ resourceVersion (optimistic locking).  The children are the renderer's output fo
 (``examples/finetune-lora.yaml``), rendered once by this script and renamed per job, so the loops spend their
 CPU on the client, not on rendering.
 
-The API server is the emulator of the controller tests (tests/controller/emulator.py: real server-side
+The API server is the emulator of the controller tests (tests/support/apiserver/emulator.py: real server-side
 apply, status subresource, watch from a resourceVersion) behind the counting proxy of
 ``bench/operator_scale.py``, both in this (parent) process.  Printed per client: seconds from the first job's
 creation until the loop has handled all N, the loop process's CPU seconds for that, its peak RSS (VmHWM),
