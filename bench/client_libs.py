@@ -413,7 +413,7 @@ def main() -> None:
             asyncio.run(_child(args.child, args.jobs, templates))
         return
 
-    sys.path[:0] = [str(ROOT / "tests" / "controller"), str(ROOT / "tests" / "support")]
+    sys.path.insert(0, str(ROOT))  # the helpers are the package tests.support
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as t:
         json.dump(_templates(), t)
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in args.clients}

@@ -171,3 +171,17 @@ def test_suspended_copy_stops_pods_and_leaves_the_rendered_object_alone(backend:
     assert repr(w) == before
     suspend = stopped["spec"]["suspend"] if backend == "trainjob" else stopped["spec"]["runPolicy"]["suspend"]
     assert suspend is True
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_each_backend_renders_the_kind_it_registers(name: str) -> None:
+    # The kind lives twice: in cluster/backends (what the operator applies, watches, grants in RBAC and
+    # reads the status of) and in the renderer's template (what is written). A template that drifted
+    # would render a child the operator never watches and has no RBAC for.
+    from kubetune.render import RenderOptions, render
+    from tests.support.renderlib import JobBuilder
+
+    child = render(JobBuilder().build(), RenderOptions(backend=name)).workload  # type: ignore[arg-type]
+    backend = BACKENDS[name]
+    assert (child["apiVersion"], child["kind"]) == (backend.api_version, backend.kind)
+    assert backend_for_kind(child["kind"]) is backend

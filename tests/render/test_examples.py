@@ -84,8 +84,9 @@ def test_render_is_the_same_bytes_in_processes_with_other_hash_seeds() -> None:
     the operator's options, the TrainJob backend), in two processes whose str hashes differ
     (PYTHONHASHSEED): a set or dict iterated in hash order would reorder the output (GitOps diffs,
     needless re-applies). Rendering twice in one process could not see that: both share one seed."""
-    here = Path(__file__).resolve().parent
-    path = os.pathsep.join([str(here), str(here.parent / "support"), os.environ.get("PYTHONPATH", "")])
+    # The repository root, whatever pytest's working directory: the child imports tests.support.
+    root = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
     outputs = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": path}

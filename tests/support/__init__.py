@@ -1,7 +1,7 @@
 """The test-support package: every helper the tests share, imported as ``tests.support.<module>``.
 
 pyproject's ``[tool.pytest.ini_options] pythonpath = ["."]`` puts the repository root on sys.path (the
-one entry: it works whichever way pytest is started and under any ``--import-mode``), so a test
+one entry, said rather than left to the default import mode's side effect), so a test
 module anywhere under tests/ writes ``from tests.support.apiserver.emulator import Cluster``; the
 regeneration scripts run as ``python -m tests.support.update_golden`` from the root (.ci/regen).
 

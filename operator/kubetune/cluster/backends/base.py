@@ -7,7 +7,7 @@ This half owns:
 
 * ``api_version``, ``kind``, ``plural`` - what the operator applies, watches and grants in RBAC;
 * ``status``         - the child's status as one :class:`ChildStatus` (pure, table-tested);
-* ``pod_job_label``, ``rank0_labels``, ``pod_for_rank`` - how its pods are found (rank 0's log);
+* ``pod_job_label``, ``rank0_pod``, ``pod_for_rank`` - how its pods are found (rank 0's log);
 * ``controller``     - who acts on the kind: named in install hints (KindNotInstalled);
 * ``rbac``           - the RBAC rules the operator needs for it (the chart is tested against them);
 * ``suspended``      - the rendered child, changed so that its pods stop (to free GPUs after too many retries);

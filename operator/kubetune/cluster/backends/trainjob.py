@@ -29,12 +29,12 @@ from ..rbac import RbacRule
 from .base import ChildStatus, PodRef, WorkloadBackend, condition, newest_matching
 
 RUNTIME_NAME: Final = "kubetune-llamafactory"
+"""The ClusterTrainingRuntime the chart ships (charts/kubetune/templates/trainingruntimes.yaml)."""
 ENABLE_RUNTIME: Final = (
     "helm upgrade kubetune charts/kubetune -n kubetune-system --reuse-values --set trainingRuntimes.enabled=true"
 )
 """How the chart's release (docs/install.md's name and namespace; use yours) ships the runtime,
 keeping every other value it was installed with (--reuse-values)."""
-"""The ClusterTrainingRuntime the chart ships (charts/kubetune/templates/trainingruntimes.yaml)."""
 PATCH_MANAGER: Final = "kubetune.io/operator"
 """Our runtimePatches entry (the list is keyed by manager; Kueue writes its own)."""
 NODE: Final = "node"
