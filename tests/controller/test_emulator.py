@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.apiserver import validation
 from tests.support.apiserver.emulator import Cluster, Tokens
 
 BASE = "/apis/kubeflow.org/v1/namespaces/ns/pytorchjobs"
@@ -207,3 +208,26 @@ async def test_garbage_collection_deletes_dependents_whose_owners_are_all_gone(c
     assert (await call(cluster, "GET", f"{cms}/shared"))[0] == 200, "a dependent with a live owner left is kept"
     held = (await call(cluster, "GET", f"{cms}/held"))[1]
     assert held["metadata"]["deletionTimestamp"], "a finalizer holds the dependent in deletion"
+
+
+def test_ratcheting_correlates_map_keys_that_hold_dots() -> None:
+    """An unchanged invalid value under a map key such as "example.com/x" is ratcheted like any other."""
+    rule = {"rule": "self.size() < 3", "message": "too long"}
+    entry = {"type": "string", "x-kubernetes-validations": [rule]}
+    spec = {"m": {"type": "object", "additionalProperties": entry}, "other": {"type": "string"}}
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": spec}}}
+    for key in ("ab", "example.com/x"):
+        old = {"spec": {"m": {key: "long"}, "other": "x"}}
+        assert validation.cel_errors({"spec": {"m": {key: "long"}, "other": "y"}}, schema, old=old) == [], key
+        assert validation.cel_errors({"spec": {"m": {key: "longer"}}}, schema, old=old) == [f".spec.m.{key}: too long"]
+
+
+def test_admitted_stores_the_object_pruned_and_reports_unknown_fields() -> None:
+    string = {"type": "string"}
+    spec = {"type": "object", "properties": {"a": string}}
+    schema = {"type": "object", "properties": {"apiVersion": string, "kind": string, "metadata": {"type": "object"}}}
+    schema["properties"]["spec"] = spec
+    obj = {"apiVersion": "v1", "kind": "K", "metadata": {"name": "n"}, "spec": {"a": "x", "typo": 1}}
+    stored, errors = validation.admitted(obj, schema)
+    assert stored == {"apiVersion": "v1", "kind": "K", "metadata": {"name": "n"}, "spec": {"a": "x"}}
+    assert errors == [".spec.typo: unknown field"]
