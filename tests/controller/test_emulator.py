@@ -210,6 +210,12 @@ async def test_garbage_collection_deletes_dependents_whose_owners_are_all_gone(c
     assert held["metadata"]["deletionTimestamp"], "a finalizer holds the dependent in deletion"
 
 
+async def test_a_watch_parameter_is_false_as_go_folds_it(cluster: Cluster) -> None:
+    """strings.EqualFold folds U+017F to "s": watch=falſe is false, a LIST (conversion.go:89 @ v0.36.3)."""
+    code, body = await call(cluster, "GET", f"{BASE}?watch=fal%C5%BFe")
+    assert code == 200 and body["kind"] == "PyTorchJobList"
+
+
 def test_ratcheting_correlates_map_keys_that_hold_dots() -> None:
     """An unchanged invalid value under a map key such as "example.com/x" is ratcheted like any other."""
     rule = {"rule": "self.size() < 3", "message": "too long"}

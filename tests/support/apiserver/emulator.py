@@ -129,9 +129,11 @@ def query_bool(params: Any, key: str) -> bool:
     """A boolean query parameter (watch, follow, force, sendInitialEvents) as the API server reads it:
     absent is false; "0" and "false" in any case are false; anything else ("true", "True", "1", "") is true
     (Convert_Slice_string_To_bool and Convert_Slice_string_To_Pointer_bool,
-    k8s.io/apimachinery pkg/runtime/conversion.go:83-116 @ v0.36.3). kubernetes_asyncio sends ``watch=True``."""
+    k8s.io/apimachinery pkg/runtime/conversion.go:83-116 @ v0.36.3). kubernetes_asyncio sends ``watch=True``.
+    Go's strings.EqualFold folds more than ASCII ("falſe", with U+017F, is false too): casefold agrees with
+    it for "false"."""
     value = params.get(key)
-    return value is not None and value != "0" and value.lower() != "false"
+    return value is not None and value != "0" and value.casefold() != "false"
 
 
 def _now() -> str:
