@@ -52,6 +52,7 @@ import aiohttp.web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the helpers are the package tests.support, as pyproject's pytest pythonpath
 
+from tests.support.apiserver.emulator import query_bool  # noqa: E402
 from tests.support.harness import declare_resources, example_job  # noqa: E402
 
 KUBETUNE = textwrap.dedent(
@@ -155,10 +156,8 @@ class CountingProxy:
 
     async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         self.total += 1
-        # A watch as the API server tells one (any value but "0"/"false": apimachinery pkg/runtime/conversion.go:83-95
-        # @ v0.36.3); kubernetes_asyncio sends watch=True.
-        flag = request.query.get("watch")
-        watch = flag is not None and flag != "0" and flag.lower() != "false"
+        # A watch as the API server tells one (the emulator's query_bool, after apimachinery conversion.go).
+        watch = query_bool(request.query, "watch")
         verb = "watch" if watch else request.method
         parts = request.path.strip("/").split("/")
         if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:

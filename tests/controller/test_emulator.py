@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.apiserver import validation
 from tests.support.apiserver.emulator import Cluster, Tokens
 
 BASE = "/apis/kubeflow.org/v1/namespaces/ns/pytorchjobs"
@@ -101,8 +102,8 @@ async def test_server_side_apply_creates_then_merges(cluster: Cluster) -> None:
     assert code == 201 and obj["metadata"]["managedFields"][0]["manager"] == "kubetune"
     code, obj = await call(cluster, "PATCH", f"{BASE}/j?fieldManager=kubetune&force=true", job(a=1, b=2), apply)
     assert code == 200 and obj["spec"] == {"a": 1, "b": 2}
-    code, _ = await call(cluster, "PATCH", f"{BASE}/j", job(), apply)
-    assert code == 400, "apply needs a field manager"
+    code, err = await call(cluster, "PATCH", f"{BASE}/j", job(), apply)
+    assert code == 422 and "fieldManager: Required value" in err["message"], "apply needs a field manager"
 
 
 async def test_list_filters_by_label_selector(cluster: Cluster) -> None:
@@ -207,3 +208,88 @@ async def test_garbage_collection_deletes_dependents_whose_owners_are_all_gone(c
     assert (await call(cluster, "GET", f"{cms}/shared"))[0] == 200, "a dependent with a live owner left is kept"
     held = (await call(cluster, "GET", f"{cms}/held"))[1]
     assert held["metadata"]["deletionTimestamp"], "a finalizer holds the dependent in deletion"
+
+
+async def test_force_on_a_non_apply_patch_is_invalid_whatever_its_value(cluster: Cluster) -> None:
+    """force is a *bool in PatchOptions: present on a merge, strategic or JSON patch, even as force=false,
+    the server answers 422 (apimachinery pkg/apis/meta/v1/validation/validation.go:198-201 @ v0.36.3)."""
+    await call(cluster, "POST", BASE, job(a=1))
+    json_patch = [{"op": "replace", "path": "/spec/a", "value": 2}]
+    for ctype, body in (
+        ("application/merge-patch+json", {"spec": {"a": 2}}),
+        ("application/strategic-merge-patch+json", {"spec": {"a": 2}}),
+        ("application/json-patch+json", json_patch),
+    ):
+        for force in ("true", "false"):
+            code, err = await call(cluster, "PATCH", f"{BASE}/j?force={force}", body, {"Content-Type": ctype})
+            assert code == 422, (ctype, force)
+            assert "force: Forbidden: may not be specified for non-apply patch" in err["message"]
+    _, obj = await call(cluster, "GET", f"{BASE}/j")
+    assert obj["spec"] == {"a": 1}, "a refused patch changed nothing"
+
+
+async def test_send_initial_events_is_refused_on_a_list_and_on_a_watch_without_not_older_than(
+    cluster: Cluster,
+) -> None:
+    """apimachinery pkg/apis/meta/internalversion/validation/validation.go:47-49 and 56-59 @ v0.36.3."""
+    await call(cluster, "POST", BASE, job("a"))
+    for value in ("true", "false"):
+        code, err = await call(cluster, "GET", f"{BASE}?sendInitialEvents={value}")
+        assert code == 422 and "sendInitialEvents is forbidden for list" in err["message"], value
+        code, err = await call(cluster, "GET", f"{BASE}?watch=1&sendInitialEvents={value}&timeoutSeconds=1")
+        assert code == 422 and "requires setting resourceVersionMatch to NotOlderThan" in err["message"], value
+    code, err = await call(cluster, "GET", f"{BASE}?watch=1&resourceVersionMatch=NotOlderThan&timeoutSeconds=1")
+    assert code == 422 and "unless sendInitialEvents is provided" in err["message"]
+
+
+async def test_send_initial_events_false_sends_no_initial_state_and_true_ends_it_with_a_bookmark(
+    cluster: Cluster,
+) -> None:
+    """false: only changes from now; true: the state as ADDED events, ended by the initial-events-end
+    bookmark only where bookmarks are allowed (apiserver pkg/storage/cacher/cacher.go:1280-1282 @ v0.36.3)."""
+    await call(cluster, "POST", BASE, job("old"))
+    stream = f"{BASE}?watch=1&resourceVersionMatch=NotOlderThan&timeoutSeconds=1"
+
+    async def events(query: str) -> list[tuple[str, str | None]]:
+        async with cluster.get(f"{stream}&{query}") as resp:
+            assert resp.status == 200
+            lines = [json.loads(line) for line in (await resp.read()).splitlines() if line]
+        return [(e["type"], e["object"]["metadata"].get("name")) for e in lines]
+
+    watching = asyncio.ensure_future(events("sendInitialEvents=false"))
+    while not cluster.watching.get("pytorchjobs"):
+        await asyncio.sleep(0.01)
+    await call(cluster, "POST", BASE, job("new"))
+    assert await watching == [("ADDED", "new")]
+    names = [("ADDED", "new"), ("ADDED", "old")]
+    assert await events("sendInitialEvents=true") == names
+    assert await events("sendInitialEvents=true&allowWatchBookmarks=true") == [*names, ("BOOKMARK", None)]
+
+
+async def test_a_watch_parameter_is_false_as_go_folds_it(cluster: Cluster) -> None:
+    """strings.EqualFold folds U+017F to "s": watch=falſe is false, a LIST (conversion.go:89 @ v0.36.3)."""
+    code, body = await call(cluster, "GET", f"{BASE}?watch=fal%C5%BFe")
+    assert code == 200 and body["kind"] == "PyTorchJobList"
+
+
+def test_ratcheting_correlates_map_keys_that_hold_dots() -> None:
+    """An unchanged invalid value under a map key such as "example.com/x" is ratcheted like any other."""
+    rule = {"rule": "self.size() < 3", "message": "too long"}
+    entry = {"type": "string", "x-kubernetes-validations": [rule]}
+    spec = {"m": {"type": "object", "additionalProperties": entry}, "other": {"type": "string"}}
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": spec}}}
+    for key in ("ab", "example.com/x"):
+        old = {"spec": {"m": {key: "long"}, "other": "x"}}
+        assert validation.cel_errors({"spec": {"m": {key: "long"}, "other": "y"}}, schema, old=old) == [], key
+        assert validation.cel_errors({"spec": {"m": {key: "longer"}}}, schema, old=old) == [f".spec.m.{key}: too long"]
+
+
+def test_admitted_stores_the_object_pruned_and_reports_unknown_fields() -> None:
+    string = {"type": "string"}
+    spec = {"type": "object", "properties": {"a": string}}
+    schema = {"type": "object", "properties": {"apiVersion": string, "kind": string, "metadata": {"type": "object"}}}
+    schema["properties"]["spec"] = spec
+    obj = {"apiVersion": "v1", "kind": "K", "metadata": {"name": "n"}, "spec": {"a": "x", "typo": 1}}
+    stored, errors = validation.admitted(obj, schema)
+    assert stored == {"apiVersion": "v1", "kind": "K", "metadata": {"name": "n"}, "spec": {"a": "x"}}
+    assert errors == [".spec.typo: unknown field"]

@@ -8,8 +8,8 @@
 * ``helm``: ``HelmCluster``/``served_cluster``, ``Cluster`` plus what the real helm and kubectl need
   (version, OpenAPI v3, protobuf bodies, CRDs that start serving their kind);
 * ``validation``: what the API server does to a custom resource from its CRD's schema (strict fields,
-  pruning of nulls, defaulting, OpenAPI, CEL with ``oldSelf``); ``Cluster`` admits custom resources
-  with it, and the agreement tests compare it with kubetune's own validation;
-* ``crd``: apiextensions' creation-time checks of a CustomResourceDefinition (and the pruning
-  algorithm); ``Cluster`` refuses a CRD they refuse.
+  the pruning algorithm, pruning of nulls, defaulting, OpenAPI, CEL with ``oldSelf``); ``Cluster``
+  admits custom resources with it, and the agreement tests compare it with kubetune's own validation;
+* ``crd``: apiextensions' creation-time checks of a CustomResourceDefinition (defaults must survive
+  ``validation.pruned``); ``Cluster`` refuses a CRD they refuse.
 """

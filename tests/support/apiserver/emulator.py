@@ -129,9 +129,55 @@ def query_bool(params: Any, key: str) -> bool:
     """A boolean query parameter (watch, follow, force, sendInitialEvents) as the API server reads it:
     absent is false; "0" and "false" in any case are false; anything else ("true", "True", "1", "") is true
     (Convert_Slice_string_To_bool and Convert_Slice_string_To_Pointer_bool,
-    k8s.io/apimachinery pkg/runtime/conversion.go:83-116 @ v0.36.3). kubernetes_asyncio sends ``watch=True``."""
+    k8s.io/apimachinery pkg/runtime/conversion.go:83-116 @ v0.36.3). kubernetes_asyncio sends ``watch=True``.
+    Go's strings.EqualFold folds more than ASCII ("falſe", with U+017F, is false too): casefold agrees with
+    it for "false"."""
     value = params.get(key)
-    return value is not None and value != "0" and value.lower() != "false"
+    return value is not None and value != "0" and value.casefold() != "false"
+
+
+def _options_invalid(kind: str, errors: list[str]) -> ApiError:
+    """A query-parameter options struct refused: errors.NewInvalid(GroupKind{meta.k8s.io, kind}, "", errs)
+    (k8s.io/apiserver pkg/endpoints/handlers/patch.go:124-128 and get.go:217-219 @ v0.36.3)."""
+    return ApiError(422, "Invalid", f'{kind}.meta.k8s.io "" is invalid: ' + ", ".join(errors))
+
+
+def _list_options_errors(params: dict[str, str], watch: bool) -> list[str]:
+    """ValidateListOptions with the WatchList feature on (beta, on by default since 1.34: k8s.io/apiserver
+    pkg/features/kube_features.go:536-542 @ v0.36.3), k8s.io/apimachinery
+    pkg/apis/meta/internalversion/validation/validation.go:28-76 @ v0.36.3. A parameter counts where it is
+    present, whatever its value (sendInitialEvents is a *bool)."""
+    errors = []
+    match = params.get("resourceVersionMatch", "")
+    initial = "sendInitialEvents" in params
+    rvm = "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden"
+    if not watch:
+        if match:
+            if not params.get("resourceVersion"):
+                errors.append(f"{rvm} unless resourceVersion is provided")
+            if params.get("continue"):
+                errors.append(f"{rvm} when continue is provided")
+            if match not in ("Exact", "NotOlderThan"):
+                supported = '"Exact", "NotOlderThan", ""'
+                errors.append(f'resourceVersionMatch: Unsupported value: "{match}": supported values: {supported}')
+            if match == "Exact" and params.get("resourceVersion") == "0":
+                exact = '"exact" is forbidden'
+                errors.append(rvm.replace("is forbidden", exact) + ' for resourceVersion "0"')
+        if initial:
+            errors.append("sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list")
+        return errors
+    if initial and match != "NotOlderThan":
+        errors.append(
+            "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"
+        )
+    if match:
+        if not initial:
+            errors.append(f"{rvm} for watch unless sendInitialEvents is provided")
+        if match != "NotOlderThan":
+            errors.append(f'resourceVersionMatch: Unsupported value: "{match}": supported values: "NotOlderThan"')
+        if params.get("continue"):
+            errors.append(f"{rvm} when continue is provided")
+    return errors
 
 
 def _now() -> str:
@@ -530,6 +576,8 @@ class Cluster(kmock.KubernetesScaffold):
         try:
             self._check_faults(verb, key[2], request.subresource, request.name)
             ns = request.namespace if kind.namespaced else None
+            if verb in ("list", "watch") and (errors := _list_options_errors(params, verb == "watch")):
+                raise _options_invalid("ListOptions", errors)
             if verb == "watch":
                 return await self._watch(raw, key, ns, params)
             if verb == "list":
@@ -829,6 +877,8 @@ class Cluster(kmock.KubernetesScaffold):
             apply = lambda old: _merge(old, patch)  # noqa: E731
         else:
             raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
+        if "force" in params:  # a *bool: present at all, even force=false (validation.go:198-201 @ v0.36.3)
+            raise _options_invalid("PatchOptions", ["force: Forbidden: may not be specified for non-apply patch"])
         precondition = (patch or {}).get("metadata", {}).get("resourceVersion") if isinstance(patch, dict) else None
         strict = "patch" if params.get("fieldValidation") == "Strict" else ""
         return await self._write(key, apply, subresource, precondition, manager, strict=strict), 200
@@ -838,8 +888,8 @@ class Cluster(kmock.KubernetesScaffold):
         manager = params.get("fieldManager")
         if not manager:
             raise ApiError(
-                400,
-                "BadRequest",
+                422,  # ValidatePatchOptions, answered as Invalid (patch.go:124-128 @ v0.36.3)
+                "Invalid",
                 "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
             )
         force = query_bool(params, "force")
@@ -1096,10 +1146,20 @@ class Cluster(kmock.KubernetesScaffold):
             await response.write(json.dumps({"type": event, "object": obj}).encode() + b"\n")
 
         since = params.get("resourceVersion")
+        # sendInitialEvents (validated with resourceVersionMatch=NotOlderThan in _handle): true sends the
+        # current state as ADDED events from the newest version, false sends none and starts at
+        # resourceVersion, or at the newest when there is none (k8s.io/apiserver pkg/storage/cacher/cacher.go
+        # 1293-1304 getWatchCacheResourceVersion @ v0.36.3). Not emulated: SetListOptionsDefaults
+        # (apimachinery pkg/apis/meta/internalversion/defaults.go:25-38 @ v0.36.3) turns a legacy watch
+        # (resourceVersion "" or "0", neither parameter) into sendInitialEvents=true on a 1.34+ server, so
+        # with allowWatchBookmarks the real server ends its initial ADDED events with the bookmark below too.
+        initial = query_bool(params, "sendInitialEvents") if "sendInitialEvents" in params else None
         self.open_watches += 1
         self.watching[res[2]] = self.watching.get(res[2], 0) + 1
         try:
-            if since and since != "0":
+            if initial is False:
+                position = int(since) if since and since != "0" else self.rv
+            elif since and since != "0" and initial is None:
                 position = int(since)
                 if position < self.compacted_rv:
                     gone = {
@@ -1118,10 +1178,11 @@ class Cluster(kmock.KubernetesScaffold):
                 for (r, _, _), obj in sorted(self.store.items(), key=lambda kv: str(kv[0])):
                     if r == res and wanted(obj):
                         await send("ADDED", copy.deepcopy(obj))
-                if query_bool(params, "sendInitialEvents"):
+                if initial and query_bool(params, "allowWatchBookmarks"):
                     # Streaming list (client-go's WatchList, used by helm 4's status watcher): the
                     # initial ADDED events end with a BOOKMARK annotated k8s.io/initial-events-end,
-                    # as k8s.io/apiserver/pkg/storage/cacher/cache_watcher.go sends it.
+                    # as k8s.io/apiserver/pkg/storage/cacher/cache_watcher.go sends it, only where
+                    # bookmarks are allowed (cacher.go:1280-1282 and 1337-1338 @ v0.36.3).
                     api_version = f"{res[0]}/{res[1]}" if res[0] else res[1]
                     end = {"k8s.io/initial-events-end": "true"}
                     await send(

@@ -221,7 +221,16 @@ def holds(rule: str, activation: dict[str, Any]) -> bool:
 
 def nodes(value: Any, schema: Schema, path: str = "") -> Iterator[tuple[str, Any, Schema]]:
     """Every (path, value, schema) pair, top-down, skipping unknown and preserved subtrees."""
-    yield path, value, schema
+    for keys, node, sub in keyed_nodes(value, schema):
+        yield path + _path(keys), node, sub
+
+
+def keyed_nodes(
+    value: Any, schema: Schema, keys: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], Any, Schema]]:
+    """``nodes`` with each node's location as its keys (a map key may hold dots, "example.com/x":
+    a dotted string cannot be split back into keys)."""
+    yield keys, value, schema
     if schema.get(PRESERVE) and "properties" not in schema:
         return
     if isinstance(value, dict):
@@ -230,10 +239,14 @@ def nodes(value: Any, schema: Schema, path: str = "") -> Iterator[tuple[str, Any
         for key, item in value.items():
             sub = props.get(key, extra if isinstance(extra, dict) else None)
             if sub is not None:
-                yield from nodes(item, sub, f"{path}.{key}")
+                yield from keyed_nodes(item, sub, (*keys, key))
     elif isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
-            yield from nodes(item, schema["items"], f"{path}[{i}]")
+            yield from keyed_nodes(item, schema["items"], (*keys, i))
+
+
+def _path(keys: tuple[str | int, ...]) -> str:
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys)
 
 
 def with_object_meta(schema: Schema) -> Schema:
@@ -254,14 +267,17 @@ def cel_errors(value: Any, schema: Schema, old: Any = None) -> list[str]:
     always evaluated.
     """
     errors = []
-    for path, node, sub in nodes(value, with_object_meta(schema)):
+    for keys, node, sub in keyed_nodes(value, with_object_meta(schema)):
+        path = _path(keys)
         rules = [r for r in sub.get(RULES, []) if not is_transition(r["rule"])]
         if not rules:
             continue
-        if old is not None and path:
+        if old is not None and keys:
+            # walked key by key: a map key such as "example.com/x" is one key, and ratcheting
+            # correlates a map's entries by key (the correlation cited above)
             previous: Any = old
-            for part in path.lstrip(".").split("."):
-                previous = previous.get(part) if isinstance(previous, dict) and "[" not in part else None
+            for key in keys:
+                previous = previous.get(key) if isinstance(previous, dict) and isinstance(key, str) else None
             if previous == node:
                 continue
         activation = {"self": to_cel(node, sub)}
@@ -272,9 +288,15 @@ def cel_errors(value: Any, schema: Schema, old: Any = None) -> list[str]:
 
 
 def admitted(obj: dict[str, Any], schema: Schema) -> tuple[dict[str, Any], list[str]]:
-    """The object as stored (pruned and defaulted) and the API server's errors for a create."""
-    stored = copy.deepcopy(obj)
-    errors = [f"{p}: unknown field" for p in unknown_fields(stored, schema)]
+    """The object as stored (unknown fields pruned, nulls dropped, defaulted) and the API server's errors
+    for a create with ``fieldValidation=Strict`` (unknown fields are errors; without Strict the server
+    prunes them and only warns)."""
+    errors = [f"{p}: unknown field" for p in unknown_fields(obj, schema)]
+    # apiVersion, kind and metadata at the root are never pruned (pruning/algorithm.go isResourceRoot,
+    # as emulator._admit_cr keeps them)
+    root = ("apiVersion", "kind", "metadata")
+    stored = pruned({k: v for k, v in copy.deepcopy(obj).items() if k not in root}, schema)
+    stored.update({k: copy.deepcopy(obj[k]) for k in root if k in obj})
     prune_nulls(stored, schema)
     apply_defaults(stored, schema)
     structural = schema_errors(stored, schema)
@@ -292,13 +314,14 @@ def transition_errors(new: dict[str, Any], old: dict[str, Any], schema: Schema) 
     FineTuneJob's transition rules need).
     """
     errors = []
-    for path, node, sub in nodes(new, with_object_meta(schema)):
+    for keys, node, sub in keyed_nodes(new, with_object_meta(schema)):
+        path = _path(keys)
         rules = [r for r in sub.get(RULES, []) if is_transition(r["rule"])]
         if not rules:
             continue
         old_node: Any = old
-        for key in filter(None, path.split(".")):
-            old_node = old_node.get(key) if isinstance(old_node, dict) else None
+        for key in keys:
+            old_node = old_node.get(key) if isinstance(old_node, dict) and isinstance(key, str) else None
         if old_node is None:
             continue
         activation = {"self": to_cel(node, sub), "oldSelf": to_cel(old_node, sub)}
