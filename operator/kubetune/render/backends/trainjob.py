@@ -1,15 +1,7 @@
 """Rendering a Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org/v1alpha1, Trainer v2.3) on kubetune's runtime.
 
-The TrainJob references the ClusterTrainingRuntime ``kubetune-llamafactory`` that the chart ships
-(``trainingRuntimes.enabled``): a JobSet with one replicated job ``node`` (container ``node``) under
-Trainer's torch ML policy.  Trainer's controller turns TrainJob + runtime into a JobSet; the JobSet
-controller creates one Job per node; their pods carry JobSet's labels
-(``jobset.sigs.k8s.io/jobset-name`` = the TrainJob's name, ``jobset.sigs.k8s.io/replicatedjob-name``,
-``jobset.sigs.k8s.io/job-index``; kubernetes-sigs/jobset api/jobset/v1alpha2/jobset_types.go).
-The replicated job ``node`` has one Job (replicas 1) of ``numNodes`` indexed pods; node rank N is
-the pod with completion index N (``batch.kubernetes.io/job-completion-index``, which is also where the
-torch plugin takes ``PET_NODE_RANK`` from and why ``PET_MASTER_ADDR`` is ``<name>-node-0-0.<name>``;
-pkg/runtime/framework/plugins/torch/torch.go, pkg/runtime/framework/plugins/jobset/builder.go).
+How the TrainJob runs in the cluster (the chart's ClusterTrainingRuntime ``kubetune-llamafactory``, the
+JobSet it becomes, its pods' labels, node ranks, status): :mod:`kubetune.cluster.backends.trainjob`.
 
 What goes where is fixed by the v2.3 API (pkg/apis/trainer/v1alpha1/trainjob_types.go):
 
