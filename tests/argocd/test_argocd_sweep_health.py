@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_argocd_health import ARGOCD, needs_lua, run_check
+from tests.support.argocd import ARGOCD, needs_lua, run_check
 from tests.support.sweeplib import promoted_snapshot, record, serving_condition, snapshot
 
 from kubetune.api import FineTuneSweepStatus

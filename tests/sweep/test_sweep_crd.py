@@ -16,7 +16,7 @@ import pytest
 import yaml
 from tests.support.apiserver.validation import admitted, transition_errors
 from tests.support.apiserver.crd import PER_CRD_LIMIT, PER_RULE_LIMIT, compile_and_cost, creation_errors, install
-from test_sweep_checks import BAD, BASE, variant
+from tests.support.sweep_cases import BAD, BASE, variant
 
 from kubetune.api.crd import crd, crd_yaml
 from kubetune.api.sweep import FineTuneSweep
