@@ -235,3 +235,19 @@ def test_upgrade_from_the_chart_with_a_templated_crd(served: ServedCluster, tmp_
     helm(served, "uninstall", "kubetune", "-n", "kubetune-system")
     helm(served, "install", "ml-ops", str(CHART), "-n", "platform", "--create-namespace")
     assert deployments(served, "platform") == ["ml-ops-kubetune"]
+
+
+def test_kubectl_selects_and_waits_on_namespaces_as_on_a_real_server(tmp_path: Path) -> None:
+    """The emulator's namespaces collection: kubectl's label-selected list, and `kubectl wait`'s field-selected
+    streaming watch, on namespaces that a server-side apply created Active (as the namespace strategy does)."""
+    manifest = tmp_path / "namespaces.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a, labels: {kubetune.io/team: a}}\n---\n"
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-b}\n",
+        encoding="utf-8",
+    )
+    with served_cluster(tmp_path) as served:
+        kubectl(served, "apply", "--server-side", "-f", str(manifest))
+        selected = kubectl(served, "get", "namespaces", "-l", "kubetune.io/team=a", "-o", "name").stdout.split()
+        assert selected == ["namespace/team-a"]
+        kubectl(served, "wait", "--for=jsonpath={.status.phase}=Active", "namespace/team-b", "--timeout=30s")

@@ -272,6 +272,23 @@ async def test_a_watch_parameter_is_false_as_go_folds_it(cluster: Cluster) -> No
     assert code == 200 and body["kind"] == "PyTorchJobList"
 
 
+async def test_a_named_get_with_watch_true_is_a_get(cluster: Cluster) -> None:
+    """Only a GET without a name turns into a watch (requestinfo.go:223-245 @ v0.36.3): with a name, the object."""
+    await call(cluster, "POST", BASE, job("a"))
+    code, body = await call(cluster, "GET", f"{BASE}/a?watch=true")
+    assert code == 200 and body["metadata"]["name"] == "a"
+    assert cluster.calls[-1].verb == "get"
+
+
+async def test_a_watch_sends_only_what_its_field_selector_selects(cluster: Cluster) -> None:
+    await call(cluster, "POST", BASE, job("a"))
+    await call(cluster, "POST", BASE, job("b"))
+    url = f"{BASE}?watch=true&fieldSelector=metadata.name%3Db&timeoutSeconds=1"
+    async with cluster.request("GET", url) as resp:
+        events = [json.loads(line) async for line in resp.content if line.strip()]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "b")]
+
+
 def test_ratcheting_correlates_map_keys_that_hold_dots() -> None:
     """An unchanged invalid value under a map key such as "example.com/x" is ratcheted like any other."""
     rule = {"rule": "self.size() < 3", "message": "too long"}

@@ -136,13 +136,13 @@ def query_bool(params: Any, key: str) -> bool:
     return value is not None and value != "0" and value.casefold() != "false"
 
 
-def _options_invalid(kind: str, errors: list[str]) -> ApiError:
+def options_invalid(kind: str, errors: list[str]) -> ApiError:
     """A query-parameter options struct refused: errors.NewInvalid(GroupKind{meta.k8s.io, kind}, "", errs)
     (k8s.io/apiserver pkg/endpoints/handlers/patch.go:124-128 and get.go:217-219 @ v0.36.3)."""
     return ApiError(422, "Invalid", f'{kind}.meta.k8s.io "" is invalid: ' + ", ".join(errors))
 
 
-def _list_options_errors(params: dict[str, str], watch: bool) -> list[str]:
+def list_options_errors(params: dict[str, str], watch: bool) -> list[str]:
     """ValidateListOptions with the WatchList feature on (beta, on by default since 1.34: k8s.io/apiserver
     pkg/features/kube_features.go:536-542 @ v0.36.3), k8s.io/apimachinery
     pkg/apis/meta/internalversion/validation/validation.go:28-76 @ v0.36.3. A parameter counts where it is
@@ -536,16 +536,20 @@ class Cluster(kmock.KubernetesScaffold):
     def _cond(self) -> asyncio.Condition:
         return self._changed_cond()
 
+    def _unauthorized(self, raw_req: aiohttp.web.BaseRequest | None) -> aiohttp.web.StreamResponse | None:
+        """The 401 for a request whose bearer token ``authenticate`` refuses (None: go on); each attempt logged."""
+        if self.authenticate is None or raw_req is None:
+            return None
+        header = raw_req.headers.get("Authorization", "")
+        token = header[len("Bearer ") :] if header.startswith("Bearer ") else None
+        accepted = self.authenticate(token)
+        watch = query_bool(raw_req.query, "watch")
+        self.auth_log.append(AuthAttempt(raw_req.method, raw_req.path, watch, token, accepted))
+        return None if accepted else self._error(ApiError(401, "Unauthorized", "Unauthorized"))
+
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:  # type: ignore[override]
-        if self.authenticate is not None and request._raw_request is not None:
-            raw_req = request._raw_request
-            header = raw_req.headers.get("Authorization", "")
-            token = header[len("Bearer ") :] if header.startswith("Bearer ") else None
-            accepted = self.authenticate(token)
-            watch = query_bool(raw_req.query, "watch")
-            self.auth_log.append(AuthAttempt(raw_req.method, raw_req.path, watch, token, accepted))
-            if not accepted:
-                return self._error(ApiError(401, "Unauthorized", "Unauthorized"))
+        if (refused := self._unauthorized(request._raw_request)) is not None:
+            return refused
         res = request.resource
         if res is None or res.plural is None:
             return await super()._handle(request)
@@ -560,7 +564,9 @@ class Cluster(kmock.KubernetesScaffold):
         method = raw.method.upper()
         watching = query_bool(params, "watch")
         if method == "GET":
-            verb = "watch" if watching else ("get" if request.name else "list")
+            # watch=true makes a GET a watch only without a name: a named GET stays a get and its handler ignores
+            # the parameter (apiserver pkg/endpoints/request/requestinfo.go:223-245 @ v0.36.3).
+            verb = "get" if request.name else ("watch" if watching else "list")
         elif method == "DELETE" and not request.name:
             verb = "deletecollection"
         else:
@@ -576,8 +582,8 @@ class Cluster(kmock.KubernetesScaffold):
         try:
             self._check_faults(verb, key[2], request.subresource, request.name)
             ns = request.namespace if kind.namespaced else None
-            if verb in ("list", "watch") and (errors := _list_options_errors(params, verb == "watch")):
-                raise _options_invalid("ListOptions", errors)
+            if verb in ("list", "watch") and (errors := list_options_errors(params, verb == "watch")):
+                raise options_invalid("ListOptions", errors)
             if verb == "watch":
                 return await self._watch(raw, key, ns, params)
             if verb == "list":
@@ -878,7 +884,7 @@ class Cluster(kmock.KubernetesScaffold):
         else:
             raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type}")
         if "force" in params:  # a *bool: present at all, even force=false (validation.go:198-201 @ v0.36.3)
-            raise _options_invalid("PatchOptions", ["force: Forbidden: may not be specified for non-apply patch"])
+            raise options_invalid("PatchOptions", ["force: Forbidden: may not be specified for non-apply patch"])
         precondition = (patch or {}).get("metadata", {}).get("resourceVersion") if isinstance(patch, dict) else None
         strict = "patch" if params.get("fieldValidation") == "Strict" else ""
         return await self._write(key, apply, subresource, precondition, manager, strict=strict), 200
@@ -1136,11 +1142,18 @@ class Cluster(kmock.KubernetesScaffold):
         response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         await response.prepare(raw)
         drops = self._drops
-        selector = params.get("labelSelector")
+        selector, fields = params.get("labelSelector"), params.get("fieldSelector")
 
         def wanted(obj: Obj) -> bool:
+            # Both selectors filter a watch as they filter a list. Not emulated: an object that starts or stops
+            # matching is sent by the real server as ADDED or DELETED (cacher's watch filtering); here an
+            # event is sent as it is when its new object matches.
             meta = obj.get("metadata", {})
-            return (ns is None or meta.get("namespace") == ns) and label_match(selector, meta.get("labels") or {})
+            return (
+                (ns is None or meta.get("namespace") == ns)
+                and label_match(selector, meta.get("labels") or {})
+                and field_match(fields, obj)
+            )
 
         async def send(event: str, obj: Obj) -> None:
             await response.write(json.dumps({"type": event, "object": obj}).encode() + b"\n")
