@@ -195,7 +195,7 @@ async def test_a_401_storm_runs_the_exec_plugin_once_even_when_it_hands_back_the
 async def test_a_hung_exec_plugin_fails_calls_with_an_error_and_is_never_run_twice_at_once(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    """An exec plugin that never answers (no deadline in the kubernetes package nor in client-go) made
+    """An exec plugin that never answers (no deadline in kubernetes_asyncio's ExecProvider nor in client-go) made
     every call of the operator wait on the reload lock forever, silently. Now a call fails after
     ``reload_timeout_s`` with a transient CredentialsError, the next call waits on the same run (one
     plugin at a time), and once the plugin answers its credentials are used."""
@@ -424,7 +424,7 @@ async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(
     """A kubeconfig user's ``tokenFile`` (a token a sidecar or agent rotates) is a file kubectl reads again
     too: client-go keeps it as BearerTokenFile (tools/clientcmd/client_config.go:277-287 @ v0.36.3) and
     reads it through the cached file source (transport/round_trippers.go:295-308, token_source.go:67-82).
-    The kubernetes package reads it once into a static token, so the operator and the SDK sent the old
+    The kubernetes package (and kubernetes_asyncio) read it once into a static token, so the operator and the SDK sent the old
     token until a 401, although docs/install.md says the file is read again every 48 s."""
     token_file = tmp_path / "token"
     token_file.write_text("first\n", encoding="utf-8")
