@@ -424,8 +424,8 @@ async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(
     """A kubeconfig user's ``tokenFile`` (a token a sidecar or agent rotates) is a file kubectl reads again
     too: client-go keeps it as BearerTokenFile (tools/clientcmd/client_config.go:277-287 @ v0.36.3) and
     reads it through the cached file source (transport/round_trippers.go:295-308, token_source.go:67-82).
-    The kubernetes package (and kubernetes_asyncio) read it once into a static token, so the operator and the SDK sent the old
-    token until a 401, although docs/install.md says the file is read again every 48 s."""
+    The kubernetes package (and kubernetes_asyncio) read it once into a static token, so the operator and
+    the SDK sent the old token until a 401, although docs/install.md says the file is read again every 48 s."""
     token_file = tmp_path / "token"
     token_file.write_text("first\n", encoding="utf-8")
     config = tmp_path / "kubeconfig"
