@@ -631,3 +631,42 @@ def test_a_context_without_a_known_user_loads_without_credentials(tmp_path: Path
     )
     conn = load_connection(str(path))
     assert (conn.server, conn.token, conn.token_file, conn.cert_path) == ("https://127.0.0.1:6443", None, None, None)
+
+
+async def test_the_operator_with_kopf_works_through_the_kubeconfigs_proxy_url_alone(
+    cluster: Cluster, operator: Any, config: OperatorConfig, tmp_path: Path
+) -> None:
+    """The whole operator (its own client and kopf's watches, logged in by handlers.login) behind a
+    kubeconfig ``proxy-url``, with an API server name that does not resolve: a job is reconciled and kopf's
+    peering and watches get through (kopf.ConnectionInfo.proxy_url, sent as aiohttp's ``proxy``:
+    kopf/_cogs/structs/credentials.py:85 and kopf/_cogs/clients/auth.py:101-110 @ 1.45.2)."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "current-context": "kt",
+                "clusters": [
+                    {
+                        "name": "kt",
+                        "cluster": {
+                            "server": "http://kubernetes.invalid:6443",
+                            "proxy-url": str(cluster.url).rstrip("/"),
+                        },
+                    }
+                ],
+                "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
+                "users": [{"name": "u", "user": {"token": "test-token"}}],
+            }
+        ),
+        encoding="utf-8",
+    )
+    connection = await asyncio.to_thread(load_connection, str(path))
+    await operator(OperatorConfig(**{**config.__dict__, "connection": connection}))
+    await cluster.put_object(*FTJ, example_job(name="job-0", namespace=NS))
+    await eventually(lambda: cluster.read(*PTJ, NS, "job-0"), what="the PyTorchJob of job-0")
+    await eventually(
+        lambda: ((cluster.read(*FTJ, NS, "job-0") or {}).get("status") or {}).get("phase") == "Pending",
+        what="the status of job-0",
+    )
+    kopf_watches = [a for a in cluster.auth_log if a.watch and "finetunejobs" in a.path]
+    assert kopf_watches and all(a.accepted for a in cluster.auth_log)
