@@ -329,14 +329,17 @@ def _loader_class() -> type[Any]:
         * it reloads an exec token only from a polling task (``refresh_token``, :732-754) and never after
           a 401: kubetune reloads before expiry and once after a 401 (``kubeconfig.should_reload``,
           ``retry_after_401``, client-go's identity check in ``Kube.fresh_connection``);
-        * ``ExecProvider.run`` has no deadline and is not stopped when cancelled (it awaits
-          ``proc.stdout.read()``, :85-93), as client-go's ``cmd.Run()``: the operator waits on it at most
+        * ``ExecProvider.run`` has no deadline (it awaits ``proc.stdout.read()`` and ``proc.wait()`` with no
+          timeout, :85-93), as client-go's ``cmd.Run()``: the operator waits on it at most
           ``Kube.reload_timeout_s`` from a thread of its own and never starts a second run beside it;
         * it reads the plugin's stdout to the end before its stderr (:85-92): a plugin that writes more
           than a pipe's buffer (64 KiB on Linux) to stderr before closing stdout hangs (client-go passes
           stderr to the terminal) and is then handled as the hung plugin above;
-        * its ``spec.interactive`` says whether stdout is a terminal; client-go looks at stdin and the
-          user's ``interactiveMode``. kubetune runs plugins with whatever stdin it has.
+        * it does not read the user's ``interactiveMode`` (``ExecProvider.__init__`` takes command, args and
+          env, :38-58) and sets ``spec.interactive`` from whether stdout is a terminal (:70): kubetune runs
+          plugins with whatever stdin it has (the operator: none that is a terminal).
+        * the certificate and key a plugin answers go to files from ``tempfile.mkstemp`` (owner-only, in
+          $TMPDIR; FileOrData, config/kube_config.py:97-109), removed at exit.
         """
 
         expires_at: float | None = None
@@ -488,11 +491,12 @@ class Kube:
             if self._token_file is not None:
                 self._token_file.reset()  # re-read now: kubelet may have rotated it
             # An exec plugin that never answers (waiting on a network, a browser login) is run with no
-            # deadline by the kubernetes package (config/exec_provider.py run(): communicate() @ 37.0.3)
-            # and by client-go (cmd.Run(), plugin/pkg/client/auth/exec/exec.go:471 @ v0.36.3), and
-            # cannot be stopped from here. So a call waits for it at most reload_timeout_s and fails
-            # with a transient error the caller retries, and the next call waits on the same run:
-            # never a second plugin beside a hung one, never a silent stall of every call.
+            # deadline by kubernetes_asyncio (ExecProvider.run awaits the plugin's stdout and exit with no
+            # timeout, config/exec_provider.py:83-93 @ 36.1.0) and by client-go (cmd.Run(),
+            # plugin/pkg/client/auth/exec/exec.go:471 @ v0.36.3), and is not stopped from here. So a call
+            # waits for it at most reload_timeout_s and fails with a transient error the caller retries,
+            # and the next call waits on the same run: never a second plugin beside a hung one, never a
+            # silent stall of every call.
             if self._reload is None:
                 self._reload = _in_thread(current.refreshed)
             try:
