@@ -524,7 +524,7 @@ class Client:
     def __init__(self, namespace: str | None = None, kubeconfig: str | None = None) -> None:
         try:
             self._http = terminal.Client.from_kubeconfig(kubeconfig)
-        except Exception as exc:  # noqa: BLE001 - the kubernetes package's loader raises several kinds
+        except Exception as exc:  # noqa: BLE001 - kubernetes_asyncio's loader raises several kinds
             raise ClusterUnreachable(
                 f"cannot load the cluster's credentials: {type(exc).__name__}: {exc}",
                 "set KUBECONFIG (or pass kubeconfig=...) to a kubeconfig that kubectl can use",

@@ -87,11 +87,7 @@ class Client:
         if self.server.startswith("https"):
             import ssl  # noqa: PLC0415 - ssl and urllib cost ~12 ms at start-up; only commands that talk to a cluster pay
 
-            ctx = (
-                ssl.create_default_context(cafile=connection.ca_path)
-                if connection.ca_path
-                else ssl.create_default_context()
-            )
+            ctx = _tls_context(connection.ca_path, getattr(connection, "tls_server_name", None))
             if connection.cert_path:
                 ctx.load_cert_chain(connection.cert_path, connection.key_path)
             if connection.insecure:
@@ -221,6 +217,31 @@ class Client:
             for line in resp:
                 if line.strip():
                     yield json.loads(line)
+
+
+def _tls_context(ca_path: str | None, server_name: str | None) -> ssl.SSLContext:
+    """``ssl.create_default_context(cafile=ca_path)``; with the kubeconfig cluster's ``tls-server-name``, one
+    that checks the server's certificate against (and sends as SNI) that name instead of the URL's host, as
+    kubectl (rest.Config TLSClientConfig.ServerName) and kubernetes_asyncio (``server_hostname``,
+    client/rest.py:60,155-156 @ 36.1.0) do.  urllib has no such option: http.client passes the URL's host
+    to the context's ``wrap_socket`` (CPython 3.11 Lib/http/client.py, HTTPSConnection.connect), so the
+    context puts the configured name there."""
+    import ssl  # noqa: PLC0415 - see Client._use
+
+    if not server_name:
+        return ssl.create_default_context(cafile=ca_path)
+
+    class NamedContext(ssl.SSLContext):
+        def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> Any:
+            kwargs["server_hostname"] = server_name
+            return super().wrap_socket(sock, *args, **kwargs)
+
+    ctx = NamedContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED, as the default context
+    if ca_path:
+        ctx.load_verify_locations(cafile=ca_path)
+    else:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    return ctx
 
 
 def _same_site(initial: str, dest: str) -> bool:

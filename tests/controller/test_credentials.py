@@ -1,7 +1,7 @@
 """Credentials that expire are reloaded: exec plugins (EKS, GKE, OIDC helpers) and rotated token files.
 
-A real exec plugin (tests/support/exec_plugin.py, run by the ``kubernetes``
-package's kubeconfig loader exactly as kubectl would run aws-iam-authenticator)
+A real exec plugin (tests/support/exec_plugin.py, run by kubernetes_asyncio's
+ExecProvider, as kubectl would run aws-iam-authenticator)
 hands out a new short-lived token on every run; the emulated API server accepts
 only tokens that the plugin issued and that have not expired, and answers 401
 otherwise, like a real server with an OIDC issuer or a token webhook.
@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 from tests.support.harness import FTJ, PTJ, example_job, eventually
-from tests.support.apiserver.emulator import Cluster, Tokens
+from tests.support.apiserver.emulator import ClientCertificates, Cluster, Tokens, serve_tls
+from tests.support.certs import make_pki
 from tests.support.kt_time import ForwardClock, scaled
 
 from kubetune import terminal
@@ -194,7 +195,7 @@ async def test_a_401_storm_runs_the_exec_plugin_once_even_when_it_hands_back_the
 async def test_a_hung_exec_plugin_fails_calls_with_an_error_and_is_never_run_twice_at_once(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    """An exec plugin that never answers (no deadline in the kubernetes package nor in client-go) made
+    """An exec plugin that never answers (no deadline in kubernetes_asyncio's ExecProvider nor in client-go) made
     every call of the operator wait on the reload lock forever, silently. Now a call fails after
     ``reload_timeout_s`` with a transient CredentialsError, the next call waits on the same run (one
     plugin at a time), and once the plugin answers its credentials are used."""
@@ -423,8 +424,8 @@ async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(
     """A kubeconfig user's ``tokenFile`` (a token a sidecar or agent rotates) is a file kubectl reads again
     too: client-go keeps it as BearerTokenFile (tools/clientcmd/client_config.go:277-287 @ v0.36.3) and
     reads it through the cached file source (transport/round_trippers.go:295-308, token_source.go:67-82).
-    The kubernetes package reads it once into a static token, so the operator and the SDK sent the old
-    token until a 401, although docs/install.md says the file is read again every 48 s."""
+    The kubernetes package (and kubernetes_asyncio) read it once into a static token, so the operator and
+    the SDK sent the old token until a 401, although docs/install.md says the file is read again every 48 s."""
     token_file = tmp_path / "token"
     token_file.write_text("first\n", encoding="utf-8")
     config = tmp_path / "kubeconfig"
@@ -457,3 +458,215 @@ async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(
         )
     finally:
         await close()
+
+
+# --- kubernetes_asyncio's loader: client certificates, tls-server-name, a running event loop ----------
+
+
+def cert_plugin_kubeconfig(tmp_path: Path, server: str, pki: dict[str, Path], ttl: float, clock: ForwardClock) -> Path:
+    """A kubeconfig whose exec plugin (client.authentication.k8s.io/v1) answers a client certificate and key,
+    user-1's on its first run, user-2's on the next, each expiring ``ttl`` seconds after it ran (by ``clock``)."""
+    path, _ = write_kubeconfig(tmp_path, server, ttl=ttl, clock=clock)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["clusters"][0]["cluster"]["certificate-authority"] = str(pki["ca.crt"])
+    doc["users"][0]["user"]["exec"]["env"].append({"name": "KT_CLIENT_CERT_DIR", "value": str(pki["ca.crt"].parent)})
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+async def test_an_exec_plugins_client_certificate_is_the_operators_mtls_identity_and_renewed_at_its_expiry(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """An exec plugin may answer with a client certificate and key instead of a token (ExecCredential
+    status.clientCertificateData/clientKeyData, with expirationTimestamp; teleport's tsh, some OIDC
+    helpers).  The operator's client must present it in its TLS handshake, and run the plugin again before
+    the certificate's expirationTimestamp: kubernetes_asyncio's own loader keeps that timestamp only beside a
+    token (config/kube_config.py:358-363 @ 36.1.0), so a plain migration would send the expired certificate.
+    The emulated API server authenticates the certificate's CommonName (x509 authenticator) and refuses
+    every bearer token here, so only the certificate can get a request in."""
+    ttl = 600
+    clock = ForwardClock(tmp_path / "clock")
+    pki = make_pki(tmp_path / "pki")
+    cluster.authenticate = Tokens()  # no token is accepted
+    cluster.client_certificates = ClientCertificates(clock=clock)
+    async with serve_tls(cluster, str(pki["server.crt"]), str(pki["server.key"]), str(pki["ca.crt"])) as server:
+        path = cert_plugin_kubeconfig(tmp_path, str(server.url).rstrip("/"), pki, ttl, clock)
+        kube = Kube(await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock)))
+        try:
+            assert kube.connection.token is None
+            assert await configmaps(kube) == []
+            clock.advance(ttl + 1)  # user-1's credentials have expired (by the plugin's word)
+            assert await configmaps(kube) == []
+        finally:
+            await kube.close()
+    assert [(a.user, a.accepted) for a in cluster.auth_log] == [("user-1", True), ("user-2", True)], (
+        "the plugin's certificate authenticated each request, the second run's after the first expired"
+    )
+
+
+@pytest.mark.parametrize("which", ["operator", "sdk"])
+async def test_both_clients_check_the_server_certificate_against_tls_server_name(
+    cluster: Cluster, tmp_path: Path, which: str
+) -> None:
+    """clusters[].cluster.tls-server-name: the API server's certificate names "api.kt.internal", not the
+    address in ``server`` (an API server reached by IP, through a tunnel or a load balancer).  kubectl then
+    checks the certificate against that name (rest.Config TLSClientConfig.ServerName), as kubernetes_asyncio
+    reads it (config/kube_config.py:461-462) and uses it (client/rest.py:60,155-156 @ 36.1.0); without it,
+    the certificate does not match 127.0.0.1 and no request gets through."""
+    pki = make_pki(tmp_path / "pki", users=(), server_names=("api.kt.internal",))
+    async with serve_tls(cluster, str(pki["server.crt"]), str(pki["server.key"]), str(pki["ca.crt"])) as server:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "kt",
+            "clusters": [
+                {
+                    "name": "kt",
+                    "cluster": {
+                        "server": str(server.url).rstrip("/"),
+                        "certificate-authority": str(pki["ca.crt"]),
+                        "tls-server-name": "api.kt.internal",
+                    },
+                }
+            ],
+            "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
+            "users": [{"name": "u", "user": {"token": "test-token"}}],
+        }
+        path = tmp_path / "kubeconfig"
+        path.write_text(json.dumps(config), encoding="utf-8")
+        call, close = client_for(which, await asyncio.to_thread(load_connection, str(path)))
+        try:
+            result = await call()
+            assert (result if which == "operator" else result["items"]) == []
+        finally:
+            await close()
+        assert [a.accepted for a in cluster.auth_log] == [True]
+
+        del config["clusters"][0]["cluster"]["tls-server-name"]  # type: ignore[index]
+        path.write_text(json.dumps(config), encoding="utf-8")
+        call, close = client_for(which, await asyncio.to_thread(load_connection, str(path)))
+        try:
+            with pytest.raises(Exception, match="(?i)certificate"):
+                await call()
+        finally:
+            await close()
+        assert len(cluster.auth_log) == 1, "the handshake failed: nothing reached the server"
+
+
+async def test_the_sdks_client_loads_and_reloads_credentials_inside_a_running_event_loop(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a notebook every cell runs inside the kernel's running event loop, and the SDK is synchronous.
+    kubernetes_asyncio's loader is async; ``asyncio.run`` there raises "cannot be called from a running event
+    loop".  The SDK's client must load the kubeconfig (running the exec plugin) and reload it before expiry
+    from such a thread.  The cell runs in a thread of its own with its own running loop, while the
+    emulated API server is served by the test's loop."""
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=600)
+    cluster.authenticate = Tokens(issued=str(issued))
+
+    def notebook_cell() -> tuple[dict[str, Any], dict[str, Any]]:
+        async def cell() -> tuple[dict[str, Any], dict[str, Any]]:
+            asyncio.get_running_loop()  # as in a kernel: this thread's loop is running
+            client = terminal.Client.from_kubeconfig(str(path))
+            first = client.get(f"/api/v1/namespaces/{NS}/configmaps")
+            assert client.conn.expires_at is not None
+            monkeypatch.setattr(kubeconfig, "clock", lambda: client.conn.expires_at - 1)  # about to expire
+            second = client.get(f"/api/v1/namespaces/{NS}/configmaps")
+            return first, second
+
+        return asyncio.run(cell())
+
+    first, second = await asyncio.to_thread(notebook_cell)
+    assert first["items"] == second["items"] == []
+    assert len(issued_tokens(issued)) == 2, "loaded, then reloaded before expiry, from inside the running loop"
+    assert [(a.token, a.accepted) for a in cluster.auth_log] == [(t, True) for t in issued_tokens(issued)]
+
+
+async def test_the_operators_client_sends_every_request_through_the_kubeconfigs_proxy_url(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """clusters[].cluster.proxy-url (kubernetes_asyncio: config/kube_config.py:463-464, sent as ``proxy=`` on
+    every request, client/rest.py:73,147-148 @ 36.1.0): the operator's client, like the SDK's
+    (test_sdk_wire), reaches the API server only through it.  The server's name does not resolve; the
+    emulator's own port plays the forward proxy (an HTTP forward proxy gets the absolute URL; aiohttp's
+    server routes on its path)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "kt",
+        "clusters": [
+            {
+                "name": "kt",
+                "cluster": {"server": "http://kubernetes.invalid:6443", "proxy-url": str(cluster.url).rstrip("/")},
+            }
+        ],
+        "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
+        "users": [{"name": "u", "user": {"token": "test-token"}}],
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    kube = Kube(await asyncio.to_thread(load_connection, str(path)))
+    try:
+        assert await configmaps(kube) == []
+    finally:
+        await kube.close()
+    assert [(a.path, a.accepted) for a in cluster.auth_log] == [(f"/api/v1/namespaces/{NS}/configmaps", True)]
+
+
+@pytest.mark.parametrize("context", [{"cluster": "kt"}, {"cluster": "kt", "user": "nobody"}])
+def test_a_context_without_a_known_user_loads_without_credentials(tmp_path: Path, context: dict[str, str]) -> None:
+    """A context with no user (or one no file defines) against an https cluster: kubernetes_asyncio's loader
+    fails with a TypeError there (FileOrData of a None user, config/kube_config.py:443-458 @ 36.1.0); the
+    user gets a connection with no credentials instead, and the API server's answer (401) says the rest."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "current-context": "kt",
+                "clusters": [{"name": "kt", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "contexts": [{"name": "kt", "context": context}],
+            }
+        ),
+        encoding="utf-8",
+    )
+    conn = load_connection(str(path))
+    assert (conn.server, conn.token, conn.token_file, conn.cert_path) == ("https://127.0.0.1:6443", None, None, None)
+
+
+async def test_the_operator_with_kopf_works_through_the_kubeconfigs_proxy_url_alone(
+    cluster: Cluster, operator: Any, config: OperatorConfig, tmp_path: Path
+) -> None:
+    """The whole operator (its own client and kopf's watches, logged in by handlers.login) behind a
+    kubeconfig ``proxy-url``, with an API server name that does not resolve: a job is reconciled and kopf's
+    peering and watches get through (kopf.ConnectionInfo.proxy_url, sent as aiohttp's ``proxy``:
+    kopf/_cogs/structs/credentials.py:85 and kopf/_cogs/clients/auth.py:101-110 @ 1.45.2)."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "current-context": "kt",
+                "clusters": [
+                    {
+                        "name": "kt",
+                        "cluster": {
+                            "server": "http://kubernetes.invalid:6443",
+                            "proxy-url": str(cluster.url).rstrip("/"),
+                        },
+                    }
+                ],
+                "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
+                "users": [{"name": "u", "user": {"token": "test-token"}}],
+            }
+        ),
+        encoding="utf-8",
+    )
+    connection = await asyncio.to_thread(load_connection, str(path))
+    await operator(OperatorConfig(**{**config.__dict__, "connection": connection}))
+    await cluster.put_object(*FTJ, example_job(name="job-0", namespace=NS))
+    await eventually(lambda: cluster.read(*PTJ, NS, "job-0"), what="the PyTorchJob of job-0")
+    await eventually(
+        lambda: ((cluster.read(*FTJ, NS, "job-0") or {}).get("status") or {}).get("phase") == "Pending",
+        what="the status of job-0",
+    )
+    kopf_watches = [a for a in cluster.auth_log if a.watch and "finetunejobs" in a.path]
+    assert kopf_watches and all(a.accepted for a in cluster.auth_log)

@@ -149,8 +149,9 @@ def test_a_users_relative_certificate_starts_at_the_users_file_not_the_clusters(
     """The cluster from file a, the user (client certificate and key, relative paths) from file b in
     another folder: kubectl reads b/client.crt and b/client.key (client-go tools/clientcmd/loader.go:511-540
     and :609-616 @ v0.36.3, each entry resolved against its own LocationOfOrigin).  The kubernetes
-    package resolves a user's certificate against the CLUSTER's file (kube_config.py _load_cluster_info,
-    base_path = _get_base_path(self._cluster.path) @ 37.0.3), so the operator failed with "File does not
+    package (kube_config.py _load_cluster_info @ 37.0.3), and kubernetes_asyncio alike (config/kube_config.py
+    :436-458 @ 36.1.0), resolve a user's certificate against the CLUSTER's file (base_path =
+    _get_base_path(self._cluster.path)), so the operator failed with "File does not
     exist: a/client.key", or, where a/ held files of those names, presented another identity."""
     import base64
 

@@ -305,7 +305,7 @@ def test_a_redirect_to_another_host_does_not_carry_the_bearer_token(tmp_path: Pa
 
 
 def test_the_kubeconfigs_proxy_url_carries_every_request(tmp_path: Path) -> None:
-    """clusters[].cluster.proxy-url (read by the kubernetes package's loader: config/kube_config.py:526-527):
+    """clusters[].cluster.proxy-url (read by kubernetes_asyncio's loader: config/kube_config.py:463-464 @ 36.1.0):
     kubectl sends that cluster's requests through it.  Here the API server's name does not even resolve:
     only the proxy can reach it."""
     proxied: list[str] = []

@@ -6,7 +6,9 @@ token that expires KT_TOKEN_TTL seconds from now (now: moved forward by the
 offset in the file KT_CLOCK_OFFSET names, when set), and logs the token with its
 expiry in KT_ISSUED (JSON lines) so the emulated API server's authenticator
 (emulator.Tokens) knows it.  With KT_CLIENT_CERT set it returns a client
-certificate and key instead of a token.  With KT_FIXED_TOKEN set it hands out that token on every run
+certificate and key instead of a token; with KT_CLIENT_CERT_DIR set, the n-th run returns the
+certificate and key DIR/user-n.crt and DIR/user-n.key (a plugin that issues a new certificate each
+run; runs counted in DIR/runs).  With KT_FIXED_TOKEN set it hands out that token on every run
 (a plugin that caches its token until it expires), still logged in KT_ISSUED.  With KT_HANG set, each run
 appends a line to KT_HANG + ".runs" and then waits while the file KT_HANG exists (a plugin that hangs).
 """
@@ -40,7 +42,15 @@ def main() -> int:
     )
     expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=ttl + offset)
     status: dict[str, str] = {"expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
-    if os.environ.get("KT_CLIENT_CERT"):
+    if os.environ.get("KT_CLIENT_CERT_DIR"):
+        folder = os.environ["KT_CLIENT_CERT_DIR"]
+        runs = os.path.join(folder, "runs")
+        n = int(open(runs, encoding="utf-8").read()) + 1 if os.path.exists(runs) else 1
+        with open(runs, "w", encoding="utf-8") as f:
+            f.write(str(n))
+        for key, suffix in (("clientCertificateData", "crt"), ("clientKeyData", "key")):
+            status[key] = open(os.path.join(folder, f"user-{n}.{suffix}"), encoding="utf-8").read()
+    elif os.environ.get("KT_CLIENT_CERT"):
         status["clientCertificateData"] = os.environ["KT_CLIENT_CERT"]
         status["clientKeyData"] = os.environ["KT_CLIENT_KEY"]
     else:

@@ -176,8 +176,10 @@ def test_operator_image_is_slim_non_root_and_has_no_ml_stack() -> None:
     assert f"useradd --uid {uid} --gid {gid}" in OPERATOR
     lock = _lock("operator/requirements.lock")
     # optuna and cmaes: FineTuneSweep's engine (kubetune.sweep, the operator extra)
-    for needed in ("kopf", "kubernetes", "prometheus-client", "pydantic", "optuna", "cmaes"):
+    for needed in ("kopf", "kubernetes-asyncio", "prometheus-client", "pydantic", "optuna", "cmaes"):
         assert needed in lock, needed
+    # kubernetes_asyncio is the one Kubernetes client library (docs/architecture.md, issue 23)
+    assert "kubernetes" not in lock, "the synchronous kubernetes package is no dependency of the operator"
     for heavy in ("torch", "llamafactory", "deepspeed", "transformers"):
         assert heavy not in lock
 

@@ -48,6 +48,11 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime, controller: Controlle
             certificate_path=c.cert_path,
             private_key_path=c.key_path,
             default_namespace=c.default_namespace,
+            # the kubeconfig's proxy-url, for kopf's requests too (ConnectionInfo.proxy_url, sent as aiohttp's
+            # proxy=: kopf/_cogs/structs/credentials.py:85, kopf/_cogs/clients/auth.py:101-110 @ 1.45.2).
+            # tls-server-name has no ConnectionInfo field there (:68-88): kopf checks the server's
+            # certificate against the server URL's host.
+            proxy_url=c.proxy,
             expiration=datetime.datetime.fromtimestamp(c.expires_at, datetime.UTC) if c.expires_at else None,
         )
 

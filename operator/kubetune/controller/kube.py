@@ -1,16 +1,14 @@
 """A small async Kubernetes client for the few calls the operator makes itself.
 
-Why not the ``kubernetes`` package's client: it is synchronous, so every call
-would hold one of kopf's executor threads; with a thousand jobs reconciled by
-the work queue's workers (``loop``) that pool becomes the bottleneck.  kopf
-already ships aiohttp, and the operator needs only a few calls: server-side
-apply, get, delete, a status merge patch, LIST pages and WATCH streams (the
-informers in ``cache``), a pod log tail, create (Events, TokenReviews), and raw
-requests for the rest (an Event's count patch, API discovery, the peering
-object, a LocalQueue's presence).  The ``kubernetes`` package is still
-used, lazily, to turn the kubeconfig (which files and how they merge: ``kubeconfig``,
-kubectl's rules) into credentials, so exec plugins and every kubeconfig form work
-exactly as with kubectl; kopf logs in with the same
+Why its own request path: kopf already ships aiohttp, and the operator needs only a few calls:
+server-side apply, get, delete, a status merge patch, LIST pages and WATCH streams (the informers in
+``cache``), a pod log tail, create (Events, TokenReviews), and raw requests for the rest (an Event's
+count patch, API discovery, the peering object, a LocalQueue's presence); kubernetes_asyncio's
+generated client costs about 2.5x its CPU per job (docs/architecture.md, "The Kubernetes client
+library").  Credentials come from kubernetes_asyncio, kubetune's one Kubernetes client library: its
+``KubeConfigLoader``, imported lazily, turns the kubeconfig (which files and how they merge:
+``kubeconfig``, kubectl's rules) into credentials, so exec plugins and every kubeconfig form work as
+with kubectl (``load_connection``, ``_load_credentials``); kopf logs in with the same
 credentials (see ``main``), so both halves talk to the same server as the same
 identity.  Credentials that expire (exec plugins, rotated ServiceAccount tokens)
 are reloaded shortly before they expire and after a 401, here and in kopf's
@@ -21,10 +19,11 @@ requests get a 401.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -73,7 +72,11 @@ class Connection:
     insecure: bool = False
     proxy: str | None = None
     """The kubeconfig cluster's ``proxy-url`` (kubectl sends every request of that cluster through it);
-    read by the SDK's client (kubetune.terminal), not yet by the operator's aiohttp session."""
+    used by both clients (kubetune.terminal's urllib opener, the operator's aiohttp requests)."""
+    tls_server_name: str | None = None
+    """The kubeconfig cluster's ``tls-server-name``: the name the server's certificate is checked against
+    (and sent as SNI) instead of the server URL's host, as kubectl's rest.Config.TLSClientConfig.ServerName
+    and kubernetes_asyncio's ``server_hostname`` (client/rest.py:60,155-156)."""
     default_namespace: str | None = None
     kubeconfig: str | None = None
     """The kubeconfig files these credentials came from (``os.pathsep``-separated, as $KUBECONFIG),
@@ -115,10 +118,17 @@ def load_connection(kubeconfig: str | None = None, *, clock: Callable[[], float]
     Which files, and how they merge, is kubectl's rule (``kubeconfig.load_kubeconfig``: ``kubeconfig``
     alone when given, as ``--kubeconfig``; else every file of ``$KUBECONFIG``, the first value
     winning; else ~/.kube/config): the same view ``kubetune render`` takes its namespace from.  The
-    merged entries go to the ``kubernetes`` package's loader, so every form kubectl knows works:
-    token, tokenFile, client certificates, and exec plugins (ExecCredential
-    client.authentication.k8s.io/v1 and v1beta1, with ``status.expirationTimestamp``, a token or a
-    client certificate and key).
+    merged entries go to kubernetes_asyncio's loader (``_load_credentials``), so every form kubectl knows
+    works: token, tokenFile, client certificates, ``proxy-url``, ``tls-server-name``, and exec plugins
+    (ExecCredential client.authentication.k8s.io/v1 and v1beta1, with ``status.expirationTimestamp``, a
+    token or a client certificate and key).  Blocking (it may run an exec plugin), callable from any
+    thread, one with a running event loop included (a notebook): see ``_run_to_completion``.
+
+    In a pod, the ServiceAccount's token file, CA and namespace are read here rather than by
+    kubernetes_asyncio's ``InClusterConfigLoader`` (config/incluster_config.py:38-116 @ 36.1.0): that one
+    needs ``KUBERNETES_SERVICE_PORT`` set (:61-71; kubetune defaults it to 443), keeps the token untrimmed
+    with "Bearer " in front (:110-116) and re-reads it only through its own client's
+    ``refresh_api_key_hook`` (:99-108); kubetune's clients re-read the file themselves (``TokenFile``).
     """
     clock = clock or _rule_clock
     files = kubeconfig_files(kubeconfig)
@@ -142,15 +152,77 @@ def load_connection(kubeconfig: str | None = None, *, clock: Callable[[], float]
 
 
 def _connection_from(files: list[str], clock: Callable[[], float] | None = None) -> Connection:
-    """Credentials of the current context of ``files`` merged (also how ``Connection.refreshed`` reloads)."""
-    from kubernetes import client
-    from kubernetes.config import kube_config as _kube_config  # lazy: reads files and env, heavy import
+    """Credentials of the current context of ``files`` merged (also how ``Connection.refreshed`` reloads).
 
-    # Typed as Any: whether these functions carry annotations differs between
-    # kubernetes client releases, and strict mypy must pass with any of them.
-    kube_config: Any = _kube_config
+    Blocking, from any thread: kubernetes_asyncio's loader is async (it runs an exec plugin as an asyncio
+    subprocess), so it runs to completion on an event loop of its own (:func:`_run_to_completion`)."""
+    return _run_to_completion(lambda: _load_credentials(files, clock or _rule_clock))
 
-    clock = clock or _rule_clock
+
+def _run_to_completion(make: Callable[[], Coroutine[Any, Any, Connection]]) -> Connection:
+    """``make()``'s coroutine run on a loop of its own: in this thread when it is a worker thread with no
+    loop (the operator's reload thread, ``_in_thread``), otherwise in a thread of its own that this one
+    waits for.  A thread whose loop is running (a notebook's kernel, ``asyncio.to_thread``'s caller, an
+    async SDK user) cannot ``asyncio.run`` (RuntimeError: "cannot be called from a running event loop"),
+    and the main thread of the CLI keeps its own event-loop state and SIGINT handler untouched (Ctrl-C
+    still interrupts the wait: ``Thread.join`` is interruptible)."""
+    try:
+        asyncio.get_running_loop()
+        running = True
+    except RuntimeError:
+        running = False
+    if not running and threading.current_thread() is not threading.main_thread():
+        return asyncio.run(make())
+    outcome: list[Connection] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(asyncio.run(make()))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the waiting thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="kubetune-credentials", daemon=True)
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+_NO_USER = "kubetune:no-user"
+"""The user a context without one (or naming one no file defines) gets: an empty one, so the client sends no
+credentials and the API server decides (401, or the anonymous user where that is on).  kubernetes_asyncio
+builds FileOrData(self._user, "client-certificate", ...) for every https cluster (config/kube_config.py:443-458
+@ kubernetes_asyncio 36.1.0), a TypeError when the context has no user (set_active_context leaves it None,
+:177-190)."""
+
+
+async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Connection:
+    """kubernetes_asyncio's KubeConfigLoader fed kubectl's merged entries (``kubeconfig.read_kubeconfig``).
+
+    Contracts relied on, read in kubernetes_asyncio 36.1.0 (the installed package):
+
+    * ``KubeConfigLoader(config_dict=ConfigNode, config_base_path=None)`` takes each entry's relative paths
+      from its own ConfigNode's ``path`` (``_get_base_path``, config/kube_config.py:422-427); kubetune hands
+      it absolute paths anyway (``kubeconfig._resolved``), since ``_load_cluster_info`` resolves the user's
+      client-certificate/-key against the CLUSTER's file (:436-458).
+    * ``load_and_set(Configuration)`` (:484-487): authentication first (:213-250: gcp and oidc
+      auth-providers, then ``exec``, then ``token``/``tokenFile``, then username/password), then the
+      cluster (:429-464): ``host`` (server, trailing "/" cut), ``ssl_ca_cert`` (a file, a temp file for
+      ``certificate-authority-data``, FileOrData :63-140), ``cert_file``/``key_file`` (the user's, unless
+      the exec plugin gave them), ``verify_ssl`` (``insecure-skip-tls-verify``), ``tls_server_name``
+      (``tls-server-name``) and ``proxy`` (``proxy-url``), copied to the Configuration by ``_set_config``
+      (:466-482); the bearer token goes to ``api_key["BearerToken"]`` as "Bearer <token>" (:467-468).
+    * Its client uses them as kubectl does: one TLS context with the CA and client certificate,
+      ``server_hostname=tls_server_name`` and ``proxy=proxy`` on every request (client/rest.py:54-74,
+      :147-156); kubetune's two clients do the same with the Connection's fields.
+    * An exec plugin: see ``_loader_class``.
+    """
+    from kubernetes_asyncio.client import Configuration  # noqa: PLC0415 - lazy: only clients that log in pay
+    from kubernetes_asyncio.config import kube_config as _kube_config  # noqa: PLC0415
+
+    kube_config: Any = _kube_config  # untyped in places (ConfigNode's values): Any keeps strict mypy honest
     loaded_at = clock()
     merged = read_kubeconfig(files)
     if not merged.files:
@@ -159,36 +231,45 @@ def _connection_from(files: list[str], clock: Callable[[], float] | None = None)
         )
 
     def entries(section: str, body: str, found: Mapping[str, Entry]) -> list[Any]:
-        # Each entry keeps its own file, so its relative paths start there (kubernetes' KubeConfigMerger
-        # does the same with ConfigNode paths, config/kube_config.py:693-700 @ kubernetes 37.0.3).
+        # Each entry keeps its own file as its ConfigNode's path (where its relative paths start), as
+        # kubernetes_asyncio's KubeConfigMerger does (config/kube_config.py:618-627).  The merge itself is
+        # kubectl's (kubeconfig.read_kubeconfig): KubeConfigMerger takes current-context from the LAST file
+        # that sets it (:613-614), kubectl from the first.
         return [
             kube_config.ConfigNode(f"{e.file}/{section}[{e.name}]", {"name": e.name, body: dict(e.value)}, e.file)
             for e in found.values()
         ]
 
+    contexts: list[dict[str, Any]] = [{"name": e.name, "context": dict(e.value)} for e in merged.contexts.values()]
+    users = entries("users", "user", merged.users)
+    for ctx in contexts:
+        if str(ctx["context"].get("user") or "") not in merged.users:
+            ctx["context"]["user"] = _NO_USER
+    users.append(kube_config.ConfigNode(_NO_USER, {"name": _NO_USER, "user": {}}, merged.files[0]))
     root = kube_config.ConfigNode(
         merged.files[0],
         {
             "current-context": merged.current_context,
             "clusters": entries("clusters", "cluster", merged.clusters),
-            "users": entries("users", "user", merged.users),
-            "contexts": [{"name": e.name, "context": dict(e.value)} for e in merged.contexts.values()],
+            "users": users,
+            "contexts": contexts,
         },
         merged.files[0],
     )
-    cfg = client.Configuration()
-    loader = kube_config.KubeConfigLoader(config_dict=root, config_base_path=None)
-    loader.load_and_set(cfg)
-    expiry = getattr(loader, "expiry", None)  # set by exec plugins (and the gcp/oidc providers)
-    # The client keeps the token under "authorization" or "BearerToken" depending on its version.
-    auth = next((v for v in (cfg.api_key or {}).values() if str(v).lower().startswith("bearer ")), "")
-    # A tokenFile's token is trimmed, as client-go trims it (transport/token_source.go:135-139 @ v0.36.3);
-    # the kubernetes package keeps the file's trailing newline.
-    token = auth.split(" ", 1)[1].strip() if auth else None
-    # A user's tokenFile stays a file, read again on the rule of kubeconfig.TokenFile, as kubectl
-    # keeps it (BearerTokenFile: tools/clientcmd/client_config.go:277-287, then the cached file source,
-    # transport/round_trippers.go:295-308 and token_source.go:67-82 @ v0.36.3): the kubernetes package
-    # reads it once into a static token. (Made absolute by kubeconfig._resolved.)
+    cfg = Configuration()
+    loader = _loader_class()(config_dict=root, config_base_path=None)
+    await loader.load_and_set(cfg)
+    auth = str((cfg.api_key or {}).get("BearerToken") or "")
+    # A token (a kubeconfig token, a plugin's) is trimmed, as client-go trims a tokenFile's
+    # (transport/token_source.go:135-139 @ v0.36.3); kubernetes_asyncio keeps a file's trailing newline
+    # (FileOrData.as_data, config/kube_config.py:129-140).  "Basic" (username/password) is not a bearer
+    # token: kubetune's clients send only bearer tokens, so such a user gets no credentials, as before.
+    token = auth.split(" ", 1)[1].strip() if auth.lower().startswith("bearer ") else None
+    # A user's tokenFile stays a file, read again on the rule of kubeconfig.TokenFile, as kubectl keeps it
+    # (BearerTokenFile: tools/clientcmd/client_config.go:277-287, then the cached file source,
+    # transport/round_trippers.go:295-308 and token_source.go:67-82 @ v0.36.3): kubernetes_asyncio reads
+    # it once into a static token (_load_user_token, config/kube_config.py:397-410). (Made absolute by
+    # kubeconfig._resolved.)
     user = merged.users.get(str(merged.context.get("user") or ""))
     token_file = user.value.get("tokenFile") if user is not None and not user.value.get("exec") else None
     if isinstance(token_file, str) and token_file:
@@ -196,20 +277,99 @@ def _connection_from(files: list[str], clock: Callable[[], float] | None = None)
     else:
         token_file = None
     return Connection(
-        server=cfg.host,
+        server=str(cfg.host),
         token=token,
         token_file=token_file,
         ca_path=cfg.ssl_ca_cert,
         cert_path=cfg.cert_file,
         key_path=cfg.key_file,
         insecure=not cfg.verify_ssl,
-        proxy=getattr(cfg, "proxy", None) or None,  # kubernetes/config/kube_config.py: clusters[].cluster.proxy-url
+        proxy=cfg.proxy or None,
+        tls_server_name=cfg.tls_server_name or None,
         default_namespace=merged.namespace,
         kubeconfig=os.pathsep.join(files),
-        expires_at=expiry.timestamp() if expiry is not None else None,
+        expires_at=loader.expires_at,
         loaded_at=loaded_at,
         clock=clock,
     )
+
+
+@functools.cache
+def _loader_class() -> type[Any]:
+    """kubernetes_asyncio's loader with kubetune's exec step, defined on first use (the import is lazy)."""
+    from kubernetes_asyncio.config import kube_config  # noqa: PLC0415 - lazy, see _load_credentials
+    from kubernetes_asyncio.config.config_exception import ConfigException  # noqa: PLC0415
+    from kubernetes_asyncio.config.dateutil import parse_rfc3339  # noqa: PLC0415
+    from kubernetes_asyncio.config.exec_provider import ExecProvider  # noqa: PLC0415
+
+    base: Any = kube_config.KubeConfigLoader
+
+    class Loader(base):  # type: ignore[misc]
+        """kubernetes_asyncio's KubeConfigLoader, its exec plugin's answer kept whole.
+
+        kubernetes_asyncio runs the plugin with ``ExecProvider(user["exec"]).run()``
+        (config/exec_provider.py:60-114 @ kubernetes_asyncio 36.1.0): the command with its args and
+        ``env`` over this process's environment (:38-58), ``KUBERNETES_EXEC_INFO`` set to an
+        ExecCredential of the configured apiVersion with ``spec.interactive`` = stdout is a terminal
+        (:67-74), stdin inherited and stdout/stderr piped (:76-82), a non-zero exit an error with the
+        plugin's stderr (:95-100), the answer's apiVersion checked against the configured one (:107-113),
+        its ``status`` returned.  Its own ``load_from_exec_plugin`` (config/kube_config.py:348-395) keeps
+        ``expirationTimestamp`` only beside a token (:358-363): a plugin that answers a client certificate
+        and key (written to temp files, :364-385) would never be run again before its certificate
+        expires, although the ExecCredential type says the timestamp is when "the provided credentials
+        expire", whichever they are (ExecCredentialStatus, k8s.io/client-go pkg/apis/clientauthentication/v1
+        types.go, read in the search index's copy, no tag; client-go's authenticator itself was not read
+        for this).  So this override runs the same ExecProvider and takes token, certificate and expiry
+        from its answer; everything else (gcp/oidc providers, token, tokenFile, the cluster) is
+        kubernetes_asyncio's.  An answer with neither a token nor a certificate and key is an error here
+        (kubernetes_asyncio logs it and goes on without credentials, :386-390), so the user reads the
+        plugin's fault instead of a 401.
+
+        Where kubernetes_asyncio differs from client-go and what kubetune does about it:
+        * it reloads an exec token only from a polling task (``refresh_token``, :732-754) and never after
+          a 401: kubetune reloads before expiry and once after a 401 (``kubeconfig.should_reload``,
+          ``retry_after_401``, client-go's identity check in ``Kube.fresh_connection``);
+        * ``ExecProvider.run`` has no deadline (it awaits ``proc.stdout.read()`` and ``proc.wait()`` with no
+          timeout, :85-93), as client-go's ``cmd.Run()``: the operator waits on it at most
+          ``Kube.reload_timeout_s`` from a thread of its own and never starts a second run beside it;
+        * it reads the plugin's stdout to the end before its stderr (:85-92): a plugin that writes more
+          than a pipe's buffer (64 KiB on Linux) to stderr before closing stdout hangs (client-go passes
+          stderr to the terminal) and is then handled as the hung plugin above;
+        * it does not read the user's ``interactiveMode`` (``ExecProvider.__init__`` takes command, args and
+          env, :38-58) and sets ``spec.interactive`` from whether stdout is a terminal (:70): kubetune runs
+          plugins with whatever stdin it has (the operator: none that is a terminal).
+        * the certificate and key a plugin answers go to files from ``tempfile.mkstemp`` (owner-only, in
+          $TMPDIR; FileOrData, config/kube_config.py:97-109), removed at exit.
+        """
+
+        expires_at: float | None = None
+
+        async def load_from_exec_plugin(self) -> bool:
+            status = await ExecProvider(self._user["exec"]).run()
+            if not isinstance(status, dict):
+                raise ConfigException("exec: the plugin's status is not an object")
+            if status.get("token"):
+                self.token = f"Bearer {status['token']}"
+            elif status.get("clientCertificateData") or status.get("clientKeyData"):
+                if not (status.get("clientCertificateData") and status.get("clientKeyData")):
+                    raise ConfigException(
+                        "exec: the plugin answered clientCertificateData and clientKeyData, one without the other"
+                    )
+                # PEM as the plugin printed it, in temp files the client's TLS context loads; files of the
+                # same content are reused and removed at exit (FileOrData, config/kube_config.py:97-109).
+                for attr, key in (("cert_file", "clientCertificateData"), ("key_file", "clientKeyData")):
+                    setattr(
+                        self,
+                        attr,
+                        kube_config.FileOrData(status, None, data_key_name=key, base64_file_content=False).as_file(),
+                    )
+            else:
+                raise ConfigException("exec: the plugin answered neither a token nor a client certificate")
+            stamp = status.get("expirationTimestamp")
+            self.expires_at = parse_rfc3339(str(stamp)).timestamp() if stamp else None
+            return True
+
+    return Loader
 
 
 def _in_thread(fn: Callable[[], Connection]) -> asyncio.Future[Connection]:
@@ -331,11 +491,12 @@ class Kube:
             if self._token_file is not None:
                 self._token_file.reset()  # re-read now: kubelet may have rotated it
             # An exec plugin that never answers (waiting on a network, a browser login) is run with no
-            # deadline by the kubernetes package (config/exec_provider.py run(): communicate() @ 37.0.3)
-            # and by client-go (cmd.Run(), plugin/pkg/client/auth/exec/exec.go:471 @ v0.36.3), and
-            # cannot be stopped from here. So a call waits for it at most reload_timeout_s and fails
-            # with a transient error the caller retries, and the next call waits on the same run:
-            # never a second plugin beside a hung one, never a silent stall of every call.
+            # deadline by kubernetes_asyncio (ExecProvider.run awaits the plugin's stdout and exit with no
+            # timeout, config/exec_provider.py:83-93 @ 36.1.0) and by client-go (cmd.Run(),
+            # plugin/pkg/client/auth/exec/exec.go:471 @ v0.36.3), and is not stopped from here. So a call
+            # waits for it at most reload_timeout_s and fails with a transient error the caller retries,
+            # and the next call waits on the same run: never a second plugin beside a hung one, never a
+            # silent stall of every call.
             if self._reload is None:
                 self._reload = _in_thread(current.refreshed)
             try:
@@ -352,10 +513,11 @@ class Kube:
                 raise ApiError(0, "CredentialsError", f"reloading credentials failed: {exc!r}") from exc
             self._reload = None
             self.refreshes += 1
-            if (fresh.cert_path, fresh.key_path, fresh.ca_path) != (
+            if (fresh.cert_path, fresh.key_path, fresh.ca_path, fresh.insecure) != (
                 current.cert_path,
                 current.key_path,
                 current.ca_path,
+                current.insecure,
             ):
                 await self.close()  # the TLS context holds the client certificate: a new session picks up the new one
             self.connection = fresh
@@ -379,6 +541,16 @@ class Kube:
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             )
         return self._session
+
+    def _route(self) -> dict[str, Any]:
+        """The kubeconfig cluster's ``proxy-url`` and ``tls-server-name`` for one request, as kubernetes_asyncio's
+        client sends them (``proxy=``, ``server_hostname=``: client/rest.py:147-156 @ kubernetes_asyncio 36.1.0)."""
+        route: dict[str, Any] = {}
+        if self.connection.proxy:
+            route["proxy"] = self.connection.proxy
+        if self.connection.tls_server_name and self.connection.server.startswith("https"):
+            route["server_hostname"] = self.connection.tls_server_name
+        return route
 
     async def request(
         self,
@@ -406,7 +578,7 @@ class Kube:
                 headers["Content-Type"] = content_type
             try:
                 async with self._get_session().request(
-                    method, url.lstrip("/"), params=params, data=data, headers=headers
+                    method, url.lstrip("/"), params=params, data=data, headers=headers, **self._route()
                 ) as resp:
                     self.on_request(verb, resource, resp.status)
                     if resp.status == 401 and retry_after_401(attempt, self.connection.refreshable):
@@ -536,6 +708,7 @@ class Kube:
                 params=params,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_s + 30),
+                **self._route(),
             ) as resp:
                 self.on_request("watch", resource, resp.status)
                 if resp.status == 401 and retry_after_401(1, self.connection.refreshable):

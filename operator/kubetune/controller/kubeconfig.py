@@ -17,9 +17,9 @@ kubectl (client-go's ``tools/clientcmd/loader.go`` @ v0.36.3) picks and merges f
 * relative paths inside a file are resolved against that file's folder (:195-196, ResolveLocalPaths
   :511-540): done here per entry (``_resolved``), so every reader gets absolute paths.
 
-Only reading happens here (no credentials, no cluster contact, no ``kubernetes`` import), so
+Only reading happens here (no credentials, no cluster contact, no kubernetes_asyncio import), so
 ``kubetune render`` can ask for the context's namespace cheaply; ``kube.load_connection`` hands
-the merged entries to the ``kubernetes`` package for credentials (exec plugins and all).
+the merged entries to kubernetes_asyncio's loader for credentials (exec plugins and all).
 
 When credentials are loaded again is decided here too, once, for both clients: the operator's
 ``kube.Kube`` (and through it kopf's login, ``handlers.login``) and the SDK's and CLI's
@@ -128,8 +128,9 @@ def _resolved(section: str, value: Mapping[str, Any], file: str) -> Mapping[str,
     ResolveLocalPaths does for every entry of the merged config (loader.go:511-540): a cluster's
     certificate-authority; a user's client-certificate, client-key, tokenFile, and its exec command
     when that has a path separator (GetClusterFileReferences/GetAuthInfoFileReferences, :605-616).
-    Done here, per entry, because the kubernetes package resolves a user's certificate and key against
-    the CLUSTER's file (kube_config.py _load_cluster_info @ 37.0.3): wrong once they come from two files."""
+    Done here, per entry, because kubernetes_asyncio resolves a user's certificate and key against the
+    CLUSTER's file (``_load_cluster_info``, config/kube_config.py:436-458 @ 36.1.0): wrong once they come
+    from two files."""
     fields = _FILE_FIELDS.get(section)
     if not fields:
         return value

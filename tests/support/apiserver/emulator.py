@@ -38,7 +38,9 @@ resource request from its own store with the API server's semantics:
 * bearer-token authentication when ``authenticate`` is set: a request without a
   token the authenticator accepts (unknown or expired) is answered 401
   Unauthorized with a Status, before anything else, discovery included, as
-  k8s.io/apiserver pkg/endpoints/filters/authentication.go does.  A watch that
+  k8s.io/apiserver pkg/endpoints/filters/authentication.go does.  Served over
+  TLS with a client CA (``serve_tls``), a verified client certificate is a user
+  too (``ClientCertificates``, the x509 authenticator).  A watch that
   is already open stays open when its token expires (the real server checks
   credentials once per request).
 """
@@ -350,6 +352,55 @@ class AuthAttempt:
     watch: bool
     token: str | None
     accepted: bool
+    user: str | None = None
+    """The client certificate's CommonName, when one authenticated the request."""
+
+
+class ClientCertificates:
+    """The API server's x509 authenticator (--client-ca-file): a client certificate that verifies against
+    the client CA authenticates its subject's CommonName; no certificate (or an empty CN) is no answer, and
+    the next authenticator (tokens) decides; one that does not verify (expired: ``clock`` is past its
+    notAfter) is refused with 401.  (k8s.io/apiserver pkg/authentication/request/x509/x509.go
+    ``Authenticator.AuthenticateRequest`` and ``CommonNameUserConversion``, read in the search index's copy
+    of kubernetes/kubernetes at commit 04bbfcef, no tag.)  The chain itself is verified by the TLS layer of
+    ``serve_tls`` (a CA and ``CERT_OPTIONAL``: a certificate is asked for, not required, as the API server's
+    listener does); its validity is checked here again against ``clock``, the test's clock, so a test can
+    expire a certificate without waiting."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+
+    def __call__(self, peercert: dict[str, Any] | None) -> tuple[bool | None, str | None]:
+        """(accepted, user): accepted None when there is no certificate to judge."""
+        import ssl
+
+        if not peercert:
+            return None, None
+        cn = next((v for rdn in peercert.get("subject", ()) for k, v in rdn if k == "commonName"), "")
+        if not cn:
+            return None, None
+        now = self.clock()
+        valid = ssl.cert_time_to_seconds(peercert["notBefore"]) <= now < ssl.cert_time_to_seconds(peercert["notAfter"])
+        return valid, cn
+
+
+def serve_tls(cluster: Cluster, server_cert: str, server_key: str, client_ca: str) -> Any:
+    """``cluster`` served over HTTPS (an async context manager, like ``kmock.Server(cluster)``), asking
+    clients for a certificate signed by ``client_ca``: another server of the same handler (kmock serves one
+    handler from several), entered inside ``async with cluster``."""
+    import ssl
+
+    import aiohttp.test_utils
+
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca)
+    tls.load_cert_chain(server_cert, server_key)
+    tls.verify_mode = ssl.CERT_OPTIONAL
+
+    class Server(aiohttp.test_utils.RawTestServer):
+        async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
+            await super().start_server(loop, ssl=tls, **kwargs)
+
+    return kmock.Server(cluster, server_cls=Server)
 
 
 class Tokens:
@@ -411,6 +462,8 @@ class Cluster(kmock.KubernetesScaffold):
     """Watches answered 410 Gone (resumed from a compacted resourceVersion)."""
     authenticate: Callable[[str | None], bool] | None = None
     """Bearer-token check (None: no authentication, every request is allowed)."""
+    client_certificates: ClientCertificates | None = None
+    """The x509 authenticator, tried before the tokens (served by ``serve_tls``); None: certificates unused."""
     auth_log: list[AuthAttempt] = attrs.field(factory=list)
     garbage_collect: bool = False
     """Delete dependents whose owners are all gone, as kube-controller-manager's garbage collector does."""
@@ -542,9 +595,18 @@ class Cluster(kmock.KubernetesScaffold):
             return None
         header = raw_req.headers.get("Authorization", "")
         token = header[len("Bearer ") :] if header.startswith("Bearer ") else None
-        accepted = self.authenticate(token)
+        # The union of authenticators, x509 and tokens: "The entire chain is tried until one succeeds"
+        # (k8s.io/apiserver pkg/authentication/request/union/union.go New, AuthenticateRequest; read in
+        # the search index's copy of kubernetes/kubernetes at commit 2af2c553, no tag): an expired
+        # certificate (an error) or none (no answer) leaves the decision to the token.
+        by_cert, user = (None, None)
+        if self.client_certificates is not None and raw_req.transport is not None:
+            by_cert, user = self.client_certificates(raw_req.transport.get_extra_info("peercert"))
+        accepted = bool(by_cert) or self.authenticate(token)
         watch = query_bool(raw_req.query, "watch")
-        self.auth_log.append(AuthAttempt(raw_req.method, raw_req.path, watch, token, accepted))
+        self.auth_log.append(
+            AuthAttempt(raw_req.method, raw_req.path, watch, token, accepted, user if by_cert else None)
+        )
         return None if accepted else self._error(ApiError(401, "Unauthorized", "Unauthorized"))
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:  # type: ignore[override]
