@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,68 +22,18 @@ from tests.support.harness import FTJ, PTJ, example_job, eventually
 from tests.support.apiserver.emulator import ClientCertificates, Cluster, Tokens, serve_tls
 from tests.support.certs import make_pki
 from tests.support.kt_time import ForwardClock, scaled
+from tests.support.plugin_kubeconfig import NS, issued_tokens, write_kubeconfig
 
 from kubetune import terminal
 from kubetune.controller import kubeconfig
 from kubetune.controller.kube import Connection, Kube, load_connection
 from kubetune.controller.runtime import OperatorConfig
 
-PLUGIN = Path(__file__).parents[1] / "support" / "exec_plugin.py"
-NS = "team-a"
-
-
-def write_kubeconfig(
-    tmp_path: Path,
-    server: str,
-    ttl: float,
-    api_version: str = "client.authentication.k8s.io/v1",
-    clock: ForwardClock | None = None,
-) -> tuple[Path, Path]:
-    """A kubeconfig whose exec plugin issues tokens of ``ttl`` seconds (by ``clock``, when given)."""
-    issued = tmp_path / "issued.jsonl"
-    clock_env = (
-        [{"name": "KT_CLOCK_OFFSET", "value": str(clock.offset_file)}]
-        if clock is not None and clock.offset_file
-        else []
-    )
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kt", "cluster": {"server": server}}],
-        "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "plugin", "namespace": NS}}],
-        "current-context": "kt",
-        "users": [
-            {
-                "name": "plugin",
-                "user": {
-                    "exec": {
-                        "apiVersion": api_version,
-                        "command": sys.executable,
-                        "args": [str(PLUGIN)],
-                        "env": [
-                            {"name": "KT_ISSUED", "value": str(issued)},
-                            {"name": "KT_TOKEN_TTL", "value": str(ttl)},
-                            *clock_env,
-                        ],
-                        "interactiveMode": "Never",
-                    }
-                },
-            }
-        ],
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps(config), encoding="utf-8")
-    return path, issued
-
 
 async def configmaps(kube: Kube) -> list[dict[str, Any]]:
     """One authenticated LIST through the operator's client (any call would do: the credentials are the point)."""
     items, _, _ = await kube.list_chunk("v1", "configmaps", NS, "a=b")
     return items
-
-
-def issued_tokens(issued: Path) -> list[str]:
-    return [json.loads(line)["token"] for line in issued.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.mark.parametrize("api_version", ["client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"])

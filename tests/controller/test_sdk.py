@@ -21,7 +21,7 @@ from tests.support.kt_time import ForwardClock, scaled
 from tests.support.harness import EVENTS, FTJ, PTJ, ROOT, eventually, example_job, training_started
 from tests.support.apiserver.emulator import Cluster
 from tests.support.kubeflow import progress_line, set_condition, stage_line, start_pod
-from test_terminal import kubeconfig, run_cli
+from tests.support.cli import kubeconfig, run_cli
 
 import kubetune
 from kubetune.controller.reasons import REASONS
@@ -457,7 +457,7 @@ async def test_expiring_credentials_are_reloaded_before_expiry_and_once_after_a_
     """The transport's rule (kubetune.terminal.Client.open), seen through the SDK: exec-plugin tokens
     (tests/support/exec_plugin.py) that expire or are revoked during a long wait."""
     from tests.support.apiserver.emulator import Tokens
-    from test_credentials import issued_tokens, write_kubeconfig
+    from tests.support.plugin_kubeconfig import issued_tokens, write_kubeconfig
 
     from kubetune.controller import kube
 

@@ -41,7 +41,7 @@ from tests.support.harness import FTJ, PTJ, ROOT, eventually
 from tests.support.apiserver.emulator import Cluster
 from tests.support.kt_time import scaled
 from tests.support.kubeflow import progress_line, set_condition, stage_line, start_pod
-from test_terminal import kubeconfig
+from tests.support.cli import kubeconfig
 
 NOTEBOOK = ROOT / "examples" / "notebooks" / "finetune.ipynb"
 NS = "team-a"

@@ -255,7 +255,13 @@ async def test_promotion_serves_the_best_trial_only(cluster: Cluster, operator: 
     assert sweep_condition(cluster, "Serving")["status"] == "True" and sweep_condition(cluster, "Serving")[
         "message"
     ].startswith("FineTuneJob lr-1: ")
-    promoted = [(t, m) for t, r, m in sweep_events(cluster) if r in ("SweepSucceeded", "WinnerPromoted")]
+
+    # The Events follow the stored status (controller/sweeps/act.py): wait for both.
+    def announced() -> list[tuple[str, str]]:
+        return [(t, m) for t, r, m in sweep_events(cluster) if r in ("SweepSucceeded", "WinnerPromoted")]
+
+    await eventually(lambda: len(announced()) >= 2, what="the SweepSucceeded and WinnerPromoted Events")
+    promoted = announced()
     assert [t for t, _ in promoted] == ["Normal", "Normal"] and "best trial lr-1" in promoted[0][1], promoted
 
 
@@ -270,13 +276,14 @@ async def test_a_sweep_with_an_invalid_template_gets_a_condition_naming_the_fiel
     assert "template" in message and "quantization" in message, message
     assert sweep_status(cluster)["phase"] == "Failed"
     assert not trials(cluster) and trial_jobs(cluster) == []
-    # One Warning on the sweep, whatever the number of reconciles since.
+    # One Warning on the sweep, whatever the number of reconciles since (it is posted after the status is stored).
+    await eventually(lambda: sweep_events(cluster), what="the InvalidSweep Event")
     assert [(t, r) for t, r, _ in sweep_events(cluster)] == [("Warning", "InvalidSweep")]
 
 
 async def test_kubetune_get_sweeps_and_the_sdk_read_the_study(cluster: Cluster, operator: Any, tmp_path: Path) -> None:
     import kubetune
-    from test_terminal import kubeconfig, run_cli
+    from tests.support.cli import kubeconfig, run_cli
 
     await started(cluster, operator)
     await cluster.put_object(*FTS, sweep(maxTrials=2, parallelism=2))

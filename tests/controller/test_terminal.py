@@ -11,7 +11,6 @@ import os
 import pty
 import re
 import struct
-import sys
 import termios
 from datetime import datetime
 from pathlib import Path
@@ -20,50 +19,14 @@ from typing import Any
 import pyte
 import pytest
 
-from tests.support.harness import EVENTS, FTJ, PODS, eventually, example_job
+from tests.support.harness import EVENTS, FTJ, PODS, eventually
 from tests.support.apiserver.emulator import Cluster, Tokens
 from tests.support.kt_time import ForwardClock
+from tests.support.cli import KUBETUNE, add_job, cli_env, kubeconfig, run_cli
 from tests.support.kubeflow import progress_line, start_pod
 
 from kubetune.controller.kube import load_connection
 from kubetune.terminal import Client, bar, jobs_path, pod_for_rank, sparkline, status_line
-
-KUBETUNE = [sys.executable, "-m", "kubetune"]
-
-
-def kubeconfig(cluster: Cluster, path: Path, token: str = "test-token") -> Path:
-    path.write_text(
-        f"""apiVersion: v1
-kind: Config
-clusters:
-- name: emu
-  cluster: {{server: "{str(cluster.url).rstrip('/')}"}}
-users:
-- name: u
-  user: {{token: {token}}}
-contexts:
-- name: emu
-  context: {{cluster: emu, user: u, namespace: team-a}}
-current-context: emu
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
-def _env(config: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBERNETES_SERVICE_HOST",)}
-    env["KUBECONFIG"] = str(config)
-    return env
-
-
-async def run_cli(args: list[str], config: Path, timeout: float = 60) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *KUBETUNE, *args, env=_env(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def progress(step: int, total: int, loss: float, eta: int | None = 300) -> dict[str, Any]:
@@ -75,12 +38,6 @@ def progress(step: int, total: int, loss: float, eta: int | None = 300) -> dict[
         "etaSeconds": eta,
         "summary": f"{step}/{total}",
     }
-
-
-async def add_job(cluster: Cluster, name: str, namespace: str = "team-a", **status: Any) -> None:
-    doc = example_job(name, namespace)
-    doc["status"] = status
-    await cluster.put_object(*FTJ, doc)
 
 
 async def set_status(cluster: Cluster, name: str, namespace: str = "team-a", **status: Any) -> None:
@@ -151,7 +108,7 @@ async def test_client_reloads_exec_plugin_credentials_before_expiry_and_after_a_
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """A `watch` runs for hours; EKS/GKE exec-plugin tokens last minutes (tests/support/exec_plugin.py)."""
-    from test_credentials import issued_tokens, write_kubeconfig
+    from tests.support.plugin_kubeconfig import issued_tokens, write_kubeconfig
 
     ttl = 600
     clock = ForwardClock(
@@ -178,7 +135,7 @@ async def test_client_shared_by_threads_runs_the_exec_plugin_once_per_expiry(clu
     client-go's exec authenticator holds a mutex across the check and the plugin run, so concurrent
     requests with expired credentials run it once (getCreds, plugin/pkg/client/auth/exec/exec.go:401-414
     @ v0.36.3); the Client checked and reloaded with no lock, each thread running the plugin."""
-    from test_credentials import issued_tokens, write_kubeconfig
+    from tests.support.plugin_kubeconfig import issued_tokens, write_kubeconfig
 
     ttl = 600
     clock = ForwardClock(tmp_path / "clock")
@@ -204,7 +161,7 @@ async def _start_watch(config: Path, name: str) -> asyncio.subprocess.Process:
         name,
         "--events-interval",
         "0.2",
-        env=_env(config),
+        env=cli_env(config),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -275,7 +232,7 @@ async def _watch_in_pty(
 ) -> tuple[int, pyte.Screen]:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    env = _env(config) | {"COLUMNS": str(columns), "TERM": "xterm"}
+    env = cli_env(config) | {"COLUMNS": str(columns), "TERM": "xterm"}
     proc = await asyncio.create_subprocess_exec(
         *KUBETUNE, "watch", name, "--events-interval", "0.2", env=env, stdin=slave, stdout=slave, stderr=slave
     )
@@ -302,7 +259,7 @@ async def _watch_in_pty(
 async def _run_in_pty(args: list[str], config: Path, columns: int) -> tuple[int, pyte.Screen]:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    env = _env(config) | {"COLUMNS": str(columns), "TERM": "xterm"}
+    env = cli_env(config) | {"COLUMNS": str(columns), "TERM": "xterm"}
     proc = await asyncio.create_subprocess_exec(*KUBETUNE, *args, env=env, stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     chunks: list[bytes] = []
@@ -438,7 +395,13 @@ async def test_logs_follow_streams_until_the_pod_ends(cluster: Cluster, tmp_path
     pod = await start_pod(cluster, "PyTorchJob", "team-a", "fol")
     cluster.append_log("team-a", pod, "before")
     proc = await asyncio.create_subprocess_exec(
-        *KUBETUNE, "logs", "fol", "-f", env=_env(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *KUBETUNE,
+        "logs",
+        "fol",
+        "-f",
+        env=cli_env(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
     assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"before\n"

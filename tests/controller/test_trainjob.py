@@ -180,7 +180,7 @@ async def test_the_emulated_trainer_is_strict_where_the_real_one_is(cluster: Clu
 
 async def test_kubetune_logs_finds_node_pods_of_a_trainjob_by_jobset_labels(cluster: Cluster, tmp_path: Any) -> None:
     from kubetune.render import RenderOptions, render, validate_object
-    from test_terminal import add_job, kubeconfig, run_cli
+    from tests.support.cli import add_job, kubeconfig, run_cli
 
     install_trainer(cluster)
     job, _ = validate_object(

@@ -3,6 +3,7 @@ module escapes the layering (``lint-imports`` only checks the modules a contract
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from pathlib import Path
@@ -33,3 +34,17 @@ def test_every_layer_is_a_module() -> None:
         and not (PACKAGE / m.removeprefix("kubetune.") / "__init__.py").is_file()
     ]
     assert stale == [], f"layers naming no module: {stale}"
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers live in tests/support: a `from test_x import y` works only under pytest's default import
+    mode, with the importing file's folder on sys.path, and runs the other module's tests' setup twice."""
+    offenders = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            local = [n for n in names if n.split(".")[0] in ("tests",) or "." not in n]  # not aiohttp.test_utils
+            offenders += [f"{path.relative_to(REPO)}: {n}" for n in local if n.split(".")[-1].startswith("test_")]
+    assert offenders == [], offenders

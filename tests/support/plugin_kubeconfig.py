@@ -1,0 +1,61 @@
+"""A kubeconfig whose user is a real exec plugin (tests/support/exec_plugin.py) that issues short-lived tokens,
+and the tokens it issued: for the credential tests of the operator's client, the SDK and the terminal commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tests.support.kt_time import ForwardClock
+
+PLUGIN = Path(__file__).with_name("exec_plugin.py")
+NS = "team-a"
+
+
+def write_kubeconfig(
+    tmp_path: Path,
+    server: str,
+    ttl: float,
+    api_version: str = "client.authentication.k8s.io/v1",
+    clock: ForwardClock | None = None,
+) -> tuple[Path, Path]:
+    """A kubeconfig whose exec plugin issues tokens of ``ttl`` seconds (by ``clock``, when given)."""
+    issued = tmp_path / "issued.jsonl"
+    clock_env = (
+        [{"name": "KT_CLOCK_OFFSET", "value": str(clock.offset_file)}]
+        if clock is not None and clock.offset_file
+        else []
+    )
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kt", "cluster": {"server": server}}],
+        "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "plugin", "namespace": NS}}],
+        "current-context": "kt",
+        "users": [
+            {
+                "name": "plugin",
+                "user": {
+                    "exec": {
+                        "apiVersion": api_version,
+                        "command": sys.executable,
+                        "args": [str(PLUGIN)],
+                        "env": [
+                            {"name": "KT_ISSUED", "value": str(issued)},
+                            {"name": "KT_TOKEN_TTL", "value": str(ttl)},
+                            *clock_env,
+                        ],
+                        "interactiveMode": "Never",
+                    }
+                },
+            }
+        ],
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path, issued
+
+
+def issued_tokens(issued: Path) -> list[str]:
+    return [json.loads(line)["token"] for line in issued.read_text(encoding="utf-8").splitlines()]
