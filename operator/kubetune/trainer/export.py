@@ -65,7 +65,10 @@ def _main(argv: list[str]) -> int:
     ``export_model()`` (llamafactory/cli.py:16-24, llamafactory/launcher.py:56 and 149-152 @v0.9.5),
     which reads the YAML file named by ``sys.argv[1]`` (hparams/parser.py:85-93 @v0.9.5).  Here
     ``sys.argv`` is ``[this module, ARGS.yaml]`` already, so the same call reads the same file;
-    only accelerate's needless DeepSpeed import is left out (kubetune.trainer.heavy)."""
+    only accelerate's needless DeepSpeed import is left out (kubetune.trainer.heavy).  The CLI's
+    ``USE_V1`` switch to its v1 launcher (cli.py:19-22) is not followed, as the training does not
+    follow it either (kubetune.trainer.worker calls v0's ``run_exp``): the model is exported by the
+    same LLaMA-Factory code that trained it."""
     if len(argv) != 1:
         print("usage: python -m kubetune.trainer.export ARGS.yaml", file=sys.stderr)
         return contract.EXIT_CONFIG
