@@ -5,10 +5,11 @@
   has the upstream CRDs (``../shared``), so a skip there means a check silently did not run. The one
   allowed skip is a ``gpu`` test on a machine without a GPU.
 * Every pytest-timeout limit is multiplied by ``KUBETUNE_TEST_TIME_FACTOR`` (tests/support/kt_time.py).
-* ``tiny_assets``: the tiny random Qwen2 model, tokenizer and dataset, built once per session for
-  every directory (tests/trainer, tests/localrun), in a child process (~10 s).
-* ``torch_extensions``: DeepSpeed's compiled CPU ops (1-3 min to build, built once by the fixture
-  itself), kept in ``.cache/`` of the repository (gitignored) across tests and runs;
+* ``tiny_assets``: the tiny random Qwen2 model, tokenizer and dataset, for every directory
+  (tests/trainer, tests/localrun): the model built once per run in a child process (~10 s), each
+  session (xdist worker) with its own copy.
+* ``torch_extensions``: DeepSpeed's compiled CPU ops (1-3 min to build, built or checked once per
+  run by the fixture itself), kept in ``.cache/`` of the repository (gitignored) across tests and runs;
   ``KUBETUNE_TEST_TORCH_EXTENSIONS`` points elsewhere.
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 from tests.support.kt_time import scaled, time_factor
+from tests.support.xdist_once import run_shared
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,11 +112,21 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Any:
 
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The tiny random model and dataset (kubetune.trainer.tiny.TinyAssets), built once per session.
-    Tests may add dataset files of their own names; none changes the model."""
+    """The tiny random model and dataset (kubetune.trainer.tiny.TinyAssets), each session its own copy.
+    Tests may add dataset files of their own names; none changes the model.  The model is built once
+    per run, in a child process (torch), by the first xdist worker that asks; the others copy its
+    folder (0.5 MB, no torch) instead of building it again (tests/support/xdist_once.py)."""
+    from kubetune.trainer.tiny import build_assets
     from tests.support.trainerlib import build_shared_assets
 
-    return build_shared_assets(tmp_path_factory.mktemp("tiny"))
+    with run_shared(tmp_path_factory, "tiny-model") as shared:
+        built = shared / "built"  # written once the build succeeded: a failed one is not copied
+        if not built.is_file():
+            build_shared_assets(shared)
+            built.write_text("ok\n", encoding="utf-8")
+        root = tmp_path_factory.mktemp("tiny")
+        shutil.copytree(shared / "models", root / "models")
+    return build_assets(root)  # the model is there: writes the dataset only
 
 
 @pytest.fixture(scope="session")
@@ -138,9 +150,17 @@ def torch_extensions(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "from deepspeed.accelerator import get_accelerator; "
         "get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
     )
-    env = isolated_env(tmp_path_factory.mktemp("torch-extensions-build"), extensions=path)
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=scaled(600))
-    assert done.returncode == 0, (
-        f"building DeepSpeed's CPU op into {path} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
-    )
+    # Once per run: the first xdist worker builds or checks the op, the others wait for it and reuse
+    # the folder (each check alone is a process importing DeepSpeed, ~13 s of CPU).
+    with run_shared(tmp_path_factory, "torch-extensions") as shared:
+        checked = shared / "checked"
+        if not checked.is_file() or checked.read_text(encoding="utf-8") != str(path):
+            env = isolated_env(tmp_path_factory.mktemp("torch-extensions-build"), extensions=path)
+            done = subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=scaled(600)
+            )
+            assert done.returncode == 0, (
+                f"building DeepSpeed's CPU op into {path} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+            )
+            checked.write_text(str(path), encoding="utf-8")
     return path

@@ -81,6 +81,10 @@ def test_lora_then_export_merges_a_model_that_loads_and_generates(tmp_path: Path
     result = run_trainer(pod.env)
     _assert_succeeded(result)
     assert ("export", "end") in [(s["stage"], s["event"]) for s in stage_lines(result.stdout)]
+    # A job without DeepSpeed neither trains nor exports with it loaded (kubetune.trainer.heavy): `import
+    # deepspeed` alone runs its accelerator detection, which logs from real_accelerator.py (on a CPU machine
+    # accelerator/real_accelerator.py:208-210 @0.18.4, "Setting accelerator to CPU"; seen here on import).
+    assert "real_accelerator.py" not in result.stdout + result.stderr
     adapter = json.loads((pod.output_dir / "adapter_config.json").read_text())
     assert adapter["peft_type"] == "LORA" and adapter["r"] == 8
     assert (pod.output_dir / "adapter_model.safetensors").is_file()

@@ -203,6 +203,9 @@ def _main(argv: list[str]) -> int:
     """Child process: each argument is one JSON file of LLaMA-Factory arguments, run in order."""
     from llamafactory.train.tuner import run_exp  # noqa: PLC0415 - heavy, child only
 
+    from .heavy import skip_unused_deepspeed  # noqa: PLC0415
+
+    skip_unused_deepspeed()  # DeepSpeed only where a run uses it (kubetune.trainer.heavy)
     for path in argv:
         run_exp(json.loads(Path(path).read_text(encoding="utf-8")))
     return 0

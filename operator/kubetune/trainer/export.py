@@ -1,6 +1,7 @@
 """The export stage: merge the LoRA adapter into the base model (global rank 0 only).
 
-``llamafactory-cli export`` writes into a hidden sibling folder, which is
+LLaMA-Factory's export (what ``llamafactory-cli export ARGS.yaml`` runs, started as
+``python -m kubetune.trainer.export ARGS.yaml``: see :func:`_main`) writes into a hidden sibling folder, which is
 renamed to ``<output>/merged`` only when the export succeeded: a pod killed
 mid-export leaves no half-written model where users and the operator look.
 An older ``merged`` folder is renamed aside, never deleted.
@@ -47,7 +48,7 @@ def run(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, Any]:
     args_file = write_args(args, env)
     plain = {k: v for k, v in env.items() if k not in _DIST_ENV}
     try:
-        Child([sys.executable, "-m", "llamafactory.cli", "export", str(args_file)], child_env(plain)).run()
+        Child([sys.executable, "-m", "kubetune.trainer.export", str(args_file)], child_env(plain)).run()
         if final.exists():
             final.rename(final.with_name(f".{final.name}.old-{int(time.time())}"))
         partial.rename(final)
@@ -55,3 +56,30 @@ def run(cfg: JobConfig, env: Mapping[str, str]) -> dict[str, Any]:
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(args_file.parent, ignore_errors=True)
     return {"mergedDir": str(final)}
+
+
+def _main(argv: list[str]) -> int:
+    """Child process: ``llamafactory-cli export ARGS.yaml``, without DeepSpeed unless the export uses it.
+
+    The CLI's export is ``launcher.launch()``: it pops the command from ``sys.argv`` and calls
+    ``export_model()`` (llamafactory/cli.py:16-24, llamafactory/launcher.py:56 and 149-152 @v0.9.5),
+    which reads the YAML file named by ``sys.argv[1]`` (hparams/parser.py:85-93 @v0.9.5).  Here
+    ``sys.argv`` is ``[this module, ARGS.yaml]`` already, so the same call reads the same file;
+    only accelerate's needless DeepSpeed import is left out (kubetune.trainer.heavy).  The CLI's
+    ``USE_V1`` switch to its v1 launcher (cli.py:19-22) is not followed, as the training does not
+    follow it either (kubetune.trainer.worker calls v0's ``run_exp``): the model is exported by the
+    same LLaMA-Factory code that trained it."""
+    if len(argv) != 1:
+        print("usage: python -m kubetune.trainer.export ARGS.yaml", file=sys.stderr)
+        return contract.EXIT_CONFIG
+    from llamafactory.train.tuner import export_model  # noqa: PLC0415 - heavy, child only
+
+    from .heavy import skip_unused_deepspeed  # noqa: PLC0415
+
+    skip_unused_deepspeed()
+    export_model()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -156,6 +156,9 @@ def build_model(out_dir: Path, *, seed: int = 0) -> Path:
     model.generation_config = GenerationConfig(
         eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id, max_new_tokens=32
     )
+    from .heavy import skip_unused_deepspeed  # noqa: PLC0415
+
+    skip_unused_deepspeed()  # save_pretrained would import DeepSpeed for nothing (kubetune.trainer.heavy)
     model.save_pretrained(str(out_dir))
     return out_dir
 

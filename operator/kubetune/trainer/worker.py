@@ -95,6 +95,9 @@ def run(args: dict[str, Any] | None = None) -> None:
     Raises StopRequested when a stop request ended the training after its checkpoint."""
     from llamafactory.train.tuner import run_exp  # noqa: PLC0415
 
+    from .heavy import skip_unused_deepspeed  # noqa: PLC0415
+
+    skip_unused_deepspeed()  # no DeepSpeed import in a job without it (kubetune.trainer.heavy)
     run_exp(args, callbacks=callbacks())
 
 
