@@ -6,6 +6,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 TRAINER = (ROOT / "images" / "trainer" / "Dockerfile").read_text()
 OPERATOR = (ROOT / "images" / "operator" / "Dockerfile").read_text()
@@ -266,3 +268,67 @@ def test_the_cpu_install_uses_the_image_pins_and_got_them() -> None:
         if Version(installed.base_version) != Version(version) and installed != Version(version):
             wrong.append(f"{name}: pinned {version}, installed {installed}")
     assert not wrong, wrong
+
+
+# What the test venv's training processes import, each module's file by name (the worker's own import:
+# kubetune/trainer/worker.py imports llamafactory.train.tuner for run_exp).
+_TRAINING_IMPORTS = """
+import json, sys
+import kubetune.trainer.worker, llamafactory.train.tuner
+print(json.dumps(sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})))
+"""
+
+
+@pytest.mark.slow  # one process importing the training stack (~7 s of CPU)
+@pytest.mark.train
+def test_a_training_process_of_the_suite_imports_only_what_the_trainer_image_has(tmp_path: Path) -> None:
+    """The suite's trainings run in .venv, the image's in the image: a distribution .venv has and the
+    image's lock does not, that the training stack imports when it finds it, makes every training of
+    the suite run code the image never runs (and a test could pass only because of it). The case that
+    happened: full mlflow (for the tests' tracking server) brought scikit-learn, and transformers'
+    generation/candidate_generator.py:27-28 @5.6.0 does ``if is_sklearn_available(): from
+    sklearn.metrics import roc_curve``, 1.3 s of CPU in each of the suite's ~100 training processes;
+    the image has mlflow-skinny and no scikit-learn. Every imported file is traced to the
+    distribution whose RECORD lists it; stdlib and the repository's own files belong to none."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    from tests.support.trainerlib import isolated_env
+
+    done = subprocess.run(
+        [sys.executable, "-c", _TRAINING_IMPORTS], env=isolated_env(tmp_path), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported = {os.path.normpath(f) for f in json.loads(done.stdout.splitlines()[-1])}
+    # RECORD paths are relative to the folder the .dist-info is in: compare them as strings there
+    # (a Path per RECORD line of every distribution costs seconds).
+    owners: dict[str, set[str]] = {}
+    for dist in metadata.distributions():
+        site = os.path.normpath(str(dist.locate_file(""))) + os.sep
+        here = {f[len(site) :] for f in imported if f.startswith(site)}
+        if not here:
+            continue
+        name = canonicalize_name(dist.metadata["Name"])
+        for f in dist.files or ():
+            if str(f) in here:
+                owners.setdefault(site + str(f), set()).add(name)
+    assert len(owners) > 1000, f"only {len(owners)} imported files traced to a distribution: the tracing is broken"
+    allowed = set(_lock("trainer/requirements.lock")) | {"kubetune"}
+    # A file two distributions ship (mlflow-skinny's files in full mlflow) is the image's when one is.
+    foreign: dict[str, list[str]] = {}
+    for path, names in owners.items():
+        if not names & allowed:
+            for name in names:
+                foreign.setdefault(name, []).append(path)
+    if foreign:
+        pytest.fail(
+            "the training processes of the suite import distributions the trainer image does not have "
+            "(images/trainer/requirements.lock); keep them out of .venv (.ci/install, pyproject's test "
+            "extra) or add them to the image:\n"
+            + "\n".join(f"  {n}: {len(paths)} files, e.g. {sorted(paths)[0]}" for n, paths in sorted(foreign.items()))
+        )
