@@ -122,6 +122,9 @@ def tiny_assets(tmp_path_factory: pytest.TempPathFactory) -> Any:
     with run_shared(tmp_path_factory, "tiny-model") as shared:
         built = shared / "built"  # written once the build succeeded: a failed one is not copied
         if not built.is_file():
+            # A build killed halfway may have left config.json without the weights, and build_assets
+            # skips a folder that has config.json (kubetune/trainer/tiny.py): start from nothing.
+            shutil.rmtree(shared / "models", ignore_errors=True)
             build_shared_assets(shared)
             built.write_text("ok\n", encoding="utf-8")
         root = tmp_path_factory.mktemp("tiny")
@@ -139,8 +142,8 @@ def torch_extensions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ShareMemCommBuilder, "deepspeed_shm_comm" @ deepspeed 0.18.4) is built here, before any test
     gets the folder, with the environment the trainings get (trainerlib.isolated_env): a test that
     copies the cache (test_mpi_ssh.py, for its unprivileged user) then copies a built op instead of
-    an empty folder and compiling it a second time. Two xdist workers asking at once: torch's lock
-    file in the op's folder lets one build and the other wait."""
+    an empty folder and compiling it a second time. Two xdist workers asking at once: run_shared's
+    lock (tests/support/xdist_once.py) lets one build or check and the other wait, then reuse it."""
     from tests.support.trainerlib import isolated_env
 
     reuse = os.environ.get("KUBETUNE_TEST_TORCH_EXTENSIONS")

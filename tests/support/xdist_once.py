@@ -22,7 +22,10 @@ import pytest
 def run_shared(factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
     """``<run basetemp>/<name>``, created on first use, held under an exclusive lock until the block ends."""
     base = factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    # An xdist worker's basetemp is named after it (popen-gw0 ...); a nested pytest that merely inherits
+    # PYTEST_XDIST_WORKER has its own, whose parent outlives the run: it shares nothing.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    root = base.parent if worker and base.name == f"popen-{worker}" else base
     with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         folder = root / name
