@@ -10,8 +10,11 @@ otherwise, like a real server with an OIDC issuer or a token webhook.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
+import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,7 +28,7 @@ from tests.support.kt_time import ForwardClock, scaled
 from tests.support.plugin_kubeconfig import NS, issued_tokens, write_kubeconfig
 
 from kubetune import terminal
-from kubetune.controller import kubeconfig
+from kubetune.controller import execplugin, kubeconfig
 from kubetune.controller.kube import Connection, Kube, load_connection
 from kubetune.controller.runtime import OperatorConfig
 
@@ -64,6 +67,119 @@ def test_exec_plugin_client_certificate_is_loaded(tmp_path: Path) -> None:
     assert Path(conn.cert_path).read_text(encoding="utf-8") == pem_cert
     assert Path(conn.key_path).read_text(encoding="utf-8") == pem_key
     assert conn.expires_at is not None
+
+
+def plugin_env(path: Path, **env: str) -> dict[str, Any]:
+    """The kubeconfig at ``path`` with ``env`` added to its exec plugin's environment (rewritten); its document."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["users"][0]["user"]["exec"]["env"] += [{"name": k, "value": v} for k, v in env.items()]
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return dict(doc)
+
+
+def test_an_exec_plugins_login_prompt_on_stderr_reaches_the_users_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """kubelogin and other plugins print a device code or login URL on stderr and wait; client-go hands the
+    plugin the caller's stderr (exec.go:212-213, :459-463 @ v0.36.3).  kubernetes_asyncio's ExecProvider
+    piped it and showed it only when the plugin failed, so the user never saw the prompt."""
+    path, issued = write_kubeconfig(tmp_path, "http://127.0.0.1:1", ttl=600)
+    plugin_env(path, KT_PROMPT="To sign in, open https://login.example/device and enter ABCD-EFGH")
+    conn = load_connection(str(path))
+    assert conn.token == issued_tokens(issued)[0]
+    assert "open https://login.example/device and enter ABCD-EFGH" in capfd.readouterr().err
+
+
+def test_provide_cluster_info_hands_the_plugin_the_cluster_as_client_go_does(tmp_path: Path) -> None:
+    """``provideClusterInfo: true``: KUBERNETES_EXEC_INFO carries ``spec.cluster`` (exec.go:441-447 @ v0.36.3,
+    rest.ConfigToExecCluster), the CA file's bytes as certificate-authority-data and the cluster's
+    ``client.authentication.k8s.io/exec`` extension as ``config``; ``spec.interactive`` false (Never)."""
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    path, _ = write_kubeconfig(tmp_path, "https://10.0.0.1:6443", ttl=600)
+    dump = tmp_path / "info.json"
+    doc = plugin_env(path, KT_EXEC_INFO_DUMP=str(dump))
+    doc["users"][0]["user"]["exec"]["provideClusterInfo"] = True
+    doc["clusters"][0]["cluster"].update(
+        {
+            "certificate-authority": str(ca),
+            "tls-server-name": "api.example",
+            "proxy-url": "http://proxy.example:3128",
+            "extensions": [
+                {"name": "other", "extension": {"x": 1}},
+                {"name": "client.authentication.k8s.io/exec", "extension": {"audience": "kt", "region": "eu"}},
+            ],
+        }
+    )
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    load_connection(str(path))
+    info = json.loads(dump.read_text(encoding="utf-8"))
+    assert info["apiVersion"] == "client.authentication.k8s.io/v1" and info["kind"] == "ExecCredential"
+    assert info["spec"] == {
+        "interactive": False,
+        "cluster": {
+            "server": "https://10.0.0.1:6443",
+            "tls-server-name": "api.example",
+            "certificate-authority-data": base64.standard_b64encode(ca.read_bytes()).decode(),
+            "proxy-url": "http://proxy.example:3128",
+            "config": {"audience": "kt", "region": "eu"},
+        },
+    }
+
+
+def test_interactive_mode_always_without_a_terminal_is_a_clear_error(tmp_path: Path) -> None:
+    """interactiveMode Always needs a terminal on stdin (exec.go:241-244 @ v0.36.3); pytest's stdin is none."""
+    path, issued = write_kubeconfig(tmp_path, "http://127.0.0.1:1", ttl=600)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["users"][0]["user"]["exec"]["interactiveMode"] = "Always"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(Exception, match="standard input is not a terminal"):
+        load_connection(str(path))
+    assert not issued.exists(), "the plugin never ran"
+
+
+def test_exec_plugins_run_with_no_stdout_or_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process without sys.stdout/sys.stdin (pythonw, some daemons): kubernetes_asyncio's ExecProvider called
+    ``sys.stdout.isatty()`` (config/exec_provider.py:70 @ 36.1.0), an AttributeError."""
+    path, issued = write_kubeconfig(tmp_path, "http://127.0.0.1:1", ttl=600)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["users"][0]["user"]["exec"]["interactiveMode"] = "IfAvailable"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdout", None)
+    monkeypatch.setattr(sys, "stdin", None)
+    assert load_connection(str(path)).token == issued_tokens(issued)[0]
+
+
+def test_a_plugin_answering_a_token_and_a_certificate_keeps_both(tmp_path: Path) -> None:
+    """client-go keeps the token and the certificate (newCreds, exec.go:505-520 @ v0.36.3); kubernetes_asyncio
+    kept the token alone (config/kube_config.py:358-385 @ 36.1.0)."""
+    path, _ = write_kubeconfig(tmp_path, "https://127.0.0.1:1", ttl=600)
+    pki = make_pki(tmp_path / "pki", users=("user-1",))
+    plugin_env(
+        path,
+        KT_CLIENT_CERT=pki["user-1.crt"].read_text(encoding="utf-8"),
+        KT_CLIENT_KEY=pki["user-1.key"].read_text(encoding="utf-8"),
+        KT_ALSO_TOKEN="kt-token-and-cert",
+    )
+    conn = load_connection(str(path))
+    assert conn.token == "kt-token-and-cert"
+    assert conn.cert_path and Path(conn.cert_path).read_bytes() == pki["user-1.crt"].read_bytes()
+    assert conn.key_path and Path(conn.key_path).read_bytes() == pki["user-1.key"].read_bytes()
+
+
+def test_a_hung_plugin_is_killed_at_the_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin that never answers is killed after execplugin.DEADLINE_S (kubernetes_asyncio's ExecProvider and
+    client-go wait forever: config/exec_provider.py:85-93 @ 36.1.0, exec.go:471 @ v0.36.3)."""
+    monkeypatch.setattr(execplugin, "DEADLINE_S", 0.5)
+    path, _ = write_kubeconfig(tmp_path, "http://127.0.0.1:1", ttl=600)
+    hang = tmp_path / "hang"
+    hang.write_text("", encoding="utf-8")
+    plugin_env(path, KT_HANG=str(hang))
+    with pytest.raises(Exception, match="did not finish within 0.5 s and was killed"):
+        load_connection(str(path))
+    pid = int(Path(f"{hang}.runs").read_text(encoding="utf-8").split()[1])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone (and reaped), though its hang file is still there
 
 
 async def test_client_reloads_before_expiry_and_after_a_401(cluster: Cluster, tmp_path: Path) -> None:

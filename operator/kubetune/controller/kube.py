@@ -19,9 +19,11 @@ requests get a 401.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import json
 import os
+import shutil
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from . import execplugin
 from . import kubeconfig as _rule
 from .kubeconfig import (
     Entry,
@@ -294,77 +297,109 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
     )
 
 
+_STATIC_AUTH = ("token", "tokenFile", "username", "client-certificate", "client-certificate-data")
+"""A user's own credentials that win over its exec plugin (client-go exec.go:319-321 @ v0.36.3)."""
+
+_DATA_FIELDS = {
+    "clusters": (("certificate-authority-data", "certificate-authority"),),
+    "users": (("client-certificate-data", "client-certificate"), ("client-key-data", "client-key")),
+}
+_private_dir: str | None = None
+_private_lock = threading.Lock()
+
+
+def _private_file(content: bytes) -> str:
+    """``content`` in a file of kubetune's own: a private directory (``mkdtemp``: owner-only) made once per
+    process and made again when something (a /tmp cleaner) removed it, the file named by its content's hash,
+    written owner-only (0600) on every load and closed, so a file aged out of /tmp is back on the next
+    reload.  kubernetes_asyncio's FileOrData instead remembers one ``mkstemp`` path per content for the
+    process's life and refuses it once deleted ("File does not exists", config/kube_config.py:97-126 @
+    36.1.0) and never closes the descriptor ``mkstemp`` returns (:105): one leaked per new certificate."""
+    import hashlib  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    global _private_dir
+    with _private_lock:
+        if _private_dir is None or not os.path.isdir(_private_dir):
+            _private_dir = tempfile.mkdtemp(prefix="kubetune-creds-")
+            atexit.register(shutil.rmtree, _private_dir, True)
+        name = os.path.join(_private_dir, hashlib.sha256(content).hexdigest())
+        fd = os.open(name + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        os.replace(name + ".tmp", name)
+        return name
+
+
+def _discard_private_files(old: Connection, new: Connection | None) -> None:
+    """Remove ``old``'s private files that ``new`` does not use (a rotated plugin certificate's)."""
+    keep = {new.ca_path, new.cert_path, new.key_path} if new is not None else set()
+    for p in (old.ca_path, old.cert_path, old.key_path):
+        if p and p not in keep and _private_dir and os.path.dirname(p) == _private_dir:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+def _materialized(section: str, value: Mapping[str, Any]) -> dict[str, Any]:
+    """``value`` with its ``*-data`` fields (base64, as kubectl reads them) written to private files and named
+    by their file field instead, the data winning over a file as in FileOrData (config/kube_config.py:83-89)."""
+    out = dict(value)
+    for data_key, file_key in _DATA_FIELDS.get(section, ()):
+        data = out.pop(data_key, None)
+        if data:
+            import base64  # noqa: PLC0415
+
+            out[file_key] = _private_file(base64.standard_b64decode(str(data)))
+    return out
+
+
 @functools.cache
 def _loader_class() -> type[Any]:
     """kubernetes_asyncio's loader with kubetune's exec step, defined on first use (the import is lazy)."""
     from kubernetes_asyncio.config import kube_config  # noqa: PLC0415 - lazy, see _load_credentials
     from kubernetes_asyncio.config.config_exception import ConfigException  # noqa: PLC0415
     from kubernetes_asyncio.config.dateutil import parse_rfc3339  # noqa: PLC0415
-    from kubernetes_asyncio.config.exec_provider import ExecProvider  # noqa: PLC0415
 
     base: Any = kube_config.KubeConfigLoader
 
     class Loader(base):  # type: ignore[misc]
-        """kubernetes_asyncio's KubeConfigLoader, its exec plugin's answer kept whole.
+        """kubernetes_asyncio's KubeConfigLoader with kubetune's exec step.
 
-        kubernetes_asyncio runs the plugin with ``ExecProvider(user["exec"]).run()``
-        (config/exec_provider.py:60-114 @ kubernetes_asyncio 36.1.0): the command with its args and
-        ``env`` over this process's environment (:38-58), ``KUBERNETES_EXEC_INFO`` set to an
-        ExecCredential of the configured apiVersion with ``spec.interactive`` = stdout is a terminal
-        (:67-74), stdin inherited and stdout/stderr piped (:76-82), a non-zero exit an error with the
-        plugin's stderr (:95-100), the answer's apiVersion checked against the configured one (:107-113),
-        its ``status`` returned.  Its own ``load_from_exec_plugin`` (config/kube_config.py:348-395) keeps
-        ``expirationTimestamp`` only beside a token (:358-363): a plugin that answers a client certificate
-        and key (written to temp files, :364-385) would never be run again before its certificate
-        expires, although the ExecCredential type says the timestamp is when "the provided credentials
-        expire", whichever they are (ExecCredentialStatus, k8s.io/client-go pkg/apis/clientauthentication/v1
-        types.go, read in the search index's copy, no tag; client-go's authenticator itself was not read
-        for this).  So this override runs the same ExecProvider and takes token, certificate and expiry
-        from its answer; everything else (gcp/oidc providers, token, tokenFile, the cluster) is
-        kubernetes_asyncio's.  An answer with neither a token nor a certificate and key is an error here
-        (kubernetes_asyncio logs it and goes on without credentials, :386-390), so the user reads the
-        plugin's fault instead of a 401.
+        Its own ``load_from_exec_plugin`` (config/kube_config.py:348-395 @ kubernetes_asyncio 36.1.0) runs
+        ``ExecProvider`` (config/exec_provider.py:60-114), whose faults kubetune's runner fixes
+        (``execplugin``: the plugin's stderr hidden unless it fails, no interactiveMode, no
+        provideClusterInfo, no deadline); keeps ``expirationTimestamp`` only beside a token (:358-363), so a
+        certificate-issuing plugin would never run again before its certificate expires; drops the token
+        when a certificate comes too (:358-385); and runs before the user's own token or certificate
+        (:239-247).  This override runs ``execplugin.run_plugin`` only for a user with no static
+        credentials, keeps token, certificate and expiry, and hands certificates to the TLS context
+        through kubetune's private files.  Everything else (gcp/oidc providers, token, tokenFile, the
+        cluster) is kubernetes_asyncio's.
 
-        Where kubernetes_asyncio differs from client-go and what kubetune does about it:
-        * it reloads an exec token only from a polling task (``refresh_token``, :732-754) and never after
-          a 401: kubetune reloads before expiry and once after a 401 (``kubeconfig.should_reload``,
-          ``retry_after_401``, client-go's identity check in ``Kube.fresh_connection``);
-        * ``ExecProvider.run`` has no deadline (it awaits ``proc.stdout.read()`` and ``proc.wait()`` with no
-          timeout, :85-93), as client-go's ``cmd.Run()``: the operator waits on it at most
-          ``Kube.reload_timeout_s`` from a thread of its own and never starts a second run beside it;
-        * it reads the plugin's stdout to the end before its stderr (:85-92): a plugin that writes more
-          than a pipe's buffer (64 KiB on Linux) to stderr before closing stdout hangs (client-go passes
-          stderr to the terminal) and is then handled as the hung plugin above;
-        * it does not read the user's ``interactiveMode`` (``ExecProvider.__init__`` takes command, args and
-          env, :38-58) and sets ``spec.interactive`` from whether stdout is a terminal (:70): kubetune runs
-          plugins with whatever stdin it has (the operator: none that is a terminal).
-        * the certificate and key a plugin answers go to files from ``tempfile.mkstemp`` (owner-only, in
-          $TMPDIR; FileOrData, config/kube_config.py:97-109), removed at exit.
+        kubernetes_asyncio reloads an exec token only from a polling task (``refresh_token``, :732-754) and
+        never after a 401: kubetune reloads before expiry and once after a 401 (``kubeconfig.should_reload``,
+        ``retry_after_401``, client-go's identity check in ``Kube.fresh_connection``).
         """
 
         expires_at: float | None = None
 
         async def load_from_exec_plugin(self) -> bool:
-            status = await ExecProvider(self._user["exec"]).run()
-            if not isinstance(status, dict):
-                raise ConfigException("exec: the plugin's status is not an object")
+            user = self._user.value
+            try:
+                # kubetune's runner (execplugin.py: stderr to the caller, interactiveMode, provideClusterInfo,
+                # a deadline), not kubernetes_asyncio's ExecProvider.
+                status = execplugin.run_plugin(user["exec"], self._cluster.value if self._cluster else {})
+            except execplugin.ExecPluginError as exc:
+                raise ConfigException(str(exc)) from exc
             if status.get("token"):
                 self.token = f"Bearer {status['token']}"
-            elif status.get("clientCertificateData") or status.get("clientKeyData"):
-                if not (status.get("clientCertificateData") and status.get("clientKeyData")):
-                    raise ConfigException(
-                        "exec: the plugin answered clientCertificateData and clientKeyData, one without the other"
-                    )
-                # PEM as the plugin printed it, in temp files the client's TLS context loads; files of the
-                # same content are reused and removed at exit (FileOrData, config/kube_config.py:97-109).
-                for attr, key in (("cert_file", "clientCertificateData"), ("key_file", "clientKeyData")):
-                    setattr(
-                        self,
-                        attr,
-                        kube_config.FileOrData(status, None, data_key_name=key, base64_file_content=False).as_file(),
-                    )
-            else:
-                raise ConfigException("exec: the plugin answered neither a token nor a client certificate")
+            if status.get("clientCertificateData"):
+                # A token and a certificate are both kept, as client-go's newCreds (exec.go:505-520); PEM as
+                # the plugin printed it, in kubetune's own private files (_private_file).
+                self.cert_file = _private_file(str(status["clientCertificateData"]).encode())
+                self.key_file = _private_file(str(status["clientKeyData"]).encode())
             stamp = status.get("expirationTimestamp")
             self.expires_at = parse_rfc3339(str(stamp)).timestamp() if stamp else None
             return True
