@@ -151,7 +151,11 @@ class Client:
         current one; otherwise another thread has just done it."""
         with self._reloading:
             if self.conn.stale() if rejected is None else self.conn is rejected:
+                from kubetune.controller.kube import release_files  # noqa: PLC0415 - loaded already by now
+
+                old = self.conn
                 self._use(self.conn.refreshed())
+                release_files(old, self.conn)
 
     def _open(
         self,

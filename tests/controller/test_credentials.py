@@ -14,6 +14,7 @@ import base64
 import functools
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,7 @@ from tests.support.plugin_kubeconfig import NS, issued_tokens, write_kubeconfig
 
 from kubetune import terminal
 from kubetune.controller import execplugin, kubeconfig
-from kubetune.controller.kube import Connection, Kube, load_connection
+from kubetune.controller.kube import Connection, Kube, load_connection, release_files
 from kubetune.controller.runtime import OperatorConfig
 
 
@@ -180,6 +181,58 @@ def test_a_hung_plugin_is_killed_at_the_deadline(tmp_path: Path, monkeypatch: py
     pid = int(Path(f"{hang}.runs").read_text(encoding="utf-8").split()[1])
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # gone (and reaped), though its hang file is still there
+
+
+def test_data_fields_are_written_again_when_their_files_were_removed(tmp_path: Path) -> None:
+    """certificate-authority-data and client-certificate/-key-data go to kubetune's own private files, written
+    on each load: kubernetes_asyncio remembered one temp path per content and refused it once a /tmp cleaner
+    had removed it ("File does not exists", config/kube_config.py:102-126 @ 36.1.0), every later reload."""
+    pki = make_pki(tmp_path / "pki", users=("user-1",))
+
+    def b64(name: str) -> str:
+        return base64.standard_b64encode(pki[name].read_bytes()).decode()
+
+    config = {
+        "clusters": [
+            {"name": "c", "cluster": {"server": "https://127.0.0.1:1", "certificate-authority-data": b64("ca.crt")}}
+        ],
+        "users": [
+            {"name": "u", "user": {"client-certificate-data": b64("user-1.crt"), "client-key-data": b64("user-1.key")}}
+        ],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    first = load_connection(str(path))
+    files = {"ca.crt": first.ca_path, "user-1.crt": first.cert_path, "user-1.key": first.key_path}
+    for name, file in files.items():
+        assert file and Path(file).read_bytes() == pki[name].read_bytes()
+        assert Path(file).stat().st_mode & 0o077 == 0, "owner-only"
+        Path(file).unlink()  # aged out of /tmp
+    again = load_connection(str(path))
+    for name, file in {"ca.crt": again.ca_path, "user-1.crt": again.cert_path, "user-1.key": again.key_path}.items():
+        assert file and Path(file).read_bytes() == pki[name].read_bytes()
+    shutil.rmtree(Path(str(again.ca_path)).parent)  # the whole folder gone too
+    third = load_connection(str(path))
+    assert third.ca_path and Path(third.ca_path).read_bytes() == pki["ca.crt"].read_bytes()
+
+
+def test_plugin_certificate_rotations_leave_no_open_descriptors_and_no_old_files(tmp_path: Path) -> None:
+    """kubernetes_asyncio's temp file for each new plugin certificate leaked mkstemp's descriptor
+    (config/kube_config.py:105 @ 36.1.0): one per rotation, for the process's life."""
+    pki = make_pki(tmp_path / "pki", users=tuple(f"user-{n}" for n in range(1, 8)))
+    path = cert_plugin_kubeconfig(tmp_path, "https://127.0.0.1:1", pki, ttl=600, clock=ForwardClock(tmp_path / "clock"))
+    conn = load_connection(str(path))
+    fds = len(os.listdir("/proc/self/fd"))
+    for n in range(2, 8):
+        fresh = conn.refreshed()
+        assert fresh.cert_path and Path(fresh.cert_path).read_bytes() == pki[f"user-{n}.crt"].read_bytes()
+        release_files(conn, fresh)
+        assert conn.cert_path and not Path(conn.cert_path).exists(), "the replaced certificate's file is removed"
+        assert conn.key_path and not Path(conn.key_path).exists()
+        conn = fresh
+    assert len(os.listdir("/proc/self/fd")) == fds
 
 
 async def test_client_reloads_before_expiry_and_after_a_401(cluster: Cluster, tmp_path: Path) -> None:

@@ -212,8 +212,8 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
       client-certificate/-key against the CLUSTER's file (:436-458).
     * ``load_and_set(Configuration)`` (:484-487): authentication first (:213-250: gcp and oidc
       auth-providers, then ``exec``, then ``token``/``tokenFile``, then username/password), then the
-      cluster (:429-464): ``host`` (server, trailing "/" cut), ``ssl_ca_cert`` (a file, a temp file for
-      ``certificate-authority-data``, FileOrData :63-140), ``cert_file``/``key_file`` (the user's, unless
+      cluster (:429-464): ``host`` (server, trailing "/" cut), ``ssl_ca_cert`` (a file: kubetune writes the
+      ``*-data`` fields to its own files first, ``_materialized``), ``cert_file``/``key_file`` (the user's, unless
       the exec plugin gave them), ``verify_ssl`` (``insecure-skip-tls-verify``), ``tls_server_name``
       (``tls-server-name``) and ``proxy`` (``proxy-url``), copied to the Configuration by ``_set_config``
       (:466-482); the bearer token goes to ``api_key["BearerToken"]`` as "Bearer <token>" (:467-468).
@@ -239,7 +239,9 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
         # kubectl's (kubeconfig.read_kubeconfig): KubeConfigMerger takes current-context from the LAST file
         # that sets it (:613-614), kubectl from the first.
         return [
-            kube_config.ConfigNode(f"{e.file}/{section}[{e.name}]", {"name": e.name, body: dict(e.value)}, e.file)
+            kube_config.ConfigNode(
+                f"{e.file}/{section}[{e.name}]", {"name": e.name, body: _materialized(section, e.value)}, e.file
+            )
             for e in found.values()
         ]
 
@@ -331,10 +333,11 @@ def _private_file(content: bytes) -> str:
         return name
 
 
-def _discard_private_files(old: Connection, new: Connection | None) -> None:
-    """Remove ``old``'s private files that ``new`` does not use (a rotated plugin certificate's)."""
-    keep = {new.ca_path, new.cert_path, new.key_path} if new is not None else set()
-    for p in (old.ca_path, old.cert_path, old.key_path):
+def release_files(old: Connection, new: Connection) -> None:
+    """Remove ``old``'s private files (``_private_file``) that ``new`` does not use: a rotated plugin
+    certificate's, once its client has taken ``new`` (the TLS context already holds what it loaded)."""
+    keep = {getattr(new, f, None) for f in ("ca_path", "cert_path", "key_path")}
+    for p in (getattr(old, f, None) for f in ("ca_path", "cert_path", "key_path")):
         if p and p not in keep and _private_dir and os.path.dirname(p) == _private_dir:
             try:
                 os.unlink(p)
@@ -556,6 +559,7 @@ class Kube:
             ):
                 await self.close()  # the TLS context holds the client certificate: a new session picks up the new one
             self.connection = fresh
+            release_files(current, fresh)
             return fresh
 
     def _get_session(self) -> aiohttp.ClientSession:
