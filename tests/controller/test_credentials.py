@@ -235,6 +235,35 @@ def test_plugin_certificate_rotations_leave_no_open_descriptors_and_no_old_files
     assert len(os.listdir("/proc/self/fd")) == fds
 
 
+@pytest.mark.parametrize("own", ["token", "tokenFile", "client-certificate"])
+def test_a_users_own_token_or_certificate_wins_over_its_exec_plugin(tmp_path: Path, own: str) -> None:
+    """client-go installs the exec plugin only when the user has no token, token file, basic auth or client
+    certificate (exec.go:319-321 @ v0.36.3), as the kubernetes package read token before exec;
+    kubernetes_asyncio runs exec first (config/kube_config.py:239-247 @ 36.1.0), so the plugin's identity won."""
+    path, issued = write_kubeconfig(tmp_path, "https://127.0.0.1:1", ttl=600)
+    pki = make_pki(tmp_path / "pki", users=("user-1",))
+    (tmp_path / "token").write_text("kt-from-file\n", encoding="utf-8")
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    user = doc["users"][0]["user"]
+    if own == "token":
+        user["token"] = "kt-static"
+    elif own == "tokenFile":
+        user["tokenFile"] = str(tmp_path / "token")
+    else:
+        user["client-certificate"], user["client-key"] = str(pki["user-1.crt"]), str(pki["user-1.key"])
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    conn = load_connection(str(path))
+    assert not issued.exists(), "the exec plugin never ran"
+    assert conn.expires_at is None
+    if own == "token":
+        assert conn.token == "kt-static"
+    elif own == "tokenFile":
+        assert conn.token is None and conn.token_file == str(tmp_path / "token")
+        assert Kube(conn).bearer() == "kt-from-file"
+    else:
+        assert conn.token is None and conn.cert_path == str(pki["user-1.crt"])
+
+
 async def test_client_reloads_before_expiry_and_after_a_401(cluster: Cluster, tmp_path: Path) -> None:
     ttl = 600
     clock = ForwardClock(

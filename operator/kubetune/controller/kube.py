@@ -276,7 +276,7 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
     # it once into a static token (_load_user_token, config/kube_config.py:397-410). (Made absolute by
     # kubeconfig._resolved.)
     user = merged.users.get(str(merged.context.get("user") or ""))
-    token_file = user.value.get("tokenFile") if user is not None and not user.value.get("exec") else None
+    token_file = user.value.get("tokenFile") if user is not None else None  # wins over exec (_STATIC_AUTH)
     if isinstance(token_file, str) and token_file:
         token = None
     else:
@@ -390,6 +390,12 @@ def _loader_class() -> type[Any]:
 
         async def load_from_exec_plugin(self) -> bool:
             user = self._user.value
+            # A token, token file, username or client certificate of the user's own wins over its exec plugin,
+            # which then never runs: client-go's UpdateTransportConfig returns before installing the plugin
+            # when c.HasTokenAuth() || c.HasBasicAuth() || c.HasCertAuth() (exec.go:319-321 @ v0.36.3), as
+            # the kubernetes package did; kubernetes_asyncio runs exec first (config/kube_config.py:239-247).
+            if any(user.get(key) for key in _STATIC_AUTH):
+                return False
             try:
                 # kubetune's runner (execplugin.py: stderr to the caller, interactiveMode, provideClusterInfo,
                 # a deadline), not kubernetes_asyncio's ExecProvider.
