@@ -651,6 +651,39 @@ async def test_an_exec_plugins_client_certificate_is_the_operators_mtls_identity
     )
 
 
+async def test_the_operators_client_presents_its_certificate_with_insecure_skip_tls_verify(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """insecure-skip-tls-verify skips checking the server's certificate, not sending the user's: the operator's
+    client used aiohttp's ssl=False then, which presents no client certificate, so every call got a 401."""
+    pki = make_pki(tmp_path / "pki", users=("user-1",))
+    cluster.authenticate = Tokens()  # no token is accepted: only the certificate gets a request in
+    cluster.client_certificates = ClientCertificates()
+    async with serve_tls(cluster, str(pki["server.crt"]), str(pki["server.key"]), str(pki["ca.crt"])) as server:
+        config = {
+            "clusters": [
+                {"name": "c", "cluster": {"server": str(server.url).rstrip("/"), "insecure-skip-tls-verify": True}}
+            ],
+            "users": [
+                {
+                    "name": "u",
+                    "user": {"client-certificate": str(pki["user-1.crt"]), "client-key": str(pki["user-1.key"])},
+                }
+            ],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u", "namespace": NS}}],
+            "current-context": "c",
+        }
+        path = tmp_path / "kubeconfig"
+        path.write_text(json.dumps(config), encoding="utf-8")
+        kube = Kube(await asyncio.to_thread(load_connection, str(path)))
+        try:
+            assert kube.connection.insecure
+            assert await configmaps(kube) == []
+        finally:
+            await kube.close()
+    assert [(a.user, a.accepted) for a in cluster.auth_log] == [("user-1", True)]
+
+
 @pytest.mark.parametrize("which", ["operator", "sdk"])
 async def test_both_clients_check_the_server_certificate_against_tls_server_name(
     cluster: Cluster, tmp_path: Path, which: str

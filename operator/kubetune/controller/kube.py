@@ -571,12 +571,21 @@ class Kube:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             ssl: Any = None
-            if self.connection.insecure:
+            if self.connection.insecure and not self.connection.cert_path:
                 ssl = False
-            elif self.connection.ca_path or self.connection.cert_path:
+            elif self.connection.insecure or self.connection.ca_path or self.connection.cert_path:
                 import ssl as ssl_module
 
-                ctx = ssl_module.create_default_context(cafile=self.connection.ca_path)
+                ctx = ssl_module.create_default_context(
+                    cafile=None if self.connection.insecure else self.connection.ca_path
+                )
+                if self.connection.insecure:
+                    # insecure-skip-tls-verify skips checking the SERVER's certificate only: the client
+                    # certificate is still presented (kubernetes_asyncio: verify_ssl False sets CERT_NONE on the
+                    # one context that also loads cert_file, client/rest.py:54-64 @ 36.1.0); aiohttp's
+                    # ssl=False would drop it.
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl_module.CERT_NONE
                 if self.connection.cert_path:
                     ctx.load_cert_chain(self.connection.cert_path, self.connection.key_path)
                 ssl = ctx
