@@ -388,6 +388,53 @@ async def eventually_ok(call: Callable[[], Awaitable[Any]]) -> Any:
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.parametrize("which", ["operator", "sdk"])
+async def test_a_failing_plugin_leaves_valid_credentials_in_use_and_is_not_rerun_on_every_call(
+    cluster: Cluster, tmp_path: Path, which: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plugin that fails while the credentials in hand have not expired (a reload ahead of expiry): both
+    clients failed every call and ran the plugin again before each one.  client-go keeps its credentials
+    until they expire (exec.go:386-391, :401-414 @ v0.36.3).  Now the current ones are used with a warning,
+    and the plugin runs again only after a back-off (kubeconfig.ReloadBackoff, 1 s doubling)."""
+    ttl = 600
+    clock = ForwardClock(tmp_path / "clock")
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
+    fail = tmp_path / "fail"
+    plugin_env(path, KT_FAIL=str(fail))
+    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    conn = await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock))
+    kube = Kube(conn)
+    client = terminal.Client(conn)
+
+    async def call() -> Any:
+        if which == "operator":
+            return await configmaps(kube)
+        return await asyncio.to_thread(client.get, f"/api/v1/namespaces/{NS}/configmaps")
+
+    def runs() -> int:
+        return Path(f"{fail}.runs").read_text(encoding="utf-8").count("run")
+
+    try:
+        await call()
+        fail.write_text("", encoding="utf-8")
+        clock.advance(ttl - 30)  # within the last fifth (60 s): reloaded ahead of expiry, still valid
+        for _ in range(3):
+            await call()  # the token in hand, still valid, is used
+        assert runs() == 2, "the load, then one failed reload: not one per call"
+        assert "reloading credentials failed" in caplog.text
+        clock.advance(1.5)  # past the first back-off (1 s)
+        await call()
+        assert runs() == 3
+        fail.unlink()  # the identity provider is back
+        clock.advance(2.5)  # past the second back-off (2 s)
+        await call()
+        assert runs() == 4 and len(issued_tokens(issued)) == 2
+        assert cluster.auth_log[-1].accepted and cluster.auth_log[-1].token == issued_tokens(issued)[-1]
+        assert all(a.accepted for a in cluster.auth_log)
+    finally:
+        await kube.close()
+
+
 async def test_static_token_refused_is_an_error_without_a_retry(cluster: Cluster) -> None:
     kube = Kube(Connection(server=str(cluster.url).rstrip("/"), token="wrong"))
     try:

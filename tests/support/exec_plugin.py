@@ -13,7 +13,8 @@ run; runs counted in DIR/runs).  With KT_FIXED_TOKEN set it hands out that token
 appends a line (its pid) to KT_HANG + ".runs" and then waits while the file KT_HANG exists (a plugin that
 hangs).  With KT_EXEC_INFO_DUMP set it writes the KUBERNETES_EXEC_INFO it got to that file; with KT_PROMPT set
 it writes that line to its stderr first (a login prompt: kubelogin's device code); with KT_ALSO_TOKEN set
-beside KT_CLIENT_CERT it answers a token too.
+beside KT_CLIENT_CERT it answers a token too.  With KT_FAIL set, each run appends a line to KT_FAIL + ".runs"
+and, while the file KT_FAIL exists, exits 1 with an error on stderr (its identity provider down).
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ def main() -> int:
     if os.environ.get("KT_PROMPT"):
         sys.stderr.write(os.environ["KT_PROMPT"] + "\n")
         sys.stderr.flush()
+    fail = os.environ.get("KT_FAIL")
+    if fail:
+        with open(fail + ".runs", "a", encoding="utf-8") as runs:
+            runs.write("run\n")
+        if os.path.exists(fail):
+            sys.stderr.write("error: the identity provider is unreachable\n")
+            return 1
     hang = os.environ.get("KT_HANG")
     if hang:
         with open(hang + ".runs", "a", encoding="utf-8") as runs:

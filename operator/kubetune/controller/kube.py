@@ -22,6 +22,7 @@ import asyncio
 import atexit
 import functools
 import json
+import logging
 import os
 import shutil
 import threading
@@ -37,12 +38,16 @@ from . import kubeconfig as _rule
 from .kubeconfig import (
     Entry,
     KubeconfigError,
+    ReloadBackoff,
     TokenFile,
     kubeconfig_files,
     read_kubeconfig,
     retry_after_401,
     should_reload,
+    still_valid,
 )
+
+log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "kubetune"
 """The one field manager of every server-side apply the operator sends."""
@@ -492,6 +497,8 @@ class Kube:
     """The reload under way (its own thread), kept across calls until it ends: one plugin at a time."""
     refreshes: int = field(default=0, init=False)
     """How many times credentials were reloaded (exec plugin run again, token file re-read)."""
+    _backoff: ReloadBackoff = field(default_factory=ReloadBackoff, init=False)
+    """When a failed reload may run again (kubeconfig.ReloadBackoff)."""
 
     async def close(self) -> None:
         if self._session is not None:
@@ -541,6 +548,9 @@ class Kube:
             # waits for it at most reload_timeout_s and fails with a transient error the caller retries,
             # and the next call waits on the same run: never a second plugin beside a hung one, never a
             # silent stall of every call.
+            if self._reload is None and not self._backoff.ready(current.clock()):
+                # a reload failed a moment ago: not run again before its back-off ends (kubeconfig.ReloadBackoff)
+                return self._keep_or_fail(current, rejected, self._backoff.last_error)
             if self._reload is None:
                 self._reload = _in_thread(current.refreshed)
             try:
@@ -552,10 +562,19 @@ class Kube:
                     f"reloading credentials: no answer within {self.reload_timeout_s:g} s (an exec plugin still "
                     "running; waited for again on the next call)",
                 ) from None
-            except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retry later
+            except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retry after a back-off
                 self._reload = None
-                raise ApiError(0, "CredentialsError", f"reloading credentials failed: {exc!r}") from exc
+                self._backoff.failed(exc, current.clock())
+                kept = self._keep_or_fail(current, rejected, exc)
+                log.warning(
+                    "reloading credentials failed (%r); the current ones, valid until their expiry, are used "
+                    "meanwhile; tried again in %.0f s",
+                    exc,
+                    self._backoff.retry_at - current.clock(),
+                )
+                return kept
             self._reload = None
+            self._backoff.succeeded()
             self.refreshes += 1
             if (fresh.cert_path, fresh.key_path, fresh.ca_path, fresh.insecure) != (
                 current.cert_path,
@@ -567,6 +586,18 @@ class Kube:
             self.connection = fresh
             release_files(current, fresh)
             return fresh
+
+    def _keep_or_fail(self, current: Connection, rejected: str | None, exc: BaseException | None) -> Connection:
+        """After a failed reload (or during its back-off): ``current`` while it is valid and was not refused
+        (a reload ahead of expiry that failed costs nothing, kubeconfig.ReloadBackoff); else a transient error."""
+        now = current.clock()
+        if rejected is None and still_valid(current.expires_at, now):
+            return current
+        raise ApiError(
+            0,
+            "CredentialsError",
+            f"reloading credentials failed: {exc!r} (tried again in {max(self._backoff.retry_at - now, 0):.0f} s)",
+        ) from exc
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
