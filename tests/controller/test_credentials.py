@@ -264,6 +264,72 @@ def test_a_users_own_token_or_certificate_wins_over_its_exec_plugin(tmp_path: Pa
         assert conn.token is None and conn.cert_path == str(pki["user-1.crt"])
 
 
+@pytest.mark.parametrize("expired", [True, False])
+def test_an_oidc_auth_provider_refresh_is_refused_and_never_sends_the_refresh_token(
+    tmp_path: Path, expired: bool
+) -> None:
+    """kubernetes_asyncio refreshes an expired oidc id-token by posting the refresh-token over TLS that checks
+    nothing (config/openid.py:27-30 @ 36.1.0; a TypeError with an idp CA).  kubetune refuses the refresh with
+    the fix (an exec plugin such as kubelogin) and never contacts the issuer; a valid id-token is used as is."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Issuer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.path)
+            self.send_error(500)
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    issuer = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Issuer)
+    threading.Thread(target=issuer.serve_forever, daemon=True).start()
+
+    def b64url(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    exp = time.time() + (-3600 if expired else 3600)
+    id_token = f"{b64url({'alg': 'none'})}.{b64url({'sub': 'alice', 'exp': int(exp)})}.sig"
+    config = {
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [
+            {
+                "name": "u",
+                "user": {
+                    "auth-provider": {
+                        "name": "oidc",
+                        "config": {
+                            "client-id": "kt",
+                            "client-secret": "s",
+                            "id-token": id_token,
+                            "refresh-token": "kt-refresh-secret",
+                            "idp-issuer-url": f"http://127.0.0.1:{issuer.server_address[1]}",
+                        },
+                    }
+                },
+            }
+        ],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    try:
+        if expired:
+            with pytest.raises(Exception, match="does not refresh it.*exec plugin such as kubelogin"):
+                load_connection(str(path))
+        else:
+            assert load_connection(str(path)).token == id_token
+    finally:
+        issuer.shutdown()
+        issuer.server_close()
+    assert seen == [], "the issuer was never asked"
+
+
 async def test_client_reloads_before_expiry_and_after_a_401(cluster: Cluster, tmp_path: Path) -> None:
     ttl = 600
     clock = ForwardClock(

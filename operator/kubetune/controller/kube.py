@@ -393,6 +393,18 @@ def _loader_class() -> type[Any]:
 
         expires_at: float | None = None
 
+        async def _refresh_oidc(self, provider: Any) -> None:
+            # kubernetes_asyncio refreshes an expired oidc id-token by posting the refresh-token to the issuer
+            # through aiohttp.TCPConnector(verify_ssl=<an idp CA given>, ssl_context=<its temp file's NAME>)
+            # (config/openid.py:27-30, called from config/kube_config.py:311-338 @ 36.1.0): without
+            # idp-certificate-authority(-data) the refresh-token goes out over TLS that checks nothing, with
+            # one aiohttp refuses the str as an SSLContext (TypeError).  So kubetune refuses the refresh.
+            raise ConfigException(
+                "oidc: the auth-provider's id-token has expired (or is missing) and kubetune does not refresh it "
+                "with the refresh-token (kubernetes_asyncio would send it unverified); use an exec plugin such as "
+                "kubelogin (kubectl oidc-login) in the kubeconfig's user instead, or put a fresh id-token in it"
+            )
+
         async def load_from_exec_plugin(self) -> bool:
             user = self._user.value
             # A token, token file, username or client certificate of the user's own wins over its exec plugin,
