@@ -553,13 +553,11 @@ class Kube:
                 return current
             if self._token_file is not None:
                 self._token_file.reset()  # re-read now: kubelet may have rotated it
-            # An exec plugin that never answers (waiting on a network, a browser login) is run with no
-            # deadline by kubernetes_asyncio (ExecProvider.run awaits the plugin's stdout and exit with no
-            # timeout, config/exec_provider.py:83-93 @ 36.1.0) and by client-go (cmd.Run(),
-            # plugin/pkg/client/auth/exec/exec.go:471 @ v0.36.3), and is not stopped from here. So a call
-            # waits for it at most reload_timeout_s and fails with a transient error the caller retries,
-            # and the next call waits on the same run: never a second plugin beside a hung one, never a
-            # silent stall of every call.
+            # An exec plugin that does not answer (waiting on a network, a browser login) is killed only after
+            # execplugin.DEADLINE_S (client-go waits forever: cmd.Run(), plugin/pkg/client/auth/exec/exec.go:471
+            # @ v0.36.3). So a call waits for it at most reload_timeout_s and fails with a transient error the
+            # caller retries, and the next call waits on the same run: never a second plugin beside a hung
+            # one, never a silent stall of every call.
             if self._reload is None and not self._backoff.ready(current.clock()):
                 # a reload failed a moment ago: not run again before its back-off ends (kubeconfig.ReloadBackoff)
                 return self._keep_or_fail(current, rejected, self._backoff.last_error)
