@@ -151,21 +151,37 @@ def test_exec_plugins_run_with_no_stdout_or_stdin(tmp_path: Path, monkeypatch: p
     assert load_connection(str(path)).token == issued_tokens(issued)[0]
 
 
-def test_a_plugin_answering_a_token_and_a_certificate_keeps_both(tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["operator", "sdk"])
+async def test_a_plugin_answering_a_token_and_a_certificate_keeps_both(
+    cluster: Cluster, tmp_path: Path, which: str
+) -> None:
     """client-go keeps the token and the certificate (newCreds, exec.go:505-520 @ v0.36.3); kubernetes_asyncio
-    kept the token alone (config/kube_config.py:358-385 @ 36.1.0)."""
-    path, _ = write_kubeconfig(tmp_path, "https://127.0.0.1:1", ttl=600)
+    kept the token alone (config/kube_config.py:358-385 @ 36.1.0).  Both reach the API server: the certificate
+    in the TLS handshake (its CommonName authenticates), the token as the bearer header."""
     pki = make_pki(tmp_path / "pki", users=("user-1",))
-    plugin_env(
-        path,
-        KT_CLIENT_CERT=pki["user-1.crt"].read_text(encoding="utf-8"),
-        KT_CLIENT_KEY=pki["user-1.key"].read_text(encoding="utf-8"),
-        KT_ALSO_TOKEN="kt-token-and-cert",
-    )
-    conn = load_connection(str(path))
-    assert conn.token == "kt-token-and-cert"
-    assert conn.cert_path and Path(conn.cert_path).read_bytes() == pki["user-1.crt"].read_bytes()
-    assert conn.key_path and Path(conn.key_path).read_bytes() == pki["user-1.key"].read_bytes()
+    cluster.authenticate = Tokens()
+    cluster.client_certificates = ClientCertificates()
+    async with serve_tls(cluster, str(pki["server.crt"]), str(pki["server.key"]), str(pki["ca.crt"])) as server:
+        path, _ = write_kubeconfig(tmp_path, str(server.url).rstrip("/"), ttl=600)
+        doc = plugin_env(
+            path,
+            KT_CLIENT_CERT=pki["user-1.crt"].read_text(encoding="utf-8"),
+            KT_CLIENT_KEY=pki["user-1.key"].read_text(encoding="utf-8"),
+            KT_ALSO_TOKEN="kt-token-and-cert",
+        )
+        doc["clusters"][0]["cluster"]["certificate-authority"] = str(pki["ca.crt"])
+        path.write_text(json.dumps(doc), encoding="utf-8")
+        conn = await asyncio.to_thread(load_connection, str(path))
+        assert conn.token == "kt-token-and-cert" and conn.cert_path
+        if which == "operator":
+            kube = Kube(conn)
+            try:
+                assert await configmaps(kube) == []
+            finally:
+                await kube.close()
+        else:
+            await asyncio.to_thread(terminal.Client(conn).get, f"/api/v1/namespaces/{NS}/configmaps")
+    assert [(a.user, a.token, a.accepted) for a in cluster.auth_log] == [("user-1", "kt-token-and-cert", True)]
 
 
 def test_a_hung_plugin_is_killed_at_the_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
