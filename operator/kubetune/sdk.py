@@ -514,6 +514,10 @@ def read_trainer_log(path: str | Path) -> MetricRows:
 # --- the client -----------------------------------------------------------------------------------
 
 
+_CLIENT_MODULES = ("kubernetes_asyncio", "aiohttp")
+"""What the ``client`` extra installs (pyproject.toml): missing, a cluster command says to install it."""
+
+
 class Client:
     """FineTuneJobs in one namespace of a cluster.
 
@@ -524,6 +528,13 @@ class Client:
     def __init__(self, namespace: str | None = None, kubeconfig: str | None = None) -> None:
         try:
             self._http = terminal.Client.from_kubeconfig(kubeconfig)
+        except ModuleNotFoundError as exc:
+            if str(exc.name or "").split(".")[0] not in _CLIENT_MODULES:
+                raise
+            raise ClusterUnreachable(
+                f"the cluster client is not installed (no module {exc.name!r})",
+                "pip install 'kubetune[client]' (the SDK's and the CLI's cluster connection)",
+            ) from None
         except Exception as exc:  # noqa: BLE001 - kubernetes_asyncio's loader raises several kinds
             raise ClusterUnreachable(
                 f"cannot load the cluster's credentials: {type(exc).__name__}: {exc}",

@@ -64,6 +64,10 @@ class Client:
     def __init__(self, connection: Any) -> None:
         import threading  # noqa: PLC0415 - see _use
 
+        from kubetune.controller.kubeconfig import ReloadBackoff  # noqa: PLC0415 - see _use
+
+        self._backoff = ReloadBackoff()
+
         self.server = str(connection.server).rstrip("/")
         self.context: ssl.SSLContext | None = None
         self._opener: Any = None
@@ -149,9 +153,34 @@ class Client:
         """Load the credentials again, one thread at a time: before a request when they are still stale
         (``rejected`` None), after a 401 when the connection that got it (``rejected``) is still the
         current one; otherwise another thread has just done it."""
+        import logging  # noqa: PLC0415 - see _use
+
+        from kubetune.controller.kube import release_files  # noqa: PLC0415 - loaded already by now
+        from kubetune.controller.kubeconfig import still_valid  # noqa: PLC0415
+
         with self._reloading:
-            if self.conn.stale() if rejected is None else self.conn is rejected:
-                self._use(self.conn.refreshed())
+            if not (self.conn.stale() if rejected is None else self.conn is rejected):
+                return
+            old, now = self.conn, self.conn.clock()
+            # A failed reload is not run again before its back-off ends, and credentials that have not expired
+            # are kept meanwhile (kubeconfig.ReloadBackoff: the operator's rule too).
+            if not self._backoff.ready(now):
+                if rejected is None and still_valid(old.expires_at, now):
+                    return
+                raise self._backoff.last_error or RuntimeError("reloading credentials failed")
+            try:
+                fresh = old.refreshed()
+            except Exception as exc:
+                self._backoff.failed(exc, now)
+                if rejected is None and still_valid(old.expires_at, now):
+                    logging.getLogger(__name__).warning(
+                        "reloading credentials failed (%s); the current ones are used until they expire", exc
+                    )
+                    return
+                raise
+            self._backoff.succeeded()
+            self._use(fresh)
+            release_files(old, self.conn)
 
     def _open(
         self,

@@ -205,7 +205,7 @@ def test_validate_multi_document_labels_each_document(capsys: pytest.CaptureFixt
 
 def test_cli_import_stays_light() -> None:
     """`kubetune render` must start fast and work without the ML stack or a cluster client."""
-    heavy = ["torch", "transformers", "llamafactory", "kopf", "kubernetes"]
+    heavy = ["torch", "transformers", "llamafactory", "kopf", "kubernetes", "kubernetes_asyncio", "aiohttp"]
     code = f"import sys, kubetune.cli; print([m for m in {heavy!r} if m in sys.modules])"
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
     result = subprocess.run(
@@ -214,12 +214,35 @@ def test_cli_import_stays_light() -> None:
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("missing", ["aiohttp", "kubernetes_asyncio"])
+def test_cluster_commands_without_the_client_extra_say_what_to_install_import(tmp_path: Path, missing: str) -> None:
+    """Without the ``client`` extra (kubernetes_asyncio and its aiohttp) `kubetune get` and kubetune.Client()
+    say to install it, instead of a credentials error that sends the user to their kubeconfig."""
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c"}}],
+                "current-context": "c",
+            }
+        ),
+        encoding="utf-8",
+    )
+    code = f"import sys; sys.modules[{missing!r}] = None; from kubetune.cli import main; sys.exit(main(['get']))"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "KUBECONFIG": str(kubeconfig)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=scaled(60))
+    assert result.returncode != 0
+    assert "the cluster client is not installed" in result.stderr
+    assert "pip install 'kubetune[client]'" in result.stderr
+
+
 def test_cli_render_does_not_import_heavy_modules() -> None:
     code = (
         "import sys; from kubetune.cli import main; "
         f"rc = main(['render', {str(LORA)!r}]); "
         "print('HEAVY', [m for m in ('torch', 'transformers', 'llamafactory', 'kopf', "
-        "'kubernetes') if m in sys.modules], file=sys.stderr)"
+        "'kubernetes', 'kubernetes_asyncio', 'aiohttp') if m in sys.modules], file=sys.stderr)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(60))
     assert result.returncode == 0, result.stderr

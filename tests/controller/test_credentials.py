@@ -10,8 +10,12 @@ otherwise, like a real server with an OIDC issuer or a token webhook.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
+import os
+import shutil
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,8 +29,8 @@ from tests.support.kt_time import ForwardClock, scaled
 from tests.support.plugin_kubeconfig import NS, issued_tokens, write_kubeconfig
 
 from kubetune import terminal
-from kubetune.controller import kubeconfig
-from kubetune.controller.kube import Connection, Kube, load_connection
+from kubetune.controller import execplugin, kubeconfig
+from kubetune.controller.kube import Connection, Kube, load_connection, release_files
 from kubetune.controller.runtime import OperatorConfig
 
 
@@ -64,6 +68,282 @@ def test_exec_plugin_client_certificate_is_loaded(tmp_path: Path) -> None:
     assert Path(conn.cert_path).read_text(encoding="utf-8") == pem_cert
     assert Path(conn.key_path).read_text(encoding="utf-8") == pem_key
     assert conn.expires_at is not None
+
+
+def plugin_env(path: Path, **env: str) -> dict[str, Any]:
+    """The kubeconfig at ``path`` with ``env`` added to its exec plugin's environment (rewritten); its document."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["users"][0]["user"]["exec"]["env"] += [{"name": k, "value": v} for k, v in env.items()]
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return dict(doc)
+
+
+def test_an_exec_plugins_login_prompt_on_stderr_reaches_the_users_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """kubelogin and other plugins print a device code or login URL on stderr and wait; client-go hands the
+    plugin the caller's stderr (exec.go:212-213, :459-463 @ v0.36.3).  kubernetes_asyncio's ExecProvider
+    piped it and showed it only when the plugin failed, so the user never saw the prompt."""
+    path, issued = write_kubeconfig(tmp_path, "http://127.0.0.1:1", ttl=600)
+    plugin_env(path, KT_PROMPT="To sign in, open https://login.example/device and enter ABCD-EFGH")
+    conn = load_connection(str(path))
+    assert conn.token == issued_tokens(issued)[0]
+    assert "open https://login.example/device and enter ABCD-EFGH" in capfd.readouterr().err
+
+
+def test_provide_cluster_info_hands_the_plugin_the_cluster_as_client_go_does(tmp_path: Path) -> None:
+    """``provideClusterInfo: true``: KUBERNETES_EXEC_INFO carries ``spec.cluster`` (exec.go:441-447 @ v0.36.3,
+    rest.ConfigToExecCluster), the CA file's bytes as certificate-authority-data and the cluster's
+    ``client.authentication.k8s.io/exec`` extension as ``config``; ``spec.interactive`` false (Never)."""
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    path, _ = write_kubeconfig(tmp_path, "https://10.0.0.1:6443", ttl=600)
+    dump = tmp_path / "info.json"
+    doc = plugin_env(path, KT_EXEC_INFO_DUMP=str(dump))
+    doc["users"][0]["user"]["exec"]["provideClusterInfo"] = True
+    doc["clusters"][0]["cluster"].update(
+        {
+            "certificate-authority": str(ca),
+            "tls-server-name": "api.example",
+            "proxy-url": "http://proxy.example:3128",
+            "extensions": [
+                {"name": "other", "extension": {"x": 1}},
+                {"name": "client.authentication.k8s.io/exec", "extension": {"audience": "kt", "region": "eu"}},
+            ],
+        }
+    )
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    load_connection(str(path))
+    info = json.loads(dump.read_text(encoding="utf-8"))
+    assert info["apiVersion"] == "client.authentication.k8s.io/v1" and info["kind"] == "ExecCredential"
+    assert info["spec"] == {
+        "interactive": False,
+        "cluster": {
+            "server": "https://10.0.0.1:6443",
+            "tls-server-name": "api.example",
+            "certificate-authority-data": base64.standard_b64encode(ca.read_bytes()).decode(),
+            "proxy-url": "http://proxy.example:3128",
+            "config": {"audience": "kt", "region": "eu"},
+        },
+    }
+
+
+def test_interactive_mode_always_without_a_terminal_is_a_clear_error(tmp_path: Path) -> None:
+    """interactiveMode Always needs a terminal on stdin (exec.go:241-244 @ v0.36.3); pytest's stdin is none."""
+    path, issued = write_kubeconfig(tmp_path, "http://127.0.0.1:1", ttl=600)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["users"][0]["user"]["exec"]["interactiveMode"] = "Always"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(Exception, match="standard input is not a terminal"):
+        load_connection(str(path))
+    assert not issued.exists(), "the plugin never ran"
+
+
+def test_exec_plugins_run_with_no_stdout_or_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process without sys.stdout/sys.stdin (pythonw, some daemons): kubernetes_asyncio's ExecProvider called
+    ``sys.stdout.isatty()`` (config/exec_provider.py:70 @ 36.1.0), an AttributeError."""
+    path, issued = write_kubeconfig(tmp_path, "http://127.0.0.1:1", ttl=600)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["users"][0]["user"]["exec"]["interactiveMode"] = "IfAvailable"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdout", None)
+    monkeypatch.setattr(sys, "stdin", None)
+    assert load_connection(str(path)).token == issued_tokens(issued)[0]
+
+
+@pytest.mark.parametrize("which", ["operator", "sdk"])
+async def test_a_plugin_answering_a_token_and_a_certificate_keeps_both(
+    cluster: Cluster, tmp_path: Path, which: str
+) -> None:
+    """client-go keeps the token and the certificate (newCreds, exec.go:505-520 @ v0.36.3); kubernetes_asyncio
+    kept the token alone (config/kube_config.py:358-385 @ 36.1.0).  Both reach the API server: the certificate
+    in the TLS handshake (its CommonName authenticates), the token as the bearer header."""
+    pki = make_pki(tmp_path / "pki", users=("user-1",))
+    cluster.authenticate = Tokens()
+    cluster.client_certificates = ClientCertificates()
+    async with serve_tls(cluster, str(pki["server.crt"]), str(pki["server.key"]), str(pki["ca.crt"])) as server:
+        path, _ = write_kubeconfig(tmp_path, str(server.url).rstrip("/"), ttl=600)
+        doc = plugin_env(
+            path,
+            KT_CLIENT_CERT=pki["user-1.crt"].read_text(encoding="utf-8"),
+            KT_CLIENT_KEY=pki["user-1.key"].read_text(encoding="utf-8"),
+            KT_ALSO_TOKEN="kt-token-and-cert",
+        )
+        doc["clusters"][0]["cluster"]["certificate-authority"] = str(pki["ca.crt"])
+        path.write_text(json.dumps(doc), encoding="utf-8")
+        conn = await asyncio.to_thread(load_connection, str(path))
+        assert conn.token == "kt-token-and-cert" and conn.cert_path
+        if which == "operator":
+            kube = Kube(conn)
+            try:
+                assert await configmaps(kube) == []
+            finally:
+                await kube.close()
+        else:
+            await asyncio.to_thread(terminal.Client(conn).get, f"/api/v1/namespaces/{NS}/configmaps")
+    assert [(a.user, a.token, a.accepted) for a in cluster.auth_log] == [("user-1", "kt-token-and-cert", True)]
+
+
+def test_a_hung_plugin_is_killed_at_the_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin that never answers is killed after execplugin.DEADLINE_S (kubernetes_asyncio's ExecProvider and
+    client-go wait forever: config/exec_provider.py:85-93 @ 36.1.0, exec.go:471 @ v0.36.3)."""
+    monkeypatch.setattr(execplugin, "DEADLINE_S", 0.5)
+    path, _ = write_kubeconfig(tmp_path, "http://127.0.0.1:1", ttl=600)
+    hang = tmp_path / "hang"
+    hang.write_text("", encoding="utf-8")
+    plugin_env(path, KT_HANG=str(hang))
+    with pytest.raises(Exception, match="did not finish within 0.5 s and was killed"):
+        load_connection(str(path))
+    pid = int(Path(f"{hang}.runs").read_text(encoding="utf-8").split()[1])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone (and reaped), though its hang file is still there
+
+
+def test_data_fields_are_written_again_when_their_files_were_removed(tmp_path: Path) -> None:
+    """certificate-authority-data and client-certificate/-key-data go to kubetune's own private files, written
+    on each load: kubernetes_asyncio remembered one temp path per content and refused it once a /tmp cleaner
+    had removed it ("File does not exists", config/kube_config.py:102-126 @ 36.1.0), every later reload."""
+    pki = make_pki(tmp_path / "pki", users=("user-1",))
+
+    def b64(name: str) -> str:
+        return base64.standard_b64encode(pki[name].read_bytes()).decode()
+
+    config = {
+        "clusters": [
+            {"name": "c", "cluster": {"server": "https://127.0.0.1:1", "certificate-authority-data": b64("ca.crt")}}
+        ],
+        "users": [
+            {"name": "u", "user": {"client-certificate-data": b64("user-1.crt"), "client-key-data": b64("user-1.key")}}
+        ],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    first = load_connection(str(path))
+    files = {"ca.crt": first.ca_path, "user-1.crt": first.cert_path, "user-1.key": first.key_path}
+    for name, file in files.items():
+        assert file and Path(file).read_bytes() == pki[name].read_bytes()
+        assert Path(file).stat().st_mode & 0o077 == 0, "owner-only"
+        Path(file).unlink()  # aged out of /tmp
+    again = load_connection(str(path))
+    for name, file in {"ca.crt": again.ca_path, "user-1.crt": again.cert_path, "user-1.key": again.key_path}.items():
+        assert file and Path(file).read_bytes() == pki[name].read_bytes()
+    shutil.rmtree(Path(str(again.ca_path)).parent)  # the whole folder gone too
+    third = load_connection(str(path))
+    assert third.ca_path and Path(third.ca_path).read_bytes() == pki["ca.crt"].read_bytes()
+
+
+def test_plugin_certificate_rotations_leave_no_open_descriptors_and_no_old_files(tmp_path: Path) -> None:
+    """kubernetes_asyncio's temp file for each new plugin certificate leaked mkstemp's descriptor
+    (config/kube_config.py:105 @ 36.1.0): one per rotation, for the process's life."""
+    pki = make_pki(tmp_path / "pki", users=tuple(f"user-{n}" for n in range(1, 8)))
+    path = cert_plugin_kubeconfig(tmp_path, "https://127.0.0.1:1", pki, ttl=600, clock=ForwardClock(tmp_path / "clock"))
+    conn = load_connection(str(path))
+    fds = len(os.listdir("/proc/self/fd"))
+    for n in range(2, 8):
+        fresh = conn.refreshed()
+        assert fresh.cert_path and Path(fresh.cert_path).read_bytes() == pki[f"user-{n}.crt"].read_bytes()
+        release_files(conn, fresh)
+        assert conn.cert_path and not Path(conn.cert_path).exists(), "the replaced certificate's file is removed"
+        assert conn.key_path and not Path(conn.key_path).exists()
+        conn = fresh
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+@pytest.mark.parametrize("own", ["token", "tokenFile", "client-certificate"])
+def test_a_users_own_token_or_certificate_wins_over_its_exec_plugin(tmp_path: Path, own: str) -> None:
+    """client-go installs the exec plugin only when the user has no token, token file, basic auth or client
+    certificate (exec.go:319-321 @ v0.36.3), as the kubernetes package read token before exec;
+    kubernetes_asyncio runs exec first (config/kube_config.py:239-247 @ 36.1.0), so the plugin's identity won."""
+    path, issued = write_kubeconfig(tmp_path, "https://127.0.0.1:1", ttl=600)
+    pki = make_pki(tmp_path / "pki", users=("user-1",))
+    (tmp_path / "token").write_text("kt-from-file\n", encoding="utf-8")
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    user = doc["users"][0]["user"]
+    if own == "token":
+        user["token"] = "kt-static"
+    elif own == "tokenFile":
+        user["tokenFile"] = str(tmp_path / "token")
+    else:
+        user["client-certificate"], user["client-key"] = str(pki["user-1.crt"]), str(pki["user-1.key"])
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    conn = load_connection(str(path))
+    assert not issued.exists(), "the exec plugin never ran"
+    assert conn.expires_at is None
+    if own == "token":
+        assert conn.token == "kt-static"
+    elif own == "tokenFile":
+        assert conn.token is None and conn.token_file == str(tmp_path / "token")
+        assert Kube(conn).bearer() == "kt-from-file"
+    else:
+        assert conn.token is None and conn.cert_path == str(pki["user-1.crt"])
+
+
+@pytest.mark.parametrize("expired", [True, False])
+def test_an_oidc_auth_provider_refresh_is_refused_and_never_sends_the_refresh_token(
+    tmp_path: Path, expired: bool
+) -> None:
+    """kubernetes_asyncio refreshes an expired oidc id-token by posting the refresh-token over TLS that checks
+    nothing (config/openid.py:27-30 @ 36.1.0; a TypeError with an idp CA).  kubetune refuses the refresh with
+    the fix (an exec plugin such as kubelogin) and never contacts the issuer; a valid id-token is used as is."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Issuer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.path)
+            self.send_error(500)
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    issuer = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Issuer)
+    threading.Thread(target=issuer.serve_forever, daemon=True).start()
+
+    def b64url(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    exp = time.time() + (-3600 if expired else 3600)
+    id_token = f"{b64url({'alg': 'none'})}.{b64url({'sub': 'alice', 'exp': int(exp)})}.sig"
+    config = {
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [
+            {
+                "name": "u",
+                "user": {
+                    "auth-provider": {
+                        "name": "oidc",
+                        "config": {
+                            "client-id": "kt",
+                            "client-secret": "s",
+                            "id-token": id_token,
+                            "refresh-token": "kt-refresh-secret",
+                            "idp-issuer-url": f"http://127.0.0.1:{issuer.server_address[1]}",
+                        },
+                    }
+                },
+            }
+        ],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    try:
+        if expired:
+            with pytest.raises(Exception, match="does not refresh it.*exec plugin such as kubelogin"):
+                load_connection(str(path))
+        else:
+            assert load_connection(str(path)).token == id_token
+    finally:
+        issuer.shutdown()
+        issuer.server_close()
+    assert seen == [], "the issuer was never asked"
 
 
 async def test_client_reloads_before_expiry_and_after_a_401(cluster: Cluster, tmp_path: Path) -> None:
@@ -188,6 +468,53 @@ async def eventually_ok(call: Callable[[], Awaitable[Any]]) -> Any:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("which", ["operator", "sdk"])
+async def test_a_failing_plugin_leaves_valid_credentials_in_use_and_is_not_rerun_on_every_call(
+    cluster: Cluster, tmp_path: Path, which: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plugin that fails while the credentials in hand have not expired (a reload ahead of expiry): both
+    clients failed every call and ran the plugin again before each one.  client-go keeps its credentials
+    until they expire (exec.go:386-391, :401-414 @ v0.36.3).  Now the current ones are used with a warning,
+    and the plugin runs again only after a back-off (kubeconfig.ReloadBackoff, 1 s doubling)."""
+    ttl = 600
+    clock = ForwardClock(tmp_path / "clock")
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
+    fail = tmp_path / "fail"
+    plugin_env(path, KT_FAIL=str(fail))
+    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    conn = await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock))
+    kube = Kube(conn)
+    client = terminal.Client(conn)
+
+    async def call() -> Any:
+        if which == "operator":
+            return await configmaps(kube)
+        return await asyncio.to_thread(client.get, f"/api/v1/namespaces/{NS}/configmaps")
+
+    def runs() -> int:
+        return Path(f"{fail}.runs").read_text(encoding="utf-8").count("run")
+
+    try:
+        await call()
+        fail.write_text("", encoding="utf-8")
+        clock.advance(ttl - 30)  # within the last fifth (60 s): reloaded ahead of expiry, still valid
+        for _ in range(3):
+            await call()  # the token in hand, still valid, is used
+        assert runs() == 2, "the load, then one failed reload: not one per call"
+        assert "reloading credentials failed" in caplog.text
+        clock.advance(1.5)  # past the first back-off (1 s)
+        await call()
+        assert runs() == 3
+        fail.unlink()  # the identity provider is back
+        clock.advance(2.5)  # past the second back-off (2 s)
+        await call()
+        assert runs() == 4 and len(issued_tokens(issued)) == 2
+        assert cluster.auth_log[-1].accepted and cluster.auth_log[-1].token == issued_tokens(issued)[-1]
+        assert all(a.accepted for a in cluster.auth_log)
+    finally:
+        await kube.close()
 
 
 async def test_static_token_refused_is_an_error_without_a_retry(cluster: Cluster) -> None:
@@ -451,6 +778,39 @@ async def test_an_exec_plugins_client_certificate_is_the_operators_mtls_identity
     assert [(a.user, a.accepted) for a in cluster.auth_log] == [("user-1", True), ("user-2", True)], (
         "the plugin's certificate authenticated each request, the second run's after the first expired"
     )
+
+
+async def test_the_operators_client_presents_its_certificate_with_insecure_skip_tls_verify(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """insecure-skip-tls-verify skips checking the server's certificate, not sending the user's: the operator's
+    client used aiohttp's ssl=False then, which presents no client certificate, so every call got a 401."""
+    pki = make_pki(tmp_path / "pki", users=("user-1",))
+    cluster.authenticate = Tokens()  # no token is accepted: only the certificate gets a request in
+    cluster.client_certificates = ClientCertificates()
+    async with serve_tls(cluster, str(pki["server.crt"]), str(pki["server.key"]), str(pki["ca.crt"])) as server:
+        config = {
+            "clusters": [
+                {"name": "c", "cluster": {"server": str(server.url).rstrip("/"), "insecure-skip-tls-verify": True}}
+            ],
+            "users": [
+                {
+                    "name": "u",
+                    "user": {"client-certificate": str(pki["user-1.crt"]), "client-key": str(pki["user-1.key"])},
+                }
+            ],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u", "namespace": NS}}],
+            "current-context": "c",
+        }
+        path = tmp_path / "kubeconfig"
+        path.write_text(json.dumps(config), encoding="utf-8")
+        kube = Kube(await asyncio.to_thread(load_connection, str(path)))
+        try:
+            assert kube.connection.insecure
+            assert await configmaps(kube) == []
+        finally:
+            await kube.close()
+    assert [(a.user, a.accepted) for a in cluster.auth_log] == [("user-1", True)]
 
 
 @pytest.mark.parametrize("which", ["operator", "sdk"])

@@ -10,7 +10,11 @@ certificate and key instead of a token; with KT_CLIENT_CERT_DIR set, the n-th ru
 certificate and key DIR/user-n.crt and DIR/user-n.key (a plugin that issues a new certificate each
 run; runs counted in DIR/runs).  With KT_FIXED_TOKEN set it hands out that token on every run
 (a plugin that caches its token until it expires), still logged in KT_ISSUED.  With KT_HANG set, each run
-appends a line to KT_HANG + ".runs" and then waits while the file KT_HANG exists (a plugin that hangs).
+appends a line (its pid) to KT_HANG + ".runs" and then waits while the file KT_HANG exists (a plugin that
+hangs).  With KT_EXEC_INFO_DUMP set it writes the KUBERNETES_EXEC_INFO it got to that file; with KT_PROMPT set
+it writes that line to its stderr first (a login prompt: kubelogin's device code); with KT_ALSO_TOKEN set
+beside KT_CLIENT_CERT it answers a token too.  With KT_FAIL set, each run appends a line to KT_FAIL + ".runs"
+and, while the file KT_FAIL exists, exits 1 with an error on stderr (its identity provider down).
 """
 
 from __future__ import annotations
@@ -24,10 +28,23 @@ import uuid
 
 
 def main() -> int:
+    if os.environ.get("KT_EXEC_INFO_DUMP"):
+        with open(os.environ["KT_EXEC_INFO_DUMP"], "w", encoding="utf-8") as dump:
+            dump.write(os.environ.get("KUBERNETES_EXEC_INFO", ""))
+    if os.environ.get("KT_PROMPT"):
+        sys.stderr.write(os.environ["KT_PROMPT"] + "\n")
+        sys.stderr.flush()
+    fail = os.environ.get("KT_FAIL")
+    if fail:
+        with open(fail + ".runs", "a", encoding="utf-8") as runs:
+            runs.write("run\n")
+        if os.path.exists(fail):
+            sys.stderr.write("error: the identity provider is unreachable\n")
+            return 1
     hang = os.environ.get("KT_HANG")
     if hang:
         with open(hang + ".runs", "a", encoding="utf-8") as runs:
-            runs.write("run\n")
+            runs.write(f"run {os.getpid()}\n")
         deadline = time.monotonic() + 120  # never outlives a test run
         while os.path.exists(hang) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -53,6 +70,8 @@ def main() -> int:
     elif os.environ.get("KT_CLIENT_CERT"):
         status["clientCertificateData"] = os.environ["KT_CLIENT_CERT"]
         status["clientKeyData"] = os.environ["KT_CLIENT_KEY"]
+        if os.environ.get("KT_ALSO_TOKEN"):
+            status["token"] = os.environ["KT_ALSO_TOKEN"]
     else:
         token = os.environ.get("KT_FIXED_TOKEN") or f"kt-{uuid.uuid4().hex}"
         status["token"] = token

@@ -19,9 +19,12 @@ requests get a 401.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import json
+import logging
 import os
+import shutil
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -30,16 +33,21 @@ from urllib.parse import quote
 
 import aiohttp
 
+from . import execplugin
 from . import kubeconfig as _rule
 from .kubeconfig import (
     Entry,
     KubeconfigError,
+    ReloadBackoff,
     TokenFile,
     kubeconfig_files,
     read_kubeconfig,
     retry_after_401,
     should_reload,
+    still_valid,
 )
+
+log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "kubetune"
 """The one field manager of every server-side apply the operator sends."""
@@ -209,8 +217,8 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
       client-certificate/-key against the CLUSTER's file (:436-458).
     * ``load_and_set(Configuration)`` (:484-487): authentication first (:213-250: gcp and oidc
       auth-providers, then ``exec``, then ``token``/``tokenFile``, then username/password), then the
-      cluster (:429-464): ``host`` (server, trailing "/" cut), ``ssl_ca_cert`` (a file, a temp file for
-      ``certificate-authority-data``, FileOrData :63-140), ``cert_file``/``key_file`` (the user's, unless
+      cluster (:429-464): ``host`` (server, trailing "/" cut), ``ssl_ca_cert`` (a file: kubetune writes the
+      ``*-data`` fields to its own files first, ``_materialized``), ``cert_file``/``key_file`` (the user's, unless
       the exec plugin gave them), ``verify_ssl`` (``insecure-skip-tls-verify``), ``tls_server_name``
       (``tls-server-name``) and ``proxy`` (``proxy-url``), copied to the Configuration by ``_set_config``
       (:466-482); the bearer token goes to ``api_key["BearerToken"]`` as "Bearer <token>" (:467-468).
@@ -236,7 +244,9 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
         # kubectl's (kubeconfig.read_kubeconfig): KubeConfigMerger takes current-context from the LAST file
         # that sets it (:613-614), kubectl from the first.
         return [
-            kube_config.ConfigNode(f"{e.file}/{section}[{e.name}]", {"name": e.name, body: dict(e.value)}, e.file)
+            kube_config.ConfigNode(
+                f"{e.file}/{section}[{e.name}]", {"name": e.name, body: _materialized(section, e.value)}, e.file
+            )
             for e in found.values()
         ]
 
@@ -271,7 +281,7 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
     # it once into a static token (_load_user_token, config/kube_config.py:397-410). (Made absolute by
     # kubeconfig._resolved.)
     user = merged.users.get(str(merged.context.get("user") or ""))
-    token_file = user.value.get("tokenFile") if user is not None and not user.value.get("exec") else None
+    token_file = user.value.get("tokenFile") if user is not None else None  # wins over exec (_STATIC_AUTH)
     if isinstance(token_file, str) and token_file:
         token = None
     else:
@@ -294,77 +304,128 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
     )
 
 
+_STATIC_AUTH = ("token", "tokenFile", "username", "client-certificate", "client-certificate-data")
+"""A user's own credentials that win over its exec plugin (client-go exec.go:319-321 @ v0.36.3)."""
+
+_DATA_FIELDS = {
+    "clusters": (("certificate-authority-data", "certificate-authority"),),
+    "users": (("client-certificate-data", "client-certificate"), ("client-key-data", "client-key")),
+}
+_private_dir: str | None = None
+_private_lock = threading.Lock()
+
+
+def _private_file(content: bytes) -> str:
+    """``content`` in a file of kubetune's own: a private directory (``mkdtemp``: owner-only) made once per
+    process and made again when something (a /tmp cleaner) removed it, the file named by its content's hash,
+    written owner-only (0600) on every load and closed, so a file aged out of /tmp is back on the next
+    reload.  kubernetes_asyncio's FileOrData instead remembers one ``mkstemp`` path per content for the
+    process's life and refuses it once deleted ("File does not exists", config/kube_config.py:97-126 @
+    36.1.0) and never closes the descriptor ``mkstemp`` returns (:105): one leaked per new certificate."""
+    import hashlib  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    global _private_dir
+    with _private_lock:
+        if _private_dir is None or not os.path.isdir(_private_dir):
+            _private_dir = tempfile.mkdtemp(prefix="kubetune-creds-")
+            atexit.register(shutil.rmtree, _private_dir, True)
+        name = os.path.join(_private_dir, hashlib.sha256(content).hexdigest())
+        fd = os.open(name + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        os.replace(name + ".tmp", name)
+        return name
+
+
+def release_files(old: Connection, new: Connection) -> None:
+    """Remove ``old``'s private files (``_private_file``) that ``new`` does not use: a rotated plugin
+    certificate's, once its client has taken ``new`` (the TLS context already holds what it loaded)."""
+    keep = {getattr(new, f, None) for f in ("ca_path", "cert_path", "key_path")}
+    for p in (getattr(old, f, None) for f in ("ca_path", "cert_path", "key_path")):
+        if p and p not in keep and _private_dir and os.path.dirname(p) == _private_dir:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+def _materialized(section: str, value: Mapping[str, Any]) -> dict[str, Any]:
+    """``value`` with its ``*-data`` fields (base64, as kubectl reads them) written to private files and named
+    by their file field instead, the data winning over a file as in FileOrData (config/kube_config.py:83-89)."""
+    out = dict(value)
+    for data_key, file_key in _DATA_FIELDS.get(section, ()):
+        data = out.pop(data_key, None)
+        if data:
+            import base64  # noqa: PLC0415
+
+            out[file_key] = _private_file(base64.standard_b64decode(str(data)))
+    return out
+
+
 @functools.cache
 def _loader_class() -> type[Any]:
     """kubernetes_asyncio's loader with kubetune's exec step, defined on first use (the import is lazy)."""
     from kubernetes_asyncio.config import kube_config  # noqa: PLC0415 - lazy, see _load_credentials
     from kubernetes_asyncio.config.config_exception import ConfigException  # noqa: PLC0415
     from kubernetes_asyncio.config.dateutil import parse_rfc3339  # noqa: PLC0415
-    from kubernetes_asyncio.config.exec_provider import ExecProvider  # noqa: PLC0415
 
     base: Any = kube_config.KubeConfigLoader
 
     class Loader(base):  # type: ignore[misc]
-        """kubernetes_asyncio's KubeConfigLoader, its exec plugin's answer kept whole.
+        """kubernetes_asyncio's KubeConfigLoader with kubetune's exec step.
 
-        kubernetes_asyncio runs the plugin with ``ExecProvider(user["exec"]).run()``
-        (config/exec_provider.py:60-114 @ kubernetes_asyncio 36.1.0): the command with its args and
-        ``env`` over this process's environment (:38-58), ``KUBERNETES_EXEC_INFO`` set to an
-        ExecCredential of the configured apiVersion with ``spec.interactive`` = stdout is a terminal
-        (:67-74), stdin inherited and stdout/stderr piped (:76-82), a non-zero exit an error with the
-        plugin's stderr (:95-100), the answer's apiVersion checked against the configured one (:107-113),
-        its ``status`` returned.  Its own ``load_from_exec_plugin`` (config/kube_config.py:348-395) keeps
-        ``expirationTimestamp`` only beside a token (:358-363): a plugin that answers a client certificate
-        and key (written to temp files, :364-385) would never be run again before its certificate
-        expires, although the ExecCredential type says the timestamp is when "the provided credentials
-        expire", whichever they are (ExecCredentialStatus, k8s.io/client-go pkg/apis/clientauthentication/v1
-        types.go, read in the search index's copy, no tag; client-go's authenticator itself was not read
-        for this).  So this override runs the same ExecProvider and takes token, certificate and expiry
-        from its answer; everything else (gcp/oidc providers, token, tokenFile, the cluster) is
-        kubernetes_asyncio's.  An answer with neither a token nor a certificate and key is an error here
-        (kubernetes_asyncio logs it and goes on without credentials, :386-390), so the user reads the
-        plugin's fault instead of a 401.
+        Its own ``load_from_exec_plugin`` (config/kube_config.py:348-395 @ kubernetes_asyncio 36.1.0) runs
+        ``ExecProvider`` (config/exec_provider.py:60-114), whose faults kubetune's runner fixes
+        (``execplugin``: the plugin's stderr hidden unless it fails, no interactiveMode, no
+        provideClusterInfo, no deadline); keeps ``expirationTimestamp`` only beside a token (:358-363), so a
+        certificate-issuing plugin would never run again before its certificate expires; drops the token
+        when a certificate comes too (:358-385); and runs before the user's own token or certificate
+        (:239-247).  This override runs ``execplugin.run_plugin`` only for a user with no static
+        credentials, keeps token, certificate and expiry, and hands certificates to the TLS context
+        through kubetune's private files.  Everything else (gcp/oidc providers, token, tokenFile, the
+        cluster) is kubernetes_asyncio's.
 
-        Where kubernetes_asyncio differs from client-go and what kubetune does about it:
-        * it reloads an exec token only from a polling task (``refresh_token``, :732-754) and never after
-          a 401: kubetune reloads before expiry and once after a 401 (``kubeconfig.should_reload``,
-          ``retry_after_401``, client-go's identity check in ``Kube.fresh_connection``);
-        * ``ExecProvider.run`` has no deadline (it awaits ``proc.stdout.read()`` and ``proc.wait()`` with no
-          timeout, :85-93), as client-go's ``cmd.Run()``: the operator waits on it at most
-          ``Kube.reload_timeout_s`` from a thread of its own and never starts a second run beside it;
-        * it reads the plugin's stdout to the end before its stderr (:85-92): a plugin that writes more
-          than a pipe's buffer (64 KiB on Linux) to stderr before closing stdout hangs (client-go passes
-          stderr to the terminal) and is then handled as the hung plugin above;
-        * it does not read the user's ``interactiveMode`` (``ExecProvider.__init__`` takes command, args and
-          env, :38-58) and sets ``spec.interactive`` from whether stdout is a terminal (:70): kubetune runs
-          plugins with whatever stdin it has (the operator: none that is a terminal).
-        * the certificate and key a plugin answers go to files from ``tempfile.mkstemp`` (owner-only, in
-          $TMPDIR; FileOrData, config/kube_config.py:97-109), removed at exit.
+        kubernetes_asyncio reloads an exec token only from a polling task (``refresh_token``, :732-754) and
+        never after a 401: kubetune reloads before expiry and once after a 401 (``kubeconfig.should_reload``,
+        ``retry_after_401``, client-go's identity check in ``Kube.fresh_connection``).
         """
 
         expires_at: float | None = None
 
+        async def _refresh_oidc(self, provider: Any) -> None:
+            # kubernetes_asyncio refreshes an expired oidc id-token by posting the refresh-token to the issuer
+            # through aiohttp.TCPConnector(verify_ssl=<an idp CA given>, ssl_context=<its temp file's NAME>)
+            # (config/openid.py:27-30, called from config/kube_config.py:311-338 @ 36.1.0): without
+            # idp-certificate-authority(-data) the refresh-token goes out over TLS that checks nothing, with
+            # one aiohttp refuses the str as an SSLContext (TypeError).  So kubetune refuses the refresh.
+            raise ConfigException(
+                "oidc: the auth-provider's id-token has expired (or is missing) and kubetune does not refresh it "
+                "with the refresh-token (kubernetes_asyncio would send it unverified); use an exec plugin such as "
+                "kubelogin (kubectl oidc-login) in the kubeconfig's user instead, or put a fresh id-token in it"
+            )
+
         async def load_from_exec_plugin(self) -> bool:
-            status = await ExecProvider(self._user["exec"]).run()
-            if not isinstance(status, dict):
-                raise ConfigException("exec: the plugin's status is not an object")
+            user = self._user.value
+            # A token, token file, username or client certificate of the user's own wins over its exec plugin,
+            # which then never runs: client-go's UpdateTransportConfig returns before installing the plugin
+            # when c.HasTokenAuth() || c.HasBasicAuth() || c.HasCertAuth() (exec.go:319-321 @ v0.36.3), as
+            # the kubernetes package did; kubernetes_asyncio runs exec first (config/kube_config.py:239-247).
+            if any(user.get(key) for key in _STATIC_AUTH):
+                return False
+            try:
+                # kubetune's runner (execplugin.py: stderr to the caller, interactiveMode, provideClusterInfo,
+                # a deadline), not kubernetes_asyncio's ExecProvider.
+                status = execplugin.run_plugin(user["exec"], self._cluster.value if self._cluster else {})
+            except execplugin.ExecPluginError as exc:
+                raise ConfigException(str(exc)) from exc
             if status.get("token"):
                 self.token = f"Bearer {status['token']}"
-            elif status.get("clientCertificateData") or status.get("clientKeyData"):
-                if not (status.get("clientCertificateData") and status.get("clientKeyData")):
-                    raise ConfigException(
-                        "exec: the plugin answered clientCertificateData and clientKeyData, one without the other"
-                    )
-                # PEM as the plugin printed it, in temp files the client's TLS context loads; files of the
-                # same content are reused and removed at exit (FileOrData, config/kube_config.py:97-109).
-                for attr, key in (("cert_file", "clientCertificateData"), ("key_file", "clientKeyData")):
-                    setattr(
-                        self,
-                        attr,
-                        kube_config.FileOrData(status, None, data_key_name=key, base64_file_content=False).as_file(),
-                    )
-            else:
-                raise ConfigException("exec: the plugin answered neither a token nor a client certificate")
+            if status.get("clientCertificateData"):
+                # A token and a certificate are both kept, as client-go's newCreds (exec.go:505-520); PEM as
+                # the plugin printed it, in kubetune's own private files (_private_file).
+                self.cert_file = _private_file(str(status["clientCertificateData"]).encode())
+                self.key_file = _private_file(str(status["clientKeyData"]).encode())
             stamp = status.get("expirationTimestamp")
             self.expires_at = parse_rfc3339(str(stamp)).timestamp() if stamp else None
             return True
@@ -448,6 +509,8 @@ class Kube:
     """The reload under way (its own thread), kept across calls until it ends: one plugin at a time."""
     refreshes: int = field(default=0, init=False)
     """How many times credentials were reloaded (exec plugin run again, token file re-read)."""
+    _backoff: ReloadBackoff = field(default_factory=ReloadBackoff, init=False)
+    """When a failed reload may run again (kubeconfig.ReloadBackoff)."""
 
     async def close(self) -> None:
         if self._session is not None:
@@ -490,13 +553,14 @@ class Kube:
                 return current
             if self._token_file is not None:
                 self._token_file.reset()  # re-read now: kubelet may have rotated it
-            # An exec plugin that never answers (waiting on a network, a browser login) is run with no
-            # deadline by kubernetes_asyncio (ExecProvider.run awaits the plugin's stdout and exit with no
-            # timeout, config/exec_provider.py:83-93 @ 36.1.0) and by client-go (cmd.Run(),
-            # plugin/pkg/client/auth/exec/exec.go:471 @ v0.36.3), and is not stopped from here. So a call
-            # waits for it at most reload_timeout_s and fails with a transient error the caller retries,
-            # and the next call waits on the same run: never a second plugin beside a hung one, never a
-            # silent stall of every call.
+            # An exec plugin that does not answer (waiting on a network, a browser login) is killed only after
+            # execplugin.DEADLINE_S (client-go waits forever: cmd.Run(), plugin/pkg/client/auth/exec/exec.go:471
+            # @ v0.36.3). So a call waits for it at most reload_timeout_s and fails with a transient error the
+            # caller retries, and the next call waits on the same run: never a second plugin beside a hung
+            # one, never a silent stall of every call.
+            if self._reload is None and not self._backoff.ready(current.clock()):
+                # a reload failed a moment ago: not run again before its back-off ends (kubeconfig.ReloadBackoff)
+                return self._keep_or_fail(current, rejected, self._backoff.last_error)
             if self._reload is None:
                 self._reload = _in_thread(current.refreshed)
             try:
@@ -508,10 +572,19 @@ class Kube:
                     f"reloading credentials: no answer within {self.reload_timeout_s:g} s (an exec plugin still "
                     "running; waited for again on the next call)",
                 ) from None
-            except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retry later
+            except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retry after a back-off
                 self._reload = None
-                raise ApiError(0, "CredentialsError", f"reloading credentials failed: {exc!r}") from exc
+                self._backoff.failed(exc, current.clock())
+                kept = self._keep_or_fail(current, rejected, exc)
+                log.warning(
+                    "reloading credentials failed (%r); the current ones, valid until their expiry, are used "
+                    "meanwhile; tried again in %.0f s",
+                    exc,
+                    self._backoff.retry_at - current.clock(),
+                )
+                return kept
             self._reload = None
+            self._backoff.succeeded()
             self.refreshes += 1
             if (fresh.cert_path, fresh.key_path, fresh.ca_path, fresh.insecure) != (
                 current.cert_path,
@@ -521,17 +594,39 @@ class Kube:
             ):
                 await self.close()  # the TLS context holds the client certificate: a new session picks up the new one
             self.connection = fresh
+            release_files(current, fresh)
             return fresh
+
+    def _keep_or_fail(self, current: Connection, rejected: str | None, exc: BaseException | None) -> Connection:
+        """After a failed reload (or during its back-off): ``current`` while it is valid and was not refused
+        (a reload ahead of expiry that failed costs nothing, kubeconfig.ReloadBackoff); else a transient error."""
+        now = current.clock()
+        if rejected is None and still_valid(current.expires_at, now):
+            return current
+        raise ApiError(
+            0,
+            "CredentialsError",
+            f"reloading credentials failed: {exc!r} (tried again in {max(self._backoff.retry_at - now, 0):.0f} s)",
+        ) from exc
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             ssl: Any = None
-            if self.connection.insecure:
+            if self.connection.insecure and not self.connection.cert_path:
                 ssl = False
-            elif self.connection.ca_path or self.connection.cert_path:
+            elif self.connection.insecure or self.connection.ca_path or self.connection.cert_path:
                 import ssl as ssl_module
 
-                ctx = ssl_module.create_default_context(cafile=self.connection.ca_path)
+                ctx = ssl_module.create_default_context(
+                    cafile=None if self.connection.insecure else self.connection.ca_path
+                )
+                if self.connection.insecure:
+                    # insecure-skip-tls-verify skips checking the SERVER's certificate only: the client
+                    # certificate is still presented (kubernetes_asyncio: verify_ssl False sets CERT_NONE on the
+                    # one context that also loads cert_file, client/rest.py:54-64 @ 36.1.0); aiohttp's
+                    # ssl=False would drop it.
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl_module.CERT_NONE
                 if self.connection.cert_path:
                     ctx.load_cert_chain(self.connection.cert_path, self.connection.key_path)
                 ssl = ctx

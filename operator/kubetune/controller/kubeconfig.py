@@ -207,6 +207,48 @@ def retry_after_401(attempt: int, refreshable: bool) -> bool:
     return attempt == 1 and refreshable
 
 
+RELOAD_BACKOFF_S = (1.0, 60.0)
+"""After a failed reload (an exec plugin's error), the next try waits this long, doubled per failure up to
+the second value."""
+
+
+class ReloadBackoff:
+    """When a failed reload may be tried again, and whether the credentials in hand may still be used.
+
+    A plugin that fails (its identity provider down, a network away) made both clients run it again before
+    every request, and fail every request although the credentials they held had not expired: client-go keeps
+    its cached credentials until they have expired (``credsExpired``/``getCreds``, exec.go:386-391, :401-414
+    @ v0.36.3: it runs the plugin only then), so an early reload is kubetune's own and its failure must cost
+    nothing while they are valid.  So: after a failure the plugin is not run again for
+    :data:`RELOAD_BACKOFF_S` (1 s, doubling to 60 s); meanwhile, and when the reload failed, credentials
+    that have not expired are kept (with a warning); expired ones (or a 401) make the failure the caller's
+    error."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_error: BaseException | None = None
+
+    def ready(self, now: float) -> bool:
+        """Whether a reload may run now."""
+        return now >= self.retry_at
+
+    def failed(self, exc: BaseException, now: float) -> None:
+        self.failures += 1
+        self.last_error = exc
+        first, most = RELOAD_BACKOFF_S
+        self.retry_at = now + min(most, first * 2 ** (self.failures - 1))
+
+    def succeeded(self) -> None:
+        self.failures, self.retry_at, self.last_error = 0, 0.0, None
+
+
+def still_valid(expires_at: float | None, now: float) -> bool:
+    """Whether credentials that expire at ``expires_at`` (None: never) have not expired yet (client-go's
+    ``credsExpired`` negated: exec.go:386-391 @ v0.36.3)."""
+    return expires_at is None or now < expires_at
+
+
 class TokenFile:
     """A bearer token read from a file that is rotated in place (the in-cluster ServiceAccount token, a
     kubeconfig ``tokenFile``): read again when :func:`should_reload` says so for a token taken to expire
@@ -241,11 +283,13 @@ __all__ = [
     "Entry",
     "Kubeconfig",
     "KubeconfigError",
+    "ReloadBackoff",
     "kubeconfig_files",
     "kubeconfig_namespace",
     "load_kubeconfig",
     "read_kubeconfig",
     "retry_after_401",
     "should_reload",
+    "still_valid",
     "TokenFile",
 ]
