@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import io
 import json
 import os
 import shutil
@@ -56,8 +57,8 @@ def test_exec_plugin_credentials_carry_their_expiry_and_reload(tmp_path: Path, a
 def test_exec_plugin_client_certificate_is_loaded(tmp_path: Path) -> None:
     path, _ = write_kubeconfig(tmp_path, "https://127.0.0.1:1", ttl=600)
     doc = json.loads(path.read_text(encoding="utf-8"))
-    pem_cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-    pem_key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+    pki = make_pki(tmp_path / "pki", users=("user-1",))
+    pem_cert, pem_key = pki["user-1.crt"].read_text(encoding="utf-8"), pki["user-1.key"].read_text(encoding="utf-8")
     doc["users"][0]["user"]["exec"]["env"] += [
         {"name": "KT_CLIENT_CERT", "value": pem_cert},
         {"name": "KT_CLIENT_KEY", "value": pem_key},
@@ -979,3 +980,90 @@ async def test_the_operator_with_kopf_works_through_the_kubeconfigs_proxy_url_al
     )
     kopf_watches = [a for a in cluster.auth_log if a.watch and "finetunejobs" in a.path]
     assert kopf_watches and all(a.accepted for a in cluster.auth_log)
+
+
+def plugin_exec(issued: Path, **env: str) -> dict[str, Any]:
+    """An exec entry running the test plugin (tests/support/exec_plugin.py) with ``env``, for run_plugin."""
+    from tests.support.plugin_kubeconfig import PLUGIN
+
+    return {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "command": sys.executable,
+        "args": [str(PLUGIN)],
+        "interactiveMode": "Never",
+        "env": [{"name": "KT_ISSUED", "value": str(issued)}, *({"name": k, "value": v} for k, v in env.items())],
+    }
+
+
+def test_a_plugins_prompt_reaches_a_notebooks_stderr_and_its_failure_carries_the_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under ipykernel ``sys.stderr`` is the cell's stream and fd 2 the kernel's own log: handing the plugin
+    fd 2 (what client-go's os.Stderr means in a terminal, exec.go:212-213 @ v0.36.3) lost a device-code prompt.
+    A stderr that is no terminal now gets the plugin's stderr relayed, and a failure's message carries it."""
+    cell = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", cell)
+    issued = tmp_path / "issued"
+    status = execplugin.run_plugin(plugin_exec(issued, KT_PROMPT="open https://login.example/device: ABCD"), {})
+    assert status["token"] == issued_tokens(issued)[0]
+    assert "open https://login.example/device: ABCD" in cell.getvalue()
+    fail = tmp_path / "fail"
+    fail.write_text("", encoding="utf-8")
+    with pytest.raises(execplugin.ExecPluginError, match="exit code 1:\n.*identity provider is unreachable"):
+        execplugin.run_plugin(plugin_exec(issued, KT_FAIL=str(fail)), {})
+
+
+def test_an_env_entry_without_value_is_empty_and_one_without_name_is_refused(tmp_path: Path) -> None:
+    """kubectl requires only an env entry's name (clientcmd/validation.go:318-322 @ v0.36.3): a missing value
+    raised KeyError; now it is the empty string, and an entry with no name is refused naming it."""
+    issued, dump = tmp_path / "issued", tmp_path / "info"
+    exec_config = plugin_exec(issued, KT_EXEC_INFO_DUMP=str(dump))
+    exec_config["env"].append({"name": "KT_PROMPT"})  # empty: the plugin prints no prompt
+    assert execplugin.run_plugin(exec_config, {})["token"] == issued_tokens(issued)[0]
+    exec_config["env"].append({"value": "x"})
+    with pytest.raises(execplugin.ExecPluginError, match=r"env entry \{'value': 'x'\}.*has no name"):
+        execplugin.run_plugin(exec_config, {})
+
+
+def test_a_bad_certificate_from_a_plugin_is_refused_naming_the_plugin(tmp_path: Path) -> None:
+    """client-go parses the pair right after the run (tls.X509KeyPair, "failed parsing client key/certificate",
+    exec.go:505-520 @ v0.36.3); kubetune wrote it to files and failed only at the first TLS handshake."""
+    pki = make_pki(tmp_path / "pki", users=("user-1", "user-2"))
+    cert, key = pki["user-1.crt"].read_text(encoding="utf-8"), pki["user-1.key"].read_text(encoding="utf-8")
+    good = execplugin.run_plugin(plugin_exec(tmp_path / "i", KT_CLIENT_CERT=cert, KT_CLIENT_KEY=key), {})
+    assert good["clientCertificateData"] == cert
+    other_key = pki["user-2.key"].read_text(encoding="utf-8")
+    for bad_cert, bad_key in (
+        (cert, other_key),
+        ("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", key),
+    ):
+        with pytest.raises(execplugin.ExecPluginError, match=f"plugin {sys.executable}: failed parsing client key"):
+            execplugin.run_plugin(plugin_exec(tmp_path / "i", KT_CLIENT_CERT=bad_cert, KT_CLIENT_KEY=bad_key), {})
+
+
+def test_a_shell_plugins_background_child_holding_stdout_is_killed_at_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shell wrapper that leaves a child holding its stdout: killing only the shell at the deadline left the
+    child (and the wait on stdout) behind.  A non-interactive plugin now runs in its own session and the whole
+    group is killed; the message says the plugin exited but its child kept stdout open."""
+    monkeypatch.setattr(execplugin, "DEADLINE_S", 0.5)
+    child = tmp_path / "child.pid"
+    script = tmp_path / "plugin.sh"
+    script.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {child}\nexit 0\n", encoding="utf-8")
+    script.chmod(0o700)
+    exec_config = {"apiVersion": "client.authentication.k8s.io/v1", "command": str(script), "interactiveMode": "Never"}
+    with pytest.raises(
+        execplugin.ExecPluginError, match="exited, but a child it started kept its stdout open within 0.5 s"
+    ):
+        execplugin.run_plugin(exec_config, {})
+    pid = int(child.read_text(encoding="utf-8"))
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        return state in ("Z", "X")  # killed, waiting for init to reap it
+
+    asyncio.run(eventually(gone, what="the plugin's background child killed"))

@@ -8,7 +8,8 @@ for the plugin with no deadline (:85-93).  This runner follows client-go's exec 
 (k8s.io/client-go plugin/pkg/client/auth/exec/exec.go @ v0.36.3):
 
 * the plugin's stderr is the caller's stderr (``stderr: os.Stderr``, :212-213; ``cmd.Stderr = a.stderr``,
-  :459-463), always;
+  :459-463) when that is a terminal; otherwise (a notebook, whose fd 2 is not the cell) it is piped and
+  relayed to ``sys.stderr`` as it comes, its tail kept for the failure's message;
 * its stdin is the caller's terminal only when it is interactive (``if interactive { cmd.Stdin = a.stdin
   }``, :463-465), which ``isInteractive`` (:233-257) decides from ``interactiveMode``: ``Never`` no;
   ``IfAvailable`` when stdin is a terminal; ``Always`` requires a terminal ("standard input is not a
@@ -25,7 +26,8 @@ for the plugin with no deadline (:85-93).  This runner follows client-go's exec 
   (``newCreds``: token and cert, :505-520).
 
 Unlike client-go (``cmd.Run()``, :471, no deadline) the plugin is killed after :data:`DEADLINE_S`: the
-operator must not hold a reload thread forever behind a plugin that waits on a network.
+operator must not hold a reload thread forever behind a plugin that waits on a network.  A non-interactive
+plugin runs in a session of its own, so the kill reaches the children of a shell wrapper too.
 """
 
 from __future__ import annotations
@@ -33,16 +35,23 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
+import ssl
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 EXEC_INFO_ENV = "KUBERNETES_EXEC_INFO"
 CLUSTER_EXTENSION = "client.authentication.k8s.io/exec"
 """The cluster extension whose ``extension`` value is handed to the plugin as ``spec.cluster.config``."""
 DEADLINE_S = 300.0
 """How long a plugin may run (a browser or device-code login included) before it is killed."""
+STDERR_TAIL = 4096
+"""How many of the last bytes of a piped stderr a failure's message carries."""
 
 
 class ExecPluginError(Exception):
@@ -117,33 +126,25 @@ def run_plugin(
         spec["cluster"] = exec_cluster(cluster)
     env = dict(os.environ)
     for item in exec_config.get("env") or []:
-        env[str(item["name"])] = str(item["value"])
+        # kubectl requires only ``name`` (clientcmd/validation.go:318-322 @ v0.36.3: "env variable name must be
+        # specified"); a missing ``value`` is Go's zero value, the empty string.
+        name = item.get("name") if isinstance(item, Mapping) else None
+        if not name:
+            raise ExecPluginError(
+                f"exec: env entry {item!r} of the user's exec entry has no name (each entry needs name and value)"
+            )
+        env[str(name)] = "" if item.get("value") is None else str(item["value"])
     env[EXEC_INFO_ENV] = json.dumps({"apiVersion": api_version, "kind": "ExecCredential", "spec": spec})
     argv = [str(command), *(str(a) for a in exec_config.get("args") or [])]
-    try:
-        stderr: int | None = sys.stderr.fileno() if sys.stderr is not None else None
-    except (AttributeError, ValueError, OSError):
-        stderr = None  # inherit this process's fd 2, as client-go's os.Stderr
     deadline = DEADLINE_S if deadline_s is None else deadline_s
+    stdout, returncode, err_tail = _run(
+        argv, env, is_interactive, deadline, str(command), exec_config.get("installHint")
+    )
+    if returncode != 0:
+        shown = f":\n{err_tail}" if err_tail else " (its stderr is above)"
+        raise ExecPluginError(f"exec: plugin {command} failed with exit code {returncode}{shown}")
     try:
-        done = subprocess.run(
-            argv,
-            env=env,
-            stdin=None if is_interactive else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            timeout=deadline,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        hint = exec_config.get("installHint")
-        raise ExecPluginError(f"exec: executable {command} not found" + (f"\n\n{hint}" if hint else "")) from exc
-    except subprocess.TimeoutExpired:  # subprocess.run killed it
-        raise ExecPluginError(f"exec: plugin {command} did not finish within {deadline:g} s and was killed") from None
-    if done.returncode != 0:
-        raise ExecPluginError(f"exec: plugin {command} failed with exit code {done.returncode} (its stderr is above)")
-    try:
-        answer = json.loads(done.stdout)
+        answer = json.loads(stdout)
     except ValueError as exc:
         raise ExecPluginError(f"exec: decoding the plugin's stdout: {exc}") from exc
     if not isinstance(answer, dict) or answer.get("kind") != "ExecCredential":
@@ -160,4 +161,104 @@ def run_plugin(
         raise ExecPluginError("exec plugin didn't return a token or cert/key pair")
     if bool(status.get("clientCertificateData")) != bool(status.get("clientKeyData")):
         raise ExecPluginError("exec plugin returned only certificate or key, not both")
+    if status.get("clientCertificateData"):
+        _check_pair(str(command), str(status["clientCertificateData"]), str(status["clientKeyData"]))
     return status
+
+
+def _check_pair(command: str, cert: str, key: str) -> None:
+    """A certificate and key that do not load are refused here, naming the plugin, as client-go's
+    ``tls.X509KeyPair`` refuses them after the run ("failed parsing client key/certificate", exec.go:505-520
+    @ v0.36.3), not at the first TLS handshake."""
+    with tempfile.TemporaryDirectory(prefix="kubetune-exec-") as folder:
+        cert_file, key_file = os.path.join(folder, "tls.crt"), os.path.join(folder, "tls.key")
+        for file, data in ((cert_file, cert), (key_file, key)):
+            with open(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
+                f.write(data)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert_file, key_file)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            raise ExecPluginError(f"exec: plugin {command}: failed parsing client key/certificate: {exc}") from exc
+
+
+class _Reader(threading.Thread):
+    """Reads one of the plugin's pipes to its end: stdout whole; stderr relayed to ``sys.stderr`` chunk by
+    chunk (a notebook's cell, pytest's capture) with its last :data:`STDERR_TAIL` bytes kept for the error."""
+
+    def __init__(self, pipe: IO[bytes], relay: bool) -> None:
+        super().__init__(daemon=True, name="kubetune-exec-plugin-pipe")
+        self.pipe, self.relay, self.data = pipe, relay, bytearray()
+
+    def run(self) -> None:
+        while chunk := os.read(self.pipe.fileno(), 65536):
+            self.data += chunk
+            if self.relay:
+                del self.data[: max(0, len(self.data) - STDERR_TAIL)]
+                stream = sys.stderr
+                if stream is not None:
+                    try:
+                        stream.write(chunk.decode("utf-8", "replace"))
+                        stream.flush()
+                    except (OSError, ValueError):
+                        pass  # a closed stream: the tail is still kept for the error
+
+
+def _run(
+    argv: list[str], env: dict[str, str], is_interactive: bool, deadline: float, command: str, hint: Any
+) -> tuple[bytes, int, str]:
+    """Run the plugin: its stdout, exit code and its stderr's tail (empty when it wrote to the terminal).
+
+    The plugin's stderr is the caller's terminal when ``sys.stderr`` is one (client-go's os.Stderr,
+    exec.go:212-213, :459-463 @ v0.36.3).  Otherwise (ipykernel, whose fd 2 is the kernel's own log and
+    whose ``sys.stderr`` is the cell; a service's captured stream) it is piped and each chunk relayed to
+    ``sys.stderr``, so a device-code prompt reaches the user wherever they read.
+
+    A non-interactive plugin runs in its own session so that the deadline kills its whole process group (a
+    shell wrapper's children too); an interactive one stays in the terminal's foreground group, where it can
+    read the terminal, and only it is killed."""
+    terminal = _is_terminal(sys.stderr)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=None if is_interactive else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=sys.stderr.fileno() if terminal and sys.stderr is not None else subprocess.PIPE,
+            start_new_session=not is_interactive,
+        )
+    except FileNotFoundError as exc:
+        raise ExecPluginError(f"exec: executable {command} not found" + (f"\n\n{hint}" if hint else "")) from exc
+    assert proc.stdout is not None
+    out = _Reader(proc.stdout, relay=False)
+    err = _Reader(proc.stderr, relay=True) if proc.stderr is not None else None
+    for reader in (out, err):
+        if reader is not None:
+            reader.start()
+    end = time.monotonic() + deadline
+    try:
+        out.join(deadline)
+        returncode = proc.wait(max(0.0, end - time.monotonic())) if not out.is_alive() else None
+    except subprocess.TimeoutExpired:
+        returncode = None
+    if returncode is None:
+        exited = proc.poll() is not None
+        try:
+            if is_interactive:
+                proc.kill()
+            else:
+                os.killpg(proc.pid, signal.SIGKILL)  # the session's group: pgid == the plugin's pid
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        for reader in (out, err):
+            if reader is not None:
+                reader.join(1.0)
+        why = "exited, but a child it started kept its stdout open" if exited else "did not finish"
+        raise ExecPluginError(f"exec: plugin {command} {why} within {deadline:g} s and was killed")
+    if err is not None:
+        err.join(1.0)  # its stderr ends with it (a child still holding it is not waited for)
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None and not (err is not None and err.is_alive() and pipe is proc.stderr):
+            pipe.close()
+    tail = bytes(err.data).decode("utf-8", "replace").strip() if err is not None else ""
+    return bytes(out.data), returncode, tail
