@@ -164,14 +164,14 @@ class Client:
             old, now = self.conn, self.conn.clock()
             # A failed reload is not run again before its back-off ends, and credentials that have not expired
             # are kept meanwhile (kubeconfig.ReloadBackoff: the operator's rule too).
-            if not self._backoff.ready(now):
+            if not self._backoff.ready():
                 if rejected is None and still_valid(old.expires_at, now):
                     return
                 raise self._backoff.last_error or RuntimeError("reloading credentials failed")
             try:
                 fresh = old.refreshed()
             except Exception as exc:
-                self._backoff.failed(exc, now)
+                self._backoff.failed(exc)
                 if rejected is None and still_valid(old.expires_at, now):
                     logging.getLogger(__name__).warning(
                         "reloading credentials failed (%s); the current ones are used until they expire", exc

@@ -473,13 +473,15 @@ async def eventually_ok(call: Callable[[], Awaitable[Any]]) -> Any:
 
 @pytest.mark.parametrize("which", ["operator", "sdk"])
 async def test_a_failing_plugin_leaves_valid_credentials_in_use_and_is_not_rerun_on_every_call(
-    cluster: Cluster, tmp_path: Path, which: str, caplog: pytest.LogCaptureFixture
+    cluster: Cluster, tmp_path: Path, which: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A plugin that fails while the credentials in hand have not expired (a reload ahead of expiry): both
     clients failed every call and ran the plugin again before each one.  client-go keeps its credentials
     until they expire (exec.go:386-391, :401-414 @ v0.36.3).  Now the current ones are used with a warning,
     and the plugin runs again only after a back-off (kubeconfig.ReloadBackoff, 1 s doubling)."""
     ttl = 600
+    mono = [0.0]
+    monkeypatch.setattr(kubeconfig, "monotonic", lambda: mono[0])
     clock = ForwardClock(tmp_path / "clock")
     path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
     fail = tmp_path / "fail"
@@ -505,11 +507,13 @@ async def test_a_failing_plugin_leaves_valid_credentials_in_use_and_is_not_rerun
             await call()  # the token in hand, still valid, is used
         assert runs() == 2, "the load, then one failed reload: not one per call"
         assert "reloading credentials failed" in caplog.text
-        clock.advance(1.5)  # past the first back-off (1 s)
+        clock.advance(1.5)
+        mono[0] += 1.5  # past the first back-off (1 s, monotonic)
         await call()
         assert runs() == 3
         fail.unlink()  # the identity provider is back
-        clock.advance(2.5)  # past the second back-off (2 s)
+        clock.advance(2.5)
+        mono[0] += 2.5  # past the second back-off (2 s)
         await call()
         assert runs() == 4 and len(issued_tokens(issued)) == 2
         assert cluster.auth_log[-1].accepted and cluster.auth_log[-1].token == issued_tokens(issued)[-1]
@@ -1067,3 +1071,17 @@ def test_a_shell_plugins_background_child_holding_stdout_is_killed_at_the_deadli
         return state in ("Z", "X")  # killed, waiting for init to reap it
 
     asyncio.run(eventually(gone, what="the plugin's background child killed"))
+
+
+def test_a_wall_clock_stepped_back_does_not_stretch_the_reload_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The back-off after a failed reload ran on the wall clock (the connection's clock): a clock stepped back
+    an hour (NTP, a resumed VM) kept the plugin from running again for that hour.  It is monotonic now."""
+    monkeypatch.setattr(kubeconfig, "RELOAD_BACKOFF_S", (0.05, 0.05))
+    backoff = kubeconfig.ReloadBackoff()
+    backoff.failed(RuntimeError("identity provider down"))
+    assert not backoff.ready()
+    stepped_back = time.time() - 3600
+    monkeypatch.setattr(time, "time", lambda: stepped_back)
+    monkeypatch.setattr(kubeconfig, "clock", lambda: stepped_back)
+    asyncio.run(eventually(backoff.ready, what="the back-off over, 0.05 s later"))
+    assert backoff.remaining() == 0.0

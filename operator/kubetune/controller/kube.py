@@ -558,7 +558,7 @@ class Kube:
             # @ v0.36.3). So a call waits for it at most reload_timeout_s and fails with a transient error the
             # caller retries, and the next call waits on the same run: never a second plugin beside a hung
             # one, never a silent stall of every call.
-            if self._reload is None and not self._backoff.ready(current.clock()):
+            if self._reload is None and not self._backoff.ready():
                 # a reload failed a moment ago: not run again before its back-off ends (kubeconfig.ReloadBackoff)
                 return self._keep_or_fail(current, rejected, self._backoff.last_error)
             if self._reload is None:
@@ -574,13 +574,13 @@ class Kube:
                 ) from None
             except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retry after a back-off
                 self._reload = None
-                self._backoff.failed(exc, current.clock())
+                self._backoff.failed(exc)
                 kept = self._keep_or_fail(current, rejected, exc)
                 log.warning(
                     "reloading credentials failed (%r); the current ones, valid until their expiry, are used "
                     "meanwhile; tried again in %.0f s",
                     exc,
-                    self._backoff.retry_at - current.clock(),
+                    self._backoff.remaining(),
                 )
                 return kept
             self._reload = None
@@ -606,7 +606,7 @@ class Kube:
         raise ApiError(
             0,
             "CredentialsError",
-            f"reloading credentials failed: {exc!r} (tried again in {max(self._backoff.retry_at - now, 0):.0f} s)",
+            f"reloading credentials failed: {exc!r} (tried again in {self._backoff.remaining():.0f} s)",
         ) from exc
 
     def _get_session(self) -> aiohttp.ClientSession:

@@ -172,6 +172,8 @@ TOKEN_FILE_PERIOD_S = 60.0
 
 clock: Callable[[], float] = time.time
 """The rule's clock (epoch seconds). Tests set it to stand at a point of the rule instead of sleeping."""
+monotonic: Callable[[], float] = time.monotonic
+"""The back-off's clock (:class:`ReloadBackoff`), replaceable by a test as :data:`clock` is."""
 
 
 def should_reload(expires_at: float | None, loaded_at: float, now: float | None = None) -> bool:
@@ -227,17 +229,23 @@ class ReloadBackoff:
     def __init__(self) -> None:
         self.failures = 0
         self.retry_at = 0.0
+        """On the monotonic clock (:data:`monotonic`): a wall clock stepped back (NTP, a VM resumed) must not stretch
+        the back-off (credentials' ``expires_at`` stays on the wall clock, as the issuer's timestamp is)."""
         self.last_error: BaseException | None = None
 
-    def ready(self, now: float) -> bool:
+    def ready(self) -> bool:
         """Whether a reload may run now."""
-        return now >= self.retry_at
+        return monotonic() >= self.retry_at
 
-    def failed(self, exc: BaseException, now: float) -> None:
+    def remaining(self) -> float:
+        """Seconds until a reload may run again (0 when it may now)."""
+        return max(0.0, self.retry_at - monotonic())
+
+    def failed(self, exc: BaseException) -> None:
         self.failures += 1
         self.last_error = exc
         first, most = RELOAD_BACKOFF_S
-        self.retry_at = now + min(most, first * 2 ** (self.failures - 1))
+        self.retry_at = monotonic() + min(most, first * 2 ** (self.failures - 1))
 
     def succeeded(self) -> None:
         self.failures, self.retry_at, self.last_error = 0, 0.0, None
