@@ -250,15 +250,19 @@ def _run(
         except (ProcessLookupError, PermissionError):
             pass
         proc.wait()
-        for reader in (out, err):
-            if reader is not None:
-                reader.join(1.0)
+        _close(proc, out, err)
         why = "exited, but a child it started kept its stdout open" if exited else "did not finish"
         raise ExecPluginError(f"exec: plugin {command} {why} within {deadline:g} s and was killed")
-    if err is not None:
-        err.join(1.0)  # its stderr ends with it (a child still holding it is not waited for)
-    for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None and not (err is not None and err.is_alive() and pipe is proc.stderr):
-            pipe.close()
+    _close(proc, out, err)
     tail = bytes(err.data).decode("utf-8", "replace").strip() if err is not None else ""
     return bytes(out.data), returncode, tail
+
+
+def _close(proc: subprocess.Popen[bytes], *readers: _Reader | None) -> None:
+    """Close the plugin's pipes once their readers are done (a second at most: the plugin is gone, and a
+    child still holding a pipe leaves that one to the daemon reader rather than closed under it)."""
+    for reader in readers:
+        if reader is not None:
+            reader.join(1.0)
+            if not reader.is_alive():
+                reader.pipe.close()
