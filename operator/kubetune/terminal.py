@@ -71,11 +71,15 @@ class Client:
         self.server = str(connection.server).rstrip("/")
         self.context: ssl.SSLContext | None = None
         self._opener: Any = None
-        # One reload at a time, the check inside: the SDK calls one Client from several threads, and
-        # client-go's exec authenticator holds its mutex across the expiry check and the plugin run
-        # (getCreds, plugin/pkg/client/auth/exec/exec.go:401-414 @ v0.36.3), reloading after a 401 only
-        # while the credentials that got it are still the current ones (maybeRefreshCreds, :418-430).
+        # One reload at a time, the check inside: the SDK calls one Client from several threads.  client-go's
+        # exec authenticator holds its mutex across the expiry check and the plugin run (getCreds,
+        # plugin/pkg/client/auth/exec/exec.go:401-414 @ v0.36.3), but runs the plugin only once the
+        # credentials have expired; kubetune reloads ahead of expiry, so the lock only starts the run (see
+        # _reload).  After a 401 it reloads only while the credentials that got it are still the current ones
+        # (maybeRefreshCreds, :418-430).
         self._reloading = threading.Lock()
+        self._pending: tuple[threading.Thread, list[BaseException]] | None = None
+        """The reload under way (a thread of its own): one plugin at a time."""
         self._use(connection)
 
     def _use(self, connection: Any) -> None:
@@ -150,37 +154,63 @@ class Client:
             return self._open(path, params, timeout, method, body, content_type)
 
     def _reload(self, rejected: Any) -> None:
-        """Load the credentials again, one thread at a time: before a request when they are still stale
+        """Load the credentials again, one run at a time: before a request when they are still stale
         (``rejected`` None), after a 401 when the connection that got it (``rejected``) is still the
-        current one; otherwise another thread has just done it."""
-        import logging  # noqa: PLC0415 - see _use
+        current one; otherwise another thread has just done it.  The lock is held only to decide and start
+        the run: a reload ahead of expiry (credentials still valid, no 401) runs in a thread of its own while
+        the current credentials serve (client-go runs the plugin only once they have expired, ``getCreds``,
+        exec.go:386-391, :401-414 @ v0.36.3); a needed one is waited for outside the lock."""
+        import threading  # noqa: PLC0415 - see _use
 
-        from kubetune.controller.kube import release_files  # noqa: PLC0415 - loaded already by now
-        from kubetune.controller.kubeconfig import still_valid  # noqa: PLC0415
+        from kubetune.controller.kubeconfig import still_valid  # noqa: PLC0415 - see _use
 
         with self._reloading:
             if not (self.conn.stale() if rejected is None else self.conn is rejected):
                 return
-            old, now = self.conn, self.conn.clock()
-            # A failed reload is not run again before its back-off ends, and credentials that have not expired
-            # are kept meanwhile (kubeconfig.ReloadBackoff: the operator's rule too).
-            if not self._backoff.ready():
-                if rejected is None and still_valid(old.expires_at, now):
-                    return
-                raise self._backoff.last_error or RuntimeError("reloading credentials failed")
-            try:
-                fresh = old.refreshed()
-            except Exception as exc:
+            old = self.conn
+            valid = rejected is None and still_valid(old.expires_at, old.clock())
+            if self._pending is None:
+                # A failed reload is not run again before its back-off ends, and credentials that have not
+                # expired are kept meanwhile (kubeconfig.ReloadBackoff: the operator's rule too).
+                if not self._backoff.ready():
+                    if valid:
+                        return
+                    raise self._backoff.last_error or RuntimeError("reloading credentials failed")
+                errors: list[BaseException] = []
+                thread = threading.Thread(
+                    target=self._run_reload, args=(old, errors), daemon=True, name="kubetune-credentials"
+                )
+                self._pending = (thread, errors)
+                thread.start()
+            thread, errors = self._pending
+        if valid:
+            return
+        thread.join()
+        if errors:  # the run failed: its error is the caller's (expired credentials, or a 401)
+            raise errors[0]
+
+    def _run_reload(self, old: Any, errors: list[BaseException]) -> None:
+        """One reload (its own thread): install the fresh connection, or start the back-off."""
+        import logging  # noqa: PLC0415 - see _use
+
+        from kubetune.controller.kube import release_files  # noqa: PLC0415 - loaded already by now
+
+        try:
+            fresh = old.refreshed()
+        except Exception as exc:
+            errors.append(exc)
+            with self._reloading:
                 self._backoff.failed(exc)
-                if rejected is None and still_valid(old.expires_at, now):
-                    logging.getLogger(__name__).warning(
-                        "reloading credentials failed (%s); the current ones are used until they expire", exc
-                    )
-                    return
-                raise
+                self._pending = None
+            logging.getLogger(__name__).warning(
+                "reloading credentials failed (%s); the current ones are used until they expire", exc
+            )
+            return
+        with self._reloading:
             self._backoff.succeeded()
             self._use(fresh)
             release_files(old, self.conn)
+            self._pending = None
 
     def _open(
         self,

@@ -459,6 +459,17 @@ async def test_a_hung_exec_plugin_fails_calls_with_an_error_and_is_never_run_twi
         await kube.close()
 
 
+async def until_sent(call: Callable[[], Awaitable[Any]], cluster: Cluster, token: Callable[[], str]) -> None:
+    """Call until a request carries ``token()`` (a reload run in the background is installed when it ends)."""
+    deadline = time.monotonic() + scaled(20)
+    while True:
+        await call()
+        if cluster.auth_log[-1].token == token():
+            return
+        assert time.monotonic() < deadline, "the reloaded token was never sent"
+        await asyncio.sleep(0.05)
+
+
 async def eventually_ok(call: Callable[[], Awaitable[Any]]) -> Any:
     """``call()``'s result once it stops raising (a scaled deadline, as eventually's)."""
     deadline = time.monotonic() + scaled(20)
@@ -503,19 +514,22 @@ async def test_a_failing_plugin_leaves_valid_credentials_in_use_and_is_not_rerun
         await call()
         fail.write_text("", encoding="utf-8")
         clock.advance(ttl - 30)  # within the last fifth (60 s): reloaded ahead of expiry, still valid
+        await call()  # the token in hand, still valid, is used; the reload runs in the background
+        await eventually(lambda: "reloading credentials failed" in caplog.text, what="the reload failed")
         for _ in range(3):
             await call()  # the token in hand, still valid, is used
         assert runs() == 2, "the load, then one failed reload: not one per call"
-        assert "reloading credentials failed" in caplog.text
         clock.advance(1.5)
         mono[0] += 1.5  # past the first back-off (1 s, monotonic)
         await call()
-        assert runs() == 3
+        await eventually(lambda: runs() == 3 and caplog.text.count("reloading credentials failed") == 2)
         fail.unlink()  # the identity provider is back
         clock.advance(2.5)
         mono[0] += 2.5  # past the second back-off (2 s)
         await call()
-        assert runs() == 4 and len(issued_tokens(issued)) == 2
+        await eventually(lambda: len(issued_tokens(issued)) == 2, what="the background reload's token")
+        await until_sent(call, cluster, lambda: issued_tokens(issued)[-1])
+        assert runs() == 4
         assert cluster.auth_log[-1].accepted and cluster.auth_log[-1].token == issued_tokens(issued)[-1]
         assert all(a.accepted for a in cluster.auth_log)
     finally:
@@ -646,8 +660,9 @@ async def test_both_clients_reload_before_expiry_and_once_after_a_401(
         await call()
         assert len(issued_tokens(issued)) == 1, "outside the window: the plugin's token is kept"
         monkeypatch.setattr(kubeconfig, "clock", lambda: conn.expires_at - early + 1)
-        await call()
-        assert len(issued_tokens(issued)) == 2, "inside the window: the plugin ran again before the request"
+        await call()  # served by the still-valid token while the plugin runs in the background
+        await eventually(lambda: len(issued_tokens(issued)) == 2, what="inside the window: the plugin ran again")
+        await until_sent(call, cluster, lambda: issued_tokens(issued)[1])  # the next requests have the new token
         assert all(a.accepted for a in cluster.auth_log), "reloaded ahead of expiry: no request was refused"
         monkeypatch.setattr(kubeconfig, "clock", time.time)
 
@@ -884,7 +899,9 @@ async def test_the_sdks_client_loads_and_reloads_credentials_inside_a_running_ev
             client = terminal.Client.from_kubeconfig(str(path))
             first = client.get(f"/api/v1/namespaces/{NS}/configmaps")
             assert client.conn.expires_at is not None
-            monkeypatch.setattr(kubeconfig, "clock", lambda: client.conn.expires_at - 1)  # about to expire
+            # expired by the client's clock: the call waits for the reload (ahead of expiry it would run in
+            # the background while the valid token serves)
+            monkeypatch.setattr(kubeconfig, "clock", lambda: client.conn.expires_at + 1)
             second = client.get(f"/api/v1/namespaces/{NS}/configmaps")
             return first, second
 
@@ -1085,3 +1102,49 @@ def test_a_wall_clock_stepped_back_does_not_stretch_the_reload_back_off(monkeypa
     monkeypatch.setattr(kubeconfig, "clock", lambda: stepped_back)
     asyncio.run(eventually(backoff.ready, what="the back-off over, 0.05 s later"))
     assert backoff.remaining() == 0.0
+
+
+@pytest.mark.parametrize("which", ["operator", "sdk"])
+async def test_a_slow_plugin_ahead_of_expiry_does_not_hold_calls_whose_credentials_are_valid(
+    cluster: Cluster, tmp_path: Path, which: str
+) -> None:
+    """A reload ahead of expiry ran the plugin inside the reload lock: every call waited for it (the operator's
+    failed after reload_timeout_s, one after another; the SDK's blocked) although the token in hand was good.
+    client-go runs the plugin only once its credentials have expired (``getCreds``, exec.go:386-391, :401-414
+    @ v0.36.3).  Now such a reload runs in the background and calls go on with the valid token; once it has
+    expired, calls get the new one."""
+    ttl = 600
+    clock = ForwardClock(tmp_path / "clock")
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
+    hang = tmp_path / "hang"
+    plugin_env(path, KT_HANG=str(hang))
+    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    conn = await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock))
+    kube = Kube(conn, reload_timeout_s=0.3)
+    client = terminal.Client(conn)
+
+    async def call() -> Any:
+        if which == "operator":
+            return await configmaps(kube)
+        return await asyncio.to_thread(client.get, f"/api/v1/namespaces/{NS}/configmaps")
+
+    def runs() -> int:
+        return Path(f"{hang}.runs").read_text(encoding="utf-8").count("run") if Path(f"{hang}.runs").exists() else 0
+
+    try:
+        hang.write_text("", encoding="utf-8")  # the next run of the plugin waits (a slow login)
+        clock.advance(ttl - 30)  # inside the reload window (the last fifth), the token still valid
+        # a convergence deadline: before, the SDK's calls waited for the plugin (until the hang file goes)
+        await asyncio.wait_for(asyncio.gather(*(call() for _ in range(5))), scaled(20))
+        first = issued_tokens(issued)[0]
+        assert [(a.token, a.accepted) for a in cluster.auth_log] == [(first, True)] * 5
+        await eventually(lambda: runs() == 2, what="the load, then one reload started in the background")
+        hang.unlink()  # the plugin answers
+        await eventually(lambda: len(issued_tokens(issued)) == 2, what="the background reload's token")
+        clock.advance(31)  # the first token has expired
+        await call()
+        assert cluster.auth_log[-1].accepted and cluster.auth_log[-1].token == issued_tokens(issued)[1]
+        assert runs() == 2, "the load, then one plugin run for all those calls"
+    finally:
+        hang.unlink(missing_ok=True)
+        await kube.close()

@@ -543,7 +543,7 @@ class Kube:
             return self.connection  # the common case: no lock, no I/O
         if self._refreshing is None:
             self._refreshing = asyncio.Lock()
-        async with self._refreshing:
+        async with self._refreshing:  # decides and starts a reload; never held while a plugin runs
             current = self.connection
             if rejected is not None and (
                 (self.bearer() or "") != rejected or (sent_at is not None and self.refreshes != sent_at)
@@ -553,49 +553,66 @@ class Kube:
                 return current
             if self._token_file is not None:
                 self._token_file.reset()  # re-read now: kubelet may have rotated it
-            # An exec plugin that does not answer (waiting on a network, a browser login) is killed only after
-            # execplugin.DEADLINE_S (client-go waits forever: cmd.Run(), plugin/pkg/client/auth/exec/exec.go:471
-            # @ v0.36.3). So a call waits for it at most reload_timeout_s and fails with a transient error the
-            # caller retries, and the next call waits on the same run: never a second plugin beside a hung
-            # one, never a silent stall of every call.
-            if self._reload is None and not self._backoff.ready():
-                # a reload failed a moment ago: not run again before its back-off ends (kubeconfig.ReloadBackoff)
-                return self._keep_or_fail(current, rejected, self._backoff.last_error)
             if self._reload is None:
-                self._reload = _in_thread(current.refreshed)
-            try:
-                fresh = await asyncio.wait_for(asyncio.shield(self._reload), self.reload_timeout_s)
-            except asyncio.TimeoutError:
-                raise ApiError(
-                    0,
-                    "CredentialsError",
-                    f"reloading credentials: no answer within {self.reload_timeout_s:g} s (an exec plugin still "
-                    "running; waited for again on the next call)",
-                ) from None
-            except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retry after a back-off
-                self._reload = None
-                self._backoff.failed(exc)
-                kept = self._keep_or_fail(current, rejected, exc)
-                log.warning(
-                    "reloading credentials failed (%r); the current ones, valid until their expiry, are used "
-                    "meanwhile; tried again in %.0f s",
-                    exc,
-                    self._backoff.remaining(),
-                )
-                return kept
+                if not self._backoff.ready():
+                    # a reload failed a moment ago: not run again before its back-off ends (kubeconfig.ReloadBackoff)
+                    return self._keep_or_fail(current, rejected, self._backoff.last_error)
+                self._reload = asyncio.ensure_future(self._reloaded(current))
+                self._reload.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody may wait for it
+            reload = self._reload
+        # A reload only ahead of expiry (no 401, the credentials still valid) runs in the background and the
+        # current credentials serve meanwhile: client-go runs the plugin only once its credentials have
+        # expired (``getCreds``: cached creds while ``!a.credsExpired()``, exec.go:386-391, :401-414 @ v0.36.3),
+        # so a slow plugin must not hold calls whose credentials are good.
+        if rejected is None and still_valid(current.expires_at, current.clock()):
+            return current
+        # Needed (expired, or after a 401): wait for the shared run, outside the lock, so N callers wait
+        # reload_timeout_s together, not one after another.  An exec plugin that does not answer (waiting on a
+        # network, a browser login) is killed only after execplugin.DEADLINE_S (client-go waits forever:
+        # cmd.Run(), exec.go:471 @ v0.36.3): a call fails with a transient error the caller retries, and the
+        # next call waits on the same run, never a second plugin beside a hung one.
+        try:
+            return await asyncio.wait_for(asyncio.shield(reload), self.reload_timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(
+                0,
+                "CredentialsError",
+                f"reloading credentials: no answer within {self.reload_timeout_s:g} s (an exec plugin still "
+                "running; waited for again on the next call)",
+            ) from None
+        except Exception as exc:  # a failing exec plugin, an unreadable kubeconfig: retried after a back-off
+            return self._keep_or_fail(current, rejected, exc)
+
+    async def _reloaded(self, current: Connection) -> Connection:
+        """Run the reload (in a thread of its own) and install its connection; its failure starts the back-off."""
+        try:
+            fresh = await _in_thread(current.refreshed)
+        except Exception as exc:
             self._reload = None
-            self._backoff.succeeded()
-            self.refreshes += 1
-            if (fresh.cert_path, fresh.key_path, fresh.ca_path, fresh.insecure) != (
-                current.cert_path,
-                current.key_path,
-                current.ca_path,
-                current.insecure,
-            ):
-                await self.close()  # the TLS context holds the client certificate: a new session picks up the new one
-            self.connection = fresh
-            release_files(current, fresh)
-            return fresh
+            self._backoff.failed(exc)
+            log.warning(
+                "reloading credentials failed (%r); the current ones, valid until their expiry, are used "
+                "meanwhile; tried again in %.0f s",
+                exc,
+                self._backoff.remaining(),
+            )
+            raise
+        old_session = None
+        if (fresh.cert_path, fresh.key_path, fresh.ca_path, fresh.insecure) != (
+            current.cert_path,
+            current.key_path,
+            current.ca_path,
+            current.insecure,
+        ):
+            old_session, self._session = self._session, None  # its TLS context holds the old client certificate
+        self.connection = fresh
+        self.refreshes += 1
+        self._backoff.succeeded()
+        self._reload = None
+        if old_session is not None:
+            await old_session.close()
+        release_files(current, fresh)
+        return fresh
 
     def _keep_or_fail(self, current: Connection, rejected: str | None, exc: BaseException | None) -> Connection:
         """After a failed reload (or during its back-off): ``current`` while it is valid and was not refused
