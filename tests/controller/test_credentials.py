@@ -1148,3 +1148,20 @@ async def test_a_slow_plugin_ahead_of_expiry_does_not_hold_calls_whose_credentia
     finally:
         hang.unlink(missing_ok=True)
         await kube.close()
+
+
+def test_a_v1_plugin_without_interactive_mode_and_an_unknown_api_version_are_refused(tmp_path: Path) -> None:
+    """kubectl defaults interactiveMode (to IfAvailable) only for v1beta1 (clientcmd api/v1/defaults.go:27-36
+    @ v0.36.3) and refuses a v1 exec entry without it (validation.go:323-330); client-go accepts only the
+    v1 and v1beta1 ExecCredential versions (exec.go:76-79, :171-174).  kubetune ran both."""
+    issued = tmp_path / "issued"
+    exec_config = plugin_exec(issued)
+    del exec_config["interactiveMode"]
+    with pytest.raises(execplugin.ExecPluginError, match="interactiveMode must be specified"):
+        execplugin.run_plugin(exec_config, {})
+    exec_config["apiVersion"] = "client.authentication.k8s.io/v1beta1"  # defaulted to IfAvailable
+    assert execplugin.run_plugin(exec_config, {})["token"] == issued_tokens(issued)[0]
+    exec_config["apiVersion"] = "client.authentication.k8s.io/v2"
+    with pytest.raises(execplugin.ExecPluginError, match="invalid apiVersion 'client.authentication.k8s.io/v2'"):
+        execplugin.run_plugin(exec_config, {})
+    assert len(issued_tokens(issued)) == 1, "refused before the plugin ran"

@@ -50,6 +50,8 @@ CLUSTER_EXTENSION = "client.authentication.k8s.io/exec"
 """The cluster extension whose ``extension`` value is handed to the plugin as ``spec.cluster.config``."""
 DEADLINE_S = 300.0
 """How long a plugin may run (a browser or device-code login included) before it is killed."""
+API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
+"""The ExecCredential versions client-go accepts (``apiVersions``, exec.go:76-79 @ v0.36.3)."""
 STDERR_TAIL = 4096
 """How many of the last bytes of a piped stderr a failure's message carries."""
 
@@ -69,8 +71,8 @@ def _is_terminal(stream: TextIO | None) -> bool:
 
 def interactive(mode: str | None, stdin: TextIO | None = None) -> bool:
     """Whether the plugin gets the terminal as stdin (exec.go:233-257 ``isInteractive``).  A missing
-    ``interactiveMode`` is taken as ``IfAvailable`` (the v1beta1 default; client-go's defaulting code was
-    not read for this: a v1 kubeconfig must set it)."""
+    ``interactiveMode`` is taken as ``IfAvailable`` here; :func:`run_plugin` allows it missing only for
+    v1beta1, as clientcmd does (api/v1/defaults.go:27-36, validation.go:323-330 @ v0.36.3)."""
     stdin = sys.stdin if stdin is None else stdin
     mode = mode or "IfAvailable"
     if mode == "Never":
@@ -120,7 +122,22 @@ def run_plugin(
     command = exec_config.get("command")
     if not api_version or not command:
         raise ExecPluginError("exec: the user's exec entry needs apiVersion and command")
-    is_interactive = interactive(exec_config.get("interactiveMode"))
+    if api_version not in API_VERSIONS:  # exec.go:76-79, :171-174 @ v0.36.3
+        raise ExecPluginError(
+            f"exec plugin: invalid apiVersion {api_version!r} (kubectl accepts {' or '.join(API_VERSIONS)})"
+        )
+    mode = exec_config.get("interactiveMode")
+    if not mode:
+        # clientcmd defaults interactiveMode to IfAvailable only for v1beta1 (and v1alpha1):
+        # tools/clientcmd/api/v1/defaults.go:27-36 @ v0.36.3; for v1 validation refuses it missing
+        # ("interactiveMode must be specified", tools/clientcmd/validation.go:323-330 @ v0.36.3).
+        if api_version != "client.authentication.k8s.io/v1beta1":
+            raise ExecPluginError(
+                f"interactiveMode must be specified to use exec authentication plugin {command} with "
+                f"apiVersion {api_version} (Never, IfAvailable or Always; kubectl requires it too)"
+            )
+        mode = "IfAvailable"
+    is_interactive = interactive(str(mode))
     spec: dict[str, Any] = {"interactive": is_interactive}
     if exec_config.get("provideClusterInfo"):
         spec["cluster"] = exec_cluster(cluster)
