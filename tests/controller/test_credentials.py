@@ -1165,3 +1165,52 @@ def test_a_v1_plugin_without_interactive_mode_and_an_unknown_api_version_are_ref
     with pytest.raises(execplugin.ExecPluginError, match="invalid apiVersion 'client.authentication.k8s.io/v2'"):
         execplugin.run_plugin(exec_config, {})
     assert len(issued_tokens(issued)) == 1, "refused before the plugin ran"
+
+
+def test_a_client_certificate_without_its_key_does_not_silence_the_exec_plugin(tmp_path: Path) -> None:
+    """client-go skips the plugin only for a user with cert auth, a certificate AND its key
+    (HasCertAuth, transport/config.go:115-117; exec.go:319-321 @ v0.36.3): a certificate alone left kubetune
+    with neither the plugin's identity nor a usable certificate."""
+    pki = make_pki(tmp_path / "pki", users=("user-1",))
+    path, issued = write_kubeconfig(tmp_path, "http://127.0.0.1:1", ttl=600)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["users"][0]["user"]["client-certificate"] = str(pki["user-1.crt"])
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    conn = load_connection(str(path))
+    assert conn.token == issued_tokens(issued)[0], "the plugin ran and its token is used"
+
+
+def test_only_the_current_contexts_user_and_cluster_data_are_written_to_files(tmp_path: Path) -> None:
+    """Every user's and cluster's *-data (other people's client keys included) was written to kubetune's
+    private files on each load; only the current context's are read (kubernetes_asyncio's loader takes
+    self._user and self._cluster, config/kube_config.py:213-250, :429-464 @ 36.1.0)."""
+    pki = make_pki(tmp_path / "pki", users=("user-1", "user-2"))
+
+    def b64(name: str) -> str:
+        return base64.standard_b64encode(pki[name].read_bytes()).decode()
+
+    def user(n: int) -> dict[str, Any]:
+        return {"client-certificate-data": b64(f"user-{n}.crt"), "client-key-data": b64(f"user-{n}.key")}
+
+    config = {
+        "clusters": [
+            {"name": "a", "cluster": {"server": "https://127.0.0.1:1", "certificate-authority-data": b64("ca.crt")}},
+            {
+                "name": "b",
+                "cluster": {"server": "https://127.0.0.1:2", "certificate-authority-data": b64("user-2.crt")},
+            },
+        ],
+        "users": [{"name": "u1", "user": user(1)}, {"name": "u2", "user": user(2)}],
+        "contexts": [
+            {"name": "a", "context": {"cluster": "a", "user": "u1"}},
+            {"name": "b", "context": {"cluster": "b", "user": "u2"}},
+        ],
+        "current-context": "a",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    conn = load_connection(str(path))
+    assert conn.key_path and Path(conn.key_path).read_bytes() == pki["user-1.key"].read_bytes()
+    written = {p.read_bytes() for p in Path(conn.key_path).parent.iterdir()}
+    assert pki["user-2.key"].read_bytes() not in written, "the other user's key was never written"
+    assert pki["user-2.crt"].read_bytes() not in written, "nor the other cluster's CA or user's certificate"

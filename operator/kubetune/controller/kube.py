@@ -238,20 +238,24 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
             f"no kubeconfig found (looked for {os.pathsep.join(files)}; set KUBECONFIG or run inside a cluster)"
         )
 
-    def entries(section: str, body: str, found: Mapping[str, Entry]) -> list[Any]:
+    def entries(section: str, body: str, found: Mapping[str, Entry], current: str) -> list[Any]:
         # Each entry keeps its own file as its ConfigNode's path (where its relative paths start), as
         # kubernetes_asyncio's KubeConfigMerger does (config/kube_config.py:618-627).  The merge itself is
         # kubectl's (kubeconfig.read_kubeconfig): KubeConfigMerger takes current-context from the LAST file
-        # that sets it (:613-614), kubectl from the first.
+        # that sets it (:613-614), kubectl from the first.  Only the current context's user and cluster get
+        # their *-data written to private files: the loader reads no other entry (_load_authentication,
+        # _load_cluster_info read self._user and self._cluster, config/kube_config.py:213-250, :429-464 @ 36.1.0).
         return [
             kube_config.ConfigNode(
-                f"{e.file}/{section}[{e.name}]", {"name": e.name, body: _materialized(section, e.value)}, e.file
+                f"{e.file}/{section}[{e.name}]",
+                {"name": e.name, body: _materialized(section, e.value) if e.name == current else dict(e.value)},
+                e.file,
             )
             for e in found.values()
         ]
 
     contexts: list[dict[str, Any]] = [{"name": e.name, "context": dict(e.value)} for e in merged.contexts.values()]
-    users = entries("users", "user", merged.users)
+    users = entries("users", "user", merged.users, str(merged.context.get("user") or ""))
     for ctx in contexts:
         if str(ctx["context"].get("user") or "") not in merged.users:
             ctx["context"]["user"] = _NO_USER
@@ -260,7 +264,7 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
         merged.files[0],
         {
             "current-context": merged.current_context,
-            "clusters": entries("clusters", "cluster", merged.clusters),
+            "clusters": entries("clusters", "cluster", merged.clusters, str(merged.context.get("cluster") or "")),
             "users": users,
             "contexts": contexts,
         },
@@ -281,7 +285,7 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
     # it once into a static token (_load_user_token, config/kube_config.py:397-410). (Made absolute by
     # kubeconfig._resolved.)
     user = merged.users.get(str(merged.context.get("user") or ""))
-    token_file = user.value.get("tokenFile") if user is not None else None  # wins over exec (_STATIC_AUTH)
+    token_file = user.value.get("tokenFile") if user is not None else None  # wins over exec (_has_static_auth)
     if isinstance(token_file, str) and token_file:
         token = None
     else:
@@ -304,8 +308,14 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
     )
 
 
-_STATIC_AUTH = ("token", "tokenFile", "username", "client-certificate", "client-certificate-data")
-"""A user's own credentials that win over its exec plugin (client-go exec.go:319-321 @ v0.36.3)."""
+def _has_static_auth(user: Mapping[str, Any]) -> bool:
+    """Whether a user's own credentials win over its exec plugin (client-go exec.go:319-321 @ v0.36.3:
+    ``HasTokenAuth() || HasBasicAuth() || HasCertAuth()``, transport/config.go:105-117 @ v0.36.3): a token or
+    token file, a username, or a client certificate WITH its key (a certificate alone is no cert auth)."""
+    cert = user.get("client-certificate") or user.get("client-certificate-data")
+    key = user.get("client-key") or user.get("client-key-data")
+    return bool(user.get("token") or user.get("tokenFile") or user.get("username") or (cert and key))
+
 
 _DATA_FIELDS = {
     "clusters": (("certificate-authority-data", "certificate-authority"),),
@@ -343,11 +353,13 @@ def release_files(old: Connection, new: Connection) -> None:
     certificate's, once its client has taken ``new`` (the TLS context already holds what it loaded)."""
     keep = {getattr(new, f, None) for f in ("ca_path", "cert_path", "key_path")}
     for p in (getattr(old, f, None) for f in ("ca_path", "cert_path", "key_path")):
-        if p and p not in keep and _private_dir and os.path.dirname(p) == _private_dir:
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+        # under the lock: a concurrent load writing the same file (same content, same name) is not cut short
+        with _private_lock:
+            if p and p not in keep and _private_dir and os.path.dirname(p) == _private_dir:
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
 
 
 def _materialized(section: str, value: Mapping[str, Any]) -> dict[str, Any]:
@@ -411,7 +423,7 @@ def _loader_class() -> type[Any]:
             # which then never runs: client-go's UpdateTransportConfig returns before installing the plugin
             # when c.HasTokenAuth() || c.HasBasicAuth() || c.HasCertAuth() (exec.go:319-321 @ v0.36.3), as
             # the kubernetes package did; kubernetes_asyncio runs exec first (config/kube_config.py:239-247).
-            if any(user.get(key) for key in _STATIC_AUTH):
+            if _has_static_auth(user):
                 return False
             try:
                 # kubetune's runner (execplugin.py: stderr to the caller, interactiveMode, provideClusterInfo,
