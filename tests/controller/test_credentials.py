@@ -482,6 +482,33 @@ async def eventually_ok(call: Callable[[], Awaitable[Any]]) -> Any:
             await asyncio.sleep(0.05)
 
 
+async def one_client(
+    cluster: Cluster,
+    tmp_path: Path,
+    which: str,
+    clock: ForwardClock,
+    ttl: float,
+    reload_timeout_s: float | None = None,
+    **plugin: str,
+) -> tuple[Kube, Path, Callable[[], Awaitable[Any]]]:
+    """The operator's client (to close), the plugin's record of issued tokens, and one authenticated LIST
+    through the operator's client or the SDK's (``which``), whose exec plugin issues tokens of ``ttl``
+    seconds by ``clock`` and runs with the ``plugin`` environment (KT_FAIL, KT_HANG...)."""
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
+    plugin_env(path, **plugin)
+    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    conn = await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock))
+    kube = Kube(conn) if reload_timeout_s is None else Kube(conn, reload_timeout_s=reload_timeout_s)
+    client = terminal.Client(conn)
+
+    async def call() -> Any:
+        if which == "operator":
+            return await configmaps(kube)
+        return await asyncio.to_thread(client.get, f"/api/v1/namespaces/{NS}/configmaps")
+
+    return kube, issued, call
+
+
 @pytest.mark.parametrize("which", ["operator", "sdk"])
 async def test_a_failing_plugin_leaves_valid_credentials_in_use_and_is_not_rerun_on_every_call(
     cluster: Cluster, tmp_path: Path, which: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
@@ -494,18 +521,8 @@ async def test_a_failing_plugin_leaves_valid_credentials_in_use_and_is_not_rerun
     mono = [0.0]
     monkeypatch.setattr(kubeconfig, "monotonic", lambda: mono[0])
     clock = ForwardClock(tmp_path / "clock")
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
     fail = tmp_path / "fail"
-    plugin_env(path, KT_FAIL=str(fail))
-    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
-    conn = await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock))
-    kube = Kube(conn)
-    client = terminal.Client(conn)
-
-    async def call() -> Any:
-        if which == "operator":
-            return await configmaps(kube)
-        return await asyncio.to_thread(client.get, f"/api/v1/namespaces/{NS}/configmaps")
+    kube, issued, call = await one_client(cluster, tmp_path, which, clock, ttl, KT_FAIL=str(fail))
 
     def runs() -> int:
         return Path(f"{fail}.runs").read_text(encoding="utf-8").count("run")
@@ -1115,18 +1132,8 @@ async def test_a_slow_plugin_ahead_of_expiry_does_not_hold_calls_whose_credentia
     expired, calls get the new one."""
     ttl = 600
     clock = ForwardClock(tmp_path / "clock")
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
     hang = tmp_path / "hang"
-    plugin_env(path, KT_HANG=str(hang))
-    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
-    conn = await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock))
-    kube = Kube(conn, reload_timeout_s=0.3)
-    client = terminal.Client(conn)
-
-    async def call() -> Any:
-        if which == "operator":
-            return await configmaps(kube)
-        return await asyncio.to_thread(client.get, f"/api/v1/namespaces/{NS}/configmaps")
+    kube, issued, call = await one_client(cluster, tmp_path, which, clock, ttl, reload_timeout_s=0.3, KT_HANG=str(hang))
 
     def runs() -> int:
         return Path(f"{hang}.runs").read_text(encoding="utf-8").count("run") if Path(f"{hang}.runs").exists() else 0

@@ -5,7 +5,6 @@ standard-library HTTP server in a thread plays each; every answer cites where th
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import json
 import socket
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 from tests.support.kt_time import scaled
 
+from tests.support.certs import make_pki
 from tests.support.harness import example_job
 
 import kubetune
@@ -322,61 +322,11 @@ def test_the_kubeconfigs_proxy_url_carries_every_request(tmp_path: Path) -> None
     assert job.name == "qwen-lora" and proxied == ["http://kubernetes.invalid:6443" + JOB_PATH]
 
 
-def _ca_and_certs(tmp_path: Path) -> dict[str, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    import ipaddress
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    out: dict[str, Path] = {"ca": tmp_path / "ca.crt"}
-    out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for cn in ("server", "user-1", "user-2"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-        )
-        if cn == "server":
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-            )
-        cert = builder.sign(ca_key, hashes.SHA256())
-        out[cn + ".crt"] = tmp_path / f"{cn}.crt"
-        out[cn + ".key"] = tmp_path / f"{cn}.key"
-        out[cn + ".crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        out[cn + ".key"].write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-    return out
-
-
 def test_an_exec_plugins_new_client_certificate_is_used_after_a_401(tmp_path: Path) -> None:
     """An exec plugin may answer with a client certificate (ExecCredential status.clientCertificateData /
     clientKeyData; teleport's tsh does).  When the API server refuses the old one (401), the SDK runs the
     plugin again and must present the new certificate, not the TLS context built for the first."""
-    files = _ca_and_certs(tmp_path)
+    files = make_pki(tmp_path)  # ca.crt, server and user-1/user-2 certificates, in tmp_path
     runs = tmp_path / "runs"
     plugin = tmp_path / "plugin.py"
     plugin.write_text(
@@ -413,7 +363,7 @@ print(json.dumps({{"apiVersion": "client.authentication.k8s.io/v1", "kind": "Exe
             )
         reply(h, 200, stored_job("Running", "10"), {"Connection": "close"})
 
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(files["ca"]))
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(files["ca.crt"]))
     tls.load_cert_chain(str(files["server.crt"]), str(files["server.key"]))
     tls.verify_mode = ssl.CERT_REQUIRED
     with serve(handle, tls) as url:
@@ -421,6 +371,8 @@ print(json.dumps({{"apiVersion": "client.authentication.k8s.io/v1", "kind": "Exe
             f"{{exec: {{apiVersion: client.authentication.k8s.io/v1, command: {sys.executable}, args: "
             f"[{plugin}], interactiveMode: Never}}}}"
         )
-        config = kubeconfig(tmp_path / "kc", url, user=user, cluster_extra=f', certificate-authority: "{files["ca"]}"')
+        config = kubeconfig(
+            tmp_path / "kc", url, user=user, cluster_extra=f', certificate-authority: "{files["ca.crt"]}"'
+        )
         job = kubetune.Client(kubeconfig=config).get("qwen-lora")
     assert job.name == "qwen-lora" and users == ["user-1", "user-2"]
