@@ -471,7 +471,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
     target = localserve.ServeTarget(
         model=args.model_dir, template=args.template, name="chat", adapter=args.adapter, extra=sampling
     )
-    chat_model = localserve.load_chat_model(target, args.max_new_tokens)
+    try:
+        chat_model = localserve.load_chat_model(target, args.max_new_tokens)
+    except (OSError, ValueError) as exc:  # not a model folder, a template LLaMA-Factory does not know
+        print(f"kubetune chat: cannot load {args.model_dir}: {exc}", file=sys.stderr)
+        return 1
     if args.message is not None:
         print(chat_once(chat_model, [{"role": "user", "content": args.message}], args.system))
         return 0

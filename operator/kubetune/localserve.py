@@ -268,9 +268,45 @@ def build_app(chat_model: Any, model_name: str) -> ASGIApp:
     return gated
 
 
+def _path_like(text: str) -> bool:
+    return Path(text).is_absolute() or text.startswith(("./", "../", "~"))
+
+
+def local_folder_problem(target: ServeTarget) -> str | None:
+    """Why ``target`` cannot load, where the local disk alone shows it: said before LLaMA-Factory and
+    torch are imported (about 10 s of CPU), with the outcome loading would have.
+
+    transformers reads a name that is an existing folder as a local model and anything else as a Hub id
+    (``cached_files``: ``os.path.isdir``, transformers/utils/hub.py:375-389 @5.6.0); a local folder
+    without ``config.json`` yields no configuration (configuration_utils.py:728-742 @5.6.0), so no model.
+    An adapter is read the same way by PEFT: ``adapter_config.json`` in the folder, else the Hub
+    (peft/config.py:251-256, CONFIG_NAME in peft/utils/constants.py:350 @ the venv's peft), each of the
+    comma-separated adapters LLaMA-Factory splits (hparams/model_args.py:211 @v0.9.5).  A path
+    (absolute, ``./``, ``../``, ``~``) that does not exist is no Hub id (``namespace/name``) either.
+    A Hub id is left to LLaMA-Factory."""
+    checks = [(target.model, "config.json", "model", "a Hugging Face model folder")]
+    for adapter in (target.adapter or "").split(","):
+        if adapter.strip():
+            checks.append((adapter.strip(), "adapter_config.json", "adapter", "a LoRA adapter folder"))
+    for name, marker, role, kind in checks:
+        path = Path(name)
+        if path.is_dir():
+            if not (path / marker).is_file():
+                return f"{role} {path} holds no {marker}: not {kind} (give the folder with {marker})"
+        elif path.exists():
+            return f"{role} {path} is a file: give {kind} (the one with {marker})"
+        elif _path_like(name):
+            return f"{role} {path}: no such folder"
+    return None
+
+
 def load_chat_model(target: ServeTarget, max_new_tokens: int) -> Any:
     """LLaMA-Factory's ChatModel on the Hugging Face backend for ``target`` (imported lazily: torch);
-    ``kubetune serve --local``, ``kubetune chat`` and ``run --local``'s answer check load it here."""
+    ``kubetune serve --local``, ``kubetune chat`` and ``run --local``'s answer check load it here.
+    OSError, before any heavy import, where :func:`local_folder_problem` finds one."""
+    problem = local_folder_problem(target)
+    if problem is not None:
+        raise OSError(problem)
     os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
     os.environ.setdefault("API_VERBOSE", "0")
     from llamafactory.chat import ChatModel  # noqa: PLC0415

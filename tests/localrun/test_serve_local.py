@@ -226,18 +226,67 @@ def test_resolve_says_what_is_missing(tmp_path: Path) -> None:
         resolve_target(str(tmp_path / "nope"))
 
 
-@pytest.mark.train
-def test_a_folder_that_is_no_model_is_refused_without_a_traceback(tmp_path: Path) -> None:
-    env = isolated_env(tmp_path / "env")
-    done = subprocess.run(
-        KUBETUNE + ["serve", "--local", "--model", str(tmp_path), "--template", "qwen", "--port", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=scaled(120),
-    )
-    assert done.returncode == 1 and f"kubetune serve: cannot load {tmp_path}" in done.stderr
-    assert "Traceback" not in done.stderr
+def _imported(stderr: str) -> set[str]:
+    """Top-level packages a process imported, from ``PYTHONPROFILEIMPORTTIME``'s lines on stderr."""
+    names = set()
+    for text in stderr.splitlines():
+        if text.startswith("import time:") and "|" in text:
+            names.add(text.rsplit("|", 1)[1].strip().split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize(
+    ("command", "what", "reason"),
+    [
+        (["serve", "--local", "--model", "{tmp}"], "{tmp}", "holds no config.json"),
+        (["serve", "--local", "--model", "{tmp}/weights.bin"], "{tmp}/weights.bin", "is a file"),
+        (["serve", "--local", "--model", "{tmp}/missing"], "{tmp}/missing", "no such folder"),
+        (
+            ["serve", "--local", "--model", "{model}", "--adapter", "{tmp}"],
+            "{model} + adapter {tmp}",
+            "holds no adapter_config.json",
+        ),
+        (["chat", "{tmp}", "--message", "hi"], "{tmp}", "holds no config.json"),
+    ],
+    ids=["empty-folder", "a-file", "missing-path", "not-an-adapter", "chat-empty-folder"],
+)
+def test_a_path_that_is_no_model_is_refused_at_once_without_loading_anything(
+    tmp_path: Path, command: list[str], what: str, reason: str
+) -> None:
+    """Refused before LLaMA-Factory and torch load (they take ~10 s of CPU), with the reason and no traceback."""
+    (tmp_path / "weights.bin").write_bytes(b"\0")
+    model = tmp_path / "model"  # a model folder as far as the disk shows: the adapter is what is wrong
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    fill = {"tmp": str(tmp_path), "model": str(model)}
+    env = {**isolated_env(tmp_path / "env"), "PYTHONPROFILEIMPORTTIME": "1"}
+    argv = [a.format(**fill) for a in command] + ["--template", "qwen"]
+    if argv[0] == "serve":
+        argv += ["--port", "0"]
+    done = subprocess.run(KUBETUNE + argv, env=env, capture_output=True, text=True, timeout=scaled(60))
+    said = [t for t in done.stderr.splitlines() if not t.startswith("import time:")]
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert f"kubetune {argv[0]}: cannot load {what.format(**fill)}: " in said[-1] and reason in said[-1], said
+    assert not any("Traceback" in t for t in said), said
+    assert not {"torch", "transformers", "llamafactory"} & _imported(done.stderr)
+
+
+def test_a_hub_id_and_real_folders_are_left_to_llamafactory(tmp_path: Path) -> None:
+    from kubetune.localserve import ServeTarget, local_folder_problem  # noqa: PLC0415
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    for i in (1, 2):
+        (tmp_path / f"a{i}").mkdir()
+        (tmp_path / f"a{i}" / "adapter_config.json").write_text("{}")
+    ok = [
+        ServeTarget(model="Qwen/Qwen2.5-0.5B-Instruct", template="qwen", name="m"),
+        ServeTarget(model=str(tmp_path / "m"), template="qwen", name="m", adapter="someone/lora"),
+        ServeTarget(model=str(tmp_path / "m"), template="qwen", name="m", adapter=f"{tmp_path}/a1, {tmp_path}/a2"),
+    ]
+    assert [local_folder_problem(t) for t in ok] == [None, None, None]
+    second_missing = ServeTarget(model=str(tmp_path / "m"), template="qwen", name="m", adapter=f"{tmp_path}/a1,./nope")
+    assert local_folder_problem(second_missing) == "adapter nope: no such folder"
 
 
 def test_serve_without_local_is_a_usage_error(tmp_path: Path) -> None:
