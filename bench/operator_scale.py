@@ -418,7 +418,8 @@ def main() -> None:
             ("requests_per_job", "API requests per job"),
         ]:
             print(f"{label:24s} {k[key] / t[key]:6.2f}x   ({k[key]:.2f} vs {t[key]:.2f})")
-        print(f"{'steady pending load':24s} {k['steady_pending_rps']:.2f} vs {t['steady_pending_rps']:.2f} req/s")
+        if "steady_pending_rps" in k and "steady_pending_rps" in t:  # not measured with --reconcile-only
+            print(f"{'steady pending load':24s} {k['steady_pending_rps']:.2f} vs {t['steady_pending_rps']:.2f} req/s")
 
 
 def sweep(args: argparse.Namespace) -> None:
