@@ -193,8 +193,6 @@ class Client:
         """One reload (its own thread): install the fresh connection, or start the back-off."""
         import logging  # noqa: PLC0415 - see _use
 
-        from kubetune.controller.kube import release_files  # noqa: PLC0415 - loaded already by now
-
         try:
             fresh = old.refreshed()
         except Exception as exc:
@@ -208,8 +206,9 @@ class Client:
             return
         with self._reloading:
             self._backoff.succeeded()
+            # ``old``'s private files (a rotated plugin certificate's) are removed with the last reference to it
+            # (kube._adopt), not here: another client of this process may hold the same file.
             self._use(fresh)
-            release_files(old, self.conn)
             self._pending = None
 
     def _open(

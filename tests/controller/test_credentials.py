@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import gc
 import io
 import json
 import os
 import shutil
 import sys
 import time
+import types
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,8 @@ from tests.support.plugin_kubeconfig import NS, issued_tokens, write_kubeconfig
 
 from kubetune import terminal
 from kubetune.controller import execplugin, kubeconfig
-from kubetune.controller.kube import Connection, Kube, load_connection, release_files
+from kubetune.controller import kube as kube_module
+from kubetune.controller.kube import Connection, Kube, load_connection
 from kubetune.controller.runtime import OperatorConfig
 
 
@@ -245,10 +248,10 @@ def test_plugin_certificate_rotations_leave_no_open_descriptors_and_no_old_files
     for n in range(2, 8):
         fresh = conn.refreshed()
         assert fresh.cert_path and Path(fresh.cert_path).read_bytes() == pki[f"user-{n}.crt"].read_bytes()
-        release_files(conn, fresh)
-        assert conn.cert_path and not Path(conn.cert_path).exists(), "the replaced certificate's file is removed"
-        assert conn.key_path and not Path(conn.key_path).exists()
-        conn = fresh
+        replaced = (conn.cert_path, conn.key_path)
+        conn = fresh  # the replaced connection's last reference: its files go with it
+        for file in replaced:
+            assert file and not Path(file).exists(), "the replaced certificate's files are removed"
     assert len(os.listdir("/proc/self/fd")) == fds
 
 
@@ -817,6 +820,150 @@ async def test_an_exec_plugins_client_certificate_is_the_operators_mtls_identity
     )
 
 
+def private_contents(folder: Path) -> set[bytes]:
+    """What kubetune's private files hold now; a file given back meanwhile (an earlier test's connection
+    garbage collected as this one reads) is skipped."""
+    out = set()
+    for p in folder.iterdir():
+        try:
+            out.add(p.read_bytes())
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def plugin_repeating_certificates(tmp_path: Path) -> dict[str, Path]:
+    """A PKI for ``cert_plugin_kubeconfig`` whose plugin hands out user-1's certificate on its first two runs
+    and user-3's on the next two (user-2 and user-4 are copies): a plugin that caches its certificate until
+    it expires, as kubelogin and tsh do, so two clients of one process loading one after the other get the
+    same one."""
+    pki = make_pki(tmp_path / "pki", users=("user-1", "user-3"))
+    for same, copy in (("user-1", "user-2"), ("user-3", "user-4")):
+        for suffix in ("crt", "key"):
+            shutil.copy(pki[f"{same}.{suffix}"], pki["ca.crt"].parent / f"{copy}.{suffix}")
+    return pki
+
+
+@pytest.mark.parametrize("which", ["operator", "sdk"])
+async def test_a_client_rotating_its_plugin_certificate_leaves_the_file_another_client_still_uses(
+    cluster: Cluster, tmp_path: Path, which: str
+) -> None:
+    """Two clients of one process (the operator's and kopf's login, two Kube, the SDK and the CLI in a notebook)
+    that got the same certificate from the plugin share one private file (named by its content).  When one
+    rotated, it removed that file, and the other's next TLS context failed (FileNotFoundError) although its
+    certificate was still valid.  The emulated API server authenticates only client certificates here."""
+    pki = plugin_repeating_certificates(tmp_path)
+    cluster.authenticate = Tokens()  # no token is accepted
+    cluster.client_certificates = ClientCertificates()
+    async with serve_tls(cluster, str(pki["server.crt"]), str(pki["server.key"]), str(pki["ca.crt"])) as server:
+        path = cert_plugin_kubeconfig(tmp_path, str(server.url).rstrip("/"), pki, 600, ForwardClock(tmp_path / "c"))
+        rotating = Kube(await asyncio.to_thread(load_connection, str(path)))  # the plugin's run 1: user-1
+        other = await asyncio.to_thread(load_connection, str(path))  # run 2: user-1 again
+        shared = (other.cert_path, other.key_path)
+        assert shared == (rotating.connection.cert_path, rotating.connection.key_path), "one file for both"
+        try:
+            assert await configmaps(rotating) == []
+            await rotating.fresh_connection(rejected="")  # as after a 401 to its certificate: run 3, user-3
+            assert rotating.connection.cert_path not in shared
+            call, close = client_for(which, other)  # its TLS context is built now, from the shared file
+            try:
+                await call()
+            finally:
+                await close()
+            assert await configmaps(rotating) == []
+        finally:
+            await rotating.close()
+    assert [(a.user, a.accepted) for a in cluster.auth_log] == [("user-1", True), ("user-1", True), ("user-3", True)]
+    del other, call, close  # the last client using user-1's certificate is gone: so are its files
+    gc.collect()
+    for file in shared:
+        assert file and not Path(file).exists(), "no leak once no connection uses it"
+
+
+def test_a_rotated_away_certificate_shared_by_two_connections_is_removed_when_the_last_one_goes(tmp_path: Path) -> None:
+    """The shared file stays while one connection of the process still uses it, and goes with the last one:
+    no leak of rotated-away certificates and keys in the private folder (a CA from an http cluster's
+    certificate-authority-data, which the loader never reads, is not kept either)."""
+    pki = plugin_repeating_certificates(tmp_path)
+    path = cert_plugin_kubeconfig(tmp_path, "https://127.0.0.1:1", pki, 600, ForwardClock(tmp_path / "c"))
+    first, second = load_connection(str(path)), load_connection(str(path))  # user-1, user-1
+    shared = (first.cert_path, first.key_path)
+    assert shared == (second.cert_path, second.key_path)
+    first = first.refreshed()  # user-3
+    assert first.cert_path and Path(first.cert_path).read_bytes() == pki["user-3.crt"].read_bytes()
+    for file in shared:
+        assert file and Path(file).read_bytes() in (pki["user-1.crt"].read_bytes(), pki["user-1.key"].read_bytes())
+    second = second.refreshed()  # user-3 again: both now use user-3's files
+    assert (second.cert_path, second.key_path) == (first.cert_path, first.key_path)
+    for file in shared:
+        assert file and not Path(file).exists(), "nobody uses user-1's certificate any more: removed"
+    folder = Path(str(first.cert_path)).parent
+    first_paths = {first.cert_path, first.key_path}
+    del first
+    assert {str(p) for p in folder.iterdir()} >= first_paths, "still used by the second connection"
+    del second
+    assert not first_paths & {str(p) for p in folder.iterdir()}, "gone with the last connection"
+
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    ca = base64.standard_b64encode(pki["ca.crt"].read_bytes()).decode()
+    doc["clusters"][0]["cluster"] = {"server": "http://127.0.0.1:1", "certificate-authority-data": ca}
+    doc["users"][0]["user"] = {"token": "kt-static"}
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    plain = load_connection(str(path))  # written (its *-data), never read: the server is http
+    assert plain.ca_path is None and plain.token == "kt-static"
+    assert pki["ca.crt"].read_bytes() not in private_contents(folder), "the unread CA is not kept"
+
+
+def test_a_failed_load_leaves_no_private_file_behind(tmp_path: Path) -> None:
+    """A load that fails after writing the cluster's certificate-authority-data (its exec plugin failing: the
+    identity provider down) gives its file back: it stayed in the private folder for the process's life."""
+    pki = make_pki(tmp_path / "pki", users=())
+    path, _ = write_kubeconfig(tmp_path, "https://127.0.0.1:1", ttl=600)
+    fail = tmp_path / "fail"
+    fail.write_text("", encoding="utf-8")
+    doc = plugin_env(path, KT_FAIL=str(fail))
+    doc["clusters"][0]["cluster"]["certificate-authority-data"] = base64.standard_b64encode(
+        pki["ca.crt"].read_bytes()
+    ).decode()
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(Exception, match="exit"):
+        load_connection(str(path))
+    folder = Path(str(kube_module._private_dir))
+    assert pki["ca.crt"].read_bytes() not in private_contents(folder)
+    fail.unlink()  # the provider is back: the same load works, its CA in a private file
+    conn = load_connection(str(path))
+    assert conn.ca_path and Path(conn.ca_path).read_bytes() == pki["ca.crt"].read_bytes()
+
+
+async def test_kopfs_login_keeps_the_certificate_files_it_was_handed_until_it_logs_in_again(tmp_path: Path) -> None:
+    """kopf gets file paths from the operator's login handler and builds its SSL context from them only at its
+    first request with them (Vault.extended's factory, kopf/_cogs/structs/credentials.py:294-297 ->
+    ConnectionInfo.as_ssl_context, :122-164 @ 1.45.2).  The operator's client rotating its plugin
+    certificate before then removed the files under kopf; they now stay until kopf logs in again."""
+    import kopf
+
+    from kubetune.controller import handlers
+
+    pki = make_pki(tmp_path / "pki", users=("user-1", "user-2"))
+    path = cert_plugin_kubeconfig(tmp_path, "https://127.0.0.1:1", pki, 600, ForwardClock(tmp_path / "c"))
+    kube = Kube(await asyncio.to_thread(load_connection, str(path)))  # the plugin's run 1: user-1
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, types.SimpleNamespace(kube=kube), None)  # type: ignore[arg-type]  # login uses rt.kube
+    (login,) = [h.fn for h in registry._activities.get_all_handlers() if h.activity.value == "authentication"]
+    info = await login()
+    await kube.fresh_connection(rejected="")  # the operator's client rotates (run 2: user-2)
+    gc.collect()
+    assert info.certificate_path != kube.connection.cert_path
+    info.as_ssl_context()  # kopf's first request with the login it got: its certificate is still there
+    handed = (info.certificate_path, info.private_key_path)
+    again = await login()  # kopf logs in again: user-2's files now; user-1's used by nobody
+    assert again.certificate_path == kube.connection.cert_path
+    again.as_ssl_context()
+    gc.collect()
+    for file in handed:
+        assert file and not Path(file).exists(), "no leak once kopf has logged in again"
+
+
 async def test_the_operators_client_presents_its_certificate_with_insecure_skip_tls_verify(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -1218,6 +1365,6 @@ def test_only_the_current_contexts_user_and_cluster_data_are_written_to_files(tm
     path.write_text(json.dumps(config), encoding="utf-8")
     conn = load_connection(str(path))
     assert conn.key_path and Path(conn.key_path).read_bytes() == pki["user-1.key"].read_bytes()
-    written = {p.read_bytes() for p in Path(conn.key_path).parent.iterdir()}
+    written = private_contents(Path(conn.key_path).parent)
     assert pki["user-2.key"].read_bytes() not in written, "the other user's key was never written"
     assert pki["user-2.crt"].read_bytes() not in written, "nor the other cluster's CA or user's certificate"

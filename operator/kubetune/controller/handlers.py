@@ -28,6 +28,15 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime, controller: Controlle
     """Attach every handler of the operator to ``registry``."""
 
     last_login: list[str | None] = [None]
+    # The Connection whose file paths (CA, client certificate, key) kopf got last, kept until kopf logs in
+    # again: kopf builds its session's SSL context from those paths lazily, on its first request with them
+    # (Vault.extended calls the factory on first use, kopf/_cogs/structs/credentials.py:294-297;
+    # APIContext.__init__ -> ConnectionInfo.as_ssl_context, kopf/_cogs/clients/auth.py:87-104,
+    # credentials.py:122-164 @ 1.45.2), and drops those credentials before it asks again (expired: :381-391;
+    # invalidated after a 401: :429-432).  kubetune's private files live as long as a Connection naming them
+    # (kube._adopt): without this one, the operator's client rotating ahead of kopf's first request would
+    # remove the files under kopf.
+    handed: list[Any] = [None]
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.ConnectionInfo:
@@ -39,6 +48,7 @@ def register(registry: kopf.OperatorRegistry, rt: Runtime, controller: Controlle
             c = await rt.kube.fresh_connection(rejected=token or "")
             token = rt.kube.bearer()
         last_login[0] = token
+        handed[0] = c
         return kopf.ConnectionInfo(
             server=c.server,
             ca_path=c.ca_path,

@@ -37,6 +37,7 @@ from . import execplugin
 from . import kubeconfig as _rule
 from .kubeconfig import (
     Entry,
+    Kubeconfig,
     KubeconfigError,
     ReloadBackoff,
     TokenFile,
@@ -68,6 +69,9 @@ class Connection:
     loaded from a kubeconfig remembers the file, so an exec plugin (EKS, GKE,
     OIDC helpers) runs again and ``tokenFile`` is read again; in-cluster, the
     ServiceAccount token file, which kubelet rotates, is re-read.
+
+    The files a loaded connection names in kubetune's private folder (``*-data``, a plugin's certificate)
+    exist as long as it does (``_adopt``): a client keeps the connection it builds TLS contexts from.
     """
 
     server: str
@@ -226,17 +230,35 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
       ``server_hostname=tls_server_name`` and ``proxy=proxy`` on every request (client/rest.py:54-74,
       :147-156); kubetune's two clients do the same with the Connection's fields.
     * An exec plugin: see ``_loader_class``.
-    """
-    from kubernetes_asyncio.client import Configuration  # noqa: PLC0415 - lazy: only clients that log in pay
-    from kubernetes_asyncio.config import kube_config as _kube_config  # noqa: PLC0415
 
-    kube_config: Any = _kube_config  # untyped in places (ConfigNode's values): Any keeps strict mypy honest
+    The private files the load writes (``*-data``, a plugin's certificate) belong to the Connection it
+    builds (``_adopt``), or are given back when it fails.
+    """
     loaded_at = clock()
     merged = read_kubeconfig(files)
     if not merged.files:
         raise KubeconfigError(
             f"no kubeconfig found (looked for {os.pathsep.join(files)}; set KUBECONFIG or run inside a cluster)"
         )
+
+    taken: list[str] = []  # the private files this load writes (_private_file), held for it until _adopt
+    try:
+        conn = await _loaded(files, merged, loaded_at, clock, taken)
+    except BaseException:
+        _release(taken)
+        raise
+    _adopt(conn, taken)
+    return conn
+
+
+async def _loaded(
+    files: list[str], merged: Kubeconfig, loaded_at: float, clock: Callable[[], float], taken: list[str]
+) -> Connection:
+    """``_load_credentials``'s work; the private files it writes are appended to ``taken``."""
+    from kubernetes_asyncio.client import Configuration  # noqa: PLC0415 - lazy: only clients that log in pay
+    from kubernetes_asyncio.config import kube_config as _kube_config  # noqa: PLC0415
+
+    kube_config: Any = _kube_config  # untyped in places (ConfigNode's values): Any keeps strict mypy honest
 
     def entries(section: str, body: str, found: Mapping[str, Entry], current: str) -> list[Any]:
         # Each entry keeps its own file as its ConfigNode's path (where its relative paths start), as
@@ -248,7 +270,7 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
         return [
             kube_config.ConfigNode(
                 f"{e.file}/{section}[{e.name}]",
-                {"name": e.name, body: _materialized(section, e.value) if e.name == current else dict(e.value)},
+                {"name": e.name, body: _materialized(section, e.value, taken) if e.name == current else dict(e.value)},
                 e.file,
             )
             for e in found.values()
@@ -272,6 +294,7 @@ async def _load_credentials(files: list[str], clock: Callable[[], float]) -> Con
     )
     cfg = Configuration()
     loader = _loader_class()(config_dict=root, config_base_path=None)
+    loader.private_files = taken
     await loader.load_and_set(cfg)
     auth = str((cfg.api_key or {}).get("BearerToken") or "")
     # A token (a kubeconfig token, a plugin's) is trimmed, as client-go trims a tokenFile's
@@ -322,16 +345,28 @@ _DATA_FIELDS = {
     "users": (("client-certificate-data", "client-certificate"), ("client-key-data", "client-key")),
 }
 _private_dir: str | None = None
-_private_lock = threading.Lock()
+_private_lock = threading.RLock()
+"""Guards the folder, the files and their counts.  Re-entrant: a connection's finalizer (``_adopt``) may run
+in whichever thread drops the last reference, cyclic garbage collection inside a locked section included."""
+_private_refs: dict[str, int] = {}
+"""Per private file, how many holders it has: each live Connection built from it (``_adopt``) and each load
+still in progress that wrote it.  One file serves every client of the process whose certificate, key or CA has
+the same content (the operator's client, kopf's login, several ``Kube`` or SDK clients in a notebook), so a file
+is removed only when its count falls to 0, never because one client rotated away from it."""
 
 
-def _private_file(content: bytes) -> str:
+def _private_file(content: bytes, taken: list[str]) -> str:
     """``content`` in a file of kubetune's own: a private directory (``mkdtemp``: owner-only) made once per
     process and made again when something (a /tmp cleaner) removed it, the file named by its content's hash,
     written owner-only (0600) on every load and closed, so a file aged out of /tmp is back on the next
     reload.  kubernetes_asyncio's FileOrData instead remembers one ``mkstemp`` path per content for the
     process's life and refuses it once deleted ("File does not exists", config/kube_config.py:97-126 @
-    36.1.0) and never closes the descriptor ``mkstemp`` returns (:105): one leaked per new certificate."""
+    36.1.0) and never closes the descriptor ``mkstemp`` returns (:105): one leaked per new certificate.
+
+    The file's count goes up (before it is written: a holder dropping the same file meanwhile, in another
+    thread or from a finalizer in this one, cannot remove it under the load) and the path is appended to
+    ``taken``, the load's list: the Connection it builds takes the count over (``_adopt``), or a failed load
+    gives it back (``_release``)."""
     import hashlib  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
@@ -341,6 +376,8 @@ def _private_file(content: bytes) -> str:
             _private_dir = tempfile.mkdtemp(prefix="kubetune-creds-")
             atexit.register(shutil.rmtree, _private_dir, True)
         name = os.path.join(_private_dir, hashlib.sha256(content).hexdigest())
+        _private_refs[name] = _private_refs.get(name, 0) + 1
+        taken.append(name)
         fd = os.open(name + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(content)
@@ -348,30 +385,54 @@ def _private_file(content: bytes) -> str:
         return name
 
 
-def release_files(old: Connection, new: Connection) -> None:
-    """Remove ``old``'s private files (``_private_file``) that ``new`` does not use: a rotated plugin
-    certificate's, once its client has taken ``new`` (the TLS context already holds what it loaded)."""
-    keep = {getattr(new, f, None) for f in ("ca_path", "cert_path", "key_path")}
-    for p in (getattr(old, f, None) for f in ("ca_path", "cert_path", "key_path")):
-        # under the lock: a concurrent load writing the same file (same content, same name) is not cut short
-        with _private_lock:
-            if p and p not in keep and _private_dir and os.path.dirname(p) == _private_dir:
-                try:
-                    os.unlink(p)
-                except OSError:
-                    pass
+def _release(paths: list[str]) -> None:
+    """Give back one count of each private file in ``paths``; a file nobody holds any more is removed (a TLS
+    context that loaded it keeps what it read)."""
+    with _private_lock:
+        for p in paths:
+            left = _private_refs.get(p, 0) - 1
+            if left > 0:
+                _private_refs[p] = left
+                continue
+            _private_refs.pop(p, None)
+            try:
+                os.unlink(p)
+            except OSError:
+                pass  # already gone (a /tmp cleaner)
 
 
-def _materialized(section: str, value: Mapping[str, Any]) -> dict[str, Any]:
+def _adopt(conn: Connection, taken: list[str]) -> None:
+    """Hand the private files a load wrote (``taken``) to the Connection it built: the ones it names (CA,
+    client certificate, key) are held until the Connection itself is gone, when no client can build a TLS
+    context from it any more (``weakref.finalize``: as soon as the last reference drops, a client replacing
+    it after a rotation, or at the next garbage collection when it sat in a reference cycle); the ones it
+    does not name (a user's client-certificate-data the plugin's certificate replaced, the CA of an http
+    server, which the loader never reads) are given back now.  Not run at exit: the folder goes then
+    (``atexit``, ``_private_file``)."""
+    import weakref  # noqa: PLC0415
+
+    spare = list(taken)
+    owned: list[str] = []
+    for p in (conn.ca_path, conn.cert_path, conn.key_path):
+        if p is not None and p in spare:
+            spare.remove(p)
+            owned.append(p)
+    if owned:
+        weakref.finalize(conn, _release, owned).atexit = False
+    _release(spare)
+
+
+def _materialized(section: str, value: Mapping[str, Any], taken: list[str]) -> dict[str, Any]:
     """``value`` with its ``*-data`` fields (base64, as kubectl reads them) written to private files and named
-    by their file field instead, the data winning over a file as in FileOrData (config/kube_config.py:83-89)."""
+    by their file field instead, the data winning over a file as in FileOrData (config/kube_config.py:83-89);
+    the files written are appended to ``taken`` (``_private_file``)."""
     out = dict(value)
     for data_key, file_key in _DATA_FIELDS.get(section, ()):
         data = out.pop(data_key, None)
         if data:
             import base64  # noqa: PLC0415
 
-            out[file_key] = _private_file(base64.standard_b64decode(str(data)))
+            out[file_key] = _private_file(base64.standard_b64decode(str(data)), taken)
     return out
 
 
@@ -404,6 +465,8 @@ def _loader_class() -> type[Any]:
         """
 
         expires_at: float | None = None
+        private_files: list[str]
+        """The load's list of private files written (``_private_file``), set by ``_load_credentials``."""
 
         async def _refresh_oidc(self, provider: Any) -> None:
             # kubernetes_asyncio refreshes an expired oidc id-token by posting the refresh-token to the issuer
@@ -436,8 +499,8 @@ def _loader_class() -> type[Any]:
             if status.get("clientCertificateData"):
                 # A token and a certificate are both kept, as client-go's newCreds (exec.go:505-520); PEM as
                 # the plugin printed it, in kubetune's own private files (_private_file).
-                self.cert_file = _private_file(str(status["clientCertificateData"]).encode())
-                self.key_file = _private_file(str(status["clientKeyData"]).encode())
+                self.cert_file = _private_file(str(status["clientCertificateData"]).encode(), self.private_files)
+                self.key_file = _private_file(str(status["clientKeyData"]).encode(), self.private_files)
             stamp = status.get("expirationTimestamp")
             self.expires_at = parse_rfc3339(str(stamp)).timestamp() if stamp else None
             return True
@@ -623,7 +686,9 @@ class Kube:
         self._reload = None
         if old_session is not None:
             await old_session.close()
-        release_files(current, fresh)
+        # ``current``'s private files (a rotated plugin certificate's) go with the last reference to it
+        # (_adopt), not here: another client of this process (kopf's login, an SDK client) may hold the
+        # same content in the same file.
         return fresh
 
     def _keep_or_fail(self, current: Connection, rejected: str | None, exc: BaseException | None) -> Connection:
