@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import kmock
 import pytest
 
 from tests.support.apiserver import validation
 from tests.support.apiserver.emulator import Cluster, Tokens
+from tests.support.apiserver.helm import HelmCluster
 
 BASE = "/apis/kubeflow.org/v1/namespaces/ns/pytorchjobs"
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -287,6 +289,122 @@ async def test_a_watch_sends_only_what_its_field_selector_selects(cluster: Clust
     async with cluster.request("GET", url) as resp:
         events = [json.loads(line) async for line in resp.content if line.strip()]
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "b")]
+
+
+async def replay(cluster: Cluster, url: str, since: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every event a watch from ``since`` sends for the changes already made: (type, resourceVersion, object)."""
+    async with cluster.get(f"{url}&watch=true&resourceVersion={since}&timeoutSeconds=1") as resp:
+        lines = [json.loads(line) for line in (await resp.read()).splitlines() if line]
+    return [(e["type"], e["object"]["metadata"]["resourceVersion"], e["object"]) for e in lines]
+
+
+async def test_a_label_change_moves_an_object_into_and_out_of_a_label_selector_watch(cluster: Cluster) -> None:
+    """An object that starts matching a watch's selector is ADDED, one that stops is DELETED with its previous
+    state at the change's resourceVersion, as the watch cache sends them (k8s.io/apiserver
+    pkg/storage/cacher/cache_watcher.go:374-398 @ v0.36.3): an informer on the selector drops it then."""
+    _, listing = await call(cluster, "GET", BASE)
+    since = listing["metadata"]["resourceVersion"]
+
+    async def labels(tier: str | None) -> str:
+        _, obj = await call(cluster, "PATCH", f"{BASE}/j", {"metadata": {"labels": {"tier": tier}}}, MERGE)
+        return str(obj["metadata"]["resourceVersion"])
+
+    async def spec(a: int) -> str:
+        _, obj = await call(cluster, "PATCH", f"{BASE}/j", {"spec": {"a": a}}, MERGE)
+        return str(obj["metadata"]["resourceVersion"])
+
+    await call(cluster, "POST", BASE, job(a=1))  # no tier: not selected
+    joined = await labels("gpu")
+    changed = await spec(2)
+    left = await labels("cpu")
+    await spec(3)  # changes while not selected are not sent
+    back = await labels("gpu")
+    code, gone = await call(cluster, "DELETE", f"{BASE}/j")
+    assert code == 200
+    events = await replay(cluster, f"{BASE}?labelSelector=tier%3Dgpu", since)
+    assert [(kind, rv) for kind, rv, _ in events] == [
+        ("ADDED", joined),
+        ("MODIFIED", changed),
+        ("DELETED", left),
+        ("ADDED", back),
+        ("DELETED", gone["metadata"]["resourceVersion"]),
+    ]
+    assert events[2][2]["metadata"]["labels"]["tier"] == "gpu", "DELETED carries the object as it was selected"
+    assert events[2][2]["spec"] == {"a": 2}
+    assert events[3][2]["spec"] == {"a": 3}, "ADDED carries the object as it is now"
+    everything = await replay(cluster, BASE + "?", since)
+    assert [kind for kind, _, _ in everything] == ["ADDED", *["MODIFIED"] * 5, "DELETED"], "no selector: as stored"
+
+
+async def test_a_status_change_moves_a_pod_into_and_out_of_a_field_selector_watch(cluster: Cluster) -> None:
+    """A pod's status.phase is one of its selectable fields (kubernetes pkg/registry/core/pod/strategy.go
+    ToSelectableFields): a watch on status.phase=Running gets the pod ADDED when it starts running and
+    DELETED, as it was while running, when it succeeds (cache_watcher.go:374-398 @ v0.36.3)."""
+    pods = "/api/v1/namespaces/ns/pods"
+    _, listing = await call(cluster, "GET", pods)
+    since = listing["metadata"]["resourceVersion"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}, "status": {}}
+    await cluster.put_object("v1", "pods", {**pod, "status": {"phase": "Pending"}})
+
+    def phase(value: str) -> Callable[[dict[str, Any]], None]:
+        return lambda obj: obj["status"].update(phase=value)
+
+    running = await cluster.mutate("v1", "pods", "ns", "p", phase("Running"))
+    done = await cluster.mutate("v1", "pods", "ns", "p", phase("Succeeded"))
+    await cluster.remove("v1", "pods", "ns", "p")
+    events = await replay(cluster, f"{pods}?fieldSelector=status.phase%3DRunning", since)
+    assert [(kind, rv, obj["status"]["phase"]) for kind, rv, obj in events] == [
+        ("ADDED", running["metadata"]["resourceVersion"], "Running"),
+        ("DELETED", done["metadata"]["resourceVersion"], "Running"),
+    ]
+    not_running = await replay(cluster, f"{pods}?fieldSelector=status.phase%21%3DRunning", since)
+    assert [(kind, obj["status"]["phase"]) for kind, _, obj in not_running] == [
+        ("ADDED", "Pending"),
+        ("DELETED", "Pending"),
+        ("ADDED", "Succeeded"),
+        ("DELETED", "Succeeded"),
+    ]
+
+
+async def test_the_helm_emulators_namespace_watch_follows_its_label_selector() -> None:
+    """HelmCluster serves /api/v1/namespaces itself (kmock cannot parse it): a POST creates (kubectl create
+    namespace), and its watch sends a namespace that gains the selected label as ADDED and one that loses it as
+    DELETED, as any other watch."""
+    helm = HelmCluster()
+    async with helm, kmock.Server(helm):
+        url = "/api/v1/namespaces"
+        _, listing = await call(helm, "GET", url)
+        code, created = await call(
+            helm, "POST", url, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}
+        )
+        assert code == 201 and created["status"] == {"phase": "Active"}, "a POSTed namespace is created"
+        for value in ("a", None):
+            await helm.mutate(
+                "v1", "namespaces", None, "team", lambda o, v=value: o["metadata"].update(labels={"t": v})
+            )
+        events = await replay(helm, f"{url}?labelSelector=t%3Da", listing["metadata"]["resourceVersion"])
+    assert [(kind, obj["metadata"]["name"], obj["metadata"]["labels"]) for kind, _, obj in events] == [
+        ("ADDED", "team", {"t": "a"}),
+        ("DELETED", "team", {"t": "a"}),
+    ]
+
+
+async def test_the_delete_that_empties_the_finalizers_is_sent_with_the_stored_object(cluster: Cluster) -> None:
+    """The write that removes the last finalizer of an object being deleted is not stored: the stored object is
+    deleted (apiserver pkg/registry/generic/registry/store.go:780-784, 598-619 @ v0.36.3), and the watch's DELETED
+    carries it as it was stored (etcd3/watcher.go:595-602, 722-733), finalizer included."""
+    obj = job(a=1)
+    obj["metadata"]["finalizers"] = ["example.com/keep"]
+    _, created = await call(cluster, "POST", BASE, obj)
+    since = created["metadata"]["resourceVersion"]
+    await call(cluster, "DELETE", f"{BASE}/j")
+    code, answer = await call(cluster, "PATCH", f"{BASE}/j", {"metadata": {"finalizers": None}}, MERGE)
+    assert code == 200 and not answer["metadata"].get("finalizers")
+    assert (await call(cluster, "GET", f"{BASE}/j"))[0] == 404
+    events = await replay(cluster, BASE + "?", since)
+    assert [kind for kind, _, _ in events] == ["MODIFIED", "DELETED"]
+    assert events[1][2]["metadata"]["finalizers"] == ["example.com/keep"]
+    assert events[1][2]["metadata"]["deletionTimestamp"]
 
 
 def test_ratcheting_correlates_map_keys_that_hold_dots() -> None:

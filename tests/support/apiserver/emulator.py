@@ -29,7 +29,9 @@ resource request from its own store with the API server's semantics:
   (background propagation: see ``_collect_garbage``);
 * list with labelSelector/fieldSelector and a list resourceVersion; watch from
   a resourceVersion replays only newer events (410 Gone below the compaction
-  point), without one it starts with ADDED for current objects;
+  point), without one it starts with ADDED for current objects; a watch's
+  selectors turn a change that makes an object match into ADDED and one that
+  makes it stop matching into DELETED, as the real server does (``watch_event``);
 * ``pods/log`` with ``tailLines`` from lines the test appends;
 * a CustomResourceDefinition is created or updated only if it passes
   apiextensions' creation-time checks (``_admit``, tests/support/apiserver/crd.py);
@@ -118,6 +120,33 @@ class WatchEvent:
     res: ResKey
     type: str
     obj: Obj
+    prev: Obj | None = None
+    """The stored object before this change (None for a create): a watch's selectors filter both the new and
+    the previous state (watch_event below)."""
+
+
+def watch_event(event: WatchEvent, passes: Callable[[Obj], bool]) -> tuple[str, Obj] | None:
+    """What a watch whose selectors ``passes`` tests sends for one stored change, as the API server decides it
+    from the new and the previous object (k8s.io/apiserver @ v0.36.3: the watch cache's
+    pkg/storage/cacher/cache_watcher.go:374-398 convertToWatchEvent, the previous object kept by
+    watch_cache.go:311-320; without the cache, pkg/storage/etcd3/watcher.go:595-637 transform with the
+    previous object decoded at the event's revision, 722-733):
+
+    * the new object passes and the previous did not (or there was none): ADDED with the new object;
+    * both pass: MODIFIED with the new object;
+    * the previous passed and the new does not, or the change is a deletion: DELETED with the *previous*
+      object at the event's resourceVersion (cache_watcher.go:389-397, watcher.go:595-602 and 632-636);
+    * neither passes: nothing."""
+    new_passes = event.type != "DELETED" and passes(event.obj)
+    old_passes = event.prev is not None and passes(event.prev)
+    if new_passes:
+        return ("MODIFIED" if old_passes else "ADDED"), event.obj
+    if old_passes:
+        assert event.prev is not None
+        gone = copy.deepcopy(event.prev)
+        gone["metadata"]["resourceVersion"] = str(event.rv)
+        return "DELETED", gone
+    return None
 
 
 class ApiError(Exception):
@@ -717,13 +746,14 @@ class Cluster(kmock.KubernetesScaffold):
     # --- store operations ----------------------------------------------------
 
     def _commit(self, key: ObjKey, obj: Obj, event: str) -> Obj:
+        prev = copy.deepcopy(self.store.get(key))  # before obj (which may be the stored dict) gets its new version
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
         if event == "DELETED":
             self.store.pop(key, None)
         else:
             self.store[key] = obj
-        self.history.append(WatchEvent(self.rv, key[0], event, copy.deepcopy(obj)))
+        self.history.append(WatchEvent(self.rv, key[0], event, copy.deepcopy(obj), prev))
         self._history_rvs.append(self.rv)
         self._changed_cond().notify_all()
         return copy.deepcopy(obj)
@@ -1121,6 +1151,9 @@ class Cluster(kmock.KubernetesScaffold):
                 return copy.deepcopy(old)  # a no-op write does not bump the resourceVersion
             meta = new["metadata"]
             if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+                # The update that empties the finalizers is not written: the stored object is deleted
+                # (apiserver pkg/registry/generic/registry/store.go:780-784 and 598-619 @ v0.36.3), so a watch's
+                # DELETED event carries the stored object, finalizers and all (watch_event sends ``prev``).
                 self._commit(key, new, "DELETED")
                 if self.garbage_collect:
                     self._collect_garbage()
@@ -1207,9 +1240,9 @@ class Cluster(kmock.KubernetesScaffold):
         selector, fields = params.get("labelSelector"), params.get("fieldSelector")
 
         def wanted(obj: Obj) -> bool:
-            # Both selectors filter a watch as they filter a list. Not emulated: an object that starts or stops
-            # matching is sent by the real server as ADDED or DELETED (cacher's watch filtering); here an
-            # event is sent as it is when its new object matches.
+            # Both selectors filter a watch as they filter a list; a change is sent as ADDED, MODIFIED or
+            # DELETED by whether its previous and its new object pass (watch_event: an object that starts
+            # matching is ADDED, one that stops is DELETED, cache_watcher.go:374-398 @ v0.36.3).
             meta = obj.get("metadata", {})
             return (
                 (ns is None or meta.get("namespace") == ns)
@@ -1289,8 +1322,8 @@ class Cluster(kmock.KubernetesScaffold):
                         continue
                 for event in pending:
                     position = event.rv
-                    if event.res == res and wanted(event.obj):
-                        await send(event.type, event.obj)
+                    if event.res == res and (sent := watch_event(event, wanted)) is not None:
+                        await send(*sent)
                 if self._drops != drops:
                     return response
         except ConnectionResetError:  # the client went away

@@ -196,10 +196,12 @@ class HelmCluster(Cluster):
         if raw_request.path.rstrip("/") == "/api/v1/namespaces":
             # kmock cannot parse the namespaces collection (parsing.py parse_path reads the segment after
             # "namespaces" as a namespace, and there is none): served here, before kmock, with the same checks.
-            await raw_request.read()
+            data = await raw_request.read()
             if (refused := self._unauthorized(raw_request)) is not None:
                 return refused
-            body = await raw_request.json() if raw_request.can_read_body else None
+            # From the bytes read: after read(), aiohttp's can_read_body is False (the payload is at EOF), so a
+            # POST of a namespace (kubectl create namespace) reached _namespace without its body and got 405.
+            body = json.loads(data) if data else None
             return await self._namespace(raw_request, None, body, dict(raw_request.query))
         return await super().__call__(raw_request)
 
