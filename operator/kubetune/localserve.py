@@ -295,8 +295,10 @@ def local_folder_problem(target: ServeTarget) -> str | None:
                 return f"{role} {path} holds no {marker}: not {kind} (give the folder with {marker})"
         elif path.exists():
             return f"{role} {path} is a file: give {kind} (the one with {marker})"
+        elif name.startswith("~"):  # a shell leaves --model=~/x as it is, and so do transformers and PEFT
+            return f"{role} {name}: no such folder (a leading ~ is not expanded: give the full path)"
         elif _path_like(name):
-            return f"{role} {path}: no such folder"
+            return f"{role} {name}: no such folder"
     return None
 
 

@@ -914,6 +914,32 @@ def test_a_rotated_away_certificate_shared_by_two_connections_is_removed_when_th
     assert pki["ca.crt"].read_bytes() not in private_contents(folder), "the unread CA is not kept"
 
 
+def test_a_copy_of_a_connection_keeps_the_files_it_names_after_the_original_goes(tmp_path: Path) -> None:
+    """``dataclasses.replace`` (another namespace for the same cluster), ``copy`` and ``deepcopy`` of a loaded
+    connection name the same private files: they stay while any copy is alive, and go with the last one."""
+    import copy
+    import dataclasses
+    import gc
+
+    pki = plugin_repeating_certificates(tmp_path)
+    path = cert_plugin_kubeconfig(tmp_path, "https://127.0.0.1:1", pki, 600, ForwardClock(tmp_path / "c"))
+    original = load_connection(str(path))
+    files = [original.cert_path, original.key_path]
+    copies = [
+        dataclasses.replace(original, default_namespace="team-a"),
+        copy.copy(original),
+        copy.deepcopy(original),
+    ]
+    del original
+    gc.collect()
+    for i, kept in enumerate(copies):
+        assert [kept.cert_path, kept.key_path] == files
+        assert all(f and Path(f).is_file() for f in files), f"copy {i}: its files went with the original"
+    del copies, kept
+    gc.collect()
+    assert not any(f and Path(f).exists() for f in files), "gone with the last copy"
+
+
 def test_a_failed_load_leaves_no_private_file_behind(tmp_path: Path) -> None:
     """A load that fails after writing the cluster's certificate-authority-data (its exec plugin failing: the
     identity provider down) gives its file back: it stayed in the private folder for the process's life."""

@@ -286,7 +286,9 @@ def test_a_hub_id_and_real_folders_are_left_to_llamafactory(tmp_path: Path) -> N
     ]
     assert [local_folder_problem(t) for t in ok] == [None, None, None]
     second_missing = ServeTarget(model=str(tmp_path / "m"), template="qwen", name="m", adapter=f"{tmp_path}/a1,./nope")
-    assert local_folder_problem(second_missing) == "adapter nope: no such folder"
+    assert local_folder_problem(second_missing) == "adapter ./nope: no such folder"
+    home = ServeTarget(model="~/models/base", template="qwen", name="m")
+    assert "a leading ~ is not expanded" in str(local_folder_problem(home))
 
 
 def test_serve_without_local_is_a_usage_error(tmp_path: Path) -> None:

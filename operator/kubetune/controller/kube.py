@@ -71,7 +71,8 @@ class Connection:
     ServiceAccount token file, which kubelet rotates, is re-read.
 
     The files a loaded connection names in kubetune's private folder (``*-data``, a plugin's certificate)
-    exist as long as it does (``_adopt``): a client keeps the connection it builds TLS contexts from.
+    exist as long as it, or a copy of it (``dataclasses.replace``, ``copy``), does: they are held by its
+    ``private_files`` (``_adopt``), which copies share.  A client keeps the connection it builds TLS contexts from.
     """
 
     server: str
@@ -97,6 +98,8 @@ class Connection:
     """When the credentials expire (epoch seconds; an exec plugin's ``status.expirationTimestamp``)."""
     loaded_at: float = 0.0
     """When they were loaded (epoch seconds): refresh a fifth of their lifetime early, at most 60 s."""
+    private_files: _PrivateFiles | None = field(default=None, repr=False, compare=False)
+    """The private files this connection names, held while it or a copy of it lives (set by ``_adopt``)."""
     clock: Callable[[], float] = field(default=lambda: _rule_clock(), repr=False, compare=False)
     """What ``expires_at`` and ``loaded_at`` are compared with (epoch seconds); kept by :meth:`refreshed`.
     Tests pass a clock they move forward instead of sleeping until a token expires; by default the
@@ -401,16 +404,32 @@ def _release(paths: list[str]) -> None:
                 pass  # already gone (a /tmp cleaner)
 
 
+class _PrivateFiles:
+    """A hold on private files (``_private_file``), given back when the last reference to it goes
+    (``weakref.finalize``).  A Connection keeps it in a field, so ``dataclasses.replace`` and ``copy`` share
+    it, and deep copies too (``__deepcopy__``): a copy naming the same files keeps them."""
+
+    def __init__(self, paths: list[str]) -> None:
+        import weakref  # noqa: PLC0415
+
+        self.paths = tuple(paths)
+        weakref.finalize(self, _release, list(paths)).atexit = False  # at exit the whole folder goes
+
+    def __copy__(self) -> _PrivateFiles:
+        return self
+
+    def __deepcopy__(self, _memo: dict[int, Any]) -> _PrivateFiles:
+        return self
+
+
 def _adopt(conn: Connection, taken: list[str]) -> None:
     """Hand the private files a load wrote (``taken``) to the Connection it built: the ones it names (CA,
-    client certificate, key) are held until the Connection itself is gone, when no client can build a TLS
-    context from it any more (``weakref.finalize``: as soon as the last reference drops, a client replacing
-    it after a rotation, or at the next garbage collection when it sat in a reference cycle); the ones it
-    does not name (a user's client-certificate-data the plugin's certificate replaced, the CA of an http
-    server, which the loader never reads) are given back now.  Not run at exit: the folder goes then
+    client certificate, key) are held until neither it nor a copy of it is left, when no client can build a
+    TLS context from them any more (``_PrivateFiles``: as soon as the last reference drops, a client
+    replacing it after a rotation, or at the next garbage collection when it sat in a reference cycle); the
+    ones it does not name (a user's client-certificate-data the plugin's certificate replaced, the CA of an
+    http server, which the loader never reads) are given back now.  Not run at exit: the folder goes then
     (``atexit``, ``_private_file``)."""
-    import weakref  # noqa: PLC0415
-
     spare = list(taken)
     owned: list[str] = []
     for p in (conn.ca_path, conn.cert_path, conn.key_path):
@@ -418,7 +437,7 @@ def _adopt(conn: Connection, taken: list[str]) -> None:
             spare.remove(p)
             owned.append(p)
     if owned:
-        weakref.finalize(conn, _release, owned).atexit = False
+        object.__setattr__(conn, "private_files", _PrivateFiles(owned))  # frozen: set once, here, before any use
     _release(spare)
 
 
