@@ -555,21 +555,20 @@ def cmd_get(args: argparse.Namespace) -> int:
         args,
         "FineTuneJobs",
         lambda c: [c.get(args.name)] if args.name else c.list(all_namespaces=args.all_namespaces),
+        job_rows,
     )
-    if isinstance(got, int):
-        return got
-    jobs, ns = got
-    if jobs:
-        sys.stdout.write(format_table(job_rows(jobs, ns is None), _terminal_width(sys.stdout)))
-    return 0
+    return got if isinstance(got, int) else 0
 
 
 def _get(
-    args: argparse.Namespace, kind: str, read: Callable[[sdk.Client], Sequence[FineTuneJob | FineTuneSweep]]
-) -> tuple[list[dict[str, Any]], str | None] | int:
-    """What ``kubetune get`` shows of ``kind``: the objects ``read`` returns, as the API server serves them,
-    and the namespace they were read in (None: every namespace); saying on stderr when there are none.
-    The exit code instead when the SDK failed."""
+    args: argparse.Namespace,
+    kind: str,
+    read: Callable[[sdk.Client], Sequence[FineTuneJob | FineTuneSweep]],
+    rows: Callable[[list[dict[str, Any]], bool], list[list[str]]],
+) -> list[dict[str, Any]] | int:
+    """``kubetune get`` of ``kind``: the objects ``read`` returns, as the API server serves them, drawn as
+    the table of their ``rows`` (with a NAMESPACE column when read in every namespace), or a line on
+    stderr saying there are none; returned.  The exit code instead when the SDK failed."""
     from kubetune.sdk import KubetuneError  # noqa: PLC0415
 
     try:
@@ -581,7 +580,9 @@ def _get(
     objs = [_api_dict(o) for o in found]
     if not objs:
         print(f"No {kind} found in {'any namespace' if ns is None else ns + ' namespace'}.", file=sys.stderr)
-    return objs, ns
+    else:
+        sys.stdout.write(format_table(rows(objs, ns is None), _terminal_width(sys.stdout)))
+    return objs
 
 
 def _get_sweeps(args: argparse.Namespace) -> int:
@@ -590,16 +591,12 @@ def _get_sweeps(args: argparse.Namespace) -> int:
         args,
         "FineTuneSweeps",
         lambda c: [c.get_sweep(args.sweep)] if args.sweep else c.list_sweeps(all_namespaces=args.all_namespaces),
+        sweep_rows,
     )
     if isinstance(got, int):
         return got
-    sweeps, ns = got
-    if not sweeps:
-        return 0
-    width = _terminal_width(sys.stdout)
-    sys.stdout.write(format_table(sweep_rows(sweeps, ns is None), width))
-    if args.sweep:
-        sys.stdout.write("\n" + format_table(trial_rows(sweeps[0]), width))
+    if args.sweep and got:
+        sys.stdout.write("\n" + format_table(trial_rows(got[0]), _terminal_width(sys.stdout)))
     return 0
 
 
