@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -393,20 +393,32 @@ def print_outputs(result: RunResult, console: Console) -> None:
         print(out, flush=True)
 
 
+def local_only(args: argparse.Namespace, console: Console, command: str, kind: str) -> bool:
+    """Whether ``kubetune <command>`` was asked to run locally (--local); if not, says where a ``kind``
+    runs instead (the CLI then exits 2)."""
+    if not args.local:
+        console.print(
+            f"kubetune {command}: only --local is supported; apply the {kind} to a cluster with kubectl apply -f FILE"
+        )
+    return bool(args.local)
+
+
+def refused(problems: Sequence[object]) -> int:
+    """The manifest's problems, one a line on stderr; the exit code 1."""
+    for p in problems:
+        print(p, file=sys.stderr)
+    return 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console()
-    if not args.local:
-        console.print(
-            "kubetune run: only --local is supported; apply the FineTuneJob to a cluster with kubectl apply -f FILE"
-        )
+    if not local_only(args, console, "run", "FineTuneJob"):
         return 2
     jobs, problems = load_jobs(args.file)
     if problems:
-        for p in problems:
-            print(p, file=sys.stderr)
-        return 1
+        return refused(problems)
     output = Path(args.output).resolve()
     by_name = {j.name: j for j in jobs}
     outcomes: dict[str, str] = {}

@@ -431,18 +431,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from kubetune import sweep as engine
+    from kubetune.localrun import local_only, refused
 
     console = Console()
-    if not args.local:
-        console.print(
-            "kubetune sweep: only --local is supported; apply the FineTuneSweep to a cluster with kubectl apply -f FILE"
-        )
+    if not local_only(args, console, "sweep", "FineTuneSweep"):
         return 2
     sweep, problems = load_sweep(args.file)
     if sweep is None:
-        for p in problems:
-            print(p, file=sys.stderr)
-        return 1
+        return refused(problems)
     output = Path(args.output).resolve()
     started = time.monotonic()
     try:

@@ -60,13 +60,16 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from kubetune import terminal
 from kubetune.api import FineTuneJob, contract
 from kubetune.api.progressline import parse_line
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from kubetune.api.resource import KubetuneResource
     from kubetune.api.sweep import FineTuneSweep
     from kubetune.localrun import RunResult
 
@@ -364,68 +367,56 @@ def read_job(obj: dict[str, Any]) -> FineTuneJob:
     whose status says InvalidSpec are among them) still comes back, with its status typed (fields this
     version does not know are dropped) and its spec unvalidated: the spec's nested values are then plain
     dicts.  Never raises for what a cluster can hold."""
-    try:
-        return FineTuneJob.from_api(obj)
-    except ValueError:  # pydantic's ValidationError
-        pass
-    from pydantic import ValidationError  # noqa: PLC0415
+    from kubetune.api import FineTuneJobSpec, FineTuneJobStatus  # noqa: PLC0415
 
-    from kubetune.api import FineTuneJobSpec, FineTuneJobStatus, ObjectMeta  # noqa: PLC0415
-
-    meta: dict[str, Any] = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
-    try:
-        status = (
-            FineTuneJobStatus.model_validate(_known(obj.get("status"), FineTuneJobStatus), by_alias=True, by_name=False)
-            if isinstance(obj.get("status"), dict)
-            else None
-        )
-    except ValidationError:
-        status = None
-    raw_spec: dict[str, Any] = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
-    names = {(f.alias or n): n for n, f in FineTuneJobSpec.model_fields.items()}
-    spec = FineTuneJobSpec.model_construct(**{names[k]: v for k, v in raw_spec.items() if k in names})
-    return FineTuneJob.model_construct(
-        metadata=ObjectMeta.model_construct(
-            **{k: v for k, v in meta.items() if k != "resourceVersion"}, resource_version=meta.get("resourceVersion")
-        ),
-        spec=spec,
-        status=status,
-    )
+    return _read_stored(obj, FineTuneJob, FineTuneJobSpec, FineTuneJobStatus)
 
 
 def read_sweep(obj: dict[str, Any]) -> FineTuneSweep:
     """A FineTuneSweep as the API server stored it, with its status (``status.trials``: every trial's
     parameters, state and values; ``status.bestTrial``, ``status.bestValue``).  Like :func:`read_job`, a
     sweep this kubetune's model refuses still comes back: its status typed, its spec unvalidated."""
+    from kubetune.api.sweep import FineTuneSweep, FineTuneSweepSpec, FineTuneSweepStatus  # noqa: PLC0415
+
+    return _read_stored(obj, FineTuneSweep, FineTuneSweepSpec, FineTuneSweepStatus)
+
+
+_Stored = TypeVar("_Stored", bound="KubetuneResource")
+
+
+def _read_stored(
+    obj: dict[str, Any], kind: type[_Stored], spec_model: type[BaseModel], status_model: type[BaseModel]
+) -> _Stored:
+    """``kind`` validated like ``kind.from_api``; where its model refuses ``obj``, ``kind`` built without
+    validation: the status typed (unknown fields dropped, None where even that fails), the spec's known
+    top-level fields kept as stored, metadata as stored."""
+    try:
+        return kind.from_api(obj)
+    except ValueError:  # pydantic's ValidationError
+        pass
     from pydantic import ValidationError  # noqa: PLC0415
 
     from kubetune.api import ObjectMeta  # noqa: PLC0415
-    from kubetune.api.sweep import FineTuneSweep, FineTuneSweepSpec, FineTuneSweepStatus  # noqa: PLC0415
 
-    try:
-        return FineTuneSweep.from_api(obj)
-    except ValueError:  # pydantic's ValidationError
-        pass
     meta: dict[str, Any] = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
     try:
         status = (
-            FineTuneSweepStatus.model_validate(
-                _known(obj.get("status"), FineTuneSweepStatus), by_alias=True, by_name=False
-            )
+            status_model.model_validate(_known(obj.get("status"), status_model), by_alias=True, by_name=False)
             if isinstance(obj.get("status"), dict)
             else None
         )
     except ValidationError:
         status = None
     raw_spec: dict[str, Any] = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
-    names = {(f.alias or n): n for n, f in FineTuneSweepSpec.model_fields.items()}
-    return FineTuneSweep.model_construct(
-        metadata=ObjectMeta.model_construct(
+    names = {(f.alias or n): n for n, f in spec_model.model_fields.items()}
+    fields: dict[str, Any] = {
+        "metadata": ObjectMeta.model_construct(
             **{k: v for k, v in meta.items() if k != "resourceVersion"}, resource_version=meta.get("resourceVersion")
         ),
-        spec=FineTuneSweepSpec.model_construct(**{names[k]: v for k, v in raw_spec.items() if k in names}),
-        status=status,
-    )
+        "spec": spec_model.model_construct(**{names[k]: v for k, v in raw_spec.items() if k in names}),
+        "status": status,
+    }
+    return cast("_Stored", kind.model_construct(**fields))  # the pydantic plugin types it as the bound
 
 
 def _known(value: Any, model: Any) -> Any:

@@ -24,7 +24,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -541,8 +541,6 @@ def _api_dict(job: FineTuneJob | FineTuneSweep) -> dict[str, Any]:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from kubetune.sdk import KubetuneError  # noqa: PLC0415
-
     if args.name in SWEEP_WORDS:
         return _get_sweeps(args)
     if args.name in ("ftj", "finetunejobs", "finetunejob"):  # kubectl's form: `kubetune get ftj [NAME]`
@@ -552,38 +550,52 @@ def cmd_get(args: argparse.Namespace) -> int:
             f"kubetune get: one NAME, or a kind (sweeps, ftj) and a NAME; got {args.name} {args.sweep}", file=sys.stderr
         )
         return 2
-    try:
-        client = _sdk_client(args)
-        ns = None if args.all_namespaces else client.namespace
-        found = [client.get(args.name)] if args.name else client.list(all_namespaces=args.all_namespaces)
-    except KubetuneError as exc:
-        return _fail("get", exc)
-    jobs = [_api_dict(j) for j in found]
-    if not jobs:
-        print(f"No FineTuneJobs found in {'any namespace' if ns is None else ns + ' namespace'}.", file=sys.stderr)
-        return 0
-    sys.stdout.write(format_table(job_rows(jobs, ns is None), _terminal_width(sys.stdout)))
-    return 0
+    got = _get(
+        args,
+        "FineTuneJobs",
+        lambda c: [c.get(args.name)] if args.name else c.list(all_namespaces=args.all_namespaces),
+        job_rows,
+    )
+    return got if isinstance(got, int) else 0
 
 
-def _get_sweeps(args: argparse.Namespace) -> int:
-    """``kubetune get sweeps``: the sweeps as kubectl get fts shows them; with a NAME, also its trials."""
+def _get(
+    args: argparse.Namespace,
+    kind: str,
+    read: Callable[[sdk.Client], Sequence[FineTuneJob | FineTuneSweep]],
+    rows: Callable[[list[dict[str, Any]], bool], list[list[str]]],
+) -> list[dict[str, Any]] | int:
+    """``kubetune get`` of ``kind``: the objects ``read`` returns, as the API server serves them, drawn as
+    the table of their ``rows`` (with a NAMESPACE column when read in every namespace), or a line on
+    stderr saying there are none; returned.  The exit code instead when the SDK failed."""
     from kubetune.sdk import KubetuneError  # noqa: PLC0415
 
     try:
         client = _sdk_client(args)
         ns = None if args.all_namespaces else client.namespace
-        found = [client.get_sweep(args.sweep)] if args.sweep else client.list_sweeps(all_namespaces=args.all_namespaces)
+        found = read(client)
     except KubetuneError as exc:
         return _fail("get", exc)
-    sweeps = [_api_dict(s) for s in found]
-    if not sweeps:
-        print(f"No FineTuneSweeps found in {'any namespace' if ns is None else ns + ' namespace'}.", file=sys.stderr)
-        return 0
-    width = _terminal_width(sys.stdout)
-    sys.stdout.write(format_table(sweep_rows(sweeps, ns is None), width))
-    if args.sweep:
-        sys.stdout.write("\n" + format_table(trial_rows(sweeps[0]), width))
+    objs = [_api_dict(o) for o in found]
+    if not objs:
+        print(f"No {kind} found in {'any namespace' if ns is None else ns + ' namespace'}.", file=sys.stderr)
+    else:
+        sys.stdout.write(format_table(rows(objs, ns is None), _terminal_width(sys.stdout)))
+    return objs
+
+
+def _get_sweeps(args: argparse.Namespace) -> int:
+    """``kubetune get sweeps``: the sweeps as kubectl get fts shows them; with a NAME, also its trials."""
+    got = _get(
+        args,
+        "FineTuneSweeps",
+        lambda c: [c.get_sweep(args.sweep)] if args.sweep else c.list_sweeps(all_namespaces=args.all_namespaces),
+        sweep_rows,
+    )
+    if isinstance(got, int):
+        return got
+    if args.sweep and got:
+        sys.stdout.write("\n" + format_table(trial_rows(got[0]), _terminal_width(sys.stdout)))
     return 0
 
 

@@ -126,6 +126,17 @@ class Rule:
         return cel(self.cel, self.message, field_path=self.field_path, reason=self.reason)
 
 
+def one_of_rule(name: str, fields: tuple[str, ...], message: str) -> Rule:
+    """The rule that exactly one of ``fields`` (Python attribute names; the CEL names them in
+    camelCase, as the CRD does) is set: a source given once and only once."""
+    return Rule(
+        name=name,
+        cel=" + ".join(f"(has(self.{to_camel(f)}) ? 1 : 0)" for f in fields) + " == 1",
+        message=message,
+        check=lambda m: sum(getattr(m, f) is not None for f in fields) == 1,
+    )
+
+
 class RuledModel(ApiModel):
     """An ApiModel that carries cross-field :class:`Rule`s."""
 

@@ -18,6 +18,7 @@ from .base import (
     RelativePath,
     Rule,
     RuledModel,
+    one_of_rule,
 )
 from .objectstore import ObjectUri, uri_rules
 from .fields import (
@@ -156,13 +157,11 @@ class DatasetSpec(RuledModel):
     )
 
     rules = (
-        Rule(
-            name="dataset-one-source",
-            cel="(has(self.hub) ? 1 : 0) + (has(self.path) ? 1 : 0) + (has(self.url) ? 1 : 0) "
-            "+ (has(self.uri) ? 1 : 0) == 1",
-            message="spec.datasets[]: set exactly one of hub (a Hub dataset id), "
+        one_of_rule(
+            "dataset-one-source",
+            ("hub", "path", "url", "uri"),
+            "spec.datasets[]: set exactly one of hub (a Hub dataset id), "
             "path (a file on the datasets volume), url or uri (an s3:// object or prefix)",
-            check=lambda d: sum(x is not None for x in (d.hub, d.path, d.url, d.uri)) == 1,
         ),
         *uri_rules("spec.datasets[].uri"),
         Rule(

@@ -17,6 +17,7 @@ from .base import (
     RelativePath,
     Rule,
     RuledModel,
+    one_of_rule,
 )
 from .objectstore import ObjectUri, uri_rules
 from .fields import (
@@ -71,13 +72,11 @@ class ModelSpec(RuledModel):
     """Allow custom modelling code from the model repository to run. Off by default: it executes code from the Hub."""
 
     rules = (
-        Rule(
-            name="model-one-source",
-            cel="(has(self.name) ? 1 : 0) + (has(self.path) ? 1 : 0) + (has(self.uri) ? 1 : 0) + "
-            "(has(self.fromJob) ? 1 : 0) == 1",
-            message="spec.model: set exactly one of name (a Hub id such as Qwen/Qwen1.5-1.8B), "
+        one_of_rule(
+            "model-one-source",
+            ("name", "path", "uri", "from_job"),
+            "spec.model: set exactly one of name (a Hub id such as Qwen/Qwen1.5-1.8B), "
             "path (a folder on the models volume), uri (an s3:// prefix) or fromJob (another FineTuneJob's output)",
-            check=lambda m: sum(x is not None for x in (m.name, m.path, m.uri, m.from_job)) == 1,
         ),
         *uri_rules("spec.model.uri", prefix_example="s3://models/qwen2.5-0.5b/"),
         Rule(

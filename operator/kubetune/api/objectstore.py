@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from typing import Annotated, Final
 
 from pydantic import Field
@@ -174,6 +175,18 @@ _CEL_GCS_BUCKET = (
 )
 
 
+def _bucket_rule(name: str, scheme: str, cel: str, problem: Callable[[str], str | None], message: str) -> Rule:
+    """The rule on the bucket (container) of a ``scheme`` URI: ``cel`` for the API server, ``problem``
+    (None: a good name) for Python, both applied only to URIs of that scheme."""
+    return Rule(
+        name=name,
+        cel=f"!has(self.uri) || !self.uri.startsWith('{scheme}') || ({cel})",
+        message=message,
+        field_path=".uri",
+        check=lambda m: m.uri is None or not m.uri.startswith(scheme) or problem(split_uri(m.uri)[0]) is None,
+    )
+
+
 def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, ...]:
     """The admission rules of a model's ``uri`` attribute; ``field`` names it in messages.
     ``prefix_example``: the URI names a folder (a model, the outputs), so it must end with '/'
@@ -189,41 +202,35 @@ def uri_rules(field: str, *, prefix_example: str | None = None) -> tuple[Rule, .
             field_path=".uri",
             check=lambda m: m.uri is None or m.uri.startswith(SCHEMES),
         ),
-        Rule(
-            name="object-uri-gcs-bucket",
-            cel="!has(self.uri) || !self.uri.startsWith('gs://') || (" + _CEL_GCS_BUCKET + ")",
-            message=f"{field}: the bucket name must follow Cloud Storage's bucket naming rules: "
+        _bucket_rule(
+            "object-uri-gcs-bucket",
+            "gs://",
+            _CEL_GCS_BUCKET,
+            gcs_bucket_problem,
+            f"{field}: the bucket name must follow Cloud Storage's bucket naming rules: "
             "3-63 lowercase letters, digits, dashes, underscores or dots, "
             "beginning and ending with a letter or digit, not an IP address, "
             "not starting with goog, not containing google",
-            field_path=".uri",
-            check=lambda m: (
-                m.uri is None or not m.uri.startswith("gs://") or gcs_bucket_problem(split_uri(m.uri)[0]) is None
-            ),
         ),
-        Rule(
-            name="object-uri-azure-container",
-            cel="!has(self.uri) || !self.uri.startsWith('az://') || (" + _CEL_AZ_CONTAINER + ")",
-            message=f"{field}: az:// URIs are az://<container>/<path> (the storage account comes from "
+        _bucket_rule(
+            "object-uri-azure-container",
+            "az://",
+            _CEL_AZ_CONTAINER,
+            azure_container_problem,
+            f"{field}: az:// URIs are az://<container>/<path> (the storage account comes from "
             "spec.storage.objectStore: the connection string or the endpoint), "
             "and the container name must follow Azure's container naming rules: 3-63 lowercase letters, "
             "digits or hyphens, beginning and ending with a letter or digit, no '--'",
-            field_path=".uri",
-            check=lambda m: (
-                m.uri is None or not m.uri.startswith("az://") or azure_container_problem(split_uri(m.uri)[0]) is None
-            ),
         ),
-        Rule(
-            name="object-uri-bucket",
-            cel="!has(self.uri) || !self.uri.startsWith('s3://') || (" + _CEL_BUCKET + ")",
-            message=f"{field}: the bucket name must follow AWS's bucket naming rules: 3-63 lowercase letters, digits, "
+        _bucket_rule(
+            "object-uri-bucket",
+            "s3://",
+            _CEL_BUCKET,
+            bucket_problem,
+            f"{field}: the bucket name must follow AWS's bucket naming rules: 3-63 lowercase letters, digits, "
             "dots or hyphens, beginning and ending with a letter or digit, no '..', not an IP address, "
             "not starting with xn--/sthree-/amzn-s3-demo-, not ending with "
             "-s3alias/--ol-s3/.mrap/--x-s3/--table-s3",
-            field_path=".uri",
-            check=lambda m: (
-                m.uri is None or not m.uri.startswith("s3://") or bucket_problem(split_uri(m.uri)[0]) is None
-            ),
         ),
         Rule(
             name="object-uri-key",

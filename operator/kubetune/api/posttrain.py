@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import ApiModel, DNS1123Subdomain, HubId, RelativePath, Rule, RuledModel
+from .base import ApiModel, DNS1123Subdomain, HubId, RelativePath, Rule, RuledModel, one_of_rule
 
 PreferenceLoss = Literal["sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo"]
 
@@ -78,12 +78,11 @@ class RewardModelSpec(RuledModel):
     )
 
     rules = (
-        Rule(
-            name="reward-model-one-source",
-            cel="(has(self.name) ? 1 : 0) + (has(self.path) ? 1 : 0) + (has(self.fromJob) ? 1 : 0) == 1",
-            message="spec.training.ppo.rewardModel: set exactly one of name (Hub id), "
+        one_of_rule(
+            "reward-model-one-source",
+            ("name", "path", "from_job"),
+            "spec.training.ppo.rewardModel: set exactly one of name (Hub id), "
             "path (models volume) or fromJob (a reward-modelling FineTuneJob)",
-            check=lambda r: sum(x is not None for x in (r.name, r.path, r.from_job)) == 1,
         ),
         Rule(
             name="reward-model-path-inside-volume",

@@ -93,6 +93,18 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return found[0] if len(found) == 1 else None
 
 
+def name_rule(name: str, max_length: int, why: str) -> Rule:
+    """The rule on a kubetune resource's metadata.name: a DNS label of at most ``max_length`` characters,
+    ``why`` saying what the name becomes part of (children's names, pods, host names, trials)."""
+    return Rule(
+        name=name,
+        cel=f"size(self.metadata.name) <= {max_length} && self.metadata.name.matches('{_DNS_LABEL}')",
+        message=f"metadata.name must be a DNS label of at most {max_length} characters (lower-case letters, "
+        f"digits, '-'): {why}",
+        check=lambda r: len(r.metadata.name) <= max_length and re.match(_DNS_LABEL, r.metadata.name) is not None,
+    )
+
+
 class KubetuneResource(RuledModel):
     """What kubetune's top-level kinds (FineTuneJob, FineTuneSweep) share: the name, the namespace, and
     validation of an object as the API server reads it. Subclasses declare metadata, spec and status
@@ -231,14 +243,10 @@ class FineTuneJob(KubetuneResource):
         return "".join(parts)
 
     rules = (
-        Rule(
-            name="name-fits-children",
-            cel=f"size(self.metadata.name) <= {MAX_NAME_LENGTH} && self.metadata.name.matches('{_DNS_LABEL}')",
-            message=f"metadata.name must be a DNS label of at most {MAX_NAME_LENGTH} characters (lower-case letters, "
-            "digits, '-'): child jobs, pods and host names append up to 10 characters to it",
-            check=lambda j: (
-                len(j.metadata.name) <= MAX_NAME_LENGTH and re.match(_DNS_LABEL, j.metadata.name) is not None
-            ),
+        name_rule(
+            "name-fits-children",
+            MAX_NAME_LENGTH,
+            "child jobs, pods and host names append up to 10 characters to it",
         ),
     )
 

@@ -18,13 +18,12 @@ the FineTuneJob schema, the template's own validation, the GPU planner) are in
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, StringConstraints
 
 from .base import ApiModel, Rule, RuledModel
-from .resource import MAX_NAME_LENGTH, KubetuneResource, ObjectMeta
+from .resource import MAX_NAME_LENGTH, KubetuneResource, ObjectMeta, name_rule
 from .spec import FineTuneJobSpec
 from .status import Condition
 
@@ -396,9 +395,6 @@ class FineTuneSweepStatus(ApiModel):
     """Latest human-readable summary."""
 
 
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-
-
 class FineTuneSweep(KubetuneResource):
     # One line: it is the CRD's description (`kubectl explain finetunesweep`).
     """FineTuneSweep searches hyperparameters of a FineTuneJob with Optuna: trials are FineTuneJobs, pruned early on their evaluation loss; the best can be served."""  # noqa: E501
@@ -415,13 +411,5 @@ class FineTuneSweep(KubetuneResource):
     """Reported by the operator."""
 
     rules = (
-        Rule(
-            name="name-fits-trials",
-            cel=f"size(self.metadata.name) <= {MAX_SWEEP_NAME_LENGTH} && self.metadata.name.matches('{_DNS_LABEL}')",
-            message=f"metadata.name must be a DNS label of at most {MAX_SWEEP_NAME_LENGTH} characters (lower-case "
-            "letters, digits, '-'): each trial is a FineTuneJob named <sweep>-<number>",
-            check=lambda j: (
-                len(j.metadata.name) <= MAX_SWEEP_NAME_LENGTH and re.match(_DNS_LABEL, j.metadata.name) is not None
-            ),
-        ),
+        name_rule("name-fits-trials", MAX_SWEEP_NAME_LENGTH, "each trial is a FineTuneJob named <sweep>-<number>"),
     )

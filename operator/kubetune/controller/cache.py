@@ -320,6 +320,17 @@ def _rv(obj: Mapping[str, Any]) -> int:
         return 0
 
 
+def keep_newest(store: dict[ObjKey, dict[str, Any]], obj: Mapping[str, Any]) -> bool:
+    """Keep ``obj`` in ``store`` under its namespace and name unless the copy there is newer (a higher
+    resourceVersion: a watch event can arrive after our own write's answer); whether it was kept."""
+    key = _key(obj)
+    old = store.get(key)
+    if old is not None and _rv(obj) < _rv(old):
+        return False
+    store[key] = dict(obj)
+    return True
+
+
 @dataclass
 class Caches:
     """Every informer the controller reads, and the per-job evidence collected from their events."""
@@ -416,12 +427,9 @@ class Caches:
 
     def store_job(self, obj: Mapping[str, Any]) -> bool:
         """Keep the newest copy of a FineTuneJob (kopf's watch, or our own status patch's answer)."""
-        key = _key(obj)
-        old = self.jobs.get(key)
-        if old is not None and _rv(obj) < _rv(old):
+        if not keep_newest(self.jobs, obj):
             return False
-        self.jobs[key] = dict(obj)
-        self._index(key, obj)
+        self._index(_key(obj), obj)
         return True
 
     def drop_job(self, namespace: str, name: str) -> None:

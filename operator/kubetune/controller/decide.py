@@ -885,13 +885,7 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
         # failure (exit code, OOMKilled) a moment to arrive before the final, frozen status.
         since = parse_time(state.since)
         if not _pod_evidence(snap) and since is not None and now - since < FAILURE_SETTLE_S:
-            old = snap.status
-            return (
-                str(old.get("phase") or "Pending"),
-                _current_reason(draft),
-                str(old.get("message") or ""),
-                since + FAILURE_SETTLE_S - now,
-            )
+            return _settling(draft, since, now)
         text = state.message or f"the {kind} failed"
         problem = pod_problem(snap.pods)
         if problem is not None and problem[0] == "OOMKilled":
@@ -942,13 +936,7 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
             and since is not None
             and now - since < FAILURE_SETTLE_S
         ):
-            old = snap.status
-            return (
-                str(old.get("phase") or "Pending"),
-                _current_reason(draft),
-                str(old.get("message") or ""),
-                since + FAILURE_SETTLE_S - now,
-            )
+            return _settling(draft, since, now)
         detail = f" ({last})" if last else ""
         return (
             "Running",
@@ -965,6 +953,19 @@ def _phase(draft: _Draft, rendered: Rendered, now: float) -> tuple[str, str, str
         return "Running", "JobRunning", state.message or "training pods are running", None
     reason, message, requeue = _pending(draft, child, now)
     return "Pending", reason, message, requeue
+
+
+def _settling(draft: _Draft, since: float, now: float) -> tuple[str, str, str, float | None]:
+    """The phase, reason and message as stored, unchanged while the pods' watch may still bring the
+    evidence of a child's failure or restart that happened at ``since``; decide again when
+    FAILURE_SETTLE_S have passed."""
+    old = draft.snap.status
+    return (
+        str(old.get("phase") or "Pending"),
+        _current_reason(draft),
+        str(old.get("message") or ""),
+        since + FAILURE_SETTLE_S - now,
+    )
 
 
 def _pod_evidence(snap: Snapshot) -> bool:

@@ -242,7 +242,9 @@ async def observe(
     prereqs: tuple[Prerequisite, ...] = ()
     next_check: float | None = None
     if job is not None and not problems and status.get("phase") in (None, "Pending"):
-        prereqs, next_check = await _pending_prerequisites(key, job, settings, memory, kube, gen_int, now, caches)
+        assert caches.claims is not None
+        prereqs = await _prerequisites(key, job, settings, memory, kube, gen_int, now, caches.claims)
+        next_check = _next_prerequisite_check(key, memory)
 
     reading, read_at, error, next_read = await _progress(key, backend, child, pods, memory, kube, settings, board, now)
     terminations = tuple((caches.terminations.get((namespace, str(ref.get("name") or name))) or {}).values())
@@ -312,25 +314,13 @@ async def _applied_as_running(
     return applied
 
 
-async def _pending_prerequisites(
-    key: Key,
-    job: FineTuneJob,
-    settings: ObserveSettings,
-    memory: Memory,
-    kube: Kube,
-    generation: int | None,
-    now: float,
-    caches: Caches,
-) -> tuple[tuple[Prerequisite, ...], float | None]:
-    """A pending job's prerequisites, and when to check a missing one again (None: nothing missing,
-    or its appearance enqueues the job: a claim's creation does, a LocalQueue's does not)."""
-    assert caches.claims is not None
-    prereqs = await _prerequisites(key, job, settings, memory, kube, generation, now, caches.claims)
+def _next_prerequisite_check(key: Key, memory: Memory) -> float | None:
+    """When to check a pending job's missing prerequisite again, after :func:`_prerequisites` (None:
+    nothing missing, or its appearance enqueues the job: a claim's creation does, a LocalQueue's does not)."""
     remembered = memory.prereqs.get(key)  # the LocalQueue's GET; a claim's creation enqueues the job itself
-    next_check = None
     if remembered is not None and any(p.found is False for p in remembered[0]):
-        next_check = remembered[1] + remembered[2]
-    return prereqs, next_check
+        return remembered[1] + remembered[2]
+    return None
 
 
 def _serving(

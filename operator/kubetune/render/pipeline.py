@@ -13,25 +13,21 @@ Pure: no I/O, no clock, no randomness; the same job renders byte-identical outpu
 
 from __future__ import annotations
 
-from typing import Any
 
 from kubetune.api import FineTuneJob
 from kubetune.api.contract import (
     ACCELERATE_FILE,
-    API_VERSION,
     DATASET_INFO_FILE,
     DEEPSPEED_FILE,
     EVAL_ARGS_FILE,
     EXPORT_ARGS_FILE,
-    KIND,
-    LABEL_JOB,
-    LABEL_MANAGED_BY,
     SPEC_FILE,
     TRAIN_ARGS_FILE,
 )
 
 from . import configs
 from .backends import renderer_for
+from .ownership import job_labels, owner_references
 from .lfargs import train_args, uses_deepspeed_config
 from .intermediate import Plan
 from .podspec import build_pod_spec, schedule
@@ -54,23 +50,6 @@ def resolve(job: FineTuneJob, options: RenderOptions) -> Plan:
     d = job.spec.distributed
     launcher = d.launcher_for(backend.name)
     queue = job.spec.scheduling.queue_name if job.spec.scheduling and job.spec.scheduling.queue_name else None
-    labels = {
-        "app.kubernetes.io/name": "kubetune",
-        LABEL_MANAGED_BY: "kubetune",
-        LABEL_JOB: job.name,
-    }
-    owners: list[dict[str, Any]] = []
-    if job.metadata.uid:
-        owners.append(
-            {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "name": job.name,
-                "uid": job.metadata.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        )
     return Plan(
         job=job,
         options=options,
@@ -81,8 +60,8 @@ def resolve(job: FineTuneJob, options: RenderOptions) -> Plan:
         launcher=launcher,
         image=job.spec.image or options.image,
         queue=queue or options.default_queue,
-        labels=labels,
-        owner_references=owners,
+        labels=job_labels(job),
+        owner_references=owner_references(job),
         config_map_name=job.name + CONFIG_MAP_SUFFIX,
     )
 

@@ -27,10 +27,9 @@ from .fsutil import write_text_atomic
 
 CONFIG_FILE = "kubetune-config.json"
 
-NOT_TRAINING_STATE = frozenset(
+BOOKKEEPING_ARGS = frozenset(
     {
         "output_dir",
-        "dataset_dir",
         "logging_dir",
         "logging_steps",
         "report_to",
@@ -46,6 +45,13 @@ NOT_TRAINING_STATE = frozenset(
         "resume_from_checkpoint",
     }
 )
+"""Training arguments that change neither the tokenised data nor what is learned: where outputs and the
+tokenised cache go, logging and tracking, checkpoint cadence and retention, worker counts, timeouts.
+Left out of this configuration's hash and of the tokenised cache's key (train.NOT_DATA)."""
+
+NOT_TRAINING_STATE = BOOKKEEPING_ARGS | {"dataset_dir"}
+"""Left out of the effective configuration: the bookkeeping, and the dataset folder's path (the data
+digest stands for its contents)."""
 
 
 def effective_config(train_args: Mapping[str, Any], *, data_digest: str, world_size: int) -> dict[str, Any]:

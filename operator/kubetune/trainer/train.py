@@ -40,6 +40,7 @@ from kubetune.api import contract, yamldump
 from . import checkpoints, distenv, metrics
 from .config import JobConfig
 from .errors import Retryable, TrainerError
+from .fingerprint import BOOKKEEPING_ARGS
 from .launch import Child, classify, stop_budgets
 from .progress import TRAINER_LOG, LogFollower, ProgressSink
 
@@ -78,16 +79,8 @@ def quarantine_incomplete(output_dir: Path, train_args: Mapping[str, Any]) -> li
     return moved
 
 
-NOT_DATA = frozenset(
+NOT_DATA = BOOKKEEPING_ARGS | frozenset(
     {
-        "output_dir",
-        "logging_dir",
-        "logging_steps",
-        "report_to",
-        "run_name",
-        "plot_loss",
-        "save_steps",
-        "save_total_limit",
         "learning_rate",
         "num_train_epochs",
         "max_steps",
@@ -114,18 +107,13 @@ NOT_DATA = frozenset(
         "deepspeed",
         "bf16",
         "fp16",
-        "ddp_timeout",
-        "dataloader_num_workers",
-        "preprocessing_num_workers",
-        "overwrite_cache",
         "disable_gradient_checkpointing",
         "flash_attn",
         "enable_liger_kernel",
-        "resume_from_checkpoint",
-        "tokenized_path",
     }
 )
-"""Arguments that do not change the tokenised dataset; every other one (template, cutoff_len,
+"""Arguments that do not change the tokenised dataset (the bookkeeping, and those that change only how
+it is trained); every other one (template, cutoff_len,
 stage, packing, max_samples, val_size, seed, the tokenizer's model...) keys the cache."""
 
 

@@ -1,12 +1,13 @@
 """What the Kubeflow v1 jobs share as they run (training-operator PyTorchJob, mpi-operator MPIJob
-v2beta1): their pods' labels, their status conditions and how they are suspended."""
+v2beta1): their pods' labels, their status conditions, their RBAC and how they are suspended."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
+from ..rbac import RbacRule
 from .base import ChildStatus, PodRef, condition
 
 KUBEFLOW_JOB_NAME_LABEL = "training.kubeflow.org/job-name"
@@ -49,3 +50,23 @@ def kubeflow_pod_ref(job_name: str, replica: str, index: int, container: str, ki
         container,
         f"{replica} pod (index {index}) of {kind}",
     )
+
+
+class KubeflowV1Backend:
+    """The half of :class:`~.base.WorkloadBackend` both Kubeflow v1 kinds answer alike: their pods carry
+    the job-name label, their status is :func:`kubeflow_v1_status`, they are suspended by
+    :func:`suspended_v1`, and the operator's RBAC on them is the same.  A subclass names its kind and
+    says where its ranks' pods are and which changes its API refuses."""
+
+    plural: ClassVar[str]
+    pod_job_label: ClassVar[str] = KUBEFLOW_JOB_NAME_LABEL
+
+    def status(self, child: Mapping[str, Any]) -> ChildStatus:
+        return kubeflow_v1_status(child)
+
+    def rbac(self) -> tuple[RbacRule, ...]:
+        # delete: a job past its retry bound that Kueue manages is deleted, not suspended (controller/decide.py)
+        return (RbacRule("kubeflow.org", (self.plural,), ("list", "watch", "create", "patch", "delete")),)
+
+    def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
+        return suspended_v1(workload)

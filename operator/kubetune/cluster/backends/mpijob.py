@@ -7,27 +7,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from ..rbac import RbacRule
-from .base import ChildStatus, PodRef, WorkloadBackend, newest_matching
-from .kubeflow import (
-    KUBEFLOW_JOB_NAME_LABEL,
-    KUBEFLOW_REPLICA_TYPE_LABEL,
-    kubeflow_pod_ref,
-    kubeflow_v1_status,
-    suspended_v1,
-)
+from .base import PodRef, WorkloadBackend, newest_matching
+from .kubeflow import KUBEFLOW_REPLICA_TYPE_LABEL, KubeflowV1Backend, kubeflow_pod_ref
 
 
-class MPIJobBackend:
+class MPIJobBackend(KubeflowV1Backend):
     name: ClassVar[str] = "mpijob"
     api_version: ClassVar[str] = "kubeflow.org/v2beta1"
     kind: ClassVar[str] = "MPIJob"
     plural: ClassVar[str] = "mpijobs"
     controller: ClassVar[str] = "mpi-operator (MPIJob kubeflow.org/v2beta1)"
-    pod_job_label: ClassVar[str] = KUBEFLOW_JOB_NAME_LABEL
-
-    def status(self, child: Mapping[str, Any]) -> ChildStatus:
-        return kubeflow_v1_status(child)
 
     def rank0_pod(self, pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
         """The Launcher: mpirun forwards every rank's output there."""
@@ -38,13 +27,6 @@ class MPIJobBackend:
         if rank is None:
             return kubeflow_pod_ref(job_name, "launcher", 0, "launcher", self.kind)
         return kubeflow_pod_ref(job_name, "worker", rank, "worker", self.kind)
-
-    def rbac(self) -> tuple[RbacRule, ...]:
-        # delete: a job past its retry bound that Kueue manages is deleted, not suspended (controller/decide.py)
-        return (RbacRule("kubeflow.org", (self.plural,), ("list", "watch", "create", "patch", "delete")),)
-
-    def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
-        return suspended_v1(workload)
 
     def refused_changes(
         self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]

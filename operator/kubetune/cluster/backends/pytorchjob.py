@@ -11,27 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from ..rbac import RbacRule
-from .base import ChildStatus, PodRef, WorkloadBackend, newest_matching
-from .kubeflow import (
-    KUBEFLOW_JOB_NAME_LABEL,
-    KUBEFLOW_REPLICA_TYPE_LABEL,
-    kubeflow_pod_ref,
-    kubeflow_v1_status,
-    suspended_v1,
-)
+from .base import PodRef, WorkloadBackend, newest_matching
+from .kubeflow import KUBEFLOW_REPLICA_TYPE_LABEL, KubeflowV1Backend, kubeflow_pod_ref
 
 
-class PyTorchJobBackend:
+class PyTorchJobBackend(KubeflowV1Backend):
     name: ClassVar[str] = "pytorchjob"
     api_version: ClassVar[str] = "kubeflow.org/v1"
     kind: ClassVar[str] = "PyTorchJob"
     plural: ClassVar[str] = "pytorchjobs"
     controller: ClassVar[str] = "Kubeflow training-operator (PyTorchJob kubeflow.org/v1)"
-    pod_job_label: ClassVar[str] = KUBEFLOW_JOB_NAME_LABEL
-
-    def status(self, child: Mapping[str, Any]) -> ChildStatus:
-        return kubeflow_v1_status(child)
 
     def rank0_pod(self, pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
         """The Master (node rank 0; torchrun's rank 0 prints there)."""
@@ -43,13 +32,6 @@ class PyTorchJobBackend:
         if rank == 0:
             return kubeflow_pod_ref(job_name, "master", 0, "pytorch", self.kind)
         return kubeflow_pod_ref(job_name, "worker", rank - 1, "pytorch", self.kind)
-
-    def rbac(self) -> tuple[RbacRule, ...]:
-        # delete: a job past its retry bound that Kueue manages is deleted, not suspended (controller/decide.py)
-        return (RbacRule("kubeflow.org", (self.plural,), ("list", "watch", "create", "patch", "delete")),)
-
-    def suspended(self, workload: Mapping[str, Any]) -> dict[str, Any]:
-        return suspended_v1(workload)
 
     def refused_changes(
         self, running: Mapping[str, Any], wanted: Mapping[str, Any], observed: Mapping[str, Any]

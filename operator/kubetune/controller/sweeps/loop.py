@@ -22,7 +22,7 @@ from kubetune.api.contract import API_VERSION, PLURAL
 from kubetune.api.sweep import LABEL_SWEEP
 
 from ..act import EventRecorder
-from ..cache import Caches, Informer, _key, _rv
+from ..cache import Caches, Informer, _key, keep_newest
 from ..kube import ApiError, Kube
 from .. import loop as job_loop  # WorkQueue; a module import: ..loop imports this module
 from .act import SweepExecutor
@@ -82,12 +82,7 @@ class SweepController:
             self.queue.add(key)
 
     def _store(self, obj: Mapping[str, Any]) -> bool:
-        key = _key(obj)
-        old = self.sweeps.get(key)
-        if old is not None and _rv(obj) < _rv(old):
-            return False
-        self.sweeps[key] = dict(obj)
-        return True
+        return keep_newest(self.sweeps, obj)
 
     # --- the worker -------------------------------------------------------------------
 

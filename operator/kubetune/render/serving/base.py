@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from kubetune.api import FineTuneJob, OutputsVolumeSpec, VolumeSpec
-from kubetune.api.contract import API_VERSION, KIND, LABEL_JOB, LABEL_MANAGED_BY, MERGED_SUBDIR
+from kubetune.api.contract import MERGED_SUBDIR
+
+from ..ownership import job_labels, owner_references
 
 if TYPE_CHECKING:
     from ..types import RenderOptions
@@ -127,27 +129,14 @@ def source_of(job: FineTuneJob, namespace: str) -> Source:
 
 
 def labels(job: FineTuneJob) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": "kubetune",
-        LABEL_MANAGED_BY: "kubetune",
-        LABEL_JOB: job.name,
-        "app.kubernetes.io/component": COMPONENT,
-    }
+    return {**job_labels(job), "app.kubernetes.io/component": COMPONENT}
 
 
 def metadata(job: FineTuneJob, name: str, namespace: str) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels(job)}
-    if job.metadata.uid:
-        meta["ownerReferences"] = [
-            {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "name": job.name,
-                "uid": job.metadata.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ]
+    owners = owner_references(job)
+    if owners:
+        meta["ownerReferences"] = owners
     return meta
 
 
