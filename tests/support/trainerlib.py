@@ -179,3 +179,12 @@ def fake_checkpoint(folder: Path, step: int, *, size: int = 1000) -> Path:
     (ckpt / "optimizer.pt").write_bytes(b"o" * size)
     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     return ckpt
+
+
+def fake_checkpoint_sizes(step: int, *, size: int = 1000) -> dict[str, int]:
+    """The files :func:`fake_checkpoint` writes for ``step`` and their sizes, as a completion marker lists them."""
+    return {
+        "adapter_model.safetensors": size,
+        "optimizer.pt": size,
+        "trainer_state.json": len(json.dumps({"global_step": step})),
+    }

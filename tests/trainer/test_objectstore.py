@@ -17,7 +17,7 @@ from tests.support.kt_time import scaled
 from tests.support.kt_s3 import S3Server, s3_server, statement  # noqa: F401 - s3_server is a fixture
 from kubetune.trainer import config, data, objectstore
 from kubetune.trainer.errors import DataError, StorageError
-from tests.support.trainerlib import TinyAssets, fake_checkpoint, make_pod
+from tests.support.trainerlib import TinyAssets, fake_checkpoint, fake_checkpoint_sizes, make_pod
 
 pytestmark = pytest.mark.train  # data.prepare reads records with the train stack
 
@@ -395,11 +395,7 @@ def test_a_restored_checkpoint_is_not_uploaded_again_so_its_marker_survives_a_se
     assert uploader.poll(final=True) == ["checkpoint-4"]
     assert objectstore.newest_complete_remote(prefix, s3_server.env(), config_hash="h") == (
         "checkpoint-4",
-        {
-            "adapter_model.safetensors": 1000,
-            "optimizer.pt": 7,
-            "trainer_state.json": len(json.dumps({"global_step": 4})),
-        },
+        fake_checkpoint_sizes(4) | {"optimizer.pt": 7},
     )
 
 
@@ -440,14 +436,7 @@ def test_the_uploader_takes_a_checkpoint_only_when_complete_and_settled(
     assert uploader.poll() == []  # complete now, but seen once: it might still change
     assert uploader.poll() == ["checkpoint-5"]
     assert uploader.poll() == []  # uploaded once
-    assert objectstore.newest_complete_remote(prefix, s3_server.env()) == (
-        "checkpoint-5",
-        {
-            "adapter_model.safetensors": 1000,
-            "optimizer.pt": 1000,
-            "trainer_state.json": len(json.dumps({"global_step": 5})),
-        },
-    )
+    assert objectstore.newest_complete_remote(prefix, s3_server.env()) == ("checkpoint-5", fake_checkpoint_sizes(5))
 
 
 def test_one_transient_failure_during_training_does_not_end_the_checkpoint_uploads(
@@ -1120,11 +1109,7 @@ def test_a_sigterm_during_training_uploads_the_stop_checkpoint_within_the_grace_
         assert attempted.is_set() and not release.is_set()  # the stop checkpoint was tried, and given up on in time
         assert objectstore.newest_complete_remote(prefix, s3_server.env(), s3=real) == (
             "checkpoint-1",
-            {
-                "adapter_model.safetensors": 100,
-                "optimizer.pt": 100,
-                "trainer_state.json": len(json.dumps({"global_step": 1})),
-            },
+            fake_checkpoint_sizes(1, size=100),
         )  # checkpoint-2 has no marker: a restart resumes from checkpoint-1
     finally:
         release.set()
