@@ -20,7 +20,7 @@ from tests.support.kt_time import ForwardClock, scaled
 
 from tests.support.harness import EVENTS, FTJ, PTJ, ROOT, eventually, example_job, training_started
 from tests.support.apiserver.emulator import Cluster
-from tests.support.kubeflow import progress_line, set_condition, stage_line, start_pod
+from tests.support.kubeflow import oom_killed, progress_line, set_condition, stage_line, start_pod
 from tests.support.cli import kubeconfig, run_cli
 
 import kubetune
@@ -254,19 +254,7 @@ async def test_wait_raises_job_failed_with_the_reason_and_its_hint(
     waited = asyncio.ensure_future(call(client.wait, "qwen-lora", 60))
     await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
-    oom = {
-        "containerStatuses": [{"name": "pytorch", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]
-    }
-    await start_pod(cluster, "PyTorchJob", NS, "qwen-lora", phase="Failed", **oom)
-    await set_condition(
-        cluster,
-        "PyTorchJob",
-        NS,
-        "qwen-lora",
-        "Failed",
-        "PyTorchJobFailed",
-        "PyTorchJob qwen-lora has failed because 1 Master replica(s) failed.",
-    )
+    await oom_killed(cluster, NS, "qwen-lora")
     with pytest.raises(kubetune.JobFailed) as err:
         await asyncio.wait_for(waited, 60)
     assert err.value.reason == "OOMKilled" and "OOMKilled" in err.value.message
