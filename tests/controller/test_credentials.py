@@ -27,7 +27,7 @@ from tests.support.harness import FTJ, PTJ, example_job, eventually
 from tests.support.apiserver.emulator import ClientCertificates, Cluster, Tokens, serve_tls
 from tests.support.certs import make_pki
 from tests.support.kt_time import ForwardClock, scaled
-from tests.support.plugin_kubeconfig import NS, issued_tokens, write_kubeconfig
+from tests.support.plugin_kubeconfig import NS, expiring_tokens, issued_tokens, write_kubeconfig
 
 from kubetune import terminal
 from kubetune.controller import execplugin, kubeconfig
@@ -349,11 +349,7 @@ def test_an_oidc_auth_provider_refresh_is_refused_and_never_sends_the_refresh_to
 
 async def test_client_reloads_before_expiry_and_after_a_401(cluster: Cluster, tmp_path: Path) -> None:
     ttl = 600
-    clock = ForwardClock(
-        tmp_path / "clock"
-    )  # the server's, the issuer's and the client's: tokens expire without a wait
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
-    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    clock, path, issued = expiring_tokens(cluster, tmp_path, ttl)
     kube = Kube(await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock)))
     try:
         assert await configmaps(kube) == []
@@ -574,9 +570,7 @@ async def test_operator_keeps_working_across_token_rotations(
     server's and the operator's clock (ForwardClock) instead of waiting: kopf, whose clock says the
     token is still good, sends it, gets a 401 and logs in again (the login handler reloads)."""
     ttl = 2.0
-    clock = ForwardClock(tmp_path / "clock")
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
-    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    clock, path, issued = expiring_tokens(cluster, tmp_path, ttl)
     connection = await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock))
     await operator(OperatorConfig(**{**config.__dict__, "connection": connection}))
 
@@ -701,24 +695,37 @@ async def test_both_clients_reload_before_expiry_and_once_after_a_401(
         await close()
 
 
+def _rotating_token_file(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Callable[[float], None]]:
+    """A token file holding "first", a server that accepts "first" and "second" (kubelet-style: the old
+    token stays valid until it expires), and the clients' clock stopped; ``at(s)`` moves it s seconds on."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first\n", encoding="utf-8")
+    cluster.authenticate = Tokens(static=("first", "second"))
+    t0 = time.time()
+
+    def at(seconds: float) -> None:
+        monkeypatch.setattr(kubeconfig, "clock", lambda: t0 + seconds)
+
+    at(0)
+    return token_file, at
+
+
 @pytest.mark.parametrize("which", ["operator", "sdk"])
 async def test_both_clients_read_a_rotated_token_file_on_the_same_rule(
     cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str
 ) -> None:
     """In a pod, kubelet rotates the ServiceAccount token file in place: read again 48 s after a read
     (kept 60 s, a fifth of that early) and right after a 401."""
-    token_file = tmp_path / "token"
-    token_file.write_text("first\n", encoding="utf-8")
-    cluster.authenticate = Tokens(static=("first", "second"))
-    t0 = time.time()
-    monkeypatch.setattr(kubeconfig, "clock", lambda: t0)
+    token_file, at = _rotating_token_file(cluster, tmp_path, monkeypatch)
     call, close = client_for(which, Connection(server=str(cluster.url).rstrip("/"), token_file=str(token_file)))
     try:
         await call()
         token_file.write_text("second\n", encoding="utf-8")
-        monkeypatch.setattr(kubeconfig, "clock", lambda: t0 + 47)
+        at(47)
         await call()
-        monkeypatch.setattr(kubeconfig, "clock", lambda: t0 + 49)
+        at(49)
         await call()
         assert [a.token for a in cluster.auth_log] == ["first", "first", "second"]
 
@@ -739,8 +746,7 @@ async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(
     reads it through the cached file source (transport/round_trippers.go:295-308, token_source.go:67-82).
     The kubernetes package (and kubernetes_asyncio) read it once into a static token, so the operator and
     the SDK sent the old token until a 401, although docs/install.md says the file is read again every 48 s."""
-    token_file = tmp_path / "token"
-    token_file.write_text("first\n", encoding="utf-8")
+    token_file, at = _rotating_token_file(cluster, tmp_path, monkeypatch)
     config = tmp_path / "kubeconfig"
     config.write_text(
         json.dumps(
@@ -755,16 +761,11 @@ async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(
         ),
         encoding="utf-8",
     )
-    cluster.authenticate = Tokens(
-        static=("first", "second")
-    )  # kubelet-style: the old token stays valid until it expires
-    t0 = time.time()
-    monkeypatch.setattr(kubeconfig, "clock", lambda: t0)
     call, close = client_for(which, await asyncio.to_thread(load_connection, str(config)))
     try:
         await call()
         token_file.write_text("second\n", encoding="utf-8")
-        monkeypatch.setattr(kubeconfig, "clock", lambda: t0 + 49)
+        at(49)
         await call()
         assert [(a.token, a.accepted) for a in cluster.auth_log] == [("first", True), ("second", True)], (
             "read again, no 401 needed"

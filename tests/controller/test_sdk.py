@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from tests.support.kt_time import ForwardClock, scaled
+from tests.support.kt_time import scaled
 
 from tests.support.harness import EVENTS, FTJ, PTJ, ROOT, eventually, example_job, training_started
 from tests.support.apiserver.emulator import Cluster
@@ -444,17 +444,12 @@ async def test_expiring_credentials_are_reloaded_before_expiry_and_once_after_a_
 ) -> None:
     """The transport's rule (kubetune.terminal.Client.open), seen through the SDK: exec-plugin tokens
     (tests/support/exec_plugin.py) that expire or are revoked during a long wait."""
-    from tests.support.apiserver.emulator import Tokens
-    from tests.support.plugin_kubeconfig import issued_tokens, write_kubeconfig
+    from tests.support.plugin_kubeconfig import expiring_tokens, issued_tokens
 
     from kubetune.controller import kube
 
     ttl = 600
-    clock = ForwardClock(
-        tmp_path / "clock"
-    )  # the server's, the issuer's and the client's: tokens expire without a wait
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
-    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    clock, path, issued = expiring_tokens(cluster, tmp_path, ttl)
     # The SDK loads its credentials with kube.load_connection (terminal.Client.from_kubeconfig): on the test's clock.
     monkeypatch.setattr(kube, "load_connection", functools.partial(kube.load_connection, clock=clock))
     await cluster.put_object(*FTJ, example_job("alpha", NS))
