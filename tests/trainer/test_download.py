@@ -73,18 +73,22 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     ranges: list[str | None] = []
     """The Range header of every /flaky/ request."""
 
-    def _flaky(self) -> None:
-        """The first answer stops halfway (the connection drops); later ones honour Range/If-Range."""
+    def _resume_or_half(self) -> bool:
+        """Records the Range; a resume (Range with If-Range "v1") is answered from where it asks
+        (True); any other request gets a 200 for all of BIG with only its first half sent (False)."""
         _Handler.ranges.append(self.headers.get("Range"))
-        half = len(BIG) // 2
         asked = self.headers.get("Range", "")
         if asked.startswith("bytes=") and self.headers.get("If-Range") == '"v1"':
-            start = int(asked[len("bytes=") :].rstrip("-"))
-            self._send_from(start)
-            return
+            self._send_from(int(asked[len("bytes=") :].rstrip("-")))
+            return True
         self._send_headers_of_whole()
-        self.wfile.write(BIG[:half])
-        self.close_connection = True
+        self.wfile.write(BIG[: len(BIG) // 2])
+        return False
+
+    def _flaky(self) -> None:
+        """The first answer stops halfway (the connection drops); later ones honour Range/If-Range."""
+        if not self._resume_or_half():
+            self.close_connection = True
 
     def _aligned(self) -> None:
         """Like /flaky/, but a range is answered from the 4 KiB block it falls in: a 206 whose
@@ -105,18 +109,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def _stall(self) -> None:
         """The first answer sends half and then stalls with the connection open (a peer gone
         silent, a NAT entry dropped): only the read timeout notices; later ones honour Range."""
-        _Handler.ranges.append(self.headers.get("Range"))
-        half = len(BIG) // 2
-        asked = self.headers.get("Range", "")
-        if asked.startswith("bytes=") and self.headers.get("If-Range") == '"v1"':
-            start = int(asked[len("bytes=") :].rstrip("-"))
-            self._send_from(start)
-            return
-        self._send_headers_of_whole()
-        self.wfile.write(BIG[:half])
-        self.wfile.flush()
-        _Handler.stall.wait(30)  # until the test is done with it
-        self.close_connection = True
+        if not self._resume_or_half():
+            self.wfile.flush()
+            _Handler.stall.wait(30)  # until the test is done with it
+            self.close_connection = True
 
 
 BIG = BODY * 2000
