@@ -13,7 +13,7 @@ from kubetune.api import FineTuneJob, contract
 from kubetune.api.objectstore import GCS_ENDPOINT, model_cache_subdir
 from kubetune.render import RenderOptions, render, validate_object
 from kubetune.render.chain import Failed, ModelSource, resolve_from_job
-from tests.support.renderlib import pod_templates
+from tests.support.renderlib import pod_templates, valid_job
 
 STORE = {
     "endpoint": "https://minio.storage.svc:9000",
@@ -24,20 +24,15 @@ STORE = {
 
 
 def _job(name: str = "s3-job", **spec: Any) -> FineTuneJob:
-    obj: dict[str, Any] = {
-        "apiVersion": contract.API_VERSION,
-        "kind": contract.KIND,
-        "metadata": {"name": name, "namespace": "ml"},
-        "spec": {
+    return valid_job(
+        name,
+        {
             "model": {"uri": "s3://models-bucket/qwen/", "template": "qwen"},
             "datasets": [{"name": "d", "uri": "s3://data-bucket/chat/"}],
             "storage": {"outputs": {"claimName": "outputs", "uri": "s3://runs-bucket/ft/"}, "objectStore": STORE},
             **spec,
         },
-    }
-    job, problems = validate_object(obj)
-    assert job is not None, problems
-    return job
+    )
 
 
 def test_credentials_reach_the_pods_only_by_secret_reference() -> None:
