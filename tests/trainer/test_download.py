@@ -5,6 +5,7 @@ half-written, and each failure is the error a user can act on."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import json
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.httpserve import serving
 from tests.support.kt_s3 import private_ca
 from kubetune.api import DatasetSpec, contract
 from kubetune.trainer import data, download
@@ -118,14 +120,6 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 BIG = BODY * 2000
 
 
-def _serve(root: Path, context: ssl.SSLContext | None) -> tuple[http.server.ThreadingHTTPServer, str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(root)))
-    if context is not None:
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"{'https' if context else 'http'}://127.0.0.1:{server.server_address[1]}"
-
-
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
     """(http base, https base, CA bundle): one plain and one TLS server on the same folder."""
@@ -134,11 +128,9 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
     ca, cert, key = private_ca(tmp_path_factory.mktemp("pki"))
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    plain, plain_url = _serve(root, None)
-    secure, secure_url = _serve(root, tls)
-    yield plain_url, secure_url, ca
-    plain.shutdown()
-    secure.shutdown()
+    files = functools.partial(_Handler, directory=str(root))
+    with serving(files) as plain_url, serving(files, tls) as secure_url:
+        yield plain_url, secure_url, ca
 
 
 def test_an_https_file_of_a_private_ca_is_downloaded_verified_and_renamed_into_place(

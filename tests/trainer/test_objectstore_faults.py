@@ -12,7 +12,6 @@ carries neither an S3 error code nor an HTTP status.
 from __future__ import annotations
 
 import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 from kubetune.api import contract
 from kubetune.trainer import objectstore
 from kubetune.trainer.errors import StorageError
+from tests.support.httpserve import serving
 
 pytestmark = pytest.mark.train
 
@@ -89,14 +89,8 @@ class _CutsBodies(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def cutting_endpoint() -> Iterator[str]:
     _CutsBodies.gets = 0
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutsBodies)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_CutsBodies) as url:
+        yield url
 
 
 def _env(endpoint: str) -> dict[str, str]:
