@@ -606,19 +606,7 @@ async def test_expired_kubeconfig_token_is_replaced_by_rewriting_the_file(cluste
     path = tmp_path / "kubetune.kubeconfig"
 
     def write(token: str) -> None:
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "kt",
-                    "clusters": [{"name": "kt", "cluster": {"server": str(cluster.url).rstrip("/")}}],
-                    "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "sa", "namespace": NS}}],
-                    "users": [{"name": "sa", "user": {"token": token}}],
-                }
-            ),
-            encoding="utf-8",
-        )
+        _kubeconfig(path, {"server": str(cluster.url).rstrip("/")}, {"token": token})
 
     write("first-token")
     cluster.authenticate = Tokens(static=("first-token",))
@@ -695,6 +683,20 @@ async def test_both_clients_reload_before_expiry_and_once_after_a_401(
         await close()
 
 
+def _kubeconfig(path: Path, cluster: dict[str, Any], user: dict[str, Any]) -> Path:
+    """A kubeconfig (JSON, which is YAML) with one context ``kt`` (namespace NS) of ``cluster`` and ``user``."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "kt",
+        "clusters": [{"name": "kt", "cluster": cluster}],
+        "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
+        "users": [{"name": "u", "user": user}],
+    }
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
 def _rotating_token_file(
     cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Path, Callable[[float], None]]:
@@ -747,19 +749,8 @@ async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(
     The kubernetes package (and kubernetes_asyncio) read it once into a static token, so the operator and
     the SDK sent the old token until a 401, although docs/install.md says the file is read again every 48 s."""
     token_file, at = _rotating_token_file(cluster, tmp_path, monkeypatch)
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "kt",
-                "clusters": [{"name": "kt", "cluster": {"server": str(cluster.url).rstrip("/")}}],
-                "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
-                "users": [{"name": "u", "user": {"tokenFile": str(token_file)}}],
-            }
-        ),
-        encoding="utf-8",
+    config = _kubeconfig(
+        tmp_path / "kubeconfig", {"server": str(cluster.url).rstrip("/")}, {"tokenFile": str(token_file)}
     )
     call, close = client_for(which, await asyncio.to_thread(load_connection, str(config)))
     try:
@@ -939,21 +930,8 @@ async def test_the_operators_client_sends_every_request_through_the_kubeconfigs_
     (test_sdk_wire), reaches the API server only through it.  The server's name does not resolve; the
     emulator's own port plays the forward proxy (an HTTP forward proxy gets the absolute URL; aiohttp's
     server routes on its path)."""
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "kt",
-        "clusters": [
-            {
-                "name": "kt",
-                "cluster": {"server": "http://kubernetes.invalid:6443", "proxy-url": str(cluster.url).rstrip("/")},
-            }
-        ],
-        "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
-        "users": [{"name": "u", "user": {"token": "test-token"}}],
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps(config), encoding="utf-8")
+    proxied = {"server": "http://kubernetes.invalid:6443", "proxy-url": str(cluster.url).rstrip("/")}
+    path = _kubeconfig(tmp_path / "kubeconfig", proxied, {"token": "test-token"})
     kube = Kube(await asyncio.to_thread(load_connection, str(path)))
     try:
         assert await configmaps(kube) == []
