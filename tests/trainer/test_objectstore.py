@@ -17,7 +17,7 @@ from tests.support.kt_time import scaled
 from tests.support.kt_s3 import S3Server, s3_server, statement  # noqa: F401 - s3_server is a fixture
 from kubetune.trainer import config, data, objectstore
 from kubetune.trainer.errors import DataError, StorageError
-from tests.support.trainerlib import TinyAssets, fake_checkpoint, fake_checkpoint_sizes, make_pod
+from tests.support.trainerlib import Pod, TinyAssets, fake_checkpoint, fake_checkpoint_sizes, make_pod
 
 pytestmark = pytest.mark.train  # data.prepare reads records with the train stack
 
@@ -694,6 +694,39 @@ for step in (1, 2):
 """
 
 
+def _fake_training_pod(
+    tmp_path: Path,
+    name: str,
+    endpoint: str,
+    store_env: dict[str, str],
+    extra: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Pod, dict[str, str], Any, Any]:
+    """The pod of job ``name`` writing to the S3 server at ``endpoint`` with ``store_env``'s keys (plus
+    ``extra``), for main._train_uploading: the real train.run and its Child, with FAKE_TRAINING standing
+    in for the LLaMA-Factory worker.  Returns (pod, env, config, distribution)."""
+    from kubetune.trainer import distenv, train
+
+    pod = make_pod(
+        tmp_path,
+        _s3_manifest(name, endpoint),
+        TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"),
+    )
+    env = {**pod.env, **store_env, **extra}
+    cfg = config.load(env)
+    pod.output_dir.mkdir(parents=True, exist_ok=True)
+    dist = distenv.distribution_from_env(env, hostfile_text=None, default_port=cfg.job.spec.distributed.master_port)
+    monkeypatch.setattr(
+        train,
+        "command",
+        lambda _cfg, _dist, _args, child_env: (
+            [sys.executable, "-c", FAKE_TRAINING, str(pod.output_dir)],
+            dict(child_env),
+        ),
+    )
+    return pod, env, cfg, dist
+
+
 def test_a_denied_checkpoint_upload_stops_the_training_at_once_naming_the_field_and_the_fix(
     tmp_path: Path,
     s3_server: S3Server,
@@ -705,28 +738,13 @@ def test_a_denied_checkpoint_upload_stops_the_training_at_once_naming_the_field_
     uploader's failure stops the training child as a SIGTERM would (a stop checkpoint, then
     exit), and the job fails with exit 2 and a message naming the field, the bucket and the fix."""
     from kubetune.api import contract
-    from kubetune.trainer import distenv, main, train
+    from kubetune.trainer import main
 
-    pod = make_pod(
-        tmp_path,
-        _s3_manifest("denied", s3_server.endpoint),
-        TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"),
-    )
     no_put = s3_server.user(
         "no-put", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/runs/*"], "Deny")]
     )
-    env = {**pod.env, **s3_server.env(no_put), main.ENV_UPLOAD_INTERVAL: "0.05"}
-    cfg = config.load(env)
-    pod.output_dir.mkdir(parents=True, exist_ok=True)
-    dist = distenv.distribution_from_env(env, hostfile_text=None, default_port=cfg.job.spec.distributed.master_port)
-    # The real train.run and its Child, with a stand-in for the LLaMA-Factory worker.
-    monkeypatch.setattr(
-        train,
-        "command",
-        lambda _cfg, _dist, _args, child_env: (
-            [sys.executable, "-c", FAKE_TRAINING, str(pod.output_dir)],
-            dict(child_env),
-        ),
+    pod, env, cfg, dist = _fake_training_pod(
+        tmp_path, "denied", s3_server.endpoint, s3_server.env(no_put), {main.ENV_UPLOAD_INTERVAL: "0.05"}, monkeypatch
     )
     with pytest.raises(StorageError) as err:
         main._train_uploading(cfg, dist, env, None, env, main.outputs_prefix(cfg), None)  # noqa: SLF001
@@ -1060,25 +1078,16 @@ def test_a_sigterm_during_training_uploads_the_stop_checkpoint_within_the_grace_
     import threading
 
     from kubetune.api import contract
-    from kubetune.trainer import distenv, main, train
+    from kubetune.trainer import main
     from kubetune.trainer.errors import Retryable
 
-    pod = make_pod(
+    pod, env, cfg, dist = _fake_training_pod(
         tmp_path,
-        _s3_manifest("preempted", s3_server.endpoint),
-        TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"),
-    )
-    env = {**pod.env, **s3_server.env(), main.ENV_UPLOAD_INTERVAL: "0.05", contract.ENV_STOP_GRACE: "5"}
-    cfg = config.load(env)
-    pod.output_dir.mkdir(parents=True, exist_ok=True)
-    dist = distenv.distribution_from_env(env, hostfile_text=None, default_port=cfg.job.spec.distributed.master_port)
-    monkeypatch.setattr(
-        train,
-        "command",
-        lambda _cfg, _dist, _args, child_env: (
-            [sys.executable, "-c", FAKE_TRAINING, str(pod.output_dir)],
-            dict(child_env),
-        ),
+        "preempted",
+        s3_server.endpoint,
+        s3_server.env(),
+        {main.ENV_UPLOAD_INTERVAL: "0.05", contract.ENV_STOP_GRACE: "5"},
+        monkeypatch,
     )
     real = objectstore.client(env)
     release, attempted = threading.Event(), threading.Event()
