@@ -94,15 +94,20 @@ class Pod:
     files: dict[str, str]
 
 
-def make_pod(root: Path, manifest: dict[str, Any], assets: TinyAssets, *, extensions: Path | None = None) -> Pod:
-    job = FineTuneJob.from_api(manifest)
-    layout = contract.Layout(
+def pod_layout(root: Path, assets: TinyAssets) -> contract.Layout:
+    """A pod's mounts as folders: config, outputs and scratch under ``root``, the assets' datasets and models."""
+    return contract.Layout(
         config_dir=str(root / "config"),
         datasets_dir=str(assets.datasets_dir),
         models_dir=str(assets.models_dir),
         outputs_dir=str(root / "outputs"),
         scratch_dir=str(root / "scratch"),
     )
+
+
+def make_pod(root: Path, manifest: dict[str, Any], assets: TinyAssets, *, extensions: Path | None = None) -> Pod:
+    job = FineTuneJob.from_api(manifest)
+    layout = pod_layout(root, assets)
     rendered = render(job, RenderOptions(layout=layout))
     (root / "config").mkdir(parents=True, exist_ok=True)
     for name, text in rendered.files.items():
