@@ -114,32 +114,23 @@ def test_from_job_on_an_adapter_over_a_bucket_model_is_refused_until_exported() 
 BUCKET_ONLY = {"outputs": {"uri": "s3://runs-bucket/ft/"}, "objectStore": STORE}
 
 
-def _volumes(obj: Any) -> list[dict[str, Any]]:
-    """Every entry of every pod ``volumes`` list in a rendered object, whatever the backend's nesting."""
-    found: list[dict[str, Any]] = []
+def _lists_named(obj: Any, key: str) -> list[list[Any]]:
+    """Every list under ``key`` at any depth of a rendered object, whatever the backend's nesting."""
     if isinstance(obj, dict):
-        vols = obj.get("volumes")
-        if isinstance(vols, list):
-            found += [v for v in vols if isinstance(v, dict)]
-        for value in obj.values():
-            found += _volumes(value)
-    elif isinstance(obj, list):
-        for value in obj:
-            found += _volumes(value)
-    return found
+        own = [obj[key]] if isinstance(obj.get(key), list) else []
+        return own + [found for value in obj.values() for found in _lists_named(value, key)]
+    if isinstance(obj, list):
+        return [found for value in obj for found in _lists_named(value, key)]
+    return []
+
+
+def _volumes(obj: Any) -> list[dict[str, Any]]:
+    """Every entry of every pod ``volumes`` list in a rendered object."""
+    return [v for volumes in _lists_named(obj, "volumes") for v in volumes if isinstance(v, dict)]
 
 
 def _env_lists(obj: Any) -> list[list[dict[str, Any]]]:
-    found: list[list[dict[str, Any]]] = []
-    if isinstance(obj, dict):
-        if isinstance(obj.get("env"), list):
-            found.append(obj["env"])
-        for value in obj.values():
-            found += _env_lists(value)
-    elif isinstance(obj, list):
-        for value in obj:
-            found += _env_lists(value)
-    return found
+    return _lists_named(obj, "env")
 
 
 @pytest.mark.parametrize("backend", ["pytorchjob", "mpijob", "trainjob"])

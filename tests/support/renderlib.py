@@ -21,13 +21,8 @@ GOLDEN = REPO / "tests" / "render" / "golden"
 
 def valid_job(name: str, spec: dict[str, Any], namespace: str = "ml") -> FineTuneJob:
     """The FineTuneJob ``name`` with ``spec``, validated as the operator validates it: no problems."""
-    obj = {
-        "apiVersion": contract.API_VERSION,
-        "kind": contract.KIND,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-    job, problems = validate_object(obj)
+    head = {"apiVersion": contract.API_VERSION, "kind": contract.KIND}
+    job, problems = validate_object({**head, "metadata": {"name": name, "namespace": namespace}, "spec": spec})
     assert job is not None and not problems, problems
     return job
 
