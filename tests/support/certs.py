@@ -17,9 +17,10 @@ def make_pki(
     ``<user>.crt``/``.key`` (CommonName: the user, as the API server's x509 authenticator reads it), all
     signed by the CA and valid for ``valid``.  Returns the paths by those names.
 
-    The extensions RFC 5280 asks for, which a strict verifier (OpenSSL's X509_V_FLAG_X509_STRICT) checks:
-    the CA's keyUsage (keyCertSign, cRLSign) and subjectKeyIdentifier, every certificate's
-    authorityKeyIdentifier, and the server's extendedKeyUsage serverAuth (what an in-house MinIO CA issues)."""
+    With the extensions the S3 tests' private CA carried (kt_s3.private_ca, now built here): the CA's
+    keyUsage (keyCertSign, cRLSign) and subjectKeyIdentifier, every certificate's authorityKeyIdentifier,
+    and the server's extendedKeyUsage serverAuth (what an in-house MinIO CA issues).  Which verifier
+    requires which of them was not re-read for this helper."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
