@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import re
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.kt_time import scaled
 import yaml
 
 from kubetune.api import load_documents
 from kubetune.render import validate_object
+from tests.support.chartlib import CHART, HELM, run_helm
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "examples" / "argocd"
-HELM = ROOT / ".tools" / "bin" / "helm"
 
 
 def app(path: str) -> dict[str, Any]:
@@ -64,24 +62,8 @@ def test_operator_app_values_pass_the_chart_schema(tmp_path: Path) -> None:
     values = app("apps/kubetune.yaml")["spec"]["source"]["helm"]["valuesObject"]
     vf = tmp_path / "values.yaml"
     vf.write_text(yaml.safe_dump(values), encoding="utf-8")
-    proc = subprocess.run(
-        # Argo CD renders Helm charts with --include-crds (unless the Application sets skipCrds).
-        [
-            str(HELM),
-            "template",
-            "kubetune",
-            str(ROOT / "charts" / "kubetune"),
-            "-n",
-            "kubetune-system",
-            "-f",
-            str(vf),
-            "--include-crds",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=scaled(120),
-        check=False,
-    )
+    # Argo CD renders Helm charts with --include-crds (unless the Application sets skipCrds).
+    proc = run_helm("template", "kubetune", str(CHART), "-n", "kubetune-system", "-f", str(vf), "--include-crds")
     assert proc.returncode == 0, proc.stderr
     kinds = [d["kind"] for d in load_documents(proc.stdout)]
     assert "CustomResourceDefinition" in kinds and "Pod" not in kinds  # no helm-test Pod under Argo CD

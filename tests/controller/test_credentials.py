@@ -29,7 +29,7 @@ from tests.support.harness import FTJ, PTJ, example_job, eventually
 from tests.support.apiserver.emulator import ClientCertificates, Cluster, Tokens, serve_tls
 from tests.support.certs import make_pki
 from tests.support.kt_time import ForwardClock, scaled
-from tests.support.plugin_kubeconfig import NS, issued_tokens, write_kubeconfig
+from tests.support.plugin_kubeconfig import NS, expiring_tokens, issued_tokens, write_kubeconfig
 
 from kubetune import terminal
 from kubetune.controller import execplugin, kubeconfig
@@ -352,11 +352,7 @@ def test_an_oidc_auth_provider_refresh_is_refused_and_never_sends_the_refresh_to
 
 async def test_client_reloads_before_expiry_and_after_a_401(cluster: Cluster, tmp_path: Path) -> None:
     ttl = 600
-    clock = ForwardClock(
-        tmp_path / "clock"
-    )  # the server's, the issuer's and the client's: tokens expire without a wait
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
-    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    clock, path, issued = expiring_tokens(cluster, tmp_path, ttl)
     kube = Kube(await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock)))
     try:
         assert await configmaps(kube) == []
@@ -577,9 +573,7 @@ async def test_operator_keeps_working_across_token_rotations(
     server's and the operator's clock (ForwardClock) instead of waiting: kopf, whose clock says the
     token is still good, sends it, gets a 401 and logs in again (the login handler reloads)."""
     ttl = 2.0
-    clock = ForwardClock(tmp_path / "clock")
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
-    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    clock, path, issued = expiring_tokens(cluster, tmp_path, ttl)
     connection = await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock))
     await operator(OperatorConfig(**{**config.__dict__, "connection": connection}))
 
@@ -615,19 +609,7 @@ async def test_expired_kubeconfig_token_is_replaced_by_rewriting_the_file(cluste
     path = tmp_path / "kubetune.kubeconfig"
 
     def write(token: str) -> None:
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "kt",
-                    "clusters": [{"name": "kt", "cluster": {"server": str(cluster.url).rstrip("/")}}],
-                    "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "sa", "namespace": NS}}],
-                    "users": [{"name": "sa", "user": {"token": token}}],
-                }
-            ),
-            encoding="utf-8",
-        )
+        _kubeconfig(path, {"server": str(cluster.url).rstrip("/")}, {"token": token})
 
     write("first-token")
     cluster.authenticate = Tokens(static=("first-token",))
@@ -704,24 +686,51 @@ async def test_both_clients_reload_before_expiry_and_once_after_a_401(
         await close()
 
 
+def _kubeconfig(path: Path, cluster: dict[str, Any], user: dict[str, Any]) -> Path:
+    """A kubeconfig (JSON, which is YAML) with one context ``kt`` (namespace NS) of ``cluster`` and ``user``."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "kt",
+        "clusters": [{"name": "kt", "cluster": cluster}],
+        "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
+        "users": [{"name": "u", "user": user}],
+    }
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def _rotating_token_file(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Callable[[float], None]]:
+    """A token file holding "first", a server that accepts "first" and "second" (kubelet-style: the old
+    token stays valid until it expires), and the clients' clock stopped; ``at(s)`` moves it s seconds on."""
+    token_file = tmp_path / "token"
+    token_file.write_text("first\n", encoding="utf-8")
+    cluster.authenticate = Tokens(static=("first", "second"))
+    t0 = time.time()
+
+    def at(seconds: float) -> None:
+        monkeypatch.setattr(kubeconfig, "clock", lambda: t0 + seconds)
+
+    at(0)
+    return token_file, at
+
+
 @pytest.mark.parametrize("which", ["operator", "sdk"])
 async def test_both_clients_read_a_rotated_token_file_on_the_same_rule(
     cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str
 ) -> None:
     """In a pod, kubelet rotates the ServiceAccount token file in place: read again 48 s after a read
     (kept 60 s, a fifth of that early) and right after a 401."""
-    token_file = tmp_path / "token"
-    token_file.write_text("first\n", encoding="utf-8")
-    cluster.authenticate = Tokens(static=("first", "second"))
-    t0 = time.time()
-    monkeypatch.setattr(kubeconfig, "clock", lambda: t0)
+    token_file, at = _rotating_token_file(cluster, tmp_path, monkeypatch)
     call, close = client_for(which, Connection(server=str(cluster.url).rstrip("/"), token_file=str(token_file)))
     try:
         await call()
         token_file.write_text("second\n", encoding="utf-8")
-        monkeypatch.setattr(kubeconfig, "clock", lambda: t0 + 47)
+        at(47)
         await call()
-        monkeypatch.setattr(kubeconfig, "clock", lambda: t0 + 49)
+        at(49)
         await call()
         assert [a.token for a in cluster.auth_log] == ["first", "first", "second"]
 
@@ -742,32 +751,15 @@ async def test_a_kubeconfig_token_file_is_read_again_on_the_same_rule(
     reads it through the cached file source (transport/round_trippers.go:295-308, token_source.go:67-82).
     The kubernetes package (and kubernetes_asyncio) read it once into a static token, so the operator and
     the SDK sent the old token until a 401, although docs/install.md says the file is read again every 48 s."""
-    token_file = tmp_path / "token"
-    token_file.write_text("first\n", encoding="utf-8")
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "kt",
-                "clusters": [{"name": "kt", "cluster": {"server": str(cluster.url).rstrip("/")}}],
-                "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
-                "users": [{"name": "u", "user": {"tokenFile": str(token_file)}}],
-            }
-        ),
-        encoding="utf-8",
+    token_file, at = _rotating_token_file(cluster, tmp_path, monkeypatch)
+    config = _kubeconfig(
+        tmp_path / "kubeconfig", {"server": str(cluster.url).rstrip("/")}, {"tokenFile": str(token_file)}
     )
-    cluster.authenticate = Tokens(
-        static=("first", "second")
-    )  # kubelet-style: the old token stays valid until it expires
-    t0 = time.time()
-    monkeypatch.setattr(kubeconfig, "clock", lambda: t0)
     call, close = client_for(which, await asyncio.to_thread(load_connection, str(config)))
     try:
         await call()
         token_file.write_text("second\n", encoding="utf-8")
-        monkeypatch.setattr(kubeconfig, "clock", lambda: t0 + 49)
+        at(49)
         await call()
         assert [(a.token, a.accepted) for a in cluster.auth_log] == [("first", True), ("second", True)], (
             "read again, no 401 needed"
@@ -1111,21 +1103,8 @@ async def test_the_operators_client_sends_every_request_through_the_kubeconfigs_
     (test_sdk_wire), reaches the API server only through it.  The server's name does not resolve; the
     emulator's own port plays the forward proxy (an HTTP forward proxy gets the absolute URL; aiohttp's
     server routes on its path)."""
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "kt",
-        "clusters": [
-            {
-                "name": "kt",
-                "cluster": {"server": "http://kubernetes.invalid:6443", "proxy-url": str(cluster.url).rstrip("/")},
-            }
-        ],
-        "contexts": [{"name": "kt", "context": {"cluster": "kt", "user": "u", "namespace": NS}}],
-        "users": [{"name": "u", "user": {"token": "test-token"}}],
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps(config), encoding="utf-8")
+    proxied = {"server": "http://kubernetes.invalid:6443", "proxy-url": str(cluster.url).rstrip("/")}
+    path = _kubeconfig(tmp_path / "kubeconfig", proxied, {"token": "test-token"})
     kube = Kube(await asyncio.to_thread(load_connection, str(path)))
     try:
         assert await configmaps(kube) == []

@@ -117,26 +117,26 @@ async def test_list_filters_by_label_selector(cluster: Cluster) -> None:
     assert [o["metadata"]["name"] for o in listing["items"]] == ["b"]
 
 
-async def test_watch_from_a_resource_version_sends_only_newer_events(cluster: Cluster) -> None:
+async def _watch_after_a_list(cluster: Cluster, watch: str) -> list[tuple[str, str]]:
+    """POST "old", LIST, POST "new", then ``?watch=WATCH`` from the LIST's resourceVersion (a second's
+    worth): the type and object name of every event the watch sent."""
     await call(cluster, "POST", BASE, job("old"))
     _, listing = await call(cluster, "GET", BASE)
     since = listing["metadata"]["resourceVersion"]
     await call(cluster, "POST", BASE, job("new"))
-    async with cluster.get(f"{BASE}?watch=true&resourceVersion={since}&timeoutSeconds=1") as resp:
+    async with cluster.get(f"{BASE}?watch={watch}&resourceVersion={since}&timeoutSeconds=1") as resp:
         lines = [json.loads(line) for line in (await resp.read()).splitlines() if line]
-    assert [(e["type"], e["object"]["metadata"]["name"]) for e in lines] == [("ADDED", "new")]
+    return [(e["type"], e["object"]["metadata"]["name"]) for e in lines]
+
+
+async def test_watch_from_a_resource_version_sends_only_newer_events(cluster: Cluster) -> None:
+    assert await _watch_after_a_list(cluster, "true") == [("ADDED", "new")]
 
 
 async def test_boolean_query_parameters_read_as_the_api_server_reads_them(cluster: Cluster) -> None:
     """watch=True (kubernetes_asyncio's spelling) opens a watch and force=True forces an apply, as on a real
     server (apimachinery conversion.go:83-116 @ v0.36.3); watch=false and watch=0 are a LIST."""
-    await call(cluster, "POST", BASE, job("old"))
-    _, listing = await call(cluster, "GET", BASE)
-    since = listing["metadata"]["resourceVersion"]
-    await call(cluster, "POST", BASE, job("new"))
-    async with cluster.get(f"{BASE}?watch=True&resourceVersion={since}&timeoutSeconds=1") as resp:
-        lines = [json.loads(line) for line in (await resp.read()).splitlines() if line]
-    assert [(e["type"], e["object"]["metadata"]["name"]) for e in lines] == [("ADDED", "new")]
+    assert await _watch_after_a_list(cluster, "True") == [("ADDED", "new")]
     for off in ("false", "False", "0"):
         code, body = await call(cluster, "GET", f"{BASE}?watch={off}")
         assert code == 200 and body["kind"] == "PyTorchJobList", off

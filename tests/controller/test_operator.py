@@ -19,7 +19,7 @@ from tests.support.harness import (
     uninstall_finetunejob_crd,
 )
 from tests.support.apiserver.emulator import ApiError, Cluster
-from tests.support.kubeflow import progress_line, set_condition, stage_line, start_pod
+from tests.support.kubeflow import oom_killed, progress_line, set_condition, stage_line, start_pod
 
 from kubetune.api import FineTuneJobStatus
 from kubetune.api.contract import STAGE_PREFIX
@@ -47,19 +47,24 @@ def phase_is(cluster: Cluster, phase: str, name: str = "qwen-lora") -> bool:
     return status(cluster, name).get("phase") == phase
 
 
+def _controller_reference(ftj: dict[str, Any]) -> dict[str, Any]:
+    """The ownerReference of a child the operator creates for the FineTuneJob ``ftj``."""
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "name": ftj["metadata"]["name"],
+        "uid": ftj["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
 async def test_create_makes_configmap_and_pytorchjob_owned_by_the_finetunejob(cluster: Cluster, operator: Any) -> None:
     await operator()
     ftj = await cluster.put_object(*FTJ, example_job())
     await eventually(lambda: phase_is(cluster, "Pending"), what="phase Pending")
 
-    owner = {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneJob",
-        "name": "qwen-lora",
-        "uid": ftj["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    owner = _controller_reference(ftj)
     ptj = cluster.read(*PTJ, NS, "qwen-lora")
     cm = cluster.read(*CM, NS, "qwen-lora-kubetune")
     assert ptj is not None and cm is not None
@@ -232,19 +237,7 @@ async def test_failed_job_reports_oomkilled(cluster: Cluster, operator: Any) -> 
     await cluster.put_object(*FTJ, example_job())
     await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
-    oom = {
-        "containerStatuses": [{"name": "pytorch", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]
-    }
-    await start_pod(cluster, "PyTorchJob", NS, "qwen-lora", phase="Failed", **oom)
-    await set_condition(
-        cluster,
-        "PyTorchJob",
-        NS,
-        "qwen-lora",
-        "Failed",
-        "PyTorchJobFailed",
-        "PyTorchJob qwen-lora has failed because 1 Master replica(s) failed.",
-    )
+    await oom_killed(cluster, NS, "qwen-lora")
     await eventually(lambda: phase_is(cluster, "Failed"), what="phase Failed")
     failed = condition(cluster, "Failed")
     assert failed["status"] == "True" and failed["reason"] == "OOMKilled"
@@ -630,14 +623,7 @@ async def test_a_succeeded_job_with_serve_gets_an_owned_deployment_service_and_u
         lambda: condition(cluster, "Serving").get("reason") == "ServingStarting", what="Serving=False ServingStarting"
     )
 
-    owner = {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneJob",
-        "name": "qwen-lora",
-        "uid": ftj["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    owner = _controller_reference(ftj)
     deployment, service = cluster.read(*DEPLOY, NS, "qwen-lora-serve"), cluster.read(*SVC, NS, "qwen-lora-serve")
     assert deployment is not None and service is not None
     assert deployment["metadata"]["ownerReferences"] == [owner] and service["metadata"]["ownerReferences"] == [owner]

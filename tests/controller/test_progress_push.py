@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.certs import make_pki
 from tests.support.kt_time import scaled
 from tests.support.harness import FTJ, PTJ, ROOT, example_job, eventually, training_started
 from tests.support.apiserver.emulator import Cluster
@@ -290,39 +291,6 @@ def test_operator_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert run_operator(bad) == 2
 
 
-def self_signed(tmp_path: Path) -> tuple[str, str]:
-    """A certificate for 127.0.0.1 (what a cluster CA would sign for the Service name)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubetune-intake")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return str(cert_file), str(key_file)
-
-
 async def test_the_intake_over_tls(
     cluster: Cluster,
     authority: TokenAuthority,
@@ -332,7 +300,8 @@ async def test_the_intake_over_tls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """--progress-tls-cert/--progress-tls-key; the trainer verifies the server against SSL_CERT_FILE."""
-    cert, key = self_signed(tmp_path)
+    pki = make_pki(tmp_path / "pki", users=())  # what a cluster CA signs for the Service name (127.0.0.1 here)
+    cert, key = str(pki["server.crt"]), str(pki["server.key"])
     url = url_of(push_config).replace("http://", "https://")
     await operator(
         dataclasses.replace(push_config, progress_tls=(cert, key), render_options=RenderOptions(progress_url=url))
@@ -348,7 +317,7 @@ async def test_the_intake_over_tls(
     reporter.close()
     assert "CERTIFICATE_VERIFY_FAILED" in untrusted[0] and progress_of(cluster, "qwen-lora") == {}
 
-    monkeypatch.setenv("SSL_CERT_FILE", cert)  # e.g. a CA bundle mounted into the pod
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki["ca.crt"]))  # e.g. a CA bundle mounted into the pod
     reporter = Reporter(url, str(token_file), NS, "qwen-lora", min_interval_s=0.05).start()
     reporter.offer(progress_line(3, 10, 1.0))
     await eventually(lambda: progress_of(cluster, "qwen-lora").get("step") == 3, what="progress over TLS")

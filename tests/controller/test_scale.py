@@ -195,12 +195,10 @@ async def test_an_operator_that_may_not_list_claims_still_creates_the_children(
     assert not [c for c in conditions if c["type"] == "PrerequisitesReady" and c["status"] == "False"], conditions
 
 
-class ScopedClaims:
-    """LIST/WATCH of PersistentVolumeClaims as an API server answers a namespaced install whose Role is
-    missing in one watched namespace: 403 there, the claims elsewhere; every WATCH stays open."""
-
-    def __init__(self, forbidden: str, claims: dict[str, list[str]]) -> None:
-        self.forbidden, self.claims, self.lists = forbidden, claims, 0
+class ClaimsApi:
+    """The two calls an Informer makes of the API client, with KubeApi's signature
+    (operator/kubetune/controller/kube.py list_chunk, watch): a fake answers a LIST page in ``page``;
+    every WATCH stays open."""
 
     async def list_chunk(
         self,
@@ -210,6 +208,28 @@ class ScopedClaims:
         label_selector: str | None = None,
         limit: int = 0,
         continue_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str, str]:
+        return await self.page(namespace, limit, continue_token)
+
+    async def page(
+        self, namespace: str | None, limit: int, continue_token: str | None
+    ) -> tuple[list[dict[str, Any]], str, str]:
+        raise NotImplementedError
+
+    async def watch(self, *_: Any, **__: Any) -> Any:
+        await asyncio.Event().wait()
+        yield {}
+
+
+class ScopedClaims(ClaimsApi):
+    """LIST/WATCH of PersistentVolumeClaims as an API server answers a namespaced install whose Role is
+    missing in one watched namespace: 403 there, the claims elsewhere; every WATCH stays open."""
+
+    def __init__(self, forbidden: str, claims: dict[str, list[str]]) -> None:
+        self.forbidden, self.claims, self.lists = forbidden, claims, 0
+
+    async def page(
+        self, namespace: str | None, limit: int, continue_token: str | None
     ) -> tuple[list[dict[str, Any]], str, str]:
         from kubetune.controller.kube import ApiError
 
@@ -226,10 +246,6 @@ class ScopedClaims:
             for n in self.claims.get(str(namespace), [])
         ]
         return items, "5", ""
-
-    async def watch(self, *_: Any, **__: Any) -> Any:
-        await asyncio.Event().wait()
-        yield {}
 
 
 def test_a_namespace_whose_claims_may_not_be_listed_does_not_report_them_missing_nor_hide_the_others() -> None:
@@ -312,18 +328,12 @@ class SlowScope(ScopedClaims):
         super().__init__("", claims)
         self.release = asyncio.Event()
 
-    async def list_chunk(
-        self,
-        api_version: str,
-        plural: str,
-        namespace: str | None,
-        label_selector: str | None = None,
-        limit: int = 0,
-        continue_token: str | None = None,
+    async def page(
+        self, namespace: str | None, limit: int, continue_token: str | None
     ) -> tuple[list[dict[str, Any]], str, str]:
         if namespace == "slow":
             await self.release.wait()
-        return await super().list_chunk(api_version, plural, namespace, label_selector, limit, continue_token)
+        return await super().page(namespace, limit, continue_token)
 
 
 def test_claims_are_synced_only_once_every_watched_namespace_is_listed() -> None:
@@ -362,7 +372,7 @@ def test_claims_are_synced_only_once_every_watched_namespace_is_listed() -> None
     assert synced_after and slow_after is True
 
 
-class PagedClaims:
+class PagedClaims(ClaimsApi):
     """A cluster-wide LIST of PersistentVolumeClaims as the API server pages it: at most ``limit`` items
     and ``metadata.continue`` while more remain, every page at the first page's resourceVersion; a
     continue token that expired is 410 Gone (client-go tools/pager/pager.go:92-121 @ v0.36.3)."""
@@ -379,14 +389,8 @@ class PagedClaims:
         self.largest = 0
         self.expire_once = expire_once
 
-    async def list_chunk(
-        self,
-        api_version: str,
-        plural: str,
-        namespace: str | None,
-        label_selector: str | None = None,
-        limit: int = 0,
-        continue_token: str | None = None,
+    async def page(
+        self, namespace: str | None, limit: int, continue_token: str | None
     ) -> tuple[list[dict[str, Any]], str, str]:
         from kubetune.controller.kube import ApiError
 
@@ -399,10 +403,6 @@ class PagedClaims:
         end = len(self.items) if not limit else min(len(self.items), start + limit)
         self.largest = max(self.largest, end - start)
         return self.items[start:end], "9", (str(end) if end < len(self.items) else "")
-
-    async def watch(self, *_: Any, **__: Any) -> Any:
-        await asyncio.Event().wait()
-        yield {}
 
 
 def test_the_claims_are_listed_in_pages_so_a_large_cluster_does_not_exhaust_the_operators_memory() -> None:

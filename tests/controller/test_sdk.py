@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from tests.support.kt_time import ForwardClock, scaled
+from tests.support.kt_time import scaled
 
 from tests.support.harness import EVENTS, FTJ, PTJ, ROOT, eventually, example_job, training_started
 from tests.support.apiserver.emulator import Cluster
-from tests.support.kubeflow import progress_line, set_condition, stage_line, start_pod
+from tests.support.kubeflow import oom_killed, progress_line, set_condition, stage_line, start_pod
 from tests.support.cli import kubeconfig, run_cli
 
 import kubetune
@@ -254,19 +254,7 @@ async def test_wait_raises_job_failed_with_the_reason_and_its_hint(
     waited = asyncio.ensure_future(call(client.wait, "qwen-lora", 60))
     await eventually(lambda: cluster.read(*PTJ, NS, "qwen-lora"), what="the PyTorchJob")
     await set_condition(cluster, "PyTorchJob", NS, "qwen-lora", "Running")
-    oom = {
-        "containerStatuses": [{"name": "pytorch", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]
-    }
-    await start_pod(cluster, "PyTorchJob", NS, "qwen-lora", phase="Failed", **oom)
-    await set_condition(
-        cluster,
-        "PyTorchJob",
-        NS,
-        "qwen-lora",
-        "Failed",
-        "PyTorchJobFailed",
-        "PyTorchJob qwen-lora has failed because 1 Master replica(s) failed.",
-    )
+    await oom_killed(cluster, NS, "qwen-lora")
     with pytest.raises(kubetune.JobFailed) as err:
         await asyncio.wait_for(waited, 60)
     assert err.value.reason == "OOMKilled" and "OOMKilled" in err.value.message
@@ -456,17 +444,12 @@ async def test_expiring_credentials_are_reloaded_before_expiry_and_once_after_a_
 ) -> None:
     """The transport's rule (kubetune.terminal.Client.open), seen through the SDK: exec-plugin tokens
     (tests/support/exec_plugin.py) that expire or are revoked during a long wait."""
-    from tests.support.apiserver.emulator import Tokens
-    from tests.support.plugin_kubeconfig import issued_tokens, write_kubeconfig
+    from tests.support.plugin_kubeconfig import expiring_tokens, issued_tokens
 
     from kubetune.controller import kube
 
     ttl = 600
-    clock = ForwardClock(
-        tmp_path / "clock"
-    )  # the server's, the issuer's and the client's: tokens expire without a wait
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
-    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    clock, path, issued = expiring_tokens(cluster, tmp_path, ttl)
     # The SDK loads its credentials with kube.load_connection (terminal.Client.from_kubeconfig): on the test's clock.
     monkeypatch.setattr(kube, "load_connection", functools.partial(kube.load_connection, clock=clock))
     await cluster.put_object(*FTJ, example_job("alpha", NS))

@@ -10,7 +10,6 @@ import json
 import socket
 import ssl
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from tests.support.kt_time import scaled
 
 from tests.support.certs import make_pki
 from tests.support.harness import example_job
+from tests.support.httpserve import serving
 
 import kubetune
 
@@ -70,16 +70,8 @@ def serve(handle: Handler, tls: ssl.SSLContext | None = None) -> Iterator[str]:
 
         do_PATCH = do_DELETE = do_POST = do_GET
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(H, tls) as url:
+        yield url
 
 
 def kubeconfig(path: Path, server: str, user: str = "{token: s3cret-token}", cluster_extra: str = "") -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from tests.support.harness import EVENTS, FTJ, PTJ, example_job, eventually, training_started
 from tests.support.apiserver.emulator import Cluster
-from tests.support.kubeflow import pod_exits, pod_runs_again, progress_line, set_condition, start_pod
+from tests.support.kubeflow import job_failed, pod_exits, pod_runs_again, progress_line, set_condition, start_pod
 
 from kubetune.api import FineTuneJobStatus
 from kubetune.controller.reasons import REASONS
@@ -262,15 +262,7 @@ async def test_an_unreadable_log_degrades_progress_only(cluster: Cluster, operat
     # The node is gone: the API server answers the log read with an error Status.
     cluster.log_errors[(NS, pod)] = (404, "NotFound", 'nodes "gpu-7" not found')
     await asyncio.sleep(0.6)
-    await set_condition(
-        cluster,
-        "PyTorchJob",
-        NS,
-        "qwen-lora",
-        "Failed",
-        "PyTorchJobFailed",
-        "PyTorchJob qwen-lora is failed because 1 Master replica(s) failed.",
-    )
+    await job_failed(cluster, "PyTorchJob", NS, "qwen-lora")
     await eventually(lambda: status(cluster).get("phase") == "Failed", what="the child's phase despite the log")
     assert status(cluster)["progress"]["step"] == 10, "the last known progress stays"
     logs = [code for verb, res, code in cluster.call_log if res == "pods/log" or (verb == "get" and res == "pods")]

@@ -20,8 +20,7 @@ import pyte
 import pytest
 
 from tests.support.harness import EVENTS, FTJ, PODS, eventually
-from tests.support.apiserver.emulator import Cluster, Tokens
-from tests.support.kt_time import ForwardClock
+from tests.support.apiserver.emulator import Cluster
 from tests.support.cli import KUBETUNE, add_job, cli_env, kubeconfig, run_cli
 from tests.support.kubeflow import progress_line, start_pod
 
@@ -108,14 +107,10 @@ async def test_client_reloads_exec_plugin_credentials_before_expiry_and_after_a_
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """A `watch` runs for hours; EKS/GKE exec-plugin tokens last minutes (tests/support/exec_plugin.py)."""
-    from tests.support.plugin_kubeconfig import issued_tokens, write_kubeconfig
+    from tests.support.plugin_kubeconfig import expiring_tokens, issued_tokens
 
     ttl = 600
-    clock = ForwardClock(
-        tmp_path / "clock"
-    )  # the server's, the issuer's and the client's: tokens expire without a wait
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
-    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    clock, path, issued = expiring_tokens(cluster, tmp_path, ttl)
     await add_job(cluster, "alpha", phase="Running")
     # Client.from_kubeconfig(path) is Client(load_connection(path)); the clock is the test's.
     client = Client(await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock)))
@@ -135,12 +130,10 @@ async def test_client_shared_by_threads_runs_the_exec_plugin_once_per_expiry(clu
     client-go's exec authenticator holds a mutex across the check and the plugin run, so concurrent
     requests with expired credentials run it once (getCreds, plugin/pkg/client/auth/exec/exec.go:401-414
     @ v0.36.3); the Client checked and reloaded with no lock, each thread running the plugin."""
-    from tests.support.plugin_kubeconfig import issued_tokens, write_kubeconfig
+    from tests.support.plugin_kubeconfig import expiring_tokens, issued_tokens
 
     ttl = 600
-    clock = ForwardClock(tmp_path / "clock")
-    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
-    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    clock, path, issued = expiring_tokens(cluster, tmp_path, ttl)
     await add_job(cluster, "alpha", phase="Running")
     client = Client(await asyncio.to_thread(functools.partial(load_connection, str(path), clock=clock)))
     path_ = jobs_path("team-a", "alpha")

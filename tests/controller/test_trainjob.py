@@ -37,6 +37,14 @@ def condition(cluster: Cluster, type_: str, name: str = "qwen-lora") -> dict[str
     return next((c for c in status(cluster, name).get("conditions") or [] if c["type"] == type_), {})
 
 
+async def created_condition(cluster: Cluster, reason: str) -> dict[str, Any]:
+    """The job's Created condition, once its reason is ``reason``."""
+    found: dict[str, Any] = await eventually(
+        lambda: condition(cluster, "Created").get("reason") == reason and condition(cluster, "Created"), what=reason
+    )
+    return found
+
+
 def trainjob_spec(**changes: Any) -> dict[str, Any]:
     spec = example_job()["spec"]
     return {**spec, "distributed": {**spec.get("distributed", {}), "backend": "trainjob"}, **changes}
@@ -132,8 +140,7 @@ async def test_user_suspend_reaches_the_trainjob_and_resume_restarts_it(cluster:
 async def test_without_trainer_v2_the_job_waits_with_an_install_hint(cluster: Cluster, operator: Any) -> None:
     await operator()
     await cluster.put_object(*FTJ, example_job(**trainjob_spec()))
-    await eventually(lambda: condition(cluster, "Created").get("reason") == "KindNotInstalled", what="KindNotInstalled")
-    message = condition(cluster, "Created")["message"]
+    message = (await created_condition(cluster, "KindNotInstalled"))["message"]
     assert "TrainJob trainer.kubeflow.org/v1alpha1" in message and "trainingRuntimes.enabled=true" in message
 
 
@@ -343,10 +350,7 @@ async def test_a_webhook_denial_of_the_trainjob_is_child_rejected_with_its_messa
     cluster.admission[("trainer.kubeflow.org", "v1alpha1", "trainjobs")].append(policy)
     await operator()
     await cluster.put_object(*FTJ, example_job(**trainjob_spec()))
-    rejected = await eventually(
-        lambda: condition(cluster, "Created").get("reason") == "ChildRejected" and condition(cluster, "Created"),
-        what="ChildRejected",
-    )
+    rejected = await created_condition(cluster, "ChildRejected")
     assert (
         'admission webhook "gpu-policy.example.com" denied the request: team-a may not use GPUs' in rejected["message"]
     )
@@ -406,10 +410,7 @@ async def test_an_explicit_trainjob_without_our_runtime_waits_saying_so_and_send
     install_trainer(cluster, runtime=False)
     await operator()
     await cluster.put_object(*FTJ, example_job(**trainjob_spec()))
-    waiting = await eventually(
-        lambda: condition(cluster, "Created").get("reason") == "KindNotInstalled" and condition(cluster, "Created"),
-        what="KindNotInstalled",
-    )
+    waiting = await created_condition(cluster, "KindNotInstalled")
     assert (
         "kubetune-llamafactory" in waiting["message"]
         and "Trainer's webhook would refuse the TrainJob" in waiting["message"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ import yaml
 
 from kubetune.api import EvaluationStatus, contract
 from kubetune.trainer.tiny import TinyAssets, kto_records, preference_records, tiny_job, write_jsonl
+from tests.support.localrunlib import KUBETUNE, run_local
 from tests.support.trainerlib import isolated_env
 
-KUBETUNE = [sys.executable, "-m", "kubetune"]
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 
 
@@ -56,24 +55,13 @@ def _run(
     job_file = tmp_path / "jobs.yaml"
     job_file.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     started = time.monotonic()
-    result = subprocess.run(
-        [
-            *KUBETUNE,
-            "run",
-            "--local",
-            str(job_file),
-            "--output",
-            "out",
-            "--datasets",
-            str(assets.datasets_dir),
-            "--models",
-            str(assets.models_dir),
-        ],
-        env=isolated_env(tmp_path / "env"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=scaled(900),
+    result = run_local(
+        job_file,
+        isolated_env(tmp_path / "env"),
+        tmp_path,
+        scaled(900),
+        models=assets.models_dir,
+        datasets=assets.datasets_dir,
     )
     return result, time.monotonic() - started
 

@@ -11,18 +11,13 @@ import pytest
 import yaml
 
 from kubetune.trainer.tiny import TinyAssets, tiny_job
+from tests.support.localrunlib import kubetune, run_local
 from tests.support.trainerlib import isolated_env
-
-KUBETUNE = [sys.executable, "-m", "kubetune"]
 
 
 @pytest.fixture(scope="module")
 def assets(tiny_assets: TinyAssets) -> TinyAssets:
     return tiny_assets  # the session's (tests/conftest.py)
-
-
-def _cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(KUBETUNE + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -31,21 +26,7 @@ def test_run_local_trains_and_says_where_the_results_are_then_chat_answers(tmp_p
     job_file = tmp_path / "job.yaml"
     job_file.write_text(yaml.safe_dump(tiny_job("local-lora", assets, method="lora", max_steps=5)))
     env = isolated_env(tmp_path / "env")
-    result = _cli(
-        [
-            "run",
-            "--local",
-            str(job_file),
-            "--output",
-            "out",
-            "--datasets",
-            str(assets.datasets_dir),
-            "--models",
-            str(assets.models_dir),
-        ],
-        env,
-        tmp_path,
-    )
+    result = run_local(job_file, env, tmp_path, 300, models=assets.models_dir, datasets=assets.datasets_dir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     job_dir = tmp_path / "out" / "default" / "local-lora"
     assert f"LoRA adapter: {job_dir / 'adapter_model.safetensors'}" in result.stdout
@@ -60,7 +41,7 @@ def test_run_local_trains_and_says_where_the_results_are_then_chat_answers(tmp_p
         assets.models_dir / assets.model_path
     )
 
-    chat = _cli(
+    chat = kubetune(
         [
             "chat",
             str(assets.models_dir / assets.model_path),
@@ -75,12 +56,13 @@ def test_run_local_trains_and_says_where_the_results_are_then_chat_answers(tmp_p
         ],
         env,
         tmp_path,
+        300,
     )
     assert chat.returncode == 0, chat.stderr[-3000:]
 
 
 def test_run_without_local_points_to_kubectl(tmp_path: Path) -> None:
-    result = _cli(["run", "job.yaml"], dict(os.environ), tmp_path)
+    result = kubetune(["run", "job.yaml"], dict(os.environ), tmp_path, 300)
     assert result.returncode == 2 and "kubectl apply" in result.stdout
 
 
@@ -88,7 +70,7 @@ def test_run_local_refuses_an_invalid_job_with_the_field_path(tmp_path: Path) ->
     job = tiny_job("bad-job", TinyAssets(tmp_path, tmp_path, tmp_path, "m", "d.jsonl"))
     job["spec"]["training"]["precision"] = "bf16"  # no GPU in the spec
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
-    result = _cli(["run", "--local", "job.yaml"], dict(os.environ), tmp_path)
+    result = kubetune(["run", "--local", "job.yaml"], dict(os.environ), tmp_path, 300)
     assert result.returncode == 1
     assert "spec.training.precision" in result.stderr
     assert not (tmp_path / "outputs").exists()
@@ -98,7 +80,7 @@ def test_run_local_refuses_multi_node_jobs(tmp_path: Path) -> None:
     job = tiny_job("two-nodes", TinyAssets(tmp_path, tmp_path, tmp_path, "m", "d.jsonl"))
     job["spec"]["resources"]["nodes"] = 2
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
-    result = _cli(["run", "--local", "job.yaml"], dict(os.environ), tmp_path)
+    result = kubetune(["run", "--local", "job.yaml"], dict(os.environ), tmp_path, 300)
     assert result.returncode == 1 and "nodes: 1" in result.stderr
 
 

@@ -5,8 +5,6 @@ shell gives the keys (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), the spec gives t
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +15,8 @@ import yaml
 from tests.support.kt_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
 from kubetune.api.objectstore import model_cache_subdir
 from kubetune.trainer.tiny import TinyAssets, tiny_job
+from tests.support.localrunlib import assert_uploaded_run, bucket_lora_job, run_local, upload_tiny_assets
 from tests.support.trainerlib import isolated_env
-
-KUBETUNE = [sys.executable, "-m", "kubetune"]
 
 
 def _objects(s3: Any, bucket: str, prefix: str = "") -> dict[str, int]:
@@ -38,30 +35,14 @@ def test_run_local_reads_model_and_data_from_a_bucket_uploads_its_results_and_re
     s3 = s3_server.s3()
     for bucket in ("tiny-models", "tiny-data", "tiny-runs"):
         s3.create_bucket(Bucket=bucket)
-    model_dir = tiny_assets.models_dir / tiny_assets.model_path
-    for f in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        s3.upload_file(str(f), "tiny-models", f"tiny/{f.relative_to(model_dir).as_posix()}")
-    s3.upload_file(str(tiny_assets.datasets_dir / tiny_assets.dataset_path), "tiny-data", "chat/train.jsonl")
+    upload_tiny_assets(lambda bucket, key, body: s3.put_object(Bucket=bucket, Key=key, Body=body), tiny_assets)
 
-    job = tiny_job("s3-lora", tiny_assets, method="lora", max_steps=4, save_steps=2)
-    job["spec"]["model"] = {"uri": "s3://tiny-models/tiny/", "template": job["spec"]["model"]["template"]}
-    job["spec"]["datasets"] = [{"name": "tiny_chat", "uri": "s3://tiny-data/chat/train.jsonl", "format": "sharegpt"}]
-    job["spec"]["storage"] = {
-        "outputs": {"claimName": "local-outputs", "uri": "s3://tiny-runs/runs/"},
-        "objectStore": {"endpoint": s3_server.endpoint, "region": "us-east-1"},
-    }
+    job = bucket_lora_job("s3-lora", tiny_assets, "s3", {"endpoint": s3_server.endpoint, "region": "us-east-1"})
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
     env = isolated_env(tmp_path / "env")
     env.update(AWS_ACCESS_KEY_ID=s3_server.admin.access_key_id, AWS_SECRET_ACCESS_KEY=s3_server.admin.secret_access_key)
     models = tmp_path / "models"  # empty: the model comes from the bucket only
-    result = subprocess.run(
-        [*KUBETUNE, "run", "--local", "job.yaml", "--output", "out", "--models", str(models)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=scaled(280),
-    )
+    result = run_local("job.yaml", env, tmp_path, scaled(280), models=models)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert s3_server.admin.secret_access_key not in log
@@ -74,42 +55,22 @@ def test_run_local_reads_model_and_data_from_a_bucket_uploads_its_results_and_re
     staged = models / model_cache_subdir("s3://tiny-models/tiny/")
     assert (staged / "config.json").is_file() and (staged / ".kubetune-etags.json").is_file()
 
-    runs = _objects(s3, "tiny-runs", "runs/default/s3-lora/")
     base = "runs/default/s3-lora/"
-    for step in (2, 4):  # every checkpoint, each with its marker listing exactly its objects
-        marker = json.loads(
-            s3.get_object(Bucket="tiny-runs", Key=f"{base}checkpoint-{step}/_KUBETUNE_COMPLETE")["Body"].read()
-        )
-        listed = {f"{base}checkpoint-{step}/{name}": size for name, size in marker["files"].items()}
-        assert {
-            k: v
-            for k, v in runs.items()
-            if k.startswith(f"{base}checkpoint-{step}/") and not k.endswith("_KUBETUNE_COMPLETE")
-        } == listed
-        assert f"{base}checkpoint-{step}/adapter_model.safetensors" in listed
-    assert f"{base}adapter_model.safetensors" in runs and f"{base}trainer_log.jsonl" in runs
-    assert not any(k.startswith(f"{base}data/") for k in runs)  # working state stays local
-    record = json.loads(s3.get_object(Bucket="tiny-runs", Key=f"{base}kubetune-run.json")["Body"].read())
-    assert record["exitCode"] == 0 and record["trainingCompleted"] is True
-    done = json.loads(s3.get_object(Bucket="tiny-runs", Key=f"{base}_KUBETUNE_COMPLETE")["Body"].read())
-    assert "adapter_model.safetensors" in done["files"] and "kubetune-run.json" in done["files"]
     # The local copy on the "volume" is the same adapter.
-    local = tmp_path / "out" / "default" / "s3-lora" / "adapter_model.safetensors"
-    assert runs[f"{base}adapter_model.safetensors"] == local.stat().st_size
+    assert_uploaded_run(
+        _objects(s3, "tiny-runs", base),
+        lambda key: s3.get_object(Bucket="tiny-runs", Key=key)["Body"].read(),
+        base,
+        (2, 4),
+        tmp_path / "out" / "default" / "s3-lora" / "adapter_model.safetensors",
+    )
 
     # Preemption on a cluster without ReadWriteMany: the pod died while checkpoint-4 went up (no
     # marker) and its volume is gone. The same job in a fresh folder resumes from checkpoint-2 of
     # the bucket, trains steps 3-4, and uploads checkpoint-4 and the job's marker again.
     s3.delete_object(Bucket="tiny-runs", Key=f"{base}checkpoint-4/_KUBETUNE_COMPLETE")
     s3.delete_object(Bucket="tiny-runs", Key=f"{base}_KUBETUNE_COMPLETE")
-    again = subprocess.run(
-        [*KUBETUNE, "run", "--local", "job.yaml", "--output", "fresh", "--models", str(models)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=scaled(200),
-    )
+    again = run_local("job.yaml", env, tmp_path, scaled(200), models=models, output="fresh")
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     fresh = tmp_path / "fresh" / "default" / "s3-lora"
     record = json.loads((fresh / "kubetune-run.json").read_text())
@@ -194,25 +155,7 @@ def test_a_from_job_child_of_a_job_without_an_outputs_claim_downloads_its_adapte
     (tmp_path / "cont.yaml").write_text(yaml.safe_dump(cont))
     env = isolated_env(tmp_path / "env")
     env.update(AWS_ACCESS_KEY_ID=s3_server.admin.access_key_id, AWS_SECRET_ACCESS_KEY=s3_server.admin.secret_access_key)
-    result = subprocess.run(
-        [
-            *KUBETUNE,
-            "run",
-            "--local",
-            "cont.yaml",
-            "--output",
-            "out",
-            "--models",
-            str(models),
-            "--datasets",
-            str(tiny_assets.datasets_dir),
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=scaled(300),
-    )
+    result = run_local("cont.yaml", env, tmp_path, scaled(300), models=models, datasets=tiny_assets.datasets_dir)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert s3_server.admin.secret_access_key not in log

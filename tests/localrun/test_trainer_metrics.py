@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubetune.api import Progress
 from kubetune.trainer import metrics
 from kubetune.trainer.tiny import TinyAssets, tiny_job
+from tests.support.model_configs import QWEN2_0_5B
 from tests.support.trainerlib import free_port, isolated_env
 from tests.support.kt_time import scaled
 
@@ -122,16 +123,7 @@ def test_label_values_are_escaped() -> None:
 
 def test_parameter_count_of_a_known_config() -> None:
     # Qwen2-0.5B: 494M parameters (hidden 896, 24 layers, 14 heads / 2 KV, intermediate 4864, vocab 151936, tied).
-    cfg = {
-        "hidden_size": 896,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 14,
-        "num_key_value_heads": 2,
-        "intermediate_size": 4864,
-        "vocab_size": 151936,
-        "tie_word_embeddings": True,
-    }
-    assert metrics.parameter_count(cfg) == pytest.approx(494e6, rel=0.02)
+    assert metrics.parameter_count(QWEN2_0_5B) == pytest.approx(494e6, rel=0.02)
     assert metrics.parameter_count({"hidden_size": 8}) is None
 
 

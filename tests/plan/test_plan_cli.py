@@ -16,6 +16,7 @@ from kubetune.api import FineTuneJob
 from kubetune.cli import main
 from kubetune.plan import Setup, autotune, estimate, feasibility, find_gpu, parse_quantity, resolve
 from kubetune.plan.feasibility import gpu_memory_for, product_table_from_env, setup_from_job
+from tests.support.model_configs import QWEN2_0_5B
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml") if "kind: FineTuneJob" in p.read_text())
@@ -186,20 +187,7 @@ def test_plan_reads_config_from_a_hugging_face_cache(capsys: pytest.CaptureFixtu
     doc["spec"]["model"]["name"] = "acme/tiny"
     snap = tmp_path / "hf" / "hub" / "models--acme--tiny" / "snapshots" / "0123abc"
     snap.mkdir(parents=True)
-    (snap / "config.json").write_text(
-        json.dumps(
-            {
-                "model_type": "qwen2",
-                "hidden_size": 896,
-                "num_hidden_layers": 24,
-                "num_attention_heads": 14,
-                "num_key_value_heads": 2,
-                "intermediate_size": 4864,
-                "vocab_size": 151936,
-                "tie_word_embeddings": True,
-            }
-        )
-    )
+    (snap / "config.json").write_text(json.dumps(QWEN2_0_5B))
     code, out, err = run(capsys, "plan", write(tmp_path, doc), "--models-dir", str(tmp_path / "hf"))
     assert code == 0, err
     assert "0.49B params" in out and "snapshots/0123abc/config.json" in out

@@ -13,7 +13,7 @@ from kubetune.api import FineTuneJob, contract
 from kubetune.api.objectstore import GCS_ENDPOINT, model_cache_subdir
 from kubetune.render import RenderOptions, render, validate_object
 from kubetune.render.chain import Failed, ModelSource, resolve_from_job
-from tests.support.renderlib import pod_templates
+from tests.support.renderlib import pod_templates, valid_job
 
 STORE = {
     "endpoint": "https://minio.storage.svc:9000",
@@ -24,20 +24,15 @@ STORE = {
 
 
 def _job(name: str = "s3-job", **spec: Any) -> FineTuneJob:
-    obj: dict[str, Any] = {
-        "apiVersion": contract.API_VERSION,
-        "kind": contract.KIND,
-        "metadata": {"name": name, "namespace": "ml"},
-        "spec": {
+    return valid_job(
+        name,
+        {
             "model": {"uri": "s3://models-bucket/qwen/", "template": "qwen"},
             "datasets": [{"name": "d", "uri": "s3://data-bucket/chat/"}],
             "storage": {"outputs": {"claimName": "outputs", "uri": "s3://runs-bucket/ft/"}, "objectStore": STORE},
             **spec,
         },
-    }
-    job, problems = validate_object(obj)
-    assert job is not None, problems
-    return job
+    )
 
 
 def test_credentials_reach_the_pods_only_by_secret_reference() -> None:
@@ -119,32 +114,23 @@ def test_from_job_on_an_adapter_over_a_bucket_model_is_refused_until_exported() 
 BUCKET_ONLY = {"outputs": {"uri": "s3://runs-bucket/ft/"}, "objectStore": STORE}
 
 
-def _volumes(obj: Any) -> list[dict[str, Any]]:
-    """Every entry of every pod ``volumes`` list in a rendered object, whatever the backend's nesting."""
-    found: list[dict[str, Any]] = []
+def _lists_named(obj: Any, key: str) -> list[list[Any]]:
+    """Every list under ``key`` at any depth of a rendered object, whatever the backend's nesting."""
     if isinstance(obj, dict):
-        vols = obj.get("volumes")
-        if isinstance(vols, list):
-            found += [v for v in vols if isinstance(v, dict)]
-        for value in obj.values():
-            found += _volumes(value)
-    elif isinstance(obj, list):
-        for value in obj:
-            found += _volumes(value)
-    return found
+        own = [obj[key]] if isinstance(obj.get(key), list) else []
+        return own + [found for value in obj.values() for found in _lists_named(value, key)]
+    if isinstance(obj, list):
+        return [found for value in obj for found in _lists_named(value, key)]
+    return []
+
+
+def _volumes(obj: Any) -> list[dict[str, Any]]:
+    """Every entry of every pod ``volumes`` list in a rendered object."""
+    return [v for volumes in _lists_named(obj, "volumes") for v in volumes if isinstance(v, dict)]
 
 
 def _env_lists(obj: Any) -> list[list[dict[str, Any]]]:
-    found: list[list[dict[str, Any]]] = []
-    if isinstance(obj, dict):
-        if isinstance(obj.get("env"), list):
-            found.append(obj["env"])
-        for value in obj.values():
-            found += _env_lists(value)
-    elif isinstance(obj, list):
-        for value in obj:
-            found += _env_lists(value)
-    return found
+    return _lists_named(obj, "env")
 
 
 @pytest.mark.parametrize("backend", ["pytorchjob", "mpijob", "trainjob"])

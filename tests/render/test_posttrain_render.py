@@ -19,25 +19,21 @@ from kubetune.api.contract import Layout
 from kubetune.render import RenderOptions, render, validate_object
 from kubetune.render.catalog import catalog
 from kubetune.render.chain import Failed, ModelSource, Waiting, resolve_from_job, with_sources
+from tests.support.renderlib import valid_job
 
 RECIPE = Path(__file__).resolve().parents[2] / "examples" / "recipes" / "sft-then-dpo.yaml"
 
 
 def _job(patch: dict[str, Any] | None = None, name: str = "j", **spec: Any) -> FineTuneJob:
-    obj: dict[str, Any] = {
-        "apiVersion": contract.API_VERSION,
-        "kind": contract.KIND,
-        "metadata": {"name": name, "namespace": "ml"},
-        "spec": {
+    return valid_job(
+        name,
+        {
             "model": {"name": "Qwen/Qwen1.5-1.8B", "template": "qwen"},
             "datasets": [{"name": "d", "hub": "o/d"}],
             "storage": {"outputs": {"claimName": "outputs"}},
             **spec,
         },
-    }
-    job, problems = validate_object(obj)
-    assert job is not None and not problems, problems
-    return job
+    )
 
 
 def test_stage_arguments_use_llamafactory_names_that_exist() -> None:

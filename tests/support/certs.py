@@ -8,11 +8,19 @@ from pathlib import Path
 
 
 def make_pki(
-    folder: Path, users: tuple[str, ...] = ("user-1", "user-2"), server_names: tuple[str, ...] = ("127.0.0.1",)
+    folder: Path,
+    users: tuple[str, ...] = ("user-1", "user-2"),
+    server_names: tuple[str, ...] = ("127.0.0.1",),
+    valid: datetime.timedelta = datetime.timedelta(hours=1),
 ) -> dict[str, Path]:
     """``ca.crt``, ``server.crt``/``.key`` (subjectAltName: ``server_names``, IP addresses or DNS names) and
     ``<user>.crt``/``.key`` (CommonName: the user, as the API server's x509 authenticator reads it), all
-    signed by the CA and valid for an hour.  Returns the paths by those names."""
+    signed by the CA and valid for ``valid``.  Returns the paths by those names.
+
+    With the extensions the S3 tests' private CA carried (kt_s3.private_ca, now built here): the CA's
+    keyUsage (keyCertSign, cRLSign) and subjectKeyIdentifier, every certificate's authorityKeyIdentifier,
+    and the server's extendedKeyUsage serverAuth (what an in-house MinIO CA issues).  Which verifier
+    requires which of them was not re-read for this helper."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,8 +37,10 @@ def make_pki(
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
+        .not_valid_after(now + valid)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     out = {"ca.crt": folder / "ca.crt"}
@@ -51,12 +61,13 @@ def make_pki(
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
+            .not_valid_after(now + valid)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         )
         if cn == "server":
             builder = builder.add_extension(
                 x509.SubjectAlternativeName([alt_name(n) for n in server_names]), critical=False
-            )
+            ).add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         out[f"{cn}.crt"], out[f"{cn}.key"] = folder / f"{cn}.crt", folder / f"{cn}.key"
         out[f"{cn}.crt"].write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
         out[f"{cn}.key"].write_bytes(

@@ -90,6 +90,23 @@ async def start_pod(
     return name
 
 
+async def job_failed(cluster: Cluster, kind: str, namespace: str, job: str) -> None:
+    """The job's ``Failed`` condition as training-operator sets it once its rank-0 replica failed
+    (message and reason as :func:`pod_exits` cites them)."""
+    role = "Master" if kind == "PyTorchJob" else "Launcher"
+    message = f"{kind} {job} is failed because 1 {role} replica(s) failed."
+    await set_condition(cluster, kind, namespace, job, "Failed", f"{kind}Failed", message)
+
+
+async def oom_killed(cluster: Cluster, namespace: str, job: str) -> None:
+    """The PyTorchJob's master pod Failed with its container OOMKilled (exit code 137), then the job Failed."""
+    oom = {
+        "containerStatuses": [{"name": "pytorch", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]
+    }
+    await start_pod(cluster, "PyTorchJob", namespace, job, phase="Failed", **oom)
+    await job_failed(cluster, "PyTorchJob", namespace, job)
+
+
 def progress_line(step: int, total: int, loss: float) -> str:
     return PROGRESS_PREFIX + json.dumps(
         {
@@ -148,18 +165,10 @@ async def pod_exits(
         }
 
     await cluster.mutate("v1", "pods", namespace, name, failed)
-    role = "Master" if kind == "PyTorchJob" else "Launcher"
     if not retryable_exit_code(exit_code):
-        await set_condition(
-            cluster,
-            kind,
-            namespace,
-            job,
-            "Failed",
-            f"{kind}Failed",
-            f"{kind} {job} is failed because 1 {role} replica(s) failed.",
-        )
+        await job_failed(cluster, kind, namespace, job)
         return name
+    role = "Master" if kind == "PyTorchJob" else "Launcher"
     await cluster.remove("v1", "pods", namespace, name)
     await set_condition(
         cluster,

@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.support.kt_time import ForwardClock
+
+if TYPE_CHECKING:
+    from tests.support.apiserver.emulator import Cluster
 
 PLUGIN = Path(__file__).with_name("exec_plugin.py")
 NS = "team-a"
@@ -55,6 +59,18 @@ def write_kubeconfig(
     path = tmp_path / "kubeconfig"
     path.write_text(json.dumps(config), encoding="utf-8")
     return path, issued
+
+
+def expiring_tokens(cluster: Cluster, tmp_path: Path, ttl: float) -> tuple[ForwardClock, Path, Path]:
+    """A kubeconfig for ``cluster`` whose plugin issues tokens of ``ttl`` seconds, and ``cluster`` checking
+    them: the server's, the issuer's and the client's clock is one ForwardClock, so tokens expire without a
+    wait.  Returns (clock, kubeconfig, issued-tokens file)."""
+    from tests.support.apiserver.emulator import Tokens
+
+    clock = ForwardClock(tmp_path / "clock")
+    path, issued = write_kubeconfig(tmp_path, str(cluster.url).rstrip("/"), ttl=ttl, clock=clock)
+    cluster.authenticate = Tokens(issued=str(issued), clock=clock)
+    return clock, path, issued
 
 
 def issued_tokens(issued: Path) -> list[str]:

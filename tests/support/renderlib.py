@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from kubetune.api import FineTuneJob, load_documents
+from kubetune.api import FineTuneJob, contract, load_documents
 from kubetune.render import RenderOptions, render, validate_object
 from kubetune.render.output import to_yaml
 from kubetune.render.serving import manifests
@@ -17,6 +17,14 @@ from kubetune.render.serving import manifests
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 GOLDEN = REPO / "tests" / "render" / "golden"
+
+
+def valid_job(name: str, spec: dict[str, Any], namespace: str = "ml") -> FineTuneJob:
+    """The FineTuneJob ``name`` with ``spec``, validated as the operator validates it: no problems."""
+    head = {"apiVersion": contract.API_VERSION, "kind": contract.KIND}
+    job, problems = validate_object({**head, "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+    assert job is not None and not problems, problems
+    return job
 
 
 def example_files() -> list[Path]:

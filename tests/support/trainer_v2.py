@@ -536,33 +536,17 @@ async def trainjob_finishes(cluster: Cluster, namespace: str, name: str, *, exit
 
         await cluster.mutate("v1", "pods", namespace, pod_name(name, i), ended)
 
+    ok = exit_code == 0
+    if ok:
+        type_, reason, message = "Complete", "AllJobsCompleted", "jobset completed successfully"
+    else:
+        type_, reason, message = "Failed", "FailedJobs", "jobset failed due to one or more job failures"
+
     def finished(obj: Obj) -> None:
-        if exit_code == 0:
-            _set_conditions(
-                obj,
-                {
-                    "type": "Complete",
-                    "status": "True",
-                    "reason": "AllJobsCompleted",
-                    "message": "jobset completed successfully",
-                },
-            )
-            obj["status"]["jobsStatus"] = [
-                {"name": "node", "ready": 0, "succeeded": 1, "failed": 0, "active": 0, "suspended": 0}
-            ]
-        else:
-            _set_conditions(
-                obj,
-                {
-                    "type": "Failed",
-                    "status": "True",
-                    "reason": "FailedJobs",
-                    "message": "jobset failed due to one or more job failures",
-                },
-            )
-            obj["status"]["jobsStatus"] = [
-                {"name": "node", "ready": 0, "succeeded": 0, "failed": 1, "active": 0, "suspended": 0}
-            ]
+        _set_conditions(obj, {"type": type_, "status": "True", "reason": reason, "message": message})
+        obj["status"]["jobsStatus"] = [
+            {"name": "node", "ready": 0, "succeeded": int(ok), "failed": int(not ok), "active": 0, "suspended": 0}
+        ]
 
     await cluster.mutate(*TJ, namespace, name, finished)
 

@@ -94,15 +94,20 @@ class Pod:
     files: dict[str, str]
 
 
-def make_pod(root: Path, manifest: dict[str, Any], assets: TinyAssets, *, extensions: Path | None = None) -> Pod:
-    job = FineTuneJob.from_api(manifest)
-    layout = contract.Layout(
+def pod_layout(root: Path, assets: TinyAssets) -> contract.Layout:
+    """A pod's mounts as folders: config, outputs and scratch under ``root``, the assets' datasets and models."""
+    return contract.Layout(
         config_dir=str(root / "config"),
         datasets_dir=str(assets.datasets_dir),
         models_dir=str(assets.models_dir),
         outputs_dir=str(root / "outputs"),
         scratch_dir=str(root / "scratch"),
     )
+
+
+def make_pod(root: Path, manifest: dict[str, Any], assets: TinyAssets, *, extensions: Path | None = None) -> Pod:
+    job = FineTuneJob.from_api(manifest)
+    layout = pod_layout(root, assets)
     rendered = render(job, RenderOptions(layout=layout))
     (root / "config").mkdir(parents=True, exist_ok=True)
     for name, text in rendered.files.items():
@@ -179,3 +184,12 @@ def fake_checkpoint(folder: Path, step: int, *, size: int = 1000) -> Path:
     (ckpt / "optimizer.pt").write_bytes(b"o" * size)
     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     return ckpt
+
+
+def fake_checkpoint_sizes(step: int, *, size: int = 1000) -> dict[str, int]:
+    """The files :func:`fake_checkpoint` writes for ``step`` and their sizes, as a completion marker lists them."""
+    return {
+        "adapter_model.safetensors": size,
+        "optimizer.pt": size,
+        "trainer_state.json": len(json.dumps({"global_step": step})),
+    }

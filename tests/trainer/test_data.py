@@ -4,9 +4,9 @@ with the dataset, record and field named, nothing half-written left behind."""
 from __future__ import annotations
 
 import copy
+import functools
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from tests.support.kt_time import scaled
 from kubetune.api import contract
 from kubetune.trainer import config, data
 from kubetune.trainer.errors import DataError, Retryable
+from tests.support.httpserve import serving
 from tests.support.trainerlib import Pod, TinyAssets, make_pod, run_trainer, stage_lines
 
 pytestmark = pytest.mark.train  # every test prepares data with the tiny model's tokenizer (tiny_assets)
@@ -50,11 +51,8 @@ def web(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A local HTTP server standing in for a `url` dataset's host."""
     root = tmp_path / "www"
     root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Files(*a, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
+    with serving(functools.partial(_Files, directory=str(root))) as url:
+        yield url, root
 
 
 def _manifest(base_url: str) -> dict[str, Any]:
@@ -217,17 +215,11 @@ def test_url_failures_are_permanent_or_retryable(
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(Failing) as url:
         (tmp_path / "www").mkdir()
-        pod = _setup(
-            tmp_path, tiny_assets, (f"http://127.0.0.1:{server.server_address[1]}", tmp_path / "www"), QA, CHATS
-        )
+        pod = _setup(tmp_path, tiny_assets, (url, tmp_path / "www"), QA, CHATS)
         with pytest.raises(error, match=str(status)):
             data.prepare(config.load(pod.env), pod.env)
-    finally:
-        server.shutdown()
     assert not (pod.output_dir / contract.DATA_SUBDIR / "chats.jsonl").exists()
 
 

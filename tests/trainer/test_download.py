@@ -5,6 +5,7 @@ half-written, and each failure is the error a user can act on."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import json
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.httpserve import serving
 from tests.support.kt_s3 import private_ca
 from kubetune.api import DatasetSpec, contract
 from kubetune.trainer import data, download
@@ -73,18 +75,22 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     ranges: list[str | None] = []
     """The Range header of every /flaky/ request."""
 
-    def _flaky(self) -> None:
-        """The first answer stops halfway (the connection drops); later ones honour Range/If-Range."""
+    def _resume_or_half(self) -> bool:
+        """Records the Range; a resume (Range with If-Range "v1") is answered from where it asks
+        (True); any other request gets a 200 for all of BIG with only its first half sent (False)."""
         _Handler.ranges.append(self.headers.get("Range"))
-        half = len(BIG) // 2
         asked = self.headers.get("Range", "")
         if asked.startswith("bytes=") and self.headers.get("If-Range") == '"v1"':
-            start = int(asked[len("bytes=") :].rstrip("-"))
-            self._send_from(start)
-            return
+            self._send_from(int(asked[len("bytes=") :].rstrip("-")))
+            return True
         self._send_headers_of_whole()
-        self.wfile.write(BIG[:half])
-        self.close_connection = True
+        self.wfile.write(BIG[: len(BIG) // 2])
+        return False
+
+    def _flaky(self) -> None:
+        """The first answer stops halfway (the connection drops); later ones honour Range/If-Range."""
+        if not self._resume_or_half():
+            self.close_connection = True
 
     def _aligned(self) -> None:
         """Like /flaky/, but a range is answered from the 4 KiB block it falls in: a 206 whose
@@ -105,29 +111,13 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def _stall(self) -> None:
         """The first answer sends half and then stalls with the connection open (a peer gone
         silent, a NAT entry dropped): only the read timeout notices; later ones honour Range."""
-        _Handler.ranges.append(self.headers.get("Range"))
-        half = len(BIG) // 2
-        asked = self.headers.get("Range", "")
-        if asked.startswith("bytes=") and self.headers.get("If-Range") == '"v1"':
-            start = int(asked[len("bytes=") :].rstrip("-"))
-            self._send_from(start)
-            return
-        self._send_headers_of_whole()
-        self.wfile.write(BIG[:half])
-        self.wfile.flush()
-        _Handler.stall.wait(30)  # until the test is done with it
-        self.close_connection = True
+        if not self._resume_or_half():
+            self.wfile.flush()
+            _Handler.stall.wait(30)  # until the test is done with it
+            self.close_connection = True
 
 
 BIG = BODY * 2000
-
-
-def _serve(root: Path, context: ssl.SSLContext | None) -> tuple[http.server.ThreadingHTTPServer, str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(root)))
-    if context is not None:
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"{'https' if context else 'http'}://127.0.0.1:{server.server_address[1]}"
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +128,9 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
     ca, cert, key = private_ca(tmp_path_factory.mktemp("pki"))
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    plain, plain_url = _serve(root, None)
-    secure, secure_url = _serve(root, tls)
-    yield plain_url, secure_url, ca
-    plain.shutdown()
-    secure.shutdown()
+    files = functools.partial(_Handler, directory=str(root))
+    with serving(files) as plain_url, serving(files, tls) as secure_url:
+        yield plain_url, secure_url, ca
 
 
 def test_an_https_file_of_a_private_ca_is_downloaded_verified_and_renamed_into_place(

@@ -17,7 +17,7 @@ from tests.support.kt_time import scaled
 from tests.support.kt_s3 import S3Server, s3_server, statement  # noqa: F401 - s3_server is a fixture
 from kubetune.trainer import config, data, objectstore
 from kubetune.trainer.errors import DataError, StorageError
-from tests.support.trainerlib import TinyAssets, fake_checkpoint, make_pod
+from tests.support.trainerlib import Pod, TinyAssets, fake_checkpoint, fake_checkpoint_sizes, make_pod
 
 pytestmark = pytest.mark.train  # data.prepare reads records with the train stack
 
@@ -395,11 +395,7 @@ def test_a_restored_checkpoint_is_not_uploaded_again_so_its_marker_survives_a_se
     assert uploader.poll(final=True) == ["checkpoint-4"]
     assert objectstore.newest_complete_remote(prefix, s3_server.env(), config_hash="h") == (
         "checkpoint-4",
-        {
-            "adapter_model.safetensors": 1000,
-            "optimizer.pt": 7,
-            "trainer_state.json": len(json.dumps({"global_step": 4})),
-        },
+        fake_checkpoint_sizes(4) | {"optimizer.pt": 7},
     )
 
 
@@ -440,14 +436,7 @@ def test_the_uploader_takes_a_checkpoint_only_when_complete_and_settled(
     assert uploader.poll() == []  # complete now, but seen once: it might still change
     assert uploader.poll() == ["checkpoint-5"]
     assert uploader.poll() == []  # uploaded once
-    assert objectstore.newest_complete_remote(prefix, s3_server.env()) == (
-        "checkpoint-5",
-        {
-            "adapter_model.safetensors": 1000,
-            "optimizer.pt": 1000,
-            "trainer_state.json": len(json.dumps({"global_step": 5})),
-        },
-    )
+    assert objectstore.newest_complete_remote(prefix, s3_server.env()) == ("checkpoint-5", fake_checkpoint_sizes(5))
 
 
 def test_one_transient_failure_during_training_does_not_end_the_checkpoint_uploads(
@@ -705,6 +694,39 @@ for step in (1, 2):
 """
 
 
+def _fake_training_pod(
+    tmp_path: Path,
+    name: str,
+    endpoint: str,
+    store_env: dict[str, str],
+    extra: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Pod, dict[str, str], Any, Any]:
+    """The pod of job ``name`` writing to the S3 server at ``endpoint`` with ``store_env``'s keys (plus
+    ``extra``), for main._train_uploading: the real train.run and its Child, with FAKE_TRAINING standing
+    in for the LLaMA-Factory worker.  Returns (pod, env, config, distribution)."""
+    from kubetune.trainer import distenv, train
+
+    pod = make_pod(
+        tmp_path,
+        _s3_manifest(name, endpoint),
+        TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"),
+    )
+    env = {**pod.env, **store_env, **extra}
+    cfg = config.load(env)
+    pod.output_dir.mkdir(parents=True, exist_ok=True)
+    dist = distenv.distribution_from_env(env, hostfile_text=None, default_port=cfg.job.spec.distributed.master_port)
+    monkeypatch.setattr(
+        train,
+        "command",
+        lambda _cfg, _dist, _args, child_env: (
+            [sys.executable, "-c", FAKE_TRAINING, str(pod.output_dir)],
+            dict(child_env),
+        ),
+    )
+    return pod, env, cfg, dist
+
+
 def test_a_denied_checkpoint_upload_stops_the_training_at_once_naming_the_field_and_the_fix(
     tmp_path: Path,
     s3_server: S3Server,
@@ -716,28 +738,13 @@ def test_a_denied_checkpoint_upload_stops_the_training_at_once_naming_the_field_
     uploader's failure stops the training child as a SIGTERM would (a stop checkpoint, then
     exit), and the job fails with exit 2 and a message naming the field, the bucket and the fix."""
     from kubetune.api import contract
-    from kubetune.trainer import distenv, main, train
+    from kubetune.trainer import main
 
-    pod = make_pod(
-        tmp_path,
-        _s3_manifest("denied", s3_server.endpoint),
-        TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"),
-    )
     no_put = s3_server.user(
         "no-put", [statement(["s3:*"], ["*"]), statement(["s3:PutObject"], [f"arn:aws:s3:::{BUCKET}/runs/*"], "Deny")]
     )
-    env = {**pod.env, **s3_server.env(no_put), main.ENV_UPLOAD_INTERVAL: "0.05"}
-    cfg = config.load(env)
-    pod.output_dir.mkdir(parents=True, exist_ok=True)
-    dist = distenv.distribution_from_env(env, hostfile_text=None, default_port=cfg.job.spec.distributed.master_port)
-    # The real train.run and its Child, with a stand-in for the LLaMA-Factory worker.
-    monkeypatch.setattr(
-        train,
-        "command",
-        lambda _cfg, _dist, _args, child_env: (
-            [sys.executable, "-c", FAKE_TRAINING, str(pod.output_dir)],
-            dict(child_env),
-        ),
+    pod, env, cfg, dist = _fake_training_pod(
+        tmp_path, "denied", s3_server.endpoint, s3_server.env(no_put), {main.ENV_UPLOAD_INTERVAL: "0.05"}, monkeypatch
     )
     with pytest.raises(StorageError) as err:
         main._train_uploading(cfg, dist, env, None, env, main.outputs_prefix(cfg), None)  # noqa: SLF001
@@ -1071,25 +1078,16 @@ def test_a_sigterm_during_training_uploads_the_stop_checkpoint_within_the_grace_
     import threading
 
     from kubetune.api import contract
-    from kubetune.trainer import distenv, main, train
+    from kubetune.trainer import main
     from kubetune.trainer.errors import Retryable
 
-    pod = make_pod(
+    pod, env, cfg, dist = _fake_training_pod(
         tmp_path,
-        _s3_manifest("preempted", s3_server.endpoint),
-        TinyAssets(tmp_path, tmp_path / "models", tmp_path / "datasets", "m", "d.jsonl"),
-    )
-    env = {**pod.env, **s3_server.env(), main.ENV_UPLOAD_INTERVAL: "0.05", contract.ENV_STOP_GRACE: "5"}
-    cfg = config.load(env)
-    pod.output_dir.mkdir(parents=True, exist_ok=True)
-    dist = distenv.distribution_from_env(env, hostfile_text=None, default_port=cfg.job.spec.distributed.master_port)
-    monkeypatch.setattr(
-        train,
-        "command",
-        lambda _cfg, _dist, _args, child_env: (
-            [sys.executable, "-c", FAKE_TRAINING, str(pod.output_dir)],
-            dict(child_env),
-        ),
+        "preempted",
+        s3_server.endpoint,
+        s3_server.env(),
+        {main.ENV_UPLOAD_INTERVAL: "0.05", contract.ENV_STOP_GRACE: "5"},
+        monkeypatch,
     )
     real = objectstore.client(env)
     release, attempted = threading.Event(), threading.Event()
@@ -1120,11 +1118,7 @@ def test_a_sigterm_during_training_uploads_the_stop_checkpoint_within_the_grace_
         assert attempted.is_set() and not release.is_set()  # the stop checkpoint was tried, and given up on in time
         assert objectstore.newest_complete_remote(prefix, s3_server.env(), s3=real) == (
             "checkpoint-1",
-            {
-                "adapter_model.safetensors": 100,
-                "optimizer.pt": 100,
-                "trainer_state.json": len(json.dumps({"global_step": 1})),
-            },
+            fake_checkpoint_sizes(1, size=100),
         )  # checkpoint-2 has no marker: a restart resumes from checkpoint-1
     finally:
         release.set()

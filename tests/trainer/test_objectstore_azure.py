@@ -21,6 +21,7 @@ from tests.support.kt_azurite import KEY, Azurite, azurite  # noqa: F401 - azuri
 from kubetune.api import contract
 from kubetune.trainer import azureblob, objectstore
 from kubetune.trainer.errors import DataError, StorageError
+from tests.support.httpserve import serving
 from tests.support.trainerlib import TinyAssets, fake_checkpoint, make_pod
 
 pytestmark = pytest.mark.train
@@ -205,14 +206,8 @@ class _CutsOptimizerUploads(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def cutting_proxy(azurite: Azurite) -> Iterator[str]:  # noqa: F811
     handler = type("Handler", (_CutsOptimizerUploads,), {"upstream": ("127.0.0.1", azurite.port)})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/devstoreaccount1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as url:
+        yield f"{url}/devstoreaccount1"
 
 
 def test_an_az_checkpoint_upload_cut_midway_is_retryable_and_leaves_no_completion_marker(

@@ -12,7 +12,6 @@ carries neither an S3 error code nor an HTTP status.
 from __future__ import annotations
 
 import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 from kubetune.api import contract
 from kubetune.trainer import objectstore
 from kubetune.trainer.errors import StorageError
+from tests.support.httpserve import serving
 
 pytestmark = pytest.mark.train
 
@@ -42,6 +42,14 @@ class _CutsBodies(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
 
+    def _xml(self, code: int, text: str) -> None:
+        body = text.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
         self.send_response(200)
         self._object_headers()
@@ -54,12 +62,8 @@ class _CutsBodies(http.server.BaseHTTPRequestHandler):
                 f"<Name>b</Name><Prefix>{KEY}</Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>"
                 f'<Contents><Key>{KEY}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>"0123456789abcdef0123456789abcdef"</ETag>'
                 f"<Size>{len(BODY)}</Size><StorageClass>STANDARD</StorageClass></Contents></ListBucketResult>"
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(listing)))
-            self.end_headers()
-            self.wfile.write(listing)
+            )
+            self._xml(200, listing)
             return
         type(self).gets += 1
         self.send_response(200)
@@ -78,25 +82,15 @@ class _CutsBodies(http.server.BaseHTTPRequestHandler):
             '<?xml version="1.0" encoding="UTF-8"?><Error><Code>XMinioServerNotInitialized</Code>'
             "<Message>Server not initialized, please try again.</Message><Resource>/b</Resource>"
             "<RequestId>1</RequestId></Error>"
-        ).encode()
-        self.send_response(503)
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("Content-Length", str(len(error)))
-        self.end_headers()
-        self.wfile.write(error)
+        )
+        self._xml(503, error)
 
 
 @pytest.fixture
 def cutting_endpoint() -> Iterator[str]:
     _CutsBodies.gets = 0
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutsBodies)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_CutsBodies) as url:
+        yield url
 
 
 def _env(endpoint: str) -> dict[str, str]:

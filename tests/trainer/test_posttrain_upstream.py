@@ -23,7 +23,7 @@ from kubetune.render.checks import IGNORED_PREFERENCE_LOSSES
 from kubetune.trainer.tiny import QA_PAIRS, preference_records, tiny_job, write_jsonl
 from kubetune.trainer import config
 from kubetune.trainer import data as data_stage
-from tests.support.trainerlib import TinyAssets, isolated_env, make_pod
+from tests.support.trainerlib import TinyAssets, isolated_env, make_pod, pod_layout
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
 
@@ -54,13 +54,7 @@ def _manifest(
 def _render(
     root: Path, assets: TinyAssets, manifest: dict[str, Any], source: ModelSource | None = None
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    layout = contract.Layout(
-        config_dir=str(root / "config"),
-        datasets_dir=str(assets.datasets_dir),
-        models_dir=str(assets.models_dir),
-        outputs_dir=str(root / "outputs"),
-        scratch_dir=str(root / "scratch"),
-    )
+    layout = pod_layout(root, assets)
     rendered = render(FineTuneJob.from_api(manifest), RenderOptions(layout=layout, model_source=source))
     args = dict(rendered.train_args)
     # What the trainer's data stage does: dataset_info.json in dataset_dir, read by LLaMA-Factory.

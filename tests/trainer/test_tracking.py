@@ -16,7 +16,7 @@ import pytest
 from kubetune.api import contract
 from kubetune.trainer.tiny import TinyAssets, tiny_job
 from tests.support.trainerlib import free_port, make_pod, run_trainer, stage_lines
-from tests.support.kt_time import scaled
+from tests.support.kt_time import scaled, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.train]
 
@@ -70,11 +70,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=scaled(20))
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
 
 

@@ -239,32 +239,37 @@ def _run_ranks(envs: list[dict[str, str]], tmp_path: Path, timeout: float = 420)
     return [(c, (tmp_path / f"rank{i}.log").read_text(errors="replace")) for i, c in enumerate(codes)]
 
 
-@pytest.mark.timeout(
-    300
-)  # a fresh clone compiles DeepSpeed's CPU ops first (50-75 s, then cached in .cache/), then 2 processes train
-def test_deepspeed_zero2_across_two_pytorchjob_pods(
-    tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path
-) -> None:
+def _two_replica_envs(env: dict[str, str], **extra: str) -> list[dict[str, str]]:
+    """``env`` as the Kubeflow training-operator extends it on Master-0 and Worker-0 of a 2-replica
+    PyTorchJob (with one process a node, on a free local port), plus ``extra``."""
     from tests.support.trainerlib import free_port
 
-    pod = make_pod(tmp_path, _distributed_manifest("ds-ptj", tiny_assets), tiny_assets, extensions=torch_extensions)
-    assert json.loads(pod.files[contract.DEEPSPEED_FILE])["zero_optimization"]["stage"] == 2
     port = str(free_port())
-    # Exactly what the Kubeflow training-operator sets on Master-0 and Worker-0 of a 2-replica PyTorchJob.
-    envs = [
+    return [
         {
-            **pod.env,
+            **env,
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": port,
             "WORLD_SIZE": "2",
             "RANK": str(rank),
             "PET_NNODES": "2",
             "PET_NODE_RANK": str(rank),
-            "PET_NPROC_PER_NODE": "1",
             "NPROC_PER_NODE": "1",
+            **extra,
         }
         for rank in (0, 1)
     ]
+
+
+@pytest.mark.timeout(
+    300
+)  # a fresh clone compiles DeepSpeed's CPU ops first (50-75 s, then cached in .cache/), then 2 processes train
+def test_deepspeed_zero2_across_two_pytorchjob_pods(
+    tmp_path: Path, tiny_assets: TinyAssets, torch_extensions: Path
+) -> None:
+    pod = make_pod(tmp_path, _distributed_manifest("ds-ptj", tiny_assets), tiny_assets, extensions=torch_extensions)
+    assert json.loads(pod.files[contract.DEEPSPEED_FILE])["zero_optimization"]["stage"] == 2
+    envs = _two_replica_envs(pod.env, PET_NPROC_PER_NODE="1")
     (code0, out0), (code1, out1) = _run_ranks(envs, tmp_path)
     assert code0 == 0 and code1 == 0, out0[-3000:] + "\n-----\n" + out1[-3000:]
     assert "world size: 2" in out0 and "DeepSpeed" in out0 + out1
@@ -283,8 +288,6 @@ def test_accelerate_deepspeed_across_two_machines(
     """Two pods, each its own real ``accelerate launch --machine_rank N`` with the rendered accelerate.yaml."""
     import yaml
 
-    from tests.support.trainerlib import free_port
-
     pod = make_pod(
         tmp_path,
         _distributed_manifest("acc-2n", tiny_assets, launcher="accelerate"),
@@ -294,20 +297,7 @@ def test_accelerate_deepspeed_across_two_machines(
     acc = yaml.safe_load(pod.files[contract.ACCELERATE_FILE])
     assert acc["distributed_type"] == "DEEPSPEED" and acc["num_machines"] == 2
     assert acc["deepspeed_config"]["deepspeed_multinode_launcher"] == "standard"  # not pdsh
-    port = str(free_port())
-    envs = [
-        {
-            **pod.env,
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-            "WORLD_SIZE": "2",
-            "RANK": str(rank),
-            "PET_NNODES": "2",
-            "PET_NODE_RANK": str(rank),
-            "NPROC_PER_NODE": "1",
-        }
-        for rank in (0, 1)
-    ]
+    envs = _two_replica_envs(pod.env)
     (code0, out0), (code1, out1) = _run_ranks(envs, tmp_path)
     assert code0 == 0 and code1 == 0, out0[-3000:] + "\n-----\n" + out1[-3000:]
     assert "pdsh" not in out0 + out1
