@@ -269,7 +269,7 @@ def build_app(chat_model: Any, model_name: str) -> ASGIApp:
 
 
 def _path_like(text: str) -> bool:
-    return Path(text).is_absolute() or text.startswith(("./", "../", "~"))
+    return Path(text).is_absolute() or text.startswith(("./", "../"))
 
 
 def local_folder_problem(target: ServeTarget) -> str | None:

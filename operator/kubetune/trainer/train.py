@@ -113,8 +113,8 @@ NOT_DATA = BOOKKEEPING_ARGS | frozenset(
     }
 )
 """Arguments that do not change the tokenised dataset (the bookkeeping, and those that change only how
-it is trained); every other one (template, cutoff_len,
-stage, packing, max_samples, val_size, seed, the tokenizer's model...) keys the cache."""
+it is trained); every other one (template, cutoff_len, stage, packing, max_samples, val_size, seed, the
+tokenizer's model...) keys the cache."""
 
 
 def tokenized_path(cfg: JobConfig) -> Path:
